@@ -1,0 +1,3 @@
+from vimbench.cli import main
+
+main()

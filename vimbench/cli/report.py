@@ -1,0 +1,5 @@
+"""Commands of this module are being written."""
+
+
+def register(app) -> None:
+    pass

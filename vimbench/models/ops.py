@@ -1,0 +1,51 @@
+"""One table: backend name -> the op functions the Vim block calls. The model never knows which backend runs it.
+
+Op signatures (all backends identical; shapes documented on the reference ops in `kernels`):
+    add_rmsnorm(x, residual, weight, eps, out_dtype) -> (y, residual_fp32)
+    conv1d_silu_bidir(x, weight, bias) -> u            x (B, E, L), weight (2, E, K), bias (2, E) -> (2, B, E, L)
+    bimamba_scan(u, delta, A, B, C, D, z, delta_bias) -> y   direction-stacked inputs -> (B, E, L)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from vimbench.errors import VimbenchError
+from vimbench.settings import BACKENDS
+
+
+@dataclass(frozen=True)
+class VimOps:
+    name: str
+    add_rmsnorm: Callable
+    conv1d_silu_bidir: Callable
+    bimamba_scan: Callable
+
+
+def _torch_ops() -> VimOps:
+    from kernels.conv1d.reference import conv1d_silu_bidir_ref
+    from kernels.rmsnorm.reference import add_rmsnorm_ref
+    from kernels.selective_scan.reference import bimamba_scan_ref
+
+    return VimOps("torch", add_rmsnorm_ref, conv1d_silu_bidir_ref, bimamba_scan_ref)
+
+
+def _triton_ops() -> VimOps:
+    try:
+        from kernels.conv1d.triton import conv1d_silu_bidir
+        from kernels.rmsnorm.triton import add_rmsnorm
+        from kernels.selective_scan.triton import bimamba_scan
+    except ImportError as exc:  # triton missing, or kernels not built yet
+        raise VimbenchError(f"the triton backend is unavailable here ({exc}); use --backend torch") from exc
+    return VimOps("triton", add_rmsnorm, conv1d_silu_bidir, bimamba_scan)
+
+
+_FACTORIES = {"torch": _torch_ops, "triton": _triton_ops}
+assert set(_FACTORIES) == set(BACKENDS)
+
+
+def get_ops(backend: str) -> VimOps:
+    """The op table of one backend ('torch' or 'triton')."""
+    if backend not in _FACTORIES:
+        raise VimbenchError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    return _FACTORIES[backend]()

@@ -1,0 +1,69 @@
+"""The only module that talks Rich: tables, progress bars and error lines for the CLI."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def error_line(message: str) -> None:
+    """One red line on stderr: the CLI's whole output for a user error."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+
+
+def note(message: str) -> None:
+    console.print(message, highlight=False, soft_wrap=True)
+
+
+def fmt(value: Any, digits: int = 1) -> str:
+    """Numbers for tables: '-' for missing, thousands separators, fixed decimals."""
+    if value is None or (isinstance(value, float) and value != value):
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], caption: str | None = None,
+          digits: int = 1) -> None:
+    """Print a table. Numeric columns are right-aligned; column names should carry units (p50 ms, img/s, MiB)."""
+    rows = [list(r) for r in rows]
+    t = Table(title=title, caption=caption, caption_justify="left", header_style="bold")
+    for i, name in enumerate(columns):
+        numeric = any(isinstance(r[i], (int, float)) and not isinstance(r[i], bool) for r in rows if i < len(r))
+        t.add_column(name, justify="right" if numeric else "left", no_wrap=numeric)
+    for r in rows:
+        t.add_row(*(fmt(v, digits) for v in r))
+    console.print(t)
+
+
+def key_values(title: str, items: Iterable[tuple[str, Any]]) -> None:
+    t = Table(title=title, show_header=False, title_justify="left")
+    t.add_column("key", style="bold")
+    t.add_column("value")
+    for k, v in items:
+        t.add_row(k, fmt(v, 3))
+    console.print(t)
+
+
+@contextmanager
+def progress_bar(total: int, description: str = "") -> Iterator[Callable[[str, int], None]]:
+    """A Rich progress bar; yields update(label, completed) for the library's progress callback."""
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console, transient=False) as progress:
+        task = progress.add_task(description, total=total)
+
+        def update(label: str, completed: int) -> None:
+            progress.update(task, description=label, completed=completed)
+
+        yield update

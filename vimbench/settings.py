@@ -1,0 +1,21 @@
+"""The only place that reads environment variables. Everything else gets these values passed in."""
+from __future__ import annotations
+
+import os
+
+BACKENDS = ("torch", "triton")
+
+
+def default_backend() -> str:
+    """Vim op backend used when none is named: VIMBENCH_BACKEND, else 'torch'."""
+    value = os.environ.get("VIMBENCH_BACKEND", "torch").strip().lower() or "torch"
+    if value not in BACKENDS:
+        from vimbench.errors import VimbenchError
+
+        raise VimbenchError(f"VIMBENCH_BACKEND={value!r} is not a backend; use one of {', '.join(BACKENDS)}")
+    return value
+
+
+def results_dir() -> str:
+    """Folder where sweeps write their result files: VIMBENCH_RESULTS_DIR, else ./results."""
+    return os.environ.get("VIMBENCH_RESULTS_DIR", "results")
