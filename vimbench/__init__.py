@@ -1,18 +1,26 @@
 """vimbench: the efficiency benchmark for Vision Mamba (Vim) against DeiT.
 
-Public API: create_model, list_models, run_sweep, load_results, __version__.
+Public API: create_model, list_models, run_sweep, load_results, __version__. The names are imported on first
+use, so importing vimbench (and `vimbench --help`) does not load torch.
 """
-from vimbench.models import create_model, list_models
-from vimbench.results import load_results
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
+_LAZY = {
+    "create_model": "vimbench.models.registry",
+    "list_models": "vimbench.models.registry",
+    "run_sweep": "vimbench.bench.sweep",
+    "load_results": "vimbench.results",
+}
 
-def run_sweep(*args, **kwargs):
-    """Run a sweep (see vimbench.bench.sweep.run_sweep)."""
-    from vimbench.bench.sweep import run_sweep as _run_sweep
 
-    return _run_sweep(*args, **kwargs)
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'vimbench' has no attribute {name!r}")
 
 
-__all__ = ["__version__", "create_model", "list_models", "load_results", "run_sweep"]
+__all__ = ["__version__", *_LAZY]
