@@ -1,0 +1,147 @@
+"""Vim and DeiT as built by vimbench: sizes, official key names, and the math against an independent reference."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import pytest
+
+import vimbench
+from kernels.selective_scan.reference import selective_scan_sequential
+from vimbench.errors import VimbenchError
+from vimbench.models import count_params, create_model, get_spec
+
+
+@pytest.mark.parametrize(
+    "name,res,expected",
+    [
+        ("vim_t", 224, 7_148_008),
+        ("vim_s", 224, 25_796_584),
+        ("vim_b", 224, 97_598_440),
+        ("vim_tiny_patch16_224", 1248, 8_278_504),
+        ("deit_t", 224, 5_717_416),
+        ("deit_s", 224, 22_050_664),
+        ("deit_b", 224, 86_567_656),
+    ],
+)
+def test_parameter_counts_match_official(name, res, expected):
+    with torch.device("meta"):
+        model = create_model(name, img_size=res)
+    assert count_params(model) == expected
+
+
+def _official_keys(depth: int) -> set[str]:
+    mixer = ["in_proj.weight", "conv1d.weight", "conv1d.bias", "x_proj.weight", "dt_proj.weight", "dt_proj.bias",
+             "A_log", "D", "conv1d_b.weight", "conv1d_b.bias", "x_proj_b.weight", "dt_proj_b.weight",
+             "dt_proj_b.bias", "A_b_log", "D_b", "out_proj.weight"]
+    keys = {"patch_embed.proj.weight", "patch_embed.proj.bias", "cls_token", "pos_embed", "norm_f.weight",
+            "head.weight", "head.bias"}
+    for i in range(depth):
+        keys |= {f"layers.{i}.mixer.{k}" for k in mixer} | {f"layers.{i}.norm.weight"}
+    return keys
+
+
+def test_state_dict_uses_official_key_names_and_shapes():
+    with torch.device("meta"):
+        model = create_model("vim_t")
+    sd = model.state_dict()
+    assert set(sd) == _official_keys(24)
+    assert sd["layers.0.mixer.conv1d.weight"].shape == (384, 1, 4)
+    assert sd["layers.0.mixer.x_proj.weight"].shape == (12 + 32, 384)
+    assert sd["layers.0.mixer.A_b_log"].shape == (384, 16)
+    assert sd["pos_embed"].shape == (1, 197, 192)
+
+
+def test_checkpoint_file_in_official_format_loads_and_reproduces_logits(tmp_path):
+    torch.manual_seed(0)
+    source = create_model("vim_test", img_size=64, num_classes=10).eval()
+    path = tmp_path / "vim_test_checkpoint.pth"
+    torch.save({"model": source.state_dict(), "epoch": 300}, path)
+
+    target = create_model("vim_test", img_size=64, num_classes=10).eval()
+    missing = target.load_state_dict(torch.load(path, map_location="cpu")["model"], strict=True)
+    assert not missing.missing_keys and not missing.unexpected_keys
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(source(images), target(images))
+
+
+def _sequential_mixer_reference(mixer, h):
+    """The mixer as the official code computes it, in float64: flipped copies for the backward direction,
+    a causal conv on each, the literal token loop of the scan, outputs averaged."""
+    p = {k: v.double() for k, v in mixer.state_dict().items()}
+    inner = mixer.d_inner
+    rank = mixer.dt_rank
+    xz = (h.double() @ p["in_proj.weight"].t()).transpose(1, 2)  # (B, 2E, L)
+    x, z = xz[:, :inner], xz[:, inner:]
+
+    def one_direction(x_dir, z_dir, sfx, a_name, d_name):
+        w = p[f"conv1d{sfx}.weight"]  # (E, 1, K)
+        u = F.silu(F.conv1d(F.pad(x_dir, (3, 0)), w, p[f"conv1d{sfx}.bias"], groups=inner))
+        x_dbl = torch.einsum("ce,bel->bcl", p[f"x_proj{sfx}.weight"], u)
+        dt, B, C = x_dbl[:, :rank], x_dbl[:, rank:rank + 16], x_dbl[:, rank + 16:]
+        delta = torch.einsum("er,brl->bel", p[f"dt_proj{sfx}.weight"], dt)
+        A = -torch.exp(p[a_name])
+        return selective_scan_sequential(u, delta, A, B, C, p[d_name], z_dir, p[f"dt_proj{sfx}.bias"])
+
+    y_f = one_direction(x, z, "", "A_log", "D")
+    y_b = one_direction(x.flip(-1), z.flip(-1), "_b", "A_b_log", "D_b").flip(-1)
+    return ((y_f + y_b) / 2).transpose(1, 2) @ p["out_proj.weight"].t()
+
+
+def test_torch_backend_matches_sequential_float64_reference():
+    torch.manual_seed(1)
+    model = create_model("vim_test", img_size=64, num_classes=7, backend="torch").eval()
+    # Non-default values so every parameter matters (the backward dt bias is zero at init).
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith(("dt_proj_b.bias", "D_b", ".D", "conv1d_b.bias", "norm.weight", "norm_f.weight")):
+                param.add_(0.1 * torch.randn_like(param))
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        logits = model(images).double()
+        # Model-level float64 reference, block by block.
+        x = model.patch_embed(images.double().float()).double()
+        mid = model.cls_position
+        x = torch.cat([x[:, :mid], model.cls_token.double().expand(2, -1, -1), x[:, mid:]], 1)
+        x = x + model.pos_embed.double()
+
+        def rms(v, w):
+            return v * torch.rsqrt(v.pow(2).mean(-1, keepdim=True) + 1e-5) * w.double()
+
+        residual, hidden = None, x
+        for block in model.layers:
+            residual = hidden if residual is None else residual + hidden
+            hidden = _sequential_mixer_reference(block.mixer, rms(residual, block.norm.weight))
+        feats = rms(residual + hidden, model.norm_f.weight)[:, mid]
+        expected = feats @ model.head.weight.double().t() + model.head.bias.double()
+    err = (logits - expected).norm() / expected.norm()
+    assert err < 1e-5, f"relative error {err:.2e}"
+
+
+def test_middle_class_token_position_and_length():
+    model = create_model("vim_test", img_size=96)
+    assert model.num_tokens == 37 and model.cls_position == 18
+
+
+def test_unknown_model_is_a_clear_error():
+    with pytest.raises(VimbenchError, match="unknown model 'vim_xl'.*vim_t"):
+        get_spec("vim_xl")
+
+
+def test_deit_attention_choice_is_per_module():
+    from timm.models.vision_transformer import Attention
+
+    eager = create_model("deit_test", img_size=64, attn="eager")
+    fused = create_model("deit_test", img_size=64, attn="sdpa")
+    assert all(not m.fused_attn for m in eager.modules() if isinstance(m, Attention))
+    assert all(m.fused_attn for m in fused.modules() if isinstance(m, Attention))
+    with torch.no_grad():
+        fused.load_state_dict(eager.state_dict())
+        images = torch.randn(2, 3, 64, 64)
+        torch.testing.assert_close(eager.eval()(images), fused.eval()(images), rtol=1e-4, atol=1e-5)
+
+
+def test_public_api_is_lazy_and_complete():
+    assert vimbench.__version__
+    assert {s.alias for s in vimbench.list_models()} >= {"vim_t", "vim_s", "vim_b", "deit_t", "deit_s", "deit_b"}
+    assert callable(vimbench.create_model) and callable(vimbench.load_results)
