@@ -62,8 +62,10 @@ def create_model(name: str, img_size: int = 224, num_classes: int = 1000, backen
     ('sdpa' fused or 'eager'). Each argument applies to one family only and is ignored by the other.
     """
     spec = get_spec(name)
-    if img_size < 16 or img_size % 16:
-        raise VimbenchError(f"image size {img_size} must be a positive multiple of the 16 px patch")
+    # Any size of at least one patch: the model sees img // 16 patches per side (738 px -> 46 x 46), as the
+    # official code and timm do; the paper's 738 px point is not a multiple of 16.
+    if img_size < 16:
+        raise VimbenchError(f"image size {img_size} is smaller than the 16 px patch; use at least 16")
     if spec.family == "vim":
         from vimbench.models.vim import VisionMamba
         from vimbench.settings import default_backend
