@@ -1,0 +1,173 @@
+"""Analytic FLOPs and bytes of one forward pass of Vim and DeiT, per op and per layer category.
+
+Conventions (state them next to any number derived from here):
+- A multiply-accumulate (MAC) is 2 FLOPs. GEMMs and convolutions count MACs only (bias adds are not counted),
+  which is what torch.utils.flop_counter.FlopCounterMode counts, so GEMM/conv/attention totals can be checked
+  against it.
+- Selective scan: 9 * B * L * E * N FLOPs per direction per layer (the Mamba authors' convention), plus
+  B * L * E for the D skip of each direction and B * L * E for the SiLU(z) gate (their `with_D`/`with_Z`
+  terms) and 2 * B * L * E for averaging the two directions. Softplus of delta is not counted.
+- Attention (DeiT): the two batched matmuls Q K^T and P V, 2 * B * L^2 * D each per layer (as FlopCounterMode
+  counts SDPA); softmax is not counted.
+- Norm: RMSNorm with its residual add counts 5 FLOPs per element (add, square-accumulate 2, scale 2);
+  LayerNorm counts 7 (mean 1, centre 1, square-accumulate 2, scale 2, shift 1).
+- Elementwise ops (SiLU, GELU, residual adds outside a norm, position embedding) count 1 FLOP per element
+  per op; transcendentals count 1 like any other op. They are small and only reported, never checked.
+- Patch embedding (a 16x16 stride-16 conv) is a GEMM in disguise and is counted as GEMM; the depthwise conv1d
+  of the Vim mixer is the "conv" category.
+- Bytes are the minimum traffic of the implementation as written (each op reads its inputs once and writes
+  its output once; nothing stays in cache between ops). Activations use the element size of the compute
+  dtype (fp32/tf32: 4, bf16/fp16: 2), Vim's residual stream is always fp32, weights are counted at the compute
+  dtype's element size, A/D/delta_bias of the scan in fp32.
+Numbers are for the whole batch, one forward, inference.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from vimbench.errors import VimbenchError
+
+CATEGORIES = ("gemm", "scan", "conv", "norm", "attention", "elementwise")
+DTYPE_BYTES = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2}
+SCAN_FLOPS_PER_ELEMENT = 9  # per (b, l, e, n), the Mamba convention
+D_STATE, D_CONV, EXPAND, MLP_RATIO, PATCH = 16, 4, 2, 4, 16
+
+
+@dataclass(frozen=True)
+class OpCount:
+    """One op of the forward pass, summed over its `count` occurrences (usually the layers)."""
+    name: str
+    category: str
+    flops: float
+    bytes: float
+    count: int = 1
+
+
+@dataclass
+class ModelCount:
+    model: str
+    res: int
+    batch: int
+    dtype: str
+    tokens: int
+    ops: list[OpCount] = field(default_factory=list)
+
+    @property
+    def flops(self) -> float:
+        return sum(op.flops for op in self.ops)
+
+    @property
+    def bytes(self) -> float:
+        return sum(op.bytes for op in self.ops)
+
+    def by_category(self) -> dict[str, dict[str, float]]:
+        """{category: {"flops": ..., "bytes": ...}} for every category in CATEGORIES (zeros where absent)."""
+        out = {c: {"flops": 0.0, "bytes": 0.0} for c in CATEGORIES}
+        for op in self.ops:
+            out[op.category]["flops"] += op.flops
+            out[op.category]["bytes"] += op.bytes
+        return out
+
+    def category_flops(self, category: str) -> float:
+        return self.by_category()[category]["flops"]
+
+
+def _gemm(name: str, m: float, k: float, n: float, elt: int, count: int = 1, out_elt: int | None = None) -> OpCount:
+    """(m, k) @ (k, n): 2*m*k*n FLOPs; reads both operands, writes the product."""
+    out_elt = elt if out_elt is None else out_elt
+    return OpCount(name, "gemm", 2.0 * m * k * n * count, (elt * (m * k + k * n) + out_elt * m * n) * count, count)
+
+
+def _check(dtype: str, res: int, batch: int) -> None:
+    if dtype not in DTYPE_BYTES:
+        raise VimbenchError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPE_BYTES)}")
+    if res < PATCH:
+        raise VimbenchError(f"image size {res} is smaller than the 16 px patch; use at least 16")
+    if batch < 1:
+        raise VimbenchError(f"batch must be >= 1, got {batch}")
+
+
+def vim_counts(embed_dim: int, depth: int, res: int, batch: int, dtype: str = "fp32", num_classes: int = 1000,
+               model: str = "vim") -> ModelCount:
+    """Vim (bimamba v2, middle class token) as vimbench.models.vim builds it; see the module docstring."""
+    _check(dtype, res, batch)
+    elt, f32 = DTYPE_BYTES[dtype], 4
+    D, E, N, K = embed_dim, EXPAND * embed_dim, D_STATE, D_CONV
+    R = math.ceil(D / 16)
+    M = (res // PATCH) ** 2
+    L = M + 1
+    BL = batch * L
+    out = ModelCount(model, res, batch, dtype, L)
+    ops = out.ops
+    ops.append(_gemm("patch_embed", batch * M, 3 * PATCH * PATCH, D, elt))
+    ops.append(OpCount("pos_embed+cls", "elementwise", BL * D, elt * (2 * BL * D + L * D)))
+    # add_rmsnorm before each block and once at the end; block 0 has no residual to add.
+    norm_flops = 5.0 * BL * D
+    norm_bytes_first = BL * D * (elt + f32 + elt) + D * f32          # read x, write residual + normed
+    norm_bytes = BL * D * (elt + f32 + f32 + elt) + D * f32          # read x + residual, write both
+    ops.append(OpCount("add_rmsnorm", "norm", norm_flops * (depth + 1),
+                       norm_bytes_first + norm_bytes * depth, depth + 1))
+    ops.append(_gemm("in_proj", BL, D, 2 * E, elt, depth))
+    conv_flops = 2 * (2.0 * K * BL * E)                               # both directions
+    conv_bytes = elt * (BL * E + 2 * BL * E) + f32 * 2 * E * (K + 1)  # read x, write u (2 directions)
+    ops.append(OpCount("conv1d_bidir", "conv", conv_flops * depth, conv_bytes * depth, depth))
+    ops.append(OpCount("conv_silu", "elementwise", 2.0 * BL * E * depth, 0.0, depth))  # fused into conv: no bytes
+    ops.append(_gemm("x_proj", 2 * BL, E, R + 2 * N, elt, depth))
+    ops.append(_gemm("dt_proj", 2 * BL, R, E, elt, depth))
+    scan_flops = 2 * (SCAN_FLOPS_PER_ELEMENT * BL * E * N + BL * E) + BL * E + 2 * BL * E
+    # reads u, delta (2 directions), B, C (2 directions), z; writes y; A (2,E,N), D, bias (2,E) in fp32
+    scan_bytes = elt * (2 * BL * E * 2 + 2 * 2 * BL * N + BL * E + BL * E) + f32 * (2 * E * N + 4 * E)
+    ops.append(OpCount("bimamba_scan", "scan", scan_flops * depth, scan_bytes * depth, depth))
+    ops.append(_gemm("out_proj", BL, E, D, elt, depth))
+    ops.append(_gemm("head", batch, D, num_classes, elt))
+    return out
+
+
+def deit_counts(embed_dim: int, depth: int, heads: int, res: int, batch: int, dtype: str = "fp32",
+                num_classes: int = 1000, attn: str = "sdpa", model: str = "deit") -> ModelCount:
+    """timm's DeiT (class token, no distillation token, MLP ratio 4, pre-norm LayerNorm).
+
+    attn='sdpa': fused attention reads Q, K, V and writes O (no L x L matrix in memory); 'eager' also writes and
+    reads the L x L scores and probabilities. FLOPs are the same for both."""
+    _check(dtype, res, batch)
+    elt, f32 = DTYPE_BYTES[dtype], 4
+    D, H = embed_dim, heads
+    M = (res // PATCH) ** 2
+    L = M + 1
+    BL = batch * L
+    out = ModelCount(model, res, batch, dtype, L)
+    ops = out.ops
+    ops.append(_gemm("patch_embed", batch * M, 3 * PATCH * PATCH, D, elt))
+    ops.append(OpCount("pos_embed+cls", "elementwise", BL * D, elt * (2 * BL * D + L * D)))
+    ln_bytes = elt * 2 * BL * D + f32 * 2 * D
+    ops.append(OpCount("layernorm", "norm", 7.0 * BL * D * (2 * depth + 1), ln_bytes * (2 * depth + 1),
+                       2 * depth + 1))
+    ops.append(_gemm("qkv", BL, D, 3 * D, elt, depth))
+    attn_flops = 2 * (2.0 * batch * L * L * D)
+    attn_bytes = elt * 4 * BL * D                                     # read q, k, v; write o
+    if attn == "eager":
+        attn_bytes += elt * 2 * 2 * batch * H * L * L                 # scores and probs, written then read
+    elif attn != "sdpa":
+        raise VimbenchError(f"unknown attention {attn!r}; choose sdpa or eager")
+    ops.append(OpCount("attention", "attention", attn_flops * depth, attn_bytes * depth, depth))
+    ops.append(_gemm("proj", BL, D, D, elt, depth))
+    ops.append(_gemm("fc1", BL, D, MLP_RATIO * D, elt, depth))
+    ops.append(OpCount("gelu", "elementwise", 1.0 * BL * MLP_RATIO * D * depth,
+                       elt * 2 * BL * MLP_RATIO * D * depth, depth))
+    ops.append(_gemm("fc2", BL, MLP_RATIO * D, D, elt, depth))
+    ops.append(OpCount("residual_add", "elementwise", 2.0 * BL * D * depth, elt * 3 * BL * D * 2 * depth, 2 * depth))
+    ops.append(_gemm("head", batch, D, num_classes, elt))
+    return out
+
+
+def model_counts(name: str, res: int, batch: int = 1, dtype: str = "fp32", num_classes: int = 1000,
+                 attn: str = "sdpa") -> ModelCount:
+    """Analytic counts for any registered model (vim_t, deit_s, vim_test, ...) built at `res`."""
+    from vimbench.models.registry import get_spec
+
+    spec = get_spec(name)
+    if spec.family == "vim":
+        return vim_counts(spec.embed_dim, spec.depth, res, batch, dtype, num_classes, spec.alias)
+    heads = spec.overrides.get("num_heads", spec.heads)
+    return deit_counts(spec.embed_dim, spec.depth, heads, res, batch, dtype, num_classes, attn, spec.alias)
