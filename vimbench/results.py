@@ -33,11 +33,12 @@ class CaseKey:
     device: str           # cuda | cpu
     mode: str = "infer"
     cuda_graphs: bool = False
+    h2d: bool = False     # the timed call includes copying the input from (pinned) host memory
 
     def label(self) -> str:
         impl = self.implementation + (f"/{self.attn}" if self.attn else "")
-        graphs = " graphs" if self.cuda_graphs else ""
-        return f"{self.model} {impl} {self.res}px b{self.batch} {self.dtype} {self.device}{graphs}"
+        extras = (" graphs" if self.cuda_graphs else "") + (" +h2d" if self.h2d else "")
+        return f"{self.model} {impl} {self.res}px b{self.batch} {self.dtype} {self.device}{extras}"
 
 
 @dataclass

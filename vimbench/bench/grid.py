@@ -1,0 +1,256 @@
+"""The sweep grid: the value grammar of --res/--batch/--models/--dtype/--attn/--backend, and case expansion.
+
+Resolution grammar (pieces separated by commas, combined, deduplicated and sorted):
+    224..1248      the standard ladder inside the bounds: 224, 384, 512, 640, 738, 896, 1024, 1248
+    256..1024:128  every 128 px from 256 up to 1024
+    224,512,738    explicit sizes
+Any size of at least one 16 px patch is allowed; the model sees img // 16 patches per side (738 px -> 46 x 46).
+
+Every parser accepts a string (the CLI), an int, or a list of either (a suite file), and raises VimbenchError
+with one line saying what is wrong and what would be accepted.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from itertools import product
+from typing import Any, Iterable
+
+from vimbench.errors import VimbenchError
+from vimbench.results import CaseKey
+from vimbench.settings import BACKENDS
+
+LADDER = (224, 384, 512, 640, 738, 896, 1024, 1248)
+PATCH = 16
+MAX_RES = 8192          # 262,144 tokens: far beyond any GPU's memory for these models
+DTYPES = ("fp32", "tf32", "bf16", "fp16")
+ATTENTIONS = ("sdpa", "eager")
+DEVICES = ("auto", "cuda", "cpu")
+MODES = ("infer",)
+MIN_ITERS = 5           # fewer samples make p20/p80 meaningless
+_DTYPE_ALIASES = {"float32": "fp32", "float": "fp32", "bfloat16": "bf16", "float16": "fp16", "half": "fp16"}
+_RES_HINT = "use e.g. 224..1248 (standard ladder), 256..1024:128 (every 128 px) or 224,512,738"
+
+
+def _pieces(value: Any, what: str, hint: str) -> list[str]:
+    """Split a CLI string, an int or a list of them into stripped comma pieces."""
+    if isinstance(value, (list, tuple)):
+        value = ",".join(str(v) for v in value)
+    text = str(value).strip()
+    pieces = [p.strip() for p in text.split(",")]
+    if not text:
+        raise VimbenchError(f"the {what} is empty; {hint}")
+    if not all(pieces):
+        raise VimbenchError(f"the {what} {text!r} has an empty item; {hint}")
+    return pieces
+
+
+def _int(text: str, what: str, context: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise VimbenchError(f"{what} {context!r}: {text!r} is not a whole number") from None
+
+
+def _check_res(value: int, context: str) -> int:
+    if value < PATCH:
+        raise VimbenchError(f"resolution {context!r}: {value} px is smaller than the {PATCH} px patch; "
+                            f"use at least {PATCH}")
+    if value > MAX_RES:
+        raise VimbenchError(f"resolution {context!r}: {value} px is above the {MAX_RES} px limit")
+    return value
+
+
+def _res_piece(piece: str) -> list[int]:
+    if ".." not in piece:
+        return [_check_res(_int(piece, "resolution", piece), piece)]
+    lo_text, _, rest = piece.partition("..")
+    hi_text, colon, step_text = rest.partition(":")
+    lo = _check_res(_int(lo_text.strip(), "resolution range", piece), piece)
+    hi = _check_res(_int(hi_text.strip(), "resolution range", piece), piece)
+    if hi < lo:
+        raise VimbenchError(f"resolution range {piece!r} ends below its start; write it as {hi}..{lo}")
+    if not colon:
+        values = [r for r in LADDER if lo <= r <= hi]
+        if not values:
+            raise VimbenchError(f"resolution range {piece!r} holds no size of the standard ladder "
+                                f"({', '.join(map(str, LADDER))}); add a step, e.g. {lo}..{hi}:32")
+        return values
+    step = _int(step_text.strip(), "resolution step", piece)
+    if step <= 0:
+        raise VimbenchError(f"resolution range {piece!r}: the step must be a positive number of px")
+    return list(range(lo, hi + 1, step))
+
+
+def parse_res(value: Any) -> tuple[int, ...]:
+    """Resolutions in px, sorted and deduplicated (grammar in the module docstring)."""
+    pieces = _pieces(value, "resolution list", _RES_HINT)
+    return tuple(sorted({r for piece in pieces for r in _res_piece(piece)}))
+
+
+def parse_batch(value: Any) -> tuple[int, ...]:
+    """Batch sizes: positive whole numbers, sorted and deduplicated. The batch is never changed afterwards."""
+    out = set()
+    for piece in _pieces(value, "batch list", "use e.g. 1,8,64"):
+        batch = _int(piece, "batch", piece)
+        if batch <= 0:
+            raise VimbenchError(f"batch {batch} is not a positive number of images; use e.g. --batch 1,8,64")
+        out.add(batch)
+    return tuple(sorted(out))
+
+
+def _dedupe(items: Iterable[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(items))
+
+
+def parse_models(value: Any) -> tuple[str, ...]:
+    """Model aliases, in the order given; full names are accepted and mapped to their alias."""
+    from vimbench.models.registry import get_spec
+
+    pieces = _pieces(value, "model list", "use e.g. vim_t,deit_t (vimbench models lists them)")
+    return _dedupe(get_spec(piece).alias for piece in pieces)
+
+
+def _choices(value: Any, what: str, allowed: tuple[str, ...], aliases: dict[str, str] | None = None):
+    out = []
+    for piece in _pieces(value, f"{what} list", f"choose from {', '.join(allowed)}"):
+        name = piece.lower()
+        name = (aliases or {}).get(name, name)
+        if name not in allowed:
+            raise VimbenchError(f"unknown {what} {piece!r}; choose from {', '.join(allowed)}")
+        out.append(name)
+    return _dedupe(out)
+
+
+def parse_dtypes(value: Any) -> tuple[str, ...]:
+    """Precision modes: fp32 (TF32 off), tf32, bf16 and fp16 (autocast)."""
+    return _choices(value, "dtype", DTYPES, _DTYPE_ALIASES)
+
+
+def parse_attn(value: Any) -> tuple[str, ...]:
+    """DeiT attention paths: sdpa (timm's fused attention) and eager (explicit softmax(QK^T)V)."""
+    return _choices(value, "attention", ATTENTIONS)
+
+
+def parse_backends(value: Any) -> tuple[str, ...]:
+    """Vim op backends: torch (reference ops) and triton (our kernels)."""
+    return _choices(value, "backend", BACKENDS)
+
+
+def parse_mode(value: str) -> str:
+    mode = str(value).strip().lower()
+    if mode == "train":
+        raise VimbenchError("training is not supported yet; use --mode infer")
+    if mode not in MODES:
+        raise VimbenchError(f"unknown mode {value!r}; the only mode is infer")
+    return mode
+
+
+def parse_device(value: str, cuda_available: bool) -> str:
+    """auto -> cuda when a GPU is present, else cpu. Asking for cuda without one is an error."""
+    device = str(value).strip().lower()
+    if device not in DEVICES:
+        raise VimbenchError(f"unknown device {value!r}; choose from {', '.join(DEVICES)}")
+    if device == "auto":
+        return "cuda" if cuda_available else "cpu"
+    if device == "cuda" and not cuda_available:
+        raise VimbenchError("--device cuda was asked for but torch sees no CUDA GPU here; use --device cpu")
+    return device
+
+
+def check_counts(warmup: int, iters: int) -> None:
+    if warmup < 1:
+        raise VimbenchError(f"--warmup {warmup}: at least 1 warm-up call is needed (the first call is never timed)")
+    if iters < MIN_ITERS:
+        raise VimbenchError(f"--iters {iters}: at least {MIN_ITERS} timed calls are needed for p20/p50/p80")
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """A whole sweep, validated. Expand it into cases with `expand_cases`."""
+    models: tuple[str, ...]
+    res: tuple[int, ...]
+    batch: tuple[int, ...]
+    dtypes: tuple[str, ...] = ("fp32",)
+    attn: tuple[str, ...] = ("sdpa",)
+    backends: tuple[str, ...] = ("torch",)
+    device: str = "cpu"
+    mode: str = "infer"
+    warmup: int = 3
+    iters: int = 10
+    cuda_graphs: bool = False
+    h2d: bool = False
+
+    def __post_init__(self):
+        check_counts(self.warmup, self.iters)
+        if self.device not in ("cuda", "cpu"):
+            raise VimbenchError(f"device {self.device!r} must be resolved to cuda or cpu before a sweep")
+        if self.cuda_graphs and self.device != "cuda":
+            raise VimbenchError("--cuda-graphs needs a CUDA device; drop it or use --device cuda")
+        if self.cuda_graphs and self.h2d:
+            raise VimbenchError("--h2d cannot be combined with --cuda-graphs (a replayed graph has a fixed input)")
+        for name in ("models", "res", "batch", "dtypes", "attn", "backends"):
+            if not getattr(self, name):
+                raise VimbenchError(f"the sweep has no {name}; give at least one")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SweepConfig":
+        """Inverse of to_dict (a results file header's 'sweep'); values are parsed again."""
+        return cls(models=parse_models(data["models"]), res=parse_res(data["res"]), batch=parse_batch(data["batch"]),
+                   dtypes=parse_dtypes(data["dtypes"]), attn=parse_attn(data["attn"]),
+                   backends=parse_backends(data["backends"]), device=data["device"],
+                   mode=parse_mode(data.get("mode", "infer")), warmup=int(data["warmup"]), iters=int(data["iters"]),
+                   cuda_graphs=bool(data.get("cuda_graphs", False)), h2d=bool(data.get("h2d", False)))
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """A part of the cartesian product that was not run, and why."""
+    what: str
+    reason: str
+
+
+_CPU_DROPS = {
+    "tf32": "TF32 is a CUDA tensor-core mode; on CPU it would repeat fp32",
+    "fp16": "fp16 autocast is not a meaningful CPU benchmark (emulated on most CPUs); use bf16 or fp32",
+}
+
+
+def expand_cases(config: SweepConfig) -> tuple[list[CaseKey], list[Dropped]]:
+    """The cartesian product models x res x batch x dtype x (Vim: backend | DeiT: attn), in that order, minus
+    combinations that mean nothing, each stated once with its reason."""
+    from vimbench.models.registry import get_spec
+
+    dropped: list[Dropped] = []
+    dtypes = config.dtypes
+    backends = config.backends
+    if config.device == "cpu":
+        for dtype in dtypes:
+            if dtype in _CPU_DROPS:
+                dropped.append(Dropped(f"dtype {dtype} on cpu", _CPU_DROPS[dtype]))
+        dtypes = tuple(d for d in dtypes if d not in _CPU_DROPS)
+        if "triton" in backends:
+            dropped.append(Dropped("backend triton on cpu",
+                                   "the Triton kernels need a CUDA GPU (on CPU only the slow interpreter runs them)"))
+            backends = tuple(b for b in backends if b != "triton")
+
+    families = {alias: get_spec(alias).family for alias in config.models}
+    vims = [m for m in config.models if families[m] == "vim"]
+    deits = [m for m in config.models if families[m] == "deit"]
+    if vims and config.attn:
+        dropped.append(Dropped(f"attn {','.join(config.attn)} x {','.join(vims)}",
+                               "the attention path applies to DeiT only; Vim runs once per backend"))
+    if deits and config.backends:
+        dropped.append(Dropped(f"backend {','.join(config.backends)} x {','.join(deits)}",
+                               "the op backend applies to Vim only; DeiT runs through timm once per attention path"))
+
+    cases = []
+    for model, res, batch, dtype in product(config.models, config.res, config.batch, dtypes):
+        impls = [(b, None) for b in backends] if families[model] == "vim" else [("timm", a) for a in config.attn]
+        for implementation, attn in impls:
+            cases.append(CaseKey(model=model, res=res, batch=batch, dtype=dtype, implementation=implementation,
+                                 attn=attn, device=config.device, mode=config.mode, cuda_graphs=config.cuda_graphs,
+                                 h2d=config.h2d))
+    return cases, dropped
