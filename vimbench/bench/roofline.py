@@ -1,0 +1,158 @@
+"""Roofline floors for vimbench's kernels: bytes moved, special-function (MUFU) ops and FMA-pipe ops per kernel,
+per-GPU ceilings, and how close a measured time is to each floor.
+
+Counting conventions (per kernel call, minimum work of a perfect implementation):
+- bytes: every input read once from HBM and every output written once; nothing re-read. Element size of the
+  activation dtype for activations; parameters A, D, delta_bias, norm weight and the residual stream in fp32.
+- mufu: special-function-unit ops (ex2, rcp, rsqrt on the MUFU pipe): one ex2 per (batch, channel, state, token)
+  element of each scan direction (a = exp2(Delta * A * log2 e)); SiLU counts 2 (ex2 + rcp) per element;
+  RMSNorm counts one rsqrt per row.
+- fma: FP32 instructions on the FMA pipe (FFMA, FMUL, FADD each count 1) of the sequential recurrence:
+  per scan element Delta*A (1), Delta*u*B[n] (1), h = a*h + b (1), y += C[n]*h (1) = 4; the per-(channel,
+  token) epilogue (softplus, D skip, gate, average) is O(1/N) of that and is not counted. A parallel
+  (associative) scan does more: this is the floor, not a prediction. FMA floors use 2 FLOPs per FFMA, so the
+  FP32 rate in instructions/s is fp32_flops / 2.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vimbench.errors import VimbenchError
+
+DTYPE_BYTES = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2}
+F32 = 4
+
+
+@dataclass(frozen=True)
+class Ceilings:
+    """Peak rates of one GPU. Where a number was measured, `source` says so."""
+    gpu: str
+    hbm_bytes_per_s: float      # achievable copy bandwidth
+    mufu_per_s: float           # ex2 (special-function unit) results per second, whole GPU
+    fp32_flops_per_s: float     # FP32 FMA peak, FLOP/s (FFMA = 2 FLOPs)
+    bf16_flops_per_s: float     # dense bf16 tensor-core matmul, FLOP/s
+    source: str
+
+    @property
+    def fma_per_s(self) -> float:
+        return self.fp32_flops_per_s / 2
+
+
+# Keyed by a substring of torch.cuda.get_device_name() (case-insensitive).
+CEILINGS: dict[str, Ceilings] = {
+    "H200": Ceilings(
+        "NVIDIA H200", 4.27e12, 4.2e12, 67e12, 790e12,
+        "HBM: device-to-device copy measured on our H200 (2026-11-29, ../shared/spec/measurement.md); "
+        "ex2: 16 MUFU results/clock/SM x 132 SMs x ~1.98 GHz (datasheet-derived); FP32: 67 TFLOP/s datasheet; "
+        "bf16: ~790 TFLOP/s dense matmul measured on our H200 (../shared/spec/kernels.md)"),
+    "H100": Ceilings(
+        "NVIDIA H100 SXM", 3.0e12, 4.2e12, 67e12, 700e12,
+        "estimates, not measured here: HBM ~90% of the 3.35 TB/s datasheet; ex2 as H200 (same SM count and clock); "
+        "FP32 67 TFLOP/s datasheet; bf16 ~70% of the 989 TFLOP/s datasheet"),
+}
+
+
+def ceilings_for(gpu_name: str) -> Ceilings:
+    """The ceilings of the GPU whose device name contains one of CEILINGS' keys."""
+    for key, ceil in CEILINGS.items():
+        if key.lower() in gpu_name.lower():
+            return ceil
+    raise VimbenchError(f"no roofline ceilings for GPU {gpu_name!r}; add it to CEILINGS in "
+                        f"vimbench/bench/roofline.py (known: {', '.join(CEILINGS)})")
+
+
+@dataclass(frozen=True)
+class KernelWork:
+    """The minimum work of one kernel call."""
+    name: str
+    bytes: float
+    mufu: float
+    fma: float
+
+
+def _elt(dtype: str) -> int:
+    if dtype not in DTYPE_BYTES:
+        raise VimbenchError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPE_BYTES)}")
+    return DTYPE_BYTES[dtype]
+
+
+def scan_work(batch: int, channels: int, length: int, n_state: int = 16, dtype: str = "bf16",
+              gate: bool = True, skip: bool = True) -> KernelWork:
+    """One selective-scan direction: reads u, delta (B, E, L), B, C (B, N, L), z (B, E, L) if gated, A (E, N),
+    D and delta_bias (E,); writes y (B, E, L)."""
+    elt = _elt(dtype)
+    bel, bnl = batch * channels * length, batch * n_state * length
+    act = bel * (3 + gate) + 2 * bnl
+    params = channels * n_state + channels * (1 + skip)
+    return KernelWork("selective_scan", elt * act + F32 * params, float(bel * n_state), 4.0 * bel * n_state)
+
+
+def bimamba_scan_work(batch: int, channels: int, length: int, n_state: int = 16, dtype: str = "bf16") -> KernelWork:
+    """Both directions, combined and gated in one kernel: reads u, delta (2, B, E, L), B, C (2, B, N, L),
+    z (B, E, L), A (2, E, N), D, delta_bias (2, E); writes y (B, E, L) once."""
+    elt = _elt(dtype)
+    bel, bnl = batch * channels * length, batch * n_state * length
+    act = 2 * 2 * bel + 2 * 2 * bnl + bel + bel
+    params = 2 * channels * n_state + 2 * 2 * channels
+    return KernelWork("bimamba_scan", elt * act + F32 * params, 2.0 * bel * n_state, 2 * 4.0 * bel * n_state)
+
+
+def conv1d_bidir_work(batch: int, channels: int, length: int, width: int = 4, dtype: str = "bf16") -> KernelWork:
+    """Depthwise conv + SiLU for both directions: reads x (B, E, L) once, weight (2, E, K), bias (2, E);
+    writes (2, B, E, L). Per output: K FMAs, SiLU (ex2 + rcp on MUFU, ~3 FMA-pipe ops)."""
+    elt = _elt(dtype)
+    bel = batch * channels * length
+    outputs = 2 * bel
+    return KernelWork("conv1d_silu_bidir", elt * (bel + outputs) + F32 * 2 * channels * (width + 1),
+                      2.0 * outputs, (width + 3.0) * outputs)
+
+
+def add_rmsnorm_work(rows: int, dim: int, dtype: str = "bf16", residual: bool = True) -> KernelWork:
+    """Residual add + RMSNorm: reads x (rows, D) in dtype, the fp32 residual (if any) and weight (D,);
+    writes y (rows, D) in dtype and the fp32 residual. Per element: add, square-accumulate, two scales."""
+    elt = _elt(dtype)
+    n = rows * dim
+    reads = elt * n + (F32 * n if residual else 0) + F32 * dim
+    writes = elt * n + F32 * n
+    return KernelWork("add_rmsnorm", reads + writes, float(rows), 4.0 * n)
+
+
+@dataclass(frozen=True)
+class Roofline:
+    """Floors (seconds) of one measured call and the measured time as a share of each floor's speed."""
+    work: KernelWork
+    time_s: float
+    hbm_floor_s: float
+    mufu_floor_s: float
+    fma_floor_s: float
+
+    @property
+    def floor_s(self) -> float:
+        return max(self.hbm_floor_s, self.mufu_floor_s, self.fma_floor_s)
+
+    @property
+    def bound(self) -> str:
+        floors = {"hbm": self.hbm_floor_s, "mufu": self.mufu_floor_s, "fma": self.fma_floor_s}
+        return max(floors, key=floors.get)
+
+    def pct(self, floor_s: float) -> float:
+        return 100.0 * floor_s / self.time_s
+
+    def as_row(self) -> dict[str, float | str]:
+        """Flat fields for a results row: pct_* is floor / measured (100 = at that floor)."""
+        return {
+            "bytes": self.work.bytes, "mufu_ops": self.work.mufu, "fma_ops": self.work.fma,
+            "hbm_floor_us": self.hbm_floor_s * 1e6, "mufu_floor_us": self.mufu_floor_s * 1e6,
+            "fma_floor_us": self.fma_floor_s * 1e6,
+            "pct_hbm": self.pct(self.hbm_floor_s), "pct_mufu": self.pct(self.mufu_floor_s),
+            "pct_fma": self.pct(self.fma_floor_s), "pct_floor": self.pct(self.floor_s), "bound": self.bound,
+            "achieved_gb_per_s": self.work.bytes / self.time_s / 1e9,
+        }
+
+
+def roofline(work: KernelWork, time_s: float, ceilings: Ceilings) -> Roofline:
+    """Floors of `work` on `ceilings` and how a measured `time_s` compares with them."""
+    if not time_s > 0:
+        raise VimbenchError(f"measured time must be positive, got {time_s}")
+    return Roofline(work, time_s, work.bytes / ceilings.hbm_bytes_per_s, work.mufu / ceilings.mufu_per_s,
+                    work.fma / ceilings.fma_per_s)
