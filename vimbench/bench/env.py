@@ -1,0 +1,158 @@
+"""The environment fingerprint written into every results file header, and the GPU's conditions per case.
+
+Every field is best-effort: a missing tool (no GPU, no NVML, no git, no triton) gives None, never an error."""
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+import socket
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _module_version(module: str) -> str | None:
+    """Version of an importable module (its __version__, else its distribution's); None when not installed."""
+    try:
+        mod = __import__(module)
+        return str(getattr(mod, "__version__", None) or _version(module))
+    except Exception:
+        return None
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def git_state() -> tuple[str | None, bool | None]:
+    """(commit, dirty) of the checkout vimbench runs from; dirty = tracked files differ from the commit."""
+    commit = _git("rev-parse", "HEAD")
+    if commit is None:
+        return None, None
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return commit, (None if status is None else bool(status))
+
+
+def _cpu_name() -> str | None:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def _nvml_driver() -> str | None:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        driver = pynvml.nvmlSystemGetDriverVersion()
+        return driver.decode() if isinstance(driver, bytes) else str(driver)
+    except Exception:
+        return None
+
+
+def _tf32_flags(torch) -> dict[str, Any]:
+    flags: dict[str, Any] = {"float32_matmul_precision": None, "tf32_matmul": None, "tf32_cudnn": None}
+    try:
+        flags["float32_matmul_precision"] = torch.get_float32_matmul_precision()
+        flags["tf32_matmul"] = bool(torch.backends.cuda.matmul.allow_tf32)
+        flags["tf32_cudnn"] = bool(torch.backends.cudnn.allow_tf32)
+    except Exception:  # torch's newer fp32_precision API refuses the legacy getters after it was used
+        pass
+    return flags
+
+
+def collect_env(device: str = "cuda") -> dict[str, Any]:
+    """Everything needed to tell two runs apart. `device` is 'cuda' or 'cpu' (what the run measures on)."""
+    import torch
+
+    import vimbench
+
+    commit, dirty = git_state()
+    cuda = torch.cuda.is_available()
+    env: dict[str, Any] = {
+        "device": device,
+        "gpu_name": torch.cuda.get_device_name(0) if cuda else None,
+        "gpu_count": torch.cuda.device_count() if cuda else 0,
+        "gpu_memory_mib": (torch.cuda.get_device_properties(0).total_memory / 2 ** 20) if cuda else None,
+        "gpu_capability": ".".join(map(str, torch.cuda.get_device_capability(0))) if cuda else None,
+        "driver": _nvml_driver() if cuda else None,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "torch": torch.__version__,
+        "triton": _module_version("triton"),
+        "timm": _module_version("timm"),
+        "vimbench": vimbench.__version__,
+        "git_commit": commit,
+        "git_dirty": dirty,
+        **_tf32_flags(torch),
+        "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+        "cpu": _cpu_name(),
+        "cpu_count": _cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "hostname": socket.gethostname(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "timestamp": now(),
+    }
+    return env
+
+
+def _cpu_count() -> int | None:
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count()
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def gpu_conditions(device_index: int = 0) -> dict[str, int | None]:
+    """SM clock (MHz) and temperature (C) of the GPU right now; None where no GPU or NVML is available."""
+    from vimbench.bench.memory import nvml_handle
+
+    out: dict[str, int | None] = {"sm_clock_mhz": None, "temp_c": None}
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return out
+    except Exception:
+        return out
+    handle = nvml_handle(device_index)
+    if handle is None:
+        return out
+    import pynvml
+
+    try:
+        out["sm_clock_mhz"] = int(pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM))
+    except Exception:
+        pass
+    try:
+        out["temp_c"] = int(pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU))
+    except Exception:
+        pass
+    return out
+
