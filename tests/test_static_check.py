@@ -1,0 +1,123 @@
+"""Static check: compile a small Triton kernel for sm_90 without a GPU, read registers and SASS counts, and
+compare with expectations."""
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+
+from vimbench.bench import static_check as sc
+from vimbench.errors import VimbenchError
+
+PROBE = textwrap.dedent('''
+    import triton
+    import triton.language as tl
+
+
+    @triton.jit
+    def exp2_kernel(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
+        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        mask = offs < n
+        x = tl.load(x_ptr + offs, mask=mask)
+        tl.store(y_ptr + offs, tl.exp2(x), mask=mask)
+''')
+
+
+def _probe_specs():
+    aligned = sc.KernelSpec("probe/aligned", "vimbench_probe_kernels", "exp2_kernel",
+                            {"x_ptr": "*fp32:16", "y_ptr": "*fp32:16", "n": "i32:16"}, {"BLOCK": 1024},
+                            state_elements=1024)
+    scalar = sc.KernelSpec("probe/unaligned", "vimbench_probe_kernels", "exp2_kernel",
+                           {"x_ptr": "*fp32:16", "y_ptr": "*fp32:16", "n": "i32"}, {"BLOCK": 1024},
+                           state_elements=1024)
+    return [aligned, scalar]
+
+
+@pytest.fixture(scope="module")
+def probe_reports(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("probe")
+    (folder / "vimbench_probe_kernels.py").write_text(PROBE)
+    return {r.name: r for r in sc.static_reports(_probe_specs(), extra_paths=[str(folder)])}, folder
+
+
+def test_compiles_for_sm90_and_reads_the_binary(probe_reports):
+    reports, _ = probe_reports
+    aligned, scalar = reports["probe/aligned"], reports["probe/unaligned"]
+    for rep in (aligned, scalar):
+        assert 0 < rep.registers <= 255
+        assert not rep.spills
+        # 1024 elements / 128 threads = 8 exp2 per thread, each one MUFU.EX2 in the binary
+        assert rep.mufu_ex2 == 8
+        assert rep.ex2_per_state_element == pytest.approx(8 / 1024)
+    # n divisible by 16 lets Triton prove 16-byte alignment: 128-bit loads; otherwise scalar loads
+    assert aligned.ldg_128 == 2 and aligned.ldg == 2
+    assert scalar.ldg_128 == 0 and scalar.ldg == 8
+
+
+def test_expectations_round_trip_and_pass(probe_reports, tmp_path):
+    reports, _ = probe_reports
+    path = tmp_path / "expect.json"
+    sc.write_expectations(path, list(reports.values()))
+    data = sc.load_expectations(path)
+    assert data["arch"] == "sm_90" and set(data["kernels"]) == set(reports)
+    findings = sc.compare_static(list(reports.values()), data["kernels"])
+    assert [f.status for f in findings] == ["ok", "ok"]
+
+
+def _report(**kw):
+    base = dict(name="k", registers=40, local_bytes=0, shared_bytes=0, mufu_ex2=16, ldg=4, ldg_128=4, ldg_64=0,
+                stg_128=2, stl=0, ldl=0, instructions=300, state_elements=16)
+    base.update(kw)
+    return sc.StaticReport(**base)
+
+
+def _expected(**kw):
+    return {"k": _report(**kw).to_json()}
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(registers=49), "registers"),
+    (dict(local_bytes=8, stl=2, ldl=2), "spills"),
+    (dict(ldg_128=2, ldg_64=2), "128-bit loads"),
+    (dict(mufu_ex2=32), "MUFU.EX2"),
+])
+def test_regressions_fail(change, message):
+    (finding,) = sc.compare_static([_report(**change)], _expected())
+    assert finding.status == "fail" and any(message in m for m in finding.messages)
+
+
+def test_tolerated_and_improved():
+    (ok,) = sc.compare_static([_report(registers=48)], _expected())   # within the margin of 8
+    assert ok.status == "ok"
+    (better,) = sc.compare_static([_report(ldg_128=8, mufu_ex2=8)], _expected())
+    assert better.status == "improved"
+
+
+def test_new_and_missing_kernels():
+    findings = sc.compare_static([_report(name="new_one")], _expected())
+    assert {f.kernel: f.status for f in findings} == {"new_one": "new", "k": "missing"}
+
+
+def test_bad_expectation_files(tmp_path):
+    with pytest.raises(VimbenchError, match="does not exist"):
+        sc.load_expectations(tmp_path / "none.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"kernels": {}}))
+    with pytest.raises(VimbenchError, match="not a vimbench static expectation"):
+        sc.load_expectations(bad)
+
+
+def test_sass_parsing():
+    sass = """
+        /*00e0*/              @!P0 LDG.E.128 R4, desc[UR4][R2.64] ;
+        /*00f0*/                   LDG.E.64 R8, desc[UR4][R2.64+0x10] ;
+        /*0150*/                   MUFU.EX2 R4, R4 ;
+        /*0160*/              @P1 STL [R1+0x4], R5 ;
+        /*0170*/                   LDL R6, [R1+0x4] ;
+    """
+    counts = sc.count_sass(sass)
+    assert counts == {"instructions": 5, "mufu_ex2": 1, "ldg": 2, "ldg_128": 1, "ldg_64": 1, "stg_128": 0,
+                      "stl": 1, "ldl": 1}
+    assert sc.parse_resource_usage(" Function k:\n  REG:28 STACK:0 SHARED:0 LOCAL:16 CONSTANT[0]:568") == {
+        "registers": 28, "shared_bytes": 0, "local_bytes": 16}

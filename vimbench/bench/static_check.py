@@ -1,0 +1,316 @@
+"""Static check of vimbench's Triton kernels without a GPU: compile for sm_90, read registers, local memory and
+the SASS instructions that matter, and compare them with a committed expectation file.
+
+How: `triton.compile(ASTSource(fn, signature, constexprs, attrs), target=GPUTarget("cuda", 90, 32))` builds a
+cubin on any machine (ptxas ships with Triton); Triton's own `cuobjdump` gives the resource usage
+(`--dump-resource-usage`: REG, LOCAL) and the SASS (`-sass`). Compilation runs in a subprocess with
+TRITON_INTERPRET removed from its environment: under the interpreter `@triton.jit` returns an interpreted
+function that cannot be compiled, and Triton takes that decision when a kernel module is imported.
+
+What fails (exit 1 from `vimbench kernels static`):
+- any local memory (LOCAL > 0, or any STL/LDL instruction): register spills;
+- registers > expected + REGISTER_MARGIN;
+- fewer 128-bit global loads (LDG.E.128), or fewer vectorized (128 + 64-bit) loads, than expected;
+- more MUFU.EX2 per state element than expected (the same count, since the spec fixes the tile);
+- a kernel in KERNELS with no expectation (run with --update and commit the file).
+Counts are static (instructions in the binary, not executed ones): a change in the unrolled tile shows up as
+a change in the count. Expectations record the Triton version they were made with; another version may
+generate different code, and the report says so.
+
+The one list of kernels to check is KERNELS below. Signature types are Triton's ("*fp32", "*bf16", "i32",
+"i64", "fp32"); a ":16" suffix marks the argument divisible by 16 (pointers 16-byte aligned, integers
+multiples of 16), as Triton's JIT specializes them at launch. Do not mark arguments the kernel declares in
+do_not_specialize (token counts L vary with resolution).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vimbench.errors import VimbenchError
+
+ARCH = 90
+REGISTER_MARGIN = 8
+EXPECTATIONS_PATH = Path("kernels/static_expectations.json")
+EXPECTATIONS_SCHEMA = "vimbench.static_expectations/1"
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """One compiled variant of one @triton.jit function.
+
+    state_elements: (channel, state, token) elements one program handles per pass over the code, used to
+    report MUFU.EX2 per state element (None for kernels without a state)."""
+    name: str                          # unique label, e.g. "bimamba_scan_fwd/bf16"
+    module: str                        # importable module, e.g. "kernels.selective_scan.triton"
+    function: str                      # the @triton.jit function's name in that module
+    signature: dict[str, str]          # non-constexpr arguments -> Triton type ("*bf16:16", "i32", ...)
+    constexprs: dict[str, Any] = field(default_factory=dict)
+    num_warps: int = 4
+    num_stages: int = 3
+    state_elements: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# The kernels the static check compiles. Filled in as vimbench's Triton kernels land.
+KERNELS: list[KernelSpec] = []
+
+
+@dataclass
+class StaticReport:
+    """What the compiler produced for one KernelSpec."""
+    name: str
+    registers: int
+    local_bytes: int
+    shared_bytes: int
+    mufu_ex2: int
+    ldg: int                 # all global loads
+    ldg_128: int
+    ldg_64: int
+    stg_128: int
+    stl: int                 # local-memory stores: spills
+    ldl: int                 # local-memory loads: spills
+    instructions: int
+    state_elements: int | None = None
+
+    @property
+    def ex2_per_state_element(self) -> float | None:
+        return self.mufu_ex2 / self.state_elements if self.state_elements else None
+
+    @property
+    def spills(self) -> bool:
+        return self.local_bytes > 0 or self.stl > 0 or self.ldl > 0
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["ex2_per_state_element"] = self.ex2_per_state_element
+        return out
+
+
+# ---------------------------------------------------------------------------------------------- SASS parsing
+
+_SASS_LINE = re.compile(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P[T0-9]+\s+)?([A-Z][A-Z0-9_.]*)")
+_RESOURCE = re.compile(r"REG:(\d+).*?SHARED:(\d+).*?LOCAL:(\d+)")
+
+
+def count_sass(sass: str) -> dict[str, int]:
+    """Opcode counts that matter, from `cuobjdump -sass` text."""
+    opcodes = _SASS_LINE.findall(sass)
+    ldg = [op for op in opcodes if op.startswith("LDG")]
+    return {
+        "instructions": len(opcodes),
+        "mufu_ex2": sum(op == "MUFU.EX2" for op in opcodes),
+        "ldg": len(ldg),
+        "ldg_128": sum(".128" in op for op in ldg),
+        "ldg_64": sum(".64" in op for op in ldg),
+        "stg_128": sum(op.startswith("STG") and ".128" in op for op in opcodes),
+        "stl": sum(op.startswith("STL") for op in opcodes),
+        "ldl": sum(op.startswith("LDL") for op in opcodes),
+    }
+
+
+def parse_resource_usage(text: str) -> dict[str, int]:
+    """REG / SHARED / LOCAL of the (single) function in `cuobjdump --dump-resource-usage` output."""
+    match = _RESOURCE.search(text)
+    if match is None:
+        raise VimbenchError("could not read the resource usage from cuobjdump's output:\n" + text[:500])
+    return {"registers": int(match[1]), "shared_bytes": int(match[2]), "local_bytes": int(match[3])}
+
+
+def cuobjdump_path() -> Path:
+    import triton
+
+    path = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    if not path.exists():
+        raise VimbenchError(f"Triton's cuobjdump is missing ({path}); install a Triton wheel with the NVIDIA backend")
+    return path
+
+
+def inspect_cubin(cubin: bytes, name: str, state_elements: int | None = None) -> StaticReport:
+    tool = cuobjdump_path()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "kernel.cubin"
+        path.write_bytes(cubin)
+        usage = subprocess.run([str(tool), "--dump-resource-usage", str(path)], capture_output=True, text=True,
+                               check=True).stdout
+        sass = subprocess.run([str(tool), "-sass", str(path)], capture_output=True, text=True, check=True).stdout
+    return StaticReport(name=name, state_elements=state_elements, **parse_resource_usage(usage), **count_sass(sass))
+
+
+# ---------------------------------------------------------------------------------------------- compilation
+
+def _load_function(spec: KernelSpec):
+    import importlib
+
+    module = importlib.import_module(spec.module)
+    fn = getattr(module, spec.function, None)
+    if fn is None:
+        raise VimbenchError(f"{spec.module} has no function {spec.function!r} (static check spec {spec.name})")
+    return fn
+
+
+def compile_spec(spec: KernelSpec) -> bytes:
+    """The sm_90 cubin of one spec. Must run where TRITON_INTERPRET is unset (see module docstring)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    fn = _load_function(spec)
+    if not hasattr(fn, "arg_names"):
+        raise VimbenchError(f"{spec.module}.{spec.function} is not a compilable @triton.jit function "
+                            "(TRITON_INTERPRET set when it was imported?)")
+    signature: dict[str, str] = {}
+    attrs: dict[tuple[int, ...], list] = {}
+    for index, arg in enumerate(fn.arg_names):
+        if arg in spec.constexprs:
+            signature[arg] = "constexpr"
+            continue
+        if arg not in spec.signature:
+            raise VimbenchError(f"static check spec {spec.name}: no type for argument {arg!r} of {spec.function}")
+        kind, _, hint = spec.signature[arg].partition(":")
+        signature[arg] = kind
+        if hint == "16":
+            attrs[(index,)] = [["tt.divisibility", 16]]
+    unknown = set(spec.signature) | set(spec.constexprs)
+    unknown -= set(fn.arg_names)
+    if unknown:
+        raise VimbenchError(f"static check spec {spec.name}: {spec.function} has no arguments {sorted(unknown)}")
+    src = ASTSource(fn, signature, constexprs=dict(spec.constexprs), attrs=attrs)
+    compiled = triton.compile(src, target=GPUTarget("cuda", ARCH, 32),
+                              options={"num_warps": spec.num_warps, "num_stages": spec.num_stages})
+    return compiled.asm["cubin"]
+
+
+def _worker(specs_json: str) -> str:
+    """Subprocess side: compile and inspect each spec; one JSON object per spec (a report or an error)."""
+    out = []
+    for raw in json.loads(specs_json):
+        spec = KernelSpec(**raw)
+        try:
+            out.append({"ok": True, **inspect_cubin(compile_spec(spec), spec.name, spec.state_elements).to_json()})
+        except Exception as exc:  # reported per kernel, so one broken kernel does not hide the others
+            out.append({"ok": False, "name": spec.name, "error": f"{type(exc).__name__}: {exc}"})
+    return json.dumps(out)
+
+
+def static_reports(specs: list[KernelSpec], extra_paths: list[str] | None = None,
+                   timeout_s: float = 900) -> list[StaticReport]:
+    """Compile every spec for sm_90 in a subprocess (TRITON_INTERPRET removed) and inspect the binaries.
+
+    extra_paths are prepended to the subprocess's PYTHONPATH (for kernels outside the installed packages).
+    Raises VimbenchError if any kernel fails to compile."""
+    if not specs:
+        return []
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    paths = [*(extra_paths or []), os.getcwd()]
+    if env.get("PYTHONPATH"):
+        paths.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    proc = subprocess.run([sys.executable, "-m", "vimbench.bench.static_check"],
+                          input=json.dumps([s.to_json() for s in specs]), capture_output=True, text=True,
+                          env=env, timeout=timeout_s)
+    if proc.returncode != 0:
+        raise VimbenchError(f"the static-check compiler subprocess failed:\n{proc.stderr[-2000:]}")
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    errors = [f"{r['name']}: {r['error']}" for r in results if not r["ok"]]
+    if errors:
+        raise VimbenchError("kernels failed to compile for sm_90:\n" + "\n".join(errors))
+    reports = []
+    for r in results:
+        r = {k: v for k, v in r.items() if k not in ("ok", "ex2_per_state_element")}
+        reports.append(StaticReport(**r))
+    return reports
+
+
+# ---------------------------------------------------------------------------------------------- expectations
+
+@dataclass
+class Finding:
+    kernel: str
+    status: str          # ok | fail | new | improved | missing
+    messages: list[str] = field(default_factory=list)
+
+
+def compare_static(reports: list[StaticReport], expected: dict[str, dict[str, Any]],
+                   register_margin: int = REGISTER_MARGIN) -> list[Finding]:
+    """Pure comparison of compiled kernels with expectations ({name: report-as-json}); see module docstring."""
+    findings = []
+    for rep in reports:
+        exp = expected.get(rep.name)
+        fails, better = [], []
+        if rep.spills:
+            fails.append(f"spills: {rep.local_bytes} B local memory, {rep.stl} STL / {rep.ldl} LDL")
+        if exp is None:
+            findings.append(Finding(rep.name, "fail" if fails else "new",
+                                    fails + ["no expectation recorded; run `vimbench kernels static --update`"]))
+            continue
+        if rep.registers > exp["registers"] + register_margin:
+            fails.append(f"registers {rep.registers} > expected {exp['registers']} + {register_margin}")
+        elif rep.registers < exp["registers"] - register_margin:
+            better.append(f"registers {rep.registers} < expected {exp['registers']}")
+        if rep.ldg_128 < exp["ldg_128"]:
+            fails.append(f"128-bit loads {rep.ldg_128} < expected {exp['ldg_128']}")
+        elif rep.ldg_128 + rep.ldg_64 < exp["ldg_128"] + exp["ldg_64"]:
+            fails.append(f"vector loads (128+64-bit) {rep.ldg_128 + rep.ldg_64} < expected "
+                         f"{exp['ldg_128'] + exp['ldg_64']}")
+        elif rep.ldg_128 > exp["ldg_128"]:
+            better.append(f"128-bit loads {rep.ldg_128} > expected {exp['ldg_128']}")
+        exp_ratio = exp.get("ex2_per_state_element")
+        if rep.ex2_per_state_element is not None and exp_ratio is not None:
+            if rep.ex2_per_state_element > exp_ratio * (1 + 1e-9):
+                fails.append(f"MUFU.EX2 per state element {rep.ex2_per_state_element:.3g} > expected {exp_ratio:.3g}")
+            elif rep.ex2_per_state_element < exp_ratio:
+                better.append(f"MUFU.EX2 per state element {rep.ex2_per_state_element:.3g} < expected {exp_ratio:.3g}")
+        elif rep.mufu_ex2 > exp["mufu_ex2"]:
+            fails.append(f"MUFU.EX2 {rep.mufu_ex2} > expected {exp['mufu_ex2']}")
+        status = "fail" if fails else ("improved" if better else "ok")
+        findings.append(Finding(rep.name, status, fails + better))
+    seen = {rep.name for rep in reports}
+    for name in expected:
+        if name not in seen:
+            findings.append(Finding(name, "missing", ["expected but not in KERNELS (removed? run --update)"]))
+    return findings
+
+
+def load_expectations(path: Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise VimbenchError(f"expectation file {path} does not exist; create it with "
+                            f"`vimbench kernels static --update --expect {path}`")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise VimbenchError(f"{path} is not valid JSON ({exc.msg}, line {exc.lineno})") from exc
+    if not isinstance(data, dict) or data.get("schema") != EXPECTATIONS_SCHEMA or not isinstance(
+            data.get("kernels"), dict):
+        raise VimbenchError(f"{path} is not a vimbench static expectation file (schema {EXPECTATIONS_SCHEMA})")
+    return data
+
+
+def write_expectations(path: Path, reports: list[StaticReport]) -> dict[str, Any]:
+    import triton
+
+    data = {
+        "schema": EXPECTATIONS_SCHEMA,
+        "triton": triton.__version__,
+        "arch": f"sm_{ARCH}",
+        "register_margin": REGISTER_MARGIN,
+        "kernels": {r.name: r.to_json() for r in sorted(reports, key=lambda r: r.name)},
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    return data
+
+
+if __name__ == "__main__":
+    print(_worker(sys.stdin.read()))
