@@ -11,7 +11,7 @@ with one line saying what is wrong and what would be accepted.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from itertools import product
 from typing import Any, Iterable
 
@@ -145,14 +145,15 @@ def parse_mode(value: str) -> str:
     return mode
 
 
-def parse_device(value: str, cuda_available: bool) -> str:
-    """auto -> cuda when a GPU is present, else cpu. Asking for cuda without one is an error."""
+def parse_device(value: str, cuda_available: bool, plan_only: bool = False) -> str:
+    """auto -> cuda when a GPU is present, else cpu. Asking for cuda without one is an error, unless the sweep is
+    only being planned (a dry run may preview a GPU sweep anywhere)."""
     device = str(value).strip().lower()
     if device not in DEVICES:
         raise VimbenchError(f"unknown device {value!r}; choose from {', '.join(DEVICES)}")
     if device == "auto":
         return "cuda" if cuda_available else "cpu"
-    if device == "cuda" and not cuda_available:
+    if device == "cuda" and not cuda_available and not plan_only:
         raise VimbenchError("--device cuda was asked for but torch sees no CUDA GPU here; use --device cpu")
     return device
 
@@ -188,21 +189,18 @@ class SweepConfig:
             raise VimbenchError("--cuda-graphs needs a CUDA device; drop it or use --device cuda")
         if self.cuda_graphs and self.h2d:
             raise VimbenchError("--h2d cannot be combined with --cuda-graphs (a replayed graph has a fixed input)")
+        if self.h2d and self.device != "cuda":
+            raise VimbenchError("--h2d times a host-to-device copy and needs a CUDA device")
         for name in ("models", "res", "batch", "dtypes", "attn", "backends"):
             if not getattr(self, name):
                 raise VimbenchError(f"the sweep has no {name}; give at least one")
 
-    def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "SweepConfig":
-        """Inverse of to_dict (a results file header's 'sweep'); values are parsed again."""
-        return cls(models=parse_models(data["models"]), res=parse_res(data["res"]), batch=parse_batch(data["batch"]),
-                   dtypes=parse_dtypes(data["dtypes"]), attn=parse_attn(data["attn"]),
-                   backends=parse_backends(data["backends"]), device=data["device"],
-                   mode=parse_mode(data.get("mode", "infer")), warmup=int(data["warmup"]), iters=int(data["iters"]),
-                   cuda_graphs=bool(data.get("cuda_graphs", False)), h2d=bool(data.get("h2d", False)))
+    def to_suite(self) -> dict[str, Any]:
+        """The sweep in suite-file form (the keys of suites/*.toml), as written into a results header."""
+        return {"models": list(self.models), "res": list(self.res), "batch": list(self.batch),
+                "dtype": list(self.dtypes), "attn": list(self.attn), "backend": list(self.backends),
+                "device": self.device, "mode": self.mode, "warmup": self.warmup, "iters": self.iters,
+                "cuda_graphs": self.cuda_graphs, "h2d": self.h2d}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,184 @@
+"""Run one case: build the model at the case's resolution, one untimed first call, the memory pass, the timing
+pass; everything goes into a CaseResult.
+
+Precision modes: fp32 = TF32 off for matmul and cuDNN (the paper's torch 1.12 default); tf32 = TF32 on;
+bf16 / fp16 = torch.autocast over fp32 weights, TF32 off. cudnn.benchmark is off. The flags are set around the
+case and restored afterwards, never left changed.
+
+Failures are results: an out-of-memory case gets status "oom", any other exception status "error", and the sweep
+goes on. An error that leaves the CUDA context unusable (illegal address, device-side assert) is recorded and then
+raised as ContextCorrupted, so the sweep stops instead of recording a cascade of failures.
+"""
+from __future__ import annotations
+
+import gc
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+import torch
+
+from vimbench.bench.env import gpu_conditions, now
+from vimbench.bench.memory import measure_memory
+from vimbench.bench.timing import time_forward
+from vimbench.models.registry import count_params, create_model, get_spec, list_models, num_tokens
+from vimbench.results import CaseKey, CaseResult
+
+_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+_OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory")
+# Sticky CUDA errors: after one of these every later CUDA call in the process fails.
+_CORRUPTING_MARKERS = ("illegal memory access", "illegal address", "device-side assert", "unspecified launch failure",
+                       "misaligned address", "illegal instruction", "hardware exception", "uncorrectable ecc")
+_MAX_MESSAGE = 500
+
+
+class ContextCorrupted(Exception):
+    """A case broke the CUDA context; `result` is its row (status "error"). The sweep must stop."""
+
+    def __init__(self, result: CaseResult):
+        super().__init__(result.error)
+        self.result = result
+
+
+def is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)):
+        return True
+    return isinstance(exc, RuntimeError) and any(m in str(exc).lower() for m in _OOM_MARKERS)
+
+
+def _context_broken(device: str, message: str) -> bool:
+    if any(m in message.lower() for m in _CORRUPTING_MARKERS):
+        return True
+    if device != "cuda":
+        return False
+    try:  # a sticky error surfaces again on the next synchronizing call
+        torch.cuda.synchronize()
+        (torch.ones(1, device="cuda") + 1).item()
+        return False
+    except Exception:
+        return True
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    message = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    return message if len(message) <= _MAX_MESSAGE else message[:_MAX_MESSAGE - 3] + "..."
+
+
+@contextmanager
+def precision_flags(dtype: str) -> Iterator[None]:
+    """TF32 on only for the tf32 mode; cudnn.benchmark off. Restores the caller's flags on exit."""
+    saved = (torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
+    tf32 = dtype == "tf32"
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(saved[0])
+        torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = saved[1], saved[2]
+
+
+def build_model(key: CaseKey) -> torch.nn.Module:
+    """The case's model at its resolution, random weights (seed 0), eval mode, on the case's device."""
+    spec = get_spec(key.model)
+    kwargs: dict[str, Any] = {"backend": key.implementation} if spec.family == "vim" else {"attn": key.attn}
+    torch.manual_seed(0)
+    return create_model(key.model, img_size=key.res, **kwargs).to(key.device).eval()
+
+
+def make_forward(model: torch.nn.Module, key: CaseKey) -> Callable[[], torch.Tensor]:
+    """A no-argument forward with its input prepared once: on the device, or in pinned host memory and copied
+    inside the call when key.h2d. Autocast for bf16/fp16 (its weight-cast cache off under CUDA graphs, which
+    cannot capture a cache filled outside the graph)."""
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randn(key.batch, 3, key.res, key.res, generator=gen)  # (B, 3, H, W) fp32
+    if key.h2d:
+        host = images.pin_memory() if key.device == "cuda" else images
+        device_images = None
+    else:
+        host, device_images = None, images.to(key.device)
+    autocast_dtype = _AUTOCAST.get(key.dtype)
+    device_type = "cuda" if key.device == "cuda" else "cpu"
+
+    def forward() -> torch.Tensor:
+        with torch.inference_mode():
+            x = device_images if host is None else host.to(key.device)
+            if autocast_dtype is None:
+                return model(x)
+            with torch.autocast(device_type, dtype=autocast_dtype, cache_enabled=not key.cuda_graphs):
+                return model(x)
+
+    return forward
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _free(device: str) -> None:
+    gc.collect()
+    if device == "cuda":
+        try:
+            torch.cuda.empty_cache()
+        except Exception:  # a broken context cannot free; the sweep is stopping anyway
+            pass
+
+
+def run_case(key: CaseKey, warmup: int, iters: int) -> CaseResult:
+    """Measure one case. Returns its row; raises ContextCorrupted (carrying the row) when the CUDA context broke."""
+    result = CaseResult(key=key, status="ok", warmup=warmup, iters=iters, timestamp=now(),
+                        tokens=num_tokens(get_spec(key.model), key.res))
+    if key.device == "cuda":
+        before = gpu_conditions(torch.cuda.current_device())
+        result.sm_clock_mhz_before, result.temp_c_before = before["sm_clock_mhz"], before["temp_c"]
+    model = forward = None
+    corrupted = False
+    try:
+        with precision_flags(key.dtype):
+            model = build_model(key)
+            result.params = count_params(model)
+            forward = make_forward(model, key)
+            forward()  # the first call pays for lazy init and autotuning; never measured
+            _sync(key.device)
+            memory = measure_memory(forward, key.device)
+            timing = time_forward(forward, key.device, warmup, iters, cuda_graphs=key.cuda_graphs)
+        result.timing_method = timing.method
+        result.latency_ms_samples = timing.samples_ms
+        result.latency_ms_p20, result.latency_ms_p50, result.latency_ms_p80 = timing.p20_ms, timing.p50_ms, timing.p80_ms
+        result.fps = timing.fps(key.batch)
+        result.memory_method = memory.method
+        for name in ("peak_alloc_mib", "peak_reserved_mib", "baseline_alloc_mib", "activation_mib", "nvml_used_mib",
+                     "nvml_baseline_mib", "cpu_peak_rss_mib"):
+            setattr(result, name, getattr(memory, name))
+    except Exception as exc:  # a failed case is a result; KeyboardInterrupt passes through
+        result.error = _short(exc)
+        if is_oom(exc):
+            result.status = "oom"
+        else:
+            result.status = "error"
+            corrupted = _context_broken(key.device, str(exc))
+    finally:
+        del model, forward
+        _free(key.device)
+    if corrupted:
+        raise ContextCorrupted(result)
+    if key.device == "cuda":
+        after = gpu_conditions(torch.cuda.current_device())
+        result.sm_clock_mhz_after, result.temp_c_after = after["sm_clock_mhz"], after["temp_c"]
+    return result
+
+
+def describe_models(res: int, include_test: bool = False) -> list[dict[str, Any]]:
+    """Each registered model built at `res` on the meta device (no memory, no init cost): its parameter and
+    token counts."""
+    rows = []
+    for spec in list_models(include_test):
+        with torch.device("meta"):
+            model = create_model(spec.alias, img_size=res, backend="torch")
+        rows.append({"alias": spec.alias, "name": spec.name, "family": spec.family, "size": spec.size,
+                     "embed_dim": spec.embed_dim, "depth": spec.depth, "params": count_params(model),
+                     "tokens": num_tokens(spec, res)})
+    return rows

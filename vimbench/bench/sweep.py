@@ -1,0 +1,234 @@
+"""Sweeps: a suite (suites/*.toml) and command-line values -> a SweepConfig -> cases -> rows on disk.
+
+Each case's row is appended and flushed as soon as it is measured, so a killed sweep keeps what it measured, and
+`run_sweep(..., resume=True)` on the same file measures only the cases it does not hold yet.
+
+Suite files are declarative TOML with these keys (values as on the command line, or TOML lists):
+    description = "..."              models = "vim_t,deit_t"      res = "224,512..1248"     batch = 64
+    dtype = "fp32"                   attn = "sdpa,eager"           backend = "torch"         device = "auto"
+    mode = "infer"                   warmup = 3                    iters = 10                cuda_graphs = false
+    h2d = false
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from vimbench.bench import grid
+from vimbench.bench.grid import Dropped, SweepConfig
+from vimbench.errors import VimbenchError
+from vimbench.results import CaseKey, CaseResult, ResultsFile, new_run_id, read_header
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - python 3.10
+    import tomli as tomllib
+
+SUITE_KEYS = ("description", "models", "res", "batch", "dtype", "attn", "backend", "device", "mode", "warmup",
+              "iters", "cuda_graphs", "h2d")
+DEFAULTS: dict[str, Any] = {"dtype": "fp32", "attn": "sdpa", "backend": "torch", "device": "auto", "mode": "infer",
+                            "warmup": 3, "iters": 10, "cuda_graphs": False, "h2d": False}
+GPU_DEFAULT_SUITE = "paper_fig1"
+CPU_DEFAULT_SUITE = "cpu_smoke"
+
+Progress = Callable[[str, int], None]   # (label of the current case, cases completed)
+
+
+# --- suites -------------------------------------------------------------------------------------------------
+
+def suite_dirs() -> list[Path]:
+    """Where suite names are looked up: the checkout's suites/ (next to the package), then ./suites."""
+    dirs = [Path(__file__).resolve().parents[2] / "suites", Path.cwd() / "suites"]
+    return list(dict.fromkeys(d for d in dirs if d.is_dir()))
+
+
+def list_suites() -> list[str]:
+    return sorted({p.stem for d in suite_dirs() for p in d.glob("*.toml")})
+
+
+def find_suite(name_or_path: str) -> Path:
+    """A suite by name (suites/NAME.toml) or by path to a .toml file."""
+    text = str(name_or_path).strip()
+    path = Path(text).expanduser()
+    if path.suffix == ".toml" or "/" in text or "\\" in text:
+        if not path.is_file():
+            raise VimbenchError(f"suite file {path} does not exist")
+        return path
+    for folder in suite_dirs():
+        candidate = folder / f"{text}.toml"
+        if candidate.is_file():
+            return candidate
+    known = ", ".join(list_suites()) or "none found"
+    raise VimbenchError(f"unknown suite {text!r}; known suites: {known} (or give a path to a .toml file)")
+
+
+def load_suite(name_or_path: str) -> dict[str, Any]:
+    """The suite's values, keys checked (not yet parsed: make_config parses them)."""
+    path = find_suite(name_or_path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise VimbenchError(f"cannot read suite file {path}: {exc.strerror or exc}") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise VimbenchError(f"suite file {path} is not valid TOML: {exc}") from exc
+    unknown = sorted(set(data) - set(SUITE_KEYS))
+    if unknown:
+        raise VimbenchError(f"suite file {path}: unknown key {unknown[0]!r}; allowed keys: {', '.join(SUITE_KEYS)}")
+    return data
+
+
+def make_config(values: dict[str, Any], cuda_available: bool, source: str = "the sweep",
+                plan_only: bool = False) -> SweepConfig:
+    """Parse suite-style values (strings, numbers or lists; missing optional keys take DEFAULTS)."""
+    merged = {**DEFAULTS, **{k: v for k, v in values.items() if v is not None}}
+    for required in ("models", "res", "batch"):
+        if required not in merged:
+            raise VimbenchError(f"{source} gives no {required}; add it (or pass --{required})")
+    for name in ("warmup", "iters"):
+        if isinstance(merged[name], bool) or not isinstance(merged[name], int):
+            raise VimbenchError(f"{source}: {name} must be a whole number, got {merged[name]!r}")
+    return SweepConfig(models=grid.parse_models(merged["models"]), res=grid.parse_res(merged["res"]),
+                       batch=grid.parse_batch(merged["batch"]), dtypes=grid.parse_dtypes(merged["dtype"]),
+                       attn=grid.parse_attn(merged["attn"]), backends=grid.parse_backends(merged["backend"]),
+                       device=grid.parse_device(merged["device"], cuda_available, plan_only), mode=grid.parse_mode(merged["mode"]),
+                       warmup=merged["warmup"], iters=merged["iters"], cuda_graphs=bool(merged["cuda_graphs"]),
+                       h2d=bool(merged["h2d"]))
+
+
+def resolve_config(suite: str | None, overrides: dict[str, Any], cuda_available: bool,
+                   resume: str | Path | None = None, plan_only: bool = False) -> tuple[SweepConfig, str]:
+    """The sweep to run and a sentence saying where it came from.
+
+    Base values: the named suite; else, when resuming, the sweep recorded in the results file's header; else the
+    default suite (paper_fig1 with a GPU, cpu_smoke without). Values in `overrides` that are not None win."""
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if suite is not None:
+        path = find_suite(suite)
+        base, source = load_suite(str(path)), f"suite {path.stem} ({path})"
+    elif resume is not None and isinstance(read_header(Path(resume)).get("sweep"), dict):
+        base, source = read_header(Path(resume))["sweep"], f"the sweep recorded in {resume}"
+    else:
+        name = GPU_DEFAULT_SUITE if cuda_available else CPU_DEFAULT_SUITE
+        path = find_suite(name)
+        base = load_suite(str(path))
+        why = "a GPU is present" if cuda_available else "no GPU found: a small CPU sweep"
+        source = f"default suite {name} ({why}; {path})"
+    if overrides:
+        source += "; overridden on the command line: " + ", ".join(sorted(overrides))
+    base = {k: v for k, v in base.items() if k != "description"}
+    return make_config({**base, **overrides}, cuda_available, source, plan_only), source
+
+
+# --- planning and running -----------------------------------------------------------------------------------
+
+@dataclass
+class Plan:
+    cases: list[CaseKey]                                    # all cases of the sweep, in run order
+    dropped: list[Dropped] = field(default_factory=list)    # combinations not run, with reasons
+    done: list[CaseKey] = field(default_factory=list)       # already in the resumed file
+
+    @property
+    def pending(self) -> list[CaseKey]:
+        done = set(self.done)
+        return [c for c in self.cases if c not in done]
+
+
+def _check_out(out: Path | None, resume: bool) -> None:
+    if out is None:
+        if resume:
+            raise VimbenchError("--resume needs the results file to continue")
+        return
+    if resume:
+        if not out.is_file():
+            raise VimbenchError(f"cannot resume {out}: no such file")
+        read_header(out)
+    elif out.exists() and out.stat().st_size > 0:
+        raise VimbenchError(f"{out} already exists; pass --resume {out} to continue it, or choose another --out")
+
+
+def plan_sweep(cases: SweepConfig | Iterable[CaseKey], out: str | Path | None = None, resume: bool = False) -> Plan:
+    """The cases to run (minus those already in `out` when resuming), without running anything."""
+    out = Path(out) if out is not None else None
+    _check_out(out, resume)
+    if isinstance(cases, SweepConfig):
+        keys, dropped = grid.expand_cases(cases)
+    else:
+        keys, dropped = list(dict.fromkeys(cases)), []
+    if not keys:
+        reasons = "; ".join(f"{d.what}: {d.reason}" for d in dropped) or "the sweep is empty"
+        raise VimbenchError(f"no cases left to run ({reasons})")
+    measured = ResultsFile(out).done_keys() if resume and out is not None else set()
+    done = [k for k in keys if k in measured]
+    return Plan(keys, dropped, done)
+
+
+PROTOCOL = {
+    "timing": "per call: device synchronized, then one CUDA event pair (CPU: perf_counter); warm-up calls "
+              "untimed; p20/p50/p80 over all samples; fps = batch / p50",
+    "memory": "separate pass: gc, empty_cache, reset_peak_memory_stats, one forward; peak allocated/reserved "
+              "from the torch allocator; NVML device memory used sampled every ~1 ms (CPU: peak RSS)",
+    "precision": "fp32: TF32 off (matmul and cuDNN); tf32: TF32 on; bf16/fp16: torch.autocast over fp32 weights, "
+                 "TF32 off; cudnn.benchmark off",
+    "input": "random normal images, already on the device (h2d: copied from pinned host memory inside the call)",
+    "weights": "random, seed 0",
+    "units": "ms, img/s, MiB = 2^20 bytes",
+}
+
+
+def run_sweep(cases: SweepConfig | Iterable[CaseKey], out: str | Path | None = None, resume: bool = False,
+              progress: Progress | None = None, warmup: int | None = None, iters: int | None = None,
+              command: str | None = None) -> list[CaseResult]:
+    """Measure every case (a SweepConfig, or CaseKeys with warmup/iters given) and return the rows measured now.
+
+    out: the results file (None: rows are only returned). Each row is appended and flushed when measured.
+    resume: `out` exists; cases already in it (any status but skipped) are not measured again.
+    progress(label, completed) is called before and after each case.
+    A case that breaks the CUDA context ends the sweep: its row is written, the remaining cases are written with
+    status "skipped", and the rows are returned."""
+    config = cases if isinstance(cases, SweepConfig) else None
+    warmup = warmup if warmup is not None else (config.warmup if config else DEFAULTS["warmup"])
+    iters = iters if iters is not None else (config.iters if config else DEFAULTS["iters"])
+    grid.check_counts(warmup, iters)
+    plan = plan_sweep(cases, out, resume)
+    pending = plan.pending
+
+    from vimbench.bench.env import collect_env, now
+    from vimbench.bench.runner import ContextCorrupted, run_case
+
+    device = pending[0].device if pending else plan.cases[0].device
+    command = command if command is not None else "python API: vimbench.run_sweep"
+    store = None
+    if out is not None:
+        record = {"created": now(), "command": command, "env": collect_env(device)}
+        if resume:
+            store = ResultsFile(Path(out))
+            store.append({"kind": "resume", **record})
+        else:
+            store = ResultsFile(Path(out), {"run_id": new_run_id(), **record, "protocol": PROTOCOL,
+                                            "warmup": warmup, "iters": iters,
+                                            "sweep": config.to_suite() if config else None})
+
+    results: list[CaseResult] = []
+    for i, key in enumerate(pending):
+        if progress:
+            progress(key.label(), i)
+        try:
+            result = run_case(key, warmup, iters)
+        except ContextCorrupted as exc:
+            result = exc.result
+            rest = [CaseResult(key=k, status="skipped", timestamp=now(),
+                               error=f"not run: an earlier case broke the CUDA context ({key.label()})")
+                    for k in pending[i + 1:]]
+            for row in [result, *rest]:
+                results.append(row)
+                if store:
+                    store.append(row)
+            break
+        results.append(result)
+        if store:
+            store.append(result)
+        if progress:
+            progress(key.label(), i + 1)
+    return results
