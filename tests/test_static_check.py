@@ -121,3 +121,33 @@ def test_sass_parsing():
                       "stl": 1, "ldl": 1}
     assert sc.parse_resource_usage(" Function k:\n  REG:28 STACK:0 SHARED:0 LOCAL:16 CONSTANT[0]:568") == {
         "registers": 28, "shared_bytes": 0, "local_bytes": 16}
+
+
+def _static_app():
+    import typer
+
+    from vimbench.cli import kernels_checks
+
+    app = typer.Typer()
+    kernels_checks.register(app)
+    return app
+
+
+def test_cli_static_update_check_and_fail(probe_reports, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    _, folder = probe_reports
+    monkeypatch.setattr(sc, "KERNELS", _probe_specs())
+    monkeypatch.setenv("PYTHONPATH", str(folder))
+    path = tmp_path / "expect.json"
+    runner = CliRunner()
+    missing = runner.invoke(_static_app(), ["static", "--expect", str(path)])
+    assert missing.exit_code == 2 and "does not exist" in missing.output
+    assert runner.invoke(_static_app(), ["static", "--expect", str(path), "--update"]).exit_code == 0
+    ok = runner.invoke(_static_app(), ["static", "--expect", str(path)])
+    assert ok.exit_code == 0, ok.output
+    data = json.loads(path.read_text())
+    data["kernels"]["probe/aligned"]["ldg_128"] = 4   # pretend the kernel used to vectorize more
+    path.write_text(json.dumps(data))
+    failed = runner.invoke(_static_app(), ["static", "--expect", str(path)])
+    assert failed.exit_code == 1 and "128-bit loads" in failed.output

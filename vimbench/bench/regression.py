@@ -1,0 +1,239 @@
+"""Timed regression check of vimbench's Triton kernels against a committed per-GPU baseline.
+
+Noise model: each case is timed `repeats` times (k independent triton.testing.do_bench medians, each over
+~100 ms of calls, L2 flushed between calls). A case's time is the median of the k medians; its spread is
+(max - min) / median of the k medians. A case regresses when
+    new / baseline - 1 > threshold,   threshold = max(5 %, 3 * max(spread_baseline, spread_new))
+and improves when new / baseline - 1 < -threshold. The 5 % floor covers run-to-run drift the k repeats of
+one process cannot see (clocks, temperature); 3x the observed spread covers noisy cases.
+
+`compare_timings` is a pure function (tested on CPU with synthetic timings); `run_suite` needs a CUDA GPU.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from vimbench.errors import VimbenchError
+
+BASELINE_SCHEMA = "vimbench.kernel_baseline/1"
+MIN_THRESHOLD = 0.05
+SPREAD_FACTOR = 3.0
+DEFAULT_REPEATS = 5
+
+
+@dataclass(frozen=True)
+class CaseTiming:
+    """One case's k repeated medians (ms) and what the comparison uses from them."""
+    name: str
+    repeats_ms: tuple[float, ...]
+
+    @property
+    def median_ms(self) -> float:
+        return statistics.median(self.repeats_ms)
+
+    @property
+    def spread(self) -> float:
+        """Relative spread of the repeats: (max - min) / median (0 for a single repeat)."""
+        return (max(self.repeats_ms) - min(self.repeats_ms)) / self.median_ms
+
+    def to_json(self) -> dict[str, Any]:
+        return {"median_ms": self.median_ms, "spread": self.spread, "repeats_ms": list(self.repeats_ms)}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    case: str
+    status: str                    # ok | regression | improvement | new | missing
+    baseline_ms: float | None
+    current_ms: float | None
+    threshold: float | None        # relative, e.g. 0.05
+
+    @property
+    def change(self) -> float | None:
+        """current / baseline - 1 (positive = slower)."""
+        if self.baseline_ms is None or self.current_ms is None:
+            return None
+        return self.current_ms / self.baseline_ms - 1
+
+
+def noise_threshold(baseline_spread: float, current_spread: float, floor: float = MIN_THRESHOLD,
+                    factor: float = SPREAD_FACTOR) -> float:
+    return max(floor, factor * max(baseline_spread, current_spread))
+
+
+def compare_timings(baseline: dict[str, CaseTiming], current: dict[str, CaseTiming],
+                    floor: float = MIN_THRESHOLD, factor: float = SPREAD_FACTOR) -> list[Comparison]:
+    """Compare current timings with a baseline case by case (see the module docstring for the rule).
+    Cases only in `current` are 'new', cases only in `baseline` are 'missing'; neither fails the check."""
+    out = []
+    for name, cur in current.items():
+        base = baseline.get(name)
+        if base is None:
+            out.append(Comparison(name, "new", None, cur.median_ms, None))
+            continue
+        thr = noise_threshold(base.spread, cur.spread, floor, factor)
+        change = cur.median_ms / base.median_ms - 1
+        status = "regression" if change > thr else "improvement" if change < -thr else "ok"
+        out.append(Comparison(name, status, base.median_ms, cur.median_ms, thr))
+    for name, base in baseline.items():
+        if name not in current:
+            out.append(Comparison(name, "missing", base.median_ms, None, None))
+    return out
+
+
+def has_regression(comparisons: list[Comparison]) -> bool:
+    return any(c.status == "regression" for c in comparisons)
+
+
+# ---------------------------------------------------------------------------------------------- baseline files
+
+def load_baseline(path: Path) -> tuple[dict[str, Any], dict[str, CaseTiming]]:
+    """(header, {case: CaseTiming}) of a baseline file; VimbenchError if it is missing or malformed."""
+    path = Path(path)
+    if not path.exists():
+        raise VimbenchError(f"baseline {path} does not exist; create it on the GPU with "
+                            f"`vimbench kernels check --baseline {path} --update`")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise VimbenchError(f"baseline {path} is not valid JSON ({exc.msg}, line {exc.lineno})") from exc
+    if not isinstance(data, dict) or data.get("schema") != BASELINE_SCHEMA or not isinstance(data.get("cases"), dict):
+        raise VimbenchError(f"{path} is not a vimbench kernel baseline (schema {BASELINE_SCHEMA})")
+    cases = {}
+    for name, case in data["cases"].items():
+        repeats = case.get("repeats_ms") if isinstance(case, dict) else None
+        if not repeats or not all(isinstance(x, (int, float)) and x > 0 for x in repeats):
+            raise VimbenchError(f"baseline {path}: case {name!r} has no positive repeats_ms list")
+        cases[name] = CaseTiming(name, tuple(float(x) for x in repeats))
+    header = {k: v for k, v in data.items() if k != "cases"}
+    return header, cases
+
+
+def write_baseline(path: Path, timings: dict[str, CaseTiming], gpu: str | None, env: dict[str, Any],
+                   settings: dict[str, Any]) -> None:
+    data = {
+        "schema": BASELINE_SCHEMA,
+        "gpu": gpu,
+        "env": env,
+        "settings": settings,
+        "noise_rule": f"threshold = max({MIN_THRESHOLD:.0%}, {SPREAD_FACTOR:g} * max(spread_baseline, spread_new)); "
+                      "spread = (max - min) / median of the repeats",
+        "cases": {name: t.to_json() for name, t in timings.items()},
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------- the suite (GPU)
+
+@dataclass(frozen=True)
+class KernelCase:
+    """A named kernel call; `build()` allocates its inputs on the GPU and returns the no-argument call."""
+    name: str
+    build: Callable[[], Callable[[], object]]
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def _scan_case(batch: int, channels: int, length: int, dtype_name: str) -> KernelCase:
+    def build():
+        import torch
+
+        from vimbench.models.ops import get_ops
+
+        op = get_ops("triton").bimamba_scan
+        dtype = getattr(torch, {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[dtype_name])
+        g = torch.Generator(device="cuda").manual_seed(0)
+
+        def rand(*shape, scale=1.0):
+            return (torch.randn(*shape, device="cuda", generator=g) * scale).to(dtype)
+
+        n = 16
+        u, delta = rand(2, batch, channels, length), rand(2, batch, channels, length, scale=0.5)
+        B, C = rand(2, batch, n, length), rand(2, batch, n, length)
+        z = rand(batch, channels, length)
+        A = -torch.arange(1, n + 1, device="cuda", dtype=torch.float32).repeat(2, channels, 1)
+        D = torch.ones(2, channels, device="cuda")
+        bias = torch.full((2, channels), -4.0, device="cuda")
+        return lambda: op(u, delta, A, B, C, D, z, bias)
+
+    return KernelCase(f"bimamba_scan/{dtype_name}/b{batch}_e{channels}_l{length}", build,
+                      dict(op="bimamba_scan", batch=batch, channels=channels, length=length, dtype=dtype_name))
+
+
+def _conv_case(batch: int, channels: int, length: int, dtype_name: str) -> KernelCase:
+    def build():
+        import torch
+
+        from vimbench.models.ops import get_ops
+
+        op = get_ops("triton").conv1d_silu_bidir
+        dtype = getattr(torch, {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[dtype_name])
+        x = torch.randn(batch, channels, length, device="cuda").to(dtype)
+        w = torch.randn(2, channels, 4, device="cuda") * 0.5
+        b = torch.randn(2, channels, device="cuda") * 0.1
+        return lambda: op(x, w, b)
+
+    return KernelCase(f"conv1d_silu_bidir/{dtype_name}/b{batch}_e{channels}_l{length}", build,
+                      dict(op="conv1d_silu_bidir", batch=batch, channels=channels, length=length, dtype=dtype_name))
+
+
+def _norm_case(rows: int, dim: int, dtype_name: str) -> KernelCase:
+    def build():
+        import torch
+
+        from vimbench.models.ops import get_ops
+
+        op = get_ops("triton").add_rmsnorm
+        dtype = getattr(torch, {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[dtype_name])
+        x = torch.randn(rows, dim, device="cuda").to(dtype)
+        residual = torch.randn(rows, dim, device="cuda")
+        weight = torch.ones(dim, device="cuda")
+        return lambda: op(x, residual, weight, 1e-5, dtype)
+
+    return KernelCase(f"add_rmsnorm/{dtype_name}/r{rows}_d{dim}", build,
+                      dict(op="add_rmsnorm", rows=rows, dim=dim, dtype=dtype_name))
+
+
+def default_suite() -> list[KernelCase]:
+    """Vim-Ti shapes at 1248 px (L = 6085, E = 384, D = 192) and 224 px (L = 197), batch 64 and 8."""
+    cases = []
+    for dtype in ("bf16", "fp32"):
+        cases += [_scan_case(64, 384, 6085, dtype), _scan_case(8, 384, 6085, dtype), _scan_case(64, 384, 197, dtype),
+                  _conv_case(64, 384, 6085, dtype), _conv_case(64, 384, 197, dtype),
+                  _norm_case(64 * 6085, 192, dtype)]
+    return cases
+
+
+def time_case(call: Callable[[], object], repeats: int = DEFAULT_REPEATS, warmup_ms: float = 25,
+              rep_ms: float = 100) -> tuple[float, ...]:
+    """k independent do_bench medians (ms). do_bench's warmup/rep are milliseconds, and it flushes L2."""
+    from triton.testing import do_bench
+
+    call()  # compile / autotune outside the timed region
+    return tuple(float(do_bench(call, warmup=warmup_ms, rep=rep_ms, return_mode="median")) for _ in range(repeats))
+
+
+def run_suite(cases: list[KernelCase], repeats: int = DEFAULT_REPEATS,
+              progress: Callable[[str, int], None] | None = None) -> dict[str, CaseTiming]:
+    """Time every case on the current CUDA device. Inputs of one case are freed before the next."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise VimbenchError("the timed kernel check needs a CUDA GPU and none is present; "
+                            "on a CPU machine run `vimbench kernels static` instead")
+    out = {}
+    for i, case in enumerate(cases):
+        if progress:
+            progress(case.name, i)
+        call = case.build()
+        out[case.name] = CaseTiming(case.name, time_case(call, repeats))
+        del call
+        torch.cuda.empty_cache()
+    if progress:
+        progress("done", len(cases))
+    return out

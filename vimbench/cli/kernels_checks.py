@@ -1,0 +1,115 @@
+"""`vimbench kernels check` (timed regression check on a GPU) and `vimbench kernels static` (compile for sm_90
+and check registers/spills/SASS without a GPU). `register(kernels_app)` adds both to the `kernels` sub-app."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from vimbench.cli.common import user_errors
+
+REGRESSION_EXIT = 1
+
+
+@user_errors
+def check(
+    baseline: Path = typer.Option(..., "--baseline", help="Baseline JSON, e.g. results/baselines/h200.json."),
+    update: bool = typer.Option(False, "--update", help="Time the suite and write it as the new baseline."),
+    repeats: int = typer.Option(5, "--repeats", min=2, help="Independent do_bench medians per case (noise estimate)."),
+    only: str = typer.Option("", "--only", help="Comma-separated substrings: time only cases whose name contains one."),
+) -> None:
+    """Re-time the Triton kernel suite and compare with a baseline: exit 1 on a regression beyond the noise
+    threshold max(5%, 3 x relative spread of the repeats), 2 on bad input or no GPU."""
+    from vimbench import render
+    from vimbench.bench import regression as rg
+    from vimbench.errors import VimbenchError
+
+    base_cases = None
+    if not update:
+        header, base_cases = rg.load_baseline(baseline)
+    import torch
+
+    if not torch.cuda.is_available():
+        raise VimbenchError("`vimbench kernels check` times kernels on a CUDA GPU and none is present here; "
+                            "use `vimbench kernels static` on a CPU machine")
+    gpu = torch.cuda.get_device_name(0)
+    if base_cases is not None and header.get("gpu") and header["gpu"] != gpu:
+        raise VimbenchError(f"baseline {baseline} was measured on {header['gpu']}, this GPU is {gpu}; "
+                            f"use that GPU's baseline or create one with --update")
+    cases = rg.default_suite()
+    if only:
+        keys = [k.strip() for k in only.split(",") if k.strip()]
+        cases = [c for c in cases if any(k in c.name for k in keys)]
+        if not cases:
+            raise VimbenchError(f"--only {only!r} matches no case of the suite")
+    with render.progress_bar(len(cases), "kernels") as update_bar:
+        timings = rg.run_suite(cases, repeats, progress=update_bar)
+    if update:
+        from vimbench.bench.env import collect_env
+
+        rg.write_baseline(baseline, timings, gpu, collect_env("cuda"),
+                          {"repeats": repeats, "timer": "triton.testing.do_bench(return_mode='median')"})
+        render.table(f"new baseline: {baseline}", ["case", "median ms", "spread %"],
+                     [[name, t.median_ms, 100 * t.spread] for name, t in timings.items()], digits=3)
+        return
+    comparisons = rg.compare_timings(base_cases, timings)
+    _render_comparisons(comparisons, baseline)
+    if rg.has_regression(comparisons):
+        raise typer.Exit(REGRESSION_EXIT)
+
+
+def _render_comparisons(comparisons, baseline: Path) -> None:
+    from vimbench import render
+
+    rows = []
+    for c in comparisons:
+        change = None if c.change is None else 100 * c.change
+        threshold = None if c.threshold is None else 100 * c.threshold
+        rows.append([c.case, c.baseline_ms, c.current_ms, change, threshold, c.status])
+    n_reg = sum(c.status == "regression" for c in comparisons)
+    render.table(f"kernels vs {baseline}", ["case", "baseline ms", "now ms", "change %", "threshold %", "status"],
+                 rows, caption=f"{n_reg} regression(s); threshold = max(5%, 3 x relative spread of the repeats)",
+                 digits=3)
+
+
+@user_errors
+def static(
+    expect: Path = typer.Option(Path("kernels/static_expectations.json"), "--expect",
+                                help="Committed expectation file."),
+    update: bool = typer.Option(False, "--update", help="Write the current compilation results as expectations."),
+) -> None:
+    """Compile every Triton kernel for sm_90 (no GPU needed) and check registers, spills, vectorized loads and
+    MUFU.EX2 counts against the expectation file: exit 1 on a spill or regression, 2 on bad input."""
+    from vimbench import render
+    from vimbench.bench import static_check as sc
+
+    if not sc.KERNELS:
+        render.note("no Triton kernels are listed in vimbench/bench/static_check.py KERNELS yet: nothing to check")
+        return
+    expected = None if update else sc.load_expectations(expect)["kernels"]
+    reports = sc.static_reports(sc.KERNELS)
+    if update:
+        sc.write_expectations(expect, reports)
+        findings = sc.compare_static(reports, {r.name: r.to_json() for r in reports})
+    else:
+        findings = sc.compare_static(reports, expected)
+    by_name = {r.name: r for r in reports}
+    rows = []
+    for f in findings:
+        r = by_name.get(f.kernel)
+        rows.append([f.kernel, r and r.registers, r and r.local_bytes, r and r.ldg_128, r and r.ldg_64,
+                     r and r.mufu_ex2, r and r.ex2_per_state_element, f.status])
+    title = f"wrote {expect}" if update else f"sm_90 static check vs {expect}"
+    render.table(title, ["kernel", "regs", "local B", "LDG.128", "LDG.64", "MUFU.EX2", "EX2/state", "status"],
+                 rows, digits=3)
+    for f in findings:
+        for message in f.messages:
+            render.note(f"{f.kernel} [{f.status}]: {message}")
+    if any(f.status in ("fail", "new") for f in findings):
+        raise typer.Exit(REGRESSION_EXIT)
+
+
+def register(kernels_app: typer.Typer) -> None:
+    """Add `check` and `static` to the `vimbench kernels` sub-app."""
+    kernels_app.command("check")(check)
+    kernels_app.command("static")(static)
