@@ -1,0 +1,93 @@
+"""`vimbench report`: figures, tables and one HTML page, built only from stored results."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from vimbench.errors import VimbenchError
+from vimbench.report import data as D
+from vimbench.report.figures import Figure, batch_figure, pick_batch_resolution, resolution_figure
+from vimbench.report.tables import Table, ratios_table, results_table, write_table
+
+
+@dataclass
+class ReportOutput:
+    out_dir: Path
+    figures: list[Figure] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    index: Path | None = None
+
+
+def _slug(value: Any) -> str:
+    text = str(value).lower()
+    return "".join(ch if ch.isalnum() else "-" for ch in text).strip("-") or "none"
+
+
+def _group_prefix(field_name: str) -> str:
+    return {"batch": "b"}.get(field_name, "")
+
+
+def run_headers(df) -> list[dict[str, Any]]:
+    """The header of every results file the rows came from, with the file's path as "source"."""
+    from vimbench.results import read_header
+
+    runs = []
+    for source in sorted({str(s) for s in df["source"].dropna()}):
+        header = dict(read_header(Path(source)))
+        header["source"] = source
+        runs.append(header)
+    return runs
+
+
+def build_report(paths: Sequence[str | Path], out_dir: str | Path, models: Sequence[str] | str | None = None,
+                 dtypes: Sequence[str] | str | None = None, batches: Sequence[str] | str | None = None,
+                 devices: Sequence[str] | str | None = None, group_by: Sequence[str] = ("dtype", "batch"),
+                 batch_res: int | None = None, title: str | None = None) -> ReportOutput:
+    """Write figures (PNG, SVG), tables (Markdown, CSV, LaTeX) and index.html under out_dir."""
+    from vimbench.results import load_results
+
+    bad = [g for g in group_by if g not in D.GROUP_CHOICES]
+    if bad:
+        raise VimbenchError(f"cannot group by {', '.join(bad)}; choose from {', '.join(D.GROUP_CHOICES)}")
+    df = D.prepare(load_results(list(paths)), models=models, dtypes=dtypes, batches=batches, devices=devices)
+    out = ReportOutput(Path(out_dir))
+    fig_dir, tab_dir = out.out_dir / "figures", out.out_dir / "tables"
+    out.out_dir.mkdir(parents=True, exist_ok=True)
+
+    groups = [({}, df)] if not group_by else [
+        (dict(zip(group_by, key if isinstance(key, tuple) else (key,))), rows)
+        for key, rows in df.groupby(list(group_by), dropna=False, sort=True)]
+    for group, rows in groups:
+        name = "-".join(["throughput_memory_vs_res", *(f"{_group_prefix(k)}{_slug(v)}" for k, v in group.items())])
+        out.figures.append(resolution_figure(rows, fig_dir, name, group))
+    res = batch_res if batch_res is not None else pick_batch_resolution(df)
+    if batch_res is not None and batch_res not in set(int(r) for r in df["res"]):
+        raise VimbenchError(f"--batch-res {batch_res}: the results have no rows at that resolution")
+    if res is not None:
+        fig = batch_figure(df, fig_dir, f"throughput_vs_batch-{res}px", res)
+        if fig is not None:
+            out.figures.append(fig)
+
+    caption = D.provenance_text(D.provenance(df)) + ". Memory: peak allocated by the torch allocator, MiB."
+    out.tables.append(results_table(df, caption))
+    rt = ratios_table(df, caption.replace(", MiB.", ".") + " Speed-up: Vim img/s / DeiT img/s; memory saved: "
+                      "1 - Vim peak / DeiT peak.")
+    if rt is not None:
+        out.tables.append(rt)
+    for t in out.tables:
+        out.files.extend(write_table(t, tab_dir).values())
+    for f in out.figures:
+        out.files.extend(f.files.values())
+
+    from vimbench.report.html import write_index
+
+    out.runs = run_headers(df)
+    sources = ", ".join(Path(r["source"]).name for r in out.runs)
+    out.index = write_index(out.out_dir, title or "vimbench report", f"Built by `vimbench report` from {sources} "
+                            f"({len(df)} cases) only; nothing was measured to make it.", out.figures, out.tables,
+                            out.runs)
+    out.files.append(out.index)
+    return out

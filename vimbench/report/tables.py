@@ -1,0 +1,164 @@
+"""Tables built from prepared case rows, written as Markdown, CSV and LaTeX (and handed to render for the terminal).
+
+A Table is plain data: column names carry their units; cells are str, int, float or None (missing).
+"""
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from vimbench.report import data as D
+
+
+@dataclass
+class Table:
+    name: str                     # file stem
+    title: str
+    columns: list[str]
+    rows: list[list[Any]]
+    caption: str = ""
+    digits: dict[str, int] | None = None   # decimals per column (default 1)
+
+    def cell(self, col: int, value: Any) -> str:
+        if value is None or (isinstance(value, float) and value != value):
+            return "-"
+        if isinstance(value, bool):
+            return "yes" if value else "no"
+        if isinstance(value, float):
+            return f"{value:.{(self.digits or {}).get(self.columns[col], 1)}f}"
+        return str(value)
+
+    def text_rows(self) -> list[list[str]]:
+        return [[self.cell(i, v) for i, v in enumerate(r)] for r in self.rows]
+
+
+def _none(v: Any) -> Any:
+    if v is None or (isinstance(v, float) and v != v):
+        return None
+    try:
+        import pandas as pd
+
+        if v is pd.NA:
+            return None
+    except ImportError:  # pragma: no cover
+        pass
+    if hasattr(v, "item"):
+        return v.item()
+    return v
+
+
+RESULT_COLUMNS = ["model", "implementation", "attn", "dtype", "batch", "res (px)", "device", "gpu", "status",
+                  "tokens", "params", "p50 (ms)", "throughput (img/s)", "peak alloc (MiB)", "run_id"]
+
+
+def results_table(df, caption: str) -> Table:
+    rows = []
+    for _, r in df.iterrows():
+        rows.append([_none(r["model"]), _none(r["implementation"]), _none(r["attn"]), _none(r["dtype"]),
+                     _none(r["batch"]), _none(r["res"]), _none(r["device"]), _none(r["gpu"]), _none(r["status"]),
+                     _none(r["tokens"]), _none(r["params"]), _none(r["latency_ms_p50"]), _none(r["fps"]),
+                     _none(r["peak_alloc_mib"]), _none(r["run_id"])])
+    for row in rows:  # pandas turns integer columns with gaps into floats
+        for i in (9, 10):
+            if isinstance(row[i], float):
+                row[i] = int(row[i])
+    return Table("results", "Measured cases", RESULT_COLUMNS, rows, caption,
+                 digits={"p50 (ms)": 2, "throughput (img/s)": 1, "peak alloc (MiB)": 1})
+
+
+RATIO_COLUMNS = ["vim", "deit", "dtype", "batch", "gpu", "res (px)", "speed-up (x)", "memory saved (%)", "note"]
+
+
+def ratios_table(df, caption: str) -> Table | None:
+    rat = D.ratios(df)
+    if not rat:
+        return None
+    show = [f for f in D.varying(df) if f not in D.PAIR_FIELDS]
+    rows = []
+    for r in sorted(rat, key=lambda r: (str(r.vim["dtype"]), int(r.vim["batch"]), D.line_label(r.vim, show),
+                                        D.line_label(r.deit, show), r.res)):
+        rows.append([D.line_label(r.vim, show), D.line_label(r.deit, show), r.vim["dtype"], int(r.vim["batch"]),
+                     r.vim["gpu_name"], r.res, r.speedup,
+                     None if r.memory_saved is None else 100.0 * r.memory_saved, r.note or None])
+    return Table("ratios", "Vim against DeiT at the same resolution, precision and batch", RATIO_COLUMNS, rows,
+                 caption, digits={"speed-up (x)": 2, "memory saved (%)": 1})
+
+
+def to_markdown(t: Table) -> str:
+    def esc(s: str) -> str:
+        return s.replace("|", "\\|")
+
+    numeric = _numeric_columns(t)
+    lines = [f"**{t.title}**", "", "| " + " | ".join(esc(c) for c in t.columns) + " |",
+             "|" + "|".join("---:" if numeric[i] else "---" for i in range(len(t.columns))) + "|"]
+    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in t.text_rows()]
+    if t.caption:
+        lines += ["", t.caption]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(t: Table) -> str:
+    """Raw values (no rounding, empty for missing) so the CSV can be parsed back exactly."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(t.columns)
+    for row in t.rows:
+        writer.writerow(["" if v is None or (isinstance(v, float) and v != v) else v for v in row])
+    return buf.getvalue()
+
+
+_LATEX_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
+                  "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}"}
+
+
+def latex_escape(s: str) -> str:
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in s)
+
+
+def to_latex(t: Table) -> str:
+    """A booktabs table (needs \\usepackage{booktabs} and, for long tables, longtable)."""
+    numeric = _numeric_columns(t)
+    spec = "".join("r" if n else "l" for n in numeric)
+    out = [f"% {t.title}", f"\\begin{{longtable}}{{{spec}}}"]
+    if t.caption:
+        out.append(f"\\caption{{{latex_escape(t.caption)}}}\\\\")
+    out += ["\\toprule", " & ".join(latex_escape(c) for c in t.columns) + r" \\", "\\midrule", "\\endhead"]
+    out += [" & ".join(latex_escape(c) for c in row) + r" \\" for row in t.text_rows()]
+    out += ["\\bottomrule", "\\end{longtable}"]
+    return "\n".join(out) + "\n"
+
+
+def to_html(t: Table) -> str:
+    import html
+
+    numeric = _numeric_columns(t)
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in t.columns)
+    body = "\n".join(
+        "<tr>" + "".join(f"<td class=\"{'num' if numeric[i] else 'txt'}\">{html.escape(c)}</td>"
+                         for i, c in enumerate(row)) + "</tr>" for row in t.text_rows())
+    cap = f"<caption>{html.escape(t.title)}</caption>"
+    return f'<table class="results" id="table-{t.name}">{cap}<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody></table>'
+
+
+def write_table(t: Table, out_dir: Path) -> dict[str, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for ext, fn in (("md", to_markdown), ("csv", to_csv), ("tex", to_latex)):
+        path = out_dir / f"{t.name}.{ext}"
+        path.write_text(fn(t), encoding="utf-8")
+        files[ext] = path
+    return files
+
+
+def _numeric_columns(t: Table) -> list[bool]:
+    return [any(isinstance(r[i], (int, float)) and not isinstance(r[i], bool) for r in t.rows)
+            for i in range(len(t.columns))]
+
+
+def pick_columns(t: Table, names: Sequence[str]) -> Table:
+    idx = [t.columns.index(n) for n in names]
+    return Table(t.name, t.title, [t.columns[i] for i in idx], [[r[i] for i in idx] for r in t.rows], t.caption,
+                 t.digits)
