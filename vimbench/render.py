@@ -1,6 +1,7 @@
 """The only module that talks Rich: tables, progress bars and error lines for the CLI."""
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -8,8 +9,19 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-console = Console()
-err_console = Console(stderr=True)
+
+
+def _console(stderr: bool = False) -> Console:
+    """Rich's width for output that is not a terminal (logs, CI, pipes) is 80 columns, which squeezes wide
+    result tables into ellipses; there, use 160 unless COLUMNS says otherwise."""
+    probe = Console(stderr=stderr)
+    if probe.is_terminal or "COLUMNS" in os.environ:
+        return probe
+    return Console(stderr=stderr, width=160)
+
+
+console = _console()
+err_console = _console(stderr=True)
 
 
 def error_line(message: str) -> None:

@@ -96,7 +96,7 @@ def collect_env(device: str = "cuda") -> dict[str, Any]:
         "gpu_capability": ".".join(map(str, torch.cuda.get_device_capability(0))) if cuda else None,
         "driver": _nvml_driver() if cuda else None,
         "cuda": torch.version.cuda,
-        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "cudnn": str(torch.backends.cudnn.version()) if torch.backends.cudnn.is_available() else None,
         "torch": torch.__version__,
         "triton": _module_version("triton"),
         "timm": _module_version("timm"),

@@ -179,12 +179,12 @@ PROTOCOL = {
 
 def run_sweep(cases: SweepConfig | Iterable[CaseKey], out: str | Path | None = None, resume: bool = False,
               progress: Progress | None = None, warmup: int | None = None, iters: int | None = None,
-              command: str | None = None) -> list[CaseResult]:
+              command: str | None = None, run_id: str | None = None) -> list[CaseResult]:
     """Measure every case (a SweepConfig, or CaseKeys with warmup/iters given) and return the rows measured now.
 
     out: the results file (None: rows are only returned). Each row is appended and flushed when measured.
     resume: `out` exists; cases already in it (any status but skipped) are not measured again.
-    progress(label, completed) is called before and after each case.
+    progress(label, completed) is called before and after each case. command and run_id go into the header.
     A case that breaks the CUDA context ends the sweep: its row is written, the remaining cases are written with
     status "skipped", and the rows are returned."""
     config = cases if isinstance(cases, SweepConfig) else None
@@ -206,7 +206,7 @@ def run_sweep(cases: SweepConfig | Iterable[CaseKey], out: str | Path | None = N
             store = ResultsFile(Path(out))
             store.append({"kind": "resume", **record})
         else:
-            store = ResultsFile(Path(out), {"run_id": new_run_id(), **record, "protocol": PROTOCOL,
+            store = ResultsFile(Path(out), {"run_id": run_id or new_run_id(), **record, "protocol": PROTOCOL,
                                             "warmup": warmup, "iters": iters,
                                             "sweep": config.to_suite() if config else None})
 

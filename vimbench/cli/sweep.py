@@ -1,5 +1,170 @@
-"""Commands of this module are being written."""
+"""`vimbench sweep`, `vimbench env` and `vimbench models`: parse options, call vimbench.bench, render."""
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from vimbench.cli.common import user_errors
+
+_RES_HELP = ("Resolutions in px: 224..1248 = the standard ladder (224,384,512,640,738,896,1024,1248) inside the "
+             "bounds; 256..1024:128 = every 128 px; 224,738 = explicit; pieces combine with commas.")
 
 
-def register(app) -> None:
-    pass
+@user_errors
+def sweep(
+    models: Annotated[Optional[str], typer.Option(help="Models, comma-separated aliases or full names "
+                                                       "(vimbench models lists them), e.g. vim_t,deit_t.")] = None,
+    res: Annotated[Optional[str], typer.Option(help=_RES_HELP)] = None,
+    batch: Annotated[Optional[str], typer.Option(help="Batch sizes, e.g. 1,8,64. Never changed on OOM.")] = None,
+    dtype: Annotated[Optional[str], typer.Option(help="Precision modes: fp32 (TF32 off), tf32, bf16, fp16 "
+                                                      "(autocast).")] = None,
+    attn: Annotated[Optional[str], typer.Option(help="DeiT attention: sdpa (fused), eager (explicit).")] = None,
+    backend: Annotated[Optional[str], typer.Option(help="Vim op backend: torch, triton.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto | cuda | cpu (auto: cuda when present).")] = None,
+    warmup: Annotated[Optional[int], typer.Option(help="Untimed warm-up calls per case (>= 1).")] = None,
+    iters: Annotated[Optional[int], typer.Option(help="Timed calls per case (>= 5).")] = None,
+    mode: Annotated[Optional[str], typer.Option(help="infer (training is not supported yet).")] = None,
+    cuda_graphs: Annotated[Optional[bool], typer.Option("--cuda-graphs/--no-cuda-graphs",
+                                                        help="Time CUDA-graph replays of the forward.")] = None,
+    h2d: Annotated[Optional[bool], typer.Option("--h2d/--no-h2d", help="Include the host-to-device copy of "
+                                                                       "the input in the timed call.")] = None,
+    suite: Annotated[Optional[str], typer.Option(help="A suite name (suites/NAME.toml) or a .toml path; "
+                                                      "options given here override its values.")] = None,
+    out: Annotated[Optional[str], typer.Option(help="Results file (default: results/<run_id>.jsonl).")] = None,
+    resume: Annotated[Optional[str], typer.Option(help="Continue this results file: skip the cases it holds, "
+                                                       "append the rest. Alone, it reruns the sweep it records.")]
+    = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the cases (and the combinations dropped, "
+                                                           "with reasons) without running them.")] = False,
+) -> None:
+    """Measure throughput, latency and memory of each model x resolution x batch x precision case.
+
+    Without options: the paper's Figure 1 comparison (suites/paper_fig1.toml) on a GPU, or a small CPU sweep
+    (suites/cpu_smoke.toml) where there is none."""
+    import torch
+
+    from vimbench import render
+    from vimbench.bench import sweep as sweeps
+    from vimbench.errors import VimbenchError
+    from vimbench.models.registry import get_spec, num_tokens
+    from vimbench.results import new_run_id
+    from vimbench.settings import results_dir
+
+    if resume and out and Path(resume) != Path(out):
+        raise VimbenchError("give either --out (a new file) or --resume (an existing one), not both")
+    overrides = {"models": models, "res": res, "batch": batch, "dtype": dtype, "attn": attn, "backend": backend,
+                 "device": device, "warmup": warmup, "iters": iters, "mode": mode, "cuda_graphs": cuda_graphs,
+                 "h2d": h2d}
+    cuda = torch.cuda.is_available()
+    config, source = sweeps.resolve_config(suite, overrides, cuda, resume=resume, plan_only=dry_run)
+    run_id = new_run_id()
+    path = Path(resume) if resume else Path(out) if out else Path(results_dir()) / f"{run_id}.jsonl"
+    plan = sweeps.plan_sweep(config, path if (resume or not dry_run) else None, resume=bool(resume))
+
+    render.note(f"[bold]sweep:[/] {source}")
+    if dry_run:
+        done = set(plan.done)
+        render.table(f"{len(plan.pending)} cases to run", ["#", "case", "tokens", "state"],
+                     [[i + 1, k.label(), num_tokens(get_spec(k.model), k.res), "in file" if k in done else "to run"]
+                      for i, k in enumerate(plan.cases)],
+                     caption=f"warm-up {config.warmup}, timed {config.iters} calls per case")
+        if plan.dropped:
+            render.table("combinations not run", ["what", "why"], [[d.what, d.reason] for d in plan.dropped])
+        return
+
+    render.note(f"{len(plan.pending)} cases to run"
+                + (f" ({len(plan.done)} already in the file)" if plan.done else "") + f"; results: {path}")
+    command = "vimbench " + shlex.join(sys.argv[1:])
+    try:
+        with render.progress_bar(len(plan.pending), "starting") as update:
+            results = sweeps.run_sweep(config, out=path, resume=bool(resume), progress=update, command=command,
+                                       run_id=run_id)
+    except KeyboardInterrupt:
+        if path.is_file():
+            render.error_line(f"interrupted; the cases measured so far are in {path}. "
+                              f"Continue with: vimbench sweep --resume {path}")
+        else:
+            render.error_line("interrupted before any case was written")
+        raise typer.Exit(130) from None
+
+    _results_table(results, config, path)
+    failed = [r for r in results if r.status in ("error", "skipped")]
+    for r in results:
+        if r.status in ("oom", "error"):
+            render.note(f"[yellow]{r.status}[/]: {r.key.label()}: {r.error}")
+    if any(r.status == "skipped" for r in results):
+        render.error_line(f"a case broke the CUDA context; the sweep stopped and marked the rest skipped. After "
+                          f"fixing it: vimbench sweep --resume {path}")
+    if failed:
+        raise typer.Exit(1)
+
+
+def _results_table(results, config, path: Path) -> None:
+    from vimbench import render
+
+    cuda = config.device == "cuda"
+    memory_columns = ["peak alloc MiB", "NVML MiB"] if cuda else ["peak RSS MiB"]
+    rows = []
+    for r in results:
+        k = r.key
+        impl = k.implementation + (f"/{k.attn}" if k.attn else "") + (" +graphs" if k.cuda_graphs else "") \
+            + (" +h2d" if k.h2d else "")
+        memory = [r.peak_alloc_mib, r.nvml_used_mib] if cuda else [r.cpu_peak_rss_mib]
+        rows.append([k.model, k.res, r.tokens, k.batch, k.dtype, impl, r.fps, r.latency_ms_p50, *memory, r.status])
+    timing = ("CUDA-graph replays timed with CUDA events" if config.cuda_graphs else
+              "CUDA events, one pair per call" if cuda else "perf_counter per call")
+    memory_text = ("peak alloc = torch allocator peak (max_memory_allocated) in a separate one-forward pass; "
+                   "NVML = device memory in use, sampled every ~1 ms (includes CUDA context and allocator cache)"
+                   if cuda else "peak RSS = the whole process's peak resident memory during one forward")
+    caption = (f"Timing: {timing}; median (p50) of {config.iters} calls after {config.warmup} warm-up calls; "
+               f"img/s = batch / p50. Memory: {memory_text}. MiB = 2^20 bytes. Results: {path}")
+    render.table(f"vimbench sweep on {config.device}",
+                 ["model", "res px", "tokens", "batch", "dtype", "implementation", "img/s", "p50 ms",
+                  *memory_columns, "status"], rows, caption=caption)
+
+
+@user_errors
+def env(device: Annotated[str, typer.Option(help="auto | cuda | cpu")] = "auto") -> None:
+    """Print the environment fingerprint that every results file records."""
+    import torch
+
+    from vimbench import render
+    from vimbench.bench.env import collect_env, gpu_conditions
+    from vimbench.bench.grid import parse_device
+
+    resolved = parse_device(device, torch.cuda.is_available())
+    items = list(collect_env(resolved).items())
+    if resolved == "cuda":
+        items += list(gpu_conditions(torch.cuda.current_device()).items())
+    render.key_values("vimbench environment", items)
+
+
+@user_errors
+def models(
+    res: Annotated[str, typer.Option(help="Resolution in px for the parameter and token counts.")] = "224",
+    all_: Annotated[bool, typer.Option("--all", help="Include the tiny test configurations.")] = False,
+) -> None:
+    """List the models with their parameter and token counts at one resolution."""
+    from vimbench import render
+    from vimbench.bench.grid import parse_res
+    from vimbench.bench.runner import describe_models
+    from vimbench.errors import VimbenchError
+
+    sizes = parse_res(res)
+    if len(sizes) != 1:
+        raise VimbenchError(f"--res {res!r} names {len(sizes)} resolutions; give one, e.g. --res 1248")
+    rows = describe_models(sizes[0], include_test=all_)
+    render.table(f"models at {sizes[0]} px", ["alias", "family", "size", "dim", "depth", "params", "tokens"],
+                 [[m["alias"], m["family"], m["size"], m["embed_dim"], m["depth"], m["params"], m["tokens"]]
+                  for m in rows],
+                 caption="Random-weight models with a 1000-class head; tokens = (res // 16)^2 patches + 1 class token.")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("sweep")(sweep)
+    app.command("env")(env)
+    app.command("models")(models)
