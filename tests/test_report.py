@@ -1,0 +1,305 @@
+"""`vimbench report` and the anchors import, from synthetic results rows (and the committed anchors file).
+
+The HTML page is opened in headless Chromium (Debian package `chromium`); that test is skipped, with the reason,
+only where no Chromium is installed."""
+from __future__ import annotations
+
+import csv
+import html.parser
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from vimbench.cli import app
+from vimbench.results import CaseKey, CaseResult, ResultsFile, load_results
+
+REPO = Path(__file__).resolve().parents[1]
+ANCHORS = REPO / "results" / "anchors-official-h200-2026-11-29.jsonl"
+GPU = "Test GPU 80GB"
+RUN_ID = "synthetic-run-1"
+RESOLUTIONS = (224, 512, 1024, 1248)
+
+
+def vim_fps(res: int, batch: int) -> float:
+    return round(3000.0 * (224 / res) ** 1.2 * (1 + batch / 640), 3)
+
+
+def deit_fps(res: int, batch: int, attn: str) -> float:
+    return round((9000.0 if attn == "sdpa" else 8000.0) * (224 / res) ** 2.2 * (1 + batch / 640), 3)
+
+
+def peak_mib(model: str, attn: str | None, res: int, batch: int) -> float:
+    tokens = (res // 16) ** 2
+    if model.startswith("vim"):
+        return round(0.02 * tokens * batch, 2)
+    return round((0.01 * tokens + (1e-5 * tokens ** 2 if attn == "eager" else 0)) * batch, 2)
+
+
+def synthetic_cases(oom: bool = True) -> list[CaseResult]:
+    """Vim-Ti (torch) and DeiT-Ti (sdpa, eager) at four resolutions, batch 8 and 64, fp32; DeiT eager OOMs at
+    1248 px batch 64."""
+    cases = []
+    for batch in (8, 64):
+        for res in RESOLUTIONS:
+            for model, impl, attn in (("vim_t", "torch", None), ("deit_t", "timm", "sdpa"),
+                                      ("deit_t", "timm", "eager")):
+                key = CaseKey(model=model, res=res, batch=batch, dtype="fp32", implementation=impl, attn=attn,
+                              device="cuda")
+                if oom and attn == "eager" and res == 1248 and batch == 64:
+                    cases.append(CaseResult(key=key, status="oom", error="CUDA out of memory"))
+                    continue
+                fps = vim_fps(res, batch) if attn is None else deit_fps(res, batch, attn)
+                cases.append(CaseResult(key=key, status="ok", params=7_000_000, tokens=(res // 16) ** 2 + 1,
+                                        timing_method="cuda_events", warmup=3, iters=10,
+                                        latency_ms_p50=round(1000 * batch / fps, 4), fps=fps,
+                                        memory_method="torch_allocator+nvml",
+                                        peak_alloc_mib=peak_mib(model, attn, res, batch),
+                                        timestamp="2026-11-30T10:00:00"))
+    return cases
+
+
+def write_results(path: Path, cases: list[CaseResult], run_id: str = RUN_ID, gpu: str = GPU) -> Path:
+    store = ResultsFile(path, {"run_id": run_id, "created": "2026-11-30T09:59:00", "command": "synthetic",
+                               "env": {"gpu_name": gpu, "gpu_count": 1, "torch": "2.11.0", "timm": "1.0.29",
+                                       "device": "cuda", "tf32_matmul": False, "cudnn_benchmark": False}})
+    for case in cases:
+        store.append(case)
+    return path
+
+
+@pytest.fixture
+def synthetic(tmp_path) -> Path:
+    return write_results(tmp_path / "synthetic.jsonl", synthetic_cases())
+
+
+@pytest.fixture
+def report_dir(synthetic, tmp_path) -> Path:
+    out = tmp_path / "report"
+    result = CliRunner().invoke(app, ["report", str(synthetic), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "Measured cases" in result.output
+    return out
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+FIGURES = ("throughput_memory_vs_res-fp32-b8", "throughput_memory_vs_res-fp32-b64", "throughput_vs_batch-1248px")
+
+
+def test_report_writes_every_file(report_dir):
+    expected = [report_dir / "index.html"]
+    expected += [report_dir / "figures" / f"{name}.{ext}" for name in FIGURES for ext in ("png", "svg")]
+    expected += [report_dir / "tables" / f"{name}.{ext}" for name in ("results", "ratios")
+                 for ext in ("md", "csv", "tex")]
+    for path in expected:
+        assert path.is_file() and path.stat().st_size > 0, path
+    assert sorted(p.name for p in (report_dir / "figures").iterdir()) == sorted(
+        f"{n}.{e}" for n in FIGURES for e in ("png", "svg"))
+    tex = (report_dir / "tables" / "results.tex").read_text()
+    assert "\\begin{longtable}" in tex and "vim\\_t" in tex
+    md = (report_dir / "tables" / "results.md").read_text()
+    assert f"| vim_t | torch | - | fp32 | 64 | 512 |" in md
+
+
+def test_results_csv_holds_the_measured_numbers(report_dir):
+    rows = read_csv(report_dir / "tables" / "results.csv")
+    assert len(rows) == len(synthetic_cases())
+    by_key = {(r["model"], r["attn"], int(r["batch"]), int(r["res (px)"])): r for r in rows}
+    for batch in (8, 64):
+        for res in RESOLUTIONS:
+            vim = by_key[("vim_t", "", batch, res)]
+            assert float(vim["throughput (img/s)"]) == pytest.approx(vim_fps(res, batch))
+            assert float(vim["peak alloc (MiB)"]) == pytest.approx(peak_mib("vim_t", None, res, batch))
+            assert vim["gpu"] == GPU and vim["run_id"] == RUN_ID and vim["status"] == "ok"
+            sdpa = by_key[("deit_t", "sdpa", batch, res)]
+            assert float(sdpa["throughput (img/s)"]) == pytest.approx(deit_fps(res, batch, "sdpa"))
+    oom = by_key[("deit_t", "eager", 64, 1248)]
+    assert oom["status"] == "oom" and oom["throughput (img/s)"] == "" and oom["peak alloc (MiB)"] == ""
+
+
+def test_ratios_csv_pairs_vim_with_each_deit_variant(report_dir):
+    rows = read_csv(report_dir / "tables" / "ratios.csv")
+    by_key = {(r["deit"], int(r["batch"]), int(r["res (px)"])): r for r in rows}
+    assert {r["vim"] for r in rows} == {"vim_t torch"}
+    assert {r["deit"] for r in rows} == {"deit_t timm/sdpa", "deit_t timm/eager"}
+    r = by_key[("deit_t timm/eager", 64, 1024)]
+    assert float(r["speed-up (x)"]) == pytest.approx(vim_fps(1024, 64) / deit_fps(1024, 64, "eager"))
+    saved = 1 - peak_mib("vim_t", None, 1024, 64) / peak_mib("deit_t", "eager", 1024, 64)
+    assert float(r["memory saved (%)"]) == pytest.approx(100 * saved)
+    oom = by_key[("deit_t timm/eager", 64, 1248)]
+    assert oom["speed-up (x)"] == "" and "DeiT oom" in oom["note"]
+
+
+def test_figures_carry_provenance(report_dir):
+    from PIL import Image
+
+    for name in FIGURES:
+        png = Image.open(report_dir / "figures" / f"{name}.png")
+        assert png.size[0] > 300 and png.size[1] > 300
+        desc = png.info["Description"]
+        for needle in (GPU, "fp32", RUN_ID, "2026-11-30", "batch: "):
+            assert needle in desc, (name, needle, desc)
+        assert png.info["Title"]
+        svg = (report_dir / "figures" / f"{name}.svg").read_text()
+        title = svg[svg.index("<title>") + 7: svg.index("</title>")]
+        desc_svg = svg[svg.index("<desc>") + 6: svg.index("</desc>")]
+        assert title == png.info["Title"]
+        assert GPU in desc_svg and RUN_ID in desc_svg and "2026-11-30" in desc_svg
+    b64 = Image.open(report_dir / "figures" / "throughput_memory_vs_res-fp32-b64.png").info["Description"]
+    assert "batch: 64" in b64 and "out of memory" in b64
+
+
+def test_report_filters_and_bad_input(synthetic, tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "only64"
+    result = runner.invoke(app, ["report", str(synthetic), "-o", str(out), "--batch", "64", "--models",
+                                 "vim_t,deit_t", "--group-by", "none", "--no-table"])
+    assert result.exit_code == 0, result.output
+    rows = read_csv(out / "tables" / "results.csv")
+    assert {r["batch"] for r in rows} == {"64"} and len(rows) == 12
+    assert (out / "figures" / "throughput_memory_vs_res.png").is_file()
+    assert not list((out / "figures").glob("throughput_vs_batch*"))   # one batch size: no batch figure
+
+    for args, needle in (([str(synthetic), "--dtype", "bf16"], "no case rows are left"),
+                         ([str(synthetic), "--group-by", "colour"], "cannot group by colour"),
+                         ([str(tmp_path / "missing.jsonl")], "does not exist"),
+                         ([str(synthetic), "--batch", "sixty"], "integers")):
+        result = runner.invoke(app, ["report", *args, "-o", str(tmp_path / "bad")])
+        assert result.exit_code == 2, result.output
+        assert needle in result.output and "Traceback" not in result.output
+        assert len(result.output.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------------------------------- in a browser
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+class _RenderCheck(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.check: dict[str, str] = {}
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if attrs.get("id") == "render-check":
+            self.check = {k: v or "" for k, v in attrs.items()}
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def test_html_renders_in_headless_chromium(report_dir, tmp_path):
+    exe = _chromium()
+    if exe is None:
+        pytest.skip("Chromium is not installed (Debian package `chromium`): the HTML report was not opened in a "
+                    "browser")
+    page = report_dir / "index.html"
+    text = page.read_text()
+    assert 'src="http' not in text and "<link" not in text   # self-contained: nothing fetched
+    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'chromium-profile'}", "--window-size=1280,1024",
+           "--virtual-time-budget=10000", "--dump-dom", page.as_uri()]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    parser = _RenderCheck()
+    parser.feed(proc.stdout)
+    check = parser.check
+    assert check.get("data-status") == "loaded", (check, proc.stderr[-2000:])
+    assert int(check["data-images"]) == len(FIGURES)
+    assert int(check["data-images-loaded"]) == len(FIGURES)
+    for size in check["data-sizes"].split():
+        natural, shown = size.split("@")
+        assert all(int(n) > 100 for n in natural.split("x")), size
+        assert all(int(n) > 100 for n in shown.split("x")), size
+    assert int(check["data-tables"]) == 2
+    n_ratios = len(read_csv(report_dir / "tables" / "ratios.csv"))
+    assert int(check["data-table-rows"]) == len(synthetic_cases()) + n_ratios
+    dom_text = " ".join(parser.text)
+    assert GPU in dom_text and RUN_ID in dom_text and "env.tf32_matmul" in dom_text
+
+
+# ------------------------------------------------------------------------------------------- anchors
+def test_committed_anchors_file_loads_with_known_numbers():
+    df = load_results(ANCHORS)
+    row = df[(df.model == "deit_t") & (df.attn == "eager") & (df.dtype == "fp32") & (df.res == 1248)
+             & (df.batch == 64)]
+    assert len(row) == 1
+    assert row.iloc[0].fps == pytest.approx(56.0)
+    assert row.iloc[0].peak_alloc_mib == pytest.approx(56.092 * 1024)
+    assert row.iloc[0].implementation == "timm" and row.iloc[0].gpu_name == "NVIDIA H200"
+    assert set(df[df.model.str.startswith("vim")].implementation) == {"official"}
+    assert df[df.model.str.startswith("vim")].attn.isna().all()
+    assert (df.status == "oom").sum() == 1
+    header = json.loads(ANCHORS.read_text().splitlines()[0])
+    assert header["imported"] is True and header["env"]["torch"] == "2.11.0+cu130"
+    assert "CUDA events" in header["protocol"]
+
+
+def test_import_anchors_round_trip(tmp_path):
+    src = tmp_path / "anchors.jsonl"
+    lines = [
+        {"kind": "header", "gpu": "NVIDIA H200", "torch": "2.11.0+cu130", "timm": "1.0.29", "date": "2026-11-29",
+         "vim_impl": "official", "deit_impl": "timm", "protocol": "3 warm-up, 8 timed calls, median"},
+        {"kind": "model", "model": "deit_t", "attn": "eager", "implementation": "timm", "res": 1248, "tokens": 6085,
+         "batch": 64, "dtype": "fp32", "params": 6847912, "status": "ok", "fps": 56.0, "latency_ms_p50": 1143.871,
+         "peak_alloc_gib": 56.092, "rel_spread": 0.003},
+        {"kind": "model", "model": "vim_t", "attn": None, "implementation": "official", "res": 1248, "tokens": 6085,
+         "batch": 64, "dtype": "fp32", "params": 7148008, "status": "ok", "fps": 126.3, "latency_ms_p50": 506.7,
+         "peak_alloc_gib": 7.704},
+        {"kind": "model", "model": "deit_s", "attn": "eager", "implementation": "timm", "res": 1248, "tokens": 6085,
+         "batch": 64, "dtype": "bf16", "params": 24311656, "status": "oom"},
+        {"kind": "kernel", "op": "selective_scan_fwd", "B": 64, "ms_p50": 5.9},
+    ]
+    src.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    dst = tmp_path / "converted.jsonl"
+    runner = CliRunner()
+    result = runner.invoke(app, ["import-anchors", str(src), "-o", str(dst)])
+    assert result.exit_code == 0, result.output
+    assert "3 case rows" in result.output and "1 kernel" in result.output
+    df = load_results(dst)
+    assert len(df) == 3
+    deit = df[(df.model == "deit_t")].iloc[0]
+    assert deit.fps == 56.0 and deit.peak_alloc_mib == pytest.approx(56.092 * 1024) and deit.attn == "eager"
+    vim = df[df.model == "vim_t"].iloc[0]
+    assert vim.implementation == "official" and vim.device == "cuda" and vim.params == 7148008
+    assert df[df.model == "deit_s"].iloc[0].status == "oom"
+    # Not twice without --force; a results file is not an anchors file.
+    result = runner.invoke(app, ["import-anchors", str(src), "-o", str(dst)])
+    assert result.exit_code == 2 and "--force" in result.output
+    result = runner.invoke(app, ["import-anchors", str(dst), "-o", str(tmp_path / "again.jsonl")])
+    assert result.exit_code == 2 and "already a vimbench results file" in result.output
+
+
+# ------------------------------------------------------------------------------------------- a real sweep
+@pytest.mark.slow
+def test_report_of_a_tiny_cpu_sweep(tmp_path):
+    sweep = pytest.importorskip("vimbench.bench.sweep", reason="the sweep engine is not in this checkout")
+    config = sweep.make_config({"models": "vim_test,deit_test", "res": "32,64", "batch": "1,2", "dtype": "fp32",
+                                "attn": "sdpa,eager", "device": "cpu", "warmup": 1, "iters": 5},
+                               cuda_available=False)
+    results = tmp_path / "tiny.jsonl"
+    sweep.run_sweep(config, out=results)
+    out = tmp_path / "tiny-report"
+    result = CliRunner().invoke(app, ["report", str(results), "-o", str(out), "--no-table"])
+    assert result.exit_code == 0, result.output
+    rows = read_csv(out / "tables" / "results.csv")
+    assert len(rows) == 12 and {r["status"] for r in rows} == {"ok"}
+    assert all(float(r["throughput (img/s)"]) > 0 for r in rows)
+    assert {r["deit"] for r in read_csv(out / "tables" / "ratios.csv")} == {"deit_test timm/sdpa",
+                                                                            "deit_test timm/eager"}
+    assert (out / "figures" / "throughput_vs_batch-64px.png").is_file()
+    assert (out / "index.html").is_file()
