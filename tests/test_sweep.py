@@ -1,0 +1,223 @@
+"""Sweeps end to end on CPU with the tiny test models: rows on disk, resume, OOM and broken-context handling,
+the timing and memory passes, precision flags, suites."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from vimbench.bench import sweep as sweeps
+from vimbench.bench.grid import SweepConfig
+from vimbench.bench.runner import precision_flags
+from vimbench.bench.timing import percentile, time_forward
+from vimbench.errors import VimbenchError
+from vimbench.models.vim import VisionMamba
+from vimbench.results import load_results, read_header
+
+
+def tiny(**kw) -> SweepConfig:
+    values = {"models": "vim_test,deit_test", "res": "32,40", "batch": 2, "attn": "sdpa,eager", "warmup": 1,
+              "iters": 5, "device": "cpu", **kw}
+    return sweeps.make_config(values, cuda_available=False)
+
+
+def case_rows(path):
+    return [json.loads(line) for line in path.read_text().splitlines()[1:] if json.loads(line)["kind"] == "case"]
+
+
+def test_sweep_writes_and_reloads(tmp_path):
+    out = tmp_path / "run.jsonl"
+    config = tiny()
+    results = sweeps.run_sweep(config, out=out, command="test")
+    # vim_test: 2 res x torch; deit_test: 2 res x {sdpa, eager}
+    assert len(results) == 6 and all(r.status == "ok" for r in results), [r.error for r in results]
+    header = read_header(out)
+    assert header["command"] == "test" and header["env"]["torch"] == torch.__version__
+    assert header["sweep"]["models"] == ["vim_test", "deit_test"] and header["sweep"]["iters"] == 5
+    df = load_results(out)
+    assert len(df) == 6 and set(df["status"]) == {"ok"}
+    assert set(df["model"]) == {"vim_test", "deit_test"} and set(df["res"]) == {32, 40}
+    for _, row in df.iterrows():
+        assert len(row["latency_ms_samples"]) == 5 and row["iters"] == 5
+        assert row["latency_ms_p20"] <= row["latency_ms_p50"] <= row["latency_ms_p80"]
+        assert row["fps"] == pytest.approx(row["batch"] / (row["latency_ms_p50"] / 1e3))
+        assert row["timing_method"] == "perf_counter" and row["cpu_peak_rss_mib"] > 0
+        assert row["memory_method"].startswith("process_rss") and row["params"] > 0
+    # 40 px is not a multiple of 16: 2 x 2 patches and the class token
+    assert set(df[df["res"] == 40]["tokens"]) == {5}
+
+
+def test_progress_callback_and_resume_after_interrupt(tmp_path):
+    out = tmp_path / "run.jsonl"
+    config = tiny()
+    calls = []
+
+    def progress(label, completed):
+        calls.append((label, completed))
+        if completed == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        sweeps.run_sweep(config, out=out, progress=progress)
+    assert calls[0] == ("vim_test torch 32px b2 fp32 cpu", 0)
+    first = case_rows(out)
+    assert len(first) == 2  # both measured cases were flushed before the interrupt
+
+    plan = sweeps.plan_sweep(config, out, resume=True)
+    assert len(plan.done) == 2 and len(plan.pending) == 4
+    rest = sweeps.run_sweep(config, out=out, resume=True)
+    assert [r.key for r in rest] == plan.pending
+    rows = case_rows(out)
+    keys = [(r["model"], r["res"], r["attn"]) for r in rows]
+    assert len(rows) == 6 and len(set(keys)) == 6
+    assert any(json.loads(line)["kind"] == "resume" for line in out.read_text().splitlines())
+    assert sweeps.run_sweep(config, out=out, resume=True) == []  # nothing left
+
+
+def test_oom_is_a_result_and_the_sweep_continues(tmp_path, monkeypatch):
+    def oom(self, images):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(VisionMamba, "forward", oom)
+    out = tmp_path / "run.jsonl"
+    results = sweeps.run_sweep(tiny(), out=out)
+    status = {(r.key.model, r.key.res, r.key.attn): r.status for r in results}
+    assert {s for (m, _, _), s in status.items() if m == "vim_test"} == {"oom"}
+    assert {s for (m, _, _), s in status.items() if m == "deit_test"} == {"ok"}
+    oom_rows = [r for r in case_rows(out) if r["status"] == "oom"]
+    assert len(oom_rows) == 2 and "out of memory" in oom_rows[0]["error"] and oom_rows[0]["batch"] == 2
+    assert oom_rows[0]["fps"] is None and oom_rows[0]["params"] > 0
+
+
+def test_ordinary_error_is_recorded_and_the_sweep_continues(tmp_path, monkeypatch):
+    def broken(self, images):
+        raise ValueError("shape mismatch in test")
+
+    monkeypatch.setattr(VisionMamba, "forward", broken)
+    results = sweeps.run_sweep(tiny(), out=tmp_path / "run.jsonl")
+    assert [r.status for r in results] == ["error", "error", "ok", "ok", "ok", "ok"]
+    assert results[0].error == "ValueError: shape mismatch in test"
+
+
+def test_broken_context_stops_the_sweep_and_skips_the_rest(tmp_path, monkeypatch):
+    def illegal(self, images):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered\nCUDA kernel errors might be ...")
+
+    out = tmp_path / "run.jsonl"
+    with monkeypatch.context() as patch:
+        patch.setattr(VisionMamba, "forward", illegal)
+        results = sweeps.run_sweep(tiny(), out=out)
+    assert [r.status for r in results] == ["error"] + ["skipped"] * 5
+    assert "illegal memory access" in results[0].error and "\n" not in results[0].error
+    assert all("broke the CUDA context" in r.error for r in results[1:])
+    assert [r["status"] for r in case_rows(out)] == ["error"] + ["skipped"] * 5
+    # skipped cases are measured by a resume; the failed one is not repeated
+    rest = sweeps.run_sweep(tiny(), out=out, resume=True)
+    assert len(rest) == 5 and {r.status for r in rest} == {"ok"}
+
+
+@pytest.mark.parametrize("content", ["garbage\n", '{"a": 1}\n', ""])
+def test_corrupt_or_foreign_results_file(tmp_path, content):
+    bad = tmp_path / "foreign.jsonl"
+    bad.write_text(content)
+    with pytest.raises(VimbenchError, match="foreign.jsonl"):
+        sweeps.run_sweep(tiny(), out=bad, resume=True)
+
+
+def test_existing_file_needs_resume_and_missing_file_cannot_be_resumed(tmp_path):
+    out = tmp_path / "run.jsonl"
+    sweeps.run_sweep(tiny(models="deit_test", res="32", attn="sdpa"), out=out)
+    with pytest.raises(VimbenchError, match="already exists; pass --resume"):
+        sweeps.run_sweep(tiny(), out=out)
+    with pytest.raises(VimbenchError, match="no such file"):
+        sweeps.run_sweep(tiny(), out=tmp_path / "missing.jsonl", resume=True)
+
+
+def test_bad_line_in_resumed_file_names_file_and_line(tmp_path):
+    out = tmp_path / "run.jsonl"
+    sweeps.run_sweep(tiny(models="deit_test", res="32", attn="sdpa"), out=out)
+    with open(out, "a") as fh:
+        fh.write("not json\n{}\n")
+    with pytest.raises(VimbenchError, match=r"run.jsonl, line 3"):
+        sweeps.run_sweep(tiny(), out=out, resume=True)
+
+
+def test_precision_flags_are_restored():
+    saved = (torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
+    try:
+        torch.set_float32_matmul_precision("high")
+        torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = True, True
+        with precision_flags("fp32"):
+            assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+            assert not torch.backends.cudnn.benchmark
+        with precision_flags("tf32"):
+            assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+        with pytest.raises(ValueError), precision_flags("bf16"):
+            raise ValueError
+        assert torch.get_float32_matmul_precision() == "high"
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cudnn.benchmark
+    finally:
+        torch.set_float32_matmul_precision(saved[0])
+        torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = saved[1], saved[2]
+
+
+def test_timing_pass_counts_calls_and_keeps_samples():
+    calls = []
+    timing = time_forward(lambda: calls.append(1), "cpu", warmup=2, iters=7)
+    assert len(calls) == 9 and len(timing.samples_ms) == 7 and timing.method == "perf_counter"
+    assert timing.p50_ms == percentile(timing.samples_ms, 50)
+    with pytest.raises(VimbenchError, match="at least 5"):
+        time_forward(lambda: None, "cpu", warmup=1, iters=4)
+    with pytest.raises(VimbenchError, match="warm-up"):
+        time_forward(lambda: None, "cpu", warmup=0, iters=5)
+
+
+def test_percentile_interpolates():
+    samples = [5.0, 1.0, 4.0, 2.0, 3.0]
+    assert percentile(samples, 50) == 3.0
+    assert percentile(samples, 20) == pytest.approx(1.8)
+    assert percentile(samples, 80) == pytest.approx(4.2)
+    assert percentile([7.0], 80) == 7.0
+
+
+@pytest.mark.parametrize("name", ["paper_fig1", "cpu_smoke", "foundation_h200"])
+def test_shipped_suites_expand(name):
+    config, source = sweeps.resolve_config(name, {}, cuda_available=True)
+    plan = sweeps.plan_sweep(config)
+    assert name in source and plan.cases
+    assert {c.model for c in plan.cases} == {"vim_t", "deit_t"}
+
+
+def test_foundation_suite_is_the_agreed_sweep():
+    config, _ = sweeps.resolve_config("foundation_h200", {}, cuda_available=True)
+    assert config.res == (224, 384, 512, 640, 738, 896, 1024, 1248) and config.batch == (64,)
+    assert config.dtypes == ("bf16", "fp32") and config.attn == ("sdpa", "eager") and config.backends == ("torch",)
+    # Vim: 8 res x 2 dtypes; DeiT: 8 res x 2 dtypes x 2 attention paths
+    assert len(sweeps.plan_sweep(config).cases) == 48
+
+
+def test_overrides_win_over_the_suite_and_default_suite_without_gpu():
+    config, source = sweeps.resolve_config("paper_fig1", {"res": "224", "batch": "4", "attn": None}, False)
+    assert config.res == (224,) and config.batch == (4,) and config.attn == ("sdpa", "eager")
+    assert "overridden on the command line: batch, res" in source
+    config, source = sweeps.resolve_config(None, {}, cuda_available=False)
+    assert "cpu_smoke" in source and "no GPU" in source and config.device == "cpu"
+
+
+@pytest.mark.parametrize("text, words", [
+    ('models = "vim_t"\nres = 224\nbatch = 1\nspeed = 3\n', "unknown key 'speed'"),
+    ("models = [", "not valid TOML"),
+    ('models = "vim_t"\nres = 224\n', "gives no batch"),
+    ('models = "vim_t"\nres = 224\nbatch = 1\niters = "many"\n', "iters must be a whole number"),
+])
+def test_bad_suite_files(tmp_path, text, words):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(VimbenchError, match=words):
+        sweeps.resolve_config(str(path), {}, cuda_available=False)
+
+
+def test_unknown_suite_lists_known_ones():
+    with pytest.raises(VimbenchError, match="unknown suite 'nope'; known suites: .*paper_fig1"):
+        sweeps.find_suite("nope")
