@@ -1,5 +1,83 @@
-"""Commands of this module are being written."""
+"""`vimbench profile`: where one forward spends its time, per kernel category, across resolutions."""
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from vimbench.cli.common import user_errors
 
 
-def register(app) -> None:
-    pass
+@user_errors
+def profile(
+    model: Annotated[str, typer.Argument(help="Model alias or full name, e.g. vim_t, deit_t.")],
+    res: Annotated[str, typer.Option(help="Resolutions in px, e.g. 224 or 224,512,1248 (sweep grammar).")] = "224",
+    batch: Annotated[int, typer.Option(help="Batch size.")] = 1,
+    dtype: Annotated[str, typer.Option(help="fp32 (TF32 off), tf32, bf16, fp16 (autocast).")] = "fp32",
+    backend: Annotated[str, typer.Option(help="Vim op backend: torch or triton.")] = "torch",
+    attn: Annotated[str, typer.Option(help="DeiT attention: sdpa (fused) or eager (explicit softmax(QK^T)V).")]
+    = "sdpa",
+    device: Annotated[str, typer.Option(help="auto | cuda | cpu (auto: cuda when present).")] = "auto",
+    out: Annotated[Path, typer.Option("-o", "--out", help="Folder for the results file, traces and figure.")]
+    = Path("results/profiles"),
+) -> None:
+    """Profile one warmed-up forward per resolution with torch.profiler: time per category (scan, conv, norm,
+    gemm, attention, elementwise/copy, other) in ms and %, a Chrome trace per case, analytic FLOPs and achieved
+    TFLOP/s (MAC = 2 FLOPs, scan 9*B*L*E*N per direction), a table and a stacked-bar figure."""
+    import torch
+
+    from vimbench import render
+    from vimbench.bench import grid
+    from vimbench.bench.profile import CATEGORIES, run_profile
+    from vimbench.errors import VimbenchError
+    from vimbench.models import get_spec
+
+    spec = get_spec(model)
+    resolutions = list(grid.parse_res(res))
+    (dtype_name,) = grid.parse_dtypes(dtype) if "," not in dtype else (None,)
+    if dtype_name is None:
+        raise VimbenchError("profile takes one --dtype; run it once per precision")
+    (backend_name,) = grid.parse_backends(backend) if "," not in backend else (None,)
+    if backend_name is None:
+        raise VimbenchError("profile takes one --backend; run it once per backend")
+    if batch < 1:
+        raise VimbenchError(f"batch {batch} is not a positive number of images")
+    (attn_name,) = grid.parse_attn(attn) if "," not in attn else (None,)
+    if attn_name is None:
+        raise VimbenchError("profile takes one --attn; run it once per attention path")
+    dev = grid.parse_device(device, torch.cuda.is_available())
+    command = "vimbench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    with render.progress_bar(len(resolutions), f"profile {spec.alias}") as update:
+        run = run_profile(spec.alias, resolutions, batch, dtype_name, backend_name, attn_name,
+                          dev, out, command=command, progress=update)
+    ok = [r for r in run.rows if r.get("status") == "ok"]
+    columns = ["res", "latency ms", "profiled ms", "TFLOP/s"] + [f"{c} %" for c in CATEGORIES]
+    rows = [[r["res"], r["latency_ms_p50"], r["profiled_ms"], r["tflops"]] + [r[f"pct_{c}"] for c in CATEGORIES]
+            for r in ok]
+    first = run.rows[0]
+    render.table(f"{spec.alias} {first['implementation']} b{batch} {dtype_name} {dev}: share of profiled time",
+                 columns, rows, caption="TFLOP/s: analytic FLOPs / median latency of unprofiled forwards")
+    rate_cols = ["gemm", "scan", "conv", "attention"]
+    render.table("per category: ms (achieved TFLOP/s)", ["res"] + rate_cols,
+                 [[r["res"]] + [_ms_rate(r, c) for c in rate_cols] for r in ok])
+    for r in run.rows:
+        if r.get("status") != "ok":
+            render.note(f"[yellow]{r['res']} px: {r['status']}[/] {r.get('error', '')}")
+    render.note(f"results: {run.results_path}")
+    if ok:
+        render.note(f"traces: {Path(ok[0]['trace']).parent}/trace_*.json (chrome://tracing or ui.perfetto.dev)")
+    if run.figure_path:
+        render.note(f"figure: {run.figure_path}")
+
+
+def _ms_rate(row: dict, category: str) -> str:
+    ms = row.get(f"ms_{category}") or 0.0
+    rate = row.get(f"tflops_{category}")
+    return f"{ms:,.3f}" + (f" ({rate:,.2f})" if rate else "")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("profile")(profile)
