@@ -46,6 +46,8 @@ def report(
                 t = pick_columns(t, ["model", "implementation", "attn", "dtype", "batch", "res (px)", "gpu",
                                      "status", "p50 (ms)", "throughput (img/s)", "peak alloc (MiB)"])
             render.table(t.title, t.columns, t.rows, caption=t.caption, digits=1)
+    if result.repeats_dropped:
+        render.note(f"{result.repeats_dropped} repeated measurements of the same case: the newest of each is used")
     render.note(f"wrote {len(result.files)} files ({len(result.figures)} figures, {len(result.tables)} tables) "
                 f"under {result.out_dir}; open {result.index}")
 

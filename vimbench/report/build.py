@@ -19,6 +19,7 @@ class ReportOutput:
     files: list[Path] = field(default_factory=list)
     runs: list[dict[str, Any]] = field(default_factory=list)
     index: Path | None = None
+    repeats_dropped: int = 0    # the same case measured more than once: only the newest row is shown
 
 
 def _slug(value: Any) -> str:
@@ -86,8 +87,11 @@ def build_report(paths: Sequence[str | Path], out_dir: str | Path, models: Seque
 
     out.runs = run_headers(df)
     sources = ", ".join(Path(r["source"]).name for r in out.runs)
+    out.repeats_dropped = int(df.attrs.get("repeats_dropped", 0))
+    repeats = (f"; {out.repeats_dropped} repeated measurements of the same case were left out, the newest kept"
+               if out.repeats_dropped else "")
     out.index = write_index(out.out_dir, title or "vimbench report", f"Built by `vimbench report` from {sources} "
-                            f"({len(df)} cases) only; nothing was measured to make it.", out.figures, out.tables,
-                            out.runs)
+                            f"only ({len(df)} cases{repeats}); nothing was measured to make it.", out.figures,
+                            out.tables, out.runs)
     out.files.append(out.index)
     return out

@@ -84,12 +84,16 @@ def prepare(df, models: Sequence[str] | str | None = None, dtypes: Sequence[str]
         raise VimbenchError("no case rows are left after the filters (--models/--dtype/--batch/--device); "
                             "loosen them")
 
-    # The same case measured by several runs: keep the newest measurement.
+    # The same case measured more than once (several runs, or repeated in one file): keep the newest.
+    # Within one file, later rows are newer (the sort is stable).
     order = df["run_created"].astype(str) + "|" + df["timestamp"].astype(str)
+    before = len(df)
     df = df.assign(_order=order).sort_values("_order", kind="stable")
     df = df.drop_duplicates(subset=[*KEY_FIELDS, "gpu_name"], keep="last").drop(columns="_order")
-    return df.sort_values(["family", "model", "implementation", "dtype", "batch", "res"],
-                          key=lambda s: s.astype(str) if s.dtype == object else s).reset_index(drop=True)
+    df = df.sort_values(["family", "model", "implementation", "dtype", "batch", "res"],
+                        key=lambda s: s.astype(str) if s.dtype == object else s).reset_index(drop=True)
+    df.attrs["repeats_dropped"] = before - len(df)
+    return df
 
 
 def line_key(row: Any) -> tuple:

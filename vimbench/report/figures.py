@@ -14,7 +14,7 @@ from typing import Any
 from vimbench.report import data as D
 
 MIB_PER_GIB = 1024.0
-DPI = 90
+DPI = 80
 OOM_NOTE = "x at the top of an axis: out of memory (OOM) at that resolution"
 
 
