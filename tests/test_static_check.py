@@ -66,7 +66,7 @@ def test_expectations_round_trip_and_pass(probe_reports, tmp_path):
 
 
 def _report(**kw):
-    base = dict(name="k", registers=40, local_bytes=0, shared_bytes=0, mufu_ex2=16, ldg=4, ldg_128=4, ldg_64=0,
+    base = dict(name="k", registers=40, stack_bytes=0, local_bytes=0, shared_bytes=0, mufu_ex2=16, ldg=4, ldg_128=4, ldg_64=0,
                 stg_128=2, stl=0, ldl=0, instructions=300, state_elements=16)
     base.update(kw)
     return sc.StaticReport(**base)
@@ -79,6 +79,7 @@ def _expected(**kw):
 @pytest.mark.parametrize("change, message", [
     (dict(registers=49), "registers"),
     (dict(local_bytes=8, stl=2, ldl=2), "spills"),
+    (dict(stack_bytes=24, stl=3, ldl=3), "spills"),
     (dict(ldg_128=2, ldg_64=2), "128-bit loads"),
     (dict(mufu_ex2=32), "MUFU.EX2"),
 ])
@@ -119,8 +120,8 @@ def test_sass_parsing():
     counts = sc.count_sass(sass)
     assert counts == {"instructions": 5, "mufu_ex2": 1, "ldg": 2, "ldg_128": 1, "ldg_64": 1, "stg_128": 0,
                       "stl": 1, "ldl": 1}
-    assert sc.parse_resource_usage(" Function k:\n  REG:28 STACK:0 SHARED:0 LOCAL:16 CONSTANT[0]:568") == {
-        "registers": 28, "shared_bytes": 0, "local_bytes": 16}
+    assert sc.parse_resource_usage(" Function k:\n  REG:28 STACK:24 SHARED:0 LOCAL:16 CONSTANT[0]:568") == {
+        "registers": 28, "stack_bytes": 24, "shared_bytes": 0, "local_bytes": 16}
 
 
 def _static_app():
@@ -151,3 +152,15 @@ def test_cli_static_update_check_and_fail(probe_reports, tmp_path, monkeypatch):
     path.write_text(json.dumps(data))
     failed = runner.invoke(_static_app(), ["static", "--expect", str(path)])
     assert failed.exit_code == 1 and "128-bit loads" in failed.output
+
+
+@pytest.mark.slow
+def test_shipped_kernels_meet_the_committed_expectations():
+    """What CI's `vimbench kernels static` checks, from the library."""
+    from pathlib import Path
+
+    expect = Path(__file__).resolve().parents[1] / "kernels" / "static_expectations.json"
+    reports = sc.static_reports(sc.KERNELS)
+    assert {r.name for r in reports} == {s.name for s in sc.KERNELS}
+    findings = sc.compare_static(reports, sc.load_expectations(expect)["kernels"])
+    assert all(f.status in ("ok", "improved") for f in findings), findings

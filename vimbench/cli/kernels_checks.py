@@ -97,10 +97,10 @@ def static(
     rows = []
     for f in findings:
         r = by_name.get(f.kernel)
-        rows.append([f.kernel, r and r.registers, r and r.local_bytes, r and r.ldg_128, r and r.ldg_64,
+        rows.append([f.kernel, r and r.registers, r and r.stack_bytes + r.local_bytes, r and r.ldg_128, r and r.ldg_64,
                      r and r.mufu_ex2, r and r.ex2_per_state_element, f.status])
     title = f"wrote {expect}" if update else f"sm_90 static check vs {expect}"
-    render.table(title, ["kernel", "regs", "local B", "LDG.128", "LDG.64", "MUFU.EX2", "EX2/state", "status"],
+    render.table(title, ["kernel", "regs", "spill B", "LDG.128", "LDG.64", "MUFU.EX2", "EX2/state", "status"],
                  rows, digits=3)
     for f in findings:
         for message in f.messages:
