@@ -104,6 +104,8 @@ def resolve_config(suite: str | None, overrides: dict[str, Any], cuda_available:
     Base values: the named suite; else, when resuming, the sweep recorded in the results file's header; else the
     default suite (paper_fig1 with a GPU, cpu_smoke without). Values in `overrides` that are not None win."""
     overrides = {k: v for k, v in overrides.items() if v is not None}
+    if resume is not None and not Path(resume).is_file():
+        raise VimbenchError(f"cannot resume {resume}: no such file")
     if suite is not None:
         path = find_suite(suite)
         base, source = load_suite(str(path)), f"suite {path.stem} ({path})"
