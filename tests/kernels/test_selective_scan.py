@@ -1,0 +1,156 @@
+"""Triton selective scan vs the PyTorch references: fp32 under the interpreter on CPU, low precision on a GPU."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kernels.selective_scan.reference import bimamba_scan_ref, selective_scan_ref, selective_scan_sequential
+from _tolerances import TOL, assert_close_to_f64
+
+N_STATE = 16
+
+
+def make_inputs(batch, channels, length, dtype=torch.float32, device="cpu", seed=0, rank=3):
+    """Physically plausible inputs: A < 0 (A = -[1..N] jittered), small positive Delta after softplus.
+
+    B and C are strided views of one x_dbl buffer (dt | B | C along dim 1), as the Vim mixer passes them;
+    u and z are views of one xz buffer with tokens contiguous."""
+    g = torch.Generator().manual_seed(seed)
+    xz = torch.randn(batch, 2 * channels, length, generator=g)
+    u, z = xz[:, :channels], xz[:, channels:]
+    delta = torch.randn(batch, channels, length, generator=g) * 0.5 - 3.0
+    A = -(torch.arange(1, N_STATE + 1).float().repeat(channels, 1) * (1 + 0.1 * torch.rand(channels, N_STATE,
+                                                                                            generator=g)))
+    x_dbl = torch.randn(batch, rank + 2 * N_STATE, length, generator=g)
+    B, C = x_dbl[:, rank:rank + N_STATE], x_dbl[:, rank + N_STATE:]
+    D = torch.randn(channels, generator=g)
+    bias = torch.rand(channels, generator=g) * 2.0 - 3.0
+    cast = lambda t: t.to(device=device, dtype=dtype)  # noqa: E731
+    return dict(u=cast(u), delta=cast(delta), A=A.to(device), B=cast(B), C=cast(C), D=D.to(device),
+                z=cast(z), delta_bias=bias.to(device))
+
+
+def pick(inputs, with_d, with_z, with_bias):
+    out = dict(inputs)
+    out["D"] = inputs["D"] if with_d else None
+    out["z"] = inputs["z"] if with_z else None
+    out["delta_bias"] = inputs["delta_bias"] if with_bias else None
+    return out
+
+
+def stack_directions(batch, channels, length, dtype=torch.float32, device="cpu"):
+    """Direction-stacked inputs shaped as bimamba_scan takes them: B, C strided views of a (2, b, R+2N, L) buffer."""
+    f = make_inputs(batch, channels, length, dtype, device, seed=1)
+    b = make_inputs(batch, channels, length, dtype, device, seed=2)
+    x_dbl = torch.stack([torch.cat([torch.zeros_like(f["B"][:, :3]), f["B"], f["C"]], 1),
+                         torch.cat([torch.zeros_like(b["B"][:, :3]), b["B"], b["C"]], 1)])
+    return dict(u=torch.stack([f["u"], b["u"]]), delta=torch.stack([f["delta"], b["delta"]]),
+                A=torch.stack([f["A"], b["A"]]), B=x_dbl[:, :, 3:3 + N_STATE], C=x_dbl[:, :, 3 + N_STATE:],
+                D=torch.stack([f["D"], b["D"]]), z=f["z"], delta_bias=torch.stack([f["delta_bias"],
+                                                                                   b["delta_bias"]]))
+
+
+@pytest.fixture(scope="module")
+def triton_scan():
+    mod = pytest.importorskip("kernels.selective_scan.triton")
+    return mod
+
+
+# L = 1, 2, 3 (shorter than one 4-token chunk), 5 (one chunk + 1), 197 (Vim at 224 px, many chunks).
+@pytest.mark.parametrize("length", [1, 2, 3, 5, 197])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_selective_scan_matches_sequential_fp32(triton_scan, device, length, reverse):
+    x = make_inputs(2, 11, length, device=device)  # 11 channels: not a multiple of BLOCK_C
+    out = triton_scan.selective_scan(**x, reverse=reverse)
+    ref64 = selective_scan_sequential(**{k: v.double() if v.is_floating_point() else v for k, v in x.items()},
+                                      reverse=reverse)
+    assert out.dtype == torch.float32 and out.shape == x["u"].shape
+    assert_close_to_f64(out, ref64, torch.float32)
+
+
+@pytest.mark.parametrize("with_d,with_z,with_bias,softplus", [
+    (False, False, False, True), (True, False, True, True), (False, True, False, False), (True, True, True, False),
+])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_selective_scan_optional_inputs(triton_scan, device, with_d, with_z, with_bias, softplus, reverse):
+    x = pick(make_inputs(1, 5, 23, device=device), with_d, with_z, with_bias)
+    if not softplus:  # Delta is then delta + bias as given: keep it positive
+        x["delta"] = torch.nn.functional.softplus(x["delta"])
+        if with_bias:
+            x["delta_bias"] = 0.01 * x["delta_bias"].abs()
+    out = triton_scan.selective_scan(**x, delta_softplus=softplus, reverse=reverse)
+    ref = selective_scan_ref(**x, delta_softplus=softplus, reverse=reverse)
+    torch.testing.assert_close(out, ref, rtol=TOL[torch.float32][0], atol=TOL[torch.float32][1])
+
+
+def test_selective_scan_arbitrary_strides(triton_scan, device):
+    x = make_inputs(2, 6, 37, device=device)
+    x["u"] = x["u"].transpose(1, 2).contiguous().transpose(1, 2)  # channels contiguous, tokens strided
+    x["A"] = x["A"].t().contiguous().t()
+    out = triton_scan.selective_scan(**x)
+    torch.testing.assert_close(out, selective_scan_ref(**x), rtol=6e-4, atol=2e-3)
+
+
+@pytest.mark.parametrize("length", [1, 3, 197])
+def test_bimamba_scan_matches_reference_fp32(triton_scan, device, length):
+    x = stack_directions(2, 13, length, device=device)
+    out = triton_scan.bimamba_scan(**x)
+    ref = bimamba_scan_ref(**x)
+    # float64 spec: the sequential scan of each direction
+    y = [selective_scan_sequential(x["u"][i].double(), x["delta"][i].double(), x["A"][i], x["B"][i].double(),
+                                   x["C"][i].double(), x["D"][i], None, x["delta_bias"][i], True, reverse=bool(i))
+         for i in range(2)]
+    ref64 = 0.5 * (y[0] + y[1]) * torch.nn.functional.silu(x["z"].double())
+    assert out.shape == x["z"].shape and out.dtype == torch.float32
+    assert_close_to_f64(out, ref64, torch.float32)
+    torch.testing.assert_close(out, ref, rtol=6e-4, atol=2e-3)
+
+
+def test_bimamba_scan_without_optional_inputs(triton_scan, device):
+    x = stack_directions(1, 5, 9, device=device)
+    x.update(D=None, z=None, delta_bias=None)
+    torch.testing.assert_close(triton_scan.bimamba_scan(**x), bimamba_scan_ref(**x), rtol=6e-4, atol=2e-3)
+
+
+def test_bimamba_scan_is_deterministic(triton_scan, device):
+    x = stack_directions(1, 9, 31, device=device)
+    assert torch.equal(triton_scan.bimamba_scan(**x), triton_scan.bimamba_scan(**x))
+
+
+def test_bad_shapes_raise(triton_scan, device):
+    x = make_inputs(1, 4, 8, device=device)
+    with pytest.raises(ValueError, match="B must be"):
+        triton_scan.selective_scan(**{**x, "B": x["B"][:, :, :4]})
+
+
+# ---- GPU: realistic shapes, low precision ---------------------------------------------------------------------
+
+def _ref64_bimamba(x):
+    y = [selective_scan_ref(x["u"][i].double(), x["delta"][i].double(), x["A"][i].double(), x["B"][i].double(),
+                            x["C"][i].double(), x["D"][i].double(), None, x["delta_bias"][i].double(), True,
+                            reverse=bool(i)) for i in range(2)]
+    return 0.5 * (y[0] + y[1]) * torch.nn.functional.silu(x["z"].double())
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("batch,channels,length", [(2, 384, 197), (4, 384, 6085), (8, 768, 577), (2, 1536, 1025)])
+def test_bimamba_scan_gpu(triton_scan, dtype, batch, channels, length):
+    x = stack_directions(batch, channels, length, dtype=dtype, device="cuda")
+    out = triton_scan.bimamba_scan(**x)
+    ref64 = _ref64_bimamba(x)
+    plain = bimamba_scan_ref(**x)  # plain PyTorch on the same low-precision inputs
+    assert out.dtype == dtype
+    assert_close_to_f64(out, ref64, dtype, plain)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("length", [1, 3, 4, 5, 197, 6085])
+def test_selective_scan_gpu(triton_scan, dtype, reverse, length):
+    x = make_inputs(2, 384, length, dtype=dtype, device="cuda")
+    out = triton_scan.selective_scan(**x, reverse=reverse)
+    ref64 = selective_scan_ref(**{k: v.double() for k, v in x.items()}, reverse=reverse)
+    plain = selective_scan_ref(**x, reverse=reverse)
+    assert_close_to_f64(out, ref64, dtype, plain)
