@@ -140,7 +140,8 @@ def to_html(t: Table) -> str:
         "<tr>" + "".join(f"<td class=\"{'num' if numeric[i] else 'txt'}\">{html.escape(c)}</td>"
                          for i, c in enumerate(row)) + "</tr>" for row in t.text_rows())
     cap = f"<caption>{html.escape(t.title)}</caption>"
-    return f'<table class="results" id="table-{t.name}">{cap}<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody></table>'
+    return (f'<table class="results" id="table-{t.name}">{cap}<thead><tr>{head}</tr></thead>\n'
+            f"<tbody>\n{body}\n</tbody></table>")
 
 
 def write_table(t: Table, out_dir: Path) -> dict[str, Path]:
