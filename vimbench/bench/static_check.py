@@ -139,11 +139,45 @@ def scan_specs(dtype: str = "bf16", batch: int = 64, channels: int = 384, length
                           state_elements=state_elements)
 
 
+def conv1d_specs(dtype: str = "bf16", batch: int = 64, channels: int = 384, length: int = 6085,
+                 width: int = 4) -> KernelSpec:
+    """kernels/conv1d/triton.py `_conv1d_silu_bidir_kernel` as the Vim mixer launches it: x a view of xz with
+    strides (L, B*L, 1); weight (2, E, K) and bias (2, E) fp32 stacks; out contiguous (2, B, E, L)."""
+    B_, E, L = batch, channels, length
+    out_st = _contiguous_strides(2, B_, E, L)
+    args = {
+        "x_ptr": Ptr(dtype), "w_ptr": Ptr("fp32"), "bias_ptr": Ptr("fp32"), "out_ptr": Ptr(dtype),
+        "E": E, "L": L,
+        "stride_x_b": L, "stride_x_e": B_ * L, "stride_x_l": 1,
+        **dict(zip(("stride_w_dir", "stride_w_e", "stride_w_k"), _contiguous_strides(2, E, width))),
+        "stride_bias_dir": E, "stride_bias_e": 1,
+        "stride_out_dir": out_st[0], "stride_out_b": out_st[1], "stride_out_e": out_st[2],
+    }
+    return spec_from_args(f"conv1d/bidir/{dtype}", "kernels.conv1d.triton", "_conv1d_silu_bidir_kernel", args,
+                          dict(K=width, BLOCK_E=4, BLOCK_L=256, HAS_BIAS=True), do_not_specialize=("L",),
+                          num_warps=4)
+
+
+def rmsnorm_specs(dtype: str = "bf16", rows: int = 64 * 6085, dim: int = 192, residual: bool = True) -> KernelSpec:
+    """kernels/rmsnorm/triton.py `_add_rmsnorm_kernel` as the Vim blocks launch it: x (B*L, D) in the activation
+    dtype, fp32 residual and weight, y in the activation dtype, r fp32; tile choice as add_rmsnorm() makes it."""
+    block_d = 1 << (dim - 1).bit_length()
+    block_r = max(1, min(16, 4096 // block_d))
+    warps = 4 if block_d * block_r <= 4096 else 8
+    args = {"x_ptr": Ptr(dtype), "res_ptr": Ptr("fp32" if residual else dtype), "w_ptr": Ptr("fp32"),
+            "y_ptr": Ptr(dtype), "r_ptr": Ptr("fp32"), "rows": rows, "D": dim, "eps": 1e-5,
+            "stride_x": dim, "stride_res": dim, "stride_y": dim, "stride_r": dim}
+    return spec_from_args(f"rmsnorm/{'add' if residual else 'first'}/{dtype}", "kernels.rmsnorm.triton",
+                          "_add_rmsnorm_kernel", args, dict(BLOCK_R=block_r, BLOCK_D=block_d, HAS_RES=residual),
+                          num_warps=warps)
+
+
 def default_kernels() -> list[KernelSpec]:
     """vimbench's Triton kernels in the variants the Vim model launches. (The one-direction scan,
     scan_specs(bidirectional=False), is not launched by the model; with Triton 3.8 its bf16 variant spills
     24 bytes, so it is left out until that is fixed.)"""
-    return [scan_specs("bf16"), scan_specs("fp32")]
+    return [scan_specs("bf16"), scan_specs("fp32"), conv1d_specs("bf16"), conv1d_specs("fp32"),
+            rmsnorm_specs("bf16"), rmsnorm_specs("fp32"), rmsnorm_specs("bf16", residual=False)]
 
 
 # The kernels the static check compiles (vimbench kernels static).
