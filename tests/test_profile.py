@@ -12,6 +12,9 @@ from vimbench.results import CaseKey, iter_rows, read_header
 
 @pytest.mark.parametrize("name, category", [
     ("_scan_kernel", "scan"),
+    ("_conv1d_silu_bidir_kernel", "conv"),
+    ("_add_rmsnorm_kernel", "norm"),
+    ("void causal_conv1d_fwd_kernel<Causal_conv1d_fwd_kernel_traits<128, 4>>", "conv"),
     ("void selective_scan_fwd_kernel<Ktraits>(SSMParamsBase)", "scan"),
     ("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64", "gemm"),
     ("nvjet_tst_128x64_64x8_1x2_h_bz_coopA_NTN", "gemm"),

@@ -40,10 +40,11 @@ ANNOTATION_PREFIX = "vimbench::"
 _FLOP_CATEGORY = {"scan": "scan", "conv": "conv", "norm": "norm", "gemm": "gemm", "attention": "attention"}
 
 NAME_RULES: tuple[tuple[str, str], ...] = (
-    # vimbench's Triton kernels (kernels/*/triton.py: _scan_kernel, ...) and the official CUDA ones
-    ("scan", r"selective_scan|bimamba|_scan_kernel|scan_fwd|ssm_scan|chunk_scan|state_passing"),
-    ("conv", r"conv1d|_conv_kernel|conv_silu|causal_conv|depthwise|conv_depthwise|grouped_direct"),
-    ("norm", r"rmsnorm|rms_norm|_norm_kernel|layer_norm|layernorm|group_norm|batch_norm"),
+    # vimbench's Triton kernels (kernels/*/triton.py: _scan_kernel, _conv1d_silu_bidir_kernel,
+    # _add_rmsnorm_kernel) and the official CUDA ones (selective_scan_fwd_kernel, causal_conv1d_fwd_kernel)
+    ("scan", r"_scan_kernel|selective_scan|bimamba|scan_fwd|ssm_scan|chunk_scan|state_passing"),
+    ("conv", r"_conv1d_silu_bidir_kernel|conv1d|conv_silu|causal_conv|depthwise|conv_depthwise|grouped_direct"),
+    ("norm", r"_add_rmsnorm_kernel|rmsnorm|rms_norm|_norm_kernel|layer_norm|layernorm|group_norm|batch_norm"),
     ("attention", r"flash|fmha|attention|sdpa|softmax"),
     ("gemm", r"gemm|gemv|cutlass|cublas|xmma|wgmma|nvjet|splitk|matmul|aten::mm$|aten::bmm|aten::addmm|"
              r"aten::baddbmm|aten::linear|fprop|implicit"),
