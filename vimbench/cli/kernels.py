@@ -1,5 +1,88 @@
-"""Commands of this module are being written."""
+"""`vimbench kernels`: microbenchmarks of the Triton ops at Vim shapes (the sub-app's default action).
+
+`kernels_app` is the Typer sub-app; other modules add subcommands to it (see kernels_checks.py)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from vimbench.cli.common import user_errors
+
+kernels_app = typer.Typer(
+    name="kernels",
+    help="Benchmark vimbench's Triton kernels at Vim shapes (default action), and check them.",
+    invoke_without_command=True,
+    no_args_is_help=False,
+)
+
+
+@kernels_app.callback(invoke_without_command=True)
+@user_errors
+def bench(
+    ctx: typer.Context,
+    models: str = typer.Option("vim_t", "--models", help="Vim models whose shapes to use, e.g. vim_t,vim_s,vim_b."),
+    res: str = typer.Option("224,1248", "--res", help="Resolutions in px: 224..1248, 256..1024:128 or 224,512."),
+    batch: str = typer.Option("1,64", "--batch", help="Batch sizes, e.g. 1,64."),
+    dtype: str = typer.Option("bf16,fp32", "--dtype", help="bf16, fp16, fp32 (comma list)."),
+    impl: str = typer.Option("triton,torch", "--impl", help="triton, torch, cuda (mamba-ssm, when installed)."),
+    ops: str = typer.Option("scan_bidir,scan_fwd,conv1d,add_rmsnorm", "--ops", help="Which ops to time."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Results file (JSON lines); default results/kernels-<run id>.jsonl."),
+    max_ref_elements: int = typer.Option(50_000_000, "--max-ref-elements",
+                                         help="Skip the (slow) torch reference scan above this batch*E*L; 0 = never skip."),
+    warmup_ms: float = typer.Option(25.0, "--warmup-ms", help="do_bench warmup, milliseconds."),
+    rep_ms: float = typer.Option(100.0, "--rep-ms", help="do_bench repetition time, milliseconds."),
+) -> None:
+    """Time each op (triton vs torch reference) at Vim shapes; rows go to a results file of kind 'kernel'."""
+    if ctx.invoked_subcommand is not None:
+        return
+    import sys
+
+    from vimbench import render
+    from vimbench.bench import kernel_bench as kb
+    from vimbench.bench.grid import parse_batch, parse_models, parse_res
+    from vimbench.errors import VimbenchError
+
+    def split(value: str) -> list[str]:
+        return [p.strip().lower() for p in value.split(",") if p.strip()]
+
+    cases = kb.plan(parse_models(models), parse_res(res), parse_batch(batch), split(dtype), split(impl),
+                    split(ops))
+    import torch
+
+    if not torch.cuda.is_available():
+        raise VimbenchError("vimbench kernels needs a CUDA GPU and none is visible here; the kernels' "
+                            "correctness tests run on CPU: python -m pytest tests/kernels")
+    from vimbench.bench.env import collect_env
+    from vimbench.results import ResultsFile, new_run_id
+    from vimbench.settings import results_dir
+
+    run_id = new_run_id()
+    path = out or Path(results_dir()) / f"kernels-{run_id}.jsonl"
+    results = ResultsFile(path, {"run_id": run_id, "created": run_id[:15], "command": " ".join(sys.argv),
+                                 "env": collect_env("cuda")})
+    with render.progress_bar(len(cases), "kernels") as update:
+        rows = kb.run_kernel_bench(cases, results, update, max_ref_elements or None, warmup_ms, rep_ms)
+    render.table(
+        "Kernel microbenchmarks",
+        ["op", "model", "res px", "L", "batch", "dtype", "impl", "p50 ms", "GB/s", "% ex2 floor", "status"],
+        [[r["op"], r["model"], r["res"], r["tokens"], r["batch"], r["dtype"], r["impl"], r["ms_p50"], r["gbps"],
+          r["pct_of_floor"], r["status"] if r["status"] == "ok" else f"{r['status']}: {r['error']}"] for r in rows],
+        caption="GB/s: each input read once + each output written once. % ex2 floor: batch*L*E*N exps per "
+                "direction at the GPU's special-function-unit rate (100 = at the floor).",
+        digits=3,
+    )
+    render.note(f"rows written to {path}")
 
 
 def register(app) -> None:
-    pass
+    app.add_typer(kernels_app, name="kernels")
+
+
+try:  # `check` and `static` subcommands live in their own module
+    from vimbench.cli import kernels_checks as _checks
+except ImportError:  # pragma: no cover - that module is optional while it is being written
+    _checks = None
+if _checks is not None and hasattr(_checks, "register"):
+    _checks.register(kernels_app)
