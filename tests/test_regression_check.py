@@ -133,3 +133,12 @@ def test_cli_other_gpu_baseline_exits_2(tmp_path, monkeypatch):
     _fake_gpu(monkeypatch, {"scan": _t("scan", 1.0, 1.0)})
     result = CliRunner().invoke(_app(), ["check", "--baseline", str(path)])
     assert result.exit_code == 2 and "A100" in result.output
+
+
+def test_suite_cases_have_roofline_floors():
+    for case in rg.default_suite():
+        assert rg.case_work(case.params) is not None
+    scan = next(c for c in rg.default_suite() if c.name.startswith("bimamba_scan/bf16/b64_e384_l6085"))
+    # at the spec's ~1.3 ms floor, 2.6 ms is ~50 % of the floor speed
+    assert 40 < rg.pct_of_floor(scan.params, 2.6, "NVIDIA H200") < 60
+    assert rg.pct_of_floor(scan.params, 2.6, "Tesla T4") is None

@@ -209,6 +209,35 @@ def default_suite() -> list[KernelCase]:
     return cases
 
 
+def case_work(params: dict[str, Any]):
+    """The roofline work (vimbench.bench.roofline.KernelWork) of a suite case, from its params."""
+    from vimbench.bench import roofline as rl
+
+    op = params.get("op")
+    if op == "bimamba_scan":
+        return rl.bimamba_scan_work(params["batch"], params["channels"], params["length"], dtype=params["dtype"])
+    if op == "conv1d_silu_bidir":
+        return rl.conv1d_bidir_work(params["batch"], params["channels"], params["length"], dtype=params["dtype"])
+    if op == "add_rmsnorm":
+        return rl.add_rmsnorm_work(params["rows"], params["dim"], dtype=params["dtype"])
+    return None
+
+
+def pct_of_floor(params: dict[str, Any], median_ms: float, gpu: str) -> float | None:
+    """Measured time as a % of the case's roofline floor speed (100 = at the floor); None if unknown."""
+    from vimbench.bench import roofline as rl
+
+    work = case_work(params)
+    if work is None:
+        return None
+    try:
+        ceilings = rl.ceilings_for(gpu)
+    except VimbenchError:
+        return None
+    result = rl.roofline(work, median_ms / 1e3, ceilings)
+    return result.pct(result.floor_s)
+
+
 def time_case(call: Callable[[], object], repeats: int = DEFAULT_REPEATS, warmup_ms: float = 25,
               rep_ms: float = 100) -> tuple[float, ...]:
     """k independent do_bench medians (ms). do_bench's warmup/rep are milliseconds, and it flushes L2."""

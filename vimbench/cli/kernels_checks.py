@@ -53,22 +53,27 @@ def check(
                      [[name, t.median_ms, 100 * t.spread] for name, t in timings.items()], digits=3)
         return
     comparisons = rg.compare_timings(base_cases, timings)
-    _render_comparisons(comparisons, baseline)
+    params = {c.name: c.params for c in cases}
+    _render_comparisons(comparisons, baseline, {name: rg.pct_of_floor(params.get(name, {}), t.median_ms, gpu)
+                                                for name, t in timings.items()})
     if rg.has_regression(comparisons):
         raise typer.Exit(REGRESSION_EXIT)
 
 
-def _render_comparisons(comparisons, baseline: Path) -> None:
+def _render_comparisons(comparisons, baseline: Path, pct_floor: dict | None = None) -> None:
     from vimbench import render
 
     rows = []
     for c in comparisons:
         change = None if c.change is None else 100 * c.change
         threshold = None if c.threshold is None else 100 * c.threshold
-        rows.append([c.case, c.baseline_ms, c.current_ms, change, threshold, c.status])
+        rows.append([c.case, c.baseline_ms, c.current_ms, change, threshold, (pct_floor or {}).get(c.case),
+                     c.status])
     n_reg = sum(c.status == "regression" for c in comparisons)
-    render.table(f"kernels vs {baseline}", ["case", "baseline ms", "now ms", "change %", "threshold %", "status"],
-                 rows, caption=f"{n_reg} regression(s); threshold = max(5%, 3 x relative spread of the repeats)",
+    render.table(f"kernels vs {baseline}", ["case", "baseline ms", "now ms", "change %", "threshold %",
+                                            "% of floor", "status"],
+                 rows, caption=f"{n_reg} regression(s); threshold = max(5%, 3 x relative spread of the repeats); "
+                               "% of floor: roofline floor time / measured time (vimbench.bench.roofline)",
                  digits=3)
 
 
@@ -113,3 +118,9 @@ def register(kernels_app: typer.Typer) -> None:
     """Add `check` and `static` to the `vimbench kernels` sub-app."""
     kernels_app.command("check")(check)
     kernels_app.command("static")(static)
+
+
+if __name__ == "__main__":  # usable before `vimbench kernels` is wired: python -m vimbench.cli.kernels_checks static
+    _app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True)
+    register(_app)
+    _app()
