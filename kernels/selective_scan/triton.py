@@ -1,7 +1,6 @@
 """Selective scan in Triton: one direction (`selective_scan`) and both Vim directions in one launch (`bimamba_scan`).
 
-Same signatures and semantics as `reference.py` (the spec). Design (see shared/spec/kernels.md, and the report in
-the commit history for the sm_90 register/SASS numbers):
+Same signatures and semantics as `reference.py` (the spec). Design (see shared/spec/kernels.md):
 
 - Grid (E / BLOCK_C, directions, batch). A program owns BLOCK_C channels of one (batch, direction); lanes run over
   channels and each thread keeps its channel's whole state h (N fp32 values) in registers.
