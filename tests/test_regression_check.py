@@ -142,3 +142,10 @@ def test_suite_cases_have_roofline_floors():
     # at the spec's ~1.3 ms floor, 2.6 ms is ~50 % of the floor speed
     assert 40 < rg.pct_of_floor(scan.params, 2.6, "NVIDIA H200") < 60
     assert rg.pct_of_floor(scan.params, 2.6, "Tesla T4") is None
+
+
+def test_wired_into_vimbench_kernels(tmp_path):
+    from vimbench.cli import app
+
+    result = CliRunner().invoke(app, ["kernels", "check", "--baseline", str(tmp_path / "none.json")])
+    assert result.exit_code == 2 and "does not exist" in result.output

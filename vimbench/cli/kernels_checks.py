@@ -120,7 +120,7 @@ def register(kernels_app: typer.Typer) -> None:
     kernels_app.command("static")(static)
 
 
-if __name__ == "__main__":  # usable before `vimbench kernels` is wired: python -m vimbench.cli.kernels_checks static
+if __name__ == "__main__":  # also runnable alone: python -m vimbench.cli.kernels_checks static
     _app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True)
     register(_app)
     _app()
