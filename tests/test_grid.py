@@ -118,6 +118,13 @@ def test_expansion_on_cpu_drops_gpu_only_modes():
     assert "CUDA" in reasons["backend triton on cpu"]
 
 
+def test_cuda_graphs_drop_the_host_syncing_torch_backend():
+    cases, dropped = expand_cases(_config(cuda_graphs=True))
+    assert {c.implementation for c in cases if c.model == "vim_t"} == {"triton"}
+    assert all(c.cuda_graphs for c in cases)
+    assert any(d.what == "backend torch with CUDA graphs" for d in dropped)
+
+
 @pytest.mark.parametrize("kw, words", [
     (dict(iters=4), "at least 5 timed calls"),
     (dict(warmup=0), "at least 1 warm-up"),

@@ -74,8 +74,12 @@ def progress_bar(total: int, description: str = "") -> Iterator[Callable[[str, i
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err_console, transient=False) as progress:
         task = progress.add_task(description, total=total)
+        # Rich draws no intermediate states when stderr is not a terminal (logs, CI); one line per step there.
+        log_lines = not err_console.is_terminal
 
         def update(label: str, completed: int) -> None:
             progress.update(task, description=label, completed=completed)
+            if log_lines:
+                err_console.print(f"[{completed}/{total}] {label}", highlight=False, soft_wrap=True, markup=False)
 
         yield update

@@ -98,12 +98,22 @@ class ResultsFile:
         self.path = Path(path)
         if self.path.exists() and self.path.stat().st_size > 0:
             self.header = read_header(self.path)
+            self._drop_partial_tail()
         else:
             if header is None:
                 raise VimbenchError(f"{self.path} does not exist and no header was given to create it")
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.header = {"kind": "header", "schema": SCHEMA, **header}
             self._append(self.header)
+
+    def _drop_partial_tail(self) -> None:
+        """A run killed mid-write leaves a last line without its newline; appending after it would corrupt the
+        next row, so that incomplete row (never a measured result) is cut off before appending."""
+        with open(self.path, "rb+") as fh:
+            data = fh.read()
+            if data.endswith(b"\n"):
+                return
+            fh.truncate(data.rfind(b"\n") + 1)
 
     def _append(self, row: dict[str, Any]) -> None:
         with open(self.path, "a", encoding="utf-8") as fh:

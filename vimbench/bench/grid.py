@@ -235,6 +235,11 @@ def expand_cases(config: SweepConfig) -> tuple[list[CaseKey], list[Dropped]]:
             backends = tuple(b for b in backends if b != "triton")
 
     families = {alias: get_spec(alias).family for alias in config.models}
+    if config.cuda_graphs and "torch" in backends and any(f == "vim" for f in families.values()):
+        dropped.append(Dropped("backend torch with CUDA graphs",
+                               "the torch reference scan reads a value back to the host (its chunk length), "
+                               "which a CUDA graph cannot capture; use --backend triton"))
+        backends = tuple(b for b in backends if b != "torch")
     vims = [m for m in config.models if families[m] == "vim"]
     deits = [m for m in config.models if families[m] == "deit"]
     if vims and config.attn:

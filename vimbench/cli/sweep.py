@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import shlex
+import signal
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -80,7 +82,7 @@ def sweep(
                 + (f" ({len(plan.done)} already in the file)" if plan.done else "") + f"; results: {path}")
     command = "vimbench " + shlex.join(sys.argv[1:])
     try:
-        with render.progress_bar(len(plan.pending), "starting") as update:
+        with _terminate_as_interrupt(), render.progress_bar(len(plan.pending), "starting") as update:
             results = sweeps.run_sweep(config, out=path, resume=bool(resume), progress=update, command=command,
                                        run_id=run_id)
     except KeyboardInterrupt:
@@ -101,6 +103,23 @@ def sweep(
                           f"fixing it: vimbench sweep --resume {path}")
     if failed:
         raise typer.Exit(1)
+
+
+@contextmanager
+def _terminate_as_interrupt():
+    """SIGTERM (`timeout`, a job scheduler) ends the sweep like Ctrl-C: rows kept, a resume hint printed."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _results_table(results, config, path: Path) -> None:
