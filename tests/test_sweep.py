@@ -221,3 +221,21 @@ def test_bad_suite_files(tmp_path, text, words):
 def test_unknown_suite_lists_known_ones():
     with pytest.raises(VimbenchError, match="unknown suite 'nope'; known suites: .*paper_fig1"):
         sweeps.find_suite("nope")
+
+
+def test_resume_after_a_kill_mid_write(tmp_path):
+    """A killed run can leave half a row at the end; resuming cuts it off instead of corrupting the file."""
+    out = tmp_path / "run.jsonl"
+    config = tiny(models="deit_test", attn="sdpa")
+    sweeps.run_sweep(config, out=out)
+    lines = out.read_text().splitlines(keepends=True)
+    out.write_text("".join(lines[:-1]) + lines[-1][:40])  # the last case row, half written
+    rest = sweeps.run_sweep(config, out=out, resume=True)
+    assert len(rest) == 1 and rest[0].status == "ok"
+    assert sorted(load_results(out)["res"]) == [32, 40]
+
+
+def test_public_api():
+    import vimbench
+
+    assert vimbench.run_sweep is sweeps.run_sweep and vimbench.load_results is load_results
