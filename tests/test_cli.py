@@ -91,6 +91,7 @@ BAD_INPUTS = [
     (["--res", "1248..224"], "ends below its start"),
     (["--res", "12"], "smaller than the 16 px patch"),
     (["--res", "224..x"], "not a whole number"),
+    (["--res", "[/x]"], "'[/x]' is not a whole number"),  # brackets are not Rich markup in an error
     (["--batch", "0"], "not a positive number"),
     (["--dtype", "int8"], "unknown dtype"),
     (["--attn", "flash"], "unknown attention"),

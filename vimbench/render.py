@@ -6,6 +6,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -26,11 +27,12 @@ err_console = _console(stderr=True)
 
 def error_line(message: str) -> None:
     """One red line on stderr: the CLI's whole output for a user error."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
-def note(message: str) -> None:
-    console.print(message, highlight=False, soft_wrap=True)
+def note(message: str, markup: bool = True) -> None:
+    """One message on stdout; markup=False for text that may hold brackets (error messages, paths)."""
+    console.print(message, highlight=False, soft_wrap=True, markup=markup)
 
 
 def fmt(value: Any, digits: int = 1) -> str:

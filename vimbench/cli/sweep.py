@@ -67,7 +67,7 @@ def sweep(
     path = Path(resume) if resume else Path(out) if out else Path(results_dir()) / f"{run_id}.jsonl"
     plan = sweeps.plan_sweep(config, path if (resume or not dry_run) else None, resume=bool(resume))
 
-    render.note(f"[bold]sweep:[/] {source}")
+    render.note(f"sweep: {source}", markup=False)
     if dry_run:
         done = set(plan.done)
         render.table(f"{len(plan.pending)} cases to run", ["#", "case", "tokens", "state"],
@@ -97,7 +97,7 @@ def sweep(
     failed = [r for r in results if r.status in ("error", "skipped")]
     for r in results:
         if r.status in ("oom", "error"):
-            render.note(f"[yellow]{r.status}[/]: {r.key.label()}: {r.error}")
+            render.note(f"{r.status}: {r.key.label()}: {r.error}", markup=False)
     if any(r.status == "skipped" for r in results):
         render.error_line(f"a case broke the CUDA context; the sweep stopped and marked the rest skipped. After "
                           f"fixing it: vimbench sweep --resume {path}")
