@@ -19,3 +19,8 @@ def default_backend() -> str:
 def results_dir() -> str:
     """Folder where sweeps write their result files: VIMBENCH_RESULTS_DIR, else ./results."""
     return os.environ.get("VIMBENCH_RESULTS_DIR", "results")
+
+
+def git_commit_override() -> str | None:
+    """VIMBENCH_GIT_COMMIT: the commit a copied tree (no .git, e.g. on a lent GPU box) was taken from."""
+    return os.environ.get("VIMBENCH_GIT_COMMIT") or None

@@ -45,5 +45,5 @@ def test_add_rmsnorm_gpu(norm, dtype, dim):
     w = 1 + 0.1 * torch.randn(dim, device="cuda")
     y, r = norm(x, res, w, 1e-5, dtype)
     y64, r64 = add_rmsnorm_ref(x.double(), res.double(), w.double(), 1e-5, torch.float64)
-    torch.testing.assert_close(r.double(), r64, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(r.double(), r64.double(), rtol=1e-6, atol=1e-6)
     assert_close_to_f64(y, y64, dtype, add_rmsnorm_ref(x, res, w, 1e-5, dtype)[0])

@@ -42,7 +42,9 @@ def git_state() -> tuple[str | None, bool | None]:
     """(commit, dirty) of the checkout vimbench runs from; dirty = tracked files differ from the commit."""
     commit = _git("rev-parse", "HEAD")
     if commit is None:
-        return None, None
+        from vimbench.settings import git_commit_override
+
+        return git_commit_override(), None
     status = _git("status", "--porcelain", "--untracked-files=no")
     return commit, (None if status is None else bool(status))
 
