@@ -18,7 +18,7 @@ def _conv1d_silu_bidir_kernel(
     stride_x_b, stride_x_e, stride_x_l,
     stride_w_dir, stride_w_e, stride_w_k,
     stride_bias_dir, stride_bias_e,
-    stride_out_dir, stride_out_b, stride_out_e,
+    stride_out_dir, stride_out_b, stride_out_e, stride_out_l,
     K: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_L: tl.constexpr, HAS_BIAS: tl.constexpr,
 ):
     pid_l = tl.program_id(0)
@@ -50,7 +50,7 @@ def _conv1d_silu_bidir_kernel(
         acc_f += w_f * x_f
         acc_b += w_b * x_b
     mask = mask_e[:, None] & (t < L)
-    out_row = out_ptr + pid_b * stride_out_b + e64 * stride_out_e + t
+    out_row = out_ptr + pid_b * stride_out_b + e64 * stride_out_e + t * stride_out_l
     dtype = out_ptr.dtype.element_ty
     tl.store(out_row, (acc_f * tl.sigmoid(acc_f)).to(dtype), mask=mask)
     tl.store(out_row + stride_out_dir, (acc_b * tl.sigmoid(acc_b)).to(dtype), mask=mask)
@@ -61,7 +61,8 @@ def conv1d_silu_bidir(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
 
     x: (batch, E, L), any float dtype, any strides (tokens contiguous is the fast case). weight: (2, E, K),
     weight[0] the forward (causal) taps, weight[1] the backward ones as the official `conv1d_b.weight` stores them.
-    bias: (2, E) or None. Returns (2, batch, E, L) contiguous in x's dtype, computed in fp32.
+    bias: (2, E) or None. Returns (2, batch, E, L) in x's dtype, computed in fp32; channel-last in memory
+    (channel stride 1) when x is, so the scan that reads it gets coalesced per-token loads, else token-contiguous.
     """
     if x.dim() != 3:
         raise ValueError(f"x must be (batch, E, L); got {tuple(x.shape)}")
@@ -70,18 +71,24 @@ def conv1d_silu_bidir(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
         raise ValueError(f"weight must be (2, {channels}, K); got {tuple(weight.shape)}")
     if bias is not None and tuple(bias.shape) != (2, channels):
         raise ValueError(f"bias must be (2, {channels}); got {tuple(bias.shape)}")
-    out = torch.empty((2, batch, channels, length), dtype=x.dtype, device=x.device)
+    channel_last = x.stride(1) == 1 and channels > 1
+    if channel_last:
+        out = torch.empty((2, batch, length, channels), dtype=x.dtype, device=x.device).transpose(2, 3)
+    else:
+        out = torch.empty((2, batch, channels, length), dtype=x.dtype, device=x.device)
     if out.numel() == 0:
         return out
     if x.device.type == "cpu":  # the interpreter: small tiles so tests cover masks and several programs
         block_e, block_l, warps = 4, 8, 1
+    elif channel_last:  # lanes along channels: each token's channel run is one coalesced access
+        block_e, block_l, warps = 64, 32, 4
     else:
         block_e, block_l, warps = 4, 256, 4
     grid = (triton.cdiv(length, block_l), triton.cdiv(channels, block_e), batch)
     b = bias if bias is not None else weight  # never read without HAS_BIAS
     _conv1d_silu_bidir_kernel[grid](
         x, weight, b, out, channels, length,
-        *x.stride(), *weight.stride(), b.stride(0), b.stride(1), out.stride(0), out.stride(1), out.stride(2),
+        *x.stride(), *weight.stride(), b.stride(0), b.stride(1), *out.stride(),
         K=weight.shape[-1], BLOCK_E=block_e, BLOCK_L=block_l, HAS_BIAS=bias is not None, num_warps=warps,
     )
     return out

@@ -45,3 +45,13 @@ def test_conv1d_gpu(conv, dtype, batch, channels, length):
     out = conv(x, w, b)
     ref64 = conv1d_silu_bidir_ref(x.double(), w.double(), b.double())
     assert_close_to_f64(out, ref64, dtype, conv1d_silu_bidir_ref(x, w, b))
+
+
+def test_conv1d_channel_last_input_gives_channel_last_output(conv, device):
+    torch.manual_seed(3)
+    xz = torch.randn(2, 13, 2 * 10, device=device)  # (B, L, 2E) as in_proj writes it
+    x = xz[..., :10].transpose(1, 2)  # (B, E, L) view, channel stride 1
+    w, b = torch.randn(2, 10, 4, device=device), torch.randn(2, 10, device=device)
+    out = conv(x, w, b)
+    assert out.stride(2) == 1
+    torch.testing.assert_close(out, conv1d_silu_bidir_ref(x, w, b), rtol=1e-5, atol=1e-5)

@@ -154,3 +154,19 @@ def test_selective_scan_gpu(triton_scan, dtype, reverse, length):
     ref64 = selective_scan_ref(**{k: v.double() for k, v in x.items()}, reverse=reverse)
     plain = selective_scan_ref(**x, reverse=reverse)
     assert_close_to_f64(out, ref64, dtype, plain)
+
+
+def _channel_last(t):
+    """The same values laid out channel-last (channel stride 1), as the Vim model passes them."""
+    return t.transpose(-1, -2).contiguous().transpose(-1, -2)
+
+
+@pytest.mark.parametrize("length", [1, 6, 197])
+def test_bimamba_scan_channel_last_layout(triton_scan, length):
+    inputs = stack_directions(2, 19, length)
+    laid_out = {k: (_channel_last(v) if k in ("u", "delta", "z", "B", "C") else v) for k, v in inputs.items()}
+    assert laid_out["u"].stride(-2) == 1
+    out = triton_scan.bimamba_scan(**laid_out)
+    assert out.stride(-2) == 1, "the output keeps the input's channel-last layout"
+    rtol, atol = TOL[torch.float32]
+    torch.testing.assert_close(out, bimamba_scan_ref(**inputs), rtol=rtol, atol=atol)

@@ -105,15 +105,19 @@ def _contiguous_strides(*shape: int) -> tuple[int, ...]:
 
 def scan_specs(dtype: str = "bf16", batch: int = 64, channels: int = 384, length: int = 6085,
                n_state: int = 16, bidirectional: bool = True) -> KernelSpec:
-    """kernels/selective_scan/triton.py `_scan_kernel` as the Vim mixer launches it (Vim-Ti, 1248 px, B=64):
-    u, delta contiguous (2, B, E, L); B, C views of x_dbl (2, B, R+2N, L) with R = E/32; z a view of xz with
-    strides (L, B*L, 1); A (2, E, N); out fp32 (B, E, L) (bidirectional: atomics) or u's dtype (one direction)."""
+    """kernels/selective_scan/triton.py `_scan_kernel` as the Vim mixer launches it (Vim-Ti, 1248 px, B=64),
+    channel-last: u, delta (2, B, E, L) views of (2, B, L, E) buffers; B, C views of x_dbl (2, B, L, R+2N) with
+    R = E/32; z a view of xz (B, L, 2E); A (2, E, N); out fp32 (B, E, L) view of (B, L, E) (bidirectional:
+    atomics) or u's dtype (one direction)."""
     B_, E, L, N = batch, channels, length, n_state
     R = -(-E // 32)  # dt_rank = ceil(D / 16), D = E / 2
-    block_c, num_warps = 32, 1   # _config() on CUDA
+    block_c, num_warps, unroll = 32, 1, 2   # _config() on CUDA at this size
     dirs = 2 if bidirectional else 1
-    u_st = _contiguous_strides(dirs, B_, E, L)
-    x_dbl_st = _contiguous_strides(dirs, B_, R + 2 * N, L)
+    d0, b0, l0, e0 = _contiguous_strides(dirs, B_, L, E)
+    u_st = (d0, b0, e0, l0)
+    xd0, xb0, xl0, xn0 = _contiguous_strides(dirs, B_, L, R + 2 * N)
+    x_dbl_st = (xd0, xb0, xn0, xl0)
+    out_b, out_l, out_e = _contiguous_strides(B_, L, E)
     out_dtype = "fp32" if bidirectional else dtype
     args = {
         "u_ptr": Ptr(dtype), "delta_ptr": Ptr(dtype), "A_ptr": Ptr("fp32"), "B_ptr": Ptr(dtype),
@@ -126,13 +130,13 @@ def scan_specs(dtype: str = "bf16", batch: int = 64, channels: int = 384, length
         **dict(zip(("stride_B_dir", "stride_B_b", "stride_B_n", "stride_B_l"), x_dbl_st)),
         **dict(zip(("stride_C_dir", "stride_C_b", "stride_C_n", "stride_C_l"), x_dbl_st)),
         "stride_D_dir": E, "stride_bias_dir": E,
-        "stride_z_b": L, "stride_z_e": B_ * L, "stride_z_l": 1,
-        **dict(zip(("stride_out_b", "stride_out_e", "stride_out_l"), _contiguous_strides(B_, E, L))),
+        "stride_z_b": L * 2 * E, "stride_z_e": 1, "stride_z_l": 2 * E,
+        "stride_out_b": out_b, "stride_out_e": out_e, "stride_out_l": out_l,
     }
     constexprs = dict(N_STATE=N, BLOCK_C=block_c, HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True,
-                      ATOMIC=bidirectional, USE_ASM=True)
-    # Both direction branches are in the binary: 2 x 4 tokens x N states x (BLOCK_C / threads) channels/thread.
-    state_elements = 2 * 4 * N * block_c // (32 * num_warps)
+                      ATOMIC=bidirectional, USE_ASM=True, UNROLL=unroll)
+    # One loop trip: UNROLL tokens x N states x (BLOCK_C / threads) channels per thread.
+    state_elements = unroll * N * block_c // (32 * num_warps)
     kind = "bimamba" if bidirectional else "single"
     return spec_from_args(f"scan/{kind}/{dtype}", "kernels.selective_scan.triton", "_scan_kernel", args,
                           constexprs, do_not_specialize=("L", "stride_A_n"), num_warps=num_warps,
@@ -141,20 +145,20 @@ def scan_specs(dtype: str = "bf16", batch: int = 64, channels: int = 384, length
 
 def conv1d_specs(dtype: str = "bf16", batch: int = 64, channels: int = 384, length: int = 6085,
                  width: int = 4) -> KernelSpec:
-    """kernels/conv1d/triton.py `_conv1d_silu_bidir_kernel` as the Vim mixer launches it: x a view of xz with
-    strides (L, B*L, 1); weight (2, E, K) and bias (2, E) fp32 stacks; out contiguous (2, B, E, L)."""
+    """kernels/conv1d/triton.py `_conv1d_silu_bidir_kernel` as the Vim mixer launches it, channel-last: x a view
+    of xz (B, L, 2E); weight (2, E, K) and bias (2, E) fp32 stacks; out (2, B, E, L) view of (2, B, L, E)."""
     B_, E, L = batch, channels, length
-    out_st = _contiguous_strides(2, B_, E, L)
+    o_dir, o_b, o_l, o_e = _contiguous_strides(2, B_, L, E)
     args = {
         "x_ptr": Ptr(dtype), "w_ptr": Ptr("fp32"), "bias_ptr": Ptr("fp32"), "out_ptr": Ptr(dtype),
         "E": E, "L": L,
-        "stride_x_b": L, "stride_x_e": B_ * L, "stride_x_l": 1,
+        "stride_x_b": L * 2 * E, "stride_x_e": 1, "stride_x_l": 2 * E,
         **dict(zip(("stride_w_dir", "stride_w_e", "stride_w_k"), _contiguous_strides(2, E, width))),
         "stride_bias_dir": E, "stride_bias_e": 1,
-        "stride_out_dir": out_st[0], "stride_out_b": out_st[1], "stride_out_e": out_st[2],
+        "stride_out_dir": o_dir, "stride_out_b": o_b, "stride_out_e": o_e, "stride_out_l": o_l,
     }
     return spec_from_args(f"conv1d/bidir/{dtype}", "kernels.conv1d.triton", "_conv1d_silu_bidir_kernel", args,
-                          dict(K=width, BLOCK_E=4, BLOCK_L=256, HAS_BIAS=True), do_not_specialize=("L",),
+                          dict(K=width, BLOCK_E=64, BLOCK_L=32, HAS_BIAS=True), do_not_specialize=("L",),
                           num_warps=4)
 
 

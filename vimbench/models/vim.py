@@ -64,21 +64,23 @@ class BiMambaMixer(nn.Module):
         self.out_proj.weight.div_(math.sqrt(depth))
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        batch, length, _ = h.shape
         inner, rank = self.d_inner, self.dt_rank
-        # (2E, B*L) -> (B, 2E, L): channel-first with tokens contiguous, the layout the kernels want.
-        xz = (self.in_proj.weight @ h.reshape(batch * length, -1).t()).view(2 * inner, batch, length)
-        xz = xz.transpose(0, 1)
-        x, z = xz[:, :inner], xz[:, inner:]  # (B, E, L) each
+        # Channel-last throughout: per-token channel runs are contiguous, so the scan kernel's per-token loads
+        # coalesce. Ops see (B, E, L) / (2, B, N, L) shaped views of these (B, L, ...) tensors.
+        xz = F.linear(h, self.in_proj.weight)  # (B, L, 2E)
+        x = xz[..., :inner].transpose(1, 2)  # (B, E, L) view, channel stride 1
+        z = xz[..., inner:].transpose(1, 2)
         conv_w = torch.stack([self.conv1d.weight[:, 0], self.conv1d_b.weight[:, 0]])  # (2, E, K)
         conv_b = torch.stack([self.conv1d.bias, self.conv1d_b.bias])  # (2, E)
         u = self.ops.conv1d_silu_bidir(x, conv_w, conv_b)  # (2, B, E, L)
+        u_tokens = u.transpose(2, 3)  # (2, B, L, E)
         w_x = torch.stack([self.x_proj.weight, self.x_proj_b.weight]).unsqueeze(1)  # (2, 1, R+2N, E)
-        x_dbl = torch.matmul(w_x.to(u.dtype), u)  # (2, B, R+2N, L)
+        x_dbl = torch.matmul(u_tokens, w_x.transpose(2, 3).to(u.dtype))  # (2, B, L, R+2N)
         w_dt = torch.stack([self.dt_proj.weight, self.dt_proj_b.weight]).unsqueeze(1)  # (2, 1, E, R)
-        delta = torch.matmul(w_dt.to(x_dbl.dtype), x_dbl[:, :, :rank])  # (2, B, E, L), bias added in the scan
-        B = x_dbl[:, :, rank:rank + D_STATE]  # (2, B, N, L)
-        C = x_dbl[:, :, rank + D_STATE:]
+        # (2, B, L, E) -> (2, B, E, L) view; the dt bias is added inside the scan
+        delta = torch.matmul(x_dbl[..., :rank], w_dt.transpose(2, 3).to(x_dbl.dtype)).transpose(2, 3)
+        B = x_dbl[..., rank:rank + D_STATE].transpose(2, 3)  # (2, B, N, L) view
+        C = x_dbl[..., rank + D_STATE:].transpose(2, 3)
         A = -torch.exp(torch.stack([self.A_log, self.A_b_log]).float())  # (2, E, N)
         D = torch.stack([self.D, self.D_b]).float()
         dt_bias = torch.stack([self.dt_proj.bias, self.dt_proj_b.bias]).float()
