@@ -4,7 +4,7 @@ Same signatures and semantics as `reference.py` (the spec). Design (see shared/s
 
 - Grid (E / BLOCK_C, directions, batch). A program owns BLOCK_C channels of one (batch, direction); lanes run over
   channels and each thread keeps its channel's whole state h (N fp32 values) in registers.
-- Tokens are stepped through one at a time (UNROLL per loop trip), descending for the backward direction; each
+- Tokens are stepped through one at a time (two per loop trip, the next trip's loads issued first), descending for the backward direction; each
   step loads that token's (C,) slice of u, delta, z and its (N,) column of B and C directly, so no layout
   conversion is needed. No associative scan (so no reverse scan, which has had bug reports) and no flipped
   copies. Per (token, channel, state) element: one ex2, two multiplies, two FMA-class ops.
@@ -68,10 +68,10 @@ def _scan_kernel(
     stride_out_b, stride_out_e, stride_out_l,
     N_STATE: tl.constexpr, BLOCK_C: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    ATOMIC: tl.constexpr, USE_ASM: tl.constexpr, UNROLL: tl.constexpr,
+    ATOMIC: tl.constexpr, USE_ASM: tl.constexpr, PREFETCH: tl.constexpr,
 ):
     """One program: BLOCK_C channels (one per lane) of one (direction, batch). Each lane keeps its channel's N
-    states in registers and steps through the tokens one at a time, UNROLL per loop trip, loading each token's
+    states in registers and steps through the tokens one at a time, two per loop trip, loading each token's
     (BLOCK_C,) slice of u, delta, z and the (N,) column of B and C directly: no layout conversions. With
     channel-last tensors (stride_*_e == 1, the layout the Vim model uses) those loads are coalesced."""
     pid_c = tl.program_id(0)
@@ -93,38 +93,85 @@ def _scan_kernel(
     # (N, C), pre-scaled so that exp(Delta * A) = exp2(Delta * A2)
     A2 = tl.load(A_ptr + direction * stride_A_dir + c64[None, :] * stride_A_e + states[:, None] * stride_A_n,
                  mask=mask_c[None, :], other=0.0) * LOG2E
+    D_row = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    bias_row = tl.zeros((BLOCK_C,), dtype=tl.float32)
     if HAS_D:
         D_row = tl.load(D_ptr + direction * stride_D_dir + c64, mask=mask_c, other=0.0)
     if HAS_BIAS:
         bias_row = tl.load(bias_ptr + direction * stride_bias_dir + c64, mask=mask_c, other=0.0)
 
     h = tl.zeros((N_STATE, BLOCK_C), dtype=tl.float32)
-    for k in range(0, tl.cdiv(L, UNROLL)):
-        for j in tl.static_range(UNROLL):
-            step = k * UNROLL + j
-            t = tl.where(backward, L - 1 - step, step)
-            valid = step < L
-            mask = mask_c & valid
-            u = tl.load(u_base + t * stride_u_l, mask=mask, other=0.0).to(tl.float32)
-            dt = tl.load(dt_base + t * stride_dt_l, mask=mask, other=0.0).to(tl.float32)
-            Bt = tl.load(B_base + t * stride_B_l, mask=valid, other=0.0).to(tl.float32)
-            Ct = tl.load(C_base + t * stride_C_l, mask=valid, other=0.0).to(tl.float32)
-            if HAS_BIAS:
-                dt = dt + bias_row
-            if SOFTPLUS:
-                dt = _softplus(dt, USE_ASM)
-            dt = tl.where(mask, dt, 0.0)  # after the softplus: masked steps must be the identity (a=1, b=0)
-            h = tl.exp2(A2 * dt[None, :]) * h + Bt[:, None] * (dt * u)[None, :]
-            y = tl.sum(Ct[:, None] * h, axis=0)  # (C,): the states are in-thread, no shuffles
-            if HAS_D:
-                y += D_row * u
-            if HAS_Z:
-                z = tl.load(z_base + t * stride_z_l, mask=mask, other=0.0).to(tl.float32)
-                y = y * z * tl.sigmoid(z)
-            if ATOMIC:
-                tl.atomic_add(out_base + t * stride_out_l, y * out_scale, mask=mask, sem="relaxed")
-            else:
-                tl.store(out_base + t * stride_out_l, y.to(out_ptr.dtype.element_ty), mask=mask)
+    # Two tokens per loop trip. The loads of the next trip are issued before this trip's arithmetic, so their
+    # latency (hundreds of cycles from HBM) overlaps the recurrence instead of stalling every token.
+    args = (u_base, dt_base, z_base, B_base, C_base, L, backward, mask_c,
+            stride_u_l, stride_dt_l, stride_z_l, stride_B_l, stride_C_l)
+    u0, dt0, z0, B0, C0 = _load_token(0, *args, HAS_Z)
+    u1, dt1, z1, B1, C1 = _load_token(1, *args, HAS_Z)
+    for k in range(0, tl.cdiv(L, 2)):
+        step = 2 * k
+        if PREFETCH:
+            nu0, ndt0, nz0, nB0, nC0 = _load_token(step + 2, *args, HAS_Z)
+            nu1, ndt1, nz1, nB1, nC1 = _load_token(step + 3, *args, HAS_Z)
+        else:
+            nu0, ndt0, nz0, nB0, nC0 = u0, dt0, z0, B0, C0
+            nu1, ndt1, nz1, nB1, nC1 = u1, dt1, z1, B1, C1
+        h = _token_step(h, step, u0, dt0, z0, B0, C0, A2, D_row, bias_row, out_base, stride_out_l, L, backward,
+                        mask_c, out_scale, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM)
+        h = _token_step(h, step + 1, u1, dt1, z1, B1, C1, A2, D_row, bias_row, out_base, stride_out_l, L,
+                        backward, mask_c, out_scale, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM)
+        if PREFETCH:
+            u0, dt0, z0, B0, C0 = nu0, ndt0, nz0, nB0, nC0
+            u1, dt1, z1, B1, C1 = nu1, ndt1, nz1, nB1, nC1
+        else:
+            u0, dt0, z0, B0, C0 = _load_token(step + 2, *args, HAS_Z)
+            u1, dt1, z1, B1, C1 = _load_token(step + 3, *args, HAS_Z)
+
+
+@triton.jit
+def _token_position(step, L, backward, mask_c):
+    t = tl.where(backward, L - 1 - step, step)
+    valid = step < L
+    return t, valid, mask_c & valid
+
+
+@triton.jit
+def _load_token(step, u_base, dt_base, z_base, B_base, C_base, L, backward, mask_c,
+                stride_u_l, stride_dt_l, stride_z_l, stride_B_l, stride_C_l, HAS_Z: tl.constexpr):
+    """Token `step` (in scan order) of u, delta, z: (C,) each, and of B, C: (N,) each, in fp32; zeros past L."""
+    t, valid, mask = _token_position(step, L, backward, mask_c)
+    u = tl.load(u_base + t * stride_u_l, mask=mask, other=0.0).to(tl.float32)
+    dt = tl.load(dt_base + t * stride_dt_l, mask=mask, other=0.0).to(tl.float32)
+    if HAS_Z:
+        z = tl.load(z_base + t * stride_z_l, mask=mask, other=0.0).to(tl.float32)
+    else:
+        z = u
+    Bt = tl.load(B_base + t * stride_B_l, mask=valid, other=0.0).to(tl.float32)
+    Ct = tl.load(C_base + t * stride_C_l, mask=valid, other=0.0).to(tl.float32)
+    return u, dt, z, Bt, Ct
+
+
+@triton.jit
+def _token_step(h, step, u, dt, z, Bt, Ct, A2, D_row, bias_row, out_base, stride_out_l, L, backward, mask_c,
+                out_scale, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
+                SOFTPLUS: tl.constexpr, ATOMIC: tl.constexpr, USE_ASM: tl.constexpr):
+    """One token of the recurrence for the (N, C) state h; writes that token's output and returns h."""
+    t, valid, mask = _token_position(step, L, backward, mask_c)
+    if HAS_BIAS:
+        dt = dt + bias_row
+    if SOFTPLUS:
+        dt = _softplus(dt, USE_ASM)
+    dt = tl.where(mask, dt, 0.0)  # after the softplus: masked steps must be the identity (a=1, b=0)
+    h = tl.exp2(A2 * dt[None, :]) * h + Bt[:, None] * (dt * u)[None, :]
+    y = tl.sum(Ct[:, None] * h, axis=0)  # (C,): the states are in-thread, no shuffles
+    if HAS_D:
+        y += D_row * u
+    if HAS_Z:
+        y = y * z * tl.sigmoid(z)
+    if ATOMIC:
+        tl.atomic_add(out_base + t * stride_out_l, y * out_scale, mask=mask, sem="relaxed")
+    else:
+        tl.store(out_base + t * stride_out_l, y.to(out_base.dtype.element_ty), mask=mask)
+    return h
 
 
 def _interpreted(kernel) -> bool:
@@ -138,8 +185,8 @@ def _config(device: torch.device, interpreted: bool) -> dict:
             raise RuntimeError("Triton kernels need CUDA tensors, or TRITON_INTERPRET=1 set before importing "
                                "kernels to run them on CPU")
         # Small tiles so that tests exercise channel masks and several programs.
-        return dict(BLOCK_C=8, num_warps=1, UNROLL=2, interpreted=True)
-    return dict(BLOCK_C=32, num_warps=1, UNROLL=2, interpreted=False)
+        return dict(BLOCK_C=8, num_warps=1, PREFETCH=True, interpreted=True)
+    return dict(BLOCK_C=32, num_warps=1, PREFETCH=True, interpreted=False)
 
 
 def _blocks_for(programs_at_32: int) -> int:
@@ -191,7 +238,7 @@ def _launch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out, dir_first,
         *zt.stride(), *out.stride(),
         N_STATE=A.shape[-1], BLOCK_C=cfg["BLOCK_C"],
         HAS_D=has_d, HAS_Z=has_z, HAS_BIAS=has_bias, SOFTPLUS=bool(delta_softplus), ATOMIC=atomic,
-        USE_ASM=not cfg["interpreted"], UNROLL=cfg["UNROLL"],
+        USE_ASM=not cfg["interpreted"], PREFETCH=cfg["PREFETCH"],
         num_warps=cfg["num_warps"],
     )
     return out

@@ -73,7 +73,8 @@ def _torch_dtype(name: str):
 
 
 def _inputs(op: str, dims: dict[str, int], batch: int, dtype, device: str) -> dict[str, Any]:
-    """Realistic inputs laid out as the Vim mixer passes them (B, C views of x_dbl; x, z views of xz)."""
+    """Realistic inputs laid out as the Vim mixer passes them: channel-last, B and C views of x_dbl, x and z
+    views of xz."""
     import torch
 
     E, L, R, D = dims["E"], dims["L"], dims["R"], dims["D"]
@@ -82,12 +83,14 @@ def _inputs(op: str, dims: dict[str, int], batch: int, dtype, device: str) -> di
     def rnd(*shape, scale=1.0, shift=0.0, dt=dtype):
         return (torch.randn(*shape, generator=g, device=device) * scale + shift).to(dt)
 
+    # Channel-last, as the model lays tensors out: (..., L, channels) buffers seen as (..., channels, L) views.
     if op in ("scan_bidir", "scan_fwd"):
         dirs = 2 if op == "scan_bidir" else 1
-        xz = rnd(batch, 2 * E, L)
-        x_dbl = rnd(dirs, batch, R + 2 * N_STATE, L)
+        xz = rnd(batch, L, 2 * E).transpose(1, 2)
+        x_dbl = rnd(dirs, batch, L, R + 2 * N_STATE).transpose(2, 3)
         A = -torch.arange(1, N_STATE + 1, device=device, dtype=torch.float32).repeat(dirs, E, 1)
-        args = dict(u=rnd(dirs, batch, E, L), delta=rnd(dirs, batch, E, L, scale=0.5, shift=-4.0), A=A,
+        args = dict(u=rnd(dirs, batch, L, E).transpose(2, 3),
+                    delta=rnd(dirs, batch, L, E, scale=0.5, shift=-4.0).transpose(2, 3), A=A,
                     B=x_dbl[:, :, R:R + N_STATE], C=x_dbl[:, :, R + N_STATE:],
                     D=torch.ones(dirs, E, device=device), z=xz[:, E:],
                     delta_bias=rnd(dirs, E, scale=0.5, dt=torch.float32))
@@ -95,7 +98,7 @@ def _inputs(op: str, dims: dict[str, int], batch: int, dtype, device: str) -> di
             args = {k: (v if k == "z" else v[0]) for k, v in args.items()}
         return args
     if op == "conv1d":
-        xz = rnd(batch, 2 * E, L)
+        xz = rnd(batch, L, 2 * E).transpose(1, 2)
         return dict(x=xz[:, :E], weight=rnd(2, E, D_CONV, scale=0.5, dt=torch.float32),
                     bias=rnd(2, E, scale=0.1, dt=torch.float32))
     if op == "add_rmsnorm":
@@ -181,6 +184,14 @@ def _callable(op: str, impl: str, args: dict[str, Any]) -> Callable[[], Any]:
 
 class _Skip(Exception):
     pass
+
+
+def make_call(op: str, impl: str, channels: int, length: int, batch: int, dtype, device: str = "cuda"):
+    """A no-argument callable running one op on fresh inputs laid out as the model lays them out (channel-last).
+    channels is the mixer's E; the norm runs on D = E / 2 (the model width)."""
+    d_model = channels // 2
+    dims = {"E": channels, "L": length, "R": -(-d_model // 16), "D": d_model}
+    return _callable(op, impl, _inputs(op, dims, batch, dtype, device))
 
 
 def plan(models, resolutions, batches, dtypes, impls, ops) -> list[KernelCase]:

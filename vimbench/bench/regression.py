@@ -139,73 +139,31 @@ class KernelCase:
     params: dict[str, Any] = field(default_factory=dict)
 
 
-def _scan_case(batch: int, channels: int, length: int, dtype_name: str) -> KernelCase:
+_OP_NAMES = {"bimamba_scan": "scan_bidir", "conv1d_silu_bidir": "conv1d", "add_rmsnorm": "add_rmsnorm"}
+
+
+def _case(op: str, batch: int, channels: int, length: int, dtype_name: str) -> KernelCase:
+    """One suite case: the Triton op on inputs built by the kernel microbenchmark (the model's layout)."""
     def build():
-        import torch
+        from vimbench.bench.kernel_bench import _torch_dtype, make_call
 
-        from vimbench.models.ops import get_ops
+        return make_call(_OP_NAMES[op], "triton", channels, length, batch, _torch_dtype(dtype_name))
 
-        op = get_ops("triton").bimamba_scan
-        dtype = getattr(torch, {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[dtype_name])
-        g = torch.Generator(device="cuda").manual_seed(0)
-
-        def rand(*shape, scale=1.0):
-            return (torch.randn(*shape, device="cuda", generator=g) * scale).to(dtype)
-
-        n = 16
-        u, delta = rand(2, batch, channels, length), rand(2, batch, channels, length, scale=0.5)
-        B, C = rand(2, batch, n, length), rand(2, batch, n, length)
-        z = rand(batch, channels, length)
-        A = -torch.arange(1, n + 1, device="cuda", dtype=torch.float32).repeat(2, channels, 1)
-        D = torch.ones(2, channels, device="cuda")
-        bias = torch.full((2, channels), -4.0, device="cuda")
-        return lambda: op(u, delta, A, B, C, D, z, bias)
-
-    return KernelCase(f"bimamba_scan/{dtype_name}/b{batch}_e{channels}_l{length}", build,
-                      dict(op="bimamba_scan", batch=batch, channels=channels, length=length, dtype=dtype_name))
-
-
-def _conv_case(batch: int, channels: int, length: int, dtype_name: str) -> KernelCase:
-    def build():
-        import torch
-
-        from vimbench.models.ops import get_ops
-
-        op = get_ops("triton").conv1d_silu_bidir
-        dtype = getattr(torch, {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[dtype_name])
-        x = torch.randn(batch, channels, length, device="cuda").to(dtype)
-        w = torch.randn(2, channels, 4, device="cuda") * 0.5
-        b = torch.randn(2, channels, device="cuda") * 0.1
-        return lambda: op(x, w, b)
-
-    return KernelCase(f"conv1d_silu_bidir/{dtype_name}/b{batch}_e{channels}_l{length}", build,
-                      dict(op="conv1d_silu_bidir", batch=batch, channels=channels, length=length, dtype=dtype_name))
-
-
-def _norm_case(rows: int, dim: int, dtype_name: str) -> KernelCase:
-    def build():
-        import torch
-
-        from vimbench.models.ops import get_ops
-
-        op = get_ops("triton").add_rmsnorm
-        dtype = getattr(torch, {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[dtype_name])
-        x = torch.randn(rows, dim, device="cuda").to(dtype)
-        residual = torch.randn(rows, dim, device="cuda")
-        weight = torch.ones(dim, device="cuda")
-        return lambda: op(x, residual, weight, 1e-5, dtype)
-
-    return KernelCase(f"add_rmsnorm/{dtype_name}/r{rows}_d{dim}", build,
-                      dict(op="add_rmsnorm", rows=rows, dim=dim, dtype=dtype_name))
+    if op == "add_rmsnorm":
+        dim = channels // 2
+        return KernelCase(f"add_rmsnorm/{dtype_name}/r{batch * length}_d{dim}", build,
+                          dict(op=op, rows=batch * length, dim=dim, dtype=dtype_name))
+    return KernelCase(f"{op}/{dtype_name}/b{batch}_e{channels}_l{length}", build,
+                      dict(op=op, batch=batch, channels=channels, length=length, dtype=dtype_name))
 
 
 def default_suite() -> list[KernelCase]:
     """Vim-Ti shapes at 1248 px (L = 6085, E = 384, D = 192) and 224 px (L = 197), batch 64 and 8."""
     cases = []
     for dtype in ("bf16", "fp32"):
-        cases += [_scan_case(64, 384, 6085, dtype), _scan_case(8, 384, 6085, dtype), _scan_case(64, 384, 197, dtype),
-                  _conv_case(64, 384, 6085, dtype), _conv_case(64, 384, 197, dtype),
-                  _norm_case(64 * 6085, 192, dtype)]
+        cases += [_case("bimamba_scan", 64, 384, 6085, dtype), _case("bimamba_scan", 8, 384, 6085, dtype),
+                  _case("bimamba_scan", 64, 384, 197, dtype), _case("conv1d_silu_bidir", 64, 384, 6085, dtype),
+                  _case("conv1d_silu_bidir", 64, 384, 197, dtype), _case("add_rmsnorm", 64, 384, 6085, dtype)]
     return cases
 
 

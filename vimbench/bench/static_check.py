@@ -111,7 +111,7 @@ def scan_specs(dtype: str = "bf16", batch: int = 64, channels: int = 384, length
     atomics) or u's dtype (one direction)."""
     B_, E, L, N = batch, channels, length, n_state
     R = -(-E // 32)  # dt_rank = ceil(D / 16), D = E / 2
-    block_c, num_warps, unroll = 32, 1, 2   # _config() on CUDA at this size
+    block_c, num_warps, tokens_per_trip = 32, 1, 2   # _config() on CUDA at this size
     dirs = 2 if bidirectional else 1
     d0, b0, l0, e0 = _contiguous_strides(dirs, B_, L, E)
     u_st = (d0, b0, e0, l0)
@@ -134,9 +134,9 @@ def scan_specs(dtype: str = "bf16", batch: int = 64, channels: int = 384, length
         "stride_out_b": out_b, "stride_out_e": out_e, "stride_out_l": out_l,
     }
     constexprs = dict(N_STATE=N, BLOCK_C=block_c, HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True,
-                      ATOMIC=bidirectional, USE_ASM=True, UNROLL=unroll)
-    # One loop trip: UNROLL tokens x N states x (BLOCK_C / threads) channels per thread.
-    state_elements = unroll * N * block_c // (32 * num_warps)
+                      ATOMIC=bidirectional, USE_ASM=True, PREFETCH=True)
+    # One loop trip: 2 tokens x N states x (BLOCK_C / threads) channels per thread.
+    state_elements = tokens_per_trip * N * block_c // (32 * num_warps)
     kind = "bimamba" if bidirectional else "single"
     return spec_from_args(f"scan/{kind}/{dtype}", "kernels.selective_scan.triton", "_scan_kernel", args,
                           constexprs, do_not_specialize=("L", "stride_A_n"), num_warps=num_warps,
