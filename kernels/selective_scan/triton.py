@@ -4,15 +4,13 @@ Same signatures and semantics as `reference.py` (the spec). Design (see shared/s
 
 - Grid (E / BLOCK_C, directions, batch). A program owns BLOCK_C channels of one (batch, direction); lanes run over
   channels and each thread keeps its channel's whole state h (N fp32 values) in registers.
-- Tokens are stepped through one at a time (two per loop trip, the next trip's loads issued first), descending for the backward direction; each
-  step loads that token's (C,) slice of u, delta, z and its (N,) column of B and C directly, so no layout
-  conversion is needed. No associative scan (so no reverse scan, which has had bug reports) and no flipped
+- Tokens are stepped through one at a time, two per loop trip, descending for the backward direction; each step
+  loads that token's (C,) slice of u, delta, z and its (N,) column of B and C directly, so no layout conversion
+  is needed. No associative scan (so no reverse scan, which has had bug reports) and no flipped
   copies. Per (token, channel, state) element: one ex2, two multiplies, two FMA-class ops.
-- Layout decides speed: with channel-last tensors (channel stride 1, as the Vim model lays them out) a warp's
-  per-token loads are one coalesced access; with token-contiguous tensors every lane touches its own cache line
-  on each token (measured on an H200: 10.4 ms vs the channel-last figure in results/, B=64, E=384, L=6085 bf16).
-  An earlier version loaded (C, 4) token tiles and split them in registers; the splits went through shared
-  memory and it ran at 17 ms on the same shape.
+- The next trip's loads are issued before this trip's arithmetic: without that, every trip waited a full memory
+  round trip and the kernel ran ~2x slower. Channel-last tensors (channel stride 1, as the Vim model lays them
+  out) make each per-token load one coalesced access. kernels/NOTES.md has each version's H200 timing.
 - a = exp2(Delta * A * log2(e)); masked tokens are the identity (a = 1, b = 0) because Delta and u are zeroed
   after the softplus, not before.
 - Both directions add 0.5 * y * SiLU(z) into one fp32 buffer with relaxed atomics. Two fp32 additions onto a zeroed
