@@ -1,7 +1,8 @@
 """Run one case: build the model at the case's resolution, one untimed first call, the memory pass, the timing
 pass; everything goes into a CaseResult.
 
-Precision modes: fp32 = TF32 off for matmul and cuDNN (the paper's torch 1.12 default); tf32 = TF32 on;
+Precision modes: fp32 = TF32 off for matmul (the paper's torch 1.12 default) and for cuDNN (1.12 left it on; off
+here so fp32 means fp32; it only touches the patch-embedding conv); tf32 = TF32 on;
 bf16 / fp16 = torch.autocast over fp32 weights, TF32 off. cudnn.benchmark is off. The flags are set around the
 case and restored afterwards, never left changed.
 

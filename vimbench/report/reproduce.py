@@ -216,6 +216,10 @@ def _facts(df, runs: Sequence[dict[str, Any]], cs: ClaimSet) -> dict[str, set[st
         facts["gpu"].add(str(r["gpu"]))
         facts["precision"].add(f"{r['dtype']}" + (" (autocast)" if r["dtype"] in ("bf16", "fp16") else
                                                   ", no autocast" if r["dtype"] == "fp32" else ""))
+        if isinstance(r.get("timing_method"), str) and r["dtype"] in ("fp32", "tf32"):
+            # vimbench sets these per case (bench/runner.py precision_flags); the header shows process defaults
+            facts["tf32"].add("TF32 off for matmul and cuDNN (fp32 mode, set per case)" if r["dtype"] == "fp32"
+                              else "TF32 on for matmul and cuDNN (tf32 mode)")
         if D.family(r["model"]) == "deit" and isinstance(r["attn"], str):
             facts["attention"].add({"sdpa": "sdpa (fused, timm default)",
                                     "eager": "eager (fused attention off)"}.get(r["attn"], r["attn"]))
@@ -234,8 +238,6 @@ def _facts(df, runs: Sequence[dict[str, Any]], cs: ClaimSet) -> dict[str, set[st
         env = run.get("env") or {}
         if run.get("imported") or env.get("imported_from_anchors"):
             facts["timing"].add(f"imported anchors protocol: {run.get('protocol') or env.get('protocol')}")
-        if env.get("tf32_matmul") is not None or env.get("tf32_cudnn") is not None:
-            facts["tf32"].add(f"matmul {env.get('tf32_matmul')}, cuDNN {env.get('tf32_cudnn')}")
         if env.get("cudnn_benchmark") is not None:
             facts["cudnn_benchmark"].add(str(env.get("cudnn_benchmark")))
         sw = ", ".join(f"{k} {env[k]}" for k in ("torch", "timm", "triton") if env.get(k))
