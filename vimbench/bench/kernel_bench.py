@@ -9,8 +9,9 @@ Numbers per row:
 - ms_p50: triton.testing.do_bench median (warmup / rep are milliseconds of repetition, not counts).
 - gbps: bytes / time, with bytes = every input tensor read once + every output written once (the traffic an ideal
   kernel moves; `bytes` is in the row). For the scan the inputs are u, delta, B, C, z, A, D, delta_bias.
-- ex2 and floor_ms (scans only): ex2 = batch * L * E * N per direction, one exp each; floor_ms = ex2 / the GPU's
-  special-function-unit rate (table below); pct_of_floor = 100 * floor_ms / ms_p50 (100 = at the floor).
+- roofline (vimbench.bench.roofline): the op's bytes, exp-unit (MUFU) and FMA counts against the GPU's ceilings;
+  pct_hbm / pct_mufu / pct_fma = that floor / ms_p50 (100 = at the floor), pct_floor for the binding one, `bound`
+  names it. The scan's exp count is batch * L * E * N per direction.
 """
 from __future__ import annotations
 
@@ -27,15 +28,6 @@ DTYPES = ("bf16", "fp16", "fp32")
 N_STATE = 16
 D_CONV = 4
 
-# Per-GPU ceilings, matched by substring of torch.cuda.get_device_name(). ex2_per_s: special-function unit
-# (16 ex2 / clock / SM x SMs x boost clock, datasheet-derived); hbm_gbps: measured copy bandwidth where known.
-GPU_CEILINGS: dict[str, dict[str, float]] = {
-    "H200": {"ex2_per_s": 4.2e12, "hbm_gbps": 4300.0},   # shared/spec/kernels.md
-    "H100": {"ex2_per_s": 4.2e12, "hbm_gbps": 3000.0},   # SXM; 132 SMs at ~1.98 GHz (unmeasured here)
-    "A100": {"ex2_per_s": 1.8e12, "hbm_gbps": 1700.0},   # 108 SMs at 1.41 GHz x 16 / clk (unmeasured here)
-}
-
-
 @dataclass(frozen=True)
 class KernelCase:
     op: str
@@ -49,11 +41,18 @@ class KernelCase:
         return f"{self.op} {self.model} {self.res}px b{self.batch} {self.dtype} {self.impl}"
 
 
-def ceilings(gpu_name: str | None) -> dict[str, float] | None:
-    for key, value in GPU_CEILINGS.items():
-        if gpu_name and key in gpu_name:
-            return value
-    return None
+def _work(op: str, dims: dict[str, int], batch: int, dtype: str):
+    """The op's roofline work (bytes, MUFU and FMA counts) at these dims."""
+    from vimbench.bench import roofline as rl
+
+    E, L, D = dims["E"], dims["L"], dims["D"]
+    if op == "scan_bidir":
+        return rl.bimamba_scan_work(batch, E, L, N_STATE, dtype=dtype)
+    if op == "scan_fwd":
+        return rl.scan_work(batch, E, L, N_STATE, dtype=dtype)
+    if op == "conv1d":
+        return rl.conv1d_bidir_work(batch, E, L, D_CONV, dtype=dtype)
+    return rl.add_rmsnorm_work(batch * L, D, dtype=dtype)
 
 
 def _dims(model: str, res: int) -> dict[str, int]:
@@ -220,7 +219,8 @@ def run_case(case: KernelCase, gpu_name: str | None, warmup_ms: float = 25, rep_
     dtype = _torch_dtype(case.dtype)
     row: dict[str, Any] = {"kind": "kernel", **asdict(case), "tokens": dims["L"], "E": dims["E"], "D": dims["D"],
                            "N": N_STATE, "status": "ok", "error": None, "ms_p50": None, "gbps": None,
-                           "bytes": None, "ex2": None, "floor_ms": None, "pct_of_floor": None,
+                           "bytes": None, "pct_hbm": None, "pct_mufu": None, "pct_fma": None, "pct_floor": None,
+                           "bound": None,
                            "timing_method": "triton.testing.do_bench(median)", "warmup_ms": warmup_ms,
                            "rep_ms": rep_ms, "gpu_name": gpu_name, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S")}
     elements = case.batch * dims["E"] * dims["L"]
@@ -245,13 +245,15 @@ def run_case(case: KernelCase, gpu_name: str | None, warmup_ms: float = 25, rep_
         return row
     nbytes = _bytes(case.op, args, dtype)
     row.update(ms_p50=ms, bytes=nbytes, gbps=nbytes / (ms * 1e-3) / 1e9)
-    if case.op.startswith("scan"):
-        ex2 = (2 if case.op == "scan_bidir" else 1) * elements * N_STATE
-        row["ex2"] = ex2
-        ceil = ceilings(gpu_name)
-        if ceil:
-            row["floor_ms"] = ex2 / ceil["ex2_per_s"] * 1e3
-            row["pct_of_floor"] = 100.0 * row["floor_ms"] / ms
+    from vimbench.bench import roofline as rl
+
+    try:
+        ceil = rl.ceilings_for(gpu_name or "")
+    except VimbenchError:  # a GPU without a ceilings entry: times and GB/s only
+        ceil = None
+    if ceil is not None:
+        fields = rl.roofline(_work(case.op, dims, case.batch, case.dtype), ms * 1e-3, ceil).as_row()
+        row.update({k: v for k, v in fields.items() if k.startswith("pct_") or k == "bound"})
     del args
     return row
 

@@ -66,11 +66,15 @@ def bench(
         rows = kb.run_kernel_bench(cases, results, update, max_ref_elements or None, warmup_ms, rep_ms)
     render.table(
         "Kernel microbenchmarks",
-        ["op", "model", "res px", "L", "batch", "dtype", "impl", "p50 ms", "GB/s", "% ex2 floor", "status"],
+        ["op", "model", "res px", "L", "batch", "dtype", "impl", "p50 ms", "GB/s", "% HBM", "% exp", "% FMA",
+         "bound", "status"],
         [[r["op"], r["model"], r["res"], r["tokens"], r["batch"], r["dtype"], r["impl"], r["ms_p50"], r["gbps"],
-          r["pct_of_floor"], r["status"] if r["status"] == "ok" else f"{r['status']}: {r['error']}"] for r in rows],
-        caption="GB/s: each input read once + each output written once. % ex2 floor: batch*L*E*N exps per "
-                "direction at the GPU's special-function-unit rate (100 = at the floor).",
+          r["pct_hbm"], r["pct_mufu"], r["pct_fma"], r["bound"],
+          r["status"] if r["status"] == "ok" else f"{r['status']}: {r['error']}"] for r in rows],
+        caption="p50 ms: triton.testing.do_bench median. GB/s: each input read once + each output written once. "
+                "% HBM / % exp / % FMA: that floor (bytes at the measured copy bandwidth; exps, e.g. batch*L*E*N "
+                "per scan direction, at the special-function-unit rate; FMAs at the FP32 rate) over the measured "
+                "time; 100 = at the floor. bound: the largest floor. Ceilings: vimbench/bench/roofline.py.",
         digits=3,
     )
     render.note(f"rows written to {path}")
