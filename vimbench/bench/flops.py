@@ -26,10 +26,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from vimbench.bench import roofline as rl
+from vimbench.bench.roofline import DTYPE_BYTES
 from vimbench.errors import VimbenchError
 
 CATEGORIES = ("gemm", "scan", "conv", "norm", "attention", "elementwise")
-DTYPE_BYTES = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2}
 SCAN_FLOPS_PER_ELEMENT = 9  # per (b, l, e, n), the Mamba convention
 D_STATE, D_CONV, EXPAND, MLP_RATIO, PATCH = 16, 4, 2, 4, 16
 
@@ -92,7 +93,7 @@ def vim_counts(embed_dim: int, depth: int, res: int, batch: int, dtype: str = "f
                model: str = "vim") -> ModelCount:
     """Vim (bimamba v2, middle class token) as vimbench.models.vim builds it; see the module docstring."""
     _check(dtype, res, batch)
-    elt, f32 = DTYPE_BYTES[dtype], 4
+    elt = DTYPE_BYTES[dtype]
     D, E, N, K = embed_dim, EXPAND * embed_dim, D_STATE, D_CONV
     R = math.ceil(D / 16)
     M = (res // PATCH) ** 2
@@ -104,20 +105,20 @@ def vim_counts(embed_dim: int, depth: int, res: int, batch: int, dtype: str = "f
     ops.append(OpCount("pos_embed+cls", "elementwise", BL * D, elt * (2 * BL * D + L * D)))
     # add_rmsnorm before each block and once at the end; block 0 has no residual to add.
     norm_flops = 5.0 * BL * D
-    norm_bytes_first = BL * D * (elt + f32 + elt) + D * f32          # read x, write residual + normed
-    norm_bytes = BL * D * (elt + f32 + f32 + elt) + D * f32          # read x + residual, write both
+    # Bytes of our three kernels: the same formulas the kernel roofline uses (bench/roofline.py).
+    norm_bytes_first = rl.add_rmsnorm_work(BL, D, dtype, residual=False).bytes
+    norm_bytes = rl.add_rmsnorm_work(BL, D, dtype).bytes
     ops.append(OpCount("add_rmsnorm", "norm", norm_flops * (depth + 1),
                        norm_bytes_first + norm_bytes * depth, depth + 1))
     ops.append(_gemm("in_proj", BL, D, 2 * E, elt, depth))
     conv_flops = 2 * (2.0 * K * BL * E)                               # both directions
-    conv_bytes = elt * (BL * E + 2 * BL * E) + f32 * 2 * E * (K + 1)  # read x, write u (2 directions)
+    conv_bytes = rl.conv1d_bidir_work(batch, E, L, K, dtype).bytes
     ops.append(OpCount("conv1d_bidir", "conv", conv_flops * depth, conv_bytes * depth, depth))
     ops.append(OpCount("conv_silu", "elementwise", 2.0 * BL * E * depth, 0.0, depth))  # fused into conv: no bytes
     ops.append(_gemm("x_proj", 2 * BL, E, R + 2 * N, elt, depth))
     ops.append(_gemm("dt_proj", 2 * BL, R, E, elt, depth))
     scan_flops = 2 * (SCAN_FLOPS_PER_ELEMENT * BL * E * N + BL * E) + BL * E + 2 * BL * E
-    # reads u, delta (2 directions), B, C (2 directions), z; writes y; A (2,E,N), D, bias (2,E) in fp32
-    scan_bytes = elt * (2 * BL * E * 2 + 2 * 2 * BL * N + BL * E + BL * E) + f32 * (2 * E * N + 4 * E)
+    scan_bytes = rl.bimamba_scan_work(batch, E, L, N, dtype).bytes
     ops.append(OpCount("bimamba_scan", "scan", scan_flops * depth, scan_bytes * depth, depth))
     ops.append(_gemm("out_proj", BL, E, D, elt, depth))
     ops.append(_gemm("head", batch, D, num_classes, elt))
