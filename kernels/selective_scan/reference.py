@@ -25,7 +25,7 @@ _MAX_CHUNK = 16
 _BLOCK_TOKENS = 512
 
 
-def _prepare(u, delta, z, delta_bias, delta_softplus):
+def _prepare(u, delta, delta_bias, delta_softplus):
     delta = delta.float()
     if delta_bias is not None:
         delta = delta + delta_bias.float()[:, None]
@@ -119,7 +119,7 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
     Returns (batch, E, L) in u's dtype; state and accumulation in fp32.
     """
     out_dtype = u.dtype
-    uf, dt = _prepare(u, delta, z, delta_bias, delta_softplus)
+    uf, dt = _prepare(u, delta, delta_bias, delta_softplus)
     Af, Bf, Cf = A.float(), B.float(), C.float()
     if reverse:
         uf_s, dt_s, Bf, Cf = uf.flip(-1), dt.flip(-1), Bf.flip(-1), Cf.flip(-1)
