@@ -145,3 +145,46 @@ def test_public_api_is_lazy_and_complete():
     assert vimbench.__version__
     assert {s.alias for s in vimbench.list_models()} >= {"vim_t", "vim_s", "vim_b", "deit_t", "deit_s", "deit_b"}
     assert callable(vimbench.create_model) and callable(vimbench.load_results)
+
+
+@pytest.mark.parametrize("name,width", [("vim_t", 48), ("vim_s", 64), ("vim_b", 80)])
+def test_x_dbl_layout_aligns_b_and_c_rows(name, width):
+    from vimbench.models.vim import XDblLayout
+
+    spec = get_spec(name)
+    lay = XDblLayout(dt_rank=-(-spec.embed_dim // 16), d_state=16)
+    assert lay.width == width and lay.width % 16 == 0
+    assert (lay.B.start, lay.C.start) == (0, 16)
+    weight = torch.arange(float(lay.dt_rank + 32)).unsqueeze(1).repeat(1, 3)  # row i holds the value i
+    rows = lay.reorder(weight)[:, 0].tolist()
+    r = lay.dt_rank
+    expected = list(range(r, r + 32)) + list(range(r)) + [0.0] * (width - r - 32)
+    assert rows == expected
+
+
+def test_mixer_weights_are_reused_until_a_parameter_changes():
+    torch.manual_seed(0)
+    model = create_model("vim_test", img_size=32, num_classes=0).eval()
+    mixer = model.layers[0].mixer
+    images = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        first = mixer.weights(torch.float32)
+        assert mixer.weights(torch.float32) is first, "inference reuses the stacked weights"
+        before = model(images)
+        mixer.x_proj_b.weight.mul_(1.5)  # in place: same storage, new version
+        assert mixer.weights(torch.float32) is not first
+        after = model(images)
+        fresh = create_model("vim_test", img_size=32, num_classes=0).eval()
+        fresh.load_state_dict(model.state_dict())
+        torch.testing.assert_close(after, fresh(images), rtol=0, atol=0)
+    assert not torch.allclose(before, after)
+    assert "_weights_cache" not in "".join(model.state_dict())
+
+
+def test_gradients_reach_every_mixer_parameter():
+    torch.manual_seed(0)
+    model = create_model("vim_test", img_size=32, num_classes=0)
+    model(torch.randn(1, 3, 32, 32)).square().sum().backward()
+    mixer = model.layers[0].mixer
+    for name, param in mixer.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, name

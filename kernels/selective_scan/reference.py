@@ -139,12 +139,14 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
     return _finish(y, uf, D, z, out_dtype)
 
 
-def bimamba_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True):
-    """Both directions of the Vim mixer core, combined and gated: 0.5 * (y_fwd + y_bwd) * SiLU(z).
+def bimamba_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True, combine=True):
+    """Both directions of the Vim mixer core, gated: 0.5 * (y_fwd + y_bwd) * SiLU(z).
 
     Direction-stacked inputs (index 0 forward, 1 backward): u, delta (2, batch, E, L); A (2, E, N) fp32;
     B, C (2, batch, N, L) (views with any strides are fine); D, delta_bias (2, E) fp32 or None;
-    z (batch, E, L) or None. Returns (batch, E, L) in u's dtype.
+    z (batch, E, L) or None. combine=True returns (batch, E, L) in u's dtype. combine=False returns the gated
+    halves 0.5 * y_dir * SiLU(z), (2, batch, E, L) in u's dtype, laid out (batch, L, 2, E) in memory so that
+    `halves.permute(1, 3, 0, 2).reshape(batch, L, 2 * E)` is a view; their sum over dim 0 is the combined output.
     """
     def pick(t, i):
         return None if t is None else t[i]
@@ -154,7 +156,11 @@ def bimamba_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_s
                              delta_softplus, reverse=False)
     y_b = selective_scan_ref(u[1].float(), delta[1], A[1], B[1], C[1], pick(D, 1), None, pick(delta_bias, 1),
                              delta_softplus, reverse=True)
-    y = 0.5 * (y_f + y_b)
-    if z is not None:
-        y = y * F.silu(z.float())
-    return y.to(u.dtype)
+    gate = 0.5 if z is None else 0.5 * F.silu(z.float())
+    if combine:
+        return ((y_f + y_b) * gate).to(u.dtype)
+    _, batch, channels, length = u.shape
+    halves = torch.empty(batch, length, 2, channels, dtype=u.dtype, device=u.device).permute(2, 0, 3, 1)
+    halves[0] = y_f * gate
+    halves[1] = y_b * gate
+    return halves

@@ -50,9 +50,7 @@ def _softplus(x, USE_ASM: tl.constexpr):
     return tl.where(x > SOFTPLUS_THRESHOLD, x, lp)
 
 
-# stride_A_n is not specialized: a contiguous (N, C) load of A would make Triton spread lanes over the states,
-# and that layout would propagate to the state tile (cross-lane sums); lanes must run over channels.
-@triton.jit(do_not_specialize=["L", "stride_A_n"])
+@triton.jit(do_not_specialize=["L"])
 def _scan_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr,
     E, L, dir_first, out_scale,
@@ -63,17 +61,21 @@ def _scan_kernel(
     stride_C_dir, stride_C_b, stride_C_n, stride_C_l,
     stride_D_dir, stride_bias_dir,
     stride_z_b, stride_z_e, stride_z_l,
-    stride_out_b, stride_out_e, stride_out_l,
-    N_STATE: tl.constexpr, BLOCK_C: tl.constexpr,
+    stride_out_dir, stride_out_b, stride_out_e, stride_out_l,
+    N_STATE: tl.constexpr, BLOCK_C: tl.constexpr, MASK_C: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     ATOMIC: tl.constexpr, USE_ASM: tl.constexpr, PREFETCH: tl.constexpr,
 ):
     """One program: BLOCK_C channels (one per lane) of one (direction, batch). Each lane keeps its channel's N
     states in registers and steps through the tokens one at a time, two per loop trip, loading each token's
     (BLOCK_C,) slice of u, delta, z and the (N,) column of B and C directly: no layout conversions. With
-    channel-last tensors (stride_*_e == 1, the layout the Vim model uses) those loads are coalesced."""
+    channel-last tensors (stride_*_e == 1, the layout the Vim model uses) those loads are coalesced; with B and C
+    rows 16-element aligned (stride_B_n == 1, stride_B_l a multiple of 16) each row is a few vector loads.
+
+    MASK_C: E is not a multiple of BLOCK_C, so channel lanes need masks. Trips whose tokens (and prefetched
+    tokens) all lie inside L run without token masks; the last one or two trips run masked."""
     pid_c = tl.program_id(0)
-    direction = tl.program_id(1).to(tl.int64)  # index into the direction-stacked inputs
+    direction = tl.program_id(1).to(tl.int64)  # index into the direction-stacked inputs (and the output)
     backward = (tl.program_id(1) + dir_first) == 1  # tokens run from L-1 down to 0
     pid_b = tl.program_id(2).to(tl.int64)
 
@@ -86,11 +88,17 @@ def _scan_kernel(
     B_base = B_ptr + direction * stride_B_dir + pid_b * stride_B_b + states * stride_B_n
     C_base = C_ptr + direction * stride_C_dir + pid_b * stride_C_b + states * stride_C_n
     z_base = z_ptr + pid_b * stride_z_b + c64 * stride_z_e
-    out_base = out_ptr + pid_b * stride_out_b + c64 * stride_out_e
+    out_base = out_ptr + direction * stride_out_dir + pid_b * stride_out_b + c64 * stride_out_e
 
-    # (N, C), pre-scaled so that exp(Delta * A) = exp2(Delta * A2)
-    A2 = tl.load(A_ptr + direction * stride_A_dir + c64[None, :] * stride_A_e + states[:, None] * stride_A_n,
-                 mask=mask_c[None, :], other=0.0) * LOG2E
+    # (N, C), pre-scaled so that exp(Delta * A) = exp2(Delta * A2). Built from N (C,) row loads rather than one
+    # (N, C) load: given a 2D load without contiguity, Triton 3.6's coalescing pass puts 16 lanes on the state
+    # axis (ties broken towards dim 0), that layout spreads to the whole state tile, and every token then pays
+    # cross-lane sums (128 shuffles per loop trip on sm_90). Row loads leave the default layout: lanes on channels.
+    A2 = tl.zeros((N_STATE, BLOCK_C), dtype=tl.float32)
+    A_rows = A_ptr + direction * stride_A_dir + c64 * stride_A_e
+    for n in tl.static_range(N_STATE):
+        a_n = tl.load(A_rows + n * stride_A_n, mask=mask_c, other=0.0) * LOG2E
+        A2 = tl.where(states[:, None] == n, a_n[None, :], A2)
     D_row = tl.zeros((BLOCK_C,), dtype=tl.float32)
     bias_row = tl.zeros((BLOCK_C,), dtype=tl.float32)
     if HAS_D:
@@ -99,76 +107,108 @@ def _scan_kernel(
         bias_row = tl.load(bias_ptr + direction * stride_bias_dir + c64, mask=mask_c, other=0.0)
 
     h = tl.zeros((N_STATE, BLOCK_C), dtype=tl.float32)
-    # Two tokens per loop trip. The loads of the next trip are issued before this trip's arithmetic, so their
-    # latency (hundreds of cycles from HBM) overlaps the recurrence instead of stalling every token.
     args = (u_base, dt_base, z_base, B_base, C_base, L, backward, mask_c,
             stride_u_l, stride_dt_l, stride_z_l, stride_B_l, stride_C_l)
-    u0, dt0, z0, B0, C0 = _load_token(0, *args, HAS_Z)
-    u1, dt1, z1, B1, C1 = _load_token(1, *args, HAS_Z)
-    for k in range(0, tl.cdiv(L, 2)):
-        step = 2 * k
-        if PREFETCH:
-            nu0, ndt0, nz0, nB0, nC0 = _load_token(step + 2, *args, HAS_Z)
-            nu1, ndt1, nz1, nB1, nC1 = _load_token(step + 3, *args, HAS_Z)
-        else:
-            nu0, ndt0, nz0, nB0, nC0 = u0, dt0, z0, B0, C0
-            nu1, ndt1, nz1, nB1, nC1 = u1, dt1, z1, B1, C1
-        h = _token_step(h, step, u0, dt0, z0, B0, C0, A2, D_row, bias_row, out_base, stride_out_l, L, backward,
-                        mask_c, out_scale, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM)
-        h = _token_step(h, step + 1, u1, dt1, z1, B1, C1, A2, D_row, bias_row, out_base, stride_out_l, L,
-                        backward, mask_c, out_scale, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM)
-        if PREFETCH:
-            u0, dt0, z0, B0, C0 = nu0, ndt0, nz0, nB0, nC0
-            u1, dt1, z1, B1, C1 = nu1, ndt1, nz1, nB1, nC1
-        else:
-            u0, dt0, z0, B0, C0 = _load_token(step + 2, *args, HAS_Z)
-            u1, dt1, z1, B1, C1 = _load_token(step + 3, *args, HAS_Z)
+    step_args = (A2, D_row, bias_row, out_base, stride_out_l, L, backward, mask_c, out_scale)
+    t0 = _load_token(0, *args, HAS_Z, True, MASK_C)
+    t1 = _load_token(1, *args, HAS_Z, True, MASK_C)
+    # Trip k steps tokens 2k, 2k+1 and loads 2k+2, 2k+3; every one of them is < L for k < (L - 2) // 2.
+    full_trips = tl.maximum((L - 2) // 2, 0)
+    for k in range(0, full_trips):
+        h, t0, t1 = _trip(h, 2 * k, t0, t1, args, step_args, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC,
+                           USE_ASM, False, MASK_C, PREFETCH)
+    for k in range(full_trips, tl.cdiv(L, 2)):
+        h, t0, t1 = _trip(h, 2 * k, t0, t1, args, step_args, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC,
+                           USE_ASM, True, MASK_C, PREFETCH)
 
 
 @triton.jit
-def _token_position(step, L, backward, mask_c):
+def _trip(h, step, t0, t1, args, step_args, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
+          SOFTPLUS: tl.constexpr, ATOMIC: tl.constexpr, USE_ASM: tl.constexpr, MASK_T: tl.constexpr,
+          MASK_C: tl.constexpr, PREFETCH: tl.constexpr):
+    """Tokens `step` and `step + 1` (already loaded as t0, t1). The loads of the next two tokens are issued
+    first, so their latency (hundreds of cycles from HBM) overlaps this trip's arithmetic instead of stalling
+    every token. Returns the new state and the next trip's tokens."""
+    if PREFETCH:
+        n0 = _load_token(step + 2, *args, HAS_Z, MASK_T, MASK_C)
+        n1 = _load_token(step + 3, *args, HAS_Z, MASK_T, MASK_C)
+    h = _token_step(h, step, *t0, *step_args, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM,
+                    MASK_T, MASK_C)
+    h = _token_step(h, step + 1, *t1, *step_args, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM,
+                    MASK_T, MASK_C)
+    if not PREFETCH:
+        n0 = _load_token(step + 2, *args, HAS_Z, MASK_T, MASK_C)
+        n1 = _load_token(step + 3, *args, HAS_Z, MASK_T, MASK_C)
+    return h, n0, n1
+
+
+@triton.jit
+def _token_position(step, L, backward, mask_c, MASK_T: tl.constexpr):
+    """The token index of scan step `step`, whether it is inside L, and the lane mask."""
     t = tl.where(backward, L - 1 - step, step)
     valid = step < L
-    return t, valid, mask_c & valid
+    if MASK_T:
+        mask = mask_c & valid
+    else:
+        mask = mask_c
+    return t, valid, mask
+
+
+@triton.jit
+def _load_lanes(ptr, mask, MASKED: tl.constexpr):
+    """A (C,) load in fp32; masked lanes read 0. Unmasked loads skip the predicate and the zero fill."""
+    if MASKED:
+        return tl.load(ptr, mask=mask, other=0.0).to(tl.float32)
+    else:
+        return tl.load(ptr).to(tl.float32)
 
 
 @triton.jit
 def _load_token(step, u_base, dt_base, z_base, B_base, C_base, L, backward, mask_c,
-                stride_u_l, stride_dt_l, stride_z_l, stride_B_l, stride_C_l, HAS_Z: tl.constexpr):
+                stride_u_l, stride_dt_l, stride_z_l, stride_B_l, stride_C_l, HAS_Z: tl.constexpr,
+                MASK_T: tl.constexpr, MASK_C: tl.constexpr):
     """Token `step` (in scan order) of u, delta, z: (C,) each, and of B, C: (N,) each, in fp32; zeros past L."""
-    t, valid, mask = _token_position(step, L, backward, mask_c)
-    u = tl.load(u_base + t * stride_u_l, mask=mask, other=0.0).to(tl.float32)
-    dt = tl.load(dt_base + t * stride_dt_l, mask=mask, other=0.0).to(tl.float32)
+    t, valid, mask = _token_position(step, L, backward, mask_c, MASK_T)
+    u = _load_lanes(u_base + t * stride_u_l, mask, MASK_T or MASK_C)
+    dt = _load_lanes(dt_base + t * stride_dt_l, mask, MASK_T or MASK_C)
     if HAS_Z:
-        z = tl.load(z_base + t * stride_z_l, mask=mask, other=0.0).to(tl.float32)
+        z = _load_lanes(z_base + t * stride_z_l, mask, MASK_T or MASK_C)
     else:
         z = u
-    Bt = tl.load(B_base + t * stride_B_l, mask=valid, other=0.0).to(tl.float32)
-    Ct = tl.load(C_base + t * stride_C_l, mask=valid, other=0.0).to(tl.float32)
+    Bt = _load_lanes(B_base + t * stride_B_l, valid, MASK_T)
+    Ct = _load_lanes(C_base + t * stride_C_l, valid, MASK_T)
     return u, dt, z, Bt, Ct
 
 
 @triton.jit
 def _token_step(h, step, u, dt, z, Bt, Ct, A2, D_row, bias_row, out_base, stride_out_l, L, backward, mask_c,
                 out_scale, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
-                SOFTPLUS: tl.constexpr, ATOMIC: tl.constexpr, USE_ASM: tl.constexpr):
+                SOFTPLUS: tl.constexpr, ATOMIC: tl.constexpr, USE_ASM: tl.constexpr, MASK_T: tl.constexpr,
+                MASK_C: tl.constexpr):
     """One token of the recurrence for the (N, C) state h; writes that token's output and returns h."""
-    t, valid, mask = _token_position(step, L, backward, mask_c)
+    t, valid, mask = _token_position(step, L, backward, mask_c, MASK_T)
     if HAS_BIAS:
         dt = dt + bias_row
     if SOFTPLUS:
         dt = _softplus(dt, USE_ASM)
-    dt = tl.where(mask, dt, 0.0)  # after the softplus: masked steps must be the identity (a=1, b=0)
+    if MASK_T:
+        dt = tl.where(mask, dt, 0.0)  # after the softplus: masked steps must be the identity (a=1, b=0)
     h = tl.exp2(A2 * dt[None, :]) * h + Bt[:, None] * (dt * u)[None, :]
     y = tl.sum(Ct[:, None] * h, axis=0)  # (C,): the states are in-thread, no shuffles
     if HAS_D:
         y += D_row * u
     if HAS_Z:
         y = y * z * tl.sigmoid(z)
+    y = y * out_scale
     if ATOMIC:
-        tl.atomic_add(out_base + t * stride_out_l, y * out_scale, mask=mask, sem="relaxed")
-    else:
+        if MASK_T or MASK_C:
+            tl.atomic_add(out_base + t * stride_out_l, y, mask=mask, sem="relaxed")
+        else:
+            tl.atomic_add(out_base + t * stride_out_l, y, sem="relaxed")
+    elif MASK_T or MASK_C:
         tl.store(out_base + t * stride_out_l, y.to(out_base.dtype.element_ty), mask=mask)
+    else:
+        tl.store(out_base + t * stride_out_l, y.to(out_base.dtype.element_ty))
     return h
 
 
@@ -211,7 +251,8 @@ def _check(u, delta, A, B, C, n_dir: int | None):
 
 def _launch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out, dir_first, n_dir, out_scale, atomic):
     """u, delta: (dirs, batch, E, L); A: (dirs, E, N); B, C: (dirs, batch, N, L); D, delta_bias: (dirs, E);
-    z, out: (batch, E, L). Stacked index i runs backward when i + dir_first == 1."""
+    z: (batch, E, L); out: (batch, E, L) shared by the directions, or (dirs, batch, E, L), one per direction.
+    Stacked index i runs backward when i + dir_first == 1."""
     _, batch, channels, length = u.shape
     cfg = _config(u.device, _interpreted(_scan_kernel))
     if not cfg["interpreted"]:
@@ -222,19 +263,20 @@ def _launch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out, dir_first,
     has_d, has_z, has_bias = D is not None, z is not None, delta_bias is not None
     dummy = A  # any valid pointer for absent optional inputs; never read
     Dt = D if has_d else dummy
-    zt = z if has_z else out
+    zt = z if has_z else u[0]
     bt = delta_bias if has_bias else dummy
     if has_d and D.stride(-1) != 1:
         Dt = D.contiguous()
     if has_bias and delta_bias.stride(-1) != 1:
         bt = delta_bias.contiguous()
+    out_strides = out.stride() if out.dim() == 4 else (0, *out.stride())
     _scan_kernel[grid](
         u, delta, A, B, C, Dt, zt, bt, out,
         channels, length, dir_first, out_scale,
         *u.stride(), *delta.stride(), *A.stride(), *B.stride(), *C.stride(),
         Dt.stride(0) if has_d else 0, bt.stride(0) if has_bias else 0,
-        *zt.stride(), *out.stride(),
-        N_STATE=A.shape[-1], BLOCK_C=cfg["BLOCK_C"],
+        *zt.stride(), *out_strides,
+        N_STATE=A.shape[-1], BLOCK_C=cfg["BLOCK_C"], MASK_C=channels % cfg["BLOCK_C"] != 0,
         HAS_D=has_d, HAS_Z=has_z, HAS_BIAS=has_bias, SOFTPLUS=bool(delta_softplus), ATOMIC=atomic,
         USE_ASM=not cfg["interpreted"], PREFETCH=cfg["PREFETCH"],
         num_warps=cfg["num_warps"],
@@ -259,20 +301,32 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
                    delta_softplus, out, dir_first=int(bool(reverse)), n_dir=1, out_scale=1.0, atomic=False)
 
 
-def bimamba_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True):
-    """Both Vim directions in one launch, combined and gated: 0.5 * (y_fwd + y_bwd) * SiLU(z).
+def bimamba_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True, combine=True):
+    """Both Vim directions in one launch, gated: 0.5 * (y_fwd + y_bwd) * SiLU(z).
 
     Same contract as `bimamba_scan_ref`. Direction-stacked inputs (index 0 forward, 1 backward):
     u, delta (2, batch, E, L) fp32/fp16/bf16; A (2, E, N) fp32; B, C (2, batch, N, L), any strides (views of
-    x_dbl are fine); D, delta_bias (2, E) fp32 or None; z (batch, E, L) or None.
-    Returns (batch, E, L) in u's dtype, laid out like u[0]. No flipped copies: the backward direction reads tokens from
-    the right.
+    x_dbl are fine; rows whose B and C each start 16-element aligned, stride 1 along N, load as vectors);
+    D, delta_bias (2, E) fp32 or None; z (batch, E, L) or None. No flipped copies: the backward direction reads
+    tokens from the right.
+
+    combine=True: returns (batch, E, L) in u's dtype, laid out like u[0]. The directions add into one fp32
+    buffer with atomics, which is then rounded once.
+    combine=False: returns the gated halves 0.5 * y_dir * SiLU(z) as (2, batch, E, L) in u's dtype, whose sum
+    over dim 0 is the combined output. Memory order is (batch, L, 2, E): `out.permute(1, 3, 0, 2).reshape(batch,
+    L, 2 * E)` is a view, so a GEMM with the out-projection weight repeated along K sums the halves for free.
+    No zero fill, no atomics, no cast pass.
     """
     _check(u, delta, A, B, C, 2)
-    out32 = torch.zeros_like(u[0], dtype=torch.float32)  # same layout as u; both directions add into it
     A = A.float()
     D = None if D is None else D.float()
     delta_bias = None if delta_bias is None else delta_bias.float()
+    if not combine:
+        _, batch, channels, length = u.shape
+        halves = torch.empty(batch, length, 2, channels, dtype=u.dtype, device=u.device).permute(2, 0, 3, 1)
+        return _launch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, halves, dir_first=0, n_dir=2,
+                       out_scale=0.5, atomic=False)
+    out32 = torch.zeros_like(u[0], dtype=torch.float32)  # same layout as u; both directions add into it
     _launch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out32, dir_first=0, n_dir=2, out_scale=0.5,
             atomic=True)
     return out32 if u.dtype == torch.float32 else out32.to(u.dtype)

@@ -123,6 +123,50 @@ def test_bad_shapes_raise(triton_scan, device):
         triton_scan.selective_scan(**{**x, "B": x["B"][:, :, :4]})
 
 
+def model_layout(batch, channels, length, dtype=torch.float32, device="cpu", seed=3):
+    """Direction-stacked inputs exactly as the Vim mixer lays them out: u and delta channel-last, z a view of a
+    channel-last xz, B and C views of an x_dbl buffer in XDblLayout order (rows 16-element aligned)."""
+    from vimbench.models.vim import XDblLayout
+
+    lay = XDblLayout(dt_rank=3, d_state=N_STATE)
+    g = torch.Generator().manual_seed(seed)
+    xz = torch.randn(batch, length, 2 * channels, generator=g)
+    x_dbl = torch.randn(2, batch, length, lay.width, generator=g)
+    A = -(torch.arange(1, N_STATE + 1).float().repeat(2, channels, 1) * (1 + 0.1 * torch.rand(2, channels, N_STATE,
+                                                                                              generator=g)))
+    cast = lambda t: t.to(device=device, dtype=dtype)  # noqa: E731
+    x_dbl = cast(x_dbl)
+    return dict(u=cast(torch.randn(2, batch, length, channels, generator=g)).transpose(2, 3),
+                delta=cast(torch.randn(2, batch, length, channels, generator=g) * 0.5 - 3.0).transpose(2, 3),
+                A=A.to(device), B=x_dbl[..., lay.B].transpose(2, 3), C=x_dbl[..., lay.C].transpose(2, 3),
+                D=torch.randn(2, channels, generator=g).to(device),
+                z=cast(xz)[..., channels:].transpose(1, 2),
+                delta_bias=(torch.rand(2, channels, generator=g) * 2.0 - 3.0).to(device))
+
+
+# L = 1..6 cross the boundary between the unmasked main loop and the masked last trips; 16 channels fill the
+# interpreter's 8-wide channel blocks exactly (no channel mask), 13 do not.
+@pytest.mark.parametrize("channels", [16, 13])
+@pytest.mark.parametrize("length", [1, 2, 4, 5, 6, 197])
+def test_bimamba_scan_halves_match_reference(triton_scan, device, channels, length):
+    x = model_layout(2, channels, length, device=device)
+    halves = triton_scan.bimamba_scan(**x, combine=False)
+    ref = bimamba_scan_ref(**x, combine=False)
+    assert halves.shape == (2, 2, channels, length) and halves.dtype == torch.float32
+    assert halves.permute(1, 3, 0, 2).is_contiguous(), "halves must be laid out (batch, L, 2, E)"
+    rtol, atol = TOL[torch.float32]
+    torch.testing.assert_close(halves, ref, rtol=rtol, atol=atol)
+    torch.testing.assert_close(halves.sum(0), triton_scan.bimamba_scan(**x), rtol=rtol, atol=atol)
+
+
+def test_reference_halves_sum_to_the_combined_output():
+    x = model_layout(1, 5, 9)
+    halves = bimamba_scan_ref(**x, combine=False)
+    assert halves.permute(1, 3, 0, 2).is_contiguous()
+    torch.testing.assert_close(halves.sum(0), bimamba_scan_ref(**x), rtol=1e-6, atol=1e-6)
+    assert not torch.allclose(halves[0], halves[1]), "the two directions must differ on random inputs"
+
+
 # ---- GPU: realistic shapes, low precision ---------------------------------------------------------------------
 
 def _ref64_bimamba(x):
@@ -170,3 +214,15 @@ def test_bimamba_scan_channel_last_layout(triton_scan, length):
     assert out.stride(-2) == 1, "the output keeps the input's channel-last layout"
     rtol, atol = TOL[torch.float32]
     torch.testing.assert_close(out, bimamba_scan_ref(**inputs), rtol=rtol, atol=atol)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("channels,length", [(384, 197), (384, 6085), (768, 577)])
+def test_bimamba_scan_halves_gpu(triton_scan, dtype, channels, length):
+    x = model_layout(2, channels, length, dtype=dtype, device="cuda")
+    halves = triton_scan.bimamba_scan(**x, combine=False)
+    ref64 = _ref64_bimamba(x)
+    plain = bimamba_scan_ref(**x)
+    assert halves.dtype == dtype
+    assert_close_to_f64(halves.double().sum(0), ref64, dtype, plain)

@@ -103,27 +103,39 @@ def _contiguous_strides(*shape: int) -> tuple[int, ...]:
     return tuple(reversed(strides))
 
 
-def scan_specs(dtype: str = "bf16", batch: int = 64, channels: int = 384, length: int = 6085,
-               n_state: int = 16, bidirectional: bool = True) -> KernelSpec:
-    """kernels/selective_scan/triton.py `_scan_kernel` as the Vim mixer launches it (Vim-Ti, 1248 px, B=64),
-    channel-last: u, delta (2, B, E, L) views of (2, B, L, E) buffers; B, C views of x_dbl (2, B, L, R+2N) with
-    R = E/32; z a view of xz (B, L, 2E); A (2, E, N); out fp32 (B, E, L) view of (B, L, E) (bidirectional:
-    atomics) or u's dtype (one direction)."""
+SCAN_MODES = ("halves", "combined", "single")
+
+
+def scan_specs(dtype: str = "bf16", mode: str = "halves", batch: int = 64, channels: int = 384, length: int = 6085,
+               n_state: int = 16) -> KernelSpec:
+    """kernels/selective_scan/triton.py `_scan_kernel` at Vim-Ti, 1248 px, B=64, with the Vim mixer's layouts:
+    u, delta (2, B, E, L) views of (2, B, L, E) buffers; B, C views of x_dbl (2, B, L, width) in XDblLayout order
+    (rows 16-element aligned); z a view of xz (B, L, 2E); A (2, E, N).
+
+    mode "halves": bimamba_scan(combine=False), what the model launches: out (2, B, E, L) in u's dtype, a view
+    of (B, L, 2, E). "combined": bimamba_scan(combine=True): fp32 atomics into (B, E, L). "single":
+    selective_scan, one direction."""
+    from vimbench.models.vim import XDblLayout
+
+    if mode not in SCAN_MODES:
+        raise VimbenchError(f"unknown scan mode {mode!r}; choose from {', '.join(SCAN_MODES)}")
     B_, E, L, N = batch, channels, length, n_state
-    R = -(-E // 32)  # dt_rank = ceil(D / 16), D = E / 2
+    width = XDblLayout(dt_rank=-(-E // 32), d_state=N).width  # dt_rank = ceil(D / 16), D = E / 2
     block_c, num_warps, tokens_per_trip = 32, 1, 2   # _config() on CUDA at this size
-    dirs = 2 if bidirectional else 1
+    dirs = 1 if mode == "single" else 2
     d0, b0, l0, e0 = _contiguous_strides(dirs, B_, L, E)
     u_st = (d0, b0, e0, l0)
-    xd0, xb0, xl0, xn0 = _contiguous_strides(dirs, B_, L, R + 2 * N)
+    xd0, xb0, xl0, xn0 = _contiguous_strides(dirs, B_, L, width)
     x_dbl_st = (xd0, xb0, xn0, xl0)
-    out_b, out_l, out_e = _contiguous_strides(B_, L, E)
-    out_dtype = "fp32" if bidirectional else dtype
+    if mode == "halves":
+        out_b, out_l, out_dir, out_e = _contiguous_strides(B_, L, 2, E)
+    else:
+        out_dir, (out_b, out_l, out_e) = 0, _contiguous_strides(B_, L, E)
     args = {
         "u_ptr": Ptr(dtype), "delta_ptr": Ptr(dtype), "A_ptr": Ptr("fp32"), "B_ptr": Ptr(dtype),
         "C_ptr": Ptr(dtype), "D_ptr": Ptr("fp32"), "z_ptr": Ptr(dtype), "bias_ptr": Ptr("fp32"),
-        "out_ptr": Ptr(out_dtype),
-        "E": E, "L": L, "dir_first": 0, "out_scale": 0.5 if bidirectional else 1.0,
+        "out_ptr": Ptr("fp32" if mode == "combined" else dtype),
+        "E": E, "L": L, "dir_first": 0, "out_scale": 1.0 if mode == "single" else 0.5,
         **dict(zip(("stride_u_dir", "stride_u_b", "stride_u_e", "stride_u_l"), u_st)),
         **dict(zip(("stride_dt_dir", "stride_dt_b", "stride_dt_e", "stride_dt_l"), u_st)),
         **dict(zip(("stride_A_dir", "stride_A_e", "stride_A_n"), _contiguous_strides(dirs, E, N))),
@@ -131,15 +143,14 @@ def scan_specs(dtype: str = "bf16", batch: int = 64, channels: int = 384, length
         **dict(zip(("stride_C_dir", "stride_C_b", "stride_C_n", "stride_C_l"), x_dbl_st)),
         "stride_D_dir": E, "stride_bias_dir": E,
         "stride_z_b": L * 2 * E, "stride_z_e": 1, "stride_z_l": 2 * E,
-        "stride_out_b": out_b, "stride_out_e": out_e, "stride_out_l": out_l,
+        "stride_out_dir": out_dir, "stride_out_b": out_b, "stride_out_e": out_e, "stride_out_l": out_l,
     }
-    constexprs = dict(N_STATE=N, BLOCK_C=block_c, HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True,
-                      ATOMIC=bidirectional, USE_ASM=True, PREFETCH=True)
+    constexprs = dict(N_STATE=N, BLOCK_C=block_c, MASK_C=E % block_c != 0, HAS_D=True, HAS_Z=True, HAS_BIAS=True,
+                      SOFTPLUS=True, ATOMIC=mode == "combined", USE_ASM=True, PREFETCH=True)
     # One loop trip: 2 tokens x N states x (BLOCK_C / threads) channels per thread.
     state_elements = tokens_per_trip * N * block_c // (32 * num_warps)
-    kind = "bimamba" if bidirectional else "single"
-    return spec_from_args(f"scan/{kind}/{dtype}", "kernels.selective_scan.triton", "_scan_kernel", args,
-                          constexprs, do_not_specialize=("L", "stride_A_n"), num_warps=num_warps,
+    return spec_from_args(f"scan/{mode}/{dtype}", "kernels.selective_scan.triton", "_scan_kernel", args,
+                          constexprs, do_not_specialize=("L",), num_warps=num_warps,
                           state_elements=state_elements)
 
 

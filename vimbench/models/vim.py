@@ -7,6 +7,7 @@ through an op table (`vimbench.models.ops`); this module holds only the architec
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -19,6 +20,53 @@ D_STATE = 16
 D_CONV = 4
 EXPAND = 2
 NORM_EPS = 1e-5
+
+
+@dataclass(frozen=True)
+class XDblLayout:
+    """Column order of the x_proj output (x_dbl) as the mixer computes it: [B | C | dt | zero pad].
+
+    The official weight's rows are [dt | B | C] (dt_rank + 2 * d_state = 44 for Vim-Ti). The mixer reorders them
+    and pads the row to a multiple of 16 elements, so that every token's B and C rows start 16-element aligned
+    and the scan kernel loads each with a few vector loads instead of 2 * d_state scalar ones."""
+    dt_rank: int
+    d_state: int
+
+    @property
+    def width(self) -> int:
+        return -(-(2 * self.d_state + self.dt_rank) // 16) * 16
+
+    @property
+    def B(self) -> slice:
+        return slice(0, self.d_state)
+
+    @property
+    def C(self) -> slice:
+        return slice(self.d_state, 2 * self.d_state)
+
+    @property
+    def dt(self) -> slice:
+        return slice(2 * self.d_state, 2 * self.d_state + self.dt_rank)
+
+    def reorder(self, weight: torch.Tensor) -> torch.Tensor:
+        """(dt_rank + 2N, E) official x_proj weight -> (width, E) in this layout (pad rows zero)."""
+        r, n = self.dt_rank, self.d_state
+        pad = weight.new_zeros(self.width - r - 2 * n, weight.shape[1])
+        return torch.cat([weight[r:r + n], weight[r + n:r + 2 * n], weight[:r], pad])
+
+
+@dataclass(frozen=True)
+class MixerWeights:
+    """A mixer's weights as its ops take them: both directions stacked, cast to the activation dtype where a
+    GEMM uses them. Derived from the parameters (which keep the official names and shapes)."""
+    conv_w: torch.Tensor   # (2, E, K) fp32-or-param dtype
+    conv_b: torch.Tensor   # (2, E)
+    x_proj: torch.Tensor   # (2, 1, width, E) activation dtype, rows in XDblLayout order
+    dt_proj: torch.Tensor  # (2, 1, E, R) activation dtype
+    A: torch.Tensor        # (2, E, N) fp32, A = -exp(A_log)
+    D: torch.Tensor        # (2, E) fp32
+    dt_bias: torch.Tensor  # (2, E) fp32
+    out_proj2: torch.Tensor  # (D, 2E) activation dtype: out_proj.weight twice along K (sums the two halves)
 
 
 class RMSNorm(nn.Module):
@@ -37,6 +85,8 @@ class BiMambaMixer(nn.Module):
         self.ops = ops
         inner = EXPAND * d_model
         self.d_inner, self.dt_rank = inner, math.ceil(d_model / 16)
+        self.x_dbl_layout = XDblLayout(self.dt_rank, D_STATE)
+        self._weights_cache: tuple | None = None  # (key, MixerWeights); not part of the state dict
         self.in_proj = nn.Linear(d_model, 2 * inner, bias=False)
         self.out_proj = nn.Linear(inner, d_model, bias=False)
         for suffix in ("", "_b"):
@@ -63,29 +113,51 @@ class BiMambaMixer(nn.Module):
             proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)
         self.out_proj.weight.div_(math.sqrt(depth))
 
+    def _build_weights(self, dtype: torch.dtype) -> MixerWeights:
+        both = lambda a, b: torch.stack([a, b])  # noqa: E731 - direction 0 forward, 1 backward
+        lay = self.x_dbl_layout
+        return MixerWeights(
+            conv_w=both(self.conv1d.weight[:, 0], self.conv1d_b.weight[:, 0]),
+            conv_b=both(self.conv1d.bias, self.conv1d_b.bias),
+            x_proj=both(lay.reorder(self.x_proj.weight), lay.reorder(self.x_proj_b.weight)).unsqueeze(1).to(dtype),
+            dt_proj=both(self.dt_proj.weight, self.dt_proj_b.weight).unsqueeze(1).to(dtype),
+            A=-torch.exp(both(self.A_log, self.A_b_log).float()),
+            D=both(self.D, self.D_b).float(),
+            dt_bias=both(self.dt_proj.bias, self.dt_proj_b.bias).float(),
+            out_proj2=torch.cat([self.out_proj.weight, self.out_proj.weight], 1).to(dtype),
+        )
+
+    def weights(self, dtype: torch.dtype) -> MixerWeights:
+        """The stacked weights for activations of `dtype`. Without autograd (inference) they are built once and
+        reused until a parameter changes (new storage or an in-place update bumps the key); with autograd they
+        are built on every call so gradients reach the parameters."""
+        if torch.is_grad_enabled():
+            return self._build_weights(dtype)
+        params = list(self.parameters(recurse=True))
+        key = (dtype, tuple(p.data_ptr() for p in params), tuple(p._version for p in params))
+        if self._weights_cache is None or self._weights_cache[0] != key:
+            self._weights_cache = (key, self._build_weights(dtype))
+        return self._weights_cache[1]
+
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        inner, rank = self.d_inner, self.dt_rank
+        inner, lay = self.d_inner, self.x_dbl_layout
         # Channel-last throughout: per-token channel runs are contiguous, so the scan kernel's per-token loads
         # coalesce. Ops see (B, E, L) / (2, B, N, L) shaped views of these (B, L, ...) tensors.
         xz = F.linear(h, self.in_proj.weight)  # (B, L, 2E)
+        w = self.weights(xz.dtype)
         x = xz[..., :inner].transpose(1, 2)  # (B, E, L) view, channel stride 1
         z = xz[..., inner:].transpose(1, 2)
-        conv_w = torch.stack([self.conv1d.weight[:, 0], self.conv1d_b.weight[:, 0]])  # (2, E, K)
-        conv_b = torch.stack([self.conv1d.bias, self.conv1d_b.bias])  # (2, E)
-        u = self.ops.conv1d_silu_bidir(x, conv_w, conv_b)  # (2, B, E, L)
-        u_tokens = u.transpose(2, 3)  # (2, B, L, E)
-        w_x = torch.stack([self.x_proj.weight, self.x_proj_b.weight]).unsqueeze(1)  # (2, 1, R+2N, E)
-        x_dbl = torch.matmul(u_tokens, w_x.transpose(2, 3).to(u.dtype))  # (2, B, L, R+2N)
-        w_dt = torch.stack([self.dt_proj.weight, self.dt_proj_b.weight]).unsqueeze(1)  # (2, 1, E, R)
+        u = self.ops.conv1d_silu_bidir(x, w.conv_w, w.conv_b)  # (2, B, E, L)
+        x_dbl = torch.matmul(u.transpose(2, 3), w.x_proj.transpose(2, 3))  # (2, B, L, width): [B | C | dt | pad]
         # (2, B, L, E) -> (2, B, E, L) view; the dt bias is added inside the scan
-        delta = torch.matmul(x_dbl[..., :rank], w_dt.transpose(2, 3).to(x_dbl.dtype)).transpose(2, 3)
-        B = x_dbl[..., rank:rank + D_STATE].transpose(2, 3)  # (2, B, N, L) view
-        C = x_dbl[..., rank + D_STATE:].transpose(2, 3)
-        A = -torch.exp(torch.stack([self.A_log, self.A_b_log]).float())  # (2, E, N)
-        D = torch.stack([self.D, self.D_b]).float()
-        dt_bias = torch.stack([self.dt_proj.bias, self.dt_proj_b.bias]).float()
-        y = self.ops.bimamba_scan(u, delta, A, B, C, D, z, dt_bias)  # (B, E, L) = mean of directions * silu(z)
-        return F.linear(y.transpose(1, 2), self.out_proj.weight)
+        delta = torch.matmul(x_dbl[..., lay.dt], w.dt_proj.transpose(2, 3)).transpose(2, 3)
+        B = x_dbl[..., lay.B].transpose(2, 3)  # (2, B, N, L) views
+        C = x_dbl[..., lay.C].transpose(2, 3)
+        # The two gated halves 0.5 * y_dir * SiLU(z), laid out (B, L, 2, E): out_proj applied to [y_f | y_b]
+        # with its weight repeated along K sums them inside the GEMM.
+        halves = self.ops.bimamba_scan(u, delta, w.A, B, C, w.D, z, w.dt_bias, combine=False)
+        batch, length = h.shape[0], h.shape[1]
+        return F.linear(halves.permute(1, 3, 0, 2).reshape(batch, length, 2 * inner), w.out_proj2)
 
 
 class VimBlock(nn.Module):
