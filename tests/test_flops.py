@@ -45,11 +45,19 @@ def test_vim_t_scan_follows_the_mamba_convention():
 
 
 def test_vim_test_matches_flop_counter():
+    from vimbench.layout import XDblLayout
+
     model = create_model("vim_test", 64, num_classes=10, backend="torch").eval()
     images = torch.randn(2, 3, 64, 64)
     counts = model_counts("vim_test", 64, 2, num_classes=10)
     by = counts.by_category()
-    assert _counter_flops(model, images) == pytest.approx(by["gemm"]["flops"] + by["conv"]["flops"], rel=1e-12)
+    # The counter also sees the zero rows the mixer pads x_proj's output with (fp32: no other extras).
+    mixer = model.layers[0].mixer
+    lay, tokens, depth = mixer.x_dbl_layout, model.num_tokens, len(model.layers)
+    padding = 2 * (2 * 2 * tokens) * mixer.d_inner * (lay.width - lay.dt_rank - 2 * lay.d_state) * depth
+    assert lay == XDblLayout(mixer.dt_rank, 16) and padding > 0
+    assert _counter_flops(model, images) == pytest.approx(by["gemm"]["flops"] + by["conv"]["flops"] + padding,
+                                                          rel=1e-12)
 
 
 @pytest.mark.parametrize("res", [32, 64])

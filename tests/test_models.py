@@ -149,7 +149,7 @@ def test_public_api_is_lazy_and_complete():
 
 @pytest.mark.parametrize("name,width", [("vim_t", 48), ("vim_s", 64), ("vim_b", 80)])
 def test_x_dbl_layout_aligns_b_and_c_rows(name, width):
-    from vimbench.models.vim import XDblLayout
+    from vimbench.layout import XDblLayout
 
     spec = get_spec(name)
     lay = XDblLayout(dt_rank=-(-spec.embed_dim // 16), d_state=16)
@@ -188,3 +188,24 @@ def test_gradients_reach_every_mixer_parameter():
     mixer = model.layers[0].mixer
     for name, param in mixer.named_parameters():
         assert param.grad is not None and param.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_mixer_sums_halves_in_the_gemm_like_the_combined_scan(backend, monkeypatch):
+    """The bf16/fp16 path (gated halves summed by out_proj with its weight repeated along K) and the fp32 path
+    (the scan combines) compute the same function; checked in fp32 by switching the choice."""
+    if backend == "triton":
+        pytest.importorskip("triton")
+    import vimbench.models.vim as vim
+
+    torch.manual_seed(0)
+    images = torch.randn(2, 3, 32, 32)
+    outputs = {}
+    for halves in (False, True):
+        monkeypatch.setattr(vim, "sums_halves_in_gemm", lambda dtype, h=halves: h)
+        torch.manual_seed(1)
+        model = create_model("vim_test", img_size=32, num_classes=0, backend=backend).eval()
+        assert model.layers[0].mixer.weights(torch.float32).out_proj.shape[1] == (2 if halves else 1) * 64
+        with torch.no_grad():
+            outputs[halves] = model(images)
+    torch.testing.assert_close(outputs[True], outputs[False], rtol=1e-5, atol=1e-5)

@@ -69,7 +69,7 @@ def selective_scan_sequential(u, delta, A, B, C, D=None, z=None, delta_bias=None
 
 def _safe_chunk(delta: torch.Tensor, A: torch.Tensor) -> int:
     """Longest chunk (power of two, <= 16) over which sum(Delta * |A|) cannot exceed the exponent bound."""
-    rate = float(delta.max()) * float((-A).max().clamp_min(0))
+    rate = float(delta.detach().max()) * float((-A.detach()).max().clamp_min(0))
     chunk = _MAX_CHUNK
     while chunk > 1 and chunk * rate > _MAX_CHUNK_EXPONENT:
         chunk //= 2

@@ -126,7 +126,7 @@ def test_bad_shapes_raise(triton_scan, device):
 def model_layout(batch, channels, length, dtype=torch.float32, device="cpu", seed=3):
     """Direction-stacked inputs exactly as the Vim mixer lays them out: u and delta channel-last, z a view of a
     channel-last xz, B and C views of an x_dbl buffer in XDblLayout order (rows 16-element aligned)."""
-    from vimbench.models.vim import XDblLayout
+    from vimbench.layout import XDblLayout
 
     lay = XDblLayout(dt_rank=3, d_state=N_STATE)
     g = torch.Generator().manual_seed(seed)

@@ -13,6 +13,9 @@ Conventions (state them next to any number derived from here):
   LayerNorm counts 7 (mean 1, centre 1, square-accumulate 2, scale 2, shift 1).
 - Elementwise ops (SiLU, GELU, residual adds outside a norm, position embedding) count 1 FLOP per element
   per op; transcendentals count 1 like any other op. They are small and only reported, never checked.
+- FLOPs are the model's math, the same for every implementation: x_proj at its parameter's shape (the mixer
+  computes zero-padded rows, vimbench.layout.XDblLayout), out_proj at K = E (the bf16 mixer runs it at K = 2E
+  to add the two directions). Those implementation extras show up in bytes only.
 - Patch embedding (a 16x16 stride-16 conv) is a GEMM in disguise and is counted as GEMM; the depthwise conv1d
   of the Vim mixer is the "conv" category.
 - Bytes are the minimum traffic of the implementation as written (each op reads its inputs once and writes
@@ -28,6 +31,7 @@ from dataclasses import dataclass, field
 
 from vimbench.bench import roofline as rl
 from vimbench.bench.roofline import DTYPE_BYTES
+from vimbench.layout import XDblLayout
 from vimbench.errors import VimbenchError
 
 CATEGORIES = ("gemm", "scan", "conv", "norm", "attention", "elementwise")
@@ -115,12 +119,22 @@ def vim_counts(embed_dim: int, depth: int, res: int, batch: int, dtype: str = "f
     conv_bytes = rl.conv1d_bidir_work(batch, E, L, K, dtype).bytes
     ops.append(OpCount("conv1d_bidir", "conv", conv_flops * depth, conv_bytes * depth, depth))
     ops.append(OpCount("conv_silu", "elementwise", 2.0 * BL * E * depth, 0.0, depth))  # fused into conv: no bytes
-    ops.append(_gemm("x_proj", 2 * BL, E, R + 2 * N, elt, depth))
+    # FLOPs at the parameter's shape; bytes as written: the mixer's x_proj output has zero-padded rows
+    # (XDblLayout) and is fp32 for bf16/fp16 activations (vimbench.models.vim.x_dbl_in_fp32, on a GPU).
+    x_proj = _gemm("x_proj", 2 * BL, E, R + 2 * N, elt, depth)
+    x_dbl_bytes = (4 if dtype in ("bf16", "fp16") else elt) * 2 * BL * XDblLayout(R, N).width
+    ops.append(OpCount(x_proj.name, "gemm", x_proj.flops,
+                       (elt * (2 * BL * E + 2 * E * (R + 2 * N)) + x_dbl_bytes) * depth, depth))
     ops.append(_gemm("dt_proj", 2 * BL, R, E, elt, depth))
     scan_flops = 2 * (SCAN_FLOPS_PER_ELEMENT * BL * E * N + BL * E) + BL * E + 2 * BL * E
-    scan_bytes = rl.bimamba_scan_work(batch, E, L, N, dtype).bytes
+    # bf16/fp16: the scan writes both gated halves and out_proj sums them, reading K = 2E (bytes); its FLOPs
+    # are counted at K = E, the model's math. fp32: the scan combines (vimbench.models.vim.sums_halves_in_gemm).
+    halves = dtype in ("bf16", "fp16")
+    scan_bytes = rl.bimamba_scan_work(batch, E, L, N, dtype, halves=halves).bytes
     ops.append(OpCount("bimamba_scan", "scan", scan_flops * depth, scan_bytes * depth, depth))
-    ops.append(_gemm("out_proj", BL, E, D, elt, depth))
+    out_proj = _gemm("out_proj", BL, E, D, elt, depth)
+    as_run = _gemm("out_proj", BL, 2 * E if halves else E, D, elt, depth)
+    ops.append(OpCount(out_proj.name, "gemm", out_proj.flops, as_run.bytes, depth))
     ops.append(_gemm("head", batch, D, num_classes, elt))
     return out
 

@@ -1,8 +1,9 @@
 """Kernel microbenchmarks at Vim shapes: our Triton ops vs the PyTorch references (vs mamba-ssm's CUDA ops when
 installed), one row per (op, model, resolution, batch, dtype, implementation).
 
-Ops: scan_bidir (both directions, combined and gated, as the Vim mixer calls it), scan_fwd (one direction),
-conv1d (both directions' conv + SiLU) and add_rmsnorm. Shapes: D = embed dim, E = 2D, N = 16, R = ceil(D/16),
+Ops: scan_bidir (both directions, combined and gated: the Vim mixer's fp32 path), scan_halves (both directions,
+the two gated halves: the mixer's bf16/fp16 path, see vimbench.models.vim.sums_halves_in_gemm), scan_fwd (one
+direction), conv1d (both directions' conv + SiLU) and add_rmsnorm. Shapes: D = embed dim, E = 2D, N = 16, R = ceil(D/16),
 L = (res // 16)^2 + 1 tokens.
 
 Numbers per row:
@@ -22,7 +23,7 @@ from typing import Any, Callable
 
 from vimbench.errors import VimbenchError
 
-OPS = ("scan_bidir", "scan_fwd", "conv1d", "add_rmsnorm")
+OPS = ("scan_bidir", "scan_halves", "scan_fwd", "conv1d", "add_rmsnorm")
 IMPLS = ("triton", "torch", "cuda")
 DTYPES = ("bf16", "fp16", "fp32")
 N_STATE = 16
@@ -46,8 +47,8 @@ def _work(op: str, dims: dict[str, int], batch: int, dtype: str):
     from vimbench.bench import roofline as rl
 
     E, L, D = dims["E"], dims["L"], dims["D"]
-    if op == "scan_bidir":
-        return rl.bimamba_scan_work(batch, E, L, N_STATE, dtype=dtype)
+    if op in ("scan_bidir", "scan_halves"):
+        return rl.bimamba_scan_work(batch, E, L, N_STATE, dtype=dtype, halves=op == "scan_halves")
     if op == "scan_fwd":
         return rl.scan_work(batch, E, L, N_STATE, dtype=dtype)
     if op == "conv1d":
@@ -72,9 +73,11 @@ def _torch_dtype(name: str):
 
 
 def _inputs(op: str, dims: dict[str, int], batch: int, dtype, device: str) -> dict[str, Any]:
-    """Realistic inputs laid out as the Vim mixer passes them: channel-last, B and C views of x_dbl, x and z
-    views of xz."""
+    """Realistic inputs laid out as the Vim mixer passes them on a GPU: channel-last, x and z views of xz, B and C
+    views of x_dbl in XDblLayout order, in fp32 for bf16/fp16 activations (vimbench.models.vim.x_dbl_in_fp32)."""
     import torch
+
+    from vimbench.layout import XDblLayout
 
     E, L, R, D = dims["E"], dims["L"], dims["R"], dims["D"]
     g = torch.Generator(device=device).manual_seed(0)
@@ -83,18 +86,21 @@ def _inputs(op: str, dims: dict[str, int], batch: int, dtype, device: str) -> di
         return (torch.randn(*shape, generator=g, device=device) * scale + shift).to(dt)
 
     # Channel-last, as the model lays tensors out: (..., L, channels) buffers seen as (..., channels, L) views.
-    if op in ("scan_bidir", "scan_fwd"):
-        dirs = 2 if op == "scan_bidir" else 1
+    if op.startswith("scan"):
+        dirs = 1 if op == "scan_fwd" else 2
+        lay = XDblLayout(R, N_STATE)
         xz = rnd(batch, L, 2 * E).transpose(1, 2)
-        x_dbl = rnd(dirs, batch, L, R + 2 * N_STATE).transpose(2, 3)
+        x_dbl = rnd(dirs, batch, L, lay.width, dt=torch.float32 if dtype != torch.float32 else dtype)
         A = -torch.arange(1, N_STATE + 1, device=device, dtype=torch.float32).repeat(dirs, E, 1)
         args = dict(u=rnd(dirs, batch, L, E).transpose(2, 3),
                     delta=rnd(dirs, batch, L, E, scale=0.5, shift=-4.0).transpose(2, 3), A=A,
-                    B=x_dbl[:, :, R:R + N_STATE], C=x_dbl[:, :, R + N_STATE:],
+                    B=x_dbl[..., lay.B].transpose(2, 3), C=x_dbl[..., lay.C].transpose(2, 3),
                     D=torch.ones(dirs, E, device=device), z=xz[:, E:],
                     delta_bias=rnd(dirs, E, scale=0.5, dt=torch.float32))
         if op == "scan_fwd":
             args = {k: (v if k == "z" else v[0]) for k, v in args.items()}
+        if op == "scan_halves":
+            args["combine"] = False
         return args
     if op == "conv1d":
         xz = rnd(batch, L, 2 * E).transpose(1, 2)
@@ -117,6 +123,8 @@ def _bytes(op: str, args: dict[str, Any], dtype) -> int:
     item = torch.empty((), dtype=dtype).element_size()
     if op == "scan_bidir":
         out = args["z"].numel() * item
+    elif op == "scan_halves":
+        out = 2 * args["z"].numel() * item
     elif op == "scan_fwd":
         out = args["u"].numel() * item
     elif op == "conv1d":
@@ -147,14 +155,14 @@ def _callable(op: str, impl: str, args: dict[str, Any]) -> Callable[[], Any]:
         from kernels.rmsnorm.triton import add_rmsnorm
         from kernels.selective_scan.triton import bimamba_scan, selective_scan
 
-        fns = dict(scan_bidir=bimamba_scan, scan_fwd=selective_scan, conv1d=conv1d_silu_bidir,
-                   add_rmsnorm=add_rmsnorm)
+        fns = dict(scan_bidir=bimamba_scan, scan_halves=bimamba_scan, scan_fwd=selective_scan,
+                   conv1d=conv1d_silu_bidir, add_rmsnorm=add_rmsnorm)
         return lambda: fns[op](**args)
     if impl == "torch":
         from kernels import add_rmsnorm_ref, bimamba_scan_ref, conv1d_silu_bidir_ref, selective_scan_ref
 
-        fns = dict(scan_bidir=bimamba_scan_ref, scan_fwd=selective_scan_ref, conv1d=conv1d_silu_bidir_ref,
-                   add_rmsnorm=add_rmsnorm_ref)
+        fns = dict(scan_bidir=bimamba_scan_ref, scan_halves=bimamba_scan_ref, scan_fwd=selective_scan_ref,
+                   conv1d=conv1d_silu_bidir_ref, add_rmsnorm=add_rmsnorm_ref)
         return lambda: fns[op](**args)
     # impl == "cuda": the official path (flipped copies for the backward direction, two launches)
     scan_fn, conv_fn = _mamba_fns()
@@ -164,6 +172,8 @@ def _callable(op: str, impl: str, args: dict[str, Any]) -> Callable[[], Any]:
         raise _Skip("causal_conv1d is not importable here")
     if op == "add_rmsnorm":
         raise _Skip("no official CUDA op for add_rmsnorm is benchmarked")
+    if op == "scan_halves":
+        raise _Skip("the official code has no halves variant; compare scan_bidir")
     if op == "scan_fwd":
         return lambda: scan_fn(**{k: v for k, v in args.items()}, delta_softplus=True)
     if op == "scan_bidir":

@@ -139,7 +139,8 @@ class KernelCase:
     params: dict[str, Any] = field(default_factory=dict)
 
 
-_OP_NAMES = {"bimamba_scan": "scan_bidir", "conv1d_silu_bidir": "conv1d", "add_rmsnorm": "add_rmsnorm"}
+_OP_NAMES = {"bimamba_scan": "scan_bidir", "bimamba_scan_halves": "scan_halves", "conv1d_silu_bidir": "conv1d",
+             "add_rmsnorm": "add_rmsnorm"}
 
 
 def _case(op: str, batch: int, channels: int, length: int, dtype_name: str) -> KernelCase:
@@ -158,8 +159,9 @@ def _case(op: str, batch: int, channels: int, length: int, dtype_name: str) -> K
 
 
 def default_suite() -> list[KernelCase]:
-    """Vim-Ti shapes at 1248 px (L = 6085, E = 384, D = 192) and 224 px (L = 197), batch 64 and 8."""
-    cases = []
+    """Vim-Ti shapes at 1248 px (L = 6085, E = 384, D = 192) and 224 px (L = 197), batch 64 and 8; the scan in
+    both forms the model launches (bf16: gated halves; fp32: combined) and the combined bf16 one."""
+    cases = [_case("bimamba_scan_halves", 64, 384, 6085, "bf16"), _case("bimamba_scan_halves", 64, 384, 197, "bf16")]
     for dtype in ("bf16", "fp32"):
         cases += [_case("bimamba_scan", 64, 384, 6085, dtype), _case("bimamba_scan", 8, 384, 6085, dtype),
                   _case("bimamba_scan", 64, 384, 197, dtype), _case("conv1d_silu_bidir", 64, 384, 6085, dtype),
@@ -172,8 +174,9 @@ def case_work(params: dict[str, Any]):
     from vimbench.bench import roofline as rl
 
     op = params.get("op")
-    if op == "bimamba_scan":
-        return rl.bimamba_scan_work(params["batch"], params["channels"], params["length"], dtype=params["dtype"])
+    if op in ("bimamba_scan", "bimamba_scan_halves"):
+        return rl.bimamba_scan_work(params["batch"], params["channels"], params["length"], dtype=params["dtype"],
+                                    halves=op == "bimamba_scan_halves")
     if op == "conv1d_silu_bidir":
         return rl.conv1d_bidir_work(params["batch"], params["channels"], params["length"], dtype=params["dtype"])
     if op == "add_rmsnorm":

@@ -87,12 +87,13 @@ def scan_work(batch: int, channels: int, length: int, n_state: int = 16, dtype: 
     return KernelWork("selective_scan", elt * act + F32 * params, float(bel * n_state), 4.0 * bel * n_state)
 
 
-def bimamba_scan_work(batch: int, channels: int, length: int, n_state: int = 16, dtype: str = "bf16") -> KernelWork:
-    """Both directions, combined and gated in one kernel: reads u, delta (2, B, E, L), B, C (2, B, N, L),
-    z (B, E, L), A (2, E, N), D, delta_bias (2, E); writes y (B, E, L) once."""
+def bimamba_scan_work(batch: int, channels: int, length: int, n_state: int = 16, dtype: str = "bf16",
+                      halves: bool = False) -> KernelWork:
+    """Both directions and gated in one kernel: reads u, delta (2, B, E, L), B, C (2, B, N, L), z (B, E, L),
+    A (2, E, N), D, delta_bias (2, E); writes y (B, E, L) once, or both gated halves (2, B, E, L) if `halves`."""
     elt = _elt(dtype)
     bel, bnl = batch * channels * length, batch * n_state * length
-    act = 2 * 2 * bel + 2 * 2 * bnl + bel + bel
+    act = 2 * 2 * bel + 2 * 2 * bnl + bel + (2 if halves else 1) * bel
     params = 2 * channels * n_state + 2 * 2 * channels
     return KernelWork("bimamba_scan", elt * act + F32 * params, 2.0 * bel * n_state, 2 * 4.0 * bel * n_state)
 

@@ -107,15 +107,15 @@ SCAN_MODES = ("halves", "combined", "single")
 
 
 def scan_specs(dtype: str = "bf16", mode: str = "halves", batch: int = 64, channels: int = 384, length: int = 6085,
-               n_state: int = 16) -> KernelSpec:
+               n_state: int = 16, bc_dtype: str = "fp32") -> KernelSpec:
     """kernels/selective_scan/triton.py `_scan_kernel` at Vim-Ti, 1248 px, B=64, with the Vim mixer's layouts:
     u, delta (2, B, E, L) views of (2, B, L, E) buffers; B, C views of x_dbl (2, B, L, width) in XDblLayout order
-    (rows 16-element aligned); z a view of xz (B, L, 2E); A (2, E, N).
+    (rows 16-element aligned; bc_dtype: fp32, as x_proj writes it on CUDA); z a view of xz (B, L, 2E); A (2, E, N).
 
     mode "halves": bimamba_scan(combine=False), what the model launches: out (2, B, E, L) in u's dtype, a view
     of (B, L, 2, E). "combined": bimamba_scan(combine=True): fp32 atomics into (B, E, L). "single":
     selective_scan, one direction."""
-    from vimbench.models.vim import XDblLayout
+    from vimbench.layout import XDblLayout
 
     if mode not in SCAN_MODES:
         raise VimbenchError(f"unknown scan mode {mode!r}; choose from {', '.join(SCAN_MODES)}")
@@ -132,8 +132,8 @@ def scan_specs(dtype: str = "bf16", mode: str = "halves", batch: int = 64, chann
     else:
         out_dir, (out_b, out_l, out_e) = 0, _contiguous_strides(B_, L, E)
     args = {
-        "u_ptr": Ptr(dtype), "delta_ptr": Ptr(dtype), "A_ptr": Ptr("fp32"), "B_ptr": Ptr(dtype),
-        "C_ptr": Ptr(dtype), "D_ptr": Ptr("fp32"), "z_ptr": Ptr(dtype), "bias_ptr": Ptr("fp32"),
+        "u_ptr": Ptr(dtype), "delta_ptr": Ptr(dtype), "A_ptr": Ptr("fp32"), "B_ptr": Ptr(bc_dtype),
+        "C_ptr": Ptr(bc_dtype), "D_ptr": Ptr("fp32"), "z_ptr": Ptr(dtype), "bias_ptr": Ptr("fp32"),
         "out_ptr": Ptr("fp32" if mode == "combined" else dtype),
         "E": E, "L": L, "dir_first": 0, "out_scale": 1.0 if mode == "single" else 0.5,
         **dict(zip(("stride_u_dir", "stride_u_b", "stride_u_e", "stride_u_l"), u_st)),
@@ -147,8 +147,9 @@ def scan_specs(dtype: str = "bf16", mode: str = "halves", batch: int = 64, chann
     }
     constexprs = dict(N_STATE=N, BLOCK_C=block_c, MASK_C=E % block_c != 0, HAS_D=True, HAS_Z=True, HAS_BIAS=True,
                       SOFTPLUS=True, ATOMIC=mode == "combined", USE_ASM=True, PREFETCH=True)
-    # One loop trip: 2 tokens x N states x (BLOCK_C / threads) channels per thread.
-    state_elements = tokens_per_trip * N * block_c // (32 * num_warps)
+    # The binary holds the loop trip twice (the unmasked main loop and the masked last trips), each
+    # 2 tokens x N states x (BLOCK_C / threads) channels per thread.
+    state_elements = 2 * tokens_per_trip * N * block_c // (32 * num_warps)
     return spec_from_args(f"scan/{mode}/{dtype}", "kernels.selective_scan.triton", "_scan_kernel", args,
                           constexprs, do_not_specialize=("L",), num_warps=num_warps,
                           state_elements=state_elements)
@@ -188,10 +189,11 @@ def rmsnorm_specs(dtype: str = "bf16", rows: int = 64 * 6085, dim: int = 192, re
 
 
 def default_kernels() -> list[KernelSpec]:
-    """vimbench's Triton kernels in the variants the Vim model launches. (The one-direction scan,
-    scan_specs(bidirectional=False), is not launched by the model; with Triton 3.8 its bf16 variant spills
-    24 bytes, so it is left out until that is fixed.)"""
-    return [scan_specs("bf16"), scan_specs("fp32"), conv1d_specs("bf16"), conv1d_specs("fp32"),
+    """vimbench's Triton kernels in the variants the Vim model launches (bf16: gated halves; fp32: combined, see
+    vimbench.models.vim.sums_halves_in_gemm), the combined bf16 scan of the public API and the one-direction
+    scan."""
+    return [scan_specs("bf16", "halves"), scan_specs("fp32", "combined"), scan_specs("bf16", "combined"),
+            scan_specs("bf16", "single"), conv1d_specs("bf16"), conv1d_specs("fp32"),
             rmsnorm_specs("bf16"), rmsnorm_specs("fp32"), rmsnorm_specs("bf16", residual=False)]
 
 

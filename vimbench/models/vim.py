@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from vimbench.layout import XDblLayout
 from vimbench.models.ops import VimOps, get_ops
 
 PATCH = 16
@@ -23,50 +24,38 @@ NORM_EPS = 1e-5
 
 
 @dataclass(frozen=True)
-class XDblLayout:
-    """Column order of the x_proj output (x_dbl) as the mixer computes it: [B | C | dt | zero pad].
-
-    The official weight's rows are [dt | B | C] (dt_rank + 2 * d_state = 44 for Vim-Ti). The mixer reorders them
-    and pads the row to a multiple of 16 elements, so that every token's B and C rows start 16-element aligned
-    and the scan kernel loads each with a few vector loads instead of 2 * d_state scalar ones."""
-    dt_rank: int
-    d_state: int
-
-    @property
-    def width(self) -> int:
-        return -(-(2 * self.d_state + self.dt_rank) // 16) * 16
-
-    @property
-    def B(self) -> slice:
-        return slice(0, self.d_state)
-
-    @property
-    def C(self) -> slice:
-        return slice(self.d_state, 2 * self.d_state)
-
-    @property
-    def dt(self) -> slice:
-        return slice(2 * self.d_state, 2 * self.d_state + self.dt_rank)
-
-    def reorder(self, weight: torch.Tensor) -> torch.Tensor:
-        """(dt_rank + 2N, E) official x_proj weight -> (width, E) in this layout (pad rows zero)."""
-        r, n = self.dt_rank, self.d_state
-        pad = weight.new_zeros(self.width - r - 2 * n, weight.shape[1])
-        return torch.cat([weight[r:r + n], weight[r + n:r + 2 * n], weight[:r], pad])
-
-
-@dataclass(frozen=True)
 class MixerWeights:
     """A mixer's weights as its ops take them: both directions stacked, cast to the activation dtype where a
     GEMM uses them. Derived from the parameters (which keep the official names and shapes)."""
-    conv_w: torch.Tensor   # (2, E, K) fp32-or-param dtype
-    conv_b: torch.Tensor   # (2, E)
-    x_proj: torch.Tensor   # (2, 1, width, E) activation dtype, rows in XDblLayout order
-    dt_proj: torch.Tensor  # (2, 1, E, R) activation dtype
-    A: torch.Tensor        # (2, E, N) fp32, A = -exp(A_log)
-    D: torch.Tensor        # (2, E) fp32
-    dt_bias: torch.Tensor  # (2, E) fp32
-    out_proj2: torch.Tensor  # (D, 2E) activation dtype: out_proj.weight twice along K (sums the two halves)
+    conv_w: torch.Tensor    # (2, E, K), parameter dtype
+    conv_b: torch.Tensor    # (2, E)
+    x_proj_t: torch.Tensor  # (2, E, width) activation dtype, columns in XDblLayout order
+    dt_proj_t: torch.Tensor  # (2, R, E) activation dtype
+    A: torch.Tensor         # (2, E, N) fp32, A = -exp(A_log)
+    D: torch.Tensor         # (2, E) fp32
+    dt_bias: torch.Tensor   # (2, E) fp32
+    out_proj: torch.Tensor  # activation dtype: (D, 2E), the weight twice along K, when the GEMM sums the two
+    #                         gated halves (sums_halves_in_gemm); else (D, E)
+
+
+def sums_halves_in_gemm(dtype: torch.dtype) -> bool:
+    """How the mixer adds the two directions. bf16/fp16: the scan writes the two gated halves and out_proj, with
+    its weight repeated along K, sums them for ~0.08 ms more GEMM time per layer, cheaper than combining them
+    in the scan (fp32 zero fill, atomics and a cast: ~0.5 ms per layer at Vim-Ti 1248 px, batch 64).
+    fp32: GEMMs run without tensor cores (TF32 off), so doubling K costs more than the atomics: the scan
+    combines. Numbers: kernels/NOTES.md."""
+    return dtype in (torch.bfloat16, torch.float16)
+
+
+def x_dbl_in_fp32(u: torch.Tensor) -> bool:
+    """Whether x_proj writes x_dbl in fp32: for bf16/fp16 activations on CUDA, where cuBLAS accumulates in fp32
+    anyway and `torch.bmm(..., out_dtype=torch.float32)` stores that result. The scan then loads B and C without
+    unpacking 16-bit values (bf16 scan ~17% faster at Vim-Ti 1248 px, batch 64); delta still comes from a
+    16-bit dt_proj GEMM."""
+    return u.is_cuda and u.dtype in (torch.bfloat16, torch.float16) and _BMM_HAS_OUT_DTYPE
+
+
+_BMM_HAS_OUT_DTYPE = "dtype" in torch.ops.aten.bmm.overloads()
 
 
 class RMSNorm(nn.Module):
@@ -116,15 +105,16 @@ class BiMambaMixer(nn.Module):
     def _build_weights(self, dtype: torch.dtype) -> MixerWeights:
         both = lambda a, b: torch.stack([a, b])  # noqa: E731 - direction 0 forward, 1 backward
         lay = self.x_dbl_layout
+        out_w = self.out_proj.weight
         return MixerWeights(
             conv_w=both(self.conv1d.weight[:, 0], self.conv1d_b.weight[:, 0]),
             conv_b=both(self.conv1d.bias, self.conv1d_b.bias),
-            x_proj=both(lay.reorder(self.x_proj.weight), lay.reorder(self.x_proj_b.weight)).unsqueeze(1).to(dtype),
-            dt_proj=both(self.dt_proj.weight, self.dt_proj_b.weight).unsqueeze(1).to(dtype),
+            x_proj_t=both(lay.reorder(self.x_proj.weight), lay.reorder(self.x_proj_b.weight)).to(dtype).transpose(1, 2),
+            dt_proj_t=both(self.dt_proj.weight, self.dt_proj_b.weight).to(dtype).transpose(1, 2),
             A=-torch.exp(both(self.A_log, self.A_b_log).float()),
             D=both(self.D, self.D_b).float(),
             dt_bias=both(self.dt_proj.bias, self.dt_proj_b.bias).float(),
-            out_proj2=torch.cat([self.out_proj.weight, self.out_proj.weight], 1).to(dtype),
+            out_proj=(torch.cat([out_w, out_w], 1) if sums_halves_in_gemm(dtype) else out_w).to(dtype),
         )
 
     def weights(self, dtype: torch.dtype) -> MixerWeights:
@@ -141,23 +131,33 @@ class BiMambaMixer(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         inner, lay = self.d_inner, self.x_dbl_layout
+        batch, length = h.shape[0], h.shape[1]
         # Channel-last throughout: per-token channel runs are contiguous, so the scan kernel's per-token loads
         # coalesce. Ops see (B, E, L) / (2, B, N, L) shaped views of these (B, L, ...) tensors.
         xz = F.linear(h, self.in_proj.weight)  # (B, L, 2E)
         w = self.weights(xz.dtype)
         x = xz[..., :inner].transpose(1, 2)  # (B, E, L) view, channel stride 1
         z = xz[..., inner:].transpose(1, 2)
-        u = self.ops.conv1d_silu_bidir(x, w.conv_w, w.conv_b)  # (2, B, E, L)
-        x_dbl = torch.matmul(u.transpose(2, 3), w.x_proj.transpose(2, 3))  # (2, B, L, width): [B | C | dt | pad]
+        u = self.ops.conv1d_silu_bidir(x, w.conv_w, w.conv_b)  # (2, B, E, L), laid out (2, B, L, E)
+        tokens = u.transpose(2, 3).reshape(2, batch * length, inner)  # a view
+        if x_dbl_in_fp32(u):
+            x_dbl = torch.bmm(tokens, w.x_proj_t, out_dtype=torch.float32)
+        else:
+            x_dbl = torch.bmm(tokens, w.x_proj_t)
+        x_dbl = x_dbl.view(2, batch, length, lay.width)  # [B | C | dt | pad] per token
         # (2, B, L, E) -> (2, B, E, L) view; the dt bias is added inside the scan
-        delta = torch.matmul(x_dbl[..., lay.dt], w.dt_proj.transpose(2, 3)).transpose(2, 3)
+        delta = torch.bmm(x_dbl[..., lay.dt].reshape(2, batch * length, -1).to(u.dtype), w.dt_proj_t)
+        delta = delta.view(2, batch, length, inner).transpose(2, 3)
         B = x_dbl[..., lay.B].transpose(2, 3)  # (2, B, N, L) views
         C = x_dbl[..., lay.C].transpose(2, 3)
-        # The two gated halves 0.5 * y_dir * SiLU(z), laid out (B, L, 2, E): out_proj applied to [y_f | y_b]
-        # with its weight repeated along K sums them inside the GEMM.
-        halves = self.ops.bimamba_scan(u, delta, w.A, B, C, w.D, z, w.dt_bias, combine=False)
-        batch, length = h.shape[0], h.shape[1]
-        return F.linear(halves.permute(1, 3, 0, 2).reshape(batch, length, 2 * inner), w.out_proj2)
+        if sums_halves_in_gemm(u.dtype):
+            # The two gated halves 0.5 * y_dir * SiLU(z), laid out (B, L, 2, E): out_proj on [y_f | y_b] with its
+            # weight repeated along K adds them inside the GEMM.
+            halves = self.ops.bimamba_scan(u, delta, w.A, B, C, w.D, z, w.dt_bias, combine=False)
+            y = halves.permute(1, 3, 0, 2).reshape(batch, length, 2 * inner)
+        else:
+            y = self.ops.bimamba_scan(u, delta, w.A, B, C, w.D, z, w.dt_bias).transpose(1, 2)  # (B, L, E)
+        return F.linear(y, w.out_proj)
 
 
 class VimBlock(nn.Module):

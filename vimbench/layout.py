@@ -1,0 +1,39 @@
+"""Memory layouts the Vim mixer and the kernels agree on. Importing this module does not import torch."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class XDblLayout:
+    """Column order of the x_proj output (x_dbl) as the mixer computes it: [B | C | dt | zero pad].
+
+    The official weight's rows are [dt | B | C] (dt_rank + 2 * d_state = 44 for Vim-Ti). The mixer reorders them
+    and pads the row to a multiple of 16 elements, so that every token's B and C rows start 16-element aligned
+    and the scan kernel loads each with a few vector loads instead of 2 * d_state scalar ones."""
+    dt_rank: int
+    d_state: int
+
+    @property
+    def width(self) -> int:
+        return -(-(2 * self.d_state + self.dt_rank) // 16) * 16
+
+    @property
+    def B(self) -> slice:
+        return slice(0, self.d_state)
+
+    @property
+    def C(self) -> slice:
+        return slice(self.d_state, 2 * self.d_state)
+
+    @property
+    def dt(self) -> slice:
+        return slice(2 * self.d_state, 2 * self.d_state + self.dt_rank)
+
+    def reorder(self, weight):
+        """(dt_rank + 2N, E) official x_proj weight (a torch tensor) -> (width, E) in this layout, pad rows zero."""
+        import torch
+
+        r, n = self.dt_rank, self.d_state
+        pad = weight.new_zeros(self.width - r - 2 * n, weight.shape[1])
+        return torch.cat([weight[r:r + n], weight[r + n:r + 2 * n], weight[:r], pad])
