@@ -39,12 +39,18 @@ def _git(*args: str) -> str | None:
 
 
 def git_state() -> tuple[str | None, bool | None]:
-    """(commit, dirty) of the checkout vimbench runs from; dirty = tracked files differ from the commit."""
+    """(commit, dirty) of the checkout vimbench runs from; dirty = tracked files differ from the commit.
+
+    VIMBENCH_GIT_COMMIT, when set, wins over the checkout's own .git (dirty then unknown): a tree copied to a GPU
+    box can carry a stale .git whose HEAD is not the commit the tree was taken from."""
+    from vimbench.settings import git_commit_override
+
+    override = git_commit_override()
+    if override:
+        return override, None
     commit = _git("rev-parse", "HEAD")
     if commit is None:
-        from vimbench.settings import git_commit_override
-
-        return git_commit_override(), None
+        return None, None
     status = _git("status", "--porcelain", "--untracked-files=no")
     return commit, (None if status is None else bool(status))
 
