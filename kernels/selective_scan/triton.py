@@ -3,20 +3,24 @@
 Same signatures and semantics as `reference.py` (the spec). Design (see shared/spec/kernels.md):
 
 - Grid (E / BLOCK_C, directions, batch). A program owns BLOCK_C channels of one (batch, direction); lanes run over
-  channels and each thread keeps its channel's whole state h (N fp32 values) in registers.
+  channels and each thread keeps its channel's whole state h (N fp32 values) in registers. That layout is the
+  compiler's default; A is loaded as N (C,) rows because a 2D load of it lets Triton 3.6 put lanes on the states
+  (then every token pays cross-lane sums). Check with `vimbench kernels static` under the Triton that benchmarks.
 - Tokens are stepped through one at a time, two per loop trip, descending for the backward direction; each step
-  loads that token's (C,) slice of u, delta, z and its (N,) column of B and C directly, so no layout conversion
-  is needed. No associative scan (so no reverse scan, which has had bug reports) and no flipped
-  copies. Per (token, channel, state) element: one ex2, two multiplies, two FMA-class ops.
+  loads that token's (C,) slice of u, delta, z and its (N,) rows of B and C directly: no associative scan (so no
+  reverse scan, which has had bug reports), no flipped copies. Per (token, channel, state) element: one ex2, two
+  multiplies, two FMAs. B and C rows that start 16-element aligned (the model's x_dbl layout,
+  vimbench.layout.XDblLayout) load as vectors; fp32 B and C need no unpacking.
 - The next trip's loads are issued before this trip's arithmetic: without that, every trip waited a full memory
-  round trip and the kernel ran ~2x slower. Channel-last tensors (channel stride 1, as the Vim model lays them
-  out) make each per-token load one coalesced access. kernels/NOTES.md has each version's H200 timing.
+  round trip. Trips whose tokens all lie inside L run without token masks; the last one or two run masked.
+  Channel-last tensors (channel stride 1, as the Vim model lays them out) make each per-token load coalesced.
 - a = exp2(Delta * A * log2(e)); masked tokens are the identity (a = 1, b = 0) because Delta and u are zeroed
   after the softplus, not before.
-- Both directions add 0.5 * y * SiLU(z) into one fp32 buffer with relaxed atomics. Two fp32 additions onto a zeroed
-  buffer do not depend on their order (0 + a + b == 0 + b + a), so the result is deterministic; bf16/fp16 outputs
-  are rounded once from that sum.
+- Directions: `bimamba_scan(combine=False)` writes each direction's gated half 0.5 * y * SiLU(z) to its own
+  output (what the bf16 model uses: out_proj adds them). combine=True adds both into one fp32 buffer with relaxed
+  atomics; two fp32 additions onto zero do not depend on their order, so the result is deterministic.
 - Program ids are widened to int64 before multiplying strides; L is not specialized on.
+kernels/NOTES.md has each version's H200 timing.
 """
 from __future__ import annotations
 

@@ -41,7 +41,7 @@ class MixerWeights:
 def sums_halves_in_gemm(dtype: torch.dtype) -> bool:
     """How the mixer adds the two directions. bf16/fp16: the scan writes the two gated halves and out_proj, with
     its weight repeated along K, sums them for ~0.08 ms more GEMM time per layer, cheaper than combining them
-    in the scan (fp32 zero fill, atomics and a cast: ~0.5 ms per layer at Vim-Ti 1248 px, batch 64).
+    in the scan (fp32 zero fill, atomics and a cast: ~0.85 ms per layer at Vim-Ti 1248 px, batch 64).
     fp32: GEMMs run without tensor cores (TF32 off), so doubling K costs more than the atomics: the scan
     combines. Numbers: kernels/NOTES.md."""
     return dtype in (torch.bfloat16, torch.float16)
