@@ -173,6 +173,10 @@ def test_mixer_weights_are_reused_until_a_parameter_changes():
         before = model(images)
         mixer.x_proj_b.weight.mul_(1.5)  # in place: same storage, new version
         assert mixer.weights(torch.float32) is not first
+        second = mixer.weights(torch.float32)
+        mixer.D_b = torch.nn.Parameter(mixer.D_b + 0.25)  # a new Parameter object
+        assert mixer.weights(torch.float32) is not second
+        torch.testing.assert_close(mixer.weights(torch.float32).D[1], mixer.D_b.float())
         after = model(images)
         fresh = create_model("vim_test", img_size=32, num_classes=0).eval()
         fresh.load_state_dict(model.state_dict())

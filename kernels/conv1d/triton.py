@@ -56,6 +56,93 @@ def _conv1d_silu_bidir_kernel(
     tl.store(out_row + stride_out_dir, (acc_b * tl.sigmoid(acc_b)).to(dtype), mask=mask)
 
 
+@triton.jit(do_not_specialize=["L"])
+def _conv1d_silu_bidir_rows_kernel(
+    x_ptr, w_ptr, bias_ptr, out_ptr,
+    E, L,
+    stride_x_b, stride_x_l,
+    stride_w_dir, stride_w_e, stride_w_k,
+    stride_bias_dir, stride_bias_e,
+    stride_out_dir, stride_out_b, stride_out_l,
+    BLOCK_C: tl.constexpr, CHUNK: tl.constexpr, HAS_BIAS: tl.constexpr,
+):
+    """K = 4. Channel stride 1 for x and out. Program (channel block, token chunk, batch)."""
+    pid_c = tl.program_id(0)
+    t0 = tl.program_id(1) * CHUNK
+    pid_b = tl.program_id(2).to(tl.int64)
+    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask_c = c < E
+    c64 = c.to(tl.int64)
+    x_row = x_ptr + pid_b * stride_x_b + c64
+    out_row = out_ptr + pid_b * stride_out_b + c64
+    wf0 = _row(w_ptr + c64 * stride_w_e, mask_c)
+    wf1 = _row(w_ptr + c64 * stride_w_e + stride_w_k, mask_c)
+    wf2 = _row(w_ptr + c64 * stride_w_e + 2 * stride_w_k, mask_c)
+    wf3 = _row(w_ptr + c64 * stride_w_e + 3 * stride_w_k, mask_c)
+    wb0 = _row(w_ptr + stride_w_dir + c64 * stride_w_e, mask_c)
+    wb1 = _row(w_ptr + stride_w_dir + c64 * stride_w_e + stride_w_k, mask_c)
+    wb2 = _row(w_ptr + stride_w_dir + c64 * stride_w_e + 2 * stride_w_k, mask_c)
+    wb3 = _row(w_ptr + stride_w_dir + c64 * stride_w_e + 3 * stride_w_k, mask_c)
+    bias_f = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    bias_b = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    if HAS_BIAS:
+        bias_f = _row(bias_ptr + c64 * stride_bias_e, mask_c)
+        bias_b = _row(bias_ptr + stride_bias_dir + c64 * stride_bias_e, mask_c)
+    # The window around token t: x[t-3] .. x[t+2] held, x[t+3] .. x[t+6] loaded each trip (zero outside [0, L)).
+    xm3 = _x_at(x_row, t0 - 3, stride_x_l, L, mask_c)
+    xm2 = _x_at(x_row, t0 - 2, stride_x_l, L, mask_c)
+    xm1 = _x_at(x_row, t0 - 1, stride_x_l, L, mask_c)
+    x0 = _x_at(x_row, t0, stride_x_l, L, mask_c)
+    xp1 = _x_at(x_row, t0 + 1, stride_x_l, L, mask_c)
+    xp2 = _x_at(x_row, t0 + 2, stride_x_l, L, mask_c)
+    t_end = tl.minimum(t0 + CHUNK, L)
+    for t in range(t0, t_end, 4):  # four tokens per trip: four loads in flight
+        xp3 = _x_at(x_row, t + 3, stride_x_l, L, mask_c)
+        xp4 = _x_at(x_row, t + 4, stride_x_l, L, mask_c)
+        xp5 = _x_at(x_row, t + 5, stride_x_l, L, mask_c)
+        xp6 = _x_at(x_row, t + 6, stride_x_l, L, mask_c)
+        _conv_token(out_row, t, t_end, stride_out_dir, stride_out_l, mask_c, bias_f, bias_b,
+                    wf0, wf1, wf2, wf3, wb0, wb1, wb2, wb3, xm3, xm2, xm1, x0, xp1, xp2, xp3)
+        _conv_token(out_row, t + 1, t_end, stride_out_dir, stride_out_l, mask_c, bias_f, bias_b,
+                    wf0, wf1, wf2, wf3, wb0, wb1, wb2, wb3, xm2, xm1, x0, xp1, xp2, xp3, xp4)
+        _conv_token(out_row, t + 2, t_end, stride_out_dir, stride_out_l, mask_c, bias_f, bias_b,
+                    wf0, wf1, wf2, wf3, wb0, wb1, wb2, wb3, xm1, x0, xp1, xp2, xp3, xp4, xp5)
+        _conv_token(out_row, t + 3, t_end, stride_out_dir, stride_out_l, mask_c, bias_f, bias_b,
+                    wf0, wf1, wf2, wf3, wb0, wb1, wb2, wb3, x0, xp1, xp2, xp3, xp4, xp5, xp6)
+        xm3, xm2, xm1, x0, xp1, xp2 = xp1, xp2, xp3, xp4, xp5, xp6
+
+
+@triton.jit
+def _row(ptr, mask_c):
+    return tl.load(ptr, mask=mask_c, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _x_at(x_row, t, stride_x_l, L, mask_c):
+    """Token t's (C,) row of x in fp32; zeros outside [0, L) (the convolutions' padding)."""
+    inside = (t >= 0) & (t < L)
+    return tl.load(x_row + t * stride_x_l, mask=mask_c & inside, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _conv_token(out_row, t, t_end, stride_out_dir, stride_out_l, mask_c, bias_f, bias_b,
+                wf0, wf1, wf2, wf3, wb0, wb1, wb2, wb3, xm3, xm2, xm1, x0, xp1, xp2, xp3):
+    """Both directions' outputs at token t from the window x[t-3] .. x[t+3]; nothing written past t_end."""
+    f = bias_f + wf0 * xm3 + wf1 * xm2 + wf2 * xm1 + wf3 * x0
+    b = bias_b + wb0 * xp3 + wb1 * xp2 + wb2 * xp1 + wb3 * x0
+    dtype = out_row.dtype.element_ty
+    ptr = out_row + t * stride_out_l  # t * stride < L * 2E: int32 is enough; the batch term is int64
+    mask = mask_c & (t < t_end)
+    tl.store(ptr, (f * tl.sigmoid(f)).to(dtype), mask=mask)
+    tl.store(ptr + stride_out_dir, (b * tl.sigmoid(b)).to(dtype), mask=mask)
+
+
+def _rows_config(interpreted: bool) -> tuple[int, int, int]:
+    """(channels per program, tokens per program, warps) of the token-walking kernel. Interpreter: small blocks
+    and chunks so that tests cross chunk and channel-block edges."""
+    return (8, 8, 1) if interpreted else (128, 128, 1)
+
+
 def conv1d_silu_bidir(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """Both directions' depthwise conv + SiLU in natural token order; same contract as `conv1d_silu_bidir_ref`.
 
@@ -78,14 +165,26 @@ def conv1d_silu_bidir(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
         out = torch.empty((2, batch, channels, length), dtype=x.dtype, device=x.device)
     if out.numel() == 0:
         return out
-    if x.device.type == "cpu":  # the interpreter: small tiles so tests cover masks and several programs
+    interpreted = x.device.type == "cpu"
+    b = bias if bias is not None else weight  # never read without HAS_BIAS
+    if channel_last and weight.shape[-1] == 4:
+        block_c, chunk, warps = _rows_config(interpreted)
+        grid = (triton.cdiv(channels, block_c), triton.cdiv(length, chunk), batch)
+        _conv1d_silu_bidir_rows_kernel[grid](
+            x, weight, b, out, channels, length,
+            x.stride(0), x.stride(2), *weight.stride(), b.stride(0), b.stride(1),
+            out.stride(0), out.stride(1), out.stride(3),
+            BLOCK_C=block_c, CHUNK=chunk, HAS_BIAS=bias is not None,
+            num_warps=warps,
+        )
+        return out
+    if interpreted:  # small tiles so tests cover masks and several programs
         block_e, block_l, warps = 4, 8, 1
     elif channel_last:  # lanes along channels: each token's channel run is one coalesced access
         block_e, block_l, warps = 64, 32, 4
     else:
         block_e, block_l, warps = 4, 256, 4
     grid = (triton.cdiv(length, block_l), triton.cdiv(channels, block_e), batch)
-    b = bias if bias is not None else weight  # never read without HAS_BIAS
     _conv1d_silu_bidir_kernel[grid](
         x, weight, b, out, channels, length,
         *x.stride(), *weight.stride(), b.stride(0), b.stride(1), *out.stride(),

@@ -55,3 +55,32 @@ def test_conv1d_channel_last_input_gives_channel_last_output(conv, device):
     out = conv(x, w, b)
     assert out.stride(2) == 1
     torch.testing.assert_close(out, conv1d_silu_bidir_ref(x, w, b), rtol=1e-5, atol=1e-5)
+
+
+# The channel-last K = 4 path walks tokens in chunks (8 under the interpreter) with a 3-token halo: lengths around
+# one and two chunks, channel counts that do and do not fill the 8-channel blocks.
+@pytest.mark.parametrize("length", [1, 2, 3, 4, 5, 7, 8, 9, 16, 17, 33])
+@pytest.mark.parametrize("channels", [8, 13])
+def test_conv1d_channel_last_token_walk(conv, device, length, channels):
+    g = torch.Generator().manual_seed(length)
+    xz = torch.randn(3, length, 2 * channels, generator=g).to(device)
+    x = xz[..., channels:].transpose(1, 2)  # the z-free half would be [:channels]; any view with stride 1 works
+    w = (torch.randn(2, channels, 4, generator=g) * 0.5).to(device)
+    b = (torch.randn(2, channels, generator=g) * 0.1).to(device)
+    for bias in (b, None):
+        out = conv(x, w, bias)
+        assert out.stride(2) == 1 and out.shape == (2, 3, channels, length)
+        torch.testing.assert_close(out, conv1d_silu_bidir_ref(x, w, bias), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("channels,length", [(384, 197), (384, 6085), (768, 577), (100, 300)])
+def test_conv1d_channel_last_gpu(conv, dtype, channels, length):
+    xz = torch.randn(4, length, 2 * channels, device="cuda").to(dtype)
+    x = xz[..., :channels].transpose(1, 2)
+    w, b = torch.randn(2, channels, 4, device="cuda") * 0.5, torch.randn(2, channels, device="cuda") * 0.1
+    out = conv(x, w, b)
+    ref64 = conv1d_silu_bidir_ref(x.double(), w.double(), b.double())
+    assert out.stride(2) == 1
+    assert_close_to_f64(out, ref64, dtype, conv1d_silu_bidir_ref(x, w, b))

@@ -155,23 +155,21 @@ def scan_specs(dtype: str = "bf16", mode: str = "halves", batch: int = 64, chann
                           state_elements=state_elements)
 
 
-def conv1d_specs(dtype: str = "bf16", batch: int = 64, channels: int = 384, length: int = 6085,
-                 width: int = 4) -> KernelSpec:
-    """kernels/conv1d/triton.py `_conv1d_silu_bidir_kernel` as the Vim mixer launches it, channel-last: x a view
-    of xz (B, L, 2E); weight (2, E, K) and bias (2, E) fp32 stacks; out (2, B, E, L) view of (2, B, L, E)."""
+def conv1d_specs(dtype: str = "bf16", batch: int = 64, channels: int = 384, length: int = 6085) -> KernelSpec:
+    """kernels/conv1d/triton.py `_conv1d_silu_bidir_rows_kernel` as the Vim mixer launches it (K = 4,
+    channel-last): x a view of xz (B, L, 2E); weight (2, E, 4) and bias (2, E) fp32 stacks; out (2, B, E, L) view
+    of (2, B, L, E); tile choice as conv1d_silu_bidir() makes it on CUDA."""
     B_, E, L = batch, channels, length
-    o_dir, o_b, o_l, o_e = _contiguous_strides(2, B_, L, E)
+    o_dir, o_b, o_l, _ = _contiguous_strides(2, B_, L, E)
     args = {
         "x_ptr": Ptr(dtype), "w_ptr": Ptr("fp32"), "bias_ptr": Ptr("fp32"), "out_ptr": Ptr(dtype),
-        "E": E, "L": L,
-        "stride_x_b": L * 2 * E, "stride_x_e": 1, "stride_x_l": 2 * E,
-        **dict(zip(("stride_w_dir", "stride_w_e", "stride_w_k"), _contiguous_strides(2, E, width))),
+        "E": E, "L": L, "stride_x_b": L * 2 * E, "stride_x_l": 2 * E,
+        **dict(zip(("stride_w_dir", "stride_w_e", "stride_w_k"), _contiguous_strides(2, E, 4))),
         "stride_bias_dir": E, "stride_bias_e": 1,
-        "stride_out_dir": o_dir, "stride_out_b": o_b, "stride_out_e": o_e, "stride_out_l": o_l,
+        "stride_out_dir": o_dir, "stride_out_b": o_b, "stride_out_l": o_l,
     }
-    return spec_from_args(f"conv1d/bidir/{dtype}", "kernels.conv1d.triton", "_conv1d_silu_bidir_kernel", args,
-                          dict(K=width, BLOCK_E=64, BLOCK_L=32, HAS_BIAS=True), do_not_specialize=("L",),
-                          num_warps=4)
+    return spec_from_args(f"conv1d/bidir/{dtype}", "kernels.conv1d.triton", "_conv1d_silu_bidir_rows_kernel", args,
+                          dict(BLOCK_C=128, CHUNK=128, HAS_BIAS=True), do_not_specialize=("L",), num_warps=1)
 
 
 def rmsnorm_specs(dtype: str = "bf16", rows: int = 64 * 6085, dim: int = 192, residual: bool = True) -> KernelSpec:

@@ -27,6 +27,7 @@ NORM_EPS = 1e-5
 class MixerWeights:
     """A mixer's weights as its ops take them: both directions stacked, cast to the activation dtype where a
     GEMM uses them. Derived from the parameters (which keep the official names and shapes)."""
+    in_proj: torch.Tensor   # (2E, D) activation dtype (under autocast, a cast F.linear would redo every forward)
     conv_w: torch.Tensor    # (2, E, K), parameter dtype
     conv_b: torch.Tensor    # (2, E)
     x_proj_t: torch.Tensor  # (2, E, width) activation dtype, columns in XDblLayout order
@@ -107,6 +108,7 @@ class BiMambaMixer(nn.Module):
         lay = self.x_dbl_layout
         out_w = self.out_proj.weight
         return MixerWeights(
+            in_proj=self.in_proj.weight.to(dtype),
             conv_w=both(self.conv1d.weight[:, 0], self.conv1d_b.weight[:, 0]),
             conv_b=both(self.conv1d.bias, self.conv1d_b.bias),
             x_proj_t=both(lay.reorder(self.x_proj.weight), lay.reorder(self.x_proj_b.weight)).to(dtype).transpose(1, 2),
@@ -123,7 +125,12 @@ class BiMambaMixer(nn.Module):
         are built on every call so gradients reach the parameters."""
         if torch.is_grad_enabled():
             return self._build_weights(dtype)
-        params = list(self.parameters(recurse=True))
+        # Attribute reads, not self.parameters(): walking the module tree every forward cost ~2 ms per forward
+        # of Vim-Ti's host time; a replaced Parameter object is still seen here.
+        params = (self.in_proj.weight, self.out_proj.weight, self.conv1d.weight, self.conv1d.bias,
+                  self.conv1d_b.weight, self.conv1d_b.bias, self.x_proj.weight, self.x_proj_b.weight,
+                  self.dt_proj.weight, self.dt_proj.bias, self.dt_proj_b.weight, self.dt_proj_b.bias,
+                  self.A_log, self.A_b_log, self.D, self.D_b)
         key = (dtype, tuple(p.data_ptr() for p in params), tuple(p._version for p in params))
         if self._weights_cache is None or self._weights_cache[0] != key:
             self._weights_cache = (key, self._build_weights(dtype))
@@ -134,8 +141,8 @@ class BiMambaMixer(nn.Module):
         batch, length = h.shape[0], h.shape[1]
         # Channel-last throughout: per-token channel runs are contiguous, so the scan kernel's per-token loads
         # coalesce. Ops see (B, E, L) / (2, B, N, L) shaped views of these (B, L, ...) tensors.
-        xz = F.linear(h, self.in_proj.weight)  # (B, L, 2E)
-        w = self.weights(xz.dtype)
+        w = self.weights(h.dtype)
+        xz = F.linear(h, w.in_proj)  # (B, L, 2E)
         x = xz[..., :inner].transpose(1, 2)  # (B, E, L) view, channel stride 1
         z = xz[..., inner:].transpose(1, 2)
         u = self.ops.conv1d_silu_bidir(x, w.conv_w, w.conv_b)  # (2, B, E, L), laid out (2, B, L, E)
