@@ -138,9 +138,11 @@ def _conv_token(out_row, t, t_end, stride_out_dir, stride_out_l, mask_c, bias_f,
 
 
 def _rows_config(interpreted: bool) -> tuple[int, int, int]:
-    """(channels per program, tokens per program, warps) of the token-walking kernel. Interpreter: small blocks
-    and chunks so that tests cross chunk and channel-block edges."""
-    return (8, 8, 1) if interpreted else (128, 128, 1)
+    """(channels per program, tokens per program, warps) of the token-walking kernel. On the H200, 32-token chunks
+    beat the tile kernel at every batch-64 Vim-Ti length from 577 tokens up in bf16 and fp32, and in bf16 at
+    batch 1 and 8 too (results/history/conv1d-dispatch-h200-2026-11-30.json). Interpreter: small blocks and
+    chunks so that tests cross chunk and channel-block edges."""
+    return (8, 8, 1) if interpreted else (128, 32, 1)
 
 
 def conv1d_silu_bidir(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

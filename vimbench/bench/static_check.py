@@ -169,7 +169,7 @@ def conv1d_specs(dtype: str = "bf16", batch: int = 64, channels: int = 384, leng
         "stride_out_dir": o_dir, "stride_out_b": o_b, "stride_out_l": o_l,
     }
     return spec_from_args(f"conv1d/bidir/{dtype}", "kernels.conv1d.triton", "_conv1d_silu_bidir_rows_kernel", args,
-                          dict(BLOCK_C=128, CHUNK=128, HAS_BIAS=True), do_not_specialize=("L",), num_warps=1)
+                          dict(BLOCK_C=128, CHUNK=32, HAS_BIAS=True), do_not_specialize=("L",), num_warps=1)
 
 
 def rmsnorm_specs(dtype: str = "bf16", rows: int = 64 * 6085, dim: int = 192, residual: bool = True) -> KernelSpec:
