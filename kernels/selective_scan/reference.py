@@ -139,14 +139,16 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
     return _finish(y, uf, D, z, out_dtype)
 
 
-def bimamba_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True, combine=True):
+def bimamba_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True, combine=True,
+                     out=None):
     """Both directions of the Vim mixer core, gated: 0.5 * (y_fwd + y_bwd) * SiLU(z).
 
     Direction-stacked inputs (index 0 forward, 1 backward): u, delta (2, batch, E, L); A (2, E, N) fp32;
     B, C (2, batch, N, L) (views with any strides are fine); D, delta_bias (2, E) fp32 or None;
     z (batch, E, L) or None. combine=True returns (batch, E, L) in u's dtype. combine=False returns the gated
-    halves 0.5 * y_dir * SiLU(z), (2, batch, E, L) in u's dtype, laid out (batch, L, 2, E) in memory so that
-    `halves.permute(1, 3, 0, 2).reshape(batch, L, 2 * E)` is a view; their sum over dim 0 is the combined output.
+    halves 0.5 * y_dir * SiLU(z), (2, batch, E, L) in u's dtype, whose sum over dim 0 is the combined output,
+    written to `out` if given (u's shape and dtype; may be u or delta itself), else to a new tensor laid out
+    like u.
     """
     def pick(t, i):
         return None if t is None else t[i]
@@ -159,8 +161,7 @@ def bimamba_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_s
     gate = 0.5 if z is None else 0.5 * F.silu(z.float())
     if combine:
         return ((y_f + y_b) * gate).to(u.dtype)
-    _, batch, channels, length = u.shape
-    halves = torch.empty(batch, length, 2, channels, dtype=u.dtype, device=u.device).permute(2, 0, 3, 1)
+    halves = torch.empty_like(u) if out is None else out
     halves[0] = y_f * gate
     halves[1] = y_b * gate
     return halves

@@ -305,7 +305,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
                    delta_softplus, out, dir_first=int(bool(reverse)), n_dir=1, out_scale=1.0, atomic=False)
 
 
-def bimamba_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True, combine=True):
+def bimamba_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True, combine=True, out=None):
     """Both Vim directions in one launch, gated: 0.5 * (y_fwd + y_bwd) * SiLU(z).
 
     Same contract as `bimamba_scan_ref`. Direction-stacked inputs (index 0 forward, 1 backward):
@@ -316,21 +316,37 @@ def bimamba_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softp
 
     combine=True: returns (batch, E, L) in u's dtype, laid out like u[0]. The directions add into one fp32
     buffer with atomics, which is then rounded once.
-    combine=False: returns the gated halves 0.5 * y_dir * SiLU(z) as (2, batch, E, L) in u's dtype, whose sum
-    over dim 0 is the combined output. Memory order is (batch, L, 2, E): `out.permute(1, 3, 0, 2).reshape(batch,
-    L, 2 * E)` is a view, so a GEMM with the out-projection weight repeated along K sums the halves for free.
-    No zero fill, no atomics, no cast pass.
+    combine=False: returns the gated halves 0.5 * y_dir * SiLU(z), (2, batch, E, L) in u's dtype, whose sum over
+    dim 0 is the combined output: no zero fill, no atomics, no cast pass. Written to `out` if given (u's shape and
+    dtype), else to a new tensor laid out like u. `out` may be u or delta itself: every element is read by the
+    lane that later overwrites it, before it does, and by no other lane, so the scan can reuse their memory.
     """
     _check(u, delta, A, B, C, 2)
     A = A.float()
     D = None if D is None else D.float()
     delta_bias = None if delta_bias is None else delta_bias.float()
     if not combine:
-        _, batch, channels, length = u.shape
-        halves = torch.empty(batch, length, 2, channels, dtype=u.dtype, device=u.device).permute(2, 0, 3, 1)
+        halves = _halves_out(u, delta, out)
         return _launch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, halves, dir_first=0, n_dir=2,
                        out_scale=0.5, atomic=False)
+    if out is not None:
+        raise ValueError("out= is only taken with combine=False")
     out32 = torch.zeros_like(u[0], dtype=torch.float32)  # same layout as u; both directions add into it
     _launch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out32, dir_first=0, n_dir=2, out_scale=0.5,
             atomic=True)
     return out32 if u.dtype == torch.float32 else out32.to(u.dtype)
+
+
+def _halves_out(u, delta, out):
+    """The output of combine=False: a new tensor laid out like u, or `out` after checking it."""
+    if out is None:
+        return torch.empty_like(u)
+    if out.shape != u.shape or out.dtype != u.dtype or out.device != u.device:
+        raise ValueError(f"out must be {tuple(u.shape)} {u.dtype} on {u.device}; got {tuple(out.shape)} "
+                         f"{out.dtype} on {out.device}")
+    for name, t in (("u", u), ("delta", delta)):
+        if out.untyped_storage().data_ptr() == t.untyped_storage().data_ptr() and \
+                (out.data_ptr() != t.data_ptr() or out.stride() != t.stride()):
+            raise ValueError(f"out shares memory with {name} but is not {name} itself; pass {name} or a separate "
+                             "tensor")
+    return out

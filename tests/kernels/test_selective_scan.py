@@ -153,16 +153,43 @@ def test_bimamba_scan_halves_match_reference(triton_scan, device, channels, leng
     halves = triton_scan.bimamba_scan(**x, combine=False)
     ref = bimamba_scan_ref(**x, combine=False)
     assert halves.shape == (2, 2, channels, length) and halves.dtype == torch.float32
-    assert halves.permute(1, 3, 0, 2).is_contiguous(), "halves must be laid out (batch, L, 2, E)"
+    assert halves.stride() == x["u"].stride(), "halves are laid out like u (channel-last here)"
     rtol, atol = TOL[torch.float32]
     torch.testing.assert_close(halves, ref, rtol=rtol, atol=atol)
     torch.testing.assert_close(halves.sum(0), triton_scan.bimamba_scan(**x), rtol=rtol, atol=atol)
+    # Written over u or over delta (the model reuses u's memory): the same values.
+    for name in ("u", "delta"):
+        y = dict(x, **{name: x[name].clone()})
+        over = triton_scan.bimamba_scan(**y, combine=False, out=y[name])
+        assert over.data_ptr() == y[name].data_ptr()
+        torch.testing.assert_close(over, halves, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("scan", ["triton", "reference"])
+def test_halves_out_is_checked(triton_scan, device, scan):
+    x = model_layout(1, 8, 5, device=device)
+    fn = triton_scan.bimamba_scan if scan == "triton" else bimamba_scan_ref
+    if scan == "triton":
+        with pytest.raises(ValueError, match="out must be"):
+            fn(**x, combine=False, out=torch.empty(2, 1, 8, 4, device=device))
+        buf = torch.randn(x["u"].numel() + 1, device=device)
+        u, overlapping = buf[:-1].view(x["u"].shape), buf[1:].view(x["u"].shape)
+        with pytest.raises(ValueError, match="shares memory with u"):
+            fn(**dict(x, u=u), combine=False, out=overlapping)
+        with pytest.raises(ValueError, match="only taken with combine=False"):
+            fn(**x, out=torch.empty_like(x["u"]))
+    out = torch.full_like(x["u"], float("nan"))
+    assert fn(**x, combine=False, out=out) is out and torch.isfinite(out).all()
 
 
 def test_reference_halves_sum_to_the_combined_output():
     x = model_layout(1, 5, 9)
     halves = bimamba_scan_ref(**x, combine=False)
-    assert halves.permute(1, 3, 0, 2).is_contiguous()
+    assert halves.stride() == x["u"].stride()
+    over = bimamba_scan_ref(**dict(x, u=x["u"].clone()), combine=False, out=None)
+    torch.testing.assert_close(over, halves, rtol=0, atol=0)
+    u = x["u"].clone()
+    torch.testing.assert_close(bimamba_scan_ref(**dict(x, u=u), combine=False, out=u), halves, rtol=0, atol=0)
     torch.testing.assert_close(halves.sum(0), bimamba_scan_ref(**x), rtol=1e-6, atol=1e-6)
     assert not torch.allclose(halves[0], halves[1]), "the two directions must differ on random inputs"
 
