@@ -209,7 +209,7 @@ def test_mixer_sums_halves_in_the_gemm_like_the_combined_scan(backend, monkeypat
         monkeypatch.setattr(vim, "sums_halves_in_gemm", lambda dtype, h=halves: h)
         torch.manual_seed(1)
         model = create_model("vim_test", img_size=32, num_classes=0, backend=backend).eval()
-        assert model.layers[0].mixer.weights(torch.float32).out_proj.shape == (32, 64)
+        assert model.layers[0].mixer.weights(torch.float32).out_proj.shape == (32, (2 if halves else 1) * 64)
         with torch.no_grad():
             outputs[halves] = model(images)
     torch.testing.assert_close(outputs[True], outputs[False], rtol=1e-5, atol=1e-5)

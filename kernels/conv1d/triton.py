@@ -150,8 +150,10 @@ def conv1d_silu_bidir(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
 
     x: (batch, E, L), any float dtype, any strides (tokens contiguous is the fast case). weight: (2, E, K),
     weight[0] the forward (causal) taps, weight[1] the backward ones as the official `conv1d_b.weight` stores them.
-    bias: (2, E) or None. Returns (2, batch, E, L) in x's dtype, computed in fp32; channel-last in memory
-    (channel stride 1) when x is, so the scan that reads it gets coalesced per-token loads, else token-contiguous.
+    bias: (2, E) or None. Returns (2, batch, E, L) in x's dtype, computed in fp32. When x is channel-last (channel
+    stride 1) the output is too, laid out (batch, L, 2, E) in memory: the scan that reads it gets coalesced
+    per-token loads, and the Vim mixer's out_proj can read the scan's halves written over it as one
+    (batch, L, 2E) matrix. Otherwise token-contiguous.
     """
     if x.dim() != 3:
         raise ValueError(f"x must be (batch, E, L); got {tuple(x.shape)}")
@@ -161,8 +163,8 @@ def conv1d_silu_bidir(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
     if bias is not None and tuple(bias.shape) != (2, channels):
         raise ValueError(f"bias must be (2, {channels}); got {tuple(bias.shape)}")
     channel_last = x.stride(1) == 1 and channels > 1
-    if channel_last:
-        out = torch.empty((2, batch, length, channels), dtype=x.dtype, device=x.device).transpose(2, 3)
+    if channel_last:  # memory (batch, L, 2, E): per token, both directions' channel runs side by side
+        out = torch.empty((batch, length, 2, channels), dtype=x.dtype, device=x.device).permute(2, 0, 3, 1)
     else:
         out = torch.empty((2, batch, channels, length), dtype=x.dtype, device=x.device)
     if out.numel() == 0:

@@ -14,8 +14,8 @@ Conventions (state them next to any number derived from here):
 - Elementwise ops (SiLU, GELU, residual adds outside a norm, position embedding) count 1 FLOP per element
   per op; transcendentals count 1 like any other op. They are small and only reported, never checked.
 - FLOPs are the model's math, the same for every implementation: x_proj at its parameter's shape (the mixer
-  computes zero-padded rows, vimbench.layout.XDblLayout), out_proj once (the bf16 mixer runs it on each
-  direction's half, adding into one output). Those implementation extras show up in bytes only.
+  computes zero-padded rows, vimbench.layout.XDblLayout), out_proj at K = E (the bf16 mixer runs it at K = 2E
+  to add the two directions). Those implementation extras show up in bytes only.
 - Patch embedding (a 16x16 stride-16 conv) is a GEMM in disguise and is counted as GEMM; the depthwise conv1d
   of the Vim mixer is the "conv" category.
 - Bytes are the minimum traffic of the implementation as written (each op reads its inputs once and writes
@@ -127,15 +127,14 @@ def vim_counts(embed_dim: int, depth: int, res: int, batch: int, dtype: str = "f
                        (elt * (2 * BL * E + 2 * E * (R + 2 * N)) + x_dbl_bytes) * depth, depth))
     ops.append(_gemm("dt_proj", 2 * BL, R, E, elt, depth))
     scan_flops = 2 * (SCAN_FLOPS_PER_ELEMENT * BL * E * N + BL * E) + BL * E + 2 * BL * E
-    # bf16/fp16: the scan writes both gated halves and out_proj adds them as two K = E GEMMs into one output
-    # (bytes: both halves read, the output written, re-read and written again); FLOPs are counted once, the
-    # model's math. fp32: the scan combines (vimbench.models.vim.sums_halves_in_gemm).
+    # bf16/fp16: the scan writes both gated halves and out_proj adds them, reading K = 2E (bytes); its FLOPs
+    # are counted at K = E, the model's math. fp32: the scan combines (vimbench.models.vim.sums_halves_in_gemm).
     halves = dtype in ("bf16", "fp16")
     scan_bytes = rl.bimamba_scan_work(batch, E, L, N, dtype, halves=halves).bytes
     ops.append(OpCount("bimamba_scan", "scan", scan_flops * depth, scan_bytes * depth, depth))
     out_proj = _gemm("out_proj", BL, E, D, elt, depth)
-    as_run = 2 * out_proj.bytes + elt * BL * D * depth if halves else out_proj.bytes
-    ops.append(OpCount(out_proj.name, "gemm", out_proj.flops, as_run, depth))
+    as_run = _gemm("out_proj", BL, 2 * E if halves else E, D, elt, depth)
+    ops.append(OpCount(out_proj.name, "gemm", out_proj.flops, as_run.bytes, depth))
     ops.append(_gemm("head", batch, D, num_classes, elt))
     return out
 

@@ -35,15 +35,16 @@ class MixerWeights:
     A: torch.Tensor         # (2, E, N) fp32, A = -exp(A_log)
     D: torch.Tensor         # (2, E) fp32
     dt_bias: torch.Tensor   # (2, E) fp32
-    out_proj: torch.Tensor  # (D, E) activation dtype
+    out_proj: torch.Tensor  # activation dtype: (D, 2E), the weight twice along K, when the GEMM adds the two
+    #                         gated halves (sums_halves_in_gemm); else (D, E)
 
 
 def sums_halves_in_gemm(dtype: torch.dtype) -> bool:
-    """How the mixer adds the two directions. bf16/fp16: the scan writes the two gated halves (into u's memory,
-    which it has read by then) and out_proj adds them as two GEMMs into one output, cheaper than combining them in
-    the scan (fp32 zero fill, atomics and a cast: ~0.85 ms per layer at Vim-Ti 1248 px, batch 64) and without a
-    new (B, L, 2E) buffer. fp32: GEMMs run without tensor cores (TF32 off), so a second K = E GEMM costs more than
-    the atomics: the scan combines. Numbers: kernels/NOTES.md."""
+    """How the mixer adds the two directions. bf16/fp16: the scan writes the two gated halves over u (laid out
+    (B, L, 2, E) by the conv, and read by then), and out_proj, with its weight repeated along K, adds them inside
+    one GEMM: cheaper than combining them in the scan (fp32 zero fill, atomics and a cast: ~0.85 ms per layer at
+    Vim-Ti 1248 px, batch 64), and no new buffer. fp32: GEMMs run without tensor cores (TF32 off), so doubling K
+    costs more than the atomics: the scan combines. Numbers: kernels/NOTES.md."""
     return dtype in (torch.bfloat16, torch.float16)
 
 
@@ -105,6 +106,7 @@ class BiMambaMixer(nn.Module):
     def _build_weights(self, dtype: torch.dtype) -> MixerWeights:
         both = lambda a, b: torch.stack([a, b])  # noqa: E731 - direction 0 forward, 1 backward
         lay = self.x_dbl_layout
+        out_w = self.out_proj.weight
         return MixerWeights(
             in_proj=self.in_proj.weight.to(dtype),
             conv_w=both(self.conv1d.weight[:, 0], self.conv1d_b.weight[:, 0]),
@@ -114,7 +116,7 @@ class BiMambaMixer(nn.Module):
             A=-torch.exp(both(self.A_log, self.A_b_log).float()),
             D=both(self.D, self.D_b).float(),
             dt_bias=both(self.dt_proj.bias, self.dt_proj_b.bias).float(),
-            out_proj=self.out_proj.weight.to(dtype),
+            out_proj=(torch.cat([out_w, out_w], 1) if sums_halves_in_gemm(dtype) else out_w).to(dtype),
         )
 
     def weights(self, dtype: torch.dtype) -> MixerWeights:
@@ -159,13 +161,11 @@ class BiMambaMixer(nn.Module):
             y = self.ops.bimamba_scan(u, delta, w.A, B, C, w.D, z, w.dt_bias).transpose(1, 2)  # (B, L, E)
             return F.linear(y, w.out_proj)
         # The two gated halves 0.5 * y_dir * SiLU(z), written over u (dead after the scan; not under autograd,
-        # which keeps u for the backward pass); out_proj adds them: out = y_b W^T, then out += y_f W^T.
+        # which keeps u for the backward pass). u is laid out (B, L, 2, E), so [y_f | y_b] per token is one
+        # (B, L, 2E) view, and out_proj with its weight repeated along K adds the halves inside the GEMM.
         halves = self.ops.bimamba_scan(u, delta, w.A, B, C, w.D, z, w.dt_bias, combine=False,
                                        out=None if torch.is_grad_enabled() else u)
-        y = halves.transpose(2, 3).reshape(2, batch * length, inner)  # a view for channel-last u
-        out = torch.mm(y[1], w.out_proj.t())
-        out.addmm_(y[0], w.out_proj.t())
-        return out.view(batch, length, -1)
+        return F.linear(halves.permute(1, 3, 0, 2).reshape(batch, length, 2 * inner), w.out_proj)
 
 
 class VimBlock(nn.Module):
