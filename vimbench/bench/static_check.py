@@ -158,9 +158,9 @@ def scan_specs(dtype: str = "bf16", mode: str = "halves", batch: int = 64, chann
 def conv1d_specs(dtype: str = "bf16", batch: int = 64, channels: int = 384, length: int = 6085) -> KernelSpec:
     """kernels/conv1d/triton.py `_conv1d_silu_bidir_rows_kernel` as the Vim mixer launches it (K = 4,
     channel-last): x a view of xz (B, L, 2E); weight (2, E, 4) and bias (2, E) fp32 stacks; out (2, B, E, L) view
-    of (2, B, L, E); tile choice as conv1d_silu_bidir() makes it on CUDA."""
+    of (B, L, 2, E); tile choice as conv1d_silu_bidir() makes it on CUDA."""
     B_, E, L = batch, channels, length
-    o_dir, o_b, o_l, _ = _contiguous_strides(2, B_, L, E)
+    o_b, o_l, o_dir, _ = _contiguous_strides(B_, L, 2, E)
     args = {
         "x_ptr": Ptr(dtype), "w_ptr": Ptr("fp32"), "bias_ptr": Ptr("fp32"), "out_ptr": Ptr(dtype),
         "E": E, "L": L, "stride_x_b": L * 2 * E, "stride_x_l": 2 * E,
