@@ -125,8 +125,8 @@ class BiMambaMixer(nn.Module):
         are built on every call so gradients reach the parameters."""
         if torch.is_grad_enabled():
             return self._build_weights(dtype)
-        # Attribute reads, not self.parameters(): walking the module tree every forward cost ~2 ms per forward
-        # of Vim-Ti's host time; a replaced Parameter object is still seen here.
+        # Attribute reads, not self.parameters(): walking the module tree for the key cost 2.1 ms of host time
+        # per Vim-Ti forward (cProfile, kernels/NOTES.md); a replaced Parameter object is still seen here.
         params = (self.in_proj.weight, self.out_proj.weight, self.conv1d.weight, self.conv1d.bias,
                   self.conv1d_b.weight, self.conv1d_b.bias, self.x_proj.weight, self.x_proj_b.weight,
                   self.dt_proj.weight, self.dt_proj.bias, self.dt_proj_b.weight, self.dt_proj_b.bias,
@@ -145,7 +145,7 @@ class BiMambaMixer(nn.Module):
         xz = F.linear(h, w.in_proj)  # (B, L, 2E)
         x = xz[..., :inner].transpose(1, 2)  # (B, E, L) view, channel stride 1
         z = xz[..., inner:].transpose(1, 2)
-        u = self.ops.conv1d_silu_bidir(x, w.conv_w, w.conv_b)  # (2, B, E, L), laid out (2, B, L, E)
+        u = self.ops.conv1d_silu_bidir(x, w.conv_w, w.conv_b)  # (2, B, E, L); triton: laid out (B, L, 2, E)
         tokens = u.transpose(2, 3).reshape(2, batch * length, inner)  # a view
         if x_dbl_in_fp32(u):
             x_dbl = torch.bmm(tokens, w.x_proj_t, out_dtype=torch.float32)
