@@ -149,3 +149,15 @@ def test_wired_into_vimbench_kernels(tmp_path):
 
     result = CliRunner().invoke(app, ["kernels", "check", "--baseline", str(tmp_path / "none.json")])
     assert result.exit_code == 2 and "does not exist" in result.output
+
+
+def test_short_kernels_get_an_absolute_noise_floor():
+    # A 0.1 ms case moving by 0.025 ms (25%) is within the 0.03 ms floor; a 1 ms case moving by 10% is not.
+    base = {"tiny": _t("tiny", 0.1, 0.1, 0.1), "big": _t("big", 1.0, 1.0, 1.0)}
+    cur = {"tiny": _t("tiny", 0.125, 0.125, 0.125), "big": _t("big", 1.1, 1.1, 1.1)}
+    by = {c.case: c for c in rg.compare_timings(base, cur)}
+    assert by["tiny"].status == "ok" and by["tiny"].threshold == pytest.approx(rg.MIN_ABS_MS / 0.1)
+    assert by["big"].status == "regression" and by["big"].threshold == rg.MIN_THRESHOLD
+    # beyond the floor, a short kernel still regresses
+    (slow,) = rg.compare_timings({"tiny": base["tiny"]}, {"tiny": _t("tiny", 0.2, 0.2, 0.2)})
+    assert slow.status == "regression"

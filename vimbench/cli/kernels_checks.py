@@ -19,7 +19,7 @@ def check(
     only: str = typer.Option("", "--only", help="Comma-separated substrings: time only cases whose name contains one."),
 ) -> None:
     """Re-time the Triton kernel suite and compare with a baseline: exit 1 on a regression beyond the noise
-    threshold max(5%, 3 x relative spread of the repeats), 2 on bad input or no GPU."""
+    threshold max(5%, 3 x relative spread of the repeats, 0.03 ms / baseline ms), 2 on bad input or no GPU."""
     from vimbench import render
     from vimbench.bench import regression as rg
     from vimbench.errors import VimbenchError
@@ -72,7 +72,7 @@ def _render_comparisons(comparisons, baseline: Path, pct_floor: dict | None = No
     n_reg = sum(c.status == "regression" for c in comparisons)
     render.table(f"kernels vs {baseline}", ["case", "baseline ms", "now ms", "change %", "threshold %",
                                             "% of floor", "status"],
-                 rows, caption=f"{n_reg} regression(s); threshold = max(5%, 3 x relative spread of the repeats); "
+                 rows, caption=f"{n_reg} regression(s); threshold = max(5%, 3 x relative spread of the repeats, 0.03 ms / baseline ms); "
                                "% of floor: roofline floor time / measured time (vimbench.bench.roofline)",
                  digits=3)
 
