@@ -1,10 +1,10 @@
 """Kernel microbenchmarks at Vim shapes: our Triton ops vs the PyTorch references (vs mamba-ssm's CUDA ops when
 installed), one row per (op, model, resolution, batch, dtype, implementation).
 
-Ops: scan_bidir (both directions, combined and gated: the Vim mixer's fp32 path), scan_halves (both directions,
-the two gated halves: the mixer's bf16/fp16 path, see vimbench.models.vim.sums_halves_in_gemm), scan_fwd (one
-direction), conv1d (both directions' conv + SiLU) and add_rmsnorm. Shapes: D = embed dim, E = 2D, N = 16, R = ceil(D/16),
-L = (res // 16)^2 + 1 tokens.
+Ops: scan_bidir (both directions, combined and gated: the Vim mixer's fp32 path), scan_halves (both
+directions, the two gated halves: the mixer's bf16/fp16 path, see vimbench.models.vim.sums_halves_in_gemm),
+scan_fwd (one direction), conv1d (both directions' conv + SiLU) and add_rmsnorm.
+Shapes: D = embed dim, E = 2D, N = 16, R = ceil(D/16), L = (res // 16)^2 + 1 tokens.
 
 Numbers per row:
 - ms_p50: triton.testing.do_bench median (warmup / rep are milliseconds of repetition, not counts).

@@ -28,7 +28,8 @@ def bench(
     dtype: str = typer.Option("bf16,fp32", "--dtype", help="bf16, fp16, fp32 (comma list)."),
     impl: str = typer.Option("triton,torch", "--impl", help="triton, torch, cuda (mamba-ssm, when installed)."),
     ops: str = typer.Option("scan_halves,scan_bidir,scan_fwd,conv1d,add_rmsnorm", "--ops",
-                            help="Which ops to time (scan_halves: the bf16/fp16 model path; scan_bidir: combined)."),
+                            help="Which ops to time (scan_halves: the bf16/fp16 model's scan; "
+                                 "scan_bidir: combined)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Results file (JSON lines); default results/kernels-<run id>.jsonl."),
     max_ref_elements: int = typer.Option(50_000_000, "--max-ref-elements",
                                          help="Skip the (slow) torch reference scan above this batch*E*L; 0 = never skip."),

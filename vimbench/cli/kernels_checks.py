@@ -72,8 +72,9 @@ def _render_comparisons(comparisons, baseline: Path, pct_floor: dict | None = No
     n_reg = sum(c.status == "regression" for c in comparisons)
     render.table(f"kernels vs {baseline}", ["case", "baseline ms", "now ms", "change %", "threshold %",
                                             "% of floor", "status"],
-                 rows, caption=f"{n_reg} regression(s); threshold = max(5%, 3 x relative spread of the repeats, 0.03 ms / baseline ms); "
-                               "% of floor: roofline floor time / measured time (vimbench.bench.roofline)",
+                 rows, caption=f"{n_reg} regression(s); threshold = max(5%, 3 x relative spread of the repeats, "
+                               "0.03 ms / baseline ms); % of floor: roofline floor time / measured time "
+                               "(vimbench.bench.roofline)",
                  digits=3)
 
 
