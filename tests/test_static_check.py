@@ -82,6 +82,7 @@ def _expected(**kw):
     (dict(stack_bytes=24, stl=3, ldl=3), "spills"),
     (dict(ldg_128=2, ldg_64=2), "128-bit loads"),
     (dict(mufu_ex2=32), "MUFU.EX2"),
+    (dict(shfl=128), "SHFL"),
 ])
 def test_regressions_fail(change, message):
     (finding,) = sc.compare_static([_report(**change)], _expected())
@@ -116,10 +117,11 @@ def test_sass_parsing():
         /*0150*/                   MUFU.EX2 R4, R4 ;
         /*0160*/              @P1 STL [R1+0x4], R5 ;
         /*0170*/                   LDL R6, [R1+0x4] ;
+        /*0180*/                   SHFL.BFLY PT, R7, R6, 0x1, 0x1f ;
     """
     counts = sc.count_sass(sass)
-    assert counts == {"instructions": 5, "mufu_ex2": 1, "ldg": 2, "ldg_128": 1, "ldg_64": 1, "stg_128": 0,
-                      "stl": 1, "ldl": 1}
+    assert counts == {"instructions": 6, "mufu_ex2": 1, "ldg": 2, "ldg_128": 1, "ldg_64": 1, "stg_128": 0,
+                      "stl": 1, "ldl": 1, "shfl": 1}
     assert sc.parse_resource_usage(" Function k:\n  REG:28 STACK:24 SHARED:0 LOCAL:16 CONSTANT[0]:568") == {
         "registers": 28, "stack_bytes": 24, "shared_bytes": 0, "local_bytes": 16}
 

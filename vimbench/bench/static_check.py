@@ -12,6 +12,8 @@ What fails (exit 1 from `vimbench kernels static`):
 - registers > expected + REGISTER_MARGIN;
 - fewer 128-bit global loads (LDG.E.128), or fewer vectorized (128 + 64-bit) loads, than expected;
 - more MUFU.EX2 per state element than expected (the same count, since the spec fixes the tile);
+- more SHFL (warp shuffles) than expected: a layout that moved the scan's states across lanes (Triton 3.6 did
+  this to the v3 scan: 128 shuffles per loop trip, kernels/NOTES.md);
 - a kernel in KERNELS with no expectation (run with --update and commit the file).
 Counts are static (instructions in the binary, not executed ones): a change in the unrolled tile shows up as
 a change in the count. Expectations record the Triton version they were made with; another version may
@@ -216,6 +218,7 @@ class StaticReport:
     ldl: int                 # local-memory loads: spills
     instructions: int
     state_elements: int | None = None
+    shfl: int = 0            # warp shuffles: cross-lane traffic (the scan keeps a channel's states in one lane)
 
     @property
     def ex2_per_state_element(self) -> float | None:
@@ -250,6 +253,7 @@ def count_sass(sass: str) -> dict[str, int]:
         "stg_128": sum(op.startswith("STG") and ".128" in op for op in opcodes),
         "stl": sum(op.startswith("STL") for op in opcodes),
         "ldl": sum(op.startswith("LDL") for op in opcodes),
+        "shfl": sum(op.startswith("SHFL") for op in opcodes),
     }
 
 
@@ -403,6 +407,8 @@ def compare_static(reports: list[StaticReport], expected: dict[str, dict[str, An
                          f"{exp['ldg_128'] + exp['ldg_64']}")
         elif rep.ldg_128 > exp["ldg_128"]:
             better.append(f"128-bit loads {rep.ldg_128} > expected {exp['ldg_128']}")
+        if rep.shfl > exp.get("shfl", rep.shfl):
+            fails.append(f"SHFL {rep.shfl} > expected {exp['shfl']}: more cross-lane traffic (a layout change?)")
         exp_ratio = exp.get("ex2_per_state_element")
         if rep.ex2_per_state_element is not None and exp_ratio is not None:
             if rep.ex2_per_state_element > exp_ratio * (1 + 1e-9):

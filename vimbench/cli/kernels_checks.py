@@ -104,10 +104,10 @@ def static(
     for f in findings:
         r = by_name.get(f.kernel)
         rows.append([f.kernel, r and r.registers, r and r.stack_bytes + r.local_bytes, r and r.ldg_128, r and r.ldg_64,
-                     r and r.mufu_ex2, r and r.ex2_per_state_element, f.status])
+                     r and r.mufu_ex2, r and r.ex2_per_state_element, r and r.shfl, f.status])
     title = f"wrote {expect}" if update else f"sm_90 static check vs {expect}"
-    render.table(title, ["kernel", "regs", "spill B", "LDG.128", "LDG.64", "MUFU.EX2", "EX2/state", "status"],
-                 rows, digits=3)
+    render.table(title, ["kernel", "regs", "spill B", "LDG.128", "LDG.64", "MUFU.EX2", "EX2/state", "SHFL",
+                         "status"], rows, digits=3)
     for f in findings:
         for message in f.messages:
             render.note(f"{f.kernel} [{f.status}]: {message}")
