@@ -3,7 +3,9 @@
 Op signatures (all backends identical; shapes documented on the reference ops in `kernels`):
     add_rmsnorm(x, residual, weight, eps, out_dtype) -> (y, residual_fp32)
     conv1d_silu_bidir(x, weight, bias) -> u            x (B, E, L), weight (2, E, K), bias (2, E) -> (2, B, E, L)
-    bimamba_scan(u, delta, A, B, C, D, z, delta_bias) -> y   direction-stacked inputs -> (B, E, L)
+    bimamba_scan(u, delta, A, B, C, D, z, delta_bias, combine=True, out=None) -> y
+                      direction-stacked inputs -> (B, E, L); combine=False: the two gated halves
+                      (2, B, E, L), written to `out` if given (may be u itself)
 """
 from __future__ import annotations
 
