@@ -93,20 +93,29 @@ def _check(dtype: str, res: int, batch: int) -> None:
         raise VimbenchError(f"batch must be >= 1, got {batch}")
 
 
-def vim_counts(embed_dim: int, depth: int, res: int, batch: int, dtype: str = "fp32", num_classes: int = 1000,
-               model: str = "vim") -> ModelCount:
-    """Vim (bimamba v2, middle class token) as vimbench.models.vim builds it; see the module docstring."""
+def _with_patch_embedding(model: str, embed_dim: int, res: int, batch: int, dtype: str) -> tuple[ModelCount, int]:
+    """A ModelCount holding the ops both families start with (16 px patch embedding, class token and position
+    embedding), and the token count L = patches + 1. Checks the arguments."""
     _check(dtype, res, batch)
-    elt = DTYPE_BYTES[dtype]
-    D, E, N, K = embed_dim, EXPAND * embed_dim, D_STATE, D_CONV
-    R = math.ceil(D / 16)
+    elt, D = DTYPE_BYTES[dtype], embed_dim
     M = (res // PATCH) ** 2
     L = M + 1
     BL = batch * L
     out = ModelCount(model, res, batch, dtype, L)
+    out.ops.append(_gemm("patch_embed", batch * M, 3 * PATCH * PATCH, D, elt))
+    out.ops.append(OpCount("pos_embed+cls", "elementwise", BL * D, elt * (2 * BL * D + L * D)))
+    return out, L
+
+
+def vim_counts(embed_dim: int, depth: int, res: int, batch: int, dtype: str = "fp32", num_classes: int = 1000,
+               model: str = "vim") -> ModelCount:
+    """Vim (bimamba v2, middle class token) as vimbench.models.vim builds it; see the module docstring."""
+    out, L = _with_patch_embedding(model, embed_dim, res, batch, dtype)
+    elt = DTYPE_BYTES[dtype]
+    D, E, N, K = embed_dim, EXPAND * embed_dim, D_STATE, D_CONV
+    R = math.ceil(D / 16)
+    BL = batch * L
     ops = out.ops
-    ops.append(_gemm("patch_embed", batch * M, 3 * PATCH * PATCH, D, elt))
-    ops.append(OpCount("pos_embed+cls", "elementwise", BL * D, elt * (2 * BL * D + L * D)))
     # add_rmsnorm before each block and once at the end; block 0 has no residual to add.
     norm_flops = 5.0 * BL * D
     # Bytes of our three kernels: the same formulas the kernel roofline uses (bench/roofline.py).
@@ -145,16 +154,11 @@ def deit_counts(embed_dim: int, depth: int, heads: int, res: int, batch: int, dt
 
     attn='sdpa': fused attention reads Q, K, V and writes O (no L x L matrix in memory); 'eager' also writes and
     reads the L x L scores and probabilities. FLOPs are the same for both."""
-    _check(dtype, res, batch)
+    out, L = _with_patch_embedding(model, embed_dim, res, batch, dtype)
     elt, f32 = DTYPE_BYTES[dtype], 4
     D, H = embed_dim, heads
-    M = (res // PATCH) ** 2
-    L = M + 1
     BL = batch * L
-    out = ModelCount(model, res, batch, dtype, L)
     ops = out.ops
-    ops.append(_gemm("patch_embed", batch * M, 3 * PATCH * PATCH, D, elt))
-    ops.append(OpCount("pos_embed+cls", "elementwise", BL * D, elt * (2 * BL * D + L * D)))
     ln_bytes = elt * 2 * BL * D + f32 * 2 * D
     ops.append(OpCount("layernorm", "norm", 7.0 * BL * D * (2 * depth + 1), ln_bytes * (2 * depth + 1),
                        2 * depth + 1))
