@@ -10,7 +10,7 @@ from _tolerances import assert_close_to_f64
 
 @pytest.fixture(scope="module")
 def conv():
-    return pytest.importorskip("kernels.conv1d.triton").conv1d_silu_bidir
+    return pytest.importorskip("kernels.conv1d.op").conv1d_silu_bidir
 
 
 def make_inputs(batch, channels, length, dtype=torch.float32, device="cpu", seed=0):

@@ -52,7 +52,7 @@ def stack_directions(batch, channels, length, dtype=torch.float32, device="cpu")
 
 @pytest.fixture(scope="module")
 def triton_scan():
-    mod = pytest.importorskip("kernels.selective_scan.triton")
+    mod = pytest.importorskip("kernels.selective_scan.op")
     return mod
 
 

@@ -151,9 +151,9 @@ def _callable(op: str, impl: str, args: dict[str, Any]) -> Callable[[], Any]:
     import torch
 
     if impl == "triton":
-        from kernels.conv1d.triton import conv1d_silu_bidir
-        from kernels.rmsnorm.triton import add_rmsnorm
-        from kernels.selective_scan.triton import bimamba_scan, selective_scan
+        from kernels.conv1d.op import conv1d_silu_bidir
+        from kernels.rmsnorm.op import add_rmsnorm
+        from kernels.selective_scan.op import bimamba_scan, selective_scan
 
         fns = dict(scan_bidir=bimamba_scan, scan_halves=bimamba_scan, scan_fwd=selective_scan,
                    conv1d=conv1d_silu_bidir, add_rmsnorm=add_rmsnorm)

@@ -40,7 +40,7 @@ ANNOTATION_PREFIX = "vimbench::"
 _FLOP_CATEGORY = {"scan": "scan", "conv": "conv", "norm": "norm", "gemm": "gemm", "attention": "attention"}
 
 NAME_RULES: tuple[tuple[str, str], ...] = (
-    # vimbench's Triton kernels (kernels/*/triton.py: _scan_kernel, _conv1d_silu_bidir_kernel,
+    # vimbench's Triton kernels (kernels/*/fwd.py: _scan_kernel, _conv1d_silu_bidir_kernel,
     # _add_rmsnorm_kernel) and the official CUDA ones (selective_scan_fwd_kernel, causal_conv1d_fwd_kernel)
     ("scan", r"_scan_kernel|selective_scan|bimamba|scan_fwd|ssm_scan|chunk_scan|state_passing"),
     ("conv", r"_conv1d_silu_bidir_kernel|conv1d|conv_silu|causal_conv|depthwise|conv_depthwise|grouped_direct"),

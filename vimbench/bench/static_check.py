@@ -51,7 +51,7 @@ class KernelSpec:
     state_elements: (channel, state, token) elements one program handles per pass over the code, used to
     report MUFU.EX2 per state element (None for kernels without a state)."""
     name: str                          # unique label, e.g. "bimamba_scan_fwd/bf16"
-    module: str                        # importable module, e.g. "kernels.selective_scan.triton"
+    module: str                        # importable module, e.g. "kernels.selective_scan.fwd"
     function: str                      # the @triton.jit function's name in that module
     signature: dict[str, str]          # non-constexpr arguments -> Triton type ("*bf16:16", "i32", ...)
     constexprs: dict[str, Any] = field(default_factory=dict)
@@ -110,7 +110,7 @@ SCAN_MODES = ("halves", "combined", "single")
 
 def scan_specs(dtype: str = "bf16", mode: str = "halves", batch: int = 64, channels: int = 384, length: int = 6085,
                n_state: int = 16, bc_dtype: str = "fp32") -> KernelSpec:
-    """kernels/selective_scan/triton.py `_scan_kernel` at Vim-Ti, 1248 px, B=64, with the Vim mixer's layouts:
+    """kernels/selective_scan/fwd.py `_scan_kernel` at Vim-Ti, 1248 px, B=64, with the Vim mixer's layouts:
     u, delta (2, B, E, L) views of (2, B, L, E) buffers; B, C views of x_dbl (2, B, L, width) in XDblLayout order
     (rows 16-element aligned; bc_dtype: fp32, as x_proj writes it on CUDA); z a view of xz (B, L, 2E); A (2, E, N).
 
@@ -152,13 +152,13 @@ def scan_specs(dtype: str = "bf16", mode: str = "halves", batch: int = 64, chann
     # The binary holds the loop trip twice (the unmasked main loop and the masked last trips), each
     # 2 tokens x N states x (BLOCK_C / threads) channels per thread.
     state_elements = 2 * tokens_per_trip * N * block_c // (32 * num_warps)
-    return spec_from_args(f"scan/{mode}/{dtype}", "kernels.selective_scan.triton", "_scan_kernel", args,
+    return spec_from_args(f"scan/{mode}/{dtype}", "kernels.selective_scan.fwd", "_scan_kernel", args,
                           constexprs, do_not_specialize=("L",), num_warps=num_warps,
                           state_elements=state_elements)
 
 
 def conv1d_specs(dtype: str = "bf16", batch: int = 64, channels: int = 384, length: int = 6085) -> KernelSpec:
-    """kernels/conv1d/triton.py `_conv1d_silu_bidir_rows_kernel` as the Vim mixer launches it (K = 4,
+    """kernels/conv1d/fwd.py `_conv1d_silu_bidir_rows_kernel` as the Vim mixer launches it (K = 4,
     channel-last): x a view of xz (B, L, 2E); weight (2, E, 4) and bias (2, E) fp32 stacks; out (2, B, E, L) view
     of (B, L, 2, E); tile choice as conv1d_silu_bidir() makes it on CUDA."""
     B_, E, L = batch, channels, length
@@ -170,12 +170,12 @@ def conv1d_specs(dtype: str = "bf16", batch: int = 64, channels: int = 384, leng
         "stride_bias_dir": E, "stride_bias_e": 1,
         "stride_out_dir": o_dir, "stride_out_b": o_b, "stride_out_l": o_l,
     }
-    return spec_from_args(f"conv1d/bidir/{dtype}", "kernels.conv1d.triton", "_conv1d_silu_bidir_rows_kernel", args,
+    return spec_from_args(f"conv1d/bidir/{dtype}", "kernels.conv1d.fwd", "_conv1d_silu_bidir_rows_kernel", args,
                           dict(BLOCK_C=128, CHUNK=32, HAS_BIAS=True), do_not_specialize=("L",), num_warps=1)
 
 
 def rmsnorm_specs(dtype: str = "bf16", rows: int = 64 * 6085, dim: int = 192, residual: bool = True) -> KernelSpec:
-    """kernels/rmsnorm/triton.py `_add_rmsnorm_kernel` as the Vim blocks launch it: x (B*L, D) in the activation
+    """kernels/rmsnorm/fwd.py `_add_rmsnorm_kernel` as the Vim blocks launch it: x (B*L, D) in the activation
     dtype, fp32 residual and weight, y in the activation dtype, r fp32; tile choice as add_rmsnorm() makes it."""
     block_d = 1 << (dim - 1).bit_length()
     block_r = max(1, min(16, 4096 // block_d))
@@ -183,7 +183,7 @@ def rmsnorm_specs(dtype: str = "bf16", rows: int = 64 * 6085, dim: int = 192, re
     args = {"x_ptr": Ptr(dtype), "res_ptr": Ptr("fp32" if residual else dtype), "w_ptr": Ptr("fp32"),
             "y_ptr": Ptr(dtype), "r_ptr": Ptr("fp32"), "rows": rows, "D": dim, "eps": 1e-5,
             "stride_x": dim, "stride_res": dim, "stride_y": dim, "stride_r": dim}
-    return spec_from_args(f"rmsnorm/{'add' if residual else 'first'}/{dtype}", "kernels.rmsnorm.triton",
+    return spec_from_args(f"rmsnorm/{'add' if residual else 'first'}/{dtype}", "kernels.rmsnorm.fwd",
                           "_add_rmsnorm_kernel", args, dict(BLOCK_R=block_r, BLOCK_D=block_d, HAS_RES=residual),
                           num_warps=warps)
 

@@ -34,9 +34,9 @@ def _torch_ops() -> VimOps:
 
 def _triton_ops() -> VimOps:
     try:
-        from kernels.conv1d.triton import conv1d_silu_bidir
-        from kernels.rmsnorm.triton import add_rmsnorm
-        from kernels.selective_scan.triton import bimamba_scan
+        from kernels.conv1d.op import conv1d_silu_bidir
+        from kernels.rmsnorm.op import add_rmsnorm
+        from kernels.selective_scan.op import bimamba_scan
     except ImportError as exc:  # triton missing, or kernels not built yet
         raise VimbenchError(f"the triton backend is unavailable here ({exc}); use --backend torch") from exc
     return VimOps("triton", add_rmsnorm, conv1d_silu_bidir, bimamba_scan)

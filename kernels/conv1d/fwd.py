@@ -10,6 +10,8 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels.runtime import check_device
+
 
 @triton.jit(do_not_specialize=["L"])
 def _conv1d_silu_bidir_kernel(
@@ -169,7 +171,7 @@ def conv1d_silu_bidir(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
         out = torch.empty((2, batch, channels, length), dtype=x.dtype, device=x.device)
     if out.numel() == 0:
         return out
-    interpreted = x.device.type == "cpu"
+    interpreted = check_device(x, _conv1d_silu_bidir_rows_kernel)
     b = bias if bias is not None else weight  # never read without HAS_BIAS
     if channel_last and weight.shape[-1] == 4:
         block_c, chunk, warps = _rows_config(interpreted)
