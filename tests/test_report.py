@@ -40,12 +40,12 @@ def peak_mib(model: str, attn: str | None, res: int, batch: int) -> float:
 
 
 def synthetic_cases(oom: bool = True) -> list[CaseResult]:
-    """Vim-Ti (torch) and DeiT-Ti (sdpa, eager) at four resolutions, batch 8 and 64, fp32; DeiT eager OOMs at
+    """Vim-Ti (triton) and DeiT-Ti (sdpa, eager) at four resolutions, batch 8 and 64, fp32; DeiT eager OOMs at
     1248 px batch 64."""
     cases = []
     for batch in (8, 64):
         for res in RESOLUTIONS:
-            for model, impl, attn in (("vim_t", "torch", None), ("deit_t", "timm", "sdpa"),
+            for model, impl, attn in (("vim_t", "triton", None), ("deit_t", "timm", "sdpa"),
                                       ("deit_t", "timm", "eager")):
                 key = CaseKey(model=model, res=res, batch=batch, dtype="fp32", implementation=impl, attn=attn,
                               device="cuda")
@@ -53,9 +53,11 @@ def synthetic_cases(oom: bool = True) -> list[CaseResult]:
                     cases.append(CaseResult(key=key, status="oom", error="CUDA out of memory"))
                     continue
                 fps = vim_fps(res, batch) if attn is None else deit_fps(res, batch, attn)
+                p50 = round(1000 * batch / fps, 4)
                 cases.append(CaseResult(key=key, status="ok", params=7_000_000, tokens=(res // 16) ** 2 + 1,
                                         timing_method="cuda_events", warmup=3, iters=10,
-                                        latency_ms_p50=round(1000 * batch / fps, 4), fps=fps,
+                                        latency_ms_p20=0.97 * p50, latency_ms_p50=p50, latency_ms_p80=1.05 * p50,
+                                        fps=fps,
                                         memory_method="torch_allocator+nvml",
                                         peak_alloc_mib=peak_mib(model, attn, res, batch),
                                         timestamp="2026-11-30T10:00:00"))
@@ -81,7 +83,8 @@ def report_dir(synthetic, tmp_path) -> Path:
     out = tmp_path / "report"
     result = CliRunner().invoke(app, ["report", str(synthetic), "-o", str(out)])
     assert result.exit_code == 0, result.output
-    assert "Measured cases" in result.output
+    # The terminal gets the short summary (ratios and crossover per pair), not every case.
+    assert "Vim vs DeiT, fp32, batch 64" in result.output and "Measured cases" not in result.output
     return out
 
 
@@ -90,13 +93,14 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-FIGURES = ("throughput_memory_vs_res-fp32-b8", "throughput_memory_vs_res-fp32-b64", "throughput_vs_batch-1248px")
+FIGURES = ("headline-vim_t-vs-deit_t-fp32-b64", "headline-vim_t-vs-deit_t-fp32-b8", "throughput_memory_vs_res-fp32-b64",
+           "throughput_memory_vs_res-fp32-b8", "throughput_vs_batch-1248px", "accuracy_vs_throughput")
 
 
 def test_report_writes_every_file(report_dir):
     expected = [report_dir / "index.html"]
     expected += [report_dir / "figures" / f"{name}.{ext}" for name in FIGURES for ext in ("png", "svg")]
-    expected += [report_dir / "tables" / f"{name}.{ext}" for name in ("results", "ratios")
+    expected += [report_dir / "tables" / f"{name}.{ext}" for name in ("summary", "results", "ratios")
                  for ext in ("md", "csv", "tex")]
     for path in expected:
         assert path.is_file() and path.stat().st_size > 0, path
@@ -105,7 +109,7 @@ def test_report_writes_every_file(report_dir):
     tex = (report_dir / "tables" / "results.tex").read_text()
     assert "\\begin{longtable}" in tex and "vim\\_t" in tex
     md = (report_dir / "tables" / "results.md").read_text()
-    assert "| vim_t | torch | - | fp32 | 64 | 512 |" in md
+    assert "| vim_t | triton | - | fp32 | 64 | 512 |" in md
 
 
 def test_results_csv_holds_the_measured_numbers(report_dir):
@@ -127,7 +131,7 @@ def test_results_csv_holds_the_measured_numbers(report_dir):
 def test_ratios_csv_pairs_vim_with_each_deit_variant(report_dir):
     rows = read_csv(report_dir / "tables" / "ratios.csv")
     by_key = {(r["deit"], int(r["batch"]), int(r["res (px)"])): r for r in rows}
-    assert {r["vim"] for r in rows} == {"vim_t torch"}
+    assert {r["vim"] for r in rows} == {"vim_t triton"}
     assert {r["deit"] for r in rows} == {"deit_t timm/sdpa", "deit_t timm/eager"}
     r = by_key[("deit_t timm/eager", 64, 1024)]
     assert float(r["speed-up (x)"]) == pytest.approx(vim_fps(1024, 64) / deit_fps(1024, 64, "eager"))
@@ -225,9 +229,10 @@ def test_html_renders_in_headless_chromium(report_dir, tmp_path):
         natural, shown = size.split("@")
         assert all(int(n) > 100 for n in natural.split("x")), size
         assert all(int(n) > 100 for n in shown.split("x")), size
-    assert int(check["data-tables"]) == 2
+    assert int(check["data-tables"]) == 3
     n_ratios = len(read_csv(report_dir / "tables" / "ratios.csv"))
-    assert int(check["data-table-rows"]) == len(synthetic_cases()) + n_ratios
+    n_summary = len(read_csv(report_dir / "tables" / "summary.csv"))
+    assert int(check["data-table-rows"]) == len(synthetic_cases()) + n_ratios + n_summary
     dom_text = " ".join(parser.text)
     assert GPU in dom_text and RUN_ID in dom_text and "env.tf32_matmul" in dom_text
 
@@ -303,3 +308,137 @@ def test_report_of_a_tiny_cpu_sweep(tmp_path):
                                                                             "deit_test timm/eager"}
     assert (out / "figures" / "throughput_vs_batch-64px.png").is_file()
     assert (out / "index.html").is_file()
+
+
+# ------------------------------------------------------------------------------------------- figures' content
+def _svg_text(path: Path) -> str:
+    return path.read_text(encoding="utf-8")
+
+
+def test_headline_states_ratios_and_crossover_and_leaves_the_reference_out(tmp_path):
+    cases = synthetic_cases()
+    # A torch-reference Vim line: in the full figure, not in the headline.
+    for res in RESOLUTIONS:
+        key = CaseKey(model="vim_t", res=res, batch=64, dtype="fp32", implementation="torch", attn=None,
+                      device="cuda")
+        cases.append(CaseResult(key=key, status="ok", fps=10.0, latency_ms_p50=6400.0, peak_alloc_mib=9000.0,
+                                memory_method="torch_allocator+nvml"))
+    src = write_results(tmp_path / "r.jsonl", cases)
+    out = tmp_path / "rep"
+    result = CliRunner().invoke(app, ["report", str(src), "-o", str(out), "--no-table"])
+    assert result.exit_code == 0, result.output
+    head = _svg_text(out / "figures" / "headline-vim_t-vs-deit_t-fp32-b64.svg")
+    full = _svg_text(out / "figures" / "throughput_memory_vs_res-fp32-b64.svg")
+    assert "torch reference" not in head and "torch reference" in full
+    # Vim/DeiT sdpa at 1248 px: (1/3) * 1248/224 = 1.857x, written on the figure with the paper's wording.
+    speed = vim_fps(1248, 64) / deit_fps(1248, 64, "sdpa")
+    assert f"{speed:.2f}x faster" in head
+    saved = 1 - peak_mib("vim_t", None, 1248, 64) / peak_mib("deit_t", "sdpa", 1248, 64)
+    assert (f"{100 * saved:.1f}% less memory" if saved >= 0 else f"{1 - saved:.2f}x the memory") in head
+    # The throughput ratio crosses 1 between 512 and 1024 px for both DeiT attentions.
+    assert head.count("crossover: between 512 and 1024 px") == 2
+    summary = read_csv(out / "tables" / "summary.csv")
+    assert {r["crossover (Vim overtakes DeiT)"].split(" (")[0] for r in summary
+            if r["vim"] == "Vim-Ti triton"} == {"between 512 and 1024 px"}
+    torch_rows = {r["deit"]: r["crossover (Vim overtakes DeiT)"] for r in summary if r["vim"] == "Vim-Ti torch"}
+    assert torch_rows["DeiT-Ti sdpa"] == "none in 224..1248 px: slower at every resolution"
+    # DeiT eager runs out of memory at 1248 px: an OOM loses, so the torch reference "overtakes" it there.
+    assert torch_rows["DeiT-Ti eager"].startswith("between 1024 and 1248 px")
+    # The headline figures come first in index.html.
+    page = (out / "index.html").read_text()
+    assert page.index("figure-headline-vim_t-vs-deit_t-fp32-b64") < page.index("figure-throughput_memory_vs_res")
+    assert page.index("figure-headline-vim_t-vs-deit_t-fp32-b64") < page.index(
+        "figure-headline-vim_t-vs-deit_t-fp32-b8")
+
+
+def test_one_colour_per_implementation_everywhere():
+    from vimbench.report.style import colour, line_style
+
+    def key(model, impl, attn=None, compile=None):
+        return {"model": model, "implementation": impl, "attn": attn, "compile": compile}
+
+    assert colour(key("vim_t", "triton")) == colour(key("vim_s", "triton")) == colour(key("vim_b", "triton"))
+    assert colour(key("deit_t", "timm", "sdpa")) == colour(key("deit_b", "timm", "sdpa"))
+    distinct = [key("vim_t", "triton"), key("vim_t", "official"), key("vim_t", "torch"),
+                key("deit_t", "timm", "sdpa"), key("deit_t", "timm", "eager"),
+                key("deit_t", "timm", "sdpa", "max-autotune")]
+    assert len({colour(k) for k in distinct}) == len(distinct)
+    # A timm peer gets a colour from its name, whatever else is in the figure.
+    assert colour(key("timm:convnext_tiny", "timm")) == colour(key("timm:convnext_tiny", "timm"))
+    assert line_style(key("vim_t", "triton"))["marker"] != line_style(key("vim_s", "triton"))["marker"]
+
+
+def test_cpu_results_use_the_recorded_peak_rss(tmp_path):
+    cases = []
+    for res in (32, 64, 96):
+        for model, impl, attn, rss in (("vim_test", "torch", None, 400.0 + res), ("deit_test", "timm", "sdpa",
+                                                                                   500.0 + res)):
+            key = CaseKey(model=model, res=res, batch=2, dtype="fp32", implementation=impl, attn=attn,
+                          device="cpu")
+            cases.append(CaseResult(key=key, status="ok", fps=100.0 / res, latency_ms_p50=20.0 * res,
+                                    memory_method="process_rss", cpu_peak_rss_mib=rss))
+    src = write_results(tmp_path / "cpu.jsonl", cases, gpu=None)
+    out = tmp_path / "rep"
+    result = CliRunner().invoke(app, ["report", str(src), "-o", str(out), "--no-table"])
+    assert result.exit_code == 0, result.output
+    ratios = read_csv(out / "tables" / "ratios.csv")
+    by_res = {int(r["res (px)"]): r for r in ratios}
+    assert float(by_res[64]["memory saved (%)"]) == pytest.approx(100 * (1 - 464 / 564))
+    svg = _svg_text(out / "figures" / "throughput_memory_vs_res-fp32-b2.svg")
+    assert "peak RSS" in svg and "max_memory_allocated" not in svg
+    results = read_csv(out / "tables" / "results.csv")
+    assert {float(r["peak RSS (MiB)"]) for r in results if r["res (px)"] == "32"} == {432.0, 532.0}
+
+
+def test_compiled_rows_are_their_own_peer_line(tmp_path):
+    src = write_results(tmp_path / "r.jsonl", synthetic_cases(oom=False))
+    lines = [json.loads(line) for line in src.read_text().splitlines()]
+    extra = []
+    for row in lines[1:]:
+        if row["attn"] == "sdpa" and row["batch"] == 64:
+            extra.append({**row, "compile": "max-autotune", "fps": row["fps"] * 1.5,
+                          **{c: row[c] / 1.5 for c in ("latency_ms_p20", "latency_ms_p50", "latency_ms_p80")}})
+    with open(src, "a", encoding="utf-8") as fh:
+        for row in extra:
+            fh.write(json.dumps(row) + "\n")
+    out = tmp_path / "rep"
+    result = CliRunner().invoke(app, ["report", str(src), "-o", str(out), "--no-table"])
+    assert result.exit_code == 0, result.output
+    deits = {r["deit"] for r in read_csv(out / "tables" / "ratios.csv") if r["batch"] == "64"}
+    assert deits == {"deit_t timm/sdpa", "deit_t timm/eager", "deit_t timm/sdpa compiled(max-autotune)"}
+    results = read_csv(out / "tables" / "results.csv")
+    assert sum(r["compile"] == "max-autotune" for r in results) == len(extra)
+    head = _svg_text(out / "figures" / "headline-vim_t-vs-deit_t-fp32-b64.svg")
+    assert "compiled (max-autotune)" in head
+
+
+def test_accuracy_pareto_front():
+    from vimbench.report.accuracy import Point, pareto, published_accuracy
+
+    pub = {(p.model, p.variant): p for p in published_accuracy()}
+    assert pub[("vim_t", "official")].top1 == 76.1 and "2401.09417" in pub[("vim_t", "official")].source
+    assert pub[("deit_b", "official")].top1 == 81.8
+    pts = [Point({"model": m}, fps, acc, "") for m, fps, acc in
+           (("a", 100, 80), ("b", 200, 76), ("c", 150, 75), ("d", 50, 81), ("e", 200, 70))]
+    assert [p.key["model"] for p in pareto(pts)] == ["d", "a", "b"]
+
+
+def test_terminal_tables_keep_key_columns_whole(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from vimbench import render
+
+    for width in (80, 120):
+        buf = io.StringIO()
+        monkeypatch.setattr(render, "console", Console(width=width, file=buf, force_terminal=False))
+        render.table("t", ["model", "implementation", "dtype", "gpu", "status", "run_id", "note"],
+                     [["deit_t", "timm/sdpa", "bf16", "NVIDIA H200", "ok", "20261129-230945-c3fde9",
+                       "x" * 60]] * 3, keep=["model", "implementation", "dtype", "gpu", "status"])
+        text = buf.getvalue()
+        assert all(len(line) <= width for line in text.splitlines())
+        for cell in ("deit_t", "timm/sdpa", "bf16", "NVIDIA H200", "ok"):
+            assert cell in text, (width, text)
+        assert "…" not in text
+        assert "Left out to fit" in text

@@ -48,16 +48,66 @@ def fmt(value: Any, digits: int = 1) -> str:
     return str(value)
 
 
+def _fit(columns: list[str], cells: list[list[str]], width: int, keep: Sequence[str] | None,
+         wrap: Sequence[str]) -> list[int]:
+    """Indices of the columns to print so that each fits whole in `width` characters: the columns named in
+    `keep` are never dropped, wrappable ones count at a third of their width (at least their header), and the
+    others are dropped from the right (the least important) until the table fits."""
+    def need(i: int) -> int:
+        longest = max([len(columns[i].split()[0]) if columns[i] else 1] + [len(c[i]) for c in cells])
+        if columns[i] in wrap:
+            return max(len(max(columns[i].split() or [""], key=len)), 12)
+        return max(longest, min(len(columns[i]), 12))
+
+    shown = list(range(len(columns)))
+    keep = set(keep or [])
+    while sum(need(i) + 3 for i in shown) + 1 > width:
+        droppable = [i for i in shown if columns[i] not in keep]
+        if not droppable:
+            return []          # even the key columns do not fit side by side: stack them
+        shown.remove(droppable[-1])
+    return shown
+
+
+def _stacked(title: str, columns: Sequence[str], cells: list[list[str]], caption: str | None) -> None:
+    """One block per row, one `column: value` line per cell: for terminals too narrow for the table."""
+    console.print(f"[bold]{escape(title)}[/]", highlight=False)
+    for c in cells:
+        console.print(f"- {escape(columns[0])}: {escape(c[0])}", highlight=False, soft_wrap=False)
+        for name, value in zip(columns[1:], c[1:]):
+            console.print(f"    {escape(name)}: {escape(value)}", highlight=False)
+    if caption:
+        console.print(caption, highlight=False, markup=False)
+
+
 def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], caption: str | None = None,
-          digits: int = 1) -> None:
-    """Print a table. Numeric columns are right-aligned; column names should carry units (p50 ms, img/s, MiB)."""
+          digits: int = 1, keep: Sequence[str] | None = None, wrap: Sequence[str] = ()) -> None:
+    """Print a table. Numeric columns are right-aligned; column names should carry units (p50 ms, img/s, MiB).
+
+    No cell is ever cut to an ellipsis: when the table is wider than the terminal, the rightmost columns not in
+    `keep` are left out (the caption says which), columns in `wrap` wrap their text, every other column keeps
+    its width."""
     rows = [list(r) for r in rows]
+    cells = [[fmt(v, digits) for v in r] for r in rows]
+    shown = _fit(list(columns), cells, console.width, keep, wrap)
+    if not shown:
+        _stacked(title, columns, cells, caption)
+        return
+    dropped = [columns[i] for i in range(len(columns)) if i not in shown]
+    if dropped:
+        note = f"Left out to fit {console.width} columns: {', '.join(dropped)} (a wider terminal shows them)."
+        caption = f"{caption} {note}" if caption else note
     t = Table(title=title, caption=caption, caption_justify="left", header_style="bold")
-    for i, name in enumerate(columns):
+    for i in shown:
+        name = columns[i]
         numeric = any(isinstance(r[i], (int, float)) and not isinstance(r[i], bool) for r in rows if i < len(r))
-        t.add_column(name, justify="right" if numeric else "left", no_wrap=numeric)
-    for r in rows:
-        t.add_row(*(fmt(v, digits) for v in r))
+        longest = max([len(c[i]) for c in cells] + [1])
+        if name in wrap:
+            t.add_column(name, justify="left", overflow="fold")
+        else:
+            t.add_column(name, justify="right" if numeric else "left", no_wrap=True, min_width=longest)
+    for c in cells:
+        t.add_row(*(c[i] for i in shown))
     console.print(t)
 
 
@@ -76,12 +126,16 @@ def progress_bar(total: int, description: str = "") -> Iterator[Callable[[str, i
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err_console, transient=False) as progress:
         task = progress.add_task(description, total=total)
-        # Rich draws no intermediate states when stderr is not a terminal (logs, CI); one line per step there.
+        # Rich draws no intermediate states when stderr is not a terminal (logs, CI): there, one line per step,
+        # printed when the step starts (the sweep reports each step twice, starting and done: one line, not two).
         log_lines = not err_console.is_terminal
+        last = [""]
 
         def update(label: str, completed: int) -> None:
             progress.update(task, description=label, completed=completed)
-            if log_lines:
-                err_console.print(f"[{completed}/{total}] {label}", highlight=False, soft_wrap=True, markup=False)
+            if log_lines and completed < total and label != last[0]:
+                last[0] = label
+                err_console.print(f"[{completed + 1}/{total}] {label}", highlight=False, soft_wrap=True,
+                                  markup=False)
 
         yield update

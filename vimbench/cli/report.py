@@ -29,9 +29,20 @@ def report(
                                             help="Resolution of the throughput-vs-batch figure [default: the one "
                                                  "with the most batch sizes]."),
     title: Optional[str] = typer.Option(None, "--title", help="Title of index.html."),
-    show_table: bool = typer.Option(True, "--table/--no-table", help="Print the results table in the terminal."),
+    show_table: bool = typer.Option(True, "--table/--no-table", help="Print the Vim/DeiT summary in the terminal."),
+    full: bool = typer.Option(False, "--full", help="Also print every measured case and every ratio (long)."),
 ) -> None:
-    """Figures (PNG, SVG), tables (Markdown, CSV, LaTeX) and one self-contained index.html from stored results."""
+    """Figures (PNG, SVG), tables (Markdown, CSV, LaTeX) and one self-contained index.html from stored results.
+
+    The terminal gets a short summary: each Vim/DeiT pair's ratios at the largest resolution both measured and
+    the resolution where Vim overtakes (--full prints every case).
+
+    Examples:
+
+      vimbench report results/triton-h200-2026-11-30.jsonl results/anchors-official-h200-2026-11-29.jsonl -o reports/mine
+
+      vimbench report results/ --models vim_t,deit_t --batch 64 --full
+    """
     from vimbench import render
     from vimbench.report import build_report
     from vimbench.report.tables import pick_columns
@@ -41,15 +52,51 @@ def report(
     result = build_report(results, out, models=models, dtypes=dtype, batches=batch, devices=device,
                           group_by=groups, batch_res=batch_res, title=title)
     if show_table:
-        for t in result.tables:
-            if t.name == "results":
-                t = pick_columns(t, ["model", "implementation", "attn", "dtype", "batch", "res (px)", "gpu",
-                                     "status", "p50 (ms)", "throughput (img/s)", "peak alloc (MiB)"])
-            render.table(t.title, t.columns, t.rows, caption=t.caption, digits=1)
+        by_name = {t.name: t for t in result.tables}
+        if full:
+            t = by_name["results"]
+            wanted = ["model", "implementation", "attn", "compile", "dtype", "batch", "res (px)", "status",
+                      "throughput (img/s)", "p50 (ms)", "p20-p80 spread (%)", "peak alloc (MiB)", "peak RSS (MiB)",
+                      "gpu"]
+            t = pick_columns(t, [c for c in wanted if c in t.columns])
+            render.table(t.title, t.columns, t.rows, caption=t.caption, digits=1,
+                         keep=["model", "implementation", "attn", "dtype", "batch", "res (px)", "status",
+                               "throughput (img/s)"])
+            if "ratios" in by_name:
+                t = by_name["ratios"]
+                render.table(t.title, t.columns, t.rows, caption=t.caption, digits=2,
+                             keep=["vim", "deit", "dtype", "batch", "res (px)", "speed-up (x)", "memory saved (%)"],
+                             wrap=["note"])
+        if "summary" in by_name:
+            _print_summary(by_name["summary"])
+        elif not full:
+            render.note("no Vim/DeiT pair measured under the same conditions; --full prints every case")
     if result.repeats_dropped:
         render.note(f"{result.repeats_dropped} repeated measurements of the same case: the newest of each is used")
     render.note(f"wrote {len(result.files)} files ({len(result.figures)} figures, {len(result.tables)} tables) "
                 f"under {result.out_dir}; open {result.index}")
+
+
+def _print_summary(t) -> None:
+    """The summary table, one small table per precision / batch / GPU, so it fits 80 columns."""
+    from vimbench import render
+
+    col = {c: i for i, c in enumerate(t.columns)}
+    groups: dict[tuple, list] = {}
+    for row in t.rows:
+        groups.setdefault((row[col["dtype"]], row[col["batch"]], row[col["gpu"]]), []).append(row)
+    for (dtype, batch, gpu), rows in groups.items():
+        out = []
+        for r in rows:
+            speed, ratio = r[col["speed-up (x)"]], r[col["memory ratio (Vim/DeiT)"]]
+            out.append([r[col["vim"]], r[col["deit"]], str(r[col["at (px)"]]),
+                        "-" if speed is None else f"{speed:.2f}x", "-" if ratio is None else f"{ratio:.2f}x",
+                        r[col["crossover (Vim overtakes DeiT)"]] + (f"; {r[col['note']]}" if r[col["note"]] else "")])
+        render.table(f"Vim vs DeiT, {dtype}, batch {batch}, {gpu}",
+                     ["Vim", "DeiT", "px", "speed", "memory", "Vim overtakes DeiT"], out,
+                     keep=["Vim", "DeiT", "px", "speed", "memory"], wrap=["Vim overtakes DeiT"])
+    render.note("speed: Vim img/s / DeiT img/s; memory: Vim peak / DeiT peak (below 1x: Vim needs less), at the "
+                "largest resolution both measured (px). " + t.caption, markup=False)
 
 
 @user_errors

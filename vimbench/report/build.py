@@ -7,8 +7,11 @@ from typing import Any, Sequence
 
 from vimbench.errors import VimbenchError
 from vimbench.report import data as D
-from vimbench.report.figures import Figure, batch_figure, pick_batch_resolution, resolution_figure
-from vimbench.report.tables import Table, ratios_table, results_table, write_table
+from vimbench.report.figures import (Figure, batch_figure, headline_sizes, memory_label, pick_batch_resolution,
+                                     resolution_figure)
+from vimbench.report.tables import Table, ratios_table, results_table, summary_table, write_table
+
+HEADLINE_MIN_RESOLUTIONS = 3     # a headline is a curve against resolution: fewer points are no curve
 
 
 @dataclass
@@ -29,6 +32,20 @@ def _slug(value: Any) -> str:
 
 def _group_prefix(field_name: str) -> str:
     return {"batch": "b"}.get(field_name, "")
+
+
+def _headline_order(item: tuple[dict[str, Any], Any]) -> tuple:
+    """Groups with the most resolutions first (the paper's curve), then larger batches, then by precision."""
+    group, rows = item
+    batch = group.get("batch")
+    return (-rows["res"].nunique(), -(int(batch) if batch is not None and batch == batch else 0),
+            str(group.get("dtype", "")))
+
+
+def _group_title(group: dict[str, Any]) -> str:
+    from vimbench.report.figures import _group_title as title
+
+    return title(group)
 
 
 def run_headers(df) -> list[dict[str, Any]]:
@@ -61,9 +78,22 @@ def build_report(paths: Sequence[str | Path], out_dir: str | Path, models: Seque
     groups = [({}, df)] if not group_by else [
         (dict(zip(group_by, key if isinstance(key, tuple) else (key,))), rows)
         for key, rows in df.groupby(list(group_by), dropna=False, sort=True)]
+    groups.sort(key=_headline_order)
+    headlines, full = [], []
     for group, rows in groups:
-        name = "-".join(["throughput_memory_vs_res", *(f"{_group_prefix(k)}{_slug(v)}" for k, v in group.items())])
-        out.figures.append(resolution_figure(rows, fig_dir, name, group))
+        suffix = [f"{_group_prefix(k)}{_slug(v)}" for k, v in group.items()]
+        full.append(resolution_figure(rows, fig_dir, "-".join(["throughput_memory_vs_res", *suffix]), group))
+        if rows["res"].nunique() < HEADLINE_MIN_RESOLUTIONS:
+            continue
+        for sz in headline_sizes(rows):
+            pair = rows[[D.size(m) == sz and D.family(m) in ("vim", "deit") for m in rows["model"]]]
+            vim = next(m for m in sorted(pair["model"].unique()) if D.family(m) == "vim")
+            deit = next(m for m in sorted(pair["model"].unique()) if D.family(m) == "deit")
+            title = (f"{D.pretty_model(vim)} against {D.pretty_model(deit)}: throughput and peak memory against "
+                     f"resolution ({_group_title(group)})")
+            headlines.append(resolution_figure(pair, fig_dir, "-".join(["headline", f"{vim}-vs-{deit}", *suffix]),
+                                               group, headline=True, title=title))
+    out.figures.extend(headlines + full)
     res = batch_res if batch_res is not None else pick_batch_resolution(df)
     if batch_res is not None and batch_res not in set(int(r) for r in df["res"]):
         raise VimbenchError(f"--batch-res {batch_res}: the results have no rows at that resolution")
@@ -72,10 +102,24 @@ def build_report(paths: Sequence[str | Path], out_dir: str | Path, models: Seque
         if fig is not None:
             out.figures.append(fig)
 
-    caption = D.provenance_text(D.provenance(df)) + ". Memory: peak allocated by the torch allocator, MiB."
-    out.tables.append(results_table(df, caption))
-    rt = ratios_table(df, caption.replace(", MiB.", ".") + " Speed-up: Vim img/s / DeiT img/s; memory saved: "
-                      "1 - Vim peak / DeiT peak.")
+    from vimbench.report.accuracy import accuracy_figure
+
+    acc = accuracy_figure(df, fig_dir, "accuracy_vs_throughput")
+    if acc is not None:
+        out.figures.append(acc)
+
+    prov_text = D.provenance_text(D.provenance(df))
+    memory = f" Memory: {memory_label(df)}; MiB = 2^20 bytes."
+    ratio_words = (" Speed-up: Vim img/s / DeiT img/s; memory saved: 1 - Vim peak / DeiT peak (memory ratio: "
+                   "Vim / DeiT).")
+    st = summary_table(df, prov_text + "." + memory + ratio_words + " Crossover: between the two measured "
+                       "resolutions where Vim starts to stay faster (interpolated in log ratio), or none in the "
+                       "measured range.")
+    if st is not None:
+        out.tables.append(st)
+    out.tables.append(results_table(df, prov_text + "." + memory + " Spread: (p80 - p20) / p50 of the timed "
+                                    "calls."))
+    rt = ratios_table(df, prov_text + "." + memory + ratio_words)
     if rt is not None:
         out.tables.append(rt)
     for t in out.tables:

@@ -12,23 +12,107 @@ from typing import Any, Iterable, Sequence
 from vimbench.errors import VimbenchError
 from vimbench.results import KEY_FIELDS
 
-# Everything that separates one curve from another: the case key without the resolution, plus the GPU.
-LINE_FIELDS = (*(f for f in KEY_FIELDS if f != "res"), "gpu_name")
+# Everything that separates one curve from another: the case key without the resolution, plus the GPU (and
+# the compile mode, a key field of newer rows).
+LINE_FIELDS = (*(f for f in KEY_FIELDS if f != "res"), *(f for f in ("compile",) if f not in KEY_FIELDS),
+               "gpu_name")
 # What a Vim and a DeiT line must share to be compared (besides resolution).
-PAIR_FIELDS = tuple(f for f in LINE_FIELDS if f not in ("model", "implementation", "attn"))
+PAIR_FIELDS = tuple(f for f in LINE_FIELDS if f not in ("model", "implementation", "attn", "compile"))
 FLAG_FIELDS = {"cuda_graphs": "graphs", "h2d": "+h2d"}   # boolean key fields and their label
 GROUP_CHOICES = ("dtype", "batch", "device", "gpu_name", "model", "implementation", "attn")
 NUMERIC = ("fps", "latency_ms_p20", "latency_ms_p50", "latency_ms_p80", "peak_alloc_mib", "peak_reserved_mib",
-           "activation_mib", "nvml_used_mib", "params", "tokens")
+           "activation_mib", "nvml_used_mib", "cpu_peak_rss_mib", "params", "tokens")
+# Key fields that later schema versions add (e.g. `compile`): absent columns read as "not set".
+OPTIONAL_KEY_FIELDS = ("compile",)
+MEMORY_METRICS = {"alloc": "peak allocated (torch allocator)", "rss": "peak resident set of the process (CPU)"}
+
+_PRETTY_SIZES = {"t": "Ti", "s": "S", "b": "B"}
+_PRETTY_FAMILIES = {"vim": "Vim", "deit": "DeiT"}
 
 
 def family(model: str) -> str:
     model = str(model)
+    if model.startswith("timm:"):
+        return "timm"
     if model.startswith("vim"):
         return "vim"
     if model.startswith("deit"):
         return "deit"
     return "other"
+
+
+def pretty_model(model: str) -> str:
+    """vim_t -> Vim-Ti, deit_s -> DeiT-S, timm:convnext_tiny -> convnext_tiny; anything else unchanged."""
+    model = str(model)
+    if model.startswith("timm:"):
+        return model[5:]
+    fam, _, sz = model.partition("_")
+    if fam in _PRETTY_FAMILIES and sz in _PRETTY_SIZES:
+        return f"{_PRETTY_FAMILIES[fam]}-{_PRETTY_SIZES[sz]}"
+    return model
+
+
+def compile_mode(key: Any) -> str | None:
+    """The torch.compile mode of a line (rows from before the `compile` field have none)."""
+    get = key.get if isinstance(key, dict) else (lambda f: key[f] if f in key else None)
+    value = get("compile")
+    if _missing(value) or value in (False, "", "none", "None", "eager"):
+        return None
+    return "default" if value is True else str(value)
+
+
+def is_reference(key: Any) -> bool:
+    """Reference backends (the pure-PyTorch Vim ops): correct but not an efficiency contender, so they stay out
+    of headline figures (they remain in the full report)."""
+    get = key.get if isinstance(key, dict) else (lambda f: key[f])
+    return family(get("model")) == "vim" and str(get("implementation")) == "torch"
+
+
+def implementation_id(key: Any) -> str:
+    """What gets one colour in every figure: the implementation, whatever the model size, precision or batch.
+    vim:triton, vim:official, vim:torch, deit:sdpa, deit:eager, deit:sdpa+compile, timm:<name>, ..."""
+    get = key.get if isinstance(key, dict) else (lambda f: key[f])
+    fam = family(get("model"))
+    if fam == "timm":
+        ident = str(get("model"))
+    elif fam == "deit":
+        attn = get("attn")
+        ident = f"deit:{'sdpa' if _missing(attn) else attn}"
+    else:
+        ident = f"{fam}:{get('implementation')}"
+    mode = compile_mode(key)
+    return ident + ("+compile" if mode else "")
+
+
+def implementation_label(key: Any) -> str:
+    """The implementation in words, as legends show it: triton (ours), official, torch reference, sdpa, ..."""
+    get = key.get if isinstance(key, dict) else (lambda f: key[f])
+    fam = family(get("model"))
+    impl = str(get("implementation"))
+    if fam == "vim":
+        text = {"triton": "Triton (ours)", "torch": "torch reference", "official": "official (mamba-ssm)"}.get(
+            impl, impl)
+    elif fam == "deit":
+        attn = get("attn")
+        text = {"sdpa": "fused attention", "eager": "eager attention"}.get(attn, str(attn)) \
+            if not _missing(attn) else impl
+    else:
+        text = "timm"
+    mode = compile_mode(key)
+    if mode:
+        text += ", compiled" + ("" if mode == "default" else f" ({mode})")
+    for flag, label in FLAG_FIELDS.items():
+        try:
+            if get(flag) is True or (not _missing(get(flag)) and bool(get(flag))):
+                text += f", {label}"
+        except KeyError:
+            pass
+    return text
+
+
+def memory_metric(device: Any) -> str:
+    """Which memory number a row's memory_mib holds: the allocator's peak on a GPU, the process RSS on CPU."""
+    return "rss" if str(device) == "cpu" else "alloc"
 
 
 def size(model: str) -> str:
@@ -54,9 +138,11 @@ def prepare(df, models: Sequence[str] | str | None = None, dtypes: Sequence[str]
     if df is None or len(df) == 0:
         raise VimbenchError("the results hold no case rows; run `vimbench sweep` first or pass other files")
     df = df.copy()
-    for col in (*KEY_FIELDS, *NUMERIC, "status", "gpu_name", "run_id", "run_created", "timestamp", "source"):
+    for col in (*KEY_FIELDS, *OPTIONAL_KEY_FIELDS, *NUMERIC, "status", "gpu_name", "run_id", "run_created",
+                "timestamp", "source"):
         if col not in df.columns:
             df[col] = None
+    df["compile"] = [compile_mode({"compile": v}) for v in df["compile"]]
     df["mode"] = df["mode"].fillna("infer")
     for flag in FLAG_FIELDS:
         df[flag] = df[flag].fillna(False).astype(bool)
@@ -68,6 +154,14 @@ def prepare(df, models: Sequence[str] | str | None = None, dtypes: Sequence[str]
     df["gpu"] = [g if isinstance(g, str) and g else str(d) for g, d in zip(df["gpu_name"], df["device"])]
     df["gpu_name"] = df["gpu"]
     df["family"] = [family(m) for m in df["model"]]
+    # One memory column for every device: the allocator's peak on a GPU, the process's peak RSS on CPU
+    # (memory_metric says which); ratios and figures read this one.
+    df["memory_metric"] = [memory_metric(d) for d in df["device"]]
+    df["memory_mib"] = df["peak_alloc_mib"].where(df["memory_metric"] == "alloc", df["cpu_peak_rss_mib"])
+    # The p20..p80 spread of the timed calls as throughput: the slow calls (p80) give the low edge.
+    batch_f = df["batch"].astype(float)
+    df["fps_p80"] = 1000.0 * batch_f / df["latency_ms_p20"]
+    df["fps_p20"] = 1000.0 * batch_f / df["latency_ms_p80"]
 
     filters = {"model": _split(models), "dtype": _split(dtypes), "device": _split(devices)}
     for col, wanted in filters.items():
@@ -89,11 +183,15 @@ def prepare(df, models: Sequence[str] | str | None = None, dtypes: Sequence[str]
     order = df["run_created"].astype(str) + "|" + df["timestamp"].astype(str)
     before = len(df)
     df = df.assign(_order=order).sort_values("_order", kind="stable")
-    df = df.drop_duplicates(subset=[*KEY_FIELDS, "gpu_name"], keep="last").drop(columns="_order")
+    df = df.drop_duplicates(subset=[*_key_fields(), "gpu_name"], keep="last").drop(columns="_order")
     df = df.sort_values(["family", "model", "implementation", "dtype", "batch", "res"],
                         key=lambda s: s.astype(str) if s.dtype == object else s).reset_index(drop=True)
     df.attrs["repeats_dropped"] = before - len(df)
     return df
+
+
+def _key_fields() -> tuple[str, ...]:
+    return (*KEY_FIELDS, *(f for f in OPTIONAL_KEY_FIELDS if f not in KEY_FIELDS))
 
 
 def line_key(row: Any) -> tuple:
@@ -115,9 +213,12 @@ def line_label(key: dict[str, Any] | Any, show: Sequence[str]) -> str:
     impl = str(get("implementation"))
     if not _missing(get("attn")):
         impl += f"/{get('attn')}"
+    mode = compile_mode(key)
+    if mode:
+        impl += " compiled" + ("" if mode == "default" else f"({mode})")
     parts = [str(get("model")), impl]
     for f in show:
-        if f in ("model", "implementation", "attn"):
+        if f in ("model", "implementation", "attn", "compile"):
             continue
         v = get(f)
         if f == "batch":
@@ -128,6 +229,16 @@ def line_label(key: dict[str, Any] | Any, show: Sequence[str]) -> str:
         elif not _missing(v):
             parts.append(str(v))
     return " ".join(parts)
+
+
+def short_label(key: dict[str, Any] | Any, show: Sequence[str] = ()) -> str:
+    """Vim-Ti triton, DeiT-Ti eager, DeiT-Ti sdpa compiled: line_label with the family's pretty name and no
+    "timm/" (for narrow tables)."""
+    get = key.get if isinstance(key, dict) else (lambda f: key[f])
+    text = line_label(key, show)
+    model = str(get("model"))
+    text = text.replace(model, pretty_model(model), 1)
+    return text.replace(" timm/", " ", 1) if family(model) == "deit" else text
 
 
 def lines(df) -> list[tuple[dict[str, Any], Any]]:
@@ -144,12 +255,56 @@ class Ratio:
     deit: dict[str, Any]
     res: int
     speedup: float | None          # Vim img/s / DeiT img/s
-    memory_saved: float | None     # 1 - Vim peak alloc / DeiT peak alloc (fraction)
+    memory_saved: float | None     # 1 - Vim memory / DeiT memory (fraction; memory_mib: allocator peak or RSS)
     note: str = ""                 # "DeiT OOM", "Vim OOM", ...
+
+    @property
+    def memory_ratio(self) -> float | None:
+        """Vim memory / DeiT memory (1 - memory_saved): below 1, Vim needs less."""
+        return None if self.memory_saved is None else 1.0 - self.memory_saved
 
 
 def _ok(row) -> bool:
     return row is not None and row["status"] == "ok"
+
+
+def _value(row, col: str) -> float | None:
+    v = row[col] if row is not None and col in row else None
+    return None if v is None or v != v else float(v)
+
+
+def speedup(vim_row, deit_row) -> float | None:
+    """Vim img/s over DeiT img/s, both measured (status ok); None otherwise."""
+    if not (_ok(vim_row) and _ok(deit_row)):
+        return None
+    v, d = _value(vim_row, "fps"), _value(deit_row, "fps")
+    return v / d if v is not None and d else None
+
+
+def memory_saved(vim_row, deit_row, column: str = "memory_mib") -> float | None:
+    """1 - Vim memory / DeiT memory, both measured; None otherwise."""
+    if not (_ok(vim_row) and _ok(deit_row)):
+        return None
+    v, d = _value(vim_row, column), _value(deit_row, column)
+    return 1.0 - v / d if v is not None and d else None
+
+
+def by_res(rows) -> dict[int, Any]:
+    return {int(r["res"]): r for _, r in rows.iterrows()}
+
+
+def line_pairs(df) -> list[tuple[dict[str, Any], Any, dict[str, Any], Any]]:
+    """(Vim key, Vim rows, DeiT key, DeiT rows) for each Vim line and each DeiT line of the same size (vim_t
+    with deit_t), precision, batch, device and GPU."""
+    out = []
+    vim_lines = lines(df[df["family"] == "vim"])
+    deit_lines = lines(df[df["family"] == "deit"])
+    for vk, vrows in vim_lines:
+        for dk, drows in deit_lines:
+            if size(vk["model"]) != size(dk["model"]) or any(str(vk[f]) != str(dk[f]) for f in PAIR_FIELDS):
+                continue
+            out.append((vk, vrows, dk, drows))
+    return out
 
 
 def ratios(df) -> list[Ratio]:
@@ -158,29 +313,111 @@ def ratios(df) -> list[Ratio]:
 
     An OOM on one side is kept as a note: the ratio is then undefined (None), not infinite."""
     out: list[Ratio] = []
-    vim_lines = [(k, r) for k, r in lines(df[df["family"] == "vim"])]
-    deit_lines = [(k, r) for k, r in lines(df[df["family"] == "deit"])]
-    for vk, vrows in vim_lines:
-        for dk, drows in deit_lines:
-            if size(vk["model"]) != size(dk["model"]) or any(str(vk[f]) != str(dk[f]) for f in PAIR_FIELDS):
-                continue
-            vby = {int(r["res"]): r for _, r in vrows.iterrows()}
-            dby = {int(r["res"]): r for _, r in drows.iterrows()}
-            for res in sorted(set(vby) & set(dby)):
-                v, d = vby[res], dby[res]
-                speed = mem = None
-                note = ""
-                if _ok(v) and _ok(d):
-                    if v["fps"] == v["fps"] and d["fps"] and d["fps"] == d["fps"]:
-                        speed = float(v["fps"]) / float(d["fps"])
-                    if v["peak_alloc_mib"] == v["peak_alloc_mib"] and d["peak_alloc_mib"] and \
-                            d["peak_alloc_mib"] == d["peak_alloc_mib"]:
-                        mem = 1.0 - float(v["peak_alloc_mib"]) / float(d["peak_alloc_mib"])
-                else:
-                    note = ", ".join(f"{name} {row['status']}" for name, row in (("Vim", v), ("DeiT", d))
-                                     if not _ok(row))
-                out.append(Ratio(vk, dk, res, speed, mem, note))
+    for vk, vrows, dk, drows in line_pairs(df):
+        vby, dby = by_res(vrows), by_res(drows)
+        for res in sorted(set(vby) & set(dby)):
+            v, d = vby[res], dby[res]
+            note = "" if _ok(v) and _ok(d) else ", ".join(
+                f"{name} {row['status']}" for name, row in (("Vim", v), ("DeiT", d)) if not _ok(row))
+            out.append(Ratio(vk, dk, res, speedup(v, d), memory_saved(v, d), note))
     return out
+
+
+# ------------------------------------------------------------------------------------------- crossover
+@dataclass(frozen=True)
+class Crossover:
+    value: float | None        # interpolated resolution, px; None when there is no crossover inside the data
+    below: int | None          # last measured resolution where Vim is slower
+    above: int | None          # first measured resolution from which it stays faster
+    text: str                  # "between 1024 and 1248 px (interpolated 1190 px)", "none in 224..1248 px: ..."
+
+
+def _faster(v, d) -> bool | None:
+    """Whether Vim is faster at one resolution; an OOM loses. None when neither side ran."""
+    v_ok, d_ok = _ok(v), _ok(d)
+    if v_ok and d_ok:
+        return float(v["fps"]) > float(d["fps"])
+    if v_ok and d is not None and d["status"] == "oom":
+        return True
+    if d_ok and v is not None and v["status"] == "oom":
+        return False
+    return None
+
+
+def find_crossover(subject: dict[int, Any], baseline: dict[int, Any]) -> Crossover:
+    """The lowest resolution from which the subject stays faster than the baseline at every larger measured
+    resolution, interpolated linearly in log(throughput ratio) between the two measured resolutions around it.
+
+    subject / baseline: res -> row (with "status" and "fps")."""
+    import math
+
+    points = [(r, _faster(subject.get(r), baseline.get(r))) for r in sorted(set(subject) & set(baseline))]
+    points = [(r, f) for r, f in points if f is not None]
+    if not points:
+        return Crossover(None, None, None, "no resolution where both ran")
+    span = f"{points[0][0]}..{points[-1][0]} px"
+    if not points[-1][1]:
+        return Crossover(None, points[-1][0], None, f"none in {span}: slower at every resolution"
+                         if not any(f for _, f in points) else
+                         f"none in {span}: still slower at the largest, {points[-1][0]} px")
+    i = len(points) - 1
+    while i > 0 and points[i - 1][1]:
+        i -= 1
+    if i == 0:
+        return Crossover(None, None, points[0][0], f"none in {span}: faster at every resolution (below "
+                                                   f"{points[0][0]} px)")
+    lo, hi = points[i - 1][0], points[i][0]
+    v_lo, d_lo, v_hi, d_hi = subject[lo], baseline[lo], subject[hi], baseline[hi]
+    if all(r["status"] == "ok" for r in (v_lo, d_lo, v_hi, d_hi)):
+        l0 = math.log(float(v_lo["fps"]) / float(d_lo["fps"]))
+        l1 = math.log(float(v_hi["fps"]) / float(d_hi["fps"]))
+        x = lo + (hi - lo) * (-l0) / (l1 - l0) if l1 != l0 else (lo + hi) / 2
+    else:
+        x = (lo + hi) / 2  # an OOM on one side: no ratio to interpolate, take the middle
+    return Crossover(x, lo, hi, f"between {lo} and {hi} px (interpolated {x:.0f} px)")
+
+
+@dataclass(frozen=True)
+class PairSummary:
+    """One Vim line against one DeiT line: the ratios at the largest resolution both measured, and the
+    throughput crossover."""
+    vim: dict[str, Any]
+    deit: dict[str, Any]
+    res: int | None                 # largest resolution where both have a row
+    speedup: float | None
+    memory_saved: float | None
+    note: str
+    crossover: Crossover
+
+
+def pair_summaries(df) -> list[PairSummary]:
+    out = []
+    for vk, vrows, dk, drows in line_pairs(df):
+        vby, dby = by_res(vrows), by_res(drows)
+        both = sorted(set(vby) & set(dby))
+        if not both:
+            continue
+        ok = [r for r in both if _ok(vby[r]) and _ok(dby[r])]
+        res = ok[-1] if ok else both[-1]
+        v, d = vby[res], dby[res]
+        note = "" if _ok(v) and _ok(d) else ", ".join(
+            f"{name} {row['status']}" for name, row in (("Vim", v), ("DeiT", d)) if not _ok(row))
+        if ok and ok[-1] != both[-1]:
+            top_v, top_d = vby[both[-1]], dby[both[-1]]
+            note = f"at {both[-1]} px: " + ", ".join(
+                f"{name} {row['status']}" for name, row in (("Vim", top_v), ("DeiT", top_d)) if not _ok(row))
+        out.append(PairSummary(vk, dk, res, speedup(v, d), memory_saved(v, d), note, find_crossover(vby, dby)))
+    return out
+
+
+def ratio_sentence(speed: float | None, saved: float | None) -> str:
+    """"2.8x faster, 86.8% less memory" (the paper's wording), or slower / more memory."""
+    parts = []
+    if speed is not None:
+        parts.append(f"{speed:.2f}x faster" if speed >= 1 else f"{1 / speed:.2f}x slower")
+    if saved is not None:
+        parts.append(f"{100 * saved:.1f}% less memory" if saved >= 0 else f"{1 - saved:.2f}x the memory")
+    return ", ".join(parts) or "no ratio"
 
 
 def provenance(df) -> dict[str, str]:

@@ -50,26 +50,42 @@ def _none(v: Any) -> Any:
     return v
 
 
-RESULT_COLUMNS = ["model", "implementation", "attn", "dtype", "batch", "res (px)", "device", "gpu", "status",
-                  "tokens", "params", "p50 (ms)", "throughput (img/s)", "peak alloc (MiB)", "run_id"]
+RESULT_COLUMNS = ["model", "implementation", "attn", "compile", "dtype", "batch", "res (px)", "device", "gpu",
+                  "status", "tokens", "params", "p50 (ms)", "p20-p80 spread (%)", "throughput (img/s)",
+                  "peak alloc (MiB)", "peak RSS (MiB)", "run_id"]
+
+
+def spread(row) -> float | None:
+    """(p80 - p20) / p50 of the timed calls, in %: how much the measurement moved."""
+    p20, p50, p80 = (_none(row.get(c)) for c in ("latency_ms_p20", "latency_ms_p50", "latency_ms_p80"))
+    if p20 is None or p50 is None or p80 is None or not p50:
+        return None
+    return 100.0 * (float(p80) - float(p20)) / float(p50)
 
 
 def results_table(df, caption: str) -> Table:
     rows = []
     for _, r in df.iterrows():
-        rows.append([_none(r["model"]), _none(r["implementation"]), _none(r["attn"]), _none(r["dtype"]),
-                     _none(r["batch"]), _none(r["res"]), _none(r["device"]), _none(r["gpu"]), _none(r["status"]),
-                     _none(r["tokens"]), _none(r["params"]), _none(r["latency_ms_p50"]), _none(r["fps"]),
-                     _none(r["peak_alloc_mib"]), _none(r["run_id"])])
+        rows.append([_none(r["model"]), _none(r["implementation"]), _none(r["attn"]), _none(r.get("compile")),
+                     _none(r["dtype"]), _none(r["batch"]), _none(r["res"]), _none(r["device"]), _none(r["gpu"]),
+                     _none(r["status"]), _none(r["tokens"]), _none(r["params"]), _none(r["latency_ms_p50"]),
+                     spread(r), _none(r["fps"]), _none(r["peak_alloc_mib"]), _none(r.get("cpu_peak_rss_mib")),
+                     _none(r["run_id"])])
     for row in rows:  # pandas turns integer columns with gaps into floats
-        for i in (9, 10):
+        for i in (10, 11):
             if isinstance(row[i], float):
                 row[i] = int(row[i])
-    return Table("results", "Measured cases", RESULT_COLUMNS, rows, caption,
-                 digits={"p50 (ms)": 2, "throughput (img/s)": 1, "peak alloc (MiB)": 1})
+    columns = list(RESULT_COLUMNS)
+    # Columns no row fills (compile before that field existed, RSS on GPU runs) are left out.
+    keep = [i for i, c in enumerate(columns) if c not in ("compile", "peak RSS (MiB)", "p20-p80 spread (%)")
+            or any(row[i] is not None for row in rows)]
+    return Table("results", "Measured cases", [columns[i] for i in keep], [[row[i] for i in keep] for row in rows],
+                 caption, digits={"p50 (ms)": 2, "throughput (img/s)": 1, "peak alloc (MiB)": 1,
+                                  "peak RSS (MiB)": 1, "p20-p80 spread (%)": 1})
 
 
-RATIO_COLUMNS = ["vim", "deit", "dtype", "batch", "gpu", "res (px)", "speed-up (x)", "memory saved (%)", "note"]
+RATIO_COLUMNS = ["vim", "deit", "dtype", "batch", "gpu", "res (px)", "speed-up (x)", "memory saved (%)",
+                 "memory ratio (Vim/DeiT)", "note"]
 
 
 def ratios_table(df, caption: str) -> Table | None:
@@ -82,9 +98,32 @@ def ratios_table(df, caption: str) -> Table | None:
                                         D.line_label(r.deit, show), r.res)):
         rows.append([D.line_label(r.vim, show), D.line_label(r.deit, show), r.vim["dtype"], int(r.vim["batch"]),
                      r.vim["gpu_name"], r.res, r.speedup,
-                     None if r.memory_saved is None else 100.0 * r.memory_saved, r.note or None])
+                     None if r.memory_saved is None else 100.0 * r.memory_saved, r.memory_ratio, r.note or None])
     return Table("ratios", "Vim against DeiT at the same resolution, precision and batch", RATIO_COLUMNS, rows,
-                 caption, digits={"speed-up (x)": 2, "memory saved (%)": 1})
+                 caption, digits={"speed-up (x)": 2, "memory saved (%)": 1, "memory ratio (Vim/DeiT)": 3})
+
+
+SUMMARY_COLUMNS = ["vim", "deit", "dtype", "batch", "gpu", "at (px)", "speed-up (x)", "memory saved (%)",
+                   "memory ratio (Vim/DeiT)", "crossover (Vim overtakes DeiT)", "note"]
+
+
+def summary_table(df, caption: str) -> Table | None:
+    """One row per Vim/DeiT pair: the ratios at the largest resolution both measured and the measured crossover
+    (between which measured resolutions, or none in range)."""
+    pairs = D.pair_summaries(df)
+    if not pairs:
+        return None
+    show = [f for f in D.varying(df) if f not in D.PAIR_FIELDS]
+    rows = []
+    for s in sorted(pairs, key=lambda s: (str(s.vim["dtype"]), -int(s.vim["batch"]), D.line_label(s.vim, show),
+                                          D.line_label(s.deit, show))):
+        rows.append([D.short_label(s.vim, show), D.short_label(s.deit, show), s.vim["dtype"], int(s.vim["batch"]),
+                     s.vim["gpu_name"], s.res, s.speedup,
+                     None if s.memory_saved is None else 100.0 * s.memory_saved,
+                     None if s.memory_saved is None else 1.0 - s.memory_saved, s.crossover.text, s.note or None])
+    return Table("summary", "Vim against DeiT: ratios at the largest common resolution, and the crossover",
+                 SUMMARY_COLUMNS, rows, caption, digits={"speed-up (x)": 2, "memory saved (%)": 1,
+                                                         "memory ratio (Vim/DeiT)": 3})
 
 
 def to_markdown(t: Table) -> str:
