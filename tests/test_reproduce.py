@@ -10,7 +10,9 @@ from typer.testing import CliRunner
 
 from vimbench.cli import app
 from vimbench.report import data as D
-from vimbench.report.reproduce import find_crossover, load_claim_set, reproduce
+from vimbench.report.claims import load_claim_set
+from vimbench.report.data import find_crossover
+from vimbench.report.verdicts import judge as reproduce
 from vimbench.results import CaseKey, CaseResult, ResultsFile, load_results
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,12 +65,12 @@ def judge(path: Path):
 
 def test_claim_set_is_package_data_with_the_papers_numbers():
     cs = load_claim_set("vim-fig1")
-    claims = {c["id"]: c for c in cs.claims}
-    assert claims["speedup"]["value"] == 2.8 and claims["speedup"]["res"] == 1248
-    assert claims["memory_saved"]["value"] == pytest.approx(0.868)
-    assert claims["crossover"]["range"] == [738, 1024]
-    assert cs.tolerance == 0.15 and cs.baseline["attn"] == ["eager", "sdpa"]
-    assert cs.conditions == {**cs.conditions, "dtype": "fp32", "batch": 64, "required_res": 1248}
+    claims = {c.id: c for c in cs.claims}
+    assert claims["speedup"].value == 2.8 and claims["speedup"].res == 1248
+    assert claims["memory_saved"].value == pytest.approx(0.868)
+    assert claims["crossover"].range == (738, 1024) and claims["crossover"].metric == "crossover_res"
+    assert cs.tolerance == 0.15 and cs.baseline.attn == ("eager", "sdpa")
+    assert (cs.conditions.dtype, cs.conditions.batch, cs.conditions.required_res) == ("fp32", 64, 1248)
 
 
 def test_verdicts_on_results_that_meet_and_miss_the_claims(tmp_path):
@@ -96,7 +98,7 @@ def test_verdicts_on_results_that_meet_and_miss_the_claims(tmp_path):
 
 
 @pytest.mark.parametrize("speed, verdict", [(1.0, "reproduced"), (0.9, "reproduced"), (0.86, "reproduced"),
-                                            (0.84, "not reproduced"), (1.2, "not reproduced")])
+                                            (0.84, "not reproduced"), (1.2, "exceeded")])
 def test_speedup_verdict_uses_15_percent_relative_tolerance(tmp_path, speed, verdict):
     v, _ = judge(write(tmp_path / "r.jsonl", [*deit_cases(), *vim_cases("torch", speed=speed)]))
     assert v[("speedup", "torch", "eager")].measured_value == pytest.approx(2.8 * speed)
@@ -143,8 +145,15 @@ def test_cli_writes_verdict_and_lists_protocol_differences(tmp_path):
     assert result.exit_code == 0, result.output
     assert "reproduced" in result.output and "Differences" in result.output
     md = (out / "verdict.md").read_text()
-    assert "| speedup | torch | eager | Test GPU | 2.80x | 2.80x | +0.0 | **reproduced** |" in md
-    assert "| speedup | torch | sdpa | Test GPU | 2.80x | 1.40x | -50.0 | **not reproduced** |" in md
+    # The first line after the title summarises; the torch backend is a reference, reported apart.
+    assert md.splitlines()[2].startswith("**Vim paper, Figure 1") and "reference backend" in md.splitlines()[2]
+    reference = md[md.index("## Reference backend"):md.index("## Measurements used")]
+    assert "| speedup | torch | eager | Test GPU | 2.80x | 2.80x | +0% faster than claimed | **reproduced** |" \
+        in reference
+    assert "| speedup | torch | sdpa | Test GPU | 2.80x | 1.40x | -50% slower than claimed | **not reproduced** |" \
+        in reference
+    # A percentage claim differs in points, never as a percentage of a percentage.
+    assert "| memory_saved | torch | eager | Test GPU | 86.8% | 86.8% | +0.0 points | **reproduced** |" in reference
     assert "| GPU | not stated (likely an 80 GB A800) | Test GPU |" in md
     assert "| cudnn.benchmark | False | False |" in md
     data = json.loads((out / "verdict.json").read_text())
@@ -199,3 +208,19 @@ def test_unknown_claim_set_and_conflicting_options(tmp_path):
     _one_line_error(runner.invoke(app, ["reproduce", "vim-fig9", "--results", str(ANCHORS)]),
                     "unknown claim set 'vim-fig9'")
     _one_line_error(runner.invoke(app, ["reproduce", "vim-fig1", "--results", str(ANCHORS), "--run"]), "not both")
+
+
+def test_a_larger_gain_than_claimed_is_exceeded_and_contenders_come_first(tmp_path):
+    path = write(tmp_path / "r.jsonl", [*deit_cases(), *vim_cases("triton", speed=2.0, everywhere=True)])
+    v, rep = judge(path)
+    assert v[("speedup", "triton", "eager")].verdict == "exceeded"          # 5.6x against a claimed 2.8x
+    assert v[("speedup", "triton", "eager")].difference == "+100% faster than claimed"
+    assert v[("crossover", "triton", "eager")].verdict == "exceeded"        # overtakes below 738 px
+    assert "below the range" in v[("crossover", "triton", "eager")].difference
+    assert not any(x.reference for x in rep.verdicts)
+    from vimbench.report.verdict_files import summary_line, to_markdown
+
+    line = summary_line(rep)
+    assert line.startswith("Vim paper, Figure 1") and "exceeded" in line and "reference" not in line
+    assert rep.runs == ["r"] and rep.sources == [str(path)]
+    assert "## Reference backend" not in to_markdown(rep)

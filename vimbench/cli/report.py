@@ -120,36 +120,75 @@ def import_anchors(
 def reproduce(
     claims: str = typer.Argument(..., help="Claim set: vim-fig1, or the path of a claims .toml file.",
                                  show_default=False),
-    results: Optional[List[Path]] = typer.Option(None, "--results", help=_RESULTS_HELP + " Repeat for several."),
-    run: bool = typer.Option(False, "--run", help="Measure the claim set's suite now with the sweep engine (GPU)."),
-    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Folder for verdict.md and verdict.json."),
+    results: Optional[List[Path]] = typer.Option(None, "--results", help=_RESULTS_HELP + " Repeat for several.",
+                                                 show_default=False),
+    run: bool = typer.Option(False, "--run", help="Measure the claim set's suite now with the sweep engine (GPU), "
+                                                  "then judge that run."),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Folder for verdict.md and verdict.json "
+                                                                 "[default: print only]."),
 ) -> None:
     """Check a paper's claims against measured results, with the differences between its protocol and ours.
 
-    One verdict per claim, per Vim implementation and per DeiT attention backend."""
+    One verdict per claim, per Vim implementation and per DeiT attention backend: reproduced, exceeded (a larger
+    gain than claimed), not reproduced or undetermined.
+
+    Examples:
+
+      vimbench reproduce vim-fig1 --results results/triton-h200-2026-11-30.jsonl --results results/anchors-official-h200-2026-11-29.jsonl -o reports/vim-fig1
+
+      vimbench reproduce vim-fig1 --run -o reports/vim-fig1-now     # on a GPU: sweep, then judge
+    """
     from vimbench import render
     from vimbench.errors import VimbenchError
-    from vimbench.report import reproduce as R
-    from vimbench.settings import results_dir
+    from vimbench.report.claims import load_claim_set
+    from vimbench.report.verdict_files import VERDICT_COLUMNS, judge_results, summary_line, verdict_rows, \
+        write_outputs
 
-    R.load_claim_set(claims)  # an unknown name fails before anything is measured
+    cs = load_claim_set(claims)  # an unknown name fails before anything is measured
     if results and run:
         raise VimbenchError("pass either --results FILES (judge stored results) or --run (measure now), not both")
     if not results:
-        config, n_cases = R.claim_suite(claims)
-        with render.progress_bar(n_cases, f"measuring {claims}") as update:
-            results = R.run_claim_suite(claims, config, results_dir(), progress=update)
-    rep = R.reproduce_from_results(claims, results)
-    cs = rep.claim_set
-    render.table(cs.title, R.VERDICT_COLUMNS, R.verdict_rows(rep),
-                 caption=f"Reproduced: within {100 * cs.tolerance:.0f}% of the claim (ranges: inside). "
-                         f"Results: {', '.join(rep.sources)}")
-    render.table("Differences between the paper's protocol and ours", ["aspect", "paper", "ours"], rep.differences)
+        results = [_measure_claim_suite(cs)]
+    rep = judge_results(claims, results)
+    render.note(summary_line(rep), markup=False)
+    for reference, title in ((False, cs.title), (True, "Reference backend (pure-PyTorch Vim ops, not a contender)")):
+        rows = verdict_rows(rep, reference=reference)
+        if rows:
+            render.table(title, VERDICT_COLUMNS, rows,
+                         keep=["claim", "Vim implementation", "vs DeiT", "measured", "verdict"],
+                         wrap=["measured", "difference", "claimed"])
+    render.note(f"Reproduced: within {100 * cs.tolerance:.0f}% of the claim (ranges: inside); exceeded: a larger "
+                f"gain. Runs used: {', '.join(rep.runs)} ({', '.join(rep.sources)})", markup=False)
+    render.table("Differences between the paper's protocol and ours", ["aspect", "paper", "ours"], rep.differences,
+                 keep=["aspect"], wrap=["paper", "ours"])
     for line in rep.skipped:
-        render.note(f"not judged: {line}")
+        render.note(f"not judged: {line}", markup=False)
     if out is not None:
-        files = R.write_outputs(rep, out)
-        render.note("wrote " + ", ".join(str(f) for f in files))
+        files = write_outputs(rep, out)
+        render.note("wrote " + ", ".join(str(f) for f in files), markup=False)
+
+
+def _measure_claim_suite(cs) -> Path:
+    """`reproduce --run`: the claim set's suite through the sweep engine, into a new file of the runs folder."""
+    import torch
+
+    from vimbench import render
+    from vimbench.bench.sweep import plan_sweep, resolve_config, run_sweep
+    from vimbench.errors import VimbenchError
+    from vimbench.results import new_run_id
+    from vimbench.settings import results_dir
+
+    if not cs.suite:
+        raise VimbenchError(f"claim set {cs.id} names no suite to run; pass --results FILES")
+    if not torch.cuda.is_available():
+        raise VimbenchError(f"no CUDA GPU on this machine, so {cs.id} cannot be measured here; pass --results "
+                            "FILES from a GPU run (e.g. results/anchors-official-h200-2026-11-29.jsonl)")
+    config, _ = resolve_config(cs.suite, {}, cuda_available=True)
+    run_id = new_run_id()
+    path = Path(results_dir()) / f"{cs.id}-{run_id}.jsonl"
+    with render.progress_bar(len(plan_sweep(config).cases), f"measuring {cs.id}") as update:
+        run_sweep(config, out=path, progress=update, command=f"vimbench reproduce {cs.id} --run", run_id=run_id)
+    return path
 
 
 def register(app) -> None:
