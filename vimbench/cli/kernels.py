@@ -36,7 +36,13 @@ def bench(
     warmup_ms: float = typer.Option(25.0, "--warmup-ms", help="do_bench warmup, milliseconds."),
     rep_ms: float = typer.Option(100.0, "--rep-ms", help="do_bench repetition time, milliseconds."),
 ) -> None:
-    """Time each op (triton vs torch reference) at Vim shapes; rows go to a results file of kind 'kernel'."""
+    """Time each op (triton vs torch reference) at Vim shapes; rows go to a results file of kind 'kernel'.
+
+    Examples:
+
+        vimbench kernels --models vim_t --res 1248 --batch 64 --dtype bf16 --impl triton
+        vimbench kernels --ops scan_halves,conv1d --res 224,1248 --out runs/kernels.jsonl
+    """
     if ctx.invoked_subcommand is not None:
         return
     import sys

@@ -19,7 +19,13 @@ def check(
     only: str = typer.Option("", "--only", help="Comma-separated substrings: time only cases whose name contains one."),
 ) -> None:
     """Re-time the Triton kernel suite and compare with a baseline: exit 1 on a regression beyond the noise
-    threshold max(5%, 3 x relative spread of the repeats, 0.03 ms / baseline ms), 2 on bad input or no GPU."""
+    threshold max(5%, 3 x relative spread of the repeats, 0.03 ms / baseline ms), 2 on bad input or no GPU.
+
+    Examples:
+
+        vimbench kernels check --baseline results/baselines/h200.json
+        vimbench kernels check --baseline results/baselines/h200.json --only scan --repeats 3
+    """
     from vimbench import render
     from vimbench.bench import regression as rg
     from vimbench.errors import VimbenchError
@@ -85,7 +91,13 @@ def static(
     update: bool = typer.Option(False, "--update", help="Write the current compilation results as expectations."),
 ) -> None:
     """Compile every Triton kernel for sm_90 (no GPU needed) and check registers, spills, vectorized loads and
-    MUFU.EX2 counts against the expectation file: exit 1 on a spill or regression, 2 on bad input."""
+    MUFU.EX2 counts against the expectation file: exit 1 on a spill or regression, 2 on bad input.
+
+    Examples:
+
+        vimbench kernels static
+        vimbench kernels static --update        # after a deliberate kernel change
+    """
     from vimbench import render
     from vimbench.bench import static_check as sc
 

@@ -26,7 +26,13 @@ def profile(
 ) -> None:
     """Profile one warmed-up forward per resolution with torch.profiler: time per category (scan, conv, norm,
     gemm, attention, elementwise/copy, other) in ms and %, a Chrome trace per case, analytic FLOPs and achieved
-    TFLOP/s (MAC = 2 FLOPs, scan 9*B*L*E*N per direction), a table and a stacked-bar figure."""
+    TFLOP/s (MAC = 2 FLOPs, scan 9*B*L*E*N per direction), a table and a stacked-bar figure.
+
+    Examples:
+
+        vimbench profile vim_t --res 224,1248 --batch 64 --dtype bf16 --backend triton -o runs/profiles
+        vimbench profile deit_t --res 224 --device cpu
+    """
     import torch
 
     from vimbench import render

@@ -18,17 +18,20 @@ def report(
     results: List[Path] = typer.Argument(..., help=_RESULTS_HELP, show_default=False),
     out: Optional[Path] = typer.Option(None, "-o", "--out",
                                        help="Output folder [default: reports/<first results file's name>]."),
-    models: Optional[str] = typer.Option(None, "--models", help="Only these models, comma separated (vim_t,deit_t)."),
-    dtype: Optional[str] = typer.Option(None, "--dtype", help="Only these precisions, comma separated (fp32,bf16)."),
-    batch: Optional[str] = typer.Option(None, "--batch", help="Only these batch sizes, comma separated."),
-    device: Optional[str] = typer.Option(None, "--device", help="Only these devices (cuda, cpu)."),
+    models: Optional[str] = typer.Option(None, "--models", help="Only these models, comma separated (vim_t,deit_t) "
+                                                                "[default: all]."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="Only these precisions, comma separated (fp32,bf16) "
+                                                              "[default: all]."),
+    batch: Optional[str] = typer.Option(None, "--batch", help="Only these batch sizes, comma separated "
+                                                              "[default: all]."),
+    device: Optional[str] = typer.Option(None, "--device", help="Only these devices (cuda, cpu) [default: all]."),
     group_by: str = typer.Option("dtype,batch", "--group-by",
                                  help="One resolution figure per value of these fields (comma separated: dtype, "
                                       "batch, device, gpu_name, model, implementation, attn), or 'none'."),
     batch_res: Optional[int] = typer.Option(None, "--batch-res",
                                             help="Resolution of the throughput-vs-batch figure [default: the one "
                                                  "with the most batch sizes]."),
-    title: Optional[str] = typer.Option(None, "--title", help="Title of index.html."),
+    title: Optional[str] = typer.Option(None, "--title", help="Title of index.html [default: vimbench report]."),
     show_table: bool = typer.Option(True, "--table/--no-table", help="Print the Vim/DeiT summary in the terminal."),
     full: bool = typer.Option(False, "--full", help="Also print every measured case and every ratio (long)."),
 ) -> None:
@@ -39,9 +42,8 @@ def report(
 
     Examples:
 
-      vimbench report results/triton-h200-2026-11-30.jsonl results/anchors-official-h200-2026-11-29.jsonl -o reports/mine
-
-      vimbench report results/ --models vim_t,deit_t --batch 64 --full
+        vimbench report results/triton-h200-2026-11-30.jsonl results/anchors-official-h200-2026-11-29.jsonl -o reports/mine
+        vimbench report results/ --models vim_t,deit_t --batch 64 --full
     """
     from vimbench import render
     from vimbench.report import build_report
@@ -106,7 +108,15 @@ def import_anchors(
     out: Path = typer.Option(..., "-o", "--out", help="Results file to write (.jsonl).", show_default=False),
     force: bool = typer.Option(False, "--force", help="Replace the output file if it exists."),
 ) -> None:
-    """Convert reference measurements (anchors) of the official Vim code and timm DeiT into a results file."""
+    """Convert reference measurements (anchors) of the official Vim code and timm DeiT into a results file.
+
+    Anchors files come from the project's reference-measurement box (one JSON line per measurement); the
+    repository ships one converted copy, results/anchors-official-h200-2026-11-29.jsonl.
+
+    Example:
+
+        vimbench import-anchors anchors-h200-2026-12-01.jsonl -o results/anchors-official-h200-2026-12-01.jsonl
+    """
     from vimbench import render
     from vimbench.report import import_anchors as convert
 
@@ -120,8 +130,8 @@ def import_anchors(
 def reproduce(
     claims: str = typer.Argument(..., help="Claim set: vim-fig1, or the path of a claims .toml file.",
                                  show_default=False),
-    results: Optional[List[Path]] = typer.Option(None, "--results", help=_RESULTS_HELP + " Repeat for several.",
-                                                 show_default=False),
+    results: Optional[List[Path]] = typer.Option(None, "--results", help=_RESULTS_HELP + " Repeat for several "
+                                                 "[default: none: measure with --run].", show_default=False),
     run: bool = typer.Option(False, "--run", help="Measure the claim set's suite now with the sweep engine (GPU), "
                                                   "then judge that run."),
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="Folder for verdict.md and verdict.json "
@@ -134,9 +144,8 @@ def reproduce(
 
     Examples:
 
-      vimbench reproduce vim-fig1 --results results/triton-h200-2026-11-30.jsonl --results results/anchors-official-h200-2026-11-29.jsonl -o reports/vim-fig1
-
-      vimbench reproduce vim-fig1 --run -o reports/vim-fig1-now     # on a GPU: sweep, then judge
+        vimbench reproduce vim-fig1 --results results/ -o reports/vim-fig1
+        vimbench reproduce vim-fig1 --run -o reports/vim-fig1-now        # on a GPU: sweep, then judge
     """
     from vimbench import render
     from vimbench.errors import VimbenchError

@@ -19,24 +19,38 @@ _RES_HELP = ("Resolutions in px: 224..1248 = the standard ladder (224,384,512,64
 @user_errors
 def sweep(
     models: Annotated[Optional[str], typer.Option(help="Models, comma-separated aliases or full names "
-                                                       "(vimbench models lists them), e.g. vim_t,deit_t.")] = None,
-    res: Annotated[Optional[str], typer.Option(help=_RES_HELP)] = None,
-    batch: Annotated[Optional[str], typer.Option(help="Batch sizes, e.g. 1,8,64. Never changed on OOM.")] = None,
+                                                       "(vimbench models lists them), e.g. vim_t,deit_t; any timm "
+                                                       "model as timm:NAME (vimbench models --timm PATTERN lists "
+                                                       "them) [default: the suite's].")] = None,
+    res: Annotated[Optional[str], typer.Option(help=_RES_HELP + " [default: the suite's].")] = None,
+    batch: Annotated[Optional[str], typer.Option(help="Batch sizes, e.g. 1,8,64. Never changed on OOM "
+                                                      "[default: the suite's].")] = None,
     dtype: Annotated[Optional[str], typer.Option(help="Precision modes: fp32 (TF32 off), tf32, bf16, fp16 "
-                                                      "(autocast).")] = None,
-    attn: Annotated[Optional[str], typer.Option(help="DeiT attention: sdpa (fused), eager (explicit).")] = None,
-    backend: Annotated[Optional[str], typer.Option(help="Vim op backend: torch, triton.")] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto | cuda | cpu (auto: cuda when present).")] = None,
-    warmup: Annotated[Optional[int], typer.Option(help="Untimed warm-up calls per case (>= 1).")] = None,
-    iters: Annotated[Optional[int], typer.Option(help="Timed calls per case (>= 5).")] = None,
-    mode: Annotated[Optional[str], typer.Option(help="infer (training is not supported yet).")] = None,
+                                                      "(autocast) [default: the suite's, else fp32].")] = None,
+    attn: Annotated[Optional[str], typer.Option(help="DeiT attention: sdpa (fused), eager (explicit) "
+                                                     "[default: the suite's, else sdpa].")] = None,
+    backend: Annotated[Optional[str], typer.Option(help="Vim op backend: torch, triton "
+                                                        "[default: the suite's, else torch].")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto | cuda | cpu (auto: cuda when present) "
+                                                       "[default: auto].")] = None,
+    warmup: Annotated[Optional[int], typer.Option(help="Untimed warm-up calls per case (>= 1) "
+                                                       "[default: the suite's, else 3].")] = None,
+    iters: Annotated[Optional[int], typer.Option(help="Timed calls per case (>= 5) "
+                                                      "[default: the suite's, else 10].")] = None,
+    mode: Annotated[Optional[str], typer.Option(help="infer (training is not supported yet) "
+                                                     "[default: infer].")] = None,
     cuda_graphs: Annotated[Optional[bool], typer.Option("--cuda-graphs/--no-cuda-graphs",
-                                                        help="Time CUDA-graph replays of the forward.")] = None,
+                                                        help="Time CUDA-graph replays of the forward "
+                                                             "[default: no].")] = None,
     h2d: Annotated[Optional[bool], typer.Option("--h2d/--no-h2d", help="Include the host-to-device copy of "
-                                                                       "the input in the timed call.")] = None,
+                                                                       "the input in the timed call "
+                                                                       "[default: no].")] = None,
     suite: Annotated[Optional[str], typer.Option(help="A suite name (suites/NAME.toml) or a .toml path; "
-                                                      "options given here override its values.")] = None,
-    out: Annotated[Optional[str], typer.Option(help="Results file (default: results/<run_id>.jsonl).")] = None,
+                                                      "options given here override its values [default: "
+                                                      "paper_fig1 with a GPU, cpu_smoke without].")] = None,
+    out: Annotated[Optional[str], typer.Option(help="Results file [default: runs/<run_id>.jsonl, or "
+                                                    "$VIMBENCH_RESULTS_DIR/<run_id>.jsonl; results/ holds only "
+                                                    "the runs the project ships].")] = None,
     resume: Annotated[Optional[str], typer.Option(help="Continue this results file: skip the cases it holds, "
                                                        "append the rest. Alone, it reruns the sweep it records.")]
     = None,
@@ -46,7 +60,13 @@ def sweep(
     """Measure throughput, latency and memory of each model x resolution x batch x precision case.
 
     Without options: the paper's Figure 1 comparison (suites/paper_fig1.toml) on a GPU, or a small CPU sweep
-    (suites/cpu_smoke.toml) where there is none."""
+    (suites/cpu_smoke.toml) where there is none.
+
+    Examples:
+
+        vimbench sweep --models vim_t,deit_t --res 224..1248 --batch 64 --dtype bf16 --attn sdpa,eager --backend triton
+        vimbench sweep --models vim_t,timm:convnext_tiny --res 224,512 --batch 8 --dry-run
+    """
     import torch
 
     from vimbench import render
@@ -148,7 +168,12 @@ def _results_table(results, config, path: Path) -> None:
 
 @user_errors
 def env(device: Annotated[str, typer.Option(help="auto | cuda | cpu")] = "auto") -> None:
-    """Print the environment fingerprint that every results file records."""
+    """Print the environment fingerprint that every results file records.
+
+    Example:
+
+        vimbench env --device cpu
+    """
     import torch
 
     from vimbench import render

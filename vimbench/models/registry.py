@@ -1,85 +1,131 @@
-"""Model names, aliases and sizes; `create_model` builds any of them."""
+"""Model names, aliases and sizes; `create_model` builds any of them.
+
+The table is static (no torch import): `vimbench models` prints parameter and token counts from it in a blink.
+Besides the registered Vim and DeiT models, `timm:<name>` names any timm model (a peer), resolved on use."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
-import torch.nn as nn
+from typing import Any
 
 from vimbench.errors import VimbenchError
-from vimbench.models.deit import ATTENTION_BACKENDS, create_deit
+from vimbench.models.timm_adapter import ATTENTION_BACKENDS, TIMM_PREFIX
+
+PATCH = 16            # both families embed 16 x 16 patches; the model sees img // 16 patches per side
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     name: str            # canonical name
-    alias: str           # short name used in tables (vim_t, deit_s, ...)
-    family: str          # "vim" or "deit"
-    size: str            # tiny / small / base / test
+    alias: str           # short name used in tables (vim_t, deit_s, timm:convnext_tiny, ...)
+    family: str          # "vim", "deit" or "timm" (any other timm model)
+    size: str            # tiny / small / base / test ("" for timm peers)
     embed_dim: int
     depth: int
     official_name: str = ""   # the official registration / timm name
     heads: int = 0            # DeiT only
     test_only: bool = False   # tiny configurations for fast CPU tests; hidden from the default listing
+    params_224: int = 0       # parameters at 224 px with a 1000-class head (tests check it against a build)
     overrides: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def params(self, img_size: int) -> int | None:
+        """Parameters at img_size: only the position embedding grows, by embed_dim per extra patch token."""
+        if not self.params_224:
+            return None
+        return self.params_224 + self.embed_dim * ((img_size // PATCH) ** 2 - (224 // PATCH) ** 2)
 
 
 _SPECS = [
     ModelSpec("vim_tiny_patch16_224", "vim_t", "vim", "tiny", 192, 24,
-              "vim_tiny_patch16_224_bimambav2_final_pool_mean_abs_pos_embed_with_midclstok_div2"),
+              "vim_tiny_patch16_224_bimambav2_final_pool_mean_abs_pos_embed_with_midclstok_div2",
+              params_224=7_148_008),
     ModelSpec("vim_small_patch16_224", "vim_s", "vim", "small", 384, 24,
-              "vim_small_patch16_224_bimambav2_final_pool_mean_abs_pos_embed_with_midclstok_div2"),
+              "vim_small_patch16_224_bimambav2_final_pool_mean_abs_pos_embed_with_midclstok_div2",
+              params_224=25_796_584),
     ModelSpec("vim_base_patch16_224", "vim_b", "vim", "base", 768, 24,
-              "vim_base_patch16_224_bimambav2_final_pool_mean_abs_pos_embed_with_middle_cls_token_div2"),
-    ModelSpec("deit_tiny_patch16_224", "deit_t", "deit", "tiny", 192, 12, "deit_tiny_patch16_224", heads=3),
-    ModelSpec("deit_small_patch16_224", "deit_s", "deit", "small", 384, 12, "deit_small_patch16_224", heads=6),
-    ModelSpec("deit_base_patch16_224", "deit_b", "deit", "base", 768, 12, "deit_base_patch16_224", heads=12),
-    ModelSpec("vim_test", "vim_test", "vim", "test", 32, 2, test_only=True),
+              "vim_base_patch16_224_bimambav2_final_pool_mean_abs_pos_embed_with_middle_cls_token_div2",
+              params_224=97_598_440),
+    ModelSpec("deit_tiny_patch16_224", "deit_t", "deit", "tiny", 192, 12, "deit_tiny_patch16_224", heads=3,
+              params_224=5_717_416),
+    ModelSpec("deit_small_patch16_224", "deit_s", "deit", "small", 384, 12, "deit_small_patch16_224", heads=6,
+              params_224=22_050_664),
+    ModelSpec("deit_base_patch16_224", "deit_b", "deit", "base", 768, 12, "deit_base_patch16_224", heads=12,
+              params_224=86_567_656),
+    ModelSpec("vim_test", "vim_test", "vim", "test", 32, 2, test_only=True, params_224=91_432),
     ModelSpec("deit_test", "deit_test", "deit", "test", 32, 2, "deit_tiny_patch16_224", heads=2, test_only=True,
-              overrides={"embed_dim": 32, "depth": 2, "num_heads": 2}),
+              params_224=89_416, overrides={"embed_dim": 32, "depth": 2, "num_heads": 2}),
 ]
 _BY_NAME = {key: spec for spec in _SPECS for key in (spec.name, spec.alias)}
 
 
 def list_models(include_test: bool = False) -> list[ModelSpec]:
-    """All registered models (the tiny test configurations only when asked)."""
+    """All registered models (the tiny test configurations only when asked); timm peers are not listed here
+    (`vimbench models --timm PATTERN` lists candidates)."""
     return [spec for spec in _SPECS if include_test or not spec.test_only]
 
 
+def timm_spec(name: str) -> ModelSpec:
+    """The spec of a timm peer, `timm:<timm model name>`; raises when timm does not know the name."""
+    from vimbench.models.timm_adapter import check_timm_name
+
+    timm_name = name.strip()[len(TIMM_PREFIX):].strip()
+    if not timm_name:
+        raise VimbenchError("`timm:` needs a model name, e.g. timm:convnext_tiny")
+    check_timm_name(timm_name)
+    return ModelSpec(f"{TIMM_PREFIX}{timm_name}", f"{TIMM_PREFIX}{timm_name}", "timm", "", 0, 0, timm_name)
+
+
 def get_spec(name: str) -> ModelSpec:
-    """Look a model up by canonical name or alias."""
+    """Look a model up by canonical name or alias, or `timm:<name>` for any timm model."""
+    if name.strip().lower().startswith(TIMM_PREFIX):
+        return timm_spec(name)
     spec = _BY_NAME.get(name.strip().lower())
     if spec is None:
         known = ", ".join(s.alias for s in _SPECS)
-        raise VimbenchError(f"unknown model {name!r}; known models: {known}")
+        raise VimbenchError(f"unknown model {name!r}; known models: {known}, or timm:<name> for any timm model")
     return spec
 
 
 def create_model(name: str, img_size: int = 224, num_classes: int = 1000, backend: str | None = None,
-                 attn: str = "sdpa") -> nn.Module:
-    """Build a model at img_size with random weights.
+                 attn: str = "sdpa") -> Any:
+    """Build a model at img_size with random weights (an nn.Module).
 
     backend: Vim op backend ('torch' or 'triton'; default from VIMBENCH_BACKEND). attn: DeiT attention
-    ('sdpa' fused or 'eager'). Each argument applies to one family only and is ignored by the other.
+    ('sdpa' fused or 'eager'). Each argument applies to one family only and is ignored by the others; a timm
+    peer (`timm:<name>`) keeps timm's own attention.
     """
     spec = get_spec(name)
     # Any size of at least one patch: the model sees img // 16 patches per side (738 px -> 46 x 46), as the
     # official code and timm do; the paper's 738 px point is not a multiple of 16.
-    if img_size < 16:
-        raise VimbenchError(f"image size {img_size} is smaller than the 16 px patch; use at least 16")
+    if img_size < PATCH:
+        raise VimbenchError(f"image size {img_size} is smaller than the {PATCH} px patch; use at least {PATCH}")
     if spec.family == "vim":
         from vimbench.models.vim import VisionMamba
         from vimbench.settings import default_backend
 
         return VisionMamba(img_size, spec.embed_dim, spec.depth, num_classes, backend or default_backend())
+    from vimbench.models.timm_adapter import create_deit, create_timm
+
+    if spec.family == "timm":
+        return create_timm(spec.official_name, img_size, num_classes)
     if attn not in ATTENTION_BACKENDS:
         raise VimbenchError(f"unknown attention {attn!r}; choose one of {', '.join(ATTENTION_BACKENDS)}")
     return create_deit(spec.official_name, img_size, num_classes, attn, **spec.overrides)
 
 
-def count_params(model: nn.Module) -> int:
+def count_params(model: Any) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def num_tokens(spec: ModelSpec, img_size: int) -> int:
-    """Sequence length the model sees: patches plus the one class token (both families)."""
-    return (img_size // 16) ** 2 + 1
+def num_tokens(spec: ModelSpec, img_size: int) -> int | None:
+    """Sequence length the model sees: patches plus the one class token (Vim and DeiT); None for timm peers,
+    whose token count depends on their architecture."""
+    if spec.family == "timm":
+        return None
+    return (img_size // PATCH) ** 2 + 1
+
+
+def describe(img_size: int, include_test: bool = False) -> list[dict[str, Any]]:
+    """The registered models with their parameter and token counts at img_size, from the static table."""
+    return [{"alias": s.alias, "name": s.name, "family": s.family, "size": s.size, "embed_dim": s.embed_dim,
+             "depth": s.depth, "params": s.params(img_size), "tokens": num_tokens(s, img_size)}
+            for s in list_models(include_test)]
