@@ -27,7 +27,7 @@ def check(
         vimbench kernels check --baseline results/baselines/h200.json --only scan --repeats 3
     """
     from vimbench import render
-    from vimbench.bench import regression as rg
+    from vimbench.kerneltools import regression as rg
     from vimbench.errors import VimbenchError
 
     base_cases = None
@@ -80,7 +80,7 @@ def _render_comparisons(comparisons, baseline: Path, pct_floor: dict | None = No
                                             "% of floor", "status"],
                  rows, caption=f"{n_reg} regression(s); threshold = max(5%, 3 x relative spread of the repeats, "
                                "0.03 ms / baseline ms); % of floor: roofline floor time / measured time "
-                               "(vimbench.bench.roofline)",
+                               "(vimbench.analysis.roofline)",
                  digits=3)
 
 
@@ -99,10 +99,10 @@ def static(
         vimbench kernels static --update        # after a deliberate kernel change
     """
     from vimbench import render
-    from vimbench.bench import static_check as sc
+    from vimbench.kerneltools import static_check as sc
 
     if not sc.KERNELS:
-        render.note("no Triton kernels are listed in vimbench/bench/static_check.py KERNELS yet: nothing to check")
+        render.note("no Triton kernels are listed in vimbench/kerneltools/static_check.py KERNELS yet: nothing to check")
         return
     expected = None if update else sc.load_expectations(expect)["kernels"]
     reports = sc.static_reports(sc.KERNELS)
