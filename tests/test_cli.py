@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -62,7 +63,7 @@ def test_resume_reruns_the_recorded_sweep(tmp_path):
     assert invoke([*TINY, "--models", "deit_test", "--out", out]).exit_code == 0
     result = invoke(["sweep", "--resume", out])
     assert result.exit_code == 0, result.output
-    assert "0 cases to run (2 already in the file)" in result.output
+    assert "is complete: all 2 cases of its sweep are measured" in result.output
     assert len(load_results(out)) == 2
 
 
@@ -142,3 +143,93 @@ def test_models_lists_params_at_a_resolution():
     assert "vim_test" in invoke(["models", "--all"]).output
     bad = invoke(["models", "--res", "224,512"])
     assert bad.exit_code == 2 and "give one" in bad.output
+
+
+def test_default_out_is_outside_the_committed_results(tmp_path, monkeypatch):
+    monkeypatch.delenv("VIMBENCH_RESULTS_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    result = invoke([*TINY, "--models", "deit_test", "--attn", "sdpa"])
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "runs").glob("*.jsonl"))) == 1 and not (tmp_path / "results").exists()
+
+
+def test_sweep_table_shows_the_spread_and_progress_prints_once(tmp_path):
+    out = tmp_path / "run.jsonl"
+    result = invoke([*TINY, "--models", "vim_test,deit_test", "--attn", "sdpa", "--out", out])
+    assert result.exit_code == 0, result.output
+    flat = " ".join(result.output.split())
+    assert "spread" in flat and "(p80 - p20) / p50" in flat
+    # not a terminal: one progress line per case, not two
+    assert result.output.count("[1/2] vim_test torch 32px") == 1
+    assert result.output.count("[2/2] deit_test timm/sdpa 32px") == 1
+    # resuming a complete file says so instead of printing an empty table
+    again = invoke(["sweep", "--resume", out])
+    assert again.exit_code == 0, again.output
+    assert "is complete" in again.output and "all 2 cases" in again.output
+
+
+def test_version_and_every_help_teaches():
+    from vimbench import __version__
+
+    result = invoke(["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"vimbench {__version__}"
+    for command in (["sweep"], ["models"], ["env"], ["report"], ["reproduce"], ["import-anchors"], ["profile"],
+                    ["kernels"], ["kernels", "check"], ["kernels", "static"]):
+        text = invoke([*command, "--help"]).output
+        assert "Example" in text and "vimbench " + command[0] in text, command
+    sweep_help = " ".join(invoke(["sweep", "--help"]).output.replace("│", " ").split())
+    assert "[default: runs/<run_id>.jsonl" in sweep_help and "[default: the suite's]" in sweep_help
+
+
+def test_models_table_is_static_and_matches_built_models():
+    import subprocess
+    import sys
+
+    from vimbench.models.registry import count_params, create_model, describe
+
+    for res in (224, 738):
+        for row in describe(res, include_test=True):
+            with torch.device("meta"):
+                model = create_model(row["alias"], img_size=res, backend="torch")
+            assert row["params"] == count_params(model), (row["alias"], res)
+    # the table needs neither torch nor timm
+    code = ("import sys; from typer.testing import CliRunner; from vimbench.cli import app; "
+            "r = CliRunner().invoke(app, ['models']); assert r.exit_code == 0, r.output; "
+            "print(sorted(m for m in ('torch', 'timm') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_load_results_is_typed(tmp_path):
+    out = tmp_path / "run.jsonl"
+    assert invoke([*TINY, "--models", "deit_test", "--attn", "sdpa", "--out", out]).exit_code == 0
+    df = load_results(out)
+    import pandas as pd
+
+    # a CPU file has no allocator numbers: still a float column, not objects
+    assert df["peak_alloc_mib"].dtype == "float64" and df["peak_alloc_mib"].isna().all()
+    assert df["cpu_peak_rss_mib"].dtype == "float64" and (df["cpu_peak_rss_mib"] > 0).all()
+    assert str(df["res"].dtype) == "Int64" and str(df["batch"].dtype) == "Int64"
+    assert isinstance(df["timestamp"].dtype, pd.DatetimeTZDtype) and isinstance(df["run_created"].dtype,
+                                                                                pd.DatetimeTZDtype)
+    assert (df["img_s"] == df["fps"]).all() and df["cuda_graphs"].dtype == bool
+    from vimbench.errors import VimbenchError
+
+    with pytest.raises(VimbenchError, match="no results files given"):
+        load_results([])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(VimbenchError, match=r"no results files \(\*.jsonl\) found in .*empty"):
+        load_results(tmp_path / "empty")
+
+
+def test_public_api_runs_a_sweep_without_private_classes(tmp_path):
+    import vimbench
+
+    config = vimbench.SweepConfig(models=("deit_test",), res=(32,), batch=(1,), device="cpu", warmup=1, iters=5)
+    plan = vimbench.plan_sweep(config)
+    assert [k.model for k in plan.cases] == ["deit_test"] and isinstance(plan.cases[0], vimbench.CaseKey)
+    rows = vimbench.run_sweep(config, out=tmp_path / "api.jsonl")
+    assert len(rows) == 1 and isinstance(rows[0], vimbench.CaseResult) and rows[0].status == "ok"
+    assert set(vimbench.__all__) >= {"create_model", "list_models", "SweepConfig", "plan_sweep", "run_sweep",
+                                     "load_results", "CaseKey", "CaseResult", "__version__"}

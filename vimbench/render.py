@@ -84,11 +84,15 @@ def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], cap
           digits: int = 1, keep: Sequence[str] | None = None, wrap: Sequence[str] = ()) -> None:
     """Print a table. Numeric columns are right-aligned; column names should carry units (p50 ms, img/s, MiB).
 
-    No cell is ever cut to an ellipsis: when the table is wider than the terminal, the rightmost columns not in
-    `keep` are left out (the caption says which), columns in `wrap` wrap their text, every other column keeps
-    its width."""
+    No cell is ever cut to an ellipsis. With `keep`: when the table is wider than the terminal, the rightmost
+    columns not in `keep` are left out (the caption says which), columns in `wrap` wrap their text, every other
+    column keeps its width; when even those do not fit, each row is printed as a block of `column: value` lines.
+    Without `keep`: numeric columns keep their width and text columns wrap."""
     rows = [list(r) for r in rows]
     cells = [[fmt(v, digits) for v in r] for r in rows]
+    if keep is None:  # nothing to drop: every text column may wrap (folding, never an ellipsis)
+        wrap = [c for i, c in enumerate(columns)
+                if not any(isinstance(r[i], (int, float)) and not isinstance(r[i], bool) for r in rows if i < len(r))]
     shown = _fit(list(columns), cells, console.width, keep, wrap)
     if not shown:
         _stacked(title, columns, cells, caption)

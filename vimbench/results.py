@@ -170,6 +170,10 @@ ENV_COLUMNS = ("gpu_name", "torch", "triton", "timm", "vimbench", "git_commit", 
 
 
 def _expand(paths: Iterable[str | Path]) -> list[Path]:
+    paths = list(paths)
+    if not paths:
+        raise VimbenchError("no results files given; pass .jsonl files or folders that hold them "
+                            "(e.g. results/)")
     out: list[Path] = []
     for p in paths:
         p = Path(p)
@@ -180,14 +184,17 @@ def _expand(paths: Iterable[str | Path]) -> list[Path]:
         else:
             raise VimbenchError(f"results file {p} does not exist")
     if not out:
-        raise VimbenchError("no results files found in " + ", ".join(str(p) for p in paths))
+        raise VimbenchError("no results files (*.jsonl) found in " + ", ".join(str(p) for p in paths))
     return out
 
 
 def load_results(paths: Iterable[str | Path] | str | Path, kind: str = "case"):
     """Rows of the given kind ('case' or 'kernel') from results files or folders, as a pandas DataFrame.
 
-    Each row carries run_id, source (the file) and the header's main environment fields."""
+    Each row carries run_id, source (the file) and the header's main environment fields. The frame is typed
+    (see _typed): numbers are numeric (nullable Int64 for counts, float for measurements, NaN where missing),
+    `cuda_graphs`/`h2d` boolean, `timestamp` and `run_created` UTC datetimes, and `img_s` is the throughput in
+    images per second (the CLI's img/s; `fps` is the same column under the name the files store)."""
     import pandas as pd
 
     if isinstance(paths, (str, Path)):
@@ -201,4 +208,54 @@ def load_results(paths: Iterable[str | Path] | str | Path, kind: str = "case"):
         for row in iter_rows(path):
             if row.get("kind") == kind:
                 records.append({**row, **extra})
-    return pd.DataFrame.from_records(records)
+    return _typed(pd.DataFrame.from_records(records), kind)
+
+
+# Row fields whose values are counts (nullable Int64); every other int/float field is a float measurement.
+_COUNT_FIELDS = ("res", "batch", "params", "tokens", "warmup", "iters", "sm_clock_mhz_before", "sm_clock_mhz_after",
+                 "temp_c_before", "temp_c_after", "res_effective_px")
+_TIME_FIELDS = ("timestamp", "run_created")
+
+
+def _numeric_fields(kind: str) -> list[str]:
+    """The numeric fields of a row kind, from its dataclass's annotations (case rows: CaseKey + CaseResult)."""
+    import dataclasses
+
+    classes = [CaseKey, CaseResult] if kind == "case" else []
+    names = []
+    for cls in classes:
+        for f in dataclasses.fields(cls):
+            text = str(f.type)
+            if ("int" in text or "float" in text) and "list" not in text and "bool" not in text:
+                names.append(f.name)
+    return names
+
+
+def _typed(df, kind: str = "case"):
+    """The DataFrame with real dtypes: a column that is all None in a file (peak_alloc_mib of a CPU run) is still
+    numeric, timestamps are datetimes, and the img/s column exists under its CLI name."""
+    import pandas as pd
+
+    if kind == "case":
+        for name in (*(f.name for f in fields(CaseKey)), *(f.name for f in fields(CaseResult) if f.name != "key")):
+            if name not in df.columns:
+                df[name] = None
+    numeric = set(_numeric_fields(kind))
+    for col in df.columns:
+        values = df[col].dropna()
+        looks_numeric = len(values) > 0 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                 for v in values)
+        if col in numeric or looks_numeric:
+            df[col] = pd.to_numeric(df[col], errors="coerce")
+            if col in _COUNT_FIELDS:
+                df[col] = df[col].round().astype("Int64")
+    for col in ("cuda_graphs", "h2d"):
+        if col in df.columns:
+            df[col] = df[col].fillna(False).astype(bool)
+    for col in _TIME_FIELDS:
+        if col in df.columns:
+            df[col] = pd.to_datetime(df[col], utc=True, errors="coerce", format="ISO8601")
+    if "fps" in df.columns:
+        df["img_s"] = df["fps"]
+    return df
+

@@ -17,8 +17,11 @@ def default_backend() -> str:
 
 
 def results_dir() -> str:
-    """Folder where sweeps write their result files: VIMBENCH_RESULTS_DIR, else ./results."""
-    return os.environ.get("VIMBENCH_RESULTS_DIR", "results")
+    """Folder where sweeps, kernel benchmarks and `reproduce --run` write new result files: VIMBENCH_RESULTS_DIR,
+    else ./runs. Not results/: that folder holds only the GPU runs the project ships, so an ad-hoc run (a CPU
+    smoke sweep) never mixes into `vimbench report results/` or `reproduce --results results/`; move a run
+    there to ship it."""
+    return os.environ.get("VIMBENCH_RESULTS_DIR", "runs")
 
 
 def git_commit_override() -> str | None:

@@ -242,6 +242,22 @@ def expand_cases(config: SweepConfig) -> tuple[list[CaseKey], list[Dropped]]:
         backends = tuple(b for b in backends if b != "torch")
     vims = [m for m in config.models if families[m] == "vim"]
     deits = [m for m in config.models if families[m] == "deit"]
+    peers = [m for m in config.models if families[m] == "timm"]
+    if peers and config.attn and config.attn != ("sdpa",):
+        dropped.append(Dropped(f"attn {','.join(config.attn)} x {','.join(peers)}",
+                               "timm peers run once, with timm's own attention"))
+    # A timm peer is built at each resolution where timm allows it; elsewhere it is dropped with timm's reason.
+    unbuildable: set[tuple[str, int]] = set()
+    if peers:
+        from vimbench.models.registry import get_spec as spec_of
+        from vimbench.models.timm_adapter import build_problem
+
+        for model in peers:
+            for res in config.res:
+                problem = build_problem(spec_of(model).official_name, res)
+                if problem:
+                    unbuildable.add((model, res))
+                    dropped.append(Dropped(f"{model} at {res} px", problem))
     if vims and config.attn:
         dropped.append(Dropped(f"attn {','.join(config.attn)} x {','.join(vims)}",
                                "the attention path applies to DeiT only; Vim runs once per backend"))
@@ -251,7 +267,14 @@ def expand_cases(config: SweepConfig) -> tuple[list[CaseKey], list[Dropped]]:
 
     cases = []
     for model, res, batch, dtype in product(config.models, config.res, config.batch, dtypes):
-        impls = [(b, None) for b in backends] if families[model] == "vim" else [("timm", a) for a in config.attn]
+        if (model, res) in unbuildable:
+            continue
+        if families[model] == "vim":
+            impls = [(b, None) for b in backends]
+        elif families[model] == "timm":
+            impls = [("timm", None)]
+        else:
+            impls = [("timm", a) for a in config.attn]
         for implementation, attn in impls:
             cases.append(CaseKey(model=model, res=res, batch=batch, dtype=dtype, implementation=implementation,
                                  attn=attn, device=config.device, mode=config.mode, cuda_graphs=config.cuda_graphs,

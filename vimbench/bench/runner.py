@@ -170,16 +170,3 @@ def run_case(key: CaseKey, warmup: int, iters: int) -> CaseResult:
         after = gpu_conditions(torch.cuda.current_device())
         result.sm_clock_mhz_after, result.temp_c_after = after["sm_clock_mhz"], after["temp_c"]
     return result
-
-
-def describe_models(res: int, include_test: bool = False) -> list[dict[str, Any]]:
-    """Each registered model built at `res` on the meta device (no memory, no init cost): its parameter and
-    token counts."""
-    rows = []
-    for spec in list_models(include_test):
-        with torch.device("meta"):
-            model = create_model(spec.alias, img_size=res, backend="torch")
-        rows.append({"alias": spec.alias, "name": spec.name, "family": spec.family, "size": spec.size,
-                     "embed_dim": spec.embed_dim, "depth": spec.depth, "params": count_params(model),
-                     "tokens": num_tokens(spec, res)})
-    return rows

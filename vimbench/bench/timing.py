@@ -34,6 +34,18 @@ class Timing:
         return batch / (self.p50_ms / 1e3) if self.p50_ms > 0 else float("inf")
 
 
+# (p80 - p20) / p50 above this: the case's calls moved while it was measured (other load, clocks, host-bound
+# launches); its number is flagged as noisy in tables. Idle H200 runs of the committed results stay below 3%.
+NOISY_SPREAD = 0.10
+
+
+def relative_spread(p20: float | None, p50: float | None, p80: float | None) -> float | None:
+    """(p80 - p20) / p50: how much the timed calls of one case spread (None when a value is missing)."""
+    if p20 is None or p50 is None or p80 is None or not p50 or p20 != p20 or p80 != p80 or p50 != p50:
+        return None
+    return (float(p80) - float(p20)) / float(p50)
+
+
 def percentile(samples: list[float], q: float) -> float:
     """q-th percentile (0..100) with linear interpolation between order statistics (numpy's default)."""
     if not samples:

@@ -9,7 +9,13 @@ import typer
 
 app = typer.Typer(
     name="vimbench",
-    help="Efficiency benchmark for Vision Mamba (Vim) against DeiT: sweeps, kernels, reports.",
+    help="""Efficiency benchmark for Vision Mamba (Vim) against DeiT and any timm model: sweeps, kernels, reports.
+
+    Examples:
+
+        vimbench sweep --models vim_t,deit_t --res 224..1248 --batch 64 --dtype bf16 --backend triton
+        vimbench report results/ -o reports/all
+    """,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -20,6 +26,20 @@ app = typer.Typer(
 _COMMAND_MODULES = ("sweep", "kernels", "report", "profile")
 for _name in _COMMAND_MODULES:
     importlib.import_module(f"vimbench.cli.{_name}").register(app)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from vimbench import __version__
+
+        typer.echo(f"vimbench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the vimbench version and exit.")) -> None:
+    """The options every command shares (only --version)."""
 
 
 def main() -> None:

@@ -12,7 +12,13 @@ from vimbench.cli.common import user_errors
 
 kernels_app = typer.Typer(
     name="kernels",
-    help="Benchmark vimbench's Triton kernels at Vim shapes (default action), and check them.",
+    help="""Benchmark vimbench's Triton kernels at Vim shapes (default action), and check them.
+
+    Examples:
+
+        vimbench kernels --models vim_t --res 1248 --batch 64 --dtype bf16 --impl triton
+        vimbench kernels static
+    """,
     invoke_without_command=True,
     no_args_is_help=False,
 )

@@ -56,6 +56,10 @@ def sweep(
     = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the cases (and the combinations dropped, "
                                                            "with reasons) without running them.")] = False,
+    timm_import: Annotated[Optional[str], typer.Option("--timm-import", help="Import this module first: a plugin "
+                                                                             "that registers more timm models, "
+                                                                             "for --models timm:NAME "
+                                                                             "[default: none].")] = None,
 ) -> None:
     """Measure throughput, latency and memory of each model x resolution x batch x precision case.
 
@@ -76,6 +80,7 @@ def sweep(
     from vimbench.results import new_run_id
     from vimbench.settings import results_dir
 
+    import_plugin(timm_import)
     if resume and out and Path(resume) != Path(out):
         raise VimbenchError("give either --out (a new file) or --resume (an existing one), not both")
     overrides = {"models": models, "res": res, "batch": batch, "dtype": dtype, "attn": attn, "backend": backend,
@@ -98,6 +103,10 @@ def sweep(
             render.table("combinations not run", ["what", "why"], [[d.what, d.reason] for d in plan.dropped])
         return
 
+    if resume and not plan.pending:
+        render.note(f"{path} is complete: all {len(plan.cases)} cases of its sweep are measured; nothing to run. "
+                    f"Report it with: vimbench report {path}", markup=False)
+        return
     render.note(f"{len(plan.pending)} cases to run"
                 + (f" ({len(plan.done)} already in the file)" if plan.done else "") + f"; results: {path}")
     command = "vimbench " + shlex.join(sys.argv[1:])
@@ -144,26 +153,38 @@ def _terminate_as_interrupt():
 
 def _results_table(results, config, path: Path) -> None:
     from vimbench import render
+    from vimbench.bench.timing import NOISY_SPREAD, relative_spread
 
     cuda = config.device == "cuda"
     memory_columns = ["peak alloc MiB", "NVML MiB"] if cuda else ["peak RSS MiB"]
     rows = []
+    noisy = 0
     for r in results:
         k = r.key
         impl = k.implementation + (f"/{k.attn}" if k.attn else "") + (" +graphs" if k.cuda_graphs else "") \
             + (" +h2d" if k.h2d else "")
         memory = [r.peak_alloc_mib, r.nvml_used_mib] if cuda else [r.cpu_peak_rss_mib]
-        rows.append([k.model, k.res, r.tokens, k.batch, k.dtype, impl, r.fps, r.latency_ms_p50, *memory, r.status])
+        spread = relative_spread(r.latency_ms_p20, r.latency_ms_p50, r.latency_ms_p80)
+        status = r.status
+        if spread is not None and spread > NOISY_SPREAD:
+            status += " (noisy)"
+            noisy += 1
+        rows.append([k.model, k.res, k.batch, k.dtype, impl, r.fps, r.latency_ms_p50,
+                     None if spread is None else f"{100 * spread:.0f}%", *memory, status, r.tokens])
     timing = ("CUDA-graph replays timed with CUDA events" if config.cuda_graphs else
               "CUDA events, one pair per call" if cuda else "perf_counter per call")
     memory_text = ("peak alloc = torch allocator peak (max_memory_allocated) in a separate one-forward pass; "
                    "NVML = device memory in use, sampled every ~1 ms (includes CUDA context and allocator cache)"
                    if cuda else "peak RSS = the whole process's peak resident memory during one forward")
     caption = (f"Timing: {timing}; median (p50) of {config.iters} calls after {config.warmup} warm-up calls; "
-               f"img/s = batch / p50. Memory: {memory_text}. MiB = 2^20 bytes. Results: {path}")
+               f"img/s = batch / p50; spread = (p80 - p20) / p50 of the calls"
+               + (f"; {noisy} case(s) spread more than {100 * NOISY_SPREAD:.0f}% (noisy: other load or clock "
+                  "changes; measure again on an idle machine)" if noisy else "")
+               + f". Memory: {memory_text}. MiB = 2^20 bytes. Results: {path}")
     render.table(f"vimbench sweep on {config.device}",
-                 ["model", "res px", "tokens", "batch", "dtype", "implementation", "img/s", "p50 ms",
-                  *memory_columns, "status"], rows, caption=caption)
+                 ["model", "res px", "batch", "dtype", "implementation", "img/s", "p50 ms", "spread",
+                  *memory_columns, "status", "tokens"], rows, caption=caption,
+                 keep=["model", "res px", "batch", "dtype", "implementation", "img/s", "spread", "status"])
 
 
 @user_errors
@@ -191,21 +212,62 @@ def env(device: Annotated[str, typer.Option(help="auto | cuda | cpu")] = "auto")
 def models(
     res: Annotated[str, typer.Option(help="Resolution in px for the parameter and token counts.")] = "224",
     all_: Annotated[bool, typer.Option("--all", help="Include the tiny test configurations.")] = False,
+    timm_pattern: Annotated[Optional[str], typer.Option("--timm", help="List timm models matching this wildcard "
+                                                                       "pattern instead (benchmark one with "
+                                                                       "--models timm:NAME) [default: off].")]
+    = None,
+    timm_import: Annotated[Optional[str], typer.Option("--timm-import", help="Import this module first: a plugin "
+                                                                             "that registers more timm models "
+                                                                             "[default: none].")] = None,
 ) -> None:
-    """List the models with their parameter and token counts at one resolution."""
+    """List the models with their parameter and token counts at one resolution (a static table: instant).
+
+    Examples:
+
+        vimbench models --res 1248
+        vimbench models --timm '*convnext*'
+    """
     from vimbench import render
     from vimbench.bench.grid import parse_res
-    from vimbench.bench.runner import describe_models
     from vimbench.errors import VimbenchError
+
+    import_plugin(timm_import)
+    if timm_pattern is not None:
+        from vimbench.models.timm_adapter import timm_names
+
+        names = timm_names(timm_pattern)
+        if not names:
+            raise VimbenchError(f"no timm model matches {timm_pattern!r}; try a wider pattern, e.g. '*vit*'")
+        render.table(f"timm models matching {timm_pattern!r}", ["--models value"], [[f"timm:{n}"] for n in names],
+                     caption=f"{len(names)} models. Each is built at every sweep resolution where timm allows it "
+                             "(img_size); elsewhere the case is dropped with timm's reason (see --dry-run).")
+        return
+    from vimbench.models.registry import describe
 
     sizes = parse_res(res)
     if len(sizes) != 1:
         raise VimbenchError(f"--res {res!r} names {len(sizes)} resolutions; give one, e.g. --res 1248")
-    rows = describe_models(sizes[0], include_test=all_)
+    rows = describe(sizes[0], include_test=all_)
     render.table(f"models at {sizes[0]} px", ["alias", "family", "size", "dim", "depth", "params", "tokens"],
                  [[m["alias"], m["family"], m["size"], m["embed_dim"], m["depth"], m["params"], m["tokens"]]
                   for m in rows],
-                 caption="Random-weight models with a 1000-class head; tokens = (res // 16)^2 patches + 1 class token.")
+                 caption="Random-weight models with a 1000-class head; tokens = (res // 16)^2 patches + 1 class "
+                         "token. Any timm model runs too, as timm:NAME (vimbench models --timm PATTERN).")
+
+
+def import_plugin(module: str | None) -> None:
+    """--timm-import: import a module that registers more timm models (e.g. MambaVision registers itself)."""
+    if not module:
+        return
+    import importlib
+
+    from vimbench.errors import VimbenchError
+
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        raise VimbenchError(f"--timm-import {module}: cannot import it ({exc}); install the plugin or check the "
+                            "module name") from None
 
 
 def register(app: typer.Typer) -> None:

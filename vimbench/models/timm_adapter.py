@@ -37,9 +37,9 @@ def default_size(timm_name: str) -> int | None:
 
 def create_timm(timm_name: str, img_size: int, num_classes: int = 1000, attn: str | None = None,
                 **overrides) -> Any:
-    """timm's model at img_size with random weights. A model whose constructor takes no img_size is built only
-    at its default input size (anything else raises, saying so). attn: see set_attention (None: timm's
-    default)."""
+    """timm's model at img_size with random weights. A model whose constructor takes no img_size (a
+    convolutional network) is built as it is and fed img_size inputs; build_problem says beforehand whether
+    that works. attn: see set_attention (None: timm's default)."""
     import timm
 
     try:
@@ -48,10 +48,6 @@ def create_timm(timm_name: str, img_size: int, num_classes: int = 1000, attn: st
     except TypeError as exc:
         if "img_size" not in str(exc):
             raise
-        default = default_size(timm_name)
-        if default is not None and default != img_size:
-            raise VimbenchError(f"timm's {timm_name} takes no img_size argument: it is built only at its default "
-                                f"{default} px, not {img_size} px") from None
         model = timm.create_model(timm_name, pretrained=False, num_classes=num_classes, **overrides)
     if attn is not None:
         set_attention(model, attn)
@@ -84,16 +80,17 @@ def check_timm_name(name: str) -> str:
 
 @functools.lru_cache(maxsize=None)
 def build_problem(timm_name: str, res: int) -> str | None:
-    """Why timm cannot build the model at res (None when it can): checked on the meta device, so no memory is
-    used and no weights are initialised."""
+    """Why the model cannot run at res (None when it can): built at res (img_size) where its constructor takes
+    it, then one forward of a res x res input, all on the meta device (no memory, no weights initialised)."""
     import torch
 
     try:
-        with torch.device("meta"):
-            create_timm(timm_name, res, 1000)
+        with torch.device("meta"), torch.no_grad():
+            model = create_timm(timm_name, res, 1000).eval()
+            model(torch.empty(1, 3, res, res))
         return None
     except VimbenchError as exc:
         return str(exc)
     except Exception as exc:  # the model's own size checks (a window that does not tile the input, ...)
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        return f"timm cannot build {timm_name} at {res} px: {first[:200]}"
+        return f"timm's {timm_name} cannot run at {res} px: {first[:200]}"

@@ -57,10 +57,10 @@ RESULT_COLUMNS = ["model", "implementation", "attn", "compile", "dtype", "batch"
 
 def spread(row) -> float | None:
     """(p80 - p20) / p50 of the timed calls, in %: how much the measurement moved."""
-    p20, p50, p80 = (_none(row.get(c)) for c in ("latency_ms_p20", "latency_ms_p50", "latency_ms_p80"))
-    if p20 is None or p50 is None or p80 is None or not p50:
-        return None
-    return 100.0 * (float(p80) - float(p20)) / float(p50)
+    from vimbench.bench.timing import relative_spread
+
+    value = relative_spread(*(_none(row.get(c)) for c in ("latency_ms_p20", "latency_ms_p50", "latency_ms_p80")))
+    return None if value is None else 100.0 * value
 
 
 def results_table(df, caption: str) -> Table:
