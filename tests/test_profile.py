@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -57,3 +58,19 @@ def test_cli_bad_input_exits_2(args, message, tmp_path):
         pytest.skip("a GPU is present, so --device cuda is valid")
     result = CliRunner().invoke(app, args + ["-o", str(tmp_path)])
     assert result.exit_code == 2 and message in result.output.lower()
+
+
+def test_profile_figure_shows_ms_idle_and_only_used_categories(tmp_path):
+    from vimbench.report.profile_figure import figure_from_results, idle_ms, used_categories
+
+    src = Path(__file__).resolve().parents[1] / "results" / "profiles" / \
+        "profile-vim_t-triton-bf16-h200-2026-11-30.jsonl"
+    rows = [json.loads(line) for line in src.read_text().splitlines()[1:]]
+    # 224 px, bf16, batch 64: the GPU is busy 4.3 ms of a 16.7 ms forward
+    at224 = next(r for r in rows if r["res"] == 224)
+    assert idle_ms(at224) == pytest.approx(16.685 - 4.279, abs=0.01)
+    assert "attention" not in used_categories(rows) and "scan" in used_categories(rows)
+    out = figure_from_results(src, tmp_path / "p.png")
+    from PIL import Image
+
+    assert Image.open(out).size[0] > 600

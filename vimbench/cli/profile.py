@@ -63,9 +63,9 @@ def profile(
     ok = [r for r in run.rows if r.get("status") == "ok"]
     figure_path = None
     if ok:
-        from vimbench.report.profile_figure import plot_shares
+        from vimbench.report.profile_figure import figure_from_results
 
-        figure_path = plot_shares(ok, run.results_path.with_suffix(".png"))
+        figure_path = figure_from_results(run.results_path, run.results_path.with_suffix(".png"))
     columns = ["res", "latency ms", "profiled ms", "TFLOP/s"] + [f"{c} %" for c in CATEGORIES]
     rows = [[r["res"], r["latency_ms_p50"], r["profiled_ms"], r["tflops"]] + [r[f"pct_{c}"] for c in CATEGORIES]
             for r in ok]

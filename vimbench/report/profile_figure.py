@@ -1,39 +1,82 @@
-"""The profile figure: each kernel category's share of profiled time against resolution (rows of kind
-"profile", vimbench.bench.profile)."""
+"""The profile figure (rows of kind "profile", vimbench.bench.profile): where one forward's time goes, per
+resolution, in milliseconds and as shares of the forward, with the time the GPU sat idle (host-bound launches)
+as its own part. Categories no row uses are left out; the title names the GPU."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from vimbench.analysis.trace import CATEGORIES
 
+# Fixed colours, so a category looks the same in every profile figure.
+CATEGORY_COLOURS = {"scan": "#c81d25", "gemm": "#1f5fa6", "conv": "#f28e2b", "norm": "#3a9e4f",
+                    "attention": "#7b3294", "elementwise/copy": "#9c755f", "other": "#8a8a8a"}
+IDLE_COLOUR = "#e6e6e6"
 
-def plot_shares(rows: list[dict[str, Any]], path: Path) -> Path:
-    """Stacked bars of each category's share (%) of profiled time vs resolution, one bar per row."""
+
+def idle_ms(row: dict[str, Any]) -> float:
+    """Milliseconds of the (unprofiled, median) forward in which no GPU kernel ran: latency - kernel time."""
+    return max(0.0, float(row["latency_ms_p50"]) - float(row["profiled_ms"]))
+
+
+def used_categories(rows: list[dict[str, Any]]) -> list[str]:
+    return [c for c in CATEGORIES if any((r.get(f"ms_{c}") or 0.0) > 0 for r in rows)]
+
+
+def plot_shares(rows: list[dict[str, Any]], path: Path, gpu: str | None = None) -> Path:
+    """Two panels against resolution: milliseconds per forward stacked by category plus the GPU's idle time, and
+    the same as shares (%) of the forward. Written as PNG at `path`."""
     import matplotlib
 
-    matplotlib.use("Agg")
+    matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
     rows = sorted(rows, key=lambda r: r["res"])
-    labels = [str(r["res"]) for r in rows]
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(rows) + 2), 4.2))
-    bottom = [0.0] * len(rows)
-    colors = plt.get_cmap("tab10").colors
-    for i, cat in enumerate(CATEGORIES):
-        values = [r[f"pct_{cat}"] for r in rows]
-        ax.bar(labels, values, bottom=bottom, label=cat, color=colors[i % len(colors)])
-        bottom = [b + v for b, v in zip(bottom, values)]
+    cats = used_categories(rows)
+    labels = [f"{r['res']} px" for r in rows]
+    fig, (ax_ms, ax_pct) = plt.subplots(1, 2, figsize=(max(9.0, 2.2 * len(rows) + 6), 4.8))
+    for ax, share in ((ax_ms, False), (ax_pct, True)):
+        bottom = [0.0] * len(rows)
+        for cat in [*cats, "idle"]:
+            ms = [idle_ms(r) if cat == "idle" else float(r.get(f"ms_{cat}") or 0.0) for r in rows]
+            values = [100.0 * m / float(r["latency_ms_p50"]) for m, r in zip(ms, rows)] if share else ms
+            ax.bar(labels, values, bottom=bottom, color=IDLE_COLOUR if cat == "idle" else CATEGORY_COLOURS[cat],
+                   hatch="//" if cat == "idle" else None, edgecolor="#999" if cat == "idle" else "none",
+                   label="GPU idle (host-bound)" if cat == "idle" else cat, width=0.6)
+            bottom = [b + v for b, v in zip(bottom, values)]
+        ax.set_xlabel("resolution")
+        ax.grid(True, axis="y", alpha=0.3)
+    for i, r in enumerate(rows):
+        busy, total = float(r["profiled_ms"]), float(r["latency_ms_p50"])
+        ax_ms.annotate(f"{total:.1f} ms\n(GPU busy {busy:.1f})", (i, total), textcoords="offset points",
+                       xytext=(0, 3), ha="center", fontsize=8)
+        ax_pct.annotate(f"idle {100 * idle_ms(r) / total:.0f}%", (i, 100.0), textcoords="offset points",
+                        xytext=(0, 3), ha="center", fontsize=8)
+    ax_ms.set(ylabel="milliseconds per forward (median latency)", title="Time per forward")
+    ax_ms.set_ylim(0, max(float(r["latency_ms_p50"]) for r in rows) * 1.18)
+    ax_pct.set(ylabel="share of the forward (%)", title="Shares of the forward", ylim=(0, 112))
+    handles, names = ax_ms.get_legend_handles_labels()
+    fig.legend(handles[::-1], names[::-1], loc="center right", fontsize=8, frameon=False)
     first = rows[0]
-    ax.set_xlabel("resolution (px)")
-    ax.set_ylabel("share of profiled kernel time (%)")
-    ax.set_ylim(0, 100)
-    ax.set_title(f"{first['model']} {first['implementation']} b{first['batch']} {first['dtype']} "
-                 f"{first['device']}", fontsize=10)
-    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
-    fig.tight_layout()
+    on = gpu or first.get("gpu_name") or first["device"]
+    impl = first["implementation"] + (f"/{first['attn']}" if first.get("attn") else "")
+    fig.suptitle(f"Where a forward's time goes: {first['model']} {impl}, batch {first['batch']}, "
+                 f"{first['dtype']}, on {on}", fontsize=11)
+    fig.text(0.01, 0.01, "Kernel time per category from one torch.profiler forward; latency: median of unprofiled "
+             "timed forwards; GPU idle = latency - kernel time (Python and launch overhead the GPU waits on).",
+             fontsize=7, color="#333")
+    fig.tight_layout(rect=(0, 0.04, 0.84, 0.95))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=100, facecolor="white")
     plt.close(fig)
     return path
+
+
+def figure_from_results(results: Path, path: Path) -> Path:
+    """The figure of a stored profile results file (the GPU named from its header)."""
+    lines = [json.loads(line) for line in Path(results).read_text(encoding="utf-8").splitlines() if line.strip()]
+    header = lines[0] if lines and lines[0].get("kind") == "header" else {}
+    rows = [r for r in lines if r.get("kind") == "profile" and r.get("status") == "ok"]
+    return plot_shares(rows, path, gpu=(header.get("env") or {}).get("gpu_name"))
