@@ -12,13 +12,15 @@ from typing import Any, Iterable, Sequence
 from vimbench.errors import VimbenchError
 from vimbench.results import KEY_FIELDS
 
-# Everything that separates one curve from another: the case key without the resolution, plus the GPU (and
-# the compile mode, a key field of newer rows).
-LINE_FIELDS = (*(f for f in KEY_FIELDS if f != "res"), *(f for f in ("compile",) if f not in KEY_FIELDS),
-               "gpu_name")
-# What a Vim and a DeiT line must share to be compared (besides resolution).
-PAIR_FIELDS = tuple(f for f in LINE_FIELDS if f not in ("model", "implementation", "attn", "compile"))
 FLAG_FIELDS = {"cuda_graphs": "graphs", "h2d": "+h2d"}   # boolean key fields and their label
+# Everything that separates one curve from another: the case key without the resolution, plus the GPU. The
+# compile mode and the flags are line fields whatever the row schema (newer rows carry graphs in `compile`;
+# prepare() turns that back into the cuda_graphs flag).
+LINE_FIELDS = (*(f for f in KEY_FIELDS if f != "res"),
+               *(f for f in ("compile", *FLAG_FIELDS) if f not in KEY_FIELDS), "gpu_name")
+# What a Vim and a DeiT line must share to be compared (besides resolution).
+# (vim_slice, a Vim-only setting of newer rows, does not stop a pairing: DeiT rows carry 0 there.)
+PAIR_FIELDS = tuple(f for f in LINE_FIELDS if f not in ("model", "implementation", "attn", "compile", "vim_slice"))
 GROUP_CHOICES = ("dtype", "batch", "device", "gpu_name", "model", "implementation", "attn")
 NUMERIC = ("fps", "latency_ms_p20", "latency_ms_p50", "latency_ms_p80", "peak_alloc_mib", "peak_reserved_mib",
            "activation_mib", "nvml_used_mib", "cpu_peak_rss_mib", "params", "tokens")
@@ -56,9 +58,17 @@ def compile_mode(key: Any) -> str | None:
     """The torch.compile mode of a line (rows from before the `compile` field have none)."""
     get = key.get if isinstance(key, dict) else (lambda f: key[f] if f in key else None)
     value = get("compile")
-    if _missing(value) or value in (False, "", "none", "None", "eager"):
+    # "cuda-graphs" shares the compile field in newer rows but is graph replay, not torch.compile (is_graphs)
+    if _missing(value) or value in (False, "", "none", "None", "eager", "cuda-graphs"):
         return None
     return "default" if value is True else str(value)
+
+
+def is_graphs(key: Any) -> bool:
+    """Timed as CUDA-graph replays: the `cuda_graphs` flag of older rows or compile = "cuda-graphs"."""
+    get = key.get if isinstance(key, dict) else (lambda f: key[f] if f in key else None)
+    flag = get("cuda_graphs")
+    return (not _missing(flag) and bool(flag)) or get("compile") == "cuda-graphs"
 
 
 def is_reference(key: Any) -> bool:
@@ -101,12 +111,13 @@ def implementation_label(key: Any) -> str:
     mode = compile_mode(key)
     if mode:
         text += ", compiled" + ("" if mode == "default" else f" ({mode})")
-    for flag, label in FLAG_FIELDS.items():
-        try:
-            if get(flag) is True or (not _missing(get(flag)) and bool(get(flag))):
-                text += f", {label}"
-        except KeyError:
-            pass
+    if is_graphs(key):
+        text += ", graphs"
+    try:
+        if not _missing(get("h2d")) and bool(get("h2d")):
+            text += ", +h2d"
+    except KeyError:
+        pass
     return text
 
 
@@ -138,10 +149,11 @@ def prepare(df, models: Sequence[str] | str | None = None, dtypes: Sequence[str]
     if df is None or len(df) == 0:
         raise VimbenchError("the results hold no case rows; run `vimbench sweep` first or pass other files")
     df = df.copy()
-    for col in (*KEY_FIELDS, *OPTIONAL_KEY_FIELDS, *NUMERIC, "status", "gpu_name", "run_id", "run_created",
+    for col in (*KEY_FIELDS, *OPTIONAL_KEY_FIELDS, *FLAG_FIELDS, *NUMERIC, "status", "gpu_name", "run_id", "run_created",
                 "timestamp", "source"):
         if col not in df.columns:
             df[col] = None
+    df["cuda_graphs"] = [is_graphs({"cuda_graphs": g, "compile": c}) for g, c in zip(df["cuda_graphs"], df["compile"])]
     df["compile"] = [compile_mode({"compile": v}) for v in df["compile"]]
     df["mode"] = df["mode"].fillna("infer")
     for flag in FLAG_FIELDS:
@@ -191,7 +203,7 @@ def prepare(df, models: Sequence[str] | str | None = None, dtypes: Sequence[str]
 
 
 def _key_fields() -> tuple[str, ...]:
-    return (*KEY_FIELDS, *(f for f in OPTIONAL_KEY_FIELDS if f not in KEY_FIELDS))
+    return (*KEY_FIELDS, *(f for f in (*OPTIONAL_KEY_FIELDS, *FLAG_FIELDS) if f not in KEY_FIELDS))
 
 
 def line_key(row: Any) -> tuple:
@@ -226,6 +238,9 @@ def line_label(key: dict[str, Any] | Any, show: Sequence[str]) -> str:
         elif f in FLAG_FIELDS:
             if v:
                 parts.append(FLAG_FIELDS[f])
+        elif f == "vim_slice":
+            if not _missing(v) and v:
+                parts.append(f"slice{v}")
         elif not _missing(v):
             parts.append(str(v))
     return " ".join(parts)

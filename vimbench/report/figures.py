@@ -296,17 +296,18 @@ def resolution_figure(df, out_dir: Path, name: str, group: dict[str, Any], headl
         for s in summaries:
             seen.setdefault(D.implementation_id(s.deit), s.deit)
         style_handles = [_handle({"color": "#444", "linestyle": baseline_style(k), "linewidth": 1.6},
-                                 f"vs {legend_label(k)}") for k in seen.values()]
+                                 f"vs DeiT, {D.implementation_label(k)}") for k in seen.values()]
+        summaries.sort(key=lambda s: (_legend_order(s.vim), _legend_order(s.deit)))
         for s in summaries:
             where = f"at {s.res} px" if s.res is not None else ""
             pair = f"{legend_label(s.vim)} vs {legend_label(s.deit)}"
             if show:
                 pair += " (" + D.line_label(s.vim, show).split(" ", 2)[2] + ")"
             ratio = D.ratio_sentence(s.speedup, s.memory_saved)
-            notes.append("\n".join([*textwrap.wrap(pair + ":", 58),
-                                    *textwrap.wrap(f"{where}: {ratio}{'; ' + s.note if s.note else ''}", 56,
+            notes.append("\n".join([*textwrap.wrap(pair + ":", 46),
+                                    *textwrap.wrap(f"{where}: {ratio}{'; ' + s.note if s.note else ''}", 46,
                                                    initial_indent="  ", subsequent_indent="    "),
-                                    *textwrap.wrap(f"crossover: {s.crossover.text}", 56, initial_indent="  ",
+                                    *textwrap.wrap(f"crossover: {s.crossover.text}", 46, initial_indent="  ",
                                                    subsequent_indent="    ")]))
     legend = side.legend(handles=handles, loc="upper left", fontsize=8, frameon=False,
                          title="lines (band: p20..p80 of the timed calls)" if any_band else "lines",
@@ -318,6 +319,9 @@ def resolution_figure(df, out_dir: Path, name: str, group: dict[str, Any], headl
                                    bbox_to_anchor=(0, 0.66), title="ratio panels: Vim colour, divided by",
                                    title_fontsize=8)
         ratio_legend._legend_box.align = "left"
+        if len(notes) > 4:   # more pairs than the space beside the plots holds: the table has them
+            notes = notes[:3] + ["\n".join(textwrap.wrap(f"... and {len(notes) - 3} more pairs: see the summary "
+                                                         "table (tables/summary.md)", 46))]
         side.text(0.0, 0.47, "At the largest resolution both measured:\n\n" + "\n".join(notes), fontsize=7.6,
                   va="top", ha="left", transform=side.transAxes, linespacing=1.25)
     title = title or (f"Headline: {_group_title(group)}" if headline else

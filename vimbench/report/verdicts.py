@@ -143,9 +143,10 @@ def _subject_label(key: dict[str, Any]) -> str:
     mode = D.compile_mode(key)
     if mode:
         label += " compiled" + ("" if mode == "default" else f"({mode})")
-    for flag, text in D.FLAG_FIELDS.items():
-        if key.get(flag):
-            label += f" {text}"
+    if D.is_graphs(key):
+        label += " graphs"
+    if key.get("h2d"):
+        label += " +h2d"
     return label
 
 
