@@ -254,6 +254,8 @@ def _decode(path: Path, data: bytes) -> str:
     if data[:2] == b"\x1f\x8b":
         raise _not_results(path, "it is gzip-compressed; decompress it first, e.g. gunzip -k")
     try:
+        if b"\0" in data:
+            raise UnicodeDecodeError("utf-8", data, 0, 1, "NUL byte")
         return data.decode("utf-8")
     except UnicodeDecodeError:
         raise _not_results(path, "binary data, not UTF-8 JSON lines") from None
@@ -461,7 +463,10 @@ class RunWriter:
         try:
             self._fd = os.open(self.path, flags, 0o644)
         except FileNotFoundError:
-            raise VimbenchError(f"cannot resume {self.path}: no such file") from None
+            if not create:
+                raise VimbenchError(f"cannot resume {self.path}: no such file") from None
+            raise VimbenchError(f"cannot create results file {self.path} (this folder does not take new files)"
+                                ) from None
         except OSError as exc:
             raise VimbenchError(f"cannot write results file {self.path}: {_os_message(exc)}") from exc
         if fcntl is not None:
