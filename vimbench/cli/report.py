@@ -34,6 +34,8 @@ def report(
     title: Optional[str] = typer.Option(None, "--title", help="Title of index.html [default: vimbench report]."),
     show_table: bool = typer.Option(True, "--table/--no-table", help="Print the Vim/DeiT summary in the terminal."),
     full: bool = typer.Option(False, "--full", help="Also print every measured case and every ratio (long)."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave out results files that cannot be read (each "
+                                                            "named) and report the rest."),
 ) -> None:
     """Figures (PNG, SVG), tables (Markdown, CSV, LaTeX) and one self-contained index.html from stored results.
 
@@ -52,7 +54,11 @@ def report(
     out = out or Path("reports") / results[0].stem
     groups = [] if group_by.strip().lower() in ("", "none") else [g.strip() for g in group_by.split(",") if g.strip()]
     result = build_report(results, out, models=models, dtypes=dtype, batches=batch, devices=device,
-                          group_by=groups, batch_res=batch_res, title=title)
+                          group_by=groups, batch_res=batch_res, title=title, skip_bad=skip_bad)
+    for problem in result.skipped_files:
+        render.warning(f"left out: {problem}")
+    for mix in result.protocol_mixes:
+        render.warning(f"mixed protocols: {mix}")
     if show_table:
         by_name = {t.name: t for t in result.tables}
         if full:
@@ -156,6 +162,10 @@ def reproduce(
     cs = load_claim_set(claims)  # an unknown name fails before anything is measured
     if results and run:
         raise VimbenchError("pass either --results FILES (judge stored results) or --run (measure now), not both")
+    if out is not None:
+        from vimbench.results import check_output_dir
+
+        check_output_dir(out, "--out folder")  # before anything is measured
     if not results:
         results = [_measure_claim_suite(cs)]
     rep = judge_results(claims, results)
