@@ -21,7 +21,7 @@ import torch
 from vimbench.bench.env import gpu_conditions, now
 from vimbench.bench.memory import measure_memory
 from vimbench.bench.timing import time_forward
-from vimbench.models.registry import count_params, create_model, get_spec, list_models, num_tokens
+from vimbench.models.registry import count_params, create_model, get_spec, num_tokens
 from vimbench.results import CaseKey, CaseResult
 
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}

@@ -36,7 +36,8 @@ def bench(
     ops: str = typer.Option("scan_halves,scan_bidir,scan_fwd,conv1d,add_rmsnorm", "--ops",
                             help="Which ops to time (scan_halves: the bf16/fp16 model's scan; "
                                  "scan_bidir: combined)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Results file (JSON lines); default results/kernels-<run id>.jsonl."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Results file (JSON lines) "
+                                                                 "[default: runs/kernels-<run id>.jsonl]."),
     max_ref_elements: int = typer.Option(50_000_000, "--max-ref-elements",
                                          help="Skip the (slow) torch reference scan above this batch*E*L; 0 = never skip."),
     warmup_ms: float = typer.Option(25.0, "--warmup-ms", help="do_bench warmup, milliseconds."),

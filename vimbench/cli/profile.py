@@ -73,12 +73,17 @@ def profile(
         from vimbench.report.profile_figure import figure_from_results
 
         figure_path = figure_from_results(run.results_path, run.results_path.with_suffix(".png"))
-    columns = ["res", "latency ms", "profiled ms", "TFLOP/s"] + [f"{c} %" for c in CATEGORIES]
-    rows = [[r["res"], r["latency_ms_p50"], r["profiled_ms"], r["tflops"]] + [r[f"pct_{c}"] for c in CATEGORIES]
+    from vimbench.report.profile_figure import used_categories
+
+    cats = used_categories(ok) if ok else list(CATEGORIES)   # categories no kernel fell into are left out
+    columns = ["res", "latency ms", "GPU busy ms", "TFLOP/s"] + [f"{c} %" for c in cats]
+    rows = [[r["res"], r["latency_ms_p50"], r["profiled_ms"], r["tflops"]] + [r[f"pct_{c}"] for c in cats]
             for r in ok]
     first = run.rows[0]
     render.table(f"{spec.alias} {first['implementation']} b{batch} {dtype_name} {dev}: share of profiled time",
-                 columns, rows, caption="TFLOP/s: analytic FLOPs / median latency of unprofiled forwards")
+                 columns, rows, caption="GPU busy: kernel time of one profiled forward; TFLOP/s: analytic FLOPs / "
+                                        "median latency of unprofiled forwards",
+                 keep=["res", "latency ms", "GPU busy ms", *(f"{c} %" for c in cats)])
     rate_cols = ["gemm", "scan", "conv", "attention"]
     render.table("per category: ms (achieved TFLOP/s)", ["res"] + rate_cols,
                  [[r["res"]] + [_ms_rate(r, c) for c in rate_cols] for r in ok])

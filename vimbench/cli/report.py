@@ -44,7 +44,7 @@ def report(
 
     Examples:
 
-        vimbench report results/triton-h200-2026-11-30.jsonl results/anchors-official-h200-2026-11-29.jsonl -o reports/mine
+        vimbench report results/triton-h200-2026-11-30.jsonl results/foundation-h200-2026-11-29.jsonl -o out
         vimbench report results/ --models vim_t,deit_t --batch 64 --full
     """
     from vimbench import render

@@ -117,7 +117,8 @@ def _log_axis(ax, which: str = "y", suffix: str = "") -> None:
     ax.autoscale_view()
     lo, hi = ax.get_ylim() if which == "y" else ax.get_xlim()
     decades = (math.log10(hi) - math.log10(lo)) if lo > 0 and hi > lo else 1.0
-    subs = (1.0,) if decades > 3.5 else (1.0, 2.0, 5.0)
+    # Labelled ticks inside every range: 1-only over many decades, 1-2-5 over a few, every digit inside one.
+    subs = (1.0,) if decades > 3.5 else (1.0, 2.0, 5.0) if decades > 1.2 else tuple(float(d) for d in range(1, 10))
     axis.set_major_locator(LogLocator(base=10, subs=subs))
     axis.set_major_formatter(FuncFormatter(lambda v, pos: _human(v) + suffix if _human(v) else ""))
     axis.set_minor_formatter(NullFormatter())
@@ -255,7 +256,7 @@ def resolution_figure(df, out_dir: Path, name: str, group: dict[str, Any], headl
     ax_fps.set(ylabel="throughput (img/s, log)", title="Throughput (higher is better)")
     mem_what = memory_label(df)
     short_mem = "peak RSS" if mem_what.startswith("peak resident") else "peak memory"
-    ax_mem.set(ylabel=f"{short_mem} ({unit}, log)", title=f"{short_mem.capitalize()} (lower is better)")
+    ax_mem.set(ylabel=f"{short_mem} ({unit}, log)", title=f"{short_mem[0].upper()}{short_mem[1:]} (lower is better)")
     for ax in (ax_fps, ax_mem):
         _log_axis(ax)
         _res_axis(ax, grid)
