@@ -40,7 +40,7 @@ import triton
 import triton.language as tl
 
 from kernels.runtime import check_device
-from kernels.selective_scan.fwd import LN2, LOG2E, _blocks_for, _check, _load_lanes, _softplus
+from kernels.selective_scan.fwd import LN2, LOG2E, _blocks_for, _check, _load_lanes, _softplus, load_rows, store_rows
 
 
 @triton.jit(do_not_specialize=["L"])
@@ -92,11 +92,11 @@ def _scan_bwd_kernel(
     # (N,) row of token t in the dB/dC partials: [pid_c, direction, pid_b, t, :]
     dBC_off = ((pid_c * n_dirs + direction) * n_batch + pid_b) * L * N_STATE + states
     n_chunks = tl.cdiv(L, CHUNK)
-    ckpt_tile = ckpt_ptr + ((direction * n_batch + pid_b) * n_chunks * N_STATE * E
-                            + states[:, None] * E + c64[None, :])
+    # (C,) pointers to row 0 of this program's channels in checkpoint slot 0 and in scratch step 0; (N, C) tiles
+    # move as N (C,) rows (fwd.store_rows says why).
+    ckpt_lanes = ckpt_ptr + (direction * n_batch + pid_b) * n_chunks * N_STATE * E + c64
     program = (pid_b * n_dirs + direction) * n_cblocks + pid_c
-    scratch_tile = (scratch_ptr + program * (CHUNK * N_STATE * BLOCK_C)
-                    + states[:, None] * BLOCK_C + tl.arange(0, BLOCK_C)[None, :])
+    scratch_lanes = scratch_ptr + program * (CHUNK * N_STATE * BLOCK_C) + tl.arange(0, BLOCK_C)
 
     # A pre-scaled so that exp(Delta * A) = exp2(Delta * A2); N (C,) row loads keep lanes on channels (fwd.py).
     A2 = tl.zeros((N_STATE, BLOCK_C), dtype=tl.float32)
@@ -120,9 +120,9 @@ def _scan_bwd_kernel(
         start = chunk * CHUNK
         n_in = tl.minimum(L - start, CHUNK)
         # Forward over the chunk from its checkpoint: scratch[j] = the state entering step start + j.
-        h = tl.load(ckpt_tile + chunk * (N_STATE * E), mask=tile_mask, other=0.0)
+        h = load_rows(ckpt_lanes + chunk * (N_STATE * E), E, mask_c, N_STATE, BLOCK_C)
         for j in range(0, n_in):
-            tl.store(scratch_tile + j * (N_STATE * BLOCK_C), h)
+            store_rows(scratch_lanes + j * (N_STATE * BLOCK_C), BLOCK_C, h, mask_c, N_STATE)
             step = start + j
             t = tl.where(backward, L - 1 - step, step)
             u = _load_lanes(u_base + t * stride_u_l, mask_c, True)
@@ -140,7 +140,7 @@ def _scan_bwd_kernel(
             g = _load_lanes(g_base + t * stride_g_l, mask_c, True) * g_scale
             Bt = tl.load(B_base + t * stride_B_l).to(tl.float32)
             Ct = tl.load(C_base + t * stride_C_l).to(tl.float32)
-            h_prev = tl.load(scratch_tile + j * (N_STATE * BLOCK_C))
+            h_prev = load_rows(scratch_lanes + j * (N_STATE * BLOCK_C), BLOCK_C, mask_c, N_STATE, BLOCK_C)
             d, d_slope = _delta(dt, bias_row, mask_c, HAS_BIAS, SOFTPLUS, USE_ASM)
             a = tl.exp2(A2 * d[None, :])
             du_in = d * u

@@ -122,28 +122,50 @@ def _scan_kernel(
     t1 = _load_token(1, *args, HAS_Z, True, MASK_C)
     # Trip k steps tokens 2k, 2k+1 and loads 2k+2, 2k+3; every one of them is < L for k < (L - 2) // 2.
     full_trips = tl.maximum((L - 2) // 2, 0)
-    ckpt_tile = ckpt_ptr  # the checkpoint slot of step 0: (N, C) pointers
-    if SAVE_EVERY > 0:
-        ckpt_tile = ckpt_ptr + ((direction * tl.num_programs(2) + pid_b) * tl.cdiv(L, SAVE_EVERY) * N_STATE * E
-                                + states[:, None] * E + c64[None, :])
+    # (C,) pointers to this program's channels in checkpoint slot 0, row 0.
+    ckpt_lanes = ckpt_ptr + (direction * tl.num_programs(2) + pid_b) * tl.cdiv(L, SAVE_EVERY) * N_STATE * E + c64
     for k in range(0, full_trips):
         if SAVE_EVERY > 0:
-            _save_checkpoint(h, 2 * k, ckpt_tile, E, mask_c, N_STATE, SAVE_EVERY)
+            _save_checkpoint(h, 2 * k, ckpt_lanes, E, mask_c, N_STATE, SAVE_EVERY)
         h, t0, t1 = _trip(h, 2 * k, t0, t1, args, step_args, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC,
                            USE_ASM, False, MASK_C, PREFETCH)
     for k in range(full_trips, tl.cdiv(L, 2)):
         if SAVE_EVERY > 0:
-            _save_checkpoint(h, 2 * k, ckpt_tile, E, mask_c, N_STATE, SAVE_EVERY)
+            _save_checkpoint(h, 2 * k, ckpt_lanes, E, mask_c, N_STATE, SAVE_EVERY)
         h, t0, t1 = _trip(h, 2 * k, t0, t1, args, step_args, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC,
                            USE_ASM, True, MASK_C, PREFETCH)
 
 
 @triton.jit
-def _save_checkpoint(h, step, ckpt_tile, E, mask_c, N_STATE: tl.constexpr, SAVE_EVERY: tl.constexpr):
+def _save_checkpoint(h, step, ckpt_lanes, E, mask_c, N_STATE: tl.constexpr, SAVE_EVERY: tl.constexpr):
     """Store the state entering scan step `step` when a checkpoint chunk starts there (SAVE_EVERY is even and
     trips start at even steps, so every chunk start is some trip's first step)."""
     if step % SAVE_EVERY == 0:
-        tl.store(ckpt_tile + (step // SAVE_EVERY) * (N_STATE * E), h, mask=mask_c[None, :])
+        store_rows(ckpt_lanes + (step // SAVE_EVERY) * (N_STATE * E), E, h, mask_c, N_STATE)
+
+
+@triton.jit
+def store_rows(lanes, row_stride, tile, mask_c, N_STATE: tl.constexpr):
+    """Store an (N, C) state tile as N (C,) rows, row n at lanes + n * row_stride. One 2D store would make
+    Triton's coalescing pass give it a 4-channels-per-thread layout: a shared-memory layout conversion of the
+    state and more live registers (Triton 3.6 spilled). Row n is picked in-thread (each lane holds its channel's
+    whole state); -0.0 is the additive identity that lets the compiler drop the sum."""
+    states = tl.arange(0, N_STATE)
+    for n in tl.static_range(N_STATE):
+        row = tl.sum(tl.where(states[:, None] == n, tile, -0.0), axis=0)
+        tl.store(lanes + n * row_stride, row, mask=mask_c)
+
+
+@triton.jit
+def load_rows(lanes, row_stride, mask_c, N_STATE: tl.constexpr, BLOCK_C: tl.constexpr):
+    """The (N, C) fp32 tile that `store_rows` stored (masked lanes read 0), built from N (C,) row loads for the
+    same reason."""
+    states = tl.arange(0, N_STATE)
+    tile = tl.zeros((N_STATE, BLOCK_C), dtype=tl.float32)
+    for n in tl.static_range(N_STATE):
+        row = tl.load(lanes + n * row_stride, mask=mask_c, other=0.0)
+        tile = tl.where(states[:, None] == n, row[None, :], tile)
+    return tile
 
 
 @triton.jit

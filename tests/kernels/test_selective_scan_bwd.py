@@ -74,6 +74,7 @@ def test_bwd_matches_autograd_f64(scan, length, chunk, combine):
     assert_grads_close(got, reference_grads(x, g, combine), x)
 
 
+@pytest.mark.slow
 def test_bwd_long_sequence_many_chunks(scan):
     """L = 197 (Vim at 224 px) over 13 chunks of 16, gated halves as the bf16 model uses them; 5 channels: one
     masked block per direction (the interpreter is slow)."""
