@@ -412,8 +412,8 @@ class RunWriter:
             size = os.fstat(self._fd).st_size
             if header is not None:
                 if size > 0:
-                    raise VimbenchError(f"{self.path} already exists; pass --resume {self.path} to continue it, "
-                                        "or choose another --out")
+                    raise VimbenchError(f"{self.path} already exists and is not empty; choose another path (a sweep "
+                                        f"continues it with --resume {self.path})")
                 self.header = {"kind": "header", "schema": SCHEMA, **header}
                 self._write_line(self.header)
             else:
