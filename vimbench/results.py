@@ -389,6 +389,23 @@ def check_output_dir(path: str | Path, what: str = "output folder") -> Path:
     return path
 
 
+def is_being_written(path: str | Path) -> bool:
+    """Whether another RunWriter (in any process) holds the file's lock right now."""
+    if fcntl is None or not Path(path).is_file():
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # releases the probe's shared lock
+
+
 class RunWriter:
     """The writer of one run's results file (see the module docstring). Use `open_run` to get one.
 
@@ -475,8 +492,7 @@ class RunWriter:
             except BlockingIOError:
                 os.close(self._fd)
                 self._fd = None
-                raise VimbenchError(f"another vimbench run is writing {self.path}; wait for it to finish (then "
-                                    "resume the file if cases are left), or choose another --out") from None
+                raise _busy(self.path) from None
 
     def _repair_tail(self) -> None:
         """A run killed mid-write leaves a last line without its newline. If that line does not parse it is half a
@@ -559,6 +575,17 @@ class RunWriter:
 
 
 ResultsFile = RunWriter  # the writer's earlier name
+
+
+def _busy(path: Path) -> VimbenchError:
+    return VimbenchError(f"another vimbench run is writing {path}; wait for it to finish (then resume the file if "
+                         "cases are left), or choose another --out")
+
+
+def check_not_busy(path: str | Path) -> None:
+    """VimbenchError if another run is writing `path` (checked before planning, so the hint is the right one)."""
+    if is_being_written(path):
+        raise _busy(Path(path))
 
 
 def _listing(folder: Path) -> str:
