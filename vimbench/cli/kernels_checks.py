@@ -70,6 +70,9 @@ def check(
     params = {c.name: c.params for c in cases}
     _render_comparisons(comparisons, baseline, {name: rg.pct_of_floor(params.get(name, {}), t.median_ms, gpu)
                                                 for name, t in timings.items()})
+    n_reg = sum(c.status == "regression" for c in comparisons)
+    render.note(f"first pass flagged {len(suspects)} case(s): {n_reg} confirmed regression(s), "
+                f"{len(suspects) - n_reg} unstable" if suspects else "first pass flagged nothing", markup=False)
     if rg.has_regression(comparisons):
         raise typer.Exit(REGRESSION_EXIT)
 
