@@ -142,3 +142,91 @@ def test_bad_blocks(tmp_path, text, words):
     path.write_text(text)
     with pytest.raises(VimbenchError, match=words):
         sweeps.resolve_config(str(path), {}, cuda_available=False)
+
+
+# ------------------------------------------------------------------------------------------ reports and anchors
+def _write(path, cases):
+    from vimbench.results import ResultsFile
+
+    store = ResultsFile(path, {"run_id": "synthetic-train", "created": "2026-12-02T01:00:00", "command": "test",
+                               "env": {"gpu_name": "Test GPU", "gpu_count": 1}})
+    for case in cases:
+        store.append(case)
+    return path
+
+
+def _case(model, impl, attn, res, mode, fps, peak):
+    from vimbench.results import CaseKey, CaseResult
+
+    key = CaseKey(model=model, res=res, batch=8, dtype="bf16", implementation=impl, attn=attn, device="cuda",
+                  mode=mode)
+    extra = dict(optimizer="adamw", loss="cross_entropy", forward_ms_p50=300.0 / fps, backward_ms_p50=500.0 / fps,
+                 baseline_alloc_mib=peak / 4) if mode == "train" else {}
+    return CaseResult(key=key, status="ok", fps=fps, latency_ms_p50=8000.0 / fps, peak_alloc_mib=peak,
+                      timing_method="cuda_events", warmup=2, iters=5, timestamp="2026-12-02T01:00:00", **extra)
+
+
+def test_report_keeps_modes_apart(tmp_path):
+    from vimbench.report import build_report
+
+    src = _write(tmp_path / "mixed.jsonl", [
+        _case("vim_t", "triton", None, 224, "infer", 4000.0, 100.0),
+        _case("vim_t", "triton", None, 1248, "infer", 600.0, 900.0),
+        _case("deit_t", "timm", "sdpa", 224, "infer", 8000.0, 50.0),
+        _case("deit_t", "timm", "sdpa", 1248, "infer", 650.0, 1000.0),
+        _case("vim_t", "triton", None, 224, "train", 1000.0, 400.0),
+        _case("vim_t", "triton", None, 1248, "train", 100.0, 5000.0),
+        _case("deit_t", "timm", "sdpa", 224, "train", 2000.0, 200.0),
+        _case("deit_t", "timm", "sdpa", 1248, "train", 160.0, 4000.0),
+    ])
+    out = build_report([src], tmp_path / "report")
+    names = {f.name for f in out.figures}
+    assert names == {"throughput_memory_vs_res-bf16-b8", "throughput_memory_vs_res-train-bf16-b8"}
+    train_fig = next(f for f in out.figures if "train" in f.name)
+    assert "mode train" in train_fig.title
+    tables = {t.name: t for t in out.tables}
+    assert set(tables) == {"results", "ratios", "results-train", "ratios-train"}
+    infer_rows = read_rows(tmp_path / "report" / "tables" / "results.csv")
+    train_rows = read_rows(tmp_path / "report" / "tables" / "results-train.csv")
+    assert sorted(float(r["throughput (img/s)"]) for r in infer_rows) == [600.0, 650.0, 4000.0, 8000.0]
+    assert sorted(float(r["throughput (img/s)"]) for r in train_rows) == [100.0, 160.0, 1000.0, 2000.0]
+    assert "forward p50 (ms)" not in infer_rows[0] and float(train_rows[0]["forward p50 (ms)"]) > 0
+    ratios = {int(r["res (px)"]): float(r["speed-up (x)"])
+              for r in read_rows(tmp_path / "report" / "tables" / "ratios-train.csv")}
+    assert ratios == {224: pytest.approx(0.5), 1248: pytest.approx(100.0 / 160.0)}
+    assert "Training steps" in tables["results-train"].caption
+
+
+def read_rows(path):
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_import_anchors_converts_train_rows(tmp_path):
+    src = tmp_path / "anchors.jsonl"
+    lines = [
+        {"kind": "header", "gpu": "NVIDIA H200", "torch": "2.11.0+cu130", "timm": "1.0.29", "date": "2026-12-01",
+         "vim_impl": "official", "deit_impl": "timm", "protocol_infer": "3 warm-up, 10 timed calls",
+         "protocol_train": "one step = zero_grad, forward, cross-entropy, backward, AdamW; 3 warm-up, 8 timed"},
+        {"kind": "train", "model": "vim_t", "implementation": "official", "res": 1248, "batch": 8, "dtype": "bf16",
+         "status": "ok", "img_s": 42.6, "step_ms_p50": 187.74, "peak_alloc_gib": 8.273},
+        {"kind": "train", "model": "deit_t", "implementation": "timm", "attn": "sdpa", "res": 1248, "batch": 8,
+         "dtype": "bf16", "status": "ok", "img_s": 162.3, "step_ms_p50": 49.3, "peak_alloc_gib": 4.366},
+        {"kind": "model", "model": "deit_t", "implementation": "timm", "attn": "sdpa", "res": 1248, "batch": 8,
+         "dtype": "bf16", "status": "ok", "fps": 600.0, "latency_ms_p50": 13.3, "peak_alloc_gib": 0.5},
+    ]
+    src.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    dst = tmp_path / "anchors-converted.jsonl"
+    result = invoke(["import-anchors", src, "-o", dst])
+    assert result.exit_code == 0, result.output
+    assert "3 case rows (2 train, 1 infer)" in result.output
+    df = load_results(dst)
+    train = df[df["mode"] == "train"]
+    vim = train[train["model"] == "vim_t"].iloc[0]
+    assert vim["implementation"] == "official" and vim["fps"] == 42.6 and vim["latency_ms_p50"] == 187.74
+    assert vim["peak_alloc_mib"] == pytest.approx(8.273 * 1024) and vim["optimizer"] == "adamw"
+    assert (vim["warmup"], vim["iters"]) == (3, 8) and vim["loss"] == "cross_entropy"
+    assert df[df["mode"] == "infer"].iloc[0]["fps"] == 600.0
+    assert read_header(dst)["protocol"]["train"].startswith("one step")
