@@ -20,8 +20,10 @@ from typing import Any, Callable, Iterator
 import torch
 
 from vimbench.bench.env import gpu_conditions, now
-from vimbench.bench.memory import measure_memory
-from vimbench.bench.timing import time_forward
+from vimbench.bench import train
+from vimbench.bench.memory import Memory, measure_memory
+from vimbench.bench.timing import Timing, time_forward
+from vimbench.bench.train import TrainStep
 from vimbench.models.registry import count_params, create_model, get_spec, list_models, num_tokens
 from vimbench.results import CaseKey, CaseResult
 
@@ -133,17 +135,15 @@ def _free(device: str) -> None:
 
 @dataclass
 class _TrainMeasured:
-    timing: Any
-    memory: Any
-    step: Any
+    timing: Timing
+    memory: Memory
+    step: TrainStep   # holds the model's optimizer state: dropped with this object
 
 
 def _measure_train(model: torch.nn.Module, key: CaseKey, warmup: int, iters: int,
                    result: CaseResult) -> _TrainMeasured:
     """A training case (bench/train.py): first step untimed and its gradients checked, the memory pass over one
     step (the AdamW state exists by then), the timing pass. Fills the row's training fields."""
-    from vimbench.bench import train
-
     result.optimizer, result.lr, result.loss = train.OPTIMIZER, train.LEARNING_RATE, train.LOSS
     result.activation_checkpointing = train.ACTIVATION_CHECKPOINTING
     step = train.make_train_step(model, key.batch, key.res, key.dtype, key.device)
