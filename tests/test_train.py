@@ -15,7 +15,7 @@ from vimbench.bench import sweep as sweeps
 from vimbench.bench.train import check_gradients, make_train_step
 from vimbench.cli import app
 from vimbench.errors import VimbenchError
-from vimbench.results import load_results, read_header
+from vimbench.results import header_settings, load_results, read_header
 
 TRAIN = ["sweep", "--models", "vim_test,deit_test", "--res", "32", "--batch", "2", "--warmup", "1", "--iters", "5",
          "--device", "cpu", "--attn", "sdpa", "--backend", "torch"]
@@ -46,8 +46,8 @@ def test_train_mode_end_to_end_on_the_cli(tmp_path):
     assert len(df) == 4 and set(df["status"]) == {"ok"}, df[["model", "mode", "error"]]
     assert sorted(zip(df["model"], df["mode"])) == [("deit_test", "infer"), ("deit_test", "train"),
                                                     ("vim_test", "infer"), ("vim_test", "train")]
-    header = read_header(out)
-    assert header["sweep"]["mode"] == ["infer", "train"] and "AdamW" in header["protocol"]["train"]["step"]
+    settings = header_settings(read_header(out))
+    assert settings["sweep"]["mode"] == ["infer", "train"] and "AdamW" in settings["protocol"]["train"]["step"]
     for _, row in df[df["mode"] == "train"].iterrows():
         assert (row["optimizer"], row["loss"], row["activation_checkpointing"]) == ("adamw", "cross_entropy", False)
         assert row["lr"] > 0 and row["iters"] == 5 and row["warmup"] == 1
@@ -229,4 +229,4 @@ def test_import_anchors_converts_train_rows(tmp_path):
     assert vim["peak_alloc_mib"] == pytest.approx(8.273 * 1024) and vim["optimizer"] == "adamw"
     assert (vim["warmup"], vim["iters"]) == (3, 8) and vim["loss"] == "cross_entropy"
     assert df[df["mode"] == "infer"].iloc[0]["fps"] == 600.0
-    assert read_header(dst)["protocol"]["train"].startswith("one step")
+    assert header_settings(read_header(dst))["protocol"]["train"].startswith("one step")
