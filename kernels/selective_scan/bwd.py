@@ -12,7 +12,7 @@ tensors, or equal values in any strides) and `checkpoints`, with the same delta_
 does not need the forward's output: y is recomputed. checkpoints is fp32, contiguous,
 (2, batch, cdiv(L, chunk), N, E): [dir, b, k] is the state entering scan step k * chunk of that direction (slot 0 is
 the zero initial state). Memory per scan call (per layer): 2 * batch * E * N * cdiv(L, chunk) * 4 bytes, e.g.
-Vim-Ti (E=384, N=16) at 1248 px (L=6085), batch 8, chunk 64: 18.7 MB, against 898 MB for all states.
+Vim-Ti (E=384, N=16) at 1248 px (L=6085), batch 8, chunk 64: 37.7 MB, against 2.4 GB for all states.
 
 Shapes: grad_out is (batch, E, L) for combine=True (the gradient of 0.5 * (y_fwd + y_bwd) * SiLU(z)), or
 (2, batch, E, L) for combine=False (the gradients of the two gated halves 0.5 * y_dir * SiLU(z)); any strides,
@@ -27,7 +27,7 @@ Design (one program = BLOCK_C channels, one per lane, of one (direction, batch),
   (gradients: ../shared/spec/training.md). A barrier separates the two passes (and the next chunk's overwrite).
   Both passes issue the next step's loads before the current step's arithmetic (PREFETCH, as in the forward).
   The scratch is transient: 2 * batch * cdiv(E, BLOCK_C) * BLOCK_C * chunk * N * 4 bytes per call (B=8, E=384,
-  chunk 64: 12.6 MB); (N, C) tiles move as N (C,) rows (fwd.store_rows says why).
+  chunk 64: 25.2 MB); (N, C) tiles move as N (C,) rows (fwd.store_rows says why).
 - du, ddelta (through softplus: * sigmoid(delta + bias)) are stored per token; dz gets both directions'
   contributions by relaxed fp32 atomics onto zero (two additions: order-independent, so deterministic).
 - dA, dD, ddelta_bias accumulate in registers and are written once per program (per-batch partials summed by
