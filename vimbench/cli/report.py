@@ -60,24 +60,25 @@ def report(
     for mix in result.protocol_mixes:
         render.warning(f"mixed protocols: {mix}")
     if show_table:
-        by_name = {t.name: t for t in result.tables}
         if full:
-            t = by_name["results"]
-            wanted = ["model", "implementation", "attn", "compile", "dtype", "batch", "res (px)", "status",
-                      "throughput (img/s)", "p50 (ms)", "p20-p80 spread (%)", "peak alloc (MiB)", "peak RSS (MiB)",
-                      "gpu"]
-            t = pick_columns(t, [c for c in wanted if c in t.columns])
-            render.table(t.title, t.columns, t.rows, caption=t.caption, digits=1,
-                         keep=["model", "implementation", "attn", "dtype", "batch", "res (px)", "status",
-                               "throughput (img/s)"])
-            if "ratios" in by_name:
-                t = by_name["ratios"]
-                render.table(t.title, t.columns, t.rows, caption=t.caption, digits=2,
-                             keep=["vim", "deit", "dtype", "batch", "res (px)", "speed-up (x)", "memory saved (%)"],
-                             wrap=["note"])
-        if "summary" in by_name:
-            _print_summary(by_name["summary"])
-        elif not full:
+            for t in result.tables:
+                if t.name.startswith("results"):
+                    split = [c for c in ("forward p50 (ms)", "backward p50 (ms)") if c in t.columns]
+                    wanted = ["model", "implementation", "attn", "compile", "dtype", "batch", "res (px)", "status",
+                              "throughput (img/s)", "p50 (ms)", *split, "p20-p80 spread (%)", "peak alloc (MiB)",
+                              "peak RSS (MiB)", "gpu"]
+                    t = pick_columns(t, [c for c in wanted if c in t.columns])
+                    render.table(t.title, t.columns, t.rows, caption=t.caption, digits=1,
+                                 keep=["model", "implementation", "attn", "dtype", "batch", "res (px)", "status",
+                                       "throughput (img/s)"])
+                elif t.name.startswith("ratios"):
+                    render.table(t.title, t.columns, t.rows, caption=t.caption, digits=2,
+                                 keep=["vim", "deit", "dtype", "batch", "res (px)", "speed-up (x)",
+                                       "memory saved (%)"], wrap=["note"])
+        summaries = [t for t in result.tables if t.name.startswith("summary")]
+        for t in summaries:
+            _print_summary(t)
+        if not summaries and not full:
             render.note("no Vim/DeiT pair measured under the same conditions; --full prints every case")
     if result.repeats_dropped:
         render.note(f"{result.repeats_dropped} repeated measurements of the same case: the newest of each is used")
@@ -109,12 +110,14 @@ def _print_summary(t) -> None:
 
 @user_errors
 def import_anchors(
-    src: Path = typer.Argument(..., help="Anchors file (header line, then 'model', 'kernel', 'profile' rows).",
+    src: Path = typer.Argument(..., help="Anchors file (header line, then 'model', 'train', 'kernel', 'profile' "
+                                         "rows).",
                                show_default=False),
     out: Path = typer.Option(..., "-o", "--out", help="Results file to write (.jsonl).", show_default=False),
     force: bool = typer.Option(False, "--force", help="Replace the output file if it exists."),
 ) -> None:
-    """Convert reference measurements (anchors) of the official Vim code and timm DeiT into a results file.
+    """Convert reference measurements (anchors) of the official Vim code and timm DeiT into a results file:
+    inference ("model") rows and training-step ("train") rows.
 
     Anchors files come from the project's reference-measurement box (one JSON line per measurement); the
     repository ships one converted copy, results/anchors-official-h200-2026-11-29.jsonl.
@@ -128,7 +131,8 @@ def import_anchors(
 
     summary = convert(src, out, overwrite=force)
     skipped = ", ".join(f"{n} {k}" for k, n in summary.skipped_kinds.items())
-    render.note(f"wrote {summary.converted} case rows to {summary.destination}"
+    modes = ", ".join(f"{n} {mode}" for mode, n in summary.modes.items())
+    render.note(f"wrote {summary.converted} case rows ({modes}) to {summary.destination}"
                 + (f" (not converted: {skipped} rows)" if skipped else ""))
 
 

@@ -25,6 +25,9 @@ def sweep(
     res: Annotated[Optional[str], typer.Option(help=_RES_HELP + " [default: the suite's].")] = None,
     batch: Annotated[Optional[str], typer.Option(help="Batch sizes, e.g. 1,8,64. Never changed on OOM "
                                                       "[default: the suite's].")] = None,
+    points: Annotated[Optional[str], typer.Option(help="Resolution x batch pairs, e.g. 224x128,1248x8: run these "
+                                                       "pairs instead of the product --res x --batch "
+                                                       "[default: none].")] = None,
     dtype: Annotated[Optional[str], typer.Option(help="Precision modes: fp32 (TF32 off), tf32, bf16, fp16 "
                                                       "(autocast) [default: the suite's, else fp32].")] = None,
     attn: Annotated[Optional[str], typer.Option(help="DeiT attention: sdpa (fused), eager (explicit) "
@@ -37,8 +40,10 @@ def sweep(
                                                        "[default: the suite's, else 3].")] = None,
     iters: Annotated[Optional[int], typer.Option(help="Timed calls per case (>= 5) "
                                                       "[default: the suite's, else 10].")] = None,
-    mode: Annotated[Optional[str], typer.Option(help="infer (training is not supported yet) "
-                                                     "[default: infer].")] = None,
+    mode: Annotated[Optional[str], typer.Option(help="What one timed call is: infer (a forward), train (a "
+                                                     "training step: forward, cross-entropy, backward, AdamW); "
+                                                     "both: infer,train [default: the suite's, else infer].")]
+    = None,
     cuda_graphs: Annotated[Optional[bool], typer.Option("--cuda-graphs/--no-cuda-graphs",
                                                         help="Time CUDA-graph replays of the forward "
                                                              "[default: no].")] = None,
@@ -88,7 +93,7 @@ def sweep(
     import_plugin(timm_import)
     if resume and out and Path(resume) != Path(out):
         raise VimbenchError("give either --out (a new file) or --resume (an existing one), not both")
-    overrides = {"models": models, "res": res, "batch": batch, "dtype": dtype, "attn": attn, "backend": backend,
+    overrides = {"models": models, "res": res, "batch": batch, "points": points, "dtype": dtype, "attn": attn, "backend": backend,
                  "device": device, "warmup": warmup, "iters": iters, "mode": mode, "cuda_graphs": cuda_graphs,
                  "h2d": h2d}
     cuda = torch.cuda.is_available()
@@ -112,7 +117,7 @@ def sweep(
         render.note(f"{path} is complete: all {len(plan.cases)} cases of its sweep are measured; nothing to run. "
                     f"Report it with: vimbench report {path}", markup=False)
         return
-    for res_px, effective in grid.off_patch_resolutions(config.res):
+    for res_px, effective in grid.off_patch_resolutions(sorted({k.res for k in plan.cases})):
         render.warning(f"--res {res_px} is not a multiple of the 16 px patch: the models see {effective} px "
                        f"({(effective // grid.PATCH) ** 2 + 1} tokens); rows record res {res_px} and "
                        f"res_effective_px {effective}")
@@ -175,6 +180,8 @@ def _results_table(results, config, path: Path) -> None:
 
     cuda = config.device == "cuda"
     memory_columns = ["peak alloc MiB", "NVML MiB"] if cuda else ["peak RSS MiB"]
+    train = any(r.key.mode == "train" for r in results)
+    train_columns = ["fwd ms", "bwd ms"] if train else []
     rows = []
     noisy = 0
     for r in results:
@@ -187,22 +194,26 @@ def _results_table(results, config, path: Path) -> None:
         if spread is not None and spread > NOISY_SPREAD:
             status += " (noisy)"
             noisy += 1
-        rows.append([k.model, k.res, k.batch, k.dtype, impl, r.fps, r.latency_ms_p50,
-                     None if spread is None else f"{100 * spread:.0f}%", *memory, status, r.tokens])
+        split = [r.forward_ms_p50, r.backward_ms_p50] if train else []
+        rows.append([k.model, k.res, k.batch, k.dtype, k.mode, impl, r.fps, r.latency_ms_p50,
+                     None if spread is None else f"{100 * spread:.0f}%", *split, *memory, status, r.tokens])
     timing = ("CUDA-graph replays timed with CUDA events" if config.cuda_graphs else
               "CUDA events, one pair per call" if cuda else "perf_counter per call")
-    memory_text = ("peak alloc = torch allocator peak (max_memory_allocated) in a separate one-forward pass; "
+    memory_text = ("peak alloc = torch allocator peak (max_memory_allocated) in a separate one-call pass; "
                    "NVML = device memory in use, sampled every ~1 ms (includes CUDA context and allocator cache)"
-                   if cuda else "peak RSS = the whole process's peak resident memory during one forward")
+                   if cuda else "peak RSS = the whole process's peak resident memory during one call")
+    train_text = (" A train call is one step (zero_grad, forward, cross-entropy, backward, AdamW); fwd ms = "
+                  "zero_grad + forward + loss, bwd ms = backward + optimizer step, p50 of the same steps."
+                  if train else "")
     caption = (f"Timing: {timing}; median (p50) of {config.iters} calls after {config.warmup} warm-up calls; "
                f"img/s = batch / p50; spread = (p80 - p20) / p50 of the calls"
                + (f"; {noisy} case(s) spread more than {100 * NOISY_SPREAD:.0f}% (noisy: other load or clock "
                   "changes; measure again on an idle machine)" if noisy else "")
-               + f". Memory: {memory_text}. MiB = 2^20 bytes. Results: {path}")
+               + f". Memory: {memory_text}.{train_text} MiB = 2^20 bytes. Results: {path}")
     render.table(f"vimbench sweep on {config.device}",
-                 ["model", "res px", "batch", "dtype", "implementation", "img/s", "p50 ms", "spread",
-                  *memory_columns, "status", "tokens"], rows, caption=caption,
-                 keep=["model", "res px", "batch", "dtype", "implementation", "img/s", "spread", "status"])
+                 ["model", "res px", "batch", "dtype", "mode", "implementation", "img/s", "p50 ms", "spread",
+                  *train_columns, *memory_columns, "status", "tokens"], rows, caption=caption,
+                 keep=["model", "res px", "batch", "dtype", "mode", "implementation", "img/s", "spread", "status"])
 
 
 @user_errors

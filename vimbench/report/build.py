@@ -83,53 +83,61 @@ def build_report(paths: Sequence[str | Path], out_dir: str | Path, models: Seque
                           for line in protocol_changes(Path(source))]
     fig_dir, tab_dir = out.out_dir / "figures", out.out_dir / "tables"
 
-    groups = [({}, df)] if not group_by else [
-        (dict(zip(group_by, key if isinstance(key, tuple) else (key,))), rows)
-        for key, rows in df.groupby(list(group_by), dropna=False, sort=True)]
-    groups.sort(key=_headline_order)
-    headlines, full = [], []
-    for group, rows in groups:
-        suffix = [f"{_group_prefix(k)}{_slug(v)}" for k, v in group.items()]
-        full.append(resolution_figure(rows, fig_dir, "-".join(["throughput_memory_vs_res", *suffix]), group))
-        if rows["res"].nunique() < HEADLINE_MIN_RESOLUTIONS:
-            continue
-        for sz in headline_sizes(rows):
-            pair = rows[[D.size(m) == sz and D.family(m) in ("vim", "deit") for m in rows["model"]]]
-            vim = next(m for m in sorted(pair["model"].unique()) if D.family(m) == "vim")
-            deit = next(m for m in sorted(pair["model"].unique()) if D.family(m) == "deit")
-            title = (f"{D.pretty_model(vim)} against {D.pretty_model(deit)}: throughput and peak memory against "
-                     f"resolution ({_group_title(group)})")
-            headlines.append(resolution_figure(pair, fig_dir, "-".join(["headline", f"{vim}-vs-{deit}", *suffix]),
-                                               group, headline=True, title=title))
-    out.figures.extend(headlines + full)
-    res = batch_res if batch_res is not None else pick_batch_resolution(df)
-    if batch_res is not None and batch_res not in set(int(r) for r in df["res"]):
+    if batch_res is not None and batch_res not in {int(r) for r in df["res"]}:
         raise VimbenchError(f"--batch-res {batch_res}: the results have no rows at that resolution")
-    if res is not None:
-        fig = batch_figure(df, fig_dir, f"throughput_vs_batch-{res}px", res)
-        if fig is not None:
-            out.figures.append(fig)
+    # One set of figures and tables per mode: an inference forward and a training step are never on one curve,
+    # in one table or in one ratio. Inference keeps the plain names; other modes add "-<mode>".
+    headlines, rest = [], []
+    for mode in D.modes(df):
+        rows_of_mode = df[df["mode"] == mode]
+        tag = "" if mode == "infer" else f"-{mode}"
+        extra = {} if mode == "infer" else {"mode": mode}
+        groups = [({}, rows_of_mode)] if not group_by else [
+            (dict(zip(group_by, key if isinstance(key, tuple) else (key,))), rows)
+            for key, rows in rows_of_mode.groupby(list(group_by), dropna=False, sort=True)]
+        groups.sort(key=_headline_order)
+        for group, rows in groups:
+            suffix = [f"{_group_prefix(k)}{_slug(v)}" for k, v in group.items()]
+            rest.append(resolution_figure(rows, fig_dir, "-".join(["throughput_memory_vs_res" + tag, *suffix]),
+                                          {**extra, **group}))
+            if rows["res"].nunique() < HEADLINE_MIN_RESOLUTIONS:
+                continue
+            for sz in headline_sizes(rows):
+                pair = rows[[D.size(m) == sz and D.family(m) in ("vim", "deit") for m in rows["model"]]]
+                vim = next(m for m in sorted(pair["model"].unique()) if D.family(m) == "vim")
+                deit = next(m for m in sorted(pair["model"].unique()) if D.family(m) == "deit")
+                title = (f"{D.pretty_model(vim)} against {D.pretty_model(deit)}: throughput and peak memory "
+                         f"against resolution ({_group_title({**extra, **group})})")
+                headlines.append(resolution_figure(pair, fig_dir, "-".join(["headline" + tag, f"{vim}-vs-{deit}",
+                                                                            *suffix]),
+                                                   {**extra, **group}, headline=True, title=title))
+        res = batch_res if batch_res is not None else pick_batch_resolution(rows_of_mode)
+        if res is not None:
+            fig = batch_figure(rows_of_mode, fig_dir, f"throughput_vs_batch{tag}-{res}px", res)
+            if fig is not None:
+                rest.append(fig)
+        if mode == "infer":
+            from vimbench.report.accuracy import accuracy_figure
 
-    from vimbench.report.accuracy import accuracy_figure
+            acc = accuracy_figure(rows_of_mode, fig_dir, "accuracy_vs_throughput")
+            if acc is not None:
+                rest.append(acc)
 
-    acc = accuracy_figure(df, fig_dir, "accuracy_vs_throughput")
-    if acc is not None:
-        out.figures.append(acc)
-
-    prov_text = D.provenance_text(D.provenance(df))
-    memory = f" Memory: {memory_label(df)}; MiB = 2^20 bytes."
-    ratio_words = (" Speed-up: Vim img/s / DeiT img/s; memory saved: 1 - Vim peak / DeiT peak (memory ratio: "
-                   "Vim / DeiT).")
-    st = summary_table(df, prov_text + "." + memory + ratio_words + " Crossover: between the two measured "
-                       "resolutions where Vim starts to stay faster (interpolated in log ratio), or none in the "
-                       "measured range.")
-    if st is not None:
-        out.tables.append(st)
-    out.tables.append(results_table(df, prov_text + "." + memory + " Spread: (p80 - p20) / p50 of the timed "
-                                    "calls."))
-    rt = ratios_table(df, prov_text + "." + memory + ratio_words)
-    if rt is not None:
-        out.tables.append(rt)
+        prov_text = D.provenance_text(D.provenance(rows_of_mode))
+        memory = f" Memory: {memory_label(rows_of_mode)}; MiB = 2^20 bytes." + D.MODE_NOTES.get(mode, "")
+        ratio_words = (" Speed-up: Vim img/s / DeiT img/s; memory saved: 1 - Vim peak / DeiT peak (memory ratio: "
+                       "Vim / DeiT).")
+        st = summary_table(rows_of_mode, prov_text + "." + memory + ratio_words + " Crossover: between the two "
+                           "measured resolutions where Vim starts to stay faster (interpolated in log ratio), or none "
+                           "in the measured range.", mode)
+        if st is not None:
+            out.tables.append(st)
+        out.tables.append(results_table(rows_of_mode, prov_text + "." + memory + " Spread: (p80 - p20) / p50 of "
+                                        "the timed calls.", mode))
+        rt = ratios_table(rows_of_mode, prov_text + "." + memory + ratio_words, mode)
+        if rt is not None:
+            out.tables.append(rt)
+    out.figures.extend(headlines + rest)
     for t in out.tables:
         out.files.extend(write_table(t, tab_dir).values())
     for f in out.figures:

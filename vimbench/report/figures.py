@@ -205,6 +205,11 @@ def memory_label(df) -> str:
     return "GPU rows: peak allocated by the torch allocator; CPU rows: peak RSS of the process"
 
 
+def _training(df) -> bool:
+    """Whether the rows are training steps (a figure holds one mode: report.build splits by mode)."""
+    return set(df["mode"].astype(str)) == {"train"}
+
+
 def _group_title(group: dict[str, Any]) -> str:
     names = {"dtype": "", "batch": "batch ", "device": "", "gpu_name": "", "model": "", "implementation": "",
              "attn": "attn "}
@@ -253,10 +258,13 @@ def resolution_figure(df, out_dir: Path, name: str, group: dict[str, Any], headl
         any_oom |= bool(oom)
         for ax in (ax_fps, ax_mem):
             _mark_oom(ax, oom, style["color"])
-    ax_fps.set(ylabel="throughput (img/s, log)", title="Throughput (higher is better)")
+    train = _training(df)
+    ax_fps.set(ylabel="training throughput (img/s = batch / p50 step, log)" if train else "throughput (img/s, log)",
+               title="Training throughput (higher is better)" if train else "Throughput (higher is better)")
     mem_what = memory_label(df)
     short_mem = "peak RSS" if mem_what.startswith("peak resident") else "peak memory"
-    ax_mem.set(ylabel=f"{short_mem} ({unit}, log)", title=f"{short_mem[0].upper()}{short_mem[1:]} (lower is better)")
+    ax_mem.set(ylabel=f"{short_mem} ({unit}, log)", title=f"{short_mem[0].upper()}{short_mem[1:]}"
+               + (" over one training step" if train else "") + " (lower is better)")
     for ax in (ax_fps, ax_mem):
         _log_axis(ax)
         _res_axis(ax, grid)
@@ -396,7 +404,9 @@ def batch_figure(df, out_dir: Path, name: str, res: int) -> Figure | None:
             _mark_oom(ax, oom, style["color"])
             label = legend_label(key, extra)
             handles.setdefault(label, _handle(style, label))
-        ax.set(xlabel="batch size (log)", ylabel="throughput (img/s, log)" if i == 0 else None, title=dtype)
+        ax.set(xlabel="batch size (log)", title=dtype,
+               ylabel=None if i else "training throughput (img/s = batch / p50 step, log)" if _training(at) else
+               "throughput (img/s, log)")
         _log_axis(ax)
         ax.set_xscale("log")
         ax.set_xticks(batches, [str(b) for b in batches])

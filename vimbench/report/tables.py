@@ -53,6 +53,10 @@ def _none(v: Any) -> Any:
 RESULT_COLUMNS = ["model", "implementation", "attn", "compile", "dtype", "batch", "res (px)", "device", "gpu",
                   "status", "tokens", "params", "p50 (ms)", "p20-p80 spread (%)", "throughput (img/s)",
                   "peak alloc (MiB)", "peak RSS (MiB)", "run_id"]
+# Training rows: the step split and the memory held before a step (weights, gradients, AdamW state).
+TRAIN_COLUMNS = {"p50 (ms)": ["forward p50 (ms)", "backward p50 (ms)"], "peak alloc (MiB)": ["baseline alloc (MiB)"]}
+_TRAIN_FIELDS = {"forward p50 (ms)": "forward_ms_p50", "backward p50 (ms)": "backward_ms_p50",
+                 "baseline alloc (MiB)": "baseline_alloc_mib"}
 
 
 def spread(row) -> float | None:
@@ -63,32 +67,46 @@ def spread(row) -> float | None:
     return None if value is None else 100.0 * value
 
 
-def results_table(df, caption: str) -> Table:
+def _suffix(mode: str) -> str:
+    return "" if mode == "infer" else f"-{mode}"
+
+
+def results_table(df, caption: str, mode: str = "infer") -> Table:
+    """One row per case of one mode. Training tables add the forward/backward split and the baseline memory."""
+    columns = list(RESULT_COLUMNS)
+    if mode == "train":
+        for after, added in TRAIN_COLUMNS.items():
+            at = columns.index(after) + 1
+            columns[at:at] = added
     rows = []
     for _, r in df.iterrows():
-        rows.append([_none(r["model"]), _none(r["implementation"]), _none(r["attn"]), _none(r.get("compile")),
-                     _none(r["dtype"]), _none(r["batch"]), _none(r["res"]), _none(r["device"]), _none(r["gpu"]),
-                     _none(r["status"]), _none(r["tokens"]), _none(r["params"]), _none(r["latency_ms_p50"]),
-                     spread(r), _none(r["fps"]), _none(r["peak_alloc_mib"]), _none(r.get("cpu_peak_rss_mib")),
-                     _none(r["run_id"])])
+        base = [_none(r["model"]), _none(r["implementation"]), _none(r["attn"]), _none(r.get("compile")),
+                _none(r["dtype"]), _none(r["batch"]), _none(r["res"]), _none(r["device"]), _none(r["gpu"]),
+                _none(r["status"]), _none(r["tokens"]), _none(r["params"]), _none(r["latency_ms_p50"]), spread(r),
+                _none(r["fps"]), _none(r["peak_alloc_mib"]), _none(r.get("cpu_peak_rss_mib")), _none(r["run_id"])]
+        values = dict(zip(RESULT_COLUMNS, base))
+        values.update({c: _none(r.get(f)) for c, f in _TRAIN_FIELDS.items()})
+        rows.append([values[c] for c in columns])
     for row in rows:  # pandas turns integer columns with gaps into floats
-        for i in (10, 11):
+        for i in (columns.index("tokens"), columns.index("params")):
             if isinstance(row[i], float):
                 row[i] = int(row[i])
-    columns = list(RESULT_COLUMNS)
     # Columns no row fills (compile before that field existed, RSS on GPU runs) are left out.
     keep = [i for i, c in enumerate(columns) if c not in ("compile", "peak RSS (MiB)", "p20-p80 spread (%)")
             or any(row[i] is not None for row in rows)]
-    return Table("results", "Measured cases", [columns[i] for i in keep], [[row[i] for i in keep] for row in rows],
-                 caption, digits={"p50 (ms)": 2, "throughput (img/s)": 1, "peak alloc (MiB)": 1,
-                                  "peak RSS (MiB)": 1, "p20-p80 spread (%)": 1})
+    title = "Measured cases" + (" (training steps)" if mode == "train" else "" if mode == "infer" else f" ({mode})")
+    return Table("results" + _suffix(mode), title, [columns[i] for i in keep], [[row[i] for i in keep] for row in rows],
+                 caption, digits={"p50 (ms)": 2, "throughput (img/s)": 1, "peak alloc (MiB)": 1, "peak RSS (MiB)": 1,
+                                  "p20-p80 spread (%)": 1, "forward p50 (ms)": 2, "backward p50 (ms)": 2,
+                                  "baseline alloc (MiB)": 1})
 
 
 RATIO_COLUMNS = ["vim", "deit", "dtype", "batch", "gpu", "res (px)", "speed-up (x)", "memory saved (%)",
                  "memory ratio (Vim/DeiT)", "note"]
 
 
-def ratios_table(df, caption: str) -> Table | None:
+def ratios_table(df, caption: str, mode: str = "infer") -> Table | None:
+    """Vim against DeiT within one mode (the rows given should be of one mode; pairs never cross modes)."""
     rat = D.ratios(df)
     if not rat:
         return None
@@ -99,15 +117,17 @@ def ratios_table(df, caption: str) -> Table | None:
         rows.append([D.line_label(r.vim, show), D.line_label(r.deit, show), r.vim["dtype"], int(r.vim["batch"]),
                      r.vim["gpu_name"], r.res, r.speedup,
                      None if r.memory_saved is None else 100.0 * r.memory_saved, r.memory_ratio, r.note or None])
-    return Table("ratios", "Vim against DeiT at the same resolution, precision and batch", RATIO_COLUMNS, rows,
-                 caption, digits={"speed-up (x)": 2, "memory saved (%)": 1, "memory ratio (Vim/DeiT)": 3})
+    title = "Vim against DeiT at the same resolution, precision and batch" + \
+        (" (training steps)" if mode == "train" else "" if mode == "infer" else f" ({mode})")
+    return Table("ratios" + _suffix(mode), title, RATIO_COLUMNS, rows, caption,
+                 digits={"speed-up (x)": 2, "memory saved (%)": 1, "memory ratio (Vim/DeiT)": 3})
 
 
 SUMMARY_COLUMNS = ["vim", "deit", "dtype", "batch", "gpu", "at (px)", "speed-up (x)", "memory saved (%)",
                    "memory ratio (Vim/DeiT)", "crossover (Vim overtakes DeiT)", "note"]
 
 
-def summary_table(df, caption: str) -> Table | None:
+def summary_table(df, caption: str, mode: str = "infer") -> Table | None:
     """One row per Vim/DeiT pair: the ratios at the largest resolution both measured and the measured crossover
     (between which measured resolutions, or none in range)."""
     pairs = D.pair_summaries(df)
@@ -121,9 +141,10 @@ def summary_table(df, caption: str) -> Table | None:
                      s.vim["gpu_name"], s.res, s.speedup,
                      None if s.memory_saved is None else 100.0 * s.memory_saved,
                      None if s.memory_saved is None else 1.0 - s.memory_saved, s.crossover.text, s.note or None])
-    return Table("summary", "Vim against DeiT: ratios at the largest common resolution, and the crossover",
-                 SUMMARY_COLUMNS, rows, caption, digits={"speed-up (x)": 2, "memory saved (%)": 1,
-                                                         "memory ratio (Vim/DeiT)": 3})
+    title = "Vim against DeiT: ratios at the largest common resolution, and the crossover" + \
+        (" (training steps)" if mode == "train" else "" if mode == "infer" else f" ({mode})")
+    return Table("summary" + _suffix(mode), title, SUMMARY_COLUMNS, rows, caption,
+                 digits={"speed-up (x)": 2, "memory saved (%)": 1, "memory ratio (Vim/DeiT)": 3})
 
 
 def to_markdown(t: Table) -> str:

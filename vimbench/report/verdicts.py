@@ -183,7 +183,10 @@ def facts(df, runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, set[str]]]:
         env = header.get("env") or {}
         run = str(header.get("run_id") or "?")
         if header.get("imported") or env.get("imported_from_anchors"):
-            add("timing", f"imported reference measurements: {header.get('protocol') or env.get('protocol')}", run)
+            protocol = header.get("protocol") or env.get("protocol")
+            if isinstance(protocol, dict):  # one text per mode; the claims are about inference
+                protocol = protocol.get("infer")
+            add("timing", f"imported reference measurements: {protocol}", run)
         if env.get("cudnn_benchmark") is not None:
             add("cudnn_benchmark", str(env.get("cudnn_benchmark")), run)
         sw = ", ".join(f"{k} {env[k]}" for k in ("torch", "timm", "triton") if env.get(k))
