@@ -181,11 +181,13 @@ def test_report_keeps_modes_apart(tmp_path):
     ])
     out = build_report([src], tmp_path / "report")
     names = {f.name for f in out.figures}
-    assert names == {"throughput_memory_vs_res-bf16-b8", "throughput_memory_vs_res-train-bf16-b8"}
+    # (the accuracy figure is inference-only: published accuracy against measured inference img/s)
+    assert names == {"throughput_memory_vs_res-bf16-b8", "throughput_memory_vs_res-train-bf16-b8",
+                     "accuracy_vs_throughput"}
     train_fig = next(f for f in out.figures if "train" in f.name)
     assert "mode train" in train_fig.title
     tables = {t.name: t for t in out.tables}
-    assert set(tables) == {"results", "ratios", "results-train", "ratios-train"}
+    assert set(tables) == {"summary", "results", "ratios", "summary-train", "results-train", "ratios-train"}
     infer_rows = read_rows(tmp_path / "report" / "tables" / "results.csv")
     train_rows = read_rows(tmp_path / "report" / "tables" / "results-train.csv")
     assert sorted(float(r["throughput (img/s)"]) for r in infer_rows) == [600.0, 650.0, 4000.0, 8000.0]
