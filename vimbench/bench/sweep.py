@@ -6,8 +6,10 @@ Each case's row is appended and flushed as soon as it is measured, so a killed s
 Suite files are declarative TOML with these keys (values as on the command line, or TOML lists):
     description = "..."              models = "vim_t,deit_t"      res = "224,512..1248"     batch = 64
     dtype = "fp32"                   attn = "sdpa,eager"           backend = "torch"         device = "auto"
-    mode = "infer"                   warmup = 3                    iters = 10                cuda_graphs = false
-    h2d = false
+    mode = "infer"                   warmup = 3                    iters = 10                h2d = false
+    compile = "none,default"         compile_backend = "inductor"
+`compile` is the execution axis of vimbench.bench.compiler (none, cuda-graphs, torch.compile modes); the older
+key `cuda_graphs = true` is still read, as compile = "cuda-graphs".
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from vimbench.bench import grid
+from vimbench.bench import compiler, grid
 from vimbench.bench.grid import Dropped, SweepConfig
 from vimbench.errors import VimbenchError
 from vimbench.results import CaseKey, CaseResult, ResultsFile, new_run_id, read_header
@@ -27,9 +29,9 @@ else:  # pragma: no cover - python 3.10
     import tomli as tomllib
 
 SUITE_KEYS = ("description", "models", "res", "batch", "dtype", "attn", "backend", "device", "mode", "warmup",
-              "iters", "cuda_graphs", "h2d")
+              "iters", "compile", "compile_backend", "cuda_graphs", "h2d")
 DEFAULTS: dict[str, Any] = {"dtype": "fp32", "attn": "sdpa", "backend": "torch", "device": "auto", "mode": "infer",
-                            "warmup": 3, "iters": 10, "cuda_graphs": False, "h2d": False}
+                            "warmup": 3, "iters": 10, "compile": "none", "compile_backend": "inductor", "h2d": False}
 GPU_DEFAULT_SUITE = "paper_fig1"
 CPU_DEFAULT_SUITE = "cpu_smoke"
 
@@ -93,8 +95,21 @@ def make_config(values: dict[str, Any], cuda_available: bool, source: str = "the
                        batch=grid.parse_batch(merged["batch"]), dtypes=grid.parse_dtypes(merged["dtype"]),
                        attn=grid.parse_attn(merged["attn"]), backends=grid.parse_backends(merged["backend"]),
                        device=grid.parse_device(merged["device"], cuda_available, plan_only), mode=grid.parse_mode(merged["mode"]),
-                       warmup=merged["warmup"], iters=merged["iters"], cuda_graphs=bool(merged["cuda_graphs"]),
+                       warmup=merged["warmup"], iters=merged["iters"], compile=_compile_modes(merged, source),
+                       compile_backend=compiler.parse_compile_backend(merged["compile_backend"]),
                        h2d=bool(merged["h2d"]))
+
+
+def _compile_modes(merged: dict[str, Any], source: str) -> tuple[str, ...]:
+    """The compile axis; the legacy switch cuda_graphs = true (suites, headers of older results files, the
+    --cuda-graphs option) is compile = "cuda-graphs", and cannot be combined with another compile list."""
+    modes = compiler.parse_compile(merged["compile"])
+    if not merged.get("cuda_graphs"):
+        return modes
+    if modes not in ((compiler.NONE,), (compiler.CUDA_GRAPHS,)):
+        raise VimbenchError(f"{source} sets both cuda_graphs and compile {','.join(modes)}; cuda_graphs is "
+                            f"compile cuda-graphs now: list it there (e.g. --compile none,cuda-graphs)")
+    return (compiler.CUDA_GRAPHS,)
 
 
 def resolve_config(suite: str | None, overrides: dict[str, Any], cuda_available: bool,
@@ -173,6 +188,10 @@ PROTOCOL = {
               "from the torch allocator; NVML device memory used sampled every ~1 ms (CPU: peak RSS)",
     "precision": "fp32: TF32 off (matmul and cuDNN); tf32: TF32 on; bf16/fp16: torch.autocast over fp32 weights, "
                  "TF32 off; cudnn.benchmark off",
+    "compile": "compile none: eager launches; cuda-graphs: the eager forward captured once, replays timed; "
+               "torch.compile modes: torch.compile(model, mode, dynamic=False) per case, dynamo reset between "
+               "cases; compilation, autotuning and graph capture happen in the untimed first and warm-up calls; "
+               "compile_s = wall time of the first call",
     "input": "random normal images, already on the device (h2d: copied from pinned host memory inside the call)",
     "weights": "random, seed 0",
     "units": "ms, img/s, MiB = 2^20 bytes",
@@ -181,18 +200,22 @@ PROTOCOL = {
 
 def run_sweep(cases: SweepConfig | Iterable[CaseKey], out: str | Path | None = None, resume: bool = False,
               progress: Progress | None = None, warmup: int | None = None, iters: int | None = None,
-              command: str | None = None, run_id: str | None = None) -> list[CaseResult]:
+              command: str | None = None, run_id: str | None = None,
+              compile_backend: str | None = None) -> list[CaseResult]:
     """Measure every case (a SweepConfig, or CaseKeys with warmup/iters given) and return the rows measured now.
 
     out: the results file (None: rows are only returned). Each row is appended and flushed when measured.
     resume: `out` exists; cases already in it (any status but skipped) are not measured again.
     progress(label, completed) is called before and after each case. command and run_id go into the header.
+    compile_backend: for cases with a torch.compile mode (default: the config's, else inductor).
     A case that breaks the CUDA context ends the sweep: its row is written, the remaining cases are written with
     status "skipped", and the rows are returned."""
     config = cases if isinstance(cases, SweepConfig) else None
     warmup = warmup if warmup is not None else (config.warmup if config else DEFAULTS["warmup"])
     iters = iters if iters is not None else (config.iters if config else DEFAULTS["iters"])
     grid.check_counts(warmup, iters)
+    compile_backend = compiler.parse_compile_backend(
+        compile_backend or (config.compile_backend if config else "inductor"))
     plan = plan_sweep(cases, out, resume)
     pending = plan.pending
 
@@ -208,16 +231,18 @@ def run_sweep(cases: SweepConfig | Iterable[CaseKey], out: str | Path | None = N
             store = ResultsFile(Path(out))
             store.append({"kind": "resume", **record})
         else:
+            modes = tuple(dict.fromkeys(k.compile for k in plan.cases))
             store = ResultsFile(Path(out), {"run_id": run_id or new_run_id(), **record, "protocol": PROTOCOL,
                                             "warmup": warmup, "iters": iters,
-                                            "sweep": config.to_suite() if config else None})
+                                            "sweep": config.to_suite() if config else None,
+                                            "compile": compiler.header_settings(modes, compile_backend)})
 
     results: list[CaseResult] = []
     for i, key in enumerate(pending):
         if progress:
             progress(key.label(), i)
         try:
-            result = run_case(key, warmup, iters)
+            result = run_case(key, warmup, iters, compile_backend=compile_backend)
         except ContextCorrupted as exc:
             result = exc.result
             rest = [CaseResult(key=k, status="skipped", timestamp=now(),
