@@ -34,10 +34,12 @@ class CaseKey:
     mode: str = "infer"
     compile: str = "none"  # none | cuda-graphs | a torch.compile mode (vimbench.bench.compiler)
     h2d: bool = False     # the timed call includes copying the input from (pinned) host memory
+    vim_slice: int = 0    # Vim: images per mixer slice at inference (0: the whole batch at once); DeiT: 0
 
     def label(self) -> str:
         impl = self.implementation + (f"/{self.attn}" if self.attn else "")
-        extras = (f" {self.compile}" if self.compile != "none" else "") + (" +h2d" if self.h2d else "")
+        extras = (f" {self.compile}" if self.compile != "none" else "") + (" +h2d" if self.h2d else "") \
+            + (f" slice{self.vim_slice}" if self.vim_slice else "")
         return f"{self.model} {impl} {self.res}px b{self.batch} {self.dtype} {self.device}{extras}"
 
 

@@ -139,6 +139,17 @@ def parse_backends(value: Any) -> tuple[str, ...]:
     return _choices(value, "backend", BACKENDS)
 
 
+def parse_vim_slice(value: Any) -> tuple[int, ...]:
+    """Images per Vim mixer slice at inference, in the order given; 0 (or off) = the whole batch at once."""
+    out = []
+    for piece in _pieces(value, "vim-slice list", "use e.g. 0,16 (0: no slicing)"):
+        size = 0 if piece.lower() in ("off", "none") else _int(piece, "vim slice", piece)
+        if size < 0:
+            raise VimbenchError(f"vim slice {size} is negative; use 0 (no slicing) or a number of images, e.g. 16")
+        out.append(size)
+    return tuple(dict.fromkeys(out))
+
+
 def parse_mode(value: str) -> str:
     mode = str(value).strip().lower()
     if mode == "train":
@@ -184,6 +195,7 @@ class SweepConfig:
     compile: tuple[str, ...] = (compiler.NONE,)   # the --compile axis (vimbench.bench.compiler)
     compile_backend: str = "inductor"
     h2d: bool = False
+    vim_slice: tuple[int, ...] = (0,)             # images per Vim mixer slice at inference; 0 = whole batch
 
     def __post_init__(self):
         check_counts(self.warmup, self.iters)
@@ -195,7 +207,7 @@ class SweepConfig:
         if self.h2d and self.device != "cuda":
             raise VimbenchError("--h2d times a host-to-device copy and needs a CUDA device")
         compiler.check_mode_backend(self.compile, self.compile_backend)
-        for name in ("models", "res", "batch", "dtypes", "attn", "backends", "compile"):
+        for name in ("models", "res", "batch", "dtypes", "attn", "backends", "compile", "vim_slice"):
             if not getattr(self, name):
                 raise VimbenchError(f"the sweep has no {name}; give at least one")
 
@@ -204,7 +216,8 @@ class SweepConfig:
         return {"models": list(self.models), "res": list(self.res), "batch": list(self.batch),
                 "dtype": list(self.dtypes), "attn": list(self.attn), "backend": list(self.backends),
                 "device": self.device, "mode": self.mode, "warmup": self.warmup, "iters": self.iters,
-                "compile": list(self.compile), "compile_backend": self.compile_backend, "h2d": self.h2d}
+                "compile": list(self.compile), "compile_backend": self.compile_backend, "h2d": self.h2d,
+                "vim_slice": list(self.vim_slice)}
 
 
 @dataclass(frozen=True)
@@ -221,7 +234,8 @@ _CPU_DROPS = {
 
 
 def expand_cases(config: SweepConfig) -> tuple[list[CaseKey], list[Dropped]]:
-    """The cartesian product models x res x batch x dtype x (Vim: backend | DeiT: attn) x compile, in that order, minus
+    """The cartesian product models x res x batch x dtype x (Vim: backend | DeiT: attn) x compile x Vim slice, in that
+    order, minus
     combinations that mean nothing, each stated once with its reason."""
     from vimbench.models.registry import get_spec
 
@@ -258,16 +272,23 @@ def expand_cases(config: SweepConfig) -> tuple[list[CaseKey], list[Dropped]]:
     if vims and config.attn:
         dropped.append(Dropped(f"attn {','.join(config.attn)} x {','.join(vims)}",
                                "the attention path applies to DeiT only; Vim runs once per backend"))
+    if deits and any(config.vim_slice):
+        dropped.append(Dropped(f"vim-slice {','.join(map(str, config.vim_slice))} x {','.join(deits)}",
+                               "batch slicing is a Vim mixer option; DeiT runs once, unsliced"))
     if deits and config.backends:
         dropped.append(Dropped(f"backend {','.join(config.backends)} x {','.join(deits)}",
                                "the op backend applies to Vim only; DeiT runs through timm once per attention path"))
 
     cases = []
     for model, res, batch, dtype in product(config.models, config.res, config.batch, dtypes):
-        impls = [(b, None) for b in backends] if families[model] == "vim" else [("timm", a) for a in config.attn]
-        for (implementation, attn), mode in product(impls, modes):
+        vim = families[model] == "vim"
+        impls = [(b, None) for b in backends] if vim else [("timm", a) for a in config.attn]
+        # a slice at least as large as the batch is no slicing: run as 0 once
+        slices = dict.fromkeys(s if s < batch else 0 for s in config.vim_slice) if vim else {0: None}
+        for (implementation, attn), mode, vim_slice in product(impls, modes, slices):
             if host_sync_graphs and implementation == "torch" and mode == compiler.CUDA_GRAPHS:
                 continue
             cases.append(CaseKey(model=model, res=res, batch=batch, dtype=dtype, implementation=implementation,
-                                 attn=attn, device=config.device, mode=config.mode, compile=mode, h2d=config.h2d))
+                                 attn=attn, device=config.device, mode=config.mode, compile=mode, h2d=config.h2d,
+                                 vim_slice=vim_slice))
     return cases, dropped

@@ -90,7 +90,8 @@ def precision_flags(dtype: str) -> Iterator[None]:
 def build_model(key: CaseKey) -> torch.nn.Module:
     """The case's model at its resolution, random weights (seed 0), eval mode, on the case's device."""
     spec = get_spec(key.model)
-    kwargs: dict[str, Any] = {"backend": key.implementation} if spec.family == "vim" else {"attn": key.attn}
+    kwargs: dict[str, Any] = {"backend": key.implementation, "batch_slice": key.vim_slice} \
+        if spec.family == "vim" else {"attn": key.attn}
     torch.manual_seed(0)
     return create_model(key.model, img_size=key.res, **kwargs).to(key.device).eval()
 

@@ -7,7 +7,7 @@ Suite files are declarative TOML with these keys (values as on the command line,
     description = "..."              models = "vim_t,deit_t"      res = "224,512..1248"     batch = 64
     dtype = "fp32"                   attn = "sdpa,eager"           backend = "torch"         device = "auto"
     mode = "infer"                   warmup = 3                    iters = 10                h2d = false
-    compile = "none,default"         compile_backend = "inductor"
+    compile = "none,default"         compile_backend = "inductor"  vim_slice = "0,16"
 `compile` is the execution axis of vimbench.bench.compiler (none, cuda-graphs, torch.compile modes); the older
 key `cuda_graphs = true` is still read, as compile = "cuda-graphs".
 """
@@ -29,9 +29,10 @@ else:  # pragma: no cover - python 3.10
     import tomli as tomllib
 
 SUITE_KEYS = ("description", "models", "res", "batch", "dtype", "attn", "backend", "device", "mode", "warmup",
-              "iters", "compile", "compile_backend", "cuda_graphs", "h2d")
+              "iters", "compile", "compile_backend", "cuda_graphs", "h2d", "vim_slice")
 DEFAULTS: dict[str, Any] = {"dtype": "fp32", "attn": "sdpa", "backend": "torch", "device": "auto", "mode": "infer",
-                            "warmup": 3, "iters": 10, "compile": "none", "compile_backend": "inductor", "h2d": False}
+                            "warmup": 3, "iters": 10, "compile": "none", "compile_backend": "inductor", "h2d": False,
+                            "vim_slice": 0}
 GPU_DEFAULT_SUITE = "paper_fig1"
 CPU_DEFAULT_SUITE = "cpu_smoke"
 
@@ -97,7 +98,7 @@ def make_config(values: dict[str, Any], cuda_available: bool, source: str = "the
                        device=grid.parse_device(merged["device"], cuda_available, plan_only), mode=grid.parse_mode(merged["mode"]),
                        warmup=merged["warmup"], iters=merged["iters"], compile=_compile_modes(merged, source),
                        compile_backend=compiler.parse_compile_backend(merged["compile_backend"]),
-                       h2d=bool(merged["h2d"]))
+                       h2d=bool(merged["h2d"]), vim_slice=grid.parse_vim_slice(merged["vim_slice"]))
 
 
 def _compile_modes(merged: dict[str, Any], source: str) -> tuple[str, ...]:

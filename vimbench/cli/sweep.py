@@ -38,6 +38,9 @@ def sweep(
                                                                 "aot_eager or eager only check tracing.")] = None,
     cuda_graphs: Annotated[Optional[bool], typer.Option("--cuda-graphs/--no-cuda-graphs",
                                                         help="Shorthand for --compile cuda-graphs.")] = None,
+    vim_slice: Annotated[Optional[str], typer.Option(help="Vim: images per mixer slice at inference, a list "
+                                                          "sweeps them; 0 = the whole batch (lower peak memory "
+                                                          "with a slice, fewer programs per kernel).")] = None,
     h2d: Annotated[Optional[bool], typer.Option("--h2d/--no-h2d", help="Include the host-to-device copy of "
                                                                        "the input in the timed call.")] = None,
     suite: Annotated[Optional[str], typer.Option(help="A suite name (suites/NAME.toml) or a .toml path; "
@@ -66,7 +69,8 @@ def sweep(
         raise VimbenchError("give either --out (a new file) or --resume (an existing one), not both")
     overrides = {"models": models, "res": res, "batch": batch, "dtype": dtype, "attn": attn, "backend": backend,
                  "device": device, "warmup": warmup, "iters": iters, "mode": mode, "compile": compile_modes,
-                 "compile_backend": compile_backend, "cuda_graphs": cuda_graphs, "h2d": h2d}
+                 "compile_backend": compile_backend, "cuda_graphs": cuda_graphs, "h2d": h2d,
+                 "vim_slice": vim_slice}
     cuda = torch.cuda.is_available()
     config, source = sweeps.resolve_config(suite, overrides, cuda, resume=resume, plan_only=dry_run)
     run_id = new_run_id()
@@ -136,7 +140,8 @@ def _results_table(results, config, path: Path) -> None:
     rows = []
     for r in results:
         k = r.key
-        impl = k.implementation + (f"/{k.attn}" if k.attn else "") + (" +h2d" if k.h2d else "")
+        impl = k.implementation + (f"/{k.attn}" if k.attn else "") + (" +h2d" if k.h2d else "") \
+            + (f" slice{k.vim_slice}" if k.vim_slice else "")
         memory = [r.peak_alloc_mib, r.nvml_used_mib] if cuda else [r.cpu_peak_rss_mib]
         rows.append([k.model, k.res, r.tokens, k.batch, k.dtype, impl, k.compile, r.fps, r.latency_ms_p50,
                      *memory, r.compile_s, r.status])

@@ -70,9 +70,10 @@ class RMSNorm(nn.Module):
 class BiMambaMixer(nn.Module):
     """Bidirectional Mamba mixer ("bimamba v2", outputs averaged). Input and output (B, L, D)."""
 
-    def __init__(self, d_model: int, depth: int, ops: VimOps):
+    def __init__(self, d_model: int, depth: int, ops: VimOps, batch_slice: int = 0):
         super().__init__()
         self.ops = ops
+        self.batch_slice = batch_slice  # images per slice at inference; 0: the whole batch at once
         inner = EXPAND * d_model
         self.d_inner, self.dt_rank = inner, math.ceil(d_model / 16)
         self.x_dbl_layout = XDblLayout(self.dt_rank, D_STATE)
@@ -145,6 +146,22 @@ class BiMambaMixer(nn.Module):
         return self._weights_cache[1]
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """(B, L, D) -> (B, L, D). At inference with `batch_slice` set, the batch goes through in slices of that
+        many images (the last one smaller), so that the mixer's temporaries (in_proj output, conv output, x_dbl,
+        delta: ~15 values of 16-bit per token and inner channel) exist for one slice at a time; the output is
+        the same up to the GEMMs' blocking (the kernels are per image and per channel)."""
+        step = self.batch_slice
+        if not step or h.shape[0] <= step or torch.is_grad_enabled():
+            return self._mix(h)
+        first = self._mix(h[:step])
+        out = first.new_empty((h.shape[0], *first.shape[1:]))  # (B, L, D)
+        out[:step] = first
+        del first
+        for start in range(step, h.shape[0], step):
+            out[start:start + step] = self._mix(h[start:start + step])
+        return out
+
+    def _mix(self, h: torch.Tensor) -> torch.Tensor:
         inner, lay = self.d_inner, self.x_dbl_layout
         batch, length = h.shape[0], h.shape[1]
         # Channel-last throughout: per-token channel runs are contiguous, so the scan kernel's per-token loads
@@ -167,19 +184,21 @@ class BiMambaMixer(nn.Module):
         C = x_dbl[..., lay.C].transpose(2, 3)
         if not sums_halves_in_gemm(u.dtype):
             y = self.ops.bimamba_scan(u, delta, w.A, B, C, w.D, z, w.dt_bias).transpose(1, 2)  # (B, L, E)
+            del xz, x, z, u, tokens, x_dbl, delta, B, C  # dead: out_proj's output may reuse their memory
             return F.linear(y, w.out_proj)
         # The two gated halves 0.5 * y_dir * SiLU(z), written over u (dead after the scan; not under autograd,
         # which keeps u for the backward pass). u is laid out (B, L, 2, E), so [y_f | y_b] per token is one
         # (B, L, 2E) view, and out_proj with its weight repeated along K adds the halves inside the GEMM.
         halves = self.ops.bimamba_scan(u, delta, w.A, B, C, w.D, z, w.dt_bias, combine=False,
                                        out=None if torch.is_grad_enabled() else u)
+        del xz, x, z, u, tokens, x_dbl, delta, B, C  # dead: out_proj's output may reuse their memory
         return F.linear(halves.permute(1, 3, 0, 2).reshape(batch, length, 2 * inner), w.out_proj)
 
 
 class VimBlock(nn.Module):
-    def __init__(self, d_model: int, depth: int, ops: VimOps):
+    def __init__(self, d_model: int, depth: int, ops: VimOps, batch_slice: int = 0):
         super().__init__()
-        self.mixer = BiMambaMixer(d_model, depth, ops)
+        self.mixer = BiMambaMixer(d_model, depth, ops, batch_slice)
         self.norm = RMSNorm(d_model)
 
 
@@ -197,13 +216,18 @@ class PatchEmbed(nn.Module):
 class VisionMamba(nn.Module):
     """Vim with the class token in the middle of the patch sequence and the head on that token.
 
-    img_size fixes the number of patches (and the position embedding's length); inputs must be that size."""
+    img_size fixes the number of patches (and the position embedding's length); inputs must be that size.
+    batch_slice: at inference, each mixer processes the batch in slices of this many images (0: all at once);
+    its temporaries then scale with the slice, not the batch. Measured trade-off and estimate: README ("Memory")."""
 
     def __init__(self, img_size: int = 224, embed_dim: int = 192, depth: int = 24, num_classes: int = 1000,
-                 backend: str = "torch"):
+                 backend: str = "torch", batch_slice: int = 0):
         super().__init__()
         if img_size < PATCH:
             raise ValueError(f"img_size {img_size} is smaller than one {PATCH}px patch")
+        if batch_slice < 0:
+            raise ValueError(f"batch_slice must be >= 0 (0: no slicing); got {batch_slice}")
+        self.batch_slice = batch_slice
         self.ops = get_ops(backend)
         self.backend = backend
         self.img_size, self.embed_dim, self.depth = img_size, embed_dim, depth
@@ -212,7 +236,7 @@ class VisionMamba(nn.Module):
         self.cls_position = self.patch_embed.num_patches // 2
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, self.num_tokens, embed_dim))
-        self.layers = nn.ModuleList(VimBlock(embed_dim, depth, self.ops) for _ in range(depth))
+        self.layers = nn.ModuleList(VimBlock(embed_dim, depth, self.ops, batch_slice) for _ in range(depth))
         self.norm_f = RMSNorm(embed_dim)
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
@@ -227,13 +251,19 @@ class VisionMamba(nn.Module):
         x = self.patch_embed(images)  # (B, M, D)
         batch, mid = x.shape[0], self.cls_position
         cls = self.cls_token.expand(batch, -1, -1).to(x.dtype)
-        x = torch.cat([x[:, :mid], cls, x[:, mid:]], dim=1) + self.pos_embed  # (B, L, D)
+        hidden = torch.cat([x[:, :mid], cls, x[:, mid:]], dim=1) + self.pos_embed  # (B, L, D)
+        del x, cls
         act_dtype = self._activation_dtype()
-        hidden, residual = x, None
+        residual = None
         for block in self.layers:
-            # Residual stream kept in fp32; the normalized input to the mixer in the activation dtype.
+            # Residual stream kept in fp32; the normalized input to the mixer in the activation dtype. The
+            # consumed input is dropped before the mixer runs, so the allocator can reuse it for the mixer's
+            # temporaries, and the mixer's input before the next norm allocates (at Vim-Ti 1248 px, batch 64,
+            # bf16, 0.14 GiB each; the first layer's fp32 input 0.28 GiB; vimbench.bench.live_memory counts them).
             normed, residual = self.ops.add_rmsnorm(hidden, residual, block.norm.weight, NORM_EPS, act_dtype)
+            hidden = None
             hidden = block.mixer(normed)
+            normed = None
         normed, _ = self.ops.add_rmsnorm(hidden, residual, self.norm_f.weight, NORM_EPS, act_dtype)
         return normed[:, mid]  # (B, D): the normalized middle (class) token
 

@@ -59,6 +59,7 @@ def prepare(df, models: Sequence[str] | str | None = None, dtypes: Sequence[str]
             df[col] = None
     df["mode"] = df["mode"].fillna("infer")
     df["compile"] = df["compile"].fillna("none")  # rows from before the compile axis (results.upgrade_row)
+    df["vim_slice"] = pd.to_numeric(df["vim_slice"], errors="coerce").fillna(0).astype(int)
     for flag in FLAG_FIELDS:
         df[flag] = df[flag].fillna(False).astype(bool)
     df["attn"] = df["attn"].where(df["attn"].notna(), None)
@@ -126,6 +127,9 @@ def line_label(key: dict[str, Any] | Any, show: Sequence[str]) -> str:
         elif f == "compile":
             if not _missing(v) and v != "none":
                 parts.append(str(v))
+        elif f == "vim_slice":
+            if not _missing(v) and int(v):
+                parts.append(f"slice{int(v)}")
         elif f in FLAG_FIELDS:
             if v:
                 parts.append(FLAG_FIELDS[f])

@@ -195,6 +195,8 @@ def _subject_label(key: dict[str, Any]) -> str:
     label = str(key["implementation"])
     if key.get("compile") not in (None, "none"):
         label += f" {key['compile']}"
+    if key.get("vim_slice"):
+        label += f" slice{int(key['vim_slice'])}"
     for flag, text in D.FLAG_FIELDS.items():
         if key.get(flag):
             label += f" {text}"
