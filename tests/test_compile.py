@@ -41,6 +41,24 @@ def test_compiled_vim_matches_eager_and_reads_the_weight_cache_without_graph_bre
     assert stats.break_reasons and all("item()" in r for r in stats.break_reasons), stats.break_reasons
 
 
+def test_compiled_vim_on_the_triton_ops_is_one_graph_and_matches_eager():
+    """The Triton backend's ops are torch custom ops: dynamo traces the whole forward as one graph (the kernels
+    run under the interpreter here, as opaque nodes), with the weight cache read inside it."""
+    torch.manual_seed(0)
+    model = create_model("vim_test", img_size=16, backend="triton").eval()
+    images = torch.randn(2, 3, 16, 16)
+    compiler.reset()
+    try:
+        with torch.inference_mode():
+            eager = model(images)
+            compiled = compiler.compile_model(model, "default", backend="eager")(images)
+        stats = compiler.stats()
+    finally:
+        compiler.reset()
+    torch.testing.assert_close(compiled, eager, rtol=0, atol=0)
+    assert (stats.graphs, stats.graph_breaks) == (1, 0), stats.break_reasons
+
+
 def test_sweep_over_compile_modes_records_mode_compile_time_and_settings(tmp_path):
     out = tmp_path / "run.jsonl"
     results = sweeps.run_sweep(tiny(compile="none,default", compile_backend="aot_eager"), out=out)
