@@ -231,7 +231,7 @@ class VisionMamba(nn.Module):
             raise ValueError(f"batch_slice must be >= 0 (0: no slicing); got {batch_slice}")
         self.batch_slice = batch_slice
         self.ops = get_ops(backend)
-        self.backend = backend
+        self.backend = self.ops.name
         self.img_size, self.embed_dim, self.depth = img_size, embed_dim, depth
         self.patch_embed = PatchEmbed(img_size, embed_dim)
         self.num_tokens = self.patch_embed.num_patches + 1
