@@ -13,7 +13,7 @@ from vimbench.bench import sweep as sweeps
 from vimbench.bench.runner import run_case
 from vimbench.errors import VimbenchError
 from vimbench.models.registry import create_model
-from vimbench.results import CaseKey, ResultsFile, key_of_row, load_results, read_header
+from vimbench.results import CaseKey, ResultsFile, header_settings, key_of_row, load_results, read_header
 
 
 def tiny(**kw):
@@ -69,7 +69,7 @@ def test_sweep_over_compile_modes_records_mode_compile_time_and_settings(tmp_pat
     assert compiled.compile_s > 0 and compiled.compile_backend == "aot_eager"
     assert compiled.compiled_graphs == 1 and compiled.graph_breaks == 0
     assert compiled.compile_settings is None  # inductor settings only where inductor compiles
-    header = read_header(out)
+    header = header_settings(read_header(out))
     assert header["compile"]["modes"] == ["none", "default"] and header["compile"]["backend"] == "aot_eager"
     assert header["sweep"]["compile"] == ["none", "default"] and header["sweep"]["compile_backend"] == "aot_eager"
     assert "compile_s" in header["protocol"]["compile"]
