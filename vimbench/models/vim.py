@@ -67,6 +67,14 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
 
+# The parameters a mixer's stacked weights are built from (the cache key reads them).
+_MIXER_SUBMODULE_PARAMS = (("in_proj", "weight"), ("out_proj", "weight"), ("conv1d", "weight"), ("conv1d", "bias"),
+                           ("conv1d_b", "weight"), ("conv1d_b", "bias"), ("x_proj", "weight"), ("x_proj_b", "weight"),
+                           ("dt_proj", "weight"), ("dt_proj", "bias"), ("dt_proj_b", "weight"),
+                           ("dt_proj_b", "bias"))
+_MIXER_OWN_PARAMS = ("A_log", "A_b_log", "D", "D_b")
+
+
 class BiMambaMixer(nn.Module):
     """Bidirectional Mamba mixer ("bimamba v2", outputs averaged). Input and output (B, L, D)."""
 
@@ -134,13 +142,13 @@ class BiMambaMixer(nn.Module):
             if cached is not None and cached[0][0] == dtype:
                 return cached[1]
             return self._build_weights(dtype)
-        # Attribute reads, not self.parameters(): walking the module tree for the key cost 2.1 ms of host time
-        # per Vim-Ti forward (cProfile, kernels/NOTES.md); a replaced Parameter object is still seen here.
-        params = (self.in_proj.weight, self.out_proj.weight, self.conv1d.weight, self.conv1d.bias,
-                  self.conv1d_b.weight, self.conv1d_b.bias, self.x_proj.weight, self.x_proj_b.weight,
-                  self.dt_proj.weight, self.dt_proj.bias, self.dt_proj_b.weight, self.dt_proj_b.bias,
-                  self.A_log, self.A_b_log, self.D, self.D_b)
-        key = (dtype, tuple(p.data_ptr() for p in params), tuple(p._version for p in params))
+        # Dict reads, not self.parameters() (walking the module tree cost 2.1 ms of host time per Vim-Ti forward,
+        # kernels/NOTES.md) nor attribute reads (nn.Module.__getattr__ runs in Python: 16 parameters through 28
+        # lookups cost ~2x these dict reads on CPU). A replaced Parameter or submodule is still seen here.
+        modules, own = self._modules, self._parameters
+        params = [modules[m]._parameters[name] for m, name in _MIXER_SUBMODULE_PARAMS]
+        params += [own[name] for name in _MIXER_OWN_PARAMS]
+        key = (dtype, *[(p.data_ptr(), p._version) for p in params])
         if self._weights_cache is None or self._weights_cache[0] != key:
             self._weights_cache = (key, self._build_weights(dtype))
         return self._weights_cache[1]
