@@ -61,7 +61,7 @@ class CaseKey:
     def label(self) -> str:
         impl = self.implementation + (f"/{self.attn}" if self.attn else "")
         extras = (f" {self.compile}" if self.compile != "none" else "") + (" +h2d" if self.h2d else "") \
-            + (f" slice{self.vim_slice}" if self.vim_slice else "")
+            + (f" slice{self.vim_slice}" if self.vim_slice else "") + ("" if self.mode == "infer" else f" {self.mode}")
         return f"{self.model} {impl} {self.res}px b{self.batch} {self.dtype} {self.device}{extras}"
 
 
@@ -92,13 +92,24 @@ class CaseResult:
     graph_break_reasons: list[str] | None = None
     # memory (a separate pass from timing)
     memory_method: str | None = None   # "torch_allocator+nvml" | "process_rss"
-    peak_alloc_mib: float | None = None       # torch.cuda.max_memory_allocated during one forward
-    peak_reserved_mib: float | None = None    # torch.cuda.max_memory_reserved during one forward
-    baseline_alloc_mib: float | None = None   # allocated before the forward: weights + input
+    peak_alloc_mib: float | None = None       # torch.cuda.max_memory_allocated during one forward (train: step)
+    peak_reserved_mib: float | None = None    # torch.cuda.max_memory_reserved during one forward (train: step)
+    baseline_alloc_mib: float | None = None   # allocated before the forward: weights + input (train: + grads and
+    #                                           AdamW state)
     activation_mib: float | None = None       # peak_alloc - baseline
     nvml_used_mib: float | None = None        # device memory in use seen by NVML, max of samples in the pass
     nvml_baseline_mib: float | None = None    # NVML used before the pass
     cpu_peak_rss_mib: float | None = None     # CPU runs: peak resident set of the process
+    # training steps (mode "train", vimbench/bench/train.py; None for inference). The timing and memory fields
+    # above then describe whole steps: latency = one step, fps = batch / p50 step, memory over one step.
+    optimizer: str | None = None              # "adamw"
+    lr: float | None = None
+    loss: str | None = None                   # "cross_entropy"
+    activation_checkpointing: bool | None = None
+    forward_ms_samples: list[float] | None = None    # per step: zero_grad + forward + loss
+    forward_ms_p50: float | None = None
+    backward_ms_samples: list[float] | None = None   # per step: loss.backward() + optimizer.step()
+    backward_ms_p50: float | None = None
     # conditions
     sm_clock_mhz_before: int | None = None
     sm_clock_mhz_after: int | None = None

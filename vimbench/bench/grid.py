@@ -1,11 +1,14 @@
-"""The sweep grid: the value grammar of --res/--batch/--models/--dtype/--attn/--backend/--compile, and case
-expansion.
+"""The sweep grid: the value grammar of --res/--batch/--points/--models/--dtype/--attn/--backend/--mode/--compile/
+--vim-slice, and case expansion.
 
 Resolution grammar (pieces separated by commas, combined, deduplicated and sorted):
     224..2048      the standard ladder inside the bounds: 224, 384, 512, 640, 738, 896, 1024, 1248, 1536, 2048
     256..1024:128  every 128 px from 256 up to 1024
     224,512,738    explicit sizes
 Any size of at least one 16 px patch is allowed; the model sees img // 16 patches per side (738 px -> 46 x 46).
+
+Points: explicit (resolution, batch) pairs written RESxBATCH, e.g. 224x128,1248x8; they replace the product
+res x batch (a training sweep pairs a large batch with a small resolution and a small batch with a large one).
 
 Every parser accepts a string (the CLI), an int, or a list of either (a suite file), and raises VimbenchError
 with one line saying what is wrong and what would be accepted.
@@ -28,7 +31,7 @@ MAX_RES = 8192          # 262,144 tokens: far beyond any GPU's memory for these 
 DTYPES = ("fp32", "tf32", "bf16", "fp16")
 ATTENTIONS = ("sdpa", "eager")
 DEVICES = ("auto", "cuda", "cpu")
-MODES = ("infer",)
+MODES = ("infer", "train")   # train: one optimizer step per timed call (bench/train.py)
 MIN_ITERS = 5           # fewer samples make p20/p80 meaningless
 _DTYPE_ALIASES = {"float32": "fp32", "float": "fp32", "bfloat16": "bf16", "float16": "fp16", "half": "fp16"}
 _RES_HINT = "use e.g. 224..2048 (standard ladder), 256..1024:128 (every 128 px) or 224,512,738"
@@ -144,6 +147,11 @@ def parse_backends(value: Any) -> tuple[str, ...]:
     return _choices(value, "backend", BACKENDS)
 
 
+def parse_modes(value: Any) -> tuple[str, ...]:
+    """What a timed call is: infer (one forward) and/or train (one training step: forward, loss, backward, AdamW)."""
+    return _choices(value, "mode", MODES)
+
+
 def parse_vim_slice(value: Any) -> tuple[int, ...]:
     """Images per Vim mixer slice at inference, in the order given; 0 (or off) = the whole batch at once."""
     out = []
@@ -155,13 +163,20 @@ def parse_vim_slice(value: Any) -> tuple[int, ...]:
     return tuple(dict.fromkeys(out))
 
 
-def parse_mode(value: str) -> str:
-    mode = str(value).strip().lower()
-    if mode == "train":
-        raise VimbenchError("training is not supported yet; use --mode infer")
-    if mode not in MODES:
-        raise VimbenchError(f"unknown mode {value!r}; the only mode is infer")
-    return mode
+def parse_points(value: Any) -> tuple[tuple[int, int], ...]:
+    """(resolution px, batch) pairs written RESxBATCH, in the order given, deduplicated."""
+    hint = "write resolution x batch pairs, e.g. 224x128,1248x8"
+    out = []
+    for piece in _pieces(value, "point list", hint):
+        res_text, sep, batch_text = piece.lower().partition("x")
+        if not sep:
+            raise VimbenchError(f"point {piece!r} is not RESxBATCH; {hint}")
+        res = _check_res(_int(res_text.strip(), "point resolution", piece), piece)
+        batch = _int(batch_text.strip(), "point batch", piece)
+        if batch <= 0:
+            raise VimbenchError(f"point {piece!r}: batch {batch} is not a positive number of images")
+        out.append((res, batch))
+    return tuple(dict.fromkeys(out))
 
 
 def parse_device(value: str, cuda_available: bool, plan_only: bool = False) -> str:
@@ -186,7 +201,11 @@ def check_counts(warmup: int, iters: int) -> None:
 
 @dataclass(frozen=True)
 class SweepConfig:
-    """A whole sweep, validated. Expand it into cases with `expand_cases`."""
+    """A whole sweep, validated. Expand it into cases with `expand_cases`.
+
+    points, when given, replace the product res x batch (res and batch are then empty). also: further blocks
+    (suite [[also]] tables), each a SweepConfig on the same device with the same warmup and iters, whose cases
+    run after this one's (cases already listed are not repeated)."""
     models: tuple[str, ...]
     res: tuple[int, ...]
     batch: tuple[int, ...]
@@ -194,16 +213,27 @@ class SweepConfig:
     attn: tuple[str, ...] = ("sdpa",)
     backends: tuple[str, ...] = ("torch",)
     device: str = "cpu"
-    mode: str = "infer"
+    modes: tuple[str, ...] = ("infer",)
     warmup: int = 3
     iters: int = 10
     compile: tuple[str, ...] = (compiler.NONE,)   # the --compile axis (vimbench.bench.compiler)
     compile_backend: str = "inductor"
     h2d: bool = False
     vim_slice: tuple[int, ...] = (0,)             # images per Vim mixer slice at inference; 0 = whole batch
+    points: tuple[tuple[int, int], ...] = ()
+    also: tuple["SweepConfig", ...] = ()
 
     def __post_init__(self):
         check_counts(self.warmup, self.iters)
+        if self.points and (self.res or self.batch):
+            raise VimbenchError("give either points (resolution x batch pairs) or res and batch, not both")
+        for block in self.also:
+            if (block.device, block.warmup, block.iters, block.compile_backend) != \
+                    (self.device, self.warmup, self.iters, self.compile_backend):
+                raise VimbenchError("every block of a sweep runs on one device with one warmup, iters and "
+                                    "compile_backend; set them once, at the top of the suite")
+            if block.also:
+                raise VimbenchError("an [[also]] block cannot hold further blocks")
         if self.device not in ("cuda", "cpu"):
             raise VimbenchError(f"device {self.device!r} must be resolved to cuda or cpu before a sweep")
         if compiler.CUDA_GRAPHS in self.compile and self.h2d:
@@ -212,17 +242,32 @@ class SweepConfig:
         if self.h2d and self.device != "cuda":
             raise VimbenchError("--h2d times a host-to-device copy and needs a CUDA device")
         compiler.check_mode_backend(self.compile, self.compile_backend)
-        for name in ("models", "res", "batch", "dtypes", "attn", "backends", "compile", "vim_slice"):
+        axes = ("models", "dtypes", "attn", "backends", "modes", "compile", "vim_slice") + \
+            (() if self.points else ("res", "batch"))
+        for name in axes:
             if not getattr(self, name):
                 raise VimbenchError(f"the sweep has no {name}; give at least one")
 
+    def pairs(self) -> tuple[tuple[int, int], ...]:
+        """The (resolution, batch) pairs this block runs: its points, or the product res x batch."""
+        return self.points or tuple(product(self.res, self.batch))
+
     def to_suite(self) -> dict[str, Any]:
         """The sweep in suite-file form (the keys of suites/*.toml), as written into a results header."""
-        return {"models": list(self.models), "res": list(self.res), "batch": list(self.batch),
-                "dtype": list(self.dtypes), "attn": list(self.attn), "backend": list(self.backends),
-                "device": self.device, "mode": self.mode, "warmup": self.warmup, "iters": self.iters,
-                "compile": list(self.compile), "compile_backend": self.compile_backend, "h2d": self.h2d,
-                "vim_slice": list(self.vim_slice)}
+        shape: dict[str, Any] = ({"points": [f"{r}x{b}" for r, b in self.points]} if self.points else
+                                 {"res": list(self.res), "batch": list(self.batch)})
+        suite = {"models": list(self.models), **shape, "dtype": list(self.dtypes), "attn": list(self.attn),
+                 "backend": list(self.backends), "device": self.device, "mode": list(self.modes),
+                 "warmup": self.warmup, "iters": self.iters, "compile": list(self.compile),
+                 "compile_backend": self.compile_backend, "h2d": self.h2d, "vim_slice": list(self.vim_slice)}
+        if self.also:
+            suite["also"] = [{k: v for k, v in block.to_suite().items() if k not in SWEEP_WIDE_KEYS}
+                             for block in self.also]
+        return suite
+
+
+# Keys that hold for a whole sweep: a suite sets them at its top, never inside an [[also]] block.
+SWEEP_WIDE_KEYS = ("description", "device", "warmup", "iters", "compile_backend")
 
 
 @dataclass(frozen=True)
@@ -232,6 +277,10 @@ class Dropped:
     reason: str
 
 
+_TRAIN_DROPS = {
+    "h2d": "training steps are timed with the batch already on the device; drop --h2d for mode train",
+}
+
 _CPU_DROPS = {
     "tf32": "TF32 is a CUDA tensor-core mode; on CPU it would repeat fp32",
     "fp16": "fp16 autocast is not a meaningful CPU benchmark (emulated on most CPUs); use bf16 or fp32",
@@ -239,22 +288,43 @@ _CPU_DROPS = {
 
 
 def expand_cases(config: SweepConfig) -> tuple[list[CaseKey], list[Dropped]]:
-    """The cartesian product models x res x batch x dtype x (Vim: backend | DeiT: attn) x compile x Vim slice, in that
-    order, minus
-    combinations that mean nothing, each stated once with its reason."""
+    """The cartesian product mode x models x (res, batch) x dtype x (Vim: backend | DeiT: attn) x compile x Vim
+    slice, in that order,
+    minus combinations that mean nothing, each stated once with its reason; then the cases of each [[also]]
+    block that are not listed yet."""
+    cases, dropped = _expand_block(config)
+    for block in config.also:
+        more, why = _expand_block(block)
+        cases += more
+        dropped += [d for d in why if d not in dropped]
+    return list(dict.fromkeys(cases)), dropped
+
+
+def _expand_block(config: SweepConfig) -> tuple[list[CaseKey], list[Dropped]]:
     from vimbench.models.registry import get_spec
 
     dropped: list[Dropped] = []
+    modes = config.modes
+    if "train" in modes:
+        flags = [f for f in _TRAIN_DROPS if getattr(config, f)]
+        for flag in flags:
+            dropped.append(Dropped(f"mode train with {flag.replace('_', '-')}", _TRAIN_DROPS[flag]))
+        if flags:
+            modes = tuple(m for m in modes if m != "train")
+    compile_modes = config.compile
+    if "train" in modes and compile_modes != (compiler.NONE,):
+        dropped.append(Dropped(f"mode train with compile {','.join(m for m in compile_modes if m != 'none')}",
+                               "training steps run eager here (the optimizer step and autograd are not compiled "
+                               "or captured); mode train runs only with compile none"))
     dtypes = config.dtypes
     backends = config.backends
-    modes = config.compile
     if config.device == "cpu":
-        graph_modes = [m for m in modes if m in compiler.GRAPH_MODES]
+        graph_modes = [m for m in compile_modes if m in compiler.GRAPH_MODES]
         if graph_modes:
             dropped.append(Dropped(f"compile {','.join(graph_modes)} on cpu",
                                    "each needs a CUDA device for its CUDA-graph replays (use --device cuda); on CPU "
                                    "reduce-overhead would repeat default and max-autotune its no-cudagraphs twin"))
-            modes = tuple(m for m in modes if m not in compiler.GRAPH_MODES)
+            compile_modes = tuple(m for m in compile_modes if m not in compiler.GRAPH_MODES)
         for dtype in dtypes:
             if dtype in _CPU_DROPS:
                 dropped.append(Dropped(f"dtype {dtype} on cpu", _CPU_DROPS[dtype]))
@@ -265,7 +335,7 @@ def expand_cases(config: SweepConfig) -> tuple[list[CaseKey], list[Dropped]]:
             backends = tuple(b for b in backends if b != "triton")
 
     families = {alias: get_spec(alias).family for alias in config.models}
-    host_sync_graphs = compiler.CUDA_GRAPHS in modes and "torch" in backends and \
+    host_sync_graphs = compiler.CUDA_GRAPHS in compile_modes and "torch" in backends and \
         any(f == "vim" for f in families.values())
     if host_sync_graphs:
         dropped.append(Dropped("backend torch with compile cuda-graphs",
@@ -285,15 +355,17 @@ def expand_cases(config: SweepConfig) -> tuple[list[CaseKey], list[Dropped]]:
                                "the op backend applies to Vim only; DeiT runs through timm once per attention path"))
 
     cases = []
-    for model, res, batch, dtype in product(config.models, config.res, config.batch, dtypes):
+    for mode, model, (res, batch), dtype in product(modes, config.models, config.pairs(), dtypes):
         vim = families[model] == "vim"
         impls = [(b, None) for b in backends] if vim else [("timm", a) for a in config.attn]
-        # a slice at least as large as the batch is no slicing: run as 0 once
-        slices = dict.fromkeys(s if s < batch else 0 for s in config.vim_slice) if vim else {0: None}
-        for (implementation, attn), mode, vim_slice in product(impls, modes, slices):
-            if host_sync_graphs and implementation == "torch" and mode == compiler.CUDA_GRAPHS:
+        executions = compile_modes if mode == "infer" else tuple(m for m in compile_modes if m == compiler.NONE)
+        # slicing is an inference option; a slice at least as large as the batch is no slicing: run as 0 once
+        slices = dict.fromkeys(s if s < batch else 0 for s in config.vim_slice) if vim and mode == "infer" \
+            else {0: None}
+        for (implementation, attn), execution, vim_slice in product(impls, executions, slices):
+            if host_sync_graphs and implementation == "torch" and execution == compiler.CUDA_GRAPHS:
                 continue
             cases.append(CaseKey(model=model, res=res, batch=batch, dtype=dtype, implementation=implementation,
-                                 attn=attn, device=config.device, mode=config.mode, compile=mode, h2d=config.h2d,
+                                 attn=attn, device=config.device, mode=mode, compile=execution, h2d=config.h2d,
                                  vim_slice=vim_slice))
     return cases, dropped

@@ -25,6 +25,8 @@ def sweep(
                                                        "(vimbench models lists them), e.g. vim_t,deit_t.")] = None,
     res: Annotated[Optional[str], typer.Option(help=_RES_HELP)] = None,
     batch: Annotated[Optional[str], typer.Option(help="Batch sizes, e.g. 1,8,64. Never changed on OOM.")] = None,
+    points: Annotated[Optional[str], typer.Option(help="Resolution x batch pairs, e.g. 224x128,1248x8: run these "
+                                                       "pairs instead of the product --res x --batch.")] = None,
     dtype: Annotated[Optional[str], typer.Option(help="Precision modes: fp32 (TF32 off), tf32, bf16, fp16 "
                                                       "(autocast).")] = None,
     attn: Annotated[Optional[str], typer.Option(help="DeiT attention: sdpa (fused), eager (explicit).")] = None,
@@ -32,7 +34,9 @@ def sweep(
     device: Annotated[Optional[str], typer.Option(help="auto | cuda | cpu (auto: cuda when present).")] = None,
     warmup: Annotated[Optional[int], typer.Option(help="Untimed warm-up calls per case (>= 1).")] = None,
     iters: Annotated[Optional[int], typer.Option(help="Timed calls per case (>= 5).")] = None,
-    mode: Annotated[Optional[str], typer.Option(help="infer (training is not supported yet).")] = None,
+    mode: Annotated[Optional[str], typer.Option(help="What one timed call is: infer (a forward), train (a "
+                                                     "training step: forward, cross-entropy, backward, AdamW); "
+                                                     "both: infer,train.")] = None,
     compile_modes: Annotated[Optional[str], typer.Option("--compile", help=_COMPILE_HELP)] = None,
     compile_backend: Annotated[Optional[str], typer.Option(help="torch.compile backend: inductor (default); "
                                                                 "aot_eager or eager only check tracing.")] = None,
@@ -72,10 +76,10 @@ def sweep(
 
     if resume and out and Path(resume) != Path(out):
         raise VimbenchError("give either --out (a new file) or --resume (an existing one), not both")
-    overrides = {"models": models, "res": res, "batch": batch, "dtype": dtype, "attn": attn, "backend": backend,
-                 "device": device, "warmup": warmup, "iters": iters, "mode": mode, "compile": compile_modes,
-                 "compile_backend": compile_backend, "cuda_graphs": cuda_graphs, "h2d": h2d,
-                 "vim_slice": vim_slice}
+    overrides = {"models": models, "res": res, "batch": batch, "points": points, "dtype": dtype, "attn": attn,
+                 "backend": backend, "device": device, "warmup": warmup, "iters": iters, "mode": mode,
+                 "compile": compile_modes, "compile_backend": compile_backend, "cuda_graphs": cuda_graphs,
+                 "h2d": h2d, "vim_slice": vim_slice}
     cuda = torch.cuda.is_available()
     config, source = sweeps.resolve_config(suite, overrides, cuda, resume=resume, plan_only=dry_run)
     run_id = new_run_id()
@@ -155,24 +159,30 @@ def _results_table(results, config, path: Path) -> None:
 
     cuda = config.device == "cuda"
     memory_columns = ["peak alloc MiB", "NVML MiB"] if cuda else ["peak RSS MiB"]
+    train = any(r.key.mode == "train" for r in results)
+    train_columns = ["fwd ms", "bwd ms"] if train else []
     rows = []
     for r in results:
         k = r.key
         impl = k.implementation + (f"/{k.attn}" if k.attn else "") + (" +h2d" if k.h2d else "") \
             + (f" slice{k.vim_slice}" if k.vim_slice else "")
         memory = [r.peak_alloc_mib, r.nvml_used_mib] if cuda else [r.cpu_peak_rss_mib]
-        rows.append([k.model, k.res, r.tokens, k.batch, k.dtype, impl, k.compile, r.fps, r.latency_ms_p50,
-                     *memory, r.compile_s, r.status])
+        split = [r.forward_ms_p50, r.backward_ms_p50] if train else []
+        rows.append([k.model, k.res, r.tokens, k.batch, k.dtype, k.mode, impl, k.compile, r.fps, r.latency_ms_p50,
+                     *split, *memory, r.compile_s, r.status])
     timing = ("CUDA events, one pair per call (cuda-graphs: graph replays)" if cuda else "perf_counter per call")
-    memory_text = ("peak alloc = torch allocator peak (max_memory_allocated) in a separate one-forward pass; "
+    memory_text = ("peak alloc = torch allocator peak (max_memory_allocated) in a separate one-call pass; "
                    "NVML = device memory in use, sampled every ~1 ms (includes CUDA context and allocator cache)"
-                   if cuda else "peak RSS = the whole process's peak resident memory during one forward")
+                   if cuda else "peak RSS = the whole process's peak resident memory during one call")
+    train_text = (" A train call is one step (zero_grad, forward, cross-entropy, backward, AdamW); fwd ms = "
+                  "zero_grad + forward + loss, bwd ms = backward + optimizer step, p50 of the same steps."
+                  if train else "")
     caption = (f"Timing: {timing}; median (p50) of {config.iters} calls after {config.warmup} warm-up calls; "
-               f"img/s = batch / p50. Memory: {memory_text}. MiB = 2^20 bytes. compile s = wall time of the "
-               f"untimed first call (compilation, autotuning; none: JIT and lazy init). Results: {path}")
+               f"img/s = batch / p50. Memory: {memory_text}.{train_text} MiB = 2^20 bytes. compile s = wall time "
+               f"of the untimed first call (compilation, autotuning; none: JIT and lazy init). Results: {path}")
     render.table(f"vimbench sweep on {config.device}",
-                 ["model", "res px", "tokens", "batch", "dtype", "implementation", "compile", "img/s", "p50 ms",
-                  *memory_columns, "compile s", "status"], rows, caption=caption)
+                 ["model", "res px", "tokens", "batch", "dtype", "mode", "implementation", "compile", "img/s",
+                  "p50 ms", *train_columns, *memory_columns, "compile s", "status"], rows, caption=caption)
 
 
 @user_errors
