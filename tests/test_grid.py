@@ -224,10 +224,16 @@ def test_points_replace_the_product_and_modes_multiply():
         _config(points=((224, 8),))
 
 
-def test_train_mode_drops_cuda_graphs_with_a_reason():
-    cases, dropped = expand_cases(_config(modes=("infer", "train"), cuda_graphs=True, backends=("triton",)))
+def test_train_mode_runs_eager_only_and_says_why():
+    cases, dropped = expand_cases(_config(modes=("infer", "train"), compile=("cuda-graphs",), backends=("triton",)))
     assert {c.mode for c in cases} == {"infer"}
-    assert any(d.what == "mode train with cuda-graphs" and "CUDA graph" in d.reason for d in dropped)
+    assert any(d.what == "mode train with compile cuda-graphs" and "compile none" in d.reason for d in dropped)
+    cases, _ = expand_cases(_config(modes=("infer", "train"), compile=("none", "default"), vim_slice=(0, 4),
+                                    backends=("triton",)))
+    train = [c for c in cases if c.mode == "train"]
+    assert train and {(c.compile, c.vim_slice) for c in train} == {("none", 0)}
+    assert {(c.compile, c.vim_slice) for c in cases if c.mode == "infer" and c.model == "vim_t"} == {
+        ("none", 0), ("none", 4), ("default", 0), ("default", 4)}
 
 
 def test_also_blocks_add_cases_once_and_share_the_counts():

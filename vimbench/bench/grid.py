@@ -230,8 +230,8 @@ class SweepConfig:
         for block in self.also:
             if (block.device, block.warmup, block.iters, block.compile_backend) != \
                     (self.device, self.warmup, self.iters, self.compile_backend):
-                raise VimbenchError("every block of a sweep runs on one device with one warmup, iters and "
-                                    "compile_backend; set them once, at the top of the suite")
+                raise VimbenchError("every block of a sweep runs on one device with one warmup and iters (and "
+                                    "one compile_backend); set them once, at the top of the suite")
             if block.also:
                 raise VimbenchError("an [[also]] block cannot hold further blocks")
         if self.device not in ("cuda", "cpu"):
