@@ -420,6 +420,23 @@ def check_output_dir(path: str | Path, what: str = "output folder") -> Path:
     return path
 
 
+def is_being_written(path: str | Path) -> bool:
+    """Whether another RunWriter (in any process) holds the file's lock right now."""
+    if fcntl is None or not Path(path).is_file():
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # releases the probe's shared lock
+
+
 class RunWriter:
     """The writer of one run's results file (see the module docstring). Use `open_run` to get one.
 
@@ -443,8 +460,8 @@ class RunWriter:
             size = os.fstat(self._fd).st_size
             if header is not None:
                 if size > 0:
-                    raise VimbenchError(f"{self.path} already exists; pass --resume {self.path} to continue it, "
-                                        "or choose another --out")
+                    raise VimbenchError(f"{self.path} already exists and is not empty; choose another path (a sweep "
+                                        f"continues it with --resume {self.path})")
                 self.header = {"kind": "header", "schema": SCHEMA, **header}
                 self._write_line(self.header)
             else:
@@ -506,8 +523,7 @@ class RunWriter:
             except BlockingIOError:
                 os.close(self._fd)
                 self._fd = None
-                raise VimbenchError(f"another vimbench run is writing {self.path}; wait for it to finish (then "
-                                    "resume the file if cases are left), or choose another --out") from None
+                raise _busy(self.path) from None
 
     def _repair_tail(self) -> None:
         """A run killed mid-write leaves a last line without its newline. If that line does not parse it is half a
@@ -590,6 +606,17 @@ class RunWriter:
 
 
 ResultsFile = RunWriter  # the writer's earlier name
+
+
+def _busy(path: Path) -> VimbenchError:
+    return VimbenchError(f"another vimbench run is writing {path}; wait for it to finish (then resume the file if "
+                         "cases are left), or choose another --out")
+
+
+def check_not_busy(path: str | Path) -> None:
+    """VimbenchError if another run is writing `path` (checked before planning, so the hint is the right one)."""
+    if is_being_written(path):
+        raise _busy(Path(path))
 
 
 def _listing(folder: Path) -> str:
