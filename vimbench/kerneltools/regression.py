@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import json
 import statistics
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from vimbench.errors import VimbenchError
+from vimbench.kerneltools.registry import OpShape, get_op, list_ops
 
 BASELINE_SCHEMA = "vimbench.kernel_baseline/1"
 MIN_THRESHOLD = 0.05
@@ -140,70 +141,61 @@ def write_baseline(path: Path, timings: dict[str, CaseTiming], gpu: str | None, 
 # ---------------------------------------------------------------------------------------------- the suite (GPU)
 
 @dataclass(frozen=True)
-class KernelCase:
-    """A named kernel call; `build()` allocates its inputs on the GPU and returns the no-argument call."""
+class TimedCase:
+    """One case of the suite: a registered op at a shape and dtype, named as the baseline files name it."""
     name: str
-    build: Callable[[], Callable[[], object]]
-    params: dict[str, Any] = field(default_factory=dict)
+    op: str
+    shape: OpShape
+    dtype: str
 
-
-_OP_NAMES = {"bimamba_scan": "scan_bidir", "bimamba_scan_halves": "scan_halves", "conv1d_silu_bidir": "conv1d",
-             "add_rmsnorm": "add_rmsnorm"}
-
-
-def _case(op: str, batch: int, channels: int, length: int, dtype_name: str) -> KernelCase:
-    """One suite case: the Triton op on inputs built by the kernel microbenchmark (the model's layout)."""
-    def build():
+    def build(self, device: str = "cuda") -> Callable[[], object]:
+        """Allocate the inputs (the model's layouts) and return the no-argument call of the Triton op."""
         from vimbench.kerneltools.microbench import _torch_dtype, make_call
 
-        return make_call(_OP_NAMES[op], "triton", channels, length, batch, _torch_dtype(dtype_name))
-
-    if op == "add_rmsnorm":
-        dim = channels // 2
-        return KernelCase(f"add_rmsnorm/{dtype_name}/r{batch * length}_d{dim}", build,
-                          dict(op=op, rows=batch * length, dim=dim, dtype=dtype_name))
-    return KernelCase(f"{op}/{dtype_name}/b{batch}_e{channels}_l{length}", build,
-                      dict(op=op, batch=batch, channels=channels, length=length, dtype=dtype_name))
+        return make_call(self.op, "triton", self.shape, _torch_dtype(self.dtype), device)
 
 
-def default_suite() -> list[KernelCase]:
-    """Vim-Ti shapes at 1248 px (L = 6085, E = 384, D = 192) and 224 px (L = 197), batch 64 and 8; the scan in
-    both forms the model launches (bf16: gated halves; fp32: combined) and the combined bf16 one."""
-    cases = [_case("bimamba_scan_halves", 64, 384, 6085, "bf16"), _case("bimamba_scan_halves", 64, 384, 197, "bf16")]
-    for dtype in ("bf16", "fp32"):
-        cases += [_case("bimamba_scan", 64, 384, 6085, dtype), _case("bimamba_scan", 8, 384, 6085, dtype),
-                  _case("bimamba_scan", 64, 384, 197, dtype), _case("conv1d_silu_bidir", 64, 384, 6085, dtype),
-                  _case("conv1d_silu_bidir", 64, 384, 197, dtype), _case("add_rmsnorm", 64, 384, 6085, dtype)]
-    return cases
+def default_suite() -> list[TimedCase]:
+    """Every registered op's regression shapes (vimbench.kerneltools.kernel_ops: Vim-Ti at 1248 px, L = 6085,
+    and 224 px, L = 197; the scan in both forms the model launches, bf16 gated halves and fp32 combined, and the
+    combined bf16 one)."""
+    return [TimedCase(op.regression_name(case), op.name, case.shape, case.dtype)
+            for op in list_ops() for case in op.regression]
 
 
-def case_work(params: dict[str, Any]):
-    """The roofline work (vimbench.analysis.roofline.KernelWork) of a suite case, from its params."""
+def select_cases(cases: list[TimedCase], only: str) -> list[TimedCase]:
+    """The cases whose name contains one of the comma-separated substrings of `only` (all when it is empty)."""
+    keys = [k.strip() for k in only.split(",") if k.strip()]
+    if not keys:
+        return cases
+    chosen = [c for c in cases if any(k in c.name for k in keys)]
+    if not chosen:
+        raise VimbenchError(f"--only {only!r} matches no case of the suite")
+    return chosen
+
+
+def check_baseline_gpu(header: dict[str, Any], gpu: str, path: Path) -> None:
+    """A baseline compares only on the GPU it was measured on."""
+    if header.get("gpu") and header["gpu"] != gpu:
+        raise VimbenchError(f"baseline {path} was measured on {header['gpu']}, this GPU is {gpu}; "
+                            f"use that GPU's baseline or create one with --update")
+
+
+def case_work(case: TimedCase):
+    """The roofline work (vimbench.analysis.roofline.KernelWork) of a suite case."""
+    return get_op(case.op).work(case.shape, case.dtype)
+
+
+def pct_of_floor(case: TimedCase, median_ms: float, gpu: str) -> float | None:
+    """Measured time as a % of the case's roofline floor speed (100 = at the floor); None if the GPU has no
+    ceilings entry."""
     from vimbench.analysis import roofline as rl
 
-    op = params.get("op")
-    if op in ("bimamba_scan", "bimamba_scan_halves"):
-        return rl.bimamba_scan_work(params["batch"], params["channels"], params["length"], dtype=params["dtype"],
-                                    halves=op == "bimamba_scan_halves")
-    if op == "conv1d_silu_bidir":
-        return rl.conv1d_bidir_work(params["batch"], params["channels"], params["length"], dtype=params["dtype"])
-    if op == "add_rmsnorm":
-        return rl.add_rmsnorm_work(params["rows"], params["dim"], dtype=params["dtype"])
-    return None
-
-
-def pct_of_floor(params: dict[str, Any], median_ms: float, gpu: str) -> float | None:
-    """Measured time as a % of the case's roofline floor speed (100 = at the floor); None if unknown."""
-    from vimbench.analysis import roofline as rl
-
-    work = case_work(params)
-    if work is None:
-        return None
     try:
         ceilings = rl.ceilings_for(gpu)
     except VimbenchError:
         return None
-    result = rl.roofline(work, median_ms / 1e3, ceilings)
+    result = rl.roofline(case_work(case), median_ms / 1e3, ceilings)
     return result.pct(result.floor_s)
 
 
@@ -216,7 +208,7 @@ def time_case(call: Callable[[], object], repeats: int = DEFAULT_REPEATS, warmup
     return tuple(float(do_bench(call, warmup=warmup_ms, rep=rep_ms, return_mode="median")) for _ in range(repeats))
 
 
-def run_suite(cases: list[KernelCase], repeats: int = DEFAULT_REPEATS,
+def run_suite(cases: list[TimedCase], repeats: int = DEFAULT_REPEATS,
               progress: Callable[[str, int], None] | None = None) -> dict[str, CaseTiming]:
     """Time every case on the current CUDA device. Inputs of one case are freed before the next."""
     import torch
