@@ -22,9 +22,9 @@ from vimbench.bench.env import gpu_conditions, now
 from vimbench.bench.memory import measure_memory
 from vimbench.bench.timing import time_forward
 from vimbench.models.registry import count_params, create_model, get_spec, list_models, num_tokens
+from vimbench import precision
 from vimbench.results import CaseKey, CaseResult
 
-_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 _OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory")
 # Sticky CUDA errors: after one of these every later CUDA call in the process fails.
 _CORRUPTING_MARKERS = ("illegal memory access", "illegal address", "device-side assert", "unspecified launch failure",
@@ -100,7 +100,7 @@ def make_forward(model: torch.nn.Module, key: CaseKey) -> Callable[[], torch.Ten
         device_images = None
     else:
         host, device_images = None, images.to(key.device)
-    autocast_dtype = _AUTOCAST.get(key.dtype)
+    autocast_dtype = precision.autocast_dtype(key.dtype)
     device_type = "cuda" if key.device == "cuda" else "cpu"
 
     def forward() -> torch.Tensor:

@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 from vimbench.errors import VimbenchError
 from vimbench.kerneltools.registry import OpShape, Unavailable, get_op
+from vimbench.precision import torch_dtype
 
 IMPLS = ("triton", "torch", "cuda")
 DTYPES = ("bf16", "fp16", "fp32")
@@ -44,12 +45,6 @@ class BenchCase:
 
     def shape(self) -> OpShape:
         return OpShape.for_model(self.model, self.res, self.batch)
-
-
-def _torch_dtype(name: str):
-    import torch
-
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[name]
 
 
 def _callable(op_name: str, impl: str, args: dict[str, Any]) -> Callable[[], Any]:
@@ -122,7 +117,7 @@ def run_case(case: BenchCase, gpu_name: str | None, warmup_ms: float = 25, rep_m
 
     op = get_op(case.op)
     shape = case.shape()
-    dtype = _torch_dtype(case.dtype)
+    dtype = torch_dtype(case.dtype)
     row: dict[str, Any] = {"kind": "kernel", **asdict(case), "tokens": shape.length, "E": shape.channels,
                            "D": shape.d_model, "N": shape.d_state, "status": "ok", "error": None, "ms_p50": None,
                            "gbps": None, "bytes": None, "pct_hbm": None, "pct_mufu": None, "pct_fma": None,

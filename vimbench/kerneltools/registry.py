@@ -14,10 +14,10 @@ registry (e.g. for the profile's name rules) imports neither torch nor triton.
 from __future__ import annotations
 
 import importlib
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Union
 
+from vimbench import geometry
 from vimbench.errors import VimbenchError
 
 if TYPE_CHECKING:
@@ -38,21 +38,20 @@ class Unavailable(Exception):
 class OpShape:
     """The sizes an op runs at: a Vim mixer's, `batch` sequences of `length` tokens.
 
-    channels is the mixer's inner width E = expand * D (D the model width); norms run on D."""
+    channels is the mixer's inner width E = EXPAND * D (D the model width, vimbench.geometry); norms run on D."""
     batch: int
     channels: int
     length: int
-    d_state: int = 16
-    d_conv: int = 4
-    expand: int = 2
+    d_state: int = geometry.D_STATE
+    d_conv: int = geometry.D_CONV
 
     @property
     def d_model(self) -> int:
-        return self.channels // self.expand
+        return self.channels // geometry.EXPAND
 
     @property
     def dt_rank(self) -> int:
-        return math.ceil(self.d_model / 16)
+        return geometry.dt_rank(self.d_model)
 
     @property
     def rows(self) -> int:
@@ -65,13 +64,13 @@ class OpShape:
     @classmethod
     def for_model(cls, model: str, res: int, batch: int) -> "OpShape":
         """The shape a Vim model's mixers run at for `batch` images of res x res px."""
-        from vimbench.models.registry import get_spec, num_tokens
+        from vimbench.models.registry import get_spec
 
         spec = get_spec(model)
         if spec.family != "vim":
             raise VimbenchError(f"{model} is not a Vim model; kernel benchmarks take Vim models "
                                 f"(vim_t, vim_s, vim_b)")
-        return cls(batch, 2 * spec.embed_dim, num_tokens(spec, res))
+        return cls(batch, geometry.d_inner(spec.embed_dim), geometry.num_tokens(res))
 
 
 @dataclass(frozen=True)

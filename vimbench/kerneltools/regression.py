@@ -150,9 +150,10 @@ class TimedCase:
 
     def build(self, device: str = "cuda") -> Callable[[], object]:
         """Allocate the inputs (the model's layouts) and return the no-argument call of the Triton op."""
-        from vimbench.kerneltools.microbench import _torch_dtype, make_call
+        from vimbench.kerneltools.microbench import make_call
+        from vimbench.precision import torch_dtype
 
-        return make_call(self.op, "triton", self.shape, _torch_dtype(self.dtype), device)
+        return make_call(self.op, "triton", self.shape, torch_dtype(self.dtype), device)
 
 
 def default_suite() -> list[TimedCase]:

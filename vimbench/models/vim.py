@@ -14,12 +14,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vimbench.layout import XDblLayout
+from vimbench.geometry import D_CONV, D_STATE, PATCH, d_inner, dt_rank
 from vimbench.models.ops import VimOps, get_ops
 
-PATCH = 16
-D_STATE = 16
-D_CONV = 4
-EXPAND = 2
 NORM_EPS = 1e-5
 
 
@@ -73,8 +70,8 @@ class BiMambaMixer(nn.Module):
     def __init__(self, d_model: int, depth: int, ops: VimOps):
         super().__init__()
         self.ops = ops
-        inner = EXPAND * d_model
-        self.d_inner, self.dt_rank = inner, math.ceil(d_model / 16)
+        inner = d_inner(d_model)
+        self.d_inner, self.dt_rank = inner, dt_rank(d_model)
         self.x_dbl_layout = XDblLayout(self.dt_rank, D_STATE)
         self._weights_cache: tuple | None = None  # (key, MixerWeights); not part of the state dict
         self.in_proj = nn.Linear(d_model, 2 * inner, bias=False)

@@ -23,12 +23,13 @@ NUMERIC = ("fps", "latency_ms_p20", "latency_ms_p50", "latency_ms_p80", "peak_al
 
 
 def family(model: str) -> str:
-    model = str(model)
-    if model.startswith("vim"):
-        return "vim"
-    if model.startswith("deit"):
-        return "deit"
-    return "other"
+    """The model's family from the model registry ("vim", "deit"); "other" for a name it does not know."""
+    from vimbench.models.registry import get_spec
+
+    try:
+        return get_spec(str(model)).family
+    except VimbenchError:
+        return "other"
 
 
 def size(model: str) -> str:
