@@ -143,46 +143,39 @@ def _both_dtypes(*shapes: tuple[int, int, int]) -> tuple[RegressionShape, ...]:
     return tuple(RegressionShape(b, e, l, d) for d in ("bf16", "fp32") for b, e, l in shapes)
 
 
-SCAN_KERNELS = ("kernels.selective_scan.fwd:_scan_kernel",)
+def _scan_op(name: str, public: str, summary: str, **fields: Any) -> KernelOp:
+    """A scan op: `public` names the function in kernels/selective_scan/op.py and its `*_ref` twin; all launch
+    `_scan_kernel`."""
+    return KernelOp(name=name, summary=summary, category="scan", forward=f"kernels.selective_scan.op:{public}",
+                    reference=f"kernels.selective_scan.reference:{public}_ref",
+                    kernels=("kernels.selective_scan.fwd:_scan_kernel",), **fields)
 
-register(KernelOp(
-    name="bimamba_scan",
-    summary="both scan directions, gated and combined in one launch (the fp32 model's scan)",
-    category="scan",
-    forward="kernels.selective_scan.op:bimamba_scan",
-    reference="kernels.selective_scan.reference:bimamba_scan_ref",
+
+register(_scan_op(
+    "bimamba_scan", "bimamba_scan",
+    "both scan directions, gated and combined in one launch (the fp32 model's scan)",
     inputs=_scan_inputs(dirs=2),
     work=lambda s, dtype: rl.bimamba_scan_work(s.batch, s.channels, s.length, s.d_state, dtype=dtype),
-    kernels=SCAN_KERNELS,
     static_specs=lambda: [_scan_spec("fp32", "combined"), _scan_spec("bf16", "combined")],
     regression=_both_dtypes((64, 384, VIM_TI_1248), (8, 384, VIM_TI_1248), (64, 384, VIM_TI_224)),
     official=_official_bidir,
 ))
 
-register(KernelOp(
-    name="bimamba_scan_halves",
-    summary="both scan directions in one launch, the two gated halves (the bf16/fp16 model's scan)",
-    category="scan",
-    forward="kernels.selective_scan.op:bimamba_scan",
-    reference="kernels.selective_scan.reference:bimamba_scan_ref",
+register(_scan_op(
+    "bimamba_scan_halves", "bimamba_scan",
+    "both scan directions in one launch, the two gated halves (the bf16/fp16 model's scan)",
     inputs=_scan_inputs(dirs=2, halves=True),
     work=lambda s, dtype: rl.bimamba_scan_work(s.batch, s.channels, s.length, s.d_state, dtype=dtype,
                                                halves=True),
-    kernels=SCAN_KERNELS,
     static_specs=lambda: [_scan_spec("bf16", "halves")],
     regression=(RegressionShape(64, 384, VIM_TI_1248, "bf16"), RegressionShape(64, 384, VIM_TI_224, "bf16")),
     official="the official code has no halves variant; compare bimamba_scan",
 ))
 
-register(KernelOp(
-    name="selective_scan",
-    summary="one scan direction",
-    category="scan",
-    forward="kernels.selective_scan.op:selective_scan",
-    reference="kernels.selective_scan.reference:selective_scan_ref",
+register(_scan_op(
+    "selective_scan", "selective_scan", "one scan direction",
     inputs=_scan_inputs(dirs=1),
     work=lambda s, dtype: rl.scan_work(s.batch, s.channels, s.length, s.d_state, dtype=dtype),
-    kernels=SCAN_KERNELS,
     static_specs=lambda: [_scan_spec("bf16", "single")],
     official=_official_single,
 ))

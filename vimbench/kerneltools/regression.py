@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from vimbench.errors import VimbenchError
+from vimbench.kerneltools.jsonfile import load_checked_json
 from vimbench.kerneltools.registry import OpShape, get_op, list_ops
 
 BASELINE_SCHEMA = "vimbench.kernel_baseline/1"
@@ -102,16 +103,8 @@ def has_regression(comparisons: list[Comparison]) -> bool:
 
 def load_baseline(path: Path) -> tuple[dict[str, Any], dict[str, CaseTiming]]:
     """(header, {case: CaseTiming}) of a baseline file; VimbenchError if it is missing or malformed."""
-    path = Path(path)
-    if not path.exists():
-        raise VimbenchError(f"baseline {path} does not exist; create it on the GPU with "
-                            f"`vimbench kernels check --baseline {path} --update`")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise VimbenchError(f"baseline {path} is not valid JSON ({exc.msg}, line {exc.lineno})") from exc
-    if not isinstance(data, dict) or data.get("schema") != BASELINE_SCHEMA or not isinstance(data.get("cases"), dict):
-        raise VimbenchError(f"{path} is not a vimbench kernel baseline (schema {BASELINE_SCHEMA})")
+    data = load_checked_json(path, BASELINE_SCHEMA, "cases", "kernel baseline",
+                             f"create it on the GPU with `vimbench kernels check --baseline {path} --update`")
     cases = {}
     for name, case in data["cases"].items():
         repeats = case.get("repeats_ms") if isinstance(case, dict) else None

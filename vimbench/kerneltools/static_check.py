@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from vimbench.errors import VimbenchError
+from vimbench.kerneltools.jsonfile import load_checked_json
 
 ARCH = 90
 REGISTER_MARGIN = 8
@@ -347,18 +348,8 @@ def compare_static(reports: list[StaticReport], expected: dict[str, dict[str, An
 
 
 def load_expectations(path: Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.exists():
-        raise VimbenchError(f"expectation file {path} does not exist; create it with "
-                            f"`vimbench kernels static --update --expect {path}`")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise VimbenchError(f"{path} is not valid JSON ({exc.msg}, line {exc.lineno})") from exc
-    if not isinstance(data, dict) or data.get("schema") != EXPECTATIONS_SCHEMA or not isinstance(
-            data.get("kernels"), dict):
-        raise VimbenchError(f"{path} is not a vimbench static expectation file (schema {EXPECTATIONS_SCHEMA})")
-    return data
+    return load_checked_json(path, EXPECTATIONS_SCHEMA, "kernels", "static expectation file",
+                             f"create it with `vimbench kernels static --update --expect {path}`")
 
 
 def write_expectations(path: Path, reports: list[StaticReport]) -> dict[str, Any]:
