@@ -81,13 +81,13 @@ def test_toy_op_is_benchmarked_on_cpu(toy_op):
     from vimbench.kerneltools import microbench as kb
 
     cases = kb.plan(["vim_test"], [32], [2], ["fp32"], ["triton", "torch", "cuda"], ["toy_double"])
-    rows = {r["impl"]: r for r in kb.run_kernel_bench(cases, device="cpu")}
+    rows = {r.impl: r for r in kb.run_kernel_bench(cases, device="cpu")}
     shape = registry.OpShape.for_model("vim_test", 32, 2)
     for impl in ("triton", "torch"):
-        assert rows[impl]["status"] == "ok", rows[impl]
-        assert rows[impl]["ms_p50"] > 0
-        assert rows[impl]["bytes"] == 2 * 4 * shape.rows * shape.channels  # x read once, y written once
-    assert rows["cuda"]["status"] == "skipped" and "no official" in rows["cuda"]["error"]
+        assert rows[impl].status == "ok", rows[impl]
+        assert rows[impl].ms_p50 > 0
+        assert rows[impl].bytes == 2 * 4 * shape.rows * shape.channels  # x read once, y written once
+    assert rows["cuda"].status == "skipped" and "no official" in rows["cuda"].error
     op, _ = toy_op
     args = op.inputs(shape, torch.float32, "cpu")
     torch.testing.assert_close(op.forward_fn()(**args), 2 * args["x"])

@@ -16,8 +16,14 @@ def load_checked_json(path: Path, schema: str, section: str, what: str, create_h
     path = Path(path)
     if not path.exists():
         raise VimbenchError(f"{what} {path} does not exist; {create_hint}")
+    if path.is_dir():
+        raise VimbenchError(f"{what} {path} is a folder; give its JSON file")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise VimbenchError(f"{what} {path} is binary, not a JSON file") from None
+    except OSError as exc:
+        raise VimbenchError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
     except json.JSONDecodeError as exc:
         raise VimbenchError(f"{what} {path} is not valid JSON ({exc.msg}, line {exc.lineno})") from exc
     if not isinstance(data, dict) or data.get("schema") != schema or not isinstance(data.get(section), dict):

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 from vimbench.errors import VimbenchError
 from vimbench.kerneltools.registry import OpShape, Unavailable, get_op
 from vimbench.precision import torch_dtype
+from vimbench.results import KernelResult
 
 IMPLS = ("triton", "torch", "cuda")
 DTYPES = ("bf16", "fp16", "fp32")
@@ -110,7 +110,7 @@ def _time_ms(fn: Callable[[], Any], device: str, warmup_ms: float, rep_ms: float
 
 
 def run_case(case: BenchCase, gpu_name: str | None, warmup_ms: float = 25, rep_ms: float = 100,
-             max_reference_elements: int | None = None, device: str = "cuda") -> dict[str, Any]:
+             max_reference_elements: int | None = None, device: str = "cuda") -> KernelResult:
     """Time one case on the current device (CUDA; "cpu" runs the Triton ops under the interpreter, for tests);
     returns its results row (status ok | skipped | oom | error)."""
     import torch
@@ -118,17 +118,15 @@ def run_case(case: BenchCase, gpu_name: str | None, warmup_ms: float = 25, rep_m
     op = get_op(case.op)
     shape = case.shape()
     dtype = torch_dtype(case.dtype)
-    row: dict[str, Any] = {"kind": "kernel", **asdict(case), "tokens": shape.length, "E": shape.channels,
-                           "D": shape.d_model, "N": shape.d_state, "status": "ok", "error": None, "ms_p50": None,
-                           "gbps": None, "bytes": None, "pct_hbm": None, "pct_mufu": None, "pct_fma": None,
-                           "pct_floor": None, "bound": None,
-                           "timing_method": "triton.testing.do_bench(median)", "warmup_ms": warmup_ms,
-                           "rep_ms": rep_ms, "gpu_name": gpu_name, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    row = KernelResult(**asdict(case), tokens=shape.length, E=shape.channels, D=shape.d_model, N=shape.d_state,
+                       timing_method="triton.testing.do_bench(median)", warmup_ms=warmup_ms, rep_ms=rep_ms,
+                       gpu_name=gpu_name, timestamp=time.strftime("%Y-%m-%dT%H:%M:%S"))
     elements = case.batch * shape.channels * shape.length
     if case.impl == "torch" and op.category == "scan" and max_reference_elements is not None \
             and elements > max_reference_elements:
-        row.update(status="skipped", error=f"reference scan skipped above {max_reference_elements:,} elements "
-                                           "(batch*E*L); raise --max-ref-elements to time it")
+        row.status = "skipped"
+        row.error = (f"reference scan skipped above {max_reference_elements:,} elements (batch*E*L); raise "
+                     "--max-ref-elements to time it")
         return row
     try:
         args = op.inputs(shape, dtype, device)
@@ -136,17 +134,18 @@ def run_case(case: BenchCase, gpu_name: str | None, warmup_ms: float = 25, rep_m
         output = fn()  # compiles outside the timed region; its outputs give the bytes written
         ms, method = _time_ms(fn, device, warmup_ms, rep_ms)
     except Unavailable as exc:
-        row.update(status="skipped", error=str(exc))
+        row.status, row.error = "skipped", str(exc)
         return row
     except torch.cuda.OutOfMemoryError as exc:
-        row.update(status="oom", error=str(exc).splitlines()[0])
+        row.status, row.error = "oom", str(exc).splitlines()[0]
         torch.cuda.empty_cache()
         return row
     except Exception as exc:  # noqa: BLE001 - one failing case must not end the run; the row says why
-        row.update(status="error", error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        row.status = "error"
+        row.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         return row
     nbytes = traffic_bytes(args, output)
-    row.update(ms_p50=ms, bytes=nbytes, gbps=nbytes / (ms * 1e-3) / 1e9, timing_method=method)
+    row.ms_p50, row.bytes, row.gbps, row.timing_method = ms, nbytes, nbytes / (ms * 1e-3) / 1e9, method
     from vimbench.analysis import roofline as rl
 
     try:
@@ -154,29 +153,17 @@ def run_case(case: BenchCase, gpu_name: str | None, warmup_ms: float = 25, rep_m
     except VimbenchError:  # a GPU without a ceilings entry (or a CPU): times and GB/s only
         ceil = None
     if ceil is not None:
-        fields = rl.roofline(op.work(shape, case.dtype), ms * 1e-3, ceil).as_row()
-        row.update({k: v for k, v in fields.items() if k.startswith("pct_") or k == "bound"})
+        floors = rl.roofline(op.work(shape, case.dtype), ms * 1e-3, ceil).as_row()
+        row.pct_hbm, row.pct_mufu, row.pct_fma = floors["pct_hbm"], floors["pct_mufu"], floors["pct_fma"]
+        row.pct_floor, row.bound = floors["pct_floor"], floors["bound"]
     del args, output
     return row
 
 
-def open_results(path: Path | None, command: str):
-    """The results file of one microbenchmark run (default results/kernels-<run id>.jsonl), its header holding
-    the run id, the command and the GPU environment."""
-    from vimbench.bench.env import collect_env
-    from vimbench.results import ResultsFile, new_run_id
-    from vimbench.settings import results_dir
-
-    run_id = new_run_id()
-    path = Path(path) if path else Path(results_dir()) / f"kernels-{run_id}.jsonl"
-    return ResultsFile(path, {"run_id": run_id, "created": run_id[:15], "command": command,
-                              "env": collect_env("cuda")})
-
-
 def run_kernel_bench(cases: list[BenchCase], results=None, progress: Callable[[str, int], None] | None = None,
                      max_reference_elements: int | None = 50_000_000, warmup_ms: float = 25,
-                     rep_ms: float = 100, device: str = "cuda") -> list[dict[str, Any]]:
-    """Time every case; rows are appended to `results` (a vimbench.results.ResultsFile) as they are measured.
+                     rep_ms: float = 100, device: str = "cuda") -> list[KernelResult]:
+    """Time every case; rows are appended to `results` (a vimbench.results.RunWriter) as they are measured.
     device "cpu" is for tests: the Triton ops run under the interpreter, timed by wall clock."""
     import torch
 
