@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable
 from vimbench.bench import grid
 from vimbench.bench.grid import Dropped, SweepConfig
 from vimbench.errors import VimbenchError
-from vimbench.results import CaseKey, CaseResult, ResultsFile, new_run_id, read_header
+from vimbench.results import CaseKey, CaseResult, RunWriter, header_settings, iter_rows, open_run, read_header
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -104,13 +104,14 @@ def resolve_config(suite: str | None, overrides: dict[str, Any], cuda_available:
     Base values: the named suite; else, when resuming, the sweep recorded in the results file's header; else the
     default suite (paper_fig1 with a GPU, cpu_smoke without). Values in `overrides` that are not None win."""
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    if resume is not None and not Path(resume).is_file():
-        raise VimbenchError(f"cannot resume {resume}: no such file")
+    if resume is not None:
+        _check_resumable(Path(resume))
+    recorded = header_settings(read_header(Path(resume))).get("sweep") if resume is not None else None
     if suite is not None:
         path = find_suite(suite)
         base, source = load_suite(str(path)), f"suite {path.stem} ({path})"
-    elif resume is not None and isinstance(read_header(Path(resume)).get("sweep"), dict):
-        base, source = read_header(Path(resume))["sweep"], f"the sweep recorded in {resume}"
+    elif isinstance(recorded, dict):
+        base, source = recorded, f"the sweep recorded in {resume}"
     else:
         name = GPU_DEFAULT_SUITE if cuda_available else CPU_DEFAULT_SUITE
         path = find_suite(name)
@@ -137,15 +138,26 @@ class Plan:
         return [c for c in self.cases if c not in done]
 
 
+def _check_resumable(path: Path) -> None:
+    if path.is_dir():
+        files = sorted(path.glob("*.jsonl"))[-3:]
+        raise VimbenchError(f"{path} is a folder; --resume takes one results file"
+                            + (f", e.g. {', '.join(str(f) for f in files)}" if files else ""))
+    if not path.exists():
+        raise VimbenchError(f"cannot resume {path}: no such file")
+    read_header(path)
+
+
 def _check_out(out: Path | None, resume: bool) -> None:
     if out is None:
         if resume:
             raise VimbenchError("--resume needs the results file to continue")
         return
     if resume:
-        if not out.is_file():
-            raise VimbenchError(f"cannot resume {out}: no such file")
-        read_header(out)
+        _check_resumable(out)
+    elif out.is_dir():
+        raise VimbenchError(f"--out {out} is a folder; give a file path, e.g. {out / 'run.jsonl'} (or set "
+                            f"VIMBENCH_RESULTS_DIR={out} to name files by run id there)")
     elif out.exists() and out.stat().st_size > 0:
         raise VimbenchError(f"{out} already exists; pass --resume {out} to continue it, or choose another --out")
 
@@ -161,9 +173,16 @@ def plan_sweep(cases: SweepConfig | Iterable[CaseKey], out: str | Path | None = 
     if not keys:
         reasons = "; ".join(f"{d.what}: {d.reason}" for d in dropped) or "the sweep is empty"
         raise VimbenchError(f"no cases left to run ({reasons})")
-    measured = ResultsFile(out).done_keys() if resume and out is not None else set()
+    measured = _done_keys(out) if resume and out is not None else set()
     done = [k for k in keys if k in measured]
     return Plan(keys, dropped, done)
+
+
+def _done_keys(path: Path) -> set[CaseKey]:
+    """Cases already in a results file (any status but skipped): a resume does not measure them again."""
+    from vimbench.results import key_of_row
+
+    return {key_of_row(r) for r in iter_rows(path, kinds=("case",)) if r.get("status") != "skipped"}
 
 
 PROTOCOL = {
@@ -179,13 +198,39 @@ PROTOCOL = {
 }
 
 
+def sweep_settings(config: SweepConfig | None, warmup: int, iters: int) -> dict[str, Any]:
+    """What a sweep's results file records as its protocol settings; a resume must match them."""
+    return {"protocol": PROTOCOL, "warmup": warmup, "iters": iters, "sweep": config.to_suite() if config else None}
+
+
+def open_sweep_run(config: SweepConfig | None, out: str | Path, resume: bool = False, command: str | None = None,
+                   run_id: str | None = None, warmup: int | None = None, iters: int | None = None,
+                   allow_protocol_change: bool = False) -> RunWriter:
+    """Open (and lock) a sweep's results file before anything is built or measured: an unwritable path, a file
+    another run is writing or a resume with other settings fails here, with nothing measured."""
+    from vimbench.bench.env import collect_env, now
+
+    warmup = warmup if warmup is not None else (config.warmup if config else DEFAULTS["warmup"])
+    iters = iters if iters is not None else (config.iters if config else DEFAULTS["iters"])
+    out = Path(out)
+    _check_out(out, resume)
+    device = config.device if config else "cpu"
+    settings = sweep_settings(config, warmup, iters)
+    return open_run(out, "sweep", command or "python API: vimbench.run_sweep", collect_env(device), settings,
+                    resume=resume, allow_settings_change=allow_protocol_change, run_id=run_id, created=now(),
+                    resume_hint=f"vimbench sweep --resume {out}")
+
+
 def run_sweep(cases: SweepConfig | Iterable[CaseKey], out: str | Path | None = None, resume: bool = False,
               progress: Progress | None = None, warmup: int | None = None, iters: int | None = None,
-              command: str | None = None, run_id: str | None = None) -> list[CaseResult]:
+              command: str | None = None, run_id: str | None = None, writer: RunWriter | None = None,
+              allow_protocol_change: bool = False) -> list[CaseResult]:
     """Measure every case (a SweepConfig, or CaseKeys with warmup/iters given) and return the rows measured now.
 
     out: the results file (None: rows are only returned). Each row is appended and flushed when measured.
-    resume: `out` exists; cases already in it (any status but skipped) are not measured again.
+    resume: `out` exists; cases already in it (any status but skipped) are not measured again, and its recorded
+    settings must match unless allow_protocol_change. writer: a file already opened with open_sweep_run (the
+    caller closes it); otherwise `out` is opened here, locked for the run and closed at the end.
     progress(label, completed) is called before and after each case. command and run_id go into the header.
     A case that breaks the CUDA context ends the sweep: its row is written, the remaining cases are written with
     status "skipped", and the rows are returned."""
@@ -193,24 +238,27 @@ def run_sweep(cases: SweepConfig | Iterable[CaseKey], out: str | Path | None = N
     warmup = warmup if warmup is not None else (config.warmup if config else DEFAULTS["warmup"])
     iters = iters if iters is not None else (config.iters if config else DEFAULTS["iters"])
     grid.check_counts(warmup, iters)
-    plan = plan_sweep(cases, out, resume)
-    pending = plan.pending
+    if isinstance(cases, SweepConfig):
+        keys, _ = grid.expand_cases(cases)
+    else:
+        keys = list(dict.fromkeys(cases))
+    if not keys:
+        plan_sweep(cases)  # raises with the reasons
+    own_writer = writer is None and out is not None
+    if own_writer:
+        writer = open_sweep_run(config, out, resume, command, run_id, warmup, iters, allow_protocol_change)
+    try:
+        done = writer.done_keys() if writer is not None else set()
+        return _measure([k for k in keys if k not in done], warmup, iters, writer, progress)
+    finally:
+        if own_writer:
+            writer.close()
 
-    from vimbench.bench.env import collect_env, now
+
+def _measure(pending: list[CaseKey], warmup: int, iters: int, store: RunWriter | None,
+             progress: Progress | None) -> list[CaseResult]:
+    from vimbench.bench.env import now
     from vimbench.bench.runner import ContextCorrupted, run_case
-
-    device = pending[0].device if pending else plan.cases[0].device
-    command = command if command is not None else "python API: vimbench.run_sweep"
-    store = None
-    if out is not None:
-        record = {"created": now(), "command": command, "env": collect_env(device)}
-        if resume:
-            store = ResultsFile(Path(out))
-            store.append({"kind": "resume", **record})
-        else:
-            store = ResultsFile(Path(out), {"run_id": run_id or new_run_id(), **record, "protocol": PROTOCOL,
-                                            "warmup": warmup, "iters": iters,
-                                            "sweep": config.to_suite() if config else None})
 
     results: list[CaseResult] = []
     for i, key in enumerate(pending):

@@ -50,6 +50,13 @@ def profile(
     if attn_name is None:
         raise VimbenchError("profile takes one --attn; run it once per attention path")
     dev = grid.parse_device(device, torch.cuda.is_available())
+    if spec.family == "vim":
+        from vimbench.models.ops import get_ops
+
+        get_ops(backend_name)  # a backend that cannot run here fails now, in one line, before anything is built
+    from vimbench.results import check_output_dir
+
+    check_output_dir(out, "--out folder")
     command = "vimbench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     with render.progress_bar(len(resolutions), f"profile {spec.alias}") as update:
         run = run_profile(spec.alias, resolutions, batch, dtype_name, backend_name, attn_name,
