@@ -111,3 +111,18 @@ def test_conv1d_backward_gpu(op, dtype, channels, length, channel_last):
     scale_w, scale_b = dw64.abs().max().item(), db64.abs().max().item()
     torch.testing.assert_close(wg.grad.double() / scale_w, dw64 / scale_w, rtol=0, atol=1e-4)
     torch.testing.assert_close(bg.grad.double() / scale_b, db64 / scale_b, rtol=0, atol=1e-4)
+
+
+def test_backward_reference_twin_has_the_launchers_contract(op, device):
+    from kernels.conv1d.bwd import conv1d_silu_bidir_bwd
+    from kernels.conv1d.reference import conv1d_silu_bidir_bwd_ref
+
+    x, w, b, dout = make_inputs(2, 5, 9, True, device=device)
+    for bias in (b, None):
+        got = conv1d_silu_bidir_bwd(dout, x, w, bias)
+        want = conv1d_silu_bidir_bwd_ref(dout, x, w, bias)
+        assert (got[2] is None) == (want[2] is None) == (bias is None)
+        for g, r in zip(got, want):
+            if r is not None:
+                assert g.shape == r.shape and g.dtype == r.dtype
+                torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-5)
