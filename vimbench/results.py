@@ -367,12 +367,24 @@ def recorded_settings(path: Path) -> dict[str, Any]:
     return _segments(Path(path))[-1][1]
 
 
+def _same_setting(a: Any, b: Any) -> bool:
+    """Settings equal in meaning: a value and the one-element list of it ("infer" and ["infer"], as suite values
+    are written either way), or a missing key and an empty value (a field added since the file was written)."""
+    if a == b:
+        return True
+    if isinstance(a, list) and len(a) == 1 and not isinstance(b, list):
+        return a[0] == b
+    if isinstance(b, list) and len(b) == 1 and not isinstance(a, list):
+        return b[0] == a
+    return a in (None, [], False, {}) and b in (None, [], False, {})
+
+
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Human-readable differences between two settings dicts (nested dicts compared key by key)."""
     out = []
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key), new.get(key)
-        if a == b:
+        if _same_setting(a, b):
             continue
         if isinstance(a, dict) and isinstance(b, dict):
             out += [f"{key}.{d}" for d in _differences(a, b)]

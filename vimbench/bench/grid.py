@@ -21,19 +21,19 @@ from typing import Any, Iterable
 
 from vimbench.bench import compiler
 from vimbench.errors import VimbenchError
+from vimbench.geometry import PATCH
+from vimbench.precision import DTYPE_ALIASES as _DTYPE_ALIASES
+from vimbench.precision import DTYPES
 from vimbench.results import CaseKey
 from vimbench.settings import BACKENDS
 
 # The paper's points up to 1248 px, then 1536 and 2048, where Vim-Ti and DeiT-Ti cross over today.
 LADDER = (224, 384, 512, 640, 738, 896, 1024, 1248, 1536, 2048)
-PATCH = 16
 MAX_RES = 8192          # 262,144 tokens: far beyond any GPU's memory for these models
-DTYPES = ("fp32", "tf32", "bf16", "fp16")
 ATTENTIONS = ("sdpa", "eager")
 DEVICES = ("auto", "cuda", "cpu")
 MODES = ("infer", "train")   # train: one optimizer step per timed call (bench/train.py)
 MIN_ITERS = 5           # fewer samples make p20/p80 meaningless
-_DTYPE_ALIASES = {"float32": "fp32", "float": "fp32", "bfloat16": "bf16", "float16": "fp16", "half": "fp16"}
 _RES_HINT = "use e.g. 224..2048 (standard ladder), 256..1024:128 (every 128 px) or 224,512,738"
 
 

@@ -14,12 +14,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vimbench.layout import XDblLayout
+from vimbench.geometry import D_CONV, D_STATE, PATCH, d_inner, dt_rank
 from vimbench.models.ops import VimOps, get_ops
 
-PATCH = 16
-D_STATE = 16
-D_CONV = 4
-EXPAND = 2
 NORM_EPS = 1e-5
 
 
@@ -82,8 +79,8 @@ class BiMambaMixer(nn.Module):
         super().__init__()
         self.ops = ops
         self.batch_slice = batch_slice  # images per slice at inference; 0: the whole batch at once
-        inner = EXPAND * d_model
-        self.d_inner, self.dt_rank = inner, math.ceil(d_model / 16)
+        inner = d_inner(d_model)
+        self.d_inner, self.dt_rank = inner, dt_rank(d_model)
         self.x_dbl_layout = XDblLayout(self.dt_rank, D_STATE)
         self._weights_cache: tuple | None = None  # (key, MixerWeights); not part of the state dict
         self.in_proj = nn.Linear(d_model, 2 * inner, bias=False)
@@ -131,8 +128,9 @@ class BiMambaMixer(nn.Module):
     def weights(self, dtype: torch.dtype) -> MixerWeights:
         """The stacked weights for activations of `dtype`. Without autograd (inference) they are built once and
         reused until a parameter changes (new storage or an in-place update bumps the key); with autograd they
-        are built on every call so gradients reach the parameters."""
-        if torch.is_grad_enabled():
+        are built on every call so gradients reach the parameters, and under torch.compile too (the traced graph
+        holds the stacking ops; the cache's data-pointer key cannot be traced)."""
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
             return self._build_weights(dtype)
         if torch.compiler.is_compiling():
             # dynamo cannot trace the key's data pointers (a graph break per layer): a compiled forward takes the
@@ -196,11 +194,12 @@ class BiMambaMixer(nn.Module):
             y = self.ops.bimamba_scan(u, delta, w.A, B, C, w.D, z, w.dt_bias).transpose(1, 2)  # (B, L, E)
             del xz, x, z, u, tokens, x_dbl, delta, B, C  # dead: out_proj's output may reuse their memory
             return F.linear(y, w.out_proj)
-        # The two gated halves 0.5 * y_dir * SiLU(z), written over u (dead after the scan; not under autograd,
-        # which keeps u for the backward pass). u is laid out (B, L, 2, E), so [y_f | y_b] per token is one
-        # (B, L, 2E) view, and out_proj with its weight repeated along K adds the halves inside the GEMM.
+        # The two gated halves 0.5 * y_dir * SiLU(z), written over u when nothing needs u afterwards (inference);
+        # under autograd the x_proj GEMM and the scan keep u for the backward pass, so the halves get their own
+        # buffer. u is laid out (B, L, 2, E), so [y_f | y_b] per token is one (B, L, 2E) view, and out_proj with
+        # its weight repeated along K adds the halves inside the GEMM.
         halves = self.ops.bimamba_scan(u, delta, w.A, B, C, w.D, z, w.dt_bias, combine=False,
-                                       out=None if torch.is_grad_enabled() else u)
+                                       out=None if u.requires_grad else u)
         del xz, x, z, u, tokens, x_dbl, delta, B, C  # dead: out_proj's output may reuse their memory
         return F.linear(halves.permute(1, 3, 0, 2).reshape(batch, length, 2 * inner), w.out_proj)
 
