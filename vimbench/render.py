@@ -10,6 +10,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from vimbench.formatting import format_cell
+
 
 
 def _console(stderr: bool = False) -> Console:
@@ -38,19 +40,6 @@ def warning(message: str) -> None:
 def note(message: str, markup: bool = True) -> None:
     """One message on stdout; markup=False for text that may hold brackets (error messages, paths)."""
     console.print(message, highlight=False, soft_wrap=True, markup=markup)
-
-
-def fmt(value: Any, digits: int = 1) -> str:
-    """Numbers for tables: '-' for missing, thousands separators, fixed decimals."""
-    if value is None or (isinstance(value, float) and value != value):
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        return f"{value:,.{digits}f}"
-    return str(value)
 
 
 def _fit(columns: list[str], cells: list[list[str]], width: int, keep: Sequence[str] | None,
@@ -94,7 +83,7 @@ def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], cap
     column keeps its width; when even those do not fit, each row is printed as a block of `column: value` lines.
     Without `keep`: numeric columns keep their width and text columns wrap."""
     rows = [list(r) for r in rows]
-    cells = [[fmt(v, digits) for v in r] for r in rows]
+    cells = [[format_cell(v, digits, thousands=True) for v in r] for r in rows]
     if keep is None:  # nothing to drop: every text column may wrap (folding, never an ellipsis)
         wrap = [c for i, c in enumerate(columns)
                 if not any(isinstance(r[i], (int, float)) and not isinstance(r[i], bool) for r in rows if i < len(r))]
@@ -125,7 +114,7 @@ def key_values(title: str, items: Iterable[tuple[str, Any]]) -> None:
     t.add_column("key", style="bold")
     t.add_column("value")
     for k, v in items:
-        t.add_row(k, fmt(v, 3))
+        t.add_row(k, format_cell(v, 3, thousands=True))
     console.print(t)
 
 

@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vimbench.errors import VimbenchError
+from vimbench import geometry
 from vimbench.models.timm_adapter import ATTENTION_BACKENDS, TIMM_PREFIX
 
-PATCH = 16            # both families embed 16 x 16 patches; the model sees img // 16 patches per side
+PATCH = geometry.PATCH   # both families embed 16 x 16 patches; the model sees img // 16 patches per side
 
 
 @dataclass(frozen=True)
@@ -86,12 +87,13 @@ def get_spec(name: str) -> ModelSpec:
 
 
 def create_model(name: str, img_size: int = 224, num_classes: int = 1000, backend: str | None = None,
-                 attn: str = "sdpa") -> Any:
+                 attn: str = "sdpa", batch_slice: int = 0) -> Any:
     """Build a model at img_size with random weights (an nn.Module).
 
     backend: Vim op backend ('torch' or 'triton'; default from VIMBENCH_BACKEND). attn: DeiT attention
-    ('sdpa' fused or 'eager'). Each argument applies to one family only and is ignored by the others; a timm
-    peer (`timm:<name>`) keeps timm's own attention.
+    ('sdpa' fused or 'eager'). batch_slice: Vim's mixers process the batch in slices of this many images at
+    inference (0: whole batch). backend and batch_slice apply to Vim, attn to DeiT; each is ignored by the others;
+    a timm peer (`timm:<name>`) keeps timm's own attention.
     """
     spec = get_spec(name)
     if isinstance(img_size, bool) or not isinstance(img_size, int):
@@ -100,15 +102,17 @@ def create_model(name: str, img_size: int = 224, num_classes: int = 1000, backen
         raise VimbenchError(f"num_classes must be a whole number >= 0 (0: no classifier head); got {num_classes!r}")
     # Any size of at least one patch: the model sees img // 16 patches per side (738 px -> 46 x 46), as the
     # official code and timm do; the paper's 738 px point is not a multiple of 16.
-    if img_size < PATCH:
-        raise VimbenchError(f"image size {img_size} is smaller than the {PATCH} px patch; use at least {PATCH}")
+    if img_size < geometry.PATCH:
+        raise VimbenchError(f"image size {img_size} is smaller than the {geometry.PATCH} px patch; "
+                            f"use at least {geometry.PATCH}")
     if spec.family == "vim":
         from vimbench.models.ops import normalize_backend
         from vimbench.models.vim import VisionMamba
         from vimbench.settings import default_backend
 
         return VisionMamba(img_size, spec.embed_dim, spec.depth, num_classes,
-                           normalize_backend(backend) if backend is not None else default_backend())
+                           normalize_backend(backend) if backend is not None else default_backend(),
+                           batch_slice=batch_slice)
     from vimbench.models.timm_adapter import create_deit, create_timm
 
     if spec.family == "timm":
@@ -127,7 +131,7 @@ def num_tokens(spec: ModelSpec, img_size: int) -> int | None:
     whose token count depends on their architecture."""
     if spec.family == "timm":
         return None
-    return (img_size // PATCH) ** 2 + 1
+    return geometry.num_tokens(img_size)
 
 
 def describe(img_size: int, include_test: bool = False) -> list[dict[str, Any]]:

@@ -46,14 +46,17 @@ def modes(df) -> list[str]:
 
 
 def family(model: str) -> str:
+    """The model's family from the model registry ("vim", "deit"); "timm" for a timm peer (timm:NAME), "other"
+    for a name it does not know."""
     model = str(model)
     if model.startswith("timm:"):
         return "timm"
-    if model.startswith("vim"):
-        return "vim"
-    if model.startswith("deit"):
-        return "deit"
-    return "other"
+    from vimbench.models.registry import get_spec
+
+    try:
+        return get_spec(model).family
+    except VimbenchError:
+        return "other"
 
 
 def pretty_model(model: str) -> str:
@@ -169,6 +172,8 @@ def prepare(df, models: Sequence[str] | str | None = None, dtypes: Sequence[str]
     df["cuda_graphs"] = [is_graphs({"cuda_graphs": g, "compile": c}) for g, c in zip(df["cuda_graphs"], df["compile"])]
     df["compile"] = [compile_mode({"compile": v}) for v in df["compile"]]
     df["mode"] = df["mode"].fillna("infer")
+    df["compile"] = df["compile"].fillna("none")  # rows from before the compile axis (results.upgrade_row)
+    df["vim_slice"] = pd.to_numeric(df["vim_slice"], errors="coerce").fillna(0).astype(int)
     for flag in FLAG_FIELDS:
         df[flag] = df[flag].fillna(False).astype(bool)
     df["attn"] = df["attn"].where(df["attn"].notna(), None)
@@ -248,6 +253,12 @@ def line_label(key: dict[str, Any] | Any, show: Sequence[str]) -> str:
         v = get(f)
         if f == "batch":
             parts.append(f"b{v}")
+        elif f == "compile":
+            if not _missing(v) and v != "none":
+                parts.append(str(v))
+        elif f == "vim_slice":
+            if not _missing(v) and int(v):
+                parts.append(f"slice{int(v)}")
         elif f in FLAG_FIELDS:
             if v:
                 parts.append(FLAG_FIELDS[f])
