@@ -219,7 +219,7 @@ def test_load_results_is_typed(tmp_path):
     assert str(df["res"].dtype) == "Int64" and str(df["batch"].dtype) == "Int64"
     assert isinstance(df["timestamp"].dtype, pd.DatetimeTZDtype) and isinstance(df["run_created"].dtype,
                                                                                 pd.DatetimeTZDtype)
-    assert (df["img_s"] == df["fps"]).all() and df["cuda_graphs"].dtype == bool
+    assert (df["img_s"] == df["fps"]).all() and df["h2d"].dtype == bool
     from vimbench.errors import VimbenchError
 
     with pytest.raises(VimbenchError, match="no results files given"):

@@ -109,7 +109,7 @@ def test_report_writes_every_file(report_dir):
     tex = (report_dir / "tables" / "results.tex").read_text()
     assert "\\begin{longtable}" in tex and "vim\\_t" in tex
     md = (report_dir / "tables" / "results.md").read_text()
-    assert "| vim_t | triton | - | fp32 | 64 | 512 |" in md
+    assert "| vim_t | triton | - | none | fp32 | 64 | 512 |" in md
 
 
 def test_results_csv_holds_the_measured_numbers(report_dir):
