@@ -21,17 +21,17 @@ from typing import Any, Iterable
 
 from vimbench.errors import VimbenchError
 from vimbench.results import CaseKey
+from vimbench.geometry import PATCH
+from vimbench.precision import DTYPE_ALIASES as _DTYPE_ALIASES
+from vimbench.precision import DTYPES
 from vimbench.settings import BACKENDS
 
 LADDER = (224, 384, 512, 640, 738, 896, 1024, 1248)
-PATCH = 16
 MAX_RES = 8192          # 262,144 tokens: far beyond any GPU's memory for these models
-DTYPES = ("fp32", "tf32", "bf16", "fp16")
 ATTENTIONS = ("sdpa", "eager")
 DEVICES = ("auto", "cuda", "cpu")
 MODES = ("infer", "train")   # train: one optimizer step per timed call (bench/train.py)
 MIN_ITERS = 5           # fewer samples make p20/p80 meaningless
-_DTYPE_ALIASES = {"float32": "fp32", "float": "fp32", "bfloat16": "bf16", "float16": "fp16", "half": "fp16"}
 _RES_HINT = "use e.g. 224..1248 (standard ladder), 256..1024:128 (every 128 px) or 224,512,738"
 
 

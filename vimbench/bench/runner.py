@@ -25,9 +25,9 @@ from vimbench.bench.memory import Memory, measure_memory
 from vimbench.bench.timing import Timing, time_forward
 from vimbench.bench.train import TrainStep
 from vimbench.models.registry import count_params, create_model, get_spec, list_models, num_tokens
+from vimbench import precision
 from vimbench.results import CaseKey, CaseResult
 
-_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 _OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory")
 # Sticky CUDA errors: after one of these every later CUDA call in the process fails.
 _CORRUPTING_MARKERS = ("illegal memory access", "illegal address", "device-side assert", "unspecified launch failure",
@@ -105,7 +105,7 @@ def make_forward(model: torch.nn.Module, key: CaseKey) -> Callable[[], torch.Ten
         device_images = None
     else:
         host, device_images = None, images.to(key.device)
-    autocast_dtype = _AUTOCAST.get(key.dtype)
+    autocast_dtype = precision.autocast_dtype(key.dtype)
     device_type = "cuda" if key.device == "cuda" else "cpu"
 
     def forward() -> torch.Tensor:
@@ -159,7 +159,7 @@ def _measure_train(model: torch.nn.Module, key: CaseKey, warmup: int, iters: int
 
 def effective_res(res: int) -> int:
     """The image side the model's 16 px patches cover (1250 px -> 1248 px; the rest is cropped by the stride)."""
-    from vimbench.bench.grid import PATCH
+    from vimbench.geometry import PATCH
 
     return res // PATCH * PATCH
 

@@ -23,7 +23,8 @@ from typing import Any, Callable, Iterable
 from vimbench.bench import grid
 from vimbench.bench.grid import Dropped, SweepConfig
 from vimbench.errors import VimbenchError
-from vimbench.results import CaseKey, CaseResult, RunWriter, header_settings, iter_rows, open_run, read_header
+from vimbench.results import (CaseKey, CaseResult, RunWriter, check_not_busy, header_settings, iter_rows, open_run,
+                              read_header)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -198,6 +199,7 @@ def _check_resumable(path: Path) -> None:
                             + (f", e.g. {', '.join(str(f) for f in files)}" if files else ""))
     if not path.exists():
         raise VimbenchError(f"cannot resume {path}: no such file")
+    check_not_busy(path)
     read_header(path)
 
 
@@ -212,6 +214,7 @@ def _check_out(out: Path | None, resume: bool) -> None:
         raise VimbenchError(f"--out {out} is a folder; give a file path, e.g. {out / 'run.jsonl'} (or set "
                             f"VIMBENCH_RESULTS_DIR={out} to name files by run id there)")
     elif out.exists() and out.stat().st_size > 0:
+        check_not_busy(out)
         raise VimbenchError(f"{out} already exists; pass --resume {out} to continue it, or choose another --out")
 
 

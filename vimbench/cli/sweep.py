@@ -87,7 +87,7 @@ def sweep(
             render.table("combinations not run", ["what", "why"], [[d.what, d.reason] for d in plan.dropped])
         return
 
-    for res_px, effective in grid.off_patch_resolutions(config.res):
+    for res_px, effective in grid.off_patch_resolutions(sorted({k.res for k in plan.cases})):
         render.warning(f"--res {res_px} is not a multiple of the 16 px patch: the models see {effective} px "
                        f"({(effective // grid.PATCH) ** 2 + 1} tokens); rows record res {res_px} and "
                        f"res_effective_px {effective}")

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 import torch.nn as nn
 
 from vimbench.errors import VimbenchError
+from vimbench import geometry
 from vimbench.models.deit import ATTENTION_BACKENDS, create_deit
 
 
@@ -68,8 +69,9 @@ def create_model(name: str, img_size: int = 224, num_classes: int = 1000, backen
         raise VimbenchError(f"num_classes must be a whole number >= 0 (0: no classifier head); got {num_classes!r}")
     # Any size of at least one patch: the model sees img // 16 patches per side (738 px -> 46 x 46), as the
     # official code and timm do; the paper's 738 px point is not a multiple of 16.
-    if img_size < 16:
-        raise VimbenchError(f"image size {img_size} is smaller than the 16 px patch; use at least 16")
+    if img_size < geometry.PATCH:
+        raise VimbenchError(f"image size {img_size} is smaller than the {geometry.PATCH} px patch; "
+                            f"use at least {geometry.PATCH}")
     if spec.family == "vim":
         from vimbench.models.ops import normalize_backend
         from vimbench.models.vim import VisionMamba
@@ -88,4 +90,4 @@ def count_params(model: nn.Module) -> int:
 
 def num_tokens(spec: ModelSpec, img_size: int) -> int:
     """Sequence length the model sees: patches plus the one class token (both families)."""
-    return (img_size // 16) ** 2 + 1
+    return geometry.num_tokens(img_size)

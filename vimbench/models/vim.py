@@ -14,12 +14,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vimbench.layout import XDblLayout
+from vimbench.geometry import D_CONV, D_STATE, PATCH, d_inner, dt_rank
 from vimbench.models.ops import VimOps, get_ops
 
-PATCH = 16
-D_STATE = 16
-D_CONV = 4
-EXPAND = 2
 NORM_EPS = 1e-5
 
 
@@ -73,8 +70,8 @@ class BiMambaMixer(nn.Module):
     def __init__(self, d_model: int, depth: int, ops: VimOps):
         super().__init__()
         self.ops = ops
-        inner = EXPAND * d_model
-        self.d_inner, self.dt_rank = inner, math.ceil(d_model / 16)
+        inner = d_inner(d_model)
+        self.d_inner, self.dt_rank = inner, dt_rank(d_model)
         self.x_dbl_layout = XDblLayout(self.dt_rank, D_STATE)
         self._weights_cache: tuple | None = None  # (key, MixerWeights); not part of the state dict
         self.in_proj = nn.Linear(d_model, 2 * inner, bias=False)
@@ -122,8 +119,9 @@ class BiMambaMixer(nn.Module):
     def weights(self, dtype: torch.dtype) -> MixerWeights:
         """The stacked weights for activations of `dtype`. Without autograd (inference) they are built once and
         reused until a parameter changes (new storage or an in-place update bumps the key); with autograd they
-        are built on every call so gradients reach the parameters."""
-        if torch.is_grad_enabled():
+        are built on every call so gradients reach the parameters, and under torch.compile too (the traced graph
+        holds the stacking ops; the cache's data-pointer key cannot be traced)."""
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
             return self._build_weights(dtype)
         # Attribute reads, not self.parameters(): walking the module tree for the key cost 2.1 ms of host time
         # per Vim-Ti forward (cProfile, kernels/NOTES.md); a replaced Parameter object is still seen here.
@@ -160,11 +158,12 @@ class BiMambaMixer(nn.Module):
         if not sums_halves_in_gemm(u.dtype):
             y = self.ops.bimamba_scan(u, delta, w.A, B, C, w.D, z, w.dt_bias).transpose(1, 2)  # (B, L, E)
             return F.linear(y, w.out_proj)
-        # The two gated halves 0.5 * y_dir * SiLU(z), written over u (dead after the scan; not under autograd,
-        # which keeps u for the backward pass). u is laid out (B, L, 2, E), so [y_f | y_b] per token is one
-        # (B, L, 2E) view, and out_proj with its weight repeated along K adds the halves inside the GEMM.
+        # The two gated halves 0.5 * y_dir * SiLU(z), written over u when nothing needs u afterwards (inference);
+        # under autograd the x_proj GEMM and the scan keep u for the backward pass, so the halves get their own
+        # buffer. u is laid out (B, L, 2, E), so [y_f | y_b] per token is one (B, L, 2E) view, and out_proj with
+        # its weight repeated along K adds the halves inside the GEMM.
         halves = self.ops.bimamba_scan(u, delta, w.A, B, C, w.D, z, w.dt_bias, combine=False,
-                                       out=None if torch.is_grad_enabled() else u)
+                                       out=None if u.requires_grad else u)
         return F.linear(halves.permute(1, 3, 0, 2).reshape(batch, length, 2 * inner), w.out_proj)
 
 

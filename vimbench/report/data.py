@@ -36,12 +36,13 @@ def modes(df) -> list[str]:
 
 
 def family(model: str) -> str:
-    model = str(model)
-    if model.startswith("vim"):
-        return "vim"
-    if model.startswith("deit"):
-        return "deit"
-    return "other"
+    """The model's family from the model registry ("vim", "deit"); "other" for a name it does not know."""
+    from vimbench.models.registry import get_spec
+
+    try:
+        return get_spec(str(model)).family
+    except VimbenchError:
+        return "other"
 
 
 def size(model: str) -> str:
