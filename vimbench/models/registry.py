@@ -56,11 +56,12 @@ def get_spec(name: str) -> ModelSpec:
 
 
 def create_model(name: str, img_size: int = 224, num_classes: int = 1000, backend: str | None = None,
-                 attn: str = "sdpa") -> nn.Module:
+                 attn: str = "sdpa", batch_slice: int = 0) -> nn.Module:
     """Build a model at img_size with random weights.
 
     backend: Vim op backend ('torch' or 'triton'; default from VIMBENCH_BACKEND). attn: DeiT attention
-    ('sdpa' fused or 'eager'). Each argument applies to one family only and is ignored by the other.
+    ('sdpa' fused or 'eager'). batch_slice: Vim's mixers process the batch in slices of this many images at
+    inference (0: whole batch). backend and batch_slice apply to Vim, attn to DeiT; each is ignored by the other.
     """
     spec = get_spec(name)
     if isinstance(img_size, bool) or not isinstance(img_size, int):
@@ -78,7 +79,8 @@ def create_model(name: str, img_size: int = 224, num_classes: int = 1000, backen
         from vimbench.settings import default_backend
 
         return VisionMamba(img_size, spec.embed_dim, spec.depth, num_classes,
-                           normalize_backend(backend) if backend is not None else default_backend())
+                           normalize_backend(backend) if backend is not None else default_backend(),
+                           batch_slice=batch_slice)
     if not isinstance(attn, str) or attn.strip().lower() not in ATTENTION_BACKENDS:
         raise VimbenchError(f"unknown attention {attn!r}; choose one of {', '.join(ATTENTION_BACKENDS)}")
     return create_deit(spec.official_name, img_size, num_classes, attn.strip().lower(), **spec.overrides)
