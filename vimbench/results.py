@@ -73,6 +73,11 @@ class CaseResult:
     temp_c_before: int | None = None
     temp_c_after: int | None = None
     timestamp: str | None = None
+    # where it ran (a file's rows can come from several hosts and GPUs once resumed elsewhere)
+    hostname: str | None = None
+    gpu_name: str | None = None
+    gpu_index: int | None = None       # as nvidia-smi numbers it (not torch's index under CUDA_VISIBLE_DEVICES)
+    gpu_uuid: str | None = None
 
     def to_row(self) -> dict[str, Any]:
         row = {"kind": "case", **asdict(self.key)}
@@ -166,7 +171,9 @@ def iter_rows(path: Path) -> Iterator[dict[str, Any]]:
         yield row
 
 
-ENV_COLUMNS = ("gpu_name", "torch", "triton", "timm", "vimbench", "git_commit", "hostname")
+ENV_COLUMNS = ("gpu_name", "torch", "triton", "timm", "vimbench", "git_commit", "hostname", "gpu_index", "gpu_uuid")
+# Recorded on each row as well as in the header: the row's own value wins (older files only have the header's).
+ROW_WINS = ("gpu_name", "hostname", "gpu_index", "gpu_uuid")
 
 
 def _expand(paths: Iterable[str | Path]) -> list[Path]:
@@ -200,5 +207,7 @@ def load_results(paths: Iterable[str | Path] | str | Path, kind: str = "case"):
         extra.update({col: env.get(col) for col in ENV_COLUMNS})
         for row in iter_rows(path):
             if row.get("kind") == kind:
-                records.append({**row, **extra})
+                merged = {**row, **extra}
+                merged.update({col: row[col] for col in ROW_WINS if row.get(col) is not None})
+                records.append(merged)
     return pd.DataFrame.from_records(records)

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from vimbench.bench.env import gpu_conditions, now
+from vimbench.bench.env import device_identity, gpu_conditions, now
 from vimbench.bench.memory import measure_memory
 from vimbench.bench.timing import time_forward
 from vimbench.models.registry import count_params, create_model, get_spec, list_models, num_tokens
@@ -132,6 +132,9 @@ def run_case(key: CaseKey, warmup: int, iters: int) -> CaseResult:
     """Measure one case. Returns its row; raises ContextCorrupted (carrying the row) when the CUDA context broke."""
     result = CaseResult(key=key, status="ok", warmup=warmup, iters=iters, timestamp=now(),
                         tokens=num_tokens(get_spec(key.model), key.res))
+    identity = device_identity(key.device, torch.cuda.current_device() if key.device == "cuda" else 0)
+    result.hostname, result.gpu_name = identity["hostname"], identity["gpu_name"]
+    result.gpu_index, result.gpu_uuid = identity["gpu_index"], identity["gpu_uuid"]
     if key.device == "cuda":
         before = gpu_conditions(torch.cuda.current_device())
         result.sm_clock_mhz_before, result.temp_c_before = before["sm_clock_mhz"], before["temp_c"]

@@ -103,14 +103,22 @@ def resolve_config(suite: str | None, overrides: dict[str, Any], cuda_available:
 
     Base values: the named suite; else, when resuming, the sweep recorded in the results file's header; else the
     default suite (paper_fig1 with a GPU, cpu_smoke without). Values in `overrides` that are not None win."""
+    from vimbench.bench import rundir
+
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    if resume is not None and not Path(resume).is_file():
-        raise VimbenchError(f"cannot resume {resume}: no such file")
+    recorded = None
+    if resume is not None:
+        if Path(resume).is_dir():
+            recorded = rundir.load_manifest(resume).sweep
+        elif Path(resume).is_file():
+            recorded = read_header(Path(resume)).get("sweep")
+        else:
+            raise VimbenchError(f"cannot resume {resume}: no such file or run folder")
     if suite is not None:
         path = find_suite(suite)
         base, source = load_suite(str(path)), f"suite {path.stem} ({path})"
-    elif resume is not None and isinstance(read_header(Path(resume)).get("sweep"), dict):
-        base, source = read_header(Path(resume))["sweep"], f"the sweep recorded in {resume}"
+    elif isinstance(recorded, dict):
+        base, source = recorded, f"the sweep recorded in {resume}"
     else:
         name = GPU_DEFAULT_SUITE if cuda_available else CPU_DEFAULT_SUITE
         path = find_suite(name)
@@ -150,10 +158,9 @@ def _check_out(out: Path | None, resume: bool) -> None:
         raise VimbenchError(f"{out} already exists; pass --resume {out} to continue it, or choose another --out")
 
 
-def plan_sweep(cases: SweepConfig | Iterable[CaseKey], out: str | Path | None = None, resume: bool = False) -> Plan:
-    """The cases to run (minus those already in `out` when resuming), without running anything."""
-    out = Path(out) if out is not None else None
-    _check_out(out, resume)
+def sweep_cases(cases: SweepConfig | Iterable[CaseKey], shard: tuple[int, int] | None = None
+                ) -> tuple[list[CaseKey], list[Dropped]]:
+    """The sweep's cases in run order (only the K-th of N parts with shard=(K, N)), and the dropped combinations."""
     if isinstance(cases, SweepConfig):
         keys, dropped = grid.expand_cases(cases)
     else:
@@ -161,7 +168,38 @@ def plan_sweep(cases: SweepConfig | Iterable[CaseKey], out: str | Path | None = 
     if not keys:
         reasons = "; ".join(f"{d.what}: {d.reason}" for d in dropped) or "the sweep is empty"
         raise VimbenchError(f"no cases left to run ({reasons})")
-    measured = ResultsFile(out).done_keys() if resume and out is not None else set()
+    if shard is not None:
+        from vimbench.bench.partition import shard_cases
+
+        keys = shard_cases(keys, *shard)
+    return keys, dropped
+
+
+def _recorded_shard(record: dict[str, Any]) -> tuple[int, int] | None:
+    """The shard a results header or run manifest recorded, as (K, N)."""
+    shard = record.get("shard")
+    return (int(shard[0]), int(shard[1])) if isinstance(shard, (list, tuple)) and len(shard) == 2 else None
+
+
+def plan_sweep(cases: SweepConfig | Iterable[CaseKey], out: str | Path | None = None, resume: bool = False,
+               shard: tuple[int, int] | None = None) -> Plan:
+    """The cases to run (minus those already in `out` when resuming), without running anything.
+
+    out: a results file, or when resuming, a run folder (rundir.py: every file in it counts). shard=(K, N): only
+    the K-th of N parts of the sweep; a resumed file or folder that recorded its shard keeps it."""
+    from vimbench.bench import rundir
+
+    out = Path(out) if out is not None else None
+    measured: set[CaseKey] = set()
+    if out is not None and resume and out.is_dir():
+        shard = shard or _recorded_shard(rundir.load_manifest(out).data)
+        measured = rundir.done_keys(out)
+    else:
+        _check_out(out, resume)
+        if resume and out is not None:
+            shard = shard or _recorded_shard(read_header(out))
+            measured = ResultsFile(out).done_keys()
+    keys, dropped = sweep_cases(cases, shard)
     done = [k for k in keys if k in measured]
     return Plan(keys, dropped, done)
 
@@ -179,13 +217,25 @@ PROTOCOL = {
 }
 
 
+def results_header(config: SweepConfig | None, warmup: int, iters: int, command: str, run_id: str | None,
+                   shard: tuple[int, int] | None = None) -> dict[str, Any]:
+    """What a new results file's header records besides `created` and `env` (added where the run happens)."""
+    header = {"run_id": run_id or new_run_id(), "command": command, "protocol": PROTOCOL, "warmup": warmup,
+              "iters": iters, "sweep": config.to_suite() if config else None}
+    if shard is not None:
+        header["shard"] = list(shard)
+    return header
+
+
 def run_sweep(cases: SweepConfig | Iterable[CaseKey], out: str | Path | None = None, resume: bool = False,
               progress: Progress | None = None, warmup: int | None = None, iters: int | None = None,
-              command: str | None = None, run_id: str | None = None) -> list[CaseResult]:
+              command: str | None = None, run_id: str | None = None,
+              shard: tuple[int, int] | None = None) -> list[CaseResult]:
     """Measure every case (a SweepConfig, or CaseKeys with warmup/iters given) and return the rows measured now.
 
     out: the results file (None: rows are only returned). Each row is appended and flushed when measured.
     resume: `out` exists; cases already in it (any status but skipped) are not measured again.
+    shard=(K, N): only the K-th of N deterministic, disjoint parts of the sweep (recorded in the header).
     progress(label, completed) is called before and after each case. command and run_id go into the header.
     A case that breaks the CUDA context ends the sweep: its row is written, the remaining cases are written with
     status "skipped", and the rows are returned."""
@@ -193,7 +243,7 @@ def run_sweep(cases: SweepConfig | Iterable[CaseKey], out: str | Path | None = N
     warmup = warmup if warmup is not None else (config.warmup if config else DEFAULTS["warmup"])
     iters = iters if iters is not None else (config.iters if config else DEFAULTS["iters"])
     grid.check_counts(warmup, iters)
-    plan = plan_sweep(cases, out, resume)
+    plan = plan_sweep(cases, out, resume, shard)
     pending = plan.pending
 
     from vimbench.bench.env import collect_env, now
@@ -208,9 +258,8 @@ def run_sweep(cases: SweepConfig | Iterable[CaseKey], out: str | Path | None = N
             store = ResultsFile(Path(out))
             store.append({"kind": "resume", **record})
         else:
-            store = ResultsFile(Path(out), {"run_id": run_id or new_run_id(), **record, "protocol": PROTOCOL,
-                                            "warmup": warmup, "iters": iters,
-                                            "sweep": config.to_suite() if config else None})
+            store = ResultsFile(Path(out), {**results_header(config, warmup, iters, command, run_id, shard),
+                                            **record})
 
     results: list[CaseResult] = []
     for i, key in enumerate(pending):
@@ -234,3 +283,35 @@ def run_sweep(cases: SweepConfig | Iterable[CaseKey], out: str | Path | None = N
         if progress:
             progress(key.label(), i + 1)
     return results
+
+
+def run_parallel_sweep(config: SweepConfig, run_dir: str | Path, slots, resume: bool = False,
+                       shard: tuple[int, int] | None = None, progress=None, command: str | None = None,
+                       run_id: str | None = None):
+    """Measure the sweep with one worker process per slot (workers.py) into a run folder (rundir.py).
+
+    resume: continue the folder (its manifest's sweep and shard); the cases no file of the folder holds are
+    measured. Returns (plan, workers.ParallelOutcome)."""
+    from vimbench.bench import rundir
+    from vimbench.bench.env import now
+    from vimbench.bench.workers import ParallelOutcome, run_workers
+
+    run_dir = Path(run_dir)
+    command = command if command is not None else "python API: vimbench.bench.sweep.run_parallel_sweep"
+    if resume:
+        manifest = rundir.load_manifest(run_dir)
+        shard = shard or _recorded_shard(manifest.data)
+        plan = plan_sweep(config, run_dir, resume=True, shard=shard)
+    else:
+        plan = plan_sweep(config, None, shard=shard)   # a bad sweep fails before the folder is created
+        manifest = rundir.create_run_dir(run_dir, {
+            "run_id": run_id or new_run_id(), "created": now(), "command": command, "sweep": config.to_suite(),
+            "shard": list(shard) if shard else None, "executor": "workers",
+            "workers": [slot.label() for slot in slots]})
+    if not plan.pending:
+        return plan, ParallelOutcome()
+    files = [run_dir / rundir.results_name(shard, slot.index) for slot in slots]
+    rundir.check_results_files(files)
+    header = results_header(config, config.warmup, config.iters, command, manifest.data["run_id"], shard)
+    outcome = run_workers(plan.pending, slots, files, header, config.warmup, config.iters, progress)
+    return plan, outcome
