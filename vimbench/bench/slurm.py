@@ -15,6 +15,8 @@ scheduler does not know the job, e.g. a local job of another process), not submi
 """
 from __future__ import annotations
 
+import shutil
+import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -87,6 +89,9 @@ def make_executor(folder: Path, options: SlurmOptions, cluster: str = "slurm", n
     if cluster not in CLUSTERS:
         raise VimbenchError(f"unknown cluster {cluster!r}; choose from {', '.join(CLUSTERS)}")
     submitit = _submitit()
+    if cluster == "slurm" and not (shutil.which("sbatch") and shutil.which("srun")):
+        raise VimbenchError("sbatch/srun are not on PATH: submit from a SLURM login node (or run the shards "
+                            "yourself: vimbench sweep --shard K/N)")
     executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
     params: dict[str, Any] = {"name": name, "timeout_min": options.time_min, "nodes": 1, "tasks_per_node": 1}
     if cluster == "slurm":
@@ -163,8 +168,13 @@ def _submit_shards(manifest, shard_numbers: Sequence[int]) -> list[Any]:
     cluster = manifest.data.get("cluster", "slurm")
     executor = make_executor(manifest.run_dir / SLURM_FOLDER, options, cluster,
                              name=f"vimbench-{manifest.data['run_id']}")
-    with executor.batch():
-        jobs = [executor.submit(run_shard, str(manifest.run_dir), k, n) for k in shard_numbers]
+    try:
+        with executor.batch():
+            jobs = [executor.submit(run_shard, str(manifest.run_dir), k, n) for k in shard_numbers]
+    except (subprocess.CalledProcessError, OSError, RuntimeError) as exc:
+        detail = getattr(exc, "output", None) or getattr(exc, "stderr", None) or exc
+        raise VimbenchError(f"the scheduler refused the submission ({str(detail).strip()[:300]}); fix it, then: "
+                            f"vimbench sweep --status {manifest.run_dir} --resubmit-failed") from exc
     for k, job in zip(shard_numbers, jobs):
         manifest.data["jobs"].setdefault(str(k), []).append(str(job.job_id))
     manifest.save()

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from vimbench.errors import VimbenchError
+from vimbench.report import cross_gpu
 from vimbench.report import data as D
 from vimbench.report.figures import Figure, batch_figure, pick_batch_resolution, resolution_figure
 from vimbench.report.tables import Table, ratios_table, results_table, write_table
@@ -54,6 +55,7 @@ def build_report(paths: Sequence[str | Path], out_dir: str | Path, models: Seque
     if bad:
         raise VimbenchError(f"cannot group by {', '.join(bad)}; choose from {', '.join(D.GROUP_CHOICES)}")
     df = D.prepare(load_results(list(paths)), models=models, dtypes=dtypes, batches=batches, devices=devices)
+    group_by = cross_gpu.with_gpu_grouping(df, list(group_by))
     out = ReportOutput(Path(out_dir))
     fig_dir, tab_dir = out.out_dir / "figures", out.out_dir / "tables"
     out.out_dir.mkdir(parents=True, exist_ok=True)
@@ -78,6 +80,10 @@ def build_report(paths: Sequence[str | Path], out_dir: str | Path, models: Seque
                       "1 - Vim peak / DeiT peak.")
     if rt is not None:
         out.tables.append(rt)
+    fig = cross_gpu.cross_gpu_figure(df, fig_dir)
+    if fig is not None:
+        out.figures.append(fig)
+        out.tables.append(cross_gpu.cross_gpu_table(df, D.provenance_text(D.provenance(df)) + "."))
     for t in out.tables:
         out.files.extend(write_table(t, tab_dir).values())
     for f in out.figures:
