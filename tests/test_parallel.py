@@ -53,6 +53,8 @@ def test_cli_workers_merge_into_one_run_folder(tmp_path):
     assert again.exit_code == 2 and "--resume" in again.output
     done = CliRunner().invoke(app, ["sweep", "--resume", str(folder), "--workers", "1"])
     assert done.exit_code == 0 and "0 cases to run (6 already in the folder)" in done.output
+    other = CliRunner().invoke(app, ["sweep", "--resume", str(folder), "--workers", "1", "--iters", "7"])
+    assert other.exit_code == 2 and "iters 7 differs from the run's recorded 5" in other.output
 
 
 def test_killed_worker_keeps_the_others_rows_and_resume_finishes(tmp_path):

@@ -155,3 +155,18 @@ def test_bad_slurm_options(args, message, tmp_path, monkeypatch):
 ])
 def test_shard_states(done, total, ended, scheduler, state):
     assert slurm._classify(done, total, ended, None, scheduler) == state
+
+
+def test_a_task_that_raised_is_failed_with_its_error(tmp_path):
+    from submitit.core.utils import JobPaths, cloudpickle_dump
+
+    folder = tmp_path / "slurm"
+    folder.mkdir()
+    cloudpickle_dump(("error", "Traceback (most recent call last):\n  ...\nvimbench.errors.VimbenchError: shard 1/2 "
+                               "of run: 3 cases are not measured\n"),
+                     JobPaths(folder, job_id="77_0", task_id=0).result_pickle)
+    ended, error = slurm._task_outcome(folder, "77_0")
+    assert ended and error == "vimbench.errors.VimbenchError: shard 1/2 of run: 3 cases are not measured"
+    cloudpickle_dump(("success", {"shard": 2}), JobPaths(folder, job_id="77_1", task_id=0).result_pickle)
+    assert slurm._task_outcome(folder, "77_1") == (True, None)
+    assert slurm._task_outcome(folder, "77_2") == (False, None)

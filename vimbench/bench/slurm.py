@@ -253,6 +253,7 @@ def run_status(run_dir: str | Path, state_of: Callable[[Path, str, str], str] | 
     from vimbench.bench import sweep as sweeps
     from vimbench.bench.partition import partition
 
+    _submitit()
     manifest = rundir.load_manifest(run_dir)
     if not manifest.shards or "jobs" not in manifest.data:
         raise VimbenchError(f"{run_dir} was not submitted with --executor slurm; see its progress with "

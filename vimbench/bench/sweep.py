@@ -11,6 +11,7 @@ Suite files are declarative TOML with these keys (values as on the command line,
 """
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -285,6 +286,16 @@ def run_sweep(cases: SweepConfig | Iterable[CaseKey], out: str | Path | None = N
     return results
 
 
+def _check_same_sweep(config: SweepConfig, recorded: dict[str, Any], where: Path) -> None:
+    """A resumed run folder keeps one protocol: rows measured with other settings would mix silently."""
+    wanted = config.to_suite()
+    differ = [k for k in wanted if json.dumps(wanted[k]) != json.dumps(recorded.get(k))]
+    if differ:
+        name = differ[0]
+        raise VimbenchError(f"--resume {where}: {name} {wanted[name]!r} differs from the run's recorded "
+                            f"{recorded.get(name)!r}; resume without changing the sweep, or start a new --run-dir")
+
+
 def run_parallel_sweep(config: SweepConfig, run_dir: str | Path, slots, resume: bool = False,
                        shard: tuple[int, int] | None = None, progress=None, command: str | None = None,
                        run_id: str | None = None):
@@ -300,6 +311,7 @@ def run_parallel_sweep(config: SweepConfig, run_dir: str | Path, slots, resume: 
     command = command if command is not None else "python API: vimbench.bench.sweep.run_parallel_sweep"
     if resume:
         manifest = rundir.load_manifest(run_dir)
+        _check_same_sweep(config, manifest.sweep, run_dir)
         shard = shard or _recorded_shard(manifest.data)
         plan = plan_sweep(config, run_dir, resume=True, shard=shard)
     else:
