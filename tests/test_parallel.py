@@ -42,7 +42,7 @@ def test_cli_workers_merge_into_one_run_folder(tmp_path):
     assert set(counts) == expected and set(counts.values()) == {1}     # every case once, over both files
     for path in files:                                                  # each file is a whole results file
         header = read_header(path)
-        assert header["worker"] in (0, 1) and header["sweep"]["models"] == ["vim_test", "deit_test"]
+        assert header["worker"] in (0, 1) and header["settings"]["sweep"]["models"] == ["vim_test", "deit_test"]
         assert header["run_id"] == rundir.load_manifest(folder).data["run_id"]
     df = load_results(folder)
     assert len(df) == 6 and set(df["status"]) == {"ok"} and set(df["hostname"].dropna()) and \
@@ -98,7 +98,7 @@ def test_a_foreign_file_in_the_folder_stops_before_any_worker_starts(tmp_path):
     (["--gpus", "0", "--device", "cpu"], "--gpus needs --device cuda"),
     (["--workers", "2", "--out", "x.jsonl"], "use --run-dir instead of --out"),
     (["--shard", "5/4"], "K must be between 1 and N"),
-    (["--resume", "nowhere"], "no such file or run folder"),
+    (["--resume", "nowhere"], "cannot resume nowhere: no such file"),
     (["--resubmit-failed"], "goes with --status"),
 ])
 def test_bad_parallel_options(args, message, tmp_path):

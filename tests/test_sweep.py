@@ -13,7 +13,7 @@ from vimbench.bench.runner import precision_flags
 from vimbench.bench.timing import percentile, time_forward
 from vimbench.errors import VimbenchError
 from vimbench.models.vim import VisionMamba
-from vimbench.results import load_results, read_header
+from vimbench.results import header_settings, load_results, read_header
 
 
 def tiny(**kw) -> SweepConfig:
@@ -34,7 +34,8 @@ def test_sweep_writes_and_reloads(tmp_path):
     assert len(results) == 6 and all(r.status == "ok" for r in results), [r.error for r in results]
     header = read_header(out)
     assert header["command"] == "test" and header["env"]["torch"] == torch.__version__
-    assert header["sweep"]["models"] == ["vim_test", "deit_test"] and header["sweep"]["iters"] == 5
+    recorded = header_settings(header)
+    assert recorded["sweep"]["models"] == ["vim_test", "deit_test"] and recorded["iters"] == 5
     df = load_results(out)
     assert len(df) == 6 and set(df["status"]) == {"ok"}
     assert set(df["model"]) == {"vim_test", "deit_test"} and set(df["res"]) == {32, 40}

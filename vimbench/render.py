@@ -31,6 +31,11 @@ def error_line(message: str) -> None:
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
+def warning(message: str) -> None:
+    """One yellow line on stderr: something the user should know about the output (not an error)."""
+    err_console.print(f"[bold yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
 def note(message: str, markup: bool = True) -> None:
     """One message on stdout; markup=False for text that may hold brackets (error messages, paths)."""
     console.print(message, highlight=False, soft_wrap=True, markup=markup)

@@ -16,6 +16,11 @@ def default_backend() -> str:
     return value
 
 
+def triton_interpreter_requested() -> bool:
+    """TRITON_INTERPRET=1: Triton kernels run interpreted on CPU tensors (tests; no GPU needed)."""
+    return os.environ.get("TRITON_INTERPRET", "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def results_dir() -> str:
     """Folder where sweeps write their result files: VIMBENCH_RESULTS_DIR, else ./results."""
     return os.environ.get("VIMBENCH_RESULTS_DIR", "results")

@@ -147,6 +147,15 @@ def _rows_config(interpreted: bool) -> tuple[int, int, int]:
     return (8, 8, 1) if interpreted else (128, 32, 1)
 
 
+def conv_out_like(x: torch.Tensor) -> torch.Tensor:
+    """The uninitialized (2, batch, E, L) output for x (batch, E, L): laid out (batch, L, 2, E) in memory when x is
+    channel-last, else contiguous. One definition for the launcher and the custom op's fake."""
+    batch, channels, length = x.shape
+    if x.stride(1) == 1 and channels > 1:  # per token, both directions' channel runs side by side
+        return torch.empty((batch, length, 2, channels), dtype=x.dtype, device=x.device).permute(2, 0, 3, 1)
+    return torch.empty((2, batch, channels, length), dtype=x.dtype, device=x.device)
+
+
 def conv1d_silu_bidir(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """Both directions' depthwise conv + SiLU in natural token order; same contract as `conv1d_silu_bidir_ref`.
 
@@ -165,10 +174,7 @@ def conv1d_silu_bidir(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
     if bias is not None and tuple(bias.shape) != (2, channels):
         raise ValueError(f"bias must be (2, {channels}); got {tuple(bias.shape)}")
     channel_last = x.stride(1) == 1 and channels > 1
-    if channel_last:  # memory (batch, L, 2, E): per token, both directions' channel runs side by side
-        out = torch.empty((batch, length, 2, channels), dtype=x.dtype, device=x.device).permute(2, 0, 3, 1)
-    else:
-        out = torch.empty((2, batch, channels, length), dtype=x.dtype, device=x.device)
+    out = conv_out_like(x)
     if out.numel() == 0:
         return out
     interpreted = check_device(x, _conv1d_silu_bidir_rows_kernel)

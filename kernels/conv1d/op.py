@@ -1,5 +1,70 @@
-"""The public conv1d op: what the Vim backend and the tools call. Kernels and launchers live in fwd.py (forward);
-the backward pass and the torch custom-op registration belong here, beside the public function."""
-from kernels.conv1d.fwd import conv1d_silu_bidir
+"""The public conv1d op: what the Vim backend and the tools call, registered as torch custom ops.
+
+    vimbench::conv1d_silu_bidir(x, weight, bias) -> out                 forward (fwd.py)
+    vimbench::conv1d_silu_bidir_bwd(dout, x, weight, bias) -> (dx, dweight, dbias)   backward (bwd.py)
+
+Both are functional (no input is mutated, no output aliases an input) and have fake implementations, so autograd
+works, and torch.compile(fullgraph=True) traces them as opaque nodes. Saved for backward: the inputs only (x is a
+view of in_proj's output that the mixer keeps alive anyway); the output is recomputed inside the backward kernel.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from kernels.conv1d import bwd, fwd
+from kernels.runtime import needs_custom_op
+
+
+@torch.library.custom_op("vimbench::conv1d_silu_bidir", mutates_args=())
+def _conv1d_op(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    return fwd.conv1d_silu_bidir(x, weight, bias)
+
+
+@_conv1d_op.register_fake
+def _(x, weight, bias):
+    return fwd.conv_out_like(x)
+
+
+@torch.library.custom_op("vimbench::conv1d_silu_bidir_bwd", mutates_args=())
+def _conv1d_bwd_op(dout: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    dx, dweight, dbias = bwd.conv1d_silu_bidir_bwd(dout, x, weight, bias)
+    # A custom op returns tensors only: without bias, an empty (0,) placeholder that autograd drops.
+    return dx, dweight, dbias if dbias is not None else weight.new_empty(0)
+
+
+@_conv1d_bwd_op.register_fake
+def _(dout, x, weight, bias):
+    dbias = torch.empty_like(bias) if bias is not None else weight.new_empty(0)
+    return bwd.dx_like(x), torch.empty_like(weight), dbias
+
+
+def _setup_context(ctx, inputs, output):
+    x, weight, bias = inputs
+    ctx.save_for_backward(x, weight, bias)
+
+
+def _backward(ctx, dout):
+    x, weight, bias = ctx.saved_tensors
+    dx, dweight, dbias = torch.ops.vimbench.conv1d_silu_bidir_bwd(dout, x, weight, bias)
+    return dx, dweight, dbias if bias is not None else None
+
+
+_conv1d_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def conv1d_silu_bidir(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """Both directions' depthwise conv + SiLU in natural token order; differentiable.
+
+    x: (batch, E, L), any float dtype and strides; weight: (2, E, K) (weight[0] the causal taps, weight[1] the
+    anti-causal ones as the official `conv1d_b.weight` stores them); bias: (2, E) or None. Returns (2, batch, E, L)
+    in x's dtype, laid out (batch, L, 2, E) in memory when x is channel-last. Contract: `conv1d_silu_bidir_ref`.
+    """
+    if needs_custom_op(x, weight, bias):
+        return torch.ops.vimbench.conv1d_silu_bidir(x, weight, bias)
+    return fwd.conv1d_silu_bidir(x, weight, bias)
+
 
 __all__ = ["conv1d_silu_bidir"]

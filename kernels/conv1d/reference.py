@@ -10,14 +10,16 @@ def conv1d_silu_bidir_ref(x: torch.Tensor, weight: torch.Tensor, bias: torch.Ten
 
     x: (batch, E, L), any float dtype. weight: (2, E, K); weight[0] holds the forward (causal) taps,
     weight[1] the backward ones exactly as the official `conv1d_b.weight` stores them. bias: (2, E) or None.
-    Returns (2, batch, E, L) in x's dtype, computed in fp32:
+    Returns (2, batch, E, L) in x's dtype, computed in fp32 (float64 for float64 x, so that autograd through the
+    reference is the float64 spec the backward kernels are tested against):
         out[0, :, :, t] = silu(bias[0] + sum_k weight[0, :, k] * x[..., t - K + 1 + k])   (zero left padding)
         out[1, :, :, t] = silu(bias[1] + sum_k weight[1, :, k] * x[..., t + K - 1 - k])   (zero right padding)
     """
     channels, width = x.shape[1], weight.shape[-1]
-    xf = x.float()
-    wf = weight.float()
-    bf = bias.float() if bias is not None else [None, None]
+    compute = torch.promote_types(x.dtype, torch.float32)
+    xf = x.to(compute)
+    wf = weight.to(compute)
+    bf = bias.to(compute) if bias is not None else [None, None]
     fwd = F.conv1d(F.pad(xf, (width - 1, 0)), wf[0].unsqueeze(1), bf[0], groups=channels)
     # Anti-causal taps are the causal ones mirrored: F.conv1d correlates, so flip the kernel.
     bwd = F.conv1d(F.pad(xf, (0, width - 1)), wf[1].flip(-1).unsqueeze(1), bf[1], groups=channels)

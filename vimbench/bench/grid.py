@@ -87,6 +87,11 @@ def parse_res(value: Any) -> tuple[int, ...]:
     return tuple(sorted({r for piece in pieces for r in _res_piece(piece)}))
 
 
+def off_patch_resolutions(resolutions: Iterable[int]) -> list[tuple[int, int]]:
+    """(res, px the model sees) for each resolution that is not a multiple of the patch (1250 -> 1248)."""
+    return [(r, r // PATCH * PATCH) for r in resolutions if r % PATCH]
+
+
 def parse_batch(value: Any) -> tuple[int, ...]:
     """Batch sizes: positive whole numbers, sorted and deduplicated. The batch is never changed afterwards."""
     out = set()

@@ -1,25 +1,9 @@
 """Where a forward pass spends its time: torch.profiler over one warmed-up forward, kernel time grouped into
-categories, analytic FLOPs next to it, a Chrome trace per case, a table and a stacked-bar figure across
-resolutions. Rows go to a results file (kind "profile") like sweep rows.
+categories (vimbench.analysis.trace: annotations, then kernel-name rules), analytic FLOPs next to it, a Chrome
+trace per case. Rows go to a results file (kind "profile") like sweep rows; the stacked-bar figure across
+resolutions is vimbench.report.profile_figure.
 
-How a kernel (GPU) or an operator's self time (CPU) gets its category, first rule that applies:
-1. Annotation: vimbench wraps the Vim op table's calls (add_rmsnorm -> norm, conv1d_silu_bidir -> conv,
-   bimamba_scan -> scan) and DeiT's modules (Attention -> attention, nn.Linear -> gemm, LayerNorm -> norm) in
-   torch.profiler.record_function ranges named "vimbench::<category>". A kernel (or CPU op) inside such a range
-   takes the innermost range's category. This is what puts the torch backend's scan (cumsum, exp, mul kernels)
-   under "scan", and eager DeiT's Q K^T / P V matmuls under "attention" while qkv/proj stay "gemm".
-2. Kernel-name rules, on the lower-cased name, in the order of NAME_RULES (regular expressions): our Triton
-   kernels and the official CUDA ones by name, then cuBLAS/CUTLASS/cuDNN GEMM names (gemm, gemv, cutlass,
-   cublas, xmma, wgmma, nvjet, splitk, implicit fprop convs such as the patch embedding), flash/efficient
-   attention names and softmax, then the elementwise/copy family (elementwise, vectorized/unrolled kernels,
-   copies, memcpy/memset, cat, flip, fill, index, reductions, activations, Triton's fused pointwise kernels).
-3. Anything else is "other".
-GPU: kernels, memcpy and memset events of the trace count, by their device duration. CPU: each aten op's self
-time (its duration minus its children's), so nested ops are not counted twice. On CPU, convolutions run as
-mkldnn/slow conv ops: outside annotations they count as "conv" (that includes Vim's patch embedding, a GEMM
-on the GPU and in the analytic FLOPs).
-
-Achieved TFLOP/s = analytic FLOPs (vimbench.bench.flops, MAC = 2 FLOPs, scan 9*B*L*E*N per direction) divided
+Achieved TFLOP/s = analytic FLOPs (vimbench.analysis.flops, MAC = 2 FLOPs, scan 9*B*L*E*N per direction) divided
 by the median latency of separately timed forwards (not by profiled time: the profiler adds overhead);
 per category, analytic FLOPs of that category divided by its profiled kernel time.
 """
@@ -27,44 +11,15 @@ from __future__ import annotations
 
 import json
 import re
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from vimbench.analysis.trace import ANNOTATION_PREFIX, CATEGORIES, cpu_events, gpu_events, summarize
 from vimbench.errors import VimbenchError
 
-CATEGORIES = ("scan", "conv", "norm", "gemm", "attention", "elementwise/copy", "other")
-ANNOTATION_PREFIX = "vimbench::"
-# Analytic FLOP categories (vimbench.bench.flops) feeding each profile category's achieved TFLOP/s.
+# Analytic FLOP categories (vimbench.analysis.flops) feeding each profile category's achieved TFLOP/s.
 _FLOP_CATEGORY = {"scan": "scan", "conv": "conv", "norm": "norm", "gemm": "gemm", "attention": "attention"}
-
-NAME_RULES: tuple[tuple[str, str], ...] = (
-    # vimbench's Triton kernels (kernels/*/fwd.py: _scan_kernel, _conv1d_silu_bidir_kernel,
-    # _add_rmsnorm_kernel) and the official CUDA ones (selective_scan_fwd_kernel, causal_conv1d_fwd_kernel)
-    ("scan", r"_scan_kernel|selective_scan|bimamba|scan_fwd|ssm_scan|chunk_scan|state_passing"),
-    ("conv", r"_conv1d_silu_bidir_kernel|conv1d|conv_silu|causal_conv|depthwise|conv_depthwise|grouped_direct"),
-    ("norm", r"_add_rmsnorm_kernel|rmsnorm|rms_norm|_norm_kernel|layer_norm|layernorm|group_norm|batch_norm"),
-    ("attention", r"flash|fmha|attention|sdpa|softmax"),
-    ("gemm", r"gemm|gemv|cutlass|cublas|xmma|wgmma|nvjet|splitk|matmul|aten::mm$|aten::bmm|aten::addmm|"
-             r"aten::baddbmm|aten::linear|fprop|implicit"),
-    ("conv", r"conv"),
-    ("elementwise/copy", r"elementwise|vectorized|unrolled|copy|memcpy|memset|cat|flip|fill|index|reduce|"
-                         r"silu|gelu|sigmoid|softplus|exp|add|mul|div|sub|neg|where|clamp|pow|sqrt|mean|sum|"
-                         r"transpose|contiguous|clone|stack|pad|zero|triton_poi|triton_per|triton_red|"
-                         r"aten::to$|_to_copy|empty|view|reshape|expand|slice|select|permute|unsqueeze|split|"
-                         r"chunk|narrow|as_strided|aten::t$|flatten"),
-)
-_COMPILED_RULES = tuple((cat, re.compile(pattern)) for cat, pattern in NAME_RULES)
-
-
-def categorize(name: str) -> str:
-    """Category of one kernel or operator by name alone (rule 2 of the module docstring)."""
-    low = name.lower()
-    for category, pattern in _COMPILED_RULES:
-        if pattern.search(low):
-            return category
-    return "other"
 
 
 # ---------------------------------------------------------------------------------------------- annotation
@@ -80,7 +35,7 @@ def _annotated(fn: Callable, category: str) -> Callable:
 
 
 def annotate_model(model) -> None:
-    """Put record_function ranges around the model's categorized parts (rule 1). Modifies the model."""
+    """Put record_function ranges around the model's categorized parts (rule 1 of vimbench.analysis.trace). Modifies the model."""
     import torch.nn as nn
     from torch.profiler import record_function
 
@@ -121,95 +76,6 @@ def annotate_model(model) -> None:
         module.register_forward_hook(post)
 
 
-# ---------------------------------------------------------------------------------------------- trace parsing
-
-@dataclass(frozen=True)
-class TimedEvent:
-    name: str
-    category: str
-    us: float
-
-
-def _innermost(intervals: list[tuple[float, float, str]], ts: float, end: float) -> str | None:
-    best = None
-    for start, stop, cat in intervals:
-        if start <= ts + 1e-3 and end <= stop + 1e-3 and (best is None or stop - start < best[1] - best[0]):
-            best = (start, stop, cat)
-    return best[2] if best else None
-
-
-def _annotation_intervals(events: list[dict], cat_name: str) -> list[tuple[float, float, str]]:
-    out = []
-    for e in events:
-        if e.get("cat") == cat_name and str(e.get("name", "")).startswith(ANNOTATION_PREFIX) and "dur" in e:
-            category = e["name"][len(ANNOTATION_PREFIX):]
-            if category in CATEGORIES:
-                out.append((float(e["ts"]), float(e["ts"]) + float(e["dur"]), category))
-    return out
-
-
-def gpu_events(trace: dict) -> list[TimedEvent]:
-    """Kernels, memcpy and memset of a Chrome trace, each with its category and device duration (us)."""
-    events = trace.get("traceEvents", [])
-    ranges = _annotation_intervals(events, "gpu_user_annotation")
-    out = []
-    for e in events:
-        if e.get("ph") == "X" and e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset"):
-            ts, dur = float(e["ts"]), float(e.get("dur", 0.0))
-            cat = _innermost(ranges, ts, ts + dur) or categorize(e["name"])
-            out.append(TimedEvent(e["name"], cat, dur))
-    return out
-
-
-def cpu_events(trace: dict) -> list[TimedEvent]:
-    """Each aten op's self time (us) on the CPU, with its category."""
-    events = trace.get("traceEvents", [])
-    ranges = _annotation_intervals(events, "user_annotation")
-    by_thread: dict[Any, list[dict]] = defaultdict(list)
-    for e in events:
-        if e.get("ph") == "X" and e.get("cat") == "cpu_op":
-            by_thread[(e.get("pid"), e.get("tid"))].append(e)
-    out = []
-    for ops in by_thread.values():
-        ops.sort(key=lambda e: (float(e["ts"]), -float(e.get("dur", 0.0))))
-        stack: list[list] = []  # [end, event, children_us]
-        done: list[tuple[dict, float]] = []
-
-        def close(entry):
-            done.append((entry[1], float(entry[1].get("dur", 0.0)) - entry[2]))
-            if stack:
-                stack[-1][2] += float(entry[1].get("dur", 0.0))
-
-        for e in ops:
-            ts, dur = float(e["ts"]), float(e.get("dur", 0.0))
-            while stack and ts >= stack[-1][0] - 1e-3:
-                close(stack.pop())
-            stack.append([ts + dur, e, 0.0])
-        while stack:
-            close(stack.pop())
-        for e, self_us in done:
-            ts = float(e["ts"])
-            cat = _innermost(ranges, ts, ts + float(e.get("dur", 0.0))) or categorize(e["name"])
-            out.append(TimedEvent(e["name"], cat, max(self_us, 0.0)))
-    return out
-
-
-def summarize(events: list[TimedEvent], top: int = 15) -> dict[str, Any]:
-    """ms and % per category, plus the top kernels by time (name, category, ms, calls)."""
-    total_us = sum(e.us for e in events)
-    ms = {c: 0.0 for c in CATEGORIES}
-    kernels: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0])
-    for e in events:
-        ms[e.category] += e.us / 1e3
-        k = kernels[(e.name, e.category)]
-        k[0] += e.us / 1e3
-        k[1] += 1
-    pct = {c: (100.0 * ms[c] * 1e3 / total_us if total_us else 0.0) for c in CATEGORIES}
-    ranked = sorted(kernels.items(), key=lambda kv: -kv[1][0])[:top]
-    return {"total_ms": total_us / 1e3, "ms": ms, "pct": pct,
-            "top_kernels": [{"name": n[:200], "category": c, "ms": v[0], "calls": v[1]} for (n, c), v in ranked]}
-
-
 # ---------------------------------------------------------------------------------------------- one case
 
 def _slug(text: str) -> str:
@@ -223,7 +89,7 @@ def profile_case(key, out_dir: Path, warmup: int = 2, iters: int = 5) -> dict[st
     from torch.profiler import ProfilerActivity, profile
 
     from vimbench.bench.env import now
-    from vimbench.bench.flops import model_counts
+    from vimbench.analysis.flops import model_counts
     from vimbench.bench.runner import build_model, make_forward, precision_flags
     from vimbench.bench.timing import MIN_ITERS, time_forward
 
@@ -279,49 +145,18 @@ def profile_case(key, out_dir: Path, warmup: int = 2, iters: int = 5) -> dict[st
 
 # ---------------------------------------------------------------------------------------------- several cases
 
-def plot_shares(rows: list[dict[str, Any]], path: Path) -> Path:
-    """Stacked bars of each category's share (%) of profiled time vs resolution, one bar per row."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = sorted(rows, key=lambda r: r["res"])
-    labels = [str(r["res"]) for r in rows]
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(rows) + 2), 4.2))
-    bottom = [0.0] * len(rows)
-    colors = plt.get_cmap("tab10").colors
-    for i, cat in enumerate(CATEGORIES):
-        values = [r[f"pct_{cat}"] for r in rows]
-        ax.bar(labels, values, bottom=bottom, label=cat, color=colors[i % len(colors)])
-        bottom = [b + v for b, v in zip(bottom, values)]
-    first = rows[0]
-    ax.set_xlabel("resolution (px)")
-    ax.set_ylabel("share of profiled kernel time (%)")
-    ax.set_ylim(0, 100)
-    ax.set_title(f"{first['model']} {first['implementation']} b{first['batch']} {first['dtype']} "
-                 f"{first['device']}", fontsize=10)
-    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
 @dataclass
 class ProfileRun:
     rows: list[dict[str, Any]]
     results_path: Path
-    figure_path: Path | None
 
 
 def run_profile(model: str, resolutions: list[int], batch: int, dtype: str, backend: str = "torch",
                 attn: str = "sdpa", device: str = "cuda", out_dir: Path = Path("results/profiles"),
                 command: str = "", progress: Callable[[str, int], None] | None = None) -> ProfileRun:
     """Profile one model at several resolutions; rows written (and flushed) to a results file as each finishes,
-    traces and the share figure next to it. OOM rows are recorded as status "oom" and the run continues."""
+    traces next to it (the share figure: vimbench.report.profile_figure). OOM rows are recorded as status "oom"
+    and the run continues."""
     import torch
 
     from vimbench.bench.env import collect_env, now
@@ -359,6 +194,4 @@ def run_profile(model: str, resolutions: list[int], batch: int, dtype: str, back
         rows.append(row)
     if progress:
         progress("done", len(resolutions))
-    ok = [r for r in rows if r.get("status") == "ok"]
-    figure = plot_shares(ok, out_dir / f"profile-{spec.alias}-{run_id}.png") if ok else None
-    return ProfileRun(rows, results_path, figure)
+    return ProfileRun(rows, results_path)

@@ -128,10 +128,17 @@ def _free(device: str) -> None:
             pass
 
 
+def effective_res(res: int) -> int:
+    """The image side the model's 16 px patches cover (1250 px -> 1248 px; the rest is cropped by the stride)."""
+    from vimbench.bench.grid import PATCH
+
+    return res // PATCH * PATCH
+
+
 def run_case(key: CaseKey, warmup: int, iters: int) -> CaseResult:
     """Measure one case. Returns its row; raises ContextCorrupted (carrying the row) when the CUDA context broke."""
     result = CaseResult(key=key, status="ok", warmup=warmup, iters=iters, timestamp=now(),
-                        tokens=num_tokens(get_spec(key.model), key.res))
+                        tokens=num_tokens(get_spec(key.model), key.res), res_effective_px=effective_res(key.res))
     identity = device_identity(key.device, torch.cuda.current_device() if key.device == "cuda" else 0)
     result.hostname, result.gpu_name = identity["hostname"], identity["gpu_name"]
     result.gpu_index, result.gpu_uuid = identity["gpu_index"], identity["gpu_uuid"]

@@ -20,7 +20,8 @@ from typing import Any, Callable, Iterable
 from vimbench.bench import grid
 from vimbench.bench.grid import Dropped, SweepConfig
 from vimbench.errors import VimbenchError
-from vimbench.results import CaseKey, CaseResult, ResultsFile, new_run_id, read_header
+from vimbench.results import (CaseKey, CaseResult, RunWriter, header_settings, iter_rows, new_run_id, open_run,
+                              read_header)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -102,19 +103,18 @@ def resolve_config(suite: str | None, overrides: dict[str, Any], cuda_available:
                    resume: str | Path | None = None, plan_only: bool = False) -> tuple[SweepConfig, str]:
     """The sweep to run and a sentence saying where it came from.
 
-    Base values: the named suite; else, when resuming, the sweep recorded in the results file's header; else the
+    Base values: the named suite; else, when resuming, the sweep recorded in the results file's header (or the run
+    folder's manifest); else the
     default suite (paper_fig1 with a GPU, cpu_smoke without). Values in `overrides` that are not None win."""
     from vimbench.bench import rundir
 
     overrides = {k: v for k, v in overrides.items() if v is not None}
     recorded = None
-    if resume is not None:
-        if Path(resume).is_dir():
-            recorded = rundir.load_manifest(resume).sweep
-        elif Path(resume).is_file():
-            recorded = read_header(Path(resume)).get("sweep")
-        else:
-            raise VimbenchError(f"cannot resume {resume}: no such file or run folder")
+    if resume is not None and rundir.is_run_dir(resume):
+        recorded = rundir.load_manifest(resume).sweep
+    elif resume is not None:
+        _check_resumable(Path(resume))
+        recorded = header_settings(read_header(Path(resume))).get("sweep")
     if suite is not None:
         path = find_suite(suite)
         base, source = load_suite(str(path)), f"suite {path.stem} ({path})"
@@ -146,15 +146,27 @@ class Plan:
         return [c for c in self.cases if c not in done]
 
 
+def _check_resumable(path: Path) -> None:
+    if path.is_dir():
+        files = sorted(path.glob("*.jsonl"))[-3:]
+        raise VimbenchError(f"{path} is a folder; --resume takes one results file or the run folder of a "
+                            f"parallel sweep (with a run.json)"
+                            + (f", e.g. {', '.join(str(f) for f in files)}" if files else ""))
+    if not path.exists():
+        raise VimbenchError(f"cannot resume {path}: no such file")
+    read_header(path)
+
+
 def _check_out(out: Path | None, resume: bool) -> None:
     if out is None:
         if resume:
             raise VimbenchError("--resume needs the results file to continue")
         return
     if resume:
-        if not out.is_file():
-            raise VimbenchError(f"cannot resume {out}: no such file")
-        read_header(out)
+        _check_resumable(out)
+    elif out.is_dir():
+        raise VimbenchError(f"--out {out} is a folder; give a file path, e.g. {out / 'run.jsonl'} (or set "
+                            f"VIMBENCH_RESULTS_DIR={out} to name files by run id there)")
     elif out.exists() and out.stat().st_size > 0:
         raise VimbenchError(f"{out} already exists; pass --resume {out} to continue it, or choose another --out")
 
@@ -177,9 +189,14 @@ def sweep_cases(cases: SweepConfig | Iterable[CaseKey], shard: tuple[int, int] |
 
 
 def _recorded_shard(record: dict[str, Any]) -> tuple[int, int] | None:
-    """The shard a results header or run manifest recorded, as (K, N)."""
+    """The shard a results file's settings or a run manifest recorded, as (K, N)."""
     shard = record.get("shard")
     return (int(shard[0]), int(shard[1])) if isinstance(shard, (list, tuple)) and len(shard) == 2 else None
+
+
+def recorded_shard(path: str | Path) -> tuple[int, int] | None:
+    """The shard a results file holds (None: the whole sweep)."""
+    return _recorded_shard(header_settings(read_header(Path(path))))
 
 
 def plan_sweep(cases: SweepConfig | Iterable[CaseKey], out: str | Path | None = None, resume: bool = False,
@@ -192,17 +209,24 @@ def plan_sweep(cases: SweepConfig | Iterable[CaseKey], out: str | Path | None = 
 
     out = Path(out) if out is not None else None
     measured: set[CaseKey] = set()
-    if out is not None and resume and out.is_dir():
+    if out is not None and resume and rundir.is_run_dir(out):
         shard = shard or _recorded_shard(rundir.load_manifest(out).data)
         measured = rundir.done_keys(out)
     else:
         _check_out(out, resume)
         if resume and out is not None:
-            shard = shard or _recorded_shard(read_header(out))
-            measured = ResultsFile(out).done_keys()
+            shard = shard or _recorded_shard(header_settings(read_header(out)))
+            measured = _done_keys(out)
     keys, dropped = sweep_cases(cases, shard)
     done = [k for k in keys if k in measured]
     return Plan(keys, dropped, done)
+
+
+def _done_keys(path: Path) -> set[CaseKey]:
+    """Cases already in a results file (any status but skipped): a resume does not measure them again."""
+    from vimbench.results import key_of_row
+
+    return {key_of_row(r) for r in iter_rows(path, kinds=("case",)) if r.get("status") != "skipped"}
 
 
 PROTOCOL = {
@@ -218,25 +242,50 @@ PROTOCOL = {
 }
 
 
-def results_header(config: SweepConfig | None, warmup: int, iters: int, command: str, run_id: str | None,
+def sweep_settings(config: SweepConfig | None, warmup: int, iters: int,
                    shard: tuple[int, int] | None = None) -> dict[str, Any]:
-    """What a new results file's header records besides `created` and `env` (added where the run happens)."""
-    header = {"run_id": run_id or new_run_id(), "command": command, "protocol": PROTOCOL, "warmup": warmup,
-              "iters": iters, "sweep": config.to_suite() if config else None}
+    """What a sweep's results file records as its protocol settings; a resume must match them (a shard's file
+    stays that shard's)."""
+    settings = {"protocol": PROTOCOL, "warmup": warmup, "iters": iters,
+                "sweep": config.to_suite() if config else None}
     if shard is not None:
-        header["shard"] = list(shard)
-    return header
+        settings["shard"] = list(shard)
+    return settings
+
+
+def open_sweep_run(config: SweepConfig | None, out: str | Path, resume: bool = False, command: str | None = None,
+                   run_id: str | None = None, warmup: int | None = None, iters: int | None = None,
+                   allow_protocol_change: bool = False, shard: tuple[int, int] | None = None) -> RunWriter:
+    """Open (and lock) a sweep's results file before anything is built or measured: an unwritable path, a file
+    another run is writing or a resume with other settings fails here, with nothing measured. shard: the part
+    of the sweep the file holds (a resume without it keeps the recorded one)."""
+    from vimbench.bench.env import collect_env, now
+
+    warmup = warmup if warmup is not None else (config.warmup if config else DEFAULTS["warmup"])
+    iters = iters if iters is not None else (config.iters if config else DEFAULTS["iters"])
+    out = Path(out)
+    _check_out(out, resume)
+    if resume and shard is None:
+        shard = _recorded_shard(header_settings(read_header(out)))
+    device = config.device if config else "cpu"
+    settings = sweep_settings(config, warmup, iters, shard)
+    return open_run(out, "sweep", command or "python API: vimbench.run_sweep", collect_env(device), settings,
+                    resume=resume, allow_settings_change=allow_protocol_change, run_id=run_id, created=now(),
+                    resume_hint=f"vimbench sweep --resume {out}")
 
 
 def run_sweep(cases: SweepConfig | Iterable[CaseKey], out: str | Path | None = None, resume: bool = False,
               progress: Progress | None = None, warmup: int | None = None, iters: int | None = None,
-              command: str | None = None, run_id: str | None = None,
-              shard: tuple[int, int] | None = None) -> list[CaseResult]:
+              command: str | None = None, run_id: str | None = None, writer: RunWriter | None = None,
+              allow_protocol_change: bool = False, shard: tuple[int, int] | None = None) -> list[CaseResult]:
     """Measure every case (a SweepConfig, or CaseKeys with warmup/iters given) and return the rows measured now.
 
     out: the results file (None: rows are only returned). Each row is appended and flushed when measured.
-    resume: `out` exists; cases already in it (any status but skipped) are not measured again.
-    shard=(K, N): only the K-th of N deterministic, disjoint parts of the sweep (recorded in the header).
+    resume: `out` exists; cases already in it (any status but skipped) are not measured again, and its recorded
+    settings must match unless allow_protocol_change. writer: a file already opened with open_sweep_run (the
+    caller closes it); otherwise `out` is opened here, locked for the run and closed at the end.
+    shard=(K, N): only the K-th of N deterministic, disjoint parts of the sweep (recorded in the settings; a
+    resumed file keeps its recorded shard).
     progress(label, completed) is called before and after each case. command and run_id go into the header.
     A case that breaks the CUDA context ends the sweep: its row is written, the remaining cases are written with
     status "skipped", and the rows are returned."""
@@ -244,23 +293,24 @@ def run_sweep(cases: SweepConfig | Iterable[CaseKey], out: str | Path | None = N
     warmup = warmup if warmup is not None else (config.warmup if config else DEFAULTS["warmup"])
     iters = iters if iters is not None else (config.iters if config else DEFAULTS["iters"])
     grid.check_counts(warmup, iters)
-    plan = plan_sweep(cases, out, resume, shard)
-    pending = plan.pending
+    if resume and shard is None and out is not None and writer is None and Path(out).is_file():
+        shard = _recorded_shard(header_settings(read_header(Path(out))))
+    keys, _ = sweep_cases(cases, shard)
+    own_writer = writer is None and out is not None
+    if own_writer:
+        writer = open_sweep_run(config, out, resume, command, run_id, warmup, iters, allow_protocol_change, shard)
+    try:
+        done = writer.done_keys() if writer is not None else set()
+        return _measure([k for k in keys if k not in done], warmup, iters, writer, progress)
+    finally:
+        if own_writer:
+            writer.close()
 
-    from vimbench.bench.env import collect_env, now
+
+def _measure(pending: list[CaseKey], warmup: int, iters: int, store: RunWriter | None,
+             progress: Progress | None) -> list[CaseResult]:
+    from vimbench.bench.env import now
     from vimbench.bench.runner import ContextCorrupted, run_case
-
-    device = pending[0].device if pending else plan.cases[0].device
-    command = command if command is not None else "python API: vimbench.run_sweep"
-    store = None
-    if out is not None:
-        record = {"created": now(), "command": command, "env": collect_env(device)}
-        if resume:
-            store = ResultsFile(Path(out))
-            store.append({"kind": "resume", **record})
-        else:
-            store = ResultsFile(Path(out), {**results_header(config, warmup, iters, command, run_id, shard),
-                                            **record})
 
     results: list[CaseResult] = []
     for i, key in enumerate(pending):
@@ -324,6 +374,7 @@ def run_parallel_sweep(config: SweepConfig, run_dir: str | Path, slots, resume: 
         return plan, ParallelOutcome()
     files = [run_dir / rundir.results_name(shard, slot.index) for slot in slots]
     rundir.check_results_files(files)
-    header = results_header(config, config.warmup, config.iters, command, manifest.data["run_id"], shard)
-    outcome = run_workers(plan.pending, slots, files, header, config.warmup, config.iters, progress)
+    opening = {"command": command, "settings": sweep_settings(config, config.warmup, config.iters, shard),
+               "run_id": manifest.data["run_id"], "resume_hint": f"vimbench sweep --resume {run_dir}"}
+    outcome = run_workers(plan.pending, slots, files, opening, config.warmup, config.iters, progress)
     return plan, outcome

@@ -106,6 +106,7 @@ class ParallelOutcome:
     not_run: list[CaseKey] = field(default_factory=list)    # still queued when no worker was left
     died: list[int] = field(default_factory=list)           # workers that died
     broken: list[int] = field(default_factory=list)         # workers stopped by a broken CUDA context
+    refused: list[str] = field(default_factory=list)        # workers that could not open their file, and why
     files: list[Path] = field(default_factory=list)
 
     by_worker: dict[CaseKey, int] = field(default_factory=dict)   # which worker measured each case
@@ -133,8 +134,9 @@ def _environ(values: dict[str, str]) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def _worker_main(conn, slot: Slot, out: str, header: dict[str, Any], warmup: int, iters: int) -> None:
-    """A worker process: open its results file, then measure the cases the parent sends until it sends None."""
+def _worker_main(conn, slot: Slot, out: str, opening: dict[str, Any], warmup: int, iters: int) -> None:
+    """A worker process: open (and lock) its results file, then measure the cases the parent sends until it
+    sends None. opening: what open_run needs besides the environment, which is this worker's own."""
     try:
         import torch
 
@@ -142,29 +144,31 @@ def _worker_main(conn, slot: Slot, out: str, header: dict[str, Any], warmup: int
             torch.set_num_threads(slot.threads)
         from vimbench.bench.env import collect_env, now
         from vimbench.bench.runner import ContextCorrupted, run_case
-        from vimbench.results import ResultsFile
+        from vimbench.results import open_run
 
         path = Path(out)
-        record = {"created": now(), "command": header.get("command"), "env": collect_env(slot.device),
-                  "worker": slot.index}
-        if path.exists() and path.stat().st_size > 0:
-            store = ResultsFile(path)
-            store.append({"kind": "resume", **record})
-        else:
-            store = ResultsFile(path, {**header, **record})
-        conn.send(("ready", None, None))
-        while True:
-            key = conn.recv()
-            if key is None:
-                return
-            try:
-                result = run_case(key, warmup, iters)
-            except ContextCorrupted as exc:
-                store.append(exc.result)
-                conn.send(("broken", exc.result.status, exc.result.error))
-                return
-            store.append(result)
-            conn.send(("done", result.status, result.error))
+        resume = path.exists() and path.stat().st_size > 0
+        with open_run(path, "sweep", opening["command"], collect_env(slot.device), opening["settings"],
+                      resume=resume, run_id=opening["run_id"], created=now(), resume_hint=opening["resume_hint"],
+                      extra={"worker": slot.index}) as store:
+            conn.send(("ready", None, None))
+            while True:
+                key = conn.recv()
+                if key is None:
+                    return
+                try:
+                    result = run_case(key, warmup, iters)
+                except ContextCorrupted as exc:
+                    store.append(exc.result)
+                    conn.send(("broken", exc.result.status, exc.result.error))
+                    return
+                store.append(result)
+                conn.send(("done", result.status, result.error))
+    except VimbenchError as exc:   # its file is locked by another run, or cannot be written
+        try:
+            conn.send(("refused", None, str(exc)))
+        except (BrokenPipeError, OSError):
+            pass
     except (KeyboardInterrupt, EOFError, BrokenPipeError):
         return  # the parent is stopping the sweep; rows written so far are on disk
 
@@ -177,10 +181,11 @@ class _Live:
     current: CaseKey | None = None
 
 
-def run_workers(cases: Sequence[CaseKey], slots: Sequence[Slot], files: Sequence[Path], header: dict[str, Any],
+def run_workers(cases: Sequence[CaseKey], slots: Sequence[Slot], files: Sequence[Path], opening: dict[str, Any],
                 warmup: int, iters: int, progress: WorkerProgress | None = None) -> ParallelOutcome:
-    """Measure `cases` with one process per slot, worker i appending to files[i] (created with `header`, or
-    continued with a resume line when it exists). Returns what was measured and what was not."""
+    """Measure `cases` with one process per slot, worker i appending to files[i] (created, or continued with a
+    resume line when it exists; `opening`: command, settings, run_id, resume_hint for open_run). Returns what
+    was measured and what was not."""
     from vimbench.bench.partition import costliest_first
 
     if len(files) != len(slots):
@@ -233,7 +238,7 @@ def run_workers(cases: Sequence[CaseKey], slots: Sequence[Slot], files: Sequence
             env = {"CUDA_VISIBLE_DEVICES": slot.gpu} if slot.gpu is not None else {}
             with _environ(env):
                 process = ctx.Process(target=_worker_main, name=f"vimbench-worker-{slot.index}", daemon=True,
-                                      args=(child_end, slot, str(path), header, warmup, iters))
+                                      args=(child_end, slot, str(path), opening, warmup, iters))
                 process.start()
             processes.append(process)
             child_end.close()   # the parent keeps only its end: the child's exit then reads as EOF
@@ -244,8 +249,12 @@ def run_workers(cases: Sequence[CaseKey], slots: Sequence[Slot], files: Sequence
                 if w is None:
                     continue
                 try:
-                    kind, status, _error = conn.recv()
+                    kind, status, error = conn.recv()
                 except (EOFError, OSError):
+                    died(w)
+                    continue
+                if kind == "refused":
+                    outcome.refused.append(f"{w.slot.label()}: {error}")
                     died(w)
                     continue
                 if kind in ("done", "broken") and w.current is not None:

@@ -16,7 +16,7 @@ app = typer.Typer(
 )
 
 # Each module defines register(app) and owns its commands.
-_COMMAND_MODULES = ("sweep", "kernels", "report", "profile")
+_COMMAND_MODULES = ("sweep", "kernels", "report", "profile", "compare")
 for _name in _COMMAND_MODULES:
     importlib.import_module(f"vimbench.cli.{_name}").register(app)
 

@@ -12,7 +12,8 @@ USAGE_ERROR = 2
 
 
 def user_errors(fn: Callable) -> Callable:
-    """Decorator for command bodies: a VimbenchError (or a bad value) becomes one line on stderr and exit 2."""
+    """Decorator for command bodies: a VimbenchError, or an OSError about a named file, becomes one line on stderr
+    and exit 2."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -22,6 +23,15 @@ def user_errors(fn: Callable) -> Callable:
             from vimbench.render import error_line
 
             error_line(str(exc))
+            raise typer.Exit(USAGE_ERROR) from None
+        except OSError as exc:
+            # A file the user named cannot be read or written (permissions, full disk, a folder given for a
+            # file): one line naming it. OSErrors without a path are bugs and keep their traceback.
+            if exc.filename is None:
+                raise
+            from vimbench.render import error_line
+
+            error_line(f"cannot use {exc.filename}: {exc.strerror or exc}")
             raise typer.Exit(USAGE_ERROR) from None
 
     return wrapper

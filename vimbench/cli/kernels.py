@@ -42,7 +42,7 @@ def bench(
     import sys
 
     from vimbench import render
-    from vimbench.bench import kernel_bench as kb
+    from vimbench.kerneltools import microbench as kb
     from vimbench.bench.grid import parse_batch, parse_models, parse_res
     from vimbench.errors import VimbenchError
 
@@ -76,7 +76,7 @@ def bench(
         caption="p50 ms: triton.testing.do_bench median. GB/s: each input read once + each output written once. "
                 "% HBM / % exp / % FMA: that floor (bytes at the measured copy bandwidth; exps, e.g. batch*L*E*N "
                 "per scan direction, at the special-function-unit rate; FMAs at the FP32 rate) over the measured "
-                "time; 100 = at the floor. bound: the largest floor. Ceilings: vimbench/bench/roofline.py.",
+                "time; 100 = at the floor. bound: the largest floor. Ceilings: vimbench/analysis/roofline.py.",
         digits=3,
     )
     render.note(f"rows written to {path}")

@@ -21,7 +21,7 @@ def check(
     """Re-time the Triton kernel suite and compare with a baseline: exit 1 on a regression beyond the noise
     threshold max(5%, 3 x relative spread of the repeats, 0.03 ms / baseline ms), 2 on bad input or no GPU."""
     from vimbench import render
-    from vimbench.bench import regression as rg
+    from vimbench.kerneltools import regression as rg
     from vimbench.errors import VimbenchError
 
     base_cases = None
@@ -74,7 +74,7 @@ def _render_comparisons(comparisons, baseline: Path, pct_floor: dict | None = No
                                             "% of floor", "status"],
                  rows, caption=f"{n_reg} regression(s); threshold = max(5%, 3 x relative spread of the repeats, "
                                "0.03 ms / baseline ms); % of floor: roofline floor time / measured time "
-                               "(vimbench.bench.roofline)",
+                               "(vimbench.analysis.roofline)",
                  digits=3)
 
 
@@ -87,10 +87,10 @@ def static(
     """Compile every Triton kernel for sm_90 (no GPU needed) and check registers, spills, vectorized loads and
     MUFU.EX2 counts against the expectation file: exit 1 on a spill or regression, 2 on bad input."""
     from vimbench import render
-    from vimbench.bench import static_check as sc
+    from vimbench.kerneltools import static_check as sc
 
     if not sc.KERNELS:
-        render.note("no Triton kernels are listed in vimbench/bench/static_check.py KERNELS yet: nothing to check")
+        render.note("no Triton kernels are listed in vimbench/kerneltools/static_check.py KERNELS yet: nothing to check")
         return
     expected = None if update else sc.load_expectations(expect)["kernels"]
     reports = sc.static_reports(sc.KERNELS)

@@ -31,7 +31,8 @@ def profile(
 
     from vimbench import render
     from vimbench.bench import grid
-    from vimbench.bench.profile import CATEGORIES, run_profile
+    from vimbench.analysis.trace import CATEGORIES
+    from vimbench.bench.profile import run_profile
     from vimbench.errors import VimbenchError
     from vimbench.models import get_spec
 
@@ -49,11 +50,23 @@ def profile(
     if attn_name is None:
         raise VimbenchError("profile takes one --attn; run it once per attention path")
     dev = grid.parse_device(device, torch.cuda.is_available())
+    if spec.family == "vim":
+        from vimbench.models.ops import get_ops
+
+        get_ops(backend_name)  # a backend that cannot run here fails now, in one line, before anything is built
+    from vimbench.results import check_output_dir
+
+    check_output_dir(out, "--out folder")
     command = "vimbench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     with render.progress_bar(len(resolutions), f"profile {spec.alias}") as update:
         run = run_profile(spec.alias, resolutions, batch, dtype_name, backend_name, attn_name,
                           dev, out, command=command, progress=update)
     ok = [r for r in run.rows if r.get("status") == "ok"]
+    figure_path = None
+    if ok:
+        from vimbench.report.profile_figure import plot_shares
+
+        figure_path = plot_shares(ok, run.results_path.with_suffix(".png"))
     columns = ["res", "latency ms", "profiled ms", "TFLOP/s"] + [f"{c} %" for c in CATEGORIES]
     rows = [[r["res"], r["latency_ms_p50"], r["profiled_ms"], r["tflops"]] + [r[f"pct_{c}"] for c in CATEGORIES]
             for r in ok]
@@ -69,8 +82,8 @@ def profile(
     render.note(f"results: {run.results_path}")
     if ok:
         render.note(f"traces: {Path(ok[0]['trace']).parent}/trace_*.json (chrome://tracing or ui.perfetto.dev)")
-    if run.figure_path:
-        render.note(f"figure: {run.figure_path}")
+    if figure_path:
+        render.note(f"figure: {figure_path}")
 
 
 def _ms_rate(row: dict, category: str) -> str:

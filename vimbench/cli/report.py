@@ -30,6 +30,8 @@ def report(
                                                  "with the most batch sizes]."),
     title: Optional[str] = typer.Option(None, "--title", help="Title of index.html."),
     show_table: bool = typer.Option(True, "--table/--no-table", help="Print the results table in the terminal."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave out results files that cannot be read (each "
+                                                            "named) and report the rest."),
 ) -> None:
     """Figures (PNG, SVG), tables (Markdown, CSV, LaTeX) and one self-contained index.html from stored results."""
     from vimbench import render
@@ -39,7 +41,11 @@ def report(
     out = out or Path("reports") / results[0].stem
     groups = [] if group_by.strip().lower() in ("", "none") else [g.strip() for g in group_by.split(",") if g.strip()]
     result = build_report(results, out, models=models, dtypes=dtype, batches=batch, devices=device,
-                          group_by=groups, batch_res=batch_res, title=title)
+                          group_by=groups, batch_res=batch_res, title=title, skip_bad=skip_bad)
+    for problem in result.skipped_files:
+        render.warning(f"left out: {problem}")
+    for mix in result.protocol_mixes:
+        render.warning(f"mixed protocols: {mix}")
     if show_table:
         for t in result.tables:
             if t.name == "results":
@@ -88,6 +94,10 @@ def reproduce(
     R.load_claim_set(claims)  # an unknown name fails before anything is measured
     if results and run:
         raise VimbenchError("pass either --results FILES (judge stored results) or --run (measure now), not both")
+    if out is not None:
+        from vimbench.results import check_output_dir
+
+        check_output_dir(out, "--out folder")  # before anything is measured
     if not results:
         config, n_cases = R.claim_suite(claims)
         with render.progress_bar(n_cases, f"measuring {claims}") as update:

@@ -43,6 +43,10 @@ def sweep(
     = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the cases (and the combinations dropped, "
                                                            "with reasons) without running them.")] = False,
+    allow_protocol_change: Annotated[bool, typer.Option(
+        "--allow-protocol-change", help="With --resume: continue the file although the sweep's settings (models, "
+                                        "res, iters, ...) differ from those it records; the new ones are recorded "
+                                        "and `vimbench report` flags the file as mixing protocols.")] = False,
     gpus: Annotated[Optional[str], typer.Option(help="0,1,2,3 or all: one worker process per GPU, pinned with "
                                                      "CUDA_VISIBLE_DEVICES; rows go to a run folder.",
                                                 rich_help_panel=_PANEL)] = None,
@@ -84,10 +88,11 @@ def sweep(
     import torch
 
     from vimbench import render
+    from vimbench.bench import grid
     from vimbench.bench import sweep as sweeps
-    from vimbench.errors import VimbenchError
     from vimbench.bench.partition import parse_shard
     from vimbench.bench.slurm import SlurmOptions, parse_sbatch_args
+    from vimbench.errors import VimbenchError
     from vimbench.results import new_run_id
     from vimbench.settings import results_dir
 
@@ -137,19 +142,34 @@ def sweep(
         _plan_tables(plan, config)
         return
 
-    render.note(f"{len(plan.pending)} cases to run"
-                + (f" ({len(plan.done)} already in the file)" if plan.done else "") + f"; results: {path}")
+    for res_px, effective in grid.off_patch_resolutions(config.res):
+        render.warning(f"--res {res_px} is not a multiple of the 16 px patch: the models see {effective} px "
+                       f"({(effective // grid.PATCH) ** 2 + 1} tokens); rows record res {res_px} and "
+                       f"res_effective_px {effective}")
+    if resume and parsed_shard is None:
+        parsed_shard = sweeps.recorded_shard(path)
+    writer = None
     try:
-        with _terminate_as_interrupt(), render.progress_bar(len(plan.pending), "starting") as update:
-            results = sweeps.run_sweep(config, out=path, resume=bool(resume), progress=update, command=command,
-                                       run_id=run_id, shard=parsed_shard)
+        with _terminate_as_interrupt():
+            writer = sweeps.open_sweep_run(config, path, resume=bool(resume), command=command, run_id=run_id,
+                                           allow_protocol_change=allow_protocol_change, shard=parsed_shard)
+            pending = len(plan.pending) if not resume else len([k for k in plan.cases
+                                                                 if k not in writer.done_keys()])
+            render.note(f"{pending} cases to run"
+                        + (f" ({len(plan.cases) - pending} already in the file)" if resume else "")
+                        + f"; results: {path}")
+            with render.progress_bar(pending, "starting") as update:
+                results = sweeps.run_sweep(config, progress=update, writer=writer, shard=parsed_shard)
     except KeyboardInterrupt:
-        if path.is_file():
+        if writer is not None:
             render.error_line(f"interrupted; the cases measured so far are in {path}. "
                               f"Continue with: vimbench sweep --resume {path}")
         else:
-            render.error_line("interrupted before any case was written")
+            render.error_line("interrupted before the results file was opened; nothing was measured")
         raise typer.Exit(130) from None
+    finally:
+        if writer is not None:
+            writer.close()
 
     _results_table(results, config, path)
     failed = [r for r in results if r.status in ("error", "skipped")]

@@ -33,6 +33,15 @@ def _torch_ops() -> VimOps:
 
 
 def _triton_ops() -> VimOps:
+    import torch
+
+    from vimbench.settings import triton_interpreter_requested
+
+    # Without a GPU the kernels only run interpreted; failing here says so at build time, instead of a
+    # "0 active drivers" error deep inside the first forward.
+    if not torch.cuda.is_available() and not triton_interpreter_requested():
+        raise VimbenchError("the triton backend needs a CUDA GPU and none is visible here (set TRITON_INTERPRET=1 "
+                            "before importing to run the kernels slowly on CPU, for tests); use backend torch")
     try:
         from kernels.conv1d.op import conv1d_silu_bidir
         from kernels.rmsnorm.op import add_rmsnorm
@@ -46,8 +55,15 @@ _FACTORIES = {"torch": _torch_ops, "triton": _triton_ops}
 assert set(_FACTORIES) == set(BACKENDS)
 
 
-def get_ops(backend: str) -> VimOps:
-    """The op table of one backend ('torch' or 'triton')."""
-    if backend not in _FACTORIES:
+def normalize_backend(backend: str) -> str:
+    """A backend name in any case ('Triton', ' torch') -> its canonical name; VimbenchError if unknown. The same
+    rule as VIMBENCH_BACKEND and --backend."""
+    name = backend.strip().lower() if isinstance(backend, str) else backend
+    if name not in _FACTORIES:
         raise VimbenchError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    return _FACTORIES[backend]()
+    return name
+
+
+def get_ops(backend: str) -> VimOps:
+    """The op table of one backend ('torch' or 'triton', any case)."""
+    return _FACTORIES[normalize_backend(backend)]()

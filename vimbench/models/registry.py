@@ -62,18 +62,24 @@ def create_model(name: str, img_size: int = 224, num_classes: int = 1000, backen
     ('sdpa' fused or 'eager'). Each argument applies to one family only and is ignored by the other.
     """
     spec = get_spec(name)
+    if isinstance(img_size, bool) or not isinstance(img_size, int):
+        raise VimbenchError(f"img_size must be a whole number of px, e.g. 224; got {img_size!r}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+        raise VimbenchError(f"num_classes must be a whole number >= 0 (0: no classifier head); got {num_classes!r}")
     # Any size of at least one patch: the model sees img // 16 patches per side (738 px -> 46 x 46), as the
     # official code and timm do; the paper's 738 px point is not a multiple of 16.
     if img_size < 16:
         raise VimbenchError(f"image size {img_size} is smaller than the 16 px patch; use at least 16")
     if spec.family == "vim":
+        from vimbench.models.ops import normalize_backend
         from vimbench.models.vim import VisionMamba
         from vimbench.settings import default_backend
 
-        return VisionMamba(img_size, spec.embed_dim, spec.depth, num_classes, backend or default_backend())
-    if attn not in ATTENTION_BACKENDS:
+        return VisionMamba(img_size, spec.embed_dim, spec.depth, num_classes,
+                           normalize_backend(backend) if backend is not None else default_backend())
+    if not isinstance(attn, str) or attn.strip().lower() not in ATTENTION_BACKENDS:
         raise VimbenchError(f"unknown attention {attn!r}; choose one of {', '.join(ATTENTION_BACKENDS)}")
-    return create_deit(spec.official_name, img_size, num_classes, attn, **spec.overrides)
+    return create_deit(spec.official_name, img_size, num_classes, attn.strip().lower(), **spec.overrides)
 
 
 def count_params(model: nn.Module) -> int:

@@ -197,7 +197,7 @@ class VisionMamba(nn.Module):
         if img_size < PATCH:
             raise ValueError(f"img_size {img_size} is smaller than one {PATCH}px patch")
         self.ops = get_ops(backend)
-        self.backend = backend
+        self.backend = self.ops.name
         self.img_size, self.embed_dim, self.depth = img_size, embed_dim, depth
         self.patch_embed = PatchEmbed(img_size, embed_dim)
         self.num_tokens = self.patch_embed.num_patches + 1

@@ -112,14 +112,10 @@ def anchor_case(row: dict[str, Any]) -> CaseResult:
 
 def import_anchors(src: str | Path, dst: str | Path, overwrite: bool = False) -> ImportSummary:
     """Convert an anchors file's "model" rows into a vimbench results file at dst."""
-    from vimbench.results import ResultsFile
+    from vimbench.results import open_run
 
     src, dst = Path(src), Path(dst)
     header, rows = _read_anchor_lines(src)
-    if dst.exists():
-        if not overwrite:
-            raise VimbenchError(f"{dst} exists; pass --force to replace it")
-        dst.unlink()
     cases = [anchor_case(r) for r in rows if r.get("kind") == "model"]
     if not cases:
         raise VimbenchError(f"{src} has no 'model' rows to import")
@@ -127,7 +123,19 @@ def import_anchors(src: str | Path, dst: str | Path, overwrite: bool = False) ->
     for r in rows:
         if r.get("kind") != "model":
             skipped[str(r.get("kind"))] = skipped.get(str(r.get("kind")), 0) + 1
-    out = ResultsFile(dst, anchor_header(header, src))
-    for case in cases:
-        out.append(case)
+    if dst.is_dir():
+        raise VimbenchError(f"-o {dst} is a folder; give the path of the .jsonl file to write")
+    if dst.exists():
+        if not overwrite:
+            raise VimbenchError(f"{dst} exists; pass --force to replace it")
+        try:
+            dst.unlink()
+        except OSError as exc:
+            raise VimbenchError(f"cannot replace {dst}: {exc.strerror or exc}") from exc
+    ours = anchor_header(header, src)
+    extra = {k: v for k, v in ours.items() if k not in ("run_id", "created", "command", "env")}
+    with open_run(dst, "anchors", ours["command"], ours["env"], {"protocol": ours["protocol"]},
+                  run_id=ours["run_id"], created=ours["created"], extra=extra) as out:
+        for case in cases:
+            out.append(case)
     return ImportSummary(converted=len(cases), skipped_kinds=skipped, destination=dst)

@@ -21,6 +21,8 @@ class ReportOutput:
     runs: list[dict[str, Any]] = field(default_factory=list)
     index: Path | None = None
     repeats_dropped: int = 0    # the same case measured more than once: only the newest row is shown
+    skipped_files: list[str] = field(default_factory=list)    # unreadable files left out (skip_bad), with why
+    protocol_mixes: list[str] = field(default_factory=list)   # files resumed with other settings, where
 
 
 def _slug(value: Any) -> str:
@@ -47,18 +49,24 @@ def run_headers(df) -> list[dict[str, Any]]:
 def build_report(paths: Sequence[str | Path], out_dir: str | Path, models: Sequence[str] | str | None = None,
                  dtypes: Sequence[str] | str | None = None, batches: Sequence[str] | str | None = None,
                  devices: Sequence[str] | str | None = None, group_by: Sequence[str] = ("dtype", "batch"),
-                 batch_res: int | None = None, title: str | None = None) -> ReportOutput:
-    """Write figures (PNG, SVG), tables (Markdown, CSV, LaTeX) and index.html under out_dir."""
-    from vimbench.results import load_results
+                 batch_res: int | None = None, title: str | None = None, skip_bad: bool = False) -> ReportOutput:
+    """Write figures (PNG, SVG), tables (Markdown, CSV, LaTeX) and index.html under out_dir.
+
+    skip_bad: leave out results files that cannot be read (listed in skipped_files) instead of failing."""
+    from vimbench.results import LoadProblems, check_output_dir, load_results, protocol_changes
 
     bad = [g for g in group_by if g not in D.GROUP_CHOICES]
     if bad:
         raise VimbenchError(f"cannot group by {', '.join(bad)}; choose from {', '.join(D.GROUP_CHOICES)}")
-    df = D.prepare(load_results(list(paths)), models=models, dtypes=dtypes, batches=batches, devices=devices)
+    check_output_dir(out_dir, "report folder")
+    problems = LoadProblems()
+    df = D.prepare(load_results(list(paths), skip_bad=skip_bad, problems=problems), models=models, dtypes=dtypes,
+                   batches=batches, devices=devices)
     group_by = cross_gpu.with_gpu_grouping(df, list(group_by))
-    out = ReportOutput(Path(out_dir))
+    out = ReportOutput(Path(out_dir), skipped_files=problems.skipped)
+    out.protocol_mixes = [line for source in sorted({str(s) for s in df["source"].dropna()})
+                          for line in protocol_changes(Path(source))]
     fig_dir, tab_dir = out.out_dir / "figures", out.out_dir / "tables"
-    out.out_dir.mkdir(parents=True, exist_ok=True)
 
     groups = [({}, df)] if not group_by else [
         (dict(zip(group_by, key if isinstance(key, tuple) else (key,))), rows)
@@ -96,8 +104,9 @@ def build_report(paths: Sequence[str | Path], out_dir: str | Path, models: Seque
     out.repeats_dropped = int(df.attrs.get("repeats_dropped", 0))
     repeats = (f"; {out.repeats_dropped} repeated measurements of the same case were left out, the newest kept"
                if out.repeats_dropped else "")
+    mixes = (" Mixed protocols: " + " ".join(out.protocol_mixes)) if out.protocol_mixes else ""
     out.index = write_index(out.out_dir, title or "vimbench report", f"Built by `vimbench report` from {sources} "
-                            f"only ({len(df)} cases{repeats}); nothing was measured to make it.", out.figures,
+                            f"only ({len(df)} cases{repeats}); nothing was measured to make it.{mixes}", out.figures,
                             out.tables, out.runs)
     out.files.append(out.index)
     return out

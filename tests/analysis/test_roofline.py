@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from vimbench.bench.roofline import (add_rmsnorm_work, bimamba_scan_work, ceilings_for, conv1d_bidir_work,
+from vimbench.analysis.roofline import (add_rmsnorm_work, bimamba_scan_work, ceilings_for, conv1d_bidir_work,
                                      roofline, scan_work)
 from vimbench.errors import VimbenchError
 
@@ -50,7 +50,7 @@ def test_bad_inputs():
 
 
 def test_kernel_bench_uses_the_roofline_work_of_each_op():
-    from vimbench.bench import kernel_bench as kb
+    from vimbench.kerneltools import microbench as kb
 
     dims = {"E": 384, "L": 6085, "R": 12, "D": 192}
     scan = kb._work("scan_bidir", dims, 64, "bf16")

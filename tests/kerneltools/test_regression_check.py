@@ -7,7 +7,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from vimbench.bench import regression as rg
+from vimbench.kerneltools import regression as rg
 from vimbench.cli import kernels_checks
 from vimbench.errors import VimbenchError
 

@@ -29,8 +29,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from vimbench.bench import roofline as rl
-from vimbench.bench.roofline import DTYPE_BYTES
+from vimbench.analysis import roofline as rl
+from vimbench.analysis.roofline import DTYPE_BYTES
 from vimbench.layout import XDblLayout
 from vimbench.errors import VimbenchError
 
@@ -118,7 +118,7 @@ def vim_counts(embed_dim: int, depth: int, res: int, batch: int, dtype: str = "f
     ops = out.ops
     # add_rmsnorm before each block and once at the end; block 0 has no residual to add.
     norm_flops = 5.0 * BL * D
-    # Bytes of our three kernels: the same formulas the kernel roofline uses (bench/roofline.py).
+    # Bytes of our three kernels: the same formulas the kernel roofline uses (analysis/roofline.py).
     norm_bytes_first = rl.add_rmsnorm_work(BL, D, dtype, residual=False).bytes
     norm_bytes = rl.add_rmsnorm_work(BL, D, dtype).bytes
     ops.append(OpCount("add_rmsnorm", "norm", norm_flops * (depth + 1),

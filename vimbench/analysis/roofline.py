@@ -58,7 +58,7 @@ def ceilings_for(gpu_name: str) -> Ceilings:
         if key.lower() in gpu_name.lower():
             return ceil
     raise VimbenchError(f"no roofline ceilings for GPU {gpu_name!r}; add it to CEILINGS in "
-                        f"vimbench/bench/roofline.py (known: {', '.join(CEILINGS)})")
+                        f"vimbench/analysis/roofline.py (known: {', '.join(CEILINGS)})")
 
 
 @dataclass(frozen=True)

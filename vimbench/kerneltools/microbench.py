@@ -10,7 +10,7 @@ Numbers per row:
 - ms_p50: triton.testing.do_bench median (warmup / rep are milliseconds of repetition, not counts).
 - gbps: bytes / time, with bytes = every input tensor read once + every output written once (the traffic an ideal
   kernel moves; `bytes` is in the row). For the scan the inputs are u, delta, B, C, z, A, D, delta_bias.
-- roofline (vimbench.bench.roofline): the op's bytes, exp-unit (MUFU) and FMA counts against the GPU's ceilings;
+- roofline (vimbench.analysis.roofline): the op's bytes, exp-unit (MUFU) and FMA counts against the GPU's ceilings;
   pct_hbm / pct_mufu / pct_fma = that floor / ms_p50 (100 = at the floor), pct_floor for the binding one, `bound`
   names it. The scan's exp count is batch * L * E * N per direction.
 """
@@ -44,7 +44,7 @@ class KernelCase:
 
 def _work(op: str, dims: dict[str, int], batch: int, dtype: str):
     """The op's roofline work (bytes, MUFU and FMA counts) at these dims."""
-    from vimbench.bench import roofline as rl
+    from vimbench.analysis import roofline as rl
 
     E, L, D = dims["E"], dims["L"], dims["D"]
     if op in ("scan_bidir", "scan_halves"):
@@ -255,7 +255,7 @@ def run_case(case: KernelCase, gpu_name: str | None, warmup_ms: float = 25, rep_
         return row
     nbytes = _bytes(case.op, args, dtype)
     row.update(ms_p50=ms, bytes=nbytes, gbps=nbytes / (ms * 1e-3) / 1e9)
-    from vimbench.bench import roofline as rl
+    from vimbench.analysis import roofline as rl
 
     try:
         ceil = rl.ceilings_for(gpu_name or "")

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from vimbench.bench.flops import CATEGORIES, model_counts
+from vimbench.analysis.flops import CATEGORIES, model_counts
 from vimbench.errors import VimbenchError
 from vimbench.models import create_model
 

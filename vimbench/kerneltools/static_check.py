@@ -357,7 +357,7 @@ def static_reports(specs: list[KernelSpec], extra_paths: list[str] | None = None
     if env.get("PYTHONPATH"):
         paths.append(env["PYTHONPATH"])
     env["PYTHONPATH"] = os.pathsep.join(paths)
-    proc = subprocess.run([sys.executable, "-m", "vimbench.bench.static_check"],
+    proc = subprocess.run([sys.executable, "-m", "vimbench.kerneltools.static_check"],
                           input=json.dumps([s.to_json() for s in specs]), capture_output=True, text=True,
                           env=env, timeout=timeout_s)
     if proc.returncode != 0:

@@ -154,7 +154,7 @@ _OP_NAMES = {"bimamba_scan": "scan_bidir", "bimamba_scan_halves": "scan_halves",
 def _case(op: str, batch: int, channels: int, length: int, dtype_name: str) -> KernelCase:
     """One suite case: the Triton op on inputs built by the kernel microbenchmark (the model's layout)."""
     def build():
-        from vimbench.bench.kernel_bench import _torch_dtype, make_call
+        from vimbench.kerneltools.microbench import _torch_dtype, make_call
 
         return make_call(_OP_NAMES[op], "triton", channels, length, batch, _torch_dtype(dtype_name))
 
@@ -178,8 +178,8 @@ def default_suite() -> list[KernelCase]:
 
 
 def case_work(params: dict[str, Any]):
-    """The roofline work (vimbench.bench.roofline.KernelWork) of a suite case, from its params."""
-    from vimbench.bench import roofline as rl
+    """The roofline work (vimbench.analysis.roofline.KernelWork) of a suite case, from its params."""
+    from vimbench.analysis import roofline as rl
 
     op = params.get("op")
     if op in ("bimamba_scan", "bimamba_scan_halves"):
@@ -194,7 +194,7 @@ def case_work(params: dict[str, Any]):
 
 def pct_of_floor(params: dict[str, Any], median_ms: float, gpu: str) -> float | None:
     """Measured time as a % of the case's roofline floor speed (100 = at the floor); None if unknown."""
-    from vimbench.bench import roofline as rl
+    from vimbench.analysis import roofline as rl
 
     work = case_work(params)
     if work is None:

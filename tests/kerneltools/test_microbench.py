@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vimbench.bench import kernel_bench as kb
+from vimbench.kerneltools import microbench as kb
 
 
 @pytest.mark.parametrize("op", kb.OPS)

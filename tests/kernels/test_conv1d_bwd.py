@@ -1,0 +1,111 @@
+"""Backward of the Triton bidirectional conv1d + SiLU vs torch.autograd through the float64 reference."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kernels.conv1d.reference import conv1d_silu_bidir_ref
+from _tolerances import assert_close_to_f64
+
+
+@pytest.fixture(scope="module")
+def op():
+    return pytest.importorskip("kernels.conv1d.op")
+
+
+def make_inputs(batch, channels, length, channel_last, dtype=torch.float32, device="cpu", seed=0):
+    """x as the mixer passes it: a (batch, E, L) view of in_proj's output, channel-last, or token-contiguous."""
+    g = torch.Generator().manual_seed(seed)
+    if channel_last:
+        x = torch.randn(batch, length, 2 * channels, generator=g)[..., :channels].transpose(1, 2)
+    else:
+        x = torch.randn(batch, 2 * channels, length, generator=g)[:, :channels]
+    w = torch.randn(2, channels, 4, generator=g) * 0.5
+    b = torch.randn(2, channels, generator=g) * 0.5
+    dout = torch.randn(2, batch, channels, length, generator=g)
+    return x.to(device=device, dtype=dtype), w.to(device), b.to(device), dout.to(device)
+
+
+def grads_f64(x, w, b, dout):
+    """dL/dx, dL/dweight, dL/dbias of L = <dout, out> through the reference, in float64."""
+    x64 = x.detach().double().requires_grad_()
+    w64 = w.detach().double().requires_grad_()
+    b64 = None if b is None else b.detach().double().requires_grad_()
+    conv1d_silu_bidir_ref(x64, w64, b64).backward(dout.double())
+    return x64.grad, w64.grad, None if b is None else b64.grad
+
+
+# 7 channels: not a multiple of the interpreter's 4-channel blocks; L = 37 spans three 16-token chunks.
+@pytest.mark.parametrize("length", [1, 2, 3, 37])
+@pytest.mark.parametrize("channel_last", [True, False])
+def test_conv1d_backward_matches_f64_autograd(op, device, length, channel_last):
+    x, w, b = make_inputs(2, 7, length, channel_last, device=device)[:3]
+    dout = make_inputs(2, 7, length, channel_last, device=device, seed=1)[3]
+    for bias in (b, None) if length == 37 else (b,):
+        xg, wg = x.clone().requires_grad_(), w.clone().requires_grad_()
+        bg = None if bias is None else bias.clone().requires_grad_()
+        out = op.conv1d_silu_bidir(xg, wg, bg)
+        out.backward(dout)
+        dx64, dw64, db64 = grads_f64(x, w, bias, dout)
+        assert xg.grad.shape == x.shape and xg.grad.dtype == x.dtype
+        torch.testing.assert_close(xg.grad.double(), dx64, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(wg.grad.double(), dw64, rtol=1e-5, atol=1e-5)
+        if bias is not None:
+            torch.testing.assert_close(bg.grad.double(), db64, rtol=1e-5, atol=1e-5)
+
+
+def test_conv1d_backward_kernel_direct(op, device):
+    """bwd.conv1d_silu_bidir_bwd itself: dx keeps x's channel-last layout; no dbias without a bias; any dout
+    strides (here the (B, L, 2, E) layout the forward writes)."""
+    from kernels.conv1d.bwd import conv1d_silu_bidir_bwd
+
+    x, w, b, dout = make_inputs(3, 9, 11, True, device=device)
+    dout_cl = dout.permute(1, 3, 0, 2).contiguous().permute(2, 0, 3, 1)
+    dx, dw, db = conv1d_silu_bidir_bwd(dout_cl, x, w, None)
+    assert db is None and dx.stride(1) == 1
+    dx64, dw64, _ = grads_f64(x, w, None, dout)
+    torch.testing.assert_close(dx.double(), dx64, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(dw.double(), dw64, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="dout must be"):
+        conv1d_silu_bidir_bwd(dout[:, :, :8], x, w, b)
+
+
+def test_conv1d_backward_is_deterministic(op, device):
+    x, w, b, dout = make_inputs(2, 5, 37, True, device=device)
+    from kernels.conv1d.bwd import conv1d_silu_bidir_bwd
+
+    first = conv1d_silu_bidir_bwd(dout, x, w, b)
+    second = conv1d_silu_bidir_bwd(dout, x, w, b)
+    for a, c in zip(first, second):
+        assert torch.equal(a, c)
+
+
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_conv1d_custom_op_opcheck(op, device, with_bias):
+    x, w, b = make_inputs(2, 6, 5, True, device=device)[:3]
+    args = (x.requires_grad_(), w.requires_grad_(), b.requires_grad_() if with_bias else None)
+    torch.library.opcheck(torch.ops.vimbench.conv1d_silu_bidir.default, args)
+    dout = make_inputs(2, 6, 5, True, device=device)[3]
+    torch.library.opcheck(torch.ops.vimbench.conv1d_silu_bidir_bwd.default,
+                          (dout, x.detach(), w.detach(), b if with_bias else None),
+                          test_utils=("test_schema", "test_faketensor"))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("channels,length", [(384, 197), (384, 6085), (768, 577), (100, 300)])
+@pytest.mark.parametrize("channel_last", [True, False])
+def test_conv1d_backward_gpu(op, dtype, channels, length, channel_last):
+    x, w, b, dout = make_inputs(4, channels, length, channel_last, dtype=dtype, device="cuda")
+    dout = dout.to(dtype)
+    xg, wg, bg = x.clone().requires_grad_(), w.clone().requires_grad_(), b.clone().requires_grad_()
+    op.conv1d_silu_bidir(xg, wg, bg).backward(dout)
+    dx64, dw64, db64 = grads_f64(x, w, b, dout)
+    # plain PyTorch at the same precision: autograd through the reference on the low-precision inputs
+    xp, wp, bp = x.clone().requires_grad_(), w.clone().requires_grad_(), b.clone().requires_grad_()
+    conv1d_silu_bidir_ref(xp, wp, bp).backward(dout)
+    assert_close_to_f64(xg.grad, dx64, dtype, xp.grad)
+    # dweight / dbias sum over batch x L terms: compare relative to their scale
+    scale_w, scale_b = dw64.abs().max().item(), db64.abs().max().item()
+    torch.testing.assert_close(wg.grad.double() / scale_w, dw64 / scale_w, rtol=0, atol=1e-4)
+    torch.testing.assert_close(bg.grad.double() / scale_b, db64 / scale_b, rtol=0, atol=1e-4)

@@ -1,0 +1,1 @@
+"""Kernel tooling: the microbenchmark, the timed regression check and the static sm_90 compile check."""
