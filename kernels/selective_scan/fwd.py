@@ -58,7 +58,7 @@ def _softplus(x, USE_ASM: tl.constexpr):
 
 @triton.jit(do_not_specialize=["L"])
 def _scan_kernel(
-    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr,
+    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, ckpt_ptr,
     E, L, dir_first, out_scale,
     stride_u_dir, stride_u_b, stride_u_e, stride_u_l,
     stride_dt_dir, stride_dt_b, stride_dt_e, stride_dt_l,
@@ -70,7 +70,7 @@ def _scan_kernel(
     stride_out_dir, stride_out_b, stride_out_e, stride_out_l,
     N_STATE: tl.constexpr, BLOCK_C: tl.constexpr, MASK_C: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    ATOMIC: tl.constexpr, USE_ASM: tl.constexpr, PREFETCH: tl.constexpr,
+    ATOMIC: tl.constexpr, USE_ASM: tl.constexpr, PREFETCH: tl.constexpr, SAVE_EVERY: tl.constexpr,
 ):
     """One program: BLOCK_C channels (one per lane) of one (direction, batch). Each lane keeps its channel's N
     states in registers and steps through the tokens one at a time, two per loop trip, loading each token's
@@ -79,7 +79,9 @@ def _scan_kernel(
     rows 16-element aligned (stride_B_n == 1, stride_B_l a multiple of 16) each row is a few vector loads.
 
     MASK_C: E is not a multiple of BLOCK_C, so channel lanes need masks. Trips whose tokens (and prefetched
-    tokens) all lie inside L run without token masks; the last one or two trips run masked."""
+    tokens) all lie inside L run without token masks; the last one or two trips run masked.
+    SAVE_EVERY: 0, or an even K: also store the fp32 state entering every K-th scan step (the checkpoints the
+    backward pass restarts from) to ckpt_ptr, laid out (dirs, batch, cdiv(L, K), N, E) contiguous."""
     pid_c = tl.program_id(0)
     direction = tl.program_id(1).to(tl.int64)  # index into the direction-stacked inputs (and the output)
     backward = (tl.program_id(1) + dir_first) == 1  # tokens run from L-1 down to 0
@@ -120,12 +122,50 @@ def _scan_kernel(
     t1 = _load_token(1, *args, HAS_Z, True, MASK_C)
     # Trip k steps tokens 2k, 2k+1 and loads 2k+2, 2k+3; every one of them is < L for k < (L - 2) // 2.
     full_trips = tl.maximum((L - 2) // 2, 0)
+    # (C,) pointers to this program's channels in checkpoint slot 0, row 0.
+    ckpt_lanes = ckpt_ptr + (direction * tl.num_programs(2) + pid_b) * tl.cdiv(L, SAVE_EVERY) * N_STATE * E + c64
     for k in range(0, full_trips):
+        if SAVE_EVERY > 0:
+            _save_checkpoint(h, 2 * k, ckpt_lanes, E, mask_c, N_STATE, SAVE_EVERY)
         h, t0, t1 = _trip(h, 2 * k, t0, t1, args, step_args, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC,
                            USE_ASM, False, MASK_C, PREFETCH)
     for k in range(full_trips, tl.cdiv(L, 2)):
+        if SAVE_EVERY > 0:
+            _save_checkpoint(h, 2 * k, ckpt_lanes, E, mask_c, N_STATE, SAVE_EVERY)
         h, t0, t1 = _trip(h, 2 * k, t0, t1, args, step_args, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC,
                            USE_ASM, True, MASK_C, PREFETCH)
+
+
+@triton.jit
+def _save_checkpoint(h, step, ckpt_lanes, E, mask_c, N_STATE: tl.constexpr, SAVE_EVERY: tl.constexpr):
+    """Store the state entering scan step `step` when a checkpoint chunk starts there (SAVE_EVERY is even and
+    trips start at even steps, so every chunk start is some trip's first step)."""
+    if step % SAVE_EVERY == 0:
+        store_rows(ckpt_lanes + (step // SAVE_EVERY) * (N_STATE * E), E, h, mask_c, N_STATE)
+
+
+@triton.jit
+def store_rows(lanes, row_stride, tile, mask_c, N_STATE: tl.constexpr):
+    """Store an (N, C) state tile as N (C,) rows, row n at lanes + n * row_stride. One 2D store would make
+    Triton's coalescing pass give it a 4-channels-per-thread layout: a shared-memory layout conversion of the
+    state and more live registers (Triton 3.6 spilled). Row n is picked in-thread (each lane holds its channel's
+    whole state); -0.0 is the additive identity that lets the compiler drop the sum."""
+    states = tl.arange(0, N_STATE)
+    for n in tl.static_range(N_STATE):
+        row = tl.sum(tl.where(states[:, None] == n, tile, -0.0), axis=0)
+        tl.store(lanes + n * row_stride, row, mask=mask_c)
+
+
+@triton.jit
+def load_rows(lanes, row_stride, mask_c, N_STATE: tl.constexpr, BLOCK_C: tl.constexpr):
+    """The (N, C) fp32 tile that `store_rows` stored (masked lanes read 0), built from N (C,) row loads for the
+    same reason."""
+    states = tl.arange(0, N_STATE)
+    tile = tl.zeros((N_STATE, BLOCK_C), dtype=tl.float32)
+    for n in tl.static_range(N_STATE):
+        row = tl.load(lanes + n * row_stride, mask=mask_c, other=0.0)
+        tile = tl.where(states[:, None] == n, row[None, :], tile)
+    return tile
 
 
 @triton.jit
@@ -246,10 +286,12 @@ def _check(u, delta, A, B, C, n_dir: int | None):
         raise ValueError(f"the state size must be a power of two; got {n_state}")
 
 
-def _launch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out, dir_first, n_dir, out_scale, atomic):
+def _launch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out, dir_first, n_dir, out_scale, atomic,
+            checkpoints=None, save_every=0):
     """u, delta: (dirs, batch, E, L); A: (dirs, E, N); B, C: (dirs, batch, N, L); D, delta_bias: (dirs, E);
     z: (batch, E, L); out: (batch, E, L) shared by the directions, or (dirs, batch, E, L), one per direction.
-    Stacked index i runs backward when i + dir_first == 1."""
+    Stacked index i runs backward when i + dir_first == 1. checkpoints: with save_every = K > 0, a contiguous fp32
+    (dirs, batch, cdiv(L, K), N, E) tensor that receives the state entering every K-th scan step."""
     _, batch, channels, length = u.shape
     cfg = _config(check_device(u, _scan_kernel))
     if not cfg["interpreted"]:
@@ -268,14 +310,14 @@ def _launch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out, dir_first,
         bt = delta_bias.contiguous()
     out_strides = out.stride() if out.dim() == 4 else (0, *out.stride())
     _scan_kernel[grid](
-        u, delta, A, B, C, Dt, zt, bt, out,
+        u, delta, A, B, C, Dt, zt, bt, out, checkpoints if save_every else dummy,
         channels, length, dir_first, out_scale,
         *u.stride(), *delta.stride(), *A.stride(), *B.stride(), *C.stride(),
         Dt.stride(0) if has_d else 0, bt.stride(0) if has_bias else 0,
         *zt.stride(), *out_strides,
         N_STATE=A.shape[-1], BLOCK_C=cfg["BLOCK_C"], MASK_C=channels % cfg["BLOCK_C"] != 0,
         HAS_D=has_d, HAS_Z=has_z, HAS_BIAS=has_bias, SOFTPLUS=bool(delta_softplus), ATOMIC=atomic,
-        USE_ASM=not cfg["interpreted"], PREFETCH=cfg["PREFETCH"],
+        USE_ASM=not cfg["interpreted"], PREFETCH=cfg["PREFETCH"], SAVE_EVERY=save_every,
         num_warps=cfg["num_warps"],
     )
     return out
@@ -328,6 +370,37 @@ def bimamba_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softp
     _launch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out32, dir_first=0, n_dir=2, out_scale=0.5,
             atomic=True)
     return out32 if u.dtype == torch.float32 else out32.to(u.dtype)
+
+
+def bimamba_scan_fwd_save(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True, combine=True,
+                          chunk=64, out=None):
+    """`bimamba_scan` for training: also returns the fp32 state checkpoints that `bwd.bimamba_scan_bwd` restarts
+    from. Returns (out, checkpoints); out exactly as `bimamba_scan(..., combine, out)` returns it; checkpoints
+    (2, batch, cdiv(L, chunk), N, E) fp32 contiguous, [dir, b, k] = the state entering scan step k * chunk of
+    that direction (token k * chunk for the forward direction, L - 1 - k * chunk for the backward one; slot 0
+    holds the zero initial state). chunk: even, 2..1024 (64..256 on the GPU: memory B*2*E*N*cdiv(L, chunk)*4
+    bytes against the backward's recomputation per chunk)."""
+    _check(u, delta, A, B, C, 2)
+    chunk = int(chunk)
+    if chunk < 2 or chunk % 2 or chunk > 1024:
+        raise ValueError(f"chunk must be an even number of tokens in 2..1024; got {chunk}")
+    _, batch, channels, length = u.shape
+    checkpoints = torch.empty(2, batch, triton.cdiv(length, chunk), A.shape[-1], channels, dtype=torch.float32,
+                              device=u.device)
+    A = A.float()
+    D = None if D is None else D.float()
+    delta_bias = None if delta_bias is None else delta_bias.float()
+    if not combine:
+        halves = _halves_out(u, delta, out)
+        _launch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, halves, dir_first=0, n_dir=2, out_scale=0.5,
+                atomic=False, checkpoints=checkpoints, save_every=chunk)
+        return halves, checkpoints
+    if out is not None:
+        raise ValueError("out= is only taken with combine=False")
+    out32 = torch.zeros_like(u[0], dtype=torch.float32)
+    _launch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out32, dir_first=0, n_dir=2, out_scale=0.5,
+            atomic=True, checkpoints=checkpoints, save_every=chunk)
+    return (out32 if u.dtype == torch.float32 else out32.to(u.dtype)), checkpoints
 
 
 def _halves_out(u, delta, out):

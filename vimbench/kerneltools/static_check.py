@@ -136,7 +136,7 @@ def scan_specs(dtype: str = "bf16", mode: str = "halves", batch: int = 64, chann
     args = {
         "u_ptr": Ptr(dtype), "delta_ptr": Ptr(dtype), "A_ptr": Ptr("fp32"), "B_ptr": Ptr(bc_dtype),
         "C_ptr": Ptr(bc_dtype), "D_ptr": Ptr("fp32"), "z_ptr": Ptr(dtype), "bias_ptr": Ptr("fp32"),
-        "out_ptr": Ptr("fp32" if mode == "combined" else dtype),
+        "out_ptr": Ptr("fp32" if mode == "combined" else dtype), "ckpt_ptr": Ptr("fp32"),
         "E": E, "L": L, "dir_first": 0, "out_scale": 1.0 if mode == "single" else 0.5,
         **dict(zip(("stride_u_dir", "stride_u_b", "stride_u_e", "stride_u_l"), u_st)),
         **dict(zip(("stride_dt_dir", "stride_dt_b", "stride_dt_e", "stride_dt_l"), u_st)),
@@ -148,7 +148,7 @@ def scan_specs(dtype: str = "bf16", mode: str = "halves", batch: int = 64, chann
         "stride_out_dir": out_dir, "stride_out_b": out_b, "stride_out_e": out_e, "stride_out_l": out_l,
     }
     constexprs = dict(N_STATE=N, BLOCK_C=block_c, MASK_C=E % block_c != 0, HAS_D=True, HAS_Z=True, HAS_BIAS=True,
-                      SOFTPLUS=True, ATOMIC=mode == "combined", USE_ASM=True, PREFETCH=True)
+                      SOFTPLUS=True, ATOMIC=mode == "combined", USE_ASM=True, PREFETCH=True, SAVE_EVERY=0)
     # The binary holds the loop trip twice (the unmasked main loop and the masked last trips), each
     # 2 tokens x N states x (BLOCK_C / threads) channels per thread.
     state_elements = 2 * tokens_per_trip * N * block_c // (32 * num_warps)

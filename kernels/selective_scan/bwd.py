@@ -1,0 +1,275 @@
+"""Backward pass of the bidirectional selective scan in Triton (`bimamba_scan_bwd`), from saved state checkpoints.
+
+API (what an autograd wrapper calls; both functions take the direction-stacked inputs of `bimamba_scan`):
+
+    out, checkpoints = fwd.bimamba_scan_fwd_save(u, delta, A, B, C, D, z, delta_bias, delta_softplus=True,
+                                                 combine=True, chunk=64)
+    du, ddelta, dA, dB, dC, dD, dz, ddelta_bias = bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias,
+                                                                   checkpoints, delta_softplus, combine, chunk)
+
+Saved-tensor contract: the backward needs the forward's inputs u, delta, A, B, C, D, z, delta_bias (the same
+tensors, or equal values in any strides) and `checkpoints`, with the same delta_softplus, combine and chunk. It
+does not need the forward's output: y is recomputed. checkpoints is fp32, contiguous,
+(2, batch, cdiv(L, chunk), N, E): [dir, b, k] is the state entering scan step k * chunk of that direction (slot 0 is
+the zero initial state). Memory per scan call (per layer): 2 * batch * E * N * cdiv(L, chunk) * 4 bytes, e.g.
+Vim-Ti (E=384, N=16) at 1248 px (L=6085), batch 8, chunk 64: 18.7 MB, against 898 MB for all states.
+
+Shapes: grad_out is (batch, E, L) for combine=True (the gradient of 0.5 * (y_fwd + y_bwd) * SiLU(z)), or
+(2, batch, E, L) for combine=False (the gradients of the two gated halves 0.5 * y_dir * SiLU(z)); any strides,
+any float dtype. Returned: du like u, ddelta like delta (dtype, and layout when u/delta are dense);
+dA (2, E, N) fp32; dB, dC (2, batch, N, L) fp32 (views with stride 1 along N); dD, ddelta_bias (2, E) fp32 or
+None when D/delta_bias is None; dz in z's dtype, laid out like u[0], or None when z is None.
+
+Design (one program = BLOCK_C channels, one per lane, of one (direction, batch), like the forward):
+- Chunks of `chunk` scan steps are visited last to first. Per chunk: reload its checkpoint, recompute the chunk's
+  states forward, writing the state entering each step to a per-program fp32 scratch (chunk, N, BLOCK_C), then
+  walk the chunk backwards carrying the adjoint l (N, C) in registers: l_s = C_s dy_s + a_{s+1} l_{s+1}
+  (gradients: ../shared/spec/training.md). A barrier separates the two passes (and the next chunk's overwrite).
+- du, ddelta (through softplus: * sigmoid(delta + bias)) are stored per token; dz gets both directions'
+  contributions by relaxed fp32 atomics onto zero (two additions: order-independent, so deterministic).
+- dA, dD, ddelta_bias accumulate in registers and are written once per program (per-batch partials summed by
+  torch). dB_s, dC_s (sums over channels) are reduced over the program's lanes and written as per-channel-block
+  partials (n_cblocks, 2, batch, L, N), summed by torch: no per-element atomics, deterministic.
+- Masked channels have Delta = u = 0 and a zero upstream gradient, so their adjoint stays 0 and adds nothing.
+- Program ids are widened to int64 before multiplying strides; L is not specialized on.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels.runtime import check_device
+from kernels.selective_scan.fwd import LN2, LOG2E, _blocks_for, _check, _load_lanes, _softplus, load_rows, store_rows
+
+
+@triton.jit(do_not_specialize=["L"])
+def _scan_bwd_kernel(
+    g_ptr, u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, ckpt_ptr, scratch_ptr,
+    du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, dbias_ptr,
+    E, L, g_scale,
+    stride_g_dir, stride_g_b, stride_g_e, stride_g_l,
+    stride_u_dir, stride_u_b, stride_u_e, stride_u_l,
+    stride_dt_dir, stride_dt_b, stride_dt_e, stride_dt_l,
+    stride_A_dir, stride_A_e, stride_A_n,
+    stride_B_dir, stride_B_b, stride_B_n, stride_B_l,
+    stride_C_dir, stride_C_b, stride_C_n, stride_C_l,
+    stride_D_dir, stride_bias_dir,
+    stride_z_b, stride_z_e, stride_z_l,
+    stride_du_dir, stride_du_b, stride_du_e, stride_du_l,
+    stride_ddt_dir, stride_ddt_b, stride_ddt_e, stride_ddt_l,
+    stride_dz_b, stride_dz_e, stride_dz_l,
+    N_STATE: tl.constexpr, BLOCK_C: tl.constexpr, CHUNK: tl.constexpr,
+    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+    USE_ASM: tl.constexpr,
+):
+    """One program: BLOCK_C channels of one (direction, batch); direction 1 runs its tokens from L-1 down to 0.
+    Partial outputs (contiguous, laid out by the launcher): dB/dC (n_cblocks, 2, batch, L, N),
+    dA (batch, 2, E, N), dD/dbias (batch, 2, E); scratch (programs, CHUNK, N, BLOCK_C)."""
+    pid_c = tl.program_id(0).to(tl.int64)
+    direction = tl.program_id(1).to(tl.int64)
+    backward = tl.program_id(1) == 1
+    pid_b = tl.program_id(2).to(tl.int64)
+    n_dirs = tl.num_programs(1)
+    n_batch = tl.num_programs(2)
+    n_cblocks = tl.num_programs(0)
+
+    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask_c = offs_c < E
+    c64 = offs_c.to(tl.int64)
+    states = tl.arange(0, N_STATE)
+    tile_mask = mask_c[None, :]
+
+    g_base = g_ptr + direction * stride_g_dir + pid_b * stride_g_b + c64 * stride_g_e
+    u_base = u_ptr + direction * stride_u_dir + pid_b * stride_u_b + c64 * stride_u_e
+    dt_base = delta_ptr + direction * stride_dt_dir + pid_b * stride_dt_b + c64 * stride_dt_e
+    B_base = B_ptr + direction * stride_B_dir + pid_b * stride_B_b + states * stride_B_n
+    C_base = C_ptr + direction * stride_C_dir + pid_b * stride_C_b + states * stride_C_n
+    z_base = z_ptr + pid_b * stride_z_b + c64 * stride_z_e
+    du_base = du_ptr + direction * stride_du_dir + pid_b * stride_du_b + c64 * stride_du_e
+    ddt_base = ddelta_ptr + direction * stride_ddt_dir + pid_b * stride_ddt_b + c64 * stride_ddt_e
+    dz_base = dz_ptr + pid_b * stride_dz_b + c64 * stride_dz_e
+    # (N,) row of token t in the dB/dC partials: [pid_c, direction, pid_b, t, :]
+    dBC_off = ((pid_c * n_dirs + direction) * n_batch + pid_b) * L * N_STATE + states
+    n_chunks = tl.cdiv(L, CHUNK)
+    # (C,) pointers to row 0 of this program's channels in checkpoint slot 0 and in scratch step 0; (N, C) tiles
+    # move as N (C,) rows (fwd.store_rows says why).
+    ckpt_lanes = ckpt_ptr + (direction * n_batch + pid_b) * n_chunks * N_STATE * E + c64
+    program = (pid_b * n_dirs + direction) * n_cblocks + pid_c
+    scratch_lanes = scratch_ptr + program * (CHUNK * N_STATE * BLOCK_C) + tl.arange(0, BLOCK_C)
+
+    # A pre-scaled so that exp(Delta * A) = exp2(Delta * A2); N (C,) row loads keep lanes on channels (fwd.py).
+    A2 = tl.zeros((N_STATE, BLOCK_C), dtype=tl.float32)
+    A_rows = A_ptr + direction * stride_A_dir + c64 * stride_A_e
+    for n in tl.static_range(N_STATE):
+        a_n = tl.load(A_rows + n * stride_A_n, mask=mask_c, other=0.0) * LOG2E
+        A2 = tl.where(states[:, None] == n, a_n[None, :], A2)
+    D_row = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    bias_row = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    if HAS_D:
+        D_row = tl.load(D_ptr + direction * stride_D_dir + c64, mask=mask_c, other=0.0)
+    if HAS_BIAS:
+        bias_row = tl.load(bias_ptr + direction * stride_bias_dir + c64, mask=mask_c, other=0.0)
+
+    carry = tl.zeros((N_STATE, BLOCK_C), dtype=tl.float32)  # a_{s+1} * l_{s+1}
+    dA_acc = tl.zeros((N_STATE, BLOCK_C), dtype=tl.float32)
+    dD_acc = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    dbias_acc = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    for k in range(0, n_chunks):
+        chunk = n_chunks - 1 - k
+        start = chunk * CHUNK
+        n_in = tl.minimum(L - start, CHUNK)
+        # Forward over the chunk from its checkpoint: scratch[j] = the state entering step start + j.
+        h = load_rows(ckpt_lanes + chunk * (N_STATE * E), E, mask_c, N_STATE, BLOCK_C)
+        for j in range(0, n_in):
+            store_rows(scratch_lanes + j * (N_STATE * BLOCK_C), BLOCK_C, h, mask_c, N_STATE)
+            step = start + j
+            t = tl.where(backward, L - 1 - step, step)
+            u = _load_lanes(u_base + t * stride_u_l, mask_c, True)
+            dt = _load_lanes(dt_base + t * stride_dt_l, mask_c, True)
+            Bt = tl.load(B_base + t * stride_B_l).to(tl.float32)
+            d, _ = _delta(dt, bias_row, mask_c, HAS_BIAS, SOFTPLUS, USE_ASM)
+            h = tl.exp2(A2 * d[None, :]) * h + Bt[:, None] * (d * u)[None, :]
+        tl.debug_barrier()  # the scratch is read below by whichever thread the layout gives each element
+        for jj in range(0, n_in):
+            j = n_in - 1 - jj
+            step = start + j
+            t = tl.where(backward, L - 1 - step, step)
+            u = _load_lanes(u_base + t * stride_u_l, mask_c, True)
+            dt = _load_lanes(dt_base + t * stride_dt_l, mask_c, True)
+            g = _load_lanes(g_base + t * stride_g_l, mask_c, True) * g_scale
+            Bt = tl.load(B_base + t * stride_B_l).to(tl.float32)
+            Ct = tl.load(C_base + t * stride_C_l).to(tl.float32)
+            h_prev = load_rows(scratch_lanes + j * (N_STATE * BLOCK_C), BLOCK_C, mask_c, N_STATE, BLOCK_C)
+            d, d_slope = _delta(dt, bias_row, mask_c, HAS_BIAS, SOFTPLUS, USE_ASM)
+            a = tl.exp2(A2 * d[None, :])
+            du_in = d * u
+            h = a * h_prev + Bt[:, None] * du_in[None, :]
+            if HAS_Z:
+                z = _load_lanes(z_base + t * stride_z_l, mask_c, True)
+                y = tl.sum(Ct[:, None] * h, axis=0)
+                if HAS_D:
+                    y += D_row * u
+                sz = tl.sigmoid(z)
+                tl.atomic_add(dz_base + t * stride_dz_l, g * y * sz * (1.0 + z * (1.0 - sz)), mask=mask_c,
+                              sem="relaxed")
+                dy = g * z * sz
+            else:
+                dy = g
+            lam = Ct[:, None] * dy[None, :] + carry  # l_s = dL/dh_s
+            lam_B = tl.sum(lam * Bt[:, None], axis=0)
+            lam_ah = lam * a * h_prev
+            dd = lam_B * u + tl.sum(lam_ah * A2, axis=0) * LN2
+            du = lam_B * d
+            if HAS_D:
+                du += D_row * dy
+                dD_acc += dy * u
+            ddt = dd * d_slope
+            dbias_acc += ddt
+            dA_acc += lam_ah * d[None, :]
+            carry = a * lam
+            tl.store(du_base + t * stride_du_l, du.to(du_ptr.dtype.element_ty), mask=mask_c)
+            tl.store(ddt_base + t * stride_ddt_l, ddt.to(ddelta_ptr.dtype.element_ty), mask=mask_c)
+            row = dBC_off + t * N_STATE
+            tl.store(dC_ptr + row, tl.sum(h * dy[None, :], axis=1))
+            tl.store(dB_ptr + row, tl.sum(lam * du_in[None, :], axis=1))
+        tl.debug_barrier()  # the next chunk overwrites the scratch
+
+    dA_tile = dA_ptr + ((pid_b * n_dirs + direction) * E + c64[None, :]) * N_STATE + states[:, None]
+    tl.store(dA_tile, dA_acc, mask=tile_mask)
+    row_off = (pid_b * n_dirs + direction) * E + c64
+    if HAS_D:
+        tl.store(dD_ptr + row_off, dD_acc, mask=mask_c)
+    if HAS_BIAS:
+        tl.store(dbias_ptr + row_off, dbias_acc, mask=mask_c)
+
+
+@triton.jit
+def _delta(dt, bias_row, mask_c, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, USE_ASM: tl.constexpr):
+    """Delta = softplus(dt + bias) (or dt + bias), 0 on masked lanes, and dDelta/d(dt)."""
+    if HAS_BIAS:
+        dt = dt + bias_row
+    if SOFTPLUS:
+        d = _softplus(dt, USE_ASM)
+        slope = tl.sigmoid(dt)
+    else:
+        d = dt
+        slope = tl.full(dt.shape, 1.0, tl.float32)
+    return tl.where(mask_c, d, 0.0), slope
+
+
+def _bwd_config(interpreted: bool, channels: int, batch: int) -> dict:
+    if interpreted:  # small tiles so that tests exercise channel masks and several channel blocks
+        return dict(BLOCK_C=8, num_warps=1, interpreted=True)
+    return dict(BLOCK_C=_blocks_for(triton.cdiv(channels, 32) * 2 * batch), num_warps=1, interpreted=False)
+
+
+def _check_bwd(grad_out, u, checkpoints, combine, chunk, n_state):
+    _, batch, channels, length = u.shape
+    g_shape = (batch, channels, length) if combine else (2, batch, channels, length)
+    if tuple(grad_out.shape) != g_shape:
+        raise ValueError(f"grad_out must be {g_shape} for combine={combine}; got {tuple(grad_out.shape)}")
+    chunk = int(chunk)
+    if chunk < 2 or chunk % 2 or chunk > 1024:
+        raise ValueError(f"chunk must be an even number of tokens in 2..1024; got {chunk}")
+    ck_shape = (2, batch, triton.cdiv(length, chunk), n_state, channels)
+    if tuple(checkpoints.shape) != ck_shape or checkpoints.dtype != torch.float32 or \
+            not checkpoints.is_contiguous():
+        raise ValueError(f"checkpoints must be contiguous fp32 {ck_shape} (from bimamba_scan_fwd_save with "
+                         f"chunk={chunk}); got {tuple(checkpoints.shape)} {checkpoints.dtype}")
+    return chunk
+
+
+def bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints, delta_softplus=True,
+                     combine=True, chunk=64):
+    """Gradients of `bimamba_scan` (see the module docstring for the contract). Returns
+    (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias); None for each absent optional input."""
+    _check(u, delta, A, B, C, 2)
+    n_state = A.shape[-1]
+    chunk = _check_bwd(grad_out, u, checkpoints, combine, chunk, n_state)
+    _, batch, channels, length = u.shape
+    device = u.device
+    has_d, has_z, has_bias = D is not None, z is not None, delta_bias is not None
+    du, ddelta = torch.empty_like(u), torch.empty_like(delta)
+    dz32 = torch.zeros_like(u[0], dtype=torch.float32) if has_z else None
+    f32 = dict(dtype=torch.float32, device=device)
+    if length == 0 or batch == 0 or channels == 0:
+        du.zero_(), ddelta.zero_()
+        zeros_bc = torch.zeros(2, batch, n_state, length, **f32)
+        return (du, ddelta, torch.zeros(2, channels, n_state, **f32), zeros_bc, zeros_bc.clone(),
+                torch.zeros(2, channels, **f32) if has_d else None,
+                dz32.to(z.dtype) if has_z else None, torch.zeros(2, channels, **f32) if has_bias else None)
+
+    cfg = _bwd_config(check_device(u, _scan_bwd_kernel), channels, batch)
+    block_c = cfg["BLOCK_C"]
+    n_cblocks = triton.cdiv(channels, block_c)
+    grid = (n_cblocks, 2, batch)
+    A = A.float()
+    Dt = D.float().contiguous() if has_d else A
+    bt = delta_bias.float().contiguous() if has_bias else A
+    zt = z if has_z else u[0]
+    dzt = dz32 if has_z else u[0]
+    g_strides = (0, *grad_out.stride()) if combine else grad_out.stride()
+    dBp = torch.empty(n_cblocks, 2, batch, length, n_state, **f32)
+    dCp = torch.empty_like(dBp)
+    dAp = torch.empty(batch, 2, channels, n_state, **f32)
+    dDp = torch.empty(batch, 2, channels, **f32) if has_d else dAp
+    dbp = torch.empty(batch, 2, channels, **f32) if has_bias else dAp
+    scratch = torch.empty(n_cblocks * 2 * batch, chunk, n_state, block_c, **f32)
+    _scan_bwd_kernel[grid](
+        grad_out, u, delta, A, B, C, Dt, zt, bt, checkpoints, scratch,
+        du, ddelta, dzt, dBp, dCp, dAp, dDp, dbp,
+        channels, length, 0.5,
+        *g_strides, *u.stride(), *delta.stride(), *A.stride(), *B.stride(), *C.stride(),
+        Dt.stride(0) if has_d else 0, bt.stride(0) if has_bias else 0,
+        *zt.stride(), *du.stride(), *ddelta.stride(), *dzt.stride(),
+        N_STATE=n_state, BLOCK_C=block_c, CHUNK=chunk, HAS_D=has_d, HAS_Z=has_z, HAS_BIAS=has_bias,
+        SOFTPLUS=bool(delta_softplus), USE_ASM=not cfg["interpreted"], num_warps=cfg["num_warps"],
+    )
+    dB = dBp.sum(0).transpose(-1, -2)
+    dC = dCp.sum(0).transpose(-1, -2)
+    dz = None
+    if has_z:
+        dz = dz32 if z.dtype == torch.float32 else dz32.to(z.dtype)
+    return (du, ddelta, dAp.sum(0), dB, dC, dDp.sum(0) if has_d else None, dz,
+            dbp.sum(0) if has_bias else None)

@@ -1,0 +1,197 @@
+"""Backward of the Triton bidirectional scan (kernels/selective_scan/bwd.py) and the checkpointing forward, against
+torch.autograd through the float64 sequential reference: fp32 under the interpreter on CPU, bf16/fp32 on a GPU."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kernels.selective_scan.reference import bimamba_scan_ref, selective_scan_sequential
+from _tolerances import TOL
+from test_selective_scan import model_layout, stack_directions
+
+GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+
+
+@pytest.fixture(scope="module")
+def scan():
+    from kernels.selective_scan import bwd, fwd
+    return fwd, bwd
+
+
+def _pick(t, i):
+    return None if t is None else t[i]
+
+
+def reference_out(x, combine, softplus=True):
+    """The scan's output from the float64 sequential reference, one direction at a time (differentiable)."""
+    y = [selective_scan_sequential(x["u"][i], x["delta"][i], x["A"][i], x["B"][i], x["C"][i], _pick(x["D"], i),
+                                   None, _pick(x["delta_bias"], i), softplus, reverse=bool(i)) for i in range(2)]
+    gate = 0.5 if x["z"] is None else 0.5 * F.silu(x["z"])
+    return (y[0] + y[1]) * gate if combine else torch.stack([y[0] * gate, y[1] * gate])
+
+
+def reference_grads(x, grad_out, combine, softplus=True):
+    """d<grad_out, out>/d input for every input present, by autograd in float64."""
+    x64 = {k: None if v is None else v.detach().double().requires_grad_() for k, v in x.items()}
+    reference_out(x64, combine, softplus).backward(grad_out.double())
+    return {k: None if v is None else v.grad for k, v in x64.items()}
+
+
+def run_triton(scan, x, combine, chunk, softplus=True, seed=0):
+    fwd, bwd = scan
+    out, checkpoints = fwd.bimamba_scan_fwd_save(**x, delta_softplus=softplus, combine=combine, chunk=chunk)
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed)).to(out)
+    grads = bwd.bimamba_scan_bwd(g, **x, checkpoints=checkpoints, delta_softplus=softplus, combine=combine,
+                                 chunk=chunk)
+    return out, g, dict(zip(GRAD_NAMES, grads))
+
+
+def assert_grads_close(got, want, x, rtol=1e-4, atol=1e-5):
+    for name in GRAD_NAMES:
+        if x[name] is None:
+            assert got[name] is None, f"d{name} must be None when {name} is absent"
+            continue
+        assert got[name] is not None, f"d{name} missing"
+        assert got[name].shape == x[name].shape, f"d{name} shape {tuple(got[name].shape)}"
+        # scale the absolute tolerance by the gradient's size: dA sums over batch and tokens
+        scale = max(1.0, want[name].abs().max().item())
+        torch.testing.assert_close(got[name].double(), want[name], rtol=rtol, atol=atol * scale,
+                                   msg=lambda m, n=name: f"d{n}: {m}")
+
+
+def without(x, *names):
+    return {k: (None if k in names else v) for k, v in x.items()}
+
+
+# 13 channels: two 8-wide interpreter channel blocks, the second masked. Chunks of 2 or 4 steps make L = 3 and 37
+# cross several checkpoints (and end in a partial chunk).
+@pytest.mark.parametrize("combine", [True, False])
+@pytest.mark.parametrize("length,chunk", [(1, 2), (2, 2), (3, 2), (37, 4)])
+def test_bwd_matches_autograd_f64(scan, length, chunk, combine):
+    x = model_layout(1 if length > 3 else 2, 13, length)
+    out, g, got = run_triton(scan, x, combine, chunk)
+    assert_grads_close(got, reference_grads(x, g, combine), x)
+
+
+@pytest.mark.slow
+def test_bwd_long_sequence_many_chunks(scan):
+    """L = 197 (Vim at 224 px) over 13 chunks of 16, gated halves as the bf16 model uses them; 5 channels: one
+    masked block per direction (the interpreter is slow)."""
+    x = model_layout(1, 5, 197)
+    _, g, got = run_triton(scan, x, combine=False, chunk=16)
+    assert_grads_close(got, reference_grads(x, g, combine=False), x)
+
+
+@pytest.mark.parametrize("absent", [("D", "z", "delta_bias"), ("z",), ("D", "delta_bias")])
+@pytest.mark.parametrize("combine", [True, False])
+def test_bwd_optional_inputs(scan, absent, combine):
+    x = without(model_layout(1, 11, 9, seed=5), *absent)
+    _, g, got = run_triton(scan, x, combine, chunk=4)
+    assert_grads_close(got, reference_grads(x, g, combine), x)
+
+
+def test_bwd_without_softplus(scan):
+    x = model_layout(1, 6, 11, seed=6)
+    x["delta"] = F.softplus(x["delta"])  # Delta is delta + bias as given: keep it positive
+    x["delta_bias"] = 0.01 * x["delta_bias"].abs()
+    _, g, got = run_triton(scan, x, combine=True, chunk=4, softplus=False)
+    assert_grads_close(got, reference_grads(x, g, combine=True, softplus=False), x)
+
+
+def test_bwd_contiguous_inputs_and_layouts(scan):
+    """Token-contiguous u/delta/z and B, C as views of a (2, b, R + 2N, L) buffer; gradients keep u's layout."""
+    x = stack_directions(2, 10, 13)
+    _, g, got = run_triton(scan, x, combine=True, chunk=6)
+    assert_grads_close(got, reference_grads(x, g, combine=True), x)
+    assert got["u"].stride() == x["u"].stride() and got["delta"].stride() == x["delta"].stride()
+
+
+def test_bwd_channel_last_outputs_keep_layout(scan):
+    x = model_layout(1, 8, 5)
+    _, _, got = run_triton(scan, x, combine=False, chunk=2)
+    assert got["u"].stride() == x["u"].stride(), "du is laid out like u (channel-last views of (2, B, L, E))"
+    assert got["z"].dtype == x["z"].dtype
+    assert got["A"].dtype == got["B"].dtype == torch.float32
+
+
+def test_fwd_save_output_and_checkpoints(scan):
+    """The training forward returns what bimamba_scan returns, and checkpoint k of each direction is the state
+    entering scan step k * chunk (the float64 recurrence run step by step)."""
+    fwd, _ = scan
+    x = model_layout(2, 5, 9, seed=7)
+    chunk = 4
+    for combine in (True, False):
+        out, ck = fwd.bimamba_scan_fwd_save(**x, combine=combine, chunk=chunk)
+        torch.testing.assert_close(out, fwd.bimamba_scan(**x, combine=combine), rtol=0, atol=0)
+    assert ck.shape == (2, 2, 3, 16, 5) and ck.dtype == torch.float32 and ck.is_contiguous()
+    for i in range(2):
+        d = F.softplus(x["delta"][i].double() + x["delta_bias"][i].double()[:, None])  # (b, E, L)
+        u, A, B = x["u"][i].double(), x["A"][i].double(), x["B"][i].double()
+        h = torch.zeros(2, 5, 16, dtype=torch.float64)
+        order = range(8, -1, -1) if i else range(9)
+        for step, t in enumerate(order):
+            if step % chunk == 0:
+                torch.testing.assert_close(ck[i, :, step // chunk].double(), h.transpose(1, 2), rtol=1e-5,
+                                           atol=1e-6)
+            dt = d[:, :, t, None]
+            h = torch.exp(dt * A) * h + dt * B[:, None, :, t] * u[:, :, t, None]
+
+
+def test_bwd_is_deterministic(scan):
+    fwd, bwd = scan
+    x = model_layout(1, 13, 6, seed=8)
+    out, ck = fwd.bimamba_scan_fwd_save(**x, combine=True, chunk=4)
+    g = torch.randn_like(out)
+    first = bwd.bimamba_scan_bwd(g, **x, checkpoints=ck, combine=True, chunk=4)
+    second = bwd.bimamba_scan_bwd(g, **x, checkpoints=ck, combine=True, chunk=4)
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
+
+
+def test_bad_arguments_raise(scan):
+    fwd, bwd = scan
+    x = model_layout(1, 8, 6)
+    with pytest.raises(ValueError, match="chunk must be"):
+        fwd.bimamba_scan_fwd_save(**x, chunk=3)
+    out, ck = fwd.bimamba_scan_fwd_save(**x, chunk=4)
+    with pytest.raises(ValueError, match="checkpoints must be"):
+        bwd.bimamba_scan_bwd(out, **x, checkpoints=ck, chunk=2)
+    with pytest.raises(ValueError, match="grad_out must be"):
+        bwd.bimamba_scan_bwd(out, **x, checkpoints=ck, combine=False, chunk=4)
+
+
+# ---- GPU: Vim shapes, the model's layouts, against the torch reference in fp32 ----------------------------------
+
+def _torch_grads(x, grad_out, combine):
+    """Gradients of the torch backend's scan (autograd through bimamba_scan_ref) on fp32 copies of the inputs."""
+    x32 = {k: None if v is None else v.detach().float().requires_grad_() for k, v in x.items()}
+    bimamba_scan_ref(**x32, combine=combine).backward(grad_out.float())
+    return {k: None if v is None else v.grad for k, v in x32.items()}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("combine", [True, False])
+@pytest.mark.parametrize("batch,channels,length", [(2, 384, 197), (1, 384, 6085), (2, 768, 197), (1, 1536, 577),
+                                                    (1, 768, 6085)])
+def test_bwd_gpu(scan, dtype, combine, batch, channels, length):
+    x = model_layout(batch, channels, length, dtype=dtype, device="cuda")
+    chunk = 64
+    out, g, got = run_triton(scan, x, combine, chunk)
+    want = _torch_grads(x, g, combine)
+    rtol, atol = TOL[dtype]
+    for name in GRAD_NAMES:
+        scale = max(1.0, want[name].abs().max().item())
+        torch.testing.assert_close(got[name].float(), want[name], rtol=rtol, atol=atol * scale,
+                                   msg=lambda m, n=name: f"d{n} ({dtype}, combine={combine}): {m}")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("chunk", [64, 128, 256])
+def test_bwd_gpu_chunk_sizes_agree(scan, chunk):
+    x = model_layout(2, 384, 1025, dtype=torch.bfloat16, device="cuda")
+    _, g, got = run_triton(scan, x, combine=False, chunk=chunk)
+    _, _, base = run_triton(scan, x, combine=False, chunk=2)
+    for name in GRAD_NAMES:
+        torch.testing.assert_close(got[name].float(), base[name].float(), rtol=1e-2, atol=1e-2)
