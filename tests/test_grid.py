@@ -79,9 +79,11 @@ def test_choices():
 
 
 def test_mode_and_device():
-    assert grid.parse_mode("infer") == "infer"
-    with pytest.raises(VimbenchError, match="training is not supported yet"):
-        grid.parse_mode("train")
+    assert grid.parse_modes("infer") == ("infer",)
+    assert grid.parse_modes("train, INFER,train") == ("train", "infer")
+    assert grid.parse_modes(["infer", "train"]) == ("infer", "train")
+    with pytest.raises(VimbenchError, match="unknown mode 'fit'; choose from infer, train"):
+        grid.parse_modes("fit")
     assert grid.parse_device("auto", cuda_available=False) == "cpu"
     assert grid.parse_device("auto", cuda_available=True) == "cuda"
     with pytest.raises(VimbenchError, match="no CUDA GPU"):
@@ -148,3 +150,46 @@ def test_738_is_46_patches_per_side(name):
         assert model(torch.randn(1, 3, 738, 738)).shape == (1, 1000)
     assert num_tokens(get_spec(name), 738) == 46 * 46 + 1
     assert model.pos_embed.shape[1] == 46 * 46 + 1
+
+
+def test_points_grammar():
+    assert grid.parse_points("224x128, 1248X8,224x128") == ((224, 128), (1248, 8))
+    assert grid.parse_points(["512x32", "1024x8"]) == ((512, 32), (1024, 8))
+
+
+@pytest.mark.parametrize("text, words", [
+    ("224", "not RESxBATCH"),
+    ("224x0", "batch 0 is not a positive"),
+    ("12x8", "smaller than the 16 px patch"),
+    ("axb", "not a whole number"),
+    ("224x128,", "empty item"),
+])
+def test_points_bad_inputs(text, words):
+    with pytest.raises(VimbenchError, match=words):
+        grid.parse_points(text)
+
+
+def test_points_replace_the_product_and_modes_multiply():
+    config = _config(res=(), batch=(), points=((224, 128), (1248, 8)), modes=("infer", "train"),
+                     backends=("triton",), attn=("sdpa",))
+    cases, _ = expand_cases(config)
+    assert {(c.res, c.batch) for c in cases} == {(224, 128), (1248, 8)}
+    # 2 modes x 2 models x 2 points x 2 dtypes, one implementation each; infer cases first
+    assert len(cases) == 16 and [c.mode for c in cases] == ["infer"] * 8 + ["train"] * 8
+    with pytest.raises(VimbenchError, match="either points"):
+        _config(points=((224, 8),))
+
+
+def test_train_mode_drops_cuda_graphs_with_a_reason():
+    cases, dropped = expand_cases(_config(modes=("infer", "train"), cuda_graphs=True, backends=("triton",)))
+    assert {c.mode for c in cases} == {"infer"}
+    assert any(d.what == "mode train with cuda-graphs" and "CUDA graph" in d.reason for d in dropped)
+
+
+def test_also_blocks_add_cases_once_and_share_the_counts():
+    block = _config(models=("vim_s",), res=(1248,), batch=(8,), dtypes=("bf16",), backends=("triton",))
+    config = _config(backends=("triton",), also=(block, _config(backends=("triton",))))
+    cases, _ = expand_cases(config)
+    assert len(cases) == len(set(cases)) == 12 + 1 and cases[-1].model == "vim_s"
+    with pytest.raises(VimbenchError, match="one device with one warmup and iters"):
+        _config(also=(_config(iters=7),))

@@ -16,7 +16,7 @@ from vimbench.results import CaseKey, iter_rows, read_header
                                                     ("deit_test", "timm", "eager", "gemm")])
 def test_cpu_profile_case(tmp_path, model, impl, attn, big):
     key = CaseKey(model, 64, 2, "fp32", impl, attn, "cpu")
-    row = pf.profile_case(key, tmp_path, warmup=1, iters=5)
+    row = pf.profile_case(key, tmp_path, warmup=1, iters=5).to_row()
     assert row["status"] == "ok"
     assert sum(row[f"pct_{c}"] for c in CATEGORIES) == pytest.approx(100, abs=1e-6)
     assert row[f"pct_{big}"] > 0  # shares depend on the machine's load: no stronger timing assertion

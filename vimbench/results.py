@@ -59,7 +59,8 @@ class CaseKey:
 
     def label(self) -> str:
         impl = self.implementation + (f"/{self.attn}" if self.attn else "")
-        extras = (" graphs" if self.cuda_graphs else "") + (" +h2d" if self.h2d else "")
+        extras = (" graphs" if self.cuda_graphs else "") + (" +h2d" if self.h2d else "") + \
+            ("" if self.mode == "infer" else f" {self.mode}")
         return f"{self.model} {impl} {self.res}px b{self.batch} {self.dtype} {self.device}{extras}"
 
 
@@ -83,13 +84,24 @@ class CaseResult:
     fps: float | None = None           # batch / p50 latency, img/s
     # memory (a separate pass from timing)
     memory_method: str | None = None   # "torch_allocator+nvml" | "process_rss"
-    peak_alloc_mib: float | None = None       # torch.cuda.max_memory_allocated during one forward
-    peak_reserved_mib: float | None = None    # torch.cuda.max_memory_reserved during one forward
-    baseline_alloc_mib: float | None = None   # allocated before the forward: weights + input
+    peak_alloc_mib: float | None = None       # torch.cuda.max_memory_allocated during one forward (train: step)
+    peak_reserved_mib: float | None = None    # torch.cuda.max_memory_reserved during one forward (train: step)
+    baseline_alloc_mib: float | None = None   # allocated before the forward: weights + input (train: + grads and
+    #                                           AdamW state)
     activation_mib: float | None = None       # peak_alloc - baseline
     nvml_used_mib: float | None = None        # device memory in use seen by NVML, max of samples in the pass
     nvml_baseline_mib: float | None = None    # NVML used before the pass
     cpu_peak_rss_mib: float | None = None     # CPU runs: peak resident set of the process
+    # training steps (mode "train", vimbench/bench/train.py; None for inference). The timing and memory fields
+    # above then describe whole steps: latency = one step, fps = batch / p50 step, memory over one step.
+    optimizer: str | None = None              # "adamw"
+    lr: float | None = None
+    loss: str | None = None                   # "cross_entropy"
+    activation_checkpointing: bool | None = None
+    forward_ms_samples: list[float] | None = None    # per step: zero_grad + forward + loss
+    forward_ms_p50: float | None = None
+    backward_ms_samples: list[float] | None = None   # per step: loss.backward() + optimizer.step()
+    backward_ms_p50: float | None = None
     # conditions
     sm_clock_mhz_before: int | None = None
     sm_clock_mhz_after: int | None = None
@@ -341,12 +353,24 @@ def recorded_settings(path: Path) -> dict[str, Any]:
     return _segments(Path(path))[-1][1]
 
 
+def _same_setting(a: Any, b: Any) -> bool:
+    """Settings equal in meaning: a value and the one-element list of it ("infer" and ["infer"], as suite values
+    are written either way), or a missing key and an empty value (a field added since the file was written)."""
+    if a == b:
+        return True
+    if isinstance(a, list) and len(a) == 1 and not isinstance(b, list):
+        return a[0] == b
+    if isinstance(b, list) and len(b) == 1 and not isinstance(a, list):
+        return b[0] == a
+    return a in (None, [], False, {}) and b in (None, [], False, {})
+
+
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Human-readable differences between two settings dicts (nested dicts compared key by key)."""
     out = []
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key), new.get(key)
-        if a == b:
+        if _same_setting(a, b):
             continue
         if isinstance(a, dict) and isinstance(b, dict):
             out += [f"{key}.{d}" for d in _differences(a, b)]
@@ -394,6 +418,23 @@ def check_output_dir(path: str | Path, what: str = "output folder") -> Path:
     return path
 
 
+def is_being_written(path: str | Path) -> bool:
+    """Whether another RunWriter (in any process) holds the file's lock right now."""
+    if fcntl is None or not Path(path).is_file():
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # releases the probe's shared lock
+
+
 class RunWriter:
     """The writer of one run's results file (see the module docstring). Use `open_run` to get one.
 
@@ -417,8 +458,8 @@ class RunWriter:
             size = os.fstat(self._fd).st_size
             if header is not None:
                 if size > 0:
-                    raise VimbenchError(f"{self.path} already exists; pass --resume {self.path} to continue it, "
-                                        "or choose another --out")
+                    raise VimbenchError(f"{self.path} already exists and is not empty; choose another path (a sweep "
+                                        f"continues it with --resume {self.path})")
                 self.header = {"kind": "header", "schema": SCHEMA, **header}
                 self._write_line(self.header)
             else:
@@ -480,8 +521,7 @@ class RunWriter:
             except BlockingIOError:
                 os.close(self._fd)
                 self._fd = None
-                raise VimbenchError(f"another vimbench run is writing {self.path}; wait for it to finish (then "
-                                    "resume the file if cases are left), or choose another --out") from None
+                raise _busy(self.path) from None
 
     def _repair_tail(self) -> None:
         """A run killed mid-write leaves a last line without its newline. If that line does not parse it is half a
@@ -564,6 +604,17 @@ class RunWriter:
 
 
 ResultsFile = RunWriter  # the writer's earlier name
+
+
+def _busy(path: Path) -> VimbenchError:
+    return VimbenchError(f"another vimbench run is writing {path}; wait for it to finish (then resume the file if "
+                         "cases are left), or choose another --out")
+
+
+def check_not_busy(path: str | Path) -> None:
+    """VimbenchError if another run is writing `path` (checked before planning, so the hint is the right one)."""
+    if is_being_written(path):
+        raise _busy(Path(path))
 
 
 def _listing(folder: Path) -> str:

@@ -12,7 +12,7 @@ tensors, or equal values in any strides) and `checkpoints`, with the same delta_
 does not need the forward's output: y is recomputed. checkpoints is fp32, contiguous,
 (2, batch, cdiv(L, chunk), N, E): [dir, b, k] is the state entering scan step k * chunk of that direction (slot 0 is
 the zero initial state). Memory per scan call (per layer): 2 * batch * E * N * cdiv(L, chunk) * 4 bytes, e.g.
-Vim-Ti (E=384, N=16) at 1248 px (L=6085), batch 8, chunk 64: 18.7 MB, against 898 MB for all states.
+Vim-Ti (E=384, N=16) at 1248 px (L=6085), batch 8, chunk 64: 37.7 MB, against 2.4 GB for all states.
 
 Shapes: grad_out is (batch, E, L) for combine=True (the gradient of 0.5 * (y_fwd + y_bwd) * SiLU(z)), or
 (2, batch, E, L) for combine=False (the gradients of the two gated halves 0.5 * y_dir * SiLU(z)); any strides,
@@ -25,6 +25,9 @@ Design (one program = BLOCK_C channels, one per lane, of one (direction, batch),
   states forward, writing the state entering each step to a per-program fp32 scratch (chunk, N, BLOCK_C), then
   walk the chunk backwards carrying the adjoint l (N, C) in registers: l_s = C_s dy_s + a_{s+1} l_{s+1}
   (gradients: ../shared/spec/training.md). A barrier separates the two passes (and the next chunk's overwrite).
+  Both passes issue the next step's loads before the current step's arithmetic (PREFETCH, as in the forward).
+  The scratch is transient: 2 * batch * cdiv(E, BLOCK_C) * BLOCK_C * chunk * N * 4 bytes per call (B=8, E=384,
+  chunk 64: 25.2 MB); (N, C) tiles move as N (C,) rows (fwd.store_rows says why).
 - du, ddelta (through softplus: * sigmoid(delta + bias)) are stored per token; dz gets both directions'
   contributions by relaxed fp32 atomics onto zero (two additions: order-independent, so deterministic).
 - dA, dD, ddelta_bias accumulate in registers and are written once per program (per-batch partials summed by
@@ -61,7 +64,7 @@ def _scan_bwd_kernel(
     stride_dz_b, stride_dz_e, stride_dz_l,
     N_STATE: tl.constexpr, BLOCK_C: tl.constexpr, CHUNK: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    USE_ASM: tl.constexpr,
+    USE_ASM: tl.constexpr, PREFETCH: tl.constexpr,
 ):
     """One program: BLOCK_C channels of one (direction, batch); direction 1 runs its tokens from L-1 down to 0.
     Partial outputs (contiguous, laid out by the launcher): dB/dC (n_cblocks, 2, batch, L, N),
@@ -121,32 +124,37 @@ def _scan_bwd_kernel(
         n_in = tl.minimum(L - start, CHUNK)
         # Forward over the chunk from its checkpoint: scratch[j] = the state entering step start + j.
         h = load_rows(ckpt_lanes + chunk * (N_STATE * E), E, mask_c, N_STATE, BLOCK_C)
+        fwd_args = (start, L, backward, mask_c, u_base, dt_base, B_base, stride_u_l, stride_dt_l, stride_B_l)
+        if PREFETCH:
+            nxt_f = _fwd_token(0, *fwd_args)
         for j in range(0, n_in):
             store_rows(scratch_lanes + j * (N_STATE * BLOCK_C), BLOCK_C, h, mask_c, N_STATE)
-            step = start + j
-            t = tl.where(backward, L - 1 - step, step)
-            u = _load_lanes(u_base + t * stride_u_l, mask_c, True)
-            dt = _load_lanes(dt_base + t * stride_dt_l, mask_c, True)
-            Bt = tl.load(B_base + t * stride_B_l).to(tl.float32)
+            if PREFETCH:  # issue step j+1's loads (step j's again at the chunk's end) before step j's arithmetic
+                u, dt, Bt = nxt_f
+                nxt_f = _fwd_token(tl.where(j + 1 < n_in, j + 1, j), *fwd_args)
+            else:
+                u, dt, Bt = _fwd_token(j, *fwd_args)
             d, _ = _delta(dt, bias_row, mask_c, HAS_BIAS, SOFTPLUS, USE_ASM)
             h = tl.exp2(A2 * d[None, :]) * h + Bt[:, None] * (d * u)[None, :]
         tl.debug_barrier()  # the scratch is read below by whichever thread the layout gives each element
+        tok_args = (start, L, backward, mask_c, u_base, dt_base, g_base, z_base, B_base, C_base, scratch_lanes,
+                    stride_u_l, stride_dt_l, stride_g_l, stride_z_l, stride_B_l, stride_C_l)
+        if PREFETCH:
+            nxt = _bwd_token(n_in - 1, *tok_args, N_STATE, BLOCK_C, HAS_Z)
         for jj in range(0, n_in):
             j = n_in - 1 - jj
-            step = start + j
-            t = tl.where(backward, L - 1 - step, step)
-            u = _load_lanes(u_base + t * stride_u_l, mask_c, True)
-            dt = _load_lanes(dt_base + t * stride_dt_l, mask_c, True)
-            g = _load_lanes(g_base + t * stride_g_l, mask_c, True) * g_scale
-            Bt = tl.load(B_base + t * stride_B_l).to(tl.float32)
-            Ct = tl.load(C_base + t * stride_C_l).to(tl.float32)
-            h_prev = load_rows(scratch_lanes + j * (N_STATE * BLOCK_C), BLOCK_C, mask_c, N_STATE, BLOCK_C)
+            if PREFETCH:  # issue step j-1's loads (step 0's again at j = 0) before step j's arithmetic
+                cur = nxt
+                nxt = _bwd_token(tl.where(j > 0, j - 1, 0), *tok_args, N_STATE, BLOCK_C, HAS_Z)
+            else:
+                cur = _bwd_token(j, *tok_args, N_STATE, BLOCK_C, HAS_Z)
+            t, u, dt, g, z, Bt, Ct, h_prev = cur
+            g = g * g_scale
             d, d_slope = _delta(dt, bias_row, mask_c, HAS_BIAS, SOFTPLUS, USE_ASM)
             a = tl.exp2(A2 * d[None, :])
             du_in = d * u
             h = a * h_prev + Bt[:, None] * du_in[None, :]
             if HAS_Z:
-                z = _load_lanes(z_base + t * stride_z_l, mask_c, True)
                 y = tl.sum(Ct[:, None] * h, axis=0)
                 if HAS_D:
                     y += D_row * u
@@ -185,6 +193,38 @@ def _scan_bwd_kernel(
 
 
 @triton.jit
+def _fwd_token(j, start, L, backward, mask_c, u_base, dt_base, B_base, stride_u_l, stride_dt_l, stride_B_l):
+    """What the recomputation reads for step start + j of its chunk: u, delta (C,) and the B row (N,), fp32."""
+    step = start + j
+    t = tl.where(backward, L - 1 - step, step)
+    u = _load_lanes(u_base + t * stride_u_l, mask_c, True)
+    dt = _load_lanes(dt_base + t * stride_dt_l, mask_c, True)
+    Bt = tl.load(B_base + t * stride_B_l).to(tl.float32)
+    return u, dt, Bt
+
+
+@triton.jit
+def _bwd_token(j, start, L, backward, mask_c, u_base, dt_base, g_base, z_base, B_base, C_base, scratch_lanes,
+               stride_u_l, stride_dt_l, stride_g_l, stride_z_l, stride_B_l, stride_C_l, N_STATE: tl.constexpr,
+               BLOCK_C: tl.constexpr, HAS_Z: tl.constexpr):
+    """What the backward walk reads for step start + j of its chunk: the token index t; u, delta, the upstream
+    gradient and z (C,) in fp32 (z = u when absent); the (N,) B and C rows; the state entering the step (N, C)."""
+    step = start + j
+    t = tl.where(backward, L - 1 - step, step)
+    u = _load_lanes(u_base + t * stride_u_l, mask_c, True)
+    dt = _load_lanes(dt_base + t * stride_dt_l, mask_c, True)
+    g = _load_lanes(g_base + t * stride_g_l, mask_c, True)
+    if HAS_Z:
+        z = _load_lanes(z_base + t * stride_z_l, mask_c, True)
+    else:
+        z = u
+    Bt = tl.load(B_base + t * stride_B_l).to(tl.float32)
+    Ct = tl.load(C_base + t * stride_C_l).to(tl.float32)
+    h_prev = load_rows(scratch_lanes + j * (N_STATE * BLOCK_C), BLOCK_C, mask_c, N_STATE, BLOCK_C)
+    return t, u, dt, g, z, Bt, Ct, h_prev
+
+
+@triton.jit
 def _delta(dt, bias_row, mask_c, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, USE_ASM: tl.constexpr):
     """Delta = softplus(dt + bias) (or dt + bias), 0 on masked lanes, and dDelta/d(dt)."""
     if HAS_BIAS:
@@ -200,8 +240,9 @@ def _delta(dt, bias_row, mask_c, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
 
 def _bwd_config(interpreted: bool, channels: int, batch: int) -> dict:
     if interpreted:  # small tiles so that tests exercise channel masks and several channel blocks
-        return dict(BLOCK_C=8, num_warps=1, interpreted=True)
-    return dict(BLOCK_C=_blocks_for(triton.cdiv(channels, 32) * 2 * batch), num_warps=1, interpreted=False)
+        return dict(BLOCK_C=8, num_warps=1, PREFETCH=True, interpreted=True)
+    return dict(BLOCK_C=_blocks_for(triton.cdiv(channels, 32) * 2 * batch), num_warps=1, PREFETCH=True,
+                interpreted=False)
 
 
 def _check_bwd(grad_out, u, checkpoints, combine, chunk, n_state):
@@ -264,7 +305,8 @@ def bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints,
         Dt.stride(0) if has_d else 0, bt.stride(0) if has_bias else 0,
         *zt.stride(), *du.stride(), *ddelta.stride(), *dzt.stride(),
         N_STATE=n_state, BLOCK_C=block_c, CHUNK=chunk, HAS_D=has_d, HAS_Z=has_z, HAS_BIAS=has_bias,
-        SOFTPLUS=bool(delta_softplus), USE_ASM=not cfg["interpreted"], num_warps=cfg["num_warps"],
+        SOFTPLUS=bool(delta_softplus), USE_ASM=not cfg["interpreted"], PREFETCH=cfg["PREFETCH"],
+        num_warps=cfg["num_warps"],
     )
     dB = dBp.sum(0).transpose(-1, -2)
     dC = dCp.sum(0).transpose(-1, -2)

@@ -95,24 +95,44 @@ def test_cli_without_gpu_is_a_clear_error(tmp_path, monkeypatch):
     assert "needs" in result.output or "CUDA GPU" in result.output
 
 
-def _fake_gpu(monkeypatch, timings):
+class _FakeTimer:
+    """The confirmation step's timer: a fixed time per case name, and a log of the calls."""
+
+    def __init__(self, times):
+        self.times, self.calls, self.closed = times, [], False
+
+    def __call__(self, name):
+        self.calls.append(name)
+        value = self.times[name]
+        return value(len(self.calls)) if callable(value) else value
+
+    def close(self):
+        self.closed = True
+
+
+def _fake_gpu(monkeypatch, timings, remeasured=None):
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *_: "NVIDIA H200")
     monkeypatch.setattr(rg, "default_suite", lambda: [rg.KernelCase(n, lambda: None) for n in timings])
     monkeypatch.setattr(rg, "run_suite", lambda cases, repeats, progress=None: timings)
+    timer = _FakeTimer(remeasured or {n: t.median_ms for n, t in timings.items()})
+    monkeypatch.setattr(rg, "suite_timer", lambda cases: timer)
+    return timer
 
 
 def test_cli_exit_1_on_regression_0_otherwise(tmp_path, monkeypatch):
     path = tmp_path / "h200.json"
     rg.write_baseline(path, {"scan": _t("scan", 1.0, 1.0, 1.0)}, "NVIDIA H200", {}, {})
-    _fake_gpu(monkeypatch, {"scan": _t("scan", 1.5, 1.5, 1.5)})
+    timer = _fake_gpu(monkeypatch, {"scan": _t("scan", 1.5, 1.5, 1.5)})
     result = CliRunner().invoke(_app(), ["check", "--baseline", str(path)])
-    assert result.exit_code == 1 and "regression" in result.output
+    assert result.exit_code == 1 and "1 confirmed regression(s)" in result.output
+    assert timer.calls == ["scan"] * rg.CONFIRM_ROUNDS and timer.closed
     _fake_gpu(monkeypatch, {"scan": _t("scan", 1.01, 1.0, 1.0)})
     result = CliRunner().invoke(_app(), ["check", "--baseline", str(path)])
     assert result.exit_code == 0, result.output
+    assert "first pass flagged nothing" in result.output
 
 
 def test_cli_update_writes_baseline(tmp_path, monkeypatch):
@@ -161,3 +181,54 @@ def test_short_kernels_get_an_absolute_noise_floor():
     # beyond the floor, a short kernel still regresses
     (slow,) = rg.compare_timings({"tiny": base["tiny"]}, {"tiny": _t("tiny", 0.2, 0.2, 0.2)})
     assert slow.status == "regression"
+
+
+def test_cli_a_one_off_slow_case_is_unstable_not_a_failure(tmp_path, monkeypatch):
+    """The 2026-12-01 false alarm: a 0.021 ms case measured once at 0.060 ms, normal when timed again."""
+    path = tmp_path / "h200.json"
+    conv, scan = "conv1d_silu_bidir/bf16/b64_e384_l197", "bimamba_scan/bf16/b64_e384_l6085"
+    rg.write_baseline(path, {conv: _t(conv, 0.021, 0.021, 0.0212), scan: _t(scan, 2.55, 2.55, 2.56)},
+                      "NVIDIA H200", {}, {})
+    timer = _fake_gpu(monkeypatch, {conv: _t(conv, 0.060, 0.061, 0.060), scan: _t(scan, 2.55, 2.56, 2.55)},
+                      remeasured={conv: 0.0211, scan: 2.55})
+    result = CliRunner().invoke(_app(), ["check", "--baseline", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "first pass flagged 1 case(s): 0 confirmed regression(s), 1 unstable" in result.output
+    assert timer.calls == [conv] * rg.CONFIRM_ROUNDS  # only the flagged case is timed again
+
+
+def test_confirmation_is_interleaved_and_uses_a_robust_statistic():
+    base = {"a": _t("a", 1.0, 1.0), "b": _t("b", 1.0, 1.0), "c": _t("c", 1.0, 1.0)}
+    first = rg.compare_timings(base, {"a": _t("a", 1.5, 1.5), "b": _t("b", 1.5, 1.5), "c": _t("c", 1.0, 1.0)})
+    # a: slow every time (real); b: one slow outlier among normal times (noise)
+    timer = _FakeTimer({"a": 1.5, "b": lambda n: 3.0 if n == 2 else 1.0})
+    by = {c.case: c for c in rg.confirm_regressions(first, timer, rounds=5)}
+    assert timer.calls == ["a", "b"] * 5                  # round-robin, the unflagged case never re-timed
+    assert by["a"].status == "regression" and by["a"].current_ms == 1.5 and by["a"].first_ms == 1.5
+    assert by["b"].status == "unstable" and by["b"].current_ms == 1.0 and len(by["b"].remeasured_ms) == 5
+    assert by["c"].status == "ok" and not by["c"].remeasured_ms
+    assert rg.has_regression(list(by.values()))
+    # two of five re-measurements slow is not enough: the lower quartile is within the threshold
+    timer = _FakeTimer({"a": lambda n: 1.5 if n in (1, 3) else 1.01, "b": 1.0})
+    by = {c.case: c for c in rg.confirm_regressions(first, timer, rounds=5)}
+    assert by["a"].status == "unstable" and not rg.has_regression(list(by.values()))
+    with pytest.raises(VimbenchError, match="at least once"):
+        rg.confirm_regressions(first, timer, rounds=0)
+
+
+@pytest.mark.parametrize("kind, message", [("dir", "is a folder"), ("binary", "is binary"),
+                                           ("gzip", "is binary")])
+def test_unreadable_baselines_are_one_line(tmp_path, kind, message):
+    import gzip
+
+    path = tmp_path / "h200.json"
+    if kind == "dir":
+        path.mkdir()
+    elif kind == "binary":
+        path.write_bytes(bytes(range(128, 256)))
+    else:
+        path.write_bytes(gzip.compress(b'{"schema": "x"}'))
+    with pytest.raises(VimbenchError, match=message):
+        rg.load_baseline(path)
+    result = CliRunner().invoke(_app(), ["check", "--baseline", str(path)])
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output

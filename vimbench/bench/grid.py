@@ -1,10 +1,14 @@
-"""The sweep grid: the value grammar of --res/--batch/--models/--dtype/--attn/--backend, and case expansion.
+"""The sweep grid: the value grammar of --res/--batch/--points/--models/--dtype/--attn/--backend/--mode, and case
+expansion.
 
 Resolution grammar (pieces separated by commas, combined, deduplicated and sorted):
     224..1248      the standard ladder inside the bounds: 224, 384, 512, 640, 738, 896, 1024, 1248
     256..1024:128  every 128 px from 256 up to 1024
     224,512,738    explicit sizes
 Any size of at least one 16 px patch is allowed; the model sees img // 16 patches per side (738 px -> 46 x 46).
+
+Points: explicit (resolution, batch) pairs written RESxBATCH, e.g. 224x128,1248x8; they replace the product
+res x batch (a training sweep pairs a large batch with a small resolution and a small batch with a large one).
 
 Every parser accepts a string (the CLI), an int, or a list of either (a suite file), and raises VimbenchError
 with one line saying what is wrong and what would be accepted.
@@ -25,7 +29,7 @@ MAX_RES = 8192          # 262,144 tokens: far beyond any GPU's memory for these 
 DTYPES = ("fp32", "tf32", "bf16", "fp16")
 ATTENTIONS = ("sdpa", "eager")
 DEVICES = ("auto", "cuda", "cpu")
-MODES = ("infer",)
+MODES = ("infer", "train")   # train: one optimizer step per timed call (bench/train.py)
 MIN_ITERS = 5           # fewer samples make p20/p80 meaningless
 _DTYPE_ALIASES = {"float32": "fp32", "float": "fp32", "bfloat16": "bf16", "float16": "fp16", "half": "fp16"}
 _RES_HINT = "use e.g. 224..1248 (standard ladder), 256..1024:128 (every 128 px) or 224,512,738"
@@ -141,13 +145,25 @@ def parse_backends(value: Any) -> tuple[str, ...]:
     return _choices(value, "backend", BACKENDS)
 
 
-def parse_mode(value: str) -> str:
-    mode = str(value).strip().lower()
-    if mode == "train":
-        raise VimbenchError("training is not supported yet; use --mode infer")
-    if mode not in MODES:
-        raise VimbenchError(f"unknown mode {value!r}; the only mode is infer")
-    return mode
+def parse_modes(value: Any) -> tuple[str, ...]:
+    """What a timed call is: infer (one forward) and/or train (one training step: forward, loss, backward, AdamW)."""
+    return _choices(value, "mode", MODES)
+
+
+def parse_points(value: Any) -> tuple[tuple[int, int], ...]:
+    """(resolution px, batch) pairs written RESxBATCH, in the order given, deduplicated."""
+    hint = "write resolution x batch pairs, e.g. 224x128,1248x8"
+    out = []
+    for piece in _pieces(value, "point list", hint):
+        res_text, sep, batch_text = piece.lower().partition("x")
+        if not sep:
+            raise VimbenchError(f"point {piece!r} is not RESxBATCH; {hint}")
+        res = _check_res(_int(res_text.strip(), "point resolution", piece), piece)
+        batch = _int(batch_text.strip(), "point batch", piece)
+        if batch <= 0:
+            raise VimbenchError(f"point {piece!r}: batch {batch} is not a positive number of images")
+        out.append((res, batch))
+    return tuple(dict.fromkeys(out))
 
 
 def parse_device(value: str, cuda_available: bool, plan_only: bool = False) -> str:
@@ -172,7 +188,11 @@ def check_counts(warmup: int, iters: int) -> None:
 
 @dataclass(frozen=True)
 class SweepConfig:
-    """A whole sweep, validated. Expand it into cases with `expand_cases`."""
+    """A whole sweep, validated. Expand it into cases with `expand_cases`.
+
+    points, when given, replace the product res x batch (res and batch are then empty). also: further blocks
+    (suite [[also]] tables), each a SweepConfig on the same device with the same warmup and iters, whose cases
+    run after this one's (cases already listed are not repeated)."""
     models: tuple[str, ...]
     res: tuple[int, ...]
     batch: tuple[int, ...]
@@ -180,14 +200,24 @@ class SweepConfig:
     attn: tuple[str, ...] = ("sdpa",)
     backends: tuple[str, ...] = ("torch",)
     device: str = "cpu"
-    mode: str = "infer"
+    modes: tuple[str, ...] = ("infer",)
     warmup: int = 3
     iters: int = 10
     cuda_graphs: bool = False
     h2d: bool = False
+    points: tuple[tuple[int, int], ...] = ()
+    also: tuple["SweepConfig", ...] = ()
 
     def __post_init__(self):
         check_counts(self.warmup, self.iters)
+        if self.points and (self.res or self.batch):
+            raise VimbenchError("give either points (resolution x batch pairs) or res and batch, not both")
+        for block in self.also:
+            if (block.device, block.warmup, block.iters) != (self.device, self.warmup, self.iters):
+                raise VimbenchError("every block of a sweep runs on one device with one warmup and iters; set "
+                                    "them once, at the top of the suite")
+            if block.also:
+                raise VimbenchError("an [[also]] block cannot hold further blocks")
         if self.device not in ("cuda", "cpu"):
             raise VimbenchError(f"device {self.device!r} must be resolved to cuda or cpu before a sweep")
         if self.cuda_graphs and self.device != "cuda":
@@ -196,16 +226,30 @@ class SweepConfig:
             raise VimbenchError("--h2d cannot be combined with --cuda-graphs (a replayed graph has a fixed input)")
         if self.h2d and self.device != "cuda":
             raise VimbenchError("--h2d times a host-to-device copy and needs a CUDA device")
-        for name in ("models", "res", "batch", "dtypes", "attn", "backends"):
+        axes = ("models", "dtypes", "attn", "backends", "modes") + (() if self.points else ("res", "batch"))
+        for name in axes:
             if not getattr(self, name):
                 raise VimbenchError(f"the sweep has no {name}; give at least one")
 
+    def pairs(self) -> tuple[tuple[int, int], ...]:
+        """The (resolution, batch) pairs this block runs: its points, or the product res x batch."""
+        return self.points or tuple(product(self.res, self.batch))
+
     def to_suite(self) -> dict[str, Any]:
         """The sweep in suite-file form (the keys of suites/*.toml), as written into a results header."""
-        return {"models": list(self.models), "res": list(self.res), "batch": list(self.batch),
-                "dtype": list(self.dtypes), "attn": list(self.attn), "backend": list(self.backends),
-                "device": self.device, "mode": self.mode, "warmup": self.warmup, "iters": self.iters,
-                "cuda_graphs": self.cuda_graphs, "h2d": self.h2d}
+        shape: dict[str, Any] = ({"points": [f"{r}x{b}" for r, b in self.points]} if self.points else
+                                 {"res": list(self.res), "batch": list(self.batch)})
+        suite = {"models": list(self.models), **shape, "dtype": list(self.dtypes), "attn": list(self.attn),
+                 "backend": list(self.backends), "device": self.device, "mode": list(self.modes),
+                 "warmup": self.warmup, "iters": self.iters, "cuda_graphs": self.cuda_graphs, "h2d": self.h2d}
+        if self.also:
+            suite["also"] = [{k: v for k, v in block.to_suite().items() if k not in SWEEP_WIDE_KEYS}
+                             for block in self.also]
+        return suite
+
+
+# Keys that hold for a whole sweep: a suite sets them at its top, never inside an [[also]] block.
+SWEEP_WIDE_KEYS = ("description", "device", "warmup", "iters")
 
 
 @dataclass(frozen=True)
@@ -215,6 +259,12 @@ class Dropped:
     reason: str
 
 
+_TRAIN_DROPS = {
+    "cuda_graphs": "a training step is not captured into a CUDA graph here (the optimizer and autograd allocate "
+                   "per step); time training without --cuda-graphs",
+    "h2d": "training steps are timed with the batch already on the device; drop --h2d for mode train",
+}
+
 _CPU_DROPS = {
     "tf32": "TF32 is a CUDA tensor-core mode; on CPU it would repeat fp32",
     "fp16": "fp16 autocast is not a meaningful CPU benchmark (emulated on most CPUs); use bf16 or fp32",
@@ -222,11 +272,28 @@ _CPU_DROPS = {
 
 
 def expand_cases(config: SweepConfig) -> tuple[list[CaseKey], list[Dropped]]:
-    """The cartesian product models x res x batch x dtype x (Vim: backend | DeiT: attn), in that order, minus
-    combinations that mean nothing, each stated once with its reason."""
+    """The cartesian product mode x models x (res, batch) x dtype x (Vim: backend | DeiT: attn), in that order,
+    minus combinations that mean nothing, each stated once with its reason; then the cases of each [[also]]
+    block that are not listed yet."""
+    cases, dropped = _expand_block(config)
+    for block in config.also:
+        more, why = _expand_block(block)
+        cases += more
+        dropped += [d for d in why if d not in dropped]
+    return list(dict.fromkeys(cases)), dropped
+
+
+def _expand_block(config: SweepConfig) -> tuple[list[CaseKey], list[Dropped]]:
     from vimbench.models.registry import get_spec
 
     dropped: list[Dropped] = []
+    modes = config.modes
+    if "train" in modes:
+        flags = [f for f in _TRAIN_DROPS if getattr(config, f)]
+        for flag in flags:
+            dropped.append(Dropped(f"mode train with {flag.replace('_', '-')}", _TRAIN_DROPS[flag]))
+        if flags:
+            modes = tuple(m for m in modes if m != "train")
     dtypes = config.dtypes
     backends = config.backends
     if config.device == "cpu":
@@ -255,10 +322,10 @@ def expand_cases(config: SweepConfig) -> tuple[list[CaseKey], list[Dropped]]:
                                "the op backend applies to Vim only; DeiT runs through timm once per attention path"))
 
     cases = []
-    for model, res, batch, dtype in product(config.models, config.res, config.batch, dtypes):
+    for mode, model, (res, batch), dtype in product(modes, config.models, config.pairs(), dtypes):
         impls = [(b, None) for b in backends] if families[model] == "vim" else [("timm", a) for a in config.attn]
         for implementation, attn in impls:
             cases.append(CaseKey(model=model, res=res, batch=batch, dtype=dtype, implementation=implementation,
-                                 attn=attn, device=config.device, mode=config.mode, cuda_graphs=config.cuda_graphs,
+                                 attn=attn, device=config.device, mode=mode, cuda_graphs=config.cuda_graphs,
                                  h2d=config.h2d))
     return cases, dropped

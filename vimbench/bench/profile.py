@@ -17,8 +17,11 @@ from typing import Any, Callable
 
 from vimbench.analysis.trace import ANNOTATION_PREFIX, CATEGORIES, cpu_events, gpu_events, summarize
 from vimbench.errors import VimbenchError
+from vimbench.results import ProfileResult
 
 # Analytic FLOP categories (vimbench.analysis.flops) feeding each profile category's achieved TFLOP/s.
+PROFILE_WARMUP = 2   # untimed forwards before the timed ones
+PROFILE_ITERS = 5    # timed forwards (their p50 is the latency); then one profiled forward
 _FLOP_CATEGORY = {"scan": "scan", "conv": "conv", "norm": "norm", "gemm": "gemm", "attention": "attention"}
 
 
@@ -82,9 +85,9 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
 
 
-def profile_case(key, out_dir: Path, warmup: int = 2, iters: int = 5) -> dict[str, Any]:
+def profile_case(key, out_dir: Path, warmup: int = PROFILE_WARMUP, iters: int = PROFILE_ITERS) -> ProfileResult:
     """Profile one case (a results.CaseKey): warm-up, timed forwards, one profiled forward; write its Chrome
-    trace into out_dir and return the row (kind "profile")."""
+    trace into out_dir and return its row (a ProfileResult; to_row() gives the kind "profile" dict)."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
@@ -94,8 +97,6 @@ def profile_case(key, out_dir: Path, warmup: int = 2, iters: int = 5) -> dict[st
     from vimbench.bench.timing import MIN_ITERS, time_forward
 
     cuda = key.device == "cuda"
-    row: dict[str, Any] = {"kind": "profile", **{k: getattr(key, k) for k in ("model", "res", "batch", "dtype",
-                                                                              "implementation", "attn", "device")}}
     with precision_flags(key.dtype):
         model = build_model(key)
         annotate_model(model)
@@ -118,37 +119,38 @@ def profile_case(key, out_dir: Path, warmup: int = 2, iters: int = 5) -> dict[st
     counts = model_counts(key.model, key.res, key.batch, key.dtype, attn=spec_attn)
     by = counts.by_category()
     latency_ms = timing.p50_ms
-    row.update({
-        "status": "ok",
-        "latency_ms_p50": latency_ms,
-        "timing_method": timing.method,
-        "profiled_ms": summary["total_ms"],
-        "flops": counts.flops,
-        "bytes": counts.bytes,
-        "tflops": counts.flops / (latency_ms / 1e3) / 1e12,
-        "trace": str(trace_path),
-        "top_kernels": summary["top_kernels"],
-        "timestamp": now(),
-        "flop_convention": "MAC = 2 FLOPs; scan 9*B*L*E*N per direction (Mamba convention)",
-    })
+    result = ProfileResult(
+        **_key_fields(key), status="ok", latency_ms_p50=latency_ms, timing_method=timing.method,
+        profiled_ms=summary["total_ms"], flops=counts.flops, bytes=counts.bytes,
+        tflops=counts.flops / (latency_ms / 1e3) / 1e12, trace=str(trace_path), top_kernels=summary["top_kernels"],
+        timestamp=now(), flop_convention="MAC = 2 FLOPs; scan 9*B*L*E*N per direction (Mamba convention)")
     for cat in CATEGORIES:
-        row[f"ms_{cat}"] = summary["ms"][cat]
-        row[f"pct_{cat}"] = summary["pct"][cat]
+        result.ms[cat] = summary["ms"][cat]
+        result.pct[cat] = summary["pct"][cat]
         flop_cat = _FLOP_CATEGORY.get(cat)
         if flop_cat:
-            row[f"flops_{cat}"] = by[flop_cat]["flops"]
+            result.flops_by[cat] = by[flop_cat]["flops"]
             t = summary["ms"][cat]
-            row[f"tflops_{cat}"] = by[flop_cat]["flops"] / (t / 1e3) / 1e12 if t > 0 else None
+            result.tflops_by[cat] = by[flop_cat]["flops"] / (t / 1e3) / 1e12 if t > 0 else None
     del model, forward
-    return row
+    return result
+
+
+def _key_fields(key) -> dict[str, Any]:
+    return {k: getattr(key, k) for k in ("model", "res", "batch", "dtype", "implementation", "attn", "device")}
 
 
 # ---------------------------------------------------------------------------------------------- several cases
 
 @dataclass
 class ProfileRun:
-    rows: list[dict[str, Any]]
+    results: list[ProfileResult]
     results_path: Path
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        """The rows as written to the results file."""
+        return [r.to_row() for r in self.results]
 
 
 def run_profile(model: str, resolutions: list[int], batch: int, dtype: str, backend: str = "torch",
@@ -160,9 +162,8 @@ def run_profile(model: str, resolutions: list[int], batch: int, dtype: str, back
     import torch
 
     from vimbench.bench.env import collect_env, now
-    from vimbench.bench.runner import is_oom
     from vimbench.models import get_spec
-    from vimbench.results import CaseKey, ResultsFile, new_run_id
+    from vimbench.results import new_run_id, open_run
 
     spec = get_spec(model)
     if device == "cuda" and not torch.cuda.is_available():
@@ -172,26 +173,37 @@ def run_profile(model: str, resolutions: list[int], batch: int, dtype: str, back
     run_id = new_run_id()
     out_dir = Path(out_dir)
     results_path = out_dir / f"profile-{spec.alias}-{run_id}.jsonl"
-    store = ResultsFile(results_path, {"run_id": run_id, "created": now(), "command": command,
-                                       "env": collect_env(device)})
-    rows = []
+    settings = {"warmup": PROFILE_WARMUP, "iters": PROFILE_ITERS, "model": spec.alias, "batch": batch,
+                "dtype": dtype, "backend": backend, "attn": attn, "device": device}
+    store = open_run(results_path, "profile", command, collect_env(device), settings, run_id=run_id, created=now())
+    with store:
+        results = _profile_all(spec, resolutions, batch, dtype, backend, attn, device, out_dir, store, progress)
+    return ProfileRun(results, results_path)
+
+
+def _profile_all(spec, resolutions, batch, dtype, backend, attn, device, out_dir, store,
+                 progress) -> list[ProfileResult]:
+    import torch
+
+    from vimbench.bench.runner import is_oom
+    from vimbench.results import CaseKey
+
+    results = []
     for i, res in enumerate(resolutions):
         key = CaseKey(spec.alias, res, batch, dtype, backend if spec.family == "vim" else "timm",
                       None if spec.family == "vim" else attn, device)
         if progress:
             progress(key.label(), i)
         try:
-            row = profile_case(key, out_dir)
+            result = profile_case(key, out_dir, PROFILE_WARMUP, PROFILE_ITERS)
         except Exception as exc:
             if not is_oom(exc):
                 raise
-            row = {"kind": "profile", "model": key.model, "res": res, "batch": batch, "dtype": dtype,
-                   "implementation": key.implementation, "attn": key.attn, "device": device, "status": "oom",
-                   "error": str(exc).splitlines()[0][:300]}
+            result = ProfileResult(**_key_fields(key), status="oom", error=str(exc).splitlines()[0][:300])
             if device == "cuda":
                 torch.cuda.empty_cache()
-        store.append(row)
-        rows.append(row)
+        store.append(result)
+        results.append(result)
     if progress:
         progress("done", len(resolutions))
-    return ProfileRun(rows, results_path)
+    return results

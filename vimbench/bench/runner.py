@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import gc
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import torch
 
 from vimbench.bench.env import device_identity, gpu_conditions, now
-from vimbench.bench.memory import measure_memory
-from vimbench.bench.timing import time_forward
+from vimbench.bench import train
+from vimbench.bench.memory import Memory, measure_memory
+from vimbench.bench.timing import Timing, time_forward
+from vimbench.bench.train import TrainStep
 from vimbench.models.registry import count_params, create_model, get_spec, list_models, num_tokens
 from vimbench.results import CaseKey, CaseResult
 
@@ -82,11 +85,13 @@ def precision_flags(dtype: str) -> Iterator[None]:
 
 
 def build_model(key: CaseKey) -> torch.nn.Module:
-    """The case's model at its resolution, random weights (seed 0), eval mode, on the case's device."""
+    """The case's model at its resolution, random weights (seed 0), on the case's device; eval mode for
+    inference, train mode for training cases."""
     spec = get_spec(key.model)
     kwargs: dict[str, Any] = {"backend": key.implementation} if spec.family == "vim" else {"attn": key.attn}
     torch.manual_seed(0)
-    return create_model(key.model, img_size=key.res, **kwargs).to(key.device).eval()
+    model = create_model(key.model, img_size=key.res, **kwargs).to(key.device)
+    return model.train() if key.mode == "train" else model.eval()
 
 
 def make_forward(model: torch.nn.Module, key: CaseKey) -> Callable[[], torch.Tensor]:
@@ -128,6 +133,30 @@ def _free(device: str) -> None:
             pass
 
 
+@dataclass
+class _TrainMeasured:
+    timing: Timing
+    memory: Memory
+    step: TrainStep   # holds the model's optimizer state: dropped with this object
+
+
+def _measure_train(model: torch.nn.Module, key: CaseKey, warmup: int, iters: int,
+                   result: CaseResult) -> _TrainMeasured:
+    """A training case (bench/train.py): first step untimed and its gradients checked, the memory pass over one
+    step (the AdamW state exists by then), the timing pass. Fills the row's training fields."""
+    result.optimizer, result.lr, result.loss = train.OPTIMIZER, train.LEARNING_RATE, train.LOSS
+    result.activation_checkpointing = train.ACTIVATION_CHECKPOINTING
+    step = train.make_train_step(model, key.batch, key.res, key.dtype, key.device)
+    step()  # gradients and AdamW state allocated, backward kernels compiled; never measured
+    _sync(key.device)
+    train.check_gradients(model, key.implementation)
+    memory = measure_memory(step, key.device)
+    timing = train.time_train_steps(step, key.device, warmup, iters)
+    result.forward_ms_samples, result.backward_ms_samples = timing.forward_ms_samples, timing.backward_ms_samples
+    result.forward_ms_p50, result.backward_ms_p50 = timing.forward_ms_p50, timing.backward_ms_p50
+    return _TrainMeasured(timing.step, memory, step)
+
+
 def effective_res(res: int) -> int:
     """The image side the model's 16 px patches cover (1250 px -> 1248 px; the rest is cropped by the stride)."""
     from vimbench.bench.grid import PATCH
@@ -151,11 +180,15 @@ def run_case(key: CaseKey, warmup: int, iters: int) -> CaseResult:
         with precision_flags(key.dtype):
             model = build_model(key)
             result.params = count_params(model)
-            forward = make_forward(model, key)
-            forward()  # the first call pays for lazy init and autotuning; never measured
-            _sync(key.device)
-            memory = measure_memory(forward, key.device)
-            timing = time_forward(forward, key.device, warmup, iters, cuda_graphs=key.cuda_graphs)
+            if key.mode == "train":  # `forward` holds the step (optimizer state included) until freed below
+                forward = _measure_train(model, key, warmup, iters, result)
+                timing, memory = forward.timing, forward.memory
+            else:
+                forward = make_forward(model, key)
+                forward()  # the first call pays for lazy init and autotuning; never measured
+                _sync(key.device)
+                memory = measure_memory(forward, key.device)
+                timing = time_forward(forward, key.device, warmup, iters, cuda_graphs=key.cuda_graphs)
         result.timing_method = timing.method
         result.latency_ms_samples = timing.samples_ms
         result.latency_ms_p20, result.latency_ms_p50, result.latency_ms_p80 = timing.p20_ms, timing.p50_ms, timing.p80_ms

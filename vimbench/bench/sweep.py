@@ -7,29 +7,34 @@ Suite files are declarative TOML with these keys (values as on the command line,
     description = "..."              models = "vim_t,deit_t"      res = "224,512..1248"     batch = 64
     dtype = "fp32"                   attn = "sdpa,eager"           backend = "torch"         device = "auto"
     mode = "infer"                   warmup = 3                    iters = 10                cuda_graphs = false
-    h2d = false
+    h2d = false                      points = ["224x128", "1248x8"]   (RESxBATCH pairs instead of res x batch)
+A suite may add [[also]] tables: each is a further block of cases that inherits every top-level value and
+overrides some (any key but description, device, warmup and iters, which hold for the whole sweep). A block that
+sets points drops the inherited res and batch, and one that sets res or batch drops the inherited points.
+Options given on the command line override the top level and every block alike.
 """
 from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from vimbench.bench import grid
 from vimbench.bench.grid import Dropped, SweepConfig
 from vimbench.errors import VimbenchError
-from vimbench.results import (CaseKey, CaseResult, RunWriter, header_settings, iter_rows, new_run_id, open_run,
-                              read_header)
+from vimbench.results import (CaseKey, CaseResult, RunWriter, check_not_busy, header_settings, iter_rows,
+                              new_run_id, open_run, read_header)
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - python 3.10
     import tomli as tomllib
 
-SUITE_KEYS = ("description", "models", "res", "batch", "dtype", "attn", "backend", "device", "mode", "warmup",
-              "iters", "cuda_graphs", "h2d")
+SUITE_KEYS = ("description", "models", "res", "batch", "points", "dtype", "attn", "backend", "device", "mode",
+              "warmup", "iters", "cuda_graphs", "h2d", "also")
+BLOCK_KEYS = tuple(k for k in SUITE_KEYS if k not in (*grid.SWEEP_WIDE_KEYS, "also"))
 DEFAULTS: dict[str, Any] = {"dtype": "fp32", "attn": "sdpa", "backend": "torch", "device": "auto", "mode": "infer",
                             "warmup": 3, "iters": 10, "cuda_graphs": False, "h2d": False}
 GPU_DEFAULT_SUITE = "paper_fig1"
@@ -78,25 +83,69 @@ def load_suite(name_or_path: str) -> dict[str, Any]:
     unknown = sorted(set(data) - set(SUITE_KEYS))
     if unknown:
         raise VimbenchError(f"suite file {path}: unknown key {unknown[0]!r}; allowed keys: {', '.join(SUITE_KEYS)}")
+    check_blocks(data.get("also", []), f"suite file {path}")
     return data
+
+
+def check_blocks(blocks: Any, source: str) -> None:
+    """[[also]] blocks: a list of tables holding only keys a block may set."""
+    if not isinstance(blocks, list) or not all(isinstance(b, dict) for b in blocks):
+        raise VimbenchError(f"{source}: 'also' must be a list of tables, written [[also]]")
+    for number, block in enumerate(blocks, start=1):
+        unknown = sorted(set(block) - set(BLOCK_KEYS))
+        if unknown:
+            raise VimbenchError(f"{source}: [[also]] block {number} sets {unknown[0]!r}; a block may set "
+                                f"{', '.join(BLOCK_KEYS)} ({', '.join(grid.SWEEP_WIDE_KEYS[1:])} are set once, "
+                                f"at the top)")
+
+
+def layer(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """base with the non-None values of `over` on top. Points and res/batch replace each other: values that
+    set points drop base's res and batch; values that set res or batch drop base's points."""
+    over = {k: v for k, v in over.items() if v is not None}
+    merged = dict(base)
+    if "points" in over:
+        merged.pop("res", None)
+        merged.pop("batch", None)
+    if "res" in over or "batch" in over:
+        merged.pop("points", None)
+    merged.update(over)
+    return merged
 
 
 def make_config(values: dict[str, Any], cuda_available: bool, source: str = "the sweep",
                 plan_only: bool = False) -> SweepConfig:
-    """Parse suite-style values (strings, numbers or lists; missing optional keys take DEFAULTS)."""
-    merged = {**DEFAULTS, **{k: v for k, v in values.items() if v is not None}}
-    for required in ("models", "res", "batch"):
+    """Parse suite-style values (strings, numbers or lists; missing optional keys take DEFAULTS). An "also"
+    list holds further blocks, each layered over the top-level values."""
+    values = dict(values)
+    blocks = values.pop("also", None) or []
+    check_blocks(blocks, source)
+    top = layer(DEFAULTS, values)
+    also = tuple(_block_config(layer(top, block), cuda_available, f"{source}, [[also]] block {number}", plan_only)
+                 for number, block in enumerate(blocks, start=1))
+    config = _block_config(top, cuda_available, source, plan_only)
+    return replace(config, also=also) if also else config
+
+
+def _block_config(merged: dict[str, Any], cuda_available: bool, source: str, plan_only: bool) -> SweepConfig:
+    has_points = merged.get("points") is not None
+    if has_points and (merged.get("res") is not None or merged.get("batch") is not None):
+        raise VimbenchError(f"{source} gives both points and res/batch; give points (RESxBATCH pairs) or res "
+                            f"and batch")
+    for required in ("models",) + (() if has_points else ("res", "batch")):
         if required not in merged:
             raise VimbenchError(f"{source} gives no {required}; add it (or pass --{required})")
     for name in ("warmup", "iters"):
         if isinstance(merged[name], bool) or not isinstance(merged[name], int):
             raise VimbenchError(f"{source}: {name} must be a whole number, got {merged[name]!r}")
-    return SweepConfig(models=grid.parse_models(merged["models"]), res=grid.parse_res(merged["res"]),
-                       batch=grid.parse_batch(merged["batch"]), dtypes=grid.parse_dtypes(merged["dtype"]),
-                       attn=grid.parse_attn(merged["attn"]), backends=grid.parse_backends(merged["backend"]),
-                       device=grid.parse_device(merged["device"], cuda_available, plan_only), mode=grid.parse_mode(merged["mode"]),
-                       warmup=merged["warmup"], iters=merged["iters"], cuda_graphs=bool(merged["cuda_graphs"]),
-                       h2d=bool(merged["h2d"]))
+    shape = (dict(points=grid.parse_points(merged["points"]), res=(), batch=()) if has_points else
+             dict(res=grid.parse_res(merged["res"]), batch=grid.parse_batch(merged["batch"])))
+    return SweepConfig(models=grid.parse_models(merged["models"]), **shape,
+                       dtypes=grid.parse_dtypes(merged["dtype"]), attn=grid.parse_attn(merged["attn"]),
+                       backends=grid.parse_backends(merged["backend"]),
+                       device=grid.parse_device(merged["device"], cuda_available, plan_only),
+                       modes=grid.parse_modes(merged["mode"]), warmup=merged["warmup"], iters=merged["iters"],
+                       cuda_graphs=bool(merged["cuda_graphs"]), h2d=bool(merged["h2d"]))
 
 
 def resolve_config(suite: str | None, overrides: dict[str, Any], cuda_available: bool,
@@ -129,7 +178,11 @@ def resolve_config(suite: str | None, overrides: dict[str, Any], cuda_available:
     if overrides:
         source += "; overridden on the command line: " + ", ".join(sorted(overrides))
     base = {k: v for k, v in base.items() if k != "description"}
-    return make_config({**base, **overrides}, cuda_available, source, plan_only), source
+    values = layer(base, overrides)
+    block_overrides = {k: v for k, v in overrides.items() if k in BLOCK_KEYS}
+    if base.get("also"):
+        values["also"] = [layer(block, block_overrides) for block in base["also"]]
+    return make_config(values, cuda_available, source, plan_only), source
 
 
 # --- planning and running -----------------------------------------------------------------------------------
@@ -154,6 +207,7 @@ def _check_resumable(path: Path) -> None:
                             + (f", e.g. {', '.join(str(f) for f in files)}" if files else ""))
     if not path.exists():
         raise VimbenchError(f"cannot resume {path}: no such file")
+    check_not_busy(path)
     read_header(path)
 
 
@@ -168,6 +222,7 @@ def _check_out(out: Path | None, resume: bool) -> None:
         raise VimbenchError(f"--out {out} is a folder; give a file path, e.g. {out / 'run.jsonl'} (or set "
                             f"VIMBENCH_RESULTS_DIR={out} to name files by run id there)")
     elif out.exists() and out.stat().st_size > 0:
+        check_not_busy(out)
         raise VimbenchError(f"{out} already exists; pass --resume {out} to continue it, or choose another --out")
 
 
@@ -234,6 +289,8 @@ PROTOCOL = {
               "untimed; p20/p50/p80 over all samples; fps = batch / p50",
     "memory": "separate pass: gc, empty_cache, reset_peak_memory_stats, one forward; peak allocated/reserved "
               "from the torch allocator; NVML device memory used sampled every ~1 ms (CPU: peak RSS)",
+    # mode "train" rows: "train" (bench/train.py PROTOCOL) is added, and says what a timed call and the memory
+    # pass are for a training step
     "precision": "fp32: TF32 off (matmul and cuDNN); tf32: TF32 on; bf16/fp16: torch.autocast over fp32 weights, "
                  "TF32 off; cudnn.benchmark off",
     "input": "random normal images, already on the device (h2d: copied from pinned host memory inside the call)",
@@ -245,8 +302,14 @@ PROTOCOL = {
 def sweep_settings(config: SweepConfig | None, warmup: int, iters: int,
                    shard: tuple[int, int] | None = None) -> dict[str, Any]:
     """What a sweep's results file records as its protocol settings; a resume must match them (a shard's file
-    stays that shard's)."""
-    settings = {"protocol": PROTOCOL, "warmup": warmup, "iters": iters,
+    stays that shard's). A sweep with training cases adds the training-step protocol (bench/train.py) under
+    "train"."""
+    protocol = dict(PROTOCOL)
+    if config is not None and any("train" in block.modes for block in (config, *config.also)):
+        from vimbench.bench.train import PROTOCOL as TRAIN_PROTOCOL
+
+        protocol["train"] = TRAIN_PROTOCOL
+    settings = {"protocol": protocol, "warmup": warmup, "iters": iters,
                 "sweep": config.to_suite() if config else None}
     if shard is not None:
         settings["shard"] = list(shard)

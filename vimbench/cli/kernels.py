@@ -56,23 +56,23 @@ def bench(
     if not torch.cuda.is_available():
         raise VimbenchError("vimbench kernels needs a CUDA GPU and none is visible here; the kernels' "
                             "correctness tests run on CPU: python -m pytest tests/kernels")
-    from vimbench.bench.env import collect_env
-    from vimbench.results import ResultsFile, new_run_id
+    from vimbench.bench.env import collect_env, now
+    from vimbench.results import new_run_id, open_run
     from vimbench.settings import results_dir
 
     run_id = new_run_id()
     path = out or Path(results_dir()) / f"kernels-{run_id}.jsonl"
-    results = ResultsFile(path, {"run_id": run_id, "created": run_id[:15], "command": " ".join(sys.argv),
-                                 "env": collect_env("cuda")})
-    with render.progress_bar(len(cases), "kernels") as update:
+    settings = {"warmup_ms": warmup_ms, "rep_ms": rep_ms, "max_ref_elements": max_ref_elements,
+                "timer": "triton.testing.do_bench(return_mode='median')"}
+    with open_run(path, "kernels", "vimbench " + " ".join(sys.argv[1:]), collect_env("cuda"), settings,
+                  run_id=run_id, created=now()) as results, render.progress_bar(len(cases), "kernels") as update:
         rows = kb.run_kernel_bench(cases, results, update, max_ref_elements or None, warmup_ms, rep_ms)
     render.table(
         "Kernel microbenchmarks",
         ["op", "model", "res px", "L", "batch", "dtype", "impl", "p50 ms", "GB/s", "% HBM", "% exp", "% FMA",
          "bound", "status"],
-        [[r["op"], r["model"], r["res"], r["tokens"], r["batch"], r["dtype"], r["impl"], r["ms_p50"], r["gbps"],
-          r["pct_hbm"], r["pct_mufu"], r["pct_fma"], r["bound"],
-          r["status"] if r["status"] == "ok" else f"{r['status']}: {r['error']}"] for r in rows],
+        [[r.op, r.model, r.res, r.tokens, r.batch, r.dtype, r.impl, r.ms_p50, r.gbps, r.pct_hbm, r.pct_mufu,
+          r.pct_fma, r.bound, r.status if r.status == "ok" else f"{r.status}: {r.error}"] for r in rows],
         caption="p50 ms: triton.testing.do_bench median. GB/s: each input read once + each output written once. "
                 "% HBM / % exp / % FMA: that floor (bytes at the measured copy bandwidth; exps, e.g. batch*L*E*N "
                 "per scan direction, at the special-function-unit rate; FMAs at the FP32 rate) over the measured "

@@ -3,6 +3,7 @@ and check registers/spills/SASS without a GPU). `register(kernels_app)` adds bot
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -17,9 +18,14 @@ def check(
     update: bool = typer.Option(False, "--update", help="Time the suite and write it as the new baseline."),
     repeats: int = typer.Option(5, "--repeats", min=2, help="Independent do_bench medians per case (noise estimate)."),
     only: str = typer.Option("", "--only", help="Comma-separated substrings: time only cases whose name contains one."),
+    confirm_rounds: int = typer.Option(5, "--confirm-rounds", min=1,
+                                       help="Re-measurements of each flagged case (interleaved) before it counts "
+                                            "as a regression."),
 ) -> None:
-    """Re-time the Triton kernel suite and compare with a baseline: exit 1 on a regression beyond the noise
-    threshold max(5%, 3 x relative spread of the repeats, 0.03 ms / baseline ms), 2 on bad input or no GPU."""
+    """Re-time the Triton kernel suite and compare with a baseline. A case beyond the noise threshold
+    max(5%, 3 x relative spread of the repeats, 0.03 ms / baseline ms) is re-measured (interleaved with the other
+    flagged cases): exit 1 only when that confirms the regression ("unstable" cases are reported, exit 0), 2 on bad
+    input or no GPU."""
     from vimbench import render
     from vimbench.kerneltools import regression as rg
     from vimbench.errors import VimbenchError
@@ -53,9 +59,20 @@ def check(
                      [[name, t.median_ms, 100 * t.spread] for name, t in timings.items()], digits=3)
         return
     comparisons = rg.compare_timings(base_cases, timings)
+    suspects = rg.flagged(comparisons)
+    if suspects:
+        timer = rg.suite_timer(cases)
+        try:
+            with render.progress_bar(len(suspects) * confirm_rounds, "re-measuring flagged cases") as bar:
+                comparisons = rg.confirm_regressions(comparisons, timer, confirm_rounds, progress=bar)
+        finally:
+            timer.close()
     params = {c.name: c.params for c in cases}
     _render_comparisons(comparisons, baseline, {name: rg.pct_of_floor(params.get(name, {}), t.median_ms, gpu)
                                                 for name, t in timings.items()})
+    n_reg = sum(c.status == "regression" for c in comparisons)
+    render.note(f"first pass flagged {len(suspects)} case(s): {n_reg} confirmed regression(s), "
+                f"{len(suspects) - n_reg} unstable" if suspects else "first pass flagged nothing", markup=False)
     if rg.has_regression(comparisons):
         raise typer.Exit(REGRESSION_EXIT)
 
@@ -67,21 +84,25 @@ def _render_comparisons(comparisons, baseline: Path, pct_floor: dict | None = No
     for c in comparisons:
         change = None if c.change is None else 100 * c.change
         threshold = None if c.threshold is None else 100 * c.threshold
-        rows.append([c.case, c.baseline_ms, c.current_ms, change, threshold, (pct_floor or {}).get(c.case),
-                     c.status])
+        rows.append([c.case, c.baseline_ms, c.first_ms, c.current_ms, change, threshold,
+                     (pct_floor or {}).get(c.case), c.status])
     n_reg = sum(c.status == "regression" for c in comparisons)
-    render.table(f"kernels vs {baseline}", ["case", "baseline ms", "now ms", "change %", "threshold %",
-                                            "% of floor", "status"],
-                 rows, caption=f"{n_reg} regression(s); threshold = max(5%, 3 x relative spread of the repeats, "
-                               "0.03 ms / baseline ms); % of floor: roofline floor time / measured time "
-                               "(vimbench.analysis.roofline)",
+    n_unstable = sum(c.status == "unstable" for c in comparisons)
+    render.table(f"kernels vs {baseline}", ["case", "baseline ms", "flagged ms", "now ms", "change %",
+                                            "threshold %", "% of floor", "status"],
+                 rows, caption=f"{n_reg} confirmed regression(s), {n_unstable} unstable; threshold = max(5%, 3 x "
+                               "relative spread of the repeats, 0.03 ms / baseline ms). A case beyond it is "
+                               "re-measured (interleaved): flagged ms = the first pass, now ms = the median of the "
+                               "re-measurements; regression = their lower quartile is still beyond the threshold, "
+                               "unstable = it is not (not a failure). % of floor: roofline floor time / measured "
+                               "time (vimbench.analysis.roofline)",
                  digits=3)
 
 
 @user_errors
 def static(
-    expect: Path = typer.Option(Path("kernels/static_expectations.json"), "--expect",
-                                help="Committed expectation file."),
+    expect: Optional[Path] = typer.Option(None, "--expect", help="Expectation file [default: "
+                                          "kernels/static_expectations.json of this checkout, from any folder]."),
     update: bool = typer.Option(False, "--update", help="Write the current compilation results as expectations."),
 ) -> None:
     """Compile every Triton kernel for sm_90 (no GPU needed) and check registers, spills, vectorized loads and
@@ -89,6 +110,7 @@ def static(
     from vimbench import render
     from vimbench.kerneltools import static_check as sc
 
+    expect = expect or sc.default_expectations_path()
     if not sc.KERNELS:
         render.note("no Triton kernels are listed in vimbench/kerneltools/static_check.py KERNELS yet: nothing to check")
         return

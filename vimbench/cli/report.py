@@ -48,9 +48,10 @@ def report(
         render.warning(f"mixed protocols: {mix}")
     if show_table:
         for t in result.tables:
-            if t.name == "results":
+            if t.name.startswith("results"):
+                split = [c for c in ("forward p50 (ms)", "backward p50 (ms)") if c in t.columns]
                 t = pick_columns(t, ["model", "implementation", "attn", "dtype", "batch", "res (px)", "gpu",
-                                     "status", "p50 (ms)", "throughput (img/s)", "peak alloc (MiB)"])
+                                     "status", "p50 (ms)", *split, "throughput (img/s)", "peak alloc (MiB)"])
             render.table(t.title, t.columns, t.rows, caption=t.caption, digits=1)
     if result.repeats_dropped:
         render.note(f"{result.repeats_dropped} repeated measurements of the same case: the newest of each is used")
@@ -60,18 +61,21 @@ def report(
 
 @user_errors
 def import_anchors(
-    src: Path = typer.Argument(..., help="Anchors file (header line, then 'model', 'kernel', 'profile' rows).",
+    src: Path = typer.Argument(..., help="Anchors file (header line, then 'model', 'train', 'kernel', 'profile' "
+                                         "rows).",
                                show_default=False),
     out: Path = typer.Option(..., "-o", "--out", help="Results file to write (.jsonl).", show_default=False),
     force: bool = typer.Option(False, "--force", help="Replace the output file if it exists."),
 ) -> None:
-    """Convert reference measurements (anchors) of the official Vim code and timm DeiT into a results file."""
+    """Convert reference measurements (anchors) of the official Vim code and timm DeiT into a results file:
+    inference ("model") rows and training-step ("train") rows."""
     from vimbench import render
     from vimbench.report import import_anchors as convert
 
     summary = convert(src, out, overwrite=force)
     skipped = ", ".join(f"{n} {k}" for k, n in summary.skipped_kinds.items())
-    render.note(f"wrote {summary.converted} case rows to {summary.destination}"
+    modes = ", ".join(f"{n} {mode}" for mode, n in summary.modes.items())
+    render.note(f"wrote {summary.converted} case rows ({modes}) to {summary.destination}"
                 + (f" (not converted: {skipped} rows)" if skipped else ""))
 
 

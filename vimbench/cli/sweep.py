@@ -23,6 +23,8 @@ def sweep(
                                                        "(vimbench models lists them), e.g. vim_t,deit_t.")] = None,
     res: Annotated[Optional[str], typer.Option(help=_RES_HELP)] = None,
     batch: Annotated[Optional[str], typer.Option(help="Batch sizes, e.g. 1,8,64. Never changed on OOM.")] = None,
+    points: Annotated[Optional[str], typer.Option(help="Resolution x batch pairs, e.g. 224x128,1248x8: run these "
+                                                       "pairs instead of the product --res x --batch.")] = None,
     dtype: Annotated[Optional[str], typer.Option(help="Precision modes: fp32 (TF32 off), tf32, bf16, fp16 "
                                                       "(autocast).")] = None,
     attn: Annotated[Optional[str], typer.Option(help="DeiT attention: sdpa (fused), eager (explicit).")] = None,
@@ -30,7 +32,9 @@ def sweep(
     device: Annotated[Optional[str], typer.Option(help="auto | cuda | cpu (auto: cuda when present).")] = None,
     warmup: Annotated[Optional[int], typer.Option(help="Untimed warm-up calls per case (>= 1).")] = None,
     iters: Annotated[Optional[int], typer.Option(help="Timed calls per case (>= 5).")] = None,
-    mode: Annotated[Optional[str], typer.Option(help="infer (training is not supported yet).")] = None,
+    mode: Annotated[Optional[str], typer.Option(help="What one timed call is: infer (a forward), train (a "
+                                                     "training step: forward, cross-entropy, backward, AdamW); "
+                                                     "both: infer,train.")] = None,
     cuda_graphs: Annotated[Optional[bool], typer.Option("--cuda-graphs/--no-cuda-graphs",
                                                         help="Time CUDA-graph replays of the forward.")] = None,
     h2d: Annotated[Optional[bool], typer.Option("--h2d/--no-h2d", help="Include the host-to-device copy of "
@@ -106,7 +110,7 @@ def sweep(
     if resume and out and Path(resume) != Path(out):
         raise VimbenchError("give either --out (a new file) or --resume (an existing one), not both")
     parsed_shard = parse_shard(shard) if shard else None
-    overrides = {"models": models, "res": res, "batch": batch, "dtype": dtype, "attn": attn, "backend": backend,
+    overrides = {"models": models, "res": res, "batch": batch, "points": points, "dtype": dtype, "attn": attn, "backend": backend,
                  "device": device, "warmup": warmup, "iters": iters, "mode": mode, "cuda_graphs": cuda_graphs,
                  "h2d": h2d}
     cuda = torch.cuda.is_available()
@@ -142,7 +146,7 @@ def sweep(
         _plan_tables(plan, config)
         return
 
-    for res_px, effective in grid.off_patch_resolutions(config.res):
+    for res_px, effective in grid.off_patch_resolutions(sorted({k.res for k in plan.cases})):
         render.warning(f"--res {res_px} is not a multiple of the 16 px patch: the models see {effective} px "
                        f"({(effective // grid.PATCH) ** 2 + 1} tokens); rows record res {res_px} and "
                        f"res_effective_px {effective}")
@@ -330,23 +334,30 @@ def _results_table(results, config, path: Path) -> None:
 
     cuda = config.device == "cuda"
     memory_columns = ["peak alloc MiB", "NVML MiB"] if cuda else ["peak RSS MiB"]
+    train = any(r.key.mode == "train" for r in results)
+    train_columns = ["fwd ms", "bwd ms"] if train else []
     rows = []
     for r in results:
         k = r.key
         impl = k.implementation + (f"/{k.attn}" if k.attn else "") + (" +graphs" if k.cuda_graphs else "") \
             + (" +h2d" if k.h2d else "")
         memory = [r.peak_alloc_mib, r.nvml_used_mib] if cuda else [r.cpu_peak_rss_mib]
-        rows.append([k.model, k.res, r.tokens, k.batch, k.dtype, impl, r.fps, r.latency_ms_p50, *memory, r.status])
+        split = [r.forward_ms_p50, r.backward_ms_p50] if train else []
+        rows.append([k.model, k.res, r.tokens, k.batch, k.dtype, k.mode, impl, r.fps, r.latency_ms_p50, *split,
+                     *memory, r.status])
     timing = ("CUDA-graph replays timed with CUDA events" if config.cuda_graphs else
               "CUDA events, one pair per call" if cuda else "perf_counter per call")
-    memory_text = ("peak alloc = torch allocator peak (max_memory_allocated) in a separate one-forward pass; "
+    memory_text = ("peak alloc = torch allocator peak (max_memory_allocated) in a separate one-call pass; "
                    "NVML = device memory in use, sampled every ~1 ms (includes CUDA context and allocator cache)"
-                   if cuda else "peak RSS = the whole process's peak resident memory during one forward")
+                   if cuda else "peak RSS = the whole process's peak resident memory during one call")
+    train_text = (" A train call is one step (zero_grad, forward, cross-entropy, backward, AdamW); fwd ms = "
+                  "zero_grad + forward + loss, bwd ms = backward + optimizer step, p50 of the same steps."
+                  if train else "")
     caption = (f"Timing: {timing}; median (p50) of {config.iters} calls after {config.warmup} warm-up calls; "
-               f"img/s = batch / p50. Memory: {memory_text}. MiB = 2^20 bytes. Results: {path}")
+               f"img/s = batch / p50. Memory: {memory_text}.{train_text} MiB = 2^20 bytes. Results: {path}")
     render.table(f"vimbench sweep on {config.device}",
-                 ["model", "res px", "tokens", "batch", "dtype", "implementation", "img/s", "p50 ms",
-                  *memory_columns, "status"], rows, caption=caption)
+                 ["model", "res px", "tokens", "batch", "dtype", "mode", "implementation", "img/s", "p50 ms",
+                  *train_columns, *memory_columns, "status"], rows, caption=caption)
 
 
 @user_errors

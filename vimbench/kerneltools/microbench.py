@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 from vimbench.errors import VimbenchError
+from vimbench.results import KernelResult
 
 OPS = ("scan_bidir", "scan_halves", "scan_fwd", "conv1d", "add_rmsnorm")
 IMPLS = ("triton", "torch", "cuda")
@@ -220,41 +221,40 @@ def plan(models, resolutions, batches, dtypes, impls, ops) -> list[KernelCase]:
 
 
 def run_case(case: KernelCase, gpu_name: str | None, warmup_ms: float = 25, rep_ms: float = 100,
-             max_reference_elements: int | None = None) -> dict[str, Any]:
+             max_reference_elements: int | None = None) -> KernelResult:
     """Time one case on the current CUDA device; returns its results row (status ok | skipped | oom | error)."""
     import torch
     import triton.testing
 
     dims = _dims(case.model, case.res)
     dtype = _torch_dtype(case.dtype)
-    row: dict[str, Any] = {"kind": "kernel", **asdict(case), "tokens": dims["L"], "E": dims["E"], "D": dims["D"],
-                           "N": N_STATE, "status": "ok", "error": None, "ms_p50": None, "gbps": None,
-                           "bytes": None, "pct_hbm": None, "pct_mufu": None, "pct_fma": None, "pct_floor": None,
-                           "bound": None,
-                           "timing_method": "triton.testing.do_bench(median)", "warmup_ms": warmup_ms,
-                           "rep_ms": rep_ms, "gpu_name": gpu_name, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    row = KernelResult(**asdict(case), tokens=dims["L"], E=dims["E"], D=dims["D"], N=N_STATE,
+                       timing_method="triton.testing.do_bench(median)", warmup_ms=warmup_ms, rep_ms=rep_ms,
+                       gpu_name=gpu_name, timestamp=time.strftime("%Y-%m-%dT%H:%M:%S"))
     elements = case.batch * dims["E"] * dims["L"]
     if case.impl == "torch" and case.op.startswith("scan") and max_reference_elements is not None \
             and elements > max_reference_elements:
-        row.update(status="skipped", error=f"reference scan skipped above {max_reference_elements:,} elements "
-                                           "(batch*E*L); raise --max-ref-elements to time it")
+        row.status = "skipped"
+        row.error = (f"reference scan skipped above {max_reference_elements:,} elements (batch*E*L); raise "
+                     "--max-ref-elements to time it")
         return row
     try:
         args = _inputs(case.op, dims, case.batch, dtype, "cuda")
         fn = _callable(case.op, case.impl, args)
         ms = triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median")
     except _Skip as exc:
-        row.update(status="skipped", error=str(exc))
+        row.status, row.error = "skipped", str(exc)
         return row
     except torch.cuda.OutOfMemoryError as exc:
-        row.update(status="oom", error=str(exc).splitlines()[0])
+        row.status, row.error = "oom", str(exc).splitlines()[0]
         torch.cuda.empty_cache()
         return row
     except Exception as exc:  # noqa: BLE001 - one failing case must not end the run; the row says why
-        row.update(status="error", error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        row.status = "error"
+        row.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         return row
     nbytes = _bytes(case.op, args, dtype)
-    row.update(ms_p50=ms, bytes=nbytes, gbps=nbytes / (ms * 1e-3) / 1e9)
+    row.ms_p50, row.bytes, row.gbps = ms, nbytes, nbytes / (ms * 1e-3) / 1e9
     from vimbench.analysis import roofline as rl
 
     try:
@@ -262,16 +262,17 @@ def run_case(case: KernelCase, gpu_name: str | None, warmup_ms: float = 25, rep_
     except VimbenchError:  # a GPU without a ceilings entry: times and GB/s only
         ceil = None
     if ceil is not None:
-        fields = rl.roofline(_work(case.op, dims, case.batch, case.dtype), ms * 1e-3, ceil).as_row()
-        row.update({k: v for k, v in fields.items() if k.startswith("pct_") or k == "bound"})
+        floors = rl.roofline(_work(case.op, dims, case.batch, case.dtype), ms * 1e-3, ceil).as_row()
+        row.pct_hbm, row.pct_mufu, row.pct_fma = floors["pct_hbm"], floors["pct_mufu"], floors["pct_fma"]
+        row.pct_floor, row.bound = floors["pct_floor"], floors["bound"]
     del args
     return row
 
 
 def run_kernel_bench(cases: list[KernelCase], results=None, progress: Callable[[str, int], None] | None = None,
                      max_reference_elements: int | None = 50_000_000, warmup_ms: float = 25,
-                     rep_ms: float = 100) -> list[dict[str, Any]]:
-    """Time every case; rows are appended to `results` (a vimbench.results.ResultsFile) as they are measured."""
+                     rep_ms: float = 100) -> list[KernelResult]:
+    """Time every case; rows are appended to `results` (a vimbench.results.RunWriter) as they are measured."""
     import torch
 
     if not torch.cuda.is_available():

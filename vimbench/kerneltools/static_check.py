@@ -40,7 +40,15 @@ from vimbench.errors import VimbenchError
 
 ARCH = 90
 REGISTER_MARGIN = 8
-EXPECTATIONS_PATH = Path("kernels/static_expectations.json")
+
+
+def default_expectations_path() -> Path:
+    """kernels/static_expectations.json of the checkout whose kernels are compiled (whatever the cwd)."""
+    import kernels
+
+    return Path(kernels.__file__).resolve().parent / "static_expectations.json"
+
+
 EXPECTATIONS_SCHEMA = "vimbench.static_expectations/1"
 
 
@@ -353,7 +361,8 @@ def static_reports(specs: list[KernelSpec], extra_paths: list[str] | None = None
     if not specs:
         return []
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    paths = [*(extra_paths or []), os.getcwd()]
+    # The child compiles the kernels of this process's checkout, whatever the current folder is.
+    paths = [*(extra_paths or []), str(Path(__file__).resolve().parents[2])]
     if env.get("PYTHONPATH"):
         paths.append(env["PYTHONPATH"])
     env["PYTHONPATH"] = os.pathsep.join(paths)

@@ -1,13 +1,15 @@
 """Import the reference measurements ("anchors") of the official Vim code and timm DeiT into our results schema.
 
 The anchors file is a foreign format: a header line {"kind": "header", "gpu", "torch", "timm", "date", "vim_impl",
-"deit_impl", "protocol"} then rows of kind "model", "kernel" and "profile". Only "model" rows are whole-model
-measurements comparable with a sweep; they become "case" rows. Kernel and profile rows are counted, not converted.
+"deit_impl", "protocol" (or "protocol_infer" and "protocol_train")} then rows of kind "model", "train", "kernel" and
+"profile". "model" rows (inference) and "train" rows (training steps: img_s, step_ms_p50) are whole-model
+measurements comparable with a sweep; they become "case" rows of mode "infer" and "train". Kernel and profile rows
+are counted, not converted.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,11 @@ GIB_IN_MIB = 1024.0
 # The anchors protocol: 3 warm-up calls, 8 timed calls with CUDA events, median (see the header's "protocol").
 ANCHOR_WARMUP = 3
 ANCHOR_ITERS = 8
+# Training rows (the header's protocol_train): 3 warm-up steps, 8 timed steps with CUDA events, median; one step
+# = zero_grad, forward, cross-entropy on random labels, backward, AdamW. Checkpointing and lr are not stated.
+ANCHOR_TRAIN_WARMUP = 3
+ANCHOR_TRAIN_ITERS = 8
+CONVERTED_KINDS = ("model", "train")
 
 
 @dataclass
@@ -25,6 +32,7 @@ class ImportSummary:
     converted: int
     skipped_kinds: dict[str, int]
     destination: Path
+    modes: dict[str, int] = field(default_factory=dict)   # converted rows per mode: infer, train
 
 
 def _read_anchor_lines(src: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -64,7 +72,7 @@ def anchor_header(header: dict[str, Any], src: Path) -> dict[str, Any]:
         "deit_impl": header.get("deit_impl"),
         "deit_attention": "sdpa and eager (per row: attn)",
         "imported_from_anchors": Path(src).name,
-        "protocol": header.get("protocol"),
+        "protocol": _protocol(header),
     }
     return {
         "run_id": f"anchors-{(gpu or 'gpu').split()[-1].lower()}-{date}" if date else "anchors",
@@ -72,9 +80,17 @@ def anchor_header(header: dict[str, Any], src: Path) -> dict[str, Any]:
         "command": f"vimbench import-anchors {Path(src).name}",
         "imported": True,
         "imported_from": Path(src).name,
-        "protocol": header.get("protocol"),
+        "protocol": _protocol(header),
         "env": env,
     }
+
+
+def _protocol(header: dict[str, Any]) -> Any:
+    """The anchors' protocol text: one string, or one per mode when the file gives protocol_infer/_train."""
+    if header.get("protocol") is not None:
+        return header["protocol"]
+    per_mode = {mode: header[f"protocol_{mode}"] for mode in ("infer", "train") if header.get(f"protocol_{mode}")}
+    return per_mode or None
 
 
 def anchor_case(row: dict[str, Any]) -> CaseResult:
@@ -110,18 +126,45 @@ def anchor_case(row: dict[str, Any]) -> CaseResult:
     )
 
 
+def anchor_train_case(row: dict[str, Any]) -> CaseResult:
+    """One anchors "train" row (a training step) as a CaseResult of mode "train"."""
+    try:
+        model = row["model"]
+        family_vim = model.startswith("vim")
+        key = CaseKey(model=model, res=int(row["res"]), batch=int(row["batch"]), dtype=row["dtype"],
+                      implementation="official" if family_vim else row.get("implementation") or "timm",
+                      attn=None if family_vim else row.get("attn"), device="cuda", mode="train")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise VimbenchError(f"anchors train row lacks a usable field ({exc}): {row}") from exc
+    status = row.get("status", "ok")
+    ok = status == "ok"
+    peak_gib = row.get("peak_alloc_gib")
+    return CaseResult(
+        key=key, status=status, params=row.get("params"), tokens=row.get("tokens"),
+        timing_method="cuda_events" if ok else None,
+        warmup=ANCHOR_TRAIN_WARMUP if ok else None, iters=ANCHOR_TRAIN_ITERS if ok else None,
+        latency_ms_p50=row.get("step_ms_p50"), fps=row.get("img_s"),
+        memory_method="torch_allocator" if peak_gib is not None else None,
+        peak_alloc_mib=round(peak_gib * GIB_IN_MIB, 3) if peak_gib is not None else None,
+        optimizer="adamw", loss="cross_entropy",
+    )
+
+
+_CONVERTERS = {"model": anchor_case, "train": anchor_train_case}
+
+
 def import_anchors(src: str | Path, dst: str | Path, overwrite: bool = False) -> ImportSummary:
-    """Convert an anchors file's "model" rows into a vimbench results file at dst."""
+    """Convert an anchors file's "model" (inference) and "train" rows into a vimbench results file at dst."""
     from vimbench.results import open_run
 
     src, dst = Path(src), Path(dst)
     header, rows = _read_anchor_lines(src)
-    cases = [anchor_case(r) for r in rows if r.get("kind") == "model"]
+    cases = [_CONVERTERS[r["kind"]](r) for r in rows if r.get("kind") in CONVERTED_KINDS]
     if not cases:
-        raise VimbenchError(f"{src} has no 'model' rows to import")
+        raise VimbenchError(f"{src} has no 'model' or 'train' rows to import")
     skipped: dict[str, int] = {}
     for r in rows:
-        if r.get("kind") != "model":
+        if r.get("kind") not in CONVERTED_KINDS:
             skipped[str(r.get("kind"))] = skipped.get(str(r.get("kind")), 0) + 1
     if dst.is_dir():
         raise VimbenchError(f"-o {dst} is a folder; give the path of the .jsonl file to write")
@@ -138,4 +181,7 @@ def import_anchors(src: str | Path, dst: str | Path, overwrite: bool = False) ->
                   run_id=ours["run_id"], created=ours["created"], extra=extra) as out:
         for case in cases:
             out.append(case)
-    return ImportSummary(converted=len(cases), skipped_kinds=skipped, destination=dst)
+    modes: dict[str, int] = {}
+    for case in cases:
+        modes[case.key.mode] = modes.get(case.key.mode, 0) + 1
+    return ImportSummary(converted=len(cases), skipped_kinds=skipped, destination=dst, modes=modes)

@@ -68,26 +68,33 @@ def build_report(paths: Sequence[str | Path], out_dir: str | Path, models: Seque
                           for line in protocol_changes(Path(source))]
     fig_dir, tab_dir = out.out_dir / "figures", out.out_dir / "tables"
 
-    groups = [({}, df)] if not group_by else [
-        (dict(zip(group_by, key if isinstance(key, tuple) else (key,))), rows)
-        for key, rows in df.groupby(list(group_by), dropna=False, sort=True)]
-    for group, rows in groups:
-        name = "-".join(["throughput_memory_vs_res", *(f"{_group_prefix(k)}{_slug(v)}" for k, v in group.items())])
-        out.figures.append(resolution_figure(rows, fig_dir, name, group))
-    res = batch_res if batch_res is not None else pick_batch_resolution(df)
-    if batch_res is not None and batch_res not in set(int(r) for r in df["res"]):
+    if batch_res is not None and batch_res not in {int(r) for r in df["res"]}:
         raise VimbenchError(f"--batch-res {batch_res}: the results have no rows at that resolution")
-    if res is not None:
-        fig = batch_figure(df, fig_dir, f"throughput_vs_batch-{res}px", res)
-        if fig is not None:
-            out.figures.append(fig)
-
-    caption = D.provenance_text(D.provenance(df)) + ". Memory: peak allocated by the torch allocator, MiB."
-    out.tables.append(results_table(df, caption))
-    rt = ratios_table(df, caption.replace(", MiB.", ".") + " Speed-up: Vim img/s / DeiT img/s; memory saved: "
-                      "1 - Vim peak / DeiT peak.")
-    if rt is not None:
-        out.tables.append(rt)
+    # One set of figures and tables per mode: an inference forward and a training step are never on one curve,
+    # in one table or in one ratio. Inference keeps the plain names; other modes add "-<mode>".
+    for mode in D.modes(df):
+        rows_of_mode = df[df["mode"] == mode]
+        tag = "" if mode == "infer" else f"-{mode}"
+        extra = {} if mode == "infer" else {"mode": mode}
+        groups = [({}, rows_of_mode)] if not group_by else [
+            (dict(zip(group_by, key if isinstance(key, tuple) else (key,))), rows)
+            for key, rows in rows_of_mode.groupby(list(group_by), dropna=False, sort=True)]
+        for group, rows in groups:
+            name = "-".join(["throughput_memory_vs_res" + tag,
+                             *(f"{_group_prefix(k)}{_slug(v)}" for k, v in group.items())])
+            out.figures.append(resolution_figure(rows, fig_dir, name, {**extra, **group}))
+        res = batch_res if batch_res is not None else pick_batch_resolution(rows_of_mode)
+        if res is not None:
+            fig = batch_figure(rows_of_mode, fig_dir, f"throughput_vs_batch{tag}-{res}px", res)
+            if fig is not None:
+                out.figures.append(fig)
+        mode_caption = D.provenance_text(D.provenance(rows_of_mode)) + \
+            ". Memory: peak allocated by the torch allocator, MiB." + D.MODE_NOTES.get(mode, "")
+        out.tables.append(results_table(rows_of_mode, mode_caption, mode))
+        rt = ratios_table(rows_of_mode, mode_caption.replace(", MiB.", ".") + " Speed-up: Vim img/s / DeiT img/s; "
+                          "memory saved: 1 - Vim peak / DeiT peak.", mode)
+        if rt is not None:
+            out.tables.append(rt)
     fig = cross_gpu.cross_gpu_figure(df, fig_dir)
     if fig is not None:
         out.figures.append(fig)

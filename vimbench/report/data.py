@@ -19,7 +19,20 @@ PAIR_FIELDS = tuple(f for f in LINE_FIELDS if f not in ("model", "implementation
 FLAG_FIELDS = {"cuda_graphs": "graphs", "h2d": "+h2d"}   # boolean key fields and their label
 GROUP_CHOICES = ("dtype", "batch", "device", "gpu_name", "model", "implementation", "attn")
 NUMERIC = ("fps", "latency_ms_p20", "latency_ms_p50", "latency_ms_p80", "peak_alloc_mib", "peak_reserved_mib",
-           "activation_mib", "nvml_used_mib", "params", "tokens")
+           "activation_mib", "nvml_used_mib", "params", "tokens", "baseline_alloc_mib", "forward_ms_p50",
+           "backward_ms_p50")
+MODE_ORDER = ("infer", "train")
+# What a timed call and the memory pass are, per mode: appended to the captions of that mode's tables.
+MODE_NOTES = {"train": " Training steps: p50 (ms) = one step (zero_grad, forward, cross-entropy, backward, AdamW "
+                       "step); forward = zero_grad + forward + loss, backward = backward + optimizer step, both p50 of "
+                       "the same steps; img/s = batch / p50 step; baseline alloc = weights, gradients, AdamW state "
+                       "and batch before the step; peak over one step."}
+
+
+def modes(df) -> list[str]:
+    """The modes present, inference first."""
+    present = {str(m) for m in df["mode"].dropna()}
+    return [m for m in MODE_ORDER if m in present] + sorted(present - set(MODE_ORDER))
 
 
 def family(model: str) -> str:

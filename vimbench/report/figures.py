@@ -104,6 +104,11 @@ def _caption(fig, text: str) -> None:
     fig.text(0.01, 0.005, "\n".join(textwrap.wrap(text, 170)), fontsize=7, va="bottom", ha="left", color="#333")
 
 
+def _training(df) -> bool:
+    """Whether the rows are training steps (a figure holds one mode: report.build splits by mode)."""
+    return set(df["mode"].astype(str)) == {"train"}
+
+
 def _group_title(group: dict[str, Any]) -> str:
     names = {"dtype": "", "batch": "batch ", "device": "", "gpu_name": "", "model": "", "implementation": "",
              "attn": "attn "}
@@ -133,10 +138,13 @@ def resolution_figure(df, out_dir: Path, name: str, group: dict[str, Any]) -> Fi
         ax_mem.plot(ok["res"].astype(float), ok["peak_alloc_mib"] / MIB_PER_GIB, label=label, **style)
         for ax in (ax_fps, ax_mem):
             _mark_oom(ax, oom, style["color"])
-    ax_fps.set(yscale="log", xlabel="resolution (px, square input)", ylabel="throughput (img/s, log scale)",
-               title="Throughput")
+    train = _training(df)
+    ax_fps.set(yscale="log", xlabel="resolution (px, square input)",
+               ylabel="training throughput (img/s = batch / p50 step, log)" if train else
+               "throughput (img/s, log scale)", title="Training throughput" if train else "Throughput")
     ax_mem.set(yscale="log", xlabel="resolution (px, square input)",
-               ylabel="peak memory (GiB, torch allocator peak allocated, log)", title="Peak GPU memory")
+               ylabel="peak memory (GiB, torch allocator peak allocated, log)",
+               title="Peak GPU memory over one training step" if train else "Peak GPU memory")
     for ax in (ax_fps, ax_mem):
         ax.set_xticks(resolutions)
         ax.tick_params(axis="x", labelrotation=45 if len(resolutions) > 6 else 0)
@@ -227,8 +235,9 @@ def batch_figure(df, out_dir: Path, name: str, res: int) -> Figure | None:
         plt.close(fig)
         return None
     batches = sorted({int(b) for b in at["batch"]})
-    ax.set(xscale="log", yscale="log", xlabel="batch size (log)", ylabel="throughput (img/s, log scale)",
-           title=f"Throughput against batch size at {res} px")
+    ax.set(xscale="log", yscale="log", xlabel="batch size (log)",
+           ylabel="training throughput (img/s = batch / p50 step, log)" if _training(at) else
+           "throughput (img/s, log scale)", title=f"Throughput against batch size at {res} px")
     ax.set_xticks(batches, [str(b) for b in batches])
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)

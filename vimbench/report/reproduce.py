@@ -237,7 +237,10 @@ def _facts(df, runs: Sequence[dict[str, Any]], cs: ClaimSet) -> dict[str, set[st
     for run in runs:
         env = run.get("env") or {}
         if run.get("imported") or env.get("imported_from_anchors"):
-            facts["timing"].add(f"imported anchors protocol: {run.get('protocol') or env.get('protocol')}")
+            protocol = run.get("protocol") or env.get("protocol")
+            if isinstance(protocol, dict):  # one text per mode; the claims are about inference
+                protocol = protocol.get("infer")
+            facts["timing"].add(f"imported anchors protocol: {protocol}")
         if env.get("cudnn_benchmark") is not None:
             facts["cudnn_benchmark"].add(str(env.get("cudnn_benchmark")))
         sw = ", ".join(f"{k} {env[k]}" for k in ("torch", "timm", "triton") if env.get(k))

@@ -52,27 +52,47 @@ def _none(v: Any) -> Any:
 
 RESULT_COLUMNS = ["model", "implementation", "attn", "dtype", "batch", "res (px)", "device", "gpu", "status",
                   "tokens", "params", "p50 (ms)", "throughput (img/s)", "peak alloc (MiB)", "run_id"]
+# Training rows: the step split and the memory held before a step (weights, gradients, AdamW state).
+TRAIN_COLUMNS = {"p50 (ms)": ["forward p50 (ms)", "backward p50 (ms)"], "peak alloc (MiB)": ["baseline alloc (MiB)"]}
+_TRAIN_FIELDS = {"forward p50 (ms)": "forward_ms_p50", "backward p50 (ms)": "backward_ms_p50",
+                 "baseline alloc (MiB)": "baseline_alloc_mib"}
 
 
-def results_table(df, caption: str) -> Table:
+def _suffix(mode: str) -> str:
+    return "" if mode == "infer" else f"-{mode}"
+
+
+def results_table(df, caption: str, mode: str = "infer") -> Table:
+    """One row per case of one mode. Training tables add the forward/backward split and the baseline memory."""
+    columns = list(RESULT_COLUMNS)
+    if mode == "train":
+        for after, added in TRAIN_COLUMNS.items():
+            at = columns.index(after) + 1
+            columns[at:at] = added
     rows = []
     for _, r in df.iterrows():
-        rows.append([_none(r["model"]), _none(r["implementation"]), _none(r["attn"]), _none(r["dtype"]),
-                     _none(r["batch"]), _none(r["res"]), _none(r["device"]), _none(r["gpu"]), _none(r["status"]),
-                     _none(r["tokens"]), _none(r["params"]), _none(r["latency_ms_p50"]), _none(r["fps"]),
-                     _none(r["peak_alloc_mib"]), _none(r["run_id"])])
+        base = [_none(r["model"]), _none(r["implementation"]), _none(r["attn"]), _none(r["dtype"]),
+                _none(r["batch"]), _none(r["res"]), _none(r["device"]), _none(r["gpu"]), _none(r["status"]),
+                _none(r["tokens"]), _none(r["params"]), _none(r["latency_ms_p50"]), _none(r["fps"]),
+                _none(r["peak_alloc_mib"]), _none(r["run_id"])]
+        values = dict(zip(RESULT_COLUMNS, base))
+        values.update({c: _none(r[f]) for c, f in _TRAIN_FIELDS.items()})
+        rows.append([values[c] for c in columns])
     for row in rows:  # pandas turns integer columns with gaps into floats
-        for i in (9, 10):
+        for i in (columns.index("tokens"), columns.index("params")):
             if isinstance(row[i], float):
                 row[i] = int(row[i])
-    return Table("results", "Measured cases", RESULT_COLUMNS, rows, caption,
-                 digits={"p50 (ms)": 2, "throughput (img/s)": 1, "peak alloc (MiB)": 1})
+    title = "Measured cases" + (" (training steps)" if mode == "train" else "" if mode == "infer" else f" ({mode})")
+    return Table("results" + _suffix(mode), title, columns, rows, caption,
+                 digits={"p50 (ms)": 2, "throughput (img/s)": 1, "peak alloc (MiB)": 1, "forward p50 (ms)": 2,
+                         "backward p50 (ms)": 2, "baseline alloc (MiB)": 1})
 
 
 RATIO_COLUMNS = ["vim", "deit", "dtype", "batch", "gpu", "res (px)", "speed-up (x)", "memory saved (%)", "note"]
 
 
-def ratios_table(df, caption: str) -> Table | None:
+def ratios_table(df, caption: str, mode: str = "infer") -> Table | None:
+    """Vim against DeiT within one mode (the rows given should be of one mode; pairs never cross modes)."""
     rat = D.ratios(df)
     if not rat:
         return None
@@ -83,8 +103,10 @@ def ratios_table(df, caption: str) -> Table | None:
         rows.append([D.line_label(r.vim, show), D.line_label(r.deit, show), r.vim["dtype"], int(r.vim["batch"]),
                      r.vim["gpu_name"], r.res, r.speedup,
                      None if r.memory_saved is None else 100.0 * r.memory_saved, r.note or None])
-    return Table("ratios", "Vim against DeiT at the same resolution, precision and batch", RATIO_COLUMNS, rows,
-                 caption, digits={"speed-up (x)": 2, "memory saved (%)": 1})
+    title = "Vim against DeiT at the same resolution, precision and batch" + \
+        (" (training steps)" if mode == "train" else "" if mode == "infer" else f" ({mode})")
+    return Table("ratios" + _suffix(mode), title, RATIO_COLUMNS, rows, caption,
+                 digits={"speed-up (x)": 2, "memory saved (%)": 1})
 
 
 def to_markdown(t: Table) -> str:

@@ -1,0 +1,232 @@
+"""Training mode: the step (loss goes down), the CLI end to end on CPU with the tiny models, the row's fields and
+how a backend that cannot train is recorded. No timing assertions."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import vimbench
+from vimbench.bench import runner as runners
+from vimbench.bench import sweep as sweeps
+from vimbench.bench.train import check_gradients, make_train_step
+from vimbench.cli import app
+from vimbench.errors import VimbenchError
+from vimbench.results import header_settings, load_results, read_header
+
+TRAIN = ["sweep", "--models", "vim_test,deit_test", "--res", "32", "--batch", "2", "--warmup", "1", "--iters", "5",
+         "--device", "cpu", "--attn", "sdpa", "--backend", "torch"]
+
+
+def invoke(args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.mark.parametrize("name", ["vim_test", "deit_test"])
+def test_adamw_steps_on_one_batch_lower_the_loss(name):
+    torch.manual_seed(0)
+    model = vimbench.create_model(name, img_size=32, num_classes=10, backend="torch")
+    step = make_train_step(model, batch=4, res=32, dtype="fp32", device="cpu")
+    assert model.training and step.labels.shape == (4,) and int(step.labels.max()) < 10
+    losses = [float(step()) for _ in range(6)]
+    check_gradients(model, "torch")  # every parameter took part in the backward pass
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert losses[-1] < losses[0], losses
+
+
+def test_train_mode_end_to_end_on_the_cli(tmp_path):
+    out = tmp_path / "run.jsonl"
+    result = invoke([*TRAIN, "--mode", "infer,train", "--out", out])
+    assert result.exit_code == 0, result.output
+    assert "fwd ms" in result.output and "bwd ms" in result.output and "AdamW" in result.output
+    df = load_results(out)
+    assert len(df) == 4 and set(df["status"]) == {"ok"}, df[["model", "mode", "error"]]
+    assert sorted(zip(df["model"], df["mode"])) == [("deit_test", "infer"), ("deit_test", "train"),
+                                                    ("vim_test", "infer"), ("vim_test", "train")]
+    settings = header_settings(read_header(out))
+    assert settings["sweep"]["mode"] == ["infer", "train"] and "AdamW" in settings["protocol"]["train"]["step"]
+    for _, row in df[df["mode"] == "train"].iterrows():
+        assert (row["optimizer"], row["loss"], row["activation_checkpointing"]) == ("adamw", "cross_entropy", False)
+        assert row["lr"] > 0 and row["iters"] == 5 and row["warmup"] == 1
+        # CPU: wall clock per step and the process's peak RSS; no allocator numbers pretend to exist
+        assert row["timing_method"] == "perf_counter" and row["memory_method"].startswith("process_rss")
+        assert row["cpu_peak_rss_mib"] > 0
+        for name in ("peak_alloc_mib", "peak_reserved_mib", "baseline_alloc_mib", "nvml_used_mib"):
+            assert pd.isna(row[name]), name
+        steps, fwd, bwd = row["latency_ms_samples"], row["forward_ms_samples"], row["backward_ms_samples"]
+        assert len(steps) == len(fwd) == len(bwd) == 5
+        # the split is taken inside the same steps: forward + backward is the step, sample by sample
+        for s, f, b in zip(steps, fwd, bwd):
+            assert f > 0 and b > 0 and f + b == pytest.approx(s, rel=1e-6)
+        assert row["fps"] == pytest.approx(row["batch"] / (row["latency_ms_p50"] / 1e3))
+    for _, row in df[df["mode"] == "infer"].iterrows():
+        assert pd.isna(row["optimizer"]) and row["forward_ms_samples"] is None
+
+
+def test_a_backend_whose_backward_is_disconnected_is_an_error_and_the_sweep_goes_on(tmp_path, monkeypatch):
+    build = runners.build_model
+
+    def detached(key):
+        model = build(key)
+        if key.model == "vim_test":  # what a forward-only kernel does under autograd: no path back
+            model.layers[0].mixer.register_forward_hook(lambda module, inputs, output: output.detach())
+        return model
+
+    monkeypatch.setattr(runners, "build_model", detached)
+    config = sweeps.make_config({"models": "vim_test,deit_test", "res": 32, "batch": 2, "attn": "sdpa",
+                                 "mode": "train", "warmup": 1, "iters": 5, "device": "cpu"}, cuda_available=False)
+    out = tmp_path / "run.jsonl"
+    results = sweeps.run_sweep(config, out=out)
+    status = {r.key.model: r for r in results}
+    assert status["deit_test"].status == "ok"
+    vim = status["vim_test"]
+    assert vim.status == "error" and vim.fps is None
+    assert "no gradient" in vim.error and "layers.0.mixer" in vim.error and "cannot train" in vim.error
+    rows = [json.loads(line) for line in out.read_text().splitlines()[1:]]
+    assert [r["status"] for r in rows] == ["error", "ok"]
+
+
+def test_triton_backend_training_case_on_the_interpreter():
+    """The triton backend under autograd (interpreter, tiny shape): a step that trains every parameter, or, until
+    the backward kernels land, a recorded error that says so; never a silent success."""
+    pytest.importorskip("triton")
+    key = runners.CaseKey("vim_test", 32, 2, "fp32", "triton", None, "cpu", mode="train")
+    result = runners.run_case(key, warmup=1, iters=5)
+    if result.status == "ok":
+        assert result.optimizer == "adamw" and len(result.backward_ms_samples) == 5
+    else:
+        assert result.status == "error" and result.fps is None
+        assert "backward" in result.error.lower() or "grad" in result.error.lower(), result.error
+
+
+def test_train_suite_lists_the_issue_points():
+    config, _ = sweeps.resolve_config("train_h200", {}, cuda_available=True)
+    cases = sweeps.plan_sweep(config).cases
+    assert {c.mode for c in cases} == {"train"} and {c.device for c in cases} == {"cuda"}
+    shape = {(c.model, c.implementation, c.attn, c.res, c.batch, c.dtype) for c in cases}
+    for impl, attn in (("triton", None), ("timm", "sdpa"), ("timm", "eager")):
+        model = "vim_t" if impl == "triton" else "deit_t"
+        for res, batch in ((224, 128), (512, 32), (1024, 8), (1248, 8)):
+            assert (model, impl, attn, res, batch, "bf16") in shape
+        for res, batch in ((224, 128), (1248, 8)):
+            assert (model, impl, attn, res, batch, "fp32") in shape
+    assert ("vim_s", "triton", None, 1248, 8, "bf16") in shape and ("vim_b", "triton", None, 1248, 8, "bf16") in shape
+    assert len(cases) == 20 and (config.warmup, config.iters) == (2, 5)
+    # a resumed run rebuilds the sweep, blocks included, from the header's copy
+    rebuilt = sweeps.make_config(config.to_suite(), cuda_available=True)
+    assert sweeps.plan_sweep(rebuilt).cases == cases
+
+
+def test_command_line_values_override_every_block(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text('models = "deit_test"\nattn = "sdpa"\npoints = ["32x2"]\nmode = "train"\n'
+                    '[[also]]\nmodels = "vim_test"\npoints = ["48x1"]\n')
+    config, _ = sweeps.resolve_config(str(path), {"device": "cpu", "dtype": "bf16"}, cuda_available=False)
+    cases = sweeps.plan_sweep(config).cases
+    assert [(c.model, c.res, c.batch, c.dtype) for c in cases] == [("deit_test", 32, 2, "bf16"),
+                                                                   ("vim_test", 48, 1, "bf16")]
+    config, _ = sweeps.resolve_config(str(path), {"device": "cpu", "res": "64", "batch": "3"}, False)
+    assert {(c.res, c.batch) for c in sweeps.plan_sweep(config).cases} == {(64, 3)}
+
+
+@pytest.mark.parametrize("text, words", [
+    ('models = "vim_t"\npoints = ["224x8"]\n[[also]]\niters = 7\n', "sets 'iters'"),
+    ('models = "vim_t"\npoints = ["224x8"]\nalso = 3\n', "list of tables"),
+    ('models = "vim_t"\npoints = ["224x8"]\nres = 224\n', "both points and res/batch"),
+])
+def test_bad_blocks(tmp_path, text, words):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(VimbenchError, match=words):
+        sweeps.resolve_config(str(path), {}, cuda_available=False)
+
+
+# ------------------------------------------------------------------------------------------ reports and anchors
+def _write(path, cases):
+    from vimbench.results import ResultsFile
+
+    store = ResultsFile(path, {"run_id": "synthetic-train", "created": "2026-12-02T01:00:00", "command": "test",
+                               "env": {"gpu_name": "Test GPU", "gpu_count": 1}})
+    for case in cases:
+        store.append(case)
+    return path
+
+
+def _case(model, impl, attn, res, mode, fps, peak):
+    from vimbench.results import CaseKey, CaseResult
+
+    key = CaseKey(model=model, res=res, batch=8, dtype="bf16", implementation=impl, attn=attn, device="cuda",
+                  mode=mode)
+    extra = dict(optimizer="adamw", loss="cross_entropy", forward_ms_p50=300.0 / fps, backward_ms_p50=500.0 / fps,
+                 baseline_alloc_mib=peak / 4) if mode == "train" else {}
+    return CaseResult(key=key, status="ok", fps=fps, latency_ms_p50=8000.0 / fps, peak_alloc_mib=peak,
+                      timing_method="cuda_events", warmup=2, iters=5, timestamp="2026-12-02T01:00:00", **extra)
+
+
+def test_report_keeps_modes_apart(tmp_path):
+    from vimbench.report import build_report
+
+    src = _write(tmp_path / "mixed.jsonl", [
+        _case("vim_t", "triton", None, 224, "infer", 4000.0, 100.0),
+        _case("vim_t", "triton", None, 1248, "infer", 600.0, 900.0),
+        _case("deit_t", "timm", "sdpa", 224, "infer", 8000.0, 50.0),
+        _case("deit_t", "timm", "sdpa", 1248, "infer", 650.0, 1000.0),
+        _case("vim_t", "triton", None, 224, "train", 1000.0, 400.0),
+        _case("vim_t", "triton", None, 1248, "train", 100.0, 5000.0),
+        _case("deit_t", "timm", "sdpa", 224, "train", 2000.0, 200.0),
+        _case("deit_t", "timm", "sdpa", 1248, "train", 160.0, 4000.0),
+    ])
+    out = build_report([src], tmp_path / "report")
+    names = {f.name for f in out.figures}
+    assert names == {"throughput_memory_vs_res-bf16-b8", "throughput_memory_vs_res-train-bf16-b8"}
+    train_fig = next(f for f in out.figures if "train" in f.name)
+    assert "mode train" in train_fig.title
+    tables = {t.name: t for t in out.tables}
+    assert set(tables) == {"results", "ratios", "results-train", "ratios-train"}
+    infer_rows = read_rows(tmp_path / "report" / "tables" / "results.csv")
+    train_rows = read_rows(tmp_path / "report" / "tables" / "results-train.csv")
+    assert sorted(float(r["throughput (img/s)"]) for r in infer_rows) == [600.0, 650.0, 4000.0, 8000.0]
+    assert sorted(float(r["throughput (img/s)"]) for r in train_rows) == [100.0, 160.0, 1000.0, 2000.0]
+    assert "forward p50 (ms)" not in infer_rows[0] and float(train_rows[0]["forward p50 (ms)"]) > 0
+    ratios = {int(r["res (px)"]): float(r["speed-up (x)"])
+              for r in read_rows(tmp_path / "report" / "tables" / "ratios-train.csv")}
+    assert ratios == {224: pytest.approx(0.5), 1248: pytest.approx(100.0 / 160.0)}
+    assert "Training steps" in tables["results-train"].caption
+
+
+def read_rows(path):
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_import_anchors_converts_train_rows(tmp_path):
+    src = tmp_path / "anchors.jsonl"
+    lines = [
+        {"kind": "header", "gpu": "NVIDIA H200", "torch": "2.11.0+cu130", "timm": "1.0.29", "date": "2026-12-01",
+         "vim_impl": "official", "deit_impl": "timm", "protocol_infer": "3 warm-up, 10 timed calls",
+         "protocol_train": "one step = zero_grad, forward, cross-entropy, backward, AdamW; 3 warm-up, 8 timed"},
+        {"kind": "train", "model": "vim_t", "implementation": "official", "res": 1248, "batch": 8, "dtype": "bf16",
+         "status": "ok", "img_s": 42.6, "step_ms_p50": 187.74, "peak_alloc_gib": 8.273},
+        {"kind": "train", "model": "deit_t", "implementation": "timm", "attn": "sdpa", "res": 1248, "batch": 8,
+         "dtype": "bf16", "status": "ok", "img_s": 162.3, "step_ms_p50": 49.3, "peak_alloc_gib": 4.366},
+        {"kind": "model", "model": "deit_t", "implementation": "timm", "attn": "sdpa", "res": 1248, "batch": 8,
+         "dtype": "bf16", "status": "ok", "fps": 600.0, "latency_ms_p50": 13.3, "peak_alloc_gib": 0.5},
+    ]
+    src.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    dst = tmp_path / "anchors-converted.jsonl"
+    result = invoke(["import-anchors", src, "-o", dst])
+    assert result.exit_code == 0, result.output
+    assert "3 case rows (2 train, 1 infer)" in result.output
+    df = load_results(dst)
+    train = df[df["mode"] == "train"]
+    vim = train[train["model"] == "vim_t"].iloc[0]
+    assert vim["implementation"] == "official" and vim["fps"] == 42.6 and vim["latency_ms_p50"] == 187.74
+    assert vim["peak_alloc_mib"] == pytest.approx(8.273 * 1024) and vim["optimizer"] == "adamw"
+    assert (vim["warmup"], vim["iters"]) == (3, 8) and vim["loss"] == "cross_entropy"
+    assert df[df["mode"] == "infer"].iloc[0]["fps"] == 600.0
+    assert header_settings(read_header(dst))["protocol"]["train"].startswith("one step")
