@@ -5,7 +5,29 @@ defined and returns an interpreted function then, which runs kernels on CPU tens
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
 import torch
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """How a launcher launches one kernel: which @triton.jit function (by name, in the launcher's module), the
+    grid, the tile constexprs (BLOCK_*, ...) and the warps. Each kernel has one function that returns it
+    (e.g. `scan_launch_config`), read by the launcher and by vimbench's static sm_90 check alike, so the variants
+    the check compiles are the ones the model launches."""
+    kernel: str
+    grid: tuple[int, ...]
+    constexprs: dict[str, Any] = field(default_factory=dict)
+    num_warps: int = 4
+
+
+def strides(prefix: str, names: tuple[str, ...], values: tuple[int, ...]) -> dict[str, int]:
+    """Keyword arguments {prefix_name: stride} for a launch, e.g. strides("stride_u", ("b", "e", "l"), u.stride())."""
+    if len(names) != len(values):
+        raise ValueError(f"{prefix}: {len(names)} stride names for {len(values)} strides")
+    return {f"{prefix}_{name}": value for name, value in zip(names, values)}
 
 
 def interpreted(kernel) -> bool:

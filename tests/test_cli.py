@@ -72,11 +72,11 @@ def test_interrupt_keeps_rows_and_says_how_to_resume(tmp_path, monkeypatch):
     real = runner_module.run_case
     seen = []
 
-    def interrupt_second(key, warmup, iters):
+    def interrupt_second(key, warmup, iters, **options):
         seen.append(key)
         if len(seen) == 2:
             raise KeyboardInterrupt
-        return real(key, warmup, iters)
+        return real(key, warmup, iters, **options)
 
     monkeypatch.setattr(runner_module, "run_case", interrupt_second)
     out = tmp_path / "run.jsonl"
@@ -106,6 +106,10 @@ BAD_INPUTS = [
     (["--resume", "{tmp}/garbage.jsonl"], "is not a vimbench results file"),
     (["--suite", "{tmp}/bad.toml"], "unknown key"),
     (["--out", "{tmp}/a.jsonl", "--resume", "{tmp}/garbage.jsonl"], "not both"),
+    (["--compile", "fast"], "unknown compile mode 'fast'"),
+    (["--compile-backend", "tvm"], "unknown compile backend"),
+    (["--compile", "max-autotune-no-cudagraphs", "--compile-backend", "eager"], "needs the inductor backend"),
+    (["--compile", "reduce-overhead"], "needs a CUDA device"),
 ]
 if not torch.cuda.is_available():
     BAD_INPUTS += [(["--device", "cuda"], "no CUDA GPU"), (["--cuda-graphs"], "needs a CUDA device")]

@@ -4,13 +4,16 @@ from __future__ import annotations
 import pytest
 import torch
 
+from vimbench.bench import compiler as grid_compile
 from vimbench.bench import grid
 from vimbench.bench.grid import LADDER, SweepConfig, expand_cases
 from vimbench.errors import VimbenchError
 
 
 @pytest.mark.parametrize("text, expected", [
-    ("224..1248", LADDER),
+    ("224..2048", LADDER),
+    ("224..1248", (224, 384, 512, 640, 738, 896, 1024, 1248)),
+    ("1024..4096", (1024, 1248, 1536, 2048)),
     ("512..1024", (512, 640, 738, 896, 1024)),
     ("200..600", (224, 384, 512)),
     ("256..512:128", (256, 384, 512)),
@@ -121,18 +124,59 @@ def test_expansion_on_cpu_drops_gpu_only_modes():
 
 
 def test_cuda_graphs_drop_the_host_syncing_torch_backend():
-    cases, dropped = expand_cases(_config(cuda_graphs=True))
+    cases, dropped = expand_cases(_config(compile=("cuda-graphs",)))
     assert {c.implementation for c in cases if c.model == "vim_t"} == {"triton"}
-    assert all(c.cuda_graphs for c in cases)
-    assert any(d.what == "backend torch with CUDA graphs" for d in dropped)
+    assert all(c.compile == "cuda-graphs" for c in cases)
+    assert any(d.what == "backend torch with compile cuda-graphs" for d in dropped)
+
+
+def test_compile_axis_is_the_innermost_loop_and_keeps_torch_where_it_compiles():
+    cases, dropped = expand_cases(_config(compile=("none", "cuda-graphs", "reduce-overhead")))
+    vim = [(c.implementation, c.compile) for c in cases if c.model == "vim_t" and c.res == 224 and c.dtype == "fp32"]
+    # the torch reference loses only vimbench's own capture (host sync); torch.compile splits the graph there
+    assert vim == [("torch", "none"), ("torch", "reduce-overhead"),
+                   ("triton", "none"), ("triton", "cuda-graphs"), ("triton", "reduce-overhead")]
+    deit = {(c.attn, c.compile) for c in cases if c.model == "deit_t"}
+    assert deit == {(a, m) for a in ("sdpa", "eager") for m in ("none", "cuda-graphs", "reduce-overhead")}
+
+
+def test_compile_modes_with_cuda_graphs_are_dropped_on_cpu_with_a_reason():
+    cases, dropped = expand_cases(_config(device="cpu", compile=grid_compile.COMPILE_MODES))
+    assert {c.compile for c in cases} == {"none", "default", "max-autotune-no-cudagraphs"}
+    reasons = {d.what: d.reason for d in dropped}
+    assert "CUDA device" in reasons["compile cuda-graphs,max-autotune,reduce-overhead on cpu"]
+
+
+@pytest.mark.parametrize("text, modes", [
+    ("none", ("none",)),
+    ("eager,default", ("none", "default")),
+    ("reduce-overhead, max-autotune-no-cudagraphs", ("reduce-overhead", "max-autotune-no-cudagraphs")),
+    (["graphs", "cuda-graphs"], ("cuda-graphs",)),
+    (False, ("none",)),
+])
+def test_parse_compile(text, modes):
+    assert grid_compile.parse_compile(text) == modes
+
+
+@pytest.mark.parametrize("text, words", [("fast", "unknown compile mode 'fast'"), ("", "empty"),
+                                         ("none,,default", "empty item")])
+def test_parse_compile_rejects(text, words):
+    with pytest.raises(VimbenchError, match=words):
+        grid_compile.parse_compile(text)
+
+
+def test_debug_compile_backends_take_only_the_default_mode():
+    _config(compile=("none", "default"), compile_backend="aot_eager")
+    with pytest.raises(VimbenchError, match="max-autotune needs the inductor backend"):
+        _config(compile=("max-autotune",), compile_backend="eager")
 
 
 @pytest.mark.parametrize("kw, words", [
     (dict(iters=4), "at least 5 timed calls"),
     (dict(warmup=0), "at least 1 warm-up"),
-    (dict(device="cpu", cuda_graphs=True), "--cuda-graphs needs a CUDA device"),
     (dict(device="cpu", h2d=True), "needs a CUDA device"),
-    (dict(cuda_graphs=True, h2d=True), "cannot be combined"),
+    (dict(compile=("none", "cuda-graphs"), h2d=True), "cannot be combined"),
+    (dict(compile=()), "no compile"),
     (dict(batch=()), "no batch"),
 ])
 def test_config_rejects(kw, words):
@@ -180,10 +224,16 @@ def test_points_replace_the_product_and_modes_multiply():
         _config(points=((224, 8),))
 
 
-def test_train_mode_drops_cuda_graphs_with_a_reason():
-    cases, dropped = expand_cases(_config(modes=("infer", "train"), cuda_graphs=True, backends=("triton",)))
+def test_train_mode_runs_eager_only_and_says_why():
+    cases, dropped = expand_cases(_config(modes=("infer", "train"), compile=("cuda-graphs",), backends=("triton",)))
     assert {c.mode for c in cases} == {"infer"}
-    assert any(d.what == "mode train with cuda-graphs" and "CUDA graph" in d.reason for d in dropped)
+    assert any(d.what == "mode train with compile cuda-graphs" and "compile none" in d.reason for d in dropped)
+    cases, _ = expand_cases(_config(modes=("infer", "train"), compile=("none", "default"), vim_slice=(0, 4),
+                                    backends=("triton",)))
+    train = [c for c in cases if c.mode == "train"]
+    assert train and {(c.compile, c.vim_slice) for c in train} == {("none", 0)}
+    assert {(c.compile, c.vim_slice) for c in cases if c.mode == "infer" and c.model == "vim_t"} == {
+        ("none", 0), ("none", 4), ("default", 0), ("default", 4)}
 
 
 def test_also_blocks_add_cases_once_and_share_the_counts():

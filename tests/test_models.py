@@ -177,6 +177,11 @@ def test_mixer_weights_are_reused_until_a_parameter_changes():
         mixer.D_b = torch.nn.Parameter(mixer.D_b + 0.25)  # a new Parameter object
         assert mixer.weights(torch.float32) is not second
         torch.testing.assert_close(mixer.weights(torch.float32).D[1], mixer.D_b.float())
+        third = mixer.weights(torch.float32)
+        replaced = torch.nn.Linear(mixer.in_proj.in_features, mixer.in_proj.out_features, bias=False)
+        mixer.in_proj = replaced  # a new submodule
+        assert mixer.weights(torch.float32) is not third
+        torch.testing.assert_close(mixer.weights(torch.float32).in_proj, replaced.weight)
         after = model(images)
         fresh = create_model("vim_test", img_size=32, num_classes=0).eval()
         fresh.load_state_dict(model.state_dict())

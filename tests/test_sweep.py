@@ -182,12 +182,32 @@ def test_percentile_interpolates():
     assert percentile([7.0], 80) == 7.0
 
 
-@pytest.mark.parametrize("name", ["paper_fig1", "cpu_smoke", "foundation_h200"])
+@pytest.mark.parametrize("name", ["paper_fig1", "cpu_smoke", "foundation_h200", "extended_h200", "compile_h200"])
 def test_shipped_suites_expand(name):
     config, source = sweeps.resolve_config(name, {}, cuda_available=True)
     plan = sweeps.plan_sweep(config)
     assert name in source and plan.cases
-    assert {c.model for c in plan.cases} == {"vim_t", "deit_t"}
+    assert {c.model for c in plan.cases} >= {"vim_t", "deit_t"}
+
+
+def test_paper_suite_keeps_the_papers_range_and_the_extended_suite_reaches_2048():
+    paper, _ = sweeps.resolve_config("paper_fig1", {}, cuda_available=True)
+    assert paper.res == (224, 512, 640, 738, 896, 1024, 1248)
+    extended, _ = sweeps.resolve_config("extended_h200", {}, cuda_available=True)
+    assert extended.res == (224, 384, 512, 640, 738, 896, 1024, 1248, 1536, 2048)
+    cases = sweeps.plan_sweep(extended).cases
+    assert {(c.model, c.implementation, c.attn) for c in cases} == {
+        *((m, "triton", None) for m in ("vim_t", "vim_s", "vim_b")),
+        *((m, "timm", "sdpa") for m in ("deit_t", "deit_s", "deit_b"))}
+    assert {(c.dtype, c.batch) for c in cases} == {("bf16", 64)} and len(cases) == 60
+
+
+def test_compile_suite_is_the_issue_11_table():
+    config, _ = sweeps.resolve_config("compile_h200", {}, cuda_available=True)
+    cases = sweeps.plan_sweep(config).cases
+    # 2 models x 2 res x 2 batches x 4 modes
+    assert len(cases) == 32 and {c.compile for c in cases} == {"none", "default", "max-autotune-no-cudagraphs",
+                                                               "reduce-overhead"}
 
 
 def test_foundation_suite_is_the_agreed_sweep():

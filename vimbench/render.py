@@ -11,6 +11,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.text import Text
 from rich.table import Table
 
+from vimbench.formatting import format_cell
+
 
 
 def _console(stderr: bool = False) -> Console:
@@ -41,19 +43,6 @@ def note(message: str, markup: bool = True) -> None:
     console.print(message, highlight=False, soft_wrap=True, markup=markup)
 
 
-def fmt(value: Any, digits: int = 1) -> str:
-    """Numbers for tables: '-' for missing, thousands separators, fixed decimals."""
-    if value is None or (isinstance(value, float) and value != value):
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        return f"{value:,.{digits}f}"
-    return str(value)
-
-
 def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], caption: str | None = None,
           digits: int = 1) -> None:
     """Print a table. Numeric columns are right-aligned; column names should carry units (p50 ms, img/s, MiB)."""
@@ -63,7 +52,7 @@ def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], cap
         numeric = any(isinstance(r[i], (int, float)) and not isinstance(r[i], bool) for r in rows if i < len(r))
         t.add_column(name, justify="right" if numeric else "left", no_wrap=numeric)
     for r in rows:
-        t.add_row(*(fmt(v, digits) for v in r))
+        t.add_row(*(format_cell(v, digits, thousands=True) for v in r))
     console.print(t)
 
 
@@ -72,7 +61,7 @@ def key_values(title: str, items: Iterable[tuple[str, Any]]) -> None:
     t.add_column("key", style="bold")
     t.add_column("value")
     for k, v in items:
-        t.add_row(k, fmt(v, 3))
+        t.add_row(k, format_cell(v, 3, thousands=True))
     console.print(t)
 
 

@@ -54,13 +54,14 @@ class CaseKey:
     attn: str | None      # DeiT: sdpa | eager; Vim: None
     device: str           # cuda | cpu
     mode: str = "infer"
-    cuda_graphs: bool = False
+    compile: str = "none"  # none | cuda-graphs | a torch.compile mode (vimbench.bench.compiler)
     h2d: bool = False     # the timed call includes copying the input from (pinned) host memory
+    vim_slice: int = 0    # Vim: images per mixer slice at inference (0: the whole batch at once); DeiT: 0
 
     def label(self) -> str:
         impl = self.implementation + (f"/{self.attn}" if self.attn else "")
-        extras = (" graphs" if self.cuda_graphs else "") + (" +h2d" if self.h2d else "") + \
-            ("" if self.mode == "infer" else f" {self.mode}")
+        extras = (f" {self.compile}" if self.compile != "none" else "") + (" +h2d" if self.h2d else "") \
+            + (f" slice{self.vim_slice}" if self.vim_slice else "") + ("" if self.mode == "infer" else f" {self.mode}")
         return f"{self.model} {impl} {self.res}px b{self.batch} {self.dtype} {self.device}{extras}"
 
 
@@ -82,6 +83,13 @@ class CaseResult:
     latency_ms_p50: float | None = None
     latency_ms_p80: float | None = None
     fps: float | None = None           # batch / p50 latency, img/s
+    # compilation (never timed): the first call's wall time, and what dynamo made of the forward
+    compile_s: float | None = None     # first untimed call, s: tracing + compilation + autotuning (none: JIT, init)
+    compile_backend: str | None = None  # torch.compile backend for compiled modes (inductor, aot_eager, eager)
+    compile_settings: dict[str, Any] | None = None  # inductor settings in effect for this case's mode
+    compiled_graphs: int | None = None  # graphs dynamo compiled for the forward
+    graph_breaks: int | None = None
+    graph_break_reasons: list[str] | None = None
     # memory (a separate pass from timing)
     memory_method: str | None = None   # "torch_allocator+nvml" | "process_rss"
     peak_alloc_mib: float | None = None       # torch.cuda.max_memory_allocated during one forward (train: step)
@@ -199,7 +207,17 @@ Row = CaseResult | KernelResult | ProfileResult
 KEY_FIELDS = tuple(f.name for f in fields(CaseKey))
 
 
+def upgrade_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A stored row in today's key fields. Files written before the compile axis recorded CUDA-graph replays as
+    `cuda_graphs: true`; that is the compile mode "cuda-graphs" now."""
+    if row.get("kind") == "case" and "compile" not in row:
+        row = dict(row)
+        row["compile"] = "cuda-graphs" if row.pop("cuda_graphs", False) else "none"
+    return row
+
+
 def key_of_row(row: dict[str, Any]) -> CaseKey:
+    row = upgrade_row(row)
     return CaseKey(**{name: row.get(name, CaseKey.__dataclass_fields__[name].default) for name in KEY_FIELDS})
 
 
@@ -218,7 +236,8 @@ _REQUIRED: dict[str, dict[str, str]] = {
     "profile": {"model": _STR, "res": _INT, "batch": _INT, "dtype": _STR, "status": _STR},
 }
 _OPTIONAL: dict[str, dict[str, str]] = {
-    "case": {"attn": _STR, "mode": _STR, "cuda_graphs": _BOOL, "h2d": _BOOL, "latency_ms_p20": _NUM,
+    "case": {"attn": _STR, "mode": _STR, "cuda_graphs": _BOOL, "compile": _STR, "vim_slice": _INT, "h2d": _BOOL,
+             "compile_s": _NUM, "latency_ms_p20": _NUM,
              "latency_ms_p50": _NUM, "latency_ms_p80": _NUM, "fps": _NUM, "peak_alloc_mib": _NUM, "tokens": _INT},
     "kernel": {"ms_p50": _NUM, "tokens": _INT},
     "profile": {"latency_ms_p50": _NUM, "profiled_ms": _NUM},
@@ -702,6 +721,7 @@ def load_results(paths: Iterable[str | Path] | str | Path, kind: str = "case", s
         extra = {"run_id": header.get("run_id"), "source": str(path), "run_created": header.get("created")}
         extra.update({col: env.get(col) for col in ENV_COLUMNS})
         for row in rows:
+            row = upgrade_row(row)
             merged = {**row, **extra}
             merged.update({col: row[col] for col in ROW_WINS if row.get(col) is not None})
             records.append(merged)

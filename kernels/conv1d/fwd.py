@@ -10,7 +10,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.runtime import check_device
+from kernels.runtime import LaunchConfig, check_device, strides
 
 
 @triton.jit(do_not_specialize=["L"])
@@ -139,12 +139,31 @@ def _conv_token(out_row, t, t_end, stride_out_dir, stride_out_l, mask_c, bias_f,
     tl.store(ptr + stride_out_dir, (b * tl.sigmoid(b)).to(dtype), mask=mask)
 
 
-def _rows_config(interpreted: bool) -> tuple[int, int, int]:
-    """(channels per program, tokens per program, warps) of the token-walking kernel. On the H200, 32-token chunks
-    beat the tile kernel at every batch-64 Vim-Ti length from 577 tokens up in bf16 and fp32, and in bf16 at
-    batch 1 and 8 too (results/history/conv1d-dispatch-h200-2026-11-30.json). Interpreter: small blocks and
-    chunks so that tests cross chunk and channel-block edges."""
-    return (8, 8, 1) if interpreted else (128, 32, 1)
+def conv1d_launch_config(batch: int, channels: int, length: int, width: int, channel_last: bool,
+                         interpreted: bool) -> LaunchConfig:
+    """Which kernel `conv1d_silu_bidir` launches, its grid, tile and warps: the one place that chooses them (the
+    launcher and `vimbench kernels static` both call it).
+
+    Channel-last x with K = 4 (the Vim mixer): the token-walking kernel, 128 channels x 32 tokens per program
+    on a GPU. On the H200, 32-token chunks beat the tile kernel at every batch-64 Vim-Ti length from 577 tokens
+    up in bf16 and fp32, and in bf16 at batch 1 and 8 too (results/history/conv1d-dispatch-h200-2026-11-30.json).
+    Otherwise the tile kernel: lanes along channels for channel-last x (each token's channel run is one
+    coalesced access), along tokens for token-contiguous x. Interpreter: small blocks and chunks so that tests
+    cross chunk, tile and channel-block edges."""
+    if channel_last and width == 4:
+        block_c, chunk = (8, 8) if interpreted else (128, 32)
+        return LaunchConfig(kernel="_conv1d_silu_bidir_rows_kernel",
+                            grid=(triton.cdiv(channels, block_c), triton.cdiv(length, chunk), batch),
+                            constexprs=dict(BLOCK_C=block_c, CHUNK=chunk), num_warps=1)
+    if interpreted:
+        block_e, block_l, warps = 4, 8, 1
+    elif channel_last:
+        block_e, block_l, warps = 64, 32, 4
+    else:
+        block_e, block_l, warps = 4, 256, 4
+    return LaunchConfig(kernel="_conv1d_silu_bidir_kernel",
+                        grid=(triton.cdiv(length, block_l), triton.cdiv(channels, block_e), batch),
+                        constexprs=dict(K=width, BLOCK_E=block_e, BLOCK_L=block_l), num_warps=warps)
 
 
 def conv_out_like(x: torch.Tensor) -> torch.Tensor:
@@ -177,29 +196,23 @@ def conv1d_silu_bidir(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
     out = conv_out_like(x)
     if out.numel() == 0:
         return out
-    interpreted = check_device(x, _conv1d_silu_bidir_rows_kernel)
+    cfg = conv1d_launch_config(batch, channels, length, weight.shape[-1], channel_last,
+                               check_device(x, _conv1d_silu_bidir_rows_kernel))
     b = bias if bias is not None else weight  # never read without HAS_BIAS
-    if channel_last and weight.shape[-1] == 4:
-        block_c, chunk, warps = _rows_config(interpreted)
-        grid = (triton.cdiv(channels, block_c), triton.cdiv(length, chunk), batch)
-        _conv1d_silu_bidir_rows_kernel[grid](
-            x, weight, b, out, channels, length,
-            x.stride(0), x.stride(2), *weight.stride(), b.stride(0), b.stride(1),
-            out.stride(0), out.stride(1), out.stride(3),
-            BLOCK_C=block_c, CHUNK=chunk, HAS_BIAS=bias is not None,
-            num_warps=warps,
+    weight_strides = strides("stride_w", ("dir", "e", "k"), weight.stride())
+    bias_strides = dict(stride_bias_dir=b.stride(0), stride_bias_e=b.stride(1))
+    if cfg.kernel == "_conv1d_silu_bidir_rows_kernel":  # x and out have channel stride 1
+        _conv1d_silu_bidir_rows_kernel[cfg.grid](
+            x_ptr=x, w_ptr=weight, bias_ptr=b, out_ptr=out, E=channels, L=length,
+            stride_x_b=x.stride(0), stride_x_l=x.stride(2), **weight_strides, **bias_strides,
+            stride_out_dir=out.stride(0), stride_out_b=out.stride(1), stride_out_l=out.stride(3),
+            HAS_BIAS=bias is not None, **cfg.constexprs, num_warps=cfg.num_warps,
         )
         return out
-    if interpreted:  # small tiles so tests cover masks and several programs
-        block_e, block_l, warps = 4, 8, 1
-    elif channel_last:  # lanes along channels: each token's channel run is one coalesced access
-        block_e, block_l, warps = 64, 32, 4
-    else:
-        block_e, block_l, warps = 4, 256, 4
-    grid = (triton.cdiv(length, block_l), triton.cdiv(channels, block_e), batch)
-    _conv1d_silu_bidir_kernel[grid](
-        x, weight, b, out, channels, length,
-        *x.stride(), *weight.stride(), b.stride(0), b.stride(1), *out.stride(),
-        K=weight.shape[-1], BLOCK_E=block_e, BLOCK_L=block_l, HAS_BIAS=bias is not None, num_warps=warps,
+    _conv1d_silu_bidir_kernel[cfg.grid](
+        x_ptr=x, w_ptr=weight, bias_ptr=b, out_ptr=out, E=channels, L=length,
+        **strides("stride_x", ("b", "e", "l"), x.stride()), **weight_strides, **bias_strides,
+        **strides("stride_out", ("dir", "b", "e", "l"), out.stride()),
+        HAS_BIAS=bias is not None, **cfg.constexprs, num_warps=cfg.num_warps,
     )
     return out

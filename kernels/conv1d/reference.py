@@ -24,3 +24,15 @@ def conv1d_silu_bidir_ref(x: torch.Tensor, weight: torch.Tensor, bias: torch.Ten
     # Anti-causal taps are the causal ones mirrored: F.conv1d correlates, so flip the kernel.
     bwd = F.conv1d(F.pad(xf, (0, width - 1)), wf[1].flip(-1).unsqueeze(1), bf[1], groups=channels)
     return F.silu(torch.stack([fwd, bwd])).to(x.dtype)
+
+
+def conv1d_silu_bidir_bwd_ref(dout: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
+                              bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Gradients of `conv1d_silu_bidir_ref(x, weight, bias)` given dout (2, batch, E, L), by autograd through it.
+    Same signature and returns as `kernels.conv1d.bwd.conv1d_silu_bidir_bwd`: (dx like x, dweight like weight,
+    dbias like bias or None)."""
+    with torch.enable_grad():
+        leaves = [None if t is None else t.detach().requires_grad_() for t in (x, weight, bias)]
+        out = conv1d_silu_bidir_ref(*leaves)
+        grads = torch.autograd.grad(out, [t for t in leaves if t is not None], dout.to(out.dtype))
+    return grads[0], grads[1], grads[2] if bias is not None else None

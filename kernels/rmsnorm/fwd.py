@@ -5,7 +5,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.runtime import check_device
+from kernels.runtime import LaunchConfig, check_device
 
 
 @triton.jit
@@ -34,6 +34,21 @@ def _rows(t: torch.Tensor, dim: int) -> torch.Tensor:
     return t2 if t2.stride(-1) == 1 else t2.contiguous()
 
 
+def rmsnorm_launch_config(rows: int, dim: int, interpreted: bool) -> LaunchConfig:
+    """`_add_rmsnorm_kernel`'s grid, tile and warps: the one place that chooses them (the launcher and
+    `vimbench kernels static` both call it). Each program normalizes BLOCK_R whole rows (BLOCK_D: D rounded up to
+    a power of two), up to 16 rows and ~4096 elements; under the interpreter 4 rows, so that tests cover several
+    programs and row masks."""
+    block_d = triton.next_power_of_2(dim)
+    if interpreted:
+        block_r, warps = 4, 1
+    else:
+        block_r = max(1, min(16, 4096 // block_d))
+        warps = 4 if block_d * block_r <= 4096 else 8
+    return LaunchConfig(kernel="_add_rmsnorm_kernel", grid=(triton.cdiv(rows, block_r),),
+                        constexprs=dict(BLOCK_R=block_r, BLOCK_D=block_d), num_warps=warps)
+
+
 def add_rmsnorm(x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor, eps: float = 1e-5,
                 out_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """r = residual + x (or x alone when residual is None), y = r * rsqrt(mean(r^2) + eps) * weight.
@@ -53,15 +68,10 @@ def add_rmsnorm(x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Te
     r = torch.empty(x.shape, dtype=torch.float32, device=x.device)
     if rows == 0 or dim == 0:
         return y, r
-    block_d = triton.next_power_of_2(dim)
-    if check_device(x, _add_rmsnorm_kernel):  # the interpreter: small blocks
-        block_r, warps = 4, 1
-    else:
-        block_r = max(1, min(16, 4096 // block_d))
-        warps = 4 if block_d * block_r <= 4096 else 8
-    _add_rmsnorm_kernel[(triton.cdiv(rows, block_r),)](
-        x2, res2, weight, y, r, rows, dim, eps,
-        x2.stride(0), res2.stride(0), dim, dim,
-        BLOCK_R=block_r, BLOCK_D=block_d, HAS_RES=residual is not None, num_warps=warps,
+    cfg = rmsnorm_launch_config(rows, dim, check_device(x, _add_rmsnorm_kernel))
+    _add_rmsnorm_kernel[cfg.grid](
+        x_ptr=x2, res_ptr=res2, w_ptr=weight, y_ptr=y, r_ptr=r, rows=rows, D=dim, eps=eps,
+        stride_x=x2.stride(0), stride_res=res2.stride(0), stride_y=dim, stride_r=dim,
+        HAS_RES=residual is not None, **cfg.constexprs, num_warps=cfg.num_warps,
     )
     return y, r

@@ -28,7 +28,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.runtime import check_device
+from kernels.runtime import LaunchConfig, check_device, strides
 
 LOG2E = tl.constexpr(1.4426950408889634)
 LN2 = tl.constexpr(0.6931471805599453)
@@ -258,16 +258,23 @@ def _token_step(h, step, u, dt, z, Bt, Ct, A2, D_row, bias_row, out_base, stride
     return h
 
 
-def _config(interpreted: bool) -> dict:
-    if interpreted:  # small tiles so that tests exercise channel masks and several programs
-        return dict(BLOCK_C=8, num_warps=1, PREFETCH=True, interpreted=True)
-    return dict(BLOCK_C=32, num_warps=1, PREFETCH=True, interpreted=False)
-
-
 def _blocks_for(programs_at_32: int) -> int:
     """Channels per program: 32 (one warp, one channel per lane); 16 when 32 would leave most SMs idle
     (batch 1: a B=1, E=384 bidirectional scan is only 24 one-warp programs)."""
     return 16 if programs_at_32 < 264 else 32
+
+
+def scan_launch_config(batch: int, channels: int, n_dir: int, interpreted: bool) -> LaunchConfig:
+    """`_scan_kernel`'s grid (channel blocks, directions, batch), tile and warps: the one place that chooses them
+    (the launcher and `vimbench kernels static` both call it). One warp, a channel per lane; under the
+    interpreter small tiles, so that tests exercise channel masks and several programs, and no inline asm."""
+    block_c = 8 if interpreted else _blocks_for(triton.cdiv(channels, 32) * n_dir * batch)
+    return LaunchConfig(
+        kernel="_scan_kernel",
+        grid=(triton.cdiv(channels, block_c), n_dir, batch),
+        constexprs=dict(BLOCK_C=block_c, MASK_C=channels % block_c != 0, USE_ASM=not interpreted, PREFETCH=True),
+        num_warps=1,
+    )
 
 
 def _check(u, delta, A, B, C, n_dir: int | None):
@@ -293,12 +300,9 @@ def _launch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out, dir_first,
     Stacked index i runs backward when i + dir_first == 1. checkpoints: with save_every = K > 0, a contiguous fp32
     (dirs, batch, cdiv(L, K), N, E) tensor that receives the state entering every K-th scan step."""
     _, batch, channels, length = u.shape
-    cfg = _config(check_device(u, _scan_kernel))
-    if not cfg["interpreted"]:
-        cfg["BLOCK_C"] = _blocks_for(triton.cdiv(channels, 32) * n_dir * batch)
+    cfg = scan_launch_config(batch, channels, n_dir, check_device(u, _scan_kernel))
     if length == 0 or batch == 0 or channels == 0:
         return out
-    grid = (triton.cdiv(channels, cfg["BLOCK_C"]), n_dir, batch)
     has_d, has_z, has_bias = D is not None, z is not None, delta_bias is not None
     dummy = A  # any valid pointer for absent optional inputs; never read
     Dt = D if has_d else dummy
@@ -309,16 +313,19 @@ def _launch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out, dir_first,
     if has_bias and delta_bias.stride(-1) != 1:
         bt = delta_bias.contiguous()
     out_strides = out.stride() if out.dim() == 4 else (0, *out.stride())
-    _scan_kernel[grid](
-        u, delta, A, B, C, Dt, zt, bt, out, checkpoints if save_every else dummy,
-        channels, length, dir_first, out_scale,
-        *u.stride(), *delta.stride(), *A.stride(), *B.stride(), *C.stride(),
-        Dt.stride(0) if has_d else 0, bt.stride(0) if has_bias else 0,
-        *zt.stride(), *out_strides,
-        N_STATE=A.shape[-1], BLOCK_C=cfg["BLOCK_C"], MASK_C=channels % cfg["BLOCK_C"] != 0,
-        HAS_D=has_d, HAS_Z=has_z, HAS_BIAS=has_bias, SOFTPLUS=bool(delta_softplus), ATOMIC=atomic,
-        USE_ASM=not cfg["interpreted"], PREFETCH=cfg["PREFETCH"], SAVE_EVERY=save_every,
-        num_warps=cfg["num_warps"],
+    stacked = ("dir", "b", "e", "l")
+    _scan_kernel[cfg.grid](
+        u_ptr=u, delta_ptr=delta, A_ptr=A, B_ptr=B, C_ptr=C, D_ptr=Dt, z_ptr=zt, bias_ptr=bt, out_ptr=out,
+        ckpt_ptr=checkpoints if save_every else dummy,
+        E=channels, L=length, dir_first=dir_first, out_scale=out_scale,
+        **strides("stride_u", stacked, u.stride()), **strides("stride_dt", stacked, delta.stride()),
+        **strides("stride_A", ("dir", "e", "n"), A.stride()),
+        **strides("stride_B", ("dir", "b", "n", "l"), B.stride()),
+        **strides("stride_C", ("dir", "b", "n", "l"), C.stride()),
+        stride_D_dir=Dt.stride(0) if has_d else 0, stride_bias_dir=bt.stride(0) if has_bias else 0,
+        **strides("stride_z", ("b", "e", "l"), zt.stride()), **strides("stride_out", stacked, out_strides),
+        N_STATE=A.shape[-1], HAS_D=has_d, HAS_Z=has_z, HAS_BIAS=has_bias, SOFTPLUS=bool(delta_softplus),
+        ATOMIC=atomic, SAVE_EVERY=save_every, **cfg.constexprs, num_warps=cfg.num_warps,
     )
     return out
 

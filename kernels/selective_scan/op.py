@@ -6,7 +6,16 @@
         the inference trick "halves written over u": declared as mutating `out` (which may be u itself), so the
         compiler knows; never under autograd.
     vimbench::selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse) -> out
-        one direction; functional.
+        one direction; functional; inference only.
+    vimbench::bimamba_scan_fwd_save(u, delta, A, B, C, D, z, delta_bias, delta_softplus, combine, chunk)
+        -> (out, checkpoints)     the training forward: also the fp32 states every `chunk` tokens; differentiable
+    vimbench::bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints, delta_softplus,
+        combine, chunk) -> (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias)     its backward (bwd.py)
+
+What the training forward saves for backward: its inputs (u is also saved by the x_proj GEMM, z is a view of
+in_proj's output that the conv keeps; delta is the one tensor kept for the scan alone) and the checkpoints,
+2 * batch * N * E * cdiv(L, chunk) fp32; never the (batch, E, L, N) states or the output (recomputed per chunk
+in the backward). kernels/README.md has the per-layer budget.
 
 Fake implementations allocate exactly what the launchers allocate (same layouts), so torch.compile(fullgraph=True)
 traces them as opaque nodes.
@@ -18,9 +27,13 @@ from typing import Optional
 import torch
 
 from kernels.runtime import needs_custom_op
-from kernels.selective_scan import fwd
+from kernels.selective_scan import bwd, fwd
 
 Tensor = torch.Tensor
+
+# Tokens between saved states in the training forward: memory 2 * batch * E * N * cdiv(L, CHUNK) * 4 bytes per
+# layer (Vim-Ti, 1248 px, batch 8: 18.7 MB) against the backward's recomputation of one chunk per program.
+CHECKPOINT_CHUNK = 64
 
 
 def _no_backward(name: str, *tensors: Tensor | None) -> None:
@@ -36,12 +49,18 @@ def _bimamba_scan_op(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, 
     return fwd.bimamba_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, combine)
 
 
-@_bimamba_scan_op.register_fake
-def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, combine):
+def _out_like(u: Tensor, combine: bool) -> Tensor:
+    """What the launcher allocates for the output (the fakes' answer): the halves like u, or the combined output
+    like its fp32 accumulator (laid out like u[0]) cast to u's dtype."""
     if not combine:
         return torch.empty_like(u)
-    out32 = torch.empty_like(u[0], dtype=torch.float32)  # the launcher's fp32 accumulator, then its cast
+    out32 = torch.empty_like(u[0], dtype=torch.float32)
     return out32 if u.dtype == torch.float32 else torch.empty_like(out32, dtype=u.dtype)
+
+
+@_bimamba_scan_op.register_fake
+def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, combine):
+    return _out_like(u, combine)
 
 
 @torch.library.custom_op("vimbench::bimamba_scan_halves_", mutates_args=("out",))
@@ -68,6 +87,64 @@ def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse):
     return torch.empty_like(u)
 
 
+@torch.library.custom_op("vimbench::bimamba_scan_fwd_save", mutates_args=())
+def _bimamba_scan_fwd_save_op(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
+                              z: Optional[Tensor], delta_bias: Optional[Tensor], delta_softplus: bool, combine: bool,
+                              chunk: int) -> tuple[Tensor, Tensor]:
+    return fwd.bimamba_scan_fwd_save(u, delta, A, B, C, D, z, delta_bias, delta_softplus, combine, chunk)
+
+
+@_bimamba_scan_fwd_save_op.register_fake
+def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, combine, chunk):
+    batch, channels, length = u.shape[1:]
+    checkpoints = u.new_empty((2, batch, -(-length // chunk), A.shape[-1], channels), dtype=torch.float32)
+    return _out_like(u, combine), checkpoints
+
+
+@torch.library.custom_op("vimbench::bimamba_scan_bwd", mutates_args=())
+def _bimamba_scan_bwd_op(grad_out: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
+                         D: Optional[Tensor], z: Optional[Tensor], delta_bias: Optional[Tensor], checkpoints: Tensor,
+                         delta_softplus: bool, combine: bool, chunk: int) -> list[Tensor]:
+    grads = bwd.bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints, delta_softplus,
+                                 combine, chunk)
+    # A custom op returns tensors only: an empty (0,) placeholder for each absent optional input's gradient.
+    return [g if g is not None else u.new_empty(0, dtype=torch.float32) for g in grads]
+
+
+@_bimamba_scan_bwd_op.register_fake
+def _(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints, delta_softplus, combine, chunk):
+    batch, length = u.shape[1], u.shape[3]
+    f32 = dict(dtype=torch.float32, device=u.device)
+    absent = u.new_empty(0, dtype=torch.float32)
+    # dB, dC: (2, batch, N, L) views of (2, batch, L, N) sums, as bwd.py returns them
+    d_bc = [torch.empty(2, batch, length, A.shape[-1], **f32).transpose(-1, -2) for _ in range(2)]
+    dz = absent if z is None else _out_like(u.to(z.dtype), True)  # like u[0], in z's dtype
+    return [torch.empty_like(u), torch.empty_like(delta), torch.empty(A.shape, **f32), *d_bc,
+            absent if D is None else torch.empty(D.shape, **f32), dz,
+            absent if delta_bias is None else torch.empty(delta_bias.shape, **f32)]
+
+
+def _setup_context(ctx, inputs, output):
+    u, delta, A, B, C, D, z, delta_bias, delta_softplus, combine, chunk = inputs
+    ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, output[1])
+    ctx.delta_softplus, ctx.combine, ctx.chunk = delta_softplus, combine, chunk
+    ctx.set_materialize_grads(False)  # the checkpoints output gets no gradient
+
+
+def _backward(ctx, grad_out, _grad_checkpoints):
+    u, delta, A, B, C, D, z, delta_bias, checkpoints = ctx.saved_tensors
+    if grad_out is None:
+        return (None,) * 11
+    grads = torch.ops.vimbench.bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints,
+                                                ctx.delta_softplus, ctx.combine, ctx.chunk)
+    inputs = (u, delta, A, B, C, D, z, delta_bias)
+    # fp32 partial sums (dA, dB, dC, dD, ddelta_bias) go back in their input's dtype; absent inputs get None
+    return (*(None if t is None else g.to(t.dtype) for g, t in zip(grads, inputs)), None, None, None)
+
+
+_bimamba_scan_fwd_save_op.register_autograd(_backward, setup_context=_setup_context)
+
+
 def bimamba_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True, combine=True, out=None):
     """Both Vim directions in one launch, gated: 0.5 * (y_fwd + y_bwd) * SiLU(z). Contract: `bimamba_scan_ref`.
 
@@ -76,7 +153,8 @@ def bimamba_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softp
     combine=True: returns (batch, E, L) in u's dtype, laid out like u[0]. combine=False: returns the gated halves
     0.5 * y_dir * SiLU(z), (2, batch, E, L) in u's dtype, a new tensor laid out like u, or `out` (u's shape and
     dtype; may be u or delta itself, which the scan then overwrites) when given. out= is an in-place write and
-    is refused under autograd.
+    is refused under autograd. Differentiable in u, delta, A, B, C, D, z and delta_bias: under autograd the
+    forward also saves fp32 state checkpoints every CHECKPOINT_CHUNK tokens for the backward kernel.
     """
     tensors = (u, delta, A, B, C, D, z, delta_bias)
     if out is not None:
@@ -85,7 +163,9 @@ def bimamba_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softp
         if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors + (out,)):
             raise ValueError("bimamba_scan(out=...) overwrites its output buffer in place; not allowed under "
                              "autograd: pass out=None")
-    _no_backward("bimamba_scan", *tensors)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+        return torch.ops.vimbench.bimamba_scan_fwd_save(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus),
+                                                        bool(combine), CHECKPOINT_CHUNK)[0]
     if not needs_custom_op(*tensors, out):
         return fwd.bimamba_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, combine, out)
     if out is None:

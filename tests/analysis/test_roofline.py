@@ -49,14 +49,14 @@ def test_bad_inputs():
         scan_work(1, 8, 8, dtype="int8")
 
 
-def test_kernel_bench_uses_the_roofline_work_of_each_op():
-    from vimbench.kerneltools import microbench as kb
+def test_registered_ops_use_the_roofline_work_of_each_op():
+    from vimbench.kerneltools.registry import OpShape, get_op
 
-    dims = {"E": 384, "L": 6085, "R": 12, "D": 192}
-    scan = kb._work("scan_bidir", dims, 64, "bf16")
+    shape = OpShape(batch=64, channels=384, length=6085)
+    scan = get_op("bimamba_scan").work(shape, "bf16")
     assert scan.mufu == 2 * 64 * 384 * 6085 * 16  # one exp per (direction, batch, channel, token, state)
-    assert kb._work("scan_fwd", dims, 64, "bf16").mufu == scan.mufu / 2
-    norm = kb._work("add_rmsnorm", dims, 64, "bf16")
+    assert get_op("selective_scan").work(shape, "bf16").mufu == scan.mufu / 2
+    norm = get_op("add_rmsnorm").work(shape, "bf16")
     # x, y in bf16; residual in and out in fp32; plus the weight
     assert norm.bytes == 64 * 6085 * 192 * (2 + 2 + 4 + 4) + 192 * 4
-    assert kb._work("conv1d", dims, 64, "bf16").bytes > 3 * 64 * 384 * 6085 * 2 - 1
+    assert get_op("conv1d_silu_bidir").work(shape, "bf16").bytes > 3 * 64 * 384 * 6085 * 2 - 1

@@ -35,12 +35,14 @@ def grads_f64(x, w, b, dout):
     return x64.grad, w64.grad, None if b is None else b64.grad
 
 
-# 7 channels: not a multiple of the interpreter's 4-channel blocks; L = 37 spans three 16-token chunks.
+# 7 and 20 channels: one and two of the interpreter's 16-channel blocks, the last one part-masked; L = 37 spans
+# three 16-token chunks.
 @pytest.mark.parametrize("length", [1, 2, 3, 37])
 @pytest.mark.parametrize("channel_last", [True, False])
 def test_conv1d_backward_matches_f64_autograd(op, device, length, channel_last):
-    x, w, b = make_inputs(2, 7, length, channel_last, device=device)[:3]
-    dout = make_inputs(2, 7, length, channel_last, device=device, seed=1)[3]
+    channels = 20 if length == 37 else 7
+    x, w, b = make_inputs(2, channels, length, channel_last, device=device)[:3]
+    dout = make_inputs(2, channels, length, channel_last, device=device, seed=1)[3]
     for bias in (b, None) if length == 37 else (b,):
         xg, wg = x.clone().requires_grad_(), w.clone().requires_grad_()
         bg = None if bias is None else bias.clone().requires_grad_()
@@ -109,3 +111,18 @@ def test_conv1d_backward_gpu(op, dtype, channels, length, channel_last):
     scale_w, scale_b = dw64.abs().max().item(), db64.abs().max().item()
     torch.testing.assert_close(wg.grad.double() / scale_w, dw64 / scale_w, rtol=0, atol=1e-4)
     torch.testing.assert_close(bg.grad.double() / scale_b, db64 / scale_b, rtol=0, atol=1e-4)
+
+
+def test_backward_reference_twin_has_the_launchers_contract(op, device):
+    from kernels.conv1d.bwd import conv1d_silu_bidir_bwd
+    from kernels.conv1d.reference import conv1d_silu_bidir_bwd_ref
+
+    x, w, b, dout = make_inputs(2, 5, 9, True, device=device)
+    for bias in (b, None):
+        got = conv1d_silu_bidir_bwd(dout, x, w, bias)
+        want = conv1d_silu_bidir_bwd_ref(dout, x, w, bias)
+        assert (got[2] is None) == (want[2] is None) == (bias is None)
+        for g, r in zip(got, want):
+            if r is not None:
+                assert g.shape == r.shape and g.dtype == r.dtype
+                torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-5)

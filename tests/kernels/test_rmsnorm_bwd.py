@@ -99,3 +99,21 @@ def test_add_rmsnorm_backward_gpu(op, dtype, dim):
     torch.testing.assert_close(leaves[1].grad.double(), dres64, rtol=1e-4, atol=1e-4)
     scale = dw64.abs().max().item()
     torch.testing.assert_close(leaves[2].grad.double() / scale, dw64 / scale, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("with_residual", [True, False])
+def test_backward_reference_twin_matches_autograd(with_residual):
+    """add_rmsnorm_bwd_ref (the written-out formula, the launcher's twin) equals autograd through the forward
+    reference in float64."""
+    from kernels.rmsnorm.reference import add_rmsnorm_bwd_ref
+
+    x, res, w, dy, dr = (t.double() if t is not None else None for t in make_inputs((3, 5, 24), with_residual))
+    _, r = add_rmsnorm_ref(x, res, w)
+    dx, dres, dw = add_rmsnorm_bwd_ref(dy, dr, r, w, 1e-5, x.dtype, with_residual)
+    want = grads_f64(x, res, w, dy, dr)
+    torch.testing.assert_close(dx, want[0])
+    torch.testing.assert_close(dw, want[2])
+    if with_residual:
+        torch.testing.assert_close(dres, want[1])
+    else:
+        assert dres is None

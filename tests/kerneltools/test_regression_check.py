@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from vimbench.kerneltools import regression as rg
 from vimbench.cli import kernels_checks
 from vimbench.errors import VimbenchError
+from vimbench.kerneltools.registry import OpShape
 
 
 def _t(name, *ms):
@@ -115,7 +116,8 @@ def _fake_gpu(monkeypatch, timings, remeasured=None):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *_: "NVIDIA H200")
-    monkeypatch.setattr(rg, "default_suite", lambda: [rg.KernelCase(n, lambda: None) for n in timings])
+    monkeypatch.setattr(rg, "default_suite", lambda: [rg.TimedCase(n, "bimamba_scan", OpShape(1, 16, 9), "bf16")
+                                                      for n in timings])
     monkeypatch.setattr(rg, "run_suite", lambda cases, repeats, progress=None: timings)
     timer = _FakeTimer(remeasured or {n: t.median_ms for n, t in timings.items()})
     monkeypatch.setattr(rg, "suite_timer", lambda cases: timer)
@@ -157,11 +159,28 @@ def test_cli_other_gpu_baseline_exits_2(tmp_path, monkeypatch):
 
 def test_suite_cases_have_roofline_floors():
     for case in rg.default_suite():
-        assert rg.case_work(case.params) is not None
+        assert rg.case_work(case).bytes > 0
     scan = next(c for c in rg.default_suite() if c.name.startswith("bimamba_scan/bf16/b64_e384_l6085"))
     # at the spec's ~1.3 ms floor, 2.6 ms is ~50 % of the floor speed
-    assert 40 < rg.pct_of_floor(scan.params, 2.6, "NVIDIA H200") < 60
-    assert rg.pct_of_floor(scan.params, 2.6, "Tesla T4") is None
+    assert 40 < rg.pct_of_floor(scan, 2.6, "NVIDIA H200") < 60
+    assert rg.pct_of_floor(scan, 2.6, "Tesla T4") is None
+
+
+def test_suite_keeps_the_baseline_case_names():
+    """The committed baseline's keys are the suite's case names: renaming a case would orphan its timings."""
+    from pathlib import Path
+
+    _, cases = rg.load_baseline(Path(__file__).resolve().parents[2] / "results" / "baselines" / "h200.json")
+    assert {c.name for c in rg.default_suite()} == set(cases)
+
+
+def test_only_selects_cases_by_substring():
+    suite = rg.default_suite()
+    chosen = rg.select_cases(suite, "conv1d_silu_bidir/bf16")
+    assert chosen and all(c.op == "conv1d_silu_bidir" and c.dtype == "bf16" for c in chosen)
+    assert rg.select_cases(suite, "") == suite
+    with pytest.raises(VimbenchError, match="matches no case"):
+        rg.select_cases(suite, "nope")
 
 
 def test_wired_into_vimbench_kernels(tmp_path):

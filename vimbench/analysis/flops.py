@@ -26,17 +26,16 @@ Numbers are for the whole batch, one forward, inference.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from vimbench.analysis import roofline as rl
-from vimbench.analysis.roofline import DTYPE_BYTES
-from vimbench.layout import XDblLayout
 from vimbench.errors import VimbenchError
+from vimbench.layout import XDblLayout
+from vimbench.geometry import D_CONV, D_STATE, MLP_RATIO, PATCH, d_inner, dt_rank, num_patches
+from vimbench.precision import DTYPE_BYTES, element_bytes
 
 CATEGORIES = ("gemm", "scan", "conv", "norm", "attention", "elementwise")
 SCAN_FLOPS_PER_ELEMENT = 9  # per (b, l, e, n), the Mamba convention
-D_STATE, D_CONV, EXPAND, MLP_RATIO, PATCH = 16, 4, 2, 4, 16
 
 
 @dataclass(frozen=True)
@@ -85,10 +84,9 @@ def _gemm(name: str, m: float, k: float, n: float, elt: int, count: int = 1, out
 
 
 def _check(dtype: str, res: int, batch: int) -> None:
-    if dtype not in DTYPE_BYTES:
-        raise VimbenchError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPE_BYTES)}")
+    element_bytes(dtype)
     if res < PATCH:
-        raise VimbenchError(f"image size {res} is smaller than the 16 px patch; use at least 16")
+        raise VimbenchError(f"image size {res} is smaller than the {PATCH} px patch; use at least {PATCH}")
     if batch < 1:
         raise VimbenchError(f"batch must be >= 1, got {batch}")
 
@@ -98,7 +96,7 @@ def _with_patch_embedding(model: str, embed_dim: int, res: int, batch: int, dtyp
     embedding), and the token count L = patches + 1. Checks the arguments."""
     _check(dtype, res, batch)
     elt, D = DTYPE_BYTES[dtype], embed_dim
-    M = (res // PATCH) ** 2
+    M = num_patches(res)
     L = M + 1
     BL = batch * L
     out = ModelCount(model, res, batch, dtype, L)
@@ -112,8 +110,8 @@ def vim_counts(embed_dim: int, depth: int, res: int, batch: int, dtype: str = "f
     """Vim (bimamba v2, middle class token) as vimbench.models.vim builds it; see the module docstring."""
     out, L = _with_patch_embedding(model, embed_dim, res, batch, dtype)
     elt = DTYPE_BYTES[dtype]
-    D, E, N, K = embed_dim, EXPAND * embed_dim, D_STATE, D_CONV
-    R = math.ceil(D / 16)
+    D, E, N, K = embed_dim, d_inner(embed_dim), D_STATE, D_CONV
+    R = dt_rank(D)
     BL = batch * L
     ops = out.ops
     # add_rmsnorm before each block and once at the end; block 0 has no residual to add.

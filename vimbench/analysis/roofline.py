@@ -18,8 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vimbench.errors import VimbenchError
+from vimbench.geometry import D_CONV, D_STATE
+from vimbench.precision import element_bytes
 
-DTYPE_BYTES = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2}
 F32 = 4
 
 
@@ -70,38 +71,32 @@ class KernelWork:
     fma: float
 
 
-def _elt(dtype: str) -> int:
-    if dtype not in DTYPE_BYTES:
-        raise VimbenchError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPE_BYTES)}")
-    return DTYPE_BYTES[dtype]
-
-
-def scan_work(batch: int, channels: int, length: int, n_state: int = 16, dtype: str = "bf16",
+def scan_work(batch: int, channels: int, length: int, n_state: int = D_STATE, dtype: str = "bf16",
               gate: bool = True, skip: bool = True) -> KernelWork:
     """One selective-scan direction: reads u, delta (B, E, L), B, C (B, N, L), z (B, E, L) if gated, A (E, N),
     D and delta_bias (E,); writes y (B, E, L)."""
-    elt = _elt(dtype)
+    elt = element_bytes(dtype)
     bel, bnl = batch * channels * length, batch * n_state * length
     act = bel * (3 + gate) + 2 * bnl
     params = channels * n_state + channels * (1 + skip)
     return KernelWork("selective_scan", elt * act + F32 * params, float(bel * n_state), 4.0 * bel * n_state)
 
 
-def bimamba_scan_work(batch: int, channels: int, length: int, n_state: int = 16, dtype: str = "bf16",
+def bimamba_scan_work(batch: int, channels: int, length: int, n_state: int = D_STATE, dtype: str = "bf16",
                       halves: bool = False) -> KernelWork:
     """Both directions and gated in one kernel: reads u, delta (2, B, E, L), B, C (2, B, N, L), z (B, E, L),
     A (2, E, N), D, delta_bias (2, E); writes y (B, E, L) once, or both gated halves (2, B, E, L) if `halves`."""
-    elt = _elt(dtype)
+    elt = element_bytes(dtype)
     bel, bnl = batch * channels * length, batch * n_state * length
     act = 2 * 2 * bel + 2 * 2 * bnl + bel + (2 if halves else 1) * bel
     params = 2 * channels * n_state + 2 * 2 * channels
     return KernelWork("bimamba_scan", elt * act + F32 * params, 2.0 * bel * n_state, 2 * 4.0 * bel * n_state)
 
 
-def conv1d_bidir_work(batch: int, channels: int, length: int, width: int = 4, dtype: str = "bf16") -> KernelWork:
+def conv1d_bidir_work(batch: int, channels: int, length: int, width: int = D_CONV, dtype: str = "bf16") -> KernelWork:
     """Depthwise conv + SiLU for both directions: reads x (B, E, L) once, weight (2, E, K), bias (2, E);
     writes (2, B, E, L). Per output: K FMAs, SiLU (ex2 + rcp on MUFU, ~3 FMA-pipe ops)."""
-    elt = _elt(dtype)
+    elt = element_bytes(dtype)
     bel = batch * channels * length
     outputs = 2 * bel
     return KernelWork("conv1d_silu_bidir", elt * (bel + outputs) + F32 * 2 * channels * (width + 1),
@@ -111,7 +106,7 @@ def conv1d_bidir_work(batch: int, channels: int, length: int, width: int = 4, dt
 def add_rmsnorm_work(rows: int, dim: int, dtype: str = "bf16", residual: bool = True) -> KernelWork:
     """Residual add + RMSNorm: reads x (rows, D) in dtype, the fp32 residual (if any) and weight (D,);
     writes y (rows, D) in dtype and the fp32 residual. Per element: add, square-accumulate, two scales."""
-    elt = _elt(dtype)
+    elt = element_bytes(dtype)
     n = rows * dim
     reads = elt * n + (F32 * n if residual else 0) + F32 * dim
     writes = elt * n + F32 * n

@@ -7,8 +7,9 @@ How a kernel (GPU) or an operator's self time (CPU) gets its category, first rul
    torch.profiler.record_function ranges named "vimbench::<category>". A kernel (or CPU op) inside such a range
    takes the innermost range's category. This is what puts the torch backend's scan (cumsum, exp, mul kernels)
    under "scan", and eager DeiT's Q K^T / P V matmuls under "attention" while qkv/proj stay "gemm".
-2. Kernel-name rules, on the lower-cased name, in the order of NAME_RULES (regular expressions): our Triton
-   kernels and the official CUDA ones by name, then cuBLAS/CUTLASS/cuDNN GEMM names (gemm, gemv, cutlass,
+2. Kernel-name rules, on the lower-cased name, first applying first: the @triton.jit kernels of the registered
+   kernel ops (vimbench.kerneltools.registry), each in its op's category; then NAME_RULES (regular
+   expressions): the official CUDA kernels by name, then cuBLAS/CUTLASS/cuDNN GEMM names (gemm, gemv, cutlass,
    cublas, xmma, wgmma, nvjet, splitk, implicit fprop convs such as the patch embedding), flash/efficient
    attention names and softmax, then the elementwise/copy family (elementwise, vectorized/unrolled kernels,
    copies, memcpy/memset, cat, flip, fill, index, reductions, activations, Triton's fused pointwise kernels).
@@ -28,12 +29,12 @@ from typing import Any
 CATEGORIES = ("scan", "conv", "norm", "gemm", "attention", "elementwise/copy", "other")
 ANNOTATION_PREFIX = "vimbench::"
 
+# After the registered kernel ops' own kernels (registry_rules): the official CUDA ones
+# (selective_scan_fwd_kernel, causal_conv1d_fwd_kernel) and vendor library names.
 NAME_RULES: tuple[tuple[str, str], ...] = (
-    # vimbench's Triton kernels (kernels/*/fwd.py: _scan_kernel, _conv1d_silu_bidir_kernel,
-    # _add_rmsnorm_kernel) and the official CUDA ones (selective_scan_fwd_kernel, causal_conv1d_fwd_kernel)
-    ("scan", r"_scan_kernel|selective_scan|bimamba|scan_fwd|ssm_scan|chunk_scan|state_passing"),
-    ("conv", r"_conv1d_silu_bidir_kernel|conv1d|conv_silu|causal_conv|depthwise|conv_depthwise|grouped_direct"),
-    ("norm", r"_add_rmsnorm_kernel|rmsnorm|rms_norm|_norm_kernel|layer_norm|layernorm|group_norm|batch_norm"),
+    ("scan", r"selective_scan|bimamba|scan_fwd|ssm_scan|chunk_scan|state_passing"),
+    ("conv", r"conv1d|conv_silu|causal_conv|depthwise|conv_depthwise|grouped_direct"),
+    ("norm", r"rmsnorm|rms_norm|_norm_kernel|layer_norm|layernorm|group_norm|batch_norm"),
     ("attention", r"flash|fmha|attention|sdpa|softmax"),
     ("gemm", r"gemm|gemv|cutlass|cublas|xmma|wgmma|nvjet|splitk|matmul|aten::mm$|aten::bmm|aten::addmm|"
              r"aten::baddbmm|aten::linear|fprop|implicit"),
@@ -44,17 +45,36 @@ NAME_RULES: tuple[tuple[str, str], ...] = (
                          r"aten::to$|_to_copy|empty|view|reshape|expand|slice|select|permute|unsqueeze|split|"
                          r"chunk|narrow|as_strided|aten::t$|flatten"),
 )
-_COMPILED_RULES = tuple((cat, re.compile(pattern)) for cat, pattern in NAME_RULES)
+
+
+def registry_rules() -> tuple[tuple[str, str], ...]:
+    """One rule per @triton.jit kernel of the registered ops (vimbench.kerneltools.registry): its name, its op's
+    category."""
+    from vimbench.kerneltools.registry import list_ops
+
+    return tuple((op.category, re.escape(name.lower())) for op in list_ops() for name in op.kernel_names())
+
+
+_compiled: tuple[int, tuple[tuple[str, re.Pattern], ...]] | None = None
+
+
+def _rules() -> tuple[tuple[str, re.Pattern], ...]:
+    global _compiled
+    from vimbench.kerneltools.registry import generation
+
+    if _compiled is None or _compiled[0] != generation():
+        rules = registry_rules() + NAME_RULES
+        _compiled = (generation(), tuple((cat, re.compile(pattern)) for cat, pattern in rules))
+    return _compiled[1]
 
 
 def categorize(name: str) -> str:
     """Category of one kernel or operator by name alone (rule 2 of the module docstring)."""
     low = name.lower()
-    for category, pattern in _COMPILED_RULES:
+    for category, pattern in _rules():
         if pattern.search(low):
             return category
     return "other"
-
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
-"""The sweep grid: the value grammar of --res/--batch/--points/--models/--dtype/--attn/--backend/--mode, and case
-expansion.
+"""The sweep grid: the value grammar of --res/--batch/--points/--models/--dtype/--attn/--backend/--mode/--compile/
+--vim-slice, and case expansion.
 
 Resolution grammar (pieces separated by commas, combined, deduplicated and sorted):
-    224..1248      the standard ladder inside the bounds: 224, 384, 512, 640, 738, 896, 1024, 1248
+    224..2048      the standard ladder inside the bounds: 224, 384, 512, 640, 738, 896, 1024, 1248, 1536, 2048
     256..1024:128  every 128 px from 256 up to 1024
     224,512,738    explicit sizes
 Any size of at least one 16 px patch is allowed; the model sees img // 16 patches per side (738 px -> 46 x 46).
@@ -19,20 +19,22 @@ from dataclasses import dataclass
 from itertools import product
 from typing import Any, Iterable
 
+from vimbench.bench import compiler
 from vimbench.errors import VimbenchError
+from vimbench.geometry import PATCH
+from vimbench.precision import DTYPE_ALIASES as _DTYPE_ALIASES
+from vimbench.precision import DTYPES
 from vimbench.results import CaseKey
 from vimbench.settings import BACKENDS
 
-LADDER = (224, 384, 512, 640, 738, 896, 1024, 1248)
-PATCH = 16
+# The paper's points up to 1248 px, then 1536 and 2048, where Vim-Ti and DeiT-Ti cross over today.
+LADDER = (224, 384, 512, 640, 738, 896, 1024, 1248, 1536, 2048)
 MAX_RES = 8192          # 262,144 tokens: far beyond any GPU's memory for these models
-DTYPES = ("fp32", "tf32", "bf16", "fp16")
 ATTENTIONS = ("sdpa", "eager")
 DEVICES = ("auto", "cuda", "cpu")
 MODES = ("infer", "train")   # train: one optimizer step per timed call (bench/train.py)
 MIN_ITERS = 5           # fewer samples make p20/p80 meaningless
-_DTYPE_ALIASES = {"float32": "fp32", "float": "fp32", "bfloat16": "bf16", "float16": "fp16", "half": "fp16"}
-_RES_HINT = "use e.g. 224..1248 (standard ladder), 256..1024:128 (every 128 px) or 224,512,738"
+_RES_HINT = "use e.g. 224..2048 (standard ladder), 256..1024:128 (every 128 px) or 224,512,738"
 
 
 def _pieces(value: Any, what: str, hint: str) -> list[str]:
@@ -150,6 +152,17 @@ def parse_modes(value: Any) -> tuple[str, ...]:
     return _choices(value, "mode", MODES)
 
 
+def parse_vim_slice(value: Any) -> tuple[int, ...]:
+    """Images per Vim mixer slice at inference, in the order given; 0 (or off) = the whole batch at once."""
+    out = []
+    for piece in _pieces(value, "vim-slice list", "use e.g. 0,16 (0: no slicing)"):
+        size = 0 if piece.lower() in ("off", "none") else _int(piece, "vim slice", piece)
+        if size < 0:
+            raise VimbenchError(f"vim slice {size} is negative; use 0 (no slicing) or a number of images, e.g. 16")
+        out.append(size)
+    return tuple(dict.fromkeys(out))
+
+
 def parse_points(value: Any) -> tuple[tuple[int, int], ...]:
     """(resolution px, batch) pairs written RESxBATCH, in the order given, deduplicated."""
     hint = "write resolution x batch pairs, e.g. 224x128,1248x8"
@@ -203,8 +216,10 @@ class SweepConfig:
     modes: tuple[str, ...] = ("infer",)
     warmup: int = 3
     iters: int = 10
-    cuda_graphs: bool = False
+    compile: tuple[str, ...] = (compiler.NONE,)   # the --compile axis (vimbench.bench.compiler)
+    compile_backend: str = "inductor"
     h2d: bool = False
+    vim_slice: tuple[int, ...] = (0,)             # images per Vim mixer slice at inference; 0 = whole batch
     points: tuple[tuple[int, int], ...] = ()
     also: tuple["SweepConfig", ...] = ()
 
@@ -213,20 +228,22 @@ class SweepConfig:
         if self.points and (self.res or self.batch):
             raise VimbenchError("give either points (resolution x batch pairs) or res and batch, not both")
         for block in self.also:
-            if (block.device, block.warmup, block.iters) != (self.device, self.warmup, self.iters):
-                raise VimbenchError("every block of a sweep runs on one device with one warmup and iters; set "
-                                    "them once, at the top of the suite")
+            if (block.device, block.warmup, block.iters, block.compile_backend) != \
+                    (self.device, self.warmup, self.iters, self.compile_backend):
+                raise VimbenchError("every block of a sweep runs on one device with one warmup and iters (and "
+                                    "one compile_backend); set them once, at the top of the suite")
             if block.also:
                 raise VimbenchError("an [[also]] block cannot hold further blocks")
         if self.device not in ("cuda", "cpu"):
             raise VimbenchError(f"device {self.device!r} must be resolved to cuda or cpu before a sweep")
-        if self.cuda_graphs and self.device != "cuda":
-            raise VimbenchError("--cuda-graphs needs a CUDA device; drop it or use --device cuda")
-        if self.cuda_graphs and self.h2d:
-            raise VimbenchError("--h2d cannot be combined with --cuda-graphs (a replayed graph has a fixed input)")
+        if compiler.CUDA_GRAPHS in self.compile and self.h2d:
+            raise VimbenchError("--h2d cannot be combined with --compile cuda-graphs (a replayed graph has a fixed "
+                                "input)")
         if self.h2d and self.device != "cuda":
             raise VimbenchError("--h2d times a host-to-device copy and needs a CUDA device")
-        axes = ("models", "dtypes", "attn", "backends", "modes") + (() if self.points else ("res", "batch"))
+        compiler.check_mode_backend(self.compile, self.compile_backend)
+        axes = ("models", "dtypes", "attn", "backends", "modes", "compile", "vim_slice") + \
+            (() if self.points else ("res", "batch"))
         for name in axes:
             if not getattr(self, name):
                 raise VimbenchError(f"the sweep has no {name}; give at least one")
@@ -241,7 +258,8 @@ class SweepConfig:
                                  {"res": list(self.res), "batch": list(self.batch)})
         suite = {"models": list(self.models), **shape, "dtype": list(self.dtypes), "attn": list(self.attn),
                  "backend": list(self.backends), "device": self.device, "mode": list(self.modes),
-                 "warmup": self.warmup, "iters": self.iters, "cuda_graphs": self.cuda_graphs, "h2d": self.h2d}
+                 "warmup": self.warmup, "iters": self.iters, "compile": list(self.compile),
+                 "compile_backend": self.compile_backend, "h2d": self.h2d, "vim_slice": list(self.vim_slice)}
         if self.also:
             suite["also"] = [{k: v for k, v in block.to_suite().items() if k not in SWEEP_WIDE_KEYS}
                              for block in self.also]
@@ -249,7 +267,7 @@ class SweepConfig:
 
 
 # Keys that hold for a whole sweep: a suite sets them at its top, never inside an [[also]] block.
-SWEEP_WIDE_KEYS = ("description", "device", "warmup", "iters")
+SWEEP_WIDE_KEYS = ("description", "device", "warmup", "iters", "compile_backend")
 
 
 @dataclass(frozen=True)
@@ -260,8 +278,6 @@ class Dropped:
 
 
 _TRAIN_DROPS = {
-    "cuda_graphs": "a training step is not captured into a CUDA graph here (the optimizer and autograd allocate "
-                   "per step); time training without --cuda-graphs",
     "h2d": "training steps are timed with the batch already on the device; drop --h2d for mode train",
 }
 
@@ -272,7 +288,8 @@ _CPU_DROPS = {
 
 
 def expand_cases(config: SweepConfig) -> tuple[list[CaseKey], list[Dropped]]:
-    """The cartesian product mode x models x (res, batch) x dtype x (Vim: backend | DeiT: attn), in that order,
+    """The cartesian product mode x models x (res, batch) x dtype x (Vim: backend | DeiT: attn) x compile x Vim
+    slice, in that order,
     minus combinations that mean nothing, each stated once with its reason; then the cases of each [[also]]
     block that are not listed yet."""
     cases, dropped = _expand_block(config)
@@ -294,9 +311,20 @@ def _expand_block(config: SweepConfig) -> tuple[list[CaseKey], list[Dropped]]:
             dropped.append(Dropped(f"mode train with {flag.replace('_', '-')}", _TRAIN_DROPS[flag]))
         if flags:
             modes = tuple(m for m in modes if m != "train")
+    compile_modes = config.compile
+    if "train" in modes and compile_modes != (compiler.NONE,):
+        dropped.append(Dropped(f"mode train with compile {','.join(m for m in compile_modes if m != 'none')}",
+                               "training steps run eager here (the optimizer step and autograd are not compiled "
+                               "or captured); mode train runs only with compile none"))
     dtypes = config.dtypes
     backends = config.backends
     if config.device == "cpu":
+        graph_modes = [m for m in compile_modes if m in compiler.GRAPH_MODES]
+        if graph_modes:
+            dropped.append(Dropped(f"compile {','.join(graph_modes)} on cpu",
+                                   "each needs a CUDA device for its CUDA-graph replays (use --device cuda); on CPU "
+                                   "reduce-overhead would repeat default and max-autotune its no-cudagraphs twin"))
+            compile_modes = tuple(m for m in compile_modes if m not in compiler.GRAPH_MODES)
         for dtype in dtypes:
             if dtype in _CPU_DROPS:
                 dropped.append(Dropped(f"dtype {dtype} on cpu", _CPU_DROPS[dtype]))
@@ -307,25 +335,37 @@ def _expand_block(config: SweepConfig) -> tuple[list[CaseKey], list[Dropped]]:
             backends = tuple(b for b in backends if b != "triton")
 
     families = {alias: get_spec(alias).family for alias in config.models}
-    if config.cuda_graphs and "torch" in backends and any(f == "vim" for f in families.values()):
-        dropped.append(Dropped("backend torch with CUDA graphs",
+    host_sync_graphs = compiler.CUDA_GRAPHS in compile_modes and "torch" in backends and \
+        any(f == "vim" for f in families.values())
+    if host_sync_graphs:
+        dropped.append(Dropped("backend torch with compile cuda-graphs",
                                "the torch reference scan reads a value back to the host (its chunk length), "
-                               "which a CUDA graph cannot capture; use --backend triton"))
-        backends = tuple(b for b in backends if b != "torch")
+                               "which a CUDA graph cannot capture; use --backend triton (or a torch.compile "
+                               "mode, which splits the graph there)"))
     vims = [m for m in config.models if families[m] == "vim"]
     deits = [m for m in config.models if families[m] == "deit"]
     if vims and config.attn:
         dropped.append(Dropped(f"attn {','.join(config.attn)} x {','.join(vims)}",
                                "the attention path applies to DeiT only; Vim runs once per backend"))
+    if deits and any(config.vim_slice):
+        dropped.append(Dropped(f"vim-slice {','.join(map(str, config.vim_slice))} x {','.join(deits)}",
+                               "batch slicing is a Vim mixer option; DeiT runs once, unsliced"))
     if deits and config.backends:
         dropped.append(Dropped(f"backend {','.join(config.backends)} x {','.join(deits)}",
                                "the op backend applies to Vim only; DeiT runs through timm once per attention path"))
 
     cases = []
     for mode, model, (res, batch), dtype in product(modes, config.models, config.pairs(), dtypes):
-        impls = [(b, None) for b in backends] if families[model] == "vim" else [("timm", a) for a in config.attn]
-        for implementation, attn in impls:
+        vim = families[model] == "vim"
+        impls = [(b, None) for b in backends] if vim else [("timm", a) for a in config.attn]
+        executions = compile_modes if mode == "infer" else tuple(m for m in compile_modes if m == compiler.NONE)
+        # slicing is an inference option; a slice at least as large as the batch is no slicing: run as 0 once
+        slices = dict.fromkeys(s if s < batch else 0 for s in config.vim_slice) if vim and mode == "infer" \
+            else {0: None}
+        for (implementation, attn), execution, vim_slice in product(impls, executions, slices):
+            if host_sync_graphs and implementation == "torch" and execution == compiler.CUDA_GRAPHS:
+                continue
             cases.append(CaseKey(model=model, res=res, batch=batch, dtype=dtype, implementation=implementation,
-                                 attn=attn, device=config.device, mode=mode, cuda_graphs=config.cuda_graphs,
-                                 h2d=config.h2d))
+                                 attn=attn, device=config.device, mode=mode, compile=execution, h2d=config.h2d,
+                                 vim_slice=vim_slice))
     return cases, dropped

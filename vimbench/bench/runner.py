@@ -1,5 +1,9 @@
-"""Run one case: build the model at the case's resolution, one untimed first call, the memory pass, the timing
-pass; everything goes into a CaseResult.
+"""Run one case: build the model at the case's resolution (compiled for the case's compile mode), one untimed
+first call, the memory pass, the timing pass; everything goes into a CaseResult.
+
+Compiled modes (vimbench.bench.compiler): one eager call first fills the model's lazy caches (Vim's stacked
+weights) as an eager run would, then the model is wrapped by torch.compile; the first compiled call (tracing,
+compilation, autotuning) is timed with the wall clock into compile_s and never enters the timing samples.
 
 Precision modes: fp32 = TF32 off for matmul (the paper's torch 1.12 default) and for cuDNN (1.12 left it on; off
 here so fp32 means fp32; it only touches the patch-embedding conv); tf32 = TF32 on;
@@ -13,21 +17,23 @@ raised as ContextCorrupted, so the sweep stops instead of recording a cascade of
 from __future__ import annotations
 
 import gc
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import torch
 
+from vimbench.bench import compiler
 from vimbench.bench.env import device_identity, gpu_conditions, now
 from vimbench.bench import train
 from vimbench.bench.memory import Memory, measure_memory
 from vimbench.bench.timing import Timing, time_forward
 from vimbench.bench.train import TrainStep
 from vimbench.models.registry import count_params, create_model, get_spec, list_models, num_tokens
+from vimbench import precision
 from vimbench.results import CaseKey, CaseResult
 
-_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 _OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory")
 # Sticky CUDA errors: after one of these every later CUDA call in the process fails.
 _CORRUPTING_MARKERS = ("illegal memory access", "illegal address", "device-side assert", "unspecified launch failure",
@@ -88,16 +94,17 @@ def build_model(key: CaseKey) -> torch.nn.Module:
     """The case's model at its resolution, random weights (seed 0), on the case's device; eval mode for
     inference, train mode for training cases."""
     spec = get_spec(key.model)
-    kwargs: dict[str, Any] = {"backend": key.implementation} if spec.family == "vim" else {"attn": key.attn}
+    kwargs: dict[str, Any] = {"backend": key.implementation, "batch_slice": key.vim_slice} \
+        if spec.family == "vim" else {"attn": key.attn}
     torch.manual_seed(0)
     model = create_model(key.model, img_size=key.res, **kwargs).to(key.device)
     return model.train() if key.mode == "train" else model.eval()
 
 
-def make_forward(model: torch.nn.Module, key: CaseKey) -> Callable[[], torch.Tensor]:
+def make_forward(model: Callable[[torch.Tensor], torch.Tensor], key: CaseKey) -> Callable[[], torch.Tensor]:
     """A no-argument forward with its input prepared once: on the device, or in pinned host memory and copied
-    inside the call when key.h2d. Autocast for bf16/fp16 (its weight-cast cache off under CUDA graphs, which
-    cannot capture a cache filled outside the graph)."""
+    inside the call when key.h2d. Autocast for bf16/fp16 (its weight-cast cache off under vimbench's CUDA-graph
+    capture, which cannot capture a cache filled outside the graph)."""
     gen = torch.Generator().manual_seed(0)
     images = torch.randn(key.batch, 3, key.res, key.res, generator=gen)  # (B, 3, H, W) fp32
     if key.h2d:
@@ -105,7 +112,7 @@ def make_forward(model: torch.nn.Module, key: CaseKey) -> Callable[[], torch.Ten
         device_images = None
     else:
         host, device_images = None, images.to(key.device)
-    autocast_dtype = _AUTOCAST.get(key.dtype)
+    autocast_dtype = precision.autocast_dtype(key.dtype)
     device_type = "cuda" if key.device == "cuda" else "cpu"
 
     def forward() -> torch.Tensor:
@@ -113,7 +120,7 @@ def make_forward(model: torch.nn.Module, key: CaseKey) -> Callable[[], torch.Ten
             x = device_images if host is None else host.to(key.device)
             if autocast_dtype is None:
                 return model(x)
-            with torch.autocast(device_type, dtype=autocast_dtype, cache_enabled=not key.cuda_graphs):
+            with torch.autocast(device_type, dtype=autocast_dtype, cache_enabled=key.compile != compiler.CUDA_GRAPHS):
                 return model(x)
 
     return forward
@@ -159,13 +166,24 @@ def _measure_train(model: torch.nn.Module, key: CaseKey, warmup: int, iters: int
 
 def effective_res(res: int) -> int:
     """The image side the model's 16 px patches cover (1250 px -> 1248 px; the rest is cropped by the stride)."""
-    from vimbench.bench.grid import PATCH
+    from vimbench.geometry import PATCH
 
     return res // PATCH * PATCH
 
 
-def run_case(key: CaseKey, warmup: int, iters: int) -> CaseResult:
-    """Measure one case. Returns its row; raises ContextCorrupted (carrying the row) when the CUDA context broke."""
+def _first_call(forward: Callable[[], torch.Tensor], device: str) -> float:
+    """Wall seconds of one call, synchronized: what compilation and autotuning cost (never a timing sample)."""
+    start = time.perf_counter()
+    forward()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def run_case(key: CaseKey, warmup: int, iters: int, compile_backend: str = "inductor") -> CaseResult:
+    """Measure one case. Returns its row; raises ContextCorrupted (carrying the row) when the CUDA context broke.
+
+    compile_backend: the torch.compile backend for cases with a torch.compile mode (inductor; the debug backends
+    eager and aot_eager trace without generating code)."""
     result = CaseResult(key=key, status="ok", warmup=warmup, iters=iters, timestamp=now(),
                         tokens=num_tokens(get_spec(key.model), key.res), res_effective_px=effective_res(key.res))
     identity = device_identity(key.device, torch.cuda.current_device() if key.device == "cuda" else 0)
@@ -176,6 +194,7 @@ def run_case(key: CaseKey, warmup: int, iters: int) -> CaseResult:
         result.sm_clock_mhz_before, result.temp_c_before = before["sm_clock_mhz"], before["temp_c"]
     model = forward = None
     corrupted = False
+    compiled = compiler.is_torch_compile(key.compile)
     try:
         with precision_flags(key.dtype):
             model = build_model(key)
@@ -185,10 +204,22 @@ def run_case(key: CaseKey, warmup: int, iters: int) -> CaseResult:
                 timing, memory = forward.timing, forward.memory
             else:
                 forward = make_forward(model, key)
-                forward()  # the first call pays for lazy init and autotuning; never measured
-                _sync(key.device)
+                if compiled:
+                    compiler.reset()
+                    forward()  # eager: fills lazy caches as an eager run would; then compile
+                    forward = make_forward(compiler.compile_model(model, key.compile, compile_backend), key)
+                    result.compile_backend = compile_backend
+                    if compile_backend == "inductor":
+                        result.compile_settings = compiler.inductor_settings(key.compile)
+                # the first call pays for lazy init, compilation and autotuning; never a timing sample
+                result.compile_s = _first_call(forward, key.device)
+                if compiled:
+                    stats = compiler.stats()
+                    result.compiled_graphs, result.graph_breaks = stats.graphs, stats.graph_breaks
+                    result.graph_break_reasons = stats.break_reasons
                 memory = measure_memory(forward, key.device)
-                timing = time_forward(forward, key.device, warmup, iters, cuda_graphs=key.cuda_graphs)
+                timing = time_forward(forward, key.device, warmup, iters,
+                                      cuda_graphs=key.compile == compiler.CUDA_GRAPHS)
         result.timing_method = timing.method
         result.latency_ms_samples = timing.samples_ms
         result.latency_ms_p20, result.latency_ms_p50, result.latency_ms_p80 = timing.p20_ms, timing.p50_ms, timing.p80_ms
@@ -206,6 +237,8 @@ def run_case(key: CaseKey, warmup: int, iters: int) -> CaseResult:
             corrupted = _context_broken(key.device, str(exc))
     finally:
         del model, forward
+        if compiled:
+            compiler.reset()
         _free(key.device)
     if corrupted:
         raise ContextCorrupted(result)

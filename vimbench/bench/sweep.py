@@ -6,8 +6,11 @@ Each case's row is appended and flushed as soon as it is measured, so a killed s
 Suite files are declarative TOML with these keys (values as on the command line, or TOML lists):
     description = "..."              models = "vim_t,deit_t"      res = "224,512..1248"     batch = 64
     dtype = "fp32"                   attn = "sdpa,eager"           backend = "torch"         device = "auto"
-    mode = "infer"                   warmup = 3                    iters = 10                cuda_graphs = false
-    h2d = false                      points = ["224x128", "1248x8"]   (RESxBATCH pairs instead of res x batch)
+    mode = "infer"                   warmup = 3                    iters = 10                h2d = false
+    compile = "none,default"         compile_backend = "inductor"  vim_slice = "0,16"
+    points = ["224x128", "1248x8"]   (RESxBATCH pairs instead of res x batch)
+`compile` is the execution axis of vimbench.bench.compiler (none, cuda-graphs, torch.compile modes); the older
+key `cuda_graphs = true` is still read, as compile = "cuda-graphs".
 A suite may add [[also]] tables: each is a further block of cases that inherits every top-level value and
 overrides some (any key but description, device, warmup and iters, which hold for the whole sweep). A block that
 sets points drops the inherited res and batch, and one that sets res or batch drops the inherited points.
@@ -21,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from vimbench.bench import grid
+from vimbench.bench import compiler, grid
 from vimbench.bench.grid import Dropped, SweepConfig
 from vimbench.errors import VimbenchError
 from vimbench.results import (CaseKey, CaseResult, RunWriter, check_not_busy, header_settings, iter_rows,
@@ -33,10 +36,11 @@ else:  # pragma: no cover - python 3.10
     import tomli as tomllib
 
 SUITE_KEYS = ("description", "models", "res", "batch", "points", "dtype", "attn", "backend", "device", "mode",
-              "warmup", "iters", "cuda_graphs", "h2d", "also")
+              "warmup", "iters", "compile", "compile_backend", "cuda_graphs", "h2d", "vim_slice", "also")
 BLOCK_KEYS = tuple(k for k in SUITE_KEYS if k not in (*grid.SWEEP_WIDE_KEYS, "also"))
 DEFAULTS: dict[str, Any] = {"dtype": "fp32", "attn": "sdpa", "backend": "torch", "device": "auto", "mode": "infer",
-                            "warmup": 3, "iters": 10, "cuda_graphs": False, "h2d": False}
+                            "warmup": 3, "iters": 10, "compile": "none", "compile_backend": "inductor", "h2d": False,
+                            "vim_slice": 0}
 GPU_DEFAULT_SUITE = "paper_fig1"
 CPU_DEFAULT_SUITE = "cpu_smoke"
 
@@ -145,7 +149,21 @@ def _block_config(merged: dict[str, Any], cuda_available: bool, source: str, pla
                        backends=grid.parse_backends(merged["backend"]),
                        device=grid.parse_device(merged["device"], cuda_available, plan_only),
                        modes=grid.parse_modes(merged["mode"]), warmup=merged["warmup"], iters=merged["iters"],
-                       cuda_graphs=bool(merged["cuda_graphs"]), h2d=bool(merged["h2d"]))
+                       compile=_compile_modes(merged, source),
+                       compile_backend=compiler.parse_compile_backend(merged["compile_backend"]),
+                       h2d=bool(merged["h2d"]), vim_slice=grid.parse_vim_slice(merged["vim_slice"]))
+
+
+def _compile_modes(merged: dict[str, Any], source: str) -> tuple[str, ...]:
+    """The compile axis; the legacy switch cuda_graphs = true (suites, headers of older results files, the
+    --cuda-graphs option) is compile = "cuda-graphs", and cannot be combined with another compile list."""
+    modes = compiler.parse_compile(merged["compile"])
+    if not merged.get("cuda_graphs"):
+        return modes
+    if modes not in ((compiler.NONE,), (compiler.CUDA_GRAPHS,)):
+        raise VimbenchError(f"{source} sets both cuda_graphs and compile {','.join(modes)}; cuda_graphs is "
+                            f"compile cuda-graphs now: list it there (e.g. --compile none,cuda-graphs)")
+    return (compiler.CUDA_GRAPHS,)
 
 
 def resolve_config(suite: str | None, overrides: dict[str, Any], cuda_available: bool,
@@ -293,6 +311,10 @@ PROTOCOL = {
     # pass are for a training step
     "precision": "fp32: TF32 off (matmul and cuDNN); tf32: TF32 on; bf16/fp16: torch.autocast over fp32 weights, "
                  "TF32 off; cudnn.benchmark off",
+    "compile": "compile none: eager launches; cuda-graphs: the eager forward captured once, replays timed; "
+               "torch.compile modes: torch.compile(model, mode, dynamic=False) per case, dynamo reset between "
+               "cases; compilation, autotuning and graph capture happen in the untimed first and warm-up calls; "
+               "compile_s = wall time of the first call",
     "input": "random normal images, already on the device (h2d: copied from pinned host memory inside the call)",
     "weights": "random, seed 0",
     "units": "ms, img/s, MiB = 2^20 bytes",
@@ -303,7 +325,8 @@ def sweep_settings(config: SweepConfig | None, warmup: int, iters: int,
                    shard: tuple[int, int] | None = None) -> dict[str, Any]:
     """What a sweep's results file records as its protocol settings; a resume must match them (a shard's file
     stays that shard's). A sweep with training cases adds the training-step protocol (bench/train.py) under
-    "train"."""
+    "train"; one with compiled cases the compile modes and the inductor settings they compile with under
+    "compile"."""
     protocol = dict(PROTOCOL)
     if config is not None and any("train" in block.modes for block in (config, *config.also)):
         from vimbench.bench.train import PROTOCOL as TRAIN_PROTOCOL
@@ -313,6 +336,10 @@ def sweep_settings(config: SweepConfig | None, warmup: int, iters: int,
                 "sweep": config.to_suite() if config else None}
     if shard is not None:
         settings["shard"] = list(shard)
+    if config is not None:
+        blocks = (config, *config.also)
+        modes = tuple(dict.fromkeys(m for block in blocks for m in block.compile))
+        settings["compile"] = compiler.header_settings(modes, config.compile_backend)
     return settings
 
 
@@ -340,7 +367,8 @@ def open_sweep_run(config: SweepConfig | None, out: str | Path, resume: bool = F
 def run_sweep(cases: SweepConfig | Iterable[CaseKey], out: str | Path | None = None, resume: bool = False,
               progress: Progress | None = None, warmup: int | None = None, iters: int | None = None,
               command: str | None = None, run_id: str | None = None, writer: RunWriter | None = None,
-              allow_protocol_change: bool = False, shard: tuple[int, int] | None = None) -> list[CaseResult]:
+              allow_protocol_change: bool = False, compile_backend: str | None = None,
+              shard: tuple[int, int] | None = None) -> list[CaseResult]:
     """Measure every case (a SweepConfig, or CaseKeys with warmup/iters given) and return the rows measured now.
 
     out: the results file (None: rows are only returned). Each row is appended and flushed when measured.
@@ -350,12 +378,15 @@ def run_sweep(cases: SweepConfig | Iterable[CaseKey], out: str | Path | None = N
     shard=(K, N): only the K-th of N deterministic, disjoint parts of the sweep (recorded in the settings; a
     resumed file keeps its recorded shard).
     progress(label, completed) is called before and after each case. command and run_id go into the header.
+    compile_backend: for cases with a torch.compile mode (default: the config's, else inductor).
     A case that breaks the CUDA context ends the sweep: its row is written, the remaining cases are written with
     status "skipped", and the rows are returned."""
     config = cases if isinstance(cases, SweepConfig) else None
     warmup = warmup if warmup is not None else (config.warmup if config else DEFAULTS["warmup"])
     iters = iters if iters is not None else (config.iters if config else DEFAULTS["iters"])
     grid.check_counts(warmup, iters)
+    compile_backend = compiler.parse_compile_backend(
+        compile_backend or (config.compile_backend if config else "inductor"))
     if resume and shard is None and out is not None and writer is None and Path(out).is_file():
         shard = _recorded_shard(header_settings(read_header(Path(out))))
     keys, _ = sweep_cases(cases, shard)
@@ -364,14 +395,14 @@ def run_sweep(cases: SweepConfig | Iterable[CaseKey], out: str | Path | None = N
         writer = open_sweep_run(config, out, resume, command, run_id, warmup, iters, allow_protocol_change, shard)
     try:
         done = writer.done_keys() if writer is not None else set()
-        return _measure([k for k in keys if k not in done], warmup, iters, writer, progress)
+        return _measure([k for k in keys if k not in done], warmup, iters, writer, progress, compile_backend)
     finally:
         if own_writer:
             writer.close()
 
 
 def _measure(pending: list[CaseKey], warmup: int, iters: int, store: RunWriter | None,
-             progress: Progress | None) -> list[CaseResult]:
+             progress: Progress | None, compile_backend: str = "inductor") -> list[CaseResult]:
     from vimbench.bench.env import now
     from vimbench.bench.runner import ContextCorrupted, run_case
 
@@ -380,7 +411,7 @@ def _measure(pending: list[CaseKey], warmup: int, iters: int, store: RunWriter |
         if progress:
             progress(key.label(), i)
         try:
-            result = run_case(key, warmup, iters)
+            result = run_case(key, warmup, iters, compile_backend=compile_backend)
         except ContextCorrupted as exc:
             result = exc.result
             rest = [CaseResult(key=k, status="skipped", timestamp=now(),
@@ -438,6 +469,7 @@ def run_parallel_sweep(config: SweepConfig, run_dir: str | Path, slots, resume: 
     files = [run_dir / rundir.results_name(shard, slot.index) for slot in slots]
     rundir.check_results_files(files)
     opening = {"command": command, "settings": sweep_settings(config, config.warmup, config.iters, shard),
-               "run_id": manifest.data["run_id"], "resume_hint": f"vimbench sweep --resume {run_dir}"}
+               "run_id": manifest.data["run_id"], "resume_hint": f"vimbench sweep --resume {run_dir}",
+               "compile_backend": config.compile_backend}
     outcome = run_workers(plan.pending, slots, files, opening, config.warmup, config.iters, progress)
     return plan, outcome

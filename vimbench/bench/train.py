@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from vimbench.bench.grid import MIN_ITERS
+from vimbench import precision
 from vimbench.bench.timing import CUDA_EVENTS, PERF_COUNTER, Timing, percentile
 from vimbench.errors import VimbenchError
 
@@ -34,7 +35,6 @@ OPTIMIZER = "adamw"
 LEARNING_RATE = 1e-3
 LOSS = "cross_entropy"
 ACTIVATION_CHECKPOINTING = False   # no layer recomputes its activations in the backward pass
-_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -73,7 +73,7 @@ def make_train_step(model: torch.nn.Module, batch: int, res: int, dtype: str, de
     num_classes = _num_classes(model)
     labels = torch.randint(num_classes, (batch,), generator=gen).to(device)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
-    return TrainStep(model, optimizer, images, labels, _AUTOCAST.get(dtype))
+    return TrainStep(model, optimizer, images, labels, precision.autocast_dtype(dtype))
 
 
 def _num_classes(model: torch.nn.Module) -> int:

@@ -157,7 +157,8 @@ def _worker_main(conn, slot: Slot, out: str, opening: dict[str, Any], warmup: in
                 if key is None:
                     return
                 try:
-                    result = run_case(key, warmup, iters)
+                    result = run_case(key, warmup, iters,
+                                      compile_backend=opening.get("compile_backend") or "inductor")
                 except ContextCorrupted as exc:
                     store.append(exc.result)
                     conn.send(("broken", exc.result.status, exc.result.error))

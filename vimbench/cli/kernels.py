@@ -27,9 +27,9 @@ def bench(
     batch: str = typer.Option("1,64", "--batch", help="Batch sizes, e.g. 1,64."),
     dtype: str = typer.Option("bf16,fp32", "--dtype", help="bf16, fp16, fp32 (comma list)."),
     impl: str = typer.Option("triton,torch", "--impl", help="triton, torch, cuda (mamba-ssm, when installed)."),
-    ops: str = typer.Option("scan_halves,scan_bidir,scan_fwd,conv1d,add_rmsnorm", "--ops",
-                            help="Which ops to time (scan_halves: the bf16/fp16 model's scan; "
-                                 "scan_bidir: combined)."),
+    ops: str = typer.Option("all", "--ops",
+                            help="Which registered ops to time (`vimbench kernels list`), comma list, or all "
+                                 "(bimamba_scan_halves: the bf16/fp16 model's scan; bimamba_scan: combined)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Results file (JSON lines); default results/kernels-<run id>.jsonl."),
     max_ref_elements: int = typer.Option(50_000_000, "--max-ref-elements",
                                          help="Skip the (slow) torch reference scan above this batch*E*L; 0 = never skip."),
@@ -45,12 +45,13 @@ def bench(
     from vimbench.kerneltools import microbench as kb
     from vimbench.bench.grid import parse_batch, parse_models, parse_res
     from vimbench.errors import VimbenchError
+    from vimbench.kerneltools.registry import op_names
 
     def split(value: str) -> list[str]:
         return [p.strip().lower() for p in value.split(",") if p.strip()]
 
-    cases = kb.plan(parse_models(models), parse_res(res), parse_batch(batch), split(dtype), split(impl),
-                    split(ops))
+    op_list = op_names() if ops.strip().lower() == "all" else [p.strip() for p in ops.split(",") if p.strip()]
+    cases = kb.plan(parse_models(models), parse_res(res), parse_batch(batch), split(dtype), split(impl), op_list)
     import torch
 
     if not torch.cuda.is_available():
@@ -79,7 +80,32 @@ def bench(
                 "time; 100 = at the floor. bound: the largest floor. Ceilings: vimbench/analysis/roofline.py.",
         digits=3,
     )
-    render.note(f"rows written to {path}")
+    render.note(f"rows written to {results.path}")
+
+
+@kernels_app.command("list")
+@user_errors
+def list_ops() -> None:
+    """The registered kernel ops and what each has: forward, backward, reference, static specs (what `kernels
+    static` compiles), regression cases (what `kernels check` times), official CUDA counterpart."""
+    from vimbench import render
+    from vimbench.kerneltools.registry import describe_ops
+
+    ops = describe_ops()
+
+    def short(ref: str | None) -> str:
+        return ref.rpartition(":")[2] if ref else "-"
+
+    render.table("kernel ops (vimbench/kerneltools/kernel_ops.py)",
+                 ["op", "category", "forward", "backward", "reference", "static specs", "regression cases",
+                  "official CUDA"],
+                 [[d.name, d.category, short(d.forward), short(d.backward), short(d.reference),
+                   " ".join(d.static_specs) or "-", d.regression_cases, d.official] for d in ops],
+                 caption="forward/backward/reference: functions under kernels/; static specs: the variants "
+                         "`vimbench kernels static` compiles; regression cases: what `vimbench kernels check` "
+                         "times.")
+    for d in ops:
+        render.note(f"{d.name}: {d.summary}; kernels {', '.join(d.kernels) or '-'}", markup=False)
 
 
 def register(app) -> None:

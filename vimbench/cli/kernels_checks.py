@@ -27,8 +27,8 @@ def check(
     flagged cases): exit 1 only when that confirms the regression ("unstable" cases are reported, exit 0), 2 on bad
     input or no GPU."""
     from vimbench import render
-    from vimbench.kerneltools import regression as rg
     from vimbench.errors import VimbenchError
+    from vimbench.kerneltools import regression as rg
 
     base_cases = None
     if not update:
@@ -39,15 +39,9 @@ def check(
         raise VimbenchError("`vimbench kernels check` times kernels on a CUDA GPU and none is present here; "
                             "use `vimbench kernels static` on a CPU machine")
     gpu = torch.cuda.get_device_name(0)
-    if base_cases is not None and header.get("gpu") and header["gpu"] != gpu:
-        raise VimbenchError(f"baseline {baseline} was measured on {header['gpu']}, this GPU is {gpu}; "
-                            f"use that GPU's baseline or create one with --update")
-    cases = rg.default_suite()
-    if only:
-        keys = [k.strip() for k in only.split(",") if k.strip()]
-        cases = [c for c in cases if any(k in c.name for k in keys)]
-        if not cases:
-            raise VimbenchError(f"--only {only!r} matches no case of the suite")
+    if base_cases is not None:
+        rg.check_baseline_gpu(header, gpu, baseline)
+    cases = rg.select_cases(rg.default_suite(), only)
     with render.progress_bar(len(cases), "kernels") as update_bar:
         timings = rg.run_suite(cases, repeats, progress=update_bar)
     if update:
@@ -67,9 +61,8 @@ def check(
                 comparisons = rg.confirm_regressions(comparisons, timer, confirm_rounds, progress=bar)
         finally:
             timer.close()
-    params = {c.name: c.params for c in cases}
-    _render_comparisons(comparisons, baseline, {name: rg.pct_of_floor(params.get(name, {}), t.median_ms, gpu)
-                                                for name, t in timings.items()})
+    _render_comparisons(comparisons, baseline, {c.name: rg.pct_of_floor(c, timings[c.name].median_ms, gpu)
+                                                for c in cases if c.name in timings})
     n_reg = sum(c.status == "regression" for c in comparisons)
     render.note(f"first pass flagged {len(suspects)} case(s): {n_reg} confirmed regression(s), "
                 f"{len(suspects) - n_reg} unstable" if suspects else "first pass flagged nothing", markup=False)
@@ -111,11 +104,12 @@ def static(
     from vimbench.kerneltools import static_check as sc
 
     expect = expect or sc.default_expectations_path()
-    if not sc.KERNELS:
-        render.note("no Triton kernels are listed in vimbench/kerneltools/static_check.py KERNELS yet: nothing to check")
+    specs = sc.kernel_specs()
+    if not specs:
+        render.note("no registered kernel op has static specs (vimbench/kerneltools/kernel_ops.py): nothing to check")
         return
     expected = None if update else sc.load_expectations(expect)["kernels"]
-    reports = sc.static_reports(sc.KERNELS)
+    reports = sc.static_reports(specs)
     if update:
         sc.write_expectations(expect, reports)
         findings = sc.compare_static(reports, {r.name: r.to_json() for r in reports})

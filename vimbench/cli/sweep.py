@@ -13,8 +13,11 @@ import typer
 from vimbench.cli.common import user_errors
 
 _PANEL = "Many GPUs and clusters"
-_RES_HELP = ("Resolutions in px: 224..1248 = the standard ladder (224,384,512,640,738,896,1024,1248) inside the "
-             "bounds; 256..1024:128 = every 128 px; 224,738 = explicit; pieces combine with commas.")
+_RES_HELP = ("Resolutions in px: 224..2048 = the standard ladder (224,384,512,640,738,896,1024,1248,1536,2048) "
+             "inside the bounds; 256..1024:128 = every 128 px; 224,738 = explicit; pieces combine with commas.")
+_COMPILE_HELP = ("How the forward runs, a list sweeps them: none (eager launches), cuda-graphs (the eager forward "
+                 "captured into a CUDA graph, replays timed), or a torch.compile mode: default, max-autotune, "
+                 "max-autotune-no-cudagraphs, reduce-overhead. Compilation is never timed (compile_s column).")
 
 
 @user_errors
@@ -35,8 +38,14 @@ def sweep(
     mode: Annotated[Optional[str], typer.Option(help="What one timed call is: infer (a forward), train (a "
                                                      "training step: forward, cross-entropy, backward, AdamW); "
                                                      "both: infer,train.")] = None,
+    compile_modes: Annotated[Optional[str], typer.Option("--compile", help=_COMPILE_HELP)] = None,
+    compile_backend: Annotated[Optional[str], typer.Option(help="torch.compile backend: inductor (default); "
+                                                                "aot_eager or eager only check tracing.")] = None,
     cuda_graphs: Annotated[Optional[bool], typer.Option("--cuda-graphs/--no-cuda-graphs",
-                                                        help="Time CUDA-graph replays of the forward.")] = None,
+                                                        help="Shorthand for --compile cuda-graphs.")] = None,
+    vim_slice: Annotated[Optional[str], typer.Option(help="Vim: images per mixer slice at inference, a list "
+                                                          "sweeps them; 0 = the whole batch (lower peak memory "
+                                                          "with a slice, fewer programs per kernel).")] = None,
     h2d: Annotated[Optional[bool], typer.Option("--h2d/--no-h2d", help="Include the host-to-device copy of "
                                                                        "the input in the timed call.")] = None,
     suite: Annotated[Optional[str], typer.Option(help="A suite name (suites/NAME.toml) or a .toml path; "
@@ -110,9 +119,10 @@ def sweep(
     if resume and out and Path(resume) != Path(out):
         raise VimbenchError("give either --out (a new file) or --resume (an existing one), not both")
     parsed_shard = parse_shard(shard) if shard else None
-    overrides = {"models": models, "res": res, "batch": batch, "points": points, "dtype": dtype, "attn": attn, "backend": backend,
-                 "device": device, "warmup": warmup, "iters": iters, "mode": mode, "cuda_graphs": cuda_graphs,
-                 "h2d": h2d}
+    overrides = {"models": models, "res": res, "batch": batch, "points": points, "dtype": dtype, "attn": attn,
+                 "backend": backend, "device": device, "warmup": warmup, "iters": iters, "mode": mode,
+                 "compile": compile_modes, "compile_backend": compile_backend, "cuda_graphs": cuda_graphs,
+                 "h2d": h2d, "vim_slice": vim_slice}
     cuda = torch.cuda.is_available()
     # a SLURM sweep is planned here and measured on the cluster's GPUs
     config, source = sweeps.resolve_config(suite, overrides, cuda, resume=resume,
@@ -339,14 +349,13 @@ def _results_table(results, config, path: Path) -> None:
     rows = []
     for r in results:
         k = r.key
-        impl = k.implementation + (f"/{k.attn}" if k.attn else "") + (" +graphs" if k.cuda_graphs else "") \
-            + (" +h2d" if k.h2d else "")
+        impl = k.implementation + (f"/{k.attn}" if k.attn else "") + (" +h2d" if k.h2d else "") \
+            + (f" slice{k.vim_slice}" if k.vim_slice else "")
         memory = [r.peak_alloc_mib, r.nvml_used_mib] if cuda else [r.cpu_peak_rss_mib]
         split = [r.forward_ms_p50, r.backward_ms_p50] if train else []
-        rows.append([k.model, k.res, r.tokens, k.batch, k.dtype, k.mode, impl, r.fps, r.latency_ms_p50, *split,
-                     *memory, r.status])
-    timing = ("CUDA-graph replays timed with CUDA events" if config.cuda_graphs else
-              "CUDA events, one pair per call" if cuda else "perf_counter per call")
+        rows.append([k.model, k.res, r.tokens, k.batch, k.dtype, k.mode, impl, k.compile, r.fps, r.latency_ms_p50,
+                     *split, *memory, r.compile_s, r.status])
+    timing = ("CUDA events, one pair per call (cuda-graphs: graph replays)" if cuda else "perf_counter per call")
     memory_text = ("peak alloc = torch allocator peak (max_memory_allocated) in a separate one-call pass; "
                    "NVML = device memory in use, sampled every ~1 ms (includes CUDA context and allocator cache)"
                    if cuda else "peak RSS = the whole process's peak resident memory during one call")
@@ -354,10 +363,11 @@ def _results_table(results, config, path: Path) -> None:
                   "zero_grad + forward + loss, bwd ms = backward + optimizer step, p50 of the same steps."
                   if train else "")
     caption = (f"Timing: {timing}; median (p50) of {config.iters} calls after {config.warmup} warm-up calls; "
-               f"img/s = batch / p50. Memory: {memory_text}.{train_text} MiB = 2^20 bytes. Results: {path}")
+               f"img/s = batch / p50. Memory: {memory_text}.{train_text} MiB = 2^20 bytes. compile s = wall time "
+               f"of the untimed first call (compilation, autotuning; none: JIT and lazy init). Results: {path}")
     render.table(f"vimbench sweep on {config.device}",
-                 ["model", "res px", "tokens", "batch", "dtype", "mode", "implementation", "img/s", "p50 ms",
-                  *train_columns, *memory_columns, "status"], rows, caption=caption)
+                 ["model", "res px", "tokens", "batch", "dtype", "mode", "implementation", "compile", "img/s",
+                  "p50 ms", *train_columns, *memory_columns, "compile s", "status"], rows, caption=caption)
 
 
 @user_errors

@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import json
 import statistics
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
 from vimbench.errors import VimbenchError
+from vimbench.kerneltools.jsonfile import load_checked_json
+from vimbench.kerneltools.registry import OpShape, get_op, list_ops
 
 BASELINE_SCHEMA = "vimbench.kernel_baseline/1"
 MIN_THRESHOLD = 0.05
@@ -151,22 +153,8 @@ def confirm_regressions(comparisons: list[Comparison], timer: Callable[[str], fl
 
 def load_baseline(path: Path) -> tuple[dict[str, Any], dict[str, CaseTiming]]:
     """(header, {case: CaseTiming}) of a baseline file; VimbenchError if it is missing or malformed."""
-    path = Path(path)
-    if not path.exists():
-        raise VimbenchError(f"baseline {path} does not exist; create it on the GPU with "
-                            f"`vimbench kernels check --baseline {path} --update`")
-    if path.is_dir():
-        raise VimbenchError(f"baseline {path} is a folder; give its JSON file, e.g. {path / 'h200.json'}")
-    try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError:
-        raise VimbenchError(f"baseline {path} is binary, not a JSON file") from None
-    except OSError as exc:
-        raise VimbenchError(f"cannot read baseline {path}: {exc.strerror or exc}") from exc
-    except json.JSONDecodeError as exc:
-        raise VimbenchError(f"baseline {path} is not valid JSON ({exc.msg}, line {exc.lineno})") from exc
-    if not isinstance(data, dict) or data.get("schema") != BASELINE_SCHEMA or not isinstance(data.get("cases"), dict):
-        raise VimbenchError(f"{path} is not a vimbench kernel baseline (schema {BASELINE_SCHEMA})")
+    data = load_checked_json(path, BASELINE_SCHEMA, "cases", "kernel baseline",
+                             f"create it on the GPU with `vimbench kernels check --baseline {path} --update`")
     cases = {}
     for name, case in data["cases"].items():
         repeats = case.get("repeats_ms") if isinstance(case, dict) else None
@@ -196,70 +184,62 @@ def write_baseline(path: Path, timings: dict[str, CaseTiming], gpu: str | None, 
 # ---------------------------------------------------------------------------------------------- the suite (GPU)
 
 @dataclass(frozen=True)
-class KernelCase:
-    """A named kernel call; `build()` allocates its inputs on the GPU and returns the no-argument call."""
+class TimedCase:
+    """One case of the suite: a registered op at a shape and dtype, named as the baseline files name it."""
     name: str
-    build: Callable[[], Callable[[], object]]
-    params: dict[str, Any] = field(default_factory=dict)
+    op: str
+    shape: OpShape
+    dtype: str
+
+    def build(self, device: str = "cuda") -> Callable[[], object]:
+        """Allocate the inputs (the model's layouts) and return the no-argument call of the Triton op."""
+        from vimbench.kerneltools.microbench import make_call
+        from vimbench.precision import torch_dtype
+
+        return make_call(self.op, "triton", self.shape, torch_dtype(self.dtype), device)
 
 
-_OP_NAMES = {"bimamba_scan": "scan_bidir", "bimamba_scan_halves": "scan_halves", "conv1d_silu_bidir": "conv1d",
-             "add_rmsnorm": "add_rmsnorm"}
+def default_suite() -> list[TimedCase]:
+    """Every registered op's regression shapes (vimbench.kerneltools.kernel_ops: Vim-Ti at 1248 px, L = 6085,
+    and 224 px, L = 197; the scan in both forms the model launches, bf16 gated halves and fp32 combined, and the
+    combined bf16 one)."""
+    return [TimedCase(op.regression_name(case), op.name, case.shape, case.dtype)
+            for op in list_ops() for case in op.regression]
 
 
-def _case(op: str, batch: int, channels: int, length: int, dtype_name: str) -> KernelCase:
-    """One suite case: the Triton op on inputs built by the kernel microbenchmark (the model's layout)."""
-    def build():
-        from vimbench.kerneltools.microbench import _torch_dtype, make_call
-
-        return make_call(_OP_NAMES[op], "triton", channels, length, batch, _torch_dtype(dtype_name))
-
-    if op == "add_rmsnorm":
-        dim = channels // 2
-        return KernelCase(f"add_rmsnorm/{dtype_name}/r{batch * length}_d{dim}", build,
-                          dict(op=op, rows=batch * length, dim=dim, dtype=dtype_name))
-    return KernelCase(f"{op}/{dtype_name}/b{batch}_e{channels}_l{length}", build,
-                      dict(op=op, batch=batch, channels=channels, length=length, dtype=dtype_name))
+def select_cases(cases: list[TimedCase], only: str) -> list[TimedCase]:
+    """The cases whose name contains one of the comma-separated substrings of `only` (all when it is empty)."""
+    keys = [k.strip() for k in only.split(",") if k.strip()]
+    if not keys:
+        return cases
+    chosen = [c for c in cases if any(k in c.name for k in keys)]
+    if not chosen:
+        raise VimbenchError(f"--only {only!r} matches no case of the suite")
+    return chosen
 
 
-def default_suite() -> list[KernelCase]:
-    """Vim-Ti shapes at 1248 px (L = 6085, E = 384, D = 192) and 224 px (L = 197), batch 64 and 8; the scan in
-    both forms the model launches (bf16: gated halves; fp32: combined) and the combined bf16 one."""
-    cases = [_case("bimamba_scan_halves", 64, 384, 6085, "bf16"), _case("bimamba_scan_halves", 64, 384, 197, "bf16")]
-    for dtype in ("bf16", "fp32"):
-        cases += [_case("bimamba_scan", 64, 384, 6085, dtype), _case("bimamba_scan", 8, 384, 6085, dtype),
-                  _case("bimamba_scan", 64, 384, 197, dtype), _case("conv1d_silu_bidir", 64, 384, 6085, dtype),
-                  _case("conv1d_silu_bidir", 64, 384, 197, dtype), _case("add_rmsnorm", 64, 384, 6085, dtype)]
-    return cases
+def check_baseline_gpu(header: dict[str, Any], gpu: str, path: Path) -> None:
+    """A baseline compares only on the GPU it was measured on."""
+    if header.get("gpu") and header["gpu"] != gpu:
+        raise VimbenchError(f"baseline {path} was measured on {header['gpu']}, this GPU is {gpu}; "
+                            f"use that GPU's baseline or create one with --update")
 
 
-def case_work(params: dict[str, Any]):
-    """The roofline work (vimbench.analysis.roofline.KernelWork) of a suite case, from its params."""
+def case_work(case: TimedCase):
+    """The roofline work (vimbench.analysis.roofline.KernelWork) of a suite case."""
+    return get_op(case.op).work(case.shape, case.dtype)
+
+
+def pct_of_floor(case: TimedCase, median_ms: float, gpu: str) -> float | None:
+    """Measured time as a % of the case's roofline floor speed (100 = at the floor); None if the GPU has no
+    ceilings entry."""
     from vimbench.analysis import roofline as rl
 
-    op = params.get("op")
-    if op in ("bimamba_scan", "bimamba_scan_halves"):
-        return rl.bimamba_scan_work(params["batch"], params["channels"], params["length"], dtype=params["dtype"],
-                                    halves=op == "bimamba_scan_halves")
-    if op == "conv1d_silu_bidir":
-        return rl.conv1d_bidir_work(params["batch"], params["channels"], params["length"], dtype=params["dtype"])
-    if op == "add_rmsnorm":
-        return rl.add_rmsnorm_work(params["rows"], params["dim"], dtype=params["dtype"])
-    return None
-
-
-def pct_of_floor(params: dict[str, Any], median_ms: float, gpu: str) -> float | None:
-    """Measured time as a % of the case's roofline floor speed (100 = at the floor); None if unknown."""
-    from vimbench.analysis import roofline as rl
-
-    work = case_work(params)
-    if work is None:
-        return None
     try:
         ceilings = rl.ceilings_for(gpu)
     except VimbenchError:
         return None
-    result = rl.roofline(work, median_ms / 1e3, ceilings)
+    result = rl.roofline(case_work(case), median_ms / 1e3, ceilings)
     return result.pct(result.floor_s)
 
 
@@ -272,7 +252,7 @@ def time_case(call: Callable[[], object], repeats: int = DEFAULT_REPEATS, warmup
     return tuple(float(do_bench(call, warmup=warmup_ms, rep=rep_ms, return_mode="median")) for _ in range(repeats))
 
 
-def run_suite(cases: list[KernelCase], repeats: int = DEFAULT_REPEATS,
+def run_suite(cases: list[TimedCase], repeats: int = DEFAULT_REPEATS,
               progress: Callable[[str, int], None] | None = None) -> dict[str, CaseTiming]:
     """Time every case on the current CUDA device. Inputs of one case are freed before the next."""
     import torch
@@ -293,7 +273,7 @@ def run_suite(cases: list[KernelCase], repeats: int = DEFAULT_REPEATS,
     return out
 
 
-def suite_timer(cases: list[KernelCase]) -> "SuiteTimer":
+def suite_timer(cases: list[TimedCase]) -> "SuiteTimer":
     """The GPU timer the CLI hands to confirm_regressions (tests replace this function)."""
     return SuiteTimer(cases)
 
@@ -302,7 +282,7 @@ class SuiteTimer:
     """The confirmation step's timer on the GPU: timer(case name) -> one do_bench median (ms). Each case's inputs
     are built on first use and kept until close()."""
 
-    def __init__(self, cases: list[KernelCase], warmup_ms: float = 25, rep_ms: float = 100):
+    def __init__(self, cases: list[TimedCase], warmup_ms: float = 25, rep_ms: float = 100):
         self._cases = {c.name: c for c in cases}
         self._calls: dict[str, Callable[[], object]] = {}
         self.warmup_ms, self.rep_ms = warmup_ms, rep_ms

@@ -14,12 +14,13 @@ What fails (exit 1 from `vimbench kernels static`):
 - more MUFU.EX2 per state element than expected (the same count, since the spec fixes the tile);
 - more SHFL (warp shuffles) than expected: a layout that moved the scan's states across lanes (Triton 3.6 did
   this to the v3 scan: 128 shuffles per loop trip, kernels/NOTES.md);
-- a kernel in KERNELS with no expectation (run with --update and commit the file).
+- a kernel spec with no expectation (run with --update and commit the file).
 Counts are static (instructions in the binary, not executed ones): a change in the unrolled tile shows up as
 a change in the count. Expectations record the Triton version they were made with; another version may
 generate different code, and the report says so.
 
-The one list of kernels to check is KERNELS below. Signature types are Triton's ("*fp32", "*bf16", "i32",
+The kernels to check are the registered ops' static specs (`kernel_specs()`; the entries are in
+vimbench/kerneltools/kernel_ops.py, their tile choices come from each kernel's *_launch_config). Signature types are Triton's ("*fp32", "*bf16", "i32",
 "i64", "fp32"); a ":16" suffix marks the argument divisible by 16 (pointers 16-byte aligned, integers
 multiples of 16), as Triton's JIT specializes them at launch. Do not mark arguments the kernel declares in
 do_not_specialize (token counts L vary with resolution).
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from vimbench.errors import VimbenchError
+from vimbench.kerneltools.jsonfile import load_checked_json
 
 ARCH = 90
 REGISTER_MARGIN = 8
@@ -105,7 +107,8 @@ def spec_from_args(name: str, module: str, function: str, args: dict[str, Any], 
     return KernelSpec(name, module, function, signature, consts, num_warps, num_stages, state_elements)
 
 
-def _contiguous_strides(*shape: int) -> tuple[int, ...]:
+def contiguous_strides(*shape: int) -> tuple[int, ...]:
+    """Element strides of a contiguous tensor of this shape (for specs of views of model buffers)."""
     strides, step = [], 1
     for size in reversed(shape):
         strides.append(step)
@@ -113,100 +116,18 @@ def _contiguous_strides(*shape: int) -> tuple[int, ...]:
     return tuple(reversed(strides))
 
 
-SCAN_MODES = ("halves", "combined", "single")
+def kernel_specs() -> list[KernelSpec]:
+    """What `vimbench kernels static` compiles: every registered op's static specs
+    (vimbench.kerneltools.kernel_ops), each variant once."""
+    from vimbench.kerneltools.registry import list_ops
 
-
-def scan_specs(dtype: str = "bf16", mode: str = "halves", batch: int = 64, channels: int = 384, length: int = 6085,
-               n_state: int = 16, bc_dtype: str = "fp32") -> KernelSpec:
-    """kernels/selective_scan/fwd.py `_scan_kernel` at Vim-Ti, 1248 px, B=64, with the Vim mixer's layouts:
-    u, delta (2, B, E, L) views of (2, B, L, E) buffers; B, C views of x_dbl (2, B, L, width) in XDblLayout order
-    (rows 16-element aligned; bc_dtype: fp32, as x_proj writes it on CUDA); z a view of xz (B, L, 2E); A (2, E, N).
-
-    mode "halves": bimamba_scan(combine=False), what the model launches: out (2, B, E, L) in u's dtype, a view
-    of (B, L, 2, E). "combined": bimamba_scan(combine=True): fp32 atomics into (B, E, L). "single":
-    selective_scan, one direction."""
-    from vimbench.layout import XDblLayout
-
-    if mode not in SCAN_MODES:
-        raise VimbenchError(f"unknown scan mode {mode!r}; choose from {', '.join(SCAN_MODES)}")
-    B_, E, L, N = batch, channels, length, n_state
-    width = XDblLayout(dt_rank=-(-E // 32), d_state=N).width  # dt_rank = ceil(D / 16), D = E / 2
-    block_c, num_warps, tokens_per_trip = 32, 1, 2   # _config() on CUDA at this size
-    dirs = 1 if mode == "single" else 2
-    d0, b0, l0, e0 = _contiguous_strides(dirs, B_, L, E)
-    u_st = (d0, b0, e0, l0)
-    xd0, xb0, xl0, xn0 = _contiguous_strides(dirs, B_, L, width)
-    x_dbl_st = (xd0, xb0, xn0, xl0)
-    if mode == "halves":
-        out_b, out_l, out_dir, out_e = _contiguous_strides(B_, L, 2, E)
-    else:
-        out_dir, (out_b, out_l, out_e) = 0, _contiguous_strides(B_, L, E)
-    args = {
-        "u_ptr": Ptr(dtype), "delta_ptr": Ptr(dtype), "A_ptr": Ptr("fp32"), "B_ptr": Ptr(bc_dtype),
-        "C_ptr": Ptr(bc_dtype), "D_ptr": Ptr("fp32"), "z_ptr": Ptr(dtype), "bias_ptr": Ptr("fp32"),
-        "out_ptr": Ptr("fp32" if mode == "combined" else dtype), "ckpt_ptr": Ptr("fp32"),
-        "E": E, "L": L, "dir_first": 0, "out_scale": 1.0 if mode == "single" else 0.5,
-        **dict(zip(("stride_u_dir", "stride_u_b", "stride_u_e", "stride_u_l"), u_st)),
-        **dict(zip(("stride_dt_dir", "stride_dt_b", "stride_dt_e", "stride_dt_l"), u_st)),
-        **dict(zip(("stride_A_dir", "stride_A_e", "stride_A_n"), _contiguous_strides(dirs, E, N))),
-        **dict(zip(("stride_B_dir", "stride_B_b", "stride_B_n", "stride_B_l"), x_dbl_st)),
-        **dict(zip(("stride_C_dir", "stride_C_b", "stride_C_n", "stride_C_l"), x_dbl_st)),
-        "stride_D_dir": E, "stride_bias_dir": E,
-        "stride_z_b": L * 2 * E, "stride_z_e": 1, "stride_z_l": 2 * E,
-        "stride_out_dir": out_dir, "stride_out_b": out_b, "stride_out_e": out_e, "stride_out_l": out_l,
-    }
-    constexprs = dict(N_STATE=N, BLOCK_C=block_c, MASK_C=E % block_c != 0, HAS_D=True, HAS_Z=True, HAS_BIAS=True,
-                      SOFTPLUS=True, ATOMIC=mode == "combined", USE_ASM=True, PREFETCH=True, SAVE_EVERY=0)
-    # The binary holds the loop trip twice (the unmasked main loop and the masked last trips), each
-    # 2 tokens x N states x (BLOCK_C / threads) channels per thread.
-    state_elements = 2 * tokens_per_trip * N * block_c // (32 * num_warps)
-    return spec_from_args(f"scan/{mode}/{dtype}", "kernels.selective_scan.fwd", "_scan_kernel", args,
-                          constexprs, do_not_specialize=("L",), num_warps=num_warps,
-                          state_elements=state_elements)
-
-
-def conv1d_specs(dtype: str = "bf16", batch: int = 64, channels: int = 384, length: int = 6085) -> KernelSpec:
-    """kernels/conv1d/fwd.py `_conv1d_silu_bidir_rows_kernel` as the Vim mixer launches it (K = 4,
-    channel-last): x a view of xz (B, L, 2E); weight (2, E, 4) and bias (2, E) fp32 stacks; out (2, B, E, L) view
-    of (B, L, 2, E); tile choice as conv1d_silu_bidir() makes it on CUDA."""
-    B_, E, L = batch, channels, length
-    o_b, o_l, o_dir, _ = _contiguous_strides(B_, L, 2, E)
-    args = {
-        "x_ptr": Ptr(dtype), "w_ptr": Ptr("fp32"), "bias_ptr": Ptr("fp32"), "out_ptr": Ptr(dtype),
-        "E": E, "L": L, "stride_x_b": L * 2 * E, "stride_x_l": 2 * E,
-        **dict(zip(("stride_w_dir", "stride_w_e", "stride_w_k"), _contiguous_strides(2, E, 4))),
-        "stride_bias_dir": E, "stride_bias_e": 1,
-        "stride_out_dir": o_dir, "stride_out_b": o_b, "stride_out_l": o_l,
-    }
-    return spec_from_args(f"conv1d/bidir/{dtype}", "kernels.conv1d.fwd", "_conv1d_silu_bidir_rows_kernel", args,
-                          dict(BLOCK_C=128, CHUNK=32, HAS_BIAS=True), do_not_specialize=("L",), num_warps=1)
-
-
-def rmsnorm_specs(dtype: str = "bf16", rows: int = 64 * 6085, dim: int = 192, residual: bool = True) -> KernelSpec:
-    """kernels/rmsnorm/fwd.py `_add_rmsnorm_kernel` as the Vim blocks launch it: x (B*L, D) in the activation
-    dtype, fp32 residual and weight, y in the activation dtype, r fp32; tile choice as add_rmsnorm() makes it."""
-    block_d = 1 << (dim - 1).bit_length()
-    block_r = max(1, min(16, 4096 // block_d))
-    warps = 4 if block_d * block_r <= 4096 else 8
-    args = {"x_ptr": Ptr(dtype), "res_ptr": Ptr("fp32" if residual else dtype), "w_ptr": Ptr("fp32"),
-            "y_ptr": Ptr(dtype), "r_ptr": Ptr("fp32"), "rows": rows, "D": dim, "eps": 1e-5,
-            "stride_x": dim, "stride_res": dim, "stride_y": dim, "stride_r": dim}
-    return spec_from_args(f"rmsnorm/{'add' if residual else 'first'}/{dtype}", "kernels.rmsnorm.fwd",
-                          "_add_rmsnorm_kernel", args, dict(BLOCK_R=block_r, BLOCK_D=block_d, HAS_RES=residual),
-                          num_warps=warps)
-
-
-def default_kernels() -> list[KernelSpec]:
-    """vimbench's Triton kernels in the variants the Vim model launches (bf16: gated halves; fp32: combined, see
-    vimbench.models.vim.sums_halves_in_gemm), the combined bf16 scan of the public API and the one-direction
-    scan."""
-    return [scan_specs("bf16", "halves"), scan_specs("fp32", "combined"), scan_specs("bf16", "combined"),
-            scan_specs("bf16", "single"), conv1d_specs("bf16"), conv1d_specs("fp32"),
-            rmsnorm_specs("bf16"), rmsnorm_specs("fp32"), rmsnorm_specs("bf16", residual=False)]
-
-
-# The kernels the static check compiles (vimbench kernels static).
-KERNELS: list[KernelSpec] = default_kernels()
+    specs: dict[str, KernelSpec] = {}
+    for op in list_ops():
+        for spec in op.static_specs() if op.static_specs else ():
+            if spec.name in specs and specs[spec.name] != spec:
+                raise VimbenchError(f"two different static specs are named {spec.name!r} (op {op.name})")
+            specs[spec.name] = spec
+    return list(specs.values())
 
 
 @dataclass
@@ -431,23 +352,13 @@ def compare_static(reports: list[StaticReport], expected: dict[str, dict[str, An
     seen = {rep.name for rep in reports}
     for name in expected:
         if name not in seen:
-            findings.append(Finding(name, "missing", ["expected but not in KERNELS (removed? run --update)"]))
+            findings.append(Finding(name, "missing", ["expected but no registered op compiles it (removed? run --update)"]))
     return findings
 
 
 def load_expectations(path: Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.exists():
-        raise VimbenchError(f"expectation file {path} does not exist; create it with "
-                            f"`vimbench kernels static --update --expect {path}`")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise VimbenchError(f"{path} is not valid JSON ({exc.msg}, line {exc.lineno})") from exc
-    if not isinstance(data, dict) or data.get("schema") != EXPECTATIONS_SCHEMA or not isinstance(
-            data.get("kernels"), dict):
-        raise VimbenchError(f"{path} is not a vimbench static expectation file (schema {EXPECTATIONS_SCHEMA})")
-    return data
+    return load_checked_json(path, EXPECTATIONS_SCHEMA, "kernels", "static expectation file",
+                             f"create it with `vimbench kernels static --update --expect {path}`")
 
 
 def write_expectations(path: Path, reports: list[StaticReport]) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 import torch.nn as nn
 
 from vimbench.errors import VimbenchError
+from vimbench import geometry
 from vimbench.models.deit import ATTENTION_BACKENDS, create_deit
 
 
@@ -55,11 +56,12 @@ def get_spec(name: str) -> ModelSpec:
 
 
 def create_model(name: str, img_size: int = 224, num_classes: int = 1000, backend: str | None = None,
-                 attn: str = "sdpa") -> nn.Module:
+                 attn: str = "sdpa", batch_slice: int = 0) -> nn.Module:
     """Build a model at img_size with random weights.
 
     backend: Vim op backend ('torch' or 'triton'; default from VIMBENCH_BACKEND). attn: DeiT attention
-    ('sdpa' fused or 'eager'). Each argument applies to one family only and is ignored by the other.
+    ('sdpa' fused or 'eager'). batch_slice: Vim's mixers process the batch in slices of this many images at
+    inference (0: whole batch). backend and batch_slice apply to Vim, attn to DeiT; each is ignored by the other.
     """
     spec = get_spec(name)
     if isinstance(img_size, bool) or not isinstance(img_size, int):
@@ -68,15 +70,17 @@ def create_model(name: str, img_size: int = 224, num_classes: int = 1000, backen
         raise VimbenchError(f"num_classes must be a whole number >= 0 (0: no classifier head); got {num_classes!r}")
     # Any size of at least one patch: the model sees img // 16 patches per side (738 px -> 46 x 46), as the
     # official code and timm do; the paper's 738 px point is not a multiple of 16.
-    if img_size < 16:
-        raise VimbenchError(f"image size {img_size} is smaller than the 16 px patch; use at least 16")
+    if img_size < geometry.PATCH:
+        raise VimbenchError(f"image size {img_size} is smaller than the {geometry.PATCH} px patch; "
+                            f"use at least {geometry.PATCH}")
     if spec.family == "vim":
         from vimbench.models.ops import normalize_backend
         from vimbench.models.vim import VisionMamba
         from vimbench.settings import default_backend
 
         return VisionMamba(img_size, spec.embed_dim, spec.depth, num_classes,
-                           normalize_backend(backend) if backend is not None else default_backend())
+                           normalize_backend(backend) if backend is not None else default_backend(),
+                           batch_slice=batch_slice)
     if not isinstance(attn, str) or attn.strip().lower() not in ATTENTION_BACKENDS:
         raise VimbenchError(f"unknown attention {attn!r}; choose one of {', '.join(ATTENTION_BACKENDS)}")
     return create_deit(spec.official_name, img_size, num_classes, attn.strip().lower(), **spec.overrides)
@@ -88,4 +92,4 @@ def count_params(model: nn.Module) -> int:
 
 def num_tokens(spec: ModelSpec, img_size: int) -> int:
     """Sequence length the model sees: patches plus the one class token (both families)."""
-    return (img_size // 16) ** 2 + 1
+    return geometry.num_tokens(img_size)

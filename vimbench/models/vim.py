@@ -14,12 +14,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vimbench.layout import XDblLayout
+from vimbench.geometry import D_CONV, D_STATE, PATCH, d_inner, dt_rank
 from vimbench.models.ops import VimOps, get_ops
 
-PATCH = 16
-D_STATE = 16
-D_CONV = 4
-EXPAND = 2
 NORM_EPS = 1e-5
 
 
@@ -67,14 +64,23 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
 
+# The parameters a mixer's stacked weights are built from (the cache key reads them).
+_MIXER_SUBMODULE_PARAMS = (("in_proj", "weight"), ("out_proj", "weight"), ("conv1d", "weight"), ("conv1d", "bias"),
+                           ("conv1d_b", "weight"), ("conv1d_b", "bias"), ("x_proj", "weight"), ("x_proj_b", "weight"),
+                           ("dt_proj", "weight"), ("dt_proj", "bias"), ("dt_proj_b", "weight"),
+                           ("dt_proj_b", "bias"))
+_MIXER_OWN_PARAMS = ("A_log", "A_b_log", "D", "D_b")
+
+
 class BiMambaMixer(nn.Module):
     """Bidirectional Mamba mixer ("bimamba v2", outputs averaged). Input and output (B, L, D)."""
 
-    def __init__(self, d_model: int, depth: int, ops: VimOps):
+    def __init__(self, d_model: int, depth: int, ops: VimOps, batch_slice: int = 0):
         super().__init__()
         self.ops = ops
-        inner = EXPAND * d_model
-        self.d_inner, self.dt_rank = inner, math.ceil(d_model / 16)
+        self.batch_slice = batch_slice  # images per slice at inference; 0: the whole batch at once
+        inner = d_inner(d_model)
+        self.d_inner, self.dt_rank = inner, dt_rank(d_model)
         self.x_dbl_layout = XDblLayout(self.dt_rank, D_STATE)
         self._weights_cache: tuple | None = None  # (key, MixerWeights); not part of the state dict
         self.in_proj = nn.Linear(d_model, 2 * inner, bias=False)
@@ -122,21 +128,46 @@ class BiMambaMixer(nn.Module):
     def weights(self, dtype: torch.dtype) -> MixerWeights:
         """The stacked weights for activations of `dtype`. Without autograd (inference) they are built once and
         reused until a parameter changes (new storage or an in-place update bumps the key); with autograd they
-        are built on every call so gradients reach the parameters."""
-        if torch.is_grad_enabled():
+        are built on every call so gradients reach the parameters, and under torch.compile too (the traced graph
+        holds the stacking ops; the cache's data-pointer key cannot be traced)."""
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
             return self._build_weights(dtype)
-        # Attribute reads, not self.parameters(): walking the module tree for the key cost 2.1 ms of host time
-        # per Vim-Ti forward (cProfile, kernels/NOTES.md); a replaced Parameter object is still seen here.
-        params = (self.in_proj.weight, self.out_proj.weight, self.conv1d.weight, self.conv1d.bias,
-                  self.conv1d_b.weight, self.conv1d_b.bias, self.x_proj.weight, self.x_proj_b.weight,
-                  self.dt_proj.weight, self.dt_proj.bias, self.dt_proj_b.weight, self.dt_proj_b.bias,
-                  self.A_log, self.A_b_log, self.D, self.D_b)
-        key = (dtype, tuple(p.data_ptr() for p in params), tuple(p._version for p in params))
+        if torch.compiler.is_compiling():
+            # dynamo cannot trace the key's data pointers (a graph break per layer): a compiled forward takes the
+            # cache an eager call filled (vimbench's runner makes one before compiling), else builds the weights
+            # inside the graph. The compiled graph holds the cached tensors: recompile after changing weights.
+            cached = self._weights_cache
+            if cached is not None and cached[0][0] == dtype:
+                return cached[1]
+            return self._build_weights(dtype)
+        # Dict reads, not self.parameters() (walking the module tree cost 2.1 ms of host time per Vim-Ti forward,
+        # kernels/NOTES.md) nor attribute reads (nn.Module.__getattr__ runs in Python: 16 parameters through 28
+        # lookups cost ~2x these dict reads on CPU). A replaced Parameter or submodule is still seen here.
+        modules, own = self._modules, self._parameters
+        params = [modules[m]._parameters[name] for m, name in _MIXER_SUBMODULE_PARAMS]
+        params += [own[name] for name in _MIXER_OWN_PARAMS]
+        key = (dtype, *[(p.data_ptr(), p._version) for p in params])
         if self._weights_cache is None or self._weights_cache[0] != key:
             self._weights_cache = (key, self._build_weights(dtype))
         return self._weights_cache[1]
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """(B, L, D) -> (B, L, D). At inference with `batch_slice` set, the batch goes through in slices of that
+        many images (the last one smaller), so that the mixer's temporaries (in_proj output, conv output, x_dbl,
+        delta: ~15 values of 16-bit per token and inner channel) exist for one slice at a time; the output is
+        the same up to the GEMMs' blocking (the kernels are per image and per channel)."""
+        step = self.batch_slice
+        if not step or h.shape[0] <= step or torch.is_grad_enabled():
+            return self._mix(h)
+        first = self._mix(h[:step])
+        out = first.new_empty((h.shape[0], *first.shape[1:]))  # (B, L, D)
+        out[:step] = first
+        del first
+        for start in range(step, h.shape[0], step):
+            out[start:start + step] = self._mix(h[start:start + step])
+        return out
+
+    def _mix(self, h: torch.Tensor) -> torch.Tensor:
         inner, lay = self.d_inner, self.x_dbl_layout
         batch, length = h.shape[0], h.shape[1]
         # Channel-last throughout: per-token channel runs are contiguous, so the scan kernel's per-token loads
@@ -153,25 +184,30 @@ class BiMambaMixer(nn.Module):
             x_dbl = torch.bmm(tokens, w.x_proj_t)
         x_dbl = x_dbl.view(2, batch, length, lay.width)  # [B | C | dt | pad] per token
         # (2, B, L, E) -> (2, B, E, L) view; the dt bias is added inside the scan
-        delta = torch.bmm(x_dbl[..., lay.dt].reshape(2, batch * length, -1).to(u.dtype), w.dt_proj_t)
+        # cast before reshape: the cast of the strided dt columns writes a contiguous tensor, so the reshape is a
+        # view; one kernel instead of a gather then a cast when x_dbl is fp32 (24 launches per Vim-Ti forward)
+        delta = torch.bmm(x_dbl[..., lay.dt].to(u.dtype).reshape(2, batch * length, -1), w.dt_proj_t)
         delta = delta.view(2, batch, length, inner).transpose(2, 3)
         B = x_dbl[..., lay.B].transpose(2, 3)  # (2, B, N, L) views
         C = x_dbl[..., lay.C].transpose(2, 3)
         if not sums_halves_in_gemm(u.dtype):
             y = self.ops.bimamba_scan(u, delta, w.A, B, C, w.D, z, w.dt_bias).transpose(1, 2)  # (B, L, E)
+            del xz, x, z, u, tokens, x_dbl, delta, B, C  # dead: out_proj's output may reuse their memory
             return F.linear(y, w.out_proj)
-        # The two gated halves 0.5 * y_dir * SiLU(z), written over u (dead after the scan; not under autograd,
-        # which keeps u for the backward pass). u is laid out (B, L, 2, E), so [y_f | y_b] per token is one
-        # (B, L, 2E) view, and out_proj with its weight repeated along K adds the halves inside the GEMM.
+        # The two gated halves 0.5 * y_dir * SiLU(z), written over u when nothing needs u afterwards (inference);
+        # under autograd the x_proj GEMM and the scan keep u for the backward pass, so the halves get their own
+        # buffer. u is laid out (B, L, 2, E), so [y_f | y_b] per token is one (B, L, 2E) view, and out_proj with
+        # its weight repeated along K adds the halves inside the GEMM.
         halves = self.ops.bimamba_scan(u, delta, w.A, B, C, w.D, z, w.dt_bias, combine=False,
-                                       out=None if torch.is_grad_enabled() else u)
+                                       out=None if u.requires_grad else u)
+        del xz, x, z, u, tokens, x_dbl, delta, B, C  # dead: out_proj's output may reuse their memory
         return F.linear(halves.permute(1, 3, 0, 2).reshape(batch, length, 2 * inner), w.out_proj)
 
 
 class VimBlock(nn.Module):
-    def __init__(self, d_model: int, depth: int, ops: VimOps):
+    def __init__(self, d_model: int, depth: int, ops: VimOps, batch_slice: int = 0):
         super().__init__()
-        self.mixer = BiMambaMixer(d_model, depth, ops)
+        self.mixer = BiMambaMixer(d_model, depth, ops, batch_slice)
         self.norm = RMSNorm(d_model)
 
 
@@ -189,13 +225,18 @@ class PatchEmbed(nn.Module):
 class VisionMamba(nn.Module):
     """Vim with the class token in the middle of the patch sequence and the head on that token.
 
-    img_size fixes the number of patches (and the position embedding's length); inputs must be that size."""
+    img_size fixes the number of patches (and the position embedding's length); inputs must be that size.
+    batch_slice: at inference, each mixer processes the batch in slices of this many images (0: all at once);
+    its temporaries then scale with the slice, not the batch. Measured trade-off and estimate: README ("Memory")."""
 
     def __init__(self, img_size: int = 224, embed_dim: int = 192, depth: int = 24, num_classes: int = 1000,
-                 backend: str = "torch"):
+                 backend: str = "torch", batch_slice: int = 0):
         super().__init__()
         if img_size < PATCH:
             raise ValueError(f"img_size {img_size} is smaller than one {PATCH}px patch")
+        if batch_slice < 0:
+            raise ValueError(f"batch_slice must be >= 0 (0: no slicing); got {batch_slice}")
+        self.batch_slice = batch_slice
         self.ops = get_ops(backend)
         self.backend = self.ops.name
         self.img_size, self.embed_dim, self.depth = img_size, embed_dim, depth
@@ -204,7 +245,7 @@ class VisionMamba(nn.Module):
         self.cls_position = self.patch_embed.num_patches // 2
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, self.num_tokens, embed_dim))
-        self.layers = nn.ModuleList(VimBlock(embed_dim, depth, self.ops) for _ in range(depth))
+        self.layers = nn.ModuleList(VimBlock(embed_dim, depth, self.ops, batch_slice) for _ in range(depth))
         self.norm_f = RMSNorm(embed_dim)
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
@@ -219,13 +260,19 @@ class VisionMamba(nn.Module):
         x = self.patch_embed(images)  # (B, M, D)
         batch, mid = x.shape[0], self.cls_position
         cls = self.cls_token.expand(batch, -1, -1).to(x.dtype)
-        x = torch.cat([x[:, :mid], cls, x[:, mid:]], dim=1) + self.pos_embed  # (B, L, D)
+        hidden = torch.cat([x[:, :mid], cls, x[:, mid:]], dim=1) + self.pos_embed  # (B, L, D)
+        del x, cls
         act_dtype = self._activation_dtype()
-        hidden, residual = x, None
+        residual = None
         for block in self.layers:
-            # Residual stream kept in fp32; the normalized input to the mixer in the activation dtype.
+            # Residual stream kept in fp32; the normalized input to the mixer in the activation dtype. The
+            # consumed input is dropped before the mixer runs, so the allocator can reuse it for the mixer's
+            # temporaries, and the mixer's input before the next norm allocates (at Vim-Ti 1248 px, batch 64,
+            # bf16, 0.14 GiB each; the first layer's fp32 input 0.28 GiB; vimbench.bench.live_memory counts them).
             normed, residual = self.ops.add_rmsnorm(hidden, residual, block.norm.weight, NORM_EPS, act_dtype)
+            hidden = None
             hidden = block.mixer(normed)
+            normed = None
         normed, _ = self.ops.add_rmsnorm(hidden, residual, self.norm_f.weight, NORM_EPS, act_dtype)
         return normed[:, mid]  # (B, D): the normalized middle (class) token
 

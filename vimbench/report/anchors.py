@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vimbench.bench.compiler import parse_compile
 from vimbench.errors import VimbenchError
 from vimbench.results import SCHEMA, CaseKey, CaseResult
 
@@ -106,8 +107,10 @@ def anchor_case(row: dict[str, Any]) -> CaseResult:
             implementation="official" if family_vim else row.get("implementation") or "timm",
             attn=None if family_vim else row.get("attn"),
             device="cuda",
+            # the anchors name eager runs compile "eager"; a torch.compile mode by its name
+            compile=parse_compile(row.get("compile") or "none")[0],
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, VimbenchError) as exc:
         raise VimbenchError(f"anchors model row lacks a usable field ({exc}): {row}") from exc
     status = row.get("status", "ok")
     peak_gib = row.get("peak_alloc_gib")

@@ -16,7 +16,7 @@ from vimbench.results import KEY_FIELDS
 LINE_FIELDS = (*(f for f in KEY_FIELDS if f != "res"), "gpu_name")
 # What a Vim and a DeiT line must share to be compared (besides resolution).
 PAIR_FIELDS = tuple(f for f in LINE_FIELDS if f not in ("model", "implementation", "attn"))
-FLAG_FIELDS = {"cuda_graphs": "graphs", "h2d": "+h2d"}   # boolean key fields and their label
+FLAG_FIELDS = {"h2d": "+h2d"}   # boolean key fields and their label
 GROUP_CHOICES = ("dtype", "batch", "device", "gpu_name", "model", "implementation", "attn")
 NUMERIC = ("fps", "latency_ms_p20", "latency_ms_p50", "latency_ms_p80", "peak_alloc_mib", "peak_reserved_mib",
            "activation_mib", "nvml_used_mib", "params", "tokens", "baseline_alloc_mib", "forward_ms_p50",
@@ -36,12 +36,13 @@ def modes(df) -> list[str]:
 
 
 def family(model: str) -> str:
-    model = str(model)
-    if model.startswith("vim"):
-        return "vim"
-    if model.startswith("deit"):
-        return "deit"
-    return "other"
+    """The model's family from the model registry ("vim", "deit"); "other" for a name it does not know."""
+    from vimbench.models.registry import get_spec
+
+    try:
+        return get_spec(str(model)).family
+    except VimbenchError:
+        return "other"
 
 
 def size(model: str) -> str:
@@ -71,6 +72,8 @@ def prepare(df, models: Sequence[str] | str | None = None, dtypes: Sequence[str]
         if col not in df.columns:
             df[col] = None
     df["mode"] = df["mode"].fillna("infer")
+    df["compile"] = df["compile"].fillna("none")  # rows from before the compile axis (results.upgrade_row)
+    df["vim_slice"] = pd.to_numeric(df["vim_slice"], errors="coerce").fillna(0).astype(int)
     for flag in FLAG_FIELDS:
         df[flag] = df[flag].fillna(False).astype(bool)
     df["attn"] = df["attn"].where(df["attn"].notna(), None)
@@ -135,6 +138,12 @@ def line_label(key: dict[str, Any] | Any, show: Sequence[str]) -> str:
         v = get(f)
         if f == "batch":
             parts.append(f"b{v}")
+        elif f == "compile":
+            if not _missing(v) and v != "none":
+                parts.append(str(v))
+        elif f == "vim_slice":
+            if not _missing(v) and int(v):
+                parts.append(f"slice{int(v)}")
         elif f in FLAG_FIELDS:
             if v:
                 parts.append(FLAG_FIELDS[f])

@@ -193,6 +193,10 @@ METRICS = ("speedup", "memory_saved", "crossover_res")
 
 def _subject_label(key: dict[str, Any]) -> str:
     label = str(key["implementation"])
+    if key.get("compile") not in (None, "none"):
+        label += f" {key['compile']}"
+    if key.get("vim_slice"):
+        label += f" slice{int(key['vim_slice'])}"
     for flag, text in D.FLAG_FIELDS.items():
         if key.get(flag):
             label += f" {text}"
@@ -290,9 +294,12 @@ def reproduce(cs: ClaimSet, df, runs: Sequence[dict[str, Any]] = ()) -> Reproduc
         for attn in attns:
             b = base if attn is None else base[base["attn"] == attn]
             b = b[(b["device"] == skey["device"]) & (b["gpu_name"] == skey["gpu_name"])]
-            for flag in D.FLAG_FIELDS:  # graphs / h2d on both sides, when the baseline has it
+            for flag in D.FLAG_FIELDS:  # h2d on both sides, when the baseline has it
                 same = b[b[flag] == bool(skey[flag])]
                 b = same if not same.empty else b
+            # the same compile mode on both sides when the baseline has it, else the eager baseline
+            same = b[b["compile"] == skey["compile"]]
+            b = same if not same.empty else b[b["compile"] == "none"]
             bres = _by_res(b)
             if need not in bres:
                 skipped.append(f"{sub_name} {label} vs {base_name}/{attn} on {skey['gpu_name']}: "

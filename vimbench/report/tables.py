@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from vimbench.formatting import format_cell
 from vimbench.report import data as D
 
 
@@ -23,13 +24,7 @@ class Table:
     digits: dict[str, int] | None = None   # decimals per column (default 1)
 
     def cell(self, col: int, value: Any) -> str:
-        if value is None or (isinstance(value, float) and value != value):
-            return "-"
-        if isinstance(value, bool):
-            return "yes" if value else "no"
-        if isinstance(value, float):
-            return f"{value:.{(self.digits or {}).get(self.columns[col], 1)}f}"
-        return str(value)
+        return format_cell(value, (self.digits or {}).get(self.columns[col], 1))
 
     def text_rows(self) -> list[list[str]]:
         return [[self.cell(i, v) for i, v in enumerate(r)] for r in self.rows]

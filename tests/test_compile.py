@@ -1,0 +1,144 @@
+"""The --compile axis on CPU: torch.compile with the debug backends (dynamo tracing without inductor's code
+generation, which takes minutes per model on two cores), rows and headers, and results files from before the axis.
+The inductor modes run on the GPU box (the gpu-marked test)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from vimbench.bench import compiler
+from vimbench.bench import sweep as sweeps
+from vimbench.bench.runner import run_case
+from vimbench.errors import VimbenchError
+from vimbench.models.registry import create_model
+from vimbench.results import CaseKey, ResultsFile, header_settings, key_of_row, load_results, read_header
+
+
+def tiny(**kw):
+    values = {"models": "deit_test", "res": "32", "batch": 2, "attn": "sdpa", "warmup": 1, "iters": 5,
+              "device": "cpu", **kw}
+    return sweeps.make_config(values, cuda_available=False)
+
+
+def test_compiled_vim_matches_eager_and_reads_the_weight_cache_without_graph_breaks():
+    """The torch backend under dynamo: same output as eager; its only graph breaks are the reference scan's host
+    reads (Tensor.item), none from the mixer's weight cache (a data-pointer key dynamo cannot trace)."""
+    torch.manual_seed(0)
+    model = create_model("vim_test", img_size=32, backend="torch").eval()
+    images = torch.randn(2, 3, 32, 32)
+    compiler.reset()
+    try:
+        with torch.inference_mode():
+            eager = model(images)  # fills the stacked-weights cache, as the runner's eager call does
+            compiled = compiler.compile_model(model, "default", backend="eager")(images)
+        stats = compiler.stats()
+    finally:
+        compiler.reset()
+    torch.testing.assert_close(compiled, eager, rtol=0, atol=0)
+    assert stats.graphs >= 1 and stats.graph_breaks >= 1
+    assert stats.break_reasons and all("item()" in r for r in stats.break_reasons), stats.break_reasons
+
+
+def test_compiled_vim_on_the_triton_ops_is_one_graph_and_matches_eager():
+    """The Triton backend's ops are torch custom ops: dynamo traces the whole forward as one graph (the kernels
+    run under the interpreter here, as opaque nodes), with the weight cache read inside it."""
+    torch.manual_seed(0)
+    model = create_model("vim_test", img_size=16, backend="triton").eval()
+    images = torch.randn(2, 3, 16, 16)
+    compiler.reset()
+    try:
+        with torch.inference_mode():
+            eager = model(images)
+            compiled = compiler.compile_model(model, "default", backend="eager")(images)
+        stats = compiler.stats()
+    finally:
+        compiler.reset()
+    torch.testing.assert_close(compiled, eager, rtol=0, atol=0)
+    assert (stats.graphs, stats.graph_breaks) == (1, 0), stats.break_reasons
+
+
+def test_sweep_over_compile_modes_records_mode_compile_time_and_settings(tmp_path):
+    out = tmp_path / "run.jsonl"
+    results = sweeps.run_sweep(tiny(compile="none,default", compile_backend="aot_eager"), out=out)
+    assert [r.key.compile for r in results] == ["none", "default"]
+    assert all(r.status == "ok" for r in results), [r.error for r in results]
+    eager, compiled = results
+    assert eager.compile_s > 0 and eager.compile_backend is None and eager.graph_breaks is None
+    assert compiled.compile_s > 0 and compiled.compile_backend == "aot_eager"
+    assert compiled.compiled_graphs == 1 and compiled.graph_breaks == 0
+    assert compiled.compile_settings is None  # inductor settings only where inductor compiles
+    header = header_settings(read_header(out))
+    assert header["compile"]["modes"] == ["none", "default"] and header["compile"]["backend"] == "aot_eager"
+    assert header["sweep"]["compile"] == ["none", "default"] and header["sweep"]["compile_backend"] == "aot_eager"
+    assert "compile_s" in header["protocol"]["compile"]
+    df = load_results(out)
+    assert list(df["compile"]) == ["none", "default"] and df["compile_s"].notna().all()
+    # resuming the file reruns nothing: the compile mode is part of the case key
+    assert sweeps.run_sweep(tiny(compile="none,default", compile_backend="aot_eager"), out=out, resume=True) == []
+
+
+def test_inductor_settings_follow_the_mode():
+    base = compiler.inductor_settings()
+    assert {"max_autotune", "triton.cudagraphs", "coordinate_descent_tuning", "freezing"} <= set(base)
+    assert compiler.inductor_settings("reduce-overhead")["triton.cudagraphs"] is True
+    no_graphs = compiler.inductor_settings("max-autotune-no-cudagraphs")
+    assert no_graphs["max_autotune"] is True and no_graphs["triton.cudagraphs"] == base["triton.cudagraphs"]
+    header = compiler.header_settings(("none", "default", "max-autotune"), "inductor")
+    assert header["inductor_by_mode"]["max-autotune"]["max_autotune"] is True
+    assert "inductor" not in compiler.header_settings(("none",), "inductor")
+
+
+def test_results_from_before_the_compile_axis_still_load(tmp_path):
+    """Older files stored CUDA-graph replays as cuda_graphs: true; they load as compile cuda-graphs, resume
+    correctly, and their recorded sweep reruns as such."""
+    path = tmp_path / "old.jsonl"
+    old_sweep = {"models": ["vim_t"], "res": [224], "batch": [1], "dtype": ["bf16"], "attn": ["sdpa"],
+                 "backend": ["triton"], "device": "cuda", "mode": "infer", "warmup": 3, "iters": 10,
+                 "cuda_graphs": True, "h2d": False}
+    rows = [{"kind": "header", "schema": "vimbench.results/1", "run_id": "old", "sweep": old_sweep},
+            {"kind": "case", "model": "vim_t", "res": 224, "batch": 1, "dtype": "bf16", "implementation": "triton",
+             "attn": None, "device": "cuda", "mode": "infer", "cuda_graphs": True, "h2d": False, "status": "ok",
+             "fps": 555.0},
+            {"kind": "case", "model": "vim_t", "res": 224, "batch": 1, "dtype": "bf16", "implementation": "triton",
+             "attn": None, "device": "cuda", "mode": "infer", "cuda_graphs": False, "h2d": False, "status": "ok",
+             "fps": 70.0}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    df = load_results(path)
+    assert list(df["compile"]) == ["cuda-graphs", "none"]
+    assert key_of_row(rows[1]).compile == "cuda-graphs" and key_of_row(rows[2]).compile == "none"
+    graphs = CaseKey("vim_t", 224, 1, "bf16", "triton", None, "cuda", compile="cuda-graphs")
+    assert graphs in ResultsFile(path).done_keys()
+    config, _ = sweeps.resolve_config(None, {}, cuda_available=False, resume=path, plan_only=True)
+    assert config.compile == ("cuda-graphs",)
+
+
+def test_legacy_cuda_graphs_switch_is_the_cuda_graphs_mode_and_does_not_mix_with_a_compile_list():
+    values = {"models": "vim_t", "res": 224, "batch": 1, "backend": "triton", "device": "cuda", "cuda_graphs": True}
+    assert sweeps.make_config(values, cuda_available=False, plan_only=True).compile == ("cuda-graphs",)
+    with pytest.raises(VimbenchError, match="cuda_graphs is compile cuda-graphs now"):
+        sweeps.make_config({**values, "compile": "default"}, cuda_available=False, plan_only=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
+def test_vim_triton_compiles_on_the_gpu_and_matches_eager(mode):
+    """Inductor on the Vim Triton backend: the measured path of the compile sweep, checked for its numbers."""
+    key = CaseKey("vim_test", 64, 2, "bf16", "triton", None, "cuda", compile=mode)
+    result = run_case(key, warmup=3, iters=5)
+    assert result.status == "ok", result.error
+    assert result.compile_backend == "inductor" and result.compile_settings is not None
+    torch.manual_seed(0)
+    model = create_model("vim_test", img_size=64, backend="triton").cuda().eval()
+    images = torch.randn(2, 3, 64, 64, device="cuda")
+    compiler.reset()
+    try:
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+            eager = model(images).float()
+            compiled = compiler.compile_model(model, mode)
+            for _ in range(3):  # reduce-overhead records its graph on a later call
+                out = compiled(images).float()
+    finally:
+        compiler.reset()
+    torch.testing.assert_close(out, eager, rtol=2e-2, atol=2e-2)

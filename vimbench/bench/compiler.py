@@ -1,0 +1,153 @@
+"""How a case's forward is executed: the `--compile` axis.
+
+One axis, one concept (the forward as launched, traced or captured), values:
+    none                         eager: every op launched from Python on each call (the default)
+    cuda-graphs                  the eager forward captured once by vimbench into a CUDA graph; replays are timed.
+                                 This is the former `--cuda-graphs` switch: results files that stored
+                                 `cuda_graphs: true` load as this mode.
+    default, max-autotune,       torch.compile(model, mode=MODE, dynamic=False, fullgraph=False) with the compile
+    max-autotune-no-cudagraphs,  backend of the sweep (inductor unless a suite says otherwise). max-autotune and
+    reduce-overhead              reduce-overhead replay CUDA graphs that inductor records itself.
+
+Compilation, autotuning and graph capture are never timed: they happen in the first (untimed) call and the warm-up
+calls. The first call's wall time goes into the row's `compile_s` column (for none it is the Triton JIT and lazy
+initialisation). Graph breaks and the number of compiled graphs are counted from dynamo's counters and recorded.
+
+Modes that differ only by CUDA graphs (cuda-graphs, reduce-overhead, max-autotune) need a CUDA device; the
+grid drops them on CPU with that reason. The debug backends `eager` and `aot_eager` (dynamo tracing without
+inductor; fast on a CPU, used by the tests) take only the default mode: torch has no meaning for the others there.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from vimbench.errors import VimbenchError
+
+NONE = "none"
+CUDA_GRAPHS = "cuda-graphs"
+TORCH_COMPILE_MODES = ("default", "max-autotune", "max-autotune-no-cudagraphs", "reduce-overhead")
+COMPILE_MODES = (NONE, CUDA_GRAPHS, *TORCH_COMPILE_MODES)
+# Modes that replay CUDA graphs (vimbench's own capture, or inductor's cudagraph trees).
+GRAPH_MODES = (CUDA_GRAPHS, "max-autotune", "reduce-overhead")
+COMPILE_BACKENDS = ("inductor", "aot_eager", "eager")
+_ALIASES = {"eager": NONE, "off": NONE, "graphs": CUDA_GRAPHS, "cudagraphs": CUDA_GRAPHS}
+# Inductor settings that change what a compiled forward runs; recorded in every compiled row and the header.
+INDUCTOR_KEYS = ("max_autotune", "max_autotune_gemm", "max_autotune_pointwise", "max_autotune_gemm_backends",
+                 "coordinate_descent_tuning", "triton.cudagraphs", "triton.cudagraph_trees", "freezing",
+                 "epilogue_fusion", "fx_graph_cache", "autotune_local_cache", "split_reductions", "cpp_wrapper")
+
+
+def parse_compile(value: Any) -> tuple[str, ...]:
+    """Compile modes in the order given (a CLI string, a list from a suite); `eager`/`off` mean none."""
+    if isinstance(value, bool):  # a suite's `compile = false`
+        return (NONE,)
+    if isinstance(value, (list, tuple)):
+        value = ",".join(str(v) for v in value)
+    text = str(value).strip()
+    hint = f"choose from {', '.join(COMPILE_MODES)}"
+    if not text:
+        raise VimbenchError(f"the compile list is empty; {hint}")
+    out = []
+    for piece in text.split(","):
+        name = _ALIASES.get(piece.strip().lower(), piece.strip().lower())
+        if not name:
+            raise VimbenchError(f"the compile list {text!r} has an empty item; {hint}")
+        if name not in COMPILE_MODES:
+            raise VimbenchError(f"unknown compile mode {piece.strip()!r}; {hint}")
+        out.append(name)
+    return tuple(dict.fromkeys(out))
+
+
+def parse_compile_backend(value: Any) -> str:
+    name = str(value).strip().lower()
+    if name not in COMPILE_BACKENDS:
+        raise VimbenchError(f"unknown compile backend {value!r}; choose from {', '.join(COMPILE_BACKENDS)} "
+                            "(inductor is the real compiler; eager and aot_eager only check tracing)")
+    return name
+
+
+def check_mode_backend(modes: tuple[str, ...], backend: str) -> None:
+    """The debug backends take only the default mode; torch would reject the others."""
+    if backend == "inductor":
+        return
+    other = [m for m in modes if m in TORCH_COMPILE_MODES and m != "default"]
+    if other:
+        raise VimbenchError(f"compile mode {other[0]} needs the inductor backend; with compile_backend {backend} "
+                            "use --compile default (or none)")
+
+
+def is_torch_compile(mode: str) -> bool:
+    return mode in TORCH_COMPILE_MODES
+
+
+def inductor_settings(mode: str | None = None) -> dict[str, Any]:
+    """The inductor settings that matter, as a compile of `mode` applies them (mode options over the global
+    config); the global config alone when mode is None."""
+    import torch._inductor
+    import torch._inductor.config as config
+
+    settings = {}
+    for key in INDUCTOR_KEYS:
+        obj, _, attr = key.rpartition(".")
+        holder = getattr(config, obj) if obj else config
+        if hasattr(holder, attr):
+            value = getattr(holder, attr)
+            settings[key] = value if isinstance(value, (bool, int, float, str, type(None))) else str(value)
+    if mode is not None and mode != "default":
+        settings.update(torch._inductor.list_mode_options(mode))
+    return settings
+
+
+def header_settings(modes: tuple[str, ...], backend: str) -> dict[str, Any]:
+    """What a results header records about compilation."""
+    import torch
+
+    compiled = [m for m in modes if is_torch_compile(m)]
+    out: dict[str, Any] = {"modes": list(modes), "backend": backend, "dynamic": False, "fullgraph": False,
+                           "torch": torch.__version__}
+    if compiled and backend == "inductor":
+        out["inductor"] = inductor_settings()
+        out["inductor_by_mode"] = {m: inductor_settings(m) for m in compiled}
+    return out
+
+
+@dataclass
+class CompileStats:
+    """Counted by dynamo over the first call: compiled graphs and graph breaks (with their reasons)."""
+    graphs: int = 0
+    graph_breaks: int = 0
+    break_reasons: list[str] | None = None
+
+
+def compile_model(model, mode: str, backend: str = "inductor"):
+    """model wrapped by torch.compile for `mode` (one of TORCH_COMPILE_MODES). dynamic=False: each case has one
+    fixed shape, so a shape change must recompile rather than silently run a generic kernel."""
+    import torch
+
+    if not is_torch_compile(mode):
+        raise ValueError(f"{mode!r} is not a torch.compile mode")
+    check_mode_backend((mode,), backend)
+    return torch.compile(model, mode=None if mode == "default" else mode, backend=backend, dynamic=False,
+                         fullgraph=False)
+
+
+def reset() -> None:
+    """Forget compiled code and dynamo's counters. Called around every compiled case: dynamo caches per code
+    object, so successive models would pile up recompiles of the same forward and, past the recompile limit,
+    silently fall back to eager."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+
+
+def stats() -> CompileStats:
+    """Dynamo's counters since the last reset()."""
+    from torch._dynamo.utils import counters
+
+    breaks = counters.get("graph_break", {})
+    graphs = counters.get("stats", {}).get("unique_graphs", 0)
+    reasons = sorted({str(r).strip().splitlines()[0][:200] for r in breaks})
+    return CompileStats(graphs=int(graphs), graph_breaks=int(sum(breaks.values())), break_reasons=reasons or None)

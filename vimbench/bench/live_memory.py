@@ -1,0 +1,131 @@
+"""Peak memory from tensor sizes, without a GPU: count the bytes of live tensor storages while a forward runs.
+
+`LiveBytes` is a TorchDispatchMode: every op's outputs that bring a new storage add its bytes, a storage
+counts until its last tensor dies (a weak reference tells), and the peak is the largest sum seen. It runs on the
+meta device too, so the real sizes cost no memory and no arithmetic: Vim-Ti at 1248 px, batch 64 takes seconds.
+
+What it leaves out, by construction: the caching allocator's rounding and fragmentation (peak *allocated*, not
+reserved), workspace memory inside cuBLAS/cuDNN, and autocast on the meta device (torch has none there:
+`autocast_ops` casts the GEMM and convolution inputs to the autocast dtype the way autocast does, each cast a
+new tensor like autocast's, except that parameters' casts count once as autocast's cache holds them).
+
+`allocation_twin_ops()` is a Vim op table that allocates exactly what the Triton ops allocate (same shapes, dtypes
+and layouts; the scan writes its halves over u) and computes nothing: memory accounting only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten, tree_map
+
+GIB = 2 ** 30
+_AUTOCAST_OPS = {torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default,
+                 torch.ops.aten.convolution.default}
+
+
+@dataclass
+class LiveBytes(TorchDispatchMode):
+    """Live storage bytes over the ops run inside the mode. `track(*tensors)` counts tensors made before it
+    (weights, the input). autocast_dtype: emulate autocast for GEMMs and convolutions (for meta runs)."""
+    autocast_dtype: torch.dtype | None = None
+    live: dict[int, tuple[StorageWeakRef, int]] = field(default_factory=dict)
+    current: int = 0
+    peak: int = 0
+    _param_casts: dict[int, torch.Tensor] = field(default_factory=dict)
+
+    def __post_init__(self):
+        super().__init__()
+
+    def track(self, *tensors: torch.Tensor) -> None:
+        for t in tensors:
+            self._add(t)
+
+    def _add(self, t) -> None:
+        if not isinstance(t, torch.Tensor):
+            return
+        storage = t.untyped_storage()
+        ref = StorageWeakRef(storage)
+        if ref.cdata not in self.live:
+            self.live[ref.cdata] = (ref, storage.nbytes())
+            self.current += storage.nbytes()
+            self.peak = max(self.peak, self.current)
+
+    def _sweep(self) -> None:
+        for key in [k for k, (ref, _) in self.live.items() if ref.expired()]:
+            self.current -= self.live.pop(key)[1]
+
+    def _cast(self, t):
+        if not (isinstance(t, torch.Tensor) and t.dtype == torch.float32):
+            return t
+        if isinstance(t, torch.nn.Parameter) or t.requires_grad:  # autocast caches parameter casts
+            cached = self._param_casts.get(id(t))
+            if cached is None:
+                cached = self._param_casts[id(t)] = t.to(self.autocast_dtype)
+                self._add(cached)
+            return cached
+        cast = t.to(self.autocast_dtype)
+        self._add(cast)
+        return cast
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        self._sweep()
+        if self.autocast_dtype is not None and func in _AUTOCAST_OPS:
+            args, kwargs = tree_map(self._cast, args), tree_map(self._cast, kwargs)
+        out = func(*args, **kwargs)
+        for t in tree_flatten(out)[0]:
+            self._add(t)
+        return out
+
+    @property
+    def peak_gib(self) -> float:
+        return self.peak / GIB
+
+
+def allocation_twin_ops():
+    """The Triton backend's allocations without its arithmetic (see the module docstring)."""
+    from vimbench.models.ops import VimOps
+
+    def add_rmsnorm(x, residual, weight, eps=1e-5, out_dtype=None):
+        return (torch.empty(x.shape, dtype=out_dtype or x.dtype, device=x.device),
+                torch.empty(x.shape, dtype=torch.float32, device=x.device))
+
+    def conv1d_silu_bidir(x, weight, bias):
+        batch, channels, length = x.shape
+        if x.stride(1) == 1 and channels > 1:  # channel-last: (B, L, 2, E) in memory
+            return torch.empty((batch, length, 2, channels), dtype=x.dtype, device=x.device).permute(2, 0, 3, 1)
+        return torch.empty((2, batch, channels, length), dtype=x.dtype, device=x.device)
+
+    def bimamba_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True, combine=True,
+                     out=None):
+        if not combine:
+            return out if out is not None else torch.empty_like(u)
+        return torch.empty_like(u[0])
+
+    return VimOps("triton-allocations", add_rmsnorm, conv1d_silu_bidir, bimamba_scan)
+
+
+def vim_peak_bytes(name: str, res: int, batch: int, dtype: str = "bf16", batch_slice: int = 0,
+                   device: str = "meta") -> int:
+    """Peak live bytes of one inference forward of Vim `name` on the Triton backend's allocations: weights,
+    the fp32 input images, and everything the forward allocates (autocast emulated for bf16/fp16)."""
+    from vimbench.models.registry import create_model
+
+    autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype)
+    with torch.device(device):
+        model = create_model(name, img_size=res, backend="torch", batch_slice=batch_slice).eval()
+        images = torch.empty(batch, 3, res, res)
+    ops = allocation_twin_ops()
+    model.ops = ops
+    for layer in model.layers:
+        layer.mixer.ops = ops
+    if autocast is not None:  # what the model asks autocast for; the meta device has no autocast to ask
+        model._activation_dtype = lambda: autocast
+    mode = LiveBytes(autocast_dtype=autocast)
+    mode.track(*model.parameters(), *model.buffers(), images)
+    with torch.inference_mode(), mode:
+        model(images)
+    return mode.peak

@@ -1,0 +1,282 @@
+"""vimbench's kernel ops, one registry entry each (vimbench.kerneltools.registry says what an entry holds).
+
+Ops: bimamba_scan (both directions, combined and gated: the Vim mixer's fp32 path), bimamba_scan_halves (both
+directions, the two gated halves: the mixer's bf16/fp16 path, see vimbench.models.vim.sums_halves_in_gemm),
+selective_scan (one direction), conv1d_silu_bidir (both directions' conv + SiLU) and add_rmsnorm.
+
+Inputs are laid out as the Vim mixer passes them on a GPU: channel-last, x and z views of xz, B and C views of
+x_dbl in XDblLayout order, in fp32 for bf16/fp16 activations (vimbench.models.vim.x_dbl_in_fp32).
+Static specs: the kernels at Vim-Ti, 1248 px, batch 64 (L = 6085, E = 384, D = 192), in the variants the model
+launches (bf16: gated halves; fp32: combined), plus the combined bf16 scan of the public API and the
+one-direction scan. Regression cases: Vim-Ti at 1248 px (L = 6085) and 224 px (L = 197), batch 64 and 8.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from vimbench.analysis import roofline as rl
+from vimbench.errors import VimbenchError
+from vimbench.kerneltools.registry import KernelOp, OpShape, RegressionShape, Unavailable, register
+from vimbench.kerneltools.static_check import KernelSpec, Ptr, contiguous_strides, spec_from_args
+
+# Vim-Ti at 1248 px, batch 64: the shape the static specs compile at.
+STATIC_SHAPE = OpShape(batch=64, channels=384, length=6085)
+VIM_TI_1248, VIM_TI_224 = 6085, 197
+
+
+def _random(shape: OpShape, device: str):
+    """A seeded normal sampler: rnd(*size, scale, shift, dt) -> tensor."""
+    import torch
+
+    g = torch.Generator(device=device).manual_seed(0)
+
+    def rnd(*size, scale=1.0, shift=0.0, dt):
+        return (torch.randn(*size, generator=g, device=device) * scale + shift).to(dt)
+
+    return rnd
+
+
+# ---------------------------------------------------------------------------------------------- selective scan
+
+def _scan_inputs(dirs: int, halves: bool = False) -> Callable[[OpShape, Any, str], dict[str, Any]]:
+    def build(shape: OpShape, dtype, device: str) -> dict[str, Any]:
+        import torch
+
+        from vimbench.layout import XDblLayout
+
+        B_, E, L, N = shape.batch, shape.channels, shape.length, shape.d_state
+        rnd = _random(shape, device)
+        lay = XDblLayout(shape.dt_rank, N)
+        # Channel-last, as the model lays tensors out: (..., L, channels) buffers seen as (..., channels, L) views.
+        xz = rnd(B_, L, 2 * E, dt=dtype).transpose(1, 2)
+        x_dbl = rnd(dirs, B_, L, lay.width, dt=torch.float32)
+        A = -torch.arange(1, N + 1, device=device, dtype=torch.float32).repeat(dirs, E, 1)
+        args = dict(u=rnd(dirs, B_, L, E, dt=dtype).transpose(2, 3),
+                    delta=rnd(dirs, B_, L, E, scale=0.5, shift=-4.0, dt=dtype).transpose(2, 3), A=A,
+                    B=x_dbl[..., lay.B].transpose(2, 3), C=x_dbl[..., lay.C].transpose(2, 3),
+                    D=torch.ones(dirs, E, device=device), z=xz[:, E:],
+                    delta_bias=rnd(dirs, E, scale=0.5, dt=torch.float32))
+        if dirs == 1:
+            args = {k: (v if k == "z" else v[0]) for k, v in args.items()}
+        if halves:
+            args["combine"] = False
+        return args
+
+    return build
+
+
+def _scan_spec(dtype: str, mode: str, shape: OpShape = STATIC_SHAPE, bc_dtype: str = "fp32") -> KernelSpec:
+    """kernels/selective_scan/fwd.py `_scan_kernel` with the Vim mixer's layouts: u, delta (2, B, E, L) views of
+    (2, B, L, E) buffers; B, C views of x_dbl (2, B, L, width) in XDblLayout order (rows 16-element aligned;
+    bc_dtype: fp32, as x_proj writes it on CUDA); z a view of xz (B, L, 2E); A (2, E, N).
+
+    mode "halves": bimamba_scan(combine=False), what the bf16 model launches: out (2, B, E, L) in u's dtype, a
+    view of (B, L, 2, E). "combined": bimamba_scan(combine=True): fp32 atomics into (B, E, L). "single":
+    selective_scan, one direction."""
+    from kernels.selective_scan.fwd import scan_launch_config
+    from vimbench.layout import XDblLayout
+
+    B_, E, L, N = shape.batch, shape.channels, shape.length, shape.d_state
+    width = XDblLayout(dt_rank=shape.dt_rank, d_state=N).width
+    dirs = 1 if mode == "single" else 2
+    cfg = scan_launch_config(B_, E, dirs, interpreted=False)
+    d0, b0, l0, e0 = contiguous_strides(dirs, B_, L, E)
+    u_st = (d0, b0, e0, l0)
+    xd0, xb0, xl0, xn0 = contiguous_strides(dirs, B_, L, width)
+    x_dbl_st = (xd0, xb0, xn0, xl0)
+    if mode == "halves":
+        out_b, out_l, out_dir, out_e = contiguous_strides(B_, L, 2, E)
+    else:
+        out_dir, (out_b, out_l, out_e) = 0, contiguous_strides(B_, L, E)
+    args = {
+        "u_ptr": Ptr(dtype), "delta_ptr": Ptr(dtype), "A_ptr": Ptr("fp32"), "B_ptr": Ptr(bc_dtype),
+        "C_ptr": Ptr(bc_dtype), "D_ptr": Ptr("fp32"), "z_ptr": Ptr(dtype), "bias_ptr": Ptr("fp32"),
+        "out_ptr": Ptr("fp32" if mode == "combined" else dtype), "ckpt_ptr": Ptr("fp32"),
+        "E": E, "L": L, "dir_first": 0, "out_scale": 1.0 if mode == "single" else 0.5,
+        **dict(zip(("stride_u_dir", "stride_u_b", "stride_u_e", "stride_u_l"), u_st)),
+        **dict(zip(("stride_dt_dir", "stride_dt_b", "stride_dt_e", "stride_dt_l"), u_st)),
+        **dict(zip(("stride_A_dir", "stride_A_e", "stride_A_n"), contiguous_strides(dirs, E, N))),
+        **dict(zip(("stride_B_dir", "stride_B_b", "stride_B_n", "stride_B_l"), x_dbl_st)),
+        **dict(zip(("stride_C_dir", "stride_C_b", "stride_C_n", "stride_C_l"), x_dbl_st)),
+        "stride_D_dir": E, "stride_bias_dir": E,
+        "stride_z_b": L * 2 * E, "stride_z_e": 1, "stride_z_l": 2 * E,
+        "stride_out_dir": out_dir, "stride_out_b": out_b, "stride_out_e": out_e, "stride_out_l": out_l,
+    }
+    constexprs = dict(N_STATE=N, HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True,
+                      ATOMIC=mode == "combined", SAVE_EVERY=0, **cfg.constexprs)
+    # The binary holds the loop trip twice (the unmasked main loop and the masked last trips), each
+    # 2 tokens x N states x (BLOCK_C / threads) channels per thread.
+    tokens_per_trip = 2
+    state_elements = 2 * tokens_per_trip * N * cfg.constexprs["BLOCK_C"] // (32 * cfg.num_warps)
+    return spec_from_args(f"scan/{mode}/{dtype}", "kernels.selective_scan.fwd", cfg.kernel, args, constexprs,
+                          do_not_specialize=("L",), num_warps=cfg.num_warps, state_elements=state_elements)
+
+
+def _mamba_scan() -> Callable[..., Any]:
+    try:
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+    except Exception as exc:  # noqa: BLE001 - any import failure means "not available"
+        raise Unavailable("mamba_ssm is not importable here") from exc
+    return selective_scan_fn
+
+
+def _official_bidir(a: dict[str, Any]) -> Callable[[], Any]:
+    """The official path: flipped copies for the backward direction, two launches."""
+    scan_fn = _mamba_scan()
+
+    def official():
+        y_f = scan_fn(a["u"][0], a["delta"][0], a["A"][0], a["B"][0], a["C"][0], a["D"][0], a["z"],
+                      a["delta_bias"][0], delta_softplus=True)
+        y_b = scan_fn(a["u"][1].flip(-1), a["delta"][1].flip(-1), a["A"][1], a["B"][1].flip(-1),
+                      a["C"][1].flip(-1), a["D"][1], a["z"].flip(-1), a["delta_bias"][1], delta_softplus=True)
+        return 0.5 * (y_f + y_b.flip(-1))
+
+    return official
+
+
+def _official_single(a: dict[str, Any]) -> Callable[[], Any]:
+    scan_fn = _mamba_scan()
+    return lambda: scan_fn(**a, delta_softplus=True)
+
+
+def _both_dtypes(*shapes: tuple[int, int, int]) -> tuple[RegressionShape, ...]:
+    return tuple(RegressionShape(b, e, l, d) for d in ("bf16", "fp32") for b, e, l in shapes)
+
+
+def _scan_op(name: str, public: str, summary: str, **fields: Any) -> KernelOp:
+    """A scan op: `public` names the function in kernels/selective_scan/op.py and its `*_ref` twin; all launch
+    `_scan_kernel`."""
+    return KernelOp(name=name, summary=summary, category="scan", forward=f"kernels.selective_scan.op:{public}",
+                    reference=f"kernels.selective_scan.reference:{public}_ref",
+                    kernels=("kernels.selective_scan.fwd:_scan_kernel",), **fields)
+
+
+register(_scan_op(
+    "bimamba_scan", "bimamba_scan",
+    "both scan directions, gated and combined in one launch (the fp32 model's scan)",
+    inputs=_scan_inputs(dirs=2),
+    work=lambda s, dtype: rl.bimamba_scan_work(s.batch, s.channels, s.length, s.d_state, dtype=dtype),
+    static_specs=lambda: [_scan_spec("fp32", "combined"), _scan_spec("bf16", "combined")],
+    regression=_both_dtypes((64, 384, VIM_TI_1248), (8, 384, VIM_TI_1248), (64, 384, VIM_TI_224)),
+    official=_official_bidir,
+))
+
+register(_scan_op(
+    "bimamba_scan_halves", "bimamba_scan",
+    "both scan directions in one launch, the two gated halves (the bf16/fp16 model's scan)",
+    inputs=_scan_inputs(dirs=2, halves=True),
+    work=lambda s, dtype: rl.bimamba_scan_work(s.batch, s.channels, s.length, s.d_state, dtype=dtype,
+                                               halves=True),
+    static_specs=lambda: [_scan_spec("bf16", "halves")],
+    regression=(RegressionShape(64, 384, VIM_TI_1248, "bf16"), RegressionShape(64, 384, VIM_TI_224, "bf16")),
+    official="the official code has no halves variant; compare bimamba_scan",
+))
+
+register(_scan_op(
+    "selective_scan", "selective_scan", "one scan direction",
+    inputs=_scan_inputs(dirs=1),
+    work=lambda s, dtype: rl.scan_work(s.batch, s.channels, s.length, s.d_state, dtype=dtype),
+    static_specs=lambda: [_scan_spec("bf16", "single")],
+    official=_official_single,
+))
+
+
+# ---------------------------------------------------------------------------------------------- conv1d
+
+def _conv_inputs(shape: OpShape, dtype, device: str) -> dict[str, Any]:
+    import torch
+
+    B_, E, L = shape.batch, shape.channels, shape.length
+    rnd = _random(shape, device)
+    xz = rnd(B_, L, 2 * E, dt=dtype).transpose(1, 2)
+    return dict(x=xz[:, :E], weight=rnd(2, E, shape.d_conv, scale=0.5, dt=torch.float32),
+                bias=rnd(2, E, scale=0.1, dt=torch.float32))
+
+
+def _conv_spec(dtype: str, shape: OpShape = STATIC_SHAPE) -> KernelSpec:
+    """kernels/conv1d/fwd.py as the Vim mixer launches it (K = 4, channel-last): x a view of xz (B, L, 2E);
+    weight (2, E, 4) and bias (2, E) fp32 stacks; out (2, B, E, L) a view of (B, L, 2, E)."""
+    from kernels.conv1d.fwd import conv1d_launch_config
+
+    B_, E, L, K = shape.batch, shape.channels, shape.length, shape.d_conv
+    cfg = conv1d_launch_config(B_, E, L, K, channel_last=True, interpreted=False)
+    if cfg.kernel != "_conv1d_silu_bidir_rows_kernel":
+        raise VimbenchError(f"static spec conv1d: expected the token-walking kernel at K = {K}, got {cfg.kernel}")
+    o_b, o_l, o_dir, _ = contiguous_strides(B_, L, 2, E)
+    args = {
+        "x_ptr": Ptr(dtype), "w_ptr": Ptr("fp32"), "bias_ptr": Ptr("fp32"), "out_ptr": Ptr(dtype),
+        "E": E, "L": L, "stride_x_b": L * 2 * E, "stride_x_l": 2 * E,
+        **dict(zip(("stride_w_dir", "stride_w_e", "stride_w_k"), contiguous_strides(2, E, K))),
+        "stride_bias_dir": E, "stride_bias_e": 1,
+        "stride_out_dir": o_dir, "stride_out_b": o_b, "stride_out_l": o_l,
+    }
+    return spec_from_args(f"conv1d/bidir/{dtype}", "kernels.conv1d.fwd", cfg.kernel, args,
+                          dict(HAS_BIAS=True, **cfg.constexprs), do_not_specialize=("L",), num_warps=cfg.num_warps)
+
+
+def _official_conv(a: dict[str, Any]) -> Callable[[], Any]:
+    import torch
+
+    try:
+        from causal_conv1d import causal_conv1d_fn
+    except Exception as exc:  # noqa: BLE001
+        raise Unavailable("causal_conv1d is not importable here") from exc
+    x, w, b = a["x"], a["weight"], a["bias"]
+    return lambda: torch.stack([causal_conv1d_fn(x, w[0], b[0], activation="silu"),
+                                causal_conv1d_fn(x.flip(-1), w[1], b[1], activation="silu").flip(-1)])
+
+
+register(KernelOp(
+    name="conv1d_silu_bidir",
+    summary="depthwise conv1d + SiLU for both scan directions, one launch",
+    category="conv",
+    forward="kernels.conv1d.op:conv1d_silu_bidir",
+    reference="kernels.conv1d.reference:conv1d_silu_bidir_ref",
+    inputs=_conv_inputs,
+    work=lambda s, dtype: rl.conv1d_bidir_work(s.batch, s.channels, s.length, s.d_conv, dtype=dtype),
+    kernels=("kernels.conv1d.fwd:_conv1d_silu_bidir_rows_kernel", "kernels.conv1d.fwd:_conv1d_silu_bidir_kernel"),
+    static_specs=lambda: [_conv_spec("bf16"), _conv_spec("fp32")],
+    regression=_both_dtypes((64, 384, VIM_TI_1248), (64, 384, VIM_TI_224)),
+    official=_official_conv,
+))
+
+
+# ---------------------------------------------------------------------------------------------- add + RMSNorm
+
+def _norm_inputs(shape: OpShape, dtype, device: str) -> dict[str, Any]:
+    import torch
+
+    B_, L, D = shape.batch, shape.length, shape.d_model
+    rnd = _random(shape, device)
+    return dict(x=rnd(B_, L, D, dt=dtype), residual=rnd(B_, L, D, dt=torch.float32),
+                weight=torch.ones(D, device=device), eps=1e-5, out_dtype=dtype)
+
+
+def _norm_spec(dtype: str, residual: bool = True, shape: OpShape = STATIC_SHAPE) -> KernelSpec:
+    """kernels/rmsnorm/fwd.py `_add_rmsnorm_kernel` as the Vim blocks launch it: x (B*L, D) in the activation
+    dtype, fp32 residual and weight, y in the activation dtype, r fp32."""
+    from kernels.rmsnorm.fwd import rmsnorm_launch_config
+
+    rows, dim = shape.rows, shape.d_model
+    cfg = rmsnorm_launch_config(rows, dim, interpreted=False)
+    args = {"x_ptr": Ptr(dtype), "res_ptr": Ptr("fp32" if residual else dtype), "w_ptr": Ptr("fp32"),
+            "y_ptr": Ptr(dtype), "r_ptr": Ptr("fp32"), "rows": rows, "D": dim, "eps": 1e-5,
+            "stride_x": dim, "stride_res": dim, "stride_y": dim, "stride_r": dim}
+    return spec_from_args(f"rmsnorm/{'add' if residual else 'first'}/{dtype}", "kernels.rmsnorm.fwd", cfg.kernel,
+                          args, dict(HAS_RES=residual, **cfg.constexprs), num_warps=cfg.num_warps)
+
+
+register(KernelOp(
+    name="add_rmsnorm",
+    summary="residual add + RMSNorm over the model width (fp32 residual stream)",
+    category="norm",
+    forward="kernels.rmsnorm.op:add_rmsnorm",
+    reference="kernels.rmsnorm.reference:add_rmsnorm_ref",
+    inputs=_norm_inputs,
+    work=lambda s, dtype: rl.add_rmsnorm_work(s.rows, s.d_model, dtype=dtype),
+    kernels=("kernels.rmsnorm.fwd:_add_rmsnorm_kernel",),
+    static_specs=lambda: [_norm_spec("bf16"), _norm_spec("fp32"), _norm_spec("bf16", residual=False)],
+    regression=_both_dtypes((64, 384, VIM_TI_1248)),
+    case_label=lambda s: f"r{s.rows}_d{s.d_model}",
+    official="no official CUDA op for add_rmsnorm is benchmarked",
+))
