@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from vimbench.errors import VimbenchError
+from vimbench.report import cross_gpu
 from vimbench.report import data as D
 from vimbench.report.figures import Figure, batch_figure, pick_batch_resolution, resolution_figure
 from vimbench.report.tables import Table, ratios_table, results_table, write_table
@@ -61,6 +62,7 @@ def build_report(paths: Sequence[str | Path], out_dir: str | Path, models: Seque
     problems = LoadProblems()
     df = D.prepare(load_results(list(paths), skip_bad=skip_bad, problems=problems), models=models, dtypes=dtypes,
                    batches=batches, devices=devices)
+    group_by = cross_gpu.with_gpu_grouping(df, list(group_by))
     out = ReportOutput(Path(out_dir), skipped_files=problems.skipped)
     out.protocol_mixes = [line for source in sorted({str(s) for s in df["source"].dropna()})
                           for line in protocol_changes(Path(source))]
@@ -93,6 +95,10 @@ def build_report(paths: Sequence[str | Path], out_dir: str | Path, models: Seque
                           "memory saved: 1 - Vim peak / DeiT peak.", mode)
         if rt is not None:
             out.tables.append(rt)
+    fig = cross_gpu.cross_gpu_figure(df, fig_dir)
+    if fig is not None:
+        out.figures.append(fig)
+        out.tables.append(cross_gpu.cross_gpu_table(df, D.provenance_text(D.provenance(df)) + "."))
     for t in out.tables:
         out.files.extend(write_table(t, tab_dir).values())
     for f in out.figures:
