@@ -89,17 +89,16 @@ def test_a_backend_whose_backward_is_disconnected_is_an_error_and_the_sweep_goes
     assert [r["status"] for r in rows] == ["error", "ok"]
 
 
-def test_triton_backend_training_case_on_the_interpreter():
-    """The triton backend under autograd (interpreter, tiny shape): a step that trains every parameter, or, until
-    the backward kernels land, a recorded error that says so; never a silent success."""
-    pytest.importorskip("triton")
-    key = runners.CaseKey("vim_test", 32, 2, "fp32", "triton", None, "cpu", mode="train")
+@pytest.mark.gpu
+def test_triton_backend_training_case_on_the_gpu():
+    """A Vim-Ti training case on the triton backend: a step that trains every parameter, timed with the split.
+    (On CPU the interpreter takes minutes for the 8 steps of a case; the backward kernels' own tests cover it.)"""
+    key = runners.CaseKey("vim_t", 224, 8, "bf16", "triton", None, "cuda", mode="train")
     result = runners.run_case(key, warmup=1, iters=5)
-    if result.status == "ok":
-        assert result.optimizer == "adamw" and len(result.backward_ms_samples) == 5
-    else:
-        assert result.status == "error" and result.fps is None
-        assert "backward" in result.error.lower() or "grad" in result.error.lower(), result.error
+    assert result.status == "ok", result.error
+    assert result.optimizer == "adamw" and len(result.backward_ms_samples) == 5
+    assert result.baseline_alloc_mib > 0 and result.peak_alloc_mib > result.baseline_alloc_mib
+    assert result.timing_method == "cuda_events" and result.memory_method.startswith("torch_allocator")
 
 
 def test_train_suite_lists_the_issue_points():

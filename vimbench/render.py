@@ -7,7 +7,8 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
+from rich.text import Text
 from rich.table import Table
 
 from vimbench.formatting import format_cell
@@ -134,6 +135,39 @@ def progress_bar(total: int, description: str = "") -> Iterator[Callable[[str, i
             if log_lines and completed < total and label != last[0]:
                 last[0] = label
                 err_console.print(f"[{completed + 1}/{total}] {label}", highlight=False, soft_wrap=True,
+                                  markup=False)
+
+        yield update
+
+
+class _OnlyOverall(ProgressColumn):
+    """A column drawn for the whole-job task only; the lane lines are text."""
+
+    def __init__(self, column: ProgressColumn):
+        super().__init__()
+        self.column = column
+
+    def render(self, task) -> Any:
+        return self.column.render(task) if task.fields.get("overall") else Text("")
+
+
+@contextmanager
+def lanes_progress(total: int, lanes: Sequence[str], description: str = "all workers"
+                   ) -> Iterator[Callable[[int, str, int], None]]:
+    """One Rich view for parallel work: a bar for the whole job and one line per lane (worker) with what it is
+    doing. Yields update(lane, text, completed): lane's line shows text, the whole bar moves to completed."""
+    with Progress(TextColumn("{task.description}"), _OnlyOverall(BarColumn()), _OnlyOverall(MofNCompleteColumn()),
+                  _OnlyOverall(TimeElapsedColumn()), console=err_console, transient=False) as progress:
+        overall = progress.add_task(description, total=total, overall=True)
+        width = max((len(lane) for lane in lanes), default=0)
+        tasks = [progress.add_task(f"  {lane:<{width}}  starting", total=None, start=False) for lane in lanes]
+        log_lines = not err_console.is_terminal
+
+        def update(lane: int, text: str, completed: int) -> None:
+            progress.update(tasks[lane], description=f"  {lanes[lane]:<{width}}  {text}")
+            progress.update(overall, completed=completed)
+            if log_lines:
+                err_console.print(f"[{completed}/{total}] {lanes[lane]}: {text}", highlight=False, soft_wrap=True,
                                   markup=False)
 
         yield update

@@ -116,6 +116,11 @@ class CaseResult:
     temp_c_before: int | None = None
     temp_c_after: int | None = None
     timestamp: str | None = None
+    # where it ran (a file's rows can come from several hosts and GPUs once resumed elsewhere)
+    hostname: str | None = None
+    gpu_name: str | None = None
+    gpu_index: int | None = None       # as nvidia-smi numbers it (not torch's index under CUDA_VISIBLE_DEVICES)
+    gpu_uuid: str | None = None
 
     def to_row(self) -> dict[str, Any]:
         row = {"kind": "case", **asdict(self.key)}
@@ -662,7 +667,9 @@ def open_run(path: str | Path, kind: str, command: str, env: dict[str, Any], set
 
 # ---------------------------------------------------------------------------------------------------- loading
 
-ENV_COLUMNS = ("gpu_name", "torch", "triton", "timm", "vimbench", "git_commit", "hostname")
+ENV_COLUMNS = ("gpu_name", "torch", "triton", "timm", "vimbench", "git_commit", "hostname", "gpu_index", "gpu_uuid")
+# Recorded on each row as well as in the header: the row's own value wins (older files only have the header's).
+ROW_WINS = ("gpu_name", "hostname", "gpu_index", "gpu_uuid")
 
 
 def _expand(paths: Iterable[str | Path]) -> list[Path]:
@@ -722,7 +729,11 @@ def load_results(paths: Iterable[str | Path] | str | Path, kind: str = "case", s
         env = header.get("env", {}) or {}
         extra = {"run_id": header.get("run_id"), "source": str(path), "run_created": header.get("created")}
         extra.update({col: env.get(col) for col in ENV_COLUMNS})
-        records.extend({**upgrade_row(row), **extra} for row in rows)
+        for row in rows:
+            row = upgrade_row(row)
+            merged = {**row, **extra}
+            merged.update({col: row[col] for col in ROW_WINS if row.get(col) is not None})
+            records.append(merged)
     if not records and problems is not None and problems.skipped:
         raise VimbenchError("no readable results: " + "; ".join(problems.skipped))
     return _typed(pd.DataFrame.from_records(records), kind)

@@ -32,3 +32,11 @@ def results_dir() -> str:
 def git_commit_override() -> str | None:
     """VIMBENCH_GIT_COMMIT: the commit a copied tree (no .git, e.g. on a lent GPU box) was taken from."""
     return os.environ.get("VIMBENCH_GIT_COMMIT") or None
+
+
+def cuda_visible_devices() -> list[str] | None:
+    """CUDA_VISIBLE_DEVICES as a list of device ids (indices or UUIDs), None when unset (all GPUs visible)."""
+    value = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if value is None:
+        return None
+    return [item.strip() for item in value.split(",") if item.strip()]

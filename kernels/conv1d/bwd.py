@@ -22,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.runtime import check_device
+from kernels.runtime import LaunchConfig, check_device, strides
 
 
 @triton.jit
@@ -123,17 +123,26 @@ def _conv1d_silu_bidir_bwd_kernel(
     tl.store(bias_part + E, db_b, mask=offs_e < E)
 
 
-def _config(interpreted: bool, channel_last: bool, channels: int) -> tuple[int, int, int, int]:
-    """(BLOCK_E, BLOCK_L, CHUNK, warps). Interpreter: small tiles and chunks of two tiles, so tests cross tile,
+def conv1d_bwd_launch_config(batch: int, channels: int, length: int, width: int, channel_last: bool,
+                             interpreted: bool) -> LaunchConfig:
+    """`_conv1d_silu_bidir_bwd_kernel`'s grid, tile and warps: the one place that chooses them (the launcher and
+    `vimbench kernels static` both call it). Grid (token chunks, channel blocks, batch); the dweight/dbias partial
+    buffer has one slot per (batch, chunk). Interpreter: small tiles and chunks of two tiles, so tests cross tile,
     chunk and channel-block edges (its cost is per operation, not per element: 16-channel blocks for the kernel
     tests' small widths, 64 for the model tests' E = 64). GPU: lanes along the contiguous axis (64 x 16 tiles
     spill under triton 3.8); chunks long enough that the partial buffer stays a few MB (Vim-Ti 1248 px, batch 8:
     8 x 24 slots x 12 KB = 2.3 MB)."""
     if interpreted:
-        return (16 if channels <= 32 else 64), 8, 16, 1
-    if channel_last:
-        return 64, 8, 256, 4
-    return 4, 128, 1024, 4
+        block_e, block_l, chunk, warps = (16 if channels <= 32 else 64), 8, 16, 1
+    elif channel_last:
+        block_e, block_l, chunk, warps = 64, 8, 256, 4
+    else:
+        block_e, block_l, chunk, warps = 4, 128, 1024, 4
+    return LaunchConfig(kernel="_conv1d_silu_bidir_bwd_kernel",
+                        grid=(triton.cdiv(length, chunk), triton.cdiv(channels, block_e), batch),
+                        constexprs=dict(K=width, K_POW2=triton.next_power_of_2(width), BLOCK_E=block_e,
+                                        BLOCK_L=block_l, CHUNK=chunk),
+                        num_warps=warps)
 
 
 def dx_like(x: torch.Tensor) -> torch.Tensor:
@@ -162,18 +171,21 @@ def conv1d_silu_bidir_bwd(dout: torch.Tensor, x: torch.Tensor, weight: torch.Ten
         dweight = torch.zeros_like(weight)
         return dx, dweight, None if bias is None else torch.zeros_like(bias)
     channel_last = x.stride(1) == 1 and channels > 1
-    block_e, block_l, chunk, warps = _config(check_device(x, _conv1d_silu_bidir_bwd_kernel), channel_last,
-                                               channels)
-    grid = (triton.cdiv(length, chunk), triton.cdiv(channels, block_e), batch)
-    slots = grid[0] * grid[2]
+    cfg = conv1d_bwd_launch_config(batch, channels, length, width, channel_last,
+                                   check_device(x, _conv1d_silu_bidir_bwd_kernel))
+    slots = cfg.grid[0] * cfg.grid[2]
     dw_part = torch.empty((slots, 2, channels, width), dtype=torch.float32, device=x.device)
     db_part = torch.empty((slots, 2, channels), dtype=torch.float32, device=x.device)
     b = bias if bias is not None else weight  # never read without HAS_BIAS
-    _conv1d_silu_bidir_bwd_kernel[grid](
-        x, weight, b, dout, dx, dw_part, db_part, channels, length,
-        *x.stride(), *weight.stride(), b.stride(0), b.stride(1), *dout.stride(), *dx.stride(),
-        K=width, K_POW2=triton.next_power_of_2(width), BLOCK_E=block_e, BLOCK_L=block_l, CHUNK=chunk,
-        HAS_BIAS=bias is not None, num_warps=warps,
+    _conv1d_silu_bidir_bwd_kernel[cfg.grid](
+        x_ptr=x, w_ptr=weight, bias_ptr=b, dout_ptr=dout, dx_ptr=dx, dw_part_ptr=dw_part, db_part_ptr=db_part,
+        E=channels, L=length,
+        **strides("stride_x", ("b", "e", "l"), x.stride()),
+        **strides("stride_w", ("dir", "e", "k"), weight.stride()),
+        **strides("stride_bias", ("dir", "e"), b.stride()[:2]),
+        **strides("stride_dout", ("dir", "b", "e", "l"), dout.stride()),
+        **strides("stride_dx", ("b", "e", "l"), dx.stride()),
+        HAS_BIAS=bias is not None, **cfg.constexprs, num_warps=cfg.num_warps,
     )
     dweight = dw_part.sum(0).to(weight.dtype)
     dbias = None if bias is None else db_part.sum(0).to(bias.dtype)

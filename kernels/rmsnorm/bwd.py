@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.runtime import check_device
+from kernels.runtime import LaunchConfig, check_device
 
 
 @triton.jit
@@ -55,12 +55,20 @@ def _rows(t: torch.Tensor, dim: int) -> torch.Tensor:
     return t2 if t2.stride(-1) == 1 else t2.contiguous()
 
 
-def _programs(interpreted: bool, row_blocks: int, device: torch.device) -> int:
-    """Programs that walk the row blocks: a few per SM on a GPU (the partial buffer is programs x D fp32); under
-    the interpreter at most 3, so that tests cover programs with several row blocks."""
+def rmsnorm_bwd_launch_config(rows: int, dim: int, interpreted: bool, sm_count: int = 132) -> LaunchConfig:
+    """`_add_rmsnorm_bwd_kernel`'s grid, tile and warps: the one place that chooses them (the launcher and
+    `vimbench kernels static` both call it). BLOCK_R whole rows per step as in the forward; a few programs per SM
+    walk the row blocks (the dweight partial buffer is programs x D fp32). Interpreter: 2-row blocks and at most
+    3 programs, so that tests cover programs with several row blocks and row masks."""
+    block_d = triton.next_power_of_2(dim)
     if interpreted:
-        return min(row_blocks, 3)
-    return min(row_blocks, 4 * torch.cuda.get_device_properties(device).multi_processor_count)
+        block_r, warps, cap = 2, 1, 3
+    else:
+        block_r = max(1, min(16, 4096 // block_d))
+        warps, cap = (4 if block_d * block_r <= 4096 else 8), 4 * sm_count
+    programs = max(1, min(triton.cdiv(rows, block_r), cap))
+    return LaunchConfig(kernel="_add_rmsnorm_bwd_kernel", grid=(programs,),
+                        constexprs=dict(BLOCK_R=block_r, BLOCK_D=block_d), num_warps=warps)
 
 
 def add_rmsnorm_bwd(dy: torch.Tensor, dr: torch.Tensor | None, r: torch.Tensor, weight: torch.Tensor,
@@ -83,19 +91,15 @@ def add_rmsnorm_bwd(dy: torch.Tensor, dr: torch.Tensor | None, r: torch.Tensor, 
     dres = torch.empty(r.shape, dtype=torch.float32, device=r.device) if has_residual else None
     if rows == 0 or dim == 0:
         return dx, dres, torch.zeros_like(weight)
-    block_d = triton.next_power_of_2(dim)
     interpreted = check_device(r, _add_rmsnorm_bwd_kernel)
-    if interpreted:
-        block_r, warps = 2, 1
-    else:
-        block_r = max(1, min(16, 4096 // block_d))
-        warps = 4 if block_d * block_r <= 4096 else 8
-    programs = _programs(interpreted, triton.cdiv(rows, block_r), r.device)
-    dw_part = torch.empty((programs, dim), dtype=torch.float32, device=r.device)
+    sm_count = 1 if interpreted else torch.cuda.get_device_properties(r.device).multi_processor_count
+    cfg = rmsnorm_bwd_launch_config(rows, dim, interpreted, sm_count)
+    dw_part = torch.empty((cfg.grid[0], dim), dtype=torch.float32, device=r.device)
     dres_t = dres if dres is not None else dx  # never written without HAS_RES
-    _add_rmsnorm_bwd_kernel[(programs,)](
-        dy2, dr2, r2, weight, dx, dres_t, dw_part, rows, dim, eps,
-        dy2.stride(0), dr2.stride(0), r2.stride(0), dim, dim,
-        BLOCK_R=block_r, BLOCK_D=block_d, HAS_DR=dr is not None, HAS_RES=has_residual, num_warps=warps,
+    _add_rmsnorm_bwd_kernel[cfg.grid](
+        dy_ptr=dy2, dr_ptr=dr2, r_ptr=r2, w_ptr=weight, dx_ptr=dx, dres_ptr=dres_t, dw_part_ptr=dw_part,
+        rows=rows, D=dim, eps=eps,
+        stride_dy=dy2.stride(0), stride_dr=dr2.stride(0), stride_r=r2.stride(0), stride_dx=dim, stride_dres=dim,
+        HAS_DR=dr is not None, HAS_RES=has_residual, **cfg.constexprs, num_warps=cfg.num_warps,
     )
     return dx, dres, dw_part.sum(0).to(weight.dtype)

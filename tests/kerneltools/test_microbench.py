@@ -18,8 +18,12 @@ def test_each_op_runs_on_its_benchmark_inputs(op):
     out_torch = kb.make_call(op, "torch", TINY, torch.float32, device="cpu")()
     expected_shape = {"bimamba_scan": (2, 16, 9), "bimamba_scan_halves": (2, 2, 16, 9), "selective_scan": (2, 16, 9),
                       "conv1d_silu_bidir": (2, 2, 16, 9)}
+    gradients = {"conv1d_silu_bidir_bwd": [(2, 16, 9), (2, 16, 4), (2, 16)],  # dx, dweight, dbias
+                 "add_rmsnorm_bwd": [(2, 9, 8), (2, 9, 8), (8,)]}  # dx, dresidual, dweight
     if op == "add_rmsnorm":
         assert out_triton[0].shape == (2, 9, 8)
+    elif op in gradients:
+        assert [tuple(t.shape) for t in out_triton] == gradients[op]
     else:
         assert out_triton.shape == expected_shape[op]
     torch.testing.assert_close(out_triton, out_torch, rtol=1e-4, atol=1e-4)

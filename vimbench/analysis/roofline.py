@@ -103,6 +103,28 @@ def conv1d_bidir_work(batch: int, channels: int, length: int, width: int = D_CON
                       2.0 * outputs, (width + 3.0) * outputs)
 
 
+def conv1d_bidir_bwd_work(batch: int, channels: int, length: int, width: int = D_CONV,
+                          dtype: str = "bf16") -> KernelWork:
+    """Backward of conv + SiLU, both directions: reads x (B, E, L) and dout (2, B, E, L), writes dx (B, E, L);
+    weight/bias gradients are per-program partials (small). Per output: the pre-activation recomputed (K FMAs),
+    SiLU' (ex2 + rcp on MUFU, ~5 FMA-pipe ops), K FMAs into dx and K into dweight."""
+    elt = element_bytes(dtype)
+    bel = batch * channels * length
+    outputs = 2 * bel
+    return KernelWork("conv1d_silu_bidir_bwd", elt * (bel + outputs + bel) + F32 * 4 * channels * (width + 1),
+                      2.0 * outputs, (3 * width + 5.0) * outputs)
+
+
+def add_rmsnorm_bwd_work(rows: int, dim: int, dtype: str = "bf16", residual: bool = True) -> KernelWork:
+    """Backward of residual add + RMSNorm: reads dy (rows, D) in dtype, dr and r (fp32), weight; writes dx in
+    dtype and dresidual (fp32, if any); dweight as per-program partials (small). Per element: ~8 FMA-pipe ops."""
+    elt = element_bytes(dtype)
+    n = rows * dim
+    reads = elt * n + 2 * F32 * n + F32 * dim
+    writes = elt * n + (F32 * n if residual else 0)
+    return KernelWork("add_rmsnorm_bwd", reads + writes, float(rows), 8.0 * n)
+
+
 def add_rmsnorm_work(rows: int, dim: int, dtype: str = "bf16", residual: bool = True) -> KernelWork:
     """Residual add + RMSNorm: reads x (rows, D) in dtype, the fp32 residual (if any) and weight (D,);
     writes y (rows, D) in dtype and the fp32 residual. Per element: add, square-accumulate, two scales."""

@@ -94,11 +94,18 @@ def collect_env(device: str = "cuda") -> dict[str, Any]:
 
     import vimbench
 
+    from vimbench.settings import cuda_visible_devices
+
     commit, dirty = git_state()
     cuda = torch.cuda.is_available()
+    identity = device_identity("cuda" if cuda and device == "cuda" else "cpu")
+    visible = cuda_visible_devices()
     env: dict[str, Any] = {
         "device": device,
         "gpu_name": torch.cuda.get_device_name(0) if cuda else None,
+        "gpu_index": identity["gpu_index"],
+        "gpu_uuid": identity["gpu_uuid"],
+        "cuda_visible_devices": ",".join(visible) if visible is not None else None,
         "gpu_count": torch.cuda.device_count() if cuda else 0,
         "gpu_memory_mib": (torch.cuda.get_device_properties(0).total_memory / 2 ** 20) if cuda else None,
         "gpu_capability": ".".join(map(str, torch.cuda.get_device_capability(0))) if cuda else None,
@@ -135,6 +142,47 @@ def _cpu_count() -> int | None:
 
 def now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def _physical_gpu_index(uuid: str | None, device_index: int) -> int | None:
+    """The GPU's index as nvidia-smi and NVML number it (what CUDA_VISIBLE_DEVICES names), which differs from
+    torch's index when CUDA_VISIBLE_DEVICES renumbers the devices a process sees."""
+    if uuid:
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            return int(pynvml.nvmlDeviceGetIndex(pynvml.nvmlDeviceGetHandleByUUID(uuid)))
+        except Exception:
+            pass
+    from vimbench.settings import cuda_visible_devices
+
+    visible = cuda_visible_devices()
+    if visible is None:
+        return device_index
+    if device_index < len(visible) and visible[device_index].isdigit():
+        return int(visible[device_index])
+    return None
+
+
+def device_identity(device: str, device_index: int = 0) -> dict[str, Any]:
+    """Where a case ran: host name, and on a GPU its name, physical index and UUID (every case row carries
+    these, so rows of many GPUs and hosts can be merged and still told apart). CPU runs: GPU fields None."""
+    out: dict[str, Any] = {"hostname": socket.gethostname(), "gpu_name": None, "gpu_index": None,
+                           "gpu_uuid": None}
+    if device != "cuda":
+        return out
+    try:
+        import torch
+
+        props = torch.cuda.get_device_properties(device_index)
+        out["gpu_name"] = props.name
+        uuid = str(props.uuid)
+        out["gpu_uuid"] = uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}"
+    except Exception:
+        return out
+    out["gpu_index"] = _physical_gpu_index(out["gpu_uuid"], device_index)
+    return out
 
 
 def gpu_conditions(device_index: int = 0) -> dict[str, int | None]:

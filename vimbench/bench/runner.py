@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from vimbench.bench import compiler
-from vimbench.bench.env import gpu_conditions, now
+from vimbench.bench.env import device_identity, gpu_conditions, now
 from vimbench.bench import train
 from vimbench.bench.memory import Memory, measure_memory
 from vimbench.bench.timing import Timing, time_forward
@@ -186,6 +186,9 @@ def run_case(key: CaseKey, warmup: int, iters: int, compile_backend: str = "indu
     eager and aot_eager trace without generating code)."""
     result = CaseResult(key=key, status="ok", warmup=warmup, iters=iters, timestamp=now(),
                         tokens=num_tokens(get_spec(key.model), key.res), res_effective_px=effective_res(key.res))
+    identity = device_identity(key.device, torch.cuda.current_device() if key.device == "cuda" else 0)
+    result.hostname, result.gpu_name = identity["hostname"], identity["gpu_name"]
+    result.gpu_index, result.gpu_uuid = identity["gpu_index"], identity["gpu_uuid"]
     if key.device == "cuda":
         before = gpu_conditions(torch.cuda.current_device())
         result.sm_clock_mhz_before, result.temp_c_before = before["sm_clock_mhz"], before["temp_c"]

@@ -18,6 +18,7 @@ Options given on the command line override the top level and every block alike.
 """
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,8 +27,8 @@ from typing import Any, Callable, Iterable
 from vimbench.bench import compiler, grid
 from vimbench.bench.grid import Dropped, SweepConfig
 from vimbench.errors import VimbenchError
-from vimbench.results import (CaseKey, CaseResult, RunWriter, check_not_busy, header_settings, iter_rows, open_run,
-                              read_header)
+from vimbench.results import (CaseKey, CaseResult, RunWriter, check_not_busy, header_settings, iter_rows,
+                              new_run_id, open_run, read_header)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -169,12 +170,18 @@ def resolve_config(suite: str | None, overrides: dict[str, Any], cuda_available:
                    resume: str | Path | None = None, plan_only: bool = False) -> tuple[SweepConfig, str]:
     """The sweep to run and a sentence saying where it came from.
 
-    Base values: the named suite; else, when resuming, the sweep recorded in the results file's header; else the
+    Base values: the named suite; else, when resuming, the sweep recorded in the results file's header (or the run
+    folder's manifest); else the
     default suite (paper_fig1 with a GPU, cpu_smoke without). Values in `overrides` that are not None win."""
+    from vimbench.bench import rundir
+
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    if resume is not None:
+    recorded = None
+    if resume is not None and rundir.is_run_dir(resume):
+        recorded = rundir.load_manifest(resume).sweep
+    elif resume is not None:
         _check_resumable(Path(resume))
-    recorded = header_settings(read_header(Path(resume))).get("sweep") if resume is not None else None
+        recorded = header_settings(read_header(Path(resume))).get("sweep")
     if suite is not None:
         path = find_suite(suite)
         base, source = load_suite(str(path)), f"suite {path.stem} ({path})"
@@ -213,7 +220,8 @@ class Plan:
 def _check_resumable(path: Path) -> None:
     if path.is_dir():
         files = sorted(path.glob("*.jsonl"))[-3:]
-        raise VimbenchError(f"{path} is a folder; --resume takes one results file"
+        raise VimbenchError(f"{path} is a folder; --resume takes one results file or the run folder of a "
+                            f"parallel sweep (with a run.json)"
                             + (f", e.g. {', '.join(str(f) for f in files)}" if files else ""))
     if not path.exists():
         raise VimbenchError(f"cannot resume {path}: no such file")
@@ -236,10 +244,9 @@ def _check_out(out: Path | None, resume: bool) -> None:
         raise VimbenchError(f"{out} already exists; pass --resume {out} to continue it, or choose another --out")
 
 
-def plan_sweep(cases: SweepConfig | Iterable[CaseKey], out: str | Path | None = None, resume: bool = False) -> Plan:
-    """The cases to run (minus those already in `out` when resuming), without running anything."""
-    out = Path(out) if out is not None else None
-    _check_out(out, resume)
+def sweep_cases(cases: SweepConfig | Iterable[CaseKey], shard: tuple[int, int] | None = None
+                ) -> tuple[list[CaseKey], list[Dropped]]:
+    """The sweep's cases in run order (only the K-th of N parts with shard=(K, N)), and the dropped combinations."""
     if isinstance(cases, SweepConfig):
         keys, dropped = grid.expand_cases(cases)
     else:
@@ -247,7 +254,43 @@ def plan_sweep(cases: SweepConfig | Iterable[CaseKey], out: str | Path | None = 
     if not keys:
         reasons = "; ".join(f"{d.what}: {d.reason}" for d in dropped) or "the sweep is empty"
         raise VimbenchError(f"no cases left to run ({reasons})")
-    measured = _done_keys(out) if resume and out is not None else set()
+    if shard is not None:
+        from vimbench.bench.partition import shard_cases
+
+        keys = shard_cases(keys, *shard)
+    return keys, dropped
+
+
+def _recorded_shard(record: dict[str, Any]) -> tuple[int, int] | None:
+    """The shard a results file's settings or a run manifest recorded, as (K, N)."""
+    shard = record.get("shard")
+    return (int(shard[0]), int(shard[1])) if isinstance(shard, (list, tuple)) and len(shard) == 2 else None
+
+
+def recorded_shard(path: str | Path) -> tuple[int, int] | None:
+    """The shard a results file holds (None: the whole sweep)."""
+    return _recorded_shard(header_settings(read_header(Path(path))))
+
+
+def plan_sweep(cases: SweepConfig | Iterable[CaseKey], out: str | Path | None = None, resume: bool = False,
+               shard: tuple[int, int] | None = None) -> Plan:
+    """The cases to run (minus those already in `out` when resuming), without running anything.
+
+    out: a results file, or when resuming, a run folder (rundir.py: every file in it counts). shard=(K, N): only
+    the K-th of N parts of the sweep; a resumed file or folder that recorded its shard keeps it."""
+    from vimbench.bench import rundir
+
+    out = Path(out) if out is not None else None
+    measured: set[CaseKey] = set()
+    if out is not None and resume and rundir.is_run_dir(out):
+        shard = shard or _recorded_shard(rundir.load_manifest(out).data)
+        measured = rundir.done_keys(out)
+    else:
+        _check_out(out, resume)
+        if resume and out is not None:
+            shard = shard or _recorded_shard(header_settings(read_header(out)))
+            measured = _done_keys(out)
+    keys, dropped = sweep_cases(cases, shard)
     done = [k for k in keys if k in measured]
     return Plan(keys, dropped, done)
 
@@ -278,10 +321,12 @@ PROTOCOL = {
 }
 
 
-def sweep_settings(config: SweepConfig | None, warmup: int, iters: int) -> dict[str, Any]:
-    """What a sweep's results file records as its protocol settings; a resume must match them. A sweep with
-    training cases adds the training-step protocol (bench/train.py) under "train"; one with compiled cases the
-    compile modes and the inductor settings they compile with under "compile"."""
+def sweep_settings(config: SweepConfig | None, warmup: int, iters: int,
+                   shard: tuple[int, int] | None = None) -> dict[str, Any]:
+    """What a sweep's results file records as its protocol settings; a resume must match them (a shard's file
+    stays that shard's). A sweep with training cases adds the training-step protocol (bench/train.py) under
+    "train"; one with compiled cases the compile modes and the inductor settings they compile with under
+    "compile"."""
     protocol = dict(PROTOCOL)
     if config is not None and any("train" in block.modes for block in (config, *config.also)):
         from vimbench.bench.train import PROTOCOL as TRAIN_PROTOCOL
@@ -289,6 +334,8 @@ def sweep_settings(config: SweepConfig | None, warmup: int, iters: int) -> dict[
         protocol["train"] = TRAIN_PROTOCOL
     settings = {"protocol": protocol, "warmup": warmup, "iters": iters,
                 "sweep": config.to_suite() if config else None}
+    if shard is not None:
+        settings["shard"] = list(shard)
     if config is not None:
         blocks = (config, *config.also)
         modes = tuple(dict.fromkeys(m for block in blocks for m in block.compile))
@@ -298,17 +345,20 @@ def sweep_settings(config: SweepConfig | None, warmup: int, iters: int) -> dict[
 
 def open_sweep_run(config: SweepConfig | None, out: str | Path, resume: bool = False, command: str | None = None,
                    run_id: str | None = None, warmup: int | None = None, iters: int | None = None,
-                   allow_protocol_change: bool = False) -> RunWriter:
+                   allow_protocol_change: bool = False, shard: tuple[int, int] | None = None) -> RunWriter:
     """Open (and lock) a sweep's results file before anything is built or measured: an unwritable path, a file
-    another run is writing or a resume with other settings fails here, with nothing measured."""
+    another run is writing or a resume with other settings fails here, with nothing measured. shard: the part
+    of the sweep the file holds (a resume without it keeps the recorded one)."""
     from vimbench.bench.env import collect_env, now
 
     warmup = warmup if warmup is not None else (config.warmup if config else DEFAULTS["warmup"])
     iters = iters if iters is not None else (config.iters if config else DEFAULTS["iters"])
     out = Path(out)
     _check_out(out, resume)
+    if resume and shard is None:
+        shard = _recorded_shard(header_settings(read_header(out)))
     device = config.device if config else "cpu"
-    settings = sweep_settings(config, warmup, iters)
+    settings = sweep_settings(config, warmup, iters, shard)
     return open_run(out, "sweep", command or "python API: vimbench.run_sweep", collect_env(device), settings,
                     resume=resume, allow_settings_change=allow_protocol_change, run_id=run_id, created=now(),
                     resume_hint=f"vimbench sweep --resume {out}")
@@ -317,13 +367,16 @@ def open_sweep_run(config: SweepConfig | None, out: str | Path, resume: bool = F
 def run_sweep(cases: SweepConfig | Iterable[CaseKey], out: str | Path | None = None, resume: bool = False,
               progress: Progress | None = None, warmup: int | None = None, iters: int | None = None,
               command: str | None = None, run_id: str | None = None, writer: RunWriter | None = None,
-              allow_protocol_change: bool = False, compile_backend: str | None = None) -> list[CaseResult]:
+              allow_protocol_change: bool = False, compile_backend: str | None = None,
+              shard: tuple[int, int] | None = None) -> list[CaseResult]:
     """Measure every case (a SweepConfig, or CaseKeys with warmup/iters given) and return the rows measured now.
 
     out: the results file (None: rows are only returned). Each row is appended and flushed when measured.
     resume: `out` exists; cases already in it (any status but skipped) are not measured again, and its recorded
     settings must match unless allow_protocol_change. writer: a file already opened with open_sweep_run (the
     caller closes it); otherwise `out` is opened here, locked for the run and closed at the end.
+    shard=(K, N): only the K-th of N deterministic, disjoint parts of the sweep (recorded in the settings; a
+    resumed file keeps its recorded shard).
     progress(label, completed) is called before and after each case. command and run_id go into the header.
     compile_backend: for cases with a torch.compile mode (default: the config's, else inductor).
     A case that breaks the CUDA context ends the sweep: its row is written, the remaining cases are written with
@@ -334,15 +387,12 @@ def run_sweep(cases: SweepConfig | Iterable[CaseKey], out: str | Path | None = N
     grid.check_counts(warmup, iters)
     compile_backend = compiler.parse_compile_backend(
         compile_backend or (config.compile_backend if config else "inductor"))
-    if isinstance(cases, SweepConfig):
-        keys, _ = grid.expand_cases(cases)
-    else:
-        keys = list(dict.fromkeys(cases))
-    if not keys:
-        plan_sweep(cases)  # raises with the reasons
+    if resume and shard is None and out is not None and writer is None and Path(out).is_file():
+        shard = _recorded_shard(header_settings(read_header(Path(out))))
+    keys, _ = sweep_cases(cases, shard)
     own_writer = writer is None and out is not None
     if own_writer:
-        writer = open_sweep_run(config, out, resume, command, run_id, warmup, iters, allow_protocol_change)
+        writer = open_sweep_run(config, out, resume, command, run_id, warmup, iters, allow_protocol_change, shard)
     try:
         done = writer.done_keys() if writer is not None else set()
         return _measure([k for k in keys if k not in done], warmup, iters, writer, progress, compile_backend)
@@ -378,3 +428,48 @@ def _measure(pending: list[CaseKey], warmup: int, iters: int, store: RunWriter |
         if progress:
             progress(key.label(), i + 1)
     return results
+
+
+def _check_same_sweep(config: SweepConfig, recorded: dict[str, Any], where: Path) -> None:
+    """A resumed run folder keeps one protocol: rows measured with other settings would mix silently."""
+    wanted = config.to_suite()
+    differ = [k for k in wanted if json.dumps(wanted[k]) != json.dumps(recorded.get(k))]
+    if differ:
+        name = differ[0]
+        raise VimbenchError(f"--resume {where}: {name} {wanted[name]!r} differs from the run's recorded "
+                            f"{recorded.get(name)!r}; resume without changing the sweep, or start a new --run-dir")
+
+
+def run_parallel_sweep(config: SweepConfig, run_dir: str | Path, slots, resume: bool = False,
+                       shard: tuple[int, int] | None = None, progress=None, command: str | None = None,
+                       run_id: str | None = None):
+    """Measure the sweep with one worker process per slot (workers.py) into a run folder (rundir.py).
+
+    resume: continue the folder (its manifest's sweep and shard); the cases no file of the folder holds are
+    measured. Returns (plan, workers.ParallelOutcome)."""
+    from vimbench.bench import rundir
+    from vimbench.bench.env import now
+    from vimbench.bench.workers import ParallelOutcome, run_workers
+
+    run_dir = Path(run_dir)
+    command = command if command is not None else "python API: vimbench.bench.sweep.run_parallel_sweep"
+    if resume:
+        manifest = rundir.load_manifest(run_dir)
+        _check_same_sweep(config, manifest.sweep, run_dir)
+        shard = shard or _recorded_shard(manifest.data)
+        plan = plan_sweep(config, run_dir, resume=True, shard=shard)
+    else:
+        plan = plan_sweep(config, None, shard=shard)   # a bad sweep fails before the folder is created
+        manifest = rundir.create_run_dir(run_dir, {
+            "run_id": run_id or new_run_id(), "created": now(), "command": command, "sweep": config.to_suite(),
+            "shard": list(shard) if shard else None, "executor": "workers",
+            "workers": [slot.label() for slot in slots]})
+    if not plan.pending:
+        return plan, ParallelOutcome()
+    files = [run_dir / rundir.results_name(shard, slot.index) for slot in slots]
+    rundir.check_results_files(files)
+    opening = {"command": command, "settings": sweep_settings(config, config.warmup, config.iters, shard),
+               "run_id": manifest.data["run_id"], "resume_hint": f"vimbench sweep --resume {run_dir}",
+               "compile_backend": config.compile_backend}
+    outcome = run_workers(plan.pending, slots, files, opening, config.warmup, config.iters, progress)
+    return plan, outcome

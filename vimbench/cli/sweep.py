@@ -6,12 +6,13 @@ import signal
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, List, Optional
 
 import typer
 
 from vimbench.cli.common import user_errors
 
+_PANEL = "Many GPUs and clusters"
 _RES_HELP = ("Resolutions in px: 224..2048 = the standard ladder (224,384,512,640,738,896,1024,1248,1536,2048) "
              "inside the bounds; 256..1024:128 = every 128 px; 224,738 = explicit; pieces combine with commas.")
 _COMPILE_HELP = ("How the forward runs, a list sweeps them: none (eager launches), cuda-graphs (the eager forward "
@@ -79,6 +80,39 @@ def sweep(
         "--allow-protocol-change", help="With --resume: continue the file although the sweep's settings (models, "
                                         "res, iters, ...) differ from those it records; the new ones are recorded "
                                         "and `vimbench report` flags the file as mixing protocols.")] = False,
+    gpus: Annotated[Optional[str], typer.Option(help="0,1,2,3 or all: one worker process per GPU, pinned with "
+                                                     "CUDA_VISIBLE_DEVICES; rows go to a run folder.",
+                                                rich_help_panel=_PANEL)] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Worker processes: N CPU workers with --device cpu; on "
+                                                        "cuda the first N GPUs.", rich_help_panel=_PANEL)] = None,
+    run_dir: Annotated[Optional[str], typer.Option(help="Run folder of a parallel or SLURM sweep (default: "
+                                                        "results/<run_id>/).", rich_help_panel=_PANEL)] = None,
+    shard: Annotated[Optional[str], typer.Option(help="K/N: run only the K-th of N deterministic, disjoint parts "
+                                                      "of the sweep.", rich_help_panel=_PANEL)] = None,
+    executor: Annotated[str, typer.Option(help="local (this machine) or slurm (array jobs through submitit; "
+                                               "pip install 'vimbench\\[slurm]').", rich_help_panel=_PANEL)] = "local",
+    shards: Annotated[Optional[int], typer.Option(help="SLURM: number of array tasks, one shard each "
+                                                       "(default: min(cases, 8)).", rich_help_panel=_PANEL)] = None,
+    partition: Annotated[Optional[str], typer.Option(help="SLURM partition.", rich_help_panel=_PANEL)] = None,
+    time_limit: Annotated[int, typer.Option(help="SLURM: time limit of one task, minutes.",
+                                            rich_help_panel=_PANEL)] = 60,
+    gpus_per_task: Annotated[int, typer.Option(help="SLURM: whole GPUs per task (>1: one worker per GPU).",
+                                               rich_help_panel=_PANEL)] = 1,
+    cpus_per_task: Annotated[Optional[int], typer.Option(help="SLURM: CPU cores per task.",
+                                                         rich_help_panel=_PANEL)] = None,
+    array_parallelism: Annotated[Optional[int], typer.Option(help="SLURM: at most this many tasks at once.",
+                                                             rich_help_panel=_PANEL)] = None,
+    sbatch_arg: Annotated[Optional[List[str]], typer.Option(help="SLURM: another sbatch option, NAME=VALUE or "
+                                                                 "NAME (repeatable), e.g. account=abc.",
+                                                            rich_help_panel=_PANEL)] = None,
+    exclusive: Annotated[bool, typer.Option("--exclusive/--no-exclusive",
+                                            help="SLURM: the whole node for each task, so no other job's load "
+                                                 "moves the timings.", rich_help_panel=_PANEL)] = True,
+    status: Annotated[Optional[str], typer.Option(help="RUN_DIR: which shards of a SLURM run finished, failed "
+                                                       "or wait.", rich_help_panel=_PANEL)] = None,
+    resubmit_failed: Annotated[bool, typer.Option("--resubmit-failed", help="With --status: submit the failed "
+                                                                            "shards again.",
+                                                  rich_help_panel=_PANEL)] = False,
 ) -> None:
     """Measure throughput, latency and memory of each model x resolution x batch x precision case.
 
@@ -95,33 +129,58 @@ def sweep(
     from vimbench import render
     from vimbench.bench import grid
     from vimbench.bench import sweep as sweeps
+    from vimbench.bench.partition import parse_shard
+    from vimbench.bench.slurm import SlurmOptions, parse_sbatch_args
     from vimbench.errors import VimbenchError
-    from vimbench.models.registry import get_spec, num_tokens
     from vimbench.results import new_run_id
     from vimbench.settings import results_dir
 
+    if resubmit_failed and not status:
+        raise VimbenchError("--resubmit-failed goes with --status RUN_DIR")
+    if status:
+        _show_status(status, resubmit_failed)
+        return
+    if executor not in ("local", "slurm"):
+        raise VimbenchError(f"--executor {executor!r}: choose local or slurm")
     import_plugin(timm_import)
     if resume and out and Path(resume) != Path(out):
         raise VimbenchError("give either --out (a new file) or --resume (an existing one), not both")
+    parsed_shard = parse_shard(shard) if shard else None
     overrides = {"models": models, "res": res, "batch": batch, "points": points, "dtype": dtype, "attn": attn,
                  "backend": backend, "device": device, "warmup": warmup, "iters": iters, "mode": mode,
                  "compile": compile_modes, "compile_backend": compile_backend, "cuda_graphs": cuda_graphs,
                  "h2d": h2d, "vim_slice": vim_slice}
     cuda = torch.cuda.is_available()
-    config, source = sweeps.resolve_config(suite, overrides, cuda, resume=resume, plan_only=dry_run)
+    # a SLURM sweep is planned here and measured on the cluster's GPUs
+    config, source = sweeps.resolve_config(suite, overrides, cuda, resume=resume,
+                                           plan_only=dry_run or executor == "slurm")
     run_id = new_run_id()
+    command = "vimbench " + shlex.join(sys.argv[1:])
+    if executor == "slurm":
+        if resume or out or gpus or workers or parsed_shard:
+            raise VimbenchError("--executor slurm splits the sweep into --shards array tasks in a new --run-dir; "
+                                "drop --resume/--out/--gpus/--workers/--shard (resubmit with --status RUN_DIR "
+                                "--resubmit-failed)")
+        _submit_slurm(config, source, run_dir or str(Path(results_dir()) / run_id), shards, command, run_id,
+                      SlurmOptions(partition=partition, time_min=time_limit, gpus_per_task=gpus_per_task,
+                                   cpus_per_task=cpus_per_task, array_parallelism=array_parallelism,
+                                   exclusive=exclusive, sbatch_args=parse_sbatch_args(sbatch_arg or [])),
+                      dry_run)
+        return
+    parallel = gpus is not None or workers is not None or run_dir is not None or bool(resume and Path(resume).is_dir())
+    if parallel:
+        if out:
+            raise VimbenchError("a parallel sweep writes a run folder: use --run-dir instead of --out")
+        folder = Path(resume) if resume else Path(run_dir) if run_dir else Path(results_dir()) / run_id
+        _run_parallel(config, source, folder, bool(resume), parsed_shard, gpus, workers, command, run_id, dry_run)
+        return
     path = Path(resume) if resume else Path(out) if out else Path(results_dir()) / f"{run_id}.jsonl"
-    plan = sweeps.plan_sweep(config, path if (resume or not dry_run) else None, resume=bool(resume))
+    plan = sweeps.plan_sweep(config, path if (resume or not dry_run) else None, resume=bool(resume),
+                             shard=parsed_shard)
 
     render.note(f"sweep: {source}", markup=False)
     if dry_run:
-        done = set(plan.done)
-        render.table(f"{len(plan.pending)} cases to run", ["#", "case", "tokens", "state"],
-                     [[i + 1, k.label(), num_tokens(get_spec(k.model), k.res), "in file" if k in done else "to run"]
-                      for i, k in enumerate(plan.cases)],
-                     caption=f"warm-up {config.warmup}, timed {config.iters} calls per case")
-        if plan.dropped:
-            render.table("combinations not run", ["what", "why"], [[d.what, d.reason] for d in plan.dropped])
+        _plan_tables(plan, config)
         return
 
     if resume and not plan.pending:
@@ -132,19 +191,20 @@ def sweep(
         render.warning(f"--res {res_px} is not a multiple of the 16 px patch: the models see {effective} px "
                        f"({(effective // grid.PATCH) ** 2 + 1} tokens); rows record res {res_px} and "
                        f"res_effective_px {effective}")
-    command = "vimbench " + shlex.join(sys.argv[1:])
+    if resume and parsed_shard is None:
+        parsed_shard = sweeps.recorded_shard(path)
     writer = None
     try:
         with _terminate_as_interrupt():
             writer = sweeps.open_sweep_run(config, path, resume=bool(resume), command=command, run_id=run_id,
-                                           allow_protocol_change=allow_protocol_change)
+                                           allow_protocol_change=allow_protocol_change, shard=parsed_shard)
             pending = len(plan.pending) if not resume else len([k for k in plan.cases
                                                                  if k not in writer.done_keys()])
             render.note(f"{pending} cases to run"
                         + (f" ({len(plan.cases) - pending} already in the file)" if resume else "")
                         + f"; results: {path}")
             with render.progress_bar(pending, "starting") as update:
-                results = sweeps.run_sweep(config, progress=update, writer=writer)
+                results = sweeps.run_sweep(config, progress=update, writer=writer, shard=parsed_shard)
     except KeyboardInterrupt:
         if writer is not None:
             render.error_line(f"interrupted; the cases measured so far are in {path}. "
@@ -166,6 +226,131 @@ def sweep(
                           f"fixing it: vimbench sweep --resume {path}")
     if failed:
         raise typer.Exit(1)
+
+
+def _plan_tables(plan, config) -> None:
+    from vimbench import render
+    from vimbench.models.registry import get_spec, num_tokens
+
+    done = set(plan.done)
+    render.table(f"{len(plan.pending)} cases to run", ["#", "case", "tokens", "state"],
+                 [[i + 1, k.label(), num_tokens(get_spec(k.model), k.res), "in file" if k in done else "to run"]
+                  for i, k in enumerate(plan.cases)],
+                 caption=f"warm-up {config.warmup}, timed {config.iters} calls per case")
+    if plan.dropped:
+        render.table("combinations not run", ["what", "why"], [[d.what, d.reason] for d in plan.dropped])
+
+
+def _run_parallel(config, source: str, folder: Path, resume: bool, shard, gpus: str | None, workers: int | None,
+                  command: str, run_id: str, dry_run: bool) -> None:
+    """One worker process per GPU (or N CPU workers), all writing into one run folder."""
+    import torch
+
+    from vimbench import render
+    from vimbench.bench import sweep as sweeps
+    from vimbench.bench.workers import make_slots
+    from vimbench.settings import cuda_visible_devices
+
+    slots = make_slots(config.device, gpus, workers, visible=cuda_visible_devices(),
+                       gpu_count=torch.cuda.device_count() if config.device == "cuda" else 0)
+    render.note(f"sweep: {source}", markup=False)
+    if dry_run:
+        plan = sweeps.plan_sweep(config, folder if resume else None, resume=resume, shard=shard)
+        _plan_tables(plan, config)
+        render.note(f"workers: {', '.join(s.label() for s in slots)}; run folder: {folder}", markup=False)
+        return
+    render.note(f"{len(slots)} workers ({', '.join(s.label() for s in slots)}); run folder: {folder}",
+                markup=False)
+    lanes = [s.label() for s in slots]
+    try:
+        plan = sweeps.plan_sweep(config, folder if resume else None, resume=resume, shard=shard)
+        render.note(f"{len(plan.pending)} cases to run" + (f" ({len(plan.done)} already in the folder)"
+                                                           if plan.done else ""))
+        with _terminate_as_interrupt(), render.lanes_progress(len(plan.pending), lanes) as update:
+            def progress(event) -> None:
+                text = {"start": event.label, "done": f"{event.status}: {event.label}", "idle": "done",
+                        "died": f"DIED while measuring {event.label or 'nothing'}",
+                        "broken": f"stopped: CUDA context broken by {event.label}"}[event.kind]
+                update(event.worker, text, event.completed)
+
+            plan, outcome = sweeps.run_parallel_sweep(config, folder, slots, resume=resume, shard=shard,
+                                                      progress=progress, command=command, run_id=run_id)
+    except KeyboardInterrupt:
+        render.error_line(f"interrupted; the cases measured so far are in {folder}. "
+                          f"Continue with: vimbench sweep --resume {folder}")
+        raise typer.Exit(130) from None
+    _workers_table(outcome, slots, folder)
+    if outcome.unfinished:
+        render.error_line(f"{len(outcome.unfinished)} cases were not measured (workers that died: "
+                          f"{len(outcome.died)}, stopped by a broken CUDA context: {len(outcome.broken)}). "
+                          f"The others' rows are kept; finish with: vimbench sweep --resume {folder}")
+    if outcome.unfinished or any(status == "error" for _, status in outcome.measured):
+        raise typer.Exit(1)
+
+
+def _workers_table(outcome, slots, folder: Path) -> None:
+    from collections import Counter
+
+    from vimbench import render
+
+    rows = []
+    for slot, path in zip(slots, outcome.files or [None] * len(slots)):
+        counts = Counter(status for key, status in outcome.measured_by(slot.index))
+        state = "died" if slot.index in outcome.died else "CUDA context broken" if slot.index in outcome.broken \
+            else "finished"
+        rows.append([slot.label(), sum(counts.values()), counts.get("ok", 0), counts.get("oom", 0),
+                     counts.get("error", 0), state, path.name if path else "-"])
+    render.table(f"workers of {folder}", ["worker", "cases", "ok", "oom", "error", "state", "results file"], rows,
+                 caption=f"Every worker appends to its own file; `vimbench report {folder}` reads them all.")
+
+
+def _submit_slurm(config, source: str, folder: str, shards: int | None, command: str, run_id: str, options,
+                  dry_run: bool) -> None:
+    from vimbench import render
+    from vimbench.bench import slurm
+    from vimbench.bench import sweep as sweeps
+    from vimbench.bench.partition import case_cost, partition
+
+    render.note(f"sweep: {source}", markup=False)
+    cases, _ = sweeps.sweep_cases(config)
+    n = shards if shards is not None else min(len(cases), 8)
+    if dry_run:
+        parts = partition(cases, max(1, min(n, len(cases))))
+        total = sum(case_cost(c) for c in cases) or 1.0
+        render.table(f"{len(cases)} cases in {len(parts)} shards", ["shard", "cases", "estimated share", "first case"],
+                     [[f"{k}/{len(parts)}", len(p), f"{100 * sum(case_cost(c) for c in p) / total:.0f}%",
+                       p[0].label() if p else "-"] for k, p in enumerate(parts, start=1)],
+                     caption="Estimated share: relative cost (tokens x batch x model size x mode), not time.")
+        return
+    manifest, jobs = slurm.submit(config, folder, n, options, command, run_id=run_id)
+    render.note(f"submitted {n} array tasks ({len(cases)} cases): job {str(jobs[0].job_id).split('_')[0]}; "
+                f"run folder {manifest.run_dir}", markup=False)
+    render.note(f"follow it with: vimbench sweep --status {manifest.run_dir}", markup=False)
+
+
+def _show_status(folder: str, resubmit: bool) -> None:
+    from vimbench import render
+    from vimbench.bench import slurm
+
+    state = slurm.run_status(folder)
+    render.table(f"shards of {state.run_dir}", ["shard", "state", "cases done", "job", "scheduler", "submitted",
+                                                "error / log"],
+                 [[f"{s.shard}/{len(state.shards)}", s.state, f"{s.done}/{s.total}", s.job_id or "-",
+                   s.scheduler_state or "-", s.submissions, s.error or (str(s.log) if s.log else "-")]
+                  for s in state.shards],
+                 caption=f"finished {state.count('finished')}, running {state.count('running')}, waiting "
+                         f"{state.count('waiting')}, failed {state.count('failed')}, unknown "
+                         f"{state.count('unknown')}. Results: vimbench report {state.run_dir}")
+    if resubmit:
+        again = slurm.resubmit_failed(folder, state)
+        if again:
+            render.note("resubmitted " + ", ".join(f"shard {k} as job {job.job_id}" for k, job in again),
+                        markup=False)
+        else:
+            render.note("no failed shard to resubmit")
+    elif state.count("failed"):
+        render.note(f"submit the failed shards again with: vimbench sweep --status {folder} --resubmit-failed",
+                    markup=False)
 
 
 @contextmanager

@@ -238,6 +238,52 @@ register(KernelOp(
     static_specs=lambda: [_conv_spec("bf16"), _conv_spec("fp32")],
     regression=_both_dtypes((64, 384, VIM_TI_1248), (64, 384, VIM_TI_224)),
     official=_official_conv,
+    backward="kernels.conv1d.bwd:conv1d_silu_bidir_bwd",
+))
+
+
+def _conv_bwd_inputs(shape: OpShape, dtype, device: str) -> dict[str, Any]:
+    """The forward's inputs and dout laid out like the forward's output ((B, L, 2, E) memory)."""
+    args = _conv_inputs(shape, dtype, device)
+    rnd = _random(shape, device)
+    dout = rnd(shape.batch, shape.length, 2, shape.channels, scale=0.1, dt=dtype).permute(2, 0, 3, 1)
+    return dict(dout=dout, **args)
+
+
+def _conv_bwd_spec(dtype: str, shape: OpShape = STATIC_SHAPE) -> KernelSpec:
+    """kernels/conv1d/bwd.py `_conv1d_silu_bidir_bwd_kernel` as training launches it: x a view of xz (B, L, 2E),
+    dout and dx channel-last ((B, L, 2, E) and (B, L, E) memory), fp32 weight and bias stacks."""
+    from kernels.conv1d.bwd import conv1d_bwd_launch_config
+
+    B_, E, L, K = shape.batch, shape.channels, shape.length, shape.d_conv
+    cfg = conv1d_bwd_launch_config(B_, E, L, K, channel_last=True, interpreted=False)
+    o_b, o_l, o_dir, _ = contiguous_strides(B_, L, 2, E)
+    args = {
+        "x_ptr": Ptr(dtype), "w_ptr": Ptr("fp32"), "bias_ptr": Ptr("fp32"), "dout_ptr": Ptr(dtype),
+        "dx_ptr": Ptr(dtype), "dw_part_ptr": Ptr("fp32"), "db_part_ptr": Ptr("fp32"), "E": E, "L": L,
+        "stride_x_b": L * 2 * E, "stride_x_e": 1, "stride_x_l": 2 * E,
+        **dict(zip(("stride_w_dir", "stride_w_e", "stride_w_k"), contiguous_strides(2, E, K))),
+        "stride_bias_dir": E, "stride_bias_e": 1,
+        "stride_dout_dir": o_dir, "stride_dout_b": o_b, "stride_dout_e": 1, "stride_dout_l": o_l,
+        "stride_dx_b": L * E, "stride_dx_e": 1, "stride_dx_l": E,
+    }
+    return spec_from_args(f"conv1d/bidir_bwd/{dtype}", "kernels.conv1d.bwd", cfg.kernel, args,
+                          dict(HAS_BIAS=True, **cfg.constexprs), do_not_specialize=("L",), num_warps=cfg.num_warps)
+
+
+register(KernelOp(
+    name="conv1d_silu_bidir_bwd",
+    summary="backward of conv1d + SiLU, both directions (dx, dweight, dbias), one launch",
+    category="conv",
+    forward="kernels.conv1d.bwd:conv1d_silu_bidir_bwd",
+    reference="kernels.conv1d.reference:conv1d_silu_bidir_bwd_ref",
+    inputs=_conv_bwd_inputs,
+    work=lambda s, dtype: rl.conv1d_bidir_bwd_work(s.batch, s.channels, s.length, s.d_conv, dtype=dtype),
+    kernels=("kernels.conv1d.bwd:_conv1d_silu_bidir_bwd_kernel",),
+    static_specs=lambda: [_conv_bwd_spec("bf16"), _conv_bwd_spec("fp32")],
+    # No regression cases until the GPU baseline (measured, never written here) holds timings for them:
+    # kernels/README.md says how to add them.
+    official="the official causal_conv1d backward is not benchmarked",
 ))
 
 
@@ -277,6 +323,46 @@ register(KernelOp(
     kernels=("kernels.rmsnorm.fwd:_add_rmsnorm_kernel",),
     static_specs=lambda: [_norm_spec("bf16"), _norm_spec("fp32"), _norm_spec("bf16", residual=False)],
     regression=_both_dtypes((64, 384, VIM_TI_1248)),
+    case_label=lambda s: f"r{s.rows}_d{s.d_model}",
+    official="no official CUDA op for add_rmsnorm is benchmarked",
+    backward="kernels.rmsnorm.bwd:add_rmsnorm_bwd",
+))
+
+
+def _norm_bwd_inputs(shape: OpShape, dtype, device: str) -> dict[str, Any]:
+    """dy in the activation dtype, dr and the saved r fp32, as the Vim blocks' backward passes them."""
+    import torch
+
+    B_, L, D = shape.batch, shape.length, shape.d_model
+    rnd = _random(shape, device)
+    return dict(dy=rnd(B_, L, D, dt=dtype), dr=rnd(B_, L, D, dt=torch.float32), r=rnd(B_, L, D, dt=torch.float32),
+                weight=torch.ones(D, device=device), eps=1e-5, x_dtype=dtype, has_residual=True)
+
+
+def _norm_bwd_spec(dtype: str, shape: OpShape = STATIC_SHAPE) -> KernelSpec:
+    """kernels/rmsnorm/bwd.py `_add_rmsnorm_bwd_kernel` as the Vim blocks' backward launches it: dy and dx in the
+    activation dtype, dr, r, dresidual and weight fp32."""
+    from kernels.rmsnorm.bwd import rmsnorm_bwd_launch_config
+
+    rows, dim = shape.rows, shape.d_model
+    cfg = rmsnorm_bwd_launch_config(rows, dim, interpreted=False)
+    args = {"dy_ptr": Ptr(dtype), "dr_ptr": Ptr("fp32"), "r_ptr": Ptr("fp32"), "w_ptr": Ptr("fp32"),
+            "dx_ptr": Ptr(dtype), "dres_ptr": Ptr("fp32"), "dw_part_ptr": Ptr("fp32"), "rows": rows, "D": dim,
+            "eps": 1e-5, "stride_dy": dim, "stride_dr": dim, "stride_r": dim, "stride_dx": dim, "stride_dres": dim}
+    return spec_from_args(f"rmsnorm/add_bwd/{dtype}", "kernels.rmsnorm.bwd", cfg.kernel, args,
+                          dict(HAS_DR=True, HAS_RES=True, **cfg.constexprs), num_warps=cfg.num_warps)
+
+
+register(KernelOp(
+    name="add_rmsnorm_bwd",
+    summary="backward of residual add + RMSNorm (dx, fp32 dresidual, dweight from per-program partials)",
+    category="norm",
+    forward="kernels.rmsnorm.bwd:add_rmsnorm_bwd",
+    reference="kernels.rmsnorm.reference:add_rmsnorm_bwd_ref",
+    inputs=_norm_bwd_inputs,
+    work=lambda s, dtype: rl.add_rmsnorm_bwd_work(s.rows, s.d_model, dtype=dtype),
+    kernels=("kernels.rmsnorm.bwd:_add_rmsnorm_bwd_kernel",),
+    static_specs=lambda: [_norm_bwd_spec("bf16"), _norm_bwd_spec("fp32")],
     case_label=lambda s: f"r{s.rows}_d{s.d_model}",
     official="no official CUDA op for add_rmsnorm is benchmarked",
 ))

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from vimbench.errors import VimbenchError
+from vimbench.report import cross_gpu
 from vimbench.report import data as D
 from vimbench.report.figures import (Figure, batch_figure, headline_sizes, memory_label, pick_batch_resolution,
                                      resolution_figure)
@@ -78,6 +79,7 @@ def build_report(paths: Sequence[str | Path], out_dir: str | Path, models: Seque
     problems = LoadProblems()
     df = D.prepare(load_results(list(paths), skip_bad=skip_bad, problems=problems), models=models, dtypes=dtypes,
                    batches=batches, devices=devices)
+    group_by = cross_gpu.with_gpu_grouping(df, list(group_by))
     out = ReportOutput(Path(out_dir), skipped_files=problems.skipped)
     out.protocol_mixes = [line for source in sorted({str(s) for s in df["source"].dropna()})
                           for line in protocol_changes(Path(source))]
@@ -138,6 +140,10 @@ def build_report(paths: Sequence[str | Path], out_dir: str | Path, models: Seque
         if rt is not None:
             out.tables.append(rt)
     out.figures.extend(headlines + rest)
+    fig = cross_gpu.cross_gpu_figure(df, fig_dir)
+    if fig is not None:
+        out.figures.append(fig)
+        out.tables.append(cross_gpu.cross_gpu_table(df, D.provenance_text(D.provenance(df)) + "."))
     for t in out.tables:
         out.files.extend(write_table(t, tab_dir).values())
     for f in out.figures:
