@@ -224,3 +224,30 @@ def test_a_larger_gain_than_claimed_is_exceeded_and_contenders_come_first(tmp_pa
     assert line.startswith("Vim paper, Figure 1") and "exceeded" in line and "reference" not in line
     assert rep.runs == ["r"] and rep.sources == [str(path)]
     assert "## Reference backend" not in to_markdown(rep)
+
+
+def test_the_verdict_names_the_strongest_deit_configuration_compiled_ones_included(tmp_path):
+    """A compiled sdpa DeiT 1.5x faster than eager sdpa is the strongest peer: it is named, and the verdicts
+    against it are marked and summarised (besides those against eager and sdpa)."""
+    compiled = [{**_case("deit_t", "timm", "sdpa", r, DEIT_FPS["sdpa"][r] * 1.5, DEIT_MIB["sdpa"][r]).to_row(),
+                 "compile": "max-autotune-no-cudagraphs"} for r in RES]
+    path = write(tmp_path / "r.jsonl", [*deit_cases(), *compiled, *vim_cases("triton")])
+    v, rep = judge(path)
+    assert [(s.baseline, s.res, s.fps) for s in rep.strongest] == [
+        ("sdpa compiled(max-autotune-no-cudagraphs)", 1248, 150.0)]
+    strong = [x for x in rep.verdicts if x.strongest]
+    assert {x.baseline for x in strong} == {"sdpa compiled(max-autotune-no-cudagraphs)"}
+    assert {x.claim_id for x in strong} == {c.id for c in rep.claim_set.claims}
+    # eager and sdpa are still judged
+    assert v[("speedup", "triton", "eager")].verdict == "reproduced" and ("speedup", "triton", "sdpa") in v
+    speed = v[("speedup", "triton", "sdpa compiled(max-autotune-no-cudagraphs)")]
+    assert speed.strongest and speed.measured == "0.93x" and speed.verdict == "not reproduced"  # 140 vs 150 img/s
+    from vimbench.report.verdict_files import summary_line, to_markdown, write_outputs
+
+    line = summary_line(rep)
+    assert "strongest DeiT configuration found (sdpa compiled(max-autotune-no-cudagraphs), 150 img/s at 1248 px)" \
+        in line and "speedup (triton) not reproduced" in line
+    assert "## Against the strongest DeiT configuration found" in to_markdown(rep)
+    write_outputs(rep, tmp_path / "out")
+    data = json.loads((tmp_path / "out" / "verdict.json").read_text())
+    assert data["strongest"][0]["baseline"] == "sdpa compiled(max-autotune-no-cudagraphs)"

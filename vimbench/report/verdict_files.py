@@ -33,11 +33,20 @@ def summary_line(rep: Reproduction) -> str:
     text = (f"{rep.claim_set.title}: of {len(contenders)} verdicts ({len(impls)} Vim implementation"
             f"{'s' if len(impls) != 1 else ''} x {len(bases)} DeiT baseline{'s' if len(bases) != 1 else ''} x "
             f"{len(rep.claim_set.claims)} claims), {parts or 'none'}")
+    for best in rep.strongest:
+        against = [v for v in contenders if v.strongest and v.gpu == best.gpu]
+        got = ", ".join(f"{v.claim_id} ({v.implementation}) {v.verdict}" for v in against)
+        text += (f"; against the strongest DeiT configuration found{_on(rep, best)} ({best.baseline}, "
+                 f"{best.fps:,.0f} img/s at {best.res} px): {got or 'no verdict'}")
     ref = rep.counts(reference=True)
     if ref:
         text += "; the reference backend (not a contender): " + ", ".join(f"{ref[k]} {k}" for k in _ORDER
                                                                          if ref.get(k))
     return text + "."
+
+
+def _on(rep: Reproduction, best) -> str:
+    return f" on {best.gpu}" if len(rep.strongest) > 1 else ""
 
 
 def _md_table(columns: Sequence[str], rows: list[list[Any]], align: str) -> list[str]:
@@ -67,6 +76,16 @@ def to_markdown(rep: Reproduction) -> str:
     for row in rows + ref_rows:
         row[7] = f"**{row[7]}**"
     out += _md_table(VERDICT_COLUMNS, rows, align)
+    for best in rep.strongest:
+        strong = [r for r, v in zip(verdict_rows(rep), rep.verdicts)
+                  if v.strongest and not v.reference and v.gpu == best.gpu]
+        out += ["", f"## Against the strongest DeiT configuration found{_on(rep, best)}", "",
+                f"The fastest {cs.baseline.label} in these results at {best.res} px is **{best.baseline}** "
+                f"({best.fps:,.1f} img/s on {best.gpu}), compiled configurations included: the peer a user would "
+                "pick. Its verdicts, from the table above:", ""]
+        for row in strong:
+            row[7] = f"**{row[7]}**"
+        out += _md_table(VERDICT_COLUMNS, strong, align)
     if ref_rows:
         out += ["", "## Reference backend (pure-PyTorch Vim ops: a correctness reference, not a contender)", ""]
         out += _md_table(VERDICT_COLUMNS, ref_rows, align)
@@ -102,7 +121,8 @@ def write_outputs(rep: Reproduction, out: Path) -> list[Path]:
     js.write_text(json.dumps({"claim_set": rep.claim_set.id, "summary": summary_line(rep), "sources": rep.sources,
                               "runs": rep.runs, "verdicts": [asdict(v) for v in rep.verdicts],
                               "differences": [{"aspect": a, "paper": p, "ours": o} for a, p, o in rep.differences],
-                              "measurements": rep.measurements, "skipped": rep.skipped}, indent=1, default=str) + "\n",
+                              "measurements": rep.measurements, "skipped": rep.skipped,
+                              "strongest": [asdict(s) for s in rep.strongest]}, indent=1, default=str) + "\n",
                   encoding="utf-8")
     return [md, js]
 

@@ -7,7 +7,9 @@ Ratios and the crossover are report.data's (the same numbers the report's tables
     not reproduced  the measured gain is smaller (ranges: later, or never)
     undetermined    the ratio does not exist because the baseline ran out of memory
 Every subject implementation present (official, triton, torch, ...) is judged separately against every baseline
-attention backend; the reference backend (Vim on pure-PyTorch ops) is judged too, and reported apart.
+attention backend and compile mode; the reference backend (Vim on pure-PyTorch ops) is judged too, and reported
+apart. The strongest DeiT configuration found (the highest img/s at the claims' required resolution, compiled ones
+included) is named per GPU, and the verdicts against it are marked: the peer a user would actually pick.
 """
 from __future__ import annotations
 
@@ -38,6 +40,16 @@ class Verdict:
     measured_value: float | None = None
     rel_diff: float | None = None   # (measured - claimed) / claimed, value claims only
     reference: bool = False         # the subject is a reference backend (not an efficiency contender)
+    strongest: bool = False         # the baseline is the strongest DeiT configuration found on this GPU
+
+
+@dataclass
+class Strongest:
+    """The fastest DeiT configuration at the required resolution on one GPU, among the baselines judged."""
+    baseline: str              # its label as in the verdicts ("sdpa", "sdpa compiled(max-autotune)", ...)
+    gpu: str
+    res: int
+    fps: float
 
 
 @dataclass
@@ -49,6 +61,7 @@ class Reproduction:
     skipped: list[str] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)   # the results files whose rows were judged
     runs: list[str] = field(default_factory=list)      # their run ids
+    strongest: list[Strongest] = field(default_factory=list)  # per GPU
 
     def counts(self, reference: bool = False) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -247,6 +260,7 @@ def judge(cs: ClaimSet, df, runs: Sequence[dict[str, Any]] = ()) -> Reproduction
     skipped: list[str] = []
     used_sources: set[str] = set()
     used_runs: set[str] = set()
+    strongest: dict[str, Strongest] = {}  # per GPU
     for skey, srows in D.lines(sub):
         label = _subject_label(skey)
         sres = D.by_res(srows)
@@ -271,6 +285,10 @@ def judge(cs: ClaimSet, df, runs: Sequence[dict[str, Any]] = ()) -> Reproduction
                     skipped.append(f"{sub_name} {label} vs {base_name}/{base_label} on {skey['gpu_name']}: "
                                    f"no {base_name} row at {need} px on that device")
                     continue
+                fps = _num(bres[need], "fps")
+                best = strongest.get(skey["gpu_name"])
+                if fps is not None and (best is None or fps > best.fps):
+                    strongest[skey["gpu_name"]] = Strongest(base_label, skey["gpu_name"], need, fps)
                 for part in (srows, b):
                     used_sources.update(str(s) for s in part["source"].dropna())
                     used_runs.update(str(s) for s in part["run_id"].dropna())
@@ -286,6 +304,9 @@ def judge(cs: ClaimSet, df, runs: Sequence[dict[str, Any]] = ()) -> Reproduction
                     verdict = judge_claim(cs, claim, label, base_label, skey["gpu_name"], sres, bres)
                     verdict.reference = D.is_reference(skey)
                     verdicts.append(verdict)
+    for v in verdicts:
+        best = strongest.get(v.gpu)
+        v.strongest = best is not None and v.baseline == best.baseline
     if not verdicts:
         raise VimbenchError(f"no {sub_name} implementation has rows at {need} px and a lower resolution at {where} "
                             f"next to {base_name} on the same device ({'; '.join(skipped)}); {hint}")
@@ -294,4 +315,5 @@ def judge(cs: ClaimSet, df, runs: Sequence[dict[str, Any]] = ()) -> Reproduction
     found = facts(judged, used_headers)
     n_runs = len(used_runs)
     differences = [(p.aspect, p.paper, fact_text(found.get(p.ours, {}), n_runs)) for p in cs.protocol]
-    return Reproduction(cs, verdicts, differences, measurements, skipped, sorted(used_sources), sorted(used_runs))
+    return Reproduction(cs, verdicts, differences, measurements, skipped, sorted(used_sources), sorted(used_runs),
+                        [strongest[g] for g in sorted(strongest)])
