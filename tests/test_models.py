@@ -218,3 +218,16 @@ def test_mixer_sums_halves_in_the_gemm_like_the_combined_scan(backend, monkeypat
         with torch.no_grad():
             outputs[halves] = model(images)
     torch.testing.assert_close(outputs[True], outputs[False], rtol=1e-5, atol=1e-5)
+
+
+def test_vim_runs_under_cpu_autocast():
+    """CPU autocast (bf16) must reach the mixer: its weights and the normalized activations then share a dtype
+    (torch.is_autocast_enabled() without a device type only sees CUDA autocast)."""
+    model = vimbench.create_model("vim_test", img_size=32, num_classes=10, backend="torch").eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x)
+    with torch.no_grad():
+        ref = model(x)
+    assert out.shape == (2, 10) and torch.isfinite(out.float()).all()
+    assert torch.allclose(out.float(), ref, rtol=0.1, atol=0.1)

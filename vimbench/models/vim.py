@@ -254,8 +254,9 @@ class VisionMamba(nn.Module):
         nn.init.trunc_normal_(self.cls_token, std=0.02)
 
     def _activation_dtype(self) -> torch.dtype:
-        if torch.is_autocast_enabled():
-            return torch.get_autocast_dtype(self.pos_embed.device.type)
+        device_type = self.pos_embed.device.type  # is_autocast_enabled() without a device sees CUDA only
+        if torch.is_autocast_enabled(device_type):
+            return torch.get_autocast_dtype(device_type)
         return self.pos_embed.dtype
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
