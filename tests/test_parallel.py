@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-from collections import Counter
 
 import pytest
 from typer.testing import CliRunner
@@ -15,20 +14,9 @@ from vimbench.bench import sweep as sweeps
 from vimbench.bench.workers import make_slots
 from vimbench.cli import app
 from vimbench.errors import VimbenchError
-from vimbench.results import iter_rows, key_of_row, load_results, read_header
+from vimbench.results import iter_rows, load_results, read_header
 
-TINY = ["--models", "vim_test,deit_test", "--res", "32,40", "--batch", "2", "--attn", "sdpa,eager",
-        "--warmup", "1", "--iters", "5", "--device", "cpu"]
-
-
-def tiny():
-    return sweeps.make_config({"models": "vim_test,deit_test", "res": "32,40", "batch": 2, "attn": "sdpa,eager",
-                               "warmup": 1, "iters": 5, "device": "cpu"}, cuda_available=False)
-
-
-def case_counts(folder) -> Counter:
-    return Counter(key_of_row(r) for path in rundir.results_files(folder) for r in iter_rows(path)
-                   if r["kind"] == "case")
+from _tiny_sweep import TINY, case_counts, tiny
 
 
 def test_cli_workers_merge_into_one_run_folder(tmp_path):

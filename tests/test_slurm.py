@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-from collections import Counter
 
 import pytest
 from typer.testing import CliRunner
@@ -16,20 +15,8 @@ pytest.importorskip("submitit", reason="submitit is the optional extra vimbench[
 from vimbench.bench import rundir, slurm  # noqa: E402
 from vimbench.bench import sweep as sweeps  # noqa: E402
 from vimbench.cli import app  # noqa: E402
-from vimbench.results import iter_rows, key_of_row  # noqa: E402
 
-TINY = ["--models", "vim_test,deit_test", "--res", "32,40", "--batch", "2", "--attn", "sdpa,eager",
-        "--warmup", "1", "--iters", "5", "--device", "cpu"]
-
-
-def tiny():
-    return sweeps.make_config({"models": "vim_test,deit_test", "res": "32,40", "batch": 2, "attn": "sdpa,eager",
-                               "warmup": 1, "iters": 5, "device": "cpu"}, cuda_available=False)
-
-
-def case_counts(folder) -> Counter:
-    return Counter(key_of_row(r) for path in rundir.results_files(folder) for r in iter_rows(path)
-                   if r["kind"] == "case")
+from _tiny_sweep import TINY, case_counts, tiny  # noqa: E402
 
 
 @pytest.mark.slow
