@@ -56,9 +56,18 @@ def _softplus(x, USE_ASM: tl.constexpr):
     return tl.where(x > SOFTPLUS_THRESHOLD, x, lp)
 
 
+@triton.constexpr_function
+def _rank_tile(n):
+    """Ranks per tile for a fused dt_proj of rank n: a power of two (tile sizes must be), at least 32. A 32-wide
+    row loads one value per lane and reaches every lane through shared memory; a 16-wide one (Vim-Ti, R = 12)
+    was loaded into every lane's registers, and under Triton 3.6 the scan then took 255 registers (168 with
+    32; the unfused scan takes 168). Ranks past R are masked in the sum, so they cost no FMAs."""
+    return max(32, 1 << (int(n) - 1).bit_length())
+
+
 @triton.jit(do_not_specialize=["L"])
 def _scan_kernel(
-    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, ckpt_ptr,
+    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, ckpt_ptr, dtw_ptr,
     E, L, dir_first, out_scale,
     stride_u_dir, stride_u_b, stride_u_e, stride_u_l,
     stride_dt_dir, stride_dt_b, stride_dt_e, stride_dt_l,
@@ -68,9 +77,11 @@ def _scan_kernel(
     stride_D_dir, stride_bias_dir,
     stride_z_b, stride_z_e, stride_z_l,
     stride_out_dir, stride_out_b, stride_out_e, stride_out_l,
+    stride_dtw_dir, stride_dtw_e, stride_dtw_r,
     N_STATE: tl.constexpr, BLOCK_C: tl.constexpr, MASK_C: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     ATOMIC: tl.constexpr, USE_ASM: tl.constexpr, PREFETCH: tl.constexpr, SAVE_EVERY: tl.constexpr,
+    DT_RANK: tl.constexpr = 0,
 ):
     """One program: BLOCK_C channels (one per lane) of one (direction, batch). Each lane keeps its channel's N
     states in registers and steps through the tokens one at a time, two per loop trip, loading each token's
@@ -81,7 +92,11 @@ def _scan_kernel(
     MASK_C: E is not a multiple of BLOCK_C, so channel lanes need masks. Trips whose tokens (and prefetched
     tokens) all lie inside L run without token masks; the last one or two trips run masked.
     SAVE_EVERY: 0, or an even K: also store the fp32 state entering every K-th scan step (the checkpoints the
-    backward pass restarts from) to ckpt_ptr, laid out (dirs, batch, cdiv(L, K), N, E) contiguous."""
+    backward pass restarts from) to ckpt_ptr, laid out (dirs, batch, cdiv(L, K), N, E) contiguous.
+    DT_RANK: 0, or R > 0: dt_proj fused. delta_ptr then holds the low-rank dt (dirs, batch, R, L), stride_dt_e
+    being its stride along R, and each token's (C,) delta is sum_r dt_low[r] * W[c, r] with W = dtw_ptr
+    (dirs, E, R): the token's R values load like its B and C rows (broadcast over the lanes), the program's
+    (R, C) slice of W stays in registers, and R FMAs per channel replace the delta load."""
     pid_c = tl.program_id(0)
     direction = tl.program_id(1).to(tl.int64)  # index into the direction-stacked inputs (and the output)
     backward = (tl.program_id(1) + dir_first) == 1  # tokens run from L-1 down to 0
@@ -92,7 +107,11 @@ def _scan_kernel(
     c64 = offs_c.to(tl.int64)
     states = tl.arange(0, N_STATE)  # (N,)
     u_base = u_ptr + direction * stride_u_dir + pid_b * stride_u_b + c64 * stride_u_e
-    dt_base = delta_ptr + direction * stride_dt_dir + pid_b * stride_dt_b + c64 * stride_dt_e
+    if DT_RANK > 0:
+        ranks = tl.arange(0, _rank_tile(DT_RANK))  # (R_PAD,); ranks past R are masked off
+        dt_base = delta_ptr + direction * stride_dt_dir + pid_b * stride_dt_b + ranks * stride_dt_e
+    else:
+        dt_base = delta_ptr + direction * stride_dt_dir + pid_b * stride_dt_b + c64 * stride_dt_e
     B_base = B_ptr + direction * stride_B_dir + pid_b * stride_B_b + states * stride_B_n
     C_base = C_ptr + direction * stride_C_dir + pid_b * stride_C_b + states * stride_C_n
     z_base = z_ptr + pid_b * stride_z_b + c64 * stride_z_e
@@ -113,13 +132,22 @@ def _scan_kernel(
         D_row = tl.load(D_ptr + direction * stride_D_dir + c64, mask=mask_c, other=0.0)
     if HAS_BIAS:
         bias_row = tl.load(bias_ptr + direction * stride_bias_dir + c64, mask=mask_c, other=0.0)
+    if DT_RANK > 0:
+        # (R_PAD, C) slice of W, from R (C,) row loads for the same reason as A; rows past R stay zero.
+        W_dt = tl.zeros((_rank_tile(DT_RANK), BLOCK_C), dtype=tl.float32)
+        W_rows = dtw_ptr + direction * stride_dtw_dir + c64 * stride_dtw_e
+        for r in tl.static_range(DT_RANK):
+            w_r = tl.load(W_rows + r * stride_dtw_r, mask=mask_c, other=0.0).to(tl.float32)
+            W_dt = tl.where(ranks[:, None] == r, w_r[None, :], W_dt)
+    else:
+        W_dt = 0.0
 
     h = tl.zeros((N_STATE, BLOCK_C), dtype=tl.float32)
     args = (u_base, dt_base, z_base, B_base, C_base, L, backward, mask_c,
             stride_u_l, stride_dt_l, stride_z_l, stride_B_l, stride_C_l)
-    step_args = (A2, D_row, bias_row, out_base, stride_out_l, L, backward, mask_c, out_scale)
-    t0 = _load_token(0, *args, HAS_Z, True, MASK_C)
-    t1 = _load_token(1, *args, HAS_Z, True, MASK_C)
+    step_args = (A2, D_row, bias_row, W_dt, out_base, stride_out_l, L, backward, mask_c, out_scale)
+    t0 = _load_token(0, *args, HAS_Z, True, MASK_C, DT_RANK)
+    t1 = _load_token(1, *args, HAS_Z, True, MASK_C, DT_RANK)
     # Trip k steps tokens 2k, 2k+1 and loads 2k+2, 2k+3; every one of them is < L for k < (L - 2) // 2.
     full_trips = tl.maximum((L - 2) // 2, 0)
     # (C,) pointers to this program's channels in checkpoint slot 0, row 0.
@@ -128,12 +156,12 @@ def _scan_kernel(
         if SAVE_EVERY > 0:
             _save_checkpoint(h, 2 * k, ckpt_lanes, E, mask_c, N_STATE, SAVE_EVERY)
         h, t0, t1 = _trip(h, 2 * k, t0, t1, args, step_args, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC,
-                           USE_ASM, False, MASK_C, PREFETCH)
+                           USE_ASM, False, MASK_C, PREFETCH, DT_RANK)
     for k in range(full_trips, tl.cdiv(L, 2)):
         if SAVE_EVERY > 0:
             _save_checkpoint(h, 2 * k, ckpt_lanes, E, mask_c, N_STATE, SAVE_EVERY)
         h, t0, t1 = _trip(h, 2 * k, t0, t1, args, step_args, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC,
-                           USE_ASM, True, MASK_C, PREFETCH)
+                           USE_ASM, True, MASK_C, PREFETCH, DT_RANK)
 
 
 @triton.jit
@@ -171,20 +199,26 @@ def load_rows(lanes, row_stride, mask_c, N_STATE: tl.constexpr, BLOCK_C: tl.cons
 @triton.jit
 def _trip(h, step, t0, t1, args, step_args, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
           SOFTPLUS: tl.constexpr, ATOMIC: tl.constexpr, USE_ASM: tl.constexpr, MASK_T: tl.constexpr,
-          MASK_C: tl.constexpr, PREFETCH: tl.constexpr):
+          MASK_C: tl.constexpr, PREFETCH: tl.constexpr, DT_RANK: tl.constexpr):
     """Tokens `step` and `step + 1` (already loaded as t0, t1). The loads of the next two tokens are issued
     first, so their latency (hundreds of cycles from HBM) overlaps this trip's arithmetic instead of stalling
-    every token. Returns the new state and the next trip's tokens."""
+    every token. Returns the new state and the next trip's tokens.
+    With dt_proj fused, the two arrived tokens' rows are projected to delta before the next loads are issued,
+    so only the two prefetched R-wide rows are live across the trip, not four."""
+    if DT_RANK > 0:
+        W_dt, bias_row = step_args[3], step_args[2]
+        t0 = (t0[0], _project_dt(t0[1], W_dt, bias_row, HAS_BIAS, DT_RANK), t0[2], t0[3], t0[4])
+        t1 = (t1[0], _project_dt(t1[1], W_dt, bias_row, HAS_BIAS, DT_RANK), t1[2], t1[3], t1[4])
     if PREFETCH:
-        n0 = _load_token(step + 2, *args, HAS_Z, MASK_T, MASK_C)
-        n1 = _load_token(step + 3, *args, HAS_Z, MASK_T, MASK_C)
+        n0 = _load_token(step + 2, *args, HAS_Z, MASK_T, MASK_C, DT_RANK)
+        n1 = _load_token(step + 3, *args, HAS_Z, MASK_T, MASK_C, DT_RANK)
     h = _token_step(h, step, *t0, *step_args, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM,
-                    MASK_T, MASK_C)
+                    MASK_T, MASK_C, DT_RANK)
     h = _token_step(h, step + 1, *t1, *step_args, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM,
-                    MASK_T, MASK_C)
+                    MASK_T, MASK_C, DT_RANK)
     if not PREFETCH:
-        n0 = _load_token(step + 2, *args, HAS_Z, MASK_T, MASK_C)
-        n1 = _load_token(step + 3, *args, HAS_Z, MASK_T, MASK_C)
+        n0 = _load_token(step + 2, *args, HAS_Z, MASK_T, MASK_C, DT_RANK)
+        n1 = _load_token(step + 3, *args, HAS_Z, MASK_T, MASK_C, DT_RANK)
     return h, n0, n1
 
 
@@ -212,11 +246,18 @@ def _load_lanes(ptr, mask, MASKED: tl.constexpr):
 @triton.jit
 def _load_token(step, u_base, dt_base, z_base, B_base, C_base, L, backward, mask_c,
                 stride_u_l, stride_dt_l, stride_z_l, stride_B_l, stride_C_l, HAS_Z: tl.constexpr,
-                MASK_T: tl.constexpr, MASK_C: tl.constexpr):
-    """Token `step` (in scan order) of u, delta, z: (C,) each, and of B, C: (N,) each, in fp32; zeros past L."""
+                MASK_T: tl.constexpr, MASK_C: tl.constexpr, DT_RANK: tl.constexpr):
+    """Token `step` (in scan order) of u, delta, z: (C,) each, and of B, C: (N,) each, in fp32; zeros past L.
+    With DT_RANK > 0, dt is the token's (R_PAD,) low-rank row instead of its (C,) delta."""
     t, valid, mask = _token_position(step, L, backward, mask_c, MASK_T)
     u = _load_lanes(u_base + t * stride_u_l, mask, MASK_T or MASK_C)
-    dt = _load_lanes(dt_base + t * stride_dt_l, mask, MASK_T or MASK_C)
+    if DT_RANK > 0:
+        rank_mask = tl.arange(0, _rank_tile(DT_RANK)) < DT_RANK
+        if MASK_T:
+            rank_mask = rank_mask & valid
+        dt = tl.load(dt_base + t * stride_dt_l, mask=rank_mask, other=0.0).to(tl.float32)
+    else:
+        dt = _load_lanes(dt_base + t * stride_dt_l, mask, MASK_T or MASK_C)
     if HAS_Z:
         z = _load_lanes(z_base + t * stride_z_l, mask, MASK_T or MASK_C)
     else:
@@ -227,13 +268,14 @@ def _load_token(step, u_base, dt_base, z_base, B_base, C_base, L, backward, mask
 
 
 @triton.jit
-def _token_step(h, step, u, dt, z, Bt, Ct, A2, D_row, bias_row, out_base, stride_out_l, L, backward, mask_c,
+def _token_step(h, step, u, dt, z, Bt, Ct, A2, D_row, bias_row, W_dt, out_base, stride_out_l, L, backward, mask_c,
                 out_scale, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
                 SOFTPLUS: tl.constexpr, ATOMIC: tl.constexpr, USE_ASM: tl.constexpr, MASK_T: tl.constexpr,
-                MASK_C: tl.constexpr):
-    """One token of the recurrence for the (N, C) state h; writes that token's output and returns h."""
+                MASK_C: tl.constexpr, DT_RANK: tl.constexpr):
+    """One token of the recurrence for the (N, C) state h; writes that token's output and returns h. dt is the
+    token's (C,) delta (a fused dt_proj was applied by `_trip`, so W_dt is not used here)."""
     t, valid, mask = _token_position(step, L, backward, mask_c, MASK_T)
-    if HAS_BIAS:
+    if HAS_BIAS and DT_RANK == 0:  # a fused dt_proj added it (_trip)
         dt = dt + bias_row
     if SOFTPLUS:
         dt = _softplus(dt, USE_ASM)
@@ -258,6 +300,18 @@ def _token_step(h, step, u, dt, z, Bt, Ct, A2, D_row, bias_row, out_base, stride
     return h
 
 
+@triton.jit
+def _project_dt(dt_row, W_dt, bias_row, HAS_BIAS: tl.constexpr, DT_RANK: tl.constexpr):
+    """(C,) delta = bias + W^T dt_row: the (R_PAD, C) products summed over the ranks, which live in each lane
+    (so the row loads broadcast, like B and C rows): no shuffles. Explicit per-rank FMA chains (rank picked by
+    masked sums) compiled no shorter: an FADD or FMNMX with the identity stayed per rank."""
+    ranks = tl.arange(0, W_dt.shape[0])[:, None]
+    delta = tl.sum(tl.where(ranks < DT_RANK, dt_row[:, None] * W_dt, -0.0), axis=0)
+    if HAS_BIAS:
+        delta += bias_row
+    return delta
+
+
 def _blocks_for(programs_at_32: int) -> int:
     """Channels per program: 32 (one warp, one channel per lane); 16 when 32 would leave most SMs idle
     (batch 1: a B=1, E=384 bidirectional scan is only 24 one-warp programs)."""
@@ -277,11 +331,21 @@ def scan_launch_config(batch: int, channels: int, n_dir: int, interpreted: bool)
     )
 
 
-def _check(u, delta, A, B, C, n_dir: int | None):
+def _check(u, delta, A, B, C, n_dir: int | None, dt_proj=None):
     lead = (n_dir,) if n_dir else ()
-    if u.dim() != len(lead) + 3 or delta.shape != u.shape:
+    if dt_proj is None and (u.dim() != len(lead) + 3 or delta.shape != u.shape):
         raise ValueError(f"u and delta must both be {'(2, ' if n_dir else '('}batch, E, L); got "
                          f"{tuple(u.shape)} and {tuple(delta.shape)}")
+    if dt_proj is not None:
+        if u.dim() != len(lead) + 3:
+            raise ValueError(f"u must be {'(2, ' if n_dir else '('}batch, E, L); got {tuple(u.shape)}")
+        batch, channels, length = u.shape[-3:]
+        rank = dt_proj.shape[-1]
+        if tuple(dt_proj.shape) != lead + (channels, rank) or rank < 1:
+            raise ValueError(f"dt_proj must be {lead + (channels, 'R')} with R >= 1; got {tuple(dt_proj.shape)}")
+        if tuple(delta.shape) != lead + (batch, rank, length):
+            raise ValueError(f"with dt_proj, delta is the low-rank dt {lead + (batch, rank, length)}; got "
+                             f"{tuple(delta.shape)}")
     batch, channels, length = u.shape[-3:]
     n_state = A.shape[-1]
     if tuple(A.shape) != lead + (channels, n_state):
@@ -294,11 +358,13 @@ def _check(u, delta, A, B, C, n_dir: int | None):
 
 
 def _launch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out, dir_first, n_dir, out_scale, atomic,
-            checkpoints=None, save_every=0):
+            checkpoints=None, save_every=0, dt_proj=None):
     """u, delta: (dirs, batch, E, L); A: (dirs, E, N); B, C: (dirs, batch, N, L); D, delta_bias: (dirs, E);
     z: (batch, E, L); out: (batch, E, L) shared by the directions, or (dirs, batch, E, L), one per direction.
     Stacked index i runs backward when i + dir_first == 1. checkpoints: with save_every = K > 0, a contiguous fp32
-    (dirs, batch, cdiv(L, K), N, E) tensor that receives the state entering every K-th scan step."""
+    (dirs, batch, cdiv(L, K), N, E) tensor that receives the state entering every K-th scan step.
+    dt_proj: None, or (dirs, E, R) (any float dtype, any strides): then delta is the low-rank (dirs, batch, R, L)
+    and the kernel computes delta = dt_proj @ delta per token itself."""
     _, batch, channels, length = u.shape
     cfg = scan_launch_config(batch, channels, n_dir, check_device(u, _scan_kernel))
     if length == 0 or batch == 0 or channels == 0:
@@ -316,7 +382,7 @@ def _launch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out, dir_first,
     stacked = ("dir", "b", "e", "l")
     _scan_kernel[cfg.grid](
         u_ptr=u, delta_ptr=delta, A_ptr=A, B_ptr=B, C_ptr=C, D_ptr=Dt, z_ptr=zt, bias_ptr=bt, out_ptr=out,
-        ckpt_ptr=checkpoints if save_every else dummy,
+        ckpt_ptr=checkpoints if save_every else dummy, dtw_ptr=dt_proj if dt_proj is not None else dummy,
         E=channels, L=length, dir_first=dir_first, out_scale=out_scale,
         **strides("stride_u", stacked, u.stride()), **strides("stride_dt", stacked, delta.stride()),
         **strides("stride_A", ("dir", "e", "n"), A.stride()),
@@ -324,7 +390,9 @@ def _launch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out, dir_first,
         **strides("stride_C", ("dir", "b", "n", "l"), C.stride()),
         stride_D_dir=Dt.stride(0) if has_d else 0, stride_bias_dir=bt.stride(0) if has_bias else 0,
         **strides("stride_z", ("b", "e", "l"), zt.stride()), **strides("stride_out", stacked, out_strides),
-        N_STATE=A.shape[-1], HAS_D=has_d, HAS_Z=has_z, HAS_BIAS=has_bias, SOFTPLUS=bool(delta_softplus),
+        **strides("stride_dtw", ("dir", "e", "r"), dt_proj.stride() if dt_proj is not None else (0, 0, 0)),
+        DT_RANK=0 if dt_proj is None else dt_proj.shape[-1], N_STATE=A.shape[-1], HAS_D=has_d, HAS_Z=has_z,
+        HAS_BIAS=has_bias, SOFTPLUS=bool(delta_softplus),
         ATOMIC=atomic, SAVE_EVERY=save_every, **cfg.constexprs, num_warps=cfg.num_warps,
     )
     return out
@@ -347,7 +415,8 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
                    delta_softplus, out, dir_first=int(bool(reverse)), n_dir=1, out_scale=1.0, atomic=False)
 
 
-def bimamba_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True, combine=True, out=None):
+def bimamba_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True, combine=True, out=None,
+                 dt_proj=None):
     """Both Vim directions in one launch, gated: 0.5 * (y_fwd + y_bwd) * SiLU(z).
 
     Same contract as `bimamba_scan_ref`. Direction-stacked inputs (index 0 forward, 1 backward):
@@ -362,20 +431,25 @@ def bimamba_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softp
     dim 0 is the combined output: no zero fill, no atomics, no cast pass. Written to `out` if given (u's shape and
     dtype), else to a new tensor laid out like u. `out` may be u or delta itself: every element is read by the
     lane that later overwrites it, before it does, and by no other lane, so the scan can reuse their memory.
+
+    dt_proj: None, or the (2, E, R) dt_proj weights (any float dtype): then delta is the low-rank dt
+    (2, batch, R, L) (any strides: the model passes a view of x_dbl's dt columns) and the scan computes
+    delta[d, b, :, l] = dt_proj[d] @ delta[d, b, :, l] per token itself, in fp32; no (2, batch, E, L) delta
+    tensor exists. Inference only (kernels/NOTES.md: "dt_proj fused into the scan").
     """
-    _check(u, delta, A, B, C, 2)
+    _check(u, delta, A, B, C, 2, dt_proj)
     A = A.float()
     D = None if D is None else D.float()
     delta_bias = None if delta_bias is None else delta_bias.float()
     if not combine:
-        halves = _halves_out(u, delta, out)
+        halves = _halves_out(u, delta, out, delta_is_low_rank=dt_proj is not None)
         return _launch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, halves, dir_first=0, n_dir=2,
-                       out_scale=0.5, atomic=False)
+                       out_scale=0.5, atomic=False, dt_proj=dt_proj)
     if out is not None:
         raise ValueError("out= is only taken with combine=False")
     out32 = torch.zeros_like(u[0], dtype=torch.float32)  # same layout as u; both directions add into it
     _launch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out32, dir_first=0, n_dir=2, out_scale=0.5,
-            atomic=True)
+            atomic=True, dt_proj=dt_proj)
     return out32 if u.dtype == torch.float32 else out32.to(u.dtype)
 
 
@@ -410,13 +484,17 @@ def bimamba_scan_fwd_save(u, delta, A, B, C, D=None, z=None, delta_bias=None, de
     return (out32 if u.dtype == torch.float32 else out32.to(u.dtype)), checkpoints
 
 
-def _halves_out(u, delta, out):
-    """The output of combine=False: a new tensor laid out like u, or `out` after checking it."""
+def _halves_out(u, delta, out, delta_is_low_rank=False):
+    """The output of combine=False: a new tensor laid out like u, or `out` after checking it. A low-rank delta
+    (dt_proj fused) is read by every lane of a program, so out may not overwrite it."""
     if out is None:
         return torch.empty_like(u)
     if out.shape != u.shape or out.dtype != u.dtype or out.device != u.device:
         raise ValueError(f"out must be {tuple(u.shape)} {u.dtype} on {u.device}; got {tuple(out.shape)} "
                          f"{out.dtype} on {out.device}")
+    if delta_is_low_rank and out.untyped_storage().data_ptr() == delta.untyped_storage().data_ptr():
+        raise ValueError("out shares memory with the low-rank delta that every lane reads; pass u or a separate "
+                         "tensor")
     for name, t in (("u", u), ("delta", delta)):
         if out.untyped_storage().data_ptr() == t.untyped_storage().data_ptr() and \
                 (out.data_ptr() != t.data_ptr() or out.stride() != t.stride()):

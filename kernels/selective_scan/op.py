@@ -1,10 +1,12 @@
 """The public selective-scan ops: what the Vim backend and the tools call, registered as torch custom ops.
 
-    vimbench::bimamba_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, combine) -> out
+    vimbench::bimamba_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, combine, dt_proj=None) -> out
         functional: a new output (combined (batch, E, L), or the two gated halves (2, batch, E, L)).
-    vimbench::bimamba_scan_halves_(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out!) -> ()
+    vimbench::bimamba_scan_halves_(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out!, dt_proj=None) -> ()
         the inference trick "halves written over u": declared as mutating `out` (which may be u itself), so the
         compiler knows; never under autograd.
+    With dt_proj (2, E, R) given, delta is the low-rank dt (2, batch, R, L) and the scan computes the channel
+    delta itself (inference only; no backward).
     vimbench::selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse) -> out
         one direction; functional; inference only.
     vimbench::bimamba_scan_fwd_save(u, delta, A, B, C, D, z, delta_bias, delta_softplus, combine, chunk)
@@ -44,9 +46,9 @@ def _no_backward(name: str, *tensors: Tensor | None) -> None:
 
 @torch.library.custom_op("vimbench::bimamba_scan", mutates_args=())
 def _bimamba_scan_op(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
-                     z: Optional[Tensor], delta_bias: Optional[Tensor], delta_softplus: bool, combine: bool
-                     ) -> Tensor:
-    return fwd.bimamba_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, combine)
+                     z: Optional[Tensor], delta_bias: Optional[Tensor], delta_softplus: bool, combine: bool,
+                     dt_proj: Optional[Tensor] = None) -> Tensor:
+    return fwd.bimamba_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, combine, dt_proj=dt_proj)
 
 
 def _out_like(u: Tensor, combine: bool) -> Tensor:
@@ -59,19 +61,19 @@ def _out_like(u: Tensor, combine: bool) -> Tensor:
 
 
 @_bimamba_scan_op.register_fake
-def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, combine):
+def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, combine, dt_proj=None):
     return _out_like(u, combine)
 
 
 @torch.library.custom_op("vimbench::bimamba_scan_halves_", mutates_args=("out",))
 def _bimamba_scan_halves_op(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
-                            z: Optional[Tensor], delta_bias: Optional[Tensor], delta_softplus: bool, out: Tensor
-                            ) -> None:
-    fwd.bimamba_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, combine=False, out=out)
+                            z: Optional[Tensor], delta_bias: Optional[Tensor], delta_softplus: bool, out: Tensor,
+                            dt_proj: Optional[Tensor] = None) -> None:
+    fwd.bimamba_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, combine=False, out=out, dt_proj=dt_proj)
 
 
 @_bimamba_scan_halves_op.register_fake
-def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out):
+def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out, dt_proj=None):
     return None
 
 
@@ -145,7 +147,8 @@ def _backward(ctx, grad_out, _grad_checkpoints):
 _bimamba_scan_fwd_save_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-def bimamba_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True, combine=True, out=None):
+def bimamba_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True, combine=True, out=None,
+                 dt_proj=None):
     """Both Vim directions in one launch, gated: 0.5 * (y_fwd + y_bwd) * SiLU(z). Contract: `bimamba_scan_ref`.
 
     Direction-stacked inputs (index 0 forward, 1 backward): u, delta (2, batch, E, L) fp32/fp16/bf16; A (2, E, N)
@@ -155,8 +158,13 @@ def bimamba_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softp
     dtype; may be u or delta itself, which the scan then overwrites) when given. out= is an in-place write and
     is refused under autograd. Differentiable in u, delta, A, B, C, D, z and delta_bias: under autograd the
     forward also saves fp32 state checkpoints every CHECKPOINT_CHUNK tokens for the backward kernel.
+    dt_proj: None, or the (2, E, R) dt_proj weights; then delta is the low-rank dt (2, batch, R, L) and the scan
+    computes the channel delta itself (fwd.bimamba_scan). Inference only: refused under autograd.
     """
     tensors = (u, delta, A, B, C, D, z, delta_bias)
+    if dt_proj is not None:
+        _no_backward("bimamba_scan(dt_proj=...)", *tensors, dt_proj)
+        tensors += (dt_proj,)
     if out is not None:
         if combine:
             raise ValueError("out= is only taken with combine=False")
@@ -167,11 +175,12 @@ def bimamba_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softp
         return torch.ops.vimbench.bimamba_scan_fwd_save(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus),
                                                         bool(combine), CHECKPOINT_CHUNK)[0]
     if not needs_custom_op(*tensors, out):
-        return fwd.bimamba_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, combine, out)
+        return fwd.bimamba_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, combine, out, dt_proj)
     if out is None:
         return torch.ops.vimbench.bimamba_scan(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus),
-                                               bool(combine))
-    torch.ops.vimbench.bimamba_scan_halves_(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus), out)
+                                               bool(combine), dt_proj)
+    torch.ops.vimbench.bimamba_scan_halves_(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus), out,
+                                            dt_proj)
     return out
 
 

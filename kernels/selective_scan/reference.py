@@ -140,7 +140,7 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
 
 
 def bimamba_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True, combine=True,
-                     out=None):
+                     out=None, dt_proj=None):
     """Both directions of the Vim mixer core, gated: 0.5 * (y_fwd + y_bwd) * SiLU(z).
 
     Direction-stacked inputs (index 0 forward, 1 backward): u, delta (2, batch, E, L); A (2, E, N) fp32;
@@ -149,7 +149,12 @@ def bimamba_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_s
     halves 0.5 * y_dir * SiLU(z), (2, batch, E, L) in u's dtype, whose sum over dim 0 is the combined output,
     written to `out` if given (u's shape and dtype; may be u or delta itself), else to a new tensor laid out
     like u.
+    dt_proj: None, or (2, E, R) weights: then delta is the low-rank dt (2, batch, R, L) and the channel delta is
+    dt_proj[d] @ delta[d, b] per token, in fp32 (the Triton scan fuses that projection; this computes it first).
     """
+    if dt_proj is not None:
+        delta = torch.einsum("er,brl->bel", dt_proj[0].float(), delta[0].float()), \
+            torch.einsum("er,brl->bel", dt_proj[1].float(), delta[1].float())
     def pick(t, i):
         return None if t is None else t[i]
 

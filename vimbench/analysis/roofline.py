@@ -83,14 +83,18 @@ def scan_work(batch: int, channels: int, length: int, n_state: int = D_STATE, dt
 
 
 def bimamba_scan_work(batch: int, channels: int, length: int, n_state: int = D_STATE, dtype: str = "bf16",
-                      halves: bool = False) -> KernelWork:
+                      halves: bool = False, dt_rank: int = 0) -> KernelWork:
     """Both directions and gated in one kernel: reads u, delta (2, B, E, L), B, C (2, B, N, L), z (B, E, L),
-    A (2, E, N), D, delta_bias (2, E); writes y (B, E, L) once, or both gated halves (2, B, E, L) if `halves`."""
+    A (2, E, N), D, delta_bias (2, E); writes y (B, E, L) once, or both gated halves (2, B, E, L) if `halves`.
+    dt_rank R > 0: dt_proj fused: instead of delta it reads the low-rank dt (2, B, R, L) in fp32 and the
+    (2, E, R) weight, and does R more FMAs per (direction, channel, token)."""
     elt = element_bytes(dtype)
     bel, bnl = batch * channels * length, batch * n_state * length
-    act = 2 * 2 * bel + 2 * 2 * bnl + bel + (2 if halves else 1) * bel
-    params = 2 * channels * n_state + 2 * 2 * channels
-    return KernelWork("bimamba_scan", elt * act + F32 * params, 2.0 * bel * n_state, 2 * 4.0 * bel * n_state)
+    delta_bytes = 2 * batch * dt_rank * length * F32 if dt_rank else 2 * bel * elt
+    act = 2 * bel + 2 * 2 * bnl + bel + (2 if halves else 1) * bel
+    params = 2 * channels * n_state + 2 * 2 * channels + 2 * channels * dt_rank
+    fma = 2 * 4.0 * bel * n_state + 2.0 * bel * dt_rank
+    return KernelWork("bimamba_scan", delta_bytes + elt * act + F32 * params, 2.0 * bel * n_state, fma)
 
 
 def conv1d_bidir_work(batch: int, channels: int, length: int, width: int = D_CONV, dtype: str = "bf16") -> KernelWork:

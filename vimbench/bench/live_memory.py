@@ -100,12 +100,12 @@ def allocation_twin_ops():
         return torch.empty((2, batch, channels, length), dtype=x.dtype, device=x.device)
 
     def bimamba_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True, combine=True,
-                     out=None):
+                     out=None, dt_proj=None):
         if not combine:
             return out if out is not None else torch.empty_like(u)
         return torch.empty_like(u[0])
 
-    return VimOps("triton-allocations", add_rmsnorm, conv1d_silu_bidir, bimamba_scan)
+    return VimOps("triton-allocations", add_rmsnorm, conv1d_silu_bidir, bimamba_scan, scan_fuses_dt_proj=True)
 
 
 def vim_peak_bytes(name: str, res: int, batch: int, dtype: str = "bf16", batch_slice: int = 0,

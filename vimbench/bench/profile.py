@@ -47,7 +47,7 @@ def annotate_model(model) -> None:
     ops = getattr(model, "ops", None)
     if isinstance(ops, VimOps):
         wrapped = VimOps(ops.name, _annotated(ops.add_rmsnorm, "norm"), _annotated(ops.conv1d_silu_bidir, "conv"),
-                         _annotated(ops.bimamba_scan, "scan"))
+                         _annotated(ops.bimamba_scan, "scan"), ops.scan_fuses_dt_proj)
         for module in model.modules():
             if isinstance(getattr(module, "ops", None), VimOps):
                 module.ops = wrapped

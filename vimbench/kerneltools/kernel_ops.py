@@ -38,7 +38,11 @@ def _random(shape: OpShape, device: str):
 
 # ---------------------------------------------------------------------------------------------- selective scan
 
-def _scan_inputs(dirs: int, halves: bool = False) -> Callable[[OpShape, Any, str], dict[str, Any]]:
+def _scan_inputs(dirs: int, halves: bool = False, dt_proj: bool = False
+                 ) -> Callable[[OpShape, Any, str], dict[str, Any]]:
+    """dt_proj: the fused form (the model's inference path on the triton backend): delta is the low-rank dt, a
+    view of x_dbl's dt columns, and dt_proj (2, E, R) a view of the stacked (2, R, E) weight, as the mixer passes
+    them."""
     def build(shape: OpShape, dtype, device: str) -> dict[str, Any]:
         import torch
 
@@ -56,6 +60,11 @@ def _scan_inputs(dirs: int, halves: bool = False) -> Callable[[OpShape, Any, str
                     B=x_dbl[..., lay.B].transpose(2, 3), C=x_dbl[..., lay.C].transpose(2, 3),
                     D=torch.ones(dirs, E, device=device), z=xz[:, E:],
                     delta_bias=rnd(dirs, E, scale=0.5, dt=torch.float32))
+        if dt_proj:
+            R = shape.dt_rank
+            args["delta"] = x_dbl[..., lay.dt].transpose(2, 3)
+            args["dt_proj"] = rnd(dirs, R, E, scale=R ** -0.5, dt=dtype).transpose(1, 2)
+            args["delta_bias"] = rnd(dirs, E, scale=0.5, shift=-4.0, dt=torch.float32)
         if dirs == 1:
             args = {k: (v if k == "z" else v[0]) for k, v in args.items()}
         if halves:
@@ -65,14 +74,16 @@ def _scan_inputs(dirs: int, halves: bool = False) -> Callable[[OpShape, Any, str
     return build
 
 
-def _scan_spec(dtype: str, mode: str, shape: OpShape = STATIC_SHAPE, bc_dtype: str = "fp32") -> KernelSpec:
+def _scan_spec(dtype: str, mode: str, shape: OpShape = STATIC_SHAPE, bc_dtype: str = "fp32", dt_proj: bool = False,
+               label: str = "") -> KernelSpec:
     """kernels/selective_scan/fwd.py `_scan_kernel` with the Vim mixer's layouts: u, delta (2, B, E, L) views of
     (2, B, L, E) buffers; B, C views of x_dbl (2, B, L, width) in XDblLayout order (rows 16-element aligned;
     bc_dtype: fp32, as x_proj writes it on CUDA); z a view of xz (B, L, 2E); A (2, E, N).
 
     mode "halves": bimamba_scan(combine=False), what the bf16 model launches: out (2, B, E, L) in u's dtype, a
     view of (B, L, 2, E). "combined": bimamba_scan(combine=True): fp32 atomics into (B, E, L). "single":
-    selective_scan, one direction."""
+    selective_scan, one direction. dt_proj: the fused form, delta the dt columns of x_dbl (bc_dtype) and the
+    (2, E, R) weight a view of a contiguous (2, R, E) stack in dtype; named scan/<mode>_dtproj/<dtype><label>."""
     from kernels.selective_scan.fwd import scan_launch_config
     from vimbench.layout import XDblLayout
 
@@ -88,27 +99,34 @@ def _scan_spec(dtype: str, mode: str, shape: OpShape = STATIC_SHAPE, bc_dtype: s
         out_b, out_l, out_dir, out_e = contiguous_strides(B_, L, 2, E)
     else:
         out_dir, (out_b, out_l, out_e) = 0, contiguous_strides(B_, L, E)
+    rank = shape.dt_rank if dt_proj else 0
     args = {
-        "u_ptr": Ptr(dtype), "delta_ptr": Ptr(dtype), "A_ptr": Ptr("fp32"), "B_ptr": Ptr(bc_dtype),
+        "u_ptr": Ptr(dtype), "delta_ptr": Ptr(bc_dtype if dt_proj else dtype), "A_ptr": Ptr("fp32"),
+        "B_ptr": Ptr(bc_dtype),
         "C_ptr": Ptr(bc_dtype), "D_ptr": Ptr("fp32"), "z_ptr": Ptr(dtype), "bias_ptr": Ptr("fp32"),
         "out_ptr": Ptr("fp32" if mode == "combined" else dtype), "ckpt_ptr": Ptr("fp32"),
+        "dtw_ptr": Ptr(dtype if dt_proj else "fp32"),
         "E": E, "L": L, "dir_first": 0, "out_scale": 1.0 if mode == "single" else 0.5,
         **dict(zip(("stride_u_dir", "stride_u_b", "stride_u_e", "stride_u_l"), u_st)),
-        **dict(zip(("stride_dt_dir", "stride_dt_b", "stride_dt_e", "stride_dt_l"), u_st)),
+        **dict(zip(("stride_dt_dir", "stride_dt_b", "stride_dt_e", "stride_dt_l"), x_dbl_st if dt_proj else u_st)),
         **dict(zip(("stride_A_dir", "stride_A_e", "stride_A_n"), contiguous_strides(dirs, E, N))),
         **dict(zip(("stride_B_dir", "stride_B_b", "stride_B_n", "stride_B_l"), x_dbl_st)),
         **dict(zip(("stride_C_dir", "stride_C_b", "stride_C_n", "stride_C_l"), x_dbl_st)),
         "stride_D_dir": E, "stride_bias_dir": E,
         "stride_z_b": L * 2 * E, "stride_z_e": 1, "stride_z_l": 2 * E,
         "stride_out_dir": out_dir, "stride_out_b": out_b, "stride_out_e": out_e, "stride_out_l": out_l,
+        # (2, E, R) view of (2, R, E): what the mixer passes (MixerWeights.dt_proj_t transposed)
+        "stride_dtw_dir": rank * E if dt_proj else 0, "stride_dtw_e": 1 if dt_proj else 0,
+        "stride_dtw_r": E if dt_proj else 0,
     }
     constexprs = dict(N_STATE=N, HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True,
-                      ATOMIC=mode == "combined", SAVE_EVERY=0, **cfg.constexprs)
+                      ATOMIC=mode == "combined", SAVE_EVERY=0, DT_RANK=rank, **cfg.constexprs)
     # The binary holds the loop trip twice (the unmasked main loop and the masked last trips), each
     # 2 tokens x N states x (BLOCK_C / threads) channels per thread.
     tokens_per_trip = 2
     state_elements = 2 * tokens_per_trip * N * cfg.constexprs["BLOCK_C"] // (32 * cfg.num_warps)
-    return spec_from_args(f"scan/{mode}/{dtype}", "kernels.selective_scan.fwd", cfg.kernel, args, constexprs,
+    name = f"scan/{mode}_dtproj/{dtype}{label}" if dt_proj else f"scan/{mode}/{dtype}"
+    return spec_from_args(name, "kernels.selective_scan.fwd", cfg.kernel, args, constexprs,
                           do_not_specialize=("L",), num_warps=cfg.num_warps, state_elements=state_elements)
 
 
@@ -170,6 +188,22 @@ register(_scan_op(
     static_specs=lambda: [_scan_spec("bf16", "halves")],
     regression=(RegressionShape(64, 384, VIM_TI_1248, "bf16"), RegressionShape(64, 384, VIM_TI_224, "bf16")),
     official="the official code has no halves variant; compare bimamba_scan",
+))
+
+# The fused form's widest dt_proj: Vim-S (R = 24) and Vim-B (R = 48) at 1248 px, batch 64, as well as Vim-Ti.
+_VIM_S_1248, _VIM_B_1248 = OpShape(64, 768, VIM_TI_1248), OpShape(64, 1536, VIM_TI_1248)
+
+register(_scan_op(
+    "bimamba_scan_dtproj", "bimamba_scan",
+    "both scan directions with dt_proj fused: delta computed per token from x_dbl's dt columns (model inference)",
+    inputs=_scan_inputs(dirs=2, halves=True, dt_proj=True),
+    work=lambda s, dtype: rl.bimamba_scan_work(s.batch, s.channels, s.length, s.d_state, dtype=dtype,
+                                               halves=True, dt_rank=s.dt_rank),
+    static_specs=lambda: [_scan_spec("bf16", "halves", dt_proj=True), _scan_spec("fp32", "combined", dt_proj=True),
+                          _scan_spec("bf16", "halves", _VIM_S_1248, dt_proj=True, label="/vim_s"),
+                          _scan_spec("bf16", "halves", _VIM_B_1248, dt_proj=True, label="/vim_b")],
+    regression=(RegressionShape(64, 384, VIM_TI_1248, "bf16"), RegressionShape(64, 384, VIM_TI_224, "bf16")),
+    official="the official code has no fused dt_proj; compare bimamba_scan_halves plus its dt_proj GEMM",
 ))
 
 register(_scan_op(

@@ -3,9 +3,13 @@
 Op signatures (all backends identical; shapes documented on the reference ops in `kernels`):
     add_rmsnorm(x, residual, weight, eps, out_dtype) -> (y, residual_fp32)
     conv1d_silu_bidir(x, weight, bias) -> u            x (B, E, L), weight (2, E, K), bias (2, E) -> (2, B, E, L)
-    bimamba_scan(u, delta, A, B, C, D, z, delta_bias, combine=True, out=None) -> y
+    bimamba_scan(u, delta, A, B, C, D, z, delta_bias, combine=True, out=None, dt_proj=None) -> y
                       direction-stacked inputs -> (B, E, L); combine=False: the two gated halves
-                      (2, B, E, L), written to `out` if given (may be u itself)
+                      (2, B, E, L), written to `out` if given (may be u itself); dt_proj (2, E, R): delta is
+                      the low-rank dt (2, B, R, L) and the scan applies dt_proj itself
+scan_fuses_dt_proj: whether the mixer should hand the scan the low-rank dt and dt_proj at inference (the Triton
+scan computes delta per token, so no (2, B, E, L) delta tensor and no dt_proj GEMM exist); the reference
+accepts the same call but only computes delta first, so the torch backend keeps its GEMM.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ class VimOps:
     add_rmsnorm: Callable
     conv1d_silu_bidir: Callable
     bimamba_scan: Callable
+    scan_fuses_dt_proj: bool = False
 
 
 def _torch_ops() -> VimOps:
@@ -48,7 +53,7 @@ def _triton_ops() -> VimOps:
         from kernels.selective_scan.op import bimamba_scan
     except ImportError as exc:  # triton missing, or kernels not built yet
         raise VimbenchError(f"the triton backend is unavailable here ({exc}); use --backend torch") from exc
-    return VimOps("triton", add_rmsnorm, conv1d_silu_bidir, bimamba_scan)
+    return VimOps("triton", add_rmsnorm, conv1d_silu_bidir, bimamba_scan, scan_fuses_dt_proj=True)
 
 
 _FACTORIES = {"torch": _torch_ops, "triton": _triton_ops}

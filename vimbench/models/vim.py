@@ -77,10 +77,11 @@ _MIXER_OWN_PARAMS = ("A_log", "A_b_log", "D", "D_b")
 class BiMambaMixer(nn.Module):
     """Bidirectional Mamba mixer ("bimamba v2", outputs averaged). Input and output (B, L, D)."""
 
-    def __init__(self, d_model: int, depth: int, ops: VimOps, batch_slice: int = 0):
+    def __init__(self, d_model: int, depth: int, ops: VimOps, batch_slice: int = 0, fuse_dt_proj: bool = True):
         super().__init__()
         self.ops = ops
         self.batch_slice = batch_slice  # images per slice at inference; 0: the whole batch at once
+        self.fuse_dt_proj = fuse_dt_proj  # inference: the scan applies dt_proj, where the backend's scan can
         inner = d_inner(d_model)
         self.d_inner, self.dt_rank = inner, dt_rank(d_model)
         self.x_dbl_layout = XDblLayout(self.dt_rank, D_STATE)
@@ -169,6 +170,11 @@ class BiMambaMixer(nn.Module):
             out[start:start + step] = self._mix(h[start:start + step])
         return out
 
+    def fuses_dt_proj(self) -> bool:
+        """Whether this call hands dt_proj to the scan: inference only (the fused scan has no backward; training
+        keeps the GEMM), on a backend whose scan fuses it, unless switched off (`fuse_dt_proj`)."""
+        return self.fuse_dt_proj and self.ops.scan_fuses_dt_proj and not torch.is_grad_enabled()
+
     def _mix(self, h: torch.Tensor) -> torch.Tensor:
         inner, lay = self.d_inner, self.x_dbl_layout
         batch, length = h.shape[0], h.shape[1]
@@ -185,15 +191,22 @@ class BiMambaMixer(nn.Module):
         else:
             x_dbl = torch.bmm(tokens, w.x_proj_t)
         x_dbl = x_dbl.view(2, batch, length, lay.width)  # [B | C | dt | pad] per token
-        # (2, B, L, E) -> (2, B, E, L) view; the dt bias is added inside the scan
-        # cast before reshape: the cast of the strided dt columns writes a contiguous tensor, so the reshape is a
-        # view; one kernel instead of a gather then a cast when x_dbl is fp32 (24 launches per Vim-Ti forward)
-        delta = torch.bmm(x_dbl[..., lay.dt].to(u.dtype).reshape(2, batch * length, -1), w.dt_proj_t)
-        delta = delta.view(2, batch, length, inner).transpose(2, 3)
+        if self.fuses_dt_proj():
+            # The scan computes delta = dt_proj @ dt per token from x_dbl's dt columns (a (2, B, R, L) view)
+            # itself: no (2, B, L, E) delta tensor (0.6 GB at Vim-Ti 1248 px, batch 64, bf16), no GEMM.
+            delta, dt_proj = x_dbl[..., lay.dt].transpose(2, 3), w.dt_proj_t.transpose(1, 2)  # (2, E, R) view
+        else:
+            # (2, B, L, E) -> (2, B, E, L) view; the dt bias is added inside the scan
+            # cast before reshape: the cast of the strided dt columns writes a contiguous tensor, so the reshape
+            # is a view; one kernel instead of a gather then a cast when x_dbl is fp32 (24 launches per forward)
+            delta = torch.bmm(x_dbl[..., lay.dt].to(u.dtype).reshape(2, batch * length, -1), w.dt_proj_t)
+            delta, dt_proj = delta.view(2, batch, length, inner).transpose(2, 3), None
         B = x_dbl[..., lay.B].transpose(2, 3)  # (2, B, N, L) views
         C = x_dbl[..., lay.C].transpose(2, 3)
+        scan_kw = {} if dt_proj is None else {"dt_proj": dt_proj}
         if not sums_halves_in_gemm(u.dtype):
-            y = self.ops.bimamba_scan(u, delta, w.A, B, C, w.D, z, w.dt_bias).transpose(1, 2)  # (B, L, E)
+            y = self.ops.bimamba_scan(u, delta, w.A, B, C, w.D, z, w.dt_bias, **scan_kw)
+            y = y.transpose(1, 2)  # (B, L, E)
             del xz, x, z, u, tokens, x_dbl, delta, B, C  # dead: out_proj's output may reuse their memory
             return F.linear(y, w.out_proj)
         # The two gated halves 0.5 * y_dir * SiLU(z), written over u when nothing needs u afterwards (inference);
@@ -201,15 +214,15 @@ class BiMambaMixer(nn.Module):
         # buffer. u is laid out (B, L, 2, E), so [y_f | y_b] per token is one (B, L, 2E) view, and out_proj with
         # its weight repeated along K adds the halves inside the GEMM.
         halves = self.ops.bimamba_scan(u, delta, w.A, B, C, w.D, z, w.dt_bias, combine=False,
-                                       out=None if u.requires_grad else u)
+                                       out=None if u.requires_grad else u, **scan_kw)
         del xz, x, z, u, tokens, x_dbl, delta, B, C  # dead: out_proj's output may reuse their memory
         return F.linear(halves.permute(1, 3, 0, 2).reshape(batch, length, 2 * inner), w.out_proj)
 
 
 class VimBlock(nn.Module):
-    def __init__(self, d_model: int, depth: int, ops: VimOps, batch_slice: int = 0):
+    def __init__(self, d_model: int, depth: int, ops: VimOps, batch_slice: int = 0, fuse_dt_proj: bool = True):
         super().__init__()
-        self.mixer = BiMambaMixer(d_model, depth, ops, batch_slice)
+        self.mixer = BiMambaMixer(d_model, depth, ops, batch_slice, fuse_dt_proj)
         self.norm = RMSNorm(d_model)
 
 
@@ -229,10 +242,12 @@ class VisionMamba(nn.Module):
 
     img_size fixes the number of patches (and the position embedding's length); inputs must be that size.
     batch_slice: at inference, each mixer processes the batch in slices of this many images (0: all at once);
-    its temporaries then scale with the slice, not the batch. Measured trade-off and estimate: README ("Memory")."""
+    its temporaries then scale with the slice, not the batch. Measured trade-off and estimate: README ("Memory").
+    fuse_dt_proj: at inference on the triton backend the scan applies dt_proj itself (no delta tensor); False
+    keeps the dt_proj GEMM (for comparisons). `set_dt_proj_fusion` switches a built model."""
 
     def __init__(self, img_size: int = 224, embed_dim: int = 192, depth: int = 24, num_classes: int = 1000,
-                 backend: str = "torch", batch_slice: int = 0):
+                 backend: str = "torch", batch_slice: int = 0, fuse_dt_proj: bool = True):
         super().__init__()
         if img_size < PATCH:
             raise ValueError(f"img_size {img_size} is smaller than one {PATCH}px patch")
@@ -247,7 +262,8 @@ class VisionMamba(nn.Module):
         self.cls_position = self.patch_embed.num_patches // 2
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, self.num_tokens, embed_dim))
-        self.layers = nn.ModuleList(VimBlock(embed_dim, depth, self.ops, batch_slice) for _ in range(depth))
+        self.layers = nn.ModuleList(VimBlock(embed_dim, depth, self.ops, batch_slice, fuse_dt_proj)
+                                    for _ in range(depth))
         self.norm_f = RMSNorm(embed_dim)
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
@@ -281,3 +297,10 @@ class VisionMamba(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.forward_features(images))
+
+
+def set_dt_proj_fusion(model: nn.Module, on: bool) -> None:
+    """Switch the fused dt_proj (scan computes delta) on or off in every Vim mixer of `model`."""
+    for module in model.modules():
+        if isinstance(module, BiMambaMixer):
+            module.fuse_dt_proj = bool(on)
