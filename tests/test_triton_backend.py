@@ -1,6 +1,8 @@
 """The Vim model on the triton backend agrees with the torch (reference) backend, same weights."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -42,3 +44,38 @@ def test_triton_backend_vim_t_bf16_autocast():
     # bf16 end to end: the triton backend must be about as accurate as the torch backend in bf16.
     assert err_tri <= 2 * err_ref + 1e-2, f"triton {err_tri:.3g} vs torch {err_ref:.3g} (max abs error)"
     torch.testing.assert_close(out_tri, out_ref, rtol=0.1, atol=0.25)
+
+
+def test_inference_fuses_dt_proj_and_splits_in_proj_and_matches_torch(device):
+    """At inference the triton mixer hands the scan the low-rank dt and dt_proj (no delta tensor, no dt_proj
+    GEMM) and computes in_proj as two GEMMs; the logits equal the torch backend's, and the previous path's
+    (both switched off)."""
+    from vimbench.models.vim import set_dt_proj_fusion
+
+    ref, tri = _pair("vim_test", 48, device)
+    calls = []
+    scan = tri.ops.bimamba_scan
+
+    def spy(u, delta, *args, **kwargs):
+        calls.append((tuple(delta.shape), kwargs.get("dt_proj")))
+        return scan(u, delta, *args, **kwargs)
+
+    for layer in tri.layers:
+        layer.mixer.ops = dataclasses.replace(tri.ops, bimamba_scan=spy)
+    images = torch.randn(2, 3, 48, 48, device=device)
+    with torch.no_grad():
+        gold = ref(images)
+        fused = tri(images)
+        rank, length = tri.layers[0].mixer.dt_rank, tri.num_tokens
+        assert calls and all(shape == (2, 2, rank, length) and w is not None and w.shape == (2, 64, rank)
+                             for shape, w in calls), "every mixer passes the low-rank dt and dt_proj"
+        calls.clear()
+        set_dt_proj_fusion(tri, False, split_in_proj=False)
+        before = tri(images)
+        assert calls and all(shape == (2, 2, 64, length) and w is None for shape, w in calls)
+    torch.testing.assert_close(fused, gold, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(fused, before, rtol=1e-4, atol=1e-4)
+    set_dt_proj_fusion(tri, True, split_in_proj=True)
+    with torch.enable_grad():
+        assert not tri.layers[0].mixer.fuses_dt_proj() and not tri.layers[0].mixer.splits_in_proj(), \
+            "training keeps the dt_proj GEMM and the single in_proj GEMM"

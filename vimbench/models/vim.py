@@ -77,11 +77,13 @@ _MIXER_OWN_PARAMS = ("A_log", "A_b_log", "D", "D_b")
 class BiMambaMixer(nn.Module):
     """Bidirectional Mamba mixer ("bimamba v2", outputs averaged). Input and output (B, L, D)."""
 
-    def __init__(self, d_model: int, depth: int, ops: VimOps, batch_slice: int = 0, fuse_dt_proj: bool = True):
+    def __init__(self, d_model: int, depth: int, ops: VimOps, batch_slice: int = 0, fuse_dt_proj: bool = True,
+                 split_in_proj: bool = True):
         super().__init__()
         self.ops = ops
         self.batch_slice = batch_slice  # images per slice at inference; 0: the whole batch at once
         self.fuse_dt_proj = fuse_dt_proj  # inference: the scan applies dt_proj, where the backend's scan can
+        self.split_in_proj = split_in_proj  # inference: in_proj as two GEMMs, z made after x is dead
         inner = d_inner(d_model)
         self.d_inner, self.dt_rank = inner, dt_rank(d_model)
         self.x_dbl_layout = XDblLayout(self.dt_rank, D_STATE)
@@ -170,6 +172,11 @@ class BiMambaMixer(nn.Module):
             out[start:start + step] = self._mix(h[start:start + step])
         return out
 
+    def splits_in_proj(self) -> bool:
+        """Whether this call computes in_proj as two GEMMs, x then z (see `_mix`): at inference unless switched
+        off (`split_in_proj`); under autograd the conv keeps x for its backward anyway."""
+        return self.split_in_proj and not torch.is_grad_enabled()
+
     def fuses_dt_proj(self) -> bool:
         """Whether this call hands dt_proj to the scan: inference only (the fused scan has no backward; training
         keeps the GEMM), on a backend whose scan fuses it, unless switched off (`fuse_dt_proj`)."""
@@ -181,10 +188,18 @@ class BiMambaMixer(nn.Module):
         # Channel-last throughout: per-token channel runs are contiguous, so the scan kernel's per-token loads
         # coalesce. Ops see (B, E, L) / (2, B, N, L) shaped views of these (B, L, ...) tensors.
         w = self.weights(h.dtype)
-        xz = F.linear(h, w.in_proj)  # (B, L, 2E)
-        x = xz[..., :inner].transpose(1, 2)  # (B, E, L) view, channel stride 1
-        z = xz[..., inner:].transpose(1, 2)
+        split = self.splits_in_proj()
+        if split:
+            # x alone first; z only once x is dead (after the conv) and x_dbl exists, so x and z are never
+            # alive together with u: -0.3 GB at the peak (Vim-Ti 1248 px, b64, bf16) for reading h twice.
+            xz, z = None, None
+            x = F.linear(h, w.in_proj[:inner]).transpose(1, 2)  # (B, E, L) view of (B, L, E)
+        else:
+            xz = F.linear(h, w.in_proj)  # (B, L, 2E)
+            x = xz[..., :inner].transpose(1, 2)  # (B, E, L) view, channel stride 1
+            z = xz[..., inner:].transpose(1, 2)
         u = self.ops.conv1d_silu_bidir(x, w.conv_w, w.conv_b)  # (2, B, E, L); triton: laid out (B, L, 2, E)
+        x = None  # with split, its memory can hold x_dbl and z
         tokens = u.transpose(2, 3).reshape(2, batch * length, inner)  # a view
         if x_dbl_in_fp32(u):
             x_dbl = torch.bmm(tokens, w.x_proj_t, out_dtype=torch.float32)
@@ -203,6 +218,8 @@ class BiMambaMixer(nn.Module):
             delta, dt_proj = delta.view(2, batch, length, inner).transpose(2, 3), None
         B = x_dbl[..., lay.B].transpose(2, 3)  # (2, B, N, L) views
         C = x_dbl[..., lay.C].transpose(2, 3)
+        if split:
+            z = F.linear(h, w.in_proj[inner:]).transpose(1, 2)  # (B, E, L) view of (B, L, E)
         scan_kw = {} if dt_proj is None else {"dt_proj": dt_proj}
         if not sums_halves_in_gemm(u.dtype):
             y = self.ops.bimamba_scan(u, delta, w.A, B, C, w.D, z, w.dt_bias, **scan_kw)
@@ -299,8 +316,11 @@ class VisionMamba(nn.Module):
         return self.head(self.forward_features(images))
 
 
-def set_dt_proj_fusion(model: nn.Module, on: bool) -> None:
-    """Switch the fused dt_proj (scan computes delta) on or off in every Vim mixer of `model`."""
+def set_dt_proj_fusion(model: nn.Module, on: bool, split_in_proj: bool | None = None) -> None:
+    """Switch the fused dt_proj (scan computes delta) on or off in every Vim mixer of `model`, and the split
+    in_proj too if `split_in_proj` is given (both are inference-time memory savings; off: the previous path)."""
     for module in model.modules():
         if isinstance(module, BiMambaMixer):
             module.fuse_dt_proj = bool(on)
+            if split_in_proj is not None:
+                module.split_in_proj = bool(split_in_proj)
