@@ -7,14 +7,20 @@ where SiLU'(p) = s (1 + p (1 - s)), s = sigmoid(p):
     dbias[dir]    = sum_{b,t} g_dir[t]
 The forward's output is not saved: p is recomputed from x (K taps) wherever g is needed, so the backward reads
 x and dout and writes dx, and the op saves nothing but its inputs (x is a view of in_proj's output, which the
-mixer keeps alive anyway).
+mixer keeps alive anyway). dweight / dbias: each program sums its chunk in registers and writes one partial (per
+direction, channel and tap) to its own slot; the launcher sums the slots with torch: deterministic, no atomics.
 
-Program (token chunk, channel block, batch) walks its chunk in [BLOCK_E, BLOCK_L] tiles of output positions j.
-For dx it needs g at the 2K-1 shifts j +- (K-1 - k), each recomputed from K shifted loads of x: K^2 extra FMAs
-and 2K sigmoids per element and direction, cheap against the memory traffic; the shifted loads overlap, so all
-but the first come from cache. dweight / dbias: each program sums its chunk in registers and writes one partial
-(per direction, channel and tap) to its own slot; the launcher sums the slots with torch: deterministic, and the
-partial buffer is small (programs x 2 x E x (K + 1) fp32).
+Two kernels, chosen by `conv1d_bwd_launch_config`:
+- `_conv1d_silu_bidir_bwd_rows_kernel` (K = 4, x / dout / dx channel-last: the Vim mixer in training). Like the
+  forward's rows kernel, a program walks a chunk of tokens of 128 channels in order. At token s it loads x[s+3],
+  dout_f[s+3] and dout_b[s] (each row of x and dout read once, plus a 3-token halo per chunk), recomputes
+  g_f[s+3] and g_b[s] from the window x[s..s+3], and writes dx[s] from the sliding windows g_f[s..s+3] and
+  g_b[s-3..s]; dweight takes g_f[s] x[s-3..s] and g_b[s] x[s..s+3] (x[s-3..s+3] held). Four tokens per loop trip
+  with all their loads issued first. The partial buffer is (B x chunks) x 2 x E x (K + 1) fp32, a fixed share of
+  the main traffic: 40 / (4 x CHUNK x itemsize) = 7.8% at 64-token chunks in bf16.
+- `_conv1d_silu_bidir_bwd_kernel` (any K, any layout): [BLOCK_E, BLOCK_L] tiles of output positions j; g at the
+  2K-1 shifts j +- (K-1 - k), each recomputed from K shifted loads of x (K^2 extra FMAs and 2K sigmoids per element
+  and direction); the shifted loads overlap, so all but the first come from cache.
 """
 from __future__ import annotations
 
@@ -123,15 +129,182 @@ def _conv1d_silu_bidir_bwd_kernel(
     tl.store(bias_part + E, db_b, mask=offs_e < E)
 
 
+@triton.jit(do_not_specialize=["L"])
+def _conv1d_silu_bidir_bwd_rows_kernel(
+    x_ptr, w_ptr, bias_ptr, dout_ptr, dx_ptr, dw_part_ptr, db_part_ptr,
+    E, L,
+    stride_x_b, stride_x_l,
+    stride_w_dir, stride_w_e, stride_w_k,
+    stride_bias_dir, stride_bias_e,
+    stride_dout_dir, stride_dout_b, stride_dout_l,
+    stride_dx_b, stride_dx_l,
+    BLOCK_C: tl.constexpr, CHUNK: tl.constexpr, HAS_BIAS: tl.constexpr,
+):
+    """K = 4. Channel stride 1 for x, dout and dx. Program (channel block, token chunk, batch): dx of the chunk's
+    tokens, and the chunk's dweight / dbias partials in slot (batch, chunk)."""
+    pid_c = tl.program_id(0)
+    pid_t = tl.program_id(1)
+    pid_b = tl.program_id(2).to(tl.int64)
+    t0 = pid_t * CHUNK
+    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask_c = c < E
+    c64 = c.to(tl.int64)
+    x_row = x_ptr + pid_b * stride_x_b + c64
+    df_row = dout_ptr + pid_b * stride_dout_b + c64
+    db_row = df_row + stride_dout_dir
+    dx_row = dx_ptr + pid_b * stride_dx_b + c64
+    wf0 = _row(w_ptr + c64 * stride_w_e, mask_c)
+    wf1 = _row(w_ptr + c64 * stride_w_e + stride_w_k, mask_c)
+    wf2 = _row(w_ptr + c64 * stride_w_e + 2 * stride_w_k, mask_c)
+    wf3 = _row(w_ptr + c64 * stride_w_e + 3 * stride_w_k, mask_c)
+    wb0 = _row(w_ptr + stride_w_dir + c64 * stride_w_e, mask_c)
+    wb1 = _row(w_ptr + stride_w_dir + c64 * stride_w_e + stride_w_k, mask_c)
+    wb2 = _row(w_ptr + stride_w_dir + c64 * stride_w_e + 2 * stride_w_k, mask_c)
+    wb3 = _row(w_ptr + stride_w_dir + c64 * stride_w_e + 3 * stride_w_k, mask_c)
+    bias_f = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    bias_b = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    if HAS_BIAS:
+        bias_f = _row(bias_ptr + c64 * stride_bias_e, mask_c)
+        bias_b = _row(bias_ptr + stride_bias_dir + c64 * stride_bias_e, mask_c)
+    # Entering token s = t0: x[s-3] .. x[s+2], g_f[s] .. g_f[s+2] and g_b[s-3] .. g_b[s-1] (all from that window).
+    xm3 = _x_at(x_row, t0 - 3, stride_x_l, L, mask_c)
+    xm2 = _x_at(x_row, t0 - 2, stride_x_l, L, mask_c)
+    xm1 = _x_at(x_row, t0 - 1, stride_x_l, L, mask_c)
+    x0 = _x_at(x_row, t0, stride_x_l, L, mask_c)
+    xp1 = _x_at(x_row, t0 + 1, stride_x_l, L, mask_c)
+    xp2 = _x_at(x_row, t0 + 2, stride_x_l, L, mask_c)
+    gf0 = _g_at(df_row, t0, stride_dout_l, L, mask_c, bias_f + wf0 * xm3 + wf1 * xm2 + wf2 * xm1 + wf3 * x0)
+    gf1 = _g_at(df_row, t0 + 1, stride_dout_l, L, mask_c, bias_f + wf0 * xm2 + wf1 * xm1 + wf2 * x0 + wf3 * xp1)
+    gf2 = _g_at(df_row, t0 + 2, stride_dout_l, L, mask_c, bias_f + wf0 * xm1 + wf1 * x0 + wf2 * xp1 + wf3 * xp2)
+    gbm3 = _g_at(db_row, t0 - 3, stride_dout_l, L, mask_c, bias_b + wb0 * x0 + wb1 * xm1 + wb2 * xm2 + wb3 * xm3)
+    gbm2 = _g_at(db_row, t0 - 2, stride_dout_l, L, mask_c, bias_b + wb0 * xp1 + wb1 * x0 + wb2 * xm1 + wb3 * xm2)
+    gbm1 = _g_at(db_row, t0 - 1, stride_dout_l, L, mask_c, bias_b + wb0 * xp2 + wb1 * xp1 + wb2 * x0 + wb3 * xm1)
+    dwf0 = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    dwf1 = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    dwf2 = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    dwf3 = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    dwb0 = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    dwb1 = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    dwb2 = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    dwb3 = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    dbf = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    dbb = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    # Past t_end (only in the last chunk, where t_end = L) dout is zero, so g is too and the sums are unchanged.
+    t_end = tl.minimum(t0 + CHUNK, L)
+    for s in range(t0, t_end, 4):  # four tokens per trip: their twelve row loads in flight together
+        xp3 = _x_at(x_row, s + 3, stride_x_l, L, mask_c)
+        xp4 = _x_at(x_row, s + 4, stride_x_l, L, mask_c)
+        xp5 = _x_at(x_row, s + 5, stride_x_l, L, mask_c)
+        xp6 = _x_at(x_row, s + 6, stride_x_l, L, mask_c)
+        dof3 = _x_at(df_row, s + 3, stride_dout_l, L, mask_c)
+        dof4 = _x_at(df_row, s + 4, stride_dout_l, L, mask_c)
+        dof5 = _x_at(df_row, s + 5, stride_dout_l, L, mask_c)
+        dof6 = _x_at(df_row, s + 6, stride_dout_l, L, mask_c)
+        dob0 = _x_at(db_row, s, stride_dout_l, L, mask_c)
+        dob1 = _x_at(db_row, s + 1, stride_dout_l, L, mask_c)
+        dob2 = _x_at(db_row, s + 2, stride_dout_l, L, mask_c)
+        dob3 = _x_at(db_row, s + 3, stride_dout_l, L, mask_c)
+        gf3, gb0, dwf0, dwf1, dwf2, dwf3, dwb0, dwb1, dwb2, dwb3, dbf, dbb = _bwd_token(
+            dx_row, s, t_end, stride_dx_l, mask_c, xm3, xm2, xm1, x0, xp1, xp2, xp3, dof3, dob0,
+            wf0, wf1, wf2, wf3, wb0, wb1, wb2, wb3, bias_f, bias_b, gf0, gf1, gf2, gbm3, gbm2, gbm1,
+            dwf0, dwf1, dwf2, dwf3, dwb0, dwb1, dwb2, dwb3, dbf, dbb)
+        gf4, gb1, dwf0, dwf1, dwf2, dwf3, dwb0, dwb1, dwb2, dwb3, dbf, dbb = _bwd_token(
+            dx_row, s + 1, t_end, stride_dx_l, mask_c, xm2, xm1, x0, xp1, xp2, xp3, xp4, dof4, dob1,
+            wf0, wf1, wf2, wf3, wb0, wb1, wb2, wb3, bias_f, bias_b, gf1, gf2, gf3, gbm2, gbm1, gb0,
+            dwf0, dwf1, dwf2, dwf3, dwb0, dwb1, dwb2, dwb3, dbf, dbb)
+        gf5, gb2, dwf0, dwf1, dwf2, dwf3, dwb0, dwb1, dwb2, dwb3, dbf, dbb = _bwd_token(
+            dx_row, s + 2, t_end, stride_dx_l, mask_c, xm1, x0, xp1, xp2, xp3, xp4, xp5, dof5, dob2,
+            wf0, wf1, wf2, wf3, wb0, wb1, wb2, wb3, bias_f, bias_b, gf2, gf3, gf4, gbm1, gb0, gb1,
+            dwf0, dwf1, dwf2, dwf3, dwb0, dwb1, dwb2, dwb3, dbf, dbb)
+        gf6, gb3, dwf0, dwf1, dwf2, dwf3, dwb0, dwb1, dwb2, dwb3, dbf, dbb = _bwd_token(
+            dx_row, s + 3, t_end, stride_dx_l, mask_c, x0, xp1, xp2, xp3, xp4, xp5, xp6, dof6, dob3,
+            wf0, wf1, wf2, wf3, wb0, wb1, wb2, wb3, bias_f, bias_b, gf3, gf4, gf5, gb0, gb1, gb2,
+            dwf0, dwf1, dwf2, dwf3, dwb0, dwb1, dwb2, dwb3, dbf, dbb)
+        xm3, xm2, xm1, x0, xp1, xp2 = xp1, xp2, xp3, xp4, xp5, xp6
+        gf0, gf1, gf2 = gf4, gf5, gf6
+        gbm3, gbm2, gbm1 = gb1, gb2, gb3
+    # Partial slot (batch, chunk): (2, E, 4) taps and (2, E) biases, contiguous fp32.
+    slot = pid_b * tl.num_programs(1) + pid_t
+    part = dw_part_ptr + slot * (2 * E * 4) + c64 * 4
+    tl.store(part, dwf0, mask=mask_c)
+    tl.store(part + 1, dwf1, mask=mask_c)
+    tl.store(part + 2, dwf2, mask=mask_c)
+    tl.store(part + 3, dwf3, mask=mask_c)
+    tl.store(part + E * 4, dwb0, mask=mask_c)
+    tl.store(part + E * 4 + 1, dwb1, mask=mask_c)
+    tl.store(part + E * 4 + 2, dwb2, mask=mask_c)
+    tl.store(part + E * 4 + 3, dwb3, mask=mask_c)
+    bias_part = db_part_ptr + slot * (2 * E) + c64
+    tl.store(bias_part, dbf, mask=mask_c)
+    tl.store(bias_part + E, dbb, mask=mask_c)
+
+
+@triton.jit
+def _row(ptr, mask_c):
+    return tl.load(ptr, mask=mask_c, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _x_at(row, t, stride_l, L, mask_c):
+    """Token t's (C,) row (of x or dout) in fp32; zeros outside [0, L) (the convolutions' padding)."""
+    inside = (t >= 0) & (t < L)
+    return tl.load(row + t * stride_l, mask=mask_c & inside, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _silu_grad(dout, p):
+    """dout * SiLU'(p): zero wherever dout is (outside [0, L) the loads return zero)."""
+    s = tl.sigmoid(p)
+    return dout * s * (1.0 + p * (1.0 - s))
+
+
+@triton.jit
+def _g_at(dout_row, t, stride_dout_l, L, mask_c, p):
+    return _silu_grad(_x_at(dout_row, t, stride_dout_l, L, mask_c), p)
+
+
+@triton.jit
+def _bwd_token(dx_row, s, t_end, stride_dx_l, mask_c, xm3, xm2, xm1, x0, xp1, xp2, xp3, dout_f3, dout_b0,
+               wf0, wf1, wf2, wf3, wb0, wb1, wb2, wb3, bias_f, bias_b, gf0, gf1, gf2, gbm3, gbm2, gbm1,
+               dwf0, dwf1, dwf2, dwf3, dwb0, dwb1, dwb2, dwb3, dbf, dbb):
+    """Token s from the window x[s-3] .. x[s+3]: g_f[s+3] and g_b[s] recomputed (both from x[s] .. x[s+3]), dx[s]
+    written (nothing past t_end), token s's dweight / dbias terms added. Returns the new g's and the sums."""
+    gf3 = _silu_grad(dout_f3, bias_f + wf0 * x0 + wf1 * xp1 + wf2 * xp2 + wf3 * xp3)
+    gb0 = _silu_grad(dout_b0, bias_b + wb0 * xp3 + wb1 * xp2 + wb2 * xp1 + wb3 * x0)
+    dx = (wf3 * gf0 + wf2 * gf1 + wf1 * gf2 + wf0 * gf3) + (wb0 * gbm3 + wb1 * gbm2 + wb2 * gbm1 + wb3 * gb0)
+    tl.store(dx_row + s * stride_dx_l, dx.to(dx_row.dtype.element_ty), mask=mask_c & (s < t_end))
+    dwf0 += gf0 * xm3
+    dwf1 += gf0 * xm2
+    dwf2 += gf0 * xm1
+    dwf3 += gf0 * x0
+    dwb0 += gb0 * xp3
+    dwb1 += gb0 * xp2
+    dwb2 += gb0 * xp1
+    dwb3 += gb0 * x0
+    return gf3, gb0, dwf0, dwf1, dwf2, dwf3, dwb0, dwb1, dwb2, dwb3, dbf + gf0, dbb + gb0
+
+
 def conv1d_bwd_launch_config(batch: int, channels: int, length: int, width: int, channel_last: bool,
                              interpreted: bool) -> LaunchConfig:
-    """`_conv1d_silu_bidir_bwd_kernel`'s grid, tile and warps: the one place that chooses them (the launcher and
-    `vimbench kernels static` both call it). Grid (token chunks, channel blocks, batch); the dweight/dbias partial
-    buffer has one slot per (batch, chunk). Interpreter: small tiles and chunks of two tiles, so tests cross tile,
-    chunk and channel-block edges (its cost is per operation, not per element: 16-channel blocks for the kernel
-    tests' small widths, 64 for the model tests' E = 64). GPU: lanes along the contiguous axis (64 x 16 tiles
-    spill under triton 3.8); chunks long enough that the partial buffer stays a few MB (Vim-Ti 1248 px, batch 8:
-    8 x 24 slots x 12 KB = 2.3 MB)."""
+    """Which kernel `conv1d_silu_bidir_bwd` launches, its grid, tile and warps: the one place that chooses them (the
+    launcher and `vimbench kernels static` both call it). channel_last: x, dout and dx all have channel stride 1.
+    The dweight/dbias partial buffer has one slot per (batch, chunk).
+
+    Channel-last with K = 4 (the Vim mixer in training): the token-walking rows kernel, grid (channel blocks,
+    chunks, batch), 128 channels x 64 tokens per one-warp program on a GPU (the forward's 32-token chunks would
+    double the partial buffer: 15.6% of the main traffic in bf16 instead of 7.8%; Vim-Ti 1248 px, batch 8:
+    2,304 programs). Interpreter: 8-token chunks (tests cross chunk edges inside the 7-token window) and 16-channel
+    blocks for the kernel tests' small widths, 64 for the model tests' E = 64 (its cost is per operation).
+    Otherwise the tile kernel, grid (chunks, channel blocks, batch): lanes along the contiguous axis (64 x 16 tiles
+    spill under triton 3.8); chunks long enough that the partial buffer stays a few MB."""
+    if channel_last and width == 4:
+        if interpreted:
+            block_c, chunk, warps = (16 if channels <= 32 else 64), 8, 1
+        else:
+            block_c, chunk, warps = 128, 64, 1
+        return LaunchConfig(kernel="_conv1d_silu_bidir_bwd_rows_kernel",
+                            grid=(triton.cdiv(channels, block_c), triton.cdiv(length, chunk), batch),
+                            constexprs=dict(BLOCK_C=block_c, CHUNK=chunk), num_warps=warps)
     if interpreted:
         block_e, block_l, chunk, warps = (16 if channels <= 32 else 64), 8, 16, 1
     elif channel_last:
@@ -143,6 +316,13 @@ def conv1d_bwd_launch_config(batch: int, channels: int, length: int, width: int,
                         constexprs=dict(K=width, K_POW2=triton.next_power_of_2(width), BLOCK_E=block_e,
                                         BLOCK_L=block_l, CHUNK=chunk),
                         num_warps=warps)
+
+
+def partial_slots(cfg: LaunchConfig) -> int:
+    """How many dweight/dbias partial slots (one per (batch, chunk)) a launch with `cfg` writes."""
+    if cfg.kernel == "_conv1d_silu_bidir_bwd_rows_kernel":
+        return cfg.grid[1] * cfg.grid[2]
+    return cfg.grid[0] * cfg.grid[2]
 
 
 def dx_like(x: torch.Tensor) -> torch.Tensor:
@@ -170,23 +350,32 @@ def conv1d_silu_bidir_bwd(dout: torch.Tensor, x: torch.Tensor, weight: torch.Ten
     if dx.numel() == 0:
         dweight = torch.zeros_like(weight)
         return dx, dweight, None if bias is None else torch.zeros_like(bias)
-    channel_last = x.stride(1) == 1 and channels > 1
+    channel_last = x.stride(1) == 1 and dout.stride(2) == 1 and channels > 1
     cfg = conv1d_bwd_launch_config(batch, channels, length, width, channel_last,
                                    check_device(x, _conv1d_silu_bidir_bwd_kernel))
-    slots = cfg.grid[0] * cfg.grid[2]
+    slots = partial_slots(cfg)
     dw_part = torch.empty((slots, 2, channels, width), dtype=torch.float32, device=x.device)
     db_part = torch.empty((slots, 2, channels), dtype=torch.float32, device=x.device)
     b = bias if bias is not None else weight  # never read without HAS_BIAS
-    _conv1d_silu_bidir_bwd_kernel[cfg.grid](
-        x_ptr=x, w_ptr=weight, bias_ptr=b, dout_ptr=dout, dx_ptr=dx, dw_part_ptr=dw_part, db_part_ptr=db_part,
-        E=channels, L=length,
-        **strides("stride_x", ("b", "e", "l"), x.stride()),
-        **strides("stride_w", ("dir", "e", "k"), weight.stride()),
-        **strides("stride_bias", ("dir", "e"), b.stride()[:2]),
-        **strides("stride_dout", ("dir", "b", "e", "l"), dout.stride()),
-        **strides("stride_dx", ("b", "e", "l"), dx.stride()),
-        HAS_BIAS=bias is not None, **cfg.constexprs, num_warps=cfg.num_warps,
-    )
+    weight_strides = strides("stride_w", ("dir", "e", "k"), weight.stride())
+    bias_strides = strides("stride_bias", ("dir", "e"), b.stride()[:2])
+    if cfg.kernel == "_conv1d_silu_bidir_bwd_rows_kernel":  # x, dout and dx have channel stride 1
+        _conv1d_silu_bidir_bwd_rows_kernel[cfg.grid](
+            x_ptr=x, w_ptr=weight, bias_ptr=b, dout_ptr=dout, dx_ptr=dx, dw_part_ptr=dw_part, db_part_ptr=db_part,
+            E=channels, L=length, stride_x_b=x.stride(0), stride_x_l=x.stride(2), **weight_strides, **bias_strides,
+            stride_dout_dir=dout.stride(0), stride_dout_b=dout.stride(1), stride_dout_l=dout.stride(3),
+            stride_dx_b=dx.stride(0), stride_dx_l=dx.stride(2),
+            HAS_BIAS=bias is not None, **cfg.constexprs, num_warps=cfg.num_warps,
+        )
+    else:
+        _conv1d_silu_bidir_bwd_kernel[cfg.grid](
+            x_ptr=x, w_ptr=weight, bias_ptr=b, dout_ptr=dout, dx_ptr=dx, dw_part_ptr=dw_part, db_part_ptr=db_part,
+            E=channels, L=length,
+            **strides("stride_x", ("b", "e", "l"), x.stride()), **weight_strides, **bias_strides,
+            **strides("stride_dout", ("dir", "b", "e", "l"), dout.stride()),
+            **strides("stride_dx", ("b", "e", "l"), dx.stride()),
+            HAS_BIAS=bias is not None, **cfg.constexprs, num_warps=cfg.num_warps,
+        )
     dweight = dw_part.sum(0).to(weight.dtype)
     dbias = None if bias is None else db_part.sum(0).to(bias.dtype)
     return dx, dweight, dbias
