@@ -141,7 +141,8 @@ def _conv1d_silu_bidir_bwd_rows_kernel(
     BLOCK_C: tl.constexpr, CHUNK: tl.constexpr, HAS_BIAS: tl.constexpr,
 ):
     """K = 4. Channel stride 1 for x, dout and dx. Program (channel block, token chunk, batch): dx of the chunk's
-    tokens, and the chunk's dweight / dbias partials in slot (batch, chunk)."""
+    tokens [t0, t0 + CHUNK), and in slot (batch, chunk) the dweight / dbias terms of g_b at the chunk's tokens and
+    of g_f at the chunk's tokens shifted by 3 (+ tokens 0..2 for the first chunk): each g counted once."""
     pid_c = tl.program_id(0)
     pid_t = tl.program_id(1)
     pid_b = tl.program_id(2).to(tl.int64)
@@ -166,29 +167,41 @@ def _conv1d_silu_bidir_bwd_rows_kernel(
     if HAS_BIAS:
         bias_f = _row(bias_ptr + c64 * stride_bias_e, mask_c)
         bias_b = _row(bias_ptr + stride_bias_dir + c64 * stride_bias_e, mask_c)
-    # Entering token s = t0: x[s-3] .. x[s+2], g_f[s] .. g_f[s+2] and g_b[s-3] .. g_b[s-1] (all from that window).
+    zero = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    # Step s (token s) recomputes g_f[s+3] and g_b[s], both from x[s] .. x[s+3], and adds them to dx[s] .. dx[s+3]
+    # (d0 .. d3: dx[s] is then complete). Three warm-up steps s = t0-3 .. t0-1 bring in g_f[t0 .. t0+2] and
+    # g_b[t0-3 .. t0-1]; their dx[s] belong to the previous chunk and are dropped, and their g_f terms are this
+    # program's dweight share only in the first chunk (later chunks': the previous program's loop counted them).
     xm3 = _x_at(x_row, t0 - 3, stride_x_l, L, mask_c)
     xm2 = _x_at(x_row, t0 - 2, stride_x_l, L, mask_c)
     xm1 = _x_at(x_row, t0 - 1, stride_x_l, L, mask_c)
     x0 = _x_at(x_row, t0, stride_x_l, L, mask_c)
     xp1 = _x_at(x_row, t0 + 1, stride_x_l, L, mask_c)
     xp2 = _x_at(x_row, t0 + 2, stride_x_l, L, mask_c)
-    gf0 = _g_at(df_row, t0, stride_dout_l, L, mask_c, bias_f + wf0 * xm3 + wf1 * xm2 + wf2 * xm1 + wf3 * x0)
-    gf1 = _g_at(df_row, t0 + 1, stride_dout_l, L, mask_c, bias_f + wf0 * xm2 + wf1 * xm1 + wf2 * x0 + wf3 * xp1)
-    gf2 = _g_at(df_row, t0 + 2, stride_dout_l, L, mask_c, bias_f + wf0 * xm1 + wf1 * x0 + wf2 * xp1 + wf3 * xp2)
-    gbm3 = _g_at(db_row, t0 - 3, stride_dout_l, L, mask_c, bias_b + wb0 * x0 + wb1 * xm1 + wb2 * xm2 + wb3 * xm3)
-    gbm2 = _g_at(db_row, t0 - 2, stride_dout_l, L, mask_c, bias_b + wb0 * xp1 + wb1 * x0 + wb2 * xm1 + wb3 * xm2)
-    gbm1 = _g_at(db_row, t0 - 1, stride_dout_l, L, mask_c, bias_b + wb0 * xp2 + wb1 * xp1 + wb2 * x0 + wb3 * xm1)
-    dwf0 = tl.zeros((BLOCK_C,), dtype=tl.float32)
-    dwf1 = tl.zeros((BLOCK_C,), dtype=tl.float32)
-    dwf2 = tl.zeros((BLOCK_C,), dtype=tl.float32)
-    dwf3 = tl.zeros((BLOCK_C,), dtype=tl.float32)
-    dwb0 = tl.zeros((BLOCK_C,), dtype=tl.float32)
-    dwb1 = tl.zeros((BLOCK_C,), dtype=tl.float32)
-    dwb2 = tl.zeros((BLOCK_C,), dtype=tl.float32)
-    dwb3 = tl.zeros((BLOCK_C,), dtype=tl.float32)
-    dbf = tl.zeros((BLOCK_C,), dtype=tl.float32)
-    dbb = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    gf0, gbm3 = _g_pair(xm3, xm2, xm1, x0, _x_at(df_row, t0, stride_dout_l, L, mask_c),
+                        _x_at(db_row, t0 - 3, stride_dout_l, L, mask_c),
+                        wf0, wf1, wf2, wf3, wb0, wb1, wb2, wb3, bias_f, bias_b)
+    gf1, gbm2 = _g_pair(xm2, xm1, x0, xp1, _x_at(df_row, t0 + 1, stride_dout_l, L, mask_c),
+                        _x_at(db_row, t0 - 2, stride_dout_l, L, mask_c),
+                        wf0, wf1, wf2, wf3, wb0, wb1, wb2, wb3, bias_f, bias_b)
+    gf2, gbm1 = _g_pair(xm1, x0, xp1, xp2, _x_at(df_row, t0 + 2, stride_dout_l, L, mask_c),
+                        _x_at(db_row, t0 - 1, stride_dout_l, L, mask_c),
+                        wf0, wf1, wf2, wf3, wb0, wb1, wb2, wb3, bias_f, bias_b)
+    # dx[t0] .. dx[t0+2] so far (g_f[t] feeds dx[t-3+k] through w_f[k], g_b[t] feeds dx[t+3-k] through w_b[k]).
+    d0 = (wf3 * gf0 + wf2 * gf1 + wf1 * gf2) + (wb0 * gbm3 + wb1 * gbm2 + wb2 * gbm1)
+    d1 = (wf3 * gf1 + wf2 * gf2) + (wb0 * gbm2 + wb1 * gbm1)
+    d2 = wf3 * gf2 + wb0 * gbm1
+    own = (t0 == 0).to(tl.float32)  # the first chunk owns g_f[0 .. 2]
+    dwf0 = own * (gf0 * xm3 + gf1 * xm2 + gf2 * xm1)
+    dwf1 = own * (gf0 * xm2 + gf1 * xm1 + gf2 * x0)
+    dwf2 = own * (gf0 * xm1 + gf1 * x0 + gf2 * xp1)
+    dwf3 = own * (gf0 * x0 + gf1 * xp1 + gf2 * xp2)
+    dbf = own * (gf0 + gf1 + gf2)
+    dwb0 = zero
+    dwb1 = zero
+    dwb2 = zero
+    dwb3 = zero
+    dbb = zero
     # Past t_end (only in the last chunk, where t_end = L) dout is zero, so g is too and the sums are unchanged.
     t_end = tl.minimum(t0 + CHUNK, L)
     for s in range(t0, t_end, 4):  # four tokens per trip: their twelve row loads in flight together
@@ -204,25 +217,23 @@ def _conv1d_silu_bidir_bwd_rows_kernel(
         dob1 = _x_at(db_row, s + 1, stride_dout_l, L, mask_c)
         dob2 = _x_at(db_row, s + 2, stride_dout_l, L, mask_c)
         dob3 = _x_at(db_row, s + 3, stride_dout_l, L, mask_c)
-        gf3, gb0, dwf0, dwf1, dwf2, dwf3, dwb0, dwb1, dwb2, dwb3, dbf, dbb = _bwd_token(
-            dx_row, s, t_end, stride_dx_l, mask_c, xm3, xm2, xm1, x0, xp1, xp2, xp3, dof3, dob0,
-            wf0, wf1, wf2, wf3, wb0, wb1, wb2, wb3, bias_f, bias_b, gf0, gf1, gf2, gbm3, gbm2, gbm1,
+        d0, d1, d2, dwf0, dwf1, dwf2, dwf3, dwb0, dwb1, dwb2, dwb3, dbf, dbb = _bwd_token(
+            dx_row, s, t_end, stride_dx_l, mask_c, x0, xp1, xp2, xp3, dof3, dob0, d0, d1, d2,
+            wf0, wf1, wf2, wf3, wb0, wb1, wb2, wb3, bias_f, bias_b,
             dwf0, dwf1, dwf2, dwf3, dwb0, dwb1, dwb2, dwb3, dbf, dbb)
-        gf4, gb1, dwf0, dwf1, dwf2, dwf3, dwb0, dwb1, dwb2, dwb3, dbf, dbb = _bwd_token(
-            dx_row, s + 1, t_end, stride_dx_l, mask_c, xm2, xm1, x0, xp1, xp2, xp3, xp4, dof4, dob1,
-            wf0, wf1, wf2, wf3, wb0, wb1, wb2, wb3, bias_f, bias_b, gf1, gf2, gf3, gbm2, gbm1, gb0,
+        d0, d1, d2, dwf0, dwf1, dwf2, dwf3, dwb0, dwb1, dwb2, dwb3, dbf, dbb = _bwd_token(
+            dx_row, s + 1, t_end, stride_dx_l, mask_c, xp1, xp2, xp3, xp4, dof4, dob1, d0, d1, d2,
+            wf0, wf1, wf2, wf3, wb0, wb1, wb2, wb3, bias_f, bias_b,
             dwf0, dwf1, dwf2, dwf3, dwb0, dwb1, dwb2, dwb3, dbf, dbb)
-        gf5, gb2, dwf0, dwf1, dwf2, dwf3, dwb0, dwb1, dwb2, dwb3, dbf, dbb = _bwd_token(
-            dx_row, s + 2, t_end, stride_dx_l, mask_c, xm1, x0, xp1, xp2, xp3, xp4, xp5, dof5, dob2,
-            wf0, wf1, wf2, wf3, wb0, wb1, wb2, wb3, bias_f, bias_b, gf2, gf3, gf4, gbm1, gb0, gb1,
+        d0, d1, d2, dwf0, dwf1, dwf2, dwf3, dwb0, dwb1, dwb2, dwb3, dbf, dbb = _bwd_token(
+            dx_row, s + 2, t_end, stride_dx_l, mask_c, xp2, xp3, xp4, xp5, dof5, dob2, d0, d1, d2,
+            wf0, wf1, wf2, wf3, wb0, wb1, wb2, wb3, bias_f, bias_b,
             dwf0, dwf1, dwf2, dwf3, dwb0, dwb1, dwb2, dwb3, dbf, dbb)
-        gf6, gb3, dwf0, dwf1, dwf2, dwf3, dwb0, dwb1, dwb2, dwb3, dbf, dbb = _bwd_token(
-            dx_row, s + 3, t_end, stride_dx_l, mask_c, x0, xp1, xp2, xp3, xp4, xp5, xp6, dof6, dob3,
-            wf0, wf1, wf2, wf3, wb0, wb1, wb2, wb3, bias_f, bias_b, gf3, gf4, gf5, gb0, gb1, gb2,
+        d0, d1, d2, dwf0, dwf1, dwf2, dwf3, dwb0, dwb1, dwb2, dwb3, dbf, dbb = _bwd_token(
+            dx_row, s + 3, t_end, stride_dx_l, mask_c, xp3, xp4, xp5, xp6, dof6, dob3, d0, d1, d2,
+            wf0, wf1, wf2, wf3, wb0, wb1, wb2, wb3, bias_f, bias_b,
             dwf0, dwf1, dwf2, dwf3, dwb0, dwb1, dwb2, dwb3, dbf, dbb)
-        xm3, xm2, xm1, x0, xp1, xp2 = xp1, xp2, xp3, xp4, xp5, xp6
-        gf0, gf1, gf2 = gf4, gf5, gf6
-        gbm3, gbm2, gbm1 = gb1, gb2, gb3
+        x0, xp1, xp2 = xp4, xp5, xp6
     # Partial slot (batch, chunk): (2, E, 4) taps and (2, E) biases, contiguous fp32.
     slot = pid_b * tl.num_programs(1) + pid_t
     part = dw_part_ptr + slot * (2 * E * 4) + c64 * 4
@@ -259,29 +270,28 @@ def _silu_grad(dout, p):
 
 
 @triton.jit
-def _g_at(dout_row, t, stride_dout_l, L, mask_c, p):
-    return _silu_grad(_x_at(dout_row, t, stride_dout_l, L, mask_c), p)
+def _g_pair(xa, xb, xc, xd, dout_f, dout_b, wf0, wf1, wf2, wf3, wb0, wb1, wb2, wb3, bias_f, bias_b):
+    """From the window x[s] .. x[s+3] (xa .. xd): g_f[s+3] (given dout_f[s+3]) and g_b[s] (given dout_b[s])."""
+    g_f = _silu_grad(dout_f, bias_f + wf0 * xa + wf1 * xb + wf2 * xc + wf3 * xd)
+    g_b = _silu_grad(dout_b, bias_b + wb0 * xd + wb1 * xc + wb2 * xb + wb3 * xa)
+    return g_f, g_b
 
 
 @triton.jit
-def _bwd_token(dx_row, s, t_end, stride_dx_l, mask_c, xm3, xm2, xm1, x0, xp1, xp2, xp3, dout_f3, dout_b0,
-               wf0, wf1, wf2, wf3, wb0, wb1, wb2, wb3, bias_f, bias_b, gf0, gf1, gf2, gbm3, gbm2, gbm1,
+def _bwd_token(dx_row, s, t_end, stride_dx_l, mask_c, xa, xb, xc, xd, dout_f, dout_b, d0, d1, d2,
+               wf0, wf1, wf2, wf3, wb0, wb1, wb2, wb3, bias_f, bias_b,
                dwf0, dwf1, dwf2, dwf3, dwb0, dwb1, dwb2, dwb3, dbf, dbb):
-    """Token s from the window x[s-3] .. x[s+3]: g_f[s+3] and g_b[s] recomputed (both from x[s] .. x[s+3]), dx[s]
-    written (nothing past t_end), token s's dweight / dbias terms added. Returns the new g's and the sums."""
-    gf3 = _silu_grad(dout_f3, bias_f + wf0 * x0 + wf1 * xp1 + wf2 * xp2 + wf3 * xp3)
-    gb0 = _silu_grad(dout_b0, bias_b + wb0 * xp3 + wb1 * xp2 + wb2 * xp1 + wb3 * x0)
-    dx = (wf3 * gf0 + wf2 * gf1 + wf1 * gf2 + wf0 * gf3) + (wb0 * gbm3 + wb1 * gbm2 + wb2 * gbm1 + wb3 * gb0)
+    """Step s, window x[s] .. x[s+3] (xa .. xd): g_f[s+3] and g_b[s] recomputed and added to dx[s] .. dx[s+3]
+    (d0 .. d2 hold dx[s] .. dx[s+2] so far); dx[s] written (nothing at or past t_end); g_f[s+3]'s and g_b[s]'s
+    dweight / dbias terms added. Returns dx[s+1] .. dx[s+3] so far and the sums."""
+    g_f, g_b = _g_pair(xa, xb, xc, xd, dout_f, dout_b, wf0, wf1, wf2, wf3, wb0, wb1, wb2, wb3, bias_f, bias_b)
+    # g_f[s+3] feeds dx[s + k] through w_f[k]; g_b[s] feeds dx[s + 3 - k] through w_b[k].
+    dx = d0 + wf0 * g_f + wb3 * g_b
     tl.store(dx_row + s * stride_dx_l, dx.to(dx_row.dtype.element_ty), mask=mask_c & (s < t_end))
-    dwf0 += gf0 * xm3
-    dwf1 += gf0 * xm2
-    dwf2 += gf0 * xm1
-    dwf3 += gf0 * x0
-    dwb0 += gb0 * xp3
-    dwb1 += gb0 * xp2
-    dwb2 += gb0 * xp1
-    dwb3 += gb0 * x0
-    return gf3, gb0, dwf0, dwf1, dwf2, dwf3, dwb0, dwb1, dwb2, dwb3, dbf + gf0, dbb + gb0
+    # dweight[0, k] takes g_f[t] x[t-3+k], dweight[1, k] takes g_b[t] x[t+3-k]: here t-3 = s and t = s.
+    return (d1 + wf1 * g_f + wb2 * g_b, d2 + wf2 * g_f + wb1 * g_b, wf3 * g_f + wb0 * g_b,
+            dwf0 + g_f * xa, dwf1 + g_f * xb, dwf2 + g_f * xc, dwf3 + g_f * xd,
+            dwb0 + g_b * xd, dwb1 + g_b * xc, dwb2 + g_b * xb, dwb3 + g_b * xa, dbf + g_f, dbb + g_b)
 
 
 def conv1d_bwd_launch_config(batch: int, channels: int, length: int, width: int, channel_last: bool,
@@ -291,9 +301,11 @@ def conv1d_bwd_launch_config(batch: int, channels: int, length: int, width: int,
     The dweight/dbias partial buffer has one slot per (batch, chunk).
 
     Channel-last with K = 4 (the Vim mixer in training): the token-walking rows kernel, grid (channel blocks,
-    chunks, batch), 128 channels x 64 tokens per one-warp program on a GPU (the forward's 32-token chunks would
-    double the partial buffer: 15.6% of the main traffic in bf16 instead of 7.8%; Vim-Ti 1248 px, batch 8:
-    2,304 programs). Interpreter: 8-token chunks (tests cross chunk edges inside the 7-token window) and 16-channel
+    chunks, batch), 128 channels x 64 tokens per two-warp program on a GPU. Two channels per lane: at four (one
+    warp) the kernel needs 240-255 registers under triton 3.6/3.8, at two 96 (bf16; 125 fp32 under 3.8), so ~20
+    warps per SM stay resident to keep loads in flight. 64-token chunks: the forward's 32 would double the partial
+    buffer (15.6% of the main traffic in bf16 instead of 7.8%); Vim-Ti 1248 px, batch 8: 2,304 programs.
+    Interpreter: 8-token chunks (tests cross chunk edges inside the 7-token window) and 16-channel
     blocks for the kernel tests' small widths, 64 for the model tests' E = 64 (its cost is per operation).
     Otherwise the tile kernel, grid (chunks, channel blocks, batch): lanes along the contiguous axis (64 x 16 tiles
     spill under triton 3.8); chunks long enough that the partial buffer stays a few MB."""
@@ -301,7 +313,7 @@ def conv1d_bwd_launch_config(batch: int, channels: int, length: int, width: int,
         if interpreted:
             block_c, chunk, warps = (16 if channels <= 32 else 64), 8, 1
         else:
-            block_c, chunk, warps = 128, 64, 1
+            block_c, chunk, warps = 128, 64, 2
         return LaunchConfig(kernel="_conv1d_silu_bidir_bwd_rows_kernel",
                             grid=(triton.cdiv(channels, block_c), triton.cdiv(length, chunk), batch),
                             constexprs=dict(BLOCK_C=block_c, CHUNK=chunk), num_warps=warps)
