@@ -24,9 +24,9 @@ work is ~2x the one-pass kernel's; it pays when the one-pass grid is far from fi
 (`chunked_scan_launch_config` decides). Outputs are bitwise what each chunk computes from its entry state;
 they match the one-pass kernel to fp32 rounding (the entry states are sums in a different order).
 
-In place: with out=u (or delta), pass 3's prefetch past its chunk's last step may read a neighbouring chunk's
-already-overwritten tokens; those loads are never used (the chunk ends first). Every element a chunk uses is
-read by the lane that overwrites it, before it does, as in the one-pass kernel; pass 1 runs before pass 3.
+In place (out=u or delta): pass 3 masks every step past its chunk, prefetches included, so a program reads only
+its own chunk's tokens, each by the lane that overwrites it, before it does (as in the one-pass kernel); pass 1
+reads everything before pass 3 starts.
 """
 from __future__ import annotations
 
@@ -147,10 +147,9 @@ def _decay_rates(A_ptr, direction, stride_A_dir, stride_A_e, stride_A_n, c64, ma
 
 @triton.jit
 def _chunk_trips(L, start, T):
-    """A chunk's trip counts: all trips (two steps each; T is even, so only the last chunk can end early), and
-    how many of the first run unmasked (they and the two steps they prefetch lie inside L)."""
-    end = tl.minimum(start + T, L)
-    trips = (end - start + 1) // 2
+    """A chunk's trips (two scan steps each; T is even, so only the last chunk can end early), and how many of
+    the first run unmasked (their steps and the two they prefetch lie inside L)."""
+    trips = (tl.minimum(T, L - start) + 1) // 2
     unmasked = tl.minimum(tl.maximum((L - start - 2) // 2, 0), trips)
     return trips, unmasked
 
@@ -228,11 +227,11 @@ def _chunk_states_kernel(
     t1 = _load_state_token(start + 1, *args, True, MASK_C)
     trips, unmasked = _chunk_trips(L, start, T)
     for k in range(0, unmasked):
-        h, dsum, t0, t1 = _state_trip(h, dsum, start + 2 * k, t0, t1, args, L, backward, mask_c, A2, bias_row,
-                                      HAS_BIAS, SOFTPLUS, USE_ASM, False, MASK_C)
+        h, dsum, t0, t1 = _state_trip(h, dsum, start + 2 * k, t0, t1, args, L, backward, mask_c, A2, bias_row, HAS_BIAS,
+                                      SOFTPLUS, USE_ASM, False, MASK_C)
     for k in range(unmasked, trips):
-        h, dsum, t0, t1 = _state_trip(h, dsum, start + 2 * k, t0, t1, args, L, backward, mask_c, A2, bias_row,
-                                      HAS_BIAS, SOFTPLUS, USE_ASM, True, MASK_C)
+        h, dsum, t0, t1 = _state_trip(h, dsum, start + 2 * k, t0, t1, args, L, backward, mask_c, A2, bias_row, HAS_BIAS,
+                                      SOFTPLUS, USE_ASM, True, MASK_C)
     slot = (direction * batch + pid_b) * (tl.cdiv(L, T) - 1) + chunk  # chunks - 1 slots per (direction, batch)
     store_rows(hloc_ptr + slot * (N_STATE * E) + c64, E, h, mask_c, N_STATE)
     tl.store(dsum_ptr + slot * E + c64, dsum, mask=mask_c)
@@ -310,13 +309,21 @@ def _chunk_outputs_kernel(
     c64, mask_c, direction, backward, pid_b = _program_lanes(E, batch, dir_first, BLOCK_C)
     chunk = tl.program_id(1)
     start = chunk * T
+    # fwd.py's token helpers map scan step s to token L - 1 - s (backward direction) and mask s >= L. They get
+    # `end` (this chunk's end) as their L, with the backward direction's pointers moved by L - end tokens:
+    # token end - 1 - s + (L - end) = L - 1 - s as before, and steps past the chunk, the prefetched ones
+    # included, are masked. So the masked trips are the chunk's last one or two, and no program reads a token
+    # of another chunk (which, in place, may already hold outputs).
+    end = tl.minimum(start + T, L)
+    shift = tl.where(backward, L - end, 0).to(tl.int64)
     states = tl.arange(0, N_STATE)
-    u_base = u_ptr + direction * stride_u_dir + pid_b * stride_u_b + c64 * stride_u_e
-    dt_base = delta_ptr + direction * stride_dt_dir + pid_b * stride_dt_b + c64 * stride_dt_e
-    B_base = B_ptr + direction * stride_B_dir + pid_b * stride_B_b + states * stride_B_n
-    C_base = C_ptr + direction * stride_C_dir + pid_b * stride_C_b + states * stride_C_n
-    z_base = z_ptr + pid_b * stride_z_b + c64 * stride_z_e
-    out_base = out_ptr + direction * stride_out_dir + pid_b * stride_out_b + c64 * stride_out_e
+    u_base = u_ptr + direction * stride_u_dir + pid_b * stride_u_b + c64 * stride_u_e + shift * stride_u_l
+    dt_base = delta_ptr + direction * stride_dt_dir + pid_b * stride_dt_b + c64 * stride_dt_e + shift * stride_dt_l
+    B_base = B_ptr + direction * stride_B_dir + pid_b * stride_B_b + states * stride_B_n + shift * stride_B_l
+    C_base = C_ptr + direction * stride_C_dir + pid_b * stride_C_b + states * stride_C_n + shift * stride_C_l
+    z_base = z_ptr + pid_b * stride_z_b + c64 * stride_z_e + shift * stride_z_l
+    out_base = (out_ptr + direction * stride_out_dir + pid_b * stride_out_b + c64 * stride_out_e
+                + shift * stride_out_l)
     A2 = _decay_rates(A_ptr, direction, stride_A_dir, stride_A_e, stride_A_n, c64, mask_c, N_STATE, BLOCK_C)
     D_row = tl.zeros((BLOCK_C,), dtype=tl.float32)
     bias_row = tl.zeros((BLOCK_C,), dtype=tl.float32)
@@ -325,25 +332,21 @@ def _chunk_outputs_kernel(
     if HAS_BIAS:
         bias_row = tl.load(bias_ptr + direction * stride_bias_dir + c64, mask=mask_c, other=0.0)
 
-    h = tl.zeros((N_STATE, BLOCK_C), dtype=tl.float32)
-    if chunk > 0:
-        slot = (direction * batch + pid_b) * (tl.cdiv(L, T) - 1) + chunk - 1
-        h = load_rows(entry_ptr + slot * (N_STATE * E) + c64, E, mask_c, N_STATE, BLOCK_C)
-    args = (u_base, dt_base, z_base, B_base, C_base, L, backward, mask_c,
+    # Chunk 0 starts from zero: its lanes read nothing (the slot index is clamped only to stay in bounds).
+    slot = (direction * batch + pid_b) * (tl.cdiv(L, T) - 1) + tl.maximum(chunk - 1, 0)
+    h = load_rows(entry_ptr + slot * (N_STATE * E) + c64, E, mask_c & (chunk > 0), N_STATE, BLOCK_C)
+    args = (u_base, dt_base, z_base, B_base, C_base, end, backward, mask_c,
             stride_u_l, stride_dt_l, stride_z_l, stride_B_l, stride_C_l)
-    step_args = (A2, D_row, bias_row, out_base, stride_out_l, L, backward, mask_c, out_scale)
+    step_args = (A2, D_row, bias_row, out_base, stride_out_l, end, backward, mask_c, out_scale)
     t0 = _load_token(start, *args, HAS_Z, True, MASK_C)
     t1 = _load_token(start + 1, *args, HAS_Z, True, MASK_C)
     ckpt_lanes = ckpt_ptr + c64  # (C,) pointers to this program's channels in checkpoint slot 0, row 0
     if SAVE_EVERY > 0:
         ckpt_lanes += (direction * batch + pid_b) * tl.cdiv(L, SAVE_EVERY) * N_STATE * E
-    trips, unmasked = _chunk_trips(L, start, T)
-    for k in range(0, unmasked):
-        if SAVE_EVERY > 0:
-            _save_checkpoint(h, start + 2 * k, ckpt_lanes, E, mask_c, N_STATE, SAVE_EVERY)
-        h, t0, t1 = _trip(h, start + 2 * k, t0, t1, args, step_args, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC,
-                          USE_ASM, False, MASK_C, PREFETCH)
-    for k in range(unmasked, trips):
+    # Every trip runs masked (steps >= end are the identity and store nothing). An unmasked main loop plus a
+    # masked tail, as `_scan_kernel` has, kept the tail's bound live through the main loop and spilled
+    # (8-16 bytes, triton 3.8 and 3.6, gated halves); the masks cost a compare and predicates per token.
+    for k in range(0, (end - start + 1) // 2):
         if SAVE_EVERY > 0:
             _save_checkpoint(h, start + 2 * k, ckpt_lanes, E, mask_c, N_STATE, SAVE_EVERY)
         h, t0, t1 = _trip(h, start + 2 * k, t0, t1, args, step_args, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC,
