@@ -43,7 +43,7 @@ def test_compiled_vim_matches_eager_and_reads_the_weight_cache_without_graph_bre
 
 def test_compiled_vim_on_the_triton_ops_is_one_graph_and_matches_eager():
     """The Triton backend's ops are torch custom ops: dynamo traces the whole forward as one graph (the kernels
-    run under the interpreter here, as opaque nodes), with the weight cache read inside it."""
+    run under the interpreter here, as opaque nodes), with the stacked mixer weights built inside it."""
     torch.manual_seed(0)
     model = create_model("vim_test", img_size=16, backend="triton").eval()
     images = torch.randn(2, 3, 16, 16)
