@@ -337,6 +337,12 @@ def partial_slots(cfg: LaunchConfig) -> int:
     return cfg.grid[0] * cfg.grid[2]
 
 
+def is_channel_last(x: torch.Tensor, dout: torch.Tensor) -> bool:
+    """Whether x (batch, E, L) and dout (2, batch, E, L) both have channel stride 1 (dx then does too): the layout
+    `conv1d_bwd_launch_config` calls channel_last."""
+    return x.stride(1) == 1 and dout.stride(2) == 1 and x.shape[1] > 1
+
+
 def dx_like(x: torch.Tensor) -> torch.Tensor:
     """An uninitialized (batch, E, L) tensor laid out like x: channel-last stays channel-last."""
     batch, channels, length = x.shape
@@ -362,8 +368,7 @@ def conv1d_silu_bidir_bwd(dout: torch.Tensor, x: torch.Tensor, weight: torch.Ten
     if dx.numel() == 0:
         dweight = torch.zeros_like(weight)
         return dx, dweight, None if bias is None else torch.zeros_like(bias)
-    channel_last = x.stride(1) == 1 and dout.stride(2) == 1 and channels > 1
-    cfg = conv1d_bwd_launch_config(batch, channels, length, width, channel_last,
+    cfg = conv1d_bwd_launch_config(batch, channels, length, width, is_channel_last(x, dout),
                                    check_device(x, _conv1d_silu_bidir_bwd_kernel))
     slots = partial_slots(cfg)
     dw_part = torch.empty((slots, 2, channels, width), dtype=torch.float32, device=x.device)
