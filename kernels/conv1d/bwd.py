@@ -14,10 +14,11 @@ Two kernels, chosen by `conv1d_bwd_launch_config`:
 - `_conv1d_silu_bidir_bwd_rows_kernel` (K = 4, x / dout / dx channel-last: the Vim mixer in training). Like the
   forward's rows kernel, a program walks a chunk of tokens of 128 channels in order. At token s it loads x[s+3],
   dout_f[s+3] and dout_b[s] (each row of x and dout read once, plus a 3-token halo per chunk), recomputes
-  g_f[s+3] and g_b[s] from the window x[s..s+3], and writes dx[s] from the sliding windows g_f[s..s+3] and
-  g_b[s-3..s]; dweight takes g_f[s] x[s-3..s] and g_b[s] x[s..s+3] (x[s-3..s+3] held). Four tokens per loop trip
-  with all their loads issued first. The partial buffer is (B x chunks) x 2 x E x (K + 1) fp32, a fixed share of
-  the main traffic: 40 / (4 x CHUNK x itemsize) = 7.8% at 64-token chunks in bf16.
+  g_f[s+3] and g_b[s] from the window x[s..s+3], adds both to three running rows of dx[s..s+2] (plus a new one
+  for dx[s+3]) and writes the now complete dx[s]; dweight takes g_f[s+3] x[s..s+3] and g_b[s] x[s..s+3] from
+  the same window. Four tokens per loop trip with all their loads issued first. The partial buffer is
+  (B x chunks) x 2 x E x (K + 1) fp32, a fixed share of the main traffic: 40 / (4 x CHUNK x itemsize) = 7.8% at
+  64-token chunks in bf16.
 - `_conv1d_silu_bidir_bwd_kernel` (any K, any layout): [BLOCK_E, BLOCK_L] tiles of output positions j; g at the
   2K-1 shifts j +- (K-1 - k), each recomputed from K shifted loads of x (K^2 extra FMAs and 2K sigmoids per element
   and direction); the shifted loads overlap, so all but the first come from cache.
@@ -169,7 +170,7 @@ def _conv1d_silu_bidir_bwd_rows_kernel(
         bias_b = _row(bias_ptr + stride_bias_dir + c64 * stride_bias_e, mask_c)
     zero = tl.zeros((BLOCK_C,), dtype=tl.float32)
     # Step s (token s) recomputes g_f[s+3] and g_b[s], both from x[s] .. x[s+3], and adds them to dx[s] .. dx[s+3]
-    # (d0 .. d3: dx[s] is then complete). Three warm-up steps s = t0-3 .. t0-1 bring in g_f[t0 .. t0+2] and
+    # (d0 .. d2 hold dx[s] .. dx[s+2] so far; after step s, dx[s] is complete). Three warm-up steps s = t0-3 .. t0-1 bring in g_f[t0 .. t0+2] and
     # g_b[t0-3 .. t0-1]; their dx[s] belong to the previous chunk and are dropped, and their g_f terms are this
     # program's dweight share only in the first chunk (later chunks': the previous program's loop counted them).
     xm3 = _x_at(x_row, t0 - 3, stride_x_l, L, mask_c)
