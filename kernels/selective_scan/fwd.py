@@ -145,7 +145,7 @@ def _scan_kernel(
     h = tl.zeros((N_STATE, BLOCK_C), dtype=tl.float32)
     args = (u_base, dt_base, z_base, B_base, C_base, L, backward, mask_c,
             stride_u_l, stride_dt_l, stride_z_l, stride_B_l, stride_C_l)
-    step_args = (A2, D_row, bias_row, W_dt, out_base, stride_out_l, L, backward, mask_c, out_scale)
+    step_args = (A2, D_row, bias_row, out_base, stride_out_l, L, backward, mask_c, out_scale)
     t0 = _load_token(0, *args, HAS_Z, True, MASK_C, DT_RANK)
     t1 = _load_token(1, *args, HAS_Z, True, MASK_C, DT_RANK)
     # Trip k steps tokens 2k, 2k+1 and loads 2k+2, 2k+3; every one of them is < L for k < (L - 2) // 2.
@@ -156,12 +156,12 @@ def _scan_kernel(
         if SAVE_EVERY > 0:
             _save_checkpoint(h, 2 * k, ckpt_lanes, E, mask_c, N_STATE, SAVE_EVERY)
         h, t0, t1 = _trip(h, 2 * k, t0, t1, args, step_args, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC,
-                           USE_ASM, False, MASK_C, PREFETCH, DT_RANK)
+                           USE_ASM, False, MASK_C, PREFETCH, DT_RANK, W_dt)
     for k in range(full_trips, tl.cdiv(L, 2)):
         if SAVE_EVERY > 0:
             _save_checkpoint(h, 2 * k, ckpt_lanes, E, mask_c, N_STATE, SAVE_EVERY)
         h, t0, t1 = _trip(h, 2 * k, t0, t1, args, step_args, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC,
-                           USE_ASM, True, MASK_C, PREFETCH, DT_RANK)
+                           USE_ASM, True, MASK_C, PREFETCH, DT_RANK, W_dt)
 
 
 @triton.jit
@@ -199,14 +199,15 @@ def load_rows(lanes, row_stride, mask_c, N_STATE: tl.constexpr, BLOCK_C: tl.cons
 @triton.jit
 def _trip(h, step, t0, t1, args, step_args, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
           SOFTPLUS: tl.constexpr, ATOMIC: tl.constexpr, USE_ASM: tl.constexpr, MASK_T: tl.constexpr,
-          MASK_C: tl.constexpr, PREFETCH: tl.constexpr, DT_RANK: tl.constexpr):
+          MASK_C: tl.constexpr, PREFETCH: tl.constexpr, DT_RANK: tl.constexpr = 0, W_dt=0.0):
     """Tokens `step` and `step + 1` (already loaded as t0, t1). The loads of the next two tokens are issued
     first, so their latency (hundreds of cycles from HBM) overlaps this trip's arithmetic instead of stalling
     every token. Returns the new state and the next trip's tokens.
-    With dt_proj fused, the two arrived tokens' rows are projected to delta before the next loads are issued,
-    so only the two prefetched R-wide rows are live across the trip, not four."""
+    With dt_proj fused (DT_RANK > 0, W_dt the (R_PAD, C) weight tile), the two arrived tokens' rows are
+    projected to delta before the next loads are issued, so only the two prefetched R-wide rows are live across
+    the trip, not four."""
     if DT_RANK > 0:
-        W_dt, bias_row = step_args[3], step_args[2]
+        bias_row = step_args[2]
         t0 = (t0[0], _project_dt(t0[1], W_dt, bias_row, HAS_BIAS, DT_RANK), t0[2], t0[3], t0[4])
         t1 = (t1[0], _project_dt(t1[1], W_dt, bias_row, HAS_BIAS, DT_RANK), t1[2], t1[3], t1[4])
     if PREFETCH:
@@ -246,7 +247,7 @@ def _load_lanes(ptr, mask, MASKED: tl.constexpr):
 @triton.jit
 def _load_token(step, u_base, dt_base, z_base, B_base, C_base, L, backward, mask_c,
                 stride_u_l, stride_dt_l, stride_z_l, stride_B_l, stride_C_l, HAS_Z: tl.constexpr,
-                MASK_T: tl.constexpr, MASK_C: tl.constexpr, DT_RANK: tl.constexpr):
+                MASK_T: tl.constexpr, MASK_C: tl.constexpr, DT_RANK: tl.constexpr = 0):
     """Token `step` (in scan order) of u, delta, z: (C,) each, and of B, C: (N,) each, in fp32; zeros past L.
     With DT_RANK > 0, dt is the token's (R_PAD,) low-rank row instead of its (C,) delta."""
     t, valid, mask = _token_position(step, L, backward, mask_c, MASK_T)
@@ -268,12 +269,12 @@ def _load_token(step, u_base, dt_base, z_base, B_base, C_base, L, backward, mask
 
 
 @triton.jit
-def _token_step(h, step, u, dt, z, Bt, Ct, A2, D_row, bias_row, W_dt, out_base, stride_out_l, L, backward, mask_c,
+def _token_step(h, step, u, dt, z, Bt, Ct, A2, D_row, bias_row, out_base, stride_out_l, L, backward, mask_c,
                 out_scale, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
                 SOFTPLUS: tl.constexpr, ATOMIC: tl.constexpr, USE_ASM: tl.constexpr, MASK_T: tl.constexpr,
-                MASK_C: tl.constexpr, DT_RANK: tl.constexpr):
+                MASK_C: tl.constexpr, DT_RANK: tl.constexpr = 0):
     """One token of the recurrence for the (N, C) state h; writes that token's output and returns h. dt is the
-    token's (C,) delta (a fused dt_proj was applied by `_trip`, so W_dt is not used here)."""
+    token's (C,) delta; with DT_RANK > 0 `_trip` computed it from the low-rank row, bias included."""
     t, valid, mask = _token_position(step, L, backward, mask_c, MASK_T)
     if HAS_BIAS and DT_RANK == 0:  # a fused dt_proj added it (_trip)
         dt = dt + bias_row
@@ -358,17 +359,30 @@ def _check(u, delta, A, B, C, n_dir: int | None, dt_proj=None):
 
 
 def _launch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out, dir_first, n_dir, out_scale, atomic,
-            checkpoints=None, save_every=0, dt_proj=None):
+            checkpoints=None, save_every=0, split=None, dt_proj=None):
     """u, delta: (dirs, batch, E, L); A: (dirs, E, N); B, C: (dirs, batch, N, L); D, delta_bias: (dirs, E);
     z: (batch, E, L); out: (batch, E, L) shared by the directions, or (dirs, batch, E, L), one per direction.
     Stacked index i runs backward when i + dir_first == 1. checkpoints: with save_every = K > 0, a contiguous fp32
     (dirs, batch, cdiv(L, K), N, E) tensor that receives the state entering every K-th scan step.
+    split: the chunk-parallel path's choice (chunked.chunked_scan_launch_config): None automatic, 0 one pass,
+    an even T chunks of T tokens.
     dt_proj: None, or (dirs, E, R) (any float dtype, any strides): then delta is the low-rank (dirs, batch, R, L)
-    and the kernel computes delta = dt_proj @ delta per token itself."""
+    and the one-pass kernel computes delta = dt_proj @ delta per token itself; the chunk-parallel passes do not,
+    so there delta is computed first (fp32, channel-last)."""
+    # chunked.py builds on this module's jit helpers, hence the import here.
+    from kernels.selective_scan import chunked
+
     _, batch, channels, length = u.shape
-    cfg = scan_launch_config(batch, channels, n_dir, check_device(u, _scan_kernel))
+    interpreted = check_device(u, _scan_kernel)
+    cfg = scan_launch_config(batch, channels, n_dir, interpreted)
     if length == 0 or batch == 0 or channels == 0:
         return out
+    plan = chunked.chunked_scan_launch_config(batch, channels, length, n_dir, A.shape[-1], interpreted,
+                                              chunked.sm_count(u.device), split, save_every)
+    if plan is not None and dt_proj is not None:
+        # (dirs, batch, L, R) @ (dirs, 1, R, E) -> (dirs, batch, L, E), seen as (dirs, batch, E, L): channel-last
+        delta = torch.matmul(delta.transpose(2, 3).float(), dt_proj.float().transpose(1, 2)[:, None])
+        delta, dt_proj = delta.transpose(2, 3), None
     has_d, has_z, has_bias = D is not None, z is not None, delta_bias is not None
     dummy = A  # any valid pointer for absent optional inputs; never read
     Dt = D if has_d else dummy
@@ -380,9 +394,9 @@ def _launch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out, dir_first,
         bt = delta_bias.contiguous()
     out_strides = out.stride() if out.dim() == 4 else (0, *out.stride())
     stacked = ("dir", "b", "e", "l")
-    _scan_kernel[cfg.grid](
+    scan_args = dict(
         u_ptr=u, delta_ptr=delta, A_ptr=A, B_ptr=B, C_ptr=C, D_ptr=Dt, z_ptr=zt, bias_ptr=bt, out_ptr=out,
-        ckpt_ptr=checkpoints if save_every else dummy, dtw_ptr=dt_proj if dt_proj is not None else dummy,
+        ckpt_ptr=checkpoints if save_every else dummy,
         E=channels, L=length, dir_first=dir_first, out_scale=out_scale,
         **strides("stride_u", stacked, u.stride()), **strides("stride_dt", stacked, delta.stride()),
         **strides("stride_A", ("dir", "e", "n"), A.stride()),
@@ -390,20 +404,28 @@ def _launch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out, dir_first,
         **strides("stride_C", ("dir", "b", "n", "l"), C.stride()),
         stride_D_dir=Dt.stride(0) if has_d else 0, stride_bias_dir=bt.stride(0) if has_bias else 0,
         **strides("stride_z", ("b", "e", "l"), zt.stride()), **strides("stride_out", stacked, out_strides),
-        **strides("stride_dtw", ("dir", "e", "r"), dt_proj.stride() if dt_proj is not None else (0, 0, 0)),
-        DT_RANK=0 if dt_proj is None else dt_proj.shape[-1], N_STATE=A.shape[-1], HAS_D=has_d, HAS_Z=has_z,
-        HAS_BIAS=has_bias, SOFTPLUS=bool(delta_softplus),
-        ATOMIC=atomic, SAVE_EVERY=save_every, **cfg.constexprs, num_warps=cfg.num_warps,
+        N_STATE=A.shape[-1], HAS_D=has_d, HAS_Z=has_z, HAS_BIAS=has_bias, SOFTPLUS=bool(delta_softplus),
+        ATOMIC=atomic, SAVE_EVERY=save_every,
     )
+    if plan is not None:
+        chunked.launch_chunked(plan, scan_args, n_dir, batch)
+    else:
+        _scan_kernel[cfg.grid](
+            **scan_args, dtw_ptr=dt_proj if dt_proj is not None else dummy,
+            **strides("stride_dtw", ("dir", "e", "r"), dt_proj.stride() if dt_proj is not None else (0, 0, 0)),
+            DT_RANK=0 if dt_proj is None else dt_proj.shape[-1], **cfg.constexprs, num_warps=cfg.num_warps)
     return out
 
 
-def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True, reverse=False):
+def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True, reverse=False,
+                   split=None):
     """Selective scan, one direction; same contract as `selective_scan_ref`.
 
     u, delta: (batch, E, L), fp32/fp16/bf16, any strides. A: (E, N) fp32. B, C: (batch, N, L), any strides.
     D, delta_bias: (E,) fp32 or None. z: (batch, E, L) or None. reverse=True runs the recurrence from t = L-1 down
     to 0. Returns (batch, E, L) in u's dtype and memory layout; state and accumulation in fp32.
+    split: None (chunk-parallel when the one-pass grid underfills the GPU, chunked.chunked_scan_launch_config),
+    0 (force one pass) or an even T (force chunks of T tokens); the result is the same to fp32 rounding.
     """
     _check(u, delta, A, B, C, None)
     out = torch.empty_like(u)  # same layout as u (channel-last stays channel-last)
@@ -412,11 +434,12 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     delta_bias = None if delta_bias is None else delta_bias.float()
     return _launch(u[None], delta[None], A[None], B[None], C[None],
                    None if D is None else D[None], z, None if delta_bias is None else delta_bias[None],
-                   delta_softplus, out, dir_first=int(bool(reverse)), n_dir=1, out_scale=1.0, atomic=False)
+                   delta_softplus, out, dir_first=int(bool(reverse)), n_dir=1, out_scale=1.0, atomic=False,
+                   split=split)
 
 
 def bimamba_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True, combine=True, out=None,
-                 dt_proj=None):
+                 dt_proj=None, split=None):
     """Both Vim directions in one launch, gated: 0.5 * (y_fwd + y_bwd) * SiLU(z).
 
     Same contract as `bimamba_scan_ref`. Direction-stacked inputs (index 0 forward, 1 backward):
@@ -435,7 +458,9 @@ def bimamba_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softp
     dt_proj: None, or the (2, E, R) dt_proj weights (any float dtype): then delta is the low-rank dt
     (2, batch, R, L) (any strides: the model passes a view of x_dbl's dt columns) and the scan computes
     delta[d, b, :, l] = dt_proj[d] @ delta[d, b, :, l] per token itself, in fp32; no (2, batch, E, L) delta
-    tensor exists. Inference only (kernels/NOTES.md: "dt_proj fused into the scan").
+    tensor exists (except where the chunk-parallel path runs: it computes delta first). Inference only
+    (kernels/NOTES.md: "dt_proj fused into the inference scan").
+    split: as in `selective_scan` (the chunk-parallel path).
     """
     _check(u, delta, A, B, C, 2, dt_proj)
     A = A.float()
@@ -444,23 +469,24 @@ def bimamba_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softp
     if not combine:
         halves = _halves_out(u, delta, out, delta_is_low_rank=dt_proj is not None)
         return _launch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, halves, dir_first=0, n_dir=2,
-                       out_scale=0.5, atomic=False, dt_proj=dt_proj)
+                       out_scale=0.5, atomic=False, split=split, dt_proj=dt_proj)
     if out is not None:
         raise ValueError("out= is only taken with combine=False")
     out32 = torch.zeros_like(u[0], dtype=torch.float32)  # same layout as u; both directions add into it
     _launch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out32, dir_first=0, n_dir=2, out_scale=0.5,
-            atomic=True, dt_proj=dt_proj)
+            atomic=True, split=split, dt_proj=dt_proj)
     return out32 if u.dtype == torch.float32 else out32.to(u.dtype)
 
 
 def bimamba_scan_fwd_save(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True, combine=True,
-                          chunk=64, out=None):
+                          chunk=64, out=None, split=None):
     """`bimamba_scan` for training: also returns the fp32 state checkpoints that `bwd.bimamba_scan_bwd` restarts
     from. Returns (out, checkpoints); out exactly as `bimamba_scan(..., combine, out)` returns it; checkpoints
     (2, batch, cdiv(L, chunk), N, E) fp32 contiguous, [dir, b, k] = the state entering scan step k * chunk of
     that direction (token k * chunk for the forward direction, L - 1 - k * chunk for the backward one; slot 0
     holds the zero initial state). chunk: even, 2..1024 (64..256 on the GPU: memory B*2*E*N*cdiv(L, chunk)*4
-    bytes against the backward's recomputation per chunk)."""
+    bytes against the backward's recomputation per chunk). split: as in `selective_scan`; any even T gives the
+    same checkpoints (the automatic T is a multiple of chunk)."""
     _check(u, delta, A, B, C, 2)
     chunk = int(chunk)
     if chunk < 2 or chunk % 2 or chunk > 1024:
@@ -474,13 +500,13 @@ def bimamba_scan_fwd_save(u, delta, A, B, C, D=None, z=None, delta_bias=None, de
     if not combine:
         halves = _halves_out(u, delta, out)
         _launch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, halves, dir_first=0, n_dir=2, out_scale=0.5,
-                atomic=False, checkpoints=checkpoints, save_every=chunk)
+                atomic=False, checkpoints=checkpoints, save_every=chunk, split=split)
         return halves, checkpoints
     if out is not None:
         raise ValueError("out= is only taken with combine=False")
     out32 = torch.zeros_like(u[0], dtype=torch.float32)
     _launch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out32, dir_first=0, n_dir=2, out_scale=0.5,
-            atomic=True, checkpoints=checkpoints, save_every=chunk)
+            atomic=True, checkpoints=checkpoints, save_every=chunk, split=split)
     return (out32 if u.dtype == torch.float32 else out32.to(u.dtype)), checkpoints
 
 

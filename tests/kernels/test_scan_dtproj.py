@@ -87,6 +87,23 @@ def test_fused_dt_proj_without_bias_and_optional_inputs(op, device, form):
     _check_fused(op, x, combine=form == "combined")
 
 
+@pytest.mark.parametrize("form", ["combined", "halves_over_u"])
+def test_chunk_parallel_path_computes_delta_first(op, device, form):
+    """Where the launcher picks the chunk-parallel passes (forced here: split=8), which do not fuse dt_proj, it
+    computes delta first: same result as the reference."""
+    from kernels.selective_scan import fwd
+
+    x = fused_inputs(1, 13, 37, rank=12, device=device, seed=7)
+    ref = bimamba_scan_ref(**unfused(x), combine=form == "combined")
+    if form == "combined":
+        out = fwd.bimamba_scan(**x, split=8)
+    else:
+        u = x["u"].clone()
+        out = fwd.bimamba_scan(**{**x, "u": u}, combine=False, out=u, split=8)
+    rtol, atol = TOL[torch.float32]
+    torch.testing.assert_close(out, ref, rtol=rtol, atol=atol)
+
+
 def test_reference_takes_dt_proj_too():
     """The reference's fused signature computes delta first: same result as the unfused call."""
     x = fused_inputs(1, 5, 7, rank=3)
