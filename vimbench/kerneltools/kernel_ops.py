@@ -268,7 +268,7 @@ register(_scan_op(
     static_specs=lambda: [_scan_spec("bf16", "halves", dt_proj=True), _scan_spec("fp32", "combined", dt_proj=True),
                           _scan_spec("bf16", "halves", _VIM_S_1248, dt_proj=True, label="/vim_s"),
                           _scan_spec("bf16", "halves", _VIM_B_1248, dt_proj=True, label="/vim_b")],
-    regression=(RegressionShape(64, 384, VIM_TI_1248, "bf16"), RegressionShape(64, 384, VIM_TI_224, "bf16")),
+    # no regression cases until the H200 baseline (results/baselines/h200.json) has timings for them
     official="the official code has no fused dt_proj; compare bimamba_scan_halves plus its dt_proj GEMM",
 ))
 

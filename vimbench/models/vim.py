@@ -48,8 +48,8 @@ def sums_halves_in_gemm(dtype: torch.dtype) -> bool:
 def x_dbl_in_fp32(u: torch.Tensor) -> bool:
     """Whether x_proj writes x_dbl in fp32: for bf16/fp16 activations on CUDA, where cuBLAS accumulates in fp32
     anyway and `torch.bmm(..., out_dtype=torch.float32)` stores that result. The scan then loads B and C without
-    unpacking 16-bit values (bf16 scan ~17% faster at Vim-Ti 1248 px, batch 64); delta still comes from a
-    16-bit dt_proj GEMM. Not under autograd: aten::bmm with out_dtype has no derivative (torch 2.11-2.14), so
+    unpacking 16-bit values (bf16 scan ~17% faster at Vim-Ti 1248 px, batch 64), and the fused scan reads the dt
+    columns in fp32 (without fusion they are cast for a 16-bit dt_proj GEMM). Not under autograd: aten::bmm with out_dtype has no derivative (torch 2.11-2.14), so
     training keeps x_dbl in the activation dtype (the scan loads 16-bit B and C then)."""
     return (u.is_cuda and u.dtype in (torch.bfloat16, torch.float16) and _BMM_HAS_OUT_DTYPE
             and not torch.is_grad_enabled())
