@@ -38,12 +38,12 @@ def reference_grads(x, grad_out, combine, softplus=True):
     return {k: None if v is None else v.grad for k, v in x64.items()}
 
 
-def run_triton(scan, x, combine, chunk, softplus=True, seed=0):
+def run_triton(scan, x, combine, chunk, softplus=True, seed=0, chunks_per_program=None):
     fwd, bwd = scan
     out, checkpoints = fwd.bimamba_scan_fwd_save(**x, delta_softplus=softplus, combine=combine, chunk=chunk)
     g = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed)).to(out)
     grads = bwd.bimamba_scan_bwd(g, **x, checkpoints=checkpoints, delta_softplus=softplus, combine=combine,
-                                 chunk=chunk)
+                                 chunk=chunk, chunks_per_program=chunks_per_program)
     return out, g, dict(zip(GRAD_NAMES, grads))
 
 
@@ -147,6 +147,78 @@ def test_bwd_is_deterministic(scan):
     second = bwd.bimamba_scan_bwd(g, **x, checkpoints=ck, combine=True, chunk=4)
     for a, b in zip(first, second):
         assert torch.equal(a, b)
+
+
+# ---- the chunk-parallel split of L: forced to one group (the sequential walk), two groups, and one chunk per
+# group (many groups), against the float64 reference -------------------------------------------------------------
+
+def _groups(bwd, length, chunk, chunks_per_program):
+    return bwd.scan_bwd_launch_config(1, 13, length, chunk, True, chunks_per_program).groups
+
+
+@pytest.mark.parametrize("split", ["one", "two", "many"])
+@pytest.mark.parametrize("combine", [True, False])
+@pytest.mark.parametrize("length,chunk", [(1, 2), (2, 2), (3, 2), (37, 4)])
+def test_bwd_chunk_groups_match_autograd(scan, length, chunk, combine, split):
+    n_chunks = -(-length // chunk)
+    cpp = {"one": n_chunks, "two": -(-n_chunks // 2), "many": 1}[split]
+    groups = _groups(scan[1], length, chunk, cpp)
+    assert groups == {"one": 1, "two": min(2, n_chunks), "many": n_chunks}[split]
+    x = model_layout(1, 13, length, seed=length)
+    _, g, got = run_triton(scan, x, combine, chunk, chunks_per_program=cpp)
+    assert_grads_close(got, reference_grads(x, g, combine), x)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cpp", [1, 3])
+def test_bwd_chunk_groups_long_sequence(scan, cpp):
+    """L = 197 in 13 chunks of 16: 13 groups of one chunk, or 5 groups of three (the last one chunk, partial)."""
+    x = model_layout(1, 5, 197, seed=3)
+    _, g, got = run_triton(scan, x, combine=False, chunk=16, chunks_per_program=cpp)
+    assert_grads_close(got, reference_grads(x, g, combine=False), x)
+
+
+@pytest.mark.parametrize("absent", [("D", "z", "delta_bias"), ("z",), ("D", "delta_bias")])
+@pytest.mark.parametrize("combine", [True, False])
+def test_bwd_chunk_groups_optional_inputs(scan, absent, combine):
+    """Pass A's dy without z is g alone; D and delta_bias change the walk's outputs, not the group carries."""
+    x = without(model_layout(1, 11, 21, seed=9), *absent)
+    _, g, got = run_triton(scan, x, combine, chunk=4, chunks_per_program=1)
+    assert_grads_close(got, reference_grads(x, g, combine), x)
+
+
+def test_bwd_chunk_groups_without_softplus(scan):
+    x = model_layout(1, 6, 19, seed=10)
+    x["delta"] = F.softplus(x["delta"])
+    x["delta_bias"] = 0.01 * x["delta_bias"].abs()
+    _, g, got = run_triton(scan, x, combine=True, chunk=4, softplus=False, chunks_per_program=2)
+    assert_grads_close(got, reference_grads(x, g, combine=True, softplus=False), x)
+
+
+def test_bwd_chunk_groups_are_deterministic(scan):
+    fwd, bwd = scan
+    x = model_layout(1, 13, 13, seed=11)
+    out, ck = fwd.bimamba_scan_fwd_save(**x, combine=True, chunk=4)
+    g = torch.randn_like(out)
+    first = bwd.bimamba_scan_bwd(g, **x, checkpoints=ck, combine=True, chunk=4, chunks_per_program=1)
+    second = bwd.bimamba_scan_bwd(g, **x, checkpoints=ck, combine=True, chunk=4, chunks_per_program=1)
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
+
+
+def test_bwd_launch_config_split(scan):
+    """The GPU picks groups only where batch * channels leave the GPU short of programs; forced values clamp."""
+    _, bwd = scan
+    small = bwd.scan_bwd_launch_config(8, 384, 6085, 64, interpreted=False)
+    assert small.groups > 1 and small.carry is not None
+    assert small.walk.grid == (12, 2 * small.groups, 8) and small.carry.grid == (12, 2 * (small.groups - 1), 8)
+    assert (small.groups - 1) * small.chunks_per_program < 96 <= small.groups * small.chunks_per_program
+    big = bwd.scan_bwd_launch_config(128, 384, 197, 64, interpreted=False)
+    assert big.groups == 1 and big.carry is None
+    assert bwd.scan_bwd_launch_config(8, 384, 6085, 64, False, chunks_per_program=10 ** 6).groups == 1
+    assert bwd.scan_bwd_launch_config(8, 384, 6085, 64, False, chunks_per_program=1).groups == 96
+    with pytest.raises(ValueError, match="chunks_per_program"):
+        bwd.scan_bwd_launch_config(8, 384, 6085, 64, False, chunks_per_program=0)
 
 
 def test_bad_arguments_raise(scan):
