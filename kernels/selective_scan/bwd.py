@@ -5,7 +5,8 @@ API (what an autograd wrapper calls; both functions take the direction-stacked i
     out, checkpoints = fwd.bimamba_scan_fwd_save(u, delta, A, B, C, D, z, delta_bias, delta_softplus=True,
                                                  combine=True, chunk=64)
     du, ddelta, dA, dB, dC, dD, dz, ddelta_bias = bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias,
-                                                                   checkpoints, delta_softplus, combine, chunk)
+                                                                   checkpoints, delta_softplus, combine, chunk,
+                                                                   chunks_per_program=None)
 
 Saved-tensor contract: the backward needs the forward's inputs u, delta, A, B, C, D, z, delta_bias (the same
 tensors, or equal values in any strides) and `checkpoints`, with the same delta_softplus, combine and chunk. It
@@ -20,19 +21,29 @@ any float dtype. Returned: du like u, ddelta like delta (dtype, and layout when 
 dA (2, E, N) fp32; dB, dC (2, batch, N, L) fp32 (views with stride 1 along N); dD, ddelta_bias (2, E) fp32 or
 None when D/delta_bias is None; dz in z's dtype, laid out like u[0], or None when z is None.
 
-Design (one program = BLOCK_C channels, one per lane, of one (direction, batch), like the forward):
-- Chunks of `chunk` scan steps are visited last to first. Per chunk: reload its checkpoint, recompute the chunk's
-  states forward, writing the state entering each step to a per-program fp32 scratch (chunk, N, BLOCK_C), then
-  walk the chunk backwards carrying the adjoint l (N, C) in registers: l_s = C_s dy_s + a_{s+1} l_{s+1}
-  (gradients: ../shared/spec/training.md). A barrier separates the two passes (and the next chunk's overwrite).
+Design (one program = BLOCK_C channels, one per lane, of one (direction, batch, chunk group), like the forward):
+- Chunk-parallel over L. The adjoint l_s = dL/dh_s obeys l_s = C_s dy_s + a_{s+1} l_{s+1} (gradients:
+  ../shared/spec/training.md), a linear recurrence run backwards, and dy_s = g_s * SiLU(z_s) needs no state.
+  The scan steps are split into groups of `chunks_per_program` checkpoint chunks (scan_bwd_launch_config).
+  Pass A (`_scan_bwd_group_carry_kernel`, every group but the first, in parallel): from a zero carry at the
+  group's end, walk its steps backwards with carry = a_s (C_s dy_s + carry); store the carry leaving its first
+  step (mu, (N, C)) and sum(Delta) over the group. The true carry leaving group j is
+  mu_j + exp(A * sum_j Delta) * (the true carry entering it from group j + 1).
+  Pass B (`_scan_bwd_kernel`, every group in parallel): fold the later groups' (mu, sum Delta) in reverse order
+  into the carry entering the group (groups - 1 - g tile loads), then walk the group's chunks last to first as
+  the sequential kernel did. With one group (batch * channels already fill the GPU, or forced) pass A does not
+  run and the walk is the sequential kernel.
+- Per chunk: reload its checkpoint, recompute the chunk's states forward, writing the state entering each step
+  to a per-program fp32 scratch (chunk, N, BLOCK_C), then walk the chunk backwards carrying the adjoint l (N, C)
+  in registers. A barrier separates the two passes (and the next chunk's overwrite).
   Both passes issue the next step's loads before the current step's arithmetic (PREFETCH, as in the forward).
-  The scratch is transient: 2 * batch * cdiv(E, BLOCK_C) * BLOCK_C * chunk * N * 4 bytes per call (B=8, E=384,
-  chunk 64: 25.2 MB); (N, C) tiles move as N (C,) rows (fwd.store_rows says why).
+  The scratch is transient: (walk programs) * chunk * N * BLOCK_C * 4 bytes per call (B=8, E=384, chunk 64,
+  ~1,000 programs: ~125 MB); (N, C) tiles move as N (C,) rows (fwd.store_rows says why).
 - du, ddelta (through softplus: * sigmoid(delta + bias)) are stored per token; dz gets both directions'
   contributions by relaxed fp32 atomics onto zero (two additions: order-independent, so deterministic).
-- dA, dD, ddelta_bias accumulate in registers and are written once per program (per-batch partials summed by
-  torch). dB_s, dC_s (sums over channels) are reduced over the program's lanes and written as per-channel-block
-  partials (n_cblocks, 2, batch, L, N), summed by torch: no per-element atomics, deterministic.
+- dA, dD, ddelta_bias accumulate in registers and are written once per program (per-(batch, group) partials
+  summed by torch). dB_s, dC_s (sums over channels) are reduced over the program's lanes and written as
+  per-channel-block partials (n_cblocks, 2, batch, L, N), summed by torch: no per-element atomics, deterministic.
 - Masked channels have Delta = u = 0 and a zero upstream gradient, so their adjoint stays 0 and adds nothing.
 - Program ids are widened to int64 before multiplying strides; L is not specialized on.
 """
