@@ -76,7 +76,8 @@ def _scan_bwd_kernel(
     stride_du_dir, stride_du_b, stride_du_e, stride_du_l,
     stride_ddt_dir, stride_ddt_b, stride_ddt_e, stride_ddt_l,
     stride_dz_b, stride_dz_e, stride_dz_l,
-    N_STATE: tl.constexpr, BLOCK_C: tl.constexpr, CHUNK: tl.constexpr,
+    N_STATE: tl.constexpr, BLOCK_C: tl.constexpr, CHUNK: tl.constexpr, SUB: tl.constexpr, SEG: tl.constexpr,
+    SUB_TILES: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     USE_ASM: tl.constexpr, PREFETCH: tl.constexpr,
 ):
@@ -121,7 +122,7 @@ def _scan_bwd_kernel(
     ckpt_lanes = ckpt_ptr + (direction * n_batch + pid_b) * n_chunks * N_STATE * E + c64
     part = pid_b * n_groups + group  # this program's slot in the dA/dD/dbias partials
     program = (part * n_dirs + direction) * n_cblocks + pid_c
-    scratch_lanes = scratch_ptr + program * (CHUNK * N_STATE * BLOCK_C) + tl.arange(0, BLOCK_C)
+    scratch_lanes = scratch_ptr + program * ((SUB_TILES + SEG) * N_STATE * BLOCK_C) + tl.arange(0, BLOCK_C)
 
     # A pre-scaled so that exp(Delta * A) = exp2(Delta * A2); N (C,) row loads keep lanes on channels (fwd.py).
     A2 = tl.zeros((N_STATE, BLOCK_C), dtype=tl.float32)
@@ -150,70 +151,78 @@ def _scan_bwd_kernel(
     dbias_acc = tl.zeros((BLOCK_C,), dtype=tl.float32)
     first_chunk = group * chunks_per_program
     last_chunk = tl.minimum(first_chunk + chunks_per_program, n_chunks)
+    # Scratch per program: with SUB > 0 first the sub-checkpoints (the state entering every SUB-th step of the
+    # chunk), then SEG state tiles: the segment being walked back.
+    states_lanes = scratch_lanes + SUB_TILES * (N_STATE * BLOCK_C)
     for k in range(0, last_chunk - first_chunk):
         chunk = last_chunk - 1 - k
         start = chunk * CHUNK
         n_in = tl.minimum(L - start, CHUNK)
-        # Forward over the chunk from its checkpoint: scratch[j] = the state entering step start + j.
-        h = load_rows(ckpt_lanes + chunk * (N_STATE * E), E, mask_c, N_STATE, BLOCK_C)
-        fwd_args = (start, L, backward, mask_c, u_base, dt_base, B_base, stride_u_l, stride_dt_l, stride_B_l)
-        if PREFETCH:
-            nxt_f = _fwd_token(0, *fwd_args)
-        for j in range(0, n_in):
-            store_rows(scratch_lanes + j * (N_STATE * BLOCK_C), BLOCK_C, h, mask_c, N_STATE)
-            if PREFETCH:  # issue step j+1's loads (step j's again at the chunk's end) before step j's arithmetic
-                u, dt, Bt = nxt_f
-                nxt_f = _fwd_token(tl.where(j + 1 < n_in, j + 1, j), *fwd_args)
+        ck_lanes = ckpt_lanes + chunk * (N_STATE * E)
+        if SUB > 0:  # forward over the chunk from its checkpoint, keeping every SUB-th state
+            h = load_rows(ck_lanes, E, mask_c, N_STATE, BLOCK_C)
+            h = _recompute(h, start, n_in, A2, bias_row, L, backward, mask_c, u_base, dt_base, B_base,
+                           stride_u_l, stride_dt_l, stride_B_l, scratch_lanes, SUB, N_STATE, BLOCK_C, HAS_BIAS,
+                           SOFTPLUS, USE_ASM, PREFETCH)
+            tl.debug_barrier()  # the sub-checkpoints are read below by whichever thread the layout gives them
+        for q in range(0, tl.cdiv(n_in, SEG)):
+            seg = tl.cdiv(n_in, SEG) - 1 - q
+            seg_start = start + seg * SEG
+            n_seg = tl.minimum(n_in - seg * SEG, SEG)
+            if SUB > 0:
+                h = load_rows(scratch_lanes + seg * (N_STATE * BLOCK_C), BLOCK_C, mask_c, N_STATE, BLOCK_C)
             else:
-                u, dt, Bt = _fwd_token(j, *fwd_args)
-            d, _ = _delta(dt, bias_row, mask_c, HAS_BIAS, SOFTPLUS, USE_ASM)
-            h = tl.exp2(A2 * d[None, :]) * h + Bt[:, None] * (d * u)[None, :]
-        tl.debug_barrier()  # the scratch is read below by whichever thread the layout gives each element
-        tok_args = (start, L, backward, mask_c, u_base, dt_base, g_base, z_base, B_base, C_base, scratch_lanes,
-                    stride_u_l, stride_dt_l, stride_g_l, stride_z_l, stride_B_l, stride_C_l)
-        if PREFETCH:
-            nxt = _bwd_token(n_in - 1, *tok_args, N_STATE, BLOCK_C, HAS_Z)
-        for jj in range(0, n_in):
-            j = n_in - 1 - jj
-            if PREFETCH:  # issue step j-1's loads (step 0's again at j = 0) before step j's arithmetic
-                cur = nxt
-                nxt = _bwd_token(tl.where(j > 0, j - 1, 0), *tok_args, N_STATE, BLOCK_C, HAS_Z)
-            else:
-                cur = _bwd_token(j, *tok_args, N_STATE, BLOCK_C, HAS_Z)
-            t, u, dt, g, z, Bt, Ct, h_prev = cur
-            g = g * g_scale
-            d, d_slope = _delta(dt, bias_row, mask_c, HAS_BIAS, SOFTPLUS, USE_ASM)
-            a = tl.exp2(A2 * d[None, :])
-            du_in = d * u
-            h = a * h_prev + Bt[:, None] * du_in[None, :]
-            if HAS_Z:
-                y = tl.sum(Ct[:, None] * h, axis=0)
+                h = load_rows(ck_lanes, E, mask_c, N_STATE, BLOCK_C)
+            # Forward over the segment: states[j] = the state entering step seg_start + j.
+            h = _recompute(h, seg_start, n_seg, A2, bias_row, L, backward, mask_c, u_base, dt_base, B_base,
+                           stride_u_l, stride_dt_l, stride_B_l, states_lanes, 1, N_STATE, BLOCK_C, HAS_BIAS,
+                           SOFTPLUS, USE_ASM, PREFETCH)
+            tl.debug_barrier()  # the states are read below by whichever thread the layout gives each element
+            tok_args = (seg_start, L, backward, mask_c, u_base, dt_base, g_base, z_base, B_base, C_base,
+                        states_lanes, stride_u_l, stride_dt_l, stride_g_l, stride_z_l, stride_B_l, stride_C_l)
+            if PREFETCH:
+                nxt = _bwd_token(n_seg - 1, *tok_args, N_STATE, BLOCK_C, HAS_Z)
+            for jj in range(0, n_seg):
+                j = n_seg - 1 - jj
+                if PREFETCH:  # issue step j-1's loads (step 0's again at j = 0) before step j's arithmetic
+                    cur = nxt
+                    nxt = _bwd_token(tl.where(j > 0, j - 1, 0), *tok_args, N_STATE, BLOCK_C, HAS_Z)
+                else:
+                    cur = _bwd_token(j, *tok_args, N_STATE, BLOCK_C, HAS_Z)
+                t, u, dt, g, z, Bt, Ct, h_prev = cur
+                g = g * g_scale
+                d, d_slope = _delta(dt, bias_row, mask_c, HAS_BIAS, SOFTPLUS, USE_ASM)
+                a = tl.exp2(A2 * d[None, :])
+                du_in = d * u
+                h = a * h_prev + Bt[:, None] * du_in[None, :]
+                if HAS_Z:
+                    y = tl.sum(Ct[:, None] * h, axis=0)
+                    if HAS_D:
+                        y += D_row * u
+                    sz = tl.sigmoid(z)
+                    tl.atomic_add(dz_base + t * stride_dz_l, g * y * sz * (1.0 + z * (1.0 - sz)), mask=mask_c,
+                                  sem="relaxed")
+                    dy = g * z * sz
+                else:
+                    dy = g
+                lam = Ct[:, None] * dy[None, :] + carry  # l_s = dL/dh_s
+                lam_B = tl.sum(lam * Bt[:, None], axis=0)
+                lam_ah = lam * a * h_prev
+                dd = lam_B * u + tl.sum(lam_ah * A2, axis=0) * LN2
+                du = lam_B * d
                 if HAS_D:
-                    y += D_row * u
-                sz = tl.sigmoid(z)
-                tl.atomic_add(dz_base + t * stride_dz_l, g * y * sz * (1.0 + z * (1.0 - sz)), mask=mask_c,
-                              sem="relaxed")
-                dy = g * z * sz
-            else:
-                dy = g
-            lam = Ct[:, None] * dy[None, :] + carry  # l_s = dL/dh_s
-            lam_B = tl.sum(lam * Bt[:, None], axis=0)
-            lam_ah = lam * a * h_prev
-            dd = lam_B * u + tl.sum(lam_ah * A2, axis=0) * LN2
-            du = lam_B * d
-            if HAS_D:
-                du += D_row * dy
-                dD_acc += dy * u
-            ddt = dd * d_slope
-            dbias_acc += ddt
-            dA_acc += lam_ah * d[None, :]
-            carry = a * lam
-            tl.store(du_base + t * stride_du_l, du.to(du_ptr.dtype.element_ty), mask=mask_c)
-            tl.store(ddt_base + t * stride_ddt_l, ddt.to(ddelta_ptr.dtype.element_ty), mask=mask_c)
-            row = dBC_off + t * N_STATE
-            tl.store(dC_ptr + row, tl.sum(h * dy[None, :], axis=1))
-            tl.store(dB_ptr + row, tl.sum(lam * du_in[None, :], axis=1))
-        tl.debug_barrier()  # the next chunk overwrites the scratch
+                    du += D_row * dy
+                    dD_acc += dy * u
+                ddt = dd * d_slope
+                dbias_acc += ddt
+                dA_acc += lam_ah * d[None, :]
+                carry = a * lam
+                tl.store(du_base + t * stride_du_l, du.to(du_ptr.dtype.element_ty), mask=mask_c)
+                tl.store(ddt_base + t * stride_ddt_l, ddt.to(ddelta_ptr.dtype.element_ty), mask=mask_c)
+                row = dBC_off + t * N_STATE
+                tl.store(dC_ptr + row, tl.sum(h * dy[None, :], axis=1))
+                tl.store(dB_ptr + row, tl.sum(lam * du_in[None, :], axis=1))
+            tl.debug_barrier()  # the next segment overwrites the states
 
     dA_tile = dA_ptr + ((part * n_dirs + direction) * E + c64[None, :]) * N_STATE + states[:, None]
     tl.store(dA_tile, dA_acc, mask=tile_mask)
@@ -316,6 +325,28 @@ def _carry_token(j, start, L, backward, mask_c, dt_base, g_base, z_base, C_base,
 
 
 @triton.jit
+def _recompute(h, start, n, A2, bias_row, L, backward, mask_c, u_base, dt_base, B_base, stride_u_l, stride_dt_l,
+               stride_B_l, out_lanes, EVERY: tl.constexpr, N_STATE: tl.constexpr, BLOCK_C: tl.constexpr,
+               HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, USE_ASM: tl.constexpr, PREFETCH: tl.constexpr):
+    """Step the state h entering scan step `start` through n steps; the state entering step start + j is stored
+    to tile j // EVERY at out_lanes when EVERY divides j. Returns the state after the n steps."""
+    fwd_args = (start, L, backward, mask_c, u_base, dt_base, B_base, stride_u_l, stride_dt_l, stride_B_l)
+    if PREFETCH:
+        nxt_f = _fwd_token(0, *fwd_args)
+    for j in range(0, n):
+        if j % EVERY == 0:
+            store_rows(out_lanes + (j // EVERY) * (N_STATE * BLOCK_C), BLOCK_C, h, mask_c, N_STATE)
+        if PREFETCH:  # issue step j+1's loads (step j's again at the end) before step j's arithmetic
+            u, dt, Bt = nxt_f
+            nxt_f = _fwd_token(tl.where(j + 1 < n, j + 1, j), *fwd_args)
+        else:
+            u, dt, Bt = _fwd_token(j, *fwd_args)
+        d, _ = _delta(dt, bias_row, mask_c, HAS_BIAS, SOFTPLUS, USE_ASM)
+        h = tl.exp2(A2 * d[None, :]) * h + Bt[:, None] * (d * u)[None, :]
+    return h
+
+
+@triton.jit
 def _fwd_token(j, start, L, backward, mask_c, u_base, dt_base, B_base, stride_u_l, stride_dt_l, stride_B_l):
     """What the recomputation reads for step start + j of its chunk: u, delta (C,) and the B row (N,), fp32."""
     step = start + j
@@ -364,6 +395,8 @@ def _delta(dt, bias_row, mask_c, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
 # Programs the chunk-parallel split aims for on the GPU: the H200 keeps ~9 one-warp programs of ~224 registers
 # per SM resident (132 SMs), so ~1,000 programs fill it once; more only add pass-A work and scratch.
 TARGET_PROGRAMS = 1024
+# The walk's two-level recompute (scan_bwd_launch_config's sub_chunk): 0 = off, one chunk-long scratch.
+DEFAULT_SUB_CHUNK = 0
 
 
 @dataclass(frozen=True)
@@ -371,21 +404,27 @@ class ScanBwdLaunch:
     """How `bimamba_scan_bwd` launches: `walk` (`_scan_bwd_kernel`, grid (channel blocks, 2 * groups, batch)),
     `carry` (`_scan_bwd_group_carry_kernel`, grid (channel blocks, 2 * (groups - 1), batch); None with one
     group), and the split of L: `groups` programs per (channel block, direction, batch), each walking
-    `chunks_per_program` checkpoint chunks (the last group may hold fewer)."""
+    `chunks_per_program` checkpoint chunks (the last group may hold fewer). `scratch_tiles`: (N, BLOCK_C) fp32
+    tiles of scratch per walk program (SUB_TILES sub-checkpoints + SEG states)."""
     walk: LaunchConfig
     carry: LaunchConfig | None
     chunks_per_program: int
     groups: int
+    scratch_tiles: int
 
 
 def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, interpreted: bool,
-                           chunks_per_program: int | None = None) -> ScanBwdLaunch:
+                           chunks_per_program: int | None = None, sub_chunk: int | None = None) -> ScanBwdLaunch:
     """The backward's grids, tiles, warps and split of L into chunk groups: the one place that chooses them (the
     launcher and `vimbench kernels static` both call it). One warp, a channel per lane, as the forward.
     chunks_per_program: checkpoint chunks per program along L; None picks: on the GPU enough groups that the
     walk has ~TARGET_PROGRAMS programs (one group, today's sequential walk, where batch * channels already fill
     the GPU: Vim-Ti at batch >= 32); under the interpreter 2, so that tests with a few chunks cross groups.
-    A value >= cdiv(length, chunk) is one group (the single sequential walk, no pass A)."""
+    A value >= cdiv(length, chunk) is one group (the single sequential walk, no pass A).
+    sub_chunk: 0 (or >= chunk): recompute each checkpoint chunk once into a chunk-long scratch (2 exps per state
+    element); S in 1..chunk-1: a two-level recompute, sub-checkpoints every S steps, then S steps at a time
+    (3 exps per element, scratch cdiv(chunk, S) + S tiles instead of chunk: it can stay in L2). None picks
+    (DEFAULT_SUB_CHUNK; the interpreter 3, so that tests cross sub-chunks and end in a partial one)."""
     n_chunks = max(1, triton.cdiv(length, chunk))
     if interpreted:
         block_c = 8
@@ -398,15 +437,23 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
     groups = _groups_for(per_group, n_chunks, chunks_per_program)
     cpp = triton.cdiv(n_chunks, groups)
     groups = triton.cdiv(n_chunks, cpp)
+    if sub_chunk is None:
+        sub_chunk = 3 if interpreted else DEFAULT_SUB_CHUNK
+    sub_chunk = int(sub_chunk)
+    if sub_chunk < 0:
+        raise ValueError(f"sub_chunk must be >= 0; got {sub_chunk}")
+    sub = sub_chunk if 0 < sub_chunk < chunk else 0
+    seg, sub_tiles = (sub, triton.cdiv(chunk, sub)) if sub else (chunk, 0)
     constexprs = dict(BLOCK_C=block_c, CHUNK=chunk, USE_ASM=not interpreted, PREFETCH=True)
     n_cblocks = triton.cdiv(channels, block_c)
-    walk = LaunchConfig(kernel="_scan_bwd_kernel", grid=(n_cblocks, 2 * groups, batch), constexprs=constexprs,
-                        num_warps=1)
+    walk = LaunchConfig(kernel="_scan_bwd_kernel", grid=(n_cblocks, 2 * groups, batch),
+                        constexprs=dict(constexprs, SUB=sub, SEG=seg, SUB_TILES=sub_tiles), num_warps=1)
     carry = None
     if groups > 1:
         carry = LaunchConfig(kernel="_scan_bwd_group_carry_kernel", grid=(n_cblocks, 2 * (groups - 1), batch),
-                             constexprs=dict(constexprs), num_warps=1)
-    return ScanBwdLaunch(walk=walk, carry=carry, chunks_per_program=cpp, groups=groups)
+                             constexprs=constexprs, num_warps=1)
+    return ScanBwdLaunch(walk=walk, carry=carry, chunks_per_program=cpp, groups=groups,
+                         scratch_tiles=seg + sub_tiles)
 
 
 def _groups_for(programs_per_group: int, n_chunks: int, chunks_per_program: int | None) -> int:
@@ -435,7 +482,7 @@ def _check_bwd(grad_out, u, checkpoints, combine, chunk, n_state):
 
 
 def bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints, delta_softplus=True,
-                     combine=True, chunk=64, *, chunks_per_program=None):
+                     combine=True, chunk=64, *, chunks_per_program=None, sub_chunk=None):
     """Gradients of `bimamba_scan` (see the module docstring for the contract). Returns
     (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias); None for each absent optional input.
     chunks_per_program: force the split of L (checkpoint chunks per program; >= cdiv(L, chunk): one program
@@ -457,7 +504,7 @@ def bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints,
                 dz32.to(z.dtype) if has_z else None, torch.zeros(2, channels, **f32) if has_bias else None)
 
     cfg = scan_bwd_launch_config(batch, channels, length, chunk, check_device(u, _scan_bwd_kernel),
-                                 chunks_per_program)
+                                 chunks_per_program, sub_chunk)
     walk = cfg.walk
     block_c = walk.constexprs["BLOCK_C"]
     n_cblocks, groups = walk.grid[0], cfg.groups
@@ -472,7 +519,7 @@ def bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints,
     dAp = torch.empty(batch * groups, 2, channels, n_state, **f32)
     dDp = torch.empty(batch * groups, 2, channels, **f32) if has_d else dAp
     dbp = torch.empty(batch * groups, 2, channels, **f32) if has_bias else dAp
-    scratch = torch.empty(n_cblocks * 2 * batch * groups, chunk, n_state, block_c, **f32)
+    scratch = torch.empty(n_cblocks * 2 * batch * groups, cfg.scratch_tiles, n_state, block_c, **f32)
     flags = dict(N_STATE=n_state, HAS_Z=has_z, HAS_BIAS=has_bias, SOFTPLUS=bool(delta_softplus))
     mu, dsum = A, A  # read only with several groups
     if cfg.carry is not None:

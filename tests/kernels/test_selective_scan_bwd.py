@@ -195,6 +195,19 @@ def test_bwd_chunk_groups_without_softplus(scan):
     assert_grads_close(got, reference_grads(x, g, combine=True, softplus=False), x)
 
 
+@pytest.mark.parametrize("sub_chunk", [0, 1, 2, 5])
+def test_bwd_two_level_recompute(scan, sub_chunk):
+    """The walk's sub-checkpoints: every step (1), even sub-chunks (2), a partial last sub-chunk (5 of 8), off (0);
+    L = 23 ends in a partial chunk."""
+    fwd, bwd = scan
+    x = model_layout(1, 13, 23, seed=12)
+    out, ck = fwd.bimamba_scan_fwd_save(**x, combine=False, chunk=8)
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(0))
+    got = bwd.bimamba_scan_bwd(g, **x, checkpoints=ck, combine=False, chunk=8, chunks_per_program=1,
+                               sub_chunk=sub_chunk)
+    assert_grads_close(dict(zip(GRAD_NAMES, got)), reference_grads(x, g, combine=False), x)
+
+
 def test_bwd_chunk_groups_are_deterministic(scan):
     fwd, bwd = scan
     x = model_layout(1, 13, 13, seed=11)
@@ -219,6 +232,9 @@ def test_bwd_launch_config_split(scan):
     assert bwd.scan_bwd_launch_config(8, 384, 6085, 64, False, chunks_per_program=1).groups == 96
     with pytest.raises(ValueError, match="chunks_per_program"):
         bwd.scan_bwd_launch_config(8, 384, 6085, 64, False, chunks_per_program=0)
+    two_level = bwd.scan_bwd_launch_config(8, 384, 6085, 64, False, sub_chunk=8)
+    assert two_level.scratch_tiles == 8 + 8 and two_level.walk.constexprs["SUB"] == 8
+    assert bwd.scan_bwd_launch_config(8, 384, 6085, 64, False, sub_chunk=64).scratch_tiles == 64
 
 
 def test_bad_arguments_raise(scan):
