@@ -77,7 +77,7 @@ def _scan_bwd_kernel(
     stride_ddt_dir, stride_ddt_b, stride_ddt_e, stride_ddt_l,
     stride_dz_b, stride_dz_e, stride_dz_l,
     N_STATE: tl.constexpr, BLOCK_C: tl.constexpr, CHUNK: tl.constexpr, SUB: tl.constexpr, SEG: tl.constexpr,
-    SUB_TILES: tl.constexpr,
+    SUB_TILES: tl.constexpr, SCATTER_SUMS: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     USE_ASM: tl.constexpr, PREFETCH: tl.constexpr,
 ):
@@ -116,6 +116,10 @@ def _scan_bwd_kernel(
     dz_base = dz_ptr + pid_b * stride_dz_b + c64 * stride_dz_e
     # (N,) row of token t in the dB/dC partials: [pid_c, direction, pid_b, t, :]
     dBC_off = ((pid_c * n_dirs + direction) * n_batch + pid_b) * L * N_STATE + states
+    # SCATTER_SUMS (BLOCK_C = 32 = N_STATE * 2, one warp): the same rows stored from the lanes, state l // 2
+    lanes = tl.arange(0, BLOCK_C)
+    even_lane = (lanes % 2) == 0
+    dBC_row = ((pid_c * n_dirs + direction) * n_batch + pid_b) * L * N_STATE + lanes // 2
     n_chunks = tl.cdiv(L, CHUNK)
     # (C,) pointers to row 0 of this program's channels in checkpoint slot 0 and in scratch step 0; (N, C) tiles
     # move as N (C,) rows (fwd.store_rows says why).
@@ -219,9 +223,15 @@ def _scan_bwd_kernel(
                 carry = a * lam
                 tl.store(du_base + t * stride_du_l, du.to(du_ptr.dtype.element_ty), mask=mask_c)
                 tl.store(ddt_base + t * stride_ddt_l, ddt.to(ddelta_ptr.dtype.element_ty), mask=mask_c)
-                row = dBC_off + t * N_STATE
-                tl.store(dC_ptr + row, tl.sum(h * dy[None, :], axis=1))
-                tl.store(dB_ptr + row, tl.sum(lam * du_in[None, :], axis=1))
+                if SCATTER_SUMS:  # lane l stores state l // 2 (even lanes)
+                    row = dBC_row + t * N_STATE
+                    tl.store(dC_ptr + row, _scattered_lane_sums(h * dy[None, :], lanes, BLOCK_C), mask=even_lane)
+                    tl.store(dB_ptr + row, _scattered_lane_sums(lam * du_in[None, :], lanes, BLOCK_C),
+                             mask=even_lane)
+                else:
+                    row = dBC_off + t * N_STATE
+                    tl.store(dC_ptr + row, tl.sum(h * dy[None, :], axis=1))
+                    tl.store(dB_ptr + row, tl.sum(lam * du_in[None, :], axis=1))
             tl.debug_barrier()  # the next segment overwrites the states
 
     dA_tile = dA_ptr + ((part * n_dirs + direction) * E + c64[None, :]) * N_STATE + states[:, None]
@@ -347,6 +357,51 @@ def _recompute(h, start, n, A2, bias_row, L, backward, mask_c, u_base, dt_base, 
 
 
 @triton.jit
+def _shfl_xor(x, MASK: tl.constexpr):
+    """x from the lane whose index differs from this lane's in the bits of MASK (a butterfly shuffle)."""
+    if MASK == 16:
+        return tl.inline_asm_elementwise("shfl.sync.bfly.b32 $0, $1, 16, 0x1f, 0xffffffff;", "=r,r", [x],
+                                         dtype=tl.float32, is_pure=True, pack=1)
+    elif MASK == 8:
+        return tl.inline_asm_elementwise("shfl.sync.bfly.b32 $0, $1, 8, 0x1f, 0xffffffff;", "=r,r", [x],
+                                         dtype=tl.float32, is_pure=True, pack=1)
+    elif MASK == 4:
+        return tl.inline_asm_elementwise("shfl.sync.bfly.b32 $0, $1, 4, 0x1f, 0xffffffff;", "=r,r", [x],
+                                         dtype=tl.float32, is_pure=True, pack=1)
+    elif MASK == 2:
+        return tl.inline_asm_elementwise("shfl.sync.bfly.b32 $0, $1, 2, 0x1f, 0xffffffff;", "=r,r", [x],
+                                         dtype=tl.float32, is_pure=True, pack=1)
+    else:
+        return tl.inline_asm_elementwise("shfl.sync.bfly.b32 $0, $1, 1, 0x1f, 0xffffffff;", "=r,r", [x],
+                                         dtype=tl.float32, is_pure=True, pack=1)
+
+
+@triton.jit
+def _halve(t, lane, M: tl.constexpr, MASK: tl.constexpr, BLOCK_C: tl.constexpr):
+    """One reduce-scatter level: t (2M, C) in-thread per lane; the lane keeps the half of its rows picked by its
+    MASK bit (high rows when set), sends the other half to the lane across that bit and adds what it receives:
+    M shuffles for 2M values."""
+    t3 = tl.reshape(t, (2, M, BLOCK_C))
+    half = tl.arange(0, 2)[:, None, None]
+    lo = tl.sum(tl.where(half == 0, t3, -0.0), axis=0)
+    hi = tl.sum(tl.where(half == 1, t3, -0.0), axis=0)
+    high = ((lane & MASK) != 0)[None, :]
+    return tl.where(high, hi, lo) + _shfl_xor(tl.where(high, lo, hi), MASK)
+
+
+@triton.jit
+def _scattered_lane_sums(tile, lane, BLOCK_C: tl.constexpr):
+    """The sums over the 32 lanes of a (16, 32) tile (lane = channel, all 16 rows in-thread): lane l returns row
+    l // 2's sum. Recursive halving, 8 + 4 + 2 + 1 + 1 = 16 shuffles and adds, against tl.sum's 5 per row (80)."""
+    t = _halve(tile, lane, 8, 16, BLOCK_C)
+    t = _halve(t, lane, 4, 8, BLOCK_C)
+    t = _halve(t, lane, 2, 4, BLOCK_C)
+    t = _halve(t, lane, 1, 2, BLOCK_C)
+    r = tl.sum(t, axis=0)
+    return r + _shfl_xor(r, 1)
+
+
+@triton.jit
 def _fwd_token(j, start, L, backward, mask_c, u_base, dt_base, B_base, stride_u_l, stride_dt_l, stride_B_l):
     """What the recomputation reads for step start + j of its chunk: u, delta (C,) and the B row (N,), fp32."""
     step = start + j
@@ -397,6 +452,8 @@ def _delta(dt, bias_row, mask_c, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
 TARGET_PROGRAMS = 1024
 # The walk's two-level recompute (scan_bwd_launch_config's sub_chunk): 0 = off, one chunk-long scratch.
 DEFAULT_SUB_CHUNK = 0
+# dB/dC by a reduce-scatter of shuffles (scan_bwd_launch_config's scatter_sums); off until measured on the GPU.
+DEFAULT_SCATTER_SUMS = False
 
 
 @dataclass(frozen=True)
@@ -414,7 +471,8 @@ class ScanBwdLaunch:
 
 
 def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, interpreted: bool,
-                           chunks_per_program: int | None = None, sub_chunk: int | None = None) -> ScanBwdLaunch:
+                           chunks_per_program: int | None = None, sub_chunk: int | None = None,
+                           scatter_sums: bool | None = None, n_state: int = 16) -> ScanBwdLaunch:
     """The backward's grids, tiles, warps and split of L into chunk groups: the one place that chooses them (the
     launcher and `vimbench kernels static` both call it). One warp, a channel per lane, as the forward.
     chunks_per_program: checkpoint chunks per program along L; None picks: on the GPU enough groups that the
@@ -424,7 +482,10 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
     sub_chunk: 0 (or >= chunk): recompute each checkpoint chunk once into a chunk-long scratch (2 exps per state
     element); S in 1..chunk-1: a two-level recompute, sub-checkpoints every S steps, then S steps at a time
     (3 exps per element, scratch cdiv(chunk, S) + S tiles instead of chunk: it can stay in L2). None picks
-    (DEFAULT_SUB_CHUNK; the interpreter 3, so that tests cross sub-chunks and end in a partial one)."""
+    (DEFAULT_SUB_CHUNK; the interpreter 3, so that tests cross sub-chunks and end in a partial one).
+    scatter_sums: reduce dB/dC over the lanes by a reduce-scatter of inline-asm shuffles (`_scattered_lane_sums`,
+    32 shuffles per token instead of 160); only where its lane mapping holds (GPU, BLOCK_C = 32, one warp,
+    n_state = 16), else tl.sum; None: DEFAULT_SCATTER_SUMS."""
     n_chunks = max(1, triton.cdiv(length, chunk))
     if interpreted:
         block_c = 8
@@ -444,10 +505,15 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
         raise ValueError(f"sub_chunk must be >= 0; got {sub_chunk}")
     sub = sub_chunk if 0 < sub_chunk < chunk else 0
     seg, sub_tiles = (sub, triton.cdiv(chunk, sub)) if sub else (chunk, 0)
+    if scatter_sums is None:
+        scatter_sums = DEFAULT_SCATTER_SUMS
+    scatter = bool(scatter_sums) and not interpreted and block_c == 32 and n_state == 16
     constexprs = dict(BLOCK_C=block_c, CHUNK=chunk, USE_ASM=not interpreted, PREFETCH=True)
     n_cblocks = triton.cdiv(channels, block_c)
     walk = LaunchConfig(kernel="_scan_bwd_kernel", grid=(n_cblocks, 2 * groups, batch),
-                        constexprs=dict(constexprs, SUB=sub, SEG=seg, SUB_TILES=sub_tiles), num_warps=1)
+                        constexprs=dict(constexprs, SUB=sub, SEG=seg, SUB_TILES=sub_tiles,
+                                        SCATTER_SUMS=scatter),
+                        num_warps=1)
     carry = None
     if groups > 1:
         carry = LaunchConfig(kernel="_scan_bwd_group_carry_kernel", grid=(n_cblocks, 2 * (groups - 1), batch),
@@ -482,7 +548,7 @@ def _check_bwd(grad_out, u, checkpoints, combine, chunk, n_state):
 
 
 def bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints, delta_softplus=True,
-                     combine=True, chunk=64, *, chunks_per_program=None, sub_chunk=None):
+                     combine=True, chunk=64, *, chunks_per_program=None, sub_chunk=None, scatter_sums=None):
     """Gradients of `bimamba_scan` (see the module docstring for the contract). Returns
     (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias); None for each absent optional input.
     chunks_per_program: force the split of L (checkpoint chunks per program; >= cdiv(L, chunk): one program
@@ -504,7 +570,7 @@ def bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints,
                 dz32.to(z.dtype) if has_z else None, torch.zeros(2, channels, **f32) if has_bias else None)
 
     cfg = scan_bwd_launch_config(batch, channels, length, chunk, check_device(u, _scan_bwd_kernel),
-                                 chunks_per_program, sub_chunk)
+                                 chunks_per_program, sub_chunk, scatter_sums, n_state)
     walk = cfg.walk
     block_c = walk.constexprs["BLOCK_C"]
     n_cblocks, groups = walk.grid[0], cfg.groups

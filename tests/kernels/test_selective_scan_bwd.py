@@ -290,13 +290,15 @@ def test_bwd_gpu_chunk_sizes_agree(scan, chunk):
 @pytest.mark.parametrize("batch,length", [(8, 6085), (2, 1025)])
 def test_bwd_gpu_chunk_splits_agree(scan, dtype, batch, length):
     """Vim-Ti shapes: the default chunk-parallel split, one checkpoint chunk per program with the two-level
-    recompute, and the sequential walk (one group) give the same gradients up to rounding."""
+    recompute, each with the dB/dC reduce-scatter, and the sequential walk (one group) give the same gradients up
+    to rounding."""
     _, bwd = scan
     x = model_layout(batch, 384, length, dtype=dtype, device="cuda")
     combine = dtype == torch.float32
     _, g, base = run_triton(scan, x, combine, 64, chunks_per_program=10 ** 6)
     assert bwd.scan_bwd_launch_config(batch, 384, length, 64, False).groups > 1
-    for kw in (dict(), dict(chunks_per_program=1, sub_chunk=8)):
+    for kw in (dict(), dict(chunks_per_program=1, sub_chunk=8), dict(scatter_sums=True),
+               dict(chunks_per_program=1, sub_chunk=8, scatter_sums=True)):
         _, _, got = run_triton(scan, x, combine, 64, **kw)
         for name in GRAD_NAMES:
             want = base[name].float()
