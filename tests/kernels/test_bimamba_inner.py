@@ -55,10 +55,11 @@ def test_halves_output_is_one_token_major_matrix(op, device):
     assert halves.permute(1, 3, 0, 2).is_contiguous()
 
 
-@pytest.mark.parametrize("combine", [False, True])
-def test_opcheck(op, device, combine):
-    leaves = [t.requires_grad_() for t in inner_inputs(device, length=5)]
-    torch.library.opcheck(torch.ops.vimbench.bimamba_inner.default, (*leaves, combine, 4))
+def test_opcheck(op, device):
+    """Schema, fake tensors (the outputs' layouts too), autograd registration and AOT tracing of the backward
+    (one case: ~30 s interpreted; combine=True goes through the compiled model test in tests/test_training.py)."""
+    leaves = [t.requires_grad_() for t in inner_inputs(device, batch=1, length=5)]
+    torch.library.opcheck(torch.ops.vimbench.bimamba_inner.default, (*leaves, False, 4))
 
 
 def test_graph_saves_inputs_x_dbl_and_checkpoints_only(op, device):

@@ -180,3 +180,26 @@ def vim_saved_per_layer(res: int, batch: int, train_boundary: str = "fused", emb
 
     per_layer = saved(2) - saved(1)
     return sorted(per_layer.elements(), key=lambda s: (-s.nbytes, s.shape))
+
+
+def vim_train_peak_bytes(res: int, batch: int, train_boundary: str = "fused", embed_dim: int = 192,
+                         depth: int = 24, dtype: torch.dtype = torch.bfloat16, device: str = "meta") -> int:
+    """Peak live bytes of one Vim training forward + backward on backend triton (Vim-Ti width and depth by
+    default) under emulated autocast: weights, their gradients, the fp32 images, the saved activations and what
+    the ops return. Not counted: the kernels' internal temporaries (the scan backward's per-block dB/dC partials,
+    its fp32 dz accumulator and state scratch: ~0.3 GB at Vim-Ti 1248 px, batch 8), the optimizer's state and
+    the caching allocator's rounding, so a measured peak lies above this."""
+    import torch.nn.functional as F
+
+    from vimbench.models.vim import VisionMamba
+
+    with torch.device(device):
+        model = VisionMamba(res, embed_dim, depth, 1000, backend="triton", train_boundary=train_boundary).train()
+        images = torch.empty(batch, 3, res, res)
+        labels = torch.zeros(batch, dtype=torch.long)
+    model._activation_dtype = lambda: dtype  # the meta device has no autocast state to ask
+    mode = LiveBytes(autocast_dtype=dtype if dtype != torch.float32 else None)
+    mode.track(*model.parameters(), images)
+    with mode:
+        F.cross_entropy(model(images).float(), labels).backward()
+    return mode.peak
