@@ -147,13 +147,15 @@ def test_saved_activations_per_layer_are_kernels_readme_table():
 
 
 @pytest.mark.gpu
-def test_training_step_vim_t_bf16_gpu():
+@pytest.mark.parametrize("train_boundary", ["fused", "fused-combined", "per-op"])
+def test_training_step_vim_t_bf16_gpu(train_boundary):
     """Vim-Ti at 224 px, batch 8, bf16 autocast: backend triton's gradients are about as accurate as backend
-    torch's in bf16, both measured against backend torch in fp32."""
+    torch's in bf16, both measured against backend torch in fp32, through each training boundary."""
     torch.manual_seed(0)
     models = {}
     for backend in ("torch", "triton"):
-        models[backend] = vimbench.create_model("vim_t", img_size=224, backend=backend).cuda().train()
+        models[backend] = vimbench.create_model("vim_t", img_size=224, backend=backend,
+                                                train_boundary=train_boundary).cuda().train()
     models["triton"].load_state_dict(models["torch"].state_dict())
     images = torch.randn(8, 3, 224, 224, device="cuda")
     labels = torch.randint(0, 1000, (8,), device="cuda")
