@@ -281,8 +281,8 @@ register(KernelOp(
     work=lambda s, dtype: rl.conv1d_bidir_bwd_work(s.batch, s.channels, s.length, s.d_conv, dtype=dtype),
     kernels=("kernels.conv1d.bwd:_conv1d_silu_bidir_bwd_kernel",),
     static_specs=lambda: [_conv_bwd_spec("bf16"), _conv_bwd_spec("fp32")],
-    # No regression cases until the GPU baseline (measured, never written here) holds timings for them:
-    # kernels/README.md says how to add them.
+    # the training shapes: Vim-Ti at 1248 px, batch 8, and 224 px, batch 128
+    regression=_both_dtypes((8, 384, VIM_TI_1248), (128, 384, VIM_TI_224)),
     official="the official causal_conv1d backward is not benchmarked",
 ))
 
@@ -363,6 +363,7 @@ register(KernelOp(
     work=lambda s, dtype: rl.add_rmsnorm_bwd_work(s.rows, s.d_model, dtype=dtype),
     kernels=("kernels.rmsnorm.bwd:_add_rmsnorm_bwd_kernel",),
     static_specs=lambda: [_norm_bwd_spec("bf16"), _norm_bwd_spec("fp32")],
+    regression=_both_dtypes((8, 384, VIM_TI_1248)),
     case_label=lambda s: f"r{s.rows}_d{s.d_model}",
     official="no official CUDA op for add_rmsnorm is benchmarked",
 ))
