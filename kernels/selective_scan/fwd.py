@@ -294,15 +294,23 @@ def _check(u, delta, A, B, C, n_dir: int | None):
 
 
 def _launch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out, dir_first, n_dir, out_scale, atomic,
-            checkpoints=None, save_every=0):
+            checkpoints=None, save_every=0, split=None):
     """u, delta: (dirs, batch, E, L); A: (dirs, E, N); B, C: (dirs, batch, N, L); D, delta_bias: (dirs, E);
     z: (batch, E, L); out: (batch, E, L) shared by the directions, or (dirs, batch, E, L), one per direction.
     Stacked index i runs backward when i + dir_first == 1. checkpoints: with save_every = K > 0, a contiguous fp32
-    (dirs, batch, cdiv(L, K), N, E) tensor that receives the state entering every K-th scan step."""
+    (dirs, batch, cdiv(L, K), N, E) tensor that receives the state entering every K-th scan step.
+    split: the chunk-parallel path's choice (chunked.chunked_scan_launch_config): None automatic, 0 one pass,
+    an even T chunks of T tokens."""
+    # chunked.py builds on this module's jit helpers, hence the import here.
+    from kernels.selective_scan import chunked
+
     _, batch, channels, length = u.shape
-    cfg = scan_launch_config(batch, channels, n_dir, check_device(u, _scan_kernel))
+    interpreted = check_device(u, _scan_kernel)
+    cfg = scan_launch_config(batch, channels, n_dir, interpreted)
     if length == 0 or batch == 0 or channels == 0:
         return out
+    plan = chunked.chunked_scan_launch_config(batch, channels, length, n_dir, A.shape[-1], interpreted,
+                                              chunked.sm_count(u.device), split, save_every)
     has_d, has_z, has_bias = D is not None, z is not None, delta_bias is not None
     dummy = A  # any valid pointer for absent optional inputs; never read
     Dt = D if has_d else dummy
@@ -314,7 +322,7 @@ def _launch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out, dir_first,
         bt = delta_bias.contiguous()
     out_strides = out.stride() if out.dim() == 4 else (0, *out.stride())
     stacked = ("dir", "b", "e", "l")
-    _scan_kernel[cfg.grid](
+    scan_args = dict(
         u_ptr=u, delta_ptr=delta, A_ptr=A, B_ptr=B, C_ptr=C, D_ptr=Dt, z_ptr=zt, bias_ptr=bt, out_ptr=out,
         ckpt_ptr=checkpoints if save_every else dummy,
         E=channels, L=length, dir_first=dir_first, out_scale=out_scale,
@@ -325,17 +333,24 @@ def _launch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out, dir_first,
         stride_D_dir=Dt.stride(0) if has_d else 0, stride_bias_dir=bt.stride(0) if has_bias else 0,
         **strides("stride_z", ("b", "e", "l"), zt.stride()), **strides("stride_out", stacked, out_strides),
         N_STATE=A.shape[-1], HAS_D=has_d, HAS_Z=has_z, HAS_BIAS=has_bias, SOFTPLUS=bool(delta_softplus),
-        ATOMIC=atomic, SAVE_EVERY=save_every, **cfg.constexprs, num_warps=cfg.num_warps,
+        ATOMIC=atomic, SAVE_EVERY=save_every,
     )
+    if plan is not None:
+        chunked.launch_chunked(plan, scan_args, n_dir, batch)
+    else:
+        _scan_kernel[cfg.grid](**scan_args, **cfg.constexprs, num_warps=cfg.num_warps)
     return out
 
 
-def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True, reverse=False):
+def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True, reverse=False,
+                   split=None):
     """Selective scan, one direction; same contract as `selective_scan_ref`.
 
     u, delta: (batch, E, L), fp32/fp16/bf16, any strides. A: (E, N) fp32. B, C: (batch, N, L), any strides.
     D, delta_bias: (E,) fp32 or None. z: (batch, E, L) or None. reverse=True runs the recurrence from t = L-1 down
     to 0. Returns (batch, E, L) in u's dtype and memory layout; state and accumulation in fp32.
+    split: None (chunk-parallel when the one-pass grid underfills the GPU, chunked.chunked_scan_launch_config),
+    0 (force one pass) or an even T (force chunks of T tokens); the result is the same to fp32 rounding.
     """
     _check(u, delta, A, B, C, None)
     out = torch.empty_like(u)  # same layout as u (channel-last stays channel-last)
@@ -344,10 +359,12 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     delta_bias = None if delta_bias is None else delta_bias.float()
     return _launch(u[None], delta[None], A[None], B[None], C[None],
                    None if D is None else D[None], z, None if delta_bias is None else delta_bias[None],
-                   delta_softplus, out, dir_first=int(bool(reverse)), n_dir=1, out_scale=1.0, atomic=False)
+                   delta_softplus, out, dir_first=int(bool(reverse)), n_dir=1, out_scale=1.0, atomic=False,
+                   split=split)
 
 
-def bimamba_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True, combine=True, out=None):
+def bimamba_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True, combine=True, out=None,
+                 split=None):
     """Both Vim directions in one launch, gated: 0.5 * (y_fwd + y_bwd) * SiLU(z).
 
     Same contract as `bimamba_scan_ref`. Direction-stacked inputs (index 0 forward, 1 backward):
@@ -362,6 +379,7 @@ def bimamba_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softp
     dim 0 is the combined output: no zero fill, no atomics, no cast pass. Written to `out` if given (u's shape and
     dtype), else to a new tensor laid out like u. `out` may be u or delta itself: every element is read by the
     lane that later overwrites it, before it does, and by no other lane, so the scan can reuse their memory.
+    split: as in `selective_scan` (the chunk-parallel path).
     """
     _check(u, delta, A, B, C, 2)
     A = A.float()
@@ -370,23 +388,24 @@ def bimamba_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softp
     if not combine:
         halves = _halves_out(u, delta, out)
         return _launch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, halves, dir_first=0, n_dir=2,
-                       out_scale=0.5, atomic=False)
+                       out_scale=0.5, atomic=False, split=split)
     if out is not None:
         raise ValueError("out= is only taken with combine=False")
     out32 = torch.zeros_like(u[0], dtype=torch.float32)  # same layout as u; both directions add into it
     _launch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out32, dir_first=0, n_dir=2, out_scale=0.5,
-            atomic=True)
+            atomic=True, split=split)
     return out32 if u.dtype == torch.float32 else out32.to(u.dtype)
 
 
 def bimamba_scan_fwd_save(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True, combine=True,
-                          chunk=64, out=None):
+                          chunk=64, out=None, split=None):
     """`bimamba_scan` for training: also returns the fp32 state checkpoints that `bwd.bimamba_scan_bwd` restarts
     from. Returns (out, checkpoints); out exactly as `bimamba_scan(..., combine, out)` returns it; checkpoints
     (2, batch, cdiv(L, chunk), N, E) fp32 contiguous, [dir, b, k] = the state entering scan step k * chunk of
     that direction (token k * chunk for the forward direction, L - 1 - k * chunk for the backward one; slot 0
     holds the zero initial state). chunk: even, 2..1024 (64..256 on the GPU: memory B*2*E*N*cdiv(L, chunk)*4
-    bytes against the backward's recomputation per chunk)."""
+    bytes against the backward's recomputation per chunk). split: as in `selective_scan`; any even T gives the
+    same checkpoints (the automatic T is a multiple of chunk)."""
     _check(u, delta, A, B, C, 2)
     chunk = int(chunk)
     if chunk < 2 or chunk % 2 or chunk > 1024:
@@ -400,13 +419,13 @@ def bimamba_scan_fwd_save(u, delta, A, B, C, D=None, z=None, delta_bias=None, de
     if not combine:
         halves = _halves_out(u, delta, out)
         _launch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, halves, dir_first=0, n_dir=2, out_scale=0.5,
-                atomic=False, checkpoints=checkpoints, save_every=chunk)
+                atomic=False, checkpoints=checkpoints, save_every=chunk, split=split)
         return halves, checkpoints
     if out is not None:
         raise ValueError("out= is only taken with combine=False")
     out32 = torch.zeros_like(u[0], dtype=torch.float32)
     _launch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out32, dir_first=0, n_dir=2, out_scale=0.5,
-            atomic=True, checkpoints=checkpoints, save_every=chunk)
+            atomic=True, checkpoints=checkpoints, save_every=chunk, split=split)
     return (out32 if u.dtype == torch.float32 else out32.to(u.dtype)), checkpoints
 
 

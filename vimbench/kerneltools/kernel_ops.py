@@ -65,21 +65,14 @@ def _scan_inputs(dirs: int, halves: bool = False) -> Callable[[OpShape, Any, str
     return build
 
 
-def _scan_spec(dtype: str, mode: str, shape: OpShape = STATIC_SHAPE, bc_dtype: str = "fp32") -> KernelSpec:
-    """kernels/selective_scan/fwd.py `_scan_kernel` with the Vim mixer's layouts: u, delta (2, B, E, L) views of
-    (2, B, L, E) buffers; B, C views of x_dbl (2, B, L, width) in XDblLayout order (rows 16-element aligned;
-    bc_dtype: fp32, as x_proj writes it on CUDA); z a view of xz (B, L, 2E); A (2, E, N).
-
-    mode "halves": bimamba_scan(combine=False), what the bf16 model launches: out (2, B, E, L) in u's dtype, a
-    view of (B, L, 2, E). "combined": bimamba_scan(combine=True): fp32 atomics into (B, E, L). "single":
-    selective_scan, one direction."""
-    from kernels.selective_scan.fwd import scan_launch_config
+def _scan_args(dtype: str, mode: str, shape: OpShape, bc_dtype: str = "fp32") -> dict[str, Any]:
+    """`_scan_kernel`'s non-constexpr arguments as the Vim mixer passes them (`_scan_spec` says the layouts);
+    the chunked kernels take subsets of them."""
     from vimbench.layout import XDblLayout
 
     B_, E, L, N = shape.batch, shape.channels, shape.length, shape.d_state
     width = XDblLayout(dt_rank=shape.dt_rank, d_state=N).width
     dirs = 1 if mode == "single" else 2
-    cfg = scan_launch_config(B_, E, dirs, interpreted=False)
     d0, b0, l0, e0 = contiguous_strides(dirs, B_, L, E)
     u_st = (d0, b0, e0, l0)
     xd0, xb0, xl0, xn0 = contiguous_strides(dirs, B_, L, width)
@@ -88,7 +81,7 @@ def _scan_spec(dtype: str, mode: str, shape: OpShape = STATIC_SHAPE, bc_dtype: s
         out_b, out_l, out_dir, out_e = contiguous_strides(B_, L, 2, E)
     else:
         out_dir, (out_b, out_l, out_e) = 0, contiguous_strides(B_, L, E)
-    args = {
+    return {
         "u_ptr": Ptr(dtype), "delta_ptr": Ptr(dtype), "A_ptr": Ptr("fp32"), "B_ptr": Ptr(bc_dtype),
         "C_ptr": Ptr(bc_dtype), "D_ptr": Ptr("fp32"), "z_ptr": Ptr(dtype), "bias_ptr": Ptr("fp32"),
         "out_ptr": Ptr("fp32" if mode == "combined" else dtype), "ckpt_ptr": Ptr("fp32"),
@@ -102,14 +95,80 @@ def _scan_spec(dtype: str, mode: str, shape: OpShape = STATIC_SHAPE, bc_dtype: s
         "stride_z_b": L * 2 * E, "stride_z_e": 1, "stride_z_l": 2 * E,
         "stride_out_dir": out_dir, "stride_out_b": out_b, "stride_out_e": out_e, "stride_out_l": out_l,
     }
-    constexprs = dict(N_STATE=N, HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True,
+
+
+def _scan_spec(dtype: str, mode: str, shape: OpShape = STATIC_SHAPE, bc_dtype: str = "fp32") -> KernelSpec:
+    """kernels/selective_scan/fwd.py `_scan_kernel` with the Vim mixer's layouts: u, delta (2, B, E, L) views of
+    (2, B, L, E) buffers; B, C views of x_dbl (2, B, L, width) in XDblLayout order (rows 16-element aligned;
+    bc_dtype: fp32, as x_proj writes it on CUDA); z a view of xz (B, L, 2E); A (2, E, N).
+
+    mode "halves": bimamba_scan(combine=False), what the bf16 model launches: out (2, B, E, L) in u's dtype, a
+    view of (B, L, 2, E). "combined": bimamba_scan(combine=True): fp32 atomics into (B, E, L). "single":
+    selective_scan, one direction."""
+    from kernels.selective_scan.fwd import scan_launch_config
+
+    dirs = 1 if mode == "single" else 2
+    cfg = scan_launch_config(shape.batch, shape.channels, dirs, interpreted=False)
+    args = _scan_args(dtype, mode, shape, bc_dtype)
+    constexprs = dict(N_STATE=shape.d_state, HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True,
                       ATOMIC=mode == "combined", SAVE_EVERY=0, **cfg.constexprs)
     # The binary holds the loop trip twice (the unmasked main loop and the masked last trips), each
     # 2 tokens x N states x (BLOCK_C / threads) channels per thread.
     tokens_per_trip = 2
-    state_elements = 2 * tokens_per_trip * N * cfg.constexprs["BLOCK_C"] // (32 * cfg.num_warps)
+    state_elements = 2 * tokens_per_trip * shape.d_state * cfg.constexprs["BLOCK_C"] // (32 * cfg.num_warps)
     return spec_from_args(f"scan/{mode}/{dtype}", "kernels.selective_scan.fwd", cfg.kernel, args, constexprs,
                           do_not_specialize=("L",), num_warps=cfg.num_warps, state_elements=state_elements)
+
+
+# Vim-Ti at 1248 px, batch 8 (the training shape): the one-pass grid has 192 programs, so the forward runs
+# chunk-parallel on the H200 (132 SMs).
+CHUNKED_STATIC_SHAPE = OpShape(batch=8, channels=384, length=6085)
+H200_SMS = 132
+
+
+def _chunked_scan_specs(dtype: str, mode: str, save_every: int = 0, passes: tuple[str, ...] = ("outputs",),
+                        shape: OpShape = CHUNKED_STATIC_SHAPE) -> list[KernelSpec]:
+    """kernels/selective_scan/chunked.py's passes as `bimamba_scan(..., combine=mode == "combined")` (and
+    `bimamba_scan_fwd_save(chunk=save_every)` when save_every > 0) launches them at `shape`, layouts as
+    `_scan_spec`. passes: any of "states" (pass 1), "combine", "outputs" (pass 3)."""
+    from kernels.selective_scan import chunked
+
+    B_, E, L, N = shape.batch, shape.channels, shape.length, shape.d_state
+    cfg = chunked.chunked_scan_launch_config(B_, E, L, 2, N, interpreted=False, sm_count=H200_SMS, save_every=save_every)
+    if cfg is None:
+        raise VimbenchError(f"static spec chunked scan: the dispatch keeps batch {B_} at L = {L} one-pass")
+    args = dict(_scan_args(dtype, mode, shape), T=cfg.chunk, batch=B_)
+    module = "kernels.selective_scan.chunked"
+    # Per loop trip as in `_scan_spec`, 2 tokens x N states per thread; pass 1 has two loops (unmasked, masked),
+    # pass 3 one (all trips masked).
+    trip_elements = 2 * N * cfg.outputs.constexprs["BLOCK_C"] // (32 * cfg.outputs.num_warps)
+    specs = []
+    if "states" in passes:
+        states_args = {k: v for k, v in args.items() if k in chunked._chunk_states_kernel.arg_names}
+        specs.append(spec_from_args(f"scan_chunked/states/{dtype}", module, cfg.states.kernel,
+                                    dict(states_args, hloc_ptr=Ptr("fp32"), dsum_ptr=Ptr("fp32")),
+                                    dict(N_STATE=N, HAS_BIAS=True, SOFTPLUS=True, **cfg.states.constexprs),
+                                    do_not_specialize=("L", "T"), num_warps=cfg.states.num_warps,
+                                    state_elements=2 * trip_elements))
+    if "combine" in passes:
+        combine_args = {"A_ptr": Ptr("fp32"), "hloc_ptr": Ptr("fp32"), "dsum_ptr": Ptr("fp32"), "E": E,
+                        "n_links": cfg.n_chunks - 1, "batch": B_,
+                        **{k: args[k] for k in ("stride_A_dir", "stride_A_e", "stride_A_n")}}
+        block = cfg.combine.constexprs["BLOCK"]
+        # 4 chunks per loop trip x the elements per thread.
+        specs.append(spec_from_args("scan_chunked/combine", module, cfg.combine.kernel, combine_args,
+                                    dict(N_STATE=N, **cfg.combine.constexprs), do_not_specialize=("n_links",),
+                                    num_warps=cfg.combine.num_warps,
+                                    state_elements=4 * block // (32 * cfg.combine.num_warps)))
+    if "outputs" in passes:
+        name = f"scan_chunked/{mode}{'_save' if save_every else ''}/{dtype}"
+        specs.append(spec_from_args(name, module, cfg.outputs.kernel, dict(args, entry_ptr=Ptr("fp32")),
+                                    dict(N_STATE=N, HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True,
+                                         ATOMIC=mode == "combined", SAVE_EVERY=save_every,
+                                         **cfg.outputs.constexprs),
+                                    do_not_specialize=("L", "T"), num_warps=cfg.outputs.num_warps,
+                                    state_elements=trip_elements))
+    return specs
 
 
 def _mamba_scan() -> Callable[..., Any]:
@@ -145,10 +204,12 @@ def _both_dtypes(*shapes: tuple[int, int, int]) -> tuple[RegressionShape, ...]:
 
 def _scan_op(name: str, public: str, summary: str, **fields: Any) -> KernelOp:
     """A scan op: `public` names the function in kernels/selective_scan/op.py and its `*_ref` twin; all launch
-    `_scan_kernel`."""
+    `_scan_kernel`, or the chunk-parallel passes when its grid would underfill the GPU."""
+    chunked = tuple(f"kernels.selective_scan.chunked:{k}" for k in
+                    ("_chunk_states_kernel", "_chunk_combine_kernel", "_chunk_outputs_kernel"))
     return KernelOp(name=name, summary=summary, category="scan", forward=f"kernels.selective_scan.op:{public}",
                     reference=f"kernels.selective_scan.reference:{public}_ref",
-                    kernels=("kernels.selective_scan.fwd:_scan_kernel",), **fields)
+                    kernels=("kernels.selective_scan.fwd:_scan_kernel", *chunked), **fields)
 
 
 register(_scan_op(
@@ -156,7 +217,9 @@ register(_scan_op(
     "both scan directions, gated and combined in one launch (the fp32 model's scan)",
     inputs=_scan_inputs(dirs=2),
     work=lambda s, dtype: rl.bimamba_scan_work(s.batch, s.channels, s.length, s.d_state, dtype=dtype),
-    static_specs=lambda: [_scan_spec("fp32", "combined"), _scan_spec("bf16", "combined")],
+    static_specs=lambda: [_scan_spec("fp32", "combined"), _scan_spec("bf16", "combined"),
+                          *_chunked_scan_specs("fp32", "combined", passes=("states", "combine", "outputs")),
+                          *_chunked_scan_specs("fp32", "combined", save_every=64)],
     regression=_both_dtypes((64, 384, VIM_TI_1248), (8, 384, VIM_TI_1248), (64, 384, VIM_TI_224)),
     official=_official_bidir,
 ))
@@ -167,7 +230,9 @@ register(_scan_op(
     inputs=_scan_inputs(dirs=2, halves=True),
     work=lambda s, dtype: rl.bimamba_scan_work(s.batch, s.channels, s.length, s.d_state, dtype=dtype,
                                                halves=True),
-    static_specs=lambda: [_scan_spec("bf16", "halves")],
+    static_specs=lambda: [_scan_spec("bf16", "halves"),
+                          *_chunked_scan_specs("bf16", "halves", passes=("states", "outputs")),
+                          *_chunked_scan_specs("bf16", "halves", save_every=64)],
     regression=(RegressionShape(64, 384, VIM_TI_1248, "bf16"), RegressionShape(64, 384, VIM_TI_224, "bf16")),
     official="the official code has no halves variant; compare bimamba_scan",
 ))
@@ -251,21 +316,23 @@ def _conv_bwd_inputs(shape: OpShape, dtype, device: str) -> dict[str, Any]:
 
 
 def _conv_bwd_spec(dtype: str, shape: OpShape = STATIC_SHAPE) -> KernelSpec:
-    """kernels/conv1d/bwd.py `_conv1d_silu_bidir_bwd_kernel` as training launches it: x a view of xz (B, L, 2E),
-    dout and dx channel-last ((B, L, 2, E) and (B, L, E) memory), fp32 weight and bias stacks."""
+    """kernels/conv1d/bwd.py as training launches it (K = 4, channel-last: the token-walking rows kernel): x a view
+    of xz (B, L, 2E), dout and dx channel-last ((B, L, 2, E) and (B, L, E) memory), fp32 weight and bias stacks."""
     from kernels.conv1d.bwd import conv1d_bwd_launch_config
 
     B_, E, L, K = shape.batch, shape.channels, shape.length, shape.d_conv
     cfg = conv1d_bwd_launch_config(B_, E, L, K, channel_last=True, interpreted=False)
+    if cfg.kernel != "_conv1d_silu_bidir_bwd_rows_kernel":
+        raise VimbenchError(f"static spec conv1d bwd: expected the token-walking kernel at K = {K}, got {cfg.kernel}")
     o_b, o_l, o_dir, _ = contiguous_strides(B_, L, 2, E)
     args = {
         "x_ptr": Ptr(dtype), "w_ptr": Ptr("fp32"), "bias_ptr": Ptr("fp32"), "dout_ptr": Ptr(dtype),
         "dx_ptr": Ptr(dtype), "dw_part_ptr": Ptr("fp32"), "db_part_ptr": Ptr("fp32"), "E": E, "L": L,
-        "stride_x_b": L * 2 * E, "stride_x_e": 1, "stride_x_l": 2 * E,
+        "stride_x_b": L * 2 * E, "stride_x_l": 2 * E,
         **dict(zip(("stride_w_dir", "stride_w_e", "stride_w_k"), contiguous_strides(2, E, K))),
         "stride_bias_dir": E, "stride_bias_e": 1,
-        "stride_dout_dir": o_dir, "stride_dout_b": o_b, "stride_dout_e": 1, "stride_dout_l": o_l,
-        "stride_dx_b": L * E, "stride_dx_e": 1, "stride_dx_l": E,
+        "stride_dout_dir": o_dir, "stride_dout_b": o_b, "stride_dout_l": o_l,
+        "stride_dx_b": L * E, "stride_dx_l": E,
     }
     return spec_from_args(f"conv1d/bidir_bwd/{dtype}", "kernels.conv1d.bwd", cfg.kernel, args,
                           dict(HAS_BIAS=True, **cfg.constexprs), do_not_specialize=("L",), num_warps=cfg.num_warps)
@@ -279,7 +346,8 @@ register(KernelOp(
     reference="kernels.conv1d.reference:conv1d_silu_bidir_bwd_ref",
     inputs=_conv_bwd_inputs,
     work=lambda s, dtype: rl.conv1d_bidir_bwd_work(s.batch, s.channels, s.length, s.d_conv, dtype=dtype),
-    kernels=("kernels.conv1d.bwd:_conv1d_silu_bidir_bwd_kernel",),
+    kernels=("kernels.conv1d.bwd:_conv1d_silu_bidir_bwd_rows_kernel",
+             "kernels.conv1d.bwd:_conv1d_silu_bidir_bwd_kernel"),
     static_specs=lambda: [_conv_bwd_spec("bf16"), _conv_bwd_spec("fp32")],
     # the training shapes: Vim-Ti at 1248 px, batch 8, and 224 px, batch 128
     regression=_both_dtypes((8, 384, VIM_TI_1248), (128, 384, VIM_TI_224)),

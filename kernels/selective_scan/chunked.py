@@ -1,0 +1,377 @@
+"""Chunk-parallel (split-L) selective scan forward, for grids the one-pass `fwd._scan_kernel` leaves underfilled.
+
+Why: `_scan_kernel` runs one one-warp program per (32 channels, direction, batch), each walking all L tokens one
+after another (~345 ns per token on the H200). With few programs (Vim-Ti at batch 8: 192; batch 1: 24) the GPU is
+mostly idle and the time is L x that latency, whatever the batch: 2.10 ms at batch 8 vs 2.52 ms at batch 64.
+
+How: the recurrence h_t = a_t * h_{t-1} + b_t (a_t = exp(Delta_t A), per state element) is linear, so the tokens
+split into chunks of T scan steps (chunk c: steps cT .. cT + T - 1, in each direction's own scan order):
+1. `_chunk_states_kernel`, grid (channel blocks, chunks - 1, dirs x batch): each chunk but the last runs the
+   recurrence from a zero state, writes no outputs, and stores its local end state (N, C) fp32 and the chunk's
+   sum of Delta per channel: the decay across the whole chunk is prod_t exp(Delta_t A_n) = exp(A_n sum_t Delta_t).
+2. `_chunk_combine_kernel`, grid (state-element blocks, dirs x batch): walks the chunks in order,
+   H(c + 1) = exp(A sum Delta(c)) * H(c) + h_local(c), H(0) = 0, and overwrites each chunk's local state with the
+   state entering the next chunk (N x C multiply-adds per chunk; elementwise, so each program takes a coalesced
+   block of the (N, E) slab, and loads four chunks ahead of the chain).
+3. `_chunk_outputs_kernel`, grid (channel blocks, chunks, dirs x batch): reruns each chunk from its true entry
+   state with `_scan_kernel`'s own per-token code (fwd.py's `_trip`: loads with prefetch, softplus, outputs in
+   both forms, in place over u allowed) and, for training, stores the fp32 checkpoints of every K-th scan step in
+   `_scan_kernel`'s layout (dirs, batch, cdiv(L, K), N, E). T is even and chunks start at even steps, so every
+   multiple of K (even) is some trip's first step: any even T gives the same checkpoints.
+
+Cost: pass 1 repeats the recurrence's exp work (not the outputs) for all chunks but the last, so the total exp
+work is ~2x the one-pass kernel's; it pays when the one-pass grid is far from filling the GPU
+(`chunked_scan_launch_config` decides). Outputs are bitwise what each chunk computes from its entry state;
+they match the one-pass kernel to fp32 rounding (the entry states are sums in a different order).
+
+In place (out=u or delta): pass 3 masks every step past its chunk, prefetches included, so a program reads only
+its own chunk's tokens, each by the lane that overwrites it, before it does (as in the one-pass kernel); pass 1
+reads everything before pass 3 starts.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels.runtime import LaunchConfig
+from kernels.selective_scan.fwd import (
+    LOG2E, _load_lanes, _load_token, _save_checkpoint, _softplus, _token_position, _trip, load_rows, store_rows,
+)
+
+# The one-pass grid is "underfilled" below this many one-warp programs per SM: the chunked path then does ~2x the
+# exp work on ~TARGET/THRESHOLD x more programs (kernels/NOTES.md, "Chunk-parallel scan forward": ~10 resident
+# programs per SM saturate the H200's issue and MUFU at batch 64).
+UNDERFILLED_PROGRAMS_PER_SM = 4
+# Chunks are sized so that the chunked grid has about this many programs per SM.
+TARGET_PROGRAMS_PER_SM = 8
+# Shorter chunks spend more on the per-chunk state stores, loads and combine steps than they gain.
+MIN_CHUNK_TOKENS = 16
+CHANNELS_PER_PROGRAM = 32  # one warp, one channel per lane (as the one-pass kernel at batch >= 8)
+COMBINE_BLOCK = 256  # state elements per combine program
+COMBINE_WARPS = 2
+
+
+@dataclass(frozen=True)
+class ChunkedScanConfig:
+    """The three launches of the chunked scan: chunk length T (scan steps, even), chunk count, and each pass's
+    LaunchConfig (pass 1 and the combine are skipped when there is a single chunk)."""
+    chunk: int
+    n_chunks: int
+    states: LaunchConfig
+    combine: LaunchConfig
+    outputs: LaunchConfig
+
+
+def chunked_scan_launch_config(batch: int, channels: int, length: int, n_dir: int, n_state: int,
+                               interpreted: bool, sm_count: int, split: int | None = None,
+                               save_every: int = 0) -> ChunkedScanConfig | None:
+    """Whether the forward scan runs chunk-parallel, and how: the one place that decides (the launchers and
+    `vimbench kernels static` call it). None: run the one-pass `_scan_kernel`.
+
+    split: None chooses: chunked when the one-pass grid (32 channels per program) has fewer than
+    UNDERFILLED_PROGRAMS_PER_SM programs per SM, with chunks long enough (a multiple of the checkpoint interval
+    `save_every` when saving, >= MIN_CHUNK_TOKENS) that the chunked grid has about TARGET_PROGRAMS_PER_SM per SM;
+    the interpreter keeps the one-pass kernel unless forced. 0 forces the one-pass kernel; an even T > 0 forces
+    chunks of T scan steps (T >= L gives one chunk: pass 3 alone, which is the one-pass recurrence)."""
+    if split is not None and (split < 0 or split % 2):
+        raise ValueError(f"split must be None (automatic), 0 (one pass) or an even number of tokens; got {split}")
+    if split == 0 or length == 0:
+        return None
+    block_c = 8 if interpreted else CHANNELS_PER_PROGRAM
+    channel_blocks = triton.cdiv(channels, block_c)
+    if split is None:
+        programs = triton.cdiv(channels, CHANNELS_PER_PROGRAM) * n_dir * batch
+        if interpreted or programs >= UNDERFILLED_PROGRAMS_PER_SM * sm_count:
+            return None
+        wanted_chunks = triton.cdiv(TARGET_PROGRAMS_PER_SM * sm_count, programs)
+        unit = save_every if save_every else 2
+        chunk = max(triton.cdiv(triton.cdiv(length, wanted_chunks), unit) * unit,
+                    triton.cdiv(MIN_CHUNK_TOKENS, unit) * unit)
+        if chunk >= length:
+            return None  # one chunk: the one-pass kernel does the same work in one launch
+    else:
+        chunk = split
+    n_chunks = triton.cdiv(length, chunk)
+    tiles = dict(BLOCK_C=block_c, MASK_C=channels % block_c != 0, USE_ASM=not interpreted, PREFETCH=True)
+    combine_block = 32 if interpreted else COMBINE_BLOCK
+    return ChunkedScanConfig(
+        chunk=chunk, n_chunks=n_chunks,
+        states=LaunchConfig("_chunk_states_kernel", (channel_blocks, n_chunks - 1, n_dir * batch), tiles, 1),
+        combine=LaunchConfig("_chunk_combine_kernel", (triton.cdiv(n_state * channels, combine_block),
+                                                       n_dir * batch), dict(BLOCK=combine_block), COMBINE_WARPS),
+        outputs=LaunchConfig("_chunk_outputs_kernel", (channel_blocks, n_chunks, n_dir * batch), tiles, 1),
+    )
+
+
+@functools.cache
+def _sm_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def sm_count(device: torch.device) -> int:
+    """Streaming multiprocessors of a CUDA device (cached); any positive number elsewhere (the interpreter's
+    choice does not depend on it)."""
+    if device.type != "cuda":
+        return 1
+    return _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+
+
+@triton.jit
+def _program_lanes(E, batch, dir_first, BLOCK_C: tl.constexpr):
+    """This program's channel lanes and (direction, batch) from the grid (channel blocks, chunks, dirs x batch)."""
+    offs_c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask_c = offs_c < E
+    pid_db = tl.program_id(2)
+    direction = (pid_db // batch).to(tl.int64)
+    backward = (pid_db // batch + dir_first) == 1
+    pid_b = (pid_db % batch).to(tl.int64)
+    return offs_c.to(tl.int64), mask_c, direction, backward, pid_b
+
+
+@triton.jit
+def _decay_rates(A_ptr, direction, stride_A_dir, stride_A_e, stride_A_n, c64, mask_c, N_STATE: tl.constexpr,
+                 BLOCK_C: tl.constexpr):
+    """A * log2(e) as an (N, C) tile from N (C,) row loads (fwd.py `_scan_kernel` says why rows)."""
+    states = tl.arange(0, N_STATE)
+    A2 = tl.zeros((N_STATE, BLOCK_C), dtype=tl.float32)
+    A_rows = A_ptr + direction * stride_A_dir + c64 * stride_A_e
+    for n in tl.static_range(N_STATE):
+        a_n = tl.load(A_rows + n * stride_A_n, mask=mask_c, other=0.0) * LOG2E
+        A2 = tl.where(states[:, None] == n, a_n[None, :], A2)
+    return A2
+
+
+@triton.jit
+def _chunk_trips(L, start, T):
+    """A chunk's trips (two scan steps each; T is even, so only the last chunk can end early), and how many of
+    the first run unmasked (their steps and the two they prefetch lie inside L)."""
+    trips = (tl.minimum(T, L - start) + 1) // 2
+    unmasked = tl.minimum(tl.maximum((L - start - 2) // 2, 0), trips)
+    return trips, unmasked
+
+
+@triton.jit
+def _load_state_token(step, u_base, dt_base, B_base, L, backward, mask_c, stride_u_l, stride_dt_l, stride_B_l,
+                      MASK_T: tl.constexpr, MASK_C: tl.constexpr):
+    """What the state update needs of token `step` (scan order): u, delta (C,), B (N,), fp32; zeros past L."""
+    t, valid, mask = _token_position(step, L, backward, mask_c, MASK_T)
+    u = _load_lanes(u_base + t * stride_u_l, mask, MASK_T or MASK_C)
+    dt = _load_lanes(dt_base + t * stride_dt_l, mask, MASK_T or MASK_C)
+    Bt = _load_lanes(B_base + t * stride_B_l, valid, MASK_T)
+    return u, dt, Bt
+
+
+@triton.jit
+def _state_step(h, dsum, step, u, dt, Bt, A2, bias_row, L, backward, mask_c, HAS_BIAS: tl.constexpr,
+                SOFTPLUS: tl.constexpr, USE_ASM: tl.constexpr, MASK_T: tl.constexpr):
+    """`fwd._token_step` without C, D, z or an output: the state update, and Delta added to the chunk's sum."""
+    t, valid, mask = _token_position(step, L, backward, mask_c, MASK_T)
+    if HAS_BIAS:
+        dt = dt + bias_row
+    if SOFTPLUS:
+        dt = _softplus(dt, USE_ASM)
+    if MASK_T:
+        dt = tl.where(mask, dt, 0.0)
+    h = tl.exp2(A2 * dt[None, :]) * h + Bt[:, None] * (dt * u)[None, :]
+    return h, dsum + dt
+
+
+@triton.jit
+def _state_trip(h, dsum, step, t0, t1, args, L, backward, mask_c, A2, bias_row, HAS_BIAS: tl.constexpr,
+                SOFTPLUS: tl.constexpr, USE_ASM: tl.constexpr, MASK_T: tl.constexpr, MASK_C: tl.constexpr):
+    """Steps `step`, `step + 1` of the state update; the next two tokens' loads are issued first (as `fwd._trip`)."""
+    n0 = _load_state_token(step + 2, *args, MASK_T, MASK_C)
+    n1 = _load_state_token(step + 3, *args, MASK_T, MASK_C)
+    h, dsum = _state_step(h, dsum, step, *t0, A2, bias_row, L, backward, mask_c, HAS_BIAS, SOFTPLUS, USE_ASM,
+                          MASK_T)
+    h, dsum = _state_step(h, dsum, step + 1, *t1, A2, bias_row, L, backward, mask_c, HAS_BIAS, SOFTPLUS,
+                          USE_ASM, MASK_T)
+    return h, dsum, n0, n1
+
+
+@triton.jit(do_not_specialize=["L", "T"])
+def _chunk_states_kernel(
+    u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr, hloc_ptr, dsum_ptr,
+    E, L, T, batch, dir_first,
+    stride_u_dir, stride_u_b, stride_u_e, stride_u_l,
+    stride_dt_dir, stride_dt_b, stride_dt_e, stride_dt_l,
+    stride_A_dir, stride_A_e, stride_A_n,
+    stride_B_dir, stride_B_b, stride_B_n, stride_B_l,
+    stride_bias_dir,
+    N_STATE: tl.constexpr, BLOCK_C: tl.constexpr, MASK_C: tl.constexpr, HAS_BIAS: tl.constexpr,
+    SOFTPLUS: tl.constexpr, USE_ASM: tl.constexpr, PREFETCH: tl.constexpr,
+):
+    """Pass 1: chunk program_id(1) (never the last) of BLOCK_C channels of one (direction, batch), from a zero
+    state. Stores its end state to hloc (dirs, batch, chunks - 1, N, E) fp32 and its sum of Delta to dsum
+    (dirs, batch, chunks - 1, E) fp32. PREFETCH is always on here (the launch config's tile dict)."""
+    c64, mask_c, direction, backward, pid_b = _program_lanes(E, batch, dir_first, BLOCK_C)
+    chunk = tl.program_id(1)
+    start = chunk * T
+    states = tl.arange(0, N_STATE)
+    u_base = u_ptr + direction * stride_u_dir + pid_b * stride_u_b + c64 * stride_u_e
+    dt_base = delta_ptr + direction * stride_dt_dir + pid_b * stride_dt_b + c64 * stride_dt_e
+    B_base = B_ptr + direction * stride_B_dir + pid_b * stride_B_b + states * stride_B_n
+    A2 = _decay_rates(A_ptr, direction, stride_A_dir, stride_A_e, stride_A_n, c64, mask_c, N_STATE, BLOCK_C)
+    bias_row = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    if HAS_BIAS:
+        bias_row = tl.load(bias_ptr + direction * stride_bias_dir + c64, mask=mask_c, other=0.0)
+
+    h = tl.zeros((N_STATE, BLOCK_C), dtype=tl.float32)
+    dsum = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    args = (u_base, dt_base, B_base, L, backward, mask_c, stride_u_l, stride_dt_l, stride_B_l)
+    t0 = _load_state_token(start, *args, True, MASK_C)
+    t1 = _load_state_token(start + 1, *args, True, MASK_C)
+    trips, unmasked = _chunk_trips(L, start, T)
+    for k in range(0, unmasked):
+        h, dsum, t0, t1 = _state_trip(h, dsum, start + 2 * k, t0, t1, args, L, backward, mask_c, A2, bias_row, HAS_BIAS,
+                                      SOFTPLUS, USE_ASM, False, MASK_C)
+    for k in range(unmasked, trips):
+        h, dsum, t0, t1 = _state_trip(h, dsum, start + 2 * k, t0, t1, args, L, backward, mask_c, A2, bias_row, HAS_BIAS,
+                                      SOFTPLUS, USE_ASM, True, MASK_C)
+    slot = (direction * batch + pid_b) * (tl.cdiv(L, T) - 1) + chunk  # chunks - 1 slots per (direction, batch)
+    store_rows(hloc_ptr + slot * (N_STATE * E) + c64, E, h, mask_c, N_STATE)
+    tl.store(dsum_ptr + slot * E + c64, dsum, mask=mask_c)
+
+
+@triton.jit
+def _chunk_summary(hloc_base, dsum_base, c, n_links, NE, E, idx, e, mask):
+    """Chunk c's local end state and Delta sum for this block's state elements; the identity (0, 0) past the
+    last link."""
+    m = mask & (c < n_links)
+    return (tl.load(hloc_base + c * NE + idx, mask=m, other=0.0),
+            tl.load(dsum_base + c * E + e, mask=m, other=0.0))
+
+
+@triton.jit(do_not_specialize=["n_links"])
+def _chunk_combine_kernel(A_ptr, hloc_ptr, dsum_ptr, E, n_links, batch,
+                          stride_A_dir, stride_A_e, stride_A_n, N_STATE: tl.constexpr, BLOCK: tl.constexpr):
+    """Combine: for BLOCK elements of one (direction, batch)'s (N, E) state slab, walk the n_links = chunks - 1
+    chunk summaries in order, H(c + 1) = exp(A sum Delta(c)) * H(c) + h_local(c) from H(0) = 0, and overwrite
+    h_local(c) with H(c + 1), the state entering chunk c + 1. Four chunks per loop trip, their loads issued
+    before the previous four's arithmetic: the chain itself is one FMA per chunk, so loads would dominate."""
+    NE = N_STATE * E
+    idx = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = idx < NE
+    n = idx // E
+    e = idx % E
+    pid_db = tl.program_id(1)
+    direction = (pid_db // batch).to(tl.int64)
+    row = pid_db.to(tl.int64) * n_links  # (direction, batch) row of the (dirs, batch, chunks - 1, ...) buffers
+    A2 = tl.load(A_ptr + direction * stride_A_dir + e * stride_A_e + n * stride_A_n, mask=mask, other=0.0) * LOG2E
+    hloc_base = hloc_ptr + row * NE
+    dsum_base = dsum_ptr + row * E
+    sargs = (hloc_base, dsum_base)
+    h = tl.zeros((BLOCK,), dtype=tl.float32)
+    l0, s0 = _chunk_summary(*sargs, 0, n_links, NE, E, idx, e, mask)
+    l1, s1 = _chunk_summary(*sargs, 1, n_links, NE, E, idx, e, mask)
+    l2, s2 = _chunk_summary(*sargs, 2, n_links, NE, E, idx, e, mask)
+    l3, s3 = _chunk_summary(*sargs, 3, n_links, NE, E, idx, e, mask)
+    for c in range(0, n_links, 4):
+        m0, r0 = _chunk_summary(*sargs, c + 4, n_links, NE, E, idx, e, mask)
+        m1, r1 = _chunk_summary(*sargs, c + 5, n_links, NE, E, idx, e, mask)
+        m2, r2 = _chunk_summary(*sargs, c + 6, n_links, NE, E, idx, e, mask)
+        m3, r3 = _chunk_summary(*sargs, c + 7, n_links, NE, E, idx, e, mask)
+        h = tl.exp2(A2 * s0) * h + l0
+        tl.store(hloc_base + c * NE + idx, h, mask=mask & (c < n_links))
+        h = tl.exp2(A2 * s1) * h + l1
+        tl.store(hloc_base + (c + 1) * NE + idx, h, mask=mask & (c + 1 < n_links))
+        h = tl.exp2(A2 * s2) * h + l2
+        tl.store(hloc_base + (c + 2) * NE + idx, h, mask=mask & (c + 2 < n_links))
+        h = tl.exp2(A2 * s3) * h + l3
+        tl.store(hloc_base + (c + 3) * NE + idx, h, mask=mask & (c + 3 < n_links))
+        l0, s0, l1, s1, l2, s2, l3, s3 = m0, r0, m1, r1, m2, r2, m3, r3
+
+
+@triton.jit(do_not_specialize=["L", "T"])
+def _chunk_outputs_kernel(
+    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, ckpt_ptr, entry_ptr,
+    E, L, T, batch, dir_first, out_scale,
+    stride_u_dir, stride_u_b, stride_u_e, stride_u_l,
+    stride_dt_dir, stride_dt_b, stride_dt_e, stride_dt_l,
+    stride_A_dir, stride_A_e, stride_A_n,
+    stride_B_dir, stride_B_b, stride_B_n, stride_B_l,
+    stride_C_dir, stride_C_b, stride_C_n, stride_C_l,
+    stride_D_dir, stride_bias_dir,
+    stride_z_b, stride_z_e, stride_z_l,
+    stride_out_dir, stride_out_b, stride_out_e, stride_out_l,
+    N_STATE: tl.constexpr, BLOCK_C: tl.constexpr, MASK_C: tl.constexpr,
+    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+    ATOMIC: tl.constexpr, USE_ASM: tl.constexpr, PREFETCH: tl.constexpr, SAVE_EVERY: tl.constexpr,
+):
+    """Pass 3: chunk program_id(1) of BLOCK_C channels of one (direction, batch), from its entry state (zero for
+    chunk 0, else the combine's H(c) in entry (dirs, batch, chunks - 1, N, E), slot c - 1), with `_scan_kernel`'s
+    per-token code and arguments: writes the outputs and, with SAVE_EVERY = K, the checkpoints of the scan steps
+    in this chunk that are multiples of K (ckpt (dirs, batch, cdiv(L, K), N, E))."""
+    c64, mask_c, direction, backward, pid_b = _program_lanes(E, batch, dir_first, BLOCK_C)
+    chunk = tl.program_id(1)
+    start = chunk * T
+    # fwd.py's token helpers map scan step s to token L - 1 - s (backward direction) and mask s >= L. They get
+    # `end` (this chunk's end) as their L, with the backward direction's pointers moved by L - end tokens:
+    # token end - 1 - s + (L - end) = L - 1 - s as before, and steps past the chunk, the prefetched ones
+    # included, are masked. So the masked trips are the chunk's last one or two, and no program reads a token
+    # of another chunk (which, in place, may already hold outputs).
+    end = tl.minimum(start + T, L)
+    shift = tl.where(backward, L - end, 0).to(tl.int64)
+    states = tl.arange(0, N_STATE)
+    u_base = u_ptr + direction * stride_u_dir + pid_b * stride_u_b + c64 * stride_u_e + shift * stride_u_l
+    dt_base = delta_ptr + direction * stride_dt_dir + pid_b * stride_dt_b + c64 * stride_dt_e + shift * stride_dt_l
+    B_base = B_ptr + direction * stride_B_dir + pid_b * stride_B_b + states * stride_B_n + shift * stride_B_l
+    C_base = C_ptr + direction * stride_C_dir + pid_b * stride_C_b + states * stride_C_n + shift * stride_C_l
+    z_base = z_ptr + pid_b * stride_z_b + c64 * stride_z_e + shift * stride_z_l
+    out_base = (out_ptr + direction * stride_out_dir + pid_b * stride_out_b + c64 * stride_out_e
+                + shift * stride_out_l)
+    A2 = _decay_rates(A_ptr, direction, stride_A_dir, stride_A_e, stride_A_n, c64, mask_c, N_STATE, BLOCK_C)
+    D_row = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    bias_row = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    if HAS_D:
+        D_row = tl.load(D_ptr + direction * stride_D_dir + c64, mask=mask_c, other=0.0)
+    if HAS_BIAS:
+        bias_row = tl.load(bias_ptr + direction * stride_bias_dir + c64, mask=mask_c, other=0.0)
+
+    # Chunk 0 starts from zero: its lanes read nothing (the slot index is clamped only to stay in bounds).
+    slot = (direction * batch + pid_b) * (tl.cdiv(L, T) - 1) + tl.maximum(chunk - 1, 0)
+    h = load_rows(entry_ptr + slot * (N_STATE * E) + c64, E, mask_c & (chunk > 0), N_STATE, BLOCK_C)
+    args = (u_base, dt_base, z_base, B_base, C_base, end, backward, mask_c,
+            stride_u_l, stride_dt_l, stride_z_l, stride_B_l, stride_C_l)
+    step_args = (A2, D_row, bias_row, out_base, stride_out_l, end, backward, mask_c, out_scale)
+    t0 = _load_token(start, *args, HAS_Z, True, MASK_C)
+    t1 = _load_token(start + 1, *args, HAS_Z, True, MASK_C)
+    ckpt_lanes = ckpt_ptr + c64  # (C,) pointers to this program's channels in checkpoint slot 0, row 0
+    if SAVE_EVERY > 0:
+        ckpt_lanes += (direction * batch + pid_b) * tl.cdiv(L, SAVE_EVERY) * N_STATE * E
+    # Every trip runs masked (steps >= end are the identity and store nothing). An unmasked main loop plus a
+    # masked tail, as `_scan_kernel` has, kept the tail's bound live through the main loop and spilled
+    # (8-16 bytes, triton 3.8 and 3.6, gated halves); the masks cost a compare and predicates per token.
+    for k in range(0, (end - start + 1) // 2):
+        if SAVE_EVERY > 0:
+            _save_checkpoint(h, start + 2 * k, ckpt_lanes, E, mask_c, N_STATE, SAVE_EVERY)
+        h, t0, t1 = _trip(h, start + 2 * k, t0, t1, args, step_args, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC,
+                          USE_ASM, True, MASK_C, PREFETCH)
+
+
+def launch_chunked(cfg: ChunkedScanConfig, scan_args: dict, n_dir: int, batch: int) -> None:
+    """The three passes. scan_args: `_scan_kernel`'s keyword arguments as `fwd._launch` builds them (pointers,
+    sizes, strides, flags; num_warps and the tile constexprs excluded); each pass takes the ones it names."""
+    u, A = scan_args["u_ptr"], scan_args["A_ptr"]
+    channels, length, n_state = scan_args["E"], scan_args["L"], scan_args["N_STATE"]
+    links = cfg.n_chunks - 1
+    common = dict(T=cfg.chunk, batch=batch)
+    if links > 0:
+        hloc = torch.empty(n_dir, batch, links, n_state, channels, dtype=torch.float32, device=u.device)
+        dsum = torch.empty(n_dir, batch, links, channels, dtype=torch.float32, device=u.device)
+        states_args = {k: v for k, v in scan_args.items() if k in _chunk_states_kernel.arg_names}
+        _chunk_states_kernel[cfg.states.grid](**states_args, **common, hloc_ptr=hloc, dsum_ptr=dsum,
+                                              **cfg.states.constexprs, num_warps=cfg.states.num_warps)
+        _chunk_combine_kernel[cfg.combine.grid](
+            A_ptr=A, hloc_ptr=hloc, dsum_ptr=dsum, E=channels, n_links=links, batch=batch,
+            stride_A_dir=scan_args["stride_A_dir"], stride_A_e=scan_args["stride_A_e"],
+            stride_A_n=scan_args["stride_A_n"], N_STATE=n_state, **cfg.combine.constexprs,
+            num_warps=cfg.combine.num_warps)
+    else:
+        hloc = A  # never read: chunk 0 starts from zero
+    _chunk_outputs_kernel[cfg.outputs.grid](**scan_args, **common, entry_ptr=hloc, **cfg.outputs.constexprs,
+                                            num_warps=cfg.outputs.num_warps)

@@ -1,0 +1,162 @@
+"""The chunk-parallel scan forward (kernels/selective_scan/chunked.py), forced through the launchers' `split=`,
+against the float64 sequential reference and the one-pass kernel: fp32 under the interpreter on CPU (chunks of
+4 and 16 tokens, lengths that are shorter than, equal to and not multiples of a chunk), bf16/fp32 on a GPU at
+Vim-Ti shapes."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kernels.selective_scan.reference import bimamba_scan_ref, selective_scan_sequential
+from _tolerances import TOL, assert_close_to_f64
+from test_selective_scan import make_inputs, model_layout, stack_directions
+
+
+@pytest.fixture(scope="module")
+def fwd():
+    from kernels.selective_scan import fwd
+    return fwd
+
+
+def _ref64_halves(x, softplus=True):
+    """The two gated halves 0.5 * y_dir * SiLU(z) in float64 (0.5 * y_dir without z)."""
+    pick = lambda t, i: None if t is None else t[i].double()  # noqa: E731
+    y = [selective_scan_sequential(x["u"][i].double(), x["delta"][i].double(), x["A"][i].double(),
+                                   x["B"][i].double(), x["C"][i].double(), pick(x["D"], i), None,
+                                   pick(x["delta_bias"], i), softplus, reverse=bool(i)) for i in range(2)]
+    gate = 0.5 if x["z"] is None else 0.5 * torch.nn.functional.silu(x["z"].double())
+    return torch.stack([y[0] * gate, y[1] * gate])
+
+
+def _close_to_one_pass(got, one_pass):
+    """Chunked vs one-pass: the same arithmetic per token, entry states summed in another order."""
+    torch.testing.assert_close(got, one_pass, rtol=1e-4, atol=1e-5)
+
+
+# L = 1, 2, 3: one chunk, shorter than it; 37: chunks of 4 (last one 1 token) or 16 (last 5); 197 (Vim at 224 px,
+# slow under the interpreter). 11 channels: two 8-wide interpreter channel blocks, the second masked.
+@pytest.mark.parametrize("length,split,channels", [
+    (1, 4, 11), (2, 4, 11), (3, 4, 11), (37, 4, 11), (37, 16, 11),
+    pytest.param(197, 16, 5, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("combine", [True, False])
+def test_chunked_bimamba_scan_matches_f64(fwd, length, split, channels, combine):
+    x = stack_directions(1, channels, length)
+    out = fwd.bimamba_scan(**x, combine=combine, split=split)
+    ref64 = _ref64_halves(x)
+    assert out.dtype == torch.float32
+    assert_close_to_f64(out, ref64.sum(0) if combine else ref64, torch.float32)
+    _close_to_one_pass(out, fwd.bimamba_scan(**x, combine=combine, split=0))
+
+
+@pytest.mark.parametrize("absent", [("D",), ("z",), ("delta_bias",), ("D", "z", "delta_bias")])
+@pytest.mark.parametrize("combine", [True, False])
+def test_chunked_optional_inputs(fwd, absent, combine):
+    x = {k: (None if k in absent else v) for k, v in stack_directions(2, 5, 23).items()}
+    out = fwd.bimamba_scan(**x, combine=combine, split=4)
+    ref64 = _ref64_halves(x)
+    assert_close_to_f64(out, ref64.sum(0) if combine else ref64, torch.float32)
+
+
+def test_chunked_without_softplus(fwd):
+    x = stack_directions(1, 5, 19)
+    x["delta"] = torch.nn.functional.softplus(x["delta"])  # Delta is delta + bias as given: keep it positive
+    x["delta_bias"] = 0.01 * x["delta_bias"].abs()
+    out = fwd.bimamba_scan(**x, combine=False, delta_softplus=False, split=4)
+    assert_close_to_f64(out, _ref64_halves(x, softplus=False), torch.float32)
+
+
+@pytest.mark.parametrize("length", [37])
+def test_chunked_halves_in_place_over_u(fwd, length):
+    """out=u: each chunk reads only its own tokens (prefetches past the chunk are masked), so writing the
+    halves over u gives what a separate buffer gets."""
+    x = model_layout(1, 11, length)
+    expected = fwd.bimamba_scan(**x, combine=False, split=0)
+    u = x["u"].clone()
+    got = fwd.bimamba_scan(**{**x, "u": u}, combine=False, out=u, split=4)
+    assert got.data_ptr() == u.data_ptr()
+    _close_to_one_pass(got, expected)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_chunked_selective_scan(fwd, reverse):
+    x = make_inputs(2, 5, 37)
+    out = fwd.selective_scan(**x, reverse=reverse, split=16)
+    ref64 = selective_scan_sequential(**{k: v.double() for k, v in x.items()}, reverse=reverse)
+    assert_close_to_f64(out, ref64, torch.float32)
+
+
+# Chunk T and checkpoint interval K: T a multiple of K, T = K, T not a multiple of K (6 vs 4), one chunk.
+@pytest.mark.parametrize("length,split,every", [(37, 8, 4), (37, 6, 4), (3, 4, 2)])
+@pytest.mark.parametrize("combine", [True, False])
+def test_chunked_fwd_save_checkpoints_equal_one_pass(fwd, length, split, every, combine):
+    x = stack_directions(1, 11, length)
+    out, ckpt = fwd.bimamba_scan_fwd_save(**x, combine=combine, chunk=every, split=split)
+    out1, ckpt1 = fwd.bimamba_scan_fwd_save(**x, combine=combine, chunk=every, split=0)
+    assert ckpt.shape == ckpt1.shape == (2, 1, -(-length // every), 16, x["u"].shape[2])
+    _close_to_one_pass(out, out1)
+    _close_to_one_pass(ckpt, ckpt1)
+    assert torch.equal(ckpt[:, :, 0], torch.zeros_like(ckpt[:, :, 0]))
+
+
+def test_chunked_is_deterministic(fwd):
+    x = stack_directions(1, 5, 13)
+    assert torch.equal(fwd.bimamba_scan(**x, split=4), fwd.bimamba_scan(**x, split=4))
+
+
+def test_odd_split_raises(fwd):
+    x = stack_directions(1, 5, 9)
+    with pytest.raises(ValueError, match="split must be"):
+        fwd.bimamba_scan(**x, split=3)
+
+
+# ------------------------------------------------------------------------------------------- the dispatch rule
+
+def test_dispatch_chunks_underfilled_grids_only():
+    from kernels.selective_scan.chunked import (MIN_CHUNK_TOKENS, TARGET_PROGRAMS_PER_SM,
+                                                chunked_scan_launch_config)
+
+    def plan(batch, length, **kw):
+        return chunked_scan_launch_config(batch, 384, length, 2, 16, interpreted=False, sm_count=132, **kw)
+
+    assert plan(64, 6085) is None  # 1,536 one-pass programs: full
+    assert plan(32, 6085) is None  # 768: >= 4 per SM
+    train = plan(8, 6085, save_every=64)  # 192 programs: chunked, T a multiple of the checkpoint interval
+    assert train is not None and train.chunk % 64 == 0
+    assert train.n_chunks == -(-6085 // train.chunk) and train.chunk * (train.n_chunks - 1) < 6085
+    programs = train.outputs.grid[0] * train.outputs.grid[1] * train.outputs.grid[2]
+    assert programs >= TARGET_PROGRAMS_PER_SM * 132 / 2
+    assert train.states.grid[1] == train.n_chunks - 1
+    batch1 = plan(1, 197)
+    assert batch1 is not None and batch1.chunk >= MIN_CHUNK_TOKENS and batch1.chunk % 2 == 0
+    assert plan(1, 8) is None  # a single chunk: the one-pass kernel
+    assert chunked_scan_launch_config(8, 384, 6085, 2, 16, interpreted=True, sm_count=1) is None
+    assert plan(64, 6085, split=128).chunk == 128  # forced either way
+    assert plan(1, 197, split=0) is None
+
+
+# ------------------------------------------------------------------------------------------- GPU, Vim-Ti shapes
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("batch,length", [(1, 6085), (8, 6085), (1, 197)])
+@pytest.mark.parametrize("combine", [True, False])
+def test_chunked_bimamba_scan_gpu(fwd, dtype, batch, length, combine):
+    x = model_layout(batch, 384, length, dtype=dtype, device="cuda")
+    plain = bimamba_scan_ref(**x)
+    ref64 = _ref64_halves(x).sum(0)
+    for split in (None, 64, 256):  # None: the dispatch's choice (chunked at these shapes on an H200)
+        out = fwd.bimamba_scan(**x, combine=combine, split=split)
+        assert out.dtype == dtype
+        assert_close_to_f64(out.double() if combine else out.double().sum(0), ref64, dtype, plain)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_chunked_fwd_save_gpu(fwd, dtype):
+    x = model_layout(8, 384, 6085, dtype=dtype, device="cuda")
+    out1, ckpt1 = fwd.bimamba_scan_fwd_save(**x, combine=False, chunk=64, split=0)
+    for split in (None, 128, 384):
+        out, ckpt = fwd.bimamba_scan_fwd_save(**x, combine=False, chunk=64, split=split)
+        rtol, atol = TOL[dtype]
+        torch.testing.assert_close(out.float(), out1.float(), rtol=rtol, atol=atol)
+        torch.testing.assert_close(ckpt, ckpt1, rtol=1e-4, atol=1e-4)
