@@ -14,10 +14,11 @@ Two kernels, chosen by `conv1d_bwd_launch_config`:
 - `_conv1d_silu_bidir_bwd_rows_kernel` (K = 4, x / dout / dx channel-last: the Vim mixer in training). Like the
   forward's rows kernel, a program walks a chunk of tokens of 128 channels in order. At token s it loads x[s+3],
   dout_f[s+3] and dout_b[s] (each row of x and dout read once, plus a 3-token halo per chunk), recomputes
-  g_f[s+3] and g_b[s] from the window x[s..s+3], and writes dx[s] from the sliding windows g_f[s..s+3] and
-  g_b[s-3..s]; dweight takes g_f[s] x[s-3..s] and g_b[s] x[s..s+3] (x[s-3..s+3] held). Four tokens per loop trip
-  with all their loads issued first. The partial buffer is (B x chunks) x 2 x E x (K + 1) fp32, a fixed share of
-  the main traffic: 40 / (4 x CHUNK x itemsize) = 7.8% at 64-token chunks in bf16.
+  g_f[s+3] and g_b[s] from the window x[s..s+3], adds both to three running rows of dx[s..s+2] (plus a new one
+  for dx[s+3]) and writes the now complete dx[s]; dweight takes g_f[s+3] x[s..s+3] and g_b[s] x[s..s+3] from
+  the same window. Four tokens per loop trip with all their loads issued first. The partial buffer is
+  (B x chunks) x 2 x E x (K + 1) fp32, a fixed share of the main traffic: 40 / (4 x CHUNK x itemsize) = 7.8% at
+  64-token chunks in bf16.
 - `_conv1d_silu_bidir_bwd_kernel` (any K, any layout): [BLOCK_E, BLOCK_L] tiles of output positions j; g at the
   2K-1 shifts j +- (K-1 - k), each recomputed from K shifted loads of x (K^2 extra FMAs and 2K sigmoids per element
   and direction); the shifted loads overlap, so all but the first come from cache.
@@ -138,7 +139,7 @@ def _conv1d_silu_bidir_bwd_rows_kernel(
     stride_bias_dir, stride_bias_e,
     stride_dout_dir, stride_dout_b, stride_dout_l,
     stride_dx_b, stride_dx_l,
-    BLOCK_C: tl.constexpr, CHUNK: tl.constexpr, HAS_BIAS: tl.constexpr,
+    BLOCK_C: tl.constexpr, CHUNK: tl.constexpr, HAS_BIAS: tl.constexpr, USE_ASM: tl.constexpr,
 ):
     """K = 4. Channel stride 1 for x, dout and dx. Program (channel block, token chunk, batch): dx of the chunk's
     tokens [t0, t0 + CHUNK), and in slot (batch, chunk) the dweight / dbias terms of g_b at the chunk's tokens and
@@ -169,7 +170,7 @@ def _conv1d_silu_bidir_bwd_rows_kernel(
         bias_b = _row(bias_ptr + stride_bias_dir + c64 * stride_bias_e, mask_c)
     zero = tl.zeros((BLOCK_C,), dtype=tl.float32)
     # Step s (token s) recomputes g_f[s+3] and g_b[s], both from x[s] .. x[s+3], and adds them to dx[s] .. dx[s+3]
-    # (d0 .. d3: dx[s] is then complete). Three warm-up steps s = t0-3 .. t0-1 bring in g_f[t0 .. t0+2] and
+    # (d0 .. d2 hold dx[s] .. dx[s+2] so far; after step s, dx[s] is complete). Three warm-up steps s = t0-3 .. t0-1 bring in g_f[t0 .. t0+2] and
     # g_b[t0-3 .. t0-1]; their dx[s] belong to the previous chunk and are dropped, and their g_f terms are this
     # program's dweight share only in the first chunk (later chunks': the previous program's loop counted them).
     xm3 = _x_at(x_row, t0 - 3, stride_x_l, L, mask_c)
@@ -180,13 +181,13 @@ def _conv1d_silu_bidir_bwd_rows_kernel(
     xp2 = _x_at(x_row, t0 + 2, stride_x_l, L, mask_c)
     gf0, gbm3 = _g_pair(xm3, xm2, xm1, x0, _x_at(df_row, t0, stride_dout_l, L, mask_c),
                         _x_at(db_row, t0 - 3, stride_dout_l, L, mask_c),
-                        wf0, wf1, wf2, wf3, wb0, wb1, wb2, wb3, bias_f, bias_b)
+                        wf0, wf1, wf2, wf3, wb0, wb1, wb2, wb3, bias_f, bias_b, USE_ASM)
     gf1, gbm2 = _g_pair(xm2, xm1, x0, xp1, _x_at(df_row, t0 + 1, stride_dout_l, L, mask_c),
                         _x_at(db_row, t0 - 2, stride_dout_l, L, mask_c),
-                        wf0, wf1, wf2, wf3, wb0, wb1, wb2, wb3, bias_f, bias_b)
+                        wf0, wf1, wf2, wf3, wb0, wb1, wb2, wb3, bias_f, bias_b, USE_ASM)
     gf2, gbm1 = _g_pair(xm1, x0, xp1, xp2, _x_at(df_row, t0 + 2, stride_dout_l, L, mask_c),
                         _x_at(db_row, t0 - 1, stride_dout_l, L, mask_c),
-                        wf0, wf1, wf2, wf3, wb0, wb1, wb2, wb3, bias_f, bias_b)
+                        wf0, wf1, wf2, wf3, wb0, wb1, wb2, wb3, bias_f, bias_b, USE_ASM)
     # dx[t0] .. dx[t0+2] so far (g_f[t] feeds dx[t-3+k] through w_f[k], g_b[t] feeds dx[t+3-k] through w_b[k]).
     d0 = (wf3 * gf0 + wf2 * gf1 + wf1 * gf2) + (wb0 * gbm3 + wb1 * gbm2 + wb2 * gbm1)
     d1 = (wf3 * gf1 + wf2 * gf2) + (wb0 * gbm2 + wb1 * gbm1)
@@ -220,19 +221,19 @@ def _conv1d_silu_bidir_bwd_rows_kernel(
         d0, d1, d2, dwf0, dwf1, dwf2, dwf3, dwb0, dwb1, dwb2, dwb3, dbf, dbb = _bwd_token(
             dx_row, s, t_end, stride_dx_l, mask_c, x0, xp1, xp2, xp3, dof3, dob0, d0, d1, d2,
             wf0, wf1, wf2, wf3, wb0, wb1, wb2, wb3, bias_f, bias_b,
-            dwf0, dwf1, dwf2, dwf3, dwb0, dwb1, dwb2, dwb3, dbf, dbb)
+            dwf0, dwf1, dwf2, dwf3, dwb0, dwb1, dwb2, dwb3, dbf, dbb, USE_ASM)
         d0, d1, d2, dwf0, dwf1, dwf2, dwf3, dwb0, dwb1, dwb2, dwb3, dbf, dbb = _bwd_token(
             dx_row, s + 1, t_end, stride_dx_l, mask_c, xp1, xp2, xp3, xp4, dof4, dob1, d0, d1, d2,
             wf0, wf1, wf2, wf3, wb0, wb1, wb2, wb3, bias_f, bias_b,
-            dwf0, dwf1, dwf2, dwf3, dwb0, dwb1, dwb2, dwb3, dbf, dbb)
+            dwf0, dwf1, dwf2, dwf3, dwb0, dwb1, dwb2, dwb3, dbf, dbb, USE_ASM)
         d0, d1, d2, dwf0, dwf1, dwf2, dwf3, dwb0, dwb1, dwb2, dwb3, dbf, dbb = _bwd_token(
             dx_row, s + 2, t_end, stride_dx_l, mask_c, xp2, xp3, xp4, xp5, dof5, dob2, d0, d1, d2,
             wf0, wf1, wf2, wf3, wb0, wb1, wb2, wb3, bias_f, bias_b,
-            dwf0, dwf1, dwf2, dwf3, dwb0, dwb1, dwb2, dwb3, dbf, dbb)
+            dwf0, dwf1, dwf2, dwf3, dwb0, dwb1, dwb2, dwb3, dbf, dbb, USE_ASM)
         d0, d1, d2, dwf0, dwf1, dwf2, dwf3, dwb0, dwb1, dwb2, dwb3, dbf, dbb = _bwd_token(
             dx_row, s + 3, t_end, stride_dx_l, mask_c, xp3, xp4, xp5, xp6, dof6, dob3, d0, d1, d2,
             wf0, wf1, wf2, wf3, wb0, wb1, wb2, wb3, bias_f, bias_b,
-            dwf0, dwf1, dwf2, dwf3, dwb0, dwb1, dwb2, dwb3, dbf, dbb)
+            dwf0, dwf1, dwf2, dwf3, dwb0, dwb1, dwb2, dwb3, dbf, dbb, USE_ASM)
         x0, xp1, xp2 = xp4, xp5, xp6
     # Partial slot (batch, chunk): (2, E, 4) taps and (2, E) biases, contiguous fp32.
     slot = pid_b * tl.num_programs(1) + pid_t
@@ -263,28 +264,47 @@ def _x_at(row, t, stride_l, L, mask_c):
 
 
 @triton.jit
-def _silu_grad(dout, p):
-    """dout * SiLU'(p): zero wherever dout is (outside [0, L) the loads return zero)."""
-    s = tl.sigmoid(p)
-    return dout * s * (1.0 + p * (1.0 - s))
+def _silu_grad(dout, p, USE_ASM: tl.constexpr):
+    """dout * SiLU'(p) = dout s (1 + p (1 - s)), s = sigmoid(p): zero wherever dout is (outside [0, L) the loads
+    return zero). Written as ds + ds * (p - p s) with ds = dout s: three FP32 instructions after the sigmoid."""
+    s = _sigmoid(p, USE_ASM)
+    ds = dout * s
+    return ds + ds * (p - p * s)
 
 
 @triton.jit
-def _g_pair(xa, xb, xc, xd, dout_f, dout_b, wf0, wf1, wf2, wf3, wb0, wb1, wb2, wb3, bias_f, bias_b):
+def _sigmoid(p, USE_ASM: tl.constexpr):
+    """1 / (1 + 2^(-p log2 e)) from the MUFU's ex2.approx.ftz and rcp.approx.ftz (relative error ~2^-22): four
+    instructions where tl.sigmoid's full-range exp and IEEE division took ~12 (denormal and range fix-ups), a
+    quarter of the loop's instructions. Saturates correctly: ex2 -> inf gives 0, ex2 -> 0 gives 1. The
+    interpreter cannot run inline asm, hence the switch."""
+    if USE_ASM:
+        e = tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=r,r", [p * -1.4426950408889634],
+                                      dtype=tl.float32, is_pure=True, pack=1)
+        return tl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=r,r", [1.0 + e], dtype=tl.float32,
+                                         is_pure=True, pack=1)
+    else:
+        return tl.sigmoid(p)
+
+
+@triton.jit
+def _g_pair(xa, xb, xc, xd, dout_f, dout_b, wf0, wf1, wf2, wf3, wb0, wb1, wb2, wb3, bias_f, bias_b,
+            USE_ASM: tl.constexpr):
     """From the window x[s] .. x[s+3] (xa .. xd): g_f[s+3] (given dout_f[s+3]) and g_b[s] (given dout_b[s])."""
-    g_f = _silu_grad(dout_f, bias_f + wf0 * xa + wf1 * xb + wf2 * xc + wf3 * xd)
-    g_b = _silu_grad(dout_b, bias_b + wb0 * xd + wb1 * xc + wb2 * xb + wb3 * xa)
+    g_f = _silu_grad(dout_f, bias_f + wf0 * xa + wf1 * xb + wf2 * xc + wf3 * xd, USE_ASM)
+    g_b = _silu_grad(dout_b, bias_b + wb0 * xd + wb1 * xc + wb2 * xb + wb3 * xa, USE_ASM)
     return g_f, g_b
 
 
 @triton.jit
 def _bwd_token(dx_row, s, t_end, stride_dx_l, mask_c, xa, xb, xc, xd, dout_f, dout_b, d0, d1, d2,
                wf0, wf1, wf2, wf3, wb0, wb1, wb2, wb3, bias_f, bias_b,
-               dwf0, dwf1, dwf2, dwf3, dwb0, dwb1, dwb2, dwb3, dbf, dbb):
+               dwf0, dwf1, dwf2, dwf3, dwb0, dwb1, dwb2, dwb3, dbf, dbb, USE_ASM: tl.constexpr):
     """Step s, window x[s] .. x[s+3] (xa .. xd): g_f[s+3] and g_b[s] recomputed and added to dx[s] .. dx[s+3]
     (d0 .. d2 hold dx[s] .. dx[s+2] so far); dx[s] written (nothing at or past t_end); g_f[s+3]'s and g_b[s]'s
     dweight / dbias terms added. Returns dx[s+1] .. dx[s+3] so far and the sums."""
-    g_f, g_b = _g_pair(xa, xb, xc, xd, dout_f, dout_b, wf0, wf1, wf2, wf3, wb0, wb1, wb2, wb3, bias_f, bias_b)
+    g_f, g_b = _g_pair(xa, xb, xc, xd, dout_f, dout_b, wf0, wf1, wf2, wf3, wb0, wb1, wb2, wb3, bias_f, bias_b,
+                       USE_ASM)
     # g_f[s+3] feeds dx[s + k] through w_f[k]; g_b[s] feeds dx[s + 3 - k] through w_b[k].
     dx = d0 + wf0 * g_f + wb3 * g_b
     tl.store(dx_row + s * stride_dx_l, dx.to(dx_row.dtype.element_ty), mask=mask_c & (s < t_end))
@@ -301,9 +321,9 @@ def conv1d_bwd_launch_config(batch: int, channels: int, length: int, width: int,
     The dweight/dbias partial buffer has one slot per (batch, chunk).
 
     Channel-last with K = 4 (the Vim mixer in training): the token-walking rows kernel, grid (channel blocks,
-    chunks, batch), 128 channels x 64 tokens per two-warp program on a GPU. Two channels per lane: at four (one
-    warp) the kernel needs 240-255 registers under triton 3.6/3.8, at two 96 (bf16; 125 fp32 under 3.8), so ~20
-    warps per SM stay resident to keep loads in flight. 64-token chunks: the forward's 32 would double the partial
+    chunks, batch), 128 channels x 64 tokens per two-warp program on a GPU. Two channels per lane: 96 registers
+    in bf16 and fp32 under triton 3.6 and 3.8, so ~20 warps per SM stay resident to keep loads in flight; at four
+    (one warp) bf16 needs 168 and fp32 254. 64-token chunks: the forward's 32 would double the partial
     buffer (15.6% of the main traffic in bf16 instead of 7.8%); Vim-Ti 1248 px, batch 8: 2,304 programs.
     Interpreter: 8-token chunks (tests cross chunk edges inside the 7-token window) and 16-channel
     blocks for the kernel tests' small widths, 64 for the model tests' E = 64 (its cost is per operation).
@@ -316,7 +336,8 @@ def conv1d_bwd_launch_config(batch: int, channels: int, length: int, width: int,
             block_c, chunk, warps = 128, 64, 2
         return LaunchConfig(kernel="_conv1d_silu_bidir_bwd_rows_kernel",
                             grid=(triton.cdiv(channels, block_c), triton.cdiv(length, chunk), batch),
-                            constexprs=dict(BLOCK_C=block_c, CHUNK=chunk), num_warps=warps)
+                            constexprs=dict(BLOCK_C=block_c, CHUNK=chunk, USE_ASM=not interpreted),
+                            num_warps=warps)
     if interpreted:
         block_e, block_l, chunk, warps = (16 if channels <= 32 else 64), 8, 16, 1
     elif channel_last:
@@ -335,6 +356,12 @@ def partial_slots(cfg: LaunchConfig) -> int:
     if cfg.kernel == "_conv1d_silu_bidir_bwd_rows_kernel":
         return cfg.grid[1] * cfg.grid[2]
     return cfg.grid[0] * cfg.grid[2]
+
+
+def is_channel_last(x: torch.Tensor, dout: torch.Tensor) -> bool:
+    """Whether x (batch, E, L) and dout (2, batch, E, L) both have channel stride 1 (dx then does too): the layout
+    `conv1d_bwd_launch_config` calls channel_last."""
+    return x.stride(1) == 1 and dout.stride(2) == 1 and x.shape[1] > 1
 
 
 def dx_like(x: torch.Tensor) -> torch.Tensor:
@@ -362,8 +389,7 @@ def conv1d_silu_bidir_bwd(dout: torch.Tensor, x: torch.Tensor, weight: torch.Ten
     if dx.numel() == 0:
         dweight = torch.zeros_like(weight)
         return dx, dweight, None if bias is None else torch.zeros_like(bias)
-    channel_last = x.stride(1) == 1 and dout.stride(2) == 1 and channels > 1
-    cfg = conv1d_bwd_launch_config(batch, channels, length, width, channel_last,
+    cfg = conv1d_bwd_launch_config(batch, channels, length, width, is_channel_last(x, dout),
                                    check_device(x, _conv1d_silu_bidir_bwd_kernel))
     slots = partial_slots(cfg)
     dw_part = torch.empty((slots, 2, channels, width), dtype=torch.float32, device=x.device)

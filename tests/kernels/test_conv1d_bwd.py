@@ -46,11 +46,10 @@ def grads_f64(x, w, b, dout):
 
 def kernel_for(x, dout, width=4):
     """The kernel the launcher picks for these inputs (the interpreter's config)."""
-    from kernels.conv1d.bwd import conv1d_bwd_launch_config
+    from kernels.conv1d.bwd import conv1d_bwd_launch_config, is_channel_last
 
     batch, channels, length = x.shape
-    channel_last = x.stride(1) == 1 and dout.stride(2) == 1 and channels > 1
-    return conv1d_bwd_launch_config(batch, channels, length, width, channel_last, interpreted=True).kernel
+    return conv1d_bwd_launch_config(batch, channels, length, width, is_channel_last(x, dout), interpreted=True).kernel
 
 
 def test_launch_config_picks_the_rows_kernel_for_the_model_layout(op):
