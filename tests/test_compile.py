@@ -43,7 +43,7 @@ def test_compiled_vim_matches_eager_and_reads_the_weight_cache_without_graph_bre
 
 def test_compiled_vim_on_the_triton_ops_is_one_graph_and_matches_eager():
     """The Triton backend's ops are torch custom ops: dynamo traces the whole forward as one graph (the kernels
-    run under the interpreter here, as opaque nodes), with the weight cache read inside it."""
+    run under the interpreter here, as opaque nodes), with the stacked mixer weights built inside it."""
     torch.manual_seed(0)
     model = create_model("vim_test", img_size=16, backend="triton").eval()
     images = torch.randn(2, 3, 16, 16)
@@ -88,6 +88,37 @@ def test_inductor_settings_follow_the_mode():
     header = compiler.header_settings(("none", "default", "max-autotune"), "inductor")
     assert header["inductor_by_mode"]["max-autotune"]["max_autotune"] is True
     assert "inductor" not in compiler.header_settings(("none",), "inductor")
+
+
+def test_inference_compiles_freeze_the_weights_on_top_of_the_mode_options(monkeypatch):
+    """torch.compile takes a mode or options: a frozen compile passes the mode's own options plus freezing; the
+    debug backends and unfrozen compiles keep the plain mode."""
+    seen = []
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: seen.append(kw) or model)
+    model = torch.nn.Linear(2, 2)
+    compiler.compile_model(model, "reduce-overhead", "inductor", freeze=True)
+    compiler.compile_model(model, "default", "inductor", freeze=True)
+    compiler.compile_model(model, "reduce-overhead", "inductor")
+    compiler.compile_model(model, "default", "aot_eager", freeze=True)
+    assert seen[0]["options"] == {**torch._inductor.list_mode_options("reduce-overhead"), "freezing": True}
+    assert "mode" not in seen[0] and seen[1]["options"] == {"freezing": True}
+    assert seen[2]["mode"] == "reduce-overhead" and "options" not in seen[2]
+    assert seen[3]["mode"] is None and "options" not in seen[3]
+    frozen = compiler.inductor_settings("reduce-overhead", freeze=True)
+    assert frozen["freezing"] is True and frozen["triton.cudagraphs"] is True
+
+
+def test_x_proj_reorder_keeps_the_official_rows_and_zero_pads():
+    from vimbench.layout import XDblLayout
+
+    lay = XDblLayout(dt_rank=3, d_state=4)
+    w = torch.arange((3 + 8) * 5, dtype=torch.float32).view(11, 5)
+    out = lay.reorder(w)
+    assert out.shape == (lay.width, 5)
+    torch.testing.assert_close(out[lay.B], w[3:7], rtol=0, atol=0)
+    torch.testing.assert_close(out[lay.C], w[7:11], rtol=0, atol=0)
+    torch.testing.assert_close(out[lay.dt], w[:3], rtol=0, atol=0)
+    assert not out[11:].any()
 
 
 def test_results_from_before_the_compile_axis_still_load(tmp_path):

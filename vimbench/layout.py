@@ -35,5 +35,7 @@ class XDblLayout:
         import torch
 
         r, n = self.dt_rank, self.d_state
-        pad = weight.new_zeros(self.width - r - 2 * n, weight.shape[1])
-        return torch.cat([weight[r:r + n], weight[r + n:r + 2 * n], weight[:r], pad])
+        # F.pad rather than a cat with a zeros tensor: inductor's freezing constant-folds a pad of a parameter,
+        # not a cat with a `full` (which it keeps lazy), so a frozen compiled graph does no per-call reordering
+        rows = torch.cat([weight[r:r + n], weight[r + n:r + 2 * n], weight[:r]])
+        return torch.nn.functional.pad(rows, (0, 0, 0, self.width - r - 2 * n))

@@ -7,14 +7,21 @@ where SiLU'(p) = s (1 + p (1 - s)), s = sigmoid(p):
     dbias[dir]    = sum_{b,t} g_dir[t]
 The forward's output is not saved: p is recomputed from x (K taps) wherever g is needed, so the backward reads
 x and dout and writes dx, and the op saves nothing but its inputs (x is a view of in_proj's output, which the
-mixer keeps alive anyway).
+mixer keeps alive anyway). dweight / dbias: each program sums its chunk in registers and writes one partial (per
+direction, channel and tap) to its own slot; the launcher sums the slots with torch: deterministic, no atomics.
 
-Program (token chunk, channel block, batch) walks its chunk in [BLOCK_E, BLOCK_L] tiles of output positions j.
-For dx it needs g at the 2K-1 shifts j +- (K-1 - k), each recomputed from K shifted loads of x: K^2 extra FMAs
-and 2K sigmoids per element and direction, cheap against the memory traffic; the shifted loads overlap, so all
-but the first come from cache. dweight / dbias: each program sums its chunk in registers and writes one partial
-(per direction, channel and tap) to its own slot; the launcher sums the slots with torch: deterministic, and the
-partial buffer is small (programs x 2 x E x (K + 1) fp32).
+Two kernels, chosen by `conv1d_bwd_launch_config`:
+- `_conv1d_silu_bidir_bwd_rows_kernel` (K = 4, x / dout / dx channel-last: the Vim mixer in training). Like the
+  forward's rows kernel, a program walks a chunk of tokens of 128 channels in order. At token s it loads x[s+3],
+  dout_f[s+3] and dout_b[s] (each row of x and dout read once, plus a 3-token halo per chunk), recomputes
+  g_f[s+3] and g_b[s] from the window x[s..s+3], adds both to three running rows of dx[s..s+2] (plus a new one
+  for dx[s+3]) and writes the now complete dx[s]; dweight takes g_f[s+3] x[s..s+3] and g_b[s] x[s..s+3] from
+  the same window. Four tokens per loop trip with all their loads issued first. The partial buffer is
+  (B x chunks) x 2 x E x (K + 1) fp32, a fixed share of the main traffic: 40 / (4 x CHUNK x itemsize) = 7.8% at
+  64-token chunks in bf16.
+- `_conv1d_silu_bidir_bwd_kernel` (any K, any layout): [BLOCK_E, BLOCK_L] tiles of output positions j; g at the
+  2K-1 shifts j +- (K-1 - k), each recomputed from K shifted loads of x (K^2 extra FMAs and 2K sigmoids per element
+  and direction); the shifted loads overlap, so all but the first come from cache.
 """
 from __future__ import annotations
 
@@ -123,15 +130,214 @@ def _conv1d_silu_bidir_bwd_kernel(
     tl.store(bias_part + E, db_b, mask=offs_e < E)
 
 
+@triton.jit(do_not_specialize=["L"])
+def _conv1d_silu_bidir_bwd_rows_kernel(
+    x_ptr, w_ptr, bias_ptr, dout_ptr, dx_ptr, dw_part_ptr, db_part_ptr,
+    E, L,
+    stride_x_b, stride_x_l,
+    stride_w_dir, stride_w_e, stride_w_k,
+    stride_bias_dir, stride_bias_e,
+    stride_dout_dir, stride_dout_b, stride_dout_l,
+    stride_dx_b, stride_dx_l,
+    BLOCK_C: tl.constexpr, CHUNK: tl.constexpr, HAS_BIAS: tl.constexpr, USE_ASM: tl.constexpr,
+):
+    """K = 4. Channel stride 1 for x, dout and dx. Program (channel block, token chunk, batch): dx of the chunk's
+    tokens [t0, t0 + CHUNK), and in slot (batch, chunk) the dweight / dbias terms of g_b at the chunk's tokens and
+    of g_f at the chunk's tokens shifted by 3 (+ tokens 0..2 for the first chunk): each g counted once."""
+    pid_c = tl.program_id(0)
+    pid_t = tl.program_id(1)
+    pid_b = tl.program_id(2).to(tl.int64)
+    t0 = pid_t * CHUNK
+    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask_c = c < E
+    c64 = c.to(tl.int64)
+    x_row = x_ptr + pid_b * stride_x_b + c64
+    df_row = dout_ptr + pid_b * stride_dout_b + c64
+    db_row = df_row + stride_dout_dir
+    dx_row = dx_ptr + pid_b * stride_dx_b + c64
+    wf0 = _row(w_ptr + c64 * stride_w_e, mask_c)
+    wf1 = _row(w_ptr + c64 * stride_w_e + stride_w_k, mask_c)
+    wf2 = _row(w_ptr + c64 * stride_w_e + 2 * stride_w_k, mask_c)
+    wf3 = _row(w_ptr + c64 * stride_w_e + 3 * stride_w_k, mask_c)
+    wb0 = _row(w_ptr + stride_w_dir + c64 * stride_w_e, mask_c)
+    wb1 = _row(w_ptr + stride_w_dir + c64 * stride_w_e + stride_w_k, mask_c)
+    wb2 = _row(w_ptr + stride_w_dir + c64 * stride_w_e + 2 * stride_w_k, mask_c)
+    wb3 = _row(w_ptr + stride_w_dir + c64 * stride_w_e + 3 * stride_w_k, mask_c)
+    bias_f = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    bias_b = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    if HAS_BIAS:
+        bias_f = _row(bias_ptr + c64 * stride_bias_e, mask_c)
+        bias_b = _row(bias_ptr + stride_bias_dir + c64 * stride_bias_e, mask_c)
+    zero = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    # Step s (token s) recomputes g_f[s+3] and g_b[s], both from x[s] .. x[s+3], and adds them to dx[s] .. dx[s+3]
+    # (d0 .. d2 hold dx[s] .. dx[s+2] so far; after step s, dx[s] is complete). Three warm-up steps s = t0-3 .. t0-1 bring in g_f[t0 .. t0+2] and
+    # g_b[t0-3 .. t0-1]; their dx[s] belong to the previous chunk and are dropped, and their g_f terms are this
+    # program's dweight share only in the first chunk (later chunks': the previous program's loop counted them).
+    xm3 = _x_at(x_row, t0 - 3, stride_x_l, L, mask_c)
+    xm2 = _x_at(x_row, t0 - 2, stride_x_l, L, mask_c)
+    xm1 = _x_at(x_row, t0 - 1, stride_x_l, L, mask_c)
+    x0 = _x_at(x_row, t0, stride_x_l, L, mask_c)
+    xp1 = _x_at(x_row, t0 + 1, stride_x_l, L, mask_c)
+    xp2 = _x_at(x_row, t0 + 2, stride_x_l, L, mask_c)
+    gf0, gbm3 = _g_pair(xm3, xm2, xm1, x0, _x_at(df_row, t0, stride_dout_l, L, mask_c),
+                        _x_at(db_row, t0 - 3, stride_dout_l, L, mask_c),
+                        wf0, wf1, wf2, wf3, wb0, wb1, wb2, wb3, bias_f, bias_b, USE_ASM)
+    gf1, gbm2 = _g_pair(xm2, xm1, x0, xp1, _x_at(df_row, t0 + 1, stride_dout_l, L, mask_c),
+                        _x_at(db_row, t0 - 2, stride_dout_l, L, mask_c),
+                        wf0, wf1, wf2, wf3, wb0, wb1, wb2, wb3, bias_f, bias_b, USE_ASM)
+    gf2, gbm1 = _g_pair(xm1, x0, xp1, xp2, _x_at(df_row, t0 + 2, stride_dout_l, L, mask_c),
+                        _x_at(db_row, t0 - 1, stride_dout_l, L, mask_c),
+                        wf0, wf1, wf2, wf3, wb0, wb1, wb2, wb3, bias_f, bias_b, USE_ASM)
+    # dx[t0] .. dx[t0+2] so far (g_f[t] feeds dx[t-3+k] through w_f[k], g_b[t] feeds dx[t+3-k] through w_b[k]).
+    d0 = (wf3 * gf0 + wf2 * gf1 + wf1 * gf2) + (wb0 * gbm3 + wb1 * gbm2 + wb2 * gbm1)
+    d1 = (wf3 * gf1 + wf2 * gf2) + (wb0 * gbm2 + wb1 * gbm1)
+    d2 = wf3 * gf2 + wb0 * gbm1
+    own = (t0 == 0).to(tl.float32)  # the first chunk owns g_f[0 .. 2]
+    dwf0 = own * (gf0 * xm3 + gf1 * xm2 + gf2 * xm1)
+    dwf1 = own * (gf0 * xm2 + gf1 * xm1 + gf2 * x0)
+    dwf2 = own * (gf0 * xm1 + gf1 * x0 + gf2 * xp1)
+    dwf3 = own * (gf0 * x0 + gf1 * xp1 + gf2 * xp2)
+    dbf = own * (gf0 + gf1 + gf2)
+    dwb0 = zero
+    dwb1 = zero
+    dwb2 = zero
+    dwb3 = zero
+    dbb = zero
+    # Past t_end (only in the last chunk, where t_end = L) dout is zero, so g is too and the sums are unchanged.
+    t_end = tl.minimum(t0 + CHUNK, L)
+    for s in range(t0, t_end, 4):  # four tokens per trip: their twelve row loads in flight together
+        xp3 = _x_at(x_row, s + 3, stride_x_l, L, mask_c)
+        xp4 = _x_at(x_row, s + 4, stride_x_l, L, mask_c)
+        xp5 = _x_at(x_row, s + 5, stride_x_l, L, mask_c)
+        xp6 = _x_at(x_row, s + 6, stride_x_l, L, mask_c)
+        dof3 = _x_at(df_row, s + 3, stride_dout_l, L, mask_c)
+        dof4 = _x_at(df_row, s + 4, stride_dout_l, L, mask_c)
+        dof5 = _x_at(df_row, s + 5, stride_dout_l, L, mask_c)
+        dof6 = _x_at(df_row, s + 6, stride_dout_l, L, mask_c)
+        dob0 = _x_at(db_row, s, stride_dout_l, L, mask_c)
+        dob1 = _x_at(db_row, s + 1, stride_dout_l, L, mask_c)
+        dob2 = _x_at(db_row, s + 2, stride_dout_l, L, mask_c)
+        dob3 = _x_at(db_row, s + 3, stride_dout_l, L, mask_c)
+        d0, d1, d2, dwf0, dwf1, dwf2, dwf3, dwb0, dwb1, dwb2, dwb3, dbf, dbb = _bwd_token(
+            dx_row, s, t_end, stride_dx_l, mask_c, x0, xp1, xp2, xp3, dof3, dob0, d0, d1, d2,
+            wf0, wf1, wf2, wf3, wb0, wb1, wb2, wb3, bias_f, bias_b,
+            dwf0, dwf1, dwf2, dwf3, dwb0, dwb1, dwb2, dwb3, dbf, dbb, USE_ASM)
+        d0, d1, d2, dwf0, dwf1, dwf2, dwf3, dwb0, dwb1, dwb2, dwb3, dbf, dbb = _bwd_token(
+            dx_row, s + 1, t_end, stride_dx_l, mask_c, xp1, xp2, xp3, xp4, dof4, dob1, d0, d1, d2,
+            wf0, wf1, wf2, wf3, wb0, wb1, wb2, wb3, bias_f, bias_b,
+            dwf0, dwf1, dwf2, dwf3, dwb0, dwb1, dwb2, dwb3, dbf, dbb, USE_ASM)
+        d0, d1, d2, dwf0, dwf1, dwf2, dwf3, dwb0, dwb1, dwb2, dwb3, dbf, dbb = _bwd_token(
+            dx_row, s + 2, t_end, stride_dx_l, mask_c, xp2, xp3, xp4, xp5, dof5, dob2, d0, d1, d2,
+            wf0, wf1, wf2, wf3, wb0, wb1, wb2, wb3, bias_f, bias_b,
+            dwf0, dwf1, dwf2, dwf3, dwb0, dwb1, dwb2, dwb3, dbf, dbb, USE_ASM)
+        d0, d1, d2, dwf0, dwf1, dwf2, dwf3, dwb0, dwb1, dwb2, dwb3, dbf, dbb = _bwd_token(
+            dx_row, s + 3, t_end, stride_dx_l, mask_c, xp3, xp4, xp5, xp6, dof6, dob3, d0, d1, d2,
+            wf0, wf1, wf2, wf3, wb0, wb1, wb2, wb3, bias_f, bias_b,
+            dwf0, dwf1, dwf2, dwf3, dwb0, dwb1, dwb2, dwb3, dbf, dbb, USE_ASM)
+        x0, xp1, xp2 = xp4, xp5, xp6
+    # Partial slot (batch, chunk): (2, E, 4) taps and (2, E) biases, contiguous fp32.
+    slot = pid_b * tl.num_programs(1) + pid_t
+    part = dw_part_ptr + slot * (2 * E * 4) + c64 * 4
+    tl.store(part, dwf0, mask=mask_c)
+    tl.store(part + 1, dwf1, mask=mask_c)
+    tl.store(part + 2, dwf2, mask=mask_c)
+    tl.store(part + 3, dwf3, mask=mask_c)
+    tl.store(part + E * 4, dwb0, mask=mask_c)
+    tl.store(part + E * 4 + 1, dwb1, mask=mask_c)
+    tl.store(part + E * 4 + 2, dwb2, mask=mask_c)
+    tl.store(part + E * 4 + 3, dwb3, mask=mask_c)
+    bias_part = db_part_ptr + slot * (2 * E) + c64
+    tl.store(bias_part, dbf, mask=mask_c)
+    tl.store(bias_part + E, dbb, mask=mask_c)
+
+
+@triton.jit
+def _row(ptr, mask_c):
+    return tl.load(ptr, mask=mask_c, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _x_at(row, t, stride_l, L, mask_c):
+    """Token t's (C,) row (of x or dout) in fp32; zeros outside [0, L) (the convolutions' padding)."""
+    inside = (t >= 0) & (t < L)
+    return tl.load(row + t * stride_l, mask=mask_c & inside, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _silu_grad(dout, p, USE_ASM: tl.constexpr):
+    """dout * SiLU'(p) = dout s (1 + p (1 - s)), s = sigmoid(p): zero wherever dout is (outside [0, L) the loads
+    return zero). Written as ds + ds * (p - p s) with ds = dout s: three FP32 instructions after the sigmoid."""
+    s = _sigmoid(p, USE_ASM)
+    ds = dout * s
+    return ds + ds * (p - p * s)
+
+
+@triton.jit
+def _sigmoid(p, USE_ASM: tl.constexpr):
+    """1 / (1 + 2^(-p log2 e)) from the MUFU's ex2.approx.ftz and rcp.approx.ftz (relative error ~2^-22): four
+    instructions where tl.sigmoid's full-range exp and IEEE division took ~12 (denormal and range fix-ups), a
+    quarter of the loop's instructions. Saturates correctly: ex2 -> inf gives 0, ex2 -> 0 gives 1. The
+    interpreter cannot run inline asm, hence the switch."""
+    if USE_ASM:
+        e = tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=r,r", [p * -1.4426950408889634],
+                                      dtype=tl.float32, is_pure=True, pack=1)
+        return tl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=r,r", [1.0 + e], dtype=tl.float32,
+                                         is_pure=True, pack=1)
+    else:
+        return tl.sigmoid(p)
+
+
+@triton.jit
+def _g_pair(xa, xb, xc, xd, dout_f, dout_b, wf0, wf1, wf2, wf3, wb0, wb1, wb2, wb3, bias_f, bias_b,
+            USE_ASM: tl.constexpr):
+    """From the window x[s] .. x[s+3] (xa .. xd): g_f[s+3] (given dout_f[s+3]) and g_b[s] (given dout_b[s])."""
+    g_f = _silu_grad(dout_f, bias_f + wf0 * xa + wf1 * xb + wf2 * xc + wf3 * xd, USE_ASM)
+    g_b = _silu_grad(dout_b, bias_b + wb0 * xd + wb1 * xc + wb2 * xb + wb3 * xa, USE_ASM)
+    return g_f, g_b
+
+
+@triton.jit
+def _bwd_token(dx_row, s, t_end, stride_dx_l, mask_c, xa, xb, xc, xd, dout_f, dout_b, d0, d1, d2,
+               wf0, wf1, wf2, wf3, wb0, wb1, wb2, wb3, bias_f, bias_b,
+               dwf0, dwf1, dwf2, dwf3, dwb0, dwb1, dwb2, dwb3, dbf, dbb, USE_ASM: tl.constexpr):
+    """Step s, window x[s] .. x[s+3] (xa .. xd): g_f[s+3] and g_b[s] recomputed and added to dx[s] .. dx[s+3]
+    (d0 .. d2 hold dx[s] .. dx[s+2] so far); dx[s] written (nothing at or past t_end); g_f[s+3]'s and g_b[s]'s
+    dweight / dbias terms added. Returns dx[s+1] .. dx[s+3] so far and the sums."""
+    g_f, g_b = _g_pair(xa, xb, xc, xd, dout_f, dout_b, wf0, wf1, wf2, wf3, wb0, wb1, wb2, wb3, bias_f, bias_b,
+                       USE_ASM)
+    # g_f[s+3] feeds dx[s + k] through w_f[k]; g_b[s] feeds dx[s + 3 - k] through w_b[k].
+    dx = d0 + wf0 * g_f + wb3 * g_b
+    tl.store(dx_row + s * stride_dx_l, dx.to(dx_row.dtype.element_ty), mask=mask_c & (s < t_end))
+    # dweight[0, k] takes g_f[t] x[t-3+k], dweight[1, k] takes g_b[t] x[t+3-k]: here t-3 = s and t = s.
+    return (d1 + wf1 * g_f + wb2 * g_b, d2 + wf2 * g_f + wb1 * g_b, wf3 * g_f + wb0 * g_b,
+            dwf0 + g_f * xa, dwf1 + g_f * xb, dwf2 + g_f * xc, dwf3 + g_f * xd,
+            dwb0 + g_b * xd, dwb1 + g_b * xc, dwb2 + g_b * xb, dwb3 + g_b * xa, dbf + g_f, dbb + g_b)
+
+
 def conv1d_bwd_launch_config(batch: int, channels: int, length: int, width: int, channel_last: bool,
                              interpreted: bool) -> LaunchConfig:
-    """`_conv1d_silu_bidir_bwd_kernel`'s grid, tile and warps: the one place that chooses them (the launcher and
-    `vimbench kernels static` both call it). Grid (token chunks, channel blocks, batch); the dweight/dbias partial
-    buffer has one slot per (batch, chunk). Interpreter: small tiles and chunks of two tiles, so tests cross tile,
-    chunk and channel-block edges (its cost is per operation, not per element: 16-channel blocks for the kernel
-    tests' small widths, 64 for the model tests' E = 64). GPU: lanes along the contiguous axis (64 x 16 tiles
-    spill under triton 3.8); chunks long enough that the partial buffer stays a few MB (Vim-Ti 1248 px, batch 8:
-    8 x 24 slots x 12 KB = 2.3 MB)."""
+    """Which kernel `conv1d_silu_bidir_bwd` launches, its grid, tile and warps: the one place that chooses them (the
+    launcher and `vimbench kernels static` both call it). channel_last: x, dout and dx all have channel stride 1.
+    The dweight/dbias partial buffer has one slot per (batch, chunk).
+
+    Channel-last with K = 4 (the Vim mixer in training): the token-walking rows kernel, grid (channel blocks,
+    chunks, batch), 128 channels x 64 tokens per two-warp program on a GPU. Two channels per lane: 96 registers
+    in bf16 and fp32 under triton 3.6 and 3.8, so ~20 warps per SM stay resident to keep loads in flight; at four
+    (one warp) bf16 needs 168 and fp32 254. 64-token chunks: the forward's 32 would double the partial
+    buffer (15.6% of the main traffic in bf16 instead of 7.8%); Vim-Ti 1248 px, batch 8: 2,304 programs.
+    Interpreter: 8-token chunks (tests cross chunk edges inside the 7-token window) and 16-channel
+    blocks for the kernel tests' small widths, 64 for the model tests' E = 64 (its cost is per operation).
+    Otherwise the tile kernel, grid (chunks, channel blocks, batch): lanes along the contiguous axis (64 x 16 tiles
+    spill under triton 3.8); chunks long enough that the partial buffer stays a few MB."""
+    if channel_last and width == 4:
+        if interpreted:
+            block_c, chunk, warps = (16 if channels <= 32 else 64), 8, 1
+        else:
+            block_c, chunk, warps = 128, 64, 2
+        return LaunchConfig(kernel="_conv1d_silu_bidir_bwd_rows_kernel",
+                            grid=(triton.cdiv(channels, block_c), triton.cdiv(length, chunk), batch),
+                            constexprs=dict(BLOCK_C=block_c, CHUNK=chunk, USE_ASM=not interpreted),
+                            num_warps=warps)
     if interpreted:
         block_e, block_l, chunk, warps = (16 if channels <= 32 else 64), 8, 16, 1
     elif channel_last:
@@ -143,6 +349,19 @@ def conv1d_bwd_launch_config(batch: int, channels: int, length: int, width: int,
                         constexprs=dict(K=width, K_POW2=triton.next_power_of_2(width), BLOCK_E=block_e,
                                         BLOCK_L=block_l, CHUNK=chunk),
                         num_warps=warps)
+
+
+def partial_slots(cfg: LaunchConfig) -> int:
+    """How many dweight/dbias partial slots (one per (batch, chunk)) a launch with `cfg` writes."""
+    if cfg.kernel == "_conv1d_silu_bidir_bwd_rows_kernel":
+        return cfg.grid[1] * cfg.grid[2]
+    return cfg.grid[0] * cfg.grid[2]
+
+
+def is_channel_last(x: torch.Tensor, dout: torch.Tensor) -> bool:
+    """Whether x (batch, E, L) and dout (2, batch, E, L) both have channel stride 1 (dx then does too): the layout
+    `conv1d_bwd_launch_config` calls channel_last."""
+    return x.stride(1) == 1 and dout.stride(2) == 1 and x.shape[1] > 1
 
 
 def dx_like(x: torch.Tensor) -> torch.Tensor:
@@ -170,23 +389,31 @@ def conv1d_silu_bidir_bwd(dout: torch.Tensor, x: torch.Tensor, weight: torch.Ten
     if dx.numel() == 0:
         dweight = torch.zeros_like(weight)
         return dx, dweight, None if bias is None else torch.zeros_like(bias)
-    channel_last = x.stride(1) == 1 and channels > 1
-    cfg = conv1d_bwd_launch_config(batch, channels, length, width, channel_last,
+    cfg = conv1d_bwd_launch_config(batch, channels, length, width, is_channel_last(x, dout),
                                    check_device(x, _conv1d_silu_bidir_bwd_kernel))
-    slots = cfg.grid[0] * cfg.grid[2]
+    slots = partial_slots(cfg)
     dw_part = torch.empty((slots, 2, channels, width), dtype=torch.float32, device=x.device)
     db_part = torch.empty((slots, 2, channels), dtype=torch.float32, device=x.device)
     b = bias if bias is not None else weight  # never read without HAS_BIAS
-    _conv1d_silu_bidir_bwd_kernel[cfg.grid](
-        x_ptr=x, w_ptr=weight, bias_ptr=b, dout_ptr=dout, dx_ptr=dx, dw_part_ptr=dw_part, db_part_ptr=db_part,
-        E=channels, L=length,
-        **strides("stride_x", ("b", "e", "l"), x.stride()),
-        **strides("stride_w", ("dir", "e", "k"), weight.stride()),
-        **strides("stride_bias", ("dir", "e"), b.stride()[:2]),
-        **strides("stride_dout", ("dir", "b", "e", "l"), dout.stride()),
-        **strides("stride_dx", ("b", "e", "l"), dx.stride()),
-        HAS_BIAS=bias is not None, **cfg.constexprs, num_warps=cfg.num_warps,
-    )
+    weight_strides = strides("stride_w", ("dir", "e", "k"), weight.stride())
+    bias_strides = strides("stride_bias", ("dir", "e"), b.stride()[:2])
+    if cfg.kernel == "_conv1d_silu_bidir_bwd_rows_kernel":  # x, dout and dx have channel stride 1
+        _conv1d_silu_bidir_bwd_rows_kernel[cfg.grid](
+            x_ptr=x, w_ptr=weight, bias_ptr=b, dout_ptr=dout, dx_ptr=dx, dw_part_ptr=dw_part, db_part_ptr=db_part,
+            E=channels, L=length, stride_x_b=x.stride(0), stride_x_l=x.stride(2), **weight_strides, **bias_strides,
+            stride_dout_dir=dout.stride(0), stride_dout_b=dout.stride(1), stride_dout_l=dout.stride(3),
+            stride_dx_b=dx.stride(0), stride_dx_l=dx.stride(2),
+            HAS_BIAS=bias is not None, **cfg.constexprs, num_warps=cfg.num_warps,
+        )
+    else:
+        _conv1d_silu_bidir_bwd_kernel[cfg.grid](
+            x_ptr=x, w_ptr=weight, bias_ptr=b, dout_ptr=dout, dx_ptr=dx, dw_part_ptr=dw_part, db_part_ptr=db_part,
+            E=channels, L=length,
+            **strides("stride_x", ("b", "e", "l"), x.stride()), **weight_strides, **bias_strides,
+            **strides("stride_dout", ("dir", "b", "e", "l"), dout.stride()),
+            **strides("stride_dx", ("b", "e", "l"), dx.stride()),
+            HAS_BIAS=bias is not None, **cfg.constexprs, num_warps=cfg.num_warps,
+        )
     dweight = dw_part.sum(0).to(weight.dtype)
     dbias = None if bias is None else db_part.sum(0).to(bias.dtype)
     return dx, dweight, dbias

@@ -5,8 +5,9 @@ Given dy and dr (the gradient reaching r directly: the next layer's residual inp
     dr_total = dr + inv * (w dy) - r * inv^3 / D * sum(w dy r)
     dx = dr_total (in x's dtype), dresidual = dr_total (fp32), dweight = sum_rows dy * r * inv.
 Saved by the op: r (fp32, its own output) and w; inv is recomputed from r (one row reduction) instead of saved.
-Program p handles row blocks p, p + P, p + 2P, ... and keeps its dweight share in registers; it writes one (D,)
-partial and the launcher sums the P partials with torch: deterministic, no atomics.
+Program p handles row blocks p, p + P, p + 2P, ... (one block each up to PROGRAMS_PER_SM programs per SM) and keeps
+its dweight share in registers; it writes one (D,) partial and the launcher sums the P partials with torch:
+deterministic, no atomics.
 """
 from __future__ import annotations
 
@@ -55,17 +56,27 @@ def _rows(t: torch.Tensor, dim: int) -> torch.Tensor:
     return t2 if t2.stride(-1) == 1 else t2.contiguous()
 
 
+# Programs per SM at most: beyond it programs walk several row blocks. One block per program up to here: the
+# hardware then schedules blocks as programs finish, like the forward's one-block programs. The partial buffer
+# stays small: at B=8, L=6085, D=192 (3,043 programs) 2.3 MB written and read, ~3% of the backward's bytes.
+PROGRAMS_PER_SM = 32
+
+
 def rmsnorm_bwd_launch_config(rows: int, dim: int, interpreted: bool, sm_count: int = 132) -> LaunchConfig:
     """`_add_rmsnorm_bwd_kernel`'s grid, tile and warps: the one place that chooses them (the launcher and
-    `vimbench kernels static` both call it). BLOCK_R whole rows per step as in the forward; a few programs per SM
-    walk the row blocks (the dweight partial buffer is programs x D fp32). Interpreter: 2-row blocks and at most
-    3 programs, so that tests cover programs with several row blocks and row masks."""
+    `vimbench kernels static` both call it). BLOCK_R whole rows per step as in the forward; one program per row
+    block up to PROGRAMS_PER_SM x sm_count programs, which then walk several blocks (the dweight partial buffer is
+    programs x D fp32). The cap was 4 programs per SM, and 3 are resident per SM (168 registers, bf16): at Vim-Ti
+    batch 8, 528 programs of ~6 sequential blocks each ran as 1.3 waves, our reading of the backward's 3.3x the
+    forward's time (NOTES.md; to be confirmed on the H200).
+    Interpreter: 2-row blocks and at most 3 programs, so that tests cover programs with several row blocks and
+    row masks."""
     block_d = triton.next_power_of_2(dim)
     if interpreted:
         block_r, warps, cap = 2, 1, 3
     else:
         block_r = max(1, min(16, 4096 // block_d))
-        warps, cap = (4 if block_d * block_r <= 4096 else 8), 4 * sm_count
+        warps, cap = (4 if block_d * block_r <= 4096 else 8), PROGRAMS_PER_SM * sm_count
     programs = max(1, min(triton.cdiv(rows, block_r), cap))
     return LaunchConfig(kernel="_add_rmsnorm_bwd_kernel", grid=(programs,),
                         constexprs=dict(BLOCK_R=block_r, BLOCK_D=block_d), num_warps=warps)

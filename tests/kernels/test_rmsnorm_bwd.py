@@ -117,3 +117,16 @@ def test_backward_reference_twin_matches_autograd(with_residual):
         torch.testing.assert_close(dres, want[1])
     else:
         assert dres is None
+
+
+def test_gpu_launch_config_gives_one_row_block_per_program_up_to_the_cap():
+    """On a GPU each program takes one row block until PROGRAMS_PER_SM x SMs programs, then several (the dweight
+    partial buffer is programs x D): Vim-Ti rows at batch 8 (3,043 16-row blocks) and batch 64."""
+    import triton
+
+    from kernels.rmsnorm.bwd import PROGRAMS_PER_SM, rmsnorm_bwd_launch_config
+
+    cfg = rmsnorm_bwd_launch_config(8 * 6085, 192, interpreted=False, sm_count=132)
+    assert cfg.grid == (triton.cdiv(8 * 6085, cfg.constexprs["BLOCK_R"]),)
+    cfg = rmsnorm_bwd_launch_config(64 * 6085, 192, interpreted=False, sm_count=132)
+    assert cfg.grid == (PROGRAMS_PER_SM * 132,)

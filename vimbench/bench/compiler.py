@@ -81,10 +81,9 @@ def is_torch_compile(mode: str) -> bool:
     return mode in TORCH_COMPILE_MODES
 
 
-def inductor_settings(mode: str | None = None) -> dict[str, Any]:
+def inductor_settings(mode: str | None = None, freeze: bool = False) -> dict[str, Any]:
     """The inductor settings that matter, as a compile of `mode` applies them (mode options over the global
-    config); the global config alone when mode is None."""
-    import torch._inductor
+    config, then freezing when `freeze`); the global config alone when mode is None."""
     import torch._inductor.config as config
 
     settings = {}
@@ -94,8 +93,10 @@ def inductor_settings(mode: str | None = None) -> dict[str, Any]:
         if hasattr(holder, attr):
             value = getattr(holder, attr)
             settings[key] = value if isinstance(value, (bool, int, float, str, type(None))) else str(value)
-    if mode is not None and mode != "default":
-        settings.update(torch._inductor.list_mode_options(mode))
+    if mode is not None:
+        settings.update(_mode_options(mode))
+    if freeze:
+        settings["freezing"] = True
     return settings
 
 
@@ -108,7 +109,9 @@ def header_settings(modes: tuple[str, ...], backend: str) -> dict[str, Any]:
                            "torch": torch.__version__}
     if compiled and backend == "inductor":
         out["inductor"] = inductor_settings()
+        # inference cases compile with freezing (the runner), training cases without
         out["inductor_by_mode"] = {m: inductor_settings(m) for m in compiled}
+        out["inference_freezing"] = True
     return out
 
 
@@ -120,16 +123,31 @@ class CompileStats:
     break_reasons: list[str] | None = None
 
 
-def compile_model(model, mode: str, backend: str = "inductor"):
+def compile_model(model, mode: str, backend: str = "inductor", freeze: bool = False):
     """model wrapped by torch.compile for `mode` (one of TORCH_COMPILE_MODES). dynamic=False: each case has one
-    fixed shape, so a shape change must recompile rather than silently run a generic kernel."""
+    fixed shape, so a shape change must recompile rather than silently run a generic kernel.
+
+    freeze (inductor only; inference): inductor's freezing, the setting torch documents for compiled inference:
+    the weights become constants of the compiled graph and what is computed from weights alone (Vim's stacked
+    and reordered mixer weights, the casts of every model's weights under autocast) is folded at compile time.
+    The compiled model then runs the weights it was compiled with. Applied to every model alike."""
     import torch
 
     if not is_torch_compile(mode):
         raise ValueError(f"{mode!r} is not a torch.compile mode")
     check_mode_backend((mode,), backend)
+    if freeze and backend == "inductor":
+        # torch.compile takes a mode or options, not both: the mode's own options plus freezing
+        return torch.compile(model, backend=backend, dynamic=False, fullgraph=False,
+                             options={**_mode_options(mode), "freezing": True})
     return torch.compile(model, mode=None if mode == "default" else mode, backend=backend, dynamic=False,
                          fullgraph=False)
+
+
+def _mode_options(mode: str) -> dict[str, Any]:
+    import torch._inductor
+
+    return {} if mode == "default" else dict(torch._inductor.list_mode_options(mode))
 
 
 def reset() -> None:

@@ -207,10 +207,12 @@ def run_case(key: CaseKey, warmup: int, iters: int, compile_backend: str = "indu
                 if compiled:
                     compiler.reset()
                     forward()  # eager: fills lazy caches as an eager run would; then compile
-                    forward = make_forward(compiler.compile_model(model, key.compile, compile_backend), key)
+                    # inference compiles freeze the weights (compiler.compile_model), every model alike
+                    forward = make_forward(compiler.compile_model(model, key.compile, compile_backend, freeze=True),
+                                           key)
                     result.compile_backend = compile_backend
                     if compile_backend == "inductor":
-                        result.compile_settings = compiler.inductor_settings(key.compile)
+                        result.compile_settings = compiler.inductor_settings(key.compile, freeze=True)
                 # the first call pays for lazy init, compilation and autotuning; never a timing sample
                 result.compile_s = _first_call(forward, key.device)
                 if compiled:

@@ -316,21 +316,23 @@ def _conv_bwd_inputs(shape: OpShape, dtype, device: str) -> dict[str, Any]:
 
 
 def _conv_bwd_spec(dtype: str, shape: OpShape = STATIC_SHAPE) -> KernelSpec:
-    """kernels/conv1d/bwd.py `_conv1d_silu_bidir_bwd_kernel` as training launches it: x a view of xz (B, L, 2E),
-    dout and dx channel-last ((B, L, 2, E) and (B, L, E) memory), fp32 weight and bias stacks."""
+    """kernels/conv1d/bwd.py as training launches it (K = 4, channel-last: the token-walking rows kernel): x a view
+    of xz (B, L, 2E), dout and dx channel-last ((B, L, 2, E) and (B, L, E) memory), fp32 weight and bias stacks."""
     from kernels.conv1d.bwd import conv1d_bwd_launch_config
 
     B_, E, L, K = shape.batch, shape.channels, shape.length, shape.d_conv
     cfg = conv1d_bwd_launch_config(B_, E, L, K, channel_last=True, interpreted=False)
+    if cfg.kernel != "_conv1d_silu_bidir_bwd_rows_kernel":
+        raise VimbenchError(f"static spec conv1d bwd: expected the token-walking kernel at K = {K}, got {cfg.kernel}")
     o_b, o_l, o_dir, _ = contiguous_strides(B_, L, 2, E)
     args = {
         "x_ptr": Ptr(dtype), "w_ptr": Ptr("fp32"), "bias_ptr": Ptr("fp32"), "dout_ptr": Ptr(dtype),
         "dx_ptr": Ptr(dtype), "dw_part_ptr": Ptr("fp32"), "db_part_ptr": Ptr("fp32"), "E": E, "L": L,
-        "stride_x_b": L * 2 * E, "stride_x_e": 1, "stride_x_l": 2 * E,
+        "stride_x_b": L * 2 * E, "stride_x_l": 2 * E,
         **dict(zip(("stride_w_dir", "stride_w_e", "stride_w_k"), contiguous_strides(2, E, K))),
         "stride_bias_dir": E, "stride_bias_e": 1,
-        "stride_dout_dir": o_dir, "stride_dout_b": o_b, "stride_dout_e": 1, "stride_dout_l": o_l,
-        "stride_dx_b": L * E, "stride_dx_e": 1, "stride_dx_l": E,
+        "stride_dout_dir": o_dir, "stride_dout_b": o_b, "stride_dout_l": o_l,
+        "stride_dx_b": L * E, "stride_dx_l": E,
     }
     return spec_from_args(f"conv1d/bidir_bwd/{dtype}", "kernels.conv1d.bwd", cfg.kernel, args,
                           dict(HAS_BIAS=True, **cfg.constexprs), do_not_specialize=("L",), num_warps=cfg.num_warps)
@@ -344,7 +346,8 @@ register(KernelOp(
     reference="kernels.conv1d.reference:conv1d_silu_bidir_bwd_ref",
     inputs=_conv_bwd_inputs,
     work=lambda s, dtype: rl.conv1d_bidir_bwd_work(s.batch, s.channels, s.length, s.d_conv, dtype=dtype),
-    kernels=("kernels.conv1d.bwd:_conv1d_silu_bidir_bwd_kernel",),
+    kernels=("kernels.conv1d.bwd:_conv1d_silu_bidir_bwd_rows_kernel",
+             "kernels.conv1d.bwd:_conv1d_silu_bidir_bwd_kernel"),
     static_specs=lambda: [_conv_bwd_spec("bf16"), _conv_bwd_spec("fp32")],
     # the training shapes: Vim-Ti at 1248 px, batch 8, and 224 px, batch 128
     regression=_both_dtypes((8, 384, VIM_TI_1248), (128, 384, VIM_TI_224)),
