@@ -24,9 +24,9 @@ work is ~2x the one-pass kernel's; it pays when the one-pass grid is far from fi
 (`chunked_scan_launch_config` decides). Outputs are bitwise what each chunk computes from its entry state;
 they match the one-pass kernel to fp32 rounding (the entry states are sums in a different order).
 
-In place (out=u or delta): pass 3 masks every step past its chunk, prefetches included, so a program reads only
-its own chunk's tokens, each by the lane that overwrites it, before it does (as in the one-pass kernel); pass 1
-reads everything before pass 3 starts.
+In place: with out=u (or delta), pass 3's prefetch past its chunk's last step may read a neighbouring chunk's
+already-overwritten tokens; those loads are never used (the chunk ends first). Every element a chunk uses is
+read by the lane that overwrites it, before it does, as in the one-pass kernel; pass 1 runs before pass 3.
 """
 from __future__ import annotations
 
@@ -43,11 +43,15 @@ from kernels.selective_scan.fwd import (
 )
 
 # The one-pass grid is "underfilled" below this many one-warp programs per SM: the chunked path then does ~2x the
-# exp work on ~TARGET/THRESHOLD x more programs (kernels/NOTES.md, "Chunk-parallel scan forward": ~10 resident
-# programs per SM saturate the H200's issue and MUFU at batch 64).
+# exp work on more programs (kernels/NOTES.md, "Chunk-parallel scan forward": at batch 64 the one-pass kernel's
+# 12 resident one-warp programs per SM keep issue and MUFU busy; below ~5 per SM doubling the work wins).
 UNDERFILLED_PROGRAMS_PER_SM = 4
-# Chunks are sized so that the chunked grid has about this many programs per SM.
-TARGET_PROGRAMS_PER_SM = 8
+# Pass 3's register cap: ptxas's own choice stopped at 168 registers and spilled three pointers in the main loop
+# (triton 3.6, gated halves); 200 leaves no spills, fewer register moves, and 10 one-warp programs per SM
+# (65,536 registers / (200 x 32)).
+OUTPUTS_MAXNREG = 200
+# Chunks are sized so that the chunked grid has at most this many programs per SM: all resident at once, one wave.
+TARGET_PROGRAMS_PER_SM = 10
 # Shorter chunks spend more on the per-chunk state stores, loads and combine steps than they gain.
 MIN_CHUNK_TOKENS = 16
 CHANNELS_PER_PROGRAM = 32  # one warp, one channel per lane (as the one-pass kernel at batch >= 8)
@@ -87,7 +91,7 @@ def chunked_scan_launch_config(batch: int, channels: int, length: int, n_dir: in
         programs = triton.cdiv(channels, CHANNELS_PER_PROGRAM) * n_dir * batch
         if interpreted or programs >= UNDERFILLED_PROGRAMS_PER_SM * sm_count:
             return None
-        wanted_chunks = triton.cdiv(TARGET_PROGRAMS_PER_SM * sm_count, programs)
+        wanted_chunks = max(TARGET_PROGRAMS_PER_SM * sm_count // programs, 2)
         unit = save_every if save_every else 2
         chunk = max(triton.cdiv(triton.cdiv(length, wanted_chunks), unit) * unit,
                     triton.cdiv(MIN_CHUNK_TOKENS, unit) * unit)
@@ -103,7 +107,8 @@ def chunked_scan_launch_config(batch: int, channels: int, length: int, n_dir: in
         states=LaunchConfig("_chunk_states_kernel", (channel_blocks, n_chunks - 1, n_dir * batch), tiles, 1),
         combine=LaunchConfig("_chunk_combine_kernel", (triton.cdiv(n_state * channels, combine_block),
                                                        n_dir * batch), dict(BLOCK=combine_block), COMBINE_WARPS),
-        outputs=LaunchConfig("_chunk_outputs_kernel", (channel_blocks, n_chunks, n_dir * batch), tiles, 1),
+        outputs=LaunchConfig("_chunk_outputs_kernel", (channel_blocks, n_chunks, n_dir * batch), tiles, 1,
+                             maxnreg=None if interpreted else OUTPUTS_MAXNREG),
     )
 
 
@@ -343,10 +348,14 @@ def _chunk_outputs_kernel(
     ckpt_lanes = ckpt_ptr + c64  # (C,) pointers to this program's channels in checkpoint slot 0, row 0
     if SAVE_EVERY > 0:
         ckpt_lanes += (direction * batch + pid_b) * tl.cdiv(L, SAVE_EVERY) * N_STATE * E
-    # Every trip runs masked (steps >= end are the identity and store nothing). An unmasked main loop plus a
-    # masked tail, as `_scan_kernel` has, kept the tail's bound live through the main loop and spilled
-    # (8-16 bytes, triton 3.8 and 3.6, gated halves); the masks cost a compare and predicates per token.
-    for k in range(0, (end - start + 1) // 2):
+    # Trip k steps start + 2k, + 1 and prefetches + 2, + 3: all < end for k < (end - start - 2) // 2.
+    unmasked = tl.maximum((end - start - 2) // 2, 0)
+    for k in range(0, unmasked):
+        if SAVE_EVERY > 0:
+            _save_checkpoint(h, start + 2 * k, ckpt_lanes, E, mask_c, N_STATE, SAVE_EVERY)
+        h, t0, t1 = _trip(h, start + 2 * k, t0, t1, args, step_args, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC,
+                          USE_ASM, False, MASK_C, PREFETCH)
+    for k in range(unmasked, (end - start + 1) // 2):
         if SAVE_EVERY > 0:
             _save_checkpoint(h, start + 2 * k, ckpt_lanes, E, mask_c, N_STATE, SAVE_EVERY)
         h, t0, t1 = _trip(h, start + 2 * k, t0, t1, args, step_args, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC,
@@ -365,13 +374,13 @@ def launch_chunked(cfg: ChunkedScanConfig, scan_args: dict, n_dir: int, batch: i
         dsum = torch.empty(n_dir, batch, links, channels, dtype=torch.float32, device=u.device)
         states_args = {k: v for k, v in scan_args.items() if k in _chunk_states_kernel.arg_names}
         _chunk_states_kernel[cfg.states.grid](**states_args, **common, hloc_ptr=hloc, dsum_ptr=dsum,
-                                              **cfg.states.constexprs, num_warps=cfg.states.num_warps)
+                                              **cfg.states.constexprs, **cfg.states.launch_options())
         _chunk_combine_kernel[cfg.combine.grid](
             A_ptr=A, hloc_ptr=hloc, dsum_ptr=dsum, E=channels, n_links=links, batch=batch,
             stride_A_dir=scan_args["stride_A_dir"], stride_A_e=scan_args["stride_A_e"],
             stride_A_n=scan_args["stride_A_n"], N_STATE=n_state, **cfg.combine.constexprs,
-            num_warps=cfg.combine.num_warps)
+            **cfg.combine.launch_options())
     else:
         hloc = A  # never read: chunk 0 starts from zero
     _chunk_outputs_kernel[cfg.outputs.grid](**scan_args, **common, entry_ptr=hloc, **cfg.outputs.constexprs,
-                                            num_warps=cfg.outputs.num_warps)
+                                            **cfg.outputs.launch_options())

@@ -140,8 +140,8 @@ def _chunked_scan_specs(dtype: str, mode: str, save_every: int = 0, passes: tupl
         raise VimbenchError(f"static spec chunked scan: the dispatch keeps batch {B_} at L = {L} one-pass")
     args = dict(_scan_args(dtype, mode, shape), T=cfg.chunk, batch=B_)
     module = "kernels.selective_scan.chunked"
-    # Per loop trip as in `_scan_spec`, 2 tokens x N states per thread; pass 1 has two loops (unmasked, masked),
-    # pass 3 one (all trips masked).
+    # Per loop trip as in `_scan_spec`, 2 tokens x N states per thread; passes 1 and 3 have two loops each
+    # (unmasked, masked).
     trip_elements = 2 * N * cfg.outputs.constexprs["BLOCK_C"] // (32 * cfg.outputs.num_warps)
     specs = []
     if "states" in passes:
@@ -168,7 +168,7 @@ def _chunked_scan_specs(dtype: str, mode: str, save_every: int = 0, passes: tupl
                                          ATOMIC=mode == "combined", SAVE_EVERY=save_every,
                                          **cfg.outputs.constexprs),
                                     do_not_specialize=("L", "T"), num_warps=cfg.outputs.num_warps,
-                                    state_elements=trip_elements))
+                                    state_elements=2 * trip_elements, maxnreg=cfg.outputs.maxnreg))
     return specs
 
 
