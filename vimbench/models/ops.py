@@ -6,6 +6,9 @@ Op signatures (all backends identical; shapes documented on the reference ops in
     bimamba_scan(u, delta, A, B, C, D, z, delta_bias, combine=True, out=None) -> y
                       direction-stacked inputs -> (B, E, L); combine=False: the two gated halves
                       (2, B, E, L), written to `out` if given (may be u itself)
+    bimamba_inner(h, in_proj, conv_w, conv_b, x_proj_t, dt_proj_t, A, D, dt_bias, combine) -> halves or y
+                      training: in_proj -> conv -> x_proj -> dt_proj -> scan as one differentiable op
+                      (kernels.bimamba_inner); None in a table without one (the mixer then trains op by op)
 """
 from __future__ import annotations
 
@@ -22,14 +25,16 @@ class VimOps:
     add_rmsnorm: Callable
     conv1d_silu_bidir: Callable
     bimamba_scan: Callable
+    bimamba_inner: Callable | None = None
 
 
 def _torch_ops() -> VimOps:
+    from kernels.bimamba_inner.reference import bimamba_inner_ref
     from kernels.conv1d.reference import conv1d_silu_bidir_ref
     from kernels.rmsnorm.reference import add_rmsnorm_ref
     from kernels.selective_scan.reference import bimamba_scan_ref
 
-    return VimOps("torch", add_rmsnorm_ref, conv1d_silu_bidir_ref, bimamba_scan_ref)
+    return VimOps("torch", add_rmsnorm_ref, conv1d_silu_bidir_ref, bimamba_scan_ref, bimamba_inner_ref)
 
 
 def _triton_ops() -> VimOps:
@@ -43,12 +48,13 @@ def _triton_ops() -> VimOps:
         raise VimbenchError("the triton backend needs a CUDA GPU and none is visible here (set TRITON_INTERPRET=1 "
                             "before importing to run the kernels slowly on CPU, for tests); use backend torch")
     try:
+        from kernels.bimamba_inner.op import bimamba_inner
         from kernels.conv1d.op import conv1d_silu_bidir
         from kernels.rmsnorm.op import add_rmsnorm
         from kernels.selective_scan.op import bimamba_scan
     except ImportError as exc:  # triton missing, or kernels not built yet
         raise VimbenchError(f"the triton backend is unavailable here ({exc}); use --backend torch") from exc
-    return VimOps("triton", add_rmsnorm, conv1d_silu_bidir, bimamba_scan)
+    return VimOps("triton", add_rmsnorm, conv1d_silu_bidir, bimamba_scan, bimamba_inner)
 
 
 _FACTORIES = {"torch": _torch_ops, "triton": _triton_ops}

@@ -19,6 +19,17 @@ from vimbench.models.ops import VimOps, get_ops
 
 NORM_EPS = 1e-5
 
+# How a mixer trains (under autograd); inference is the same for all three. kernels/README.md ("What the forward
+# saves") has the bytes each keeps per layer.
+#   fused           in_proj -> conv -> x_proj -> dt_proj -> scan as one differentiable op (ops.bimamba_inner) that
+#                   saves h, x_dbl and the scan's checkpoints and recomputes xz, u and delta in the backward;
+#                   out_proj reads the two gated halves in bf16/fp16 (sums_halves_in_gemm), the combined output
+#                   in fp32
+#   fused-combined  the same, out_proj always reads the combined output (half the bytes, the scan's atomics)
+#   per-op          each op under its own autograd (what every op saves, the graph keeps); also what a backend
+#                   without bimamba_inner does
+TRAIN_BOUNDARIES = ("fused", "fused-combined", "per-op")
+
 
 @dataclass(frozen=True)
 class MixerWeights:
@@ -77,10 +88,13 @@ _MIXER_OWN_PARAMS = ("A_log", "A_b_log", "D", "D_b")
 class BiMambaMixer(nn.Module):
     """Bidirectional Mamba mixer ("bimamba v2", outputs averaged). Input and output (B, L, D)."""
 
-    def __init__(self, d_model: int, depth: int, ops: VimOps, batch_slice: int = 0):
+    def __init__(self, d_model: int, depth: int, ops: VimOps, batch_slice: int = 0, train_boundary: str = "fused"):
         super().__init__()
+        if train_boundary not in TRAIN_BOUNDARIES:
+            raise ValueError(f"train_boundary must be one of {', '.join(TRAIN_BOUNDARIES)}; got {train_boundary!r}")
         self.ops = ops
         self.batch_slice = batch_slice  # images per slice at inference; 0: the whole batch at once
+        self.train_boundary = train_boundary
         inner = d_inner(d_model)
         self.d_inner, self.dt_rank = inner, dt_rank(d_model)
         self.x_dbl_layout = XDblLayout(self.dt_rank, D_STATE)
@@ -162,12 +176,30 @@ class BiMambaMixer(nn.Module):
             out[start:start + step] = self._mix(h[start:start + step])
         return out
 
+    def _trains_fused(self, h: torch.Tensor) -> bool:
+        return (torch.is_grad_enabled() and self.train_boundary != "per-op" and self.ops.bimamba_inner is not None
+                and (h.requires_grad or self.in_proj.weight.requires_grad))
+
+    def _mix_fused(self, h: torch.Tensor, w: MixerWeights) -> torch.Tensor:
+        """Training through one differentiable op from h to the scan output (see TRAIN_BOUNDARIES)."""
+        batch, length = h.shape[0], h.shape[1]
+        halves = sums_halves_in_gemm(h.dtype)
+        combine = self.train_boundary == "fused-combined" or not halves
+        y = self.ops.bimamba_inner(h, w.in_proj, w.conv_w, w.conv_b, w.x_proj_t, w.dt_proj_t, w.A, w.D, w.dt_bias,
+                                   combine=combine)
+        if combine:  # (B, E, L), laid out (B, L, E)
+            return F.linear(y.transpose(1, 2), self.out_proj.weight.to(h.dtype) if halves else w.out_proj)
+        # (2, B, E, L) laid out (B, L, 2, E): one (B, L, 2E) matrix; out_proj's doubled weight adds the halves
+        return F.linear(y.permute(1, 3, 0, 2).reshape(batch, length, 2 * self.d_inner), w.out_proj)
+
     def _mix(self, h: torch.Tensor) -> torch.Tensor:
         inner, lay = self.d_inner, self.x_dbl_layout
         batch, length = h.shape[0], h.shape[1]
         # Channel-last throughout: per-token channel runs are contiguous, so the scan kernel's per-token loads
         # coalesce. Ops see (B, E, L) / (2, B, N, L) shaped views of these (B, L, ...) tensors.
         w = self.weights(h.dtype)
+        if self._trains_fused(h):
+            return self._mix_fused(h, w)
         xz = F.linear(h, w.in_proj)  # (B, L, 2E)
         x = xz[..., :inner].transpose(1, 2)  # (B, E, L) view, channel stride 1
         z = xz[..., inner:].transpose(1, 2)
@@ -200,9 +232,9 @@ class BiMambaMixer(nn.Module):
 
 
 class VimBlock(nn.Module):
-    def __init__(self, d_model: int, depth: int, ops: VimOps, batch_slice: int = 0):
+    def __init__(self, d_model: int, depth: int, ops: VimOps, batch_slice: int = 0, train_boundary: str = "fused"):
         super().__init__()
-        self.mixer = BiMambaMixer(d_model, depth, ops, batch_slice)
+        self.mixer = BiMambaMixer(d_model, depth, ops, batch_slice, train_boundary)
         self.norm = RMSNorm(d_model)
 
 
@@ -222,10 +254,11 @@ class VisionMamba(nn.Module):
 
     img_size fixes the number of patches (and the position embedding's length); inputs must be that size.
     batch_slice: at inference, each mixer processes the batch in slices of this many images (0: all at once);
-    its temporaries then scale with the slice, not the batch. Measured trade-off and estimate: README ("Memory")."""
+    its temporaries then scale with the slice, not the batch. Measured trade-off and estimate: README ("Memory").
+    train_boundary: what the mixers' autograd graph keeps in training (TRAIN_BOUNDARIES; "fused" by default)."""
 
     def __init__(self, img_size: int = 224, embed_dim: int = 192, depth: int = 24, num_classes: int = 1000,
-                 backend: str = "torch", batch_slice: int = 0):
+                 backend: str = "torch", batch_slice: int = 0, train_boundary: str = "fused"):
         super().__init__()
         if img_size < PATCH:
             raise ValueError(f"img_size {img_size} is smaller than one {PATCH}px patch")
@@ -240,7 +273,8 @@ class VisionMamba(nn.Module):
         self.cls_position = self.patch_embed.num_patches // 2
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, self.num_tokens, embed_dim))
-        self.layers = nn.ModuleList(VimBlock(embed_dim, depth, self.ops, batch_slice) for _ in range(depth))
+        self.layers = nn.ModuleList(VimBlock(embed_dim, depth, self.ops, batch_slice, train_boundary)
+                                    for _ in range(depth))
         self.norm_f = RMSNorm(embed_dim)
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
