@@ -122,7 +122,7 @@ def _readme_saved_row() -> str:
 
 def test_saved_activations_per_layer_are_kernels_readme_table():
     """What one Vim-Ti layer keeps for the backward pass at 1248 px, batch 8, bf16 (meta device: sizes only),
-    counted with saved-tensor hooks: the fused boundary keeps no tensor of the size of xz, u or delta, and each
+    counted with saved-tensor hooks: the fused boundary keeps no tensor of the size of h, xz, u or delta, and each
     boundary's total is the one kernels/README.md's table states."""
     pytest.importorskip("triton")
     from vimbench.bench.live_memory import vim_saved_per_layer
@@ -133,8 +133,7 @@ def test_saved_activations_per_layer_are_kernels_readme_table():
     saved = {boundary: vim_saved_per_layer(1248, batch, boundary) for boundary in boundaries}
     activations = {b: Counter((s.shape, s.dtype) for s in saved[b] if s.nbytes >= 2 ** 20) for b in boundaries}
     common = Counter([((2, batch, 96, 16, inner), f32),   # scan state checkpoints
-                      ((batch, length, d_model), f32),    # residual r (add + RMSNorm)
-                      ((batch, length, d_model), bf16),   # h, the in_proj input
+                      ((batch, length, d_model), f32),    # residual r (add + RMSNorm; h is recomputed from it)
                       ((2, batch * length, 48), bf16)])   # x_dbl [B | C | dt | pad]
     assert activations["fused"] == common + Counter([((batch * length, 2 * inner), bf16)])  # the halves
     assert activations["fused-combined"] == common + Counter([((batch * length, inner), bf16)])  # combined

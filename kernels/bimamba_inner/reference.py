@@ -15,7 +15,7 @@ def x_dbl_slices(n_state: int, dt_rank: int) -> tuple[slice, slice, slice]:
     return slice(0, n_state), slice(n_state, 2 * n_state), slice(2 * n_state, 2 * n_state + dt_rank)
 
 
-def bimamba_inner_ref(h, in_proj, conv_w, conv_b, x_proj_t, dt_proj_t, A, D, dt_bias, combine=False):
+def bimamba_inner_ref(h, in_proj, conv_w, conv_b, x_proj_t, dt_proj_t, A, D, dt_bias, combine=False, norm=None):
     """in_proj -> both directions' conv1d + SiLU -> x_proj -> dt_proj -> gated bidirectional scan.
 
     h: (batch, L, d_model), the normalized mixer input. in_proj: (2E, d_model), rows [x | z]. conv_w: (2, E, K),
@@ -23,7 +23,8 @@ def bimamba_inner_ref(h, in_proj, conv_w, conv_b, x_proj_t, dt_proj_t, A, D, dt_
     (2, R, E). A: (2, E, N) fp32 (negative); D, dt_bias: (2, E) fp32. The GEMMs run in the dtype of h and of the
     projection weights (the caller casts them alike, as autocast would); delta = softplus(dt @ dt_proj_t +
     dt_bias) inside the scan. combine=False returns the gated halves 0.5 * y_dir * SiLU(z), (2, batch, E, L);
-    combine=True their sum (batch, E, L); both in h's dtype.
+    combine=True their sum (batch, E, L); both in h's dtype. norm: (r, weight, eps) that h was normalized from,
+    which the fused op may recompute h from in its backward; the reference ignores it (plain autograd keeps h).
     """
     batch, length = h.shape[:2]
     inner, n_state, dt_rank = in_proj.shape[0] // 2, A.shape[-1], dt_proj_t.shape[1]

@@ -22,7 +22,8 @@ NORM_EPS = 1e-5
 # How a mixer trains (under autograd); inference is the same for all three. kernels/README.md ("What the forward
 # saves") has the bytes each keeps per layer.
 #   fused           in_proj -> conv -> x_proj -> dt_proj -> scan as one differentiable op (ops.bimamba_inner) that
-#                   saves h, x_dbl and the scan's checkpoints and recomputes xz, u and delta in the backward;
+#                   saves x_dbl and the scan's checkpoints and recomputes h (from the norm's r), xz, u and delta
+#                   in the backward;
 #                   out_proj reads the two gated halves in bf16/fp16 (sums_halves_in_gemm), the combined output
 #                   in fp32
 #   fused-combined  the same, out_proj always reads the combined output (half the bytes, the scan's atomics)
@@ -160,14 +161,15 @@ class BiMambaMixer(nn.Module):
             self._weights_cache = (key, self._build_weights(dtype))
         return self._weights_cache[1]
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        """(B, L, D) -> (B, L, D). At inference with `batch_slice` set, the batch goes through in slices of that
+    def forward(self, h: torch.Tensor, norm: tuple | None = None) -> torch.Tensor:
+        """(B, L, D) -> (B, L, D). norm: (r, weight, eps) that h was normalized from (the block's add + RMSNorm):
+        the fused training op then recomputes h from r, which the norm keeps, instead of saving h. At inference with `batch_slice` set, the batch goes through in slices of that
         many images (the last one smaller), so that the mixer's temporaries (in_proj output, conv output, x_dbl,
         delta: ~15 values of 16-bit per token and inner channel) exist for one slice at a time; the output is
         the same up to the GEMMs' blocking (the kernels are per image and per channel)."""
         step = self.batch_slice
         if not step or h.shape[0] <= step or torch.is_grad_enabled():
-            return self._mix(h)
+            return self._mix(h, norm)
         first = self._mix(h[:step])
         out = first.new_empty((h.shape[0], *first.shape[1:]))  # (B, L, D)
         out[:step] = first
@@ -180,26 +182,26 @@ class BiMambaMixer(nn.Module):
         return (torch.is_grad_enabled() and self.train_boundary != "per-op" and self.ops.bimamba_inner is not None
                 and (h.requires_grad or self.in_proj.weight.requires_grad))
 
-    def _mix_fused(self, h: torch.Tensor, w: MixerWeights) -> torch.Tensor:
+    def _mix_fused(self, h: torch.Tensor, w: MixerWeights, norm: tuple | None) -> torch.Tensor:
         """Training through one differentiable op from h to the scan output (see TRAIN_BOUNDARIES)."""
         batch, length = h.shape[0], h.shape[1]
         halves = sums_halves_in_gemm(h.dtype)
         combine = self.train_boundary == "fused-combined" or not halves
         y = self.ops.bimamba_inner(h, w.in_proj, w.conv_w, w.conv_b, w.x_proj_t, w.dt_proj_t, w.A, w.D, w.dt_bias,
-                                   combine=combine)
+                                   combine=combine, norm=norm)
         if combine:  # (B, E, L), laid out (B, L, E)
             return F.linear(y.transpose(1, 2), self.out_proj.weight.to(h.dtype) if halves else w.out_proj)
         # (2, B, E, L) laid out (B, L, 2, E): one (B, L, 2E) matrix; out_proj's doubled weight adds the halves
         return F.linear(y.permute(1, 3, 0, 2).reshape(batch, length, 2 * self.d_inner), w.out_proj)
 
-    def _mix(self, h: torch.Tensor) -> torch.Tensor:
+    def _mix(self, h: torch.Tensor, norm: tuple | None = None) -> torch.Tensor:
         inner, lay = self.d_inner, self.x_dbl_layout
         batch, length = h.shape[0], h.shape[1]
         # Channel-last throughout: per-token channel runs are contiguous, so the scan kernel's per-token loads
         # coalesce. Ops see (B, E, L) / (2, B, N, L) shaped views of these (B, L, ...) tensors.
         w = self.weights(h.dtype)
         if self._trains_fused(h):
-            return self._mix_fused(h, w)
+            return self._mix_fused(h, w, norm)
         xz = F.linear(h, w.in_proj)  # (B, L, 2E)
         x = xz[..., :inner].transpose(1, 2)  # (B, E, L) view, channel stride 1
         z = xz[..., inner:].transpose(1, 2)
@@ -301,7 +303,7 @@ class VisionMamba(nn.Module):
             # bf16, 0.14 GiB each; the first layer's fp32 input 0.28 GiB; vimbench.bench.live_memory counts them).
             normed, residual = self.ops.add_rmsnorm(hidden, residual, block.norm.weight, NORM_EPS, act_dtype)
             hidden = None
-            hidden = block.mixer(normed)
+            hidden = block.mixer(normed, (residual, block.norm.weight, NORM_EPS))
             normed = None
         normed, _ = self.ops.add_rmsnorm(hidden, residual, self.norm_f.weight, NORM_EPS, act_dtype)
         return normed[:, mid]  # (B, D): the normalized middle (class) token
