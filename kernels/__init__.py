@@ -2,6 +2,7 @@
 
 Importing this package never needs a GPU; the Triton ops are imported lazily by their submodules.
 """
+from kernels.bimamba_inner.reference import bimamba_inner_ref
 from kernels.conv1d.reference import conv1d_silu_bidir_bwd_ref, conv1d_silu_bidir_ref
 from kernels.rmsnorm.reference import add_rmsnorm_bwd_ref, add_rmsnorm_ref
 from kernels.selective_scan.reference import (
@@ -15,6 +16,7 @@ IS_VIMBENCH_KERNELS = True  # tests check this: a PyPI project is also called `k
 __all__ = [
     "add_rmsnorm_bwd_ref",
     "add_rmsnorm_ref",
+    "bimamba_inner_ref",
     "bimamba_scan_ref",
     "conv1d_silu_bidir_bwd_ref",
     "conv1d_silu_bidir_ref",

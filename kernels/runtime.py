@@ -21,6 +21,12 @@ class LaunchConfig:
     grid: tuple[int, ...]
     constexprs: dict[str, Any] = field(default_factory=dict)
     num_warps: int = 4
+    # Register cap per thread passed to ptxas (None: ptxas's own choice, which can stop short and spill).
+    maxnreg: int | None = None
+
+    def launch_options(self) -> dict[str, Any]:
+        """Keyword options of the launch besides the kernel's arguments: num_warps, and maxnreg when set."""
+        return {"num_warps": self.num_warps, **({"maxnreg": self.maxnreg} if self.maxnreg else {})}
 
 
 def strides(prefix: str, names: tuple[str, ...], values: tuple[int, ...]) -> dict[str, int]:

@@ -2,6 +2,9 @@
 torch.compile traces a training step of the triton backend as one graph."""
 from __future__ import annotations
 
+from collections import Counter
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,11 +13,13 @@ import vimbench
 from vimbench.models.vim import VisionMamba
 
 
-def _pair(img_size: int, device: str):
+def _pair(img_size: int, device: str, train_boundary: str = "fused"):
     pytest.importorskip("triton")
     torch.manual_seed(0)
-    ref = vimbench.create_model("vim_test", img_size=img_size, num_classes=5, backend="torch").to(device)
-    tri = vimbench.create_model("vim_test", img_size=img_size, num_classes=5, backend="triton").to(device)
+    ref = vimbench.create_model("vim_test", img_size=img_size, num_classes=5, backend="torch",
+                                train_boundary="per-op").to(device)
+    tri = vimbench.create_model("vim_test", img_size=img_size, num_classes=5, backend="triton",
+                                train_boundary=train_boundary).to(device)
     tri.load_state_dict(ref.state_dict())
     return ref.train(), tri.train()
 
@@ -25,10 +30,11 @@ def _tiny(backend: str, device: str) -> VisionMamba:
     return VisionMamba(img_size=16, embed_dim=8, depth=1, num_classes=3, backend=backend).to(device).train()
 
 
-def test_triton_backend_gradients_match_torch_backend(device):
-    """Every parameter gets the torch backend's gradient: no silently detached op (issue 10's defect: all block
-    parameters had grad None)."""
-    ref, tri = _pair(32, device)
+@pytest.mark.parametrize("train_boundary", ["fused", "per-op"])
+def test_triton_backend_gradients_match_torch_backend(device, train_boundary):
+    """Every parameter gets the torch backend's gradient (plain autograd, op by op): no silently detached op
+    (issue 10's defect: all block parameters had grad None), through the fused training op and op by op."""
+    ref, tri = _pair(32, device, train_boundary)
     images = torch.randn(2, 3, 32, 32, device=device)
     labels = torch.tensor([1, 3], device=device)
     F.cross_entropy(tri(images), labels).backward()
@@ -107,14 +113,48 @@ def test_inference_traces_without_graph_breaks(device):
     torch.testing.assert_close(got, expected)
 
 
+def _readme_saved_row() -> str:
+    readme = Path(__file__).resolve().parents[1] / "kernels" / "README.md"
+    rows = [line for line in readme.read_text().splitlines() if line.startswith("| total per layer |")]
+    assert len(rows) == 1, "kernels/README.md lost its '| total per layer |' row"
+    return rows[0]
+
+
+def test_saved_activations_per_layer_are_kernels_readme_table():
+    """What one Vim-Ti layer keeps for the backward pass at 1248 px, batch 8, bf16 (meta device: sizes only),
+    counted with saved-tensor hooks: the fused boundary keeps no tensor of the size of h, xz, u or delta, and each
+    boundary's total is the one kernels/README.md's table states."""
+    pytest.importorskip("triton")
+    from vimbench.bench.live_memory import vim_saved_per_layer
+
+    batch, length, d_model, inner = 8, 6085, 192, 384
+    bf16, f32 = torch.bfloat16, torch.float32
+    boundaries = ("per-op", "fused", "fused-combined")
+    saved = {boundary: vim_saved_per_layer(1248, batch, boundary) for boundary in boundaries}
+    activations = {b: Counter((s.shape, s.dtype) for s in saved[b] if s.nbytes >= 2 ** 20) for b in boundaries}
+    common = Counter([((2, batch, 96, 16, inner), f32),   # scan state checkpoints
+                      ((batch, length, d_model), f32),    # residual r (add + RMSNorm; h is recomputed from it)
+                      ((2, batch * length, 48), bf16)])   # x_dbl [B | C | dt | pad]
+    assert activations["fused"] == common + Counter([((batch * length, 2 * inner), bf16)])  # the halves
+    assert activations["fused-combined"] == common + Counter([((batch * length, inner), bf16)])  # combined
+    sizes = {b: [s.nbytes for s in saved[b]] for b in boundaries}
+    recomputed = 2 * batch * length * inner * 2  # bytes of xz, u or delta
+    assert sizes["fused"].count(recomputed) == 1  # the halves only
+    assert sizes["per-op"].count(recomputed) == 4  # xz, u, delta, the halves
+    totals = [f"{sum(sizes[b]) / 1e6:.1f} MB" for b in boundaries]
+    assert _readme_saved_row().split("|")[2:5] == [f" {t} " for t in totals]
+
+
 @pytest.mark.gpu
-def test_training_step_vim_t_bf16_gpu():
+@pytest.mark.parametrize("train_boundary", ["fused", "fused-combined", "per-op"])
+def test_training_step_vim_t_bf16_gpu(train_boundary):
     """Vim-Ti at 224 px, batch 8, bf16 autocast: backend triton's gradients are about as accurate as backend
-    torch's in bf16, both measured against backend torch in fp32."""
+    torch's in bf16, both measured against backend torch in fp32, through each training boundary."""
     torch.manual_seed(0)
     models = {}
     for backend in ("torch", "triton"):
-        models[backend] = vimbench.create_model("vim_t", img_size=224, backend=backend).cuda().train()
+        models[backend] = vimbench.create_model("vim_t", img_size=224, backend=backend,
+                                                train_boundary=train_boundary).cuda().train()
     models["triton"].load_state_dict(models["torch"].state_dict())
     images = torch.randn(8, 3, 224, 224, device="cuda")
     labels = torch.randint(0, 1000, (8,), device="cuda")

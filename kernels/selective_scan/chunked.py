@@ -24,9 +24,9 @@ work is ~2x the one-pass kernel's; it pays when the one-pass grid is far from fi
 (`chunked_scan_launch_config` decides). Outputs are bitwise what each chunk computes from its entry state;
 they match the one-pass kernel to fp32 rounding (the entry states are sums in a different order).
 
-In place (out=u or delta): pass 3 masks every step past its chunk, prefetches included, so a program reads only
-its own chunk's tokens, each by the lane that overwrites it, before it does (as in the one-pass kernel); pass 1
-reads everything before pass 3 starts.
+In place: with out=u (or delta), pass 3's prefetch past its chunk's last step may read a neighbouring chunk's
+already-overwritten tokens; those loads are never used (the chunk ends first). Every element a chunk uses is
+read by the lane that overwrites it, before it does, as in the one-pass kernel; pass 1 runs before pass 3.
 """
 from __future__ import annotations
 
@@ -43,11 +43,15 @@ from kernels.selective_scan.fwd import (
 )
 
 # The one-pass grid is "underfilled" below this many one-warp programs per SM: the chunked path then does ~2x the
-# exp work on ~TARGET/THRESHOLD x more programs (kernels/NOTES.md, "Chunk-parallel scan forward": ~10 resident
-# programs per SM saturate the H200's issue and MUFU at batch 64).
+# exp work on more programs (kernels/NOTES.md, "Chunk-parallel scan forward": at batch 64 the one-pass kernel's
+# 12 resident one-warp programs per SM keep issue and MUFU busy; below ~5 per SM doubling the work wins).
 UNDERFILLED_PROGRAMS_PER_SM = 4
-# Chunks are sized so that the chunked grid has about this many programs per SM.
-TARGET_PROGRAMS_PER_SM = 8
+# Pass 3's register cap: ptxas's own choice stopped at 168 registers and spilled three pointers in the main loop
+# (triton 3.6, gated halves); 200 leaves no spills and 10 one-warp programs resident per SM.
+OUTPUTS_MAXNREG = 200
+REGISTERS_PER_SM = 65536  # sm_90
+# At most this many programs per SM even when more would fit (the one-pass kernel's 12 saturate issue and MUFU).
+MAX_PROGRAMS_PER_SM = 12
 # Shorter chunks spend more on the per-chunk state stores, loads and combine steps than they gain.
 MIN_CHUNK_TOKENS = 16
 CHANNELS_PER_PROGRAM = 32  # one warp, one channel per lane (as the one-pass kernel at batch >= 8)
@@ -74,7 +78,8 @@ def chunked_scan_launch_config(batch: int, channels: int, length: int, n_dir: in
 
     split: None chooses: chunked when the one-pass grid (32 channels per program) has fewer than
     UNDERFILLED_PROGRAMS_PER_SM programs per SM, with chunks long enough (a multiple of the checkpoint interval
-    `save_every` when saving, >= MIN_CHUNK_TOKENS) that the chunked grid has about TARGET_PROGRAMS_PER_SM per SM;
+    `save_every` when saving, >= MIN_CHUNK_TOKENS) that the chunked grid has about `target_programs_per_sm()`
+    per SM (all resident: one wave);
     the interpreter keeps the one-pass kernel unless forced. 0 forces the one-pass kernel; an even T > 0 forces
     chunks of T scan steps (T >= L gives one chunk: pass 3 alone, which is the one-pass recurrence)."""
     if split is not None and (split < 0 or split % 2):
@@ -87,7 +92,7 @@ def chunked_scan_launch_config(batch: int, channels: int, length: int, n_dir: in
         programs = triton.cdiv(channels, CHANNELS_PER_PROGRAM) * n_dir * batch
         if interpreted or programs >= UNDERFILLED_PROGRAMS_PER_SM * sm_count:
             return None
-        wanted_chunks = triton.cdiv(TARGET_PROGRAMS_PER_SM * sm_count, programs)
+        wanted_chunks = max(target_programs_per_sm() * sm_count // programs, 2)
         unit = save_every if save_every else 2
         chunk = max(triton.cdiv(triton.cdiv(length, wanted_chunks), unit) * unit,
                     triton.cdiv(MIN_CHUNK_TOKENS, unit) * unit)
@@ -103,8 +108,16 @@ def chunked_scan_launch_config(batch: int, channels: int, length: int, n_dir: in
         states=LaunchConfig("_chunk_states_kernel", (channel_blocks, n_chunks - 1, n_dir * batch), tiles, 1),
         combine=LaunchConfig("_chunk_combine_kernel", (triton.cdiv(n_state * channels, combine_block),
                                                        n_dir * batch), dict(BLOCK=combine_block), COMBINE_WARPS),
-        outputs=LaunchConfig("_chunk_outputs_kernel", (channel_blocks, n_chunks, n_dir * batch), tiles, 1),
+        outputs=LaunchConfig("_chunk_outputs_kernel", (channel_blocks, n_chunks, n_dir * batch), tiles, 1,
+                             maxnreg=None if interpreted else OUTPUTS_MAXNREG),
     )
+
+
+def target_programs_per_sm() -> int:
+    """Programs per SM the chunked grid is sized to: as many one-warp pass-3 programs as the register cap lets
+    reside at once (so the grid runs in one wave), at most MAX_PROGRAMS_PER_SM. Read at each call, so a timing
+    script may change OUTPUTS_MAXNREG (None: ptxas's choice, 168 here)."""
+    return min(REGISTERS_PER_SM // (32 * (OUTPUTS_MAXNREG or 168)), MAX_PROGRAMS_PER_SM)
 
 
 @functools.cache
@@ -253,7 +266,7 @@ def _chunk_combine_kernel(A_ptr, hloc_ptr, dsum_ptr, E, n_links, batch,
     chunk summaries in order, H(c + 1) = exp(A sum Delta(c)) * H(c) + h_local(c) from H(0) = 0, and overwrite
     h_local(c) with H(c + 1), the state entering chunk c + 1. Four chunks per loop trip, their loads issued
     before the previous four's arithmetic: the chain itself is one FMA per chunk, so loads would dominate."""
-    NE = N_STATE * E
+    NE = (N_STATE * E).to(tl.int64)  # chunk offsets c * NE can pass 2^31 for wide models and many chunks
     idx = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = idx < NE
     n = idx // E
@@ -309,13 +322,12 @@ def _chunk_outputs_kernel(
     c64, mask_c, direction, backward, pid_b = _program_lanes(E, batch, dir_first, BLOCK_C)
     chunk = tl.program_id(1)
     start = chunk * T
-    # fwd.py's token helpers map scan step s to token L - 1 - s (backward direction) and mask s >= L. They get
-    # `end` (this chunk's end) as their L, with the backward direction's pointers moved by L - end tokens:
-    # token end - 1 - s + (L - end) = L - 1 - s as before, and steps past the chunk, the prefetched ones
-    # included, are masked. So the masked trips are the chunk's last one or two, and no program reads a token
-    # of another chunk (which, in place, may already hold outputs).
-    end = tl.minimum(start + T, L)
-    shift = tl.where(backward, L - end, 0).to(tl.int64)
+    # fwd.py's token helpers see this chunk alone: n steps (their L), step s at token s (forward) or n - 1 - s
+    # (backward) from the chunk's first token in memory, `first`: token start + s, or L - 1 - (start + s), as in
+    # the whole sequence. Steps past the chunk, the prefetched ones included, are masked, so no program reads a
+    # token of another chunk (which, in place, may already hold outputs).
+    n = tl.minimum(T, L - start)
+    shift = tl.where(backward, L - start - n, start).to(tl.int64)
     states = tl.arange(0, N_STATE)
     u_base = u_ptr + direction * stride_u_dir + pid_b * stride_u_b + c64 * stride_u_e + shift * stride_u_l
     dt_base = delta_ptr + direction * stride_dt_dir + pid_b * stride_dt_b + c64 * stride_dt_e + shift * stride_dt_l
@@ -335,22 +347,26 @@ def _chunk_outputs_kernel(
     # Chunk 0 starts from zero: its lanes read nothing (the slot index is clamped only to stay in bounds).
     slot = (direction * batch + pid_b) * (tl.cdiv(L, T) - 1) + tl.maximum(chunk - 1, 0)
     h = load_rows(entry_ptr + slot * (N_STATE * E) + c64, E, mask_c & (chunk > 0), N_STATE, BLOCK_C)
-    args = (u_base, dt_base, z_base, B_base, C_base, end, backward, mask_c,
+    args = (u_base, dt_base, z_base, B_base, C_base, n, backward, mask_c,
             stride_u_l, stride_dt_l, stride_z_l, stride_B_l, stride_C_l)
-    step_args = (A2, D_row, bias_row, out_base, stride_out_l, end, backward, mask_c, out_scale)
-    t0 = _load_token(start, *args, HAS_Z, True, MASK_C)
-    t1 = _load_token(start + 1, *args, HAS_Z, True, MASK_C)
+    step_args = (A2, D_row, bias_row, out_base, stride_out_l, n, backward, mask_c, out_scale)
+    t0 = _load_token(0, *args, HAS_Z, True, MASK_C)
+    t1 = _load_token(1, *args, HAS_Z, True, MASK_C)
     ckpt_lanes = ckpt_ptr + c64  # (C,) pointers to this program's channels in checkpoint slot 0, row 0
     if SAVE_EVERY > 0:
         ckpt_lanes += (direction * batch + pid_b) * tl.cdiv(L, SAVE_EVERY) * N_STATE * E
-    # Every trip runs masked (steps >= end are the identity and store nothing). An unmasked main loop plus a
-    # masked tail, as `_scan_kernel` has, kept the tail's bound live through the main loop and spilled
-    # (8-16 bytes, triton 3.8 and 3.6, gated halves); the masks cost a compare and predicates per token.
-    for k in range(0, (end - start + 1) // 2):
+    # Trip k steps 2k, 2k + 1 and prefetches 2k + 2, 2k + 3: all < n for k < (n - 2) // 2.
+    unmasked = tl.maximum((n - 2) // 2, 0)
+    for k in range(0, unmasked):
         if SAVE_EVERY > 0:
             _save_checkpoint(h, start + 2 * k, ckpt_lanes, E, mask_c, N_STATE, SAVE_EVERY)
-        h, t0, t1 = _trip(h, start + 2 * k, t0, t1, args, step_args, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC,
-                          USE_ASM, True, MASK_C, PREFETCH)
+        h, t0, t1 = _trip(h, 2 * k, t0, t1, args, step_args, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM,
+                          False, MASK_C, PREFETCH)
+    for k in range(unmasked, (n + 1) // 2):
+        if SAVE_EVERY > 0:
+            _save_checkpoint(h, start + 2 * k, ckpt_lanes, E, mask_c, N_STATE, SAVE_EVERY)
+        h, t0, t1 = _trip(h, 2 * k, t0, t1, args, step_args, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM,
+                          True, MASK_C, PREFETCH)
 
 
 def launch_chunked(cfg: ChunkedScanConfig, scan_args: dict, n_dir: int, batch: int) -> None:
@@ -365,13 +381,13 @@ def launch_chunked(cfg: ChunkedScanConfig, scan_args: dict, n_dir: int, batch: i
         dsum = torch.empty(n_dir, batch, links, channels, dtype=torch.float32, device=u.device)
         states_args = {k: v for k, v in scan_args.items() if k in _chunk_states_kernel.arg_names}
         _chunk_states_kernel[cfg.states.grid](**states_args, **common, hloc_ptr=hloc, dsum_ptr=dsum,
-                                              **cfg.states.constexprs, num_warps=cfg.states.num_warps)
+                                              **cfg.states.constexprs, **cfg.states.launch_options())
         _chunk_combine_kernel[cfg.combine.grid](
             A_ptr=A, hloc_ptr=hloc, dsum_ptr=dsum, E=channels, n_links=links, batch=batch,
             stride_A_dir=scan_args["stride_A_dir"], stride_A_e=scan_args["stride_A_e"],
             stride_A_n=scan_args["stride_A_n"], N_STATE=n_state, **cfg.combine.constexprs,
-            num_warps=cfg.combine.num_warps)
+            **cfg.combine.launch_options())
     else:
         hloc = A  # never read: chunk 0 starts from zero
     _chunk_outputs_kernel[cfg.outputs.grid](**scan_args, **common, entry_ptr=hloc, **cfg.outputs.constexprs,
-                                            num_warps=cfg.outputs.num_warps)
+                                            **cfg.outputs.launch_options())

@@ -129,3 +129,77 @@ def vim_peak_bytes(name: str, res: int, batch: int, dtype: str = "bf16", batch_s
     with torch.inference_mode(), mode:
         model(images)
     return mode.peak
+
+
+@dataclass(frozen=True)
+class SavedTensor:
+    """One storage the autograd graph keeps for the backward pass: the shape and dtype of the (first) tensor saved
+    on it, and the storage's bytes (a saved view counts its whole storage, once)."""
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    nbytes: int
+
+
+def _saved_storages(model, images) -> list[SavedTensor]:
+    """The storages a training forward of `model` saves for backward, parameters' own storages excluded."""
+    params = {StorageWeakRef(p.untyped_storage()).cdata for p in model.parameters()}
+    saved: dict[int, SavedTensor] = {}
+    keep: list[torch.Tensor] = []  # keeps storages alive, so that their keys stay unique during the forward
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        key = StorageWeakRef(storage).cdata
+        if key not in params and key not in saved:
+            saved[key] = SavedTensor(tuple(t.shape), t.dtype, storage.nbytes())
+            keep.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(images)
+    return list(saved.values())
+
+
+def vim_saved_per_layer(res: int, batch: int, train_boundary: str = "fused", embed_dim: int = 192,
+                        dtype: torch.dtype = torch.bfloat16, device: str = "meta") -> list[SavedTensor]:
+    """What one Vim layer adds to the autograd graph of a training forward on backend triton (Vim-Ti width by
+    default): the storages saved by a 2-layer model that a 1-layer one does not save, largest first. On the meta
+    device only sizes exist (the custom ops' fake implementations allocate what the launchers return, not their
+    internal temporaries). The model runs in `dtype`, as autocast would run its activations; the weights' own
+    16-bit casts under autocast (each < 1 MB for Vim-Ti) are not in the list."""
+    from collections import Counter
+
+    from vimbench.models.vim import VisionMamba
+
+    def saved(depth: int) -> Counter:
+        with torch.device(device):
+            model = VisionMamba(res, embed_dim, depth, 1000, backend="triton", train_boundary=train_boundary)
+            model = model.to(dtype).train()
+            images = torch.empty(batch, 3, res, res, dtype=dtype)
+        model._activation_dtype = lambda: dtype  # the meta device has no autocast state to ask
+        return Counter(_saved_storages(model, images))
+
+    per_layer = saved(2) - saved(1)
+    return sorted(per_layer.elements(), key=lambda s: (-s.nbytes, s.shape))
+
+
+def vim_train_peak_bytes(res: int, batch: int, train_boundary: str = "fused", embed_dim: int = 192,
+                         depth: int = 24, dtype: torch.dtype = torch.bfloat16, device: str = "meta") -> int:
+    """Peak live bytes of one Vim training forward + backward on backend triton (Vim-Ti width and depth by
+    default) under emulated autocast: weights, their gradients, the fp32 images, the saved activations and what
+    the ops return. Not counted: the kernels' internal temporaries (the scan backward's per-block dB/dC partials,
+    its fp32 dz accumulator and state scratch: ~0.3 GB at Vim-Ti 1248 px, batch 8), the optimizer's state and
+    the caching allocator's rounding, so a measured peak lies above this."""
+    import torch.nn.functional as F
+
+    from vimbench.models.vim import VisionMamba
+
+    with torch.device(device):
+        model = VisionMamba(res, embed_dim, depth, 1000, backend="triton", train_boundary=train_boundary).train()
+        images = torch.empty(batch, 3, res, res)
+        labels = torch.zeros(batch, dtype=torch.long)
+    model._activation_dtype = lambda: dtype  # the meta device has no autocast state to ask
+    mode = LiveBytes(autocast_dtype=dtype if dtype != torch.float32 else None)
+    mode.track(*model.parameters(), images)
+    with mode:
+        F.cross_entropy(model(images).float(), labels).backward()
+    return mode.peak

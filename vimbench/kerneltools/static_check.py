@@ -68,6 +68,7 @@ class KernelSpec:
     num_warps: int = 4
     num_stages: int = 3
     state_elements: int | None = None
+    maxnreg: int | None = None         # ptxas register cap, as the launch passes it (LaunchConfig.maxnreg)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,7 +82,7 @@ class Ptr:
 
 def spec_from_args(name: str, module: str, function: str, args: dict[str, Any], constexprs: dict[str, Any],
                    do_not_specialize: tuple[str, ...] = (), num_warps: int = 4, num_stages: int = 3,
-                   state_elements: int | None = None) -> KernelSpec:
+                   state_elements: int | None = None, maxnreg: int | None = None) -> KernelSpec:
     """A KernelSpec that specializes like Triton's JIT at a launch with these argument values: pointers aligned
     (":16"), integers equal to 1 become constexpr 1, integers divisible by 16 get ":16", integers beyond int32
     are i64, floats fp32; arguments in do_not_specialize (the kernel's own list) get none of that."""
@@ -104,7 +105,7 @@ def spec_from_args(name: str, module: str, function: str, args: dict[str, Any], 
             signature[arg] = "fp32"
         else:
             raise VimbenchError(f"static check spec {name}: cannot type argument {arg}={value!r}")
-    return KernelSpec(name, module, function, signature, consts, num_warps, num_stages, state_elements)
+    return KernelSpec(name, module, function, signature, consts, num_warps, num_stages, state_elements, maxnreg)
 
 
 def contiguous_strides(*shape: int) -> tuple[int, ...]:
@@ -256,8 +257,10 @@ def compile_spec(spec: KernelSpec) -> bytes:
     if unknown:
         raise VimbenchError(f"static check spec {spec.name}: {spec.function} has no arguments {sorted(unknown)}")
     src = ASTSource(fn, signature, constexprs=dict(spec.constexprs), attrs=attrs)
-    compiled = triton.compile(src, target=GPUTarget("cuda", ARCH, 32),
-                              options={"num_warps": spec.num_warps, "num_stages": spec.num_stages})
+    options = {"num_warps": spec.num_warps, "num_stages": spec.num_stages}
+    if spec.maxnreg:
+        options["maxnreg"] = spec.maxnreg
+    compiled = triton.compile(src, target=GPUTarget("cuda", ARCH, 32), options=options)
     return compiled.asm["cubin"]
 
 

@@ -10,6 +10,9 @@ Op signatures (all backends identical; shapes documented on the reference ops in
 scan_fuses_dt_proj: whether the mixer should hand the scan the low-rank dt and dt_proj at inference (the Triton
 scan computes delta per token, so no (2, B, E, L) delta tensor and no dt_proj GEMM exist); the reference
 accepts the same call but only computes delta first, so the torch backend keeps its GEMM.
+    bimamba_inner(h, in_proj, conv_w, conv_b, x_proj_t, dt_proj_t, A, D, dt_bias, combine) -> halves or y
+                      training: in_proj -> conv -> x_proj -> dt_proj -> scan as one differentiable op
+                      (kernels.bimamba_inner); None in a table without one (the mixer then trains op by op)
 """
 from __future__ import annotations
 
@@ -26,15 +29,17 @@ class VimOps:
     add_rmsnorm: Callable
     conv1d_silu_bidir: Callable
     bimamba_scan: Callable
+    bimamba_inner: Callable | None = None
     scan_fuses_dt_proj: bool = False
 
 
 def _torch_ops() -> VimOps:
+    from kernels.bimamba_inner.reference import bimamba_inner_ref
     from kernels.conv1d.reference import conv1d_silu_bidir_ref
     from kernels.rmsnorm.reference import add_rmsnorm_ref
     from kernels.selective_scan.reference import bimamba_scan_ref
 
-    return VimOps("torch", add_rmsnorm_ref, conv1d_silu_bidir_ref, bimamba_scan_ref)
+    return VimOps("torch", add_rmsnorm_ref, conv1d_silu_bidir_ref, bimamba_scan_ref, bimamba_inner_ref)
 
 
 def _triton_ops() -> VimOps:
@@ -48,12 +53,14 @@ def _triton_ops() -> VimOps:
         raise VimbenchError("the triton backend needs a CUDA GPU and none is visible here (set TRITON_INTERPRET=1 "
                             "before importing to run the kernels slowly on CPU, for tests); use backend torch")
     try:
+        from kernels.bimamba_inner.op import bimamba_inner
         from kernels.conv1d.op import conv1d_silu_bidir
         from kernels.rmsnorm.op import add_rmsnorm
         from kernels.selective_scan.op import bimamba_scan
     except ImportError as exc:  # triton missing, or kernels not built yet
         raise VimbenchError(f"the triton backend is unavailable here ({exc}); use --backend torch") from exc
-    return VimOps("triton", add_rmsnorm, conv1d_silu_bidir, bimamba_scan, scan_fuses_dt_proj=True)
+    return VimOps("triton", add_rmsnorm, conv1d_silu_bidir, bimamba_scan, bimamba_inner,
+                  scan_fuses_dt_proj=True)
 
 
 _FACTORIES = {"torch": _torch_ops, "triton": _triton_ops}

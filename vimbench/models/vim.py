@@ -19,6 +19,18 @@ from vimbench.models.ops import VimOps, get_ops
 
 NORM_EPS = 1e-5
 
+# How a mixer trains (under autograd); inference is the same for all three. kernels/README.md ("What the forward
+# saves") has the bytes each keeps per layer.
+#   fused           in_proj -> conv -> x_proj -> dt_proj -> scan as one differentiable op (ops.bimamba_inner) that
+#                   saves x_dbl and the scan's checkpoints and recomputes h (from the norm's r), xz, u and delta
+#                   in the backward;
+#                   out_proj reads the two gated halves in bf16/fp16 (sums_halves_in_gemm), the combined output
+#                   in fp32
+#   fused-combined  the same, out_proj always reads the combined output (half the bytes, the scan's atomics)
+#   per-op          each op under its own autograd (what every op saves, the graph keeps); also what a backend
+#                   without bimamba_inner does
+TRAIN_BOUNDARIES = ("fused", "fused-combined", "per-op")
+
 
 @dataclass(frozen=True)
 class MixerWeights:
@@ -49,8 +61,9 @@ def x_dbl_in_fp32(u: torch.Tensor) -> bool:
     """Whether x_proj writes x_dbl in fp32: for bf16/fp16 activations on CUDA, where cuBLAS accumulates in fp32
     anyway and `torch.bmm(..., out_dtype=torch.float32)` stores that result. The scan then loads B and C without
     unpacking 16-bit values (bf16 scan ~17% faster at Vim-Ti 1248 px, batch 64), and the fused scan reads the dt
-    columns in fp32 (without fusion they are cast for a 16-bit dt_proj GEMM). Not under autograd: aten::bmm with out_dtype has no derivative (torch 2.11-2.14), so
-    training keeps x_dbl in the activation dtype (the scan loads 16-bit B and C then)."""
+    columns in fp32 (without fusion they are cast for a 16-bit dt_proj GEMM). Not under autograd: aten::bmm
+    with out_dtype has no derivative (torch 2.11-2.14), so training keeps x_dbl in the activation dtype (the scan
+    loads 16-bit B and C then)."""
     return (u.is_cuda and u.dtype in (torch.bfloat16, torch.float16) and _BMM_HAS_OUT_DTYPE
             and not torch.is_grad_enabled())
 
@@ -77,11 +90,14 @@ _MIXER_OWN_PARAMS = ("A_log", "A_b_log", "D", "D_b")
 class BiMambaMixer(nn.Module):
     """Bidirectional Mamba mixer ("bimamba v2", outputs averaged). Input and output (B, L, D)."""
 
-    def __init__(self, d_model: int, depth: int, ops: VimOps, batch_slice: int = 0, fuse_dt_proj: bool = True,
-                 split_in_proj: bool = True):
+    def __init__(self, d_model: int, depth: int, ops: VimOps, batch_slice: int = 0, train_boundary: str = "fused",
+                 fuse_dt_proj: bool = True, split_in_proj: bool = True):
         super().__init__()
+        if train_boundary not in TRAIN_BOUNDARIES:
+            raise ValueError(f"train_boundary must be one of {', '.join(TRAIN_BOUNDARIES)}; got {train_boundary!r}")
         self.ops = ops
         self.batch_slice = batch_slice  # images per slice at inference; 0: the whole batch at once
+        self.train_boundary = train_boundary
         self.fuse_dt_proj = fuse_dt_proj  # inference: the scan applies dt_proj, where the backend's scan can
         self.split_in_proj = split_in_proj  # inference: in_proj as two GEMMs, z made after x is dead
         inner = d_inner(d_model)
@@ -149,14 +165,15 @@ class BiMambaMixer(nn.Module):
             self._weights_cache = (key, self._build_weights(dtype))
         return self._weights_cache[1]
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        """(B, L, D) -> (B, L, D). At inference with `batch_slice` set, the batch goes through in slices of that
+    def forward(self, h: torch.Tensor, norm: tuple | None = None) -> torch.Tensor:
+        """(B, L, D) -> (B, L, D). norm: (r, weight, eps) that h was normalized from (the block's add + RMSNorm):
+        the fused training op then recomputes h from r, which the norm keeps, instead of saving h. At inference with `batch_slice` set, the batch goes through in slices of that
         many images (the last one smaller), so that the mixer's temporaries (in_proj output, conv output, x_dbl,
         delta: ~15 values of 16-bit per token and inner channel) exist for one slice at a time; the output is
         the same up to the GEMMs' blocking (the kernels are per image and per channel)."""
         step = self.batch_slice
         if not step or h.shape[0] <= step or torch.is_grad_enabled():
-            return self._mix(h)
+            return self._mix(h, norm)
         first = self._mix(h[:step])
         out = first.new_empty((h.shape[0], *first.shape[1:]))  # (B, L, D)
         out[:step] = first
@@ -175,12 +192,30 @@ class BiMambaMixer(nn.Module):
         keeps the GEMM), on a backend whose scan fuses it, unless switched off (`fuse_dt_proj`)."""
         return self.fuse_dt_proj and self.ops.scan_fuses_dt_proj and not torch.is_grad_enabled()
 
-    def _mix(self, h: torch.Tensor) -> torch.Tensor:
+    def _trains_fused(self, h: torch.Tensor) -> bool:
+        return (torch.is_grad_enabled() and self.train_boundary != "per-op" and self.ops.bimamba_inner is not None
+                and (h.requires_grad or self.in_proj.weight.requires_grad))
+
+    def _mix_fused(self, h: torch.Tensor, w: MixerWeights, norm: tuple | None) -> torch.Tensor:
+        """Training through one differentiable op from h to the scan output (see TRAIN_BOUNDARIES)."""
+        batch, length = h.shape[0], h.shape[1]
+        halves = sums_halves_in_gemm(h.dtype)
+        combine = self.train_boundary == "fused-combined" or not halves
+        y = self.ops.bimamba_inner(h, w.in_proj, w.conv_w, w.conv_b, w.x_proj_t, w.dt_proj_t, w.A, w.D, w.dt_bias,
+                                   combine=combine, norm=norm)
+        if combine:  # (B, E, L), laid out (B, L, E)
+            return F.linear(y.transpose(1, 2), self.out_proj.weight.to(h.dtype) if halves else w.out_proj)
+        # (2, B, E, L) laid out (B, L, 2, E): one (B, L, 2E) matrix; out_proj's doubled weight adds the halves
+        return F.linear(y.permute(1, 3, 0, 2).reshape(batch, length, 2 * self.d_inner), w.out_proj)
+
+    def _mix(self, h: torch.Tensor, norm: tuple | None = None) -> torch.Tensor:
         inner, lay = self.d_inner, self.x_dbl_layout
         batch, length = h.shape[0], h.shape[1]
         # Channel-last throughout: per-token channel runs are contiguous, so the scan kernel's per-token loads
         # coalesce. Ops see (B, E, L) / (2, B, N, L) shaped views of these (B, L, ...) tensors.
         w = self.weights(h.dtype)
+        if self._trains_fused(h):
+            return self._mix_fused(h, w, norm)
         split = self.splits_in_proj()
         if split:
             # x alone first; z only once x is dead (after the conv) and x_dbl exists, so x and z are never
@@ -230,9 +265,10 @@ class BiMambaMixer(nn.Module):
 
 
 class VimBlock(nn.Module):
-    def __init__(self, d_model: int, depth: int, ops: VimOps, batch_slice: int = 0, fuse_dt_proj: bool = True):
+    def __init__(self, d_model: int, depth: int, ops: VimOps, batch_slice: int = 0, train_boundary: str = "fused",
+                 fuse_dt_proj: bool = True):
         super().__init__()
-        self.mixer = BiMambaMixer(d_model, depth, ops, batch_slice, fuse_dt_proj)
+        self.mixer = BiMambaMixer(d_model, depth, ops, batch_slice, train_boundary, fuse_dt_proj)
         self.norm = RMSNorm(d_model)
 
 
@@ -253,11 +289,13 @@ class VisionMamba(nn.Module):
     img_size fixes the number of patches (and the position embedding's length); inputs must be that size.
     batch_slice: at inference, each mixer processes the batch in slices of this many images (0: all at once);
     its temporaries then scale with the slice, not the batch. Measured trade-off and estimate: README ("Memory").
+    train_boundary: what the mixers' autograd graph keeps in training (TRAIN_BOUNDARIES; "fused" by default).
     fuse_dt_proj: at inference on the triton backend the scan applies dt_proj itself (no delta tensor); False
     keeps the dt_proj GEMM (for comparisons). `set_dt_proj_fusion` switches a built model."""
 
     def __init__(self, img_size: int = 224, embed_dim: int = 192, depth: int = 24, num_classes: int = 1000,
-                 backend: str = "torch", batch_slice: int = 0, fuse_dt_proj: bool = True):
+                 backend: str = "torch", batch_slice: int = 0, train_boundary: str = "fused",
+                 fuse_dt_proj: bool = True):
         super().__init__()
         if img_size < PATCH:
             raise ValueError(f"img_size {img_size} is smaller than one {PATCH}px patch")
@@ -272,7 +310,7 @@ class VisionMamba(nn.Module):
         self.cls_position = self.patch_embed.num_patches // 2
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, self.num_tokens, embed_dim))
-        self.layers = nn.ModuleList(VimBlock(embed_dim, depth, self.ops, batch_slice, fuse_dt_proj)
+        self.layers = nn.ModuleList(VimBlock(embed_dim, depth, self.ops, batch_slice, train_boundary, fuse_dt_proj)
                                     for _ in range(depth))
         self.norm_f = RMSNorm(embed_dim)
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
@@ -300,7 +338,7 @@ class VisionMamba(nn.Module):
             # bf16, 0.14 GiB each; the first layer's fp32 input 0.28 GiB; vimbench.bench.live_memory counts them).
             normed, residual = self.ops.add_rmsnorm(hidden, residual, block.norm.weight, NORM_EPS, act_dtype)
             hidden = None
-            hidden = block.mixer(normed)
+            hidden = block.mixer(normed, (residual, block.norm.weight, NORM_EPS))
             normed = None
         normed, _ = self.ops.add_rmsnorm(hidden, residual, self.norm_f.weight, NORM_EPS, act_dtype)
         return normed[:, mid]  # (B, D): the normalized middle (class) token

@@ -1,0 +1,95 @@
+"""The fused training op of the Vim mixer (kernels.bimamba_inner): gradients against autograd through the
+reference composition in float64, the custom op's registration (torch.library.opcheck), and what its autograd node
+saves (no tensor of the recomputed xz's, u's or delta's size)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kernels.bimamba_inner.reference import bimamba_inner_ref
+from kernels.rmsnorm.reference import add_rmsnorm_ref
+
+NAMES = "h in_proj conv_w conv_b x_proj_t dt_proj_t A D dt_bias".split()
+
+
+@pytest.fixture(scope="module")
+def op():
+    return pytest.importorskip("kernels.bimamba_inner.op")
+
+
+def inner_inputs(device, batch=2, length=7, d_model=8, inner=12, n_state=4, dt_rank=2, width=16, seed=0):
+    """Random, plausible mixer operands (A < 0, small dt); x_proj_t's pad columns are non-zero on purpose (they
+    must get a zero gradient). inner = 12 with the interpreter's 8-channel scan blocks masks channels."""
+    g = torch.Generator().manual_seed(seed)
+    rand = lambda *shape, scale=1.0: scale * torch.randn(*shape, generator=g)  # noqa: E731
+    tensors = [rand(batch, length, d_model), rand(2 * inner, d_model, scale=d_model ** -0.5),
+               rand(2, inner, 4, scale=0.5), rand(2, inner, scale=0.1), rand(2, inner, width, scale=inner ** -0.5),
+               rand(2, dt_rank, inner, scale=dt_rank ** -0.5), -0.5 - torch.rand(2, inner, n_state, generator=g),
+               rand(2, inner), rand(2, inner, scale=0.1) - 1.0]
+    return [t.to(device) for t in tensors]
+
+
+def normed_input(inputs, eps=1e-5):
+    """Replace h by a normalized one, h = add_rmsnorm(r, None, weight)[0]: returns inputs and norm = (r, weight,
+    eps), so that the op may recompute h from r."""
+    g = torch.Generator().manual_seed(3)
+    r = 2.0 * torch.randn(inputs[0].shape, generator=g).to(inputs[0].device)
+    weight = (1.0 + 0.1 * torch.randn(r.shape[-1], generator=g)).to(r.device)
+    return [add_rmsnorm_ref(r, None, weight, eps)[0], *inputs[1:]], (r, weight, eps)
+
+
+@pytest.mark.parametrize("combine, recompute_h", [(False, False), (True, False), (False, True)])
+def test_gradients_match_f64_reference(op, device, combine, recompute_h):
+    """With norm given, the backward recomputes h from the norm's r: the same gradients."""
+    inputs, norm = normed_input(inner_inputs(device)) if recompute_h else (inner_inputs(device), None)
+    leaves = [t.clone().requires_grad_() for t in inputs]
+    out = op.bimamba_inner(*leaves, combine=combine, norm=norm)
+    leaves64 = [t.detach().double().requires_grad_() for t in inputs]
+    want = bimamba_inner_ref(*leaves64, combine=combine)
+    torch.testing.assert_close(out.double(), want, rtol=1e-4, atol=1e-5)
+    grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(5)).to(device)
+    out.backward(grad_out)
+    want.backward(grad_out.double())
+    for name, got, ref in zip(NAMES, leaves, leaves64):
+        assert got.grad is not None, name
+        scale = ref.grad.abs().max().item()
+        torch.testing.assert_close(got.grad.double(), ref.grad, rtol=1e-4, atol=1e-5 * scale, msg=name)
+    assert leaves[4].grad[..., 2 * 4 + 2:].abs().max() == 0  # the pad columns of x_proj_t
+
+
+def test_halves_output_is_one_token_major_matrix(op, device):
+    """out_proj reads the halves as a (batch, L, 2E) view, as the mixer's inference path does."""
+    inputs = inner_inputs(device)
+    halves = op.bimamba_inner(*[t.clone().requires_grad_() for t in inputs], combine=False)
+    batch, length = inputs[0].shape[:2]
+    assert halves.shape == (2, batch, 12, length)
+    assert halves.permute(1, 3, 0, 2).is_contiguous()
+
+
+def test_opcheck(op, device):
+    """Schema, fake tensors (the outputs' layouts too), autograd registration and AOT tracing of the backward
+    (one case: ~30 s interpreted; combine=True goes through the compiled model test in tests/test_training.py)."""
+    inputs, (r, weight, eps) = normed_input(inner_inputs(device, batch=1, length=5))
+    leaves = [t.requires_grad_() for t in inputs]
+    torch.library.opcheck(torch.ops.vimbench.bimamba_inner.default, (*leaves, r, weight, eps, False, 4))
+
+
+@pytest.mark.parametrize("recompute_h", [False, True])
+def test_graph_saves_weights_x_dbl_and_checkpoints_only(op, device, recompute_h):
+    """The op's autograd node keeps the weights, x_dbl, the checkpoints and h, or instead of h the norm's r and
+    weight: nothing of the size of xz (batch, L, 2E), u or delta (2, batch, E, L), which the backward recomputes."""
+    inputs = inner_inputs(device, batch=2, length=9, inner=12)
+    inputs, norm = normed_input(inputs) if recompute_h else (inputs, None)
+    leaves = [t.clone().requires_grad_() for t in inputs]
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        op.bimamba_inner(*leaves, combine=False, norm=norm)
+    batch, length, inner, n_state, width = 2, 9, 12, 4, 16
+    saved_ptrs = {t.data_ptr() for t in saved}
+    assert (leaves[0].data_ptr() in saved_ptrs) is not recompute_h  # h
+    if recompute_h:
+        assert {norm[0].data_ptr(), norm[1].data_ptr()} <= saved_ptrs
+    known = {t.data_ptr() for t in leaves[1:]} | ({norm[0].data_ptr(), norm[1].data_ptr()} if norm else set())
+    extra = sorted(tuple(t.shape) for t in saved if t.data_ptr() not in known | {leaves[0].data_ptr()})
+    assert extra == [(2, batch, -(-length // 64), n_state, inner), (2, batch * length, width)]
+    assert not any(t.numel() == 2 * batch * length * inner for t in saved)
