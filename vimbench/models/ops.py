@@ -6,8 +6,9 @@ Op signatures (all backends identical; shapes documented on the reference ops in
     bimamba_scan(u, delta, A, B, C, D, z, delta_bias, combine=True, out=None) -> y
                       direction-stacked inputs -> (B, E, L); combine=False: the two gated halves
                       (2, B, E, L), written to `out` if given (may be u itself)
-    bimamba_inner(h, in_proj, conv_w, conv_b, x_proj_t, dt_proj_t, A, D, dt_bias, combine) -> halves or y
-                      training: in_proj -> conv -> x_proj -> dt_proj -> scan as one differentiable op
+    bimamba_inner(h, in_proj, conv_w, conv_b, x_proj_t, dt_proj_t, A, D, dt_bias, out_proj, combine, norm)
+                      -> (B, L, D) training: in_proj -> conv -> x_proj -> dt_proj -> scan -> out_proj as one
+                      differentiable op
                       (kernels.bimamba_inner); None in a table without one (the mixer then trains op by op)
 """
 from __future__ import annotations
