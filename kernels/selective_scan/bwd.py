@@ -5,7 +5,8 @@ API (what an autograd wrapper calls; both functions take the direction-stacked i
     out, checkpoints = fwd.bimamba_scan_fwd_save(u, delta, A, B, C, D, z, delta_bias, delta_softplus=True,
                                                  combine=True, chunk=64)
     du, ddelta, dA, dB, dC, dD, dz, ddelta_bias = bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias,
-                                                                   checkpoints, delta_softplus, combine, chunk)
+                                                                   checkpoints, delta_softplus, combine, chunk,
+                                                                   chunks_per_program=None)
 
 Saved-tensor contract: the backward needs the forward's inputs u, delta, A, B, C, D, z, delta_bias (the same
 tensors, or equal values in any strides) and `checkpoints`, with the same delta_softplus, combine and chunk. It
@@ -20,37 +21,50 @@ any float dtype. Returned: du like u, ddelta like delta (dtype, and layout when 
 dA (2, E, N) fp32; dB, dC (2, batch, N, L) fp32 (views with stride 1 along N); dD, ddelta_bias (2, E) fp32 or
 None when D/delta_bias is None; dz in z's dtype, laid out like u[0], or None when z is None.
 
-Design (one program = BLOCK_C channels, one per lane, of one (direction, batch), like the forward):
-- Chunks of `chunk` scan steps are visited last to first. Per chunk: reload its checkpoint, recompute the chunk's
-  states forward, writing the state entering each step to a per-program fp32 scratch (chunk, N, BLOCK_C), then
-  walk the chunk backwards carrying the adjoint l (N, C) in registers: l_s = C_s dy_s + a_{s+1} l_{s+1}
-  (gradients: ../shared/spec/training.md). A barrier separates the two passes (and the next chunk's overwrite).
+Design (one program = BLOCK_C channels, one per lane, of one (direction, batch, chunk group), like the forward):
+- Chunk-parallel over L. The adjoint l_s = dL/dh_s obeys l_s = C_s dy_s + a_{s+1} l_{s+1} (gradients:
+  ../shared/spec/training.md), a linear recurrence run backwards, and dy_s = g_s * SiLU(z_s) needs no state.
+  The scan steps are split into groups of `chunks_per_program` checkpoint chunks (scan_bwd_launch_config).
+  Pass A (`_scan_bwd_group_carry_kernel`, every group but the first, in parallel): from a zero carry at the
+  group's end, walk its steps backwards with carry = a_s (C_s dy_s + carry); store the carry leaving its first
+  step (mu, (N, C)) and sum(Delta) over the group. The true carry leaving group j is
+  mu_j + exp(A * sum_j Delta) * (the true carry entering it from group j + 1).
+  Pass B (`_scan_bwd_kernel`, every group in parallel): fold the later groups' (mu, sum Delta) in reverse order
+  into the carry entering the group (groups - 1 - g tile loads), then walk the group's chunks last to first as
+  the sequential kernel did. With one group (batch * channels already fill the GPU, or forced) pass A does not
+  run and the walk is the sequential kernel.
+- Per chunk: reload its checkpoint, recompute the chunk's states forward, writing the state entering each step
+  to a per-program fp32 scratch (chunk, N, BLOCK_C), then walk the chunk backwards carrying the adjoint l (N, C)
+  in registers. A barrier separates the two passes (and the next chunk's overwrite).
   Both passes issue the next step's loads before the current step's arithmetic (PREFETCH, as in the forward).
-  The scratch is transient: 2 * batch * cdiv(E, BLOCK_C) * BLOCK_C * chunk * N * 4 bytes per call (B=8, E=384,
-  chunk 64: 25.2 MB); (N, C) tiles move as N (C,) rows (fwd.store_rows says why).
+  The scratch is transient: (walk programs) * chunk * N * BLOCK_C * 4 bytes per call (B=8, E=384, chunk 64,
+  ~1,000 programs: ~125 MB); (N, C) tiles move as N (C,) rows (fwd.store_rows says why).
 - du, ddelta (through softplus: * sigmoid(delta + bias)) are stored per token; dz gets both directions'
   contributions by relaxed fp32 atomics onto zero (two additions: order-independent, so deterministic).
-- dA, dD, ddelta_bias accumulate in registers and are written once per program (per-batch partials summed by
-  torch). dB_s, dC_s (sums over channels) are reduced over the program's lanes and written as per-channel-block
-  partials (n_cblocks, 2, batch, L, N), summed by torch: no per-element atomics, deterministic.
+- dA, dD, ddelta_bias accumulate in registers and are written once per program (per-(batch, group) partials
+  summed by torch). dB_s, dC_s (sums over channels) are reduced over the program's lanes and written as
+  per-channel-block partials (n_cblocks, 2, batch, L, N), summed by torch: no per-element atomics, deterministic.
 - Masked channels have Delta = u = 0 and a zero upstream gradient, so their adjoint stays 0 and adds nothing.
 - Program ids are widened to int64 before multiplying strides; L is not specialized on.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import triton
 import triton.language as tl
 
-from kernels.runtime import check_device
+from kernels.runtime import LaunchConfig, check_device
 from kernels.selective_scan.fwd import LN2, LOG2E, _blocks_for, _check, _load_lanes, _softplus, load_rows, store_rows
 
 
-@triton.jit(do_not_specialize=["L"])
+@triton.jit(do_not_specialize=["L", "chunks_per_program"])
 def _scan_bwd_kernel(
     g_ptr, u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, ckpt_ptr, scratch_ptr,
+    mu_ptr, dsum_ptr,
     du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, dbias_ptr,
-    E, L, g_scale,
+    E, L, g_scale, chunks_per_program,
     stride_g_dir, stride_g_b, stride_g_e, stride_g_l,
     stride_u_dir, stride_u_b, stride_u_e, stride_u_l,
     stride_dt_dir, stride_dt_b, stride_dt_e, stride_dt_l,
@@ -62,18 +76,26 @@ def _scan_bwd_kernel(
     stride_du_dir, stride_du_b, stride_du_e, stride_du_l,
     stride_ddt_dir, stride_ddt_b, stride_ddt_e, stride_ddt_l,
     stride_dz_b, stride_dz_e, stride_dz_l,
-    N_STATE: tl.constexpr, BLOCK_C: tl.constexpr, CHUNK: tl.constexpr,
+    N_STATE: tl.constexpr, BLOCK_C: tl.constexpr, CHUNK: tl.constexpr, SUB: tl.constexpr, SEG: tl.constexpr,
+    SUB_TILES: tl.constexpr, SCATTER_SUMS: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     USE_ASM: tl.constexpr, PREFETCH: tl.constexpr,
 ):
-    """One program: BLOCK_C channels of one (direction, batch); direction 1 runs its tokens from L-1 down to 0.
+    """One program: BLOCK_C channels of one (direction, batch, chunk group); grid (channel blocks,
+    2 * groups, batch), axis 1 = 2 * group + direction; direction 1 runs its tokens from L-1 down to 0. A group is
+    `chunks_per_program` consecutive checkpoint chunks (in scan order), walked last to first from the adjoint
+    carried in from the groups after it: folded here from the later groups' local carries (mu_ptr,
+    (2, batch, groups, N, E)) and Delta sums (dsum_ptr, (2, batch, groups, E)) that
+    `_scan_bwd_group_carry_kernel` wrote; with one group nothing is read and the carry starts at zero.
     Partial outputs (contiguous, laid out by the launcher): dB/dC (n_cblocks, 2, batch, L, N),
-    dA (batch, 2, E, N), dD/dbias (batch, 2, E); scratch (programs, CHUNK, N, BLOCK_C)."""
+    dA (batch * groups, 2, E, N), dD/dbias (batch * groups, 2, E); scratch (programs, CHUNK, N, BLOCK_C)."""
     pid_c = tl.program_id(0).to(tl.int64)
-    direction = tl.program_id(1).to(tl.int64)
-    backward = tl.program_id(1) == 1
+    direction = (tl.program_id(1) % 2).to(tl.int64)
+    group = (tl.program_id(1) // 2).to(tl.int64)
+    backward = (tl.program_id(1) % 2) == 1
     pid_b = tl.program_id(2).to(tl.int64)
-    n_dirs = tl.num_programs(1)
+    n_dirs = 2
+    n_groups = tl.num_programs(1) // 2
     n_batch = tl.num_programs(2)
     n_cblocks = tl.num_programs(0)
 
@@ -94,12 +116,17 @@ def _scan_bwd_kernel(
     dz_base = dz_ptr + pid_b * stride_dz_b + c64 * stride_dz_e
     # (N,) row of token t in the dB/dC partials: [pid_c, direction, pid_b, t, :]
     dBC_off = ((pid_c * n_dirs + direction) * n_batch + pid_b) * L * N_STATE + states
+    # SCATTER_SUMS (BLOCK_C = 32 = N_STATE * 2, one warp): the same rows stored from the lanes, state l // 2
+    lanes = tl.arange(0, BLOCK_C)
+    even_lane = (lanes % 2) == 0
+    dBC_row = ((pid_c * n_dirs + direction) * n_batch + pid_b) * L * N_STATE + lanes // 2
     n_chunks = tl.cdiv(L, CHUNK)
     # (C,) pointers to row 0 of this program's channels in checkpoint slot 0 and in scratch step 0; (N, C) tiles
     # move as N (C,) rows (fwd.store_rows says why).
     ckpt_lanes = ckpt_ptr + (direction * n_batch + pid_b) * n_chunks * N_STATE * E + c64
-    program = (pid_b * n_dirs + direction) * n_cblocks + pid_c
-    scratch_lanes = scratch_ptr + program * (CHUNK * N_STATE * BLOCK_C) + tl.arange(0, BLOCK_C)
+    part = pid_b * n_groups + group  # this program's slot in the dA/dD/dbias partials
+    program = (part * n_dirs + direction) * n_cblocks + pid_c
+    scratch_lanes = scratch_ptr + program * ((SUB_TILES + SEG) * N_STATE * BLOCK_C) + tl.arange(0, BLOCK_C)
 
     # A pre-scaled so that exp(Delta * A) = exp2(Delta * A2); N (C,) row loads keep lanes on channels (fwd.py).
     A2 = tl.zeros((N_STATE, BLOCK_C), dtype=tl.float32)
@@ -114,82 +141,264 @@ def _scan_bwd_kernel(
     if HAS_BIAS:
         bias_row = tl.load(bias_ptr + direction * stride_bias_dir + c64, mask=mask_c, other=0.0)
 
-    carry = tl.zeros((N_STATE, BLOCK_C), dtype=tl.float32)  # a_{s+1} * l_{s+1}
+    # The carry a_{s+1} * l_{s+1} entering the group's last step: the later groups' local carries folded in
+    # reverse scan order, kappa_{j-1} = mu_j + exp(A * sum_j Delta) * kappa_j from kappa_{groups-1} = 0.
+    carry = tl.zeros((N_STATE, BLOCK_C), dtype=tl.float32)
+    seq = (direction * n_batch + pid_b) * n_groups  # slot of group 0 of this (direction, batch)
+    for jj in range(0, n_groups - 1 - group):
+        j = n_groups - 1 - jj
+        mu = load_rows(mu_ptr + (seq + j) * (N_STATE * E) + c64, E, mask_c, N_STATE, BLOCK_C)
+        dsum = tl.load(dsum_ptr + (seq + j) * E + c64, mask=mask_c, other=0.0)
+        carry = mu + tl.exp2(A2 * dsum[None, :]) * carry
     dA_acc = tl.zeros((N_STATE, BLOCK_C), dtype=tl.float32)
     dD_acc = tl.zeros((BLOCK_C,), dtype=tl.float32)
     dbias_acc = tl.zeros((BLOCK_C,), dtype=tl.float32)
-    for k in range(0, n_chunks):
-        chunk = n_chunks - 1 - k
+    first_chunk = group * chunks_per_program
+    last_chunk = tl.minimum(first_chunk + chunks_per_program, n_chunks)
+    # Scratch per program: with SUB > 0 first the sub-checkpoints (the state entering every SUB-th step of the
+    # chunk), then SEG state tiles: the segment being walked back.
+    states_lanes = scratch_lanes + SUB_TILES * (N_STATE * BLOCK_C)
+    for k in range(0, last_chunk - first_chunk):
+        chunk = last_chunk - 1 - k
         start = chunk * CHUNK
         n_in = tl.minimum(L - start, CHUNK)
-        # Forward over the chunk from its checkpoint: scratch[j] = the state entering step start + j.
-        h = load_rows(ckpt_lanes + chunk * (N_STATE * E), E, mask_c, N_STATE, BLOCK_C)
-        fwd_args = (start, L, backward, mask_c, u_base, dt_base, B_base, stride_u_l, stride_dt_l, stride_B_l)
-        if PREFETCH:
-            nxt_f = _fwd_token(0, *fwd_args)
-        for j in range(0, n_in):
-            store_rows(scratch_lanes + j * (N_STATE * BLOCK_C), BLOCK_C, h, mask_c, N_STATE)
-            if PREFETCH:  # issue step j+1's loads (step j's again at the chunk's end) before step j's arithmetic
-                u, dt, Bt = nxt_f
-                nxt_f = _fwd_token(tl.where(j + 1 < n_in, j + 1, j), *fwd_args)
+        ck_lanes = ckpt_lanes + chunk * (N_STATE * E)
+        if SUB > 0:  # forward over the chunk from its checkpoint, keeping every SUB-th state
+            h = load_rows(ck_lanes, E, mask_c, N_STATE, BLOCK_C)
+            h = _recompute(h, start, n_in, A2, bias_row, L, backward, mask_c, u_base, dt_base, B_base,
+                           stride_u_l, stride_dt_l, stride_B_l, scratch_lanes, SUB, N_STATE, BLOCK_C, HAS_BIAS,
+                           SOFTPLUS, USE_ASM, PREFETCH)
+            tl.debug_barrier()  # the sub-checkpoints are read below by whichever thread the layout gives them
+        for q in range(0, tl.cdiv(n_in, SEG)):
+            seg = tl.cdiv(n_in, SEG) - 1 - q
+            seg_start = start + seg * SEG
+            n_seg = tl.minimum(n_in - seg * SEG, SEG)
+            if SUB > 0:
+                h = load_rows(scratch_lanes + seg * (N_STATE * BLOCK_C), BLOCK_C, mask_c, N_STATE, BLOCK_C)
             else:
-                u, dt, Bt = _fwd_token(j, *fwd_args)
-            d, _ = _delta(dt, bias_row, mask_c, HAS_BIAS, SOFTPLUS, USE_ASM)
-            h = tl.exp2(A2 * d[None, :]) * h + Bt[:, None] * (d * u)[None, :]
-        tl.debug_barrier()  # the scratch is read below by whichever thread the layout gives each element
-        tok_args = (start, L, backward, mask_c, u_base, dt_base, g_base, z_base, B_base, C_base, scratch_lanes,
-                    stride_u_l, stride_dt_l, stride_g_l, stride_z_l, stride_B_l, stride_C_l)
-        if PREFETCH:
-            nxt = _bwd_token(n_in - 1, *tok_args, N_STATE, BLOCK_C, HAS_Z)
-        for jj in range(0, n_in):
-            j = n_in - 1 - jj
-            if PREFETCH:  # issue step j-1's loads (step 0's again at j = 0) before step j's arithmetic
-                cur = nxt
-                nxt = _bwd_token(tl.where(j > 0, j - 1, 0), *tok_args, N_STATE, BLOCK_C, HAS_Z)
-            else:
-                cur = _bwd_token(j, *tok_args, N_STATE, BLOCK_C, HAS_Z)
-            t, u, dt, g, z, Bt, Ct, h_prev = cur
-            g = g * g_scale
-            d, d_slope = _delta(dt, bias_row, mask_c, HAS_BIAS, SOFTPLUS, USE_ASM)
-            a = tl.exp2(A2 * d[None, :])
-            du_in = d * u
-            h = a * h_prev + Bt[:, None] * du_in[None, :]
-            if HAS_Z:
-                y = tl.sum(Ct[:, None] * h, axis=0)
+                h = load_rows(ck_lanes, E, mask_c, N_STATE, BLOCK_C)
+            # Forward over the segment: states[j] = the state entering step seg_start + j.
+            h = _recompute(h, seg_start, n_seg, A2, bias_row, L, backward, mask_c, u_base, dt_base, B_base,
+                           stride_u_l, stride_dt_l, stride_B_l, states_lanes, 1, N_STATE, BLOCK_C, HAS_BIAS,
+                           SOFTPLUS, USE_ASM, PREFETCH)
+            tl.debug_barrier()  # the states are read below by whichever thread the layout gives each element
+            tok_args = (seg_start, L, backward, mask_c, u_base, dt_base, g_base, z_base, B_base, C_base,
+                        states_lanes, stride_u_l, stride_dt_l, stride_g_l, stride_z_l, stride_B_l, stride_C_l)
+            if PREFETCH:
+                nxt = _bwd_token(n_seg - 1, *tok_args, N_STATE, BLOCK_C, HAS_Z)
+            for jj in range(0, n_seg):
+                j = n_seg - 1 - jj
+                if PREFETCH:  # issue step j-1's loads (step 0's again at j = 0) before step j's arithmetic
+                    cur = nxt
+                    nxt = _bwd_token(tl.where(j > 0, j - 1, 0), *tok_args, N_STATE, BLOCK_C, HAS_Z)
+                else:
+                    cur = _bwd_token(j, *tok_args, N_STATE, BLOCK_C, HAS_Z)
+                t, u, dt, g, z, Bt, Ct, h_prev = cur
+                g = g * g_scale
+                d, d_slope = _delta(dt, bias_row, mask_c, HAS_BIAS, SOFTPLUS, USE_ASM)
+                a = tl.exp2(A2 * d[None, :])
+                du_in = d * u
+                h = a * h_prev + Bt[:, None] * du_in[None, :]
+                if HAS_Z:
+                    y = tl.sum(Ct[:, None] * h, axis=0)
+                    if HAS_D:
+                        y += D_row * u
+                    sz = tl.sigmoid(z)
+                    tl.atomic_add(dz_base + t * stride_dz_l, g * y * sz * (1.0 + z * (1.0 - sz)), mask=mask_c,
+                                  sem="relaxed")
+                    dy = g * z * sz
+                else:
+                    dy = g
+                lam = Ct[:, None] * dy[None, :] + carry  # l_s = dL/dh_s
+                lam_B = tl.sum(lam * Bt[:, None], axis=0)
+                lam_ah = lam * a * h_prev
+                dd = lam_B * u + tl.sum(lam_ah * A2, axis=0) * LN2
+                du = lam_B * d
                 if HAS_D:
-                    y += D_row * u
-                sz = tl.sigmoid(z)
-                tl.atomic_add(dz_base + t * stride_dz_l, g * y * sz * (1.0 + z * (1.0 - sz)), mask=mask_c,
-                              sem="relaxed")
-                dy = g * z * sz
-            else:
-                dy = g
-            lam = Ct[:, None] * dy[None, :] + carry  # l_s = dL/dh_s
-            lam_B = tl.sum(lam * Bt[:, None], axis=0)
-            lam_ah = lam * a * h_prev
-            dd = lam_B * u + tl.sum(lam_ah * A2, axis=0) * LN2
-            du = lam_B * d
-            if HAS_D:
-                du += D_row * dy
-                dD_acc += dy * u
-            ddt = dd * d_slope
-            dbias_acc += ddt
-            dA_acc += lam_ah * d[None, :]
-            carry = a * lam
-            tl.store(du_base + t * stride_du_l, du.to(du_ptr.dtype.element_ty), mask=mask_c)
-            tl.store(ddt_base + t * stride_ddt_l, ddt.to(ddelta_ptr.dtype.element_ty), mask=mask_c)
-            row = dBC_off + t * N_STATE
-            tl.store(dC_ptr + row, tl.sum(h * dy[None, :], axis=1))
-            tl.store(dB_ptr + row, tl.sum(lam * du_in[None, :], axis=1))
-        tl.debug_barrier()  # the next chunk overwrites the scratch
+                    du += D_row * dy
+                    dD_acc += dy * u
+                ddt = dd * d_slope
+                dbias_acc += ddt
+                dA_acc += lam_ah * d[None, :]
+                carry = a * lam
+                tl.store(du_base + t * stride_du_l, du.to(du_ptr.dtype.element_ty), mask=mask_c)
+                tl.store(ddt_base + t * stride_ddt_l, ddt.to(ddelta_ptr.dtype.element_ty), mask=mask_c)
+                if SCATTER_SUMS:  # lane l stores state l // 2 (even lanes)
+                    row = dBC_row + t * N_STATE
+                    tl.store(dC_ptr + row, _scattered_lane_sums(h * dy[None, :], lanes, BLOCK_C), mask=even_lane)
+                    tl.store(dB_ptr + row, _scattered_lane_sums(lam * du_in[None, :], lanes, BLOCK_C),
+                             mask=even_lane)
+                else:
+                    row = dBC_off + t * N_STATE
+                    tl.store(dC_ptr + row, tl.sum(h * dy[None, :], axis=1))
+                    tl.store(dB_ptr + row, tl.sum(lam * du_in[None, :], axis=1))
+            tl.debug_barrier()  # the next segment overwrites the states
 
-    dA_tile = dA_ptr + ((pid_b * n_dirs + direction) * E + c64[None, :]) * N_STATE + states[:, None]
+    dA_tile = dA_ptr + ((part * n_dirs + direction) * E + c64[None, :]) * N_STATE + states[:, None]
     tl.store(dA_tile, dA_acc, mask=tile_mask)
-    row_off = (pid_b * n_dirs + direction) * E + c64
+    row_off = (part * n_dirs + direction) * E + c64
     if HAS_D:
         tl.store(dD_ptr + row_off, dD_acc, mask=mask_c)
     if HAS_BIAS:
         tl.store(dbias_ptr + row_off, dbias_acc, mask=mask_c)
+
+
+@triton.jit(do_not_specialize=["L", "chunks_per_program"])
+def _scan_bwd_group_carry_kernel(
+    g_ptr, delta_ptr, A_ptr, C_ptr, z_ptr, bias_ptr, mu_ptr, dsum_ptr,
+    E, L, g_scale, chunks_per_program,
+    stride_g_dir, stride_g_b, stride_g_e, stride_g_l,
+    stride_dt_dir, stride_dt_b, stride_dt_e, stride_dt_l,
+    stride_A_dir, stride_A_e, stride_A_n,
+    stride_C_dir, stride_C_b, stride_C_n, stride_C_l,
+    stride_bias_dir,
+    stride_z_b, stride_z_e, stride_z_l,
+    N_STATE: tl.constexpr, BLOCK_C: tl.constexpr, CHUNK: tl.constexpr,
+    HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, USE_ASM: tl.constexpr,
+    PREFETCH: tl.constexpr,
+):
+    """Pass A of the chunk-parallel backward. One program: BLOCK_C channels of one (direction, batch, group
+    g >= 1); grid (channel blocks, 2 * (groups - 1), batch), axis 1 = 2 * (g - 1) + direction. Walks the group's
+    steps last to first with the adjoint recurrence from a zero carry at its end,
+        l_s = C_s dy_s + carry,  carry = a_s l_s,   dy_s = g_s * g_scale * SiLU(z_s)  (g_s * g_scale without z),
+    which needs no states (y only enters dz), and stores the carry leaving its first step (mu, (N, C) into
+    (2, batch, groups, N, E)) and sum(Delta) over its steps ((C,) into (2, batch, groups, E)): the true carry
+    leaving the group is mu + exp(A * sum Delta) * (the true carry entering it), which `_scan_bwd_kernel`
+    folds. Group 0 needs neither (no group before it reads them)."""
+    pid_c = tl.program_id(0).to(tl.int64)
+    direction = (tl.program_id(1) % 2).to(tl.int64)
+    group = (tl.program_id(1) // 2 + 1).to(tl.int64)
+    backward = (tl.program_id(1) % 2) == 1
+    pid_b = tl.program_id(2).to(tl.int64)
+    n_groups = tl.num_programs(1) // 2 + 1
+    n_batch = tl.num_programs(2)
+
+    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask_c = offs_c < E
+    c64 = offs_c.to(tl.int64)
+    states = tl.arange(0, N_STATE)
+    g_base = g_ptr + direction * stride_g_dir + pid_b * stride_g_b + c64 * stride_g_e
+    dt_base = delta_ptr + direction * stride_dt_dir + pid_b * stride_dt_b + c64 * stride_dt_e
+    C_base = C_ptr + direction * stride_C_dir + pid_b * stride_C_b + states * stride_C_n
+    z_base = z_ptr + pid_b * stride_z_b + c64 * stride_z_e
+
+    A2 = tl.zeros((N_STATE, BLOCK_C), dtype=tl.float32)
+    A_rows = A_ptr + direction * stride_A_dir + c64 * stride_A_e
+    for n in tl.static_range(N_STATE):
+        a_n = tl.load(A_rows + n * stride_A_n, mask=mask_c, other=0.0) * LOG2E
+        A2 = tl.where(states[:, None] == n, a_n[None, :], A2)
+    bias_row = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    if HAS_BIAS:
+        bias_row = tl.load(bias_ptr + direction * stride_bias_dir + c64, mask=mask_c, other=0.0)
+
+    start = group * chunks_per_program * CHUNK
+    n_in = tl.minimum(L - start, chunks_per_program * CHUNK)
+    carry = tl.zeros((N_STATE, BLOCK_C), dtype=tl.float32)
+    dsum = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    args = (start, L, backward, mask_c, dt_base, g_base, z_base, C_base, stride_dt_l, stride_g_l, stride_z_l,
+            stride_C_l)
+    if PREFETCH:
+        nxt = _carry_token(n_in - 1, *args, HAS_Z)
+    for jj in range(0, n_in):
+        j = n_in - 1 - jj
+        if PREFETCH:  # issue step j-1's loads (step 0's again at j = 0) before step j's arithmetic
+            dt, g, z, Ct = nxt
+            nxt = _carry_token(tl.where(j > 0, j - 1, 0), *args, HAS_Z)
+        else:
+            dt, g, z, Ct = _carry_token(j, *args, HAS_Z)
+        d, _ = _delta(dt, bias_row, mask_c, HAS_BIAS, SOFTPLUS, USE_ASM)
+        dy = g * g_scale
+        if HAS_Z:
+            dy = dy * z * tl.sigmoid(z)
+        carry = tl.exp2(A2 * d[None, :]) * (Ct[:, None] * dy[None, :] + carry)
+        dsum += d
+    slot = (direction * n_batch + pid_b) * n_groups + group
+    store_rows(mu_ptr + slot * (N_STATE * E) + c64, E, carry, mask_c, N_STATE)
+    tl.store(dsum_ptr + slot * E + c64, dsum, mask=mask_c)
+
+
+@triton.jit
+def _carry_token(j, start, L, backward, mask_c, dt_base, g_base, z_base, C_base, stride_dt_l, stride_g_l,
+                 stride_z_l, stride_C_l, HAS_Z: tl.constexpr):
+    """What pass A reads for step start + j: delta, the upstream gradient, z (C,) in fp32 (z = g when absent,
+    unused) and the (N,) C row."""
+    step = start + j
+    t = tl.where(backward, L - 1 - step, step)
+    dt = _load_lanes(dt_base + t * stride_dt_l, mask_c, True)
+    g = _load_lanes(g_base + t * stride_g_l, mask_c, True)
+    if HAS_Z:
+        z = _load_lanes(z_base + t * stride_z_l, mask_c, True)
+    else:
+        z = g
+    Ct = tl.load(C_base + t * stride_C_l).to(tl.float32)
+    return dt, g, z, Ct
+
+
+@triton.jit
+def _recompute(h, start, n, A2, bias_row, L, backward, mask_c, u_base, dt_base, B_base, stride_u_l, stride_dt_l,
+               stride_B_l, out_lanes, EVERY: tl.constexpr, N_STATE: tl.constexpr, BLOCK_C: tl.constexpr,
+               HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, USE_ASM: tl.constexpr, PREFETCH: tl.constexpr):
+    """Step the state h entering scan step `start` through n steps; the state entering step start + j is stored
+    to tile j // EVERY at out_lanes when EVERY divides j. Returns the state after the n steps."""
+    fwd_args = (start, L, backward, mask_c, u_base, dt_base, B_base, stride_u_l, stride_dt_l, stride_B_l)
+    if PREFETCH:
+        nxt_f = _fwd_token(0, *fwd_args)
+    for j in range(0, n):
+        if j % EVERY == 0:
+            store_rows(out_lanes + (j // EVERY) * (N_STATE * BLOCK_C), BLOCK_C, h, mask_c, N_STATE)
+        if PREFETCH:  # issue step j+1's loads (step j's again at the end) before step j's arithmetic
+            u, dt, Bt = nxt_f
+            nxt_f = _fwd_token(tl.where(j + 1 < n, j + 1, j), *fwd_args)
+        else:
+            u, dt, Bt = _fwd_token(j, *fwd_args)
+        d, _ = _delta(dt, bias_row, mask_c, HAS_BIAS, SOFTPLUS, USE_ASM)
+        h = tl.exp2(A2 * d[None, :]) * h + Bt[:, None] * (d * u)[None, :]
+    return h
+
+
+@triton.jit
+def _shfl_xor(x, MASK: tl.constexpr):
+    """x from the lane whose index differs from this lane's in the bits of MASK (a butterfly shuffle)."""
+    if MASK == 16:
+        return tl.inline_asm_elementwise("shfl.sync.bfly.b32 $0, $1, 16, 0x1f, 0xffffffff;", "=r,r", [x],
+                                         dtype=tl.float32, is_pure=True, pack=1)
+    elif MASK == 8:
+        return tl.inline_asm_elementwise("shfl.sync.bfly.b32 $0, $1, 8, 0x1f, 0xffffffff;", "=r,r", [x],
+                                         dtype=tl.float32, is_pure=True, pack=1)
+    elif MASK == 4:
+        return tl.inline_asm_elementwise("shfl.sync.bfly.b32 $0, $1, 4, 0x1f, 0xffffffff;", "=r,r", [x],
+                                         dtype=tl.float32, is_pure=True, pack=1)
+    elif MASK == 2:
+        return tl.inline_asm_elementwise("shfl.sync.bfly.b32 $0, $1, 2, 0x1f, 0xffffffff;", "=r,r", [x],
+                                         dtype=tl.float32, is_pure=True, pack=1)
+    else:
+        return tl.inline_asm_elementwise("shfl.sync.bfly.b32 $0, $1, 1, 0x1f, 0xffffffff;", "=r,r", [x],
+                                         dtype=tl.float32, is_pure=True, pack=1)
+
+
+@triton.jit
+def _halve(t, lane, M: tl.constexpr, MASK: tl.constexpr, BLOCK_C: tl.constexpr):
+    """One reduce-scatter level: t (2M, C) in-thread per lane; the lane keeps the half of its rows picked by its
+    MASK bit (high rows when set), sends the other half to the lane across that bit and adds what it receives:
+    M shuffles for 2M values."""
+    t3 = tl.reshape(t, (2, M, BLOCK_C))
+    half = tl.arange(0, 2)[:, None, None]
+    lo = tl.sum(tl.where(half == 0, t3, -0.0), axis=0)
+    hi = tl.sum(tl.where(half == 1, t3, -0.0), axis=0)
+    high = ((lane & MASK) != 0)[None, :]
+    return tl.where(high, hi, lo) + _shfl_xor(tl.where(high, lo, hi), MASK)
+
+
+@triton.jit
+def _scattered_lane_sums(tile, lane, BLOCK_C: tl.constexpr):
+    """The sums over the 32 lanes of a (16, 32) tile (lane = channel, all 16 rows in-thread): lane l returns row
+    l // 2's sum. Recursive halving, 8 + 4 + 2 + 1 + 1 = 16 shuffles and adds, against tl.sum's 5 per row (80)."""
+    t = _halve(tile, lane, 8, 16, BLOCK_C)
+    t = _halve(t, lane, 4, 8, BLOCK_C)
+    t = _halve(t, lane, 2, 4, BLOCK_C)
+    t = _halve(t, lane, 1, 2, BLOCK_C)
+    r = tl.sum(t, axis=0)
+    return r + _shfl_xor(r, 1)
 
 
 @triton.jit
@@ -238,11 +447,88 @@ def _delta(dt, bias_row, mask_c, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     return tl.where(mask_c, d, 0.0), slope
 
 
-def _bwd_config(interpreted: bool, channels: int, batch: int) -> dict:
-    if interpreted:  # small tiles so that tests exercise channel masks and several channel blocks
-        return dict(BLOCK_C=8, num_warps=1, PREFETCH=True, interpreted=True)
-    return dict(BLOCK_C=_blocks_for(triton.cdiv(channels, 32) * 2 * batch), num_warps=1, PREFETCH=True,
-                interpreted=False)
+# Programs the chunk-parallel split aims for on the GPU: the H200 keeps ~9 one-warp programs of ~224 registers
+# per SM resident (132 SMs), so ~1,000 programs fill it once; more only add pass-A work and scratch.
+TARGET_PROGRAMS = 1024
+# The walk's two-level recompute (scan_bwd_launch_config's sub_chunk): 0 = off, one chunk-long scratch.
+DEFAULT_SUB_CHUNK = 0
+# dB/dC by a reduce-scatter of shuffles (scan_bwd_launch_config's scatter_sums); off until measured on the GPU.
+DEFAULT_SCATTER_SUMS = False
+
+
+@dataclass(frozen=True)
+class ScanBwdLaunch:
+    """How `bimamba_scan_bwd` launches: `walk` (`_scan_bwd_kernel`, grid (channel blocks, 2 * groups, batch)),
+    `carry` (`_scan_bwd_group_carry_kernel`, grid (channel blocks, 2 * (groups - 1), batch); None with one
+    group), and the split of L: `groups` programs per (channel block, direction, batch), each walking
+    `chunks_per_program` checkpoint chunks (the last group may hold fewer). `scratch_tiles`: (N, BLOCK_C) fp32
+    tiles of scratch per walk program (SUB_TILES sub-checkpoints + SEG states)."""
+    walk: LaunchConfig
+    carry: LaunchConfig | None
+    chunks_per_program: int
+    groups: int
+    scratch_tiles: int
+
+
+def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, interpreted: bool,
+                           chunks_per_program: int | None = None, sub_chunk: int | None = None,
+                           scatter_sums: bool | None = None, n_state: int = 16) -> ScanBwdLaunch:
+    """The backward's grids, tiles, warps and split of L into chunk groups: the one place that chooses them (the
+    launcher and `vimbench kernels static` both call it). One warp, a channel per lane, as the forward.
+    chunks_per_program: checkpoint chunks per program along L; None picks: on the GPU enough groups that the
+    walk has ~TARGET_PROGRAMS programs (one group, today's sequential walk, where batch * channels already fill
+    the GPU: Vim-Ti at batch >= 32); under the interpreter 2, so that tests with a few chunks cross groups.
+    A value >= cdiv(length, chunk) is one group (the single sequential walk, no pass A).
+    sub_chunk: 0 (or >= chunk): recompute each checkpoint chunk once into a chunk-long scratch (2 exps per state
+    element); S in 1..chunk-1: a two-level recompute, sub-checkpoints every S steps, then S steps at a time
+    (3 exps per element, scratch cdiv(chunk, S) + S tiles instead of chunk: it can stay in L2). None picks
+    (DEFAULT_SUB_CHUNK; the interpreter 3, so that tests cross sub-chunks and end in a partial one).
+    scatter_sums: reduce dB/dC over the lanes by a reduce-scatter of inline-asm shuffles (`_scattered_lane_sums`,
+    32 shuffles per token instead of 160); only where its lane mapping holds (GPU, BLOCK_C = 32, one warp,
+    n_state = 16), else tl.sum; None: DEFAULT_SCATTER_SUMS."""
+    n_chunks = max(1, triton.cdiv(length, chunk))
+    if interpreted:
+        block_c = 8
+    else:
+        per_group_32 = triton.cdiv(channels, 32) * 2 * batch
+        block_c = _blocks_for(per_group_32 * _groups_for(per_group_32, n_chunks, chunks_per_program))
+    per_group = triton.cdiv(channels, block_c) * 2 * batch
+    if chunks_per_program is None and interpreted:
+        chunks_per_program = 2
+    groups = _groups_for(per_group, n_chunks, chunks_per_program)
+    cpp = triton.cdiv(n_chunks, groups)
+    groups = triton.cdiv(n_chunks, cpp)
+    if sub_chunk is None:
+        sub_chunk = 3 if interpreted else DEFAULT_SUB_CHUNK
+    sub_chunk = int(sub_chunk)
+    if sub_chunk < 0:
+        raise ValueError(f"sub_chunk must be >= 0; got {sub_chunk}")
+    sub = sub_chunk if 0 < sub_chunk < chunk else 0
+    seg, sub_tiles = (sub, triton.cdiv(chunk, sub)) if sub else (chunk, 0)
+    if scatter_sums is None:
+        scatter_sums = DEFAULT_SCATTER_SUMS
+    scatter = bool(scatter_sums) and not interpreted and block_c == 32 and n_state == 16
+    constexprs = dict(BLOCK_C=block_c, CHUNK=chunk, USE_ASM=not interpreted, PREFETCH=True)
+    n_cblocks = triton.cdiv(channels, block_c)
+    walk = LaunchConfig(kernel="_scan_bwd_kernel", grid=(n_cblocks, 2 * groups, batch),
+                        constexprs=dict(constexprs, SUB=sub, SEG=seg, SUB_TILES=sub_tiles,
+                                        SCATTER_SUMS=scatter),
+                        num_warps=1)
+    carry = None
+    if groups > 1:
+        carry = LaunchConfig(kernel="_scan_bwd_group_carry_kernel", grid=(n_cblocks, 2 * (groups - 1), batch),
+                             constexprs=constexprs, num_warps=1)
+    return ScanBwdLaunch(walk=walk, carry=carry, chunks_per_program=cpp, groups=groups,
+                         scratch_tiles=seg + sub_tiles)
+
+
+def _groups_for(programs_per_group: int, n_chunks: int, chunks_per_program: int | None) -> int:
+    """Chunk groups along L: as forced by chunks_per_program, else enough for ~TARGET_PROGRAMS programs."""
+    if chunks_per_program is not None:
+        if int(chunks_per_program) < 1:
+            raise ValueError(f"chunks_per_program must be >= 1; got {chunks_per_program}")
+        return triton.cdiv(n_chunks, min(int(chunks_per_program), n_chunks))
+    return max(1, min(n_chunks, TARGET_PROGRAMS // max(1, programs_per_group)))
 
 
 def _check_bwd(grad_out, u, checkpoints, combine, chunk, n_state):
@@ -262,9 +548,11 @@ def _check_bwd(grad_out, u, checkpoints, combine, chunk, n_state):
 
 
 def bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints, delta_softplus=True,
-                     combine=True, chunk=64):
+                     combine=True, chunk=64, *, chunks_per_program=None, sub_chunk=None, scatter_sums=None):
     """Gradients of `bimamba_scan` (see the module docstring for the contract). Returns
-    (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias); None for each absent optional input."""
+    (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias); None for each absent optional input.
+    chunks_per_program: force the split of L (checkpoint chunks per program; >= cdiv(L, chunk): one program
+    walks the whole sequence, the pre-chunk-parallel kernel); None: `scan_bwd_launch_config` picks."""
     _check(u, delta, A, B, C, 2)
     n_state = A.shape[-1]
     chunk = _check_bwd(grad_out, u, checkpoints, combine, chunk, n_state)
@@ -281,10 +569,11 @@ def bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints,
                 torch.zeros(2, channels, **f32) if has_d else None,
                 dz32.to(z.dtype) if has_z else None, torch.zeros(2, channels, **f32) if has_bias else None)
 
-    cfg = _bwd_config(check_device(u, _scan_bwd_kernel), channels, batch)
-    block_c = cfg["BLOCK_C"]
-    n_cblocks = triton.cdiv(channels, block_c)
-    grid = (n_cblocks, 2, batch)
+    cfg = scan_bwd_launch_config(batch, channels, length, chunk, check_device(u, _scan_bwd_kernel),
+                                 chunks_per_program, sub_chunk, scatter_sums, n_state)
+    walk = cfg.walk
+    block_c = walk.constexprs["BLOCK_C"]
+    n_cblocks, groups = walk.grid[0], cfg.groups
     A = A.float()
     Dt = D.float().contiguous() if has_d else A
     bt = delta_bias.float().contiguous() if has_bias else A
@@ -293,20 +582,29 @@ def bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints,
     g_strides = (0, *grad_out.stride()) if combine else grad_out.stride()
     dBp = torch.empty(n_cblocks, 2, batch, length, n_state, **f32)
     dCp = torch.empty_like(dBp)
-    dAp = torch.empty(batch, 2, channels, n_state, **f32)
-    dDp = torch.empty(batch, 2, channels, **f32) if has_d else dAp
-    dbp = torch.empty(batch, 2, channels, **f32) if has_bias else dAp
-    scratch = torch.empty(n_cblocks * 2 * batch, chunk, n_state, block_c, **f32)
-    _scan_bwd_kernel[grid](
-        grad_out, u, delta, A, B, C, Dt, zt, bt, checkpoints, scratch,
+    dAp = torch.empty(batch * groups, 2, channels, n_state, **f32)
+    dDp = torch.empty(batch * groups, 2, channels, **f32) if has_d else dAp
+    dbp = torch.empty(batch * groups, 2, channels, **f32) if has_bias else dAp
+    scratch = torch.empty(n_cblocks * 2 * batch * groups, cfg.scratch_tiles, n_state, block_c, **f32)
+    flags = dict(N_STATE=n_state, HAS_Z=has_z, HAS_BIAS=has_bias, SOFTPLUS=bool(delta_softplus))
+    mu, dsum = A, A  # read only with several groups
+    if cfg.carry is not None:
+        mu = torch.empty(2, batch, groups, n_state, channels, **f32)
+        dsum = torch.empty(2, batch, groups, channels, **f32)
+        _scan_bwd_group_carry_kernel[cfg.carry.grid](
+            grad_out, delta, A, C, zt, bt, mu, dsum,
+            channels, length, 0.5, cfg.chunks_per_program,
+            *g_strides, *delta.stride(), *A.stride(), *C.stride(), bt.stride(0) if has_bias else 0, *zt.stride(),
+            **flags, **cfg.carry.constexprs, num_warps=cfg.carry.num_warps,
+        )
+    _scan_bwd_kernel[walk.grid](
+        grad_out, u, delta, A, B, C, Dt, zt, bt, checkpoints, scratch, mu, dsum,
         du, ddelta, dzt, dBp, dCp, dAp, dDp, dbp,
-        channels, length, 0.5,
+        channels, length, 0.5, cfg.chunks_per_program,
         *g_strides, *u.stride(), *delta.stride(), *A.stride(), *B.stride(), *C.stride(),
         Dt.stride(0) if has_d else 0, bt.stride(0) if has_bias else 0,
         *zt.stride(), *du.stride(), *ddelta.stride(), *dzt.stride(),
-        N_STATE=n_state, BLOCK_C=block_c, CHUNK=chunk, HAS_D=has_d, HAS_Z=has_z, HAS_BIAS=has_bias,
-        SOFTPLUS=bool(delta_softplus), USE_ASM=not cfg["interpreted"], PREFETCH=cfg["PREFETCH"],
-        num_warps=cfg["num_warps"],
+        HAS_D=has_d, **flags, **walk.constexprs, num_warps=walk.num_warps,
     )
     dB = dBp.sum(0).transpose(-1, -2)
     dC = dCp.sum(0).transpose(-1, -2)

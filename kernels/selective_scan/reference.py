@@ -165,3 +165,23 @@ def bimamba_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_s
     halves[0] = y_f * gate
     halves[1] = y_b * gate
     return halves
+
+
+def bimamba_scan_bwd_ref(grad_out, u, delta, A, B, C, D=None, z=None, delta_bias=None, checkpoints=None,
+                         delta_softplus=True, combine=True, chunk=64, **_launch):
+    """Gradients of `bimamba_scan_ref` given grad_out, by autograd through it. Same signature and returns as
+    `kernels.selective_scan.bwd.bimamba_scan_bwd`: (du like u, ddelta like delta, dA, dB, dC (2, batch, N, L),
+    dD, dz like z, ddelta_bias); dA, dB, dC, dD, ddelta_bias in fp32; None for each absent optional input. The
+    checkpoints, chunk and launch keywords (chunks_per_program) are accepted for the signature and unused: the
+    reference recomputes every state."""
+    inputs = (u, delta, A, B, C, D, z, delta_bias)
+    with torch.enable_grad():
+        leaves = [None if t is None else t.detach().requires_grad_() for t in inputs]
+        out = bimamba_scan_ref(*leaves, delta_softplus=delta_softplus, combine=combine)
+        present = [t for t in leaves if t is not None]
+        grads = iter(torch.autograd.grad(out, present, grad_out.to(out.dtype)))
+    got = [None if t is None else next(grads) for t in leaves]
+    for i in (2, 3, 4, 5, 7):  # dA, dB, dC, dD, ddelta_bias: fp32, as the kernel returns them
+        if got[i] is not None:
+            got[i] = got[i].float()
+    return tuple(got)

@@ -38,12 +38,12 @@ def reference_grads(x, grad_out, combine, softplus=True):
     return {k: None if v is None else v.grad for k, v in x64.items()}
 
 
-def run_triton(scan, x, combine, chunk, softplus=True, seed=0):
+def run_triton(scan, x, combine, chunk, softplus=True, seed=0, **split):
     fwd, bwd = scan
     out, checkpoints = fwd.bimamba_scan_fwd_save(**x, delta_softplus=softplus, combine=combine, chunk=chunk)
     g = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed)).to(out)
     grads = bwd.bimamba_scan_bwd(g, **x, checkpoints=checkpoints, delta_softplus=softplus, combine=combine,
-                                 chunk=chunk)
+                                 chunk=chunk, **split)
     return out, g, dict(zip(GRAD_NAMES, grads))
 
 
@@ -149,6 +149,94 @@ def test_bwd_is_deterministic(scan):
         assert torch.equal(a, b)
 
 
+# ---- the chunk-parallel split of L: forced to one group (the sequential walk), two groups, and one chunk per
+# group (many groups), against the float64 reference -------------------------------------------------------------
+
+def _groups(bwd, length, chunk, chunks_per_program):
+    return bwd.scan_bwd_launch_config(1, 13, length, chunk, True, chunks_per_program).groups
+
+
+# (the interpreter's default split, 2 chunks per group, is what the tests above run)
+@pytest.mark.parametrize("length,chunk,split,combine", [(1, 2, "many", True), (2, 2, "two", False),
+                                                        (3, 2, "many", False), (3, 2, "one", True),
+                                                        (37, 4, "many", False), (37, 4, "one", True)])
+def test_bwd_chunk_groups_match_autograd(scan, length, chunk, combine, split):
+    n_chunks = -(-length // chunk)
+    cpp = {"one": n_chunks, "two": -(-n_chunks // 2), "many": 1}[split]
+    groups = _groups(scan[1], length, chunk, cpp)
+    assert groups == {"one": 1, "two": min(2, n_chunks), "many": n_chunks}[split]
+    x = model_layout(1, 13, length, seed=length)
+    _, g, got = run_triton(scan, x, combine, chunk, chunks_per_program=cpp)
+    assert_grads_close(got, reference_grads(x, g, combine), x)
+
+
+@pytest.mark.slow
+def test_bwd_chunk_groups_long_sequence(scan):
+    """L = 197 in 13 chunks of 16: 5 groups of three (the last one chunk, partial)."""
+    x = model_layout(1, 5, 197, seed=3)
+    _, g, got = run_triton(scan, x, combine=False, chunk=16, chunks_per_program=3)
+    assert_grads_close(got, reference_grads(x, g, combine=False), x)
+
+
+@pytest.mark.parametrize("absent,combine", [(("D", "z", "delta_bias"), True), (("z",), False),
+                                            (("D", "delta_bias"), True)])
+def test_bwd_chunk_groups_optional_inputs(scan, absent, combine):
+    """Pass A's dy without z is g alone; D and delta_bias change the walk's outputs, not the group carries."""
+    x = without(model_layout(1, 11, 13, seed=9), *absent)
+    _, g, got = run_triton(scan, x, combine, chunk=4, chunks_per_program=1)
+    assert_grads_close(got, reference_grads(x, g, combine), x)
+
+
+def test_bwd_chunk_groups_without_softplus(scan):
+    x = model_layout(1, 6, 11, seed=10)
+    x["delta"] = F.softplus(x["delta"])
+    x["delta_bias"] = 0.01 * x["delta_bias"].abs()
+    _, g, got = run_triton(scan, x, combine=True, chunk=4, softplus=False, chunks_per_program=2)
+    assert_grads_close(got, reference_grads(x, g, combine=True, softplus=False), x)
+
+
+@pytest.mark.parametrize("sub_chunk", [1, 5])
+def test_bwd_two_level_recompute(scan, sub_chunk):
+    """The walk's sub-checkpoints every step (1), and in sub-chunks of 5 of 8 (a partial last one; 3 of 4 is the
+    interpreter's default); L = 23 ends in a partial chunk."""
+    fwd, bwd = scan
+    x = model_layout(1, 13, 23, seed=12)
+    out, ck = fwd.bimamba_scan_fwd_save(**x, combine=False, chunk=8)
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(0))
+    got = bwd.bimamba_scan_bwd(g, **x, checkpoints=ck, combine=False, chunk=8, chunks_per_program=1,
+                               sub_chunk=sub_chunk)
+    assert_grads_close(dict(zip(GRAD_NAMES, got)), reference_grads(x, g, combine=False), x)
+
+
+def test_bwd_chunk_groups_are_deterministic(scan):
+    fwd, bwd = scan
+    x = model_layout(1, 13, 13, seed=11)
+    out, ck = fwd.bimamba_scan_fwd_save(**x, combine=True, chunk=4)
+    g = torch.randn_like(out)
+    first = bwd.bimamba_scan_bwd(g, **x, checkpoints=ck, combine=True, chunk=4, chunks_per_program=1)
+    second = bwd.bimamba_scan_bwd(g, **x, checkpoints=ck, combine=True, chunk=4, chunks_per_program=1)
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
+
+
+def test_bwd_launch_config_split(scan):
+    """The GPU picks groups only where batch * channels leave the GPU short of programs; forced values clamp."""
+    _, bwd = scan
+    small = bwd.scan_bwd_launch_config(8, 384, 6085, 64, interpreted=False)
+    assert small.groups > 1 and small.carry is not None
+    assert small.walk.grid == (12, 2 * small.groups, 8) and small.carry.grid == (12, 2 * (small.groups - 1), 8)
+    assert (small.groups - 1) * small.chunks_per_program < 96 <= small.groups * small.chunks_per_program
+    big = bwd.scan_bwd_launch_config(128, 384, 197, 64, interpreted=False)
+    assert big.groups == 1 and big.carry is None
+    assert bwd.scan_bwd_launch_config(8, 384, 6085, 64, False, chunks_per_program=10 ** 6).groups == 1
+    assert bwd.scan_bwd_launch_config(8, 384, 6085, 64, False, chunks_per_program=1).groups == 96
+    with pytest.raises(ValueError, match="chunks_per_program"):
+        bwd.scan_bwd_launch_config(8, 384, 6085, 64, False, chunks_per_program=0)
+    two_level = bwd.scan_bwd_launch_config(8, 384, 6085, 64, False, sub_chunk=8)
+    assert two_level.scratch_tiles == 8 + 8 and two_level.walk.constexprs["SUB"] == 8
+    assert bwd.scan_bwd_launch_config(8, 384, 6085, 64, False, sub_chunk=64).scratch_tiles == 64
+
+
 def test_bad_arguments_raise(scan):
     fwd, bwd = scan
     x = model_layout(1, 8, 6)
@@ -195,3 +283,24 @@ def test_bwd_gpu_chunk_sizes_agree(scan, chunk):
     _, _, base = run_triton(scan, x, combine=False, chunk=2)
     for name in GRAD_NAMES:
         torch.testing.assert_close(got[name].float(), base[name].float(), rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("batch,length", [(8, 6085), (2, 1025)])
+def test_bwd_gpu_chunk_splits_agree(scan, dtype, batch, length):
+    """Vim-Ti shapes: the default chunk-parallel split, one checkpoint chunk per program with the two-level
+    recompute, each with the dB/dC reduce-scatter, and the sequential walk (one group) give the same gradients up
+    to rounding."""
+    _, bwd = scan
+    x = model_layout(batch, 384, length, dtype=dtype, device="cuda")
+    combine = dtype == torch.float32
+    _, g, base = run_triton(scan, x, combine, 64, chunks_per_program=10 ** 6)
+    assert bwd.scan_bwd_launch_config(batch, 384, length, 64, False).groups > 1
+    for kw in (dict(), dict(chunks_per_program=1, sub_chunk=8), dict(scatter_sums=True),
+               dict(chunks_per_program=1, sub_chunk=8, scatter_sums=True)):
+        _, _, got = run_triton(scan, x, combine, 64, **kw)
+        for name in GRAD_NAMES:
+            want = base[name].float()
+            rel = ((got[name].float() - want).norm() / want.norm()).item()
+            assert rel < (1e-2 if dtype == torch.bfloat16 else 1e-4), f"d{name} {kw}: relative L2 error {rel:.2e}"

@@ -19,7 +19,10 @@ def test_each_op_runs_on_its_benchmark_inputs(op):
     expected_shape = {"bimamba_scan": (2, 16, 9), "bimamba_scan_halves": (2, 2, 16, 9), "selective_scan": (2, 16, 9),
                       "conv1d_silu_bidir": (2, 2, 16, 9)}
     gradients = {"conv1d_silu_bidir_bwd": [(2, 16, 9), (2, 16, 4), (2, 16)],  # dx, dweight, dbias
-                 "add_rmsnorm_bwd": [(2, 9, 8), (2, 9, 8), (8,)]}  # dx, dresidual, dweight
+                 "add_rmsnorm_bwd": [(2, 9, 8), (2, 9, 8), (8,)],  # dx, dresidual, dweight
+                 # du, ddelta, dA, dB, dC, dD, dz, ddelta_bias
+                 "bimamba_scan_bwd": [(2, 2, 16, 9), (2, 2, 16, 9), (2, 16, 16), (2, 2, 16, 9), (2, 2, 16, 9),
+                                      (2, 16), (2, 16, 9), (2, 16)]}
     if op == "add_rmsnorm":
         assert out_triton[0].shape == (2, 9, 8)
     elif op in gradients:

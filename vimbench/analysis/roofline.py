@@ -93,6 +93,21 @@ def bimamba_scan_work(batch: int, channels: int, length: int, n_state: int = D_S
     return KernelWork("bimamba_scan", elt * act + F32 * params, 2.0 * bel * n_state, 2 * 4.0 * bel * n_state)
 
 
+def bimamba_scan_bwd_work(batch: int, channels: int, length: int, n_state: int = D_STATE, dtype: str = "bf16",
+                          halves: bool = False, chunk: int = 64) -> KernelWork:
+    """Backward of both directions from the fp32 checkpoints every `chunk` steps: reads u, delta (2, B, E, L),
+    grad_out (2, B, E, L) if `halves` else (B, E, L), z (B, E, L), B, C (2, B, N, L), the checkpoints; writes
+    du, ddelta (2, B, E, L), dz (B, E, L) and fp32 dB, dC (2, B, N, L) (parameter gradients are small). Per
+    (direction, token, channel, state): two exps (the state recomputed from its checkpoint, the adjoint's
+    decay) and ~14 FMA-pipe ops (recompute 2, state 2, adjoint 2, dB/dC/dA/dDelta contributions 8)."""
+    elt = element_bytes(dtype)
+    bel, bnl = batch * channels * length, batch * n_state * length
+    act = 2 * 2 * bel + (2 if halves else 1) * bel + bel + 2 * 2 * bnl + 2 * 2 * bel + bel
+    ckpt = 2 * batch * -(-length // chunk) * n_state * channels
+    return KernelWork("bimamba_scan_bwd", elt * act + F32 * (ckpt + 2 * 2 * bnl), 2 * 2.0 * bel * n_state,
+                      2 * 14.0 * bel * n_state)
+
+
 def conv1d_bidir_work(batch: int, channels: int, length: int, width: int = D_CONV, dtype: str = "bf16") -> KernelWork:
     """Depthwise conv + SiLU for both directions: reads x (B, E, L) once, weight (2, E, K), bias (2, E);
     writes (2, B, E, L). Per output: K FMAs, SiLU (ex2 + rcp on MUFU, ~3 FMA-pipe ops)."""

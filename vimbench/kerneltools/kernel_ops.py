@@ -2,7 +2,8 @@
 
 Ops: bimamba_scan (both directions, combined and gated: the Vim mixer's fp32 path), bimamba_scan_halves (both
 directions, the two gated halves: the mixer's bf16/fp16 path, see vimbench.models.vim.sums_halves_in_gemm),
-selective_scan (one direction), conv1d_silu_bidir (both directions' conv + SiLU) and add_rmsnorm.
+selective_scan (one direction), bimamba_scan_bwd (the training backward of both directions),
+conv1d_silu_bidir (both directions' conv + SiLU) and add_rmsnorm, and the backward ops.
 
 Inputs are laid out as the Vim mixer passes them on a GPU: channel-last, x and z views of xz, B and C views of
 x_dbl in XDblLayout order, in fp32 for bf16/fp16 activations (vimbench.models.vim.x_dbl_in_fp32).
@@ -222,6 +223,7 @@ register(_scan_op(
                           *_chunked_scan_specs("fp32", "combined", save_every=64)],
     regression=_both_dtypes((64, 384, VIM_TI_1248), (8, 384, VIM_TI_1248), (64, 384, VIM_TI_224)),
     official=_official_bidir,
+    backward="kernels.selective_scan.bwd:bimamba_scan_bwd",
 ))
 
 register(_scan_op(
@@ -235,6 +237,7 @@ register(_scan_op(
                           *_chunked_scan_specs("bf16", "halves", save_every=64)],
     regression=(RegressionShape(64, 384, VIM_TI_1248, "bf16"), RegressionShape(64, 384, VIM_TI_224, "bf16")),
     official="the official code has no halves variant; compare bimamba_scan",
+    backward="kernels.selective_scan.bwd:bimamba_scan_bwd",
 ))
 
 register(_scan_op(
@@ -243,6 +246,101 @@ register(_scan_op(
     work=lambda s, dtype: rl.scan_work(s.batch, s.channels, s.length, s.d_state, dtype=dtype),
     static_specs=lambda: [_scan_spec("bf16", "single")],
     official=_official_single,
+))
+
+
+def _scan_bwd_inputs(shape: OpShape, dtype, device: str) -> dict[str, Any]:
+    """The backward's arguments as training passes them: the forward's inputs (model layouts), the checkpoints
+    from the training forward (`bimamba_scan_fwd_save`, chunk CHECKPOINT_CHUNK) and grad_out like the forward's
+    output: bf16/fp16 the gated halves (2, B, E, L) (the bf16 model's scan), fp32 the combined (B, E, L)."""
+    import torch
+
+    from kernels.selective_scan.fwd import bimamba_scan_fwd_save
+    from kernels.selective_scan.op import CHECKPOINT_CHUNK
+
+    combine = dtype == torch.float32
+    args = _scan_inputs(dirs=2)(shape, dtype, device)
+    out, checkpoints = bimamba_scan_fwd_save(**args, combine=combine, chunk=CHECKPOINT_CHUNK)
+    grad_out = _random(shape, device)(*out.shape, scale=0.1, dt=dtype)
+    return dict(grad_out=grad_out, **args, checkpoints=checkpoints, delta_softplus=True, combine=combine,
+                chunk=CHECKPOINT_CHUNK)
+
+
+def _scan_bwd_specs(dtype: str, shape: OpShape = OpShape(batch=8, channels=384, length=VIM_TI_1248)
+                    ) -> list[KernelSpec]:
+    """kernels/selective_scan/bwd.py `_scan_bwd_kernel` and `_scan_bwd_group_carry_kernel` as training
+    launches them at Vim-Ti, 1248 px, batch 8 (a shape that splits L into chunk groups, so both kernels run):
+    bf16 the gated halves (grad_out, du, ddelta channel-last (2, B, L, E) memory), fp32 the combined output
+    (grad_out (B, L, E) memory); B, C views of fp32 x_dbl; z a view of xz; dz like u[0]; checkpoint chunk 64."""
+    from kernels.selective_scan.bwd import scan_bwd_launch_config
+    from kernels.selective_scan.op import CHECKPOINT_CHUNK
+    from vimbench.layout import XDblLayout
+
+    B_, E, L, N = shape.batch, shape.channels, shape.length, shape.d_state
+    cfg = scan_bwd_launch_config(B_, E, L, CHECKPOINT_CHUNK, interpreted=False)
+    if cfg.carry is None:
+        raise VimbenchError(f"static spec scan bwd: expected several chunk groups at {shape.label()}")
+    halves = dtype != "fp32"
+    width = XDblLayout(dt_rank=shape.dt_rank, d_state=N).width
+    d0, b0, l0, e0 = contiguous_strides(2, B_, L, E)
+    u_st = (d0, b0, e0, l0)
+    xd0, xb0, xl0, xn0 = contiguous_strides(2, B_, L, width)
+    x_dbl_st = (xd0, xb0, xn0, xl0)
+    g_st = u_st if halves else (0, L * E, 1, E)
+    z_st = (L * 2 * E, 1, 2 * E)
+    common = {
+        "E": E, "L": L, "g_scale": 0.5, "chunks_per_program": cfg.chunks_per_program,
+        **dict(zip(("stride_g_dir", "stride_g_b", "stride_g_e", "stride_g_l"), g_st)),
+        **dict(zip(("stride_dt_dir", "stride_dt_b", "stride_dt_e", "stride_dt_l"), u_st)),
+        **dict(zip(("stride_A_dir", "stride_A_e", "stride_A_n"), contiguous_strides(2, E, N))),
+        **dict(zip(("stride_C_dir", "stride_C_b", "stride_C_n", "stride_C_l"), x_dbl_st)),
+        "stride_bias_dir": E, **dict(zip(("stride_z_b", "stride_z_e", "stride_z_l"), z_st)),
+    }
+    flags = dict(N_STATE=N, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True)
+    carry_args = {"g_ptr": Ptr(dtype), "delta_ptr": Ptr(dtype), "A_ptr": Ptr("fp32"), "C_ptr": Ptr("fp32"),
+                  "z_ptr": Ptr(dtype), "bias_ptr": Ptr("fp32"), "mu_ptr": Ptr("fp32"), "dsum_ptr": Ptr("fp32"),
+                  **common}
+    walk_args = {
+        "g_ptr": Ptr(dtype), "u_ptr": Ptr(dtype), "delta_ptr": Ptr(dtype), "A_ptr": Ptr("fp32"),
+        "B_ptr": Ptr("fp32"), "C_ptr": Ptr("fp32"), "D_ptr": Ptr("fp32"), "z_ptr": Ptr(dtype),
+        "bias_ptr": Ptr("fp32"), "ckpt_ptr": Ptr("fp32"), "scratch_ptr": Ptr("fp32"), "mu_ptr": Ptr("fp32"),
+        "dsum_ptr": Ptr("fp32"), "du_ptr": Ptr(dtype), "ddelta_ptr": Ptr(dtype), "dz_ptr": Ptr("fp32"),
+        "dB_ptr": Ptr("fp32"), "dC_ptr": Ptr("fp32"), "dA_ptr": Ptr("fp32"), "dD_ptr": Ptr("fp32"),
+        "dbias_ptr": Ptr("fp32"), **common,
+        **dict(zip(("stride_u_dir", "stride_u_b", "stride_u_e", "stride_u_l"), u_st)),
+        **dict(zip(("stride_B_dir", "stride_B_b", "stride_B_n", "stride_B_l"), x_dbl_st)),
+        "stride_D_dir": E,
+        **dict(zip(("stride_du_dir", "stride_du_b", "stride_du_e", "stride_du_l"), u_st)),
+        **dict(zip(("stride_ddt_dir", "stride_ddt_b", "stride_ddt_e", "stride_ddt_l"), u_st)),
+        **dict(zip(("stride_dz_b", "stride_dz_e", "stride_dz_l"), (L * E, 1, E))),
+    }
+    mode = "halves" if halves else "combined"
+    # One pass over each loop body: one token x N states x (BLOCK_C / 32) channels per thread.
+    per_token = N * cfg.walk.constexprs["BLOCK_C"] // 32
+    return [
+        spec_from_args(f"scan_bwd/{mode}/{dtype}", "kernels.selective_scan.bwd", cfg.walk.kernel, walk_args,
+                       dict(HAS_D=True, **flags, **cfg.walk.constexprs), do_not_specialize=("L", "chunks_per_program"),
+                       num_warps=cfg.walk.num_warps, state_elements=per_token),
+        spec_from_args(f"scan_bwd_carry/{mode}/{dtype}", "kernels.selective_scan.bwd", cfg.carry.kernel,
+                       carry_args, dict(**flags, **cfg.carry.constexprs),
+                       do_not_specialize=("L", "chunks_per_program"), num_warps=cfg.carry.num_warps,
+                       state_elements=per_token),
+    ]
+
+
+register(KernelOp(
+    name="bimamba_scan_bwd",
+    summary="backward of both scan directions from the training forward's checkpoints, chunk-parallel over L",
+    category="scan",
+    forward="kernels.selective_scan.bwd:bimamba_scan_bwd",
+    reference="kernels.selective_scan.reference:bimamba_scan_bwd_ref",
+    inputs=_scan_bwd_inputs,
+    work=lambda s, dtype: rl.bimamba_scan_bwd_work(s.batch, s.channels, s.length, s.d_state, dtype=dtype,
+                                                   halves=dtype != "fp32"),
+    kernels=("kernels.selective_scan.bwd:_scan_bwd_kernel", "kernels.selective_scan.bwd:_scan_bwd_group_carry_kernel"),
+    static_specs=lambda: [*_scan_bwd_specs("bf16"), *_scan_bwd_specs("fp32")],
+    # No regression cases until the GPU baseline (measured, never written here) holds timings for them.
+    official="the official selective_scan backward is not benchmarked",
 ))
 
 
