@@ -1,25 +1,29 @@
-"""The Vim mixer's training op on backend triton: in_proj -> conv1d + SiLU -> x_proj -> dt_proj -> scan behind ONE
-autograd boundary, so that the autograd graph keeps what this op chooses, not what each step would keep.
+"""The Vim mixer's training op on backend triton: in_proj -> conv1d + SiLU -> x_proj -> dt_proj -> scan -> out_proj
+behind ONE autograd boundary, so that the autograd graph keeps what this op chooses, not what each step would keep.
 
-    vimbench::bimamba_inner(h, in_proj, conv_w, conv_b, x_proj_t, dt_proj_t, A, D, dt_bias, norm_r, norm_w,
-                            norm_eps, combine, chunk) -> (out, x_dbl, checkpoints)
+    vimbench::bimamba_inner(h, in_proj, conv_w, conv_b, x_proj_t, dt_proj_t, A, D, dt_bias, out_proj, norm_r,
+                            norm_w, norm_eps, combine, chunk) -> (out, y, x_dbl, checkpoints)
 
 Forward: the launchers of the steps (kernels.conv1d.fwd, kernels.selective_scan.fwd.bimamba_scan_fwd_save) and
-cuBLAS GEMMs; with combine=False the scan writes its two gated halves over the conv output u, which nothing needs
-afterwards (u is recomputed in the backward). Outputs: out (the halves (2, batch, E, L) laid out (batch, L, 2, E),
-or the combined (batch, E, L)); x_dbl (2, batch * L, W), the x_proj output [B | C | dt | pad]; checkpoints, the
-scan's fp32 states every `chunk` tokens. x_dbl and checkpoints are outputs so that autograd can save them; they
-get no gradient.
+cuBLAS GEMMs. combine=False (bf16/fp16): the scan writes its two gated halves over the conv output u (which
+nothing needs afterwards: u is recomputed in the backward) and out_proj, its weight twice along K, adds them inside
+one GEMM, as the inference path does; then one elementwise add forms their sum y for the backward. combine=True
+(fp32): the scan adds them (fp32 atomics) into y. Outputs: out (batch, L, d_model); y (batch, L, E), the scan's
+combined output; x_dbl (2, batch * L, W), the x_proj output [B | C | dt | pad]; checkpoints, the scan's fp32
+states every `chunk` tokens. y, x_dbl and checkpoints are outputs so that autograd can save them; they get no
+gradient.
 
 Saved for backward (per layer, Vim-Ti 1248 px, batch 8, bf16: kernels/README.md has the table): the weights,
-x_dbl (9.3 MB), the checkpoints (37.7 MB) and h (18.7 MB), or instead of h, when the caller passes the fp32
-residual r and the norm weight that h was normalized from (h = add_rmsnorm(r, None, norm_w, norm_eps)[0], as the
-Vim block computes it), r and norm_w: r is the norm's own saved tensor, so that costs no bytes. Not saved:
-xz = in_proj(h) (74.8 MB), u = conv(x) (74.8 MB), delta = dt_proj(dt) (74.8 MB); the backward recomputes them
-(h from r by the norm's forward, a K = d_model GEMM, the conv forward, a K = R GEMM: well under a millisecond per
-layer at that shape), then runs the scan backward, the dt_proj and x_proj GEMM backwards, the conv backward and the
-in_proj GEMM backward. The backward is written with the registered custom ops (add_rmsnorm, conv1d_silu_bidir,
-bimamba_scan_bwd, conv1d_silu_bidir_bwd) and aten GEMMs, so torch.compile traces it too.
+y (37.4 MB: out_proj's weight gradient needs the sum of the halves only, half their bytes), x_dbl (9.3 MB), the
+checkpoints (37.7 MB) and h (18.7 MB), or instead of h, when the caller passes the fp32 residual r and the norm
+weight that h was normalized from (h = add_rmsnorm(r, None, norm_w, norm_eps)[0], as the Vim block computes it),
+r and norm_w: r is the norm's own saved tensor, so that costs no bytes. Not saved: xz = in_proj(h) (74.8 MB),
+u = conv(x) (74.8 MB), delta = dt_proj(dt) (74.8 MB), the halves (74.8 MB). The backward runs out_proj's GEMM
+backward (dy = dout @ out_proj: the scan's backward always takes the combined form), recomputes h (the norm's
+forward), xz (a K = d_model GEMM), u (the conv forward) and delta (a K = R GEMM), then runs the scan backward, the
+dt_proj and x_proj GEMM backwards, the conv backward and the in_proj GEMM backward, all through the registered
+custom ops (add_rmsnorm, conv1d_silu_bidir, bimamba_scan_bwd, conv1d_silu_bidir_bwd) and aten GEMMs, so
+torch.compile traces it too.
 """
 from __future__ import annotations
 
@@ -34,7 +38,7 @@ import kernels.rmsnorm.op  # noqa: F401 - registers vimbench::add_rmsnorm, which
 from kernels.bimamba_inner.reference import x_dbl_slices
 from kernels.conv1d import fwd as conv_fwd
 from kernels.selective_scan import fwd as scan_fwd
-from kernels.selective_scan.op import CHECKPOINT_CHUNK, _out_like
+from kernels.selective_scan.op import CHECKPOINT_CHUNK
 
 Tensor = torch.Tensor
 
@@ -62,47 +66,66 @@ def _scan_operands(x_dbl: Tensor, dt_proj_t: Tensor, batch: int, length: int, n_
 
 @torch.library.custom_op("vimbench::bimamba_inner", mutates_args=())
 def _bimamba_inner_op(h: Tensor, in_proj: Tensor, conv_w: Tensor, conv_b: Tensor, x_proj_t: Tensor,
-                      dt_proj_t: Tensor, A: Tensor, D: Tensor, dt_bias: Tensor, norm_r: Optional[Tensor],
-                      norm_w: Optional[Tensor], norm_eps: float, combine: bool, chunk: int
-                      ) -> tuple[Tensor, Tensor, Tensor]:
+                      dt_proj_t: Tensor, A: Tensor, D: Tensor, dt_bias: Tensor, out_proj: Tensor,
+                      norm_r: Optional[Tensor], norm_w: Optional[Tensor], norm_eps: float, combine: bool, chunk: int
+                      ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     batch, length = h.shape[:2]
+    inner = in_proj.shape[0] // 2
     # The caller casts the GEMM operands (the op's contract); an autocast around the call must not recast them.
     with torch.autocast(h.device.type, enabled=False):
         x, z = _split_xz(F.linear(h, in_proj), in_proj.shape[0] // 2)
         u = conv_fwd.conv1d_silu_bidir(x, conv_w, conv_b)  # (2, batch, E, L), laid out (batch, L, 2, E)
         x_dbl = torch.bmm(_tokens(u), x_proj_t)  # (2, batch * L, W)
         _, delta, B, C = _scan_operands(x_dbl, dt_proj_t, batch, length, A.shape[-1])
-        out, checkpoints = scan_fwd.bimamba_scan_fwd_save(u, delta, A, B, C, D, z, dt_bias, True, combine, chunk,
-                                                          out=None if combine else u)
-    return out, x_dbl, checkpoints
+        y, checkpoints = scan_fwd.bimamba_scan_fwd_save(u, delta, A, B, C, D, z, dt_bias, True, combine, chunk,
+                                                        out=None if combine else u)
+        del delta
+        if combine:  # (batch, E, L) laid out (batch, L, E)
+            y = y.transpose(1, 2)
+            out = F.linear(y, out_proj)
+        else:
+            # The halves (2, batch, E, L), laid out (batch, L, 2, E), are one (batch, L, 2E) matrix: out_proj
+            # with its weight twice along K adds them inside the GEMM (no fp32 atomics in the scan); autograd
+            # needs only their sum, the combined output, half the bytes.
+            out = F.linear(y.permute(1, 3, 0, 2).reshape(batch, length, 2 * inner), torch.cat([out_proj] * 2, 1))
+            y = torch.add(y[0].transpose(1, 2), y[1].transpose(1, 2))
+    return out, y, x_dbl, checkpoints
 
 
 @_bimamba_inner_op.register_fake
-def _(h, in_proj, conv_w, conv_b, x_proj_t, dt_proj_t, A, D, dt_bias, norm_r, norm_w, norm_eps, combine, chunk):
+def _(h, in_proj, conv_w, conv_b, x_proj_t, dt_proj_t, A, D, dt_bias, out_proj, norm_r, norm_w, norm_eps, combine,
+      chunk):
     batch, length = h.shape[:2]
     inner = in_proj.shape[0] // 2
     x, _ = _split_xz(h.new_empty(batch, length, 2 * inner), inner)
     u = conv_fwd.conv_out_like(x)
     x_dbl = h.new_empty(2, batch * length, x_proj_t.shape[-1])
     checkpoints = h.new_empty((2, batch, triton.cdiv(length, chunk), A.shape[-1], inner), dtype=torch.float32)
-    return (_out_like(u, True) if combine else u), x_dbl, checkpoints
+    out = h.new_empty(batch, length, out_proj.shape[0])
+    return out, h.new_empty(batch, length, inner), x_dbl, checkpoints
 
 
 def _setup_context(ctx, inputs, output):
-    h, in_proj, conv_w, conv_b, x_proj_t, dt_proj_t, A, D, dt_bias, norm_r, norm_w, norm_eps, combine, chunk = inputs
-    _, x_dbl, checkpoints = output
+    (h, in_proj, conv_w, conv_b, x_proj_t, dt_proj_t, A, D, dt_bias, out_proj, norm_r, norm_w, norm_eps, combine,
+     chunk) = inputs
+    _, y, x_dbl, checkpoints = output
     keep_h = norm_r is None  # else h is recomputed from the norm's r
     ctx.save_for_backward(h if keep_h else None, in_proj, conv_w, conv_b, x_proj_t, dt_proj_t, A, D, dt_bias,
-                          x_dbl, checkpoints, None if keep_h else norm_r, None if keep_h else norm_w)
-    ctx.combine, ctx.chunk, ctx.norm_eps, ctx.h_dtype = combine, chunk, norm_eps, h.dtype
-    ctx.set_materialize_grads(False)  # x_dbl and checkpoints get no gradient
+                          out_proj, y, x_dbl, checkpoints, None if keep_h else norm_r, None if keep_h else norm_w)
+    ctx.chunk, ctx.norm_eps, ctx.h_dtype = chunk, norm_eps, h.dtype
+    ctx.set_materialize_grads(False)  # y, x_dbl and checkpoints get no gradient
 
 
-def _backward(ctx, grad_out, _grad_x_dbl, _grad_checkpoints):
+def _backward(ctx, grad_out, _grad_y, _grad_x_dbl, _grad_checkpoints):
     if grad_out is None:
-        return (None,) * 14
-    h, in_proj, conv_w, conv_b, x_proj_t, dt_proj_t, A, D, dt_bias, x_dbl, checkpoints, norm_r, norm_w = \
-        ctx.saved_tensors
+        return (None,) * 15
+    (h, in_proj, conv_w, conv_b, x_proj_t, dt_proj_t, A, D, dt_bias, out_proj, y, x_dbl, checkpoints, norm_r,
+     norm_w) = ctx.saved_tensors
+    # out_proj: out = y @ out_proj^T (the halves' GEMM computes the same); the scan gets dL/dy, its combined form
+    grad_rows = grad_out.reshape(-1, grad_out.shape[-1])  # (batch * L, D)
+    d_out_proj = grad_rows.t() @ y.reshape(-1, y.shape[-1])
+    grad_y = (grad_out @ out_proj).transpose(1, 2)  # (batch, E, L), laid out (batch, L, E)
+    del grad_rows
     # Recompute what the forward did not keep: h (when given r), xz (only as the views x, z), u and delta.
     if h is None:
         h = torch.ops.vimbench.add_rmsnorm(norm_r, None, norm_w, ctx.norm_eps, ctx.h_dtype)[0]
@@ -112,8 +135,8 @@ def _backward(ctx, grad_out, _grad_x_dbl, _grad_checkpoints):
     u = torch.ops.vimbench.conv1d_silu_bidir(x, conv_w, conv_b)
     dt, delta, B, C = _scan_operands(x_dbl, dt_proj_t, batch, length, n_state)
     du, ddelta, dA, dB, dC, dD, dz, ddt_bias = torch.ops.vimbench.bimamba_scan_bwd(
-        grad_out, u, delta, A, B, C, D, z, dt_bias, checkpoints, True, ctx.combine, ctx.chunk)
-    del delta
+        grad_y, u, delta, A, B, C, D, z, dt_bias, checkpoints, True, True, ctx.chunk)
+    del delta, grad_y
     # dt_proj: delta_pre = dt @ dt_proj_t per direction
     ddelta_rows = _tokens(ddelta)  # (2, batch * L, E)
     d_dt_proj_t = torch.bmm(dt.transpose(1, 2), ddelta_rows)
@@ -138,28 +161,30 @@ def _backward(ctx, grad_out, _grad_x_dbl, _grad_checkpoints):
     dh = torch.addmm(dx_rows @ in_proj[:inner], dz_rows, in_proj[inner:]).view(h.shape)
     d_in_proj = torch.cat([dx_rows.t() @ h_rows, dz_rows.t() @ h_rows])
     return (dh, d_in_proj, d_conv_w, d_conv_b, d_x_proj_t, d_dt_proj_t, dA.to(A.dtype), dD.to(D.dtype),
-            ddt_bias.to(dt_bias.dtype), None, None, None, None, None)
+            ddt_bias.to(dt_bias.dtype), d_out_proj, None, None, None, None, None)
 
 
 _bimamba_inner_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-def bimamba_inner(h, in_proj, conv_w, conv_b, x_proj_t, dt_proj_t, A, D, dt_bias, combine=False, norm=None):
-    """The Vim mixer from its normalized input to the scan's output, for training. Contract and shapes:
-    `bimamba_inner_ref` (same signature). h, in_proj, x_proj_t and dt_proj_t share one dtype (the GEMMs run in
-    it; cast them before, as autocast would); conv_w, conv_b in any float dtype; A, D, dt_bias fp32.
-    norm: None, or (r, weight, eps) with h == kernels.rmsnorm add_rmsnorm(r, None, weight, eps, h.dtype)[0] (r the
-    fp32 residual the norm returned): then the backward recomputes h from r, which the norm keeps anyway, instead
-    of saving h. Differentiable in h and the weights (not through norm: it only says how to recompute h). Returns the halves (2, batch, E, L), laid out (batch, L, 2, E) so that
-    `.permute(1, 3, 0, 2).reshape(batch, L, 2E)` is a view, or with combine=True the sum (batch, E, L), laid out
-    (batch, L, E)."""
-    gemm = {t.dtype for t in (h, in_proj, x_proj_t, dt_proj_t)}
+def bimamba_inner(h, in_proj, conv_w, conv_b, x_proj_t, dt_proj_t, A, D, dt_bias, out_proj, combine=False,
+                  norm=None):
+    """The Vim mixer from its normalized input to its output, for training. Contract and shapes:
+    `bimamba_inner_ref` (same signature). h, in_proj, x_proj_t, dt_proj_t and out_proj share one dtype (the GEMMs
+    run in it; cast them before, as autocast would); conv_w, conv_b in any float dtype; A, D, dt_bias fp32.
+    combine=False: the scan writes the two gated halves and out_proj adds them inside one K = 2E GEMM (no fp32
+    atomics); combine=True: the scan adds them (fp32 atomics) and out_proj is a K = E GEMM. Either way autograd
+    keeps only their sum (batch, L, E). norm: None, or (r, weight, eps) with h == add_rmsnorm(r, None, weight, eps,
+    h.dtype)[0] (kernels.rmsnorm; r the fp32 residual the norm returned): the backward then recomputes h from r,
+    which the norm keeps anyway, instead of saving h. Differentiable in h and the weights (not through norm: it only
+    says how to recompute h). Returns (batch, L, d_model) in h's dtype."""
+    gemm = {t.dtype for t in (h, in_proj, x_proj_t, dt_proj_t, out_proj)}
     if len(gemm) != 1:
-        raise ValueError(f"h, in_proj, x_proj_t and dt_proj_t must share one dtype (cast them first); got "
-                         f"{h.dtype}, {in_proj.dtype}, {x_proj_t.dtype}, {dt_proj_t.dtype}")
+        raise ValueError(f"h, in_proj, x_proj_t, dt_proj_t and out_proj must share one dtype (cast them first); "
+                         f"got {h.dtype}, {in_proj.dtype}, {x_proj_t.dtype}, {dt_proj_t.dtype}, {out_proj.dtype}")
     norm_r, norm_w, norm_eps = norm if norm is not None else (None, None, 0.0)
-    return torch.ops.vimbench.bimamba_inner(h, in_proj, conv_w, conv_b, x_proj_t, dt_proj_t, A, D, dt_bias, norm_r,
-                                            norm_w, float(norm_eps), bool(combine), CHECKPOINT_CHUNK)[0]
+    return torch.ops.vimbench.bimamba_inner(h, in_proj, conv_w, conv_b, x_proj_t, dt_proj_t, A, D, dt_bias, out_proj,
+                                            norm_r, norm_w, float(norm_eps), bool(combine), CHECKPOINT_CHUNK)[0]
 
 
 __all__ = ["bimamba_inner"]

@@ -9,7 +9,7 @@ import torch
 from kernels.bimamba_inner.reference import bimamba_inner_ref
 from kernels.rmsnorm.reference import add_rmsnorm_ref
 
-NAMES = "h in_proj conv_w conv_b x_proj_t dt_proj_t A D dt_bias".split()
+NAMES = "h in_proj conv_w conv_b x_proj_t dt_proj_t A D dt_bias out_proj".split()
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def inner_inputs(device, batch=2, length=7, d_model=8, inner=12, n_state=4, dt_r
     tensors = [rand(batch, length, d_model), rand(2 * inner, d_model, scale=d_model ** -0.5),
                rand(2, inner, 4, scale=0.5), rand(2, inner, scale=0.1), rand(2, inner, width, scale=inner ** -0.5),
                rand(2, dt_rank, inner, scale=dt_rank ** -0.5), -0.5 - torch.rand(2, inner, n_state, generator=g),
-               rand(2, inner), rand(2, inner, scale=0.1) - 1.0]
+               rand(2, inner), rand(2, inner, scale=0.1) - 1.0, rand(d_model, inner, scale=inner ** -0.5)]
     return [t.to(device) for t in tensors]
 
 
@@ -57,15 +57,6 @@ def test_gradients_match_f64_reference(op, device, combine, recompute_h):
     assert leaves[4].grad[..., 2 * 4 + 2:].abs().max() == 0  # the pad columns of x_proj_t
 
 
-def test_halves_output_is_one_token_major_matrix(op, device):
-    """out_proj reads the halves as a (batch, L, 2E) view, as the mixer's inference path does."""
-    inputs = inner_inputs(device)
-    halves = op.bimamba_inner(*[t.clone().requires_grad_() for t in inputs], combine=False)
-    batch, length = inputs[0].shape[:2]
-    assert halves.shape == (2, batch, 12, length)
-    assert halves.permute(1, 3, 0, 2).is_contiguous()
-
-
 def test_opcheck(op, device):
     """Schema, fake tensors (the outputs' layouts too), autograd registration and AOT tracing of the backward
     (one case: ~30 s interpreted; combine=True goes through the compiled model test in tests/test_training.py)."""
@@ -74,10 +65,18 @@ def test_opcheck(op, device):
     torch.library.opcheck(torch.ops.vimbench.bimamba_inner.default, (*leaves, r, weight, eps, False, 4))
 
 
+def test_halves_and_combined_forms_agree(op, device):
+    """combine=False (halves added in out_proj's GEMM) and combine=True (added in the scan) are one function."""
+    inputs = inner_inputs(device)
+    torch.testing.assert_close(op.bimamba_inner(*inputs, combine=False), op.bimamba_inner(*inputs, combine=True),
+                               rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("recompute_h", [False, True])
 def test_graph_saves_weights_x_dbl_and_checkpoints_only(op, device, recompute_h):
-    """The op's autograd node keeps the weights, x_dbl, the checkpoints and h, or instead of h the norm's r and
-    weight: nothing of the size of xz (batch, L, 2E), u or delta (2, batch, E, L), which the backward recomputes."""
+    """The op's autograd node keeps the weights, y (the scan's combined output), x_dbl, the checkpoints and h, or
+    instead of h the norm's r and weight: nothing of the size of xz (batch, L, 2E), u, delta or the halves
+    (2, batch, E, L), which the backward recomputes or never needs."""
     inputs = inner_inputs(device, batch=2, length=9, inner=12)
     inputs, norm = normed_input(inputs) if recompute_h else (inputs, None)
     leaves = [t.clone().requires_grad_() for t in inputs]
@@ -91,5 +90,6 @@ def test_graph_saves_weights_x_dbl_and_checkpoints_only(op, device, recompute_h)
         assert {norm[0].data_ptr(), norm[1].data_ptr()} <= saved_ptrs
     known = {t.data_ptr() for t in leaves[1:]} | ({norm[0].data_ptr(), norm[1].data_ptr()} if norm else set())
     extra = sorted(tuple(t.shape) for t in saved if t.data_ptr() not in known | {leaves[0].data_ptr()})
-    assert extra == [(2, batch, -(-length // 64), n_state, inner), (2, batch * length, width)]
+    assert extra == sorted([(2, batch, -(-length // 64), n_state, inner), (2, batch * length, width),
+                            (batch, length, inner)])  # checkpoints, x_dbl, y
     assert not any(t.numel() == 2 * batch * length * inner for t in saved)

@@ -10,8 +10,9 @@ Op signatures (all backends identical; shapes documented on the reference ops in
 scan_fuses_dt_proj: whether the mixer should hand the scan the low-rank dt and dt_proj at inference (the Triton
 scan computes delta per token, so no (2, B, E, L) delta tensor and no dt_proj GEMM exist); the reference
 accepts the same call but only computes delta first, so the torch backend keeps its GEMM.
-    bimamba_inner(h, in_proj, conv_w, conv_b, x_proj_t, dt_proj_t, A, D, dt_bias, combine) -> halves or y
-                      training: in_proj -> conv -> x_proj -> dt_proj -> scan as one differentiable op
+    bimamba_inner(h, in_proj, conv_w, conv_b, x_proj_t, dt_proj_t, A, D, dt_bias, out_proj, combine, norm)
+                      -> (B, L, D) training: in_proj -> conv -> x_proj -> dt_proj -> scan -> out_proj as one
+                      differentiable op
                       (kernels.bimamba_inner); None in a table without one (the mixer then trains op by op)
 """
 from __future__ import annotations

@@ -21,12 +21,12 @@ NORM_EPS = 1e-5
 
 # How a mixer trains (under autograd); inference is the same for all three. kernels/README.md ("What the forward
 # saves") has the bytes each keeps per layer.
-#   fused           in_proj -> conv -> x_proj -> dt_proj -> scan as one differentiable op (ops.bimamba_inner) that
-#                   saves x_dbl and the scan's checkpoints and recomputes h (from the norm's r), xz, u and delta
-#                   in the backward;
-#                   out_proj reads the two gated halves in bf16/fp16 (sums_halves_in_gemm), the combined output
-#                   in fp32
-#   fused-combined  the same, out_proj always reads the combined output (half the bytes, the scan's atomics)
+#   fused           in_proj -> conv -> x_proj -> dt_proj -> scan -> out_proj as one differentiable op
+#                   (ops.bimamba_inner) that saves x_dbl, the scan's checkpoints and the scan output y (the two
+#                   directions' sum) and recomputes h (from the norm's r), xz, u and delta in the backward; in
+#                   bf16/fp16 out_proj adds the two gated halves inside its GEMM (sums_halves_in_gemm), in fp32 the
+#                   scan adds them
+#   fused-combined  the same, the scan always adds the halves (fp32 atomics); the same bytes saved
 #   per-op          each op under its own autograd (what every op saves, the graph keeps); also what a backend
 #                   without bimamba_inner does
 TRAIN_BOUNDARIES = ("fused", "fused-combined", "per-op")
@@ -197,16 +197,10 @@ class BiMambaMixer(nn.Module):
                 and (h.requires_grad or self.in_proj.weight.requires_grad))
 
     def _mix_fused(self, h: torch.Tensor, w: MixerWeights, norm: tuple | None) -> torch.Tensor:
-        """Training through one differentiable op from h to the scan output (see TRAIN_BOUNDARIES)."""
-        batch, length = h.shape[0], h.shape[1]
-        halves = sums_halves_in_gemm(h.dtype)
-        combine = self.train_boundary == "fused-combined" or not halves
-        y = self.ops.bimamba_inner(h, w.in_proj, w.conv_w, w.conv_b, w.x_proj_t, w.dt_proj_t, w.A, w.D, w.dt_bias,
-                                   combine=combine, norm=norm)
-        if combine:  # (B, E, L), laid out (B, L, E)
-            return F.linear(y.transpose(1, 2), self.out_proj.weight.to(h.dtype) if halves else w.out_proj)
-        # (2, B, E, L) laid out (B, L, 2, E): one (B, L, 2E) matrix; out_proj's doubled weight adds the halves
-        return F.linear(y.permute(1, 3, 0, 2).reshape(batch, length, 2 * self.d_inner), w.out_proj)
+        """Training through one differentiable op from h to the mixer output (see TRAIN_BOUNDARIES)."""
+        combine = self.train_boundary == "fused-combined" or not sums_halves_in_gemm(h.dtype)
+        return self.ops.bimamba_inner(h, w.in_proj, w.conv_w, w.conv_b, w.x_proj_t, w.dt_proj_t, w.A, w.D,
+                                      w.dt_bias, self.out_proj.weight.to(h.dtype), combine=combine, norm=norm)
 
     def _mix(self, h: torch.Tensor, norm: tuple | None = None) -> torch.Tensor:
         inner, lay = self.d_inner, self.x_dbl_layout
