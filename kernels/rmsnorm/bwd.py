@@ -56,10 +56,11 @@ def _rows(t: torch.Tensor, dim: int) -> torch.Tensor:
     return t2 if t2.stride(-1) == 1 else t2.contiguous()
 
 
-# Programs per SM at most: beyond it programs walk several row blocks. One block per program up to here: the
-# hardware then schedules blocks as programs finish, like the forward's one-block programs. The partial buffer
-# stays small: at B=8, L=6085, D=192 (3,043 programs) 2.3 MB written and read, ~3% of the backward's bytes.
-PROGRAMS_PER_SM = 32
+# Programs per SM at most: beyond it programs walk several row blocks. Measured on the H200 (2026-12-02,
+# results/history/conv-norm-bwd-rows-h200-2026-12-02.json, bf16, D = 192): 4 per SM 0.120 ms vs 32 per SM 0.138 at
+# batch 8 x 6,085 rows, 0.061 vs 0.065 at 128 x 197 (the training shapes), but 0.570 vs 0.407 at 64 x 6,085.
+# The training shapes decide: 4.
+PROGRAMS_PER_SM = 4
 
 
 def rmsnorm_bwd_launch_config(rows: int, dim: int, interpreted: bool, sm_count: int = 132) -> LaunchConfig:

@@ -46,13 +46,17 @@ from kernels.selective_scan.fwd import (
 # exp work on more programs (kernels/NOTES.md, "Chunk-parallel scan forward": at batch 64 the one-pass kernel's
 # 12 resident one-warp programs per SM keep issue and MUFU busy; below ~5 per SM doubling the work wins).
 UNDERFILLED_PROGRAMS_PER_SM = 4
+# Measured on the H200 (results/history/scan-chunked-fwd-h200-2026-12-02.json, Vim-Ti E = 384): at 6,085 tokens,
+# batch 8, 128-token chunks were fastest (0.76 ms halves vs 2.10 one-pass; one-wave sizing, 1,016-token chunks:
+# 1.05 ms), and 64-128 at batch 1 (0.17-0.31 vs 2.00 ms): oversubscribing the SMs hides the per-token latency
+# better than one wave. At 197 tokens the three launches lost (0.17-0.19 vs 0.07 ms at batch 1 and 8).
+CHUNK_TOKENS = 128
+MIN_CHUNKED_LENGTH = 1024
 # Pass 3's register cap: ptxas's own choice stopped at 168 registers and spilled three pointers in the main loop
-# (triton 3.6, gated halves); 200 leaves no spills and 10 one-warp programs resident per SM.
-OUTPUTS_MAXNREG = 200
-REGISTERS_PER_SM = 65536  # sm_90
-# At most this many programs per SM even when more would fit (the one-pass kernel's 12 saturate issue and MUFU).
-MAX_PROGRAMS_PER_SM = 12
-# Shorter chunks spend more on the per-chunk state stores, loads and combine steps than they gain.
+# (triton 3.6, gated halves); 200 leaves no spills. The T sweep above ran with 200. (The script's cap comparison,
+# none 0.70 / 232 0.87 / 255 0.85 ms, sized T from the cap, so it compared different chunk lengths: not a verdict.)
+OUTPUTS_MAXNREG: int | None = 200
+# Shorter forced chunks spend more on the per-chunk state stores, loads and combine steps than they gain.
 MIN_CHUNK_TOKENS = 16
 CHANNELS_PER_PROGRAM = 32  # one warp, one channel per lane (as the one-pass kernel at batch >= 8)
 COMBINE_BLOCK = 256  # state elements per combine program
@@ -77,10 +81,9 @@ def chunked_scan_launch_config(batch: int, channels: int, length: int, n_dir: in
     `vimbench kernels static` call it). None: run the one-pass `_scan_kernel`.
 
     split: None chooses: chunked when the one-pass grid (32 channels per program) has fewer than
-    UNDERFILLED_PROGRAMS_PER_SM programs per SM, with chunks long enough (a multiple of the checkpoint interval
-    `save_every` when saving, >= MIN_CHUNK_TOKENS) that the chunked grid has about `target_programs_per_sm()`
-    per SM (all resident: one wave);
-    the interpreter keeps the one-pass kernel unless forced. 0 forces the one-pass kernel; an even T > 0 forces
+    UNDERFILLED_PROGRAMS_PER_SM programs per SM and the sequence has at least MIN_CHUNKED_LENGTH tokens, in chunks
+    of CHUNK_TOKENS (rounded up to a multiple of the checkpoint interval `save_every` when saving); the
+    interpreter keeps the one-pass kernel unless forced. 0 forces the one-pass kernel; an even T > 0 forces
     chunks of T scan steps (T >= L gives one chunk: pass 3 alone, which is the one-pass recurrence)."""
     if split is not None and (split < 0 or split % 2):
         raise ValueError(f"split must be None (automatic), 0 (one pass) or an even number of tokens; got {split}")
@@ -92,10 +95,10 @@ def chunked_scan_launch_config(batch: int, channels: int, length: int, n_dir: in
         programs = triton.cdiv(channels, CHANNELS_PER_PROGRAM) * n_dir * batch
         if interpreted or programs >= UNDERFILLED_PROGRAMS_PER_SM * sm_count:
             return None
-        wanted_chunks = max(target_programs_per_sm() * sm_count // programs, 2)
+        if length < MIN_CHUNKED_LENGTH:
+            return None
         unit = save_every if save_every else 2
-        chunk = max(triton.cdiv(triton.cdiv(length, wanted_chunks), unit) * unit,
-                    triton.cdiv(MIN_CHUNK_TOKENS, unit) * unit)
+        chunk = triton.cdiv(CHUNK_TOKENS, unit) * unit
         if chunk >= length:
             return None  # one chunk: the one-pass kernel does the same work in one launch
     else:
@@ -111,13 +114,6 @@ def chunked_scan_launch_config(batch: int, channels: int, length: int, n_dir: in
         outputs=LaunchConfig("_chunk_outputs_kernel", (channel_blocks, n_chunks, n_dir * batch), tiles, 1,
                              maxnreg=None if interpreted else OUTPUTS_MAXNREG),
     )
-
-
-def target_programs_per_sm() -> int:
-    """Programs per SM the chunked grid is sized to: as many one-warp pass-3 programs as the register cap lets
-    reside at once (so the grid runs in one wave), at most MAX_PROGRAMS_PER_SM. Read at each call, so a timing
-    script may change OUTPUTS_MAXNREG (None: ptxas's choice, 168 here)."""
-    return min(REGISTERS_PER_SM // (32 * (OUTPUTS_MAXNREG or 168)), MAX_PROGRAMS_PER_SM)
 
 
 @functools.cache

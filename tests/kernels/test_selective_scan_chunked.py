@@ -111,9 +111,8 @@ def test_odd_split_raises(fwd):
 
 # ------------------------------------------------------------------------------------------- the dispatch rule
 
-def test_dispatch_chunks_underfilled_grids_only():
-    from kernels.selective_scan.chunked import (MIN_CHUNK_TOKENS, chunked_scan_launch_config,
-                                                target_programs_per_sm)
+def test_dispatch_chunks_underfilled_grids_of_long_sequences_only():
+    from kernels.selective_scan.chunked import (CHUNK_TOKENS, MIN_CHUNKED_LENGTH, chunked_scan_launch_config)
 
     def plan(batch, length, **kw):
         return chunked_scan_launch_config(batch, 384, length, 2, 16, interpreted=False, sm_count=132, **kw)
@@ -121,17 +120,18 @@ def test_dispatch_chunks_underfilled_grids_only():
     assert plan(64, 6085) is None  # 1,536 one-pass programs: full
     assert plan(32, 6085) is None  # 768: >= 4 per SM
     train = plan(8, 6085, save_every=64)  # 192 programs: chunked, T a multiple of the checkpoint interval
-    assert train is not None and train.chunk % 64 == 0
+    assert train is not None and train.chunk % 64 == 0 and train.chunk >= CHUNK_TOKENS
     assert train.n_chunks == -(-6085 // train.chunk) and train.chunk * (train.n_chunks - 1) < 6085
-    programs = train.outputs.grid[0] * train.outputs.grid[1] * train.outputs.grid[2]
-    assert target_programs_per_sm() * 132 / 2 <= programs <= target_programs_per_sm() * 132  # full, one wave
+    assert train.outputs.grid == (384 // 32, train.n_chunks, 2 * 8)
     assert train.states.grid[1] == train.n_chunks - 1
-    batch1 = plan(1, 197)
-    assert batch1 is not None and batch1.chunk >= MIN_CHUNK_TOKENS and batch1.chunk % 2 == 0
-    assert plan(1, 8) is None  # a single chunk: the one-pass kernel
+    assert plan(8, 6085, save_every=96).chunk % 96 == 0
+    assert plan(1, 6085).chunk == CHUNK_TOKENS
+    assert plan(1, 197) is None and plan(1, MIN_CHUNKED_LENGTH - 1) is None  # short: three launches lose
+    assert plan(1, MIN_CHUNKED_LENGTH) is not None
     assert chunked_scan_launch_config(8, 384, 6085, 2, 16, interpreted=True, sm_count=1) is None
     assert plan(64, 6085, split=128).chunk == 128  # forced either way
-    assert plan(1, 197, split=0) is None
+    assert plan(1, 197, split=16).chunk == 16
+    assert plan(1, 6085, split=0) is None
 
 
 # ------------------------------------------------------------------------------------------- GPU, Vim-Ti shapes
