@@ -48,6 +48,9 @@ def test_train_mode_end_to_end_on_the_cli(tmp_path):
                                                     ("vim_test", "infer"), ("vim_test", "train")]
     settings = header_settings(read_header(out))
     assert settings["sweep"]["mode"] == ["infer", "train"] and "AdamW" in settings["protocol"]["train"]["step"]
+    train_rows = df[df["mode"] == "train"]
+    boundary = dict(zip(train_rows["model"], train_rows["train_boundary"]))
+    assert boundary["vim_test"] == "fused" and pd.isna(boundary["deit_test"])  # Vim's saved-activation policy
     for _, row in df[df["mode"] == "train"].iterrows():
         assert (row["optimizer"], row["loss"], row["activation_checkpointing"]) == ("adamw", "cross_entropy", False)
         assert row["lr"] > 0 and row["iters"] == 5 and row["warmup"] == 1

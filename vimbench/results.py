@@ -106,6 +106,7 @@ class CaseResult:
     lr: float | None = None
     loss: str | None = None                   # "cross_entropy"
     activation_checkpointing: bool | None = None
+    train_boundary: str | None = None         # Vim: what the mixers keep for backward (models.vim.TRAIN_BOUNDARIES)
     forward_ms_samples: list[float] | None = None    # per step: zero_grad + forward + loss
     forward_ms_p50: float | None = None
     backward_ms_samples: list[float] | None = None   # per step: loss.backward() + optimizer.step()

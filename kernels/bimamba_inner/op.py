@@ -73,7 +73,7 @@ def _bimamba_inner_op(h: Tensor, in_proj: Tensor, conv_w: Tensor, conv_b: Tensor
     inner = in_proj.shape[0] // 2
     # The caller casts the GEMM operands (the op's contract); an autocast around the call must not recast them.
     with torch.autocast(h.device.type, enabled=False):
-        x, z = _split_xz(F.linear(h, in_proj), in_proj.shape[0] // 2)
+        x, z = _split_xz(F.linear(h, in_proj), inner)
         u = conv_fwd.conv1d_silu_bidir(x, conv_w, conv_b)  # (2, batch, E, L), laid out (batch, L, 2, E)
         x_dbl = torch.bmm(_tokens(u), x_proj_t)  # (2, batch * L, W)
         _, delta, B, C = _scan_operands(x_dbl, dt_proj_t, batch, length, A.shape[-1])
@@ -97,12 +97,9 @@ def _(h, in_proj, conv_w, conv_b, x_proj_t, dt_proj_t, A, D, dt_bias, out_proj, 
       chunk):
     batch, length = h.shape[:2]
     inner = in_proj.shape[0] // 2
-    x, _ = _split_xz(h.new_empty(batch, length, 2 * inner), inner)
-    u = conv_fwd.conv_out_like(x)
     x_dbl = h.new_empty(2, batch * length, x_proj_t.shape[-1])
     checkpoints = h.new_empty((2, batch, triton.cdiv(length, chunk), A.shape[-1], inner), dtype=torch.float32)
-    out = h.new_empty(batch, length, out_proj.shape[0])
-    return out, h.new_empty(batch, length, inner), x_dbl, checkpoints
+    return h.new_empty(batch, length, out_proj.shape[0]), h.new_empty(batch, length, inner), x_dbl, checkpoints
 
 
 def _setup_context(ctx, inputs, output):

@@ -153,6 +153,7 @@ def _measure_train(model: torch.nn.Module, key: CaseKey, warmup: int, iters: int
     step (the AdamW state exists by then), the timing pass. Fills the row's training fields."""
     result.optimizer, result.lr, result.loss = train.OPTIMIZER, train.LEARNING_RATE, train.LOSS
     result.activation_checkpointing = train.ACTIVATION_CHECKPOINTING
+    result.train_boundary = getattr(model, "train_boundary", None)  # Vim only; fixed per model at build
     step = train.make_train_step(model, key.batch, key.res, key.dtype, key.device)
     step()  # gradients and AdamW state allocated, backward kernels compiled; never measured
     _sync(key.device)

@@ -304,6 +304,7 @@ class VisionMamba(nn.Module):
         self.cls_position = self.patch_embed.num_patches // 2
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, self.num_tokens, embed_dim))
+        self.train_boundary = train_boundary
         self.layers = nn.ModuleList(VimBlock(embed_dim, depth, self.ops, batch_slice, train_boundary, fuse_dt_proj)
                                     for _ in range(depth))
         self.norm_f = RMSNorm(embed_dim)
