@@ -47,12 +47,14 @@ def test_triton_backend_vim_t_bf16_autocast():
 
 
 def test_inference_fuses_dt_proj_and_splits_in_proj_and_matches_torch(device):
-    """At inference the triton mixer hands the scan the low-rank dt and dt_proj (no delta tensor, no dt_proj
-    GEMM) and computes in_proj as two GEMMs; the logits equal the torch backend's, and the previous path's
+    """In the memory mode (off by default) the triton mixer hands the scan the low-rank dt and dt_proj at
+    inference (no delta tensor, no dt_proj GEMM) and computes in_proj as two GEMMs; the logits equal the torch backend's, and the previous path's
     (both switched off)."""
     from vimbench.models.vim import set_dt_proj_fusion
 
     ref, tri = _pair("vim_test", 48, device)
+    assert not tri.layers[0].mixer.fuse_dt_proj and not tri.layers[0].mixer.split_in_proj, "off by default"
+    set_dt_proj_fusion(tri, True, split_in_proj=True)  # the memory mode
     calls = []
     scan = tri.ops.bimamba_scan
 

@@ -64,8 +64,8 @@ def test_the_peak_falls_with_the_slice():
     assert peaks[0] > peaks[8] > peaks[4]
     tokens = 16 * ((512 // 16) ** 2 + 1)
     images = 16 * 3 * 512 * 512 * 4
-    # at inference on the triton allocations: in_proj's z half (tokens, E) and the conv output (tokens, 2E), 16-bit;
-    # no delta (the scan applies dt_proj) and in_proj's x half is dead by then (BiMambaMixer.split_in_proj)
+    # at inference on the triton allocations, at least in_proj's z half (tokens, E) and the conv output
+    # (tokens, 2E), 16-bit (the default path also holds x and delta; the memory mode of set_dt_proj_fusion not)
     mixer = tokens * 384 * 2 * (1 + 2)
     assert peaks[0] > images + mixer
     # slicing 16 -> 8 images frees half of those temporaries, less the (tokens, D) output the sliced mixer fills

@@ -91,7 +91,7 @@ class BiMambaMixer(nn.Module):
     """Bidirectional Mamba mixer ("bimamba v2", outputs averaged). Input and output (B, L, D)."""
 
     def __init__(self, d_model: int, depth: int, ops: VimOps, batch_slice: int = 0, train_boundary: str = "fused",
-                 fuse_dt_proj: bool = True, split_in_proj: bool = True):
+                 fuse_dt_proj: bool = False, split_in_proj: bool = False):
         super().__init__()
         if train_boundary not in TRAIN_BOUNDARIES:
             raise ValueError(f"train_boundary must be one of {', '.join(TRAIN_BOUNDARIES)}; got {train_boundary!r}")
@@ -260,7 +260,7 @@ class BiMambaMixer(nn.Module):
 
 class VimBlock(nn.Module):
     def __init__(self, d_model: int, depth: int, ops: VimOps, batch_slice: int = 0, train_boundary: str = "fused",
-                 fuse_dt_proj: bool = True):
+                 fuse_dt_proj: bool = False):
         super().__init__()
         self.mixer = BiMambaMixer(d_model, depth, ops, batch_slice, train_boundary, fuse_dt_proj)
         self.norm = RMSNorm(d_model)
@@ -284,12 +284,15 @@ class VisionMamba(nn.Module):
     batch_slice: at inference, each mixer processes the batch in slices of this many images (0: all at once);
     its temporaries then scale with the slice, not the batch. Measured trade-off and estimate: README ("Memory").
     train_boundary: what the mixers' autograd graph keeps in training (TRAIN_BOUNDARIES; "fused" by default).
-    fuse_dt_proj: at inference on the triton backend the scan applies dt_proj itself (no delta tensor); False
-    keeps the dt_proj GEMM (for comparisons). `set_dt_proj_fusion` switches a built model."""
+    fuse_dt_proj: at inference on the triton backend the scan applies dt_proj itself (no delta tensor). Off by
+    default: a memory mode, not a speed-up. Measured on the H200 (results/history/dtfuse-h200-2026-12-02.json,
+    Vim-Ti 1248 px, batch 64, bf16): 612 img/s at 3.44 GiB peak off, 542 img/s at 2.87 GiB fused, 540 img/s at
+    2.59 GiB fused with in_proj split (`set_dt_proj_fusion(model, True, split_in_proj=True)` switches a built
+    model); the fused scan itself is 3.49 ms vs 2.92 ms for the dt_proj GEMM plus the plain scan."""
 
     def __init__(self, img_size: int = 224, embed_dim: int = 192, depth: int = 24, num_classes: int = 1000,
                  backend: str = "torch", batch_slice: int = 0, train_boundary: str = "fused",
-                 fuse_dt_proj: bool = True):
+                 fuse_dt_proj: bool = False):
         super().__init__()
         if img_size < PATCH:
             raise ValueError(f"img_size {img_size} is smaller than one {PATCH}px patch")
