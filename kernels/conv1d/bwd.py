@@ -29,6 +29,7 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels.conv1d.fwd import _x_at, load_taps
 from kernels.runtime import LaunchConfig, check_device, strides
 
 
@@ -155,19 +156,9 @@ def _conv1d_silu_bidir_bwd_rows_kernel(
     df_row = dout_ptr + pid_b * stride_dout_b + c64
     db_row = df_row + stride_dout_dir
     dx_row = dx_ptr + pid_b * stride_dx_b + c64
-    wf0 = _row(w_ptr + c64 * stride_w_e, mask_c)
-    wf1 = _row(w_ptr + c64 * stride_w_e + stride_w_k, mask_c)
-    wf2 = _row(w_ptr + c64 * stride_w_e + 2 * stride_w_k, mask_c)
-    wf3 = _row(w_ptr + c64 * stride_w_e + 3 * stride_w_k, mask_c)
-    wb0 = _row(w_ptr + stride_w_dir + c64 * stride_w_e, mask_c)
-    wb1 = _row(w_ptr + stride_w_dir + c64 * stride_w_e + stride_w_k, mask_c)
-    wb2 = _row(w_ptr + stride_w_dir + c64 * stride_w_e + 2 * stride_w_k, mask_c)
-    wb3 = _row(w_ptr + stride_w_dir + c64 * stride_w_e + 3 * stride_w_k, mask_c)
-    bias_f = tl.zeros((BLOCK_C,), dtype=tl.float32)
-    bias_b = tl.zeros((BLOCK_C,), dtype=tl.float32)
-    if HAS_BIAS:
-        bias_f = _row(bias_ptr + c64 * stride_bias_e, mask_c)
-        bias_b = _row(bias_ptr + stride_bias_dir + c64 * stride_bias_e, mask_c)
+    wf0, wf1, wf2, wf3, wb0, wb1, wb2, wb3, bias_f, bias_b = load_taps(
+        w_ptr, bias_ptr, c64, mask_c, stride_w_dir, stride_w_e, stride_w_k, stride_bias_dir, stride_bias_e,
+        HAS_BIAS, BLOCK_C)
     zero = tl.zeros((BLOCK_C,), dtype=tl.float32)
     # Step s (token s) recomputes g_f[s+3] and g_b[s], both from x[s] .. x[s+3], and adds them to dx[s] .. dx[s+3]
     # (d0 .. d2 hold dx[s] .. dx[s+2] so far; after step s, dx[s] is complete). Three warm-up steps s = t0-3 .. t0-1 bring in g_f[t0 .. t0+2] and
@@ -249,18 +240,6 @@ def _conv1d_silu_bidir_bwd_rows_kernel(
     bias_part = db_part_ptr + slot * (2 * E) + c64
     tl.store(bias_part, dbf, mask=mask_c)
     tl.store(bias_part + E, dbb, mask=mask_c)
-
-
-@triton.jit
-def _row(ptr, mask_c):
-    return tl.load(ptr, mask=mask_c, other=0.0).to(tl.float32)
-
-
-@triton.jit
-def _x_at(row, t, stride_l, L, mask_c):
-    """Token t's (C,) row (of x or dout) in fp32; zeros outside [0, L) (the convolutions' padding)."""
-    inside = (t >= 0) & (t < L)
-    return tl.load(row + t * stride_l, mask=mask_c & inside, other=0.0).to(tl.float32)
 
 
 @triton.jit

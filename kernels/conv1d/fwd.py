@@ -77,19 +77,9 @@ def _conv1d_silu_bidir_rows_kernel(
     c64 = c.to(tl.int64)
     x_row = x_ptr + pid_b * stride_x_b + c64
     out_row = out_ptr + pid_b * stride_out_b + c64
-    wf0 = _row(w_ptr + c64 * stride_w_e, mask_c)
-    wf1 = _row(w_ptr + c64 * stride_w_e + stride_w_k, mask_c)
-    wf2 = _row(w_ptr + c64 * stride_w_e + 2 * stride_w_k, mask_c)
-    wf3 = _row(w_ptr + c64 * stride_w_e + 3 * stride_w_k, mask_c)
-    wb0 = _row(w_ptr + stride_w_dir + c64 * stride_w_e, mask_c)
-    wb1 = _row(w_ptr + stride_w_dir + c64 * stride_w_e + stride_w_k, mask_c)
-    wb2 = _row(w_ptr + stride_w_dir + c64 * stride_w_e + 2 * stride_w_k, mask_c)
-    wb3 = _row(w_ptr + stride_w_dir + c64 * stride_w_e + 3 * stride_w_k, mask_c)
-    bias_f = tl.zeros((BLOCK_C,), dtype=tl.float32)
-    bias_b = tl.zeros((BLOCK_C,), dtype=tl.float32)
-    if HAS_BIAS:
-        bias_f = _row(bias_ptr + c64 * stride_bias_e, mask_c)
-        bias_b = _row(bias_ptr + stride_bias_dir + c64 * stride_bias_e, mask_c)
+    wf0, wf1, wf2, wf3, wb0, wb1, wb2, wb3, bias_f, bias_b = load_taps(
+        w_ptr, bias_ptr, c64, mask_c, stride_w_dir, stride_w_e, stride_w_k, stride_bias_dir, stride_bias_e,
+        HAS_BIAS, BLOCK_C)
     # The window around token t: x[t-3] .. x[t+2] held, x[t+3] .. x[t+6] loaded each trip (zero outside [0, L)).
     xm3 = _x_at(x_row, t0 - 3, stride_x_l, L, mask_c)
     xm2 = _x_at(x_row, t0 - 2, stride_x_l, L, mask_c)
@@ -120,8 +110,26 @@ def _row(ptr, mask_c):
 
 
 @triton.jit
+def load_taps(w_ptr, bias_ptr, c64, mask_c, stride_w_dir, stride_w_e, stride_w_k, stride_bias_dir, stride_bias_e,
+              HAS_BIAS: tl.constexpr, BLOCK_C: tl.constexpr):
+    """The program's channels' 4 filter taps of both directions and their biases (zeros without), fp32 (C,) rows:
+    the width-4 rows kernels' (forward and backward) view of the (2, E, 4) weight and (2, E) bias stacks."""
+    wf = w_ptr + c64 * stride_w_e
+    wb = wf + stride_w_dir
+    bias_f = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    bias_b = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    if HAS_BIAS:
+        bias_f = _row(bias_ptr + c64 * stride_bias_e, mask_c)
+        bias_b = _row(bias_ptr + stride_bias_dir + c64 * stride_bias_e, mask_c)
+    return (_row(wf, mask_c), _row(wf + stride_w_k, mask_c), _row(wf + 2 * stride_w_k, mask_c),
+            _row(wf + 3 * stride_w_k, mask_c), _row(wb, mask_c), _row(wb + stride_w_k, mask_c),
+            _row(wb + 2 * stride_w_k, mask_c), _row(wb + 3 * stride_w_k, mask_c), bias_f, bias_b)
+
+
+@triton.jit
 def _x_at(x_row, t, stride_x_l, L, mask_c):
-    """Token t's (C,) row of x in fp32; zeros outside [0, L) (the convolutions' padding)."""
+    """Token t's (C,) row (of x, or of dout in the backward) in fp32; zeros outside [0, L) (the convolutions'
+    padding)."""
     inside = (t >= 0) & (t < L)
     return tl.load(x_row + t * stride_x_l, mask=mask_c & inside, other=0.0).to(tl.float32)
 
