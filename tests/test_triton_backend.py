@@ -48,8 +48,8 @@ def test_triton_backend_vim_t_bf16_autocast():
 
 def test_inference_fuses_dt_proj_and_splits_in_proj_and_matches_torch(device):
     """In the memory mode (off by default) the triton mixer hands the scan the low-rank dt and dt_proj at
-    inference (no delta tensor, no dt_proj GEMM) and computes in_proj as two GEMMs; the logits equal the torch backend's, and the previous path's
-    (both switched off)."""
+    inference (no delta tensor, no dt_proj GEMM) and computes in_proj as two GEMMs; the logits equal the torch
+    backend's, and the previous path's (both switched off)."""
     from vimbench.models.vim import set_dt_proj_fusion
 
     ref, tri = _pair("vim_test", 48, device)

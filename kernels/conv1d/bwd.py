@@ -161,7 +161,8 @@ def _conv1d_silu_bidir_bwd_rows_kernel(
         HAS_BIAS, BLOCK_C)
     zero = tl.zeros((BLOCK_C,), dtype=tl.float32)
     # Step s (token s) recomputes g_f[s+3] and g_b[s], both from x[s] .. x[s+3], and adds them to dx[s] .. dx[s+3]
-    # (d0 .. d2 hold dx[s] .. dx[s+2] so far; after step s, dx[s] is complete). Three warm-up steps s = t0-3 .. t0-1 bring in g_f[t0 .. t0+2] and
+    # (d0 .. d2 hold dx[s] .. dx[s+2] so far; after step s, dx[s] is complete). Three warm-up steps
+    # s = t0-3 .. t0-1 bring in g_f[t0 .. t0+2] and
     # g_b[t0-3 .. t0-1]; their dx[s] belong to the previous chunk and are dropped, and their g_f terms are this
     # program's dweight share only in the first chunk (later chunks': the previous program's loop counted them).
     xm3 = _x_at(x_row, t0 - 3, stride_x_l, L, mask_c)

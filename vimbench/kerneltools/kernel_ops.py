@@ -154,7 +154,8 @@ def _chunked_scan_specs(dtype: str, mode: str, save_every: int = 0, passes: tupl
     from kernels.selective_scan import chunked
 
     B_, E, L, N = shape.batch, shape.channels, shape.length, shape.d_state
-    cfg = chunked.chunked_scan_launch_config(B_, E, L, 2, N, interpreted=False, sm_count=H200_SMS, save_every=save_every)
+    cfg = chunked.chunked_scan_launch_config(B_, E, L, 2, N, interpreted=False, sm_count=H200_SMS,
+                                             save_every=save_every)
     if cfg is None:
         raise VimbenchError(f"static spec chunked scan: the dispatch keeps batch {B_} at L = {L} one-pass")
     args = dict(_scan_args(dtype, mode, shape), T=cfg.chunk, batch=B_)

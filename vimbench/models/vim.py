@@ -167,10 +167,11 @@ class BiMambaMixer(nn.Module):
 
     def forward(self, h: torch.Tensor, norm: tuple | None = None) -> torch.Tensor:
         """(B, L, D) -> (B, L, D). norm: (r, weight, eps) that h was normalized from (the block's add + RMSNorm):
-        the fused training op then recomputes h from r, which the norm keeps, instead of saving h. At inference with `batch_slice` set, the batch goes through in slices of that
-        many images (the last one smaller), so that the mixer's temporaries (in_proj output, conv output, x_dbl,
-        delta: ~15 values of 16-bit per token and inner channel) exist for one slice at a time; the output is
-        the same up to the GEMMs' blocking (the kernels are per image and per channel)."""
+        the fused training op then recomputes h from r, which the norm keeps, instead of saving h. At inference
+        with `batch_slice` set, the batch goes through in slices of that many images (the last one smaller), so
+        that the mixer's temporaries (in_proj output, conv output, x_dbl, delta: ~15 values of 16-bit per token
+        and inner channel) exist for one slice at a time; the output is the same up to the GEMMs' blocking (the
+        kernels are per image and per channel)."""
         step = self.batch_slice
         if not step or h.shape[0] <= step or torch.is_grad_enabled():
             return self._mix(h, norm)
