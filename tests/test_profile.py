@@ -1,5 +1,5 @@
-"""CPU profiles of tiny models: categories sum to 100 %, traces and figure are written, rows are stored
-(trace parsing itself: tests/analysis/test_trace.py)."""
+"""CPU profiles of tiny models, forwards and training steps: categories sum to 100 %, traces and figure are
+written, rows are stored (trace parsing and the GPU idle time: tests/analysis/test_trace.py)."""
 from __future__ import annotations
 
 import json
@@ -43,6 +43,45 @@ def test_cli_profile_two_resolutions(tmp_path):
     assert list(tmp_path.glob("profile-vim_test-*.png")) and len(list(tmp_path.glob("trace_*.json"))) == 2
 
 
+def test_cli_profile_training_step(tmp_path):
+    from vimbench.analysis.flops import model_counts
+    from vimbench.cli import app
+
+    result = CliRunner().invoke(app, ["profile", "vim_test", "--mode", "train", "--device", "cpu", "--res", "32",
+                                      "-o", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    (path,) = tmp_path.glob("profile-vim_test-train-*.jsonl")
+    assert read_header(path)["settings"]["mode"] == "train"
+    (row,) = [r for r in iter_rows(path) if r["kind"] == "profile"]
+    assert row["status"] == "ok" and row["mode"] == "train" and row["res"] == 32
+    assert (row["optimizer"], row["loss"], row["timing_method"]) == ("adamw", "cross_entropy", "perf_counter")
+    assert row["activation_checkpointing"] is False and row["warmup"] >= 2 and row["iters"] >= 5
+    assert row["latency_ms_p50"] > 0 and row["forward_ms_p50"] > 0 and row["backward_ms_p50"] > 0
+    assert sum(row[f"pct_{c}"] for c in CATEGORIES) == pytest.approx(100, abs=1e-6)
+    assert row["pct_optimizer"] > 0 and row["pct_conv"] > 0  # AdamW's ops in their range; the conv backward
+    forward = model_counts("vim_test", 32, 1)
+    assert row["flops"] == pytest.approx(3 * forward.flops) and "3 x forward" in row["flop_convention"]
+    # GEMMs: forward + input and weight gradients, the patch embedding without an input gradient; no other
+    # category gets a training FLOP count, and a step has no analytic bytes
+    patch = next(op.flops for op in forward.ops if op.name == "patch_embed")
+    assert row["flops_gemm"] == pytest.approx(3 * forward.category_flops("gemm") - patch)
+    assert "bytes" not in row and "flops_scan" not in row and "flops_conv" not in row
+    assert "gpu_busy_ms" not in row  # no GPU timeline on the CPU
+    names = {e["name"] for e in json.loads(Path(row["trace"]).read_text())["traceEvents"]}
+    assert any("Backward" in n for n in names) and "vimbench::optimizer" in names  # the backward was profiled
+    assert path.with_suffix(".png").exists()
+    assert "bwd+opt ms" in result.output and "optimizer %" in result.output
+
+
+@pytest.mark.parametrize("mode", ["bogus", "infer,train"])
+def test_cli_bad_mode_is_one_line(mode, tmp_path):
+    from vimbench.cli import app
+
+    result = CliRunner().invoke(app, ["profile", "vim_test", "--mode", mode, "--device", "cpu", "-o", str(tmp_path)])
+    assert result.exit_code == 2 and "mode" in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not list(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("args, message", [
     (["profile", "nope", "--device", "cpu"], "unknown model"),
     (["profile", "vim_test", "--dtype", "fp8", "--device", "cpu"], "dtype"),
@@ -74,3 +113,17 @@ def test_profile_figure_shows_ms_idle_and_only_used_categories(tmp_path):
     from PIL import Image
 
     assert Image.open(out).size[0] > 600
+
+
+def test_profile_figure_keeps_modes_apart(tmp_path):
+    from vimbench.errors import VimbenchError
+    from vimbench.report.profile_figure import plot_shares
+
+    row = {"res": 224, "latency_ms_p50": 10.0, "profiled_ms": 6.0, "ms_gemm": 4.0, "ms_optimizer": 2.0,
+           "model": "vim_t", "implementation": "triton", "batch": 8, "dtype": "bf16", "device": "cuda"}
+    old_forward = dict(row)                      # rows written before the mode field are forwards
+    step = dict(row, res=512, mode="train")
+    with pytest.raises(VimbenchError, match="infer and train"):
+        plot_shares([old_forward, step], tmp_path / "mixed.png")
+    assert not (tmp_path / "mixed.png").exists()
+    assert plot_shares([step, dict(step, res=1024)], tmp_path / "train.png").exists()

@@ -319,6 +319,27 @@ def test_typed_rows_write_the_committed_field_names(tmp_path):
     assert read_header(path)["run_kind"] == "kernels"
     assert [r["kind"] for r in iter_rows(path)] == ["kernel", "profile"]
     assert len(load_results(path, kind="kernel")) == 1
+    assert profile["mode"] == "infer"
+
+
+def test_profile_rows_with_and_without_mode_load(tmp_path):
+    step = ProfileResult("vim_t", 1248, 8, "bf16", "triton", None, "cuda", mode="train", latency_ms_p50=200.0,
+                         gpu_busy_ms=120.0, gpu_idle_ms=80.0, optimizer="adamw", forward_ms_p50=60.0)
+    path = tmp_path / "p.jsonl"
+    with open_run(path, "profile", "test", {}) as writer:
+        writer.append(step)
+        # a row written before profiles had a mode (and the GPU timeline fields): a forward
+        writer.append({"kind": "profile", "model": "vim_t", "res": 224, "batch": 64, "dtype": "bf16",
+                       "status": "ok", "latency_ms_p50": 16.7, "profiled_ms": 4.3})
+    rows = list(iter_rows(path))
+    assert rows[0]["mode"] == "train" and rows[0]["gpu_idle_ms"] == 80.0 and "mode" not in rows[1]
+    frame = load_results(path, kind="profile")
+    assert list(frame["mode"].fillna("infer")) == ["train", "infer"]
+    bad = tmp_path / "bad.jsonl"
+    with open_run(bad, "profile", "test", {}) as writer:
+        writer.append(dict(step.to_row(), gpu_idle_ms="80"))
+    with pytest.raises(VimbenchError, match="gpu_idle_ms"):
+        list(iter_rows(bad))
 
 
 # --- smaller items -----------------------------------------------------------------------------------------------

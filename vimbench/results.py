@@ -166,7 +166,8 @@ class KernelResult:
 class ProfileResult:
     """One profiled case (`vimbench profile`): per-category kernel time, FLOPs and achieved rates.
 
-    The per-category dicts are keyed by category name and written flat (ms_scan, pct_scan, flops_scan, ...)."""
+    The per-category dicts are keyed by category name and written flat (ms_scan, pct_scan, flops_scan, ...).
+    New fields must have defaults (rows written before they existed load with the default: mode "infer")."""
     model: str
     res: int
     batch: int
@@ -174,11 +175,26 @@ class ProfileResult:
     implementation: str
     attn: str | None
     device: str
+    mode: str = "infer"                # infer: one forward | train: one training step (vimbench.bench.train)
     status: str = "ok"                 # ok | oom
     error: str | None = None
     timing_method: str | None = None
-    latency_ms_p50: float | None = None
-    profiled_ms: float | None = None
+    latency_ms_p50: float | None = None  # infer: p50 forward; train: p50 step
+    profiled_ms: float | None = None     # summed kernel time of the profiled call (CPU: summed op self time)
+    # the profiled call on the GPU's timeline (vimbench.analysis.trace.gpu_timeline; None on CPU): span = busy + idle
+    gpu_span_ms: float | None = None     # from the call's start (or first kernel) to its last kernel's end
+    gpu_busy_ms: float | None = None     # union of the kernel intervals (overlapping streams count once)
+    gpu_idle_ms: float | None = None     # span - busy: the GPU waiting on the host
+    # training steps (mode "train"; None for inference), as sweep rows record them (vimbench.bench.train)
+    optimizer: str | None = None
+    lr: float | None = None
+    loss: str | None = None
+    activation_checkpointing: bool | None = None
+    train_boundary: str | None = None
+    forward_ms_p50: float | None = None  # zero_grad + forward + loss, same timed steps
+    backward_ms_p50: float | None = None  # loss.backward() + optimizer.step()
+    warmup: int | None = None            # untimed calls before the timed ones (train: the first step included)
+    iters: int | None = None             # timed calls
     flops: float | None = None
     bytes: float | None = None
     tflops: float | None = None
@@ -241,7 +257,8 @@ _OPTIONAL: dict[str, dict[str, str]] = {
              "compile_s": _NUM, "latency_ms_p20": _NUM,
              "latency_ms_p50": _NUM, "latency_ms_p80": _NUM, "fps": _NUM, "peak_alloc_mib": _NUM, "tokens": _INT},
     "kernel": {"ms_p50": _NUM, "tokens": _INT},
-    "profile": {"latency_ms_p50": _NUM, "profiled_ms": _NUM},
+    "profile": {"mode": _STR, "latency_ms_p50": _NUM, "profiled_ms": _NUM, "gpu_busy_ms": _NUM,
+                "gpu_idle_ms": _NUM},
 }
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from vimbench.analysis.flops import CATEGORIES, model_counts
+from vimbench.analysis.flops import CATEGORIES, model_counts, train_step_flops
 from vimbench.errors import VimbenchError
 from vimbench.models import create_model
 
@@ -68,6 +68,19 @@ def test_deit_test_matches_flop_counter(res):
     by = counts.by_category()
     assert _counter_flops(model, images) == pytest.approx(by["gemm"]["flops"] + by["attention"]["flops"],
                                                           rel=1e-12)
+
+
+def test_training_step_gemm_and_attention_match_flop_counter_over_a_backward():
+    # forward + backward of DeiT (eager attention: its matmuls are plain bmm the counter sees); the patch
+    # embedding's convolution gets a weight gradient only (the image needs none)
+    model = create_model("deit_test", 32, num_classes=10, attn="eager").train()
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(torch.randn(2, 3, 32, 32)).sum().backward()
+    counts = model_counts("deit_test", 32, 2, num_classes=10, attn="eager")
+    total, exact = train_step_flops(counts)
+    assert counter.get_total_flops() == pytest.approx(exact["gemm"] + exact["attention"], rel=1e-12)
+    assert total == 3 * counts.flops and set(exact) == {"gemm", "attention"}
 
 
 def test_categories_and_bytes():

@@ -22,7 +22,7 @@ Conventions (state them next to any number derived from here):
   its output once; nothing stays in cache between ops). Activations use the element size of the compute
   dtype (fp32/tf32: 4, bf16/fp16: 2), Vim's residual stream is always fp32, weights are counted at the compute
   dtype's element size, A/D/delta_bias of the scan in fp32.
-Numbers are for the whole batch, one forward, inference.
+Numbers are for the whole batch, one forward, inference (train_step_flops: one training step, by convention).
 """
 from __future__ import annotations
 
@@ -36,6 +36,11 @@ from vimbench.precision import DTYPE_BYTES, element_bytes
 
 CATEGORIES = ("gemm", "scan", "conv", "norm", "attention", "elementwise")
 SCAN_FLOPS_PER_ELEMENT = 9  # per (b, l, e, n), the Mamba convention
+TRAIN_FLOP_CONVENTION = (
+    "training step = 3 x forward FLOPs (the common convention: backward = 2 x forward; not counted from the "
+    "backward kernels; the AdamW update not counted); forward: MAC = 2 FLOPs, scan 9*B*L*E*N per direction; per "
+    "category only gemm (forward + input and weight gradients, the patch embedding without an input gradient) and "
+    "attention (Q K^T and P V: 3 x forward) are counted, exactly")
 
 
 @dataclass(frozen=True)
@@ -188,3 +193,16 @@ def model_counts(name: str, res: int, batch: int = 1, dtype: str = "fp32", num_c
         return vim_counts(spec.embed_dim, spec.depth, res, batch, dtype, num_classes, spec.alias)
     heads = spec.overrides.get("num_heads", spec.heads)
     return deit_counts(spec.embed_dim, spec.depth, heads, res, batch, dtype, num_classes, attn, spec.alias)
+
+
+def train_step_flops(counts: ModelCount) -> tuple[float, dict[str, float]]:
+    """Analytic FLOPs of one training step (TRAIN_FLOP_CONVENTION) from a forward's counts: the step's total by
+    the 3 x forward convention, and the categories whose backward is counted exactly: every GEMM has an input
+    gradient and a weight gradient of its forward's FLOPs each, except the patch embedding (the image needs no
+    gradient); attention's two batched matmuls have two operand gradients each. The scan's, conv's and norm's
+    backward kernels do other work than their forward (recomputation, state carries), so no per-category count
+    is claimed for them."""
+    by = counts.by_category()
+    no_input_gradient = sum(op.flops for op in counts.ops if op.name == "patch_embed")
+    exact = {"gemm": 3.0 * by["gemm"]["flops"] - no_input_gradient, "attention": 3.0 * by["attention"]["flops"]}
+    return 3.0 * counts.flops, exact

@@ -1,23 +1,32 @@
-"""Categories of a forward's kernels and operators, from a torch.profiler Chrome trace (no measuring here: the
-trace comes from vimbench.bench.profile).
+"""Categories of a forward's or a training step's kernels and operators, and the GPU's busy and idle time, from a
+torch.profiler Chrome trace (no measuring here: the trace comes from vimbench.bench.profile).
 
 How a kernel (GPU) or an operator's self time (CPU) gets its category, first rule that applies:
 1. Annotation: vimbench wraps the Vim op table's calls (add_rmsnorm -> norm, conv1d_silu_bidir -> conv,
-   bimamba_scan -> scan) and DeiT's modules (Attention -> attention, nn.Linear -> gemm, LayerNorm -> norm) in
-   torch.profiler.record_function ranges named "vimbench::<category>". A kernel (or CPU op) inside such a range
+   bimamba_scan -> scan), DeiT's modules (Attention -> attention, nn.Linear -> gemm, LayerNorm -> norm) and, in a
+   training step, the optimizer's step (-> optimizer) in torch.profiler.record_function ranges named
+   "vimbench::<category>". A kernel (or CPU op) inside such a range
    takes the innermost range's category. This is what puts the torch backend's scan (cumsum, exp, mul kernels)
    under "scan", and eager DeiT's Q K^T / P V matmuls under "attention" while qkv/proj stay "gemm".
 2. Kernel-name rules, on the lower-cased name, first applying first: the @triton.jit kernels of the registered
-   kernel ops (vimbench.kerneltools.registry), each in its op's category; then NAME_RULES (regular
-   expressions): the official CUDA kernels by name, then cuBLAS/CUTLASS/cuDNN GEMM names (gemm, gemv, cutlass,
-   cublas, xmma, wgmma, nvjet, splitk, implicit fprop convs such as the patch embedding), flash/efficient
-   attention names and softmax, then the elementwise/copy family (elementwise, vectorized/unrolled kernels,
-   copies, memcpy/memset, cat, flip, fill, index, reductions, activations, Triton's fused pointwise kernels).
+   kernel ops (vimbench.kerneltools.registry: forward and backward kernels), each in its op's category; then
+   NAME_RULES (regular expressions): the optimizer's kernels and ops (torch's multi_tensor_apply / foreach
+   kernels, fused Adam), the official CUDA kernels by name, the loss (log-softmax and NLL of the cross-entropy:
+   elementwise/copy, not attention), then cuBLAS/CUTLASS/cuDNN GEMM names (gemm, gemv, cutlass, cublas, xmma,
+   wgmma, nvjet, splitk, implicit fprop convs such as the patch embedding), flash/efficient attention names and
+   softmax, then the elementwise/copy family (elementwise, vectorized/unrolled kernels, copies, memcpy/memset,
+   cat, flip, fill, index, reductions, activations, Triton's fused pointwise kernels).
 3. Anything else is "other".
 GPU: kernels, memcpy and memset events of the trace count, by their device duration. CPU: each aten op's self
 time (its duration minus its children's), so nested ops are not counted twice. On CPU, convolutions run as
 mkldnn/slow conv ops: outside annotations they count as "conv" (that includes Vim's patch embedding, a GEMM
 on the GPU and in the analytic FLOPs).
+
+GPU busy and idle (gpu_timeline): kernels of several streams can overlap, so the busy time is the length of the
+union of the kernel, memcpy and memset intervals (not their sum); the span runs from the profiled call's start
+(its record_function range PROFILED_RANGE on the CPU timeline, which the profiler aligns with the GPU's) or the
+first kernel, whichever is earlier, to the last kernel's end or the range's end, whichever is later; idle = span -
+busy: the time the GPU waited on the host (Python, launches, the autograd engine).
 """
 from __future__ import annotations
 
@@ -26,15 +35,21 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-CATEGORIES = ("scan", "conv", "norm", "gemm", "attention", "elementwise/copy", "other")
+CATEGORIES = ("scan", "conv", "norm", "gemm", "attention", "elementwise/copy", "optimizer", "other")
 ANNOTATION_PREFIX = "vimbench::"
+# The record_function range around the one profiled call (forward or training step): the span of gpu_timeline.
+PROFILED_RANGE = "vimbench.profiled_call"
 
 # After the registered kernel ops' own kernels (registry_rules): the official CUDA ones
 # (selective_scan_fwd_kernel, causal_conv1d_fwd_kernel) and vendor library names.
 NAME_RULES: tuple[tuple[str, str], ...] = (
+    # before the elementwise family ("multi" contains "mul"): torch.optim's foreach and fused kernels
+    ("optimizer", r"multi_tensor_apply|fused_adam|adamw|_foreach_|optimizer\.step"),
     ("scan", r"selective_scan|bimamba|scan_fwd|ssm_scan|chunk_scan|state_passing"),
     ("conv", r"conv1d|conv_silu|causal_conv|depthwise|conv_depthwise|grouped_direct"),
     ("norm", r"rmsnorm|rms_norm|_norm_kernel|layer_norm|layernorm|group_norm|batch_norm"),
+    # the cross-entropy's log-softmax and NLL (cunn_SoftMaxForward<..., LogSoftMaxForwardEpilogue>): not attention
+    ("elementwise/copy", r"logsoftmax|log_softmax|nll_loss"),
     ("attention", r"flash|fmha|attention|sdpa|softmax"),
     ("gemm", r"gemm|gemv|cutlass|cublas|xmma|wgmma|nvjet|splitk|matmul|aten::mm$|aten::bmm|aten::addmm|"
              r"aten::baddbmm|aten::linear|fprop|implicit"),
@@ -162,3 +177,39 @@ def summarize(events: list[TimedEvent], top: int = 15) -> dict[str, Any]:
     ranked = sorted(kernels.items(), key=lambda kv: -kv[1][0])[:top]
     return {"total_ms": total_us / 1e3, "ms": ms, "pct": pct,
             "top_kernels": [{"name": n[:200], "category": c, "ms": v[0], "calls": v[1]} for (n, c), v in ranked]}
+
+
+# ---------------------------------------------------------------------------------------------- busy and idle
+
+@dataclass(frozen=True)
+class GpuTimeline:
+    """The profiled call on the GPU's timeline (ms): span = busy + idle (module docstring)."""
+    span_ms: float
+    busy_ms: float
+    idle_ms: float
+
+
+def union_us(intervals: list[tuple[float, float]]) -> float:
+    """Length of the union of (start, end) intervals: overlapping kernels (several streams) count once."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(intervals):
+        if end <= reach:
+            continue
+        total += end - max(start, reach)
+        reach = end
+    return total
+
+
+def gpu_timeline(trace: dict) -> GpuTimeline | None:
+    """Busy and idle time of the GPU over the profiled call (module docstring); None without any kernel."""
+    events = trace.get("traceEvents", [])
+    kernels = [(float(e["ts"]), float(e["ts"]) + float(e.get("dur", 0.0))) for e in events
+               if e.get("ph") == "X" and e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")]
+    if not kernels:
+        return None
+    start, end = min(s for s, _ in kernels), max(e for _, e in kernels)
+    for e in events:
+        if e.get("ph") == "X" and e.get("cat") == "user_annotation" and e.get("name") == PROFILED_RANGE:
+            start, end = min(start, float(e["ts"])), max(end, float(e["ts"]) + float(e.get("dur", 0.0)))
+    busy = union_us(kernels)
+    return GpuTimeline((end - start) / 1e3, busy / 1e3, (end - start - busy) / 1e3)

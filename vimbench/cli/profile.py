@@ -1,4 +1,5 @@
-"""`vimbench profile`: where one forward spends its time, per kernel category, across resolutions."""
+"""`vimbench profile`: where one forward or one training step spends its time, per kernel category, across
+resolutions."""
 from __future__ import annotations
 
 import shlex
@@ -23,14 +24,19 @@ def profile(
     device: Annotated[str, typer.Option(help="auto | cuda | cpu (auto: cuda when present).")] = "auto",
     out: Annotated[Path, typer.Option("-o", "--out", help="Folder for the results file, traces and figure.")]
     = Path("results/profiles"),
+    mode: Annotated[str, typer.Option(help="What is profiled: infer (one forward) or train (one training step: "
+                                           "zero_grad, forward, cross-entropy, backward, AdamW).")] = "infer",
 ) -> None:
-    """Profile one warmed-up forward per resolution with torch.profiler: time per category (scan, conv, norm,
-    gemm, attention, elementwise/copy, other) in ms and %, a Chrome trace per case, analytic FLOPs and achieved
-    TFLOP/s (MAC = 2 FLOPs, scan 9*B*L*E*N per direction), a table and a stacked-bar figure.
+    """Profile one warmed-up forward (--mode infer) or training step (--mode train) per resolution with
+    torch.profiler: time per category (scan, conv, norm, gemm, attention, elementwise/copy, optimizer, other) in
+    ms and %, the GPU's busy and idle time over the profiled call, a Chrome trace per case, analytic FLOPs and
+    achieved TFLOP/s (MAC = 2 FLOPs, scan 9*B*L*E*N per direction; a training step counts 3 x forward), a table
+    and a stacked-bar figure.
 
     Examples:
 
         vimbench profile vim_t --res 224,1248 --batch 64 --dtype bf16 --backend triton -o runs/profiles
+        vimbench profile vim_t --mode train --res 1248 --batch 8 --dtype bf16 --backend triton -o runs/profiles
         vimbench profile deit_t --res 224 --device cpu
     """
     import torch
@@ -43,6 +49,9 @@ def profile(
     from vimbench.models import get_spec
 
     spec = get_spec(model)
+    (mode_name,) = grid.parse_modes(mode) if "," not in mode else (None,)
+    if mode_name is None:
+        raise VimbenchError("profile takes one --mode (infer or train); run it once per mode")
     resolutions = list(grid.parse_res(res))
     (dtype_name,) = grid.parse_dtypes(dtype) if "," not in dtype else (None,)
     if dtype_name is None:
@@ -64,9 +73,10 @@ def profile(
 
     check_output_dir(out, "--out folder")
     command = "vimbench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    with render.progress_bar(len(resolutions), f"profile {spec.alias}") as update:
+    what = "step" if mode_name == "train" else "forward"
+    with render.progress_bar(len(resolutions), f"profile {spec.alias} {mode_name}") as update:
         run = run_profile(spec.alias, resolutions, batch, dtype_name, backend_name, attn_name,
-                          dev, out, command=command, progress=update)
+                          dev, out, command=command, progress=update, mode=mode_name)
     ok = [r for r in run.rows if r.get("status") == "ok"]
     figure_path = None
     if ok:
@@ -76,14 +86,25 @@ def profile(
     from vimbench.report.profile_figure import used_categories
 
     cats = used_categories(ok) if ok else list(CATEGORIES)   # categories no kernel fell into are left out
-    columns = ["res", "latency ms", "GPU busy ms", "TFLOP/s"] + [f"{c} %" for c in cats]
-    rows = [[r["res"], r["latency_ms_p50"], r["profiled_ms"], r["tflops"]] + [r[f"pct_{c}"] for c in cats]
-            for r in ok]
+    # column -> row field; the forward/backward split for steps, the GPU timeline on the GPU only
+    fields = {"res": "res", f"{what} ms": "latency_ms_p50"}
+    if mode_name == "train":
+        fields.update({"fwd ms": "forward_ms_p50", "bwd+opt ms": "backward_ms_p50"})
+    fields["kernel ms"] = "profiled_ms"
+    if dev == "cuda":
+        fields.update({"GPU busy ms": "gpu_busy_ms", "GPU idle ms": "gpu_idle_ms"})
+    fields.update({"TFLOP/s": "tflops", **{f"{c} %": f"pct_{c}" for c in cats}})
+    caption = (f"{what} ms: p50 of unprofiled timed {what}s"
+               + ("; fwd: zero_grad + forward + loss, bwd+opt: backward + AdamW (same steps)"
+                  if mode_name == "train" else "")
+               + f"; kernel: summed kernel time of one profiled {what} (CPU: operator self time)"
+               + (f"; GPU busy / idle: that {what}'s span on the GPU timeline with a kernel running (union of "
+                  f"kernels) / without" if dev == "cuda" else "")
+               + f"; TFLOP/s: analytic FLOPs{' (3 x forward)' if mode_name == 'train' else ''} / p50 {what}")
     first = run.rows[0]
-    render.table(f"{spec.alias} {first['implementation']} b{batch} {dtype_name} {dev}: share of profiled time",
-                 columns, rows, caption="GPU busy: kernel time of one profiled forward; TFLOP/s: analytic FLOPs / "
-                                        "median latency of unprofiled forwards",
-                 keep=["res", "latency ms", "GPU busy ms", *(f"{c} %" for c in cats)])
+    render.table(f"{spec.alias} {first['implementation']} b{batch} {dtype_name} {dev} {mode_name}: share of "
+                 f"profiled time", list(fields), [[r.get(f) for f in fields.values()] for r in ok], caption=caption,
+                 keep=[c for c in fields if c not in ("kernel ms", "TFLOP/s")])
     rate_cols = ["gemm", "scan", "conv", "attention"]
     render.table("per category: ms (achieved TFLOP/s)", ["res"] + rate_cols,
                  [[r["res"]] + [_ms_rate(r, c) for c in rate_cols] for r in ok])

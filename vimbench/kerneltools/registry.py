@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 
 FnRef = Union[str, Callable[..., Any]]
 
-# Profile categories a kernel of an op can fall in (vimbench.analysis.trace.CATEGORIES minus the catch-alls).
+# Profile categories a kernel of an op can fall in (vimbench.analysis.trace.CATEGORIES minus the catch-alls and
+# "optimizer", which only torch.optim's kernels fall in).
 OP_CATEGORIES = ("scan", "conv", "norm", "gemm", "attention")
 
 
