@@ -6,7 +6,7 @@ defined and returns an interpreted function then, which runs kernels on CPU tens
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -52,16 +52,39 @@ def check_device(t: torch.Tensor, kernel) -> bool:
                        f"them on CPU; got a {t.device.type} tensor")
 
 
+def traced(*tensors: torch.Tensor | None) -> bool:
+    """Whether a call is being traced (torch.compile, export) or sees fake or meta tensors: then it must go through
+    the registered torch custom op (the tracer records it as one opaque node; its fake implementation serves the
+    meta device)."""
+    return torch.compiler.is_compiling() or any(t is not None and (_is_fake(t) or t.is_meta) for t in tensors)
+
+
+def records_autograd(*tensors: torch.Tensor | None) -> bool:
+    """Whether autograd will record a call on these tensors (grad mode on, one of them requires grad)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def needs_custom_op(*tensors: torch.Tensor | None) -> bool:
-    """Whether a public op must go through its registered torch custom op (autograd, fake tensors, torch.compile)
-    rather than call its launcher directly: under tracing (torch.compile, export, fake tensors), or when autograd
-    will record the call. Plain eager inference skips the custom-op dispatcher, which costs ~20 us of host time
-    per call (measured on CPU, torch 2.14): ~1.5 ms per Vim-Ti forward of 72 op calls."""
-    if torch.compiler.is_compiling():
-        return True
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
-        return True
-    return any(t is not None and _is_fake(t) for t in tensors)
+    """Whether a public op without an eager autograd twin must go through its registered torch custom op
+    (autograd, fake tensors, torch.compile) rather than call its launcher directly: under tracing, or when
+    autograd will record the call. Plain eager inference skips the custom-op dispatcher, which costs ~20 us of
+    host time per call (measured on CPU, torch 2.14): ~1.5 ms per Vim-Ti forward of 72 op calls."""
+    return traced(*tensors) or records_autograd(*tensors)
+
+
+def eager_autograd(name: str, forward: Callable, setup_context: Callable, backward: Callable) -> Callable:
+    """The eager twin of a custom op with `register_autograd(backward, setup_context=setup_context)`: a
+    torch.autograd.Function whose forward is the op's own implementation and whose setup_context and backward are
+    the very functions registered on the op. Eager training calls it instead of the op: the custom-op dispatcher
+    (autograd node, redispatch, the alias check of every output) costs host time on every call, and a Vim-Ti
+    training step at 224 px, batch 128 was host-bound (the GPU busy ~55 of ~140 ms; H200, torch 2.11). Traced
+    calls keep the custom op (`traced`). Returns the Function's apply."""
+    function = type(name, (torch.autograd.Function,), {
+        "forward": staticmethod(lambda *args: forward(*args)),
+        "setup_context": staticmethod(setup_context),
+        "backward": staticmethod(backward),
+    })
+    return function.apply
 
 
 def _is_fake(t: torch.Tensor) -> bool:

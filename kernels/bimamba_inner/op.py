@@ -21,9 +21,13 @@ r and norm_w: r is the norm's own saved tensor, so that costs no bytes. Not save
 u = conv(x) (74.8 MB), delta = dt_proj(dt) (74.8 MB), the halves (74.8 MB). The backward runs out_proj's GEMM
 backward (dy = dout @ out_proj: the scan's backward always takes the combined form), recomputes h (the norm's
 forward), xz (a K = d_model GEMM), u (the conv forward) and delta (a K = R GEMM), then runs the scan backward, the
-dt_proj and x_proj GEMM backwards, the conv backward and the in_proj GEMM backward, all through the registered
-custom ops (add_rmsnorm, conv1d_silu_bidir, bimamba_scan_bwd, conv1d_silu_bidir_bwd) and aten GEMMs, so
-torch.compile traces it too.
+dt_proj and x_proj GEMM backwards, the conv backward and the in_proj GEMM backward, through the ops' public
+functions (add_rmsnorm, conv1d_silu_bidir, bimamba_scan_bwd, conv1d_silu_bidir_bwd: their registered custom ops
+when traced, so torch.compile traces the backward too; their launchers directly in eager) and aten GEMMs.
+
+Eager training calls the op's autograd.Function twin (kernels.runtime.eager_autograd: the same implementation,
+setup_context and backward) instead of the custom-op dispatcher, whose per-call host cost made a Vim-Ti training
+step at 224 px, batch 128 host-bound on the H200; traced calls (torch.compile, fake tensors) go through the op.
 """
 from __future__ import annotations
 
@@ -33,12 +37,13 @@ import torch
 import torch.nn.functional as F
 import triton
 
-import kernels.conv1d.op  # noqa: F401 - registers vimbench::conv1d_silu_bidir(_bwd), called by the backward
-import kernels.rmsnorm.op  # noqa: F401 - registers vimbench::add_rmsnorm, which recomputes h in the backward
 from kernels.bimamba_inner.reference import x_dbl_slices
 from kernels.conv1d import fwd as conv_fwd
+from kernels.conv1d.op import conv1d_silu_bidir, conv1d_silu_bidir_bwd
+from kernels.rmsnorm.op import add_rmsnorm
+from kernels.runtime import eager_autograd, traced
 from kernels.selective_scan import fwd as scan_fwd
-from kernels.selective_scan.op import CHECKPOINT_CHUNK
+from kernels.selective_scan.op import CHECKPOINT_CHUNK, bimamba_scan_bwd
 
 Tensor = torch.Tensor
 
@@ -101,8 +106,7 @@ def _scan_operands(x_dbl: Tensor, dt_proj_t: Tensor, batch: int, length: int, n_
     return dt, delta, rows[..., cols_b].transpose(2, 3), rows[..., cols_c].transpose(2, 3)
 
 
-@torch.library.custom_op("vimbench::bimamba_inner", mutates_args=())
-def _bimamba_inner_op(h: Tensor, in_proj: Tensor, conv_w: Tensor, conv_b: Tensor, x_proj_t: Tensor,
+def _bimamba_inner_impl(h: Tensor, in_proj: Tensor, conv_w: Tensor, conv_b: Tensor, x_proj_t: Tensor,
                       dt_proj_t: Tensor, A: Tensor, D: Tensor, dt_bias: Tensor, out_proj: Tensor,
                       norm_r: Optional[Tensor], norm_w: Optional[Tensor], norm_eps: float, combine: bool, chunk: int
                       ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -127,6 +131,9 @@ def _bimamba_inner_op(h: Tensor, in_proj: Tensor, conv_w: Tensor, conv_b: Tensor
             out = F.linear(y.permute(1, 3, 0, 2).reshape(batch, length, 2 * inner), torch.cat([out_proj] * 2, 1))
             y = torch.add(y[0].transpose(1, 2), y[1].transpose(1, 2))
     return out, y, x_dbl, checkpoints
+
+
+_bimamba_inner_op = torch.library.custom_op("vimbench::bimamba_inner", mutates_args=())(_bimamba_inner_impl)
 
 
 @_bimamba_inner_op.register_fake
@@ -162,13 +169,13 @@ def _backward(ctx, grad_out, _grad_y, _grad_x_dbl, _grad_checkpoints):
     del grad_rows
     # Recompute what the forward did not keep: h (when given r), xz (only as the views x, z), u and delta.
     if h is None:
-        h = torch.ops.vimbench.add_rmsnorm(norm_r, None, norm_w, ctx.norm_eps, ctx.h_dtype)[0]
+        h = add_rmsnorm(norm_r, None, norm_w, ctx.norm_eps, ctx.h_dtype)[0]
     batch, length = h.shape[:2]
     inner, n_state = in_proj.shape[0] // 2, A.shape[-1]
     x, z = _split_xz(F.linear(h, in_proj), inner)
-    u = torch.ops.vimbench.conv1d_silu_bidir(x, conv_w, conv_b)
+    u = conv1d_silu_bidir(x, conv_w, conv_b)
     dt, delta, B, C = _scan_operands(x_dbl, dt_proj_t, batch, length, n_state)
-    du, ddelta, dA, dB, dC, dD, dz, ddt_bias = torch.ops.vimbench.bimamba_scan_bwd(
+    du, ddelta, dA, dB, dC, dD, dz, ddt_bias = bimamba_scan_bwd(
         grad_y, u, delta, A, B, C, D, z, dt_bias, checkpoints, True, True, ctx.chunk)
     del delta, grad_y
     # dt_proj: delta_pre = dt @ dt_proj_t per direction
@@ -187,7 +194,7 @@ def _backward(ctx, grad_out, _grad_y, _grad_x_dbl, _grad_checkpoints):
     du_rows = _tokens(du)  # a view of du (laid out like u): the x_proj term is added in place by the GEMM
     du_rows.baddbmm_(d_x_dbl, x_proj_t.transpose(1, 2))
     del d_x_dbl, du_rows
-    dx, d_conv_w, d_conv_b = torch.ops.vimbench.conv1d_silu_bidir_bwd(du, x, conv_w, conv_b)
+    dx, d_conv_w, d_conv_b = conv1d_silu_bidir_bwd(du, x, conv_w, conv_b)
     del du
     # in_proj: xz = h @ in_proj^T with xz = [x | z]; the two halves' GEMMs instead of a concatenated dxz
     dx_rows, dz_rows = dx.transpose(1, 2).reshape(-1, inner), dz.transpose(1, 2).reshape(-1, inner)
@@ -199,6 +206,7 @@ def _backward(ctx, grad_out, _grad_y, _grad_x_dbl, _grad_checkpoints):
 
 
 _bimamba_inner_op.register_autograd(_backward, setup_context=_setup_context)
+_bimamba_inner_eager = eager_autograd("BimambaInnerFunction", _bimamba_inner_impl, _setup_context, _backward)
 
 
 def bimamba_inner(h, in_proj, conv_w, conv_b, x_proj_t, dt_proj_t, A, D, dt_bias, out_proj, combine=False,
@@ -217,8 +225,11 @@ def bimamba_inner(h, in_proj, conv_w, conv_b, x_proj_t, dt_proj_t, A, D, dt_bias
         raise ValueError(f"h, in_proj, x_proj_t, dt_proj_t and out_proj must share one dtype (cast them first); "
                          f"got {h.dtype}, {in_proj.dtype}, {x_proj_t.dtype}, {dt_proj_t.dtype}, {out_proj.dtype}")
     norm_r, norm_w, norm_eps = norm if norm is not None else (None, None, 0.0)
-    return torch.ops.vimbench.bimamba_inner(h, in_proj, conv_w, conv_b, x_proj_t, dt_proj_t, A, D, dt_bias, out_proj,
-                                            norm_r, norm_w, float(norm_eps), bool(combine), CHECKPOINT_CHUNK)[0]
+    args = (h, in_proj, conv_w, conv_b, x_proj_t, dt_proj_t, A, D, dt_bias, out_proj, norm_r, norm_w,
+            float(norm_eps), bool(combine), CHECKPOINT_CHUNK)
+    if traced(*args[:12]):
+        return torch.ops.vimbench.bimamba_inner(*args)[0]
+    return _bimamba_inner_eager(*args)[0]
 
 
 __all__ = ["bimamba_inner"]

@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 
 from kernels.conv1d import bwd, fwd
-from kernels.runtime import needs_custom_op
+from kernels.runtime import eager_autograd, records_autograd, traced
 
 
 @torch.library.custom_op("vimbench::conv1d_silu_bidir", mutates_args=())
@@ -48,11 +48,20 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, dout):
     x, weight, bias = ctx.saved_tensors
-    dx, dweight, dbias = torch.ops.vimbench.conv1d_silu_bidir_bwd(dout, x, weight, bias)
-    return dx, dweight, dbias if bias is not None else None
+    dx, dweight, dbias = conv1d_silu_bidir_bwd(dout, x, weight, bias)
+    return dx, dweight, dbias
 
 
 _conv1d_op.register_autograd(_backward, setup_context=_setup_context)
+_conv1d_eager = eager_autograd("Conv1dSiluBidirFunction", fwd.conv1d_silu_bidir, _setup_context, _backward)
+
+
+def conv1d_silu_bidir_bwd(dout, x, weight, bias):
+    """The backward (bwd.conv1d_silu_bidir_bwd), through its custom op when traced: (dx, dweight, dbias or None)."""
+    if traced(dout, x, weight, bias):
+        dx, dweight, dbias = torch.ops.vimbench.conv1d_silu_bidir_bwd(dout, x, weight, bias)
+        return dx, dweight, dbias if bias is not None else None
+    return bwd.conv1d_silu_bidir_bwd(dout, x, weight, bias)
 
 
 def conv1d_silu_bidir(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -62,8 +71,10 @@ def conv1d_silu_bidir(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
     anti-causal ones as the official `conv1d_b.weight` stores them); bias: (2, E) or None. Returns (2, batch, E, L)
     in x's dtype, laid out (batch, L, 2, E) in memory when x is channel-last. Contract: `conv1d_silu_bidir_ref`.
     """
-    if needs_custom_op(x, weight, bias):
+    if traced(x, weight, bias):
         return torch.ops.vimbench.conv1d_silu_bidir(x, weight, bias)
+    if records_autograd(x, weight, bias):
+        return _conv1d_eager(x, weight, bias)
     return fwd.conv1d_silu_bidir(x, weight, bias)
 
 

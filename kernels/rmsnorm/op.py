@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 
 from kernels.rmsnorm import bwd, fwd
-from kernels.runtime import needs_custom_op
+from kernels.runtime import eager_autograd, records_autograd, traced
 
 
 @torch.library.custom_op("vimbench::add_rmsnorm", mutates_args=())
@@ -56,11 +56,20 @@ def _backward(ctx, dy, dr):
     if dy is None:  # only r was used: y contributes nothing
         dy = torch.zeros_like(r)
     has_residual = ctx.residual_dtype is not None
-    dx, dres, dweight = torch.ops.vimbench.add_rmsnorm_bwd(dy, dr, r, weight, ctx.eps, ctx.x_dtype, has_residual)
+    dx, dres, dweight = add_rmsnorm_bwd(dy, dr, r, weight, ctx.eps, ctx.x_dtype, has_residual)
     return dx, dres.to(ctx.residual_dtype) if has_residual else None, dweight, None, None
 
 
 _add_rmsnorm_op.register_autograd(_backward, setup_context=_setup_context)
+_add_rmsnorm_eager = eager_autograd("AddRMSNormFunction", fwd.add_rmsnorm, _setup_context, _backward)
+
+
+def add_rmsnorm_bwd(dy, dr, r, weight, eps, x_dtype, has_residual):
+    """The backward (bwd.add_rmsnorm_bwd), through its custom op when traced: (dx, dresidual or None, dweight)."""
+    if traced(dy, dr, r, weight):
+        dx, dres, dweight = torch.ops.vimbench.add_rmsnorm_bwd(dy, dr, r, weight, eps, x_dtype, has_residual)
+        return dx, dres if has_residual else None, dweight
+    return bwd.add_rmsnorm_bwd(dy, dr, r, weight, eps, x_dtype, has_residual)
 
 
 def add_rmsnorm(x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor, eps: float = 1e-5,
@@ -70,8 +79,10 @@ def add_rmsnorm(x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Te
     x: (..., D) any float dtype; residual: (..., D) fp32 or None; weight: (D,). Returns (y in out_dtype, default
     x.dtype; r in fp32), both contiguous with x's shape. All math in fp32. Contract: `add_rmsnorm_ref`.
     """
-    if needs_custom_op(x, residual, weight):
+    if traced(x, residual, weight):
         return torch.ops.vimbench.add_rmsnorm(x, residual, weight, eps, out_dtype)
+    if records_autograd(x, residual, weight):
+        return _add_rmsnorm_eager(x, residual, weight, eps, out_dtype)
     return fwd.add_rmsnorm(x, residual, weight, eps, out_dtype)
 
 

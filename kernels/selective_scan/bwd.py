@@ -447,9 +447,13 @@ def _delta(dt, bias_row, mask_c, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     return tl.where(mask_c, d, 0.0), slope
 
 
-# Programs the chunk-parallel split aims for on the GPU: the H200 keeps ~9 one-warp programs of ~224 registers
-# per SM resident (132 SMs), so ~1,000 programs fill it once; more only add pass-A work and scratch.
-TARGET_PROGRAMS = 1024
+# Programs the chunk-parallel split aims for on the GPU, and the one-group grid below which it splits at all.
+# Measured on the H200 (2026-12-02, bf16, Vim-Ti, results/history/scan-bwd-groups-h200-2026-12-02.json, scatter
+# sums on): batch 8 x 6,085 tokens (192 programs per group) 3.10 ms with 5 groups (the first target, 1,024
+# programs), 2.58 ms with 16 (3,072 programs), 2.61 with 32, 3.01 with 12; batch 32 x 1,025 (768 programs) 1.84 ms
+# unsplit, 1.81-2.05 split; batch 128 x 197: unsplit best (1.18 vs 1.39-1.43 ms).
+TARGET_PROGRAMS = 3072
+SPLIT_BELOW_PROGRAMS = 512
 # The walk's two-level recompute (scan_bwd_launch_config's sub_chunk): 0 = off, one chunk-long scratch.
 DEFAULT_SUB_CHUNK = 0
 # dB/dC by a reduce-scatter of shuffles (scan_bwd_launch_config's scatter_sums). Measured on the H200 (2026-12-02,
@@ -478,8 +482,9 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
     """The backward's grids, tiles, warps and split of L into chunk groups: the one place that chooses them (the
     launcher and `vimbench kernels static` both call it). One warp, a channel per lane, as the forward.
     chunks_per_program: checkpoint chunks per program along L; None picks: on the GPU enough groups that the
-    walk has ~TARGET_PROGRAMS programs (one group, today's sequential walk, where batch * channels already fill
-    the GPU: Vim-Ti at batch >= 32); under the interpreter 2, so that tests with a few chunks cross groups.
+    walk has ~TARGET_PROGRAMS programs (one group, the sequential walk, where one group's grid already has
+    SPLIT_BELOW_PROGRAMS programs: Vim-Ti from batch 11); under the interpreter 2, so that tests with a few
+    chunks cross groups.
     A value >= cdiv(length, chunk) is one group (the single sequential walk, no pass A).
     sub_chunk: 0 (or >= chunk): recompute each checkpoint chunk once into a chunk-long scratch (2 exps per state
     element); S in 1..chunk-1: a two-level recompute, sub-checkpoints every S steps, then S steps at a time
@@ -525,11 +530,14 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
 
 
 def _groups_for(programs_per_group: int, n_chunks: int, chunks_per_program: int | None) -> int:
-    """Chunk groups along L: as forced by chunks_per_program, else enough for ~TARGET_PROGRAMS programs."""
+    """Chunk groups along L: as forced by chunks_per_program, else one where one group's grid already has
+    SPLIT_BELOW_PROGRAMS programs, and enough for ~TARGET_PROGRAMS programs below that."""
     if chunks_per_program is not None:
         if int(chunks_per_program) < 1:
             raise ValueError(f"chunks_per_program must be >= 1; got {chunks_per_program}")
         return triton.cdiv(n_chunks, min(int(chunks_per_program), n_chunks))
+    if programs_per_group >= SPLIT_BELOW_PROGRAMS:
+        return 1
     return max(1, min(n_chunks, TARGET_PROGRAMS // max(1, programs_per_group)))
 
 

@@ -28,7 +28,7 @@ from typing import Optional
 
 import torch
 
-from kernels.runtime import needs_custom_op
+from kernels.runtime import eager_autograd, needs_custom_op, records_autograd, traced
 from kernels.selective_scan import bwd, fwd
 
 Tensor = torch.Tensor
@@ -137,14 +137,27 @@ def _backward(ctx, grad_out, _grad_checkpoints):
     u, delta, A, B, C, D, z, delta_bias, checkpoints = ctx.saved_tensors
     if grad_out is None:
         return (None,) * 11
-    grads = torch.ops.vimbench.bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints,
-                                                ctx.delta_softplus, ctx.combine, ctx.chunk)
+    grads = bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints, ctx.delta_softplus,
+                             ctx.combine, ctx.chunk)
     inputs = (u, delta, A, B, C, D, z, delta_bias)
     # fp32 partial sums (dA, dB, dC, dD, ddelta_bias) go back in their input's dtype; absent inputs get None
     return (*(None if t is None else g.to(t.dtype) for g, t in zip(grads, inputs)), None, None, None)
 
 
 _bimamba_scan_fwd_save_op.register_autograd(_backward, setup_context=_setup_context)
+_bimamba_scan_fwd_save_eager = eager_autograd("BimambaScanFunction", fwd.bimamba_scan_fwd_save, _setup_context,
+                                              _backward)
+
+
+def bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints, delta_softplus, combine, chunk):
+    """The backward (bwd.bimamba_scan_bwd), through its custom op when traced: (du, ddelta, dA, dB, dC, dD, dz,
+    ddelta_bias), None for the gradient of an absent optional input."""
+    args = (grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints)
+    if traced(*args):
+        grads = torch.ops.vimbench.bimamba_scan_bwd(*args, bool(delta_softplus), bool(combine), int(chunk))
+        present = (u, delta, A, B, C, D, z, delta_bias)
+        return tuple(None if t is None else g for g, t in zip(grads, present))
+    return tuple(bwd.bimamba_scan_bwd(*args, delta_softplus, combine, chunk))
 
 
 def bimamba_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True, combine=True, out=None,
@@ -171,9 +184,9 @@ def bimamba_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softp
         if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors + (out,)):
             raise ValueError("bimamba_scan(out=...) overwrites its output buffer in place; not allowed under "
                              "autograd: pass out=None")
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
-        return torch.ops.vimbench.bimamba_scan_fwd_save(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus),
-                                                        bool(combine), CHECKPOINT_CHUNK)[0]
+    if records_autograd(*tensors):
+        save = _bimamba_scan_fwd_save_eager if not traced(*tensors) else torch.ops.vimbench.bimamba_scan_fwd_save
+        return save(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus), bool(combine), CHECKPOINT_CHUNK)[0]
     if not needs_custom_op(*tensors, out):
         return fwd.bimamba_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, combine, out, dt_proj)
     if out is None:
