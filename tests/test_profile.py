@@ -127,3 +127,20 @@ def test_profile_figure_keeps_modes_apart(tmp_path):
         plot_shares([old_forward, step], tmp_path / "mixed.png")
     assert not (tmp_path / "mixed.png").exists()
     assert plot_shares([step, dict(step, res=1024)], tmp_path / "train.png").exists()
+
+
+@pytest.mark.gpu
+def test_gpu_training_step_profile(tmp_path):
+    """On the GPU: the triton backend's backward kernels, cuBLAS GEMMs and AdamW land in their categories, and the
+    step's GPU timeline is consistent (busy = union of kernels <= summed kernel time; span = busy + idle)."""
+    key = CaseKey("vim_t", 224, 8, "bf16", "triton", None, "cuda", mode="train")
+    row = pf.profile_case(key, tmp_path).to_row()
+    assert row["status"] == "ok" and row["mode"] == "train"
+    for category in ("scan", "conv", "norm", "gemm", "optimizer"):
+        assert row[f"ms_{category}"] > 0, category
+    assert 0 < row["gpu_busy_ms"] <= row["profiled_ms"] + 1e-6
+    assert row["gpu_span_ms"] == pytest.approx(row["gpu_busy_ms"] + row["gpu_idle_ms"])
+    assert row["gpu_idle_ms"] >= 0
+    names = {k["name"] for k in row["top_kernels"]}
+    assert any("_bwd" in n for n in names)  # the backward kernels were profiled
+    assert row["pct_other"] < 5, row["top_kernels"]

@@ -27,10 +27,11 @@ def profile(
     mode: Annotated[str, typer.Option(help="What is profiled: infer (one forward) or train (one training step: "
                                            "zero_grad, forward, cross-entropy, backward, AdamW).")] = "infer",
 ) -> None:
-    """Profile one warmed-up forward (--mode infer) or training step (--mode train) per resolution with
-    torch.profiler: time per category (scan, conv, norm, gemm, attention, elementwise/copy, optimizer, other) in
+    """Profile one warmed-up forward (--mode infer) or training step (--mode train) per resolution.
+
+    torch.profiler over that call: time per category (scan, conv, norm, gemm, attention, elementwise/copy, optimizer, other) in
     ms and %, the GPU's busy and idle time over the profiled call, a Chrome trace per case, analytic FLOPs and
-    achieved TFLOP/s (MAC = 2 FLOPs, scan 9*B*L*E*N per direction; a training step counts 3 x forward), a table
+    achieved TFLOP/s (MAC = 2 FLOPs, scan 9·B·L·E·N per direction; a training step counts 3 x forward), a table
     and a stacked-bar figure.
 
     Examples:
