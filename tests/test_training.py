@@ -175,3 +175,27 @@ def test_training_step_vim_t_bf16_gpu(train_boundary):
         err = (ours[name] - want).abs().max().item() / scale
         plain_err = (plain[name] - want).abs().max().item() / scale
         assert err <= 2 * plain_err + 2e-2, f"{name}: triton {err:.3g} vs torch bf16 {plain_err:.3g}"
+
+
+@pytest.mark.parametrize("dtype, sum_halves", [(torch.float32, False), (torch.bfloat16, True),
+                                               (torch.bfloat16, False)])
+def test_stacked_mixer_weights_node_matches_autograd_through_the_stacking(dtype, sum_halves):
+    """The mixer's weights under autograd are one node (StackedMixerWeights): the same values, and the same
+    parameter gradients as autograd through the stacking ops one by one, for every parameter."""
+    from vimbench.models.ops import get_ops
+    from vimbench.models.vim import BiMambaMixer, StackedMixerWeights, _stack_mixer_weights
+
+    torch.manual_seed(0)
+    mixer = BiMambaMixer(16, 2, get_ops("torch"))
+    params = mixer._mixer_params()
+    g = torch.Generator().manual_seed(1)
+    node = StackedMixerWeights.apply(mixer.x_dbl_layout, dtype, sum_halves, *params)
+    plain = tuple(_stack_mixer_weights(mixer.x_dbl_layout, dtype, sum_halves, *params).__dict__.values())
+    grads_out = [torch.randn(t.shape, generator=g).to(t.dtype) for t in plain]
+    assert type(node[0].grad_fn).__name__ == "StackedMixerWeightsBackward"
+    got = torch.autograd.grad(node, params, grads_out)
+    want = torch.autograd.grad(plain, params, grads_out)
+    for (a, b), name in zip(zip(node, plain), "in_proj conv_w conv_b x_proj_t dt_proj_t A D dt_bias out_proj".split()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+    for i, (a, b) in enumerate(zip(got, want)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=f"parameter {i}")

@@ -71,6 +71,64 @@ def x_dbl_in_fp32(u: torch.Tensor) -> bool:
 _BMM_HAS_OUT_DTYPE = "dtype" in torch.ops.aten.bmm.overloads()
 
 
+def _stack_mixer_weights(layout: XDblLayout, dtype: torch.dtype, sum_halves: bool, in_proj, out_proj, conv_w_f,
+                         conv_b_f, conv_w_b, conv_b_b, x_proj_f, x_proj_b, dt_proj_f, dt_bias_f, dt_proj_b, dt_bias_b,
+                         A_log_f, A_log_b, D_f, D_b) -> MixerWeights:
+    """MixerWeights from the mixer's parameters (official names and shapes; direction 0 forward, 1 backward)."""
+    both = torch.stack
+    return MixerWeights(
+        in_proj=in_proj.to(dtype),
+        conv_w=both([conv_w_f[:, 0], conv_w_b[:, 0]]),
+        conv_b=both([conv_b_f, conv_b_b]),
+        x_proj_t=both([layout.reorder(x_proj_f), layout.reorder(x_proj_b)]).to(dtype).transpose(1, 2),
+        dt_proj_t=both([dt_proj_f, dt_proj_b]).to(dtype).transpose(1, 2),
+        A=-torch.exp(both([A_log_f, A_log_b]).float()),
+        D=both([D_f, D_b]).float(),
+        dt_bias=both([dt_bias_f, dt_bias_b]).float(),
+        out_proj=(torch.cat([out_proj, out_proj], 1) if sum_halves else out_proj).to(dtype),
+    )
+
+
+class StackedMixerWeights(torch.autograd.Function):
+    """`_stack_mixer_weights` as ONE autograd node: forward(layout, dtype, sum_halves, *params) -> the
+    MixerWeights fields; backward maps their gradients back onto the parameters (the transposes, the x_proj row
+    order, the casts, A = -exp(A_log), the doubled out_proj undone) in a few ops. Same values and gradients as
+    autograd through the stacking ops, without recording them one by one."""
+
+    @staticmethod
+    def forward(layout, dtype, sum_halves, *params):
+        return tuple(_stack_mixer_weights(layout, dtype, sum_halves, *params).__dict__.values())
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        layout, _, sum_halves, *params = inputs
+        ctx.layout, ctx.sum_halves = layout, sum_halves
+        ctx.param_dtypes = [p.dtype for p in params]
+        ctx.save_for_backward(output[5])  # A = -exp(A_log): dA_log = dA * A
+        ctx.set_materialize_grads(False)
+
+    @staticmethod
+    def backward(ctx, d_in, d_conv_w, d_conv_b, d_x_proj_t, d_dt_proj_t, d_A, d_D, d_dt_bias, d_out):
+        lay = ctx.layout
+        (A,) = ctx.saved_tensors
+        pair = lambda g: (None, None) if g is None else (g[0], g[1])  # noqa: E731
+        d_out_proj = None
+        if d_out is not None:
+            d_out = d_out.to(ctx.param_dtypes[1])  # the halves add in the parameter's dtype, as autograd's would
+            d_out_proj = d_out[:, :d_out.shape[1] // 2] + d_out[:, d_out.shape[1] // 2:] if ctx.sum_halves else d_out
+        conv_w = pair(None if d_conv_w is None else d_conv_w[:, :, None])  # (E, 1, K) each
+        x_proj = (None, None)
+        if d_x_proj_t is not None:
+            rows = d_x_proj_t.transpose(1, 2)  # (2, width, E), layout [B | C | dt | pad]
+            x_proj = pair(torch.cat([rows[:, lay.dt], rows[:, lay.B], rows[:, lay.C]], 1))  # official [dt | B | C]
+        dt_proj = pair(None if d_dt_proj_t is None else d_dt_proj_t.transpose(1, 2))  # (2, E, R)
+        A_log = pair(None if d_A is None else d_A * A)
+        grads = [d_in, d_out_proj, conv_w[0], *pair(d_conv_b)[:1], conv_w[1], *pair(d_conv_b)[1:], *x_proj,
+                 dt_proj[0], pair(d_dt_bias)[0], dt_proj[1], pair(d_dt_bias)[1], *A_log, *pair(d_D)]
+        grads = [None if g is None else g.to(dt) for g, dt in zip(grads, ctx.param_dtypes)]
+        return (None, None, None, *grads)
+
+
 class RMSNorm(nn.Module):
     """Weight-only RMSNorm; the computation lives in the op table (fused with the residual add)."""
 
@@ -130,39 +188,39 @@ class BiMambaMixer(nn.Module):
             proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)
         self.out_proj.weight.div_(math.sqrt(depth))
 
-    def _build_weights(self, dtype: torch.dtype) -> MixerWeights:
-        both = lambda a, b: torch.stack([a, b])  # noqa: E731 - direction 0 forward, 1 backward
-        lay = self.x_dbl_layout
-        out_w = self.out_proj.weight
-        return MixerWeights(
-            in_proj=self.in_proj.weight.to(dtype),
-            conv_w=both(self.conv1d.weight[:, 0], self.conv1d_b.weight[:, 0]),
-            conv_b=both(self.conv1d.bias, self.conv1d_b.bias),
-            x_proj_t=both(lay.reorder(self.x_proj.weight), lay.reorder(self.x_proj_b.weight)).to(dtype).transpose(1, 2),
-            dt_proj_t=both(self.dt_proj.weight, self.dt_proj_b.weight).to(dtype).transpose(1, 2),
-            A=-torch.exp(both(self.A_log, self.A_b_log).float()),
-            D=both(self.D, self.D_b).float(),
-            dt_bias=both(self.dt_proj.bias, self.dt_proj_b.bias).float(),
-            out_proj=(torch.cat([out_w, out_w], 1) if sums_halves_in_gemm(dtype) else out_w).to(dtype),
-        )
+    def _mixer_params(self) -> list[torch.Tensor]:
+        """The parameters the stacked weights are built from, in _MIXER_SUBMODULE_PARAMS + _MIXER_OWN_PARAMS order
+        (dict reads: see `weights`)."""
+        modules, own = self._modules, self._parameters
+        params = [modules[m]._parameters[name] for m, name in _MIXER_SUBMODULE_PARAMS]
+        return params + [own[name] for name in _MIXER_OWN_PARAMS]
 
-    def weights(self, dtype: torch.dtype) -> MixerWeights:
-        """The stacked weights for activations of `dtype`. Without autograd (inference) they are built once and
-        reused until a parameter changes (new storage or an in-place update bumps the key); with autograd they
-        are built on every call so gradients reach the parameters, and under torch.compile too (the traced graph
-        holds the stacking ops, since the cache's data-pointer key cannot be traced; vimbench's inference
-        compiles use inductor freezing, which folds them into constants at compile time)."""
-        if torch.is_grad_enabled() or torch.compiler.is_compiling():
-            return self._build_weights(dtype)
+    def _build_weights(self, dtype: torch.dtype, sum_halves: bool | None = None) -> MixerWeights:
+        """sum_halves: out_proj as the weight twice along K (the halves GEMM) or once; None: as the forward's
+        dtype decides (sums_halves_in_gemm)."""
+        sum_halves = sums_halves_in_gemm(dtype) if sum_halves is None else sum_halves
+        return _stack_mixer_weights(self.x_dbl_layout, dtype, sum_halves, *self._mixer_params())
+
+    def weights(self, dtype: torch.dtype, sum_halves: bool | None = None) -> MixerWeights:
+        """The stacked weights for activations of `dtype` (sum_halves: `_build_weights`). Without autograd
+        (inference) they are built once and reused until a parameter changes (new storage or an in-place update
+        bumps the key); with autograd they are built on every call so gradients reach the parameters, as one
+        autograd node (`StackedMixerWeights`: ~20 recorded casts, stacks and reorders per layer, and as many
+        backward nodes, cost host time in a host-bound training step), and under torch.compile as plain ops
+        (the traced graph holds the stacking ops, since the cache's data-pointer key cannot be traced; vimbench's
+        inference compiles use inductor freezing, which folds them into constants at compile time)."""
+        if torch.compiler.is_compiling():
+            return self._build_weights(dtype, sum_halves)
+        params = self._mixer_params()
+        sum_halves = sums_halves_in_gemm(dtype) if sum_halves is None else sum_halves
+        if torch.is_grad_enabled():
+            return MixerWeights(*StackedMixerWeights.apply(self.x_dbl_layout, dtype, sum_halves, *params))
         # Dict reads, not self.parameters() (walking the module tree cost 2.1 ms of host time per Vim-Ti forward,
         # kernels/NOTES.md) nor attribute reads (nn.Module.__getattr__ runs in Python: 16 parameters through 28
         # lookups cost ~2x these dict reads on CPU). A replaced Parameter or submodule is still seen here.
-        modules, own = self._modules, self._parameters
-        params = [modules[m]._parameters[name] for m, name in _MIXER_SUBMODULE_PARAMS]
-        params += [own[name] for name in _MIXER_OWN_PARAMS]
-        key = (dtype, *[(p.data_ptr(), p._version) for p in params])
+        key = (dtype, sum_halves, *[(p.data_ptr(), p._version) for p in params])
         if self._weights_cache is None or self._weights_cache[0] != key:
-            self._weights_cache = (key, self._build_weights(dtype))
+            self._weights_cache = (key, self._build_weights(dtype, sum_halves))
         return self._weights_cache[1]
 
     def forward(self, h: torch.Tensor, norm: tuple | None = None) -> torch.Tensor:
@@ -201,16 +259,16 @@ class BiMambaMixer(nn.Module):
         """Training through one differentiable op from h to the mixer output (see TRAIN_BOUNDARIES)."""
         combine = self.train_boundary == "fused-combined" or not sums_halves_in_gemm(h.dtype)
         return self.ops.bimamba_inner(h, w.in_proj, w.conv_w, w.conv_b, w.x_proj_t, w.dt_proj_t, w.A, w.D,
-                                      w.dt_bias, self.out_proj.weight.to(h.dtype), combine=combine, norm=norm)
+                                      w.dt_bias, w.out_proj, combine=combine, norm=norm)
 
     def _mix(self, h: torch.Tensor, norm: tuple | None = None) -> torch.Tensor:
         inner, lay = self.d_inner, self.x_dbl_layout
         batch, length = h.shape[0], h.shape[1]
         # Channel-last throughout: per-token channel runs are contiguous, so the scan kernel's per-token loads
         # coalesce. Ops see (B, E, L) / (2, B, N, L) shaped views of these (B, L, ...) tensors.
-        w = self.weights(h.dtype)
         if self._trains_fused(h):
-            return self._mix_fused(h, w, norm)
+            return self._mix_fused(h, self.weights(h.dtype, sum_halves=False), norm)
+        w = self.weights(h.dtype)
         split = self.splits_in_proj()
         if split:
             # x alone first; z only once x is dead (after the conv) and x_dbl exists, so x and z are never
