@@ -162,7 +162,10 @@ def test_train_suite_lists_the_issue_points():
         for res, batch in ((224, 128), (1248, 8)):
             assert (model, impl, attn, res, batch, "fp32") in shape
     assert ("vim_s", "triton", None, 1248, 8, "bf16") in shape and ("vim_b", "triton", None, 1248, 8, "bf16") in shape
-    assert len(cases) == 20 and (config.warmup, config.iters) == (2, 5)
+    graphs = {(c.model, c.attn, c.res, c.batch, c.dtype) for c in cases if c.compile == "cuda-graphs"}
+    assert graphs == {("vim_t", None, 224, 128, "bf16"), ("vim_t", None, 1248, 8, "bf16"),
+                      ("deit_t", "sdpa", 224, 128, "bf16"), ("deit_t", "sdpa", 1248, 8, "bf16")}
+    assert len(cases) == 24 and (config.warmup, config.iters) == (2, 5)
     # a resumed run rebuilds the sweep, blocks included, from the header's copy
     rebuilt = sweeps.make_config(config.to_suite(), cuda_available=True)
     assert sweeps.plan_sweep(rebuilt).cases == cases
