@@ -224,10 +224,13 @@ def test_points_replace_the_product_and_modes_multiply():
         _config(points=((224, 8),))
 
 
-def test_train_mode_runs_eager_only_and_says_why():
-    cases, dropped = expand_cases(_config(modes=("infer", "train"), compile=("cuda-graphs",), backends=("triton",)))
-    assert {c.mode for c in cases} == {"infer"}
-    assert any(d.what == "mode train with compile cuda-graphs" and "compile none" in d.reason for d in dropped)
+def test_train_mode_runs_eager_or_graph_captured_and_says_why():
+    cases, dropped = expand_cases(_config(modes=("infer", "train"), compile=("cuda-graphs", "default"),
+                                          backends=("triton",)))
+    assert {(c.mode, c.compile) for c in cases} == {("infer", "cuda-graphs"), ("infer", "default"),
+                                                    ("train", "cuda-graphs")}
+    assert any(d.what == "mode train with compile default" and "not built" in d.reason for d in dropped)
+    assert not any("cuda-graphs" in d.what for d in dropped)
     cases, _ = expand_cases(_config(modes=("infer", "train"), compile=("none", "default"), vim_slice=(0, 4),
                                     backends=("triton",)))
     train = [c for c in cases if c.mode == "train"]

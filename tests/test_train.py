@@ -104,6 +104,52 @@ def test_triton_backend_training_case_on_the_gpu():
     assert result.timing_method == "cuda_events" and result.memory_method.startswith("torch_allocator")
 
 
+def test_graph_captured_step_needs_cuda_and_says_so():
+    """compile cuda-graphs for a training step: refused on CPU with one clear message, never run eagerly instead."""
+    from vimbench.bench.train import time_train_steps
+
+    model = vimbench.create_model("deit_test", img_size=32)
+    with pytest.raises(VimbenchError, match="needs --device cuda"):
+        make_train_step(model, 2, 32, "fp32", "cpu", capturable=True)
+    step = make_train_step(model, 2, 32, "fp32", "cpu")
+    with pytest.raises(VimbenchError, match="needs --device cuda"):
+        time_train_steps(step, "cpu", 1, 5, cuda_graphs=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("model_name, backend, dtype", [("vim_t", "triton", "bf16"), ("deit_t", None, "bf16"),
+                                                         ("vim_t", "triton", "fp32")])
+def test_graph_captured_training_steps_train_like_eager_steps(model_name, backend, dtype):
+    """The whole step captured into a CUDA graph (compile cuda-graphs): replays update the parameters as eager
+    steps do (same start, same batch: the weights after capture warm-up + replays equal eager steps' within
+    accumulation-order noise), and the case runs through the runner with graph-replay timing."""
+    from vimbench.bench import timing
+    from vimbench.bench.runner import precision_flags
+
+    kwargs = {"backend": backend} if backend else {"attn": "sdpa"}
+    models = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        models.append(vimbench.create_model(model_name, img_size=64, **kwargs).cuda())
+    with precision_flags(dtype):
+        eager = make_train_step(models[0], 4, 64, dtype, "cuda")
+        graphed = make_train_step(models[1], 4, 64, dtype, "cuda", capturable=True)
+        graphed()  # the runner's untimed first step (AdamW state)
+        graph = timing.capture_graph(graphed, warmup=2)  # 2 warm-up steps, then capture (runs nothing)
+        graph.replay()
+        graph.replay()
+        for _ in range(5):  # 1 + 2 + 2 steps
+            eager()
+        torch.cuda.synchronize()
+    for (name, a), b in zip(models[0].named_parameters(), models[1].parameters()):
+        torch.testing.assert_close(b, a, rtol=2e-2, atol=2e-3, msg=name)
+    key = runners.CaseKey(model_name, 224, 8, dtype, backend or "timm", None if backend else "sdpa", "cuda",
+                          mode="train", compile="cuda-graphs")
+    result = runners.run_case(key, warmup=2, iters=5)
+    assert result.status == "ok", result.error
+    assert result.timing_method == timing.CUDA_GRAPH_EVENTS and result.backward_ms_p50 is None
+
+
 def test_train_suite_lists_the_issue_points():
     config, _ = sweeps.resolve_config("train_h200", {}, cuda_available=True)
     cases = sweeps.plan_sweep(config).cases
@@ -116,7 +162,10 @@ def test_train_suite_lists_the_issue_points():
         for res, batch in ((224, 128), (1248, 8)):
             assert (model, impl, attn, res, batch, "fp32") in shape
     assert ("vim_s", "triton", None, 1248, 8, "bf16") in shape and ("vim_b", "triton", None, 1248, 8, "bf16") in shape
-    assert len(cases) == 20 and (config.warmup, config.iters) == (2, 5)
+    graphs = {(c.model, c.attn, c.res, c.batch, c.dtype) for c in cases if c.compile == "cuda-graphs"}
+    assert graphs == {("vim_t", None, 224, 128, "bf16"), ("vim_t", None, 1248, 8, "bf16"),
+                      ("deit_t", "sdpa", 224, 128, "bf16"), ("deit_t", "sdpa", 1248, 8, "bf16")}
+    assert len(cases) == 24 and (config.warmup, config.iters) == (2, 5)
     # a resumed run rebuilds the sweep, blocks included, from the header's copy
     rebuilt = sweeps.make_config(config.to_suite(), cuda_available=True)
     assert sweeps.plan_sweep(rebuilt).cases == cases

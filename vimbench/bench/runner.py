@@ -154,12 +154,13 @@ def _measure_train(model: torch.nn.Module, key: CaseKey, warmup: int, iters: int
     result.optimizer, result.lr, result.loss = train.OPTIMIZER, train.LEARNING_RATE, train.LOSS
     result.activation_checkpointing = train.ACTIVATION_CHECKPOINTING
     result.train_boundary = getattr(model, "train_boundary", None)  # Vim only; fixed per model at build
-    step = train.make_train_step(model, key.batch, key.res, key.dtype, key.device)
+    graphs = key.compile == compiler.CUDA_GRAPHS  # the whole step captured (bench/train.py)
+    step = train.make_train_step(model, key.batch, key.res, key.dtype, key.device, capturable=graphs)
     step()  # gradients and AdamW state allocated, backward kernels compiled; never measured
     _sync(key.device)
     train.check_gradients(model, key.implementation)
     memory = measure_memory(step, key.device)
-    timing = train.time_train_steps(step, key.device, warmup, iters)
+    timing = train.time_train_steps(step, key.device, warmup, iters, cuda_graphs=graphs)
     result.forward_ms_samples, result.backward_ms_samples = timing.forward_ms_samples, timing.backward_ms_samples
     result.forward_ms_p50, result.backward_ms_p50 = timing.forward_ms_p50, timing.backward_ms_p50
     return _TrainMeasured(timing.step, memory, step)

@@ -311,7 +311,8 @@ PROTOCOL = {
     # pass are for a training step
     "precision": "fp32: TF32 off (matmul and cuDNN); tf32: TF32 on; bf16/fp16: torch.autocast over fp32 weights, "
                  "TF32 off; cudnn.benchmark off",
-    "compile": "compile none: eager launches; cuda-graphs: the eager forward captured once, replays timed; "
+    "compile": "compile none: eager launches; cuda-graphs: the eager forward (mode train: the whole training "
+               "step) captured once, replays timed; "
                "torch.compile modes: torch.compile(model, mode, dynamic=False) per case, dynamo reset between "
                "cases; compilation, autotuning and graph capture happen in the untimed first and warm-up calls; "
                "compile_s = wall time of the first call",

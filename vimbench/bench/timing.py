@@ -71,7 +71,7 @@ def _time_cpu(fn: Callable[[], object], iters: int) -> list[float]:
     return samples
 
 
-def _time_cuda(call: Callable[[], object], iters: int) -> list[float]:
+def time_cuda_calls(call: Callable[[], object], iters: int) -> list[float]:
     import torch
 
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
@@ -85,7 +85,7 @@ def _time_cuda(call: Callable[[], object], iters: int) -> list[float]:
     return [start.elapsed_time(end) for start, end in zip(starts, ends)]
 
 
-def _capture(fn: Callable[[], object], warmup: int):
+def capture_graph(fn: Callable[[], object], warmup: int):
     """Capture fn into a CUDA graph. Warm-up runs on a side stream first, as torch's CUDA-graph notes ask
     (lazy init, cuDNN/Triton autotuning and allocator growth must happen before capture)."""
     import torch
@@ -104,6 +104,17 @@ def _capture(fn: Callable[[], object], warmup: int):
     return graph
 
 
+def time_graph_replays(fn: Callable[[], object], warmup: int, iters: int) -> Timing:
+    """fn captured once into a CUDA graph after `warmup` untimed calls (capture_graph), two untimed replays (the
+    first uploads the graph), then `iters` replays timed with CUDA events."""
+    graph = capture_graph(fn, warmup)
+    for _ in range(2):
+        graph.replay()
+    samples = time_cuda_calls(graph.replay, iters)
+    del graph
+    return _summarize(CUDA_GRAPH_EVENTS, warmup, samples)
+
+
 def time_forward(fn: Callable[[], object], device: str, warmup: int, iters: int,
                  cuda_graphs: bool = False) -> Timing:
     """Time fn (one forward, inputs already prepared) `iters` times after `warmup` untimed calls.
@@ -118,12 +129,7 @@ def time_forward(fn: Callable[[], object], device: str, warmup: int, iters: int,
             fn()
         return _summarize(PERF_COUNTER, warmup, _time_cpu(fn, iters))
     if cuda_graphs:
-        graph = _capture(fn, warmup)
-        for _ in range(2):  # the first replays upload the graph
-            graph.replay()
-        samples = _time_cuda(graph.replay, iters)
-        del graph
-        return _summarize(CUDA_GRAPH_EVENTS, warmup, samples)
+        return time_graph_replays(fn, warmup, iters)
     for _ in range(warmup):
         fn()
-    return _summarize(CUDA_EVENTS, warmup, _time_cuda(fn, iters))
+    return _summarize(CUDA_EVENTS, warmup, time_cuda_calls(fn, iters))

@@ -13,6 +13,11 @@ event recorded between the loss and loss.backward(): it splits the step into "fo
 loss) and "backward" (loss.backward() + optimizer.step()) without a synchronization inside the step, so the step
 time is undisturbed. On CPU, perf_counter at the same three points.
 
+With compile "cuda-graphs" (vimbench.bench.compiler) the whole step (zero_grad, forward, loss, backward, AdamW with
+capturable=True, its step counts on the device) is captured once into a CUDA graph after the warm-up steps, and
+graph replays are timed with one CUDA-event pair each; a replay is one step, so there is no forward/backward split.
+The graph removes the host's per-op cost (Python, autograd, launches), which bounds small-image steps.
+
 The first step is never timed: it allocates the gradients and the AdamW state and, on the triton backend,
 compiles the backward kernels. It also checks that every trainable parameter received a gradient: a backend
 whose backward is disconnected fails the case (status "error") instead of timing a step that trains nothing.
@@ -28,7 +33,7 @@ import torch.nn.functional as F
 
 from vimbench.bench.grid import MIN_ITERS
 from vimbench import precision
-from vimbench.bench.timing import CUDA_EVENTS, PERF_COUNTER, Timing, percentile
+from vimbench.bench.timing import CUDA_EVENTS, PERF_COUNTER, Timing, percentile, time_graph_replays
 from vimbench.errors import VimbenchError
 
 OPTIMIZER = "adamw"
@@ -45,12 +50,13 @@ class TrainStep:
     images: torch.Tensor            # (B, 3, H, W) fp32
     labels: torch.Tensor            # (B,) int64 in [0, num_classes)
     autocast_dtype: torch.dtype | None = None
+    capturable: bool = False        # built for CUDA-graph capture (AdamW capturable, autocast's cast cache off)
 
     def forward_loss(self) -> torch.Tensor:
         self.optimizer.zero_grad(set_to_none=True)
         if self.autocast_dtype is None:
             return F.cross_entropy(self.model(self.images), self.labels)
-        with torch.autocast(self.images.device.type, dtype=self.autocast_dtype):
+        with torch.autocast(self.images.device.type, dtype=self.autocast_dtype, cache_enabled=not self.capturable):
             return F.cross_entropy(self.model(self.images), self.labels)
 
     def backward_update(self, loss: torch.Tensor) -> None:
@@ -64,16 +70,19 @@ class TrainStep:
 
 
 def make_train_step(model: torch.nn.Module, batch: int, res: int, dtype: str, device: str,
-                    lr: float = LEARNING_RATE, seed: int = 0) -> TrainStep:
+                    lr: float = LEARNING_RATE, seed: int = 0, capturable: bool = False) -> TrainStep:
     """The model put in train() mode with an AdamW optimizer over its parameters, random images and random labels
-    (seeded) on `device`. dtype: fp32/tf32 (no autocast; the TF32 flags are the caller's) or bf16/fp16."""
+    (seeded) on `device`. dtype: fp32/tf32 (no autocast; the TF32 flags are the caller's) or bf16/fp16.
+    capturable: a step that a CUDA graph can capture (AdamW(capturable=True); CUDA only)."""
+    if capturable and device != "cuda":
+        raise VimbenchError("a CUDA-graph training step needs --device cuda")
     model.train()
     gen = torch.Generator().manual_seed(seed)
     images = torch.randn(batch, 3, res, res, generator=gen).to(device)
     num_classes = _num_classes(model)
     labels = torch.randint(num_classes, (batch,), generator=gen).to(device)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
-    return TrainStep(model, optimizer, images, labels, precision.autocast_dtype(dtype))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, capturable=capturable)
+    return TrainStep(model, optimizer, images, labels, precision.autocast_dtype(dtype), capturable)
 
 
 def _num_classes(model: torch.nn.Module) -> int:
@@ -102,12 +111,12 @@ class StepTiming:
     backward_ms_samples: list[float] = field(default_factory=list)   # loss.backward() + optimizer.step()
 
     @property
-    def forward_ms_p50(self) -> float:
-        return percentile(self.forward_ms_samples, 50)
+    def forward_ms_p50(self) -> float | None:
+        return percentile(self.forward_ms_samples, 50) if self.forward_ms_samples else None
 
     @property
-    def backward_ms_p50(self) -> float:
-        return percentile(self.backward_ms_samples, 50)
+    def backward_ms_p50(self) -> float | None:
+        return percentile(self.backward_ms_samples, 50) if self.backward_ms_samples else None
 
 
 def _split_cpu(step: TrainStep, iters: int) -> tuple[list[float], list[float], list[float]]:
@@ -140,12 +149,17 @@ def _split_cuda(step: TrainStep, iters: int) -> tuple[list[float], list[float], 
     return whole, fwd, bwd
 
 
-def time_train_steps(step: TrainStep, device: str, warmup: int, iters: int) -> StepTiming:
-    """`warmup` untimed steps, then `iters` timed steps, each timed alone (module docstring)."""
+def time_train_steps(step: TrainStep, device: str, warmup: int, iters: int, cuda_graphs: bool = False) -> StepTiming:
+    """`warmup` untimed steps, then `iters` timed steps, each timed alone (module docstring). cuda_graphs: the
+    step (built capturable) captured once after the warm-up, replays timed; no forward/backward split."""
     if warmup < 1:
         raise VimbenchError("at least one warm-up step is needed: the first step is never timed")
     if iters < MIN_ITERS:
         raise VimbenchError(f"at least {MIN_ITERS} timed steps are needed, got {iters}")
+    if cuda_graphs:
+        if device != "cuda" or not step.capturable:
+            raise VimbenchError("a CUDA-graph training step needs --device cuda and a step built capturable")
+        return StepTiming(time_graph_replays(step, warmup, iters))
     for _ in range(warmup):
         step()
     split: Callable = _split_cuda if device == "cuda" else _split_cpu
@@ -163,10 +177,13 @@ PROTOCOL = {
     "timing": "first step untimed (gradients, AdamW state, kernel compilation); warm-up steps untimed; per step: "
               "device synchronized, one CUDA event pair around the step (CPU: perf_counter), plus one event between "
               "the loss and loss.backward() splitting it into forward (zero_grad + forward + loss) and backward "
-              "(backward + optimizer step); fps = batch / p50 step",
+              "(backward + optimizer step); fps = batch / p50 step; compile cuda-graphs: the whole step captured "
+              "once into a CUDA graph after the warm-up (AdamW capturable=True, autocast cast cache off), replays "
+              "timed with one CUDA-event pair each, no forward/backward split",
     "memory": "one step after gc, empty_cache and a peak reset, the AdamW state already present: baseline = "
               "allocated before the step (weights, the previous step's gradients, AdamW state, batch); peak "
               "allocated/reserved over the step; activation = peak - baseline (saved activations and backward "
               "temporaries, net of the gradients the step frees first); NVML sampled every ~1 ms (CPU: peak RSS "
-              "of the process during the step)",
+              "of the process during the step); compile cuda-graphs: the same pass over one eager step of the "
+              "capturable step (before capture)",
 }
