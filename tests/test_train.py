@@ -131,6 +131,7 @@ def test_graph_captured_training_steps_train_like_eager_steps(model_name, backen
     for _ in range(2):
         torch.manual_seed(0)
         models.append(vimbench.create_model(model_name, img_size=64, **kwargs).cuda())
+    start = [p.detach().clone() for p in models[0].parameters()]
     with precision_flags(dtype):
         eager = make_train_step(models[0], 4, 64, dtype, "cuda")
         graphed = make_train_step(models[1], 4, 64, dtype, "cuda", capturable=True)
@@ -141,8 +142,17 @@ def test_graph_captured_training_steps_train_like_eager_steps(model_name, backen
         for _ in range(5):  # 1 + 2 + 2 steps
             eager()
         torch.cuda.synchronize()
-    for (name, a), b in zip(models[0].named_parameters(), models[1].parameters()):
-        torch.testing.assert_close(b, a, rtol=2e-2, atol=2e-3, msg=name)
+    # the updates over the 5 steps: every parameter moved in the graph, and all updates together within 5%
+    # (relative L2) of the eager steps' (bf16 autocast, a non-deterministic attention backward and AdamW's
+    # capturable arithmetic differ slightly; single tensors are not compared: DeiT's key bias has a zero gradient
+    # in exact arithmetic, so AdamW turns rounding noise into full-size steps there)
+    eager_updates, graph_updates = [], []
+    for (name, a), b, p0 in zip(models[0].named_parameters(), models[1].parameters(), start):
+        eager_updates.append((a.detach() - p0).flatten())
+        graph_updates.append((b.detach() - p0).flatten())
+        assert graph_updates[-1].norm() > 0, name
+    eager_all, graph_all = torch.cat(eager_updates), torch.cat(graph_updates)
+    assert (graph_all - eager_all).norm() <= 0.05 * eager_all.norm()
     key = runners.CaseKey(model_name, 224, 8, dtype, backend or "timm", None if backend else "sdpa", "cuda",
                           mode="train", compile="cuda-graphs")
     result = runners.run_case(key, warmup=2, iters=5)

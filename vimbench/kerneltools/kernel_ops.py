@@ -375,7 +375,7 @@ register(KernelOp(
                                                    halves=dtype != "fp32"),
     kernels=("kernels.selective_scan.bwd:_scan_bwd_kernel", "kernels.selective_scan.bwd:_scan_bwd_group_carry_kernel"),
     static_specs=lambda: [*_scan_bwd_specs("bf16"), *_scan_bwd_specs("fp32")],
-    # No regression cases until the GPU baseline (measured, never written here) holds timings for them.
+    regression=_both_dtypes((8, 384, VIM_TI_1248), (128, 384, VIM_TI_224)),  # the training shapes
     official="the official selective_scan backward is not benchmarked",
 ))
 
