@@ -412,6 +412,24 @@ def test_compiled_rows_are_their_own_peer_line(tmp_path):
     assert "compiled (max-autotune)" in head
 
 
+def test_graph_replayed_rows_at_one_resolution_report_without_a_doubled_label(tmp_path):
+    """Rows of both models with compile cuda-graphs beside eager ones, where nothing else varies per line (the
+    train sweep's shape): the report is written, and legends say "graphs" once."""
+    src = write_results(tmp_path / "r.jsonl", [c for c in synthetic_cases(oom=False)
+                                               if c.key.batch == 8 and c.key.attn != "eager"])
+    lines = [json.loads(line) for line in src.read_text().splitlines()]
+    with open(src, "a", encoding="utf-8") as fh:
+        for row in lines[1:]:
+            fh.write(json.dumps({**row, "compile": "cuda-graphs", "fps": row["fps"] * 2}) + "\n")
+    out = tmp_path / "rep"
+    result = CliRunner().invoke(app, ["report", str(src), "-o", str(out), "--no-table"])
+    assert result.exit_code == 0, result.output
+    svgs = list((out / "figures").glob("*.svg"))
+    assert svgs
+    text = " ".join(_svg_text(path) for path in svgs)
+    assert "graphs" in text and "graphs graphs" not in text
+
+
 def test_accuracy_pareto_front():
     from vimbench.report.accuracy import Point, pareto, published_accuracy
 

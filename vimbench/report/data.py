@@ -270,6 +270,18 @@ def line_label(key: dict[str, Any] | Any, show: Sequence[str]) -> str:
     return " ".join(parts)
 
 
+def label_extra(key: dict[str, Any] | Any, show: Sequence[str]) -> str:
+    """What line_label adds after the model and the implementation ("" when nothing else varies), without what
+    implementation_label already says in a legend (the compile mode, graphs, +h2d)."""
+    shown = [f for f in show if f not in ("compile", *FLAG_FIELDS)]
+    parts = line_label({**_as_dict(key), "compile": None}, shown).split(" ", 2) if shown else []
+    return parts[2] if len(parts) > 2 else ""
+
+
+def _as_dict(key: dict[str, Any] | Any) -> dict[str, Any]:
+    return dict(key) if isinstance(key, dict) else {f: key[f] for f in key.index}
+
+
 def short_label(key: dict[str, Any] | Any, show: Sequence[str] = ()) -> str:
     """Vim-Ti triton, DeiT-Ti eager, DeiT-Ti sdpa compiled: line_label with the family's pretty name and no
     "timm/" (for narrow tables)."""

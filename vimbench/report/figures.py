@@ -245,7 +245,7 @@ def resolution_figure(df, out_dir: Path, name: str, group: dict[str, Any], headl
     any_oom = any_band = False
     for key, rows in sorted(D.lines(df), key=lambda kr: _legend_order(kr[0])):
         style = line_style(key)
-        extra = D.line_label(key, show).split(" ", 2)[2] if show else ""
+        extra = D.label_extra(key, show)
         handles.append(_handle(style, legend_label(key, extra)))
         ok = rows[rows["status"] == "ok"]
         xs = [int(r) for r in ok["res"]]
@@ -310,8 +310,8 @@ def resolution_figure(df, out_dir: Path, name: str, group: dict[str, Any], headl
         for s in summaries:
             where = f"at {s.res} px" if s.res is not None else ""
             pair = f"{legend_label(s.vim)} vs {legend_label(s.deit)}"
-            if show:
-                pair += " (" + D.line_label(s.vim, show).split(" ", 2)[2] + ")"
+            if D.label_extra(s.vim, show):
+                pair += " (" + D.label_extra(s.vim, show) + ")"
             ratio = D.ratio_sentence(s.speedup, s.memory_saved)
             notes.append("\n".join([*textwrap.wrap(pair + ":", 46),
                                     *textwrap.wrap(f"{where}: {ratio}{'; ' + s.note if s.note else ''}", 46,
@@ -394,7 +394,7 @@ def batch_figure(df, out_dir: Path, name: str, res: int) -> Figure | None:
         for key, rows in sorted(groups, key=lambda kr: _legend_order(kr[0])):
             rows = rows.sort_values("batch")
             style = line_style(key)
-            extra = D.line_label({**key, "dtype": None}, show).split(" ", 2)[2] if show else ""
+            extra = D.label_extra({**key, "dtype": None}, show)
             ok = rows[rows["status"] == "ok"]
             band = ok["fps_p20"].notna().all() and len(ok) > 0
             _draw(ax, [int(b) for b in ok["batch"]], list(ok["fps"]), style, batches,
