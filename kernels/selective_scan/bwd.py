@@ -478,7 +478,8 @@ class ScanBwdLaunch:
 
 def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, interpreted: bool,
                            chunks_per_program: int | None = None, sub_chunk: int | None = None,
-                           scatter_sums: bool | None = None, n_state: int = 16) -> ScanBwdLaunch:
+                           scatter_sums: bool | None = None, n_state: int = 16,
+                           block_c: int | None = None) -> ScanBwdLaunch:
     """The backward's grids, tiles, warps and split of L into chunk groups: the one place that chooses them (the
     launcher and `vimbench kernels static` both call it). One warp, a channel per lane, as the forward.
     chunks_per_program: checkpoint chunks per program along L; None picks: on the GPU enough groups that the
@@ -492,9 +493,15 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
     (DEFAULT_SUB_CHUNK; the interpreter 3, so that tests cross sub-chunks and end in a partial one).
     scatter_sums: reduce dB/dC over the lanes by a reduce-scatter of inline-asm shuffles (`_scattered_lane_sums`,
     32 shuffles per token instead of 160); only where its lane mapping holds (GPU, BLOCK_C = 32, one warp,
-    n_state = 16), else tl.sum; None: DEFAULT_SCATTER_SUMS."""
+    n_state = 16), else tl.sum; None: DEFAULT_SCATTER_SUMS.
+    block_c: channels per one-warp program, 8, 16 or 32 (an experiment knob: 16 leaves two lanes per channel and
+    fewer registers per lane, so more programs per SM); None picks (32 on the GPU unless the grid is tiny; 8 under
+    the interpreter)."""
     n_chunks = max(1, triton.cdiv(length, chunk))
-    if interpreted:
+    if block_c is not None:
+        if block_c not in (8, 16, 32):
+            raise ValueError(f"block_c must be 8, 16 or 32; got {block_c}")
+    elif interpreted:
         block_c = 8
     else:
         per_group_32 = triton.cdiv(channels, 32) * 2 * batch
@@ -558,7 +565,8 @@ def _check_bwd(grad_out, u, checkpoints, combine, chunk, n_state):
 
 
 def bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints, delta_softplus=True,
-                     combine=True, chunk=64, *, chunks_per_program=None, sub_chunk=None, scatter_sums=None):
+                     combine=True, chunk=64, *, chunks_per_program=None, sub_chunk=None, scatter_sums=None,
+                     block_c=None):
     """Gradients of `bimamba_scan` (see the module docstring for the contract). Returns
     (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias); None for each absent optional input.
     chunks_per_program: force the split of L (checkpoint chunks per program; >= cdiv(L, chunk): one program
@@ -580,7 +588,7 @@ def bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints,
                 dz32.to(z.dtype) if has_z else None, torch.zeros(2, channels, **f32) if has_bias else None)
 
     cfg = scan_bwd_launch_config(batch, channels, length, chunk, check_device(u, _scan_bwd_kernel),
-                                 chunks_per_program, sub_chunk, scatter_sums, n_state)
+                                 chunks_per_program, sub_chunk, scatter_sums, n_state, block_c)
     walk = cfg.walk
     block_c = walk.constexprs["BLOCK_C"]
     n_cblocks, groups = walk.grid[0], cfg.groups

@@ -195,6 +195,18 @@ def test_bwd_chunk_groups_without_softplus(scan):
     assert_grads_close(got, reference_grads(x, g, combine=True, softplus=False), x)
 
 
+def test_bwd_channel_block_override(scan):
+    """block_c (channels per program) forced to 16 under the interpreter: 13 channels in a masked block, the
+    float64 reference's gradients; a width other than 8, 16 or 32 is refused."""
+    _, bwd = scan
+    assert bwd.scan_bwd_launch_config(1, 13, 11, 4, True, block_c=16).walk.constexprs["BLOCK_C"] == 16
+    x = model_layout(1, 13, 11, seed=12)
+    _, g, got = run_triton(scan, x, combine=False, chunk=4, chunks_per_program=1, block_c=16)
+    assert_grads_close(got, reference_grads(x, g, combine=False), x)
+    with pytest.raises(ValueError, match="block_c"):
+        bwd.scan_bwd_launch_config(1, 13, 11, 4, True, block_c=12)
+
+
 @pytest.mark.parametrize("sub_chunk", [1, 5])
 def test_bwd_two_level_recompute(scan, sub_chunk):
     """The walk's sub-checkpoints every step (1), and in sub-chunks of 5 of 8 (a partial last one; 3 of 4 is the
@@ -298,7 +310,7 @@ def test_bwd_gpu_chunk_splits_agree(scan, dtype, batch, length):
     _, g, base = run_triton(scan, x, combine, 64, chunks_per_program=10 ** 6)
     assert bwd.scan_bwd_launch_config(batch, 384, length, 64, False).groups > 1
     for kw in (dict(), dict(chunks_per_program=1, sub_chunk=8), dict(scatter_sums=True),
-               dict(chunks_per_program=1, sub_chunk=8, scatter_sums=True)):
+               dict(chunks_per_program=1, sub_chunk=8, scatter_sums=True), dict(block_c=16)):
         _, _, got = run_triton(scan, x, combine, 64, **kw)
         for name in GRAD_NAMES:
             want = base[name].float()
