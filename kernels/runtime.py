@@ -80,6 +80,8 @@ def eager_autograd(name: str, forward: Callable, setup_context: Callable, backwa
     training step at 224 px, batch 128 was host-bound (the GPU busy ~55 of ~140 ms; H200, torch 2.11). Traced
     calls keep the custom op (`traced`). Returns the Function's apply."""
     function = type(name, (torch.autograd.Function,), {
+        # a *args wrapper: apply() binds the forward's signature with its defaults, and setup_context must see
+        # exactly the op's arguments (a launcher with extra keyword parameters would add them to `inputs`)
         "forward": staticmethod(lambda *args: forward(*args)),
         "setup_context": staticmethod(setup_context),
         "backward": staticmethod(backward),

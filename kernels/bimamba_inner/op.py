@@ -79,8 +79,8 @@ def _k_slices(rows: int) -> int:
 
 def _weight_grad(a: Tensor, b: Tensor) -> Tensor:
     """a^T b per direction: a (2, M, P), b (2, M, Q) -> (2, P, Q) in a's dtype, summed over M in K slices
-    (`_k_slices`) with fp32 partials for 16-bit operands. Each direction's (M, P) operand may be strided (u's layout interleaves the
-    directions), so the slices are views per direction."""
+    (`_k_slices`) with fp32 partials for 16-bit operands. Each direction's (M, P) operand may be strided (u's
+    layout interleaves the directions), so the slices are views per direction."""
     slices = _k_slices(a.shape[1])
     out = []
     for a_d, b_d in zip(a, b):
@@ -225,11 +225,10 @@ def bimamba_inner(h, in_proj, conv_w, conv_b, x_proj_t, dt_proj_t, A, D, dt_bias
         raise ValueError(f"h, in_proj, x_proj_t, dt_proj_t and out_proj must share one dtype (cast them first); "
                          f"got {h.dtype}, {in_proj.dtype}, {x_proj_t.dtype}, {dt_proj_t.dtype}, {out_proj.dtype}")
     norm_r, norm_w, norm_eps = norm if norm is not None else (None, None, 0.0)
-    args = (h, in_proj, conv_w, conv_b, x_proj_t, dt_proj_t, A, D, dt_bias, out_proj, norm_r, norm_w,
-            float(norm_eps), bool(combine), CHECKPOINT_CHUNK)
-    if traced(*args[:12]):
-        return torch.ops.vimbench.bimamba_inner(*args)[0]
-    return _bimamba_inner_eager(*args)[0]
+    tensors = (h, in_proj, conv_w, conv_b, x_proj_t, dt_proj_t, A, D, dt_bias, out_proj, norm_r, norm_w)
+    args = (*tensors, float(norm_eps), bool(combine), CHECKPOINT_CHUNK)
+    op = torch.ops.vimbench.bimamba_inner if traced(*tensors) else _bimamba_inner_eager
+    return op(*args)[0]
 
 
 __all__ = ["bimamba_inner"]

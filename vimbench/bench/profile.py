@@ -163,9 +163,7 @@ def _warm_and_time_steps(model, key, warmup: int, iters: int, result: ProfileRes
 
     from vimbench.bench import train
 
-    result.optimizer, result.lr, result.loss = train.OPTIMIZER, train.LEARNING_RATE, train.LOSS
-    result.activation_checkpointing = train.ACTIVATION_CHECKPOINTING
-    result.train_boundary = getattr(model, "train_boundary", None)  # Vim only
+    train.record_step_fields(result, model)
     step = train.make_train_step(model, key.batch, key.res, key.dtype, key.device)
     annotate_optimizer(step.optimizer)
     step()  # gradients and AdamW state allocated, backward kernels compiled; never measured

@@ -151,9 +151,7 @@ def _measure_train(model: torch.nn.Module, key: CaseKey, warmup: int, iters: int
                    result: CaseResult) -> _TrainMeasured:
     """A training case (bench/train.py): first step untimed and its gradients checked, the memory pass over one
     step (the AdamW state exists by then), the timing pass. Fills the row's training fields."""
-    result.optimizer, result.lr, result.loss = train.OPTIMIZER, train.LEARNING_RATE, train.LOSS
-    result.activation_checkpointing = train.ACTIVATION_CHECKPOINTING
-    result.train_boundary = getattr(model, "train_boundary", None)  # Vim only; fixed per model at build
+    train.record_step_fields(result, model)
     graphs = key.compile == compiler.CUDA_GRAPHS  # the whole step captured (bench/train.py)
     step = train.make_train_step(model, key.batch, key.res, key.dtype, key.device, capturable=graphs)
     step()  # gradients and AdamW state allocated, backward kernels compiled; never measured

@@ -92,6 +92,14 @@ def _num_classes(model: torch.nn.Module) -> int:
     raise VimbenchError(f"{type(model).__name__} has no linear classification head to train against labels")
 
 
+def record_step_fields(result, model: torch.nn.Module) -> None:
+    """Set what a training row says about its step on `result` (a sweep or profile row): the optimizer, lr, loss,
+    activation checkpointing and, for Vim, the training boundary (fixed per model at build)."""
+    result.optimizer, result.lr, result.loss = OPTIMIZER, LEARNING_RATE, LOSS
+    result.activation_checkpointing = ACTIVATION_CHECKPOINTING
+    result.train_boundary = getattr(model, "train_boundary", None)
+
+
 def check_gradients(model: torch.nn.Module, backend: str) -> None:
     """After a step: raise when a trainable parameter received no gradient (a backward pass that does not reach
     it would leave it untrained while the step still looks fast)."""

@@ -117,14 +117,17 @@ class StackedMixerWeights(torch.autograd.Function):
             d_out = d_out.to(ctx.param_dtypes[1])  # the halves add in the parameter's dtype, as autograd's would
             d_out_proj = d_out[:, :d_out.shape[1] // 2] + d_out[:, d_out.shape[1] // 2:] if ctx.sum_halves else d_out
         conv_w = pair(None if d_conv_w is None else d_conv_w[:, :, None])  # (E, 1, K) each
+        conv_b = pair(d_conv_b)
         x_proj = (None, None)
         if d_x_proj_t is not None:
             rows = d_x_proj_t.transpose(1, 2)  # (2, width, E), layout [B | C | dt | pad]
             x_proj = pair(torch.cat([rows[:, lay.dt], rows[:, lay.B], rows[:, lay.C]], 1))  # official [dt | B | C]
         dt_proj = pair(None if d_dt_proj_t is None else d_dt_proj_t.transpose(1, 2))  # (2, E, R)
         A_log = pair(None if d_A is None else d_A * A)
-        grads = [d_in, d_out_proj, conv_w[0], *pair(d_conv_b)[:1], conv_w[1], *pair(d_conv_b)[1:], *x_proj,
-                 dt_proj[0], pair(d_dt_bias)[0], dt_proj[1], pair(d_dt_bias)[1], *A_log, *pair(d_D)]
+        dt_bias = pair(d_dt_bias)
+        # in _stack_mixer_weights' parameter order
+        grads = [d_in, d_out_proj, conv_w[0], conv_b[0], conv_w[1], conv_b[1], *x_proj, dt_proj[0], dt_bias[0],
+                 dt_proj[1], dt_bias[1], *A_log, *pair(d_D)]
         grads = [None if g is None else g.to(dt) for g, dt in zip(grads, ctx.param_dtypes)]
         return (None, None, None, *grads)
 
@@ -195,24 +198,23 @@ class BiMambaMixer(nn.Module):
         params = [modules[m]._parameters[name] for m, name in _MIXER_SUBMODULE_PARAMS]
         return params + [own[name] for name in _MIXER_OWN_PARAMS]
 
-    def _build_weights(self, dtype: torch.dtype, sum_halves: bool | None = None) -> MixerWeights:
-        """sum_halves: out_proj as the weight twice along K (the halves GEMM) or once; None: as the forward's
-        dtype decides (sums_halves_in_gemm)."""
-        sum_halves = sums_halves_in_gemm(dtype) if sum_halves is None else sum_halves
+    def _build_weights(self, dtype: torch.dtype, sum_halves: bool) -> MixerWeights:
+        """sum_halves: out_proj as the weight twice along K (the halves GEMM) or once."""
         return _stack_mixer_weights(self.x_dbl_layout, dtype, sum_halves, *self._mixer_params())
 
     def weights(self, dtype: torch.dtype, sum_halves: bool | None = None) -> MixerWeights:
-        """The stacked weights for activations of `dtype` (sum_halves: `_build_weights`). Without autograd
+        """The stacked weights for activations of `dtype`; sum_halves: out_proj twice along K (the halves GEMM)
+        or once, None: as sums_halves_in_gemm(dtype) decides. Without autograd
         (inference) they are built once and reused until a parameter changes (new storage or an in-place update
         bumps the key); with autograd they are built on every call so gradients reach the parameters, as one
         autograd node (`StackedMixerWeights`: ~20 recorded casts, stacks and reorders per layer, and as many
         backward nodes, cost host time in a host-bound training step), and under torch.compile as plain ops
         (the traced graph holds the stacking ops, since the cache's data-pointer key cannot be traced; vimbench's
         inference compiles use inductor freezing, which folds them into constants at compile time)."""
+        sum_halves = sums_halves_in_gemm(dtype) if sum_halves is None else sum_halves
         if torch.compiler.is_compiling():
             return self._build_weights(dtype, sum_halves)
         params = self._mixer_params()
-        sum_halves = sums_halves_in_gemm(dtype) if sum_halves is None else sum_halves
         if torch.is_grad_enabled():
             return MixerWeights(*StackedMixerWeights.apply(self.x_dbl_layout, dtype, sum_halves, *params))
         # Dict reads, not self.parameters() (walking the module tree cost 2.1 ms of host time per Vim-Ti forward,
