@@ -147,6 +147,13 @@ def _conv_token(out_row, t, t_end, stride_out_dir, stride_out_l, mask_c, bias_f,
     tl.store(ptr + stride_out_dir, (b * tl.sigmoid(b)).to(dtype), mask=mask)
 
 
+# Below this many 128 x 32 programs the rows kernel takes 32 x 8 tiles: more programs, a shorter walk each.
+# Measured on the H200 (2026-12-02, bf16, 197 tokens, kernel time of graph-captured launches,
+# results/history/scan-small-grid-h200-2026-12-02.json): Vim-Ti batch 1 (21 programs) 6.81 -> 2.25 us, batch 8
+# (168) 7.16 -> 3.68 us, Vim-S batch 1 6.91 -> 2.49 us; at batch 64 (1,344) 128 x 32 stays (15.7 vs 15.3 us).
+SMALL_GRID_PROGRAMS = 528
+
+
 def conv1d_launch_config(batch: int, channels: int, length: int, width: int, channel_last: bool,
                          interpreted: bool) -> LaunchConfig:
     """Which kernel `conv1d_silu_bidir` launches, its grid, tile and warps: the one place that chooses them (the
@@ -155,11 +162,17 @@ def conv1d_launch_config(batch: int, channels: int, length: int, width: int, cha
     Channel-last x with K = 4 (the Vim mixer): the token-walking kernel, 128 channels x 32 tokens per program
     on a GPU. On the H200, 32-token chunks beat the tile kernel at every batch-64 Vim-Ti length from 577 tokens
     up in bf16 and fp32, and in bf16 at batch 1 and 8 too (results/history/conv1d-dispatch-h200-2026-11-30.json).
+    Grids of fewer than SMALL_GRID_PROGRAMS such programs take 32 channels x 8 tokens instead.
     Otherwise the tile kernel: lanes along channels for channel-last x (each token's channel run is one
     coalesced access), along tokens for token-contiguous x. Interpreter: small blocks and chunks so that tests
     cross chunk, tile and channel-block edges."""
     if channel_last and width == 4:
-        block_c, chunk = (8, 8) if interpreted else (128, 32)
+        if interpreted:
+            block_c, chunk = 8, 8
+        elif triton.cdiv(channels, 128) * triton.cdiv(length, 32) * batch < SMALL_GRID_PROGRAMS:
+            block_c, chunk = 32, 8
+        else:
+            block_c, chunk = 128, 32
         return LaunchConfig(kernel="_conv1d_silu_bidir_rows_kernel",
                             grid=(triton.cdiv(channels, block_c), triton.cdiv(length, chunk), batch),
                             constexprs=dict(BLOCK_C=block_c, CHUNK=chunk), num_warps=1)

@@ -314,16 +314,34 @@ def _project_dt(dt_row, W_dt, bias_row, HAS_BIAS: tl.constexpr, DT_RANK: tl.cons
 
 
 def _blocks_for(programs_at_32: int) -> int:
-    """Channels per program: 32 (one warp, one channel per lane); 16 when 32 would leave most SMs idle
-    (batch 1: a B=1, E=384 bidirectional scan is only 24 one-warp programs)."""
+    """Channels per program of the scan backward's walk: 32 (one warp, one channel per lane); 16 when 32 would
+    leave most SMs idle (batch 1: a B=1, E=384 bidirectional scan is only 24 one-warp programs)."""
     return 16 if programs_at_32 < 264 else 32
+
+
+def one_pass_block_c(programs_at_32: int) -> int:
+    """Channels per one-warp program of the one-pass scan, from the grid it would have at 32: small grids (batch
+    1-8 at 224 px) split each channel's N states over 32 / BLOCK_C lanes (states summed by shuffles), so that each
+    lane does fewer exponentials per token and more programs share the sequential walk. Measured on the H200
+    (2026-12-02, bf16, 197 tokens, kernel time of graph-captured launches, results/history/scan-small-grid-h200-
+    2026-12-02.json), us per call at BLOCK_C 2/4/8/16/32: Vim-Ti batch 1 (24 programs at 32) 26.7/28.7/34.5/45.3/
+    45.6; batch 4 (96) 40.0/32.6/34.4/44.9/46.0; batch 8 (192) 74.6/44.8/38.7/45.3/46.3; batch 16 (384) -/84.1/49.1/
+    51.4/46.7; Vim-B batch 1 (96) 39.9/32.6/34.9/45.3/46.5."""
+    if programs_at_32 <= 32:
+        return 2
+    if programs_at_32 <= 96:
+        return 4
+    if programs_at_32 < 264:
+        return 8
+    return 32
 
 
 def scan_launch_config(batch: int, channels: int, n_dir: int, interpreted: bool) -> LaunchConfig:
     """`_scan_kernel`'s grid (channel blocks, directions, batch), tile and warps: the one place that chooses them
-    (the launcher and `vimbench kernels static` both call it). One warp, a channel per lane; under the
-    interpreter small tiles, so that tests exercise channel masks and several programs, and no inline asm."""
-    block_c = 8 if interpreted else _blocks_for(triton.cdiv(channels, 32) * n_dir * batch)
+    (the launcher and `vimbench kernels static` both call it). One warp; a channel per lane, or per 32 / BLOCK_C
+    lanes on small grids (`one_pass_block_c`); under the interpreter small tiles, so that tests exercise channel
+    masks and several programs, and no inline asm."""
+    block_c = 8 if interpreted else one_pass_block_c(triton.cdiv(channels, 32) * n_dir * batch)
     return LaunchConfig(
         kernel="_scan_kernel",
         grid=(triton.cdiv(channels, block_c), n_dir, batch),

@@ -87,3 +87,20 @@ def test_conv1d_channel_last_gpu(conv, dtype, channels, length):
     ref64 = conv1d_silu_bidir_ref(x.double(), w.double(), b.double())
     assert out.stride(2) == 1
     assert_close_to_f64(out, ref64, dtype, conv1d_silu_bidir_ref(x, w, b))
+
+
+def test_conv1d_rows_tiles_follow_the_grid():
+    """Small grids (batch 1-8 at 224 px) take 32 x 8 tiles, large ones 128 x 32; the grid covers every channel
+    and token either way; the interpreter keeps its small tiles."""
+    from kernels.conv1d.fwd import conv1d_launch_config
+
+    def tiles(batch, length):
+        cfg = conv1d_launch_config(batch, 384, length, 4, channel_last=True, interpreted=False)
+        return cfg.constexprs["BLOCK_C"], cfg.constexprs["CHUNK"], cfg.grid
+
+    assert tiles(1, 197) == (32, 8, (12, 25, 1))
+    assert tiles(8, 197) == (32, 8, (12, 25, 8))
+    assert tiles(64, 197) == (128, 32, (3, 7, 64))
+    assert tiles(8, 6085) == (128, 32, (3, 191, 8))
+    interp = conv1d_launch_config(1, 384, 197, 4, channel_last=True, interpreted=True)
+    assert (interp.constexprs["BLOCK_C"], interp.constexprs["CHUNK"]) == (8, 8)

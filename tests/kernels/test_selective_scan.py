@@ -253,3 +253,28 @@ def test_bimamba_scan_halves_gpu(triton_scan, dtype, channels, length):
     plain = bimamba_scan_ref(**x)
     assert halves.dtype == dtype
     assert_close_to_f64(halves.double().sum(0), ref64, dtype, plain)
+
+
+def test_one_pass_block_shrinks_on_small_grids():
+    """The one-pass scan's channels per one-warp program follow the grid it would have at 32 (as measured on the
+    H200): Vim-Ti batch 1 (24 programs at 32) splits each channel's states over 16 lanes, batch 64 keeps one
+    channel per lane; the grid covers every channel either way."""
+    fwd = pytest.importorskip("kernels.selective_scan.fwd")
+    picks = {batch: fwd.scan_launch_config(batch, 384, 2, interpreted=False).constexprs["BLOCK_C"]
+             for batch in (1, 2, 4, 8, 16, 64)}
+    assert picks == {1: 2, 2: 4, 4: 4, 8: 8, 16: 32, 64: 32}
+    cfg = fwd.scan_launch_config(1, 384, 2, interpreted=False)
+    assert cfg.grid == (192, 2, 1) and cfg.num_warps == 1
+    assert fwd.scan_launch_config(1, 384, 2, interpreted=True).constexprs["BLOCK_C"] == 8
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("batch,channels", [(1, 384), (2, 384), (8, 384), (1, 1536), (1, 13)])
+@pytest.mark.parametrize("combine", [True, False])
+def test_bimamba_scan_small_grid_blocks_gpu(triton_scan, dtype, batch, channels, combine):
+    """Every one-pass block size that small grids pick (2, 4, 8 channels per warp) against float64."""
+    x = model_layout(batch, channels, 197, dtype=dtype, device="cuda")
+    out = triton_scan.bimamba_scan(**x, combine=combine)
+    full = out if combine else out.double().sum(0)
+    assert_close_to_f64(full, _ref64_bimamba(x), dtype, bimamba_scan_ref(**x))
