@@ -116,7 +116,8 @@ def _scan_spec(dtype: str, mode: str, shape: OpShape = STATIC_SHAPE, bc_dtype: s
     mode "halves": bimamba_scan(combine=False), what the bf16 model launches: out (2, B, E, L) in u's dtype, a
     view of (B, L, 2, E). "combined": bimamba_scan(combine=True): fp32 atomics into (B, E, L). "single":
     selective_scan, one direction. dt_proj: the fused form, delta the dt columns of x_dbl (bc_dtype) and the
-    (2, E, R) weight a view of a contiguous (2, R, E) stack in dtype; named scan/<mode>_dtproj/<dtype><label>."""
+    (2, E, R) weight a view of a contiguous (2, R, E) stack in dtype; named scan/<mode>_dtproj/<dtype><label>
+    (scan/<mode>/<dtype><label> without). A small-batch shape gets the small-grid block (`one_pass_block_c`)."""
     from kernels.selective_scan.fwd import scan_launch_config
 
     dirs = 1 if mode == "single" else 2
@@ -135,7 +136,7 @@ def _scan_spec(dtype: str, mode: str, shape: OpShape = STATIC_SHAPE, bc_dtype: s
     # 2 tokens x N states x (BLOCK_C / threads) channels per thread.
     tokens_per_trip = 2
     state_elements = 2 * tokens_per_trip * shape.d_state * cfg.constexprs["BLOCK_C"] // (32 * cfg.num_warps)
-    name = f"scan/{mode}_dtproj/{dtype}{label}" if dt_proj else f"scan/{mode}/{dtype}"
+    name = f"scan/{mode}_dtproj/{dtype}{label}" if dt_proj else f"scan/{mode}/{dtype}{label}"
     return spec_from_args(name, "kernels.selective_scan.fwd", cfg.kernel, args, constexprs,
                           do_not_specialize=("L",), num_warps=cfg.num_warps, state_elements=state_elements)
 
@@ -253,6 +254,9 @@ register(_scan_op(
     work=lambda s, dtype: rl.bimamba_scan_work(s.batch, s.channels, s.length, s.d_state, dtype=dtype,
                                                halves=True),
     static_specs=lambda: [_scan_spec("bf16", "halves"),
+                          # the small-grid blocks: 2 channels per warp at batch 1, 8 at batch 8 (224 px)
+                          _scan_spec("bf16", "halves", OpShape(batch=1, channels=384, length=VIM_TI_224), label="/b1"),
+                          _scan_spec("bf16", "halves", OpShape(batch=8, channels=384, length=VIM_TI_224), label="/b8"),
                           *_chunked_scan_specs("bf16", "halves", passes=("states", "outputs")),
                           *_chunked_scan_specs("bf16", "halves", save_every=64)],
     regression=(RegressionShape(64, 384, VIM_TI_1248, "bf16"), RegressionShape(64, 384, VIM_TI_224, "bf16")),
@@ -398,9 +402,10 @@ def _conv_inputs(shape: OpShape, dtype, device: str) -> dict[str, Any]:
                 bias=rnd(2, E, scale=0.1, dt=torch.float32))
 
 
-def _conv_spec(dtype: str, shape: OpShape = STATIC_SHAPE) -> KernelSpec:
+def _conv_spec(dtype: str, shape: OpShape = STATIC_SHAPE, label: str = "") -> KernelSpec:
     """kernels/conv1d/fwd.py as the Vim mixer launches it (K = 4, channel-last): x a view of xz (B, L, 2E);
-    weight (2, E, 4) and bias (2, E) fp32 stacks; out (2, B, E, L) a view of (B, L, 2, E)."""
+    weight (2, E, 4) and bias (2, E) fp32 stacks; out (2, B, E, L) a view of (B, L, 2, E). Named
+    conv1d/bidir/<dtype><label>; a small grid gets the small tiles (`conv1d_launch_config`)."""
     from kernels.conv1d.fwd import conv1d_launch_config
 
     B_, E, L, K = shape.batch, shape.channels, shape.length, shape.d_conv
@@ -415,7 +420,7 @@ def _conv_spec(dtype: str, shape: OpShape = STATIC_SHAPE) -> KernelSpec:
         "stride_bias_dir": E, "stride_bias_e": 1,
         "stride_out_dir": o_dir, "stride_out_b": o_b, "stride_out_l": o_l,
     }
-    return spec_from_args(f"conv1d/bidir/{dtype}", "kernels.conv1d.fwd", cfg.kernel, args,
+    return spec_from_args(f"conv1d/bidir/{dtype}{label}", "kernels.conv1d.fwd", cfg.kernel, args,
                           dict(HAS_BIAS=True, **cfg.constexprs), do_not_specialize=("L",), num_warps=cfg.num_warps)
 
 
@@ -440,7 +445,8 @@ register(KernelOp(
     inputs=_conv_inputs,
     work=lambda s, dtype: rl.conv1d_bidir_work(s.batch, s.channels, s.length, s.d_conv, dtype=dtype),
     kernels=("kernels.conv1d.fwd:_conv1d_silu_bidir_rows_kernel", "kernels.conv1d.fwd:_conv1d_silu_bidir_kernel"),
-    static_specs=lambda: [_conv_spec("bf16"), _conv_spec("fp32")],
+    static_specs=lambda: [_conv_spec("bf16"), _conv_spec("fp32"),
+                          _conv_spec("bf16", OpShape(batch=1, channels=384, length=VIM_TI_224), label="/b1")],
     regression=_both_dtypes((64, 384, VIM_TI_1248), (64, 384, VIM_TI_224)),
     official=_official_conv,
     backward="kernels.conv1d.bwd:conv1d_silu_bidir_bwd",
