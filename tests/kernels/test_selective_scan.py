@@ -266,6 +266,8 @@ def test_one_pass_block_shrinks_on_small_grids():
     cfg = fwd.scan_launch_config(1, 384, 2, interpreted=False)
     assert cfg.grid == (192, 2, 1) and cfg.num_warps == 1
     assert fwd.scan_launch_config(1, 384, 2, interpreted=True).constexprs["BLOCK_C"] == 8
+    aheads = {batch: fwd.scan_launch_config(batch, 384, 2, interpreted=False).constexprs["AHEAD"] for batch in (1, 64)}
+    assert aheads == {1: fwd.SMALL_GRID_AHEAD, 64: 1}
 
 
 @pytest.mark.gpu
@@ -278,3 +280,26 @@ def test_bimamba_scan_small_grid_blocks_gpu(triton_scan, dtype, batch, channels,
     out = triton_scan.bimamba_scan(**x, combine=combine)
     full = out if combine else out.double().sum(0)
     assert_close_to_f64(full, _ref64_bimamba(x), dtype, bimamba_scan_ref(**x))
+
+
+@pytest.mark.parametrize("ahead", [1, 2])
+@pytest.mark.parametrize("length", [1, 2, 3, 4, 5, 6, 9])
+@pytest.mark.parametrize("combine", [True, False])
+def test_bimamba_scan_loads_ahead(triton_scan, monkeypatch, ahead, length, combine):
+    """Both load pipelines of the one-pass scan (AHEAD 1: the next trip's loads in flight; 2: the next two trips',
+    what small grids take) give the reference's output, across the boundary between unmasked and masked trips."""
+    import dataclasses
+
+    fwd = pytest.importorskip("kernels.selective_scan.fwd")
+    base = fwd.scan_launch_config
+
+    def forced(*args, **kwargs):
+        cfg = base(*args, **kwargs)
+        return dataclasses.replace(cfg, constexprs={**cfg.constexprs, "AHEAD": ahead})
+
+    monkeypatch.setattr(fwd, "scan_launch_config", forced)
+    x = stack_directions(2, 19, length)
+    out = triton_scan.bimamba_scan(**x, combine=combine)
+    full = out if combine else out.sum(0)
+    rtol, atol = TOL[torch.float32]
+    torch.testing.assert_close(full, bimamba_scan_ref(**x), rtol=rtol, atol=atol)
