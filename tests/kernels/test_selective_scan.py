@@ -283,7 +283,7 @@ def test_bimamba_scan_small_grid_blocks_gpu(triton_scan, dtype, batch, channels,
 
 
 @pytest.mark.parametrize("ahead", [1, 2])
-@pytest.mark.parametrize("length", [1, 2, 3, 4, 5, 6, 9])
+@pytest.mark.parametrize("length", [1, 4, 5, 9])
 @pytest.mark.parametrize("combine", [True, False])
 def test_bimamba_scan_loads_ahead(triton_scan, monkeypatch, ahead, length, combine):
     """Both load pipelines of the one-pass scan (AHEAD 1: the next trip's loads in flight; 2: the next two trips',
