@@ -255,7 +255,7 @@ def test_bimamba_scan_halves_gpu(triton_scan, dtype, channels, length):
     assert_close_to_f64(halves.double().sum(0), ref64, dtype, plain)
 
 
-def test_one_pass_block_shrinks_on_small_grids():
+def test_one_pass_block_shrinks_on_small_grids(monkeypatch):
     """The one-pass scan's channels per one-warp program follow the grid it would have at 32 (as measured on the
     H200): Vim-Ti batch 1 (24 programs at 32) splits each channel's states over 16 lanes, batch 64 keeps one
     channel per lane; the grid covers every channel either way."""
@@ -268,6 +268,9 @@ def test_one_pass_block_shrinks_on_small_grids():
     assert fwd.scan_launch_config(1, 384, 2, interpreted=True).constexprs["BLOCK_C"] == 8
     aheads = {batch: fwd.scan_launch_config(batch, 384, 2, interpreted=False).constexprs["AHEAD"] for batch in (1, 64)}
     assert aheads == {1: fwd.SMALL_GRID_AHEAD, 64: 1}
+    monkeypatch.setattr(fwd, "SMALL_GRID_AHEAD", 2)
+    assert fwd.scan_launch_config(1, 384, 2, interpreted=False).constexprs["AHEAD"] == 2
+    assert fwd.scan_launch_config(64, 384, 2, interpreted=False).constexprs["AHEAD"] == 1
 
 
 @pytest.mark.gpu
