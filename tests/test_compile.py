@@ -108,6 +108,41 @@ def test_inference_compiles_freeze_the_weights_on_top_of_the_mode_options(monkey
     assert frozen["freezing"] is True and frozen["triton.cudagraphs"] is True
 
 
+class _Stacked(torch.nn.Module):
+    """Like Vim's mixer: a weight built from parameters on every call (stack, exp) before a matmul."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = torch.nn.Parameter(torch.randn(8, 8)), torch.nn.Parameter(torch.randn(8, 8))
+
+    def forward(self, x):
+        w = torch.stack([self.a, self.b]).exp()
+        return x @ w[0] + x @ w[1]
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_frozen_inductor_compile_really_folds_the_weights(freeze):
+    """With freezing the parameters are constants of the compiled graph: an in-place change after compiling
+    does not reach the compiled output (it does without freezing, and in eager). Passing freezing as a
+    torch.compile option alone left them graph inputs (compiler.FreezingCompile says why)."""
+    torch._dynamo.reset()
+    model, x = _Stacked().eval(), torch.randn(4, 8)
+    with torch.inference_mode():
+        compiled = compiler.compile_model(model, "default", "inductor", freeze=freeze)
+        before = compiled(x)
+        torch.testing.assert_close(before, model(x))
+    with torch.no_grad():
+        model.a.mul_(2)
+    with torch.inference_mode():
+        after, eager = compiled(x), model(x)
+    torch._dynamo.reset()
+    assert not torch.allclose(eager, before)
+    if freeze:
+        torch.testing.assert_close(after, before, rtol=0, atol=0)
+    else:
+        torch.testing.assert_close(after, eager)
+
+
 def test_x_proj_reorder_keeps_the_official_rows_and_zero_pads():
     from vimbench.layout import XDblLayout
 

@@ -130,7 +130,8 @@ def compile_model(model, mode: str, backend: str = "inductor", freeze: bool = Fa
     freeze (inductor only; inference): inductor's freezing, the setting torch documents for compiled inference:
     the weights become constants of the compiled graph and what is computed from weights alone (Vim's stacked
     and reordered mixer weights, the casts of every model's weights under autocast) is folded at compile time.
-    The compiled model then runs the weights it was compiled with. Applied to every model alike."""
+    The compiled model then runs the weights it was compiled with. Applied to every model alike; see
+    `FreezingCompile` for how (passing freezing among torch.compile's options alone does nothing)."""
     import torch
 
     if not is_torch_compile(mode):
@@ -138,10 +139,37 @@ def compile_model(model, mode: str, backend: str = "inductor", freeze: bool = Fa
     check_mode_backend((mode,), backend)
     if freeze and backend == "inductor":
         # torch.compile takes a mode or options, not both: the mode's own options plus freezing
-        return torch.compile(model, backend=backend, dynamic=False, fullgraph=False,
-                             options={**_mode_options(mode), "freezing": True})
+        return FreezingCompile(torch.compile(model, backend=backend, dynamic=False, fullgraph=False,
+                                             options={**_mode_options(mode), "freezing": True}))
     return torch.compile(model, mode=None if mode == "default" else mode, backend=backend, dynamic=False,
                          fullgraph=False)
+
+
+class FreezingCompile:
+    """A torch.compile'd model whose compilation runs with inductor's global `freezing` flag set.
+
+    Why: dynamo decides while it traces whether parameters enter the graph as constants (graph attributes that
+    inductor can freeze) or as inputs, by reading the GLOBAL inductor config (torch._dynamo.utils.
+    is_parameter_freezing); torch.compile's `options` only apply later, inside inductor. With
+    options={"freezing": True} alone the parameters stay graph inputs and nothing is frozen: every compiled call
+    rebuilt Vim's stacked mixer weights (4 extra kernels per layer) and re-cast every model's weights under
+    autocast (found 2026-12-02 in inductor's output code, torch 2.14; the same code path in 2.11). Compilation
+    happens in the first call (tracing is lazy), so that call runs under config.patch(freezing=True); later
+    calls go straight to the compiled model (the patch costs ~14 us of host time, too much for a timed call)."""
+
+    def __init__(self, compiled):
+        self.compiled = compiled
+        self._compiled_once = False
+
+    def __call__(self, *args, **kwargs):
+        if self._compiled_once:
+            return self.compiled(*args, **kwargs)
+        import torch._inductor.config as inductor_config
+
+        with inductor_config.patch(freezing=True):
+            out = self.compiled(*args, **kwargs)
+        self._compiled_once = True
+        return out
 
 
 def _mode_options(mode: str) -> dict[str, Any]:
