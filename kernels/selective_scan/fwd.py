@@ -81,7 +81,7 @@ def _scan_kernel(
     N_STATE: tl.constexpr, BLOCK_C: tl.constexpr, MASK_C: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     ATOMIC: tl.constexpr, USE_ASM: tl.constexpr, PREFETCH: tl.constexpr, SAVE_EVERY: tl.constexpr,
-    DT_RANK: tl.constexpr = 0, AHEAD: tl.constexpr = 1,
+    DT_RANK: tl.constexpr = 0,
 ):
     """One program: BLOCK_C channels (one per lane) of one (direction, batch). Each lane keeps its channel's N
     states in registers and steps through the tokens one at a time, two per loop trip, loading each token's
@@ -96,10 +96,7 @@ def _scan_kernel(
     DT_RANK: 0, or R > 0: dt_proj fused. delta_ptr then holds the low-rank dt (dirs, batch, R, L), stride_dt_e
     being its stride along R, and each token's (C,) delta is sum_r dt_low[r] * W[c, r] with W = dtw_ptr
     (dirs, E, R): the token's R values load like its B and C rows (broadcast over the lanes), the program's
-    (R, C) slice of W stays in registers, and R FMAs per channel replace the delta load.
-    AHEAD: loop trips whose loads are in flight while a trip computes: 1 (the next trip's, `_trip`), or 2 (the
-    next two trips', `_trip_ahead2`: small grids, where one program's walk is the whole kernel and a single
-    trip of arithmetic does not cover a memory round trip; registers are plentiful there)."""
+    (R, C) slice of W stays in registers, and R FMAs per channel replace the delta load."""
     pid_c = tl.program_id(0)
     direction = tl.program_id(1).to(tl.int64)  # index into the direction-stacked inputs (and the output)
     backward = (tl.program_id(1) + dir_first) == 1  # tokens run from L-1 down to 0
@@ -153,33 +150,18 @@ def _scan_kernel(
     t1 = _load_token(1, *args, HAS_Z, True, MASK_C, DT_RANK)
     # (C,) pointers to this program's channels in checkpoint slot 0, row 0.
     ckpt_lanes = ckpt_ptr + (direction * tl.num_programs(2) + pid_b) * tl.cdiv(L, SAVE_EVERY) * N_STATE * E + c64
-    if AHEAD == 2:
-        t2 = _load_token(2, *args, HAS_Z, True, MASK_C, DT_RANK)
-        t3 = _load_token(3, *args, HAS_Z, True, MASK_C, DT_RANK)
-        # Trip k steps tokens 2k, 2k+1 and loads 2k+4, 2k+5: all < L for k < (L - 4) // 2.
-        for k in range(0, tl.maximum((L - 4) // 2, 0)):
-            if SAVE_EVERY > 0:
-                _save_checkpoint(h, 2 * k, ckpt_lanes, E, mask_c, N_STATE, SAVE_EVERY)
-            h, t0, t1, t2, t3 = _trip_ahead2(h, 2 * k, t0, t1, t2, t3, args, step_args, HAS_D, HAS_Z, HAS_BIAS,
-                                             SOFTPLUS, ATOMIC, USE_ASM, False, MASK_C, DT_RANK, W_dt)
-        for k in range(tl.maximum((L - 4) // 2, 0), tl.cdiv(L, 2)):
-            if SAVE_EVERY > 0:
-                _save_checkpoint(h, 2 * k, ckpt_lanes, E, mask_c, N_STATE, SAVE_EVERY)
-            h, t0, t1, t2, t3 = _trip_ahead2(h, 2 * k, t0, t1, t2, t3, args, step_args, HAS_D, HAS_Z, HAS_BIAS,
-                                             SOFTPLUS, ATOMIC, USE_ASM, True, MASK_C, DT_RANK, W_dt)
-    else:
-        # Trip k steps tokens 2k, 2k+1 and loads 2k+2, 2k+3; every one of them is < L for k < (L - 2) // 2.
-        full_trips = tl.maximum((L - 2) // 2, 0)
-        for k in range(0, full_trips):
-            if SAVE_EVERY > 0:
-                _save_checkpoint(h, 2 * k, ckpt_lanes, E, mask_c, N_STATE, SAVE_EVERY)
-            h, t0, t1 = _trip(h, 2 * k, t0, t1, args, step_args, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC,
-                               USE_ASM, False, MASK_C, PREFETCH, DT_RANK, W_dt)
-        for k in range(full_trips, tl.cdiv(L, 2)):
-            if SAVE_EVERY > 0:
-                _save_checkpoint(h, 2 * k, ckpt_lanes, E, mask_c, N_STATE, SAVE_EVERY)
-            h, t0, t1 = _trip(h, 2 * k, t0, t1, args, step_args, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC,
-                               USE_ASM, True, MASK_C, PREFETCH, DT_RANK, W_dt)
+    # Trip k steps tokens 2k, 2k+1 and loads 2k+2, 2k+3; every one of them is < L for k < (L - 2) // 2.
+    full_trips = tl.maximum((L - 2) // 2, 0)
+    for k in range(0, full_trips):
+        if SAVE_EVERY > 0:
+            _save_checkpoint(h, 2 * k, ckpt_lanes, E, mask_c, N_STATE, SAVE_EVERY)
+        h, t0, t1 = _trip(h, 2 * k, t0, t1, args, step_args, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC,
+                           USE_ASM, False, MASK_C, PREFETCH, DT_RANK, W_dt)
+    for k in range(full_trips, tl.cdiv(L, 2)):
+        if SAVE_EVERY > 0:
+            _save_checkpoint(h, 2 * k, ckpt_lanes, E, mask_c, N_STATE, SAVE_EVERY)
+        h, t0, t1 = _trip(h, 2 * k, t0, t1, args, step_args, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC,
+                           USE_ASM, True, MASK_C, PREFETCH, DT_RANK, W_dt)
 
 
 @triton.jit
@@ -239,26 +221,6 @@ def _trip(h, step, t0, t1, args, step_args, HAS_D: tl.constexpr, HAS_Z: tl.const
         n0 = _load_token(step + 2, *args, HAS_Z, MASK_T, MASK_C, DT_RANK)
         n1 = _load_token(step + 3, *args, HAS_Z, MASK_T, MASK_C, DT_RANK)
     return h, n0, n1
-
-
-@triton.jit
-def _trip_ahead2(h, step, t0, t1, t2, t3, args, step_args, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
-                 HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ATOMIC: tl.constexpr, USE_ASM: tl.constexpr,
-                 MASK_T: tl.constexpr, MASK_C: tl.constexpr, DT_RANK: tl.constexpr = 0, W_dt=0.0):
-    """`_trip` with two trips' loads in flight: tokens `step`, `step + 1` (t0, t1) are stepped, t2, t3 (loaded by
-    the previous trip) wait, and the loads of tokens step + 4, step + 5 are issued first. Returns the new state
-    and the next trip's four tokens (t2, t3 and the new loads)."""
-    if DT_RANK > 0:
-        bias_row = step_args[2]
-        t0 = (t0[0], _project_dt(t0[1], W_dt, bias_row, HAS_BIAS, DT_RANK), t0[2], t0[3], t0[4])
-        t1 = (t1[0], _project_dt(t1[1], W_dt, bias_row, HAS_BIAS, DT_RANK), t1[2], t1[3], t1[4])
-    n0 = _load_token(step + 4, *args, HAS_Z, MASK_T, MASK_C, DT_RANK)
-    n1 = _load_token(step + 5, *args, HAS_Z, MASK_T, MASK_C, DT_RANK)
-    h = _token_step(h, step, *t0, *step_args, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM,
-                    MASK_T, MASK_C, DT_RANK)
-    h = _token_step(h, step + 1, *t1, *step_args, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM,
-                    MASK_T, MASK_C, DT_RANK)
-    return h, t2, t3, n0, n1
 
 
 @triton.jit
@@ -357,13 +319,6 @@ def _blocks_for(programs_at_32: int) -> int:
     return 16 if programs_at_32 < 264 else 32
 
 
-# Trips of loads in flight (`_scan_kernel`'s AHEAD) where the one-pass grid is small (`one_pass_block_c` < 32);
-# large grids keep 1 (their registers bound the programs per SM). The interpreter follows the same rule. 2 (the
-# next two trips' loads in flight) is built and tested but not yet measured on the H200: the default stays 1, the
-# pipeline the small-grid blocks were measured with (kernels/NOTES.md "Small grids").
-SMALL_GRID_AHEAD = 1
-
-
 def one_pass_block_c(programs_at_32: int) -> int:
     """Channels per one-warp program of the one-pass scan, from the grid it would have at 32: small grids (batch
     1-8 at 224 px) split each channel's N states over 32 / BLOCK_C lanes (states summed by shuffles), so that each
@@ -391,8 +346,7 @@ def scan_launch_config(batch: int, channels: int, n_dir: int, interpreted: bool)
     return LaunchConfig(
         kernel="_scan_kernel",
         grid=(triton.cdiv(channels, block_c), n_dir, batch),
-        constexprs=dict(BLOCK_C=block_c, MASK_C=channels % block_c != 0, USE_ASM=not interpreted, PREFETCH=True,
-                        AHEAD=SMALL_GRID_AHEAD if gpu_block_c < 32 else 1),
+        constexprs=dict(BLOCK_C=block_c, MASK_C=channels % block_c != 0, USE_ASM=not interpreted, PREFETCH=True),
         num_warps=1,
     )
 
