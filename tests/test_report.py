@@ -428,6 +428,10 @@ def test_graph_replayed_rows_at_one_resolution_report_without_a_doubled_label(tm
     assert svgs
     text = " ".join(_svg_text(path) for path in svgs)
     assert "graphs" in text and "graphs graphs" not in text
+    # the tables pair eager with eager and graphs with graphs, and their labels tell the two pairs apart
+    pairs = [(r["vim"], r["deit"]) for r in read_csv(out / "tables" / "ratios.csv") if r["res (px)"] == "1248"]
+    assert len(pairs) == 2 and len(set(pairs)) == 2, pairs
+    assert sum("graphs" in vim and "graphs" in deit for vim, deit in pairs) == 1
 
 
 def test_accuracy_pareto_front():

@@ -237,6 +237,13 @@ def varying(df, fields: Sequence[str] = LINE_FIELDS) -> list[str]:
     return [f for f in fields if df[f].astype(str).nunique(dropna=False) > 1]
 
 
+def pair_label_fields(df) -> list[str]:
+    """The varying fields that labels of Vim/DeiT pairs must show: those a pair may differ in, and the flags
+    (CUDA-graph replay, +h2d) that both sides of a pair share but that tell one pair from another (eager
+    against eager beside graphs against graphs)."""
+    return [f for f in varying(df) if f not in PAIR_FIELDS or f in FLAG_FIELDS]
+
+
 def line_label(key: dict[str, Any] | Any, show: Sequence[str]) -> str:
     """A short curve label: model, then implementation/attention, then whatever else varies."""
     get = key.get if isinstance(key, dict) else (lambda f: key[f])

@@ -105,7 +105,7 @@ def ratios_table(df, caption: str, mode: str = "infer") -> Table | None:
     rat = D.ratios(df)
     if not rat:
         return None
-    show = [f for f in D.varying(df) if f not in D.PAIR_FIELDS]
+    show = D.pair_label_fields(df)
     rows = []
     for r in sorted(rat, key=lambda r: (str(r.vim["dtype"]), int(r.vim["batch"]), D.line_label(r.vim, show),
                                         D.line_label(r.deit, show), r.res)):
@@ -128,7 +128,7 @@ def summary_table(df, caption: str, mode: str = "infer") -> Table | None:
     pairs = D.pair_summaries(df)
     if not pairs:
         return None
-    show = [f for f in D.varying(df) if f not in D.PAIR_FIELDS]
+    show = D.pair_label_fields(df)
     rows = []
     for s in sorted(pairs, key=lambda s: (str(s.vim["dtype"]), -int(s.vim["batch"]), D.line_label(s.vim, show),
                                           D.line_label(s.deit, show))):
