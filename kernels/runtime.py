@@ -29,6 +29,18 @@ class LaunchConfig:
         return {"num_warps": self.num_warps, **({"maxnreg": self.maxnreg} if self.maxnreg else {})}
 
 
+def cdiv(a: int, b: int) -> int:
+    """ceil(a / b) for host-side launch arithmetic. triton.cdiv is a constexpr function in recent Triton (its
+    call wrapper unwraps constexprs: ~1.7 us per call on CPU, triton 3.8), and a Vim forward computes ~200 grid
+    sizes."""
+    return -(-a // b)
+
+
+def next_power_of_2(n: int) -> int:
+    """The smallest power of two >= n (n >= 1), host side (see `cdiv`)."""
+    return 1 << (int(n) - 1).bit_length()
+
+
 def strides(prefix: str, names: tuple[str, ...], values: tuple[int, ...]) -> dict[str, int]:
     """Keyword arguments {prefix_name: stride} for a launch, e.g. strides("stride_u", ("b", "e", "l"), u.stride())."""
     if len(names) != len(values):

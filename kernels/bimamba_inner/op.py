@@ -35,13 +35,12 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-import triton
 
 from kernels.bimamba_inner.reference import x_dbl_slices
 from kernels.conv1d import fwd as conv_fwd
 from kernels.conv1d.op import conv1d_silu_bidir, conv1d_silu_bidir_bwd
 from kernels.rmsnorm.op import add_rmsnorm
-from kernels.runtime import eager_autograd, traced
+from kernels.runtime import cdiv, eager_autograd, traced
 from kernels.selective_scan import fwd as scan_fwd
 from kernels.selective_scan.op import CHECKPOINT_CHUNK, bimamba_scan_bwd
 
@@ -142,7 +141,7 @@ def _(h, in_proj, conv_w, conv_b, x_proj_t, dt_proj_t, A, D, dt_bias, out_proj, 
     batch, length = h.shape[:2]
     inner = in_proj.shape[0] // 2
     x_dbl = h.new_empty(2, batch * length, x_proj_t.shape[-1])
-    checkpoints = h.new_empty((2, batch, triton.cdiv(length, chunk), A.shape[-1], inner), dtype=torch.float32)
+    checkpoints = h.new_empty((2, batch, cdiv(length, chunk), A.shape[-1], inner), dtype=torch.float32)
     return h.new_empty(batch, length, out_proj.shape[0]), h.new_empty(batch, length, inner), x_dbl, checkpoints
 
 

@@ -30,7 +30,7 @@ import triton
 import triton.language as tl
 
 from kernels.conv1d.fwd import _x_at, load_taps
-from kernels.runtime import LaunchConfig, check_device, strides
+from kernels.runtime import LaunchConfig, cdiv, check_device, next_power_of_2, strides
 
 
 @triton.jit
@@ -315,7 +315,7 @@ def conv1d_bwd_launch_config(batch: int, channels: int, length: int, width: int,
         else:
             block_c, chunk, warps = 128, 64, 2
         return LaunchConfig(kernel="_conv1d_silu_bidir_bwd_rows_kernel",
-                            grid=(triton.cdiv(channels, block_c), triton.cdiv(length, chunk), batch),
+                            grid=(cdiv(channels, block_c), cdiv(length, chunk), batch),
                             constexprs=dict(BLOCK_C=block_c, CHUNK=chunk, USE_ASM=not interpreted),
                             num_warps=warps)
     if interpreted:
@@ -325,8 +325,8 @@ def conv1d_bwd_launch_config(batch: int, channels: int, length: int, width: int,
     else:
         block_e, block_l, chunk, warps = 4, 128, 1024, 4
     return LaunchConfig(kernel="_conv1d_silu_bidir_bwd_kernel",
-                        grid=(triton.cdiv(length, chunk), triton.cdiv(channels, block_e), batch),
-                        constexprs=dict(K=width, K_POW2=triton.next_power_of_2(width), BLOCK_E=block_e,
+                        grid=(cdiv(length, chunk), cdiv(channels, block_e), batch),
+                        constexprs=dict(K=width, K_POW2=next_power_of_2(width), BLOCK_E=block_e,
                                         BLOCK_L=block_l, CHUNK=chunk),
                         num_warps=warps)
 

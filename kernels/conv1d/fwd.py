@@ -10,7 +10,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.runtime import LaunchConfig, check_device, strides
+from kernels.runtime import LaunchConfig, cdiv, check_device, strides
 
 
 @triton.jit(do_not_specialize=["L"])
@@ -169,12 +169,12 @@ def conv1d_launch_config(batch: int, channels: int, length: int, width: int, cha
     if channel_last and width == 4:
         if interpreted:
             block_c, chunk = 8, 8
-        elif triton.cdiv(channels, 128) * triton.cdiv(length, 32) * batch < SMALL_GRID_PROGRAMS:
+        elif cdiv(channels, 128) * cdiv(length, 32) * batch < SMALL_GRID_PROGRAMS:
             block_c, chunk = 32, 8
         else:
             block_c, chunk = 128, 32
         return LaunchConfig(kernel="_conv1d_silu_bidir_rows_kernel",
-                            grid=(triton.cdiv(channels, block_c), triton.cdiv(length, chunk), batch),
+                            grid=(cdiv(channels, block_c), cdiv(length, chunk), batch),
                             constexprs=dict(BLOCK_C=block_c, CHUNK=chunk), num_warps=1)
     if interpreted:
         block_e, block_l, warps = 4, 8, 1
@@ -183,7 +183,7 @@ def conv1d_launch_config(batch: int, channels: int, length: int, width: int, cha
     else:
         block_e, block_l, warps = 4, 256, 4
     return LaunchConfig(kernel="_conv1d_silu_bidir_kernel",
-                        grid=(triton.cdiv(length, block_l), triton.cdiv(channels, block_e), batch),
+                        grid=(cdiv(length, block_l), cdiv(channels, block_e), batch),
                         constexprs=dict(K=width, BLOCK_E=block_e, BLOCK_L=block_l), num_warps=warps)
 
 

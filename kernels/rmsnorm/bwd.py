@@ -15,7 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.runtime import LaunchConfig, check_device
+from kernels.runtime import LaunchConfig, cdiv, check_device, next_power_of_2
 
 
 @triton.jit
@@ -72,13 +72,13 @@ def rmsnorm_bwd_launch_config(rows: int, dim: int, interpreted: bool, sm_count: 
     forward's time (NOTES.md; to be confirmed on the H200).
     Interpreter: 2-row blocks and at most 3 programs, so that tests cover programs with several row blocks and
     row masks."""
-    block_d = triton.next_power_of_2(dim)
+    block_d = next_power_of_2(dim)
     if interpreted:
         block_r, warps, cap = 2, 1, 3
     else:
         block_r = max(1, min(16, 4096 // block_d))
         warps, cap = (4 if block_d * block_r <= 4096 else 8), PROGRAMS_PER_SM * sm_count
-    programs = max(1, min(triton.cdiv(rows, block_r), cap))
+    programs = max(1, min(cdiv(rows, block_r), cap))
     return LaunchConfig(kernel="_add_rmsnorm_bwd_kernel", grid=(programs,),
                         constexprs=dict(BLOCK_R=block_r, BLOCK_D=block_d), num_warps=warps)
 

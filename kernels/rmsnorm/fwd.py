@@ -5,7 +5,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.runtime import LaunchConfig, check_device
+from kernels.runtime import LaunchConfig, cdiv, check_device, next_power_of_2
 
 
 @triton.jit
@@ -39,13 +39,13 @@ def rmsnorm_launch_config(rows: int, dim: int, interpreted: bool) -> LaunchConfi
     `vimbench kernels static` both call it). Each program normalizes BLOCK_R whole rows (BLOCK_D: D rounded up to
     a power of two), up to 16 rows and ~4096 elements; under the interpreter 4 rows, so that tests cover several
     programs and row masks."""
-    block_d = triton.next_power_of_2(dim)
+    block_d = next_power_of_2(dim)
     if interpreted:
         block_r, warps = 4, 1
     else:
         block_r = max(1, min(16, 4096 // block_d))
         warps = 4 if block_d * block_r <= 4096 else 8
-    return LaunchConfig(kernel="_add_rmsnorm_kernel", grid=(triton.cdiv(rows, block_r),),
+    return LaunchConfig(kernel="_add_rmsnorm_kernel", grid=(cdiv(rows, block_r),),
                         constexprs=dict(BLOCK_R=block_r, BLOCK_D=block_d), num_warps=warps)
 
 

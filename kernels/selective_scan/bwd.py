@@ -55,7 +55,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.runtime import LaunchConfig, check_device
+from kernels.runtime import LaunchConfig, cdiv, check_device
 from kernels.selective_scan.fwd import LN2, LOG2E, _blocks_for, _check, _load_lanes, _softplus, load_rows, store_rows
 
 
@@ -497,33 +497,33 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
     block_c: channels per one-warp program, 8, 16 or 32 (an experiment knob: 16 leaves two lanes per channel and
     fewer registers per lane, so more programs per SM); None picks (32 on the GPU unless the grid is tiny; 8 under
     the interpreter)."""
-    n_chunks = max(1, triton.cdiv(length, chunk))
+    n_chunks = max(1, cdiv(length, chunk))
     if block_c is not None:
         if block_c not in (8, 16, 32):
             raise ValueError(f"block_c must be 8, 16 or 32; got {block_c}")
     elif interpreted:
         block_c = 8
     else:
-        per_group_32 = triton.cdiv(channels, 32) * 2 * batch
+        per_group_32 = cdiv(channels, 32) * 2 * batch
         block_c = _blocks_for(per_group_32 * _groups_for(per_group_32, n_chunks, chunks_per_program))
-    per_group = triton.cdiv(channels, block_c) * 2 * batch
+    per_group = cdiv(channels, block_c) * 2 * batch
     if chunks_per_program is None and interpreted:
         chunks_per_program = 2
     groups = _groups_for(per_group, n_chunks, chunks_per_program)
-    cpp = triton.cdiv(n_chunks, groups)
-    groups = triton.cdiv(n_chunks, cpp)
+    cpp = cdiv(n_chunks, groups)
+    groups = cdiv(n_chunks, cpp)
     if sub_chunk is None:
         sub_chunk = 3 if interpreted else DEFAULT_SUB_CHUNK
     sub_chunk = int(sub_chunk)
     if sub_chunk < 0:
         raise ValueError(f"sub_chunk must be >= 0; got {sub_chunk}")
     sub = sub_chunk if 0 < sub_chunk < chunk else 0
-    seg, sub_tiles = (sub, triton.cdiv(chunk, sub)) if sub else (chunk, 0)
+    seg, sub_tiles = (sub, cdiv(chunk, sub)) if sub else (chunk, 0)
     if scatter_sums is None:
         scatter_sums = DEFAULT_SCATTER_SUMS
     scatter = bool(scatter_sums) and not interpreted and block_c == 32 and n_state == 16
     constexprs = dict(BLOCK_C=block_c, CHUNK=chunk, USE_ASM=not interpreted, PREFETCH=True)
-    n_cblocks = triton.cdiv(channels, block_c)
+    n_cblocks = cdiv(channels, block_c)
     walk = LaunchConfig(kernel="_scan_bwd_kernel", grid=(n_cblocks, 2 * groups, batch),
                         constexprs=dict(constexprs, SUB=sub, SEG=seg, SUB_TILES=sub_tiles,
                                         SCATTER_SUMS=scatter),
@@ -542,7 +542,7 @@ def _groups_for(programs_per_group: int, n_chunks: int, chunks_per_program: int 
     if chunks_per_program is not None:
         if int(chunks_per_program) < 1:
             raise ValueError(f"chunks_per_program must be >= 1; got {chunks_per_program}")
-        return triton.cdiv(n_chunks, min(int(chunks_per_program), n_chunks))
+        return cdiv(n_chunks, min(int(chunks_per_program), n_chunks))
     if programs_per_group >= SPLIT_BELOW_PROGRAMS:
         return 1
     return max(1, min(n_chunks, TARGET_PROGRAMS // max(1, programs_per_group)))
@@ -556,7 +556,7 @@ def _check_bwd(grad_out, u, checkpoints, combine, chunk, n_state):
     chunk = int(chunk)
     if chunk < 2 or chunk % 2 or chunk > 1024:
         raise ValueError(f"chunk must be an even number of tokens in 2..1024; got {chunk}")
-    ck_shape = (2, batch, triton.cdiv(length, chunk), n_state, channels)
+    ck_shape = (2, batch, cdiv(length, chunk), n_state, channels)
     if tuple(checkpoints.shape) != ck_shape or checkpoints.dtype != torch.float32 or \
             not checkpoints.is_contiguous():
         raise ValueError(f"checkpoints must be contiguous fp32 {ck_shape} (from bimamba_scan_fwd_save with "

@@ -37,7 +37,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.runtime import LaunchConfig
+from kernels.runtime import LaunchConfig, cdiv
 from kernels.selective_scan.fwd import (
     LOG2E, _load_lanes, _load_token, _save_checkpoint, _softplus, _token_position, _trip, load_rows, store_rows,
 )
@@ -90,26 +90,26 @@ def chunked_scan_launch_config(batch: int, channels: int, length: int, n_dir: in
     if split == 0 or length == 0:
         return None
     block_c = 8 if interpreted else CHANNELS_PER_PROGRAM
-    channel_blocks = triton.cdiv(channels, block_c)
+    channel_blocks = cdiv(channels, block_c)
     if split is None:
-        programs = triton.cdiv(channels, CHANNELS_PER_PROGRAM) * n_dir * batch
+        programs = cdiv(channels, CHANNELS_PER_PROGRAM) * n_dir * batch
         if interpreted or programs >= UNDERFILLED_PROGRAMS_PER_SM * sm_count:
             return None
         if length < MIN_CHUNKED_LENGTH:
             return None
         unit = save_every if save_every else 2
-        chunk = triton.cdiv(CHUNK_TOKENS, unit) * unit
+        chunk = cdiv(CHUNK_TOKENS, unit) * unit
         if chunk >= length:
             return None  # one chunk: the one-pass kernel does the same work in one launch
     else:
         chunk = split
-    n_chunks = triton.cdiv(length, chunk)
+    n_chunks = cdiv(length, chunk)
     tiles = dict(BLOCK_C=block_c, MASK_C=channels % block_c != 0, USE_ASM=not interpreted, PREFETCH=True)
     combine_block = 32 if interpreted else COMBINE_BLOCK
     return ChunkedScanConfig(
         chunk=chunk, n_chunks=n_chunks,
         states=LaunchConfig("_chunk_states_kernel", (channel_blocks, n_chunks - 1, n_dir * batch), tiles, 1),
-        combine=LaunchConfig("_chunk_combine_kernel", (triton.cdiv(n_state * channels, combine_block),
+        combine=LaunchConfig("_chunk_combine_kernel", (cdiv(n_state * channels, combine_block),
                                                        n_dir * batch), dict(BLOCK=combine_block), COMBINE_WARPS),
         outputs=LaunchConfig("_chunk_outputs_kernel", (channel_blocks, n_chunks, n_dir * batch), tiles, 1,
                              maxnreg=None if interpreted else OUTPUTS_MAXNREG),

@@ -28,7 +28,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.runtime import LaunchConfig, check_device, strides
+from kernels.runtime import LaunchConfig, cdiv, check_device, strides
 
 LOG2E = tl.constexpr(1.4426950408889634)
 LN2 = tl.constexpr(0.6931471805599453)
@@ -341,11 +341,11 @@ def scan_launch_config(batch: int, channels: int, n_dir: int, interpreted: bool)
     (the launcher and `vimbench kernels static` both call it). One warp; a channel per lane, or per 32 / BLOCK_C
     lanes on small grids (`one_pass_block_c`); under the interpreter small tiles, so that tests exercise channel
     masks and several programs, and no inline asm."""
-    gpu_block_c = one_pass_block_c(triton.cdiv(channels, 32) * n_dir * batch)
+    gpu_block_c = one_pass_block_c(cdiv(channels, 32) * n_dir * batch)
     block_c = 8 if interpreted else gpu_block_c
     return LaunchConfig(
         kernel="_scan_kernel",
-        grid=(triton.cdiv(channels, block_c), n_dir, batch),
+        grid=(cdiv(channels, block_c), n_dir, batch),
         constexprs=dict(BLOCK_C=block_c, MASK_C=channels % block_c != 0, USE_ASM=not interpreted, PREFETCH=True),
         num_warps=1,
     )
@@ -511,7 +511,7 @@ def bimamba_scan_fwd_save(u, delta, A, B, C, D=None, z=None, delta_bias=None, de
     if chunk < 2 or chunk % 2 or chunk > 1024:
         raise ValueError(f"chunk must be an even number of tokens in 2..1024; got {chunk}")
     _, batch, channels, length = u.shape
-    checkpoints = torch.empty(2, batch, triton.cdiv(length, chunk), A.shape[-1], channels, dtype=torch.float32,
+    checkpoints = torch.empty(2, batch, cdiv(length, chunk), A.shape[-1], channels, dtype=torch.float32,
                               device=u.device)
     A = A.float()
     D = None if D is None else D.float()
