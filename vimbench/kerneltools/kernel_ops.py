@@ -136,7 +136,7 @@ def _scan_spec(dtype: str, mode: str, shape: OpShape = STATIC_SHAPE, bc_dtype: s
     # 2 tokens x N states x (BLOCK_C / threads) channels per thread.
     tokens_per_trip = 2
     state_elements = 2 * tokens_per_trip * shape.d_state * cfg.constexprs["BLOCK_C"] // (32 * cfg.num_warps)
-    name = f"scan/{mode}_dtproj/{dtype}{label}" if dt_proj else f"scan/{mode}/{dtype}{label}"
+    name = f"scan/{mode}{'_dtproj' if dt_proj else ''}/{dtype}{label}"
     return spec_from_args(name, "kernels.selective_scan.fwd", cfg.kernel, args, constexprs,
                           do_not_specialize=("L",), num_warps=cfg.num_warps, state_elements=state_elements)
 

@@ -1,5 +1,6 @@
 """Host cost of vimbench's own Python per eager forward (Triton launches replaced by no-ops; CPU tensors, tiny
-dims so the torch ops are cheap): Vim with depth 24 at 224 px (197 tokens), embed 16, batch 1."""
+dims so the torch ops are cheap): Vim with depth 24 at 224 px (197 tokens), embed 16, batch 1. CPU only:
+`python results/history/scripts/hostcpu.py [prof]` (prof: cProfile's top 25 by own time)."""
 import os, sys, time, cProfile, pstats
 os.environ["TRITON_INTERPRET"] = "1"
 import torch
@@ -26,7 +27,7 @@ for _ in range(15):
 dt = best
 calls["n"] = 0
 fwd()
-print(f"{dt*1e3:.3f} ms per forward, {calls['n']/n:.0f} triton launches per forward")
+print(f"{dt*1e3:.3f} ms per forward (best of 15 x 20), {calls['n']} Triton launches per forward (no-ops)")
 if len(sys.argv) > 1:
     pr = cProfile.Profile(); pr.enable()
     for _ in range(20): fwd()
