@@ -182,7 +182,8 @@ def test_percentile_interpolates():
     assert percentile([7.0], 80) == 7.0
 
 
-@pytest.mark.parametrize("name", ["paper_fig1", "cpu_smoke", "foundation_h200", "extended_h200", "compile_h200"])
+@pytest.mark.parametrize("name", ["paper_fig1", "cpu_smoke", "foundation_h200", "extended_h200", "compile_h200",
+                                  "headline_compiled_h200"])
 def test_shipped_suites_expand(name):
     config, source = sweeps.resolve_config(name, {}, cuda_available=True)
     plan = sweeps.plan_sweep(config)
@@ -208,6 +209,14 @@ def test_compile_suite_is_the_issue_11_table():
     # 2 models x 2 res x 2 batches x 4 modes
     assert len(cases) == 32 and {c.compile for c in cases} == {"none", "default", "max-autotune-no-cudagraphs",
                                                                "reduce-overhead"}
+
+
+def test_headline_compiled_suite_pairs_eager_and_compiled_over_the_extended_ladder():
+    config, _ = sweeps.resolve_config("headline_compiled_h200", {}, cuda_available=True)
+    cases = sweeps.plan_sweep(config).cases
+    assert config.res == (224, 384, 512, 640, 738, 896, 1024, 1248, 1536, 2048)
+    assert len(cases) == 40 and {(c.model, c.compile) for c in cases} == {
+        (m, mode) for m in ("vim_t", "deit_t") for mode in ("none", "default")}
 
 
 def test_foundation_suite_is_the_agreed_sweep():
