@@ -177,25 +177,35 @@ def test_training_step_vim_t_bf16_gpu(train_boundary):
         assert err <= 2 * plain_err + 2e-2, f"{name}: triton {err:.3g} vs torch bf16 {plain_err:.3g}"
 
 
+@pytest.mark.parametrize("n_mixers", [1, 3])
 @pytest.mark.parametrize("dtype, sum_halves", [(torch.float32, False), (torch.bfloat16, True),
                                                (torch.bfloat16, False)])
-def test_stacked_mixer_weights_node_matches_autograd_through_the_stacking(dtype, sum_halves):
-    """The mixer's weights under autograd are one node (StackedMixerWeights): the same values, and the same
-    parameter gradients as autograd through the stacking ops one by one, for every parameter."""
+def test_stacked_mixer_weights_node_matches_autograd_through_the_stacking(n_mixers, dtype, sum_halves):
+    """The mixers' weights under autograd are one node (StackedMixerWeights) for one mixer or several (the model
+    builds all its layers' at once): the same values, and the same parameter gradients as autograd through the
+    stacking ops one mixer at a time, for every parameter of every mixer."""
     from vimbench.models.ops import get_ops
-    from vimbench.models.vim import BiMambaMixer, StackedMixerWeights, _stack_mixer_weights
+    from vimbench.models.vim import BiMambaMixer, _stack_mixer_weights, stacked_mixer_weights
 
     torch.manual_seed(0)
-    mixer = BiMambaMixer(16, 2, get_ops("torch"))
-    params = mixer._mixer_params()
+    mixers = [BiMambaMixer(16, 2, get_ops("torch")) for _ in range(n_mixers)]
+    params = [p for mixer in mixers for p in mixer._mixer_params()]
     g = torch.Generator().manual_seed(1)
-    node = StackedMixerWeights.apply(mixer.x_dbl_layout, dtype, sum_halves, *params)
-    plain = tuple(_stack_mixer_weights(mixer.x_dbl_layout, dtype, sum_halves, *params).__dict__.values())
+    node = [t for w in stacked_mixer_weights(mixers, dtype, sum_halves) for t in w.__dict__.values()]
+    plain = [t for mixer in mixers for t in _stack_mixer_weights(mixer.x_dbl_layout, dtype, sum_halves,
+                                                                 *mixer._mixer_params()).__dict__.values()]
     grads_out = [torch.randn(t.shape, generator=g).to(t.dtype) for t in plain]
-    assert type(node[0].grad_fn).__name__ == "StackedMixerWeightsBackward"
-    got = torch.autograd.grad(node, params, grads_out)
+    assert {type(t.grad_fn).__name__ for t in node[1:]} == {"StackedMixerWeightsBackward"}
+    assert len({id(t.grad_fn) for t in node[1:]}) == 1, "one autograd node for all mixers"
+    got = torch.autograd.grad(node, params, grads_out, retain_graph=True)
     want = torch.autograd.grad(plain, params, grads_out)
-    for (a, b), name in zip(zip(node, plain), "in_proj conv_w conv_b x_proj_t dt_proj_t A D dt_bias out_proj".split()):
+    names = "in_proj conv_w conv_b x_proj_t dt_proj_t A D dt_bias out_proj".split() * n_mixers
+    for (a, b), name in zip(zip(node, plain), names):
+        assert a.shape == b.shape and a.stride() == b.stride(), name
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
     for i, (a, b) in enumerate(zip(got, want)):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=f"parameter {i}")
+    if n_mixers > 1:  # a mixer whose weights reach no output: its parameters get no gradient, not zeros
+        used = [k for k in range(len(node)) if k // 9 != 1]
+        got = torch.autograd.grad([node[k] for k in used], params, [grads_out[k] for k in used], allow_unused=True)
+        assert [g is None for g in got] == [k // 16 == 1 for k in range(len(params))]

@@ -31,11 +31,12 @@ class XDblLayout:
         return slice(2 * self.d_state, 2 * self.d_state + self.dt_rank)
 
     def reorder(self, weight):
-        """(dt_rank + 2N, E) official x_proj weight (a torch tensor) -> (width, E) in this layout, pad rows zero."""
+        """(..., dt_rank + 2N, E) official x_proj weight (a torch tensor; leading dims, e.g. stacked layers, are
+        kept) -> (..., width, E) in this layout, pad rows zero."""
         import torch
 
         r, n = self.dt_rank, self.d_state
         # F.pad rather than a cat with a zeros tensor: inductor's freezing constant-folds a pad of a parameter,
         # not a cat with a `full` (which it keeps lazy), so a frozen compiled graph does no per-call reordering
-        rows = torch.cat([weight[r:r + n], weight[r + n:r + 2 * n], weight[:r]])
+        rows = torch.cat([weight[..., r:r + n, :], weight[..., r + n:r + 2 * n, :], weight[..., :r, :]], dim=-2)
         return torch.nn.functional.pad(rows, (0, 0, 0, self.width - r - 2 * n))

@@ -176,6 +176,9 @@ def vim_saved_per_layer(res: int, batch: int, train_boundary: str = "fused", emb
             model = model.to(dtype).train()
             images = torch.empty(batch, 3, res, res, dtype=dtype)
         model._activation_dtype = lambda: dtype  # the meta device has no autocast state to ask
+        # each mixer builds its own weights, so that what a layer saves is its own (the model's one stacked node
+        # for all layers would put every layer's weights in shared storages; the same bytes in total)
+        model.training_weights = lambda dtype: None
         return Counter(_saved_storages(model, images))
 
     per_layer = saved(2) - saved(1)

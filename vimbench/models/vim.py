@@ -74,62 +74,105 @@ _BMM_HAS_OUT_DTYPE = "dtype" in torch.ops.aten.bmm.overloads()
 def _stack_mixer_weights(layout: XDblLayout, dtype: torch.dtype, sum_halves: bool, in_proj, out_proj, conv_w_f,
                          conv_b_f, conv_w_b, conv_b_b, x_proj_f, x_proj_b, dt_proj_f, dt_bias_f, dt_proj_b, dt_bias_b,
                          A_log_f, A_log_b, D_f, D_b) -> MixerWeights:
-    """MixerWeights from the mixer's parameters (official names and shapes; direction 0 forward, 1 backward)."""
-    both = torch.stack
+    """MixerWeights from the mixer's parameters (official names and shapes; direction 0 forward, 1 backward).
+    Every parameter may carry the same leading dimensions (layers stacked in front, `StackedMixerWeights`);
+    every field then has them too, before its direction axis."""
+    def both(f, b, dims):  # the directions stacked in front of the last `dims` dimensions
+        return torch.stack([f, b], dim=-dims - 1)
+
     return MixerWeights(
         in_proj=in_proj.to(dtype),
-        conv_w=both([conv_w_f[:, 0], conv_w_b[:, 0]]),
-        conv_b=both([conv_b_f, conv_b_b]),
-        x_proj_t=both([layout.reorder(x_proj_f), layout.reorder(x_proj_b)]).to(dtype).transpose(1, 2),
-        dt_proj_t=both([dt_proj_f, dt_proj_b]).to(dtype).transpose(1, 2),
-        A=-torch.exp(both([A_log_f, A_log_b]).float()),
-        D=both([D_f, D_b]).float(),
-        dt_bias=both([dt_bias_f, dt_bias_b]).float(),
-        out_proj=(torch.cat([out_proj, out_proj], 1) if sum_halves else out_proj).to(dtype),
+        conv_w=both(conv_w_f[..., 0, :], conv_w_b[..., 0, :], 2),
+        conv_b=both(conv_b_f, conv_b_b, 1),
+        x_proj_t=both(layout.reorder(x_proj_f), layout.reorder(x_proj_b), 2).to(dtype).transpose(-2, -1),
+        dt_proj_t=both(dt_proj_f, dt_proj_b, 2).to(dtype).transpose(-2, -1),
+        A=-torch.exp(both(A_log_f, A_log_b, 2).float()),
+        D=both(D_f, D_b, 1).float(),
+        dt_bias=both(dt_bias_f, dt_bias_b, 1).float(),
+        out_proj=(torch.cat([out_proj, out_proj], -1) if sum_halves else out_proj).to(dtype),
     )
 
 
+_PARAMS_PER_MIXER = 16  # _stack_mixer_weights' parameters
+_FIELDS = len(MixerWeights.__dataclass_fields__)
+# The MixerWeights field (index) that each of _stack_mixer_weights' parameters goes into.
+_FIELD_OF_PARAM = (0, 8, 1, 2, 1, 2, 3, 3, 4, 7, 4, 7, 5, 5, 6, 6)
+
+
 class StackedMixerWeights(torch.autograd.Function):
-    """`_stack_mixer_weights` as ONE autograd node: forward(layout, dtype, sum_halves, *params) -> the
-    MixerWeights fields; backward maps their gradients back onto the parameters (the transposes, the x_proj row
-    order, the casts, A = -exp(A_log), the doubled out_proj undone) in a few ops. Same values and gradients as
-    autograd through the stacking ops, without recording them one by one."""
+    """`_stack_mixer_weights` for n mixers as ONE autograd node: forward(layout, dtype, sum_halves, n, *params),
+    params layer-major (n x 16, each mixer's in `_stack_mixer_weights` order) -> the n mixers' MixerWeights
+    fields, layer-major (n x 9). With n > 1 the parameters of all layers are stacked first, so the ~25 casts,
+    stacks and reorders run once for the model instead of once per layer (a Vim-Ti training step launched ~600
+    such kernels when every mixer built its own; the eager step is host-bound). backward maps the fields'
+    gradients back onto the parameters (transposes, the x_proj row order, casts, A = -exp(A_log), the doubled
+    out_proj undone), again once for all layers. Same values and gradients as autograd through the stacking ops
+    one by one (tests/test_training.py). Old-style (forward takes ctx): torch binds a setup_context-style
+    Function's default arguments through inspect.signature on every call."""
 
     @staticmethod
-    def forward(layout, dtype, sum_halves, *params):
-        return tuple(_stack_mixer_weights(layout, dtype, sum_halves, *params).__dict__.values())
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        layout, _, sum_halves, *params = inputs
-        ctx.layout, ctx.sum_halves = layout, sum_halves
-        ctx.param_dtypes = [p.dtype for p in params]
-        ctx.save_for_backward(output[5])  # A = -exp(A_log): dA_log = dA * A
+    def forward(ctx, layout, dtype, sum_halves, n_layers, *params):
+        per = _PARAMS_PER_MIXER
+        if len(params) != n_layers * per:
+            raise ValueError(f"{n_layers} mixers take {n_layers * per} parameters; got {len(params)}")
+        if n_layers == 1:
+            stacked = [p.unsqueeze(0) for p in params]  # views: one mixer needs no copies
+        else:
+            stacked = [torch.stack(params[j::per]) for j in range(per)]
+        w = _stack_mixer_weights(layout, dtype, sum_halves, *stacked)
+        ctx.layout, ctx.sum_halves, ctx.n_layers = layout, sum_halves, n_layers
+        ctx.param_dtypes = [p.dtype for p in params[:per]]
+        ctx.save_for_backward(w.A)  # A = -exp(A_log): dA_log = dA * A
         ctx.set_materialize_grads(False)
+        fields = list(w.__dict__.values())
+        return tuple(field[i] for i in range(n_layers) for field in fields)
 
     @staticmethod
-    def backward(ctx, d_in, d_conv_w, d_conv_b, d_x_proj_t, d_dt_proj_t, d_A, d_D, d_dt_bias, d_out):
-        lay = ctx.layout
+    def backward(ctx, *grads):
+        lay, n = ctx.layout, ctx.n_layers
         (A,) = ctx.saved_tensors
-        pair = lambda g: (None, None) if g is None else (g[0], g[1])  # noqa: E731
+
+        def field(j):  # field j's gradients of all layers, stacked; None where no layer got one
+            got = grads[j::_FIELDS]
+            present = [g for g in got if g is not None]
+            if not present:
+                return None
+            if n == 1:
+                return present[0].unsqueeze(0)
+            return torch.stack([g if g is not None else torch.zeros_like(present[0]) for g in got])
+
+        d_in, d_conv_w, d_conv_b, d_x_proj_t, d_dt_proj_t, d_A, d_D, d_dt_bias, d_out = map(field, range(_FIELDS))
+        pair = lambda g, dim: (None, None) if g is None else g.unbind(dim)  # noqa: E731  the two directions
         d_out_proj = None
         if d_out is not None:
             d_out = d_out.to(ctx.param_dtypes[1])  # the halves add in the parameter's dtype, as autograd's would
-            d_out_proj = d_out[:, :d_out.shape[1] // 2] + d_out[:, d_out.shape[1] // 2:] if ctx.sum_halves else d_out
-        conv_w = pair(None if d_conv_w is None else d_conv_w[:, :, None])  # (E, 1, K) each
-        conv_b = pair(d_conv_b)
+            half = d_out.shape[-1] // 2
+            d_out_proj = d_out[..., :half] + d_out[..., half:] if ctx.sum_halves else d_out
+        conv_w = pair(None if d_conv_w is None else d_conv_w[..., None, :], -4)  # (..., E, 1, K) each
+        conv_b = pair(d_conv_b, -2)
         x_proj = (None, None)
         if d_x_proj_t is not None:
-            rows = d_x_proj_t.transpose(1, 2)  # (2, width, E), layout [B | C | dt | pad]
-            x_proj = pair(torch.cat([rows[:, lay.dt], rows[:, lay.B], rows[:, lay.C]], 1))  # official [dt | B | C]
-        dt_proj = pair(None if d_dt_proj_t is None else d_dt_proj_t.transpose(1, 2))  # (2, E, R)
-        A_log = pair(None if d_A is None else d_A * A)
-        dt_bias = pair(d_dt_bias)
-        # in _stack_mixer_weights' parameter order
-        grads = [d_in, d_out_proj, conv_w[0], conv_b[0], conv_w[1], conv_b[1], *x_proj, dt_proj[0], dt_bias[0],
-                 dt_proj[1], dt_bias[1], *A_log, *pair(d_D)]
-        grads = [None if g is None else g.to(dt) for g, dt in zip(grads, ctx.param_dtypes)]
-        return (None, None, None, *grads)
+            rows = d_x_proj_t.transpose(-2, -1)  # (..., 2, width, E), layout [B | C | dt | pad]
+            x_proj = pair(torch.cat([rows[..., lay.dt, :], rows[..., lay.B, :], rows[..., lay.C, :]], -2), -3)
+        dt_proj = pair(None if d_dt_proj_t is None else d_dt_proj_t.transpose(-2, -1), -3)  # (..., E, R) each
+        A_log = pair(None if d_A is None else d_A * A, -3)
+        dt_bias = pair(d_dt_bias, -2)
+        # in _stack_mixer_weights' parameter order, each (n, *parameter shape)
+        stacked = [d_in, d_out_proj, conv_w[0], conv_b[0], conv_w[1], conv_b[1], *x_proj, dt_proj[0], dt_bias[0],
+                   dt_proj[1], dt_bias[1], *A_log, *pair(d_D, -2)]
+        stacked = [None if g is None else g.to(dt) for g, dt in zip(stacked, ctx.param_dtypes)]
+        per_layer = [(None,) * n if g is None else g.unbind(0) for g in stacked]
+        # None (as autograd through the plain ops gives) where a layer's field got no gradient: the zeros stacked
+        # in its place must not reach the parameters (a layer cut off from the loss keeps grad None)
+        return (None, None, None, None, *(None if grads[i * _FIELDS + _FIELD_OF_PARAM[j]] is None else per_layer[j][i]
+                                          for i in range(n) for j in range(_PARAMS_PER_MIXER)))
+
+
+def stacked_mixer_weights(mixers, dtype: torch.dtype, sum_halves: bool) -> list[MixerWeights]:
+    """The MixerWeights of several mixers (same widths) under autograd, from one `StackedMixerWeights` node."""
+    params = [p for mixer in mixers for p in mixer._mixer_params()]
+    fields = StackedMixerWeights.apply(mixers[0].x_dbl_layout, dtype, sum_halves, len(mixers), *params)
+    return [MixerWeights(*fields[i * _FIELDS:(i + 1) * _FIELDS]) for i in range(len(mixers))]
 
 
 class RMSNorm(nn.Module):
@@ -207,8 +250,8 @@ class BiMambaMixer(nn.Module):
         or once, None: as sums_halves_in_gemm(dtype) decides. Without autograd
         (inference) they are built once and reused until a parameter changes (new storage or an in-place update
         bumps the key); with autograd they are built on every call so gradients reach the parameters, as one
-        autograd node (`StackedMixerWeights`: ~20 recorded casts, stacks and reorders per layer, and as many
-        backward nodes, cost host time in a host-bound training step), and under torch.compile as plain ops
+        autograd node (`StackedMixerWeights`; VisionMamba builds all its mixers' weights in one such node per
+        training forward and hands them to the mixers: `training_weights`), and under torch.compile as plain ops
         (the traced graph holds the stacking ops, since the cache's data-pointer key cannot be traced; vimbench's
         inference compiles use inductor freezing, which folds them into constants at compile time)."""
         sum_halves = sums_halves_in_gemm(dtype) if sum_halves is None else sum_halves
@@ -216,7 +259,7 @@ class BiMambaMixer(nn.Module):
             return self._build_weights(dtype, sum_halves)
         params = self._mixer_params()
         if torch.is_grad_enabled():
-            return MixerWeights(*StackedMixerWeights.apply(self.x_dbl_layout, dtype, sum_halves, *params))
+            return stacked_mixer_weights([self], dtype, sum_halves)[0]
         # Dict reads, not self.parameters() (walking the module tree cost 2.1 ms of host time per Vim-Ti forward,
         # kernels/NOTES.md) nor attribute reads (nn.Module.__getattr__ runs in Python: 16 parameters through 28
         # lookups cost ~2x these dict reads on CPU). A replaced Parameter or submodule is still seen here.
@@ -225,16 +268,27 @@ class BiMambaMixer(nn.Module):
             self._weights_cache = (key, self._build_weights(dtype, sum_halves))
         return self._weights_cache[1]
 
-    def forward(self, h: torch.Tensor, norm: tuple | None = None) -> torch.Tensor:
+    def _fused_boundary(self) -> bool:
+        """Whether this mixer trains through the one fused op (when anything requires grad)."""
+        return self.train_boundary != "per-op" and self.ops.bimamba_inner is not None
+
+    def training_sum_halves(self, dtype: torch.dtype) -> bool:
+        """The sum_halves that `_mix` builds its weights with under autograd for activations of `dtype`."""
+        return False if self._fused_boundary() else sums_halves_in_gemm(dtype)
+
+    def forward(self, h: torch.Tensor, norm: tuple | None = None, weights: MixerWeights | None = None
+                ) -> torch.Tensor:
         """(B, L, D) -> (B, L, D). norm: (r, weight, eps) that h was normalized from (the block's add + RMSNorm):
-        the fused training op then recomputes h from r, which the norm keeps, instead of saving h. At inference
+        the fused training op then recomputes h from r, which the norm keeps, instead of saving h. weights: this
+        mixer's MixerWeights built by the caller under autograd (`training_weights`, with
+        `training_sum_halves`), or None to build them here. At inference
         with `batch_slice` set, the batch goes through in slices of that many images (the last one smaller), so
         that the mixer's temporaries (in_proj output, conv output, x_dbl, delta: ~15 values of 16-bit per token
         and inner channel) exist for one slice at a time; the output is the same up to the GEMMs' blocking (the
         kernels are per image and per channel)."""
         step = self.batch_slice
         if not step or h.shape[0] <= step or torch.is_grad_enabled():
-            return self._mix(h, norm)
+            return self._mix(h, norm, weights)
         first = self._mix(h[:step])
         out = first.new_empty((h.shape[0], *first.shape[1:]))  # (B, L, D)
         out[:step] = first
@@ -254,7 +308,7 @@ class BiMambaMixer(nn.Module):
         return self.fuse_dt_proj and self.ops.scan_fuses_dt_proj and not torch.is_grad_enabled()
 
     def _trains_fused(self, h: torch.Tensor) -> bool:
-        return (torch.is_grad_enabled() and self.train_boundary != "per-op" and self.ops.bimamba_inner is not None
+        return (torch.is_grad_enabled() and self._fused_boundary()
                 and (h.requires_grad or self.in_proj.weight.requires_grad))
 
     def _mix_fused(self, h: torch.Tensor, w: MixerWeights, norm: tuple | None) -> torch.Tensor:
@@ -263,14 +317,16 @@ class BiMambaMixer(nn.Module):
         return self.ops.bimamba_inner(h, w.in_proj, w.conv_w, w.conv_b, w.x_proj_t, w.dt_proj_t, w.A, w.D,
                                       w.dt_bias, w.out_proj, combine=combine, norm=norm)
 
-    def _mix(self, h: torch.Tensor, norm: tuple | None = None) -> torch.Tensor:
+    def _mix(self, h: torch.Tensor, norm: tuple | None = None, weights: MixerWeights | None = None) -> torch.Tensor:
         inner, lay = self.d_inner, self.x_dbl_layout
         batch, length = h.shape[0], h.shape[1]
         # Channel-last throughout: per-token channel runs are contiguous, so the scan kernel's per-token loads
         # coalesce. Ops see (B, E, L) / (2, B, N, L) shaped views of these (B, L, ...) tensors.
         if self._trains_fused(h):
-            return self._mix_fused(h, self.weights(h.dtype, sum_halves=False), norm)
-        w = self.weights(h.dtype)
+            return self._mix_fused(h, weights if weights is not None else self.weights(h.dtype, sum_halves=False),
+                                   norm)
+        # given weights were built for this path unless the boundary is fused and nothing here requires grad
+        w = weights if weights is not None and not self._fused_boundary() else self.weights(h.dtype)
         split = self.splits_in_proj()
         if split:
             # x alone first; z only once x is dead (after the conv) and x_dbl exists, so x and z are never
@@ -389,18 +445,29 @@ class VisionMamba(nn.Module):
         hidden = torch.cat([x[:, :mid], cls, x[:, mid:]], dim=1) + self.pos_embed  # (B, L, D)
         del x, cls
         act_dtype = self._activation_dtype()
+        weights = self.training_weights(act_dtype)
         residual = None
-        for block in self.layers:
+        for i, block in enumerate(self.layers):
             # Residual stream kept in fp32; the normalized input to the mixer in the activation dtype. The
             # consumed input is dropped before the mixer runs, so the allocator can reuse it for the mixer's
             # temporaries, and the mixer's input before the next norm allocates (at Vim-Ti 1248 px, batch 64,
             # bf16, 0.14 GiB each; the first layer's fp32 input 0.28 GiB; vimbench.bench.live_memory counts them).
             normed, residual = self.ops.add_rmsnorm(hidden, residual, block.norm.weight, NORM_EPS, act_dtype)
             hidden = None
-            hidden = block.mixer(normed, (residual, block.norm.weight, NORM_EPS))
+            mixer_weights = None if weights is None else weights[i]
+            hidden = block.mixer(normed, (residual, block.norm.weight, NORM_EPS), mixer_weights)
             normed = None
         normed, _ = self.ops.add_rmsnorm(hidden, residual, self.norm_f.weight, NORM_EPS, act_dtype)
         return normed[:, mid]  # (B, D): the normalized middle (class) token
+
+    def training_weights(self, dtype: torch.dtype) -> list[MixerWeights] | None:
+        """Under autograd (eager training), every mixer's MixerWeights for activations of `dtype`, built by one
+        `StackedMixerWeights` node for the whole model (the layers' parameters stacked, then ~25 ops, instead of
+        that many per layer); None otherwise (inference reuses each mixer's cache; traced graphs keep plain ops)."""
+        if not torch.is_grad_enabled() or torch.compiler.is_compiling() or not self.layers:
+            return None
+        mixers = [block.mixer for block in self.layers]
+        return stacked_mixer_weights(mixers, dtype, mixers[0].training_sum_halves(dtype))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.forward_features(images))
