@@ -86,16 +86,20 @@ def needs_custom_op(*tensors: torch.Tensor | None) -> bool:
 
 def eager_autograd(name: str, forward: Callable, setup_context: Callable, backward: Callable) -> Callable:
     """The eager twin of a custom op with `register_autograd(backward, setup_context=setup_context)`: a
-    torch.autograd.Function whose forward is the op's own implementation and whose setup_context and backward are
-    the very functions registered on the op. Eager training calls it instead of the op: the custom-op dispatcher
-    (autograd node, redispatch, the alias check of every output) costs host time on every call, and a Vim-Ti
-    training step at 224 px, batch 128 was host-bound (the GPU busy ~55 of ~140 ms; H200, torch 2.11). Traced
-    calls keep the custom op (`traced`). Returns the Function's apply."""
+    torch.autograd.Function whose forward is the op's own implementation followed by the very setup_context
+    registered on the op, and whose backward is the op's backward. Eager training calls it instead of the op: the
+    custom-op dispatcher (autograd node, redispatch, the alias check of every output) costs host time on every
+    call, and a Vim-Ti training step at 224 px, batch 128 was host-bound (the GPU busy ~55 of ~140 ms; H200, torch
+    2.11). Traced calls keep the custom op (`traced`). Returns the Function's apply; call it with positional
+    arguments, exactly the op's. An old-style Function (forward takes ctx): for a Function with a separate
+    setup_context, torch binds the arguments to forward's signature through inspect.signature on every call."""
+    def forward_with_ctx(ctx, *args):
+        output = forward(*args)
+        setup_context(ctx, args, output)
+        return output
+
     function = type(name, (torch.autograd.Function,), {
-        # a *args wrapper: apply() binds the forward's signature with its defaults, and setup_context must see
-        # exactly the op's arguments (a launcher with extra keyword parameters would add them to `inputs`)
-        "forward": staticmethod(lambda *args: forward(*args)),
-        "setup_context": staticmethod(setup_context),
+        "forward": staticmethod(forward_with_ctx),
         "backward": staticmethod(backward),
     })
     return function.apply
