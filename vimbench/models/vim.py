@@ -164,7 +164,8 @@ class StackedMixerWeights(torch.autograd.Function):
         per_layer = [(None,) * n if g is None else g.unbind(0) for g in stacked]
         # None (as autograd through the plain ops gives) where a layer's field got no gradient: the zeros stacked
         # in its place must not reach the parameters (a layer cut off from the loss keeps grad None)
-        return (None, None, None, None, *(None if grads[i * _FIELDS + _FIELD_OF_PARAM[j]] is None else per_layer[j][i]
+        reached = lambda i, j: grads[i * _FIELDS + _FIELD_OF_PARAM[j]] is not None  # noqa: E731
+        return (None, None, None, None, *(per_layer[j][i] if reached(i, j) else None
                                           for i in range(n) for j in range(_PARAMS_PER_MIXER)))
 
 
