@@ -177,6 +177,30 @@ def test_training_step_vim_t_bf16_gpu(train_boundary):
         assert err <= 2 * plain_err + 2e-2, f"{name}: triton {err:.3g} vs torch bf16 {plain_err:.3g}"
 
 
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_training_forward_builds_all_mixer_weights_in_one_node(backend):
+    """A training forward stacks every layer's mixer weights in one StackedMixerWeights node (not one per layer),
+    and every mixer parameter still gets its gradient."""
+    if backend == "triton":
+        pytest.importorskip("triton")
+    torch.manual_seed(0)
+    model = vimbench.create_model("vim_test", img_size=32, backend=backend).train()
+    assert len(model.layers) > 1
+    out = model(torch.randn(2, 3, 32, 32))
+    nodes, seen, todo = [], set(), [out.grad_fn]
+    while todo:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        nodes.append(type(node).__name__)
+        todo.extend(next_fn for next_fn, _ in node.next_functions)
+    assert nodes.count("StackedMixerWeightsBackward") == 1
+    out.float().sum().backward()
+    missing = [n for n, p in model.named_parameters() if ".mixer." in n and p.grad is None]
+    assert not missing
+
+
 @pytest.mark.parametrize("n_mixers", [1, 3])
 @pytest.mark.parametrize("dtype, sum_halves", [(torch.float32, False), (torch.bfloat16, True),
                                                (torch.bfloat16, False)])
