@@ -258,9 +258,9 @@ class BiMambaMixer(nn.Module):
         sum_halves = sums_halves_in_gemm(dtype) if sum_halves is None else sum_halves
         if torch.compiler.is_compiling():
             return self._build_weights(dtype, sum_halves)
-        params = self._mixer_params()
         if torch.is_grad_enabled():
             return stacked_mixer_weights([self], dtype, sum_halves)[0]
+        params = self._mixer_params()
         # Dict reads, not self.parameters() (walking the module tree cost 2.1 ms of host time per Vim-Ti forward,
         # kernels/NOTES.md) nor attribute reads (nn.Module.__getattr__ runs in Python: 16 parameters through 28
         # lookups cost ~2x these dict reads on CPU). A replaced Parameter or submodule is still seen here.
