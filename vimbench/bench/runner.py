@@ -132,9 +132,18 @@ def _sync(device: str) -> None:
 
 
 def _free(device: str) -> None:
+    """Between cases: drop the case's objects and hand the allocator's cache back, so that the next case's
+    baseline and peak hold only its own memory. cuBLAS keeps one workspace per (handle, stream) for the life of
+    the process, allocated through torch's allocator; each CUDA-graph capture (a fresh warm-up side stream, the
+    capture stream) added one, and on the H200 every graph-captured training case left ~65 MiB allocated into
+    every later case's numbers (results/train-host-h200-2026-12-02.jsonl). Clearing them is safe here: the
+    case's graphs are gone and never replayed again; the next case allocates its own on its first call."""
     gc.collect()
     if device == "cuda":
         try:
+            clear_workspaces = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
+            if clear_workspaces is not None:
+                clear_workspaces()
             torch.cuda.empty_cache()
         except Exception:  # a broken context cannot free; the sweep is stopping anyway
             pass
