@@ -143,6 +143,36 @@ def test_frozen_inductor_compile_really_folds_the_weights(freeze):
         torch.testing.assert_close(after, eager)
 
 
+def test_reset_releases_a_frozen_compile_constants():
+    """A frozen compile's constants (here the weights cast to bf16 under autocast) live in inductor's generated
+    module; after the case (model deleted, compiler.reset()) no tensor of theirs may stay alive: on the H200 they
+    had added 11-18 MiB per compiled case to every later case's memory."""
+    import gc
+
+    class TwoLinear(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.first, self.second = torch.nn.Linear(24, 40), torch.nn.Linear(40, 8)
+
+        def forward(self, x):
+            return self.second(torch.relu(self.first(x)))
+
+    def live_casts() -> int:
+        gc.collect()
+        return sum(1 for o in gc.get_objects()
+                   if isinstance(o, torch.Tensor) and o.dtype == torch.bfloat16 and tuple(o.shape) == (40, 24))
+
+    compiler.reset()
+    model = TwoLinear().eval()
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        compiled = compiler.compile_model(model, "default", "inductor", freeze=True)
+        compiled(torch.randn(4, 24))
+    assert live_casts() == 1  # the folded bf16 copy of first.weight
+    del compiled, model
+    compiler.reset()
+    assert live_casts() == 0
+
+
 def test_x_proj_reorder_keeps_the_official_rows_and_zero_pads():
     from vimbench.layout import XDblLayout
 

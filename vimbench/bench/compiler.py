@@ -182,12 +182,37 @@ def _mode_options(mode: str) -> dict[str, Any]:
 def reset() -> None:
     """Forget compiled code and dynamo's counters. Called around every compiled case: dynamo caches per code
     object, so successive models would pile up recompiles of the same forward and, past the recompile limit,
-    silently fall back to eager."""
+    silently fall back to eager. Also drops inductor's loaded output code (`_drop_inductor_output_code`): a frozen
+    compile keeps its constants there, which outlive the model otherwise."""
     import torch._dynamo
     from torch._dynamo.utils import counters
 
     torch._dynamo.reset()
     counters.clear()
+    _drop_inductor_output_code()
+
+
+def _drop_inductor_output_code() -> None:
+    """Unload the Python modules inductor generated and imported. Each compiled graph's output code is a module
+    registered in sys.modules, and with freezing its globals hold the graph's constants (the weights cast to the
+    autocast dtype, Vim's stacked mixer weights): after dynamo's reset and the model's deletion those stayed
+    allocated for the rest of the process, ~11-18 MiB per compiled Vim-Ti/DeiT-Ti case, counted into every later
+    case's baseline and peak (results/headline-compiled-h200-2026-12-02.jsonl). A later compile that needs the same
+    code loads it again from inductor's on-disk cache."""
+    import os
+    import sys
+
+    try:
+        from torch._inductor.codecache import PyCodeCache
+        from torch._inductor.runtime.cache_dir_utils import cache_dir
+    except ImportError:  # a torch without inductor: nothing was generated
+        return
+    PyCodeCache.cache_clear()
+    root = os.path.realpath(cache_dir()) + os.sep
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        if isinstance(path, str) and os.path.realpath(path).startswith(root):
+            del sys.modules[name]
 
 
 def stats() -> CompileStats:
