@@ -38,41 +38,48 @@ def rel(a, b):
     return ((a.float() - b.float()).norm() / b.float().norm()).item()
 
 rows = []
-for E, L, batches, splits in ((384, 197, (1, 2, 4, 8, 16), (16, 24, 32, 48, 64)),
-                              (768, 197, (1, 4), (16, 32, 64)), (1536, 197, (1,), (16, 32, 64)),
-                              (384, 577, (1, 8), (32, 64, 128)), (384, 1025, (1, 8), (64, 128))):
-    for B in batches:
-        args = _scan_inputs(dirs=2, halves=True)(OpShape(batch=B, channels=E, length=L), torch.bfloat16, "cuda")
-        ref = fwd.bimamba_scan(**args, split=0)
-        for T in (0,) + splits:
-            try:
-                out = fwd.bimamba_scan(**args, split=T)
-                us = graph_us(lambda: fwd.bimamba_scan(**args, split=T))
-                rows.append(dict(kind="scan", E=E, L=L, B=B, split=T, us=round(us, 2), err=rel(out, ref)))
-            except Exception as e:
-                rows.append(dict(kind="scan", E=E, L=L, B=B, split=T, error=repr(e)[:300]))
-            print(rows[-1], flush=True)
-        del args; torch.cuda.empty_cache()
+def dump():
+    json.dump(dict(env=dict(torch=torch.__version__, gpu=torch.cuda.get_device_name(), commit=os.environ.get("VIMBENCH_GIT_COMMIT")),
+                   rows=rows), open(f"{OUT}/chunkb1.json", "w"), indent=1)
 
-for name, batches in (("vim_t", (1, 2, 8)), ("vim_s", (1,)), ("vim_b", (1,))):
-    model = create_model(name, img_size=224, backend="triton").cuda().eval()
-    for B in batches:
-        x = torch.randn(B, 3, 224, 224, device="cuda")
-        def f():
-            with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):
-                return model(x)
-        force(None); ref = f().float()
-        for T in (None, 16, 32, 64, None, 16, 32):
-            force(T)
-            try:
-                err = rel(f(), ref)
-                ms = graph_us(f, reps=5, n=40) / 1e3
-                rows.append(dict(kind="model_graph", model=name, B=B, split=T, ms=round(ms, 4), err=err))
-            except Exception as e:
-                rows.append(dict(kind="model_graph", model=name, B=B, split=T, error=repr(e)[:300]))
-            print(rows[-1], flush=True)
-        force(None)
-    del model; torch.cuda.empty_cache()
+def part_scan():
+    for E, L, batches, splits in ((384, 197, (1, 4, 8, 16), (16, 32, 64)), (768, 197, (1,), (16, 32)),
+                                  (384, 577, (1,), (32, 64))):
+        for B in batches:
+            args = _scan_inputs(dirs=2, halves=True)(OpShape(batch=B, channels=E, length=L), torch.bfloat16, "cuda")
+            ref = fwd.bimamba_scan(**args, split=0)
+            for T in (0,) + splits:
+                try:
+                    out = fwd.bimamba_scan(**args, split=T)
+                    us = graph_us(lambda: fwd.bimamba_scan(**args, split=T))
+                    rows.append(dict(kind="scan", E=E, L=L, B=B, split=T, us=round(us, 2), err=rel(out, ref)))
+                except Exception as e:
+                    rows.append(dict(kind="scan", E=E, L=L, B=B, split=T, error=repr(e)[:300]))
+                print(rows[-1], flush=True)
+            del args; torch.cuda.empty_cache()
+
+
+def part_model():
+    for name, batches in (("vim_t", (1, 2, 8)), ("vim_s", (1,)), ("vim_b", (1,))):
+        model = create_model(name, img_size=224, backend="triton").cuda().eval()
+        for B in batches:
+            x = torch.randn(B, 3, 224, 224, device="cuda")
+            def f():
+                with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):
+                    return model(x)
+            force(None); ref = f().float()
+            for T in (None, 16, 32, None, 16, 64):
+                force(T)
+                try:
+                    err = rel(f(), ref)
+                    ms = graph_us(f, reps=5, n=40) / 1e3
+                    rows.append(dict(kind="model_graph", model=name, B=B, split=T, ms=round(ms, 4), err=err))
+                except Exception as e:
+                    rows.append(dict(kind="model_graph", model=name, B=B, split=T, error=repr(e)[:300]))
+                print(rows[-1], flush=True)
+            force(None)
+        del model; torch.cuda.empty_cache()
+
 
 def bench(fn, n=20):
     for _ in range(3): fn()
@@ -82,21 +89,24 @@ def bench(fn, n=20):
         a.record(); fn(); b.record(); torch.cuda.synchronize(); ts.append(a.elapsed_time(b))
     return statistics.median(ts)
 
-for B, L in ((128, 197), (8, 6085), (32, 1025)):
-    args = _scan_bwd_inputs(OpShape(batch=B, channels=384, length=L), torch.bfloat16, "cuda")
-    ref = bimamba_scan_bwd(**args)
-    for bc in (None, 16, None, 16):
-        try:
-            out = bimamba_scan_bwd(**args, block_c=bc)
-            err = max(rel(o, r) for o, r in zip(out, ref) if o is not None)
-            rows.append(dict(kind="scan_bwd", B=B, L=L, block_c=bc, ms=round(bench(lambda: bimamba_scan_bwd(**args, block_c=bc)), 4), err=err))
-        except Exception as e:
-            rows.append(dict(kind="scan_bwd", B=B, L=L, block_c=bc, error=repr(e)[:300]))
-        print(rows[-1], flush=True)
-    del args, ref; torch.cuda.empty_cache()
+def part_bwd():
+    for B, L in ((128, 197), (8, 6085), (32, 1025)):
+        args = _scan_bwd_inputs(OpShape(batch=B, channels=384, length=L), torch.bfloat16, "cuda")
+        ref = bimamba_scan_bwd(**args)
+        for bc in (None, 16, None, 16):
+            try:
+                out = bimamba_scan_bwd(**args, block_c=bc)
+                err = max(rel(o, r) for o, r in zip(out, ref) if o is not None)
+                rows.append(dict(kind="scan_bwd", B=B, L=L, block_c=bc, ms=round(bench(lambda: bimamba_scan_bwd(**args, block_c=bc)), 4), err=err))
+            except Exception as e:
+                rows.append(dict(kind="scan_bwd", B=B, L=L, block_c=bc, error=repr(e)[:300]))
+            print(rows[-1], flush=True)
+        del args, ref; torch.cuda.empty_cache()
 
-json.dump(dict(env=dict(torch=torch.__version__, gpu=torch.cuda.get_device_name(), commit=os.environ.get("VIMBENCH_GIT_COMMIT")),
-               rows=rows), open(f"{OUT}/chunkb1.json", "w"), indent=1)
+
+for part in (part_model, part_scan):
+    part()
+    dump()
 print("=== table")
 for r in rows:
     print(" ".join(f"{k}={v}" for k, v in r.items() if k != "error"), ("ERROR " + r["error"][:120]) if "error" in r else "")
