@@ -239,3 +239,26 @@ def test_public_api_runs_a_sweep_without_private_classes(tmp_path):
     assert len(rows) == 1 and isinstance(rows[0], vimbench.CaseResult) and rows[0].status == "ok"
     assert set(vimbench.__all__) >= {"create_model", "list_models", "SweepConfig", "plan_sweep", "run_sweep",
                                      "load_results", "CaseKey", "CaseResult", "__version__"}
+
+
+def test_sweep_marks_cases_that_began_with_memory_of_earlier_cases(tmp_path, monkeypatch):
+    """A case that starts with memory still allocated by earlier cases (a leak) is marked "carry-over" in the
+    table, the caption says how much, and the row keeps the number."""
+    from vimbench.bench import runner as runner_module
+
+    real = runner_module.run_case
+
+    def leaky_second(key, *args, **kwargs):
+        result = real(key, *args, **kwargs)
+        result.allocated_at_start_mib = 65.0 if key.model == "deit_test" else 0.0
+        return result
+
+    monkeypatch.setattr(runner_module, "run_case", leaky_second)
+    out = tmp_path / "run.jsonl"
+    result = invoke([*TINY, "--attn", "sdpa", "--out", out])
+    assert result.exit_code == 0, result.output
+    flat = " ".join(result.output.split())
+    assert flat.count("(carry-over)") == 1
+    assert "1 case(s) began with up to 65 MiB still allocated by earlier cases" in flat
+    rows = [r for r in map(json.loads, out.read_text().splitlines()) if r["kind"] == "case"]
+    assert {r["model"]: r["allocated_at_start_mib"] for r in rows} == {"vim_test": 0.0, "deit_test": 65.0}

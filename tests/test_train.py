@@ -143,6 +143,7 @@ def _assert_cases_leave_nothing(probe, other):
     assert first.status == again.status == "ok", (first.error, again.error)
     assert abs(again.baseline_alloc_mib - first.baseline_alloc_mib) < 1.0
     assert abs(again.peak_alloc_mib - first.peak_alloc_mib) < 1.0
+    assert again.allocated_at_start_mib < 1.0  # nothing of the earlier cases left
 
 
 def test_graph_captured_step_needs_cuda_and_says_so():

@@ -100,6 +100,9 @@ class CaseResult:
     nvml_used_mib: float | None = None        # device memory in use seen by NVML, max of samples in the pass
     nvml_baseline_mib: float | None = None    # NVML used before the pass
     cpu_peak_rss_mib: float | None = None     # CPU runs: peak resident set of the process
+    allocated_at_start_mib: float | None = None  # torch allocator, allocated when the case began (before its
+    #                                              model): memory left by earlier cases of the process, included
+    #                                              in this row's baseline and peak; ~0 when nothing leaked
     # training steps (mode "train", vimbench/bench/train.py; None for inference). The timing and memory fields
     # above then describe whole steps: latency = one step, fps = batch / p50 step, memory over one step.
     optimizer: str | None = None              # "adamw"

@@ -22,6 +22,9 @@ ALLOCATOR_NVML = "torch_allocator+nvml"
 ALLOCATOR_ONLY = "torch_allocator"
 PROCESS_RSS = "process_rss"
 PROCESS_RSS_LIFETIME = "process_rss_lifetime"   # the peak could not be reset: a peak over the process's life
+# A case that begins with more than this still allocated (CaseResult.allocated_at_start_mib) carries memory from
+# earlier cases of the process in its numbers: the sweep marks it "carry-over".
+CARRY_OVER_MIB = 1.0
 
 
 @dataclass

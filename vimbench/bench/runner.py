@@ -199,6 +199,7 @@ def run_case(key: CaseKey, warmup: int, iters: int, compile_backend: str = "indu
     result.hostname, result.gpu_name = identity["hostname"], identity["gpu_name"]
     result.gpu_index, result.gpu_uuid = identity["gpu_index"], identity["gpu_uuid"]
     if key.device == "cuda":
+        result.allocated_at_start_mib = torch.cuda.memory_allocated() / 2**20
         before = gpu_conditions(torch.cuda.current_device())
         result.sm_clock_mhz_before, result.temp_c_before = before["sm_clock_mhz"], before["temp_c"]
     model = forward = None

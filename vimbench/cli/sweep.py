@@ -373,6 +373,7 @@ def _terminate_as_interrupt():
 def _results_table(results, config, path: Path) -> None:
     from vimbench import render
     from vimbench.bench.timing import NOISY_SPREAD, relative_spread
+    from vimbench.bench.memory import CARRY_OVER_MIB
 
     cuda = config.device == "cuda"
     memory_columns = ["peak alloc MiB", "NVML MiB"] if cuda else ["peak RSS MiB"]
@@ -380,6 +381,7 @@ def _results_table(results, config, path: Path) -> None:
     train_columns = ["fwd ms", "bwd ms"] if train else []
     rows = []
     noisy = 0
+    carried: list[float] = []
     for r in results:
         k = r.key
         impl = k.implementation + (f"/{k.attn}" if k.attn else "") + (" +h2d" if k.h2d else "") \
@@ -390,6 +392,9 @@ def _results_table(results, config, path: Path) -> None:
         if spread is not None and spread > NOISY_SPREAD:
             status += " (noisy)"
             noisy += 1
+        if (r.allocated_at_start_mib or 0) > CARRY_OVER_MIB:
+            status += " (carry-over)"
+            carried.append(r.allocated_at_start_mib)
         split = [r.forward_ms_p50, r.backward_ms_p50] if train else []
         rows.append([k.model, k.res, k.batch, k.dtype, k.mode, impl, k.compile, r.fps, r.latency_ms_p50,
                      None if spread is None else f"{100 * spread:.0f}%", *split, *memory, r.compile_s, status,
@@ -405,7 +410,10 @@ def _results_table(results, config, path: Path) -> None:
                f"img/s = batch / p50; spread = (p80 - p20) / p50 of the calls"
                + (f"; {noisy} case(s) spread more than {100 * NOISY_SPREAD:.0f}% (noisy: other load or clock "
                   "changes; measure again on an idle machine)" if noisy else "")
-               + f". Memory: {memory_text}.{train_text} MiB = 2^20 bytes. compile s = wall time of the untimed "
+               + f". Memory: {memory_text}"
+               + (f"; {len(carried)} case(s) began with up to {max(carried):,.0f} MiB still allocated by earlier "
+                  "cases of the process (carry-over: included in their peak alloc; a leak to report)" if carried else "")
+               + f".{train_text} MiB = 2^20 bytes. compile s = wall time of the untimed "
                f"first call (compilation, autotuning; none: JIT and lazy init). Results: {path}")
     render.table(f"vimbench sweep on {config.device}",
                  ["model", "res px", "batch", "dtype", "mode", "implementation", "compile", "img/s", "p50 ms",
