@@ -464,3 +464,22 @@ def test_terminal_tables_keep_key_columns_whole(monkeypatch):
             assert cell in text, (width, text)
         assert "…" not in text
         assert "Left out to fit" in text
+
+
+def test_results_table_shows_memory_carried_over_from_earlier_cases(tmp_path):
+    """Rows that began with memory of earlier cases (allocated_at_start_mib) get a "carried over" column in the
+    results table; files where nothing was carried (or that predate the field) do not."""
+    cases = [c for c in synthetic_cases(oom=False) if c.key.batch == 8 and c.key.attn != "eager"]
+    for i, case in enumerate(cases):
+        case.allocated_at_start_mib = 0.0 if i == 0 else 11.5 * i
+    clean = write_results(tmp_path / "clean.jsonl", synthetic_cases(oom=False))
+    leaky = write_results(tmp_path / "leaky.jsonl", cases)
+    for src, expect in ((clean, False), (leaky, True)):
+        out = tmp_path / f"rep-{src.stem}"
+        result = CliRunner().invoke(app, ["report", str(src), "-o", str(out), "--no-table"])
+        assert result.exit_code == 0, result.output
+        rows = read_csv(out / "tables" / "results.csv")
+        assert ("carried over (MiB)" in rows[0]) is expect
+        if expect:
+            assert sorted(float(r["carried over (MiB)"]) for r in rows) == sorted(c.allocated_at_start_mib
+                                                                                   for c in cases)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from vimbench.bench.memory import CARRY_OVER_MIB
 from vimbench.formatting import format_cell
 from vimbench.report import data as D
 
@@ -47,7 +48,7 @@ def _none(v: Any) -> Any:
 
 RESULT_COLUMNS = ["model", "implementation", "attn", "compile", "dtype", "batch", "res (px)", "device", "gpu",
                   "status", "tokens", "params", "p50 (ms)", "p20-p80 spread (%)", "throughput (img/s)",
-                  "peak alloc (MiB)", "peak RSS (MiB)", "run_id"]
+                  "peak alloc (MiB)", "carried over (MiB)", "peak RSS (MiB)", "run_id"]
 # Training rows: the step split and the memory held before a step (weights, gradients, AdamW state).
 TRAIN_COLUMNS = {"p50 (ms)": ["forward p50 (ms)", "backward p50 (ms)"], "peak alloc (MiB)": ["baseline alloc (MiB)"]}
 _TRAIN_FIELDS = {"forward p50 (ms)": "forward_ms_p50", "backward p50 (ms)": "backward_ms_p50",
@@ -78,7 +79,8 @@ def results_table(df, caption: str, mode: str = "infer") -> Table:
         base = [_none(r["model"]), _none(r["implementation"]), _none(r["attn"]), _none(r.get("compile")),
                 _none(r["dtype"]), _none(r["batch"]), _none(r["res"]), _none(r["device"]), _none(r["gpu"]),
                 _none(r["status"]), _none(r["tokens"]), _none(r["params"]), _none(r["latency_ms_p50"]), spread(r),
-                _none(r["fps"]), _none(r["peak_alloc_mib"]), _none(r.get("cpu_peak_rss_mib")), _none(r["run_id"])]
+                _none(r["fps"]), _none(r["peak_alloc_mib"]), _none(r.get("allocated_at_start_mib")),
+                _none(r.get("cpu_peak_rss_mib")), _none(r["run_id"])]
         values = dict(zip(RESULT_COLUMNS, base))
         values.update({c: _none(r.get(f)) for c, f in _TRAIN_FIELDS.items()})
         rows.append([values[c] for c in columns])
@@ -86,12 +88,18 @@ def results_table(df, caption: str, mode: str = "infer") -> Table:
         for i in (columns.index("tokens"), columns.index("params")):
             if isinstance(row[i], float):
                 row[i] = int(row[i])
-    # Columns no row fills (compile before that field existed, RSS on GPU runs) are left out.
-    keep = [i for i, c in enumerate(columns) if c not in ("compile", "peak RSS (MiB)", "p20-p80 spread (%)")
-            or any(row[i] is not None for row in rows)]
+    # Columns no row fills (compile before that field existed, RSS on GPU runs) are left out; "carried over"
+    # (memory still allocated by earlier cases of the process when the case began, in its peak) only when a row
+    # carried some.
+    carried = columns.index("carried over (MiB)")
+    keep = [i for i, c in enumerate(columns) if c not in ("compile", "peak RSS (MiB)", "p20-p80 spread (%)",
+                                                          "carried over (MiB)")
+            or any(row[i] is not None for row in rows) and (i != carried or any(
+                (row[i] or 0) > CARRY_OVER_MIB for row in rows))]
     title = "Measured cases" + (" (training steps)" if mode == "train" else "" if mode == "infer" else f" ({mode})")
     return Table("results" + _suffix(mode), title, [columns[i] for i in keep], [[row[i] for i in keep] for row in rows],
                  caption, digits={"p50 (ms)": 2, "throughput (img/s)": 1, "peak alloc (MiB)": 1, "peak RSS (MiB)": 1,
+                                  "carried over (MiB)": 1,
                                   "p20-p80 spread (%)": 1, "forward p50 (ms)": 2, "backward p50 (ms)": 2,
                                   "baseline alloc (MiB)": 1})
 
