@@ -29,6 +29,7 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels import fastmath
 from kernels.conv1d.fwd import _x_at, load_taps
 from kernels.runtime import LaunchConfig, cdiv, check_device, next_power_of_2, strides
 
@@ -247,24 +248,9 @@ def _conv1d_silu_bidir_bwd_rows_kernel(
 def _silu_grad(dout, p, USE_ASM: tl.constexpr):
     """dout * SiLU'(p) = dout s (1 + p (1 - s)), s = sigmoid(p): zero wherever dout is (outside [0, L) the loads
     return zero). Written as ds + ds * (p - p s) with ds = dout s: three FP32 instructions after the sigmoid."""
-    s = _sigmoid(p, USE_ASM)
+    s = fastmath.sigmoid(p, USE_ASM)
     ds = dout * s
     return ds + ds * (p - p * s)
-
-
-@triton.jit
-def _sigmoid(p, USE_ASM: tl.constexpr):
-    """1 / (1 + 2^(-p log2 e)) from the MUFU's ex2.approx.ftz and rcp.approx.ftz (relative error ~2^-22): four
-    instructions where tl.sigmoid's full-range exp and IEEE division took ~12 (denormal and range fix-ups), a
-    quarter of the loop's instructions. Saturates correctly: ex2 -> inf gives 0, ex2 -> 0 gives 1. The
-    interpreter cannot run inline asm, hence the switch."""
-    if USE_ASM:
-        e = tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=r,r", [p * -1.4426950408889634],
-                                      dtype=tl.float32, is_pure=True, pack=1)
-        return tl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=r,r", [1.0 + e], dtype=tl.float32,
-                                         is_pure=True, pack=1)
-    else:
-        return tl.sigmoid(p)
 
 
 @triton.jit

@@ -56,7 +56,9 @@ import triton
 import triton.language as tl
 
 from kernels.runtime import LaunchConfig, cdiv, check_device
-from kernels.selective_scan.fwd import LN2, LOG2E, _blocks_for, _check, _load_lanes, _softplus, load_rows, store_rows
+from kernels import fastmath
+from kernels.selective_scan.fwd import (LN2, LOG2E, _blocks_for, _check, _load_lanes, _softplus_exp, load_rows,
+                                        store_rows)
 
 
 @triton.jit(do_not_specialize=["L", "chunks_per_program"])
@@ -203,7 +205,7 @@ def _scan_bwd_kernel(
                     y = tl.sum(Ct[:, None] * h, axis=0)
                     if HAS_D:
                         y += D_row * u
-                    sz = tl.sigmoid(z)
+                    sz = fastmath.sigmoid(z, USE_ASM)
                     tl.atomic_add(dz_base + t * stride_dz_l, g * y * sz * (1.0 + z * (1.0 - sz)), mask=mask_c,
                                   sem="relaxed")
                     dy = g * z * sz
@@ -309,7 +311,7 @@ def _scan_bwd_group_carry_kernel(
         d, _ = _delta(dt, bias_row, mask_c, HAS_BIAS, SOFTPLUS, USE_ASM)
         dy = g * g_scale
         if HAS_Z:
-            dy = dy * z * tl.sigmoid(z)
+            dy = dy * z * fastmath.sigmoid(z, USE_ASM)
         carry = tl.exp2(A2 * d[None, :]) * (Ct[:, None] * dy[None, :] + carry)
         dsum += d
     slot = (direction * n_batch + pid_b) * n_groups + group
@@ -439,8 +441,8 @@ def _delta(dt, bias_row, mask_c, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     if HAS_BIAS:
         dt = dt + bias_row
     if SOFTPLUS:
-        d = _softplus(dt, USE_ASM)
-        slope = tl.sigmoid(dt)
+        d, w = _softplus_exp(dt, USE_ASM)
+        slope = w * fastmath.reciprocal(1.0 + w, USE_ASM)  # sigmoid(dt) from softplus's exp (1 above 20)
     else:
         d = dt
         slope = tl.full(dt.shape, 1.0, tl.float32)

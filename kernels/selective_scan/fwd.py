@@ -28,6 +28,7 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels import fastmath
 from kernels.runtime import LaunchConfig, cdiv, check_device, strides
 
 LOG2E = tl.constexpr(1.4426950408889634)
@@ -36,24 +37,19 @@ SOFTPLUS_THRESHOLD = tl.constexpr(20.0)
 
 
 @triton.jit
-def _log2(x, USE_ASM: tl.constexpr):
-    # tl.log2 compiles to a long libdevice polynomial; the MUFU's lg2.approx (abs error ~2^-22) is enough here.
-    # The interpreter cannot run inline asm, hence the switch.
-    if USE_ASM:
-        return tl.inline_asm_elementwise("lg2.approx.f32 $0, $1;", "=r,r", [x], dtype=tl.float32, is_pure=True,
-                                         pack=1)
-    else:
-        return tl.log2(x)
-
-
-@triton.jit
 def _softplus(x, USE_ASM: tl.constexpr):
     """softplus(x) = log1p(exp(x)), x itself above 20 (torch's threshold). log1p by a short series for small
     arguments, where log(1 + w) would lose the low bits of w."""
-    w = tl.exp(tl.minimum(x, SOFTPLUS_THRESHOLD))
+    return _softplus_exp(x, USE_ASM)[0]
+
+
+@triton.jit
+def _softplus_exp(x, USE_ASM: tl.constexpr):
+    """(softplus(x), w) with w = exp(min(x, 20)): the backward's slope sigmoid(x) = w / (1 + w) reuses w."""
+    w = fastmath.exp(tl.minimum(x, SOFTPLUS_THRESHOLD), USE_ASM)
     series = w * (1.0 - w * (0.5 - w * (0.333333333333 - w * (0.25 - w * 0.2))))
-    lp = tl.where(w < 0.0625, series, _log2(1.0 + w, USE_ASM) * LN2)
-    return tl.where(x > SOFTPLUS_THRESHOLD, x, lp)
+    lp = tl.where(w < 0.0625, series, fastmath.log2(1.0 + w, USE_ASM) * LN2)
+    return tl.where(x > SOFTPLUS_THRESHOLD, x, lp), w
 
 
 @triton.constexpr_function
@@ -287,7 +283,7 @@ def _token_step(h, step, u, dt, z, Bt, Ct, A2, D_row, bias_row, out_base, stride
     if HAS_D:
         y += D_row * u
     if HAS_Z:
-        y = y * z * tl.sigmoid(z)
+        y = y * z * fastmath.sigmoid(z, USE_ASM)
     y = y * out_scale
     if ATOMIC:
         if MASK_T or MASK_C:

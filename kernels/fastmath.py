@@ -1,0 +1,65 @@
+"""The MUFU's approximate exp2, lg2 and reciprocal for the kernels' transcendental functions: the one place.
+
+Triton lowers tl.exp / tl.sigmoid / tl.log2 on fp32 to range-safe sequences: tl.exp halves the argument and
+squares the result around ex2 (the denormal range), an IEEE division adds a range check and scaling around the
+reciprocal, tl.log2 is a libdevice polynomial. The scans need none of that: their inputs are softplus arguments,
+gates and sums of positive terms far from fp32's denormals, and they store bf16 or accumulate in fp32 with errors
+far above 2^-22. `*.approx.ftz` (flush denormals to zero, relative error ~2^-22) is one MUFU instruction each.
+USE_ASM=False (the interpreter, which cannot run inline asm) falls back to the exact tl functions.
+"""
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+LOG2E = tl.constexpr(1.4426950408889634)
+
+
+@triton.jit
+def _ex2(x):
+    return tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=r,r", [x], dtype=tl.float32, is_pure=True,
+                                     pack=1)
+
+
+@triton.jit
+def _rcp(x):
+    return tl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=r,r", [x], dtype=tl.float32, is_pure=True,
+                                     pack=1)
+
+
+@triton.jit
+def exp(x, USE_ASM: tl.constexpr):
+    """e^x: one multiply and one ex2 (0 below ~-87, where the exact one is denormal; inf above ~88)."""
+    if USE_ASM:
+        return _ex2(x * LOG2E)
+    else:
+        return tl.exp(x)
+
+
+@triton.jit
+def log2(x, USE_ASM: tl.constexpr):
+    """log2(x) for x > 0: one lg2 (absolute error ~2^-22), not libdevice's polynomial."""
+    if USE_ASM:
+        return tl.inline_asm_elementwise("lg2.approx.ftz.f32 $0, $1;", "=r,r", [x], dtype=tl.float32,
+                                         is_pure=True, pack=1)
+    else:
+        return tl.log2(x)
+
+
+@triton.jit
+def reciprocal(x, USE_ASM: tl.constexpr):
+    """1 / x: one rcp (relative error ~2^-22) instead of a range-checked IEEE division."""
+    if USE_ASM:
+        return _rcp(x)
+    else:
+        return 1.0 / x
+
+
+@triton.jit
+def sigmoid(x, USE_ASM: tl.constexpr):
+    """1 / (1 + e^-x): a multiply, an ex2, an add and an rcp. Saturates correctly: e^-x -> inf gives 0,
+    e^-x -> 0 gives 1."""
+    if USE_ASM:
+        return _rcp(1.0 + _ex2(x * -LOG2E))
+    else:
+        return tl.sigmoid(x)
