@@ -202,16 +202,18 @@ def _drop_inductor_output_code() -> None:
     import os
     import sys
 
+    if "torch._inductor.codecache" not in sys.modules:  # inductor never loaded: it generated nothing
+        return
     try:
         from torch._inductor.codecache import PyCodeCache
         from torch._inductor.runtime.cache_dir_utils import cache_dir
-    except ImportError:  # a torch without inductor: nothing was generated
+    except ImportError:
         return
     PyCodeCache.cache_clear()
-    root = os.path.realpath(cache_dir()) + os.sep
+    roots = tuple({os.path.join(cache_dir(), ""), os.path.join(os.path.realpath(cache_dir()), "")})
     for name, module in list(sys.modules.items()):
         path = getattr(module, "__file__", None)
-        if isinstance(path, str) and os.path.realpath(path).startswith(root):
+        if isinstance(path, str) and path.startswith(roots):
             del sys.modules[name]
 
 

@@ -412,7 +412,8 @@ def _results_table(results, config, path: Path) -> None:
                   "changes; measure again on an idle machine)" if noisy else "")
                + f". Memory: {memory_text}"
                + (f"; {len(carried)} case(s) began with up to {max(carried):,.0f} MiB still allocated by earlier "
-                  "cases of the process (carry-over: included in their peak alloc; a leak to report)" if carried else "")
+                  "cases of the process (carry-over: included in their peak alloc; a leak to report)"
+                  if carried else "")
                + f".{train_text} MiB = 2^20 bytes. compile s = wall time of the untimed "
                f"first call (compilation, autotuning; none: JIT and lazy init). Results: {path}")
     render.table(f"vimbench sweep on {config.device}",
