@@ -1,5 +1,5 @@
-"""Per-spec SASS: total instructions and the hottest loop body (the largest block ending in a backward BRA),
-with an opcode histogram of that loop. Usage: python results/history/scripts/sassloop.py NAME [NAME...] (names: vimbench kernels static); DUMP=1 prints the
+"""Per-spec SASS: total instructions and the largest loop body (the largest block ending in a backward BRA; with
+nested loops that is the outer one, so `loops` lists every loop's size), with an opcode histogram of that loop. Usage: python results/history/scripts/sassloop.py NAME [NAME...] (names: vimbench kernels static); DUMP=1 prints the
 first name's loop"""
 import os, re, subprocess, sys, tempfile, collections, json
 os.environ.pop("TRITON_INTERPRET", None)
@@ -30,7 +30,7 @@ for name in sys.argv[1:]:
     big = max(ls, key=len) if ls else []
     hist = collections.Counter(o.split(".")[0] for o in big)
     res[name] = dict(total=len(ins), loop=len(big), mufu=sum(o.startswith("MUFU") for o in big),
-                     hist=dict(hist.most_common(14)))
+                     hist=dict(hist.most_common(14)), loops=sorted(len(b) for b in ls))
     print(name, json.dumps(res[name]))
 if os.environ.get("DUMP"):
     sass = sass_of(specs[sys.argv[1]])
