@@ -55,8 +55,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.runtime import LaunchConfig, cdiv, check_device
 from kernels import fastmath
+from kernels.runtime import LaunchConfig, cdiv, check_device
 from kernels.selective_scan.fwd import (LN2, LOG2E, _blocks_for, _check, _load_lanes, _softplus_exp, load_rows,
                                         store_rows)
 

@@ -31,7 +31,7 @@ import triton.language as tl
 from kernels import fastmath
 from kernels.runtime import LaunchConfig, cdiv, check_device, strides
 
-LOG2E = tl.constexpr(1.4426950408889634)
+LOG2E = fastmath.LOG2E
 LN2 = tl.constexpr(0.6931471805599453)
 SOFTPLUS_THRESHOLD = tl.constexpr(20.0)
 

@@ -210,7 +210,8 @@ def _drop_inductor_output_code() -> None:
     except ImportError:
         return
     PyCodeCache.cache_clear()
-    roots = tuple({os.path.join(cache_dir(), ""), os.path.join(os.path.realpath(cache_dir()), "")})
+    root = cache_dir()
+    roots = tuple({os.path.join(root, ""), os.path.join(os.path.realpath(root), "")})
     for name, module in list(sys.modules.items()):
         path = getattr(module, "__file__", None)
         if isinstance(path, str) and path.startswith(roots):

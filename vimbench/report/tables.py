@@ -91,11 +91,14 @@ def results_table(df, caption: str, mode: str = "infer") -> Table:
     # Columns no row fills (compile before that field existed, RSS on GPU runs) are left out; "carried over"
     # (memory still allocated by earlier cases of the process when the case began, in its peak) only when a row
     # carried some.
-    carried = columns.index("carried over (MiB)")
-    keep = [i for i, c in enumerate(columns) if c not in ("compile", "peak RSS (MiB)", "p20-p80 spread (%)",
-                                                          "carried over (MiB)")
-            or any(row[i] is not None for row in rows) and (i != carried or any(
-                (row[i] or 0) > CARRY_OVER_MIB for row in rows))]
+    def shown(i: int, column: str) -> bool:
+        if column == "carried over (MiB)":
+            return any((row[i] or 0) > CARRY_OVER_MIB for row in rows)
+        if column in ("compile", "peak RSS (MiB)", "p20-p80 spread (%)"):
+            return any(row[i] is not None for row in rows)
+        return True
+
+    keep = [i for i, c in enumerate(columns) if shown(i, c)]
     title = "Measured cases" + (" (training steps)" if mode == "train" else "" if mode == "infer" else f" ({mode})")
     return Table("results" + _suffix(mode), title, [columns[i] for i in keep], [[row[i] for i in keep] for row in rows],
                  caption, digits={"p50 (ms)": 2, "throughput (img/s)": 1, "peak alloc (MiB)": 1, "peak RSS (MiB)": 1,
