@@ -52,6 +52,18 @@ UNDERFILLED_PROGRAMS_PER_SM = 4
 # better than one wave. At 197 tokens the three launches lost (0.17-0.19 vs 0.07 ms at batch 1 and 8).
 CHUNK_TOKENS = 128
 MIN_CHUNKED_LENGTH = 1024
+# Captured launches (a CUDA graph: `--compile cuda-graphs` / reduce-overhead) cost no host time per launch, so the
+# three passes pay at short sequences too. Kernel time of graph-replayed launches, bf16 halves
+# (results/history/chunk-captured-h200-2026-12-02.json, script results/history/scripts/chunkb1.py), one pass vs
+# chunks of 16 / 32 / 64 steps: Vim-Ti E = 384, 197 tokens, batch 1 25.2 vs 12.7 / 17.7 / 28.9 us, batch 4 30.8
+# vs 24.1 / 25.6 / 31.0, batch 8 36.2 vs 36.6 / 37.1 / 43.6, batch 16 46.4 vs 62.8 / 58.3 / 64.2; E = 768 batch 1
+# 26.6 vs 15.9 / 18.3; 577 tokens (384 px) batch 1 69.2 vs 19.9 (32) / 29.7 (64). Whole Vim-Ti forward at 224 px
+# as a CUDA graph, chunks of 16: batch 1 1.23 -> 0.86 ms, batch 2 1.36 -> 1.00, batch 8 1.72 -> 1.62; Vim-S
+# batch 1 1.44 -> 1.06, Vim-B 1.70 -> 1.44. So under capture, below this many one-pass programs per SM and below
+# MIN_CHUNKED_LENGTH, the scan runs chunked in chunks of CAPTURED_CHUNK_TOKENS (the first (max length, chunk)
+# row that fits the sequence).
+CAPTURED_UNDERFILLED_PROGRAMS_PER_SM = 2
+CAPTURED_CHUNK_TOKENS = ((256, 16), (MIN_CHUNKED_LENGTH, 32))
 # Pass 3's register cap: ptxas's own choice stopped at 168 registers and spilled three pointers in the main loop
 # (triton 3.6, gated halves); 200 leaves no spills. The T sweep above ran with 200. (The script's cap comparison,
 # none 0.70 / 232 0.87 / 255 0.85 ms, sized T from the cap, so it compared different chunk lengths: not a verdict.)
@@ -76,7 +88,7 @@ class ChunkedScanConfig:
 
 def chunked_scan_launch_config(batch: int, channels: int, length: int, n_dir: int, n_state: int,
                                interpreted: bool, sm_count: int, split: int | None = None,
-                               save_every: int = 0) -> ChunkedScanConfig | None:
+                               save_every: int = 0, captured: bool = False) -> ChunkedScanConfig | None:
     """Whether the forward scan runs chunk-parallel, and how: the one place that decides (the launchers and
     `vimbench kernels static` call it). None: run the one-pass `_scan_kernel`.
 
@@ -84,7 +96,9 @@ def chunked_scan_launch_config(batch: int, channels: int, length: int, n_dir: in
     UNDERFILLED_PROGRAMS_PER_SM programs per SM and the sequence has at least MIN_CHUNKED_LENGTH tokens, in chunks
     of CHUNK_TOKENS (rounded up to a multiple of the checkpoint interval `save_every` when saving); the
     interpreter keeps the one-pass kernel unless forced. 0 forces the one-pass kernel; an even T > 0 forces
-    chunks of T scan steps (T >= L gives one chunk: pass 3 alone, which is the one-pass recurrence)."""
+    chunks of T scan steps (T >= L gives one chunk: pass 3 alone, which is the one-pass recurrence).
+    captured: the launches are being captured into a CUDA graph (no host cost per launch): shorter sequences
+    at smaller grids run chunked too (CAPTURED_UNDERFILLED_PROGRAMS_PER_SM, CAPTURED_CHUNK_TOKENS)."""
     if split is not None and (split < 0 or split % 2):
         raise ValueError(f"split must be None (automatic), 0 (one pass) or an even number of tokens; got {split}")
     if split == 0 or length == 0:
@@ -95,10 +109,14 @@ def chunked_scan_launch_config(batch: int, channels: int, length: int, n_dir: in
         programs = cdiv(channels, CHANNELS_PER_PROGRAM) * n_dir * batch
         if interpreted or programs >= UNDERFILLED_PROGRAMS_PER_SM * sm_count:
             return None
-        if length < MIN_CHUNKED_LENGTH:
+        if length >= MIN_CHUNKED_LENGTH:
+            tokens = CHUNK_TOKENS
+        elif captured and programs < CAPTURED_UNDERFILLED_PROGRAMS_PER_SM * sm_count:
+            tokens = next(chunk for longest, chunk in CAPTURED_CHUNK_TOKENS if length <= longest)
+        else:
             return None
         unit = save_every if save_every else 2
-        chunk = cdiv(CHUNK_TOKENS, unit) * unit
+        chunk = cdiv(tokens, unit) * unit
         if chunk >= length:
             return None  # one chunk: the one-pass kernel does the same work in one launch
     else:

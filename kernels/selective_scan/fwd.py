@@ -392,8 +392,9 @@ def _launch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out, dir_first,
     cfg = scan_launch_config(batch, channels, n_dir, interpreted)
     if length == 0 or batch == 0 or channels == 0:
         return out
+    captured = not interpreted and torch.cuda.is_current_stream_capturing()
     plan = chunked.chunked_scan_launch_config(batch, channels, length, n_dir, A.shape[-1], interpreted,
-                                              chunked.sm_count(u.device), split, save_every)
+                                              chunked.sm_count(u.device), split, save_every, captured)
     if plan is not None and dt_proj is not None:
         # (dirs, batch, L, R) @ (dirs, 1, R, E) -> (dirs, batch, L, E), seen as (dirs, batch, E, L): channel-last
         delta = torch.matmul(delta.transpose(2, 3).float(), dt_proj.float().transpose(1, 2)[:, None])

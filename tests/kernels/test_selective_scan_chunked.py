@@ -134,6 +134,28 @@ def test_dispatch_chunks_underfilled_grids_of_long_sequences_only():
     assert plan(1, 6085, split=0) is None
 
 
+def test_captured_launches_chunk_short_sequences_on_small_grids():
+    from kernels.selective_scan.chunked import (CAPTURED_CHUNK_TOKENS, CHUNK_TOKENS, MIN_CHUNKED_LENGTH,
+                                                chunked_scan_launch_config)
+
+    def plan(batch, length, channels=384, **kw):
+        return chunked_scan_launch_config(batch, channels, length, 2, 16, interpreted=False, sm_count=132,
+                                          captured=True, **kw)
+
+    assert plan(1, 197).chunk == 16 and plan(1, 197).n_chunks == 13  # Vim-Ti batch 1 at 224 px
+    assert plan(1, 577).chunk == 32  # 384 px
+    assert plan(1, 197, channels=1536).chunk == 16  # Vim-B: 96 programs
+    assert plan(8, 197).chunk == 16  # 192 programs, below 2 per SM
+    assert plan(16, 197) is None  # 384 programs: the one-pass grid is busy enough
+    assert plan(1, 6085).chunk == CHUNK_TOKENS  # long sequences keep the uncaptured rule
+    assert plan(16, 6085).chunk == CHUNK_TOKENS
+    assert plan(1, 197, save_every=64).chunk == 64  # training: chunk entries stay checkpoints
+    assert plan(1, 40, save_every=64) is None  # one chunk: the one-pass kernel
+    assert plan(1, 197, split=0) is None
+    assert chunked_scan_launch_config(1, 384, 197, 2, 16, interpreted=True, sm_count=1, captured=True) is None
+    assert [longest for longest, _ in CAPTURED_CHUNK_TOKENS][-1] == MIN_CHUNKED_LENGTH  # every short length has a row
+
+
 # ------------------------------------------------------------------------------------------- GPU, Vim-Ti shapes
 
 @pytest.mark.gpu
@@ -160,3 +182,29 @@ def test_chunked_fwd_save_gpu(fwd, dtype):
         rtol, atol = TOL[dtype]
         torch.testing.assert_close(out.float(), out1.float(), rtol=rtol, atol=atol)
         torch.testing.assert_close(ckpt, ckpt1, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("combine", [True, False])
+def test_a_captured_scan_runs_chunked_and_replays_correctly(fwd, combine):
+    """Under CUDA-graph capture, batch 1 at 197 tokens takes the captured rule (chunks of 16): the replayed
+    output equals the eager launch forced to the same chunks, bitwise, and the float64 reference within
+    tolerance."""
+    x = model_layout(1, 384, 197, dtype=torch.bfloat16, device="cuda")
+    forced = fwd.bimamba_scan(**x, combine=combine, split=16)
+    one_pass = fwd.bimamba_scan(**x, combine=combine)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up (compiles) outside the capture
+        fwd.bimamba_scan(**x, combine=combine)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = fwd.bimamba_scan(**x, combine=combine)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(captured, forced)
+    assert not torch.equal(one_pass, forced)  # the capture did take another path than the eager launch
+    ref64 = _ref64_halves(x).sum(0)
+    assert_close_to_f64(captured.double() if combine else captured.double().sum(0), ref64, torch.bfloat16,
+                        bimamba_scan_ref(**x))
