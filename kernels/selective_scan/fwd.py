@@ -37,16 +37,17 @@ SOFTPLUS_THRESHOLD = tl.constexpr(20.0)
 
 
 @triton.jit
-def _softplus(x, USE_ASM: tl.constexpr):
+def _softplus(x, USE_ASM: tl.constexpr, APPROX_EXP: tl.constexpr = True):
     """softplus(x) = log1p(exp(x)), x itself above 20 (torch's threshold). log1p by a short series for small
     arguments, where log(1 + w) would lose the low bits of w."""
-    return _softplus_exp(x, USE_ASM)[0]
+    return _softplus_exp(x, USE_ASM, APPROX_EXP)[0]
 
 
 @triton.jit
-def _softplus_exp(x, USE_ASM: tl.constexpr):
-    """(softplus(x), w) with w = exp(min(x, 20)): the backward's slope sigmoid(x) = w / (1 + w) reuses w."""
-    w = fastmath.exp(tl.minimum(x, SOFTPLUS_THRESHOLD), USE_ASM)
+def _softplus_exp(x, USE_ASM: tl.constexpr, APPROX_EXP: tl.constexpr = True):
+    """(softplus(x), w) with w = exp(min(x, 20)): the backward's slope sigmoid(x) = w / (1 + w) reuses w.
+    APPROX_EXP=False keeps Triton's own exp (lg2 stays the MUFU's with USE_ASM)."""
+    w = fastmath.exp(tl.minimum(x, SOFTPLUS_THRESHOLD), USE_ASM and APPROX_EXP)
     series = w * (1.0 - w * (0.5 - w * (0.333333333333 - w * (0.25 - w * 0.2))))
     lp = tl.where(w < 0.0625, series, fastmath.log2(1.0 + w, USE_ASM) * LN2)
     return tl.where(x > SOFTPLUS_THRESHOLD, x, lp), w
@@ -272,10 +273,15 @@ def _token_step(h, step, u, dt, z, Bt, Ct, A2, D_row, bias_row, out_base, stride
     """One token of the recurrence for the (N, C) state h; writes that token's output and returns h. dt is the
     token's (C,) delta; with DT_RANK > 0 `_trip` computed it from the low-rank row, bias included."""
     t, valid, mask = _token_position(step, L, backward, mask_c, MASK_T)
+    # softplus's exp and the gate's sigmoid as single MUFU instructions (kernels/fastmath.py) where the output is
+    # 16-bit. With an fp32 output (the fp32 model's combined scan) they measured 8% slower on the H200 (2.77 ->
+    # 2.99 ms at Vim-Ti 1248 px, batch 64; bf16 halves 2.55 -> 2.52: results/history/abfast-h200-2026-12-02.json),
+    # so that path keeps Triton's own exp and sigmoid.
+    APPROX: tl.constexpr = USE_ASM and out_base.dtype.element_ty != tl.float32
     if HAS_BIAS and DT_RANK == 0:  # a fused dt_proj added it (_trip)
         dt = dt + bias_row
     if SOFTPLUS:
-        dt = _softplus(dt, USE_ASM)
+        dt = _softplus(dt, USE_ASM, APPROX)
     if MASK_T:
         dt = tl.where(mask, dt, 0.0)  # after the softplus: masked steps must be the identity (a=1, b=0)
     h = tl.exp2(A2 * dt[None, :]) * h + Bt[:, None] * (dt * u)[None, :]
@@ -283,7 +289,7 @@ def _token_step(h, step, u, dt, z, Bt, Ct, A2, D_row, bias_row, out_base, stride
     if HAS_D:
         y += D_row * u
     if HAS_Z:
-        y = y * z * fastmath.sigmoid(z, USE_ASM)
+        y = y * z * fastmath.sigmoid(z, APPROX)
     y = y * out_scale
     if ATOMIC:
         if MASK_T or MASK_C:
