@@ -6,6 +6,8 @@ reciprocal, tl.log2 is a libdevice polynomial. The scans need none of that: thei
 gates and sums of positive terms far from fp32's denormals, and they store bf16 or accumulate in fp32 with errors
 far above 2^-22. `*.approx.ftz` (flush denormals to zero, relative error ~2^-22) is one MUFU instruction each.
 USE_ASM=False (the interpreter, which cannot run inline asm) falls back to the exact tl functions.
+Measured on the H200 (kernels/NOTES.md, "MUFU approximations"): ~1% faster for the bf16 forward scan, 8% slower
+for the fp32 one (not understood), so the forward scan's `_token_step` asks for them only with a 16-bit output.
 """
 from __future__ import annotations
 
