@@ -57,11 +57,14 @@ class CaseKey:
     compile: str = "none"  # none | cuda-graphs | a torch.compile mode (vimbench.bench.compiler)
     h2d: bool = False     # the timed call includes copying the input from (pinned) host memory
     vim_slice: int = 0    # Vim: images per mixer slice at inference (0: the whole batch at once); DeiT: 0
+    vim_memory: str = "default"  # Vim: the mixers' inference memory mode (vimbench.models.vim.MEMORY_MODES)
 
     def label(self) -> str:
         impl = self.implementation + (f"/{self.attn}" if self.attn else "")
         extras = (f" {self.compile}" if self.compile != "none" else "") + (" +h2d" if self.h2d else "") \
-            + (f" slice{self.vim_slice}" if self.vim_slice else "") + ("" if self.mode == "infer" else f" {self.mode}")
+            + (f" slice{self.vim_slice}" if self.vim_slice else "") \
+            + (f" mem-{self.vim_memory}" if self.vim_memory != "default" else "") \
+            + ("" if self.mode == "infer" else f" {self.mode}")
         return f"{self.model} {impl} {self.res}px b{self.batch} {self.dtype} {self.device}{extras}"
 
 
@@ -256,7 +259,7 @@ _REQUIRED: dict[str, dict[str, str]] = {
     "profile": {"model": _STR, "res": _INT, "batch": _INT, "dtype": _STR, "status": _STR},
 }
 _OPTIONAL: dict[str, dict[str, str]] = {
-    "case": {"attn": _STR, "mode": _STR, "cuda_graphs": _BOOL, "compile": _STR, "vim_slice": _INT, "h2d": _BOOL,
+    "case": {"attn": _STR, "mode": _STR, "cuda_graphs": _BOOL, "compile": _STR, "vim_slice": _INT, "vim_memory": _STR, "h2d": _BOOL,
              "compile_s": _NUM, "latency_ms_p20": _NUM,
              "latency_ms_p50": _NUM, "latency_ms_p80": _NUM, "fps": _NUM, "peak_alloc_mib": _NUM, "tokens": _INT},
     "kernel": {"ms_p50": _NUM, "tokens": _INT},

@@ -163,6 +163,13 @@ def parse_vim_slice(value: Any) -> tuple[int, ...]:
     return tuple(dict.fromkeys(out))
 
 
+def parse_vim_memory(value: Any) -> tuple[str, ...]:
+    """Vim mixers' inference memory modes (vimbench.models.vim.MEMORY_MODES), in the order given."""
+    from vimbench.models.vim import MEMORY_MODES
+
+    return _choices(value, "vim memory mode", tuple(MEMORY_MODES))
+
+
 def parse_points(value: Any) -> tuple[tuple[int, int], ...]:
     """(resolution px, batch) pairs written RESxBATCH, in the order given, deduplicated."""
     hint = "write resolution x batch pairs, e.g. 224x128,1248x8"
@@ -220,6 +227,7 @@ class SweepConfig:
     compile_backend: str = "inductor"
     h2d: bool = False
     vim_slice: tuple[int, ...] = (0,)             # images per Vim mixer slice at inference; 0 = whole batch
+    vim_memory: tuple[str, ...] = ("default",)    # Vim mixers' inference memory modes (models.vim.MEMORY_MODES)
     points: tuple[tuple[int, int], ...] = ()
     also: tuple["SweepConfig", ...] = ()
 
@@ -242,7 +250,7 @@ class SweepConfig:
         if self.h2d and self.device != "cuda":
             raise VimbenchError("--h2d times a host-to-device copy and needs a CUDA device")
         compiler.check_mode_backend(self.compile, self.compile_backend)
-        axes = ("models", "dtypes", "attn", "backends", "modes", "compile", "vim_slice") + \
+        axes = ("models", "dtypes", "attn", "backends", "modes", "compile", "vim_slice", "vim_memory") + \
             (() if self.points else ("res", "batch"))
         for name in axes:
             if not getattr(self, name):
@@ -259,7 +267,8 @@ class SweepConfig:
         suite = {"models": list(self.models), **shape, "dtype": list(self.dtypes), "attn": list(self.attn),
                  "backend": list(self.backends), "device": self.device, "mode": list(self.modes),
                  "warmup": self.warmup, "iters": self.iters, "compile": list(self.compile),
-                 "compile_backend": self.compile_backend, "h2d": self.h2d, "vim_slice": list(self.vim_slice)}
+                 "compile_backend": self.compile_backend, "h2d": self.h2d, "vim_slice": list(self.vim_slice),
+                 "vim_memory": list(self.vim_memory)}
         if self.also:
             suite["also"] = [{k: v for k, v in block.to_suite().items() if k not in SWEEP_WIDE_KEYS}
                              for block in self.also]
@@ -371,6 +380,17 @@ def _expand_block(config: SweepConfig) -> tuple[list[CaseKey], list[Dropped]]:
     if deits and any(config.vim_slice):
         dropped.append(Dropped(f"vim-slice {','.join(map(str, config.vim_slice))} x {','.join(deits)}",
                                "batch slicing is a Vim mixer option; DeiT runs once, unsliced"))
+    memory_modes = [m for m in config.vim_memory if m != "default"]
+    if deits and memory_modes:
+        dropped.append(Dropped(f"vim-memory {','.join(memory_modes)} x {','.join(deits)}",
+                               "memory modes are a Vim mixer option; DeiT runs once"))
+    if vims and "lean" in config.vim_memory and "torch" in backends:
+        dropped.append(Dropped("vim-memory lean x backend torch",
+                               "lean fuses dt_proj into the Triton scan; the torch backend has no fused scan (use "
+                               "split there)"))
+    if "train" in modes and memory_modes and vims:
+        dropped.append(Dropped(f"vim-memory {','.join(memory_modes)} x mode train",
+                               "memory modes change inference only; training steps run once, as default"))
     if deits and config.backends:
         dropped.append(Dropped(f"backend {','.join(config.backends)} x {','.join(deits)}",
                                "the op backend applies to Vim only; DeiT runs through timm once per attention path"))
@@ -390,10 +410,14 @@ def _expand_block(config: SweepConfig) -> tuple[list[CaseKey], list[Dropped]]:
         # slicing is an inference option; a slice at least as large as the batch is no slicing: run as 0 once
         slices = dict.fromkeys(s if s < batch else 0 for s in config.vim_slice) if vim and mode == "infer" \
             else {0: None}
-        for (implementation, attn), execution, vim_slice in product(impls, executions, slices):
+        memories = config.vim_memory if vim and mode == "infer" else ("default",)
+        for (implementation, attn), execution, vim_slice, vim_memory in product(impls, executions, slices,
+                                                                                 memories):
             if host_sync_graphs and implementation == "torch" and execution == compiler.CUDA_GRAPHS:
+                continue
+            if vim_memory == "lean" and implementation == "torch":
                 continue
             cases.append(CaseKey(model=model, res=res, batch=batch, dtype=dtype, implementation=implementation,
                                  attn=attn, device=config.device, mode=mode, compile=execution, h2d=config.h2d,
-                                 vim_slice=vim_slice))
+                                 vim_slice=vim_slice, vim_memory=vim_memory))
     return cases, dropped

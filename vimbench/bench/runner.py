@@ -94,8 +94,8 @@ def build_model(key: CaseKey) -> torch.nn.Module:
     """The case's model at its resolution, random weights (seed 0), on the case's device; eval mode for
     inference, train mode for training cases."""
     spec = get_spec(key.model)
-    kwargs: dict[str, Any] = {"backend": key.implementation, "batch_slice": key.vim_slice} \
-        if spec.family == "vim" else {"attn": key.attn}
+    kwargs: dict[str, Any] = {"backend": key.implementation, "batch_slice": key.vim_slice,
+                              "vim_memory": key.vim_memory} if spec.family == "vim" else {"attn": key.attn}
     torch.manual_seed(0)
     model = create_model(key.model, img_size=key.res, **kwargs).to(key.device)
     return model.train() if key.mode == "train" else model.eval()

@@ -8,6 +8,7 @@ Suite files are declarative TOML with these keys (values as on the command line,
     dtype = "fp32"                   attn = "sdpa,eager"           backend = "torch"         device = "auto"
     mode = "infer"                   warmup = 3                    iters = 10                h2d = false
     compile = "none,default"         compile_backend = "inductor"  vim_slice = "0,16"
+    vim_memory = "default,lean"
     points = ["224x128", "1248x8"]   (RESxBATCH pairs instead of res x batch)
 `compile` is the execution axis of vimbench.bench.compiler (none, cuda-graphs, torch.compile modes); the older
 key `cuda_graphs = true` is still read, as compile = "cuda-graphs".
@@ -36,11 +37,12 @@ else:  # pragma: no cover - python 3.10
     import tomli as tomllib
 
 SUITE_KEYS = ("description", "models", "res", "batch", "points", "dtype", "attn", "backend", "device", "mode",
-              "warmup", "iters", "compile", "compile_backend", "cuda_graphs", "h2d", "vim_slice", "also")
+              "warmup", "iters", "compile", "compile_backend", "cuda_graphs", "h2d", "vim_slice", "vim_memory",
+              "also")
 BLOCK_KEYS = tuple(k for k in SUITE_KEYS if k not in (*grid.SWEEP_WIDE_KEYS, "also"))
 DEFAULTS: dict[str, Any] = {"dtype": "fp32", "attn": "sdpa", "backend": "torch", "device": "auto", "mode": "infer",
                             "warmup": 3, "iters": 10, "compile": "none", "compile_backend": "inductor", "h2d": False,
-                            "vim_slice": 0}
+                            "vim_slice": 0, "vim_memory": "default"}
 GPU_DEFAULT_SUITE = "paper_fig1"
 CPU_DEFAULT_SUITE = "cpu_smoke"
 
@@ -151,7 +153,8 @@ def _block_config(merged: dict[str, Any], cuda_available: bool, source: str, pla
                        modes=grid.parse_modes(merged["mode"]), warmup=merged["warmup"], iters=merged["iters"],
                        compile=_compile_modes(merged, source),
                        compile_backend=compiler.parse_compile_backend(merged["compile_backend"]),
-                       h2d=bool(merged["h2d"]), vim_slice=grid.parse_vim_slice(merged["vim_slice"]))
+                       h2d=bool(merged["h2d"]), vim_slice=grid.parse_vim_slice(merged["vim_slice"]),
+                       vim_memory=grid.parse_vim_memory(merged["vim_memory"]))
 
 
 def _compile_modes(merged: dict[str, Any], source: str) -> tuple[str, ...]:

@@ -58,6 +58,11 @@ def sweep(
                                                           "sweeps them; 0 = the whole batch (lower peak memory "
                                                           "with a slice, fewer programs per kernel) "
                                                           "[default: 0].")] = None,
+    vim_memory: Annotated[Optional[str], typer.Option(help="Vim: the mixers' inference memory mode, a list "
+                                                           "sweeps them: default; split (in_proj as two GEMMs, "
+                                                           "x dead before z); lean (split, and the Triton scan "
+                                                           "applies dt_proj: no delta tensor) "
+                                                           "[default: default].")] = None,
     h2d: Annotated[Optional[bool], typer.Option("--h2d/--no-h2d", help="Include the host-to-device copy of "
                                                                        "the input in the timed call "
                                                                        "[default: no].")] = None,
@@ -149,7 +154,7 @@ def sweep(
     overrides = {"models": models, "res": res, "batch": batch, "points": points, "dtype": dtype, "attn": attn,
                  "backend": backend, "device": device, "warmup": warmup, "iters": iters, "mode": mode,
                  "compile": compile_modes, "compile_backend": compile_backend, "cuda_graphs": cuda_graphs,
-                 "h2d": h2d, "vim_slice": vim_slice}
+                 "h2d": h2d, "vim_slice": vim_slice, "vim_memory": vim_memory}
     cuda = torch.cuda.is_available()
     # a SLURM sweep is planned here and measured on the cluster's GPUs
     config, source = sweeps.resolve_config(suite, overrides, cuda, resume=resume,
@@ -385,7 +390,8 @@ def _results_table(results, config, path: Path) -> None:
     for r in results:
         k = r.key
         impl = k.implementation + (f"/{k.attn}" if k.attn else "") + (" +h2d" if k.h2d else "") \
-            + (f" slice{k.vim_slice}" if k.vim_slice else "")
+            + (f" slice{k.vim_slice}" if k.vim_slice else "") \
+            + (f" mem-{k.vim_memory}" if k.vim_memory != "default" else "")
         memory = [r.peak_alloc_mib, r.nvml_used_mib] if cuda else [r.cpu_peak_rss_mib]
         spread = relative_spread(r.latency_ms_p20, r.latency_ms_p50, r.latency_ms_p80)
         status = r.status

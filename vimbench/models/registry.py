@@ -87,15 +87,17 @@ def get_spec(name: str) -> ModelSpec:
 
 
 def create_model(name: str, img_size: int = 224, num_classes: int = 1000, backend: str | None = None,
-                 attn: str = "sdpa", batch_slice: int = 0, train_boundary: str = "fused") -> Any:
+                 attn: str = "sdpa", batch_slice: int = 0, train_boundary: str = "fused",
+                 vim_memory: str = "default") -> Any:
     """Build a model at img_size with random weights (an nn.Module).
 
     backend: Vim op backend ('torch' or 'triton'; default from VIMBENCH_BACKEND). attn: DeiT attention
     ('sdpa' fused or 'eager'). batch_slice: Vim's mixers process the batch in slices of this many images at
     inference (0: whole batch). train_boundary: what Vim's mixers keep for the backward pass in training
-    (vimbench.models.vim.TRAIN_BOUNDARIES: 'fused', 'fused-combined', 'per-op'). backend, batch_slice and
-    train_boundary apply to Vim, attn to DeiT; each is ignored by the others; a timm peer (`timm:<name>`) keeps
-    timm's own attention.
+    (vimbench.models.vim.TRAIN_BOUNDARIES: 'fused', 'fused-combined', 'per-op'). vim_memory: the mixers'
+    inference memory mode (vimbench.models.vim.MEMORY_MODES: 'default', 'split', 'lean'). backend, batch_slice,
+    train_boundary and vim_memory apply to Vim, attn to DeiT; each is ignored by the others; a timm peer
+    (`timm:<name>`) keeps timm's own attention.
     """
     spec = get_spec(name)
     if isinstance(img_size, bool) or not isinstance(img_size, int):
@@ -109,15 +111,19 @@ def create_model(name: str, img_size: int = 224, num_classes: int = 1000, backen
                             f"use at least {geometry.PATCH}")
     if spec.family == "vim":
         from vimbench.models.ops import normalize_backend
-        from vimbench.models.vim import TRAIN_BOUNDARIES, VisionMamba
+        from vimbench.models.vim import MEMORY_MODES, TRAIN_BOUNDARIES, VisionMamba, set_memory_mode
         from vimbench.settings import default_backend
 
         if train_boundary not in TRAIN_BOUNDARIES:
             raise VimbenchError(f"unknown train_boundary {train_boundary!r}; choose one of "
                                 f"{', '.join(TRAIN_BOUNDARIES)}")
-        return VisionMamba(img_size, spec.embed_dim, spec.depth, num_classes,
-                           normalize_backend(backend) if backend is not None else default_backend(),
-                           batch_slice=batch_slice, train_boundary=train_boundary)
+        if vim_memory not in MEMORY_MODES:
+            raise VimbenchError(f"unknown Vim memory mode {vim_memory!r}; choose one of {', '.join(MEMORY_MODES)}")
+        model = VisionMamba(img_size, spec.embed_dim, spec.depth, num_classes,
+                            normalize_backend(backend) if backend is not None else default_backend(),
+                            batch_slice=batch_slice, train_boundary=train_boundary)
+        set_memory_mode(model, vim_memory)
+        return model
     from vimbench.models.timm_adapter import create_deit, create_timm
 
     if spec.family == "timm":

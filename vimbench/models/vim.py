@@ -474,6 +474,24 @@ class VisionMamba(nn.Module):
         return self.head(self.forward_features(images))
 
 
+# Inference memory modes of the Vim mixers (`vimbench sweep --vim-memory`; inference only, training ignores them):
+# name -> (fuse dt_proj into the scan, in_proj as two GEMMs). "default": one in_proj GEMM, the dt_proj GEMM and a
+# (B, L, 2, E) delta tensor; "split": in_proj as x then z, so x, z and the conv output are never alive together
+# (estimated -0.28 GiB at Vim-Ti 1248 px, batch 64, bf16; `vimbench.bench.live_memory`); "lean": split, and the
+# scan applies dt_proj itself (no delta tensor; backend triton only): measured 2.59 vs 3.44 GiB at 540 vs 612 img/s
+# (results/history/dtfuse-h200-2026-12-02.json).
+MEMORY_MODES: dict[str, tuple[bool, bool]] = {"default": (False, False), "split": (False, True),
+                                              "lean": (True, True)}
+
+
+def set_memory_mode(model: nn.Module, mode: str) -> None:
+    """Put every Vim mixer of `model` in inference memory mode `mode` (MEMORY_MODES)."""
+    if mode not in MEMORY_MODES:
+        raise ValueError(f"unknown Vim memory mode {mode!r}; choose one of {', '.join(MEMORY_MODES)}")
+    fuse, split = MEMORY_MODES[mode]
+    set_dt_proj_fusion(model, fuse, split_in_proj=split)
+
+
 def set_dt_proj_fusion(model: nn.Module, on: bool, split_in_proj: bool | None = None) -> None:
     """Switch the fused dt_proj (scan computes delta) on or off in every Vim mixer of `model`, and the split
     in_proj too if `split_in_proj` is given (both are inference-time memory savings; off: the previous path)."""

@@ -19,8 +19,9 @@ FLAG_FIELDS = {"cuda_graphs": "graphs", "h2d": "+h2d"}   # boolean key fields an
 LINE_FIELDS = (*(f for f in KEY_FIELDS if f != "res"),
                *(f for f in ("compile", *FLAG_FIELDS) if f not in KEY_FIELDS), "gpu_name")
 # What a Vim and a DeiT line must share to be compared (besides resolution).
-# (vim_slice, a Vim-only setting of newer rows, does not stop a pairing: DeiT rows carry 0 there.)
-PAIR_FIELDS = tuple(f for f in LINE_FIELDS if f not in ("model", "implementation", "attn", "compile", "vim_slice"))
+# (vim_slice and vim_memory, Vim-only settings of newer rows, do not stop a pairing: DeiT rows carry 0 / default.)
+PAIR_FIELDS = tuple(f for f in LINE_FIELDS
+                    if f not in ("model", "implementation", "attn", "compile", "vim_slice", "vim_memory"))
 GROUP_CHOICES = ("dtype", "batch", "device", "gpu_name", "model", "implementation", "attn")
 NUMERIC = ("fps", "latency_ms_p20", "latency_ms_p50", "latency_ms_p80", "peak_alloc_mib", "peak_reserved_mib",
            "activation_mib", "nvml_used_mib", "cpu_peak_rss_mib", "params", "tokens", "baseline_alloc_mib",
@@ -174,6 +175,7 @@ def prepare(df, models: Sequence[str] | str | None = None, dtypes: Sequence[str]
     df["mode"] = df["mode"].fillna("infer")
     df["compile"] = df["compile"].fillna("none")  # rows from before the compile axis (results.upgrade_row)
     df["vim_slice"] = pd.to_numeric(df["vim_slice"], errors="coerce").fillna(0).astype(int)
+    df["vim_memory"] = df["vim_memory"].fillna("default")  # rows from before the memory-mode axis
     for flag in FLAG_FIELDS:
         df[flag] = df[flag].fillna(False).astype(bool)
     df["attn"] = df["attn"].where(df["attn"].notna(), None)
@@ -266,12 +268,12 @@ def line_label(key: dict[str, Any] | Any, show: Sequence[str]) -> str:
         elif f == "vim_slice":
             if not _missing(v) and int(v):
                 parts.append(f"slice{int(v)}")
+        elif f == "vim_memory":
+            if not _missing(v) and v != "default":
+                parts.append(f"mem-{v}")
         elif f in FLAG_FIELDS:
             if v:
                 parts.append(FLAG_FIELDS[f])
-        elif f == "vim_slice":
-            if not _missing(v) and v:
-                parts.append(f"slice{v}")
         elif not _missing(v):
             parts.append(str(v))
     return " ".join(parts)

@@ -1,0 +1,99 @@
+"""Vim's inference memory modes (`--vim-memory default,split,lean`): the same output, a lower estimated peak,
+an axis of the sweep that reaches the model, and clear errors."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from vimbench.bench import sweep as sweeps
+from vimbench.bench.grid import SweepConfig, expand_cases, parse_vim_memory
+from vimbench.cli import app
+from vimbench.errors import VimbenchError
+from vimbench.models.registry import create_model
+from vimbench.models.vim import MEMORY_MODES, set_memory_mode
+
+
+def _outputs(backend: str, modes: tuple[str, ...], batch: int, res: int):
+    torch.manual_seed(0)
+    model = create_model("vim_test", img_size=res, backend=backend).eval()
+    images = torch.randn(batch, 3, res, res)
+    out = {}
+    with torch.inference_mode():
+        for mode in modes:
+            set_memory_mode(model, mode)
+            out[mode] = model(images)
+    return out
+
+
+@pytest.mark.parametrize("backend, modes, batch, res", [("torch", ("default", "split"), 3, 32),
+                                                        ("triton", ("default", "split", "lean"), 2, 16)])
+def test_memory_modes_give_the_default_output(backend, modes, batch, res):
+    """split reorders nothing but when z is made; lean computes delta inside the scan in fp32 (the GEMM path
+    rounds it to the activation dtype; here fp32 throughout), so both match the default closely. triton runs
+    under the interpreter at 2 tokens per image."""
+    out = _outputs(backend, modes, batch, res)
+    for mode in modes[1:]:
+        torch.testing.assert_close(out[mode], out["default"], rtol=1e-5, atol=1e-5)
+
+
+def test_create_model_sets_every_mixer_and_rejects_unknown_modes():
+    for mode, (fuse, split) in MEMORY_MODES.items():
+        model = create_model("vim_test", img_size=32, backend="torch", vim_memory=mode)
+        assert {(layer.mixer.fuse_dt_proj, layer.mixer.split_in_proj) for layer in model.layers} == {(fuse, split)}
+    with pytest.raises(VimbenchError, match="unknown Vim memory mode 'tiny'.*default, split, lean"):
+        create_model("vim_test", img_size=32, vim_memory="tiny")
+
+
+def test_split_lowers_the_estimated_peak():
+    """On the meta device with the Triton backend's allocations (Vim-Ti, 512 px, batch 16, bf16): split frees
+    x before z exists, lean also drops the delta tensor."""
+    import vimbench.models.registry as registry
+    from vimbench.bench.live_memory import vim_peak_bytes
+
+    real = registry.create_model
+    peaks = {}
+    try:
+        for mode in MEMORY_MODES:
+            registry.create_model = lambda *a, _mode=mode, **k: real(*a, vim_memory=_mode, **k)
+            peaks[mode] = vim_peak_bytes("vim_t", 512, 16, "bf16")
+    finally:
+        registry.create_model = real
+    tokens = 16 * ((512 // 16) ** 2 + 1)
+    assert peaks["default"] > peaks["split"] > peaks["lean"]
+    # split: x (tokens, E) in bf16 is no longer alive beside u and z; lean: nor is delta (tokens, 2E)
+    assert peaks["default"] - peaks["split"] >= 0.9 * tokens * 384 * 2
+    assert peaks["split"] - peaks["lean"] >= 0.9 * tokens * 2 * 384 * 2
+
+
+def test_vim_memory_axis():
+    assert parse_vim_memory("default, lean,default") == ("default", "lean")
+    with pytest.raises(VimbenchError, match="vim memory mode"):
+        parse_vim_memory("small")
+    config = SweepConfig(models=("vim_t", "deit_t"), res=(1248,), batch=(64,), dtypes=("bf16",),
+                         backends=("triton", "torch"), device="cuda", modes=("infer", "train"),
+                         vim_memory=("default", "split", "lean"))
+    cases, dropped = expand_cases(config)
+    vim_infer = sorted((c.implementation, c.vim_memory) for c in cases if c.model == "vim_t" and c.mode == "infer")
+    assert vim_infer == [("torch", "default"), ("torch", "split"),
+                         ("triton", "default"), ("triton", "lean"), ("triton", "split")]
+    assert {c.vim_memory for c in cases if c.mode == "train" or c.model == "deit_t"} == {"default"}
+    whats = " | ".join(d.what for d in dropped)
+    assert "vim-memory split,lean x deit_t" in whats and "vim-memory lean x backend torch" in whats
+    assert "x mode train" in whats
+
+
+def test_sweep_records_the_mode_and_the_cli_rejects_a_bad_one(tmp_path):
+    config = sweeps.make_config({"models": "vim_test", "res": 32, "batch": 2, "device": "cpu", "warmup": 1,
+                                 "iters": 5, "vim_memory": "default,split"}, cuda_available=False)
+    results = sweeps.run_sweep(config, out=tmp_path / "run.jsonl")
+    assert [(r.key.vim_memory, r.status) for r in results] == [("default", "ok"), ("split", "ok")]
+    assert "mem-split" in results[1].key.label()
+    rows = [json.loads(line) for line in (tmp_path / "run.jsonl").read_text().splitlines()]
+    assert [r.get("vim_memory") for r in rows if r.get("kind") == "case"] == ["default", "split"]
+    out = tmp_path / "bad.jsonl"
+    result = CliRunner().invoke(app, ["sweep", "--models", "vim_test", "--res", "32", "--batch", "2", "--device",
+                                      "cpu", "--vim-memory", "frugal", "--out", str(out)])
+    assert result.exit_code == 2 and "vim memory mode" in result.output and not out.exists()
