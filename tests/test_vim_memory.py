@@ -97,3 +97,16 @@ def test_sweep_records_the_mode_and_the_cli_rejects_a_bad_one(tmp_path):
     result = CliRunner().invoke(app, ["sweep", "--models", "vim_test", "--res", "32", "--batch", "2", "--device",
                                       "cpu", "--vim-memory", "frugal", "--out", str(out)])
     assert result.exit_code == 2 and "vim memory mode" in result.output and not out.exists()
+
+
+def test_rows_from_before_the_axis_key_as_default():
+    """A row without vim_memory (older files), or with it None (a filled table column), keys as 'default', so
+    resumes and comparisons match it with new rows, and labels stay as they were."""
+    from vimbench.results import key_of_row
+
+    row = {"model": "vim_t", "res": 224, "batch": 64, "dtype": "bf16", "implementation": "triton", "attn": None,
+           "device": "cuda"}
+    assert key_of_row(row) == key_of_row({**row, "vim_memory": None, "vim_slice": None}) \
+        == key_of_row({**row, "vim_memory": "default"})
+    assert key_of_row({**row, "vim_memory": None}).label() == "vim_t triton 224px b64 bf16 cuda"
+    assert key_of_row({**row, "vim_memory": "lean"}).vim_memory == "lean"

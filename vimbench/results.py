@@ -22,7 +22,7 @@ import json
 import os
 import time
 import uuid
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -240,8 +240,14 @@ def upgrade_row(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def key_of_row(row: dict[str, Any]) -> CaseKey:
+    """The case key of a stored row. A key field the row lacks, or holds as None (a table column filled for
+    rows written before the field existed), takes the field's default; fields without one stay as stored."""
     row = upgrade_row(row)
-    return CaseKey(**{name: row.get(name, CaseKey.__dataclass_fields__[name].default) for name in KEY_FIELDS})
+    values = {}
+    for name in KEY_FIELDS:
+        value, default = row.get(name), CaseKey.__dataclass_fields__[name].default
+        values[name] = default if value is None and default is not MISSING else value
+    return CaseKey(**values)
 
 
 def new_run_id() -> str:
