@@ -45,6 +45,7 @@ def test_sweep_writes_and_reloads(tmp_path):
         assert row["fps"] == pytest.approx(row["batch"] / (row["latency_ms_p50"] / 1e3))
         assert row["timing_method"] == "perf_counter" and row["cpu_peak_rss_mib"] > 0
         assert row["memory_method"].startswith("process_rss") and row["params"] > 0
+        assert 0 < row["host_us_per_op"] < 10_000  # the host-speed probe ran when the case began
     # 40 px is not a multiple of 16: 2 x 2 patches and the class token
     assert set(df[df["res"] == 40]["tokens"]) == {5}
 

@@ -122,6 +122,8 @@ class CaseResult:
     sm_clock_mhz_after: int | None = None
     temp_c_before: int | None = None
     temp_c_after: int | None = None
+    host_us_per_op: float | None = None  # host speed when the case began (bench.env.host_us_per_op): us per tiny
+    #                                      CPU torch op called from Python; eager rows at small sizes move with it
     timestamp: str | None = None
     # where it ran (a file's rows can come from several hosts and GPUs once resumed elsewhere)
     hostname: str | None = None
@@ -267,7 +269,8 @@ _REQUIRED: dict[str, dict[str, str]] = {
 _OPTIONAL: dict[str, dict[str, str]] = {
     "case": {"attn": _STR, "mode": _STR, "cuda_graphs": _BOOL, "compile": _STR, "vim_slice": _INT, "vim_memory": _STR, "h2d": _BOOL,
              "compile_s": _NUM, "latency_ms_p20": _NUM,
-             "latency_ms_p50": _NUM, "latency_ms_p80": _NUM, "fps": _NUM, "peak_alloc_mib": _NUM, "tokens": _INT},
+             "latency_ms_p50": _NUM, "latency_ms_p80": _NUM, "fps": _NUM, "peak_alloc_mib": _NUM, "tokens": _INT,
+             "host_us_per_op": _NUM},
     "kernel": {"ms_p50": _NUM, "tokens": _INT},
     "profile": {"mode": _STR, "latency_ms_p50": _NUM, "profiled_ms": _NUM, "gpu_busy_ms": _NUM,
                 "gpu_idle_ms": _NUM},

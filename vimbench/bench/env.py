@@ -185,6 +185,31 @@ def device_identity(device: str, device_index: int = 0) -> dict[str, Any]:
     return out
 
 
+HOST_PROBE_CALLS = 200
+HOST_PROBE_ROUNDS = 5
+
+
+def host_us_per_op() -> float:
+    """How fast the host runs framework code right now: the median over HOST_PROBE_ROUNDS rounds of the mean time
+    of one tiny CPU torch op called from Python (us; ~1-3 ms in all). Eager forwards at small sizes are host-bound
+    (Python, the dispatcher, Triton's launcher), and on shared machines the host's speed moves between processes
+    minutes apart (2x on the H200 box, kernels/NOTES.md): rows record it so that such moves are seen, not read as
+    differences between models."""
+    import statistics
+    import time
+
+    import torch
+
+    a, b, out = torch.ones(1), torch.ones(1), torch.empty(1)
+    rounds = []
+    for _ in range(HOST_PROBE_ROUNDS):
+        start = time.perf_counter()
+        for _ in range(HOST_PROBE_CALLS):
+            torch.add(a, b, out=out)
+        rounds.append((time.perf_counter() - start) / HOST_PROBE_CALLS * 1e6)
+    return statistics.median(rounds)
+
+
 def gpu_conditions(device_index: int = 0) -> dict[str, int | None]:
     """SM clock (MHz) and temperature (C) of the GPU right now; None where no GPU or NVML is available."""
     from vimbench.bench.memory import nvml_handle

@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from vimbench.bench import compiler
-from vimbench.bench.env import device_identity, gpu_conditions, now
+from vimbench.bench.env import device_identity, gpu_conditions, host_us_per_op, now
 from vimbench.bench import train
 from vimbench.bench.memory import Memory, measure_memory
 from vimbench.bench.timing import Timing, time_forward
@@ -198,6 +198,7 @@ def run_case(key: CaseKey, warmup: int, iters: int, compile_backend: str = "indu
     identity = device_identity(key.device, torch.cuda.current_device() if key.device == "cuda" else 0)
     result.hostname, result.gpu_name = identity["hostname"], identity["gpu_name"]
     result.gpu_index, result.gpu_uuid = identity["gpu_index"], identity["gpu_uuid"]
+    result.host_us_per_op = round(host_us_per_op(), 3)
     if key.device == "cuda":
         result.allocated_at_start_mib = torch.cuda.memory_allocated() / 2**20
         before = gpu_conditions(torch.cuda.current_device())
