@@ -262,3 +262,26 @@ def test_sweep_marks_cases_that_began_with_memory_of_earlier_cases(tmp_path, mon
     assert "1 case(s) began with up to 65 MiB still allocated by earlier cases" in flat
     rows = [r for r in map(json.loads, out.read_text().splitlines()) if r["kind"] == "case"]
     assert {r["model"]: r["allocated_at_start_mib"] for r in rows} == {"vim_test": 0.0, "deit_test": 65.0}
+
+
+def test_sweep_caption_says_when_the_host_speed_moved(tmp_path, monkeypatch):
+    """Cases measured at host speeds more than HOST_DRIFT apart get one caption sentence with the range; a
+    steady host gets none."""
+    from vimbench.bench import runner as runner_module
+
+    real = runner_module.run_case
+
+    def host(speeds):
+        def run(key, *args, **kwargs):
+            result = real(key, *args, **kwargs)
+            result.host_us_per_op = speeds[key.model]
+            return result
+        return run
+
+    monkeypatch.setattr(runner_module, "run_case", host({"vim_test": 2.0, "deit_test": 4.5}))
+    moved = invoke([*TINY, "--attn", "sdpa", "--out", tmp_path / "moved.jsonl"])
+    assert moved.exit_code == 0, moved.output
+    assert "Host speed moved during the sweep: a tiny CPU torch op took 2.0-4.5 us" in " ".join(moved.output.split())
+    monkeypatch.setattr(runner_module, "run_case", host({"vim_test": 2.0, "deit_test": 2.2}))
+    steady = invoke([*TINY, "--attn", "sdpa", "--out", tmp_path / "steady.jsonl"])
+    assert steady.exit_code == 0 and "Host speed moved" not in " ".join(steady.output.split())

@@ -420,12 +420,26 @@ def _results_table(results, config, path: Path) -> None:
                + (f"; {len(carried)} case(s) began with up to {max(carried):,.0f} MiB still allocated by earlier "
                   "cases of the process (carry-over: included in their peak alloc; a leak to report)"
                   if carried else "")
-               + f".{train_text} MiB = 2^20 bytes. compile s = wall time of the untimed "
+               + f".{train_text}{_host_text(results)} MiB = 2^20 bytes. compile s = wall time of the untimed "
                f"first call (compilation, autotuning; none: JIT and lazy init). Results: {path}")
     render.table(f"vimbench sweep on {config.device}",
                  ["model", "res px", "batch", "dtype", "mode", "implementation", "compile", "img/s", "p50 ms",
                   "spread", *train_columns, *memory_columns, "compile s", "status", "tokens"], rows, caption=caption,
                  keep=["model", "res px", "batch", "dtype", "mode", "implementation", "img/s", "spread", "status"])
+
+
+# Host speeds (us per probe op) further apart than this factor within one sweep: its eager rows at small sizes
+# (host-bound) compare cases measured at different host speeds, and the caption says so.
+HOST_DRIFT = 1.3
+
+
+def _host_text(results) -> str:
+    """The caption's sentence on the host's speed across the cases (CaseResult.host_us_per_op), if it moved."""
+    probes = [r.host_us_per_op for r in results if r.host_us_per_op]
+    if len(probes) < 2 or max(probes) <= HOST_DRIFT * min(probes):
+        return ""
+    return (f" Host speed moved during the sweep: a tiny CPU torch op took {min(probes):.1f}-{max(probes):.1f} us "
+            "across the cases (host_us_per_op); host-bound rows (eager, small sizes) are not comparable across it.")
 
 
 @user_errors
