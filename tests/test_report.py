@@ -483,3 +483,29 @@ def test_results_table_shows_memory_carried_over_from_earlier_cases(tmp_path):
         if expect:
             assert sorted(float(r["carried over (MiB)"]) for r in rows) == sorted(c.allocated_at_start_mib
                                                                                    for c in cases)
+
+
+def test_results_table_shows_vim_options_and_host_speed_only_when_they_vary(tmp_path):
+    """The results table gains "vim memory" / "vim slice" columns when a row is off their default, and a "host
+    (us/op)" column when the recorded host speed moved more than HOST_DRIFT between rows; plain files keep
+    neither."""
+    from dataclasses import replace
+
+    from vimbench.bench.env import HOST_DRIFT
+
+    base = [c for c in synthetic_cases(oom=False) if c.key.batch == 8 and c.key.attn != "eager"]
+    for case in base:
+        case.host_us_per_op = 2.0
+    vim = next(c for c in base if c.key.model.startswith("vim"))
+    lean = replace(vim, key=replace(vim.key, vim_memory="lean"), host_us_per_op=2.0 * HOST_DRIFT * 1.1)
+    plain = write_results(tmp_path / "plain.jsonl", base)
+    varied = write_results(tmp_path / "varied.jsonl", [*base, lean])
+    for src, expect in ((plain, False), (varied, True)):
+        out = tmp_path / f"rep-{src.stem}"
+        result = CliRunner().invoke(app, ["report", str(src), "-o", str(out), "--no-table"])
+        assert result.exit_code == 0, result.output
+        rows = read_csv(out / "tables" / "results.csv")
+        assert ("vim memory" in rows[0]) is expect and ("host (us/op)" in rows[0]) is expect
+        assert "vim slice" not in rows[0]
+        if expect:
+            assert sorted(r["vim memory"] for r in rows if r["vim memory"] not in ("", "default")) == ["lean"]

@@ -187,6 +187,16 @@ def device_identity(device: str, device_index: int = 0) -> dict[str, Any]:
 
 HOST_PROBE_CALLS = 200
 HOST_PROBE_ROUNDS = 5
+# Host speeds (us per probe op) further apart than this factor within one set of rows: their host-bound rows
+# (eager, small sizes) were measured at different host speeds; the sweep's caption and the report say so.
+HOST_DRIFT = 1.3
+
+
+def host_speed_moved(probes) -> bool:
+    """Whether the host speeds recorded for some rows (host_us_per_op; None where not recorded) differ by more
+    than HOST_DRIFT."""
+    values = [p for p in probes if p]
+    return len(values) >= 2 and max(values) > HOST_DRIFT * min(values)
 
 
 def host_us_per_op() -> float:

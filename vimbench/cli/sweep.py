@@ -428,15 +428,12 @@ def _results_table(results, config, path: Path) -> None:
                  keep=["model", "res px", "batch", "dtype", "mode", "implementation", "img/s", "spread", "status"])
 
 
-# Host speeds (us per probe op) further apart than this factor within one sweep: its eager rows at small sizes
-# (host-bound) compare cases measured at different host speeds, and the caption says so.
-HOST_DRIFT = 1.3
-
-
 def _host_text(results) -> str:
     """The caption's sentence on the host's speed across the cases (CaseResult.host_us_per_op), if it moved."""
+    from vimbench.bench.env import host_speed_moved
+
     probes = [r.host_us_per_op for r in results if r.host_us_per_op]
-    if len(probes) < 2 or max(probes) <= HOST_DRIFT * min(probes):
+    if not host_speed_moved(probes):
         return ""
     return (f" Host speed moved during the sweep: a tiny CPU torch op took {min(probes):.1f}-{max(probes):.1f} us "
             "across the cases (host_us_per_op); host-bound rows (eager, small sizes) are not comparable across it.")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from vimbench.bench.env import host_speed_moved
 from vimbench.bench.memory import CARRY_OVER_MIB
 from vimbench.formatting import format_cell
 from vimbench.report import data as D
@@ -46,9 +47,10 @@ def _none(v: Any) -> Any:
     return v
 
 
-RESULT_COLUMNS = ["model", "implementation", "attn", "compile", "dtype", "batch", "res (px)", "device", "gpu",
-                  "status", "tokens", "params", "p50 (ms)", "p20-p80 spread (%)", "throughput (img/s)",
-                  "peak alloc (MiB)", "carried over (MiB)", "peak RSS (MiB)", "run_id"]
+RESULT_COLUMNS = ["model", "implementation", "attn", "compile", "vim slice", "vim memory", "dtype", "batch",
+                  "res (px)", "device", "gpu", "status", "tokens", "params", "p50 (ms)", "p20-p80 spread (%)",
+                  "throughput (img/s)", "peak alloc (MiB)", "carried over (MiB)", "peak RSS (MiB)",
+                  "host (us/op)", "run_id"]
 # Training rows: the step split and the memory held before a step (weights, gradients, AdamW state).
 TRAIN_COLUMNS = {"p50 (ms)": ["forward p50 (ms)", "backward p50 (ms)"], "peak alloc (MiB)": ["baseline alloc (MiB)"]}
 _TRAIN_FIELDS = {"forward p50 (ms)": "forward_ms_p50", "backward p50 (ms)": "backward_ms_p50",
@@ -77,10 +79,11 @@ def results_table(df, caption: str, mode: str = "infer") -> Table:
     rows = []
     for _, r in df.iterrows():
         base = [_none(r["model"]), _none(r["implementation"]), _none(r["attn"]), _none(r.get("compile")),
+                _none(r.get("vim_slice")), _none(r.get("vim_memory")),
                 _none(r["dtype"]), _none(r["batch"]), _none(r["res"]), _none(r["device"]), _none(r["gpu"]),
                 _none(r["status"]), _none(r["tokens"]), _none(r["params"]), _none(r["latency_ms_p50"]), spread(r),
                 _none(r["fps"]), _none(r["peak_alloc_mib"]), _none(r.get("allocated_at_start_mib")),
-                _none(r.get("cpu_peak_rss_mib")), _none(r["run_id"])]
+                _none(r.get("cpu_peak_rss_mib")), _none(r.get("host_us_per_op")), _none(r["run_id"])]
         values = dict(zip(RESULT_COLUMNS, base))
         values.update({c: _none(r.get(f)) for c, f in _TRAIN_FIELDS.items()})
         rows.append([values[c] for c in columns])
@@ -90,10 +93,17 @@ def results_table(df, caption: str, mode: str = "infer") -> Table:
                 row[i] = int(row[i])
     # Columns no row fills (compile before that field existed, RSS on GPU runs) are left out; "carried over"
     # (memory still allocated by earlier cases of the process when the case began, in its peak) only when a row
-    # carried some.
+    # carried some; the Vim options only when a row is not at their default; the host's speed only when it moved
+    # between the rows (bench.env.host_speed_moved: host-bound rows are then not comparable across it).
     def shown(i: int, column: str) -> bool:
         if column == "carried over (MiB)":
             return any((row[i] or 0) > CARRY_OVER_MIB for row in rows)
+        if column == "vim slice":
+            return any(row[i] not in (None, 0) for row in rows)
+        if column == "vim memory":
+            return any(row[i] not in (None, "default") for row in rows)
+        if column == "host (us/op)":
+            return host_speed_moved([row[i] for row in rows])
         if column in ("compile", "peak RSS (MiB)", "p20-p80 spread (%)"):
             return any(row[i] is not None for row in rows)
         return True
@@ -102,7 +112,7 @@ def results_table(df, caption: str, mode: str = "infer") -> Table:
     title = "Measured cases" + (" (training steps)" if mode == "train" else "" if mode == "infer" else f" ({mode})")
     return Table("results" + _suffix(mode), title, [columns[i] for i in keep], [[row[i] for i in keep] for row in rows],
                  caption, digits={"p50 (ms)": 2, "throughput (img/s)": 1, "peak alloc (MiB)": 1, "peak RSS (MiB)": 1,
-                                  "carried over (MiB)": 1,
+                                  "carried over (MiB)": 1, "host (us/op)": 2,
                                   "p20-p80 spread (%)": 1, "forward p50 (ms)": 2, "backward p50 (ms)": 2,
                                   "baseline alloc (MiB)": 1})
 
