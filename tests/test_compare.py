@@ -101,3 +101,21 @@ def test_run_folders_and_bad_input(tmp_path):
     other = write(tmp_path / "other.jsonl", [row(224, 10.0, batch=1)])
     none = invoke(a, other)
     assert none.exit_code == 2 and "no case in common" in none.output
+
+
+def test_compare_says_when_a_and_b_ran_at_different_host_speeds(tmp_path):
+    """Rows carry host_us_per_op; when A's and B's medians differ by more than HOST_DRIFT the summary says so
+    (host-bound cases move with the host), otherwise, and for rows without the field, it says nothing."""
+    def hosted(res, p50, host):
+        r = row(res, p50)
+        r["host_us_per_op"] = host
+        return r
+
+    a = write(tmp_path / "a.jsonl", [hosted(224, 10.0, 2.0), hosted(512, 40.0, 2.2)])
+    slow_host = write(tmp_path / "b.jsonl", [hosted(224, 15.0, 4.0), hosted(512, 41.0, 4.4)])
+    same_host = write(tmp_path / "c.jsonl", [hosted(224, 15.0, 2.1), hosted(512, 41.0, 2.0)])
+    old = write(tmp_path / "d.jsonl", [row(224, 15.0), row(512, 41.0)])
+    moved = compare_results([a], [slow_host]).summary()
+    assert "Host speed differs: a tiny CPU torch op took 2.1 us in A, 4.2 us in B" in moved
+    for other in (same_host, old):
+        assert "Host speed" not in compare_results([a], [other]).summary()

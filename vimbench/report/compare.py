@@ -13,6 +13,7 @@ fall back to min_change alone. Cases whose status differs (ok on one side, oom/e
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -34,6 +35,7 @@ class Side:
     p80_ms: float | None
     peak_mib: float | None
     source: str
+    host_us: float | None = None  # the host's speed when the case began (host_us_per_op; None before the field)
 
     @property
     def band(self) -> tuple[float, float] | None:
@@ -111,7 +113,19 @@ class ABComparison:
         m = self.memory_geomean
         memory = f"; peak memory B/A geometric mean {m:.3f}" if m is not None else ""
         return (f"{head}: {counts}{memory}; {len(self.only_a)} only in A, {len(self.only_b)} only in B "
-                f"(noise: p20..p80 bands, min change {self.min_change:.0%})")
+                f"(noise: p20..p80 bands, min change {self.min_change:.0%}){self.host_note()}")
+
+    def host_note(self) -> str:
+        """A sentence when A's and B's rows were measured at host speeds more than HOST_DRIFT apart (medians of
+        host_us_per_op): host-bound cases (eager, small sizes) then move with the host, not only with the code."""
+        from vimbench.bench.env import host_speed_moved
+
+        a = statistics.median(v) if (v := [c.a.host_us for c in self.cases if c.a.host_us]) else None
+        b = statistics.median(v) if (v := [c.b.host_us for c in self.cases if c.b.host_us]) else None
+        if a is None or b is None or not host_speed_moved([a, b]):
+            return ""
+        return (f". Host speed differs: a tiny CPU torch op took {a:.1f} us in A, {b:.1f} us in B (median "
+                "host_us_per_op); host-bound cases reflect the host too")
 
 
 def _geomean(values: Sequence[float | None]) -> float | None:
@@ -134,7 +148,7 @@ def _side(row: dict[str, Any]) -> Side:
     if peak is None:
         peak = _num(row.get("cpu_peak_rss_mib"))
     return Side(str(row.get("status")), _num(row.get("latency_ms_p20")), _num(row.get("latency_ms_p50")),
-                _num(row.get("latency_ms_p80")), peak, str(row.get("source", "")))
+                _num(row.get("latency_ms_p80")), peak, str(row.get("source", "")), _num(row.get("host_us_per_op")))
 
 
 def verdict(a: Side, b: Side, min_change: float = DEFAULT_MIN_CHANGE) -> str:
