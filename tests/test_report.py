@@ -432,6 +432,9 @@ def test_graph_replayed_rows_at_one_resolution_report_without_a_doubled_label(tm
     pairs = [(r["vim"], r["deit"]) for r in read_csv(out / "tables" / "ratios.csv") if r["res (px)"] == "1248"]
     assert len(pairs) == 2 and len(set(pairs)) == 2, pairs
     assert sum("graphs" in vim and "graphs" in deit for vim, deit in pairs) == 1
+    # the results table names the graph-replayed rows (prepare() moves them out of `compile` into a flag)
+    executions = [r["compile"] for r in read_csv(out / "tables" / "results.csv")]
+    assert executions.count("cuda-graphs") == executions.count("none") == len(lines) - 1
 
 
 def test_accuracy_pareto_front():

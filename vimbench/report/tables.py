@@ -78,7 +78,9 @@ def results_table(df, caption: str, mode: str = "infer") -> Table:
             columns[at:at] = added
     rows = []
     for _, r in df.iterrows():
-        base = [_none(r["model"]), _none(r["implementation"]), _none(r["attn"]), _none(r.get("compile")),
+        # prepare() keeps torch.compile modes in `compile` and graph replays in the cuda_graphs flag
+        execution = "cuda-graphs" if _none(r.get("cuda_graphs")) else _none(r.get("compile"))
+        base = [_none(r["model"]), _none(r["implementation"]), _none(r["attn"]), execution,
                 _none(r.get("vim_slice")), _none(r.get("vim_memory")),
                 _none(r["dtype"]), _none(r["batch"]), _none(r["res"]), _none(r["device"]), _none(r["gpu"]),
                 _none(r["status"]), _none(r["tokens"]), _none(r["params"]), _none(r["latency_ms_p50"]), spread(r),
