@@ -42,7 +42,7 @@ from kernels.conv1d.op import conv1d_silu_bidir, conv1d_silu_bidir_bwd
 from kernels.rmsnorm.op import add_rmsnorm
 from kernels.runtime import cdiv, eager_autograd, traced
 from kernels.selective_scan import fwd as scan_fwd
-from kernels.selective_scan.op import bimamba_scan_bwd, checkpoint_chunk
+from kernels.selective_scan.op import CHECKPOINT_CHUNK, bimamba_scan_bwd
 
 Tensor = torch.Tensor
 
@@ -225,7 +225,7 @@ def bimamba_inner(h, in_proj, conv_w, conv_b, x_proj_t, dt_proj_t, A, D, dt_bias
                          f"got {h.dtype}, {in_proj.dtype}, {x_proj_t.dtype}, {dt_proj_t.dtype}, {out_proj.dtype}")
     norm_r, norm_w, norm_eps = norm if norm is not None else (None, None, 0.0)
     tensors = (h, in_proj, conv_w, conv_b, x_proj_t, dt_proj_t, A, D, dt_bias, out_proj, norm_r, norm_w)
-    args = (*tensors, float(norm_eps), bool(combine), checkpoint_chunk(h.shape[1]))
+    args = (*tensors, float(norm_eps), bool(combine), CHECKPOINT_CHUNK)
     op = torch.ops.vimbench.bimamba_inner if traced(*tensors) else _bimamba_inner_eager
     return op(*args)[0]
 

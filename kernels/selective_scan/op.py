@@ -33,19 +33,9 @@ from kernels.selective_scan import bwd, fwd
 
 Tensor = torch.Tensor
 
-# Tokens between saved states in the training forward: memory 2 * batch * E * N * cdiv(L, chunk) * 4 bytes per
-# layer (Vim-Ti, 1248 px, batch 8, chunk 64: 37.7 MB; half the bf16 u's size at 64, as large at 32) against the
-# backward's recomputation of one chunk per program into a chunk-long fp32 scratch (which stays in L2 only when
-# the resident programs' scratch is small). `checkpoint_chunk(L)` picks per sequence length.
+# Tokens between saved states in the training forward: memory 2 * batch * E * N * cdiv(L, CHUNK) * 4 bytes per
+# layer (Vim-Ti, 1248 px, batch 8: 18.7 MB) against the backward's recomputation of one chunk per program.
 CHECKPOINT_CHUNK = 64
-SHORT_CHECKPOINT_CHUNK = 32
-SHORT_SEQUENCE_TOKENS = 0  # sequences of at most this many tokens checkpoint every SHORT_CHECKPOINT_CHUNK
-
-
-def checkpoint_chunk(length: int) -> int:
-    """Tokens between the training forward's saved states for a sequence of `length` tokens: the one rule that the
-    scan op and the mixer op (kernels.bimamba_inner) use."""
-    return SHORT_CHECKPOINT_CHUNK if length <= SHORT_SEQUENCE_TOKENS else CHECKPOINT_CHUNK
 
 
 def _no_backward(name: str, *tensors: Tensor | None) -> None:
@@ -180,7 +170,7 @@ def bimamba_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softp
     0.5 * y_dir * SiLU(z), (2, batch, E, L) in u's dtype, a new tensor laid out like u, or `out` (u's shape and
     dtype; may be u or delta itself, which the scan then overwrites) when given. out= is an in-place write and
     is refused under autograd. Differentiable in u, delta, A, B, C, D, z and delta_bias: under autograd the
-    forward also saves fp32 state checkpoints every `checkpoint_chunk(L)` tokens for the backward kernel.
+    forward also saves fp32 state checkpoints every CHECKPOINT_CHUNK tokens for the backward kernel.
     dt_proj: None, or the (2, E, R) dt_proj weights; then delta is the low-rank dt (2, batch, R, L) and the scan
     computes the channel delta itself (fwd.bimamba_scan). Inference only: refused under autograd.
     """
@@ -196,8 +186,7 @@ def bimamba_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softp
                              "autograd: pass out=None")
     if records_autograd(*tensors):
         save = _bimamba_scan_fwd_save_eager if not traced(*tensors) else torch.ops.vimbench.bimamba_scan_fwd_save
-        return save(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus), bool(combine),
-                    checkpoint_chunk(u.shape[-1]))[0]
+        return save(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus), bool(combine), CHECKPOINT_CHUNK)[0]
     if not needs_custom_op(*tensors, out):
         return fwd.bimamba_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, combine, out, dt_proj)
     if out is None:
