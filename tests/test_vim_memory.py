@@ -1,4 +1,4 @@
-"""Vim's inference memory modes (`--vim-memory default,split,lean`): the same output, a lower estimated peak,
+"""Vim's inference memory modes (`--vim-memory default,split,lean,lean-gated`): the same output, a lower estimated peak,
 an axis of the sweep that reaches the model, and clear errors."""
 from __future__ import annotations
 
@@ -28,28 +28,31 @@ def _outputs(backend: str, modes: tuple[str, ...], batch: int, res: int):
     return out
 
 
-@pytest.mark.parametrize("backend, modes, batch, res", [("torch", ("default", "split"), 3, 32),
-                                                        ("triton", ("default", "split", "lean"), 2, 16)])
+@pytest.mark.parametrize("backend, modes, batch, res", [
+    ("torch", ("default", "split", "lean-gated"), 3, 32),
+    ("triton", ("default", "split", "lean", "lean-gated"), 2, 16)])
 def test_memory_modes_give_the_default_output(backend, modes, batch, res):
     """split reorders nothing but when z is made; lean computes delta inside the scan in fp32 (the GEMM path
-    rounds it to the activation dtype; here fp32 throughout), so both match the default closely. triton runs
-    under the interpreter at 2 tokens per image."""
+    rounds it to the activation dtype; here fp32 throughout); lean-gated gates the ungated scan output with z
+    made inside the zgate op (torch: its reference), so all match the default closely. triton runs under the
+    interpreter at 2 tokens per image."""
     out = _outputs(backend, modes, batch, res)
     for mode in modes[1:]:
         torch.testing.assert_close(out[mode], out["default"], rtol=1e-5, atol=1e-5)
 
 
 def test_create_model_sets_every_mixer_and_rejects_unknown_modes():
-    for mode, (fuse, split) in MEMORY_MODES.items():
+    for mode, flags in MEMORY_MODES.items():
         model = create_model("vim_test", img_size=32, backend="torch", vim_memory=mode)
-        assert {(layer.mixer.fuse_dt_proj, layer.mixer.split_in_proj) for layer in model.layers} == {(fuse, split)}
-    with pytest.raises(VimbenchError, match="unknown Vim memory mode 'tiny'.*default, split, lean"):
+        assert {(m.fuse_dt_proj, m.split_in_proj, m.gate_z) for m in (layer.mixer for layer in model.layers)} \
+            == {flags}
+    with pytest.raises(VimbenchError, match="unknown Vim memory mode 'tiny'.*default, split, lean, lean-gated"):
         create_model("vim_test", img_size=32, vim_memory="tiny")
 
 
 def test_split_lowers_the_estimated_peak():
     """On the meta device with the Triton backend's allocations (Vim-Ti, 512 px, batch 16, bf16): split frees
-    x before z exists, lean also drops the delta tensor."""
+    x before z exists, lean also drops the delta tensor, lean-gated the z tensor."""
     import vimbench.models.registry as registry
     from vimbench.bench.live_memory import vim_peak_bytes
 
@@ -62,10 +65,13 @@ def test_split_lowers_the_estimated_peak():
     finally:
         registry.create_model = real
     tokens = 16 * ((512 // 16) ** 2 + 1)
-    assert peaks["default"] > peaks["split"] > peaks["lean"]
+    assert peaks["default"] > peaks["split"] > peaks["lean"] > peaks["lean-gated"]
     # split: x (tokens, E) in bf16 is no longer alive beside u and z; lean: nor is delta (tokens, 2E)
     assert peaks["default"] - peaks["split"] >= 0.9 * tokens * 384 * 2
     assert peaks["split"] - peaks["lean"] >= 0.9 * tokens * 2 * 384 * 2
+    # lean-gated: z (tokens, E) never exists; the peak moves from the z GEMM (u, x_dbl and z alive) to the conv
+    # (x and u; x is z's size): x_dbl's bytes less (2 directions x 48 columns, 16-bit on the meta device)
+    assert peaks["lean"] - peaks["lean-gated"] >= 0.9 * tokens * 2 * 48 * 2
 
 
 def test_vim_memory_axis():
@@ -74,14 +80,15 @@ def test_vim_memory_axis():
         parse_vim_memory("small")
     config = SweepConfig(models=("vim_t", "deit_t"), res=(1248,), batch=(64,), dtypes=("bf16",),
                          backends=("triton", "torch"), device="cuda", modes=("infer", "train"),
-                         vim_memory=("default", "split", "lean"))
+                         vim_memory=("default", "split", "lean", "lean-gated"))
     cases, dropped = expand_cases(config)
     vim_infer = sorted((c.implementation, c.vim_memory) for c in cases if c.model == "vim_t" and c.mode == "infer")
     assert vim_infer == [("torch", "default"), ("torch", "split"),
-                         ("triton", "default"), ("triton", "lean"), ("triton", "split")]
+                         ("triton", "default"), ("triton", "lean"), ("triton", "lean-gated"), ("triton", "split")]
     assert {c.vim_memory for c in cases if c.mode == "train" or c.model == "deit_t"} == {"default"}
     whats = " | ".join(d.what for d in dropped)
-    assert "vim-memory split,lean x deit_t" in whats and "vim-memory lean x backend torch" in whats
+    assert "vim-memory split,lean,lean-gated x deit_t" in whats
+    assert "vim-memory lean,lean-gated x backend torch" in whats
     assert "x mode train" in whats
 
 
@@ -110,3 +117,20 @@ def test_rows_from_before_the_axis_key_as_default():
         == key_of_row({**row, "vim_memory": "default"})
     assert key_of_row({**row, "vim_memory": None}).label() == "vim_t triton 224px b64 bf16 cuda"
     assert key_of_row({**row, "vim_memory": "lean"}).vim_memory == "lean"
+
+
+@pytest.mark.gpu
+def test_memory_modes_agree_on_the_gpu_in_bf16():
+    """Vim-Ti at 224 px, batch 4, bf16 autocast on the Triton kernels: lean and lean-gated give the default's
+    logits within bf16 rounding (their paths round z, delta and the gated sum at other points)."""
+    torch.manual_seed(0)
+    model = create_model("vim_t", img_size=224, backend="triton").cuda().eval()
+    images = torch.randn(4, 3, 224, 224, device="cuda")
+    out = {}
+    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+        for mode in ("default", "lean", "lean-gated"):
+            set_memory_mode(model, mode)
+            out[mode] = model(images).float()
+    scale = out["default"].abs().max()
+    for mode in ("lean", "lean-gated"):
+        assert (out[mode] - out["default"]).abs().max() <= 0.03 * scale, mode

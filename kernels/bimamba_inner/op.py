@@ -6,9 +6,8 @@ behind ONE autograd boundary, so that the autograd graph keeps what this op choo
 
 Forward: the launchers of the steps (kernels.conv1d.fwd, kernels.selective_scan.fwd.bimamba_scan_fwd_save) and
 cuBLAS GEMMs. combine=False (bf16/fp16): the scan writes its two gated halves over the conv output u (which
-nothing needs afterwards: u is recomputed in the backward) and out_proj, its weight twice along K, adds them inside
-one GEMM, as the inference path does; then one elementwise add forms their sum y for the backward. combine=True
-(fp32): the scan adds them (fp32 atomics) into y. Outputs: out (batch, L, d_model); y (batch, L, E), the scan's
+nothing needs afterwards: u is recomputed in the backward) and one elementwise add forms their sum y, which
+out_proj (K = E) and the backward take. combine=True (fp32): the scan adds them (fp32 atomics) into y. Outputs: out (batch, L, d_model); y (batch, L, E), the scan's
 combined output; x_dbl (2, batch * L, W), the x_proj output [B | C | dt | pad]; checkpoints, the scan's fp32
 states every `chunk` tokens. y, x_dbl and checkpoints are outputs so that autograd can save them; they get no
 gradient.
@@ -20,10 +19,11 @@ weight that h was normalized from (h = add_rmsnorm(r, None, norm_w, norm_eps)[0]
 r and norm_w: r is the norm's own saved tensor, so that costs no bytes. Not saved: xz = in_proj(h) (74.8 MB),
 u = conv(x) (74.8 MB), delta = dt_proj(dt) (74.8 MB), the halves (74.8 MB). The backward runs out_proj's GEMM
 backward (dy = dout @ out_proj: the scan's backward always takes the combined form), recomputes h (the norm's
-forward), xz (a K = d_model GEMM), u (the conv forward) and delta (a K = R GEMM), then runs the scan backward, the
-dt_proj and x_proj GEMM backwards, the conv backward and the in_proj GEMM backward, through the ops' public
-functions (add_rmsnorm, conv1d_silu_bidir, bimamba_scan_bwd, conv1d_silu_bidir_bwd: their registered custom ops
-when traced, so torch.compile traces the backward too; their launchers directly in eager) and aten GEMMs.
+forward), xz (a K = d_model GEMM), u (the conv forward) and delta (a K = W - 2N GEMM: dt and its pad), then runs
+the scan backward, the dt_proj and x_proj GEMM backwards, the conv backward and the in_proj GEMM backward, through
+the ops' public functions (add_rmsnorm, conv1d_silu_bidir, bimamba_scan_bwd, conv1d_silu_bidir_bwd: their
+registered custom ops when traced, so torch.compile traces the backward too; their launchers directly in eager)
+and aten GEMMs.
 
 Eager training calls the op's autograd.Function twin (kernels.runtime.eager_autograd: the same implementation,
 setup_context and backward) instead of the custom-op dispatcher, whose per-call host cost made a Vim-Ti training
@@ -79,30 +79,42 @@ def _k_slices(rows: int) -> int:
 def _weight_grad(a: Tensor, b: Tensor) -> Tensor:
     """a^T b per direction: a (2, M, P), b (2, M, Q) -> (2, P, Q) in a's dtype, summed over M in K slices
     (`_k_slices`) with fp32 partials for 16-bit operands. Each direction's (M, P) operand may be strided (u's
-    layout interleaves the directions), so the slices are views per direction."""
+    layout interleaves the directions), so the slices are views per direction. With P < Q (d_dt_proj: P = R = 12
+    rows of E = 384 columns) the GEMMs compute (b^T a) and the sum is transposed back: cuBLAS tiles the output's
+    rows by 64, and 12 rows left most of each tile idle (H200, 224 px batch 128: 94 -> 41 us per call, 1248 px
+    batch 8: 125 -> 53 us; results/history/smallops-h200-2026-12-03.json)."""
     slices = _k_slices(a.shape[1])
+    swap = a.shape[-1] < b.shape[-1]
     out = []
     for a_d, b_d in zip(a, b):
-        a_s = a_d.reshape(slices, -1, a_d.shape[-1]).transpose(1, 2)  # (S, P, M/S)
+        a_s = a_d.reshape(slices, -1, a_d.shape[-1])  # (S, M/S, P)
         b_s = b_d.reshape(slices, -1, b_d.shape[-1])  # (S, M/S, Q)
-        low = a_s.dtype in (torch.bfloat16, torch.float16)
-        if low and a_s.is_cuda:
-            partial = torch.bmm(a_s, b_s, out_dtype=torch.float32)  # no 16-bit rounding of the partial sums
+        lhs, rhs = (b_s.transpose(1, 2), a_s) if swap else (a_s.transpose(1, 2), b_s)
+        low = lhs.dtype in (torch.bfloat16, torch.float16)
+        if low and lhs.is_cuda:
+            partial = torch.bmm(lhs, rhs, out_dtype=torch.float32)  # no 16-bit rounding of the partial sums
         else:  # fp32/fp64 operands, or CPU (no out_dtype there)
-            partial = torch.bmm(a_s, b_s).float() if low else torch.bmm(a_s, b_s)
-        out.append(partial.sum(0))
+            partial = torch.bmm(lhs, rhs).float() if low else torch.bmm(lhs, rhs)
+        total = partial.sum(0)
+        out.append(total.t() if swap else total)
     return torch.stack(out).to(a.dtype)
 
 
 def _scan_operands(x_dbl: Tensor, dt_proj_t: Tensor, batch: int, length: int, n_state: int
-                   ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """From x_dbl (2, batch * L, W): dt (2, batch * L, R) and the scan's delta (2, batch, E, L), B and C
-    (2, batch, N, L), all but delta views of x_dbl."""
+                   ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """From x_dbl (2, batch * L, W): dt_pad (2, batch * L, W - 2N), the dt columns with the row's pad after them,
+    and dt_proj_pad (2, W - 2N, E), dt_proj_t with zero rows for the pad; the scan's delta (2, batch, E, L) =
+    dt_pad @ dt_proj_pad, and B and C (2, batch, N, L), all but delta and dt_proj_pad views. The pad columns
+    enter the GEMM with zero weights (delta is dt @ dt_proj_t exactly) so that K is W - 2N (16 for Vim-Ti)
+    instead of R = 12: rows 32-byte aligned, a faster cuBLAS kernel (H200, 224 px batch 128: 27 -> 19 us; the
+    backward's d_dt GEMM with N = 16: 23 -> 8 us; results/history/dtpad-h200-2026-12-03.json)."""
     cols_b, cols_c, cols_dt = x_dbl_slices(n_state, dt_proj_t.shape[1])
-    dt = x_dbl[..., cols_dt]
-    delta = torch.bmm(dt, dt_proj_t).view(2, batch, length, -1).transpose(2, 3)  # dt_bias is added in the scan
+    dt_pad = x_dbl[..., cols_dt.start:]
+    pad = dt_pad.shape[-1] - dt_proj_t.shape[1]
+    dt_proj_pad = F.pad(dt_proj_t, (0, 0, 0, pad)) if pad else dt_proj_t
+    delta = torch.bmm(dt_pad, dt_proj_pad).view(2, batch, length, -1).transpose(2, 3)  # dt_bias: in the scan
     rows = x_dbl.view(2, batch, length, -1)
-    return dt, delta, rows[..., cols_b].transpose(2, 3), rows[..., cols_c].transpose(2, 3)
+    return dt_pad, dt_proj_pad, delta, rows[..., cols_b].transpose(2, 3), rows[..., cols_c].transpose(2, 3)
 
 
 def _bimamba_inner_impl(h: Tensor, in_proj: Tensor, conv_w: Tensor, conv_b: Tensor, x_proj_t: Tensor,
@@ -116,19 +128,19 @@ def _bimamba_inner_impl(h: Tensor, in_proj: Tensor, conv_w: Tensor, conv_b: Tens
         x, z = _split_xz(F.linear(h, in_proj), inner)
         u = conv_fwd.conv1d_silu_bidir(x, conv_w, conv_b)  # (2, batch, E, L), laid out (batch, L, 2, E)
         x_dbl = torch.bmm(_tokens(u), x_proj_t)  # (2, batch * L, W)
-        _, delta, B, C = _scan_operands(x_dbl, dt_proj_t, batch, length, A.shape[-1])
+        _, _, delta, B, C = _scan_operands(x_dbl, dt_proj_t, batch, length, A.shape[-1])
         y, checkpoints = scan_fwd.bimamba_scan_fwd_save(u, delta, A, B, C, D, z, dt_bias, True, combine, chunk,
                                                         out=None if combine else u)
         del delta
         if combine:  # (batch, E, L) laid out (batch, L, E)
             y = y.transpose(1, 2)
-            out = F.linear(y, out_proj)
         else:
-            # The halves (2, batch, E, L), laid out (batch, L, 2, E), are one (batch, L, 2E) matrix: out_proj
-            # with its weight twice along K adds them inside the GEMM (no fp32 atomics in the scan); autograd
-            # needs only their sum, the combined output, half the bytes.
-            out = F.linear(y.permute(1, 3, 0, 2).reshape(batch, length, 2 * inner), torch.cat([out_proj] * 2, 1))
+            # The halves (2, batch, E, L), laid out (batch, L, 2, E) (no fp32 atomics in the scan): autograd
+            # needs their sum, the combined output, anyway; out_proj then runs on it with K = E. (Inference adds
+            # them inside a K = 2E GEMM instead; here that GEMM beside the add cost 14 us where the K = E one
+            # costs 9, H200, 224 px batch 128: results/history/dtpad-h200-2026-12-03.json.)
             y = torch.add(y[0].transpose(1, 2), y[1].transpose(1, 2))
+        out = F.linear(y, out_proj)
     return out, y, x_dbl, checkpoints
 
 
@@ -161,7 +173,7 @@ def _backward(ctx, grad_out, _grad_y, _grad_x_dbl, _grad_checkpoints):
         return (None,) * 15
     (h, in_proj, conv_w, conv_b, x_proj_t, dt_proj_t, A, D, dt_bias, out_proj, y, x_dbl, checkpoints, norm_r,
      norm_w) = ctx.saved_tensors
-    # out_proj: out = y @ out_proj^T (the halves' GEMM computes the same); the scan gets dL/dy, its combined form
+    # out_proj: out = y @ out_proj^T; the scan gets dL/dy, its combined form
     grad_rows = grad_out.reshape(-1, grad_out.shape[-1])  # (batch * L, D)
     d_out_proj = grad_rows.t() @ y.reshape(-1, y.shape[-1])
     grad_y = (grad_out @ out_proj).transpose(1, 2)  # (batch, E, L), laid out (batch, L, E)
@@ -173,20 +185,19 @@ def _backward(ctx, grad_out, _grad_y, _grad_x_dbl, _grad_checkpoints):
     inner, n_state = in_proj.shape[0] // 2, A.shape[-1]
     x, z = _split_xz(F.linear(h, in_proj), inner)
     u = conv1d_silu_bidir(x, conv_w, conv_b)
-    dt, delta, B, C = _scan_operands(x_dbl, dt_proj_t, batch, length, n_state)
+    dt_pad, dt_proj_pad, delta, B, C = _scan_operands(x_dbl, dt_proj_t, batch, length, n_state)
     du, ddelta, dA, dB, dC, dD, dz, ddt_bias = bimamba_scan_bwd(
         grad_y, u, delta, A, B, C, D, z, dt_bias, checkpoints, True, True, ctx.chunk)
     del delta, grad_y
-    # dt_proj: delta_pre = dt @ dt_proj_t per direction
+    # dt_proj: delta_pre = dt_pad @ dt_proj_pad per direction (the pad rows' weight gradient is dropped)
     ddelta_rows = _tokens(ddelta)  # (2, batch * L, E)
-    d_dt_proj_t = _weight_grad(dt, ddelta_rows)
-    d_dt = torch.bmm(ddelta_rows, dt_proj_t.transpose(1, 2))  # (2, batch * L, R)
+    d_dt_proj_t = _weight_grad(dt_pad, ddelta_rows)[:, :dt_proj_t.shape[1]]
+    d_dt_pad = torch.bmm(ddelta_rows, dt_proj_pad.transpose(1, 2))  # (2, batch * L, W - 2N), zero on the pad
     del ddelta, ddelta_rows
-    # x_proj: x_dbl = tokens @ x_proj_t; its gradient in x_dbl's column order, zero on the pad
+    # x_proj: x_dbl = tokens @ x_proj_t; its gradient in x_dbl's column order [dB | dC | d_dt | 0]
     rows = lambda g: g.transpose(2, 3).reshape(2, batch * length, n_state).to(x_dbl.dtype)  # noqa: E731
-    pad = x_dbl.shape[-1] - 2 * n_state - d_dt.shape[-1]
-    d_x_dbl = torch.cat([rows(dB), rows(dC), d_dt.to(x_dbl.dtype), d_dt.new_zeros(2, batch * length, pad)], -1)
-    del dB, dC, d_dt
+    d_x_dbl = torch.cat([rows(dB), rows(dC), d_dt_pad.to(x_dbl.dtype)], -1)
+    del dB, dC, d_dt_pad
     tokens = _tokens(u)
     d_x_proj_t = _weight_grad(tokens, d_x_dbl)  # (2, E, W)
     del u, tokens
@@ -213,8 +224,8 @@ def bimamba_inner(h, in_proj, conv_w, conv_b, x_proj_t, dt_proj_t, A, D, dt_bias
     """The Vim mixer from its normalized input to its output, for training. Contract and shapes:
     `bimamba_inner_ref` (same signature). h, in_proj, x_proj_t, dt_proj_t and out_proj share one dtype (the GEMMs
     run in it; cast them before, as autocast would); conv_w, conv_b in any float dtype; A, D, dt_bias fp32.
-    combine=False: the scan writes the two gated halves and out_proj adds them inside one K = 2E GEMM (no fp32
-    atomics); combine=True: the scan adds them (fp32 atomics) and out_proj is a K = E GEMM. Either way autograd
+    combine=False: the scan writes the two gated halves and one add sums them (no fp32 atomics); combine=True:
+    the scan adds them (fp32 atomics). Either way out_proj is a K = E GEMM on the sum and autograd
     keeps only their sum (batch, L, E). norm: None, or (r, weight, eps) with h == add_rmsnorm(r, None, weight, eps,
     h.dtype)[0] (kernels.rmsnorm; r the fp32 residual the norm returned): the backward then recomputes h from r,
     which the norm keeps anyway, instead of saving h. Differentiable in h and the weights (not through norm: it only

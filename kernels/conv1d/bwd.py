@@ -31,7 +31,7 @@ import triton.language as tl
 
 from kernels import fastmath
 from kernels.conv1d.fwd import _x_at, load_taps
-from kernels.runtime import LaunchConfig, cdiv, check_device, next_power_of_2, strides
+from kernels.runtime import LaunchConfig, cdiv, check_device, next_power_of_2, strides, sum_partials
 
 
 @triton.jit
@@ -380,6 +380,6 @@ def conv1d_silu_bidir_bwd(dout: torch.Tensor, x: torch.Tensor, weight: torch.Ten
             **strides("stride_dx", ("b", "e", "l"), dx.stride()),
             HAS_BIAS=bias is not None, **cfg.constexprs, num_warps=cfg.num_warps,
         )
-    dweight = dw_part.sum(0).to(weight.dtype)
-    dbias = None if bias is None else db_part.sum(0).to(bias.dtype)
+    dweight = sum_partials(dw_part).to(weight.dtype)
+    dbias = None if bias is None else sum_partials(db_part).to(bias.dtype)
     return dx, dweight, dbias

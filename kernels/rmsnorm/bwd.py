@@ -15,7 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.runtime import LaunchConfig, cdiv, check_device, next_power_of_2
+from kernels.runtime import LaunchConfig, cdiv, check_device, next_power_of_2, sum_partials
 
 
 @triton.jit
@@ -114,4 +114,4 @@ def add_rmsnorm_bwd(dy: torch.Tensor, dr: torch.Tensor | None, r: torch.Tensor, 
         stride_dy=dy2.stride(0), stride_dr=dr2.stride(0), stride_r=r2.stride(0), stride_dx=dim, stride_dres=dim,
         HAS_DR=dr is not None, HAS_RES=has_residual, **cfg.constexprs, num_warps=cfg.num_warps,
     )
-    return dx, dres, dw_part.sum(0).to(weight.dtype)
+    return dx, dres, sum_partials(dw_part).to(weight.dtype)

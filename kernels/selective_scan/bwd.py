@@ -56,7 +56,7 @@ import triton
 import triton.language as tl
 
 from kernels import fastmath
-from kernels.runtime import LaunchConfig, cdiv, check_device
+from kernels.runtime import LaunchConfig, cdiv, check_device, sum_partials
 from kernels.selective_scan.fwd import (LN2, LOG2E, _blocks_for, _check, _load_lanes, _softplus_exp, load_rows,
                                         store_rows)
 
@@ -631,5 +631,5 @@ def bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints,
     dz = None
     if has_z:
         dz = dz32 if z.dtype == torch.float32 else dz32.to(z.dtype)
-    return (du, ddelta, dAp.sum(0), dB, dC, dDp.sum(0) if has_d else None, dz,
-            dbp.sum(0) if has_bias else None)
+    return (du, ddelta, sum_partials(dAp), dB, dC, sum_partials(dDp) if has_d else None, dz,
+            sum_partials(dbp) if has_bias else None)

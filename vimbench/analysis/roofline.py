@@ -122,6 +122,18 @@ def conv1d_bidir_work(batch: int, channels: int, length: int, width: int = D_CON
                       2.0 * outputs, (width + 3.0) * outputs)
 
 
+def zgate_work(batch: int, channels: int, length: int, dim: int, dtype: str = "bf16",
+               halves: bool = True) -> KernelWork:
+    """The z gate with the halves' sum (kernels/zgate): reads h (B, L, D), z_weight (E, D) and y (the two halves,
+    or their sum) once, writes (B, L, E). Per output: SiLU (ex2 + rcp on MUFU, ~3 FMA-pipe ops) and the sum and
+    product (2); the z GEMM's D multiply-adds per output run on the tensor cores and count in no floor here."""
+    elt = element_bytes(dtype)
+    tokens = batch * length
+    outputs = tokens * channels
+    reads = elt * (tokens * dim + channels * dim + (2 if halves else 1) * outputs)
+    return KernelWork("zgate", reads + elt * outputs, 2.0 * outputs, 5.0 * outputs)
+
+
 def conv1d_bidir_bwd_work(batch: int, channels: int, length: int, width: int = D_CONV,
                           dtype: str = "bf16") -> KernelWork:
     """Backward of conv + SiLU, both directions: reads x (B, E, L) and dout (2, B, E, L), writes dx (B, E, L);

@@ -163,6 +163,14 @@ def parse_vim_slice(value: Any) -> tuple[int, ...]:
     return tuple(dict.fromkeys(out))
 
 
+def _fused_memory_modes(modes: tuple[str, ...]) -> list[str]:
+    """The memory modes among `modes` that fuse dt_proj into the Triton scan (lean, lean-gated): backend triton
+    only."""
+    from vimbench.models.vim import MEMORY_MODES
+
+    return [m for m in modes if MEMORY_MODES[m][0]]
+
+
 def parse_vim_memory(value: Any) -> tuple[str, ...]:
     """Vim mixers' inference memory modes (vimbench.models.vim.MEMORY_MODES), in the order given."""
     from vimbench.models.vim import MEMORY_MODES
@@ -384,10 +392,11 @@ def _expand_block(config: SweepConfig) -> tuple[list[CaseKey], list[Dropped]]:
     if deits and memory_modes:
         dropped.append(Dropped(f"vim-memory {','.join(memory_modes)} x {','.join(deits)}",
                                "memory modes are a Vim mixer option; DeiT runs once"))
-    if vims and "lean" in config.vim_memory and "torch" in backends:
-        dropped.append(Dropped("vim-memory lean x backend torch",
-                               "lean fuses dt_proj into the Triton scan; the torch backend has no fused scan (use "
-                               "split there)"))
+    fused_modes = _fused_memory_modes(config.vim_memory)
+    if vims and fused_modes and "torch" in backends:
+        dropped.append(Dropped(f"vim-memory {','.join(fused_modes)} x backend torch",
+                               "lean modes fuse dt_proj into the Triton scan; the torch backend has no fused scan "
+                               "(use split there)"))
     if "train" in modes and memory_modes and vims:
         dropped.append(Dropped(f"vim-memory {','.join(memory_modes)} x mode train",
                                "memory modes change inference only; training steps run once, as default"))
@@ -415,7 +424,7 @@ def _expand_block(config: SweepConfig) -> tuple[list[CaseKey], list[Dropped]]:
                                                                                  memories):
             if host_sync_graphs and implementation == "torch" and execution == compiler.CUDA_GRAPHS:
                 continue
-            if vim_memory == "lean" and implementation == "torch":
+            if vim_memory in fused_modes and implementation == "torch":
                 continue
             cases.append(CaseKey(model=model, res=res, batch=batch, dtype=dtype, implementation=implementation,
                                  attn=attn, device=config.device, mode=mode, compile=execution, h2d=config.h2d,

@@ -105,7 +105,12 @@ def allocation_twin_ops():
             return out if out is not None else torch.empty_like(u)
         return torch.empty_like(u[0])
 
-    return VimOps("triton-allocations", add_rmsnorm, conv1d_silu_bidir, bimamba_scan, scan_fuses_dt_proj=True)
+    def zgate(y, h, z_weight):  # kernels.zgate.fwd.zgate_out_like
+        batch, channels, length = y.shape[-3:]
+        return torch.empty((batch, length, channels), dtype=y.dtype, device=y.device)
+
+    return VimOps("triton-allocations", add_rmsnorm, conv1d_silu_bidir, bimamba_scan, scan_fuses_dt_proj=True,
+                  zgate=zgate)
 
 
 def vim_peak_bytes(name: str, res: int, batch: int, dtype: str = "bf16", batch_slice: int = 0,

@@ -61,7 +61,8 @@ def sweep(
     vim_memory: Annotated[Optional[str], typer.Option(help="Vim: the mixers' inference memory mode, a list "
                                                            "sweeps them: default; split (in_proj as two GEMMs, "
                                                            "x dead before z); lean (split, and the Triton scan "
-                                                           "applies dt_proj: no delta tensor) "
+                                                           "applies dt_proj: no delta tensor); lean-gated (lean, "
+                                                           "and z made inside the gate: no z tensor) "
                                                            "[default: default].")] = None,
     h2d: Annotated[Optional[bool], typer.Option("--h2d/--no-h2d", help="Include the host-to-device copy of "
                                                                        "the input in the timed call "

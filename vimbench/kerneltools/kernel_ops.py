@@ -3,7 +3,8 @@
 Ops: bimamba_scan (both directions, combined and gated: the Vim mixer's fp32 path), bimamba_scan_halves (both
 directions, the two gated halves: the mixer's bf16/fp16 path, see vimbench.models.vim.sums_halves_in_gemm),
 selective_scan (one direction), bimamba_scan_bwd (the training backward of both directions),
-conv1d_silu_bidir (both directions' conv + SiLU) and add_rmsnorm, and the backward ops.
+conv1d_silu_bidir (both directions' conv + SiLU) and add_rmsnorm, and the backward ops; zgate (inference memory
+mode lean-gated: the z GEMM with the gate and the halves' sum as its epilogue).
 
 Inputs are laid out as the Vim mixer passes them on a GPU: channel-last, x and z views of xz, B and C views of
 x_dbl in XDblLayout order, in fp32 for bf16/fp16 activations (vimbench.models.vim.x_dbl_in_fp32).
@@ -580,4 +581,50 @@ register(KernelOp(
     regression=_both_dtypes((8, 384, VIM_TI_1248)),
     case_label=lambda s: f"r{s.rows}_d{s.d_model}",
     official="no official CUDA op for add_rmsnorm is benchmarked",
+))
+
+
+# ---------------------------------------------------------------------------------------------- z gate
+
+def _zgate_inputs(shape: OpShape, dtype, device: str) -> dict[str, Any]:
+    """The scan's ungated halves (2, B, E, L) as a view of (B, L, 2, E) (written over u), the mixer input h
+    (B, L, D) and in_proj's z rows (E, D), as the mixer passes them in memory mode lean-gated."""
+    B_, E, L, D = shape.batch, shape.channels, shape.length, shape.d_model
+    rnd = _random(shape, device)
+    in_proj = rnd(2 * E, D, scale=D ** -0.5, dt=dtype)
+    return dict(y=rnd(B_, L, 2, E, dt=dtype).permute(2, 0, 3, 1), h=rnd(B_, L, D, dt=dtype), z_weight=in_proj[E:])
+
+
+def _zgate_spec(dtype: str, shape: OpShape = STATIC_SHAPE) -> KernelSpec:
+    """kernels/zgate/fwd.py `_zgate_kernel` as the mixer launches it in mode lean-gated: the halves laid out
+    (B, L, 2, E), h (B, L, D) and out (B, L, E) contiguous, z_weight a row slice of in_proj (stride D)."""
+    import torch
+
+    from kernels.zgate.fwd import zgate_launch_config
+
+    B_, E, L, D = shape.batch, shape.channels, shape.length, shape.d_model
+    torch_dtype = {"bf16": torch.bfloat16, "fp32": torch.float32, "fp16": torch.float16}[dtype]
+    cfg = zgate_launch_config(B_ * L, E, D, torch_dtype, interpreted=False)
+    args = {"y_ptr": Ptr(dtype), "h_ptr": Ptr(dtype), "w_ptr": Ptr(dtype), "out_ptr": Ptr(dtype),
+            "M": B_ * L, "L": L, "E": E, "D": D,
+            "stride_y_dir": E, "stride_y_b": L * 2 * E, "stride_y_e": 1, "stride_y_l": 2 * E,
+            "stride_h_b": L * D, "stride_h_l": D, "stride_h_d": 1, "stride_w_e": D, "stride_w_d": 1,
+            "stride_o_b": L * E, "stride_o_l": E, "stride_o_e": 1}
+    return spec_from_args(f"zgate/halves/{dtype}", "kernels.zgate.fwd", cfg.kernel, args,
+                          dict(TWO=True, IEEE=dtype == "fp32", UPCAST=False, **cfg.constexprs),
+                          do_not_specialize=("M", "L"), num_warps=cfg.num_warps)
+
+
+register(KernelOp(
+    name="zgate",
+    summary="z = h @ W_z^T made tile by tile and applied as the gate, the halves summed: (y_f + y_b) * SiLU(z)",
+    category="gemm",
+    forward="kernels.zgate.op:zgate",
+    reference="kernels.zgate.reference:zgate_ref",
+    inputs=_zgate_inputs,
+    work=lambda s, dtype: rl.zgate_work(s.batch, s.channels, s.length, s.d_model, dtype=dtype),
+    kernels=("kernels.zgate.fwd:_zgate_kernel",),
+    static_specs=lambda: [_zgate_spec("bf16"), _zgate_spec("fp32")],
+    regression=_both_dtypes((64, 384, VIM_TI_1248)),
+    official="the official code has no fused z gate (z is in_proj's output, gated inside the scan)",
 ))

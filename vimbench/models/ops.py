@@ -14,6 +14,8 @@ accepts the same call but only computes delta first, so the torch backend keeps 
                       -> (B, L, D) training: in_proj -> conv -> x_proj -> dt_proj -> scan -> out_proj as one
                       differentiable op
                       (kernels.bimamba_inner); None in a table without one (the mixer then trains op by op)
+    zgate(y, h, z_weight) -> (B, L, E)    inference: (y_f + y_b) * SiLU(h @ z_weight^T) from the scan's ungated
+                      halves (or their sum), z made inside the op (kernels.zgate; memory mode lean-gated)
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ class VimOps:
     bimamba_scan: Callable
     bimamba_inner: Callable | None = None
     scan_fuses_dt_proj: bool = False
+    zgate: Callable | None = None
 
 
 def _torch_ops() -> VimOps:
@@ -39,8 +42,10 @@ def _torch_ops() -> VimOps:
     from kernels.conv1d.reference import conv1d_silu_bidir_ref
     from kernels.rmsnorm.reference import add_rmsnorm_ref
     from kernels.selective_scan.reference import bimamba_scan_ref
+    from kernels.zgate.reference import zgate_ref
 
-    return VimOps("torch", add_rmsnorm_ref, conv1d_silu_bidir_ref, bimamba_scan_ref, bimamba_inner_ref)
+    return VimOps("torch", add_rmsnorm_ref, conv1d_silu_bidir_ref, bimamba_scan_ref, bimamba_inner_ref,
+                  zgate=zgate_ref)
 
 
 def _triton_ops() -> VimOps:
@@ -58,10 +63,11 @@ def _triton_ops() -> VimOps:
         from kernels.conv1d.op import conv1d_silu_bidir
         from kernels.rmsnorm.op import add_rmsnorm
         from kernels.selective_scan.op import bimamba_scan
+        from kernels.zgate.op import zgate
     except ImportError as exc:  # triton missing, or kernels not built yet
         raise VimbenchError(f"the triton backend is unavailable here ({exc}); use --backend torch") from exc
     return VimOps("triton", add_rmsnorm, conv1d_silu_bidir, bimamba_scan, bimamba_inner,
-                  scan_fuses_dt_proj=True)
+                  scan_fuses_dt_proj=True, zgate=zgate)
 
 
 _FACTORIES = {"torch": _torch_ops, "triton": _triton_ops}

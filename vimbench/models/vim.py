@@ -205,6 +205,7 @@ class BiMambaMixer(nn.Module):
         self.train_boundary = train_boundary
         self.fuse_dt_proj = fuse_dt_proj  # inference: the scan applies dt_proj, where the backend's scan can
         self.split_in_proj = split_in_proj  # inference: in_proj as two GEMMs, z made after x is dead
+        self.gate_z = False  # inference: z made inside the gate op (ops.zgate), never stored
         inner = d_inner(d_model)
         self.d_inner, self.dt_rank = inner, dt_rank(d_model)
         self.x_dbl_layout = XDblLayout(self.dt_rank, D_STATE)
@@ -303,6 +304,12 @@ class BiMambaMixer(nn.Module):
         off (`split_in_proj`); under autograd the conv keeps x for its backward anyway."""
         return self.split_in_proj and not torch.is_grad_enabled()
 
+    def gates_z(self) -> bool:
+        """Whether this call runs the scan ungated and makes z inside the gate (ops.zgate): inference only (the
+        gate op has no backward), on a backend that has the op, when switched on (`gate_z`, memory mode
+        lean-gated)."""
+        return self.gate_z and self.ops.zgate is not None and not torch.is_grad_enabled()
+
     def fuses_dt_proj(self) -> bool:
         """Whether this call hands dt_proj to the scan: inference only (the fused scan has no backward; training
         keeps the GEMM), on a backend whose scan fuses it, unless switched off (`fuse_dt_proj`)."""
@@ -328,7 +335,8 @@ class BiMambaMixer(nn.Module):
                                    norm)
         # given weights were built for this path unless the boundary is fused and nothing here requires grad
         w = weights if weights is not None and not self._fused_boundary() else self.weights(h.dtype)
-        split = self.splits_in_proj()
+        gate = self.gates_z()
+        split = self.splits_in_proj() or gate
         if split:
             # x alone first; z only once x is dead (after the conv) and x_dbl exists, so x and z are never
             # alive together with u: -0.3 GB at the peak (Vim-Ti 1248 px, b64, bf16) for reading h twice.
@@ -358,9 +366,20 @@ class BiMambaMixer(nn.Module):
             delta, dt_proj = delta.view(2, batch, length, inner).transpose(2, 3), None
         B = x_dbl[..., lay.B].transpose(2, 3)  # (2, B, N, L) views
         C = x_dbl[..., lay.C].transpose(2, 3)
-        if split:
+        if split and not gate:
             z = F.linear(h, w.in_proj[inner:]).transpose(1, 2)  # (B, E, L) view of (B, L, E)
         scan_kw = {} if dt_proj is None else {"dt_proj": dt_proj}
+        if gate:
+            # The scan ungated (z=None: 0.5 * y_dir, halves written over u, or their sum), then
+            # (y_f + y_b) * SiLU(h @ W_z^T) with z in registers tile by tile: no (B, L, E) z tensor; out_proj
+            # on the (B, L, E) gated sum is a K = E GEMM (w.out_proj is doubled along K for the halves GEMM).
+            halves = sums_halves_in_gemm(u.dtype)
+            y = self.ops.bimamba_scan(u, delta, w.A, B, C, w.D, None, w.dt_bias, combine=not halves,
+                                      out=u if halves else None, **scan_kw)
+            del x, u, tokens, x_dbl, delta, B, C
+            gated = self.ops.zgate(y, h, w.in_proj[inner:])
+            del y
+            return F.linear(gated, w.out_proj[:, :inner] if halves else w.out_proj)
         if not sums_halves_in_gemm(u.dtype):
             y = self.ops.bimamba_scan(u, delta, w.A, B, C, w.D, z, w.dt_bias, **scan_kw)
             y = y.transpose(1, 2)  # (B, L, E)
@@ -478,18 +497,24 @@ class VisionMamba(nn.Module):
 # name -> (fuse dt_proj into the scan, in_proj as two GEMMs). "default": one in_proj GEMM, the dt_proj GEMM and a
 # (B, L, 2, E) delta tensor; "split": in_proj as x then z, so x, z and the conv output are never alive together
 # (estimated -0.28 GiB at Vim-Ti 1248 px, batch 64, bf16; `vimbench.bench.live_memory`); "lean": split, and the
-# scan applies dt_proj itself (no delta tensor; backend triton only): measured 2.59 vs 3.44 GiB at 540 vs 612 img/s
-# (results/history/dtfuse-h200-2026-12-02.json).
-MEMORY_MODES: dict[str, tuple[bool, bool]] = {"default": (False, False), "split": (False, True),
-                                              "lean": (True, True)}
+# scan applies dt_proj itself (no delta tensor; backend triton only): measured 2.59 vs 3.44 GiB at 601 vs 617 img/s
+# (eager; results/memory-modes-h200-2026-12-03.jsonl); "lean-gated": lean, and z is never stored: the scan runs
+# ungated and the `zgate` op makes z tile by tile inside the gate, which also sums the directions (out_proj then
+# K = E); -0.3 GB at the mixer's peak estimated (z, u and x_dbl were alive together at the z GEMM).
+# name -> (fuse dt_proj, split in_proj, z inside the gate)
+MEMORY_MODES: dict[str, tuple[bool, bool, bool]] = {"default": (False, False, False), "split": (False, True, False),
+                                                    "lean": (True, True, False), "lean-gated": (True, True, True)}
 
 
 def set_memory_mode(model: nn.Module, mode: str) -> None:
     """Put every Vim mixer of `model` in inference memory mode `mode` (MEMORY_MODES)."""
     if mode not in MEMORY_MODES:
         raise ValueError(f"unknown Vim memory mode {mode!r}; choose one of {', '.join(MEMORY_MODES)}")
-    fuse, split = MEMORY_MODES[mode]
+    fuse, split, gate = MEMORY_MODES[mode]
     set_dt_proj_fusion(model, fuse, split_in_proj=split)
+    for module in model.modules():
+        if isinstance(module, BiMambaMixer):
+            module.gate_z = gate
 
 
 def set_dt_proj_fusion(model: nn.Module, on: bool, split_in_proj: bool | None = None) -> None:

@@ -1,0 +1,128 @@
+"""The Vim mixer's z gate fused with the sum of the scan's halves, in Triton: one GEMM tile with its epilogue.
+
+    out = zgate(y, h, z_weight)    (batch, L, E) = (y_f + y_b) * SiLU(h @ z_weight^T)    contract: `zgate_ref`
+
+Why: at inference the mixer's z = in_proj_z(h) (batch, L, E) exists only to gate the scan's output. With the
+scan run ungated (z=None) and this op after it, z lives in registers: the (batch, L, E) z tensor is never
+stored (Vim-Ti, 1248 px, batch 64, bf16: 0.3 GB less at the mixer's peak, where z, u and x_dbl were alive
+together), and the output is the halves' sum, so out_proj runs as a K = E GEMM instead of K = 2E. Bytes per
+token and channel: reads h once per channel tile, both halves; writes one value (the z GEMM wrote z and the scan
+read it before; out_proj read both halves).
+
+One program: BLOCK_M token rows x BLOCK_N channels. acc = h[rows] @ z_weight[channels]^T over D in BLOCK_K steps
+(tl.dot, fp32 accumulation; fp32 inputs with input_precision="ieee", so fp32 stays fp32 and TF32 is never used),
+then out = (y_f + y_b) * acc * sigmoid(acc), stored in y's dtype. Token row m = b * L + l: y, h and out are read
+through their (b, l) strides, so any layout works (the model's are channel-last). Inference only (no backward:
+the op refuses autograd). Under TRITON_INTERPRET=1 the 16-bit tiles are multiplied in fp32 (the interpreter's
+tl.dot treats bf16 as raw bits, triton 3.6-3.8): the CPU tests check the tiling and the epilogue, the GPU tests
+the bf16 tl.dot.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels.runtime import LaunchConfig, cdiv, check_device
+
+
+@triton.jit(do_not_specialize=["M", "L"])
+def _zgate_kernel(
+    y_ptr, h_ptr, w_ptr, out_ptr,
+    M, L, E, D,
+    stride_y_dir, stride_y_b, stride_y_e, stride_y_l,
+    stride_h_b, stride_h_l, stride_h_d,
+    stride_w_e, stride_w_d,
+    stride_o_b, stride_o_l, stride_o_e,
+    TWO: tl.constexpr, IEEE: tl.constexpr, UPCAST: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    offs_m = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.program_id(1).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_m = offs_m < M
+    mask_n = offs_n < E
+    b = offs_m // L
+    l = offs_m - b * L
+    h_rows = h_ptr + b * stride_h_b + l * stride_h_l  # (M,)
+    w_cols = w_ptr + offs_n * stride_w_e  # (N,)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k in range(0, D, BLOCK_K):
+        offs_k = k + tl.arange(0, BLOCK_K)
+        mask_k = offs_k < D
+        a = tl.load(h_rows[:, None] + offs_k[None, :] * stride_h_d, mask=mask_m[:, None] & mask_k[None, :],
+                    other=0.0)
+        w = tl.load(w_cols[None, :] + offs_k[:, None] * stride_w_d, mask=mask_k[:, None] & mask_n[None, :],
+                    other=0.0)
+        if UPCAST:  # the interpreter's tl.dot multiplies 16-bit floats as their raw bits: fp32 there
+            acc = tl.dot(a.to(tl.float32), w.to(tl.float32), acc, input_precision="ieee")
+        elif IEEE:
+            acc = tl.dot(a, w, acc, input_precision="ieee")
+        else:
+            acc = tl.dot(a, w, acc)
+    tile = mask_m[:, None] & mask_n[None, :]
+    y_off = b[:, None] * stride_y_b + l[:, None] * stride_y_l + offs_n[None, :] * stride_y_e
+    total = tl.load(y_ptr + y_off, mask=tile, other=0.0).to(tl.float32)
+    if TWO:
+        total += tl.load(y_ptr + stride_y_dir + y_off, mask=tile, other=0.0).to(tl.float32)
+    gated = total * acc * tl.sigmoid(acc)
+    o_off = b[:, None] * stride_o_b + l[:, None] * stride_o_l + offs_n[None, :] * stride_o_e
+    tl.store(out_ptr + o_off, gated.to(out_ptr.dtype.element_ty), mask=tile)
+
+
+def zgate_launch_config(rows: int, channels: int, dim: int, dtype: torch.dtype, interpreted: bool) -> LaunchConfig:
+    """`_zgate_kernel`'s grid, tiles and warps: the one place that chooses them (the launcher and `vimbench
+    kernels static` both call it). 64 token rows x 128 channels x 64 of D per step for 16-bit inputs (Vim-Ti's
+    D = 192: three tl.dot steps) on 8 warps: with 4 the epilogue's two fp32 half tiles spilled (255 registers, 48 B
+    of stack; 8 warps: 98 registers, no spill; static check, sm_90, triton 3.8); fp32 32 rows on 4 warps (168
+    registers). Under the interpreter 16 x 32 x 16, so that tests cover several programs, partial tiles and the K
+    loop's mask."""
+    if interpreted:
+        block_m, block_n, block_k, warps = 16, 32, 16, 1
+    elif dtype == torch.float32:
+        block_m, block_n, block_k, warps = 32, 128, 64, 4
+    else:
+        block_m, block_n, block_k, warps = 64, 128, 64, 8
+    return LaunchConfig(kernel="_zgate_kernel", grid=(cdiv(rows, block_m), cdiv(channels, block_n)),
+                        constexprs=dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k), num_warps=warps)
+
+
+def zgate_out_like(y: torch.Tensor) -> torch.Tensor:
+    """What `zgate` allocates: (batch, L, E) in y's dtype, contiguous (the fakes' answer too)."""
+    batch, channels, length = y.shape[-3:]
+    return y.new_empty((batch, length, channels))
+
+
+def _check(y: torch.Tensor, h: torch.Tensor, z_weight: torch.Tensor) -> None:
+    if y.dim() not in (3, 4) or (y.dim() == 4 and y.shape[0] != 2):
+        raise ValueError(f"y must be the halves (2, batch, E, L) or their sum (batch, E, L); got {tuple(y.shape)}")
+    batch, channels, length = y.shape[-3:]
+    if h.dim() != 3 or h.shape[:2] != (batch, length):
+        raise ValueError(f"h must be (batch, L, D) = ({batch}, {length}, D); got {tuple(h.shape)}")
+    if z_weight.shape != (channels, h.shape[2]):
+        raise ValueError(f"z_weight must be (E, D) = ({channels}, {h.shape[2]}); got {tuple(z_weight.shape)}")
+    if h.dtype != z_weight.dtype:
+        raise ValueError(f"h and z_weight must share one dtype (the GEMM's); got {h.dtype} and {z_weight.dtype}")
+    if h.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        raise ValueError(f"h must be fp32, bf16 or fp16; got {h.dtype}")
+
+
+def zgate(y: torch.Tensor, h: torch.Tensor, z_weight: torch.Tensor) -> torch.Tensor:
+    """(y_f + y_b) * SiLU(h @ z_weight^T) as (batch, L, E); contract: `zgate_ref`."""
+    _check(y, h, z_weight)
+    out = zgate_out_like(y)
+    batch, channels, length = y.shape[-3:]
+    rows, dim = batch * length, h.shape[2]
+    if rows == 0 or channels == 0:
+        return out
+    if dim == 0:
+        return out.zero_()
+    interpreted = check_device(y, _zgate_kernel)
+    cfg = zgate_launch_config(rows, channels, dim, h.dtype, interpreted)
+    two = y.dim() == 4
+    y_strides = y.stride() if two else (0, *y.stride())
+    _zgate_kernel[cfg.grid](
+        y, h, z_weight, out, rows, length, channels, dim,
+        *y_strides, *h.stride(), *z_weight.stride(), out.stride(0), out.stride(1), out.stride(2),
+        TWO=two, IEEE=h.dtype == torch.float32, UPCAST=interpreted and h.dtype != torch.float32, **cfg.constexprs, num_warps=cfg.num_warps,
+    )
+    return out

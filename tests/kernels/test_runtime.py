@@ -1,0 +1,41 @@
+"""kernels.runtime helpers that the backward launchers share."""
+import pytest
+import torch
+
+from kernels.runtime import sum_partials
+
+
+def _partials(rows: int, device: str) -> torch.Tensor:
+    g = torch.Generator().manual_seed(rows)
+    return torch.randn(rows, 2, 7, 3, generator=g, dtype=torch.float32).to(device)
+
+
+def test_sum_partials_is_the_column_sum_on_cpu():
+    p = _partials(37, "cpu")
+    torch.testing.assert_close(sum_partials(p), p.double().sum(0).float())
+    assert sum_partials(p).shape == (2, 7, 3)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("rows", [1, 16, 528])
+def test_sum_partials_gemv_matches_fp64_and_is_deterministic(rows):
+    p = _partials(rows, "cuda")
+    got = sum_partials(p)
+    assert got.shape == p.shape[1:] and got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), p.double().sum(0), rtol=1e-5, atol=1e-5)
+    assert torch.equal(got, sum_partials(p))
+    # a strided buffer (not what the launchers pass) falls back to torch.sum
+    strided = p.transpose(1, 2)
+    torch.testing.assert_close(sum_partials(strided).double(), strided.double().sum(0), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.gpu
+def test_sum_partials_under_graph_capture_replays_the_sum():
+    p = _partials(64, "cuda")
+    sum_partials(p)  # the ones vector for 64 rows exists before capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = sum_partials(p)
+    p.mul_(2)
+    graph.replay()
+    torch.testing.assert_close(out.double(), p.double().sum(0), rtol=1e-5, atol=1e-5)
