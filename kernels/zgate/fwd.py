@@ -11,15 +11,15 @@ read it before; out_proj read both halves).
 
 One program: BLOCK_M token rows x BLOCK_N channels (grid axis 0 the channel tiles, so that the programs sharing an
 h tile run together and read it from L2; the first version, row tiles on axis 0 and the halves loaded after the
-GEMM, ran at 46% of the HBM floor: 0.535 ms at Vim-Ti 1248 px b64 bf16,
-results/history/kernels-zgate-h200-2026-12-03.jsonl). The halves' tiles are loaded first, in flight during the
-GEMM. acc = h[rows] @ z_weight[channels]^T over D in BLOCK_K steps (tl.dot, fp32 accumulation; fp32 inputs with
-input_precision="ieee", so fp32 stays fp32 and TF32 is never used), then out = (y_f + y_b) * acc * sigmoid(acc),
-stored in y's dtype. Token row m = b * L + l: y, h and out are read through their (b, l) strides, so any layout
-works (the model's are channel-last). Inference only (no backward:
-the op refuses autograd). Under TRITON_INTERPRET=1 the 16-bit tiles are multiplied in fp32 (the interpreter's
-tl.dot treats bf16 as raw bits, triton 3.6-3.8): the CPU tests check the tiling and the epilogue, the GPU tests
-the bf16 tl.dot.
+GEMM, ran at 46% of the HBM floor: 0.535 ms at Vim-Ti 1248 px b64 bf16, the second 0.426 ms (58%),
+results/history/kernels-zgate*-h200-2026-12-03.jsonl). In 16-bit the halves' tiles are loaded first, in flight
+during the GEMM (fp32 loads them after it: `zgate_launch_config`). acc = h[rows] @ z_weight[channels]^T over D in
+BLOCK_K steps (tl.dot, fp32 accumulation; fp32 inputs with input_precision="ieee", so fp32 stays fp32 and TF32 is
+never used), then out = (y_f + y_b) * acc * sigmoid(acc), stored in y's dtype. Token row m = b * L + l: y, h and
+out are read through their (b, l) strides, so any layout works (the model's are channel-last). Inference only (no
+backward: the op refuses autograd). Under TRITON_INTERPRET=1 the 16-bit tiles are multiplied in fp32 (the
+interpreter's tl.dot treats bf16 as raw bits, triton 3.6-3.8): the CPU tests check the tiling and the epilogue, the
+GPU tests the bf16 tl.dot.
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def _zgate_kernel(
     stride_h_b, stride_h_l, stride_h_d,
     stride_w_e, stride_w_d,
     stride_o_b, stride_o_l, stride_o_e,
-    TWO: tl.constexpr, IEEE: tl.constexpr, UPCAST: tl.constexpr,
+    TWO: tl.constexpr, IEEE: tl.constexpr, UPCAST: tl.constexpr, EARLY_Y: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     # axis 0 = channel tiles: the programs of one row tile run next to each other, so its h tile comes from L2
@@ -48,12 +48,12 @@ def _zgate_kernel(
     mask_n = offs_n < E
     b = offs_m // L
     l = offs_m - b * L
-    # the halves' loads first: in flight while the GEMM runs
     tile = mask_m[:, None] & mask_n[None, :]
     y_off = b[:, None] * stride_y_b + l[:, None] * stride_y_l + offs_n[None, :] * stride_y_e
-    y0 = tl.load(y_ptr + y_off, mask=tile, other=0.0)
-    if TWO:
-        y1 = tl.load(y_ptr + stride_y_dir + y_off, mask=tile, other=0.0)
+    if EARLY_Y:  # the halves' loads first: in flight while the GEMM runs
+        y0 = tl.load(y_ptr + y_off, mask=tile, other=0.0)
+        if TWO:
+            y1 = tl.load(y_ptr + stride_y_dir + y_off, mask=tile, other=0.0)
     h_rows = h_ptr + b * stride_h_b + l * stride_h_l  # (M,)
     w_cols = w_ptr + offs_n * stride_w_e  # (N,)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
@@ -70,6 +70,10 @@ def _zgate_kernel(
             acc = tl.dot(a, w, acc, input_precision="ieee")
         else:
             acc = tl.dot(a, w, acc)
+    if not EARLY_Y:
+        y0 = tl.load(y_ptr + y_off, mask=tile, other=0.0)
+        if TWO:
+            y1 = tl.load(y_ptr + stride_y_dir + y_off, mask=tile, other=0.0)
     total = y0.to(tl.float32)
     if TWO:
         total += y1.to(tl.float32)
@@ -83,12 +87,13 @@ def zgate_launch_config(rows: int, channels: int, dim: int, dtype: torch.dtype, 
     kernels static` both call it). 64 token rows x 128 channels x 64 of D per step for 16-bit inputs (Vim-Ti's
     D = 192: three tl.dot steps) on 8 warps: with 4 the two half tiles beside the accumulator spilled (255
     registers, 48 B of stack; 8 warps: 128 registers, no spill; static check, sm_90, triton 3.8); fp32 32 rows on
-    8 warps (156 registers; 4 warps spilled). Under the interpreter 16 x 32 x 16, so that tests cover several
-    programs, partial tiles and the K loop's mask."""
+    4 warps with the halves loaded after the GEMM (EARLY_Y off: 4.79 ms at Vim-Ti 1248 px b64, where the early
+    loads on 8 warps took 8.29 ms; results/history/kernels-zgate*-h200-2026-12-03.jsonl). Under the interpreter
+    16 x 32 x 16, so that tests cover several programs, partial tiles and the K loop's mask."""
     if interpreted:
         block_m, block_n, block_k, warps = 16, 32, 16, 1
     elif dtype == torch.float32:
-        block_m, block_n, block_k, warps = 32, 128, 64, 8
+        block_m, block_n, block_k, warps = 32, 128, 64, 4
     else:
         block_m, block_n, block_k, warps = 64, 128, 64, 8
     return LaunchConfig(kernel="_zgate_kernel", grid=(cdiv(channels, block_n), cdiv(rows, block_m)),
@@ -133,6 +138,7 @@ def zgate(y: torch.Tensor, h: torch.Tensor, z_weight: torch.Tensor) -> torch.Ten
         y, h, z_weight, out, rows, length, channels, dim,
         *y_strides, *h.stride(), *z_weight.stride(), out.stride(0), out.stride(1), out.stride(2),
         TWO=two, IEEE=h.dtype == torch.float32, UPCAST=interpreted and h.dtype != torch.float32,
+        EARLY_Y=h.dtype != torch.float32,
         **cfg.constexprs, num_warps=cfg.num_warps,
     )
     return out

@@ -611,7 +611,8 @@ def _zgate_spec(dtype: str, shape: OpShape = STATIC_SHAPE) -> KernelSpec:
             "stride_h_b": L * D, "stride_h_l": D, "stride_h_d": 1, "stride_w_e": D, "stride_w_d": 1,
             "stride_o_b": L * E, "stride_o_l": E, "stride_o_e": 1}
     return spec_from_args(f"zgate/halves/{dtype}", "kernels.zgate.fwd", cfg.kernel, args,
-                          dict(TWO=True, IEEE=dtype == "fp32", UPCAST=False, **cfg.constexprs),
+                          dict(TWO=True, IEEE=dtype == "fp32", UPCAST=False, EARLY_Y=dtype != "fp32",
+                               **cfg.constexprs),
                           do_not_specialize=("M", "L"), num_warps=cfg.num_warps)
 
 
