@@ -494,14 +494,13 @@ class VisionMamba(nn.Module):
 
 
 # Inference memory modes of the Vim mixers (`vimbench sweep --vim-memory`; inference only, training ignores them):
-# name -> (fuse dt_proj into the scan, in_proj as two GEMMs). "default": one in_proj GEMM, the dt_proj GEMM and a
-# (B, L, 2, E) delta tensor; "split": in_proj as x then z, so x, z and the conv output are never alive together
-# (estimated -0.28 GiB at Vim-Ti 1248 px, batch 64, bf16; `vimbench.bench.live_memory`); "lean": split, and the
-# scan applies dt_proj itself (no delta tensor; backend triton only): measured 2.59 vs 3.44 GiB at 601 vs 617 img/s
-# (eager; results/memory-modes-h200-2026-12-03.jsonl); "lean-gated": lean, and z is never stored: the scan runs
-# ungated and the `zgate` op makes z tile by tile inside the gate, which also sums the directions (out_proj then
-# K = E); -0.3 GB at the mixer's peak estimated (z, u and x_dbl were alive together at the z GEMM).
-# name -> (fuse dt_proj, split in_proj, z inside the gate)
+# name -> (fuse dt_proj into the scan, in_proj as two GEMMs, z made inside the gate). "default": one in_proj GEMM,
+# the dt_proj GEMM and a (B, L, 2, E) delta tensor; "split": in_proj as x then z, so x, z and the conv output are
+# never alive together; "lean": split, and the scan applies dt_proj itself (no delta tensor; backend triton only);
+# "lean-gated": lean, and z is never stored: the scan runs ungated and the `zgate` op makes z tile by tile inside
+# the gate, which also sums the directions (out_proj then K = E). Vim-Ti 1248 px, batch 64, bf16, eager, one sweep
+# (results/memory-modes-gated-h200-2026-12-03.jsonl), peak allocated / img/s: default 3.44 GiB / 622, split 3.14 /
+# 619, lean 2.59 / 608, lean-gated 2.45 / 535.
 MEMORY_MODES: dict[str, tuple[bool, bool, bool]] = {"default": (False, False, False), "split": (False, True, False),
                                                     "lean": (True, True, False), "lean-gated": (True, True, True)}
 
