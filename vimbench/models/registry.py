@@ -95,8 +95,8 @@ def create_model(name: str, img_size: int = 224, num_classes: int = 1000, backen
     ('sdpa' fused or 'eager'). batch_slice: Vim's mixers process the batch in slices of this many images at
     inference (0: whole batch). train_boundary: what Vim's mixers keep for the backward pass in training
     (vimbench.models.vim.TRAIN_BOUNDARIES: 'fused', 'fused-combined', 'per-op'). vim_memory: the mixers'
-    inference memory mode (vimbench.models.vim.MEMORY_MODES: 'default', 'split', 'lean', 'lean-gated'). backend, batch_slice,
-    train_boundary and vim_memory apply to Vim, attn to DeiT; each is ignored by the others; a timm peer
+    inference memory mode (vimbench.models.vim.MEMORY_MODES: 'default', 'split', 'lean', 'lean-gated'). backend,
+    batch_slice, train_boundary and vim_memory apply to Vim, attn to DeiT; each is ignored by the others; a timm peer
     (`timm:<name>`) keeps timm's own attention.
     """
     spec = get_spec(name)
