@@ -82,8 +82,26 @@ def test_cli_bad_mode_is_one_line(mode, tmp_path):
     assert len(result.output.strip().splitlines()) == 1 and not list(tmp_path.iterdir())
 
 
+def test_cli_profile_records_the_memory_mode(tmp_path):
+    from vimbench.cli import app
+
+    result = CliRunner().invoke(app, ["profile", "vim_test", "--res", "32", "--device", "cpu", "--vim-memory", "split",
+                                      "-o", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    (path,) = tmp_path.glob("profile-vim_test-*.jsonl")
+    assert read_header(path)["settings"]["vim_memory"] == "split"
+    (row,) = [r for r in iter_rows(path) if r["kind"] == "profile"]
+    assert row["status"] == "ok" and row["vim_memory"] == "split"
+    assert "mem-split" in result.output
+
+
 @pytest.mark.parametrize("args, message", [
     (["profile", "nope", "--device", "cpu"], "unknown model"),
+    (["profile", "deit_t", "--device", "cpu", "--vim-memory", "lean"], "vim mixer option"),
+    (["profile", "vim_test", "--device", "cpu", "--vim-memory", "split", "--mode", "train"], "inference only"),
+    (["profile", "vim_test", "--device", "cpu", "--vim-memory", "lean-gated"], "--backend triton"),
+    (["profile", "vim_test", "--device", "cpu", "--vim-memory", "frugal"], "vim memory mode"),
+    (["profile", "vim_test", "--device", "cpu", "--vim-memory", "split,lean"], "one --vim-memory"),
     (["profile", "vim_test", "--dtype", "fp8", "--device", "cpu"], "dtype"),
     (["profile", "vim_test", "--batch", "0", "--device", "cpu"], "batch"),
     (["profile", "vim_test", "--device", "cuda"], "cuda"),

@@ -184,6 +184,7 @@ class ProfileResult:
     attn: str | None
     device: str
     mode: str = "infer"                # infer: one forward | train: one training step (vimbench.bench.train)
+    vim_memory: str = "default"        # Vim: the mixers' inference memory mode (vimbench.models.vim.MEMORY_MODES)
     status: str = "ok"                 # ok | oom
     error: str | None = None
     timing_method: str | None = None

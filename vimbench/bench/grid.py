@@ -163,12 +163,16 @@ def parse_vim_slice(value: Any) -> tuple[int, ...]:
     return tuple(dict.fromkeys(out))
 
 
-def _fused_memory_modes(modes: tuple[str, ...]) -> list[str]:
-    """The memory modes among `modes` that fuse dt_proj into the Triton scan (lean, lean-gated): backend triton
-    only."""
+def fuses_dt_proj(mode: str) -> bool:
+    """Whether memory mode `mode` fuses dt_proj into the Triton scan (lean, lean-gated): backend triton only."""
     from vimbench.models.vim import MEMORY_MODES
 
-    return [m for m in modes if MEMORY_MODES[m][0]]
+    return MEMORY_MODES[mode][0]
+
+
+def _fused_memory_modes(modes: tuple[str, ...]) -> list[str]:
+    """The memory modes among `modes` that fuse dt_proj into the Triton scan (`fuses_dt_proj`)."""
+    return [m for m in modes if fuses_dt_proj(m)]
 
 
 def parse_vim_memory(value: Any) -> tuple[str, ...]:

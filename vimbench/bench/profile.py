@@ -215,7 +215,8 @@ def _add_flops(key, result: ProfileResult) -> dict[str, float]:
 
 
 def _key_fields(key) -> dict[str, Any]:
-    return {k: getattr(key, k) for k in ("model", "res", "batch", "dtype", "implementation", "attn", "device", "mode")}
+    return {k: getattr(key, k) for k in ("model", "res", "batch", "dtype", "implementation", "attn", "device", "mode",
+                                         "vim_memory")}
 
 
 # ---------------------------------------------------------------------------------------------- several cases
@@ -234,10 +235,11 @@ class ProfileRun:
 def run_profile(model: str, resolutions: list[int], batch: int, dtype: str, backend: str = "torch",
                 attn: str = "sdpa", device: str = "cuda", out_dir: Path = Path("results/profiles"),
                 command: str = "", progress: Callable[[str, int], None] | None = None,
-                mode: str = "infer") -> ProfileRun:
+                mode: str = "infer", vim_memory: str = "default") -> ProfileRun:
     """Profile one model at several resolutions, one forward (mode "infer") or one training step (mode "train")
     each; rows written (and flushed) to a results file as each finishes, traces next to it (the share figure:
-    vimbench.report.profile_figure). OOM rows are recorded as status "oom" and the run continues."""
+    vimbench.report.profile_figure). OOM rows are recorded as status "oom" and the run continues. vim_memory: a
+    Vim model's inference memory mode (vimbench.models.vim.MEMORY_MODES; "default" for DeiT and training)."""
     import torch
 
     from vimbench.bench.env import collect_env, now
@@ -256,7 +258,7 @@ def run_profile(model: str, resolutions: list[int], batch: int, dtype: str, back
     results_path = out_dir / f"profile-{spec.alias}-{'' if mode == 'infer' else mode + '-'}{run_id}.jsonl"
     warmup = max(PROFILE_WARMUP, TRAIN_MIN_WARMUP) if mode == "train" else PROFILE_WARMUP
     settings = {"mode": mode, "warmup": warmup, "iters": PROFILE_ITERS, "model": spec.alias, "batch": batch,
-                "dtype": dtype, "backend": backend, "attn": attn, "device": device}
+                "dtype": dtype, "backend": backend, "attn": attn, "device": device, "vim_memory": vim_memory}
     if mode == "train":
         from vimbench.bench import train
 
@@ -264,12 +266,12 @@ def run_profile(model: str, resolutions: list[int], batch: int, dtype: str, back
     store = open_run(results_path, "profile", command, collect_env(device), settings, run_id=run_id, created=now())
     with store:
         results = _profile_all(spec, resolutions, batch, dtype, backend, attn, device, mode, out_dir, store,
-                               progress)
+                               progress, vim_memory)
     return ProfileRun(results, results_path)
 
 
 def _profile_all(spec, resolutions, batch, dtype, backend, attn, device, mode, out_dir, store,
-                 progress) -> list[ProfileResult]:
+                 progress, vim_memory: str = "default") -> list[ProfileResult]:
     import torch
 
     from vimbench.bench.runner import is_oom
@@ -278,7 +280,7 @@ def _profile_all(spec, resolutions, batch, dtype, backend, attn, device, mode, o
     results = []
     for i, res in enumerate(resolutions):
         key = CaseKey(spec.alias, res, batch, dtype, backend if spec.family == "vim" else "timm",
-                      None if spec.family == "vim" else attn, device, mode=mode)
+                      None if spec.family == "vim" else attn, device, mode=mode, vim_memory=vim_memory)
         if progress:
             progress(key.label(), i)
         try:

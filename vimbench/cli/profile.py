@@ -26,6 +26,8 @@ def profile(
     = Path("results/profiles"),
     mode: Annotated[str, typer.Option(help="What is profiled: infer (one forward) or train (one training step: "
                                            "zero_grad, forward, cross-entropy, backward, AdamW).")] = "infer",
+    vim_memory: Annotated[str, typer.Option(help="Vim, inference: the mixers' memory mode (default, split, lean, "
+                                                 "lean-gated; see `vimbench sweep --help`).")] = "default",
 ) -> None:
     """Profile one warmed-up forward (--mode infer) or training step (--mode train) per resolution.
 
@@ -39,6 +41,7 @@ def profile(
         vimbench profile vim_t --res 224,1248 --batch 64 --dtype bf16 --backend triton -o runs/profiles
         vimbench profile vim_t --mode train --res 1248 --batch 8 --dtype bf16 --backend triton -o runs/profiles
         vimbench profile deit_t --res 224 --device cpu
+        vimbench profile vim_t --res 1248 --batch 64 --dtype bf16 --backend triton --vim-memory lean-gated
     """
     import torch
 
@@ -65,6 +68,17 @@ def profile(
     (attn_name,) = grid.parse_attn(attn) if "," not in attn else (None,)
     if attn_name is None:
         raise VimbenchError("profile takes one --attn; run it once per attention path")
+    (memory,) = grid.parse_vim_memory(vim_memory) if "," not in vim_memory else (None,)
+    if memory is None:
+        raise VimbenchError("profile takes one --vim-memory; run it once per memory mode")
+    if memory != "default":
+        if spec.family != "vim":
+            raise VimbenchError(f"--vim-memory {memory}: memory modes are a Vim mixer option; {spec.alias} has none")
+        if mode_name == "train":
+            raise VimbenchError(f"--vim-memory {memory}: memory modes change inference only; profile training "
+                                "with the default")
+        if grid.fuses_dt_proj(memory) and backend_name == "torch":
+            raise VimbenchError(f"--vim-memory {memory} fuses dt_proj into the Triton scan: use --backend triton")
     dev = grid.parse_device(device, torch.cuda.is_available())
     if spec.family == "vim":
         from vimbench.models.ops import get_ops
@@ -77,7 +91,7 @@ def profile(
     what = "step" if mode_name == "train" else "forward"
     with render.progress_bar(len(resolutions), f"profile {spec.alias} {mode_name}") as update:
         run = run_profile(spec.alias, resolutions, batch, dtype_name, backend_name, attn_name,
-                          dev, out, command=command, progress=update, mode=mode_name)
+                          dev, out, command=command, progress=update, mode=mode_name, vim_memory=memory)
     ok = [r for r in run.rows if r.get("status") == "ok"]
     figure_path = None
     if ok:
@@ -103,8 +117,9 @@ def profile(
                   f"kernels) / without" if dev == "cuda" else "")
                + f"; TFLOP/s: analytic FLOPs{' (3 x forward)' if mode_name == 'train' else ''} / p50 {what}")
     first = run.rows[0]
-    render.table(f"{spec.alias} {first['implementation']} b{batch} {dtype_name} {dev} {mode_name}: share of "
-                 f"profiled time", list(fields), [[r.get(f) for f in fields.values()] for r in ok], caption=caption,
+    memory_label = f" mem-{memory}" if memory != "default" else ""
+    render.table(f"{spec.alias} {first['implementation']}{memory_label} b{batch} {dtype_name} {dev} {mode_name}: "
+                 f"share of profiled time", list(fields), [[r.get(f) for f in fields.values()] for r in ok], caption=caption,
                  keep=[c for c in fields if c not in ("kernel ms", "TFLOP/s")])
     rate_cols = ["gemm", "scan", "conv", "attention"]
     render.table("per category: ms (achieved TFLOP/s)", ["res"] + rate_cols,
