@@ -462,6 +462,13 @@ DEFAULT_SUB_CHUNK = 0
 # results/history/scan-bwd-variants-h200-2026-12-02.json, bf16, Vim-Ti): 3.48 -> 3.10 ms at batch 8 x 6,085
 # tokens, 1.36 -> 1.18 ms at 128 x 197, gradients equal within 8e-8 (rel. L2), deterministic.
 DEFAULT_SCATTER_SUMS = True
+# The walk's load pipeline and register cap (scan_bwd_launch_config's prefetch, maxnreg). Static check (sm_90, triton
+# 3.8, Vim-Ti bf16 halves): with PREFETCH (the next step's loads issued before this step's arithmetic) the walk takes
+# 255 registers, 8 one-warp programs per SM; without it 232, and capped at 168 no spill at all (1,704 instructions vs
+# 1,824): 12 programs per SM, 1.5x the warps to hide the latency the prefetch hid. Not yet measured on the H200
+# (results/history/scripts/bwdprefetch.py); the defaults stay the measured launch.
+DEFAULT_PREFETCH = True
+DEFAULT_WALK_MAXNREG: int | None = None
 
 
 @dataclass(frozen=True)
@@ -481,7 +488,8 @@ class ScanBwdLaunch:
 def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, interpreted: bool,
                            chunks_per_program: int | None = None, sub_chunk: int | None = None,
                            scatter_sums: bool | None = None, n_state: int = 16,
-                           block_c: int | None = None) -> ScanBwdLaunch:
+                           block_c: int | None = None, prefetch: bool | None = None,
+                           maxnreg: int | None = None) -> ScanBwdLaunch:
     """The backward's grids, tiles, warps and split of L into chunk groups: the one place that chooses them (the
     launcher and `vimbench kernels static` both call it). One warp, a channel per lane, as the forward.
     chunks_per_program: checkpoint chunks per program along L; None picks: on the GPU enough groups that the
@@ -498,7 +506,10 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
     n_state = 16), else tl.sum; None: DEFAULT_SCATTER_SUMS.
     block_c: channels per one-warp program, 8, 16 or 32 (an experiment knob: 16 leaves two lanes per channel and
     fewer registers per lane, so more programs per SM); None picks (32 on the GPU unless the grid is tiny; 8 under
-    the interpreter)."""
+    the interpreter).
+    prefetch: both passes issue the next step's loads before this step's arithmetic; None: DEFAULT_PREFETCH.
+    maxnreg: the walk's register cap for ptxas (more programs per SM; with prefetch off, 168 compiles without
+    spills for bf16); None: DEFAULT_WALK_MAXNREG (ptxas's choice). Ignored under the interpreter."""
     n_chunks = max(1, cdiv(length, chunk))
     if block_c is not None:
         if block_c not in (8, 16, 32):
@@ -524,12 +535,16 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
     if scatter_sums is None:
         scatter_sums = DEFAULT_SCATTER_SUMS
     scatter = bool(scatter_sums) and not interpreted and block_c == 32 and n_state == 16
-    constexprs = dict(BLOCK_C=block_c, CHUNK=chunk, USE_ASM=not interpreted, PREFETCH=True)
+    prefetch = DEFAULT_PREFETCH if prefetch is None else bool(prefetch)
+    maxnreg = DEFAULT_WALK_MAXNREG if maxnreg is None else int(maxnreg)
+    if maxnreg is not None and not 32 <= maxnreg <= 255:
+        raise ValueError(f"maxnreg must be in 32..255; got {maxnreg}")
+    constexprs = dict(BLOCK_C=block_c, CHUNK=chunk, USE_ASM=not interpreted, PREFETCH=prefetch)
     n_cblocks = cdiv(channels, block_c)
     walk = LaunchConfig(kernel="_scan_bwd_kernel", grid=(n_cblocks, 2 * groups, batch),
                         constexprs=dict(constexprs, SUB=sub, SEG=seg, SUB_TILES=sub_tiles,
                                         SCATTER_SUMS=scatter),
-                        num_warps=1)
+                        num_warps=1, maxnreg=None if interpreted else maxnreg)
     carry = None
     if groups > 1:
         carry = LaunchConfig(kernel="_scan_bwd_group_carry_kernel", grid=(n_cblocks, 2 * (groups - 1), batch),
@@ -568,11 +583,12 @@ def _check_bwd(grad_out, u, checkpoints, combine, chunk, n_state):
 
 def bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints, delta_softplus=True,
                      combine=True, chunk=64, *, chunks_per_program=None, sub_chunk=None, scatter_sums=None,
-                     block_c=None):
+                     block_c=None, prefetch=None, maxnreg=None):
     """Gradients of `bimamba_scan` (see the module docstring for the contract). Returns
     (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias); None for each absent optional input.
     chunks_per_program: force the split of L (checkpoint chunks per program; >= cdiv(L, chunk): one program
-    walks the whole sequence, the pre-chunk-parallel kernel); None: `scan_bwd_launch_config` picks."""
+    walks the whole sequence, the pre-chunk-parallel kernel); None: `scan_bwd_launch_config` picks. sub_chunk,
+    scatter_sums, block_c, prefetch, maxnreg: launch experiments, None = the defaults (`scan_bwd_launch_config`)."""
     _check(u, delta, A, B, C, 2)
     n_state = A.shape[-1]
     chunk = _check_bwd(grad_out, u, checkpoints, combine, chunk, n_state)
@@ -590,7 +606,7 @@ def bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints,
                 dz32.to(z.dtype) if has_z else None, torch.zeros(2, channels, **f32) if has_bias else None)
 
     cfg = scan_bwd_launch_config(batch, channels, length, chunk, check_device(u, _scan_bwd_kernel),
-                                 chunks_per_program, sub_chunk, scatter_sums, n_state, block_c)
+                                 chunks_per_program, sub_chunk, scatter_sums, n_state, block_c, prefetch, maxnreg)
     walk = cfg.walk
     block_c = walk.constexprs["BLOCK_C"]
     n_cblocks, groups = walk.grid[0], cfg.groups
@@ -624,7 +640,7 @@ def bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints,
         *g_strides, *u.stride(), *delta.stride(), *A.stride(), *B.stride(), *C.stride(),
         Dt.stride(0) if has_d else 0, bt.stride(0) if has_bias else 0,
         *zt.stride(), *du.stride(), *ddelta.stride(), *dzt.stride(),
-        HAS_D=has_d, **flags, **walk.constexprs, num_warps=walk.num_warps,
+        HAS_D=has_d, **flags, **walk.constexprs, **walk.launch_options(),
     )
     dB = dBp.sum(0).transpose(-1, -2)
     dC = dCp.sum(0).transpose(-1, -2)

@@ -207,6 +207,22 @@ def test_bwd_channel_block_override(scan):
         bwd.scan_bwd_launch_config(1, 13, 11, 4, True, block_c=12)
 
 
+def test_bwd_without_prefetch(scan):
+    """prefetch=False (each step's loads issued in that step; the register-cap experiment's variant) gives the
+    float64 reference's gradients under the interpreter; maxnreg is a launch option the interpreter ignores, and
+    the config refuses caps outside 32..255."""
+    _, bwd = scan
+    cfg = bwd.scan_bwd_launch_config(8, 384, 6085, 64, False, prefetch=False, maxnreg=168)
+    assert cfg.walk.constexprs["PREFETCH"] is False and cfg.walk.maxnreg == 168
+    assert cfg.walk.launch_options()["maxnreg"] == 168 and cfg.carry.constexprs["PREFETCH"] is False
+    assert bwd.scan_bwd_launch_config(8, 384, 6085, 64, True, maxnreg=168).walk.maxnreg is None
+    x = model_layout(1, 13, 11, seed=13)
+    _, g, got = run_triton(scan, x, combine=False, chunk=4, prefetch=False, maxnreg=168)
+    assert_grads_close(got, reference_grads(x, g, combine=False), x)
+    with pytest.raises(ValueError, match="maxnreg"):
+        bwd.scan_bwd_launch_config(1, 13, 11, 4, True, maxnreg=300)
+
+
 @pytest.mark.parametrize("sub_chunk", [1, 5])
 def test_bwd_two_level_recompute(scan, sub_chunk):
     """The walk's sub-checkpoints every step (1), and in sub-chunks of 5 of 8 (a partial last one; 3 of 4 is the
@@ -310,7 +326,8 @@ def test_bwd_gpu_chunk_splits_agree(scan, dtype, batch, length):
     _, g, base = run_triton(scan, x, combine, 64, chunks_per_program=10 ** 6)
     assert bwd.scan_bwd_launch_config(batch, 384, length, 64, False).groups > 1
     for kw in (dict(), dict(chunks_per_program=1, sub_chunk=8), dict(scatter_sums=True),
-               dict(chunks_per_program=1, sub_chunk=8, scatter_sums=True), dict(block_c=16)):
+               dict(chunks_per_program=1, sub_chunk=8, scatter_sums=True), dict(block_c=16),
+               dict(prefetch=False, maxnreg=168)):
         _, _, got = run_triton(scan, x, combine, 64, **kw)
         for name in GRAD_NAMES:
             want = base[name].float()

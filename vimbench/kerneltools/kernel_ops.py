@@ -308,7 +308,8 @@ def _scan_bwd_inputs(shape: OpShape, dtype, device: str) -> dict[str, Any]:
 
 
 def _scan_bwd_specs(dtype: str, shape: OpShape = OpShape(batch=8, channels=384, length=VIM_TI_1248),
-                    block_c: int | None = None) -> list[KernelSpec]:
+                    block_c: int | None = None, prefetch: bool | None = None,
+                    maxnreg: int | None = None) -> list[KernelSpec]:
     """kernels/selective_scan/bwd.py `_scan_bwd_kernel` and `_scan_bwd_group_carry_kernel` as training
     launches them at Vim-Ti, 1248 px, batch 8 (a shape that splits L into chunk groups, so both kernels run):
     bf16 the gated halves (grad_out, du, ddelta channel-last (2, B, L, E) memory), fp32 the combined output
@@ -318,7 +319,8 @@ def _scan_bwd_specs(dtype: str, shape: OpShape = OpShape(batch=8, channels=384, 
     from vimbench.layout import XDblLayout
 
     B_, E, L, N = shape.batch, shape.channels, shape.length, shape.d_state
-    cfg = scan_bwd_launch_config(B_, E, L, CHECKPOINT_CHUNK, interpreted=False, block_c=block_c)
+    cfg = scan_bwd_launch_config(B_, E, L, CHECKPOINT_CHUNK, interpreted=False, block_c=block_c, prefetch=prefetch,
+                                 maxnreg=maxnreg)
     if cfg.carry is None:
         raise VimbenchError(f"static spec scan bwd: expected several chunk groups at {shape.label()}")
     halves = dtype != "fp32"
@@ -358,11 +360,15 @@ def _scan_bwd_specs(dtype: str, shape: OpShape = OpShape(batch=8, channels=384, 
     mode = "halves" if halves else "combined"
     # One pass over each loop body: one token x N states x (BLOCK_C / 32) channels per thread.
     per_token = N * cfg.walk.constexprs["BLOCK_C"] // 32
-    if block_c is not None:  # the walk alone at a forced channel block (an experiment: registers, occupancy)
-        return [spec_from_args(f"scan_bwd/{mode}/{dtype}/c{block_c}", "kernels.selective_scan.bwd", cfg.walk.kernel,
+    if block_c is not None or prefetch is not None or maxnreg is not None:
+        # the walk alone in a launch experiment (registers, occupancy): a forced channel block, or the prefetch off
+        # and a register cap
+        label = (f"/c{block_c}" if block_c is not None else "") + ("/noprefetch" if prefetch is False else "") \
+            + (f"/r{maxnreg}" if maxnreg is not None else "")
+        return [spec_from_args(f"scan_bwd/{mode}/{dtype}{label}", "kernels.selective_scan.bwd", cfg.walk.kernel,
                                walk_args, dict(HAS_D=True, **flags, **cfg.walk.constexprs),
                                do_not_specialize=("L", "chunks_per_program"), num_warps=cfg.walk.num_warps,
-                               state_elements=per_token)]
+                               state_elements=per_token, maxnreg=cfg.walk.maxnreg)]
     return [
         spec_from_args(f"scan_bwd/{mode}/{dtype}", "kernels.selective_scan.bwd", cfg.walk.kernel, walk_args,
                        dict(HAS_D=True, **flags, **cfg.walk.constexprs), do_not_specialize=("L", "chunks_per_program"),
@@ -385,7 +391,8 @@ register(KernelOp(
                                                    halves=dtype != "fp32"),
     kernels=("kernels.selective_scan.bwd:_scan_bwd_kernel", "kernels.selective_scan.bwd:_scan_bwd_group_carry_kernel"),
     static_specs=lambda: [*_scan_bwd_specs("bf16"), *_scan_bwd_specs("fp32"),
-                          *_scan_bwd_specs("bf16", block_c=16)],
+                          *_scan_bwd_specs("bf16", block_c=16),
+                          *_scan_bwd_specs("bf16", prefetch=False, maxnreg=168)],
     regression=_both_dtypes((8, 384, VIM_TI_1248), (128, 384, VIM_TI_224)),  # the training shapes
     official="the official selective_scan backward is not benchmarked",
 ))
