@@ -117,7 +117,8 @@ def sum_partials(partials: torch.Tensor) -> torch.Tensor:
     fp32 accumulation, deterministic) and torch.sum elsewhere or while a CUDA graph captures before the ones
     vector for P rows exists."""
     rows = partials.shape[0]
-    if partials.device.type != "cuda" or partials.dtype != torch.float32 or not partials.is_contiguous():
+    if (partials.device.type != "cuda" or partials.dtype != torch.float32 or not partials.is_contiguous()
+            or partials.numel() == 0):
         return partials.sum(0)
     key = (partials.device, rows)
     ones = _ONES.get(key)

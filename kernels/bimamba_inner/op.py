@@ -7,10 +7,10 @@ behind ONE autograd boundary, so that the autograd graph keeps what this op choo
 Forward: the launchers of the steps (kernels.conv1d.fwd, kernels.selective_scan.fwd.bimamba_scan_fwd_save) and
 cuBLAS GEMMs. combine=False (bf16/fp16): the scan writes its two gated halves over the conv output u (which
 nothing needs afterwards: u is recomputed in the backward) and one elementwise add forms their sum y, which
-out_proj (K = E) and the backward take. combine=True (fp32): the scan adds them (fp32 atomics) into y. Outputs: out (batch, L, d_model); y (batch, L, E), the scan's
-combined output; x_dbl (2, batch * L, W), the x_proj output [B | C | dt | pad]; checkpoints, the scan's fp32
-states every `chunk` tokens. y, x_dbl and checkpoints are outputs so that autograd can save them; they get no
-gradient.
+out_proj (K = E) and the backward take. combine=True (fp32): the scan adds them (fp32 atomics) into y.
+Outputs: out (batch, L, d_model); y (batch, L, E), the scan's combined output; x_dbl (2, batch * L, W), the
+x_proj output [B | C | dt | pad]; checkpoints, the scan's fp32 states every `chunk` tokens. y, x_dbl and
+checkpoints are outputs so that autograd can save them; they get no gradient.
 
 Saved for backward (per layer, Vim-Ti 1248 px, batch 8, bf16: kernels/README.md has the table): the weights,
 y (37.4 MB: out_proj's weight gradient needs the sum of the halves only, half their bytes), x_dbl (9.3 MB), the
