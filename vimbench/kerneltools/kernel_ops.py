@@ -605,13 +605,11 @@ def _zgate_inputs(shape: OpShape, dtype, device: str) -> dict[str, Any]:
 def _zgate_spec(dtype: str, shape: OpShape = STATIC_SHAPE) -> KernelSpec:
     """kernels/zgate/fwd.py `_zgate_kernel` as the mixer launches it in mode lean-gated: the halves laid out
     (B, L, 2, E), h (B, L, D) and out (B, L, E) contiguous, z_weight a row slice of in_proj (stride D)."""
-    import torch
-
     from kernels.zgate.fwd import zgate_launch_config
+    from vimbench.precision import torch_dtype
 
     B_, E, L, D = shape.batch, shape.channels, shape.length, shape.d_model
-    torch_dtype = {"bf16": torch.bfloat16, "fp32": torch.float32, "fp16": torch.float16}[dtype]
-    cfg = zgate_launch_config(B_ * L, E, D, torch_dtype, interpreted=False)
+    cfg = zgate_launch_config(B_ * L, E, D, torch_dtype(dtype), interpreted=False)
     args = {"y_ptr": Ptr(dtype), "h_ptr": Ptr(dtype), "w_ptr": Ptr(dtype), "out_ptr": Ptr(dtype),
             "M": B_ * L, "L": L, "E": E, "D": D,
             "stride_y_dir": E, "stride_y_b": L * 2 * E, "stride_y_e": 1, "stride_y_l": 2 * E,

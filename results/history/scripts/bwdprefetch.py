@@ -4,24 +4,14 @@ training shapes for the default launch, prefetch off, prefetch off + maxnreg 168
 gradient vs the default. Part 2, whole Vim-Ti training steps (bf16, captured as a CUDA graph, the sweep's runner)
 with kernels.selective_scan.bwd.DEFAULT_PREFETCH / DEFAULT_WALK_MAXNREG patched, A B B A in one process.
 Writes $OUT/bwdprefetch.json."""
-import json, os, statistics, torch
+import json, os, torch
+from timing import event_median_ms as bench
 import kernels.selective_scan.bwd as bwd
 from kernels.selective_scan.fwd import bimamba_scan_fwd_save
 from vimbench.kerneltools.kernel_ops import _scan_inputs
 from vimbench.kerneltools.registry import OpShape
 
 OUT = os.environ.get("OUT", "/tmp")
-
-
-def bench(fn, n=25):
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    ts = []
-    for _ in range(n):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record(); fn(); b.record(); torch.cuda.synchronize(); ts.append(a.elapsed_time(b))
-    return statistics.median(ts)
 
 
 rows = []

@@ -1,23 +1,13 @@
 """Scan backward variants on the H200, bf16 gated halves (the bf16 model's form), training shapes: block_c 32 vs 16,
 checkpoint chunk 64 vs 32 vs 16, sub_chunk 8; relative error vs the default launch; bwd/fwd ratio. Writes
 $OUT/bwdvariants.json. (Replaces scanbwd.py, whose reuse-states knob no longer exists.)"""
-import json, os, statistics, torch
+import json, os, torch
+from timing import event_median_ms as bench
 from vimbench.kerneltools.kernel_ops import _scan_inputs
 from vimbench.kerneltools.registry import OpShape
 from kernels.selective_scan.bwd import bimamba_scan_bwd, scan_bwd_launch_config
 from kernels.selective_scan.fwd import bimamba_scan_fwd_save
 OUT = os.environ.get("OUT", "/tmp")
-
-
-def bench(fn, n=25):
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    ts = []
-    for _ in range(n):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record(); fn(); b.record(); torch.cuda.synchronize(); ts.append(a.elapsed_time(b))
-    return statistics.median(ts)
 
 
 rows = []

@@ -2,29 +2,13 @@
 columns of x_dbl (K = 12, rows 96 B apart) vs the 16 columns dt + pad (K = 16, with zero weight rows for the pad);
 d_dt = ddelta @ dt_proj_t^T with N = 12 vs 16; out_proj as the K = 2E halves GEMM vs the halves' add + a K = E GEMM.
 CUDA-graph replays of 20 calls, us per call (median of 7). Writes $OUT/dtpad.json."""
-import json, os, statistics
+import json, os
 import torch
+from timing import graph_us
 
 OUT = os.environ.get("OUT", "/tmp")
 dev, bf = "cuda", torch.bfloat16
 torch.manual_seed(0)
-
-
-def graph_us(fn, reps=20, repeats=7):
-    s = torch.cuda.Stream()
-    with torch.cuda.stream(s):
-        fn(); fn()
-    torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(reps):
-            fn()
-    times = []
-    for _ in range(repeats):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record(); g.replay(); b.record(); torch.cuda.synchronize()
-        times.append(a.elapsed_time(b) * 1000 / reps)
-    return statistics.median(times)
 
 
 rows = []

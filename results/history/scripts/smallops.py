@@ -3,30 +3,13 @@
 of the kernels' fp32 partial buffers (torch.sum(0) vs a ones-vector GEMV). Each variant captured 20 times into a
 CUDA graph and replayed (the graphed training step's view: no host time); us per call, median of 7 replays.
 Writes $OUT/smallops.json."""
-import json, os, statistics
+import json, os
 import torch
+from timing import graph_us
 
 OUT = os.environ.get("OUT", "/tmp")
 dev = "cuda"
 torch.manual_seed(0)
-
-
-def graph_us(fn, reps=20, repeats=7):
-    fn(); torch.cuda.synchronize()
-    s = torch.cuda.Stream()
-    with torch.cuda.stream(s):
-        fn()
-    torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(reps):
-            fn()
-    times = []
-    for _ in range(repeats):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record(); g.replay(); b.record(); torch.cuda.synchronize()
-        times.append(a.elapsed_time(b) * 1000 / reps)
-    return statistics.median(times)
 
 
 rows = []

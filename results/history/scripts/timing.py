@@ -1,0 +1,36 @@
+"""Timers the GPU scripts here share (imported as `timing`: Python puts a script's own folder on sys.path).
+
+graph_us(fn): us per call, fn captured `reps` times into one CUDA graph and replayed (median of `repeats`
+replays): kernel time without host launch cost, as a graphed training step sees it.
+event_median_ms(fn): ms per call, one CUDA-event pair around each of n eager calls after 3 warm-up calls."""
+import statistics
+
+import torch
+
+
+def graph_us(fn, reps=20, repeats=7):
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):  # warm-up off the capture stream (allocations, lazy init)
+        fn(); fn()
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(reps):
+            fn()
+    times = []
+    for _ in range(repeats):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record(); graph.replay(); b.record(); torch.cuda.synchronize()
+        times.append(a.elapsed_time(b) * 1000 / reps)
+    return statistics.median(times)
+
+
+def event_median_ms(fn, n=25):
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    ts = []
+    for _ in range(n):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record(); fn(); b.record(); torch.cuda.synchronize(); ts.append(a.elapsed_time(b))
+    return statistics.median(ts)
