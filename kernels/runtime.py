@@ -5,6 +5,7 @@ defined and returns an interpreted function then, which runs kernels on CPU tens
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -131,3 +132,16 @@ def sum_partials(partials: torch.Tensor) -> torch.Tensor:
 
 def _is_fake(t: torch.Tensor) -> bool:
     return type(t) is not torch.Tensor and not isinstance(t, torch.nn.Parameter)
+
+
+@functools.cache
+def _sm_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def sm_count(device: torch.device) -> int:
+    """Streaming multiprocessors of a CUDA device (cached); any positive number elsewhere (the interpreter's
+    choice does not depend on it)."""
+    if device.type != "cuda":
+        return 1
+    return _sm_count(device.index if device.index is not None else torch.cuda.current_device())

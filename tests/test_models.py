@@ -118,6 +118,27 @@ def test_torch_backend_matches_sequential_float64_reference():
     assert err < 1e-5, f"relative error {err:.2e}"
 
 
+@pytest.mark.parametrize("size", [(64, 64), (70, 67)])  # 70 x 67: the convolution drops the partial patches
+def test_patch_embedding_gemm_is_the_official_convolution(size):
+    """PatchEmbed's GEMM over gathered patches (the default) equals the stride-16 nn.Conv2d it replaces: outputs,
+    the weight's and the image's gradients in fp32; under autocast, the activation dtype it is given."""
+    pe = create_model("vim_test", img_size=64, backend="torch").patch_embed
+    torch.manual_seed(0)
+    images = torch.randn(2, 3, *size, requires_grad=True)
+    got = {}
+    for as_gemm in (True, False):
+        pe.as_gemm, pe.proj.weight.grad, images.grad = as_gemm, None, None
+        out = pe(images)
+        out.square().sum().backward()
+        got[as_gemm] = out.detach(), pe.proj.weight.grad, images.grad
+    assert got[True][0].shape == (2, (size[0] // 16) * (size[1] // 16), pe.proj.out_channels)
+    for a, b in zip(got[True], got[False]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)  # fp32 sums in another order
+    pe.as_gemm = True
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert pe(images, torch.bfloat16).dtype == torch.bfloat16
+
+
 def test_middle_class_token_position_and_length():
     model = create_model("vim_test", img_size=96)
     assert model.num_tokens == 37 and model.cls_position == 18

@@ -95,6 +95,21 @@ def test_cli_profile_records_the_memory_mode(tmp_path):
     assert "mem-split" in result.output
 
 
+def test_annotate_model_keeps_every_op():
+    """The annotated ops wrap the categorized calls and keep the rest of VimOps (zgate, the dt_proj fusion flag):
+    a rebuilt VimOps once dropped zgate, so a lean-gated profile ran the lean path."""
+    from vimbench.models import create_model
+
+    model = create_model("vim_test", img_size=32, backend="torch")
+    before = model.ops
+    pf.annotate_model(model)
+    after = model.ops
+    assert after.zgate is not None and after.zgate is not before.zgate
+    assert (after.name, after.scan_fuses_dt_proj, after.bimamba_inner) == \
+        (before.name, before.scan_fuses_dt_proj, before.bimamba_inner)
+    assert all(m.ops is after for m in model.modules() if hasattr(m, "ops") and m is not model)
+
+
 @pytest.mark.parametrize("args, message", [
     (["profile", "nope", "--device", "cpu"], "unknown model"),
     (["profile", "deit_t", "--device", "cpu", "--vim-memory", "lean"], "vim mixer option"),

@@ -15,7 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.runtime import LaunchConfig, cdiv, check_device, next_power_of_2, sum_partials
+from kernels.runtime import LaunchConfig, cdiv, check_device, next_power_of_2, sm_count, sum_partials
 
 
 @triton.jit
@@ -104,8 +104,8 @@ def add_rmsnorm_bwd(dy: torch.Tensor, dr: torch.Tensor | None, r: torch.Tensor, 
     if rows == 0 or dim == 0:
         return dx, dres, torch.zeros_like(weight)
     interpreted = check_device(r, _add_rmsnorm_bwd_kernel)
-    sm_count = 1 if interpreted else torch.cuda.get_device_properties(r.device).multi_processor_count
-    cfg = rmsnorm_bwd_launch_config(rows, dim, interpreted, sm_count)
+    n_sms = 1 if interpreted else sm_count(r.device)
+    cfg = rmsnorm_bwd_launch_config(rows, dim, interpreted, n_sms)
     dw_part = torch.empty((cfg.grid[0], dim), dtype=torch.float32, device=r.device)
     dres_t = dres if dres is not None else dx  # never written without HAS_RES
     _add_rmsnorm_bwd_kernel[cfg.grid](

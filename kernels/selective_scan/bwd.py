@@ -56,7 +56,7 @@ import triton
 import triton.language as tl
 
 from kernels import fastmath
-from kernels.runtime import LaunchConfig, cdiv, check_device, sum_partials
+from kernels.runtime import LaunchConfig, cdiv, check_device, sm_count, sum_partials
 from kernels.selective_scan.fwd import (LN2, LOG2E, _blocks_for, _check, _load_lanes, _softplus_exp, load_rows,
                                         store_rows)
 
@@ -465,10 +465,16 @@ DEFAULT_SCATTER_SUMS = True
 # The walk's load pipeline and register cap (scan_bwd_launch_config's prefetch, maxnreg). Static check (sm_90, triton
 # 3.8, Vim-Ti bf16 halves): with PREFETCH (the next step's loads issued before this step's arithmetic) the walk takes
 # 255 registers, 8 one-warp programs per SM; without it 232, and capped at 168 no spill at all (1,704 instructions vs
-# 1,824): 12 programs per SM, 1.5x the warps to hide the latency the prefetch hid. Not yet measured on the H200
-# (results/history/scripts/bwdprefetch.py); the defaults stay the measured launch.
-DEFAULT_PREFETCH = True
+# 1,824): 12 programs per SM, 1.5x the warps to hide the latency the prefetch hid. That pays only where the grid has
+# more programs than one wave of the prefetching walk holds. Measured on the H200 (2026-12-03, bf16, Vim-Ti,
+# results/history/bwdprefetch-h200-2026-12-03.json), kernel ms prefetch / off + cap 168: batch 128 x 197 (3,072
+# programs) 1.38 / 1.26, 8 x 6,085 (3,072 after the split) 2.73 / 2.71, 32 x 1,025 (768 programs, under one wave)
+# 2.16 / 2.42; whole captured training steps 224/128 2,475 -> 2,667 img/s, 1248/8 72.4 -> 77.5.
+# None (auto): prefetch unless the walk has more than PREFETCH_PROGRAMS_PER_SM x SMs programs, then off + the cap.
+DEFAULT_PREFETCH: bool | None = None
 DEFAULT_WALK_MAXNREG: int | None = None
+PREFETCH_PROGRAMS_PER_SM = 8
+CAPPED_WALK_MAXNREG = 168
 
 
 @dataclass(frozen=True)
@@ -489,7 +495,7 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
                            chunks_per_program: int | None = None, sub_chunk: int | None = None,
                            scatter_sums: bool | None = None, n_state: int = 16,
                            block_c: int | None = None, prefetch: bool | None = None,
-                           maxnreg: int | None = None) -> ScanBwdLaunch:
+                           maxnreg: int | None = None, sm_count: int = 132, combine: bool = False) -> ScanBwdLaunch:
     """The backward's grids, tiles, warps and split of L into chunk groups: the one place that chooses them (the
     launcher and `vimbench kernels static` both call it). One warp, a channel per lane, as the forward.
     chunks_per_program: checkpoint chunks per program along L; None picks: on the GPU enough groups that the
@@ -507,9 +513,14 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
     block_c: channels per one-warp program, 8, 16 or 32 (an experiment knob: 16 leaves two lanes per channel and
     fewer registers per lane, so more programs per SM); None picks (32 on the GPU unless the grid is tiny; 8 under
     the interpreter).
-    prefetch: both passes issue the next step's loads before this step's arithmetic; None: DEFAULT_PREFETCH.
+    prefetch: both passes issue the next step's loads before this step's arithmetic; None: DEFAULT_PREFETCH, and
+    where that is None too, automatic: for the gated halves (not `combine`), on unless the walk's grid has more
+    programs than PREFETCH_PROGRAMS_PER_SM x sm_count (more than one wave of the prefetching walk), then off with
+    maxnreg CAPPED_WALK_MAXNREG; on for the combined output (fp32 in training: capped at 168 its walk spills 16 B,
+    unmeasured) and under the interpreter.
     maxnreg: the walk's register cap for ptxas (more programs per SM; with prefetch off, 168 compiles without
-    spills for bf16); None: DEFAULT_WALK_MAXNREG (ptxas's choice). Ignored under the interpreter."""
+    spills for bf16); None: DEFAULT_WALK_MAXNREG, else the automatic choice above, else ptxas's. Ignored under
+    the interpreter. sm_count: the GPU's streaming multiprocessors (132: the H200)."""
     n_chunks = max(1, cdiv(length, chunk))
     if block_c is not None:
         if block_c not in (8, 16, 32):
@@ -535,7 +546,13 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
     if scatter_sums is None:
         scatter_sums = DEFAULT_SCATTER_SUMS
     scatter = bool(scatter_sums) and not interpreted and block_c == 32 and n_state == 16
-    prefetch = DEFAULT_PREFETCH if prefetch is None else bool(prefetch)
+    walk_programs = cdiv(channels, block_c) * 2 * groups * batch
+    prefetch = DEFAULT_PREFETCH if prefetch is None else prefetch
+    if prefetch is None:  # auto: more programs than one prefetching wave -> no prefetch, capped registers
+        prefetch = interpreted or combine or walk_programs <= PREFETCH_PROGRAMS_PER_SM * sm_count
+        if maxnreg is None and DEFAULT_WALK_MAXNREG is None and not prefetch:
+            maxnreg = CAPPED_WALK_MAXNREG
+    prefetch = bool(prefetch)
     maxnreg = DEFAULT_WALK_MAXNREG if maxnreg is None else int(maxnreg)
     if maxnreg is not None and not 32 <= maxnreg <= 255:
         raise ValueError(f"maxnreg must be in 32..255; got {maxnreg}")
@@ -605,8 +622,10 @@ def bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints,
                 torch.zeros(2, channels, **f32) if has_d else None,
                 dz32.to(z.dtype) if has_z else None, torch.zeros(2, channels, **f32) if has_bias else None)
 
-    cfg = scan_bwd_launch_config(batch, channels, length, chunk, check_device(u, _scan_bwd_kernel),
-                                 chunks_per_program, sub_chunk, scatter_sums, n_state, block_c, prefetch, maxnreg)
+    interpreted = check_device(u, _scan_bwd_kernel)
+    cfg = scan_bwd_launch_config(batch, channels, length, chunk, interpreted, chunks_per_program, sub_chunk,
+                                 scatter_sums, n_state, block_c, prefetch, maxnreg,
+                                 sm_count=1 if interpreted else sm_count(device), combine=combine)
     walk = cfg.walk
     block_c = walk.constexprs["BLOCK_C"]
     n_cblocks, groups = walk.grid[0], cfg.groups

@@ -30,7 +30,6 @@ read by the lane that overwrites it, before it does, as in the one-pass kernel; 
 """
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import torch
@@ -132,19 +131,6 @@ def chunked_scan_launch_config(batch: int, channels: int, length: int, n_dir: in
         outputs=LaunchConfig("_chunk_outputs_kernel", (channel_blocks, n_chunks, n_dir * batch), tiles, 1,
                              maxnreg=None if interpreted else OUTPUTS_MAXNREG),
     )
-
-
-@functools.cache
-def _sm_count(device_index: int) -> int:
-    return torch.cuda.get_device_properties(device_index).multi_processor_count
-
-
-def sm_count(device: torch.device) -> int:
-    """Streaming multiprocessors of a CUDA device (cached); any positive number elsewhere (the interpreter's
-    choice does not depend on it)."""
-    if device.type != "cuda":
-        return 1
-    return _sm_count(device.index if device.index is not None else torch.cuda.current_device())
 
 
 @triton.jit

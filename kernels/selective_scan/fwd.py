@@ -29,7 +29,7 @@ import triton
 import triton.language as tl
 
 from kernels import fastmath
-from kernels.runtime import LaunchConfig, cdiv, check_device, strides
+from kernels.runtime import LaunchConfig, cdiv, check_device, sm_count, strides
 
 LOG2E = fastmath.LOG2E
 LN2 = tl.constexpr(0.6931471805599453)
@@ -400,7 +400,7 @@ def _launch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out, dir_first,
         return out
     captured = not interpreted and torch.cuda.is_current_stream_capturing()
     plan = chunked.chunked_scan_launch_config(batch, channels, length, n_dir, A.shape[-1], interpreted,
-                                              chunked.sm_count(u.device), split, save_every, captured)
+                                              sm_count(u.device), split, save_every, captured)
     if plan is not None and dt_proj is not None:
         # (dirs, batch, L, R) @ (dirs, 1, R, E) -> (dirs, batch, L, E), seen as (dirs, batch, E, L): channel-last
         delta = torch.matmul(delta.transpose(2, 3).float(), dt_proj.float().transpose(1, 2)[:, None])

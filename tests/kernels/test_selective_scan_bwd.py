@@ -223,6 +223,30 @@ def test_bwd_without_prefetch(scan):
         bwd.scan_bwd_launch_config(1, 13, 11, 4, True, maxnreg=300)
 
 
+def test_bwd_prefetch_choice(scan):
+    """Automatic launch (prefetch None): the gated halves' walk drops the prefetch and is capped at 168 registers
+    where its grid holds more programs than one wave of the prefetching walk (8 per SM), keeps it at one wave or
+    less, on more SMs, for the combined output and under the interpreter; an explicit choice wins."""
+    _, bwd = scan
+
+    def launch(batch, length, interpreted=False, **kw):
+        cfg = bwd.scan_bwd_launch_config(batch, 384, length, 64, interpreted, **kw)
+        programs = cfg.walk.grid[0] * cfg.walk.grid[1] * cfg.walk.grid[2]
+        return cfg.walk.constexprs["PREFETCH"], cfg.walk.maxnreg, cfg.carry and cfg.carry.constexprs["PREFETCH"], \
+            programs
+
+    assert launch(128, 197)[:2] == (False, 168) and launch(128, 197)[3] > 8 * 132  # Vim-Ti 224 px, batch 128
+    assert launch(8, 6085)[:3] == (False, 168, False)                             # 1248 px, batch 8: split in groups
+    prefetching, cap, _, programs = launch(32, 1025)                               # 512 px, batch 32: one wave
+    assert (prefetching, cap) == (True, None) and programs <= 8 * 132
+    assert launch(128, 197, sm_count=400)[:2] == (True, None)
+    assert launch(128, 197, combine=True)[:2] == (True, None)
+    assert launch(128, 197, interpreted=True)[:2] == (True, None)
+    assert launch(128, 197, prefetch=True)[:2] == (True, None)
+    assert launch(32, 1025, prefetch=False)[:2] == (False, None)
+    assert launch(128, 197, maxnreg=200)[:2] == (False, 200)
+
+
 @pytest.mark.parametrize("sub_chunk", [1, 5])
 def test_bwd_two_level_recompute(scan, sub_chunk):
     """The walk's sub-checkpoints every step (1), and in sub-chunks of 5 of 8 (a partial last one; 3 of 4 is the

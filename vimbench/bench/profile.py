@@ -18,6 +18,7 @@ by its profiled kernel time (a training step: only the categories counted exactl
 """
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import re
@@ -62,8 +63,12 @@ def annotate_model(model) -> None:
     if isinstance(ops, VimOps):
         # bimamba_inner (training: GEMMs, conv and scan in one op) stays unannotated: its kernels are
         # categorized by name (vimbench.analysis.trace), not as one range
-        wrapped = VimOps(ops.name, _annotated(ops.add_rmsnorm, "norm"), _annotated(ops.conv1d_silu_bidir, "conv"),
-                         _annotated(ops.bimamba_scan, "scan"), ops.bimamba_inner, ops.scan_fuses_dt_proj)
+        # dataclasses.replace keeps every other field (zgate, the dt_proj fusion flag): a rebuilt VimOps once
+        # dropped zgate, so that a lean-gated profile silently ran lean
+        wrapped = dataclasses.replace(ops, add_rmsnorm=_annotated(ops.add_rmsnorm, "norm"),
+                                      conv1d_silu_bidir=_annotated(ops.conv1d_silu_bidir, "conv"),
+                                      bimamba_scan=_annotated(ops.bimamba_scan, "scan"),
+                                      zgate=None if ops.zgate is None else _annotated(ops.zgate, "gemm"))
         for module in model.modules():
             if isinstance(getattr(module, "ops", None), VimOps):
                 module.ops = wrapped

@@ -319,11 +319,11 @@ def _scan_bwd_specs(dtype: str, shape: OpShape = OpShape(batch=8, channels=384, 
     from vimbench.layout import XDblLayout
 
     B_, E, L, N = shape.batch, shape.channels, shape.length, shape.d_state
+    halves = dtype != "fp32"
     cfg = scan_bwd_launch_config(B_, E, L, CHECKPOINT_CHUNK, interpreted=False, block_c=block_c, prefetch=prefetch,
-                                 maxnreg=maxnreg)
+                                 maxnreg=maxnreg, combine=not halves)
     if cfg.carry is None:
         raise VimbenchError(f"static spec scan bwd: expected several chunk groups at {shape.label()}")
-    halves = dtype != "fp32"
     width = XDblLayout(dt_rank=shape.dt_rank, d_state=N).width
     d0, b0, l0, e0 = contiguous_strides(2, B_, L, E)
     u_st = (d0, b0, e0, l0)
@@ -361,9 +361,10 @@ def _scan_bwd_specs(dtype: str, shape: OpShape = OpShape(batch=8, channels=384, 
     # One pass over each loop body: one token x N states x (BLOCK_C / 32) channels per thread.
     per_token = N * cfg.walk.constexprs["BLOCK_C"] // 32
     if block_c is not None or prefetch is not None or maxnreg is not None:
-        # the walk alone in a launch experiment (registers, occupancy): a forced channel block, or the prefetch off
-        # and a register cap
-        label = (f"/c{block_c}" if block_c is not None else "") + ("/noprefetch" if prefetch is False else "") \
+        # the walk alone in another launch (registers, occupancy): a forced channel block, the prefetch on or off
+        # (the default at this shape, more than one wave of programs: off, capped at 168 registers), a register cap
+        label = (f"/c{block_c}" if block_c is not None else "") \
+            + ({True: "/prefetch", False: "/noprefetch", None: ""}[prefetch]) \
             + (f"/r{maxnreg}" if maxnreg is not None else "")
         return [spec_from_args(f"scan_bwd/{mode}/{dtype}{label}", "kernels.selective_scan.bwd", cfg.walk.kernel,
                                walk_args, dict(HAS_D=True, **flags, **cfg.walk.constexprs),
@@ -372,7 +373,7 @@ def _scan_bwd_specs(dtype: str, shape: OpShape = OpShape(batch=8, channels=384, 
     return [
         spec_from_args(f"scan_bwd/{mode}/{dtype}", "kernels.selective_scan.bwd", cfg.walk.kernel, walk_args,
                        dict(HAS_D=True, **flags, **cfg.walk.constexprs), do_not_specialize=("L", "chunks_per_program"),
-                       num_warps=cfg.walk.num_warps, state_elements=per_token),
+                       num_warps=cfg.walk.num_warps, state_elements=per_token, maxnreg=cfg.walk.maxnreg),
         spec_from_args(f"scan_bwd_carry/{mode}/{dtype}", "kernels.selective_scan.bwd", cfg.carry.kernel,
                        carry_args, dict(**flags, **cfg.carry.constexprs),
                        do_not_specialize=("L", "chunks_per_program"), num_warps=cfg.carry.num_warps,
@@ -392,7 +393,7 @@ register(KernelOp(
     kernels=("kernels.selective_scan.bwd:_scan_bwd_kernel", "kernels.selective_scan.bwd:_scan_bwd_group_carry_kernel"),
     static_specs=lambda: [*_scan_bwd_specs("bf16"), *_scan_bwd_specs("fp32"),
                           *_scan_bwd_specs("bf16", block_c=16),
-                          *_scan_bwd_specs("bf16", prefetch=False, maxnreg=168)],
+                          *_scan_bwd_specs("bf16", prefetch=True)],
     regression=_both_dtypes((8, 384, VIM_TI_1248), (128, 384, VIM_TI_224)),  # the training shapes
     official="the official selective_scan backward is not benchmarked",
 ))

@@ -404,14 +404,33 @@ class VimBlock(nn.Module):
 
 
 class PatchEmbed(nn.Module):
+    """The official patch embedding: a PATCH x PATCH convolution of stride PATCH (weights in `proj`, as in the
+    checkpoints), computed by default as one GEMM over the patches (`as_gemm`): the patches are gathered into
+    (B, M, 3 * PATCH^2) rows in the activation dtype by one copy (the cast under autocast included), then
+    multiplied by the weight viewed as (D, 3 * PATCH^2). Same math; cuDNN's bf16 convolution with
+    cudnn.benchmark off (the protocol) took 6.2 ms of Vim-Ti's 105 ms forward at 1248 px, batch 64, on the H200
+    (results/profiles/profile-vim_t-infer-bf16-1248-lean-h200-2026-12-03.jsonl). as_gemm = False: nn.Conv2d."""
+
     def __init__(self, img_size: int, embed_dim: int):
         super().__init__()
         self.grid = img_size // PATCH
         self.num_patches = self.grid * self.grid
         self.proj = nn.Conv2d(3, embed_dim, PATCH, PATCH)
+        self.as_gemm = True
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2)  # (B, M, D), row-major patches
+    def forward(self, x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """(B, 3, H, W) images -> (B, M, D) patch embeddings, row-major patches. dtype: the activation dtype the
+        GEMM runs in (the model's: autocast's under autocast); None: the weight's."""
+        if not self.as_gemm:
+            return self.proj(x).flatten(2).transpose(1, 2)
+        batch, channels, height, width = x.shape
+        rows, cols = height // PATCH, width // PATCH  # the convolution drops a partial last patch
+        tiles = x[:, :, :rows * PATCH, :cols * PATCH].unflatten(3, (cols, PATCH)).unflatten(2, (rows, PATCH))
+        dtype = self.proj.weight.dtype if dtype is None else dtype
+        patches = torch.empty((batch, rows, cols, channels, PATCH, PATCH), dtype=dtype, device=x.device)
+        patches.copy_(tiles.permute(0, 2, 4, 1, 3, 5))  # (B, rows, cols, 3, P, P): one gather + cast
+        weight = self.proj.weight.flatten(1)  # (D, 3 * P * P), the patches' (channel, row, column) order
+        return F.linear(patches.view(batch, rows * cols, -1), weight, self.proj.bias)  # (B, M, D)
 
 
 class VisionMamba(nn.Module):
@@ -459,12 +478,12 @@ class VisionMamba(nn.Module):
         return self.pos_embed.dtype
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
-        x = self.patch_embed(images)  # (B, M, D)
+        act_dtype = self._activation_dtype()
+        x = self.patch_embed(images, act_dtype)  # (B, M, D)
         batch, mid = x.shape[0], self.cls_position
         cls = self.cls_token.expand(batch, -1, -1).to(x.dtype)
         hidden = torch.cat([x[:, :mid], cls, x[:, mid:]], dim=1) + self.pos_embed  # (B, L, D)
         del x, cls
-        act_dtype = self._activation_dtype()
         weights = self.training_weights(act_dtype)
         residual = None
         for i, block in enumerate(self.layers):
