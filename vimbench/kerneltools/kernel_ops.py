@@ -632,9 +632,6 @@ register(KernelOp(
     work=lambda s, dtype: rl.zgate_work(s.batch, s.channels, s.length, s.d_model, dtype=dtype),
     kernels=("kernels.zgate.fwd:_zgate_kernel",),
     static_specs=lambda: [_zgate_spec("bf16"), _zgate_spec("fp32")],
-    # No regression cases until results/baselines/h200.json has their timings (`vimbench kernels check --baseline
-    # ... --only zgate --update` on the H200; the session that wrote the op ran out of device time): the suite's
-    # case names must equal the baseline's keys. `vimbench kernels --ops zgate` times it meanwhile.
-    regression=(),
+    regression=_both_dtypes((64, 384, VIM_TI_1248)),
     official="the official code has no fused z gate (z is in_proj's output, gated inside the scan)",
 ))
