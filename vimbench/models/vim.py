@@ -405,23 +405,36 @@ class VimBlock(nn.Module):
 
 class PatchEmbed(nn.Module):
     """The official patch embedding: a PATCH x PATCH convolution of stride PATCH (weights in `proj`, as in the
-    checkpoints), computed by default as one GEMM over the patches (`as_gemm`): the patches are gathered into
+    checkpoints), at inference on big inputs computed as one GEMM over the patches: the patches are gathered into
     (B, M, 3 * PATCH^2) rows in the activation dtype by one copy (the cast under autocast included), then
-    multiplied by the weight viewed as (D, 3 * PATCH^2). Same math; cuDNN's bf16 convolution with
-    cudnn.benchmark off (the protocol) took 6.2 ms of Vim-Ti's 105 ms forward at 1248 px, batch 64, on the H200
-    (results/profiles/profile-vim_t-infer-bf16-1248-lean-h200-2026-12-03.jsonl). as_gemm = False: nn.Conv2d."""
+    multiplied by the weight viewed as (D, 3 * PATCH^2). Same math. Measured on the H200 (2026-12-03,
+    results/history/patchab-h200-2026-12-03.json; cudnn.benchmark off, as the protocol says): the module at
+    1248 px, batch 64, 6.90 -> 1.29 ms in bf16 and 8.36 -> 3.49 in fp32, 224 px batch 64 0.33 -> 0.18 ms, batch 1
+    0.125 -> 0.197 ms (host-bound: more ops); Vim-Ti forwards 1248/64 bf16 621 -> 655 img/s (lean-gated 547 ->
+    574), fp32 277 -> 282.
+    as_gemm: None (automatic): the GEMM without autograd from GEMM_FROM_ROWS patch rows (batch x patches), the
+    convolution otherwise (training steps keep the measured convolution); True / False force one."""
+
+    GEMM_FROM_ROWS = 4096  # between the measured 196 rows (conv faster) and 12,544 (GEMM faster)
 
     def __init__(self, img_size: int, embed_dim: int):
         super().__init__()
         self.grid = img_size // PATCH
         self.num_patches = self.grid * self.grid
         self.proj = nn.Conv2d(3, embed_dim, PATCH, PATCH)
-        self.as_gemm = True
+        self.as_gemm: bool | None = None
+
+    def uses_gemm(self, x: torch.Tensor) -> bool:
+        """Whether forward(x) runs the GEMM (as_gemm, or the automatic choice)."""
+        if self.as_gemm is not None:
+            return self.as_gemm
+        rows = x.shape[0] * (x.shape[2] // PATCH) * (x.shape[3] // PATCH)
+        return not torch.is_grad_enabled() and rows >= self.GEMM_FROM_ROWS
 
     def forward(self, x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
         """(B, 3, H, W) images -> (B, M, D) patch embeddings, row-major patches. dtype: the activation dtype the
         GEMM runs in (the model's: autocast's under autocast); None: the weight's."""
-        if not self.as_gemm:
+        if not self.uses_gemm(x):
             return self.proj(x).flatten(2).transpose(1, 2)
         batch, channels, height, width = x.shape
         rows, cols = height // PATCH, width // PATCH  # the convolution drops a partial last patch
