@@ -495,7 +495,7 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
                            chunks_per_program: int | None = None, sub_chunk: int | None = None,
                            scatter_sums: bool | None = None, n_state: int = 16,
                            block_c: int | None = None, prefetch: bool | None = None,
-                           maxnreg: int | None = None, sm_count: int = 132, combine: bool = False) -> ScanBwdLaunch:
+                           maxnreg: int | None = None, sm_count: int = 132, fp32: bool = False) -> ScanBwdLaunch:
     """The backward's grids, tiles, warps and split of L into chunk groups: the one place that chooses them (the
     launcher and `vimbench kernels static` both call it). One warp, a channel per lane, as the forward.
     chunks_per_program: checkpoint chunks per program along L; None picks: on the GPU enough groups that the
@@ -514,10 +514,10 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
     fewer registers per lane, so more programs per SM); None picks (32 on the GPU unless the grid is tiny; 8 under
     the interpreter).
     prefetch: both passes issue the next step's loads before this step's arithmetic; None: DEFAULT_PREFETCH, and
-    where that is None too, automatic: for the gated halves (not `combine`), on unless the walk's grid has more
+    where that is None too, automatic: for 16-bit operands (not `fp32`), on unless the walk's grid has more
     programs than PREFETCH_PROGRAMS_PER_SM x sm_count (more than one wave of the prefetching walk), then off with
-    maxnreg CAPPED_WALK_MAXNREG; on for the combined output (fp32 in training: capped at 168 its walk spills 16 B,
-    unmeasured) and under the interpreter.
+    maxnreg CAPPED_WALK_MAXNREG; on for fp32 (capped at 168 its walk spills 16 B; unmeasured) and under the
+    interpreter.
     maxnreg: the walk's register cap for ptxas (more programs per SM; with prefetch off, 168 compiles without
     spills for bf16); None: DEFAULT_WALK_MAXNREG, else the automatic choice above, else ptxas's. Ignored under
     the interpreter. sm_count: the GPU's streaming multiprocessors (132: the H200)."""
@@ -549,7 +549,7 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
     walk_programs = cdiv(channels, block_c) * 2 * groups * batch
     prefetch = DEFAULT_PREFETCH if prefetch is None else prefetch
     if prefetch is None:  # auto: more programs than one prefetching wave -> no prefetch, capped registers
-        prefetch = interpreted or combine or walk_programs <= PREFETCH_PROGRAMS_PER_SM * sm_count
+        prefetch = interpreted or fp32 or walk_programs <= PREFETCH_PROGRAMS_PER_SM * sm_count
         if maxnreg is None and DEFAULT_WALK_MAXNREG is None and not prefetch:
             maxnreg = CAPPED_WALK_MAXNREG
     prefetch = bool(prefetch)
@@ -625,7 +625,8 @@ def bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints,
     interpreted = check_device(u, _scan_bwd_kernel)
     cfg = scan_bwd_launch_config(batch, channels, length, chunk, interpreted, chunks_per_program, sub_chunk,
                                  scatter_sums, n_state, block_c, prefetch, maxnreg,
-                                 sm_count=1 if interpreted else sm_count(device), combine=combine)
+                                 sm_count=1 if interpreted else sm_count(device),
+                                 fp32=u.dtype == torch.float32)
     walk = cfg.walk
     block_c = walk.constexprs["BLOCK_C"]
     n_cblocks, groups = walk.grid[0], cfg.groups

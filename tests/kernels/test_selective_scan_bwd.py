@@ -224,9 +224,9 @@ def test_bwd_without_prefetch(scan):
 
 
 def test_bwd_prefetch_choice(scan):
-    """Automatic launch (prefetch None): the gated halves' walk drops the prefetch and is capped at 168 registers
-    where its grid holds more programs than one wave of the prefetching walk (8 per SM), keeps it at one wave or
-    less, on more SMs, for the combined output and under the interpreter; an explicit choice wins."""
+    """Automatic launch (prefetch None): with 16-bit operands the walk drops the prefetch and is capped at 168
+    registers where its grid holds more programs than one wave of the prefetching walk (8 per SM), keeps it at one
+    wave or less, on more SMs, in fp32 and under the interpreter; an explicit choice wins."""
     _, bwd = scan
 
     def launch(batch, length, interpreted=False, **kw):
@@ -240,7 +240,7 @@ def test_bwd_prefetch_choice(scan):
     prefetching, cap, _, programs = launch(32, 1025)                               # 512 px, batch 32: one wave
     assert (prefetching, cap) == (True, None) and programs <= 8 * 132
     assert launch(128, 197, sm_count=400)[:2] == (True, None)
-    assert launch(128, 197, combine=True)[:2] == (True, None)
+    assert launch(128, 197, fp32=True)[:2] == (True, None)
     assert launch(128, 197, interpreted=True)[:2] == (True, None)
     assert launch(128, 197, prefetch=True)[:2] == (True, None)
     assert launch(32, 1025, prefetch=False)[:2] == (False, None)

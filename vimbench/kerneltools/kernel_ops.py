@@ -309,19 +309,20 @@ def _scan_bwd_inputs(shape: OpShape, dtype, device: str) -> dict[str, Any]:
 
 def _scan_bwd_specs(dtype: str, shape: OpShape = OpShape(batch=8, channels=384, length=VIM_TI_1248),
                     block_c: int | None = None, prefetch: bool | None = None,
-                    maxnreg: int | None = None) -> list[KernelSpec]:
-    """kernels/selective_scan/bwd.py `_scan_bwd_kernel` and `_scan_bwd_group_carry_kernel` as training
-    launches them at Vim-Ti, 1248 px, batch 8 (a shape that splits L into chunk groups, so both kernels run):
-    bf16 the gated halves (grad_out, du, ddelta channel-last (2, B, L, E) memory), fp32 the combined output
-    (grad_out (B, L, E) memory); B, C views of fp32 x_dbl; z a view of xz; dz like u[0]; checkpoint chunk 64."""
+                    maxnreg: int | None = None, combined: bool | None = None) -> list[KernelSpec]:
+    """kernels/selective_scan/bwd.py `_scan_bwd_kernel` and `_scan_bwd_group_carry_kernel` at Vim-Ti, 1248 px,
+    batch 8 (a shape that splits L into chunk groups, so both kernels run): by default bf16 the gated halves
+    (grad_out, du, ddelta channel-last (2, B, L, E) memory), fp32 the combined output (grad_out (B, L, E)
+    memory); `combined` forces the form (the training step, kernels.bimamba_inner, runs bf16 combined); B, C views
+    of fp32 x_dbl; z a view of xz; dz like u[0]; checkpoint chunk 64."""
     from kernels.selective_scan.bwd import scan_bwd_launch_config
     from kernels.selective_scan.op import CHECKPOINT_CHUNK
     from vimbench.layout import XDblLayout
 
     B_, E, L, N = shape.batch, shape.channels, shape.length, shape.d_state
-    halves = dtype != "fp32"
+    halves = dtype != "fp32" if combined is None else not combined
     cfg = scan_bwd_launch_config(B_, E, L, CHECKPOINT_CHUNK, interpreted=False, block_c=block_c, prefetch=prefetch,
-                                 maxnreg=maxnreg, combine=not halves)
+                                 maxnreg=maxnreg, fp32=dtype == "fp32")
     if cfg.carry is None:
         raise VimbenchError(f"static spec scan bwd: expected several chunk groups at {shape.label()}")
     width = XDblLayout(dt_rank=shape.dt_rank, d_state=N).width
@@ -393,7 +394,7 @@ register(KernelOp(
     kernels=("kernels.selective_scan.bwd:_scan_bwd_kernel", "kernels.selective_scan.bwd:_scan_bwd_group_carry_kernel"),
     static_specs=lambda: [*_scan_bwd_specs("bf16"), *_scan_bwd_specs("fp32"),
                           *_scan_bwd_specs("bf16", block_c=16),
-                          *_scan_bwd_specs("bf16", prefetch=True)],
+                          *_scan_bwd_specs("bf16", prefetch=True), *_scan_bwd_specs("bf16", combined=True)],
     regression=_both_dtypes((8, 384, VIM_TI_1248), (128, 384, VIM_TI_224)),  # the training shapes
     official="the official selective_scan backward is not benchmarked",
 ))

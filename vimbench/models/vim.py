@@ -405,15 +405,17 @@ class VimBlock(nn.Module):
 
 class PatchEmbed(nn.Module):
     """The official patch embedding: a PATCH x PATCH convolution of stride PATCH (weights in `proj`, as in the
-    checkpoints), at inference on big inputs computed as one GEMM over the patches: the patches are gathered into
+    checkpoints), on big inputs computed as one GEMM over the patches: the patches are gathered into
     (B, M, 3 * PATCH^2) rows in the activation dtype by one copy (the cast under autocast included), then
-    multiplied by the weight viewed as (D, 3 * PATCH^2). Same math. Measured on the H200 (2026-12-03,
-    results/history/patchab-h200-2026-12-03.json; cudnn.benchmark off, as the protocol says): the module at
-    1248 px, batch 64, 6.90 -> 1.29 ms in bf16 and 8.36 -> 3.49 in fp32, 224 px batch 64 0.33 -> 0.18 ms, batch 1
-    0.125 -> 0.197 ms (host-bound: more ops); Vim-Ti forwards 1248/64 bf16 621 -> 655 img/s (lean-gated 547 ->
-    574), fp32 277 -> 282.
-    as_gemm: None (automatic): the GEMM without autograd from GEMM_FROM_ROWS patch rows (batch x patches), the
-    convolution otherwise (training steps keep the measured convolution); True / False force one."""
+    multiplied by the weight viewed as (D, 3 * PATCH^2). Same math. Measured on the H200 (2026-12-03; cudnn.benchmark
+    off, as the protocol says): results/history/patchab-h200-2026-12-03.json, the module at 1248 px, batch 64,
+    6.90 -> 1.29 ms in bf16 and 8.36 -> 3.49 in fp32, 224 px batch 64 0.33 -> 0.18 ms, batch 1 0.125 -> 0.197 ms
+    (host-bound: more ops); Vim-Ti forwards 1248/64 bf16 621 -> 655 img/s (lean-gated 547 -> 574), fp32 277 -> 282
+    (A B B A, one process). Training steps, two train_h200 sweeps on one box, GEMM (results/history/
+    train-h200-2026-12-03b-gemm-patch.jsonl) vs convolution (results/history/train-h200-2026-12-03c.jsonl): Vim-Ti
+    captured 224/128 2,513 vs 2,442 img/s, 1248/8 73.3 vs 71.4 (DeiT-Ti, the control: +1.3%, +0.5%).
+    as_gemm: None (automatic): the GEMM from GEMM_FROM_ROWS patch rows (batch x patches), the convolution below;
+    True / False force one."""
 
     GEMM_FROM_ROWS = 4096  # between the measured 196 rows (conv faster) and 12,544 (GEMM faster)
 
@@ -429,7 +431,7 @@ class PatchEmbed(nn.Module):
         if self.as_gemm is not None:
             return self.as_gemm
         rows = x.shape[0] * (x.shape[2] // PATCH) * (x.shape[3] // PATCH)
-        return not torch.is_grad_enabled() and rows >= self.GEMM_FROM_ROWS
+        return rows >= self.GEMM_FROM_ROWS
 
     def forward(self, x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
         """(B, 3, H, W) images -> (B, M, D) patch embeddings, row-major patches. dtype: the activation dtype the
