@@ -120,8 +120,8 @@ def test_torch_backend_matches_sequential_float64_reference():
 
 @pytest.mark.parametrize("size", [(64, 64), (70, 67)])  # 70 x 67: the convolution drops the partial patches
 def test_patch_embedding_gemm_is_the_official_convolution(size):
-    """PatchEmbed's GEMM over gathered patches (the default) equals the stride-16 nn.Conv2d it replaces: outputs,
-    the weight's and the image's gradients in fp32; under autocast, the activation dtype it is given."""
+    """PatchEmbed's GEMM over gathered patches (as_gemm; automatic on big inputs) equals the stride-16 nn.Conv2d:
+    outputs, the weight's and the image's gradients in fp32; under autocast, the activation dtype it is given."""
     pe = create_model("vim_test", img_size=64, backend="torch").patch_embed
     torch.manual_seed(0)
     images = torch.randn(2, 3, *size, requires_grad=True)
