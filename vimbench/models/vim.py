@@ -411,9 +411,10 @@ class PatchEmbed(nn.Module):
     off, as the protocol says): results/history/patchab-h200-2026-12-03.json, the module at 1248 px, batch 64,
     6.90 -> 1.29 ms in bf16 and 8.36 -> 3.49 in fp32, 224 px batch 64 0.33 -> 0.18 ms, batch 1 0.125 -> 0.197 ms
     (host-bound: more ops); Vim-Ti forwards 1248/64 bf16 621 -> 655 img/s (lean-gated 547 -> 574), fp32 277 -> 282
-    (A B B A, one process). Training steps, two train_h200 sweeps on one box, GEMM (results/history/
+    (A B B A, one process). Training steps, two train_h200 sweeps from two device calls, GEMM (results/history/
     train-h200-2026-12-03b-gemm-patch.jsonl) vs convolution (results/history/train-h200-2026-12-03c.jsonl): Vim-Ti
-    captured 224/128 2,513 vs 2,442 img/s, 1248/8 73.3 vs 71.4 (DeiT-Ti, the control: +1.3%, +0.5%).
+    captured 224/128 2,513 vs 2,442 img/s, 1248/8 73.3 vs 71.4 (DeiT-Ti, the control: +1.3%, +0.5%; an A B B A
+    in one process is still to do).
     as_gemm: None (automatic): the GEMM from GEMM_FROM_ROWS patch rows (batch x patches), the convolution below;
     True / False force one."""
 
