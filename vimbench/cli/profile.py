@@ -119,8 +119,8 @@ def profile(
     first = run.rows[0]
     memory_label = f" mem-{memory}" if memory != "default" else ""
     render.table(f"{spec.alias} {first['implementation']}{memory_label} b{batch} {dtype_name} {dev} {mode_name}: "
-                 f"share of profiled time", list(fields), [[r.get(f) for f in fields.values()] for r in ok], caption=caption,
-                 keep=[c for c in fields if c not in ("kernel ms", "TFLOP/s")])
+                 f"share of profiled time", list(fields), [[r.get(f) for f in fields.values()] for r in ok],
+                 caption=caption, keep=[c for c in fields if c not in ("kernel ms", "TFLOP/s")])
     rate_cols = ["gemm", "scan", "conv", "attention"]
     render.table("per category: ms (achieved TFLOP/s)", ["res"] + rate_cols,
                  [[r["res"]] + [_ms_rate(r, c) for c in rate_cols] for r in ok])

@@ -2,9 +2,9 @@
 columns of x_dbl (K = 12, rows 96 B apart) vs the 16 columns dt + pad (K = 16, with zero weight rows for the pad);
 d_dt = ddelta @ dt_proj_t^T with N = 12 vs 16; out_proj as the K = 2E halves GEMM vs the halves' add + a K = E GEMM.
 CUDA-graph replays of 20 calls, us per call (median of 7). Writes $OUT/dtpad.json."""
-import json, os
+import functools, json, os
 import torch
-from timing import graph_us
+from timing import record_graph
 
 OUT = os.environ.get("OUT", "/tmp")
 dev, bf = "cuda", torch.bfloat16
@@ -12,12 +12,7 @@ torch.manual_seed(0)
 
 
 rows = []
-def rec(group, name, fn, ref=None):
-    out = fn()
-    err = None if ref is None else float((out.float() - ref.float()).abs().max() / ref.float().abs().max())
-    us = graph_us(fn)
-    rows.append(dict(group=group, name=name, us=us, rel_err=err))
-    print(f"{group:24s} {name:44s} {us:8.2f} us  err {err}", flush=True)
+rec = functools.partial(record_graph, rows)
 
 for M in (128 * 197, 8 * 6085):
     x_dbl = torch.randn(2, M, 48, device=dev, dtype=bf)

@@ -3,9 +3,9 @@
 of the kernels' fp32 partial buffers (torch.sum(0) vs a ones-vector GEMV). Each variant captured 20 times into a
 CUDA graph and replayed (the graphed training step's view: no host time); us per call, median of 7 replays.
 Writes $OUT/smallops.json."""
-import json, os
+import functools, json, os
 import torch
-from timing import graph_us
+from timing import record_graph
 
 OUT = os.environ.get("OUT", "/tmp")
 dev = "cuda"
@@ -13,13 +13,7 @@ torch.manual_seed(0)
 
 
 rows = []
-def rec(group, name, fn, ref=None):
-    out = fn()
-    err = None if ref is None else float((out.float() - ref.float()).abs().max() / ref.float().abs().max())
-    us = graph_us(fn)
-    rows.append(dict(group=group, name=name, us=us, rel_err=err))
-    print(f"{group:28s} {name:40s} {us:8.2f} us  err {err}", flush=True)
-    return out
+rec = functools.partial(record_graph, rows)
 
 for M in (128 * 197, 8 * 6085):
     # d_dt_proj_t: dt (2, M, 12) a view of x_dbl (2, M, 48) bf16; ddelta rows (2, M, 384) bf16 (a view of (M, 2, 384))

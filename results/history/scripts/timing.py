@@ -2,7 +2,9 @@
 
 graph_us(fn): us per call, fn captured `reps` times into one CUDA graph and replayed (median of `repeats`
 replays): kernel time without host launch cost, as a graphed training step sees it.
-event_median_ms(fn): ms per call, one CUDA-event pair around each of n eager calls after 3 warm-up calls."""
+event_median_ms(fn): ms per call, one CUDA-event pair around each of n eager calls after 3 warm-up calls.
+record_graph(rows, group, name, fn, ref): graph_us(fn) as a row of `rows` (with fn()'s max error relative to ref's
+largest magnitude), printed; returns fn()'s output."""
 import statistics
 
 import torch
@@ -34,3 +36,12 @@ def event_median_ms(fn, n=25):
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         a.record(); fn(); b.record(); torch.cuda.synchronize(); ts.append(a.elapsed_time(b))
     return statistics.median(ts)
+
+
+def record_graph(rows, group, name, fn, ref=None):
+    out = fn()
+    err = None if ref is None else float((out.float() - ref.float()).abs().max() / ref.float().abs().max())
+    us = graph_us(fn)
+    rows.append(dict(group=group, name=name, us=us, rel_err=err))
+    print(f"{group:28s} {name:44s} {us:8.2f} us  err {err}", flush=True)
+    return out
