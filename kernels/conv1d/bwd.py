@@ -31,6 +31,7 @@ import triton.language as tl
 
 from kernels import fastmath
 from kernels.conv1d.fwd import _x_at, load_taps
+from kernels.launch import launch
 from kernels.runtime import LaunchConfig, cdiv, check_device, next_power_of_2, strides, sum_partials
 
 
@@ -364,7 +365,7 @@ def conv1d_silu_bidir_bwd(dout: torch.Tensor, x: torch.Tensor, weight: torch.Ten
     weight_strides = strides("stride_w", ("dir", "e", "k"), weight.stride())
     bias_strides = strides("stride_bias", ("dir", "e"), b.stride()[:2])
     if cfg.kernel == "_conv1d_silu_bidir_bwd_rows_kernel":  # x, dout and dx have channel stride 1
-        _conv1d_silu_bidir_bwd_rows_kernel[cfg.grid](
+        launch(_conv1d_silu_bidir_bwd_rows_kernel, cfg.grid,
             x_ptr=x, w_ptr=weight, bias_ptr=b, dout_ptr=dout, dx_ptr=dx, dw_part_ptr=dw_part, db_part_ptr=db_part,
             E=channels, L=length, stride_x_b=x.stride(0), stride_x_l=x.stride(2), **weight_strides, **bias_strides,
             stride_dout_dir=dout.stride(0), stride_dout_b=dout.stride(1), stride_dout_l=dout.stride(3),
@@ -372,7 +373,7 @@ def conv1d_silu_bidir_bwd(dout: torch.Tensor, x: torch.Tensor, weight: torch.Ten
             HAS_BIAS=bias is not None, **cfg.constexprs, num_warps=cfg.num_warps,
         )
     else:
-        _conv1d_silu_bidir_bwd_kernel[cfg.grid](
+        launch(_conv1d_silu_bidir_bwd_kernel, cfg.grid,
             x_ptr=x, w_ptr=weight, bias_ptr=b, dout_ptr=dout, dx_ptr=dx, dw_part_ptr=dw_part, db_part_ptr=db_part,
             E=channels, L=length,
             **strides("stride_x", ("b", "e", "l"), x.stride()), **weight_strides, **bias_strides,

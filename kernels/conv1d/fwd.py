@@ -10,6 +10,7 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels.launch import launch
 from kernels.runtime import LaunchConfig, cdiv, check_device, strides
 
 
@@ -223,14 +224,14 @@ def conv1d_silu_bidir(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
     weight_strides = strides("stride_w", ("dir", "e", "k"), weight.stride())
     bias_strides = dict(stride_bias_dir=b.stride(0), stride_bias_e=b.stride(1))
     if cfg.kernel == "_conv1d_silu_bidir_rows_kernel":  # x and out have channel stride 1
-        _conv1d_silu_bidir_rows_kernel[cfg.grid](
+        launch(_conv1d_silu_bidir_rows_kernel, cfg.grid,
             x_ptr=x, w_ptr=weight, bias_ptr=b, out_ptr=out, E=channels, L=length,
             stride_x_b=x.stride(0), stride_x_l=x.stride(2), **weight_strides, **bias_strides,
             stride_out_dir=out.stride(0), stride_out_b=out.stride(1), stride_out_l=out.stride(3),
             HAS_BIAS=bias is not None, **cfg.constexprs, num_warps=cfg.num_warps,
         )
         return out
-    _conv1d_silu_bidir_kernel[cfg.grid](
+    launch(_conv1d_silu_bidir_kernel, cfg.grid,
         x_ptr=x, w_ptr=weight, bias_ptr=b, out_ptr=out, E=channels, L=length,
         **strides("stride_x", ("b", "e", "l"), x.stride()), **weight_strides, **bias_strides,
         **strides("stride_out", ("dir", "b", "e", "l"), out.stride()),

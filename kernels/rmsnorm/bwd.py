@@ -15,6 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels.launch import launch
 from kernels.runtime import LaunchConfig, cdiv, check_device, next_power_of_2, sm_count, sum_partials
 
 
@@ -108,7 +109,7 @@ def add_rmsnorm_bwd(dy: torch.Tensor, dr: torch.Tensor | None, r: torch.Tensor, 
     cfg = rmsnorm_bwd_launch_config(rows, dim, interpreted, n_sms)
     dw_part = torch.empty((cfg.grid[0], dim), dtype=torch.float32, device=r.device)
     dres_t = dres if dres is not None else dx  # never written without HAS_RES
-    _add_rmsnorm_bwd_kernel[cfg.grid](
+    launch(_add_rmsnorm_bwd_kernel, cfg.grid,
         dy_ptr=dy2, dr_ptr=dr2, r_ptr=r2, w_ptr=weight, dx_ptr=dx, dres_ptr=dres_t, dw_part_ptr=dw_part,
         rows=rows, D=dim, eps=eps,
         stride_dy=dy2.stride(0), stride_dr=dr2.stride(0), stride_r=r2.stride(0), stride_dx=dim, stride_dres=dim,

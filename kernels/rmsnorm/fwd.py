@@ -5,6 +5,7 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels.launch import launch
 from kernels.runtime import LaunchConfig, cdiv, check_device, next_power_of_2
 
 
@@ -69,7 +70,7 @@ def add_rmsnorm(x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Te
     if rows == 0 or dim == 0:
         return y, r
     cfg = rmsnorm_launch_config(rows, dim, check_device(x, _add_rmsnorm_kernel))
-    _add_rmsnorm_kernel[cfg.grid](
+    launch(_add_rmsnorm_kernel, cfg.grid,
         x_ptr=x2, res_ptr=res2, w_ptr=weight, y_ptr=y, r_ptr=r, rows=rows, D=dim, eps=eps,
         stride_x=x2.stride(0), stride_res=res2.stride(0), stride_y=dim, stride_r=dim,
         HAS_RES=residual is not None, **cfg.constexprs, num_warps=cfg.num_warps,

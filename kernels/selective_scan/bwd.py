@@ -56,6 +56,7 @@ import triton
 import triton.language as tl
 
 from kernels import fastmath
+from kernels.launch import launch
 from kernels.runtime import LaunchConfig, cdiv, check_device, sm_count, sum_partials
 from kernels.selective_scan.fwd import (LN2, LOG2E, _blocks_for, _check, _load_lanes, _softplus_exp, load_rows,
                                         store_rows)
@@ -647,13 +648,13 @@ def bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints,
     if cfg.carry is not None:
         mu = torch.empty(2, batch, groups, n_state, channels, **f32)
         dsum = torch.empty(2, batch, groups, channels, **f32)
-        _scan_bwd_group_carry_kernel[cfg.carry.grid](
+        launch(_scan_bwd_group_carry_kernel, cfg.carry.grid,
             grad_out, delta, A, C, zt, bt, mu, dsum,
             channels, length, 0.5, cfg.chunks_per_program,
             *g_strides, *delta.stride(), *A.stride(), *C.stride(), bt.stride(0) if has_bias else 0, *zt.stride(),
             **flags, **cfg.carry.constexprs, num_warps=cfg.carry.num_warps,
         )
-    _scan_bwd_kernel[walk.grid](
+    launch(_scan_bwd_kernel, walk.grid,
         grad_out, u, delta, A, B, C, Dt, zt, bt, checkpoints, scratch, mu, dsum,
         du, ddelta, dzt, dBp, dCp, dAp, dDp, dbp,
         channels, length, 0.5, cfg.chunks_per_program,

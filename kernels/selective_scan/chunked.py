@@ -36,6 +36,7 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels.launch import launch
 from kernels.runtime import LaunchConfig, cdiv
 from kernels.selective_scan.fwd import (
     LOG2E, _load_lanes, _load_token, _save_checkpoint, _softplus, _token_position, _trip, load_rows, store_rows,
@@ -380,14 +381,14 @@ def launch_chunked(cfg: ChunkedScanConfig, scan_args: dict, n_dir: int, batch: i
         hloc = torch.empty(n_dir, batch, links, n_state, channels, dtype=torch.float32, device=u.device)
         dsum = torch.empty(n_dir, batch, links, channels, dtype=torch.float32, device=u.device)
         states_args = {k: v for k, v in scan_args.items() if k in _chunk_states_kernel.arg_names}
-        _chunk_states_kernel[cfg.states.grid](**states_args, **common, hloc_ptr=hloc, dsum_ptr=dsum,
-                                              **cfg.states.constexprs, **cfg.states.launch_options())
-        _chunk_combine_kernel[cfg.combine.grid](
+        launch(_chunk_states_kernel, cfg.states.grid, **states_args, **common, hloc_ptr=hloc, dsum_ptr=dsum,
+               **cfg.states.constexprs, **cfg.states.launch_options())
+        launch(_chunk_combine_kernel, cfg.combine.grid,
             A_ptr=A, hloc_ptr=hloc, dsum_ptr=dsum, E=channels, n_links=links, batch=batch,
             stride_A_dir=scan_args["stride_A_dir"], stride_A_e=scan_args["stride_A_e"],
             stride_A_n=scan_args["stride_A_n"], N_STATE=n_state, **cfg.combine.constexprs,
             **cfg.combine.launch_options())
     else:
         hloc = A  # never read: chunk 0 starts from zero
-    _chunk_outputs_kernel[cfg.outputs.grid](**scan_args, **common, entry_ptr=hloc, **cfg.outputs.constexprs,
-                                            **cfg.outputs.launch_options())
+    launch(_chunk_outputs_kernel, cfg.outputs.grid, **scan_args, **common, entry_ptr=hloc, **cfg.outputs.constexprs,
+           **cfg.outputs.launch_options())

@@ -29,6 +29,7 @@ import triton
 import triton.language as tl
 
 from kernels import fastmath
+from kernels.launch import launch
 from kernels.runtime import LaunchConfig, cdiv, check_device, sm_count, strides
 
 LOG2E = fastmath.LOG2E
@@ -432,7 +433,7 @@ def _launch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out, dir_first,
     if plan is not None:
         chunked.launch_chunked(plan, scan_args, n_dir, batch)
     else:
-        _scan_kernel[cfg.grid](
+        launch(_scan_kernel, cfg.grid,
             **scan_args, dtw_ptr=dt_proj if dt_proj is not None else dummy,
             **strides("stride_dtw", ("dir", "e", "r"), dt_proj.stride() if dt_proj is not None else (0, 0, 0)),
             DT_RANK=0 if dt_proj is None else dt_proj.shape[-1], **cfg.constexprs, num_warps=cfg.num_warps)

@@ -27,6 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels.launch import launch
 from kernels.runtime import LaunchConfig, cdiv, check_device
 
 
@@ -134,7 +135,7 @@ def zgate(y: torch.Tensor, h: torch.Tensor, z_weight: torch.Tensor) -> torch.Ten
     cfg = zgate_launch_config(rows, channels, dim, h.dtype, interpreted)
     two = y.dim() == 4
     y_strides = y.stride() if two else (0, *y.stride())
-    _zgate_kernel[cfg.grid](
+    launch(_zgate_kernel, cfg.grid,
         y, h, z_weight, out, rows, length, channels, dim,
         *y_strides, *h.stride(), *z_weight.stride(), out.stride(0), out.stride(1), out.stride(2),
         TWO=two, IEEE=h.dtype == torch.float32, UPCAST=interpreted and h.dtype != torch.float32,
