@@ -65,3 +65,12 @@ def sigmoid(x, USE_ASM: tl.constexpr):
         return _rcp(1.0 + _ex2(x * -LOG2E))
     else:
         return tl.sigmoid(x)
+
+
+@triton.jit
+def prefetch_l1(ptrs, USE_ASM: tl.constexpr):
+    """Ask the SM to bring the lines at `ptrs` into L1 (`prefetch.global.L1`: a hint; no register holds the data,
+    and the later load of the same address hits L1). Nothing under the interpreter (no inline asm there)."""
+    if USE_ASM:
+        tl.inline_asm_elementwise("prefetch.global.L1 [$1];\n\tmov.u32 $0, 0;", "=r,l", [ptrs], dtype=tl.int32,
+                                  is_pure=False, pack=1)

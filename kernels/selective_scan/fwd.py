@@ -79,7 +79,7 @@ def _scan_kernel(
     N_STATE: tl.constexpr, BLOCK_C: tl.constexpr, MASK_C: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     ATOMIC: tl.constexpr, USE_ASM: tl.constexpr, PREFETCH: tl.constexpr, SAVE_EVERY: tl.constexpr,
-    DT_RANK: tl.constexpr = 0,
+    DT_RANK: tl.constexpr = 0, L1_AHEAD: tl.constexpr = 0,
 ):
     """One program: BLOCK_C channels (one per lane) of one (direction, batch). Each lane keeps its channel's N
     states in registers and steps through the tokens one at a time, two per loop trip, loading each token's
@@ -94,7 +94,11 @@ def _scan_kernel(
     DT_RANK: 0, or R > 0: dt_proj fused. delta_ptr then holds the low-rank dt (dirs, batch, R, L), stride_dt_e
     being its stride along R, and each token's (C,) delta is sum_r dt_low[r] * W[c, r] with W = dtw_ptr
     (dirs, E, R): the token's R values load like its B and C rows (broadcast over the lanes), the program's
-    (R, C) slice of W stays in registers, and R FMAs per channel replace the delta load."""
+    (R, C) slice of W stays in registers, and R FMAs per channel replace the delta load.
+    L1_AHEAD: 0, or D > 0: each main-loop trip also asks L1 for the lines of the two tokens D scan steps past the
+    ones it loads (`prefetch.global.L1`, no registers): ptxas sinks the register prefetch of the next trip's
+    tokens to the end of the trip (register pressure), so those loads otherwise wait on HBM (kernels/NOTES.md,
+    "Nsight Compute on the scan")."""
     pid_c = tl.program_id(0)
     direction = tl.program_id(1).to(tl.int64)  # index into the direction-stacked inputs (and the output)
     backward = (tl.program_id(1) + dir_first) == 1  # tokens run from L-1 down to 0
@@ -150,9 +154,19 @@ def _scan_kernel(
     ckpt_lanes = ckpt_ptr + (direction * tl.num_programs(2) + pid_b) * tl.cdiv(L, SAVE_EVERY) * N_STATE * E + c64
     # Trip k steps tokens 2k, 2k+1 and loads 2k+2, 2k+3; every one of them is < L for k < (L - 2) // 2.
     full_trips = tl.maximum((L - 2) // 2, 0)
+    if L1_AHEAD > 0:  # (C,) pointers to the rows every lane reads whole (B, C, fused dt): one line per row
+        zero_c = offs_c * 0
+        row_lanes = (B_ptr + direction * stride_B_dir + pid_b * stride_B_b + zero_c,
+                     C_ptr + direction * stride_C_dir + pid_b * stride_C_b + zero_c,
+                     delta_ptr + direction * stride_dt_dir + pid_b * stride_dt_b + zero_c if DT_RANK > 0
+                     else dt_base)
     for k in range(0, full_trips):
         if SAVE_EVERY > 0:
             _save_checkpoint(h, 2 * k, ckpt_lanes, E, mask_c, N_STATE, SAVE_EVERY)
+        if L1_AHEAD > 0:
+            for j in tl.static_range(2):
+                _prefetch_token(2 * k + 2 + L1_AHEAD + j, u_base, z_base, row_lanes, L, backward, stride_u_l,
+                                stride_z_l, stride_B_l, stride_C_l, stride_dt_l, HAS_Z, USE_ASM)
         h, t0, t1 = _trip(h, 2 * k, t0, t1, args, step_args, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC,
                            USE_ASM, False, MASK_C, PREFETCH, DT_RANK, W_dt)
     for k in range(full_trips, tl.cdiv(L, 2)):
@@ -160,6 +174,20 @@ def _scan_kernel(
             _save_checkpoint(h, 2 * k, ckpt_lanes, E, mask_c, N_STATE, SAVE_EVERY)
         h, t0, t1 = _trip(h, 2 * k, t0, t1, args, step_args, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC,
                            USE_ASM, True, MASK_C, PREFETCH, DT_RANK, W_dt)
+
+
+@triton.jit
+def _prefetch_token(step, u_base, z_base, row_lanes, L, backward, stride_u_l, stride_z_l, stride_B_l, stride_C_l,
+                    stride_dt_l, HAS_Z: tl.constexpr, USE_ASM: tl.constexpr):
+    """L1 prefetch of scan step `step`'s u, z, B, C and dt lines (clamped to the last step: never past L)."""
+    s = tl.minimum(step, L - 1)
+    t = tl.where(backward, L - 1 - s, s)
+    fastmath.prefetch_l1(u_base + t * stride_u_l, USE_ASM)
+    if HAS_Z:
+        fastmath.prefetch_l1(z_base + t * stride_z_l, USE_ASM)
+    fastmath.prefetch_l1(row_lanes[0] + t * stride_B_l, USE_ASM)
+    fastmath.prefetch_l1(row_lanes[1] + t * stride_C_l, USE_ASM)
+    fastmath.prefetch_l1(row_lanes[2] + t * stride_dt_l, USE_ASM)
 
 
 @triton.jit
@@ -339,6 +367,10 @@ def one_pass_block_c(programs_at_32: int) -> int:
     return 32
 
 
+# Scan steps ahead of the loads that the one-pass kernel's L1 prefetch reaches (`_scan_kernel`'s L1_AHEAD; 0: off).
+DEFAULT_L1_AHEAD = 0
+
+
 def scan_launch_config(batch: int, channels: int, n_dir: int, interpreted: bool) -> LaunchConfig:
     """`_scan_kernel`'s grid (channel blocks, directions, batch), tile and warps: the one place that chooses them
     (the launcher and `vimbench kernels static` both call it). One warp; a channel per lane, or per 32 / BLOCK_C
@@ -349,7 +381,8 @@ def scan_launch_config(batch: int, channels: int, n_dir: int, interpreted: bool)
     return LaunchConfig(
         kernel="_scan_kernel",
         grid=(cdiv(channels, block_c), n_dir, batch),
-        constexprs=dict(BLOCK_C=block_c, MASK_C=channels % block_c != 0, USE_ASM=not interpreted, PREFETCH=True),
+        constexprs=dict(BLOCK_C=block_c, MASK_C=channels % block_c != 0, USE_ASM=not interpreted, PREFETCH=True,
+                        L1_AHEAD=0 if interpreted else DEFAULT_L1_AHEAD),
         num_warps=1,
     )
 
