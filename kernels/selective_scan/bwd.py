@@ -82,7 +82,7 @@ def _scan_bwd_kernel(
     N_STATE: tl.constexpr, BLOCK_C: tl.constexpr, CHUNK: tl.constexpr, SUB: tl.constexpr, SEG: tl.constexpr,
     SUB_TILES: tl.constexpr, SCATTER_SUMS: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    USE_ASM: tl.constexpr, PREFETCH: tl.constexpr,
+    USE_ASM: tl.constexpr, PREFETCH: tl.constexpr, L1_AHEAD: tl.constexpr = 0,
 ):
     """One program: BLOCK_C channels of one (direction, batch, chunk group); grid (channel blocks,
     2 * groups, batch), axis 1 = 2 * group + direction; direction 1 runs its tokens from L-1 down to 0. A group is
@@ -91,7 +91,10 @@ def _scan_bwd_kernel(
     (2, batch, groups, N, E)) and Delta sums (dsum_ptr, (2, batch, groups, E)) that
     `_scan_bwd_group_carry_kernel` wrote; with one group nothing is read and the carry starts at zero.
     Partial outputs (contiguous, laid out by the launcher): dB/dC (n_cblocks, 2, batch, L, N),
-    dA (batch * groups, 2, E, N), dD/dbias (batch * groups, 2, E); scratch (programs, CHUNK, N, BLOCK_C)."""
+    dA (batch * groups, 2, E, N), dD/dbias (batch * groups, 2, E); scratch (programs, CHUNK, N, BLOCK_C).
+    L1_AHEAD: 0, or D > 0: the recomputation and the walk also ask L1 (`prefetch.global.L1`, no registers) for the
+    lines of the step D steps ahead in their order (u, delta, the gradient, z, B/C rows): the forward
+    scan's remedy for its long-scoreboard stalls (kernels/NOTES.md), an experiment here (off by default)."""
     pid_c = tl.program_id(0).to(tl.int64)
     direction = (tl.program_id(1) % 2).to(tl.int64)
     group = (tl.program_id(1) // 2).to(tl.int64)
@@ -114,6 +117,9 @@ def _scan_bwd_kernel(
     B_base = B_ptr + direction * stride_B_dir + pid_b * stride_B_b + states * stride_B_n
     C_base = C_ptr + direction * stride_C_dir + pid_b * stride_C_b + states * stride_C_n
     z_base = z_ptr + pid_b * stride_z_b + c64 * stride_z_e
+    zero_c = offs_c * 0  # (C,) pointers to the B and C rows, for the L1 prefetch: one line per warp and row
+    BC_lanes = (B_ptr + direction * stride_B_dir + pid_b * stride_B_b + zero_c,
+                C_ptr + direction * stride_C_dir + pid_b * stride_C_b + zero_c)
     du_base = du_ptr + direction * stride_du_dir + pid_b * stride_du_b + c64 * stride_du_e
     ddt_base = ddelta_ptr + direction * stride_ddt_dir + pid_b * stride_ddt_b + c64 * stride_ddt_e
     dz_base = dz_ptr + pid_b * stride_dz_b + c64 * stride_dz_e
@@ -170,7 +176,7 @@ def _scan_bwd_kernel(
             h = load_rows(ck_lanes, E, mask_c, N_STATE, BLOCK_C)
             h = _recompute(h, start, n_in, A2, bias_row, L, backward, mask_c, u_base, dt_base, B_base,
                            stride_u_l, stride_dt_l, stride_B_l, scratch_lanes, SUB, N_STATE, BLOCK_C, HAS_BIAS,
-                           SOFTPLUS, USE_ASM, PREFETCH)
+                           SOFTPLUS, USE_ASM, PREFETCH, L1_AHEAD, BC_lanes[0])
             tl.debug_barrier()  # the sub-checkpoints are read below by whichever thread the layout gives them
         for q in range(0, tl.cdiv(n_in, SEG)):
             seg = tl.cdiv(n_in, SEG) - 1 - q
@@ -183,7 +189,7 @@ def _scan_bwd_kernel(
             # Forward over the segment: states[j] = the state entering step seg_start + j.
             h = _recompute(h, seg_start, n_seg, A2, bias_row, L, backward, mask_c, u_base, dt_base, B_base,
                            stride_u_l, stride_dt_l, stride_B_l, states_lanes, 1, N_STATE, BLOCK_C, HAS_BIAS,
-                           SOFTPLUS, USE_ASM, PREFETCH)
+                           SOFTPLUS, USE_ASM, PREFETCH, L1_AHEAD, BC_lanes[0])
             tl.debug_barrier()  # the states are read below by whichever thread the layout gives each element
             tok_args = (seg_start, L, backward, mask_c, u_base, dt_base, g_base, z_base, B_base, C_base,
                         states_lanes, stride_u_l, stride_dt_l, stride_g_l, stride_z_l, stride_B_l, stride_C_l)
@@ -191,6 +197,9 @@ def _scan_bwd_kernel(
                 nxt = _bwd_token(n_seg - 1, *tok_args, N_STATE, BLOCK_C, HAS_Z)
             for jj in range(0, n_seg):
                 j = n_seg - 1 - jj
+                if L1_AHEAD > 0:
+                    _prefetch_walk_step(tl.maximum(j - L1_AHEAD, 0), *tok_args, BC_lanes, N_STATE, BLOCK_C, HAS_Z,
+                                        USE_ASM)
                 if PREFETCH:  # issue step j-1's loads (step 0's again at j = 0) before step j's arithmetic
                     cur = nxt
                     nxt = _bwd_token(tl.where(j > 0, j - 1, 0), *tok_args, N_STATE, BLOCK_C, HAS_Z)
@@ -340,13 +349,21 @@ def _carry_token(j, start, L, backward, mask_c, dt_base, g_base, z_base, C_base,
 @triton.jit
 def _recompute(h, start, n, A2, bias_row, L, backward, mask_c, u_base, dt_base, B_base, stride_u_l, stride_dt_l,
                stride_B_l, out_lanes, EVERY: tl.constexpr, N_STATE: tl.constexpr, BLOCK_C: tl.constexpr,
-               HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, USE_ASM: tl.constexpr, PREFETCH: tl.constexpr):
+               HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, USE_ASM: tl.constexpr, PREFETCH: tl.constexpr,
+               L1_AHEAD: tl.constexpr = 0, B_lanes=None):
     """Step the state h entering scan step `start` through n steps; the state entering step start + j is stored
-    to tile j // EVERY at out_lanes when EVERY divides j. Returns the state after the n steps."""
+    to tile j // EVERY at out_lanes when EVERY divides j. Returns the state after the n steps. L1_AHEAD > 0: an L1
+    prefetch of step j + L1_AHEAD's u, delta and B row (B_lanes: (C,) pointers to the B row) in each step."""
     fwd_args = (start, L, backward, mask_c, u_base, dt_base, B_base, stride_u_l, stride_dt_l, stride_B_l)
     if PREFETCH:
         nxt_f = _fwd_token(0, *fwd_args)
     for j in range(0, n):
+        if L1_AHEAD > 0:
+            step = start + tl.minimum(j + L1_AHEAD, n - 1)
+            t = tl.where(backward, L - 1 - step, step)
+            fastmath.prefetch_l1(u_base + t * stride_u_l, USE_ASM)
+            fastmath.prefetch_l1(dt_base + t * stride_dt_l, USE_ASM)
+            fastmath.prefetch_l1(B_lanes + t * stride_B_l, USE_ASM)
         if j % EVERY == 0:
             store_rows(out_lanes + (j // EVERY) * (N_STATE * BLOCK_C), BLOCK_C, h, mask_c, N_STATE)
         if PREFETCH:  # issue step j+1's loads (step j's again at the end) before step j's arithmetic
@@ -416,6 +433,25 @@ def _fwd_token(j, start, L, backward, mask_c, u_base, dt_base, B_base, stride_u_
 
 
 @triton.jit
+def _prefetch_walk_step(j, start, L, backward, mask_c, u_base, dt_base, g_base, z_base, B_base, C_base,
+                        scratch_lanes, stride_u_l, stride_dt_l, stride_g_l, stride_z_l, stride_B_l, stride_C_l,
+                        BC_lanes, N_STATE: tl.constexpr, BLOCK_C: tl.constexpr, HAS_Z: tl.constexpr,
+                        USE_ASM: tl.constexpr):
+    """L1 prefetch of what `_bwd_token` reads for step start + j from the inputs: u, delta, the upstream gradient,
+    z, the B and C rows (BC_lanes: (C,) pointers to them). Not the N scratch rows of the state (16 more
+    instructions per step; with them the capped walk spilled under triton 3.6)."""
+    step = start + j
+    t = tl.where(backward, L - 1 - step, step)
+    fastmath.prefetch_l1(u_base + t * stride_u_l, USE_ASM)
+    fastmath.prefetch_l1(dt_base + t * stride_dt_l, USE_ASM)
+    fastmath.prefetch_l1(g_base + t * stride_g_l, USE_ASM)
+    if HAS_Z:
+        fastmath.prefetch_l1(z_base + t * stride_z_l, USE_ASM)
+    fastmath.prefetch_l1(BC_lanes[0] + t * stride_B_l, USE_ASM)
+    fastmath.prefetch_l1(BC_lanes[1] + t * stride_C_l, USE_ASM)
+
+
+@triton.jit
 def _bwd_token(j, start, L, backward, mask_c, u_base, dt_base, g_base, z_base, B_base, C_base, scratch_lanes,
                stride_u_l, stride_dt_l, stride_g_l, stride_z_l, stride_B_l, stride_C_l, N_STATE: tl.constexpr,
                BLOCK_C: tl.constexpr, HAS_Z: tl.constexpr):
@@ -475,6 +511,9 @@ DEFAULT_SCATTER_SUMS = True
 DEFAULT_PREFETCH: bool | None = None
 DEFAULT_WALK_MAXNREG: int | None = None
 PREFETCH_PROGRAMS_PER_SM = 8
+# The walk's L1 prefetch distance in steps (`_scan_bwd_kernel` L1_AHEAD; 0: off). Off until measured on the GPU
+# (results/history/scripts/bwdpf.py).
+DEFAULT_L1_AHEAD = 0
 CAPPED_WALK_MAXNREG = 168
 
 
@@ -496,7 +535,8 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
                            chunks_per_program: int | None = None, sub_chunk: int | None = None,
                            scatter_sums: bool | None = None, n_state: int = 16,
                            block_c: int | None = None, prefetch: bool | None = None,
-                           maxnreg: int | None = None, sm_count: int = 132, fp32: bool = False) -> ScanBwdLaunch:
+                           maxnreg: int | None = None, sm_count: int = 132, fp32: bool = False,
+                           l1_ahead: int | None = None) -> ScanBwdLaunch:
     """The backward's grids, tiles, warps and split of L into chunk groups: the one place that chooses them (the
     launcher and `vimbench kernels static` both call it). One warp, a channel per lane, as the forward.
     chunks_per_program: checkpoint chunks per program along L; None picks: on the GPU enough groups that the
@@ -521,7 +561,9 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
     interpreter.
     maxnreg: the walk's register cap for ptxas (more programs per SM; with prefetch off, 168 compiles without
     spills for bf16); None: DEFAULT_WALK_MAXNREG, else the automatic choice above, else ptxas's. Ignored under
-    the interpreter. sm_count: the GPU's streaming multiprocessors (132: the H200)."""
+    the interpreter. sm_count: the GPU's streaming multiprocessors (132: the H200). l1_ahead: the walk's
+    L1_AHEAD (an L1 prefetch that many steps ahead; an unmeasured experiment); None: DEFAULT_L1_AHEAD; 0 under the
+    interpreter."""
     n_chunks = max(1, cdiv(length, chunk))
     if block_c is not None:
         if block_c not in (8, 16, 32):
@@ -555,13 +597,16 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
             maxnreg = CAPPED_WALK_MAXNREG
     prefetch = bool(prefetch)
     maxnreg = DEFAULT_WALK_MAXNREG if maxnreg is None else int(maxnreg)
+    l1_ahead = DEFAULT_L1_AHEAD if l1_ahead is None else int(l1_ahead)
+    if l1_ahead < 0:
+        raise ValueError(f"l1_ahead must be >= 0; got {l1_ahead}")
     if maxnreg is not None and not 32 <= maxnreg <= 255:
         raise ValueError(f"maxnreg must be in 32..255; got {maxnreg}")
     constexprs = dict(BLOCK_C=block_c, CHUNK=chunk, USE_ASM=not interpreted, PREFETCH=prefetch)
     n_cblocks = cdiv(channels, block_c)
     walk = LaunchConfig(kernel="_scan_bwd_kernel", grid=(n_cblocks, 2 * groups, batch),
                         constexprs=dict(constexprs, SUB=sub, SEG=seg, SUB_TILES=sub_tiles,
-                                        SCATTER_SUMS=scatter),
+                                        SCATTER_SUMS=scatter, L1_AHEAD=0 if interpreted else l1_ahead),
                         num_warps=1, maxnreg=None if interpreted else maxnreg)
     carry = None
     if groups > 1:
@@ -601,12 +646,13 @@ def _check_bwd(grad_out, u, checkpoints, combine, chunk, n_state):
 
 def bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints, delta_softplus=True,
                      combine=True, chunk=64, *, chunks_per_program=None, sub_chunk=None, scatter_sums=None,
-                     block_c=None, prefetch=None, maxnreg=None):
+                     block_c=None, prefetch=None, maxnreg=None, l1_ahead=None):
     """Gradients of `bimamba_scan` (see the module docstring for the contract). Returns
     (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias); None for each absent optional input.
     chunks_per_program: force the split of L (checkpoint chunks per program; >= cdiv(L, chunk): one program
     walks the whole sequence, the pre-chunk-parallel kernel); None: `scan_bwd_launch_config` picks. sub_chunk,
-    scatter_sums, block_c, prefetch, maxnreg: launch experiments, None = the defaults (`scan_bwd_launch_config`)."""
+    scatter_sums, block_c, prefetch, maxnreg, l1_ahead: launch experiments, None = the defaults
+    (`scan_bwd_launch_config`)."""
     _check(u, delta, A, B, C, 2)
     n_state = A.shape[-1]
     chunk = _check_bwd(grad_out, u, checkpoints, combine, chunk, n_state)
@@ -627,7 +673,7 @@ def bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints,
     cfg = scan_bwd_launch_config(batch, channels, length, chunk, interpreted, chunks_per_program, sub_chunk,
                                  scatter_sums, n_state, block_c, prefetch, maxnreg,
                                  sm_count=1 if interpreted else sm_count(device),
-                                 fp32=u.dtype == torch.float32)
+                                 fp32=u.dtype == torch.float32, l1_ahead=l1_ahead)
     walk = cfg.walk
     block_c = walk.constexprs["BLOCK_C"]
     n_cblocks, groups = walk.grid[0], cfg.groups

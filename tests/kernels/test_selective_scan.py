@@ -268,6 +268,17 @@ def test_one_pass_block_shrinks_on_small_grids():
     assert fwd.scan_launch_config(1, 384, 2, interpreted=True).constexprs["BLOCK_C"] == 8
 
 
+def test_l1_prefetch_only_where_measured():
+    """The one-pass scan's L1 prefetch (L1_AHEAD) is on for one-channel-per-lane programs on the GPU (measured at
+    batch 64), off on the small-grid blocks and under the interpreter (no inline asm there)."""
+    fwd = pytest.importorskip("kernels.selective_scan.fwd")
+    assert fwd.DEFAULT_L1_AHEAD > 0
+    ahead = {batch: fwd.scan_launch_config(batch, 384, 2, interpreted=False).constexprs["L1_AHEAD"]
+             for batch in (1, 8, 16, 64)}
+    assert ahead == {1: 0, 8: 0, 16: fwd.DEFAULT_L1_AHEAD, 64: fwd.DEFAULT_L1_AHEAD}
+    assert fwd.scan_launch_config(64, 384, 2, interpreted=True).constexprs["L1_AHEAD"] == 0
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("batch,channels", [(1, 384), (2, 384), (8, 384), (1, 1536), (1, 13)])

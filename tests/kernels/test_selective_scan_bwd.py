@@ -247,6 +247,19 @@ def test_bwd_prefetch_choice(scan):
     assert launch(128, 197, maxnreg=200)[:2] == (False, 200)
 
 
+def test_bwd_l1_prefetch_knob(scan):
+    """The walk's L1 prefetch is an experiment knob: off by default, the requested distance on the GPU, 0 under
+    the interpreter, and a negative distance is refused; the carry kernel never gets it."""
+    _, bwd = scan
+    cfg = lambda **kw: bwd.scan_bwd_launch_config(8, 384, 6085, 64, kw.pop("interpreted", False), **kw)
+    assert cfg().walk.constexprs["L1_AHEAD"] == bwd.DEFAULT_L1_AHEAD == 0
+    assert cfg(l1_ahead=4).walk.constexprs["L1_AHEAD"] == 4
+    assert "L1_AHEAD" not in cfg(l1_ahead=4).carry.constexprs
+    assert cfg(l1_ahead=4, interpreted=True).walk.constexprs["L1_AHEAD"] == 0
+    with pytest.raises(ValueError, match="l1_ahead"):
+        cfg(l1_ahead=-1)
+
+
 @pytest.mark.parametrize("sub_chunk", [1, 5])
 def test_bwd_two_level_recompute(scan, sub_chunk):
     """The walk's sub-checkpoints every step (1), and in sub-chunks of 5 of 8 (a partial last one; 3 of 4 is the
