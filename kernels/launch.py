@@ -2,9 +2,10 @@
 
 Why: Triton's own launch path (`kernel[grid](**kwargs)`) binds every argument and recomputes the kernel's
 specialization on every call. Measured on the H200 host (triton 3.6, `results/history/scripts/hostlaunch.py` ->
-`results/history/hostlaunch-h200-2026-12-03.json`), for the scan's 70 arguments: 77 us per launch, 36 of them in
+`results/history/hostlaunch-h200-2026-12-03.json`), for the scan's 58 arguments: 77 us per launch, 36 of them in
 the argument binder, against 12.9 us for the compiled kernel's own launcher with its arguments ready. An eager
-Vim-Ti forward at batch 1 makes 73 launches, so Triton's path alone was ~5 ms of its ~12 ms.
+Vim-Ti forward at batch 1 makes 73 launches; with this path its host time fell 13.4 -> 10.8 ms (paired rounds,
+`results/history/fastab2-h200-2026-12-03.json`).
 
 How: the first launch of a specialization goes through Triton (which compiles or finds the kernel) and returns
 the compiled kernel; it is cached under a key that determines Triton's specialization exactly: the argument
