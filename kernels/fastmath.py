@@ -68,9 +68,15 @@ def sigmoid(x, USE_ASM: tl.constexpr):
 
 
 @triton.jit
-def prefetch_l1(ptrs, USE_ASM: tl.constexpr):
+def prefetch_l1(ptrs, USE_ASM: tl.constexpr, mask=None):
     """Ask the SM to bring the lines at `ptrs` into L1 (`prefetch.global.L1`: a hint; no register holds the data,
-    and the later load of the same address hits L1). Nothing under the interpreter (no inline asm there)."""
+    and the later load of the same address hits L1). mask: lanes where it is false issue nothing (so their
+    addresses need not be valid). Nothing under the interpreter (no inline asm there)."""
     if USE_ASM:
-        tl.inline_asm_elementwise("prefetch.global.L1 [$1];\n\tmov.u32 $0, 0;", "=r,l", [ptrs], dtype=tl.int32,
-                                  is_pure=False, pack=1)
+        if mask is None:
+            tl.inline_asm_elementwise("prefetch.global.L1 [$1];\n\tmov.u32 $0, 0;", "=r,l", [ptrs],
+                                      dtype=tl.int32, is_pure=False, pack=1)
+        else:
+            tl.inline_asm_elementwise(
+                "{\n\t.reg .pred p;\n\tsetp.ne.b32 p, $2, 0;\n\t@p prefetch.global.L1 [$1];\n\tmov.u32 $0, 0;\n\t}",
+                "=r,l,r", [ptrs, mask.to(tl.int32)], dtype=tl.int32, is_pure=False, pack=1)

@@ -198,8 +198,9 @@ def _scan_bwd_kernel(
             for jj in range(0, n_seg):
                 j = n_seg - 1 - jj
                 if L1_AHEAD > 0:
-                    _prefetch_walk_step(tl.maximum(j - L1_AHEAD, 0), *tok_args, BC_lanes, N_STATE, BLOCK_C, HAS_Z,
-                                        USE_ASM)
+                    _prefetch_walk_step(seg_start + tl.maximum(j - L1_AHEAD, 0), L, backward, mask_c, u_base, dt_base,
+                                        g_base, z_base, BC_lanes, stride_u_l, stride_dt_l, stride_g_l, stride_z_l,
+                                        stride_B_l, stride_C_l, HAS_Z, USE_ASM)
                 if PREFETCH:  # issue step j-1's loads (step 0's again at j = 0) before step j's arithmetic
                     cur = nxt
                     nxt = _bwd_token(tl.where(j > 0, j - 1, 0), *tok_args, N_STATE, BLOCK_C, HAS_Z)
@@ -353,7 +354,8 @@ def _recompute(h, start, n, A2, bias_row, L, backward, mask_c, u_base, dt_base, 
                L1_AHEAD: tl.constexpr = 0, B_lanes=None):
     """Step the state h entering scan step `start` through n steps; the state entering step start + j is stored
     to tile j // EVERY at out_lanes when EVERY divides j. Returns the state after the n steps. L1_AHEAD > 0: an L1
-    prefetch of step j + L1_AHEAD's u, delta and B row (B_lanes: (C,) pointers to the B row) in each step."""
+    prefetch of step j + L1_AHEAD's u, delta and B row in each step (B_lanes: (C,) pointers to the B row; lanes
+    past E issue nothing)."""
     fwd_args = (start, L, backward, mask_c, u_base, dt_base, B_base, stride_u_l, stride_dt_l, stride_B_l)
     if PREFETCH:
         nxt_f = _fwd_token(0, *fwd_args)
@@ -361,8 +363,8 @@ def _recompute(h, start, n, A2, bias_row, L, backward, mask_c, u_base, dt_base, 
         if L1_AHEAD > 0:
             step = start + tl.minimum(j + L1_AHEAD, n - 1)
             t = tl.where(backward, L - 1 - step, step)
-            fastmath.prefetch_l1(u_base + t * stride_u_l, USE_ASM)
-            fastmath.prefetch_l1(dt_base + t * stride_dt_l, USE_ASM)
+            fastmath.prefetch_l1(u_base + t * stride_u_l, USE_ASM, mask_c)
+            fastmath.prefetch_l1(dt_base + t * stride_dt_l, USE_ASM, mask_c)
             fastmath.prefetch_l1(B_lanes + t * stride_B_l, USE_ASM)
         if j % EVERY == 0:
             store_rows(out_lanes + (j // EVERY) * (N_STATE * BLOCK_C), BLOCK_C, h, mask_c, N_STATE)
@@ -433,20 +435,18 @@ def _fwd_token(j, start, L, backward, mask_c, u_base, dt_base, B_base, stride_u_
 
 
 @triton.jit
-def _prefetch_walk_step(j, start, L, backward, mask_c, u_base, dt_base, g_base, z_base, B_base, C_base,
-                        scratch_lanes, stride_u_l, stride_dt_l, stride_g_l, stride_z_l, stride_B_l, stride_C_l,
-                        BC_lanes, N_STATE: tl.constexpr, BLOCK_C: tl.constexpr, HAS_Z: tl.constexpr,
+def _prefetch_walk_step(step, L, backward, mask_c, u_base, dt_base, g_base, z_base, BC_lanes, stride_u_l,
+                        stride_dt_l, stride_g_l, stride_z_l, stride_B_l, stride_C_l, HAS_Z: tl.constexpr,
                         USE_ASM: tl.constexpr):
-    """L1 prefetch of what `_bwd_token` reads for step start + j from the inputs: u, delta, the upstream gradient,
-    z, the B and C rows (BC_lanes: (C,) pointers to them). Not the N scratch rows of the state (16 more
-    instructions per step; with them the capped walk spilled under triton 3.6)."""
-    step = start + j
+    """L1 prefetch of what `_bwd_token` reads for scan step `step` from the inputs: u, delta, the upstream
+    gradient, z (lanes past E issue nothing), the B and C rows (BC_lanes: (C,) pointers to them). Not the N scratch
+    rows of the state (16 more instructions per step; with them the capped walk spilled under triton 3.6)."""
     t = tl.where(backward, L - 1 - step, step)
-    fastmath.prefetch_l1(u_base + t * stride_u_l, USE_ASM)
-    fastmath.prefetch_l1(dt_base + t * stride_dt_l, USE_ASM)
-    fastmath.prefetch_l1(g_base + t * stride_g_l, USE_ASM)
+    fastmath.prefetch_l1(u_base + t * stride_u_l, USE_ASM, mask_c)
+    fastmath.prefetch_l1(dt_base + t * stride_dt_l, USE_ASM, mask_c)
+    fastmath.prefetch_l1(g_base + t * stride_g_l, USE_ASM, mask_c)
     if HAS_Z:
-        fastmath.prefetch_l1(z_base + t * stride_z_l, USE_ASM)
+        fastmath.prefetch_l1(z_base + t * stride_z_l, USE_ASM, mask_c)
     fastmath.prefetch_l1(BC_lanes[0] + t * stride_B_l, USE_ASM)
     fastmath.prefetch_l1(BC_lanes[1] + t * stride_C_l, USE_ASM)
 

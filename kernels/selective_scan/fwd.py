@@ -158,15 +158,15 @@ def _scan_kernel(
         zero_c = offs_c * 0
         row_lanes = (B_ptr + direction * stride_B_dir + pid_b * stride_B_b + zero_c,
                      C_ptr + direction * stride_C_dir + pid_b * stride_C_b + zero_c,
-                     delta_ptr + direction * stride_dt_dir + pid_b * stride_dt_b + zero_c if DT_RANK > 0
-                     else dt_base)
+                     delta_ptr + direction * stride_dt_dir + pid_b * stride_dt_b + zero_c)
     for k in range(0, full_trips):
         if SAVE_EVERY > 0:
             _save_checkpoint(h, 2 * k, ckpt_lanes, E, mask_c, N_STATE, SAVE_EVERY)
         if L1_AHEAD > 0:
             for j in tl.static_range(2):
-                _prefetch_token(2 * k + 2 + L1_AHEAD + j, u_base, z_base, row_lanes, L, backward, stride_u_l,
-                                stride_z_l, stride_B_l, stride_C_l, stride_dt_l, HAS_Z, USE_ASM)
+                _prefetch_token(2 * k + 2 + L1_AHEAD + j, u_base, z_base, dt_base, row_lanes, L, backward, mask_c,
+                                stride_u_l, stride_z_l, stride_B_l, stride_C_l, stride_dt_l, HAS_Z, DT_RANK, MASK_C,
+                                USE_ASM)
         h, t0, t1 = _trip(h, 2 * k, t0, t1, args, step_args, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC,
                            USE_ASM, False, MASK_C, PREFETCH, DT_RANK, W_dt)
     for k in range(full_trips, tl.cdiv(L, 2)):
@@ -177,17 +177,23 @@ def _scan_kernel(
 
 
 @triton.jit
-def _prefetch_token(step, u_base, z_base, row_lanes, L, backward, stride_u_l, stride_z_l, stride_B_l, stride_C_l,
-                    stride_dt_l, HAS_Z: tl.constexpr, USE_ASM: tl.constexpr):
-    """L1 prefetch of scan step `step`'s u, z, B, C and dt lines (clamped to the last step: never past L)."""
+def _prefetch_token(step, u_base, z_base, dt_base, row_lanes, L, backward, mask_c, stride_u_l, stride_z_l,
+                    stride_B_l, stride_C_l, stride_dt_l, HAS_Z: tl.constexpr, DT_RANK: tl.constexpr,
+                    MASK_C: tl.constexpr, USE_ASM: tl.constexpr):
+    """L1 prefetch of scan step `step`'s u, z, delta (or the fused form's dt row), B and C lines, clamped to the
+    last step (never past L); lanes past E (MASK_C) issue nothing."""
     s = tl.minimum(step, L - 1)
     t = tl.where(backward, L - 1 - s, s)
-    fastmath.prefetch_l1(u_base + t * stride_u_l, USE_ASM)
+    lane_mask = mask_c if MASK_C else None
+    fastmath.prefetch_l1(u_base + t * stride_u_l, USE_ASM, lane_mask)
     if HAS_Z:
-        fastmath.prefetch_l1(z_base + t * stride_z_l, USE_ASM)
+        fastmath.prefetch_l1(z_base + t * stride_z_l, USE_ASM, lane_mask)
+    if DT_RANK > 0:
+        fastmath.prefetch_l1(row_lanes[2] + t * stride_dt_l, USE_ASM)
+    else:
+        fastmath.prefetch_l1(dt_base + t * stride_dt_l, USE_ASM, lane_mask)
     fastmath.prefetch_l1(row_lanes[0] + t * stride_B_l, USE_ASM)
     fastmath.prefetch_l1(row_lanes[1] + t * stride_C_l, USE_ASM)
-    fastmath.prefetch_l1(row_lanes[2] + t * stride_dt_l, USE_ASM)
 
 
 @triton.jit
@@ -371,7 +377,8 @@ def one_pass_block_c(programs_at_32: int) -> int:
 # for one-channel-per-lane programs (BLOCK_C = 32), where it was measured: H200, bf16 halves, batch 64, kernel ms
 # D = 0 / 4 at 6,085 tokens: delta gated 2.75 / 2.67, dt_proj fused gated 2.96 / 2.77, fused ungated 3.52 / 2.83; at
 # 197 tokens 0.186 / 0.154; outputs bitwise equal (results/history/scanpf-h200-2026-12-03.json). The small-grid
-# blocks (2-8 channels per program, batch 1-8) keep it off: unmeasured there.
+# blocks (2-8 channels per program, batch 1-8) and channel counts that need lane masks keep it off: unmeasured
+# there (and with masks the fused ungated variant spills 4 bytes under triton 3.6).
 DEFAULT_L1_AHEAD = 4
 
 
@@ -386,7 +393,8 @@ def scan_launch_config(batch: int, channels: int, n_dir: int, interpreted: bool)
         kernel="_scan_kernel",
         grid=(cdiv(channels, block_c), n_dir, batch),
         constexprs=dict(BLOCK_C=block_c, MASK_C=channels % block_c != 0, USE_ASM=not interpreted, PREFETCH=True,
-                        L1_AHEAD=DEFAULT_L1_AHEAD if block_c == 32 and not interpreted else 0),
+                        L1_AHEAD=DEFAULT_L1_AHEAD if block_c == 32 and channels % 32 == 0 and not interpreted
+                        else 0),
         num_warps=1,
     )
 

@@ -270,13 +270,14 @@ def test_one_pass_block_shrinks_on_small_grids():
 
 def test_l1_prefetch_only_where_measured():
     """The one-pass scan's L1 prefetch (L1_AHEAD) is on for one-channel-per-lane programs on the GPU (measured at
-    batch 64), off on the small-grid blocks and under the interpreter (no inline asm there)."""
+    batch 64, E a multiple of 32), off on the small-grid blocks, with lane masks and under the interpreter."""
     fwd = pytest.importorskip("kernels.selective_scan.fwd")
     assert fwd.DEFAULT_L1_AHEAD > 0
     ahead = {batch: fwd.scan_launch_config(batch, 384, 2, interpreted=False).constexprs["L1_AHEAD"]
              for batch in (1, 8, 16, 64)}
     assert ahead == {1: 0, 8: 0, 16: fwd.DEFAULT_L1_AHEAD, 64: fwd.DEFAULT_L1_AHEAD}
     assert fwd.scan_launch_config(64, 384, 2, interpreted=True).constexprs["L1_AHEAD"] == 0
+    assert fwd.scan_launch_config(64, 380, 2, interpreted=False).constexprs["L1_AHEAD"] == 0  # lane masks
 
 
 @pytest.mark.gpu
