@@ -361,11 +361,8 @@ def _recompute(h, start, n, A2, bias_row, L, backward, mask_c, u_base, dt_base, 
         nxt_f = _fwd_token(0, *fwd_args)
     for j in range(0, n):
         if L1_AHEAD > 0:
-            step = start + tl.minimum(j + L1_AHEAD, n - 1)
-            t = tl.where(backward, L - 1 - step, step)
-            fastmath.prefetch_l1(u_base + t * stride_u_l, USE_ASM, mask_c)
-            fastmath.prefetch_l1(dt_base + t * stride_dt_l, USE_ASM, mask_c)
-            fastmath.prefetch_l1(B_lanes + t * stride_B_l, USE_ASM)
+            _prefetch_fwd_step(start + tl.minimum(j + L1_AHEAD, n - 1), L, backward, mask_c, u_base, dt_base, B_lanes,
+                               stride_u_l, stride_dt_l, stride_B_l, USE_ASM)
         if j % EVERY == 0:
             store_rows(out_lanes + (j // EVERY) * (N_STATE * BLOCK_C), BLOCK_C, h, mask_c, N_STATE)
         if PREFETCH:  # issue step j+1's loads (step j's again at the end) before step j's arithmetic
@@ -435,19 +432,30 @@ def _fwd_token(j, start, L, backward, mask_c, u_base, dt_base, B_base, stride_u_
 
 
 @triton.jit
-def _prefetch_walk_step(step, L, backward, mask_c, u_base, dt_base, g_base, z_base, BC_lanes, stride_u_l,
-                        stride_dt_l, stride_g_l, stride_z_l, stride_B_l, stride_C_l, HAS_Z: tl.constexpr,
-                        USE_ASM: tl.constexpr):
-    """L1 prefetch of what `_bwd_token` reads for scan step `step` from the inputs: u, delta, the upstream
-    gradient, z (lanes past E issue nothing), the B and C rows (BC_lanes: (C,) pointers to them). Not the N scratch
-    rows of the state (16 more instructions per step; with them the capped walk spilled under triton 3.6)."""
+def _prefetch_fwd_step(step, L, backward, mask_c, u_base, dt_base, B_lanes, stride_u_l, stride_dt_l, stride_B_l,
+                       USE_ASM: tl.constexpr):
+    """L1 prefetch of what `_fwd_token` reads for scan step `step`: u, delta (lanes past E issue nothing) and the
+    B row (B_lanes: (C,) pointers to it)."""
     t = tl.where(backward, L - 1 - step, step)
     fastmath.prefetch_l1(u_base + t * stride_u_l, USE_ASM, mask_c)
     fastmath.prefetch_l1(dt_base + t * stride_dt_l, USE_ASM, mask_c)
+    fastmath.prefetch_l1(B_lanes + t * stride_B_l, USE_ASM)
+
+
+@triton.jit
+def _prefetch_walk_step(step, L, backward, mask_c, u_base, dt_base, g_base, z_base, BC_lanes, stride_u_l,
+                        stride_dt_l, stride_g_l, stride_z_l, stride_B_l, stride_C_l, HAS_Z: tl.constexpr,
+                        USE_ASM: tl.constexpr):
+    """L1 prefetch of what `_bwd_token` reads for scan step `step` from the inputs: `_prefetch_fwd_step`'s lines,
+    the upstream gradient and z (lanes past E issue nothing) and the C row (BC_lanes: (C,) pointers to the B and C
+    rows). Not the N scratch rows of the state (16 more instructions per step; with them the capped walk spilled
+    under triton 3.6)."""
+    _prefetch_fwd_step(step, L, backward, mask_c, u_base, dt_base, BC_lanes[0], stride_u_l, stride_dt_l, stride_B_l,
+                       USE_ASM)
+    t = tl.where(backward, L - 1 - step, step)
     fastmath.prefetch_l1(g_base + t * stride_g_l, USE_ASM, mask_c)
     if HAS_Z:
         fastmath.prefetch_l1(z_base + t * stride_z_l, USE_ASM, mask_c)
-    fastmath.prefetch_l1(BC_lanes[0] + t * stride_B_l, USE_ASM)
     fastmath.prefetch_l1(BC_lanes[1] + t * stride_C_l, USE_ASM)
 
 
@@ -511,10 +519,10 @@ DEFAULT_SCATTER_SUMS = True
 DEFAULT_PREFETCH: bool | None = None
 DEFAULT_WALK_MAXNREG: int | None = None
 PREFETCH_PROGRAMS_PER_SM = 8
+CAPPED_WALK_MAXNREG = 168
 # The walk's L1 prefetch distance in steps (`_scan_bwd_kernel` L1_AHEAD; 0: off). Off until measured on the GPU
 # (results/history/scripts/bwdpf.py).
 DEFAULT_L1_AHEAD = 0
-CAPPED_WALK_MAXNREG = 168
 
 
 @dataclass(frozen=True)
@@ -597,11 +605,11 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
             maxnreg = CAPPED_WALK_MAXNREG
     prefetch = bool(prefetch)
     maxnreg = DEFAULT_WALK_MAXNREG if maxnreg is None else int(maxnreg)
+    if maxnreg is not None and not 32 <= maxnreg <= 255:
+        raise ValueError(f"maxnreg must be in 32..255; got {maxnreg}")
     l1_ahead = DEFAULT_L1_AHEAD if l1_ahead is None else int(l1_ahead)
     if l1_ahead < 0:
         raise ValueError(f"l1_ahead must be >= 0; got {l1_ahead}")
-    if maxnreg is not None and not 32 <= maxnreg <= 255:
-        raise ValueError(f"maxnreg must be in 32..255; got {maxnreg}")
     constexprs = dict(BLOCK_C=block_c, CHUNK=chunk, USE_ASM=not interpreted, PREFETCH=prefetch)
     n_cblocks = cdiv(channels, block_c)
     walk = LaunchConfig(kernel="_scan_bwd_kernel", grid=(n_cblocks, 2 * groups, batch),
