@@ -1,0 +1,58 @@
+"""Why compiled lean is slower than eager lean (memory-modes sweep 2026-12-03d: eager 688, compiled 647 img/s, while
+the default mode gains 660 -> 689): GPU kernels per forward of Vim-Ti at 1248 px, batch 64, bf16, eager vs compiled
+(default mode, frozen), memory modes default / lean / lean-gated; event-timed medians. Writes $OUT/lprof.json."""
+import collections, json, os, statistics, torch
+from torch.profiler import profile, ProfilerActivity
+from vimbench.models.registry import create_model
+from vimbench.models.vim import set_memory_mode
+from vimbench.bench import compiler
+OUT = os.environ.get("OUT", "/tmp")
+RES, BATCH = int(os.environ.get("LPROF_RES", 1248)), int(os.environ.get("LPROF_BATCH", 64))
+res = {}
+
+def kernels(f, n=2):
+    for _ in range(2): f()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as p:
+        for _ in range(n): f()
+        torch.cuda.synchronize()
+    agg = collections.defaultdict(lambda: [0, 0.0])
+    for e in p.events():
+        if e.device_type == torch.autograd.DeviceType.CUDA:
+            agg[e.name[:100]][0] += 1; agg[e.name[:100]][1] += e.device_time
+    rows = sorted(([k, c / n, t / n] for k, (c, t) in agg.items()), key=lambda r: -r[2])
+    return dict(kernels_per_fwd=sum(r[1] for r in rows), gpu_us_per_fwd=sum(r[2] for r in rows), top=rows[:30])
+
+def timed(f, n=10):
+    for _ in range(3): f()
+    torch.cuda.synchronize(); ts = []
+    for _ in range(n):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record(); f(); b.record(); torch.cuda.synchronize(); ts.append(a.elapsed_time(b))
+    return statistics.median(ts)
+
+model = create_model("vim_t", img_size=RES, backend="triton").cuda().eval()
+x = torch.randn(BATCH, 3, RES, RES, device="cuda")
+def run(m):
+    def f():
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+            return m(x)
+    return f
+for mem in ("default", "lean", "lean-gated"):
+    set_memory_mode(model, mem)
+    eager = run(model); ref = eager()
+    r = {"eager": kernels(eager), "eager_ms": timed(eager)}
+    compiler.reset()
+    cm = run(compiler.compile_model(model, "default", freeze=True)); out = cm()
+    r["max_abs_diff"] = float((out.float() - ref.float()).abs().max())
+    r["compiled"] = kernels(cm); r["compiled_ms"] = timed(cm)
+    compiler.reset(); del cm
+    res[mem] = r
+    print(mem, {k: (v if isinstance(v, float) else (v["kernels_per_fwd"], round(v["gpu_us_per_fwd"], 1))) for k, v in r.items()}, flush=True)
+    torch.cuda.empty_cache()
+json.dump(dict(commit=os.environ.get("VIMBENCH_GIT_COMMIT"), res=RES, batch=BATCH, modes=res), open(f"{OUT}/lprof.json", "w"), indent=1)
+for mem, r in res.items():
+    for which in ("eager", "compiled"):
+        print(f"== {mem} {which}: {r[which]['kernels_per_fwd']:.0f} kernels, {r[which]['gpu_us_per_fwd']/1000:.1f} ms, event {r[which + '_ms']:.1f} ms")
+        for row in r[which]["top"][:14]:
+            print(f"   {row[1]:6.1f} x {row[2]:9.1f} us  {row[0]}")
