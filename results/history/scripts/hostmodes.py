@@ -1,0 +1,62 @@
+"""Eager batch-1 host time per Vim-Ti memory mode (issue 11: eager batch 1 vs DeiT-Ti eager, same run): the dt_proj
+fused into the scan removes two torch ops per layer (the dt columns' cast and the delta GEMM). 12 rounds, each
+timing the eager Vim-Ti bf16 forward at 224 px, batch 1 (wall clock of 20 back-to-back forwards, then a
+synchronize) in modes default / fused-dt (dt_proj in the scan, in_proj one GEMM) / lean, order rotated per round,
+plus eager DeiT-Ti (attn eager and sdpa) in the same round; outputs compared with default. Writes $OUT/hostmodes.json."""
+import json, os, statistics, time
+import torch
+from vimbench.models.registry import create_model
+from vimbench.models.vim import set_memory_mode, set_dt_proj_fusion
+
+OUT = os.environ.get("OUT", "/tmp")
+
+
+def host_ms(fn, n=20):
+    torch.cuda.synchronize(); t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / n * 1e3
+
+
+vim = create_model("vim_t", img_size=224, backend="triton").cuda().eval()
+deit = create_model("deit_t", img_size=224, attn="sdpa").cuda().eval()
+deit_e = create_model("deit_t", img_size=224, attn="eager").cuda().eval()
+img = torch.randn(1, 3, 224, 224, device="cuda")
+MODES = ("default", "fused-dt", "lean")
+
+
+def use(mode):
+    if mode == "fused-dt":
+        set_memory_mode(vim, "default"); set_dt_proj_fusion(vim, True, split_in_proj=False)
+    else:
+        set_memory_mode(vim, mode)
+
+
+rounds, diffs = [], {}
+with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+    use("default"); ref = vim(img).float()
+    for mode in MODES:
+        use(mode)
+        for _ in range(5):
+            out = vim(img)
+        diffs[mode] = float((out.float() - ref).abs().max())
+    for i in range(12):
+        r = {}
+        order = MODES[i % 3:] + MODES[:i % 3]
+        for mode in order:
+            use(mode)
+            r[mode] = host_ms(lambda: vim(img))
+        r["deit_t_sdpa"] = host_ms(lambda: deit(img))
+        r["deit_t_eager"] = host_ms(lambda: deit_e(img))
+        rounds.append(r)
+        print(i, {k: round(v, 3) for k, v in r.items()}, flush=True)
+summary = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
+for mode in MODES[1:]:
+    summary[f"{mode}/default paired median"] = statistics.median(r[mode] / r["default"] for r in rounds)
+summary["default/deit_t_eager paired median"] = statistics.median(r["default"] / r["deit_t_eager"] for r in rounds)
+json.dump(dict(device=torch.cuda.get_device_name(), torch=torch.__version__, commit=os.environ.get("VIMBENCH_GIT_COMMIT"),
+               rounds=rounds, summary=summary, max_abs_diff_vs_default=diffs), open(f"{OUT}/hostmodes.json", "w"), indent=1)
+print("max |diff| vs default:", diffs)
+for k, v in summary.items():
+    print(f"{k:40s} {v:.3f}")
