@@ -94,7 +94,7 @@ def _scan_bwd_kernel(
     dA (batch * groups, 2, E, N), dD/dbias (batch * groups, 2, E); scratch (programs, CHUNK, N, BLOCK_C).
     L1_AHEAD: 0, or D > 0: the recomputation and the walk also ask L1 (`prefetch.global.L1`, no registers) for the
     lines of the step D steps ahead in their order (u, delta, the gradient, z, B/C rows): the forward
-    scan's remedy for its long-scoreboard stalls (kernels/NOTES.md), an experiment here (off by default)."""
+    scan's remedy for its long-scoreboard stalls (kernels/NOTES.md; here 2-9% on long walks, see DEFAULT_L1_AHEAD)."""
     pid_c = tl.program_id(0).to(tl.int64)
     direction = (tl.program_id(1) % 2).to(tl.int64)
     group = (tl.program_id(1) // 2).to(tl.int64)
@@ -520,9 +520,15 @@ DEFAULT_PREFETCH: bool | None = None
 DEFAULT_WALK_MAXNREG: int | None = None
 PREFETCH_PROGRAMS_PER_SM = 8
 CAPPED_WALK_MAXNREG = 168
-# The walk's L1 prefetch distance in steps (`_scan_bwd_kernel` L1_AHEAD; 0: off). Off until measured on the GPU
-# (results/history/scripts/bwdpf.py).
-DEFAULT_L1_AHEAD = 0
+# The walk's L1 prefetch distance in steps (`_scan_bwd_kernel` L1_AHEAD; 0: off). Measured on the H200 (2026-12-03,
+# commit 65ec140, combined bf16, Vim-Ti, kernel ms, two alternated passes, gradients bitwise equal;
+# results/history/bwdpf-h200-2026-12-03.json), distance 0 / 2 / 4 / 8: batch 32 x 1,025 (one group, the prefetching
+# walk) 2.06 / 1.88 / 1.97 / 2.02; 8 x 6,085 (16 groups of 384 steps, the capped walk) 2.65 / 2.60 / 2.66 / 2.78;
+# 128 x 197 (197 steps per program) 1.37 / 1.38 / 1.40 / 1.44. None (auto): L1_AHEAD_STEPS for 16-bit operands
+# where every walk program but the last walks at least L1_MIN_STEPS scan steps, else 0 (fp32: unmeasured).
+DEFAULT_L1_AHEAD: int | None = None
+L1_AHEAD_STEPS = 2
+L1_MIN_STEPS = 256
 
 
 @dataclass(frozen=True)
@@ -570,8 +576,9 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
     maxnreg: the walk's register cap for ptxas (more programs per SM; with prefetch off, 168 compiles without
     spills for bf16); None: DEFAULT_WALK_MAXNREG, else the automatic choice above, else ptxas's. Ignored under
     the interpreter. sm_count: the GPU's streaming multiprocessors (132: the H200). l1_ahead: the walk's
-    L1_AHEAD (an L1 prefetch that many steps ahead; an unmeasured experiment); None: DEFAULT_L1_AHEAD; 0 under the
-    interpreter."""
+    L1_AHEAD (an L1 prefetch that many steps ahead); None: DEFAULT_L1_AHEAD, and where that is None too,
+    automatic: L1_AHEAD_STEPS for 16-bit operands where a program walks at least L1_MIN_STEPS steps, else 0;
+    always 0 under the interpreter."""
     n_chunks = max(1, cdiv(length, chunk))
     if block_c is not None:
         if block_c not in (8, 16, 32):
@@ -607,7 +614,10 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
     maxnreg = DEFAULT_WALK_MAXNREG if maxnreg is None else int(maxnreg)
     if maxnreg is not None and not 32 <= maxnreg <= 255:
         raise ValueError(f"maxnreg must be in 32..255; got {maxnreg}")
-    l1_ahead = DEFAULT_L1_AHEAD if l1_ahead is None else int(l1_ahead)
+    l1_ahead = DEFAULT_L1_AHEAD if l1_ahead is None else l1_ahead
+    if l1_ahead is None:  # auto: on where each program walks long enough (the measured cases above)
+        l1_ahead = L1_AHEAD_STEPS if not fp32 and min(cpp * chunk, length) >= L1_MIN_STEPS else 0
+    l1_ahead = int(l1_ahead)
     if l1_ahead < 0:
         raise ValueError(f"l1_ahead must be >= 0; got {l1_ahead}")
     constexprs = dict(BLOCK_C=block_c, CHUNK=chunk, USE_ASM=not interpreted, PREFETCH=prefetch)

@@ -247,17 +247,28 @@ def test_bwd_prefetch_choice(scan):
     assert launch(128, 197, maxnreg=200)[:2] == (False, 200)
 
 
-def test_bwd_l1_prefetch_knob(scan):
-    """The walk's L1 prefetch is an experiment knob: off by default, the requested distance on the GPU, 0 under
-    the interpreter, and a negative distance is refused; the carry kernel never gets it."""
+def test_bwd_l1_prefetch_where_measured(scan):
+    """The walk's L1 prefetch: automatic where it was measured to pay (16-bit operands, programs that walk at least
+    L1_MIN_STEPS steps: Vim-Ti 1248 px batch 8 after the split into groups, 512 px batch 32), off for short walks
+    (224 px batch 128), fp32 and under the interpreter; an explicit distance wins on the GPU, a negative one is
+    refused; the carry kernel never gets it."""
     _, bwd = scan
-    cfg = lambda **kw: bwd.scan_bwd_launch_config(8, 384, 6085, 64, kw.pop("interpreted", False), **kw)
-    assert cfg().walk.constexprs["L1_AHEAD"] == bwd.DEFAULT_L1_AHEAD == 0
-    assert cfg(l1_ahead=4).walk.constexprs["L1_AHEAD"] == 4
-    assert "L1_AHEAD" not in cfg(l1_ahead=4).carry.constexprs
-    assert cfg(l1_ahead=4, interpreted=True).walk.constexprs["L1_AHEAD"] == 0
+    cfg = lambda b, L, **kw: bwd.scan_bwd_launch_config(b, 384, L, 64, kw.pop("interpreted", False), **kw)
+    on = bwd.L1_AHEAD_STEPS
+    assert bwd.DEFAULT_L1_AHEAD is None and on > 0
+    long_split = cfg(8, 6085)
+    assert long_split.groups > 1 and long_split.chunks_per_program * 64 >= bwd.L1_MIN_STEPS
+    assert long_split.walk.constexprs["L1_AHEAD"] == on
+    assert cfg(32, 1025).walk.constexprs["L1_AHEAD"] == on
+    assert cfg(128, 197).walk.constexprs["L1_AHEAD"] == 0
+    assert cfg(8, 6085, fp32=True).walk.constexprs["L1_AHEAD"] == 0
+    assert cfg(8, 6085, interpreted=True).walk.constexprs["L1_AHEAD"] == 0
+    assert cfg(128, 197, l1_ahead=4).walk.constexprs["L1_AHEAD"] == 4
+    assert cfg(8, 6085, l1_ahead=0).walk.constexprs["L1_AHEAD"] == 0
+    assert "L1_AHEAD" not in cfg(8, 6085, l1_ahead=4).carry.constexprs
+    assert cfg(8, 6085, l1_ahead=4, interpreted=True).walk.constexprs["L1_AHEAD"] == 0
     with pytest.raises(ValueError, match="l1_ahead"):
-        cfg(l1_ahead=-1)
+        cfg(8, 6085, l1_ahead=-1)
 
 
 @pytest.mark.parametrize("sub_chunk", [1, 5])

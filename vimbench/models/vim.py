@@ -18,6 +18,9 @@ from vimbench.geometry import D_CONV, D_STATE, PATCH, d_inner, dt_rank
 from vimbench.models.ops import VimOps, get_ops
 
 NORM_EPS = 1e-5
+# Inference's delta GEMM over x_dbl's dt columns AND its zero pad (K = 16 for Vim-Ti) against dt_proj with zero
+# rows for the pad (BiMambaMixer._padded_dt_proj); False: the dt columns alone (K = 12), kept for A/B runs.
+PAD_DT_GEMM = True
 
 # How a mixer trains (under autograd); inference is the same for all three. kernels/README.md ("What the forward
 # saves") has the bytes each keeps per layer.
@@ -210,6 +213,7 @@ class BiMambaMixer(nn.Module):
         self.d_inner, self.dt_rank = inner, dt_rank(d_model)
         self.x_dbl_layout = XDblLayout(self.dt_rank, D_STATE)
         self._weights_cache: tuple | None = None  # (key, MixerWeights); not part of the state dict
+        self._dt_pad_cache: tuple | None = None  # (dt_proj_t, it padded): `_padded_dt_proj`
         self.in_proj = nn.Linear(d_model, 2 * inner, bias=False)
         self.out_proj = nn.Linear(inner, d_model, bias=False)
         for suffix in ("", "_b"):
@@ -269,6 +273,19 @@ class BiMambaMixer(nn.Module):
         if self._weights_cache is None or self._weights_cache[0] != key:
             self._weights_cache = (key, self._build_weights(dtype, sum_halves))
         return self._weights_cache[1]
+
+    def _padded_dt_proj(self, dt_proj_t: torch.Tensor, rows: int) -> torch.Tensor:
+        """dt_proj_t (2, R, E) with zero rows up to `rows` (x_dbl's dt columns and pad); at inference cached with
+        the weights it was made from (one tensor per mixer), under autograd or tracing made on each call."""
+        pad = rows - dt_proj_t.shape[1]
+        if not pad:
+            return dt_proj_t
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return F.pad(dt_proj_t, (0, 0, 0, pad))
+        cached = self._dt_pad_cache
+        if cached is None or cached[0] is not dt_proj_t:
+            cached = self._dt_pad_cache = (dt_proj_t, F.pad(dt_proj_t, (0, 0, 0, pad)))
+        return cached[1]
 
     def _fused_boundary(self) -> bool:
         """Whether this mixer trains through the one fused op (when anything requires grad)."""
@@ -361,8 +378,15 @@ class BiMambaMixer(nn.Module):
         else:
             # (2, B, L, E) -> (2, B, E, L) view; the dt bias is added inside the scan
             # cast before reshape: the cast of the strided dt columns writes a contiguous tensor, so the reshape
-            # is a view; one kernel instead of a gather then a cast when x_dbl is fp32 (24 launches per forward)
-            delta = torch.bmm(x_dbl[..., lay.dt].to(u.dtype).reshape(2, batch * length, -1), w.dt_proj_t)
+            # is a view; one kernel instead of a gather then a cast when x_dbl is fp32 (24 launches per forward).
+            # The dt columns with x_dbl's zero pad after them, against dt_proj with zero rows for the pad
+            # (`_padded_dt_proj`): the same product with 16-element rows (Vim-Ti: K = 16, not 12), which cuBLAS
+            # runs with an aligned kernel (H200, Vim-Ti 1248 px, batch 64, bf16: K = 12 ran a cutlass align2
+            # kernel, 342 us per layer; results/history/lprof-h200-2026-12-03.json). Training does the same
+            # (kernels/bimamba_inner/op.py `_scan_operands`).
+            cols = slice(lay.dt.start, None) if PAD_DT_GEMM else lay.dt  # dt, then x_dbl's zero pad
+            dt_cols = x_dbl[..., cols].to(u.dtype).reshape(2, batch * length, -1)
+            delta = torch.bmm(dt_cols, self._padded_dt_proj(w.dt_proj_t, dt_cols.shape[-1]))
             delta, dt_proj = delta.view(2, batch, length, inner).transpose(2, 3), None
         B = x_dbl[..., lay.B].transpose(2, 3)  # (2, B, N, L) views
         C = x_dbl[..., lay.C].transpose(2, 3)

@@ -22,7 +22,8 @@ def host_ms(fn, n=20):
 vim = create_model("vim_t", img_size=224, backend="triton").cuda().eval()
 deit = create_model("deit_t", img_size=224, attn="sdpa").cuda().eval()
 deit_e = create_model("deit_t", img_size=224, attn="eager").cuda().eval()
-img = torch.randn(1, 3, 224, 224, device="cuda")
+BATCH = int(os.environ.get("HOSTMODES_BATCH", 1))
+img = torch.randn(BATCH, 3, 224, 224, device="cuda")
 MODES = ("default", "fused-dt", "lean")
 
 
@@ -56,7 +57,7 @@ for mode in MODES[1:]:
     summary[f"{mode}/default paired median"] = statistics.median(r[mode] / r["default"] for r in rounds)
 summary["default/deit_t_eager paired median"] = statistics.median(r["default"] / r["deit_t_eager"] for r in rounds)
 json.dump(dict(device=torch.cuda.get_device_name(), torch=torch.__version__, commit=os.environ.get("VIMBENCH_GIT_COMMIT"),
-               rounds=rounds, summary=summary, max_abs_diff_vs_default=diffs), open(f"{OUT}/hostmodes.json", "w"), indent=1)
+               batch=BATCH, rounds=rounds, summary=summary, max_abs_diff_vs_default=diffs), open(f"{OUT}/hostmodes-b{BATCH}.json", "w"), indent=1)
 print("max |diff| vs default:", diffs)
 for k, v in summary.items():
     print(f"{k:40s} {v:.3f}")
