@@ -94,7 +94,8 @@ def _scan_bwd_kernel(
     dA (batch * groups, 2, E, N), dD/dbias (batch * groups, 2, E); scratch (programs, CHUNK, N, BLOCK_C).
     L1_AHEAD: 0, or D > 0: the recomputation and the walk also ask L1 (`prefetch.global.L1`, no registers) for the
     lines of the step D steps ahead in their order (u, delta, the gradient, z, B/C rows): the forward
-    scan's remedy for its long-scoreboard stalls (kernels/NOTES.md; here 2-9% on long walks, see DEFAULT_L1_AHEAD)."""
+    scan's remedy for its long-scoreboard stalls (kernels/NOTES.md; here -9% on long one-wave walks, see
+    DEFAULT_L1_AHEAD)."""
     pid_c = tl.program_id(0).to(tl.int64)
     direction = (tl.program_id(1) % 2).to(tl.int64)
     group = (tl.program_id(1) // 2).to(tl.int64)
@@ -524,8 +525,10 @@ CAPPED_WALK_MAXNREG = 168
 # commit 65ec140, combined bf16, Vim-Ti, kernel ms, two alternated passes, gradients bitwise equal;
 # results/history/bwdpf-h200-2026-12-03.json), distance 0 / 2 / 4 / 8: batch 32 x 1,025 (one group, the prefetching
 # walk) 2.06 / 1.88 / 1.97 / 2.02; 8 x 6,085 (16 groups of 384 steps, the capped walk) 2.65 / 2.60 / 2.66 / 2.78;
-# 128 x 197 (197 steps per program) 1.37 / 1.38 / 1.40 / 1.44. None (auto): L1_AHEAD_STEPS for 16-bit operands
-# where every walk program but the last walks at least L1_MIN_STEPS scan steps, else 0 (fp32: unmeasured).
+# 128 x 197 (197 steps per program) 1.37 / 1.38 / 1.40 / 1.44. None (auto): L1_AHEAD_STEPS for 16-bit operands in
+# the prefetching walk (one wave, no register cap) where every program but the last walks at least L1_MIN_STEPS
+# scan steps, else 0: the capped walk's 2% is within the noise and, capped at 168 registers, it spills 8 B under
+# triton 3.8 with the prefetch (static check); fp32 is unmeasured.
 DEFAULT_L1_AHEAD: int | None = None
 L1_AHEAD_STEPS = 2
 L1_MIN_STEPS = 256
@@ -577,8 +580,8 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
     spills for bf16); None: DEFAULT_WALK_MAXNREG, else the automatic choice above, else ptxas's. Ignored under
     the interpreter. sm_count: the GPU's streaming multiprocessors (132: the H200). l1_ahead: the walk's
     L1_AHEAD (an L1 prefetch that many steps ahead); None: DEFAULT_L1_AHEAD, and where that is None too,
-    automatic: L1_AHEAD_STEPS for 16-bit operands where a program walks at least L1_MIN_STEPS steps, else 0;
-    always 0 under the interpreter."""
+    automatic: L1_AHEAD_STEPS in the prefetching walk for 16-bit operands where a program walks at least
+    L1_MIN_STEPS steps, else 0; always 0 under the interpreter."""
     n_chunks = max(1, cdiv(length, chunk))
     if block_c is not None:
         if block_c not in (8, 16, 32):
@@ -616,7 +619,8 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
         raise ValueError(f"maxnreg must be in 32..255; got {maxnreg}")
     l1_ahead = DEFAULT_L1_AHEAD if l1_ahead is None else l1_ahead
     if l1_ahead is None:  # auto: on where each program walks long enough (the measured cases above)
-        l1_ahead = L1_AHEAD_STEPS if not fp32 and min(cpp * chunk, length) >= L1_MIN_STEPS else 0
+        long_walk = min(cpp * chunk, length) >= L1_MIN_STEPS
+        l1_ahead = L1_AHEAD_STEPS if prefetch and not fp32 and maxnreg is None and long_walk else 0
     l1_ahead = int(l1_ahead)
     if l1_ahead < 0:
         raise ValueError(f"l1_ahead must be >= 0; got {l1_ahead}")

@@ -248,23 +248,25 @@ def test_bwd_prefetch_choice(scan):
 
 
 def test_bwd_l1_prefetch_where_measured(scan):
-    """The walk's L1 prefetch: automatic where it was measured to pay (16-bit operands, programs that walk at least
-    L1_MIN_STEPS steps: Vim-Ti 1248 px batch 8 after the split into groups, 512 px batch 32), off for short walks
-    (224 px batch 128), fp32 and under the interpreter; an explicit distance wins on the GPU, a negative one is
-    refused; the carry kernel never gets it."""
+    """The walk's L1 prefetch: automatic where it was measured to pay (16-bit operands, the prefetching one-wave
+    walk, programs of at least L1_MIN_STEPS steps: Vim-Ti 512 px batch 32), off in the capped walk (1248 px batch 8
+    after the split into groups: within noise, and it would spill), for short walks, fp32 and under the
+    interpreter; an explicit distance wins on the GPU, a negative one is refused; the carry kernel never gets it."""
     _, bwd = scan
     cfg = lambda b, L, **kw: bwd.scan_bwd_launch_config(b, 384, L, 64, kw.pop("interpreted", False), **kw)
     on = bwd.L1_AHEAD_STEPS
     assert bwd.DEFAULT_L1_AHEAD is None and on > 0
+    one_wave = cfg(32, 1025)
+    assert one_wave.walk.constexprs["PREFETCH"] and one_wave.walk.constexprs["L1_AHEAD"] == on
     long_split = cfg(8, 6085)
     assert long_split.groups > 1 and long_split.chunks_per_program * 64 >= bwd.L1_MIN_STEPS
-    assert long_split.walk.constexprs["L1_AHEAD"] == on
-    assert cfg(32, 1025).walk.constexprs["L1_AHEAD"] == on
+    assert not long_split.walk.constexprs["PREFETCH"] and long_split.walk.constexprs["L1_AHEAD"] == 0
+    assert cfg(2, 197, prefetch=True).walk.constexprs["L1_AHEAD"] == 0  # 197 steps: too short
     assert cfg(128, 197).walk.constexprs["L1_AHEAD"] == 0
-    assert cfg(8, 6085, fp32=True).walk.constexprs["L1_AHEAD"] == 0
+    assert cfg(32, 1025, fp32=True).walk.constexprs["L1_AHEAD"] == 0
     assert cfg(8, 6085, interpreted=True).walk.constexprs["L1_AHEAD"] == 0
     assert cfg(128, 197, l1_ahead=4).walk.constexprs["L1_AHEAD"] == 4
-    assert cfg(8, 6085, l1_ahead=0).walk.constexprs["L1_AHEAD"] == 0
+    assert cfg(32, 1025, l1_ahead=0).walk.constexprs["L1_AHEAD"] == 0
     assert "L1_AHEAD" not in cfg(8, 6085, l1_ahead=4).carry.constexprs
     assert cfg(8, 6085, l1_ahead=4, interpreted=True).walk.constexprs["L1_AHEAD"] == 0
     with pytest.raises(ValueError, match="l1_ahead"):
