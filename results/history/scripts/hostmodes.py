@@ -5,6 +5,7 @@ synchronize) in modes default / fused-dt (dt_proj in the scan, in_proj one GEMM)
 plus eager DeiT-Ti (attn eager and sdpa) in the same round; outputs compared with default. Writes $OUT/hostmodes.json."""
 import json, os, statistics, time
 import torch
+import timing
 from vimbench.models.registry import create_model
 from vimbench.models.vim import set_memory_mode, set_dt_proj_fusion
 
@@ -52,7 +53,16 @@ with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
         r["deit_t_eager"] = host_ms(lambda: deit_e(img))
         rounds.append(r)
         print(i, {k: round(v, 3) for k, v in r.items()}, flush=True)
+graph_us = {}
+for mode in MODES:  # GPU time without host cost: the forward captured in a CUDA graph, replayed
+    use(mode)
+    def fwd():
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+            vim(img)
+    graph_us[mode] = min(timing.graph_us(fwd, reps=10) for _ in range(3))
+    print("graph us", mode, round(graph_us[mode], 1), flush=True)
 summary = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
+summary.update({f"graph_us/{k}": v for k, v in graph_us.items()})
 for mode in MODES[1:]:
     summary[f"{mode}/default paired median"] = statistics.median(r[mode] / r["default"] for r in rounds)
 summary["default/deit_t_eager paired median"] = statistics.median(r["default"] / r["deit_t_eager"] for r in rounds)
