@@ -46,6 +46,39 @@ def test_triton_backend_vim_t_bf16_autocast():
     torch.testing.assert_close(out_tri, out_ref, rtol=0.1, atol=0.25)
 
 
+def test_default_fuses_dt_proj_only_in_host_bound_calls(device, monkeypatch):
+    """Memory mode default (fuse_dt_proj None): the scan gets dt_proj in calls of at most FUSE_DT_MAX_ROWS token
+    rows, the delta GEMM runs above that; the logits agree either way (and with the torch backend)."""
+    import vimbench.models.vim as vim
+
+    ref, tri = _pair("vim_test", 48, device)
+    calls = []
+    scan = tri.ops.bimamba_scan
+
+    def spy(u, delta, *args, **kwargs):
+        calls.append(kwargs.get("dt_proj") is not None)
+        return scan(u, delta, *args, **kwargs)
+
+    for layer in tri.layers:
+        layer.mixer.ops = dataclasses.replace(tri.ops, bimamba_scan=spy)
+    images = torch.randn(2, 3, 48, 48, device=device)
+    rows = 2 * tri.num_tokens
+    with torch.no_grad():
+        gold = ref(images)
+        monkeypatch.setattr(vim, "FUSE_DT_MAX_ROWS", rows)
+        small = tri(images)
+        assert calls and all(calls), "at the limit: fused"
+        calls.clear()
+        monkeypatch.setattr(vim, "FUSE_DT_MAX_ROWS", rows - 1)
+        large = tri(images)
+        assert calls and not any(calls), "above it: the delta GEMM"
+    torch.testing.assert_close(small, large, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(small, gold, rtol=1e-4, atol=1e-4)
+    with torch.enable_grad():
+        assert not tri.layers[0].mixer.fuses_dt_proj(1), "training keeps the dt_proj GEMM"
+    assert not ref.layers[0].mixer.fuses_dt_proj(1), "the torch backend's scan does not fuse it"
+
+
 def test_inference_fuses_dt_proj_and_splits_in_proj_and_matches_torch(device):
     """In the memory mode (off by default) the triton mixer hands the scan the low-rank dt and dt_proj at
     inference (no delta tensor, no dt_proj GEMM) and computes in_proj as two GEMMs; the logits equal the torch
@@ -53,7 +86,7 @@ def test_inference_fuses_dt_proj_and_splits_in_proj_and_matches_torch(device):
     from vimbench.models.vim import set_dt_proj_fusion
 
     ref, tri = _pair("vim_test", 48, device)
-    assert not tri.layers[0].mixer.fuse_dt_proj and not tri.layers[0].mixer.split_in_proj, "off by default"
+    assert tri.layers[0].mixer.fuse_dt_proj is None and not tri.layers[0].mixer.split_in_proj, "automatic by default"
     set_dt_proj_fusion(tri, True, split_in_proj=True)  # the memory mode
     calls = []
     scan = tri.ops.bimamba_scan
@@ -79,5 +112,5 @@ def test_inference_fuses_dt_proj_and_splits_in_proj_and_matches_torch(device):
     torch.testing.assert_close(fused, before, rtol=1e-4, atol=1e-4)
     set_dt_proj_fusion(tri, True, split_in_proj=True)
     with torch.enable_grad():
-        assert not tri.layers[0].mixer.fuses_dt_proj() and not tri.layers[0].mixer.splits_in_proj(), \
+        assert not tri.layers[0].mixer.fuses_dt_proj(1) and not tri.layers[0].mixer.splits_in_proj(), \
             "training keeps the dt_proj GEMM and the single in_proj GEMM"

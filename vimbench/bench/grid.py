@@ -164,10 +164,11 @@ def parse_vim_slice(value: Any) -> tuple[int, ...]:
 
 
 def fuses_dt_proj(mode: str) -> bool:
-    """Whether memory mode `mode` fuses dt_proj into the Triton scan (lean, lean-gated): backend triton only."""
+    """Whether memory mode `mode` always fuses dt_proj into the Triton scan (lean, lean-gated): backend triton
+    only. (default and split fuse it only in host-bound calls, where the backend can.)"""
     from vimbench.models.vim import MEMORY_MODES
 
-    return MEMORY_MODES[mode][0]
+    return MEMORY_MODES[mode][0] is True
 
 
 def _fused_memory_modes(modes: tuple[str, ...]) -> list[str]:

@@ -21,6 +21,11 @@ NORM_EPS = 1e-5
 # Inference's delta GEMM over x_dbl's dt columns AND its zero pad (K = 16 for Vim-Ti) against dt_proj with zero
 # rows for the pad (BiMambaMixer._padded_dt_proj); False: the dt columns alone (K = 12), kept for A/B runs.
 PAD_DT_GEMM = True
+# Inference on backend triton with fuse_dt_proj None (memory modes default and split): the scan applies dt_proj
+# (no dt cast, no delta GEMM: two torch ops fewer per layer) when a mixer call has at most this many token rows
+# (batch x L), where the eager forward is host-bound. Measured on the H200 (224 px, bf16, eager, paired rounds,
+# results/history/hostmodes-h200-2026-12-03.json): batch 1 host time 0.87x.
+FUSE_DT_MAX_ROWS = 16384
 
 # How a mixer trains (under autograd); inference is the same for all three. kernels/README.md ("What the forward
 # saves") has the bytes each keeps per layer.
@@ -199,14 +204,15 @@ class BiMambaMixer(nn.Module):
     """Bidirectional Mamba mixer ("bimamba v2", outputs averaged). Input and output (B, L, D)."""
 
     def __init__(self, d_model: int, depth: int, ops: VimOps, batch_slice: int = 0, train_boundary: str = "fused",
-                 fuse_dt_proj: bool = False, split_in_proj: bool = False):
+                 fuse_dt_proj: bool | None = None, split_in_proj: bool = False):
         super().__init__()
         if train_boundary not in TRAIN_BOUNDARIES:
             raise ValueError(f"train_boundary must be one of {', '.join(TRAIN_BOUNDARIES)}; got {train_boundary!r}")
         self.ops = ops
         self.batch_slice = batch_slice  # images per slice at inference; 0: the whole batch at once
         self.train_boundary = train_boundary
-        self.fuse_dt_proj = fuse_dt_proj  # inference: the scan applies dt_proj, where the backend's scan can
+        # inference: the scan applies dt_proj, where the backend's scan can; None: where the call is host-bound
+        self.fuse_dt_proj = fuse_dt_proj
         self.split_in_proj = split_in_proj  # inference: in_proj as two GEMMs, z made after x is dead
         self.gate_z = False  # inference: z made inside the gate op (ops.zgate), never stored
         inner = d_inner(d_model)
@@ -327,10 +333,12 @@ class BiMambaMixer(nn.Module):
         lean-gated)."""
         return self.gate_z and self.ops.zgate is not None and not torch.is_grad_enabled()
 
-    def fuses_dt_proj(self) -> bool:
-        """Whether this call hands dt_proj to the scan: inference only (the fused scan has no backward; training
-        keeps the GEMM), on a backend whose scan fuses it, unless switched off (`fuse_dt_proj`)."""
-        return self.fuse_dt_proj and self.ops.scan_fuses_dt_proj and not torch.is_grad_enabled()
+    def fuses_dt_proj(self, rows: int) -> bool:
+        """Whether a call on `rows` token rows (batch x L) hands dt_proj to the scan: inference only (the fused scan
+        has no backward; training keeps the GEMM), on a backend whose scan fuses it, when switched on
+        (`fuse_dt_proj` True), or automatically (None) for at most FUSE_DT_MAX_ROWS rows."""
+        fuse = rows <= FUSE_DT_MAX_ROWS if self.fuse_dt_proj is None else self.fuse_dt_proj
+        return fuse and self.ops.scan_fuses_dt_proj and not torch.is_grad_enabled()
 
     def _trains_fused(self, h: torch.Tensor) -> bool:
         return (torch.is_grad_enabled() and self._fused_boundary()
@@ -371,7 +379,7 @@ class BiMambaMixer(nn.Module):
         else:
             x_dbl = torch.bmm(tokens, w.x_proj_t)
         x_dbl = x_dbl.view(2, batch, length, lay.width)  # [B | C | dt | pad] per token
-        if self.fuses_dt_proj():
+        if self.fuses_dt_proj(batch * length):
             # The scan computes delta = dt_proj @ dt per token from x_dbl's dt columns (a (2, B, R, L) view)
             # itself: no (2, B, L, E) delta tensor (0.6 GB at Vim-Ti 1248 px, batch 64, bf16), no GEMM.
             delta, dt_proj = x_dbl[..., lay.dt].transpose(2, 3), w.dt_proj_t.transpose(1, 2)  # (2, E, R) view
@@ -421,7 +429,7 @@ class BiMambaMixer(nn.Module):
 
 class VimBlock(nn.Module):
     def __init__(self, d_model: int, depth: int, ops: VimOps, batch_slice: int = 0, train_boundary: str = "fused",
-                 fuse_dt_proj: bool = False):
+                 fuse_dt_proj: bool | None = None):
         super().__init__()
         self.mixer = BiMambaMixer(d_model, depth, ops, batch_slice, train_boundary, fuse_dt_proj)
         self.norm = RMSNorm(d_model)
@@ -480,15 +488,16 @@ class VisionMamba(nn.Module):
     batch_slice: at inference, each mixer processes the batch in slices of this many images (0: all at once);
     its temporaries then scale with the slice, not the batch. Measured trade-off and estimate: README ("Memory").
     train_boundary: what the mixers' autograd graph keeps in training (TRAIN_BOUNDARIES; "fused" by default).
-    fuse_dt_proj: at inference on the triton backend the scan applies dt_proj itself (no delta tensor). Off by
-    default: a memory mode, not a speed-up. Measured on the H200 (results/history/dtfuse-h200-2026-12-02.json,
+    fuse_dt_proj: at inference on the triton backend the scan applies dt_proj itself (no delta tensor). True: always
+    (a memory mode); None (the default): where the forward is host-bound, at most FUSE_DT_MAX_ROWS token rows per
+    mixer call (two torch ops fewer per layer); False: never. At large sizes it is not a speed-up. Measured on the H200 (results/history/dtfuse-h200-2026-12-02.json,
     Vim-Ti 1248 px, batch 64, bf16): 612 img/s at 3.44 GiB peak off, 542 img/s at 2.87 GiB fused, 540 img/s at
     2.59 GiB fused with in_proj split (`set_dt_proj_fusion(model, True, split_in_proj=True)` switches a built
     model); the fused scan itself is 3.49 ms vs 2.92 ms for the dt_proj GEMM plus the plain scan."""
 
     def __init__(self, img_size: int = 224, embed_dim: int = 192, depth: int = 24, num_classes: int = 1000,
                  backend: str = "torch", batch_slice: int = 0, train_boundary: str = "fused",
-                 fuse_dt_proj: bool = False):
+                 fuse_dt_proj: bool | None = None):
         super().__init__()
         if img_size < PATCH:
             raise ValueError(f"img_size {img_size} is smaller than one {PATCH}px patch")
@@ -553,15 +562,17 @@ class VisionMamba(nn.Module):
 
 
 # Inference memory modes of the Vim mixers (`vimbench sweep --vim-memory`; inference only, training ignores them):
-# name -> (fuse dt_proj into the scan, in_proj as two GEMMs, z made inside the gate). "default": one in_proj GEMM,
-# the dt_proj GEMM and a (B, L, 2, E) delta tensor; "split": in_proj as x then z, so x, z and the conv output are
+# name -> (fuse dt_proj into the scan: True, or None = only in host-bound calls (FUSE_DT_MAX_ROWS); in_proj as two
+# GEMMs; z made inside the gate). "default": one in_proj GEMM, the dt_proj GEMM and a (B, L, 2, E) delta tensor
+# (on backend triton, in calls of at most FUSE_DT_MAX_ROWS token rows the scan applies dt_proj instead); "split": in_proj as x then z, so x, z and the conv output are
 # never alive together; "lean": split, and the scan applies dt_proj itself (no delta tensor; backend triton only);
 # "lean-gated": lean, and z is never stored: the scan runs ungated and the `zgate` op makes z tile by tile inside
 # the gate, which also sums the directions (out_proj then K = E). Vim-Ti 1248 px, batch 64, bf16, eager, one sweep
 # (results/memory-modes-gated-h200-2026-12-03.jsonl), peak allocated / img/s: default 3.44 GiB / 622, split 3.14 /
 # 619, lean 2.59 / 608, lean-gated 2.45 / 535.
-MEMORY_MODES: dict[str, tuple[bool, bool, bool]] = {"default": (False, False, False), "split": (False, True, False),
-                                                    "lean": (True, True, False), "lean-gated": (True, True, True)}
+MEMORY_MODES: dict[str, tuple[bool | None, bool, bool]] = {
+    "default": (None, False, False), "split": (None, True, False), "lean": (True, True, False),
+    "lean-gated": (True, True, True)}
 
 
 def set_memory_mode(model: nn.Module, mode: str) -> None:
@@ -575,11 +586,12 @@ def set_memory_mode(model: nn.Module, mode: str) -> None:
             module.gate_z = gate
 
 
-def set_dt_proj_fusion(model: nn.Module, on: bool, split_in_proj: bool | None = None) -> None:
-    """Switch the fused dt_proj (scan computes delta) on or off in every Vim mixer of `model`, and the split
-    in_proj too if `split_in_proj` is given (both are inference-time memory savings; off: the previous path)."""
+def set_dt_proj_fusion(model: nn.Module, on: bool | None, split_in_proj: bool | None = None) -> None:
+    """Switch the fused dt_proj (scan computes delta) on, off or to automatic (None: host-bound calls only) in every
+    Vim mixer of `model`, and the split in_proj too if `split_in_proj` is given (both are inference-time memory
+    savings; off: the previous path)."""
     for module in model.modules():
         if isinstance(module, BiMambaMixer):
-            module.fuse_dt_proj = bool(on)
+            module.fuse_dt_proj = None if on is None else bool(on)
             if split_in_proj is not None:
                 module.split_in_proj = bool(split_in_proj)
