@@ -10,6 +10,7 @@ OUT = os.environ.get("OUT", "/tmp")
 rows, diffs = [], {}
 for res, batch in ((1248, 64), (224, 64)):
     model = create_model("vim_t", img_size=res, backend="triton").cuda().eval()
+    V.set_dt_proj_fusion(model, False)  # the delta GEMM at every size (224 px batch 64 would fuse automatically)
     x = torch.randn(batch, 3, res, res, device="cuda")
     def f():
         with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):

@@ -25,12 +25,14 @@ deit = create_model("deit_t", img_size=224, attn="sdpa").cuda().eval()
 deit_e = create_model("deit_t", img_size=224, attn="eager").cuda().eval()
 BATCH = int(os.environ.get("HOSTMODES_BATCH", 1))
 img = torch.randn(BATCH, 3, 224, 224, device="cuda")
-MODES = ("default", "fused-dt", "lean")
+MODES = ("default", "fused-dt", "lean")  # default here: the delta GEMM (fusion off, as before 948d304)
 
 
 def use(mode):
     if mode == "fused-dt":
         set_memory_mode(vim, "default"); set_dt_proj_fusion(vim, True, split_in_proj=False)
+    elif mode == "default":
+        set_memory_mode(vim, "default"); set_dt_proj_fusion(vim, False, split_in_proj=False)
     else:
         set_memory_mode(vim, mode)
 
