@@ -134,3 +134,14 @@ def test_memory_modes_agree_on_the_gpu_in_bf16():
     scale = out["default"].abs().max()
     for mode in ("lean", "lean-gated"):
         assert (out[mode] - out["default"]).abs().max() <= 0.03 * scale, mode
+
+
+def test_traced_mixers_keep_one_in_proj_gemm(monkeypatch):
+    """While torch.compile traces, split and lean run in_proj as one GEMM: inductor's freezing would merge the two
+    GEMMs (shared input, constant weights) and copy the halves of its output for our ops."""
+    model = create_model("vim_test", img_size=32, backend="torch", vim_memory="split")
+    mixer = model.layers[0].mixer
+    with torch.no_grad():
+        assert mixer.splits_in_proj()
+        monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+        assert not mixer.splits_in_proj()

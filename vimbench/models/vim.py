@@ -323,9 +323,12 @@ class BiMambaMixer(nn.Module):
         return out
 
     def splits_in_proj(self) -> bool:
-        """Whether this call computes in_proj as two GEMMs, x then z (see `_mix`): at inference unless switched
-        off (`split_in_proj`); under autograd the conv keeps x for its backward anyway."""
-        return self.split_in_proj and not torch.is_grad_enabled()
+        """Whether this call computes in_proj as two GEMMs, x then z (see `_mix`): in eager inference unless
+        switched off (`split_in_proj`); under autograd the conv keeps x for its backward anyway. Not while traced:
+        inductor's freezing merges GEMMs that share an input and have constant weights into one and splits its
+        output, so the split was undone and cost two copies per layer for our ops' layouts (H200, Vim-Ti lean,
+        1248 px, batch 64, bf16: 6.9 ms per forward; results/history/lprof-h200-2026-12-03.json)."""
+        return self.split_in_proj and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
 
     def gates_z(self) -> bool:
         """Whether this call runs the scan ungated and makes z inside the gate (ops.zgate): inference only (the

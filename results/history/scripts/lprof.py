@@ -38,7 +38,7 @@ def run(m):
         with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
             return m(x)
     return f
-for mem in ("default", "lean", "lean-gated"):
+for mem in os.environ.get("LPROF_MODES", "default,lean,lean-gated").split(","):
     set_memory_mode(model, mem)
     eager = run(model); ref = eager()
     r = {"eager": kernels(eager), "eager_ms": timed(eager)}
@@ -50,7 +50,7 @@ for mem in ("default", "lean", "lean-gated"):
     res[mem] = r
     print(mem, {k: (v if isinstance(v, float) else (v["kernels_per_fwd"], round(v["gpu_us_per_fwd"], 1))) for k, v in r.items()}, flush=True)
     torch.cuda.empty_cache()
-json.dump(dict(commit=os.environ.get("VIMBENCH_GIT_COMMIT"), res=RES, batch=BATCH, modes=res), open(f"{OUT}/lprof.json", "w"), indent=1)
+json.dump(dict(commit=os.environ.get("VIMBENCH_GIT_COMMIT"), res=RES, batch=BATCH, modes=res), open(f"{OUT}/lprof{os.environ.get('LPROF_TAG', '')}.json", "w"), indent=1)
 for mem, r in res.items():
     for which in ("eager", "compiled"):
         print(f"== {mem} {which}: {r[which]['kernels_per_fwd']:.0f} kernels, {r[which]['gpu_us_per_fwd']/1000:.1f} ms, event {r[which + '_ms']:.1f} ms")
