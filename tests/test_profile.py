@@ -171,7 +171,9 @@ def test_gpu_training_step_profile(tmp_path):
     assert row["status"] == "ok" and row["mode"] == "train"
     for category in ("scan", "conv", "norm", "gemm", "optimizer"):
         assert row[f"ms_{category}"] > 0, category
-    assert 0 < row["gpu_busy_ms"] <= row["profiled_ms"] + 1e-6
+    # the union of the kernels' intervals is at most the sum of their durations, up to the trace's timestamp
+    # rounding (the H200 run of 2026-12-03 differed by 5 ns: 9.943390625 vs 9.943386 ms)
+    assert 0 < row["gpu_busy_ms"] <= row["profiled_ms"] + 1e-3
     assert row["gpu_span_ms"] == pytest.approx(row["gpu_busy_ms"] + row["gpu_idle_ms"])
     assert row["gpu_idle_ms"] >= 0
     names = {k["name"] for k in row["top_kernels"]}

@@ -47,8 +47,9 @@ def test_triton_backend_vim_t_bf16_autocast():
 
 
 def test_default_fuses_dt_proj_only_in_host_bound_calls(device, monkeypatch):
-    """Memory mode default (fuse_dt_proj None): the scan gets dt_proj in calls of at most FUSE_DT_MAX_ROWS token
-    rows, the delta GEMM runs above that; the logits agree either way (and with the torch backend)."""
+    """Memory mode default (fuse_dt_proj None): the scan gets dt_proj in eager calls of at most FUSE_DT_MAX_ROWS
+    token rows, the delta GEMM runs above that and while traced; the logits agree either way (and with the torch
+    backend)."""
     import vimbench.models.vim as vim
 
     ref, tri = _pair("vim_test", 48, device)
@@ -74,9 +75,14 @@ def test_default_fuses_dt_proj_only_in_host_bound_calls(device, monkeypatch):
         assert calls and not any(calls), "above it: the delta GEMM"
     torch.testing.assert_close(small, large, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(small, gold, rtol=1e-4, atol=1e-4)
+    h = torch.zeros(1, 1, tri.embed_dim, device=device)
+    mixer = tri.layers[0].mixer
+    with torch.no_grad():
+        assert mixer.fuses_dt_proj(h) and not ref.layers[0].mixer.fuses_dt_proj(h), "the torch backend's scan does not"
+        monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+        assert not mixer.fuses_dt_proj(h), "traced: the delta GEMM"
     with torch.enable_grad():
-        assert not tri.layers[0].mixer.fuses_dt_proj(1), "training keeps the dt_proj GEMM"
-    assert not ref.layers[0].mixer.fuses_dt_proj(1), "the torch backend's scan does not fuse it"
+        assert not mixer.fuses_dt_proj(h), "training keeps the dt_proj GEMM"
 
 
 def test_inference_fuses_dt_proj_and_splits_in_proj_and_matches_torch(device):
@@ -112,5 +118,5 @@ def test_inference_fuses_dt_proj_and_splits_in_proj_and_matches_torch(device):
     torch.testing.assert_close(fused, before, rtol=1e-4, atol=1e-4)
     set_dt_proj_fusion(tri, True, split_in_proj=True)
     with torch.enable_grad():
-        assert not tri.layers[0].mixer.fuses_dt_proj(1) and not tri.layers[0].mixer.splits_in_proj(), \
+        assert not tri.layers[0].mixer.fuses_dt_proj(images) and not tri.layers[0].mixer.splits_in_proj(), \
             "training keeps the dt_proj GEMM and the single in_proj GEMM"

@@ -21,10 +21,13 @@ NORM_EPS = 1e-5
 # Inference's delta GEMM over x_dbl's dt columns AND its zero pad (K = 16 for Vim-Ti) against dt_proj with zero
 # rows for the pad (BiMambaMixer._padded_dt_proj); False: the dt columns alone (K = 12), kept for A/B runs.
 PAD_DT_GEMM = True
-# Inference on backend triton with fuse_dt_proj None (memory modes default and split): the scan applies dt_proj
-# (no dt cast, no delta GEMM: two torch ops fewer per layer) when a mixer call has at most this many token rows
-# (batch x L), where the eager forward is host-bound. Measured on the H200 (224 px, bf16, eager, paired rounds,
-# results/history/hostmodes-h200-2026-12-03.json): batch 1 host time 0.87x.
+# Inference on backend triton with fuse_dt_proj None (memory modes default and split): in eager calls (not traced,
+# not captured) of at most this many token rows (batch x L), where the launches are host-bound, the scan applies
+# dt_proj (no dt cast, no delta GEMM: two torch ops fewer per layer). Measured on the H200 (Vim-Ti 224 px, bf16,
+# paired rounds against the delta GEMM; results/history/hostmodes-h200-2026-12-03.json and
+# hostmodes-b{1,64}-h200-2026-12-03.json): eager host time per forward 0.87x / 0.95x at batch 1 (two runs), 0.86x
+# at batch 64; GPU time (CUDA-graph replay) 952 vs 875 us at batch 1, 3,504 vs 3,690 at batch 64. So captured and
+# traced forwards keep the delta GEMM (its GPU time wins at batch 1).
 FUSE_DT_MAX_ROWS = 16384
 
 # How a mixer trains (under autograd); inference is the same for all three. kernels/README.md ("What the forward
@@ -211,7 +214,7 @@ class BiMambaMixer(nn.Module):
         self.ops = ops
         self.batch_slice = batch_slice  # images per slice at inference; 0: the whole batch at once
         self.train_boundary = train_boundary
-        # inference: the scan applies dt_proj, where the backend's scan can; None: where the call is host-bound
+        # inference: the scan applies dt_proj, where the backend's scan can; None: in host-bound eager calls
         self.fuse_dt_proj = fuse_dt_proj
         self.split_in_proj = split_in_proj  # inference: in_proj as two GEMMs, z made after x is dead
         self.gate_z = False  # inference: z made inside the gate op (ops.zgate), never stored
@@ -336,12 +339,18 @@ class BiMambaMixer(nn.Module):
         lean-gated)."""
         return self.gate_z and self.ops.zgate is not None and not torch.is_grad_enabled()
 
-    def fuses_dt_proj(self, rows: int) -> bool:
-        """Whether a call on `rows` token rows (batch x L) hands dt_proj to the scan: inference only (the fused scan
+    def fuses_dt_proj(self, h: torch.Tensor) -> bool:
+        """Whether this call (mixer input h, (B, L, D)) hands dt_proj to the scan: inference only (the fused scan
         has no backward; training keeps the GEMM), on a backend whose scan fuses it, when switched on
-        (`fuse_dt_proj` True), or automatically (None) for at most FUSE_DT_MAX_ROWS rows."""
-        fuse = rows <= FUSE_DT_MAX_ROWS if self.fuse_dt_proj is None else self.fuse_dt_proj
-        return fuse and self.ops.scan_fuses_dt_proj and not torch.is_grad_enabled()
+        (`fuse_dt_proj` True), or automatically (None) where the launches are host-bound: eager calls (not traced,
+        not captured into a CUDA graph) of at most FUSE_DT_MAX_ROWS token rows (B x L)."""
+        if not self.ops.scan_fuses_dt_proj or torch.is_grad_enabled():
+            return False
+        if self.fuse_dt_proj is not None:
+            return self.fuse_dt_proj
+        if h.shape[0] * h.shape[1] > FUSE_DT_MAX_ROWS or torch.compiler.is_compiling():
+            return False
+        return not (h.is_cuda and torch.cuda.is_current_stream_capturing())
 
     def _trains_fused(self, h: torch.Tensor) -> bool:
         return (torch.is_grad_enabled() and self._fused_boundary()
@@ -382,7 +391,7 @@ class BiMambaMixer(nn.Module):
         else:
             x_dbl = torch.bmm(tokens, w.x_proj_t)
         x_dbl = x_dbl.view(2, batch, length, lay.width)  # [B | C | dt | pad] per token
-        if self.fuses_dt_proj(batch * length):
+        if self.fuses_dt_proj(h):
             # The scan computes delta = dt_proj @ dt per token from x_dbl's dt columns (a (2, B, R, L) view)
             # itself: no (2, B, L, E) delta tensor (0.6 GB at Vim-Ti 1248 px, batch 64, bf16), no GEMM.
             delta, dt_proj = x_dbl[..., lay.dt].transpose(2, 3), w.dt_proj_t.transpose(1, 2)  # (2, E, R) view
@@ -492,8 +501,8 @@ class VisionMamba(nn.Module):
     its temporaries then scale with the slice, not the batch. Measured trade-off and estimate: README ("Memory").
     train_boundary: what the mixers' autograd graph keeps in training (TRAIN_BOUNDARIES; "fused" by default).
     fuse_dt_proj: at inference on the triton backend the scan applies dt_proj itself (no delta tensor). True: always
-    (a memory mode); None (the default): where the forward is host-bound, at most FUSE_DT_MAX_ROWS token rows per
-    mixer call (two torch ops fewer per layer); False: never. At large sizes it is not a speed-up. Measured on the H200 (results/history/dtfuse-h200-2026-12-02.json,
+    (a memory mode); None (the default): where the launches are host-bound, eager calls of at most
+    FUSE_DT_MAX_ROWS token rows (two torch ops fewer per layer); False: never. At large sizes it is not a speed-up. Measured on the H200 (results/history/dtfuse-h200-2026-12-02.json,
     Vim-Ti 1248 px, batch 64, bf16): 612 img/s at 3.44 GiB peak off, 542 img/s at 2.87 GiB fused, 540 img/s at
     2.59 GiB fused with in_proj split (`set_dt_proj_fusion(model, True, split_in_proj=True)` switches a built
     model); the fused scan itself is 3.49 ms vs 2.92 ms for the dt_proj GEMM plus the plain scan."""
@@ -565,9 +574,9 @@ class VisionMamba(nn.Module):
 
 
 # Inference memory modes of the Vim mixers (`vimbench sweep --vim-memory`; inference only, training ignores them):
-# name -> (fuse dt_proj into the scan: True, or None = only in host-bound calls (FUSE_DT_MAX_ROWS); in_proj as two
-# GEMMs; z made inside the gate). "default": one in_proj GEMM, the dt_proj GEMM and a (B, L, 2, E) delta tensor
-# (on backend triton, in calls of at most FUSE_DT_MAX_ROWS token rows the scan applies dt_proj instead); "split": in_proj as x then z, so x, z and the conv output are
+# name -> (fuse dt_proj into the scan: True, or None = only in host-bound eager calls (FUSE_DT_MAX_ROWS); in_proj as
+# two GEMMs; z made inside the gate). "default": one in_proj GEMM, the dt_proj GEMM and a (B, L, 2, E) delta tensor
+# (on backend triton, in eager calls of at most FUSE_DT_MAX_ROWS token rows the scan applies dt_proj instead); "split": in_proj as x then z, so x, z and the conv output are
 # never alive together; "lean": split, and the scan applies dt_proj itself (no delta tensor; backend triton only);
 # "lean-gated": lean, and z is never stored: the scan runs ungated and the `zgate` op makes z tile by tile inside
 # the gate, which also sums the directions (out_proj then K = E). Vim-Ti 1248 px, batch 64, bf16, eager, one sweep
