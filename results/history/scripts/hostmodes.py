@@ -1,9 +1,11 @@
-"""Eager batch-1 host time per Vim-Ti memory mode (issue 11: eager batch 1 vs DeiT-Ti eager, same run): the dt_proj
-fused into the scan removes two torch ops per layer (the dt columns' cast and the delta GEMM). 12 rounds, each
-timing the eager Vim-Ti bf16 forward at 224 px, batch 1 (wall clock of 20 back-to-back forwards, then a
-synchronize) in modes default / fused-dt (dt_proj in the scan, in_proj one GEMM) / lean, order rotated per round,
-plus eager DeiT-Ti (attn eager and sdpa) in the same round; outputs compared with default. Writes $OUT/hostmodes.json."""
-import json, os, statistics, time
+"""Eager host time per Vim-Ti memory mode (issue 11: eager batch 1 vs DeiT-Ti eager, same run): the dt_proj fused
+into the scan removes two torch ops per layer (the dt columns' cast and the delta GEMM). HOSTMODES_ROUNDS rounds
+(12), each timing the eager Vim-Ti bf16 forward at 224 px, batch HOSTMODES_BATCH (1) (wall clock of 20 back-to-back
+forwards, then a synchronize) in modes default (here: the delta GEMM, fusion off) / fused-dt (dt_proj in the scan,
+in_proj one GEMM) / lean, order rotated per round, plus eager DeiT-Ti (attn eager and sdpa) in the same round;
+then each mode's GPU time as a CUDA-graph replay; outputs compared with default. Writes
+$OUT/hostmodes-b{BATCH}.json (the first run, batch 1 before the file name had the batch: hostmodes.json)."""
+import json, os, statistics
 import torch
 import timing
 from vimbench.models.registry import create_model
@@ -12,13 +14,7 @@ from vimbench.models.vim import set_memory_mode, set_dt_proj_fusion
 OUT = os.environ.get("OUT", "/tmp")
 
 
-def host_ms(fn, n=20):
-    torch.cuda.synchronize(); t0 = time.perf_counter()
-    for _ in range(n):
-        fn()
-    torch.cuda.synchronize()
-    return (time.perf_counter() - t0) / n * 1e3
-
+host_ms = timing.host_ms
 
 vim = create_model("vim_t", img_size=224, backend="triton").cuda().eval()
 deit = create_model("deit_t", img_size=224, attn="sdpa").cuda().eval()

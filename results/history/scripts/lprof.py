@@ -1,8 +1,8 @@
 """Why compiled lean is slower than eager lean (memory-modes sweep 2026-12-03d: eager 688, compiled 647 img/s, while
 the default mode gains 660 -> 689): GPU kernels per forward of Vim-Ti at 1248 px, batch 64, bf16, eager vs compiled
 (default mode, frozen), memory modes default / lean / lean-gated; event-timed medians. Writes $OUT/lprof.json."""
-import collections, json, os, statistics, torch
-from torch.profiler import profile, ProfilerActivity
+import json, os, torch
+import timing
 from vimbench.models.registry import create_model
 from vimbench.models.vim import set_memory_mode
 from vimbench.bench import compiler
@@ -10,26 +10,12 @@ OUT = os.environ.get("OUT", "/tmp")
 RES, BATCH = int(os.environ.get("LPROF_RES", 1248)), int(os.environ.get("LPROF_BATCH", 64))
 res = {}
 
-def kernels(f, n=2):
-    for _ in range(2): f()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as p:
-        for _ in range(n): f()
-        torch.cuda.synchronize()
-    agg = collections.defaultdict(lambda: [0, 0.0])
-    for e in p.events():
-        if e.device_type == torch.autograd.DeviceType.CUDA:
-            agg[e.name[:100]][0] += 1; agg[e.name[:100]][1] += e.device_time
-    rows = sorted(([k, c / n, t / n] for k, (c, t) in agg.items()), key=lambda r: -r[2])
-    return dict(kernels_per_fwd=sum(r[1] for r in rows), gpu_us_per_fwd=sum(r[2] for r in rows), top=rows[:30])
+kernels = timing.kernel_table
 
-def timed(f, n=10):
-    for _ in range(3): f()
-    torch.cuda.synchronize(); ts = []
-    for _ in range(n):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record(); f(); b.record(); torch.cuda.synchronize(); ts.append(a.elapsed_time(b))
-    return statistics.median(ts)
+
+def timed(f):
+    return timing.event_median_ms(f, n=10)
+
 
 model = create_model("vim_t", img_size=RES, backend="triton").cuda().eval()
 x = torch.randn(BATCH, 3, RES, RES, device="cuda")
