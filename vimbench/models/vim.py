@@ -502,8 +502,9 @@ class VisionMamba(nn.Module):
     train_boundary: what the mixers' autograd graph keeps in training (TRAIN_BOUNDARIES; "fused" by default).
     fuse_dt_proj: at inference on the triton backend the scan applies dt_proj itself (no delta tensor). True: always
     (a memory mode); None (the default): where the launches are host-bound, eager calls of at most
-    FUSE_DT_MAX_ROWS token rows (two torch ops fewer per layer); False: never. At large sizes it is not a speed-up. Measured on the H200 (results/history/dtfuse-h200-2026-12-02.json,
-    Vim-Ti 1248 px, batch 64, bf16): 612 img/s at 3.44 GiB peak off, 542 img/s at 2.87 GiB fused, 540 img/s at
+    FUSE_DT_MAX_ROWS token rows (two torch ops fewer per layer); False: never. At large sizes it is not a
+    speed-up. Measured on the H200 (results/history/dtfuse-h200-2026-12-02.json, Vim-Ti 1248 px, batch 64,
+    bf16): 612 img/s at 3.44 GiB peak off, 542 img/s at 2.87 GiB fused, 540 img/s at
     2.59 GiB fused with in_proj split (`set_dt_proj_fusion(model, True, split_in_proj=True)` switches a built
     model); the fused scan itself is 3.49 ms vs 2.92 ms for the dt_proj GEMM plus the plain scan."""
 
@@ -576,9 +577,9 @@ class VisionMamba(nn.Module):
 # Inference memory modes of the Vim mixers (`vimbench sweep --vim-memory`; inference only, training ignores them):
 # name -> (fuse dt_proj into the scan: True, or None = only in host-bound eager calls (FUSE_DT_MAX_ROWS); in_proj as
 # two GEMMs; z made inside the gate). "default": one in_proj GEMM, the dt_proj GEMM and a (B, L, 2, E) delta tensor
-# (on backend triton, in eager calls of at most FUSE_DT_MAX_ROWS token rows the scan applies dt_proj instead); "split": in_proj as x then z, so x, z and the conv output are
-# never alive together; "lean": split, and the scan applies dt_proj itself (no delta tensor; backend triton only);
-# "lean-gated": lean, and z is never stored: the scan runs ungated and the `zgate` op makes z tile by tile inside
+# (on backend triton, in eager calls of at most FUSE_DT_MAX_ROWS token rows the scan applies dt_proj instead);
+# "split": in_proj as x then z (eager only), so x, z and the conv output are never alive together; "lean": split,
+# and the scan applies dt_proj itself (no delta tensor; backend triton only); "lean-gated": lean, and z is never stored: the scan runs ungated and the `zgate` op makes z tile by tile inside
 # the gate, which also sums the directions (out_proj then K = E). Vim-Ti 1248 px, batch 64, bf16, eager, one sweep
 # (results/memory-modes-gated-h200-2026-12-03.jsonl), peak allocated / img/s: default 3.44 GiB / 622, split 3.14 /
 # 619, lean 2.59 / 608, lean-gated 2.45 / 535.
