@@ -579,8 +579,9 @@ class VisionMamba(nn.Module):
 # two GEMMs; z made inside the gate). "default": one in_proj GEMM, the dt_proj GEMM and a (B, L, 2, E) delta tensor
 # (on backend triton, in eager calls of at most FUSE_DT_MAX_ROWS token rows the scan applies dt_proj instead);
 # "split": in_proj as x then z (eager only), so x, z and the conv output are never alive together; "lean": split,
-# and the scan applies dt_proj itself (no delta tensor; backend triton only); "lean-gated": lean, and z is never stored: the scan runs ungated and the `zgate` op makes z tile by tile inside
-# the gate, which also sums the directions (out_proj then K = E). Vim-Ti 1248 px, batch 64, bf16, eager, one sweep
+# and the scan applies dt_proj itself (no delta tensor; backend triton only); "lean-gated": lean, and z is never
+# stored: the scan runs ungated and the `zgate` op makes z tile by tile inside the gate, which also sums the
+# directions (out_proj then K = E). Vim-Ti 1248 px, batch 64, bf16, eager, one sweep
 # (results/memory-modes-gated-h200-2026-12-03.jsonl), peak allocated / img/s: default 3.44 GiB / 622, split 3.14 /
 # 619, lean 2.59 / 608, lean-gated 2.45 / 535.
 MEMORY_MODES: dict[str, tuple[bool | None, bool, bool]] = {
