@@ -581,9 +581,9 @@ class VisionMamba(nn.Module):
 # "split": in_proj as x then z (eager only), so x, z and the conv output are never alive together; "lean": split,
 # and the scan applies dt_proj itself (no delta tensor; backend triton only); "lean-gated": lean, and z is never
 # stored: the scan runs ungated and the `zgate` op makes z tile by tile inside the gate, which also sums the
-# directions (out_proj then K = E). Vim-Ti 1248 px, batch 64, bf16, eager, one sweep
-# (results/memory-modes-gated-h200-2026-12-03.jsonl), peak allocated / img/s: default 3.44 GiB / 622, split 3.14 /
-# 619, lean 2.59 / 608, lean-gated 2.45 / 535.
+# directions (out_proj then K = E). Vim-Ti 1248 px, batch 64, bf16, eager, one sweep (the latest,
+# results/memory-modes-1248-h200-2026-12-03e.jsonl), peak allocated / img/s: default 3.45 GiB / 682, split 3.17 /
+# 678, lean 2.59 / 686, lean-gated 2.45 / 648 (DeiT-Ti sdpa 3.40 / 648).
 MEMORY_MODES: dict[str, tuple[bool | None, bool, bool]] = {
     "default": (None, False, False), "split": (None, True, False), "lean": (True, True, False),
     "lean-gated": (True, True, True)}
