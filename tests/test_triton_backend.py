@@ -85,6 +85,38 @@ def test_default_fuses_dt_proj_only_in_host_bound_calls(device, monkeypatch):
         assert not mixer.fuses_dt_proj(h), "training keeps the dt_proj GEMM"
 
 
+@pytest.mark.gpu
+def test_captured_forward_keeps_the_delta_gemm():
+    """Vim-Ti at 224 px, batch 1, bf16: the eager forward fuses dt_proj into the scan (host-bound), the forward
+    captured into a CUDA graph does not (its GPU time is lower with the delta GEMM), and both give the logits of
+    the delta path within bf16 rounding."""
+    _, tri = _pair("vim_t", 224, "cuda")
+    seen = []
+    mixer = tri.layers[0].mixer
+    decide = mixer.fuses_dt_proj
+    mixer.fuses_dt_proj = lambda h: seen.append(decide(h)) or seen[-1]
+    images = torch.randn(1, 3, 224, 224, device="cuda")
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        eager = tri(images).float()
+        assert seen == [True], "eager batch 1: fused"
+        side = torch.cuda.Stream()
+        with torch.cuda.stream(side):
+            tri(images)
+        torch.cuda.synchronize()
+        seen.clear()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            captured = tri(images)
+        assert seen == [False], "captured: the delta GEMM"
+        graph.replay()
+        torch.cuda.synchronize()
+        from vimbench.models.vim import set_dt_proj_fusion
+        set_dt_proj_fusion(tri, False)
+        gemm = tri(images).float()
+    torch.testing.assert_close(captured.float(), gemm, rtol=0.05, atol=0.05)
+    torch.testing.assert_close(eager, gemm, rtol=0.05, atol=0.05)
+
+
 def test_inference_fuses_dt_proj_and_splits_in_proj_and_matches_torch(device):
     """In the memory mode (off by default) the triton mixer hands the scan the low-rank dt and dt_proj at
     inference (no delta tensor, no dt_proj GEMM) and computes in_proj as two GEMMs; the logits equal the torch
