@@ -51,10 +51,12 @@ def test_vim_test_matches_flop_counter():
     images = torch.randn(2, 3, 64, 64)
     counts = model_counts("vim_test", 64, 2, num_classes=10)
     by = counts.by_category()
-    # The counter also sees the zero rows the mixer pads x_proj's output with (fp32: no other extras).
+    # The counter also sees the zero rows the mixer pads x_proj's output with, and the same pad again as the delta
+    # GEMM's extra K (its dt columns carry x_dbl's pad against zero rows of dt_proj; fp32: no other extras).
     mixer = model.layers[0].mixer
     lay, tokens, depth = mixer.x_dbl_layout, model.num_tokens, len(model.layers)
-    padding = 2 * (2 * 2 * tokens) * mixer.d_inner * (lay.width - lay.dt_rank - 2 * lay.d_state) * depth
+    pad_flops = 2 * (2 * 2 * tokens) * mixer.d_inner * (lay.width - lay.dt_rank - 2 * lay.d_state) * depth
+    padding = 2 * pad_flops
     assert lay == XDblLayout(mixer.dt_rank, 16) and padding > 0
     assert _counter_flops(model, images) == pytest.approx(by["gemm"]["flops"] + by["conv"]["flops"] + padding,
                                                           rel=1e-12)
