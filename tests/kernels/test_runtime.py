@@ -39,3 +39,13 @@ def test_sum_partials_under_graph_capture_replays_the_sum():
     p.mul_(2)
     graph.replay()
     torch.testing.assert_close(out.double(), p.double().sum(0), rtol=1e-5, atol=1e-5)
+
+
+def test_strides_names_each_stride_and_refuses_a_mismatch():
+    from kernels.runtime import strides
+
+    assert strides("stride_u", ("b", "e", "l"), (7, 1, 3)) == {"stride_u_b": 7, "stride_u_e": 1, "stride_u_l": 3}
+    assert strides("stride_u", ("b", "e", "l"), (8, 2, 4)) == {"stride_u_b": 8, "stride_u_e": 2, "stride_u_l": 4}
+    assert strides("stride_z", ("b", "e", "l"), (1, 2, 3)) == {"stride_z_b": 1, "stride_z_e": 2, "stride_z_l": 3}
+    with pytest.raises(ValueError, match="stride_u: 3 stride names for 2 strides"):
+        strides("stride_u", ("b", "e", "l"), (1, 2))
