@@ -59,8 +59,9 @@ def sweep(
                                                           "with a slice, fewer programs per kernel) "
                                                           "[default: 0].")] = None,
     vim_memory: Annotated[Optional[str], typer.Option(help="Vim: the mixers' inference memory mode, a list "
-                                                           "sweeps them: default; split (in_proj as two GEMMs, "
-                                                           "x dead before z); lean (split, and the Triton scan "
+                                                           "sweeps them: default (small eager calls hand the "
+                                                           "Triton scan dt_proj); split (in_proj as two GEMMs, "
+                                                           "x dead before z; eager); lean (split, and the Triton scan "
                                                            "applies dt_proj: no delta tensor); lean-gated (lean, "
                                                            "and z made inside the gate: no z tensor) "
                                                            "[default: default].")] = None,
