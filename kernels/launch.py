@@ -41,7 +41,9 @@ _enabled = os.environ.get("VIMBENCH_FAST_LAUNCH", "1") != "0" and triton.__versi
 _cache: dict[tuple, tuple] = {}
 _JIT_FUNCTION = triton.runtime.jit.JITFunction
 _TRITON_RUNTIME = getattr(getattr(triton, "knobs", None), "runtime", None)
-stats = {"direct": 0, "triton": 0}  # launches by path since import (tests and scripts read it)
+stats = {"direct": 0, "triton": 0, "replayed": 0}  # launches by path, replayed calls (CallMemo), since import
+_on_gpu = operator.attrgetter("is_cuda")  # which tensors a replayed call may take (CPU tests widen it)
+_recording: list | None = None  # the launches of the call that `CallMemo.record` is recording, else None
 
 
 def fast_launch_enabled() -> bool:
@@ -80,6 +82,8 @@ def specialization_key(kwargs: dict[str, Any]) -> tuple:
 
 
 def _hooks_registered(kernel) -> bool:
+    """Whether a launch hook is registered: Triton's global enter/exit hooks, or the kernel's pre-run hooks
+    (kernel None: the global ones only)."""
     for name in ("launch_enter_hook", "launch_exit_hook"):
         hook = getattr(_TRITON_RUNTIME, name, None)
         if hook is not None and getattr(hook, "calls", True):
@@ -110,6 +114,7 @@ def launch(kernel, grid: tuple[int, ...], *args: Any, **kwargs: Any) -> None:
     Triton takes them."""
     if not _enabled or type(kernel) is not _JIT_FUNCTION:
         stats["triton"] += 1
+        _not_replayable()
         kernel[grid](*args, **kwargs)
         return
     if args:
@@ -122,11 +127,137 @@ def launch(kernel, grid: tuple[int, ...], *args: Any, **kwargs: Any) -> None:
         entry = key = None
     if entry is None or _hooks_registered(kernel):
         _triton_launch(kernel, grid, kwargs, key)
+        entry = None if key is None or _hooks_registered(kernel) else _cache.get(key)
+        if _recording is not None:
+            if entry is None:
+                _not_replayable()
+            else:
+                _recording.append((kernel, entry[0], _grid3(grid), entry[1]({**entry[2], **kwargs})))
         return
     compiled, params_in_order, defaults = entry
     args = params_in_order({**defaults, **kwargs} if defaults else kwargs)
-    n = len(grid)
-    compiled.run(grid[0], grid[1] if n > 1 else 1, grid[2] if n > 2 else 1,
-                 torch._C._cuda_getCurrentRawStream(device), compiled.function, compiled.packed_metadata,
+    grid = _grid3(grid)
+    compiled.run(*grid, torch._C._cuda_getCurrentRawStream(device), compiled.function, compiled.packed_metadata,
                  None, None, None, *args)
     stats["direct"] += 1
+    if _recording is not None:
+        _recording.append((kernel, compiled, grid, args))
+
+
+def _grid3(grid: tuple[int, ...]) -> tuple[int, int, int]:
+    n = len(grid)
+    return grid[0], grid[1] if n > 1 else 1, grid[2] if n > 2 else 1
+
+
+def _not_replayable() -> None:
+    """A launch inside a recorded call that cannot be replayed (Triton's path without a cache entry)."""
+    if _recording is not None:
+        _recording.append(None)
+
+
+class CallMemo:
+    """A launcher's calls, replayed: for a call signature (every input's shape, strides, dtype, address alignment
+    and aliasing, the device, and the launcher's own scalar arguments: `signature`) seen before, the launches that
+    call made, handed straight to the compiled kernels with this call's tensors. What a replay skips: the
+    launcher's checks and launch configuration, its argument dicts and `launch`'s specialization key (kernels/
+    NOTES.md, "Replayed launches": ~60 us of host time per scan launch on the H200 host before).
+
+    Use, in a launcher whose every launch argument is either one of `tensors` (or a view with the same address)
+    or a function of the signature:
+
+        tensors = (x, weight, out)                      # outputs allocated before
+        sig = MEMO.signature(tensors, eps, flag)        # None where replay does not apply
+        if MEMO.replay(sig, tensors):
+            return out
+        with MEMO.record(sig, tensors):
+            ...the launcher's usual checks and launches...
+
+    A call is recorded only if each of its launches took (or set up) the direct path and each tensor it passed
+    is one of `tensors` by identity or address (a tensor made inside the launcher, a cast or a scratch buffer,
+    makes the call not replayable: it runs the usual way every time). The memo keeps no tensors. Replays happen
+    only while the direct path is on (`fast_launch`) and no launch hook is registered; a stream capture is part
+    of the signature."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self._plans: dict[tuple, tuple] = {}
+
+    def __len__(self) -> int:
+        return len(self._plans)
+
+    def clear(self) -> None:
+        self._plans.clear()
+
+    @staticmethod
+    def signature(tensors: tuple, *scalars: Any) -> tuple | None:
+        """The call signature (class docstring), or None while the direct path is off. A call on CPU tensors (the
+        interpreter), fake tensors or other tensor subclasses is never recorded (its launches do not take the
+        direct path), so its signature finds nothing to replay."""
+        if not _enabled:
+            return None
+        ptrs = [None if t is None else t.data_ptr() for t in tensors]
+        # per input: class, device, shape, strides, dtype, address mod 16, the first input with the same address
+        metas = tuple([None if t is None else (t.__class__, _on_gpu(t), t.shape, t.stride(), t.dtype, p & 15,
+                                               ptrs.index(p)) for t, p in zip(tensors, ptrs)])
+        return (scalars, torch.cuda.current_device(), torch.cuda.is_current_stream_capturing(), metas)
+
+    def replay(self, sig: tuple | None, tensors: tuple) -> bool:
+        """Launch what the call with this signature launched, with these tensors; False (nothing launched) when
+        the signature was not recorded or replays are off."""
+        plan = self._plans.get(sig) if sig is not None else None
+        if plan is None or not _enabled or _recording is not None or _hooks_registered(None):
+            return False  # (an outer call being recorded must see every launch go through `launch`)
+        if any(kernel.pre_run_hooks for kernel, *_ in plan):
+            return False
+        stream = torch._C._cuda_getCurrentRawStream(sig[1])
+        for _, compiled, grid, args, slots in plan:
+            args = args.copy()
+            for position, index in slots:
+                args[position] = tensors[index]
+            compiled.run(*grid, stream, compiled.function, compiled.packed_metadata, None, None, None, *args)
+        stats["replayed"] += 1
+        return True
+
+    @contextlib.contextmanager
+    def record(self, sig: tuple | None, tensors: tuple) -> Iterator[None]:
+        """Run the block (the launcher's usual path) and keep its launches under `sig` if they can be replayed."""
+        global _recording
+        if sig is None or _recording is not None:  # nested launchers: the outer call records nothing
+            if _recording is not None:
+                _recording.append(None)
+            yield
+            return
+        _recording = launches = []
+        try:
+            yield
+        finally:
+            _recording = None
+        plan = _plan(launches, tensors)
+        if plan is not None:
+            if len(self._plans) >= MAX_CACHED:
+                self._plans.clear()
+            self._plans[sig] = plan
+
+
+def _plan(launches: list, tensors: tuple) -> tuple | None:
+    """The replay plan of a recorded call: per launch (kernel, compiled, grid, arguments with its tensors taken
+    out, (position, index into tensors) of each); None if the call cannot be replayed."""
+    if not launches or any(entry is None for entry in launches):
+        return None
+    ptrs = [None if t is None else t.data_ptr() for t in tensors]
+    plan = []
+    for kernel, compiled, grid, args in launches:
+        args, slots = list(args), []
+        for position, value in enumerate(args):
+            if value.__class__ not in _TENSOR_CLASSES:
+                continue
+            index = next((i for i, t in enumerate(tensors) if t is value), None)
+            if index is None:
+                p = value.data_ptr()
+                index = next((i for i, q in enumerate(ptrs) if q == p), None)
+            if index is None:
+                return None  # made inside the launcher: its address changes from call to call
+            slots.append((position, index))
+            args[position] = None
+        plan.append((kernel, compiled, grid, args, tuple(slots)))
+    return tuple(plan)

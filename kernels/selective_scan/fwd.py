@@ -29,12 +29,13 @@ import triton
 import triton.language as tl
 
 from kernels import fastmath
-from kernels.launch import launch
+from kernels.launch import CallMemo, launch
 from kernels.runtime import LaunchConfig, cdiv, check_device, sm_count, strides
 
 LOG2E = fastmath.LOG2E
 LN2 = tl.constexpr(0.6931471805599453)
 SOFTPLUS_THRESHOLD = tl.constexpr(20.0)
+_SCAN_MEMO = CallMemo("bimamba_scan")  # eager calls replayed by signature (kernels/launch.py)
 
 
 @triton.jit
@@ -530,6 +531,26 @@ def bimamba_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softp
     (kernels/NOTES.md: "dt_proj fused into the inference scan").
     split: as in `selective_scan` (the chunk-parallel path).
     """
+    if combine and out is not None:
+        raise ValueError("out= is only taken with combine=False")
+    # Where the output buffer exists before the launch (given, or the combined form's zero-filled fp32 sum), the
+    # call is replayed when its signature was seen before (kernels/launch.py CallMemo): the eager host path.
+    target = out if not combine else torch.zeros_like(u[0], dtype=torch.float32) if u.dim() == 4 else None
+    if target is None:
+        return _bimamba_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, combine, out, dt_proj, split)
+    tensors = (u, delta, A, B, C, D, z, delta_bias, target, dt_proj)
+    storage = target.untyped_storage().data_ptr()
+    sig = _SCAN_MEMO.signature(tensors, bool(delta_softplus), combine, split,
+                               storage == u.untyped_storage().data_ptr(), storage == delta.untyped_storage().data_ptr())
+    if not _SCAN_MEMO.replay(sig, tensors):
+        with _SCAN_MEMO.record(sig, tensors):
+            _bimamba_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, combine, target, dt_proj, split)
+    return target if not combine or u.dtype == torch.float32 else target.to(u.dtype)
+
+
+def _bimamba_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, combine, out, dt_proj, split):
+    """`bimamba_scan`'s launch; combine=True: out None (a new fp32 sum), or the zero-filled fp32 sum to add into,
+    which is returned as it is."""
     _check(u, delta, A, B, C, 2, dt_proj)
     A = A.float()
     D = None if D is None else D.float()
@@ -538,12 +559,10 @@ def bimamba_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softp
         halves = _halves_out(u, delta, out, delta_is_low_rank=dt_proj is not None)
         return _launch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, halves, dir_first=0, n_dir=2,
                        out_scale=0.5, atomic=False, split=split, dt_proj=dt_proj)
-    if out is not None:
-        raise ValueError("out= is only taken with combine=False")
-    out32 = torch.zeros_like(u[0], dtype=torch.float32)  # same layout as u; both directions add into it
+    out32 = torch.zeros_like(u[0], dtype=torch.float32) if out is None else out  # both directions add into it
     _launch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out32, dir_first=0, n_dir=2, out_scale=0.5,
             atomic=True, split=split, dt_proj=dt_proj)
-    return out32 if u.dtype == torch.float32 else out32.to(u.dtype)
+    return out32
 
 
 def bimamba_scan_fwd_save(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True, combine=True,
