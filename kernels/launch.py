@@ -19,6 +19,12 @@ values a kernel read at compile time have not changed (our kernels read module c
 Where it applies: CUDA launches with the Triton versions whose launcher calling convention was checked on the GPU
 (`FAST_TRITON_VERSIONS`); everything else (the interpreter, other versions, `fast_launch(False)`, the environment
 variable VIMBENCH_FAST_LAUNCH=0) takes Triton's path unchanged.
+
+Replayed calls (`CallMemo`): on top of the direct path, the eager launchers of the Vim forward (add_rmsnorm,
+conv1d_silu_bidir, bimamba_scan) remember, per call signature (inputs' shapes, strides, dtypes, alignment and
+aliasing, the scalars), the launches a call made, and a later call with that signature hands them to the compiled
+kernels at once: no checks, launch configuration, argument dicts or specialization key. `call_replay(False)` or
+VIMBENCH_CALL_REPLAY=0 turns this off. Measured: kernels/NOTES.md, "Replayed calls".
 """
 from __future__ import annotations
 
@@ -42,6 +48,7 @@ _cache: dict[tuple, tuple] = {}
 _JIT_FUNCTION = triton.runtime.jit.JITFunction
 _TRITON_RUNTIME = getattr(getattr(triton, "knobs", None), "runtime", None)
 stats = {"direct": 0, "triton": 0, "replayed": 0}  # launches by path, replayed calls (CallMemo), since import
+_replay = os.environ.get("VIMBENCH_CALL_REPLAY", "1") != "0"  # CallMemo replays (`call_replay`)
 _on_gpu = operator.attrgetter("is_cuda")  # which tensors a replayed call may take (CPU tests widen it)
 _recording: list | None = None  # the launches of the call that `CallMemo.record` is recording, else None
 
@@ -63,6 +70,18 @@ def fast_launch(enabled: bool) -> Iterator[None]:
         yield
     finally:
         _enabled = before
+
+
+@contextlib.contextmanager
+def call_replay(enabled: bool) -> Iterator[None]:
+    """Turn replayed calls (CallMemo) on or off inside the block (A/B measurements, tests); they also need the
+    direct path. VIMBENCH_CALL_REPLAY=0 turns them off for the process."""
+    global _replay
+    before, _replay = _replay, bool(enabled)
+    try:
+        yield
+    finally:
+        _replay = before
 
 
 def clear_cache() -> None:
@@ -160,7 +179,7 @@ class CallMemo:
     and aliasing, the device, and the launcher's own scalar arguments: `signature`) seen before, the launches that
     call made, handed straight to the compiled kernels with this call's tensors. What a replay skips: the
     launcher's checks and launch configuration, its argument dicts and `launch`'s specialization key (kernels/
-    NOTES.md, "Replayed launches": ~60 us of host time per scan launch on the H200 host before).
+    NOTES.md, "Replayed calls").
 
     Use, in a launcher whose every launch argument is either one of `tensors` (or a view with the same address)
     or a function of the signature:
@@ -190,10 +209,10 @@ class CallMemo:
 
     @staticmethod
     def signature(tensors: tuple, *scalars: Any) -> tuple | None:
-        """The call signature (class docstring), or None while the direct path is off. A call on CPU tensors (the
+        """The call signature (class docstring), or None while the direct path or replays are off. A call on CPU tensors (the
         interpreter), fake tensors or other tensor subclasses is never recorded (its launches do not take the
         direct path), so its signature finds nothing to replay."""
-        if not _enabled:
+        if not (_enabled and _replay):
             return None
         ptrs = [None if t is None else t.data_ptr() for t in tensors]
         # per input: class, device, shape, strides, dtype, address mod 16, the first input with the same address
@@ -205,7 +224,7 @@ class CallMemo:
         """Launch what the call with this signature launched, with these tensors; False (nothing launched) when
         the signature was not recorded or replays are off."""
         plan = self._plans.get(sig) if sig is not None else None
-        if plan is None or not _enabled or _recording is not None or _hooks_registered(None):
+        if plan is None or not (_enabled and _replay) or _recording is not None or _hooks_registered(None):
             return False  # (an outer call being recorded must see every launch go through `launch`)
         if any(kernel.pre_run_hooks for kernel, *_ in plan):
             return False

@@ -3,6 +3,7 @@ and, on the GPU, that the direct path gives the same outputs and gradients as Tr
 from __future__ import annotations
 
 import inspect
+import os
 from types import SimpleNamespace
 
 import pytest
@@ -123,6 +124,167 @@ def test_the_direct_path_refuses_unchecked_triton_versions(monkeypatch):
             pass
 
 
+# CallMemo: calls replayed by signature
+
+@pytest.fixture
+def memo(kernel, monkeypatch):
+    monkeypatch.setattr(launch_mod, "_on_gpu", lambda t: True)  # CPU tensors stand in for CUDA ones
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
+    return launch_mod.CallMemo("stand-in")
+
+
+def _launcher(memo, kernel, x, out, scale=0.5, made_inside=False):
+    """A launcher in the shape CallMemo expects: one launch with x, a view of out, ints from the shapes."""
+    tensors = (x, out)
+    sig = memo.signature(tensors, scale)
+    if memo.replay(sig, tensors):
+        return "replayed"
+    with memo.record(sig, tensors):
+        y = torch.zeros_like(out) if made_inside else out.view(-1)  # a view: the same address as out
+        launch(kernel, (x.shape[0],), x, y_ptr=y, n=x.shape[0], scale=scale, BLOCK=4, num_warps=1)
+    return "launched"
+
+
+def test_a_recorded_call_replays_with_the_new_calls_tensors(memo, kernel):
+    assert _launcher(memo, kernel, torch.zeros(8), torch.zeros(8)) == "launched"  # Triton's path, recorded
+    launches = len(kernel.triton), len(kernel.compiled.direct)
+    x, out = torch.ones(8), torch.ones(8)
+    replayed = launch_mod.stats["replayed"]
+    assert _launcher(memo, kernel, x, out) == "replayed"
+    assert launch_mod.stats["replayed"] == replayed + 1 and len(kernel.triton) == launches[0]
+    assert len(kernel.compiled.direct) == launches[1] + 1 and launches == (1, 0)
+    call = kernel.compiled.direct[-1]
+    assert call[:9] == (8, 1, 1, 1234, "function", "packed", None, None, None)
+    assert call[9] is x and call[10] is out and call[11:] == (8, 0.5, 4, False)
+
+
+@pytest.mark.parametrize("change", ["shape", "stride", "dtype", "misaligned", "aliased", "scalar"])
+def test_a_call_with_another_signature_is_not_replayed(memo, kernel, change):
+    _launcher(memo, kernel, torch.zeros(8), torch.zeros(8))
+    x, out, scale = torch.zeros(8), torch.zeros(8), 0.5
+    if change == "shape":
+        x = torch.zeros(16)
+    elif change == "stride":
+        x = torch.zeros(16)[::2]
+    elif change == "dtype":
+        out = out.to(torch.bfloat16)
+    elif change == "misaligned":
+        x = torch.zeros(9)[1:]
+    elif change == "aliased":
+        out = x
+    elif change == "scalar":
+        scale = 0.25
+    assert _launcher(memo, kernel, x, out, scale) == "launched"
+
+
+def test_calls_that_cannot_be_replayed_are_not_recorded(memo, kernel):
+    x, out = torch.zeros(8), torch.zeros(8)
+    for _ in range(3):  # a tensor made inside the launcher: its address is new on every call
+        assert _launcher(memo, kernel, x, out, made_inside=True) == "launched"
+    assert len(memo) == 0
+    with pytest.raises(RuntimeError, match="boom"):  # a call that raised
+        with memo.record(memo.signature((x, out)), (x, out)):
+            launch(kernel, (8,), x, y_ptr=out, n=8, scale=0.5, BLOCK=4, num_warps=1)
+            raise RuntimeError("boom")
+    assert len(memo) == 0
+    with memo.record(memo.signature((x, out)), (x, out)):
+        pass  # no launch
+    assert len(memo) == 0
+
+
+def test_replays_stop_with_the_direct_path_hooks_and_outer_recordings(memo, kernel):
+    x, out = torch.zeros(8), torch.zeros(8)
+    for _ in range(2):
+        _launcher(memo, kernel, x, out)
+    assert _launcher(memo, kernel, x, out) == "replayed"
+    with fast_launch(False):
+        assert _launcher(memo, kernel, x, out) == "launched"
+    with launch_mod.call_replay(False):
+        assert _launcher(memo, kernel, x, out) == "launched"
+    kernel.pre_run_hooks.append(print)
+    assert _launcher(memo, kernel, x, out) == "launched"
+    kernel.pre_run_hooks.clear()
+    launch_mod._TRITON_RUNTIME.launch_enter_hook.calls.append(print)
+    assert _launcher(memo, kernel, x, out) == "launched"
+    launch_mod._TRITON_RUNTIME.launch_enter_hook.calls.clear()
+    outer = launch_mod.CallMemo("outer")
+    with outer.record(outer.signature((x,)), (x,)):
+        assert _launcher(memo, kernel, x, out) == "launched"  # an outer recording sees every launch
+    assert len(outer) == 0  # and records nothing: a nested launcher's checks are its own
+    assert _launcher(memo, kernel, x, out) == "replayed"
+
+
+def test_the_memo_keeps_no_tensors(memo, kernel):
+    import gc
+    import weakref
+    x, out = torch.zeros(8), torch.zeros(8)
+    _launcher(memo, kernel, x, out)
+    _launcher(memo, kernel, x, out)
+    assert len(memo) == 1
+    refs = [weakref.ref(x), weakref.ref(out)]
+    kernel.compiled.direct.clear()
+    kernel.triton.clear()  # the stand-in's own records of the launches
+    del x, out
+    gc.collect()
+    assert all(r() is None for r in refs)
+
+
+@pytest.fixture
+def interpreted_direct_path(monkeypatch):
+    """The direct path and replays on CPU: launches of interpreted kernels are cached as if compiled, and the
+    stand-in compiled kernel runs the interpreter with the positional arguments it is handed (so a replayed call
+    computes for real)."""
+    import operator
+    from triton.runtime.interpreter import InterpretedFunction
+
+    class Interpreted:
+        function, packed_metadata = None, None
+
+        def __init__(self, kernel):
+            self.kernel = kernel
+
+        def run(self, gx, gy, gz, stream, function, metadata, hook_meta, enter, exit, *args):
+            self.kernel[(gx, gy, gz)](*args)
+
+    def triton_launch(kernel, grid, kwargs, key):
+        launch_mod.stats["triton"] += 1
+        kernel[grid](**kwargs)
+        params = inspect.signature(kernel.fn).parameters
+        defaults = {n: p.default for n, p in params.items() if p.default is not p.empty and n not in kwargs}
+        launch_mod._cache[key] = (Interpreted(kernel), operator.itemgetter(*params), defaults)
+
+    monkeypatch.setattr(launch_mod, "_JIT_FUNCTION", InterpretedFunction)
+    monkeypatch.setattr(launch_mod, "_enabled", True)
+    monkeypatch.setattr(launch_mod, "_triton_launch", triton_launch)
+    monkeypatch.setattr(launch_mod, "_on_gpu", lambda t: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
+    monkeypatch.setattr(torch._C, "_cuda_getCurrentRawStream", lambda device: 0, raising=False)
+    launch_mod.clear_cache()
+    yield
+    launch_mod.clear_cache()
+
+
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="needs TRITON_INTERPRET=1 (the test setup sets it)")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])  # the combined scan; the halves over u
+def test_replayed_vim_forwards_equal_launched_ones(interpreted_direct_path, dtype):
+    """A small Vim (depth 2, 5 tokens) on backend triton, interpreted: the forward whose add_rmsnorm, conv1d and
+    scan calls are all replayed gives the very outputs of the one that launched them."""
+    from vimbench.models.vim import VisionMamba
+
+    torch.manual_seed(0)
+    model = VisionMamba(img_size=32, embed_dim=16, depth=2, num_classes=5, backend="triton").eval().to(dtype)
+    images = torch.randn(2, 3, 32, 32, dtype=dtype)
+    with torch.inference_mode():
+        with fast_launch(False):
+            want = model(images)
+        model(images)  # the direct path's first launches (Triton's path), recorded
+        before = launch_mod.stats["replayed"]
+        got = model(images)
+    assert launch_mod.stats["replayed"] - before == 2 * 3 + 1  # per layer norm, conv, scan; the final norm
+    assert torch.equal(want, got)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not launch_mod.triton.__version__.startswith(launch_mod.FAST_TRITON_VERSIONS),
                     reason="the direct launch path is off for this Triton version")
@@ -160,9 +322,9 @@ def test_direct_launches_match_tritons_on_the_gpu():
         want = run()
     with fast_launch(True):
         run()  # fills the cache
-        before = launch_mod.stats["direct"]
+        before, replayed = launch_mod.stats["direct"], launch_mod.stats["replayed"]
         got = run()
-        assert launch_mod.stats["direct"] > before
+        assert launch_mod.stats["direct"] > before and launch_mod.stats["replayed"] > replayed
     for w, g in zip(want, got):
         scale = w.float().abs().max().item() + 1e-12
         assert (w.float() - g.float()).abs().max().item() <= 1e-2 * scale
