@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import operator
 import os
+import threading
 from typing import Any, Iterator
 
 import torch
@@ -50,7 +51,7 @@ _TRITON_RUNTIME = getattr(getattr(triton, "knobs", None), "runtime", None)
 stats = {"direct": 0, "triton": 0, "replayed": 0}  # launches by path, replayed calls (CallMemo), since import
 _replay = os.environ.get("VIMBENCH_CALL_REPLAY", "1") != "0"  # CallMemo replays (`call_replay`)
 _on_gpu = operator.attrgetter("is_cuda")  # which tensors a replayed call may take (CPU tests widen it)
-_recording: list | None = None  # the launches of the call that `CallMemo.record` is recording, else None
+_local = threading.local()  # .recording: the launches of the call this thread's `CallMemo.record` is recording
 
 
 def fast_launch_enabled() -> bool:
@@ -146,12 +147,11 @@ def launch(kernel, grid: tuple[int, ...], *args: Any, **kwargs: Any) -> None:
         entry = key = None
     if entry is None or _hooks_registered(kernel):
         _triton_launch(kernel, grid, kwargs, key)
-        entry = None if key is None or _hooks_registered(kernel) else _cache.get(key)
-        if _recording is not None:
-            if entry is None:
-                _not_replayable()
-            else:
-                _recording.append((kernel, entry[0], _grid3(grid), entry[1]({**entry[2], **kwargs})))
+        recording = getattr(_local, "recording", None)
+        if recording is not None:
+            entry = None if key is None or _hooks_registered(kernel) else _cache.get(key)
+            recording.append(None if entry is None else
+                             (kernel, entry[0], _grid3(grid), entry[1]({**entry[2], **kwargs})))
         return
     compiled, params_in_order, defaults = entry
     args = params_in_order({**defaults, **kwargs} if defaults else kwargs)
@@ -159,8 +159,9 @@ def launch(kernel, grid: tuple[int, ...], *args: Any, **kwargs: Any) -> None:
     compiled.run(*grid, torch._C._cuda_getCurrentRawStream(device), compiled.function, compiled.packed_metadata,
                  None, None, None, *args)
     stats["direct"] += 1
-    if _recording is not None:
-        _recording.append((kernel, compiled, grid, args))
+    recording = getattr(_local, "recording", None)
+    if recording is not None:
+        recording.append((kernel, compiled, grid, args))
 
 
 def _grid3(grid: tuple[int, ...]) -> tuple[int, int, int]:
@@ -170,8 +171,9 @@ def _grid3(grid: tuple[int, ...]) -> tuple[int, int, int]:
 
 def _not_replayable() -> None:
     """A launch inside a recorded call that cannot be replayed (Triton's path without a cache entry)."""
-    if _recording is not None:
-        _recording.append(None)
+    recording = getattr(_local, "recording", None)
+    if recording is not None:
+        recording.append(None)
 
 
 class CallMemo:
@@ -209,9 +211,9 @@ class CallMemo:
 
     @staticmethod
     def signature(tensors: tuple, *scalars: Any) -> tuple | None:
-        """The call signature (class docstring), or None while the direct path or replays are off. A call on CPU tensors (the
-        interpreter), fake tensors or other tensor subclasses is never recorded (its launches do not take the
-        direct path), so its signature finds nothing to replay."""
+        """The call signature (class docstring), or None while the direct path or replays are off. A call on CPU
+        tensors (the interpreter), fake tensors or other tensor subclasses is never recorded (its launches do not
+        take the direct path), so its signature finds nothing to replay."""
         if not (_enabled and _replay):
             return None
         ptrs = [None if t is None else t.data_ptr() for t in tensors]
@@ -224,7 +226,8 @@ class CallMemo:
         """Launch what the call with this signature launched, with these tensors; False (nothing launched) when
         the signature was not recorded or replays are off."""
         plan = self._plans.get(sig) if sig is not None else None
-        if plan is None or not (_enabled and _replay) or _recording is not None or _hooks_registered(None):
+        if plan is None or not (_enabled and _replay) or getattr(_local, "recording", None) is not None \
+                or _hooks_registered(None):
             return False  # (an outer call being recorded must see every launch go through `launch`)
         if any(kernel.pre_run_hooks for kernel, *_ in plan):
             return False
@@ -240,17 +243,17 @@ class CallMemo:
     @contextlib.contextmanager
     def record(self, sig: tuple | None, tensors: tuple) -> Iterator[None]:
         """Run the block (the launcher's usual path) and keep its launches under `sig` if they can be replayed."""
-        global _recording
-        if sig is None or _recording is not None:  # nested launchers: the outer call records nothing
-            if _recording is not None:
-                _recording.append(None)
+        outer = getattr(_local, "recording", None)
+        if sig is None or outer is not None:  # nested launchers: the outer call records nothing
+            if outer is not None:
+                outer.append(None)
             yield
             return
-        _recording = launches = []
+        _local.recording = launches = []
         try:
             yield
         finally:
-            _recording = None
+            _local.recording = None
         plan = _plan(launches, tensors)
         if plan is not None:
             if len(self._plans) >= MAX_CACHED:
