@@ -1,7 +1,7 @@
 """Host cost per eager forward with the direct launch path simulated on CPU (kernels/launch.py): Triton launches
 of the interpreter are sent through `kernels.launch.launch`'s cached path, whose compiled-kernel `run` is a no-op
 (a stand-in for the H200's ~13 us `CompiledKernel.run`). Vim with depth 24 at 224 px (197 tokens), embed 16,
-batch 1, CPU tensors, replayed calls (kernels.launch.CallMemo) on and off in alternated rounds.
+batch 1, CPU tensors, under torch.inference_mode (HOSTFAST_GRAD=no_grad: torch.no_grad), replayed calls (kernels.launch.CallMemo) on and off in alternated rounds.
 `python results/history/scripts/hostfast.py [prof]` (prof: cProfile's top 30 by own time).
 What it measures: vimbench's and torch's Python per forward, launches included up to the compiled launcher."""
 import os, sys, time, cProfile, pstats, operator
@@ -39,8 +39,9 @@ m = VisionMamba(img_size=224, embed_dim=int(os.environ.get("HOSTFAST_DIM", 16)),
 dtype = getattr(torch, os.environ.get("HOSTFAST_DTYPE", "float32"))  # bfloat16: the halves scan (slow CPU GEMMs)
 m = m.to(dtype)
 x = torch.randn(1, 3, 224, 224, dtype=dtype)
+GRAD = torch.no_grad if os.environ.get("HOSTFAST_GRAD") == "no_grad" else torch.inference_mode
 def fwd():
-    with torch.inference_mode():
+    with GRAD():
         return m(x)
 kl._on_gpu = lambda t: True  # CPU tensors stand in for CUDA ones
 for _ in range(5): fwd()
