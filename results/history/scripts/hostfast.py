@@ -1,7 +1,8 @@
 """Host cost per eager forward with the direct launch path simulated on CPU (kernels/launch.py): Triton launches
 of the interpreter are sent through `kernels.launch.launch`'s cached path, whose compiled-kernel `run` is a no-op
 (a stand-in for the H200's ~13 us `CompiledKernel.run`). Vim with depth 24 at 224 px (197 tokens), embed 16,
-batch 1, CPU tensors, under torch.inference_mode (HOSTFAST_GRAD=no_grad: torch.no_grad), replayed calls (kernels.launch.CallMemo) on and off in alternated rounds.
+batch 1, CPU tensors, under torch.inference_mode (HOSTFAST_GRAD=no_grad: torch.no_grad), replayed calls
+(kernels.launch.CallMemo) on and off in alternated rounds.
 `python results/history/scripts/hostfast.py [prof]` (prof: cProfile's top 30 by own time).
 What it measures: vimbench's and torch's Python per forward, launches included up to the compiled launcher."""
 import os, sys, time, cProfile, pstats, operator
@@ -20,8 +21,7 @@ class FakeCompiled:
 
 def fake_triton_launch(kernel, grid, kwargs, key):
     params = list(__import__("inspect").signature(kernel.fn).parameters)
-    opts = [k for k in kwargs if k not in params]  # num_warps etc.: launch options, not kernel parameters
-    getter = operator.itemgetter(*[p for p in params if p in kwargs])
+    getter = operator.itemgetter(*[p for p in params if p in kwargs])  # kernel parameters (not num_warps etc.)
     kl._cache[key] = (FakeCompiled(), getter, {})
     runs["n"] += 1
 
