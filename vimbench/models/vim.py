@@ -571,17 +571,7 @@ class VisionMamba(nn.Module):
         return stacked_mixer_weights(mixers, dtype, mixers[0].training_sum_halves(dtype))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) images -> (B, num_classes) logits. A call with gradients off (`torch.no_grad()`, not inference
-        mode, not traced) runs under `torch.inference_mode()` inside and returns a normal tensor (a copy of the
-        logits): with gradients off nothing can be recorded anyway, and inference mode skips autograd's dispatch
-        and view tracking on each of the forward's ~1,000 torch calls (the eager Vim-Ti forward at 224 px, batch 1
-        took 10.0 ms of host time under no_grad vs 6.1 ms under inference mode on the H200 host:
-        results/history/replayab-h200-2026-12-03f.json, replayab-inference-h200-2026-12-03f.json)."""
-        if torch.is_grad_enabled() or torch.is_inference_mode_enabled() or torch.compiler.is_compiling():
-            return self.head(self.forward_features(images))
-        with torch.inference_mode():
-            logits = self.head(self.forward_features(images))
-        return logits.clone()
+        return self.head(self.forward_features(images))
 
 
 # Inference memory modes of the Vim mixers (`vimbench sweep --vim-memory`; inference only, training ignores them):
