@@ -82,7 +82,7 @@ def _scan_bwd_kernel(
     N_STATE: tl.constexpr, BLOCK_C: tl.constexpr, CHUNK: tl.constexpr, SUB: tl.constexpr, SEG: tl.constexpr,
     SUB_TILES: tl.constexpr, SCATTER_SUMS: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    USE_ASM: tl.constexpr, PREFETCH: tl.constexpr, L1_AHEAD: tl.constexpr = 0,
+    USE_ASM: tl.constexpr, PREFETCH: tl.constexpr, L1_AHEAD: tl.constexpr = 0, PAIRS: tl.constexpr = False,
 ):
     """One program: BLOCK_C channels of one (direction, batch, chunk group); grid (channel blocks,
     2 * groups, batch), axis 1 = 2 * group + direction; direction 1 runs its tokens from L-1 down to 0. A group is
@@ -95,7 +95,11 @@ def _scan_bwd_kernel(
     L1_AHEAD: 0, or D > 0: the recomputation and the walk also ask L1 (`prefetch.global.L1`, no registers) for the
     lines of the step D steps ahead in their order (u, delta, the gradient, z, B/C rows): the forward
     scan's remedy for its long-scoreboard stalls (kernels/NOTES.md; here -9% on long one-wave walks, see
-    DEFAULT_L1_AHEAD)."""
+    DEFAULT_L1_AHEAD).
+    PAIRS (with SUB = 0, PREFETCH off): the recomputation stores only the state entering every even step (half the
+    scratch written and read), and the walk rebuilds an odd step's entering state by one recurrence step from the
+    even one before it (one more exp and two FMAs per state element there; that step's inputs are read again
+    right after, for the even step, from L1)."""
     pid_c = tl.program_id(0).to(tl.int64)
     direction = (tl.program_id(1) % 2).to(tl.int64)
     group = (tl.program_id(1) // 2).to(tl.int64)
@@ -187,65 +191,64 @@ def _scan_bwd_kernel(
                 h = load_rows(scratch_lanes + seg * (N_STATE * BLOCK_C), BLOCK_C, mask_c, N_STATE, BLOCK_C)
             else:
                 h = load_rows(ck_lanes, E, mask_c, N_STATE, BLOCK_C)
-            # Forward over the segment: states[j] = the state entering step seg_start + j.
-            h = _recompute(h, seg_start, n_seg, A2, bias_row, L, backward, mask_c, u_base, dt_base, B_base,
-                           stride_u_l, stride_dt_l, stride_B_l, states_lanes, 1, N_STATE, BLOCK_C, HAS_BIAS,
-                           SOFTPLUS, USE_ASM, PREFETCH, L1_AHEAD, BC_lanes[0])
+            # Forward over the segment: states[j] = the state entering step seg_start + j (PAIRS: states[j // 2]
+            # for even j only).
+            if PAIRS:
+                h = _recompute(h, seg_start, n_seg, A2, bias_row, L, backward, mask_c, u_base, dt_base, B_base,
+                               stride_u_l, stride_dt_l, stride_B_l, states_lanes, 2, N_STATE, BLOCK_C, HAS_BIAS,
+                               SOFTPLUS, USE_ASM, PREFETCH, L1_AHEAD, BC_lanes[0])
+            else:
+                h = _recompute(h, seg_start, n_seg, A2, bias_row, L, backward, mask_c, u_base, dt_base, B_base,
+                               stride_u_l, stride_dt_l, stride_B_l, states_lanes, 1, N_STATE, BLOCK_C, HAS_BIAS,
+                               SOFTPLUS, USE_ASM, PREFETCH, L1_AHEAD, BC_lanes[0])
             tl.debug_barrier()  # the states are read below by whichever thread the layout gives each element
             tok_args = (seg_start, L, backward, mask_c, u_base, dt_base, g_base, z_base, B_base, C_base,
                         states_lanes, stride_u_l, stride_dt_l, stride_g_l, stride_z_l, stride_B_l, stride_C_l)
-            if PREFETCH:
-                nxt = _bwd_token(n_seg - 1, *tok_args, N_STATE, BLOCK_C, HAS_Z)
-            for jj in range(0, n_seg):
-                j = n_seg - 1 - jj
-                if L1_AHEAD > 0:
-                    _prefetch_walk_step(seg_start + tl.maximum(j - L1_AHEAD, 0), L, backward, mask_c, u_base, dt_base,
-                                        g_base, z_base, BC_lanes, stride_u_l, stride_dt_l, stride_g_l, stride_z_l,
-                                        stride_B_l, stride_C_l, HAS_Z, USE_ASM)
-                if PREFETCH:  # issue step j-1's loads (step 0's again at j = 0) before step j's arithmetic
-                    cur = nxt
-                    nxt = _bwd_token(tl.where(j > 0, j - 1, 0), *tok_args, N_STATE, BLOCK_C, HAS_Z)
-                else:
-                    cur = _bwd_token(j, *tok_args, N_STATE, BLOCK_C, HAS_Z)
-                t, u, dt, g, z, Bt, Ct, h_prev = cur
-                g = g * g_scale
-                d, d_slope = _delta(dt, bias_row, mask_c, HAS_BIAS, SOFTPLUS, USE_ASM)
-                a = tl.exp2(A2 * d[None, :])
-                du_in = d * u
-                h = a * h_prev + Bt[:, None] * du_in[None, :]
-                if HAS_Z:
-                    y = tl.sum(Ct[:, None] * h, axis=0)
-                    if HAS_D:
-                        y += D_row * u
-                    sz = fastmath.sigmoid(z, USE_ASM)
-                    tl.atomic_add(dz_base + t * stride_dz_l, g * y * sz * (1.0 + z * (1.0 - sz)), mask=mask_c,
-                                  sem="relaxed")
-                    dy = g * z * sz
-                else:
-                    dy = g
-                lam = Ct[:, None] * dy[None, :] + carry  # l_s = dL/dh_s
-                lam_B = tl.sum(lam * Bt[:, None], axis=0)
-                lam_ah = lam * a * h_prev
-                dd = lam_B * u + tl.sum(lam_ah * A2, axis=0) * LN2
-                du = lam_B * d
-                if HAS_D:
-                    du += D_row * dy
-                    dD_acc += dy * u
-                ddt = dd * d_slope
-                dbias_acc += ddt
-                dA_acc += lam_ah * d[None, :]
-                carry = a * lam
-                tl.store(du_base + t * stride_du_l, du.to(du_ptr.dtype.element_ty), mask=mask_c)
-                tl.store(ddt_base + t * stride_ddt_l, ddt.to(ddelta_ptr.dtype.element_ty), mask=mask_c)
-                if SCATTER_SUMS:  # lane l stores state l // 2 (even lanes)
-                    row = dBC_row + t * N_STATE
-                    tl.store(dC_ptr + row, _scattered_lane_sums(h * dy[None, :], lanes, BLOCK_C), mask=even_lane)
-                    tl.store(dB_ptr + row, _scattered_lane_sums(lam * du_in[None, :], lanes, BLOCK_C),
-                             mask=even_lane)
-                else:
-                    row = dBC_off + t * N_STATE
-                    tl.store(dC_ptr + row, tl.sum(h * dy[None, :], axis=1))
-                    tl.store(dB_ptr + row, tl.sum(lam * du_in[None, :], axis=1))
+            in_args = (seg_start, L, backward, mask_c, u_base, dt_base, g_base, z_base, B_base, C_base, stride_u_l,
+                       stride_dt_l, stride_g_l, stride_z_l, stride_B_l, stride_C_l)
+            out_args = (A2, D_row, g_scale, du_base, ddt_base, dz_base, dB_ptr, dC_ptr, dBC_row, dBC_off, lanes,
+                        even_lane, mask_c, stride_du_l, stride_ddt_l, stride_dz_l)
+            if PAIRS:
+                # Steps from the top down; an even step's entering state is stored, an odd step's is one
+                # recurrence step from the even one before it (that step's inputs are L1-warm: read again
+                # right after for the even step itself).
+                for jj in range(0, n_seg):
+                    j = n_seg - 1 - jj
+                    if j % 2 == 1:
+                        _, u0, dt0, _, _, B0, _, h0 = _bwd_token(j - 1, *tok_args, N_STATE, BLOCK_C, HAS_Z, j // 2)
+                        d0, _ = _delta(dt0, bias_row, mask_c, HAS_BIAS, SOFTPLUS, USE_ASM)
+                        h_prev = tl.exp2(A2 * d0[None, :]) * h0 + B0[:, None] * (d0 * u0)[None, :]
+                        t, u, dt, g, z, Bt, Ct = _walk_inputs(j, *in_args, HAS_Z)
+                    else:
+                        t, u, dt, g, z, Bt, Ct, h_prev = _bwd_token(j, *tok_args, N_STATE, BLOCK_C, HAS_Z, j // 2)
+                    d, d_slope = _delta(dt, bias_row, mask_c, HAS_BIAS, SOFTPLUS, USE_ASM)
+                    a = tl.exp2(A2 * d[None, :])
+                    h = a * h_prev + Bt[:, None] * (d * u)[None, :]
+                    carry, dA_acc, dD_acc, dbias_acc = _walk_step(
+                        t, u, g * g_scale, z, Bt, Ct, h_prev, h, a, d, d_slope, carry, dA_acc, dD_acc, dbias_acc,
+                        *out_args, N_STATE, BLOCK_C, HAS_D, HAS_Z, SCATTER_SUMS, USE_ASM)
+            else:
+                if PREFETCH:
+                    nxt = _bwd_token(n_seg - 1, *tok_args, N_STATE, BLOCK_C, HAS_Z, n_seg - 1)
+                for jj in range(0, n_seg):
+                    j = n_seg - 1 - jj
+                    if L1_AHEAD > 0:
+                        _prefetch_walk_step(seg_start + tl.maximum(j - L1_AHEAD, 0), L, backward, mask_c, u_base,
+                                            dt_base, g_base, z_base, BC_lanes, stride_u_l, stride_dt_l, stride_g_l,
+                                            stride_z_l, stride_B_l, stride_C_l, HAS_Z, USE_ASM)
+                    if PREFETCH:  # issue step j-1's loads (step 0's again at j = 0) before step j's arithmetic
+                        cur = nxt
+                        prev = tl.where(j > 0, j - 1, 0)
+                        nxt = _bwd_token(prev, *tok_args, N_STATE, BLOCK_C, HAS_Z, prev)
+                    else:
+                        cur = _bwd_token(j, *tok_args, N_STATE, BLOCK_C, HAS_Z, j)
+                    t, u, dt, g, z, Bt, Ct, h_prev = cur
+                    d, d_slope = _delta(dt, bias_row, mask_c, HAS_BIAS, SOFTPLUS, USE_ASM)
+                    a = tl.exp2(A2 * d[None, :])
+                    h = a * h_prev + Bt[:, None] * (d * u)[None, :]
+                    carry, dA_acc, dD_acc, dbias_acc = _walk_step(
+                        t, u, g * g_scale, z, Bt, Ct, h_prev, h, a, d, d_slope, carry, dA_acc, dD_acc, dbias_acc,
+                        *out_args, N_STATE, BLOCK_C, HAS_D, HAS_Z, SCATTER_SUMS, USE_ASM)
             tl.debug_barrier()  # the next segment overwrites the states
 
     dA_tile = dA_ptr + ((part * n_dirs + direction) * E + c64[None, :]) * N_STATE + states[:, None]
@@ -461,11 +464,10 @@ def _prefetch_walk_step(step, L, backward, mask_c, u_base, dt_base, g_base, z_ba
 
 
 @triton.jit
-def _bwd_token(j, start, L, backward, mask_c, u_base, dt_base, g_base, z_base, B_base, C_base, scratch_lanes,
-               stride_u_l, stride_dt_l, stride_g_l, stride_z_l, stride_B_l, stride_C_l, N_STATE: tl.constexpr,
-               BLOCK_C: tl.constexpr, HAS_Z: tl.constexpr):
-    """What the backward walk reads for step start + j of its chunk: the token index t; u, delta, the upstream
-    gradient and z (C,) in fp32 (z = u when absent); the (N,) B and C rows; the state entering the step (N, C)."""
+def _walk_inputs(j, start, L, backward, mask_c, u_base, dt_base, g_base, z_base, B_base, C_base, stride_u_l,
+                 stride_dt_l, stride_g_l, stride_z_l, stride_B_l, stride_C_l, HAS_Z: tl.constexpr):
+    """What the backward walk reads from the inputs for step start + j of its chunk: the token index t; u, delta,
+    the upstream gradient and z (C,) in fp32 (z = u when absent); the (N,) B and C rows."""
     step = start + j
     t = tl.where(backward, L - 1 - step, step)
     u = _load_lanes(u_base + t * stride_u_l, mask_c, True)
@@ -477,8 +479,61 @@ def _bwd_token(j, start, L, backward, mask_c, u_base, dt_base, g_base, z_base, B
         z = u
     Bt = tl.load(B_base + t * stride_B_l).to(tl.float32)
     Ct = tl.load(C_base + t * stride_C_l).to(tl.float32)
-    h_prev = load_rows(scratch_lanes + j * (N_STATE * BLOCK_C), BLOCK_C, mask_c, N_STATE, BLOCK_C)
+    return t, u, dt, g, z, Bt, Ct
+
+
+@triton.jit
+def _bwd_token(j, start, L, backward, mask_c, u_base, dt_base, g_base, z_base, B_base, C_base, scratch_lanes,
+               stride_u_l, stride_dt_l, stride_g_l, stride_z_l, stride_B_l, stride_C_l, N_STATE: tl.constexpr,
+               BLOCK_C: tl.constexpr, HAS_Z: tl.constexpr, tile):
+    """`_walk_inputs` of step start + j, and the state entering the step (N, C): scratch tile `tile`."""
+    t, u, dt, g, z, Bt, Ct = _walk_inputs(j, start, L, backward, mask_c, u_base, dt_base, g_base, z_base, B_base,
+                                          C_base, stride_u_l, stride_dt_l, stride_g_l, stride_z_l, stride_B_l,
+                                          stride_C_l, HAS_Z)
+    h_prev = load_rows(scratch_lanes + tile * (N_STATE * BLOCK_C), BLOCK_C, mask_c, N_STATE, BLOCK_C)
     return t, u, dt, g, z, Bt, Ct, h_prev
+
+
+@triton.jit
+def _walk_step(t, u, g, z, Bt, Ct, h_prev, h, a, d, d_slope, carry, dA_acc, dD_acc, dbias_acc, A2, D_row, g_scale,
+               du_base, ddt_base, dz_base, dB_ptr, dC_ptr, dBC_row, dBC_off, lanes, even_lane, mask_c, stride_du_l,
+               stride_ddt_l, stride_dz_l, N_STATE: tl.constexpr, BLOCK_C: tl.constexpr, HAS_D: tl.constexpr,
+               HAS_Z: tl.constexpr, SCATTER_SUMS: tl.constexpr, USE_ASM: tl.constexpr):
+    """One step of the walk at token t: h_prev / h the states entering / leaving it, a = exp(Delta A), d = Delta,
+    d_slope = dDelta/d(dt), g the scaled upstream gradient, carry = a_{s+1} l_{s+1}. Stores du, ddelta, the dB/dC
+    partial rows and dz's atomic; returns (carry for the step before, dA_acc, dD_acc, dbias_acc) updated."""
+    du_in = d * u
+    if HAS_Z:
+        y = tl.sum(Ct[:, None] * h, axis=0)
+        if HAS_D:
+            y += D_row * u
+        sz = fastmath.sigmoid(z, USE_ASM)
+        tl.atomic_add(dz_base + t * stride_dz_l, g * y * sz * (1.0 + z * (1.0 - sz)), mask=mask_c, sem="relaxed")
+        dy = g * z * sz
+    else:
+        dy = g
+    lam = Ct[:, None] * dy[None, :] + carry  # l_s = dL/dh_s
+    lam_B = tl.sum(lam * Bt[:, None], axis=0)
+    lam_ah = lam * a * h_prev
+    dd = lam_B * u + tl.sum(lam_ah * A2, axis=0) * LN2
+    du = lam_B * d
+    if HAS_D:
+        du += D_row * dy
+        dD_acc += dy * u
+    ddt = dd * d_slope
+    dbias_acc += ddt
+    dA_acc += lam_ah * d[None, :]
+    tl.store(du_base + t * stride_du_l, du.to(du_base.dtype.element_ty), mask=mask_c)
+    tl.store(ddt_base + t * stride_ddt_l, ddt.to(ddt_base.dtype.element_ty), mask=mask_c)
+    if SCATTER_SUMS:  # lane l stores state l // 2 (even lanes)
+        row = dBC_row + t * N_STATE
+        tl.store(dC_ptr + row, _scattered_lane_sums(h * dy[None, :], lanes, BLOCK_C), mask=even_lane)
+        tl.store(dB_ptr + row, _scattered_lane_sums(lam * du_in[None, :], lanes, BLOCK_C), mask=even_lane)
+    else:
+        row = dBC_off + t * N_STATE
+        tl.store(dC_ptr + row, tl.sum(h * dy[None, :], axis=1))
+        tl.store(dB_ptr + row, tl.sum(lam * du_in[None, :], axis=1))
+    return a * lam, dA_acc, dD_acc, dbias_acc
 
 
 @triton.jit
@@ -518,6 +573,9 @@ DEFAULT_SCATTER_SUMS = True
 # 2.16 / 2.42; whole captured training steps 224/128 2,475 -> 2,667 img/s, 1248/8 72.4 -> 77.5.
 # None (auto): prefetch unless the walk has more than PREFETCH_PROGRAMS_PER_SM x SMs programs, then off + the cap.
 DEFAULT_PREFETCH: bool | None = None
+# The walk two steps at a time from every other stored state (`_scan_bwd_kernel`'s PAIRS: half the scratch, no
+# state recomputed per step), where the walk runs without prefetch and sub-chunks. An experiment until measured.
+DEFAULT_PAIRS = False
 DEFAULT_WALK_MAXNREG: int | None = None
 PREFETCH_PROGRAMS_PER_SM = 8
 CAPPED_WALK_MAXNREG = 168
@@ -553,7 +611,7 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
                            scatter_sums: bool | None = None, n_state: int = 16,
                            block_c: int | None = None, prefetch: bool | None = None,
                            maxnreg: int | None = None, sm_count: int = 132, fp32: bool = False,
-                           l1_ahead: int | None = None) -> ScanBwdLaunch:
+                           l1_ahead: int | None = None, pairs: bool | None = None) -> ScanBwdLaunch:
     """The backward's grids, tiles, warps and split of L into chunk groups: the one place that chooses them (the
     launcher and `vimbench kernels static` both call it). One warp, a channel per lane, as the forward.
     chunks_per_program: checkpoint chunks per program along L; None picks: on the GPU enough groups that the
@@ -581,7 +639,9 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
     the interpreter. sm_count: the GPU's streaming multiprocessors (132: the H200). l1_ahead: the walk's
     L1_AHEAD (an L1 prefetch that many steps ahead); None: DEFAULT_L1_AHEAD, and where that is None too,
     automatic: L1_AHEAD_STEPS in the prefetching walk for 16-bit operands where a program walks at least
-    L1_MIN_STEPS steps, else 0; always 0 under the interpreter."""
+    L1_MIN_STEPS steps, else 0; always 0 under the interpreter. pairs: the walk two steps at a time from every
+    other state (`_scan_bwd_kernel`'s PAIRS; only without prefetch and sub-chunks, else ignored); None:
+    DEFAULT_PAIRS."""
     n_chunks = max(1, cdiv(length, chunk))
     if block_c is not None:
         if block_c not in (8, 16, 32):
@@ -624,11 +684,14 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
     l1_ahead = int(l1_ahead)
     if l1_ahead < 0:
         raise ValueError(f"l1_ahead must be >= 0; got {l1_ahead}")
+    pairs = DEFAULT_PAIRS if pairs is None else bool(pairs)
+    pairs = pairs and not prefetch and not sub
     constexprs = dict(BLOCK_C=block_c, CHUNK=chunk, USE_ASM=not interpreted, PREFETCH=prefetch)
     n_cblocks = cdiv(channels, block_c)
     walk = LaunchConfig(kernel="_scan_bwd_kernel", grid=(n_cblocks, 2 * groups, batch),
                         constexprs=dict(constexprs, SUB=sub, SEG=seg, SUB_TILES=sub_tiles,
-                                        SCATTER_SUMS=scatter, L1_AHEAD=0 if interpreted else l1_ahead),
+                                        SCATTER_SUMS=scatter, L1_AHEAD=0 if interpreted else l1_ahead,
+                                        PAIRS=pairs),
                         num_warps=1, maxnreg=None if interpreted else maxnreg)
     carry = None
     if groups > 1:
@@ -668,12 +731,12 @@ def _check_bwd(grad_out, u, checkpoints, combine, chunk, n_state):
 
 def bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints, delta_softplus=True,
                      combine=True, chunk=64, *, chunks_per_program=None, sub_chunk=None, scatter_sums=None,
-                     block_c=None, prefetch=None, maxnreg=None, l1_ahead=None):
+                     block_c=None, prefetch=None, maxnreg=None, l1_ahead=None, pairs=None):
     """Gradients of `bimamba_scan` (see the module docstring for the contract). Returns
     (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias); None for each absent optional input.
     chunks_per_program: force the split of L (checkpoint chunks per program; >= cdiv(L, chunk): one program
     walks the whole sequence, the pre-chunk-parallel kernel); None: `scan_bwd_launch_config` picks. sub_chunk,
-    scatter_sums, block_c, prefetch, maxnreg, l1_ahead: launch experiments, None = the defaults
+    scatter_sums, block_c, prefetch, maxnreg, l1_ahead, pairs: launch experiments, None = the defaults
     (`scan_bwd_launch_config`)."""
     _check(u, delta, A, B, C, 2)
     n_state = A.shape[-1]
@@ -695,7 +758,7 @@ def bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints,
     cfg = scan_bwd_launch_config(batch, channels, length, chunk, interpreted, chunks_per_program, sub_chunk,
                                  scatter_sums, n_state, block_c, prefetch, maxnreg,
                                  sm_count=1 if interpreted else sm_count(device),
-                                 fp32=u.dtype == torch.float32, l1_ahead=l1_ahead)
+                                 fp32=u.dtype == torch.float32, l1_ahead=l1_ahead, pairs=pairs)
     walk = cfg.walk
     block_c = walk.constexprs["BLOCK_C"]
     n_cblocks, groups = walk.grid[0], cfg.groups

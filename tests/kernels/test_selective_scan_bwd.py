@@ -273,6 +273,23 @@ def test_bwd_l1_prefetch_where_measured(scan):
         cfg(8, 6085, l1_ahead=-1)
 
 
+@pytest.mark.parametrize("combine", [True, False])
+@pytest.mark.parametrize("length,chunk,split", [(1, 2, None), (2, 2, None), (3, 2, 1), (37, 4, 2), (23, 8, 1)])
+def test_bwd_pairs_walk(scan, length, chunk, split, combine):
+    """pairs=True (without prefetch and sub-chunks): every other state stored, the walk two steps at a time; the
+    float64 reference's gradients for odd and even chunk lengths, a partial last chunk, one and several groups,
+    both output forms. With prefetch or sub-chunks the flag is ignored."""
+    _, bwd = scan
+    x = model_layout(1, 13, length, seed=17)
+    _, g, got = run_triton(scan, x, combine=combine, chunk=chunk, prefetch=False, sub_chunk=0, pairs=True,
+                           chunks_per_program=split)
+    assert_grads_close(got, reference_grads(x, g, combine=combine), x)
+    assert bwd.scan_bwd_launch_config(8, 384, 6085, 64, False, prefetch=False, pairs=True).walk.constexprs["PAIRS"]
+    assert not bwd.scan_bwd_launch_config(8, 384, 6085, 64, False, prefetch=True, pairs=True).walk.constexprs["PAIRS"]
+    assert not bwd.scan_bwd_launch_config(8, 384, 6085, 64, True, prefetch=False, sub_chunk=3,
+                                          pairs=True).walk.constexprs["PAIRS"]
+
+
 @pytest.mark.parametrize("sub_chunk", [1, 5])
 def test_bwd_two_level_recompute(scan, sub_chunk):
     """The walk's sub-checkpoints every step (1), and in sub-chunks of 5 of 8 (a partial last one; 3 of 4 is the

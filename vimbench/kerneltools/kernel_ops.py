@@ -309,7 +309,8 @@ def _scan_bwd_inputs(shape: OpShape, dtype, device: str) -> dict[str, Any]:
 
 def _scan_bwd_specs(dtype: str, shape: OpShape = OpShape(batch=8, channels=384, length=VIM_TI_1248),
                     block_c: int | None = None, prefetch: bool | None = None,
-                    maxnreg: int | None = None, combined: bool | None = None) -> list[KernelSpec]:
+                    maxnreg: int | None = None, combined: bool | None = None,
+                    pairs: bool | None = None) -> list[KernelSpec]:
     """kernels/selective_scan/bwd.py `_scan_bwd_kernel` and `_scan_bwd_group_carry_kernel` at Vim-Ti, 1248 px,
     batch 8 (a shape that splits L into chunk groups, so both kernels run): by default bf16 the gated halves
     (grad_out, du, ddelta channel-last (2, B, L, E) memory), fp32 the combined output (grad_out (B, L, E)
@@ -322,7 +323,7 @@ def _scan_bwd_specs(dtype: str, shape: OpShape = OpShape(batch=8, channels=384, 
     B_, E, L, N = shape.batch, shape.channels, shape.length, shape.d_state
     halves = dtype != "fp32" if combined is None else not combined
     cfg = scan_bwd_launch_config(B_, E, L, CHECKPOINT_CHUNK, interpreted=False, block_c=block_c, prefetch=prefetch,
-                                 maxnreg=maxnreg, fp32=dtype == "fp32")
+                                 maxnreg=maxnreg, fp32=dtype == "fp32", pairs=pairs)
     if cfg.carry is None:
         raise VimbenchError(f"static spec scan bwd: expected several chunk groups at {shape.label()}")
     width = XDblLayout(dt_rank=shape.dt_rank, d_state=N).width
@@ -361,12 +362,12 @@ def _scan_bwd_specs(dtype: str, shape: OpShape = OpShape(batch=8, channels=384, 
     mode = "halves" if halves else "combined"
     # One pass over each loop body: one token x N states x (BLOCK_C / 32) channels per thread.
     per_token = N * cfg.walk.constexprs["BLOCK_C"] // 32
-    if block_c is not None or prefetch is not None or maxnreg is not None:
+    if block_c is not None or prefetch is not None or maxnreg is not None or pairs is not None:
         # the walk alone in another launch (registers, occupancy): a forced channel block, the prefetch on or off
         # (the default at this shape, more than one wave of programs: off, capped at 168 registers), a register cap
         label = (f"/c{block_c}" if block_c is not None else "") \
             + ({True: "/prefetch", False: "/noprefetch", None: ""}[prefetch]) \
-            + (f"/r{maxnreg}" if maxnreg is not None else "")
+            + (f"/r{maxnreg}" if maxnreg is not None else "") + ("/pairs" if pairs else "")
         return [spec_from_args(f"scan_bwd/{mode}/{dtype}{label}", "kernels.selective_scan.bwd", cfg.walk.kernel,
                                walk_args, dict(HAS_D=True, **flags, **cfg.walk.constexprs),
                                do_not_specialize=("L", "chunks_per_program"), num_warps=cfg.walk.num_warps,
