@@ -215,8 +215,11 @@ def _scan_bwd_kernel(
                 for jj in range(0, n_seg):
                     j = n_seg - 1 - jj
                     if j % 2 == 1:
-                        _, u0, dt0, _, _, B0, _, h0 = _bwd_token(j - 1, *tok_args, N_STATE, BLOCK_C, HAS_Z, j // 2)
+                        u0, dt0, B0 = _fwd_token(j - 1, seg_start, L, backward, mask_c, u_base, dt_base, B_base,
+                                                 stride_u_l, stride_dt_l, stride_B_l)
                         d0, _ = _delta(dt0, bias_row, mask_c, HAS_BIAS, SOFTPLUS, USE_ASM)
+                        h0 = load_rows(states_lanes + (j // 2) * (N_STATE * BLOCK_C), BLOCK_C, mask_c, N_STATE,
+                                       BLOCK_C)
                         h_prev = tl.exp2(A2 * d0[None, :]) * h0 + B0[:, None] * (d0 * u0)[None, :]
                         t, u, dt, g, z, Bt, Ct = _walk_inputs(j, *in_args, HAS_Z)
                     else:
@@ -573,9 +576,12 @@ DEFAULT_SCATTER_SUMS = True
 # 2.16 / 2.42; whole captured training steps 224/128 2,475 -> 2,667 img/s, 1248/8 72.4 -> 77.5.
 # None (auto): prefetch unless the walk has more than PREFETCH_PROGRAMS_PER_SM x SMs programs, then off + the cap.
 DEFAULT_PREFETCH: bool | None = None
-# The walk two steps at a time from every other stored state (`_scan_bwd_kernel`'s PAIRS: half the scratch, no
-# state recomputed per step), where the walk runs without prefetch and sub-chunks. An experiment until measured.
-DEFAULT_PAIRS = False
+# The walk from every other stored state (`_scan_bwd_kernel`'s PAIRS: half the scratch written and read), where the
+# walk runs without prefetch and sub-chunks. Measured on the H200 (2026-12-03, session f, combined bf16, Vim-Ti,
+# kernel ms, two alternated passes, gradients bitwise equal; results/history/bwdpairs-h200-2026-12-03f.json): capped
+# at 168 registers 8 x 6,085 2.57 -> 2.41, 128 x 197 1.30 -> 1.11; capped at 184 slower (2.83, 1.38). None (auto):
+# on wherever it applies (the capped walk, on the GPU); True / False force it where it applies.
+DEFAULT_PAIRS: bool | None = None
 DEFAULT_WALK_MAXNREG: int | None = None
 PREFETCH_PROGRAMS_PER_SM = 8
 CAPPED_WALK_MAXNREG = 168
@@ -639,9 +645,9 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
     the interpreter. sm_count: the GPU's streaming multiprocessors (132: the H200). l1_ahead: the walk's
     L1_AHEAD (an L1 prefetch that many steps ahead); None: DEFAULT_L1_AHEAD, and where that is None too,
     automatic: L1_AHEAD_STEPS in the prefetching walk for 16-bit operands where a program walks at least
-    L1_MIN_STEPS steps, else 0; always 0 under the interpreter. pairs: the walk two steps at a time from every
-    other state (`_scan_bwd_kernel`'s PAIRS; only without prefetch and sub-chunks, else ignored); None:
-    DEFAULT_PAIRS."""
+    L1_MIN_STEPS steps, else 0; always 0 under the interpreter. pairs: the walk from every other stored state
+    (`_scan_bwd_kernel`'s PAIRS; only without prefetch and sub-chunks, else ignored); None: DEFAULT_PAIRS, and
+    where that is None too, on except under the interpreter (whose walk prefetches anyway; tests force it)."""
     n_chunks = max(1, cdiv(length, chunk))
     if block_c is not None:
         if block_c not in (8, 16, 32):
@@ -684,8 +690,8 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
     l1_ahead = int(l1_ahead)
     if l1_ahead < 0:
         raise ValueError(f"l1_ahead must be >= 0; got {l1_ahead}")
-    pairs = DEFAULT_PAIRS if pairs is None else bool(pairs)
-    pairs = pairs and not prefetch and not sub
+    pairs = DEFAULT_PAIRS if pairs is None else pairs
+    pairs = (not interpreted if pairs is None else bool(pairs)) and not prefetch and not sub
     constexprs = dict(BLOCK_C=block_c, CHUNK=chunk, USE_ASM=not interpreted, PREFETCH=prefetch)
     n_cblocks = cdiv(channels, block_c)
     walk = LaunchConfig(kernel="_scan_bwd_kernel", grid=(n_cblocks, 2 * groups, batch),
