@@ -35,7 +35,9 @@ Design (one program = BLOCK_C channels, one per lane, of one (direction, batch, 
   run and the walk is the sequential kernel.
 - Per chunk: reload its checkpoint, recompute the chunk's states forward, writing the state entering each step
   to a per-program fp32 scratch (chunk, N, BLOCK_C), then walk the chunk backwards carrying the adjoint l (N, C)
-  in registers. A barrier separates the two passes (and the next chunk's overwrite).
+  in registers. A barrier separates the two passes (and the next chunk's overwrite). Where the walk runs capped
+  without prefetch (PAIRS, the default there), only every other step's state is written and the walk rebuilds an
+  odd step's from the even one before it: half the scratch traffic (kernels/NOTES.md).
   Both passes issue the next step's loads before the current step's arithmetic (PREFETCH, as in the forward).
   The scratch is transient: (walk programs) * chunk * N * BLOCK_C * 4 bytes per call (B=8, E=384, chunk 64,
   ~1,000 programs: ~125 MB); (N, C) tiles move as N (C,) rows (fwd.store_rows says why).
@@ -140,7 +142,12 @@ def _scan_bwd_kernel(
     ckpt_lanes = ckpt_ptr + (direction * n_batch + pid_b) * n_chunks * N_STATE * E + c64
     part = pid_b * n_groups + group  # this program's slot in the dA/dD/dbias partials
     program = (part * n_dirs + direction) * n_cblocks + pid_c
-    scratch_lanes = scratch_ptr + program * ((SUB_TILES + SEG) * N_STATE * BLOCK_C) + tl.arange(0, BLOCK_C)
+    # per program: SUB_TILES + SEG state tiles, or SUB_TILES + cdiv(SEG, 2) with PAIRS (`scan_bwd_launch_config`)
+    if PAIRS:
+        scratch_lanes = scratch_ptr + program * ((SUB_TILES + (SEG + 1) // 2) * N_STATE * BLOCK_C) + tl.arange(0,
+                                                                                                       BLOCK_C)
+    else:
+        scratch_lanes = scratch_ptr + program * ((SUB_TILES + SEG) * N_STATE * BLOCK_C) + tl.arange(0, BLOCK_C)
 
     # A pre-scaled so that exp(Delta * A) = exp2(Delta * A2); N (C,) row loads keep lanes on channels (fwd.py).
     A2 = tl.zeros((N_STATE, BLOCK_C), dtype=tl.float32)
@@ -604,7 +611,7 @@ class ScanBwdLaunch:
     `carry` (`_scan_bwd_group_carry_kernel`, grid (channel blocks, 2 * (groups - 1), batch); None with one
     group), and the split of L: `groups` programs per (channel block, direction, batch), each walking
     `chunks_per_program` checkpoint chunks (the last group may hold fewer). `scratch_tiles`: (N, BLOCK_C) fp32
-    tiles of scratch per walk program (SUB_TILES sub-checkpoints + SEG states)."""
+    tiles of scratch per walk program (SUB_TILES sub-checkpoints + SEG states; cdiv(SEG, 2) states with PAIRS)."""
     walk: LaunchConfig
     carry: LaunchConfig | None
     chunks_per_program: int
@@ -704,7 +711,7 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
         carry = LaunchConfig(kernel="_scan_bwd_group_carry_kernel", grid=(n_cblocks, 2 * (groups - 1), batch),
                              constexprs=constexprs, num_warps=1)
     return ScanBwdLaunch(walk=walk, carry=carry, chunks_per_program=cpp, groups=groups,
-                         scratch_tiles=seg + sub_tiles)
+                         scratch_tiles=sub_tiles + (cdiv(seg, 2) if pairs else seg))
 
 
 def _groups_for(programs_per_group: int, n_chunks: int, chunks_per_program: int | None) -> int:

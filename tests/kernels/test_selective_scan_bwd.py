@@ -329,7 +329,9 @@ def test_bwd_launch_config_split(scan):
         bwd.scan_bwd_launch_config(8, 384, 6085, 64, False, chunks_per_program=0)
     two_level = bwd.scan_bwd_launch_config(8, 384, 6085, 64, False, sub_chunk=8)
     assert two_level.scratch_tiles == 8 + 8 and two_level.walk.constexprs["SUB"] == 8
-    assert bwd.scan_bwd_launch_config(8, 384, 6085, 64, False, sub_chunk=64).scratch_tiles == 64
+    assert bwd.scan_bwd_launch_config(8, 384, 6085, 64, False, sub_chunk=64, pairs=False).scratch_tiles == 64
+    # the capped walk from every other state (the default at this shape) needs half the state tiles
+    assert bwd.scan_bwd_launch_config(8, 384, 6085, 64, False, sub_chunk=64).scratch_tiles == 32
 
 
 def test_bad_arguments_raise(scan):

@@ -89,6 +89,13 @@ def test_regressions_fail(change, message):
     assert finding.status == "fail" and any(message in m for m in finding.messages)
 
 
+def test_an_accepted_spill_passes_up_to_its_bytes():
+    (ok,) = sc.compare_static([_report(stack_bytes=48, stl=10, ldl=12, accepted_spill_bytes=48)], _expected())
+    assert ok.status == "ok" and any("spill accepted" in m for m in ok.messages)
+    (more,) = sc.compare_static([_report(stack_bytes=56, stl=12, ldl=14, accepted_spill_bytes=48)], _expected())
+    assert more.status == "fail" and any("spills" in m and "accepted: up to 48 B" in m for m in more.messages)
+
+
 def test_tolerated_and_improved():
     (ok,) = sc.compare_static([_report(registers=48)], _expected())   # within the margin of 8
     assert ok.status == "ok"
