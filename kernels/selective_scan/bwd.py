@@ -143,11 +143,8 @@ def _scan_bwd_kernel(
     part = pid_b * n_groups + group  # this program's slot in the dA/dD/dbias partials
     program = (part * n_dirs + direction) * n_cblocks + pid_c
     # per program: SUB_TILES + SEG state tiles, or SUB_TILES + cdiv(SEG, 2) with PAIRS (`scan_bwd_launch_config`)
-    if PAIRS:
-        scratch_lanes = scratch_ptr + program * ((SUB_TILES + (SEG + 1) // 2) * N_STATE * BLOCK_C) + tl.arange(0,
-                                                                                                       BLOCK_C)
-    else:
-        scratch_lanes = scratch_ptr + program * ((SUB_TILES + SEG) * N_STATE * BLOCK_C) + tl.arange(0, BLOCK_C)
+    tiles = SUB_TILES + ((SEG + 1) // 2 if PAIRS else SEG)
+    scratch_lanes = scratch_ptr + program * (tiles * N_STATE * BLOCK_C) + tl.arange(0, BLOCK_C)
 
     # A pre-scaled so that exp(Delta * A) = exp2(Delta * A2); N (C,) row loads keep lanes on channels (fwd.py).
     A2 = tl.zeros((N_STATE, BLOCK_C), dtype=tl.float32)
@@ -200,14 +197,9 @@ def _scan_bwd_kernel(
                 h = load_rows(ck_lanes, E, mask_c, N_STATE, BLOCK_C)
             # Forward over the segment: states[j] = the state entering step seg_start + j (PAIRS: states[j // 2]
             # for even j only).
-            if PAIRS:
-                h = _recompute(h, seg_start, n_seg, A2, bias_row, L, backward, mask_c, u_base, dt_base, B_base,
-                               stride_u_l, stride_dt_l, stride_B_l, states_lanes, 2, N_STATE, BLOCK_C, HAS_BIAS,
-                               SOFTPLUS, USE_ASM, PREFETCH, L1_AHEAD, BC_lanes[0])
-            else:
-                h = _recompute(h, seg_start, n_seg, A2, bias_row, L, backward, mask_c, u_base, dt_base, B_base,
-                               stride_u_l, stride_dt_l, stride_B_l, states_lanes, 1, N_STATE, BLOCK_C, HAS_BIAS,
-                               SOFTPLUS, USE_ASM, PREFETCH, L1_AHEAD, BC_lanes[0])
+            h = _recompute(h, seg_start, n_seg, A2, bias_row, L, backward, mask_c, u_base, dt_base, B_base,
+                           stride_u_l, stride_dt_l, stride_B_l, states_lanes, 2 if PAIRS else 1, N_STATE, BLOCK_C,
+                           HAS_BIAS, SOFTPLUS, USE_ASM, PREFETCH, L1_AHEAD, BC_lanes[0])
             tl.debug_barrier()  # the states are read below by whichever thread the layout gives each element
             tok_args = (seg_start, L, backward, mask_c, u_base, dt_base, g_base, z_base, B_base, C_base,
                         states_lanes, stride_u_l, stride_dt_l, stride_g_l, stride_z_l, stride_B_l, stride_C_l)
