@@ -207,12 +207,13 @@ def _scan_bwd_kernel(
                        stride_dt_l, stride_g_l, stride_z_l, stride_B_l, stride_C_l)
             out_args = (A2, D_row, g_scale, du_base, ddt_base, dz_base, dB_ptr, dC_ptr, dBC_row, dBC_off, lanes,
                         even_lane, mask_c, stride_du_l, stride_ddt_l, stride_dz_l)
-            if PAIRS:
-                # Steps from the top down; an even step's entering state is stored, an odd step's is one
-                # recurrence step from the even one before it (that step's inputs are L1-warm: read again
-                # right after for the even step itself).
-                for jj in range(0, n_seg):
-                    j = n_seg - 1 - jj
+            if PREFETCH and not PAIRS:
+                nxt = _bwd_token(n_seg - 1, *tok_args, N_STATE, BLOCK_C, HAS_Z, n_seg - 1)
+            for jj in range(0, n_seg):
+                j = n_seg - 1 - jj
+                if PAIRS:
+                    # An even step's entering state is stored; an odd step's is one recurrence step from the even
+                    # one before it (that step's inputs are L1-warm: read again right after for the even step).
                     if j % 2 == 1:
                         u0, dt0, B0 = _fwd_token(j - 1, seg_start, L, backward, mask_c, u_base, dt_base, B_base,
                                                  stride_u_l, stride_dt_l, stride_B_l)
@@ -223,17 +224,7 @@ def _scan_bwd_kernel(
                         t, u, dt, g, z, Bt, Ct = _walk_inputs(j, *in_args, HAS_Z)
                     else:
                         t, u, dt, g, z, Bt, Ct, h_prev = _bwd_token(j, *tok_args, N_STATE, BLOCK_C, HAS_Z, j // 2)
-                    d, d_slope = _delta(dt, bias_row, mask_c, HAS_BIAS, SOFTPLUS, USE_ASM)
-                    a = tl.exp2(A2 * d[None, :])
-                    h = a * h_prev + Bt[:, None] * (d * u)[None, :]
-                    carry, dA_acc, dD_acc, dbias_acc = _walk_step(
-                        t, u, g * g_scale, z, Bt, Ct, h_prev, h, a, d, d_slope, carry, dA_acc, dD_acc, dbias_acc,
-                        *out_args, N_STATE, BLOCK_C, HAS_D, HAS_Z, SCATTER_SUMS, USE_ASM)
-            else:
-                if PREFETCH:
-                    nxt = _bwd_token(n_seg - 1, *tok_args, N_STATE, BLOCK_C, HAS_Z, n_seg - 1)
-                for jj in range(0, n_seg):
-                    j = n_seg - 1 - jj
+                else:
                     if L1_AHEAD > 0:
                         _prefetch_walk_step(seg_start + tl.maximum(j - L1_AHEAD, 0), L, backward, mask_c, u_base,
                                             dt_base, g_base, z_base, BC_lanes, stride_u_l, stride_dt_l, stride_g_l,
@@ -245,12 +236,12 @@ def _scan_bwd_kernel(
                     else:
                         cur = _bwd_token(j, *tok_args, N_STATE, BLOCK_C, HAS_Z, j)
                     t, u, dt, g, z, Bt, Ct, h_prev = cur
-                    d, d_slope = _delta(dt, bias_row, mask_c, HAS_BIAS, SOFTPLUS, USE_ASM)
-                    a = tl.exp2(A2 * d[None, :])
-                    h = a * h_prev + Bt[:, None] * (d * u)[None, :]
-                    carry, dA_acc, dD_acc, dbias_acc = _walk_step(
-                        t, u, g * g_scale, z, Bt, Ct, h_prev, h, a, d, d_slope, carry, dA_acc, dD_acc, dbias_acc,
-                        *out_args, N_STATE, BLOCK_C, HAS_D, HAS_Z, SCATTER_SUMS, USE_ASM)
+                d, d_slope = _delta(dt, bias_row, mask_c, HAS_BIAS, SOFTPLUS, USE_ASM)
+                a = tl.exp2(A2 * d[None, :])
+                h = a * h_prev + Bt[:, None] * (d * u)[None, :]
+                carry, dA_acc, dD_acc, dbias_acc = _walk_step(
+                    t, u, g * g_scale, z, Bt, Ct, h_prev, h, a, d, d_slope, carry, dA_acc, dD_acc, dbias_acc,
+                    *out_args, N_STATE, BLOCK_C, HAS_D, HAS_Z, SCATTER_SUMS, USE_ASM)
             tl.debug_barrier()  # the next segment overwrites the states
 
     dA_tile = dA_ptr + ((part * n_dirs + direction) * E + c64[None, :]) * N_STATE + states[:, None]
