@@ -197,7 +197,9 @@ class CallMemo:
     is one of `tensors` by identity or address (a tensor made inside the launcher, a cast or a scratch buffer,
     makes the call not replayable: it runs the usual way every time). The memo keeps no tensors. Replays happen
     only while the direct path is on (`fast_launch`) and no launch hook is registered; a stream capture is part
-    of the signature."""
+    of the signature. Module-level launch knobs (e.g. `fwd.DEFAULT_L1_AHEAD`) are not: an A/B script that changes
+    one at run time must do so under `call_replay(False)` (or `clear()` the memos), or the calls it times replay
+    the launches recorded before the change."""
 
     def __init__(self, name: str):
         self.name = name
