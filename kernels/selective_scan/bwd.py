@@ -64,12 +64,12 @@ from kernels.selective_scan.fwd import (LN2, LOG2E, _blocks_for, _check, _load_l
                                         store_rows)
 
 
-@triton.jit(do_not_specialize=["L", "chunks_per_program"])
+@triton.jit(do_not_specialize=["L", "chunks_per_program", "c_block0"])
 def _scan_bwd_kernel(
     g_ptr, u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, ckpt_ptr, scratch_ptr,
     mu_ptr, dsum_ptr,
     du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, dbias_ptr,
-    E, L, g_scale, chunks_per_program,
+    E, L, g_scale, chunks_per_program, c_block0,
     stride_g_dir, stride_g_b, stride_g_e, stride_g_l,
     stride_u_dir, stride_u_b, stride_u_e, stride_u_l,
     stride_dt_dir, stride_dt_b, stride_dt_e, stride_dt_l,
@@ -86,14 +86,16 @@ def _scan_bwd_kernel(
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     USE_ASM: tl.constexpr, PREFETCH: tl.constexpr, L1_AHEAD: tl.constexpr = 0, PAIRS: tl.constexpr = False,
 ):
-    """One program: BLOCK_C channels of one (direction, batch, chunk group); grid (channel blocks,
-    2 * groups, batch), axis 1 = 2 * group + direction; direction 1 runs its tokens from L-1 down to 0. A group is
+    """One program: BLOCK_C channels of one (direction, batch, chunk group); grid (channel blocks of this launch,
+    2 * groups, batch), axis 1 = 2 * group + direction; axis 0 counts channel blocks from c_block0 (a launch
+    may cover a range of the channel blocks: `ScanBwdLaunch.channel_splits`); direction 1 runs its tokens from L-1 down to 0. A group is
     `chunks_per_program` consecutive checkpoint chunks (in scan order), walked last to first from the adjoint
     carried in from the groups after it: folded here from the later groups' local carries (mu_ptr,
     (2, batch, groups, N, E)) and Delta sums (dsum_ptr, (2, batch, groups, E)) that
     `_scan_bwd_group_carry_kernel` wrote; with one group nothing is read and the carry starts at zero.
-    Partial outputs (contiguous, laid out by the launcher): dB/dC (n_cblocks, 2, batch, L, N),
-    dA (batch * groups, 2, E, N), dD/dbias (batch * groups, 2, E); scratch (programs, CHUNK, N, BLOCK_C).
+    Partial outputs (contiguous, laid out by the launcher): dB/dC (this launch's channel blocks, 2, batch, L, N),
+    dA (batch * groups, 2, E, N), dD/dbias (batch * groups, 2, E); scratch (this launch's programs, tiles, N,
+    BLOCK_C).
     L1_AHEAD: 0, or D > 0: the recomputation and the walk also ask L1 (`prefetch.global.L1`, no registers) for the
     lines of the step D steps ahead in their order (u, delta, the gradient, z, B/C rows): the forward
     scan's remedy for its long-scoreboard stalls (kernels/NOTES.md; here -9% on long one-wave walks, see
@@ -112,7 +114,7 @@ def _scan_bwd_kernel(
     n_batch = tl.num_programs(2)
     n_cblocks = tl.num_programs(0)
 
-    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    offs_c = (c_block0 + pid_c) * BLOCK_C + tl.arange(0, BLOCK_C)
     mask_c = offs_c < E
     c64 = offs_c.to(tl.int64)
     states = tl.arange(0, N_STATE)
@@ -586,6 +588,14 @@ CAPPED_WALK_MAXNREG = 168
 DEFAULT_L1_AHEAD: int | None = None
 L1_AHEAD_STEPS = 2
 L1_MIN_STEPS = 256
+# The walk over the channel blocks in several launches, one after the other (`scan_bwd_launch_config`'s
+# channel_splits): each launch's programs fit the GPU at once, and its scratch and dB/dC partials are sized for
+# that launch and reused by the next: at Vim-Ti 1248 px, batch 8 (3,072 capped-walk programs, 1,584 resident on
+# the H200) 0.20 -> 0.10 GB of scratch and 0.15 -> 0.07 GB of partials at the training step's peak. None (auto):
+# in the capped walk on the GPU, as many launches as the grid has waves of resident programs
+# (REGISTERS_PER_SM / (32 x the register cap) per SM); else one launch.
+DEFAULT_CHANNEL_SPLITS: int | None = None
+REGISTERS_PER_SM = 65536
 
 
 @dataclass(frozen=True)
@@ -594,12 +604,19 @@ class ScanBwdLaunch:
     `carry` (`_scan_bwd_group_carry_kernel`, grid (channel blocks, 2 * (groups - 1), batch); None with one
     group), and the split of L: `groups` programs per (channel block, direction, batch), each walking
     `chunks_per_program` checkpoint chunks (the last group may hold fewer). `scratch_tiles`: (N, BLOCK_C) fp32
-    tiles of scratch per walk program (SUB_TILES sub-checkpoints + SEG states; cdiv(SEG, 2) states with PAIRS)."""
+    tiles of scratch per walk program (SUB_TILES sub-checkpoints + SEG states; cdiv(SEG, 2) states with PAIRS).
+    `channel_splits`: the walk runs as that many launches in order, each over `blocks_per_launch` consecutive
+    channel blocks (the last over the rest); `walk.grid[0]` is all the channel blocks."""
     walk: LaunchConfig
     carry: LaunchConfig | None
     chunks_per_program: int
     groups: int
     scratch_tiles: int
+    channel_splits: int = 1
+
+    @property
+    def blocks_per_launch(self) -> int:
+        return cdiv(self.walk.grid[0], self.channel_splits)
 
 
 def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, interpreted: bool,
@@ -607,7 +624,8 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
                            scatter_sums: bool | None = None, n_state: int = 16,
                            block_c: int | None = None, prefetch: bool | None = None,
                            maxnreg: int | None = None, sm_count: int = 132, fp32: bool = False,
-                           l1_ahead: int | None = None, pairs: bool | None = None) -> ScanBwdLaunch:
+                           l1_ahead: int | None = None, pairs: bool | None = None,
+                           channel_splits: int | None = None) -> ScanBwdLaunch:
     """The backward's grids, tiles, warps and split of L into chunk groups: the one place that chooses them (the
     launcher and `vimbench kernels static` both call it). One warp, a channel per lane, as the forward.
     chunks_per_program: checkpoint chunks per program along L; None picks: on the GPU enough groups that the
@@ -637,7 +655,10 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
     automatic: L1_AHEAD_STEPS in the prefetching walk for 16-bit operands where a program walks at least
     L1_MIN_STEPS steps, else 0; always 0 under the interpreter. pairs: the walk from every other stored state
     (`_scan_bwd_kernel`'s PAIRS; only without prefetch and sub-chunks, else ignored); None: DEFAULT_PAIRS, and
-    where that is None too, on except under the interpreter (whose walk prefetches anyway; tests force it)."""
+    where that is None too, on except under the interpreter (whose walk prefetches anyway; tests force it).
+    channel_splits: run the walk as this many launches over consecutive ranges of channel blocks (scratch and
+    dB/dC partials sized for one launch); None: DEFAULT_CHANNEL_SPLITS, and where that is None too, automatic: in
+    the capped walk on the GPU the grid's waves of resident programs, else 1; at most the channel blocks."""
     n_chunks = max(1, cdiv(length, chunk))
     if block_c is not None:
         if block_c not in (8, 16, 32):
@@ -684,6 +705,15 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
     pairs = (not interpreted if pairs is None else bool(pairs)) and not prefetch and not sub
     constexprs = dict(BLOCK_C=block_c, CHUNK=chunk, USE_ASM=not interpreted, PREFETCH=prefetch)
     n_cblocks = cdiv(channels, block_c)
+    splits = DEFAULT_CHANNEL_SPLITS if channel_splits is None else channel_splits
+    if splits is None:  # auto: one launch per wave of resident programs, in the capped walk
+        capped = not interpreted and not prefetch and maxnreg is not None
+        resident = sm_count * (REGISTERS_PER_SM // (32 * maxnreg)) if capped else 0
+        splits = cdiv(walk_programs, resident) if capped else 1
+    splits = int(splits)
+    if splits < 1:
+        raise ValueError(f"channel_splits must be >= 1; got {splits}")
+    splits = cdiv(n_cblocks, cdiv(n_cblocks, min(splits, n_cblocks)))  # no empty launch
     walk = LaunchConfig(kernel="_scan_bwd_kernel", grid=(n_cblocks, 2 * groups, batch),
                         constexprs=dict(constexprs, SUB=sub, SEG=seg, SUB_TILES=sub_tiles,
                                         SCATTER_SUMS=scatter, L1_AHEAD=0 if interpreted else l1_ahead,
@@ -694,7 +724,7 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
         carry = LaunchConfig(kernel="_scan_bwd_group_carry_kernel", grid=(n_cblocks, 2 * (groups - 1), batch),
                              constexprs=constexprs, num_warps=1)
     return ScanBwdLaunch(walk=walk, carry=carry, chunks_per_program=cpp, groups=groups,
-                         scratch_tiles=sub_tiles + (cdiv(seg, 2) if pairs else seg))
+                         scratch_tiles=sub_tiles + (cdiv(seg, 2) if pairs else seg), channel_splits=splits)
 
 
 def _groups_for(programs_per_group: int, n_chunks: int, chunks_per_program: int | None) -> int:
@@ -727,13 +757,13 @@ def _check_bwd(grad_out, u, checkpoints, combine, chunk, n_state):
 
 def bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints, delta_softplus=True,
                      combine=True, chunk=64, *, chunks_per_program=None, sub_chunk=None, scatter_sums=None,
-                     block_c=None, prefetch=None, maxnreg=None, l1_ahead=None, pairs=None):
+                     block_c=None, prefetch=None, maxnreg=None, l1_ahead=None, pairs=None, channel_splits=None):
     """Gradients of `bimamba_scan` (see the module docstring for the contract). Returns
     (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias); None for each absent optional input.
     chunks_per_program: force the split of L (checkpoint chunks per program; >= cdiv(L, chunk): one program
     walks the whole sequence, the pre-chunk-parallel kernel); None: `scan_bwd_launch_config` picks. sub_chunk,
-    scatter_sums, block_c, prefetch, maxnreg, l1_ahead, pairs: launch experiments, None = the defaults
-    (`scan_bwd_launch_config`)."""
+    scatter_sums, block_c, prefetch, maxnreg, l1_ahead, pairs, channel_splits: launch experiments, None = the
+    defaults (`scan_bwd_launch_config`)."""
     _check(u, delta, A, B, C, 2)
     n_state = A.shape[-1]
     chunk = _check_bwd(grad_out, u, checkpoints, combine, chunk, n_state)
@@ -754,7 +784,8 @@ def bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints,
     cfg = scan_bwd_launch_config(batch, channels, length, chunk, interpreted, chunks_per_program, sub_chunk,
                                  scatter_sums, n_state, block_c, prefetch, maxnreg,
                                  sm_count=1 if interpreted else sm_count(device),
-                                 fp32=u.dtype == torch.float32, l1_ahead=l1_ahead, pairs=pairs)
+                                 fp32=u.dtype == torch.float32, l1_ahead=l1_ahead, pairs=pairs,
+                                 channel_splits=channel_splits)
     walk = cfg.walk
     block_c = walk.constexprs["BLOCK_C"]
     n_cblocks, groups = walk.grid[0], cfg.groups
@@ -764,12 +795,13 @@ def bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints,
     zt = z if has_z else u[0]
     dzt = dz32 if has_z else u[0]
     g_strides = (0, *grad_out.stride()) if combine else grad_out.stride()
-    dBp = torch.empty(n_cblocks, 2, batch, length, n_state, **f32)
+    per_launch = cfg.blocks_per_launch  # channel blocks per walk launch: the partials and scratch are for one
+    dBp = torch.empty(per_launch, 2, batch, length, n_state, **f32)
     dCp = torch.empty_like(dBp)
     dAp = torch.empty(batch * groups, 2, channels, n_state, **f32)
     dDp = torch.empty(batch * groups, 2, channels, **f32) if has_d else dAp
     dbp = torch.empty(batch * groups, 2, channels, **f32) if has_bias else dAp
-    scratch = torch.empty(n_cblocks * 2 * batch * groups, cfg.scratch_tiles, n_state, block_c, **f32)
+    scratch = torch.empty(per_launch * 2 * batch * groups, cfg.scratch_tiles, n_state, block_c, **f32)
     flags = dict(N_STATE=n_state, HAS_Z=has_z, HAS_BIAS=has_bias, SOFTPLUS=bool(delta_softplus))
     mu, dsum = A, A  # read only with several groups
     if cfg.carry is not None:
@@ -781,17 +813,24 @@ def bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints,
             *g_strides, *delta.stride(), *A.stride(), *C.stride(), bt.stride(0) if has_bias else 0, *zt.stride(),
             **flags, **cfg.carry.constexprs, num_warps=cfg.carry.num_warps,
         )
-    launch(_scan_bwd_kernel, walk.grid,
-        grad_out, u, delta, A, B, C, Dt, zt, bt, checkpoints, scratch, mu, dsum,
-        du, ddelta, dzt, dBp, dCp, dAp, dDp, dbp,
-        channels, length, 0.5, cfg.chunks_per_program,
-        *g_strides, *u.stride(), *delta.stride(), *A.stride(), *B.stride(), *C.stride(),
-        Dt.stride(0) if has_d else 0, bt.stride(0) if has_bias else 0,
-        *zt.stride(), *du.stride(), *ddelta.stride(), *dzt.stride(),
-        HAS_D=has_d, **flags, **walk.constexprs, **walk.launch_options(),
-    )
-    dB = dBp.sum(0).transpose(-1, -2)
-    dC = dCp.sum(0).transpose(-1, -2)
+    dB = dC = None
+    for c_block0 in range(0, n_cblocks, per_launch):
+        blocks = min(per_launch, n_cblocks - c_block0)
+        launch(_scan_bwd_kernel, (blocks, *walk.grid[1:]),
+            grad_out, u, delta, A, B, C, Dt, zt, bt, checkpoints, scratch, mu, dsum,
+            du, ddelta, dzt, dBp, dCp, dAp, dDp, dbp,
+            channels, length, 0.5, cfg.chunks_per_program, c_block0,
+            *g_strides, *u.stride(), *delta.stride(), *A.stride(), *B.stride(), *C.stride(),
+            Dt.stride(0) if has_d else 0, bt.stride(0) if has_bias else 0,
+            *zt.stride(), *du.stride(), *ddelta.stride(), *dzt.stride(),
+            HAS_D=has_d, **flags, **walk.constexprs, **walk.launch_options(),
+        )
+        if dB is None:
+            dB, dC = dBp[:blocks].sum(0), dCp[:blocks].sum(0)
+        else:  # the partials are overwritten by the next launch
+            dB += dBp[:blocks].sum(0)
+            dC += dCp[:blocks].sum(0)
+    dB, dC = dB.transpose(-1, -2), dC.transpose(-1, -2)
     dz = None
     if has_z:
         dz = dz32 if z.dtype == torch.float32 else dz32.to(z.dtype)

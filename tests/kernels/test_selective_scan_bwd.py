@@ -290,6 +290,39 @@ def test_bwd_pairs_walk(scan, length, chunk, split, combine):
                                           pairs=True).walk.constexprs["PAIRS"]
 
 
+@pytest.mark.parametrize("splits", [2, 3])
+def test_bwd_channel_splits(scan, splits):
+    """The walk as several launches over ranges of the channel blocks (20 channels in blocks of 8 under the
+    interpreter: 2 + 1 or 1 + 1 + 1 blocks), sharing one scratch and one partials buffer: the float64 reference's
+    gradients, and the one-launch walk's up to the order of the dB/dC sums."""
+    x = model_layout(1, 20, 9, seed=23)
+    _, g, got = run_triton(scan, x, combine=True, chunk=4, channel_splits=splits, chunks_per_program=1)
+    assert_grads_close(got, reference_grads(x, g, combine=True), x)
+    _, _, one = run_triton(scan, x, combine=True, chunk=4, channel_splits=1, chunks_per_program=1)
+    for name in GRAD_NAMES:
+        exact = name not in ("B", "C")  # only dB/dC are summed over the launches
+        torch.testing.assert_close(got[name], one[name], rtol=0 if exact else 1e-6, atol=0 if exact else 1e-7)
+
+
+def test_bwd_channel_splits_config(scan):
+    """Auto: one launch per wave of resident programs in the capped walk (Vim-Ti 1248 px, batch 8: 3,072 programs,
+    12 per SM at 168 registers on 132 SMs); one launch for the prefetching walk and under the interpreter; forced
+    values clamp to the channel blocks with no empty launch."""
+    _, bwd = scan
+    cfg = lambda b, L, **kw: bwd.scan_bwd_launch_config(b, 384, L, 64, kw.pop("interpreted", False), **kw)
+    capped = cfg(8, 6085)
+    assert capped.walk.maxnreg == 168 and capped.channel_splits == 2 and capped.blocks_per_launch == 6
+    assert cfg(128, 197).channel_splits == 2
+    assert cfg(8, 6085, sm_count=264).channel_splits == 1  # a GPU that holds the grid at once
+    assert cfg(32, 1025).channel_splits == 1  # the prefetching walk, under one wave
+    assert cfg(8, 6085, interpreted=True).channel_splits == 1
+    assert cfg(8, 6085, channel_splits=100).channel_splits == 12
+    five = cfg(8, 6085, channel_splits=5)  # 12 blocks in launches of 3: 4 launches
+    assert five.channel_splits == 4 and five.blocks_per_launch == 3
+    with pytest.raises(ValueError, match="channel_splits"):
+        cfg(8, 6085, channel_splits=0)
+
+
 @pytest.mark.parametrize("sub_chunk", [1, 5])
 def test_bwd_two_level_recompute(scan, sub_chunk):
     """The walk's sub-checkpoints every step (1), and in sub-chunks of 5 of 8 (a partial last one; 3 of 4 is the
