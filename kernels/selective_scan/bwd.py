@@ -590,10 +590,14 @@ L1_AHEAD_STEPS = 2
 L1_MIN_STEPS = 256
 # The walk over the channel blocks in several launches, one after the other (`scan_bwd_launch_config`'s
 # channel_splits): each launch's programs fit the GPU at once, and its scratch and dB/dC partials are sized for
-# that launch and reused by the next: at Vim-Ti 1248 px, batch 8 (3,072 capped-walk programs, 1,584 resident on
-# the H200) 0.20 -> 0.10 GB of scratch and 0.15 -> 0.07 GB of partials at the training step's peak. None (auto):
-# in the capped walk on the GPU, as many launches as the grid has waves of resident programs
-# (REGISTERS_PER_SM / (32 x the register cap) per SM); else one launch.
+# that launch and reused by the next (at Vim-Ti 1248 px, batch 8: 3,072 capped-walk programs, 1,584 resident on
+# the H200; 0.20 -> 0.10 GB of scratch, 0.15 -> 0.07 GB of partials). A memory-for-speed trade, measured on the
+# H200 (2026-12-03, session g, combined bf16, Vim-Ti; results/history/splitab-h200-2026-12-03g.json), two launches
+# vs one: kernel 2.373 -> 2.457 ms at 8 x 6,085 (the call's own peak 611 -> 444 MiB), 1.197 -> 1.224 ms at
+# 128 x 197 (408 -> 275 MiB); whole captured training steps A B B A: 1248/8 83.1 -> 82.1 img/s with the step's
+# peak 4.04 -> 3.87 GiB (issue 10's goal: <= 4.0), 224/128 2,929 -> 2,881 img/s, 2.36 -> 2.23 GiB (DeiT-Ti sdpa:
+# 2.33). None (auto): in the capped walk on the GPU, as many launches as the grid has waves of resident programs
+# (REGISTERS_PER_SM / (32 x the register cap) per SM); else one launch. 1: the faster single launch.
 DEFAULT_CHANNEL_SPLITS: int | None = None
 REGISTERS_PER_SM = 65536
 
