@@ -144,10 +144,11 @@ def model_layout(batch, channels, length, dtype=torch.float32, device="cpu", see
                 delta_bias=(torch.rand(2, channels, generator=g) * 2.0 - 3.0).to(device))
 
 
-# L = 1..6 cross the boundary between the unmasked main loop and the masked last trips; 16 channels fill the
-# interpreter's 8-wide channel blocks exactly (no channel mask), 13 do not.
+# L = 1..6 cross the boundary between the unmasked main loop and the masked last trips, 37 runs many main-loop
+# trips (197, Vim-Ti's tokens, is in the fp32 reference tests: interpreted here it took ~100 s per case); 16
+# channels fill the interpreter's 8-wide channel blocks exactly (no channel mask), 13 do not.
 @pytest.mark.parametrize("channels", [16, 13])
-@pytest.mark.parametrize("length", [1, 2, 4, 5, 6, 197])
+@pytest.mark.parametrize("length", [1, 2, 4, 5, 6, 37])
 def test_bimamba_scan_halves_match_reference(triton_scan, device, channels, length):
     x = model_layout(2, channels, length, device=device)
     halves = triton_scan.bimamba_scan(**x, combine=False)
@@ -232,7 +233,7 @@ def _channel_last(t):
     return t.transpose(-1, -2).contiguous().transpose(-1, -2)
 
 
-@pytest.mark.parametrize("length", [1, 6, 197])
+@pytest.mark.parametrize("length", [1, 6, 37])
 def test_bimamba_scan_channel_last_layout(triton_scan, length):
     inputs = stack_directions(2, 19, length)
     laid_out = {k: (_channel_last(v) if k in ("u", "delta", "z", "B", "C") else v) for k, v in inputs.items()}
