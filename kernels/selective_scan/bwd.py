@@ -39,13 +39,17 @@ Design (one program = BLOCK_C channels, one per lane, of one (direction, batch, 
   without prefetch (PAIRS, the default there), only every other step's state is written and the walk rebuilds an
   odd step's from the even one before it: half the scratch traffic (kernels/NOTES.md).
   Both passes issue the next step's loads before the current step's arithmetic (PREFETCH, as in the forward).
-  The scratch is transient: (walk programs) * chunk * N * BLOCK_C * 4 bytes per call (B=8, E=384, chunk 64,
-  ~1,000 programs: ~125 MB); (N, C) tiles move as N (C,) rows (fwd.store_rows says why).
+  The scratch is transient: (programs of one walk launch) * chunk * N * BLOCK_C * 4 bytes per call, half that
+  with PAIRS (Vim-Ti at 1248 px, batch 8: 1,536 programs per launch, 0.10 GB); (N, C) tiles move as N (C,) rows
+  (fwd.store_rows says why). Where the walk's grid holds more programs than the GPU runs at once, it is launched
+  in several parts over ranges of the channel blocks, one after the other, sharing the scratch and the dB/dC
+  partials (`scan_bwd_launch_config`'s channel_splits).
 - du, ddelta (through softplus: * sigmoid(delta + bias)) are stored per token; dz gets both directions'
   contributions by relaxed fp32 atomics onto zero (two additions: order-independent, so deterministic).
 - dA, dD, ddelta_bias accumulate in registers and are written once per program (per-(batch, group) partials
   summed by torch). dB_s, dC_s (sums over channels) are reduced over the program's lanes and written as
-  per-channel-block partials (n_cblocks, 2, batch, L, N), summed by torch: no per-element atomics, deterministic.
+  per-channel-block partials (a launch's channel blocks, 2, batch, L, N), summed by torch after each launch: no
+  per-element atomics, deterministic.
 - Masked channels have Delta = u = 0 and a zero upstream gradient, so their adjoint stays 0 and adds nothing.
 - Program ids are widened to int64 before multiplying strides; L is not specialized on.
 """
@@ -87,8 +91,8 @@ def _scan_bwd_kernel(
     USE_ASM: tl.constexpr, PREFETCH: tl.constexpr, L1_AHEAD: tl.constexpr = 0, PAIRS: tl.constexpr = False,
 ):
     """One program: BLOCK_C channels of one (direction, batch, chunk group); grid (channel blocks of this launch,
-    2 * groups, batch), axis 1 = 2 * group + direction; axis 0 counts channel blocks from c_block0 (a launch
-    may cover a range of the channel blocks: `ScanBwdLaunch.channel_splits`); direction 1 runs its tokens from L-1 down to 0. A group is
+    2 * groups, batch), axis 1 = 2 * group + direction; axis 0 counts channel blocks from c_block0 (a launch may
+    cover a range of them: `ScanBwdLaunch.channel_splits`); direction 1 runs its tokens from L-1 down to 0. A group is
     `chunks_per_program` consecutive checkpoint chunks (in scan order), walked last to first from the adjoint
     carried in from the groups after it: folded here from the later groups' local carries (mu_ptr,
     (2, batch, groups, N, E)) and Delta sums (dsum_ptr, (2, batch, groups, E)) that
