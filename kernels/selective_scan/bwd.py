@@ -89,6 +89,7 @@ def _scan_bwd_kernel(
     SUB_TILES: tl.constexpr, SCATTER_SUMS: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     USE_ASM: tl.constexpr, PREFETCH: tl.constexpr, L1_AHEAD: tl.constexpr = 0, PAIRS: tl.constexpr = False,
+    SCRATCH_AHEAD: tl.constexpr = 0, SCRATCH_EVICT: tl.constexpr = "", OUT_EVICT: tl.constexpr = "",
 ):
     """One program: BLOCK_C channels of one (direction, batch, chunk group); grid (channel blocks of this launch,
     2 * groups, batch), axis 1 = 2 * group + direction; axis 0 counts channel blocks from c_block0 (a launch may
@@ -107,7 +108,11 @@ def _scan_bwd_kernel(
     PAIRS (with SUB = 0, PREFETCH off): the recomputation stores only the state entering every even step (half the
     scratch written and read), and the walk rebuilds an odd step's entering state by one recurrence step from the
     even one before it (one more exp and two FMAs per state element there; that step's inputs are read again
-    right after, for the even step, from L1)."""
+    right after, for the even step, from L1).
+    SCRATCH_AHEAD: 0, or D > 0: each walk step also asks L1 for the scratch tile the step D steps further on reads
+    (one `prefetch.global.L1` per step: lane l names the tile's row l % N, one 128-byte line each).
+    SCRATCH_EVICT / OUT_EVICT: L2 eviction policies of the scratch's stores and loads and of the per-token
+    gradient stores (du, ddelta, the dB/dC rows): "" (default), "evict_first", "evict_last"."""
     pid_c = tl.program_id(0).to(tl.int64)
     direction = (tl.program_id(1) % 2).to(tl.int64)
     group = (tl.program_id(1) // 2).to(tl.int64)
@@ -151,6 +156,9 @@ def _scan_bwd_kernel(
     # per program: SUB_TILES + SEG state tiles, or SUB_TILES + cdiv(SEG, 2) with PAIRS (`scan_bwd_launch_config`)
     tiles = SUB_TILES + ((SEG + 1) // 2 if PAIRS else SEG)
     scratch_lanes = scratch_ptr + program * (tiles * N_STATE * BLOCK_C) + tl.arange(0, BLOCK_C)
+    # SCRATCH_AHEAD: lane l's line in a state tile (row l % N)
+    tile_line_lanes = scratch_ptr + program * (tiles * N_STATE * BLOCK_C) + SUB_TILES * (N_STATE * BLOCK_C) + \
+        (tl.arange(0, BLOCK_C) % N_STATE) * BLOCK_C
 
     # A pre-scaled so that exp(Delta * A) = exp2(Delta * A2); N (C,) row loads keep lanes on channels (fwd.py).
     A2 = tl.zeros((N_STATE, BLOCK_C), dtype=tl.float32)
@@ -205,7 +213,7 @@ def _scan_bwd_kernel(
             # for even j only).
             h = _recompute(h, seg_start, n_seg, A2, bias_row, L, backward, mask_c, u_base, dt_base, B_base,
                            stride_u_l, stride_dt_l, stride_B_l, states_lanes, 2 if PAIRS else 1, N_STATE, BLOCK_C,
-                           HAS_BIAS, SOFTPLUS, USE_ASM, PREFETCH, L1_AHEAD, BC_lanes[0])
+                           HAS_BIAS, SOFTPLUS, USE_ASM, PREFETCH, L1_AHEAD, BC_lanes[0], SCRATCH_EVICT)
             tl.debug_barrier()  # the states are read below by whichever thread the layout gives each element
             tok_args = (seg_start, L, backward, mask_c, u_base, dt_base, g_base, z_base, B_base, C_base,
                         states_lanes, stride_u_l, stride_dt_l, stride_g_l, stride_z_l, stride_B_l, stride_C_l)
@@ -214,9 +222,17 @@ def _scan_bwd_kernel(
             out_args = (A2, D_row, g_scale, du_base, ddt_base, dz_base, dB_ptr, dC_ptr, dBC_row, dBC_off, lanes,
                         even_lane, mask_c, stride_du_l, stride_ddt_l, stride_dz_l)
             if PREFETCH and not PAIRS:
-                nxt = _bwd_token(n_seg - 1, *tok_args, N_STATE, BLOCK_C, HAS_Z, n_seg - 1)
+                nxt = _bwd_token(n_seg - 1, *tok_args, N_STATE, BLOCK_C, HAS_Z, n_seg - 1, SCRATCH_EVICT)
             for jj in range(0, n_seg):
                 j = n_seg - 1 - jj
+                if L1_AHEAD > 0:
+                    _prefetch_walk_step(seg_start + tl.maximum(j - L1_AHEAD, 0), L, backward, mask_c, u_base,
+                                        dt_base, g_base, z_base, BC_lanes, stride_u_l, stride_dt_l, stride_g_l,
+                                        stride_z_l, stride_B_l, stride_C_l, HAS_Z, USE_ASM)
+                if SCRATCH_AHEAD > 0:
+                    ahead = tl.maximum(j - SCRATCH_AHEAD, 0)
+                    fastmath.prefetch_l1(tile_line_lanes + ((ahead // 2) if PAIRS else ahead) * (N_STATE * BLOCK_C),
+                                         USE_ASM)
                 if PAIRS:
                     # An even step's entering state is stored; an odd step's is one recurrence step from the even
                     # one before it (that step's inputs are L1-warm: read again right after for the even step).
@@ -225,29 +241,26 @@ def _scan_bwd_kernel(
                                                  stride_u_l, stride_dt_l, stride_B_l)
                         d0, _ = _delta(dt0, bias_row, mask_c, HAS_BIAS, SOFTPLUS, USE_ASM)
                         h0 = load_rows(states_lanes + (j // 2) * (N_STATE * BLOCK_C), BLOCK_C, mask_c, N_STATE,
-                                       BLOCK_C)
+                                       BLOCK_C, SCRATCH_EVICT)
                         h_prev = tl.exp2(A2 * d0[None, :]) * h0 + B0[:, None] * (d0 * u0)[None, :]
                         t, u, dt, g, z, Bt, Ct = _walk_inputs(j, *in_args, HAS_Z)
                     else:
-                        t, u, dt, g, z, Bt, Ct, h_prev = _bwd_token(j, *tok_args, N_STATE, BLOCK_C, HAS_Z, j // 2)
+                        t, u, dt, g, z, Bt, Ct, h_prev = _bwd_token(j, *tok_args, N_STATE, BLOCK_C, HAS_Z, j // 2,
+                                                                    SCRATCH_EVICT)
                 else:
-                    if L1_AHEAD > 0:
-                        _prefetch_walk_step(seg_start + tl.maximum(j - L1_AHEAD, 0), L, backward, mask_c, u_base,
-                                            dt_base, g_base, z_base, BC_lanes, stride_u_l, stride_dt_l, stride_g_l,
-                                            stride_z_l, stride_B_l, stride_C_l, HAS_Z, USE_ASM)
                     if PREFETCH:  # issue step j-1's loads (step 0's again at j = 0) before step j's arithmetic
                         cur = nxt
                         prev = tl.where(j > 0, j - 1, 0)
-                        nxt = _bwd_token(prev, *tok_args, N_STATE, BLOCK_C, HAS_Z, prev)
+                        nxt = _bwd_token(prev, *tok_args, N_STATE, BLOCK_C, HAS_Z, prev, SCRATCH_EVICT)
                     else:
-                        cur = _bwd_token(j, *tok_args, N_STATE, BLOCK_C, HAS_Z, j)
+                        cur = _bwd_token(j, *tok_args, N_STATE, BLOCK_C, HAS_Z, j, SCRATCH_EVICT)
                     t, u, dt, g, z, Bt, Ct, h_prev = cur
                 d, d_slope = _delta(dt, bias_row, mask_c, HAS_BIAS, SOFTPLUS, USE_ASM)
                 a = tl.exp2(A2 * d[None, :])
                 h = a * h_prev + Bt[:, None] * (d * u)[None, :]
                 carry, dA_acc, dD_acc, dbias_acc = _walk_step(
                     t, u, g * g_scale, z, Bt, Ct, h_prev, h, a, d, d_slope, carry, dA_acc, dD_acc, dbias_acc,
-                    *out_args, N_STATE, BLOCK_C, HAS_D, HAS_Z, SCATTER_SUMS, USE_ASM)
+                    *out_args, N_STATE, BLOCK_C, HAS_D, HAS_Z, SCATTER_SUMS, USE_ASM, OUT_EVICT)
             tl.debug_barrier()  # the next segment overwrites the states
 
     dA_tile = dA_ptr + ((part * n_dirs + direction) * E + c64[None, :]) * N_STATE + states[:, None]
@@ -354,11 +367,11 @@ def _carry_token(j, start, L, backward, mask_c, dt_base, g_base, z_base, C_base,
 def _recompute(h, start, n, A2, bias_row, L, backward, mask_c, u_base, dt_base, B_base, stride_u_l, stride_dt_l,
                stride_B_l, out_lanes, EVERY: tl.constexpr, N_STATE: tl.constexpr, BLOCK_C: tl.constexpr,
                HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, USE_ASM: tl.constexpr, PREFETCH: tl.constexpr,
-               L1_AHEAD: tl.constexpr = 0, B_lanes=None):
+               L1_AHEAD: tl.constexpr = 0, B_lanes=None, EVICT: tl.constexpr = ""):
     """Step the state h entering scan step `start` through n steps; the state entering step start + j is stored
     to tile j // EVERY at out_lanes when EVERY divides j. Returns the state after the n steps. L1_AHEAD > 0: an L1
     prefetch of step j + L1_AHEAD's u, delta and B row in each step (B_lanes: (C,) pointers to the B row; lanes
-    past E issue nothing)."""
+    past E issue nothing). EVICT: the stores' L2 eviction policy."""
     fwd_args = (start, L, backward, mask_c, u_base, dt_base, B_base, stride_u_l, stride_dt_l, stride_B_l)
     if PREFETCH:
         nxt_f = _fwd_token(0, *fwd_args)
@@ -367,7 +380,7 @@ def _recompute(h, start, n, A2, bias_row, L, backward, mask_c, u_base, dt_base, 
             _prefetch_fwd_step(start + tl.minimum(j + L1_AHEAD, n - 1), L, backward, mask_c, u_base, dt_base, B_lanes,
                                stride_u_l, stride_dt_l, stride_B_l, USE_ASM)
         if j % EVERY == 0:
-            store_rows(out_lanes + (j // EVERY) * (N_STATE * BLOCK_C), BLOCK_C, h, mask_c, N_STATE)
+            store_rows(out_lanes + (j // EVERY) * (N_STATE * BLOCK_C), BLOCK_C, h, mask_c, N_STATE, EVICT)
         if PREFETCH:  # issue step j+1's loads (step j's again at the end) before step j's arithmetic
             u, dt, Bt = nxt_f
             nxt_f = _fwd_token(tl.where(j + 1 < n, j + 1, j), *fwd_args)
@@ -484,12 +497,13 @@ def _walk_inputs(j, start, L, backward, mask_c, u_base, dt_base, g_base, z_base,
 @triton.jit
 def _bwd_token(j, start, L, backward, mask_c, u_base, dt_base, g_base, z_base, B_base, C_base, scratch_lanes,
                stride_u_l, stride_dt_l, stride_g_l, stride_z_l, stride_B_l, stride_C_l, N_STATE: tl.constexpr,
-               BLOCK_C: tl.constexpr, HAS_Z: tl.constexpr, tile):
-    """`_walk_inputs` of step start + j, and the state entering the step (N, C): scratch tile `tile`."""
+               BLOCK_C: tl.constexpr, HAS_Z: tl.constexpr, tile, EVICT: tl.constexpr = ""):
+    """`_walk_inputs` of step start + j, and the state entering the step (N, C): scratch tile `tile` (EVICT: its
+    loads' L2 eviction policy)."""
     t, u, dt, g, z, Bt, Ct = _walk_inputs(j, start, L, backward, mask_c, u_base, dt_base, g_base, z_base, B_base,
                                           C_base, stride_u_l, stride_dt_l, stride_g_l, stride_z_l, stride_B_l,
                                           stride_C_l, HAS_Z)
-    h_prev = load_rows(scratch_lanes + tile * (N_STATE * BLOCK_C), BLOCK_C, mask_c, N_STATE, BLOCK_C)
+    h_prev = load_rows(scratch_lanes + tile * (N_STATE * BLOCK_C), BLOCK_C, mask_c, N_STATE, BLOCK_C, EVICT)
     return t, u, dt, g, z, Bt, Ct, h_prev
 
 
@@ -497,10 +511,11 @@ def _bwd_token(j, start, L, backward, mask_c, u_base, dt_base, g_base, z_base, B
 def _walk_step(t, u, g, z, Bt, Ct, h_prev, h, a, d, d_slope, carry, dA_acc, dD_acc, dbias_acc, A2, D_row, g_scale,
                du_base, ddt_base, dz_base, dB_ptr, dC_ptr, dBC_row, dBC_off, lanes, even_lane, mask_c, stride_du_l,
                stride_ddt_l, stride_dz_l, N_STATE: tl.constexpr, BLOCK_C: tl.constexpr, HAS_D: tl.constexpr,
-               HAS_Z: tl.constexpr, SCATTER_SUMS: tl.constexpr, USE_ASM: tl.constexpr):
+               HAS_Z: tl.constexpr, SCATTER_SUMS: tl.constexpr, USE_ASM: tl.constexpr, EVICT: tl.constexpr = ""):
     """One step of the walk at token t: h_prev / h the states entering / leaving it, a = exp(Delta A), d = Delta,
     d_slope = dDelta/d(dt), g the scaled upstream gradient, carry = a_{s+1} l_{s+1}. Stores du, ddelta, the dB/dC
-    partial rows and dz's atomic; returns (carry for the step before, dA_acc, dD_acc, dbias_acc) updated."""
+    partial rows (EVICT: these stores' L2 eviction policy) and dz's atomic; returns (carry for the step before,
+    dA_acc, dD_acc, dbias_acc) updated."""
     du_in = d * u
     if HAS_Z:
         y = tl.sum(Ct[:, None] * h, axis=0)
@@ -522,16 +537,18 @@ def _walk_step(t, u, g, z, Bt, Ct, h_prev, h, a, d, d_slope, carry, dA_acc, dD_a
     ddt = dd * d_slope
     dbias_acc += ddt
     dA_acc += lam_ah * d[None, :]
-    tl.store(du_base + t * stride_du_l, du.to(du_base.dtype.element_ty), mask=mask_c)
-    tl.store(ddt_base + t * stride_ddt_l, ddt.to(ddt_base.dtype.element_ty), mask=mask_c)
+    tl.store(du_base + t * stride_du_l, du.to(du_base.dtype.element_ty), mask=mask_c, eviction_policy=EVICT)
+    tl.store(ddt_base + t * stride_ddt_l, ddt.to(ddt_base.dtype.element_ty), mask=mask_c, eviction_policy=EVICT)
     if SCATTER_SUMS:  # lane l stores state l // 2 (even lanes)
         row = dBC_row + t * N_STATE
-        tl.store(dC_ptr + row, _scattered_lane_sums(h * dy[None, :], lanes, BLOCK_C), mask=even_lane)
-        tl.store(dB_ptr + row, _scattered_lane_sums(lam * du_in[None, :], lanes, BLOCK_C), mask=even_lane)
+        tl.store(dC_ptr + row, _scattered_lane_sums(h * dy[None, :], lanes, BLOCK_C), mask=even_lane,
+                 eviction_policy=EVICT)
+        tl.store(dB_ptr + row, _scattered_lane_sums(lam * du_in[None, :], lanes, BLOCK_C), mask=even_lane,
+                 eviction_policy=EVICT)
     else:
         row = dBC_off + t * N_STATE
-        tl.store(dC_ptr + row, tl.sum(h * dy[None, :], axis=1))
-        tl.store(dB_ptr + row, tl.sum(lam * du_in[None, :], axis=1))
+        tl.store(dC_ptr + row, tl.sum(h * dy[None, :], axis=1), eviction_policy=EVICT)
+        tl.store(dB_ptr + row, tl.sum(lam * du_in[None, :], axis=1), eviction_policy=EVICT)
     return a * lam, dA_acc, dD_acc, dbias_acc
 
 
@@ -604,6 +621,11 @@ L1_MIN_STEPS = 256
 # (REGISTERS_PER_SM / (32 x the register cap) per SM); else one launch. 1: the faster single launch.
 DEFAULT_CHANNEL_SPLITS: int | None = None
 REGISTERS_PER_SM = 65536
+# The walk's L1 prefetch of the scratch tile `scratch_ahead` steps on (`_scan_bwd_kernel` SCRATCH_AHEAD; 0: off),
+# and L2 eviction hints (`evict_hints`: the scratch's stores and loads evict_last, the per-token gradient stores
+# evict_first). Off until measured (kernels/NOTES.md, "The walk's scratch from L1").
+DEFAULT_SCRATCH_AHEAD = 0
+DEFAULT_EVICT_HINTS = False
 
 
 @dataclass(frozen=True)
@@ -633,7 +655,8 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
                            block_c: int | None = None, prefetch: bool | None = None,
                            maxnreg: int | None = None, sm_count: int = 132, fp32: bool = False,
                            l1_ahead: int | None = None, pairs: bool | None = None,
-                           channel_splits: int | None = None) -> ScanBwdLaunch:
+                           channel_splits: int | None = None, scratch_ahead: int | None = None,
+                           evict_hints: bool | None = None) -> ScanBwdLaunch:
     """The backward's grids, tiles, warps and split of L into chunk groups: the one place that chooses them (the
     launcher and `vimbench kernels static` both call it). One warp, a channel per lane, as the forward.
     chunks_per_program: checkpoint chunks per program along L; None picks: on the GPU enough groups that the
@@ -666,7 +689,10 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
     where that is None too, on except under the interpreter (whose walk prefetches anyway; tests force it).
     channel_splits: run the walk as this many launches over consecutive ranges of channel blocks (scratch and
     dB/dC partials sized for one launch); None: DEFAULT_CHANNEL_SPLITS, and where that is None too, automatic: in
-    the capped walk on the GPU the grid's waves of resident programs, else 1; at most the channel blocks."""
+    the capped walk on the GPU the grid's waves of resident programs, else 1; at most the channel blocks.
+    scratch_ahead: the walk's SCRATCH_AHEAD (an L1 prefetch of the scratch tile read that many steps on); None:
+    DEFAULT_SCRATCH_AHEAD; 0 under the interpreter. evict_hints: L2 eviction hints on the scratch (evict_last) and
+    the per-token gradient stores (evict_first); None: DEFAULT_EVICT_HINTS."""
     n_chunks = max(1, cdiv(length, chunk))
     if block_c is not None:
         if block_c not in (8, 16, 32):
@@ -711,6 +737,10 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
         raise ValueError(f"l1_ahead must be >= 0; got {l1_ahead}")
     pairs = DEFAULT_PAIRS if pairs is None else pairs
     pairs = (not interpreted if pairs is None else bool(pairs)) and not prefetch and not sub
+    scratch_ahead = int(DEFAULT_SCRATCH_AHEAD if scratch_ahead is None else scratch_ahead)
+    if scratch_ahead < 0:
+        raise ValueError(f"scratch_ahead must be >= 0; got {scratch_ahead}")
+    hints = bool(DEFAULT_EVICT_HINTS if evict_hints is None else evict_hints)
     constexprs = dict(BLOCK_C=block_c, CHUNK=chunk, USE_ASM=not interpreted, PREFETCH=prefetch)
     n_cblocks = cdiv(channels, block_c)
     splits = DEFAULT_CHANNEL_SPLITS if channel_splits is None else channel_splits
@@ -725,7 +755,9 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
     walk = LaunchConfig(kernel="_scan_bwd_kernel", grid=(n_cblocks, 2 * groups, batch),
                         constexprs=dict(constexprs, SUB=sub, SEG=seg, SUB_TILES=sub_tiles,
                                         SCATTER_SUMS=scatter, L1_AHEAD=0 if interpreted else l1_ahead,
-                                        PAIRS=pairs),
+                                        PAIRS=pairs, SCRATCH_AHEAD=0 if interpreted else scratch_ahead,
+                                        SCRATCH_EVICT="evict_last" if hints else "",
+                                        OUT_EVICT="evict_first" if hints else ""),
                         num_warps=1, maxnreg=None if interpreted else maxnreg)
     carry = None
     if groups > 1:
@@ -765,13 +797,14 @@ def _check_bwd(grad_out, u, checkpoints, combine, chunk, n_state):
 
 def bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints, delta_softplus=True,
                      combine=True, chunk=64, *, chunks_per_program=None, sub_chunk=None, scatter_sums=None,
-                     block_c=None, prefetch=None, maxnreg=None, l1_ahead=None, pairs=None, channel_splits=None):
+                     block_c=None, prefetch=None, maxnreg=None, l1_ahead=None, pairs=None, channel_splits=None,
+                     scratch_ahead=None, evict_hints=None):
     """Gradients of `bimamba_scan` (see the module docstring for the contract). Returns
     (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias); None for each absent optional input.
     chunks_per_program: force the split of L (checkpoint chunks per program; >= cdiv(L, chunk): one program
     walks the whole sequence, the pre-chunk-parallel kernel); None: `scan_bwd_launch_config` picks. sub_chunk,
-    scatter_sums, block_c, prefetch, maxnreg, l1_ahead, pairs, channel_splits: launch experiments, None = the
-    defaults (`scan_bwd_launch_config`)."""
+    scatter_sums, block_c, prefetch, maxnreg, l1_ahead, pairs, channel_splits, scratch_ahead, evict_hints: launch
+    experiments, None = the defaults (`scan_bwd_launch_config`)."""
     _check(u, delta, A, B, C, 2)
     n_state = A.shape[-1]
     chunk = _check_bwd(grad_out, u, checkpoints, combine, chunk, n_state)
@@ -793,7 +826,8 @@ def bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints,
                                  scatter_sums, n_state, block_c, prefetch, maxnreg,
                                  sm_count=1 if interpreted else sm_count(device),
                                  fp32=u.dtype == torch.float32, l1_ahead=l1_ahead, pairs=pairs,
-                                 channel_splits=channel_splits)
+                                 channel_splits=channel_splits, scratch_ahead=scratch_ahead,
+                                 evict_hints=evict_hints)
     walk = cfg.walk
     block_c = walk.constexprs["BLOCK_C"]
     n_cblocks, groups = walk.grid[0], cfg.groups
