@@ -89,7 +89,7 @@ def _scan_bwd_kernel(
     SUB_TILES: tl.constexpr, SCATTER_SUMS: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     USE_ASM: tl.constexpr, PREFETCH: tl.constexpr, L1_AHEAD: tl.constexpr = 0, PAIRS: tl.constexpr = False,
-    SCRATCH_AHEAD: tl.constexpr = 0, SCRATCH_EVICT: tl.constexpr = "", OUT_EVICT: tl.constexpr = "",
+    SCRATCH_AHEAD: tl.constexpr = 0, SCRATCH_EVICT: tl.constexpr = None, OUT_EVICT: tl.constexpr = None,
 ):
     """One program: BLOCK_C channels of one (direction, batch, chunk group); grid (channel blocks of this launch,
     2 * groups, batch), axis 1 = 2 * group + direction; axis 0 counts channel blocks from c_block0 (a launch may
@@ -112,7 +112,7 @@ def _scan_bwd_kernel(
     SCRATCH_AHEAD: 0, or D > 0: each walk step also asks L1 for the scratch tile the step D steps further on reads
     (one `prefetch.global.L1` per step: lane l names the tile's row l % N, one 128-byte line each).
     SCRATCH_EVICT / OUT_EVICT: L2 eviction policies of the scratch's stores and loads and of the per-token
-    gradient stores (du, ddelta, the dB/dC rows): "" (default), "evict_first", "evict_last"."""
+    gradient stores (du, ddelta, the dB/dC rows): None (the default policy), "evict_first", "evict_last"."""
     pid_c = tl.program_id(0).to(tl.int64)
     direction = (tl.program_id(1) % 2).to(tl.int64)
     group = (tl.program_id(1) // 2).to(tl.int64)
@@ -199,7 +199,7 @@ def _scan_bwd_kernel(
             h = load_rows(ck_lanes, E, mask_c, N_STATE, BLOCK_C)
             h = _recompute(h, start, n_in, A2, bias_row, L, backward, mask_c, u_base, dt_base, B_base,
                            stride_u_l, stride_dt_l, stride_B_l, scratch_lanes, SUB, N_STATE, BLOCK_C, HAS_BIAS,
-                           SOFTPLUS, USE_ASM, PREFETCH, L1_AHEAD, BC_lanes[0])
+                           SOFTPLUS, USE_ASM, PREFETCH, L1_AHEAD, BC_lanes[0], SCRATCH_EVICT)
             tl.debug_barrier()  # the sub-checkpoints are read below by whichever thread the layout gives them
         for q in range(0, tl.cdiv(n_in, SEG)):
             seg = tl.cdiv(n_in, SEG) - 1 - q
@@ -367,7 +367,7 @@ def _carry_token(j, start, L, backward, mask_c, dt_base, g_base, z_base, C_base,
 def _recompute(h, start, n, A2, bias_row, L, backward, mask_c, u_base, dt_base, B_base, stride_u_l, stride_dt_l,
                stride_B_l, out_lanes, EVERY: tl.constexpr, N_STATE: tl.constexpr, BLOCK_C: tl.constexpr,
                HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, USE_ASM: tl.constexpr, PREFETCH: tl.constexpr,
-               L1_AHEAD: tl.constexpr = 0, B_lanes=None, EVICT: tl.constexpr = ""):
+               L1_AHEAD: tl.constexpr = 0, B_lanes=None, EVICT: tl.constexpr = None):
     """Step the state h entering scan step `start` through n steps; the state entering step start + j is stored
     to tile j // EVERY at out_lanes when EVERY divides j. Returns the state after the n steps. L1_AHEAD > 0: an L1
     prefetch of step j + L1_AHEAD's u, delta and B row in each step (B_lanes: (C,) pointers to the B row; lanes
@@ -497,7 +497,7 @@ def _walk_inputs(j, start, L, backward, mask_c, u_base, dt_base, g_base, z_base,
 @triton.jit
 def _bwd_token(j, start, L, backward, mask_c, u_base, dt_base, g_base, z_base, B_base, C_base, scratch_lanes,
                stride_u_l, stride_dt_l, stride_g_l, stride_z_l, stride_B_l, stride_C_l, N_STATE: tl.constexpr,
-               BLOCK_C: tl.constexpr, HAS_Z: tl.constexpr, tile, EVICT: tl.constexpr = ""):
+               BLOCK_C: tl.constexpr, HAS_Z: tl.constexpr, tile, EVICT: tl.constexpr):
     """`_walk_inputs` of step start + j, and the state entering the step (N, C): scratch tile `tile` (EVICT: its
     loads' L2 eviction policy)."""
     t, u, dt, g, z, Bt, Ct = _walk_inputs(j, start, L, backward, mask_c, u_base, dt_base, g_base, z_base, B_base,
@@ -511,7 +511,7 @@ def _bwd_token(j, start, L, backward, mask_c, u_base, dt_base, g_base, z_base, B
 def _walk_step(t, u, g, z, Bt, Ct, h_prev, h, a, d, d_slope, carry, dA_acc, dD_acc, dbias_acc, A2, D_row, g_scale,
                du_base, ddt_base, dz_base, dB_ptr, dC_ptr, dBC_row, dBC_off, lanes, even_lane, mask_c, stride_du_l,
                stride_ddt_l, stride_dz_l, N_STATE: tl.constexpr, BLOCK_C: tl.constexpr, HAS_D: tl.constexpr,
-               HAS_Z: tl.constexpr, SCATTER_SUMS: tl.constexpr, USE_ASM: tl.constexpr, EVICT: tl.constexpr = ""):
+               HAS_Z: tl.constexpr, SCATTER_SUMS: tl.constexpr, USE_ASM: tl.constexpr, EVICT: tl.constexpr):
     """One step of the walk at token t: h_prev / h the states entering / leaving it, a = exp(Delta A), d = Delta,
     d_slope = dDelta/d(dt), g the scaled upstream gradient, carry = a_{s+1} l_{s+1}. Stores du, ddelta, the dB/dC
     partial rows (EVICT: these stores' L2 eviction policy) and dz's atomic; returns (carry for the step before,
@@ -756,8 +756,8 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
                         constexprs=dict(constexprs, SUB=sub, SEG=seg, SUB_TILES=sub_tiles,
                                         SCATTER_SUMS=scatter, L1_AHEAD=0 if interpreted else l1_ahead,
                                         PAIRS=pairs, SCRATCH_AHEAD=0 if interpreted else scratch_ahead,
-                                        SCRATCH_EVICT="evict_last" if hints else "",
-                                        OUT_EVICT="evict_first" if hints else ""),
+                                        SCRATCH_EVICT="evict_last" if hints else None,
+                                        OUT_EVICT="evict_first" if hints else None),
                         num_warps=1, maxnreg=None if interpreted else maxnreg)
     carry = None
     if groups > 1:

@@ -206,26 +206,32 @@ def _save_checkpoint(h, step, ckpt_lanes, E, mask_c, N_STATE: tl.constexpr, SAVE
 
 
 @triton.jit
-def store_rows(lanes, row_stride, tile, mask_c, N_STATE: tl.constexpr, EVICT: tl.constexpr = ""):
+def store_rows(lanes, row_stride, tile, mask_c, N_STATE: tl.constexpr, EVICT: tl.constexpr = None):
     """Store an (N, C) state tile as N (C,) rows, row n at lanes + n * row_stride. One 2D store would make
     Triton's coalescing pass give it a 4-channels-per-thread layout: a shared-memory layout conversion of the
     state and more live registers (Triton 3.6 spilled). Row n is picked in-thread (each lane holds its channel's
     whole state); -0.0 is the additive identity that lets the compiler drop the sum. EVICT: the stores' L2
-    eviction policy ("", "evict_first", "evict_last")."""
+    eviction policy (None: the default, "evict_first", "evict_last")."""
     states = tl.arange(0, N_STATE)
     for n in tl.static_range(N_STATE):
         row = tl.sum(tl.where(states[:, None] == n, tile, -0.0), axis=0)
-        tl.store(lanes + n * row_stride, row, mask=mask_c, eviction_policy=EVICT)
+        if EVICT is None:
+            tl.store(lanes + n * row_stride, row, mask=mask_c)
+        else:
+            tl.store(lanes + n * row_stride, row, mask=mask_c, eviction_policy=EVICT)
 
 
 @triton.jit
-def load_rows(lanes, row_stride, mask_c, N_STATE: tl.constexpr, BLOCK_C: tl.constexpr, EVICT: tl.constexpr = ""):
+def load_rows(lanes, row_stride, mask_c, N_STATE: tl.constexpr, BLOCK_C: tl.constexpr, EVICT: tl.constexpr = None):
     """The (N, C) fp32 tile that `store_rows` stored (masked lanes read 0), built from N (C,) row loads for the
     same reason. EVICT: the loads' L2 eviction policy."""
     states = tl.arange(0, N_STATE)
     tile = tl.zeros((N_STATE, BLOCK_C), dtype=tl.float32)
     for n in tl.static_range(N_STATE):
-        row = tl.load(lanes + n * row_stride, mask=mask_c, other=0.0, eviction_policy=EVICT)
+        if EVICT is None:
+            row = tl.load(lanes + n * row_stride, mask=mask_c, other=0.0)
+        else:
+            row = tl.load(lanes + n * row_stride, mask=mask_c, other=0.0, eviction_policy=EVICT)
         tile = tl.where(states[:, None] == n, row[None, :], tile)
     return tile
 
