@@ -12,9 +12,14 @@ from vimbench.kerneltools.kernel_ops import _scan_inputs
 from vimbench.kerneltools.registry import OpShape
 
 OUT = os.environ.get("OUT", "/tmp")
-VARIANTS = (("default", {}), ("sa2", dict(scratch_ahead=2)), ("sa4", dict(scratch_ahead=4)),
-            ("sa8", dict(scratch_ahead=8)), ("hints", dict(evict_hints=True)),
-            ("sa4+l1_2", dict(scratch_ahead=4, l1_ahead=2)), ("sa4+hints", dict(scratch_ahead=4, evict_hints=True)))
+ALL = {"default": {}, "sa2": dict(scratch_ahead=2), "sa4": dict(scratch_ahead=4), "sa8": dict(scratch_ahead=8),
+       "hints": dict(evict_hints=True), "sa4+l1_2": dict(scratch_ahead=4, l1_ahead=2),
+       "sa4+hints": dict(scratch_ahead=4, evict_hints=True), "l1_2": dict(l1_ahead=2), "l1_4": dict(l1_ahead=4),
+       "sa2+l1_2": dict(scratch_ahead=2, l1_ahead=2), "sa4+l1_4": dict(scratch_ahead=4, l1_ahead=4),
+       "sa8+l1_4": dict(scratch_ahead=8, l1_ahead=4)}
+# SCRATCHPF_VARIANTS: comma-separated names of ALL (the first session-h call ran the first seven)
+NAMES = os.environ.get("SCRATCHPF_VARIANTS", "default,sa2,sa4,sa8,hints,sa4+l1_2,sa4+hints").split(",")
+VARIANTS = tuple((n, ALL[n]) for n in NAMES)
 kernel_rows, diffs = [], {}
 for B, L in ((8, 6085), (128, 197)):
     args = _scan_inputs(dirs=2)(OpShape(batch=B, channels=384, length=L), torch.bfloat16, "cuda")
