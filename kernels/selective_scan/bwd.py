@@ -602,10 +602,11 @@ CAPPED_WALK_MAXNREG = 168
 # commit 65ec140, combined bf16, Vim-Ti, kernel ms, two alternated passes, gradients bitwise equal;
 # results/history/bwdpf-h200-2026-12-03.json), distance 0 / 2 / 4 / 8: batch 32 x 1,025 (one group, the prefetching
 # walk) 2.06 / 1.88 / 1.97 / 2.02; 8 x 6,085 (16 groups of 384 steps, the capped walk) 2.65 / 2.60 / 2.66 / 2.78;
-# 128 x 197 (197 steps per program) 1.37 / 1.38 / 1.40 / 1.44. None (auto): L1_AHEAD_STEPS for 16-bit operands in
-# the prefetching walk (one wave, no register cap) where every program but the last walks at least L1_MIN_STEPS
-# scan steps, else 0: the capped walk's 2% is within the noise and, capped at 168 registers, it spills 8 B under
-# triton 3.8 with the prefetch (static check); fp32 is unmeasured.
+# 128 x 197 (197 steps per program) 1.37 / 1.38 / 1.40 / 1.44 (the capped walk then ran without pairs; the pairs
+# walk, shipped since, left L1_AHEAD out of its walk until session h: see DEFAULT_SCRATCH_AHEAD for its measurement).
+# None (auto): L1_AHEAD_STEPS for 16-bit operands in the prefetching walk (one wave, no register cap) where every
+# program but the last walks at least L1_MIN_STEPS scan steps, and in the capped pairs walk; else 0 (fp32 is
+# unmeasured).
 DEFAULT_L1_AHEAD: int | None = None
 L1_AHEAD_STEPS = 2
 L1_MIN_STEPS = 256
@@ -623,8 +624,15 @@ DEFAULT_CHANNEL_SPLITS: int | None = None
 REGISTERS_PER_SM = 65536
 # The walk's L1 prefetch of the scratch tile `scratch_ahead` steps on (`_scan_bwd_kernel` SCRATCH_AHEAD; 0: off),
 # and L2 eviction hints (`evict_hints`: the scratch's stores and loads evict_last, the per-token gradient stores
-# evict_first). Off until measured (kernels/NOTES.md, "The walk's scratch from L1").
-DEFAULT_SCRATCH_AHEAD = 0
+# evict_first). Measured on the H200 (2026-12-03, session h, combined bf16, Vim-Ti, kernel ms, two alternated passes,
+# gradients bitwise equal; results/history/scratchpf-h200-2026-12-03h.json), the capped pairs walk at 8 x 6,085 /
+# 128 x 197: shipped 2.461 / 1.204, scratch_ahead 2 / 4 / 8 alone 2.54-2.51-2.54 / 1.26-1.27, evict hints 2.441 /
+# 1.244, scratch_ahead 4 with l1_ahead 2 2.406 / 1.180; a second call: shipped 2.397 / 1.156, l1_ahead 2 alone
+# 2.354 / 1.133, with scratch_ahead 4 2.393 / 1.114, l1_ahead 4 slower. Whole captured Vim-Ti training steps A B B A:
+# scratch_ahead 4 + l1_ahead 2: 1248/8 82.1 -> 84.4 img/s, 224/128 2,880 -> 2,982; l1_ahead 2 alone 84.1 / 2,966.
+# None (auto): SCRATCH_AHEAD_STEPS in the capped pairs walk (with L1_AHEAD_STEPS there too), else 0; hints off.
+DEFAULT_SCRATCH_AHEAD: int | None = None
+SCRATCH_AHEAD_STEPS = 4
 DEFAULT_EVICT_HINTS = False
 
 
@@ -684,14 +692,15 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
     the interpreter. sm_count: the GPU's streaming multiprocessors (132: the H200). l1_ahead: the walk's
     L1_AHEAD (an L1 prefetch that many steps ahead); None: DEFAULT_L1_AHEAD, and where that is None too,
     automatic: L1_AHEAD_STEPS in the prefetching walk for 16-bit operands where a program walks at least
-    L1_MIN_STEPS steps, else 0; always 0 under the interpreter. pairs: the walk from every other stored state
+    L1_MIN_STEPS steps and in the capped pairs walk (16-bit), else 0; always 0 under the interpreter. pairs: the walk from every other stored state
     (`_scan_bwd_kernel`'s PAIRS; only without prefetch and sub-chunks, else ignored); None: DEFAULT_PAIRS, and
     where that is None too, on except under the interpreter (whose walk prefetches anyway; tests force it).
     channel_splits: run the walk as this many launches over consecutive ranges of channel blocks (scratch and
     dB/dC partials sized for one launch); None: DEFAULT_CHANNEL_SPLITS, and where that is None too, automatic: in
     the capped walk on the GPU the grid's waves of resident programs, else 1; at most the channel blocks.
     scratch_ahead: the walk's SCRATCH_AHEAD (an L1 prefetch of the scratch tile read that many steps on); None:
-    DEFAULT_SCRATCH_AHEAD; 0 under the interpreter. evict_hints: L2 eviction hints on the scratch (evict_last) and
+    DEFAULT_SCRATCH_AHEAD, and where that is None too, SCRATCH_AHEAD_STEPS in the capped pairs walk (16-bit), else
+    0; always 0 under the interpreter. evict_hints: L2 eviction hints on the scratch (evict_last) and
     the per-token gradient stores (evict_first); None: DEFAULT_EVICT_HINTS."""
     n_chunks = max(1, cdiv(length, chunk))
     if block_c is not None:
@@ -728,16 +737,21 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
     maxnreg = DEFAULT_WALK_MAXNREG if maxnreg is None else int(maxnreg)
     if maxnreg is not None and not 32 <= maxnreg <= 255:
         raise ValueError(f"maxnreg must be in 32..255; got {maxnreg}")
+    pairs = DEFAULT_PAIRS if pairs is None else pairs
+    pairs = (not interpreted if pairs is None else bool(pairs)) and not prefetch and not sub
+    capped_pairs = pairs and maxnreg is not None and not fp32  # the measured walk of the L1 prefetches below
     l1_ahead = DEFAULT_L1_AHEAD if l1_ahead is None else l1_ahead
-    if l1_ahead is None:  # auto: on where each program walks long enough (the measured cases above)
+    if l1_ahead is None:  # auto: on where each program walks long enough, and in the capped pairs walk
         long_walk = min(cpp * chunk, length) >= L1_MIN_STEPS
-        l1_ahead = L1_AHEAD_STEPS if prefetch and not fp32 and maxnreg is None and long_walk else 0
+        one_wave = prefetch and not fp32 and maxnreg is None and long_walk
+        l1_ahead = L1_AHEAD_STEPS if one_wave or capped_pairs else 0
     l1_ahead = int(l1_ahead)
     if l1_ahead < 0:
         raise ValueError(f"l1_ahead must be >= 0; got {l1_ahead}")
-    pairs = DEFAULT_PAIRS if pairs is None else pairs
-    pairs = (not interpreted if pairs is None else bool(pairs)) and not prefetch and not sub
-    scratch_ahead = int(DEFAULT_SCRATCH_AHEAD if scratch_ahead is None else scratch_ahead)
+    scratch_ahead = DEFAULT_SCRATCH_AHEAD if scratch_ahead is None else scratch_ahead
+    if scratch_ahead is None:
+        scratch_ahead = SCRATCH_AHEAD_STEPS if capped_pairs else 0
+    scratch_ahead = int(scratch_ahead)
     if scratch_ahead < 0:
         raise ValueError(f"scratch_ahead must be >= 0; got {scratch_ahead}")
     hints = bool(DEFAULT_EVICT_HINTS if evict_hints is None else evict_hints)

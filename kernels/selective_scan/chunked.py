@@ -36,10 +36,12 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels import fastmath
 from kernels.launch import launch
 from kernels.runtime import LaunchConfig, cdiv
 from kernels.selective_scan.fwd import (
-    LOG2E, _load_lanes, _load_token, _save_checkpoint, _softplus, _token_position, _trip, load_rows, store_rows,
+    LOG2E, _load_lanes, _load_token, _prefetch_token, _save_checkpoint, _softplus, _token_position, _trip, load_rows,
+    store_rows,
 )
 
 # The one-pass grid is "underfilled" below this many one-warp programs per SM: the chunked path then does ~2x the
@@ -71,6 +73,9 @@ OUTPUTS_MAXNREG: int | None = 200
 # Shorter forced chunks spend more on the per-chunk state stores, loads and combine steps than they gain.
 MIN_CHUNK_TOKENS = 16
 CHANNELS_PER_PROGRAM = 32  # one warp, one channel per lane (as the one-pass kernel at batch >= 8)
+# Passes 1 and 3's L1 prefetch distance in scan steps (their L1_AHEAD, as the one-pass kernel's
+# fwd.DEFAULT_L1_AHEAD; 0: off). Off until measured on the GPU (kernels/NOTES.md).
+DEFAULT_L1_AHEAD = 0
 COMBINE_BLOCK = 256  # state elements per combine program
 COMBINE_WARPS = 2
 
@@ -122,7 +127,8 @@ def chunked_scan_launch_config(batch: int, channels: int, length: int, n_dir: in
     else:
         chunk = split
     n_chunks = cdiv(length, chunk)
-    tiles = dict(BLOCK_C=block_c, MASK_C=channels % block_c != 0, USE_ASM=not interpreted, PREFETCH=True)
+    tiles = dict(BLOCK_C=block_c, MASK_C=channels % block_c != 0, USE_ASM=not interpreted, PREFETCH=True,
+                 L1_AHEAD=0 if interpreted else DEFAULT_L1_AHEAD)
     combine_block = 32 if interpreted else COMBINE_BLOCK
     return ChunkedScanConfig(
         chunk=chunk, n_chunks=n_chunks,
@@ -217,11 +223,14 @@ def _chunk_states_kernel(
     stride_B_dir, stride_B_b, stride_B_n, stride_B_l,
     stride_bias_dir,
     N_STATE: tl.constexpr, BLOCK_C: tl.constexpr, MASK_C: tl.constexpr, HAS_BIAS: tl.constexpr,
-    SOFTPLUS: tl.constexpr, USE_ASM: tl.constexpr, PREFETCH: tl.constexpr,
+    SOFTPLUS: tl.constexpr, USE_ASM: tl.constexpr, PREFETCH: tl.constexpr, L1_AHEAD: tl.constexpr = 0,
 ):
     """Pass 1: chunk program_id(1) (never the last) of BLOCK_C channels of one (direction, batch), from a zero
     state. Stores its end state to hloc (dirs, batch, chunks - 1, N, E) fp32 and its sum of Delta to dsum
-    (dirs, batch, chunks - 1, E) fp32. PREFETCH is always on here (the launch config's tile dict)."""
+    (dirs, batch, chunks - 1, E) fp32. PREFETCH is always on here (the launch config's tile dict). L1_AHEAD > 0:
+    the unmasked trips also ask L1 for the u, delta and B lines of the two steps L1_AHEAD past the ones their
+    register prefetch loads (clamped to the sequence's last step; inputs only, so crossing into the next chunk is
+    harmless)."""
     c64, mask_c, direction, backward, pid_b = _program_lanes(E, batch, dir_first, BLOCK_C)
     chunk = tl.program_id(1)
     start = chunk * T
@@ -240,7 +249,15 @@ def _chunk_states_kernel(
     t0 = _load_state_token(start, *args, True, MASK_C)
     t1 = _load_state_token(start + 1, *args, True, MASK_C)
     trips, unmasked = _chunk_trips(L, start, T)
+    B_lanes = B_ptr + direction * stride_B_dir + pid_b * stride_B_b + c64 * 0  # the B row's line, for L1_AHEAD
     for k in range(0, unmasked):
+        if L1_AHEAD > 0:
+            for j in tl.static_range(2):
+                s = tl.minimum(start + 2 * k + 2 + L1_AHEAD + j, L - 1)
+                t = tl.where(backward, L - 1 - s, s)
+                fastmath.prefetch_l1(u_base + t * stride_u_l, USE_ASM, mask_c if MASK_C else None)
+                fastmath.prefetch_l1(dt_base + t * stride_dt_l, USE_ASM, mask_c if MASK_C else None)
+                fastmath.prefetch_l1(B_lanes + t * stride_B_l, USE_ASM)
         h, dsum, t0, t1 = _state_trip(h, dsum, start + 2 * k, t0, t1, args, L, backward, mask_c, A2, bias_row, HAS_BIAS,
                                       SOFTPLUS, USE_ASM, False, MASK_C)
     for k in range(unmasked, trips):
@@ -315,11 +332,13 @@ def _chunk_outputs_kernel(
     N_STATE: tl.constexpr, BLOCK_C: tl.constexpr, MASK_C: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     ATOMIC: tl.constexpr, USE_ASM: tl.constexpr, PREFETCH: tl.constexpr, SAVE_EVERY: tl.constexpr,
+    L1_AHEAD: tl.constexpr = 0,
 ):
     """Pass 3: chunk program_id(1) of BLOCK_C channels of one (direction, batch), from its entry state (zero for
     chunk 0, else the combine's H(c) in entry (dirs, batch, chunks - 1, N, E), slot c - 1), with `_scan_kernel`'s
     per-token code and arguments: writes the outputs and, with SAVE_EVERY = K, the checkpoints of the scan steps
-    in this chunk that are multiples of K (ckpt (dirs, batch, cdiv(L, K), N, E))."""
+    in this chunk that are multiples of K (ckpt (dirs, batch, cdiv(L, K), N, E)). L1_AHEAD: the unmasked trips'
+    L1 prefetch, as `_scan_kernel`'s (clamped to the chunk's last step)."""
     c64, mask_c, direction, backward, pid_b = _program_lanes(E, batch, dir_first, BLOCK_C)
     chunk = tl.program_id(1)
     start = chunk * T
@@ -358,9 +377,17 @@ def _chunk_outputs_kernel(
         ckpt_lanes += (direction * batch + pid_b) * tl.cdiv(L, SAVE_EVERY) * N_STATE * E
     # Trip k steps 2k, 2k + 1 and prefetches 2k + 2, 2k + 3: all < n for k < (n - 2) // 2.
     unmasked = tl.maximum((n - 2) // 2, 0)
+    zero_c = c64 * 0  # (C,) pointers to the rows every lane reads whole (B, C), for L1_AHEAD: one line per row
+    row_lanes = (B_ptr + direction * stride_B_dir + pid_b * stride_B_b + shift * stride_B_l + zero_c,
+                 C_ptr + direction * stride_C_dir + pid_b * stride_C_b + shift * stride_C_l + zero_c, dt_base)
     for k in range(0, unmasked):
         if SAVE_EVERY > 0:
             _save_checkpoint(h, start + 2 * k, ckpt_lanes, E, mask_c, N_STATE, SAVE_EVERY)
+        if L1_AHEAD > 0:
+            for j in tl.static_range(2):
+                _prefetch_token(2 * k + 2 + L1_AHEAD + j, u_base, z_base, dt_base, row_lanes, n, backward, mask_c,
+                                stride_u_l, stride_z_l, stride_B_l, stride_C_l, stride_dt_l, HAS_Z, 0, MASK_C,
+                                USE_ASM)
         h, t0, t1 = _trip(h, 2 * k, t0, t1, args, step_args, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM,
                           False, MASK_C, PREFETCH)
     for k in range(unmasked, (n + 1) // 2):

@@ -240,29 +240,34 @@ def test_bwd_prefetch_choice(scan):
 
 
 def test_bwd_l1_prefetch_where_measured(scan):
-    """The walk's L1 prefetch: automatic where it was measured to pay (16-bit operands, the prefetching one-wave
-    walk, programs of at least L1_MIN_STEPS steps: Vim-Ti 512 px batch 32), off in the capped walk (1248 px batch 8
-    after the split into groups: within noise, and it would spill), for short walks, fp32 and under the
-    interpreter; an explicit distance wins on the GPU, a negative one is refused; the carry kernel never gets it."""
+    """The walk's L1 prefetches: automatic where they were measured to pay (16-bit operands; the input lines in the
+    prefetching one-wave walk of programs of at least L1_MIN_STEPS steps, Vim-Ti 512 px batch 32, and in the capped
+    pairs walk, 1248 px batch 8 and 224 px batch 128, where the scratch tile SCRATCH_AHEAD_STEPS on is prefetched
+    too), off for short one-wave walks, fp32 and under the interpreter; an explicit distance wins on the GPU, a
+    negative one is refused; the carry kernel never gets them."""
     _, bwd = scan
     cfg = lambda b, L, **kw: bwd.scan_bwd_launch_config(b, 384, L, 64, kw.pop("interpreted", False), **kw)
-    on = bwd.L1_AHEAD_STEPS
-    assert bwd.DEFAULT_L1_AHEAD is None and on > 0
+    on, scratch_on = bwd.L1_AHEAD_STEPS, bwd.SCRATCH_AHEAD_STEPS
+    assert bwd.DEFAULT_L1_AHEAD is None and bwd.DEFAULT_SCRATCH_AHEAD is None and on > 0 and scratch_on > 0
+    ahead = lambda c: (c.walk.constexprs["L1_AHEAD"], c.walk.constexprs["SCRATCH_AHEAD"])
     one_wave = cfg(32, 1025)
-    assert one_wave.walk.constexprs["PREFETCH"] and one_wave.walk.constexprs["L1_AHEAD"] == on
-    long_split = cfg(8, 6085)
-    assert long_split.groups > 1 and long_split.chunks_per_program * 64 >= bwd.L1_MIN_STEPS
-    assert not long_split.walk.constexprs["PREFETCH"] and long_split.walk.constexprs["L1_AHEAD"] == 0
-    assert cfg(2, 197, prefetch=True).walk.constexprs["L1_AHEAD"] == 0  # 197 steps: too short
-    assert cfg(128, 197).walk.constexprs["L1_AHEAD"] == 0
-    assert cfg(32, 1025, fp32=True).walk.constexprs["L1_AHEAD"] == 0
-    assert cfg(8, 6085, interpreted=True).walk.constexprs["L1_AHEAD"] == 0
-    assert cfg(128, 197, l1_ahead=4).walk.constexprs["L1_AHEAD"] == 4
-    assert cfg(32, 1025, l1_ahead=0).walk.constexprs["L1_AHEAD"] == 0
+    assert one_wave.walk.constexprs["PREFETCH"] and ahead(one_wave) == (on, 0)
+    for capped in (cfg(8, 6085), cfg(128, 197)):
+        assert not capped.walk.constexprs["PREFETCH"] and capped.walk.constexprs["PAIRS"]
+        assert ahead(capped) == (on, scratch_on)
+    assert ahead(cfg(8, 6085, pairs=False)) == (0, 0)
+    assert ahead(cfg(2, 197, prefetch=True)) == (0, 0)  # 197 steps: too short
+    assert ahead(cfg(32, 1025, fp32=True)) == (0, 0)
+    assert ahead(cfg(8, 6085, fp32=True, prefetch=False, maxnreg=168)) == (0, 0)  # fp32 unmeasured
+    assert ahead(cfg(8, 6085, interpreted=True)) == (0, 0)
+    assert ahead(cfg(128, 197, l1_ahead=4, scratch_ahead=0)) == (4, 0)
+    assert ahead(cfg(32, 1025, l1_ahead=0, scratch_ahead=2)) == (0, 2)
     assert "L1_AHEAD" not in cfg(8, 6085, l1_ahead=4).carry.constexprs
-    assert cfg(8, 6085, l1_ahead=4, interpreted=True).walk.constexprs["L1_AHEAD"] == 0
+    assert ahead(cfg(8, 6085, l1_ahead=4, scratch_ahead=4, interpreted=True)) == (0, 0)
     with pytest.raises(ValueError, match="l1_ahead"):
         cfg(8, 6085, l1_ahead=-1)
+    with pytest.raises(ValueError, match="scratch_ahead"):
+        cfg(8, 6085, scratch_ahead=-1)
 
 
 @pytest.mark.parametrize("length,chunk,split,combine", [(1, 2, None, True), (2, 2, None, False), (3, 2, 1, True),
