@@ -74,8 +74,14 @@ OUTPUTS_MAXNREG: int | None = 200
 MIN_CHUNK_TOKENS = 16
 CHANNELS_PER_PROGRAM = 32  # one warp, one channel per lane (as the one-pass kernel at batch >= 8)
 # Passes 1 and 3's L1 prefetch distance in scan steps (their L1_AHEAD, as the one-pass kernel's
-# fwd.DEFAULT_L1_AHEAD; 0: off). Off until measured on the GPU (kernels/NOTES.md).
-DEFAULT_L1_AHEAD = 0
+# fwd.DEFAULT_L1_AHEAD; 0: off), for chunks of at least L1_MIN_CHUNK_TOKENS. Measured on the H200 (2026-12-03,
+# session h, bf16, Vim-Ti, kernel ms, two alternated passes, outputs bitwise equal; results/history/
+# chunkpf-h200-2026-12-03h.json), distance 0 / 2 / 4 / 8: the training forward (checkpoints every 64) at 1248 px
+# batch 8 1.071 / 0.881 / 0.944 / 0.996; the inference halves there 0.907 / 0.821 / 0.860 / 0.873; 224 px batch 8
+# in 32-token chunks (the captured path) 0.156 / 0.185 / 0.156 / 0.151. Captured Vim-Ti training steps at 1248 px
+# batch 8, A B B A: 83.7 -> 86.7 img/s.
+DEFAULT_L1_AHEAD = 2
+L1_MIN_CHUNK_TOKENS = 64
 COMBINE_BLOCK = 256  # state elements per combine program
 COMBINE_WARPS = 2
 
@@ -128,7 +134,7 @@ def chunked_scan_launch_config(batch: int, channels: int, length: int, n_dir: in
         chunk = split
     n_chunks = cdiv(length, chunk)
     tiles = dict(BLOCK_C=block_c, MASK_C=channels % block_c != 0, USE_ASM=not interpreted, PREFETCH=True,
-                 L1_AHEAD=0 if interpreted else DEFAULT_L1_AHEAD)
+                 L1_AHEAD=DEFAULT_L1_AHEAD if not interpreted and chunk >= L1_MIN_CHUNK_TOKENS else 0)
     combine_block = 32 if interpreted else COMBINE_BLOCK
     return ChunkedScanConfig(
         chunk=chunk, n_chunks=n_chunks,

@@ -156,6 +156,23 @@ def test_captured_launches_chunk_short_sequences_on_small_grids():
     assert [longest for longest, _ in CAPTURED_CHUNK_TOKENS][-1] == MIN_CHUNKED_LENGTH  # every short length has a row
 
 
+def test_chunk_passes_prefetch_into_l1_where_measured():
+    """Passes 1 and 3 prefetch DEFAULT_L1_AHEAD steps ahead into L1 in chunks of at least L1_MIN_CHUNK_TOKENS
+    (measured: the 1248 px batch-8 training and inference forwards), not in the captured path's short chunks nor
+    under the interpreter; the combine pass never."""
+    from kernels.selective_scan import chunked
+
+    assert chunked.DEFAULT_L1_AHEAD > 0 and chunked.CHUNK_TOKENS >= chunked.L1_MIN_CHUNK_TOKENS
+    ahead = lambda cfg: (cfg.states.constexprs["L1_AHEAD"], cfg.outputs.constexprs["L1_AHEAD"])
+    plan = lambda b, L, **kw: chunked.chunked_scan_launch_config(b, 384, L, 2, 16, sm_count=132, **kw)
+    on = chunked.DEFAULT_L1_AHEAD
+    assert ahead(plan(8, 6085, interpreted=False, save_every=64)) == (on, on)
+    assert ahead(plan(8, 6085, interpreted=False)) == (on, on)
+    assert ahead(plan(1, 197, interpreted=False, captured=True)) == (0, 0)  # 16-token chunks
+    assert ahead(plan(8, 6085, interpreted=True, split=128)) == (0, 0)
+    assert "L1_AHEAD" not in plan(8, 6085, interpreted=False).combine.constexprs
+
+
 # ------------------------------------------------------------------------------------------- GPU, Vim-Ti shapes
 
 @pytest.mark.gpu
