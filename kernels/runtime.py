@@ -30,6 +30,12 @@ class LaunchConfig:
         return {"num_warps": self.num_warps, **({"maxnreg": self.maxnreg} if self.maxnreg else {})}
 
 
+# Channels per program of the scan kernels under TRITON_INTERPRET=1 (CPU tests): small enough that tests with a few
+# dozen channels cross channel blocks and end in a masked one, large enough that a model-level test's scans are not
+# dominated by the interpreter's per-program cost (it runs every program in Python: 8 made the CPU suite ~2x slower).
+INTERPRETED_BLOCK_C = 16
+
+
 def cdiv(a: int, b: int) -> int:
     """ceil(a / b) for host-side launch arithmetic. triton.cdiv is a constexpr function in recent Triton (its
     call wrapper unwraps constexprs: ~1.7 us per call on CPU, triton 3.8), and a Vim forward computes ~200 grid

@@ -63,7 +63,7 @@ import triton.language as tl
 
 from kernels import fastmath
 from kernels.launch import launch
-from kernels.runtime import LaunchConfig, cdiv, check_device, sm_count, sum_partials
+from kernels.runtime import INTERPRETED_BLOCK_C, LaunchConfig, cdiv, check_device, sm_count, sum_partials
 from kernels.selective_scan.fwd import (LN2, LOG2E, _blocks_for, _check, _load_lanes, _softplus_exp, load_rows,
                                         store_rows)
 
@@ -680,8 +680,8 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
     32 shuffles per token instead of 160); only where its lane mapping holds (GPU, BLOCK_C = 32, one warp,
     n_state = 16), else tl.sum; None: DEFAULT_SCATTER_SUMS.
     block_c: channels per one-warp program, 8, 16 or 32 (an experiment knob: 16 leaves two lanes per channel and
-    fewer registers per lane, so more programs per SM); None picks (32 on the GPU unless the grid is tiny; 8 under
-    the interpreter).
+    fewer registers per lane, so more programs per SM); None picks (32 on the GPU unless the grid is tiny;
+    INTERPRETED_BLOCK_C under the interpreter).
     prefetch: both passes issue the next step's loads before this step's arithmetic; None: DEFAULT_PREFETCH, and
     where that is None too, automatic: for 16-bit operands (not `fp32`), on unless the walk's grid has more
     programs than PREFETCH_PROGRAMS_PER_SM x sm_count (more than one wave of the prefetching walk), then off with
@@ -692,9 +692,10 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
     the interpreter. sm_count: the GPU's streaming multiprocessors (132: the H200). l1_ahead: the walk's
     L1_AHEAD (an L1 prefetch that many steps ahead); None: DEFAULT_L1_AHEAD, and where that is None too,
     automatic: L1_AHEAD_STEPS in the prefetching walk for 16-bit operands where a program walks at least
-    L1_MIN_STEPS steps and in the capped pairs walk (16-bit), else 0; always 0 under the interpreter. pairs: the walk from every other stored state
-    (`_scan_bwd_kernel`'s PAIRS; only without prefetch and sub-chunks, else ignored); None: DEFAULT_PAIRS, and
-    where that is None too, on except under the interpreter (whose walk prefetches anyway; tests force it).
+    L1_MIN_STEPS steps and in the capped pairs walk (16-bit), else 0; always 0 under the interpreter. pairs: the
+    walk from every other stored state (`_scan_bwd_kernel`'s PAIRS; only without prefetch and sub-chunks, else
+    ignored); None: DEFAULT_PAIRS, and where that is None too, on except under the interpreter (whose walk
+    prefetches anyway; tests force it).
     channel_splits: run the walk as this many launches over consecutive ranges of channel blocks (scratch and
     dB/dC partials sized for one launch); None: DEFAULT_CHANNEL_SPLITS, and where that is None too, automatic: in
     the capped walk on the GPU the grid's waves of resident programs, else 1; at most the channel blocks.
@@ -707,7 +708,7 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
         if block_c not in (8, 16, 32):
             raise ValueError(f"block_c must be 8, 16 or 32; got {block_c}")
     elif interpreted:
-        block_c = 8
+        block_c = INTERPRETED_BLOCK_C
     else:
         per_group_32 = cdiv(channels, 32) * 2 * batch
         block_c = _blocks_for(per_group_32 * _groups_for(per_group_32, n_chunks, chunks_per_program))
