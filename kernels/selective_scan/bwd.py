@@ -284,7 +284,7 @@ def _scan_bwd_group_carry_kernel(
     stride_z_b, stride_z_e, stride_z_l,
     N_STATE: tl.constexpr, BLOCK_C: tl.constexpr, CHUNK: tl.constexpr,
     HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, USE_ASM: tl.constexpr,
-    PREFETCH: tl.constexpr,
+    PREFETCH: tl.constexpr, L1_AHEAD: tl.constexpr = 0,
 ):
     """Pass A of the chunk-parallel backward. One program: BLOCK_C channels of one (direction, batch, group
     g >= 1); grid (channel blocks, 2 * (groups - 1), batch), axis 1 = 2 * (g - 1) + direction. Walks the group's
@@ -293,7 +293,8 @@ def _scan_bwd_group_carry_kernel(
     which needs no states (y only enters dz), and stores the carry leaving its first step (mu, (N, C) into
     (2, batch, groups, N, E)) and sum(Delta) over its steps ((C,) into (2, batch, groups, E)): the true carry
     leaving the group is mu + exp(A * sum Delta) * (the true carry entering it), which `_scan_bwd_kernel`
-    folds. Group 0 needs neither (no group before it reads them)."""
+    folds. Group 0 needs neither (no group before it reads them). L1_AHEAD > 0: each step also asks L1 for the
+    delta, gradient, z and C lines of the step that many steps on."""
     pid_c = tl.program_id(0).to(tl.int64)
     direction = (tl.program_id(1) % 2).to(tl.int64)
     group = (tl.program_id(1) // 2 + 1).to(tl.int64)
@@ -326,10 +327,19 @@ def _scan_bwd_group_carry_kernel(
     dsum = tl.zeros((BLOCK_C,), dtype=tl.float32)
     args = (start, L, backward, mask_c, dt_base, g_base, z_base, C_base, stride_dt_l, stride_g_l, stride_z_l,
             stride_C_l)
+    C_lanes = C_ptr + direction * stride_C_dir + pid_b * stride_C_b + c64 * 0  # the C row's line, for L1_AHEAD
     if PREFETCH:
         nxt = _carry_token(n_in - 1, *args, HAS_Z)
     for jj in range(0, n_in):
         j = n_in - 1 - jj
+        if L1_AHEAD > 0:
+            ahead = start + tl.maximum(j - L1_AHEAD, 0)
+            t_ahead = tl.where(backward, L - 1 - ahead, ahead)
+            fastmath.prefetch_l1(dt_base + t_ahead * stride_dt_l, USE_ASM, mask_c)
+            fastmath.prefetch_l1(g_base + t_ahead * stride_g_l, USE_ASM, mask_c)
+            if HAS_Z:
+                fastmath.prefetch_l1(z_base + t_ahead * stride_z_l, USE_ASM, mask_c)
+            fastmath.prefetch_l1(C_lanes + t_ahead * stride_C_l, USE_ASM)
         if PREFETCH:  # issue step j-1's loads (step 0's again at j = 0) before step j's arithmetic
             dt, g, z, Ct = nxt
             nxt = _carry_token(tl.where(j > 0, j - 1, 0), *args, HAS_Z)
@@ -633,6 +643,8 @@ REGISTERS_PER_SM = 65536
 # None (auto): SCRATCH_AHEAD_STEPS in the capped pairs walk (with L1_AHEAD_STEPS there too), else 0; hints off.
 DEFAULT_SCRATCH_AHEAD: int | None = None
 SCRATCH_AHEAD_STEPS = 4
+# Pass A's (`_scan_bwd_group_carry_kernel`) L1 prefetch distance in steps (0: off). Off until measured.
+CARRY_L1_AHEAD = 0
 DEFAULT_EVICT_HINTS = False
 
 
@@ -777,7 +789,8 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
     carry = None
     if groups > 1:
         carry = LaunchConfig(kernel="_scan_bwd_group_carry_kernel", grid=(n_cblocks, 2 * (groups - 1), batch),
-                             constexprs=constexprs, num_warps=1)
+                             constexprs=dict(constexprs, L1_AHEAD=0 if interpreted else CARRY_L1_AHEAD),
+                             num_warps=1)
     return ScanBwdLaunch(walk=walk, carry=carry, chunks_per_program=cpp, groups=groups,
                          scratch_tiles=sub_tiles + (cdiv(seg, 2) if pairs else seg), channel_splits=splits)
 

@@ -244,7 +244,7 @@ def test_bwd_l1_prefetch_where_measured(scan):
     prefetching one-wave walk of programs of at least L1_MIN_STEPS steps, Vim-Ti 512 px batch 32, and in the capped
     pairs walk, 1248 px batch 8 and 224 px batch 128, where the scratch tile SCRATCH_AHEAD_STEPS on is prefetched
     too), off for short one-wave walks, fp32 and under the interpreter; an explicit distance wins on the GPU, a
-    negative one is refused; the carry kernel never gets them."""
+    negative one is refused; the carry kernel (pass A) has its own distance, CARRY_L1_AHEAD."""
     _, bwd = scan
     cfg = lambda b, L, **kw: bwd.scan_bwd_launch_config(b, 384, L, 64, kw.pop("interpreted", False), **kw)
     on, scratch_on = bwd.L1_AHEAD_STEPS, bwd.SCRATCH_AHEAD_STEPS
@@ -262,7 +262,8 @@ def test_bwd_l1_prefetch_where_measured(scan):
     assert ahead(cfg(8, 6085, interpreted=True)) == (0, 0)
     assert ahead(cfg(128, 197, l1_ahead=4, scratch_ahead=0)) == (4, 0)
     assert ahead(cfg(32, 1025, l1_ahead=0, scratch_ahead=2)) == (0, 2)
-    assert "L1_AHEAD" not in cfg(8, 6085, l1_ahead=4).carry.constexprs
+    assert cfg(8, 6085, l1_ahead=4).carry.constexprs["L1_AHEAD"] == bwd.CARRY_L1_AHEAD  # pass A: its own
+    assert cfg(8, 6085, interpreted=True).carry.constexprs["L1_AHEAD"] == 0
     assert ahead(cfg(8, 6085, l1_ahead=4, scratch_ahead=4, interpreted=True)) == (0, 0)
     with pytest.raises(ValueError, match="l1_ahead"):
         cfg(8, 6085, l1_ahead=-1)
