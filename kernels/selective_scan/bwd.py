@@ -643,7 +643,10 @@ REGISTERS_PER_SM = 65536
 # None (auto): SCRATCH_AHEAD_STEPS in the capped pairs walk (with L1_AHEAD_STEPS there too), else 0; hints off.
 DEFAULT_SCRATCH_AHEAD: int | None = None
 SCRATCH_AHEAD_STEPS = 4
-# Pass A's (`_scan_bwd_group_carry_kernel`) L1 prefetch distance in steps (0: off). Off until measured.
+# Pass A's (`_scan_bwd_group_carry_kernel`) L1 prefetch distance in steps (0: off). Measured on the H200
+# (2026-12-03, session h, whole calls at 8 x 6,085, combined bf16, gradients bitwise equal;
+# results/history/carrypf-h200-2026-12-03h.json), distance 0 / 2 / 4 / 8: 2.321 / 2.351 / 2.336 / 2.343 ms: no gain
+# (pass A already prefetches into registers, at 72 registers). Off.
 CARRY_L1_AHEAD = 0
 DEFAULT_EVICT_HINTS = False
 
