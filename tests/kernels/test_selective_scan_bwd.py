@@ -407,6 +407,23 @@ def test_bwd_gpu(scan, dtype, combine, batch, channels, length):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("batch,length", [(8, 6085), (128, 197)])
+def test_bwd_gpu_l1_prefetches_change_nothing(scan, batch, length):
+    """The capped pairs walk's L1 prefetches (input lines, the scratch tile) and the eviction hints are cache hints:
+    every gradient bitwise equal to the walk without them (Vim-Ti's training shapes, combined bf16)."""
+    _, bwd = scan
+    plan = bwd.scan_bwd_launch_config(batch, 384, length, 64, False)
+    assert plan.walk.constexprs["PAIRS"] and plan.walk.constexprs["SCRATCH_AHEAD"] > 0
+    x = model_layout(batch, 384, length, dtype=torch.bfloat16, device="cuda")
+    _, _, shipped = run_triton(scan, x, True, 64)
+    for kw in (dict(l1_ahead=0, scratch_ahead=0), dict(evict_hints=True), dict(l1_ahead=4, scratch_ahead=8)):
+        _, _, got = run_triton(scan, x, True, 64, **kw)
+        for name in GRAD_NAMES:
+            if shipped[name] is not None:
+                assert torch.equal(got[name], shipped[name]), f"d{name} changed with {kw}"
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("chunk", [64, 128, 256])
 def test_bwd_gpu_chunk_sizes_agree(scan, chunk):
     x = model_layout(2, 384, 1025, dtype=torch.bfloat16, device="cuda")

@@ -202,6 +202,20 @@ def test_chunked_fwd_save_gpu(fwd, dtype):
 
 
 @pytest.mark.gpu
+def test_chunked_l1_prefetch_changes_nothing(fwd, monkeypatch):
+    """Passes 1 and 3's L1 prefetch is a cache hint: the training forward's output and checkpoints at Vim-Ti 1248 px
+    batch 8 are bitwise those without it."""
+    from kernels.selective_scan import chunked
+
+    x = model_layout(8, 384, 6085, dtype=torch.bfloat16, device="cuda")
+    assert chunked.DEFAULT_L1_AHEAD > 0
+    out, ckpt = fwd.bimamba_scan_fwd_save(**x, combine=True, chunk=64)
+    monkeypatch.setattr(chunked, "DEFAULT_L1_AHEAD", 0)
+    out0, ckpt0 = fwd.bimamba_scan_fwd_save(**x, combine=True, chunk=64)
+    assert torch.equal(out, out0) and torch.equal(ckpt, ckpt0)
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("combine", [True, False])
 def test_a_captured_scan_runs_chunked_and_replays_correctly(fwd, combine):
     """Under CUDA-graph capture, batch 1 at 197 tokens takes the captured rule (chunks of 16): the replayed
