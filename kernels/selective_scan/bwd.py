@@ -37,8 +37,10 @@ Design (one program = BLOCK_C channels, one per lane, of one (direction, batch, 
   to a per-program fp32 scratch (chunk, N, BLOCK_C), then walk the chunk backwards carrying the adjoint l (N, C)
   in registers. A barrier separates the two passes (and the next chunk's overwrite). Where the walk runs capped
   without prefetch (PAIRS, the default there), only every other step's state is written and the walk rebuilds an
-  odd step's from the even one before it: half the scratch traffic (kernels/NOTES.md).
-  Both passes issue the next step's loads before the current step's arithmetic (PREFETCH, as in the forward).
+  odd step's from the even one before it: half the scratch traffic (kernels/NOTES.md); that walk also asks L1
+  for its input lines 2 steps ahead and its scratch tile 4 steps ahead (L1_AHEAD, SCRATCH_AHEAD).
+  Elsewhere both passes issue the next step's loads before the current step's arithmetic (PREFETCH, as in the
+  forward).
   The scratch is transient: (programs of one walk launch) * chunk * N * BLOCK_C * 4 bytes per call, half that
   with PAIRS (Vim-Ti at 1248 px, batch 8: 1,536 programs per launch, 0.10 GB); (N, C) tiles move as N (C,) rows
   (fwd.store_rows says why). Where the walk's grid holds more programs than the GPU runs at once, it is launched
