@@ -65,7 +65,7 @@ import triton.language as tl
 
 from kernels import fastmath
 from kernels.launch import launch
-from kernels.runtime import INTERPRETED_BLOCK_C, LaunchConfig, cdiv, check_device, sm_count, sum_partials
+from kernels.runtime import LaunchConfig, cdiv, check_device, interpreted_block_c, sm_count, sum_partials
 from kernels.selective_scan.fwd import (LN2, LOG2E, _blocks_for, _check, _load_lanes, _softplus_exp, load_rows,
                                         store_rows)
 
@@ -698,7 +698,7 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
     n_state = 16), else tl.sum; None: DEFAULT_SCATTER_SUMS.
     block_c: channels per one-warp program, 8, 16 or 32 (an experiment knob: 16 leaves two lanes per channel and
     fewer registers per lane, so more programs per SM); None picks (32 on the GPU unless the grid is tiny;
-    INTERPRETED_BLOCK_C under the interpreter).
+    `runtime.interpreted_block_c` under the interpreter).
     prefetch: both passes issue the next step's loads before this step's arithmetic; None: DEFAULT_PREFETCH, and
     where that is None too, automatic: for 16-bit operands (not `fp32`), on unless the walk's grid has more
     programs than PREFETCH_PROGRAMS_PER_SM x sm_count (more than one wave of the prefetching walk), then off with
@@ -725,7 +725,7 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
         if block_c not in (8, 16, 32):
             raise ValueError(f"block_c must be 8, 16 or 32; got {block_c}")
     elif interpreted:
-        block_c = INTERPRETED_BLOCK_C
+        block_c = interpreted_block_c(channels)
     else:
         per_group_32 = cdiv(channels, 32) * 2 * batch
         block_c = _blocks_for(per_group_32 * _groups_for(per_group_32, n_chunks, chunks_per_program))

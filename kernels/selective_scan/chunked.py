@@ -38,7 +38,7 @@ import triton.language as tl
 
 from kernels import fastmath
 from kernels.launch import launch
-from kernels.runtime import INTERPRETED_BLOCK_C, LaunchConfig, cdiv
+from kernels.runtime import LaunchConfig, cdiv, interpreted_block_c
 from kernels.selective_scan.fwd import (
     LOG2E, _load_lanes, _load_token, _prefetch_token, _save_checkpoint, _softplus, _token_position, _trip, load_rows,
     store_rows,
@@ -114,7 +114,7 @@ def chunked_scan_launch_config(batch: int, channels: int, length: int, n_dir: in
         raise ValueError(f"split must be None (automatic), 0 (one pass) or an even number of tokens; got {split}")
     if split == 0 or length == 0:
         return None
-    block_c = INTERPRETED_BLOCK_C if interpreted else CHANNELS_PER_PROGRAM
+    block_c = interpreted_block_c(channels) if interpreted else CHANNELS_PER_PROGRAM
     channel_blocks = cdiv(channels, block_c)
     if split is None:
         programs = cdiv(channels, CHANNELS_PER_PROGRAM) * n_dir * batch

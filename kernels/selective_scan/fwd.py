@@ -30,7 +30,7 @@ import triton.language as tl
 
 from kernels import fastmath
 from kernels.launch import CallMemo, launch
-from kernels.runtime import INTERPRETED_BLOCK_C, LaunchConfig, cdiv, check_device, sm_count, strides
+from kernels.runtime import LaunchConfig, cdiv, check_device, interpreted_block_c, sm_count, strides
 
 LOG2E = fastmath.LOG2E
 LN2 = tl.constexpr(0.6931471805599453)
@@ -396,7 +396,7 @@ def scan_launch_config(batch: int, channels: int, n_dir: int, interpreted: bool)
     lanes on small grids (`one_pass_block_c`); under the interpreter small tiles, so that tests exercise channel
     masks and several programs, and no inline asm."""
     gpu_block_c = one_pass_block_c(cdiv(channels, 32) * n_dir * batch)
-    block_c = INTERPRETED_BLOCK_C if interpreted else gpu_block_c
+    block_c = interpreted_block_c(channels) if interpreted else gpu_block_c
     return LaunchConfig(
         kernel="_scan_kernel",
         grid=(cdiv(channels, block_c), n_dir, batch),

@@ -266,8 +266,9 @@ def test_one_pass_block_shrinks_on_small_grids():
     assert picks == {1: 2, 2: 4, 4: 4, 8: 8, 16: 32, 64: 32}
     cfg = fwd.scan_launch_config(1, 384, 2, interpreted=False)
     assert cfg.grid == (192, 2, 1) and cfg.num_warps == 1
-    from kernels.runtime import INTERPRETED_BLOCK_C
-    assert fwd.scan_launch_config(1, 384, 2, interpreted=True).constexprs["BLOCK_C"] == INTERPRETED_BLOCK_C
+    from kernels.runtime import interpreted_block_c
+    assert fwd.scan_launch_config(1, 384, 2, interpreted=True).constexprs["BLOCK_C"] == interpreted_block_c(384)
+    assert fwd.scan_launch_config(1, 13, 2, interpreted=True).grid[0] == 2  # kernel tests cross channel blocks
 
 
 def test_l1_prefetch_only_where_measured():

@@ -289,11 +289,10 @@ def test_bwd_pairs_walk(scan, length, chunk, split, combine):
 
 
 def test_bwd_channel_splits(scan):
-    """The walk as several launches over ranges of the channel blocks (40 channels in blocks of 16 under the
+    """The walk as several launches over ranges of the channel blocks (20 channels in blocks of 8 under the
     interpreter, 2 launches: 2 blocks, then the last, masked one), sharing one scratch and one partials buffer:
     the float64 reference's gradients, and the one-launch walk's up to the order of the dB/dC sums."""
-    from kernels.runtime import INTERPRETED_BLOCK_C
-    channels = 2 * INTERPRETED_BLOCK_C + INTERPRETED_BLOCK_C // 2
+    channels = 20
     plan = scan[1].scan_bwd_launch_config(1, channels, 9, 4, True, chunks_per_program=1, channel_splits=2)
     assert plan.channel_splits == 2 and plan.blocks_per_launch == 2 and plan.walk.grid[0] == 3
     x = model_layout(1, channels, 9, seed=23)
