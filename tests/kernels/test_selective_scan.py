@@ -93,7 +93,7 @@ def test_selective_scan_arbitrary_strides(triton_scan, device):
 
 @pytest.mark.parametrize("length", [1, 3, 197])
 def test_bimamba_scan_matches_reference_fp32(triton_scan, device, length):
-    x = stack_directions(2, 13, length, device=device)
+    x = stack_directions(2 if length < 197 else 1, 13, length, device=device)  # batch 1 at 197: CPU time
     out = triton_scan.bimamba_scan(**x)
     ref = bimamba_scan_ref(**x)
     # float64 spec: the sequential scan of each direction
@@ -150,10 +150,10 @@ def model_layout(batch, channels, length, dtype=torch.float32, device="cpu", see
 @pytest.mark.parametrize("channels", [16, 13])
 @pytest.mark.parametrize("length", [1, 2, 4, 5, 6, 37])
 def test_bimamba_scan_halves_match_reference(triton_scan, device, channels, length):
-    x = model_layout(2, channels, length, device=device)
+    x = model_layout(2 if length < 37 else 1, channels, length, device=device)  # batch 1 at 37: CPU time
     halves = triton_scan.bimamba_scan(**x, combine=False)
     ref = bimamba_scan_ref(**x, combine=False)
-    assert halves.shape == (2, 2, channels, length) and halves.dtype == torch.float32
+    assert halves.shape == (2, x["u"].shape[1], channels, length) and halves.dtype == torch.float32
     assert halves.stride() == x["u"].stride(), "halves are laid out like u (channel-last here)"
     rtol, atol = TOL[torch.float32]
     torch.testing.assert_close(halves, ref, rtol=rtol, atol=atol)

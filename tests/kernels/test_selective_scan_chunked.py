@@ -34,11 +34,12 @@ def _close_to_one_pass(got, one_pass):
 
 
 # L = 1, 2, 3: one chunk, shorter than it; 37: chunks of 4 (last one 1 token) or 16 (last 5); 197 (Vim at 224 px,
-# slow under the interpreter). 11 channels: two 8-wide interpreter channel blocks, the second masked.
-@pytest.mark.parametrize("length,split,channels", [
-    (1, 4, 11), (2, 4, 11), (3, 4, 11), (37, 4, 11), (37, 16, 11),
-    pytest.param(197, 16, 5, marks=pytest.mark.slow)])
-@pytest.mark.parametrize("combine", [True, False])
+# slow under the interpreter: the combined form only). 11 channels: two 8-wide interpreter channel blocks, the
+# second masked.
+@pytest.mark.parametrize("length,split,channels,combine", [
+    *[(*case, combine) for case in ((1, 4, 11), (2, 4, 11), (3, 4, 11), (37, 4, 11), (37, 16, 11))
+      for combine in (True, False)],
+    pytest.param(197, 16, 5, True, marks=pytest.mark.slow)])
 def test_chunked_bimamba_scan_matches_f64(fwd, length, split, channels, combine):
     x = stack_directions(1, channels, length)
     out = fwd.bimamba_scan(**x, combine=combine, split=split)
