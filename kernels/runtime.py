@@ -65,6 +65,20 @@ def strides(prefix: str, names: tuple[str, ...], values: tuple[int, ...]) -> dic
     return dict(zip(keys, values))
 
 
+INT32_LIMIT = 2 ** 31
+
+
+def check_token_offsets(length: int, **tensors: torch.Tensor | None) -> None:
+    """The scan kernels index tokens in 32 bits: token t of a tensor sits at its (64-bit) row base plus t * (its
+    stride along L), a 32-bit product. Raise when (length - 1) * |stride| of a given tensor (last dimension = L)
+    does not fit, instead of reading wrapped addresses."""
+    for name, t in tensors.items():
+        if t is not None and (length - 1) * abs(t.stride(-1)) >= INT32_LIMIT:
+            raise ValueError(f"{name}: token offsets up to {(length - 1) * abs(t.stride(-1)):,} elements exceed the "
+                             f"scan kernels' 32-bit token indexing (stride {t.stride(-1)} along L, L = {length}); "
+                             "pass a tensor whose L stride is smaller (contiguous in (L, E) order, for example)")
+
+
 def interpreted(kernel) -> bool:
     """Whether `kernel` (a @triton.jit function) was defined under TRITON_INTERPRET=1."""
     return type(kernel).__name__ == "InterpretedFunction"

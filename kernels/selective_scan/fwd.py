@@ -19,7 +19,8 @@ Same signatures and semantics as `reference.py` (the spec). Design (see shared/s
 - Directions: `bimamba_scan(combine=False)` writes each direction's gated half 0.5 * y * SiLU(z) to its own
   output (what the bf16 model uses: out_proj adds them). combine=True adds both into one fp32 buffer with relaxed
   atomics; two fp32 additions onto zero do not depend on their order, so the result is deterministic.
-- Program ids are widened to int64 before multiplying strides; L is not specialized on.
+- Program ids are widened to int64 before multiplying strides; token indices times the L strides stay 32-bit
+  (`runtime.check_token_offsets` checks that they fit). L is not specialized on.
 kernels/NOTES.md has each version's H200 timing.
 """
 from __future__ import annotations
@@ -30,7 +31,8 @@ import triton.language as tl
 
 from kernels import fastmath
 from kernels.launch import CallMemo, launch
-from kernels.runtime import LaunchConfig, cdiv, check_device, interpreted_block_c, sm_count, strides
+from kernels.runtime import (LaunchConfig, cdiv, check_device, check_token_offsets, interpreted_block_c, sm_count,
+                             strides)
 
 LOG2E = fastmath.LOG2E
 LN2 = tl.constexpr(0.6931471805599453)
@@ -431,6 +433,7 @@ def _check(u, delta, A, B, C, n_dir: int | None, dt_proj=None):
             raise ValueError(f"{name} must be {lead + (batch, n_state, length)}; got {tuple(t.shape)}")
     if n_state & (n_state - 1):
         raise ValueError(f"the state size must be a power of two; got {n_state}")
+    check_token_offsets(length, u=u, delta=delta, B=B, C=C)
 
 
 def _launch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out, dir_first, n_dir, out_scale, atomic,
@@ -452,6 +455,7 @@ def _launch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out, dir_first,
     cfg = scan_launch_config(batch, channels, n_dir, interpreted)
     if length == 0 or batch == 0 or channels == 0:
         return out
+    check_token_offsets(length, z=z, out=out)
     captured = not interpreted and torch.cuda.is_current_stream_capturing()
     plan = chunked.chunked_scan_launch_config(batch, channels, length, n_dir, A.shape[-1], interpreted,
                                               sm_count(u.device), split, save_every, captured)

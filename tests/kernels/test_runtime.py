@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from kernels.runtime import sum_partials
+from kernels.runtime import INT32_LIMIT, check_token_offsets, sum_partials
 
 
 def _partials(rows: int, device: str) -> torch.Tensor:
@@ -49,3 +49,15 @@ def test_strides_names_each_stride_and_refuses_a_mismatch():
     assert strides("stride_z", ("b", "e", "l"), (1, 2, 3)) == {"stride_z_b": 1, "stride_z_e": 2, "stride_z_l": 3}
     with pytest.raises(ValueError, match="stride_u: 3 stride names for 2 strides"):
         strides("stride_u", ("b", "e", "l"), (1, 2))
+
+
+def test_check_token_offsets_refuses_what_32_bit_token_indices_cannot_reach():
+    # meta tensors: the strides of a huge tensor without its memory
+    def along_l(length, stride):
+        return torch.empty_strided((2, 1, length), (1, 1, stride), device="meta")
+
+    check_token_offsets(3, u=along_l(3, INT32_LIMIT // 2 - 1), z=None)  # last offset 2^31 - 2: fits
+    with pytest.raises(ValueError, match=r"u: token offsets up to 2,147,483,648 elements exceed"):
+        check_token_offsets(3, u=along_l(3, INT32_LIMIT // 2))
+    with pytest.raises(ValueError, match="grad_out"):
+        check_token_offsets(2, u=along_l(2, 7), grad_out=along_l(2, INT32_LIMIT))

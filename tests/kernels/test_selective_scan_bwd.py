@@ -379,6 +379,37 @@ def test_bad_arguments_raise(scan):
         bwd.bimamba_scan_bwd(out, **x, checkpoints=ck, combine=False, chunk=4)
 
 
+def _meta_inputs(length, token_stride=1, n_state=4, channels=2):
+    """Direction-stacked scan inputs on the meta device (shapes and strides only, no memory): u and delta with
+    `token_stride` elements between consecutive tokens."""
+    def rows(*lead):
+        return torch.empty_strided(lead + (length,), (0,) * len(lead) + (token_stride,), device="meta")
+    meta = dict(device="meta")
+    return dict(u=rows(2, 1, channels), delta=rows(2, 1, channels), A=torch.empty(2, channels, n_state, **meta),
+                B=torch.empty(2, 1, n_state, length, **meta), C=torch.empty(2, 1, n_state, length, **meta),
+                D=torch.empty(2, channels, **meta), z=torch.empty(1, channels, length, **meta),
+                delta_bias=torch.empty(2, channels, **meta))
+
+
+def test_token_offsets_beyond_32_bits_raise_before_any_launch(scan):
+    """The scan kernels index tokens in 32 bits (t * the L stride): inputs whose offsets would not fit raise."""
+    fwd, bwd = scan
+    x = _meta_inputs(3, token_stride=2 ** 30)
+    with pytest.raises(ValueError, match="u: token offsets .* exceed the scan kernels' 32-bit token indexing"):
+        fwd.bimamba_scan_fwd_save(**x, chunk=2)
+    x = _meta_inputs(3)
+    ck = torch.empty(2, 1, 2, 4, 2, device="meta")
+    z = torch.empty_strided((1, 2, 3), (0, 0, 2 ** 30), device="meta")
+    with pytest.raises(ValueError, match="z: token offsets"):
+        bwd.bimamba_scan_bwd(torch.empty(1, 2, 3, device="meta"), **dict(x, z=z), checkpoints=ck, chunk=2)
+    # contiguous, but (L - 1) * N overflows the dB/dC partials' 32-bit token rows
+    length = 2 ** 27 + 1
+    x = _meta_inputs(length, n_state=16)
+    ck = torch.empty(2, 1, (length + 63) // 64, 16, 2, device="meta")
+    with pytest.raises(ValueError, match="too long for the scan backward"):
+        bwd.bimamba_scan_bwd(torch.empty(1, 2, length, device="meta"), **x, checkpoints=ck, chunk=64)
+
+
 # ---- GPU: Vim shapes, the model's layouts, against the torch reference in fp32 ----------------------------------
 
 def _torch_grads(x, grad_out, combine):

@@ -367,10 +367,11 @@ def _scan_bwd_specs(dtype: str, shape: OpShape = OpShape(batch=8, channels=384, 
     # steps +6%: results/history/bwdpairs-h200-2026-12-03f.json, pairsab-h200-2026-12-03f.json); at 184 registers
     # it still spilled and was slower. With its L1 prefetches (input lines 2 steps on, the scratch tile 4 steps on)
     # it spills 72 B and measured faster again (kernel 2.46 -> 2.41 ms, captured training steps +2.8% / +3.5%:
-    # results/history/scratchpf-h200-2026-12-03h.json).
+    # results/history/scratchpf-h200-2026-12-03h.json). With 32-bit token indices (loop body 919 -> 741 SASS
+    # instructions) it spills 88 B: see kernels/NOTES.md, "32-bit token indices in the scan backward".
     walk_ce = cfg.walk.constexprs
     prefetching = walk_ce["L1_AHEAD"] > 0 or walk_ce["SCRATCH_AHEAD"] > 0
-    accepted_spill = (72 if prefetching else 48) if walk_ce["PAIRS"] and cfg.walk.maxnreg == 168 else 0
+    accepted_spill = (88 if prefetching else 48) if walk_ce["PAIRS"] and cfg.walk.maxnreg == 168 else 0
     if block_c is not None or prefetch is not None or maxnreg is not None or pairs is not None:
         # the walk alone in another launch (registers, occupancy): a forced channel block, the prefetch on or off
         # (the default at this shape, more than one wave of programs: off, capped at 168 registers), a register cap
