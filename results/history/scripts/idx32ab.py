@@ -1,5 +1,6 @@
 """32-bit token indices in the scan backward (the walk and the group-carry pass) against the int64 indices of
-commit 88d9c2f (its bwd.py, loaded beside the new one as a separate module: bwd_88d9c2f.py next to this script).
+commit 88d9c2f (its bwd.py, loaded beside the new one as a separate module: make it with
+`git show 88d9c2f:kernels/selective_scan/bwd.py > results/history/scripts/bwd_88d9c2f.py`, not committed).
 (1) kernel medians, both forms (combined, halves) in bf16 at the training shapes (Vim-Ti 1248 px batch 8, 224 px
 batch 128), old/new alternated twice, event medians and CUDA-graph replays; every gradient compared bitwise with
 the old kernel's; (2) whole captured Vim-Ti training steps old new new old through the sweep's runner (img/s, peak),
