@@ -34,8 +34,12 @@ from kernels.selective_scan import bwd, fwd
 Tensor = torch.Tensor
 
 # Tokens between saved states in the training forward: memory 2 * batch * E * N * cdiv(L, CHUNK) * 4 bytes per
-# layer (Vim-Ti, 1248 px, batch 8: 18.7 MB) against the backward's recomputation of one chunk per program.
-CHECKPOINT_CHUNK = 64
+# layer (Vim-Ti, 1248 px, batch 8: 18.9 MB at 128, 37.7 MB at 64) against the backward's per-program scratch (CHUNK / 2
+# state tiles in the pairs walk) and its recomputation of one chunk per program. Measured on the H200 (2026-12-04,
+# whole captured Vim-Ti bf16 training steps, results/history/ckptab-h200-2026-12-04i.json), img/s and peak GiB at
+# 64 / 128 / 256: 1248 px batch 8 90.6, 3.87 / 90.8, 3.55 / 80.0, 3.43; 224 px batch 128 3,085, 2.23 / 3,079, 2.05 /
+# 3,105, 2.09. 128: the same speed in 8% less memory.
+CHECKPOINT_CHUNK = 128
 
 
 def _no_backward(name: str, *tensors: Tensor | None) -> None:
