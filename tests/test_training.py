@@ -134,9 +134,10 @@ def test_saved_activations_per_layer_are_kernels_readme_table():
     boundaries = ("per-op", "fused", "fused-combined")
     saved = {boundary: vim_saved_per_layer(1248, batch, boundary) for boundary in boundaries}
     activations = {b: Counter((s.shape, s.dtype) for s in saved[b] if s.nbytes >= 2 ** 20) for b in boundaries}
+    from kernels.runtime import cdiv
     from kernels.selective_scan.op import CHECKPOINT_CHUNK
 
-    chunks = -(-length // CHECKPOINT_CHUNK)  # 48 at 128 tokens between checkpoints
+    chunks = cdiv(length, CHECKPOINT_CHUNK)  # 48 at 128 tokens between checkpoints
     common = Counter([((2, batch, chunks, 16, inner), f32),   # scan state checkpoints
                       ((batch, length, d_model), f32),        # residual r (add + RMSNorm; h is recomputed from it)
                       ((2, batch * length, 48), bf16)])       # x_dbl [B | C | dt | pad]
