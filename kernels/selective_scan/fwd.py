@@ -70,14 +70,14 @@ def _rank_tile(n):
 def _scan_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, ckpt_ptr, dtw_ptr,
     E, L, dir_first, out_scale,
-    stride_u_dir, stride_u_b, stride_u_e, stride_u_l,
-    stride_dt_dir, stride_dt_b, stride_dt_e, stride_dt_l,
+    stride_u_dir, stride_u_b, stride_u_e, stride_u_l: tl.constexpr,
+    stride_dt_dir, stride_dt_b, stride_dt_e, stride_dt_l: tl.constexpr,
     stride_A_dir, stride_A_e, stride_A_n,
-    stride_B_dir, stride_B_b, stride_B_n, stride_B_l,
-    stride_C_dir, stride_C_b, stride_C_n, stride_C_l,
+    stride_B_dir, stride_B_b, stride_B_n, stride_B_l: tl.constexpr,
+    stride_C_dir, stride_C_b, stride_C_n, stride_C_l: tl.constexpr,
     stride_D_dir, stride_bias_dir,
-    stride_z_b, stride_z_e, stride_z_l,
-    stride_out_dir, stride_out_b, stride_out_e, stride_out_l,
+    stride_z_b, stride_z_e, stride_z_l: tl.constexpr,
+    stride_out_dir, stride_out_b, stride_out_e, stride_out_l: tl.constexpr,
     stride_dtw_dir, stride_dtw_e, stride_dtw_r,
     N_STATE: tl.constexpr, BLOCK_C: tl.constexpr, MASK_C: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
@@ -147,6 +147,37 @@ def _scan_kernel(
     else:
         W_dt = 0.0
 
+    # The walk in two copies, one per direction (a uniform branch per program): with the direction known at compile
+    # time, and the token strides constexpr, the addresses of a trip's second token and of the L1 prefetches are
+    # immediate offsets from the first token's instead of a multiply and a 64-bit add per pointer and token.
+    if backward:
+        _walk(u_base, dt_base, z_base, B_base, C_base, out_base, ckpt_ptr, delta_ptr, B_ptr, C_ptr, A2, D_row,
+              bias_row, W_dt, offs_c, mask_c, c64, direction, pid_b, E, L, out_scale,
+              stride_u_l, stride_dt_l, stride_z_l, stride_B_l, stride_C_l, stride_out_l,
+              stride_B_dir, stride_B_b, stride_C_dir, stride_C_b, stride_dt_dir, stride_dt_b,
+              True, N_STATE, BLOCK_C, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM, PREFETCH, SAVE_EVERY,
+              MASK_C, DT_RANK, L1_AHEAD)
+    else:
+        _walk(u_base, dt_base, z_base, B_base, C_base, out_base, ckpt_ptr, delta_ptr, B_ptr, C_ptr, A2, D_row,
+              bias_row, W_dt, offs_c, mask_c, c64, direction, pid_b, E, L, out_scale,
+              stride_u_l, stride_dt_l, stride_z_l, stride_B_l, stride_C_l, stride_out_l,
+              stride_B_dir, stride_B_b, stride_C_dir, stride_C_b, stride_dt_dir, stride_dt_b,
+              False, N_STATE, BLOCK_C, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM, PREFETCH, SAVE_EVERY,
+              MASK_C, DT_RANK, L1_AHEAD)
+
+
+@triton.jit
+def _walk(u_base, dt_base, z_base, B_base, C_base, out_base, ckpt_ptr, delta_ptr, B_ptr, C_ptr, A2, D_row, bias_row,
+          W_dt, offs_c, mask_c, c64, direction, pid_b, E, L, out_scale,
+          stride_u_l: tl.constexpr, stride_dt_l: tl.constexpr, stride_z_l: tl.constexpr, stride_B_l: tl.constexpr,
+          stride_C_l: tl.constexpr, stride_out_l: tl.constexpr,
+          stride_B_dir, stride_B_b, stride_C_dir, stride_C_b, stride_dt_dir, stride_dt_b,
+          backward: tl.constexpr, N_STATE: tl.constexpr, BLOCK_C: tl.constexpr, HAS_D: tl.constexpr,
+          HAS_Z: tl.constexpr,
+          HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ATOMIC: tl.constexpr, USE_ASM: tl.constexpr,
+          PREFETCH: tl.constexpr, SAVE_EVERY: tl.constexpr, MASK_C: tl.constexpr, DT_RANK: tl.constexpr,
+          L1_AHEAD: tl.constexpr):
+    """`_scan_kernel`'s walk over the tokens of one program, for one direction (`backward` constexpr)."""
     h = tl.zeros((N_STATE, BLOCK_C), dtype=tl.float32)
     args = (u_base, dt_base, z_base, B_base, C_base, L, backward, mask_c,
             stride_u_l, stride_dt_l, stride_z_l, stride_B_l, stride_C_l)
@@ -155,28 +186,81 @@ def _scan_kernel(
     t1 = _load_token(1, *args, HAS_Z, True, MASK_C, DT_RANK)
     # (C,) pointers to this program's channels in checkpoint slot 0, row 0.
     ckpt_lanes = ckpt_ptr + (direction * tl.num_programs(2) + pid_b) * tl.cdiv(L, SAVE_EVERY) * N_STATE * E + c64
-    # Trip k steps tokens 2k, 2k+1 and loads 2k+2, 2k+3; every one of them is < L for k < (L - 2) // 2.
-    full_trips = tl.maximum((L - 2) // 2, 0)
     if L1_AHEAD > 0:  # (C,) pointers to the rows every lane reads whole (B, C, fused dt): one line per row
         zero_c = offs_c * 0
         row_lanes = (B_ptr + direction * stride_B_dir + pid_b * stride_B_b + zero_c,
                      C_ptr + direction * stride_C_dir + pid_b * stride_C_b + zero_c,
                      delta_ptr + direction * stride_dt_dir + pid_b * stride_dt_b + zero_c)
-    for k in range(0, full_trips):
+    else:
+        row_lanes = (B_base, C_base, dt_base)  # unused
+    # Main trips (every token loaded or prefetched lies inside L; no token masks): per trip one multiply-add per
+    # pointer gives the pointers of the first token the trip loads (scan step 2k + 2); everything else the trip
+    # addresses (its second token, its two outputs, the L1 prefetches) sits a constant number of tokens from them:
+    # immediate offsets, where the direction and the token strides are constexpr.
+    main_trips = tl.maximum((L - 2 - L1_AHEAD) // 2, 0) if PREFETCH else 0
+    SIGN: tl.constexpr = -1 if backward else 1
+    t_first = tl.where(backward, L - 1, 0)  # token of scan step 0
+    for k in range(0, main_trips):
         if SAVE_EVERY > 0:
             _save_checkpoint(h, 2 * k, ckpt_lanes, E, mask_c, N_STATE, SAVE_EVERY)
+        t_out = t_first + SIGN * 2 * k  # token of scan step 2k
+        t_next = t_out + SIGN * 2  # token of scan step 2k + 2
+        ptrs = (u_base + t_next * stride_u_l, dt_base + t_next * stride_dt_l, z_base + t_next * stride_z_l,
+                B_base + t_next * stride_B_l, C_base + t_next * stride_C_l, row_lanes[0] + t_next * stride_B_l,
+                row_lanes[1] + t_next * stride_C_l, row_lanes[2] + t_next * stride_dt_l)
         if L1_AHEAD > 0:
             for j in tl.static_range(2):
-                _prefetch_token(2 * k + 2 + L1_AHEAD + j, u_base, z_base, dt_base, row_lanes, L, backward, mask_c,
-                                stride_u_l, stride_z_l, stride_B_l, stride_C_l, stride_dt_l, HAS_Z, DT_RANK, MASK_C,
-                                USE_ASM)
-        h, t0, t1 = _trip(h, 2 * k, t0, t1, args, step_args, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC,
-                           USE_ASM, False, MASK_C, PREFETCH, DT_RANK, W_dt)
-    for k in range(full_trips, tl.cdiv(L, 2)):
+                _prefetch_at(ptrs, SIGN * (L1_AHEAD + j), mask_c, stride_u_l, stride_dt_l, stride_z_l, stride_B_l,
+                             stride_C_l, HAS_Z, DT_RANK, MASK_C, USE_ASM)
+        h, t0, t1 = _trip_at(h, ptrs, out_base + t_out * stride_out_l, t0, t1, mask_c, SIGN, stride_u_l,
+                             stride_dt_l, stride_z_l, stride_B_l, stride_C_l, stride_out_l, A2, D_row, bias_row,
+                             out_scale, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM, MASK_C, DT_RANK, W_dt)
+    for k in range(main_trips, tl.cdiv(L, 2)):
         if SAVE_EVERY > 0:
             _save_checkpoint(h, 2 * k, ckpt_lanes, E, mask_c, N_STATE, SAVE_EVERY)
         h, t0, t1 = _trip(h, 2 * k, t0, t1, args, step_args, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC,
                            USE_ASM, True, MASK_C, PREFETCH, DT_RANK, W_dt)
+
+
+@triton.jit
+def _prefetch_at(ptrs, ahead: tl.constexpr, mask_c, stride_u_l: tl.constexpr, stride_dt_l: tl.constexpr,
+                 stride_z_l: tl.constexpr, stride_B_l: tl.constexpr, stride_C_l: tl.constexpr, HAS_Z: tl.constexpr,
+                 DT_RANK: tl.constexpr, MASK_C: tl.constexpr, USE_ASM: tl.constexpr):
+    """`_prefetch_token` for the token `ahead` tokens (in memory order, signed) from the pointers `ptrs` of
+    `_walk`'s main loop; the caller keeps it inside L."""
+    lane_mask = mask_c if MASK_C else None
+    fastmath.prefetch_l1(ptrs[0] + ahead * stride_u_l, USE_ASM, lane_mask)
+    if HAS_Z:
+        fastmath.prefetch_l1(ptrs[2] + ahead * stride_z_l, USE_ASM, lane_mask)
+    if DT_RANK > 0:
+        fastmath.prefetch_l1(ptrs[7] + ahead * stride_dt_l, USE_ASM)
+    else:
+        fastmath.prefetch_l1(ptrs[1] + ahead * stride_dt_l, USE_ASM, lane_mask)
+    fastmath.prefetch_l1(ptrs[5] + ahead * stride_B_l, USE_ASM)
+    fastmath.prefetch_l1(ptrs[6] + ahead * stride_C_l, USE_ASM)
+
+
+@triton.jit
+def _trip_at(h, ptrs, out_p, t0, t1, mask_c, SIGN: tl.constexpr, stride_u_l: tl.constexpr, stride_dt_l: tl.constexpr,
+             stride_z_l: tl.constexpr, stride_B_l: tl.constexpr, stride_C_l: tl.constexpr,
+             stride_out_l: tl.constexpr, A2, D_row, bias_row, out_scale, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
+             HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ATOMIC: tl.constexpr, USE_ASM: tl.constexpr,
+             MASK_C: tl.constexpr, DT_RANK: tl.constexpr, W_dt):
+    """`_trip` of a main trip (no token masks, loads always ahead) from pointers: `ptrs` address the first token
+    to load (u, delta or the low-rank dt row, z, the B and C rows; then the L1-prefetch row pointers), the second
+    one sits SIGN tokens from it; out_p addresses the output of the trip's first token."""
+    if DT_RANK > 0:
+        t0 = (t0[0], _project_dt(t0[1], W_dt, bias_row, HAS_BIAS, DT_RANK), t0[2], t0[3], t0[4])
+        t1 = (t1[0], _project_dt(t1[1], W_dt, bias_row, HAS_BIAS, DT_RANK), t1[2], t1[3], t1[4])
+    n0 = _load_at(ptrs[0], ptrs[1], ptrs[2], ptrs[3], ptrs[4], mask_c, True, HAS_Z, False, MASK_C, DT_RANK)
+    n1 = _load_at(ptrs[0] + SIGN * stride_u_l, ptrs[1] + SIGN * stride_dt_l, ptrs[2] + SIGN * stride_z_l,
+                  ptrs[3] + SIGN * stride_B_l, ptrs[4] + SIGN * stride_C_l, mask_c, True, HAS_Z, False, MASK_C,
+                  DT_RANK)
+    h = _token_step_at(h, out_p, mask_c, *t0, A2, D_row, bias_row, out_scale, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS,
+                       ATOMIC, USE_ASM, False, MASK_C, DT_RANK)
+    h = _token_step_at(h, out_p + SIGN * stride_out_l, mask_c, *t1, A2, D_row, bias_row, out_scale, HAS_D, HAS_Z,
+                       HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM, False, MASK_C, DT_RANK)
+    return h, n0, n1
 
 
 @triton.jit
@@ -293,20 +377,28 @@ def _load_token(step, u_base, dt_base, z_base, B_base, C_base, L, backward, mask
     """Token `step` (in scan order) of u, delta, z: (C,) each, and of B, C: (N,) each, in fp32; zeros past L.
     With DT_RANK > 0, dt is the token's (R_PAD,) low-rank row instead of its (C,) delta."""
     t, valid, mask = _token_position(step, L, backward, mask_c, MASK_T)
-    u = _load_lanes(u_base + t * stride_u_l, mask, MASK_T or MASK_C)
+    return _load_at(u_base + t * stride_u_l, dt_base + t * stride_dt_l, z_base + t * stride_z_l,
+                    B_base + t * stride_B_l, C_base + t * stride_C_l, mask, valid, HAS_Z, MASK_T, MASK_C, DT_RANK)
+
+
+@triton.jit
+def _load_at(u_p, dt_p, z_p, B_p, C_p, mask, valid, HAS_Z: tl.constexpr, MASK_T: tl.constexpr, MASK_C: tl.constexpr,
+             DT_RANK: tl.constexpr = 0):
+    """`_load_token` from the token's pointers (mask: its lanes; valid: whether it lies inside L)."""
+    u = _load_lanes(u_p, mask, MASK_T or MASK_C)
     if DT_RANK > 0:
         rank_mask = tl.arange(0, _rank_tile(DT_RANK)) < DT_RANK
         if MASK_T:
             rank_mask = rank_mask & valid
-        dt = tl.load(dt_base + t * stride_dt_l, mask=rank_mask, other=0.0).to(tl.float32)
+        dt = tl.load(dt_p, mask=rank_mask, other=0.0).to(tl.float32)
     else:
-        dt = _load_lanes(dt_base + t * stride_dt_l, mask, MASK_T or MASK_C)
+        dt = _load_lanes(dt_p, mask, MASK_T or MASK_C)
     if HAS_Z:
-        z = _load_lanes(z_base + t * stride_z_l, mask, MASK_T or MASK_C)
+        z = _load_lanes(z_p, mask, MASK_T or MASK_C)
     else:
         z = u
-    Bt = _load_lanes(B_base + t * stride_B_l, valid, MASK_T)
-    Ct = _load_lanes(C_base + t * stride_C_l, valid, MASK_T)
+    Bt = _load_lanes(B_p, valid, MASK_T)
+    Ct = _load_lanes(C_p, valid, MASK_T)
     return u, dt, z, Bt, Ct
 
 
@@ -318,11 +410,20 @@ def _token_step(h, step, u, dt, z, Bt, Ct, A2, D_row, bias_row, out_base, stride
     """One token of the recurrence for the (N, C) state h; writes that token's output and returns h. dt is the
     token's (C,) delta; with DT_RANK > 0 `_trip` computed it from the low-rank row, bias included."""
     t, valid, mask = _token_position(step, L, backward, mask_c, MASK_T)
+    return _token_step_at(h, out_base + t * stride_out_l, mask, u, dt, z, Bt, Ct, A2, D_row, bias_row, out_scale,
+                          HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM, MASK_T, MASK_C, DT_RANK)
+
+
+@triton.jit
+def _token_step_at(h, out_p, mask, u, dt, z, Bt, Ct, A2, D_row, bias_row, out_scale, HAS_D: tl.constexpr,
+                   HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ATOMIC: tl.constexpr,
+                   USE_ASM: tl.constexpr, MASK_T: tl.constexpr, MASK_C: tl.constexpr, DT_RANK: tl.constexpr = 0):
+    """`_token_step` with the token's output pointer and lane mask given."""
     # softplus's exp and the gate's sigmoid as single MUFU instructions (kernels/fastmath.py) where the output is
     # 16-bit. With an fp32 output (the fp32 model's combined scan) they measured 8% slower on the H200 (2.77 ->
     # 2.99 ms at Vim-Ti 1248 px, batch 64; bf16 halves 2.55 -> 2.52: results/history/abfast-h200-2026-12-02.json),
     # so that path keeps Triton's own exp and sigmoid.
-    APPROX: tl.constexpr = USE_ASM and out_base.dtype.element_ty != tl.float32
+    APPROX: tl.constexpr = USE_ASM and out_p.dtype.element_ty != tl.float32
     if HAS_BIAS and DT_RANK == 0:  # a fused dt_proj added it (_trip)
         dt = dt + bias_row
     if SOFTPLUS:
@@ -338,13 +439,13 @@ def _token_step(h, step, u, dt, z, Bt, Ct, A2, D_row, bias_row, out_base, stride
     y = y * out_scale
     if ATOMIC:
         if MASK_T or MASK_C:
-            tl.atomic_add(out_base + t * stride_out_l, y, mask=mask, sem="relaxed")
+            tl.atomic_add(out_p, y, mask=mask, sem="relaxed")
         else:
-            tl.atomic_add(out_base + t * stride_out_l, y, sem="relaxed")
+            tl.atomic_add(out_p, y, sem="relaxed")
     elif MASK_T or MASK_C:
-        tl.store(out_base + t * stride_out_l, y.to(out_base.dtype.element_ty), mask=mask)
+        tl.store(out_p, y.to(out_p.dtype.element_ty), mask=mask)
     else:
-        tl.store(out_base + t * stride_out_l, y.to(out_base.dtype.element_ty))
+        tl.store(out_p, y.to(out_p.dtype.element_ty))
     return h
 
 

@@ -89,11 +89,15 @@ def spec_from_args(name: str, module: str, function: str, args: dict[str, Any], 
                    accepted_spill_bytes: int = 0) -> KernelSpec:
     """A KernelSpec that specializes like Triton's JIT at a launch with these argument values: pointers aligned
     (":16"), integers equal to 1 become constexpr 1, integers divisible by 16 get ":16", integers beyond int32
-    are i64, floats fp32; arguments in do_not_specialize (the kernel's own list) get none of that."""
+    are i64, floats fp32; arguments in do_not_specialize (the kernel's own list) get none of that. Arguments the
+    kernel declares `tl.constexpr` are compiled with their value, whatever args or constexprs holds them."""
     signature: dict[str, str] = {}
     consts = dict(constexprs)
+    declared = _constexpr_params(module, function)
     for arg, value in args.items():
-        if isinstance(value, Ptr):
+        if arg in declared:
+            consts[arg] = value
+        elif isinstance(value, Ptr):
             signature[arg] = f"*{value.dtype}:16"
         elif isinstance(value, bool):
             signature[arg] = "u1"
@@ -111,6 +115,20 @@ def spec_from_args(name: str, module: str, function: str, args: dict[str, Any], 
             raise VimbenchError(f"static check spec {name}: cannot type argument {arg}={value!r}")
     return KernelSpec(name, module, function, signature, consts, num_warps, num_stages, state_elements, maxnreg,
                       accepted_spill_bytes)
+
+
+def _constexpr_params(module: str, function: str) -> set[str]:
+    """The parameters `module.function` (a @triton.jit function, compiled or interpreted) declares tl.constexpr."""
+    import importlib
+    import inspect
+
+    fn = getattr(importlib.import_module(module), function, None)
+    if fn is None:
+        return set()
+    if hasattr(fn, "params"):  # triton.runtime.jit.JITFunction
+        return {p.name for p in fn.params if p.is_constexpr}
+    python_fn = getattr(fn, "fn", fn)  # the interpreter's InterpretedFunction wraps the Python function
+    return {name for name, p in inspect.signature(python_fn).parameters.items() if "constexpr" in str(p.annotation)}
 
 
 def contiguous_strides(*shape: int) -> tuple[int, ...]:
