@@ -82,7 +82,7 @@ def _scan_kernel(
     N_STATE: tl.constexpr, BLOCK_C: tl.constexpr, MASK_C: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     ATOMIC: tl.constexpr, USE_ASM: tl.constexpr, PREFETCH: tl.constexpr, SAVE_EVERY: tl.constexpr,
-    DT_RANK: tl.constexpr = 0, L1_AHEAD: tl.constexpr = 0,
+    DT_RANK: tl.constexpr = 0, L1_AHEAD: tl.constexpr = 0, UNROLL_TRIPS: tl.constexpr = False,
 ):
     """One program: BLOCK_C channels (one per lane) of one (direction, batch). Each lane keeps its channel's N
     states in registers and steps through the tokens one at a time, two per loop trip, loading each token's
@@ -156,14 +156,14 @@ def _scan_kernel(
               stride_u_l, stride_dt_l, stride_z_l, stride_B_l, stride_C_l, stride_out_l,
               stride_B_dir, stride_B_b, stride_C_dir, stride_C_b, stride_dt_dir, stride_dt_b,
               True, N_STATE, BLOCK_C, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM, PREFETCH, SAVE_EVERY,
-              MASK_C, DT_RANK, L1_AHEAD)
+              MASK_C, DT_RANK, L1_AHEAD, UNROLL_TRIPS)
     else:
         _walk(u_base, dt_base, z_base, B_base, C_base, out_base, ckpt_ptr, delta_ptr, B_ptr, C_ptr, A2, D_row,
               bias_row, W_dt, offs_c, mask_c, c64, direction, pid_b, E, L, out_scale,
               stride_u_l, stride_dt_l, stride_z_l, stride_B_l, stride_C_l, stride_out_l,
               stride_B_dir, stride_B_b, stride_C_dir, stride_C_b, stride_dt_dir, stride_dt_b,
               False, N_STATE, BLOCK_C, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM, PREFETCH, SAVE_EVERY,
-              MASK_C, DT_RANK, L1_AHEAD)
+              MASK_C, DT_RANK, L1_AHEAD, UNROLL_TRIPS)
 
 
 @triton.jit
@@ -176,7 +176,7 @@ def _walk(u_base, dt_base, z_base, B_base, C_base, out_base, ckpt_ptr, delta_ptr
           HAS_Z: tl.constexpr,
           HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ATOMIC: tl.constexpr, USE_ASM: tl.constexpr,
           PREFETCH: tl.constexpr, SAVE_EVERY: tl.constexpr, MASK_C: tl.constexpr, DT_RANK: tl.constexpr,
-          L1_AHEAD: tl.constexpr):
+          L1_AHEAD: tl.constexpr, UNROLL_TRIPS: tl.constexpr):
     """`_scan_kernel`'s walk over the tokens of one program, for one direction (`backward` constexpr)."""
     h = tl.zeros((N_STATE, BLOCK_C), dtype=tl.float32)
     args = (u_base, dt_base, z_base, B_base, C_base, L, backward, mask_c,
@@ -200,26 +200,66 @@ def _walk(u_base, dt_base, z_base, B_base, C_base, out_base, ckpt_ptr, delta_ptr
     main_trips = tl.maximum((L - 2 - L1_AHEAD) // 2, 0) if PREFETCH else 0
     SIGN: tl.constexpr = -1 if backward else 1
     t_first = tl.where(backward, L - 1, 0)  # token of scan step 0
-    for k in range(0, main_trips):
-        if SAVE_EVERY > 0:
-            _save_checkpoint(h, 2 * k, ckpt_lanes, E, mask_c, N_STATE, SAVE_EVERY)
-        t_out = t_first + SIGN * 2 * k  # token of scan step 2k
-        t_next = t_out + SIGN * 2  # token of scan step 2k + 2
-        ptrs = (u_base + t_next * stride_u_l, dt_base + t_next * stride_dt_l, z_base + t_next * stride_z_l,
-                B_base + t_next * stride_B_l, C_base + t_next * stride_C_l, row_lanes[0] + t_next * stride_B_l,
-                row_lanes[1] + t_next * stride_C_l, row_lanes[2] + t_next * stride_dt_l)
-        if L1_AHEAD > 0:
-            for j in tl.static_range(2):
-                _prefetch_at(ptrs, SIGN * (L1_AHEAD + j), mask_c, stride_u_l, stride_dt_l, stride_z_l, stride_B_l,
-                             stride_C_l, HAS_Z, DT_RANK, MASK_C, USE_ASM)
-        h, t0, t1 = _trip_at(h, ptrs, out_base + t_out * stride_out_l, t0, t1, mask_c, SIGN, stride_u_l,
-                             stride_dt_l, stride_z_l, stride_B_l, stride_C_l, stride_out_l, A2, D_row, bias_row,
-                             out_scale, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM, MASK_C, DT_RANK, W_dt)
+    if UNROLL_TRIPS:
+        # two trips per iteration: the second loads into the registers the first freed, so no copies of the
+        # prefetched tokens into the loop-carried registers
+        for kk in range(0, main_trips // 2):
+            h, t0, t1 = _main_trip(h, 2 * kk, t0, t1, t_first, u_base, dt_base, z_base, B_base, C_base, row_lanes, out_base,
+                                   ckpt_lanes, E, mask_c, A2, D_row, bias_row, out_scale, W_dt, stride_u_l,
+                                   stride_dt_l, stride_z_l, stride_B_l, stride_C_l, stride_out_l, SIGN, N_STATE,
+                                   HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM, SAVE_EVERY, MASK_C, DT_RANK,
+                                   L1_AHEAD)
+            h, t0, t1 = _main_trip(h, 2 * kk + 1, t0, t1, t_first, u_base, dt_base, z_base, B_base, C_base, row_lanes, out_base,
+                                   ckpt_lanes, E, mask_c, A2, D_row, bias_row, out_scale, W_dt, stride_u_l,
+                                   stride_dt_l, stride_z_l, stride_B_l, stride_C_l, stride_out_l, SIGN, N_STATE,
+                                   HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM, SAVE_EVERY, MASK_C, DT_RANK,
+                                   L1_AHEAD)
+        if main_trips % 2 == 1:
+            h, t0, t1 = _main_trip(h, main_trips - 1, t0, t1, t_first, u_base, dt_base, z_base, B_base, C_base, row_lanes, out_base,
+                                   ckpt_lanes, E, mask_c, A2, D_row, bias_row, out_scale, W_dt, stride_u_l,
+                                   stride_dt_l, stride_z_l, stride_B_l, stride_C_l, stride_out_l, SIGN, N_STATE,
+                                   HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM, SAVE_EVERY, MASK_C, DT_RANK,
+                                   L1_AHEAD)
+    else:
+        for k in range(0, main_trips):
+            h, t0, t1 = _main_trip(h, k, t0, t1, t_first, u_base, dt_base, z_base, B_base, C_base, row_lanes, out_base,
+                                   ckpt_lanes, E, mask_c, A2, D_row, bias_row, out_scale, W_dt, stride_u_l,
+                                   stride_dt_l, stride_z_l, stride_B_l, stride_C_l, stride_out_l, SIGN, N_STATE,
+                                   HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM, SAVE_EVERY, MASK_C, DT_RANK,
+                                   L1_AHEAD)
     for k in range(main_trips, tl.cdiv(L, 2)):
         if SAVE_EVERY > 0:
             _save_checkpoint(h, 2 * k, ckpt_lanes, E, mask_c, N_STATE, SAVE_EVERY)
         h, t0, t1 = _trip(h, 2 * k, t0, t1, args, step_args, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC,
                            USE_ASM, True, MASK_C, PREFETCH, DT_RANK, W_dt)
+
+
+@triton.jit
+def _main_trip(h, k, t0, t1, t_first, u_base, dt_base, z_base, B_base, C_base, row_lanes, out_base, ckpt_lanes, E,
+               mask_c, A2, D_row, bias_row, out_scale, W_dt, stride_u_l: tl.constexpr, stride_dt_l: tl.constexpr,
+               stride_z_l: tl.constexpr, stride_B_l: tl.constexpr, stride_C_l: tl.constexpr,
+               stride_out_l: tl.constexpr, SIGN: tl.constexpr, N_STATE: tl.constexpr, HAS_D: tl.constexpr,
+               HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ATOMIC: tl.constexpr,
+               USE_ASM: tl.constexpr, SAVE_EVERY: tl.constexpr, MASK_C: tl.constexpr, DT_RANK: tl.constexpr,
+               L1_AHEAD: tl.constexpr):
+    """Main trip k of `_walk` (scan steps 2k, 2k + 1; no token masks): one multiply-add per pointer gives the
+    pointers of the first token it loads (step 2k + 2); everything else it addresses (the second token, its two
+    outputs, the L1 prefetches) sits a constant number of tokens from them: immediate offsets, the direction
+    (SIGN) and the token strides being constexpr."""
+    if SAVE_EVERY > 0:
+        _save_checkpoint(h, 2 * k, ckpt_lanes, E, mask_c, N_STATE, SAVE_EVERY)
+    t_out = t_first + SIGN * 2 * k  # token of scan step 2k
+    t_next = t_out + SIGN * 2  # token of scan step 2k + 2
+    ptrs = (u_base + t_next * stride_u_l, dt_base + t_next * stride_dt_l, z_base + t_next * stride_z_l,
+            B_base + t_next * stride_B_l, C_base + t_next * stride_C_l, row_lanes[0] + t_next * stride_B_l,
+            row_lanes[1] + t_next * stride_C_l, row_lanes[2] + t_next * stride_dt_l)
+    if L1_AHEAD > 0:
+        for j in tl.static_range(2):
+            _prefetch_at(ptrs, SIGN * (L1_AHEAD + j), mask_c, stride_u_l, stride_dt_l, stride_z_l, stride_B_l,
+                         stride_C_l, HAS_Z, DT_RANK, MASK_C, USE_ASM)
+    return _trip_at(h, ptrs, out_base + t_out * stride_out_l, t0, t1, mask_c, SIGN, stride_u_l, stride_dt_l,
+                    stride_z_l, stride_B_l, stride_C_l, stride_out_l, A2, D_row, bias_row, out_scale, HAS_D, HAS_Z,
+                    HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM, MASK_C, DT_RANK, W_dt)
 
 
 @triton.jit
@@ -491,22 +531,31 @@ def one_pass_block_c(programs_at_32: int) -> int:
 # blocks (2-8 channels per program, batch 1-8) and channel counts that need lane masks keep it off: unmeasured
 # there (and with masks the fused ungated variant spills 4 bytes under triton 3.6).
 DEFAULT_L1_AHEAD = 4
+# The main loop two trips per iteration (`_walk`'s UNROLL_TRIPS), and the one-pass
+# register cap for one-channel-per-lane programs (12 one-warp programs per SM: Vim-Ti at batch 64 has 11.6 per SM
+# on 132 SMs, all resident at once; without the cap ptxas took up to 243 registers for some variants).
+UNROLL_TRIPS = True
+ONE_PASS_MAXNREG = 168
+# ... not with a fused dt_proj of a larger rank: Vim-B's (R = 48) needs ~254 registers (capped it spilled 0.5 KB).
+MAXNREG_DT_RANK = 24
 
 
-def scan_launch_config(batch: int, channels: int, n_dir: int, interpreted: bool) -> LaunchConfig:
+def scan_launch_config(batch: int, channels: int, n_dir: int, interpreted: bool, dt_rank: int = 0) -> LaunchConfig:
     """`_scan_kernel`'s grid (channel blocks, directions, batch), tile and warps: the one place that chooses them
     (the launcher and `vimbench kernels static` both call it). One warp; a channel per lane, or per 32 / BLOCK_C
     lanes on small grids (`one_pass_block_c`); under the interpreter small tiles, so that tests exercise channel
     masks and several programs, and no inline asm."""
     gpu_block_c = one_pass_block_c(cdiv(channels, 32) * n_dir * batch)
     block_c = interpreted_block_c(channels) if interpreted else gpu_block_c
+    lane_per_channel = block_c == 32 and not interpreted
     return LaunchConfig(
         kernel="_scan_kernel",
         grid=(cdiv(channels, block_c), n_dir, batch),
         constexprs=dict(BLOCK_C=block_c, MASK_C=channels % block_c != 0, USE_ASM=not interpreted, PREFETCH=True,
-                        L1_AHEAD=DEFAULT_L1_AHEAD if block_c == 32 and channels % 32 == 0 and not interpreted
-                        else 0),
+                        L1_AHEAD=DEFAULT_L1_AHEAD if lane_per_channel and channels % 32 == 0 else 0,
+                        UNROLL_TRIPS=UNROLL_TRIPS),
         num_warps=1,
+        maxnreg=ONE_PASS_MAXNREG if lane_per_channel and dt_rank <= MAXNREG_DT_RANK else None,
     )
 
 
@@ -553,7 +602,7 @@ def _launch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out, dir_first,
 
     _, batch, channels, length = u.shape
     interpreted = check_device(u, _scan_kernel)
-    cfg = scan_launch_config(batch, channels, n_dir, interpreted)
+    cfg = scan_launch_config(batch, channels, n_dir, interpreted, 0 if dt_proj is None else dt_proj.shape[-1])
     if length == 0 or batch == 0 or channels == 0:
         return out
     check_token_offsets(length, z=z, out=out)
@@ -594,7 +643,7 @@ def _launch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out, dir_first,
         launch(_scan_kernel, cfg.grid,
             **scan_args, dtw_ptr=dt_proj if dt_proj is not None else dummy,
             **strides("stride_dtw", ("dir", "e", "r"), dt_proj.stride() if dt_proj is not None else (0, 0, 0)),
-            DT_RANK=0 if dt_proj is None else dt_proj.shape[-1], **cfg.constexprs, num_warps=cfg.num_warps)
+            DT_RANK=0 if dt_proj is None else dt_proj.shape[-1], **cfg.constexprs, **cfg.launch_options())
     return out
 
 

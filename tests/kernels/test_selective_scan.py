@@ -305,3 +305,32 @@ def test_bimamba_scan_unmasked_and_masked_trips(triton_scan, length, combine):
     full = out if combine else out.sum(0)
     rtol, atol = TOL[torch.float32]
     torch.testing.assert_close(full, bimamba_scan_ref(**x), rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("length", [6, 8, 10])
+@pytest.mark.parametrize("unroll", [True, False])
+@pytest.mark.parametrize("combine", [True, False])
+def test_bimamba_scan_main_trips_one_or_two_per_iteration(triton_scan, monkeypatch, length, unroll, combine):
+    """The main loop runs two trips per iteration (fwd.UNROLL_TRIPS) or one; lengths with an even and an odd
+    number of main trips (2, 3, 4 under the interpreter), both directions, both output forms, give the reference's
+    output either way."""
+    fwd = pytest.importorskip("kernels.selective_scan.fwd")
+    monkeypatch.setattr(fwd, "UNROLL_TRIPS", unroll)
+    x = stack_directions(2, 19, length)
+    out = triton_scan.bimamba_scan(**x, combine=combine)
+    full = out if combine else out.sum(0)
+    rtol, atol = TOL[torch.float32]
+    torch.testing.assert_close(full, bimamba_scan_ref(**x), rtol=rtol, atol=atol)
+
+
+def test_one_pass_register_cap():
+    """One-channel-per-lane programs on the GPU launch capped at fwd.ONE_PASS_MAXNREG registers (12 one-warp
+    programs per SM), except with a fused dt_proj of a large rank (Vim-B's 48: spilled when capped); small-grid
+    blocks and the interpreter are not capped."""
+    fwd = pytest.importorskip("kernels.selective_scan.fwd")
+    assert fwd.scan_launch_config(64, 384, 2, interpreted=False).maxnreg == fwd.ONE_PASS_MAXNREG == 168
+    assert fwd.scan_launch_config(64, 384, 2, interpreted=False, dt_rank=12).maxnreg == 168
+    assert fwd.scan_launch_config(64, 1536, 2, interpreted=False, dt_rank=48).maxnreg is None
+    assert fwd.scan_launch_config(1, 384, 2, interpreted=False).maxnreg is None  # 2 channels per warp
+    assert fwd.scan_launch_config(64, 384, 2, interpreted=True).maxnreg is None
+    assert fwd.scan_launch_config(64, 384, 2, interpreted=False).launch_options() == {"num_warps": 1, "maxnreg": 168}

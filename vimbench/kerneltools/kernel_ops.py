@@ -122,9 +122,9 @@ def _scan_spec(dtype: str, mode: str, shape: OpShape = STATIC_SHAPE, bc_dtype: s
     from kernels.selective_scan.fwd import scan_launch_config
 
     dirs = 1 if mode == "single" else 2
-    cfg = scan_launch_config(shape.batch, shape.channels, dirs, interpreted=False)
-    args = _scan_args(dtype, mode, shape, bc_dtype)
     E, rank = shape.channels, shape.dt_rank if dt_proj else 0
+    cfg = scan_launch_config(shape.batch, shape.channels, dirs, interpreted=False, dt_rank=rank)
+    args = _scan_args(dtype, mode, shape, bc_dtype)
     # (2, E, R) view of (2, R, E): what the mixer passes (MixerWeights.dt_proj_t transposed); unused without
     args.update(dtw_ptr=Ptr(dtype if dt_proj else "fp32"), stride_dtw_dir=rank * E,
                 stride_dtw_e=1 if dt_proj else 0, stride_dtw_r=E if dt_proj else 0)
@@ -139,7 +139,8 @@ def _scan_spec(dtype: str, mode: str, shape: OpShape = STATIC_SHAPE, bc_dtype: s
     state_elements = 2 * tokens_per_trip * shape.d_state * cfg.constexprs["BLOCK_C"] // (32 * cfg.num_warps)
     name = f"scan/{mode}{'_dtproj' if dt_proj else ''}/{dtype}{label}"
     return spec_from_args(name, "kernels.selective_scan.fwd", cfg.kernel, args, constexprs,
-                          do_not_specialize=("L",), num_warps=cfg.num_warps, state_elements=state_elements)
+                          do_not_specialize=("L",), num_warps=cfg.num_warps, state_elements=state_elements,
+                          maxnreg=cfg.maxnreg)
 
 
 # Vim-Ti at 1248 px, batch 8 (the training shape): the one-pass grid has 192 programs, so the forward runs

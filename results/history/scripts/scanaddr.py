@@ -1,6 +1,7 @@
 """The inference scan's addressing: `_scan_kernel` with the walk compiled once per direction and constexpr token
 strides (a trip's second token, its outputs and the L1 prefetches at immediate offsets from one multiply-add per
-pointer and trip) against the kernel of the commit given as BASE (its fwd.py loaded beside the new one as a separate
+pointer and trip), its main loop one trip per iteration ("new1") or two ("new2", fwd.UNROLL_TRIPS), both capped
+at 168 registers, against the kernel of the commit given as BASE (its fwd.py loaded beside the new one as a separate
 module: `git show BASE:kernels/selective_scan/fwd.py > results/history/scripts/fwd_base.py`, not committed).
 (1) kernel A/B: event medians and CUDA-graph replays, old new new old, outputs compared bitwise, at the model's
 layouts: Vim-Ti/S/B 1248 px batch 64 (bf16 halves, delta, gated: the default memory mode), Vim-Ti with dt_proj fused
@@ -19,7 +20,21 @@ OUT = os.environ.get("OUT", "/tmp")
 spec = importlib.util.spec_from_file_location("fwd_base", pathlib.Path(__file__).with_name("fwd_base.py"))
 old = sys.modules["fwd_base"] = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(old)
-MODS = {"old": old, "new": fwd}
+NEW_KERNEL, NEW_CONFIG = fwd._scan_kernel, fwd.scan_launch_config
+
+
+def use(tag):
+    """Switch the model's scan (fwd._launch) to a variant; the call replays recorded before are dropped."""
+    fwd._SCAN_MEMO.clear()
+    if tag == "old":
+        fwd._scan_kernel = old._scan_kernel
+        fwd.scan_launch_config = lambda b, c, n, i, r=0: old.scan_launch_config(b, c, n, i)
+    else:
+        fwd._scan_kernel, fwd.scan_launch_config = NEW_KERNEL, NEW_CONFIG
+        fwd.UNROLL_TRIPS = tag == "new2"
+
+
+TAGS = ("old", "new1", "new2")
 
 CASES = [  # name, E, batch, L, dtype, halves, dt_proj, gated, save
     ("ti-1248-default", 384, 64, 6085, torch.bfloat16, True, False, True, False),
@@ -37,7 +52,8 @@ for name, E, B, L, dtype, halves, dt_proj, gated, save in CASES:
     if not gated:
         args["z"] = None
     outs = {}
-    for tag, mod in MODS.items():
+    for tag in TAGS:
+        mod = old if tag == "old" else fwd
         if save:
             run = (lambda mod=mod: mod.bimamba_scan_fwd_save(**args, chunk=128))
         elif halves:
@@ -47,46 +63,53 @@ for name, E, B, L, dtype, halves, dt_proj, gated, save in CASES:
         else:
             run = (lambda mod=mod: mod.bimamba_scan(**args))
         outs[tag] = run
-    res = {tag: fn() for tag, fn in outs.items()}
-    flat = {tag: (list(r) if isinstance(r, tuple) else [r]) for tag, r in res.items()}
-    equal[name] = all(torch.equal(a, b) for a, b in zip(flat["old"], flat["new"]))
-    del res, flat
+    res = {}
+    for tag, fn in outs.items():
+        use(tag)
+        r = fn()
+        res[tag] = [t.clone() for t in (r if isinstance(r, tuple) else (r,))]
+    for tag in TAGS[1:]:
+        equal[f"{name}/{tag}"] = dict(
+            bitwise=all(torch.equal(a, b) for a, b in zip(res["old"], res[tag])),
+            max_rel=max(float((a.float() - b.float()).abs().max() / a.float().abs().max().clamp_min(1e-30))
+                        for a, b in zip(res["old"], res[tag])))
+    del res
     for rep in range(2):
-        for tag in (("old", "new") if rep == 0 else ("new", "old")):
+        for tag in (TAGS if rep == 0 else TAGS[::-1]):
+            use(tag)
             kernel_rows.append(dict(case=name, impl=tag, event_ms=event_median_ms(outs[tag]),
                                     graph_us=graph_us(outs[tag], reps=10)))
             print(kernel_rows[-1], flush=True)
     del args, outs
     torch.cuda.empty_cache()
-print("outputs bitwise equal old vs new:", equal, flush=True)
+print("outputs vs old:", equal, flush=True)
 
 from vimbench.bench import runner
 from vimbench.results import CaseKey
-NEW_KERNEL = fwd._scan_kernel
 step_rows = []
-for model, res, batch, dtype, memory in (("vim_t", 1248, 64, "bf16", "default"), ("vim_t", 1248, 64, "bf16", "lean-gated"),
-                                         ("vim_s", 1248, 64, "bf16", "default"), ("vim_t", 1248, 64, "fp32", "default"),
-                                         ("vim_t", 224, 64, "bf16", "default")):
+for model, res, batch, dtype, memory, mode, comp in (
+        ("vim_t", 1248, 64, "bf16", "default", "infer", "none"), ("vim_t", 1248, 64, "bf16", "lean-gated", "infer", "none"),
+        ("vim_s", 1248, 64, "bf16", "default", "infer", "none"), ("vim_t", 1248, 64, "fp32", "default", "infer", "none"),
+        ("vim_t", 224, 128, "bf16", "default", "train", "cuda-graphs")):
     key = CaseKey(model=model, res=res, batch=batch, dtype=dtype, implementation="triton", attn=None, device="cuda",
-                  vim_memory=memory)
-    for tag in ("old", "new", "new", "old"):
-        fwd._scan_kernel = old._scan_kernel if tag == "old" else NEW_KERNEL
-        for memo in (fwd._SCAN_MEMO,):
-            memo.clear()
+                  vim_memory=memory, mode=mode, compile=comp)
+    for tag in ("old", "new2", "new2", "old"):
+        use(tag)
         r = runner.run_case(key, warmup=3, iters=15)
-        step_rows.append(dict(model=model, res=res, batch=batch, dtype=dtype, memory=memory, impl=tag, status=r.status,
-                              img_s=r.fps, p50_ms=r.latency_ms_p50, peak_alloc_mib=r.peak_alloc_mib, error=r.error))
+        step_rows.append(dict(model=model, res=res, batch=batch, dtype=dtype, memory=memory, mode=mode, impl=tag,
+                              status=r.status, img_s=r.fps, p50_ms=r.latency_ms_p50, peak_alloc_mib=r.peak_alloc_mib,
+                              error=r.error))
         print(step_rows[-1], flush=True)
-fwd._scan_kernel = NEW_KERNEL
+use("new2")
 json.dump(dict(device=torch.cuda.get_device_name(), torch=torch.__version__, commit=os.environ.get("VIMBENCH_GIT_COMMIT"),
-               baseline_commit=os.environ.get("BASE"), kernel_rows=kernel_rows, outputs_bitwise_equal=equal,
+               baseline_commit=os.environ.get("BASE"), kernel_rows=kernel_rows, outputs_vs_old=equal,
                step_rows=step_rows), open(f"{OUT}/scanaddr.json", "w"), indent=1)
 mean = {}
 for r in kernel_rows:
     mean.setdefault((r["case"], r["impl"]), []).append((r["event_ms"], r["graph_us"]))
 print("case impl event_ms graph_us (mean of 2)")
 for k, v in mean.items():
-    print(f"{k[0]:20s} {k[1]} {sum(a for a, _ in v) / 2:.3f} {sum(b for _, b in v) / 2:.1f}")
+    print(f"{k[0]:20s} {k[1]:4s} {sum(a for a, _ in v) / 2:.3f} {sum(b for _, b in v) / 2:.1f}")
 for r in step_rows:
-    print(r["model"], r["res"], r["batch"], r["dtype"], r["memory"], r["impl"], r["img_s"] and round(r["img_s"], 1),
+    print(r["model"], r["res"], r["batch"], r["dtype"], r["memory"], r["mode"], r["impl"], r["img_s"] and round(r["img_s"], 1),
           r["peak_alloc_mib"] and round(r["peak_alloc_mib"] / 1024, 3), "GiB")
