@@ -531,16 +531,19 @@ def one_pass_block_c(programs_at_32: int) -> int:
 # blocks (2-8 channels per program, batch 1-8) and channel counts that need lane masks keep it off: unmeasured
 # there (and with masks the fused ungated variant spills 4 bytes under triton 3.6).
 DEFAULT_L1_AHEAD = 4
-# The main loop two trips per iteration (`_walk`'s UNROLL_TRIPS), and the one-pass
-# register cap for one-channel-per-lane programs (12 one-warp programs per SM: Vim-Ti at batch 64 has 11.6 per SM
-# on 132 SMs, all resident at once; without the cap ptxas took up to 243 registers for some variants).
+# The main loop two trips per iteration (`_walk`'s UNROLL_TRIPS) and a register cap (ptxas's maxnreg; None: its
+# own choice) for one-channel-per-lane programs on the GPU, for inference and for the checkpointing (training)
+# forward; pending the H200 A/B (results/history/scripts/scanaddr.py).
 UNROLL_TRIPS = True
-ONE_PASS_MAXNREG = 168
-# ... not with a fused dt_proj of a larger rank: Vim-B's (R = 48) needs ~254 registers (capped it spilled 0.5 KB).
+ONE_PASS_MAXNREG: int | None = None
+SAVE_UNROLL_TRIPS = True
+SAVE_MAXNREG: int | None = 168
+# No cap with a fused dt_proj of a larger rank: Vim-B's (R = 48) needs ~254 registers (capped at 168 it spilled).
 MAXNREG_DT_RANK = 24
 
 
-def scan_launch_config(batch: int, channels: int, n_dir: int, interpreted: bool, dt_rank: int = 0) -> LaunchConfig:
+def scan_launch_config(batch: int, channels: int, n_dir: int, interpreted: bool, dt_rank: int = 0,
+                       save_every: int = 0) -> LaunchConfig:
     """`_scan_kernel`'s grid (channel blocks, directions, batch), tile and warps: the one place that chooses them
     (the launcher and `vimbench kernels static` both call it). One warp; a channel per lane, or per 32 / BLOCK_C
     lanes on small grids (`one_pass_block_c`); under the interpreter small tiles, so that tests exercise channel
@@ -553,9 +556,10 @@ def scan_launch_config(batch: int, channels: int, n_dir: int, interpreted: bool,
         grid=(cdiv(channels, block_c), n_dir, batch),
         constexprs=dict(BLOCK_C=block_c, MASK_C=channels % block_c != 0, USE_ASM=not interpreted, PREFETCH=True,
                         L1_AHEAD=DEFAULT_L1_AHEAD if lane_per_channel and channels % 32 == 0 else 0,
-                        UNROLL_TRIPS=UNROLL_TRIPS),
+                        UNROLL_TRIPS=SAVE_UNROLL_TRIPS if save_every else UNROLL_TRIPS),
         num_warps=1,
-        maxnreg=ONE_PASS_MAXNREG if lane_per_channel and dt_rank <= MAXNREG_DT_RANK else None,
+        maxnreg=(SAVE_MAXNREG if save_every else ONE_PASS_MAXNREG) if lane_per_channel and dt_rank <= MAXNREG_DT_RANK
+        else None,
     )
 
 
@@ -602,7 +606,8 @@ def _launch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out, dir_first,
 
     _, batch, channels, length = u.shape
     interpreted = check_device(u, _scan_kernel)
-    cfg = scan_launch_config(batch, channels, n_dir, interpreted, 0 if dt_proj is None else dt_proj.shape[-1])
+    cfg = scan_launch_config(batch, channels, n_dir, interpreted, 0 if dt_proj is None else dt_proj.shape[-1],
+                             save_every)
     if length == 0 or batch == 0 or channels == 0:
         return out
     check_token_offsets(length, z=z, out=out)

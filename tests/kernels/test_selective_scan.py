@@ -323,14 +323,19 @@ def test_bimamba_scan_main_trips_one_or_two_per_iteration(triton_scan, monkeypat
     torch.testing.assert_close(full, bimamba_scan_ref(**x), rtol=rtol, atol=atol)
 
 
-def test_one_pass_register_cap():
-    """One-channel-per-lane programs on the GPU launch capped at fwd.ONE_PASS_MAXNREG registers (12 one-warp
-    programs per SM), except with a fused dt_proj of a large rank (Vim-B's 48: spilled when capped); small-grid
-    blocks and the interpreter are not capped."""
+def test_one_pass_register_cap(monkeypatch):
+    """The register caps (fwd.ONE_PASS_MAXNREG for inference, fwd.SAVE_MAXNREG for the checkpointing forward)
+    apply to one-channel-per-lane programs on the GPU only, and not with a fused dt_proj of a large rank (Vim-B's
+    48 spilled when capped); small-grid blocks and the interpreter are never capped."""
     fwd = pytest.importorskip("kernels.selective_scan.fwd")
-    assert fwd.scan_launch_config(64, 384, 2, interpreted=False).maxnreg == fwd.ONE_PASS_MAXNREG == 168
+    monkeypatch.setattr(fwd, "ONE_PASS_MAXNREG", 168)
+    monkeypatch.setattr(fwd, "SAVE_MAXNREG", 200)
+    assert fwd.scan_launch_config(64, 384, 2, interpreted=False).maxnreg == 168
+    assert fwd.scan_launch_config(64, 384, 2, interpreted=False, save_every=128).maxnreg == 200
     assert fwd.scan_launch_config(64, 384, 2, interpreted=False, dt_rank=12).maxnreg == 168
     assert fwd.scan_launch_config(64, 1536, 2, interpreted=False, dt_rank=48).maxnreg is None
     assert fwd.scan_launch_config(1, 384, 2, interpreted=False).maxnreg is None  # 2 channels per warp
     assert fwd.scan_launch_config(64, 384, 2, interpreted=True).maxnreg is None
     assert fwd.scan_launch_config(64, 384, 2, interpreted=False).launch_options() == {"num_warps": 1, "maxnreg": 168}
+    monkeypatch.setattr(fwd, "ONE_PASS_MAXNREG", None)
+    assert fwd.scan_launch_config(64, 384, 2, interpreted=False).launch_options() == {"num_warps": 1}
