@@ -533,10 +533,15 @@ def one_pass_block_c(programs_at_32: int) -> int:
 DEFAULT_L1_AHEAD = 4
 # The main loop two trips per iteration (`_walk`'s UNROLL_TRIPS) and a register cap (ptxas's maxnreg; None: its
 # own choice) for one-channel-per-lane programs on the GPU, for inference and for the checkpointing (training)
-# forward; pending the H200 A/B (results/history/scripts/scanaddr.py).
+# forward. Measured on the H200 (results/history/scanaddr-h200-2026-12-04j.json, kernel ms against the kernel before
+# the per-direction walk, bf16 halves, batch 64, 6,085 tokens): Vim-Ti 2.521 -> 2.416 one trip per iteration,
+# 2.279 two; Vim-S 5.05 -> 4.48, Vim-B 9.82 -> 8.74 (two). Capped at 168 (the registers ptxas takes anyway) the
+# same kernels ran 8-20% slower (results/history/scanaddr-call2-h200-2026-12-04j.json). The checkpointing forward
+# at 224 px, batch 128 (one pass) lost 7% in every variant (0.197 -> 0.210 ms as graph replays; whole captured
+# steps unchanged: 3,078 vs 3,077 img/s); one trip per iteration capped at 168 was the least slow.
 UNROLL_TRIPS = True
 ONE_PASS_MAXNREG: int | None = None
-SAVE_UNROLL_TRIPS = True
+SAVE_UNROLL_TRIPS = False
 SAVE_MAXNREG: int | None = 168
 # No cap with a fused dt_proj of a larger rank: Vim-B's (R = 48) needs ~254 registers (capped at 168 it spilled).
 MAXNREG_DT_RANK = 24

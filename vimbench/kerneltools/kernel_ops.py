@@ -133,10 +133,12 @@ def _scan_spec(dtype: str, mode: str, shape: OpShape = STATIC_SHAPE, bc_dtype: s
                     stride_dt_e=args["stride_B_n"])
     constexprs = dict(N_STATE=shape.d_state, HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True,
                       ATOMIC=mode == "combined", SAVE_EVERY=0, DT_RANK=rank, **cfg.constexprs)
-    # The binary holds the loop trip twice (the unmasked main loop and the masked last trips), each
+    # The binary holds the walk once per direction, each with the loop trip in the main loop (twice with
+    # UNROLL_TRIPS, plus the odd last main trip), and in the masked last trips: 2 x 4 (or 2 x 2) copies of
     # 2 tokens x N states x (BLOCK_C / threads) channels per thread.
     tokens_per_trip = 2
-    state_elements = 2 * tokens_per_trip * shape.d_state * cfg.constexprs["BLOCK_C"] // (32 * cfg.num_warps)
+    trips = 2 * (4 if cfg.constexprs["UNROLL_TRIPS"] else 2)
+    state_elements = trips * tokens_per_trip * shape.d_state * cfg.constexprs["BLOCK_C"] // (32 * cfg.num_warps)
     name = f"scan/{mode}{'_dtproj' if dt_proj else ''}/{dtype}{label}"
     return spec_from_args(name, "kernels.selective_scan.fwd", cfg.kernel, args, constexprs,
                           do_not_specialize=("L",), num_warps=cfg.num_warps, state_elements=state_elements,
