@@ -1,0 +1,627 @@
+"""Selective scan in Triton: one direction (`selective_scan`) and both Vim directions in one launch (`bimamba_scan`).
+
+Same signatures and semantics as `reference.py` (the spec). Design (see shared/spec/kernels.md):
+
+- Grid (E / BLOCK_C, directions, batch). A program owns BLOCK_C channels of one (batch, direction); lanes run over
+  channels and each thread keeps its channel's whole state h (N fp32 values) in registers. That layout is the
+  compiler's default; A is loaded as N (C,) rows because a 2D load of it lets Triton 3.6 put lanes on the states
+  (then every token pays cross-lane sums). Check with `vimbench kernels static` under the Triton that benchmarks.
+- Tokens are stepped through one at a time, two per loop trip, descending for the backward direction; each step
+  loads that token's (C,) slice of u, delta, z and its (N,) rows of B and C directly: no associative scan (so no
+  reverse scan, which has had bug reports), no flipped copies. Per (token, channel, state) element: one ex2, two
+  multiplies, two FMAs. B and C rows that start 16-element aligned (the model's x_dbl layout,
+  vimbench.layout.XDblLayout) load as vectors; fp32 B and C need no unpacking.
+- The next trip's loads are issued before this trip's arithmetic: without that, every trip waited a full memory
+  round trip. Trips whose tokens all lie inside L run without token masks; the last one or two run masked.
+  Channel-last tensors (channel stride 1, as the Vim model lays them out) make each per-token load coalesced.
+- a = exp2(Delta * A * log2(e)); masked tokens are the identity (a = 1, b = 0) because Delta and u are zeroed
+  after the softplus, not before.
+- Directions: `bimamba_scan(combine=False)` writes each direction's gated half 0.5 * y * SiLU(z) to its own
+  output (what the bf16 model uses: out_proj adds them). combine=True adds both into one fp32 buffer with relaxed
+  atomics; two fp32 additions onto zero do not depend on their order, so the result is deterministic.
+- Program ids are widened to int64 before multiplying strides; token indices times the L strides stay 32-bit
+  (`runtime.check_token_offsets` checks that they fit). L is not specialized on.
+kernels/NOTES.md has each version's H200 timing.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels import fastmath
+from kernels.launch import CallMemo, launch
+from kernels.runtime import (LaunchConfig, cdiv, check_device, check_token_offsets, interpreted_block_c, sm_count,
+                             strides)
+
+LOG2E = fastmath.LOG2E
+LN2 = tl.constexpr(0.6931471805599453)
+SOFTPLUS_THRESHOLD = tl.constexpr(20.0)
+_SCAN_MEMO = CallMemo("bimamba_scan")  # eager calls replayed by signature (kernels/launch.py)
+
+
+@triton.jit
+def _softplus(x, USE_ASM: tl.constexpr, APPROX_EXP: tl.constexpr = True):
+    """softplus(x) = log1p(exp(x)), x itself above 20 (torch's threshold). log1p by a short series for small
+    arguments, where log(1 + w) would lose the low bits of w."""
+    return _softplus_exp(x, USE_ASM, APPROX_EXP)[0]
+
+
+@triton.jit
+def _softplus_exp(x, USE_ASM: tl.constexpr, APPROX_EXP: tl.constexpr = True):
+    """(softplus(x), w) with w = exp(min(x, 20)): the backward's slope sigmoid(x) = w / (1 + w) reuses w.
+    APPROX_EXP=False keeps Triton's own exp (lg2 stays the MUFU's with USE_ASM)."""
+    w = fastmath.exp(tl.minimum(x, SOFTPLUS_THRESHOLD), USE_ASM and APPROX_EXP)
+    series = w * (1.0 - w * (0.5 - w * (0.333333333333 - w * (0.25 - w * 0.2))))
+    lp = tl.where(w < 0.0625, series, fastmath.log2(1.0 + w, USE_ASM) * LN2)
+    return tl.where(x > SOFTPLUS_THRESHOLD, x, lp), w
+
+
+@triton.constexpr_function
+def _rank_tile(n):
+    """Ranks per tile for a fused dt_proj of rank n: a power of two (tile sizes must be), at least 32. A 32-wide
+    row loads one value per lane and reaches every lane through shared memory; a 16-wide one (Vim-Ti, R = 12)
+    was loaded into every lane's registers, and under Triton 3.6 the scan then took 255 registers (168 with
+    32; the unfused scan takes 168). Ranks past R are masked in the sum, so they cost no FMAs."""
+    return max(32, 1 << (int(n) - 1).bit_length())
+
+
+@triton.jit(do_not_specialize=["L"])
+def _scan_kernel(
+    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, ckpt_ptr, dtw_ptr,
+    E, L, dir_first, out_scale,
+    stride_u_dir, stride_u_b, stride_u_e, stride_u_l,
+    stride_dt_dir, stride_dt_b, stride_dt_e, stride_dt_l,
+    stride_A_dir, stride_A_e, stride_A_n,
+    stride_B_dir, stride_B_b, stride_B_n, stride_B_l,
+    stride_C_dir, stride_C_b, stride_C_n, stride_C_l,
+    stride_D_dir, stride_bias_dir,
+    stride_z_b, stride_z_e, stride_z_l,
+    stride_out_dir, stride_out_b, stride_out_e, stride_out_l,
+    stride_dtw_dir, stride_dtw_e, stride_dtw_r,
+    N_STATE: tl.constexpr, BLOCK_C: tl.constexpr, MASK_C: tl.constexpr,
+    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+    ATOMIC: tl.constexpr, USE_ASM: tl.constexpr, PREFETCH: tl.constexpr, SAVE_EVERY: tl.constexpr,
+    DT_RANK: tl.constexpr = 0, L1_AHEAD: tl.constexpr = 0,
+):
+    """One program: BLOCK_C channels (one per lane) of one (direction, batch). Each lane keeps its channel's N
+    states in registers and steps through the tokens one at a time, two per loop trip, loading each token's
+    (BLOCK_C,) slice of u, delta, z and the (N,) column of B and C directly: no layout conversions. With
+    channel-last tensors (stride_*_e == 1, the layout the Vim model uses) those loads are coalesced; with B and C
+    rows 16-element aligned (stride_B_n == 1, stride_B_l a multiple of 16) each row is a few vector loads.
+
+    MASK_C: E is not a multiple of BLOCK_C, so channel lanes need masks. Trips whose tokens (and prefetched
+    tokens) all lie inside L run without token masks; the last one or two trips run masked.
+    SAVE_EVERY: 0, or an even K: also store the fp32 state entering every K-th scan step (the checkpoints the
+    backward pass restarts from) to ckpt_ptr, laid out (dirs, batch, cdiv(L, K), N, E) contiguous.
+    DT_RANK: 0, or R > 0: dt_proj fused. delta_ptr then holds the low-rank dt (dirs, batch, R, L), stride_dt_e
+    being its stride along R, and each token's (C,) delta is sum_r dt_low[r] * W[c, r] with W = dtw_ptr
+    (dirs, E, R): the token's R values load like its B and C rows (broadcast over the lanes), the program's
+    (R, C) slice of W stays in registers, and R FMAs per channel replace the delta load.
+    L1_AHEAD: 0, or D > 0: each main-loop trip also asks L1 for the lines of the two tokens D scan steps past the
+    ones it loads (`prefetch.global.L1`, no registers): ptxas sinks the register prefetch of the next trip's
+    tokens to the end of the trip (register pressure), so those loads otherwise wait on HBM (kernels/NOTES.md,
+    "Nsight Compute on the scan")."""
+    pid_c = tl.program_id(0)
+    direction = tl.program_id(1).to(tl.int64)  # index into the direction-stacked inputs (and the output)
+    backward = (tl.program_id(1) + dir_first) == 1  # tokens run from L-1 down to 0
+    pid_b = tl.program_id(2).to(tl.int64)
+
+    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)  # (C,)
+    mask_c = offs_c < E
+    c64 = offs_c.to(tl.int64)
+    states = tl.arange(0, N_STATE)  # (N,)
+    u_base = u_ptr + direction * stride_u_dir + pid_b * stride_u_b + c64 * stride_u_e
+    if DT_RANK > 0:
+        ranks = tl.arange(0, _rank_tile(DT_RANK))  # (R_PAD,); ranks past R are masked off
+        dt_base = delta_ptr + direction * stride_dt_dir + pid_b * stride_dt_b + ranks * stride_dt_e
+    else:
+        dt_base = delta_ptr + direction * stride_dt_dir + pid_b * stride_dt_b + c64 * stride_dt_e
+    B_base = B_ptr + direction * stride_B_dir + pid_b * stride_B_b + states * stride_B_n
+    C_base = C_ptr + direction * stride_C_dir + pid_b * stride_C_b + states * stride_C_n
+    z_base = z_ptr + pid_b * stride_z_b + c64 * stride_z_e
+    out_base = out_ptr + direction * stride_out_dir + pid_b * stride_out_b + c64 * stride_out_e
+
+    # (N, C), pre-scaled so that exp(Delta * A) = exp2(Delta * A2). Built from N (C,) row loads rather than one
+    # (N, C) load: given a 2D load without contiguity, Triton 3.6's coalescing pass puts 16 lanes on the state
+    # axis (ties broken towards dim 0), that layout spreads to the whole state tile, and every token then pays
+    # cross-lane sums (128 shuffles per loop trip on sm_90). Row loads leave the default layout: lanes on channels.
+    A2 = tl.zeros((N_STATE, BLOCK_C), dtype=tl.float32)
+    A_rows = A_ptr + direction * stride_A_dir + c64 * stride_A_e
+    for n in tl.static_range(N_STATE):
+        a_n = tl.load(A_rows + n * stride_A_n, mask=mask_c, other=0.0) * LOG2E
+        A2 = tl.where(states[:, None] == n, a_n[None, :], A2)
+    D_row = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    bias_row = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    if HAS_D:
+        D_row = tl.load(D_ptr + direction * stride_D_dir + c64, mask=mask_c, other=0.0)
+    if HAS_BIAS:
+        bias_row = tl.load(bias_ptr + direction * stride_bias_dir + c64, mask=mask_c, other=0.0)
+    if DT_RANK > 0:
+        # (R_PAD, C) slice of W, from R (C,) row loads for the same reason as A; rows past R stay zero.
+        W_dt = tl.zeros((_rank_tile(DT_RANK), BLOCK_C), dtype=tl.float32)
+        W_rows = dtw_ptr + direction * stride_dtw_dir + c64 * stride_dtw_e
+        for r in tl.static_range(DT_RANK):
+            w_r = tl.load(W_rows + r * stride_dtw_r, mask=mask_c, other=0.0).to(tl.float32)
+            W_dt = tl.where(ranks[:, None] == r, w_r[None, :], W_dt)
+    else:
+        W_dt = 0.0
+
+    h = tl.zeros((N_STATE, BLOCK_C), dtype=tl.float32)
+    args = (u_base, dt_base, z_base, B_base, C_base, L, backward, mask_c,
+            stride_u_l, stride_dt_l, stride_z_l, stride_B_l, stride_C_l)
+    step_args = (A2, D_row, bias_row, out_base, stride_out_l, L, backward, mask_c, out_scale)
+    t0 = _load_token(0, *args, HAS_Z, True, MASK_C, DT_RANK)
+    t1 = _load_token(1, *args, HAS_Z, True, MASK_C, DT_RANK)
+    # (C,) pointers to this program's channels in checkpoint slot 0, row 0.
+    ckpt_lanes = ckpt_ptr + (direction * tl.num_programs(2) + pid_b) * tl.cdiv(L, SAVE_EVERY) * N_STATE * E + c64
+    # Trip k steps tokens 2k, 2k+1 and loads 2k+2, 2k+3; every one of them is < L for k < (L - 2) // 2.
+    full_trips = tl.maximum((L - 2) // 2, 0)
+    if L1_AHEAD > 0:  # (C,) pointers to the rows every lane reads whole (B, C, fused dt): one line per row
+        zero_c = offs_c * 0
+        row_lanes = (B_ptr + direction * stride_B_dir + pid_b * stride_B_b + zero_c,
+                     C_ptr + direction * stride_C_dir + pid_b * stride_C_b + zero_c,
+                     delta_ptr + direction * stride_dt_dir + pid_b * stride_dt_b + zero_c)
+    for k in range(0, full_trips):
+        if SAVE_EVERY > 0:
+            _save_checkpoint(h, 2 * k, ckpt_lanes, E, mask_c, N_STATE, SAVE_EVERY)
+        if L1_AHEAD > 0:
+            for j in tl.static_range(2):
+                _prefetch_token(2 * k + 2 + L1_AHEAD + j, u_base, z_base, dt_base, row_lanes, L, backward, mask_c,
+                                stride_u_l, stride_z_l, stride_B_l, stride_C_l, stride_dt_l, HAS_Z, DT_RANK, MASK_C,
+                                USE_ASM)
+        h, t0, t1 = _trip(h, 2 * k, t0, t1, args, step_args, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC,
+                           USE_ASM, False, MASK_C, PREFETCH, DT_RANK, W_dt)
+    for k in range(full_trips, tl.cdiv(L, 2)):
+        if SAVE_EVERY > 0:
+            _save_checkpoint(h, 2 * k, ckpt_lanes, E, mask_c, N_STATE, SAVE_EVERY)
+        h, t0, t1 = _trip(h, 2 * k, t0, t1, args, step_args, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC,
+                           USE_ASM, True, MASK_C, PREFETCH, DT_RANK, W_dt)
+
+
+@triton.jit
+def _prefetch_token(step, u_base, z_base, dt_base, row_lanes, L, backward, mask_c, stride_u_l, stride_z_l,
+                    stride_B_l, stride_C_l, stride_dt_l, HAS_Z: tl.constexpr, DT_RANK: tl.constexpr,
+                    MASK_C: tl.constexpr, USE_ASM: tl.constexpr):
+    """L1 prefetch of scan step `step`'s u, z, delta (or the fused form's dt row), B and C lines, clamped to the
+    last step (never past L); lanes past E (MASK_C) issue nothing."""
+    s = tl.minimum(step, L - 1)
+    t = tl.where(backward, L - 1 - s, s)
+    lane_mask = mask_c if MASK_C else None
+    fastmath.prefetch_l1(u_base + t * stride_u_l, USE_ASM, lane_mask)
+    if HAS_Z:
+        fastmath.prefetch_l1(z_base + t * stride_z_l, USE_ASM, lane_mask)
+    if DT_RANK > 0:
+        fastmath.prefetch_l1(row_lanes[2] + t * stride_dt_l, USE_ASM)
+    else:
+        fastmath.prefetch_l1(dt_base + t * stride_dt_l, USE_ASM, lane_mask)
+    fastmath.prefetch_l1(row_lanes[0] + t * stride_B_l, USE_ASM)
+    fastmath.prefetch_l1(row_lanes[1] + t * stride_C_l, USE_ASM)
+
+
+@triton.jit
+def _save_checkpoint(h, step, ckpt_lanes, E, mask_c, N_STATE: tl.constexpr, SAVE_EVERY: tl.constexpr):
+    """Store the state entering scan step `step` when a checkpoint chunk starts there (SAVE_EVERY is even and
+    trips start at even steps, so every chunk start is some trip's first step)."""
+    if step % SAVE_EVERY == 0:
+        store_rows(ckpt_lanes + (step // SAVE_EVERY) * (N_STATE * E), E, h, mask_c, N_STATE)
+
+
+@triton.jit
+def store_rows(lanes, row_stride, tile, mask_c, N_STATE: tl.constexpr, EVICT: tl.constexpr = None):
+    """Store an (N, C) state tile as N (C,) rows, row n at lanes + n * row_stride. One 2D store would make
+    Triton's coalescing pass give it a 4-channels-per-thread layout: a shared-memory layout conversion of the
+    state and more live registers (Triton 3.6 spilled). Row n is picked in-thread (each lane holds its channel's
+    whole state); -0.0 is the additive identity that lets the compiler drop the sum. EVICT: the stores' L2
+    eviction policy (None: the default, "evict_first", "evict_last")."""
+    states = tl.arange(0, N_STATE)
+    for n in tl.static_range(N_STATE):
+        row = tl.sum(tl.where(states[:, None] == n, tile, -0.0), axis=0)
+        if EVICT is None:
+            tl.store(lanes + n * row_stride, row, mask=mask_c)
+        else:
+            tl.store(lanes + n * row_stride, row, mask=mask_c, eviction_policy=EVICT)
+
+
+@triton.jit
+def load_rows(lanes, row_stride, mask_c, N_STATE: tl.constexpr, BLOCK_C: tl.constexpr, EVICT: tl.constexpr = None):
+    """The (N, C) fp32 tile that `store_rows` stored (masked lanes read 0), built from N (C,) row loads for the
+    same reason. EVICT: the loads' L2 eviction policy."""
+    states = tl.arange(0, N_STATE)
+    tile = tl.zeros((N_STATE, BLOCK_C), dtype=tl.float32)
+    for n in tl.static_range(N_STATE):
+        if EVICT is None:
+            row = tl.load(lanes + n * row_stride, mask=mask_c, other=0.0)
+        else:
+            row = tl.load(lanes + n * row_stride, mask=mask_c, other=0.0, eviction_policy=EVICT)
+        tile = tl.where(states[:, None] == n, row[None, :], tile)
+    return tile
+
+
+@triton.jit
+def _trip(h, step, t0, t1, args, step_args, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
+          SOFTPLUS: tl.constexpr, ATOMIC: tl.constexpr, USE_ASM: tl.constexpr, MASK_T: tl.constexpr,
+          MASK_C: tl.constexpr, PREFETCH: tl.constexpr, DT_RANK: tl.constexpr = 0, W_dt=0.0):
+    """Tokens `step` and `step + 1` (already loaded as t0, t1). The loads of the next two tokens are issued
+    first, so their latency (hundreds of cycles from HBM) overlaps this trip's arithmetic instead of stalling
+    every token. Returns the new state and the next trip's tokens.
+    With dt_proj fused (DT_RANK > 0, W_dt the (R_PAD, C) weight tile), the two arrived tokens' rows are
+    projected to delta before the next loads are issued, so only the two prefetched R-wide rows are live across
+    the trip, not four."""
+    if DT_RANK > 0:
+        bias_row = step_args[2]
+        t0 = (t0[0], _project_dt(t0[1], W_dt, bias_row, HAS_BIAS, DT_RANK), t0[2], t0[3], t0[4])
+        t1 = (t1[0], _project_dt(t1[1], W_dt, bias_row, HAS_BIAS, DT_RANK), t1[2], t1[3], t1[4])
+    if PREFETCH:
+        n0 = _load_token(step + 2, *args, HAS_Z, MASK_T, MASK_C, DT_RANK)
+        n1 = _load_token(step + 3, *args, HAS_Z, MASK_T, MASK_C, DT_RANK)
+    h = _token_step(h, step, *t0, *step_args, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM,
+                    MASK_T, MASK_C, DT_RANK)
+    h = _token_step(h, step + 1, *t1, *step_args, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM,
+                    MASK_T, MASK_C, DT_RANK)
+    if not PREFETCH:
+        n0 = _load_token(step + 2, *args, HAS_Z, MASK_T, MASK_C, DT_RANK)
+        n1 = _load_token(step + 3, *args, HAS_Z, MASK_T, MASK_C, DT_RANK)
+    return h, n0, n1
+
+
+@triton.jit
+def _token_position(step, L, backward, mask_c, MASK_T: tl.constexpr):
+    """The token index of scan step `step`, whether it is inside L, and the lane mask."""
+    t = tl.where(backward, L - 1 - step, step)
+    valid = step < L
+    if MASK_T:
+        mask = mask_c & valid
+    else:
+        mask = mask_c
+    return t, valid, mask
+
+
+@triton.jit
+def _load_lanes(ptr, mask, MASKED: tl.constexpr):
+    """A (C,) load in fp32; masked lanes read 0. Unmasked loads skip the predicate and the zero fill."""
+    if MASKED:
+        return tl.load(ptr, mask=mask, other=0.0).to(tl.float32)
+    else:
+        return tl.load(ptr).to(tl.float32)
+
+
+@triton.jit
+def _load_token(step, u_base, dt_base, z_base, B_base, C_base, L, backward, mask_c,
+                stride_u_l, stride_dt_l, stride_z_l, stride_B_l, stride_C_l, HAS_Z: tl.constexpr,
+                MASK_T: tl.constexpr, MASK_C: tl.constexpr, DT_RANK: tl.constexpr = 0):
+    """Token `step` (in scan order) of u, delta, z: (C,) each, and of B, C: (N,) each, in fp32; zeros past L.
+    With DT_RANK > 0, dt is the token's (R_PAD,) low-rank row instead of its (C,) delta."""
+    t, valid, mask = _token_position(step, L, backward, mask_c, MASK_T)
+    u = _load_lanes(u_base + t * stride_u_l, mask, MASK_T or MASK_C)
+    if DT_RANK > 0:
+        rank_mask = tl.arange(0, _rank_tile(DT_RANK)) < DT_RANK
+        if MASK_T:
+            rank_mask = rank_mask & valid
+        dt = tl.load(dt_base + t * stride_dt_l, mask=rank_mask, other=0.0).to(tl.float32)
+    else:
+        dt = _load_lanes(dt_base + t * stride_dt_l, mask, MASK_T or MASK_C)
+    if HAS_Z:
+        z = _load_lanes(z_base + t * stride_z_l, mask, MASK_T or MASK_C)
+    else:
+        z = u
+    Bt = _load_lanes(B_base + t * stride_B_l, valid, MASK_T)
+    Ct = _load_lanes(C_base + t * stride_C_l, valid, MASK_T)
+    return u, dt, z, Bt, Ct
+
+
+@triton.jit
+def _token_step(h, step, u, dt, z, Bt, Ct, A2, D_row, bias_row, out_base, stride_out_l, L, backward, mask_c,
+                out_scale, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
+                SOFTPLUS: tl.constexpr, ATOMIC: tl.constexpr, USE_ASM: tl.constexpr, MASK_T: tl.constexpr,
+                MASK_C: tl.constexpr, DT_RANK: tl.constexpr = 0):
+    """One token of the recurrence for the (N, C) state h; writes that token's output and returns h. dt is the
+    token's (C,) delta; with DT_RANK > 0 `_trip` computed it from the low-rank row, bias included."""
+    t, valid, mask = _token_position(step, L, backward, mask_c, MASK_T)
+    # softplus's exp and the gate's sigmoid as single MUFU instructions (kernels/fastmath.py) where the output is
+    # 16-bit. With an fp32 output (the fp32 model's combined scan) they measured 8% slower on the H200 (2.77 ->
+    # 2.99 ms at Vim-Ti 1248 px, batch 64; bf16 halves 2.55 -> 2.52: results/history/abfast-h200-2026-12-02.json),
+    # so that path keeps Triton's own exp and sigmoid.
+    APPROX: tl.constexpr = USE_ASM and out_base.dtype.element_ty != tl.float32
+    if HAS_BIAS and DT_RANK == 0:  # a fused dt_proj added it (_trip)
+        dt = dt + bias_row
+    if SOFTPLUS:
+        dt = _softplus(dt, USE_ASM, APPROX)
+    if MASK_T:
+        dt = tl.where(mask, dt, 0.0)  # after the softplus: masked steps must be the identity (a=1, b=0)
+    h = tl.exp2(A2 * dt[None, :]) * h + Bt[:, None] * (dt * u)[None, :]
+    y = tl.sum(Ct[:, None] * h, axis=0)  # (C,): the states are in-thread, no shuffles
+    if HAS_D:
+        y += D_row * u
+    if HAS_Z:
+        y = y * z * fastmath.sigmoid(z, APPROX)
+    y = y * out_scale
+    if ATOMIC:
+        if MASK_T or MASK_C:
+            tl.atomic_add(out_base + t * stride_out_l, y, mask=mask, sem="relaxed")
+        else:
+            tl.atomic_add(out_base + t * stride_out_l, y, sem="relaxed")
+    elif MASK_T or MASK_C:
+        tl.store(out_base + t * stride_out_l, y.to(out_base.dtype.element_ty), mask=mask)
+    else:
+        tl.store(out_base + t * stride_out_l, y.to(out_base.dtype.element_ty))
+    return h
+
+
+@triton.jit
+def _project_dt(dt_row, W_dt, bias_row, HAS_BIAS: tl.constexpr, DT_RANK: tl.constexpr):
+    """(C,) delta = bias + W^T dt_row: the (R_PAD, C) products summed over the ranks, which live in each lane
+    (so the row loads broadcast, like B and C rows): no shuffles. Explicit per-rank FMA chains (rank picked by
+    masked sums) compiled no shorter: an FADD or FMNMX with the identity stayed per rank."""
+    ranks = tl.arange(0, W_dt.shape[0])[:, None]
+    delta = tl.sum(tl.where(ranks < DT_RANK, dt_row[:, None] * W_dt, -0.0), axis=0)
+    if HAS_BIAS:
+        delta += bias_row
+    return delta
+
+
+def _blocks_for(programs_at_32: int) -> int:
+    """Channels per program of the scan backward's walk: 32 (one warp, one channel per lane); 16 when 32 would
+    leave most SMs idle (batch 1: a B=1, E=384 bidirectional scan is only 24 one-warp programs)."""
+    return 16 if programs_at_32 < 264 else 32
+
+
+def one_pass_block_c(programs_at_32: int) -> int:
+    """Channels per one-warp program of the one-pass scan, from the grid it would have at 32: small grids (batch
+    1-8 at 224 px) split each channel's N states over 32 / BLOCK_C lanes (states summed by shuffles), so that each
+    lane does fewer exponentials per token and more programs share the sequential walk. Measured on the H200
+    (2026-12-02, bf16, 197 tokens, kernel time of graph-captured launches, results/history/scan-small-grid-h200-
+    2026-12-02.json), us per call at BLOCK_C 2/4/8/16/32: Vim-Ti batch 1 (24 programs at 32) 26.7/28.7/34.5/45.3/
+    45.6; batch 4 (96) 40.0/32.6/34.4/44.9/46.0; batch 8 (192) 74.6/44.8/38.7/45.3/46.3; batch 16 (384) -/84.1/49.1/
+    51.4/46.7; Vim-B batch 1 (96) 39.9/32.6/34.9/45.3/46.5."""
+    if programs_at_32 <= 32:
+        return 2
+    if programs_at_32 <= 96:
+        return 4
+    if programs_at_32 < 264:
+        return 8
+    return 32
+
+
+# Scan steps ahead of the loads that the one-pass kernel's L1 prefetch reaches (`_scan_kernel`'s L1_AHEAD; 0: off),
+# for one-channel-per-lane programs (BLOCK_C = 32), where it was measured: H200, bf16 halves, batch 64, kernel ms
+# D = 0 / 4 at 6,085 tokens: delta gated 2.75 / 2.67, dt_proj fused gated 2.96 / 2.77, fused ungated 3.52 / 2.83; at
+# 197 tokens 0.186 / 0.154; outputs bitwise equal (results/history/scanpf-h200-2026-12-03.json). The small-grid
+# blocks (2-8 channels per program, batch 1-8) and channel counts that need lane masks keep it off: unmeasured
+# there (and with masks the fused ungated variant spills 4 bytes under triton 3.6).
+DEFAULT_L1_AHEAD = 4
+
+
+def scan_launch_config(batch: int, channels: int, n_dir: int, interpreted: bool) -> LaunchConfig:
+    """`_scan_kernel`'s grid (channel blocks, directions, batch), tile and warps: the one place that chooses them
+    (the launcher and `vimbench kernels static` both call it). One warp; a channel per lane, or per 32 / BLOCK_C
+    lanes on small grids (`one_pass_block_c`); under the interpreter small tiles, so that tests exercise channel
+    masks and several programs, and no inline asm."""
+    gpu_block_c = one_pass_block_c(cdiv(channels, 32) * n_dir * batch)
+    block_c = interpreted_block_c(channels) if interpreted else gpu_block_c
+    return LaunchConfig(
+        kernel="_scan_kernel",
+        grid=(cdiv(channels, block_c), n_dir, batch),
+        constexprs=dict(BLOCK_C=block_c, MASK_C=channels % block_c != 0, USE_ASM=not interpreted, PREFETCH=True,
+                        L1_AHEAD=DEFAULT_L1_AHEAD if block_c == 32 and channels % 32 == 0 and not interpreted
+                        else 0),
+        num_warps=1,
+    )
+
+
+def _check(u, delta, A, B, C, n_dir: int | None, dt_proj=None):
+    lead = (n_dir,) if n_dir else ()
+    if dt_proj is None and (u.dim() != len(lead) + 3 or delta.shape != u.shape):
+        raise ValueError(f"u and delta must both be {'(2, ' if n_dir else '('}batch, E, L); got "
+                         f"{tuple(u.shape)} and {tuple(delta.shape)}")
+    if dt_proj is not None:
+        if u.dim() != len(lead) + 3:
+            raise ValueError(f"u must be {'(2, ' if n_dir else '('}batch, E, L); got {tuple(u.shape)}")
+        batch, channels, length = u.shape[-3:]
+        rank = dt_proj.shape[-1]
+        if tuple(dt_proj.shape) != lead + (channels, rank) or rank < 1:
+            raise ValueError(f"dt_proj must be {lead + (channels, 'R')} with R >= 1; got {tuple(dt_proj.shape)}")
+        if tuple(delta.shape) != lead + (batch, rank, length):
+            raise ValueError(f"with dt_proj, delta is the low-rank dt {lead + (batch, rank, length)}; got "
+                             f"{tuple(delta.shape)}")
+    batch, channels, length = u.shape[-3:]
+    n_state = A.shape[-1]
+    if tuple(A.shape) != lead + (channels, n_state):
+        raise ValueError(f"A must be {lead + (channels, n_state)}; got {tuple(A.shape)}")
+    for name, t in (("B", B), ("C", C)):
+        if tuple(t.shape) != lead + (batch, n_state, length):
+            raise ValueError(f"{name} must be {lead + (batch, n_state, length)}; got {tuple(t.shape)}")
+    if n_state & (n_state - 1):
+        raise ValueError(f"the state size must be a power of two; got {n_state}")
+    check_token_offsets(length, u=u, delta=delta, B=B, C=C)
+
+
+def _launch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out, dir_first, n_dir, out_scale, atomic,
+            checkpoints=None, save_every=0, split=None, dt_proj=None):
+    """u, delta: (dirs, batch, E, L); A: (dirs, E, N); B, C: (dirs, batch, N, L); D, delta_bias: (dirs, E);
+    z: (batch, E, L); out: (batch, E, L) shared by the directions, or (dirs, batch, E, L), one per direction.
+    Stacked index i runs backward when i + dir_first == 1. checkpoints: with save_every = K > 0, a contiguous fp32
+    (dirs, batch, cdiv(L, K), N, E) tensor that receives the state entering every K-th scan step.
+    split: the chunk-parallel path's choice (chunked.chunked_scan_launch_config): None automatic, 0 one pass,
+    an even T chunks of T tokens.
+    dt_proj: None, or (dirs, E, R) (any float dtype, any strides): then delta is the low-rank (dirs, batch, R, L)
+    and the one-pass kernel computes delta = dt_proj @ delta per token itself; the chunk-parallel passes do not,
+    so there delta is computed first (fp32, channel-last)."""
+    # chunked.py builds on this module's jit helpers, hence the import here.
+    from kernels.selective_scan import chunked
+
+    _, batch, channels, length = u.shape
+    interpreted = check_device(u, _scan_kernel)
+    cfg = scan_launch_config(batch, channels, n_dir, interpreted)
+    if length == 0 or batch == 0 or channels == 0:
+        return out
+    check_token_offsets(length, z=z, out=out)
+    captured = not interpreted and torch.cuda.is_current_stream_capturing()
+    plan = chunked.chunked_scan_launch_config(batch, channels, length, n_dir, A.shape[-1], interpreted,
+                                              sm_count(u.device), split, save_every, captured)
+    if plan is not None and dt_proj is not None:
+        # (dirs, batch, L, R) @ (dirs, 1, R, E) -> (dirs, batch, L, E), seen as (dirs, batch, E, L): channel-last
+        delta = torch.matmul(delta.transpose(2, 3).float(), dt_proj.float().transpose(1, 2)[:, None])
+        delta, dt_proj = delta.transpose(2, 3), None
+    has_d, has_z, has_bias = D is not None, z is not None, delta_bias is not None
+    dummy = A  # any valid pointer for absent optional inputs; never read
+    Dt = D if has_d else dummy
+    zt = z if has_z else u[0]
+    bt = delta_bias if has_bias else dummy
+    if has_d and D.stride(-1) != 1:
+        Dt = D.contiguous()
+    if has_bias and delta_bias.stride(-1) != 1:
+        bt = delta_bias.contiguous()
+    out_strides = out.stride() if out.dim() == 4 else (0, *out.stride())
+    stacked = ("dir", "b", "e", "l")
+    scan_args = dict(
+        u_ptr=u, delta_ptr=delta, A_ptr=A, B_ptr=B, C_ptr=C, D_ptr=Dt, z_ptr=zt, bias_ptr=bt, out_ptr=out,
+        ckpt_ptr=checkpoints if save_every else dummy,
+        E=channels, L=length, dir_first=dir_first, out_scale=out_scale,
+        **strides("stride_u", stacked, u.stride()), **strides("stride_dt", stacked, delta.stride()),
+        **strides("stride_A", ("dir", "e", "n"), A.stride()),
+        **strides("stride_B", ("dir", "b", "n", "l"), B.stride()),
+        **strides("stride_C", ("dir", "b", "n", "l"), C.stride()),
+        stride_D_dir=Dt.stride(0) if has_d else 0, stride_bias_dir=bt.stride(0) if has_bias else 0,
+        **strides("stride_z", ("b", "e", "l"), zt.stride()), **strides("stride_out", stacked, out_strides),
+        N_STATE=A.shape[-1], HAS_D=has_d, HAS_Z=has_z, HAS_BIAS=has_bias, SOFTPLUS=bool(delta_softplus),
+        ATOMIC=atomic, SAVE_EVERY=save_every,
+    )
+    if plan is not None:
+        chunked.launch_chunked(plan, scan_args, n_dir, batch)
+    else:
+        launch(_scan_kernel, cfg.grid,
+            **scan_args, dtw_ptr=dt_proj if dt_proj is not None else dummy,
+            **strides("stride_dtw", ("dir", "e", "r"), dt_proj.stride() if dt_proj is not None else (0, 0, 0)),
+            DT_RANK=0 if dt_proj is None else dt_proj.shape[-1], **cfg.constexprs, num_warps=cfg.num_warps)
+    return out
+
+
+def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True, reverse=False,
+                   split=None):
+    """Selective scan, one direction; same contract as `selective_scan_ref`.
+
+    u, delta: (batch, E, L), fp32/fp16/bf16, any strides. A: (E, N) fp32. B, C: (batch, N, L), any strides.
+    D, delta_bias: (E,) fp32 or None. z: (batch, E, L) or None. reverse=True runs the recurrence from t = L-1 down
+    to 0. Returns (batch, E, L) in u's dtype and memory layout; state and accumulation in fp32.
+    split: None (chunk-parallel when the one-pass grid underfills the GPU, chunked.chunked_scan_launch_config),
+    0 (force one pass) or an even T (force chunks of T tokens); the result is the same to fp32 rounding.
+    """
+    _check(u, delta, A, B, C, None)
+    out = torch.empty_like(u)  # same layout as u (channel-last stays channel-last)
+    A = A.float()
+    D = None if D is None else D.float()
+    delta_bias = None if delta_bias is None else delta_bias.float()
+    return _launch(u[None], delta[None], A[None], B[None], C[None],
+                   None if D is None else D[None], z, None if delta_bias is None else delta_bias[None],
+                   delta_softplus, out, dir_first=int(bool(reverse)), n_dir=1, out_scale=1.0, atomic=False,
+                   split=split)
+
+
+def bimamba_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True, combine=True, out=None,
+                 dt_proj=None, split=None):
+    """Both Vim directions in one launch, gated: 0.5 * (y_fwd + y_bwd) * SiLU(z).
+
+    Same contract as `bimamba_scan_ref`. Direction-stacked inputs (index 0 forward, 1 backward):
+    u, delta (2, batch, E, L) fp32/fp16/bf16; A (2, E, N) fp32; B, C (2, batch, N, L), any strides (views of
+    x_dbl are fine; rows whose B and C each start 16-element aligned, stride 1 along N, load as vectors);
+    D, delta_bias (2, E) fp32 or None; z (batch, E, L) or None. No flipped copies: the backward direction reads
+    tokens from the right.
+
+    combine=True: returns (batch, E, L) in u's dtype, laid out like u[0]. The directions add into one fp32
+    buffer with atomics, which is then rounded once.
+    combine=False: returns the gated halves 0.5 * y_dir * SiLU(z), (2, batch, E, L) in u's dtype, whose sum over
+    dim 0 is the combined output: no zero fill, no atomics, no cast pass. Written to `out` if given (u's shape and
+    dtype), else to a new tensor laid out like u. `out` may be u or delta itself: every element is read by the
+    lane that later overwrites it, before it does, and by no other lane, so the scan can reuse their memory.
+
+    dt_proj: None, or the (2, E, R) dt_proj weights (any float dtype): then delta is the low-rank dt
+    (2, batch, R, L) (any strides: the model passes a view of x_dbl's dt columns) and the scan computes
+    delta[d, b, :, l] = dt_proj[d] @ delta[d, b, :, l] per token itself, in fp32; no (2, batch, E, L) delta
+    tensor exists (except where the chunk-parallel path runs: it computes delta first). Inference only
+    (kernels/NOTES.md: "dt_proj fused into the inference scan").
+    split: as in `selective_scan` (the chunk-parallel path).
+    """
+    if combine and out is not None:
+        raise ValueError("out= is only taken with combine=False")
+    # Where the output buffer exists before the launch (given, or the combined form's zero-filled fp32 sum), the
+    # call is replayed when its signature was seen before (kernels/launch.py CallMemo): the eager host path.
+    target = out if not combine else torch.zeros_like(u[0], dtype=torch.float32) if u.dim() == 4 else None
+    if target is None:
+        return _bimamba_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, combine, out, dt_proj, split)
+    tensors = (u, delta, A, B, C, D, z, delta_bias, target, dt_proj)
+    storage = target.untyped_storage().data_ptr()
+    sig = _SCAN_MEMO.signature(tensors, bool(delta_softplus), combine, split,
+                               storage == u.untyped_storage().data_ptr(), storage == delta.untyped_storage().data_ptr())
+    if not _SCAN_MEMO.replay(sig, tensors):
+        with _SCAN_MEMO.record(sig, tensors):
+            _bimamba_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, combine, target, dt_proj, split)
+    return target if not combine or u.dtype == torch.float32 else target.to(u.dtype)
+
+
+def _bimamba_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, combine, out, dt_proj, split):
+    """`bimamba_scan`'s launch; combine=True: out None (a new fp32 sum), or the zero-filled fp32 sum to add into,
+    which is returned as it is."""
+    _check(u, delta, A, B, C, 2, dt_proj)
+    A = A.float()
+    D = None if D is None else D.float()
+    delta_bias = None if delta_bias is None else delta_bias.float()
+    if not combine:
+        halves = _halves_out(u, delta, out, delta_is_low_rank=dt_proj is not None)
+        return _launch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, halves, dir_first=0, n_dir=2,
+                       out_scale=0.5, atomic=False, split=split, dt_proj=dt_proj)
+    out32 = torch.zeros_like(u[0], dtype=torch.float32) if out is None else out  # both directions add into it
+    _launch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out32, dir_first=0, n_dir=2, out_scale=0.5,
+            atomic=True, split=split, dt_proj=dt_proj)
+    return out32
+
+
+def bimamba_scan_fwd_save(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True, combine=True,
+                          chunk=64, out=None, split=None):
+    """`bimamba_scan` for training: also returns the fp32 state checkpoints that `bwd.bimamba_scan_bwd` restarts
+    from. Returns (out, checkpoints); out exactly as `bimamba_scan(..., combine, out)` returns it; checkpoints
+    (2, batch, cdiv(L, chunk), N, E) fp32 contiguous, [dir, b, k] = the state entering scan step k * chunk of
+    that direction (token k * chunk for the forward direction, L - 1 - k * chunk for the backward one; slot 0
+    holds the zero initial state). chunk: even, 2..1024 (64..256 on the GPU: memory B*2*E*N*cdiv(L, chunk)*4
+    bytes against the backward's recomputation per chunk). split: as in `selective_scan`; any even T gives the
+    same checkpoints (the automatic T is a multiple of chunk)."""
+    _check(u, delta, A, B, C, 2)
+    chunk = int(chunk)
+    if chunk < 2 or chunk % 2 or chunk > 1024:
+        raise ValueError(f"chunk must be an even number of tokens in 2..1024; got {chunk}")
+    _, batch, channels, length = u.shape
+    checkpoints = torch.empty(2, batch, cdiv(length, chunk), A.shape[-1], channels, dtype=torch.float32,
+                              device=u.device)
+    A = A.float()
+    D = None if D is None else D.float()
+    delta_bias = None if delta_bias is None else delta_bias.float()
+    if not combine:
+        halves = _halves_out(u, delta, out)
+        _launch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, halves, dir_first=0, n_dir=2, out_scale=0.5,
+                atomic=False, checkpoints=checkpoints, save_every=chunk, split=split)
+        return halves, checkpoints
+    if out is not None:
+        raise ValueError("out= is only taken with combine=False")
+    out32 = torch.zeros_like(u[0], dtype=torch.float32)
+    _launch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out32, dir_first=0, n_dir=2, out_scale=0.5,
+            atomic=True, checkpoints=checkpoints, save_every=chunk, split=split)
+    return (out32 if u.dtype == torch.float32 else out32.to(u.dtype)), checkpoints
+
+
+def _halves_out(u, delta, out, delta_is_low_rank=False):
+    """The output of combine=False: a new tensor laid out like u, or `out` after checking it. A low-rank delta
+    (dt_proj fused) is read by every lane of a program, so out may not overwrite it."""
+    if out is None:
+        return torch.empty_like(u)
+    if out.shape != u.shape or out.dtype != u.dtype or out.device != u.device:
+        raise ValueError(f"out must be {tuple(u.shape)} {u.dtype} on {u.device}; got {tuple(out.shape)} "
+                         f"{out.dtype} on {out.device}")
+    if delta_is_low_rank and out.untyped_storage().data_ptr() == delta.untyped_storage().data_ptr():
+        raise ValueError("out shares memory with the low-rank delta that every lane reads; pass u or a separate "
+                         "tensor")
+    for name, t in (("u", u), ("delta", delta)):
+        if out.untyped_storage().data_ptr() == t.untyped_storage().data_ptr() and \
+                (out.data_ptr() != t.data_ptr() or out.stride() != t.stride()):
+            raise ValueError(f"out shares memory with {name} but is not {name} itself; pass {name} or a separate "
+                             "tensor")
+    return out
