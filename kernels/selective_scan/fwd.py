@@ -101,7 +101,10 @@ def _scan_kernel(
     L1_AHEAD: 0, or D > 0: each main-loop trip also asks L1 for the lines of the two tokens D scan steps past the
     ones it loads (`prefetch.global.L1`, no registers): ptxas sinks the register prefetch of the next trip's
     tokens to the end of the trip (register pressure), so those loads otherwise wait on HBM (kernels/NOTES.md,
-    "Nsight Compute on the scan")."""
+    "Nsight Compute on the scan").
+    The token strides (stride_*_l) are constexpr and the walk is compiled once per direction (`_walk`): the main
+    trips address everything from one multiply-add per pointer (kernels/NOTES.md, "The forward scan's addressing").
+    UNROLL_TRIPS: the main loop runs two trips per iteration."""
     pid_c = tl.program_id(0)
     direction = tl.program_id(1).to(tl.int64)  # index into the direction-stacked inputs (and the output)
     backward = (tl.program_id(1) + dir_first) == 1  # tokens run from L-1 down to 0
@@ -177,7 +180,9 @@ def _walk(u_base, dt_base, z_base, B_base, C_base, out_base, ckpt_ptr, delta_ptr
           HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ATOMIC: tl.constexpr, USE_ASM: tl.constexpr,
           PREFETCH: tl.constexpr, SAVE_EVERY: tl.constexpr, MASK_C: tl.constexpr, DT_RANK: tl.constexpr,
           L1_AHEAD: tl.constexpr, UNROLL_TRIPS: tl.constexpr):
-    """`_scan_kernel`'s walk over the tokens of one program, for one direction (`backward` constexpr)."""
+    """`_scan_kernel`'s walk over the tokens of one program, for one direction (`backward` constexpr): the main
+    trips (`_main_trip`, no token masks; the loop stops where the tokens they load or prefetch would pass L), then
+    the last trips with token masks (`_trip`)."""
     h = tl.zeros((N_STATE, BLOCK_C), dtype=tl.float32)
     args = (u_base, dt_base, z_base, B_base, C_base, L, backward, mask_c,
             stride_u_l, stride_dt_l, stride_z_l, stride_B_l, stride_C_l)
@@ -193,40 +198,27 @@ def _walk(u_base, dt_base, z_base, B_base, C_base, out_base, ckpt_ptr, delta_ptr
                      delta_ptr + direction * stride_dt_dir + pid_b * stride_dt_b + zero_c)
     else:
         row_lanes = (B_base, C_base, dt_base)  # unused
-    # Main trips (every token loaded or prefetched lies inside L; no token masks): per trip one multiply-add per
-    # pointer gives the pointers of the first token the trip loads (scan step 2k + 2); everything else the trip
-    # addresses (its second token, its two outputs, the L1 prefetches) sits a constant number of tokens from them:
-    # immediate offsets, where the direction and the token strides are constexpr.
+    # Main trips: every token they load (2k + 2, 2k + 3) or prefetch (L1_AHEAD further) lies inside L.
     main_trips = tl.maximum((L - 2 - L1_AHEAD) // 2, 0) if PREFETCH else 0
     SIGN: tl.constexpr = -1 if backward else 1
     t_first = tl.where(backward, L - 1, 0)  # token of scan step 0
+    # UNROLL_TRIPS: two trips per iteration (the second loads into the registers the first freed, so the prefetched
+    # tokens are not copied into the loop-carried registers), then the odd last main trip
+    PER_ITER: tl.constexpr = 2 if UNROLL_TRIPS else 1
+    for kk in range(0, main_trips // PER_ITER):
+        for half in tl.static_range(PER_ITER):
+            h, t0, t1 = _main_trip(h, PER_ITER * kk + half, t0, t1, t_first, u_base, dt_base, z_base, B_base, C_base,
+                                   row_lanes, out_base, ckpt_lanes, E, mask_c, A2, D_row, bias_row, out_scale, W_dt,
+                                   stride_u_l, stride_dt_l, stride_z_l, stride_B_l, stride_C_l, stride_out_l, SIGN,
+                                   N_STATE, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM, SAVE_EVERY, MASK_C,
+                                   DT_RANK, L1_AHEAD)
     if UNROLL_TRIPS:
-        # two trips per iteration: the second loads into the registers the first freed, so no copies of the
-        # prefetched tokens into the loop-carried registers
-        for kk in range(0, main_trips // 2):
-            h, t0, t1 = _main_trip(h, 2 * kk, t0, t1, t_first, u_base, dt_base, z_base, B_base, C_base, row_lanes, out_base,
-                                   ckpt_lanes, E, mask_c, A2, D_row, bias_row, out_scale, W_dt, stride_u_l,
-                                   stride_dt_l, stride_z_l, stride_B_l, stride_C_l, stride_out_l, SIGN, N_STATE,
-                                   HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM, SAVE_EVERY, MASK_C, DT_RANK,
-                                   L1_AHEAD)
-            h, t0, t1 = _main_trip(h, 2 * kk + 1, t0, t1, t_first, u_base, dt_base, z_base, B_base, C_base, row_lanes, out_base,
-                                   ckpt_lanes, E, mask_c, A2, D_row, bias_row, out_scale, W_dt, stride_u_l,
-                                   stride_dt_l, stride_z_l, stride_B_l, stride_C_l, stride_out_l, SIGN, N_STATE,
-                                   HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM, SAVE_EVERY, MASK_C, DT_RANK,
-                                   L1_AHEAD)
         if main_trips % 2 == 1:
-            h, t0, t1 = _main_trip(h, main_trips - 1, t0, t1, t_first, u_base, dt_base, z_base, B_base, C_base, row_lanes, out_base,
-                                   ckpt_lanes, E, mask_c, A2, D_row, bias_row, out_scale, W_dt, stride_u_l,
-                                   stride_dt_l, stride_z_l, stride_B_l, stride_C_l, stride_out_l, SIGN, N_STATE,
-                                   HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM, SAVE_EVERY, MASK_C, DT_RANK,
-                                   L1_AHEAD)
-    else:
-        for k in range(0, main_trips):
-            h, t0, t1 = _main_trip(h, k, t0, t1, t_first, u_base, dt_base, z_base, B_base, C_base, row_lanes, out_base,
-                                   ckpt_lanes, E, mask_c, A2, D_row, bias_row, out_scale, W_dt, stride_u_l,
-                                   stride_dt_l, stride_z_l, stride_B_l, stride_C_l, stride_out_l, SIGN, N_STATE,
-                                   HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM, SAVE_EVERY, MASK_C, DT_RANK,
-                                   L1_AHEAD)
+            h, t0, t1 = _main_trip(h, main_trips - 1, t0, t1, t_first, u_base, dt_base, z_base, B_base, C_base,
+                                   row_lanes, out_base, ckpt_lanes, E, mask_c, A2, D_row, bias_row, out_scale, W_dt,
+                                   stride_u_l, stride_dt_l, stride_z_l, stride_B_l, stride_C_l, stride_out_l, SIGN,
+                                   N_STATE, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM, SAVE_EVERY, MASK_C,
+                                   DT_RANK, L1_AHEAD)
     for k in range(main_trips, tl.cdiv(L, 2)):
         if SAVE_EVERY > 0:
             _save_checkpoint(h, 2 * k, ckpt_lanes, E, mask_c, N_STATE, SAVE_EVERY)
@@ -552,7 +544,9 @@ def scan_launch_config(batch: int, channels: int, n_dir: int, interpreted: bool,
     """`_scan_kernel`'s grid (channel blocks, directions, batch), tile and warps: the one place that chooses them
     (the launcher and `vimbench kernels static` both call it). One warp; a channel per lane, or per 32 / BLOCK_C
     lanes on small grids (`one_pass_block_c`); under the interpreter small tiles, so that tests exercise channel
-    masks and several programs, and no inline asm."""
+    masks and several programs, and no inline asm. dt_rank: the fused dt_proj's rank (0: not fused); save_every:
+    the checkpoint interval of the training forward (0: inference): they pick the main loop's form and the
+    register cap (UNROLL_TRIPS, ONE_PASS_MAXNREG, SAVE_UNROLL_TRIPS, SAVE_MAXNREG, MAXNREG_DT_RANK)."""
     gpu_block_c = one_pass_block_c(cdiv(channels, 32) * n_dir * batch)
     block_c = interpreted_block_c(channels) if interpreted else gpu_block_c
     lane_per_channel = block_c == 32 and not interpreted

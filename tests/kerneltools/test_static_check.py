@@ -174,3 +174,18 @@ def test_shipped_kernels_meet_the_committed_expectations():
     assert {r.name for r in reports} == {s.name for s in specs}
     findings = sc.compare_static(reports, sc.load_expectations(expect)["kernels"])
     assert all(f.status in ("ok", "improved") for f in findings), findings
+
+
+def test_spec_from_args_compiles_declared_constexprs_with_their_values():
+    """An argument the kernel declares tl.constexpr (the one-pass scan's token strides) becomes a constexpr of the
+    spec with its value, as Triton's JIT compiles it, not a typed runtime argument; the others keep their types."""
+    from vimbench.kerneltools.kernel_ops import _scan_spec
+    from vimbench.kerneltools.registry import OpShape
+
+    spec = _scan_spec("bf16", "halves", OpShape(batch=64, channels=384, length=6085))
+    assert spec.constexprs["stride_u_l"] == 384  # u: a (2, B, E, L) view of (2, B, L, E)
+    assert spec.constexprs["stride_out_l"] == 2 * 384  # the halves: a view of (B, L, 2, E)
+    assert "stride_u_l" not in spec.signature and spec.signature["stride_u_b"] == "i32:16"
+    assert sc._constexpr_params("kernels.selective_scan.fwd", "_scan_kernel") >= {
+        "stride_u_l", "stride_dt_l", "stride_B_l", "stride_C_l", "stride_z_l", "stride_out_l", "BLOCK_C"}
+    assert sc._constexpr_params("kernels.selective_scan.fwd", "no_such_kernel") == set()
