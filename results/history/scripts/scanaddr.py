@@ -12,7 +12,6 @@ Writes $OUT/scanaddr.json."""
 import importlib.util, json, os, pathlib, sys, torch
 from timing import event_median_ms, graph_us
 import kernels.selective_scan.fwd as fwd
-from kernels.launch import CallMemo
 from vimbench.kerneltools.kernel_ops import _scan_inputs
 from vimbench.kerneltools.registry import OpShape
 
