@@ -39,10 +39,7 @@ import triton.language as tl
 from kernels import fastmath
 from kernels.launch import launch
 from kernels.runtime import LaunchConfig, cdiv, interpreted_block_c
-from kernels.selective_scan.fwd import (
-    LOG2E, _load_lanes, _load_token, _prefetch_token, _save_checkpoint, _softplus, _token_position, _trip, load_rows,
-    store_rows,
-)
+from kernels.selective_scan.fwd import LOG2E, _load_lanes, _softplus, _token_position, _walk, load_rows, store_rows
 
 # The one-pass grid is "underfilled" below this many one-warp programs per SM: the chunked path then does ~2x the
 # exp work on more programs (kernels/NOTES.md, "Chunk-parallel scan forward": at batch 64 the one-pass kernel's
@@ -66,10 +63,20 @@ MIN_CHUNKED_LENGTH = 1024
 # row that fits the sequence).
 CAPTURED_UNDERFILLED_PROGRAMS_PER_SM = 2
 CAPTURED_CHUNK_TOKENS = ((256, 16), (MIN_CHUNKED_LENGTH, 32))
-# Pass 3's register cap: ptxas's own choice stopped at 168 registers and spilled three pointers in the main loop
-# (triton 3.6, gated halves); 200 leaves no spills. The T sweep above ran with 200. (The script's cap comparison,
-# none 0.70 / 232 0.87 / 255 0.85 ms, sized T from the cap, so it compared different chunk lengths: not a verdict.)
-OUTPUTS_MAXNREG: int | None = 200
+# Pass 3's main loop (`fwd._walk`, the one-pass kernel's: per-direction copies, constexpr token strides) two trips
+# per iteration, and its register cap (ptxas's maxnreg; None: its own choice). Static (sm_90, triton 3.6, gated
+# bf16 halves at Vim-Ti 1248 px batch 8): uncapped it takes 168 registers and 541 instructions per two trips with
+# no copies or spill; capped at 200 (the cap the old addressing needed against a spill of three pointers) ptxas
+# adds ~86 MOVs per two trips. With checkpoints stored inside the loop (T a multiple of K other than K) the old
+# form stays: one trip per iteration capped at 200. Pass 1 (`_states_walk`) the same way, two trips per iteration.
+# ENTRY_CHECKPOINTS: with T == K the checkpoints are the chunks' entry states (`ChunkedScanConfig`), so the
+# training forward's pass 3 is the inference one. To be measured on the H200 (kernels/NOTES.md).
+OUTPUTS_MAXNREG: int | None = None
+OUTPUTS_UNROLL_TRIPS = True
+SAVE_OUTPUTS_UNROLL_TRIPS = False
+SAVE_OUTPUTS_MAXNREG: int | None = 200
+STATES_UNROLL_TRIPS = True
+ENTRY_CHECKPOINTS = True
 # Shorter forced chunks spend more on the per-chunk state stores, loads and combine steps than they gain.
 MIN_CHUNK_TOKENS = 16
 CHANNELS_PER_PROGRAM = 32  # one warp, one channel per lane (as the one-pass kernel at batch >= 8)
@@ -89,12 +96,16 @@ COMBINE_WARPS = 2
 @dataclass(frozen=True)
 class ChunkedScanConfig:
     """The three launches of the chunked scan: chunk length T (scan steps, even), chunk count, and each pass's
-    LaunchConfig (pass 1 and the combine are skipped when there is a single chunk)."""
+    LaunchConfig (pass 1 and the combine are skipped when there is a single chunk).
+    entries_are_checkpoints: the training forward saves a checkpoint every T steps (T == K, several chunks), so
+    the checkpoints are exactly the chunks' entry states: pass 1 and the combine write them into the checkpoint
+    buffer (slots 1..), the combine zeroes slot 0, and pass 3 runs as at inference (no stores in its loop)."""
     chunk: int
     n_chunks: int
     states: LaunchConfig
     combine: LaunchConfig
     outputs: LaunchConfig
+    entries_are_checkpoints: bool = False
 
 
 def chunked_scan_launch_config(batch: int, channels: int, length: int, n_dir: int, n_state: int,
@@ -136,13 +147,21 @@ def chunked_scan_launch_config(batch: int, channels: int, length: int, n_dir: in
     tiles = dict(BLOCK_C=block_c, MASK_C=channels % block_c != 0, USE_ASM=not interpreted, PREFETCH=True,
                  L1_AHEAD=DEFAULT_L1_AHEAD if not interpreted and chunk >= L1_MIN_CHUNK_TOKENS else 0)
     combine_block = 32 if interpreted else COMBINE_BLOCK
+    entries_are_checkpoints = ENTRY_CHECKPOINTS and save_every > 0 and chunk == save_every and n_chunks > 1
+    if save_every and not entries_are_checkpoints:
+        outputs_unroll, outputs_maxnreg = SAVE_OUTPUTS_UNROLL_TRIPS, SAVE_OUTPUTS_MAXNREG
+    else:
+        outputs_unroll, outputs_maxnreg = OUTPUTS_UNROLL_TRIPS, OUTPUTS_MAXNREG
     return ChunkedScanConfig(
-        chunk=chunk, n_chunks=n_chunks,
-        states=LaunchConfig("_chunk_states_kernel", (channel_blocks, n_chunks - 1, n_dir * batch), tiles, 1),
+        chunk=chunk, n_chunks=n_chunks, entries_are_checkpoints=entries_are_checkpoints,
+        states=LaunchConfig("_chunk_states_kernel", (channel_blocks, n_chunks - 1, n_dir * batch),
+                            dict(tiles, UNROLL_TRIPS=STATES_UNROLL_TRIPS), 1),
         combine=LaunchConfig("_chunk_combine_kernel", (cdiv(n_state * channels, combine_block),
-                                                       n_dir * batch), dict(BLOCK=combine_block), COMBINE_WARPS),
-        outputs=LaunchConfig("_chunk_outputs_kernel", (channel_blocks, n_chunks, n_dir * batch), tiles, 1,
-                             maxnreg=None if interpreted else OUTPUTS_MAXNREG),
+                                                       n_dir * batch),
+                             dict(BLOCK=combine_block, ZERO_SLOT_BEFORE=entries_are_checkpoints), COMBINE_WARPS),
+        outputs=LaunchConfig("_chunk_outputs_kernel", (channel_blocks, n_chunks, n_dir * batch),
+                             dict(tiles, UNROLL_TRIPS=outputs_unroll), 1,
+                             maxnreg=None if interpreted else outputs_maxnreg),
     )
 
 
@@ -172,15 +191,6 @@ def _decay_rates(A_ptr, direction, stride_A_dir, stride_A_e, stride_A_n, c64, ma
 
 
 @triton.jit
-def _chunk_trips(L, start, T):
-    """A chunk's trips (two scan steps each; T is even, so only the last chunk can end early), and how many of
-    the first run unmasked (their steps and the two they prefetch lie inside L)."""
-    trips = (tl.minimum(T, L - start) + 1) // 2
-    unmasked = tl.minimum(tl.maximum((L - start - 2) // 2, 0), trips)
-    return trips, unmasked
-
-
-@triton.jit
 def _load_state_token(step, u_base, dt_base, B_base, L, backward, mask_c, stride_u_l, stride_dt_l, stride_B_l,
                       MASK_T: tl.constexpr, MASK_C: tl.constexpr):
     """What the state update needs of token `step` (scan order): u, delta (C,), B (N,), fp32; zeros past L."""
@@ -192,10 +202,10 @@ def _load_state_token(step, u_base, dt_base, B_base, L, backward, mask_c, stride
 
 
 @triton.jit
-def _state_step(h, dsum, step, u, dt, Bt, A2, bias_row, L, backward, mask_c, HAS_BIAS: tl.constexpr,
-                SOFTPLUS: tl.constexpr, USE_ASM: tl.constexpr, MASK_T: tl.constexpr):
-    """`fwd._token_step` without C, D, z or an output: the state update, and Delta added to the chunk's sum."""
-    t, valid, mask = _token_position(step, L, backward, mask_c, MASK_T)
+def _state_update(h, dsum, u, dt, Bt, mask, A2, bias_row, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                  USE_ASM: tl.constexpr, MASK_T: tl.constexpr):
+    """`fwd._token_step_at` without C, D, z or an output: the state update, and Delta added to the chunk's sum
+    (mask: the token's lanes, used with MASK_T)."""
     if HAS_BIAS:
         dt = dt + bias_row
     if SOFTPLUS:
@@ -212,66 +222,121 @@ def _state_trip(h, dsum, step, t0, t1, args, L, backward, mask_c, A2, bias_row, 
     """Steps `step`, `step + 1` of the state update; the next two tokens' loads are issued first (as `fwd._trip`)."""
     n0 = _load_state_token(step + 2, *args, MASK_T, MASK_C)
     n1 = _load_state_token(step + 3, *args, MASK_T, MASK_C)
-    h, dsum = _state_step(h, dsum, step, *t0, A2, bias_row, L, backward, mask_c, HAS_BIAS, SOFTPLUS, USE_ASM,
-                          MASK_T)
-    h, dsum = _state_step(h, dsum, step + 1, *t1, A2, bias_row, L, backward, mask_c, HAS_BIAS, SOFTPLUS,
-                          USE_ASM, MASK_T)
+    _, _, mask0 = _token_position(step, L, backward, mask_c, MASK_T)
+    _, _, mask1 = _token_position(step + 1, L, backward, mask_c, MASK_T)
+    h, dsum = _state_update(h, dsum, *t0, mask0, A2, bias_row, HAS_BIAS, SOFTPLUS, USE_ASM, MASK_T)
+    h, dsum = _state_update(h, dsum, *t1, mask1, A2, bias_row, HAS_BIAS, SOFTPLUS, USE_ASM, MASK_T)
     return h, dsum, n0, n1
 
 
-@triton.jit(do_not_specialize=["L", "T"])
+@triton.jit
+def _state_main_trip(h, dsum, k, t0, t1, t_first, u_base, dt_base, B_base, B_lanes, mask_c, A2, bias_row,
+                     stride_u_l: tl.constexpr, stride_dt_l: tl.constexpr, stride_B_l: tl.constexpr,
+                     SIGN: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, USE_ASM: tl.constexpr,
+                     MASK_C: tl.constexpr, L1_AHEAD: tl.constexpr):
+    """Main trip k of `_states_walk` (steps 2k, 2k + 1, no token masks), addressed as `fwd._main_trip`: one
+    multiply-add per pointer for the first token it loads (step 2k + 2); the second token and the L1 prefetches
+    are immediate offsets from it."""
+    t_next = t_first + SIGN * (2 * k + 2)
+    u_p = u_base + t_next * stride_u_l
+    dt_p = dt_base + t_next * stride_dt_l
+    B_p = B_base + t_next * stride_B_l
+    if L1_AHEAD > 0:
+        row_p = B_lanes + t_next * stride_B_l
+        lane_mask = mask_c if MASK_C else None
+        for j in tl.static_range(2):
+            fastmath.prefetch_l1(u_p + SIGN * (L1_AHEAD + j) * stride_u_l, USE_ASM, lane_mask)
+            fastmath.prefetch_l1(dt_p + SIGN * (L1_AHEAD + j) * stride_dt_l, USE_ASM, lane_mask)
+            fastmath.prefetch_l1(row_p + SIGN * (L1_AHEAD + j) * stride_B_l, USE_ASM)
+    n0 = (_load_lanes(u_p, mask_c, MASK_C), _load_lanes(dt_p, mask_c, MASK_C), _load_lanes(B_p, mask_c, False))
+    n1 = (_load_lanes(u_p + SIGN * stride_u_l, mask_c, MASK_C), _load_lanes(dt_p + SIGN * stride_dt_l, mask_c, MASK_C),
+          _load_lanes(B_p + SIGN * stride_B_l, mask_c, False))
+    h, dsum = _state_update(h, dsum, *t0, mask_c, A2, bias_row, HAS_BIAS, SOFTPLUS, USE_ASM, False)
+    h, dsum = _state_update(h, dsum, *t1, mask_c, A2, bias_row, HAS_BIAS, SOFTPLUS, USE_ASM, False)
+    return h, dsum, n0, n1
+
+
+@triton.jit
+def _states_walk(u_base, dt_base, B_base, B_lanes, A2, bias_row, mask_c, n, main_trips,
+                 stride_u_l: tl.constexpr, stride_dt_l: tl.constexpr, stride_B_l: tl.constexpr,
+                 backward: tl.constexpr, N_STATE: tl.constexpr, BLOCK_C: tl.constexpr, MASK_C: tl.constexpr,
+                 HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, USE_ASM: tl.constexpr, L1_AHEAD: tl.constexpr,
+                 UNROLL_TRIPS: tl.constexpr):
+    """Pass 1's walk over one chunk of n steps from a zero state, for one direction (`backward` constexpr; bases
+    shifted to the chunk, as `fwd._walk` in pass 3): `main_trips` trips without token masks, the rest masked.
+    Returns the end state and the chunk's sum of Delta."""
+    h = tl.zeros((N_STATE, BLOCK_C), dtype=tl.float32)
+    dsum = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    args = (u_base, dt_base, B_base, n, backward, mask_c, stride_u_l, stride_dt_l, stride_B_l)
+    t0 = _load_state_token(0, *args, True, MASK_C)
+    t1 = _load_state_token(1, *args, True, MASK_C)
+    SIGN: tl.constexpr = -1 if backward else 1
+    t_first = tl.where(backward, n - 1, 0)
+    PER_ITER: tl.constexpr = 2 if UNROLL_TRIPS else 1
+    for kk in range(0, main_trips // PER_ITER):
+        for half in tl.static_range(PER_ITER):
+            h, dsum, t0, t1 = _state_main_trip(h, dsum, PER_ITER * kk + half, t0, t1, t_first, u_base, dt_base,
+                                               B_base, B_lanes, mask_c, A2, bias_row, stride_u_l, stride_dt_l,
+                                               stride_B_l, SIGN, HAS_BIAS, SOFTPLUS, USE_ASM, MASK_C, L1_AHEAD)
+    if UNROLL_TRIPS:
+        if main_trips % 2 == 1:
+            h, dsum, t0, t1 = _state_main_trip(h, dsum, main_trips - 1, t0, t1, t_first, u_base, dt_base, B_base,
+                                               B_lanes, mask_c, A2, bias_row, stride_u_l, stride_dt_l, stride_B_l,
+                                               SIGN, HAS_BIAS, SOFTPLUS, USE_ASM, MASK_C, L1_AHEAD)
+    for k in range(main_trips, tl.cdiv(n, 2)):
+        h, dsum, t0, t1 = _state_trip(h, dsum, 2 * k, t0, t1, args, n, backward, mask_c, A2, bias_row, HAS_BIAS,
+                                      SOFTPLUS, USE_ASM, True, MASK_C)
+    return h, dsum
+
+
+@triton.jit(do_not_specialize=["L", "T", "row_slots"])
 def _chunk_states_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr, hloc_ptr, dsum_ptr,
-    E, L, T, batch, dir_first,
-    stride_u_dir, stride_u_b, stride_u_e, stride_u_l,
-    stride_dt_dir, stride_dt_b, stride_dt_e, stride_dt_l,
+    E, L, T, batch, dir_first, row_slots,
+    stride_u_dir, stride_u_b, stride_u_e, stride_u_l: tl.constexpr,
+    stride_dt_dir, stride_dt_b, stride_dt_e, stride_dt_l: tl.constexpr,
     stride_A_dir, stride_A_e, stride_A_n,
-    stride_B_dir, stride_B_b, stride_B_n, stride_B_l,
+    stride_B_dir, stride_B_b, stride_B_n, stride_B_l: tl.constexpr,
     stride_bias_dir,
     N_STATE: tl.constexpr, BLOCK_C: tl.constexpr, MASK_C: tl.constexpr, HAS_BIAS: tl.constexpr,
     SOFTPLUS: tl.constexpr, USE_ASM: tl.constexpr, PREFETCH: tl.constexpr, L1_AHEAD: tl.constexpr = 0,
+    UNROLL_TRIPS: tl.constexpr = False,
 ):
     """Pass 1: chunk program_id(1) (never the last) of BLOCK_C channels of one (direction, batch), from a zero
-    state. Stores its end state to hloc (dirs, batch, chunks - 1, N, E) fp32 and its sum of Delta to dsum
-    (dirs, batch, chunks - 1, E) fp32. PREFETCH is always on here (the launch config's tile dict). L1_AHEAD > 0:
-    the unmasked trips also ask L1 for the u, delta and B lines of the two steps L1_AHEAD past the ones their
-    register prefetch loads (clamped to the sequence's last step; inputs only, so crossing into the next chunk is
-    harmless)."""
+    state. Stores its end state to hloc (dirs, batch, row_slots >= chunks - 1 slots, N, E) fp32, slot `chunk`,
+    and its sum of Delta to dsum (dirs, batch, chunks - 1, E) fp32. PREFETCH is always on here (the launch config's tile dict). The walk is
+    compiled once per direction with the token strides constexpr (`_states_walk`, as pass 3's `fwd._walk`); its
+    unmasked trips may load tokens past the chunk (inputs only: harmless) but never past L. L1_AHEAD > 0: they
+    also ask L1 for the u, delta and B lines of the two steps L1_AHEAD past the ones their register prefetch loads.
+    UNROLL_TRIPS: two trips per loop iteration."""
     c64, mask_c, direction, backward, pid_b = _program_lanes(E, batch, dir_first, BLOCK_C)
     chunk = tl.program_id(1)
     start = chunk * T
+    n = tl.minimum(T, L - start)
+    shift = tl.where(backward, L - start - n, start).to(tl.int64)  # the chunk's first token in memory
     states = tl.arange(0, N_STATE)
-    u_base = u_ptr + direction * stride_u_dir + pid_b * stride_u_b + c64 * stride_u_e
-    dt_base = delta_ptr + direction * stride_dt_dir + pid_b * stride_dt_b + c64 * stride_dt_e
-    B_base = B_ptr + direction * stride_B_dir + pid_b * stride_B_b + states * stride_B_n
+    u_base = u_ptr + direction * stride_u_dir + pid_b * stride_u_b + c64 * stride_u_e + shift * stride_u_l
+    dt_base = delta_ptr + direction * stride_dt_dir + pid_b * stride_dt_b + c64 * stride_dt_e + shift * stride_dt_l
+    B_base = B_ptr + direction * stride_B_dir + pid_b * stride_B_b + states * stride_B_n + shift * stride_B_l
+    # the B row's line, for L1_AHEAD
+    B_lanes = B_ptr + direction * stride_B_dir + pid_b * stride_B_b + shift * stride_B_l + c64 * 0
     A2 = _decay_rates(A_ptr, direction, stride_A_dir, stride_A_e, stride_A_n, c64, mask_c, N_STATE, BLOCK_C)
     bias_row = tl.zeros((BLOCK_C,), dtype=tl.float32)
     if HAS_BIAS:
         bias_row = tl.load(bias_ptr + direction * stride_bias_dir + c64, mask=mask_c, other=0.0)
-
-    h = tl.zeros((N_STATE, BLOCK_C), dtype=tl.float32)
-    dsum = tl.zeros((BLOCK_C,), dtype=tl.float32)
-    args = (u_base, dt_base, B_base, L, backward, mask_c, stride_u_l, stride_dt_l, stride_B_l)
-    t0 = _load_state_token(start, *args, True, MASK_C)
-    t1 = _load_state_token(start + 1, *args, True, MASK_C)
-    trips, unmasked = _chunk_trips(L, start, T)
-    B_lanes = B_ptr + direction * stride_B_dir + pid_b * stride_B_b + c64 * 0  # the B row's line, for L1_AHEAD
-    for k in range(0, unmasked):
-        if L1_AHEAD > 0:
-            for j in tl.static_range(2):
-                s = tl.minimum(start + 2 * k + 2 + L1_AHEAD + j, L - 1)
-                t = tl.where(backward, L - 1 - s, s)
-                fastmath.prefetch_l1(u_base + t * stride_u_l, USE_ASM, mask_c if MASK_C else None)
-                fastmath.prefetch_l1(dt_base + t * stride_dt_l, USE_ASM, mask_c if MASK_C else None)
-                fastmath.prefetch_l1(B_lanes + t * stride_B_l, USE_ASM)
-        h, dsum, t0, t1 = _state_trip(h, dsum, start + 2 * k, t0, t1, args, L, backward, mask_c, A2, bias_row, HAS_BIAS,
-                                      SOFTPLUS, USE_ASM, False, MASK_C)
-    for k in range(unmasked, trips):
-        h, dsum, t0, t1 = _state_trip(h, dsum, start + 2 * k, t0, t1, args, L, backward, mask_c, A2, bias_row, HAS_BIAS,
-                                      SOFTPLUS, USE_ASM, True, MASK_C)
-    slot = (direction * batch + pid_b) * (tl.cdiv(L, T) - 1) + chunk  # chunks - 1 slots per (direction, batch)
+    # Trip k loads steps 2k + 2, 2k + 3 and prefetches L1_AHEAD further: unmasked while all of them lie inside L.
+    main_trips = tl.minimum(tl.maximum((L - start - 2 - L1_AHEAD) // 2, 0), (n + 1) // 2)
+    if backward:
+        h, dsum = _states_walk(u_base, dt_base, B_base, B_lanes, A2, bias_row, mask_c, n, main_trips, stride_u_l,
+                               stride_dt_l, stride_B_l, True, N_STATE, BLOCK_C, MASK_C, HAS_BIAS, SOFTPLUS, USE_ASM,
+                               L1_AHEAD, UNROLL_TRIPS)
+    else:
+        h, dsum = _states_walk(u_base, dt_base, B_base, B_lanes, A2, bias_row, mask_c, n, main_trips, stride_u_l,
+                               stride_dt_l, stride_B_l, False, N_STATE, BLOCK_C, MASK_C, HAS_BIAS, SOFTPLUS, USE_ASM,
+                               L1_AHEAD, UNROLL_TRIPS)
+    slot = (direction * batch + pid_b) * row_slots + chunk
     store_rows(hloc_ptr + slot * (N_STATE * E) + c64, E, h, mask_c, N_STATE)
-    tl.store(dsum_ptr + slot * E + c64, dsum, mask=mask_c)
+    tl.store(dsum_ptr + ((direction * batch + pid_b) * (tl.cdiv(L, T) - 1) + chunk) * E + c64, dsum, mask=mask_c)
 
 
 @triton.jit
@@ -283,9 +348,10 @@ def _chunk_summary(hloc_base, dsum_base, c, n_links, NE, E, idx, e, mask):
             tl.load(dsum_base + c * E + e, mask=m, other=0.0))
 
 
-@triton.jit(do_not_specialize=["n_links"])
-def _chunk_combine_kernel(A_ptr, hloc_ptr, dsum_ptr, E, n_links, batch,
-                          stride_A_dir, stride_A_e, stride_A_n, N_STATE: tl.constexpr, BLOCK: tl.constexpr):
+@triton.jit(do_not_specialize=["n_links", "row_slots"])
+def _chunk_combine_kernel(A_ptr, hloc_ptr, dsum_ptr, E, n_links, batch, row_slots,
+                          stride_A_dir, stride_A_e, stride_A_n, N_STATE: tl.constexpr, BLOCK: tl.constexpr,
+                          ZERO_SLOT_BEFORE: tl.constexpr = False):
     """Combine: for BLOCK elements of one (direction, batch)'s (N, E) state slab, walk the n_links = chunks - 1
     chunk summaries in order, H(c + 1) = exp(A sum Delta(c)) * H(c) + h_local(c) from H(0) = 0, and overwrite
     h_local(c) with H(c + 1), the state entering chunk c + 1. Four chunks per loop trip, their loads issued
@@ -297,10 +363,12 @@ def _chunk_combine_kernel(A_ptr, hloc_ptr, dsum_ptr, E, n_links, batch,
     e = idx % E
     pid_db = tl.program_id(1)
     direction = (pid_db // batch).to(tl.int64)
-    row = pid_db.to(tl.int64) * n_links  # (direction, batch) row of the (dirs, batch, chunks - 1, ...) buffers
+    row = pid_db.to(tl.int64)  # (direction, batch) row of hloc (row_slots slots) and dsum (n_links)
     A2 = tl.load(A_ptr + direction * stride_A_dir + e * stride_A_e + n * stride_A_n, mask=mask, other=0.0) * LOG2E
-    hloc_base = hloc_ptr + row * NE
-    dsum_base = dsum_ptr + row * E
+    hloc_base = hloc_ptr + row * row_slots * NE
+    dsum_base = dsum_ptr + row * n_links * E
+    if ZERO_SLOT_BEFORE:  # hloc is a view of the checkpoints from slot 1: slot 0 holds scan step 0's zero state
+        tl.store(hloc_base - NE + idx, tl.zeros((BLOCK,), dtype=tl.float32), mask=mask)
     sargs = (hloc_base, dsum_base)
     h = tl.zeros((BLOCK,), dtype=tl.float32)
     l0, s0 = _chunk_summary(*sargs, 0, n_links, NE, E, idx, e, mask)
@@ -323,35 +391,37 @@ def _chunk_combine_kernel(A_ptr, hloc_ptr, dsum_ptr, E, n_links, batch,
         l0, s0, l1, s1, l2, s2, l3, s3 = m0, r0, m1, r1, m2, r2, m3, r3
 
 
-@triton.jit(do_not_specialize=["L", "T"])
+@triton.jit(do_not_specialize=["L", "T", "row_slots"])
 def _chunk_outputs_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, ckpt_ptr, entry_ptr,
-    E, L, T, batch, dir_first, out_scale,
-    stride_u_dir, stride_u_b, stride_u_e, stride_u_l,
-    stride_dt_dir, stride_dt_b, stride_dt_e, stride_dt_l,
+    E, L, T, batch, dir_first, row_slots, out_scale,
+    stride_u_dir, stride_u_b, stride_u_e, stride_u_l: tl.constexpr,
+    stride_dt_dir, stride_dt_b, stride_dt_e, stride_dt_l: tl.constexpr,
     stride_A_dir, stride_A_e, stride_A_n,
-    stride_B_dir, stride_B_b, stride_B_n, stride_B_l,
-    stride_C_dir, stride_C_b, stride_C_n, stride_C_l,
+    stride_B_dir, stride_B_b, stride_B_n, stride_B_l: tl.constexpr,
+    stride_C_dir, stride_C_b, stride_C_n, stride_C_l: tl.constexpr,
     stride_D_dir, stride_bias_dir,
-    stride_z_b, stride_z_e, stride_z_l,
-    stride_out_dir, stride_out_b, stride_out_e, stride_out_l,
+    stride_z_b, stride_z_e, stride_z_l: tl.constexpr,
+    stride_out_dir, stride_out_b, stride_out_e, stride_out_l: tl.constexpr,
     N_STATE: tl.constexpr, BLOCK_C: tl.constexpr, MASK_C: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     ATOMIC: tl.constexpr, USE_ASM: tl.constexpr, PREFETCH: tl.constexpr, SAVE_EVERY: tl.constexpr,
-    L1_AHEAD: tl.constexpr = 0,
+    L1_AHEAD: tl.constexpr = 0, UNROLL_TRIPS: tl.constexpr = False,
 ):
     """Pass 3: chunk program_id(1) of BLOCK_C channels of one (direction, batch), from its entry state (zero for
-    chunk 0, else the combine's H(c) in entry (dirs, batch, chunks - 1, N, E), slot c - 1), with `_scan_kernel`'s
-    per-token code and arguments: writes the outputs and, with SAVE_EVERY = K, the checkpoints of the scan steps
-    in this chunk that are multiples of K (ckpt (dirs, batch, cdiv(L, K), N, E)). L1_AHEAD: the unmasked trips'
-    L1 prefetch, as `_scan_kernel`'s (clamped to the chunk's last step)."""
+    chunk 0, else the combine's H(c) in entry (dirs, batch, row_slots slots, N, E), slot c - 1), with `_scan_kernel`'s
+    walk (`fwd._walk`, compiled once per direction, token strides constexpr) over the chunk alone: writes the
+    outputs and, with SAVE_EVERY = K, the checkpoints of the scan steps in this chunk that are multiples of K
+    (ckpt (dirs, batch, cdiv(L, K), N, E)). L1_AHEAD: the main trips' L1 prefetch, as `_scan_kernel`'s;
+    UNROLL_TRIPS: two main trips per loop iteration."""
     c64, mask_c, direction, backward, pid_b = _program_lanes(E, batch, dir_first, BLOCK_C)
     chunk = tl.program_id(1)
     start = chunk * T
-    # fwd.py's token helpers see this chunk alone: n steps (their L), step s at token s (forward) or n - 1 - s
-    # (backward) from the chunk's first token in memory, `first`: token start + s, or L - 1 - (start + s), as in
-    # the whole sequence. Steps past the chunk, the prefetched ones included, are masked, so no program reads a
-    # token of another chunk (which, in place, may already hold outputs).
+    # The walk sees this chunk alone: n steps (its L), step s at token s (forward) or n - 1 - s (backward) from
+    # the chunk's first token in memory, `shift`: token start + s, or L - 1 - (start + s), as in the whole
+    # sequence. Its masked trips read nothing past the chunk; its main trips' loads and prefetches stay inside L
+    # and may pass the chunk's end only in the last trip's register prefetch, whose values are never used (in
+    # place, those tokens may already hold another chunk's outputs).
     n = tl.minimum(T, L - start)
     shift = tl.where(backward, L - start - n, start).to(tl.int64)
     states = tl.arange(0, N_STATE)
@@ -370,37 +440,28 @@ def _chunk_outputs_kernel(
     if HAS_BIAS:
         bias_row = tl.load(bias_ptr + direction * stride_bias_dir + c64, mask=mask_c, other=0.0)
 
-    # Chunk 0 starts from zero: its lanes read nothing (the slot index is clamped only to stay in bounds).
-    slot = (direction * batch + pid_b) * (tl.cdiv(L, T) - 1) + tl.maximum(chunk - 1, 0)
-    h = load_rows(entry_ptr + slot * (N_STATE * E) + c64, E, mask_c & (chunk > 0), N_STATE, BLOCK_C)
-    args = (u_base, dt_base, z_base, B_base, C_base, n, backward, mask_c,
-            stride_u_l, stride_dt_l, stride_z_l, stride_B_l, stride_C_l)
-    step_args = (A2, D_row, bias_row, out_base, stride_out_l, n, backward, mask_c, out_scale)
-    t0 = _load_token(0, *args, HAS_Z, True, MASK_C)
-    t1 = _load_token(1, *args, HAS_Z, True, MASK_C)
     ckpt_lanes = ckpt_ptr + c64  # (C,) pointers to this program's channels in checkpoint slot 0, row 0
     if SAVE_EVERY > 0:
         ckpt_lanes += (direction * batch + pid_b) * tl.cdiv(L, SAVE_EVERY) * N_STATE * E
-    # Trip k steps 2k, 2k + 1 and prefetches 2k + 2, 2k + 3: all < n for k < (n - 2) // 2.
-    unmasked = tl.maximum((n - 2) // 2, 0)
     zero_c = c64 * 0  # (C,) pointers to the rows every lane reads whole (B, C), for L1_AHEAD: one line per row
     row_lanes = (B_ptr + direction * stride_B_dir + pid_b * stride_B_b + shift * stride_B_l + zero_c,
                  C_ptr + direction * stride_C_dir + pid_b * stride_C_b + shift * stride_C_l + zero_c, dt_base)
-    for k in range(0, unmasked):
-        if SAVE_EVERY > 0:
-            _save_checkpoint(h, start + 2 * k, ckpt_lanes, E, mask_c, N_STATE, SAVE_EVERY)
-        if L1_AHEAD > 0:
-            for j in tl.static_range(2):
-                _prefetch_token(2 * k + 2 + L1_AHEAD + j, u_base, z_base, dt_base, row_lanes, n, backward, mask_c,
-                                stride_u_l, stride_z_l, stride_B_l, stride_C_l, stride_dt_l, HAS_Z, 0, MASK_C,
-                                USE_ASM)
-        h, t0, t1 = _trip(h, 2 * k, t0, t1, args, step_args, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM,
-                          False, MASK_C, PREFETCH)
-    for k in range(unmasked, (n + 1) // 2):
-        if SAVE_EVERY > 0:
-            _save_checkpoint(h, start + 2 * k, ckpt_lanes, E, mask_c, N_STATE, SAVE_EVERY)
-        h, t0, t1 = _trip(h, 2 * k, t0, t1, args, step_args, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM,
-                          True, MASK_C, PREFETCH)
+    # Main trip k loads steps 2k + 2, 2k + 3 and prefetches L1_AHEAD further: all inside L for
+    # k < (L - start - 2 - L1_AHEAD) // 2; and it runs steps 2k, 2k + 1 of the chunk unmasked: k < n // 2.
+    main_trips = tl.minimum(tl.maximum((L - start - 2 - L1_AHEAD) // 2, 0), n // 2) if PREFETCH else 0
+    # Chunk 0 starts from zero: its lanes read nothing (the slot index is clamped only to stay in bounds).
+    slot = (direction * batch + pid_b) * row_slots + tl.maximum(chunk - 1, 0)
+    h = load_rows(entry_ptr + slot * (N_STATE * E) + c64, E, mask_c & (chunk > 0), N_STATE, BLOCK_C)
+    walk_args = (u_base, dt_base, z_base, B_base, C_base, out_base, ckpt_lanes, row_lanes, A2, D_row, bias_row, 0.0,
+                 mask_c, E, n, main_trips, start, out_scale, h)
+    if backward:
+        _walk(*walk_args, stride_u_l, stride_dt_l, stride_z_l, stride_B_l, stride_C_l, stride_out_l, True, N_STATE,
+              BLOCK_C, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM, PREFETCH, SAVE_EVERY, MASK_C, 0, L1_AHEAD,
+              UNROLL_TRIPS)
+    else:
+        _walk(*walk_args, stride_u_l, stride_dt_l, stride_z_l, stride_B_l, stride_C_l, stride_out_l, False, N_STATE,
+              BLOCK_C, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM, PREFETCH, SAVE_EVERY, MASK_C, 0, L1_AHEAD,
+              UNROLL_TRIPS)
 
 
 def launch_chunked(cfg: ChunkedScanConfig, scan_args: dict, n_dir: int, batch: int) -> None:
@@ -410,18 +471,24 @@ def launch_chunked(cfg: ChunkedScanConfig, scan_args: dict, n_dir: int, batch: i
     channels, length, n_state = scan_args["E"], scan_args["L"], scan_args["N_STATE"]
     links = cfg.n_chunks - 1
     common = dict(T=cfg.chunk, batch=batch)
+    outputs_args = dict(scan_args)
     if links > 0:
-        hloc = torch.empty(n_dir, batch, links, n_state, channels, dtype=torch.float32, device=u.device)
+        if cfg.entries_are_checkpoints:  # slot c + 1 of the checkpoints: the state entering chunk c + 1
+            hloc, row_slots = scan_args["ckpt_ptr"][:, :, 1:], cfg.n_chunks
+            outputs_args["SAVE_EVERY"] = 0
+        else:
+            hloc = torch.empty(n_dir, batch, links, n_state, channels, dtype=torch.float32, device=u.device)
+            row_slots = links
         dsum = torch.empty(n_dir, batch, links, channels, dtype=torch.float32, device=u.device)
         states_args = {k: v for k, v in scan_args.items() if k in _chunk_states_kernel.arg_names}
-        launch(_chunk_states_kernel, cfg.states.grid, **states_args, **common, hloc_ptr=hloc, dsum_ptr=dsum,
-               **cfg.states.constexprs, **cfg.states.launch_options())
+        launch(_chunk_states_kernel, cfg.states.grid, **states_args, **common, row_slots=row_slots, hloc_ptr=hloc,
+               dsum_ptr=dsum, **cfg.states.constexprs, **cfg.states.launch_options())
         launch(_chunk_combine_kernel, cfg.combine.grid,
-            A_ptr=A, hloc_ptr=hloc, dsum_ptr=dsum, E=channels, n_links=links, batch=batch,
+            A_ptr=A, hloc_ptr=hloc, dsum_ptr=dsum, E=channels, n_links=links, batch=batch, row_slots=row_slots,
             stride_A_dir=scan_args["stride_A_dir"], stride_A_e=scan_args["stride_A_e"],
             stride_A_n=scan_args["stride_A_n"], N_STATE=n_state, **cfg.combine.constexprs,
             **cfg.combine.launch_options())
     else:
-        hloc = A  # never read: chunk 0 starts from zero
-    launch(_chunk_outputs_kernel, cfg.outputs.grid, **scan_args, **common, entry_ptr=hloc, **cfg.outputs.constexprs,
-           **cfg.outputs.launch_options())
+        hloc, row_slots = A, 0  # never read: chunk 0 starts from zero
+    launch(_chunk_outputs_kernel, cfg.outputs.grid, **outputs_args, **common, row_slots=row_slots, entry_ptr=hloc,
+           **cfg.outputs.constexprs, **cfg.outputs.launch_options())

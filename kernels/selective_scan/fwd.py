@@ -150,47 +150,10 @@ def _scan_kernel(
     else:
         W_dt = 0.0
 
-    # The walk in two copies, one per direction (a uniform branch per program): with the direction known at compile
-    # time, and the token strides constexpr, the addresses of a trip's second token and of the L1 prefetches are
-    # immediate offsets from the first token's instead of a multiply and a 64-bit add per pointer and token.
-    if backward:
-        _walk(u_base, dt_base, z_base, B_base, C_base, out_base, ckpt_ptr, delta_ptr, B_ptr, C_ptr, A2, D_row,
-              bias_row, W_dt, offs_c, mask_c, c64, direction, pid_b, E, L, out_scale,
-              stride_u_l, stride_dt_l, stride_z_l, stride_B_l, stride_C_l, stride_out_l,
-              stride_B_dir, stride_B_b, stride_C_dir, stride_C_b, stride_dt_dir, stride_dt_b,
-              True, N_STATE, BLOCK_C, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM, PREFETCH, SAVE_EVERY,
-              MASK_C, DT_RANK, L1_AHEAD, UNROLL_TRIPS)
-    else:
-        _walk(u_base, dt_base, z_base, B_base, C_base, out_base, ckpt_ptr, delta_ptr, B_ptr, C_ptr, A2, D_row,
-              bias_row, W_dt, offs_c, mask_c, c64, direction, pid_b, E, L, out_scale,
-              stride_u_l, stride_dt_l, stride_z_l, stride_B_l, stride_C_l, stride_out_l,
-              stride_B_dir, stride_B_b, stride_C_dir, stride_C_b, stride_dt_dir, stride_dt_b,
-              False, N_STATE, BLOCK_C, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM, PREFETCH, SAVE_EVERY,
-              MASK_C, DT_RANK, L1_AHEAD, UNROLL_TRIPS)
-
-
-@triton.jit
-def _walk(u_base, dt_base, z_base, B_base, C_base, out_base, ckpt_ptr, delta_ptr, B_ptr, C_ptr, A2, D_row, bias_row,
-          W_dt, offs_c, mask_c, c64, direction, pid_b, E, L, out_scale,
-          stride_u_l: tl.constexpr, stride_dt_l: tl.constexpr, stride_z_l: tl.constexpr, stride_B_l: tl.constexpr,
-          stride_C_l: tl.constexpr, stride_out_l: tl.constexpr,
-          stride_B_dir, stride_B_b, stride_C_dir, stride_C_b, stride_dt_dir, stride_dt_b,
-          backward: tl.constexpr, N_STATE: tl.constexpr, BLOCK_C: tl.constexpr, HAS_D: tl.constexpr,
-          HAS_Z: tl.constexpr,
-          HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ATOMIC: tl.constexpr, USE_ASM: tl.constexpr,
-          PREFETCH: tl.constexpr, SAVE_EVERY: tl.constexpr, MASK_C: tl.constexpr, DT_RANK: tl.constexpr,
-          L1_AHEAD: tl.constexpr, UNROLL_TRIPS: tl.constexpr):
-    """`_scan_kernel`'s walk over the tokens of one program, for one direction (`backward` constexpr): the main
-    trips (`_main_trip`, no token masks; the loop stops where the tokens they load or prefetch would pass L), then
-    the last trips with token masks (`_trip`)."""
-    h = tl.zeros((N_STATE, BLOCK_C), dtype=tl.float32)
-    args = (u_base, dt_base, z_base, B_base, C_base, L, backward, mask_c,
-            stride_u_l, stride_dt_l, stride_z_l, stride_B_l, stride_C_l)
-    step_args = (A2, D_row, bias_row, out_base, stride_out_l, L, backward, mask_c, out_scale)
-    t0 = _load_token(0, *args, HAS_Z, True, MASK_C, DT_RANK)
-    t1 = _load_token(1, *args, HAS_Z, True, MASK_C, DT_RANK)
     # (C,) pointers to this program's channels in checkpoint slot 0, row 0.
-    ckpt_lanes = ckpt_ptr + (direction * tl.num_programs(2) + pid_b) * tl.cdiv(L, SAVE_EVERY) * N_STATE * E + c64
+    ckpt_lanes = ckpt_ptr + c64
+    if SAVE_EVERY > 0:
+        ckpt_lanes += (direction * tl.num_programs(2) + pid_b) * tl.cdiv(L, SAVE_EVERY) * N_STATE * E
     if L1_AHEAD > 0:  # (C,) pointers to the rows every lane reads whole (B, C, fused dt): one line per row
         zero_c = offs_c * 0
         row_lanes = (B_ptr + direction * stride_B_dir + pid_b * stride_B_b + zero_c,
@@ -200,6 +163,43 @@ def _walk(u_base, dt_base, z_base, B_base, C_base, out_base, ckpt_ptr, delta_ptr
         row_lanes = (B_base, C_base, dt_base)  # unused
     # Main trips: every token they load (2k + 2, 2k + 3) or prefetch (L1_AHEAD further) lies inside L.
     main_trips = tl.maximum((L - 2 - L1_AHEAD) // 2, 0) if PREFETCH else 0
+    # The walk in two copies, one per direction (a uniform branch per program): with the direction known at compile
+    # time, and the token strides constexpr, the addresses of a trip's second token and of the L1 prefetches are
+    # immediate offsets from the first token's instead of a multiply and a 64-bit add per pointer and token.
+    # (A tuple of the constexpr flags would reach `_walk` as tensors under triton 3.6, so they are written out.)
+    walk_args = (u_base, dt_base, z_base, B_base, C_base, out_base, ckpt_lanes, row_lanes, A2, D_row, bias_row, W_dt,
+                 mask_c, E, L, main_trips, 0, out_scale, tl.zeros((N_STATE, BLOCK_C), dtype=tl.float32))
+    if backward:
+        _walk(*walk_args, stride_u_l, stride_dt_l, stride_z_l, stride_B_l, stride_C_l, stride_out_l, True, N_STATE,
+              BLOCK_C, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM, PREFETCH, SAVE_EVERY, MASK_C, DT_RANK,
+              L1_AHEAD, UNROLL_TRIPS)
+    else:
+        _walk(*walk_args, stride_u_l, stride_dt_l, stride_z_l, stride_B_l, stride_C_l, stride_out_l, False, N_STATE,
+              BLOCK_C, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM, PREFETCH, SAVE_EVERY, MASK_C, DT_RANK,
+              L1_AHEAD, UNROLL_TRIPS)
+
+
+@triton.jit
+def _walk(u_base, dt_base, z_base, B_base, C_base, out_base, ckpt_lanes, row_lanes, A2, D_row, bias_row, W_dt, mask_c,
+          E, L, main_trips, step0, out_scale, h,
+          stride_u_l: tl.constexpr, stride_dt_l: tl.constexpr, stride_z_l: tl.constexpr, stride_B_l: tl.constexpr,
+          stride_C_l: tl.constexpr, stride_out_l: tl.constexpr,
+          backward: tl.constexpr, N_STATE: tl.constexpr, BLOCK_C: tl.constexpr, HAS_D: tl.constexpr,
+          HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ATOMIC: tl.constexpr,
+          USE_ASM: tl.constexpr, PREFETCH: tl.constexpr, SAVE_EVERY: tl.constexpr, MASK_C: tl.constexpr,
+          DT_RANK: tl.constexpr, L1_AHEAD: tl.constexpr, UNROLL_TRIPS: tl.constexpr):
+    """The walk over L scan steps from state h and the token pointers' bases, for one direction (`backward`
+    constexpr): the first `main_trips` trips without token masks (`_main_trip`: the caller guarantees that the
+    tokens they load and prefetch are readable), then the last trips with token masks (`_trip`). `_scan_kernel`
+    walks a whole sequence; `chunked._chunk_outputs_kernel` one chunk (its bases shifted to the chunk).
+    ckpt_lanes: (C,) pointers to checkpoint slot 0, row 0; step0: the sequence's scan step of this walk's step 0
+    (checkpoints are taken at its multiples of SAVE_EVERY). row_lanes: (C,) pointers to the B, C (and fused dt)
+    rows of step 0's token, for the L1 prefetch."""
+    args = (u_base, dt_base, z_base, B_base, C_base, L, backward, mask_c,
+            stride_u_l, stride_dt_l, stride_z_l, stride_B_l, stride_C_l)
+    step_args = (A2, D_row, bias_row, out_base, stride_out_l, L, backward, mask_c, out_scale)
+    t0 = _load_token(0, *args, HAS_Z, True, MASK_C, DT_RANK)
+    t1 = _load_token(1, *args, HAS_Z, True, MASK_C, DT_RANK)
     SIGN: tl.constexpr = -1 if backward else 1
     t_first = tl.where(backward, L - 1, 0)  # token of scan step 0
     # UNROLL_TRIPS: two trips per iteration (the second loads into the registers the first freed, so the prefetched
@@ -207,28 +207,28 @@ def _walk(u_base, dt_base, z_base, B_base, C_base, out_base, ckpt_ptr, delta_ptr
     PER_ITER: tl.constexpr = 2 if UNROLL_TRIPS else 1
     for kk in range(0, main_trips // PER_ITER):
         for half in tl.static_range(PER_ITER):
-            h, t0, t1 = _main_trip(h, PER_ITER * kk + half, t0, t1, t_first, u_base, dt_base, z_base, B_base, C_base,
-                                   row_lanes, out_base, ckpt_lanes, E, mask_c, A2, D_row, bias_row, out_scale, W_dt,
-                                   stride_u_l, stride_dt_l, stride_z_l, stride_B_l, stride_C_l, stride_out_l, SIGN,
-                                   N_STATE, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM, SAVE_EVERY, MASK_C,
-                                   DT_RANK, L1_AHEAD)
+            h, t0, t1 = _main_trip(h, PER_ITER * kk + half, t0, t1, t_first, step0, u_base, dt_base, z_base, B_base,
+                                   C_base, row_lanes, out_base, ckpt_lanes, E, mask_c, A2, D_row, bias_row, out_scale,
+                                   W_dt, stride_u_l, stride_dt_l, stride_z_l, stride_B_l, stride_C_l, stride_out_l,
+                                   SIGN, N_STATE, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM, SAVE_EVERY,
+                                   MASK_C, DT_RANK, L1_AHEAD)
     if UNROLL_TRIPS:
         if main_trips % 2 == 1:
-            h, t0, t1 = _main_trip(h, main_trips - 1, t0, t1, t_first, u_base, dt_base, z_base, B_base, C_base,
-                                   row_lanes, out_base, ckpt_lanes, E, mask_c, A2, D_row, bias_row, out_scale, W_dt,
-                                   stride_u_l, stride_dt_l, stride_z_l, stride_B_l, stride_C_l, stride_out_l, SIGN,
-                                   N_STATE, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM, SAVE_EVERY, MASK_C,
-                                   DT_RANK, L1_AHEAD)
+            h, t0, t1 = _main_trip(h, main_trips - 1, t0, t1, t_first, step0, u_base, dt_base, z_base, B_base,
+                                   C_base, row_lanes, out_base, ckpt_lanes, E, mask_c, A2, D_row, bias_row, out_scale,
+                                   W_dt, stride_u_l, stride_dt_l, stride_z_l, stride_B_l, stride_C_l, stride_out_l,
+                                   SIGN, N_STATE, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM, SAVE_EVERY,
+                                   MASK_C, DT_RANK, L1_AHEAD)
     for k in range(main_trips, tl.cdiv(L, 2)):
         if SAVE_EVERY > 0:
-            _save_checkpoint(h, 2 * k, ckpt_lanes, E, mask_c, N_STATE, SAVE_EVERY)
+            _save_checkpoint(h, step0 + 2 * k, ckpt_lanes, E, mask_c, N_STATE, SAVE_EVERY)
         h, t0, t1 = _trip(h, 2 * k, t0, t1, args, step_args, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC,
                            USE_ASM, True, MASK_C, PREFETCH, DT_RANK, W_dt)
 
 
 @triton.jit
-def _main_trip(h, k, t0, t1, t_first, u_base, dt_base, z_base, B_base, C_base, row_lanes, out_base, ckpt_lanes, E,
-               mask_c, A2, D_row, bias_row, out_scale, W_dt, stride_u_l: tl.constexpr, stride_dt_l: tl.constexpr,
+def _main_trip(h, k, t0, t1, t_first, step0, u_base, dt_base, z_base, B_base, C_base, row_lanes, out_base, ckpt_lanes,
+               E, mask_c, A2, D_row, bias_row, out_scale, W_dt, stride_u_l: tl.constexpr, stride_dt_l: tl.constexpr,
                stride_z_l: tl.constexpr, stride_B_l: tl.constexpr, stride_C_l: tl.constexpr,
                stride_out_l: tl.constexpr, SIGN: tl.constexpr, N_STATE: tl.constexpr, HAS_D: tl.constexpr,
                HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ATOMIC: tl.constexpr,
@@ -239,7 +239,7 @@ def _main_trip(h, k, t0, t1, t_first, u_base, dt_base, z_base, B_base, C_base, r
     outputs, the L1 prefetches) sits a constant number of tokens from them: immediate offsets, the direction
     (SIGN) and the token strides being constexpr."""
     if SAVE_EVERY > 0:
-        _save_checkpoint(h, 2 * k, ckpt_lanes, E, mask_c, N_STATE, SAVE_EVERY)
+        _save_checkpoint(h, step0 + 2 * k, ckpt_lanes, E, mask_c, N_STATE, SAVE_EVERY)
     t_out = t_first + SIGN * 2 * k  # token of scan step 2k
     t_next = t_out + SIGN * 2  # token of scan step 2k + 2
     ptrs = (u_base + t_next * stride_u_l, dt_base + t_next * stride_dt_l, z_base + t_next * stride_z_l,

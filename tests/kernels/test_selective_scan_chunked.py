@@ -86,8 +86,10 @@ def test_chunked_selective_scan(fwd, reverse):
     assert_close_to_f64(out, ref64, torch.float32)
 
 
-# Chunk T and checkpoint interval K: T a multiple of K, T = K, T not a multiple of K (6 vs 4), one chunk.
-@pytest.mark.parametrize("length,split,every", [(37, 8, 4), (37, 6, 4), (3, 4, 2)])
+# Chunk T and checkpoint interval K: T a multiple of K, T not a multiple of K (6 vs 4), T = K (the chunks' entry
+# states are the checkpoints: `ChunkedScanConfig.entries_are_checkpoints`; with 6, an odd number of main trips
+# per chunk), one chunk.
+@pytest.mark.parametrize("length,split,every", [(37, 8, 4), (37, 6, 4), (37, 4, 4), (37, 6, 6), (3, 4, 2)])
 @pytest.mark.parametrize("combine", [True, False])
 def test_chunked_fwd_save_checkpoints_equal_one_pass(fwd, length, split, every, combine):
     x = stack_directions(1, 11, length)
@@ -97,6 +99,23 @@ def test_chunked_fwd_save_checkpoints_equal_one_pass(fwd, length, split, every, 
     _close_to_one_pass(out, out1)
     _close_to_one_pass(ckpt, ckpt1)
     assert torch.equal(ckpt[:, :, 0], torch.zeros_like(ckpt[:, :, 0]))
+
+
+@pytest.mark.parametrize("combine", [True, False])
+def test_entry_checkpoints_equal_the_in_loop_ones(fwd, monkeypatch, combine):
+    """With T == K the combine writes the chunks' entry states into the checkpoint buffer and zeroes slot 0; the
+    result is bitwise what pass 3 stores from inside its loop (ENTRY_CHECKPOINTS off), outputs included."""
+    from kernels.selective_scan import chunked
+
+    assert chunked.chunked_scan_launch_config(1, 11, 37, 2, 16, interpreted=True, sm_count=1, split=8,
+                                              save_every=8).entries_are_checkpoints
+    x = stack_directions(1, 11, 37)
+    out, ckpt = fwd.bimamba_scan_fwd_save(**x, combine=combine, chunk=8, split=8)
+    monkeypatch.setattr(chunked, "ENTRY_CHECKPOINTS", False)
+    assert not chunked.chunked_scan_launch_config(1, 11, 37, 2, 16, interpreted=True, sm_count=1, split=8,
+                                                  save_every=8).entries_are_checkpoints
+    out0, ckpt0 = fwd.bimamba_scan_fwd_save(**x, combine=combine, chunk=8, split=8)
+    assert torch.equal(ckpt, ckpt0) and torch.equal(out, out0)
 
 
 def test_chunked_is_deterministic(fwd):
@@ -126,6 +145,8 @@ def test_dispatch_chunks_underfilled_grids_of_long_sequences_only():
     assert train.outputs.grid == (384 // 32, train.n_chunks, 2 * 8)
     assert train.states.grid[1] == train.n_chunks - 1
     assert plan(8, 6085, save_every=96).chunk % 96 == 0
+    assert plan(8, 6085, save_every=128).entries_are_checkpoints  # the training interval: T == K
+    assert not train.entries_are_checkpoints and not plan(8, 6085).entries_are_checkpoints
     assert plan(1, 6085).chunk == CHUNK_TOKENS
     assert plan(1, 197) is None and plan(1, MIN_CHUNKED_LENGTH - 1) is None  # short: three launches lose
     assert plan(1, MIN_CHUNKED_LENGTH) is not None
@@ -192,11 +213,12 @@ def test_chunked_bimamba_scan_gpu(fwd, dtype, batch, length, combine):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_chunked_fwd_save_gpu(fwd, dtype):
+@pytest.mark.parametrize("every", [64, 128])  # 128 (the training interval): the entry states are the checkpoints
+def test_chunked_fwd_save_gpu(fwd, dtype, every):
     x = model_layout(8, 384, 6085, dtype=dtype, device="cuda")
-    out1, ckpt1 = fwd.bimamba_scan_fwd_save(**x, combine=False, chunk=64, split=0)
+    out1, ckpt1 = fwd.bimamba_scan_fwd_save(**x, combine=False, chunk=every, split=0)
     for split in (None, 128, 384):
-        out, ckpt = fwd.bimamba_scan_fwd_save(**x, combine=False, chunk=64, split=split)
+        out, ckpt = fwd.bimamba_scan_fwd_save(**x, combine=False, chunk=every, split=split)
         rtol, atol = TOL[dtype]
         torch.testing.assert_close(out.float(), out1.float(), rtol=rtol, atol=atol)
         torch.testing.assert_close(ckpt, ckpt1, rtol=1e-4, atol=1e-4)

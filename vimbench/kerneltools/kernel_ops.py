@@ -155,7 +155,9 @@ def _chunked_scan_specs(dtype: str, mode: str, save_every: int = 0, passes: tupl
                         shape: OpShape = CHUNKED_STATIC_SHAPE) -> list[KernelSpec]:
     """kernels/selective_scan/chunked.py's passes as `bimamba_scan(..., combine=mode == "combined")` (and
     `bimamba_scan_fwd_save(chunk=save_every)` when save_every > 0) launches them at `shape`, layouts as
-    `_scan_spec`. passes: any of "states" (pass 1), "combine", "outputs" (pass 3)."""
+    `_scan_spec`. passes: any of "states" (pass 1), "combine", "outputs" (pass 3). With save_every = 64 the
+    automatic T is 128: pass 3 stores the checkpoints inside its loop; the training forward's own interval
+    (CHECKPOINT_CHUNK = 128 = T) takes the entry states as checkpoints and runs the inference pass 3."""
     from kernels.selective_scan import chunked
 
     B_, E, L, N = shape.batch, shape.channels, shape.length, shape.d_state
@@ -163,37 +165,44 @@ def _chunked_scan_specs(dtype: str, mode: str, save_every: int = 0, passes: tupl
                                              save_every=save_every)
     if cfg is None:
         raise VimbenchError(f"static spec chunked scan: the dispatch keeps batch {B_} at L = {L} one-pass")
-    args = dict(_scan_args(dtype, mode, shape), T=cfg.chunk, batch=B_)
+    row_slots = cfg.n_chunks if cfg.entries_are_checkpoints else cfg.n_chunks - 1
+    args = dict(_scan_args(dtype, mode, shape), T=cfg.chunk, batch=B_, row_slots=row_slots)
     module = "kernels.selective_scan.chunked"
-    # Per loop trip as in `_scan_spec`, 2 tokens x N states per thread; passes 1 and 3 have two loops each
-    # (unmasked, masked).
+    # Per loop trip as in `_scan_spec`, 2 tokens x N states per thread. Passes 1 and 3 hold their walk once per
+    # direction, each with the trip in the main loop (twice with UNROLL_TRIPS, plus the odd last main trip) and
+    # in the masked last trips.
     trip_elements = 2 * N * cfg.outputs.constexprs["BLOCK_C"] // (32 * cfg.outputs.num_warps)
+
+    def copies(launch_cfg):
+        return 2 * (4 if launch_cfg.constexprs["UNROLL_TRIPS"] else 2)
     specs = []
     if "states" in passes:
         states_args = {k: v for k, v in args.items() if k in chunked._chunk_states_kernel.arg_names}
         specs.append(spec_from_args(f"scan_chunked/states/{dtype}", module, cfg.states.kernel,
                                     dict(states_args, hloc_ptr=Ptr("fp32"), dsum_ptr=Ptr("fp32")),
                                     dict(N_STATE=N, HAS_BIAS=True, SOFTPLUS=True, **cfg.states.constexprs),
-                                    do_not_specialize=("L", "T"), num_warps=cfg.states.num_warps,
-                                    state_elements=2 * trip_elements))
+                                    do_not_specialize=("L", "T", "row_slots"), num_warps=cfg.states.num_warps,
+                                    state_elements=copies(cfg.states) * trip_elements))
     if "combine" in passes:
         combine_args = {"A_ptr": Ptr("fp32"), "hloc_ptr": Ptr("fp32"), "dsum_ptr": Ptr("fp32"), "E": E,
-                        "n_links": cfg.n_chunks - 1, "batch": B_,
+                        "n_links": cfg.n_chunks - 1, "batch": B_, "row_slots": row_slots,
                         **{k: args[k] for k in ("stride_A_dir", "stride_A_e", "stride_A_n")}}
         block = cfg.combine.constexprs["BLOCK"]
         # 4 chunks per loop trip x the elements per thread.
         specs.append(spec_from_args("scan_chunked/combine", module, cfg.combine.kernel, combine_args,
-                                    dict(N_STATE=N, **cfg.combine.constexprs), do_not_specialize=("n_links",),
+                                    dict(N_STATE=N, **cfg.combine.constexprs),
+                                    do_not_specialize=("n_links", "row_slots"),
                                     num_warps=cfg.combine.num_warps,
                                     state_elements=4 * block // (32 * cfg.combine.num_warps)))
     if "outputs" in passes:
         name = f"scan_chunked/{mode}{'_save' if save_every else ''}/{dtype}"
         specs.append(spec_from_args(name, module, cfg.outputs.kernel, dict(args, entry_ptr=Ptr("fp32")),
                                     dict(N_STATE=N, HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True,
-                                         ATOMIC=mode == "combined", SAVE_EVERY=save_every,
+                                         ATOMIC=mode == "combined",
+                                         SAVE_EVERY=0 if cfg.entries_are_checkpoints else save_every,
                                          **cfg.outputs.constexprs),
-                                    do_not_specialize=("L", "T"), num_warps=cfg.outputs.num_warps,
-                                    state_elements=2 * trip_elements, maxnreg=cfg.outputs.maxnreg))
+                                    do_not_specialize=("L", "T", "row_slots"), num_warps=cfg.outputs.num_warps,
+                                    state_elements=copies(cfg.outputs) * trip_elements, maxnreg=cfg.outputs.maxnreg))
     return specs
 
 
