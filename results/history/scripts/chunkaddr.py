@@ -54,6 +54,7 @@ CASES = [  # name, E, batch, L, dtype, halves, save, tags
 kernel_rows, equal, step_rows = [], {}, []
 for name, E, B, L, dtype, halves, save, tags in CASES:
     args = _scan_inputs(dirs=2, halves=halves)(OpShape(batch=B, channels=E, length=L), dtype, "cuda")
+    args.pop("combine", None)  # given below
     if save:
         run = lambda: fwd.bimamba_scan_fwd_save(**args, combine=not halves, chunk=CHECKPOINT_CHUNK)
     else:
