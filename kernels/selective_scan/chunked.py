@@ -70,7 +70,11 @@ CAPTURED_CHUNK_TOKENS = ((256, 16), (MIN_CHUNKED_LENGTH, 32))
 # adds ~86 MOVs per two trips. With checkpoints stored inside the loop (T a multiple of K other than K) the old
 # form stays: one trip per iteration capped at 200. Pass 1 (`_states_walk`) the same way, two trips per iteration.
 # ENTRY_CHECKPOINTS: with T == K the checkpoints are the chunks' entry states (`ChunkedScanConfig`), so the
-# training forward's pass 3 is the inference one. To be measured on the H200 (kernels/NOTES.md).
+# training forward's pass 3 is the inference one. Measured on the H200 (2026-12-04, session k, bf16 Vim-Ti 1248 px
+# batch 8, the three passes as CUDA-graph replays, us; results/history/chunkaddr-h200-2026-12-04k.json): training
+# forward 659 -> 506 (in-loop checkpoints with the new addressing: 685; pass 1 one trip per iteration: 536),
+# inference 657 -> 506, fp32 training 690 -> 548, Vim-S 1,279 -> 959; whole captured training steps 90.6 -> 93.0
+# img/s (kernels/NOTES.md, "The chunk-parallel passes' addressing").
 OUTPUTS_MAXNREG: int | None = None
 OUTPUTS_UNROLL_TRIPS = True
 SAVE_OUTPUTS_UNROLL_TRIPS = False
