@@ -80,17 +80,17 @@ def _scan_bwd_kernel(
     mu_ptr, dsum_ptr,
     du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, dbias_ptr,
     E, L, g_scale, chunks_per_program, c_block0,
-    stride_g_dir, stride_g_b, stride_g_e, stride_g_l,
-    stride_u_dir, stride_u_b, stride_u_e, stride_u_l,
-    stride_dt_dir, stride_dt_b, stride_dt_e, stride_dt_l,
+    stride_g_dir, stride_g_b, stride_g_e, stride_g_l: tl.constexpr,
+    stride_u_dir, stride_u_b, stride_u_e, stride_u_l: tl.constexpr,
+    stride_dt_dir, stride_dt_b, stride_dt_e, stride_dt_l: tl.constexpr,
     stride_A_dir, stride_A_e, stride_A_n,
-    stride_B_dir, stride_B_b, stride_B_n, stride_B_l,
-    stride_C_dir, stride_C_b, stride_C_n, stride_C_l,
+    stride_B_dir, stride_B_b, stride_B_n, stride_B_l: tl.constexpr,
+    stride_C_dir, stride_C_b, stride_C_n, stride_C_l: tl.constexpr,
     stride_D_dir, stride_bias_dir,
-    stride_z_b, stride_z_e, stride_z_l,
-    stride_du_dir, stride_du_b, stride_du_e, stride_du_l,
-    stride_ddt_dir, stride_ddt_b, stride_ddt_e, stride_ddt_l,
-    stride_dz_b, stride_dz_e, stride_dz_l,
+    stride_z_b, stride_z_e, stride_z_l: tl.constexpr,
+    stride_du_dir, stride_du_b, stride_du_e, stride_du_l: tl.constexpr,
+    stride_ddt_dir, stride_ddt_b, stride_ddt_e, stride_ddt_l: tl.constexpr,
+    stride_dz_b, stride_dz_e, stride_dz_l: tl.constexpr,
     N_STATE: tl.constexpr, BLOCK_C: tl.constexpr, CHUNK: tl.constexpr, SUB: tl.constexpr, SEG: tl.constexpr,
     SUB_TILES: tl.constexpr, SCATTER_SUMS: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
@@ -195,6 +195,47 @@ def _scan_bwd_kernel(
     # pointer is then one 32 x 32 -> 64-bit multiply-add, where int64 indices cost ~8 instructions per pointer.
     first_chunk = (tl.program_id(1) // 2) * chunks_per_program
     last_chunk = tl.minimum(first_chunk + chunks_per_program, n_chunks)
+    # The walk in two copies, one per direction (a uniform branch per program). (Tuples of constexprs would reach
+    # the callee as tensors under triton 3.6, so the flags are written out.)
+    walk_args = (first_chunk, last_chunk, L, E, ckpt_lanes, scratch_lanes, tile_line_lanes, A2, D_row, bias_row, g_scale,
+                 carry, dA_acc, dD_acc, dbias_acc, mask_c, u_base, dt_base, g_base, z_base, B_base, C_base, BC_lanes,
+                 du_base, ddt_base, dz_base, dB_ptr, dC_ptr, dBC_row, dBC_off, lanes, even_lane)
+    if backward:
+        dA_acc, dD_acc, dbias_acc = _bwd_walk(
+            *walk_args, stride_u_l, stride_dt_l, stride_g_l, stride_z_l, stride_B_l, stride_C_l, stride_du_l,
+            stride_ddt_l, stride_dz_l, True, N_STATE, BLOCK_C, CHUNK, SUB, SEG, SUB_TILES, SCATTER_SUMS, HAS_D, HAS_Z,
+            HAS_BIAS, SOFTPLUS, USE_ASM, PREFETCH, L1_AHEAD, PAIRS, SCRATCH_AHEAD, SCRATCH_EVICT, OUT_EVICT)
+    else:
+        dA_acc, dD_acc, dbias_acc = _bwd_walk(
+            *walk_args, stride_u_l, stride_dt_l, stride_g_l, stride_z_l, stride_B_l, stride_C_l, stride_du_l,
+            stride_ddt_l, stride_dz_l, False, N_STATE, BLOCK_C, CHUNK, SUB, SEG, SUB_TILES, SCATTER_SUMS, HAS_D,
+            HAS_Z, HAS_BIAS, SOFTPLUS, USE_ASM, PREFETCH, L1_AHEAD, PAIRS, SCRATCH_AHEAD, SCRATCH_EVICT, OUT_EVICT)
+
+    dA_tile = dA_ptr + ((part * n_dirs + direction) * E + c64[None, :]) * N_STATE + states[:, None]
+    tl.store(dA_tile, dA_acc, mask=tile_mask)
+    row_off = (part * n_dirs + direction) * E + c64
+    if HAS_D:
+        tl.store(dD_ptr + row_off, dD_acc, mask=mask_c)
+    if HAS_BIAS:
+        tl.store(dbias_ptr + row_off, dbias_acc, mask=mask_c)
+
+
+@triton.jit
+def _bwd_walk(first_chunk, last_chunk, L, E, ckpt_lanes, scratch_lanes, tile_line_lanes, A2, D_row, bias_row, g_scale,
+              carry, dA_acc, dD_acc, dbias_acc, mask_c, u_base, dt_base, g_base, z_base, B_base, C_base, BC_lanes,
+              du_base, ddt_base, dz_base, dB_ptr, dC_ptr, dBC_row, dBC_off, lanes, even_lane,
+              stride_u_l: tl.constexpr, stride_dt_l: tl.constexpr, stride_g_l: tl.constexpr, stride_z_l: tl.constexpr,
+              stride_B_l: tl.constexpr, stride_C_l: tl.constexpr, stride_du_l: tl.constexpr,
+              stride_ddt_l: tl.constexpr, stride_dz_l: tl.constexpr,
+              backward: tl.constexpr, N_STATE: tl.constexpr, BLOCK_C: tl.constexpr, CHUNK: tl.constexpr,
+              SUB: tl.constexpr, SEG: tl.constexpr, SUB_TILES: tl.constexpr, SCATTER_SUMS: tl.constexpr,
+              HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+              USE_ASM: tl.constexpr, PREFETCH: tl.constexpr, L1_AHEAD: tl.constexpr, PAIRS: tl.constexpr,
+              SCRATCH_AHEAD: tl.constexpr, SCRATCH_EVICT: tl.constexpr, OUT_EVICT: tl.constexpr):
+    """`_scan_bwd_kernel`'s walk over its chunks (last to first), for one direction (`backward` constexpr: the
+    kernel holds it once per direction, a uniform branch per program) with the token strides constexpr: each
+    token's pointers are then one multiply-add by a constant, and a pair's two tokens sit a constant offset apart.
+    Returns dA_acc, dD_acc, dbias_acc updated."""
     # Scratch per program: with SUB > 0 first the sub-checkpoints (the state entering every SUB-th step of the
     # chunk), then SEG state tiles: the segment being walked back.
     states_lanes = scratch_lanes + SUB_TILES * (N_STATE * BLOCK_C)
@@ -270,14 +311,7 @@ def _scan_bwd_kernel(
                     t, u, g * g_scale, z, Bt, Ct, h_prev, h, a, d, d_slope, carry, dA_acc, dD_acc, dbias_acc,
                     *out_args, N_STATE, BLOCK_C, HAS_D, HAS_Z, SCATTER_SUMS, USE_ASM, OUT_EVICT)
             tl.debug_barrier()  # the next segment overwrites the states
-
-    dA_tile = dA_ptr + ((part * n_dirs + direction) * E + c64[None, :]) * N_STATE + states[:, None]
-    tl.store(dA_tile, dA_acc, mask=tile_mask)
-    row_off = (part * n_dirs + direction) * E + c64
-    if HAS_D:
-        tl.store(dD_ptr + row_off, dD_acc, mask=mask_c)
-    if HAS_BIAS:
-        tl.store(dbias_ptr + row_off, dbias_acc, mask=mask_c)
+    return dA_acc, dD_acc, dbias_acc
 
 
 @triton.jit(do_not_specialize=["L", "chunks_per_program"])

@@ -14,10 +14,13 @@ split into chunks of T scan steps (chunk c: steps cT .. cT + T - 1, in each dire
    state entering the next chunk (N x C multiply-adds per chunk; elementwise, so each program takes a coalesced
    block of the (N, E) slab, and loads four chunks ahead of the chain).
 3. `_chunk_outputs_kernel`, grid (channel blocks, chunks, dirs x batch): reruns each chunk from its true entry
-   state with `_scan_kernel`'s own per-token code (fwd.py's `_trip`: loads with prefetch, softplus, outputs in
-   both forms, in place over u allowed) and, for training, stores the fp32 checkpoints of every K-th scan step in
-   `_scan_kernel`'s layout (dirs, batch, cdiv(L, K), N, E). T is even and chunks start at even steps, so every
-   multiple of K (even) is some trip's first step: any even T gives the same checkpoints.
+   state with `_scan_kernel`'s own walk (fwd.py's `_walk`: compiled once per direction, constexpr token strides,
+   loads with prefetch, softplus, outputs in both forms, in place over u allowed) and, for training, the fp32
+   checkpoints of every K-th scan step in `_scan_kernel`'s layout (dirs, batch, cdiv(L, K), N, E). With T == K
+   (the training forward's automatic choice) the checkpoints are the chunks' entry states: passes 1 and the
+   combine write them straight into the checkpoint buffer and pass 3 stores nothing in its loop. Otherwise pass 3
+   stores them as it walks: T is even and chunks start at even steps, so every multiple of K (even) is some
+   trip's first step, and any even T gives the same checkpoints.
 
 Cost: pass 1 repeats the recurrence's exp work (not the outputs) for all chunks but the last, so the total exp
 work is ~2x the one-pass kernel's; it pays when the one-pass grid is far from filling the GPU
