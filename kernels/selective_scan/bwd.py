@@ -56,7 +56,9 @@ Design (one program = BLOCK_C channels, one per lane, of one (direction, batch, 
 - Program ids are widened to int64 before multiplying strides (the per-program row bases); token indices stay 32-bit
   (t * stride along L: `runtime.check_token_offsets` raises where that would not fit), which took the walk's loop
   body from 919 to 741 SASS instructions on sm_90 (int64 step arithmetic cost ~8 per pointer). L is not
-  specialized on.
+  specialized on. The token strides are constexpr (a launch compiles per layout) and the walk (`_bwd_walk`) is
+  compiled once per direction: each pointer one multiply-add by a constant (kernels/NOTES.md, "The scan
+  backward's walk per direction").
 """
 from __future__ import annotations
 
@@ -197,9 +199,9 @@ def _scan_bwd_kernel(
     last_chunk = tl.minimum(first_chunk + chunks_per_program, n_chunks)
     # The walk in two copies, one per direction (a uniform branch per program). (Tuples of constexprs would reach
     # the callee as tensors under triton 3.6, so the flags are written out.)
-    walk_args = (first_chunk, last_chunk, L, E, ckpt_lanes, scratch_lanes, tile_line_lanes, A2, D_row, bias_row, g_scale,
-                 carry, dA_acc, dD_acc, dbias_acc, mask_c, u_base, dt_base, g_base, z_base, B_base, C_base, BC_lanes,
-                 du_base, ddt_base, dz_base, dB_ptr, dC_ptr, dBC_row, dBC_off, lanes, even_lane)
+    walk_args = (first_chunk, last_chunk, L, E, ckpt_lanes, scratch_lanes, tile_line_lanes, A2, D_row, bias_row,
+                 g_scale, carry, dA_acc, dD_acc, dbias_acc, mask_c, u_base, dt_base, g_base, z_base, B_base, C_base,
+                 BC_lanes, du_base, ddt_base, dz_base, dB_ptr, dC_ptr, dBC_row, dBC_off, lanes, even_lane)
     if backward:
         dA_acc, dD_acc, dbias_acc = _bwd_walk(
             *walk_args, stride_u_l, stride_dt_l, stride_g_l, stride_z_l, stride_B_l, stride_C_l, stride_du_l,

@@ -311,11 +311,11 @@ def _chunk_states_kernel(
 ):
     """Pass 1: chunk program_id(1) (never the last) of BLOCK_C channels of one (direction, batch), from a zero
     state. Stores its end state to hloc (dirs, batch, row_slots >= chunks - 1 slots, N, E) fp32, slot `chunk`,
-    and its sum of Delta to dsum (dirs, batch, chunks - 1, E) fp32. PREFETCH is always on here (the launch config's tile dict). The walk is
-    compiled once per direction with the token strides constexpr (`_states_walk`, as pass 3's `fwd._walk`); its
-    unmasked trips may load tokens past the chunk (inputs only: harmless) but never past L. L1_AHEAD > 0: they
-    also ask L1 for the u, delta and B lines of the two steps L1_AHEAD past the ones their register prefetch loads.
-    UNROLL_TRIPS: two trips per loop iteration."""
+    and its sum of Delta to dsum (dirs, batch, chunks - 1, E) fp32. PREFETCH is always on here (the launch config's
+    tile dict). The walk is compiled once per direction with the token strides constexpr (`_states_walk`, as pass
+    3's `fwd._walk`); its unmasked trips may load tokens past the chunk (inputs only: harmless) but never past L.
+    L1_AHEAD > 0: they also ask L1 for the u, delta and B lines of the two steps L1_AHEAD past the ones their
+    register prefetch loads. UNROLL_TRIPS: two trips per loop iteration."""
     c64, mask_c, direction, backward, pid_b = _program_lanes(E, batch, dir_first, BLOCK_C)
     chunk = tl.program_id(1)
     start = chunk * T
@@ -343,7 +343,8 @@ def _chunk_states_kernel(
                                L1_AHEAD, UNROLL_TRIPS)
     slot = (direction * batch + pid_b) * row_slots + chunk
     store_rows(hloc_ptr + slot * (N_STATE * E) + c64, E, h, mask_c, N_STATE)
-    tl.store(dsum_ptr + ((direction * batch + pid_b) * (tl.cdiv(L, T) - 1) + chunk) * E + c64, dsum, mask=mask_c)
+    dsum_slot = (direction * batch + pid_b) * (tl.cdiv(L, T) - 1) + chunk  # chunks - 1 per (direction, batch)
+    tl.store(dsum_ptr + dsum_slot * E + c64, dsum, mask=mask_c)
 
 
 @triton.jit

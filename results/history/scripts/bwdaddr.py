@@ -2,9 +2,10 @@
 the commit given as BASE (its bwd.py, loaded beside the new one as a separate module: make it with
 `git show BASE:kernels/selective_scan/bwd.py > results/history/scripts/bwd_base.py`, not committed).
 (1) kernel medians, both forms (combined, halves) in bf16 at the training shapes (Vim-Ti 1248 px batch 8, 224 px
-batch 128; fp32 combined at 1248 px), old/new alternated twice, event medians and CUDA-graph replays; every gradient compared bitwise with
-the old kernel's; (2) whole captured Vim-Ti training steps old new new old through the sweep's runner (img/s, peak),
-the model's scan backward switched by patching kernels.selective_scan.bwd.bimamba_scan_bwd. Writes $OUT/bwdaddr.json."""
+batch 128; fp32 combined at 1248 px), old/new alternated twice, event medians and CUDA-graph replays; every gradient
+compared bitwise with the old kernel's; (2) whole captured Vim-Ti training steps old new new old through the sweep's
+runner (img/s, peak), the model's scan backward switched by patching kernels.selective_scan.bwd.bimamba_scan_bwd.
+Writes $OUT/bwdaddr.json."""
 import importlib.util, json, os, pathlib, sys, torch
 from timing import event_median_ms, graph_us
 import kernels.selective_scan.bwd as bwd
