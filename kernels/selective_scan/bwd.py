@@ -320,12 +320,12 @@ def _bwd_walk(first_chunk, last_chunk, L, E, ckpt_lanes, scratch_lanes, tile_lin
 def _scan_bwd_group_carry_kernel(
     g_ptr, delta_ptr, A_ptr, C_ptr, z_ptr, bias_ptr, mu_ptr, dsum_ptr,
     E, L, g_scale, chunks_per_program,
-    stride_g_dir, stride_g_b, stride_g_e, stride_g_l,
-    stride_dt_dir, stride_dt_b, stride_dt_e, stride_dt_l,
+    stride_g_dir, stride_g_b, stride_g_e, stride_g_l: tl.constexpr,
+    stride_dt_dir, stride_dt_b, stride_dt_e, stride_dt_l: tl.constexpr,
     stride_A_dir, stride_A_e, stride_A_n,
-    stride_C_dir, stride_C_b, stride_C_n, stride_C_l,
+    stride_C_dir, stride_C_b, stride_C_n, stride_C_l: tl.constexpr,
     stride_bias_dir,
-    stride_z_b, stride_z_e, stride_z_l,
+    stride_z_b, stride_z_e, stride_z_l: tl.constexpr,
     N_STATE: tl.constexpr, BLOCK_C: tl.constexpr, CHUNK: tl.constexpr,
     HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, USE_ASM: tl.constexpr,
     PREFETCH: tl.constexpr, L1_AHEAD: tl.constexpr = 0,
@@ -337,7 +337,10 @@ def _scan_bwd_group_carry_kernel(
     which needs no states (y only enters dz), and stores the carry leaving its first step (mu, (N, C) into
     (2, batch, groups, N, E)) and sum(Delta) over its steps ((C,) into (2, batch, groups, E)): the true carry
     leaving the group is mu + exp(A * sum Delta) * (the true carry entering it), which `_scan_bwd_kernel`
-    folds. Group 0 needs neither (no group before it reads them). L1_AHEAD > 0: each step also asks L1 for the
+    folds. Group 0 needs neither (no group before it reads them). The walk (`_carry_walk`) is compiled once per
+    direction with the token strides constexpr. PREFETCH: two steps per loop trip, the next two steps' loads
+    issued before this trip's arithmetic (their pointers constant offsets from one multiply-add each); else one
+    step per trip, loaded when it runs. L1_AHEAD > 0 (one step per trip only): each step also asks L1 for the
     delta, gradient, z and C lines of the step that many steps on."""
     pid_c = tl.program_id(0).to(tl.int64)
     direction = (tl.program_id(1) % 2).to(tl.int64)
@@ -367,46 +370,88 @@ def _scan_bwd_group_carry_kernel(
 
     start = (tl.program_id(1) // 2 + 1) * chunks_per_program * CHUNK  # 32-bit token indices, as in the walk
     n_in = tl.minimum(L - start, chunks_per_program * CHUNK)
-    carry = tl.zeros((N_STATE, BLOCK_C), dtype=tl.float32)
-    dsum = tl.zeros((BLOCK_C,), dtype=tl.float32)
-    args = (start, L, backward, mask_c, dt_base, g_base, z_base, C_base, stride_dt_l, stride_g_l, stride_z_l,
-            stride_C_l)
     C_lanes = C_ptr + direction * stride_C_dir + pid_b * stride_C_b + c64 * 0  # the C row's line, for L1_AHEAD
-    if PREFETCH:
-        nxt = _carry_token(n_in - 1, *args, HAS_Z)
-    for jj in range(0, n_in):
-        j = n_in - 1 - jj
-        if L1_AHEAD > 0:
-            ahead = start + tl.maximum(j - L1_AHEAD, 0)
-            t_ahead = tl.where(backward, L - 1 - ahead, ahead)
-            fastmath.prefetch_l1(dt_base + t_ahead * stride_dt_l, USE_ASM, mask_c)
-            fastmath.prefetch_l1(g_base + t_ahead * stride_g_l, USE_ASM, mask_c)
-            if HAS_Z:
-                fastmath.prefetch_l1(z_base + t_ahead * stride_z_l, USE_ASM, mask_c)
-            fastmath.prefetch_l1(C_lanes + t_ahead * stride_C_l, USE_ASM)
-        if PREFETCH:  # issue step j-1's loads (step 0's again at j = 0) before step j's arithmetic
-            dt, g, z, Ct = nxt
-            nxt = _carry_token(tl.where(j > 0, j - 1, 0), *args, HAS_Z)
-        else:
-            dt, g, z, Ct = _carry_token(j, *args, HAS_Z)
-        d, _ = _delta(dt, bias_row, mask_c, HAS_BIAS, SOFTPLUS, USE_ASM)
-        dy = g * g_scale
-        if HAS_Z:
-            dy = dy * z * fastmath.sigmoid(z, USE_ASM)
-        carry = tl.exp2(A2 * d[None, :]) * (Ct[:, None] * dy[None, :] + carry)
-        dsum += d
+    walk_args = (start, n_in, L, mask_c, dt_base, g_base, z_base, C_base, C_lanes, A2, bias_row, g_scale)
+    if backward:
+        carry, dsum = _carry_walk(*walk_args, stride_dt_l, stride_g_l, stride_z_l, stride_C_l, True, N_STATE,
+                                  BLOCK_C, HAS_Z, HAS_BIAS, SOFTPLUS, USE_ASM, PREFETCH, L1_AHEAD)
+    else:
+        carry, dsum = _carry_walk(*walk_args, stride_dt_l, stride_g_l, stride_z_l, stride_C_l, False, N_STATE,
+                                  BLOCK_C, HAS_Z, HAS_BIAS, SOFTPLUS, USE_ASM, PREFETCH, L1_AHEAD)
     slot = (direction * n_batch + pid_b) * n_groups + group
     store_rows(mu_ptr + slot * (N_STATE * E) + c64, E, carry, mask_c, N_STATE)
     tl.store(dsum_ptr + slot * E + c64, dsum, mask=mask_c)
 
 
 @triton.jit
-def _carry_token(j, start, L, backward, mask_c, dt_base, g_base, z_base, C_base, stride_dt_l, stride_g_l,
-                 stride_z_l, stride_C_l, HAS_Z: tl.constexpr):
-    """What pass A reads for step start + j: delta, the upstream gradient, z (C,) in fp32 (z = g when absent,
-    unused) and the (N,) C row."""
-    step = start + j
-    t = tl.where(backward, L - 1 - step, step)
+def _carry_walk(start, n_in, L, mask_c, dt_base, g_base, z_base, C_base, C_lanes, A2, bias_row, g_scale,
+                stride_dt_l: tl.constexpr, stride_g_l: tl.constexpr, stride_z_l: tl.constexpr,
+                stride_C_l: tl.constexpr, backward: tl.constexpr, N_STATE: tl.constexpr, BLOCK_C: tl.constexpr,
+                HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, USE_ASM: tl.constexpr,
+                PREFETCH: tl.constexpr, L1_AHEAD: tl.constexpr):
+    """Pass A's walk over steps start + n_in - 1 down to start, for one direction; returns (carry, sum of Delta).
+    With PREFETCH, two steps per trip: the steps after the group's first that the last trip's prefetch loads
+    (start - 1, start - 2) are real tokens (pass A never runs group 0, so start >= 2) and go unused."""
+    carry = tl.zeros((N_STATE, BLOCK_C), dtype=tl.float32)
+    dsum = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    SIGN: tl.constexpr = -1 if backward else 1  # token step per scan step
+    if PREFETCH:
+        top = start + n_in - 1
+        t_top = tl.where(backward, L - 1 - top, top)  # token of the walk's first step
+        nxt0 = _carry_load_at(t_top, mask_c, dt_base, g_base, z_base, C_base, stride_dt_l, stride_g_l, stride_z_l,
+                              stride_C_l, HAS_Z)
+        nxt1 = _carry_load_at(t_top - SIGN, mask_c, dt_base, g_base, z_base, C_base, stride_dt_l, stride_g_l,
+                              stride_z_l, stride_C_l, HAS_Z)
+        for p in range(0, n_in // 2):
+            cur0, cur1 = nxt0, nxt1
+            t = t_top - SIGN * (2 * p + 2)  # the next trip's first token; its second one SIGN further down
+            nxt0 = _carry_load_at(t, mask_c, dt_base, g_base, z_base, C_base, stride_dt_l, stride_g_l,
+                                  stride_z_l, stride_C_l, HAS_Z)
+            nxt1 = _carry_load_at(t - SIGN, mask_c, dt_base, g_base, z_base, C_base, stride_dt_l, stride_g_l,
+                                  stride_z_l, stride_C_l, HAS_Z)
+            carry, dsum = _carry_step(carry, dsum, *cur0, A2, bias_row, g_scale, mask_c, HAS_Z, HAS_BIAS,
+                                      SOFTPLUS, USE_ASM)
+            carry, dsum = _carry_step(carry, dsum, *cur1, A2, bias_row, g_scale, mask_c, HAS_Z, HAS_BIAS,
+                                      SOFTPLUS, USE_ASM)
+        if n_in % 2 == 1:  # the group's first step
+            carry, dsum = _carry_step(carry, dsum, *nxt0, A2, bias_row, g_scale, mask_c, HAS_Z, HAS_BIAS, SOFTPLUS,
+                                      USE_ASM)
+    else:
+        for jj in range(0, n_in):
+            step = start + n_in - 1 - jj
+            if L1_AHEAD > 0:
+                ahead = tl.maximum(step - L1_AHEAD, start)
+                t_ahead = tl.where(backward, L - 1 - ahead, ahead)
+                fastmath.prefetch_l1(dt_base + t_ahead * stride_dt_l, USE_ASM, mask_c)
+                fastmath.prefetch_l1(g_base + t_ahead * stride_g_l, USE_ASM, mask_c)
+                if HAS_Z:
+                    fastmath.prefetch_l1(z_base + t_ahead * stride_z_l, USE_ASM, mask_c)
+                fastmath.prefetch_l1(C_lanes + t_ahead * stride_C_l, USE_ASM)
+            cur = _carry_load_at(tl.where(backward, L - 1 - step, step), mask_c, dt_base, g_base, z_base, C_base,
+                                 stride_dt_l, stride_g_l, stride_z_l, stride_C_l, HAS_Z)
+            carry, dsum = _carry_step(carry, dsum, *cur, A2, bias_row, g_scale, mask_c, HAS_Z, HAS_BIAS, SOFTPLUS,
+                                      USE_ASM)
+    return carry, dsum
+
+
+@triton.jit
+def _carry_step(carry, dsum, dt, g, z, Ct, A2, bias_row, g_scale, mask_c, HAS_Z: tl.constexpr,
+                HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, USE_ASM: tl.constexpr):
+    """One step of pass A: carry = a_s (C_s dy_s + carry), Delta added to the sum."""
+    d, _ = _delta(dt, bias_row, mask_c, HAS_BIAS, SOFTPLUS, USE_ASM)
+    dy = g * g_scale
+    if HAS_Z:
+        dy = dy * z * fastmath.sigmoid(z, USE_ASM)
+    carry = tl.exp2(A2 * d[None, :]) * (Ct[:, None] * dy[None, :] + carry)
+    return carry, dsum + d
+
+
+@triton.jit
+def _carry_load_at(t, mask_c, dt_base, g_base, z_base, C_base, stride_dt_l: tl.constexpr,
+                   stride_g_l: tl.constexpr, stride_z_l: tl.constexpr, stride_C_l: tl.constexpr,
+                   HAS_Z: tl.constexpr):
+    """What pass A reads for token t: delta, the upstream gradient, z (C,) in fp32 (z = g when absent, unused)
+    and the (N,) C row."""
     dt = _load_lanes(dt_base + t * stride_dt_l, mask_c, True)
     g = _load_lanes(g_base + t * stride_g_l, mask_c, True)
     if HAS_Z:
@@ -692,6 +737,10 @@ SCRATCH_AHEAD_STEPS = 4
 # results/history/carrypf-h200-2026-12-03h.json), distance 0 / 2 / 4 / 8: 2.321 / 2.351 / 2.336 / 2.343 ms: no gain
 # (pass A already prefetches into registers, at 72 registers). Off.
 CARRY_L1_AHEAD = 0
+# Pass A two steps per trip with the next two steps' loads issued first (its PREFETCH; before session k it took the
+# walk's flag, off in the capped walk, so at 1248 px batch 8 every step waited on its own loads). 72 registers.
+# To be measured (kernels/NOTES.md).
+CARRY_PREFETCH = True
 DEFAULT_EVICT_HINTS = False
 
 
@@ -836,7 +885,8 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
     carry = None
     if groups > 1:
         carry = LaunchConfig(kernel="_scan_bwd_group_carry_kernel", grid=(n_cblocks, 2 * (groups - 1), batch),
-                             constexprs=dict(constexprs, L1_AHEAD=0 if interpreted else CARRY_L1_AHEAD),
+                             constexprs=dict(constexprs, PREFETCH=CARRY_PREFETCH,
+                                             L1_AHEAD=0 if interpreted else CARRY_L1_AHEAD),
                              num_warps=1)
     return ScanBwdLaunch(walk=walk, carry=carry, chunks_per_program=cpp, groups=groups,
                          scratch_tiles=sub_tiles + (cdiv(seg, 2) if pairs else seg), channel_splits=splits)
