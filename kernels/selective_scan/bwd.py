@@ -738,8 +738,11 @@ SCRATCH_AHEAD_STEPS = 4
 # (pass A already prefetches into registers, at 72 registers). Off.
 CARRY_L1_AHEAD = 0
 # Pass A two steps per trip with the next two steps' loads issued first (its PREFETCH; before session k it took the
-# walk's flag, off in the capped walk, so at 1248 px batch 8 every step waited on its own loads). 72 registers.
-# To be measured (kernels/NOTES.md).
+# walk's flag, off in the capped walk, so at 1248 px batch 8 every step waited on its own loads); 130 registers
+# (72 with one step per trip). Measured on the H200 (results/history/carryab-h200-2026-12-04k.json, whole scan
+# backward calls at batch 8 x 6,085, bf16, CUDA-graph replays, us): before (pass A with runtime direction and
+# strides) 2,026, per-direction pass A one step per trip 1,900, two steps with prefetch 1,892; Vim-S 3,935 / 3,627
+# / 3,604; fp32 2,653 / 2,698 / 2,686. Captured Vim-Ti steps at 1248 px batch 8: 93.4 -> 95.3 img/s.
 CARRY_PREFETCH = True
 DEFAULT_EVICT_HINTS = False
 

@@ -161,6 +161,17 @@ def test_bwd_chunk_groups_match_autograd(scan, length, chunk, combine, split):
     assert_grads_close(got, reference_grads(x, g, combine), x)
 
 
+@pytest.mark.parametrize("carry_prefetch", [True, False])
+def test_bwd_group_carry_both_loops(scan, monkeypatch, carry_prefetch):
+    """Pass A two steps per trip with the next two prefetched (CARRY_PREFETCH, the default) and one step per trip:
+    groups of 4 steps and a last group of 3 (an odd step after the pairs), against the float64 reference."""
+    monkeypatch.setattr(scan[1], "CARRY_PREFETCH", carry_prefetch)
+    assert _groups(scan[1], 19, 4, 1) == 5
+    x = model_layout(1, 13, 19, seed=5)
+    _, g, got = run_triton(scan, x, True, 4, chunks_per_program=1)
+    assert_grads_close(got, reference_grads(x, g, True), x)
+
+
 @pytest.mark.slow
 def test_bwd_chunk_groups_long_sequence(scan):
     """L = 197 (Vim at 224 px) in 13 chunks of 16: 5 groups of three (the last one chunk, partial), gated halves as
@@ -206,7 +217,8 @@ def test_bwd_without_prefetch(scan):
     _, bwd = scan
     cfg = bwd.scan_bwd_launch_config(8, 384, 6085, 64, False, prefetch=False, maxnreg=168)
     assert cfg.walk.constexprs["PREFETCH"] is False and cfg.walk.maxnreg == 168
-    assert cfg.walk.launch_options()["maxnreg"] == 168 and cfg.carry.constexprs["PREFETCH"] is False
+    assert cfg.walk.launch_options()["maxnreg"] == 168
+    assert cfg.carry.constexprs["PREFETCH"] is bwd.CARRY_PREFETCH  # pass A has its own choice
     assert bwd.scan_bwd_launch_config(8, 384, 6085, 64, True, maxnreg=168).walk.maxnreg is None
     x = model_layout(1, 13, 11, seed=13)
     _, g, got = run_triton(scan, x, combine=False, chunk=4, prefetch=False, maxnreg=168)
@@ -228,7 +240,7 @@ def test_bwd_prefetch_choice(scan):
             programs
 
     assert launch(128, 197)[:2] == (False, 168) and launch(128, 197)[3] > 8 * 132  # Vim-Ti 224 px, batch 128
-    assert launch(8, 6085)[:3] == (False, 168, False)                             # 1248 px, batch 8: split in groups
+    assert launch(8, 6085)[:3] == (False, 168, bwd.CARRY_PREFETCH)                # 1248 px, batch 8: split in groups
     prefetching, cap, _, programs = launch(32, 1025)                               # 512 px, batch 32: one wave
     assert (prefetching, cap) == (True, None) and programs <= 8 * 132
     assert launch(128, 197, sm_count=400)[:2] == (True, None)
