@@ -479,11 +479,16 @@ def launch_chunked(cfg: ChunkedScanConfig, scan_args: dict, n_dir: int, batch: i
     channels, length, n_state = scan_args["E"], scan_args["L"], scan_args["N_STATE"]
     links = cfg.n_chunks - 1
     common = dict(T=cfg.chunk, batch=batch)
-    outputs_args = dict(scan_args)
+    # With entries as checkpoints pass 3 stores none itself; otherwise it takes scan_args as they are (no copy).
+    outputs_args = dict(scan_args, SAVE_EVERY=0) if cfg.entries_are_checkpoints else scan_args
     if links > 0:
         if cfg.entries_are_checkpoints:  # slot c + 1 of the checkpoints: the state entering chunk c + 1
-            hloc, row_slots = scan_args["ckpt_ptr"][:, :, 1:], cfg.n_chunks
-            outputs_args["SAVE_EVERY"] = 0
+            ckpt = scan_args["ckpt_ptr"]
+            want = (n_dir, batch, cfg.n_chunks, n_state, channels)
+            if not ckpt.is_contiguous() or tuple(ckpt.shape) != want:
+                raise ValueError(f"entry checkpoints need a contiguous {want} fp32 buffer; got {tuple(ckpt.shape)} "
+                                 f"with strides {ckpt.stride()}")
+            hloc, row_slots = ckpt[:, :, 1:], cfg.n_chunks
         else:
             hloc = torch.empty(n_dir, batch, links, n_state, channels, dtype=torch.float32, device=u.device)
             row_slots = links

@@ -258,8 +258,9 @@ def _main_trip(h, k, t0, t1, t_first, step0, u_base, dt_base, z_base, B_base, C_
 def _prefetch_at(ptrs, ahead: tl.constexpr, mask_c, stride_u_l: tl.constexpr, stride_dt_l: tl.constexpr,
                  stride_z_l: tl.constexpr, stride_B_l: tl.constexpr, stride_C_l: tl.constexpr, HAS_Z: tl.constexpr,
                  DT_RANK: tl.constexpr, MASK_C: tl.constexpr, USE_ASM: tl.constexpr):
-    """`_prefetch_token` for the token `ahead` tokens (in memory order, signed) from the pointers `ptrs` of
-    `_walk`'s main loop; the caller keeps it inside L."""
+    """L1 prefetch (`fastmath.prefetch_l1`, no registers) of the u, z, delta (or the fused form's dt row), B and C
+    lines of the token `ahead` tokens (in memory order, signed) from the pointers `ptrs` of `_walk`'s main loop;
+    lanes past E (MASK_C) issue nothing; the caller keeps it inside L."""
     lane_mask = mask_c if MASK_C else None
     fastmath.prefetch_l1(ptrs[0] + ahead * stride_u_l, USE_ASM, lane_mask)
     if HAS_Z:
@@ -293,26 +294,6 @@ def _trip_at(h, ptrs, out_p, t0, t1, mask_c, SIGN: tl.constexpr, stride_u_l: tl.
     h = _token_step_at(h, out_p + SIGN * stride_out_l, mask_c, *t1, A2, D_row, bias_row, out_scale, HAS_D, HAS_Z,
                        HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM, False, MASK_C, DT_RANK)
     return h, n0, n1
-
-
-@triton.jit
-def _prefetch_token(step, u_base, z_base, dt_base, row_lanes, L, backward, mask_c, stride_u_l, stride_z_l,
-                    stride_B_l, stride_C_l, stride_dt_l, HAS_Z: tl.constexpr, DT_RANK: tl.constexpr,
-                    MASK_C: tl.constexpr, USE_ASM: tl.constexpr):
-    """L1 prefetch of scan step `step`'s u, z, delta (or the fused form's dt row), B and C lines, clamped to the
-    last step (never past L); lanes past E (MASK_C) issue nothing."""
-    s = tl.minimum(step, L - 1)
-    t = tl.where(backward, L - 1 - s, s)
-    lane_mask = mask_c if MASK_C else None
-    fastmath.prefetch_l1(u_base + t * stride_u_l, USE_ASM, lane_mask)
-    if HAS_Z:
-        fastmath.prefetch_l1(z_base + t * stride_z_l, USE_ASM, lane_mask)
-    if DT_RANK > 0:
-        fastmath.prefetch_l1(row_lanes[2] + t * stride_dt_l, USE_ASM)
-    else:
-        fastmath.prefetch_l1(dt_base + t * stride_dt_l, USE_ASM, lane_mask)
-    fastmath.prefetch_l1(row_lanes[0] + t * stride_B_l, USE_ASM)
-    fastmath.prefetch_l1(row_lanes[1] + t * stride_C_l, USE_ASM)
 
 
 @triton.jit
