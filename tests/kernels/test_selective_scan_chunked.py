@@ -226,8 +226,12 @@ def test_chunked_fwd_save_gpu(fwd, dtype, every):
 
 @pytest.mark.gpu
 def test_chunked_l1_prefetch_changes_nothing(fwd, monkeypatch):
-    """Passes 1 and 3's L1 prefetch is a cache hint: the training forward's output and checkpoints at Vim-Ti 1248 px
-    batch 8 are bitwise those without it."""
+    """Passes 1 and 3's L1 prefetch is a cache hint: the training forward's checkpoints at Vim-Ti 1248 px batch 8 are
+    bitwise those without it, and so is the output away from the ends of L. Near the ends (the last steps of either
+    direction) the prefetch moves a few steps from the main trips to the masked tail trips (main_trips leaves room
+    for the prefetched tokens), compiled separately and free to round differently: there within one bf16 rounding
+    step of the largest output (measured: 1 element of 18.7 million, 4.4e-7 of the largest magnitude,
+    results/history/scripts/l1diff.py)."""
     from kernels.selective_scan import chunked
 
     x = model_layout(8, 384, 6085, dtype=torch.bfloat16, device="cuda")
@@ -235,7 +239,10 @@ def test_chunked_l1_prefetch_changes_nothing(fwd, monkeypatch):
     out, ckpt = fwd.bimamba_scan_fwd_save(**x, combine=True, chunk=64)
     monkeypatch.setattr(chunked, "DEFAULT_L1_AHEAD", 0)
     out0, ckpt0 = fwd.bimamba_scan_fwd_save(**x, combine=True, chunk=64)
-    assert torch.equal(out, out0) and torch.equal(ckpt, ckpt0)
+    assert torch.equal(ckpt, ckpt0)
+    edge = 4 + 2 * chunked.DEFAULT_L1_AHEAD  # tokens at either end of L (out is (batch, E, L))
+    assert torch.equal(out[..., edge:-edge], out0[..., edge:-edge])
+    torch.testing.assert_close(out.float(), out0.float(), rtol=0, atol=2.0 ** -8 * out.float().abs().max().item())
 
 
 @pytest.mark.gpu
