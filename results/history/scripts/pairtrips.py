@@ -7,6 +7,7 @@ CUDA-graph replays and event medians, alternated twice, gradients compared with 
 captured Vim-Ti training steps at 1248 px batch 8 and 224 px batch 128, first best best first (best: the fastest
 variant at 8 x 6,085 by graph replay).
 usage (repo root, on the box): (cd results/history/scripts && VARIANTS=0:168,1:168,1:200 python pairtrips.py)
+STEP_VARIANT=V skips the kernel part and runs the steps first V V first (STEP_SHAPES: "1248x8,224x128" default).
 Writes $OUT/pairtrips.json."""
 import json, os, torch
 from timing import event_median_ms, graph_us
@@ -38,7 +39,7 @@ def dump(**kw):
 
 
 kernel_rows, equal, step_rows = [], {}, []
-for E, batch, length in ((384, 8, 6085), (768, 8, 6085), (384, 128, 197)):
+for E, batch, length in (() if os.environ.get("STEP_VARIANT") else ((384, 8, 6085), (768, 8, 6085), (384, 128, 197))):
     name = f"E{E}/{batch}x{length}/bf16/combined"
     args = _scan_inputs(dirs=2)(OpShape(batch=batch, channels=E, length=length), torch.bfloat16, "cuda")
     out, ck = bimamba_scan_fwd_save(**args, combine=True, chunk=CHECKPOINT_CHUNK)
@@ -69,11 +70,11 @@ mean = {}
 for r in kernel_rows:
     mean.setdefault((r["case"], r["variant"]), []).append((r["event_ms"], r["graph_us"]))
 mean = {k: (sum(a for a, _ in v) / len(v), sum(b for _, b in v) / len(v)) for k, v in mean.items()}
-best = min(VARIANTS, key=lambda v: mean[("E384/8x6085/bf16/combined", v)][1])
+best = os.environ.get("STEP_VARIANT") or min(VARIANTS, key=lambda v: mean[("E384/8x6085/bf16/combined", v)][1])
 print("best at 8 x 6,085:", best, flush=True)
 from vimbench.bench import runner
 from vimbench.results import CaseKey
-for res, batch in ((1248, 8), (224, 128)):
+for res, batch in (tuple(map(int, p.split("x"))) for p in os.environ.get("STEP_SHAPES", "1248x8,224x128").split(",")):
     key = CaseKey(model="vim_t", res=res, batch=batch, dtype="bf16", implementation="triton", attn=None,
                   device="cuda", mode="train", compile="cuda-graphs")
     for lv in (VARIANTS[0], best, best, VARIANTS[0]):
