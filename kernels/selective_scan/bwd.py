@@ -818,7 +818,11 @@ L1_MIN_STEPS = 256
 # peak 4.04 -> 3.87 GiB (issue 10's goal: <= 4.0), 224/128 2,929 -> 2,881 img/s, 2.36 -> 2.23 GiB (DeiT-Ti sdpa:
 # 2.33). None (auto): in the capped walk on the GPU, as many launches as the grid has waves of resident programs
 # (REGISTERS_PER_SM / (32 x the register cap) per SM); else one launch. 1: the faster single launch.
-DEFAULT_CHANNEL_SPLITS: int | None = None
+# Since checkpoints every 128 tokens lowered the peaks (session i), the default is the single launch again, measured
+# on the H200 (2026-12-04, session l, results/history/splitsteps-h200-2026-12-04l.json, whole captured Vim-Ti bf16
+# steps, auto auto-vs-one one auto): 1248/8 94.85 -> 96.15 img/s, peak 3.545 -> 3.803 GiB (issue 10's goal <= 4.0;
+# DeiT-Ti sdpa 4.37); 224/128 3,107 -> 3,174 img/s, peak 2.049 -> 2.272 GiB (DeiT-Ti sdpa 2.33).
+DEFAULT_CHANNEL_SPLITS: int | None = 1
 REGISTERS_PER_SM = 65536
 # The walk's L1 prefetch of the scratch tile `scratch_ahead` steps on (`_scan_bwd_kernel` SCRATCH_AHEAD; 0: off),
 # and L2 eviction hints (`evict_hints`: the scratch's stores and loads evict_last, the per-token gradient stores

@@ -339,12 +339,16 @@ def test_bwd_channel_splits(scan):
         torch.testing.assert_close(got[name], one[name], rtol=0 if exact else 1e-6, atol=0 if exact else 1e-7)
 
 
-def test_bwd_channel_splits_config(scan):
-    """Auto: one launch per wave of resident programs in the capped walk (Vim-Ti 1248 px, batch 8: 3,072 programs,
-    12 per SM at 168 registers on 132 SMs); one launch for the prefetching walk and under the interpreter; forced
-    values clamp to the channel blocks with no empty launch."""
+def test_bwd_channel_splits_config(scan, monkeypatch):
+    """The default is one launch (DEFAULT_CHANNEL_SPLITS = 1, measured faster in whole steps). Auto (None): one
+    launch per wave of resident programs in the capped walk (Vim-Ti 1248 px, batch 8: 3,072 programs, 12 per SM at
+    168 registers on 132 SMs); one launch for the prefetching walk and under the interpreter; forced values clamp
+    to the channel blocks with no empty launch."""
     _, bwd = scan
     cfg = lambda b, L, **kw: bwd.scan_bwd_launch_config(b, 384, L, 64, kw.pop("interpreted", False), **kw)
+    assert cfg(8, 6085).channel_splits == 1 and cfg(128, 197).channel_splits == 1
+    assert cfg(8, 6085, channel_splits=None).channel_splits == 1  # None: the module default
+    monkeypatch.setattr(bwd, "DEFAULT_CHANNEL_SPLITS", None)
     capped = cfg(8, 6085)
     assert capped.walk.maxnreg == 168 and capped.channel_splits == 2 and capped.blocks_per_launch == 6
     assert cfg(128, 197).channel_splits == 2
