@@ -42,10 +42,10 @@ Design (one program = BLOCK_C channels, one per lane, of one (direction, batch, 
   Elsewhere both passes issue the next step's loads before the current step's arithmetic (PREFETCH, as in the
   forward).
   The scratch is transient: (programs of one walk launch) * chunk * N * BLOCK_C * 4 bytes per call, half that
-  with PAIRS (Vim-Ti at 1248 px, batch 8: 1,536 programs per launch, 0.10 GB); (N, C) tiles move as N (C,) rows
-  (fwd.store_rows says why). Where the walk's grid holds more programs than the GPU runs at once, it is launched
-  in several parts over ranges of the channel blocks, one after the other, sharing the scratch and the dB/dC
-  partials (`scan_bwd_launch_config`'s channel_splits).
+  with PAIRS (Vim-Ti at 1248 px, batch 8, checkpoints every 128 tokens: 3,072 programs, 0.40 GB); (N, C) tiles
+  move as N (C,) rows (fwd.store_rows says why). The walk can run in several launches over ranges of the channel
+  blocks, one after the other, sharing the scratch and the dB/dC partials (`scan_bwd_launch_config`'s
+  channel_splits: less memory, slower; one launch by default).
 - du, ddelta (through softplus: * sigmoid(delta + bias)) are stored per token; dz gets both directions'
   contributions by relaxed fp32 atomics onto zero (two additions: order-independent, so deterministic).
 - dA, dD, ddelta_bias accumulate in registers and are written once per program (per-(batch, group) partials
@@ -98,7 +98,6 @@ def _scan_bwd_kernel(
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     USE_ASM: tl.constexpr, PREFETCH: tl.constexpr, L1_AHEAD: tl.constexpr = 0, PAIRS: tl.constexpr = False,
     SCRATCH_AHEAD: tl.constexpr = 0, SCRATCH_EVICT: tl.constexpr = None, OUT_EVICT: tl.constexpr = None,
-    PAIR_TRIPS: tl.constexpr = 0,
 ):
     """One program: BLOCK_C channels of one (direction, batch, chunk group); grid (channel blocks of this launch,
     2 * groups, batch), axis 1 = 2 * group + direction; axis 0 counts channel blocks from c_block0 (a launch may
@@ -207,14 +206,12 @@ def _scan_bwd_kernel(
         dA_acc, dD_acc, dbias_acc = _bwd_walk(
             *walk_args, stride_u_l, stride_dt_l, stride_g_l, stride_z_l, stride_B_l, stride_C_l, stride_du_l,
             stride_ddt_l, stride_dz_l, True, N_STATE, BLOCK_C, CHUNK, SUB, SEG, SUB_TILES, SCATTER_SUMS, HAS_D, HAS_Z,
-            HAS_BIAS, SOFTPLUS, USE_ASM, PREFETCH, L1_AHEAD, PAIRS, SCRATCH_AHEAD, SCRATCH_EVICT, OUT_EVICT,
-            PAIR_TRIPS)
+            HAS_BIAS, SOFTPLUS, USE_ASM, PREFETCH, L1_AHEAD, PAIRS, SCRATCH_AHEAD, SCRATCH_EVICT, OUT_EVICT)
     else:
         dA_acc, dD_acc, dbias_acc = _bwd_walk(
             *walk_args, stride_u_l, stride_dt_l, stride_g_l, stride_z_l, stride_B_l, stride_C_l, stride_du_l,
             stride_ddt_l, stride_dz_l, False, N_STATE, BLOCK_C, CHUNK, SUB, SEG, SUB_TILES, SCATTER_SUMS, HAS_D,
-            HAS_Z, HAS_BIAS, SOFTPLUS, USE_ASM, PREFETCH, L1_AHEAD, PAIRS, SCRATCH_AHEAD, SCRATCH_EVICT, OUT_EVICT,
-            PAIR_TRIPS)
+            HAS_Z, HAS_BIAS, SOFTPLUS, USE_ASM, PREFETCH, L1_AHEAD, PAIRS, SCRATCH_AHEAD, SCRATCH_EVICT, OUT_EVICT)
 
     dA_tile = dA_ptr + ((part * n_dirs + direction) * E + c64[None, :]) * N_STATE + states[:, None]
     tl.store(dA_tile, dA_acc, mask=tile_mask)
@@ -236,8 +233,7 @@ def _bwd_walk(first_chunk, last_chunk, L, E, ckpt_lanes, scratch_lanes, tile_lin
               SUB: tl.constexpr, SEG: tl.constexpr, SUB_TILES: tl.constexpr, SCATTER_SUMS: tl.constexpr,
               HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
               USE_ASM: tl.constexpr, PREFETCH: tl.constexpr, L1_AHEAD: tl.constexpr, PAIRS: tl.constexpr,
-              SCRATCH_AHEAD: tl.constexpr, SCRATCH_EVICT: tl.constexpr, OUT_EVICT: tl.constexpr,
-              PAIR_TRIPS: tl.constexpr):
+              SCRATCH_AHEAD: tl.constexpr, SCRATCH_EVICT: tl.constexpr, OUT_EVICT: tl.constexpr):
     """`_scan_bwd_kernel`'s walk over its chunks (last to first), for one direction (`backward` constexpr: the
     kernel holds it once per direction, a uniform branch per program) with the token strides constexpr: each
     token's pointers are then one multiply-add by a constant, and a pair's two tokens sit a constant offset apart.
@@ -278,14 +274,7 @@ def _bwd_walk(first_chunk, last_chunk, L, E, ckpt_lanes, scratch_lanes, tile_lin
                         even_lane, mask_c, stride_du_l, stride_ddt_l, stride_dz_l)
             if PREFETCH and not PAIRS:
                 nxt = _bwd_token(n_seg - 1, *tok_args, N_STATE, BLOCK_C, HAS_Z, n_seg - 1, SCRATCH_EVICT)
-            if PAIRS and PAIR_TRIPS > 0:
-                carry, dA_acc, dD_acc, dbias_acc = _pair_trips(
-                    n_seg, seg_start, L, backward, mask_c, u_base, dt_base, g_base, z_base, B_base, C_base, BC_lanes,
-                    states_lanes, tile_line_lanes, A2, bias_row, g_scale, carry, dA_acc, dD_acc, dbias_acc, out_args,
-                    stride_u_l, stride_dt_l, stride_g_l, stride_z_l, stride_B_l, stride_C_l, N_STATE, BLOCK_C, HAS_D,
-                    HAS_Z, HAS_BIAS, SOFTPLUS, SCATTER_SUMS, USE_ASM, L1_AHEAD, SCRATCH_AHEAD, SCRATCH_EVICT,
-                    OUT_EVICT, PAIR_TRIPS)
-            for jj in range(0, 0 if PAIRS and PAIR_TRIPS > 0 else n_seg):
+            for jj in range(0, n_seg):
                 j = n_seg - 1 - jj
                 if L1_AHEAD > 0:
                     _prefetch_walk_step(seg_start + tl.maximum(j - L1_AHEAD, 0), L, backward, mask_c, u_base,
@@ -325,78 +314,6 @@ def _bwd_walk(first_chunk, last_chunk, L, E, ckpt_lanes, scratch_lanes, tile_lin
                     *out_args, N_STATE, BLOCK_C, HAS_D, HAS_Z, SCATTER_SUMS, USE_ASM, OUT_EVICT)
             tl.debug_barrier()  # the next segment overwrites the states
     return dA_acc, dD_acc, dbias_acc
-
-
-@triton.jit
-def _pair_trips(n_seg, seg_start, L, backward, mask_c, u_base, dt_base, g_base, z_base, B_base, C_base, BC_lanes,
-                states_lanes, tile_line_lanes, A2, bias_row, g_scale, carry, dA_acc, dD_acc, dbias_acc, out_args,
-                stride_u_l: tl.constexpr, stride_dt_l: tl.constexpr, stride_g_l: tl.constexpr,
-                stride_z_l: tl.constexpr, stride_B_l: tl.constexpr, stride_C_l: tl.constexpr, N_STATE: tl.constexpr,
-                BLOCK_C: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
-                SOFTPLUS: tl.constexpr, SCATTER_SUMS: tl.constexpr, USE_ASM: tl.constexpr, L1_AHEAD: tl.constexpr,
-                SCRATCH_AHEAD: tl.constexpr, SCRATCH_EVICT: tl.constexpr, OUT_EVICT: tl.constexpr,
-                PAIR_TRIPS: tl.constexpr):
-    """The PAIRS walk back over one segment with an odd step and the even step before it in each trip
-    (PAIR_TRIPS > 0; the per-step walk takes each step alone). Per trip the state between the two steps,
-    h_mid = a0 h0 + B0 Delta0 u0 from the even step's stored entering state h0, is built once: it is the odd
-    step's entering state and the even step's leaving state, and the even step keeps Delta0, its slope and u0
-    from building it. PAIR_TRIPS 1: the even step reloads h0 and its B row (L1-warm) and recomputes a0; 2: a0 is
-    kept (16 more registers live across the odd step); 3: h0 and the B row are kept too. A segment of odd length
-    first takes its last (even) step alone. Returns carry, dA_acc, dD_acc, dbias_acc."""
-    TILE: tl.constexpr = N_STATE * BLOCK_C
-    if n_seg % 2 == 1:  # the last step is even, with no odd step after it in this segment
-        j = n_seg - 1
-        if L1_AHEAD > 0:
-            _prefetch_walk_step(seg_start + tl.maximum(j - L1_AHEAD, 0), L, backward, mask_c, u_base, dt_base, g_base,
-                                z_base, BC_lanes, stride_u_l, stride_dt_l, stride_g_l, stride_z_l, stride_B_l,
-                                stride_C_l, HAS_Z, USE_ASM)
-        t, u, dt, g, z, Bt, Ct = _walk_inputs(j, seg_start, L, backward, mask_c, u_base, dt_base, g_base, z_base,
-                                              B_base, C_base, stride_u_l, stride_dt_l, stride_g_l, stride_z_l,
-                                              stride_B_l, stride_C_l, HAS_Z)
-        h_prev = load_rows(states_lanes + (j // 2) * TILE, BLOCK_C, mask_c, N_STATE, BLOCK_C, SCRATCH_EVICT)
-        d, d_slope = _delta(dt, bias_row, mask_c, HAS_BIAS, SOFTPLUS, USE_ASM)
-        a = tl.exp2(A2 * d[None, :])
-        h = a * h_prev + Bt[:, None] * (d * u)[None, :]
-        carry, dA_acc, dD_acc, dbias_acc = _walk_step(
-            t, u, g * g_scale, z, Bt, Ct, h_prev, h, a, d, d_slope, carry, dA_acc, dD_acc, dbias_acc, *out_args,
-            N_STATE, BLOCK_C, HAS_D, HAS_Z, SCATTER_SUMS, USE_ASM, OUT_EVICT)
-    for p in range(0, n_seg // 2):
-        j = 2 * (n_seg // 2 - 1 - p) + 1  # the odd step; its even partner j - 1 entered with state tile j // 2
-        if L1_AHEAD > 0:
-            _prefetch_walk_step(seg_start + tl.maximum(j - L1_AHEAD, 0), L, backward, mask_c, u_base, dt_base, g_base,
-                                z_base, BC_lanes, stride_u_l, stride_dt_l, stride_g_l, stride_z_l, stride_B_l,
-                                stride_C_l, HAS_Z, USE_ASM)
-            _prefetch_walk_step(seg_start + tl.maximum(j - 1 - L1_AHEAD, 0), L, backward, mask_c, u_base, dt_base,
-                                g_base, z_base, BC_lanes, stride_u_l, stride_dt_l, stride_g_l, stride_z_l, stride_B_l,
-                                stride_C_l, HAS_Z, USE_ASM)
-        if SCRATCH_AHEAD > 0:  # the tile read SCRATCH_AHEAD steps on
-            fastmath.prefetch_l1(tile_line_lanes + (tl.maximum(j - 1 - SCRATCH_AHEAD, 0) // 2) * TILE, USE_ASM)
-        u0, dt0, B0 = _fwd_token(j - 1, seg_start, L, backward, mask_c, u_base, dt_base, B_base, stride_u_l,
-                                 stride_dt_l, stride_B_l)
-        h0 = load_rows(states_lanes + (j // 2) * TILE, BLOCK_C, mask_c, N_STATE, BLOCK_C, SCRATCH_EVICT)
-        d0, slope0 = _delta(dt0, bias_row, mask_c, HAS_BIAS, SOFTPLUS, USE_ASM)
-        a0 = tl.exp2(A2 * d0[None, :])
-        h_mid = a0 * h0 + B0[:, None] * (d0 * u0)[None, :]
-        t1, u1, dt1, g1, z1, B1, C1 = _walk_inputs(j, seg_start, L, backward, mask_c, u_base, dt_base, g_base,
-                                                   z_base, B_base, C_base, stride_u_l, stride_dt_l, stride_g_l,
-                                                   stride_z_l, stride_B_l, stride_C_l, HAS_Z)
-        d1, slope1 = _delta(dt1, bias_row, mask_c, HAS_BIAS, SOFTPLUS, USE_ASM)
-        a1 = tl.exp2(A2 * d1[None, :])
-        h1 = a1 * h_mid + B1[:, None] * (d1 * u1)[None, :]
-        carry, dA_acc, dD_acc, dbias_acc = _walk_step(
-            t1, u1, g1 * g_scale, z1, B1, C1, h_mid, h1, a1, d1, slope1, carry, dA_acc, dD_acc, dbias_acc,
-            *out_args, N_STATE, BLOCK_C, HAS_D, HAS_Z, SCATTER_SUMS, USE_ASM, OUT_EVICT)
-        t0, g0, z0, C0 = _grad_token(j - 1, seg_start, L, backward, mask_c, g_base, z_base, C_base, stride_g_l,
-                                     stride_z_l, stride_C_l, HAS_Z)
-        if PAIR_TRIPS < 3:
-            h0 = load_rows(states_lanes + (j // 2) * TILE, BLOCK_C, mask_c, N_STATE, BLOCK_C, SCRATCH_EVICT)
-            B0 = tl.load(B_base + t0 * stride_B_l).to(tl.float32)
-        if PAIR_TRIPS < 2:
-            a0 = tl.exp2(A2 * d0[None, :])
-        carry, dA_acc, dD_acc, dbias_acc = _walk_step(
-            t0, u0, g0 * g_scale, z0, B0, C0, h0, h_mid, a0, d0, slope0, carry, dA_acc, dD_acc, dbias_acc,
-            *out_args, N_STATE, BLOCK_C, HAS_D, HAS_Z, SCATTER_SUMS, USE_ASM, OUT_EVICT)
-    return carry, dA_acc, dD_acc, dbias_acc
 
 
 @triton.jit(do_not_specialize=["L", "chunks_per_program"])
@@ -677,22 +594,6 @@ def _walk_inputs(j, start, L, backward, mask_c, u_base, dt_base, g_base, z_base,
 
 
 @triton.jit
-def _grad_token(j, start, L, backward, mask_c, g_base, z_base, C_base, stride_g_l, stride_z_l, stride_C_l,
-                HAS_Z: tl.constexpr):
-    """The gradient side of `_walk_inputs` for step start + j: the token index t, the upstream gradient and z
-    (C,) in fp32 (z = the gradient when absent, unused) and the (N,) C row."""
-    step = start + j
-    t = tl.where(backward, L - 1 - step, step)
-    g = _load_lanes(g_base + t * stride_g_l, mask_c, True)
-    if HAS_Z:
-        z = _load_lanes(z_base + t * stride_z_l, mask_c, True)
-    else:
-        z = g
-    Ct = tl.load(C_base + t * stride_C_l).to(tl.float32)
-    return t, g, z, Ct
-
-
-@triton.jit
 def _bwd_token(j, start, L, backward, mask_c, u_base, dt_base, g_base, z_base, B_base, C_base, scratch_lanes,
                stride_u_l, stride_dt_l, stride_g_l, stride_z_l, stride_B_l, stride_C_l, N_STATE: tl.constexpr,
                BLOCK_C: tl.constexpr, HAS_Z: tl.constexpr, tile, EVICT: tl.constexpr):
@@ -848,10 +749,6 @@ CARRY_L1_AHEAD = 0
 # / 3,604; fp32 2,653 / 2,698 / 2,686. Captured Vim-Ti steps at 1248 px batch 8: 93.4 -> 95.3 img/s.
 CARRY_PREFETCH = True
 DEFAULT_EVICT_HINTS = False
-# The pairs walk two steps per loop trip (`_pair_trips`; scan_bwd_launch_config's pair_trips): 0 = one step per
-# trip; 1, 2, 3: an odd step and the even one before it per trip, the state between them built once (what the even
-# step keeps from the odd step's rebuild grows with the level; `_pair_trips` says what).
-DEFAULT_PAIR_TRIPS = 0
 
 
 @dataclass(frozen=True)
@@ -882,7 +779,7 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
                            maxnreg: int | None = None, sm_count: int = 132, fp32: bool = False,
                            l1_ahead: int | None = None, pairs: bool | None = None,
                            channel_splits: int | None = None, scratch_ahead: int | None = None,
-                           evict_hints: bool | None = None, pair_trips: int | None = None) -> ScanBwdLaunch:
+                           evict_hints: bool | None = None) -> ScanBwdLaunch:
     """The backward's grids, tiles, warps and split of L into chunk groups: the one place that chooses them (the
     launcher and `vimbench kernels static` both call it). One warp, a channel per lane, as the forward.
     chunks_per_program: checkpoint chunks per program along L; None picks: on the GPU enough groups that the
@@ -920,8 +817,7 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
     scratch_ahead: the walk's SCRATCH_AHEAD (an L1 prefetch of the scratch tile read that many steps on); None:
     DEFAULT_SCRATCH_AHEAD, and where that is None too, SCRATCH_AHEAD_STEPS in the capped pairs walk (16-bit), else
     0; always 0 under the interpreter. evict_hints: L2 eviction hints on the scratch (evict_last) and
-    the per-token gradient stores (evict_first); None: DEFAULT_EVICT_HINTS. pair_trips: the pairs walk two steps
-    per trip (`_pair_trips`, levels 1-3) or one (0); only with pairs; None: DEFAULT_PAIR_TRIPS."""
+    the per-token gradient stores (evict_first); None: DEFAULT_EVICT_HINTS."""
     n_chunks = max(1, cdiv(length, chunk))
     if block_c is not None:
         if block_c not in (8, 16, 32):
@@ -975,9 +871,6 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
     if scratch_ahead < 0:
         raise ValueError(f"scratch_ahead must be >= 0; got {scratch_ahead}")
     hints = bool(DEFAULT_EVICT_HINTS if evict_hints is None else evict_hints)
-    pair_trips = int(DEFAULT_PAIR_TRIPS if pair_trips is None else pair_trips)
-    if pair_trips not in (0, 1, 2, 3):
-        raise ValueError(f"pair_trips must be 0, 1, 2 or 3; got {pair_trips}")
     constexprs = dict(BLOCK_C=block_c, CHUNK=chunk, USE_ASM=not interpreted, PREFETCH=prefetch)
     n_cblocks = cdiv(channels, block_c)
     splits = DEFAULT_CHANNEL_SPLITS if channel_splits is None else channel_splits
@@ -994,8 +887,7 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
                                         SCATTER_SUMS=scatter, L1_AHEAD=0 if interpreted else l1_ahead,
                                         PAIRS=pairs, SCRATCH_AHEAD=0 if interpreted else scratch_ahead,
                                         SCRATCH_EVICT="evict_last" if hints else None,
-                                        OUT_EVICT="evict_first" if hints else None,
-                                        PAIR_TRIPS=pair_trips if pairs else 0),
+                                        OUT_EVICT="evict_first" if hints else None),
                         num_warps=1, maxnreg=None if interpreted else maxnreg)
     carry = None
     if groups > 1:
@@ -1038,13 +930,13 @@ def _check_bwd(grad_out, u, checkpoints, combine, chunk, n_state):
 def bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints, delta_softplus=True,
                      combine=True, chunk=64, *, chunks_per_program=None, sub_chunk=None, scatter_sums=None,
                      block_c=None, prefetch=None, maxnreg=None, l1_ahead=None, pairs=None, channel_splits=None,
-                     scratch_ahead=None, evict_hints=None, pair_trips=None):
+                     scratch_ahead=None, evict_hints=None):
     """Gradients of `bimamba_scan` (see the module docstring for the contract). Returns
     (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias); None for each absent optional input.
     chunks_per_program: force the split of L (checkpoint chunks per program; >= cdiv(L, chunk): one program
     walks the whole sequence, the pre-chunk-parallel kernel); None: `scan_bwd_launch_config` picks. sub_chunk,
-    scatter_sums, block_c, prefetch, maxnreg, l1_ahead, pairs, channel_splits, scratch_ahead, evict_hints,
-    pair_trips: launch experiments, None = the defaults (`scan_bwd_launch_config`)."""
+    scatter_sums, block_c, prefetch, maxnreg, l1_ahead, pairs, channel_splits, scratch_ahead, evict_hints: launch
+    experiments, None = the defaults (`scan_bwd_launch_config`)."""
     _check(u, delta, A, B, C, 2)
     n_state = A.shape[-1]
     chunk = _check_bwd(grad_out, u, checkpoints, combine, chunk, n_state)
@@ -1071,7 +963,7 @@ def bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints,
                                  sm_count=1 if interpreted else sm_count(device),
                                  fp32=u.dtype == torch.float32, l1_ahead=l1_ahead, pairs=pairs,
                                  channel_splits=channel_splits, scratch_ahead=scratch_ahead,
-                                 evict_hints=evict_hints, pair_trips=pair_trips)
+                                 evict_hints=evict_hints)
     walk = cfg.walk
     block_c = walk.constexprs["BLOCK_C"]
     n_cblocks, groups = walk.grid[0], cfg.groups

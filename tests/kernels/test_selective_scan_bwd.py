@@ -300,29 +300,6 @@ def test_bwd_pairs_walk(scan, length, chunk, split, combine):
                                           pairs=True).walk.constexprs["PAIRS"]
 
 
-@pytest.mark.parametrize("length,chunk,split,combine", [(3, 2, 1, True), (19, 4, 2, True), (23, 8, 1, False)])
-def test_bwd_pair_trips(scan, length, chunk, split, combine):
-    """The pairs walk two steps per trip (pair_trips 1 and 3: the state between an odd step and the even one before
-    it built once) gives the float64 reference's gradients, bitwise those of one step per trip (0) under the
-    interpreter (the same arithmetic), with segments of odd length (a lone even step first), partial last chunks
-    and several groups; the knob is refused outside 0..3 and only reaches the pairs walk."""
-    _, bwd = scan
-    x = model_layout(1, 13, length, seed=19)
-    walk = dict(combine=combine, chunk=chunk, prefetch=False, sub_chunk=0, pairs=True, chunks_per_program=split)
-    _, g, one = run_triton(scan, x, pair_trips=0, **walk)
-    assert_grads_close(one, reference_grads(x, g, combine=combine), x)
-    for level in (1, 3):
-        _, _, got = run_triton(scan, x, pair_trips=level, **walk)
-        for name in GRAD_NAMES:
-            assert (got[name] is None) == (one[name] is None)
-            assert got[name] is None or torch.equal(got[name], one[name]), f"d{name} at pair_trips={level}"
-    cfg = lambda **kw: bwd.scan_bwd_launch_config(8, 384, 6085, 128, False, prefetch=False, **kw).walk.constexprs
-    assert cfg(pairs=True, pair_trips=3)["PAIR_TRIPS"] == 3
-    assert cfg(pairs=False, pair_trips=3)["PAIR_TRIPS"] == 0
-    with pytest.raises(ValueError, match="pair_trips"):
-        cfg(pair_trips=4)
-
-
 def test_bwd_channel_splits(scan):
     """The walk as several launches over ranges of the channel blocks (20 channels in blocks of 8 under the
     interpreter, 2 launches: 2 blocks, then the last, masked one), sharing one scratch and one partials buffer:

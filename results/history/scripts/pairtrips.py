@@ -1,5 +1,6 @@
-"""The scan backward's pairs walk two steps per loop trip (`bwd._pair_trips`, `pair_trips` 1-3) against one step
-per trip (0, the walk of the commit before). Levels (`_pair_trips` docstring): 1 the state between the two steps
+"""The scan backward's pairs walk two steps per loop trip (`bwd._pair_trips`, `pair_trips` 1-3; in kernels/selective_scan/
+bwd.py at commit f8db580, removed after this measurement: slower in every variant) against one step per trip (0,
+the walk of the commit before). Levels (`_pair_trips` docstring): 1 the state between the two steps
 built once, the even step reloading its entering state and B row and recomputing its decay; 2 the decay kept;
 3 the entering state and the B row kept too. Each variant is LEVEL:MAXNREG[:CHANNEL_SPLITS] (the walk's
 register cap; splits default to the automatic choice, which follows the cap). (1) whole scan-backward calls as
