@@ -100,6 +100,14 @@ def _weight_grad(a: Tensor, b: Tensor) -> Tensor:
     return torch.stack(out).to(a.dtype)
 
 
+# The scan kernels read B and C from an fp32 copy of x_dbl's B and C columns when x_dbl is 16-bit (the same
+# values: a bf16 -> fp32 cast is exact). Each kernel otherwise unpacks every 16-bit B/C value per token and program:
+# static check (sm_90, triton 3.6, Vim-Ti 1248 px batch 8, combined bf16), the scan backward's walk loop 810 -> 718
+# SASS instructions and its recomputation loop 174 -> 152. The copy is (2, batch * L, 2N) fp32 per scan call,
+# transient (12.5 MB at that shape). False: the scans read the 16-bit views of x_dbl.
+SCAN_BC_FP32 = True
+
+
 def _scan_operands(x_dbl: Tensor, dt_proj_t: Tensor, batch: int, length: int, n_state: int
                    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """From x_dbl (2, batch * L, W): dt_pad (2, batch * L, W - 2N), the dt columns with the row's pad after them,
@@ -107,13 +115,18 @@ def _scan_operands(x_dbl: Tensor, dt_proj_t: Tensor, batch: int, length: int, n_
     dt_pad @ dt_proj_pad, and B and C (2, batch, N, L), all but delta and dt_proj_pad views. The pad columns
     enter the GEMM with zero weights (delta is dt @ dt_proj_t exactly) so that K is W - 2N (16 for Vim-Ti)
     instead of R = 12: rows 32-byte aligned, a faster cuBLAS kernel (H200, 224 px batch 128: 27 -> 19 us; the
-    backward's d_dt GEMM with N = 16: 23 -> 8 us; results/history/dtpad-h200-2026-12-03.json)."""
+    backward's d_dt GEMM with N = 16: 23 -> 8 us; results/history/dtpad-h200-2026-12-03.json). B and C are views
+    of an fp32 copy of their columns where x_dbl is 16-bit (SCAN_BC_FP32), else of x_dbl."""
     cols_b, cols_c, cols_dt = x_dbl_slices(n_state, dt_proj_t.shape[1])
     dt_pad = x_dbl[..., cols_dt.start:]
     pad = dt_pad.shape[-1] - dt_proj_t.shape[1]
     dt_proj_pad = F.pad(dt_proj_t, (0, 0, 0, pad)) if pad else dt_proj_t
     delta = torch.bmm(dt_pad, dt_proj_pad).view(2, batch, length, -1).transpose(2, 3)  # dt_bias: in the scan
     rows = x_dbl.view(2, batch, length, -1)
+    if SCAN_BC_FP32 and x_dbl.dtype != torch.float32:
+        assert cols_b.stop == cols_c.start  # [B | C] adjacent: one copy of both, rows of 2N fp32
+        rows = rows[..., cols_b.start:cols_c.stop].float()
+        cols_b, cols_c = slice(0, n_state), slice(n_state, 2 * n_state)
     return dt_pad, dt_proj_pad, delta, rows[..., cols_b].transpose(2, 3), rows[..., cols_c].transpose(2, 3)
 
 

@@ -114,3 +114,46 @@ def test_graph_saves_weights_x_dbl_and_checkpoints_only(op, device, recompute_h)
     assert extra == sorted([(2, batch, -(-length // 64), n_state, inner), (2, batch * length, width),
                             (batch, length, inner)])  # checkpoints, x_dbl, y
     assert not any(t.numel() == 2 * batch * length * inner for t in saved)
+
+
+def test_scan_operands_give_fp32_b_and_c(op, monkeypatch):
+    """With 16-bit x_dbl the scans get B and C (2, batch, N, L) as views of an fp32 copy of those columns (exact
+    values, N contiguous, rows of 2N); with SCAN_BC_FP32 off, and for fp32 x_dbl, views of x_dbl itself."""
+    batch, length, n_state, dt_rank, inner = 2, 5, 4, 2, 12
+    x_dbl = torch.randn(2, batch * length, 16).to(torch.bfloat16)
+    dt_proj_t = torch.randn(2, dt_rank, inner).to(torch.bfloat16)
+    rows = x_dbl.view(2, batch, length, 16)
+    _, _, _, B, C = op._scan_operands(x_dbl, dt_proj_t, batch, length, n_state)
+    assert B.dtype == C.dtype == torch.float32 and B.shape == C.shape == (2, batch, n_state, length)
+    assert torch.equal(B, rows[..., :n_state].transpose(2, 3).float())
+    assert torch.equal(C, rows[..., n_state:2 * n_state].transpose(2, 3).float())
+    assert B.stride(2) == 1 and B.stride(3) == 2 * n_state and C.data_ptr() == B.data_ptr() + 4 * n_state
+    monkeypatch.setattr(op, "SCAN_BC_FP32", False)
+    _, _, _, B16, C16 = op._scan_operands(x_dbl, dt_proj_t, batch, length, n_state)
+    assert B16.dtype == torch.bfloat16 and B16.data_ptr() == x_dbl.data_ptr()
+    assert C16.data_ptr() == x_dbl.data_ptr() + 2 * n_state
+    monkeypatch.setattr(op, "SCAN_BC_FP32", True)
+    x32 = x_dbl.float()
+    _, _, _, B32, _ = op._scan_operands(x32, dt_proj_t.float(), batch, length, n_state)
+    assert B32.data_ptr() == x32.data_ptr()  # no copy of fp32 x_dbl
+
+
+def test_bf16_op_with_fp32_b_and_c_is_bitwise_unchanged(op, device, monkeypatch):
+    """The fp32 copy of B and C holds the same values, so the bf16 op's output and every gradient are those of the
+    scans reading x_dbl's 16-bit columns: bitwise under the interpreter (the same arithmetic); on a GPU the two
+    compiled kernels may contract multiplies and adds differently, so there within bf16 rounding."""
+    results = []
+    for flag in (True, False):
+        monkeypatch.setattr(op, "SCAN_BC_FP32", flag)
+        inputs = [t.to(torch.bfloat16) if i in (0, 1, 4, 5, 9) else t
+                  for i, t in enumerate(inner_inputs(device))]  # h and the GEMM weights in bf16
+        leaves = [t.clone().requires_grad_() for t in inputs]
+        out = op.bimamba_inner(*leaves, combine=False)
+        out.backward(torch.randn(out.shape, generator=torch.Generator().manual_seed(5)).to(out))
+        results.append((out.detach(), [t.grad for t in leaves]))
+    (out1, grads1), (out0, grads0) = results
+    same = torch.equal if device == "cpu" else \
+        (lambda a, b: torch.allclose(a.float(), b.float(), rtol=1e-2, atol=1e-2 * b.float().abs().max().item()))
+    assert same(out1, out0)
+    for name, a, b in zip(NAMES, grads1, grads0):
+        assert a is not None and same(a, b), name
