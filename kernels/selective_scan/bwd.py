@@ -76,6 +76,17 @@ from kernels.selective_scan.fwd import (LN2, LOG2E, _blocks_for, _check, _load_l
                                         store_rows)
 
 
+@triton.jit
+def _channel_mask(offs_c, E, BLOCK_C: tl.constexpr, MASK_C: tl.constexpr):
+    """The program's channel lanes inside E; with MASK_C False (E a multiple of BLOCK_C) a constant all-true mask,
+    which Triton folds away: the masked loads become plain loads without the predicate and the zero fill (~25
+    instructions per walk step, kernels/NOTES.md)."""
+    if MASK_C:
+        return offs_c < E
+    else:
+        return tl.full((BLOCK_C,), 1, tl.int1)
+
+
 @triton.jit(do_not_specialize=["L", "chunks_per_program", "c_block0"])
 def _scan_bwd_kernel(
     g_ptr, u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, ckpt_ptr, scratch_ptr,
@@ -98,6 +109,7 @@ def _scan_bwd_kernel(
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     USE_ASM: tl.constexpr, PREFETCH: tl.constexpr, L1_AHEAD: tl.constexpr = 0, PAIRS: tl.constexpr = False,
     SCRATCH_AHEAD: tl.constexpr = 0, SCRATCH_EVICT: tl.constexpr = None, OUT_EVICT: tl.constexpr = None,
+    MASK_C: tl.constexpr = True,
 ):
     """One program: BLOCK_C channels of one (direction, batch, chunk group); grid (channel blocks of this launch,
     2 * groups, batch), axis 1 = 2 * group + direction; axis 0 counts channel blocks from c_block0 (a launch may
@@ -120,7 +132,8 @@ def _scan_bwd_kernel(
     SCRATCH_AHEAD: 0, or D > 0: each walk step also asks L1 for the scratch tile the step D steps further on reads
     (one `prefetch.global.L1` per step: lane l names the tile's row l % N, one 128-byte line each).
     SCRATCH_EVICT / OUT_EVICT: L2 eviction policies of the scratch's stores and loads and of the per-token
-    gradient stores (du, ddelta, the dB/dC rows): None (the default policy), "evict_first", "evict_last"."""
+    gradient stores (du, ddelta, the dB/dC rows): None (the default policy), "evict_first", "evict_last".
+    MASK_C: E is not a multiple of BLOCK_C, so channel lanes need masks (False: none, `_channel_mask`)."""
     pid_c = tl.program_id(0).to(tl.int64)
     direction = (tl.program_id(1) % 2).to(tl.int64)
     group = (tl.program_id(1) // 2).to(tl.int64)
@@ -132,7 +145,7 @@ def _scan_bwd_kernel(
     n_cblocks = tl.num_programs(0)
 
     offs_c = (c_block0 + pid_c) * BLOCK_C + tl.arange(0, BLOCK_C)
-    mask_c = offs_c < E
+    mask_c = _channel_mask(offs_c, E, BLOCK_C, MASK_C)
     c64 = offs_c.to(tl.int64)
     states = tl.arange(0, N_STATE)
     tile_mask = mask_c[None, :]
@@ -328,7 +341,7 @@ def _scan_bwd_group_carry_kernel(
     stride_z_b, stride_z_e, stride_z_l: tl.constexpr,
     N_STATE: tl.constexpr, BLOCK_C: tl.constexpr, CHUNK: tl.constexpr,
     HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, USE_ASM: tl.constexpr,
-    PREFETCH: tl.constexpr, L1_AHEAD: tl.constexpr = 0,
+    PREFETCH: tl.constexpr, L1_AHEAD: tl.constexpr = 0, MASK_C: tl.constexpr = True,
 ):
     """Pass A of the chunk-parallel backward. One program: BLOCK_C channels of one (direction, batch, group
     g >= 1); grid (channel blocks, 2 * (groups - 1), batch), axis 1 = 2 * (g - 1) + direction. Walks the group's
@@ -351,7 +364,7 @@ def _scan_bwd_group_carry_kernel(
     n_batch = tl.num_programs(2)
 
     offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    mask_c = offs_c < E
+    mask_c = _channel_mask(offs_c, E, BLOCK_C, MASK_C)
     c64 = offs_c.to(tl.int64)
     states = tl.arange(0, N_STATE)
     g_base = g_ptr + direction * stride_g_dir + pid_b * stride_g_b + c64 * stride_g_e
@@ -749,6 +762,12 @@ CARRY_L1_AHEAD = 0
 # / 3,604; fp32 2,653 / 2,698 / 2,686. Captured Vim-Ti steps at 1248 px batch 8: 93.4 -> 95.3 img/s.
 CARRY_PREFETCH = True
 DEFAULT_EVICT_HINTS = False
+# Channel masks where E is a multiple of BLOCK_C (the kernels' MASK_C: without them the loads skip the predicate and
+# the zero fill). Pass A runs without them there (static, triton 3.6, Vim-Ti 1248/8: 257 -> 239 instructions per
+# two steps, no spill). The walk: 40 fewer instructions per step (718 -> 678), but its spill grows 56 -> 112 B
+# (3.6; 104 -> 144 B under 3.8), the added reloads outside its inner loops; not measured on the GPU, so the walk
+# keeps its masks on the GPU until it is (the interpreter runs it unmasked, so tests cover both forms).
+UNMASKED_WALK = False
 
 
 @dataclass(frozen=True)
@@ -871,7 +890,8 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
     if scratch_ahead < 0:
         raise ValueError(f"scratch_ahead must be >= 0; got {scratch_ahead}")
     hints = bool(DEFAULT_EVICT_HINTS if evict_hints is None else evict_hints)
-    constexprs = dict(BLOCK_C=block_c, CHUNK=chunk, USE_ASM=not interpreted, PREFETCH=prefetch)
+    masked = channels % block_c != 0
+    constexprs = dict(BLOCK_C=block_c, CHUNK=chunk, USE_ASM=not interpreted, PREFETCH=prefetch, MASK_C=masked)
     n_cblocks = cdiv(channels, block_c)
     splits = DEFAULT_CHANNEL_SPLITS if channel_splits is None else channel_splits
     if splits is None:  # auto: one launch per wave of resident programs, in the capped walk
@@ -887,7 +907,8 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
                                         SCATTER_SUMS=scatter, L1_AHEAD=0 if interpreted else l1_ahead,
                                         PAIRS=pairs, SCRATCH_AHEAD=0 if interpreted else scratch_ahead,
                                         SCRATCH_EVICT="evict_last" if hints else None,
-                                        OUT_EVICT="evict_first" if hints else None),
+                                        OUT_EVICT="evict_first" if hints else None,
+                                        MASK_C=masked or not (UNMASKED_WALK or interpreted)),
                         num_warps=1, maxnreg=None if interpreted else maxnreg)
     carry = None
     if groups > 1:

@@ -300,6 +300,25 @@ def test_bwd_pairs_walk(scan, length, chunk, split, combine):
                                           pairs=True).walk.constexprs["PAIRS"]
 
 
+@pytest.mark.parametrize("pairs", [False, True])
+def test_bwd_unmasked_channels(scan, pairs):
+    """Channels a multiple of the block (16 in blocks of 8 under the interpreter; Vim's 384 in blocks of 32 on the
+    GPU) launch pass A without channel masks (MASK_C False: a constant mask Triton folds away), and the walk too
+    under the interpreter and with UNMASKED_WALK (on the GPU it keeps them until measured): the float64
+    reference's gradients, both output forms, several groups, the pairs walk and the plain one."""
+    _, bwd = scan
+    for combine in (True, False):
+        x = model_layout(1, 16, 19, seed=23)
+        _, g, got = run_triton(scan, x, combine=combine, chunk=4, prefetch=False, sub_chunk=0, pairs=pairs,
+                               chunks_per_program=2)
+        assert_grads_close(got, reference_grads(x, g, combine=combine), x)
+    cfg = lambda channels, **kw: bwd.scan_bwd_launch_config(8, channels, 6085, 128, False, **kw)  # noqa: E731
+    assert cfg(384).walk.constexprs["MASK_C"] is not bwd.UNMASKED_WALK and not cfg(384).carry.constexprs["MASK_C"]
+    assert cfg(392).walk.constexprs["MASK_C"] and cfg(392).carry.constexprs["MASK_C"]
+    assert not bwd.scan_bwd_launch_config(1, 16, 19, 4, True).walk.constexprs["MASK_C"]
+    assert bwd.scan_bwd_launch_config(1, 13, 19, 4, True).walk.constexprs["MASK_C"]
+
+
 def test_bwd_channel_splits(scan):
     """The walk as several launches over ranges of the channel blocks (20 channels in blocks of 8 under the
     interpreter, 2 launches: 2 blocks, then the last, masked one), sharing one scratch and one partials buffer:
