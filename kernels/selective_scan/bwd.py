@@ -79,8 +79,8 @@ from kernels.selective_scan.fwd import (LN2, LOG2E, _blocks_for, _check, _load_l
 @triton.jit
 def _channel_mask(offs_c, E, BLOCK_C: tl.constexpr, MASK_C: tl.constexpr):
     """The program's channel lanes inside E; with MASK_C False (E a multiple of BLOCK_C) a constant all-true mask,
-    which Triton folds away: the masked loads become plain loads without the predicate and the zero fill (~25
-    instructions per walk step, kernels/NOTES.md)."""
+    which Triton folds away: the masked loads become plain loads without the predicate and the zero fill (static,
+    triton 3.6: pass A 257 -> 239 SASS instructions per two steps, the walk 718 -> 678 per step; UNMASKED_WALK)."""
     if MASK_C:
         return offs_c < E
     else:

@@ -138,7 +138,7 @@ def test_scan_operands_give_fp32_b_and_c(op, monkeypatch):
     assert B32.data_ptr() == x32.data_ptr()  # no copy of fp32 x_dbl
 
 
-def test_bf16_op_with_fp32_b_and_c_is_bitwise_unchanged(op, device, monkeypatch):
+def test_bf16_op_with_fp32_b_and_c_changes_nothing(op, device, monkeypatch):
     """The fp32 copy of B and C holds the same values, so the bf16 op's output and every gradient are those of the
     scans reading x_dbl's 16-bit columns: bitwise under the interpreter (the same arithmetic); on a GPU the two
     compiled kernels may contract multiplies and adds differently, so there within bf16 rounding."""
