@@ -765,8 +765,9 @@ DEFAULT_EVICT_HINTS = False
 # Channel masks where E is a multiple of BLOCK_C (the kernels' MASK_C: without them the loads skip the predicate and
 # the zero fill). Pass A runs without them there (static, triton 3.6, Vim-Ti 1248/8: 257 -> 239 instructions per
 # two steps, no spill). The walk: 40 fewer instructions per step (718 -> 678), but its spill grows 56 -> 112 B
-# (3.6; 104 -> 144 B under 3.8), the added reloads outside its inner loops; not measured on the GPU, so the walk
-# keeps its masks on the GPU until it is (the interpreter runs it unmasked, so tests cover both forms).
+# (3.6; 104 -> 144 B under 3.8), the added reloads outside its inner loops. Measured slower on the H200 (session m,
+# results/history/bcmask-h200-2026-12-04m.json: 1,865 -> 1,917 us at Vim-Ti 8 x 6,085), so the walk keeps its masks
+# on the GPU (the interpreter runs it unmasked, so tests cover both forms).
 UNMASKED_WALK = False
 
 
