@@ -57,6 +57,18 @@ def _tokens(u: Tensor) -> Tensor:
     return u.transpose(2, 3).reshape(2, -1, u.shape[2])
 
 
+def _tokens_2e(u: Tensor) -> Tensor:
+    """u (2, batch, E, L) as (batch * L, 2E) GEMM rows [u_0 | u_1]: a view when u is laid out (batch, L, 2, E)."""
+    return u.permute(1, 3, 0, 2).reshape(-1, 2 * u.shape[2])
+
+
+def _mm_fp32(a: Tensor, b: Tensor) -> Tensor:
+    """a @ b with an fp32 result (16-bit operands on CUDA: fp32 accumulation without a 16-bit rounding)."""
+    if a.is_cuda and a.dtype in (torch.bfloat16, torch.float16):
+        return torch.bmm(a[None], b[None], out_dtype=torch.float32)[0]
+    return (a @ b).float()
+
+
 # Weight gradients reduce over every token (K = batch * L rows, ~49k at 1248 px batch 8) into a few hundred outputs:
 # cuBLAS ran d_x_proj (E x W = 384 x 48 per direction) as one tile grid of a dozen CTAs, 1.16 ms per layer on the
 # H200 (28 ms of a 178 ms Vim-Ti step at 1248 px batch 8). Splitting K into slices of at most this many rows, one
@@ -106,6 +118,13 @@ def _weight_grad(a: Tensor, b: Tensor) -> Tensor:
 # SASS instructions and its recomputation loop 174 -> 152. The copy is (2, batch * L, 2N) fp32 per scan call,
 # transient (12.5 MB at that shape). False: the scans read the 16-bit views of x_dbl.
 SCAN_BC_FP32 = True
+
+# The scan backward's outputs in the forms this op consumes (session m): dz as the two directions' terms, stored
+# per direction and summed by the in_proj GEMMs (K = 2E) instead of fp32 atomics onto a zero-filled buffer and a
+# cast (DZ_HALVES), and dB/dC summed from their per-channel-block partials straight into x_dbl-gradient rows by one
+# kernel instead of two fp32 sums, transposes, casts and a wider concatenation (BC_ROWS). False: the old forms.
+DZ_HALVES = True
+BC_ROWS = True
 
 
 def _scan_operands(x_dbl: Tensor, dt_proj_t: Tensor, batch: int, length: int, n_state: int
@@ -199,8 +218,11 @@ def _backward(ctx, grad_out, _grad_y, _grad_x_dbl, _grad_checkpoints):
     x, z = _split_xz(F.linear(h, in_proj), inner)
     u = conv1d_silu_bidir(x, conv_w, conv_b)
     dt_pad, dt_proj_pad, delta, B, C = _scan_operands(x_dbl, dt_proj_t, batch, length, n_state)
+    # dB and dC come as x_dbl-gradient rows [dB | dC] in x_dbl's dtype (BC_ROWS), dz as the two directions' terms
+    # (DZ_HALVES)
     du, ddelta, dA, dB, dC, dD, dz, ddt_bias = bimamba_scan_bwd(
-        grad_y, u, delta, A, B, C, D, z, dt_bias, checkpoints, True, True, ctx.chunk)
+        grad_y, u, delta, A, B, C, D, z, dt_bias, checkpoints, True, True, ctx.chunk, dz_halves=DZ_HALVES,
+        bc_rows_dtype=x_dbl.dtype if BC_ROWS else None)
     del delta, grad_y
     # dt_proj: delta_pre = dt_pad @ dt_proj_pad per direction (the pad rows' weight gradient is dropped)
     ddelta_rows = _tokens(ddelta)  # (2, batch * L, E)
@@ -208,8 +230,11 @@ def _backward(ctx, grad_out, _grad_y, _grad_x_dbl, _grad_checkpoints):
     d_dt_pad = torch.bmm(ddelta_rows, dt_proj_pad.transpose(1, 2))  # (2, batch * L, W - 2N), zero on the pad
     del ddelta, ddelta_rows
     # x_proj: x_dbl = tokens @ x_proj_t; its gradient in x_dbl's column order [dB | dC | d_dt | 0]
-    rows = lambda g: g.transpose(2, 3).reshape(2, batch * length, n_state).to(x_dbl.dtype)  # noqa: E731
-    d_x_dbl = torch.cat([rows(dB), rows(dC), d_dt_pad.to(x_dbl.dtype)], -1)
+    if dC is None:  # BC_ROWS: dB holds the rows [dB | dC]
+        d_x_dbl = torch.cat([dB, d_dt_pad.to(x_dbl.dtype)], -1)
+    else:
+        rows = lambda g: g.transpose(2, 3).reshape(2, batch * length, n_state).to(x_dbl.dtype)  # noqa: E731
+        d_x_dbl = torch.cat([rows(dB), rows(dC), d_dt_pad.to(x_dbl.dtype)], -1)
     del dB, dC, d_dt_pad
     tokens = _tokens(u)
     d_x_proj_t = _weight_grad(tokens, d_x_dbl)  # (2, E, W)
@@ -219,11 +244,20 @@ def _backward(ctx, grad_out, _grad_y, _grad_x_dbl, _grad_checkpoints):
     del d_x_dbl, du_rows
     dx, d_conv_w, d_conv_b = conv1d_silu_bidir_bwd(du, x, conv_w, conv_b)
     del du
-    # in_proj: xz = h @ in_proj^T with xz = [x | z]; the two halves' GEMMs instead of a concatenated dxz
-    dx_rows, dz_rows = dx.transpose(1, 2).reshape(-1, inner), dz.transpose(1, 2).reshape(-1, inner)
+    # in_proj: xz = h @ in_proj^T with xz = [x | z]; the two halves' GEMMs instead of a concatenated dxz. dz comes
+    # as the two directions' terms (dz_halves), laid out like u: rows [dz_0 | dz_1] of 2E, summed by the GEMMs.
+    dx_rows = dx.transpose(1, 2).reshape(-1, inner)
     h_rows = h.reshape(-1, h.shape[-1])
-    dh = torch.addmm(dx_rows @ in_proj[:inner], dz_rows, in_proj[inner:]).view(h.shape)
-    d_in_proj = torch.cat([dx_rows.t() @ h_rows, dz_rows.t() @ h_rows])
+    w_z = in_proj[inner:]
+    if dz.dim() == 4:  # DZ_HALVES
+        dz_rows = _tokens_2e(dz)
+        dh = torch.addmm(dx_rows @ in_proj[:inner], dz_rows, torch.cat([w_z, w_z])).view(h.shape)
+        d_w_z = _mm_fp32(dz_rows.t(), h_rows).view(2, inner, -1).sum(0).to(in_proj.dtype)
+    else:
+        dz_rows = dz.transpose(1, 2).reshape(-1, inner)
+        dh = torch.addmm(dx_rows @ in_proj[:inner], dz_rows, w_z).view(h.shape)
+        d_w_z = dz_rows.t() @ h_rows
+    d_in_proj = torch.cat([dx_rows.t() @ h_rows, d_w_z])
     return (dh, d_in_proj, d_conv_w, d_conv_b, d_x_proj_t, d_dt_proj_t, dA.to(A.dtype), dD.to(D.dtype),
             ddt_bias.to(dt_bias.dtype), d_out_proj, None, None, None, None, None)
 

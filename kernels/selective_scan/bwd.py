@@ -47,7 +47,8 @@ Design (one program = BLOCK_C channels, one per lane, of one (direction, batch, 
   blocks, one after the other, sharing the scratch and the dB/dC partials (`scan_bwd_launch_config`'s
   channel_splits: less memory, slower; one launch by default).
 - du, ddelta (through softplus: * sigmoid(delta + bias)) are stored per token; dz gets both directions'
-  contributions by relaxed fp32 atomics onto zero (two additions: order-independent, so deterministic).
+  contributions by relaxed fp32 atomics onto zero (two additions: order-independent, so deterministic), or with
+  dz_halves=True each direction stores its own term in z's dtype (the caller sums the two).
 - dA, dD, ddelta_bias accumulate in registers and are written once per program (per-(batch, group) partials
   summed by torch). dB_s, dC_s (sums over channels) are reduced over the program's lanes and written as
   per-channel-block partials (a launch's channel blocks, 2, batch, L, N), summed by torch after each launch: no
@@ -103,13 +104,13 @@ def _scan_bwd_kernel(
     stride_z_b, stride_z_e, stride_z_l: tl.constexpr,
     stride_du_dir, stride_du_b, stride_du_e, stride_du_l: tl.constexpr,
     stride_ddt_dir, stride_ddt_b, stride_ddt_e, stride_ddt_l: tl.constexpr,
-    stride_dz_b, stride_dz_e, stride_dz_l: tl.constexpr,
+    stride_dz_dir, stride_dz_b, stride_dz_e, stride_dz_l: tl.constexpr,
     N_STATE: tl.constexpr, BLOCK_C: tl.constexpr, CHUNK: tl.constexpr, SUB: tl.constexpr, SEG: tl.constexpr,
     SUB_TILES: tl.constexpr, SCATTER_SUMS: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     USE_ASM: tl.constexpr, PREFETCH: tl.constexpr, L1_AHEAD: tl.constexpr = 0, PAIRS: tl.constexpr = False,
     SCRATCH_AHEAD: tl.constexpr = 0, SCRATCH_EVICT: tl.constexpr = None, OUT_EVICT: tl.constexpr = None,
-    MASK_C: tl.constexpr = True,
+    MASK_C: tl.constexpr = True, DZ_HALVES: tl.constexpr = False,
 ):
     """One program: BLOCK_C channels of one (direction, batch, chunk group); grid (channel blocks of this launch,
     2 * groups, batch), axis 1 = 2 * group + direction; axis 0 counts channel blocks from c_block0 (a launch may
@@ -133,7 +134,9 @@ def _scan_bwd_kernel(
     (one `prefetch.global.L1` per step: lane l names the tile's row l % N, one 128-byte line each).
     SCRATCH_EVICT / OUT_EVICT: L2 eviction policies of the scratch's stores and loads and of the per-token
     gradient stores (du, ddelta, the dB/dC rows): None (the default policy), "evict_first", "evict_last".
-    MASK_C: E is not a multiple of BLOCK_C, so channel lanes need masks (False: none, `_channel_mask`)."""
+    MASK_C: E is not a multiple of BLOCK_C, so channel lanes need masks (False: none, `_channel_mask`).
+    DZ_HALVES: each direction stores its own term of dz (dz_ptr (2, batch, E, L), stride_dz_dir) instead of adding
+    it into one fp32 dz with atomics (stride_dz_dir 0)."""
     pid_c = tl.program_id(0).to(tl.int64)
     direction = (tl.program_id(1) % 2).to(tl.int64)
     group = (tl.program_id(1) // 2).to(tl.int64)
@@ -161,7 +164,7 @@ def _scan_bwd_kernel(
                 C_ptr + direction * stride_C_dir + pid_b * stride_C_b + zero_c)
     du_base = du_ptr + direction * stride_du_dir + pid_b * stride_du_b + c64 * stride_du_e
     ddt_base = ddelta_ptr + direction * stride_ddt_dir + pid_b * stride_ddt_b + c64 * stride_ddt_e
-    dz_base = dz_ptr + pid_b * stride_dz_b + c64 * stride_dz_e
+    dz_base = dz_ptr + direction * stride_dz_dir + pid_b * stride_dz_b + c64 * stride_dz_e
     # (N,) row of token t in the dB/dC partials: [pid_c, direction, pid_b, t, :]
     dBC_off = ((pid_c * n_dirs + direction) * n_batch + pid_b) * L * N_STATE + states
     # SCATTER_SUMS (BLOCK_C = 32 = N_STATE * 2, one warp): the same rows stored from the lanes, state l // 2
@@ -219,12 +222,14 @@ def _scan_bwd_kernel(
         dA_acc, dD_acc, dbias_acc = _bwd_walk(
             *walk_args, stride_u_l, stride_dt_l, stride_g_l, stride_z_l, stride_B_l, stride_C_l, stride_du_l,
             stride_ddt_l, stride_dz_l, True, N_STATE, BLOCK_C, CHUNK, SUB, SEG, SUB_TILES, SCATTER_SUMS, HAS_D, HAS_Z,
-            HAS_BIAS, SOFTPLUS, USE_ASM, PREFETCH, L1_AHEAD, PAIRS, SCRATCH_AHEAD, SCRATCH_EVICT, OUT_EVICT)
+            HAS_BIAS, SOFTPLUS, USE_ASM, PREFETCH, L1_AHEAD, PAIRS, SCRATCH_AHEAD, SCRATCH_EVICT, OUT_EVICT,
+            DZ_HALVES)
     else:
         dA_acc, dD_acc, dbias_acc = _bwd_walk(
             *walk_args, stride_u_l, stride_dt_l, stride_g_l, stride_z_l, stride_B_l, stride_C_l, stride_du_l,
             stride_ddt_l, stride_dz_l, False, N_STATE, BLOCK_C, CHUNK, SUB, SEG, SUB_TILES, SCATTER_SUMS, HAS_D,
-            HAS_Z, HAS_BIAS, SOFTPLUS, USE_ASM, PREFETCH, L1_AHEAD, PAIRS, SCRATCH_AHEAD, SCRATCH_EVICT, OUT_EVICT)
+            HAS_Z, HAS_BIAS, SOFTPLUS, USE_ASM, PREFETCH, L1_AHEAD, PAIRS, SCRATCH_AHEAD, SCRATCH_EVICT, OUT_EVICT,
+            DZ_HALVES)
 
     dA_tile = dA_ptr + ((part * n_dirs + direction) * E + c64[None, :]) * N_STATE + states[:, None]
     tl.store(dA_tile, dA_acc, mask=tile_mask)
@@ -246,7 +251,8 @@ def _bwd_walk(first_chunk, last_chunk, L, E, ckpt_lanes, scratch_lanes, tile_lin
               SUB: tl.constexpr, SEG: tl.constexpr, SUB_TILES: tl.constexpr, SCATTER_SUMS: tl.constexpr,
               HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
               USE_ASM: tl.constexpr, PREFETCH: tl.constexpr, L1_AHEAD: tl.constexpr, PAIRS: tl.constexpr,
-              SCRATCH_AHEAD: tl.constexpr, SCRATCH_EVICT: tl.constexpr, OUT_EVICT: tl.constexpr):
+              SCRATCH_AHEAD: tl.constexpr, SCRATCH_EVICT: tl.constexpr, OUT_EVICT: tl.constexpr,
+              DZ_HALVES: tl.constexpr):
     """`_scan_bwd_kernel`'s walk over its chunks (last to first), for one direction (`backward` constexpr: the
     kernel holds it once per direction, a uniform branch per program) with the token strides constexpr: each
     token's pointers are then one multiply-add by a constant, and a pair's two tokens sit a constant offset apart.
@@ -324,7 +330,7 @@ def _bwd_walk(first_chunk, last_chunk, L, E, ckpt_lanes, scratch_lanes, tile_lin
                 h = a * h_prev + Bt[:, None] * (d * u)[None, :]
                 carry, dA_acc, dD_acc, dbias_acc = _walk_step(
                     t, u, g * g_scale, z, Bt, Ct, h_prev, h, a, d, d_slope, carry, dA_acc, dD_acc, dbias_acc,
-                    *out_args, N_STATE, BLOCK_C, HAS_D, HAS_Z, SCATTER_SUMS, USE_ASM, OUT_EVICT)
+                    *out_args, N_STATE, BLOCK_C, HAS_D, HAS_Z, SCATTER_SUMS, USE_ASM, OUT_EVICT, DZ_HALVES)
             tl.debug_barrier()  # the next segment overwrites the states
     return dA_acc, dD_acc, dbias_acc
 
@@ -623,10 +629,12 @@ def _bwd_token(j, start, L, backward, mask_c, u_base, dt_base, g_base, z_base, B
 def _walk_step(t, u, g, z, Bt, Ct, h_prev, h, a, d, d_slope, carry, dA_acc, dD_acc, dbias_acc, A2, D_row, g_scale,
                du_base, ddt_base, dz_base, dB_ptr, dC_ptr, dBC_row, dBC_off, lanes, even_lane, mask_c, stride_du_l,
                stride_ddt_l, stride_dz_l, N_STATE: tl.constexpr, BLOCK_C: tl.constexpr, HAS_D: tl.constexpr,
-               HAS_Z: tl.constexpr, SCATTER_SUMS: tl.constexpr, USE_ASM: tl.constexpr, EVICT: tl.constexpr):
+               HAS_Z: tl.constexpr, SCATTER_SUMS: tl.constexpr, USE_ASM: tl.constexpr, EVICT: tl.constexpr,
+               DZ_HALVES: tl.constexpr):
     """One step of the walk at token t: h_prev / h the states entering / leaving it, a = exp(Delta A), d = Delta,
     d_slope = dDelta/d(dt), g the scaled upstream gradient, carry = a_{s+1} l_{s+1}. Stores du, ddelta, the dB/dC
-    partial rows (EVICT: these stores' L2 eviction policy) and dz's atomic; returns (carry for the step before,
+    partial rows (EVICT: these stores' L2 eviction policy) and this direction's dz term (DZ_HALVES: a store into
+    its own half, else an atomic add); returns (carry for the step before,
     dA_acc, dD_acc, dbias_acc) updated."""
     du_in = d * u
     if HAS_Z:
@@ -634,7 +642,11 @@ def _walk_step(t, u, g, z, Bt, Ct, h_prev, h, a, d, d_slope, carry, dA_acc, dD_a
         if HAS_D:
             y += D_row * u
         sz = fastmath.sigmoid(z, USE_ASM)
-        tl.atomic_add(dz_base + t * stride_dz_l, g * y * sz * (1.0 + z * (1.0 - sz)), mask=mask_c, sem="relaxed")
+        dz = g * y * sz * (1.0 + z * (1.0 - sz))
+        if DZ_HALVES:
+            tl.store(dz_base + t * stride_dz_l, dz.to(dz_base.dtype.element_ty), mask=mask_c, eviction_policy=EVICT)
+        else:
+            tl.atomic_add(dz_base + t * stride_dz_l, dz, mask=mask_c, sem="relaxed")
         dy = g * z * sz
     else:
         dy = g
@@ -662,6 +674,38 @@ def _walk_step(t, u, g, z, Bt, Ct, h_prev, h, a, d, d_slope, carry, dA_acc, dD_a
         tl.store(dC_ptr + row, tl.sum(h * dy[None, :], axis=1), eviction_policy=EVICT)
         tl.store(dB_ptr + row, tl.sum(lam * du_in[None, :], axis=1), eviction_policy=EVICT)
     return a * lam, dA_acc, dD_acc, dbias_acc
+
+
+@triton.jit
+def _bc_rows_kernel(dBp_ptr, dCp_ptr, out_ptr, parts, rows, stride_out_row,
+                    N_STATE: tl.constexpr, BLOCK_R: tl.constexpr):
+    """dB and dC as GEMM rows: out[r, :N] = sum_p dBp[p, r, :], out[r, N:2N] = sum_p dCp[p, r, :] in out's dtype
+    (fp32 sums in partial order: deterministic). dBp, dCp: (parts, rows, N) fp32 contiguous; out rows of
+    stride_out_row elements (x_dbl's gradient, [dB | dC | d_dt | pad]), stride 1 along the row. One program:
+    BLOCK_R rows."""
+    r = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
+    n = tl.arange(0, N_STATE)
+    mask = (r < rows)[:, None]
+    offs = r[:, None] * N_STATE + n[None, :]
+    acc_b = tl.zeros((BLOCK_R, N_STATE), dtype=tl.float32)
+    acc_c = tl.zeros((BLOCK_R, N_STATE), dtype=tl.float32)
+    for p in range(0, parts):
+        acc_b += tl.load(dBp_ptr + p * rows * N_STATE + offs, mask=mask, other=0.0)
+        acc_c += tl.load(dCp_ptr + p * rows * N_STATE + offs, mask=mask, other=0.0)
+    out = out_ptr + r[:, None] * stride_out_row + n[None, :]
+    tl.store(out, acc_b.to(out_ptr.dtype.element_ty), mask=mask)
+    tl.store(out + N_STATE, acc_c.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+BC_ROWS_BLOCK = 64
+
+
+def _bc_rows(dBp: torch.Tensor, dCp: torch.Tensor, out: torch.Tensor) -> None:
+    """`_bc_rows_kernel`: the dB/dC partials (parts, 2, batch, L, N) summed into out (2, batch * L, >= 2N)."""
+    parts, n_state = dBp.shape[0], dBp.shape[-1]
+    rows = dBp[0].numel() // n_state
+    launch(_bc_rows_kernel, (cdiv(rows, BC_ROWS_BLOCK),), dBp, dCp, out, parts, rows, out.stride(1),
+           N_STATE=n_state, BLOCK_R=BC_ROWS_BLOCK, num_warps=4)
 
 
 @triton.jit
@@ -952,9 +996,15 @@ def _check_bwd(grad_out, u, checkpoints, combine, chunk, n_state):
 def bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints, delta_softplus=True,
                      combine=True, chunk=64, *, chunks_per_program=None, sub_chunk=None, scatter_sums=None,
                      block_c=None, prefetch=None, maxnreg=None, l1_ahead=None, pairs=None, channel_splits=None,
-                     scratch_ahead=None, evict_hints=None):
+                     scratch_ahead=None, evict_hints=None, dz_halves=False, bc_rows_dtype=None):
     """Gradients of `bimamba_scan` (see the module docstring for the contract). Returns
     (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias); None for each absent optional input.
+    dz_halves=True: dz is returned unsummed, (2, batch, E, L) in z's dtype laid out like u, [d] = direction d's
+    term (their sum is dz): each direction stores its own, with no fp32 buffer, zero fill, atomics or cast. The
+    caller sums them where it consumes dz (the fused training op: in its in_proj GEMMs, K = 2E).
+    bc_rows_dtype: None, or a dtype: dB and dC come back as GEMM rows instead, one (2, batch * L, 2N) tensor
+    [dB | dC] in that dtype (x_dbl's column order: what the x_proj backward takes) in dB's place, None in dC's,
+    summed from the partials by one kernel (`_bc_rows_kernel`: no fp32 sums, transposes, casts or concatenation).
     chunks_per_program: force the split of L (checkpoint chunks per program; >= cdiv(L, chunk): one program
     walks the whole sequence, the pre-chunk-parallel kernel); None: `scan_bwd_launch_config` picks. sub_chunk,
     scatter_sums, block_c, prefetch, maxnreg, l1_ahead, pairs, channel_splits, scratch_ahead, evict_hints: launch
@@ -970,14 +1020,22 @@ def bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints,
     device = u.device
     has_d, has_z, has_bias = D is not None, z is not None, delta_bias is not None
     du, ddelta = torch.empty_like(u), torch.empty_like(delta)
-    dz32 = torch.zeros_like(u[0], dtype=torch.float32) if has_z else None
+    dz_halves = bool(dz_halves) and has_z
+    if dz_halves:  # each element is stored by one lane of one direction: no zero fill
+        dz_out = torch.empty_like(u, dtype=z.dtype)
+    else:
+        dz_out = torch.zeros_like(u[0], dtype=torch.float32) if has_z else None
     f32 = dict(dtype=torch.float32, device=device)
     if length == 0 or batch == 0 or channels == 0:
         du.zero_(), ddelta.zero_()
         zeros_bc = torch.zeros(2, batch, n_state, length, **f32)
-        return (du, ddelta, torch.zeros(2, channels, n_state, **f32), zeros_bc, zeros_bc.clone(),
+        if bc_rows_dtype is not None:
+            zeros_bc, dC = torch.zeros(2, batch * length, 2 * n_state, dtype=bc_rows_dtype, device=device), None
+        else:
+            dC = zeros_bc.clone()
+        return (du, ddelta, torch.zeros(2, channels, n_state, **f32), zeros_bc, dC,
                 torch.zeros(2, channels, **f32) if has_d else None,
-                dz32.to(z.dtype) if has_z else None, torch.zeros(2, channels, **f32) if has_bias else None)
+                dz_out.zero_().to(z.dtype) if has_z else None, torch.zeros(2, channels, **f32) if has_bias else None)
 
     interpreted = check_device(u, _scan_bwd_kernel)
     cfg = scan_bwd_launch_config(batch, channels, length, chunk, interpreted, chunks_per_program, sub_chunk,
@@ -993,7 +1051,8 @@ def bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints,
     Dt = D.float().contiguous() if has_d else A
     bt = delta_bias.float().contiguous() if has_bias else A
     zt = z if has_z else u[0]
-    dzt = dz32 if has_z else u[0]
+    dzt = dz_out if has_z else u[0]
+    dz_strides = dzt.stride() if dz_halves else (0, *dzt.stride())
     g_strides = (0, *grad_out.stride()) if combine else grad_out.stride()
     per_launch = cfg.blocks_per_launch  # channel blocks per walk launch: the partials and scratch are for one
     dBp = torch.empty(per_launch, 2, batch, length, n_state, **f32)
@@ -1013,6 +1072,10 @@ def bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints,
             *g_strides, *delta.stride(), *A.stride(), *C.stride(), bt.stride(0) if has_bias else 0, *zt.stride(),
             **flags, **cfg.carry.constexprs, num_warps=cfg.carry.num_warps,
         )
+    bc_rows = None
+    if bc_rows_dtype is not None:
+        bc_rows = torch.empty(2, batch * length, 2 * n_state, dtype=bc_rows_dtype, device=device)
+    fused_bc = bc_rows is not None and per_launch == n_cblocks  # one launch: its partials are all of them
     dB = dC = None
     for c_block0 in range(0, n_cblocks, per_launch):
         blocks = min(per_launch, n_cblocks - c_block0)
@@ -1022,17 +1085,24 @@ def bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints,
             channels, length, 0.5, cfg.chunks_per_program, c_block0,
             *g_strides, *u.stride(), *delta.stride(), *A.stride(), *B.stride(), *C.stride(),
             Dt.stride(0) if has_d else 0, bt.stride(0) if has_bias else 0,
-            *zt.stride(), *du.stride(), *ddelta.stride(), *dzt.stride(),
-            HAS_D=has_d, **flags, **walk.constexprs, **walk.launch_options(),
+            *zt.stride(), *du.stride(), *ddelta.stride(), *dz_strides,
+            HAS_D=has_d, **flags, **walk.constexprs, DZ_HALVES=dz_halves, **walk.launch_options(),
         )
-        if dB is None:
+        if fused_bc:
+            _bc_rows(dBp, dCp, bc_rows)
+        elif dB is None:
             dB, dC = dBp[:blocks].sum(0), dCp[:blocks].sum(0)
         else:  # the partials are overwritten by the next launch
             dB += dBp[:blocks].sum(0)
             dC += dCp[:blocks].sum(0)
-    dB, dC = dB.transpose(-1, -2), dC.transpose(-1, -2)
+    if bc_rows is not None:
+        if not fused_bc:  # several launches summed their partials in fp32 above
+            bc_rows.view(2, batch, length, 2 * n_state).copy_(torch.cat([dB, dC], -1))
+        dB, dC = bc_rows, None
+    else:
+        dB, dC = dB.transpose(-1, -2), dC.transpose(-1, -2)
     dz = None
     if has_z:
-        dz = dz32 if z.dtype == torch.float32 else dz32.to(z.dtype)
+        dz = dz_out if dz_halves or z.dtype == torch.float32 else dz_out.to(z.dtype)
     return (du, ddelta, sum_partials(dAp), dB, dC, sum_partials(dDp) if has_d else None, dz,
             sum_partials(dbp) if has_bias else None)

@@ -32,6 +32,7 @@ def test_name_rules(name, category):
     # the triton backend's backward kernels (and the chunked scan's forward ones), from the kernel registry
     ("_scan_bwd_kernel", "scan"),
     ("_scan_bwd_group_carry_kernel", "scan"),
+    ("_bc_rows_kernel", "scan"),
     ("_chunk_states_kernel", "scan"),
     ("_chunk_combine_kernel", "scan"),
     ("_chunk_outputs_kernel", "scan"),

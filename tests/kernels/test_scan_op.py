@@ -68,6 +68,10 @@ def test_training_scan_custom_ops_opcheck(op, device):
     torch.library.opcheck(torch.ops.vimbench.bimamba_scan_bwd.default,
                           (torch.randn_like(out), u, delta, A, B, C, D, z, bias, checkpoints, True, True, 4),
                           test_utils=("test_schema", "test_faketensor"))
+    # the training op's form: dz as the two directions' terms, dB/dC as bf16 x_dbl-gradient rows
+    torch.library.opcheck(torch.ops.vimbench.bimamba_scan_bwd.default,
+                          (torch.randn_like(out), u, delta, A, B, C, D, z, bias, checkpoints, True, True, 4, True,
+                           torch.bfloat16), test_utils=("test_schema", "test_faketensor"))
 
 
 @pytest.mark.parametrize("combine", [True, False])

@@ -319,6 +319,56 @@ def test_bwd_unmasked_channels(scan, pairs):
     assert bwd.scan_bwd_launch_config(1, 13, 19, 4, True).walk.constexprs["MASK_C"]
 
 
+@pytest.mark.parametrize("combine,chunks_per_program", [(True, 2), (False, None)])
+def test_bwd_dz_halves(scan, combine, chunks_per_program):
+    """dz_halves=True returns each direction's term of dz, (2, batch, E, L) in z's dtype and u's layout: their sum
+    is the float64 reference's dz, and every other gradient is bitwise the atomic form's (13 channels: a masked
+    channel block too; several chunk groups or one)."""
+    x = model_layout(2, 13, 19, seed=29)
+    _, g, atomic = run_triton(scan, x, combine=combine, chunk=4, chunks_per_program=chunks_per_program)
+    _, _, halves = run_triton(scan, x, combine=combine, chunk=4, chunks_per_program=chunks_per_program,
+                              dz_halves=True)
+    dz2 = halves["z"]
+    assert dz2.shape == x["u"].shape and dz2.dtype == x["z"].dtype and dz2.stride() == x["u"].stride()
+    want = reference_grads(x, g, combine=combine)
+    torch.testing.assert_close(dz2.sum(0).double(), want["z"], rtol=1e-4, atol=1e-5 * max(1.0, want["z"].abs().max()))
+    torch.testing.assert_close(dz2.sum(0), atomic["z"], rtol=1e-6, atol=1e-7)
+    for name in GRAD_NAMES:
+        if name != "z":
+            assert torch.equal(halves[name], atomic[name]), f"d{name} changed with dz_halves"
+    # without z there is no dz to split: None, as in the atomic form
+    _, _, none = run_triton(scan, without(x, "z"), combine=combine, chunk=4, dz_halves=True)
+    assert none["z"] is None
+
+
+@pytest.mark.parametrize("channel_splits", [1, 2])
+def test_bwd_bc_rows(scan, channel_splits):
+    """bc_rows_dtype returns dB and dC as x_dbl-gradient rows, one (2, batch * L, 2N) tensor [dB | dC] in that
+    dtype in dB's slot (None in dC's): the same sums as the fp32 dB/dC (one kernel over the partials, or after
+    several walk launches the fp32 sums copied), rounded once to bf16; every other gradient bitwise unchanged."""
+    x = model_layout(2, 20, 9, seed=31)
+    n = x["A"].shape[-1]
+    kw = dict(chunk=4, channel_splits=channel_splits, chunks_per_program=1)
+    _, _, plain = run_triton(scan, x, combine=True, **kw)
+    for dtype in (torch.float32, torch.bfloat16):
+        fwd, bwd = scan
+        out, ck = fwd.bimamba_scan_fwd_save(**x, combine=True, chunk=4)
+        g = torch.randn(out.shape, generator=torch.Generator().manual_seed(0)).to(out)
+        grads = dict(zip(GRAD_NAMES, bwd.bimamba_scan_bwd(g, **x, checkpoints=ck, combine=True, bc_rows_dtype=dtype,
+                                                          **kw)))
+        rows = grads["B"]
+        assert grads["C"] is None and rows.shape == (2, 2 * 9, 2 * n) and rows.dtype == dtype
+        want = torch.cat([plain["B"].transpose(-1, -2), plain["C"].transpose(-1, -2)], -1).reshape(2, 18, 2 * n)
+        if dtype == torch.float32:
+            torch.testing.assert_close(rows, want, rtol=1e-6, atol=1e-6)
+        else:
+            # one rounding to bf16 (within 2^-8 relative; the interpreter's cast truncates: 2^-7)
+            torch.testing.assert_close(rows.float(), want, rtol=2 ** -7, atol=1e-6)
+        for name in GRAD_NAMES:
+            if name not in ("B", "C"):
+                assert torch.equal(grads[name], plain[name]), f"d{name} changed with bc_rows_dtype"
+
+
 def test_bwd_channel_splits(scan):
     """The walk as several launches over ranges of the channel blocks (20 channels in blocks of 8 under the
     interpreter, 2 launches: 2 blocks, then the last, masked one), sharing one scratch and one partials buffer:
@@ -518,3 +568,23 @@ def test_bwd_gpu_chunk_splits_agree(scan, dtype, batch, length):
             want = base[name].float()
             rel = ((got[name].float() - want).norm() / want.norm()).item()
             assert rel < (1e-2 if dtype == torch.bfloat16 else 1e-4), f"d{name} {kw}: relative L2 error {rel:.2e}"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("batch,length", [(8, 6085), (128, 197)])
+def test_bwd_gpu_training_output_forms(scan, batch, length):
+    """Vim-Ti's training shapes, combined bf16, as the training op calls it: dz as the two directions' terms
+    (dz_halves) sums to the atomic form's dz within bf16 rounding, dB/dC as bf16 rows (bc_rows_dtype) equal the
+    fp32 sums rounded once, and every other gradient is bitwise unchanged."""
+    x = model_layout(batch, 384, length, dtype=torch.bfloat16, device="cuda")
+    _, _, plain = run_triton(scan, x, True, 128)
+    _, _, new = run_triton(scan, x, True, 128, dz_halves=True, bc_rows_dtype=torch.bfloat16)
+    n = x["A"].shape[-1]
+    dz = new["z"].float().sum(0)
+    torch.testing.assert_close(dz, plain["z"].float(), rtol=2 ** -7, atol=2 ** -7 * plain["z"].float().abs().max())
+    want = torch.cat([plain["B"].transpose(-1, -2), plain["C"].transpose(-1, -2)], -1).reshape(2, -1, 2 * n)
+    assert new["C"] is None
+    torch.testing.assert_close(new["B"].float(), want, rtol=2 ** -7, atol=1e-6 * want.abs().max())
+    for name in GRAD_NAMES:
+        if name not in ("B", "C", "z"):
+            assert torch.equal(new[name], plain[name]), f"d{name} changed"

@@ -332,7 +332,8 @@ def _scan_bwd_specs(dtype: str, shape: OpShape = OpShape(batch=8, channels=384, 
     batch 8 (a shape that splits L into chunk groups, so both kernels run): by default bf16 the gated halves
     (grad_out, du, ddelta channel-last (2, B, L, E) memory), fp32 the combined output (grad_out (B, L, E)
     memory); `combined` forces the form (the training step, kernels.bimamba_inner, runs bf16 combined); B, C views
-    of fp32 x_dbl; z a view of xz; dz like u[0]; checkpoint chunk 64."""
+    of fp32 x_dbl; z a view of xz; dz like u[0] (fp32 atomics), or for the combined form as the training op takes
+    it, the two directions' terms laid out like u (DZ_HALVES, in the dtype); checkpoint chunk 64."""
     from kernels.selective_scan.bwd import scan_bwd_launch_config
     from kernels.selective_scan.op import CHECKPOINT_CHUNK
     from vimbench.layout import XDblLayout
@@ -366,7 +367,8 @@ def _scan_bwd_specs(dtype: str, shape: OpShape = OpShape(batch=8, channels=384, 
         "g_ptr": Ptr(dtype), "u_ptr": Ptr(dtype), "delta_ptr": Ptr(dtype), "A_ptr": Ptr("fp32"),
         "B_ptr": Ptr("fp32"), "C_ptr": Ptr("fp32"), "D_ptr": Ptr("fp32"), "z_ptr": Ptr(dtype),
         "bias_ptr": Ptr("fp32"), "ckpt_ptr": Ptr("fp32"), "scratch_ptr": Ptr("fp32"), "mu_ptr": Ptr("fp32"),
-        "dsum_ptr": Ptr("fp32"), "du_ptr": Ptr(dtype), "ddelta_ptr": Ptr(dtype), "dz_ptr": Ptr("fp32"),
+        "dsum_ptr": Ptr("fp32"), "du_ptr": Ptr(dtype), "ddelta_ptr": Ptr(dtype),
+        "dz_ptr": Ptr("fp32" if halves else dtype),
         "dB_ptr": Ptr("fp32"), "dC_ptr": Ptr("fp32"), "dA_ptr": Ptr("fp32"), "dD_ptr": Ptr("fp32"),
         "dbias_ptr": Ptr("fp32"), **common, "c_block0": 0,
         **dict(zip(("stride_u_dir", "stride_u_b", "stride_u_e", "stride_u_l"), u_st)),
@@ -374,8 +376,10 @@ def _scan_bwd_specs(dtype: str, shape: OpShape = OpShape(batch=8, channels=384, 
         "stride_D_dir": E,
         **dict(zip(("stride_du_dir", "stride_du_b", "stride_du_e", "stride_du_l"), u_st)),
         **dict(zip(("stride_ddt_dir", "stride_ddt_b", "stride_ddt_e", "stride_ddt_l"), u_st)),
-        **dict(zip(("stride_dz_b", "stride_dz_e", "stride_dz_l"), (L * E, 1, E))),
+        **dict(zip(("stride_dz_dir", "stride_dz_b", "stride_dz_e", "stride_dz_l"),
+                   (0, L * E, 1, E) if halves else u_st)),
     }
+    walk_flags = dict(HAS_D=True, **flags, DZ_HALVES=not halves)
     mode = "halves" if halves else "combined"
     # One pass over each loop body: one token x N states x (BLOCK_C / 32) channels per thread, in each of the two
     # direction copies of the walk.
@@ -400,14 +404,14 @@ def _scan_bwd_specs(dtype: str, shape: OpShape = OpShape(batch=8, channels=384, 
             + ({True: "/prefetch", False: "/noprefetch", None: ""}[prefetch]) \
             + (f"/r{maxnreg}" if maxnreg is not None else "") + ("/pairs" if pairs else "")
         return [spec_from_args(f"scan_bwd/{mode}/{dtype}{label}", "kernels.selective_scan.bwd", cfg.walk.kernel,
-                               walk_args, dict(HAS_D=True, **flags, **cfg.walk.constexprs),
+                               walk_args, dict(**walk_flags, **cfg.walk.constexprs),
                                do_not_specialize=("L", "chunks_per_program", "c_block0"),
                                num_warps=cfg.walk.num_warps,
                                state_elements=per_token, maxnreg=cfg.walk.maxnreg,
                                accepted_spill_bytes=accepted_spill)]
     return [
         spec_from_args(f"scan_bwd/{mode}/{dtype}", "kernels.selective_scan.bwd", cfg.walk.kernel, walk_args,
-                       dict(HAS_D=True, **flags, **cfg.walk.constexprs),
+                       dict(**walk_flags, **cfg.walk.constexprs),
                        do_not_specialize=("L", "chunks_per_program", "c_block0"), num_warps=cfg.walk.num_warps,
                        state_elements=per_token, maxnreg=cfg.walk.maxnreg, accepted_spill_bytes=accepted_spill),
         spec_from_args(f"scan_bwd_carry/{mode}/{dtype}", "kernels.selective_scan.bwd", cfg.carry.kernel,
@@ -426,7 +430,8 @@ register(KernelOp(
     inputs=_scan_bwd_inputs,
     work=lambda s, dtype: rl.bimamba_scan_bwd_work(s.batch, s.channels, s.length, s.d_state, dtype=dtype,
                                                    halves=dtype != "fp32"),
-    kernels=("kernels.selective_scan.bwd:_scan_bwd_kernel", "kernels.selective_scan.bwd:_scan_bwd_group_carry_kernel"),
+    kernels=("kernels.selective_scan.bwd:_scan_bwd_kernel", "kernels.selective_scan.bwd:_scan_bwd_group_carry_kernel",
+             "kernels.selective_scan.bwd:_bc_rows_kernel"),
     static_specs=lambda: [*_scan_bwd_specs("bf16"), *_scan_bwd_specs("fp32"),
                           *_scan_bwd_specs("bf16", block_c=16),
                           *_scan_bwd_specs("bf16", prefetch=True), *_scan_bwd_specs("bf16", combined=True)],
