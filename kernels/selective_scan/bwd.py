@@ -104,7 +104,7 @@ def _scan_bwd_kernel(
     stride_z_b, stride_z_e, stride_z_l: tl.constexpr,
     stride_du_dir, stride_du_b, stride_du_e, stride_du_l: tl.constexpr,
     stride_ddt_dir, stride_ddt_b, stride_ddt_e, stride_ddt_l: tl.constexpr,
-    stride_dz_dir, stride_dz_b, stride_dz_e, stride_dz_l: tl.constexpr,
+    stride_dz_dir: tl.constexpr, stride_dz_b, stride_dz_e, stride_dz_l: tl.constexpr,
     N_STATE: tl.constexpr, BLOCK_C: tl.constexpr, CHUNK: tl.constexpr, SUB: tl.constexpr, SEG: tl.constexpr,
     SUB_TILES: tl.constexpr, SCATTER_SUMS: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
@@ -136,7 +136,7 @@ def _scan_bwd_kernel(
     gradient stores (du, ddelta, the dB/dC rows): None (the default policy), "evict_first", "evict_last".
     MASK_C: E is not a multiple of BLOCK_C, so channel lanes need masks (False: none, `_channel_mask`).
     DZ_HALVES: each direction stores its own term of dz (dz_ptr (2, batch, E, L), stride_dz_dir) instead of adding
-    it into one fp32 dz with atomics (stride_dz_dir 0)."""
+    it into one fp32 dz with atomics (stride_dz_dir 0; constexpr, so that the atomic form compiles as before)."""
     pid_c = tl.program_id(0).to(tl.int64)
     direction = (tl.program_id(1) % 2).to(tl.int64)
     group = (tl.program_id(1) // 2).to(tl.int64)
@@ -642,11 +642,11 @@ def _walk_step(t, u, g, z, Bt, Ct, h_prev, h, a, d, d_slope, carry, dA_acc, dD_a
         if HAS_D:
             y += D_row * u
         sz = fastmath.sigmoid(z, USE_ASM)
-        dz = g * y * sz * (1.0 + z * (1.0 - sz))
         if DZ_HALVES:
-            tl.store(dz_base + t * stride_dz_l, dz.to(dz_base.dtype.element_ty), mask=mask_c, eviction_policy=EVICT)
+            tl.store(dz_base + t * stride_dz_l, (g * y * sz * (1.0 + z * (1.0 - sz))).to(dz_base.dtype.element_ty),
+                     mask=mask_c, eviction_policy=EVICT)
         else:
-            tl.atomic_add(dz_base + t * stride_dz_l, dz, mask=mask_c, sem="relaxed")
+            tl.atomic_add(dz_base + t * stride_dz_l, g * y * sz * (1.0 + z * (1.0 - sz)), mask=mask_c, sem="relaxed")
         dy = g * z * sz
     else:
         dy = g

@@ -104,7 +104,9 @@ def _scan_kernel(
     "Nsight Compute on the scan").
     The token strides (stride_*_l) are constexpr and the walk is compiled once per direction (`_walk`): the main
     trips address everything from one multiply-add per pointer (kernels/NOTES.md, "The forward scan's addressing").
-    UNROLL_TRIPS: the main loop runs two trips per iteration."""
+    UNROLL_TRIPS: the main loop runs two trips per iteration.
+    ATOMIC: 0 (False) store the output; 1 (True) add it into fp32 out with atomics; 2 add the value already in out
+    (which an earlier launch of the other direction stored: `bimamba_scan_fwd_save(ordered_sum=True)`) and store."""
     pid_c = tl.program_id(0)
     direction = tl.program_id(1).to(tl.int64)  # index into the direction-stacked inputs (and the output)
     backward = (tl.program_id(1) + dir_first) == 1  # tokens run from L-1 down to 0
@@ -450,7 +452,12 @@ def _token_step_at(h, out_p, mask, u, dt, z, Bt, Ct, A2, D_row, bias_row, out_sc
     if HAS_Z:
         y = y * z * fastmath.sigmoid(z, APPROX)
     y = y * out_scale
-    if ATOMIC:
+    if ATOMIC == 2:  # the ordered sum: the other direction's launch stored its term here first
+        if MASK_T or MASK_C:
+            y += tl.load(out_p, mask=mask, other=0.0).to(tl.float32)
+        else:
+            y += tl.load(out_p).to(tl.float32)
+    if ATOMIC == 1:
         if MASK_T or MASK_C:
             tl.atomic_add(out_p, y, mask=mask, sem="relaxed")
         else:
@@ -712,14 +719,18 @@ def _bimamba_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, combine, 
 
 
 def bimamba_scan_fwd_save(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True, combine=True,
-                          chunk=64, out=None, split=None):
+                          chunk=64, out=None, split=None, ordered_sum=False):
     """`bimamba_scan` for training: also returns the fp32 state checkpoints that `bwd.bimamba_scan_bwd` restarts
     from. Returns (out, checkpoints); out exactly as `bimamba_scan(..., combine, out)` returns it; checkpoints
     (2, batch, cdiv(L, chunk), N, E) fp32 contiguous, [dir, b, k] = the state entering scan step k * chunk of
     that direction (token k * chunk for the forward direction, L - 1 - k * chunk for the backward one; slot 0
     holds the zero initial state). chunk: even, 2..1024 (64..256 on the GPU: memory B*2*E*N*cdiv(L, chunk)*4
     bytes against the backward's recomputation per chunk). split: as in `selective_scan`; any even T gives the
-    same checkpoints (the automatic T is a multiple of chunk)."""
+    same checkpoints (the automatic T is a multiple of chunk).
+    ordered_sum=True (with combine=False): returns the combined output (batch, E, L) in u's dtype, laid out
+    (batch, L, E) (out_proj's rows), without the halves: the directions run as two launches in order, the forward
+    one storing its gated half, the backward one adding it to its own in fp32 and storing the sum (one rounding
+    of each: no fp32 buffer, atomics or separate add)."""
     _check(u, delta, A, B, C, 2)
     chunk = int(chunk)
     if chunk < 2 or chunk % 2 or chunk > 1024:
@@ -730,6 +741,16 @@ def bimamba_scan_fwd_save(u, delta, A, B, C, D=None, z=None, delta_bias=None, de
     A = A.float()
     D = None if D is None else D.float()
     delta_bias = None if delta_bias is None else delta_bias.float()
+    if ordered_sum:
+        if combine or out is not None:
+            raise ValueError("ordered_sum=True takes combine=False and no out=")
+        y = torch.empty(batch, length, channels, dtype=u.dtype, device=u.device).transpose(1, 2)
+        pick = lambda t, d: None if t is None else t[d:d + 1]  # noqa: E731
+        for d in range(2):  # the forward direction stores, then the backward one adds (ATOMIC=2)
+            _launch(u[d:d + 1], delta[d:d + 1], A[d:d + 1], B[d:d + 1], C[d:d + 1], pick(D, d), z,
+                    pick(delta_bias, d), delta_softplus, y, dir_first=d, n_dir=1, out_scale=0.5, atomic=2 * d,
+                    checkpoints=checkpoints[d:d + 1], save_every=chunk, split=split)
+        return y, checkpoints
     if not combine:
         halves = _halves_out(u, delta, out)
         _launch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, halves, dir_first=0, n_dir=2, out_scale=0.5,

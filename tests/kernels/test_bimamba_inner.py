@@ -159,23 +159,26 @@ def test_bf16_op_with_fp32_b_and_c_changes_nothing(op, device, monkeypatch):
         assert a is not None and same(a, b), name
 
 
-@pytest.mark.parametrize("dz_halves, bc_rows", [(False, False), (True, False), (False, True)])
-def test_scan_backward_output_forms_agree(op, device, monkeypatch, dz_halves, bc_rows):
+@pytest.mark.parametrize("dz_halves, bc_rows, ordered", [(False, False, False), (True, False, True),
+                                                         (False, True, True), (True, True, False)])
+def test_scan_output_forms_agree(op, device, monkeypatch, dz_halves, bc_rows, ordered):
     """The backward takes dz as the two directions' terms summed by the in_proj GEMMs (DZ_HALVES) and dB/dC as
-    x_dbl-gradient rows from one kernel (BC_ROWS), both on by default: the old forms (fp32 atomics into one dz;
-    fp32 sums, transposes, casts) give the same gradients, to fp32 summation order in fp32 and to bf16 rounding
-    in bf16 (one rounding of each half or sum instead of one of their fp32 total)."""
+    x_dbl-gradient rows from one kernel (BC_ROWS), and the 16-bit forward sums its halves in the scan's second
+    launch (ORDERED_SUM), all on by default: the old forms (fp32 atomics into one dz; fp32 sums, transposes,
+    casts; halves over u and an add) give the same output and gradients, to fp32 summation order in fp32 and to
+    bf16 rounding in bf16 (one rounding of each half or sum instead of one of their fp32 total)."""
     for dtype in (torch.float32, torch.bfloat16):
         results = []
-        for flags in ((True, True), (dz_halves, bc_rows)):
+        for flags in ((True, True, True), (dz_halves, bc_rows, ordered)):
             monkeypatch.setattr(op, "DZ_HALVES", flags[0])
             monkeypatch.setattr(op, "BC_ROWS", flags[1])
+            monkeypatch.setattr(op, "ORDERED_SUM", flags[2])
             inputs = [t.to(dtype) if i in (0, 1, 4, 5, 9) else t for i, t in enumerate(inner_inputs(device))]
             leaves = [t.clone().requires_grad_() for t in inputs]
             out = op.bimamba_inner(*leaves, combine=dtype == torch.float32)
             out.backward(torch.randn(out.shape, generator=torch.Generator().manual_seed(5)).to(out))
-            results.append([t.grad for t in leaves])
+            results.append([out.detach(), *(t.grad for t in leaves)])
         tol = 1e-5 if dtype == torch.float32 else 2e-2
-        for name, a, b in zip(NAMES, *results):
+        for name, a, b in zip(["out", *NAMES], *results):
             scale = b.float().abs().max().item()
             torch.testing.assert_close(a.float(), b.float(), rtol=tol, atol=tol * scale, msg=name)

@@ -129,6 +129,27 @@ def test_fwd_save_output_and_checkpoints(scan):
             h = torch.exp(dt * A) * h + dt * B[:, None, :, t] * u[:, :, t, None]
 
 
+@pytest.mark.parametrize("dtype,split", [(torch.float32, None), (torch.bfloat16, None), (torch.float32, 4)])
+def test_fwd_save_ordered_sum(scan, dtype, split):
+    """ordered_sum=True: the two directions in two launches, the second adding the first's stored half. The
+    combined output, laid out (batch, L, E), equals the sum of the halves (bitwise in fp32 up to the order of one
+    addition; bf16: one rounding of the forward half, then of the sum), and the checkpoints are bitwise the
+    one-launch forward's; the one-pass kernel and the chunk-parallel passes (split=4)."""
+    fwd, _ = scan
+    x = model_layout(2, 13, 19, dtype=dtype, seed=11)
+    halves, ck = fwd.bimamba_scan_fwd_save(**x, combine=False, chunk=4, split=split)
+    y, ck2 = fwd.bimamba_scan_fwd_save(**x, combine=False, chunk=4, split=split, ordered_sum=True)
+    assert y.shape == (2, 13, 19) and y.dtype == dtype and y.transpose(1, 2).is_contiguous()
+    assert torch.equal(ck, ck2)
+    want = halves.float().sum(0)
+    if dtype == torch.float32:
+        torch.testing.assert_close(y, want, rtol=1e-6, atol=1e-7)
+    else:  # the interpreter's bf16 cast truncates: 2^-7 per rounding
+        torch.testing.assert_close(y.float(), want, rtol=2 ** -6, atol=2 ** -6 * want.abs().max().item())
+    with pytest.raises(ValueError, match="ordered_sum"):
+        fwd.bimamba_scan_fwd_save(**x, combine=True, chunk=4, ordered_sum=True)
+
+
 def test_bwd_is_deterministic(scan):
     fwd, bwd = scan
     x = model_layout(1, 13, 6, seed=8)
@@ -588,3 +609,19 @@ def test_bwd_gpu_training_output_forms(scan, batch, length):
     for name in GRAD_NAMES:
         if name not in ("B", "C", "z"):
             assert torch.equal(new[name], plain[name]), f"d{name} changed"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("batch,length", [(8, 6085), (128, 197)])
+def test_fwd_save_gpu_ordered_sum(scan, batch, length):
+    """Vim-Ti's training shapes in bf16 (the chunk-parallel passes at 8 x 6,085, the one-pass kernel at 128 x 197):
+    the ordered sum (two launches, the second adding the first's stored half) equals the halves' sum within bf16
+    rounding, and the checkpoints are the one-launch forward's (one direction per launch may split L into other
+    chunks: equal to fp32 rounding)."""
+    fwd, _ = scan
+    x = model_layout(batch, 384, length, dtype=torch.bfloat16, device="cuda")
+    halves, ck = fwd.bimamba_scan_fwd_save(**x, combine=False, chunk=128)
+    y, ck2 = fwd.bimamba_scan_fwd_save(**x, combine=False, chunk=128, ordered_sum=True)
+    torch.testing.assert_close(ck2, ck, rtol=1e-5, atol=1e-6 * ck.abs().max().item())
+    want = halves.float().sum(0)
+    torch.testing.assert_close(y.float(), want, rtol=2 ** -7, atol=2 ** -7 * want.abs().max().item())
