@@ -127,8 +127,11 @@ DZ_HALVES = True
 BC_ROWS = True
 # The 16-bit forward's two gated halves summed by the scan itself (session m): the directions launch in order and the
 # second adds the first's stored half (`bimamba_scan_fwd_save(ordered_sum=True)`), so no halves over u and no
-# separate add kernel (53 us per layer at Vim-Ti 1248 px batch 8). False: halves over u, then torch.add.
-ORDERED_SUM = True
+# separate add kernel. Measured on the H200 (results/history/ordsum-h200-2026-12-04m.json, forward + add as CUDA-graph
+# replays): slower where the chunk-parallel passes run (Vim-Ti 8 x 6,085: 532 -> 586 us; captured steps at 1248/8
+# 98.1 -> 97.2 img/s), faster in the one-pass kernel (128 x 197: 217 -> 208 us) but level in whole steps at 224/128
+# (3,268 -> 3,274). Off: halves over u, then torch.add.
+ORDERED_SUM = False
 
 
 def _scan_operands(x_dbl: Tensor, dt_proj_t: Tensor, batch: int, length: int, n_state: int

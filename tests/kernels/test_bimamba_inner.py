@@ -57,7 +57,7 @@ def test_gradients_match_f64_reference(op, device, combine, recompute_h):
     assert leaves[4].grad[..., 2 * 4 + 2:].abs().max() == 0  # the pad columns of x_proj_t
 
 
-def test_weight_grads_split_over_tokens_match_one_gemm(op, monkeypatch):
+def test_weight_grads_split_over_tokens_match_one_gemm(op, device, monkeypatch):
     """The weight gradients' K-sliced GEMMs (_weight_grad) equal a^T b, on a strided operand laid out like u
     ((batch, L, 2, E): the directions interleaved), for a row count with slices and a prime one (no split), with
     the wider operand on either side (P > Q as d_x_proj; P < Q as d_dt_proj, computed as (b^T a)^T)."""
@@ -75,7 +75,7 @@ def test_weight_grads_split_over_tokens_match_one_gemm(op, monkeypatch):
     # the whole op with slices in its weight gradients (14 token rows in 2 slices): the f64 reference's gradients
     monkeypatch.setattr(op, "WEIGHT_GRAD_SLICE_ROWS", 4)
     assert op._k_slices(2 * 7) == 2
-    test_gradients_match_f64_reference(op, "cpu", False, False)
+    test_gradients_match_f64_reference(op, device, False, False)  # the op's kernels run where the tests do
 
 
 def test_opcheck(op, device):
