@@ -252,8 +252,8 @@ def _backward(ctx, grad_out, _grad_y, _grad_x_dbl, _grad_checkpoints):
     del d_x_dbl, du_rows
     dx, d_conv_w, d_conv_b = conv1d_silu_bidir_bwd(du, x, conv_w, conv_b)
     del du
-    # in_proj: xz = h @ in_proj^T with xz = [x | z]; the two halves' GEMMs instead of a concatenated dxz. dz comes
-    # as the two directions' terms (dz_halves), laid out like u: rows [dz_0 | dz_1] of 2E, summed by the GEMMs.
+    # in_proj: xz = h @ in_proj^T with xz = [x | z]; the two halves' GEMMs instead of a concatenated dxz. With
+    # DZ_HALVES dz comes as the two directions' terms laid out like u: rows [dz_0 | dz_1] of 2E, summed by the GEMMs.
     dx_rows = dx.transpose(1, 2).reshape(-1, inner)
     h_rows = h.reshape(-1, h.shape[-1])
     w_z = in_proj[inner:]
