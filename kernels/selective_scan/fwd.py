@@ -748,8 +748,8 @@ def bimamba_scan_fwd_save(u, delta, A, B, C, D=None, z=None, delta_bias=None, de
         pick = lambda t, d: None if t is None else t[d:d + 1]  # noqa: E731
         for d in range(2):  # the forward direction stores, then the backward one adds (ATOMIC=2)
             _launch(u[d:d + 1], delta[d:d + 1], A[d:d + 1], B[d:d + 1], C[d:d + 1], pick(D, d), z,
-                    pick(delta_bias, d), delta_softplus, y, dir_first=d, n_dir=1, out_scale=0.5, atomic=2 * d,
-                    checkpoints=checkpoints[d:d + 1], save_every=chunk, split=split)
+                    pick(delta_bias, d), delta_softplus, y, dir_first=d, n_dir=1, out_scale=0.5,
+                    atomic=2 if d else False, checkpoints=checkpoints[d:d + 1], save_every=chunk, split=split)
         return y, checkpoints
     if not combine:
         halves = _halves_out(u, delta, out)

@@ -393,7 +393,7 @@ def _scan_bwd_specs(dtype: str, shape: OpShape = OpShape(batch=8, channels=384, 
     # instructions) it spills 88 B: see kernels/NOTES.md, "32-bit token indices in the scan backward". Compiled once
     # per direction with constexpr token strides: 104 B under triton 3.8, 56 B under 3.6 (the H200's compiler,
     # where it measured 6.6% faster: "The scan backward's walk per direction"). (Without channel masks, bwd's
-    # UNMASKED_WALK, it spills 144 B under 3.8: not accepted until measured.)
+    # UNMASKED_WALK, it spills 144 B under 3.8 and measured slower in session m: not shipped, not accepted.)
     walk_ce = cfg.walk.constexprs
     prefetching = walk_ce["L1_AHEAD"] > 0 or walk_ce["SCRATCH_AHEAD"] > 0
     accepted_spill = (104 if prefetching else 48) if walk_ce["PAIRS"] and cfg.walk.maxnreg == 168 else 0
