@@ -512,3 +512,26 @@ def test_results_table_shows_vim_options_and_host_speed_only_when_they_vary(tmp_
         assert "vim slice" not in rows[0]
         if expect:
             assert sorted(r["vim memory"] for r in rows if r["vim memory"] not in ("", "default")) == ["lean"]
+
+
+@pytest.mark.parametrize("lo,hi,expected", [
+    (1.0, 1.12, ["1x", "1.05x", "1.1x"]),          # a memory ratio near 1x: round values, not "1x" alone
+    (0.5, 0.9, ["0.5x", "0.6x", "0.7x", "0.8x", "0.9x", "1x"]),
+])
+def test_ratio_axis_labels_ticks_inside_narrow_ranges(lo, hi, expected):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from vimbench.report.figures import _log_axis
+    fig, ax = plt.subplots()
+    try:
+        ax.plot([0, 1], [lo, hi])
+        ax.axhline(1.0)
+        _log_axis(ax, suffix="x")
+        fig.canvas.draw()
+        bottom, top = ax.get_ylim()
+        labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text() and bottom <= t.get_position()[1] <= top]
+    finally:
+        plt.close(fig)
+    assert labels == expected

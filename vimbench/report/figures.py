@@ -108,8 +108,9 @@ def _human(value: float, _pos=None) -> str:
 
 
 def _log_axis(ax, which: str = "y", suffix: str = "") -> None:
-    """A log axis with labelled 1-2-5 ticks (1-only when the data spans many decades), no labelled minors."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    """A log axis with labelled 1-2-5 ticks (1-only when the data spans many decades), no labelled minors; a range
+    narrower than a factor of two (a ratio near 1x, say) gets evenly spaced round values instead (1, 1.05, 1.1)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
     axis = ax.yaxis if which == "y" else ax.xaxis
     (ax.set_yscale if which == "y" else ax.set_xscale)("log")
@@ -119,7 +120,10 @@ def _log_axis(ax, which: str = "y", suffix: str = "") -> None:
     decades = (math.log10(hi) - math.log10(lo)) if lo > 0 and hi > lo else 1.0
     # Labelled ticks inside every range: 1-only over many decades, 1-2-5 over a few, every digit inside one.
     subs = (1.0,) if decades > 3.5 else (1.0, 2.0, 5.0) if decades > 1.2 else tuple(float(d) for d in range(1, 10))
-    axis.set_major_locator(LogLocator(base=10, subs=subs))
+    if decades < math.log10(2.0):
+        axis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]))
+    else:
+        axis.set_major_locator(LogLocator(base=10, subs=subs))
     axis.set_major_formatter(FuncFormatter(lambda v, pos: _human(v) + suffix if _human(v) else ""))
     axis.set_minor_formatter(NullFormatter())
 
