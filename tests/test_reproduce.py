@@ -124,6 +124,11 @@ def test_crossover_resolution():
     assert find_crossover(_rows({224: 1, 512: 1}), _rows({224: 2, 512: 2})).value is None
     always = find_crossover(_rows({224: 3, 512: 3}), _rows({224: 2, 512: 2}))
     assert always.value is None and always.above == 224 and "below 224" in always.text
+    # One resolution both ran: no range, said so (not "none in 1248..1248 px").
+    one = find_crossover(_rows({1248: 1}), _rows({1248: 2}))
+    assert (one.value, one.below, one.above) == (None, 1248, None)
+    assert one.text == "none: only 1248 px measured (slower there)"
+    assert find_crossover(_rows({224: 3}), _rows({224: 2})).text == "none: only 224 px measured (faster there)"
     # The baseline running out of memory counts as the subject being faster; no ratio: the midpoint.
     c = find_crossover(_rows({738: 1, 1024: 1}), _rows({738: 2, 1024: "oom"}))
     assert (c.below, c.above, c.value) == (738, 1024, 881)

@@ -415,6 +415,10 @@ def find_crossover(subject: dict[int, Any], baseline: dict[int, Any]) -> Crossov
     points = [(r, f) for r, f in points if f is not None]
     if not points:
         return Crossover(None, None, None, "no resolution where both ran")
+    if len(points) == 1:  # one resolution: no range to cross over in
+        r, faster = points[0]
+        return Crossover(None, None if faster else r, r if faster else None,
+                         f"none: only {r} px measured ({'faster' if faster else 'slower'} there)")
     span = f"{points[0][0]}..{points[-1][0]} px"
     if not points[-1][1]:
         return Crossover(None, points[-1][0], None, f"none in {span}: slower at every resolution"
