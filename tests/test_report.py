@@ -517,6 +517,7 @@ def test_results_table_shows_vim_options_and_host_speed_only_when_they_vary(tmp_
 @pytest.mark.parametrize("lo,hi,expected", [
     (1.0, 1.12, ["1x", "1.05x", "1.1x"]),          # a memory ratio near 1x: round values, not "1x" alone
     (0.5, 0.9, ["0.5x", "0.6x", "0.7x", "0.8x", "0.9x", "1x"]),
+    (0.47, 1.83, ["0.5x", "0.6x", "0.7x", "0.8x", "0.9x", "1x", "1.5x"]),   # a label above 1x too
 ])
 def test_ratio_axis_labels_ticks_inside_narrow_ranges(lo, hi, expected):
     import matplotlib

@@ -108,8 +108,9 @@ def _human(value: float, _pos=None) -> str:
 
 
 def _log_axis(ax, which: str = "y", suffix: str = "") -> None:
-    """A log axis with labelled 1-2-5 ticks (1-only when the data spans many decades), no labelled minors; a range
-    narrower than a factor of two (a ratio near 1x, say) gets evenly spaced round values instead (1, 1.05, 1.1)."""
+    """A log axis with labelled 1-2-5 ticks (1-only when the data spans many decades; 1, 1.5, 2, 3 .. 9 inside about
+    one), no labelled minors; a range narrower than a factor of two (a ratio near 1x, say) gets evenly spaced round
+    values instead (1, 1.05, 1.1)."""
     from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
     axis = ax.yaxis if which == "y" else ax.xaxis
@@ -119,7 +120,7 @@ def _log_axis(ax, which: str = "y", suffix: str = "") -> None:
     lo, hi = ax.get_ylim() if which == "y" else ax.get_xlim()
     decades = (math.log10(hi) - math.log10(lo)) if lo > 0 and hi > lo else 1.0
     # Labelled ticks inside every range: 1-only over many decades, 1-2-5 over a few, every digit inside one.
-    subs = (1.0,) if decades > 3.5 else (1.0, 2.0, 5.0) if decades > 1.2 else tuple(float(d) for d in range(1, 10))
+    subs = (1.0,) if decades > 3.5 else (1.0, 2.0, 5.0) if decades > 1.2 else (1.0, 1.5, *(float(d) for d in range(2, 10)))
     if decades < math.log10(2.0):
         axis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]))
     else:
@@ -289,7 +290,7 @@ def resolution_figure(df, out_dir: Path, name: str, group: dict[str, Any], headl
             for ax, attr in ((ax_speed, "speedup"), (ax_ratio, "memory_ratio")):
                 last = [r for r in items if getattr(r, attr) is not None]
                 if last:
-                    ax.annotate(f"{getattr(last[-1], attr):.2g}x", (last[-1].res, getattr(last[-1], attr)),
+                    ax.annotate(f"{getattr(last[-1], attr):.3g}x", (last[-1].res, getattr(last[-1], attr)),
                                 textcoords="offset points", xytext=(5, 0), fontsize=7, va="center",
                                 color=style["color"])
             for ax in (ax_speed, ax_ratio):
