@@ -187,6 +187,39 @@ def test_version_and_every_help_teaches():
     assert "[default: runs/<run_id>.jsonl" in sweep_help and "[default: the suite's]" in sweep_help
 
 
+def _command_paths(command, path=()):
+    """(path, click command) of every command and group under `command`, the app itself first."""
+    yield path, command
+    for name, sub in sorted(getattr(command, "commands", {}).items()):
+        yield from _command_paths(sub, (*path, name))
+
+
+def test_every_help_shows_each_example_on_its_own_line():
+    """The group helps (typer.Typer(help=...)) and every command's docstring: each `vimbench ...` example is one
+    line of the rendered help, not run together into a paragraph (markdown mode re-dedents the text after the
+    first paragraph, so an indented block right after "Examples:" used to become plain text)."""
+    import re
+
+    import typer
+
+    root = typer.main.get_command(app)
+    seen = []
+    for path, command in _command_paths(root):
+        examples = [line.strip() for line in (command.help or "").splitlines()
+                    if line.strip().startswith("vimbench ")]
+        assert examples, f"`vimbench {' '.join(path)} --help` shows no example"
+        result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "200"})
+        assert result.exit_code == 0, result.output
+        lines = {re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in result.output.splitlines()}
+        for example in examples:
+            assert example in lines, (path, example, result.output)
+        seen.append(" ".join(path))
+    assert {"", "kernels", "kernels static", "kernels check", "sweep", "models", "env", "compare"} <= set(seen)
+    # option helps are markdown too: <run id> was taken for an HTML tag, batch*E*L for emphasis
+    kernels_help = " ".join(runner.invoke(app, ["kernels", "--help"], env={"COLUMNS": "200"}).output.split())
+    assert "runs/kernels-<run_id>.jsonl" in kernels_help and "batch x E x L elements" in kernels_help
+
+
 def test_models_table_is_static_and_matches_built_models():
     import subprocess
     import sys

@@ -4,18 +4,24 @@ Heavy imports (torch, timm, triton) happen inside command bodies so `vimbench --
 from __future__ import annotations
 
 import importlib
+import inspect
 
 import typer
 
 app = typer.Typer(
     name="vimbench",
-    help="""Efficiency benchmark for Vision Mamba (Vim) against DeiT and any timm model: sweeps, kernels, reports.
+    # Examples sit in a ``` fence: typer dedents the text after the first paragraph a second time, which turns an
+    # indented block right after "Examples:" into one plain paragraph (the lines run together).
+    help=inspect.cleandoc("""Efficiency benchmark for Vision Mamba (Vim) against DeiT and any timm model: sweeps, kernels,
+    reports.
 
     Examples:
 
-        vimbench sweep --models vim_t,deit_t --res 224..1248 --batch 64 --dtype bf16 --backend triton
-        vimbench report results/ -o reports/all
-    """,
+    ```
+    vimbench sweep --models vim_t,deit_t --res 224..1248 --batch 64 --dtype bf16 --backend triton
+    vimbench report results/ -o reports/all
+    ```
+    """),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -26,7 +26,15 @@ def compare(
 ) -> None:
     """Ratio of p50 latencies (B/A) per matching case with a noise-aware verdict (faster / slower / same), the
     memory ratio, a geometric-mean summary and the cases found on one side only. Exit 1 when any case is slower
-    beyond the noise, 0 otherwise, 2 on bad input."""
+    beyond the noise, 0 otherwise, 2 on bad input.
+
+    Examples:
+
+    ```
+    vimbench compare results/history/triton-h200-2026-11-29-kernel-v1.jsonl results/triton-h200-2026-11-30.jsonl
+    vimbench compare runs/main.jsonl runs/branch.jsonl --format md > ab.md
+    ```
+    """
     from vimbench import render
     from vimbench.errors import VimbenchError
     from vimbench.report.compare import compare_results, comparison_table

@@ -3,6 +3,7 @@
 `kernels_app` is the Typer sub-app; other modules add subcommands to it (see kernels_checks.py)."""
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Optional
 
@@ -12,13 +13,15 @@ from vimbench.cli.common import user_errors
 
 kernels_app = typer.Typer(
     name="kernels",
-    help="""Benchmark vimbench's Triton kernels at Vim shapes (default action), and check them.
+    help=inspect.cleandoc("""Benchmark vimbench's Triton kernels at Vim shapes (default action), and check them.
 
     Examples:
 
-        vimbench kernels --models vim_t --res 1248 --batch 64 --dtype bf16 --impl triton
-        vimbench kernels static
-    """,
+    ```
+    vimbench kernels --models vim_t --res 1248 --batch 64 --dtype bf16 --impl triton
+    vimbench kernels static
+    ```
+    """),  # a ``` fence, not an indented block: see the app's help in vimbench/cli/__init__.py
     invoke_without_command=True,
     no_args_is_help=False,
 )
@@ -37,9 +40,10 @@ def bench(
                             help="Which registered ops to time (`vimbench kernels list`), comma list, or all "
                                  "(bimamba_scan_halves: the bf16/fp16 model's scan; bimamba_scan: combined)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Results file (JSON lines) "
-                                                           "[default: runs/kernels-<run id>.jsonl]."),
+                                                           "[default: runs/kernels-<run_id>.jsonl]."),
     max_ref_elements: int = typer.Option(50_000_000, "--max-ref-elements",
-                                         help="Skip the (slow) torch reference scan above this batch*E*L; 0 = never skip."),
+                                         help="Skip the (slow) torch reference scan above this batch x E x L "
+                                              "elements; 0 = never skip."),
     warmup_ms: float = typer.Option(25.0, "--warmup-ms", help="do_bench warmup, milliseconds."),
     rep_ms: float = typer.Option(100.0, "--rep-ms", help="do_bench repetition time, milliseconds."),
 ) -> None:
@@ -100,7 +104,14 @@ def bench(
 @user_errors
 def list_ops() -> None:
     """The registered kernel ops and what each has: forward, backward, reference, static specs (what `kernels
-    static` compiles), regression cases (what `kernels check` times), official CUDA counterpart."""
+    static` compiles), regression cases (what `kernels check` times), official CUDA counterpart.
+
+    Example:
+
+    ```
+    vimbench kernels list
+    ```
+    """
     from vimbench import render
     from vimbench.kerneltools.registry import describe_ops
 

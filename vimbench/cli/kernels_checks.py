@@ -29,8 +29,10 @@ def check(
 
     Examples:
 
-        vimbench kernels check --baseline results/baselines/h200.json
-        vimbench kernels check --baseline results/baselines/h200.json --only scan --repeats 3
+    ```
+    vimbench kernels check --baseline results/baselines/h200.json
+    vimbench kernels check --baseline results/baselines/h200.json --only scan --repeats 3
+    ```
     """
     from vimbench import render
     from vimbench.errors import VimbenchError
@@ -109,8 +111,10 @@ def static(
 
     Examples:
 
-        vimbench kernels static
-        vimbench kernels static --update        # after a deliberate kernel change
+    ```
+    vimbench kernels static
+    vimbench kernels static --update        # after a deliberate kernel change
+    ```
     """
     from vimbench import render
     from vimbench.kerneltools import static_check as sc

@@ -447,7 +447,9 @@ def env(device: Annotated[str, typer.Option(help="auto | cuda | cpu")] = "auto")
 
     Example:
 
-        vimbench env --device cpu
+    ```
+    vimbench env --device cpu
+    ```
     """
     import torch
 
@@ -478,8 +480,10 @@ def models(
 
     Examples:
 
-        vimbench models --res 1248
-        vimbench models --timm '*convnext*'
+    ```
+    vimbench models --res 1248
+    vimbench models --timm '*convnext*'
+    ```
     """
     from vimbench import render
     from vimbench.bench.grid import parse_res
