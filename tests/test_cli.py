@@ -135,6 +135,34 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, extra, words):
     assert "Traceback" not in result.output
 
 
+USAGE_ERRORS = [
+    (["sweep", "--iters", "abc"], "Invalid value for '--iters'"),
+    (["sweep", "--no-such-option"], "No such option: --no-such-option"),
+    (["no-such-command"], "No such command 'no-such-command'"),
+    (["kernels", "no-such-command"], "No such command 'no-such-command'"),
+    (["kernels", "check"], "Missing option '--baseline'"),
+    (["kernels", "check", "--baseline", "b.json", "--repeats", "1"], "Invalid value for '--repeats'"),
+    (["profile"], "Missing argument 'model'"),
+    (["profile", "vim_test", "--batch", "x"], "Invalid value for '--batch'"),
+    (["compare", "a.jsonl"], "Missing argument 'b'"),
+]
+
+
+@pytest.mark.parametrize("args, words", USAGE_ERRORS, ids=[" ".join(u[0]) for u in USAGE_ERRORS])
+def test_usage_errors_typer_finds_are_one_line_and_exit_2(args, words):
+    """Typer's own parsing errors follow the same rule as VimbenchError: one line, exit 2, no usage box."""
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and words in lines[0], result.output
+    assert "--help" in lines[0] and "╭" not in result.output
+
+
+def test_bare_vimbench_still_prints_the_help():
+    result = runner.invoke(app, [])
+    assert "Usage" in result.output and "sweep" in result.output and "error:" not in result.output
+
+
 def test_env_prints_the_fingerprint():
     result = invoke(["env", "--device", "cpu"])
     assert result.exit_code == 0, result.output
