@@ -190,6 +190,17 @@ def test_wired_into_vimbench_kernels(tmp_path):
     assert result.exit_code == 2 and "does not exist" in result.output
 
 
+def test_update_refuses_an_unwritable_baseline_before_timing(tmp_path, monkeypatch):
+    """--update checks that the baseline can be written before the suite is timed (no GPU needed to see it)."""
+    def time_nothing(*args, **kwargs):
+        raise AssertionError("timed before the baseline path was checked")
+
+    monkeypatch.setattr(rg, "run_suite", time_nothing)
+    (tmp_path / "file").write_text("a file, not a folder\n")
+    result = CliRunner().invoke(_app(), ["check", "--update", "--baseline", str(tmp_path / "file" / "h200.json")])
+    assert result.exit_code == 2 and "is a file, not a folder" in result.output, result.output
+
+
 def test_short_kernels_get_an_absolute_noise_floor():
     # A 0.1 ms case moving by 0.025 ms (25%) is within the 0.03 ms floor; a 1 ms case moving by 10% is not.
     base = {"tiny": _t("tiny", 0.1, 0.1, 0.1), "big": _t("big", 1.0, 1.0, 1.0)}

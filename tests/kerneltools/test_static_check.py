@@ -156,11 +156,29 @@ def test_cli_static_update_check_and_fail(probe_reports, tmp_path, monkeypatch):
     assert runner.invoke(_static_app(), ["static", "--expect", str(path), "--update"]).exit_code == 0
     ok = runner.invoke(_static_app(), ["static", "--expect", str(path)])
     assert ok.exit_code == 0, ok.output
+    flat = " ".join(ok.output.split())   # the caption says what each number is
+    assert "regs = registers per thread" in flat and "spill B = stack + local memory per thread, bytes" in flat
     data = json.loads(path.read_text())
     data["kernels"]["probe/aligned"]["ldg_128"] = 4   # pretend the kernel used to vectorize more
     path.write_text(json.dumps(data))
     failed = runner.invoke(_static_app(), ["static", "--expect", str(path)])
     assert failed.exit_code == 1 and "128-bit loads" in failed.output
+
+
+@pytest.mark.parametrize("where, words", [("file/expect.json", "is a file, not a folder"),
+                                          ("folder", "is a folder; give the path of a file")])
+def test_cli_static_update_refuses_an_unwritable_file_before_compiling(tmp_path, monkeypatch, where, words):
+    """--update checks that the expectation file can be written before it compiles anything (minutes)."""
+    from typer.testing import CliRunner
+
+    def compile_nothing(specs):
+        raise AssertionError("compiled before the output path was checked")
+
+    monkeypatch.setattr(sc, "static_reports", compile_nothing)
+    (tmp_path / "file").write_text("a file, not a folder\n")
+    (tmp_path / "folder").mkdir()
+    result = CliRunner().invoke(_static_app(), ["static", "--update", "--expect", str(tmp_path / where)])
+    assert result.exit_code == 2 and words in result.output and "Traceback" not in result.output, result.output
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from vimbench.cli.common import user_errors
+from vimbench.cli.common import check_output_file, user_errors
 
 REGRESSION_EXIT = 1
 
@@ -39,7 +39,9 @@ def check(
     from vimbench.kerneltools import regression as rg
 
     base_cases = None
-    if not update:
+    if update:
+        check_output_file(baseline, "baseline")  # before the suite is timed
+    else:
         header, base_cases = rg.load_baseline(baseline)
     import torch
 
@@ -124,6 +126,8 @@ def static(
     if not specs:
         render.note("no registered kernel op has static specs (vimbench/kerneltools/kernel_ops.py): nothing to check")
         return
+    if update:
+        check_output_file(expect, "expectation file")  # before the kernels are compiled
     expected = None if update else sc.load_expectations(expect)["kernels"]
     reports = sc.static_reports(specs)
     if update:
@@ -139,7 +143,12 @@ def static(
                      r and r.mufu_ex2, r and r.ex2_per_state_element, r and r.shfl, f.status])
     title = f"wrote {expect}" if update else f"sm_90 static check vs {expect}"
     render.table(title, ["kernel", "regs", "spill B", "LDG.128", "LDG.64", "MUFU.EX2", "EX2/state", "SHFL",
-                         "status"], rows, digits=3)
+                         "status"], rows, digits=3,
+                 caption="Per kernel, from the sm_90 binary: regs = registers per thread; spill B = stack + local "
+                         "memory per thread, bytes; LDG.128 / LDG.64 = 128- / 64-bit global load instructions; "
+                         "MUFU.EX2 = exp2 instructions; EX2/state = MUFU.EX2 per scan state element a thread "
+                         "updates in the unrolled tile; SHFL = warp shuffle instructions. Counts are static "
+                         "(instructions in the binary, not executed ones).")
     for f in findings:
         for message in f.messages:
             render.note(f"{f.kernel} [{f.status}]: {message}")
