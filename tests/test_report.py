@@ -289,6 +289,34 @@ def test_import_anchors_round_trip(tmp_path):
     assert result.exit_code == 2 and "already a vimbench results file" in result.output
 
 
+_ANCHOR_HEADER = {"kind": "header", "gpu": "NVIDIA H200", "date": "2026-11-29", "protocol": "3 warm-up, 8 timed"}
+_ANCHOR_ROW = {"kind": "model", "model": "deit_t", "attn": "eager", "res": 224, "batch": 64, "dtype": "fp32",
+               "status": "ok", "fps": 56.0, "latency_ms_p50": 11.4, "peak_alloc_gib": 1.5}
+BAD_ANCHORS = [
+    ("[1, 2]", "line 3: not a JSON object"),
+    (json.dumps({**_ANCHOR_ROW, "peak_alloc_gib": "big"}), "line 3: peak_alloc_gib is 'big', not a number"),
+    (json.dumps({**_ANCHOR_ROW, "model": 5}), "line 3: anchors model row lacks a usable field"),
+    (json.dumps({"kind": "train", "model": "vim_t", "res": 224, "batch": 8, "dtype": "bf16", "img_s": "x"}),
+     "line 3: fps is 'x', not a number"),
+    (b"\xff\xfe", "is not UTF-8 text"),
+]
+
+
+@pytest.mark.parametrize("line, words", BAD_ANCHORS, ids=[w for _, w in BAD_ANCHORS])
+def test_import_anchors_bad_row_is_one_line_and_writes_nothing(tmp_path, line, words):
+    """A row the converter cannot use, or that the results loaders would reject, stops the import with one line
+    naming it (it was a traceback, or a results file that `report` then refused), and no file is written."""
+    src = tmp_path / "anchors.jsonl"
+    good = "\n".join(json.dumps(x) for x in (_ANCHOR_HEADER, _ANCHOR_ROW)) + "\n"
+    src.write_bytes(good.encode() + (line if isinstance(line, bytes) else line.encode()) + b"\n")
+    dst = tmp_path / "converted.jsonl"
+    result = CliRunner().invoke(app, ["import-anchors", str(src), "-o", str(dst)])
+    assert result.exit_code == 2, result.output
+    lines = [x for x in result.output.splitlines() if x.strip()]
+    assert len(lines) == 1 and words in lines[0], result.output
+    assert not dst.exists()
+
+
 # ------------------------------------------------------------------------------------------- a real sweep
 @pytest.mark.slow
 def test_report_of_a_tiny_cpu_sweep(tmp_path):

@@ -15,7 +15,7 @@ from typing import Any
 
 from vimbench.bench.compiler import parse_compile
 from vimbench.errors import VimbenchError
-from vimbench.results import SCHEMA, CaseKey, CaseResult
+from vimbench.results import SCHEMA, CaseKey, CaseResult, check_row
 
 GIB_IN_MIB = 1024.0
 # The anchors protocol: 3 warm-up calls, 8 timed calls with CUDA events, median (see the header's "protocol").
@@ -36,24 +36,41 @@ class ImportSummary:
     modes: dict[str, int] = field(default_factory=dict)   # converted rows per mode: infer, train
 
 
-def _read_anchor_lines(src: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _read_anchor_lines(src: Path) -> tuple[dict[str, Any], list[tuple[int, dict[str, Any]]]]:
+    """The header and the (line number, row) of every later line; VimbenchError naming the line when a line is
+    not a JSON object."""
     try:
         lines = Path(src).read_text(encoding="utf-8").splitlines()
     except OSError as exc:
         raise VimbenchError(f"cannot read anchors file {src}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError:
+        raise VimbenchError(f"{src} is not an anchors file: it is not UTF-8 text") from None
     rows = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError as exc:
             raise VimbenchError(f"{src}, line {number}: not valid JSON ({exc.msg})") from exc
-    if not rows or not isinstance(rows[0], dict) or rows[0].get("kind") != "header":
+        if rows and not isinstance(row, dict):
+            raise VimbenchError(f"{src}, line {number}: not a JSON object (one row per line)")
+        rows.append((number, row))
+    if not rows or not isinstance(rows[0][1], dict) or rows[0][1].get("kind") != "header":
         raise VimbenchError(f"{src} is not an anchors file: its first line is not a header row")
-    if rows[0].get("schema") == SCHEMA:
+    if rows[0][1].get("schema") == SCHEMA:
         raise VimbenchError(f"{src} is already a vimbench results file; nothing to import")
-    return rows[0], rows[1:]
+    return rows[0][1], rows[1:]
+
+
+def _peak_mib(row: dict[str, Any]) -> float | None:
+    """peak_alloc_gib (GiB) in MiB; VimbenchError if it is not a number."""
+    gib = row.get("peak_alloc_gib")
+    if gib is None:
+        return None
+    if isinstance(gib, bool) or not isinstance(gib, (int, float)):
+        raise VimbenchError(f"peak_alloc_gib is {gib!r}, not a number")
+    return round(gib * GIB_IN_MIB, 3)
 
 
 def anchor_header(header: dict[str, Any], src: Path) -> dict[str, Any]:
@@ -110,10 +127,10 @@ def anchor_case(row: dict[str, Any]) -> CaseResult:
             # the anchors name eager runs compile "eager"; a torch.compile mode by its name
             compile=parse_compile(row.get("compile") or "none")[0],
         )
-    except (KeyError, TypeError, ValueError, VimbenchError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, VimbenchError) as exc:
         raise VimbenchError(f"anchors model row lacks a usable field ({exc}): {row}") from exc
     status = row.get("status", "ok")
-    peak_gib = row.get("peak_alloc_gib")
+    peak_mib = _peak_mib(row)
     return CaseResult(
         key=key,
         status=status,
@@ -124,8 +141,8 @@ def anchor_case(row: dict[str, Any]) -> CaseResult:
         iters=ANCHOR_ITERS if status == "ok" else None,
         latency_ms_p50=row.get("latency_ms_p50"),
         fps=row.get("fps"),
-        memory_method="torch_allocator" if peak_gib is not None else None,
-        peak_alloc_mib=round(peak_gib * GIB_IN_MIB, 3) if peak_gib is not None else None,
+        memory_method="torch_allocator" if peak_mib is not None else None,
+        peak_alloc_mib=peak_mib,
     )
 
 
@@ -137,18 +154,18 @@ def anchor_train_case(row: dict[str, Any]) -> CaseResult:
         key = CaseKey(model=model, res=int(row["res"]), batch=int(row["batch"]), dtype=row["dtype"],
                       implementation="official" if family_vim else row.get("implementation") or "timm",
                       attn=None if family_vim else row.get("attn"), device="cuda", mode="train")
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise VimbenchError(f"anchors train row lacks a usable field ({exc}): {row}") from exc
     status = row.get("status", "ok")
     ok = status == "ok"
-    peak_gib = row.get("peak_alloc_gib")
+    peak_mib = _peak_mib(row)
     return CaseResult(
         key=key, status=status, params=row.get("params"), tokens=row.get("tokens"),
         timing_method="cuda_events" if ok else None,
         warmup=ANCHOR_TRAIN_WARMUP if ok else None, iters=ANCHOR_TRAIN_ITERS if ok else None,
         latency_ms_p50=row.get("step_ms_p50"), fps=row.get("img_s"),
-        memory_method="torch_allocator" if peak_gib is not None else None,
-        peak_alloc_mib=round(peak_gib * GIB_IN_MIB, 3) if peak_gib is not None else None,
+        memory_method="torch_allocator" if peak_mib is not None else None,
+        peak_alloc_mib=peak_mib,
         optimizer="adamw", loss="cross_entropy",
     )
 
@@ -161,8 +178,20 @@ def import_anchors(src: str | Path, dst: str | Path, overwrite: bool = False) ->
     from vimbench.results import open_run
 
     src, dst = Path(src), Path(dst)
-    header, rows = _read_anchor_lines(src)
-    cases = [_CONVERTERS[r["kind"]](r) for r in rows if r.get("kind") in CONVERTED_KINDS]
+    header, numbered = _read_anchor_lines(src)
+    rows = [r for _, r in numbered]
+    cases = []
+    for number, r in numbered:
+        if r.get("kind") not in CONVERTED_KINDS:
+            continue
+        try:  # a row the results loaders would reject stops the import here, naming its line
+            case = _CONVERTERS[r["kind"]](r)
+            problem = check_row(case.to_row())
+        except VimbenchError as exc:
+            raise VimbenchError(f"{src}, line {number}: {exc}") from None
+        if problem:
+            raise VimbenchError(f"{src}, line {number}: {problem}; fix or delete that line")
+        cases.append(case)
     if not cases:
         raise VimbenchError(f"{src} has no 'model' or 'train' rows to import")
     skipped: dict[str, int] = {}
