@@ -215,6 +215,28 @@ def test_unknown_claim_set_and_conflicting_options(tmp_path):
     _one_line_error(runner.invoke(app, ["reproduce", "vim-fig1", "--results", str(ANCHORS), "--run"]), "not both")
 
 
+_CLAIMS_BODY = ('id = "x"\nsubject = {model = "vim_t"}\nbaseline = {model = "deit_t"}\n'
+                'claims = [{id = "a", metric = "speedup", value = 2.8}]\n'
+                '[conditions]\ndtype = "fp32"\nbatch = 64\nrequired_res = 1248\n')
+BAD_CLAIMS = [
+    (_CLAIMS_BODY.replace("batch = 64", 'batch = "many"'), "a value has the wrong type"),
+    (_CLAIMS_BODY.replace("value = 2.8", 'value = "fast"'), "a value has the wrong type"),
+    (_CLAIMS_BODY.replace("[conditions]\n", 'conditions = "fp32"\n[other]\n'), "a value has the wrong type"),
+    (b"\xff\xfe", "not valid TOML (not UTF-8 text)"),
+    (None, "does not exist"),
+]
+
+
+@pytest.mark.parametrize("text, needle", BAD_CLAIMS, ids=[n for _, n in BAD_CLAIMS])
+def test_a_malformed_claims_file_is_one_clear_line(tmp_path, text, needle):
+    """A claims .toml with a value of the wrong type, not UTF-8, or missing: one line naming it (was a traceback,
+    or "unknown claim set" for a missing path)."""
+    path = tmp_path / "claims.toml"
+    if text is not None:
+        path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    _one_line_error(CliRunner().invoke(app, ["reproduce", str(path), "--results", str(ANCHORS)]), needle)
+
+
 def test_a_larger_gain_than_claimed_is_exceeded_and_contenders_come_first(tmp_path):
     path = write(tmp_path / "r.jsonl", [*deit_cases(), *vim_cases("triton", speed=2.0, everywhere=True)])
     v, rep = judge(path)

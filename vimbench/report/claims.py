@@ -95,7 +95,10 @@ def _claim(raw: dict, path: Path, default_res: int) -> Claim:
 def load_claim_set(name: str | Path) -> ClaimSet:
     """A claim set by id (vim-fig1) or by path to a TOML file."""
     path = Path(name)
-    if not (path.suffix == ".toml" and path.exists()):
+    if path.suffix == ".toml" and not path.is_file():
+        raise VimbenchError(f"claims file {path} does not exist (or is not a file); known claim sets: "
+                            f"{', '.join(available_claim_sets())}")
+    if path.suffix != ".toml":
         path = CLAIMS_DIR / f"{str(name).strip().lower().replace('-', '_')}.toml"
     if not path.exists():
         raise VimbenchError(f"unknown claim set {str(name)!r}; known: {', '.join(available_claim_sets())} "
@@ -105,6 +108,8 @@ def load_claim_set(name: str | Path) -> ClaimSet:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise VimbenchError(f"{path}: not valid TOML ({exc})") from exc
+    except UnicodeDecodeError:
+        raise VimbenchError(f"{path}: not valid TOML (not UTF-8 text)") from None
     try:
         cond = raw["conditions"]
         conditions = Conditions(str(cond["dtype"]), int(cond["batch"]), int(cond["required_res"]),
@@ -122,3 +127,6 @@ def load_claim_set(name: str | Path) -> ClaimSet:
             path=path)
     except KeyError as exc:
         raise VimbenchError(f"{path}: the claim set lacks {exc.args[0]!r}") from None
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise VimbenchError(f"{path}: a value has the wrong type ({exc}); compare with "
+                            f"{CLAIMS_DIR / 'vim_fig1.toml'}") from None
