@@ -103,6 +103,24 @@ def test_run_folders_and_bad_input(tmp_path):
     assert none.exit_code == 2 and "no case in common" in none.output
 
 
+@pytest.mark.parametrize("value", ["nan", "inf", "-0.1"])
+def test_min_change_must_be_a_finite_non_negative_number(tmp_path, value):
+    """--min-change nan passed the old `< 0` check and turned every case "same": a CI gate that never fails."""
+    a = write(tmp_path / "a.jsonl", [row(224, 10.0)])
+    b = write(tmp_path / "b.jsonl", [row(224, 20.0)])
+    result = invoke(a, b, "--min-change", value)
+    assert result.exit_code == 2 and "must be a finite number >= 0" in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_every_format_says_which_memory_the_peak_is(tmp_path):
+    a = write(tmp_path / "a.jsonl", [row(224, 10.0)])
+    for fmt in ("table", "md"):
+        flat = " ".join(invoke(a, a, "--format", fmt).output.split())
+        assert "peak: the row's torch allocator peak (peak_alloc_mib, CUDA rows)" in flat, (fmt, flat)
+        assert "peak RSS (cpu_peak_rss_mib, CPU rows); MiB = 2^20 bytes" in flat and "p50: median latency" in flat
+
+
 def test_compare_says_when_a_and_b_ran_at_different_host_speeds(tmp_path):
     """Rows carry host_us_per_op; when A's and B's medians differ by more than HOST_DRIFT the summary says so
     (host-bound cases move with the host), otherwise, and for rows without the field, it says nothing."""

@@ -37,7 +37,7 @@ def compare(
     """
     from vimbench import render
     from vimbench.errors import VimbenchError
-    from vimbench.report.compare import compare_results, comparison_table
+    from vimbench.report.compare import COLUMNS_TEXT, compare_results, comparison_table
     from vimbench.report.tables import to_csv, to_markdown
 
     fmt = fmt.strip().lower()
@@ -51,7 +51,8 @@ def compare(
         typer.echo(to_csv(table), nl=False)
         typer.echo(result.summary(), err=True)
     else:
-        render.table(table.title, table.columns, table.rows, caption=f"A: {a}; B: {b}", digits=3)
+        render.table(table.title, table.columns, table.rows, caption=f"A: {a}; B: {b}. {COLUMNS_TEXT}",
+                     digits=3)
         render.note(result.summary(), markup=False)
     if result.slower:
         raise typer.Exit(SLOWER_EXIT)

@@ -178,8 +178,8 @@ def _newest_by_key(df) -> dict[CaseKey, dict[str, Any]]:
 
 def compare_rows(a_rows: dict[CaseKey, dict[str, Any]], b_rows: dict[CaseKey, dict[str, Any]],
                  min_change: float = DEFAULT_MIN_CHANGE) -> ABComparison:
-    if min_change < 0:
-        raise VimbenchError(f"--min-change {min_change} must be >= 0, e.g. 0.02 for 2 %")
+    if not (min_change >= 0 and math.isfinite(min_change)):  # nan would pass a plain < 0 and call all cases same
+        raise VimbenchError(f"--min-change {min_change} must be a finite number >= 0, e.g. 0.02 for 2 %")
     cases = []
     for key, row in a_rows.items():
         if key in b_rows:
@@ -212,6 +212,10 @@ def compare_results(a: Sequence[str | Path], b: Sequence[str | Path],
 
 COLUMNS = ["case", "A p50 (ms)", "B p50 (ms)", "B/A", "noise (%)", "verdict", "A peak (MiB)", "B peak (MiB)",
            "memory B/A"]
+COLUMNS_TEXT = ("p50: median latency of the row's timed calls; B/A: B p50 / A p50 (below 1: B is faster); noise: the "
+                "larger (p80 - p20) / p50 band of the two rows; peak: the row's torch allocator peak "
+                "(peak_alloc_mib, CUDA rows), else its process's peak RSS (cpu_peak_rss_mib, CPU rows); "
+                "MiB = 2^20 bytes.")
 
 
 def comparison_table(result: ABComparison) -> Table:
@@ -225,5 +229,5 @@ def comparison_table(result: ABComparison) -> Table:
         rows.append([key.label(), None, None, None, None, "only in A", None, None, None])
     for key in result.only_b:
         rows.append([key.label(), None, None, None, None, "only in B", None, None, None])
-    return Table("compare", "vimbench compare: B vs A", COLUMNS, rows, caption=result.summary(),
+    return Table("compare", "vimbench compare: B vs A", COLUMNS, rows, caption=f"{result.summary()}. {COLUMNS_TEXT}",
                  digits={"A p50 (ms)": 3, "B p50 (ms)": 3, "B/A": 3, "memory B/A": 3})
