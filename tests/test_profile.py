@@ -95,6 +95,19 @@ def test_cli_profile_records_the_memory_mode(tmp_path):
     assert "mem-split" in result.output
 
 
+def test_cli_profile_default_folder_is_outside_the_committed_results(tmp_path, monkeypatch):
+    """Without -o a profile goes to runs/profiles (as a sweep goes to runs/), not into results/, which holds only
+    the runs the project ships."""
+    from vimbench.cli import app
+
+    monkeypatch.delenv("VIMBENCH_RESULTS_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["profile", "deit_test", "--res", "32", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "runs" / "profiles").glob("profile-deit_test-*.jsonl"))) == 1
+    assert not (tmp_path / "results").exists()
+
+
 def test_annotate_model_keeps_every_op():
     """The annotated ops wrap the categorized calls and keep the rest of VimOps (zgate, the dt_proj fusion flag):
     a rebuilt VimOps once dropped zgate, so a lean-gated profile ran the lean path."""
@@ -119,6 +132,9 @@ def test_annotate_model_keeps_every_op():
     (["profile", "vim_test", "--device", "cpu", "--vim-memory", "split,lean"], "one --vim-memory"),
     (["profile", "vim_test", "--dtype", "fp8", "--device", "cpu"], "dtype"),
     (["profile", "vim_test", "--batch", "0", "--device", "cpu"], "batch"),
+    # a sweep drops these on CPU; profile ran them and labelled an fp32 run tf32
+    (["profile", "vim_test", "--dtype", "tf32", "--device", "cpu"], "--dtype tf32 on cpu: tf32 is a cuda"),
+    (["profile", "vim_test", "--dtype", "fp16", "--device", "cpu"], "--dtype fp16 on cpu"),
     (["profile", "vim_test", "--device", "cuda"], "cuda"),
 ])
 def test_cli_bad_input_exits_2(args, message, tmp_path):

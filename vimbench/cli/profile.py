@@ -22,8 +22,10 @@ def profile(
     attn: Annotated[str, typer.Option(help="DeiT attention: sdpa (fused) or eager (explicit softmax(QK^T)V).")]
     = "sdpa",
     device: Annotated[str, typer.Option(help="auto | cuda | cpu (auto: cuda when present).")] = "auto",
-    out: Annotated[Path, typer.Option("-o", "--out", help="Folder for the results file, traces and figure.")]
-    = Path("results/profiles"),
+    out: Annotated[Optional[Path], typer.Option("-o", "--out", help="Folder for the results file, traces and figure "
+                                                                    "[default: runs/profiles, or "
+                                                                    "$VIMBENCH_RESULTS_DIR/profiles; results/ holds "
+                                                                    "only the runs the project ships].")] = None,
     mode: Annotated[str, typer.Option(help="What is profiled: infer (one forward) or train (one training step: "
                                            "zero_grad, forward, cross-entropy, backward, AdamW).")] = "infer",
     vim_memory: Annotated[str, typer.Option(help="Vim, inference: the mixers' memory mode (default, split, lean, "
@@ -80,13 +82,16 @@ def profile(
         if grid.fuses_dt_proj(memory) and backend_name == "torch":
             raise VimbenchError(f"--vim-memory {memory} fuses dt_proj into the Triton scan: use --backend triton")
     dev = grid.parse_device(device, torch.cuda.is_available())
+    if dev == "cpu" and dtype_name in grid._CPU_DROPS:  # the reasons a sweep drops these dtypes on CPU
+        raise VimbenchError(f"--dtype {dtype_name} on cpu: {grid._CPU_DROPS[dtype_name]}")
     if spec.family == "vim":
         from vimbench.models.ops import get_ops
 
         get_ops(backend_name)  # a backend that cannot run here fails now, in one line, before anything is built
     from vimbench.results import check_output_dir
+    from vimbench.settings import results_dir
 
-    check_output_dir(out, "--out folder")
+    out = check_output_dir(out or Path(results_dir()) / "profiles", "--out folder")
     command = "vimbench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     what = "step" if mode_name == "train" else "forward"
     with render.progress_bar(len(resolutions), f"profile {spec.alias} {mode_name}") as update:
