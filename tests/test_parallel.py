@@ -92,3 +92,21 @@ def test_a_foreign_file_in_the_folder_stops_before_any_worker_starts(tmp_path):
 def test_bad_parallel_options(args, message, tmp_path):
     result = CliRunner().invoke(app, ["sweep", *TINY, *args])
     assert result.exit_code == 2 and message in result.output.replace("\n", " "), result.output
+
+
+@pytest.mark.parametrize("where, message", [
+    ("file", "--run-dir {path} is a file, not a folder"),
+    ("file/run", "cannot create --run-dir {path}"),
+    ("used", "{path} already holds a run; continue it with --resume"),
+])
+def test_a_bad_run_dir_is_the_only_line_before_any_worker_starts(tmp_path, where, message):
+    """The run folder is checked before the workers' progress view starts: the error is the one line on stderr
+    (it came after the view's first lines)."""
+    (tmp_path / "file").write_text("a file, not a folder\n")
+    rundir.create_run_dir(tmp_path / "used", {"run_id": "x", "sweep": tiny().to_suite(), "shard": None})
+    path = tmp_path / where
+    result = CliRunner().invoke(app, ["sweep", *TINY, "--workers", "1", "--run-dir", str(path)])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message.format(path=path) in lines[0], result.stderr
+    assert "workers (cpu worker 0)" not in result.output

@@ -266,6 +266,8 @@ def _run_parallel(config, source: str, folder: Path, resume: bool, shard, gpus: 
         _plan_tables(plan, config)
         render.note(f"workers: {', '.join(s.label() for s in slots)}; run folder: {folder}", markup=False)
         return
+    if not resume:
+        _check_new_run_dir(folder)
     render.note(f"{len(slots)} workers ({', '.join(s.label() for s in slots)}); run folder: {folder}",
                 markup=False)
     lanes = [s.label() for s in slots]
@@ -293,6 +295,19 @@ def _run_parallel(config, source: str, folder: Path, resume: bool, shard, gpus: 
                           f"The others' rows are kept; finish with: vimbench sweep --resume {folder}")
     if outcome.unfinished or any(status == "error" for _, status in outcome.measured):
         raise typer.Exit(1)
+
+
+def _check_new_run_dir(folder: Path) -> None:
+    """What rundir.create_run_dir refuses (a file, a folder that holds a run, one that cannot be created), checked
+    before the progress view starts, so the error is the only line."""
+    from vimbench.bench import rundir
+    from vimbench.errors import VimbenchError
+    from vimbench.results import check_output_dir
+
+    if folder.is_dir() and (rundir.is_run_dir(folder) or rundir.results_files(folder)):
+        raise VimbenchError(f"{folder} already holds a run; continue it with --resume {folder}, or choose another "
+                            "--run-dir")
+    check_output_dir(folder, "--run-dir")
 
 
 def _workers_table(outcome, slots, folder: Path) -> None:
