@@ -106,6 +106,7 @@ BAD_INPUTS = [
     (["--resume", "{tmp}/missing.jsonl"], "no such file"),
     (["--resume", "{tmp}/garbage.jsonl"], "is not a vimbench results file"),
     (["--suite", "{tmp}/bad.toml"], "unknown key"),
+    (["--suite", "{tmp}"], "is a folder; give a .toml file or a suite name"),
     (["--out", "{tmp}/a.jsonl", "--resume", "{tmp}/garbage.jsonl"], "not both"),
     (["--compile", "fast"], "unknown compile mode 'fast'"),
     (["--compile-backend", "tvm"], "unknown compile backend"),

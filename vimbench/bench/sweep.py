@@ -66,6 +66,9 @@ def find_suite(name_or_path: str) -> Path:
     text = str(name_or_path).strip()
     path = Path(text).expanduser()
     if path.suffix == ".toml" or "/" in text or "\\" in text:
+        if path.is_dir():
+            raise VimbenchError(f"suite file {path} is a folder; give a .toml file or a suite name "
+                                f"({', '.join(list_suites())})")
         if not path.is_file():
             raise VimbenchError(f"suite file {path} does not exist")
         return path
