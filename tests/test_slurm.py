@@ -130,6 +130,14 @@ def test_bad_slurm_options(args, message, tmp_path, monkeypatch):
     assert result.exit_code == 2 and message in result.output.replace("\n", " "), result.output
 
 
+@pytest.mark.parametrize("shards", ["0", "-2", "7"])
+def test_dry_run_refuses_the_shard_counts_a_submission_refuses(shards):
+    """--dry-run previews the submission: --shards outside 1..cases is refused there too (it showed 1 shard)."""
+    result = CliRunner().invoke(app, ["sweep", *TINY, "--executor", "slurm", "--shards", shards, "--dry-run"])
+    assert result.exit_code == 2 and f"--shards {shards}: the sweep has 6 cases; use 1..6 shards" in \
+        " ".join(result.output.split()), result.output
+
+
 @pytest.mark.parametrize("done, total, ended, scheduler, state", [
     (3, 3, False, None, "finished"),
     (1, 3, True, None, "failed"),

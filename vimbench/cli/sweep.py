@@ -332,12 +332,15 @@ def _submit_slurm(config, source: str, folder: str, shards: int | None, command:
     from vimbench.bench import slurm
     from vimbench.bench import sweep as sweeps
     from vimbench.bench.partition import case_cost, partition
+    from vimbench.errors import VimbenchError
 
     render.note(f"sweep: {source}", markup=False)
     cases, _ = sweeps.sweep_cases(config)
     n = shards if shards is not None else min(len(cases), 8)
+    if not 1 <= n <= len(cases):  # slurm.submit's own check, here so that --dry-run previews it too
+        raise VimbenchError(f"--shards {n}: the sweep has {len(cases)} cases; use 1..{len(cases)} shards")
     if dry_run:
-        parts = partition(cases, max(1, min(n, len(cases))))
+        parts = partition(cases, n)
         total = sum(case_cost(c) for c in cases) or 1.0
         render.table(f"{len(cases)} cases in {len(parts)} shards", ["shard", "cases", "estimated share", "first case"],
                      [[f"{k}/{len(parts)}", len(p), f"{100 * sum(case_cost(c) for c in p) / total:.0f}%",
