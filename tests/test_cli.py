@@ -347,3 +347,18 @@ def test_sweep_caption_says_when_the_host_speed_moved(tmp_path, monkeypatch):
     monkeypatch.setattr(runner_module, "run_case", host({"vim_test": 2.0, "deit_test": 2.2}))
     steady = invoke([*TINY, "--attn", "sdpa", "--out", tmp_path / "steady.jsonl"])
     assert steady.exit_code == 0 and "Host speed moved" not in " ".join(steady.output.split())
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--warmup-ms", "-1"], "--warmup-ms -1.0: give a time in milliseconds >= 0"),
+    (["--rep-ms", "0"], "--rep-ms 0.0: give a time in milliseconds > 0"),
+    (["--rep-ms", "nan"], "--rep-ms nan: give a time in milliseconds > 0"),
+    (["--max-ref-elements", "-5"], "--max-ref-elements -5: give 0"),
+])
+def test_kernels_bench_timing_options_are_checked_before_the_gpu(extra, words):
+    """do_bench with rep 0 takes one sample; a negative --max-ref-elements skipped every reference. Refused up
+    front, on any machine (before the no-GPU error)."""
+    result = invoke(["kernels", *extra])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and words in lines[0], result.output

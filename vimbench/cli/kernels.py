@@ -56,6 +56,7 @@ def bench(
     """
     if ctx.invoked_subcommand is not None:
         return
+    import math
     import sys
 
     from vimbench import render
@@ -69,6 +70,13 @@ def bench(
 
     op_list = op_names() if ops.strip().lower() == "all" else [p.strip() for p in ops.split(",") if p.strip()]
     cases = kb.plan(parse_models(models), parse_res(res), parse_batch(batch), split(dtype), split(impl), op_list)
+    if not (math.isfinite(warmup_ms) and warmup_ms >= 0):
+        raise VimbenchError(f"--warmup-ms {warmup_ms}: give a time in milliseconds >= 0")
+    if not (math.isfinite(rep_ms) and rep_ms > 0):
+        raise VimbenchError(f"--rep-ms {rep_ms}: give a time in milliseconds > 0")
+    if max_ref_elements < 0:
+        raise VimbenchError(f"--max-ref-elements {max_ref_elements}: give 0 (never skip the reference) or a "
+                            "number of elements")
     import torch
 
     if not torch.cuda.is_available():
