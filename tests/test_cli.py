@@ -164,6 +164,19 @@ def test_bare_vimbench_still_prints_the_help():
     assert "Usage" in result.output and "sweep" in result.output and "error:" not in result.output
 
 
+def test_paths_with_brackets_print_as_they_are(tmp_path):
+    """Paths and labels go into notes and tables as text, not Rich markup: an --out holding "[/x]" raised a
+    MarkupError (a traceback after the results file was opened; after the measurement for profile and report)."""
+    out = tmp_path / "run[/x]" / "r[red].jsonl"
+    result = invoke([*TINY, "--models", "deit_test", "--attn", "sdpa", "--out", out])
+    assert result.exit_code == 0, result.output
+    assert f"1 cases to run; results: {out}" in result.output and len(load_results(out)) == 1
+    assert str(out) in "".join(result.output.split())   # the table's caption, wrapped
+    report = invoke(["report", out, "-o", tmp_path / "rep[/x]"])
+    assert report.exit_code == 0, report.output
+    assert f"under {tmp_path / 'rep[/x]'}; open" in report.output
+
+
 def test_env_prints_the_fingerprint():
     result = invoke(["env", "--device", "cpu"])
     assert result.exit_code == 0, result.output

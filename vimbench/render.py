@@ -96,7 +96,9 @@ def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], cap
     if dropped:
         note = f"Left out to fit {console.width} columns: {', '.join(dropped)} (a wider terminal shows them)."
         caption = f"{caption} {note}" if caption else note
-    t = Table(title=title, caption=caption, caption_justify="left", header_style="bold")
+    # titles, captions and cells hold paths and labels, never markup: "[/x]" in a path raised a MarkupError
+    t = Table(title=escape(title), caption=escape(caption) if caption else caption, caption_justify="left",
+              header_style="bold")
     for i in shown:
         name = columns[i]
         numeric = any(isinstance(r[i], (int, float)) and not isinstance(r[i], bool) for r in rows if i < len(r))
@@ -106,7 +108,7 @@ def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], cap
         else:
             t.add_column(name, justify="right" if numeric else "left", no_wrap=True, min_width=longest)
     for c in cells:
-        t.add_row(*(c[i] for i in shown))
+        t.add_row(*(escape(c[i]) for i in shown))
     console.print(t)
 
 
@@ -115,7 +117,7 @@ def key_values(title: str, items: Iterable[tuple[str, Any]]) -> None:
     t.add_column("key", style="bold")
     t.add_column("value")
     for k, v in items:
-        t.add_row(k, format_cell(v, 3, thousands=True))
+        t.add_row(escape(str(k)), escape(format_cell(v, 3, thousands=True)))
     console.print(t)
 
 

@@ -163,6 +163,7 @@ def test_cli_static_update_check_and_fail(probe_reports, tmp_path, monkeypatch):
     path.write_text(json.dumps(data))
     failed = runner.invoke(_static_app(), ["static", "--expect", str(path)])
     assert failed.exit_code == 1 and "128-bit loads" in failed.output
+    assert "probe/aligned [fail]:" in failed.output   # the status in brackets was taken for Rich markup
 
 
 @pytest.mark.parametrize("where, words", [("file/expect.json", "is a file, not a folder"),

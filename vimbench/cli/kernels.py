@@ -105,7 +105,7 @@ def bench(
                 "time; 100 = at the floor. bound: the largest floor. Ceilings: vimbench/analysis/roofline.py.",
         digits=3,
     )
-    render.note(f"rows written to {results.path}")
+    render.note(f"rows written to {results.path}", markup=False)
 
 
 @kernels_app.command("list")

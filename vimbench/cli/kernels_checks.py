@@ -151,7 +151,7 @@ def static(
                          "(instructions in the binary, not executed ones).")
     for f in findings:
         for message in f.messages:
-            render.note(f"{f.kernel} [{f.status}]: {message}")
+            render.note(f"{f.kernel} [{f.status}]: {message}", markup=False)
     if any(f.status in ("fail", "new") for f in findings):
         raise typer.Exit(REGRESSION_EXIT)
 

@@ -131,12 +131,13 @@ def profile(
                  [[r["res"]] + [_ms_rate(r, c) for c in rate_cols] for r in ok])
     for r in run.rows:
         if r.get("status") != "ok":
-            render.note(f"[yellow]{r['res']} px: {r['status']}[/] {r.get('error', '')}")
-    render.note(f"results: {run.results_path}")
+            render.note(f"{r['res']} px: {r['status']} {r.get('error', '')}", markup=False)
+    render.note(f"results: {run.results_path}", markup=False)
     if ok:
-        render.note(f"traces: {Path(ok[0]['trace']).parent}/trace_*.json (chrome://tracing or ui.perfetto.dev)")
+        render.note(f"traces: {Path(ok[0]['trace']).parent}/trace_*.json (chrome://tracing or ui.perfetto.dev)",
+                    markup=False)
     if figure_path:
-        render.note(f"figure: {figure_path}")
+        render.note(f"figure: {figure_path}", markup=False)
 
 
 def _ms_rate(row: dict, category: str) -> str:

@@ -83,7 +83,7 @@ def report(
     if result.repeats_dropped:
         render.note(f"{result.repeats_dropped} repeated measurements of the same case: the newest of each is used")
     render.note(f"wrote {len(result.files)} files ({len(result.figures)} figures, {len(result.tables)} tables) "
-                f"under {result.out_dir}; open {result.index}")
+                f"under {result.out_dir}; open {result.index}", markup=False)
 
 
 def _print_summary(t) -> None:
@@ -133,7 +133,7 @@ def import_anchors(
     skipped = ", ".join(f"{n} {k}" for k, n in summary.skipped_kinds.items())
     modes = ", ".join(f"{n} {mode}" for mode, n in summary.modes.items())
     render.note(f"wrote {summary.converted} case rows ({modes}) to {summary.destination}"
-                + (f" (not converted: {skipped} rows)" if skipped else ""))
+                + (f" (not converted: {skipped} rows)" if skipped else ""), markup=False)
 
 
 @user_errors

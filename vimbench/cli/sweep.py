@@ -209,7 +209,7 @@ def sweep(
                                                                  if k not in writer.done_keys()])
             render.note(f"{pending} cases to run"
                         + (f" ({len(plan.cases) - pending} already in the file)" if resume else "")
-                        + f"; results: {path}")
+                        + f"; results: {path}", markup=False)
             with render.progress_bar(pending, "starting") as update:
                 results = sweeps.run_sweep(config, progress=update, writer=writer, shard=parsed_shard)
     except KeyboardInterrupt:
