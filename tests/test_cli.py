@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from vimbench.cli import app
-from vimbench.results import load_results
+from vimbench.results import load_results, open_run
 
 runner = CliRunner()
 TINY = ["sweep", "--models", "vim_test,deit_test", "--res", "32", "--batch", "2", "--warmup", "1", "--iters", "5",
@@ -105,6 +106,9 @@ BAD_INPUTS = [
     (["--suite", "no_such_suite"], "unknown suite"),
     (["--resume", "{tmp}/missing.jsonl"], "no such file"),
     (["--resume", "{tmp}/garbage.jsonl"], "is not a vimbench results file"),
+    # it ran the default suite and appended its rows to the kernels (or profile, anchors) file
+    (["--resume", "{tmp}/kernels.jsonl"], "is not a sweep's results file (its run kind is kernels)"),
+    (["--resume", "{tmp}/profile.jsonl"], "is not a sweep's results file (its run kind is profile)"),
     (["--suite", "{tmp}/bad.toml"], "unknown key"),
     (["--suite", "{tmp}"], "is a folder; give a .toml file or a suite name"),
     (["--out", "{tmp}/a.jsonl", "--resume", "{tmp}/garbage.jsonl"], "not both"),
@@ -121,6 +125,10 @@ if not torch.cuda.is_available():
 def test_bad_input_is_one_line_and_exit_2(tmp_path, extra, words):
     (tmp_path / "garbage.jsonl").write_text("this is not json\n")
     (tmp_path / "bad.toml").write_text('models = "vim_t"\nspeed = 1\n')
+    results = Path(__file__).parents[1] / "results"
+    shutil.copy(results / "kernels-h200-2026-11-30.jsonl", tmp_path / "kernels.jsonl")   # rows of kind kernel
+    with open_run(tmp_path / "profile.jsonl", "profile", "vimbench profile", {}):       # run_kind profile
+        pass
     args = ["sweep", "--models", "vim_test", "--res", "32", "--batch", "2", "--device", "cpu"]
     overrides = {extra[i]: extra[i + 1] if i + 1 < len(extra) and not extra[i + 1].startswith("--") else None
                  for i in range(len(extra)) if extra[i].startswith("--")}

@@ -232,7 +232,13 @@ def _check_resumable(path: Path) -> None:
     if not path.exists():
         raise VimbenchError(f"cannot resume {path}: no such file")
     check_not_busy(path)
-    read_header(path)
+    kind = read_header(path).get("run_kind")
+    if kind is None:  # files from before run_kind: what their rows are
+        other = {row["kind"] for row in iter_rows(path)} - {"case", "resume"}
+        kind = {"kernel": "kernels"}.get(min(other), min(other)) if other else None
+    if kind not in (None, "sweep"):
+        raise VimbenchError(f"{path} is not a sweep's results file (its run kind is {kind}); --resume continues a "
+                            "sweep's file (start a new sweep with --out)")
 
 
 def _check_out(out: Path | None, resume: bool) -> None:
