@@ -109,6 +109,7 @@ BAD_INPUTS = [
     # it ran the default suite and appended its rows to the kernels (or profile, anchors) file
     (["--resume", "{tmp}/kernels.jsonl"], "is not a sweep's results file (its run kind is kernels)"),
     (["--resume", "{tmp}/profile.jsonl"], "is not a sweep's results file (its run kind is profile)"),
+    (["--resume", "{tmp}/anchors.jsonl"], "is not a sweep's results file (its run kind is anchors)"),
     (["--suite", "{tmp}/bad.toml"], "unknown key"),
     (["--suite", "{tmp}"], "is a folder; give a .toml file or a suite name"),
     (["--out", "{tmp}/a.jsonl", "--resume", "{tmp}/garbage.jsonl"], "not both"),
@@ -127,6 +128,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, extra, words):
     (tmp_path / "bad.toml").write_text('models = "vim_t"\nspeed = 1\n')
     results = Path(__file__).parents[1] / "results"
     shutil.copy(results / "kernels-h200-2026-11-30.jsonl", tmp_path / "kernels.jsonl")   # rows of kind kernel
+    shutil.copy(results / "anchors-official-h200-2026-11-29.jsonl", tmp_path / "anchors.jsonl")  # "imported"
     with open_run(tmp_path / "profile.jsonl", "profile", "vimbench profile", {}):       # run_kind profile
         pass
     args = ["sweep", "--models", "vim_test", "--res", "32", "--batch", "2", "--device", "cpu"]

@@ -232,7 +232,8 @@ def _check_resumable(path: Path) -> None:
     if not path.exists():
         raise VimbenchError(f"cannot resume {path}: no such file")
     check_not_busy(path)
-    kind = read_header(path).get("run_kind")
+    header = read_header(path)
+    kind = header.get("run_kind") or ("anchors" if header.get("imported") else None)
     if kind is None:  # files from before run_kind: what their rows are
         other = {row["kind"] for row in iter_rows(path)} - {"case", "resume"}
         kind = {"kernel": "kernels"}.get(min(other), min(other)) if other else None
