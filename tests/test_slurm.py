@@ -130,6 +130,16 @@ def test_bad_slurm_options(args, message, tmp_path, monkeypatch):
     assert result.exit_code == 2 and message in result.output.replace("\n", " "), result.output
 
 
+def test_no_slurm_on_path_creates_no_run_folder(tmp_path, monkeypatch):
+    """Without sbatch/srun the submission stops before the run folder exists (it left a run.json behind, so a
+    second try with the same --run-dir said the folder already holds a run)."""
+    monkeypatch.setattr(slurm.shutil, "which", lambda name: None)
+    folder = tmp_path / "run"
+    result = CliRunner().invoke(app, ["sweep", *TINY, "--executor", "slurm", "--run-dir", str(folder)])
+    assert result.exit_code == 2 and "sbatch/srun are not on PATH" in result.output, result.output
+    assert not folder.exists()
+
+
 @pytest.mark.parametrize("shards", ["0", "-2", "7"])
 def test_dry_run_refuses_the_shard_counts_a_submission_refuses(shards):
     """--dry-run previews the submission: --shards outside 1..cases is refused there too (it showed 1 shard)."""

@@ -84,14 +84,18 @@ def _submitit():
     return submitit
 
 
+def _check_slurm_commands(cluster: str) -> None:
+    if cluster == "slurm" and not (shutil.which("sbatch") and shutil.which("srun")):
+        raise VimbenchError("sbatch/srun are not on PATH: submit from a SLURM login node (or run the shards "
+                            "yourself: vimbench sweep --shard K/N)")
+
+
 def make_executor(folder: Path, options: SlurmOptions, cluster: str = "slurm", name: str = "vimbench"):
     """A submitit executor for the array tasks (cluster 'local' or 'debug' runs them without SLURM)."""
     if cluster not in CLUSTERS:
         raise VimbenchError(f"unknown cluster {cluster!r}; choose from {', '.join(CLUSTERS)}")
     submitit = _submitit()
-    if cluster == "slurm" and not (shutil.which("sbatch") and shutil.which("srun")):
-        raise VimbenchError("sbatch/srun are not on PATH: submit from a SLURM login node (or run the shards "
-                            "yourself: vimbench sweep --shard K/N)")
+    _check_slurm_commands(cluster)
     executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
     params: dict[str, Any] = {"name": name, "timeout_min": options.time_min, "nodes": 1, "tasks_per_node": 1}
     if cluster == "slurm":
@@ -152,6 +156,7 @@ def submit(config, run_dir: str | Path, shards: int, options: SlurmOptions, comm
     _submitit()   # before creating anything
     if cluster not in CLUSTERS:
         raise VimbenchError(f"unknown cluster {cluster!r}; choose from {', '.join(CLUSTERS)}")
+    _check_slurm_commands(cluster)  # no run folder left behind on a machine without SLURM
     cases, _ = sweep_cases(config)
     if shards < 1 or shards > len(cases):
         raise VimbenchError(f"--shards {shards}: the sweep has {len(cases)} cases; use 1..{len(cases)} shards")
