@@ -108,6 +108,24 @@ def test_cli_profile_default_folder_is_outside_the_committed_results(tmp_path, m
     assert not (tmp_path / "results").exists()
 
 
+def test_cli_interrupted_profile_keeps_its_rows_and_says_where(tmp_path, monkeypatch):
+    from vimbench.cli import app
+
+    real = pf.profile_case
+
+    def interrupt_second(key, *args, **kwargs):
+        if key.res == 48:
+            raise KeyboardInterrupt
+        return real(key, *args, **kwargs)
+
+    monkeypatch.setattr(pf, "profile_case", interrupt_second)
+    result = CliRunner().invoke(app, ["profile", "deit_test", "--res", "32,48", "--device", "cpu", "-o", str(tmp_path)])
+    assert result.exit_code == 130, result.output
+    assert f"interrupted; the resolutions profiled so far are in {tmp_path}/profile-deit_test-*.jsonl" in result.output
+    (path,) = tmp_path.glob("profile-deit_test-*.jsonl")
+    assert [r["res"] for r in iter_rows(path) if r["kind"] == "profile"] == [32]
+
+
 def test_annotate_model_keeps_every_op():
     """The annotated ops wrap the categorized calls and keep the rest of VimOps (zgate, the dt_proj fusion flag):
     a rebuilt VimOps once dropped zgate, so a lean-gated profile ran the lean path."""

@@ -94,9 +94,13 @@ def profile(
     out = check_output_dir(out or Path(results_dir()) / "profiles", "--out folder")
     command = "vimbench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     what = "step" if mode_name == "train" else "forward"
-    with render.progress_bar(len(resolutions), f"profile {spec.alias} {mode_name}") as update:
-        run = run_profile(spec.alias, resolutions, batch, dtype_name, backend_name, attn_name,
-                          dev, out, command=command, progress=update, mode=mode_name, vim_memory=memory)
+    try:
+        with render.progress_bar(len(resolutions), f"profile {spec.alias} {mode_name}") as update:
+            run = run_profile(spec.alias, resolutions, batch, dtype_name, backend_name, attn_name,
+                              dev, out, command=command, progress=update, mode=mode_name, vim_memory=memory)
+    except KeyboardInterrupt:  # each resolution's row is flushed when profiled: say where they are
+        render.error_line(f"interrupted; the resolutions profiled so far are in {out}/profile-{spec.alias}-*.jsonl")
+        raise typer.Exit(130) from None
     ok = [r for r in run.rows if r.get("status") == "ok"]
     figure_path = None
     if ok:
