@@ -15,8 +15,8 @@ app = typer.Typer(
     cls=OneLineErrorsGroup,
     # Examples sit in a ``` fence: typer dedents the text after the first paragraph a second time, which turns an
     # indented block right after "Examples:" into one plain paragraph (the lines run together).
-    help=inspect.cleandoc("""Efficiency benchmark for Vision Mamba (Vim) against DeiT and any timm model: sweeps, kernels,
-    reports.
+    help=inspect.cleandoc("""Efficiency benchmark for Vision Mamba (Vim) against DeiT and any timm model: sweeps,
+    kernels, reports.
 
     Examples:
 

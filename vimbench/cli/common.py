@@ -45,8 +45,6 @@ def user_errors(fn: Callable) -> Callable:
 def check_output_file(path: str | Path, what: str) -> Path:
     """Before anything is measured or compiled: `path` can be written as a file (its folder is created).
     VimbenchError naming it otherwise, so a long run never ends in a write that fails."""
-    from vimbench.errors import VimbenchError
-
     path = Path(path)
     parent = path.parent
     if path.is_dir():
@@ -68,8 +66,6 @@ def _one_line_usage_errors():
     command, a missing argument) as one line and its exit code (2), instead of usage, hint and a boxed panel."""
     try:
         yield
-    except typer.Exit:
-        raise
     except typer.TyperException as exc:
         if type(exc).__name__ == "NoArgsIsHelpError":  # a bare `vimbench`: the help is the answer
             raise
