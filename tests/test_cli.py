@@ -201,6 +201,10 @@ def test_models_lists_params_at_a_resolution():
     assert "vim_test" in invoke(["models", "--all"]).output
     bad = invoke(["models", "--res", "224,512"])
     assert bad.exit_code == 2 and "give one" in bad.output
+    off = invoke(["models", "--res", "1250"])  # off the 16 px patch: said, as the sweep says it
+    assert off.exit_code == 0 and "not a multiple of the 16 px patch: the models see 1248 px" in off.output
+    assert "8,278,504" in off.output and "6,085" in off.output
+    assert "not a multiple" not in invoke(["models", "--res", "1248"]).output
 
 
 def test_default_out_is_outside_the_committed_results(tmp_path, monkeypatch):

@@ -299,6 +299,9 @@ BAD_ANCHORS = [
     (json.dumps({"kind": "train", "model": "vim_t", "res": 224, "batch": 8, "dtype": "bf16", "img_s": "x"}),
      "line 3: fps is 'x', not a number"),
     (b"\xff\xfe", "is not UTF-8 text"),
+    (json.dumps({**_ANCHOR_ROW, "dtype": "int8"}), "dtype 'int8' is not one of fp32, tf32, bf16, fp16"),
+    (json.dumps({"kind": "train", "model": "vim_t", "res": 224, "batch": 8, "dtype": "float8", "img_s": 9.0}),
+     "dtype 'float8' is not one of"),
 ]
 
 

@@ -504,7 +504,7 @@ def models(
     ```
     """
     from vimbench import render
-    from vimbench.bench.grid import parse_res
+    from vimbench.bench.grid import off_patch_resolutions, parse_res
     from vimbench.errors import VimbenchError
 
     import_plugin(timm_import)
@@ -523,6 +523,9 @@ def models(
     sizes = parse_res(res)
     if len(sizes) != 1:
         raise VimbenchError(f"--res {res!r} names {len(sizes)} resolutions; give one, e.g. --res 1248")
+    for res_px, effective in off_patch_resolutions(sizes):  # as sweep says it
+        render.warning(f"--res {res_px} is not a multiple of the 16 px patch: the models see {effective} px "
+                       "(the counts below are for that)")
     rows = describe(sizes[0], include_test=all_)
     render.table(f"models at {sizes[0]} px", ["alias", "family", "size", "dim", "depth", "params", "tokens"],
                  [[m["alias"], m["family"], m["size"], m["embed_dim"], m["depth"], m["params"], m["tokens"]]

@@ -73,6 +73,17 @@ def _peak_mib(row: dict[str, Any]) -> float | None:
     return round(gib * GIB_IN_MIB, 3)
 
 
+def _dtype(row: dict[str, Any]) -> str:
+    """The row's precision, one of vimbench's (fp32, tf32, bf16, fp16); VimbenchError otherwise (a report could not
+    place an int8 row)."""
+    from vimbench.precision import DTYPES
+
+    dtype = row["dtype"]
+    if dtype not in DTYPES:
+        raise VimbenchError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    return dtype
+
+
 def anchor_header(header: dict[str, Any], src: Path) -> dict[str, Any]:
     """Our header for the imported rows: the anchors' environment plus a flag and the protocol they followed."""
     date = str(header.get("date") or "")
@@ -120,7 +131,7 @@ def anchor_case(row: dict[str, Any]) -> CaseResult:
             model=model,
             res=int(row["res"]),
             batch=int(row["batch"]),
-            dtype=row["dtype"],
+            dtype=_dtype(row),
             implementation="official" if family_vim else row.get("implementation") or "timm",
             attn=None if family_vim else row.get("attn"),
             device="cuda",
@@ -151,10 +162,10 @@ def anchor_train_case(row: dict[str, Any]) -> CaseResult:
     try:
         model = row["model"]
         family_vim = model.startswith("vim")
-        key = CaseKey(model=model, res=int(row["res"]), batch=int(row["batch"]), dtype=row["dtype"],
+        key = CaseKey(model=model, res=int(row["res"]), batch=int(row["batch"]), dtype=_dtype(row),
                       implementation="official" if family_vim else row.get("implementation") or "timm",
                       attn=None if family_vim else row.get("attn"), device="cuda", mode="train")
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, VimbenchError) as exc:
         raise VimbenchError(f"anchors train row lacks a usable field ({exc}): {row}") from exc
     status = row.get("status", "ok")
     ok = status == "ok"
