@@ -475,6 +475,18 @@ def check_output_dir(path: str | Path, what: str = "output folder") -> Path:
     return path
 
 
+def check_output_file(path: str | Path, what: str) -> Path:
+    """Before anything is measured or compiled: `path` can be written as a file (its folder is created, as
+    `check_output_dir` does); VimbenchError naming it otherwise, so a long run never ends in a write that fails."""
+    path = Path(path)
+    if path.is_dir():
+        raise VimbenchError(f"{what} {path} is a folder; give the path of a file")
+    check_output_dir(path.parent, f"the folder of {what} {path}")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise VimbenchError(f"cannot write {what} {path}: permission denied")
+    return path
+
+
 def is_being_written(path: str | Path) -> bool:
     """Whether another RunWriter (in any process) holds the file's lock right now."""
     if fcntl is None or not Path(path).is_file():

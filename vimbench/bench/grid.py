@@ -303,7 +303,7 @@ _TRAIN_DROPS = {
     "h2d": "training steps are timed with the batch already on the device; drop --h2d for mode train",
 }
 
-_CPU_DROPS = {
+CPU_DTYPE_DROPS = {
     "tf32": "TF32 is a CUDA tensor-core mode; on CPU it would repeat fp32",
     "fp16": "fp16 autocast is not a meaningful CPU benchmark (emulated on most CPUs); use bf16 or fp32",
 }
@@ -353,9 +353,9 @@ def _expand_block(config: SweepConfig) -> tuple[list[CaseKey], list[Dropped]]:
                                    "reduce-overhead would repeat default and max-autotune its no-cudagraphs twin"))
             compile_modes = tuple(m for m in compile_modes if m not in compiler.GRAPH_MODES)
         for dtype in dtypes:
-            if dtype in _CPU_DROPS:
-                dropped.append(Dropped(f"dtype {dtype} on cpu", _CPU_DROPS[dtype]))
-        dtypes = tuple(d for d in dtypes if d not in _CPU_DROPS)
+            if dtype in CPU_DTYPE_DROPS:
+                dropped.append(Dropped(f"dtype {dtype} on cpu", CPU_DTYPE_DROPS[dtype]))
+        dtypes = tuple(d for d in dtypes if d not in CPU_DTYPE_DROPS)
         if "triton" in backends:
             dropped.append(Dropped("backend triton on cpu",
                                    "the Triton kernels need a CUDA GPU (on CPU only the slow interpreter runs them)"))

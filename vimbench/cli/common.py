@@ -3,9 +3,7 @@ code 2."""
 from __future__ import annotations
 
 import functools
-import os
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Callable
 
 import typer
@@ -40,24 +38,6 @@ def user_errors(fn: Callable) -> Callable:
             raise typer.Exit(USAGE_ERROR) from None
 
     return wrapper
-
-
-def check_output_file(path: str | Path, what: str) -> Path:
-    """Before anything is measured or compiled: `path` can be written as a file (its folder is created).
-    VimbenchError naming it otherwise, so a long run never ends in a write that fails."""
-    path = Path(path)
-    parent = path.parent
-    if path.is_dir():
-        raise VimbenchError(f"{what} {path} is a folder; give the path of a file")
-    if parent.exists() and not parent.is_dir():
-        raise VimbenchError(f"cannot write {what} {path}: {parent} is a file, not a folder")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise VimbenchError(f"cannot create the folder {parent} for {what} {path}: {exc.strerror or exc}") from None
-    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise VimbenchError(f"cannot write {what} {path}: permission denied")
-    return path
 
 
 @contextmanager

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from vimbench.cli.common import check_output_file, user_errors
+from vimbench.cli.common import user_errors
 
 REGRESSION_EXIT = 1
 
@@ -40,6 +40,8 @@ def check(
 
     base_cases = None
     if update:
+        from vimbench.results import check_output_file
+
         check_output_file(baseline, "baseline")  # before the suite is timed
     else:
         header, base_cases = rg.load_baseline(baseline)
@@ -127,6 +129,8 @@ def static(
         render.note("no registered kernel op has static specs (vimbench/kerneltools/kernel_ops.py): nothing to check")
         return
     if update:
+        from vimbench.results import check_output_file
+
         check_output_file(expect, "expectation file")  # before the kernels are compiled
     expected = None if update else sc.load_expectations(expect)["kernels"]
     reports = sc.static_reports(specs)

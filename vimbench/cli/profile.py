@@ -82,8 +82,8 @@ def profile(
         if grid.fuses_dt_proj(memory) and backend_name == "torch":
             raise VimbenchError(f"--vim-memory {memory} fuses dt_proj into the Triton scan: use --backend triton")
     dev = grid.parse_device(device, torch.cuda.is_available())
-    if dev == "cpu" and dtype_name in grid._CPU_DROPS:  # the reasons a sweep drops these dtypes on CPU
-        raise VimbenchError(f"--dtype {dtype_name} on cpu: {grid._CPU_DROPS[dtype_name]}")
+    if dev == "cpu" and dtype_name in grid.CPU_DTYPE_DROPS:  # the reasons a sweep drops these dtypes on CPU
+        raise VimbenchError(f"--dtype {dtype_name} on cpu: {grid.CPU_DTYPE_DROPS[dtype_name]}")
     if spec.family == "vim":
         from vimbench.models.ops import get_ops
 
