@@ -110,7 +110,7 @@ def _scan_bwd_kernel(
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     USE_ASM: tl.constexpr, PREFETCH: tl.constexpr, L1_AHEAD: tl.constexpr = 0, PAIRS: tl.constexpr = False,
     SCRATCH_AHEAD: tl.constexpr = 0, SCRATCH_EVICT: tl.constexpr = None, OUT_EVICT: tl.constexpr = None,
-    MASK_C: tl.constexpr = True, DZ_HALVES: tl.constexpr = False,
+    MASK_C: tl.constexpr = True, DZ_HALVES: tl.constexpr = False, CARRY_H: tl.constexpr = False,
 ):
     """One program: BLOCK_C channels of one (direction, batch, chunk group); grid (channel blocks of this launch,
     2 * groups, batch), axis 1 = 2 * group + direction; axis 0 counts channel blocks from c_block0 (a launch may
@@ -136,7 +136,10 @@ def _scan_bwd_kernel(
     gradient stores (du, ddelta, the dB/dC rows): None (the default policy), "evict_first", "evict_last".
     MASK_C: E is not a multiple of BLOCK_C, so channel lanes need masks (False: none, `_channel_mask`).
     DZ_HALVES: each direction stores its own term of dz (dz_ptr (2, batch, E, L), stride_dz_dir) instead of adding
-    it into one fp32 dz with atomics (stride_dz_dir 0; constexpr, so that the atomic form compiles as before)."""
+    it into one fp32 dz with atomics (stride_dz_dir 0; constexpr, so that the atomic form compiles as before).
+    CARRY_H: the state leaving a step is taken from the step after it (walked just before: its entering state) or,
+    for a segment's last step, from the recomputation's end state, instead of being recomputed from the entering
+    state (DEFAULT_CARRY_H)."""
     pid_c = tl.program_id(0).to(tl.int64)
     direction = (tl.program_id(1) % 2).to(tl.int64)
     group = (tl.program_id(1) // 2).to(tl.int64)
@@ -223,13 +226,13 @@ def _scan_bwd_kernel(
             *walk_args, stride_u_l, stride_dt_l, stride_g_l, stride_z_l, stride_B_l, stride_C_l, stride_du_l,
             stride_ddt_l, stride_dz_l, True, N_STATE, BLOCK_C, CHUNK, SUB, SEG, SUB_TILES, SCATTER_SUMS, HAS_D, HAS_Z,
             HAS_BIAS, SOFTPLUS, USE_ASM, PREFETCH, L1_AHEAD, PAIRS, SCRATCH_AHEAD, SCRATCH_EVICT, OUT_EVICT,
-            DZ_HALVES)
+            DZ_HALVES, CARRY_H)
     else:
         dA_acc, dD_acc, dbias_acc = _bwd_walk(
             *walk_args, stride_u_l, stride_dt_l, stride_g_l, stride_z_l, stride_B_l, stride_C_l, stride_du_l,
             stride_ddt_l, stride_dz_l, False, N_STATE, BLOCK_C, CHUNK, SUB, SEG, SUB_TILES, SCATTER_SUMS, HAS_D,
             HAS_Z, HAS_BIAS, SOFTPLUS, USE_ASM, PREFETCH, L1_AHEAD, PAIRS, SCRATCH_AHEAD, SCRATCH_EVICT, OUT_EVICT,
-            DZ_HALVES)
+            DZ_HALVES, CARRY_H)
 
     dA_tile = dA_ptr + ((part * n_dirs + direction) * E + c64[None, :]) * N_STATE + states[:, None]
     tl.store(dA_tile, dA_acc, mask=tile_mask)
@@ -252,7 +255,7 @@ def _bwd_walk(first_chunk, last_chunk, L, E, ckpt_lanes, scratch_lanes, tile_lin
               HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
               USE_ASM: tl.constexpr, PREFETCH: tl.constexpr, L1_AHEAD: tl.constexpr, PAIRS: tl.constexpr,
               SCRATCH_AHEAD: tl.constexpr, SCRATCH_EVICT: tl.constexpr, OUT_EVICT: tl.constexpr,
-              DZ_HALVES: tl.constexpr):
+              DZ_HALVES: tl.constexpr, CARRY_H: tl.constexpr):
     """`_scan_bwd_kernel`'s walk over its chunks (last to first), for one direction (`backward` constexpr: the
     kernel holds it once per direction, a uniform branch per program) with the token strides constexpr: each
     token's pointers are then one multiply-add by a constant, and a pair's two tokens sit a constant offset apart.
@@ -327,9 +330,13 @@ def _bwd_walk(first_chunk, last_chunk, L, E, ckpt_lanes, scratch_lanes, tile_lin
                     t, u, dt, g, z, Bt, Ct, h_prev = cur
                 d, d_slope = _delta(dt, bias_row, mask_c, HAS_BIAS, SOFTPLUS, USE_ASM)
                 a = tl.exp2(A2 * d[None, :])
-                h = a * h_prev + Bt[:, None] * (d * u)[None, :]
+                if CARRY_H:  # h: the state leaving step j, which step j + 1 entered (or the segment's end state)
+                    h_out = h
+                    h = h_prev
+                else:
+                    h_out = a * h_prev + Bt[:, None] * (d * u)[None, :]
                 carry, dA_acc, dD_acc, dbias_acc = _walk_step(
-                    t, u, g * g_scale, z, Bt, Ct, h_prev, h, a, d, d_slope, carry, dA_acc, dD_acc, dbias_acc,
+                    t, u, g * g_scale, z, Bt, Ct, h_prev, h_out, a, d, d_slope, carry, dA_acc, dD_acc, dbias_acc,
                     *out_args, N_STATE, BLOCK_C, HAS_D, HAS_Z, SCATTER_SUMS, USE_ASM, OUT_EVICT, DZ_HALVES)
             tl.debug_barrier()  # the next segment overwrites the states
     return dA_acc, dD_acc, dbias_acc
@@ -806,6 +813,19 @@ CARRY_L1_AHEAD = 0
 # / 3,604; fp32 2,653 / 2,698 / 2,686. Captured Vim-Ti steps at 1248 px batch 8: 93.4 -> 95.3 img/s.
 CARRY_PREFETCH = True
 DEFAULT_EVICT_HINTS = False
+# The walk's leaving state carried from the step after it (`_scan_bwd_kernel`'s CARRY_H; session o, static only):
+# the walk goes backwards in scan order, so the state leaving step j is the state entering step j + 1, which the
+# previous trip loaded from the scratch (or rebuilt, PAIRS), and the segment's last step leaves the state that the
+# recomputation returns. The walk then drops h = a h_prev + B Delta u (16 FMUL + 16 FFMA per step) for copies of
+# the entering state into the carried one (MOV). Static (sm_90, triton 3.6, Vim-Ti 1248/8, SASS per walk trip; the
+# pairs loop holds both branches, so "executed" is its odd plus its even path): the capped pairs walk, combined bf16
+# (the training op's) 709 -> 701 in the loop, 1,188 -> 1,159 executed per two steps (-2.4%), and its spill (18 STL
+# / 20 LDL, 2 LDL in the loop) gone; halves bf16 1,192 -> 1,188, spill unchanged; the prefetching walk 517 -> 531
+# and fp32 500 -> 501 (more copies than multiplies saved). Loading the odd and even steps' tile and inputs outside
+# the pairs branch shrank the loop to 628 but not the executed paths (1,156) and spilled outside it: not kept. The
+# same values: the carried state is the one the recomputation stored (bitwise under the interpreter). None (auto):
+# on in the capped 16-bit pairs walk and under the interpreter (the tests' default walk), else off.
+DEFAULT_CARRY_H: bool | None = None
 # Channel masks where E is a multiple of BLOCK_C (the kernels' MASK_C: without them the loads skip the predicate and
 # the zero fill). Pass A runs without them there (static, triton 3.6, Vim-Ti 1248/8: 257 -> 239 instructions per
 # two steps, no spill). The walk: 40 fewer instructions per step (718 -> 678), but its spill grows 56 -> 112 B
@@ -843,7 +863,7 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
                            maxnreg: int | None = None, sm_count: int = 132, fp32: bool = False,
                            l1_ahead: int | None = None, pairs: bool | None = None,
                            channel_splits: int | None = None, scratch_ahead: int | None = None,
-                           evict_hints: bool | None = None) -> ScanBwdLaunch:
+                           evict_hints: bool | None = None, carry_h: bool | None = None) -> ScanBwdLaunch:
     """The backward's grids, tiles, warps and split of L into chunk groups: the one place that chooses them (the
     launcher and `vimbench kernels static` both call it). One warp, a channel per lane, as the forward.
     chunks_per_program: checkpoint chunks per program along L; None picks: on the GPU enough groups that the
@@ -881,7 +901,9 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
     scratch_ahead: the walk's SCRATCH_AHEAD (an L1 prefetch of the scratch tile read that many steps on); None:
     DEFAULT_SCRATCH_AHEAD, and where that is None too, SCRATCH_AHEAD_STEPS in the capped pairs walk (16-bit), else
     0; always 0 under the interpreter. evict_hints: L2 eviction hints on the scratch (evict_last) and
-    the per-token gradient stores (evict_first); None: DEFAULT_EVICT_HINTS."""
+    the per-token gradient stores (evict_first); None: DEFAULT_EVICT_HINTS. carry_h: the walk takes each step's
+    leaving state from the step after it instead of recomputing it (`_scan_bwd_kernel`'s CARRY_H); None:
+    DEFAULT_CARRY_H, and where that is None too, on in the capped 16-bit pairs walk and under the interpreter."""
     n_chunks = max(1, cdiv(length, chunk))
     if block_c is not None:
         if block_c not in (8, 16, 32):
@@ -935,6 +957,8 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
     if scratch_ahead < 0:
         raise ValueError(f"scratch_ahead must be >= 0; got {scratch_ahead}")
     hints = bool(DEFAULT_EVICT_HINTS if evict_hints is None else evict_hints)
+    carry_h = DEFAULT_CARRY_H if carry_h is None else carry_h
+    carry_h = (capped_pairs or interpreted) if carry_h is None else bool(carry_h)
     masked = channels % block_c != 0
     constexprs = dict(BLOCK_C=block_c, CHUNK=chunk, USE_ASM=not interpreted, PREFETCH=prefetch, MASK_C=masked)
     n_cblocks = cdiv(channels, block_c)
@@ -953,7 +977,7 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
                                         PAIRS=pairs, SCRATCH_AHEAD=0 if interpreted else scratch_ahead,
                                         SCRATCH_EVICT="evict_last" if hints else None,
                                         OUT_EVICT="evict_first" if hints else None,
-                                        MASK_C=masked or not (UNMASKED_WALK or interpreted)),
+                                        MASK_C=masked or not (UNMASKED_WALK or interpreted), CARRY_H=carry_h),
                         num_warps=1, maxnreg=None if interpreted else maxnreg)
     carry = None
     if groups > 1:
@@ -996,7 +1020,7 @@ def _check_bwd(grad_out, u, checkpoints, combine, chunk, n_state):
 def bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints, delta_softplus=True,
                      combine=True, chunk=64, *, chunks_per_program=None, sub_chunk=None, scatter_sums=None,
                      block_c=None, prefetch=None, maxnreg=None, l1_ahead=None, pairs=None, channel_splits=None,
-                     scratch_ahead=None, evict_hints=None, dz_halves=False, bc_rows_dtype=None):
+                     scratch_ahead=None, evict_hints=None, carry_h=None, dz_halves=False, bc_rows_dtype=None):
     """Gradients of `bimamba_scan` (see the module docstring for the contract). Returns
     (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias); None for each absent optional input.
     dz_halves=True: dz is returned unsummed, (2, batch, E, L) in z's dtype laid out like u, [d] = direction d's
@@ -1007,7 +1031,7 @@ def bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints,
     summed from the partials by one kernel (`_bc_rows_kernel`: no fp32 sums, transposes, casts or concatenation).
     chunks_per_program: force the split of L (checkpoint chunks per program; >= cdiv(L, chunk): one program
     walks the whole sequence, the pre-chunk-parallel kernel); None: `scan_bwd_launch_config` picks. sub_chunk,
-    scatter_sums, block_c, prefetch, maxnreg, l1_ahead, pairs, channel_splits, scratch_ahead, evict_hints: launch
+    scatter_sums, block_c, prefetch, maxnreg, l1_ahead, pairs, channel_splits, scratch_ahead, evict_hints, carry_h: launch
     experiments, None = the defaults (`scan_bwd_launch_config`)."""
     _check(u, delta, A, B, C, 2)
     n_state = A.shape[-1]
@@ -1043,7 +1067,7 @@ def bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints,
                                  sm_count=1 if interpreted else sm_count(device),
                                  fp32=u.dtype == torch.float32, l1_ahead=l1_ahead, pairs=pairs,
                                  channel_splits=channel_splits, scratch_ahead=scratch_ahead,
-                                 evict_hints=evict_hints)
+                                 evict_hints=evict_hints, carry_h=carry_h)
     walk = cfg.walk
     block_c = walk.constexprs["BLOCK_C"]
     n_cblocks, groups = walk.grid[0], cfg.groups

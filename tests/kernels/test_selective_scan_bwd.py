@@ -321,6 +321,29 @@ def test_bwd_pairs_walk(scan, length, chunk, split, combine):
                                           pairs=True).walk.constexprs["PAIRS"]
 
 
+@pytest.mark.parametrize("walk", [dict(prefetch=False, sub_chunk=0, pairs=True), dict(prefetch=True, sub_chunk=0),
+                                  dict(prefetch=False, sub_chunk=0, pairs=False), dict(prefetch=False, sub_chunk=3)])
+def test_bwd_carried_leaving_state(scan, walk):
+    """carry_h=True (the leaving state taken from the step walked before, or the recomputation's end state) gives
+    the gradients of carry_h=False bitwise, in the pairs walk, the prefetching one, the plain one and with
+    sub-chunks; odd segment lengths, a partial last chunk, several groups, both output forms; and the float64
+    reference's. The automatic choice: on in the capped 16-bit pairs walk and under the interpreter, else off."""
+    _, bwd = scan
+    for combine, length in ((True, 19), (False, 23)):
+        x = model_layout(1, 13, length, seed=29)
+        runs = [run_triton(scan, x, combine=combine, chunk=4 if length == 19 else 8, chunks_per_program=2,
+                           carry_h=carry, **walk) for carry in (False, True)]
+        (_, g, off), (_, _, on) = runs
+        for name in GRAD_NAMES:
+            torch.testing.assert_close(on[name], off[name], rtol=0, atol=0, msg=lambda m, n=name: f"d{n}: {m}")
+        assert_grads_close(on, reference_grads(x, g, combine=combine), x)
+    carry = lambda **kw: bwd.scan_bwd_launch_config(8, 384, 6085, 128, False, **kw).walk.constexprs["CARRY_H"]  # noqa: E731
+    assert carry() is (bwd.DEFAULT_CARRY_H is not False)  # Vim-Ti 1248 px batch 8 bf16: the capped pairs walk
+    assert not carry(fp32=True) and not carry(prefetch=True) and not carry(pairs=False)
+    assert carry(prefetch=True, carry_h=True) and not carry(carry_h=False)
+    assert bwd.scan_bwd_launch_config(1, 13, 19, 4, True).walk.constexprs["CARRY_H"]
+
+
 @pytest.mark.parametrize("pairs", [False, True])
 def test_bwd_unmasked_channels(scan, pairs):
     """Channels a multiple of the block (16 in blocks of 8 under the interpreter; Vim's 384 in blocks of 32 on the
@@ -589,6 +612,27 @@ def test_bwd_gpu_chunk_splits_agree(scan, dtype, batch, length):
             want = base[name].float()
             rel = ((got[name].float() - want).norm() / want.norm()).item()
             assert rel < (1e-2 if dtype == torch.bfloat16 else 1e-4), f"d{name} {kw}: relative L2 error {rel:.2e}"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("batch,length", [(8, 6085), (128, 197)])
+def test_bwd_gpu_carried_state(scan, batch, length):
+    """Vim-Ti's training shapes, combined bf16, in the training op's output forms: the walk with the carried
+    leaving state (the default there) against the recomputed one. The carried state is the one the recomputation
+    stored, computed by the same expression, so the gradients agree to fp32 rounding (bitwise unless ptxas
+    contracts the two sites' multiply-adds differently); test_bwd_gpu checks the default walk against torch."""
+    _, bwd = scan
+    assert bwd.scan_bwd_launch_config(batch, 384, length, 128, False).walk.constexprs["CARRY_H"] \
+        is (bwd.DEFAULT_CARRY_H is not False)
+    x = model_layout(batch, 384, length, dtype=torch.bfloat16, device="cuda")
+    forms = dict(dz_halves=True, bc_rows_dtype=torch.bfloat16)
+    _, g, on = run_triton(scan, x, True, 128, carry_h=True, **forms)
+    _, _, off = run_triton(scan, x, True, 128, carry_h=False, **forms)
+    for name in GRAD_NAMES:
+        if off[name] is not None:
+            want = off[name].float()
+            torch.testing.assert_close(on[name].float(), want, rtol=2 ** -6, atol=1e-5 * want.abs().max().item(),
+                                       msg=lambda m, n=name: f"d{n}: {m}")
 
 
 @pytest.mark.gpu
