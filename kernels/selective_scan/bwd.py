@@ -111,6 +111,7 @@ def _scan_bwd_kernel(
     USE_ASM: tl.constexpr, PREFETCH: tl.constexpr, L1_AHEAD: tl.constexpr = 0, PAIRS: tl.constexpr = False,
     SCRATCH_AHEAD: tl.constexpr = 0, SCRATCH_EVICT: tl.constexpr = None, OUT_EVICT: tl.constexpr = None,
     MASK_C: tl.constexpr = True, DZ_HALVES: tl.constexpr = False, CARRY_H: tl.constexpr = False,
+    PAIR_TRIPS: tl.constexpr = False,
 ):
     """One program: BLOCK_C channels of one (direction, batch, chunk group); grid (channel blocks of this launch,
     2 * groups, batch), axis 1 = 2 * group + direction; axis 0 counts channel blocks from c_block0 (a launch may
@@ -139,7 +140,9 @@ def _scan_bwd_kernel(
     it into one fp32 dz with atomics (stride_dz_dir 0; constexpr, so that the atomic form compiles as before).
     CARRY_H: the state leaving a step is taken from the step after it (walked just before: its entering state) or,
     for a segment's last step, from the recomputation's end state, instead of being recomputed from the entering
-    state (DEFAULT_CARRY_H)."""
+    state (DEFAULT_CARRY_H).
+    PAIR_TRIPS (with PAIRS): the walk two steps per loop trip, an odd step and the even step before it, the leaving
+    state carried as with CARRY_H (DEFAULT_PAIR_TRIPS)."""
     pid_c = tl.program_id(0).to(tl.int64)
     direction = (tl.program_id(1) % 2).to(tl.int64)
     group = (tl.program_id(1) // 2).to(tl.int64)
@@ -226,13 +229,13 @@ def _scan_bwd_kernel(
             *walk_args, stride_u_l, stride_dt_l, stride_g_l, stride_z_l, stride_B_l, stride_C_l, stride_du_l,
             stride_ddt_l, stride_dz_l, True, N_STATE, BLOCK_C, CHUNK, SUB, SEG, SUB_TILES, SCATTER_SUMS, HAS_D, HAS_Z,
             HAS_BIAS, SOFTPLUS, USE_ASM, PREFETCH, L1_AHEAD, PAIRS, SCRATCH_AHEAD, SCRATCH_EVICT, OUT_EVICT,
-            DZ_HALVES, CARRY_H)
+            DZ_HALVES, CARRY_H, PAIR_TRIPS)
     else:
         dA_acc, dD_acc, dbias_acc = _bwd_walk(
             *walk_args, stride_u_l, stride_dt_l, stride_g_l, stride_z_l, stride_B_l, stride_C_l, stride_du_l,
             stride_ddt_l, stride_dz_l, False, N_STATE, BLOCK_C, CHUNK, SUB, SEG, SUB_TILES, SCATTER_SUMS, HAS_D,
             HAS_Z, HAS_BIAS, SOFTPLUS, USE_ASM, PREFETCH, L1_AHEAD, PAIRS, SCRATCH_AHEAD, SCRATCH_EVICT, OUT_EVICT,
-            DZ_HALVES, CARRY_H)
+            DZ_HALVES, CARRY_H, PAIR_TRIPS)
 
     dA_tile = dA_ptr + ((part * n_dirs + direction) * E + c64[None, :]) * N_STATE + states[:, None]
     tl.store(dA_tile, dA_acc, mask=tile_mask)
@@ -255,7 +258,7 @@ def _bwd_walk(first_chunk, last_chunk, L, E, ckpt_lanes, scratch_lanes, tile_lin
               HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
               USE_ASM: tl.constexpr, PREFETCH: tl.constexpr, L1_AHEAD: tl.constexpr, PAIRS: tl.constexpr,
               SCRATCH_AHEAD: tl.constexpr, SCRATCH_EVICT: tl.constexpr, OUT_EVICT: tl.constexpr,
-              DZ_HALVES: tl.constexpr, CARRY_H: tl.constexpr):
+              DZ_HALVES: tl.constexpr, CARRY_H: tl.constexpr, PAIR_TRIPS: tl.constexpr = False):
     """`_scan_bwd_kernel`'s walk over its chunks (last to first), for one direction (`backward` constexpr: the
     kernel holds it once per direction, a uniform branch per program) with the token strides constexpr: each
     token's pointers are then one multiply-add by a constant, and a pair's two tokens sit a constant offset apart.
@@ -294,52 +297,122 @@ def _bwd_walk(first_chunk, last_chunk, L, E, ckpt_lanes, scratch_lanes, tile_lin
                        stride_dt_l, stride_g_l, stride_z_l, stride_B_l, stride_C_l)
             out_args = (A2, D_row, g_scale, du_base, ddt_base, dz_base, dB_ptr, dC_ptr, dBC_row, dBC_off, lanes,
                         even_lane, mask_c, stride_du_l, stride_ddt_l, stride_dz_l)
-            if PREFETCH and not PAIRS:
-                nxt = _bwd_token(n_seg - 1, *tok_args, N_STATE, BLOCK_C, HAS_Z, n_seg - 1, SCRATCH_EVICT)
-            for jj in range(0, n_seg):
-                j = n_seg - 1 - jj
-                if L1_AHEAD > 0:
-                    _prefetch_walk_step(seg_start + tl.maximum(j - L1_AHEAD, 0), L, backward, mask_c, u_base,
-                                        dt_base, g_base, z_base, BC_lanes, stride_u_l, stride_dt_l, stride_g_l,
-                                        stride_z_l, stride_B_l, stride_C_l, HAS_Z, USE_ASM)
-                if SCRATCH_AHEAD > 0:
-                    ahead = tl.maximum(j - SCRATCH_AHEAD, 0)
-                    fastmath.prefetch_l1(tile_line_lanes + ((ahead // 2) if PAIRS else ahead) * (N_STATE * BLOCK_C),
-                                         USE_ASM)
-                if PAIRS:
-                    # An even step's entering state is stored; an odd step's is one recurrence step from the even
-                    # one before it (that step's inputs are L1-warm: read again right after for the even step).
-                    if j % 2 == 1:
-                        u0, dt0, B0 = _fwd_token(j - 1, seg_start, L, backward, mask_c, u_base, dt_base, B_base,
-                                                 stride_u_l, stride_dt_l, stride_B_l)
-                        d0, _ = _delta(dt0, bias_row, mask_c, HAS_BIAS, SOFTPLUS, USE_ASM)
-                        h0 = load_rows(states_lanes + (j // 2) * (N_STATE * BLOCK_C), BLOCK_C, mask_c, N_STATE,
-                                       BLOCK_C, SCRATCH_EVICT)
-                        h_prev = tl.exp2(A2 * d0[None, :]) * h0 + B0[:, None] * (d0 * u0)[None, :]
-                        t, u, dt, g, z, Bt, Ct = _walk_inputs(j, *in_args, HAS_Z)
-                    else:
-                        t, u, dt, g, z, Bt, Ct, h_prev = _bwd_token(j, *tok_args, N_STATE, BLOCK_C, HAS_Z, j // 2,
-                                                                    SCRATCH_EVICT)
-                else:
-                    if PREFETCH:  # issue step j-1's loads (step 0's again at j = 0) before step j's arithmetic
-                        cur = nxt
-                        prev = tl.where(j > 0, j - 1, 0)
-                        nxt = _bwd_token(prev, *tok_args, N_STATE, BLOCK_C, HAS_Z, prev, SCRATCH_EVICT)
-                    else:
-                        cur = _bwd_token(j, *tok_args, N_STATE, BLOCK_C, HAS_Z, j, SCRATCH_EVICT)
-                    t, u, dt, g, z, Bt, Ct, h_prev = cur
-                d, d_slope = _delta(dt, bias_row, mask_c, HAS_BIAS, SOFTPLUS, USE_ASM)
-                a = tl.exp2(A2 * d[None, :])
-                if CARRY_H:  # h: the state leaving step j, which step j + 1 entered (or the segment's end state)
-                    h_out = h
+            # (constexpr flags are passed by name: in a tuple they would reach the callee as tensors, triton 3.6)
+            hint_args = (seg_start, L, backward, mask_c, u_base, dt_base, g_base, z_base, BC_lanes, tile_line_lanes,
+                         stride_u_l, stride_dt_l, stride_g_l, stride_z_l, stride_B_l, stride_C_l)
+            if PAIRS and PAIR_TRIPS:
+                # Two steps per trip, an odd step j and the even step j - 1 before it in scan order; the state
+                # leaving a step is the one entering the step after it (carried in h), so each step's states come
+                # from the scratch tile j // 2 that both share: the even step's as stored, the odd step's one
+                # recurrence step on from it (the odd step's inputs are L1-warm: read again for the even step).
+                if n_seg % 2 == 1:  # the segment's last step is even: walked alone first
+                    _walk_hints(n_seg - 1, *hint_args, N_STATE, BLOCK_C, HAS_Z, USE_ASM, L1_AHEAD,
+                                SCRATCH_AHEAD, PAIRS)
+                    t, u, dt, g, z, Bt, Ct, h_prev = _bwd_token(n_seg - 1, *tok_args, N_STATE, BLOCK_C, HAS_Z,
+                                                                (n_seg - 1) // 2, SCRATCH_EVICT)
+                    carry, dA_acc, dD_acc, dbias_acc = _step_back(t, u, dt, g, z, Bt, Ct, h_prev, h, carry, dA_acc,
+                                                                  dD_acc, dbias_acc, bias_row,
+                        *out_args, N_STATE, BLOCK_C, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS,
+                        SCATTER_SUMS, USE_ASM, OUT_EVICT, DZ_HALVES)
                     h = h_prev
-                else:
-                    h_out = a * h_prev + Bt[:, None] * (d * u)[None, :]
-                carry, dA_acc, dD_acc, dbias_acc = _walk_step(
-                    t, u, g * g_scale, z, Bt, Ct, h_prev, h_out, a, d, d_slope, carry, dA_acc, dD_acc, dbias_acc,
-                    *out_args, N_STATE, BLOCK_C, HAS_D, HAS_Z, SCATTER_SUMS, USE_ASM, OUT_EVICT, DZ_HALVES)
+                for p in range(0, n_seg // 2):
+                    j = (n_seg // 2 - p) * 2 - 1
+                    _walk_hints(j, *hint_args, N_STATE, BLOCK_C, HAS_Z, USE_ASM, L1_AHEAD, SCRATCH_AHEAD,
+                                PAIRS)
+                    u0, dt0, B0 = _fwd_token(j - 1, seg_start, L, backward, mask_c, u_base, dt_base, B_base,
+                                             stride_u_l, stride_dt_l, stride_B_l)
+                    d0, _ = _delta(dt0, bias_row, mask_c, HAS_BIAS, SOFTPLUS, USE_ASM)
+                    h0 = load_rows(states_lanes + (j // 2) * (N_STATE * BLOCK_C), BLOCK_C, mask_c, N_STATE,
+                                   BLOCK_C, SCRATCH_EVICT)
+                    h_odd = tl.exp2(A2 * d0[None, :]) * h0 + B0[:, None] * (d0 * u0)[None, :]
+                    t, u, dt, g, z, Bt, Ct = _walk_inputs(j, *in_args, HAS_Z)
+                    carry, dA_acc, dD_acc, dbias_acc = _step_back(t, u, dt, g, z, Bt, Ct, h_odd, h, carry, dA_acc,
+                                                                  dD_acc, dbias_acc, bias_row,
+                        *out_args, N_STATE, BLOCK_C, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS,
+                        SCATTER_SUMS, USE_ASM, OUT_EVICT, DZ_HALVES)
+                    _walk_hints(j - 1, *hint_args, N_STATE, BLOCK_C, HAS_Z, USE_ASM, L1_AHEAD, SCRATCH_AHEAD,
+                                PAIRS)
+                    t, u, dt, g, z, Bt, Ct, h = _bwd_token(j - 1, *tok_args, N_STATE, BLOCK_C, HAS_Z, j // 2,
+                                                           SCRATCH_EVICT)
+                    carry, dA_acc, dD_acc, dbias_acc = _step_back(t, u, dt, g, z, Bt, Ct, h, h_odd, carry, dA_acc,
+                                                                  dD_acc, dbias_acc, bias_row,
+                        *out_args, N_STATE, BLOCK_C, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS,
+                        SCATTER_SUMS, USE_ASM, OUT_EVICT, DZ_HALVES)
+            else:
+                if PREFETCH and not PAIRS:
+                    nxt = _bwd_token(n_seg - 1, *tok_args, N_STATE, BLOCK_C, HAS_Z, n_seg - 1, SCRATCH_EVICT)
+                for jj in range(0, n_seg):
+                    j = n_seg - 1 - jj
+                    _walk_hints(j, *hint_args, N_STATE, BLOCK_C, HAS_Z, USE_ASM, L1_AHEAD, SCRATCH_AHEAD,
+                                PAIRS)
+                    if PAIRS:
+                        # An even step's entering state is stored; an odd step's is one recurrence step from the
+                        # even one before it (that step's inputs are L1-warm: read again right after for the even
+                        # step).
+                        if j % 2 == 1:
+                            u0, dt0, B0 = _fwd_token(j - 1, seg_start, L, backward, mask_c, u_base, dt_base, B_base,
+                                                     stride_u_l, stride_dt_l, stride_B_l)
+                            d0, _ = _delta(dt0, bias_row, mask_c, HAS_BIAS, SOFTPLUS, USE_ASM)
+                            h0 = load_rows(states_lanes + (j // 2) * (N_STATE * BLOCK_C), BLOCK_C, mask_c, N_STATE,
+                                           BLOCK_C, SCRATCH_EVICT)
+                            h_prev = tl.exp2(A2 * d0[None, :]) * h0 + B0[:, None] * (d0 * u0)[None, :]
+                            t, u, dt, g, z, Bt, Ct = _walk_inputs(j, *in_args, HAS_Z)
+                        else:
+                            t, u, dt, g, z, Bt, Ct, h_prev = _bwd_token(j, *tok_args, N_STATE, BLOCK_C, HAS_Z,
+                                                                        j // 2, SCRATCH_EVICT)
+                    else:
+                        if PREFETCH:  # issue step j-1's loads (step 0's again at j = 0) before step j's arithmetic
+                            cur = nxt
+                            prev = tl.where(j > 0, j - 1, 0)
+                            nxt = _bwd_token(prev, *tok_args, N_STATE, BLOCK_C, HAS_Z, prev, SCRATCH_EVICT)
+                        else:
+                            cur = _bwd_token(j, *tok_args, N_STATE, BLOCK_C, HAS_Z, j, SCRATCH_EVICT)
+                        t, u, dt, g, z, Bt, Ct, h_prev = cur
+                    if CARRY_H:  # h: the state leaving step j, which step j + 1 entered (or the segment's end)
+                        h_out = h
+                        h = h_prev
+                    else:
+                        h_out = None
+                    carry, dA_acc, dD_acc, dbias_acc = _step_back(t, u, dt, g, z, Bt, Ct, h_prev, h_out, carry,
+                                                                  dA_acc, dD_acc, dbias_acc, bias_row,
+                        *out_args, N_STATE, BLOCK_C, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS,
+                        SCATTER_SUMS, USE_ASM, OUT_EVICT, DZ_HALVES)
             tl.debug_barrier()  # the next segment overwrites the states
     return dA_acc, dD_acc, dbias_acc
+
+
+@triton.jit
+def _walk_hints(j, seg_start, L, backward, mask_c, u_base, dt_base, g_base, z_base, BC_lanes, tile_line_lanes,
+                stride_u_l, stride_dt_l, stride_g_l, stride_z_l, stride_B_l, stride_C_l, N_STATE: tl.constexpr,
+                BLOCK_C: tl.constexpr, HAS_Z: tl.constexpr, USE_ASM: tl.constexpr, L1_AHEAD: tl.constexpr,
+                SCRATCH_AHEAD: tl.constexpr, PAIRS: tl.constexpr):
+    """The walk's cache hints at step seg_start + j: an L1 prefetch of the inputs of the step L1_AHEAD steps on,
+    and of the scratch tile the step SCRATCH_AHEAD steps on reads (0: none)."""
+    if L1_AHEAD > 0:
+        _prefetch_walk_step(seg_start + tl.maximum(j - L1_AHEAD, 0), L, backward, mask_c, u_base, dt_base, g_base,
+                            z_base, BC_lanes, stride_u_l, stride_dt_l, stride_g_l, stride_z_l, stride_B_l,
+                            stride_C_l, HAS_Z, USE_ASM)
+    if SCRATCH_AHEAD > 0:
+        ahead = tl.maximum(j - SCRATCH_AHEAD, 0)
+        fastmath.prefetch_l1(tile_line_lanes + ((ahead // 2) if PAIRS else ahead) * (N_STATE * BLOCK_C), USE_ASM)
+
+
+@triton.jit
+def _step_back(t, u, dt, g, z, Bt, Ct, h_prev, h_out, carry, dA_acc, dD_acc, dbias_acc, bias_row, A2, D_row, g_scale,
+               du_base, ddt_base, dz_base, dB_ptr, dC_ptr, dBC_row, dBC_off, lanes, even_lane, mask_c, stride_du_l,
+               stride_ddt_l, stride_dz_l, N_STATE: tl.constexpr, BLOCK_C: tl.constexpr, HAS_D: tl.constexpr,
+               HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, SCATTER_SUMS: tl.constexpr,
+               USE_ASM: tl.constexpr, EVICT: tl.constexpr, DZ_HALVES: tl.constexpr):
+    """One walk step at token t from its inputs and entering state h_prev: Delta and exp(Delta A), the leaving
+    state (h_out, or None: a h_prev + B Delta u), then `_walk_step`. Returns (carry, dA_acc, dD_acc, dbias_acc)."""
+    d, d_slope = _delta(dt, bias_row, mask_c, HAS_BIAS, SOFTPLUS, USE_ASM)
+    a = tl.exp2(A2 * d[None, :])
+    if h_out is None:
+        h_out = a * h_prev + Bt[:, None] * (d * u)[None, :]
+    return _walk_step(t, u, g * g_scale, z, Bt, Ct, h_prev, h_out, a, d, d_slope, carry, dA_acc, dD_acc, dbias_acc,
+                      A2, D_row, g_scale, du_base, ddt_base, dz_base, dB_ptr, dC_ptr, dBC_row, dBC_off, lanes,
+                      even_lane, mask_c, stride_du_l, stride_ddt_l, stride_dz_l, N_STATE, BLOCK_C, HAS_D, HAS_Z,
+                      SCATTER_SUMS, USE_ASM, EVICT, DZ_HALVES)
 
 
 @triton.jit(do_not_specialize=["L", "chunks_per_program"])
@@ -824,8 +897,17 @@ DEFAULT_EVICT_HINTS = False
 # and fp32 500 -> 501 (more copies than multiplies saved). Loading the odd and even steps' tile and inputs outside
 # the pairs branch shrank the loop to 628 but not the executed paths (1,156) and spilled outside it: not kept. The
 # same values: the carried state is the one the recomputation stored (bitwise under the interpreter). None (auto):
-# on in the capped 16-bit pairs walk and under the interpreter (the tests' default walk), else off.
+# on in the capped 16-bit pairs walk and under the interpreter (the tests' default walk), else off. Where the pairs
+# walk takes two steps per trip (DEFAULT_PAIR_TRIPS below) it carries the state anyway and this flag is not read.
 DEFAULT_CARRY_H: bool | None = None
+# The pairs walk two steps per loop trip (`_scan_bwd_kernel`'s PAIR_TRIPS; session o, static only): an odd step and
+# the even step before it in scan order, the leaving state carried (as CARRY_H), so that no branch on the step's
+# parity and no copy of the carried state remain. Static (triton 3.6, the capped pairs walk of the training op's
+# form at Vim-Ti 1248/8): 1,188 SASS instructions executed per two steps recomputing the state, 1,159 carrying it
+# one step per trip, 1,002 two per trip, no spill in the loop (48 B outside it under 3.6, none under 3.8);
+# kernels/NOTES.md "Session o". None (auto): on in the capped 16-bit pairs walk of the training op's form (dz as
+# each direction's term: DZ_HALVES; with the atomic dz the trip loop spills) and under the interpreter, else off.
+DEFAULT_PAIR_TRIPS: bool | None = None
 # Channel masks where E is a multiple of BLOCK_C (the kernels' MASK_C: without them the loads skip the predicate and
 # the zero fill). Pass A runs without them there (static, triton 3.6, Vim-Ti 1248/8: 257 -> 239 instructions per
 # two steps, no spill). The walk: 40 fewer instructions per step (718 -> 678), but its spill grows 56 -> 112 B
@@ -863,7 +945,8 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
                            maxnreg: int | None = None, sm_count: int = 132, fp32: bool = False,
                            l1_ahead: int | None = None, pairs: bool | None = None,
                            channel_splits: int | None = None, scratch_ahead: int | None = None,
-                           evict_hints: bool | None = None, carry_h: bool | None = None) -> ScanBwdLaunch:
+                           evict_hints: bool | None = None, carry_h: bool | None = None,
+                           pair_trips: bool | None = None, dz_halves: bool = False) -> ScanBwdLaunch:
     """The backward's grids, tiles, warps and split of L into chunk groups: the one place that chooses them (the
     launcher and `vimbench kernels static` both call it). One warp, a channel per lane, as the forward.
     chunks_per_program: checkpoint chunks per program along L; None picks: on the GPU enough groups that the
@@ -903,7 +986,11 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
     0; always 0 under the interpreter. evict_hints: L2 eviction hints on the scratch (evict_last) and
     the per-token gradient stores (evict_first); None: DEFAULT_EVICT_HINTS. carry_h: the walk takes each step's
     leaving state from the step after it instead of recomputing it (`_scan_bwd_kernel`'s CARRY_H); None:
-    DEFAULT_CARRY_H, and where that is None too, on in the capped 16-bit pairs walk and under the interpreter."""
+    DEFAULT_CARRY_H, and where that is None too, on in the capped 16-bit pairs walk and under the interpreter.
+    pair_trips: the pairs walk two steps per loop trip, the leaving state carried (`_scan_bwd_kernel`'s
+    PAIR_TRIPS; only with pairs, else ignored); None: DEFAULT_PAIR_TRIPS, and where that is None too, on in the
+    capped 16-bit pairs walk with dz_halves (the launch's DZ_HALVES: the training op's form) and under the
+    interpreter."""
     n_chunks = max(1, cdiv(length, chunk))
     if block_c is not None:
         if block_c not in (8, 16, 32):
@@ -959,6 +1046,10 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
     hints = bool(DEFAULT_EVICT_HINTS if evict_hints is None else evict_hints)
     carry_h = DEFAULT_CARRY_H if carry_h is None else carry_h
     carry_h = (capped_pairs or interpreted) if carry_h is None else bool(carry_h)
+    pair_trips = DEFAULT_PAIR_TRIPS if pair_trips is None else pair_trips
+    if pair_trips is None:
+        pair_trips = (capped_pairs and bool(dz_halves)) or interpreted
+    pair_trips = bool(pair_trips) and pairs
     masked = channels % block_c != 0
     constexprs = dict(BLOCK_C=block_c, CHUNK=chunk, USE_ASM=not interpreted, PREFETCH=prefetch, MASK_C=masked)
     n_cblocks = cdiv(channels, block_c)
@@ -977,7 +1068,8 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
                                         PAIRS=pairs, SCRATCH_AHEAD=0 if interpreted else scratch_ahead,
                                         SCRATCH_EVICT="evict_last" if hints else None,
                                         OUT_EVICT="evict_first" if hints else None,
-                                        MASK_C=masked or not (UNMASKED_WALK or interpreted), CARRY_H=carry_h),
+                                        MASK_C=masked or not (UNMASKED_WALK or interpreted), CARRY_H=carry_h,
+                                        PAIR_TRIPS=pair_trips),
                         num_warps=1, maxnreg=None if interpreted else maxnreg)
     carry = None
     if groups > 1:
@@ -1020,7 +1112,8 @@ def _check_bwd(grad_out, u, checkpoints, combine, chunk, n_state):
 def bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints, delta_softplus=True,
                      combine=True, chunk=64, *, chunks_per_program=None, sub_chunk=None, scatter_sums=None,
                      block_c=None, prefetch=None, maxnreg=None, l1_ahead=None, pairs=None, channel_splits=None,
-                     scratch_ahead=None, evict_hints=None, carry_h=None, dz_halves=False, bc_rows_dtype=None):
+                     scratch_ahead=None, evict_hints=None, carry_h=None, pair_trips=None, dz_halves=False,
+                     bc_rows_dtype=None):
     """Gradients of `bimamba_scan` (see the module docstring for the contract). Returns
     (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias); None for each absent optional input.
     dz_halves=True: dz is returned unsummed, (2, batch, E, L) in z's dtype laid out like u, [d] = direction d's
@@ -1031,7 +1124,8 @@ def bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints,
     summed from the partials by one kernel (`_bc_rows_kernel`: no fp32 sums, transposes, casts or concatenation).
     chunks_per_program: force the split of L (checkpoint chunks per program; >= cdiv(L, chunk): one program
     walks the whole sequence, the pre-chunk-parallel kernel); None: `scan_bwd_launch_config` picks. sub_chunk,
-    scatter_sums, block_c, prefetch, maxnreg, l1_ahead, pairs, channel_splits, scratch_ahead, evict_hints, carry_h: launch
+    scatter_sums, block_c, prefetch, maxnreg, l1_ahead, pairs, channel_splits, scratch_ahead, evict_hints, carry_h,
+    pair_trips: launch
     experiments, None = the defaults (`scan_bwd_launch_config`)."""
     _check(u, delta, A, B, C, 2)
     n_state = A.shape[-1]
@@ -1067,7 +1161,8 @@ def bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints,
                                  sm_count=1 if interpreted else sm_count(device),
                                  fp32=u.dtype == torch.float32, l1_ahead=l1_ahead, pairs=pairs,
                                  channel_splits=channel_splits, scratch_ahead=scratch_ahead,
-                                 evict_hints=evict_hints, carry_h=carry_h)
+                                 evict_hints=evict_hints, carry_h=carry_h, pair_trips=pair_trips,
+                                 dz_halves=dz_halves)
     walk = cfg.walk
     block_c = walk.constexprs["BLOCK_C"]
     n_cblocks, groups = walk.grid[0], cfg.groups

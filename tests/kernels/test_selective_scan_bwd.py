@@ -324,24 +324,47 @@ def test_bwd_pairs_walk(scan, length, chunk, split, combine):
 @pytest.mark.parametrize("walk", [dict(prefetch=False, sub_chunk=0, pairs=True), dict(prefetch=True, sub_chunk=0),
                                   dict(prefetch=False, sub_chunk=0, pairs=False), dict(prefetch=False, sub_chunk=3)])
 def test_bwd_carried_leaving_state(scan, walk):
-    """carry_h=True (the leaving state taken from the step walked before, or the recomputation's end state) gives
-    the gradients of carry_h=False bitwise, in the pairs walk, the prefetching one, the plain one and with
-    sub-chunks; odd segment lengths, a partial last chunk, several groups, both output forms; and the float64
-    reference's. The automatic choice: on in the capped 16-bit pairs walk and under the interpreter, else off."""
-    _, bwd = scan
-    for combine, length in ((True, 19), (False, 23)):
+    """The leaving state carried from the step walked before (or the recomputation's end state) instead of
+    recomputed: carry_h=True in every walk (pairs, prefetching, plain, sub-chunks), and the pairs walk two steps per
+    trip (pair_trips=True; ignored without pairs) give the recomputing walk's gradients bitwise; odd and even
+    segment lengths (a trip's lone even step), a partial last chunk, several groups, both output forms, with and
+    without dz halves; and the float64 reference's."""
+    pairs = walk.get("pairs", False)
+    cases = ((True, 19, 4, {}), (False, 23, 8, {}), (True, 21, 6, dict(dz_halves=True)))
+    for combine, length, chunk, forms in cases if pairs else cases[:2]:
         x = model_layout(1, 13, length, seed=29)
-        runs = [run_triton(scan, x, combine=combine, chunk=4 if length == 19 else 8, chunks_per_program=2,
-                           carry_h=carry, **walk) for carry in (False, True)]
-        (_, g, off), (_, _, on) = runs
-        for name in GRAD_NAMES:
-            torch.testing.assert_close(on[name], off[name], rtol=0, atol=0, msg=lambda m, n=name: f"d{n}: {m}")
-        assert_grads_close(on, reference_grads(x, g, combine=combine), x)
-    carry = lambda **kw: bwd.scan_bwd_launch_config(8, 384, 6085, 128, False, **kw).walk.constexprs["CARRY_H"]  # noqa: E731
-    assert carry() is (bwd.DEFAULT_CARRY_H is not False)  # Vim-Ti 1248 px batch 8 bf16: the capped pairs walk
-    assert not carry(fp32=True) and not carry(prefetch=True) and not carry(pairs=False)
-    assert carry(prefetch=True, carry_h=True) and not carry(carry_h=False)
-    assert bwd.scan_bwd_launch_config(1, 13, 19, 4, True).walk.constexprs["CARRY_H"]
+        run = lambda **kw: run_triton(scan, x, combine=combine, chunk=chunk, chunks_per_program=2,  # noqa: E731
+                                      **walk, **forms, **kw)
+        _, g, off = run(carry_h=False, pair_trips=False)
+        for kw in (dict(carry_h=True, pair_trips=False),) + ((dict(carry_h=False, pair_trips=True),) if pairs else ()):
+            _, _, on = run(**kw)
+            for name in GRAD_NAMES:
+                if off[name] is None:
+                    assert on[name] is None
+                    continue
+                torch.testing.assert_close(on[name], off[name], rtol=0, atol=0,
+                                           msg=lambda m, n=name, k=kw: f"d{n} {k}: {m}")
+        if not forms:
+            assert_grads_close(on, reference_grads(x, g, combine=combine), x)
+
+
+def test_bwd_carried_state_choice(scan):
+    """Where the carried leaving state and two steps per trip apply by default: the capped 16-bit pairs walk
+    (Vim-Ti's training shapes), trips only with dz as each direction's term (the training op's form; with the atomic
+    dz the trip loop spills), and under the interpreter; never with fp32 or the prefetching walk, and trips never
+    without pairs. Forcing either overrides."""
+    _, bwd = scan
+    ce = lambda **kw: bwd.scan_bwd_launch_config(8, 384, 6085, 128, False, **kw).walk.constexprs  # noqa: E731
+    auto_carry = bwd.DEFAULT_CARRY_H is not False
+    auto_trips = bwd.DEFAULT_PAIR_TRIPS is not False
+    assert ce()["CARRY_H"] is auto_carry and ce(dz_halves=True)["PAIR_TRIPS"] is auto_trips
+    assert not ce()["PAIR_TRIPS"] or bwd.DEFAULT_PAIR_TRIPS
+    for kw in (dict(fp32=True), dict(prefetch=True)):
+        assert not ce(**kw)["CARRY_H"] and not ce(dz_halves=True, **kw)["PAIR_TRIPS"]
+    assert not ce(pairs=False, pair_trips=True)["PAIR_TRIPS"] and ce(prefetch=True, carry_h=True)["CARRY_H"]
+    assert not ce(dz_halves=True, pair_trips=False)["PAIR_TRIPS"] and not ce(carry_h=False)["CARRY_H"]
+    interp = bwd.scan_bwd_launch_config(1, 13, 19, 4, True, pairs=True, prefetch=False, sub_chunk=0).walk.constexprs
+    assert interp["CARRY_H"] and interp["PAIR_TRIPS"]
 
 
 @pytest.mark.parametrize("pairs", [False, True])
@@ -617,22 +640,25 @@ def test_bwd_gpu_chunk_splits_agree(scan, dtype, batch, length):
 @pytest.mark.gpu
 @pytest.mark.parametrize("batch,length", [(8, 6085), (128, 197)])
 def test_bwd_gpu_carried_state(scan, batch, length):
-    """Vim-Ti's training shapes, combined bf16, in the training op's output forms: the walk with the carried
-    leaving state (the default there) against the recomputed one. The carried state is the one the recomputation
-    stored, computed by the same expression, so the gradients agree to fp32 rounding (bitwise unless ptxas
-    contracts the two sites' multiply-adds differently); test_bwd_gpu checks the default walk against torch."""
+    """Vim-Ti's training shapes, combined bf16, in the training op's output forms: the default walk (two steps per
+    trip with the carried leaving state) and the one-step walk with it, against the walk that recomputes it. The
+    carried state is the one the recomputation stored, computed by the same expression, so the gradients agree to
+    fp32 rounding (bitwise unless ptxas contracts the sites' multiply-adds differently); test_bwd_gpu checks the
+    default walk against torch."""
     _, bwd = scan
-    assert bwd.scan_bwd_launch_config(batch, 384, length, 128, False).walk.constexprs["CARRY_H"] \
-        is (bwd.DEFAULT_CARRY_H is not False)
+    ce = bwd.scan_bwd_launch_config(batch, 384, length, 128, False, dz_halves=True).walk.constexprs
+    assert ce["PAIR_TRIPS"] is (bwd.DEFAULT_PAIR_TRIPS is not False)
     x = model_layout(batch, 384, length, dtype=torch.bfloat16, device="cuda")
     forms = dict(dz_halves=True, bc_rows_dtype=torch.bfloat16)
-    _, g, on = run_triton(scan, x, True, 128, carry_h=True, **forms)
-    _, _, off = run_triton(scan, x, True, 128, carry_h=False, **forms)
-    for name in GRAD_NAMES:
-        if off[name] is not None:
-            want = off[name].float()
-            torch.testing.assert_close(on[name].float(), want, rtol=2 ** -6, atol=1e-5 * want.abs().max().item(),
-                                       msg=lambda m, n=name: f"d{n}: {m}")
+    _, _, off = run_triton(scan, x, True, 128, carry_h=False, pair_trips=False, **forms)
+    for kw in (dict(), dict(carry_h=True, pair_trips=False)):
+        _, _, on = run_triton(scan, x, True, 128, **kw, **forms)
+        for name in GRAD_NAMES:
+            if off[name] is not None:
+                want = off[name].float()
+                torch.testing.assert_close(on[name].float(), want, rtol=2 ** -6,
+                                           atol=1e-5 * want.abs().max().item(),
+                                           msg=lambda m, n=name, k=kw: f"d{n} {k}: {m}")
 
 
 @pytest.mark.gpu

@@ -341,7 +341,7 @@ def _scan_bwd_specs(dtype: str, shape: OpShape = OpShape(batch=8, channels=384, 
     B_, E, L, N = shape.batch, shape.channels, shape.length, shape.d_state
     halves = dtype != "fp32" if combined is None else not combined
     cfg = scan_bwd_launch_config(B_, E, L, CHECKPOINT_CHUNK, interpreted=False, block_c=block_c, prefetch=prefetch,
-                                 maxnreg=maxnreg, fp32=dtype == "fp32", pairs=pairs)
+                                 maxnreg=maxnreg, fp32=dtype == "fp32", pairs=pairs, dz_halves=not halves)
     if cfg.carry is None:
         raise VimbenchError(f"static spec scan bwd: expected several chunk groups at {shape.label()}")
     width = XDblLayout(dt_rank=shape.dt_rank, d_state=N).width
@@ -382,8 +382,9 @@ def _scan_bwd_specs(dtype: str, shape: OpShape = OpShape(batch=8, channels=384, 
     walk_flags = dict(HAS_D=True, **flags, DZ_HALVES=not halves)
     mode = "halves" if halves else "combined"
     # One pass over each loop body: one token x N states x (BLOCK_C / 32) channels per thread, in each of the two
-    # direction copies of the walk.
+    # direction copies of the walk; two tokens where the walk takes two steps per trip (PAIR_TRIPS).
     per_token = 2 * N * cfg.walk.constexprs["BLOCK_C"] // 32
+    per_trip = per_token * (2 if cfg.walk.constexprs["PAIR_TRIPS"] else 1)
     # The capped walk from every other stored state spills 48 B at 168 registers (triton 3.6 and 3.8) and was
     # measured faster than the walk without it that does not spill (kernel 2.57 -> 2.41 ms here, captured training
     # steps +6%: results/history/bwdpairs-h200-2026-12-03f.json, pairsab-h200-2026-12-03f.json); at 184 registers
@@ -395,7 +396,9 @@ def _scan_bwd_specs(dtype: str, shape: OpShape = OpShape(batch=8, channels=384, 
     # where it measured 6.6% faster: "The scan backward's walk per direction"). (Without channel masks, bwd's
     # UNMASKED_WALK, it spills 144 B under 3.8 and measured slower in session m: not shipped, not accepted.)
     # With the carried leaving state (bwd.DEFAULT_CARRY_H, session o) the combined walk (the training op's) does not
-    # spill under either compiler, and the gated-halves walk spills less: 8 B under 3.8, 56 B under 3.6.
+    # spill under either compiler, and the gated-halves walk spills less: 8 B under 3.8, 56 B under 3.6. Two steps
+    # per trip (bwd.DEFAULT_PAIR_TRIPS, the combined walk's default since session o): no spill under 3.8, 48 B under
+    # 3.6 outside the trip loop; not accepted until measured (the 3.6 check reports it).
     walk_ce = cfg.walk.constexprs
     prefetching = walk_ce["L1_AHEAD"] > 0 or walk_ce["SCRATCH_AHEAD"] > 0
     accepted_spill = 0
@@ -411,13 +414,13 @@ def _scan_bwd_specs(dtype: str, shape: OpShape = OpShape(batch=8, channels=384, 
                                walk_args, dict(**walk_flags, **cfg.walk.constexprs),
                                do_not_specialize=("L", "chunks_per_program", "c_block0"),
                                num_warps=cfg.walk.num_warps,
-                               state_elements=per_token, maxnreg=cfg.walk.maxnreg,
+                               state_elements=per_trip, maxnreg=cfg.walk.maxnreg,
                                accepted_spill_bytes=accepted_spill)]
     return [
         spec_from_args(f"scan_bwd/{mode}/{dtype}", "kernels.selective_scan.bwd", cfg.walk.kernel, walk_args,
                        dict(**walk_flags, **cfg.walk.constexprs),
                        do_not_specialize=("L", "chunks_per_program", "c_block0"), num_warps=cfg.walk.num_warps,
-                       state_elements=per_token, maxnreg=cfg.walk.maxnreg, accepted_spill_bytes=accepted_spill),
+                       state_elements=per_trip, maxnreg=cfg.walk.maxnreg, accepted_spill_bytes=accepted_spill),
         spec_from_args(f"scan_bwd_carry/{mode}/{dtype}", "kernels.selective_scan.bwd", cfg.carry.kernel,
                        carry_args, dict(**flags, **cfg.carry.constexprs),
                        do_not_specialize=("L", "chunks_per_program"), num_warps=cfg.carry.num_warps,
