@@ -1,5 +1,5 @@
 """Static SASS of one `vimbench kernels static` spec, with constexpr overrides: total instructions, each loop's size
-(a block ending in a backward BRA), spill instructions, and for the walk-sized loops (400-800 instructions) the
+(a block ending in a backward BRA), spill instructions, and for loops of 100-1,100 instructions the
 forward branches inside them (position, instructions skipped), from which the executed path lengths follow (an
 if/else of the pairs walk: loop - else block, and loop - if block - 1). Session o.
 usage (repo root, no GPU; under the box's compiler: a venv with triton==3.6.0):
@@ -39,7 +39,7 @@ for body in sorted(loops, key=len):
     ops = collections.Counter(o.split(".")[0] for _, o, _ in body)
     line = f"loop {len(body)}: " + " ".join(f"{k} {ops.get(k, 0)}" for k in
                                             ("LDL", "STL", "MUFU", "FFMA", "FMUL", "MOV", "IMAD", "BRA"))
-    if 400 < len(body) < 800:
+    if 100 < len(body) < 1100:
         fwd = [(k, sum(1 for x in body if a < x[0] < target(r))) for k, (a, o, r) in enumerate(body)
                if o.startswith("BRA") and target(r) is not None and target(r) > a]
         line += f"; forward branches (position, skipped): {fwd}"
