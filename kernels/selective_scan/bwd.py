@@ -73,7 +73,8 @@ from kernels import fastmath
 from kernels.launch import launch
 from kernels.runtime import (INT32_LIMIT, LaunchConfig, cdiv, check_device, check_token_offsets, interpreted_block_c,
                              sm_count, sum_partials)
-from kernels.selective_scan.fwd import (LN2, LOG2E, _blocks_for, _check, _load_lanes, _softplus_exp, load_rows,
+from kernels.selective_scan.fwd import (LN2, LOG2E, SOFTPLUS_LOG1P_POLY, _blocks_for, _check, _load_lanes,
+                                        _softplus_exp, _softplus_sigmoid, load_rows,
                                         store_rows)
 
 
@@ -319,12 +320,9 @@ def _bwd_walk(first_chunk, last_chunk, L, E, ckpt_lanes, scratch_lanes, tile_lin
                     j = (n_seg // 2 - p) * 2 - 1
                     _walk_hints(j, *hint_args, N_STATE, BLOCK_C, HAS_Z, USE_ASM, L1_AHEAD, SCRATCH_AHEAD,
                                 PAIRS)
-                    u0, dt0, B0 = _fwd_token(j - 1, seg_start, L, backward, mask_c, u_base, dt_base, B_base,
-                                             stride_u_l, stride_dt_l, stride_B_l)
-                    d0, _ = _delta(dt0, bias_row, mask_c, HAS_BIAS, SOFTPLUS, USE_ASM)
-                    h0 = load_rows(states_lanes + (j // 2) * (N_STATE * BLOCK_C), BLOCK_C, mask_c, N_STATE,
-                                   BLOCK_C, SCRATCH_EVICT)
-                    h_odd = tl.exp2(A2 * d0[None, :]) * h0 + B0[:, None] * (d0 * u0)[None, :]
+                    h_odd = _odd_entering_state(j, seg_start, L, backward, mask_c, u_base, dt_base, B_base,
+                                                states_lanes, A2, bias_row, stride_u_l, stride_dt_l, stride_B_l,
+                                                N_STATE, BLOCK_C, HAS_BIAS, SOFTPLUS, USE_ASM, SCRATCH_EVICT)
                     t, u, dt, g, z, Bt, Ct = _walk_inputs(j, *in_args, HAS_Z)
                     carry, dA_acc, dD_acc, dbias_acc = _step_back(t, u, dt, g, z, Bt, Ct, h_odd, h, carry, dA_acc,
                                                                   dD_acc, dbias_acc, bias_row,
@@ -350,12 +348,10 @@ def _bwd_walk(first_chunk, last_chunk, L, E, ckpt_lanes, scratch_lanes, tile_lin
                         # even one before it (that step's inputs are L1-warm: read again right after for the even
                         # step).
                         if j % 2 == 1:
-                            u0, dt0, B0 = _fwd_token(j - 1, seg_start, L, backward, mask_c, u_base, dt_base, B_base,
-                                                     stride_u_l, stride_dt_l, stride_B_l)
-                            d0, _ = _delta(dt0, bias_row, mask_c, HAS_BIAS, SOFTPLUS, USE_ASM)
-                            h0 = load_rows(states_lanes + (j // 2) * (N_STATE * BLOCK_C), BLOCK_C, mask_c, N_STATE,
-                                           BLOCK_C, SCRATCH_EVICT)
-                            h_prev = tl.exp2(A2 * d0[None, :]) * h0 + B0[:, None] * (d0 * u0)[None, :]
+                            h_prev = _odd_entering_state(j, seg_start, L, backward, mask_c, u_base, dt_base,
+                                                         B_base, states_lanes, A2, bias_row, stride_u_l, stride_dt_l,
+                                                         stride_B_l, N_STATE, BLOCK_C, HAS_BIAS, SOFTPLUS, USE_ASM,
+                                                         SCRATCH_EVICT)
                             t, u, dt, g, z, Bt, Ct = _walk_inputs(j, *in_args, HAS_Z)
                         else:
                             t, u, dt, g, z, Bt, Ct, h_prev = _bwd_token(j, *tok_args, N_STATE, BLOCK_C, HAS_Z,
@@ -379,6 +375,19 @@ def _bwd_walk(first_chunk, last_chunk, L, E, ckpt_lanes, scratch_lanes, tile_lin
                         SCATTER_SUMS, USE_ASM, OUT_EVICT, DZ_HALVES)
             tl.debug_barrier()  # the next segment overwrites the states
     return dA_acc, dD_acc, dbias_acc
+
+
+@triton.jit
+def _odd_entering_state(j, seg_start, L, backward, mask_c, u_base, dt_base, B_base, states_lanes, A2, bias_row,
+                        stride_u_l, stride_dt_l, stride_B_l, N_STATE: tl.constexpr, BLOCK_C: tl.constexpr,
+                        HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, USE_ASM: tl.constexpr, EVICT: tl.constexpr):
+    """The pairs walk's state entering odd step seg_start + j: one recurrence step from the stored state entering
+    step j - 1 (scratch tile j // 2; EVICT: its loads' L2 eviction policy) with that step's inputs."""
+    u0, dt0, B0 = _fwd_token(j - 1, seg_start, L, backward, mask_c, u_base, dt_base, B_base, stride_u_l, stride_dt_l,
+                             stride_B_l)
+    d0, _ = _delta(dt0, bias_row, mask_c, HAS_BIAS, SOFTPLUS, USE_ASM)
+    h0 = load_rows(states_lanes + (j // 2) * (N_STATE * BLOCK_C), BLOCK_C, mask_c, N_STATE, BLOCK_C, EVICT)
+    return tl.exp2(A2 * d0[None, :]) * h0 + B0[:, None] * (d0 * u0)[None, :]
 
 
 @triton.jit
@@ -793,7 +802,9 @@ def _delta(dt, bias_row, mask_c, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     """Delta = softplus(dt + bias) (or dt + bias), 0 on masked lanes, and dDelta/d(dt)."""
     if HAS_BIAS:
         dt = dt + bias_row
-    if SOFTPLUS:
+    if SOFTPLUS and SOFTPLUS_LOG1P_POLY:
+        d, slope = _softplus_sigmoid(dt, USE_ASM, True)  # sigmoid(dt) from softplus's exp
+    elif SOFTPLUS:
         d, w = _softplus_exp(dt, USE_ASM)
         slope = w * fastmath.reciprocal(1.0 + w, USE_ASM)  # sigmoid(dt) from softplus's exp (1 above 20)
     else:

@@ -25,6 +25,8 @@ kernels/NOTES.md has each version's H200 timing.
 """
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -37,14 +39,51 @@ from kernels.runtime import (LaunchConfig, cdiv, check_device, check_token_offse
 LOG2E = fastmath.LOG2E
 LN2 = tl.constexpr(0.6931471805599453)
 SOFTPLUS_THRESHOLD = tl.constexpr(20.0)
+# softplus(x) = max(x, 0) + log1p(e^-|x|) with log1p on (0, 1] as a polynomial (FMA pipe) instead of the MUFU's lg2:
+# one MUFU instruction per (token, channel) fewer in every 16-bit scan kernel, whose loops are near the MUFU's
+# throughput (kernels/NOTES.md, "Session o"). y q(y), q of degree 7 fitted to log1p(y) / y at Chebyshev nodes on
+# [0, 1]: evaluated in fp32 by Horner, relative error <= 3.7e-7 against log1p (the lg2.approx form: ~3e-6 near its
+# series switch). VIMBENCH_SOFTPLUS_POLY=0 at import restores the lg2 form (a module constant: Triton keys its
+# compiled kernels on it, so it cannot change inside a process).
+SOFTPLUS_LOG1P_POLY = tl.constexpr(os.environ.get("VIMBENCH_SOFTPLUS_POLY", "1") != "0")
+LOG1P_Q = (0.9999998211860657, -0.49997448921203613, 0.3327617645263672, -0.2449961155653, 0.17757023870944977,
+           -0.10785368084907532, 0.044214192777872086, -0.008574675768613815)
+_Q0, _Q1, _Q2, _Q3, _Q4, _Q5, _Q6, _Q7 = (tl.constexpr(c) for c in LOG1P_Q)  # (jit code reads constexpr globals)
 _SCAN_MEMO = CallMemo("bimamba_scan")  # eager calls replayed by signature (kernels/launch.py)
 
 
 @triton.jit
 def _softplus(x, USE_ASM: tl.constexpr, APPROX_EXP: tl.constexpr = True):
-    """softplus(x) = log1p(exp(x)), x itself above 20 (torch's threshold). log1p by a short series for small
-    arguments, where log(1 + w) would lose the low bits of w."""
+    """softplus(x) = log1p(exp(x)), x itself above 20 (torch's threshold). With APPROX_EXP and SOFTPLUS_LOG1P_POLY:
+    max(x, 0) + log1p(e^-|x|), one ex2 and a polynomial (`_softplus_sigmoid`); else log1p by a short series for
+    small arguments (where log(1 + w) would lose the low bits of w) and the lg2 above them."""
+    if APPROX_EXP and SOFTPLUS_LOG1P_POLY:
+        return _softplus_sigmoid(x, USE_ASM, False)[0]
     return _softplus_exp(x, USE_ASM, APPROX_EXP)[0]
+
+
+@triton.jit
+def _log1p_unit(y):
+    """log1p(y) for y in [0, 1]: y q(y) by Horner (LOG1P_Q), FMAs only."""
+    q = y * _Q7 + _Q6
+    q = q * y + _Q5
+    q = q * y + _Q4
+    q = q * y + _Q3
+    q = q * y + _Q2
+    q = q * y + _Q1
+    q = q * y + _Q0
+    return y * q
+
+
+@triton.jit
+def _softplus_sigmoid(x, USE_ASM: tl.constexpr, SLOPE: tl.constexpr):
+    """(softplus(x), sigmoid(x) if SLOPE else x) from one ex2: e = e^-|x| in (0, 1] (0 far out, where softplus is
+    x or 0), softplus = max(x, 0) + log1p(e), sigmoid = (1 or e) / (1 + e)."""
+    e = fastmath.exp(-tl.abs(x), USE_ASM)
+    sp = tl.maximum(x, 0.0) + _log1p_unit(e)
+    if SLOPE:
+        return sp, tl.where(x >= 0, 1.0, e) * fastmath.reciprocal(1.0 + e, USE_ASM)
+    return sp, x
 
 
 @triton.jit

@@ -1,9 +1,14 @@
 """Triton selective scan vs the PyTorch references: fp32 under the interpreter on CPU, low precision on a GPU."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+import triton
+import triton.language as tl
 
+from kernels.selective_scan import fwd as scan_fwd
 from kernels.selective_scan.reference import bimamba_scan_ref, selective_scan_ref, selective_scan_sequential
 from _tolerances import TOL, assert_close_to_f64
 
@@ -339,3 +344,32 @@ def test_one_pass_register_cap(monkeypatch):
     assert fwd.scan_launch_config(64, 384, 2, interpreted=False).launch_options() == {"num_warps": 1, "maxnreg": 168}
     monkeypatch.setattr(fwd, "ONE_PASS_MAXNREG", None)
     assert fwd.scan_launch_config(64, 384, 2, interpreted=False).launch_options() == {"num_warps": 1}
+
+
+@triton.jit
+def _softplus_probe(x_ptr, sp_ptr, slope_ptr, lg2_ptr, n, USE_ASM: tl.constexpr, BLOCK: tl.constexpr):
+    """The scans' softplus forms and slope on a vector (test_softplus_and_its_slope_match_float64)."""
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0)
+    sp, slope = scan_fwd._softplus_sigmoid(x, USE_ASM, True)
+    tl.store(sp_ptr + offs, sp, mask=mask)
+    tl.store(slope_ptr + offs, slope, mask=mask)
+    tl.store(lg2_ptr + offs, scan_fwd._softplus_exp(x, USE_ASM)[0], mask=mask)
+
+
+def test_softplus_and_its_slope_match_float64(device):
+    """The scans' softplus (`fwd._softplus`: max(x, 0) + log1p(e^-|x|) with log1p as a degree-7 polynomial, and the
+    lg2 form `_softplus_exp` that VIMBENCH_SOFTPLUS_POLY=0 or the fp32 forward use) and the backward's slope
+    sigmoid(x) (`_softplus_sigmoid`) against float64, x in [-30, 30] and around 0: within 1e-6 relative (the
+    polynomial's own error is 3.7e-7; fp32 softplus rounds at 6e-8)."""
+    x = torch.cat([torch.linspace(-30, 30, 6001), torch.linspace(-1e-3, 1e-3, 101)]).to(device)
+    sp, slope, lg2 = (torch.empty_like(x) for _ in range(3))
+    _softplus_probe[(triton.cdiv(x.numel(), 1024),)](x, sp, slope, lg2, x.numel(), USE_ASM=device == "cuda",
+                                                     BLOCK=1024)
+    x64 = x.double()
+    want = torch.nn.functional.softplus(x64)
+    for name, got in (("polynomial", sp), ("lg2", lg2)):
+        torch.testing.assert_close(got.double(), want, rtol=1e-6, atol=0, msg=lambda m, n=name: f"{n}: {m}")
+    torch.testing.assert_close(slope.double(), torch.sigmoid(x64), rtol=1e-6, atol=0)
+    assert bool(scan_fwd.SOFTPLUS_LOG1P_POLY) is (os.environ.get("VIMBENCH_SOFTPLUS_POLY", "1") != "0")
