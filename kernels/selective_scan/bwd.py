@@ -298,7 +298,8 @@ def _bwd_walk(first_chunk, last_chunk, L, E, ckpt_lanes, scratch_lanes, tile_lin
                        stride_dt_l, stride_g_l, stride_z_l, stride_B_l, stride_C_l)
             out_args = (A2, D_row, g_scale, du_base, ddt_base, dz_base, dB_ptr, dC_ptr, dBC_row, dBC_off, lanes,
                         even_lane, mask_c, stride_du_l, stride_ddt_l, stride_dz_l)
-            # (constexpr flags are passed by name: in a tuple they would reach the callee as tensors, triton 3.6)
+            # (the constexpr flags are written out at each call: in a tuple they would reach the callee as
+            # tensors under triton 3.6)
             hint_args = (seg_start, L, backward, mask_c, u_base, dt_base, g_base, z_base, BC_lanes, tile_line_lanes,
                          stride_u_l, stride_dt_l, stride_g_l, stride_z_l, stride_B_l, stride_C_l)
             if PAIRS and PAIR_TRIPS:
@@ -311,10 +312,9 @@ def _bwd_walk(first_chunk, last_chunk, L, E, ckpt_lanes, scratch_lanes, tile_lin
                                 SCRATCH_AHEAD, PAIRS)
                     t, u, dt, g, z, Bt, Ct, h_prev = _bwd_token(n_seg - 1, *tok_args, N_STATE, BLOCK_C, HAS_Z,
                                                                 (n_seg - 1) // 2, SCRATCH_EVICT)
-                    carry, dA_acc, dD_acc, dbias_acc = _step_back(t, u, dt, g, z, Bt, Ct, h_prev, h, carry, dA_acc,
-                                                                  dD_acc, dbias_acc, bias_row,
-                        *out_args, N_STATE, BLOCK_C, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS,
-                        SCATTER_SUMS, USE_ASM, OUT_EVICT, DZ_HALVES)
+                    carry, dA_acc, dD_acc, dbias_acc = _step_back(
+                        t, u, dt, g, z, Bt, Ct, h_prev, h, carry, dA_acc, dD_acc, dbias_acc, bias_row, *out_args,
+                        N_STATE, BLOCK_C, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, SCATTER_SUMS, USE_ASM, OUT_EVICT, DZ_HALVES)
                     h = h_prev
                 for p in range(0, n_seg // 2):
                     j = (n_seg // 2 - p) * 2 - 1
@@ -324,18 +324,16 @@ def _bwd_walk(first_chunk, last_chunk, L, E, ckpt_lanes, scratch_lanes, tile_lin
                                                 states_lanes, A2, bias_row, stride_u_l, stride_dt_l, stride_B_l,
                                                 N_STATE, BLOCK_C, HAS_BIAS, SOFTPLUS, USE_ASM, SCRATCH_EVICT)
                     t, u, dt, g, z, Bt, Ct = _walk_inputs(j, *in_args, HAS_Z)
-                    carry, dA_acc, dD_acc, dbias_acc = _step_back(t, u, dt, g, z, Bt, Ct, h_odd, h, carry, dA_acc,
-                                                                  dD_acc, dbias_acc, bias_row,
-                        *out_args, N_STATE, BLOCK_C, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS,
-                        SCATTER_SUMS, USE_ASM, OUT_EVICT, DZ_HALVES)
+                    carry, dA_acc, dD_acc, dbias_acc = _step_back(
+                        t, u, dt, g, z, Bt, Ct, h_odd, h, carry, dA_acc, dD_acc, dbias_acc, bias_row, *out_args,
+                        N_STATE, BLOCK_C, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, SCATTER_SUMS, USE_ASM, OUT_EVICT, DZ_HALVES)
                     _walk_hints(j - 1, *hint_args, N_STATE, BLOCK_C, HAS_Z, USE_ASM, L1_AHEAD, SCRATCH_AHEAD,
                                 PAIRS)
                     t, u, dt, g, z, Bt, Ct, h = _bwd_token(j - 1, *tok_args, N_STATE, BLOCK_C, HAS_Z, j // 2,
                                                            SCRATCH_EVICT)
-                    carry, dA_acc, dD_acc, dbias_acc = _step_back(t, u, dt, g, z, Bt, Ct, h, h_odd, carry, dA_acc,
-                                                                  dD_acc, dbias_acc, bias_row,
-                        *out_args, N_STATE, BLOCK_C, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS,
-                        SCATTER_SUMS, USE_ASM, OUT_EVICT, DZ_HALVES)
+                    carry, dA_acc, dD_acc, dbias_acc = _step_back(
+                        t, u, dt, g, z, Bt, Ct, h, h_odd, carry, dA_acc, dD_acc, dbias_acc, bias_row, *out_args,
+                        N_STATE, BLOCK_C, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, SCATTER_SUMS, USE_ASM, OUT_EVICT, DZ_HALVES)
             else:
                 if PREFETCH and not PAIRS:
                     nxt = _bwd_token(n_seg - 1, *tok_args, N_STATE, BLOCK_C, HAS_Z, n_seg - 1, SCRATCH_EVICT)
@@ -369,10 +367,9 @@ def _bwd_walk(first_chunk, last_chunk, L, E, ckpt_lanes, scratch_lanes, tile_lin
                         h = h_prev
                     else:
                         h_out = None
-                    carry, dA_acc, dD_acc, dbias_acc = _step_back(t, u, dt, g, z, Bt, Ct, h_prev, h_out, carry,
-                                                                  dA_acc, dD_acc, dbias_acc, bias_row,
-                        *out_args, N_STATE, BLOCK_C, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS,
-                        SCATTER_SUMS, USE_ASM, OUT_EVICT, DZ_HALVES)
+                    carry, dA_acc, dD_acc, dbias_acc = _step_back(
+                        t, u, dt, g, z, Bt, Ct, h_prev, h_out, carry, dA_acc, dD_acc, dbias_acc, bias_row, *out_args,
+                        N_STATE, BLOCK_C, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, SCATTER_SUMS, USE_ASM, OUT_EVICT, DZ_HALVES)
             tl.debug_barrier()  # the next segment overwrites the states
     return dA_acc, dD_acc, dbias_acc
 
