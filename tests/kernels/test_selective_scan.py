@@ -358,6 +358,9 @@ def _softplus_probe(x_ptr, sp_ptr, slope_ptr, lg2_ptr, n, USE_ASM: tl.constexpr,
     tl.store(lg2_ptr + offs, scan_fwd._softplus_exp(x, USE_ASM)[0], mask=mask)
 
 
+# The lg2 form's series is computed for every x and selected only below e^x = 1/16: far out it overflows to inf
+# under the interpreter's numpy, harmlessly.
+@pytest.mark.filterwarnings("ignore:overflow encountered in multiply:RuntimeWarning")
 def test_softplus_and_its_slope_match_float64(device):
     """The scans' softplus (`fwd._softplus`: max(x, 0) + log1p(e^-|x|) with log1p as a degree-7 polynomial, and the
     lg2 form `_softplus_exp` that VIMBENCH_SOFTPLUS_POLY=0 or the fp32 forward use) and the backward's slope
