@@ -907,15 +907,19 @@ DEFAULT_EVICT_HINTS = False
 # same values: the carried state is the one the recomputation stored (bitwise under the interpreter). None (auto):
 # on in the capped 16-bit pairs walk and under the interpreter (the tests' default walk), else off. Where the pairs
 # walk takes two steps per trip (DEFAULT_PAIR_TRIPS below) it carries the state anyway and this flag is not read.
+# Measured on the H200 (results/history/carryh-h200-2026-12-05o.json, the training op's walk, gradients bitwise
+# equal): 1,745 -> 1,731 us at 8 x 6,085 (-0.8%), 770 -> 760 at 128 x 197 (-1.3%). Kept on.
 DEFAULT_CARRY_H: bool | None = None
-# The pairs walk two steps per loop trip (`_scan_bwd_kernel`'s PAIR_TRIPS; session o, static only): an odd step and
-# the even step before it in scan order, the leaving state carried (as CARRY_H), so that no branch on the step's
-# parity and no copy of the carried state remain. Static (triton 3.6, the capped pairs walk of the training op's
-# form at Vim-Ti 1248/8): 1,188 SASS instructions executed per two steps recomputing the state, 1,159 carrying it
-# one step per trip, 1,002 two per trip, no spill in the loop (48 B outside it under 3.6, none under 3.8);
-# kernels/NOTES.md "Session o". None (auto): on in the capped 16-bit pairs walk of the training op's form (dz as
-# each direction's term: DZ_HALVES; with the atomic dz the trip loop spills) and under the interpreter, else off.
-DEFAULT_PAIR_TRIPS: bool | None = None
+# The pairs walk two steps per loop trip (`_scan_bwd_kernel`'s PAIR_TRIPS; session o): an odd step and the even step
+# before it in scan order, the leaving state carried (as CARRY_H), so that no branch on the step's parity and no copy
+# of the carried state remain. Static (triton 3.6, the capped pairs walk of the training op's form at Vim-Ti 1248/8):
+# 1,188 SASS instructions executed per two steps recomputing the state, 1,159 carrying it one step per trip, 1,002
+# two per trip, no spill in the loop. Measured on the H200 slower all the same (2026-12-05, commit 8592cb6,
+# results/history/carryh-h200-2026-12-05o.json; CUDA-graph replays, us, mean of two alternated passes, gradients
+# bitwise equal): 8 x 6,085 recomputed 1,745 / carried 1,731 / two per trip 1,906; 128 x 197 770 / 760 / 851; whole
+# captured steps 1248/8 100.5 -> 97.1 img/s, 224/128 3,271 -> 3,166. Fewer instructions did not buy time: the
+# two-step body serializes more of each step's dependency chain at ~3 warps per scheduler. Off (kept as an option).
+DEFAULT_PAIR_TRIPS = False
 # Channel masks where E is a multiple of BLOCK_C (the kernels' MASK_C: without them the loads skip the predicate and
 # the zero fill). Pass A runs without them there (static, triton 3.6, Vim-Ti 1248/8: 257 -> 239 instructions per
 # two steps, no spill). The walk: 40 fewer instructions per step (718 -> 678), but its spill grows 56 -> 112 B
@@ -954,7 +958,7 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
                            l1_ahead: int | None = None, pairs: bool | None = None,
                            channel_splits: int | None = None, scratch_ahead: int | None = None,
                            evict_hints: bool | None = None, carry_h: bool | None = None,
-                           pair_trips: bool | None = None, dz_halves: bool = False) -> ScanBwdLaunch:
+                           pair_trips: bool | None = None) -> ScanBwdLaunch:
     """The backward's grids, tiles, warps and split of L into chunk groups: the one place that chooses them (the
     launcher and `vimbench kernels static` both call it). One warp, a channel per lane, as the forward.
     chunks_per_program: checkpoint chunks per program along L; None picks: on the GPU enough groups that the
@@ -996,9 +1000,7 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
     leaving state from the step after it instead of recomputing it (`_scan_bwd_kernel`'s CARRY_H); None:
     DEFAULT_CARRY_H, and where that is None too, on in the capped 16-bit pairs walk and under the interpreter.
     pair_trips: the pairs walk two steps per loop trip, the leaving state carried (`_scan_bwd_kernel`'s
-    PAIR_TRIPS; only with pairs, else ignored); None: DEFAULT_PAIR_TRIPS, and where that is None too, on in the
-    capped 16-bit pairs walk with dz_halves (the launch's DZ_HALVES: the training op's form) and under the
-    interpreter."""
+    PAIR_TRIPS; only with pairs, else ignored; measured slower, an experiment knob); None: DEFAULT_PAIR_TRIPS."""
     n_chunks = max(1, cdiv(length, chunk))
     if block_c is not None:
         if block_c not in (8, 16, 32):
@@ -1054,10 +1056,7 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
     hints = bool(DEFAULT_EVICT_HINTS if evict_hints is None else evict_hints)
     carry_h = DEFAULT_CARRY_H if carry_h is None else carry_h
     carry_h = (capped_pairs or interpreted) if carry_h is None else bool(carry_h)
-    pair_trips = DEFAULT_PAIR_TRIPS if pair_trips is None else pair_trips
-    if pair_trips is None:
-        pair_trips = (capped_pairs and bool(dz_halves)) or interpreted
-    pair_trips = bool(pair_trips) and pairs
+    pair_trips = bool(DEFAULT_PAIR_TRIPS if pair_trips is None else pair_trips) and pairs
     masked = channels % block_c != 0
     constexprs = dict(BLOCK_C=block_c, CHUNK=chunk, USE_ASM=not interpreted, PREFETCH=prefetch, MASK_C=masked)
     n_cblocks = cdiv(channels, block_c)
@@ -1169,8 +1168,7 @@ def bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints,
                                  sm_count=1 if interpreted else sm_count(device),
                                  fp32=u.dtype == torch.float32, l1_ahead=l1_ahead, pairs=pairs,
                                  channel_splits=channel_splits, scratch_ahead=scratch_ahead,
-                                 evict_hints=evict_hints, carry_h=carry_h, pair_trips=pair_trips,
-                                 dz_halves=dz_halves)
+                                 evict_hints=evict_hints, carry_h=carry_h, pair_trips=pair_trips)
     walk = cfg.walk
     block_c = walk.constexprs["BLOCK_C"]
     n_cblocks, groups = walk.grid[0], cfg.groups

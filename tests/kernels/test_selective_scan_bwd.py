@@ -349,22 +349,19 @@ def test_bwd_carried_leaving_state(scan, walk):
 
 
 def test_bwd_carried_state_choice(scan):
-    """Where the carried leaving state and two steps per trip apply by default: the capped 16-bit pairs walk
-    (Vim-Ti's training shapes), trips only with dz as each direction's term (the training op's form; with the atomic
-    dz the trip loop spills), and under the interpreter; never with fp32 or the prefetching walk, and trips never
-    without pairs. Forcing either overrides."""
+    """Where the carried leaving state applies by default: the capped 16-bit pairs walk (Vim-Ti's training shapes,
+    measured faster) and under the interpreter; never with fp32 or the prefetching walk. Two steps per trip
+    (measured slower) only when asked for, and never without pairs. Forcing either overrides."""
     _, bwd = scan
     ce = lambda **kw: bwd.scan_bwd_launch_config(8, 384, 6085, 128, False, **kw).walk.constexprs  # noqa: E731
-    auto_carry = bwd.DEFAULT_CARRY_H is not False
-    auto_trips = bwd.DEFAULT_PAIR_TRIPS is not False
-    assert ce()["CARRY_H"] is auto_carry and ce(dz_halves=True)["PAIR_TRIPS"] is auto_trips
-    assert not ce()["PAIR_TRIPS"] or bwd.DEFAULT_PAIR_TRIPS
+    assert ce()["CARRY_H"] is (bwd.DEFAULT_CARRY_H is not False)
+    assert ce()["PAIR_TRIPS"] is bool(bwd.DEFAULT_PAIR_TRIPS) and ce(pair_trips=True)["PAIR_TRIPS"]
     for kw in (dict(fp32=True), dict(prefetch=True)):
-        assert not ce(**kw)["CARRY_H"] and not ce(dz_halves=True, **kw)["PAIR_TRIPS"]
+        assert not ce(**kw)["CARRY_H"] and not ce(pair_trips=True, **kw)["PAIR_TRIPS"]  # prefetch: no pairs
     assert not ce(pairs=False, pair_trips=True)["PAIR_TRIPS"] and ce(prefetch=True, carry_h=True)["CARRY_H"]
-    assert not ce(dz_halves=True, pair_trips=False)["PAIR_TRIPS"] and not ce(carry_h=False)["CARRY_H"]
+    assert not ce(carry_h=False)["CARRY_H"]
     interp = bwd.scan_bwd_launch_config(1, 13, 19, 4, True, pairs=True, prefetch=False, sub_chunk=0).walk.constexprs
-    assert interp["CARRY_H"] and interp["PAIR_TRIPS"]
+    assert interp["CARRY_H"] and interp["PAIR_TRIPS"] is bool(bwd.DEFAULT_PAIR_TRIPS)
 
 
 @pytest.mark.parametrize("pairs", [False, True])
@@ -640,18 +637,18 @@ def test_bwd_gpu_chunk_splits_agree(scan, dtype, batch, length):
 @pytest.mark.gpu
 @pytest.mark.parametrize("batch,length", [(8, 6085), (128, 197)])
 def test_bwd_gpu_carried_state(scan, batch, length):
-    """Vim-Ti's training shapes, combined bf16, in the training op's output forms: the default walk (two steps per
-    trip with the carried leaving state) and the one-step walk with it, against the walk that recomputes it. The
+    """Vim-Ti's training shapes, combined bf16, in the training op's output forms: the carried leaving state, one
+    step per trip (the default) and two, against the walk that recomputes it. The
     carried state is the one the recomputation stored, computed by the same expression, so the gradients agree to
     fp32 rounding (bitwise unless ptxas contracts the sites' multiply-adds differently); test_bwd_gpu checks the
     default walk against torch."""
     _, bwd = scan
-    ce = bwd.scan_bwd_launch_config(batch, 384, length, 128, False, dz_halves=True).walk.constexprs
-    assert ce["PAIR_TRIPS"] is (bwd.DEFAULT_PAIR_TRIPS is not False)
+    ce = bwd.scan_bwd_launch_config(batch, 384, length, 128, False).walk.constexprs
+    assert ce["CARRY_H"] is (bwd.DEFAULT_CARRY_H is not False) and ce["PAIR_TRIPS"] is bool(bwd.DEFAULT_PAIR_TRIPS)
     x = model_layout(batch, 384, length, dtype=torch.bfloat16, device="cuda")
     forms = dict(dz_halves=True, bc_rows_dtype=torch.bfloat16)
     _, _, off = run_triton(scan, x, True, 128, carry_h=False, pair_trips=False, **forms)
-    for kw in (dict(), dict(carry_h=True, pair_trips=False)):
+    for kw in (dict(carry_h=True, pair_trips=False), dict(carry_h=False, pair_trips=True)):
         _, _, on = run_triton(scan, x, True, 128, **kw, **forms)
         for name in GRAD_NAMES:
             if off[name] is not None:

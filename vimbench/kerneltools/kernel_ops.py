@@ -341,7 +341,7 @@ def _scan_bwd_specs(dtype: str, shape: OpShape = OpShape(batch=8, channels=384, 
     B_, E, L, N = shape.batch, shape.channels, shape.length, shape.d_state
     halves = dtype != "fp32" if combined is None else not combined
     cfg = scan_bwd_launch_config(B_, E, L, CHECKPOINT_CHUNK, interpreted=False, block_c=block_c, prefetch=prefetch,
-                                 maxnreg=maxnreg, fp32=dtype == "fp32", pairs=pairs, dz_halves=not halves)
+                                 maxnreg=maxnreg, fp32=dtype == "fp32", pairs=pairs)
     if cfg.carry is None:
         raise VimbenchError(f"static spec scan bwd: expected several chunk groups at {shape.label()}")
     width = XDblLayout(dt_rank=shape.dt_rank, d_state=N).width
@@ -396,9 +396,8 @@ def _scan_bwd_specs(dtype: str, shape: OpShape = OpShape(batch=8, channels=384, 
     # where it measured 6.6% faster: "The scan backward's walk per direction"). (Without channel masks, bwd's
     # UNMASKED_WALK, it spills 144 B under 3.8 and measured slower in session m: not shipped, not accepted.)
     # With the carried leaving state (bwd.DEFAULT_CARRY_H, session o) the combined walk (the training op's) does not
-    # spill under either compiler, and the gated-halves walk spills less: 8 B under 3.8, 56 B under 3.6. Two steps
-    # per trip (bwd.DEFAULT_PAIR_TRIPS, the combined walk's default since session o): no spill under 3.8, 48 B under
-    # 3.6 outside the trip loop; not accepted until measured (the 3.6 check reports it).
+    # spill under either compiler, and the gated-halves walk spills less: 8 B under 3.8, 56 B under 3.6 (the
+    # carried walk measured 0.8-1.3% faster; two steps per trip, bwd.DEFAULT_PAIR_TRIPS, measured slower: off).
     walk_ce = cfg.walk.constexprs
     prefetching = walk_ce["L1_AHEAD"] > 0 or walk_ce["SCRATCH_AHEAD"] > 0
     accepted_spill = 0

@@ -35,7 +35,7 @@ for batch, length in (((1, 37),) if SMOKE else ((8, 6085), (128, 197))):
     x = _scan_inputs(dirs=2)(OpShape(batch=batch, channels=16 if SMOKE else 384, length=length), torch.bfloat16, DEV)
     y, ck = bimamba_scan_fwd_save(**x, combine=True, chunk=CHECKPOINT_CHUNK)
     g = torch.randn_like(y).mul_(0.1)
-    cfg = bwd.scan_bwd_launch_config(batch, x["u"].shape[2], length, CHECKPOINT_CHUNK, SMOKE, dz_halves=True)
+    cfg = bwd.scan_bwd_launch_config(batch, x["u"].shape[2], length, CHECKPOINT_CHUNK, SMOKE)
     walks = {"recomputed": dict(carry_h=False, pair_trips=False), "carried": dict(carry_h=True, pair_trips=False),
              "two_per_trip": dict(carry_h=False, pair_trips=True)}
     call = lambda w: bwd.bimamba_scan_bwd(  # noqa: E731
