@@ -1,8 +1,8 @@
 """Session o: the scan backward's walk with the leaving state carried from the step after it instead of recomputed,
 one step per loop trip (`bwd.DEFAULT_CARRY_H`, `_scan_bwd_kernel` CARRY_H) or two (`bwd.DEFAULT_PAIR_TRIPS`,
-PAIR_TRIPS; the default in the training op's walk). Static only when written (triton 3.6, the capped pairs walk,
-combined bf16 with dz halves: SASS executed per two steps 1,188 recomputed -> 1,159 carried -> 1,002 two per trip, no
-spill in the loop; kernels/NOTES.md "Session o").
+PAIR_TRIPS; the training op's default when written, off since the measurement). Static only when written (triton
+3.6, the capped pairs walk, combined bf16 with dz halves: SASS executed per two steps 1,188 recomputed -> 1,159
+carried -> 1,002 two per trip, no spill in the loop; kernels/NOTES.md "Session o").
 (1) The scan backward alone in the training op's forms (combined bf16, dz halves, bf16 dB/dC rows), Vim-Ti 1248 px
 batch 8 and 224 px batch 128 (checkpoints every CHECKPOINT_CHUNK), CUDA-graph replays alternated twice: recomputed,
 carried, two per trip; every gradient compared with the recomputing walk's (bitwise, or the largest difference).
@@ -62,7 +62,7 @@ if SMOKE:
     raise SystemExit(0)
 from vimbench.bench import runner
 from vimbench.results import CaseKey
-STEPS = {"A:off": (False, False), "B:default": (None, None)}
+STEPS = {"A:off": (False, False), "B:default": (bwd.DEFAULT_CARRY_H, bwd.DEFAULT_PAIR_TRIPS)}
 for res, batch in ((1248, 8), (224, 128)):
     key = CaseKey(model="vim_t", res=res, batch=batch, dtype="bf16", implementation="triton", attn=None,
                   device="cuda", mode="train", compile="cuda-graphs")
@@ -73,7 +73,7 @@ for res, batch in ((1248, 8), (224, 128)):
                               p50_ms=r.latency_ms_p50, peak_alloc_mib=r.peak_alloc_mib, error=r.error))
         print(step_rows[-1], flush=True)
         dump()
-bwd.DEFAULT_CARRY_H = bwd.DEFAULT_PAIR_TRIPS = None
+bwd.DEFAULT_CARRY_H, bwd.DEFAULT_PAIR_TRIPS = STEPS["B:default"]
 mean = {}
 for r in rows:
     mean.setdefault((r["case"], r["walk"]), []).append(r["graph_us"])
