@@ -1,0 +1,62 @@
+"""Host cost of one eager training step (zero_grad, forward, cross-entropy, backward, AdamW) with the direct launch
+path simulated on CPU, as hostfast.py does for the forward: Triton launches of the interpreter go through
+`kernels.launch.launch`'s cached path, whose compiled-kernel `run` is a no-op (a stand-in for the H200's ~13 us
+`CompiledKernel.run`). Vim with depth 24 at 224 px (197 tokens), embed 16, batch 2, CPU tensors, fp32 (the kernels'
+arithmetic never runs; every output is an uninitialised buffer, so the numbers are meaningless and only the host
+path is measured). `python results/history/scripts/hosttrainfast.py [prof|cumtime]`."""
+import os, sys, time, cProfile, pstats, operator
+os.environ["TRITON_INTERPRET"] = "1"
+import torch
+torch.set_num_threads(1)
+from triton.runtime.interpreter import InterpretedFunction
+import kernels.launch as kl
+
+runs = {"n": 0, "first": 0}
+class FakeCompiled:
+    function = None
+    packed_metadata = None
+    def run(self, *a):
+        runs["n"] += 1
+
+def fake_triton_launch(kernel, grid, kwargs, key):
+    params = list(__import__("inspect").signature(kernel.fn).parameters)
+    getter = operator.itemgetter(*[p for p in params if p in kwargs])
+    defaults = {}
+    kl._cache[key] = (FakeCompiled(), getter, defaults)
+    runs["first"] += 1
+
+kl._JIT_FUNCTION = InterpretedFunction
+kl._enabled = True
+kl._triton_launch = fake_triton_launch
+kl._hooks_registered = lambda kernel: False
+torch.cuda.current_device = lambda: 0
+torch._C._cuda_getCurrentRawStream = lambda d: 0
+torch.cuda.is_current_stream_capturing = lambda: False
+kl._on_gpu = lambda t: True
+
+from vimbench.models.vim import VisionMamba
+m = VisionMamba(img_size=224, embed_dim=int(os.environ.get("HOSTFAST_DIM", 16)), depth=24, num_classes=10,
+                backend="triton").train()
+opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
+x = torch.randn(2, 3, 224, 224)
+y = torch.randint(0, 10, (2,))
+def step():
+    opt.zero_grad(set_to_none=True)
+    loss = torch.nn.functional.cross_entropy(m(x), y)
+    loss.backward()
+    opt.step()
+for _ in range(3): step()
+times = []
+for r in range(int(os.environ.get("HOSTFAST_ROUNDS", 6))):
+    t = time.perf_counter()
+    for _ in range(5): step()
+    times.append((time.perf_counter() - t) / 5)
+runs["n"] = 0; n0 = dict(kl.stats); step()
+print(f"host ms per step, best / median of {len(times)} rounds of 5: {min(times)*1e3:.2f} / "
+      f"{sorted(times)[len(times)//2]*1e3:.2f}; per step {runs['n']} launches, "
+      f"{kl.stats['direct'] - n0['direct']} direct, {kl.stats['replayed'] - n0['replayed']} replayed calls, "
+      f"{kl.stats['triton'] - n0['triton']} through Triton")
+if len(sys.argv) > 1:
+    pr = cProfile.Profile(); pr.enable()
+    for _ in range(5): step()
+    pr.disable(); pstats.Stats(pr).sort_stats(sys.argv[1] if sys.argv[1] != "prof" else "tottime").print_stats(45)
