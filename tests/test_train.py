@@ -2,6 +2,7 @@
 how a backend that cannot train is recorded. No timing assertions."""
 from __future__ import annotations
 
+import copy
 import json
 
 import pandas as pd
@@ -12,7 +13,8 @@ from typer.testing import CliRunner
 import vimbench
 from vimbench.bench import runner as runners
 from vimbench.bench import sweep as sweeps
-from vimbench.bench.train import check_gradients, make_train_step
+from vimbench.bench import compiler
+from vimbench.bench.train import check_gradients, compile_train_step, make_train_step
 from vimbench.cli import app
 from vimbench.errors import VimbenchError
 from vimbench.results import header_settings, load_results, read_header
@@ -335,3 +337,47 @@ def test_import_anchors_converts_train_rows(tmp_path):
     assert (vim["warmup"], vim["iters"]) == (3, 8) and vim["loss"] == "cross_entropy"
     assert df[df["mode"] == "infer"].iloc[0]["fps"] == 600.0
     assert header_settings(read_header(dst))["protocol"]["train"].startswith("one step")
+
+
+@pytest.mark.parametrize("name", ["vim_test", "deit_test"])
+def test_compiled_training_step_trains_like_the_eager_step(name):
+    """compile_train_step wraps the model in torch.compile (aot_eager here: dynamo and AOTAutograd trace forward
+    and backward, no code generation); three steps give the eager steps' losses and weights, and the optimizer
+    updates the same parameters the compiled model reads."""
+    torch.manual_seed(0)
+    eager_model = vimbench.create_model(name, img_size=32, num_classes=10, backend="torch")
+    compiled_model = copy.deepcopy(eager_model)
+    eager = make_train_step(eager_model, batch=4, res=32, dtype="fp32", device="cpu")
+    compiled = make_train_step(compiled_model, batch=4, res=32, dtype="fp32", device="cpu")
+    compiler.reset()
+    try:
+        compile_train_step(compiled, "default", "aot_eager")
+        losses = [(float(eager()), float(compiled())) for _ in range(3)]
+        stats = compiler.stats()
+    finally:
+        compiler.reset()
+    assert compiled.model is not compiled_model and not compiled.mark_steps  # no CUDA graphs in this mode
+    assert stats.graphs >= 1
+    for e, c in losses:
+        assert c == pytest.approx(e, rel=1e-5, abs=1e-6), losses
+    assert losses[-1][1] < losses[0][1], losses
+    for (name_, p), q in zip(eager_model.named_parameters(), compiled_model.parameters()):
+        torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-6, msg=name_)
+
+
+def test_sweep_times_compiled_training_steps_and_records_the_compile(tmp_path):
+    out = tmp_path / "run.jsonl"
+    config = sweeps.make_config({"models": "vim_test,deit_test", "res": 32, "batch": 2, "attn": "sdpa",
+                                 "mode": "train", "compile": "none,default", "compile_backend": "aot_eager",
+                                 "warmup": 1, "iters": 5, "device": "cpu"}, cuda_available=False)
+    results = sweeps.run_sweep(config, out=out)
+    assert [(r.key.model, r.key.compile) for r in results] == [("vim_test", "none"), ("vim_test", "default"),
+                                                               ("deit_test", "none"), ("deit_test", "default")]
+    assert all(r.status == "ok" for r in results), [r.error for r in results]
+    for r in results:
+        assert r.compile_s > 0 and r.fps > 0 and len(r.forward_ms_samples) == 5  # the first step's wall time
+        if r.key.compile == "default":
+            assert r.compile_backend == "aot_eager" and r.compiled_graphs >= 1 and r.graph_breaks is not None
+        else:
+            assert r.compile_backend is None and r.compiled_graphs is None
+    assert "no freezing" in header_settings(read_header(out))["protocol"]["train"]["timing"]

@@ -322,10 +322,6 @@ def expand_cases(config: SweepConfig) -> tuple[list[CaseKey], list[Dropped]]:
     return list(dict.fromkeys(cases)), dropped
 
 
-# How a training step can run: eager, or the whole step captured into a CUDA graph (bench/train.py).
-_TRAIN_EXECUTIONS = (compiler.NONE, compiler.CUDA_GRAPHS)
-
-
 def _expand_block(config: SweepConfig) -> tuple[list[CaseKey], list[Dropped]]:
     from vimbench.models.registry import get_spec
 
@@ -338,11 +334,6 @@ def _expand_block(config: SweepConfig) -> tuple[list[CaseKey], list[Dropped]]:
         if flags:
             modes = tuple(m for m in modes if m != "train")
     compile_modes = config.compile
-    train_uncompiled = [m for m in compile_modes if m not in _TRAIN_EXECUTIONS]
-    if "train" in modes and train_uncompiled:
-        dropped.append(Dropped(f"mode train with compile {','.join(train_uncompiled)}",
-                               "training steps run eager (compile none) or captured whole into a CUDA graph "
-                               "(compile cuda-graphs); torch.compile of the training step is not built"))
     dtypes = config.dtypes
     backends = config.backends
     if config.device == "cpu":
@@ -420,12 +411,11 @@ def _expand_block(config: SweepConfig) -> tuple[list[CaseKey], list[Dropped]]:
             impls = [("timm", None)]
         else:
             impls = [("timm", a) for a in config.attn]
-        executions = compile_modes if mode == "infer" else tuple(m for m in compile_modes if m in _TRAIN_EXECUTIONS)
         # slicing is an inference option; a slice at least as large as the batch is no slicing: run as 0 once
         slices = dict.fromkeys(s if s < batch else 0 for s in config.vim_slice) if vim and mode == "infer" \
             else {0: None}
         memories = config.vim_memory if vim and mode == "infer" else ("default",)
-        for (implementation, attn), execution, vim_slice, vim_memory in product(impls, executions, slices,
+        for (implementation, attn), execution, vim_slice, vim_memory in product(impls, compile_modes, slices,
                                                                                  memories):
             if host_sync_graphs and implementation == "torch" and execution == compiler.CUDA_GRAPHS:
                 continue

@@ -4,6 +4,8 @@ first call, the memory pass, the timing pass; everything goes into a CaseResult.
 Compiled modes (vimbench.bench.compiler): one eager call first fills the model's lazy caches (Vim's stacked
 weights) as an eager run would, then the model is wrapped by torch.compile; the first compiled call (tracing,
 compilation, autotuning) is timed with the wall clock into compile_s and never enters the timing samples.
+Training cases compile the model inside their step instead (bench/train.py `compile_train_step`: forward and
+backward, no freezing), and the first step's wall time is their compile_s (eager: the kernels' JIT and lazy init).
 
 Precision modes: fp32 = TF32 off for matmul (the paper's torch 1.12 default) and for cuDNN (1.12 left it on; off
 here so fp32 means fp32; it only touches the patch-embedding conv); tf32 = TF32 on;
@@ -156,15 +158,28 @@ class _TrainMeasured:
     step: TrainStep   # holds the model's optimizer state: dropped with this object
 
 
-def _measure_train(model: torch.nn.Module, key: CaseKey, warmup: int, iters: int,
-                   result: CaseResult) -> _TrainMeasured:
-    """A training case (bench/train.py): first step untimed and its gradients checked, the memory pass over one
-    step (the AdamW state exists by then), the timing pass. Fills the row's training fields."""
+def _measure_train(model: torch.nn.Module, key: CaseKey, warmup: int, iters: int, result: CaseResult,
+                   compile_backend: str = "inductor") -> _TrainMeasured:
+    """A training case (bench/train.py): first step untimed (its wall time into compile_s) and its gradients
+    checked, the memory pass over one step (the AdamW state exists by then), the timing pass. Fills the row's
+    training fields. A torch.compile mode compiles the model (forward and backward; no freezing: the weights are
+    trained), never the loss or the optimizer (`train.compile_train_step`)."""
     train.record_step_fields(result, model)
     graphs = key.compile == compiler.CUDA_GRAPHS  # the whole step captured (bench/train.py)
     step = train.make_train_step(model, key.batch, key.res, key.dtype, key.device, capturable=graphs)
-    step()  # gradients and AdamW state allocated, backward kernels compiled; never measured
-    _sync(key.device)
+    compiled = compiler.is_torch_compile(key.compile)
+    if compiled:
+        compiler.reset()
+        train.compile_train_step(step, key.compile, compile_backend)
+        result.compile_backend = compile_backend
+        if compile_backend == "inductor":
+            result.compile_settings = compiler.inductor_settings(key.compile)
+    # gradients and AdamW state allocated, kernels (and a compiled model) compiled; never a timing sample
+    result.compile_s = _first_call(step, key.device)
+    if compiled:
+        stats = compiler.stats()
+        result.compiled_graphs, result.graph_breaks = stats.graphs, stats.graph_breaks
+        result.graph_break_reasons = stats.break_reasons
     train.check_gradients(model, key.implementation)
     memory = measure_memory(step, key.device)
     timing = train.time_train_steps(step, key.device, warmup, iters, cuda_graphs=graphs)
@@ -211,7 +226,7 @@ def run_case(key: CaseKey, warmup: int, iters: int, compile_backend: str = "indu
             model = build_model(key)
             result.params = count_params(model)
             if key.mode == "train":  # `forward` holds the step (optimizer state included) until freed below
-                forward = _measure_train(model, key, warmup, iters, result)
+                forward = _measure_train(model, key, warmup, iters, result, compile_backend)
                 timing, memory = forward.timing, forward.memory
             else:
                 forward = make_forward(model, key)

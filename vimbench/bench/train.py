@@ -18,8 +18,14 @@ capturable=True, its step counts on the device) is captured once into a CUDA gra
 graph replays are timed with one CUDA-event pair each; a replay is one step, so there is no forward/backward split.
 The graph removes the host's per-op cost (Python, autograd, launches), which bounds small-image steps.
 
+With a torch.compile mode (default, max-autotune-no-cudagraphs, reduce-overhead, max-autotune;
+`compile_train_step`) the model is wrapped by torch.compile (dynamic=False, no freezing: the weights are trained):
+AOTAutograd compiles its forward and backward. zero_grad, the loss and the AdamW step stay eager, for every model
+alike. The modes with CUDA graphs (reduce-overhead, max-autotune) replay inductor's own graphs of the forward and of
+the backward; each step then starts with torch.compiler.cudagraph_mark_step_begin().
+
 The first step is never timed: it allocates the gradients and the AdamW state and, on the triton backend,
-compiles the backward kernels. It also checks that every trainable parameter received a gradient: a backend
+compiles the backward kernels (and, with a torch.compile mode, compiles the model). It also checks that every trainable parameter received a gradient: a backend
 whose backward is disconnected fails the case (status "error") instead of timing a step that trains nothing.
 """
 from __future__ import annotations
@@ -51,8 +57,11 @@ class TrainStep:
     labels: torch.Tensor            # (B,) int64 in [0, num_classes)
     autocast_dtype: torch.dtype | None = None
     capturable: bool = False        # built for CUDA-graph capture (AdamW capturable, autocast's cast cache off)
+    mark_steps: bool = False        # a compiled model replaying inductor's CUDA graphs: mark each step's start
 
     def forward_loss(self) -> torch.Tensor:
+        if self.mark_steps:
+            torch.compiler.cudagraph_mark_step_begin()
         self.optimizer.zero_grad(set_to_none=True)
         if self.autocast_dtype is None:
             return F.cross_entropy(self.model(self.images), self.labels)
@@ -83,6 +92,17 @@ def make_train_step(model: torch.nn.Module, batch: int, res: int, dtype: str, de
     labels = torch.randint(num_classes, (batch,), generator=gen).to(device)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, capturable=capturable)
     return TrainStep(model, optimizer, images, labels, precision.autocast_dtype(dtype), capturable)
+
+
+def compile_train_step(step: TrainStep, mode: str, backend: str = "inductor") -> None:
+    """Run `step`'s model through torch.compile for `mode` (a torch.compile mode; vimbench.bench.compiler): the
+    step's forward and, through AOTAutograd, its backward compile on the next call; the optimizer keeps the same
+    parameters. No freezing (the weights change every step). The modes with CUDA graphs mark each step's start,
+    which inductor's graph trees need to know that the previous step's outputs are dead."""
+    from vimbench.bench import compiler
+
+    step.model = compiler.compile_model(step.model, mode, backend, freeze=False)
+    step.mark_steps = mode in compiler.GRAPH_MODES and backend == "inductor"
 
 
 def _num_classes(model: torch.nn.Module) -> int:
@@ -187,7 +207,9 @@ PROTOCOL = {
               "the loss and loss.backward() splitting it into forward (zero_grad + forward + loss) and backward "
               "(backward + optimizer step); fps = batch / p50 step; compile cuda-graphs: the whole step captured "
               "once into a CUDA graph after the warm-up (AdamW capturable=True, autocast cast cache off), replays "
-              "timed with one CUDA-event pair each, no forward/backward split",
+              "timed with one CUDA-event pair each, no forward/backward split; a torch.compile mode: the model "
+              "compiled (forward and backward, dynamic=False, no freezing) in the first step, zero_grad, loss and "
+              "AdamW eager",
     "memory": "one step after gc, empty_cache and a peak reset, the AdamW state already present: baseline = "
               "allocated before the step (weights, the previous step's gradients, AdamW state, batch); peak "
               "allocated/reserved over the step; activation = peak - baseline (saved activations and backward "

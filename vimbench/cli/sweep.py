@@ -15,9 +15,11 @@ from vimbench.cli.common import user_errors
 _PANEL = "Many GPUs and clusters"
 _RES_HELP = ("Resolutions in px: 224..2048 = the standard ladder (224,384,512,640,738,896,1024,1248,1536,2048) "
              "inside the bounds; 256..1024:128 = every 128 px; 224,738 = explicit; pieces combine with commas.")
-_COMPILE_HELP = ("How the forward runs, a list sweeps them: none (eager launches), cuda-graphs (the eager forward "
-                 "captured into a CUDA graph, replays timed), or a torch.compile mode: default, max-autotune, "
-                 "max-autotune-no-cudagraphs, reduce-overhead. Compilation is never timed (compile_s column).")
+_COMPILE_HELP = ("How the forward (train: the step) runs, a list sweeps them: none (eager launches), cuda-graphs "
+                 "(the eager forward, or the whole training step, captured into a CUDA graph, replays timed), or a "
+                 "torch.compile mode: default, max-autotune, max-autotune-no-cudagraphs, reduce-overhead (train: "
+                 "the model's forward and backward compiled; loss and AdamW eager). Compilation is never timed "
+                 "(compile_s column).")
 
 
 @user_errors
