@@ -1,4 +1,4 @@
-"""How a case's forward is executed: the `--compile` axis.
+"""How a case's forward is executed: the `--compile` axis (for a training case, how its step is: bench/train.py).
 
 One axis, one concept (the forward as launched, traced or captured), values:
     none                         eager: every op launched from Python on each call (the default)

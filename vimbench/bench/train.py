@@ -25,8 +25,9 @@ alike. The modes with CUDA graphs (reduce-overhead, max-autotune) replay inducto
 the backward; each step then starts with torch.compiler.cudagraph_mark_step_begin().
 
 The first step is never timed: it allocates the gradients and the AdamW state and, on the triton backend,
-compiles the backward kernels (and, with a torch.compile mode, compiles the model). It also checks that every trainable parameter received a gradient: a backend
-whose backward is disconnected fails the case (status "error") instead of timing a step that trains nothing.
+compiles the backward kernels (with a torch.compile mode, it also compiles the model). It also checks that every
+trainable parameter received a gradient: a backend whose backward is disconnected fails the case (status "error")
+instead of timing a step that trains nothing.
 """
 from __future__ import annotations
 
