@@ -381,3 +381,41 @@ def test_sweep_times_compiled_training_steps_and_records_the_compile(tmp_path):
         else:
             assert r.compile_backend is None and r.compiled_graphs is None
     assert "no freezing" in header_settings(read_header(out))["protocol"]["train"]["timing"]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("model_name, backend, mode", [("vim_t", "triton", "default"), ("deit_t", None, "default"),
+                                                        ("vim_t", "triton", "reduce-overhead")])
+def test_compiled_training_steps_on_the_gpu_train_like_eager_steps(model_name, backend, mode):
+    """torch.compile with inductor (kernels generated, and inductor's own CUDA graphs in reduce-overhead): five
+    compiled steps move the weights as five eager steps do (all updates within 5% relative L2, bf16 autocast), and
+    the case runs through the runner with its compile recorded."""
+    from vimbench.bench.runner import precision_flags
+
+    kwargs = {"backend": backend} if backend else {"attn": "sdpa"}
+    models = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        models.append(vimbench.create_model(model_name, img_size=64, **kwargs).cuda())
+    start = [p.detach().clone() for p in models[0].parameters()]
+    compiler.reset()
+    try:
+        with precision_flags("bf16"):
+            eager = make_train_step(models[0], 4, 64, "bf16", "cuda")
+            compiled = make_train_step(models[1], 4, 64, "bf16", "cuda")
+            compile_train_step(compiled, mode)
+            for _ in range(5):
+                eager()
+                compiled()
+            torch.cuda.synchronize()
+    finally:
+        compiler.reset()
+    assert compiled.mark_steps == (mode == "reduce-overhead")
+    eager_all = torch.cat([(a.detach() - p0).flatten() for a, p0 in zip(models[0].parameters(), start)])
+    compiled_all = torch.cat([(b.detach() - p0).flatten() for b, p0 in zip(models[1].parameters(), start)])
+    assert (compiled_all - eager_all).norm() <= 0.05 * eager_all.norm()
+    key = runners.CaseKey(model_name, 224, 8, "bf16", backend or "timm", None if backend else "sdpa", "cuda",
+                          mode="train", compile=mode)
+    result = runners.run_case(key, warmup=2, iters=5)
+    assert result.status == "ok", result.error
+    assert result.compile_backend == "inductor" and result.compiled_graphs >= 1 and result.compile_s > 0
