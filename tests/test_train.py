@@ -160,6 +160,17 @@ def test_graph_captured_step_needs_cuda_and_says_so():
         time_train_steps(step, "cpu", 1, 5, cuda_graphs=True)
 
 
+def _twin_gpu_models(model_name, backend):
+    """Two identically initialised models on the GPU at 64 px (backend: Vim's op backend, None: DeiT with sdpa) and
+    a copy of their starting parameters."""
+    kwargs = {"backend": backend} if backend else {"attn": "sdpa"}
+    models = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        models.append(vimbench.create_model(model_name, img_size=64, **kwargs).cuda())
+    return models, [p.detach().clone() for p in models[0].parameters()]
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("model_name, backend, dtype", [("vim_t", "triton", "bf16"), ("deit_t", None, "bf16"),
                                                          ("vim_t", "triton", "fp32")])
@@ -170,12 +181,7 @@ def test_graph_captured_training_steps_train_like_eager_steps(model_name, backen
     from vimbench.bench import timing
     from vimbench.bench.runner import precision_flags
 
-    kwargs = {"backend": backend} if backend else {"attn": "sdpa"}
-    models = []
-    for _ in range(2):
-        torch.manual_seed(0)
-        models.append(vimbench.create_model(model_name, img_size=64, **kwargs).cuda())
-    start = [p.detach().clone() for p in models[0].parameters()]
+    models, start = _twin_gpu_models(model_name, backend)
     with precision_flags(dtype):
         eager = make_train_step(models[0], 4, 64, dtype, "cuda")
         graphed = make_train_step(models[1], 4, 64, dtype, "cuda", capturable=True)
@@ -392,12 +398,7 @@ def test_compiled_training_steps_on_the_gpu_train_like_eager_steps(model_name, b
     the case runs through the runner with its compile recorded."""
     from vimbench.bench.runner import precision_flags
 
-    kwargs = {"backend": backend} if backend else {"attn": "sdpa"}
-    models = []
-    for _ in range(2):
-        torch.manual_seed(0)
-        models.append(vimbench.create_model(model_name, img_size=64, **kwargs).cuda())
-    start = [p.detach().clone() for p in models[0].parameters()]
+    models, start = _twin_gpu_models(model_name, backend)
     compiler.reset()
     try:
         with precision_flags("bf16"):

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 
 from vimbench.bench.grid import MIN_ITERS
 from vimbench import precision
+from vimbench.bench import compiler
 from vimbench.bench.timing import CUDA_EVENTS, PERF_COUNTER, Timing, percentile, time_graph_replays
 from vimbench.errors import VimbenchError
 
@@ -100,8 +101,6 @@ def compile_train_step(step: TrainStep, mode: str, backend: str = "inductor") ->
     step's forward and, through AOTAutograd, its backward compile on the next call; the optimizer keeps the same
     parameters. No freezing (the weights change every step). The modes with CUDA graphs mark each step's start,
     which inductor's graph trees need to know that the previous step's outputs are dead."""
-    from vimbench.bench import compiler
-
     step.model = compiler.compile_model(step.model, mode, backend, freeze=False)
     step.mark_steps = mode in compiler.GRAPH_MODES and backend == "inductor"
 

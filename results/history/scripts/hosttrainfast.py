@@ -4,35 +4,12 @@ path simulated on CPU, as hostfast.py does for the forward: Triton launches of t
 `CompiledKernel.run`). Vim with depth 24 at 224 px (197 tokens), embed 16, batch 2, CPU tensors, fp32 (the kernels'
 arithmetic never runs; every output is an uninitialised buffer, so the numbers are meaningless and only the host
 path is measured). `python results/history/scripts/hosttrainfast.py [prof|cumtime]`."""
-import os, sys, time, cProfile, pstats, operator
+import os, sys, time, cProfile, pstats
 os.environ["TRITON_INTERPRET"] = "1"
 import torch
 torch.set_num_threads(1)
-from triton.runtime.interpreter import InterpretedFunction
 import kernels.launch as kl
-
-runs = {"n": 0, "first": 0}
-class FakeCompiled:
-    function = None
-    packed_metadata = None
-    def run(self, *a):
-        runs["n"] += 1
-
-def fake_triton_launch(kernel, grid, kwargs, key):
-    params = list(__import__("inspect").signature(kernel.fn).parameters)
-    getter = operator.itemgetter(*[p for p in params if p in kwargs])
-    defaults = {}
-    kl._cache[key] = (FakeCompiled(), getter, defaults)
-    runs["first"] += 1
-
-kl._JIT_FUNCTION = InterpretedFunction
-kl._enabled = True
-kl._triton_launch = fake_triton_launch
-kl._hooks_registered = lambda kernel: False
-torch.cuda.current_device = lambda: 0
-torch._C._cuda_getCurrentRawStream = lambda d: 0
-torch.cuda.is_current_stream_capturing = lambda: False
-kl._on_gpu = lambda t: True
+from fakelaunch import runs  # the simulated direct path, installed on import
 
 from vimbench.models.vim import VisionMamba
 m = VisionMamba(img_size=224, embed_dim=int(os.environ.get("HOSTFAST_DIM", 16)), depth=24, num_classes=10,
