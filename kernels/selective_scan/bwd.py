@@ -112,7 +112,7 @@ def _scan_bwd_kernel(
     USE_ASM: tl.constexpr, PREFETCH: tl.constexpr, L1_AHEAD: tl.constexpr = 0, PAIRS: tl.constexpr = False,
     SCRATCH_AHEAD: tl.constexpr = 0, SCRATCH_EVICT: tl.constexpr = None, OUT_EVICT: tl.constexpr = None,
     MASK_C: tl.constexpr = True, DZ_HALVES: tl.constexpr = False, CARRY_H: tl.constexpr = False,
-    PAIR_TRIPS: tl.constexpr = False,
+    PAIR_TRIPS: tl.constexpr = False, VEC_SCRATCH: tl.constexpr = False,
 ):
     """One program: BLOCK_C channels of one (direction, batch, chunk group); grid (channel blocks of this launch,
     2 * groups, batch), axis 1 = 2 * group + direction; axis 0 counts channel blocks from c_block0 (a launch may
@@ -143,7 +143,12 @@ def _scan_bwd_kernel(
     for a segment's last step, from the recomputation's end state, instead of being recomputed from the entering
     state (DEFAULT_CARRY_H).
     PAIR_TRIPS (with PAIRS): the walk two steps per loop trip, an odd step and the even step before it, the leaving
-    state carried as with CARRY_H (DEFAULT_PAIR_TRIPS)."""
+    state carried as with CARRY_H (DEFAULT_PAIR_TRIPS).
+    VEC_SCRATCH: the scratch's state tiles as per-lane groups of 4 states (`_load_state_tile`; N = 16).
+    SCATTER_SUMS: False, dB/dC summed over the channels by tl.sum; True, by a reduce-scatter over the lanes
+    (`_scattered_lane_sums`; BLOCK_C = 32, N = 16); 2, the same from the XOR state order: every (N, C) tile the walk
+    holds (A, the states, the adjoint, dA, the B and C rows) has lane l's state r ^ _state_xor(l) in row r, so that
+    the reduce-scatter's first two levels need no selects (B and C with unit state stride)."""
     pid_c = tl.program_id(0).to(tl.int64)
     direction = (tl.program_id(1) % 2).to(tl.int64)
     group = (tl.program_id(1) // 2).to(tl.int64)
@@ -163,10 +168,19 @@ def _scan_bwd_kernel(
     g_base = g_ptr + direction * stride_g_dir + pid_b * stride_g_b + c64 * stride_g_e
     u_base = u_ptr + direction * stride_u_dir + pid_b * stride_u_b + c64 * stride_u_e
     dt_base = delta_ptr + direction * stride_dt_dir + pid_b * stride_dt_b + c64 * stride_dt_e
-    B_base = B_ptr + direction * stride_B_dir + pid_b * stride_B_b + states * stride_B_n
-    C_base = C_ptr + direction * stride_C_dir + pid_b * stride_C_b + states * stride_C_n
+    lanes = tl.arange(0, BLOCK_C)
+    zero_c = offs_c * 0  # (C,) pointers to the B and C rows (the L1 prefetch: one line per warp and row)
+    if SCATTER_SUMS == 2:  # the XOR state order (`_state_xor`); B and C rows move as per-lane groups of 4 states
+        row_xor = _state_xor(lanes)
+        order = states[:, None] ^ row_xor[None, :]
+        B_base = _state_groups(B_ptr + direction * stride_B_dir + pid_b * stride_B_b + zero_c)
+        C_base = _state_groups(C_ptr + direction * stride_C_dir + pid_b * stride_C_b + zero_c)
+    else:  # (N,) pointers: every lane reads the same row
+        row_xor = lanes * 0
+        order = states[:, None]
+        B_base = B_ptr + direction * stride_B_dir + pid_b * stride_B_b + states * stride_B_n
+        C_base = C_ptr + direction * stride_C_dir + pid_b * stride_C_b + states * stride_C_n
     z_base = z_ptr + pid_b * stride_z_b + c64 * stride_z_e
-    zero_c = offs_c * 0  # (C,) pointers to the B and C rows, for the L1 prefetch: one line per warp and row
     BC_lanes = (B_ptr + direction * stride_B_dir + pid_b * stride_B_b + zero_c,
                 C_ptr + direction * stride_C_dir + pid_b * stride_C_b + zero_c)
     du_base = du_ptr + direction * stride_du_dir + pid_b * stride_du_b + c64 * stride_du_e
@@ -175,7 +189,6 @@ def _scan_bwd_kernel(
     # (N,) row of token t in the dB/dC partials: [pid_c, direction, pid_b, t, :]
     dBC_off = ((pid_c * n_dirs + direction) * n_batch + pid_b) * L * N_STATE + states
     # SCATTER_SUMS (BLOCK_C = 32 = N_STATE * 2, one warp): the same rows stored from the lanes, state l // 2
-    lanes = tl.arange(0, BLOCK_C)
     even_lane = (lanes % 2) == 0
     dBC_row = ((pid_c * n_dirs + direction) * n_batch + pid_b) * L * N_STATE + lanes // 2
     n_chunks = tl.cdiv(L, CHUNK)
@@ -186,7 +199,11 @@ def _scan_bwd_kernel(
     program = (part * n_dirs + direction) * n_cblocks + pid_c
     # per program: SUB_TILES + SEG state tiles, or SUB_TILES + cdiv(SEG, 2) with PAIRS (`scan_bwd_launch_config`)
     tiles = SUB_TILES + ((SEG + 1) // 2 if PAIRS else SEG)
-    scratch_lanes = scratch_ptr + program * (tiles * N_STATE * BLOCK_C) + tl.arange(0, BLOCK_C)
+    if VEC_SCRATCH:  # (C, 4): lane l's 4 states of group 0 at 4 l + k (`_load_state_tile`)
+        scratch_lanes = scratch_ptr + program * (tiles * N_STATE * BLOCK_C) + \
+            (4 * tl.arange(0, BLOCK_C))[:, None] + tl.arange(0, 4)[None, :]
+    else:
+        scratch_lanes = scratch_ptr + program * (tiles * N_STATE * BLOCK_C) + tl.arange(0, BLOCK_C)
     # SCRATCH_AHEAD: lane l's line in a state tile (row l % N)
     tile_line_lanes = scratch_ptr + program * (tiles * N_STATE * BLOCK_C) + SUB_TILES * (N_STATE * BLOCK_C) + \
         (tl.arange(0, BLOCK_C) % N_STATE) * BLOCK_C
@@ -195,7 +212,10 @@ def _scan_bwd_kernel(
     A2 = tl.zeros((N_STATE, BLOCK_C), dtype=tl.float32)
     A_rows = A_ptr + direction * stride_A_dir + c64 * stride_A_e
     for n in tl.static_range(N_STATE):
-        a_n = tl.load(A_rows + n * stride_A_n, mask=mask_c, other=0.0) * LOG2E
+        if SCATTER_SUMS == 2:
+            a_n = tl.load(A_rows + (n ^ row_xor) * stride_A_n, mask=mask_c, other=0.0) * LOG2E
+        else:
+            a_n = tl.load(A_rows + n * stride_A_n, mask=mask_c, other=0.0) * LOG2E
         A2 = tl.where(states[:, None] == n, a_n[None, :], A2)
     D_row = tl.zeros((BLOCK_C,), dtype=tl.float32)
     bias_row = tl.zeros((BLOCK_C,), dtype=tl.float32)
@@ -210,7 +230,10 @@ def _scan_bwd_kernel(
     seq = (direction * n_batch + pid_b) * n_groups  # slot of group 0 of this (direction, batch)
     for jg in range(0, n_groups - 1 - group):
         j = n_groups - 1 - jg
-        mu = load_rows(mu_ptr + (seq + j) * (N_STATE * E) + c64, E, mask_c, N_STATE, BLOCK_C)
+        if SCATTER_SUMS == 2:
+            mu = _load_rows_ordered(mu_ptr + (seq + j) * (N_STATE * E) + c64, E, mask_c, row_xor, N_STATE, BLOCK_C)
+        else:
+            mu = load_rows(mu_ptr + (seq + j) * (N_STATE * E) + c64, E, mask_c, N_STATE, BLOCK_C)
         dsum = tl.load(dsum_ptr + (seq + j) * E + c64, mask=mask_c, other=0.0)
         carry = mu + tl.exp2(A2 * dsum[None, :]) * carry
     dA_acc = tl.zeros((N_STATE, BLOCK_C), dtype=tl.float32)
@@ -238,7 +261,7 @@ def _scan_bwd_kernel(
             HAS_Z, HAS_BIAS, SOFTPLUS, USE_ASM, PREFETCH, L1_AHEAD, PAIRS, SCRATCH_AHEAD, SCRATCH_EVICT, OUT_EVICT,
             DZ_HALVES, CARRY_H, PAIR_TRIPS)
 
-    dA_tile = dA_ptr + ((part * n_dirs + direction) * E + c64[None, :]) * N_STATE + states[:, None]
+    dA_tile = dA_ptr + ((part * n_dirs + direction) * E + c64[None, :]) * N_STATE + order
     tl.store(dA_tile, dA_acc, mask=tile_mask)
     row_off = (part * n_dirs + direction) * E + c64
     if HAS_D:
@@ -273,7 +296,7 @@ def _bwd_walk(first_chunk, last_chunk, L, E, ckpt_lanes, scratch_lanes, tile_lin
         n_in = tl.minimum(L - start, CHUNK)
         ck_lanes = ckpt_lanes + chunk.to(tl.int64) * (N_STATE * E)
         if SUB > 0:  # forward over the chunk from its checkpoint, keeping every SUB-th state
-            h = load_rows(ck_lanes, E, mask_c, N_STATE, BLOCK_C)
+            h = _load_checkpoint(ck_lanes, E, mask_c, lanes, N_STATE, BLOCK_C, SCATTER_SUMS)
             h = _recompute(h, start, n_in, A2, bias_row, L, backward, mask_c, u_base, dt_base, B_base,
                            stride_u_l, stride_dt_l, stride_B_l, scratch_lanes, SUB, N_STATE, BLOCK_C, HAS_BIAS,
                            SOFTPLUS, USE_ASM, PREFETCH, L1_AHEAD, BC_lanes[0], SCRATCH_EVICT)
@@ -283,9 +306,9 @@ def _bwd_walk(first_chunk, last_chunk, L, E, ckpt_lanes, scratch_lanes, tile_lin
             seg_start = start + seg * SEG
             n_seg = tl.minimum(n_in - seg * SEG, SEG)
             if SUB > 0:
-                h = load_rows(scratch_lanes + seg * (N_STATE * BLOCK_C), BLOCK_C, mask_c, N_STATE, BLOCK_C)
+                h = _load_state_tile(scratch_lanes + seg * (N_STATE * BLOCK_C), mask_c, N_STATE, BLOCK_C)
             else:
-                h = load_rows(ck_lanes, E, mask_c, N_STATE, BLOCK_C)
+                h = _load_checkpoint(ck_lanes, E, mask_c, lanes, N_STATE, BLOCK_C, SCATTER_SUMS)
             # Forward over the segment: states[j] = the state entering step seg_start + j (PAIRS: states[j // 2]
             # for even j only).
             h = _recompute(h, seg_start, n_seg, A2, bias_row, L, backward, mask_c, u_base, dt_base, B_base,
@@ -383,8 +406,8 @@ def _odd_entering_state(j, seg_start, L, backward, mask_c, u_base, dt_base, B_ba
     u0, dt0, B0 = _fwd_token(j - 1, seg_start, L, backward, mask_c, u_base, dt_base, B_base, stride_u_l, stride_dt_l,
                              stride_B_l)
     d0, _ = _delta(dt0, bias_row, mask_c, HAS_BIAS, SOFTPLUS, USE_ASM)
-    h0 = load_rows(states_lanes + (j // 2) * (N_STATE * BLOCK_C), BLOCK_C, mask_c, N_STATE, BLOCK_C, EVICT)
-    return tl.exp2(A2 * d0[None, :]) * h0 + B0[:, None] * (d0 * u0)[None, :]
+    h0 = _load_state_tile(states_lanes + (j // 2) * (N_STATE * BLOCK_C), mask_c, N_STATE, BLOCK_C, EVICT)
+    return tl.exp2(A2 * d0[None, :]) * h0 + _state_col(B0) * (d0 * u0)[None, :]
 
 
 @triton.jit
@@ -414,7 +437,7 @@ def _step_back(t, u, dt, g, z, Bt, Ct, h_prev, h_out, carry, dA_acc, dD_acc, dbi
     d, d_slope = _delta(dt, bias_row, mask_c, HAS_BIAS, SOFTPLUS, USE_ASM)
     a = tl.exp2(A2 * d[None, :])
     if h_out is None:
-        h_out = a * h_prev + Bt[:, None] * (d * u)[None, :]
+        h_out = a * h_prev + _state_col(Bt) * (d * u)[None, :]
     return _walk_step(t, u, g * g_scale, z, Bt, Ct, h_prev, h_out, a, d, d_slope, carry, dA_acc, dD_acc, dbias_acc,
                       A2, D_row, g_scale, du_base, ddt_base, dz_base, dB_ptr, dC_ptr, dBC_row, dBC_off, lanes,
                       even_lane, mask_c, stride_du_l, stride_ddt_l, stride_dz_l, N_STATE, BLOCK_C, HAS_D, HAS_Z,
@@ -584,21 +607,28 @@ def _recompute(h, start, n, A2, bias_row, L, backward, mask_c, u_base, dt_base, 
             _prefetch_fwd_step(start + tl.minimum(j + L1_AHEAD, n - 1), L, backward, mask_c, u_base, dt_base, B_lanes,
                                stride_u_l, stride_dt_l, stride_B_l, USE_ASM)
         if j % EVERY == 0:
-            store_rows(out_lanes + (j // EVERY) * (N_STATE * BLOCK_C), BLOCK_C, h, mask_c, N_STATE, EVICT)
+            _store_state_tile(out_lanes + (j // EVERY) * (N_STATE * BLOCK_C), h, mask_c, N_STATE, BLOCK_C, EVICT)
         if PREFETCH:  # issue step j+1's loads (step j's again at the end) before step j's arithmetic
             u, dt, Bt = nxt_f
             nxt_f = _fwd_token(tl.where(j + 1 < n, j + 1, j), *fwd_args)
         else:
             u, dt, Bt = _fwd_token(j, *fwd_args)
         d, _ = _delta(dt, bias_row, mask_c, HAS_BIAS, SOFTPLUS, USE_ASM)
-        h = tl.exp2(A2 * d[None, :]) * h + Bt[:, None] * (d * u)[None, :]
+        h = tl.exp2(A2 * d[None, :]) * h + _state_col(Bt) * (d * u)[None, :]
     return h
 
 
 @triton.jit
-def _shfl_xor(x, MASK: tl.constexpr):
-    """x from the lane whose index differs from this lane's in the bits of MASK (a butterfly shuffle)."""
-    if MASK == 16:
+def _shfl_xor(x, MASK: tl.constexpr, USE_ASM: tl.constexpr = True):
+    """x from the lane whose index differs from this lane's in the bits of MASK (a butterfly shuffle). Without
+    USE_ASM (the interpreter) the lanes are x's last axis (BLOCK_C = 32: lane = channel in the block) and the
+    shuffle is a gather along it, so that the reduce-scatters below run, and are tested, on the CPU too."""
+    if not USE_ASM:
+        if len(x.shape) == 1:
+            return tl.gather(x, tl.arange(0, x.shape[0]) ^ MASK, 0)
+        else:
+            return tl.gather(x, tl.broadcast_to((tl.arange(0, x.shape[1]) ^ MASK)[None, :], x.shape), 1)
+    elif MASK == 16:
         return tl.inline_asm_elementwise("shfl.sync.bfly.b32 $0, $1, 16, 0x1f, 0xffffffff;", "=r,r", [x],
                                          dtype=tl.float32, is_pure=True, pack=1)
     elif MASK == 8:
@@ -616,28 +646,156 @@ def _shfl_xor(x, MASK: tl.constexpr):
 
 
 @triton.jit
-def _halve(t, lane, M: tl.constexpr, MASK: tl.constexpr, BLOCK_C: tl.constexpr):
+def _halve(t, lane, M: tl.constexpr, MASK: tl.constexpr, BLOCK_C: tl.constexpr, USE_ASM: tl.constexpr):
     """One reduce-scatter level: t (2M, C) in-thread per lane; the lane keeps the half of its rows picked by its
     MASK bit (high rows when set), sends the other half to the lane across that bit and adds what it receives:
-    M shuffles for 2M values."""
+    M shuffles for 2M values (and 2M selects: which half is kept depends on the lane)."""
     t3 = tl.reshape(t, (2, M, BLOCK_C))
     half = tl.arange(0, 2)[:, None, None]
     lo = tl.sum(tl.where(half == 0, t3, -0.0), axis=0)
     hi = tl.sum(tl.where(half == 1, t3, -0.0), axis=0)
     high = ((lane & MASK) != 0)[None, :]
-    return tl.where(high, hi, lo) + _shfl_xor(tl.where(high, lo, hi), MASK)
+    return tl.where(high, hi, lo) + _shfl_xor(tl.where(high, lo, hi), MASK, USE_ASM)
 
 
 @triton.jit
-def _scattered_lane_sums(tile, lane, BLOCK_C: tl.constexpr):
-    """The sums over the 32 lanes of a (16, 32) tile (lane = channel, all 16 rows in-thread): lane l returns row
-    l // 2's sum. Recursive halving, 8 + 4 + 2 + 1 + 1 = 16 shuffles and adds, against tl.sum's 5 per row (80)."""
-    t = _halve(tile, lane, 8, 16, BLOCK_C)
-    t = _halve(t, lane, 4, 8, BLOCK_C)
-    t = _halve(t, lane, 2, 4, BLOCK_C)
-    t = _halve(t, lane, 1, 2, BLOCK_C)
+def _halve_first(t, M: tl.constexpr, MASK: tl.constexpr, BLOCK_C: tl.constexpr, USE_ASM: tl.constexpr):
+    """A reduce-scatter level where every lane keeps its first M rows and sends the last M to the lane across the
+    MASK bit: `_halve` without its selects, for tiles in the XOR state order (`_state_xor`), where the rows a lane
+    keeps come first in every lane and the rows it sends line up with its partner's kept ones."""
+    t3 = tl.reshape(t, (2, M, BLOCK_C))
+    half = tl.arange(0, 2)[:, None, None]
+    first = tl.sum(tl.where(half == 0, t3, -0.0), axis=0)
+    last = tl.sum(tl.where(half == 1, t3, -0.0), axis=0)
+    return first + _shfl_xor(last, MASK, USE_ASM)
+
+
+@triton.jit
+def _scattered_lane_sums(tile, lane, BLOCK_C: tl.constexpr, USE_ASM: tl.constexpr, ORDER: tl.constexpr = 1):
+    """The sums over the 32 lanes of a (16, 32) tile (lane = channel, all 16 rows in-thread): lane l returns state
+    l // 2's sum. Recursive halving, 8 + 4 + 2 + 1 + 1 = 16 shuffles and adds, against tl.sum's 5 per row (80).
+    ORDER 1: row n of every lane is state n; ORDER 2: the XOR state order (`_state_xor`), whose first two levels
+    (lane bits 4 and 3: state bits 3 and 2) need no selects; the last two split state bits 1 and 0, which the
+    order leaves in place, as before."""
+    if ORDER == 2:
+        t = _halve_first(tile, 8, 16, BLOCK_C, USE_ASM)
+        t = _halve_first(t, 4, 8, BLOCK_C, USE_ASM)
+    else:
+        t = _halve(tile, lane, 8, 16, BLOCK_C, USE_ASM)
+        t = _halve(t, lane, 4, 8, BLOCK_C, USE_ASM)
+    t = _halve(t, lane, 2, 4, BLOCK_C, USE_ASM)
+    t = _halve(t, lane, 1, 2, BLOCK_C, USE_ASM)
     r = tl.sum(t, axis=0)
-    return r + _shfl_xor(r, 1)
+    return r + _shfl_xor(r, 1, USE_ASM)
+
+
+@triton.jit
+def _state_xor(lanes):
+    """The XOR state order's per-lane mask (SCATTER_SUMS == 2): register row r of lane l holds state
+    r ^ _state_xor(l), i.e. lane bit 4 flips state bit 3 and lane bit 3 flips state bit 2. Rows move in groups
+    of 4 (state bits 1 and 0 stay), so a B or C row still loads as four 16-byte pieces per lane."""
+    return (lanes >> 1) & 12
+
+
+@triton.jit
+def _load_rows_ordered(lanes, row_stride, mask_c, row_xor, N_STATE: tl.constexpr, BLOCK_C: tl.constexpr):
+    """`load_rows` into the XOR state order: register row n of lane l gets stored row n ^ row_xor[l]."""
+    states = tl.arange(0, N_STATE)
+    tile = tl.zeros((N_STATE, BLOCK_C), dtype=tl.float32)
+    for n in tl.static_range(N_STATE):
+        row = tl.load(lanes + (n ^ row_xor) * row_stride, mask=mask_c, other=0.0)
+        tile = tl.where(states[:, None] == n, row[None, :], tile)
+    return tile
+
+
+@triton.jit
+def _load_checkpoint(ck_lanes, E, mask_c, lanes, N_STATE: tl.constexpr, BLOCK_C: tl.constexpr,
+                     SCATTER_SUMS: tl.constexpr):
+    """A checkpoint's (N, C) state tile (stored (N, E) rows) in the walk's state order."""
+    if SCATTER_SUMS == 2:
+        return _load_rows_ordered(ck_lanes, E, mask_c, _state_xor(lanes), N_STATE, BLOCK_C)
+    else:
+        return load_rows(ck_lanes, E, mask_c, N_STATE, BLOCK_C)
+
+
+@triton.jit
+def _state_groups(row_lanes):
+    """(C, 4) pointers into the XOR state order's B or C rows (row_lanes (C,): lane l's row, unit state stride):
+    lane l's first register group, states 4 g + k with g = _state_xor(l) / 4 (`_state_row` reads the others)."""
+    g = _state_xor(tl.arange(0, row_lanes.shape[0])) >> 2
+    return row_lanes[:, None] + (g * 4)[:, None] + tl.arange(0, 4)[None, :]
+
+
+@triton.jit
+def _state_row(ptr):
+    """A per-state operand of one token in fp32: ptr (N,) pointers (the same row in every lane) -> (N,); or the XOR
+    order's (C, 4) group pointers (`_state_groups`, N = 16) -> the (16, C) tile of each lane's states in its
+    order: register group q of lane l is stored group q ^ g, one 16-byte load each. Each group is its own (C, 4)
+    load, so that Triton's coalescing keeps the 4 states in-thread and the lanes on the channels (the state tile's
+    own mapping; a single (C, 4, 4) load got lanes across groups under triton 3.8)."""
+    if len(ptr.shape) == 1:
+        return tl.load(ptr).to(tl.float32)
+    else:
+        g = _state_xor(tl.arange(0, ptr.shape[0])) >> 2
+        g0 = tl.load(ptr).to(tl.float32)
+        g1 = tl.load(ptr + (((1 ^ g) - g) * 4)[:, None]).to(tl.float32)
+        g2 = tl.load(ptr + (((2 ^ g) - g) * 4)[:, None]).to(tl.float32)
+        g3 = tl.load(ptr + (((3 ^ g) - g) * 4)[:, None]).to(tl.float32)
+        return _groups_to_tile(g0, g1, g2, g3)
+
+
+@triton.jit
+def _load_state_tile(lanes, mask_c, N_STATE: tl.constexpr, BLOCK_C: tl.constexpr, EVICT: tl.constexpr = None):
+    """A scratch state tile (N, C) in register order: lanes (C,) pointers to row 0 (N rows of C, as
+    `load_rows`), or with VEC_SCRATCH (C, 4) pointers to lane l's states 0-3 (4 l + k): groups of 4 states per lane
+    contiguous, group q at q * 4 C, so that each group is one 16-byte load per lane and 512 contiguous bytes per
+    warp (4 loads per tile instead of 16; N = 16)."""
+    if len(lanes.shape) == 1:
+        return load_rows(lanes, BLOCK_C, mask_c, N_STATE, BLOCK_C, EVICT)
+    else:
+        m = mask_c[:, None]
+        g0 = tl.load(lanes, mask=m, other=0.0, eviction_policy="" if EVICT is None else EVICT)
+        g1 = tl.load(lanes + 4 * BLOCK_C, mask=m, other=0.0, eviction_policy="" if EVICT is None else EVICT)
+        g2 = tl.load(lanes + 8 * BLOCK_C, mask=m, other=0.0, eviction_policy="" if EVICT is None else EVICT)
+        g3 = tl.load(lanes + 12 * BLOCK_C, mask=m, other=0.0, eviction_policy="" if EVICT is None else EVICT)
+        return _groups_to_tile(g0, g1, g2, g3)
+
+
+@triton.jit
+def _store_state_tile(lanes, tile, mask_c, N_STATE: tl.constexpr, BLOCK_C: tl.constexpr, EVICT: tl.constexpr = None):
+    """Store an (N, C) state tile where `_load_state_tile` reads it (lanes: (C,) row pointers or (C, 4) groups)."""
+    if len(lanes.shape) == 1:
+        store_rows(lanes, BLOCK_C, tile, mask_c, N_STATE, EVICT)
+    else:
+        m = mask_c[:, None]
+        # the inverse of `_groups_to_tile`: [l, 4 q + k] -> [l, k, q % 2, q // 2], then split q
+        parts = tl.permute(tl.reshape(tl.trans(tile), (BLOCK_C, 2, 2, 4)), (0, 3, 2, 1))
+        low, high = tl.split(parts)
+        g0, g1 = tl.split(low)
+        g2, g3 = tl.split(high)
+        tl.store(lanes, g0, mask=m, eviction_policy="" if EVICT is None else EVICT)
+        tl.store(lanes + 4 * BLOCK_C, g1, mask=m, eviction_policy="" if EVICT is None else EVICT)
+        tl.store(lanes + 8 * BLOCK_C, g2, mask=m, eviction_policy="" if EVICT is None else EVICT)
+        tl.store(lanes + 12 * BLOCK_C, g3, mask=m, eviction_policy="" if EVICT is None else EVICT)
+
+
+@triton.jit
+def _groups_to_tile(g0, g1, g2, g3):
+    """Four (C, 4) groups of each lane's states (group q: states 4 q + k) as the (16, C) state tile: joins,
+    a permute and a reshape that only relabel registers (the lanes stay on the channels)."""
+    groups = tl.join(tl.join(g0, g1), tl.join(g2, g3))  # (C, 4, 2, 2): [l, k, q % 2, q // 2]
+    rows = tl.reshape(tl.permute(groups, (0, 3, 2, 1)), (g0.shape[0], 16))  # [l, 4 q + k]
+    return tl.trans(rows)
+
+
+@triton.jit
+def _state_col(v):
+    """A per-state operand as an (N, C)-broadcastable tile: an (N,) row (the same in every lane) as (N, 1); an
+    (N, C) tile (the XOR state order's per-lane rows) as it is."""
+    if len(v.shape) == 1:
+        return v[:, None]
+    else:
+        return v
 
 
 @triton.jit
@@ -647,7 +805,7 @@ def _fwd_token(j, start, L, backward, mask_c, u_base, dt_base, B_base, stride_u_
     t = tl.where(backward, L - 1 - step, step)
     u = _load_lanes(u_base + t * stride_u_l, mask_c, True)
     dt = _load_lanes(dt_base + t * stride_dt_l, mask_c, True)
-    Bt = tl.load(B_base + t * stride_B_l).to(tl.float32)
+    Bt = _state_row(B_base + t * stride_B_l)
     return u, dt, Bt
 
 
@@ -693,8 +851,8 @@ def _walk_inputs(j, start, L, backward, mask_c, u_base, dt_base, g_base, z_base,
         z = _load_lanes(z_base + t * stride_z_l, mask_c, True)
     else:
         z = u
-    Bt = tl.load(B_base + t * stride_B_l).to(tl.float32)
-    Ct = tl.load(C_base + t * stride_C_l).to(tl.float32)
+    Bt = _state_row(B_base + t * stride_B_l)
+    Ct = _state_row(C_base + t * stride_C_l)
     return t, u, dt, g, z, Bt, Ct
 
 
@@ -707,7 +865,7 @@ def _bwd_token(j, start, L, backward, mask_c, u_base, dt_base, g_base, z_base, B
     t, u, dt, g, z, Bt, Ct = _walk_inputs(j, start, L, backward, mask_c, u_base, dt_base, g_base, z_base, B_base,
                                           C_base, stride_u_l, stride_dt_l, stride_g_l, stride_z_l, stride_B_l,
                                           stride_C_l, HAS_Z)
-    h_prev = load_rows(scratch_lanes + tile * (N_STATE * BLOCK_C), BLOCK_C, mask_c, N_STATE, BLOCK_C, EVICT)
+    h_prev = _load_state_tile(scratch_lanes + tile * (N_STATE * BLOCK_C), mask_c, N_STATE, BLOCK_C, EVICT)
     return t, u, dt, g, z, Bt, Ct, h_prev
 
 
@@ -724,7 +882,7 @@ def _walk_step(t, u, g, z, Bt, Ct, h_prev, h, a, d, d_slope, carry, dA_acc, dD_a
     dA_acc, dD_acc, dbias_acc) updated."""
     du_in = d * u
     if HAS_Z:
-        y = tl.sum(Ct[:, None] * h, axis=0)
+        y = tl.sum(_state_col(Ct) * h, axis=0)
         if HAS_D:
             y += D_row * u
         sz = fastmath.sigmoid(z, USE_ASM)
@@ -736,8 +894,8 @@ def _walk_step(t, u, g, z, Bt, Ct, h_prev, h, a, d, d_slope, carry, dA_acc, dD_a
         dy = g * z * sz
     else:
         dy = g
-    lam = Ct[:, None] * dy[None, :] + carry  # l_s = dL/dh_s
-    lam_B = tl.sum(lam * Bt[:, None], axis=0)
+    lam = _state_col(Ct) * dy[None, :] + carry  # l_s = dL/dh_s
+    lam_B = tl.sum(lam * _state_col(Bt), axis=0)
     lam_ah = lam * a * h_prev
     dd = lam_B * u + tl.sum(lam_ah * A2, axis=0) * LN2
     du = lam_B * d
@@ -749,12 +907,12 @@ def _walk_step(t, u, g, z, Bt, Ct, h_prev, h, a, d, d_slope, carry, dA_acc, dD_a
     dA_acc += lam_ah * d[None, :]
     tl.store(du_base + t * stride_du_l, du.to(du_base.dtype.element_ty), mask=mask_c, eviction_policy=EVICT)
     tl.store(ddt_base + t * stride_ddt_l, ddt.to(ddt_base.dtype.element_ty), mask=mask_c, eviction_policy=EVICT)
-    if SCATTER_SUMS:  # lane l stores state l // 2 (even lanes)
+    if SCATTER_SUMS:  # lane l stores state l // 2 (even lanes); SCATTER_SUMS == 2: the tiles are in the XOR order
         row = dBC_row + t * N_STATE
-        tl.store(dC_ptr + row, _scattered_lane_sums(h * dy[None, :], lanes, BLOCK_C), mask=even_lane,
-                 eviction_policy=EVICT)
-        tl.store(dB_ptr + row, _scattered_lane_sums(lam * du_in[None, :], lanes, BLOCK_C), mask=even_lane,
-                 eviction_policy=EVICT)
+        dC_sums = _scattered_lane_sums(h * dy[None, :], lanes, BLOCK_C, USE_ASM, SCATTER_SUMS)
+        tl.store(dC_ptr + row, dC_sums, mask=even_lane, eviction_policy=EVICT)
+        dB_sums = _scattered_lane_sums(lam * du_in[None, :], lanes, BLOCK_C, USE_ASM, SCATTER_SUMS)
+        tl.store(dB_ptr + row, dB_sums, mask=even_lane, eviction_policy=EVICT)
     else:
         row = dBC_off + t * N_STATE
         tl.store(dC_ptr + row, tl.sum(h * dy[None, :], axis=1), eviction_policy=EVICT)
@@ -823,6 +981,17 @@ DEFAULT_SUB_CHUNK = 0
 # results/history/scan-bwd-variants-h200-2026-12-02.json, bf16, Vim-Ti): 3.48 -> 3.10 ms at batch 8 x 6,085
 # tokens, 1.36 -> 1.18 ms at 128 x 197, gradients equal within 8e-8 (rel. L2), deterministic.
 DEFAULT_SCATTER_SUMS = True
+# The walk's states in the XOR order (scan_bwd_launch_config's scatter_xor; `_state_xor`, `_halve_first`): lane l
+# holds state r ^ _state_xor(l) in register row r, so that the reduce-scatter's first two levels keep their first
+# half in every lane instead of selecting by lane (48 FSEL fewer per step on paper), for per-lane B/C row addresses
+# (four 16-byte pieces each, as before). Session q: built and checked under the interpreter and statically;
+# unmeasured, so off.
+DEFAULT_SCATTER_XOR = False
+# The walk's scratch state tiles as per-lane groups of 4 contiguous states (scan_bwd_launch_config's vec_scratch;
+# `_load_state_tile`, `_store_state_tile`): one 16-byte access per group, lanes 16 bytes apart (512 contiguous bytes
+# per warp), 4 loads or stores per tile instead of 16 row accesses. Session q: built and checked under the
+# interpreter and statically; unmeasured, so off.
+DEFAULT_VEC_SCRATCH = False
 # The walk's load pipeline and register cap (scan_bwd_launch_config's prefetch, maxnreg). Static check (sm_90, triton
 # 3.8, Vim-Ti bf16 halves): with PREFETCH (the next step's loads issued before this step's arithmetic) the walk takes
 # 255 registers, 8 one-warp programs per SM; without it 232, and capped at 168 no spill at all (1,704 instructions vs
@@ -958,7 +1127,8 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
                            l1_ahead: int | None = None, pairs: bool | None = None,
                            channel_splits: int | None = None, scratch_ahead: int | None = None,
                            evict_hints: bool | None = None, carry_h: bool | None = None,
-                           pair_trips: bool | None = None) -> ScanBwdLaunch:
+                           pair_trips: bool | None = None, scatter_xor: bool | None = None,
+                           unit_state_stride: bool = True, vec_scratch: bool | None = None) -> ScanBwdLaunch:
     """The backward's grids, tiles, warps and split of L into chunk groups: the one place that chooses them (the
     launcher and `vimbench kernels static` both call it). One warp, a channel per lane, as the forward.
     chunks_per_program: checkpoint chunks per program along L; None picks: on the GPU enough groups that the
@@ -971,8 +1141,12 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
     (3 exps per element, scratch cdiv(chunk, S) + S tiles instead of chunk: it can stay in L2). None picks
     (DEFAULT_SUB_CHUNK; the interpreter 3, so that tests cross sub-chunks and end in a partial one).
     scatter_sums: reduce dB/dC over the lanes by a reduce-scatter of inline-asm shuffles (`_scattered_lane_sums`,
-    32 shuffles per token instead of 160); only where its lane mapping holds (GPU, BLOCK_C = 32, one warp,
-    n_state = 16), else tl.sum; None: DEFAULT_SCATTER_SUMS.
+    32 shuffles per token instead of 160); only where its lane mapping holds (BLOCK_C = 32, one warp,
+    n_state = 16), else tl.sum; None: DEFAULT_SCATTER_SUMS on the GPU, off under the interpreter (True there runs
+    the shuffles as gathers along the channel axis: the same sums, for the tests).
+    scatter_xor: with the reduce-scatter, the walk holds its states in the XOR order (`_state_xor`), whose first
+    two reduce-scatter levels need no selects (SCATTER_SUMS = 2); None: DEFAULT_SCATTER_XOR. Only where B and C
+    have unit state stride (`unit_state_stride`: their rows load as per-lane groups of 4 contiguous states).
     block_c: channels per one-warp program, 8, 16 or 32 (an experiment knob: 16 leaves two lanes per channel and
     fewer registers per lane, so more programs per SM); None picks (32 on the GPU unless the grid is tiny;
     `runtime.interpreted_block_c` under the interpreter).
@@ -1000,7 +1174,11 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
     leaving state from the step after it instead of recomputing it (`_scan_bwd_kernel`'s CARRY_H); None:
     DEFAULT_CARRY_H, and where that is None too, on in the capped 16-bit pairs walk and under the interpreter.
     pair_trips: the pairs walk two steps per loop trip, the leaving state carried (`_scan_bwd_kernel`'s
-    PAIR_TRIPS; only with pairs, else ignored; measured slower, an experiment knob); None: DEFAULT_PAIR_TRIPS."""
+    PAIR_TRIPS; only with pairs, else ignored; measured slower, an experiment knob); None: DEFAULT_PAIR_TRIPS.
+    vec_scratch: the walk's scratch state tiles as per-lane groups of 4 states (`_load_state_tile`: 4 16-byte
+    loads or stores per tile and lane instead of 16 4-byte ones; N = 16 only); None: DEFAULT_VEC_SCRATCH.
+    Returns the launches; the walk's SCATTER_SUMS constexpr is False (tl.sum), True (the reduce-scatter) or 2 (the
+    reduce-scatter from the XOR state order)."""
     n_chunks = max(1, cdiv(length, chunk))
     if block_c is not None:
         if block_c not in (8, 16, 32):
@@ -1024,8 +1202,10 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
     sub = sub_chunk if 0 < sub_chunk < chunk else 0
     seg, sub_tiles = (sub, cdiv(chunk, sub)) if sub else (chunk, 0)
     if scatter_sums is None:
-        scatter_sums = DEFAULT_SCATTER_SUMS
-    scatter = bool(scatter_sums) and not interpreted and block_c == 32 and n_state == 16
+        scatter_sums = DEFAULT_SCATTER_SUMS and not interpreted
+    scatter = bool(scatter_sums) and block_c == 32 and n_state == 16
+    if scatter and unit_state_stride and bool(DEFAULT_SCATTER_XOR if scatter_xor is None else scatter_xor):
+        scatter = 2
     walk_programs = cdiv(channels, block_c) * 2 * groups * batch
     prefetch = DEFAULT_PREFETCH if prefetch is None else prefetch
     if prefetch is None:  # auto: more programs than one prefetching wave -> no prefetch, capped registers
@@ -1057,6 +1237,7 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
     carry_h = DEFAULT_CARRY_H if carry_h is None else carry_h
     carry_h = (capped_pairs or interpreted) if carry_h is None else bool(carry_h)
     pair_trips = bool(DEFAULT_PAIR_TRIPS if pair_trips is None else pair_trips) and pairs
+    vec_scratch = bool(DEFAULT_VEC_SCRATCH if vec_scratch is None else vec_scratch) and n_state == 16
     masked = channels % block_c != 0
     constexprs = dict(BLOCK_C=block_c, CHUNK=chunk, USE_ASM=not interpreted, PREFETCH=prefetch, MASK_C=masked)
     n_cblocks = cdiv(channels, block_c)
@@ -1076,7 +1257,7 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
                                         SCRATCH_EVICT="evict_last" if hints else None,
                                         OUT_EVICT="evict_first" if hints else None,
                                         MASK_C=masked or not (UNMASKED_WALK or interpreted), CARRY_H=carry_h,
-                                        PAIR_TRIPS=pair_trips),
+                                        PAIR_TRIPS=pair_trips, VEC_SCRATCH=vec_scratch),
                         num_warps=1, maxnreg=None if interpreted else maxnreg)
     carry = None
     if groups > 1:
@@ -1119,8 +1300,8 @@ def _check_bwd(grad_out, u, checkpoints, combine, chunk, n_state):
 def bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints, delta_softplus=True,
                      combine=True, chunk=64, *, chunks_per_program=None, sub_chunk=None, scatter_sums=None,
                      block_c=None, prefetch=None, maxnreg=None, l1_ahead=None, pairs=None, channel_splits=None,
-                     scratch_ahead=None, evict_hints=None, carry_h=None, pair_trips=None, dz_halves=False,
-                     bc_rows_dtype=None):
+                     scratch_ahead=None, evict_hints=None, carry_h=None, pair_trips=None, scatter_xor=None,
+                     vec_scratch=None, dz_halves=False, bc_rows_dtype=None):
     """Gradients of `bimamba_scan` (see the module docstring for the contract). Returns
     (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias); None for each absent optional input.
     dz_halves=True: dz is returned unsummed, (2, batch, E, L) in z's dtype laid out like u, [d] = direction d's
@@ -1132,8 +1313,7 @@ def bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints,
     chunks_per_program: force the split of L (checkpoint chunks per program; >= cdiv(L, chunk): one program
     walks the whole sequence, the pre-chunk-parallel kernel); None: `scan_bwd_launch_config` picks. sub_chunk,
     scatter_sums, block_c, prefetch, maxnreg, l1_ahead, pairs, channel_splits, scratch_ahead, evict_hints, carry_h,
-    pair_trips: launch
-    experiments, None = the defaults (`scan_bwd_launch_config`)."""
+    pair_trips, scatter_xor, vec_scratch: launch experiments, None = the defaults (`scan_bwd_launch_config`)."""
     _check(u, delta, A, B, C, 2)
     n_state = A.shape[-1]
     chunk = _check_bwd(grad_out, u, checkpoints, combine, chunk, n_state)
@@ -1168,7 +1348,9 @@ def bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints,
                                  sm_count=1 if interpreted else sm_count(device),
                                  fp32=u.dtype == torch.float32, l1_ahead=l1_ahead, pairs=pairs,
                                  channel_splits=channel_splits, scratch_ahead=scratch_ahead,
-                                 evict_hints=evict_hints, carry_h=carry_h, pair_trips=pair_trips)
+                                 evict_hints=evict_hints, carry_h=carry_h, pair_trips=pair_trips,
+                                 scatter_xor=scatter_xor, unit_state_stride=B.stride(2) == 1 and C.stride(2) == 1,
+                                 vec_scratch=vec_scratch)
     walk = cfg.walk
     block_c = walk.constexprs["BLOCK_C"]
     n_cblocks, groups = walk.grid[0], cfg.groups

@@ -364,6 +364,67 @@ def test_bwd_carried_state_choice(scan):
     assert interp["CARRY_H"] and interp["PAIR_TRIPS"] is bool(bwd.DEFAULT_PAIR_TRIPS)
 
 
+@pytest.mark.parametrize("walk,combine,length", [(dict(pairs=True, prefetch=False, sub_chunk=0), True, 19),
+                                                 (dict(pairs=True, prefetch=False, sub_chunk=0), False, 13),
+                                                 (dict(chunks_per_program=1, sub_chunk=3), True, 11)])
+def test_bwd_reduce_scatter_orders(scan, walk, combine, length):
+    """The dB/dC reduce-scatter over 32 lanes (`_scattered_lane_sums`; under the interpreter its shuffles are gathers
+    along the channel axis), from the natural state order and from the XOR order (scatter_xor: every tile's row r of
+    lane l is state r ^ _state_xor(l), so A, the checkpoints, the group carries, B, C and dA all move in that order):
+    the float64 reference's gradients and tl.sum's within fp32 rounding; the XOR order also with the scratch's state
+    tiles as per-lane groups of 4 (vec_scratch). 40 channels: a full block of 32 and a masked one; the pairs walk
+    over several groups (group carries), the walk over sub-chunks (sub-checkpoints in the scratch); both output
+    forms."""
+    x = model_layout(1, 40, length, seed=31)
+    run = lambda **kw: run_triton(scan, x, combine=combine, chunk=4, block_c=32, **walk, **kw)  # noqa: E731
+    _, g, summed = run()
+    want = reference_grads(x, g, combine=combine)
+    assert_grads_close(summed, want, x)
+    for order in (dict(scatter_sums=True), dict(scatter_sums=True, scatter_xor=True),
+                  dict(scatter_sums=True, scatter_xor=True, vec_scratch=True)):
+        _, _, got = run(**order)
+        assert_grads_close(got, want, x)
+        for name in GRAD_NAMES:
+            torch.testing.assert_close(got[name], summed[name], rtol=1e-5, atol=1e-6,
+                                       msg=lambda m, n=name, k=order: f"d{n} {k}: {m}")
+
+
+def test_bwd_reduce_scatter_choice(scan):
+    """Where the reduce-scatter and its XOR order apply: the reduce-scatter on the GPU by default and under the
+    interpreter only when asked for, always only at BLOCK_C = 32 and N = 16; the XOR order (SCATTER_SUMS = 2) only
+    with the reduce-scatter, when asked for or by DEFAULT_SCATTER_XOR, and only for B and C with unit state stride."""
+    _, bwd = scan
+    ce = lambda interpreted=False, **kw: bwd.scan_bwd_launch_config(  # noqa: E731
+        8, 384, 6085, 128, interpreted, **kw).walk.constexprs["SCATTER_SUMS"]
+    assert ce() == (2 if bwd.DEFAULT_SCATTER_XOR else True)
+    assert ce(scatter_xor=False) is True and ce(scatter_xor=True) == 2
+    assert ce(scatter_xor=True, unit_state_stride=False) is True
+    assert not ce(scatter_sums=False, scatter_xor=True) and not ce(block_c=16, scatter_xor=True)
+    assert not ce(n_state=8, scatter_xor=True)
+    assert not ce(True) and not ce(True, block_c=32)
+    assert ce(True, block_c=32, scatter_sums=True) is True and ce(True, block_c=32, scatter_sums=True,
+                                                                 scatter_xor=True) == 2
+
+
+@pytest.mark.parametrize("walk", [dict(pairs=True, prefetch=False, sub_chunk=0),
+                                  dict(chunks_per_program=1, sub_chunk=3)])
+def test_bwd_vector_scratch(scan, walk):
+    """The walk's scratch state tiles as per-lane groups of 4 states (vec_scratch; `_load_state_tile`) hold the same
+    values as the row layout: the same gradients (to the interpreter's summation order: its tiles are transposed
+    views) and the float64 reference's; the pairs walk over several groups, sub-checkpoints; N = 16 only, off by
+    DEFAULT_VEC_SCRATCH."""
+    _, bwd = scan
+    x = model_layout(1, 13, 19, seed=37)
+    _, g, rows = run_triton(scan, x, combine=True, chunk=4, **walk)
+    _, _, groups = run_triton(scan, x, combine=True, chunk=4, vec_scratch=True, **walk)
+    assert_grads_close(groups, reference_grads(x, g, combine=True), x)
+    for name in GRAD_NAMES:
+        torch.testing.assert_close(groups[name], rows[name], rtol=1e-6, atol=1e-7, msg=lambda m, n=name: f"d{n}: {m}")
+    ce = lambda **kw: bwd.scan_bwd_launch_config(8, 384, 6085, 128, False, **kw).walk.constexprs  # noqa: E731
+    assert ce()["VEC_SCRATCH"] is bool(bwd.DEFAULT_VEC_SCRATCH) and ce(vec_scratch=True)["VEC_SCRATCH"]
+    assert not ce(vec_scratch=True, n_state=8)["VEC_SCRATCH"]
+
+
 @pytest.mark.parametrize("pairs", [False, True])
 def test_bwd_unmasked_channels(scan, pairs):
     """Channels a multiple of the block (16 in blocks of 8 under the interpreter; Vim's 384 in blocks of 32 on the
@@ -654,6 +715,26 @@ def test_bwd_gpu_carried_state(scan, batch, length):
             if off[name] is not None:
                 want = off[name].float()
                 torch.testing.assert_close(on[name].float(), want, rtol=2 ** -6,
+                                           atol=1e-5 * want.abs().max().item(),
+                                           msg=lambda m, n=name, k=kw: f"d{n} {k}: {m}")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("batch,length", [(8, 6085), (128, 197)])
+def test_bwd_gpu_state_xor_order(scan, batch, length):
+    """Vim-Ti's training shapes, combined bf16, in the training op's output forms: the walk from the XOR state order
+    (scatter_xor), alone and with the vector scratch (vec_scratch), against the natural order, all with the
+    reduce-scatter: the same sums in another order of additions, so equal to fp32 rounding; test_bwd_gpu checks the
+    default walk against torch."""
+    x = model_layout(batch, 384, length, dtype=torch.bfloat16, device="cuda")
+    forms = dict(dz_halves=True, bc_rows_dtype=torch.bfloat16, scatter_sums=True)
+    _, _, natural = run_triton(scan, x, True, 128, scatter_xor=False, **forms)
+    for kw in (dict(scatter_xor=True), dict(scatter_xor=True, vec_scratch=True)):
+        _, _, xor = run_triton(scan, x, True, 128, **kw, **forms)
+        for name in GRAD_NAMES:
+            if natural[name] is not None:
+                want = natural[name].float()
+                torch.testing.assert_close(xor[name].float(), want, rtol=2 ** -6,
                                            atol=1e-5 * want.abs().max().item(),
                                            msg=lambda m, n=name, k=kw: f"d{n} {k}: {m}")
 
