@@ -404,6 +404,12 @@ def test_bwd_reduce_scatter_choice(scan):
     assert not ce(True) and not ce(True, block_c=32)
     assert ce(True, block_c=32, scatter_sums=True) is True and ce(True, block_c=32, scatter_sums=True,
                                                                  scatter_xor=True) == 2
+    # B and C with a non-unit state stride (contiguous (2, batch, N, L)): the natural order, and the right gradients
+    x = model_layout(1, 40, 5, seed=41)
+    x["B"], x["C"] = x["B"].contiguous(), x["C"].contiguous()
+    assert x["B"].stride(2) != 1
+    _, g, got = run_triton(scan, x, combine=True, chunk=4, block_c=32, scatter_sums=True, scatter_xor=True)
+    assert_grads_close(got, reference_grads(x, g, combine=True), x)
 
 
 @pytest.mark.parametrize("walk", [dict(pairs=True, prefetch=False, sub_chunk=0),
