@@ -231,7 +231,7 @@ def _scan_bwd_kernel(
     for jg in range(0, n_groups - 1 - group):
         j = n_groups - 1 - jg
         if SCATTER_SUMS == 2:
-            mu = _load_rows_ordered(mu_ptr + (seq + j) * (N_STATE * E) + c64, E, mask_c, row_xor, N_STATE, BLOCK_C)
+            mu = load_rows(mu_ptr + (seq + j) * (N_STATE * E) + c64, E, mask_c, N_STATE, BLOCK_C, row_xor=row_xor)
         else:
             mu = load_rows(mu_ptr + (seq + j) * (N_STATE * E) + c64, E, mask_c, N_STATE, BLOCK_C)
         dsum = tl.load(dsum_ptr + (seq + j) * E + c64, mask=mask_c, other=0.0)
@@ -646,14 +646,20 @@ def _shfl_xor(x, MASK: tl.constexpr, USE_ASM: tl.constexpr = True):
 
 
 @triton.jit
+def _row_halves(t, M: tl.constexpr, BLOCK_C: tl.constexpr):
+    """t (2M, C) in-thread per lane as its first and last M rows (register picks: -0.0 is the additive identity
+    that lets the compiler drop the sums)."""
+    t3 = tl.reshape(t, (2, M, BLOCK_C))
+    half = tl.arange(0, 2)[:, None, None]
+    return tl.sum(tl.where(half == 0, t3, -0.0), axis=0), tl.sum(tl.where(half == 1, t3, -0.0), axis=0)
+
+
+@triton.jit
 def _halve(t, lane, M: tl.constexpr, MASK: tl.constexpr, BLOCK_C: tl.constexpr, USE_ASM: tl.constexpr):
     """One reduce-scatter level: t (2M, C) in-thread per lane; the lane keeps the half of its rows picked by its
     MASK bit (high rows when set), sends the other half to the lane across that bit and adds what it receives:
     M shuffles for 2M values (and 2M selects: which half is kept depends on the lane)."""
-    t3 = tl.reshape(t, (2, M, BLOCK_C))
-    half = tl.arange(0, 2)[:, None, None]
-    lo = tl.sum(tl.where(half == 0, t3, -0.0), axis=0)
-    hi = tl.sum(tl.where(half == 1, t3, -0.0), axis=0)
+    lo, hi = _row_halves(t, M, BLOCK_C)
     high = ((lane & MASK) != 0)[None, :]
     return tl.where(high, hi, lo) + _shfl_xor(tl.where(high, lo, hi), MASK, USE_ASM)
 
@@ -663,10 +669,7 @@ def _halve_first(t, M: tl.constexpr, MASK: tl.constexpr, BLOCK_C: tl.constexpr, 
     """A reduce-scatter level where every lane keeps its first M rows and sends the last M to the lane across the
     MASK bit: `_halve` without its selects, for tiles in the XOR state order (`_state_xor`), where the rows a lane
     keeps come first in every lane and the rows it sends line up with its partner's kept ones."""
-    t3 = tl.reshape(t, (2, M, BLOCK_C))
-    half = tl.arange(0, 2)[:, None, None]
-    first = tl.sum(tl.where(half == 0, t3, -0.0), axis=0)
-    last = tl.sum(tl.where(half == 1, t3, -0.0), axis=0)
+    first, last = _row_halves(t, M, BLOCK_C)
     return first + _shfl_xor(last, MASK, USE_ASM)
 
 
@@ -698,22 +701,11 @@ def _state_xor(lanes):
 
 
 @triton.jit
-def _load_rows_ordered(lanes, row_stride, mask_c, row_xor, N_STATE: tl.constexpr, BLOCK_C: tl.constexpr):
-    """`load_rows` into the XOR state order: register row n of lane l gets stored row n ^ row_xor[l]."""
-    states = tl.arange(0, N_STATE)
-    tile = tl.zeros((N_STATE, BLOCK_C), dtype=tl.float32)
-    for n in tl.static_range(N_STATE):
-        row = tl.load(lanes + (n ^ row_xor) * row_stride, mask=mask_c, other=0.0)
-        tile = tl.where(states[:, None] == n, row[None, :], tile)
-    return tile
-
-
-@triton.jit
 def _load_checkpoint(ck_lanes, E, mask_c, lanes, N_STATE: tl.constexpr, BLOCK_C: tl.constexpr,
                      SCATTER_SUMS: tl.constexpr):
     """A checkpoint's (N, C) state tile (stored (N, E) rows) in the walk's state order."""
     if SCATTER_SUMS == 2:
-        return _load_rows_ordered(ck_lanes, E, mask_c, _state_xor(lanes), N_STATE, BLOCK_C)
+        return load_rows(ck_lanes, E, mask_c, N_STATE, BLOCK_C, row_xor=_state_xor(lanes))
     else:
         return load_rows(ck_lanes, E, mask_c, N_STATE, BLOCK_C)
 

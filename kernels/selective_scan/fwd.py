@@ -362,16 +362,22 @@ def store_rows(lanes, row_stride, tile, mask_c, N_STATE: tl.constexpr, EVICT: tl
 
 
 @triton.jit
-def load_rows(lanes, row_stride, mask_c, N_STATE: tl.constexpr, BLOCK_C: tl.constexpr, EVICT: tl.constexpr = None):
+def load_rows(lanes, row_stride, mask_c, N_STATE: tl.constexpr, BLOCK_C: tl.constexpr, EVICT: tl.constexpr = None,
+              row_xor=None):
     """The (N, C) fp32 tile that `store_rows` stored (masked lanes read 0), built from N (C,) row loads for the
-    same reason. EVICT: the loads' L2 eviction policy."""
+    same reason. EVICT: the loads' L2 eviction policy. row_xor: None, or (C,) per-lane masks: row n of lane l gets
+    stored row n ^ row_xor[l] (the scan backward's XOR state order)."""
     states = tl.arange(0, N_STATE)
     tile = tl.zeros((N_STATE, BLOCK_C), dtype=tl.float32)
     for n in tl.static_range(N_STATE):
-        if EVICT is None:
-            row = tl.load(lanes + n * row_stride, mask=mask_c, other=0.0)
+        if row_xor is None:
+            row_ptr = lanes + n * row_stride
         else:
-            row = tl.load(lanes + n * row_stride, mask=mask_c, other=0.0, eviction_policy=EVICT)
+            row_ptr = lanes + (n ^ row_xor) * row_stride
+        if EVICT is None:
+            row = tl.load(row_ptr, mask=mask_c, other=0.0)
+        else:
+            row = tl.load(row_ptr, mask=mask_c, other=0.0, eviction_policy=EVICT)
         tile = tl.where(states[:, None] == n, row[None, :], tile)
     return tile
 
