@@ -976,14 +976,19 @@ DEFAULT_SCATTER_SUMS = True
 # The walk's states in the XOR order (scan_bwd_launch_config's scatter_xor; `_state_xor`, `_halve_first`): lane l
 # holds state r ^ _state_xor(l) in register row r, so that the reduce-scatter's first two levels keep their first
 # half in every lane instead of selecting by lane (48 FSEL fewer per step on paper), for per-lane B/C row addresses
-# (four 16-byte pieces each, as before). Session q: built and checked under the interpreter and statically;
-# unmeasured, so off.
-DEFAULT_SCATTER_XOR = False
+# (four 16-byte pieces each, as before). With DEFAULT_VEC_SCRATCH, measured (session r, H100, 2026-12-05,
+# results/history/statexor-h100-2026-12-05r.json, bf16, Vim-Ti, combined form): the kernel 1.841 -> 1.814 ms at
+# 8 x 6,085 tokens and 0.814 -> 0.802 ms at 128 x 197 (the XOR order alone: 1.829 / 0.810), captured training
+# steps +1.4% at 1248/8 and +0.9% at 224/128 (A B B A), gradients as the natural order's (rel. max 2e-3: bf16's
+# rounding of du, dz). On by default for the combined output (the training op's form) in 16-bit only: the
+# gated-halves walk with atomic dz spills inside its loop with this order under triton 3.6, and fp32 was not
+# measured.
+DEFAULT_SCATTER_XOR = True
 # The walk's scratch state tiles as per-lane groups of 4 contiguous states (scan_bwd_launch_config's vec_scratch;
 # `_load_state_tile`, `_store_state_tile`): one 16-byte access per group, lanes 16 bytes apart (512 contiguous bytes
-# per warp), 4 loads or stores per tile instead of 16 row accesses. Session q: built and checked under the
-# interpreter and statically; unmeasured, so off.
-DEFAULT_VEC_SCRATCH = False
+# per warp), 4 loads or stores per tile instead of 16 row accesses. Measured with the XOR order (above): on by
+# default for the combined output only, like it.
+DEFAULT_VEC_SCRATCH = True
 # The walk's load pipeline and register cap (scan_bwd_launch_config's prefetch, maxnreg). Static check (sm_90, triton
 # 3.8, Vim-Ti bf16 halves): with PREFETCH (the next step's loads issued before this step's arithmetic) the walk takes
 # 255 registers, 8 one-warp programs per SM; without it 232, and capped at 168 no spill at all (1,704 instructions vs
@@ -1120,7 +1125,8 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
                            channel_splits: int | None = None, scratch_ahead: int | None = None,
                            evict_hints: bool | None = None, carry_h: bool | None = None,
                            pair_trips: bool | None = None, scatter_xor: bool | None = None,
-                           unit_state_stride: bool = True, vec_scratch: bool | None = None) -> ScanBwdLaunch:
+                           unit_state_stride: bool = True, vec_scratch: bool | None = None,
+                           combine: bool = True) -> ScanBwdLaunch:
     """The backward's grids, tiles, warps and split of L into chunk groups: the one place that chooses them (the
     launcher and `vimbench kernels static` both call it). One warp, a channel per lane, as the forward.
     chunks_per_program: checkpoint chunks per program along L; None picks: on the GPU enough groups that the
@@ -1137,8 +1143,8 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
     n_state = 16), else tl.sum; None: DEFAULT_SCATTER_SUMS on the GPU, off under the interpreter (True there runs
     the shuffles as gathers along the channel axis: the same sums, for the tests).
     scatter_xor: with the reduce-scatter, the walk holds its states in the XOR order (`_state_xor`), whose first
-    two reduce-scatter levels need no selects (SCATTER_SUMS = 2); None: DEFAULT_SCATTER_XOR. Only where B and C
-    have unit state stride (`unit_state_stride`: their rows load as per-lane groups of 4 contiguous states).
+    two reduce-scatter levels need no selects (SCATTER_SUMS = 2); None: DEFAULT_SCATTER_XOR for the combined
+    output (`combine`) in 16-bit, else off (measured there only). Only where B and C have unit state stride (`unit_state_stride`: their rows load as per-lane groups of 4 contiguous states).
     block_c: channels per one-warp program, 8, 16 or 32 (an experiment knob: 16 leaves two lanes per channel and
     fewer registers per lane, so more programs per SM); None picks (32 on the GPU unless the grid is tiny;
     `runtime.interpreted_block_c` under the interpreter).
@@ -1168,7 +1174,9 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
     pair_trips: the pairs walk two steps per loop trip, the leaving state carried (`_scan_bwd_kernel`'s
     PAIR_TRIPS; only with pairs, else ignored; measured slower, an experiment knob); None: DEFAULT_PAIR_TRIPS.
     vec_scratch: the walk's scratch state tiles as per-lane groups of 4 states (`_load_state_tile`: 4 16-byte
-    loads or stores per tile and lane instead of 16 4-byte ones; N = 16 only); None: DEFAULT_VEC_SCRATCH.
+    loads or stores per tile and lane instead of 16 4-byte ones; N = 16 only); None: DEFAULT_VEC_SCRATCH where
+    scatter_xor's default applies.
+    combine: the combined output (the training op's form) or the gated halves; picks the defaults above.
     Returns the launches; the walk's SCATTER_SUMS constexpr is False (tl.sum), True (the reduce-scatter) or 2 (the
     reduce-scatter from the XOR state order)."""
     n_chunks = max(1, cdiv(length, chunk))
@@ -1196,7 +1204,9 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
     if scatter_sums is None:
         scatter_sums = DEFAULT_SCATTER_SUMS and not interpreted
     scatter = bool(scatter_sums) and block_c == 32 and n_state == 16
-    if scatter and unit_state_stride and bool(DEFAULT_SCATTER_XOR if scatter_xor is None else scatter_xor):
+    if scatter_xor is None:
+        scatter_xor = DEFAULT_SCATTER_XOR and combine and not fp32
+    if scatter and unit_state_stride and bool(scatter_xor):
         scatter = 2
     walk_programs = cdiv(channels, block_c) * 2 * groups * batch
     prefetch = DEFAULT_PREFETCH if prefetch is None else prefetch
@@ -1229,7 +1239,9 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
     carry_h = DEFAULT_CARRY_H if carry_h is None else carry_h
     carry_h = (capped_pairs or interpreted) if carry_h is None else bool(carry_h)
     pair_trips = bool(DEFAULT_PAIR_TRIPS if pair_trips is None else pair_trips) and pairs
-    vec_scratch = bool(DEFAULT_VEC_SCRATCH if vec_scratch is None else vec_scratch) and n_state == 16
+    if vec_scratch is None:
+        vec_scratch = DEFAULT_VEC_SCRATCH and combine and not fp32
+    vec_scratch = bool(vec_scratch) and n_state == 16
     masked = channels % block_c != 0
     constexprs = dict(BLOCK_C=block_c, CHUNK=chunk, USE_ASM=not interpreted, PREFETCH=prefetch, MASK_C=masked)
     n_cblocks = cdiv(channels, block_c)
@@ -1342,7 +1354,7 @@ def bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints,
                                  channel_splits=channel_splits, scratch_ahead=scratch_ahead,
                                  evict_hints=evict_hints, carry_h=carry_h, pair_trips=pair_trips,
                                  scatter_xor=scatter_xor, unit_state_stride=B.stride(2) == 1 and C.stride(2) == 1,
-                                 vec_scratch=vec_scratch)
+                                 vec_scratch=vec_scratch, combine=combine)
     walk = cfg.walk
     block_c = walk.constexprs["BLOCK_C"]
     n_cblocks, groups = walk.grid[0], cfg.groups

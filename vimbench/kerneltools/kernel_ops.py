@@ -341,7 +341,7 @@ def _scan_bwd_specs(dtype: str, shape: OpShape = OpShape(batch=8, channels=384, 
     B_, E, L, N = shape.batch, shape.channels, shape.length, shape.d_state
     halves = dtype != "fp32" if combined is None else not combined
     cfg = scan_bwd_launch_config(B_, E, L, CHECKPOINT_CHUNK, interpreted=False, block_c=block_c, prefetch=prefetch,
-                                 maxnreg=maxnreg, fp32=dtype == "fp32", pairs=pairs)
+                                 maxnreg=maxnreg, fp32=dtype == "fp32", pairs=pairs, combine=not halves)
     if cfg.carry is None:
         raise VimbenchError(f"static spec scan bwd: expected several chunk groups at {shape.label()}")
     width = XDblLayout(dt_rank=shape.dt_rank, d_state=N).width
@@ -398,11 +398,16 @@ def _scan_bwd_specs(dtype: str, shape: OpShape = OpShape(batch=8, channels=384, 
     # With the carried leaving state (bwd.DEFAULT_CARRY_H, session o) the combined walk (the training op's) does not
     # spill under either compiler, and the gated-halves walk spills less: 8 B under 3.8, 56 B under 3.6 (the
     # carried walk measured 0.8-1.3% faster; two steps per trip, bwd.DEFAULT_PAIR_TRIPS, measured slower: off).
+    # The combined walk from the XOR state order with vector scratch tiles (bwd.DEFAULT_SCATTER_XOR, session r)
+    # spills 16 B (triton 3.6) / 24 B (3.8) outside its step loops, reloaded once per segment, and measured 1.5%
+    # faster than the natural order without spill (results/history/statexor-h100-2026-12-05r.json).
     walk_ce = cfg.walk.constexprs
     prefetching = walk_ce["L1_AHEAD"] > 0 or walk_ce["SCRATCH_AHEAD"] > 0
     accepted_spill = 0
     if walk_ce["PAIRS"] and cfg.walk.maxnreg == 168:
         accepted_spill = (56 if halves else 0) if walk_ce["CARRY_H"] else 104 if prefetching else 48
+        if walk_ce["SCATTER_SUMS"] == 2 and walk_ce["VEC_SCRATCH"]:
+            accepted_spill = 24
     if block_c is not None or prefetch is not None or maxnreg is not None or pairs is not None:
         # the walk alone in another launch (registers, occupancy): a forced channel block, the prefetch on or off
         # (the default at this shape, more than one wave of programs: off, capped at 168 registers), a register cap
