@@ -377,10 +377,11 @@ def test_bwd_reduce_scatter_orders(scan, walk, combine, length):
     forms."""
     x = model_layout(1, 40, length, seed=31)
     run = lambda **kw: run_triton(scan, x, combine=combine, chunk=4, block_c=32, **walk, **kw)  # noqa: E731
-    _, g, summed = run()
+    _, g, summed = run(scatter_sums=False, vec_scratch=False)
     want = reference_grads(x, g, combine=combine)
     assert_grads_close(summed, want, x)
-    for order in (dict(scatter_sums=True), dict(scatter_sums=True, scatter_xor=True),
+    for order in (dict(scatter_sums=True, scatter_xor=False, vec_scratch=False),
+                  dict(scatter_sums=True, scatter_xor=True, vec_scratch=False),
                   dict(scatter_sums=True, scatter_xor=True, vec_scratch=True)):
         _, _, got = run(**order)
         assert_grads_close(got, want, x)
@@ -392,18 +393,22 @@ def test_bwd_reduce_scatter_orders(scan, walk, combine, length):
 def test_bwd_reduce_scatter_choice(scan):
     """Where the reduce-scatter and its XOR order apply: the reduce-scatter on the GPU by default and under the
     interpreter only when asked for, always only at BLOCK_C = 32 and N = 16; the XOR order (SCATTER_SUMS = 2) only
-    with the reduce-scatter, when asked for or by DEFAULT_SCATTER_XOR, and only for B and C with unit state stride."""
+    with the reduce-scatter, when asked for or by DEFAULT_SCATTER_XOR for the combined 16-bit walk (the gated
+    halves and fp32 keep the natural order by default), and only for B and C with unit state stride."""
     _, bwd = scan
     ce = lambda interpreted=False, **kw: bwd.scan_bwd_launch_config(  # noqa: E731
         8, 384, 6085, 128, interpreted, **kw).walk.constexprs["SCATTER_SUMS"]
-    assert ce() == (2 if bwd.DEFAULT_SCATTER_XOR else True)
-    assert ce(scatter_xor=False) is True and ce(scatter_xor=True) == 2
-    assert ce(scatter_xor=True, unit_state_stride=False) is True
+    xor_default = 2 if bwd.DEFAULT_SCATTER_XOR else True
+    assert ce() == xor_default and ce(combine=True) == xor_default
+    assert ce(combine=False) is True and ce(fp32=True) is True
+    assert ce(scatter_xor=False) is True and ce(scatter_xor=True) == 2 and ce(combine=False, scatter_xor=True) == 2
+    assert ce(scatter_xor=True, unit_state_stride=False) is True and ce(unit_state_stride=False) is True
     assert not ce(scatter_sums=False, scatter_xor=True) and not ce(block_c=16, scatter_xor=True)
     assert not ce(n_state=8, scatter_xor=True)
     assert not ce(True) and not ce(True, block_c=32)
-    assert ce(True, block_c=32, scatter_sums=True) is True and ce(True, block_c=32, scatter_sums=True,
-                                                                 scatter_xor=True) == 2
+    assert ce(True, block_c=32, scatter_sums=True) == xor_default
+    assert ce(True, block_c=32, scatter_sums=True, scatter_xor=False) is True
+    assert ce(True, block_c=32, scatter_sums=True, scatter_xor=True) == 2
     # B and C with a non-unit state stride (contiguous (2, batch, N, L)): the natural order, and the right gradients
     x = model_layout(1, 40, 5, seed=41)
     x["B"], x["C"] = x["B"].contiguous(), x["C"].contiguous()
@@ -417,17 +422,19 @@ def test_bwd_reduce_scatter_choice(scan):
 def test_bwd_vector_scratch(scan, walk):
     """The walk's scratch state tiles as per-lane groups of 4 states (vec_scratch; `_load_state_tile`) hold the same
     values as the row layout: the same gradients (to the interpreter's summation order: its tiles are transposed
-    views) and the float64 reference's; the pairs walk over several groups, sub-checkpoints; N = 16 only, off by
-    DEFAULT_VEC_SCRATCH."""
+    views) and the float64 reference's; the pairs walk over several groups, sub-checkpoints; N = 16 only; by default
+    (DEFAULT_VEC_SCRATCH) for the combined 16-bit walk only."""
     _, bwd = scan
     x = model_layout(1, 13, 19, seed=37)
-    _, g, rows = run_triton(scan, x, combine=True, chunk=4, **walk)
+    _, g, rows = run_triton(scan, x, combine=True, chunk=4, vec_scratch=False, **walk)
     _, _, groups = run_triton(scan, x, combine=True, chunk=4, vec_scratch=True, **walk)
     assert_grads_close(groups, reference_grads(x, g, combine=True), x)
     for name in GRAD_NAMES:
         torch.testing.assert_close(groups[name], rows[name], rtol=1e-6, atol=1e-7, msg=lambda m, n=name: f"d{n}: {m}")
     ce = lambda **kw: bwd.scan_bwd_launch_config(8, 384, 6085, 128, False, **kw).walk.constexprs  # noqa: E731
     assert ce()["VEC_SCRATCH"] is bool(bwd.DEFAULT_VEC_SCRATCH) and ce(vec_scratch=True)["VEC_SCRATCH"]
+    assert not ce(combine=False)["VEC_SCRATCH"] and not ce(fp32=True)["VEC_SCRATCH"]
+    assert ce(combine=False, vec_scratch=True)["VEC_SCRATCH"] and not ce(vec_scratch=False)["VEC_SCRATCH"]
     assert not ce(vec_scratch=True, n_state=8)["VEC_SCRATCH"]
 
 
@@ -738,8 +745,8 @@ def test_bwd_gpu_state_xor_order(scan, batch, length):
     default walk against torch."""
     x = model_layout(batch, 384, length, dtype=torch.bfloat16, device="cuda")
     forms = dict(dz_halves=True, bc_rows_dtype=torch.bfloat16, scatter_sums=True)
-    _, _, natural = run_triton(scan, x, True, 128, scatter_xor=False, **forms)
-    for kw in (dict(scatter_xor=True), dict(scatter_xor=True, vec_scratch=True)):
+    _, _, natural = run_triton(scan, x, True, 128, scatter_xor=False, vec_scratch=False, **forms)
+    for kw in (dict(scatter_xor=True, vec_scratch=False), dict(scatter_xor=True, vec_scratch=True)):
         _, _, xor = run_triton(scan, x, True, 128, **kw, **forms)
         _assert_walks_agree(xor, natural, kw)
 
