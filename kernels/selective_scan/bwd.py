@@ -1144,7 +1144,8 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
     the shuffles as gathers along the channel axis: the same sums, for the tests).
     scatter_xor: with the reduce-scatter, the walk holds its states in the XOR order (`_state_xor`), whose first
     two reduce-scatter levels need no selects (SCATTER_SUMS = 2); None: DEFAULT_SCATTER_XOR for the combined
-    output (`combine`) in 16-bit, else off (measured there only). Only where B and C have unit state stride (`unit_state_stride`: their rows load as per-lane groups of 4 contiguous states).
+    output (`combine`) in 16-bit, else off (measured there only). Only where B and C have unit state stride
+    (`unit_state_stride`: their rows load as per-lane groups of 4 contiguous states).
     block_c: channels per one-warp program, 8, 16 or 32 (an experiment knob: 16 leaves two lanes per channel and
     fewer registers per lane, so more programs per SM); None picks (32 on the GPU unless the grid is tiny;
     `runtime.interpreted_block_c` under the interpreter).

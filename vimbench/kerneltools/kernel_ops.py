@@ -399,7 +399,7 @@ def _scan_bwd_specs(dtype: str, shape: OpShape = OpShape(batch=8, channels=384, 
     # spill under either compiler, and the gated-halves walk spills less: 8 B under 3.8, 56 B under 3.6 (the
     # carried walk measured 0.8-1.3% faster; two steps per trip, bwd.DEFAULT_PAIR_TRIPS, measured slower: off).
     # The combined walk from the XOR state order with vector scratch tiles (bwd.DEFAULT_SCATTER_XOR, session r)
-    # spills 16 B (triton 3.6) / 24 B (3.8) outside its step loops, reloaded once per segment, and measured 1.5%
+    # spills 16 B (triton 3.6) / 24 B (3.8) outside its step loops, reloaded once per segment, and measured 1.4%
     # faster than the natural order without spill (results/history/statexor-h100-2026-12-05r.json).
     walk_ce = cfg.walk.constexprs
     prefetching = walk_ce["L1_AHEAD"] > 0 or walk_ce["SCRATCH_AHEAD"] > 0
