@@ -43,14 +43,17 @@ Design (one program = BLOCK_C channels, one per lane, of one (direction, batch, 
   forward).
   The scratch is transient: (programs of one walk launch) * chunk * N * BLOCK_C * 4 bytes per call, half that
   with PAIRS (Vim-Ti at 1248 px, batch 8, checkpoints every 128 tokens: 3,072 programs, 0.40 GB); (N, C) tiles
-  move as N (C,) rows (fwd.store_rows says why). The walk can run in several launches over ranges of the channel
+  move as N (C,) rows (fwd.store_rows says why), except the scratch's with VEC_SCRATCH (per-lane groups of 4
+  states, 16-byte accesses; by default in the combined 16-bit walk). The walk can run in several launches over ranges of the channel
   blocks, one after the other, sharing the scratch and the dB/dC partials (`scan_bwd_launch_config`'s
   channel_splits: less memory, slower; one launch by default).
 - du, ddelta (through softplus: * sigmoid(delta + bias)) are stored per token; dz gets both directions'
   contributions by relaxed fp32 atomics onto zero (two additions: order-independent, so deterministic), or with
   dz_halves=True each direction stores its own term in z's dtype (the caller sums the two).
 - dA, dD, ddelta_bias accumulate in registers and are written once per program (per-(batch, group) partials
-  summed by torch). dB_s, dC_s (sums over channels) are reduced over the program's lanes and written as
+  summed by torch). dB_s, dC_s (sums over channels) are reduced over the program's lanes (on the GPU by a
+  reduce-scatter of warp shuffles, SCATTER_SUMS; in the combined 16-bit walk from the XOR state order, lane l
+  holding state r ^ `_state_xor(l)` in row r, so that its first levels need no selects) and written as
   per-channel-block partials (a launch's channel blocks, 2, batch, L, N), summed by torch after each launch: no
   per-element atomics, deterministic.
 - Masked channels have Delta = u = 0 and a zero upstream gradient, so their adjoint stays 0 and adds nothing.
