@@ -44,9 +44,9 @@ Design (one program = BLOCK_C channels, one per lane, of one (direction, batch, 
   The scratch is transient: (programs of one walk launch) * chunk * N * BLOCK_C * 4 bytes per call, half that
   with PAIRS (Vim-Ti at 1248 px, batch 8, checkpoints every 128 tokens: 3,072 programs, 0.40 GB); (N, C) tiles
   move as N (C,) rows (fwd.store_rows says why), except the scratch's with VEC_SCRATCH (per-lane groups of 4
-  states, 16-byte accesses; by default in the combined 16-bit walk). The walk can run in several launches over ranges of the channel
-  blocks, one after the other, sharing the scratch and the dB/dC partials (`scan_bwd_launch_config`'s
-  channel_splits: less memory, slower; one launch by default).
+  states, 16-byte accesses; by default in the combined 16-bit walk). The walk can run in several launches over
+  ranges of the channel blocks, one after the other, sharing the scratch and the dB/dC partials
+  (`scan_bwd_launch_config`'s channel_splits: less memory, slower; one launch by default).
 - du, ddelta (through softplus: * sigmoid(delta + bias)) are stored per token; dz gets both directions'
   contributions by relaxed fp32 atomics onto zero (two additions: order-independent, so deterministic), or with
   dz_halves=True each direction stores its own term in z's dtype (the caller sums the two).
