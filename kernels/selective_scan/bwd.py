@@ -174,12 +174,10 @@ def _scan_bwd_kernel(
     lanes = tl.arange(0, BLOCK_C)
     zero_c = offs_c * 0  # (C,) pointers to the B and C rows (the L1 prefetch: one line per warp and row)
     if SCATTER_SUMS == 2:  # the XOR state order (`_state_xor`); B and C rows move as per-lane groups of 4 states
-        row_xor = _state_xor(lanes)
-        order = states[:, None] ^ row_xor[None, :]
+        order = states[:, None] ^ _state_xor(lanes)[None, :]
         B_base = _state_groups(B_ptr + direction * stride_B_dir + pid_b * stride_B_b + zero_c)
         C_base = _state_groups(C_ptr + direction * stride_C_dir + pid_b * stride_C_b + zero_c)
     else:  # (N,) pointers: every lane reads the same row
-        row_xor = lanes * 0
         order = states[:, None]
         B_base = B_ptr + direction * stride_B_dir + pid_b * stride_B_b + states * stride_B_n
         C_base = C_ptr + direction * stride_C_dir + pid_b * stride_C_b + states * stride_C_n
@@ -212,14 +210,8 @@ def _scan_bwd_kernel(
         (tl.arange(0, BLOCK_C) % N_STATE) * BLOCK_C
 
     # A pre-scaled so that exp(Delta * A) = exp2(Delta * A2); N (C,) row loads keep lanes on channels (fwd.py).
-    A2 = tl.zeros((N_STATE, BLOCK_C), dtype=tl.float32)
     A_rows = A_ptr + direction * stride_A_dir + c64 * stride_A_e
-    for n in tl.static_range(N_STATE):
-        if SCATTER_SUMS == 2:
-            a_n = tl.load(A_rows + (n ^ row_xor) * stride_A_n, mask=mask_c, other=0.0) * LOG2E
-        else:
-            a_n = tl.load(A_rows + n * stride_A_n, mask=mask_c, other=0.0) * LOG2E
-        A2 = tl.where(states[:, None] == n, a_n[None, :], A2)
+    A2 = _load_state_rows(A_rows, stride_A_n, mask_c, lanes, N_STATE, BLOCK_C, SCATTER_SUMS) * LOG2E
     D_row = tl.zeros((BLOCK_C,), dtype=tl.float32)
     bias_row = tl.zeros((BLOCK_C,), dtype=tl.float32)
     if HAS_D:
@@ -233,10 +225,8 @@ def _scan_bwd_kernel(
     seq = (direction * n_batch + pid_b) * n_groups  # slot of group 0 of this (direction, batch)
     for jg in range(0, n_groups - 1 - group):
         j = n_groups - 1 - jg
-        if SCATTER_SUMS == 2:
-            mu = load_rows(mu_ptr + (seq + j) * (N_STATE * E) + c64, E, mask_c, N_STATE, BLOCK_C, row_xor=row_xor)
-        else:
-            mu = load_rows(mu_ptr + (seq + j) * (N_STATE * E) + c64, E, mask_c, N_STATE, BLOCK_C)
+        mu = _load_state_rows(mu_ptr + (seq + j) * (N_STATE * E) + c64, E, mask_c, lanes, N_STATE, BLOCK_C,
+                              SCATTER_SUMS)
         dsum = tl.load(dsum_ptr + (seq + j) * E + c64, mask=mask_c, other=0.0)
         carry = mu + tl.exp2(A2 * dsum[None, :]) * carry
     dA_acc = tl.zeros((N_STATE, BLOCK_C), dtype=tl.float32)
@@ -299,7 +289,7 @@ def _bwd_walk(first_chunk, last_chunk, L, E, ckpt_lanes, scratch_lanes, tile_lin
         n_in = tl.minimum(L - start, CHUNK)
         ck_lanes = ckpt_lanes + chunk.to(tl.int64) * (N_STATE * E)
         if SUB > 0:  # forward over the chunk from its checkpoint, keeping every SUB-th state
-            h = _load_checkpoint(ck_lanes, E, mask_c, lanes, N_STATE, BLOCK_C, SCATTER_SUMS)
+            h = _load_state_rows(ck_lanes, E, mask_c, lanes, N_STATE, BLOCK_C, SCATTER_SUMS)
             h = _recompute(h, start, n_in, A2, bias_row, L, backward, mask_c, u_base, dt_base, B_base,
                            stride_u_l, stride_dt_l, stride_B_l, scratch_lanes, SUB, N_STATE, BLOCK_C, HAS_BIAS,
                            SOFTPLUS, USE_ASM, PREFETCH, L1_AHEAD, BC_lanes[0], SCRATCH_EVICT)
@@ -311,7 +301,7 @@ def _bwd_walk(first_chunk, last_chunk, L, E, ckpt_lanes, scratch_lanes, tile_lin
             if SUB > 0:
                 h = _load_state_tile(scratch_lanes + seg * (N_STATE * BLOCK_C), mask_c, N_STATE, BLOCK_C)
             else:
-                h = _load_checkpoint(ck_lanes, E, mask_c, lanes, N_STATE, BLOCK_C, SCATTER_SUMS)
+                h = _load_state_rows(ck_lanes, E, mask_c, lanes, N_STATE, BLOCK_C, SCATTER_SUMS)
             # Forward over the segment: states[j] = the state entering step seg_start + j (PAIRS: states[j // 2]
             # for even j only).
             h = _recompute(h, seg_start, n_seg, A2, bias_row, L, backward, mask_c, u_base, dt_base, B_base,
@@ -704,13 +694,14 @@ def _state_xor(lanes):
 
 
 @triton.jit
-def _load_checkpoint(ck_lanes, E, mask_c, lanes, N_STATE: tl.constexpr, BLOCK_C: tl.constexpr,
+def _load_state_rows(row_lanes, row_stride, mask_c, lanes, N_STATE: tl.constexpr, BLOCK_C: tl.constexpr,
                      SCATTER_SUMS: tl.constexpr):
-    """A checkpoint's (N, C) state tile (stored (N, E) rows) in the walk's state order."""
+    """An (N, C) per-state tile stored as N rows row_stride apart (a checkpoint, a group carry: (N, E) rows) in
+    the walk's state order."""
     if SCATTER_SUMS == 2:
-        return load_rows(ck_lanes, E, mask_c, N_STATE, BLOCK_C, row_xor=_state_xor(lanes))
+        return load_rows(row_lanes, row_stride, mask_c, N_STATE, BLOCK_C, row_xor=_state_xor(lanes))
     else:
-        return load_rows(ck_lanes, E, mask_c, N_STATE, BLOCK_C)
+        return load_rows(row_lanes, row_stride, mask_c, N_STATE, BLOCK_C)
 
 
 @triton.jit
