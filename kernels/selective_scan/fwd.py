@@ -221,6 +221,132 @@ def _scan_kernel(
 
 
 @triton.jit
+def _affine_combine(a_prev, b_prev, a_next, b_next):
+    """Two recurrence steps h -> a h + b composed, the earlier first: h -> a_next (a_prev h + b_prev) + b_next."""
+    return a_prev * a_next, a_next * b_prev + b_next
+
+
+@triton.jit(do_not_specialize=["L"])
+def _scan_blocks_kernel(
+    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, ckpt_ptr, dtw_ptr,
+    E, L, dir_first, out_scale,
+    stride_u_dir, stride_u_b, stride_u_e, stride_u_l: tl.constexpr,
+    stride_dt_dir, stride_dt_b, stride_dt_e, stride_dt_l: tl.constexpr,
+    stride_A_dir, stride_A_e, stride_A_n,
+    stride_B_dir, stride_B_b, stride_B_n, stride_B_l: tl.constexpr,
+    stride_C_dir, stride_C_b, stride_C_n, stride_C_l: tl.constexpr,
+    stride_D_dir, stride_bias_dir,
+    stride_z_b, stride_z_e, stride_z_l: tl.constexpr,
+    stride_out_dir, stride_out_b, stride_out_e, stride_out_l: tl.constexpr,
+    stride_dtw_dir, stride_dtw_e, stride_dtw_r,
+    N_STATE: tl.constexpr, BLOCK_C: tl.constexpr, MASK_C: tl.constexpr,
+    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+    ATOMIC: tl.constexpr, USE_ASM: tl.constexpr, PREFETCH: tl.constexpr, SAVE_EVERY: tl.constexpr,
+    DT_RANK: tl.constexpr = 0, L1_AHEAD: tl.constexpr = 0, UNROLL_TRIPS: tl.constexpr = False,
+    TOKEN_BLOCK: tl.constexpr = 16,
+):
+    """`_scan_kernel`'s contract (same arguments) for small grids, where one program's walk is the kernel's time:
+    the tokens in blocks of TOKEN_BLOCK instead of one at a time. Per block, as (T, N, C) tiles (T in each thread's
+    registers, N and C over the lanes: 32 / BLOCK_C lanes share a channel's states): softplus, the decays and the
+    inputs of all T tokens at once, the recurrence as an in-thread scan over T (`_affine_combine`, the entering
+    state folded into the first token), then the outputs' sums over the states for all T tokens together (T
+    independent shuffle trees) and one (T, C) store. The token walk (`_scan_kernel`) pays each token's chain in
+    full: softplus, the decay's ex2, the state update, four shuffle levels, the gate and the store, ~240 cycles
+    per token at batch 1 with nothing else on the SM to hide it (kernels/NOTES.md, "Small grids"). The next
+    block's loads are issued before this block's arithmetic. Inference only: no checkpoints (SAVE_EVERY), no fused
+    dt_proj (DT_RANK), no ordered sum (ATOMIC 2)."""
+    tl.static_assert(SAVE_EVERY == 0, "the token-block scan takes no checkpoints")
+    tl.static_assert(DT_RANK == 0, "the token-block scan reads delta (no fused dt_proj)")
+    tl.static_assert(ATOMIC != 2, "the token-block scan has no ordered sum")
+    pid_c = tl.program_id(0)
+    direction = tl.program_id(1).to(tl.int64)
+    backward = (tl.program_id(1) + dir_first) == 1  # tokens run from L-1 down to 0
+    pid_b = tl.program_id(2).to(tl.int64)
+
+    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)  # (C,)
+    mask_c = offs_c < E
+    c64 = offs_c.to(tl.int64)
+    states = tl.arange(0, N_STATE)  # (N,)
+    steps = tl.arange(0, TOKEN_BLOCK)  # (T,)
+    u_base = u_ptr + direction * stride_u_dir + pid_b * stride_u_b + c64 * stride_u_e
+    dt_base = delta_ptr + direction * stride_dt_dir + pid_b * stride_dt_b + c64 * stride_dt_e
+    z_base = z_ptr + pid_b * stride_z_b + c64 * stride_z_e
+    out_base = out_ptr + direction * stride_out_dir + pid_b * stride_out_b + c64 * stride_out_e
+    B_base = B_ptr + direction * stride_B_dir + pid_b * stride_B_b + states * stride_B_n
+    C_base = C_ptr + direction * stride_C_dir + pid_b * stride_C_b + states * stride_C_n
+
+    A2 = load_rows(A_ptr + direction * stride_A_dir + c64 * stride_A_e, stride_A_n, mask_c, N_STATE, BLOCK_C) * LOG2E
+    D_row = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    bias_row = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    if HAS_D:
+        D_row = tl.load(D_ptr + direction * stride_D_dir + c64, mask=mask_c, other=0.0)
+    if HAS_BIAS:
+        bias_row = tl.load(bias_ptr + direction * stride_bias_dir + c64, mask=mask_c, other=0.0)
+    APPROX: tl.constexpr = USE_ASM and out_ptr.dtype.element_ty != tl.float32
+
+    h = tl.zeros((N_STATE, BLOCK_C), dtype=tl.float32)
+    blocks = tl.cdiv(L, TOKEN_BLOCK)
+    cur = _load_token_block(0, steps, L, backward, mask_c, u_base, dt_base, z_base, B_base, C_base, stride_u_l,
+                            stride_dt_l, stride_z_l, stride_B_l, stride_C_l, HAS_Z)
+    for k in range(blocks):
+        nxt = _load_token_block(k + 1, steps, L, backward, mask_c, u_base, dt_base, z_base, B_base, C_base,
+                                stride_u_l, stride_dt_l, stride_z_l, stride_B_l, stride_C_l, HAS_Z)
+        u, dt, z, Bt, Ct = cur
+        t, valid = _block_tokens(k, steps, L, backward)
+        if HAS_BIAS:
+            dt = dt + bias_row[None, :]
+        if SOFTPLUS:
+            dt = _softplus(dt, USE_ASM, APPROX)
+        dt = tl.where(valid[:, None], dt, 0.0)  # tokens past L: the identity step (a = 1, b = 0)
+        a = tl.exp2(A2[None, :, :] * dt[:, None, :])  # (T, N, C)
+        b = Bt[:, :, None] * (dt * u)[:, None, :]
+        b = tl.where(steps[:, None, None] == 0, a * h[None, :, :] + b, b)  # the entering state into step 0
+        _, hs = tl.associative_scan((a, b), 0, _affine_combine)  # hs[j]: the state after the block's step j
+        y = tl.sum(Ct[:, :, None] * hs, axis=1)  # (T, C): T independent sums over the states
+        h = tl.sum(tl.where(steps[:, None, None] == TOKEN_BLOCK - 1, hs, -0.0), axis=0)  # in-thread pick
+        if HAS_D:
+            y += D_row[None, :] * u
+        if HAS_Z:
+            y = y * z * fastmath.sigmoid(z, APPROX)
+        y = y * out_scale
+        out_p = out_base[None, :] + t[:, None] * stride_out_l
+        mask = valid[:, None] & mask_c[None, :]
+        if ATOMIC == 1:
+            tl.atomic_add(out_p, y, mask=mask, sem="relaxed")
+        else:
+            tl.store(out_p, y.to(out_ptr.dtype.element_ty), mask=mask)
+        cur = nxt
+
+
+@triton.jit
+def _block_tokens(k, steps, L, backward):
+    """The tokens of block k's steps (T,) (scan order: descending for the backward direction) and which of them
+    lie inside L."""
+    s = k * steps.shape[0] + steps
+    valid = s < L
+    t = tl.where(backward, L - 1 - s, s)
+    return tl.where(valid, t, 0), valid
+
+
+@triton.jit
+def _load_token_block(k, steps, L, backward, mask_c, u_base, dt_base, z_base, B_base, C_base,
+                      stride_u_l: tl.constexpr, stride_dt_l: tl.constexpr, stride_z_l: tl.constexpr,
+                      stride_B_l: tl.constexpr, stride_C_l: tl.constexpr, HAS_Z: tl.constexpr):
+    """Block k's (T, C) tiles of u, delta, z and (T, N) tiles of B and C, in fp32; zeros past L."""
+    t, valid = _block_tokens(k, steps, L, backward)
+    mask = valid[:, None] & mask_c[None, :]
+    u = tl.load(u_base[None, :] + t[:, None] * stride_u_l, mask=mask, other=0.0).to(tl.float32)
+    dt = tl.load(dt_base[None, :] + t[:, None] * stride_dt_l, mask=mask, other=0.0).to(tl.float32)
+    if HAS_Z:
+        z = tl.load(z_base[None, :] + t[:, None] * stride_z_l, mask=mask, other=0.0).to(tl.float32)
+    else:
+        z = u
+    Bt = tl.load(B_base[None, :] + t[:, None] * stride_B_l, mask=valid[:, None], other=0.0).to(tl.float32)
+    Ct = tl.load(C_base[None, :] + t[:, None] * stride_C_l, mask=valid[:, None], other=0.0).to(tl.float32)
+    return u, dt, z, Bt, Ct
+
+
+@triton.jit
 def _walk(u_base, dt_base, z_base, B_base, C_base, out_base, ckpt_lanes, row_lanes, A2, D_row, bias_row, W_dt, mask_c,
           E, L, main_trips, step0, out_scale, h,
           stride_u_l: tl.constexpr, stride_dt_l: tl.constexpr, stride_z_l: tl.constexpr, stride_B_l: tl.constexpr,
@@ -572,6 +698,13 @@ SAVE_MAXNREG: int | None = 168
 MAXNREG_DT_RANK = 24
 
 
+# The small-grid scan in blocks of tokens (`_scan_blocks_kernel`): tokens per block where the one-pass grid picks a
+# small-grid block (BLOCK_C < 32) for inference without a fused dt_proj; 0: the token walk (`_scan_kernel`) there
+# too. INTERPRETED_TOKEN_BLOCK: the same under the interpreter (0: off; the tests set it to cross blocks).
+TOKEN_BLOCK = 16
+INTERPRETED_TOKEN_BLOCK = 0
+
+
 def scan_launch_config(batch: int, channels: int, n_dir: int, interpreted: bool, dt_rank: int = 0,
                        save_every: int = 0) -> LaunchConfig:
     """`_scan_kernel`'s grid (channel blocks, directions, batch), tile and warps: the one place that chooses them
@@ -583,6 +716,14 @@ def scan_launch_config(batch: int, channels: int, n_dir: int, interpreted: bool,
     gpu_block_c = one_pass_block_c(cdiv(channels, 32) * n_dir * batch)
     block_c = interpreted_block_c(channels) if interpreted else gpu_block_c
     lane_per_channel = block_c == 32 and not interpreted
+    token_block = (INTERPRETED_TOKEN_BLOCK if interpreted else TOKEN_BLOCK if block_c < 32 else 0) \
+        if not save_every and not dt_rank else 0
+    if token_block:
+        return LaunchConfig(kernel="_scan_blocks_kernel", grid=(cdiv(channels, block_c), n_dir, batch),
+                            constexprs=dict(BLOCK_C=block_c, MASK_C=channels % block_c != 0, USE_ASM=not interpreted,
+                                            PREFETCH=True, L1_AHEAD=0, UNROLL_TRIPS=False,
+                                            TOKEN_BLOCK=token_block),
+                            num_warps=1)
     return LaunchConfig(
         kernel="_scan_kernel",
         grid=(cdiv(channels, block_c), n_dir, batch),
@@ -677,7 +818,8 @@ def _launch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out, dir_first,
     if plan is not None:
         chunked.launch_chunked(plan, scan_args, n_dir, batch)
     else:
-        launch(_scan_kernel, cfg.grid,
+        kernel = _scan_blocks_kernel if cfg.kernel == "_scan_blocks_kernel" else _scan_kernel
+        launch(kernel, cfg.grid,
             **scan_args, dtw_ptr=dt_proj if dt_proj is not None else dummy,
             **strides("stride_dtw", ("dir", "e", "r"), dt_proj.stride() if dt_proj is not None else (0, 0, 0)),
             DT_RANK=0 if dt_proj is None else dt_proj.shape[-1], **cfg.constexprs, **cfg.launch_options())

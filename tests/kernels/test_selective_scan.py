@@ -8,6 +8,7 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels.launch import call_replay
 from kernels.selective_scan import fwd as scan_fwd
 from kernels.selective_scan.reference import bimamba_scan_ref, selective_scan_ref, selective_scan_sequential
 from _tolerances import TOL, assert_close_to_f64
@@ -326,6 +327,83 @@ def test_bimamba_scan_main_trips_one_or_two_per_iteration(triton_scan, monkeypat
     full = out if combine else out.sum(0)
     rtol, atol = TOL[torch.float32]
     torch.testing.assert_close(full, bimamba_scan_ref(**x), rtol=rtol, atol=atol)
+
+
+# L = 1..9 put the last block's end before, at and after a block boundary (4 tokens per block here), 37 runs ten
+# blocks; 13 channels leave a masked channel block, 16 fill two.
+@pytest.mark.parametrize("length", [1, 3, 4, 5, 9, 37])
+@pytest.mark.parametrize("channels", [16, 13])
+def test_bimamba_scan_token_blocks_match_reference(triton_scan, monkeypatch, length, channels):
+    """The small-grid scan in blocks of tokens (`fwd._scan_blocks_kernel`: the recurrence as an in-thread scan over
+    each block, the outputs' state sums per block) gives the reference's output: both directions, both output
+    forms, the halves written over u, and one direction run backwards."""
+    fwd = pytest.importorskip("kernels.selective_scan.fwd")
+    monkeypatch.setattr(fwd, "INTERPRETED_TOKEN_BLOCK", 4)
+    assert fwd.scan_launch_config(1, channels, 2, interpreted=True).kernel == "_scan_blocks_kernel"
+    x = model_layout(1, channels, length)
+    rtol, atol = TOL[torch.float32]
+    ref = bimamba_scan_ref(**x)
+    torch.testing.assert_close(triton_scan.bimamba_scan(**x), ref, rtol=rtol, atol=atol)
+    halves = triton_scan.bimamba_scan(**x, combine=False)
+    torch.testing.assert_close(halves, bimamba_scan_ref(**x, combine=False), rtol=rtol, atol=atol)
+    y = dict(x, u=x["u"].clone())
+    over = triton_scan.bimamba_scan(**y, combine=False, out=y["u"])
+    assert over.data_ptr() == y["u"].data_ptr()
+    torch.testing.assert_close(over, halves, rtol=0, atol=0)
+    single = {k: v[1] if k in ("u", "delta", "A", "B", "C", "D", "delta_bias") else v for k, v in x.items()}
+    torch.testing.assert_close(triton_scan.selective_scan(**single, reverse=True),
+                               selective_scan_ref(**single, reverse=True), rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("with_d,with_z,with_bias,softplus", [(False, False, False, False), (True, False, True, True),
+                                                               (False, True, False, True)])
+def test_token_blocks_optional_inputs(triton_scan, monkeypatch, with_d, with_z, with_bias, softplus):
+    """The token-block scan without D, z, delta_bias or the softplus, as the reference."""
+    fwd = pytest.importorskip("kernels.selective_scan.fwd")
+    monkeypatch.setattr(fwd, "INTERPRETED_TOKEN_BLOCK", 8)
+    x = pick(stack_directions(1, 13, 11), with_d, with_z, with_bias)
+    if not softplus:  # a positive Delta without it (the inputs' Delta is negative before the softplus)
+        x["delta"] = torch.nn.functional.softplus(x["delta"])
+    rtol, atol = TOL[torch.float32]
+    torch.testing.assert_close(triton_scan.bimamba_scan(**x, delta_softplus=softplus),
+                               bimamba_scan_ref(**x, delta_softplus=softplus), rtol=rtol, atol=atol)
+
+
+def test_token_blocks_only_for_small_grid_inference(monkeypatch):
+    """The token-block kernel runs where the one-pass grid picks a small-grid block (batch 1-8 at Vim-Ti), for
+    inference without a fused dt_proj; batch 16 and up, the checkpointing forward, a fused dt_proj and
+    TOKEN_BLOCK = 0 keep the token walk; under the interpreter only INTERPRETED_TOKEN_BLOCK turns it on."""
+    fwd = pytest.importorskip("kernels.selective_scan.fwd")
+    monkeypatch.setattr(fwd, "TOKEN_BLOCK", 16)
+    kernels = {batch: fwd.scan_launch_config(batch, 384, 2, interpreted=False).kernel for batch in (1, 2, 4, 8, 16, 64)}
+    assert kernels == {1: "_scan_blocks_kernel", 2: "_scan_blocks_kernel", 4: "_scan_blocks_kernel",
+                       8: "_scan_blocks_kernel", 16: "_scan_kernel", 64: "_scan_kernel"}
+    cfg = fwd.scan_launch_config(1, 384, 2, interpreted=False)
+    assert cfg.constexprs["TOKEN_BLOCK"] == 16 and cfg.constexprs["BLOCK_C"] == 2 and cfg.grid == (192, 2, 1)
+    assert fwd.scan_launch_config(1, 384, 2, interpreted=False, save_every=128).kernel == "_scan_kernel"
+    assert fwd.scan_launch_config(1, 384, 2, interpreted=False, dt_rank=12).kernel == "_scan_kernel"
+    assert fwd.scan_launch_config(1, 384, 2, interpreted=True).kernel == "_scan_kernel"
+    monkeypatch.setattr(fwd, "TOKEN_BLOCK", 0)
+    assert fwd.scan_launch_config(1, 384, 2, interpreted=False).kernel == "_scan_kernel"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("token_block", [8, 16, 32])
+@pytest.mark.parametrize("batch,channels,length", [(1, 384, 197), (4, 384, 197), (8, 384, 197), (1, 1536, 197),
+                                                   (1, 13, 37), (2, 384, 1025)])
+@pytest.mark.parametrize("combine", [True, False])
+def test_token_blocks_gpu(triton_scan, monkeypatch, dtype, token_block, batch, channels, length, combine):
+    """The token-block scan on the GPU (its layouts: the (T, C) tiles' elementwise work spread over the lanes, the
+    sums over the states by shuffles, the output's stores and atomics from one lane per element) against
+    float64, at each block size it may run with."""
+    fwd = pytest.importorskip("kernels.selective_scan.fwd")
+    monkeypatch.setattr(fwd, "TOKEN_BLOCK", token_block)
+    x = model_layout(batch, channels, length, dtype=dtype, device="cuda")
+    with call_replay(False):
+        out = fwd.bimamba_scan(**x, combine=combine, split=0)
+    full = out if combine else out.double().sum(0)
+    assert_close_to_f64(full, _ref64_bimamba(x), dtype, bimamba_scan_ref(**x))
 
 
 def test_one_pass_register_cap(monkeypatch):

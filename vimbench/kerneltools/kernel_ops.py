@@ -136,8 +136,11 @@ def _scan_spec(dtype: str, mode: str, shape: OpShape = STATIC_SHAPE, bc_dtype: s
     # The binary holds the walk once per direction, each with the loop trip in the main loop (twice with
     # UNROLL_TRIPS, plus the odd last main trip), and in the masked last trips: 2 x 4 (or 2 x 2) copies of
     # 2 tokens x N states x (BLOCK_C / threads) channels per thread.
-    tokens_per_trip = 2
-    trips = 2 * (4 if cfg.constexprs["UNROLL_TRIPS"] else 2)
+    # The token-block kernel (small grids): one copy of its block of TOKEN_BLOCK tokens, both directions.
+    if "TOKEN_BLOCK" in cfg.constexprs:
+        trips, tokens_per_trip = 1, cfg.constexprs["TOKEN_BLOCK"]
+    else:
+        trips, tokens_per_trip = 2 * (4 if cfg.constexprs["UNROLL_TRIPS"] else 2), 2
     state_elements = trips * tokens_per_trip * shape.d_state * cfg.constexprs["BLOCK_C"] // (32 * cfg.num_warps)
     name = f"scan/{mode}{'_dtproj' if dt_proj else ''}/{dtype}{label}"
     return spec_from_args(name, "kernels.selective_scan.fwd", cfg.kernel, args, constexprs,
