@@ -786,7 +786,8 @@ def _launch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out, dir_first,
     check_token_offsets(length, z=z, out=out)
     captured = not interpreted and torch.cuda.is_current_stream_capturing()
     plan = chunked.chunked_scan_launch_config(batch, channels, length, n_dir, A.shape[-1], interpreted,
-                                              sm_count(u.device), split, save_every, captured)
+                                              sm_count(u.device), split, save_every, captured,
+                                              token_blocks=cfg.kernel == "_scan_blocks_kernel")
     if plan is not None and dt_proj is not None:
         # (dirs, batch, L, R) @ (dirs, 1, R, E) -> (dirs, batch, L, E), seen as (dirs, batch, E, L): channel-last
         delta = torch.matmul(delta.transpose(2, 3).float(), dt_proj.float().transpose(1, 2)[:, None])

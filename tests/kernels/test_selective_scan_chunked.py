@@ -178,6 +178,23 @@ def test_captured_launches_chunk_short_sequences_on_small_grids():
     assert [longest for longest, _ in CAPTURED_CHUNK_TOKENS][-1] == MIN_CHUNKED_LENGTH  # every short length has a row
 
 
+def test_captured_chunks_or_token_blocks(monkeypatch):
+    """Where the one-pass launch is the token-block kernel (token_blocks), CAPTURED_CHUNKS_OVER_TOKEN_BLOCKS says
+    whether captured short sequences still run chunked; long sequences keep the uncaptured rule either way."""
+    from kernels.selective_scan import chunked
+
+    def plan(batch, length, **kw):
+        return chunked.chunked_scan_launch_config(batch, 384, length, 2, 16, interpreted=False, sm_count=132,
+                                                  captured=True, **kw)
+
+    monkeypatch.setattr(chunked, "CAPTURED_CHUNKS_OVER_TOKEN_BLOCKS", True)
+    assert plan(1, 197, token_blocks=True).chunk == 16
+    monkeypatch.setattr(chunked, "CAPTURED_CHUNKS_OVER_TOKEN_BLOCKS", False)
+    assert plan(1, 197, token_blocks=True) is None
+    assert plan(1, 197).chunk == 16  # the token walk: chunks still pay
+    assert plan(1, 6085, token_blocks=True).chunk == chunked.CHUNK_TOKENS
+
+
 def test_chunk_passes_prefetch_into_l1_where_measured():
     """Passes 1 and 3 prefetch DEFAULT_L1_AHEAD steps ahead into L1 in chunks of at least L1_MIN_CHUNK_TOKENS
     (measured: the 1248 px batch-8 training and inference forwards), not in the captured path's short chunks nor

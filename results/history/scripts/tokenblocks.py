@@ -4,7 +4,7 @@
    programs per SM), `walk` = the one-pass token walk (eager's path at small grids), `tbT` = the token-block kernel
    with T tokens per block (one pass). Error: rel. L2 against `walk`.
 2. Whole Vim forwards at 224 px as CUDA graphs (bf16, inference mode), A B B A: A = shipped (token walk, captured
-   chunking), B = token blocks of 16 with the captured chunking off (one pass).
+   chunking), B = token blocks of 16 instead of the captured chunks (CAPTURED_CHUNKS_OVER_TOKEN_BLOCKS off).
 usage (repo root, GPU): OUT=... python results/history/scripts/tokenblocks.py"""
 import json, os, statistics, torch
 from vimbench.kerneltools.kernel_ops import _scan_inputs
@@ -13,7 +13,6 @@ from vimbench.models.registry import create_model
 from kernels.launch import call_replay
 from kernels.selective_scan import chunked, fwd
 OUT = os.environ.get("OUT", "/tmp")
-CAP0 = chunked.CAPTURED_UNDERFILLED_PROGRAMS_PER_SM
 
 
 def graph_us(fn, reps=20, n=30):
@@ -40,12 +39,12 @@ def graph_us(fn, reps=20, n=30):
 
 
 def setting(name):
-    """(TOKEN_BLOCK, split, captured chunking threshold) of a variant."""
+    """(TOKEN_BLOCK, split) of a variant."""
     if name == "auto":
-        return 0, None, CAP0
+        return 0, None
     if name == "walk":
-        return 0, 0, CAP0
-    return int(name[2:]), 0, CAP0
+        return 0, 0
+    return int(name[2:]), 0
 
 
 rows = []
@@ -56,7 +55,7 @@ with call_replay(False):
             fwd.TOKEN_BLOCK = 0
             ref = fwd.bimamba_scan(**args, combine=False, split=0).float()
             for name in ("auto", "walk", "tb8", "tb16", "tb32", "auto", "tb16"):
-                tb, split, cap = setting(name)
+                tb, split = setting(name)
                 fwd.TOKEN_BLOCK = tb
                 try:
                     out = fwd.bimamba_scan(**args, combine=False, split=split).float()
@@ -79,7 +78,7 @@ for name, batches in (("vim_t", (1, 2, 8)), ("vim_s", (1,)), ("vim_b", (1,))):
         outs = {}
         for arm in ("A", "B", "B", "A"):
             fwd.TOKEN_BLOCK = 16 if arm == "B" else 0
-            chunked.CAPTURED_UNDERFILLED_PROGRAMS_PER_SM = 0 if arm == "B" else CAP0
+            chunked.CAPTURED_CHUNKS_OVER_TOKEN_BLOCKS = arm == "A"
             with call_replay(False):
                 ms = graph_us(f, reps=5, n=40) / 1e3
                 outs[arm] = f().float()
@@ -89,7 +88,7 @@ for name, batches in (("vim_t", (1, 2, 8)), ("vim_s", (1,)), ("vim_b", (1,))):
         top1 = (outs["B"].argmax(-1) == outs["A"].argmax(-1)).float().mean().item()
         rows.append(dict(kind="model_graph_agree", model=name, B=B, rel_l2=err, top1_agree=top1))
         print(rows[-1], flush=True)
-    fwd.TOKEN_BLOCK, chunked.CAPTURED_UNDERFILLED_PROGRAMS_PER_SM = 0, CAP0
+    fwd.TOKEN_BLOCK, chunked.CAPTURED_CHUNKS_OVER_TOKEN_BLOCKS = 0, True
     del model
     torch.cuda.empty_cache()
 json.dump(rows, open(f"{OUT}/tokenblocks.json", "w"), indent=1)
