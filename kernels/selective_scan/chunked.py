@@ -66,9 +66,12 @@ MIN_CHUNKED_LENGTH = 1024
 # row that fits the sequence).
 CAPTURED_UNDERFILLED_PROGRAMS_PER_SM = 2
 CAPTURED_CHUNK_TOKENS = ((256, 16), (MIN_CHUNKED_LENGTH, 32))
-# Whether the captured rule also chunks where the one-pass launch is the token-block kernel (`fwd.TOKEN_BLOCK`,
-# session s: the small-grid scan in blocks of tokens, one launch); False: that kernel runs instead.
-CAPTURED_CHUNKS_OVER_TOKEN_BLOCKS = True
+# Where the one-pass launch is the token-block kernel (`fwd.TOKEN_BLOCK`, session s: the small-grid scan in blocks of
+# tokens, one launch), captured sequences of at most this many tokens run it instead of chunks: at 197 tokens it
+# beat the chunks of 16 at every small grid (Vim-Ti batch 1 13.9 -> 10.1 us, batch 8 31.7 -> 19.1), at 577 tokens
+# the chunks of 32 beat it (22.0 vs 24.5; H200, results/history/tokenblocks-h200-2026-12-05s.json). 0: chunks
+# wherever the captured rule says.
+TOKEN_BLOCKS_MAX_CAPTURED_LENGTH = 256
 # Pass 3's main loop (`fwd._walk`, the one-pass kernel's: per-direction copies, constexpr token strides) two trips
 # per iteration, and its register cap (ptxas's maxnreg; None: its own choice). Static (sm_90, triton 3.6, gated
 # bf16 halves at Vim-Ti 1248 px batch 8): uncapped it takes 168 registers and 541 instructions per two trips with
@@ -131,8 +134,9 @@ def chunked_scan_launch_config(batch: int, channels: int, length: int, n_dir: in
     interpreter keeps the one-pass kernel unless forced. 0 forces the one-pass kernel; an even T > 0 forces
     chunks of T scan steps (T >= L gives one chunk: pass 3 alone, which is the one-pass recurrence).
     captured: the launches are being captured into a CUDA graph (no host cost per launch): shorter sequences
-    at smaller grids run chunked too (CAPTURED_UNDERFILLED_PROGRAMS_PER_SM, CAPTURED_CHUNK_TOKENS), unless the
-    one-pass launch would be the token-block kernel (token_blocks) and CAPTURED_CHUNKS_OVER_TOKEN_BLOCKS is off."""
+    at smaller grids run chunked too (CAPTURED_UNDERFILLED_PROGRAMS_PER_SM, CAPTURED_CHUNK_TOKENS), except where
+    the one-pass launch is the token-block kernel (token_blocks) and the sequence has at most
+    TOKEN_BLOCKS_MAX_CAPTURED_LENGTH tokens."""
     if split is not None and (split < 0 or split % 2):
         raise ValueError(f"split must be None (automatic), 0 (one pass) or an even number of tokens; got {split}")
     if split == 0 or length == 0:
@@ -146,7 +150,7 @@ def chunked_scan_launch_config(batch: int, channels: int, length: int, n_dir: in
         if length >= MIN_CHUNKED_LENGTH:
             tokens = CHUNK_TOKENS
         elif captured and programs < CAPTURED_UNDERFILLED_PROGRAMS_PER_SM * sm_count and \
-                (CAPTURED_CHUNKS_OVER_TOKEN_BLOCKS or not token_blocks):
+                not (token_blocks and length <= TOKEN_BLOCKS_MAX_CAPTURED_LENGTH):
             tokens = next(chunk for longest, chunk in CAPTURED_CHUNK_TOKENS if length <= longest)
         else:
             return None

@@ -698,10 +698,18 @@ SAVE_MAXNREG: int | None = 168
 MAXNREG_DT_RANK = 24
 
 
-# The small-grid scan in blocks of tokens (`_scan_blocks_kernel`): tokens per block where the one-pass grid picks a
-# small-grid block (BLOCK_C < 32) for inference without a fused dt_proj; 0: the token walk (`_scan_kernel`) there
-# too. INTERPRETED_TOKEN_BLOCK: the same under the interpreter (0: off; the tests set it to cross blocks).
+# The small-grid scan in blocks of tokens (`_scan_blocks_kernel`), where the one-pass grid picks a small-grid block
+# (BLOCK_C < 32), for inference without a fused dt_proj: at most TOKEN_BLOCK tokens per block and
+# TOKEN_BLOCK_X_CHANNELS tokens x channels per program (T = 16 at 2-4 channels per warp, 8 at 8); 0: the token walk
+# (`_scan_kernel`) there too. Measured on the H200 (session s, results/history/tokenblocks-h200-2026-12-05s.json,
+# bf16 halves, kernel us of graph-replayed launches; walk / shipped under capture (chunks of 16) / T = 8 / 16 / 32):
+# Vim-Ti 197 tokens batch 1 24.7 / 13.9 / 15.4 / 10.1 / 10.4, batch 2 27.6 / 15.6 / 11.1 / 10.9 / 11.5, batch 4
+# 30.0 / 20.2 / 14.6 / 14.9 / 16.7, batch 8 36.5 / 31.7 / 19.1 / 20.3 / 24.1; E = 768 batch 1 27.4 / 15.9 / 11.2 /
+# 11.0 / 11.5, batch 4 36.3 / 31.5 / 19.4 / 20.5 / 24.6; E = 1536 batch 1 28.9 / 19.8 / 14.3 / 14.6 / 16.3;
+# 577 tokens batch 1 68.1 / 22.0 (chunks of 32) / 40.1 / 24.5 / 25.0; outputs within 3e-5 (rel. L2) of the walk's.
+# INTERPRETED_TOKEN_BLOCK: the same under the interpreter (0: off; the tests set it to cross blocks).
 TOKEN_BLOCK = 16
+TOKEN_BLOCK_X_CHANNELS = 64
 INTERPRETED_TOKEN_BLOCK = 0
 
 
@@ -716,7 +724,8 @@ def scan_launch_config(batch: int, channels: int, n_dir: int, interpreted: bool,
     gpu_block_c = one_pass_block_c(cdiv(channels, 32) * n_dir * batch)
     block_c = interpreted_block_c(channels) if interpreted else gpu_block_c
     lane_per_channel = block_c == 32 and not interpreted
-    token_block = (INTERPRETED_TOKEN_BLOCK if interpreted else TOKEN_BLOCK if block_c < 32 else 0) \
+    token_block = (INTERPRETED_TOKEN_BLOCK if interpreted else
+                   min(TOKEN_BLOCK, TOKEN_BLOCK_X_CHANNELS // block_c) if block_c < 32 else 0) \
         if not save_every and not dt_rank else 0
     if token_block:
         return LaunchConfig(kernel="_scan_blocks_kernel", grid=(cdiv(channels, block_c), n_dir, batch),

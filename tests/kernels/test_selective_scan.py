@@ -380,6 +380,10 @@ def test_token_blocks_only_for_small_grid_inference(monkeypatch):
                        8: "_scan_blocks_kernel", 16: "_scan_kernel", 64: "_scan_kernel"}
     cfg = fwd.scan_launch_config(1, 384, 2, interpreted=False)
     assert cfg.constexprs["TOKEN_BLOCK"] == 16 and cfg.constexprs["BLOCK_C"] == 2 and cfg.grid == (192, 2, 1)
+    # at most TOKEN_BLOCK_X_CHANNELS tokens x channels per program: 8 tokens at 8 channels per warp (batch 8)
+    blocks = {batch: fwd.scan_launch_config(batch, 384, 2, interpreted=False).constexprs["TOKEN_BLOCK"]
+              for batch in (1, 2, 4, 8)}
+    assert blocks == {1: 16, 2: 16, 4: 16, 8: 8}
     assert fwd.scan_launch_config(1, 384, 2, interpreted=False, save_every=128).kernel == "_scan_kernel"
     assert fwd.scan_launch_config(1, 384, 2, interpreted=False, dt_rank=12).kernel == "_scan_kernel"
     assert fwd.scan_launch_config(1, 384, 2, interpreted=True).kernel == "_scan_kernel"

@@ -179,20 +179,23 @@ def test_captured_launches_chunk_short_sequences_on_small_grids():
 
 
 def test_captured_chunks_or_token_blocks(monkeypatch):
-    """Where the one-pass launch is the token-block kernel (token_blocks), CAPTURED_CHUNKS_OVER_TOKEN_BLOCKS says
-    whether captured short sequences still run chunked; long sequences keep the uncaptured rule either way."""
+    """Where the one-pass launch is the token-block kernel (token_blocks), captured sequences of at most
+    TOKEN_BLOCKS_MAX_CAPTURED_LENGTH tokens run it instead of chunks (as measured: 197 tokens); longer ones (577)
+    and the token walk keep the captured chunks; 0 turns the exception off."""
     from kernels.selective_scan import chunked
 
     def plan(batch, length, **kw):
         return chunked.chunked_scan_launch_config(batch, 384, length, 2, 16, interpreted=False, sm_count=132,
                                                   captured=True, **kw)
 
-    monkeypatch.setattr(chunked, "CAPTURED_CHUNKS_OVER_TOKEN_BLOCKS", True)
-    assert plan(1, 197, token_blocks=True).chunk == 16
-    monkeypatch.setattr(chunked, "CAPTURED_CHUNKS_OVER_TOKEN_BLOCKS", False)
+    monkeypatch.setattr(chunked, "TOKEN_BLOCKS_MAX_CAPTURED_LENGTH", 256)
     assert plan(1, 197, token_blocks=True) is None
+    assert plan(8, 197, token_blocks=True) is None
+    assert plan(1, 577, token_blocks=True).chunk == 32
     assert plan(1, 197).chunk == 16  # the token walk: chunks still pay
     assert plan(1, 6085, token_blocks=True).chunk == chunked.CHUNK_TOKENS
+    monkeypatch.setattr(chunked, "TOKEN_BLOCKS_MAX_CAPTURED_LENGTH", 0)
+    assert plan(1, 197, token_blocks=True).chunk == 16
 
 
 def test_chunk_passes_prefetch_into_l1_where_measured():
@@ -265,24 +268,29 @@ def test_chunked_l1_prefetch_changes_nothing(fwd, monkeypatch):
 @pytest.mark.gpu
 @pytest.mark.parametrize("combine", [True, False])
 def test_a_captured_scan_runs_chunked_and_replays_correctly(fwd, combine):
-    """Under CUDA-graph capture, batch 1 at 197 tokens takes the captured rule (chunks of 16): the replayed
-    output equals the eager launch forced to the same chunks, bitwise, and the float64 reference within
-    tolerance."""
-    x = model_layout(1, 384, 197, dtype=torch.bfloat16, device="cuda")
-    forced = fwd.bimamba_scan(**x, combine=combine, split=16)
-    one_pass = fwd.bimamba_scan(**x, combine=combine)
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):  # warm-up (compiles) outside the capture
-        fwd.bimamba_scan(**x, combine=combine)
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        captured = fwd.bimamba_scan(**x, combine=combine)
-    graph.replay()
-    torch.cuda.synchronize()
-    assert torch.equal(captured, forced)
-    assert not torch.equal(one_pass, forced)  # the capture did take another path than the eager launch
-    ref64 = _ref64_halves(x).sum(0)
-    assert_close_to_f64(captured.double() if combine else captured.double().sum(0), ref64, torch.bfloat16,
-                        bimamba_scan_ref(**x))
+    """Under CUDA-graph capture, batch 1 at 577 tokens takes the captured rule (chunks of 32): the replayed output
+    equals the eager launch forced to the same chunks, bitwise, and the float64 reference within tolerance. At
+    197 tokens the capture runs the token-block kernel, as the eager launch does (TOKEN_BLOCKS_MAX_CAPTURED_LENGTH):
+    bitwise the eager output."""
+    for length, chunk in ((577, 32), (197, None)):
+        x = model_layout(1, 384, length, dtype=torch.bfloat16, device="cuda")
+        forced = fwd.bimamba_scan(**x, combine=combine, split=chunk) if chunk else None
+        one_pass = fwd.bimamba_scan(**x, combine=combine)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up (compiles) outside the capture
+            fwd.bimamba_scan(**x, combine=combine)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            captured = fwd.bimamba_scan(**x, combine=combine)
+        graph.replay()
+        torch.cuda.synchronize()
+        if chunk:
+            assert torch.equal(captured, forced)
+            assert not torch.equal(one_pass, forced)  # the capture did take another path than the eager launch
+        else:
+            assert torch.equal(captured, one_pass)
+        ref64 = _ref64_halves(x).sum(0)
+        assert_close_to_f64(captured.double() if combine else captured.double().sum(0), ref64, torch.bfloat16,
+                            bimamba_scan_ref(**x))

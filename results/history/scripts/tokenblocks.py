@@ -3,15 +3,17 @@
    replays timed (median us per call): `auto` = the shipped choice under capture (chunks of 16-32 tokens below 2
    programs per SM), `walk` = the one-pass token walk (eager's path at small grids), `tbT` = the token-block kernel
    with T tokens per block (one pass). Error: rel. L2 against `walk`.
-2. Whole Vim forwards at 224 px as CUDA graphs (bf16, inference mode), A B B A: A = shipped (token walk, captured
-   chunking), B = token blocks of 16 instead of the captured chunks (CAPTURED_CHUNKS_OVER_TOKEN_BLOCKS off).
-usage (repo root, GPU): OUT=... python results/history/scripts/tokenblocks.py"""
+2. Whole Vim forwards at 224 px as CUDA graphs (bf16, inference mode), A B B A: A = before session s (token walk,
+   captured chunking: TOKEN_BLOCK = 0), B = the token-block kernel as shipped after part 1 (fwd.TOKEN_BLOCK,
+   chunked.TOKEN_BLOCKS_MAX_CAPTURED_LENGTH).
+usage (repo root, GPU): OUT=... python results/history/scripts/tokenblocks.py [model]  (model: part 2 only)"""
+import sys
 import json, os, statistics, torch
 from vimbench.kerneltools.kernel_ops import _scan_inputs
 from vimbench.kerneltools.registry import OpShape
 from vimbench.models.registry import create_model
 from kernels.launch import call_replay
-from kernels.selective_scan import chunked, fwd
+from kernels.selective_scan import fwd
 OUT = os.environ.get("OUT", "/tmp")
 
 
@@ -27,7 +29,7 @@ def graph_us(fn, reps=20, n=30):
     torch.cuda.current_stream().wait_stream(s)
     with torch.cuda.graph(g):
         for _ in range(reps):
-            fn()
+            out = fn()
     g.replay()
     torch.cuda.synchronize()
     ts = []
@@ -35,6 +37,7 @@ def graph_us(fn, reps=20, n=30):
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         a.record(); g.replay(); b.record(); torch.cuda.synchronize()
         ts.append(a.elapsed_time(b))
+    graph_us.out = out  # the captured call's output (its last replay's values)
     return statistics.median(ts) * 1e3 / reps
 
 
@@ -48,8 +51,10 @@ def setting(name):
 
 
 rows = []
+SHIPPED = fwd.TOKEN_BLOCK
 with call_replay(False):
-    for E, L, batches in ((384, 197, (1, 2, 4, 8)), (768, 197, (1, 4)), (1536, 197, (1,)), (384, 577, (1,))):
+    for E, L, batches in (() if sys.argv[1:] == ["model"] else
+                          ((384, 197, (1, 2, 4, 8)), (768, 197, (1, 4)), (1536, 197, (1,)), (384, 577, (1,)))):
         for B in batches:
             args = _scan_inputs(dirs=2)(OpShape(batch=B, channels=E, length=L), torch.bfloat16, "cuda")
             fwd.TOKEN_BLOCK = 0
@@ -65,7 +70,7 @@ with call_replay(False):
                 except Exception as e:  # a variant that fails to compile is a result too
                     rows.append(dict(kind="scan", E=E, L=L, B=B, variant=name, error=repr(e)[:300]))
                 print(rows[-1], flush=True)
-    fwd.TOKEN_BLOCK = 0
+    fwd.TOKEN_BLOCK = SHIPPED
 
 for name, batches in (("vim_t", (1, 2, 8)), ("vim_s", (1,)), ("vim_b", (1,))):
     model = create_model(name, img_size=224, backend="triton").cuda().eval()
@@ -77,18 +82,17 @@ for name, batches in (("vim_t", (1, 2, 8)), ("vim_s", (1,)), ("vim_b", (1,))):
                 return model(x)
         outs = {}
         for arm in ("A", "B", "B", "A"):
-            fwd.TOKEN_BLOCK = 16 if arm == "B" else 0
-            chunked.CAPTURED_CHUNKS_OVER_TOKEN_BLOCKS = arm == "A"
+            fwd.TOKEN_BLOCK = SHIPPED if arm == "B" else 0
             with call_replay(False):
                 ms = graph_us(f, reps=5, n=40) / 1e3
-                outs[arm] = f().float()
+                outs[arm] = graph_us.out.float()
             rows.append(dict(kind="model_graph", model=name, B=B, arm=arm, ms=round(ms, 4)))
             print(rows[-1], flush=True)
         err = ((outs["B"] - outs["A"]).norm() / outs["A"].norm()).item()
         top1 = (outs["B"].argmax(-1) == outs["A"].argmax(-1)).float().mean().item()
         rows.append(dict(kind="model_graph_agree", model=name, B=B, rel_l2=err, top1_agree=top1))
         print(rows[-1], flush=True)
-    fwd.TOKEN_BLOCK, chunked.CAPTURED_CHUNKS_OVER_TOKEN_BLOCKS = 0, True
+    fwd.TOKEN_BLOCK = SHIPPED
     del model
     torch.cuda.empty_cache()
 json.dump(rows, open(f"{OUT}/tokenblocks.json", "w"), indent=1)
