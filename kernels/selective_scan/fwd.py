@@ -7,10 +7,13 @@ Same signatures and semantics as `reference.py` (the spec). Design (see shared/s
   compiler's default; A is loaded as N (C,) rows because a 2D load of it lets Triton 3.6 put lanes on the states
   (then every token pays cross-lane sums). Check with `vimbench kernels static` under the Triton that benchmarks.
 - Tokens are stepped through one at a time, two per loop trip, descending for the backward direction; each step
-  loads that token's (C,) slice of u, delta, z and its (N,) rows of B and C directly: no associative scan (so no
-  reverse scan, which has had bug reports), no flipped copies. Per (token, channel, state) element: one ex2, two
+  loads that token's (C,) slice of u, delta, z and its (N,) rows of B and C directly: no flipped copies, and no
+  reverse associative scan (which has had bug reports). Per (token, channel, state) element: one ex2, two
   multiplies, two FMAs. B and C rows that start 16-element aligned (the model's x_dbl layout,
   vimbench.layout.XDblLayout) load as vectors; fp32 B and C need no unpacking.
+- Small grids (batch 1-8 at 224 px) run `_scan_blocks_kernel` instead: blocks of 8-16 tokens, the recurrence as a
+  forward in-thread associative scan over each block (its tokens taken in scan order, so the backward direction
+  needs no reverse scan either), the sums over the states of the block's outputs together.
 - The next trip's loads are issued before this trip's arithmetic: without that, every trip waited a full memory
   round trip. Trips whose tokens all lie inside L run without token masks; the last one or two run masked.
   Channel-last tensors (channel stride 1, as the Vim model lays them out) make each per-token load coalesced.
