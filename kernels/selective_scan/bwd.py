@@ -77,8 +77,7 @@ from kernels.launch import launch
 from kernels.runtime import (INT32_LIMIT, LaunchConfig, cdiv, check_device, check_token_offsets, interpreted_block_c,
                              sm_count, sum_partials)
 from kernels.selective_scan.fwd import (LN2, LOG2E, SOFTPLUS_LOG1P_POLY, _blocks_for, _check, _load_lanes,
-                                        _softplus_exp, _softplus_sigmoid, load_rows,
-                                        store_rows)
+                                        _softplus_exp, _softplus_sigmoid, channel_rows, load_rows, store_rows)
 
 
 @triton.jit
@@ -212,12 +211,8 @@ def _scan_bwd_kernel(
     # A pre-scaled so that exp(Delta * A) = exp2(Delta * A2); N (C,) row loads keep lanes on channels (fwd.py).
     A_rows = A_ptr + direction * stride_A_dir + c64 * stride_A_e
     A2 = _load_state_rows(A_rows, stride_A_n, mask_c, lanes, N_STATE, BLOCK_C, SCATTER_SUMS) * LOG2E
-    D_row = tl.zeros((BLOCK_C,), dtype=tl.float32)
-    bias_row = tl.zeros((BLOCK_C,), dtype=tl.float32)
-    if HAS_D:
-        D_row = tl.load(D_ptr + direction * stride_D_dir + c64, mask=mask_c, other=0.0)
-    if HAS_BIAS:
-        bias_row = tl.load(bias_ptr + direction * stride_bias_dir + c64, mask=mask_c, other=0.0)
+    D_row, bias_row = channel_rows(D_ptr, bias_ptr, direction, stride_D_dir, stride_bias_dir, c64, mask_c, HAS_D,
+                                   HAS_BIAS, BLOCK_C)
 
     # The carry a_{s+1} * l_{s+1} entering the group's last step: the later groups' local carries folded in
     # reverse scan order, kappa_{j-1} = mu_j + exp(A * sum_j Delta) * kappa_j from kappa_{groups-1} = 0.

@@ -42,7 +42,8 @@ import triton.language as tl
 from kernels import fastmath
 from kernels.launch import launch
 from kernels.runtime import LaunchConfig, cdiv, interpreted_block_c
-from kernels.selective_scan.fwd import LOG2E, _load_lanes, _softplus, _token_position, _walk, load_rows, store_rows
+from kernels.selective_scan.fwd import (LOG2E, _load_lanes, _softplus, _token_position, _walk, channel_rows, load_rows,
+                                        store_rows)
 
 # The one-pass grid is "underfilled" below this many one-warp programs per SM: the chunked path then does ~2x the
 # exp work on more programs (kernels/NOTES.md, "Chunk-parallel scan forward": at batch 64 the one-pass kernel's
@@ -451,12 +452,8 @@ def _chunk_outputs_kernel(
     out_base = (out_ptr + direction * stride_out_dir + pid_b * stride_out_b + c64 * stride_out_e
                 + shift * stride_out_l)
     A2 = _decay_rates(A_ptr, direction, stride_A_dir, stride_A_e, stride_A_n, c64, mask_c, N_STATE, BLOCK_C)
-    D_row = tl.zeros((BLOCK_C,), dtype=tl.float32)
-    bias_row = tl.zeros((BLOCK_C,), dtype=tl.float32)
-    if HAS_D:
-        D_row = tl.load(D_ptr + direction * stride_D_dir + c64, mask=mask_c, other=0.0)
-    if HAS_BIAS:
-        bias_row = tl.load(bias_ptr + direction * stride_bias_dir + c64, mask=mask_c, other=0.0)
+    D_row, bias_row = channel_rows(D_ptr, bias_ptr, direction, stride_D_dir, stride_bias_dir, c64, mask_c, HAS_D,
+                                   HAS_BIAS, BLOCK_C)
 
     ckpt_lanes = ckpt_ptr + c64  # (C,) pointers to this program's channels in checkpoint slot 0, row 0
     if SAVE_EVERY > 0:

@@ -178,12 +178,8 @@ def _scan_kernel(
     for n in tl.static_range(N_STATE):
         a_n = tl.load(A_rows + n * stride_A_n, mask=mask_c, other=0.0) * LOG2E
         A2 = tl.where(states[:, None] == n, a_n[None, :], A2)
-    D_row = tl.zeros((BLOCK_C,), dtype=tl.float32)
-    bias_row = tl.zeros((BLOCK_C,), dtype=tl.float32)
-    if HAS_D:
-        D_row = tl.load(D_ptr + direction * stride_D_dir + c64, mask=mask_c, other=0.0)
-    if HAS_BIAS:
-        bias_row = tl.load(bias_ptr + direction * stride_bias_dir + c64, mask=mask_c, other=0.0)
+    D_row, bias_row = channel_rows(D_ptr, bias_ptr, direction, stride_D_dir, stride_bias_dir, c64, mask_c, HAS_D,
+                                   HAS_BIAS, BLOCK_C)
     if DT_RANK > 0:
         # (R_PAD, C) slice of W, from R (C,) row loads for the same reason as A; rows past R stay zero.
         W_dt = tl.zeros((_rank_tile(DT_RANK), BLOCK_C), dtype=tl.float32)
@@ -221,6 +217,20 @@ def _scan_kernel(
         _walk(*walk_args, stride_u_l, stride_dt_l, stride_z_l, stride_B_l, stride_C_l, stride_out_l, False, N_STATE,
               BLOCK_C, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM, PREFETCH, SAVE_EVERY, MASK_C, DT_RANK,
               L1_AHEAD, UNROLL_TRIPS)
+
+
+@triton.jit
+def channel_rows(D_ptr, bias_ptr, direction, stride_D_dir, stride_bias_dir, c64, mask_c, HAS_D: tl.constexpr,
+                 HAS_BIAS: tl.constexpr, BLOCK_C: tl.constexpr):
+    """A program's (C,) rows of D and of the delta bias for one direction, fp32; zeros where absent (HAS_D,
+    HAS_BIAS) and on masked lanes. Every scan kernel's prologue (forward, chunked, backward)."""
+    D_row = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    bias_row = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    if HAS_D:
+        D_row = tl.load(D_ptr + direction * stride_D_dir + c64, mask=mask_c, other=0.0)
+    if HAS_BIAS:
+        bias_row = tl.load(bias_ptr + direction * stride_bias_dir + c64, mask=mask_c, other=0.0)
+    return D_row, bias_row
 
 
 @triton.jit
@@ -279,12 +289,8 @@ def _scan_blocks_kernel(
     C_base = C_ptr + direction * stride_C_dir + pid_b * stride_C_b + states * stride_C_n
 
     A2 = load_rows(A_ptr + direction * stride_A_dir + c64 * stride_A_e, stride_A_n, mask_c, N_STATE, BLOCK_C) * LOG2E
-    D_row = tl.zeros((BLOCK_C,), dtype=tl.float32)
-    bias_row = tl.zeros((BLOCK_C,), dtype=tl.float32)
-    if HAS_D:
-        D_row = tl.load(D_ptr + direction * stride_D_dir + c64, mask=mask_c, other=0.0)
-    if HAS_BIAS:
-        bias_row = tl.load(bias_ptr + direction * stride_bias_dir + c64, mask=mask_c, other=0.0)
+    D_row, bias_row = channel_rows(D_ptr, bias_ptr, direction, stride_D_dir, stride_bias_dir, c64, mask_c, HAS_D,
+                                   HAS_BIAS, BLOCK_C)
     APPROX: tl.constexpr = USE_ASM and out_ptr.dtype.element_ty != tl.float32
 
     h = tl.zeros((N_STATE, BLOCK_C), dtype=tl.float32)
