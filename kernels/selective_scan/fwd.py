@@ -724,10 +724,11 @@ INTERPRETED_TOKEN_BLOCK = 0
 
 def scan_launch_config(batch: int, channels: int, n_dir: int, interpreted: bool, dt_rank: int = 0,
                        save_every: int = 0) -> LaunchConfig:
-    """`_scan_kernel`'s grid (channel blocks, directions, batch), tile and warps: the one place that chooses them
-    (the launcher and `vimbench kernels static` both call it). One warp; a channel per lane, or per 32 / BLOCK_C
-    lanes on small grids (`one_pass_block_c`); under the interpreter small tiles, so that tests exercise channel
-    masks and several programs, and no inline asm. dt_rank: the fused dt_proj's rank (0: not fused); save_every:
+    """The one-pass scan's kernel, grid (channel blocks, directions, batch), tile and warps: the one place that
+    chooses them (the launcher and `vimbench kernels static` both call it). One warp; a channel per lane, or per
+    32 / BLOCK_C lanes on small grids (`one_pass_block_c`), where inference without a fused dt_proj runs
+    `_scan_blocks_kernel` (TOKEN_BLOCK, TOKEN_BLOCK_X_CHANNELS), everything else `_scan_kernel`; under the
+    interpreter small tiles, so that tests exercise channel masks and several programs, and no inline asm. dt_rank: the fused dt_proj's rank (0: not fused); save_every:
     the checkpoint interval of the training forward (0: inference): they pick the main loop's form and the
     register cap (UNROLL_TRIPS, ONE_PASS_MAXNREG, SAVE_UNROLL_TRIPS, SAVE_MAXNREG, MAXNREG_DT_RANK)."""
     gpu_block_c = one_pass_block_c(cdiv(channels, 32) * n_dir * batch)
