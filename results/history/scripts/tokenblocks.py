@@ -85,7 +85,7 @@ for name, batches in (("vim_t", (1, 2, 8)), ("vim_s", (1,)), ("vim_b", (1,))):
             fwd.TOKEN_BLOCK = SHIPPED if arm == "B" else 0
             with call_replay(False):
                 ms = graph_us(f, reps=5, n=40) / 1e3
-                outs[arm] = graph_us.out.float()
+                outs[arm] = graph_us.out.float().clone()  # a copy: a later graph's pool may reuse that memory
             rows.append(dict(kind="model_graph", model=name, B=B, arm=arm, ms=round(ms, 4)))
             print(rows[-1], flush=True)
         err = ((outs["B"] - outs["A"]).norm() / outs["A"].norm()).item()
