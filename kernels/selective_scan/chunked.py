@@ -42,8 +42,8 @@ import triton.language as tl
 from kernels import fastmath
 from kernels.launch import launch
 from kernels.runtime import LaunchConfig, cdiv, interpreted_block_c
-from kernels.selective_scan.fwd import (LOG2E, _load_lanes, _softplus, _token_position, _walk, channel_rows, load_rows,
-                                        store_rows)
+from kernels.selective_scan.fwd import (LOG2E, _load_lanes, _softplus, _token_position, _walk, channel_rows,
+                                        decay_rates, load_rows, store_rows)
 
 # The one-pass grid is "underfilled" below this many one-warp programs per SM: the chunked path then does ~2x the
 # exp work on more programs (kernels/NOTES.md, "Chunk-parallel scan forward": at batch 64 the one-pass kernel's
@@ -196,19 +196,6 @@ def _program_lanes(E, batch, dir_first, BLOCK_C: tl.constexpr):
 
 
 @triton.jit
-def _decay_rates(A_ptr, direction, stride_A_dir, stride_A_e, stride_A_n, c64, mask_c, N_STATE: tl.constexpr,
-                 BLOCK_C: tl.constexpr):
-    """A * log2(e) as an (N, C) tile from N (C,) row loads (fwd.py `_scan_kernel` says why rows)."""
-    states = tl.arange(0, N_STATE)
-    A2 = tl.zeros((N_STATE, BLOCK_C), dtype=tl.float32)
-    A_rows = A_ptr + direction * stride_A_dir + c64 * stride_A_e
-    for n in tl.static_range(N_STATE):
-        a_n = tl.load(A_rows + n * stride_A_n, mask=mask_c, other=0.0) * LOG2E
-        A2 = tl.where(states[:, None] == n, a_n[None, :], A2)
-    return A2
-
-
-@triton.jit
 def _load_state_token(step, u_base, dt_base, B_base, L, backward, mask_c, stride_u_l, stride_dt_l, stride_B_l,
                       MASK_T: tl.constexpr, MASK_C: tl.constexpr):
     """What the state update needs of token `step` (scan order): u, delta (C,), B (N,), fp32; zeros past L."""
@@ -338,7 +325,7 @@ def _chunk_states_kernel(
     B_base = B_ptr + direction * stride_B_dir + pid_b * stride_B_b + states * stride_B_n + shift * stride_B_l
     # the B row's line, for L1_AHEAD
     B_lanes = B_ptr + direction * stride_B_dir + pid_b * stride_B_b + shift * stride_B_l + c64 * 0
-    A2 = _decay_rates(A_ptr, direction, stride_A_dir, stride_A_e, stride_A_n, c64, mask_c, N_STATE, BLOCK_C)
+    A2 = decay_rates(A_ptr, direction, stride_A_dir, stride_A_e, stride_A_n, c64, mask_c, N_STATE, BLOCK_C)
     bias_row = tl.zeros((BLOCK_C,), dtype=tl.float32)
     if HAS_BIAS:
         bias_row = tl.load(bias_ptr + direction * stride_bias_dir + c64, mask=mask_c, other=0.0)
@@ -451,7 +438,7 @@ def _chunk_outputs_kernel(
     z_base = z_ptr + pid_b * stride_z_b + c64 * stride_z_e + shift * stride_z_l
     out_base = (out_ptr + direction * stride_out_dir + pid_b * stride_out_b + c64 * stride_out_e
                 + shift * stride_out_l)
-    A2 = _decay_rates(A_ptr, direction, stride_A_dir, stride_A_e, stride_A_n, c64, mask_c, N_STATE, BLOCK_C)
+    A2 = decay_rates(A_ptr, direction, stride_A_dir, stride_A_e, stride_A_n, c64, mask_c, N_STATE, BLOCK_C)
     D_row, bias_row = channel_rows(D_ptr, bias_ptr, direction, stride_D_dir, stride_bias_dir, c64, mask_c, HAS_D,
                                    HAS_BIAS, BLOCK_C)
 

@@ -169,15 +169,7 @@ def _scan_kernel(
     z_base = z_ptr + pid_b * stride_z_b + c64 * stride_z_e
     out_base = out_ptr + direction * stride_out_dir + pid_b * stride_out_b + c64 * stride_out_e
 
-    # (N, C), pre-scaled so that exp(Delta * A) = exp2(Delta * A2). Built from N (C,) row loads rather than one
-    # (N, C) load: given a 2D load without contiguity, Triton 3.6's coalescing pass puts 16 lanes on the state
-    # axis (ties broken towards dim 0), that layout spreads to the whole state tile, and every token then pays
-    # cross-lane sums (128 shuffles per loop trip on sm_90). Row loads leave the default layout: lanes on channels.
-    A2 = tl.zeros((N_STATE, BLOCK_C), dtype=tl.float32)
-    A_rows = A_ptr + direction * stride_A_dir + c64 * stride_A_e
-    for n in tl.static_range(N_STATE):
-        a_n = tl.load(A_rows + n * stride_A_n, mask=mask_c, other=0.0) * LOG2E
-        A2 = tl.where(states[:, None] == n, a_n[None, :], A2)
+    A2 = decay_rates(A_ptr, direction, stride_A_dir, stride_A_e, stride_A_n, c64, mask_c, N_STATE, BLOCK_C)
     D_row, bias_row = channel_rows(D_ptr, bias_ptr, direction, stride_D_dir, stride_bias_dir, c64, mask_c, HAS_D,
                                    HAS_BIAS, BLOCK_C)
     if DT_RANK > 0:
@@ -217,6 +209,22 @@ def _scan_kernel(
         _walk(*walk_args, stride_u_l, stride_dt_l, stride_z_l, stride_B_l, stride_C_l, stride_out_l, False, N_STATE,
               BLOCK_C, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM, PREFETCH, SAVE_EVERY, MASK_C, DT_RANK,
               L1_AHEAD, UNROLL_TRIPS)
+
+
+@triton.jit
+def decay_rates(A_ptr, direction, stride_A_dir, stride_A_e, stride_A_n, c64, mask_c, N_STATE: tl.constexpr,
+                BLOCK_C: tl.constexpr):
+    """A * log2(e) as an (N, C) tile (so that exp(Delta * A) = exp2(Delta * A2)) from N (C,) row loads: given a 2D
+    load without contiguity, Triton 3.6's coalescing pass puts 16 lanes on the state axis (ties broken towards dim
+    0), that layout spreads to the whole state tile, and every token then pays cross-lane sums (128 shuffles per
+    loop trip on sm_90); row loads leave the default layout, lanes on channels. The forward kernels' prologue."""
+    states = tl.arange(0, N_STATE)
+    A2 = tl.zeros((N_STATE, BLOCK_C), dtype=tl.float32)
+    A_rows = A_ptr + direction * stride_A_dir + c64 * stride_A_e
+    for n in tl.static_range(N_STATE):
+        a_n = tl.load(A_rows + n * stride_A_n, mask=mask_c, other=0.0) * LOG2E
+        A2 = tl.where(states[:, None] == n, a_n[None, :], A2)
+    return A2
 
 
 @triton.jit
@@ -288,7 +296,7 @@ def _scan_blocks_kernel(
     B_base = B_ptr + direction * stride_B_dir + pid_b * stride_B_b + states * stride_B_n
     C_base = C_ptr + direction * stride_C_dir + pid_b * stride_C_b + states * stride_C_n
 
-    A2 = load_rows(A_ptr + direction * stride_A_dir + c64 * stride_A_e, stride_A_n, mask_c, N_STATE, BLOCK_C) * LOG2E
+    A2 = decay_rates(A_ptr, direction, stride_A_dir, stride_A_e, stride_A_n, c64, mask_c, N_STATE, BLOCK_C)
     D_row, bias_row = channel_rows(D_ptr, bias_ptr, direction, stride_D_dir, stride_bias_dir, c64, mask_c, HAS_D,
                                    HAS_BIAS, BLOCK_C)
     APPROX: tl.constexpr = USE_ASM and out_ptr.dtype.element_ty != tl.float32
@@ -728,15 +736,19 @@ def scan_launch_config(batch: int, channels: int, n_dir: int, interpreted: bool,
     chooses them (the launcher and `vimbench kernels static` both call it). One warp; a channel per lane, or per
     32 / BLOCK_C lanes on small grids (`one_pass_block_c`), where inference without a fused dt_proj runs
     `_scan_blocks_kernel` (TOKEN_BLOCK, TOKEN_BLOCK_X_CHANNELS), everything else `_scan_kernel`; under the
-    interpreter small tiles, so that tests exercise channel masks and several programs, and no inline asm. dt_rank: the fused dt_proj's rank (0: not fused); save_every:
-    the checkpoint interval of the training forward (0: inference): they pick the main loop's form and the
-    register cap (UNROLL_TRIPS, ONE_PASS_MAXNREG, SAVE_UNROLL_TRIPS, SAVE_MAXNREG, MAXNREG_DT_RANK)."""
+    interpreter small tiles, so that tests exercise channel masks and several programs, and no inline asm.
+    dt_rank: the fused dt_proj's rank (0: not fused); save_every: the checkpoint interval of the training forward
+    (0: inference): they pick the kernel, the main loop's form and the register cap (UNROLL_TRIPS,
+    ONE_PASS_MAXNREG, SAVE_UNROLL_TRIPS, SAVE_MAXNREG, MAXNREG_DT_RANK)."""
     gpu_block_c = one_pass_block_c(cdiv(channels, 32) * n_dir * batch)
     block_c = interpreted_block_c(channels) if interpreted else gpu_block_c
     lane_per_channel = block_c == 32 and not interpreted
-    token_block = (INTERPRETED_TOKEN_BLOCK if interpreted else
-                   min(TOKEN_BLOCK, TOKEN_BLOCK_X_CHANNELS // block_c) if block_c < 32 else 0) \
-        if not save_every and not dt_rank else 0
+    if save_every or dt_rank:
+        token_block = 0  # the token-block kernel takes neither checkpoints nor a fused dt_proj
+    elif interpreted:
+        token_block = INTERPRETED_TOKEN_BLOCK
+    else:
+        token_block = min(TOKEN_BLOCK, TOKEN_BLOCK_X_CHANNELS // block_c) if block_c < 32 else 0
     if token_block:
         return LaunchConfig(kernel="_scan_blocks_kernel", grid=(cdiv(channels, block_c), n_dir, batch),
                             constexprs=dict(BLOCK_C=block_c, MASK_C=channels % block_c != 0, USE_ASM=not interpreted,
