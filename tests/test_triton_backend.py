@@ -48,9 +48,10 @@ def test_triton_backend_vim_t_bf16_autocast():
 
 def test_default_fuses_dt_proj_only_in_host_bound_calls(device, monkeypatch):
     """Memory mode default (fuse_dt_proj None): the scan gets dt_proj in eager calls of at most FUSE_DT_MAX_ROWS
-    token rows, the delta GEMM runs above that and while traced; the logits agree either way (and with the torch
-    backend)."""
+    token rows, the delta GEMM runs above that and while traced, unless the fused scan runs in blocks of tokens
+    there (FUSE_DT_IN_TOKEN_BLOCKS); the logits agree either way (and with the torch backend)."""
     import vimbench.models.vim as vim
+    from kernels.selective_scan import chunked, fwd
 
     ref, tri = _pair("vim_test", 32, device)
     calls = []
@@ -80,25 +81,35 @@ def test_default_fuses_dt_proj_only_in_host_bound_calls(device, monkeypatch):
     with torch.no_grad():
         assert mixer.fuses_dt_proj(h) and not ref.layers[0].mixer.fuses_dt_proj(h), "the torch backend's scan does not"
         monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
-        assert not mixer.fuses_dt_proj(h), "traced: the delta GEMM"
+        for name in ("TOKEN_BLOCK", "INTERPRETED_TOKEN_BLOCK"):  # the GPU's and the interpreter's switch
+            monkeypatch.setattr(fwd, name, 0)
+        assert not mixer.fuses_dt_proj(h), "traced, no token blocks: the delta GEMM"
+        for name in ("TOKEN_BLOCK", "INTERPRETED_TOKEN_BLOCK"):
+            monkeypatch.setattr(fwd, name, 4)
+        assert mixer.fuses_dt_proj(h), "traced, token blocks: fused"
+        longer = torch.zeros(1, chunked.TOKEN_BLOCKS_MAX_CAPTURED_LENGTH + 1, tri.embed_dim, device=device)
+        assert not mixer.fuses_dt_proj(longer), "traced, a sequence captured in chunks: the delta GEMM"
+        monkeypatch.setattr(vim, "FUSE_DT_IN_TOKEN_BLOCKS", False)
+        assert not mixer.fuses_dt_proj(h), "switched off: the delta GEMM"
     with torch.enable_grad():
         assert not mixer.fuses_dt_proj(h), "training keeps the dt_proj GEMM"
 
 
 @pytest.mark.gpu
-def test_captured_forward_keeps_the_delta_gemm():
-    """Vim-Ti at 224 px, batch 1, bf16: the eager forward fuses dt_proj into the scan (host-bound), the forward
-    captured into a CUDA graph does not (its GPU time is lower with the delta GEMM), and both give the logits of
-    the delta path within bf16 rounding."""
+@pytest.mark.parametrize("batch,fused", [(1, True), (16, False)])
+def test_captured_forward_fuses_dt_proj_in_token_blocks(batch, fused):
+    """Vim-Ti at 224 px, bf16: the eager forward fuses dt_proj into the scan (host-bound); the forward captured
+    into a CUDA graph fuses it where the scan runs in blocks of tokens (batch 1), and keeps the delta GEMM where
+    it walks token by token (batch 16); both give the logits of the delta path within bf16 rounding."""
     _, tri = _pair("vim_t", 224, "cuda")
     seen = []
     mixer = tri.layers[0].mixer
     decide = mixer.fuses_dt_proj
     mixer.fuses_dt_proj = lambda h: seen.append(decide(h)) or seen[-1]
-    images = torch.randn(1, 3, 224, 224, device="cuda")
+    images = torch.randn(batch, 3, 224, 224, device="cuda")
     with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
         eager = tri(images).float()
-        assert seen == [True], "eager batch 1: fused"
+        assert seen == [True], "eager: fused"
         side = torch.cuda.Stream()
         with torch.cuda.stream(side):
             tri(images)
@@ -107,7 +118,7 @@ def test_captured_forward_keeps_the_delta_gemm():
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             captured = tri(images)
-        assert seen == [False], "captured: the delta GEMM"
+        assert seen == [fused], "captured: fused in token blocks only"
         graph.replay()
         torch.cuda.synchronize()
         from vimbench.models.vim import set_dt_proj_fusion

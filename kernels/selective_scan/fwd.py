@@ -108,6 +108,13 @@ def _rank_tile(n):
     return max(32, 1 << (int(n) - 1).bit_length())
 
 
+@triton.constexpr_function
+def _rank_tile_blocks(n):
+    """Ranks per tile of the token-block scan's fused dt_proj (rank n): a power of two, at least 16 (N, the middle
+    axis of its (T, N, C) tiles, so the (T, R_PAD, C) products take the same lanes)."""
+    return max(16, 1 << (int(n) - 1).bit_length())
+
+
 @triton.jit(do_not_specialize=["L"])
 def _scan_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, ckpt_ptr, dtw_ptr,
@@ -274,10 +281,12 @@ def _scan_blocks_kernel(
     independent shuffle trees) and one (T, C) store. The token walk (`_scan_kernel`) pays each token's chain in
     full: softplus, the decay's ex2, the state update, four shuffle levels, the gate and the store, ~240 cycles
     per token at batch 1 with nothing else on the SM to hide it (kernels/NOTES.md, "Small grids"). The next
-    block's loads are issued before this block's arithmetic. Inference only: no checkpoints (SAVE_EVERY), no fused
-    dt_proj (DT_RANK), no ordered sum (ATOMIC 2)."""
+    block's loads are issued before this block's arithmetic. Inference only: no checkpoints (SAVE_EVERY), no
+    ordered sum (ATOMIC 2).
+    DT_RANK > 0 (dt_proj fused, as in `_scan_kernel`): each block loads its (T, R_PAD) tile of the low-rank dt and
+    forms the (T, C) delta as the (T, R_PAD, C) products summed over the ranks (`_rank_tile_blocks`), the
+    program's (R_PAD, C) slice of W loaded once; no delta tensor, no dt_proj GEMM and no dt cast before the scan."""
     tl.static_assert(SAVE_EVERY == 0, "the token-block scan takes no checkpoints")
-    tl.static_assert(DT_RANK == 0, "the token-block scan reads delta (no fused dt_proj)")
     tl.static_assert(ATOMIC != 2, "the token-block scan has no ordered sum")
     pid_c = tl.program_id(0)
     direction = tl.program_id(1).to(tl.int64)
@@ -290,7 +299,15 @@ def _scan_blocks_kernel(
     states = tl.arange(0, N_STATE)  # (N,)
     steps = tl.arange(0, TOKEN_BLOCK)  # (T,)
     u_base = u_ptr + direction * stride_u_dir + pid_b * stride_u_b + c64 * stride_u_e
-    dt_base = delta_ptr + direction * stride_dt_dir + pid_b * stride_dt_b + c64 * stride_dt_e
+    if DT_RANK > 0:
+        ranks = tl.arange(0, _rank_tile_blocks(DT_RANK))  # (R_PAD,); ranks past R load as zeros
+        dt_base = delta_ptr + direction * stride_dt_dir + pid_b * stride_dt_b + ranks * stride_dt_e
+        W_dt = tl.load(dtw_ptr + direction * stride_dtw_dir + c64[None, :] * stride_dtw_e
+                       + ranks[:, None] * stride_dtw_r, mask=(ranks[:, None] < DT_RANK) & mask_c[None, :],
+                       other=0.0).to(tl.float32)  # (R_PAD, C)
+    else:
+        dt_base = delta_ptr + direction * stride_dt_dir + pid_b * stride_dt_b + c64 * stride_dt_e
+        W_dt = 0.0
     z_base = z_ptr + pid_b * stride_z_b + c64 * stride_z_e
     out_base = out_ptr + direction * stride_out_dir + pid_b * stride_out_b + c64 * stride_out_e
     B_base = B_ptr + direction * stride_B_dir + pid_b * stride_B_b + states * stride_B_n
@@ -304,12 +321,14 @@ def _scan_blocks_kernel(
     h = tl.zeros((N_STATE, BLOCK_C), dtype=tl.float32)
     blocks = tl.cdiv(L, TOKEN_BLOCK)
     cur = _load_token_block(0, steps, L, backward, mask_c, u_base, dt_base, z_base, B_base, C_base, stride_u_l,
-                            stride_dt_l, stride_z_l, stride_B_l, stride_C_l, HAS_Z)
+                            stride_dt_l, stride_z_l, stride_B_l, stride_C_l, HAS_Z, DT_RANK)
     for k in range(blocks):
         nxt = _load_token_block(k + 1, steps, L, backward, mask_c, u_base, dt_base, z_base, B_base, C_base,
-                                stride_u_l, stride_dt_l, stride_z_l, stride_B_l, stride_C_l, HAS_Z)
+                                stride_u_l, stride_dt_l, stride_z_l, stride_B_l, stride_C_l, HAS_Z, DT_RANK)
         u, dt, z, Bt, Ct = cur
         t, valid = _block_tokens(k, steps, L, backward)
+        if DT_RANK > 0:  # (R_PAD, T) low-rank rows -> (T, C) delta
+            dt = tl.sum(dt[:, :, None] * W_dt[:, None, :], axis=0)
         if HAS_BIAS:
             dt = dt + bias_row[None, :]
         if SOFTPLUS:
@@ -348,12 +367,19 @@ def _block_tokens(k, steps, L, backward):
 @triton.jit
 def _load_token_block(k, steps, L, backward, mask_c, u_base, dt_base, z_base, B_base, C_base,
                       stride_u_l: tl.constexpr, stride_dt_l: tl.constexpr, stride_z_l: tl.constexpr,
-                      stride_B_l: tl.constexpr, stride_C_l: tl.constexpr, HAS_Z: tl.constexpr):
-    """Block k's (T, C) tiles of u, delta, z and (T, N) tiles of B and C, in fp32; zeros past L."""
+                      stride_B_l: tl.constexpr, stride_C_l: tl.constexpr, HAS_Z: tl.constexpr,
+                      DT_RANK: tl.constexpr = 0):
+    """Block k's (T, C) tiles of u, delta, z and (T, N) tiles of B and C, in fp32; zeros past L. With DT_RANK > 0,
+    the (T, R_PAD) tile of the low-rank dt instead of delta (zeros past R)."""
     t, valid = _block_tokens(k, steps, L, backward)
     mask = valid[:, None] & mask_c[None, :]
     u = tl.load(u_base[None, :] + t[:, None] * stride_u_l, mask=mask, other=0.0).to(tl.float32)
-    dt = tl.load(dt_base[None, :] + t[:, None] * stride_dt_l, mask=mask, other=0.0).to(tl.float32)
+    if DT_RANK > 0:
+        rank_mask = tl.arange(0, dt_base.shape[0]) < DT_RANK
+        dt = tl.load(dt_base[:, None] + t[None, :] * stride_dt_l, mask=rank_mask[:, None] & valid[None, :],
+                     other=0.0).to(tl.float32)
+    else:
+        dt = tl.load(dt_base[None, :] + t[:, None] * stride_dt_l, mask=mask, other=0.0).to(tl.float32)
     if HAS_Z:
         z = tl.load(z_base[None, :] + t[:, None] * stride_z_l, mask=mask, other=0.0).to(tl.float32)
     else:
@@ -743,8 +769,8 @@ def scan_launch_config(batch: int, channels: int, n_dir: int, interpreted: bool,
     gpu_block_c = one_pass_block_c(cdiv(channels, 32) * n_dir * batch)
     block_c = interpreted_block_c(channels) if interpreted else gpu_block_c
     lane_per_channel = block_c == 32 and not interpreted
-    if save_every or dt_rank:
-        token_block = 0  # the token-block kernel takes neither checkpoints nor a fused dt_proj
+    if save_every:
+        token_block = 0  # the token-block kernel takes no checkpoints
     elif interpreted:
         token_block = INTERPRETED_TOKEN_BLOCK
     else:
@@ -765,6 +791,18 @@ def scan_launch_config(batch: int, channels: int, n_dir: int, interpreted: bool,
         maxnreg=(SAVE_MAXNREG if save_every else ONE_PASS_MAXNREG) if lane_per_channel and dt_rank <= MAXNREG_DT_RANK
         else None,
     )
+
+
+def token_blocks_take_dt_proj(batch: int, channels: int, length: int, dt_rank: int, interpreted: bool) -> bool:
+    """Whether a bimamba scan (both directions) of this size with dt_proj fused runs the token-block kernel in one
+    pass, captured into a CUDA graph or not: a small-grid block (`scan_launch_config`) and a sequence short enough
+    that capture keeps it unchunked (chunked.TOKEN_BLOCKS_MAX_CAPTURED_LENGTH; the chunk-parallel passes would
+    compute delta first). The Vim mixer fuses dt_proj there in captured and traced forwards too
+    (vimbench.models.vim, FUSE_DT_IN_TOKEN_BLOCKS)."""
+    from kernels.selective_scan import chunked
+
+    kernel = scan_launch_config(batch, channels, 2, interpreted, dt_rank).kernel
+    return kernel == "_scan_blocks_kernel" and length <= chunked.TOKEN_BLOCKS_MAX_CAPTURED_LENGTH
 
 
 def _check(u, delta, A, B, C, n_dir: int | None, dt_proj=None):

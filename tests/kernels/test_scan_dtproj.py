@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from kernels.launch import call_replay
 from kernels.selective_scan.reference import bimamba_scan_ref
 from _tolerances import TOL, assert_close_to_f64
 
@@ -76,6 +77,34 @@ def test_fused_dt_proj_matches_reference_vim_ti_rank(op, device, length, form):
 def test_fused_dt_proj_small_ranks(op, device, rank, length, form):
     x = fused_inputs(2, 13, length, rank=rank, device=device, seed=rank)
     _check_fused(op, x, combine=form == "combined", in_place=form == "halves_over_u")
+
+
+# Blocks of 4 tokens: L = 1 and 5 end inside a block, 37 crosses nine; 13 channels leave a masked channel block;
+# ranks 12 (Vim-Ti: a 16-wide rank tile, 4 of it masked) and 3.
+@pytest.mark.parametrize("rank", [12, 3])
+@pytest.mark.parametrize("length", [1, 5, 37])
+@pytest.mark.parametrize("form", ["combined", "halves_over_u"])
+def test_fused_dt_proj_in_token_blocks(op, device, monkeypatch, rank, length, form):
+    """The small-grid token-block scan with dt_proj fused (each block's (T, R) low-rank rows times the program's
+    (R, C) slice of dt_proj) gives the reference's output."""
+    from kernels.selective_scan import fwd
+
+    monkeypatch.setattr(fwd, "INTERPRETED_TOKEN_BLOCK", 4)
+    assert fwd.scan_launch_config(1, 13, 2, interpreted=True, dt_rank=rank).kernel == "_scan_blocks_kernel"
+    x = fused_inputs(1, 13, length, rank=rank, device=device, seed=rank + length)
+    _check_fused(op, x, combine=form == "combined", in_place=form == "halves_over_u")
+
+
+@pytest.mark.parametrize("form", ["combined", "halves"])
+def test_fused_dt_proj_in_token_blocks_without_bias_and_optional_inputs(op, device, monkeypatch, form):
+    from kernels.selective_scan import fwd
+
+    monkeypatch.setattr(fwd, "INTERPRETED_TOKEN_BLOCK", 8)
+    x = fused_inputs(2, 8, 11, rank=5, device=device, seed=9)
+    x["delta_bias"] = None
+    _check_fused(op, x, combine=form == "combined")
+    x.update(D=None, z=None)
+    _check_fused(op, x, combine=form == "combined")
 
 
 @pytest.mark.parametrize("form", ["combined", "halves"])
@@ -165,5 +194,26 @@ def test_fused_dt_proj_gpu(op, dtype, channels, length):
     combined = op.bimamba_scan(**x)
     plain = op.bimamba_scan(**unfused(x, dtype))  # the unfused Triton path, delta in the activation dtype
     assert halves.dtype == dtype and combined.dtype == dtype
+    assert_close_to_f64(combined, ref64, dtype, plain)
+    assert_close_to_f64(halves.double().sum(0), ref64, dtype, plain)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("batch,channels,length", [(1, 384, 197), (8, 384, 197), (1, 768, 197), (1, 1536, 197),
+                                                   (2, 384, 1025)])
+def test_fused_dt_proj_token_blocks_gpu(op, dtype, batch, channels, length):
+    """Small grids (batch 1-8), where the fused scan runs the token-block kernel, at the Vim-Ti/S/B ranks
+    (12, 24, 48: rank tiles of 16, 32, 64); x_dbl in fp32, as the bf16 model writes it."""
+    from kernels.selective_scan import fwd
+
+    rank = {384: 12, 768: 24, 1536: 48}[channels]
+    assert fwd.scan_launch_config(batch, channels, 2, False, dt_rank=rank).kernel == "_scan_blocks_kernel"
+    x = fused_inputs(batch, channels, length, rank, dtype=dtype, device="cuda", x_dbl_dtype=torch.float32)
+    ref64 = _ref64(x)
+    with call_replay(False):
+        halves = fwd.bimamba_scan(**x, combine=False, split=0)
+        combined = fwd.bimamba_scan(**x, split=0)
+        plain = fwd.bimamba_scan(**unfused(x, dtype), split=0)
     assert_close_to_f64(combined, ref64, dtype, plain)
     assert_close_to_f64(halves.double().sum(0), ref64, dtype, plain)

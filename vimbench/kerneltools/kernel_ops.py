@@ -296,7 +296,13 @@ register(_scan_op(
                                                halves=True, dt_rank=s.dt_rank),
     static_specs=lambda: [_scan_spec("bf16", "halves", dt_proj=True), _scan_spec("fp32", "combined", dt_proj=True),
                           _scan_spec("bf16", "halves", _VIM_S_1248, dt_proj=True, label="/vim_s"),
-                          _scan_spec("bf16", "halves", _VIM_B_1248, dt_proj=True, label="/vim_b")],
+                          _scan_spec("bf16", "halves", _VIM_B_1248, dt_proj=True, label="/vim_b"),
+                          # the token-block kernel at small grids (224 px): rank tiles of 16, 32 and 64
+                          _scan_spec("bf16", "halves", OpShape(1, 384, VIM_TI_224), dt_proj=True, label="/b1"),
+                          _scan_spec("bf16", "halves", OpShape(8, 384, VIM_TI_224), dt_proj=True, label="/b8"),
+                          _scan_spec("bf16", "halves", OpShape(1, 768, VIM_TI_224), dt_proj=True, label="/vim_s/b1"),
+                          _scan_spec("bf16", "halves", OpShape(1, 1536, VIM_TI_224), dt_proj=True,
+                                     label="/vim_b/b1")],
     # no regression cases until the H200 baseline (results/baselines/h200.json) has timings for them
     official="the official code has no fused dt_proj; compare bimamba_scan_halves plus its dt_proj GEMM",
 ))

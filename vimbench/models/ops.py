@@ -10,6 +10,9 @@ Op signatures (all backends identical; shapes documented on the reference ops in
 scan_fuses_dt_proj: whether the mixer should hand the scan the low-rank dt and dt_proj at inference (the Triton
 scan computes delta per token, so no (2, B, E, L) delta tensor and no dt_proj GEMM exist); the reference
 accepts the same call but only computes delta first, so the torch backend keeps its GEMM.
+scan_blocks_take_dt_proj(batch, channels, length, dt_rank, interpreted) -> bool: whether the fused scan of that
+size runs in one pass in blocks of tokens, captured or not (kernels.selective_scan.fwd.token_blocks_take_dt_proj);
+None where the backend has no such kernel.
     bimamba_inner(h, in_proj, conv_w, conv_b, x_proj_t, dt_proj_t, A, D, dt_bias, out_proj, combine, norm)
                       -> (B, L, D) training: in_proj -> conv -> x_proj -> dt_proj -> scan -> out_proj as one
                       differentiable op
@@ -34,6 +37,7 @@ class VimOps:
     bimamba_scan: Callable
     bimamba_inner: Callable | None = None
     scan_fuses_dt_proj: bool = False
+    scan_blocks_take_dt_proj: Callable | None = None
     zgate: Callable | None = None
 
 
@@ -59,6 +63,7 @@ def _triton_ops() -> VimOps:
         raise VimbenchError("the triton backend needs a CUDA GPU and none is visible here (set TRITON_INTERPRET=1 "
                             "before importing to run the kernels slowly on CPU, for tests); use backend torch")
     try:
+        from kernels.selective_scan.fwd import token_blocks_take_dt_proj
         from kernels.bimamba_inner.op import bimamba_inner
         from kernels.conv1d.op import conv1d_silu_bidir
         from kernels.rmsnorm.op import add_rmsnorm
@@ -67,7 +72,7 @@ def _triton_ops() -> VimOps:
     except ImportError as exc:  # triton missing, or kernels not built yet
         raise VimbenchError(f"the triton backend is unavailable here ({exc}); use --backend torch") from exc
     return VimOps("triton", add_rmsnorm, conv1d_silu_bidir, bimamba_scan, bimamba_inner,
-                  scan_fuses_dt_proj=True, zgate=zgate)
+                  scan_fuses_dt_proj=True, scan_blocks_take_dt_proj=token_blocks_take_dt_proj, zgate=zgate)
 
 
 _FACTORIES = {"torch": _torch_ops, "triton": _triton_ops}

@@ -29,6 +29,11 @@ PAD_DT_GEMM = True
 # at batch 64; GPU time (CUDA-graph replay) 952 vs 875 us at batch 1, 3,504 vs 3,690 at batch 64. So captured and
 # traced forwards keep the delta GEMM (its GPU time wins at batch 1).
 FUSE_DT_MAX_ROWS = 16384
+# Captured and traced inference (fuse_dt_proj None) hands the scan dt_proj too where the fused scan runs the
+# token-block kernel in one pass (ops.scan_blocks_take_dt_proj: batch 1-8 at 224 px), whose blocks form delta
+# from the low-rank rows at little cost: no dt cast and no delta GEMM, two kernels fewer per layer. False: the delta
+# GEMM there, as before session t.
+FUSE_DT_IN_TOKEN_BLOCKS = True
 
 # How a mixer trains (under autograd); inference is the same for all three. kernels/README.md ("What the forward
 # saves") has the bytes each keeps per layer.
@@ -343,14 +348,17 @@ class BiMambaMixer(nn.Module):
         """Whether this call (mixer input h, (B, L, D)) hands dt_proj to the scan: inference only (the fused scan
         has no backward; training keeps the GEMM), on a backend whose scan fuses it, when switched on
         (`fuse_dt_proj` True), or automatically (None) where the launches are host-bound: eager calls (not traced,
-        not captured into a CUDA graph) of at most FUSE_DT_MAX_ROWS token rows (B x L)."""
+        not captured into a CUDA graph) of at most FUSE_DT_MAX_ROWS token rows (B x L); captured and traced calls
+        where the fused scan runs in blocks of tokens (FUSE_DT_IN_TOKEN_BLOCKS)."""
         if not self.ops.scan_fuses_dt_proj or torch.is_grad_enabled():
             return False
         if self.fuse_dt_proj is not None:
             return self.fuse_dt_proj
-        if h.shape[0] * h.shape[1] > FUSE_DT_MAX_ROWS or torch.compiler.is_compiling():
-            return False
-        return not (h.is_cuda and torch.cuda.is_current_stream_capturing())
+        if torch.compiler.is_compiling() or (h.is_cuda and torch.cuda.is_current_stream_capturing()):
+            blocks = self.ops.scan_blocks_take_dt_proj
+            return FUSE_DT_IN_TOKEN_BLOCKS and blocks is not None and \
+                blocks(h.shape[0], self.d_inner, h.shape[1], self.dt_rank, not h.is_cuda)
+        return h.shape[0] * h.shape[1] <= FUSE_DT_MAX_ROWS
 
     def _trains_fused(self, h: torch.Tensor) -> bool:
         return (torch.is_grad_enabled() and self._fused_boundary()

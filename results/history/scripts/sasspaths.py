@@ -37,8 +37,10 @@ print(sys.argv[1], over, f"maxnreg={maxnreg}", "instructions", len(ins), "STL", 
       "LDL", count(ins, "LDL"))
 for body in sorted(loops, key=len):
     ops = collections.Counter(o.split(".")[0] for _, o, _ in body)
-    line = f"loop {len(body)}: " + " ".join(f"{k} {ops.get(k, 0)}" for k in
-                                            ("LDL", "STL", "MUFU", "FFMA", "FMUL", "MOV", "IMAD", "BRA"))
+    shown = ("LDL", "STL", "MUFU", "FFMA", "FMUL", "MOV", "IMAD", "BRA")
+    line = f"loop {len(body)}: " + " ".join(f"{k} {ops.get(k, 0)}" for k in shown)
+    if os.environ.get("SASS_ALL_OPS"):  # every opcode of the loop, most frequent first
+        line += " | " + " ".join(f"{k} {n}" for k, n in ops.most_common() if k not in shown)
     if 100 < len(body) < 1100:
         fwd = [(k, sum(1 for x in body if a < x[0] < target(r))) for k, (a, o, r) in enumerate(body)
                if o.startswith("BRA") and target(r) is not None and target(r) > a]
