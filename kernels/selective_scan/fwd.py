@@ -742,8 +742,9 @@ MAXNREG_DT_RANK = 24
 
 
 # The small-grid scan in blocks of tokens (`_scan_blocks_kernel`), where the one-pass grid picks a small-grid block
-# (BLOCK_C < 32), for inference without a fused dt_proj: at most TOKEN_BLOCK tokens per block and
-# TOKEN_BLOCK_X_CHANNELS tokens x channels per program (T = 16 at 2-4 channels per warp, 8 at 8); 0: the token walk
+# (BLOCK_C < 32), for inference (a fused dt_proj of rank at most TOKEN_BLOCK_MAX_DT_RANK included): at most
+# TOKEN_BLOCK tokens per block and TOKEN_BLOCK_X_CHANNELS tokens x channels per program (T = 16 at 2-4 channels per
+# warp, 8 at 8); 0: the token walk
 # (`_scan_kernel`) there too. Measured on the H200 (session s, results/history/tokenblocks-h200-2026-12-05s.json,
 # bf16 halves, kernel us of graph-replayed launches; walk / shipped under capture (chunks of 16) / T = 8 / 16 / 32):
 # Vim-Ti 197 tokens batch 1 24.7 / 13.9 / 15.4 / 10.1 / 10.4, batch 2 27.6 / 15.6 / 11.1 / 10.9 / 11.5, batch 4
@@ -753,6 +754,13 @@ MAXNREG_DT_RANK = 24
 # INTERPRETED_TOKEN_BLOCK: the same under the interpreter (0: off; the tests set it to cross blocks).
 TOKEN_BLOCK = 16
 TOKEN_BLOCK_X_CHANNELS = 64
+# The token-block kernel with dt_proj fused (session t, results/history/dtblocks-h100-2026-12-05t.json, H100, bf16
+# halves over u, 197 tokens, kernel us of graph-replayed launches; cast + delta GEMM + token-block scan / the scan
+# alone / fused): Vim-Ti (R = 12) batch 1 14.7 / 10.7 / 12.1, batch 2 16.2 / 11.5 / 13.2, batch 8 24.9 / 19.2 / 21.9;
+# Vim-S (R = 24) batch 1 16.2 / 11.3 / 13.5; Vim-B (R = 48, a 64-wide rank tile) batch 1 19.6 / 14.5 / 25.8. So up to
+# this rank the fused form runs in token blocks; above it the token walk takes the fused dt_proj (eager) and
+# captured forwards keep the GEMM (`token_blocks_take_dt_proj`).
+TOKEN_BLOCK_MAX_DT_RANK = 32
 INTERPRETED_TOKEN_BLOCK = 0
 
 
@@ -760,17 +768,17 @@ def scan_launch_config(batch: int, channels: int, n_dir: int, interpreted: bool,
                        save_every: int = 0) -> LaunchConfig:
     """The one-pass scan's kernel, grid (channel blocks, directions, batch), tile and warps: the one place that
     chooses them (the launcher and `vimbench kernels static` both call it). One warp; a channel per lane, or per
-    32 / BLOCK_C lanes on small grids (`one_pass_block_c`), where inference without a fused dt_proj runs
-    `_scan_blocks_kernel` (TOKEN_BLOCK, TOKEN_BLOCK_X_CHANNELS), everything else `_scan_kernel`; under the
-    interpreter small tiles, so that tests exercise channel masks and several programs, and no inline asm.
+    32 / BLOCK_C lanes on small grids (`one_pass_block_c`), where inference runs `_scan_blocks_kernel` (TOKEN_BLOCK,
+    TOKEN_BLOCK_X_CHANNELS; a fused dt_proj up to TOKEN_BLOCK_MAX_DT_RANK), everything else `_scan_kernel`; under
+    the interpreter small tiles, so that tests exercise channel masks and several programs, and no inline asm.
     dt_rank: the fused dt_proj's rank (0: not fused); save_every: the checkpoint interval of the training forward
     (0: inference): they pick the kernel, the main loop's form and the register cap (UNROLL_TRIPS,
     ONE_PASS_MAXNREG, SAVE_UNROLL_TRIPS, SAVE_MAXNREG, MAXNREG_DT_RANK)."""
     gpu_block_c = one_pass_block_c(cdiv(channels, 32) * n_dir * batch)
     block_c = interpreted_block_c(channels) if interpreted else gpu_block_c
     lane_per_channel = block_c == 32 and not interpreted
-    if save_every:
-        token_block = 0  # the token-block kernel takes no checkpoints
+    if save_every or dt_rank > TOKEN_BLOCK_MAX_DT_RANK:
+        token_block = 0  # the token-block kernel takes no checkpoints, and pays for a wide fused dt_proj
     elif interpreted:
         token_block = INTERPRETED_TOKEN_BLOCK
     else:

@@ -202,11 +202,13 @@ def test_fused_dt_proj_gpu(op, dtype, channels, length):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("batch,channels,length", [(1, 384, 197), (8, 384, 197), (1, 768, 197), (1, 1536, 197),
                                                    (2, 384, 1025)])
-def test_fused_dt_proj_token_blocks_gpu(op, dtype, batch, channels, length):
+def test_fused_dt_proj_token_blocks_gpu(op, monkeypatch, dtype, batch, channels, length):
     """Small grids (batch 1-8), where the fused scan runs the token-block kernel, at the Vim-Ti/S/B ranks
-    (12, 24, 48: rank tiles of 16, 32, 64); x_dbl in fp32, as the bf16 model writes it."""
+    (12, 24, 48: rank tiles of 16, 32, 64; Vim-B's only with TOKEN_BLOCK_MAX_DT_RANK raised); x_dbl in fp32, as
+    the bf16 model writes it."""
     from kernels.selective_scan import fwd
 
+    monkeypatch.setattr(fwd, "TOKEN_BLOCK_MAX_DT_RANK", 64)
     rank = {384: 12, 768: 24, 1536: 48}[channels]
     assert fwd.scan_launch_config(batch, channels, 2, False, dt_rank=rank).kernel == "_scan_blocks_kernel"
     x = fused_inputs(batch, channels, length, rank, dtype=dtype, device="cuda", x_dbl_dtype=torch.float32)

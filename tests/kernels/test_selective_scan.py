@@ -371,8 +371,8 @@ def test_token_blocks_optional_inputs(triton_scan, monkeypatch, with_d, with_z, 
 
 def test_token_blocks_only_for_small_grid_inference(monkeypatch):
     """The token-block kernel runs where the one-pass grid picks a small-grid block (batch 1-8 at Vim-Ti), for
-    inference (with or without a fused dt_proj); batch 16 and up, the checkpointing forward and TOKEN_BLOCK = 0
-    keep the token walk; under the interpreter only INTERPRETED_TOKEN_BLOCK turns it on."""
+    inference (a fused dt_proj of rank up to TOKEN_BLOCK_MAX_DT_RANK included); batch 16 and up, the checkpointing
+    forward, a wider fused dt_proj and TOKEN_BLOCK = 0 keep the token walk; under the interpreter only INTERPRETED_TOKEN_BLOCK turns it on."""
     fwd = pytest.importorskip("kernels.selective_scan.fwd")
     monkeypatch.setattr(fwd, "TOKEN_BLOCK", 16)
     kernels = {batch: fwd.scan_launch_config(batch, 384, 2, interpreted=False).kernel for batch in (1, 2, 4, 8, 16, 64)}
@@ -387,6 +387,10 @@ def test_token_blocks_only_for_small_grid_inference(monkeypatch):
     assert fwd.scan_launch_config(1, 384, 2, interpreted=False, save_every=128).kernel == "_scan_kernel"
     assert fwd.scan_launch_config(1, 384, 2, interpreted=False, dt_rank=12).kernel == "_scan_blocks_kernel"
     assert fwd.scan_launch_config(16, 384, 2, interpreted=False, dt_rank=12).kernel == "_scan_kernel"
+    assert fwd.scan_launch_config(1, 768, 2, interpreted=False, dt_rank=24).kernel == "_scan_blocks_kernel"
+    # Vim-B's rank (48) is wider than TOKEN_BLOCK_MAX_DT_RANK: its fused dt_proj keeps the token walk
+    assert fwd.scan_launch_config(1, 1536, 2, interpreted=False, dt_rank=48).kernel == "_scan_kernel"
+    assert fwd.scan_launch_config(1, 1536, 2, interpreted=False).kernel == "_scan_blocks_kernel"
     assert fwd.scan_launch_config(1, 384, 2, interpreted=True).kernel == "_scan_kernel"
     monkeypatch.setattr(fwd, "TOKEN_BLOCK", 0)
     assert fwd.scan_launch_config(1, 384, 2, interpreted=False).kernel == "_scan_kernel"

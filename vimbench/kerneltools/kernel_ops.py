@@ -297,7 +297,8 @@ register(_scan_op(
     static_specs=lambda: [_scan_spec("bf16", "halves", dt_proj=True), _scan_spec("fp32", "combined", dt_proj=True),
                           _scan_spec("bf16", "halves", _VIM_S_1248, dt_proj=True, label="/vim_s"),
                           _scan_spec("bf16", "halves", _VIM_B_1248, dt_proj=True, label="/vim_b"),
-                          # the token-block kernel at small grids (224 px): rank tiles of 16, 32 and 64
+                          # small grids (224 px): the token-block kernel (rank tiles of 16 and 32); Vim-B's rank
+                          # (48) takes the token walk (fwd.TOKEN_BLOCK_MAX_DT_RANK)
                           _scan_spec("bf16", "halves", OpShape(1, 384, VIM_TI_224), dt_proj=True, label="/b1"),
                           _scan_spec("bf16", "halves", OpShape(8, 384, VIM_TI_224), dt_proj=True, label="/b8"),
                           _scan_spec("bf16", "halves", OpShape(1, 768, VIM_TI_224), dt_proj=True, label="/vim_s/b1"),
