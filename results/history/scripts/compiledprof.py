@@ -1,6 +1,6 @@
 """Why Vim-Ti under torch.compile (reduce-overhead: 1.22 ms at batch 1, H100) is slower than our own CUDA graph of
 the eager forward (0.69 ms): per mode, the p50 latency (CUDA events, 30 calls) and the kernels of 10 profiled
-forwards (torch.profiler; count and us per forward), for `cuda-graphs` (the eager forward captured as the sweep
+forwards (torch.profiler; count and us per forward), for `none` (eager), `cuda-graphs` (the eager forward captured as the sweep
 does), `default` (torch.compile, frozen weights, no graphs) and `reduce-overhead` (frozen, inductor's graphs), built
 as the sweep builds them (runner.make_forward, compiler.compile_model(freeze=True)), bf16, 224 px. Session t.
 usage (repo root, GPU): OUT=... python results/history/scripts/compiledprof.py [batch] [model]"""
@@ -16,13 +16,15 @@ OUT = os.environ.get("OUT", "/tmp")
 batch = int(sys.argv[1]) if len(sys.argv) > 1 else 1
 name = sys.argv[2] if len(sys.argv) > 2 else "vim_t"
 rows = []
-for mode in ("cuda-graphs", "default", "reduce-overhead"):
+for mode in ("none", "cuda-graphs", "default", "reduce-overhead"):
     key = CaseKey(model=name, res=224, batch=batch, dtype="bf16", implementation="triton" if name.startswith("vim")
                   else "timm", attn=None if name.startswith("vim") else "sdpa", device="cuda", compile=mode)
     model = create_model(name, img_size=224, **({"backend": "triton"} if name.startswith("vim") else {})).cuda().eval()
     forward = make_forward(model, key)
     forward()
-    if mode == "cuda-graphs":
+    if mode == "none":
+        call = forward
+    elif mode == "cuda-graphs":
         graph = capture_graph(forward, 3)
         call = graph.replay
     else:
