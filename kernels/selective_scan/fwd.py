@@ -110,8 +110,8 @@ def _rank_tile(n):
 
 @triton.constexpr_function
 def _rank_tile_blocks(n):
-    """Ranks per tile of the token-block scan's fused dt_proj (rank n): a power of two, at least 16 (N, the middle
-    axis of its (T, N, C) tiles, so the (T, R_PAD, C) products take the same lanes)."""
+    """Ranks per tile of the token-block scan's fused dt_proj (rank n): a power of two (tile sizes must be), at least
+    16, so that the tests' small ranks compile the tile of Vim-Ti's R = 12. Ranks past n are loaded as zeros."""
     return max(16, 1 << (int(n) - 1).bit_length())
 
 
@@ -283,9 +283,11 @@ def _scan_blocks_kernel(
     per token at batch 1 with nothing else on the SM to hide it (kernels/NOTES.md, "Small grids"). The next
     block's loads are issued before this block's arithmetic. Inference only: no checkpoints (SAVE_EVERY), no
     ordered sum (ATOMIC 2).
-    DT_RANK > 0 (dt_proj fused, as in `_scan_kernel`): each block loads its (T, R_PAD) tile of the low-rank dt and
-    forms the (T, C) delta as the (T, R_PAD, C) products summed over the ranks (`_rank_tile_blocks`), the
-    program's (R_PAD, C) slice of W loaded once; no delta tensor, no dt_proj GEMM and no dt cast before the scan."""
+    DT_RANK > 0 (dt_proj fused, as in `_scan_kernel`): each block loads its (R_PAD, T) tile of the low-rank dt
+    (`_rank_tile_blocks`) and forms the (T, C) delta as the (R_PAD, T, C) products summed over the ranks, which the
+    compiler keeps in each thread (ranks first: a (T, R_PAD, C) form put them over the lanes, and its sum came out
+    replicated over the state lanes, so the softplus ran 16 times per thread; kernels/NOTES.md, "Session t"). The
+    program's (R_PAD, C) slice of W is loaded once. No delta tensor, no dt_proj GEMM, no dt cast before the scan."""
     tl.static_assert(SAVE_EVERY == 0, "the token-block scan takes no checkpoints")
     tl.static_assert(ATOMIC != 2, "the token-block scan has no ordered sum")
     pid_c = tl.program_id(0)
@@ -370,7 +372,7 @@ def _load_token_block(k, steps, L, backward, mask_c, u_base, dt_base, z_base, B_
                       stride_B_l: tl.constexpr, stride_C_l: tl.constexpr, HAS_Z: tl.constexpr,
                       DT_RANK: tl.constexpr = 0):
     """Block k's (T, C) tiles of u, delta, z and (T, N) tiles of B and C, in fp32; zeros past L. With DT_RANK > 0,
-    the (T, R_PAD) tile of the low-rank dt instead of delta (zeros past R)."""
+    the (R_PAD, T) tile of the low-rank dt instead of delta (zeros past R)."""
     t, valid = _block_tokens(k, steps, L, backward)
     mask = valid[:, None] & mask_c[None, :]
     u = tl.load(u_base[None, :] + t[:, None] * stride_u_l, mask=mask, other=0.0).to(tl.float32)
@@ -744,8 +746,7 @@ MAXNREG_DT_RANK = 24
 # The small-grid scan in blocks of tokens (`_scan_blocks_kernel`), where the one-pass grid picks a small-grid block
 # (BLOCK_C < 32), for inference (a fused dt_proj of rank at most TOKEN_BLOCK_MAX_DT_RANK included): at most
 # TOKEN_BLOCK tokens per block and TOKEN_BLOCK_X_CHANNELS tokens x channels per program (T = 16 at 2-4 channels per
-# warp, 8 at 8); 0: the token walk
-# (`_scan_kernel`) there too. Measured on the H200 (session s, results/history/tokenblocks-h200-2026-12-05s.json,
+# warp, 8 at 8); 0: the token walk (`_scan_kernel`) there too. Measured on the H200 (session s, results/history/tokenblocks-h200-2026-12-05s.json,
 # bf16 halves, kernel us of graph-replayed launches; walk / shipped under capture (chunks of 16) / T = 8 / 16 / 32):
 # Vim-Ti 197 tokens batch 1 24.7 / 13.9 / 15.4 / 10.1 / 10.4, batch 2 27.6 / 15.6 / 11.1 / 10.9 / 11.5, batch 4
 # 30.0 / 20.2 / 14.6 / 14.9 / 16.7, batch 8 36.5 / 31.7 / 19.1 / 20.3 / 24.1; E = 768 batch 1 27.4 / 15.9 / 11.2 /

@@ -85,7 +85,7 @@ def test_fused_dt_proj_small_ranks(op, device, rank, length, form):
 @pytest.mark.parametrize("length", [1, 5, 37])
 @pytest.mark.parametrize("form", ["combined", "halves_over_u"])
 def test_fused_dt_proj_in_token_blocks(op, device, monkeypatch, rank, length, form):
-    """The small-grid token-block scan with dt_proj fused (each block's (T, R) low-rank rows times the program's
+    """The small-grid token-block scan with dt_proj fused (each block's (R, T) low-rank rows times the program's
     (R, C) slice of dt_proj) gives the reference's output."""
     from kernels.selective_scan import fwd
 

@@ -63,10 +63,10 @@ def _triton_ops() -> VimOps:
         raise VimbenchError("the triton backend needs a CUDA GPU and none is visible here (set TRITON_INTERPRET=1 "
                             "before importing to run the kernels slowly on CPU, for tests); use backend torch")
     try:
-        from kernels.selective_scan.fwd import token_blocks_take_dt_proj
         from kernels.bimamba_inner.op import bimamba_inner
         from kernels.conv1d.op import conv1d_silu_bidir
         from kernels.rmsnorm.op import add_rmsnorm
+        from kernels.selective_scan.fwd import token_blocks_take_dt_proj
         from kernels.selective_scan.op import bimamba_scan
         from kernels.zgate.op import zgate
     except ImportError as exc:  # triton missing, or kernels not built yet

@@ -27,7 +27,8 @@ PAD_DT_GEMM = True
 # paired rounds against the delta GEMM; results/history/hostmodes-h200-2026-12-03.json and
 # hostmodes-b{1,64}-h200-2026-12-03.json): eager host time per forward 0.87x / 0.95x at batch 1 (two runs), 0.86x
 # at batch 64; GPU time (CUDA-graph replay) 952 vs 875 us at batch 1, 3,504 vs 3,690 at batch 64. So captured and
-# traced forwards keep the delta GEMM (its GPU time wins at batch 1).
+# traced forwards keep the delta GEMM (its GPU time won at batch 1 against the token walk), except where the scan
+# runs in token blocks (FUSE_DT_IN_TOKEN_BLOCKS).
 FUSE_DT_MAX_ROWS = 16384
 # Captured and traced inference (fuse_dt_proj None) hands the scan dt_proj too where the fused scan runs the
 # token-block kernel in one pass (ops.scan_blocks_take_dt_proj: batch 1-8 at 224 px), whose blocks form delta
