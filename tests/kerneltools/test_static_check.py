@@ -36,9 +36,13 @@ def _probe_specs():
 
 @pytest.fixture(scope="module")
 def probe_reports(tmp_path_factory):
+    """The probe specs compiled by two subprocesses at once (one spec each), reports in the specs' order."""
     folder = tmp_path_factory.mktemp("probe")
     (folder / "vimbench_probe_kernels.py").write_text(PROBE)
-    return {r.name: r for r in sc.static_reports(_probe_specs(), extra_paths=[str(folder)])}, folder
+    specs = _probe_specs()
+    reports = sc.static_reports(specs[::-1], extra_paths=[str(folder)], workers=2)
+    assert [r.name for r in reports] == [s.name for s in specs[::-1]]
+    return {r.name: r for r in reports}, folder
 
 
 def test_compiles_for_sm90_and_reads_the_binary(probe_reports):

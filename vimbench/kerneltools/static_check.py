@@ -3,9 +3,10 @@ the SASS instructions that matter, and compare them with a committed expectation
 
 How: `triton.compile(ASTSource(fn, signature, constexprs, attrs), target=GPUTarget("cuda", 90, 32))` builds a
 cubin on any machine (ptxas ships with Triton); Triton's own `cuobjdump` gives the resource usage
-(`--dump-resource-usage`: REG, LOCAL) and the SASS (`-sass`). Compilation runs in a subprocess with
-TRITON_INTERPRET removed from its environment: under the interpreter `@triton.jit` returns an interpreted
-function that cannot be compiled, and Triton takes that decision when a kernel module is imported.
+(`--dump-resource-usage`: REG, LOCAL) and the SASS (`-sass`). Compilation runs in subprocesses (one per CPU, up
+to STATIC_WORKERS) with TRITON_INTERPRET removed from their environment: under the interpreter `@triton.jit`
+returns an interpreted function that cannot be compiled, and Triton takes that decision when a kernel module is
+imported.
 
 What fails (exit 1 from `vimbench kernels static`):
 - any local memory (STACK or LOCAL > 0, or any STL/LDL instruction): register spills, except up to a spec's
@@ -35,6 +36,7 @@ import re
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -303,32 +305,56 @@ def _worker(specs_json: str) -> str:
     return json.dumps(out)
 
 
-def static_reports(specs: list[KernelSpec], extra_paths: list[str] | None = None,
-                   timeout_s: float = 900) -> list[StaticReport]:
-    """Compile every spec for sm_90 in a subprocess (TRITON_INTERPRET removed) and inspect the binaries.
+# Compiler subprocesses `static_reports` runs at once (at most one per CPU): Triton's frontend, LLVM and ptxas are
+# CPU-bound and each spec compiles on its own, so on CI's 2 cores two children take the ~60 specs in about half the
+# time of one (a cold Triton cache: ~190 s in one child).
+STATIC_WORKERS = 4
 
-    extra_paths are prepended to the subprocess's PYTHONPATH (for kernels outside the installed packages).
-    Raises VimbenchError if any kernel fails to compile."""
+
+def static_reports(specs: list[KernelSpec], extra_paths: list[str] | None = None,
+                   timeout_s: float = 900, workers: int | None = None) -> list[StaticReport]:
+    """Compile every spec for sm_90 in subprocesses (TRITON_INTERPRET removed; `workers` of them at once, default
+    min(STATIC_WORKERS, CPUs), each given every workers-th spec) and inspect the binaries. Reports come in the
+    specs' order.
+
+    extra_paths are prepended to the subprocesses' PYTHONPATH (for kernels outside the installed packages).
+    Raises VimbenchError if any kernel fails to compile, or a subprocess fails or runs past timeout_s."""
     if not specs:
         return []
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    # The child compiles the kernels of this process's checkout, whatever the current folder is.
+    # The children compile the kernels of this process's checkout, whatever the current folder is.
     paths = [*(extra_paths or []), str(Path(__file__).resolve().parents[2])]
     if env.get("PYTHONPATH"):
         paths.append(env["PYTHONPATH"])
     env["PYTHONPATH"] = os.pathsep.join(paths)
-    proc = subprocess.run([sys.executable, "-m", "vimbench.kerneltools.static_check"],
-                          input=json.dumps([s.to_json() for s in specs]), capture_output=True, text=True,
-                          env=env, timeout=timeout_s)
-    if proc.returncode != 0:
-        raise VimbenchError(f"the static-check compiler subprocess failed:\n{proc.stderr[-2000:]}")
-    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    count = max(1, min(len(specs), workers or min(STATIC_WORKERS, os.cpu_count() or 1)))
+    shards = [specs[i::count] for i in range(count)]
+    procs = [subprocess.Popen([sys.executable, "-m", "vimbench.kerneltools.static_check"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for _ in shards]
+    try:
+        with ThreadPoolExecutor(len(procs)) as pool:  # one reader per child, so no child blocks on a full pipe
+            outputs = list(pool.map(lambda job: job[0].communicate(json.dumps([s.to_json() for s in job[1]]),
+                                                                   timeout=timeout_s), zip(procs, shards)))
+    except subprocess.TimeoutExpired as exc:
+        raise VimbenchError(f"the static-check compiler subprocesses ran past {timeout_s:.0f} s") from exc
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    results = []
+    for proc, (stdout, stderr) in zip(procs, outputs):
+        if proc.returncode != 0:
+            raise VimbenchError(f"the static-check compiler subprocess failed:\n{stderr[-2000:]}")
+        results += json.loads(stdout.strip().splitlines()[-1])
     errors = [f"{r['name']}: {r['error']}" for r in results if not r["ok"]]
     if errors:
         raise VimbenchError("kernels failed to compile for sm_90:\n" + "\n".join(errors))
+    by_name = {r["name"]: r for r in results}
     reports = []
-    for r in results:
-        r = {k: v for k, v in r.items() if k not in ("ok", "ex2_per_state_element")}
+    for spec in specs:
+        r = {k: v for k, v in by_name[spec.name].items() if k not in ("ok", "ex2_per_state_element")}
         reports.append(StaticReport(**r))
     return reports
 
