@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -16,12 +15,20 @@ REPO = Path(__file__).resolve().parents[2]
 def test_static_from_another_folder_reads_the_checkouts_expectations(tmp_path, monkeypatch):
     seen = {}
 
-    def fake_run(cmd, input, capture_output, text, env, timeout):  # the compiler child, without compiling
-        seen["pythonpath"] = env["PYTHONPATH"].split(":")
-        return subprocess.CompletedProcess(cmd, 0, stdout=json.dumps([]), stderr="")
+    class FakeChild:  # a compiler child, without compiling
+        returncode = 0
+
+        def __init__(self, cmd, stdin, stdout, stderr, text, env):
+            seen["pythonpath"] = env["PYTHONPATH"].split(":")
+
+        def communicate(self, input, timeout):
+            return json.dumps([]), ""
+
+        def poll(self):
+            return 0
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sc.subprocess, "run", fake_run)
+    monkeypatch.setattr(sc.subprocess, "Popen", FakeChild)
     result = CliRunner().invoke(app, ["kernels", "static"])
     assert result.exit_code == 0, result.output
     assert str(REPO / "kernels" / "static_expectations.json") in result.output.replace("\n", "")

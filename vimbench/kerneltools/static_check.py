@@ -351,12 +351,10 @@ def static_reports(specs: list[KernelSpec], extra_paths: list[str] | None = None
     errors = [f"{r['name']}: {r['error']}" for r in results if not r["ok"]]
     if errors:
         raise VimbenchError("kernels failed to compile for sm_90:\n" + "\n".join(errors))
-    by_name = {r["name"]: r for r in results}
-    reports = []
-    for spec in specs:
-        r = {k: v for k, v in by_name[spec.name].items() if k not in ("ok", "ex2_per_state_element")}
-        reports.append(StaticReport(**r))
-    return reports
+    order = {spec.name: i for i, spec in enumerate(specs)}
+    results.sort(key=lambda r: order.get(r["name"], len(order)))  # the specs' order, not the shards'
+    return [StaticReport(**{k: v for k, v in r.items() if k not in ("ok", "ex2_per_state_element")})
+            for r in results]
 
 
 # ---------------------------------------------------------------------------------------------- expectations
