@@ -77,7 +77,8 @@ from kernels.launch import launch
 from kernels.runtime import (INT32_LIMIT, LaunchConfig, cdiv, check_device, check_token_offsets, interpreted_block_c,
                              sm_count, sum_partials)
 from kernels.selective_scan.fwd import (LN2, LOG2E, SOFTPLUS_LOG1P_POLY, _blocks_for, _check, _load_lanes,
-                                        _softplus_exp, _softplus_sigmoid, channel_rows, load_rows, store_rows)
+                                        _softplus_exp, _softplus_sigmoid, channel_rows, decay_rates, load_rows,
+                                        store_rows)
 
 
 @triton.jit
@@ -475,14 +476,9 @@ def _scan_bwd_group_carry_kernel(
     C_base = C_ptr + direction * stride_C_dir + pid_b * stride_C_b + states * stride_C_n
     z_base = z_ptr + pid_b * stride_z_b + c64 * stride_z_e
 
-    A2 = tl.zeros((N_STATE, BLOCK_C), dtype=tl.float32)
-    A_rows = A_ptr + direction * stride_A_dir + c64 * stride_A_e
-    for n in tl.static_range(N_STATE):
-        a_n = tl.load(A_rows + n * stride_A_n, mask=mask_c, other=0.0) * LOG2E
-        A2 = tl.where(states[:, None] == n, a_n[None, :], A2)
-    bias_row = tl.zeros((BLOCK_C,), dtype=tl.float32)
-    if HAS_BIAS:
-        bias_row = tl.load(bias_ptr + direction * stride_bias_dir + c64, mask=mask_c, other=0.0)
+    A2 = decay_rates(A_ptr, direction, stride_A_dir, stride_A_e, stride_A_n, c64, mask_c, N_STATE, BLOCK_C)
+    _, bias_row = channel_rows(bias_ptr, bias_ptr, direction, 0, stride_bias_dir, c64, mask_c, False, HAS_BIAS,
+                               BLOCK_C)  # no D here
 
     start = (tl.program_id(1) // 2 + 1) * chunks_per_program * CHUNK  # 32-bit token indices, as in the walk
     n_in = tl.minimum(L - start, chunks_per_program * CHUNK)

@@ -326,9 +326,8 @@ def _chunk_states_kernel(
     # the B row's line, for L1_AHEAD
     B_lanes = B_ptr + direction * stride_B_dir + pid_b * stride_B_b + shift * stride_B_l + c64 * 0
     A2 = decay_rates(A_ptr, direction, stride_A_dir, stride_A_e, stride_A_n, c64, mask_c, N_STATE, BLOCK_C)
-    bias_row = tl.zeros((BLOCK_C,), dtype=tl.float32)
-    if HAS_BIAS:
-        bias_row = tl.load(bias_ptr + direction * stride_bias_dir + c64, mask=mask_c, other=0.0)
+    _, bias_row = channel_rows(bias_ptr, bias_ptr, direction, 0, stride_bias_dir, c64, mask_c, False, HAS_BIAS,
+                               BLOCK_C)  # no D here
     # Trip k loads steps 2k + 2, 2k + 3 and prefetches L1_AHEAD further: unmasked while all of them lie inside L.
     main_trips = tl.minimum(tl.maximum((L - start - 2 - L1_AHEAD) // 2, 0), (n + 1) // 2)
     if backward:
