@@ -66,10 +66,14 @@ for mode in modes:
         elif ev.name.startswith(("aten::copy_", "aten::clone", "aten::contiguous", "aten::_to_copy", "vimbench::")):
             host[ev.name] += 1
     total = sum(v[1] for v in kernels.values())
+    averages = [a for a in prof.key_averages() if a.device_type == torch.autograd.DeviceType.CPU]
+    host_top = sorted(averages, key=lambda a: -a.self_cpu_time_total)[:30]
+    host_top = [dict(name=a.key[:90], calls=a.count, self_us=a.self_cpu_time_total, total_us=a.cpu_time_total)
+                for a in host_top]
     top = sorted(kernels.items(), key=lambda kv: -kv[1][1])[:40]
     row = dict(model=name, res=res, batch=batch, mode=mode, first_step_s=first_s,
                forward_ms_p50=statistics.median(fwd), backward_ms_p50=statistics.median(bwd),
-               kernels_per_step=sum(v[0] for v in kernels.values()), kernel_us_per_step=total, host_ops=dict(host), launches_per_step=launches, cprofile=text.getvalue(),
+               kernels_per_step=sum(v[0] for v in kernels.values()), kernel_us_per_step=total, host_ops=dict(host), host_top=host_top, launches_per_step=launches, cprofile=text.getvalue(),
                top=[dict(name=n, calls=c, us=t) for n, (c, t) in top],
                gpu=torch.cuda.get_device_name() if cuda else "cpu")
     rows.append(row)
@@ -78,6 +82,8 @@ for mode in modes:
           f"{total / 1e3:.1f} ms of kernel time per step", flush=True)
     print("  host:", dict(host), "launches per step:", launches, flush=True)
     print(text.getvalue()[:9000], flush=True)
+    for h in host_top:
+        print(f"  host {h['calls']:5d} x self {h['self_us'] / 1e3:7.2f} ms, total {h['total_us'] / 1e3:7.2f} ms  {h['name']}", flush=True)
     for n, (c, t) in top[:30]:
         print(f"  {c:5d} x {t / 1e3:8.2f} ms  {n}", flush=True)
     json.dump(rows, open(f"{OUT}/trainprof-{name}-{res}-b{batch}.json", "w"), indent=1)
