@@ -101,6 +101,35 @@ def test_compiled_training_step_is_one_graph_with_eager_gradients(device):
         torch.testing.assert_close(p.grad, eager[name], msg=name)
 
 
+@pytest.mark.parametrize("stacked", [True, False])
+def test_compiled_training_builds_every_mixers_weights_once(device, monkeypatch, stacked):
+    """A torch.compile'd training forward of a two-layer Vim stacks the layers' parameters and builds the mixers'
+    weights once (one exp for A = -exp(A_log) in the traced graph), as the eager step's StackedMixerWeights does;
+    per mixer (TRACED_STACKED_WEIGHTS off) once per layer. The gradients equal eager's either way."""
+    pytest.importorskip("triton")
+    from vimbench.models import vim
+    monkeypatch.setattr(vim, "TRACED_STACKED_WEIGHTS", stacked)
+    torch.manual_seed(0)
+    model = VisionMamba(img_size=16, embed_dim=8, depth=2, num_classes=3, backend="triton").to(device).train()
+    images = torch.randn(2, 3, 16, 16, device=device)
+    labels = torch.tensor([0, 2], device=device)
+    F.cross_entropy(model(images), labels).backward()
+    eager = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return torch._dynamo.lookup_backend("aot_eager")(gm, example_inputs)
+
+    torch._dynamo.reset()
+    F.cross_entropy(torch.compile(model, backend=backend, fullgraph=True)(images), labels).backward()
+    exps = [node for gm in graphs for node in gm.graph.nodes if node.target in (torch.exp, torch.Tensor.exp)]
+    assert len(graphs) == 1 and len(exps) == (1 if stacked else 2)
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, eager[name], msg=name)
+
+
 def test_inference_traces_without_graph_breaks(device):
     """No-grad inference (the halves-over-u path, a declared mutation) traces as one graph."""
     pytest.importorskip("triton")

@@ -35,6 +35,9 @@ FUSE_DT_MAX_ROWS = 16384
 # from the low-rank rows at little cost: no dt cast and no delta GEMM, two kernels fewer per layer. False: the delta
 # GEMM there, as before session t.
 FUSE_DT_IN_TOKEN_BLOCKS = True
+# A torch.compile'd training forward builds every mixer's weights once for the model (the layers' parameters
+# stacked, as the eager step's StackedMixerWeights does) rather than per mixer (`VisionMamba.training_weights`).
+TRACED_STACKED_WEIGHTS = True
 
 # How a mixer trains (under autograd); inference is the same for all three. kernels/README.md ("What the forward
 # saves") has the bytes each keeps per layer.
@@ -191,6 +194,18 @@ def stacked_mixer_weights(mixers, dtype: torch.dtype, sum_halves: bool) -> list[
     params = [p for mixer in mixers for p in mixer._mixer_params()]
     fields = StackedMixerWeights.apply(mixers[0].x_dbl_layout, dtype, sum_halves, len(mixers), *params)
     return [MixerWeights(*fields[i * _FIELDS:(i + 1) * _FIELDS]) for i in range(len(mixers))]
+
+
+def traced_stacked_mixer_weights(mixers, dtype: torch.dtype, sum_halves: bool) -> list[MixerWeights]:
+    """`stacked_mixer_weights` for a traced (torch.compile'd) training forward: the same stacking of every layer's
+    parameters, then `_stack_mixer_weights` once for the model, as plain ops (AOTAutograd derives the backward;
+    the custom Function's Python backward is not traced). Each mixer gets its layer of every field. Per-mixer
+    plain ops instead (each mixer's `_build_weights`) left inductor ~225 small kernels more per Vim-Ti training
+    step than the eager step launches (H200, 1248/8; kernels/NOTES.md, "Session u")."""
+    per_mixer = [mixer._mixer_params() for mixer in mixers]
+    stacked = [torch.stack([params[j] for params in per_mixer]) for j in range(_PARAMS_PER_MIXER)]
+    fields = list(_stack_mixer_weights(mixers[0].x_dbl_layout, dtype, sum_halves, *stacked).__dict__.values())
+    return [MixerWeights(*(field[i] for field in fields)) for i in range(len(mixers))]
 
 
 class RMSNorm(nn.Module):
@@ -571,13 +586,18 @@ class VisionMamba(nn.Module):
         return normed[:, mid]  # (B, D): the normalized middle (class) token
 
     def training_weights(self, dtype: torch.dtype) -> list[MixerWeights] | None:
-        """Under autograd (eager training), every mixer's MixerWeights for activations of `dtype`, built by one
-        `StackedMixerWeights` node for the whole model (the layers' parameters stacked, then ~25 ops, instead of
-        that many per layer); None otherwise (inference reuses each mixer's cache; traced graphs keep plain ops)."""
-        if not torch.is_grad_enabled() or torch.compiler.is_compiling() or not self.layers:
+        """Under autograd, every mixer's MixerWeights for activations of `dtype`, built once for the whole model
+        (the layers' parameters stacked, then ~25 ops, instead of that many per layer): eager by one
+        `StackedMixerWeights` node, traced (torch.compile'd training) by the same ops in the graph
+        (`traced_stacked_mixer_weights`; TRACED_STACKED_WEIGHTS False: each mixer builds its own there). None
+        without autograd (inference reuses each mixer's cache, or inductor freezes it)."""
+        if not torch.is_grad_enabled() or not self.layers:
             return None
         mixers = [block.mixer for block in self.layers]
-        return stacked_mixer_weights(mixers, dtype, mixers[0].training_sum_halves(dtype))
+        sum_halves = mixers[0].training_sum_halves(dtype)
+        if torch.compiler.is_compiling():
+            return traced_stacked_mixer_weights(mixers, dtype, sum_halves) if TRACED_STACKED_WEIGHTS else None
+        return stacked_mixer_weights(mixers, dtype, sum_halves)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.forward_features(images))

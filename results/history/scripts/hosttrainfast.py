@@ -5,7 +5,8 @@ path simulated on CPU, as hostfast.py does for the forward: Triton launches of t
 arithmetic never runs; every output is an uninitialised buffer, so the numbers are meaningless and only the host
 path is measured). `python results/history/scripts/hosttrainfast.py [prof|cumtime]`.
 HOSTFAST_COMPILE=aot_eager|inductor (session u): the model through torch.compile (AOTAutograd) instead of eager, to
-compare the compiled step's host path with the eager one."""
+compare the compiled step's host path with the eager one; HOSTFAST_TRACED_STACKED=0 sets
+vimbench.models.vim.TRACED_STACKED_WEIGHTS off (each mixer builds its weights in the traced graph)."""
 import os, sys, time, cProfile, pstats
 os.environ["TRITON_INTERPRET"] = "1"
 import torch
@@ -13,7 +14,9 @@ torch.set_num_threads(1)
 import kernels.launch as kl
 from fakelaunch import runs  # the simulated direct path, installed on import
 
+import vimbench.models.vim as vim
 from vimbench.models.vim import VisionMamba
+vim.TRACED_STACKED_WEIGHTS = os.environ.get("HOSTFAST_TRACED_STACKED", "1") != "0"
 m = VisionMamba(img_size=224, embed_dim=int(os.environ.get("HOSTFAST_DIM", 16)), depth=24, num_classes=10,
                 backend="triton").train()
 compile_backend = os.environ.get("HOSTFAST_COMPILE", "none")
@@ -33,7 +36,7 @@ for r in range(int(os.environ.get("HOSTFAST_ROUNDS", 6))):
     for _ in range(5): step()
     times.append((time.perf_counter() - t) / 5)
 runs["n"] = 0; n0 = dict(kl.stats); step()
-print(f"{compile_backend}: host ms per step, best / median of {len(times)} rounds of 5: {min(times)*1e3:.2f} / "
+print(f"{compile_backend} (stacked {vim.TRACED_STACKED_WEIGHTS}): host ms per step, best / median of {len(times)} rounds of 5: {min(times)*1e3:.2f} / "
       f"{sorted(times)[len(times)//2]*1e3:.2f}; per step {runs['n']} launches, "
       f"{kl.stats['direct'] - n0['direct']} direct, {kl.stats['replayed'] - n0['replayed']} replayed calls, "
       f"{kl.stats['triton'] - n0['triton']} through Triton")

@@ -3,13 +3,16 @@ H100, session t: forward 49.4 vs 23.6 ms, backward 91.5 vs 69.4): per mode, the 
 backward (CUDA events, 5 steps), our launches per step by path (kernels.launch.stats), a cProfile of one step and one profiled step's CUDA kernels (count, us) and host-side aten copies, built as
 the sweep builds the step (make_train_step, compile_train_step). Session u.
 usage (repo root): OUT=... python results/history/scripts/trainprof.py [model] [res] [batch] [modes] [device] [backend]
-CPU dry run: ... trainprof.py vim_test 32 2 none,default cpu aot_eager (TRITON_INTERPRET=1)."""
+CPU dry run: ... trainprof.py vim_test 32 2 none,default cpu aot_eager (TRITON_INTERPRET=1).
+TRACED_STACKED=0: vimbench.models.vim.TRACED_STACKED_WEIGHTS off (each mixer builds its weights in the traced
+graph, as before session u's change); the rows record it."""
 import collections, cProfile, io, json, os, pstats, statistics, sys, time
 import torch
 from torch.profiler import ProfilerActivity, profile
 from kernels import launch as kernel_launch
 from vimbench.bench import compiler
 from vimbench.bench.train import compile_train_step, make_train_step
+from vimbench.models import vim
 from vimbench.models.registry import create_model
 OUT = os.environ.get("OUT", "/tmp")
 name, res, batch = (sys.argv[1:4] + ["vim_t", "1248", "8"][len(sys.argv[1:4]):])
@@ -18,6 +21,7 @@ modes = (sys.argv[4] if len(sys.argv) > 4 else "none,default").split(",")
 device = sys.argv[5] if len(sys.argv) > 5 else "cuda"
 backend = sys.argv[6] if len(sys.argv) > 6 else "inductor"
 cuda = device == "cuda"
+vim.TRACED_STACKED_WEIGHTS = os.environ.get("TRACED_STACKED", "1") != "0"
 rows = []
 for mode in modes:
     torch.manual_seed(0)
@@ -71,7 +75,8 @@ for mode in modes:
     host_top = [dict(name=a.key[:90], calls=a.count, self_us=a.self_cpu_time_total, total_us=a.cpu_time_total)
                 for a in host_top]
     top = sorted(kernels.items(), key=lambda kv: -kv[1][1])[:40]
-    row = dict(model=name, res=res, batch=batch, mode=mode, first_step_s=first_s,
+    row = dict(model=name, res=res, batch=batch, mode=mode, traced_stacked_weights=vim.TRACED_STACKED_WEIGHTS,
+               first_step_s=first_s,
                forward_ms_p50=statistics.median(fwd), backward_ms_p50=statistics.median(bwd),
                kernels_per_step=sum(v[0] for v in kernels.values()), kernel_us_per_step=total, host_ops=dict(host), host_top=host_top, launches_per_step=launches, cprofile=text.getvalue(),
                top=[dict(name=n, calls=c, us=t) for n, (c, t) in top],
@@ -86,7 +91,7 @@ for mode in modes:
         print(f"  host {h['calls']:5d} x self {h['self_us'] / 1e3:7.2f} ms, total {h['total_us'] / 1e3:7.2f} ms  {h['name']}", flush=True)
     for n, (c, t) in top[:30]:
         print(f"  {c:5d} x {t / 1e3:8.2f} ms  {n}", flush=True)
-    json.dump(rows, open(f"{OUT}/trainprof-{name}-{res}-b{batch}.json", "w"), indent=1)
+    json.dump(rows, open(f"{OUT}/trainprof-{name}-{res}-b{batch}{os.environ.get('TRAINPROF_TAG', '')}.json", "w"), indent=1)
     del step, model
     if cuda:
         torch.cuda.empty_cache()
