@@ -200,8 +200,9 @@ def traced_stacked_mixer_weights(mixers, dtype: torch.dtype, sum_halves: bool) -
     """`stacked_mixer_weights` for a traced (torch.compile'd) training forward: the same stacking of every layer's
     parameters, then `_stack_mixer_weights` once for the model, as plain ops (AOTAutograd derives the backward;
     the custom Function's Python backward is not traced). Each mixer gets its layer of every field. Per-mixer
-    plain ops instead (each mixer's `_build_weights`) left inductor ~225 small kernels more per Vim-Ti training
-    step than the eager step launches (H200, 1248/8; kernels/NOTES.md, "Session u")."""
+    plain ops instead (each mixer's `_build_weights`) put the stacking into the compiled step once per layer (H200,
+    1248/8: 72 inductor `stack` kernels per step among 225 more kernels than the eager step; kernels/NOTES.md,
+    "Session u")."""
     per_mixer = [mixer._mixer_params() for mixer in mixers]
     stacked = [torch.stack([params[j] for params in per_mixer]) for j in range(_PARAMS_PER_MIXER)]
     fields = list(_stack_mixer_weights(mixers[0].x_dbl_layout, dtype, sum_halves, *stacked).__dict__.values())
