@@ -746,7 +746,8 @@ MAXNREG_DT_RANK = 24
 # The small-grid scan in blocks of tokens (`_scan_blocks_kernel`), where the one-pass grid picks a small-grid block
 # (BLOCK_C < 32), for inference (a fused dt_proj of rank at most TOKEN_BLOCK_MAX_DT_RANK included): at most
 # TOKEN_BLOCK tokens per block and TOKEN_BLOCK_X_CHANNELS tokens x channels per program (T = 16 at 2-4 channels per
-# warp, 8 at 8); 0: the token walk (`_scan_kernel`) there too. Measured on the H200 (session s, results/history/tokenblocks-h200-2026-12-05s.json,
+# warp, 8 at 8); 0: the token walk (`_scan_kernel`) there too. Measured on the H200 (session s,
+# results/history/tokenblocks-h200-2026-12-05s.json;
 # bf16 halves, kernel us of graph-replayed launches; walk / shipped under capture (chunks of 16) / T = 8 / 16 / 32):
 # Vim-Ti 197 tokens batch 1 24.7 / 13.9 / 15.4 / 10.1 / 10.4, batch 2 27.6 / 15.6 / 11.1 / 10.9 / 11.5, batch 4
 # 30.0 / 20.2 / 14.6 / 14.9 / 16.7, batch 8 36.5 / 31.7 / 19.1 / 20.3 / 24.1; E = 768 batch 1 27.4 / 15.9 / 11.2 /

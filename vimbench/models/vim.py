@@ -119,6 +119,18 @@ _FIELDS = len(MixerWeights.__dataclass_fields__)
 _FIELD_OF_PARAM = (0, 8, 1, 2, 1, 2, 3, 3, 4, 7, 4, 7, 5, 5, 6, 6)
 
 
+def _layers_stacked_weights(layout: XDblLayout, dtype: torch.dtype, sum_halves: bool, n_layers: int,
+                            params) -> MixerWeights:
+    """`_stack_mixer_weights` once for n mixers: params layer-major (n x 16, each mixer's in its order), stacked
+    per parameter (views for one mixer); every field gets the layer axis in front."""
+    per = _PARAMS_PER_MIXER
+    if n_layers == 1:
+        stacked = [p.unsqueeze(0) for p in params]  # views: one mixer needs no copies
+    else:
+        stacked = [torch.stack(params[j::per]) for j in range(per)]
+    return _stack_mixer_weights(layout, dtype, sum_halves, *stacked)
+
+
 class StackedMixerWeights(torch.autograd.Function):
     """`_stack_mixer_weights` for n mixers as ONE autograd node: forward(layout, dtype, sum_halves, n, *params),
     params layer-major (n x 16, each mixer's in `_stack_mixer_weights` order) -> the n mixers' MixerWeights
@@ -135,11 +147,7 @@ class StackedMixerWeights(torch.autograd.Function):
         per = _PARAMS_PER_MIXER
         if len(params) != n_layers * per:
             raise ValueError(f"{n_layers} mixers take {n_layers * per} parameters; got {len(params)}")
-        if n_layers == 1:
-            stacked = [p.unsqueeze(0) for p in params]  # views: one mixer needs no copies
-        else:
-            stacked = [torch.stack(params[j::per]) for j in range(per)]
-        w = _stack_mixer_weights(layout, dtype, sum_halves, *stacked)
+        w = _layers_stacked_weights(layout, dtype, sum_halves, n_layers, params)
         ctx.layout, ctx.sum_halves, ctx.n_layers = layout, sum_halves, n_layers
         ctx.param_dtypes = [p.dtype for p in params[:per]]
         ctx.save_for_backward(w.A)  # A = -exp(A_log): dA_log = dA * A
@@ -203,9 +211,9 @@ def traced_stacked_mixer_weights(mixers, dtype: torch.dtype, sum_halves: bool) -
     plain ops instead (each mixer's `_build_weights`) put the stacking into the compiled step once per layer (H200,
     1248/8: 72 inductor `stack` kernels per step among 225 more kernels than the eager step; kernels/NOTES.md,
     "Session u")."""
-    per_mixer = [mixer._mixer_params() for mixer in mixers]
-    stacked = [torch.stack([params[j] for params in per_mixer]) for j in range(_PARAMS_PER_MIXER)]
-    fields = list(_stack_mixer_weights(mixers[0].x_dbl_layout, dtype, sum_halves, *stacked).__dict__.values())
+    params = [p for mixer in mixers for p in mixer._mixer_params()]
+    w = _layers_stacked_weights(mixers[0].x_dbl_layout, dtype, sum_halves, len(mixers), params)
+    fields = list(w.__dict__.values())
     return [MixerWeights(*(field[i] for field in fields)) for i in range(len(mixers))]
 
 

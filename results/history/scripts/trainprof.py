@@ -1,7 +1,8 @@
 """Why Vim-Ti's training step under torch.compile (default mode) is slower than its eager step (1248/8 bf16 on an
 H100, session t: forward 49.4 vs 23.6 ms, backward 91.5 vs 69.4): per mode, the p50 of the step's forward and
-backward (CUDA events, 5 steps), our launches per step by path (kernels.launch.stats), a cProfile of one step and one profiled step's CUDA kernels (count, us) and host-side aten copies, built as
-the sweep builds the step (make_train_step, compile_train_step). Session u.
+backward (CUDA events, 5 steps), our launches per step by path (kernels.launch.stats), a cProfile of one step,
+and one profiled step's CUDA kernels (count, us) and host ops (self and total time), built as the sweep builds the
+step (make_train_step, compile_train_step). Session u.
 usage (repo root): OUT=... python results/history/scripts/trainprof.py [model] [res] [batch] [modes] [device] [backend]
 CPU dry run: ... trainprof.py vim_test 32 2 none,default cpu aot_eager (TRITON_INTERPRET=1).
 TRACED_STACKED=0: vimbench.models.vim.TRACED_STACKED_WEIGHTS off (each mixer builds its weights in the traced
@@ -78,7 +79,8 @@ for mode in modes:
     row = dict(model=name, res=res, batch=batch, mode=mode, traced_stacked_weights=vim.TRACED_STACKED_WEIGHTS,
                first_step_s=first_s,
                forward_ms_p50=statistics.median(fwd), backward_ms_p50=statistics.median(bwd),
-               kernels_per_step=sum(v[0] for v in kernels.values()), kernel_us_per_step=total, host_ops=dict(host), host_top=host_top, launches_per_step=launches, cprofile=text.getvalue(),
+               kernels_per_step=sum(v[0] for v in kernels.values()), kernel_us_per_step=total, host_ops=dict(host),
+               host_top=host_top, launches_per_step=launches, cprofile=text.getvalue(),
                top=[dict(name=n, calls=c, us=t) for n, (c, t) in top],
                gpu=torch.cuda.get_device_name() if cuda else "cpu")
     rows.append(row)
@@ -88,10 +90,12 @@ for mode in modes:
     print("  host:", dict(host), "launches per step:", launches, flush=True)
     print(text.getvalue()[:9000], flush=True)
     for h in host_top:
-        print(f"  host {h['calls']:5d} x self {h['self_us'] / 1e3:7.2f} ms, total {h['total_us'] / 1e3:7.2f} ms  {h['name']}", flush=True)
+        print(f"  host {h['calls']:5d} x self {h['self_us'] / 1e3:7.2f} ms, total {h['total_us'] / 1e3:7.2f} ms  "
+              f"{h['name']}", flush=True)
     for n, (c, t) in top[:30]:
         print(f"  {c:5d} x {t / 1e3:8.2f} ms  {n}", flush=True)
-    json.dump(rows, open(f"{OUT}/trainprof-{name}-{res}-b{batch}{os.environ.get('TRAINPROF_TAG', '')}.json", "w"), indent=1)
+    tag = os.environ.get("TRAINPROF_TAG", "")
+    json.dump(rows, open(f"{OUT}/trainprof-{name}-{res}-b{batch}{tag}.json", "w"), indent=1)
     del step, model
     if cuda:
         torch.cuda.empty_cache()
