@@ -42,8 +42,8 @@ import triton.language as tl
 from kernels import fastmath
 from kernels.launch import launch
 from kernels.runtime import LaunchConfig, cdiv, interpreted_block_c
-from kernels.selective_scan.fwd import (LOG2E, _load_lanes, _softplus, _token_position, _walk, channel_rows,
-                                        decay_rates, load_rows, store_rows)
+from kernels.selective_scan.fwd import (LOG2E, _load_lanes, _softplus, _token_position, _walk, asm_level,
+                                        channel_rows, decay_rates, load_rows, store_rows)
 
 # The one-pass grid is "underfilled" below this many one-warp programs per SM: the chunked path then does ~2x the
 # exp work on more programs (kernels/NOTES.md, "Chunk-parallel scan forward": at batch 64 the one-pass kernel's
@@ -162,7 +162,7 @@ def chunked_scan_launch_config(batch: int, channels: int, length: int, n_dir: in
     else:
         chunk = split
     n_chunks = cdiv(length, chunk)
-    tiles = dict(BLOCK_C=block_c, MASK_C=channels % block_c != 0, USE_ASM=not interpreted, PREFETCH=True,
+    tiles = dict(BLOCK_C=block_c, MASK_C=channels % block_c != 0, USE_ASM=asm_level(interpreted), PREFETCH=True,
                  L1_AHEAD=DEFAULT_L1_AHEAD if not interpreted and chunk >= L1_MIN_CHUNK_TOKENS else 0)
     combine_block = 32 if interpreted else COMBINE_BLOCK
     entries_are_checkpoints = ENTRY_CHECKPOINTS and save_every > 0 and chunk == save_every and n_chunks > 1

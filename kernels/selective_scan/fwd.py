@@ -666,7 +666,10 @@ def _token_step_at(h, out_p, mask, u, dt, z, Bt, Ct, A2, D_row, bias_row, out_sc
     if HAS_D:
         y += D_row * u
     if HAS_Z:
-        y = y * z * fastmath.sigmoid(z, APPROX)
+        if APPROX and USE_ASM == 2:  # GATE_TANH: SiLU(z) from one MUFU tanh
+            y = y * fastmath.silu_tanh(z)
+        else:
+            y = y * z * fastmath.sigmoid(z, APPROX)
     y = y * out_scale
     if ATOMIC == 2:  # the ordered sum: the other direction's launch stored its term here first
         if MASK_T or MASK_C:
@@ -741,6 +744,22 @@ SAVE_UNROLL_TRIPS = False
 SAVE_MAXNREG: int | None = 168
 # No cap with a fused dt_proj of a larger rank: Vim-B's (R = 48) needs ~254 registers (capped at 168 it spilled).
 MAXNREG_DT_RANK = 24
+# The z gate's SiLU by one MUFU tanh (`fastmath.silu_tanh`: z sigmoid(z) = h + h tanh(h), h = z / 2) in the token
+# walk of `_scan_kernel` and of the chunk-parallel passes (`_token_step_at`), 16-bit outputs only: 18 MUFU
+# instructions per token instead of 19, where the bf16 scan asks the MUFU for more cycles than it issues (8 cycles
+# per warp instruction: 152 against 133 issue slots per token and warp). Static (triton 3.6, `scan/halves/bf16`,
+# Vim-Ti 1248 px batch 64): main loop 531 -> 523 instructions per 4 tokens, MUFU 76 -> 72, 168 registers, no spill.
+# tanh.approx's relative error (~2^-11) makes SiLU's absolute error up to ~|z| 2^-12: below a bf16 output's
+# rounding where the gate is large, not for tiny outputs (z << 0). Off until measured on the GPU (the scan's error
+# against float64, the model's logits, kernel and forward A/B: results/history/scripts/gatetanh.py); on, the
+# kernels take USE_ASM = 2 (`asm_level`).
+GATE_TANH = False
+
+
+def asm_level(interpreted: bool):
+    """The scan kernels' USE_ASM constexpr: False under the interpreter (no inline asm), else True, or 2 with
+    GATE_TANH (the gate's SiLU by one MUFU tanh where the output is 16-bit)."""
+    return False if interpreted else (2 if GATE_TANH else True)
 
 
 # The small-grid scan in blocks of tokens (`_scan_blocks_kernel`), where the one-pass grid picks a small-grid block
@@ -794,8 +813,8 @@ def scan_launch_config(batch: int, channels: int, n_dir: int, interpreted: bool,
     return LaunchConfig(
         kernel="_scan_kernel",
         grid=(cdiv(channels, block_c), n_dir, batch),
-        constexprs=dict(BLOCK_C=block_c, MASK_C=channels % block_c != 0, USE_ASM=not interpreted, PREFETCH=True,
-                        L1_AHEAD=DEFAULT_L1_AHEAD if lane_per_channel and channels % 32 == 0 else 0,
+        constexprs=dict(BLOCK_C=block_c, MASK_C=channels % block_c != 0, USE_ASM=asm_level(interpreted),
+                        PREFETCH=True, L1_AHEAD=DEFAULT_L1_AHEAD if lane_per_channel and channels % 32 == 0 else 0,
                         UNROLL_TRIPS=SAVE_UNROLL_TRIPS if save_every else UNROLL_TRIPS),
         num_warps=1,
         maxnreg=(SAVE_MAXNREG if save_every else ONE_PASS_MAXNREG) if lane_per_channel and dt_rank <= MAXNREG_DT_RANK

@@ -8,6 +8,7 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels import fastmath
 from kernels.launch import call_replay
 from kernels.selective_scan import fwd as scan_fwd
 from kernels.selective_scan.reference import bimamba_scan_ref, selective_scan_ref, selective_scan_sequential
@@ -431,6 +432,64 @@ def test_one_pass_register_cap(monkeypatch):
     assert fwd.scan_launch_config(64, 384, 2, interpreted=False).launch_options() == {"num_warps": 1, "maxnreg": 168}
     monkeypatch.setattr(fwd, "ONE_PASS_MAXNREG", None)
     assert fwd.scan_launch_config(64, 384, 2, interpreted=False).launch_options() == {"num_warps": 1}
+
+
+def test_gate_tanh_reaches_the_token_walks_only(monkeypatch):
+    """fwd.GATE_TANH (the z gate's SiLU by one MUFU tanh) sets USE_ASM = 2 in the one-pass `_scan_kernel` and in the
+    chunk-parallel passes on the GPU; the token-block kernel, the interpreter and the default keep their value."""
+    from kernels.selective_scan import chunked
+
+    def asm(batch, interpreted=False, length=None):
+        if length is not None:
+            cfg = chunked.chunked_scan_launch_config(batch, 384, length, 2, 16, interpreted=interpreted,
+                                                     sm_count=132, split=None if not interpreted else 8)
+            return cfg.states.constexprs["USE_ASM"], cfg.outputs.constexprs["USE_ASM"]
+        return scan_fwd.scan_launch_config(batch, 384, 2, interpreted).constexprs["USE_ASM"]
+
+    assert scan_fwd.GATE_TANH is False  # off until measured on the GPU
+    assert (asm(64), asm(1), asm(8, length=6085), asm(64, True)) == (True, True, (True, True), False)
+    monkeypatch.setattr(scan_fwd, "GATE_TANH", True)
+    assert asm(64) == 2 and asm(8, length=6085) == (2, 2)
+    assert scan_fwd.scan_launch_config(1, 384, 2, False).kernel == "_scan_blocks_kernel" and asm(1) is True
+    assert asm(64, True) is False and asm(8, True, length=6085) == (False, False)
+
+
+@triton.jit
+def _silu_probe(x_ptr, out_ptr, n, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    tl.store(out_ptr + offs, fastmath.silu_tanh(tl.load(x_ptr + offs, mask=mask, other=0.0)), mask=mask)
+
+
+@pytest.mark.gpu
+def test_silu_tanh_matches_float64():
+    """`fastmath.silu_tanh` (one MUFU tanh; GPU only: inline asm) against float64 SiLU on [-30, 30]: absolute
+    error within |x| 2^-11 + 1e-7 (tanh.approx's relative error ~2^-11, halved by h = x / 2, plus fp32 rounding)."""
+    x = torch.linspace(-30, 30, 60001, device="cuda")
+    out = torch.empty_like(x)
+    _silu_probe[(triton.cdiv(x.numel(), 1024),)](x, out, x.numel(), BLOCK=1024)
+    err = (out.double() - torch.nn.functional.silu(x.double())).abs()
+    assert bool((err <= x.double().abs() * 2.0 ** -11 + 1e-7).all()), f"max error {err.max().item():.3g}"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("batch,length", [(16, 577), (2, 6085)])
+def test_gate_tanh_scan_gpu(triton_scan, monkeypatch, dtype, batch, length):
+    """The scan's halves with GATE_TANH (one pass at batch 16, the chunk-parallel passes at 2 x 6,085) against
+    float64, within the criterion of every low-precision scan (no worse than twice plain PyTorch's error at the
+    same precision, plus an output ulp); the fp32 combined form ignores the switch (exact sigmoid)."""
+    monkeypatch.setattr(scan_fwd, "GATE_TANH", True)
+    x = model_layout(batch, 384, length, dtype=dtype, device="cuda")
+    with call_replay(False):
+        halves = scan_fwd.bimamba_scan(**x, combine=False)
+    assert_close_to_f64(halves.double().sum(0), _ref64_bimamba(x), dtype, bimamba_scan_ref(**x))
+    x32 = model_layout(batch, 384, length, device="cuda")
+    with call_replay(False):
+        on = scan_fwd.bimamba_scan(**x32)
+        monkeypatch.setattr(scan_fwd, "GATE_TANH", False)
+        off = scan_fwd.bimamba_scan(**x32)
+    torch.testing.assert_close(on, off, rtol=0, atol=0)
 
 
 @triton.jit
