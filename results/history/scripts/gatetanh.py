@@ -1,8 +1,8 @@
 """Session v: the z gate's SiLU by one MUFU tanh (`fwd.GATE_TANH`, `fastmath.silu_tanh`: 18 MUFU instructions per
 token instead of 19 in the bf16 token walks; static, triton 3.6, `scan/halves/bf16`: 531 -> 523 instructions per 4
 tokens, MUFU 76 -> 72, 168 registers, no spill).
-(1) The scan alone as the Vim-Ti mixer calls it at inference (bf16 halves over u), Vim-Ti 1248 px batch 64 and
-224 px batch 64 (one pass) and 1248 px batch 8 (the chunk-parallel passes), CUDA-graph replays alternated
+(1) The scan alone in the Vim-Ti mixer's inference form (bf16 halves, timed into a new buffer), Vim-Ti 1248 px
+batch 64 and 224 px batch 64 (one pass) and 1248 px batch 8 (the chunk-parallel passes), CUDA-graph replays alternated
 off / on / on / off (replays off: the switch is a module knob); the error of each against float64 at 1248 px batch 2.
 (2) Vim-Ti bf16 logits at 224 px batch 64 (random weights, seed 0), on and off, against the fp32 model's: relative
 L2 distance and top-1 agreement.
@@ -44,13 +44,12 @@ with call_replay(False):
     for batch, length in ((64, 6085), (64, 197), (8, 6085)):
         case = f"{batch}x{length}"
         x = _scan_inputs(dirs=2)(OpShape(batch=batch, channels=384, length=length), torch.bfloat16, "cuda")
-        for on in (False, True, True, False):
-            u = x["u"].clone()
+        for on in (False, True, True, False):  # new halves per call: replays must not feed them back as u
             fwd.GATE_TANH = on
             rows.append(dict(case=case, gate_tanh=on, graph_us=graph_us(
-                lambda: fwd.bimamba_scan(**dict(x, u=u), combine=False, out=u), reps=10)))
+                lambda: fwd.bimamba_scan(**x, combine=False), reps=10)))
             print(rows[-1], flush=True)
-        del x, u
+        del x
         torch.cuda.empty_cache()
         dump()
 fwd.GATE_TANH = False
