@@ -2,6 +2,9 @@
 2026-12-03): 152 registers fit 13 one-warp programs per SM (12 at 168), 144 fit 14. Static (sm_90, triton 3.6,
 `sasspaths.py scan_bwd/combined/bf16 maxnreg=N`): 168 no spill in the walk's loops; 160 the same code; 152 5 LDL per
 walk loop (611 vs 608 instructions), 144 15 LDL + 4 STL (630).
+Also the walk two steps per loop trip at 168 registers ("168t": `pair_trips=True`): with the XOR order and the vector
+scratch it no longer spills there (static: 927 instructions per two steps, 1 LDL, against 1,010 executed one step per
+trip); session o measured it 9% slower only at 200 registers (10 programs per SM).
 (1) The scan backward alone in the training op's forms (combined bf16, dz halves, bf16 dB/dC rows), Vim-Ti 1248 px
 batch 8 and 224 px batch 128, CUDA-graph replays alternated twice per cap; gradients compared with the 168 walk's.
 (1b) The training forward's pass 3 (`_chunk_outputs_kernel`, uncapped: 168 registers under triton 3.6, 12 programs
@@ -19,7 +22,13 @@ from vimbench.kerneltools.kernel_ops import _scan_inputs
 from vimbench.kerneltools.registry import OpShape
 
 OUT = os.environ.get("OUT", "/tmp")
-CAPS = [int(c) for c in os.environ.get("CAPS", "168,152,144").split(",")]
+# walk variants: a register cap, "t" = two steps per loop trip (pair_trips) at that cap
+CAPS = os.environ.get("CAPS", "168,152,144,168t").split(",")
+
+
+def walk_knobs(variant):
+    return dict(maxnreg=int(variant.rstrip("t")), pair_trips=variant.endswith("t"))
+
 rows, checks, step_rows, fwd_rows = [], {}, [], []
 
 
@@ -54,9 +63,9 @@ for batch, length in ((8, 6085), (128, 197)):
     x = _scan_inputs(dirs=2)(OpShape(batch=batch, channels=384, length=length), torch.bfloat16, "cuda")
     y, ck = bimamba_scan_fwd_save(**x, combine=True, chunk=CHECKPOINT_CHUNK)
     g = torch.randn_like(y).mul_(0.1)
-    call = lambda cap: bwd.bimamba_scan_bwd(  # noqa: E731
+    call = lambda v: bwd.bimamba_scan_bwd(  # noqa: E731
         g, **x, checkpoints=ck, combine=True, chunk=CHECKPOINT_CHUNK, dz_halves=True, bc_rows_dtype=torch.bfloat16,
-        maxnreg=cap)
+        **walk_knobs(v))
     base = call(CAPS[0])
     checks[case] = {}
     for cap in CAPS[1:]:
@@ -86,14 +95,16 @@ if best != CAPS[0] and mean[("8x6085", best)] < 0.99 * mean[("8x6085", CAPS[0])]
         key = CaseKey(model="vim_t", res=res, batch=batch, dtype="bf16", implementation="triton", attn=None,
                       device="cuda", mode="train", compile="cuda-graphs")
         for tag in ("A", "B", "B", "A"):
-            bwd.CAPPED_WALK_MAXNREG = best if tag == "B" else CAPS[0]
+            knobs = walk_knobs(best if tag == "B" else CAPS[0])
+            bwd.CAPPED_WALK_MAXNREG, bwd.DEFAULT_PAIR_TRIPS = knobs["maxnreg"], knobs["pair_trips"]
             r = runner.run_case(key, warmup=3, iters=10)
-            step_rows.append(dict(res=res, batch=batch, variant=tag, cap=bwd.CAPPED_WALK_MAXNREG, status=r.status,
+            step_rows.append(dict(res=res, batch=batch, variant=tag, cap=best if tag == "B" else CAPS[0],
+                                  status=r.status,
                                   img_s=r.fps, p50_ms=r.latency_ms_p50, peak_alloc_mib=r.peak_alloc_mib,
                                   error=r.error))
             print(step_rows[-1], flush=True)
             dump()
-    bwd.CAPPED_WALK_MAXNREG = CAPS[0]
+    bwd.CAPPED_WALK_MAXNREG, bwd.DEFAULT_PAIR_TRIPS = 168, False
 dump()
 fmean = {}
 for r in fwd_rows:
@@ -101,7 +112,7 @@ for r in fwd_rows:
 print("training forward 8x6085, pass 3 cap: graph_us (mean of 2)", {k: round(sum(v) / 2, 1) for k, v in fmean.items()})
 print("case cap graph_us (mean of 2)")
 for k, v in mean.items():
-    print(f"{k[0]:10s} {k[1]:4d} {v:.1f}")
+    print(f"{k[0]:10s} {k[1]:>5s} {v:.1f}")
 for r in step_rows:
     print(r["res"], r["batch"], r["variant"], r["cap"], r["img_s"] and round(r["img_s"], 1),
           r["peak_alloc_mib"] and round(r["peak_alloc_mib"] / 1024, 3), "GiB")
