@@ -5,9 +5,11 @@ defined and returns an interpreted function then, which runs kernels on CPU tens
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -138,15 +140,31 @@ def eager_autograd(name: str, forward: Callable, setup_context: Callable, backwa
 
 # Column sums of the kernels' fp32 partial buffers (rows = programs or batch x chunks, a few hundred): torch's
 # reduction over dim 0 ran 8.4-8.5 us for (512, 768) and (528, 192) on the H200 inside a CUDA graph, a GEMV with a
-# ones vector 2.9-3.5 us (results/history/smallops-h200-2026-12-03.json). The ones vectors are made outside graph
-# capture only (a tensor made during capture holds nothing until the graph replays) and kept per (device, rows).
+# ones vector 2.9-3.5 us (results/history/smallops-h200-2026-12-03.json). The ones vectors are kept per (device,
+# rows) and made only in plain eager calls: not while a CUDA graph captures (a tensor made then holds nothing until
+# the graph replays), and not inside our custom ops (`op_call`), which run inside compiled graphs: under
+# torch.compile's reduce-overhead (CUDA graph trees) their warm-up allocates into the graphs' private pool, where a
+# tensor kept past the call is an error ("tensors in the cudagraph pool not tracked as outputs", H100, session v).
 _ONES: dict[tuple[torch.device, int], torch.Tensor] = {}
+_op_calls = threading.local()
+
+
+@contextlib.contextmanager
+def op_call() -> Iterator[None]:
+    """Mark the block as a registered custom op's implementation running (inside a compiled graph, possibly in a CUDA
+    graph tree's memory pool): `sum_partials` then makes no ones vector to keep."""
+    depth = getattr(_op_calls, "depth", 0)
+    _op_calls.depth = depth + 1
+    try:
+        yield
+    finally:
+        _op_calls.depth = depth
 
 
 def sum_partials(partials: torch.Tensor) -> torch.Tensor:
     """partials (P, *shape) fp32 -> (*shape): the sum over dim 0, as a ones-vector GEMV on CUDA (cuBLAS sgemv:
-    fp32 accumulation, deterministic) and torch.sum elsewhere or while a CUDA graph captures before the ones
-    vector for P rows exists."""
+    fp32 accumulation, deterministic) and torch.sum elsewhere, or where the ones vector for P rows does not exist
+    yet and may not be made (a CUDA graph capturing, a custom op's call: `op_call`)."""
     rows = partials.shape[0]
     if (partials.device.type != "cuda" or partials.dtype != torch.float32 or not partials.is_contiguous()
             or partials.numel() == 0):
@@ -154,7 +172,7 @@ def sum_partials(partials: torch.Tensor) -> torch.Tensor:
     key = (partials.device, rows)
     ones = _ONES.get(key)
     if ones is None:
-        if torch.cuda.is_current_stream_capturing():
+        if torch.cuda.is_current_stream_capturing() or getattr(_op_calls, "depth", 0):
             return partials.sum(0)
         ones = _ONES[key] = torch.ones(rows, dtype=torch.float32, device=partials.device)
     return torch.mv(partials.view(rows, -1).t(), ones).view(partials.shape[1:])

@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 
 from kernels.conv1d import bwd, fwd
-from kernels.runtime import eager_autograd, records_autograd, traced
+from kernels.runtime import eager_autograd, op_call, records_autograd, traced
 
 
 @torch.library.custom_op("vimbench::conv1d_silu_bidir", mutates_args=())
@@ -30,7 +30,8 @@ def _(x, weight, bias):
 @torch.library.custom_op("vimbench::conv1d_silu_bidir_bwd", mutates_args=())
 def _conv1d_bwd_op(dout: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    dx, dweight, dbias = bwd.conv1d_silu_bidir_bwd(dout, x, weight, bias)
+    with op_call():  # inside a compiled graph: no ones vector kept (runtime.sum_partials)
+        dx, dweight, dbias = bwd.conv1d_silu_bidir_bwd(dout, x, weight, bias)
     # A custom op returns tensors only: without bias, an empty (0,) placeholder that autograd drops.
     return dx, dweight, dbias if dbias is not None else weight.new_empty(0)
 

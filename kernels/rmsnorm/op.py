@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 
 from kernels.rmsnorm import bwd, fwd
-from kernels.runtime import eager_autograd, records_autograd, traced
+from kernels.runtime import eager_autograd, op_call, records_autograd, traced
 
 
 @torch.library.custom_op("vimbench::add_rmsnorm", mutates_args=())
@@ -33,7 +33,8 @@ def _(x, residual, weight, eps, out_dtype):
 def _add_rmsnorm_bwd_op(dy: torch.Tensor, dr: Optional[torch.Tensor], r: torch.Tensor, weight: torch.Tensor,
                         eps: float, x_dtype: torch.dtype, has_residual: bool
                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    dx, dres, dweight = bwd.add_rmsnorm_bwd(dy, dr, r, weight, eps, x_dtype, has_residual)
+    with op_call():  # inside a compiled graph: no ones vector kept (runtime.sum_partials)
+        dx, dres, dweight = bwd.add_rmsnorm_bwd(dy, dr, r, weight, eps, x_dtype, has_residual)
     # A custom op returns tensors only: without a residual, an empty (0,) placeholder that autograd drops.
     return dx, dres if dres is not None else r.new_empty(0), dweight
 

@@ -30,7 +30,7 @@ from typing import Optional
 
 import torch
 
-from kernels.runtime import eager_autograd, needs_custom_op, records_autograd, traced
+from kernels.runtime import eager_autograd, needs_custom_op, op_call, records_autograd, traced
 from kernels.selective_scan import bwd, fwd
 
 Tensor = torch.Tensor
@@ -114,8 +114,9 @@ def _bimamba_scan_bwd_op(grad_out: Tensor, u: Tensor, delta: Tensor, A: Tensor, 
                          D: Optional[Tensor], z: Optional[Tensor], delta_bias: Optional[Tensor], checkpoints: Tensor,
                          delta_softplus: bool, combine: bool, chunk: int, dz_halves: bool = False,
                          bc_rows_dtype: Optional[torch.dtype] = None) -> list[Tensor]:
-    grads = bwd.bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints, delta_softplus,
-                                 combine, chunk, dz_halves=dz_halves, bc_rows_dtype=bc_rows_dtype)
+    with op_call():  # inside a compiled graph: no ones vector kept (runtime.sum_partials)
+        grads = bwd.bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints, delta_softplus,
+                                     combine, chunk, dz_halves=dz_halves, bc_rows_dtype=bc_rows_dtype)
     # A custom op returns tensors only: an empty (0,) placeholder for each absent optional input's gradient.
     return [g if g is not None else u.new_empty(0, dtype=torch.float32) for g in grads]
 

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from kernels.runtime import INT32_LIMIT, check_token_offsets, sum_partials
+from kernels import runtime
+from kernels.runtime import INT32_LIMIT, check_token_offsets, op_call, sum_partials
 
 
 def _partials(rows: int, device: str) -> torch.Tensor:
@@ -39,6 +40,54 @@ def test_sum_partials_under_graph_capture_replays_the_sum():
     p.mul_(2)
     graph.replay()
     torch.testing.assert_close(out.double(), p.double().sum(0), rtol=1e-5, atol=1e-5)
+
+
+def test_op_call_nests_and_unwinds():
+    depth = lambda: getattr(runtime._op_calls, "depth", 0)  # noqa: E731
+    assert depth() == 0
+    with op_call():
+        with op_call():
+            assert depth() == 2
+        assert depth() == 1
+    with pytest.raises(RuntimeError):
+        with op_call():
+            raise RuntimeError("inside")
+    assert depth() == 0
+
+
+def test_backward_custom_ops_sum_their_partials_as_op_calls(monkeypatch):
+    """The registered backward ops (what compiled graphs call) run `sum_partials` inside `op_call`, so that under
+    torch.compile's CUDA graph trees no ones vector is made and kept in the graphs' pool; the eager launchers do
+    not (there the ones vectors are made once and kept)."""
+    import kernels.rmsnorm.bwd as norm_bwd
+    import kernels.rmsnorm.op  # noqa: F401 (registers vimbench::add_rmsnorm_bwd)
+
+    seen = []
+
+    def spy(partials):
+        seen.append(getattr(runtime._op_calls, "depth", 0))
+        return sum_partials(partials)
+
+    monkeypatch.setattr(norm_bwd, "sum_partials", spy)
+    g = torch.Generator().manual_seed(0)
+    r, dy, w = (torch.randn(*shape, generator=g) for shape in ((2, 5, 24), (2, 5, 24), (24,)))
+    via_op = torch.ops.vimbench.add_rmsnorm_bwd(dy, None, r, w, 1e-5, torch.float32, False)
+    direct = norm_bwd.add_rmsnorm_bwd(dy, None, r, w, 1e-5, torch.float32, False)
+    assert seen == [1, 0]
+    torch.testing.assert_close(via_op[2], direct[2], rtol=0, atol=0)
+    assert getattr(runtime._op_calls, "depth", 0) == 0
+
+
+@pytest.mark.gpu
+def test_sum_partials_in_an_op_call_keeps_no_new_ones_vector():
+    p = _partials(77, "cuda")
+    runtime._ONES.pop((p.device, 77), None)
+    with op_call():
+        got = sum_partials(p)
+    assert (p.device, 77) not in runtime._ONES
+    torch.testing.assert_close(got.double(), p.double().sum(0), rtol=1e-5, atol=1e-5)
+    sum_partials(p)  # outside: made and kept
+    assert (p.device, 77) in runtime._ONES
 
 
 def test_strides_names_each_stride_and_refuses_a_mismatch():
