@@ -750,9 +750,12 @@ MAXNREG_DT_RANK = 24
 # per warp instruction: 152 against 133 issue slots per token and warp). Static (triton 3.6, `scan/halves/bf16`,
 # Vim-Ti 1248 px batch 64): main loop 531 -> 523 instructions per 4 tokens, MUFU 76 -> 72, 168 registers, no spill.
 # tanh.approx's relative error (~2^-11) makes SiLU's absolute error up to ~|z| 2^-12: below a bf16 output's
-# rounding where the gate is large, not for tiny outputs (z << 0). Off until measured on the GPU (the scan's error
-# against float64, the model's logits, kernel and forward A/B: results/history/scripts/gatetanh.py); on, the
-# kernels take USE_ASM = 2 (`asm_level`).
+# rounding where the gate is large, not for tiny outputs (z << 0). On, the kernels take USE_ASM = 2 (`asm_level`).
+# Measured on an H100 (session v, results/history/gatetanh-h100-2026-12-05v.json, bf16 halves, CUDA-graph replays,
+# off / on): the scan alone at Vim-Ti 1248 px batch 64 2,233 / 2,237 us, 224 px batch 64 77.1 / 76.9, the
+# chunk-parallel passes at 1248 px batch 8 500.7 / 495.9; whole 1248/64 forwards 1.9% slower (eager 666.7 -> 654.1
+# img/s, graphs 667.3 -> 655.8, A B B A); the error against float64 and the logits' distance from the fp32 model
+# unchanged. So the MUFU does not bind there (Nsight: waits on loads do); off, kept as an experiment knob.
 GATE_TANH = False
 
 
