@@ -723,24 +723,26 @@ def _state_row(ptr):
 
 @triton.jit
 def _load_state_tile(lanes, mask_c, N_STATE: tl.constexpr, BLOCK_C: tl.constexpr, EVICT: tl.constexpr = None):
-    """A scratch state tile (N, C) in register order: lanes (C,) pointers to row 0 (N rows of C, as
-    `load_rows`), or with VEC_SCRATCH (C, 4) pointers to lane l's states 0-3 (4 l + k): groups of 4 states per lane
-    contiguous, group q at q * 4 C, so that each group is one 16-byte load per lane and 512 contiguous bytes per
-    warp (4 loads per tile instead of 16; N = 16)."""
+    """A scratch state tile (N, C) in register order, in fp32 whatever the scratch's dtype (fp32, or bf16 with
+    `scratch_bf16`): lanes (C,) pointers to row 0 (N rows of C, as `load_rows`), or with VEC_SCRATCH (C, 4) pointers
+    to lane l's states 0-3 (4 l + k): groups of 4 states per lane contiguous, group q at q * 4 C, so that each group
+    is one 16-byte load per lane (8 bytes in bf16) and 512 contiguous bytes per warp (4 loads per tile instead of
+    16; N = 16)."""
     if len(lanes.shape) == 1:
         return load_rows(lanes, BLOCK_C, mask_c, N_STATE, BLOCK_C, EVICT)
     else:
         m = mask_c[:, None]
-        g0 = tl.load(lanes, mask=m, other=0.0, eviction_policy="" if EVICT is None else EVICT)
+        g0 = tl.load(lanes, mask=m, other=0.0, eviction_policy="" if EVICT is None else EVICT).to(tl.float32)
         g1 = tl.load(lanes + 4 * BLOCK_C, mask=m, other=0.0, eviction_policy="" if EVICT is None else EVICT)
         g2 = tl.load(lanes + 8 * BLOCK_C, mask=m, other=0.0, eviction_policy="" if EVICT is None else EVICT)
         g3 = tl.load(lanes + 12 * BLOCK_C, mask=m, other=0.0, eviction_policy="" if EVICT is None else EVICT)
-        return _groups_to_tile(g0, g1, g2, g3)
+        return _groups_to_tile(g0, g1.to(tl.float32), g2.to(tl.float32), g3.to(tl.float32))
 
 
 @triton.jit
 def _store_state_tile(lanes, tile, mask_c, N_STATE: tl.constexpr, BLOCK_C: tl.constexpr, EVICT: tl.constexpr = None):
-    """Store an (N, C) state tile where `_load_state_tile` reads it (lanes: (C,) row pointers or (C, 4) groups)."""
+    """Store an (N, C) fp32 state tile where `_load_state_tile` reads it (lanes: (C,) row pointers or (C, 4) groups),
+    rounded to the scratch's dtype by the stores."""
     if len(lanes.shape) == 1:
         store_rows(lanes, BLOCK_C, tile, mask_c, N_STATE, EVICT)
     else:
@@ -974,6 +976,12 @@ DEFAULT_SCATTER_XOR = True
 # per warp), 4 loads or stores per tile instead of 16 row accesses. Measured with the XOR order (above): on by
 # default for the combined output only, like it.
 DEFAULT_VEC_SCRATCH = True
+# The walk's scratch in bf16 instead of fp32 (scan_bwd_launch_config's scratch_bf16; 16-bit operands only): the
+# recomputed states are rounded to bf16 where they are stored (the recompute carries its fp32 state on, so each stored
+# state is rounded once, never compounded), half the scratch's bytes and L2 footprint. Only dC, dA and ddelta read the
+# stored states (the adjoint needs none); their extra error is one bf16 rounding of h per term. An experiment knob
+# until measured (session w).
+DEFAULT_SCRATCH_BF16 = False
 # The walk's load pipeline and register cap (scan_bwd_launch_config's prefetch, maxnreg). Static check (sm_90, triton
 # 3.8, Vim-Ti bf16 halves): with PREFETCH (the next step's loads issued before this step's arithmetic) the walk takes
 # 255 registers, 8 one-warp programs per SM; without it 232, and capped at 168 no spill at all (1,704 instructions vs
@@ -1095,6 +1103,7 @@ class ScanBwdLaunch:
     groups: int
     scratch_tiles: int
     channel_splits: int = 1
+    scratch_dtype: torch.dtype = torch.float32
 
     @property
     def blocks_per_launch(self) -> int:
@@ -1111,7 +1120,7 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
                            evict_hints: bool | None = None, carry_h: bool | None = None,
                            pair_trips: bool | None = None, scatter_xor: bool | None = None,
                            unit_state_stride: bool = True, vec_scratch: bool | None = None,
-                           combine: bool = True) -> ScanBwdLaunch:
+                           combine: bool = True, scratch_bf16: bool | None = None) -> ScanBwdLaunch:
     """The backward's grids, tiles, warps and split of L into chunk groups: the one place that chooses them (the
     launcher and `vimbench kernels static` both call it). One warp, a channel per lane, as the forward.
     chunks_per_program: checkpoint chunks per program along L; None picks: on the GPU enough groups that the
@@ -1162,6 +1171,8 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
     vec_scratch: the walk's scratch state tiles as per-lane groups of 4 states (`_load_state_tile`: 4 16-byte
     loads or stores per tile and lane instead of 16 4-byte ones; N = 16 only); None: DEFAULT_VEC_SCRATCH where
     scatter_xor's default applies.
+    scratch_bf16: the walk's scratch in bf16 (ScanBwdLaunch.scratch_dtype; fp32 operands keep an fp32 scratch);
+    None: DEFAULT_SCRATCH_BF16.
     combine: the combined output (the training op's form) or the gated halves; picks the defaults above.
     Returns the launches; the walk's SCATTER_SUMS constexpr is False (tl.sum), True (the reduce-scatter) or 2 (the
     reduce-scatter from the XOR state order)."""
@@ -1255,8 +1266,10 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
                              constexprs=dict(constexprs, PREFETCH=CARRY_PREFETCH,
                                              L1_AHEAD=0 if interpreted else CARRY_L1_AHEAD),
                              num_warps=1)
+    scratch_bf16 = bool(DEFAULT_SCRATCH_BF16 if scratch_bf16 is None else scratch_bf16) and not fp32
     return ScanBwdLaunch(walk=walk, carry=carry, chunks_per_program=cpp, groups=groups,
-                         scratch_tiles=sub_tiles + (cdiv(seg, 2) if pairs else seg), channel_splits=splits)
+                         scratch_tiles=sub_tiles + (cdiv(seg, 2) if pairs else seg), channel_splits=splits,
+                         scratch_dtype=torch.bfloat16 if scratch_bf16 else torch.float32)
 
 
 def _groups_for(programs_per_group: int, n_chunks: int, chunks_per_program: int | None) -> int:
@@ -1291,7 +1304,7 @@ def bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints,
                      combine=True, chunk=64, *, chunks_per_program=None, sub_chunk=None, scatter_sums=None,
                      block_c=None, prefetch=None, maxnreg=None, l1_ahead=None, pairs=None, channel_splits=None,
                      scratch_ahead=None, evict_hints=None, carry_h=None, pair_trips=None, scatter_xor=None,
-                     vec_scratch=None, dz_halves=False, bc_rows_dtype=None):
+                     vec_scratch=None, dz_halves=False, bc_rows_dtype=None, scratch_bf16=None):
     """Gradients of `bimamba_scan` (see the module docstring for the contract). Returns
     (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias); None for each absent optional input.
     dz_halves=True: dz is returned unsummed, (2, batch, E, L) in z's dtype laid out like u, [d] = direction d's
@@ -1303,7 +1316,8 @@ def bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints,
     chunks_per_program: force the split of L (checkpoint chunks per program; >= cdiv(L, chunk): one program
     walks the whole sequence, the pre-chunk-parallel kernel); None: `scan_bwd_launch_config` picks. sub_chunk,
     scatter_sums, block_c, prefetch, maxnreg, l1_ahead, pairs, channel_splits, scratch_ahead, evict_hints, carry_h,
-    pair_trips, scatter_xor, vec_scratch: launch experiments, None = the defaults (`scan_bwd_launch_config`)."""
+    pair_trips, scatter_xor, vec_scratch, scratch_bf16: launch experiments, None = the defaults
+    (`scan_bwd_launch_config`)."""
     _check(u, delta, A, B, C, 2)
     n_state = A.shape[-1]
     chunk = _check_bwd(grad_out, u, checkpoints, combine, chunk, n_state)
@@ -1340,7 +1354,7 @@ def bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints,
                                  channel_splits=channel_splits, scratch_ahead=scratch_ahead,
                                  evict_hints=evict_hints, carry_h=carry_h, pair_trips=pair_trips,
                                  scatter_xor=scatter_xor, unit_state_stride=B.stride(2) == 1 and C.stride(2) == 1,
-                                 vec_scratch=vec_scratch, combine=combine)
+                                 vec_scratch=vec_scratch, combine=combine, scratch_bf16=scratch_bf16)
     walk = cfg.walk
     block_c = walk.constexprs["BLOCK_C"]
     n_cblocks, groups = walk.grid[0], cfg.groups
@@ -1357,7 +1371,8 @@ def bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints,
     dAp = torch.empty(batch * groups, 2, channels, n_state, **f32)
     dDp = torch.empty(batch * groups, 2, channels, **f32) if has_d else dAp
     dbp = torch.empty(batch * groups, 2, channels, **f32) if has_bias else dAp
-    scratch = torch.empty(per_launch * 2 * batch * groups, cfg.scratch_tiles, n_state, block_c, **f32)
+    scratch = torch.empty(per_launch * 2 * batch * groups, cfg.scratch_tiles, n_state, block_c,
+                          dtype=cfg.scratch_dtype, device=device)
     flags = dict(N_STATE=n_state, HAS_Z=has_z, HAS_BIAS=has_bias, SOFTPLUS=bool(delta_softplus))
     mu, dsum = A, A  # read only with several groups
     if cfg.carry is not None:

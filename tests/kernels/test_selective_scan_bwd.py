@@ -438,6 +438,32 @@ def test_bwd_vector_scratch(scan, walk):
     assert not ce(vec_scratch=True, n_state=8)["VEC_SCRATCH"]
 
 
+def test_bwd_bf16_scratch(scan):
+    """scratch_bf16=True (`DEFAULT_SCRATCH_BF16`'s knob): the walk's scratch is allocated in bf16 and the recomputed
+    states are rounded once where they are stored. The gradients that never read a stored state (du, dB, dD: the
+    adjoint's) are bitwise the fp32 scratch's; dC, dA, ddelta, ddelta_bias and dz move by about one bf16 rounding
+    of h and stay near the float64 reference (the interpreter's bf16 cast truncates: 2^-7 relative); the pairs walk
+    over several groups. fp32 operands keep an fp32 scratch."""
+    _, bwd = scan
+    x = model_layout(1, 13, 19, dtype=torch.bfloat16, seed=37)
+    walk = dict(pairs=True, prefetch=False, sub_chunk=0, chunks_per_program=2)
+    _, g, wide = run_triton(scan, x, combine=True, chunk=4, scratch_bf16=False, **walk)
+    _, _, narrow = run_triton(scan, x, combine=True, chunk=4, scratch_bf16=True, **walk)
+    for name in ("u", "B", "D"):
+        assert torch.equal(narrow[name], wide[name]), f"d{name} reads no stored state: it must not change"
+    assert not torch.equal(narrow["C"], wide["C"]), "dC reads the stored states: a bf16 scratch must round them"
+    want = reference_grads(x, g, combine=True)
+    for name in GRAD_NAMES:
+        ref = want[name].double()
+        rel = ((narrow[name].double() - ref).norm() / ref.norm()).item()
+        assert rel < 2 ** -7, f"d{name}: relative L2 distance {rel:.2e} from the float64 reference"
+    plan = lambda **kw: bwd.scan_bwd_launch_config(8, 384, 6085, 128, False, **kw)  # noqa: E731
+    assert plan(scratch_bf16=True).scratch_dtype == torch.bfloat16
+    assert plan(scratch_bf16=True, fp32=True).scratch_dtype == torch.float32
+    assert plan(scratch_bf16=False).scratch_dtype == torch.float32
+    assert plan().scratch_dtype == (torch.bfloat16 if bwd.DEFAULT_SCRATCH_BF16 else torch.float32)
+
+
 @pytest.mark.parametrize("pairs", [False, True])
 def test_bwd_unmasked_channels(scan, pairs):
     """Channels a multiple of the block (16 in blocks of 8 under the interpreter; Vim's 384 in blocks of 32 on the
@@ -674,6 +700,24 @@ def test_bwd_gpu_l1_prefetches_change_nothing(scan, batch, length):
         for name in GRAD_NAMES:
             if shipped[name] is not None:
                 assert torch.equal(got[name], shipped[name]), f"d{name} changed with {kw}"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("batch,length", [(8, 6085), (128, 197)])
+def test_bwd_gpu_bf16_scratch(scan, batch, length):
+    """The walk with a bf16 scratch at Vim-Ti's training shapes (combined bf16, the shipped capped pairs walk): du,
+    dB, dD bitwise the fp32 scratch's (they read no stored state); every gradient within 1e-2 (relative L2) of the
+    fp32 autograd reference, as the bf16 walk's tolerance elsewhere."""
+    x = model_layout(batch, 384, length, dtype=torch.bfloat16, device="cuda")
+    _, g, wide = run_triton(scan, x, True, 128, scratch_bf16=False)
+    _, _, narrow = run_triton(scan, x, True, 128, scratch_bf16=True)
+    for name in ("u", "B", "D"):
+        assert torch.equal(narrow[name], wide[name]), f"d{name} changed with the bf16 scratch"
+    want = _torch_grads(x, g, True)
+    for name in GRAD_NAMES:
+        ref = want[name].float()
+        rel = ((narrow[name].float() - ref).norm() / ref.norm()).item()
+        assert rel < 1e-2, f"d{name}: relative L2 distance {rel:.2e} from the fp32 reference"
 
 
 @pytest.mark.gpu
