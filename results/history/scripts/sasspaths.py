@@ -4,7 +4,8 @@ forward branches inside them (position, instructions skipped), from which the ex
 if/else of the pairs walk: loop - else block, and loop - if block - 1). Session o.
 usage (repo root, no GPU; under the box's compiler: a venv with triton==3.6.0):
   python results/history/scripts/sasspaths.py scan_bwd/combined/bf16 CARRY_H=False
-  python results/history/scripts/sasspaths.py scan_bwd/combined/bf16 CARRY_H=True maxnreg=168"""
+  python results/history/scripts/sasspaths.py scan_bwd/combined/bf16 CARRY_H=True maxnreg=168
+  python results/history/scripts/sasspaths.py scan_bwd/combined/bf16 sig:scratch_ptr=*bf16"""
 import collections, dataclasses, os, re, subprocess, sys, tempfile
 os.environ.pop("TRITON_INTERPRET", None)
 from pathlib import Path
@@ -26,9 +27,13 @@ def target(rest):
 
 
 spec = {s.name: s for s in kernel_specs()}[sys.argv[1]]
-over = {k: eval(v) for k, v in (kv.split("=", 1) for kv in sys.argv[2:])}
+# sig:ARG=TYPE replaces an argument's type (session w: sig:scratch_ptr=*bf16 keeps the pointer's alignment hint)
+sig = {k[4:]: v for k, v in (kv.split("=", 1) for kv in sys.argv[2:] if kv.startswith("sig:"))}
+over = {k: eval(v) for k, v in (kv.split("=", 1) for kv in sys.argv[2:] if not kv.startswith("sig:"))}
 maxnreg = over.pop("maxnreg", spec.maxnreg)
-spec = dataclasses.replace(spec, constexprs={**spec.constexprs, **over}, maxnreg=maxnreg)
+signature = {**spec.signature, **{k: v + spec.signature[k][len(spec.signature[k].partition(":")[0]):]
+                                  for k, v in sig.items()}}
+spec = dataclasses.replace(spec, constexprs={**spec.constexprs, **over}, maxnreg=maxnreg, signature=signature)
 ins = [(int(a, 16), op, rest) for a, op, rest in LINE.findall(sass_of(spec))]
 loops = [[x for x in ins if target(r) <= x[0] <= a] for a, op, r in ins
          if op.startswith("BRA") and target(r) is not None and target(r) < a]
