@@ -295,7 +295,8 @@ def _bwd_walk(first_chunk, last_chunk, L, E, ckpt_lanes, scratch_lanes, tile_lin
             seg_start = start + seg * SEG
             n_seg = tl.minimum(n_in - seg * SEG, SEG)
             if SUB > 0:
-                h = _load_state_tile(scratch_lanes + seg * (N_STATE * BLOCK_C), mask_c, N_STATE, BLOCK_C)
+                h = _load_state_tile(scratch_lanes + seg * (N_STATE * BLOCK_C), mask_c, N_STATE, BLOCK_C, None,
+                                     USE_ASM)
             else:
                 h = _load_state_rows(ck_lanes, E, mask_c, lanes, N_STATE, BLOCK_C, SCATTER_SUMS)
             # Forward over the segment: states[j] = the state entering step seg_start + j (PAIRS: states[j // 2]
@@ -323,7 +324,7 @@ def _bwd_walk(first_chunk, last_chunk, L, E, ckpt_lanes, scratch_lanes, tile_lin
                     _walk_hints(n_seg - 1, *hint_args, N_STATE, BLOCK_C, HAS_Z, USE_ASM, L1_AHEAD,
                                 SCRATCH_AHEAD, PAIRS)
                     t, u, dt, g, z, Bt, Ct, h_prev = _bwd_token(n_seg - 1, *tok_args, N_STATE, BLOCK_C, HAS_Z,
-                                                                (n_seg - 1) // 2, SCRATCH_EVICT)
+                                                                (n_seg - 1) // 2, SCRATCH_EVICT, USE_ASM)
                     carry, dA_acc, dD_acc, dbias_acc = _step_back(
                         t, u, dt, g, z, Bt, Ct, h_prev, h, carry, dA_acc, dD_acc, dbias_acc, bias_row, *out_args,
                         N_STATE, BLOCK_C, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, SCATTER_SUMS, USE_ASM, OUT_EVICT, DZ_HALVES)
@@ -342,13 +343,13 @@ def _bwd_walk(first_chunk, last_chunk, L, E, ckpt_lanes, scratch_lanes, tile_lin
                     _walk_hints(j - 1, *hint_args, N_STATE, BLOCK_C, HAS_Z, USE_ASM, L1_AHEAD, SCRATCH_AHEAD,
                                 PAIRS)
                     t, u, dt, g, z, Bt, Ct, h = _bwd_token(j - 1, *tok_args, N_STATE, BLOCK_C, HAS_Z, j // 2,
-                                                           SCRATCH_EVICT)
+                                                           SCRATCH_EVICT, USE_ASM)
                     carry, dA_acc, dD_acc, dbias_acc = _step_back(
                         t, u, dt, g, z, Bt, Ct, h, h_odd, carry, dA_acc, dD_acc, dbias_acc, bias_row, *out_args,
                         N_STATE, BLOCK_C, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, SCATTER_SUMS, USE_ASM, OUT_EVICT, DZ_HALVES)
             else:
                 if PREFETCH and not PAIRS:
-                    nxt = _bwd_token(n_seg - 1, *tok_args, N_STATE, BLOCK_C, HAS_Z, n_seg - 1, SCRATCH_EVICT)
+                    nxt = _bwd_token(n_seg - 1, *tok_args, N_STATE, BLOCK_C, HAS_Z, n_seg - 1, SCRATCH_EVICT, USE_ASM)
                 for jj in range(0, n_seg):
                     j = n_seg - 1 - jj
                     _walk_hints(j, *hint_args, N_STATE, BLOCK_C, HAS_Z, USE_ASM, L1_AHEAD, SCRATCH_AHEAD,
@@ -365,14 +366,14 @@ def _bwd_walk(first_chunk, last_chunk, L, E, ckpt_lanes, scratch_lanes, tile_lin
                             t, u, dt, g, z, Bt, Ct = _walk_inputs(j, *in_args, HAS_Z)
                         else:
                             t, u, dt, g, z, Bt, Ct, h_prev = _bwd_token(j, *tok_args, N_STATE, BLOCK_C, HAS_Z,
-                                                                        j // 2, SCRATCH_EVICT)
+                                                                        j // 2, SCRATCH_EVICT, USE_ASM)
                     else:
                         if PREFETCH:  # issue step j-1's loads (step 0's again at j = 0) before step j's arithmetic
                             cur = nxt
                             prev = tl.where(j > 0, j - 1, 0)
-                            nxt = _bwd_token(prev, *tok_args, N_STATE, BLOCK_C, HAS_Z, prev, SCRATCH_EVICT)
+                            nxt = _bwd_token(prev, *tok_args, N_STATE, BLOCK_C, HAS_Z, prev, SCRATCH_EVICT, USE_ASM)
                         else:
-                            cur = _bwd_token(j, *tok_args, N_STATE, BLOCK_C, HAS_Z, j, SCRATCH_EVICT)
+                            cur = _bwd_token(j, *tok_args, N_STATE, BLOCK_C, HAS_Z, j, SCRATCH_EVICT, USE_ASM)
                         t, u, dt, g, z, Bt, Ct, h_prev = cur
                     if CARRY_H:  # h: the state leaving step j, which step j + 1 entered (or the segment's end)
                         h_out = h
@@ -395,7 +396,7 @@ def _odd_entering_state(j, seg_start, L, backward, mask_c, u_base, dt_base, B_ba
     u0, dt0, B0 = _fwd_token(j - 1, seg_start, L, backward, mask_c, u_base, dt_base, B_base, stride_u_l, stride_dt_l,
                              stride_B_l)
     d0, _ = _delta(dt0, bias_row, mask_c, HAS_BIAS, SOFTPLUS, USE_ASM)
-    h0 = _load_state_tile(states_lanes + (j // 2) * (N_STATE * BLOCK_C), mask_c, N_STATE, BLOCK_C, EVICT)
+    h0 = _load_state_tile(states_lanes + (j // 2) * (N_STATE * BLOCK_C), mask_c, N_STATE, BLOCK_C, EVICT, USE_ASM)
     return tl.exp2(A2 * d0[None, :]) * h0 + _state_col(B0) * (d0 * u0)[None, :]
 
 
@@ -722,21 +723,24 @@ def _state_row(ptr):
 
 
 @triton.jit
-def _load_state_tile(lanes, mask_c, N_STATE: tl.constexpr, BLOCK_C: tl.constexpr, EVICT: tl.constexpr = None):
+def _load_state_tile(lanes, mask_c, N_STATE: tl.constexpr, BLOCK_C: tl.constexpr, EVICT: tl.constexpr = None,
+                     USE_ASM: tl.constexpr = False):
     """A scratch state tile (N, C) in register order, in fp32 whatever the scratch's dtype (fp32, or bf16 with
     `scratch_bf16`): lanes (C,) pointers to row 0 (N rows of C, as `load_rows`), or with VEC_SCRATCH (C, 4) pointers
     to lane l's states 0-3 (4 l + k): groups of 4 states per lane contiguous, group q at q * 4 C, so that each group
     is one 16-byte load per lane (8 bytes in bf16) and 512 contiguous bytes per warp (4 loads per tile instead of
-    16; N = 16)."""
+    16; N = 16). USE_ASM: bf16 groups widened by `fastmath.widen_bf16` (one instruction per value) at BLOCK_C 32."""
     if len(lanes.shape) == 1:
         return load_rows(lanes, BLOCK_C, mask_c, N_STATE, BLOCK_C, EVICT)
     else:
         m = mask_c[:, None]
-        g0 = tl.load(lanes, mask=m, other=0.0, eviction_policy="" if EVICT is None else EVICT).to(tl.float32)
+        g0 = tl.load(lanes, mask=m, other=0.0, eviction_policy="" if EVICT is None else EVICT)
         g1 = tl.load(lanes + 4 * BLOCK_C, mask=m, other=0.0, eviction_policy="" if EVICT is None else EVICT)
         g2 = tl.load(lanes + 8 * BLOCK_C, mask=m, other=0.0, eviction_policy="" if EVICT is None else EVICT)
         g3 = tl.load(lanes + 12 * BLOCK_C, mask=m, other=0.0, eviction_policy="" if EVICT is None else EVICT)
-        return _groups_to_tile(g0, g1.to(tl.float32), g2.to(tl.float32), g3.to(tl.float32))
+        ASM: tl.constexpr = USE_ASM and BLOCK_C == 32  # 4 states per thread: pairs for widen_bf16's pack of 2
+        return _groups_to_tile(fastmath.widen_bf16(g0, ASM), fastmath.widen_bf16(g1, ASM),
+                               fastmath.widen_bf16(g2, ASM), fastmath.widen_bf16(g3, ASM))
 
 
 @triton.jit
@@ -838,13 +842,13 @@ def _walk_inputs(j, start, L, backward, mask_c, u_base, dt_base, g_base, z_base,
 @triton.jit
 def _bwd_token(j, start, L, backward, mask_c, u_base, dt_base, g_base, z_base, B_base, C_base, scratch_lanes,
                stride_u_l, stride_dt_l, stride_g_l, stride_z_l, stride_B_l, stride_C_l, N_STATE: tl.constexpr,
-               BLOCK_C: tl.constexpr, HAS_Z: tl.constexpr, tile, EVICT: tl.constexpr):
+               BLOCK_C: tl.constexpr, HAS_Z: tl.constexpr, tile, EVICT: tl.constexpr, USE_ASM: tl.constexpr):
     """`_walk_inputs` of step start + j, and the state entering the step (N, C): scratch tile `tile` (EVICT: its
     loads' L2 eviction policy)."""
     t, u, dt, g, z, Bt, Ct = _walk_inputs(j, start, L, backward, mask_c, u_base, dt_base, g_base, z_base, B_base,
                                           C_base, stride_u_l, stride_dt_l, stride_g_l, stride_z_l, stride_B_l,
                                           stride_C_l, HAS_Z)
-    h_prev = _load_state_tile(scratch_lanes + tile * (N_STATE * BLOCK_C), mask_c, N_STATE, BLOCK_C, EVICT)
+    h_prev = _load_state_tile(scratch_lanes + tile * (N_STATE * BLOCK_C), mask_c, N_STATE, BLOCK_C, EVICT, USE_ASM)
     return t, u, dt, g, z, Bt, Ct, h_prev
 
 
