@@ -982,9 +982,9 @@ DEFAULT_SCATTER_XOR = True
 DEFAULT_VEC_SCRATCH = True
 # The walk's scratch in bf16 instead of fp32 (scan_bwd_launch_config's scratch_bf16; 16-bit operands only): the
 # recomputed states are rounded to bf16 where they are stored (the recompute carries its fp32 state on, so each stored
-# state is rounded once, never compounded), half the scratch's bytes and L2 footprint. Only dC, dA and ddelta read the
-# stored states (the adjoint needs none); their extra error is one bf16 rounding of h per term. An experiment knob
-# until measured (session w).
+# state is rounded once, never compounded), half the scratch's bytes and L2 footprint. Only dC, dA, ddelta and dz (the
+# recomputed y) read the stored states (the adjoint needs none); their extra error is one bf16 rounding of h per term.
+# An experiment knob until measured (session w; results/history/scripts/scratchbf16.py).
 DEFAULT_SCRATCH_BF16 = False
 # The walk's load pipeline and register cap (scan_bwd_launch_config's prefetch, maxnreg). Static check (sm_90, triton
 # 3.8, Vim-Ti bf16 halves): with PREFETCH (the next step's loads issued before this step's arithmetic) the walk takes
