@@ -2,6 +2,8 @@
 
     vimbench::conv1d_silu_bidir(x, weight, bias) -> out                 forward (fwd.py)
     vimbench::conv1d_silu_bidir_bwd(dout, x, weight, bias) -> (dx, dweight, dbias)   backward (bwd.py)
+    vimbench::conv_xproj(x, weight, bias, x_proj_t, out_dtype) -> (u, x_dbl)   the conv fused with x_proj,
+                                                                 inference only (xproj.py)
 
 Both are functional (no input is mutated, no output aliases an input) and have fake implementations, so autograd
 works, and torch.compile(fullgraph=True) traces them as opaque nodes. Saved for backward: the inputs only (x is a
@@ -13,8 +15,8 @@ from typing import Optional
 
 import torch
 
-from kernels.conv1d import bwd, fwd
-from kernels.runtime import eager_autograd, op_call, records_autograd, traced
+from kernels.conv1d import bwd, fwd, xproj
+from kernels.runtime import eager_autograd, needs_custom_op, op_call, records_autograd, traced
 
 
 @torch.library.custom_op("vimbench::conv1d_silu_bidir", mutates_args=())
@@ -79,4 +81,29 @@ def conv1d_silu_bidir(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
     return fwd.conv1d_silu_bidir(x, weight, bias)
 
 
-__all__ = ["conv1d_silu_bidir"]
+@torch.library.custom_op("vimbench::conv_xproj", mutates_args=())
+def _conv_xproj_op(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], x_proj_t: torch.Tensor,
+                   out_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    return xproj.conv_xproj(x, weight, bias, x_proj_t, out_dtype)
+
+
+@_conv_xproj_op.register_fake
+def _(x, weight, bias, x_proj_t, out_dtype):
+    xproj.check_conv_xproj(x, weight, bias, x_proj_t, out_dtype)
+    return fwd.conv_out_like(x), xproj.x_dbl_like(x, x_proj_t.shape[-1], out_dtype)
+
+
+def conv_xproj(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, x_proj_t: torch.Tensor,
+               out_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both directions' conv + SiLU and x_proj in one launch: (u, x_dbl), u as `conv1d_silu_bidir` returns it and
+    x_dbl (2, batch * L, W) = u's token rows @ x_proj_t in out_dtype (fp32 or x's dtype). x channel-last.
+    Contract: `conv_xproj_ref`. Inference only: raises NotImplementedError when autograd would record the call."""
+    if records_autograd(x, weight, bias, x_proj_t):
+        raise NotImplementedError("conv_xproj on the triton backend has no backward pass: run it under "
+                                  "torch.no_grad() (inference); training keeps the conv op and the x_proj GEMM")
+    if needs_custom_op(x, weight, bias, x_proj_t):
+        return torch.ops.vimbench.conv_xproj(x, weight, bias, x_proj_t, out_dtype)
+    return xproj.conv_xproj(x, weight, bias, x_proj_t, out_dtype)
+
+
+__all__ = ["conv1d_silu_bidir", "conv_xproj"]

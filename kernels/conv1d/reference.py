@@ -36,3 +36,15 @@ def conv1d_silu_bidir_bwd_ref(dout: torch.Tensor, x: torch.Tensor, weight: torch
         out = conv1d_silu_bidir_ref(*leaves)
         grads = torch.autograd.grad(out, [t for t in leaves if t is not None], dout.to(out.dtype))
     return grads[0], grads[1], grads[2] if bias is not None else None
+
+
+def conv_xproj_ref(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, x_proj_t: torch.Tensor,
+                   out_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """The conv fused with x_proj (kernels/conv1d/xproj.py), as the unfused mixer computes it: u =
+    `conv1d_silu_bidir_ref(x, weight, bias)` (2, batch, E, L) in x's dtype, then x_dbl = u's token rows @ x_proj_t
+    per direction, (2, batch * L, W) in out_dtype, accumulated in fp32 (float64 for float64 inputs) from u as stored.
+    x_proj_t: (2, E, W) in x's dtype."""
+    u = conv1d_silu_bidir_ref(x, weight, bias)
+    compute = torch.promote_types(x.dtype, torch.float32)
+    rows = u.transpose(2, 3).reshape(2, -1, u.shape[2]).to(compute)  # (2, batch * L, E)
+    return u, torch.bmm(rows, x_proj_t.to(compute)).to(out_dtype)

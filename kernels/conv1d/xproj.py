@@ -1,0 +1,194 @@
+"""Both directions' conv1d + SiLU fused with x_proj, for inference: one launch writes u and x_dbl.
+
+    u, x_dbl = conv_xproj(x, weight, bias, x_proj_t, out_dtype)        contract: `conv_xproj_ref`
+
+Why (issues 11 and 12, session x): the mixer ran the conv (writes u, (2, B, E, L) laid out (B, L, 2, E)) and then
+x_proj as a batched GEMM that reads all of u again to make x_dbl (2, B * L, W) = [B | C | dt | pad] per token.
+Here the program that makes a block of u also multiplies it by x_proj_t while it is in registers: u is written
+once and never read back for x_proj (Vim-Ti 1248 px, batch 64, bf16: 0.6 GB less traffic per layer), and one
+launch per layer fewer (at batch 1 the layer is ~6 launches of 2-12 us each).
+
+One program: BLOCK_M token rows (m = b * L + l, rows of several images allowed) x all E channels, in BLOCK_K
+channel steps. Per step: the x tile at the 2K - 1 token shifts both directions' taps need (the shifted tiles
+overlap: all but the first come from L1/L2), both directions' pre-activations in fp32, SiLU, u stored in x's dtype,
+then acc_dir += u_dir (rounded to x's dtype, as the unfused GEMM reads it) @ x_proj_t[dir][step rows] (tl.dot,
+fp32 accumulation; fp32 operands with input_precision="ieee": no TF32). x_dbl is stored after the last step in
+out_dtype (fp32 for 16-bit activations at inference, as the mixer's bmm(out_dtype=fp32) wrote it). Taps and pads
+as `conv1d_silu_bidir_ref`: causal for the forward direction, anti-causal for the backward one, zeros outside
+[0, L) of each image. x and u must be channel-last (channel stride 1), as the mixer lays them out.
+
+Inference only: no backward (the op refuses autograd; training keeps the conv op and the GEMM). Under
+TRITON_INTERPRET=1 16-bit tiles are multiplied in fp32 (the interpreter's tl.dot treats bf16 as raw bits, triton
+3.6-3.8; see kernels/zgate/fwd.py): the CPU tests check the conv, the tiling and the masks, the GPU tests the
+16-bit tl.dot.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels.conv1d.fwd import conv_out_like
+from kernels.launch import CallMemo, launch
+from kernels.runtime import LaunchConfig, cdiv, check_device, next_power_of_2
+
+_MEMO = CallMemo("conv_xproj")  # eager calls replayed by signature (kernels/launch.py)
+
+
+@triton.jit(do_not_specialize=["M", "L"])
+def _conv_xproj_kernel(
+    x_ptr, w_ptr, bias_ptr, p_ptr, u_ptr, xdbl_ptr,
+    M, L, E, W,
+    stride_x_b, stride_x_l,
+    stride_w_dir, stride_w_e, stride_w_k,
+    stride_bias_dir, stride_bias_e,
+    stride_p_dir, stride_p_e, stride_p_w,
+    stride_u_dir, stride_u_b, stride_u_l,
+    stride_o_dir, stride_o_m,
+    K: tl.constexpr, HAS_BIAS: tl.constexpr, IEEE: tl.constexpr, UPCAST: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_W: tl.constexpr,
+):
+    offs_m = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    mask_m = offs_m < M
+    b = offs_m // L
+    l = offs_m - b * L
+    x_rows = x_ptr + b * stride_x_b + l * stride_x_l  # (M,): channel stride 1
+    u_rows = u_ptr + b * stride_u_b + l * stride_u_l
+    offs_w = tl.arange(0, BLOCK_W)
+    mask_w = offs_w < W
+    acc_f = tl.zeros((BLOCK_M, BLOCK_W), dtype=tl.float32)
+    acc_b = tl.zeros((BLOCK_M, BLOCK_W), dtype=tl.float32)
+    for k0 in range(0, E, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        mask_k = offs_k < E
+        pre_f = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)
+        pre_b = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)
+        if HAS_BIAS:
+            pre_f += tl.load(bias_ptr + offs_k * stride_bias_e, mask=mask_k, other=0.0).to(tl.float32)[None, :]
+            pre_b += tl.load(bias_ptr + stride_bias_dir + offs_k * stride_bias_e, mask=mask_k,
+                             other=0.0).to(tl.float32)[None, :]
+        for s in tl.static_range(2 * K - 1):
+            # token shift d = s - (K - 1): forward tap K - 1 + d for d <= 0 (out[t] += w_f[k] x[t - K + 1 + k]),
+            # backward tap K - 1 - d for d >= 0 (out[t] += w_b[k] x[t + K - 1 - k])
+            d = s - (K - 1)
+            ld = l + d
+            inside = mask_m & (ld >= 0) & (ld < L)
+            xs = tl.load(x_rows[:, None] + d * stride_x_l + offs_k[None, :], mask=inside[:, None] & mask_k[None, :],
+                         other=0.0).to(tl.float32)
+            if d <= 0:
+                w_f = tl.load(w_ptr + offs_k * stride_w_e + (K - 1 + d) * stride_w_k, mask=mask_k, other=0.0)
+                pre_f += w_f.to(tl.float32)[None, :] * xs
+            if d >= 0:
+                w_b = tl.load(w_ptr + stride_w_dir + offs_k * stride_w_e + (K - 1 - d) * stride_w_k, mask=mask_k,
+                              other=0.0)
+                pre_b += w_b.to(tl.float32)[None, :] * xs
+        tile = mask_m[:, None] & mask_k[None, :]
+        u_f = (pre_f * tl.sigmoid(pre_f)).to(u_ptr.dtype.element_ty)
+        u_b = (pre_b * tl.sigmoid(pre_b)).to(u_ptr.dtype.element_ty)
+        u_at = u_rows[:, None] + offs_k[None, :]
+        tl.store(u_at, u_f, mask=tile)
+        tl.store(u_at + stride_u_dir, u_b, mask=tile)
+        p_at = p_ptr + offs_k[:, None] * stride_p_e + offs_w[None, :] * stride_p_w
+        p_mask = mask_k[:, None] & mask_w[None, :]
+        p_f = tl.load(p_at, mask=p_mask, other=0.0)
+        p_b = tl.load(p_at + stride_p_dir, mask=p_mask, other=0.0)
+        # (channels past E: u = SiLU(0) = 0 and x_proj_t's rows load as 0; rows past M: never stored)
+        if UPCAST:  # the interpreter's tl.dot multiplies 16-bit floats as their raw bits: fp32 there
+            acc_f = tl.dot(u_f.to(tl.float32), p_f.to(tl.float32), acc_f, input_precision="ieee")
+            acc_b = tl.dot(u_b.to(tl.float32), p_b.to(tl.float32), acc_b, input_precision="ieee")
+        elif IEEE:
+            acc_f = tl.dot(u_f, p_f, acc_f, input_precision="ieee")
+            acc_b = tl.dot(u_b, p_b, acc_b, input_precision="ieee")
+        else:
+            acc_f = tl.dot(u_f, p_f, acc_f)
+            acc_b = tl.dot(u_b, p_b, acc_b)
+    o_at = xdbl_ptr + offs_m[:, None] * stride_o_m + offs_w[None, :]
+    o_mask = mask_m[:, None] & mask_w[None, :]
+    tl.store(o_at, acc_f.to(xdbl_ptr.dtype.element_ty), mask=o_mask)
+    tl.store(o_at + stride_o_dir, acc_b.to(xdbl_ptr.dtype.element_ty), mask=o_mask)
+
+
+# Below this many BLOCK_M = 64 row blocks (about two per SM of an H100/H200) the programs take 16 rows: at batch 1
+# and 224 px (197 tokens) 13 programs instead of 4.
+SMALL_GRID_BLOCKS = 264
+
+
+def conv_xproj_launch_config(rows: int, channels: int, width: int, dtype: torch.dtype, interpreted: bool
+                             ) -> LaunchConfig:
+    """`_conv_xproj_kernel`'s grid, tiles and warps: the one place that chooses them (the launcher and `vimbench
+    kernels static` both call it). GPU: 64 token rows x 32 channels per step (16 rows on small grids), the whole
+    x_dbl row (W padded to a power of two, >= 16 for tl.dot) in the accumulators, 4 warps. Not tuned on a GPU yet
+    (session x). Interpreter: 16 rows x 16 channels, so that tests cross row blocks, images and channel steps."""
+    block_w = max(16, next_power_of_2(width))
+    if interpreted:
+        block_m, block_k, warps = 16, 16, 1
+    elif cdiv(rows, 64) < SMALL_GRID_BLOCKS:
+        block_m, block_k, warps = 16, 64, 4
+    else:
+        block_m, block_k, warps = 64, 32, 4
+    return LaunchConfig(kernel="_conv_xproj_kernel", grid=(cdiv(rows, block_m),),
+                        constexprs=dict(BLOCK_M=block_m, BLOCK_K=block_k, BLOCK_W=block_w), num_warps=warps)
+
+
+def x_dbl_like(x: torch.Tensor, width: int, out_dtype: torch.dtype) -> torch.Tensor:
+    """The uninitialized x_dbl (2, batch * L, width) in out_dtype for x (batch, E, L): one definition for the
+    launcher and the custom op's fake."""
+    batch, _, length = x.shape
+    return torch.empty((2, batch * length, width), dtype=out_dtype, device=x.device)
+
+
+def check_conv_xproj(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, x_proj_t: torch.Tensor,
+                     out_dtype: torch.dtype) -> None:
+    """Shapes, dtypes and the channel-last layout the kernel needs; ValueError naming what is wrong."""
+    if x.dim() != 3:
+        raise ValueError(f"x must be (batch, E, L); got {tuple(x.shape)}")
+    batch, channels, length = x.shape
+    if x.stride(1) != 1 and channels > 1:
+        raise ValueError(f"x must be channel-last (channel stride 1, as the mixer's in_proj output is); got strides "
+                         f"{tuple(x.stride())}")
+    if weight.dim() != 3 or tuple(weight.shape[:2]) != (2, channels):
+        raise ValueError(f"weight must be (2, {channels}, K); got {tuple(weight.shape)}")
+    if bias is not None and tuple(bias.shape) != (2, channels):
+        raise ValueError(f"bias must be (2, {channels}); got {tuple(bias.shape)}")
+    if x_proj_t.dim() != 3 or tuple(x_proj_t.shape[:2]) != (2, channels):
+        raise ValueError(f"x_proj_t must be (2, {channels}, W); got {tuple(x_proj_t.shape)}")
+    if x_proj_t.dtype != x.dtype:
+        raise ValueError(f"x and x_proj_t must share one dtype (the GEMM's); got {x.dtype} and {x_proj_t.dtype}")
+    if x.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        raise ValueError(f"x must be fp32, bf16 or fp16; got {x.dtype}")
+    if out_dtype not in (torch.float32, x.dtype):
+        raise ValueError(f"out_dtype must be fp32 or x's dtype ({x.dtype}); got {out_dtype}")
+
+
+def conv_xproj(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, x_proj_t: torch.Tensor,
+               out_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """(u, x_dbl): u = conv1d_silu_bidir(x, weight, bias) ((2, batch, E, L) in x's dtype, laid out (batch, L, 2, E))
+    and x_dbl = u's token rows @ x_proj_t per direction ((2, batch * L, W) in out_dtype, fp32 accumulation).
+    Contract: `conv_xproj_ref`."""
+    check_conv_xproj(x, weight, bias, x_proj_t, out_dtype)
+    u = conv_out_like(x)
+    x_dbl = x_dbl_like(x, x_proj_t.shape[-1], out_dtype)
+    tensors = (x, weight, bias, x_proj_t, u, x_dbl)
+    if u.numel() == 0:  # no tokens, or no channels (x_dbl: a sum over none)
+        return u, x_dbl.zero_()
+    sig = _MEMO.signature(tensors)
+    if _MEMO.replay(sig, tensors):
+        return u, x_dbl
+    with _MEMO.record(sig, tensors):
+        _launch(x, weight, bias, x_proj_t, u, x_dbl)
+    return u, x_dbl
+
+
+def _launch(x, weight, bias, x_proj_t, u, x_dbl) -> None:
+    batch, channels, length = x.shape
+    rows, width = batch * length, x_proj_t.shape[-1]
+    interpreted = check_device(x, _conv_xproj_kernel)
+    cfg = conv_xproj_launch_config(rows, channels, width, x.dtype, interpreted)
+    b = bias if bias is not None else weight  # never read without HAS_BIAS
+    launch(_conv_xproj_kernel, cfg.grid,
+        x, weight, b, x_proj_t, u, x_dbl, rows, length, channels, width,
+        x.stride(0), x.stride(2), *weight.stride(), b.stride(0), b.stride(1), *x_proj_t.stride(),
+        u.stride(0), u.stride(1), u.stride(3), x_dbl.stride(0), x_dbl.stride(1),
+        K=weight.shape[-1], HAS_BIAS=bias is not None, IEEE=x.dtype == torch.float32,
+        UPCAST=interpreted and x.dtype != torch.float32, **cfg.constexprs, num_warps=cfg.num_warps,
+    )
