@@ -163,3 +163,42 @@ def test_inference_fuses_dt_proj_and_splits_in_proj_and_matches_torch(device):
     with torch.enable_grad():
         assert not tri.layers[0].mixer.fuses_dt_proj(images) and not tri.layers[0].mixer.splits_in_proj(), \
             "training keeps the dt_proj GEMM and the single in_proj GEMM"
+
+
+def test_conv_xproj_fusion_gives_the_unfused_logits(device, monkeypatch):
+    """With FUSE_CONV_XPROJ on, inference makes u and x_dbl in one launch (ops.conv_xproj) where in_proj is not split
+    (memory mode default), and the logits equal the unfused path's (and the torch backend's); the memory modes that
+    split in_proj, training, and the switch off keep the conv op and the x_proj GEMM."""
+    import vimbench.models.vim as vim
+    from vimbench.models.vim import set_memory_mode
+
+    ref, tri = _pair("vim_test", 32, device)
+    fused_calls = []
+    fused = tri.ops.conv_xproj
+
+    def spy(*args, **kwargs):
+        fused_calls.append(1)
+        return fused(*args, **kwargs)
+
+    for layer in tri.layers:
+        layer.mixer.ops = dataclasses.replace(tri.ops, conv_xproj=spy)
+    images = torch.randn(2, 3, 32, 32, device=device)
+    with torch.no_grad():
+        gold = ref(images)
+        unfused = tri(images)
+        assert not fused_calls, "off by default"
+        monkeypatch.setattr(vim, "FUSE_CONV_XPROJ", True)
+        for mode, fuses in (("default", True), ("lean", False), ("lean-gated", False)):  # not where in_proj splits
+            set_memory_mode(tri, mode)
+            out = tri(images)
+            assert len(fused_calls) == (len(tri.layers) if fuses else 0), mode
+            fused_calls.clear()
+            torch.testing.assert_close(out, unfused, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(out, gold, rtol=1e-4, atol=1e-4)
+    assert ref.layers[0].mixer.ops.conv_xproj is None, "the torch backend keeps the conv and the GEMM"
+    x = torch.zeros(1, 3, tri.layers[0].mixer.d_inner, device=device).transpose(1, 2)  # channel-last, as in the mixer
+    with torch.no_grad():
+        assert tri.layers[0].mixer.fuses_conv_xproj(x)
+        assert not tri.layers[0].mixer.fuses_conv_xproj(x.contiguous()), "token-contiguous x: the conv op"
+    with torch.enable_grad():
+        assert not tri.layers[0].mixer.fuses_conv_xproj(x), "training keeps the conv op and the GEMM"

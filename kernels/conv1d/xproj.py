@@ -108,24 +108,28 @@ def _conv_xproj_kernel(
     tl.store(o_at + stride_o_dir, acc_b.to(xdbl_ptr.dtype.element_ty), mask=o_mask)
 
 
-# Below this many BLOCK_M = 64 row blocks (about two per SM of an H100/H200) the programs take 16 rows: at batch 1
-# and 224 px (197 tokens) 13 programs instead of 4.
+# Tiles (token rows, channels per step, warps). Large grids: 64 x 32 on 8 warps (static, sm_90, triton 3.8: 185
+# registers, no spill; 4 warps: 255 and a spill; 64 x 16 on 4: 180). Below SMALL_GRID_BLOCKS blocks of 64 rows (about
+# two per SM of an H100/H200) 16 x 64 on 4 warps: at batch 1 and 224 px (197 tokens) 13 programs instead of 4. Not
+# tuned on a GPU yet (session x; results/history/scripts/convxproj.py times the alternatives).
+LARGE_TILE = (64, 32, 8)
+SMALL_TILE = (16, 64, 4)
 SMALL_GRID_BLOCKS = 264
 
 
 def conv_xproj_launch_config(rows: int, channels: int, width: int, dtype: torch.dtype, interpreted: bool
                              ) -> LaunchConfig:
     """`_conv_xproj_kernel`'s grid, tiles and warps: the one place that chooses them (the launcher and `vimbench
-    kernels static` both call it). GPU: 64 token rows x 32 channels per step (16 rows on small grids), the whole
-    x_dbl row (W padded to a power of two, >= 16 for tl.dot) in the accumulators, 4 warps. Not tuned on a GPU yet
-    (session x). Interpreter: 16 rows x 16 channels, so that tests cross row blocks, images and channel steps."""
+    kernels static` both call it). The whole x_dbl row (W padded to a power of two, >= 16 for tl.dot) stays in the
+    accumulators; LARGE_TILE or SMALL_TILE on a GPU. Interpreter: 16 rows x 16 channels, so that tests cross row
+    blocks, images and channel steps."""
     block_w = max(16, next_power_of_2(width))
     if interpreted:
         block_m, block_k, warps = 16, 16, 1
     elif cdiv(rows, 64) < SMALL_GRID_BLOCKS:
-        block_m, block_k, warps = 16, 64, 4
+        block_m, block_k, warps = SMALL_TILE
     else:
-        block_m, block_k, warps = 64, 32, 4
+        block_m, block_k, warps = LARGE_TILE
     return LaunchConfig(kernel="_conv_xproj_kernel", grid=(cdiv(rows, block_m),),
                         constexprs=dict(BLOCK_M=block_m, BLOCK_K=block_k, BLOCK_W=block_w), num_warps=warps)
 

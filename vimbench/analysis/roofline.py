@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from vimbench.errors import VimbenchError
 from vimbench.geometry import D_CONV, D_STATE
+from vimbench.layout import XDblLayout
 from vimbench.precision import element_bytes
 
 F32 = 4
@@ -120,6 +121,17 @@ def conv1d_bidir_work(batch: int, channels: int, length: int, width: int = D_CON
     outputs = 2 * bel
     return KernelWork("conv1d_silu_bidir", elt * (bel + outputs) + F32 * 2 * channels * (width + 1),
                       2.0 * outputs, (width + 3.0) * outputs)
+
+
+def conv_xproj_work(batch: int, channels: int, length: int, dt_rank: int, width: int = D_CONV,
+                    dtype: str = "bf16", n_state: int = D_STATE) -> KernelWork:
+    """The conv fused with x_proj (kernels/conv1d/xproj.py): the conv's traffic (reads x, writes u for both
+    directions) plus x_proj_t (2, E, W) and the fp32 x_dbl (2, B * L, W) it writes; u is not read back. The GEMM's
+    multiply-adds run on the tensor cores and count in no floor here (as zgate's)."""
+    conv = conv1d_bidir_work(batch, channels, length, width, dtype)
+    w = XDblLayout(dt_rank, n_state).width
+    extra = element_bytes(dtype) * 2 * channels * w + F32 * 2 * batch * length * w
+    return KernelWork("conv_xproj", conv.bytes + extra, conv.mufu, conv.fma)
 
 
 def zgate_work(batch: int, channels: int, length: int, dim: int, dtype: str = "bf16",

@@ -109,8 +109,12 @@ def allocation_twin_ops():
         batch, channels, length = y.shape[-3:]
         return torch.empty((batch, length, channels), dtype=y.dtype, device=y.device)
 
+    def conv_xproj(x, weight, bias, x_proj_t, out_dtype):  # kernels.conv1d.xproj: u as the conv's, then x_dbl
+        u = conv1d_silu_bidir(x, weight, bias)
+        return u, torch.empty((2, x.shape[0] * x.shape[2], x_proj_t.shape[-1]), dtype=out_dtype, device=x.device)
+
     return VimOps("triton-allocations", add_rmsnorm, conv1d_silu_bidir, bimamba_scan, scan_fuses_dt_proj=True,
-                  zgate=zgate)
+                  zgate=zgate, conv_xproj=conv_xproj)
 
 
 def vim_peak_bytes(name: str, res: int, batch: int, dtype: str = "bf16", batch_slice: int = 0,

@@ -68,7 +68,9 @@ def annotate_model(model) -> None:
         wrapped = dataclasses.replace(ops, add_rmsnorm=_annotated(ops.add_rmsnorm, "norm"),
                                       conv1d_silu_bidir=_annotated(ops.conv1d_silu_bidir, "conv"),
                                       bimamba_scan=_annotated(ops.bimamba_scan, "scan"),
-                                      zgate=None if ops.zgate is None else _annotated(ops.zgate, "gemm"))
+                                      zgate=None if ops.zgate is None else _annotated(ops.zgate, "gemm"),
+                                      conv_xproj=None if ops.conv_xproj is None else
+                                      _annotated(ops.conv_xproj, "conv"))
         for module in model.modules():
             if isinstance(getattr(module, "ops", None), VimOps):
                 module.ops = wrapped

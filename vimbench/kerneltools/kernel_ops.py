@@ -4,7 +4,8 @@ Ops: bimamba_scan (both directions, combined and gated: the Vim mixer's fp32 pat
 directions, the two gated halves: the mixer's bf16/fp16 path, see vimbench.models.vim.sums_halves_in_gemm),
 selective_scan (one direction), bimamba_scan_bwd (the training backward of both directions),
 conv1d_silu_bidir (both directions' conv + SiLU) and add_rmsnorm, and the backward ops; zgate (inference memory
-mode lean-gated: the z GEMM with the gate and the halves' sum as its epilogue).
+mode lean-gated: the z GEMM with the gate and the halves' sum as its epilogue); conv_xproj (inference: the conv with
+the x_proj GEMM in one launch, vimbench.models.vim.FUSE_CONV_XPROJ).
 
 Inputs are laid out as the Vim mixer passes them on a GPU: channel-last, x and z views of xz, B and C views of
 x_dbl in XDblLayout order, in fp32 for bf16/fp16 activations (vimbench.models.vim.x_dbl_in_fp32).
@@ -522,6 +523,62 @@ register(KernelOp(
     regression=_both_dtypes((64, 384, VIM_TI_1248), (64, 384, VIM_TI_224)),
     official=_official_conv,
     backward="kernels.conv1d.bwd:conv1d_silu_bidir_bwd",
+))
+
+
+def _conv_xproj_inputs(shape: OpShape, dtype, device: str) -> dict[str, Any]:
+    """The conv's inputs and x_proj_t (2, E, W) in the activation dtype (Vim-Ti's W = 48: [B | C | dt | pad]);
+    x_dbl in fp32, as inference writes it for 16-bit activations on CUDA."""
+    import torch
+
+    from vimbench.layout import XDblLayout
+
+    width = XDblLayout(shape.dt_rank, shape.d_state).width
+    rnd = _random(shape, device)
+    return dict(**_conv_inputs(shape, dtype, device),
+                x_proj_t=rnd(2, shape.channels, width, scale=shape.channels ** -0.5, dt=dtype),
+                out_dtype=torch.float32)
+
+
+def _conv_xproj_spec(dtype: str, shape: OpShape = STATIC_SHAPE, label: str = "") -> KernelSpec:
+    """kernels/conv1d/xproj.py `_conv_xproj_kernel` as the mixer launches it (FUSE_CONV_XPROJ): x a view of xz
+    (B, L, 2E), the conv's fp32 weight and bias stacks, x_proj_t (2, E, W) contiguous, u (2, B, E, L) a view of
+    (B, L, 2, E), x_dbl (2, B * L, W) fp32. Named conv_xproj/<dtype><label>."""
+    from kernels.conv1d.xproj import conv_xproj_launch_config
+    from vimbench.layout import XDblLayout
+    from vimbench.precision import torch_dtype
+
+    B_, E, L, K = shape.batch, shape.channels, shape.length, shape.d_conv
+    W = XDblLayout(shape.dt_rank, shape.d_state).width
+    cfg = conv_xproj_launch_config(B_ * L, E, W, torch_dtype(dtype), interpreted=False)
+    u_b, u_l, u_dir, _ = contiguous_strides(B_, L, 2, E)
+    args = {
+        "x_ptr": Ptr(dtype), "w_ptr": Ptr("fp32"), "bias_ptr": Ptr("fp32"), "p_ptr": Ptr(dtype),
+        "u_ptr": Ptr(dtype), "xdbl_ptr": Ptr("fp32"),
+        "M": B_ * L, "L": L, "E": E, "W": W, "stride_x_b": L * 2 * E, "stride_x_l": 2 * E,
+        **dict(zip(("stride_w_dir", "stride_w_e", "stride_w_k"), contiguous_strides(2, E, K))),
+        "stride_bias_dir": E, "stride_bias_e": 1,
+        **dict(zip(("stride_p_dir", "stride_p_e", "stride_p_w"), contiguous_strides(2, E, W))),
+        "stride_u_dir": u_dir, "stride_u_b": u_b, "stride_u_l": u_l,
+        "stride_o_dir": B_ * L * W, "stride_o_m": W,
+    }
+    return spec_from_args(f"conv_xproj/{dtype}{label}", "kernels.conv1d.xproj", cfg.kernel, args,
+                          dict(K=K, HAS_BIAS=True, IEEE=dtype == "fp32", UPCAST=False, **cfg.constexprs),
+                          do_not_specialize=("M", "L"), num_warps=cfg.num_warps)
+
+
+register(KernelOp(
+    name="conv_xproj",
+    summary="conv1d + SiLU of both directions with the x_proj GEMM on each u tile: u and x_dbl from one launch",
+    category="conv",
+    forward="kernels.conv1d.op:conv_xproj",
+    reference="kernels.conv1d.reference:conv_xproj_ref",
+    inputs=_conv_xproj_inputs,
+    work=lambda s, dtype: rl.conv_xproj_work(s.batch, s.channels, s.length, s.dt_rank, s.d_conv, dtype=dtype),
+    kernels=("kernels.conv1d.xproj:_conv_xproj_kernel",),
+    static_specs=lambda: [_conv_xproj_spec("bf16"), _conv_xproj_spec("fp32"),
+                          _conv_xproj_spec("bf16", OpShape(batch=1, channels=384, length=VIM_TI_224), label="/b1")],
+    official="the official code runs the conv (causal_conv1d) and x_proj (a GEMM) separately",
 ))
 
 

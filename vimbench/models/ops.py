@@ -19,6 +19,8 @@ None where the backend has no such kernel.
                       (kernels.bimamba_inner); None in a table without one (the mixer then trains op by op)
     zgate(y, h, z_weight) -> (B, L, E)    inference: (y_f + y_b) * SiLU(h @ z_weight^T) from the scan's ungated
                       halves (or their sum), z made inside the op (kernels.zgate; memory mode lean-gated)
+    conv_xproj(x, weight, bias, x_proj_t, out_dtype) -> (u, x_dbl)    inference: conv1d_silu_bidir and the x_proj
+                      GEMM in one launch (kernels.conv1d.xproj; x channel-last); None where the backend has none
 """
 from __future__ import annotations
 
@@ -39,6 +41,7 @@ class VimOps:
     scan_fuses_dt_proj: bool = False
     scan_blocks_take_dt_proj: Callable | None = None
     zgate: Callable | None = None
+    conv_xproj: Callable | None = None
 
 
 def _torch_ops() -> VimOps:
@@ -64,7 +67,7 @@ def _triton_ops() -> VimOps:
                             "before importing to run the kernels slowly on CPU, for tests); use backend torch")
     try:
         from kernels.bimamba_inner.op import bimamba_inner
-        from kernels.conv1d.op import conv1d_silu_bidir
+        from kernels.conv1d.op import conv1d_silu_bidir, conv_xproj
         from kernels.rmsnorm.op import add_rmsnorm
         from kernels.selective_scan.fwd import token_blocks_take_dt_proj
         from kernels.selective_scan.op import bimamba_scan
@@ -72,7 +75,8 @@ def _triton_ops() -> VimOps:
     except ImportError as exc:  # triton missing, or kernels not built yet
         raise VimbenchError(f"the triton backend is unavailable here ({exc}); use --backend torch") from exc
     return VimOps("triton", add_rmsnorm, conv1d_silu_bidir, bimamba_scan, bimamba_inner,
-                  scan_fuses_dt_proj=True, scan_blocks_take_dt_proj=token_blocks_take_dt_proj, zgate=zgate)
+                  scan_fuses_dt_proj=True, scan_blocks_take_dt_proj=token_blocks_take_dt_proj, zgate=zgate,
+                  conv_xproj=conv_xproj)
 
 
 _FACTORIES = {"torch": _torch_ops, "triton": _triton_ops}

@@ -38,6 +38,11 @@ FUSE_DT_IN_TOKEN_BLOCKS = True
 # A torch.compile'd training forward builds every mixer's weights once for the model (the layers' parameters
 # stacked, as the eager step's StackedMixerWeights does) rather than per mixer (`VisionMamba.training_weights`).
 TRACED_STACKED_WEIGHTS = True
+# Inference on a backend with ops.conv_xproj (triton): the conv + SiLU and the x_proj GEMM in one launch, which
+# multiplies each block of u by x_proj while it is in registers (kernels/conv1d/xproj.py): u is not read back for
+# x_proj (0.6 GB per layer at Vim-Ti 1248 px, batch 64, bf16) and there is one launch per layer fewer. Off until
+# the H200 measures it (session x; results/history/scripts/convxproj.py).
+FUSE_CONV_XPROJ = False
 
 # How a mixer trains (under autograd); inference is the same for all three. kernels/README.md ("What the forward
 # saves") has the bytes each keeps per layer.
@@ -385,6 +390,15 @@ class BiMambaMixer(nn.Module):
                 blocks(h.shape[0], self.d_inner, h.shape[1], self.dt_rank, not h.is_cuda)
         return h.shape[0] * h.shape[1] <= FUSE_DT_MAX_ROWS
 
+    def fuses_conv_xproj(self, x: torch.Tensor) -> bool:
+        """Whether a call with the conv input x (B, E, L) may make u and x_dbl in one launch (ops.conv_xproj):
+        inference only (the fused op has no backward), on a backend that has the op, with x channel-last, while
+        FUSE_CONV_XPROJ is on. `_mix` fuses only where in_proj is not split (memory modes split, lean and
+        lean-gated in eager calls): there x dies before x_dbl exists, and the fused op would hold x, u and x_dbl
+        together (+0.15 GB at Vim-Ti 1248 px, batch 64)."""
+        return (FUSE_CONV_XPROJ and self.ops.conv_xproj is not None and not torch.is_grad_enabled()
+                and x.stride(1) == 1)
+
     def _trains_fused(self, h: torch.Tensor) -> bool:
         return (torch.is_grad_enabled() and self._fused_boundary()
                 and (h.requires_grad or self.in_proj.weight.requires_grad))
@@ -416,13 +430,18 @@ class BiMambaMixer(nn.Module):
             xz = F.linear(h, w.in_proj)  # (B, L, 2E)
             x = xz[..., :inner].transpose(1, 2)  # (B, E, L) view, channel stride 1
             z = xz[..., inner:].transpose(1, 2)
-        u = self.ops.conv1d_silu_bidir(x, w.conv_w, w.conv_b)  # (2, B, E, L); triton: laid out (B, L, 2, E)
-        x = None  # with split, its memory can hold x_dbl and z
-        tokens = u.transpose(2, 3).reshape(2, batch * length, inner)  # a view
-        if x_dbl_in_fp32(u):
-            x_dbl = torch.bmm(tokens, w.x_proj_t, out_dtype=torch.float32)
+        if not split and self.fuses_conv_xproj(x):  # u and x_dbl from one launch
+            u, x_dbl = self.ops.conv_xproj(x, w.conv_w, w.conv_b, w.x_proj_t,
+                                           torch.float32 if x_dbl_in_fp32(x) else x.dtype)
         else:
-            x_dbl = torch.bmm(tokens, w.x_proj_t)
+            u = self.ops.conv1d_silu_bidir(x, w.conv_w, w.conv_b)  # (2, B, E, L); triton: laid out (B, L, 2, E)
+            x = None  # with split, its memory can hold x_dbl and z
+            tokens = u.transpose(2, 3).reshape(2, batch * length, inner)  # a view
+            if x_dbl_in_fp32(u):
+                x_dbl = torch.bmm(tokens, w.x_proj_t, out_dtype=torch.float32)
+            else:
+                x_dbl = torch.bmm(tokens, w.x_proj_t)
+            del tokens
         x_dbl = x_dbl.view(2, batch, length, lay.width)  # [B | C | dt | pad] per token
         if self.fuses_dt_proj(h):
             # The scan computes delta = dt_proj @ dt per token from x_dbl's dt columns (a (2, B, R, L) view)
@@ -453,14 +472,14 @@ class BiMambaMixer(nn.Module):
             halves = sums_halves_in_gemm(u.dtype)
             y = self.ops.bimamba_scan(u, delta, w.A, B, C, w.D, None, w.dt_bias, combine=not halves,
                                       out=u if halves else None, **scan_kw)
-            del x, u, tokens, x_dbl, delta, B, C
+            del x, u, x_dbl, delta, B, C
             gated = self.ops.zgate(y, h, w.in_proj[inner:])
             del y
             return F.linear(gated, w.out_proj[:, :inner] if halves else w.out_proj)
         if not sums_halves_in_gemm(u.dtype):
             y = self.ops.bimamba_scan(u, delta, w.A, B, C, w.D, z, w.dt_bias, **scan_kw)
             y = y.transpose(1, 2)  # (B, L, E)
-            del xz, x, z, u, tokens, x_dbl, delta, B, C  # dead: out_proj's output may reuse their memory
+            del xz, x, z, u, x_dbl, delta, B, C  # dead: out_proj's output may reuse their memory
             return F.linear(y, w.out_proj)
         # The two gated halves 0.5 * y_dir * SiLU(z), written over u when nothing needs u afterwards (inference);
         # under autograd the x_proj GEMM and the scan keep u for the backward pass, so the halves get their own
@@ -468,7 +487,7 @@ class BiMambaMixer(nn.Module):
         # its weight repeated along K adds the halves inside the GEMM.
         halves = self.ops.bimamba_scan(u, delta, w.A, B, C, w.D, z, w.dt_bias, combine=False,
                                        out=None if u.requires_grad else u, **scan_kw)
-        del xz, x, z, u, tokens, x_dbl, delta, B, C  # dead: out_proj's output may reuse their memory
+        del xz, x, z, u, x_dbl, delta, B, C  # dead: out_proj's output may reuse their memory
         return F.linear(halves.permute(1, 3, 0, 2).reshape(batch, length, 2 * inner), w.out_proj)
 
 
