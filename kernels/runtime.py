@@ -26,10 +26,14 @@ class LaunchConfig:
     num_warps: int = 4
     # Register cap per thread passed to ptxas (None: ptxas's own choice, which can stop short and spill).
     maxnreg: int | None = None
+    # Software-pipelining stages of the kernel's loops (None: Triton's default, 3).
+    num_stages: int | None = None
 
     def launch_options(self) -> dict[str, Any]:
-        """Keyword options of the launch besides the kernel's arguments: num_warps, and maxnreg when set."""
-        return {"num_warps": self.num_warps, **({"maxnreg": self.maxnreg} if self.maxnreg else {})}
+        """Keyword options of the launch besides the kernel's arguments: num_warps, and maxnreg and num_stages
+        when set."""
+        return {"num_warps": self.num_warps, **({"maxnreg": self.maxnreg} if self.maxnreg else {}),
+                **({"num_stages": self.num_stages} if self.num_stages else {})}
 
 
 def interpreted_block_c(channels: int) -> int:

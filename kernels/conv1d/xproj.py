@@ -108,30 +108,32 @@ def _conv_xproj_kernel(
     tl.store(o_at + stride_o_dir, acc_b.to(xdbl_ptr.dtype.element_ty), mask=o_mask)
 
 
-# Tiles (token rows, channels per step, warps). Large grids: 64 x 32 on 8 warps (static, sm_90, triton 3.8: 185
-# registers, no spill; 4 warps: 255 and a spill; 64 x 16 on 4: 180). Below SMALL_GRID_BLOCKS blocks of 64 rows (about
-# two per SM of an H100/H200) 16 x 64 on 4 warps: at batch 1 and 224 px (197 tokens) 13 programs instead of 4. Not
-# tuned on a GPU yet (session x; results/history/scripts/convxproj.py times the alternatives).
-LARGE_TILE = (64, 32, 8)
-SMALL_TILE = (16, 64, 4)
+# Tiles (token rows, channels per step, warps, pipelining stages). Large grids: 64 x 32 on 8 warps with Triton's
+# 3 stages (static, sm_90: 185 registers under triton 3.8, 184 under 3.6, no spill; the x tiles arrive by cp.async;
+# 4 warps: 255 and a spill; 64 x 16 on 4: 180). Below SMALL_GRID_BLOCKS blocks of 64 rows (about two per SM of an
+# H100/H200) 16 x 64 on 4 warps: at batch 1 and 224 px (197 tokens) 13 programs instead of 4. Not tuned on a GPU
+# yet (session x; results/history/scripts/convxproj.py times the alternatives).
+LARGE_TILE = (64, 32, 8, 3)
+SMALL_TILE = (16, 64, 4, 3)
 SMALL_GRID_BLOCKS = 264
 
 
 def conv_xproj_launch_config(rows: int, channels: int, width: int, dtype: torch.dtype, interpreted: bool
                              ) -> LaunchConfig:
-    """`_conv_xproj_kernel`'s grid, tiles and warps: the one place that chooses them (the launcher and `vimbench
-    kernels static` both call it). The whole x_dbl row (W padded to a power of two, >= 16 for tl.dot) stays in the
-    accumulators; LARGE_TILE or SMALL_TILE on a GPU. Interpreter: 16 rows x 16 channels, so that tests cross row
-    blocks, images and channel steps."""
+    """`_conv_xproj_kernel`'s grid, tiles, warps and stages: the one place that chooses them (the launcher and
+    `vimbench kernels static` both call it). The whole x_dbl row (W padded to a power of two, >= 16 for tl.dot)
+    stays in the accumulators; LARGE_TILE or SMALL_TILE on a GPU. Interpreter: 16 rows x 16 channels, so that tests
+    cross row blocks, images and channel steps."""
     block_w = max(16, next_power_of_2(width))
     if interpreted:
-        block_m, block_k, warps = 16, 16, 1
+        block_m, block_k, warps, stages = 16, 16, 1, 3
     elif cdiv(rows, 64) < SMALL_GRID_BLOCKS:
-        block_m, block_k, warps = SMALL_TILE
+        block_m, block_k, warps, stages = SMALL_TILE
     else:
-        block_m, block_k, warps = LARGE_TILE
+        block_m, block_k, warps, stages = LARGE_TILE
     return LaunchConfig(kernel="_conv_xproj_kernel", grid=(cdiv(rows, block_m),),
-                        constexprs=dict(BLOCK_M=block_m, BLOCK_K=block_k, BLOCK_W=block_w), num_warps=warps)
+                        constexprs=dict(BLOCK_M=block_m, BLOCK_K=block_k, BLOCK_W=block_w), num_warps=warps,
+                        num_stages=stages)
 
 
 def x_dbl_like(x: torch.Tensor, width: int, out_dtype: torch.dtype) -> torch.Tensor:
@@ -194,5 +196,5 @@ def _launch(x, weight, bias, x_proj_t, u, x_dbl) -> None:
         x.stride(0), x.stride(2), *weight.stride(), b.stride(0), b.stride(1), *x_proj_t.stride(),
         u.stride(0), u.stride(1), u.stride(3), x_dbl.stride(0), x_dbl.stride(1),
         K=weight.shape[-1], HAS_BIAS=bias is not None, IEEE=x.dtype == torch.float32,
-        UPCAST=interpreted and x.dtype != torch.float32, **cfg.constexprs, num_warps=cfg.num_warps,
+        UPCAST=interpreted and x.dtype != torch.float32, **cfg.constexprs, **cfg.launch_options(),
     )

@@ -564,7 +564,7 @@ def _conv_xproj_spec(dtype: str, shape: OpShape = STATIC_SHAPE, label: str = "")
     }
     return spec_from_args(f"conv_xproj/{dtype}{label}", "kernels.conv1d.xproj", cfg.kernel, args,
                           dict(K=K, HAS_BIAS=True, IEEE=dtype == "fp32", UPCAST=False, **cfg.constexprs),
-                          do_not_specialize=("M", "L"), num_warps=cfg.num_warps)
+                          do_not_specialize=("M", "L"), num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
 
 register(KernelOp(

@@ -45,8 +45,8 @@ with torch.no_grad():
 
         u0, d0 = unfused()
         large = batch * length >= 64 * xproj.SMALL_GRID_BLOCKS
-        tiles = ([(64, 32, 8), (64, 16, 4), (32, 32, 4), (128, 32, 8)] if large else
-                 [(16, 64, 4), (16, 32, 4), (32, 32, 4), (16, 128, 4)])
+        tiles = ([(64, 32, 8, 3), (64, 32, 8, 1), (64, 16, 4, 3), (32, 32, 4, 3), (128, 32, 8, 2)] if large else
+                 [(16, 64, 4, 3), (16, 64, 4, 1), (16, 32, 4, 3), (32, 32, 4, 3), (16, 128, 4, 2)])
         variants = [("conv+bmm", None)] + [(f"fused {t}", t) for t in tiles]
         for rep in range(2):
             for name, t in (variants if rep == 0 else variants[::-1]):
