@@ -41,11 +41,15 @@ def test_compiled_vim_matches_eager_and_reads_the_weight_cache_without_graph_bre
     assert stats.break_reasons and all("item()" in r for r in stats.break_reasons), stats.break_reasons
 
 
-@pytest.mark.parametrize("patch_gemm", [False, True])
-def test_compiled_vim_on_the_triton_ops_is_one_graph_and_matches_eager(patch_gemm):
+@pytest.mark.parametrize("patch_gemm, fuse_conv_xproj", [(False, False), (True, False), (False, True)])
+def test_compiled_vim_on_the_triton_ops_is_one_graph_and_matches_eager(patch_gemm, fuse_conv_xproj, monkeypatch):
     """The Triton backend's ops are torch custom ops: dynamo traces the whole forward as one graph (the kernels
     run under the interpreter here, as opaque nodes), with the stacked mixer weights built inside it; the patch
-    embedding as the convolution and as the GEMM over gathered patches (big inputs' path, forced here)."""
+    embedding as the convolution and as the GEMM over gathered patches (big inputs' path, forced here); the conv
+    fused with x_proj (vim.FUSE_CONV_XPROJ) as one more custom op."""
+    import vimbench.models.vim as vim
+
+    monkeypatch.setattr(vim, "FUSE_CONV_XPROJ", fuse_conv_xproj)
     torch.manual_seed(0)
     model = create_model("vim_test", img_size=16, backend="triton").eval()
     model.patch_embed.as_gemm = patch_gemm
