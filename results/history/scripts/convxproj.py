@@ -6,7 +6,8 @@ the conv op + the x_proj bmm, on the box.
 (2) Whole Vim-Ti bf16 inference, A B B A (A: FUSE_CONV_XPROJ off, B: on, the shipped tiles): 1248/64 eager,
 224/64 and 224/1 under CUDA graphs; the logits' distance between the two paths.
 usage (repo root, on the box): (cd results/history/scripts && python convxproj.py) ; writes $OUT/convxproj.json
-CONVX_QUICK=1: (1) only."""
+CONVX_QUICK=1: (1) only. CONVX_SHORT=1 (a short call): the shipped tiles and one stage variant, whole forwards at
+1248/64 and 224/1 only."""
 import json, os, torch
 from timing import graph_us
 import kernels.conv1d.xproj as xproj
@@ -17,6 +18,7 @@ from vimbench.kerneltools.registry import OpShape
 
 OUT = os.environ.get("OUT", "/tmp")
 QUICK = os.environ.get("CONVX_QUICK") == "1"
+SHORT = os.environ.get("CONVX_SHORT") == "1"
 rows, model_rows = [], []
 SHIPPED = (xproj.LARGE_TILE, xproj.SMALL_TILE)
 
@@ -47,7 +49,7 @@ with torch.no_grad():
         large = batch * length >= 64 * xproj.SMALL_GRID_BLOCKS
         tiles = ([(64, 32, 8, 3), (64, 32, 8, 1), (64, 16, 4, 3), (32, 32, 4, 3), (128, 32, 8, 2)] if large else
                  [(16, 64, 4, 3), (16, 64, 4, 1), (16, 32, 4, 3), (32, 32, 4, 3), (16, 128, 4, 2)])
-        variants = [("conv+bmm", None)] + [(f"fused {t}", t) for t in tiles]
+        variants = [("conv+bmm", None)] + [(f"fused {t}", t) for t in (tiles[:2] if SHORT else tiles)]
         for rep in range(2):
             for name, t in (variants if rep == 0 else variants[::-1]):
                 if t is not None:
@@ -72,7 +74,8 @@ if not QUICK:
     from vimbench.results import CaseKey
     from vimbench.models.registry import create_model
     logits = {}
-    for res, batch, comp in ((1248, 64, "none"), (224, 64, "cuda-graphs"), (224, 1, "cuda-graphs")):
+    cases = ((1248, 64, "none"), (224, 64, "cuda-graphs"), (224, 1, "cuda-graphs"))
+    for res, batch, comp in (cases[::2] if SHORT else cases):
         key = CaseKey(model="vim_t", res=res, batch=batch, dtype="bf16", implementation="triton", attn=None,
                       device="cuda", mode="infer", compile=comp)
         for tag in ("A", "B", "B", "A"):
