@@ -117,7 +117,7 @@ def test_conv_xproj_tiles_follow_the_grid():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("batch, channels, length, width", [(1, 384, 197, 48), (8, 384, 197, 48),
                                                             (4, 768, 577, 64), (2, 1536, 197, 80),
-                                                            (2, 384, 6085, 48)])
+                                                            (4, 384, 6085, 48)])  # 24,340 rows: the large tiles
 def test_conv_xproj_gpu(op, dtype, batch, channels, length, width):
     x, w, b, p = make_inputs(batch, channels, length, width, dtype=dtype, device="cuda")
     out_dtype = torch.float32
