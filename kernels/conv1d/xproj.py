@@ -2,7 +2,10 @@
 
     u, x_dbl = conv_xproj(x, weight, bias, x_proj_t, out_dtype)        contract: `conv_xproj_ref`
 
-Why (issues 11 and 12, session x): the mixer ran the conv (writes u, (2, B, E, L) laid out (B, L, 2, E)) and then
+Measured 3.7-7x SLOWER than the two kernels it replaces (session x, H100; kernels/NOTES.md, "Session x"), so the
+mixer does not use it (`vimbench.models.vim.FUSE_CONV_XPROJ` off); kept as a measured experiment.
+
+Why it was tried (issues 11 and 12, session x): the mixer ran the conv (writes u, (2, B, E, L) laid out (B, L, 2, E)) and then
 x_proj as a batched GEMM that reads all of u again to make x_dbl (2, B * L, W) = [B | C | dt | pad] per token.
 Here the program that makes a block of u also multiplies it by x_proj_t while it is in registers: u is written
 once and never read back for x_proj (Vim-Ti 1248 px, batch 64, bf16: 0.6 GB less traffic per layer), and one
@@ -111,8 +114,9 @@ def _conv_xproj_kernel(
 # Tiles (token rows, channels per step, warps, pipelining stages). Large grids: 64 x 32 on 8 warps with Triton's
 # 3 stages (static, sm_90: 185 registers under triton 3.8, 184 under 3.6, no spill; the x tiles arrive by cp.async;
 # 4 warps: 255 and a spill; 64 x 16 on 4: 180). Below SMALL_GRID_BLOCKS blocks of 64 rows (about two per SM of an
-# H100/H200) 16 x 64 on 4 warps: at batch 1 and 224 px (197 tokens) 13 programs instead of 4. Not tuned on a GPU
-# yet (session x; results/history/scripts/convxproj.py times the alternatives).
+# H100/H200) 16 x 64 on 4 warps: at batch 1 and 224 px (197 tokens) 13 programs instead of 4. On an H100 (session x,
+# results/history/convxproj-h100-2026-12-06x.json) these were the faster of each pair timed (stages 1: 1.2-1.7x
+# slower still), and all 3.7-7x slower than the conv op + the bmm.
 LARGE_TILE = (64, 32, 8, 3)
 SMALL_TILE = (16, 64, 4, 3)
 SMALL_GRID_BLOCKS = 264

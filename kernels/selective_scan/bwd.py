@@ -984,8 +984,13 @@ DEFAULT_VEC_SCRATCH = True
 # recomputed states are rounded to bf16 where they are stored (the recompute carries its fp32 state on, so each stored
 # state is rounded once, never compounded), half the scratch's bytes and L2 footprint. Only dC, dA, ddelta and dz (the
 # recomputed y) read the stored states (the adjoint needs none); their extra error is one bf16 rounding of h per term.
-# An experiment knob until measured (session w; results/history/scripts/scratchbf16.py).
-DEFAULT_SCRATCH_BF16 = False
+# Measured (session x, H100, commit 4c524e6, results/history/scratchbf16-h100-2026-12-06x.json; the training op's
+# combined bf16 walk alone, CUDA-graph replays A B B A): 8 x 6,085 1,801.9 -> 1,661.0 us (-7.8%), 128 x 197 801.0 ->
+# 725.8 (-9.4%); distance from the fp32 reference at 128 x 197 (relative L2): dA 1.4e-6 -> 5.2e-4, dC 4.6e-7 -> 1.6e-3,
+# ddelta_bias 6.0e-7 -> 6.6e-4, ddelta 1.66e-3 -> 1.70e-3, dz 1.66e-3 -> 1.70e-3, du, dB, dD unchanged: within the bf16
+# outputs' own rounding (du 1.7e-3). On by default for the combined output (the training op's form), like the vector
+# scratch; the gated-halves walk (the op-by-op boundary) was not measured and keeps fp32.
+DEFAULT_SCRATCH_BF16 = True
 # The walk's load pipeline and register cap (scan_bwd_launch_config's prefetch, maxnreg). Static check (sm_90, triton
 # 3.8, Vim-Ti bf16 halves): with PREFETCH (the next step's loads issued before this step's arithmetic) the walk takes
 # 255 registers, 8 one-warp programs per SM; without it 232, and capped at 168 no spill at all (1,704 instructions vs
@@ -1176,7 +1181,7 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
     loads or stores per tile and lane instead of 16 4-byte ones; N = 16 only); None: DEFAULT_VEC_SCRATCH where
     scatter_xor's default applies.
     scratch_bf16: the walk's scratch in bf16 (ScanBwdLaunch.scratch_dtype; fp32 operands keep an fp32 scratch);
-    None: DEFAULT_SCRATCH_BF16.
+    None: DEFAULT_SCRATCH_BF16 for the combined output.
     combine: the combined output (the training op's form) or the gated halves; picks the defaults above.
     Returns the launches; the walk's SCATTER_SUMS constexpr is False (tl.sum), True (the reduce-scatter) or 2 (the
     reduce-scatter from the XOR state order)."""
@@ -1270,7 +1275,7 @@ def scan_bwd_launch_config(batch: int, channels: int, length: int, chunk: int, i
                              constexprs=dict(constexprs, PREFETCH=CARRY_PREFETCH,
                                              L1_AHEAD=0 if interpreted else CARRY_L1_AHEAD),
                              num_warps=1)
-    scratch_bf16 = bool(DEFAULT_SCRATCH_BF16 if scratch_bf16 is None else scratch_bf16) and not fp32
+    scratch_bf16 = bool(DEFAULT_SCRATCH_BF16 and combine if scratch_bf16 is None else scratch_bf16) and not fp32
     return ScanBwdLaunch(walk=walk, carry=carry, chunks_per_program=cpp, groups=groups,
                          scratch_tiles=sub_tiles + (cdiv(seg, 2) if pairs else seg), channel_splits=splits,
                          scratch_dtype=torch.bfloat16 if scratch_bf16 else torch.float32)

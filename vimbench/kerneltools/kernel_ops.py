@@ -412,7 +412,8 @@ def _scan_bwd_specs(dtype: str, shape: OpShape = OpShape(batch=8, channels=384, 
     # carried walk measured 0.8-1.3% faster; two steps per trip, bwd.DEFAULT_PAIR_TRIPS, measured slower: off).
     # The combined walk from the XOR state order with vector scratch tiles (bwd.DEFAULT_SCATTER_XOR, session r)
     # spills 16 B (triton 3.6) / 24 B (3.8) outside its step loops, reloaded once per segment, and measured 1.4%
-    # faster than the natural order without spill (results/history/statexor-h100-2026-12-05r.json).
+    # faster than the natural order without spill (results/history/statexor-h100-2026-12-05r.json). With its scratch
+    # in bf16 (session x): 32 B under 3.8, and 8-byte state-tile loads instead of 16-byte ones.
     walk_ce = cfg.walk.constexprs
     prefetching = walk_ce["L1_AHEAD"] > 0 or walk_ce["SCRATCH_AHEAD"] > 0
     accepted_spill = 0
@@ -420,6 +421,10 @@ def _scan_bwd_specs(dtype: str, shape: OpShape = OpShape(batch=8, channels=384, 
         accepted_spill = (56 if halves else 0) if walk_ce["CARRY_H"] else 104 if prefetching else 48
         if walk_ce["SCATTER_SUMS"] == 2 and walk_ce["VEC_SCRATCH"]:
             accepted_spill = 24
+            if str(cfg.scratch_dtype) == "torch.bfloat16":
+                # the bf16 scratch (bwd.DEFAULT_SCRATCH_BF16, session x): 32 B under triton 3.8 (8 STL / 8 LDL, none
+                # in the step loops; 4 B under 3.6), and the walk alone measured 7.8-9.4% faster (H100)
+                accepted_spill = 32
     if block_c is not None or prefetch is not None or maxnreg is not None or pairs is not None:
         # the walk alone in another launch (registers, occupancy): a forced channel block, the prefetch on or off
         # (the default at this shape, more than one wave of programs: off, capped at 168 registers), a register cap

@@ -40,8 +40,9 @@ FUSE_DT_IN_TOKEN_BLOCKS = True
 TRACED_STACKED_WEIGHTS = True
 # Inference on a backend with ops.conv_xproj (triton): the conv + SiLU and the x_proj GEMM in one launch, which
 # multiplies each block of u by x_proj while it is in registers (kernels/conv1d/xproj.py): u is not read back for
-# x_proj (0.6 GB per layer at Vim-Ti 1248 px, batch 64, bf16) and there is one launch per layer fewer. Off until
-# the H200 measures it (session x; results/history/scripts/convxproj.py).
+# x_proj (0.6 GB per layer at Vim-Ti 1248 px, batch 64, bf16) and there is one launch per layer fewer. Off: measured
+# 3.7-7x slower than the conv op + the bmm (session x, H100, results/history/convxproj-h100-2026-12-06x.json; Vim-Ti
+# bf16, us per call: 1248/64 2,299 vs 610, 224/64 169 vs 24, 224/8 37 vs 7.3, 224/1 37 vs 5.5; kernels/NOTES.md).
 FUSE_CONV_XPROJ = False
 
 # How a mixer trains (under autograd); inference is the same for all three. kernels/README.md ("What the forward
