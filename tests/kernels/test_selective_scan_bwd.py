@@ -462,6 +462,8 @@ def test_bwd_bf16_scratch(scan):
     assert plan(scratch_bf16=True, fp32=True).scratch_dtype == torch.float32
     assert plan(scratch_bf16=False).scratch_dtype == torch.float32
     assert plan().scratch_dtype == (torch.bfloat16 if bwd.DEFAULT_SCRATCH_BF16 else torch.float32)
+    assert plan(combine=False).scratch_dtype == torch.float32, "the gated halves' walk keeps fp32 (not measured)"
+    assert plan(fp32=True).scratch_dtype == torch.float32
 
 
 @pytest.mark.parametrize("pairs", [False, True])
