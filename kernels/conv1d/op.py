@@ -5,9 +5,10 @@
     vimbench::conv_xproj(x, weight, bias, x_proj_t, out_dtype) -> (u, x_dbl)   the conv fused with x_proj,
                                                                  inference only (xproj.py)
 
-Both are functional (no input is mutated, no output aliases an input) and have fake implementations, so autograd
-works, and torch.compile(fullgraph=True) traces them as opaque nodes. Saved for backward: the inputs only (x is a
-view of in_proj's output that the mixer keeps alive anyway); the output is recomputed inside the backward kernel.
+All are functional (no input is mutated, no output aliases an input) and have fake implementations, so autograd
+works (conv_xproj has no backward and refuses autograd), and torch.compile(fullgraph=True) traces them as opaque
+nodes. Saved for backward: the inputs only (x is a view of in_proj's output that the mixer keeps alive anyway); the
+output is recomputed inside the backward kernel.
 """
 from __future__ import annotations
 

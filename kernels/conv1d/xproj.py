@@ -5,8 +5,9 @@
 Measured 3.7-7x SLOWER than the two kernels it replaces (session x, H100; kernels/NOTES.md, "Session x"), so the
 mixer does not use it (`vimbench.models.vim.FUSE_CONV_XPROJ` off); kept as a measured experiment.
 
-Why it was tried (issues 11 and 12, session x): the mixer ran the conv (writes u, (2, B, E, L) laid out (B, L, 2, E)) and then
-x_proj as a batched GEMM that reads all of u again to make x_dbl (2, B * L, W) = [B | C | dt | pad] per token.
+Why it was tried (issues 11 and 12, session x): the mixer ran the conv (writes u, (2, B, E, L) laid out
+(B, L, 2, E)) and then x_proj as a batched GEMM that reads all of u again to make x_dbl (2, B * L, W) =
+[B | C | dt | pad] per token.
 Here the program that makes a block of u also multiplies it by x_proj_t while it is in registers: u is written
 once and never read back for x_proj (Vim-Ti 1248 px, batch 64, bf16: 0.6 GB less traffic per layer), and one
 launch per layer fewer (at batch 1 the layer is ~6 launches of 2-12 us each).

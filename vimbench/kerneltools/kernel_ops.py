@@ -5,7 +5,7 @@ directions, the two gated halves: the mixer's bf16/fp16 path, see vimbench.model
 selective_scan (one direction), bimamba_scan_bwd (the training backward of both directions),
 conv1d_silu_bidir (both directions' conv + SiLU) and add_rmsnorm, and the backward ops; zgate (inference memory
 mode lean-gated: the z GEMM with the gate and the halves' sum as its epilogue); conv_xproj (inference: the conv with
-the x_proj GEMM in one launch, vimbench.models.vim.FUSE_CONV_XPROJ).
+the x_proj GEMM in one launch, vimbench.models.vim.FUSE_CONV_XPROJ, off: measured slower).
 
 Inputs are laid out as the Vim mixer passes them on a GPU: channel-last, x and z views of xz, B and C views of
 x_dbl in XDblLayout order, in fp32 for bf16/fp16 activations (vimbench.models.vim.x_dbl_in_fp32).

@@ -394,9 +394,9 @@ class BiMambaMixer(nn.Module):
     def fuses_conv_xproj(self, x: torch.Tensor) -> bool:
         """Whether a call with the conv input x (B, E, L) may make u and x_dbl in one launch (ops.conv_xproj):
         inference only (the fused op has no backward), on a backend that has the op, with x channel-last, while
-        FUSE_CONV_XPROJ is on. `_mix` fuses only where in_proj is not split (memory modes split, lean and
-        lean-gated in eager calls): there x dies before x_dbl exists, and the fused op would hold x, u and x_dbl
-        together (+0.15 GB at Vim-Ti 1248 px, batch 64)."""
+        FUSE_CONV_XPROJ is on. `_mix` fuses only where in_proj is not split (it is split in eager calls of memory
+        modes split, lean and lean-gated): with the split, x dies before x_dbl exists, and the fused op would hold
+        x, u and x_dbl together (+0.15 GB at Vim-Ti 1248 px, batch 64)."""
         return (FUSE_CONV_XPROJ and self.ops.conv_xproj is not None and not torch.is_grad_enabled()
                 and x.stride(1) == 1)
 
