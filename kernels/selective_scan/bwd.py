@@ -988,8 +988,10 @@ DEFAULT_VEC_SCRATCH = True
 # combined bf16 walk alone, CUDA-graph replays A B B A): 8 x 6,085 1,801.9 -> 1,661.0 us (-7.8%), 128 x 197 801.0 ->
 # 725.8 (-9.4%); distance from the fp32 reference at 128 x 197 (relative L2): dA 1.4e-6 -> 5.2e-4, dC 4.6e-7 -> 1.6e-3,
 # ddelta_bias 6.0e-7 -> 6.6e-4, ddelta 1.66e-3 -> 1.70e-3, dz 1.66e-3 -> 1.70e-3, du, dB, dD unchanged: within the bf16
-# outputs' own rounding (du 1.7e-3). On by default for the combined output (the training op's form), like the vector
-# scratch; the gated-halves walk (the op-by-op boundary) was not measured and keeps fp32.
+# outputs' own rounding (du 1.7e-3). Whole captured Vim-Ti bf16 training steps (session y, H100, A B B A,
+# results/history/scratchbf16-steps-h100-2026-12-06y.json): 1248 px batch 8 94.1 -> 97.9 img/s, 224 px batch 128
+# 3,067 -> 3,227. On by default for the combined output (the training op's form), like the vector scratch; the
+# gated-halves walk (the op-by-op boundary) was not measured and keeps fp32.
 DEFAULT_SCRATCH_BF16 = True
 # The walk's load pipeline and register cap (scan_bwd_launch_config's prefetch, maxnreg). Static check (sm_90, triton
 # 3.8, Vim-Ti bf16 halves): with PREFETCH (the next step's loads issued before this step's arithmetic) the walk takes

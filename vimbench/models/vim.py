@@ -35,9 +35,13 @@ FUSE_DT_MAX_ROWS = 16384
 # from the low-rank rows at little cost: no dt cast and no delta GEMM, two kernels fewer per layer. False: the delta
 # GEMM there, as before session t.
 FUSE_DT_IN_TOKEN_BLOCKS = True
-# A torch.compile'd training forward builds every mixer's weights once for the model (the layers' parameters
-# stacked, as the eager step's StackedMixerWeights does) rather than per mixer (`VisionMamba.training_weights`).
-TRACED_STACKED_WEIGHTS = True
+# True: a torch.compile'd training forward builds every mixer's weights once for the model (the layers' parameters
+# stacked, as the eager step's StackedMixerWeights does); False: each mixer builds its own in the graph
+# (`VisionMamba.training_weights`). Off: measured slower on the GPU (session y, H100, Vim-Ti 1248/8 bf16, default
+# mode, results/history/trainprof-stacked-ab-h100-2026-12-06y.json): forward + backward p50 44.0 + 95.4 ms stacked
+# against 31.2 + 88.4 per mixer, the same kernels' GPU time, 2,338 launches per step against 2,002 (the stacking's
+# copies), although the CPU simulation had stacked 3.4% ahead.
+TRACED_STACKED_WEIGHTS = False
 # Inference on a backend with ops.conv_xproj (triton): the conv + SiLU and the x_proj GEMM in one launch, which
 # multiplies each block of u by x_proj while it is in registers (kernels/conv1d/xproj.py): u is not read back for
 # x_proj (0.6 GB per layer at Vim-Ti 1248 px, batch 64, bf16) and there is one launch per layer fewer. Off: measured
