@@ -5,8 +5,8 @@ path simulated on CPU, as hostfast.py does for the forward: Triton launches of t
 arithmetic never runs; every output is an uninitialised buffer, so the numbers are meaningless and only the host
 path is measured). `python results/history/scripts/hosttrainfast.py [prof|cumtime]`.
 HOSTFAST_COMPILE=aot_eager|inductor (session u): the model through torch.compile (AOTAutograd) instead of eager, to
-compare the compiled step's host path with the eager one; HOSTFAST_TRACED_STACKED=0 sets
-vimbench.models.vim.TRACED_STACKED_WEIGHTS off (each mixer builds its weights in the traced graph)."""
+compare the compiled step's host path with the eager one; HOSTFAST_TRACED_STACKED=0/1 sets
+vimbench.models.vim.TRACED_STACKED_WEIGHTS (0: each mixer builds its weights in the traced graph; unset: vim's default)."""
 import os, sys, time, cProfile, pstats
 os.environ["TRITON_INTERPRET"] = "1"
 import torch
@@ -16,7 +16,8 @@ from fakelaunch import runs  # the simulated direct path, installed on import
 
 import vimbench.models.vim as vim
 from vimbench.models.vim import VisionMamba
-vim.TRACED_STACKED_WEIGHTS = os.environ.get("HOSTFAST_TRACED_STACKED", "1") != "0"
+if "HOSTFAST_TRACED_STACKED" in os.environ:  # else vim's default (off since session y)
+    vim.TRACED_STACKED_WEIGHTS = os.environ["HOSTFAST_TRACED_STACKED"] != "0"
 m = VisionMamba(img_size=224, embed_dim=int(os.environ.get("HOSTFAST_DIM", 16)), depth=24, num_classes=10,
                 backend="triton").train()
 compile_backend = os.environ.get("HOSTFAST_COMPILE", "none")
