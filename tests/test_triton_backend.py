@@ -173,6 +173,7 @@ def test_conv_xproj_fusion_gives_the_unfused_logits(device, monkeypatch):
     from vimbench.models.vim import set_memory_mode
 
     ref, tri = _pair("vim_test", 32, device)
+    monkeypatch.setattr(vim, "FRONT_MAX_ROWS", 0)  # the per-op path (the front path fuses the conv by its own flag)
     fused_calls = []
     fused = tri.ops.conv_xproj
 
@@ -202,3 +203,99 @@ def test_conv_xproj_fusion_gives_the_unfused_logits(device, monkeypatch):
         assert not tri.layers[0].mixer.fuses_conv_xproj(x.contiguous()), "token-contiguous x: the conv op"
     with torch.enable_grad():
         assert not tri.layers[0].mixer.fuses_conv_xproj(x), "training keeps the conv op and the GEMM"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_front_path_gives_the_per_op_logits(device, monkeypatch, dtype):
+    """Small eager inference in bf16 runs the front path (`VisionMamba._forward_front`): per layer one
+    ops.norm_in_proj (the previous out_proj, add + RMSNorm, in_proj), one ops.conv_xproj and the scan, and one
+    add_rmsnorm at the end; the logits equal the per-op path's (FRONT_MAX_ROWS 0) and the torch backend's. The
+    path handles both scan outputs: bf16's halves with the doubled out_proj weight, and fp32's combined output
+    (fp32 activations take it only when FRONT_DTYPES lists fp32; by default they keep the per-op path)."""
+    import vimbench.models.vim as vim
+
+    ref, tri = _pair("vim_test", 32, device)
+    if dtype == torch.float32:
+        with torch.no_grad():
+            assert not tri.uses_front(torch.zeros(2, tri.num_tokens, tri.embed_dim, device=device), dtype)
+        monkeypatch.setattr(vim, "FRONT_DTYPES", (torch.float32,))
+    ref, tri = ref.to(dtype), tri.to(dtype)
+    calls = {"norm_in_proj": 0, "conv_xproj": 0, "conv1d_silu_bidir": 0, "add_rmsnorm": 0}
+
+    def spy(name):
+        real = getattr(tri.ops, name)
+
+        def counted(*args, **kwargs):
+            calls[name] += 1
+            return real(*args, **kwargs)
+        return counted
+
+    spied = dataclasses.replace(tri.ops, **{name: spy(name) for name in calls})
+    tri.ops = spied
+    for layer in tri.layers:
+        layer.mixer.ops = spied
+    images = torch.randn(2, 3, 32, 32, device=device, dtype=dtype)
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=5e-2, atol=5e-2)
+    with torch.no_grad():
+        gold = ref(images)
+        front = tri(images)
+        assert calls == {"norm_in_proj": len(tri.layers), "conv_xproj": len(tri.layers), "conv1d_silu_bidir": 0,
+                         "add_rmsnorm": 1}, calls
+        monkeypatch.setattr(vim, "FRONT_MAX_ROWS", 0)
+        per_op = tri(images)
+        assert calls["norm_in_proj"] == len(tri.layers) and calls["add_rmsnorm"] == 1 + len(tri.layers) + 1
+        torch.testing.assert_close(front, per_op, **tol)
+        torch.testing.assert_close(front, gold, **tol)
+        monkeypatch.setattr(vim, "FRONT_MAX_ROWS", 10 ** 6)
+        monkeypatch.setattr(vim, "FRONT_CONV_XPROJ", False)
+        calls.update(conv_xproj=0, conv1d_silu_bidir=0)
+        torch.testing.assert_close(tri(images), front, **tol)
+        assert calls["conv_xproj"] == 0 and calls["conv1d_silu_bidir"] == len(tri.layers)
+
+
+def test_front_path_only_where_it_applies(device, monkeypatch):
+    """uses_front: inference (not under autograd), eager, 16-bit activations, at most FRONT_MAX_ROWS token rows, a
+    backend with the op, every mixer in the default layout (not split, not gated, no batch slicing at this batch)."""
+    import vimbench.models.vim as vim
+    from vimbench.models.vim import set_memory_mode
+
+    ref, tri = _pair("vim_test", 32, device)
+    hidden = torch.zeros(2, tri.num_tokens, tri.embed_dim, device=device)
+    bf16 = torch.bfloat16
+    with torch.no_grad():
+        assert tri.uses_front(hidden, bf16) and tri.uses_front(hidden, torch.float16)
+        assert not tri.uses_front(hidden, torch.float32), "fp32 activations keep the per-op path (FRONT_DTYPES)"
+        assert not ref.uses_front(hidden, bf16), "the torch backend has no norm_in_proj"
+        monkeypatch.setattr(vim, "FRONT_MAX_ROWS", 2 * tri.num_tokens - 1)
+        assert not tri.uses_front(hidden, bf16) and tri.uses_front(hidden[:1], bf16)
+        monkeypatch.setattr(vim, "FRONT_MAX_ROWS", 2048)
+        for mode in ("split", "lean", "lean-gated"):
+            set_memory_mode(tri, mode)
+            assert not tri.uses_front(hidden, bf16), mode
+        set_memory_mode(tri, "default")
+        tri.layers[-1].mixer.batch_slice = 1
+        assert not tri.uses_front(hidden, bf16) and tri.uses_front(hidden[:1], bf16)
+        tri.layers[-1].mixer.batch_slice = 0
+        assert tri.uses_front(hidden, bf16)
+    with torch.enable_grad():
+        assert not tri.uses_front(hidden, bf16), "training keeps the per-op path"
+
+
+@pytest.mark.gpu
+def test_front_path_vim_t_bf16_gpu(monkeypatch):
+    """Vim-Ti at 224 px, batch 1 and 8, bf16 autocast on the GPU: the front path's logits against the per-op path's
+    (bf16 tl.dot in norm_in_proj and conv_xproj against cuBLAS)."""
+    import vimbench.models.vim as vim
+
+    ref, tri = _pair("vim_t", 224, "cuda")
+    for batch in (1, 8):
+        images = torch.randn(batch, 3, 224, 224, device="cuda")
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+            assert tri.uses_front(torch.zeros(batch, tri.num_tokens, tri.embed_dim, device="cuda"), torch.bfloat16)
+            front = tri(images).float()
+            monkeypatch.setattr(vim, "FRONT_MAX_ROWS", 0)
+            per_op = tri(images).float()
+            monkeypatch.setattr(vim, "FRONT_MAX_ROWS", 2048)
+            gold = ref(images).float()
+        err_front, err_per_op = (front - gold).abs().max().item(), (per_op - gold).abs().max().item()
+        assert err_front <= 2 * err_per_op + 1e-2, f"front {err_front:.3g} vs per-op {err_per_op:.3g} (max abs error)"

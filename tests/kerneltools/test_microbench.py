@@ -24,7 +24,8 @@ def test_each_op_runs_on_its_benchmark_inputs(op):
                  # du, ddelta, dA, dB, dC, dD, dz, ddelta_bias
                  "bimamba_scan_bwd": [(2, 2, 16, 9), (2, 2, 16, 9), (2, 16, 16), (2, 2, 16, 9), (2, 2, 16, 9),
                                       (2, 16), (2, 16, 9), (2, 16)],
-                 "conv_xproj": [(2, 2, 16, 9), (2, 18, 48)]}  # not gradients: u and x_dbl (2, B * L, W)
+                 "conv_xproj": [(2, 2, 16, 9), (2, 18, 48)],  # not gradients: u and x_dbl (2, B * L, W)
+                 "norm_in_proj": [(2, 9, 32), (2, 9, 8)]}  # not gradients: xz (B, L, 2E) and r (B, L, D)
     if op == "add_rmsnorm":
         assert out_triton[0].shape == (2, 9, 8)
     elif op in gradients:

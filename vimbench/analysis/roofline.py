@@ -134,6 +134,19 @@ def conv_xproj_work(batch: int, channels: int, length: int, dt_rank: int, width:
     return KernelWork("conv_xproj", conv.bytes + extra, conv.mufu, conv.fma)
 
 
+def norm_in_proj_work(batch: int, channels: int, length: int, dim: int, dtype: str = "bf16") -> KernelWork:
+    """The mixer front (kernels/norm_in_proj) as the front path calls it: reads the previous scan's halves (B, L, 2E),
+    out_proj's doubled weight (D, 2E), the fp32 residual and in_proj's weight (2E, D) once, writes the fp32
+    residual and xz (B, L, 2E). Per token and model channel the norm's ~4 FMA-pipe ops and one rsqrt per row; the
+    GEMMs' multiply-adds run on the tensor cores and count in no floor here (as zgate's). The row tiles' repeated
+    out_proj (once per in_proj tile) is not counted: the floor is the op's, not this kernel's."""
+    elt = element_bytes(dtype)
+    tokens = batch * length
+    reads = elt * (tokens * 2 * channels + 2 * (dim * 2 * channels)) + F32 * tokens * dim
+    writes = F32 * tokens * dim + elt * tokens * 2 * channels
+    return KernelWork("norm_in_proj", reads + writes, float(tokens), 4.0 * tokens * dim)
+
+
 def zgate_work(batch: int, channels: int, length: int, dim: int, dtype: str = "bf16",
                halves: bool = True) -> KernelWork:
     """The z gate with the halves' sum (kernels/zgate): reads h (B, L, D), z_weight (E, D) and y (the two halves,

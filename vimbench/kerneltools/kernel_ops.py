@@ -5,7 +5,8 @@ directions, the two gated halves: the mixer's bf16/fp16 path, see vimbench.model
 selective_scan (one direction), bimamba_scan_bwd (the training backward of both directions),
 conv1d_silu_bidir (both directions' conv + SiLU) and add_rmsnorm, and the backward ops; zgate (inference memory
 mode lean-gated: the z GEMM with the gate and the halves' sum as its epilogue); conv_xproj (inference: the conv with
-the x_proj GEMM in one launch, vimbench.models.vim.FUSE_CONV_XPROJ, off: measured slower).
+the x_proj GEMM in one launch, vimbench.models.vim.FUSE_CONV_XPROJ, off: measured slower; the front path uses it);
+norm_in_proj (small eager inference: the previous out_proj, add + RMSNorm and in_proj in one launch).
 
 Inputs are laid out as the Vim mixer passes them on a GPU: channel-last, x and z views of xz, B and C views of
 x_dbl in XDblLayout order, in fp32 for bf16/fp16 activations (vimbench.models.vim.x_dbl_in_fp32).
@@ -584,6 +585,56 @@ register(KernelOp(
     static_specs=lambda: [_conv_xproj_spec("bf16"), _conv_xproj_spec("fp32"),
                           _conv_xproj_spec("bf16", OpShape(batch=1, channels=384, length=VIM_TI_224), label="/b1")],
     official="the official code runs the conv (causal_conv1d) and x_proj (a GEMM) separately",
+))
+
+
+def _norm_in_proj_inputs(shape: OpShape, dtype, device: str) -> dict[str, Any]:
+    """As the front path passes them (vimbench.models.vim `_forward_front`, 16-bit activations): the previous scan's
+    halves (B, L, 2E) (a view of (B, L, 2, E)) with out_proj's weight doubled along K (D, 2E), the fp32 residual
+    (B, L, D), the norm weight and in_proj's weight (2E, D) in the activation dtype."""
+    import torch
+
+    B_, E, L, D = shape.batch, shape.channels, shape.length, shape.d_model
+    rnd = _random(shape, device)
+    out_w = rnd(D, E, scale=E ** -0.5, dt=dtype)
+    return dict(y=rnd(B_, L, 2 * E, dt=dtype), out_w=torch.cat([out_w, out_w], 1), residual=rnd(B_, L, D, dt=torch.float32),
+                norm_w=rnd(D, scale=0.1, shift=1.0, dt=torch.float32), eps=1e-5,
+                in_w=rnd(2 * E, D, scale=D ** -0.5, dt=dtype))
+
+
+def _norm_in_proj_spec(dtype: str, shape: OpShape = OpShape(batch=1, channels=384, length=VIM_TI_224)) -> KernelSpec:
+    """kernels/norm_in_proj/fwd.py `_norm_in_proj_kernel` as the front path launches it (Vim-Ti, 224 px, batch 1):
+    the halves (B, L, 2E) with out_proj's doubled weight, the fp32 residual, in_proj's weight, xz and r
+    contiguous. Named norm_in_proj/<dtype>/b1."""
+    from kernels.norm_in_proj.fwd import norm_in_proj_launch_config
+    from vimbench.precision import torch_dtype
+
+    B_, E, L, D = shape.batch, shape.channels, shape.length, shape.d_model
+    cfg = norm_in_proj_launch_config(B_ * L, D, 2 * E, torch_dtype(dtype), interpreted=False)
+    args = {"y_ptr": Ptr(dtype), "ow_ptr": Ptr(dtype), "res_ptr": Ptr("fp32"), "nw_ptr": Ptr("fp32"),
+            "iw_ptr": Ptr(dtype), "xz_ptr": Ptr(dtype), "r_ptr": Ptr("fp32"),
+            "M": B_ * L, "L": L, "K": 2 * E, "D": D, "N": 2 * E, "eps": 1e-5,
+            "stride_y_b": L * 2 * E, "stride_y_l": 2 * E, "stride_y_k": 1, "stride_ow_d": 2 * E, "stride_ow_k": 1,
+            "stride_res_b": L * D, "stride_res_l": D, "stride_res_d": 1, "stride_iw_n": D, "stride_iw_d": 1,
+            "stride_xz_b": L * 2 * E, "stride_xz_l": 2 * E, "stride_r_b": L * D, "stride_r_l": D}
+    return spec_from_args(f"norm_in_proj/{dtype}/b1", "kernels.norm_in_proj.fwd", cfg.kernel, args,
+                          dict(HAS_OUT=True, HAS_RES=True, IEEE=dtype == "fp32", UPCAST=False, **cfg.constexprs),
+                          do_not_specialize=("M", "L"), num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+
+
+register(KernelOp(
+    name="norm_in_proj",
+    summary="a block's entry in one launch: the previous out_proj, residual add + RMSNorm, in_proj (small eager "
+            "inference)",
+    category="gemm",
+    forward="kernels.norm_in_proj.op:norm_in_proj",
+    reference="kernels.norm_in_proj.reference:norm_in_proj_ref",
+    inputs=_norm_in_proj_inputs,
+    work=lambda s, dtype: rl.norm_in_proj_work(s.batch, s.channels, s.length, s.d_model, dtype=dtype),
+    kernels=("kernels.norm_in_proj.fwd:_norm_in_proj_kernel",),
+    # bf16 only: the model runs the front path for 16-bit activations (fp32 spills: FRONT_DTYPES)
+    static_specs=lambda: [_norm_in_proj_spec("bf16")],
+    official="the official code runs out_proj, the add + RMSNorm and in_proj as three launches",
 ))
 
 

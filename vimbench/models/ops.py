@@ -42,6 +42,7 @@ class VimOps:
     scan_blocks_take_dt_proj: Callable | None = None
     zgate: Callable | None = None
     conv_xproj: Callable | None = None
+    norm_in_proj: Callable | None = None
 
 
 def _torch_ops() -> VimOps:
@@ -68,6 +69,7 @@ def _triton_ops() -> VimOps:
     try:
         from kernels.bimamba_inner.op import bimamba_inner
         from kernels.conv1d.op import conv1d_silu_bidir, conv_xproj
+        from kernels.norm_in_proj.op import norm_in_proj
         from kernels.rmsnorm.op import add_rmsnorm
         from kernels.selective_scan.fwd import token_blocks_take_dt_proj
         from kernels.selective_scan.op import bimamba_scan
@@ -76,7 +78,7 @@ def _triton_ops() -> VimOps:
         raise VimbenchError(f"the triton backend is unavailable here ({exc}); use --backend torch") from exc
     return VimOps("triton", add_rmsnorm, conv1d_silu_bidir, bimamba_scan, bimamba_inner,
                   scan_fuses_dt_proj=True, scan_blocks_take_dt_proj=token_blocks_take_dt_proj, zgate=zgate,
-                  conv_xproj=conv_xproj)
+                  conv_xproj=conv_xproj, norm_in_proj=norm_in_proj)
 
 
 _FACTORIES = {"torch": _torch_ops, "triton": _triton_ops}

@@ -48,6 +48,17 @@ TRACED_STACKED_WEIGHTS = False
 # 3.7-7x slower than the conv op + the bmm (session x, H100, results/history/convxproj-h100-2026-12-06x.json; Vim-Ti
 # bf16, us per call: 1248/64 2,299 vs 610, 224/64 169 vs 24, 224/8 37 vs 7.3, 224/1 37 vs 5.5; kernels/NOTES.md).
 FUSE_CONV_XPROJ = False
+# Small eager inference on a backend with ops.norm_in_proj (triton): a block's entry, from the previous mixer's
+# out_proj through the residual add and RMSNorm to in_proj, is one launch (kernels/norm_in_proj), and the conv with
+# x_proj another (ops.conv_xproj, FRONT_CONV_XPROJ), so a layer is three launches (with the scan) instead of six.
+# Where the forward is host-bound: eager calls (not traced, not captured) of at most FRONT_MAX_ROWS token rows
+# (batch x L) with every mixer in the default inference layout (`VisionMamba.uses_front`). Issue 11's eager batch-1
+# latency; measured in kernels/NOTES.md ("Session z").
+FRONT_MAX_ROWS = 2048
+FRONT_CONV_XPROJ = True
+# Activation dtypes the front path runs for: 16-bit only (norm_in_proj's fp32 tl.dot runs on the FMA pipe and
+# spills: static, sm_90, 1.1 KB at Vim-Ti's shapes; fp32 inference keeps the per-op path).
+FRONT_DTYPES = (torch.bfloat16, torch.float16)
 
 # How a mixer trains (under autograd); inference is the same for all three. kernels/README.md ("What the forward
 # saves") has the bytes each keeps per layer.
@@ -415,27 +426,43 @@ class BiMambaMixer(nn.Module):
                                       w.dt_bias, w.out_proj, combine=combine, norm=norm)
 
     def _mix(self, h: torch.Tensor, norm: tuple | None = None, weights: MixerWeights | None = None) -> torch.Tensor:
-        inner, lay = self.d_inner, self.x_dbl_layout
-        batch, length = h.shape[0], h.shape[1]
-        # Channel-last throughout: per-token channel runs are contiguous, so the scan kernel's per-token loads
-        # coalesce. Ops see (B, E, L) / (2, B, N, L) shaped views of these (B, L, ...) tensors.
         if self._trains_fused(h):
             return self._mix_fused(h, weights if weights is not None else self.weights(h.dtype, sum_halves=False),
                                    norm)
         # given weights were built for this path unless the boundary is fused and nothing here requires grad
         w = weights if weights is not None and not self._fused_boundary() else self.weights(h.dtype)
+        return F.linear(*self._mix_tokens(h, w))
+
+    def _mix_tokens(self, h: torch.Tensor | None, w: MixerWeights, xz: torch.Tensor | None = None,
+                    fuse_conv: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mixer up to out_proj (not under the fused training op): (y (B, L, K), out_w (D, K)) whose product
+        y @ out_w^T is the mixer's output, y the scan's halves as (B, L, 2E) with out_w doubled along K, the
+        combined or gated output (B, L, E) with out_w once. xz: in_proj's output (B, L, 2E), made by the caller
+        (VisionMamba's front path, `norm_in_proj`), in the default inference layout only (in_proj not split, z not
+        gated); h is not read then (None). fuse_conv: the conv and x_proj as one launch (ops.conv_xproj); None:
+        as `fuses_conv_xproj` decides."""
+        inner, lay = self.d_inner, self.x_dbl_layout
+        rows = h if xz is None else xz
+        batch, length = rows.shape[0], rows.shape[1]
+        # Channel-last throughout: per-token channel runs are contiguous, so the scan kernel's per-token loads
+        # coalesce. Ops see (B, E, L) / (2, B, N, L) shaped views of these (B, L, ...) tensors.
         gate = self.gates_z()
         split = self.splits_in_proj() or gate
+        if xz is not None and split:
+            raise ValueError("a mixer that splits in_proj or gates z makes its own in_proj output")
         if split:
             # x alone first; z only once x is dead (after the conv) and x_dbl exists, so x and z are never
             # alive together with u: -0.3 GB at the peak (Vim-Ti 1248 px, b64, bf16) for reading h twice.
             xz, z = None, None
             x = F.linear(h, w.in_proj[:inner]).transpose(1, 2)  # (B, E, L) view of (B, L, E)
         else:
-            xz = F.linear(h, w.in_proj)  # (B, L, 2E)
+            if xz is None:
+                xz = F.linear(h, w.in_proj)  # (B, L, 2E)
             x = xz[..., :inner].transpose(1, 2)  # (B, E, L) view, channel stride 1
             z = xz[..., inner:].transpose(1, 2)
-        if not split and self.fuses_conv_xproj(x):  # u and x_dbl from one launch
+        if fuse_conv is None:
+            fuse_conv = self.fuses_conv_xproj(x)
+        if not split and fuse_conv:  # u and x_dbl from one launch
             u, x_dbl = self.ops.conv_xproj(x, w.conv_w, w.conv_b, w.x_proj_t,
                                            torch.float32 if x_dbl_in_fp32(x) else x.dtype)
         else:
@@ -448,7 +475,7 @@ class BiMambaMixer(nn.Module):
                 x_dbl = torch.bmm(tokens, w.x_proj_t)
             del tokens
         x_dbl = x_dbl.view(2, batch, length, lay.width)  # [B | C | dt | pad] per token
-        if self.fuses_dt_proj(h):
+        if self.fuses_dt_proj(rows):
             # The scan computes delta = dt_proj @ dt per token from x_dbl's dt columns (a (2, B, R, L) view)
             # itself: no (2, B, L, E) delta tensor (0.6 GB at Vim-Ti 1248 px, batch 64, bf16), no GEMM.
             delta, dt_proj = x_dbl[..., lay.dt].transpose(2, 3), w.dt_proj_t.transpose(1, 2)  # (2, E, R) view
@@ -480,12 +507,12 @@ class BiMambaMixer(nn.Module):
             del x, u, x_dbl, delta, B, C
             gated = self.ops.zgate(y, h, w.in_proj[inner:])
             del y
-            return F.linear(gated, w.out_proj[:, :inner] if halves else w.out_proj)
+            return gated, (w.out_proj[:, :inner] if halves else w.out_proj)
         if not sums_halves_in_gemm(u.dtype):
             y = self.ops.bimamba_scan(u, delta, w.A, B, C, w.D, z, w.dt_bias, **scan_kw)
             y = y.transpose(1, 2)  # (B, L, E)
             del xz, x, z, u, x_dbl, delta, B, C  # dead: out_proj's output may reuse their memory
-            return F.linear(y, w.out_proj)
+            return y, w.out_proj
         # The two gated halves 0.5 * y_dir * SiLU(z), written over u when nothing needs u afterwards (inference);
         # under autograd the x_proj GEMM and the scan keep u for the backward pass, so the halves get their own
         # buffer. u is laid out (B, L, 2, E), so [y_f | y_b] per token is one (B, L, 2E) view, and out_proj with
@@ -493,7 +520,7 @@ class BiMambaMixer(nn.Module):
         halves = self.ops.bimamba_scan(u, delta, w.A, B, C, w.D, z, w.dt_bias, combine=False,
                                        out=None if u.requires_grad else u, **scan_kw)
         del xz, x, z, u, x_dbl, delta, B, C  # dead: out_proj's output may reuse their memory
-        return F.linear(halves.permute(1, 3, 0, 2).reshape(batch, length, 2 * inner), w.out_proj)
+        return halves.permute(1, 3, 0, 2).reshape(batch, length, 2 * inner), w.out_proj
 
 
 class VimBlock(nn.Module):
@@ -603,6 +630,8 @@ class VisionMamba(nn.Module):
         cls = self.cls_token.expand(batch, -1, -1).to(x.dtype)
         hidden = torch.cat([x[:, :mid], cls, x[:, mid:]], dim=1) + self.pos_embed  # (B, L, D)
         del x, cls
+        if self.uses_front(hidden, act_dtype):
+            return self._forward_front(hidden, act_dtype)
         weights = self.training_weights(act_dtype)
         residual = None
         for i, block in enumerate(self.layers):
@@ -617,6 +646,36 @@ class VisionMamba(nn.Module):
             normed = None
         normed, _ = self.ops.add_rmsnorm(hidden, residual, self.norm_f.weight, NORM_EPS, act_dtype)
         return normed[:, mid]  # (B, D): the normalized middle (class) token
+
+    def uses_front(self, hidden: torch.Tensor, act_dtype: torch.dtype) -> bool:
+        """Whether this forward (the layers' input `hidden`, (B, L, D), activations in act_dtype) runs the front
+        path (`_forward_front`): inference on a backend with ops.norm_in_proj, activations in FRONT_DTYPES, eager
+        (not traced, not captured into a CUDA graph), at most FRONT_MAX_ROWS token rows, every mixer in the default
+        inference layout (in_proj not split, z not gated, no batch slicing at this batch)."""
+        if (self.ops.norm_in_proj is None or act_dtype not in FRONT_DTYPES or torch.is_grad_enabled()
+                or torch.compiler.is_compiling()
+                or hidden.shape[0] * hidden.shape[1] > FRONT_MAX_ROWS or not self.layers
+                or (hidden.is_cuda and torch.cuda.is_current_stream_capturing())):
+            return False
+        return all(not (m.splits_in_proj() or m.gates_z() or 0 < m.batch_slice < hidden.shape[0])
+                   for m in (block.mixer for block in self.layers))
+
+    def _forward_front(self, hidden: torch.Tensor, act_dtype: torch.dtype) -> torch.Tensor:
+        """forward_features' layers and final norm from the layers' input, three launches per layer: a block's
+        entry from the previous mixer's scan output (its out_proj, the residual add, RMSNorm, in_proj:
+        ops.norm_in_proj), the conv with x_proj (FRONT_CONV_XPROJ) and the scan. The same math as the per-op path;
+        the GEMMs accumulate in another order."""
+        y, out_w, residual = hidden, None, None  # the first block's input is the embedded tokens themselves
+        for block in self.layers:
+            mixer = block.mixer
+            w = mixer.weights(act_dtype)
+            xz, residual = self.ops.norm_in_proj(y, out_w, residual, block.norm.weight, NORM_EPS, w.in_proj)
+            y = None
+            fuse_conv = FRONT_CONV_XPROJ and self.ops.conv_xproj is not None
+            y, out_w = mixer._mix_tokens(None, w, xz=xz, fuse_conv=fuse_conv)
+            xz = None
+        normed, _ = self.ops.add_rmsnorm(F.linear(y, out_w), residual, self.norm_f.weight, NORM_EPS, act_dtype)
+        return normed[:, self.cls_position]
 
     def training_weights(self, dtype: torch.dtype) -> list[MixerWeights] | None:
         """Under autograd, every mixer's MixerWeights for activations of `dtype`, built once for the whole model
