@@ -1,6 +1,6 @@
 """Session z: the front path (`VisionMamba._forward_front`: per layer norm_in_proj, conv_xproj and the scan) against
 the per-op path (FRONT_MAX_ROWS = 0) and the front path with the conv op and the x_proj GEMM (FRONT_CONV_XPROJ off),
-in eager inference at 224 px, bf16 autocast (as the sweep runs it), batch 1 and 8, beside DeiT-Ti (timm, sdpa) in
+in eager inference at 224 px, bf16 autocast (as the sweep runs it: weight cache on; FRONTAB_CACHE=0 turns it off), batch 1 and 8, beside DeiT-Ti (timm, sdpa) in
 the same process. Per variant: the logits' max abs difference from the per-op path, the eager p50 latency (one
 CUDA-event pair per call, as the sweep times it), the host ms per call (wall clock of back-to-back calls) and the
 GPU kernels per call (torch.profiler: count and summed kernel time; not a CUDA graph, which would take the per-op
@@ -19,9 +19,12 @@ vim_t = create_model("vim_t", img_size=224, backend="triton").cuda().eval()
 deit_t = create_model("deit_t", img_size=224, attn="sdpa").cuda().eval()
 
 
+CACHE = os.environ.get("FRONTAB_CACHE", "1") == "1"  # autocast's weight cache on, as the sweep's eager cases run
+
+
 def caller(model, x):
     def f():
-        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=CACHE):
             return model(x)
     return f
 
@@ -52,7 +55,7 @@ for batch in (1, 8):
             rows.append(row)
             print(row, flush=True)
             json.dump(dict(device=torch.cuda.get_device_name(), torch=torch.__version__,
-                           commit=os.environ.get("VIMBENCH_GIT_COMMIT"), rows=rows),
+                           commit=os.environ.get("VIMBENCH_GIT_COMMIT"), autocast_cache=CACHE, rows=rows),
                       open(f"{OUT}/frontab.json", "w"), indent=1)
 print("eager bf16 at 224 px: p50 ms (CUDA events) / host ms per call, both passes; kernels and GPU us per call")
 for batch in (1, 8):
