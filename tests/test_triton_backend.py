@@ -268,7 +268,7 @@ def test_front_path_only_where_it_applies(device, monkeypatch):
         assert not ref.uses_front(hidden, bf16), "the torch backend has no norm_in_proj"
         monkeypatch.setattr(vim, "FRONT_MAX_ROWS", 2 * tri.num_tokens - 1)
         assert not tri.uses_front(hidden, bf16) and tri.uses_front(hidden[:1], bf16)
-        monkeypatch.setattr(vim, "FRONT_MAX_ROWS", 2048)
+        monkeypatch.setattr(vim, "FRONT_MAX_ROWS", 4096)
         for mode in ("split", "lean", "lean-gated"):
             set_memory_mode(tri, mode)
             assert not tri.uses_front(hidden, bf16), mode
@@ -295,7 +295,7 @@ def test_front_path_vim_t_bf16_gpu(monkeypatch):
             front = tri(images).float()
             monkeypatch.setattr(vim, "FRONT_MAX_ROWS", 0)
             per_op = tri(images).float()
-            monkeypatch.setattr(vim, "FRONT_MAX_ROWS", 2048)
+            monkeypatch.setattr(vim, "FRONT_MAX_ROWS", 4096)
             gold = ref(images).float()
         err_front, err_per_op = (front - gold).abs().max().item(), (per_op - gold).abs().max().item()
         assert err_front <= 2 * err_per_op + 1e-2, f"front {err_front:.3g} vs per-op {err_per_op:.3g} (max abs error)"

@@ -2,8 +2,10 @@
 
     u, x_dbl = conv_xproj(x, weight, bias, x_proj_t, out_dtype)        contract: `conv_xproj_ref`
 
-Measured 3.7-7x SLOWER than the two kernels it replaces (session x, H100; kernels/NOTES.md, "Session x"), so the
-mixer does not use it (`vimbench.models.vim.FUSE_CONV_XPROJ` off); kept as a measured experiment.
+Measured 3.7-7x SLOWER in GPU time than the two kernels it replaces (session x, H100; kernels/NOTES.md, "Session x"),
+so the per-op mixer does not use it (`vimbench.models.vim.FUSE_CONV_XPROJ` off). The model's front path for small
+eager inference does (`FRONT_CONV_XPROJ`, session z): there the forward is host-bound, and one launch fewer per
+layer beats the kernel time it adds (36.6 against 5.5 us per layer at batch 1).
 
 Why it was tried (issues 11 and 12, session x): the mixer ran the conv (writes u, (2, B, E, L) laid out
 (B, L, 2, E)) and then x_proj as a batched GEMM that reads all of u again to make x_dbl (2, B * L, W) =

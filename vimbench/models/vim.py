@@ -47,14 +47,23 @@ TRACED_STACKED_WEIGHTS = False
 # x_proj (0.6 GB per layer at Vim-Ti 1248 px, batch 64, bf16) and there is one launch per layer fewer. Off: measured
 # 3.7-7x slower than the conv op + the bmm (session x, H100, results/history/convxproj-h100-2026-12-06x.json; Vim-Ti
 # bf16, us per call: 1248/64 2,299 vs 610, 224/64 169 vs 24, 224/8 37 vs 7.3, 224/1 37 vs 5.5; kernels/NOTES.md).
+# (The front path below uses it where launches, not kernels, bound the forward: FRONT_CONV_XPROJ.)
 FUSE_CONV_XPROJ = False
 # Small eager inference on a backend with ops.norm_in_proj (triton): a block's entry, from the previous mixer's
 # out_proj through the residual add and RMSNorm to in_proj, is one launch (kernels/norm_in_proj), and the conv with
 # x_proj another (ops.conv_xproj, FRONT_CONV_XPROJ), so a layer is three launches (with the scan) instead of six.
 # Where the forward is host-bound: eager calls (not traced, not captured) of at most FRONT_MAX_ROWS token rows
-# (batch x L) with every mixer in the default inference layout (`VisionMamba.uses_front`). Issue 11's eager batch-1
-# latency; measured in kernels/NOTES.md ("Session z").
-FRONT_MAX_ROWS = 2048
+# (batch x L) with every mixer in the default inference layout (`VisionMamba.uses_front`). Measured (session z, H100,
+# Vim-Ti 224 px bf16 autocast, eager p50 ms of the two passes A B C D D C B A, one process with DeiT-Ti;
+# results/history/frontab{,-nocache,-large}-h100-2026-12-06z.json; the box's host speed moved ~2x between calls):
+# batch 1 per-op 8.92 / 9.80 -> front 7.64 / 7.77 (DeiT-Ti 8.35 / 7.95), batch 8 9.81 / 8.51 -> 7.83 / 6.91
+# (8.17 / 7.68); on a faster host batch 1 8.40 / 5.99 -> 5.07 / 4.42 (5.07 / 5.09), batch 16 8.95 / 6.87 ->
+# 4.78 / 5.00 (5.12 / 6.34). At batch 32 the front path is GPU-bound (6.5 ms of kernels per call: conv_xproj and the
+# out_proj each in_proj tile repeats grow with the rows) and at batch 64 slower (10.8 ms against 6.7). 4096 rows
+# (batch 20 at 224 px) lies between the last measured gain (3,152 rows) and the first loss (6,304).
+# FRONT_CONV_XPROJ False (the conv op and the x_proj GEMM: four launches per layer) measured 5-10% slower than True
+# at batch 1-16.
+FRONT_MAX_ROWS = 4096
 FRONT_CONV_XPROJ = True
 # Activation dtypes the front path runs for: 16-bit only (norm_in_proj's fp32 tl.dot runs on the FMA pipe and
 # spills: static, sm_90, 1.1 KB at Vim-Ti's shapes; fp32 inference keeps the per-op path).
