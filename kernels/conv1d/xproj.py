@@ -37,6 +37,7 @@ import triton.language as tl
 from kernels.conv1d.fwd import conv_out_like
 from kernels.launch import CallMemo, launch
 from kernels.runtime import LaunchConfig, cdiv, check_device, next_power_of_2
+from kernels.tiledot import dot_acc
 
 _MEMO = CallMemo("conv_xproj")  # eager calls replayed by signature (kernels/launch.py)
 
@@ -99,15 +100,8 @@ def _conv_xproj_kernel(
         p_f = tl.load(p_at, mask=p_mask, other=0.0)
         p_b = tl.load(p_at + stride_p_dir, mask=p_mask, other=0.0)
         # (channels past E: u = SiLU(0) = 0 and x_proj_t's rows load as 0; rows past M: never stored)
-        if UPCAST:  # the interpreter's tl.dot multiplies 16-bit floats as their raw bits: fp32 there
-            acc_f = tl.dot(u_f.to(tl.float32), p_f.to(tl.float32), acc_f, input_precision="ieee")
-            acc_b = tl.dot(u_b.to(tl.float32), p_b.to(tl.float32), acc_b, input_precision="ieee")
-        elif IEEE:
-            acc_f = tl.dot(u_f, p_f, acc_f, input_precision="ieee")
-            acc_b = tl.dot(u_b, p_b, acc_b, input_precision="ieee")
-        else:
-            acc_f = tl.dot(u_f, p_f, acc_f)
-            acc_b = tl.dot(u_b, p_b, acc_b)
+        acc_f = dot_acc(u_f, p_f, acc_f, IEEE, UPCAST)
+        acc_b = dot_acc(u_b, p_b, acc_b, IEEE, UPCAST)
     o_at = xdbl_ptr + offs_m[:, None] * stride_o_m + offs_w[None, :]
     o_mask = mask_m[:, None] & mask_w[None, :]
     tl.store(o_at, acc_f.to(xdbl_ptr.dtype.element_ty), mask=o_mask)

@@ -32,18 +32,9 @@ import triton.language as tl
 
 from kernels.launch import CallMemo, launch
 from kernels.runtime import LaunchConfig, cdiv, check_device, next_power_of_2
+from kernels.tiledot import dot_acc
 
 _MEMO = CallMemo("norm_in_proj")  # eager calls replayed by signature (kernels/launch.py)
-
-
-@triton.jit
-def _dot(a, b, acc, IEEE: tl.constexpr, UPCAST: tl.constexpr):
-    if UPCAST:  # the interpreter's tl.dot multiplies 16-bit floats as their raw bits: fp32 there
-        return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
-    elif IEEE:
-        return tl.dot(a, b, acc, input_precision="ieee")
-    else:
-        return tl.dot(a, b, acc)
 
 
 @triton.jit(do_not_specialize=["M", "L"])
@@ -78,7 +69,7 @@ def _norm_in_proj_kernel(
                         other=0.0)
             w = tl.load(ow_ptr + offs_d[None, :] * stride_ow_d + offs_k[:, None] * stride_ow_k,
                         mask=mask_k[:, None] & mask_d[None, :], other=0.0)  # (BLOCK_K, BLOCK_D) = out_w^T
-            acc = _dot(a, w, acc, IEEE, UPCAST)
+            acc = dot_acc(a, w, acc, IEEE, UPCAST)
         x = acc.to(y_ptr.dtype.element_ty).to(tl.float32)  # as the out_proj GEMM writes it
     else:
         x = tl.load(y_rows[:, None] + offs_d[None, :] * stride_y_k, mask=rows_d, other=0.0).to(tl.float32)
@@ -96,7 +87,7 @@ def _norm_in_proj_kernel(
     mask_n = offs_n < N
     wi = tl.load(iw_ptr + offs_n[None, :] * stride_iw_n + offs_d[:, None] * stride_iw_d,
                  mask=mask_d[:, None] & mask_n[None, :], other=0.0)  # (BLOCK_D, BLOCK_N) = in_w^T
-    out = _dot(h, wi, tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32), IEEE, UPCAST)
+    out = dot_acc(h, wi, tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32), IEEE, UPCAST)
     tl.store(xz_ptr + (b * stride_xz_b + l * stride_xz_l)[:, None] + offs_n[None, :],
              out.to(xz_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
 

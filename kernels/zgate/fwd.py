@@ -29,6 +29,7 @@ import triton.language as tl
 
 from kernels.launch import launch
 from kernels.runtime import LaunchConfig, cdiv, check_device
+from kernels.tiledot import dot_acc
 
 
 @triton.jit(do_not_specialize=["M", "L"])
@@ -65,12 +66,7 @@ def _zgate_kernel(
                     other=0.0)
         w = tl.load(w_cols[None, :] + offs_k[:, None] * stride_w_d, mask=mask_k[:, None] & mask_n[None, :],
                     other=0.0)
-        if UPCAST:  # the interpreter's tl.dot multiplies 16-bit floats as their raw bits: fp32 there
-            acc = tl.dot(a.to(tl.float32), w.to(tl.float32), acc, input_precision="ieee")
-        elif IEEE:
-            acc = tl.dot(a, w, acc, input_precision="ieee")
-        else:
-            acc = tl.dot(a, w, acc)
+        acc = dot_acc(a, w, acc, IEEE, UPCAST)
     if not EARLY_Y:
         y0 = tl.load(y_ptr + y_off, mask=tile, other=0.0)
         if TWO:

@@ -106,6 +106,17 @@ def test_norm_in_proj_opcheck(op, device):
                               test_utils=("test_schema", "test_faketensor"))
 
 
+def test_norm_in_proj_allocation_twin(op, device):
+    """vimbench.bench.live_memory's twin allocates what the op allocates (shapes, dtypes, strides), so that memory
+    accounting follows the model's front path."""
+    from vimbench.bench.live_memory import allocation_twin_ops
+
+    x = make_inputs(2, 5, 16, 8, "halves", True, dtype=torch.bfloat16, device=device)
+    got = op.norm_in_proj(x[0], x[1], x[2], x[3], 1e-5, x[4])
+    twin = allocation_twin_ops().norm_in_proj(x[0], x[1], x[2], x[3], 1e-5, x[4])
+    assert [(t.shape, t.dtype, t.stride()) for t in twin] == [(t.shape, t.dtype, t.stride()) for t in got]
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("batch, length, dim, channels", [(1, 197, 192, 384), (8, 197, 192, 384),

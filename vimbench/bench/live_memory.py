@@ -113,8 +113,13 @@ def allocation_twin_ops():
         u = conv1d_silu_bidir(x, weight, bias)
         return u, torch.empty((2, x.shape[0] * x.shape[2], x_proj_t.shape[-1]), dtype=out_dtype, device=x.device)
 
+    def norm_in_proj(y, out_w, residual, norm_w, eps, in_w):  # kernels.norm_in_proj.fwd.outputs_like
+        batch, length = y.shape[:2]
+        return (torch.empty((batch, length, in_w.shape[0]), dtype=in_w.dtype, device=y.device),
+                torch.empty((batch, length, norm_w.shape[0]), dtype=torch.float32, device=y.device))
+
     return VimOps("triton-allocations", add_rmsnorm, conv1d_silu_bidir, bimamba_scan, scan_fuses_dt_proj=True,
-                  zgate=zgate, conv_xproj=conv_xproj)
+                  zgate=zgate, conv_xproj=conv_xproj, norm_in_proj=norm_in_proj)
 
 
 def vim_peak_bytes(name: str, res: int, batch: int, dtype: str = "bf16", batch_slice: int = 0,
