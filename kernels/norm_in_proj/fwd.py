@@ -21,7 +21,7 @@ Each of a row tile's N-tile programs recomputes steps 1-2 (cdiv(N, BLOCK_N) time
 small row counts, where the launches, not the FLOPs, bound the forward (the model uses it in eager calls of at most
 `vimbench.models.vim.FRONT_MAX_ROWS` token rows). fp32 operands multiply with input_precision="ieee" (no TF32).
 Inference only (the op refuses autograd). Under TRITON_INTERPRET=1 16-bit tiles are multiplied in fp32 (the
-interpreter's tl.dot treats bf16 as raw bits, triton 3.6-3.8; see kernels/zgate/fwd.py): the CPU tests check the
+interpreter's tl.dot treats bf16 as raw bits, triton 3.6-3.8; kernels/tiledot.py): the CPU tests check the
 tiling, masks and the norm, the GPU tests the 16-bit tl.dot.
 """
 from __future__ import annotations
@@ -140,8 +140,9 @@ def check_norm_in_proj(y: torch.Tensor, out_w: torch.Tensor | None, residual: to
             raise ValueError(f"without out_w, y is the block input (batch, L, D = {dim}); got {tuple(y.shape)}")
     elif out_w.dim() != 2 or tuple(out_w.shape) != (dim, y.shape[2]):
         raise ValueError(f"out_w must be (D, K) = ({dim}, {y.shape[2]}); got {tuple(out_w.shape)}")
-    elif out_w.dtype != y.dtype:
-        raise ValueError(f"y and out_w must share one dtype (the out_proj GEMM's); got {y.dtype} and {out_w.dtype}")
+    elif out_w.dtype != y.dtype or in_w.dtype != y.dtype:
+        raise ValueError(f"y, out_w and in_w must share one dtype (the GEMMs'); got {y.dtype}, {out_w.dtype} and "
+                         f"{in_w.dtype}")
     if residual is not None and (tuple(residual.shape) != (*y.shape[:2], dim) or residual.dtype != torch.float32):
         raise ValueError(f"residual must be fp32 (batch, L, D) = ({y.shape[0]}, {y.shape[1]}, {dim}); got "
                          f"{residual.dtype} {tuple(residual.shape)}")

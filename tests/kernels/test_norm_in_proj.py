@@ -95,6 +95,10 @@ def test_norm_in_proj_refuses_autograd_and_bad_input(op, device):
         op.norm_in_proj(y, out_w, res, norm_w, 1e-5, in_w[:, :3])
     with pytest.raises(ValueError, match="share one dtype"):
         op.norm_in_proj(y, out_w.double(), res, norm_w, 1e-5, in_w)
+    with pytest.raises(ValueError, match="share one dtype"):
+        op.norm_in_proj(y, out_w, res, norm_w, 1e-5, in_w.bfloat16())
+    xz, _ = op.norm_in_proj(res.bfloat16(), None, res, norm_w, 1e-5, in_w)  # no out_proj: any input dtype
+    assert xz.dtype == in_w.dtype
 
 
 def test_norm_in_proj_opcheck(op, device):
