@@ -99,9 +99,11 @@ def norm_in_proj_launch_config(rows: int, dim: int, n_out: int, dtype: torch.dty
     the in_proj tile (BLOCK_D x BLOCK_N) and the out_proj step's (BLOCK_K x BLOCK_D) are held to 32 Ki and 16 Ki
     elements (Vim-Ti, D = 192: 256 x 128 and 64 x 256; Vim-B, D = 768: 1024 x 32 and 16 x 1024), 32 rows (16 from
     BLOCK_D = 1024), 4 warps (8 from BLOCK_D = 1024), 2 stages. fp32 (ieee tl.dot, on the FMA pipe from registers):
-    16 rows, an in_proj tile of at most 8 Ki elements, 16 of K per step, 8 warps (static, sm_90: 256 x 128 on 4
-    warps spilled 8.6 KB, 256 x 32 on 4 warps 1.1 KB). Under the interpreter 16 rows x 32 outputs x 16 of K,
-    so that tests cross row tiles, images, N tiles and K steps. At least one N tile: its programs store r (N = 0 too)."""
+    16 rows, an in_proj tile of at most 8 Ki elements, 16 of K per step, 8 warps; it still spills (static, sm_90,
+    Vim-Ti: 256 x 128 on 4 warps 8.6 KB, 256 x 32 on 4 or 8 warps 1.1 KB), so the model runs the front path for
+    16-bit activations only (`vimbench.models.vim.FRONT_DTYPES`). Under the interpreter 16 rows x 32 outputs x 16
+    of K, so that tests cross row tiles, images, N tiles and K steps. At least one N tile: its programs store r
+    (N = 0 too)."""
     block_d = max(16, next_power_of_2(dim))
     if interpreted:
         block_m, block_n, block_k, warps = 16, 32, 16, 1

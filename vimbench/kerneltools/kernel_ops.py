@@ -597,9 +597,9 @@ def _norm_in_proj_inputs(shape: OpShape, dtype, device: str) -> dict[str, Any]:
     B_, E, L, D = shape.batch, shape.channels, shape.length, shape.d_model
     rnd = _random(shape, device)
     out_w = rnd(D, E, scale=E ** -0.5, dt=dtype)
-    return dict(y=rnd(B_, L, 2 * E, dt=dtype), out_w=torch.cat([out_w, out_w], 1), residual=rnd(B_, L, D, dt=torch.float32),
-                norm_w=rnd(D, scale=0.1, shift=1.0, dt=torch.float32), eps=1e-5,
-                in_w=rnd(2 * E, D, scale=D ** -0.5, dt=dtype))
+    return dict(y=rnd(B_, L, 2 * E, dt=dtype), out_w=torch.cat([out_w, out_w], 1),
+                residual=rnd(B_, L, D, dt=torch.float32), norm_w=rnd(D, scale=0.1, shift=1.0, dt=torch.float32),
+                eps=1e-5, in_w=rnd(2 * E, D, scale=D ** -0.5, dt=dtype))
 
 
 def _norm_in_proj_spec(dtype: str, shape: OpShape = OpShape(batch=1, channels=384, length=VIM_TI_224)) -> KernelSpec:
