@@ -36,6 +36,7 @@ from typing import Any, Iterator
 
 import torch
 import triton
+from torch.utils._python_dispatch import TorchDispatchMode
 
 # Triton versions whose CompiledKernel.run(gridX, gridY, gridZ, stream, function, packed_metadata,
 # launch_metadata, enter_hook, exit_hook, *args) convention the GPU tests checked (tests/kernels/test_launch.py).
@@ -48,14 +49,22 @@ _enabled = os.environ.get("VIMBENCH_FAST_LAUNCH", "1") != "0" and triton.__versi
 _cache: dict[tuple, tuple] = {}
 _JIT_FUNCTION = triton.runtime.jit.JITFunction
 _TRITON_RUNTIME = getattr(getattr(triton, "knobs", None), "runtime", None)
-stats = {"direct": 0, "triton": 0, "replayed": 0}  # launches by path, replayed calls (CallMemo), since import
+# launches by path, replayed calls (CallMemo), replayed launch sequences (LaunchSequence), since import
+stats = {"direct": 0, "triton": 0, "replayed": 0, "sequences": 0}
 _replay = os.environ.get("VIMBENCH_CALL_REPLAY", "1") != "0"  # CallMemo replays (`call_replay`)
 _on_gpu = operator.attrgetter("is_cuda")  # which tensors a replayed call may take (CPU tests widen it)
-_local = threading.local()  # .recording: the launches of the call this thread's `CallMemo.record` is recording
+_local = threading.local()  # .recording: the launches of the call this thread's `CallMemo.record` is recording;
+# .sequence: those of the block this thread's `record_launches` is recording
 
 
 def fast_launch_enabled() -> bool:
     return _enabled
+
+
+def replays_enabled(t: torch.Tensor | None = None) -> bool:
+    """Whether recorded launches may be replayed (CallMemo, LaunchSequence): the direct path and replays are on,
+    and no launch hook is registered; with t, also for launches on t's device."""
+    return _enabled and _replay and (t is None or _on_gpu(t)) and not _hooks_registered(None)
 
 
 @contextlib.contextmanager
@@ -132,6 +141,12 @@ def launch(kernel, grid: tuple[int, ...], *args: Any, **kwargs: Any) -> None:
     has been launched before (module docstring). grid: 1 to 3 ints; args, kwargs: the kernel's arguments (the
     first ones by position, the rest by name), constexprs and launch options (num_warps, maxnreg) included, as
     Triton takes them."""
+    if getattr(_local, "sequence", None) is not None and not getattr(_local, "launching", False):
+        _local.launching = True  # a recorded block's launch: its own tensor work (the interpreter's) is no device
+        try:                     # work besides the launch (`_DeviceWorkSeen`)
+            return launch(kernel, grid, *args, **kwargs)
+        finally:
+            _local.launching = False
     if not _enabled or type(kernel) is not _JIT_FUNCTION:
         stats["triton"] += 1
         _not_replayable()
@@ -147,11 +162,13 @@ def launch(kernel, grid: tuple[int, ...], *args: Any, **kwargs: Any) -> None:
         entry = key = None
     if entry is None or _hooks_registered(kernel):
         _triton_launch(kernel, grid, kwargs, key)
-        recording = getattr(_local, "recording", None)
-        if recording is not None:
+        recording, sequence = getattr(_local, "recording", None), getattr(_local, "sequence", None)
+        if recording is not None or sequence is not None:
             entry = None if key is None or _hooks_registered(kernel) else _cache.get(key)
-            recording.append(None if entry is None else
-                             (kernel, entry[0], _grid3(grid), entry[1]({**entry[2], **kwargs})))
+            made = None if entry is None else (kernel, entry[0], _grid3(grid), entry[1]({**entry[2], **kwargs}))
+            for launches in (recording, sequence):
+                if launches is not None:
+                    launches.append(made)
         return
     compiled, params_in_order, defaults = entry
     args = params_in_order({**defaults, **kwargs} if defaults else kwargs)
@@ -159,9 +176,11 @@ def launch(kernel, grid: tuple[int, ...], *args: Any, **kwargs: Any) -> None:
     compiled.run(*grid, torch._C._cuda_getCurrentRawStream(device), compiled.function, compiled.packed_metadata,
                  None, None, None, *args)
     stats["direct"] += 1
-    recording = getattr(_local, "recording", None)
+    recording, sequence = getattr(_local, "recording", None), getattr(_local, "sequence", None)
     if recording is not None:
         recording.append((kernel, compiled, grid, args))
+    if sequence is not None:
+        sequence.append((kernel, compiled, grid, args))
 
 
 def _grid3(grid: tuple[int, ...]) -> tuple[int, int, int]:
@@ -171,9 +190,9 @@ def _grid3(grid: tuple[int, ...]) -> tuple[int, int, int]:
 
 def _not_replayable() -> None:
     """A launch inside a recorded call that cannot be replayed (Triton's path without a cache entry)."""
-    recording = getattr(_local, "recording", None)
-    if recording is not None:
-        recording.append(None)
+    for launches in (getattr(_local, "recording", None), getattr(_local, "sequence", None)):
+        if launches is not None:
+            launches.append(None)
 
 
 class CallMemo:
@@ -229,8 +248,8 @@ class CallMemo:
         the signature was not recorded or replays are off."""
         plan = self._plans.get(sig) if sig is not None else None
         if plan is None or not (_enabled and _replay) or getattr(_local, "recording", None) is not None \
-                or _hooks_registered(None):
-            return False  # (an outer call being recorded must see every launch go through `launch`)
+                or getattr(_local, "sequence", None) is not None or _hooks_registered(None):
+            return False  # (an outer call or sequence being recorded must see every launch go through `launch`)
         if any(kernel.pre_run_hooks for kernel, *_ in plan):
             return False
         stream = torch._C._cuda_getCurrentRawStream(sig[1])
@@ -285,3 +304,138 @@ def _plan(launches: list, tensors: tuple) -> tuple | None:
             args[position] = None
         plan.append((kernel, compiled, grid, args, tuple(slots)))
     return tuple(plan)
+
+
+class _DeviceWorkSeen(TorchDispatchMode):
+    """Inside `record_launches`: notes every aten op that may compute (anything but allocations and views that
+    really alias their input), since a replayed sequence holds the Triton launches only and would leave it out."""
+
+    ALLOCATIONS = frozenset({torch.ops.aten.empty.memory_format, torch.ops.aten.empty_strided.default,
+                             torch.ops.aten.empty_like.default, torch.ops.aten.new_empty.default,
+                             torch.ops.aten.new_empty_strided.default})
+
+    def __init__(self, seen: list):
+        super().__init__()
+        self.seen = seen
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func in self.ALLOCATIONS or getattr(_local, "launching", False):
+            return out
+        base = args[0] if args and isinstance(args[0], torch.Tensor) else None
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        aliases = func.is_view and base is not None and all(
+            isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() == base.untyped_storage().data_ptr()
+            for t in outs)  # (reshape and to are alias-annotated but copy when they must)
+        if not aliases:
+            self.seen.append(str(func))
+        return out
+
+
+@contextlib.contextmanager
+def record_launches() -> Iterator[list]:
+    """Run the block as usual and collect, in order, every Triton launch it makes through `launch` as (kernel,
+    compiled, grid, arguments in parameter order), or None for a launch that took Triton's path uncached, or for
+    any other device work (an aten op that is not an allocation or a view: a GEMM, a copy), which a replay of the
+    launches would leave out. CallMemo replays are off inside (their launches are collected one by one)."""
+    if getattr(_local, "sequence", None) is not None:
+        raise RuntimeError("record_launches blocks do not nest")
+    _local.sequence = launches = []
+    seen: list = []
+    try:
+        with _DeviceWorkSeen(seen):
+            yield launches
+    finally:
+        _local.sequence = None
+    launches.extend([None] * len(seen))
+
+
+class LaunchSequence:
+    """A block's Triton launches (`record_launches`), replayed later as one fixed sequence on the stream it was
+    recorded on: the compiled kernels get the recorded grids and arguments, except the `inputs`, whose
+    addresses are read at each replay. It skips every launcher's Python (checks, launch configuration, argument
+    lists, CallMemo signatures): an eager forward's launches at the cost of the compiled launchers alone.
+
+    The sequence keeps the tensors its launches read or write alive (its `owned` ones: buffers and weights) and
+    hands their addresses to the launchers as integers. Whoever replays it answers for the rest: the inputs have
+    the shapes, strides, dtypes and alignment they had at recording, the owned tensors still hold what the
+    launches should read (a weight updated in place is seen; a replaced one is not), and no replay of the same
+    sequence runs on another stream at the same time (the buffers are shared). `build` returns None where a
+    sequence cannot stand for the block: a launch that was not cached, device work besides the launches, a
+    tensor neither owned nor an input (a temporary a launcher made: its memory is gone after the block), a launch
+    hook, the direct path or replays off."""
+
+    def __init__(self, steps: list, slots: tuple, owned: tuple, stream: int, device: int):
+        self._steps, self._slots, self._owned = steps, slots, owned
+        self.stream, self.device = stream, device
+
+    def __len__(self) -> int:
+        return len(self._steps)
+
+    @classmethod
+    def build(cls, launches: list, inputs: tuple, owned: tuple) -> LaunchSequence | None:
+        if not launches or any(entry is None for entry in launches) or not (_enabled and _replay) \
+                or _hooks_registered(None) or any(kernel.pre_run_hooks for kernel, *_ in launches):
+            return None
+        owned = tuple(t for t in owned if t is not None)
+        owned_storages = {t.untyped_storage().data_ptr() for t in owned if t.numel()}
+        input_ptrs = [t.data_ptr() for t in inputs]
+        device = torch.cuda.current_device()
+        stream = torch._C._cuda_getCurrentRawStream(device)
+        steps, slots = [], []
+        for step, (kernel, compiled, grid, args) in enumerate(launches):
+            args = list(args)
+            for position, value in enumerate(args):
+                if value.__class__ not in _TENSOR_CLASSES:
+                    continue
+                storage = value.untyped_storage().data_ptr()
+                index = next((i for i, t in enumerate(inputs) if t.untyped_storage().data_ptr() == storage), None)
+                if index is not None:
+                    offset = value.data_ptr() - input_ptrs[index]
+                    if not value.is_cuda and (value is not inputs[index]):
+                        return None  # an interpreted kernel takes the tensor itself, not an address
+                    slots.append((step, position, index, offset))
+                elif storage in owned_storages or value.numel() == 0:
+                    args[position] = value.data_ptr() if value.is_cuda else value
+                else:
+                    return None
+            steps.append(_step(compiled, grid, stream, args))
+        return cls(steps, tuple(slots), owned, stream, device)
+
+    def replay(self, inputs: tuple) -> None:
+        """Launch the sequence with these inputs (class docstring: what the caller answers for)."""
+        steps = self._steps
+        if self._slots:
+            steps = list(steps)
+            for step, position, index, offset in self._slots:
+                run, args = steps[step]
+                if args is self._steps[step][1]:
+                    args = list(args)
+                    steps[step] = (run, args)
+                t = inputs[index]
+                args[position + _ARGS_AT[run is not None]] = t.data_ptr() + offset if t.is_cuda else t
+        for run, args in steps:
+            (run or _run_compiled)(*args)
+        stats["sequences"] += 1
+
+
+# A step's callable and its positional arguments: the CUDA launcher's own C function where the compiled kernel
+# needs no scratch memory (triton 3.6's CudaLauncher.launch(gridX, gridY, gridZ, stream, function, cooperative, pdl,
+# global_scratch, profile_scratch, packed_metadata, launch_metadata, enter_hook, exit_hook, *args)), else
+# CompiledKernel.run with launch.py's usual arguments (`_run_compiled`). _ARGS_AT: where the kernel's arguments
+# start in each form (True: the launcher's C function).
+_ARGS_AT = {True: 13, False: 5}
+
+
+def _step(compiled, grid: tuple, stream: int, args: list) -> tuple:
+    launcher = compiled.run
+    c_launch = getattr(launcher, "launch", None)
+    if c_launch is not None and getattr(launcher, "global_scratch_size", 1) == 0 \
+            and getattr(launcher, "profile_scratch_size", 1) == 0:
+        return c_launch, (*grid, stream, compiled.function, launcher.launch_cooperative_grid, launcher.launch_pdl,
+                          None, None, compiled.packed_metadata, None, None, None, *args)
+    return None, (compiled, *grid, stream, *args)
+
+
+def _run_compiled(compiled, gx, gy, gz, stream, *args) -> None:
+    compiled.run(gx, gy, gz, stream, compiled.function, compiled.packed_metadata, None, None, None, *args)

@@ -85,6 +85,23 @@ def check_token_offsets(length: int, **tensors: torch.Tensor | None) -> None:
                              "pass a tensor whose L stride is smaller (contiguous in (L, E) order, for example)")
 
 
+def check_out(out: tuple, likes: tuple, device: torch.device, inputs: tuple, names: tuple[str, ...]) -> None:
+    """An eager launcher's `out` buffers against the outputs it would allocate (`likes`, as its `*_like` helpers
+    make them on the meta device): each has the very shape, strides and dtype, lives on `device` and shares no
+    memory with an input (the kernels read inputs while other programs write outputs); ValueError naming what is
+    wrong."""
+    if len(out) != len(likes) or any(t is None for t in out):
+        raise ValueError(f"out must be None or {len(likes)} buffers ({', '.join(names)})")
+    storages = {t.untyped_storage().data_ptr() for t in inputs if t is not None and t.numel()}
+    for name, like, given in zip(names, likes, out):
+        if (given.shape, given.stride(), given.dtype, given.device) != (like.shape, like.stride(), like.dtype, device):
+            raise ValueError(f"out buffer {name} must be {like.dtype} {tuple(like.shape)} with strides {like.stride()} "
+                             f"on {device}; got {given.dtype} {tuple(given.shape)} with strides {given.stride()} on "
+                             f"{given.device}")
+        if given.numel() and given.untyped_storage().data_ptr() in storages:
+            raise ValueError(f"out buffer {name} shares memory with an input")
+
+
 def interpreted(kernel) -> bool:
     """Whether `kernel` (a @triton.jit function) was defined under TRITON_INTERPRET=1."""
     return type(kernel).__name__ == "InterpretedFunction"

@@ -190,13 +190,15 @@ def conv1d_launch_config(batch: int, channels: int, length: int, width: int, cha
                         constexprs=dict(K=width, BLOCK_E=block_e, BLOCK_L=block_l), num_warps=warps)
 
 
-def conv_out_like(x: torch.Tensor) -> torch.Tensor:
+def conv_out_like(x: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
     """The uninitialized (2, batch, E, L) output for x (batch, E, L): laid out (batch, L, 2, E) in memory when x is
-    channel-last, else contiguous. One definition for the launcher and the custom op's fake."""
+    channel-last, else contiguous; on x's device or `device`. One definition for the launcher and the custom op's
+    fake."""
     batch, channels, length = x.shape
+    device = x.device if device is None else device
     if x.stride(1) == 1 and channels > 1:  # per token, both directions' channel runs side by side
-        return torch.empty((batch, length, 2, channels), dtype=x.dtype, device=x.device).permute(2, 0, 3, 1)
-    return torch.empty((2, batch, channels, length), dtype=x.dtype, device=x.device)
+        return torch.empty((batch, length, 2, channels), dtype=x.dtype, device=device).permute(2, 0, 3, 1)
+    return torch.empty((2, batch, channels, length), dtype=x.dtype, device=device)
 
 
 def conv1d_silu_bidir(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

@@ -95,16 +95,19 @@ def _(x, weight, bias, x_proj_t, out_dtype):
 
 
 def conv_xproj(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, x_proj_t: torch.Tensor,
-               out_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+               out_dtype: torch.dtype, out: tuple | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Both directions' conv + SiLU and x_proj in one launch: (u, x_dbl), u as `conv1d_silu_bidir` returns it and
     x_dbl (2, batch * L, W) = u's token rows @ x_proj_t in out_dtype (fp32 or x's dtype). x channel-last.
-    Contract: `conv_xproj_ref`. Inference only: raises NotImplementedError when autograd would record the call."""
+    Contract: `conv_xproj_ref`. out: (u, x_dbl) buffers to write (eager only; `xproj.conv_xproj`). Inference
+    only: raises NotImplementedError when autograd would record the call."""
     if records_autograd(x, weight, bias, x_proj_t):
         raise NotImplementedError("conv_xproj on the triton backend has no backward pass: run it under "
                                   "torch.no_grad() (inference); training keeps the conv op and the x_proj GEMM")
     if needs_custom_op(x, weight, bias, x_proj_t):
+        if out is not None:
+            raise ValueError("conv_xproj's out buffers are for eager calls; a traced call allocates its outputs")
         return torch.ops.vimbench.conv_xproj(x, weight, bias, x_proj_t, out_dtype)
-    return xproj.conv_xproj(x, weight, bias, x_proj_t, out_dtype)
+    return xproj.conv_xproj(x, weight, bias, x_proj_t, out_dtype, out)
 
 
 __all__ = ["conv1d_silu_bidir", "conv_xproj"]

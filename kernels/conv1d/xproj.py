@@ -36,7 +36,7 @@ import triton.language as tl
 
 from kernels.conv1d.fwd import conv_out_like
 from kernels.launch import CallMemo, launch
-from kernels.runtime import LaunchConfig, cdiv, check_device, next_power_of_2
+from kernels.runtime import LaunchConfig, cdiv, check_device, check_out, next_power_of_2
 from kernels.tiledot import dot_acc
 
 _MEMO = CallMemo("conv_xproj")  # eager calls replayed by signature (kernels/launch.py)
@@ -137,11 +137,12 @@ def conv_xproj_launch_config(rows: int, channels: int, width: int, dtype: torch.
                         num_stages=stages)
 
 
-def x_dbl_like(x: torch.Tensor, width: int, out_dtype: torch.dtype) -> torch.Tensor:
-    """The uninitialized x_dbl (2, batch * L, width) in out_dtype for x (batch, E, L): one definition for the
-    launcher and the custom op's fake."""
+def x_dbl_like(x: torch.Tensor, width: int, out_dtype: torch.dtype, device: torch.device | str | None = None
+               ) -> torch.Tensor:
+    """The uninitialized x_dbl (2, batch * L, width) in out_dtype for x (batch, E, L), on x's device or `device`:
+    one definition for the launcher and the custom op's fake."""
     batch, _, length = x.shape
-    return torch.empty((2, batch * length, width), dtype=out_dtype, device=x.device)
+    return torch.empty((2, batch * length, width), dtype=out_dtype, device=x.device if device is None else device)
 
 
 def check_conv_xproj(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, x_proj_t: torch.Tensor,
@@ -168,13 +169,19 @@ def check_conv_xproj(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
 
 
 def conv_xproj(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, x_proj_t: torch.Tensor,
-               out_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+               out_dtype: torch.dtype, out: tuple | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(u, x_dbl): u = conv1d_silu_bidir(x, weight, bias) ((2, batch, E, L) in x's dtype, laid out (batch, L, 2, E))
     and x_dbl = u's token rows @ x_proj_t per direction ((2, batch * L, W) in out_dtype, fp32 accumulation).
-    Contract: `conv_xproj_ref`."""
+    out: (u, x_dbl) buffers to write instead of new ones, laid out as `conv_out_like` and `x_dbl_like` make them
+    and apart from the inputs (`check_out`). Contract: `conv_xproj_ref`."""
     check_conv_xproj(x, weight, bias, x_proj_t, out_dtype)
-    u = conv_out_like(x)
-    x_dbl = x_dbl_like(x, x_proj_t.shape[-1], out_dtype)
+    width = x_proj_t.shape[-1]
+    if out is None:
+        u, x_dbl = conv_out_like(x), x_dbl_like(x, width, out_dtype)
+    else:
+        check_out(out, (conv_out_like(x, "meta"), x_dbl_like(x, width, out_dtype, "meta")), x.device,
+                  (x, weight, bias, x_proj_t), ("u", "x_dbl"))
+        u, x_dbl = out
     tensors = (x, weight, bias, x_proj_t, u, x_dbl)
     if u.numel() == 0:  # no tokens, or no channels (x_dbl: a sum over none)
         return u, x_dbl.zero_()

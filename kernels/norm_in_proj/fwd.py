@@ -31,7 +31,7 @@ import triton
 import triton.language as tl
 
 from kernels.launch import CallMemo, launch
-from kernels.runtime import LaunchConfig, cdiv, check_device, next_power_of_2
+from kernels.runtime import LaunchConfig, cdiv, check_device, check_out, next_power_of_2
 from kernels.tiledot import dot_acc
 
 _MEMO = CallMemo("norm_in_proj")  # eager calls replayed by signature (kernels/launch.py)
@@ -120,12 +120,14 @@ def norm_in_proj_launch_config(rows: int, dim: int, n_out: int, dtype: torch.dty
                         num_warps=warps, num_stages=2)
 
 
-def outputs_like(y: torch.Tensor, norm_w: torch.Tensor, in_w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def outputs_like(y: torch.Tensor, norm_w: torch.Tensor, in_w: torch.Tensor, device: torch.device | str | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """What `norm_in_proj` allocates: xz (batch, L, N) in in_w's dtype and r (batch, L, D) fp32, contiguous (the
-    fake's answer too)."""
+    fake's answer too), on y's device or `device`."""
     batch, length = y.shape[:2]
-    return (torch.empty((batch, length, in_w.shape[0]), dtype=in_w.dtype, device=y.device),
-            torch.empty((batch, length, norm_w.shape[0]), dtype=torch.float32, device=y.device))
+    device = y.device if device is None else device
+    return (torch.empty((batch, length, in_w.shape[0]), dtype=in_w.dtype, device=device),
+            torch.empty((batch, length, norm_w.shape[0]), dtype=torch.float32, device=device))
 
 
 def check_norm_in_proj(y: torch.Tensor, out_w: torch.Tensor | None, residual: torch.Tensor | None,
@@ -155,11 +157,17 @@ def check_norm_in_proj(y: torch.Tensor, out_w: torch.Tensor | None, residual: to
 
 
 def norm_in_proj(y: torch.Tensor, out_w: torch.Tensor | None, residual: torch.Tensor | None, norm_w: torch.Tensor,
-                 eps: float, in_w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                 eps: float, in_w: torch.Tensor, out: tuple | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(xz, r): the previous out_proj (when out_w is given), the residual add, RMSNorm and in_proj for every token
-    of y. Contract: `norm_in_proj_ref`."""
+    of y. out: (xz, r) buffers to write instead of new ones, laid out as `outputs_like` makes them and apart from
+    the inputs (`check_out`). Contract: `norm_in_proj_ref`."""
     check_norm_in_proj(y, out_w, residual, norm_w, in_w)
-    xz, r = outputs_like(y, norm_w, in_w)
+    if out is None:
+        xz, r = outputs_like(y, norm_w, in_w)
+    else:
+        check_out(out, outputs_like(y, norm_w, in_w, "meta"), y.device, (y, out_w, residual, norm_w, in_w),
+                  ("xz", "r"))
+        xz, r = out
     tensors = (y, out_w, residual, norm_w, in_w, xz, r)
     sig = _MEMO.signature(tensors, eps)
     if _MEMO.replay(sig, tensors):

@@ -82,6 +82,26 @@ def test_conv_xproj_rejects_bad_input(op, device):
         op.conv_xproj(x, w, b, p, torch.float16)
 
 
+def test_conv_xproj_writes_given_buffers(op, device):
+    """out=(u, x_dbl): the results land in the caller's buffers, laid out as the op's own (u (B, L, 2, E) in
+    memory); another layout, dtype, or a buffer over the input is refused."""
+    x, w, b, p = make_inputs(2, 8, 5, 16, device=device)
+    want_u, want_x_dbl = op.conv_xproj(x, w, b, p, torch.float32)
+    u, x_dbl = torch.full_like(want_u, float("nan")), torch.full_like(want_x_dbl, float("nan"))
+    assert u.stride() == want_u.stride()
+    got = op.conv_xproj(x, w, b, p, torch.float32, out=(u, x_dbl))
+    assert got[0] is u and got[1] is x_dbl and torch.equal(u, want_u) and torch.equal(x_dbl, want_x_dbl)
+    for bad, match in [((u.contiguous(), x_dbl), "must be"), ((u, x_dbl.half()), "must be"),
+                       ((u, x_dbl[:, :3]), "must be"), ((u,), "must be None or 2"),
+                       ((x.transpose(1, 2).unsqueeze(0).expand(2, -1, -1, -1).permute(0, 1, 3, 2), x_dbl), "must be")]:
+        with pytest.raises(ValueError, match=match):
+            op.conv_xproj(x, w, b, p, torch.float32, out=bad)
+    xz = x.transpose(1, 2)._base  # the (B, L, 2E) tensor x is a view of: u laid over it overlaps the input
+    over = xz.view(2, 5, 2, 8).permute(2, 0, 3, 1)
+    with pytest.raises(ValueError, match="shares memory with an input"):
+        op.conv_xproj(x, w, b, p, torch.float32, out=(over, x_dbl))
+
+
 def test_conv_xproj_refuses_autograd(op, device):
     """No backward: a call autograd would record raises instead of returning a detached result."""
     x, w, b, p = make_inputs(1, 8, 5, 16, device=device)

@@ -229,6 +229,65 @@ def test_the_memo_keeps_no_tensors(memo, kernel):
     assert all(r() is None for r in refs)
 
 
+# LaunchSequence: a block's launches recorded once, replayed as one fixed sequence
+
+def test_a_recorded_block_replays_its_launches_with_the_new_input(memo, kernel):
+    x, out, weight = torch.zeros(8), torch.zeros(8), torch.ones(4)
+    _launch(kernel, x, out)  # Triton's path: cached
+    assert _launcher(memo, kernel, x, out) == "launched"
+    with launch_mod.record_launches() as launches:
+        _launch(kernel, x, out)
+        assert _launcher(memo, kernel, x, out) == "launched", "no CallMemo replay inside: each launch is recorded"
+        launch(kernel, (1,), weight, y_ptr=out[2:], n=5, scale=1.0, BLOCK=4, num_warps=1)
+    sequence = launch_mod.LaunchSequence.build(launches, (x,), (out, weight))
+    assert sequence is not None and len(sequence) == 3
+    kernel.compiled.direct.clear()
+    triton_before, sequences = len(kernel.triton), launch_mod.stats["sequences"]
+    x2 = torch.ones(8)
+    sequence.replay((x2,))
+    assert len(kernel.triton) == triton_before and launch_mod.stats["sequences"] == sequences + 1
+    first, second, third = kernel.compiled.direct
+    assert first[:9] == (3, 2, 1, 1234, "function", "packed", None, None, None)
+    # CPU tensors go in as themselves (CUDA ones as their addresses); the input is this replay's
+    assert first[9] is x2 and first[10] is out and first[11:] == (5, 0.5, 4, False)
+    assert second[:3] == (8, 1, 1) and second[9] is x2
+    assert third[:3] == (1, 1, 1) and third[9] is weight and third[10].data_ptr() == out[2:].data_ptr()
+    sequence.replay((x,))
+    assert kernel.compiled.direct[-3][9] is x
+
+
+@pytest.mark.parametrize("spoiler", ["uncached launch", "device work", "temporary", "replays off", "hook"])
+def test_a_block_that_a_replay_would_not_reproduce_builds_no_sequence(memo, kernel, spoiler):
+    x, out = torch.zeros(8), torch.zeros(8)
+    _launch(kernel, x, out)
+    with launch_mod.record_launches() as launches:
+        _launch(kernel, x, out)
+        if spoiler == "uncached launch":
+            _launch(kernel, x, out, scale=SimpleNamespace())  # a class the cache key does not cover
+        elif spoiler == "device work":
+            x.view(2, 4).t().reshape(8)  # a reshape that copies: the sequence holds launches only
+        elif spoiler == "temporary":
+            _launch(kernel, x, torch.zeros(8))  # made inside the block: gone after it
+    if spoiler == "hook":
+        kernel.pre_run_hooks.append(print)
+    with launch_mod.call_replay(spoiler != "replays off"):
+        assert launch_mod.LaunchSequence.build(launches, (x,), (out,)) is None
+    kernel.pre_run_hooks.clear()
+    assert launch_mod.LaunchSequence.build(launches[:1], (x,), (out,)) is not None  # the first launch alone
+    with launch_mod.record_launches() as views_only:
+        _launch(kernel, x, out.view(2, 4).view(-1))  # views and allocations are no device work
+        x.view(2, 4).transpose(0, 1), x.view(2, 4).reshape(8), x.to(torch.float32)
+        torch.empty(3)
+    assert launch_mod.LaunchSequence.build(views_only, (x,), (out,)) is not None
+
+
+def test_recorded_blocks_do_not_nest(kernel):
+    with launch_mod.record_launches():
+        with pytest.raises(RuntimeError, match="do not nest"):
+            with launch_mod.record_launches():
+                pass
+
+
 @pytest.fixture
 def interpreted_direct_path(monkeypatch):
     """The direct path and replays on CPU: launches of interpreted kernels are cached as if compiled, and the
@@ -266,15 +325,14 @@ def interpreted_direct_path(monkeypatch):
 
 
 @pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="needs TRITON_INTERPRET=1 (the test setup sets it)")
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])  # the combined scan; the halves over u
-def test_replayed_vim_forwards_equal_launched_ones(interpreted_direct_path, dtype):
-    """A small Vim (depth 2, 5 tokens) on backend triton, interpreted: the forward whose add_rmsnorm, conv1d and
-    scan calls are all replayed gives the very outputs of the one that launched them."""
+def test_replayed_vim_forwards_equal_launched_ones(interpreted_direct_path):
+    """A small Vim (depth 2, 5 tokens) on backend triton, interpreted, fp32 (the per-op path): the forward whose
+    add_rmsnorm, conv1d and scan calls are all replayed gives the very outputs of the one that launched them."""
     from vimbench.models.vim import VisionMamba
 
     torch.manual_seed(0)
-    model = VisionMamba(img_size=32, embed_dim=16, depth=2, num_classes=5, backend="triton").eval().to(dtype)
-    images = torch.randn(1, 3, 32, 32, dtype=dtype)
+    model = VisionMamba(img_size=32, embed_dim=16, depth=2, num_classes=5, backend="triton").eval()
+    images = torch.randn(1, 3, 32, 32)
     with torch.inference_mode():
         with fast_launch(False):
             want = model(images)
@@ -283,6 +341,51 @@ def test_replayed_vim_forwards_equal_launched_ones(interpreted_direct_path, dtyp
         got = model(images)
     assert launch_mod.stats["replayed"] - before == 2 * 3 + 1  # per layer norm, conv, scan; the final norm
     assert torch.equal(want, got)
+
+
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="needs TRITON_INTERPRET=1 (the test setup sets it)")
+def test_the_front_path_replays_its_recorded_launches(interpreted_direct_path, monkeypatch):
+    """The bf16 front path (VisionMamba._forward_front) records its layers' launches once per key and replays
+    them as one sequence: the same outputs as Triton's own launches, for new input values, after a norm weight
+    changes in place (read by address), and after a mixer parameter changes (the mixer rebuilds its weights: the
+    plan is recorded again); another batch is another plan; a forward off the path, or a copy, keeps none."""
+    import copy
+
+    import vimbench.models.vim as vim
+
+    torch.manual_seed(0)
+    model = vim.VisionMamba(img_size=32, embed_dim=16, depth=2, num_classes=5, backend="triton").eval()
+    model = model.to(torch.bfloat16)
+
+    def pair(images):
+        with torch.inference_mode():
+            with fast_launch(False):
+                want = model(images)
+            before = launch_mod.stats["sequences"]
+            got = model(images)
+            replayed = launch_mod.stats["sequences"] - before
+        assert torch.equal(want, got)
+        return replayed
+
+    images = torch.randn(1, 3, 32, 32, dtype=torch.bfloat16)
+    assert pair(images) == 0, "the first forward records"
+    plan = vim._FRONT_PLANS[model]
+    assert plan.sequence is not None and len(plan.sequence) == 3 * len(model.layers)
+    assert pair(images) == 1 and pair(torch.randn_like(images)) == 1
+    with torch.no_grad():
+        model.layers[1].norm.weight.mul_(0.5)
+    assert pair(images) == 1 and vim._FRONT_PLANS[model] is plan
+    with torch.no_grad():
+        model.layers[0].mixer.in_proj.weight.mul_(0.5)
+    assert pair(images) == 0 and vim._FRONT_PLANS[model] is not plan
+    assert pair(images) == 1
+    batch2 = torch.randn(2, 3, 32, 32, dtype=torch.bfloat16)
+    assert pair(batch2) == 0 and pair(batch2) == 1
+    assert model not in copy.deepcopy(model).__dict__.values() and copy.deepcopy(model) not in vim._FRONT_PLANS
+    monkeypatch.setattr(vim, "FRONT_MAX_ROWS", 0)
+    with torch.inference_mode():
+        model(images)
+    assert model not in vim._FRONT_PLANS, "the buffers go with the first forward off the path"
 
 
 @pytest.mark.gpu
@@ -328,3 +431,48 @@ def test_direct_launches_match_tritons_on_the_gpu():
     for w, g in zip(want, got):
         scale = w.float().abs().max().item() + 1e-12
         assert (w.float() - g.float()).abs().max().item() <= 1e-2 * scale
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not launch_mod.triton.__version__.startswith(launch_mod.FAST_TRITON_VERSIONS),
+                    reason="the direct launch path is off for this Triton version")
+def test_front_path_replays_match_tritons_launches_on_the_gpu():
+    """Vim-Ti at 224 px, batch 1 and 8, bf16 autocast: the front path's replayed sequence (through the CUDA
+    launcher's C function, addresses as integers) gives the very logits of Triton's own launches, for new input
+    values and after a norm weight changes in place; on a side stream it records a plan of its own."""
+    import vimbench
+    import vimbench.models.vim as vim
+
+    torch.manual_seed(0)
+    model = vimbench.create_model("vim_t", img_size=224, backend="triton").cuda().eval()
+
+    def forward(images, fast=True):
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16), fast_launch(fast):
+            return model(images).float()
+
+    for batch in (1, 8):
+        images = torch.randn(batch, 3, 224, 224, device="cuda")
+        for _ in range(2):
+            forward(images)  # Triton's first launches, then the recorded plan
+        plan = vim._FRONT_PLANS[model]
+        assert plan.sequence is not None and len(plan.sequence) == 3 * len(model.layers)
+        assert all(run is not None for run, _ in plan.sequence._steps), "the launcher's C function, no scratch"
+        for step in range(3):
+            if step == 1:
+                images = torch.randn_like(images)
+            if step == 2:
+                with torch.no_grad():
+                    model.layers[5].norm.weight.mul_(1.5)
+            want = forward(images, fast=False)
+            sequences = launch_mod.stats["sequences"]
+            got = forward(images)
+            assert launch_mod.stats["sequences"] == sequences + 1 and vim._FRONT_PLANS[model] is plan
+            assert torch.equal(got, want), f"batch {batch}, step {step}"
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        got = forward(images)
+        got_again = forward(images)
+    torch.cuda.synchronize()
+    assert vim._FRONT_PLANS[model] is not plan and vim._FRONT_PLANS[model].sequence.stream == side.cuda_stream
+    assert torch.equal(got, want) and torch.equal(got_again, want)

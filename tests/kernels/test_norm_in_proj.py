@@ -101,6 +101,22 @@ def test_norm_in_proj_refuses_autograd_and_bad_input(op, device):
     assert xz.dtype == in_w.dtype
 
 
+def test_norm_in_proj_writes_given_buffers(op, device):
+    """out=(xz, r): the results land in the caller's buffers (the front path reuses them layer after layer);
+    buffers of another layout, dtype or device, one that overlaps an input, or half a pair are refused."""
+    y, out_w, res, norm_w, in_w = make_inputs(2, 5, 16, 8, "halves", True, device=device)
+    want_xz, want_r = op.norm_in_proj(y, out_w, res, norm_w, 1e-5, in_w)
+    xz, r = torch.full_like(want_xz, float("nan")), torch.full_like(want_r, float("nan"))
+    got = op.norm_in_proj(y, out_w, res, norm_w, 1e-5, in_w, out=(xz, r))
+    assert got[0] is xz and got[1] is r
+    assert torch.equal(xz, want_xz) and torch.equal(r, want_r)
+    for bad, match in [((xz.transpose(0, 1).contiguous().transpose(0, 1), r), "must be"), ((xz.double(), r), "must be"),
+                       ((xz, r[:1]), "must be"), ((xz, r, r), "must be None or 2"), ((xz, None), "must be None or 2"),
+                       ((xz, res), "shares memory with an input")]:
+        with pytest.raises(ValueError, match=match):
+            op.norm_in_proj(y, out_w, res, norm_w, 1e-5, in_w, out=bad)
+
+
 def test_norm_in_proj_opcheck(op, device):
     """Schema and fake implementation (the outputs' shapes, dtypes and layouts), with and without out_proj and
     residual."""

@@ -109,11 +109,15 @@ def allocation_twin_ops():
         batch, channels, length = y.shape[-3:]
         return torch.empty((batch, length, channels), dtype=y.dtype, device=y.device)
 
-    def conv_xproj(x, weight, bias, x_proj_t, out_dtype):  # kernels.conv1d.xproj: u as the conv's, then x_dbl
+    def conv_xproj(x, weight, bias, x_proj_t, out_dtype, out=None):  # kernels.conv1d.xproj: u, then x_dbl
+        if out is not None:
+            return out
         u = conv1d_silu_bidir(x, weight, bias)
         return u, torch.empty((2, x.shape[0] * x.shape[2], x_proj_t.shape[-1]), dtype=out_dtype, device=x.device)
 
-    def norm_in_proj(y, out_w, residual, norm_w, eps, in_w):  # kernels.norm_in_proj.fwd.outputs_like
+    def norm_in_proj(y, out_w, residual, norm_w, eps, in_w, out=None):  # kernels.norm_in_proj.fwd.outputs_like
+        if out is not None:
+            return out
         batch, length = y.shape[:2]
         return (torch.empty((batch, length, in_w.shape[0]), dtype=in_w.dtype, device=y.device),
                 torch.empty((batch, length, norm_w.shape[0]), dtype=torch.float32, device=y.device))

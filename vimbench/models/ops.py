@@ -19,8 +19,13 @@ None where the backend has no such kernel.
                       (kernels.bimamba_inner); None in a table without one (the mixer then trains op by op)
     zgate(y, h, z_weight) -> (B, L, E)    inference: (y_f + y_b) * SiLU(h @ z_weight^T) from the scan's ungated
                       halves (or their sum), z made inside the op (kernels.zgate; memory mode lean-gated)
-    conv_xproj(x, weight, bias, x_proj_t, out_dtype) -> (u, x_dbl)    inference: conv1d_silu_bidir and the x_proj
-                      GEMM in one launch (kernels.conv1d.xproj; x channel-last); None where the backend has none
+    conv_xproj(x, weight, bias, x_proj_t, out_dtype, out=None) -> (u, x_dbl)    inference: conv1d_silu_bidir and
+                      the x_proj GEMM in one launch (kernels.conv1d.xproj; x channel-last); None where the backend
+                      has none
+    norm_in_proj(y, out_w, residual, norm_w, eps, in_w, out=None) -> (xz, r)    inference: the previous mixer's
+                      out_proj, the residual add, RMSNorm and in_proj in one launch (kernels.norm_in_proj); None
+                      where the backend has none
+    (out: the outputs' buffers, written instead of new tensors; eager calls only)
 """
 from __future__ import annotations
 

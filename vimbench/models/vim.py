@@ -6,7 +6,10 @@ through an op table (`vimbench.models.ops`); this module holds only the architec
 """
 from __future__ import annotations
 
+import dataclasses
 import math
+import threading
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -68,6 +71,9 @@ FRONT_CONV_XPROJ = True
 # Activation dtypes the front path runs for: 16-bit only (norm_in_proj's fp32 tl.dot runs on the FMA pipe and
 # spills: static, sm_90, 1.1 KB at Vim-Ti's shapes; fp32 inference keeps the per-op path).
 FRONT_DTYPES = (torch.bfloat16, torch.float16)
+# The front path's launches recorded once per input layout and replayed as one sequence (`FrontPlan`,
+# kernels.launch.LaunchSequence) where replays are on; False: its launchers run on every forward (A/B runs).
+FRONT_PLANS = True
 
 # How a mixer trains (under autograd); inference is the same for all three. kernels/README.md ("What the forward
 # saves") has the bytes each keeps per layer.
@@ -80,6 +86,57 @@ FRONT_DTYPES = (torch.bfloat16, torch.float16)
 #   per-op          each op under its own autograd (what every op saves, the graph keeps); also what a backend
 #                   without bimamba_inner does
 TRAIN_BOUNDARIES = ("fused", "fused-combined", "per-op")
+
+
+@dataclass
+class FrontBuffers:
+    """The front path's per-layer outputs (`VisionMamba._front_layers`), which every layer of a forward writes
+    over the previous layer's: in_proj's output xz, the fp32 residual it wrote and the spare one it reads, the
+    conv's u (the scan writes its halves over it) and x_dbl."""
+    xz: torch.Tensor | None = None
+    residual: torch.Tensor | None = None
+    spare: torch.Tensor | None = None
+    u: torch.Tensor | None = None
+    x_dbl: torch.Tensor | None = None
+
+    def tensors(self) -> tuple:
+        return self.xz, self.residual, self.spare, self.u, self.x_dbl
+
+
+@dataclass
+class FrontPlan:
+    """A model's front path recorded for one key (`_front_key`): its layers' launches as one LaunchSequence (None:
+    they could not be recorded, so forwards with this key run the layers the usual way), the MixerWeights
+    objects and the norm weights' addresses they read, and where the last layer leaves its outputs (y, out_w,
+    the residual: in the sequence's buffers)."""
+    key: tuple
+    weights: list
+    norm_ptrs: list
+    sequence: LaunchSequence | None
+    y: torch.Tensor | None
+    out_w: torch.Tensor | None
+    residual: torch.Tensor | None
+
+    def fits(self, key: tuple | None, weights: list, norms: list) -> bool:
+        """Whether a forward with this key, these mixers' weights (by identity: a mixer rebuilds them when a
+        parameter changes) and these norm weights (by address: in-place updates are read anyway) may replay."""
+        return (key == self.key and all(a is b for a, b in zip(weights, self.weights))
+                and all(n.data_ptr() == p for n, p in zip(norms, self.norm_ptrs)))
+
+
+# Each model's FrontPlan, beside the model rather than in it: a deep copy or a pickle of the model must not carry
+# launches that address the original's buffers.
+_FRONT_PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _front_key(hidden: torch.Tensor, act_dtype: torch.dtype) -> tuple:
+    """What a recorded front path depends on besides the weights: the layers' input layout (shape, strides, dtype,
+    device, address alignment), the activation dtype, the stream and the thread (a plan's buffers are reused in
+    stream order, never by two forwards at once)."""
+    stream = torch._C._cuda_getCurrentRawStream(hidden.device.index) if hidden.is_cuda else 0
+    return (hidden.shape, hidden.stride(), hidden.dtype, hidden.device, hidden.data_ptr() & 15, act_dtype, stream,
+            threading.get_ident())
+
 
 
 @dataclass(frozen=True)
@@ -443,13 +500,15 @@ class BiMambaMixer(nn.Module):
         return F.linear(*self._mix_tokens(h, w))
 
     def _mix_tokens(self, h: torch.Tensor | None, w: MixerWeights, xz: torch.Tensor | None = None,
-                    fuse_conv: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                    fuse_conv: bool | None = None, buffers: FrontBuffers | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The mixer up to out_proj (not under the fused training op): (y (B, L, K), out_w (D, K)) whose product
         y @ out_w^T is the mixer's output, y the scan's halves as (B, L, 2E) with out_w doubled along K, the
         combined or gated output (B, L, E) with out_w once. xz: in_proj's output (B, L, 2E), made by the caller
         (VisionMamba's front path, `norm_in_proj`), in the default inference layout only (in_proj not split, z not
         gated); h is not read then (None). fuse_conv: the conv and x_proj as one launch (ops.conv_xproj); None:
-        as `fuses_conv_xproj` decides."""
+        as `fuses_conv_xproj` decides. buffers (the front path's): ops.conv_xproj writes u and x_dbl into
+        buffers.u and buffers.x_dbl where they are set (the previous layer's), and leaves its outputs there."""
         inner, lay = self.d_inner, self.x_dbl_layout
         rows = h if xz is None else xz
         batch, length = rows.shape[0], rows.shape[1]
@@ -472,8 +531,11 @@ class BiMambaMixer(nn.Module):
         if fuse_conv is None:
             fuse_conv = self.fuses_conv_xproj(x)
         if not split and fuse_conv:  # u and x_dbl from one launch
+            reuse = None if buffers is None or buffers.u is None else (buffers.u, buffers.x_dbl)
             u, x_dbl = self.ops.conv_xproj(x, w.conv_w, w.conv_b, w.x_proj_t,
-                                           torch.float32 if x_dbl_in_fp32(x) else x.dtype)
+                                           torch.float32 if x_dbl_in_fp32(x) else x.dtype, out=reuse)
+            if buffers is not None:
+                buffers.u, buffers.x_dbl = u, x_dbl
         else:
             u = self.ops.conv1d_silu_bidir(x, w.conv_w, w.conv_b)  # (2, B, E, L); triton: laid out (B, L, 2, E)
             x = None  # with split, its memory can hold x_dbl and z
@@ -641,6 +703,7 @@ class VisionMamba(nn.Module):
         del x, cls
         if self.uses_front(hidden, act_dtype):
             return self._forward_front(hidden, act_dtype)
+        _FRONT_PLANS.pop(self, None)  # a recorded front path's buffers are not kept past its last forward
         weights = self.training_weights(act_dtype)
         residual = None
         for i, block in enumerate(self.layers):
@@ -673,18 +736,55 @@ class VisionMamba(nn.Module):
         """forward_features' layers and final norm from the layers' input, three launches per layer: a block's
         entry from the previous mixer's scan output (its out_proj, the residual add, RMSNorm, in_proj:
         ops.norm_in_proj), the conv with x_proj (FRONT_CONV_XPROJ) and the scan. The same math as the per-op path;
-        the GEMMs accumulate in another order."""
-        y, out_w, residual = hidden, None, None  # the first block's input is the embedded tokens themselves
-        for block in self.layers:
-            mixer = block.mixer
-            w = mixer.weights(act_dtype)
-            xz, residual = self.ops.norm_in_proj(y, out_w, residual, block.norm.weight, NORM_EPS, w.in_proj)
-            y = None
-            fuse_conv = FRONT_CONV_XPROJ and self.ops.conv_xproj is not None
-            y, out_w = mixer._mix_tokens(None, w, xz=xz, fuse_conv=fuse_conv)
-            xz = None
+        the GEMMs accumulate in another order.
+
+        Where replays are on (kernels.launch: the direct path and `call_replay`), the layers' launches are recorded
+        once into a FrontPlan, per input layout, weights, stream and thread, and replayed as one fixed sequence
+        after (kernels.launch.LaunchSequence): none of the launchers' Python runs then. The plan keeps the layers'
+        buffers (in_proj's output, two residuals, u and x_dbl: ~1 MiB at Vim-Ti 224 px, batch 1, bf16) between
+        forwards, and drops them at the first forward that does not take this path."""
+        from kernels import launch  # (here: the torch backend and the module itself do without triton)
+
+        weights = [block.mixer.weights(act_dtype) for block in self.layers]
+        norms = [block._modules["norm"]._parameters["weight"] for block in self.layers]  # dict reads: host time
+        key = _front_key(hidden, act_dtype) if FRONT_PLANS and launch.replays_enabled(hidden) else None
+        plan = _FRONT_PLANS.get(self) if key is not None else None
+        if plan is not None and not plan.fits(key, weights, norms):
+            plan = _FRONT_PLANS.pop(self) and None
+        if plan is not None and plan.sequence is not None:
+            plan.sequence.replay((hidden,))
+            y, out_w, residual = plan.y, plan.out_w, plan.residual
+        elif key is None or plan is not None:  # replays off, or this key's launches could not be recorded
+            y, out_w, residual = self._front_layers(hidden, weights, norms, FrontBuffers())
+        else:
+            buffers = FrontBuffers()
+            with launch.record_launches() as launches:
+                y, out_w, residual = self._front_layers(hidden, weights, norms, buffers)
+            owned = (*buffers.tensors(), *norms,
+                     *[getattr(w, f.name) for w in weights for f in dataclasses.fields(w)])
+            sequence = launch.LaunchSequence.build(launches, (hidden,), owned)
+            _FRONT_PLANS[self] = FrontPlan(key, weights, [n.data_ptr() for n in norms], sequence,
+                                           *((y, out_w, residual) if sequence is not None else (None, None, None)))
         normed, _ = self.ops.add_rmsnorm(F.linear(y, out_w), residual, self.norm_f.weight, NORM_EPS, act_dtype)
         return normed[:, self.cls_position]
+
+    def _front_layers(self, hidden: torch.Tensor, weights: list[MixerWeights], norms: list[torch.Tensor],
+                      buffers: FrontBuffers) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The front path's layers: (the last scan's output y, out_w, the fp32 residual), as `_mix_tokens` and
+        norm_in_proj leave them; each layer writes its outputs into the previous layer's (`buffers`)."""
+        y, out_w, residual = hidden, None, None  # the first block's input is the embedded tokens themselves
+        fuse_conv = FRONT_CONV_XPROJ and self.ops.conv_xproj is not None
+        for block, w, norm_w in zip(self.layers, weights, norms):
+            reuse = None if buffers.spare is None else (buffers.xz, buffers.spare)
+            xz, new_residual = self.ops.norm_in_proj(y, out_w, residual, norm_w, NORM_EPS, w.in_proj, out=reuse)
+            # the residual read by this layer's entry is written by the next one's
+            buffers.xz, buffers.spare, buffers.residual = xz, residual, new_residual
+            if buffers.spare is None and buffers.residual is not None:
+                buffers.spare = torch.empty_like(new_residual)
+            residual, y = new_residual, None
+            y, out_w = block.mixer._mix_tokens(None, w, xz=xz, fuse_conv=fuse_conv, buffers=buffers)
+            xz = None
+        return y, out_w, residual
 
     def training_weights(self, dtype: torch.dtype) -> list[MixerWeights] | None:
         """Under autograd, every mixer's MixerWeights for activations of `dtype`, built once for the whole model

@@ -1,0 +1,67 @@
+"""Session aa: the front path's recorded plan (`vimbench.models.vim.FrontPlan`: the layers' launches replayed as one
+kernels.launch.LaunchSequence) against the front path that runs its launchers on every forward (FRONT_PLANS off)
+and the per-op path (FRONT_MAX_ROWS = 0), in eager inference at 224 px, bf16 autocast (weight cache on, as the
+sweep runs it), beside DeiT-Ti (timm, sdpa) in the same process; batches from PLANAB_BATCHES (default 1,8,16).
+Per variant: the logits' max abs difference from the per-op path, the eager p50 latency (one CUDA-event pair per
+call, as the sweep times it), the host ms per call (wall clock of back-to-back calls) and the GPU kernels per call
+(torch.profiler: count and summed kernel time). Order A B C D, then D C B A (host speed drifts).
+usage (repo root, on the box): (cd results/history/scripts && python planab.py) ; writes $OUT/planab.json"""
+import json, os, torch
+from timing import event_median_ms, host_ms, kernel_table
+import kernels.launch as launch
+import vimbench.models.vim as vim
+from vimbench.models.registry import create_model
+
+OUT = os.environ.get("OUT", "/tmp")
+BATCHES = [int(b) for b in os.environ.get("PLANAB_BATCHES", "1,8,16").split(",")]
+VARIANTS = {"per-op": dict(FRONT_MAX_ROWS=0, FRONT_PLANS=True), "front": dict(FRONT_MAX_ROWS=4096, FRONT_PLANS=False),
+            "front+plan": dict(FRONT_MAX_ROWS=4096, FRONT_PLANS=True)}
+rows = []
+vim_t = create_model("vim_t", img_size=224, backend="triton").cuda().eval()
+deit_t = create_model("deit_t", img_size=224, attn="sdpa").cuda().eval()
+
+
+def caller(model, x):
+    def f():
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+            return model(x)
+    return f
+
+
+def setvars(name):
+    for k, v in VARIANTS.get(name, {}).items():
+        setattr(vim, k, v)
+
+
+for batch in BATCHES:
+    x = torch.randn(batch, 3, 224, 224, device="cuda")
+    setvars("per-op")
+    ref = caller(vim_t, x)().float()
+    errs = {}
+    for name in VARIANTS:
+        setvars(name)
+        f = caller(vim_t, x)
+        f(); f()
+        errs[name] = float((f().float() - ref).abs().max())
+    names = list(VARIANTS) + ["deit_t"]
+    for order in (names, names[::-1]):
+        for name in order:
+            setvars(name)
+            f = caller(deit_t if name == "deit_t" else vim_t, x)
+            seq = launch.stats["sequences"]
+            row = dict(batch=batch, variant=name, p50_ms=event_median_ms(f, n=40), host_ms=host_ms(f, n=40),
+                       err=errs.get(name), sequences=launch.stats["sequences"] - seq)
+            if order is names:
+                table = kernel_table(f, n=3, top=8)
+                row.update(kernels=table["kernels_per_fwd"], gpu_us=table["gpu_us_per_fwd"], top=table["top"])
+            rows.append(row)
+            print({k: v for k, v in row.items() if k != "top"}, flush=True)
+            json.dump(dict(device=torch.cuda.get_device_name(), torch=torch.__version__, batches=BATCHES,
+                           commit=os.environ.get("VIMBENCH_GIT_COMMIT"), rows=rows),
+                      open(f"{OUT}/planab.json", "w"), indent=1)
+print("eager bf16 at 224 px: p50 ms (CUDA events) / host ms per call, both passes; kernels and GPU us per call")
+for batch in BATCHES:
+    for name in list(VARIANTS) + ["deit_t"]:
+        rs = [r for r in rows if r["batch"] == batch and r["variant"] == name]
+        print(f"b{batch} {name:11s} " + "  ".join(f"{r['p50_ms']:.2f} / {r['host_ms']:.2f}" for r in rs)
+              + f"   {rs[0]['kernels']:.0f} kernels {rs[0]['gpu_us']:.0f} us   err {rs[0]['err']}")
