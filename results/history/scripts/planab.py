@@ -4,9 +4,10 @@ and the per-op path (FRONT_MAX_ROWS = 0), in eager inference at 224 px, bf16 aut
 sweep runs it), beside DeiT-Ti (timm, sdpa) in the same process; batches from PLANAB_BATCHES (default 1,8,16).
 Per variant: the logits' max abs difference from the per-op path, the eager p50 latency (one CUDA-event pair per
 call, as the sweep times it), the host ms per call (wall clock of back-to-back calls) and the GPU kernels per call
-(torch.profiler: count and summed kernel time). Order A B C D, then D C B A (host speed drifts).
+(torch.profiler: count and summed kernel time), and the
+host ms of one call started with the GPU idle (`host_single_ms`). Order A B C D, then D C B A (host speed drifts).
 usage (repo root, on the box): (cd results/history/scripts && python planab.py) ; writes $OUT/planab.json"""
-import json, os, torch
+import json, os, statistics, time, torch
 from timing import event_median_ms, host_ms, kernel_table
 import kernels.launch as launch
 import vimbench.models.vim as vim
@@ -26,6 +27,19 @@ def caller(model, x):
         with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
             return model(x)
     return f
+
+
+def host_single_ms(f, n=30):
+    """ms of wall clock from a call's start to its return, the GPU idle at the start (a synchronize before each):
+    the host's own time per forward, which back-to-back calls hide once the GPU is the bound."""
+    ts = []
+    for _ in range(n):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        f()
+        ts.append((time.perf_counter() - t0) * 1e3)
+    torch.cuda.synchronize()
+    return statistics.median(ts)
 
 
 def setvars(name):
@@ -50,7 +64,8 @@ for batch in BATCHES:
             f = caller(deit_t if name == "deit_t" else vim_t, x)
             seq = launch.stats["sequences"]
             row = dict(batch=batch, variant=name, p50_ms=event_median_ms(f, n=40), host_ms=host_ms(f, n=40),
-                       err=errs.get(name), sequences=launch.stats["sequences"] - seq)
+                       host_single_ms=host_single_ms(f), err=errs.get(name),
+                       sequences=launch.stats["sequences"] - seq)
             if order is names:
                 table = kernel_table(f, n=3, top=8)
                 row.update(kernels=table["kernels_per_fwd"], gpu_us=table["gpu_us_per_fwd"], top=table["top"])
@@ -59,9 +74,11 @@ for batch in BATCHES:
             json.dump(dict(device=torch.cuda.get_device_name(), torch=torch.__version__, batches=BATCHES,
                            commit=os.environ.get("VIMBENCH_GIT_COMMIT"), rows=rows),
                       open(f"{OUT}/planab.json", "w"), indent=1)
-print("eager bf16 at 224 px: p50 ms (CUDA events) / host ms per call, both passes; kernels and GPU us per call")
+print("eager bf16 at 224 px: p50 ms (CUDA events) / back-to-back ms per call / host ms of one call from an idle "
+      "GPU, both passes; kernels and GPU us per call")
 for batch in BATCHES:
     for name in list(VARIANTS) + ["deit_t"]:
         rs = [r for r in rows if r["batch"] == batch and r["variant"] == name]
-        print(f"b{batch} {name:11s} " + "  ".join(f"{r['p50_ms']:.2f} / {r['host_ms']:.2f}" for r in rs)
+        print(f"b{batch} {name:11s} " + "  ".join(f"{r['p50_ms']:.2f} / {r['host_ms']:.2f} / {r['host_single_ms']:.2f}"
+                                                   for r in rs)
               + f"   {rs[0]['kernels']:.0f} kernels {rs[0]['gpu_us']:.0f} us   err {rs[0]['err']}")
