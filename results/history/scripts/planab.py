@@ -1,7 +1,9 @@
 """Session aa: the front path's recorded plan (`vimbench.models.vim.FrontPlan`: the layers' launches replayed as one
 kernels.launch.LaunchSequence) against the front path that runs its launchers on every forward (FRONT_PLANS off)
 and the per-op path (FRONT_MAX_ROWS = 0), in eager inference at 224 px, bf16 autocast (weight cache on, as the
-sweep runs it), beside DeiT-Ti (timm, sdpa) in the same process; batches from PLANAB_BATCHES (default 1,8,16).
+sweep runs it), beside DeiT-Ti (timm, sdpa) in the same process; batches from PLANAB_BATCHES (default 1,8,16);
+PLANAB_MODELS=vim_s,deit_s: another pair (row "peer": the DeiT); PLANAB_VARIANTS: a subset; the front variants are
+forced on at every size; PLANAB_TAG: the output file's suffix.
 Per variant: the logits' max abs difference from the per-op path, the eager p50 latency (one CUDA-event pair per
 call, as the sweep times it), the host ms per call (wall clock of back-to-back calls) and the GPU kernels per call
 (torch.profiler: count and summed kernel time), and the
@@ -15,11 +17,14 @@ from vimbench.models.registry import create_model
 
 OUT = os.environ.get("OUT", "/tmp")
 BATCHES = [int(b) for b in os.environ.get("PLANAB_BATCHES", "1,8,16").split(",")]
-VARIANTS = {"per-op": dict(FRONT_MAX_ROWS=0, FRONT_PLANS=True), "front": dict(FRONT_MAX_ROWS=4096, FRONT_PLANS=False),
-            "front+plan": dict(FRONT_MAX_ROWS=4096, FRONT_PLANS=True)}
+ON = 10 ** 9  # the front path forced on at every size (the model's own limits decide it otherwise)
+VARIANTS = {"per-op": dict(FRONT_MAX_ROWS=0, FRONT_PLANS=True), "front": dict(FRONT_MAX_ROWS=ON, FRONT_PLANS=False),
+            "front+plan": dict(FRONT_MAX_ROWS=ON, FRONT_PLANS=True)}
+VARIANTS = {k: v for k, v in VARIANTS.items() if k in os.environ.get("PLANAB_VARIANTS", ",".join(VARIANTS)).split(",")}
+MODEL, PEER = os.environ.get("PLANAB_MODELS", "vim_t,deit_t").split(",")
 rows = []
-vim_t = create_model("vim_t", img_size=224, backend="triton").cuda().eval()
-deit_t = create_model("deit_t", img_size=224, attn="sdpa").cuda().eval()
+vim_t = create_model(MODEL, img_size=224, backend="triton").cuda().eval()
+deit_t = create_model(PEER, img_size=224, attn="sdpa").cuda().eval()
 
 
 def caller(model, x):
@@ -57,11 +62,11 @@ for batch in BATCHES:
         f = caller(vim_t, x)
         f(); f()
         errs[name] = float((f().float() - ref).abs().max())
-    names = list(VARIANTS) + ["deit_t"]
+    names = list(VARIANTS) + ["peer"]
     for order in (names, names[::-1]):
         for name in order:
             setvars(name)
-            f = caller(deit_t if name == "deit_t" else vim_t, x)
+            f = caller(deit_t if name == "peer" else vim_t, x)
             seq = launch.stats["sequences"]
             row = dict(batch=batch, variant=name, p50_ms=event_median_ms(f, n=40), host_ms=host_ms(f, n=40),
                        host_single_ms=host_single_ms(f), err=errs.get(name),
@@ -71,13 +76,14 @@ for batch in BATCHES:
                 row.update(kernels=table["kernels_per_fwd"], gpu_us=table["gpu_us_per_fwd"], top=table["top"])
             rows.append(row)
             print({k: v for k, v in row.items() if k != "top"}, flush=True)
-            json.dump(dict(device=torch.cuda.get_device_name(), torch=torch.__version__, batches=BATCHES,
+            json.dump(dict(device=torch.cuda.get_device_name(), torch=torch.__version__, batches=BATCHES, model=MODEL,
+                           peer=PEER,
                            commit=os.environ.get("VIMBENCH_GIT_COMMIT"), rows=rows),
-                      open(f"{OUT}/planab.json", "w"), indent=1)
+                      open(f"{OUT}/planab{os.environ.get('PLANAB_TAG', '')}.json", "w"), indent=1)
 print("eager bf16 at 224 px: p50 ms (CUDA events) / back-to-back ms per call / host ms of one call from an idle "
       "GPU, both passes; kernels and GPU us per call")
 for batch in BATCHES:
-    for name in list(VARIANTS) + ["deit_t"]:
+    for name in list(VARIANTS) + ["peer"]:
         rs = [r for r in rows if r["batch"] == batch and r["variant"] == name]
         print(f"b{batch} {name:11s} " + "  ".join(f"{r['p50_ms']:.2f} / {r['host_ms']:.2f} / {r['host_single_ms']:.2f}"
                                                    for r in rs)
