@@ -254,8 +254,9 @@ def test_front_path_gives_the_per_op_logits(device, monkeypatch, dtype):
 
 
 def test_front_path_only_where_it_applies(device, monkeypatch):
-    """uses_front: inference (not under autograd), eager, 16-bit activations, at most FRONT_MAX_ROWS token rows, a
-    backend with the op, every mixer in the default layout (not split, not gated, no batch slicing at this batch)."""
+    """uses_front: inference (not under autograd), eager, 16-bit activations, at most FRONT_MAX_ROWS token rows of at
+    most FRONT_MAX_DIM features, a backend with the op, every mixer in the default layout (not split, not gated, no
+    batch slicing at this batch)."""
     import vimbench.models.vim as vim
     from vimbench.models.vim import set_memory_mode
 
@@ -269,6 +270,10 @@ def test_front_path_only_where_it_applies(device, monkeypatch):
         monkeypatch.setattr(vim, "FRONT_MAX_ROWS", 2 * tri.num_tokens - 1)
         assert not tri.uses_front(hidden, bf16) and tri.uses_front(hidden[:1], bf16)
         monkeypatch.setattr(vim, "FRONT_MAX_ROWS", 4096)
+        monkeypatch.setattr(vim, "FRONT_MAX_DIM", tri.embed_dim - 1)
+        assert not tri.uses_front(hidden, bf16), "wider models than FRONT_MAX_DIM keep the per-op path"
+        monkeypatch.setattr(vim, "FRONT_MAX_DIM", tri.embed_dim)
+        assert tri.uses_front(hidden, bf16)
         for mode in ("split", "lean", "lean-gated"):
             set_memory_mode(tri, mode)
             assert not tri.uses_front(hidden, bf16), mode

@@ -67,6 +67,12 @@ FUSE_CONV_XPROJ = False
 # FRONT_CONV_XPROJ False (the conv op and the x_proj GEMM: four launches per layer) measured 5-10% slower than True
 # at batch 1-16.
 FRONT_MAX_ROWS = 4096
+# ... and at most this embedding width: Vim-Ti. Wider models keep the per-op path. Measured on an H100 (session aa,
+# 224 px, bf16, eager p50 against the per-op path, results/history/planab-vim_{s,b}-h100-2026-12-06aa.json): Vim-S
+# 4.25 vs 5.09 ms at batch 1 but 6.41 vs 5.80 at batch 2 and 12.63 vs 6.06 at batch 8; Vim-B 46.4 vs 6.4 ms at
+# batch 1. norm_in_proj recomputes out_proj's rows for each in_proj tile, and at D = 384 and 768 its tiles spill:
+# 1.7 ms of kernels per Vim-S forward at batch 1, 40.5 per Vim-B forward, against 0.33 for Vim-Ti.
+FRONT_MAX_DIM = 192
 FRONT_CONV_XPROJ = True
 # Activation dtypes the front path runs for: 16-bit only (norm_in_proj's fp32 tl.dot runs on the FMA pipe and
 # spills: static, sm_90, 1.1 KB at Vim-Ti's shapes; fp32 inference keeps the per-op path).
@@ -722,11 +728,13 @@ class VisionMamba(nn.Module):
     def uses_front(self, hidden: torch.Tensor, act_dtype: torch.dtype) -> bool:
         """Whether this forward (the layers' input `hidden`, (B, L, D), activations in act_dtype) runs the front
         path (`_forward_front`): inference on a backend with ops.norm_in_proj, activations in FRONT_DTYPES, eager
-        (not traced, not captured into a CUDA graph), at most FRONT_MAX_ROWS token rows, every mixer in the default
+        (not traced, not captured into a CUDA graph), at most FRONT_MAX_ROWS token rows of at most FRONT_MAX_DIM
+        features (Vim-Ti), every mixer in the default
         inference layout (in_proj not split, z not gated, no batch slicing at this batch)."""
         if (self.ops.norm_in_proj is None or act_dtype not in FRONT_DTYPES or torch.is_grad_enabled()
                 or torch.compiler.is_compiling()
-                or hidden.shape[0] * hidden.shape[1] > FRONT_MAX_ROWS or not self.layers
+                or hidden.shape[0] * hidden.shape[1] > FRONT_MAX_ROWS or hidden.shape[2] > FRONT_MAX_DIM
+                or not self.layers
                 or (hidden.is_cuda and torch.cuda.is_current_stream_capturing())):
             return False
         return all(not (m.splits_in_proj() or m.gates_z() or 0 < m.batch_slice < hidden.shape[0])

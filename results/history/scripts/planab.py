@@ -18,8 +18,9 @@ from vimbench.models.registry import create_model
 OUT = os.environ.get("OUT", "/tmp")
 BATCHES = [int(b) for b in os.environ.get("PLANAB_BATCHES", "1,8,16").split(",")]
 ON = 10 ** 9  # the front path forced on at every size (the model's own limits decide it otherwise)
-VARIANTS = {"per-op": dict(FRONT_MAX_ROWS=0, FRONT_PLANS=True), "front": dict(FRONT_MAX_ROWS=ON, FRONT_PLANS=False),
-            "front+plan": dict(FRONT_MAX_ROWS=ON, FRONT_PLANS=True)}
+VARIANTS = {"per-op": dict(FRONT_MAX_ROWS=0, FRONT_PLANS=True),
+            "front": dict(FRONT_MAX_ROWS=ON, FRONT_MAX_DIM=ON, FRONT_PLANS=False),
+            "front+plan": dict(FRONT_MAX_ROWS=ON, FRONT_MAX_DIM=ON, FRONT_PLANS=True)}
 VARIANTS = {k: v for k, v in VARIANTS.items() if k in os.environ.get("PLANAB_VARIANTS", ",".join(VARIANTS)).split(",")}
 MODEL, PEER = os.environ.get("PLANAB_MODELS", "vim_t,deit_t").split(",")
 rows = []
