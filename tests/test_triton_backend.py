@@ -211,7 +211,8 @@ def test_front_path_gives_the_per_op_logits(device, monkeypatch, dtype):
     ops.norm_in_proj (the previous out_proj, add + RMSNorm, in_proj), one ops.conv_xproj and the scan, and one
     add_rmsnorm at the end; the logits equal the per-op path's (FRONT_MAX_ROWS 0) and the torch backend's. The
     path handles both scan outputs: bf16's halves with the doubled out_proj weight, and fp32's combined output
-    (fp32 activations take it only when FRONT_DTYPES lists fp32; by default they keep the per-op path)."""
+    (fp32 activations take it only when FRONT_DTYPES lists fp32; by default they keep the per-op path), and both
+    forms of the conv with x_proj: ops.conv_xproj (FRONT_CONV_XPROJ), or the conv op then ops.x_proj_rows."""
     import vimbench.models.vim as vim
 
     ref, tri = _pair("vim_test", 32, device)
@@ -220,7 +221,8 @@ def test_front_path_gives_the_per_op_logits(device, monkeypatch, dtype):
             assert not tri.uses_front(torch.zeros(2, tri.num_tokens, tri.embed_dim, device=device), dtype)
         monkeypatch.setattr(vim, "FRONT_DTYPES", (torch.float32,))
     ref, tri = ref.to(dtype), tri.to(dtype)
-    calls = {"norm_in_proj": 0, "conv_xproj": 0, "conv1d_silu_bidir": 0, "add_rmsnorm": 0}
+    monkeypatch.setattr(vim, "FRONT_CONV_XPROJ", True)
+    calls = {"norm_in_proj": 0, "conv_xproj": 0, "conv1d_silu_bidir": 0, "x_proj_rows": 0, "add_rmsnorm": 0}
 
     def spy(name):
         real = getattr(tri.ops, name)
@@ -240,7 +242,7 @@ def test_front_path_gives_the_per_op_logits(device, monkeypatch, dtype):
         gold = ref(images)
         front = tri(images)
         assert calls == {"norm_in_proj": len(tri.layers), "conv_xproj": len(tri.layers), "conv1d_silu_bidir": 0,
-                         "add_rmsnorm": 1}, calls
+                         "x_proj_rows": 0, "add_rmsnorm": 1}, calls
         monkeypatch.setattr(vim, "FRONT_MAX_ROWS", 0)
         per_op = tri(images)
         assert calls["norm_in_proj"] == len(tri.layers) and calls["add_rmsnorm"] == 1 + len(tri.layers) + 1
@@ -248,9 +250,9 @@ def test_front_path_gives_the_per_op_logits(device, monkeypatch, dtype):
         torch.testing.assert_close(front, gold, **tol)
         monkeypatch.setattr(vim, "FRONT_MAX_ROWS", 10 ** 6)
         monkeypatch.setattr(vim, "FRONT_CONV_XPROJ", False)
-        calls.update(conv_xproj=0, conv1d_silu_bidir=0)
+        calls.update(conv_xproj=0, conv1d_silu_bidir=0, x_proj_rows=0)
         torch.testing.assert_close(tri(images), front, **tol)
-        assert calls["conv_xproj"] == 0 and calls["conv1d_silu_bidir"] == len(tri.layers)
+        assert calls["conv_xproj"] == 0 and calls["conv1d_silu_bidir"] == calls["x_proj_rows"] == len(tri.layers)
 
 
 def test_front_path_only_where_it_applies(device, monkeypatch):

@@ -11,7 +11,7 @@ import triton
 import triton.language as tl
 
 from kernels.launch import CallMemo, launch
-from kernels.runtime import LaunchConfig, cdiv, check_device, strides
+from kernels.runtime import LaunchConfig, cdiv, check_device, check_out, strides
 
 _MEMO = CallMemo("conv1d_silu_bidir")  # eager calls replayed by signature (kernels/launch.py)
 
@@ -201,7 +201,8 @@ def conv_out_like(x: torch.Tensor, device: torch.device | str | None = None) -> 
     return torch.empty((2, batch, channels, length), dtype=x.dtype, device=device)
 
 
-def conv1d_silu_bidir(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def conv1d_silu_bidir(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                      out: torch.Tensor | None = None) -> torch.Tensor:
     """Both directions' depthwise conv + SiLU in natural token order; same contract as `conv1d_silu_bidir_ref`.
 
     x: (batch, E, L), any float dtype, any strides (tokens contiguous is the fast case). weight: (2, E, K),
@@ -209,7 +210,8 @@ def conv1d_silu_bidir(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
     bias: (2, E) or None. Returns (2, batch, E, L) in x's dtype, computed in fp32. When x is channel-last (channel
     stride 1) the output is too, laid out (batch, L, 2, E) in memory: the scan that reads it gets coalesced
     per-token loads, and the Vim mixer's out_proj can read the scan's halves written over it as one
-    (batch, L, 2E) matrix. Otherwise token-contiguous.
+    (batch, L, 2E) matrix. Otherwise token-contiguous. out: a buffer to write instead of a new one, laid out as
+    `conv_out_like` makes it and apart from the inputs.
     """
     if x.dim() != 3:
         raise ValueError(f"x must be (batch, E, L); got {tuple(x.shape)}")
@@ -218,7 +220,10 @@ def conv1d_silu_bidir(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
         raise ValueError(f"weight must be (2, {channels}, K); got {tuple(weight.shape)}")
     if bias is not None and tuple(bias.shape) != (2, channels):
         raise ValueError(f"bias must be (2, {channels}); got {tuple(bias.shape)}")
-    out = conv_out_like(x)
+    if out is None:
+        out = conv_out_like(x)
+    else:
+        check_out((out,), (conv_out_like(x, "meta"),), x.device, (x, weight, bias), ("out",))
     tensors = (x, weight, bias, out)
     sig = _MEMO.signature(tensors)
     if out.numel() == 0 or _MEMO.replay(sig, tensors):

@@ -4,11 +4,13 @@
     vimbench::conv1d_silu_bidir_bwd(dout, x, weight, bias) -> (dx, dweight, dbias)   backward (bwd.py)
     vimbench::conv_xproj(x, weight, bias, x_proj_t, out_dtype) -> (u, x_dbl)   the conv fused with x_proj,
                                                                  inference only (xproj.py)
+    vimbench::x_proj_rows(u, x_proj_t, out_dtype) -> x_dbl     x_proj on the conv's output, inference only
+                                                                 (xproj.py; the front path's)
 
 All are functional (no input is mutated, no output aliases an input) and have fake implementations, so autograd
-works (conv_xproj has no backward and refuses autograd), and torch.compile(fullgraph=True) traces them as opaque
-nodes. Saved for backward: the inputs only (x is a view of in_proj's output that the mixer keeps alive anyway); the
-output is recomputed inside the backward kernel.
+works (conv_xproj and x_proj_rows have no backward and refuse autograd), and torch.compile(fullgraph=True) traces
+them as opaque nodes. Saved for backward: the inputs only (x is a view of in_proj's output that the mixer keeps
+alive anyway); the output is recomputed inside the backward kernel.
 """
 from __future__ import annotations
 
@@ -68,18 +70,23 @@ def conv1d_silu_bidir_bwd(dout, x, weight, bias):
     return bwd.conv1d_silu_bidir_bwd(dout, x, weight, bias)
 
 
-def conv1d_silu_bidir(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def conv1d_silu_bidir(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                      out: torch.Tensor | None = None) -> torch.Tensor:
     """Both directions' depthwise conv + SiLU in natural token order; differentiable.
 
     x: (batch, E, L), any float dtype and strides; weight: (2, E, K) (weight[0] the causal taps, weight[1] the
     anti-causal ones as the official `conv1d_b.weight` stores them); bias: (2, E) or None. Returns (2, batch, E, L)
     in x's dtype, laid out (batch, L, 2, E) in memory when x is channel-last. Contract: `conv1d_silu_bidir_ref`.
+    out: the output's buffer (`fwd.conv1d_silu_bidir`), for eager inference only.
     """
+    if out is not None and (traced(x, weight, bias) or records_autograd(x, weight, bias)):
+        raise ValueError("conv1d_silu_bidir's out buffer is for eager inference; traced and autograd-recorded calls "
+                         "allocate their output")
     if traced(x, weight, bias):
         return torch.ops.vimbench.conv1d_silu_bidir(x, weight, bias)
     if records_autograd(x, weight, bias):
         return _conv1d_eager(x, weight, bias)
-    return fwd.conv1d_silu_bidir(x, weight, bias)
+    return fwd.conv1d_silu_bidir(x, weight, bias, out)
 
 
 @torch.library.custom_op("vimbench::conv_xproj", mutates_args=())
@@ -110,4 +117,30 @@ def conv_xproj(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
     return xproj.conv_xproj(x, weight, bias, x_proj_t, out_dtype, out)
 
 
-__all__ = ["conv1d_silu_bidir", "conv_xproj"]
+@torch.library.custom_op("vimbench::x_proj_rows", mutates_args=())
+def _x_proj_rows_op(u: torch.Tensor, x_proj_t: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
+    return xproj.x_proj_rows(u, x_proj_t, out_dtype)
+
+
+@_x_proj_rows_op.register_fake
+def _(u, x_proj_t, out_dtype):
+    xproj.check_x_proj_rows(u, x_proj_t, out_dtype)
+    return xproj.x_dbl_like(u[0], x_proj_t.shape[-1], out_dtype)
+
+
+def x_proj_rows(u: torch.Tensor, x_proj_t: torch.Tensor, out_dtype: torch.dtype, out: torch.Tensor | None = None
+                ) -> torch.Tensor:
+    """x_proj on the conv's output: x_dbl (2, batch * L, W) = u's token rows @ x_proj_t in out_dtype (fp32 or u's
+    dtype), u (2, batch, E, L) channel-last. Contract: `x_proj_rows_ref`. out: x_dbl's buffer (eager only;
+    `xproj.x_proj_rows`). Inference only: raises NotImplementedError when autograd would record the call."""
+    if records_autograd(u, x_proj_t):
+        raise NotImplementedError("x_proj_rows on the triton backend has no backward pass: run it under "
+                                  "torch.no_grad() (inference); training keeps the x_proj GEMM")
+    if needs_custom_op(u, x_proj_t):
+        if out is not None:
+            raise ValueError("x_proj_rows's out buffer is for eager calls; a traced call allocates its output")
+        return torch.ops.vimbench.x_proj_rows(u, x_proj_t, out_dtype)
+    return xproj.x_proj_rows(u, x_proj_t, out_dtype, out)
+
+
+__all__ = ["conv1d_silu_bidir", "conv_xproj", "x_proj_rows"]

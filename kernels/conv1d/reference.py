@@ -45,6 +45,13 @@ def conv_xproj_ref(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     per direction, (2, batch * L, W) in out_dtype, accumulated in fp32 (float64 for float64 inputs) from u as stored.
     x_proj_t: (2, E, W) in x's dtype."""
     u = conv1d_silu_bidir_ref(x, weight, bias)
-    compute = torch.promote_types(x.dtype, torch.float32)
+    return u, x_proj_rows_ref(u, x_proj_t, out_dtype)
+
+
+def x_proj_rows_ref(u: torch.Tensor, x_proj_t: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
+    """x_proj on the conv's output (kernels/conv1d/xproj.py `x_proj_rows`): x_dbl = u's token rows @ x_proj_t per
+    direction, (2, batch * L, W) in out_dtype, accumulated in fp32 (float64 for float64 inputs) from u as stored.
+    u: (2, batch, E, L); x_proj_t: (2, E, W) in u's dtype."""
+    compute = torch.promote_types(u.dtype, torch.float32)
     rows = u.transpose(2, 3).reshape(2, -1, u.shape[2]).to(compute)  # (2, batch * L, E)
-    return u, torch.bmm(rows, x_proj_t.to(compute)).to(out_dtype)
+    return torch.bmm(rows, x_proj_t.to(compute)).to(out_dtype)

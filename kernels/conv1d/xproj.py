@@ -206,3 +206,106 @@ def _launch(x, weight, bias, x_proj_t, u, x_dbl) -> None:
         K=weight.shape[-1], HAS_BIAS=bias is not None, IEEE=x.dtype == torch.float32,
         UPCAST=interpreted and x.dtype != torch.float32, **cfg.constexprs, **cfg.launch_options(),
     )
+
+
+# x_proj alone, after the conv op: the front path's form (`vimbench.models.vim.FRONT_CONV_XPROJ` off). The fused
+# kernel above runs each row block's channel steps in one program, with a u tile made in registers feeding every
+# tl.dot, and at batch 1 its 13 programs take 37 us (an H100, session aa: 24 of them the dots, 13 the token shifts;
+# results/history/convparts-h100-2026-12-06aa.json); the conv op alone takes 2.7 us. Here a program owns a block of
+# token rows of one direction and streams u and x_proj_t from memory into tl.dot, so the loads pipeline.
+#   x_dbl = x_proj_rows(u, x_proj_t, out_dtype)                   contract: `x_proj_rows_ref`
+
+_ROWS_MEMO = CallMemo("x_proj_rows")
+
+
+@triton.jit(do_not_specialize=["M", "L"])
+def _x_proj_rows_kernel(
+    u_ptr, p_ptr, xdbl_ptr,
+    M, L, E, W,
+    stride_u_dir, stride_u_b, stride_u_l,
+    stride_p_dir, stride_p_e, stride_p_w,
+    stride_o_dir, stride_o_m,
+    IEEE: tl.constexpr, UPCAST: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_W: tl.constexpr,
+):
+    direction = tl.program_id(1).to(tl.int64)
+    offs_m = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    mask_m = offs_m < M
+    b = offs_m // L
+    l = offs_m - b * L
+    u_rows = u_ptr + direction * stride_u_dir + b * stride_u_b + l * stride_u_l  # (M,): channel stride 1
+    p_dir = p_ptr + direction * stride_p_dir
+    offs_w = tl.arange(0, BLOCK_W)
+    mask_w = offs_w < W
+    acc = tl.zeros((BLOCK_M, BLOCK_W), dtype=tl.float32)
+    for k0 in range(0, E, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        mask_k = offs_k < E
+        a = tl.load(u_rows[:, None] + offs_k[None, :], mask=mask_m[:, None] & mask_k[None, :], other=0.0)
+        p = tl.load(p_dir + offs_k[:, None] * stride_p_e + offs_w[None, :] * stride_p_w,
+                    mask=mask_k[:, None] & mask_w[None, :], other=0.0)
+        acc = dot_acc(a, p, acc, IEEE, UPCAST)
+    o_at = xdbl_ptr + direction * stride_o_dir + offs_m[:, None] * stride_o_m + offs_w[None, :]
+    tl.store(o_at, acc.to(xdbl_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_w[None, :])
+
+
+# (token rows, channels per step, warps, stages) of `_x_proj_rows_kernel` on a GPU; the interpreter takes 16 x 16 on
+# one warp, so that the CPU tests cross row blocks and channel steps.
+X_PROJ_ROWS_TILE = (16, 64, 4, 3)
+
+
+def x_proj_rows_launch_config(rows: int, channels: int, width: int, interpreted: bool) -> LaunchConfig:
+    """`_x_proj_rows_kernel`'s grid (row blocks, the two directions), tiles, warps and stages (the launcher and
+    `vimbench kernels static` both call it)."""
+    block_m, block_k, warps, stages = (16, 16, 1, 1) if interpreted else X_PROJ_ROWS_TILE
+    return LaunchConfig(kernel="_x_proj_rows_kernel", grid=(cdiv(rows, block_m), 2),
+                        constexprs=dict(BLOCK_M=block_m, BLOCK_K=block_k, BLOCK_W=max(16, next_power_of_2(width))),
+                        num_warps=warps, num_stages=stages)
+
+
+def check_x_proj_rows(u: torch.Tensor, x_proj_t: torch.Tensor, out_dtype: torch.dtype) -> None:
+    """Shapes, dtypes and u's channel-last layout; ValueError naming what is wrong."""
+    if u.dim() != 4 or u.shape[0] != 2:
+        raise ValueError(f"u must be (2, batch, E, L); got {tuple(u.shape)}")
+    channels = u.shape[2]
+    if u.stride(2) != 1 and channels > 1:
+        raise ValueError(f"u must be channel-last (channel stride 1, as the conv writes it from a channel-last x); got "
+                         f"strides {tuple(u.stride())}")
+    if x_proj_t.dim() != 3 or tuple(x_proj_t.shape[:2]) != (2, channels):
+        raise ValueError(f"x_proj_t must be (2, {channels}, W); got {tuple(x_proj_t.shape)}")
+    if x_proj_t.dtype != u.dtype or u.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        raise ValueError(f"u and x_proj_t must share one dtype, fp32, bf16 or fp16; got {u.dtype} and "
+                         f"{x_proj_t.dtype}")
+    if out_dtype not in (torch.float32, u.dtype):
+        raise ValueError(f"out_dtype must be fp32 or u's dtype ({u.dtype}); got {out_dtype}")
+
+
+def x_proj_rows(u: torch.Tensor, x_proj_t: torch.Tensor, out_dtype: torch.dtype, out: torch.Tensor | None = None
+                ) -> torch.Tensor:
+    """x_dbl (2, batch * L, W) in out_dtype = u's token rows @ x_proj_t per direction (fp32 accumulation), for u
+    (2, batch, E, L) channel-last (the conv op's output from the mixer's x). out: a buffer to write instead of a
+    new one, laid out as `x_dbl_like` makes it and apart from the inputs. Contract: `x_proj_rows_ref`."""
+    check_x_proj_rows(u, x_proj_t, out_dtype)
+    width = x_proj_t.shape[-1]
+    if out is None:
+        x_dbl = x_dbl_like(u[0], width, out_dtype)
+    else:
+        check_out((out,), (x_dbl_like(u[0], width, out_dtype, "meta"),), u.device, (u, x_proj_t), ("x_dbl",))
+        x_dbl = out
+    if u.numel() == 0:
+        return x_dbl.zero_()
+    tensors = (u, x_proj_t, x_dbl)
+    sig = _ROWS_MEMO.signature(tensors)
+    if _ROWS_MEMO.replay(sig, tensors):
+        return x_dbl
+    with _ROWS_MEMO.record(sig, tensors):
+        _, batch, channels, length = u.shape
+        interpreted = check_device(u, _x_proj_rows_kernel)
+        cfg = x_proj_rows_launch_config(batch * length, channels, width, interpreted)
+        launch(_x_proj_rows_kernel, cfg.grid,
+            u, x_proj_t, x_dbl, batch * length, length, channels, width,
+            u.stride(0), u.stride(1), u.stride(3), *x_proj_t.stride(), x_dbl.stride(0), x_dbl.stride(1),
+            IEEE=u.dtype == torch.float32, UPCAST=interpreted and u.dtype != torch.float32, **cfg.constexprs,
+            **cfg.launch_options(),
+        )
+    return x_dbl

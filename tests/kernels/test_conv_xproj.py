@@ -147,3 +147,85 @@ def test_conv_xproj_gpu(op, dtype, batch, channels, length, width):
     u_plain, x_dbl_plain = conv_xproj_ref(x, w, b, p, out_dtype)
     assert_close_to_f64(u, u_ref, dtype, u_plain)
     assert_close_to_f64(x_dbl, x_dbl_ref, dtype, x_dbl_plain)
+
+
+# x_proj_rows: x_proj alone on the conv op's output (the front path's form)
+
+def _conv_u(op, batch, channels, length, width, dtype=torch.float32, device="cpu"):
+    x, w, b, p = make_inputs(batch, channels, length, width, dtype=dtype, device=device)
+    with torch.no_grad():
+        return op.conv1d_silu_bidir(x, w, b), p
+
+
+@pytest.mark.parametrize("batch, channels, length, width", [(2, 40, 37, 48), (1, 13, 5, 16), (3, 33, 1, 24),
+                                                            (2, 16, 9, 80)])
+def test_x_proj_rows_matches_reference_fp32(op, device, batch, channels, length, width):
+    from kernels.conv1d.reference import x_proj_rows_ref
+
+    u, p = _conv_u(op, batch, channels, length, width, device=device)
+    x_dbl = op.x_proj_rows(u, p, torch.float32)
+    assert x_dbl.shape == (2, batch * length, width) and x_dbl.dtype == torch.float32 and x_dbl.is_contiguous()
+    torch.testing.assert_close(x_dbl.double(), x_proj_rows_ref(u.double(), p.double(), torch.float64),
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("out_fp32", [True, False])
+def test_x_proj_rows_low_precision(op, device, dtype, out_fp32):
+    from kernels.conv1d.reference import x_proj_rows_ref
+
+    u, p = _conv_u(op, 2, 40, 19, 48, dtype=dtype, device=device)
+    out_dtype = torch.float32 if out_fp32 else dtype
+    x_dbl = op.x_proj_rows(u, p, out_dtype)
+    assert x_dbl.dtype == out_dtype
+    assert_close_to_f64(x_dbl, x_proj_rows_ref(u.double(), p.double(), torch.float64), dtype,
+                        x_proj_rows_ref(u, p, out_dtype))
+
+
+def test_x_proj_rows_edges_bad_input_buffers_autograd_and_opcheck(op, device):
+    u, p = _conv_u(op, 2, 8, 5, 16, device=device)
+    want = op.x_proj_rows(u, p, torch.float32)
+    buf = torch.full_like(want, float("nan"))
+    assert op.x_proj_rows(u, p, torch.float32, out=buf) is buf and torch.equal(buf, want)
+    for bad in (buf.half(), buf[:, :3], buf.transpose(1, 2).contiguous().transpose(1, 2)):
+        with pytest.raises(ValueError, match="must be"):
+            op.x_proj_rows(u, p, torch.float32, out=bad)
+    with pytest.raises(ValueError, match="channel-last"):
+        op.x_proj_rows(u.contiguous(), p, torch.float32)
+    with pytest.raises(ValueError, match="x_proj_t must be"):
+        op.x_proj_rows(u, p[:, :3], torch.float32)
+    with pytest.raises(ValueError, match="share one dtype"):
+        op.x_proj_rows(u, p.double(), torch.float32)
+    with pytest.raises(ValueError, match="out_dtype"):
+        op.x_proj_rows(u, p, torch.float16)
+    with pytest.raises(NotImplementedError, match="no backward"):
+        op.x_proj_rows(u, p.clone().requires_grad_(), torch.float32)
+    empty_u, empty_p = _conv_u(op, 2, 0, 5, 16, device=device)
+    assert not op.x_proj_rows(empty_u, empty_p, torch.float32).any(), "no channels: a sum over none"
+    torch.library.opcheck(torch.ops.vimbench.x_proj_rows.default, (u, p, torch.float32))
+
+
+def test_conv_op_writes_a_given_buffer(op, device):
+    x, w, b, _ = make_inputs(2, 8, 5, 16, device=device)
+    want = op.conv1d_silu_bidir(x, w, b)
+    buf = torch.full_like(want, float("nan"))
+    assert buf.stride() == want.stride()
+    assert op.conv1d_silu_bidir(x, w, b, out=buf) is buf and torch.equal(buf, want)
+    with pytest.raises(ValueError, match="must be"):
+        op.conv1d_silu_bidir(x, w, b, out=buf.contiguous())
+    with pytest.raises(ValueError, match="eager inference"):
+        op.conv1d_silu_bidir(x, w.clone().requires_grad_(), b, out=buf)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("batch, channels, length, width", [(1, 384, 197, 48), (8, 384, 197, 48),
+                                                            (2, 768, 197, 64), (20, 384, 197, 48)])
+def test_x_proj_rows_gpu(op, dtype, batch, channels, length, width):
+    from kernels.conv1d.reference import x_proj_rows_ref
+
+    u, p = _conv_u(op, batch, channels, length, width, dtype=dtype, device="cuda")
+    with torch.no_grad():
+        x_dbl = op.x_proj_rows(u, p, torch.float32)
+    assert_close_to_f64(x_dbl, x_proj_rows_ref(u.double(), p.double(), torch.float64), dtype,
+                        x_proj_rows_ref(u, p, torch.float32))

@@ -344,7 +344,8 @@ def test_replayed_vim_forwards_equal_launched_ones(interpreted_direct_path):
 
 
 @pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="needs TRITON_INTERPRET=1 (the test setup sets it)")
-def test_the_front_path_replays_its_recorded_launches(interpreted_direct_path, monkeypatch):
+@pytest.mark.parametrize("conv_xproj", [True, False])  # the conv with x_proj as one launch, or as two
+def test_the_front_path_replays_its_recorded_launches(interpreted_direct_path, monkeypatch, conv_xproj):
     """The bf16 front path (VisionMamba._forward_front) records its layers' launches once per key and replays
     them as one sequence: the same outputs as Triton's own launches, for new input values, after a norm weight
     changes in place (read by address), and after a mixer parameter changes (the mixer rebuilds its weights: the
@@ -353,6 +354,7 @@ def test_the_front_path_replays_its_recorded_launches(interpreted_direct_path, m
 
     import vimbench.models.vim as vim
 
+    monkeypatch.setattr(vim, "FRONT_CONV_XPROJ", conv_xproj)
     torch.manual_seed(0)
     model = vim.VisionMamba(img_size=32, embed_dim=16, depth=2, num_classes=5, backend="triton").eval()
     model = model.to(torch.bfloat16)
@@ -370,7 +372,8 @@ def test_the_front_path_replays_its_recorded_launches(interpreted_direct_path, m
     images = torch.randn(1, 3, 32, 32, dtype=torch.bfloat16)
     assert pair(images) == 0, "the first forward records"
     plan = vim._FRONT_PLANS[model]
-    assert plan.sequence is not None and len(plan.sequence) == 3 * len(model.layers)
+    per_layer = 3 if vim.FRONT_CONV_XPROJ else 4  # norm_in_proj, conv_xproj or the conv op and x_proj_rows, scan
+    assert plan.sequence is not None and len(plan.sequence) == per_layer * len(model.layers)
     assert pair(images) == 1 and pair(torch.randn_like(images)) == 1
     with torch.no_grad():
         model.layers[1].norm.weight.mul_(0.5)
@@ -436,13 +439,15 @@ def test_direct_launches_match_tritons_on_the_gpu():
 @pytest.mark.gpu
 @pytest.mark.skipif(not launch_mod.triton.__version__.startswith(launch_mod.FAST_TRITON_VERSIONS),
                     reason="the direct launch path is off for this Triton version")
-def test_front_path_replays_match_tritons_launches_on_the_gpu():
+@pytest.mark.parametrize("conv_xproj", [True, False])
+def test_front_path_replays_match_tritons_launches_on_the_gpu(monkeypatch, conv_xproj):
     """Vim-Ti at 224 px, batch 1 and 8, bf16 autocast: the front path's replayed sequence (through the CUDA
     launcher's C function, addresses as integers) gives the very logits of Triton's own launches, for new input
     values and after a norm weight changes in place; on a side stream it records a plan of its own."""
     import vimbench
     import vimbench.models.vim as vim
 
+    monkeypatch.setattr(vim, "FRONT_CONV_XPROJ", conv_xproj)
     torch.manual_seed(0)
     model = vimbench.create_model("vim_t", img_size=224, backend="triton").cuda().eval()
 
@@ -455,7 +460,8 @@ def test_front_path_replays_match_tritons_launches_on_the_gpu():
         for _ in range(2):
             forward(images)  # Triton's first launches, then the recorded plan
         plan = vim._FRONT_PLANS[model]
-        assert plan.sequence is not None and len(plan.sequence) == 3 * len(model.layers)
+        per_layer = 3 if vim.FRONT_CONV_XPROJ else 4
+        assert plan.sequence is not None and len(plan.sequence) == per_layer * len(model.layers)
         assert all(run is not None for run, _ in plan.sequence._steps), "the launcher's C function, no scratch"
         for step in range(3):
             if step == 1:

@@ -134,6 +134,16 @@ def conv_xproj_work(batch: int, channels: int, length: int, dt_rank: int, width:
     return KernelWork("conv_xproj", conv.bytes + extra, conv.mufu, conv.fma)
 
 
+def x_proj_rows_work(batch: int, channels: int, length: int, dt_rank: int, dtype: str = "bf16",
+                     n_state: int = D_STATE) -> KernelWork:
+    """x_proj on the conv's output (kernels/conv1d/xproj.py `x_proj_rows`): reads u (2, B, L, E) and x_proj_t
+    (2, E, W), writes the fp32 x_dbl (2, B * L, W). The multiply-adds run on the tensor cores (no floor here)."""
+    w = XDblLayout(dt_rank, n_state).width
+    elem = element_bytes(dtype)
+    return KernelWork("x_proj_rows", elem * 2 * batch * length * channels + elem * 2 * channels * w
+                      + F32 * 2 * batch * length * w, 0.0, 0.0)
+
+
 def norm_in_proj_work(batch: int, channels: int, length: int, dim: int, dtype: str = "bf16") -> KernelWork:
     """The mixer front (kernels/norm_in_proj) as the front path calls it: reads the previous scan's halves (B, L, 2E),
     out_proj's doubled weight (D, 2E), the fp32 residual and in_proj's weight (2E, D) once, writes the fp32

@@ -93,7 +93,9 @@ def allocation_twin_ops():
         return (torch.empty(x.shape, dtype=out_dtype or x.dtype, device=x.device),
                 torch.empty(x.shape, dtype=torch.float32, device=x.device))
 
-    def conv1d_silu_bidir(x, weight, bias):
+    def conv1d_silu_bidir(x, weight, bias, out=None):
+        if out is not None:
+            return out
         batch, channels, length = x.shape
         if x.stride(1) == 1 and channels > 1:  # channel-last: (B, L, 2, E) in memory
             return torch.empty((batch, length, 2, channels), dtype=x.dtype, device=x.device).permute(2, 0, 3, 1)
@@ -122,8 +124,13 @@ def allocation_twin_ops():
         return (torch.empty((batch, length, in_w.shape[0]), dtype=in_w.dtype, device=y.device),
                 torch.empty((batch, length, norm_w.shape[0]), dtype=torch.float32, device=y.device))
 
+    def x_proj_rows(u, x_proj_t, out_dtype, out=None):  # kernels.conv1d.xproj.x_dbl_like
+        if out is not None:
+            return out
+        return torch.empty((2, u.shape[1] * u.shape[3], x_proj_t.shape[-1]), dtype=out_dtype, device=u.device)
+
     return VimOps("triton-allocations", add_rmsnorm, conv1d_silu_bidir, bimamba_scan, scan_fuses_dt_proj=True,
-                  zgate=zgate, conv_xproj=conv_xproj, norm_in_proj=norm_in_proj)
+                  zgate=zgate, conv_xproj=conv_xproj, norm_in_proj=norm_in_proj, x_proj_rows=x_proj_rows)
 
 
 def vim_peak_bytes(name: str, res: int, batch: int, dtype: str = "bf16", batch_slice: int = 0,

@@ -6,7 +6,8 @@ selective_scan (one direction), bimamba_scan_bwd (the training backward of both 
 conv1d_silu_bidir (both directions' conv + SiLU) and add_rmsnorm, and the backward ops; zgate (inference memory
 mode lean-gated: the z GEMM with the gate and the halves' sum as its epilogue); conv_xproj (inference: the conv with
 the x_proj GEMM in one launch, vimbench.models.vim.FUSE_CONV_XPROJ, off: measured slower; the front path uses it);
-norm_in_proj (small eager inference: the previous out_proj, add + RMSNorm and in_proj in one launch).
+norm_in_proj (small eager inference: the previous out_proj, add + RMSNorm and in_proj in one launch); x_proj_rows
+(small eager inference: x_proj on the conv's output).
 
 Inputs are laid out as the Vim mixer passes them on a GPU: channel-last, x and z views of xz, B and C views of
 x_dbl in XDblLayout order, in fp32 for bf16/fp16 activations (vimbench.models.vim.x_dbl_in_fp32).
@@ -585,6 +586,56 @@ register(KernelOp(
     static_specs=lambda: [_conv_xproj_spec("bf16"), _conv_xproj_spec("fp32"),
                           _conv_xproj_spec("bf16", OpShape(batch=1, channels=384, length=VIM_TI_224), label="/b1")],
     official="the official code runs the conv (causal_conv1d) and x_proj (a GEMM) separately",
+))
+
+
+def _x_proj_rows_inputs(shape: OpShape, dtype, device: str) -> dict[str, Any]:
+    """u as the conv op writes it from the mixer's channel-last x ((2, B, E, L) laid out (B, L, 2, E)), x_proj_t
+    (2, E, W) in the activation dtype; x_dbl in fp32, as inference writes it for 16-bit activations on CUDA."""
+    import torch
+
+    from vimbench.layout import XDblLayout
+
+    width = XDblLayout(shape.dt_rank, shape.d_state).width
+    rnd = _random(shape, device)
+    u = rnd(shape.batch, shape.length, 2, shape.channels, dt=dtype).permute(2, 0, 3, 1)
+    return dict(u=u, x_proj_t=rnd(2, shape.channels, width, scale=shape.channels ** -0.5, dt=dtype),
+                out_dtype=torch.float32)
+
+
+def _x_proj_rows_spec(dtype: str, shape: OpShape = OpShape(batch=1, channels=384, length=VIM_TI_224)) -> KernelSpec:
+    """kernels/conv1d/xproj.py `_x_proj_rows_kernel` as the front path launches it (Vim-Ti, 224 px, batch 1): u
+    (2, B, E, L) a view of (B, L, 2, E), x_proj_t (2, E, W) contiguous, x_dbl (2, B * L, W) fp32. Named
+    x_proj_rows/<dtype>/b1."""
+    from kernels.conv1d.xproj import x_proj_rows_launch_config
+    from vimbench.layout import XDblLayout
+
+    B_, E, L = shape.batch, shape.channels, shape.length
+    W = XDblLayout(shape.dt_rank, shape.d_state).width
+    cfg = x_proj_rows_launch_config(B_ * L, E, W, interpreted=False)
+    u_b, u_l, u_dir, _ = contiguous_strides(B_, L, 2, E)
+    args = {
+        "u_ptr": Ptr(dtype), "p_ptr": Ptr(dtype), "xdbl_ptr": Ptr("fp32"), "M": B_ * L, "L": L, "E": E, "W": W,
+        "stride_u_dir": u_dir, "stride_u_b": u_b, "stride_u_l": u_l,
+        **dict(zip(("stride_p_dir", "stride_p_e", "stride_p_w"), contiguous_strides(2, E, W))),
+        "stride_o_dir": B_ * L * W, "stride_o_m": W,
+    }
+    return spec_from_args(f"x_proj_rows/{dtype}/b1", "kernels.conv1d.xproj", cfg.kernel, args,
+                          dict(IEEE=dtype == "fp32", UPCAST=False, **cfg.constexprs),
+                          do_not_specialize=("M", "L"), num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+
+
+register(KernelOp(
+    name="x_proj_rows",
+    summary="x_proj on the conv's output, one program per block of token rows and direction (the front path's)",
+    category="conv",
+    forward="kernels.conv1d.op:x_proj_rows",
+    reference="kernels.conv1d.reference:x_proj_rows_ref",
+    inputs=_x_proj_rows_inputs,
+    work=lambda s, dtype: rl.x_proj_rows_work(s.batch, s.channels, s.length, s.dt_rank, dtype=dtype),
+    kernels=("kernels.conv1d.xproj:_x_proj_rows_kernel",),
+    static_specs=lambda: [_x_proj_rows_spec("bf16")],
+    official="the official code runs x_proj as a cuBLAS GEMM (F.linear)",
 ))
 
 

@@ -2,7 +2,7 @@
 
 Op signatures (all backends identical; shapes documented on the reference ops in `kernels`):
     add_rmsnorm(x, residual, weight, eps, out_dtype) -> (y, residual_fp32)
-    conv1d_silu_bidir(x, weight, bias) -> u            x (B, E, L), weight (2, E, K), bias (2, E) -> (2, B, E, L)
+    conv1d_silu_bidir(x, weight, bias, out=None) -> u   x (B, E, L), weight (2, E, K), bias (2, E) -> (2, B, E, L)
     bimamba_scan(u, delta, A, B, C, D, z, delta_bias, combine=True, out=None, dt_proj=None) -> y
                       direction-stacked inputs -> (B, E, L); combine=False: the two gated halves
                       (2, B, E, L), written to `out` if given (may be u itself); dt_proj (2, E, R): delta is
@@ -25,7 +25,9 @@ None where the backend has no such kernel.
     norm_in_proj(y, out_w, residual, norm_w, eps, in_w, out=None) -> (xz, r)    inference: the previous mixer's
                       out_proj, the residual add, RMSNorm and in_proj in one launch (kernels.norm_in_proj); None
                       where the backend has none
-    (out: the outputs' buffers, written instead of new tensors; eager calls only)
+    x_proj_rows(u, x_proj_t, out_dtype, out=None) -> x_dbl    inference: x_proj on the conv's output u (2, B, E, L)
+                      channel-last, (2, B * L, W) (kernels.conv1d.xproj); None where the backend has none
+    (out: the outputs' buffers, written instead of new tensors; eager calls only; conv1d_silu_bidir takes one too)
 """
 from __future__ import annotations
 
@@ -48,6 +50,7 @@ class VimOps:
     zgate: Callable | None = None
     conv_xproj: Callable | None = None
     norm_in_proj: Callable | None = None
+    x_proj_rows: Callable | None = None
 
 
 def _torch_ops() -> VimOps:
@@ -73,7 +76,7 @@ def _triton_ops() -> VimOps:
                             "before importing to run the kernels slowly on CPU, for tests); use backend torch")
     try:
         from kernels.bimamba_inner.op import bimamba_inner
-        from kernels.conv1d.op import conv1d_silu_bidir, conv_xproj
+        from kernels.conv1d.op import conv1d_silu_bidir, conv_xproj, x_proj_rows
         from kernels.norm_in_proj.op import norm_in_proj
         from kernels.rmsnorm.op import add_rmsnorm
         from kernels.selective_scan.fwd import token_blocks_take_dt_proj
@@ -83,7 +86,7 @@ def _triton_ops() -> VimOps:
         raise VimbenchError(f"the triton backend is unavailable here ({exc}); use --backend torch") from exc
     return VimOps("triton", add_rmsnorm, conv1d_silu_bidir, bimamba_scan, bimamba_inner,
                   scan_fuses_dt_proj=True, scan_blocks_take_dt_proj=token_blocks_take_dt_proj, zgate=zgate,
-                  conv_xproj=conv_xproj, norm_in_proj=norm_in_proj)
+                  conv_xproj=conv_xproj, norm_in_proj=norm_in_proj, x_proj_rows=x_proj_rows)
 
 
 _FACTORIES = {"torch": _torch_ops, "triton": _triton_ops}

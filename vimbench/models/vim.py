@@ -513,8 +513,9 @@ class BiMambaMixer(nn.Module):
         combined or gated output (B, L, E) with out_w once. xz: in_proj's output (B, L, 2E), made by the caller
         (VisionMamba's front path, `norm_in_proj`), in the default inference layout only (in_proj not split, z not
         gated); h is not read then (None). fuse_conv: the conv and x_proj as one launch (ops.conv_xproj); None:
-        as `fuses_conv_xproj` decides. buffers (the front path's): ops.conv_xproj writes u and x_dbl into
-        buffers.u and buffers.x_dbl where they are set (the previous layer's), and leaves its outputs there."""
+        as `fuses_conv_xproj` decides. buffers (the front path's): the conv and x_proj (ops.conv_xproj, or
+        without fuse_conv ops.conv1d_silu_bidir and ops.x_proj_rows) write u and x_dbl into buffers.u and
+        buffers.x_dbl where they are set (the previous layer's), and leave their outputs there."""
         inner, lay = self.d_inner, self.x_dbl_layout
         rows = h if xz is None else xz
         batch, length = rows.shape[0], rows.shape[1]
@@ -542,6 +543,11 @@ class BiMambaMixer(nn.Module):
                                            torch.float32 if x_dbl_in_fp32(x) else x.dtype, out=reuse)
             if buffers is not None:
                 buffers.u, buffers.x_dbl = u, x_dbl
+        elif buffers is not None and self.ops.x_proj_rows is not None:  # the front path: two launches, its buffers
+            u = self.ops.conv1d_silu_bidir(x, w.conv_w, w.conv_b, out=buffers.u)
+            x_dbl = self.ops.x_proj_rows(u, w.x_proj_t, torch.float32 if x_dbl_in_fp32(u) else u.dtype,
+                                         out=buffers.x_dbl)
+            buffers.u, buffers.x_dbl = u, x_dbl
         else:
             u = self.ops.conv1d_silu_bidir(x, w.conv_w, w.conv_b)  # (2, B, E, L); triton: laid out (B, L, 2, E)
             x = None  # with split, its memory can hold x_dbl and z

@@ -1,6 +1,7 @@
 """Session aa: the front path's recorded plan (`vimbench.models.vim.FrontPlan`: the layers' launches replayed as one
 kernels.launch.LaunchSequence) against the front path that runs its launchers on every forward (FRONT_PLANS off)
-and the per-op path (FRONT_MAX_ROWS = 0), in eager inference at 224 px, bf16 autocast (weight cache on, as the
+and the per-op path (FRONT_MAX_ROWS = 0), and (variant "plan,2conv") the replayed front path with the conv op and
+x_proj_rows instead of conv_xproj (FRONT_CONV_XPROJ off), in eager inference at 224 px, bf16 autocast (weight cache on, as the
 sweep runs it), beside DeiT-Ti (timm, sdpa) in the same process; batches from PLANAB_BATCHES (default 1,8,16);
 PLANAB_MODELS=vim_s,deit_s: another pair (row "peer": the DeiT); PLANAB_VARIANTS: a subset; the front variants are
 forced on at every size; PLANAB_TAG: the output file's suffix.
@@ -19,8 +20,9 @@ OUT = os.environ.get("OUT", "/tmp")
 BATCHES = [int(b) for b in os.environ.get("PLANAB_BATCHES", "1,8,16").split(",")]
 ON = 10 ** 9  # the front path forced on at every size (the model's own limits decide it otherwise)
 VARIANTS = {"per-op": dict(FRONT_MAX_ROWS=0, FRONT_PLANS=True),
-            "front": dict(FRONT_MAX_ROWS=ON, FRONT_MAX_DIM=ON, FRONT_PLANS=False),
-            "front+plan": dict(FRONT_MAX_ROWS=ON, FRONT_MAX_DIM=ON, FRONT_PLANS=True)}
+            "front": dict(FRONT_MAX_ROWS=ON, FRONT_MAX_DIM=ON, FRONT_PLANS=False, FRONT_CONV_XPROJ=True),
+            "front+plan": dict(FRONT_MAX_ROWS=ON, FRONT_MAX_DIM=ON, FRONT_PLANS=True, FRONT_CONV_XPROJ=True),
+            "plan,2conv": dict(FRONT_MAX_ROWS=ON, FRONT_MAX_DIM=ON, FRONT_PLANS=True, FRONT_CONV_XPROJ=False)}
 VARIANTS = {k: v for k, v in VARIANTS.items() if k in os.environ.get("PLANAB_VARIANTS", ",".join(VARIANTS)).split(",")}
 MODEL, PEER = os.environ.get("PLANAB_MODELS", "vim_t,deit_t").split(",")
 rows = []
