@@ -1,6 +1,6 @@
 """Session aa: the front path's recorded plan (`vimbench.models.vim.FrontPlan`: the layers' launches replayed as one
 kernels.launch.LaunchSequence) against the front path that runs its launchers on every forward (FRONT_PLANS off)
-and the per-op path (FRONT_MAX_ROWS = 0), and (variant "plan,2conv") the replayed front path with the conv op and
+and the per-op path (FRONT_MAX_ROWS = 0), and (variant "plan+2conv") the replayed front path with the conv op and
 x_proj_rows instead of conv_xproj (FRONT_CONV_XPROJ off), in eager inference at 224 px, bf16 autocast (weight cache on, as the
 sweep runs it), beside DeiT-Ti (timm, sdpa) in the same process; batches from PLANAB_BATCHES (default 1,8,16);
 PLANAB_MODELS=vim_s,deit_s: another pair (row "peer": the DeiT); PLANAB_VARIANTS: a subset; the front variants are
@@ -22,7 +22,7 @@ ON = 10 ** 9  # the front path forced on at every size (the model's own limits d
 VARIANTS = {"per-op": dict(FRONT_MAX_ROWS=0, FRONT_PLANS=True),
             "front": dict(FRONT_MAX_ROWS=ON, FRONT_MAX_DIM=ON, FRONT_PLANS=False, FRONT_CONV_XPROJ=True),
             "front+plan": dict(FRONT_MAX_ROWS=ON, FRONT_MAX_DIM=ON, FRONT_PLANS=True, FRONT_CONV_XPROJ=True),
-            "plan,2conv": dict(FRONT_MAX_ROWS=ON, FRONT_MAX_DIM=ON, FRONT_PLANS=True, FRONT_CONV_XPROJ=False)}
+            "plan+2conv": dict(FRONT_MAX_ROWS=ON, FRONT_MAX_DIM=ON, FRONT_PLANS=True, FRONT_CONV_XPROJ=False)}
 VARIANTS = {k: v for k, v in VARIANTS.items() if k in os.environ.get("PLANAB_VARIANTS", ",".join(VARIANTS)).split(",")}
 MODEL, PEER = os.environ.get("PLANAB_MODELS", "vim_t,deit_t").split(",")
 rows = []
@@ -88,6 +88,6 @@ print("eager bf16 at 224 px: p50 ms (CUDA events) / back-to-back ms per call / h
 for batch in BATCHES:
     for name in list(VARIANTS) + ["peer"]:
         rs = [r for r in rows if r["batch"] == batch and r["variant"] == name]
-        print(f"b{batch} {name:11s} " + "  ".join(f"{r['p50_ms']:.2f} / {r['host_ms']:.2f} / {r['host_single_ms']:.2f}"
+        print(f"b{batch} {name:12s} " + "  ".join(f"{r['p50_ms']:.2f} / {r['host_ms']:.2f} / {r['host_single_ms']:.2f}"
                                                    for r in rs)
               + f"   {rs[0]['kernels']:.0f} kernels {rs[0]['gpu_us']:.0f} us   err {rs[0]['err']}")
