@@ -53,6 +53,7 @@ def host_single_ms(f, n=30):
 def setvars(name):
     for k, v in VARIANTS.get(name, {}).items():
         setattr(vim, k, v)
+    vim._FRONT_PLANS.clear()  # a recorded plan holds the launches of the knobs it was recorded under
 
 
 for batch in BATCHES:
