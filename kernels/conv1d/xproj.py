@@ -1,11 +1,13 @@
 """Both directions' conv1d + SiLU fused with x_proj, for inference: one launch writes u and x_dbl.
 
     u, x_dbl = conv_xproj(x, weight, bias, x_proj_t, out_dtype)        contract: `conv_xproj_ref`
+    x_dbl = x_proj_rows(u, x_proj_t, out_dtype)   x_proj alone on the conv op's output (the front path's; at the end)
 
 Measured 3.7-7x SLOWER in GPU time than the two kernels it replaces (session x, H100; kernels/NOTES.md, "Session x"),
 so the per-op mixer does not use it (`vimbench.models.vim.FUSE_CONV_XPROJ` off). The model's front path for small
-eager inference does (`FRONT_CONV_XPROJ`, session z): there the forward is host-bound, and one launch fewer per
-layer beats the kernel time it adds (36.6 against 5.5 us per layer at batch 1).
+eager inference used it in session z (`FRONT_CONV_XPROJ`), where one launch fewer per layer beat the kernel time it
+adds; once session aa replayed the front path's launches, the conv op and `x_proj_rows` (below) won (37 us per layer
+against 2.7 + ~3 at batch 1), and FRONT_CONV_XPROJ is off.
 
 Why it was tried (issues 11 and 12, session x): the mixer ran the conv (writes u, (2, B, E, L) laid out
 (B, L, 2, E)) and then x_proj as a batched GEMM that reads all of u again to make x_dbl (2, B * L, W) =

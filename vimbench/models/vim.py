@@ -50,11 +50,12 @@ TRACED_STACKED_WEIGHTS = False
 # x_proj (0.6 GB per layer at Vim-Ti 1248 px, batch 64, bf16) and there is one launch per layer fewer. Off: measured
 # 3.7-7x slower than the conv op + the bmm (session x, H100, results/history/convxproj-h100-2026-12-06x.json; Vim-Ti
 # bf16, us per call: 1248/64 2,299 vs 610, 224/64 169 vs 24, 224/8 37 vs 7.3, 224/1 37 vs 5.5; kernels/NOTES.md).
-# (The front path below uses it where launches, not kernels, bound the forward: FRONT_CONV_XPROJ.)
+# (The front path below used it until session aa: FRONT_CONV_XPROJ.)
 FUSE_CONV_XPROJ = False
 # Small eager inference on a backend with ops.norm_in_proj (triton): a block's entry, from the previous mixer's
-# out_proj through the residual add and RMSNorm to in_proj, is one launch (kernels/norm_in_proj), and the conv with
-# x_proj another (ops.conv_xproj, FRONT_CONV_XPROJ), so a layer is three launches (with the scan) instead of six.
+# out_proj through the residual add and RMSNorm to in_proj, is one launch (kernels/norm_in_proj), then the conv op,
+# x_proj (ops.x_proj_rows; or both as ops.conv_xproj, FRONT_CONV_XPROJ) and the scan: four launches per layer
+# instead of six, all Triton, so the layers' launches can be recorded and replayed as one sequence (FRONT_PLANS).
 # Where the forward is host-bound: eager calls (not traced, not captured) of at most FRONT_MAX_ROWS token rows
 # (batch x L) with every mixer in the default inference layout (`VisionMamba.uses_front`). Measured (session z, H100,
 # Vim-Ti 224 px bf16 autocast, eager p50 ms of the two passes A B C D D C B A, one process with DeiT-Ti;
@@ -64,8 +65,13 @@ FUSE_CONV_XPROJ = False
 # 4.78 / 5.00 (5.12 / 6.34). At batch 32 the front path is GPU-bound (6.5 ms of kernels per call: conv_xproj and the
 # out_proj each in_proj tile repeats grow with the rows) and at batch 64 slower (10.8 ms against 6.7). 4096 rows
 # (batch 20 at 224 px) lies between the last measured gain (3,152 rows) and the first loss (6,304).
-# FRONT_CONV_XPROJ False (the conv op and the x_proj GEMM: four launches per layer) measured 5-10% slower than True
-# at batch 1-16.
+# FRONT_CONV_XPROJ: the conv with x_proj as one launch (ops.conv_xproj: three launches per layer) or as the conv op
+# and ops.x_proj_rows (four). Session z (launchers run every forward, the cuBLAS bmm for x_proj then) measured
+# False 5-10% slower; session aa, with the layers' launches replayed (FrontPlan) and x_proj as our own kernel
+# (x_proj_rows), measured False faster: conv_xproj's 37 us per layer against 2.7 + ~3 (H100, Vim-Ti 224 px bf16,
+# eager p50 ms of two passes, results/history/planab-2conv-h100-2026-12-06aa.json): batch 1 1.35 / 1.60 against
+# 2.58 / 2.45 (GPU time per forward 787 against 1,493 us), batch 8 2.23 / 2.70 against 2.93 / 3.30, batch 16
+# 3.84 / 3.56 against 5.04 / 4.69.
 FRONT_MAX_ROWS = 4096
 # ... and at most this embedding width: Vim-Ti. Wider models keep the per-op path. Measured on an H100 (session aa,
 # 224 px, bf16, eager p50 against the per-op path, results/history/planab-vim_{s,b}-h100-2026-12-06aa.json): Vim-S
@@ -73,7 +79,7 @@ FRONT_MAX_ROWS = 4096
 # batch 1. norm_in_proj recomputes out_proj's rows for each in_proj tile, and at D = 384 and 768 its tiles spill:
 # 1.7 ms of kernels per Vim-S forward at batch 1, 40.5 per Vim-B forward, against 0.33 for Vim-Ti.
 FRONT_MAX_DIM = 192
-FRONT_CONV_XPROJ = True
+FRONT_CONV_XPROJ = False
 # Activation dtypes the front path runs for: 16-bit only (norm_in_proj's fp32 tl.dot runs on the FMA pipe and
 # spills: static, sm_90, 1.1 KB at Vim-Ti's shapes; fp32 inference keeps the per-op path).
 FRONT_DTYPES = (torch.bfloat16, torch.float16)
@@ -747,10 +753,10 @@ class VisionMamba(nn.Module):
                    for m in (block.mixer for block in self.layers))
 
     def _forward_front(self, hidden: torch.Tensor, act_dtype: torch.dtype) -> torch.Tensor:
-        """forward_features' layers and final norm from the layers' input, three launches per layer: a block's
+        """forward_features' layers and final norm from the layers' input, four launches per layer: a block's
         entry from the previous mixer's scan output (its out_proj, the residual add, RMSNorm, in_proj:
-        ops.norm_in_proj), the conv with x_proj (FRONT_CONV_XPROJ) and the scan. The same math as the per-op path;
-        the GEMMs accumulate in another order.
+        ops.norm_in_proj), the conv op, x_proj (ops.x_proj_rows; the two as one ops.conv_xproj launch with
+        FRONT_CONV_XPROJ) and the scan. The same math as the per-op path; the GEMMs accumulate in another order.
 
         Where replays are on (kernels.launch: the direct path and `call_replay`), the layers' launches are recorded
         once into a FrontPlan, per input layout, weights, stream and thread, and replayed as one fixed sequence
