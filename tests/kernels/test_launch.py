@@ -349,7 +349,7 @@ def test_the_front_path_replays_its_recorded_launches(interpreted_direct_path, m
     """The bf16 front path (VisionMamba._forward_front) records its layers' launches once per key and replays
     them as one sequence: the same outputs as Triton's own launches, for new input values, after a norm weight
     changes in place (read by address), and after a mixer parameter changes (the mixer rebuilds its weights: the
-    plan is recorded again); another batch is another plan; a forward off the path, or a copy, keeps none."""
+    plan is recorded again); another batch is another key; a forward off the path, or a copy, keeps none."""
     import copy
 
     import vimbench.models.vim as vim
@@ -374,17 +374,18 @@ def test_the_front_path_replays_its_recorded_launches(interpreted_direct_path, m
     plan = vim._FRONT_PLANS[model]
     per_layer = 3 if vim.FRONT_CONV_XPROJ else 4  # norm_in_proj, conv_xproj or the conv op and x_proj_rows, scan
     assert plan.sequence is not None and len(plan.sequence) == per_layer * len(model.layers)
-    assert pair(images) == 1 and pair(torch.randn_like(images)) == 1
+    assert pair(images) == 1
+    if conv_xproj:
+        return  # the rest does not depend on the conv's form (CPU time: each interpreted forward takes ~1-2 s)
+    images = torch.randn_like(images)
     with torch.no_grad():
         model.layers[1].norm.weight.mul_(0.5)
-    assert pair(images) == 1 and vim._FRONT_PLANS[model] is plan
+    assert pair(images) == 1 and vim._FRONT_PLANS[model] is plan, "new input values, a norm weight read by address"
     with torch.no_grad():
         model.layers[0].mixer.in_proj.weight.mul_(0.5)
-    assert pair(images) == 0 and vim._FRONT_PLANS[model] is not plan
-    assert pair(images) == 1
-    batch2 = torch.randn(2, 3, 32, 32, dtype=torch.bfloat16)
-    assert pair(batch2) == 0 and pair(batch2) == 1
-    assert model not in copy.deepcopy(model).__dict__.values() and copy.deepcopy(model) not in vim._FRONT_PLANS
+    assert pair(images) == 0 and vim._FRONT_PLANS[model] is not plan, "new mixer weights: recorded again"
+    assert vim._front_key(torch.zeros(2, 5, 16, dtype=torch.bfloat16), torch.bfloat16) != vim._FRONT_PLANS[model].key
+    assert copy.deepcopy(model) not in vim._FRONT_PLANS, "a copy carries no plan"
     monkeypatch.setattr(vim, "FRONT_MAX_ROWS", 0)
     with torch.inference_mode():
         model(images)
