@@ -721,7 +721,8 @@ class VisionMamba(nn.Module):
         del x, cls
         if self.uses_front(hidden, act_dtype):
             return self._forward_front(hidden, act_dtype)
-        _FRONT_PLANS.pop(self, None)  # a recorded front path's buffers are not kept past its last forward
+        if not torch.compiler.is_compiling():  # (nothing for the tracer to see)
+            _FRONT_PLANS.pop(self, None)  # a recorded front path's buffers are not kept past its last forward
         weights = self.training_weights(act_dtype)
         residual = None
         for i, block in enumerate(self.layers):
