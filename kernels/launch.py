@@ -25,6 +25,12 @@ conv1d_silu_bidir, bimamba_scan) remember, per call signature (inputs' shapes, s
 aliasing, the scalars), the launches a call made, and a later call with that signature hands them to the compiled
 kernels at once: no checks, launch configuration, argument dicts or specialization key. `call_replay(False)` or
 VIMBENCH_CALL_REPLAY=0 turns this off. Measured: kernels/NOTES.md, "Replayed calls".
+
+Launch sequences (`record_launches`, `LaunchSequence`): a whole block of launches (the model's eager front path,
+all its layers) recorded once and replayed as one fixed list of compiled-kernel launches, with the block's buffers
+kept alive and its input's address read at each replay; none of the launchers' Python runs then. The caller keys
+and validates what the sequence depends on (vimbench.models.vim.FrontPlan). Measured: kernels/NOTES.md,
+"Session aa".
 """
 from __future__ import annotations
 

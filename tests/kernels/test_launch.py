@@ -288,6 +288,10 @@ def test_recorded_blocks_do_not_nest(kernel):
                 pass
 
 
+needs_interpreter = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1",
+                                       reason="needs TRITON_INTERPRET=1 (the test setup sets it)")
+
+
 @pytest.fixture
 def interpreted_direct_path(monkeypatch):
     """The direct path and replays on CPU: launches of interpreted kernels are cached as if compiled, and the
@@ -324,7 +328,7 @@ def interpreted_direct_path(monkeypatch):
     launch_mod.clear_cache()
 
 
-@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="needs TRITON_INTERPRET=1 (the test setup sets it)")
+@needs_interpreter
 def test_replayed_vim_forwards_equal_launched_ones(interpreted_direct_path):
     """A small Vim (depth 2, 5 tokens) on backend triton, interpreted, fp32 (the per-op path): the forward whose
     add_rmsnorm, conv1d and scan calls are all replayed gives the very outputs of the one that launched them."""
@@ -343,7 +347,7 @@ def test_replayed_vim_forwards_equal_launched_ones(interpreted_direct_path):
     assert torch.equal(want, got)
 
 
-@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="needs TRITON_INTERPRET=1 (the test setup sets it)")
+@needs_interpreter
 @pytest.mark.parametrize("conv_xproj", [True, False])  # the conv with x_proj as one launch, or as two
 def test_the_front_path_replays_its_recorded_launches(interpreted_direct_path, monkeypatch, conv_xproj):
     """The bf16 front path (VisionMamba._forward_front) records its layers' launches once per key and replays

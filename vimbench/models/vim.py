@@ -11,6 +11,7 @@ import math
 import threading
 import weakref
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
@@ -19,6 +20,9 @@ import torch.nn.functional as F
 from vimbench.layout import XDblLayout
 from vimbench.geometry import D_CONV, D_STATE, PATCH, d_inner, dt_rank
 from vimbench.models.ops import VimOps, get_ops
+
+if TYPE_CHECKING:
+    from kernels.launch import LaunchSequence
 
 NORM_EPS = 1e-5
 # Inference's delta GEMM over x_dbl's dt columns AND its zero pad (K = 16 for Vim-Ti) against dt_proj with zero
@@ -65,13 +69,6 @@ FUSE_CONV_XPROJ = False
 # 4.78 / 5.00 (5.12 / 6.34). At batch 32 the front path is GPU-bound (6.5 ms of kernels per call: conv_xproj and the
 # out_proj each in_proj tile repeats grow with the rows) and at batch 64 slower (10.8 ms against 6.7). 4096 rows
 # (batch 20 at 224 px) lies between the last measured gain (3,152 rows) and the first loss (6,304).
-# FRONT_CONV_XPROJ: the conv with x_proj as one launch (ops.conv_xproj: three launches per layer) or as the conv op
-# and ops.x_proj_rows (four). Session z (launchers run every forward, the cuBLAS bmm for x_proj then) measured
-# False 5-10% slower; session aa, with the layers' launches replayed (FrontPlan) and x_proj as our own kernel
-# (x_proj_rows), measured False faster: conv_xproj's 37 us per layer against 2.7 + ~3 (H100, Vim-Ti 224 px bf16,
-# eager p50 ms of two passes, results/history/planab-2conv-h100-2026-12-06aa.json): batch 1 1.35 / 1.60 against
-# 2.58 / 2.45 (GPU time per forward 787 against 1,493 us), batch 8 2.23 / 2.70 against 2.93 / 3.30, batch 16
-# 3.84 / 3.56 against 5.04 / 4.69.
 FRONT_MAX_ROWS = 4096
 # ... and at most this embedding width: Vim-Ti. Wider models keep the per-op path. Measured on an H100 (session aa,
 # 224 px, bf16, eager p50 against the per-op path, results/history/planab-vim_{s,b}-h100-2026-12-06aa.json): Vim-S
@@ -79,6 +76,13 @@ FRONT_MAX_ROWS = 4096
 # batch 1. norm_in_proj recomputes out_proj's rows for each in_proj tile, and at D = 384 and 768 its tiles spill:
 # 1.7 ms of kernels per Vim-S forward at batch 1, 40.5 per Vim-B forward, against 0.33 for Vim-Ti.
 FRONT_MAX_DIM = 192
+# FRONT_CONV_XPROJ: the conv with x_proj as one launch (ops.conv_xproj: three launches per layer) or as the conv op
+# and ops.x_proj_rows (four). Session z (launchers run every forward, the cuBLAS bmm for x_proj then) measured
+# False 5-10% slower; session aa, with the layers' launches replayed (FrontPlan) and x_proj as our own kernel
+# (x_proj_rows), measured False faster: conv_xproj's 37 us per layer against 2.7 + ~3 (H100, Vim-Ti 224 px bf16,
+# eager p50 ms of two passes, results/history/planab-2conv-h100-2026-12-06aa.json): batch 1 1.35 / 1.60 against
+# 2.58 / 2.45 (GPU time per forward 787 against 1,493 us), batch 8 2.23 / 2.70 against 2.93 / 3.30, batch 16
+# 3.84 / 3.56 against 5.04 / 4.69.
 FRONT_CONV_XPROJ = False
 # Activation dtypes the front path runs for: 16-bit only (norm_in_proj's fp32 tl.dot runs on the FMA pipe and
 # spills: static, sm_90, 1.1 KB at Vim-Ti's shapes; fp32 inference keeps the per-op path).
@@ -148,7 +152,6 @@ def _front_key(hidden: torch.Tensor, act_dtype: torch.dtype) -> tuple:
     stream = torch._C._cuda_getCurrentRawStream(hidden.device.index) if hidden.is_cuda else 0
     return (hidden.shape, hidden.stride(), hidden.dtype, hidden.device, hidden.data_ptr() & 15, act_dtype, stream,
             threading.get_ident())
-
 
 
 @dataclass(frozen=True)
@@ -771,7 +774,8 @@ class VisionMamba(nn.Module):
         key = _front_key(hidden, act_dtype) if FRONT_PLANS and launch.replays_enabled(hidden) else None
         plan = _FRONT_PLANS.get(self) if key is not None else None
         if plan is not None and not plan.fits(key, weights, norms):
-            plan = _FRONT_PLANS.pop(self) and None
+            del _FRONT_PLANS[self]  # (its buffers go now, before the new plan's are allocated)
+            plan = None
         if plan is not None and plan.sequence is not None:
             plan.sequence.replay((hidden,))
             y, out_w, residual = plan.y, plan.out_w, plan.residual

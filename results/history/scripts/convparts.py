@@ -22,7 +22,8 @@ EDITS = {
     "no dot, d=0": [("acc_f = dot_acc(u_f, p_f, acc_f, IEEE, UPCAST)", "acc_f += 0.0"),
                     ("acc_b = dot_acc(u_b, p_b, acc_b, IEEE, UPCAST)", "acc_b += 0.0"),
                     ("for s in tl.static_range(2 * K - 1):", "for s in tl.static_range(K - 1, K):")],
-    "no u store": [("        tl.store(u_at, u_f, mask=tile)\n", ""), ("        tl.store(u_at + stride_u_dir, u_b, mask=tile)\n", "")],
+    "no u store": [("        tl.store(u_at, u_f, mask=tile)\n", ""),
+                   ("        tl.store(u_at + stride_u_dir, u_b, mask=tile)\n", "")],
 }
 tmp = pathlib.Path(tempfile.mkdtemp())
 mods = {}
