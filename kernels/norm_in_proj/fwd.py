@@ -31,7 +31,7 @@ import triton
 import triton.language as tl
 
 from kernels.launch import CallMemo, launch
-from kernels.runtime import LaunchConfig, cdiv, check_device, check_out, next_power_of_2
+from kernels.runtime import LaunchConfig, cdiv, check_device, check_out, next_power_of_2, sm_count
 from kernels.tiledot import dot_acc
 
 _MEMO = CallMemo("norm_in_proj")  # eager calls replayed by signature (kernels/launch.py)
@@ -49,8 +49,9 @@ def _norm_in_proj_kernel(
     stride_r_b, stride_r_l,
     HAS_OUT: tl.constexpr, HAS_RES: tl.constexpr, IEEE: tl.constexpr, UPCAST: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
+    N_TILES: tl.constexpr,
 ):
-    pid_n = tl.program_id(0)
+    pid_n = tl.program_id(0)  # this program's group of N_TILES in_proj tiles
     offs_m = tl.program_id(1).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     mask_m = offs_m < M
     b = offs_m // L
@@ -82,18 +83,25 @@ def _norm_in_proj_kernel(
     inv_rms = 1.0 / tl.sqrt(tl.sum(r * r, axis=1) / D + eps)  # (M,)
     nw = tl.load(nw_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
     h = (r * inv_rms[:, None] * nw[None, :]).to(xz_ptr.dtype.element_ty)
-    # 3. this program's in_proj outputs
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    mask_n = offs_n < N
-    wi = tl.load(iw_ptr + offs_n[None, :] * stride_iw_n + offs_d[:, None] * stride_iw_d,
-                 mask=mask_d[:, None] & mask_n[None, :], other=0.0)  # (BLOCK_D, BLOCK_N) = in_w^T
-    out = dot_acc(h, wi, tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32), IEEE, UPCAST)
-    tl.store(xz_ptr + (b * stride_xz_b + l * stride_xz_l)[:, None] + offs_n[None, :],
-             out.to(xz_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+    # 3. this program's in_proj outputs: N_TILES tiles from the same h (the last group's may run past N: masked)
+    xz_rows = xz_ptr + (b * stride_xz_b + l * stride_xz_l)[:, None]
+    for t in range(N_TILES):
+        offs_n = (pid_n * N_TILES + t) * BLOCK_N + tl.arange(0, BLOCK_N)
+        mask_n = offs_n < N
+        wi = tl.load(iw_ptr + offs_n[None, :] * stride_iw_n + offs_d[:, None] * stride_iw_d,
+                     mask=mask_d[:, None] & mask_n[None, :], other=0.0)  # (BLOCK_D, BLOCK_N) = in_w^T
+        out = dot_acc(h, wi, tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32), IEEE, UPCAST)
+        tl.store(xz_rows + offs_n[None, :], out.to(xz_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
 
 
-def norm_in_proj_launch_config(rows: int, dim: int, n_out: int, dtype: torch.dtype, interpreted: bool
-                               ) -> LaunchConfig:
+# in_proj tiles per program (None: as `norm_in_proj_launch_config` chooses from the grid; an int: at most that many,
+# for A/B runs). Each program repeats out_proj for its rows, so fewer groups of tiles repeat it fewer times, and
+# fewer programs run in parallel.
+N_TILES: int | None = None
+
+
+def norm_in_proj_launch_config(rows: int, dim: int, n_out: int, dtype: torch.dtype, interpreted: bool,
+                               sms: int = 132) -> LaunchConfig:
     """`_norm_in_proj_kernel`'s grid, tiles, warps and stages: the one place that chooses them (the launcher and
     `vimbench kernels static` both call it). BLOCK_D = D rounded up to a power of two (>= 16, tl.dot's minimum);
     the in_proj tile (BLOCK_D x BLOCK_N) and the out_proj step's (BLOCK_K x BLOCK_D) are held to 32 Ki and 16 Ki
@@ -103,7 +111,10 @@ def norm_in_proj_launch_config(rows: int, dim: int, n_out: int, dtype: torch.dty
     Vim-Ti: 256 x 128 on 4 warps 8.6 KB, 256 x 32 on 4 or 8 warps 1.1 KB), so the model runs the front path for
     16-bit activations only (`vimbench.models.vim.FRONT_DTYPES`). Under the interpreter 16 rows x 32 outputs x 16
     of K, so that tests cross row tiles, images, N tiles and K steps. At least one N tile: its programs store r
-    (N = 0 too)."""
+    (N = 0 too). A program makes N_TILES of in_proj's tiles from its rows' h: one where a tile per program leaves
+    the GPU's `sms` short of work, else as many as keep about one program per SM, a divisor of the tile count
+    (Vim-Ti at 224 px on 132 SMs: 1 up to batch 5, 2 at batch 8, 3 at batch 16); two under the interpreter, so
+    that tests cross a group and a masked tile."""
     block_d = max(16, next_power_of_2(dim))
     if interpreted:
         block_m, block_n, block_k, warps = 16, 32, 16, 1
@@ -115,8 +126,19 @@ def norm_in_proj_launch_config(rows: int, dim: int, n_out: int, dtype: torch.dty
         block_n = max(16, min(128, 32768 // block_d))
         block_k = max(16, min(64, 16384 // block_d))
         block_m, warps = (32, 4) if block_d <= 512 else (16, 8)
-    return LaunchConfig(kernel="_norm_in_proj_kernel", grid=(max(1, cdiv(n_out, block_n)), cdiv(rows, block_m)),
-                        constexprs=dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, BLOCK_D=block_d),
+    tiles, row_blocks = max(1, cdiv(n_out, block_n)), cdiv(rows, block_m)
+    if interpreted:
+        n_tiles = 2
+    elif N_TILES is not None:
+        n_tiles = max(1, min(N_TILES, tiles))
+    else:  # the largest divisor of the tile count within one program per SM (no group runs short)
+        target = row_blocks * tiles // max(1, sms)
+        n_tiles = max(d for d in range(1, tiles + 1) if tiles % d == 0 and d <= max(1, target))
+    if n_tiles > 1 and not interpreted:
+        warps *= 2  # h stays live across the tiles: 4 warps spill at Vim-Ti's tiles (static, sm_90: 48 B)
+    return LaunchConfig(kernel="_norm_in_proj_kernel", grid=(cdiv(tiles, n_tiles), row_blocks),
+                        constexprs=dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, BLOCK_D=block_d,
+                                        N_TILES=n_tiles),
                         num_warps=warps, num_stages=2)
 
 
@@ -186,7 +208,7 @@ def _launch(y, out_w, residual, norm_w, eps, in_w, xz, r) -> None:
         xz.zero_()
         return
     interpreted = check_device(y, _norm_in_proj_kernel)
-    cfg = norm_in_proj_launch_config(rows, dim, n_out, in_w.dtype, interpreted)
+    cfg = norm_in_proj_launch_config(rows, dim, n_out, in_w.dtype, interpreted, sm_count(y.device))
     ow = out_w if out_w is not None else in_w  # never read without HAS_OUT
     ow_strides = out_w.stride() if out_w is not None else (0, 0)
     res = residual if residual is not None else r  # never read without HAS_RES

@@ -654,9 +654,10 @@ def _norm_in_proj_inputs(shape: OpShape, dtype, device: str) -> dict[str, Any]:
 
 
 def _norm_in_proj_spec(dtype: str, shape: OpShape = OpShape(batch=1, channels=384, length=VIM_TI_224)) -> KernelSpec:
-    """kernels/norm_in_proj/fwd.py `_norm_in_proj_kernel` as the front path launches it (Vim-Ti, 224 px, batch 1):
+    """kernels/norm_in_proj/fwd.py `_norm_in_proj_kernel` as the front path launches it (Vim-Ti, 224 px, batch 1,
+    or another batch: from batch 8 a program makes two or more in_proj tiles on an H100's or H200's 132 SMs):
     the halves (B, L, 2E) with out_proj's doubled weight, the fp32 residual, in_proj's weight, xz and r
-    contiguous. Named norm_in_proj/<dtype>/b1."""
+    contiguous. Named norm_in_proj/<dtype>/b<batch>."""
     from kernels.norm_in_proj.fwd import norm_in_proj_launch_config
     from vimbench.precision import torch_dtype
 
@@ -668,7 +669,7 @@ def _norm_in_proj_spec(dtype: str, shape: OpShape = OpShape(batch=1, channels=38
             "stride_y_b": L * 2 * E, "stride_y_l": 2 * E, "stride_y_k": 1, "stride_ow_d": 2 * E, "stride_ow_k": 1,
             "stride_res_b": L * D, "stride_res_l": D, "stride_res_d": 1, "stride_iw_n": D, "stride_iw_d": 1,
             "stride_xz_b": L * 2 * E, "stride_xz_l": 2 * E, "stride_r_b": L * D, "stride_r_l": D}
-    return spec_from_args(f"norm_in_proj/{dtype}/b1", "kernels.norm_in_proj.fwd", cfg.kernel, args,
+    return spec_from_args(f"norm_in_proj/{dtype}/b{B_}", "kernels.norm_in_proj.fwd", cfg.kernel, args,
                           dict(HAS_OUT=True, HAS_RES=True, IEEE=dtype == "fp32", UPCAST=False, **cfg.constexprs),
                           do_not_specialize=("M", "L"), num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
@@ -684,7 +685,8 @@ register(KernelOp(
     work=lambda s, dtype: rl.norm_in_proj_work(s.batch, s.channels, s.length, s.d_model, dtype=dtype),
     kernels=("kernels.norm_in_proj.fwd:_norm_in_proj_kernel",),
     # bf16 only: the model runs the front path for 16-bit activations (fp32 spills: FRONT_DTYPES)
-    static_specs=lambda: [_norm_in_proj_spec("bf16")],
+    static_specs=lambda: [_norm_in_proj_spec("bf16"),
+                          _norm_in_proj_spec("bf16", OpShape(batch=8, channels=384, length=VIM_TI_224))],
     official="the official code runs out_proj, the add + RMSNorm and in_proj as three launches",
 ))
 

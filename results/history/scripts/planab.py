@@ -1,7 +1,8 @@
 """Session aa: the front path's recorded plan (`vimbench.models.vim.FrontPlan`: the layers' launches replayed as one
 kernels.launch.LaunchSequence) against the front path that runs its launchers on every forward (FRONT_PLANS off)
 and the per-op path (FRONT_MAX_ROWS = 0), and (variant "plan+2conv") the replayed front path with the conv op and
-x_proj_rows instead of conv_xproj (FRONT_CONV_XPROJ off), in eager inference at 224 px, bf16 autocast (weight
+x_proj_rows instead of conv_xproj (FRONT_CONV_XPROJ off), and (variant "plan,nip1") that with norm_in_proj making one
+in_proj tile per program (its N_TILES = 1, as before session aa's groups of tiles), in eager inference at 224 px, bf16 autocast (weight
 cache on, as the sweep runs it), beside DeiT-Ti (timm, sdpa) in the same process; batches from PLANAB_BATCHES
 (default 1,8,16); PLANAB_MODELS=vim_s,deit_s: another pair (row "peer": the DeiT); PLANAB_VARIANTS: a subset;
 the front variants are forced on at every size; PLANAB_TAG: the output file's suffix.
@@ -13,6 +14,7 @@ usage (repo root, on the box): (cd results/history/scripts && python planab.py) 
 import json, os, statistics, time, torch
 from timing import event_median_ms, host_ms, kernel_table
 import kernels.launch as launch
+import kernels.norm_in_proj.fwd as nip
 import vimbench.models.vim as vim
 from vimbench.models.registry import create_model
 
@@ -22,7 +24,9 @@ ON = 10 ** 9  # the front path forced on at every size (the model's own limits d
 VARIANTS = {"per-op": dict(FRONT_MAX_ROWS=0, FRONT_PLANS=True),
             "front": dict(FRONT_MAX_ROWS=ON, FRONT_MAX_DIM=ON, FRONT_PLANS=False, FRONT_CONV_XPROJ=True),
             "front+plan": dict(FRONT_MAX_ROWS=ON, FRONT_MAX_DIM=ON, FRONT_PLANS=True, FRONT_CONV_XPROJ=True),
-            "plan+2conv": dict(FRONT_MAX_ROWS=ON, FRONT_MAX_DIM=ON, FRONT_PLANS=True, FRONT_CONV_XPROJ=False)}
+            "plan+2conv": dict(FRONT_MAX_ROWS=ON, FRONT_MAX_DIM=ON, FRONT_PLANS=True, FRONT_CONV_XPROJ=False),
+            "plan,nip1": dict(FRONT_MAX_ROWS=ON, FRONT_MAX_DIM=ON, FRONT_PLANS=True, FRONT_CONV_XPROJ=False,
+                              NIP_N_TILES=1)}
 VARIANTS = {k: v for k, v in VARIANTS.items() if k in os.environ.get("PLANAB_VARIANTS", ",".join(VARIANTS)).split(",")}
 MODEL, PEER = os.environ.get("PLANAB_MODELS", "vim_t,deit_t").split(",")
 rows = []
@@ -51,9 +55,12 @@ def host_single_ms(f, n=30):
 
 
 def setvars(name):
-    for k, v in VARIANTS.get(name, {}).items():
+    knobs = dict(VARIANTS.get(name, {}))
+    nip.N_TILES = knobs.pop("NIP_N_TILES", None)  # norm_in_proj's in_proj tiles per program (None: its own choice)
+    for k, v in knobs.items():
         setattr(vim, k, v)
     vim._FRONT_PLANS.clear()  # a recorded plan holds the launches of the knobs it was recorded under
+    nip._MEMO.clear()
 
 
 for batch in BATCHES:
