@@ -1,11 +1,11 @@
 """Session aa: the front path's recorded plan (`vimbench.models.vim.FrontPlan`: the layers' launches replayed as one
-kernels.launch.LaunchSequence) against the front path that runs its launchers on every forward (FRONT_PLANS off)
-and the per-op path (FRONT_MAX_ROWS = 0), and (variant "plan+2conv") the replayed front path with the conv op and
-x_proj_rows instead of conv_xproj (FRONT_CONV_XPROJ off), and (variant "plan+nip1") that with norm_in_proj
-making one in_proj tile per program (its N_TILES = 1, as before session aa's groups of tiles), in eager inference
-at 224 px, bf16 autocast (weight cache on, as the sweep runs it), beside DeiT-Ti (timm, sdpa) in the same process;
-batches from PLANAB_BATCHES (default 1,8,16); PLANAB_MODELS=vim_s,deit_s: another pair (row "peer": the DeiT); PLANAB_VARIANTS: a subset;
-the front variants are forced on at every size; PLANAB_TAG: the output file's suffix.
+kernels.launch.LaunchSequence) against the front path that runs its launchers on every forward (FRONT_PLANS off) and
+the per-op path (FRONT_MAX_ROWS = 0), and (variant "plan+2conv") the replayed front path with the conv op and
+x_proj_rows instead of conv_xproj (FRONT_CONV_XPROJ off), and (variant "plan+nip1") that with norm_in_proj making one
+in_proj tile per program (its N_TILES = 1, as before session aa's groups of tiles), in eager inference at 224 px, bf16
+autocast (weight cache on, as the sweep runs it), beside DeiT-Ti (timm, sdpa) in the same process; batches from
+PLANAB_BATCHES (default 1,8,16); PLANAB_MODELS=vim_s,deit_s: another pair (row "peer": the DeiT); PLANAB_VARIANTS: a
+subset; the front variants are forced on at every size; PLANAB_TAG: the output file's suffix.
 Per variant: the logits' max abs difference from the per-op path, the eager p50 latency (one CUDA-event pair per
 call, as the sweep times it), the host ms per call (wall clock of back-to-back calls) and the GPU kernels per call
 (torch.profiler: count and summed kernel time), and the
