@@ -371,9 +371,9 @@ class LaunchSequence:
     tensor neither owned nor an input (a temporary a launcher made: its memory is gone after the block), a launch
     hook, the direct path or replays off."""
 
-    def __init__(self, steps: list, slots: tuple, owned: tuple, stream: int, device: int):
+    def __init__(self, steps: list, slots: tuple, owned: tuple, stream: int):
         self._steps, self._slots, self._owned = steps, slots, owned
-        self.stream, self.device = stream, device
+        self.stream = stream
 
     def __len__(self) -> int:
         return len(self._steps)
@@ -386,8 +386,7 @@ class LaunchSequence:
         owned = tuple(t for t in owned if t is not None)
         owned_storages = {t.untyped_storage().data_ptr() for t in owned if t.numel()}
         input_ptrs = [t.data_ptr() for t in inputs]
-        device = torch.cuda.current_device()
-        stream = torch._C._cuda_getCurrentRawStream(device)
+        stream = torch._C._cuda_getCurrentRawStream(torch.cuda.current_device())
         steps, slots = [], []
         for step, (kernel, compiled, grid, args) in enumerate(launches):
             args = list(args)
@@ -406,7 +405,7 @@ class LaunchSequence:
                 else:
                     return None
             steps.append(_step(compiled, grid, stream, args))
-        return cls(steps, tuple(slots), owned, stream, device)
+        return cls(steps, tuple(slots), owned, stream)
 
     def replay(self, inputs: tuple) -> None:
         """Launch the sequence with these inputs (class docstring: what the caller answers for)."""

@@ -533,18 +533,36 @@ register(KernelOp(
 ))
 
 
-def _conv_xproj_inputs(shape: OpShape, dtype, device: str) -> dict[str, Any]:
-    """The conv's inputs and x_proj_t (2, E, W) in the activation dtype (Vim-Ti's W = 48: [B | C | dt | pad]);
-    x_dbl in fp32, as inference writes it for 16-bit activations on CUDA."""
+def _x_proj_inputs(shape: OpShape, dtype, device: str) -> dict[str, Any]:
+    """x_proj_t (2, E, W) in the activation dtype (Vim-Ti's W = 48: [B | C | dt | pad]) and x_dbl's dtype, fp32, as
+    inference writes it for 16-bit activations on CUDA: what conv_xproj and x_proj_rows take besides their input."""
     import torch
 
     from vimbench.layout import XDblLayout
 
     width = XDblLayout(shape.dt_rank, shape.d_state).width
     rnd = _random(shape, device)
-    return dict(**_conv_inputs(shape, dtype, device),
-                x_proj_t=rnd(2, shape.channels, width, scale=shape.channels ** -0.5, dt=dtype),
+    return dict(x_proj_t=rnd(2, shape.channels, width, scale=shape.channels ** -0.5, dt=dtype),
                 out_dtype=torch.float32)
+
+
+def _x_proj_spec_args(dtype: str, shape: OpShape) -> dict[str, Any]:
+    """The arguments conv_xproj's and x_proj_rows' kernels share, as the mixer lays them out: u (2, B, E, L) a view
+    of (B, L, 2, E), x_proj_t (2, E, W) contiguous, x_dbl (2, B * L, W) fp32, the row and width counts."""
+    from vimbench.layout import XDblLayout
+
+    B_, E, L = shape.batch, shape.channels, shape.length
+    W = XDblLayout(shape.dt_rank, shape.d_state).width
+    u_b, u_l, u_dir, _ = contiguous_strides(B_, L, 2, E)
+    return {"p_ptr": Ptr(dtype), "u_ptr": Ptr(dtype), "xdbl_ptr": Ptr("fp32"), "M": B_ * L, "L": L, "E": E, "W": W,
+            **dict(zip(("stride_p_dir", "stride_p_e", "stride_p_w"), contiguous_strides(2, E, W))),
+            "stride_u_dir": u_dir, "stride_u_b": u_b, "stride_u_l": u_l,
+            "stride_o_dir": B_ * L * W, "stride_o_m": W}
+
+
+def _conv_xproj_inputs(shape: OpShape, dtype, device: str) -> dict[str, Any]:
+    """The conv's inputs and x_proj's (`_x_proj_inputs`)."""
+    return dict(**_conv_inputs(shape, dtype, device), **_x_proj_inputs(shape, dtype, device))
 
 
 def _conv_xproj_spec(dtype: str, shape: OpShape = STATIC_SHAPE, label: str = "") -> KernelSpec:
@@ -558,16 +576,11 @@ def _conv_xproj_spec(dtype: str, shape: OpShape = STATIC_SHAPE, label: str = "")
     B_, E, L, K = shape.batch, shape.channels, shape.length, shape.d_conv
     W = XDblLayout(shape.dt_rank, shape.d_state).width
     cfg = conv_xproj_launch_config(B_ * L, E, W, torch_dtype(dtype), interpreted=False)
-    u_b, u_l, u_dir, _ = contiguous_strides(B_, L, 2, E)
     args = {
-        "x_ptr": Ptr(dtype), "w_ptr": Ptr("fp32"), "bias_ptr": Ptr("fp32"), "p_ptr": Ptr(dtype),
-        "u_ptr": Ptr(dtype), "xdbl_ptr": Ptr("fp32"),
-        "M": B_ * L, "L": L, "E": E, "W": W, "stride_x_b": L * 2 * E, "stride_x_l": 2 * E,
+        "x_ptr": Ptr(dtype), "w_ptr": Ptr("fp32"), "bias_ptr": Ptr("fp32"),
+        "stride_x_b": L * 2 * E, "stride_x_l": 2 * E,
         **dict(zip(("stride_w_dir", "stride_w_e", "stride_w_k"), contiguous_strides(2, E, K))),
-        "stride_bias_dir": E, "stride_bias_e": 1,
-        **dict(zip(("stride_p_dir", "stride_p_e", "stride_p_w"), contiguous_strides(2, E, W))),
-        "stride_u_dir": u_dir, "stride_u_b": u_b, "stride_u_l": u_l,
-        "stride_o_dir": B_ * L * W, "stride_o_m": W,
+        "stride_bias_dir": E, "stride_bias_e": 1, **_x_proj_spec_args(dtype, shape),
     }
     return spec_from_args(f"conv_xproj/{dtype}{label}", "kernels.conv1d.xproj", cfg.kernel, args,
                           dict(K=K, HAS_BIAS=True, IEEE=dtype == "fp32", UPCAST=False, **cfg.constexprs),
@@ -590,17 +603,10 @@ register(KernelOp(
 
 
 def _x_proj_rows_inputs(shape: OpShape, dtype, device: str) -> dict[str, Any]:
-    """u as the conv op writes it from the mixer's channel-last x ((2, B, E, L) laid out (B, L, 2, E)), x_proj_t
-    (2, E, W) in the activation dtype; x_dbl in fp32, as inference writes it for 16-bit activations on CUDA."""
-    import torch
-
-    from vimbench.layout import XDblLayout
-
-    width = XDblLayout(shape.dt_rank, shape.d_state).width
-    rnd = _random(shape, device)
-    u = rnd(shape.batch, shape.length, 2, shape.channels, dt=dtype).permute(2, 0, 3, 1)
-    return dict(u=u, x_proj_t=rnd(2, shape.channels, width, scale=shape.channels ** -0.5, dt=dtype),
-                out_dtype=torch.float32)
+    """u as the conv op writes it from the mixer's channel-last x ((2, B, E, L) laid out (B, L, 2, E)) and x_proj's
+    inputs (`_x_proj_inputs`)."""
+    u = _random(shape, device)(shape.batch, shape.length, 2, shape.channels, dt=dtype).permute(2, 0, 3, 1)
+    return dict(u=u, **_x_proj_inputs(shape, dtype, device))
 
 
 def _x_proj_rows_spec(dtype: str, shape: OpShape = OpShape(batch=1, channels=384, length=VIM_TI_224)) -> KernelSpec:
@@ -608,18 +614,9 @@ def _x_proj_rows_spec(dtype: str, shape: OpShape = OpShape(batch=1, channels=384
     (2, B, E, L) a view of (B, L, 2, E), x_proj_t (2, E, W) contiguous, x_dbl (2, B * L, W) fp32. Named
     x_proj_rows/<dtype>/b1."""
     from kernels.conv1d.xproj import x_proj_rows_launch_config
-    from vimbench.layout import XDblLayout
 
-    B_, E, L = shape.batch, shape.channels, shape.length
-    W = XDblLayout(shape.dt_rank, shape.d_state).width
-    cfg = x_proj_rows_launch_config(B_ * L, E, W, interpreted=False)
-    u_b, u_l, u_dir, _ = contiguous_strides(B_, L, 2, E)
-    args = {
-        "u_ptr": Ptr(dtype), "p_ptr": Ptr(dtype), "xdbl_ptr": Ptr("fp32"), "M": B_ * L, "L": L, "E": E, "W": W,
-        "stride_u_dir": u_dir, "stride_u_b": u_b, "stride_u_l": u_l,
-        **dict(zip(("stride_p_dir", "stride_p_e", "stride_p_w"), contiguous_strides(2, E, W))),
-        "stride_o_dir": B_ * L * W, "stride_o_m": W,
-    }
+    args = _x_proj_spec_args(dtype, shape)
+    cfg = x_proj_rows_launch_config(args["M"], args["E"], args["W"], interpreted=False)
     return spec_from_args(f"x_proj_rows/{dtype}/b1", "kernels.conv1d.xproj", cfg.kernel, args,
                           dict(IEEE=dtype == "fp32", UPCAST=False, **cfg.constexprs),
                           do_not_specialize=("M", "L"), num_warps=cfg.num_warps, num_stages=cfg.num_stages)
