@@ -786,6 +786,12 @@ TOKEN_BLOCK_X_CHANNELS = 64
 # captured forwards keep the GEMM (`token_blocks_take_dt_proj`).
 TOKEN_BLOCK_MAX_DT_RANK = 32
 INTERPRETED_TOKEN_BLOCK = 0
+# The one-pass scan with its B and C rows staged through shared memory by Triton's pipeliner
+# (`staged._scan_staged_kernel`, session ab): 0 off, else the pipeline's stages, for one-channel-per-lane inference
+# without a fused dt_proj. STAGED_CARRY: how u, delta and z arrive (0: loaded in the trip that uses them; 2: one
+# trip ahead in registers). An experiment (kernels/NOTES.md, "Session ab").
+STAGED_SCAN = 0
+STAGED_CARRY = 2
 
 
 def scan_launch_config(batch: int, channels: int, n_dir: int, interpreted: bool, dt_rank: int = 0,
@@ -807,6 +813,12 @@ def scan_launch_config(batch: int, channels: int, n_dir: int, interpreted: bool,
         token_block = INTERPRETED_TOKEN_BLOCK
     else:
         token_block = min(TOKEN_BLOCK, TOKEN_BLOCK_X_CHANNELS // block_c) if block_c < 32 else 0
+    if STAGED_SCAN and (lane_per_channel or interpreted) and not save_every and not dt_rank:
+        return LaunchConfig(kernel="_scan_staged_kernel", grid=(cdiv(channels, block_c), n_dir, batch),
+                            constexprs=dict(BLOCK_C=block_c, MASK_C=channels % block_c != 0,
+                                            USE_ASM=asm_level(interpreted), PREFETCH=True, STAGES=STAGED_SCAN,
+                                            CARRY=STAGED_CARRY),
+                            num_warps=1, num_stages=STAGED_SCAN)
     if token_block:
         return LaunchConfig(kernel="_scan_blocks_kernel", grid=(cdiv(channels, block_c), n_dir, batch),
                             constexprs=dict(BLOCK_C=block_c, MASK_C=channels % block_c != 0, USE_ASM=not interpreted,
@@ -920,7 +932,9 @@ def _launch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out, dir_first,
     if plan is not None:
         chunked.launch_chunked(plan, scan_args, n_dir, batch)
     else:
-        kernel = _scan_blocks_kernel if cfg.kernel == "_scan_blocks_kernel" else _scan_kernel
+        from kernels.selective_scan import staged
+        kernel = {"_scan_blocks_kernel": _scan_blocks_kernel, "_scan_kernel": _scan_kernel,
+                  "_scan_staged_kernel": staged._scan_staged_kernel}[cfg.kernel]
         launch(kernel, cfg.grid,
             **scan_args, dtw_ptr=dt_proj if dt_proj is not None else dummy,
             **strides("stride_dtw", ("dir", "e", "r"), dt_proj.stride() if dt_proj is not None else (0, 0, 0)),

@@ -1,0 +1,136 @@
+"""The one-pass scan with its B and C rows staged through shared memory by Triton's software pipeliner.
+
+Why (kernels/NOTES.md, "Session ab"): `fwd._scan_kernel`'s main loop carries the next trip's tokens in registers,
+and ptxas sinks those loads to the end of the trip to save registers, so each trip waits on memory (the L1
+prefetch four steps ahead covers part of it; Nsight: MUFU pipe 58%, long scoreboard 2 of 5 cycles per
+instruction at Vim-Ti 1248 px, batch 64). Here the loop loads the rows it uses in the same iteration and Triton's
+pipeliner (`tl.range(num_stages=STAGES)`) turns those loads into cp.async copies into shared memory issued
+STAGES - 1 iterations ahead: no registers hold the rows in flight. The 16-bit u, delta and z (2 bytes per lane,
+below cp.async's 4) are carried in registers two trips (four tokens) ahead instead.
+
+Same arguments as `fwd._scan_kernel` (so `fwd._launch` launches either); inference only: no checkpoints
+(SAVE_EVERY 0), no fused dt_proj (DT_RANK 0), outputs stored or added with atomics (ATOMIC 0 or 1).
+"""
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from kernels.selective_scan.fwd import _token_step_at, channel_rows, decay_rates
+
+
+@triton.jit(do_not_specialize=["L"])
+def _scan_staged_kernel(
+    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, ckpt_ptr, dtw_ptr,
+    E, L, dir_first, out_scale,
+    stride_u_dir, stride_u_b, stride_u_e, stride_u_l: tl.constexpr,
+    stride_dt_dir, stride_dt_b, stride_dt_e, stride_dt_l: tl.constexpr,
+    stride_A_dir, stride_A_e, stride_A_n,
+    stride_B_dir, stride_B_b, stride_B_n, stride_B_l: tl.constexpr,
+    stride_C_dir, stride_C_b, stride_C_n, stride_C_l: tl.constexpr,
+    stride_D_dir, stride_bias_dir,
+    stride_z_b, stride_z_e, stride_z_l: tl.constexpr,
+    stride_out_dir, stride_out_b, stride_out_e, stride_out_l: tl.constexpr,
+    stride_dtw_dir, stride_dtw_e, stride_dtw_r,
+    N_STATE: tl.constexpr, BLOCK_C: tl.constexpr, MASK_C: tl.constexpr,
+    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+    ATOMIC: tl.constexpr, USE_ASM: tl.constexpr, PREFETCH: tl.constexpr, SAVE_EVERY: tl.constexpr,
+    DT_RANK: tl.constexpr = 0, L1_AHEAD: tl.constexpr = 0, UNROLL_TRIPS: tl.constexpr = False,
+    STAGES: tl.constexpr = 4, CARRY: tl.constexpr = 0,
+):
+    """One program: BLOCK_C channels of one (direction, batch), as `fwd._scan_kernel`. Trips of two tokens; the
+    B and C rows of a trip come through shared memory (STAGES pipeline stages), u, delta and z two trips ahead in
+    registers. PREFETCH, L1_AHEAD, UNROLL_TRIPS are accepted for the common signature and ignored."""
+    tl.static_assert(SAVE_EVERY == 0, "the staged scan takes no checkpoints")
+    tl.static_assert(DT_RANK == 0, "the staged scan takes no fused dt_proj")
+    tl.static_assert(ATOMIC != 2, "the staged scan has no ordered sum")
+    pid_c = tl.program_id(0)
+    direction = tl.program_id(1).to(tl.int64)
+    backward = (tl.program_id(1) + dir_first) == 1
+    pid_b = tl.program_id(2).to(tl.int64)
+
+    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask_c = offs_c < E
+    c64 = offs_c.to(tl.int64)
+    states = tl.arange(0, N_STATE)
+    u_base = u_ptr + direction * stride_u_dir + pid_b * stride_u_b + c64 * stride_u_e
+    dt_base = delta_ptr + direction * stride_dt_dir + pid_b * stride_dt_b + c64 * stride_dt_e
+    B_base = B_ptr + direction * stride_B_dir + pid_b * stride_B_b + states * stride_B_n
+    C_base = C_ptr + direction * stride_C_dir + pid_b * stride_C_b + states * stride_C_n
+    z_base = z_ptr + pid_b * stride_z_b + c64 * stride_z_e
+    out_base = out_ptr + direction * stride_out_dir + pid_b * stride_out_b + c64 * stride_out_e
+    A2 = decay_rates(A_ptr, direction, stride_A_dir, stride_A_e, stride_A_n, c64, mask_c, N_STATE, BLOCK_C)
+    D_row, bias_row = channel_rows(D_ptr, bias_ptr, direction, stride_D_dir, stride_bias_dir, c64, mask_c, HAS_D,
+                                   HAS_BIAS, BLOCK_C)
+    h = tl.zeros((N_STATE, BLOCK_C), dtype=tl.float32)
+    args = (u_base, dt_base, z_base, B_base, C_base, out_base, A2, D_row, bias_row, mask_c, L, out_scale, h)
+    if backward:
+        _staged_walk(*args, stride_u_l, stride_dt_l, stride_z_l, stride_B_l, stride_C_l, stride_out_l, -1, HAS_D,
+                     HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM, MASK_C, STAGES, CARRY)
+    else:
+        _staged_walk(*args, stride_u_l, stride_dt_l, stride_z_l, stride_B_l, stride_C_l, stride_out_l, 1, HAS_D,
+                     HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM, MASK_C, STAGES, CARRY)
+
+
+@triton.jit
+def _lanes_at(u_base, dt_base, z_base, t, valid, mask_c, stride_u_l: tl.constexpr, stride_dt_l: tl.constexpr,
+              stride_z_l: tl.constexpr, HAS_Z: tl.constexpr):
+    """Token t's (C,) u, delta and z in fp32; zeros where `valid` (a scalar) or the lane mask is false."""
+    mask = mask_c & valid
+    u = tl.load(u_base + t * stride_u_l, mask=mask, other=0.0).to(tl.float32)
+    dt = tl.load(dt_base + t * stride_dt_l, mask=mask, other=0.0).to(tl.float32)
+    if HAS_Z:
+        z = tl.load(z_base + t * stride_z_l, mask=mask, other=0.0).to(tl.float32)
+    else:
+        z = u
+    return u, dt, z
+
+
+@triton.jit
+def _staged_walk(u_base, dt_base, z_base, B_base, C_base, out_base, A2, D_row, bias_row, mask_c, L, out_scale, h,
+                 stride_u_l: tl.constexpr, stride_dt_l: tl.constexpr, stride_z_l: tl.constexpr,
+                 stride_B_l: tl.constexpr, stride_C_l: tl.constexpr, stride_out_l: tl.constexpr,
+                 SIGN: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
+                 SOFTPLUS: tl.constexpr, ATOMIC: tl.constexpr, USE_ASM: tl.constexpr, MASK_C: tl.constexpr,
+                 STAGES: tl.constexpr, CARRY: tl.constexpr = 0):
+    """L scan steps in trips of two (scan steps 2k, 2k + 1 at tokens t_first + SIGN * step), then the odd last
+    step. Each trip loads its own B and C rows (the pipeliner stages them through shared memory); u, delta and z
+    arrive in the same trip (CARRY 0) or one trip ahead in registers (CARRY 2). (Two trips ahead in registers kept
+    the pipeliner of triton 3.6 from staging anything: loads used two iterations later.)"""
+    t_first = L * 0
+    if SIGN < 0:
+        t_first = L - 1
+    # Scan steps 0 and 1's lanes; a step past L reads zeros (never used).
+    a0 = _lanes_at(u_base, dt_base, z_base, t_first, 0 < L, mask_c, stride_u_l, stride_dt_l, stride_z_l, HAS_Z)
+    a1 = _lanes_at(u_base, dt_base, z_base, t_first + SIGN, 1 < L, mask_c, stride_u_l, stride_dt_l, stride_z_l,
+                   HAS_Z)
+    for k in tl.range(0, L // 2, num_stages=STAGES):
+        t0 = t_first + SIGN * 2 * k
+        B0 = tl.load(B_base + t0 * stride_B_l)
+        C0 = tl.load(C_base + t0 * stride_C_l)
+        B1 = tl.load(B_base + (t0 + SIGN) * stride_B_l)
+        C1 = tl.load(C_base + (t0 + SIGN) * stride_C_l)
+        if CARRY == 0:
+            a0 = _lanes_at(u_base, dt_base, z_base, t0, True, mask_c, stride_u_l, stride_dt_l, stride_z_l, HAS_Z)
+            a1 = _lanes_at(u_base, dt_base, z_base, t0 + SIGN, True, mask_c, stride_u_l, stride_dt_l, stride_z_l,
+                           HAS_Z)
+        else:
+            n0 = _lanes_at(u_base, dt_base, z_base, t0 + 2 * SIGN, 2 * k + 2 < L, mask_c, stride_u_l, stride_dt_l,
+                           stride_z_l, HAS_Z)
+            n1 = _lanes_at(u_base, dt_base, z_base, t0 + 3 * SIGN, 2 * k + 3 < L, mask_c, stride_u_l, stride_dt_l,
+                           stride_z_l, HAS_Z)
+        out_p = out_base + t0 * stride_out_l
+        h = _token_step_at(h, out_p, mask_c, a0[0], a0[1], a0[2], B0, C0, A2, D_row, bias_row, out_scale, HAS_D,
+                           HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM, False, MASK_C)
+        h = _token_step_at(h, out_p + SIGN * stride_out_l, mask_c, a1[0], a1[1], a1[2], B1, C1, A2, D_row,
+                           bias_row, out_scale, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM, False, MASK_C)
+        if CARRY != 0:
+            a0, a1 = n0, n1
+    if L % 2 == 1:  # the last step
+        t_last = t_first + SIGN * (L - 1)
+        if CARRY == 0:
+            a0 = _lanes_at(u_base, dt_base, z_base, t_last, True, mask_c, stride_u_l, stride_dt_l, stride_z_l, HAS_Z)
+        Bl = tl.load(B_base + t_last * stride_B_l)
+        Cl = tl.load(C_base + t_last * stride_C_l)
+        _token_step_at(h, out_base + t_last * stride_out_l, mask_c, a0[0], a0[1], a0[2], Bl, Cl, A2, D_row,
+                       bias_row, out_scale, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM, False, MASK_C)
