@@ -935,6 +935,8 @@ def _launch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out, dir_first,
         from kernels.selective_scan import staged
         kernel = {"_scan_blocks_kernel": _scan_blocks_kernel, "_scan_kernel": _scan_kernel,
                   "_scan_staged_kernel": staged._scan_staged_kernel}[cfg.kernel]
+        if cfg.kernel == "_scan_staged_kernel":
+            scan_args["BC_JOINED"] = staged.bc_joined(B, C)
         launch(kernel, cfg.grid,
             **scan_args, dtw_ptr=dt_proj if dt_proj is not None else dummy,
             **strides("stride_dtw", ("dir", "e", "r"), dt_proj.stride() if dt_proj is not None else (0, 0, 0)),

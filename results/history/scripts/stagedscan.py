@@ -4,24 +4,32 @@
 (1) kernel A/B: CUDA-graph replays (10 calls per graph, median of 7), variants in order then reversed; outputs
 against the shipped kernel's (max error relative to its largest output);
 (2) whole eager Vim-Ti 1248 px batch-64 bf16 forwards through the sweep's runner, shipped / best / best / shipped.
-Env STAGED_VARIANTS: comma list of STAGES:CARRY (default 3:2,4:2,4:0). Writes $OUT/stagedscan.json."""
+Env STAGED_VARIANTS: comma list of STAGES:CARRY[:nj] (nj: B and C rows loaded apart even where they are joined;
+default 3:2,4:2,3:0,4:2:nj). Writes $OUT/stagedscan.json."""
 import json, os, torch
 from timing import graph_us
 import kernels.selective_scan.fwd as fwd
+import kernels.selective_scan.staged as staged
 from vimbench.kerneltools.kernel_ops import _scan_inputs
 from vimbench.kerneltools.registry import OpShape
 
 OUT = os.environ.get("OUT", "/tmp")
-VARIANTS = ["base"] + os.environ.get("STAGED_VARIANTS", "3:2,4:2,4:0").split(",")
+VARIANTS = ["base"] + os.environ.get("STAGED_VARIANTS", "3:2,4:2,3:0,4:2:nj").split(",")
+
+
+JOINED = staged.bc_joined
 
 
 def use(tag):
     fwd._SCAN_MEMO.clear()
+    staged.bc_joined = JOINED
     if tag == "base":
         fwd.STAGED_SCAN = 0
     else:
-        stages, carry = tag.split(":")
+        stages, carry, *rest = tag.split(":")
         fwd.STAGED_SCAN, fwd.STAGED_CARRY = int(stages), int(carry)
+        if rest == ["nj"]:
+            staged.bc_joined = lambda B, C: False
 
 
 CASES = [  # name, E, batch, L, dtype, halves
@@ -38,6 +46,7 @@ for name, E, B, L, dtype, halves in CASES:
         run = lambda: fwd.bimamba_scan(**dict(args, out=buf))
     else:
         run = lambda: fwd.bimamba_scan(**args)
+    print(name, "B and C rows joined:", JOINED(args["B"], args["C"]), flush=True)
     ref = None
     for tag in VARIANTS:
         use(tag)
