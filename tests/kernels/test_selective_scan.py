@@ -397,6 +397,47 @@ def test_token_blocks_only_for_small_grid_inference(monkeypatch):
     assert fwd.scan_launch_config(1, 384, 2, interpreted=False).kernel == "_scan_kernel"
 
 
+@pytest.mark.parametrize("length", [1, 2, 5, 9])
+@pytest.mark.parametrize("carry", [0, 2])
+@pytest.mark.parametrize("joined", [True, False])
+def test_bimamba_scan_staged_matches_reference(triton_scan, monkeypatch, length, carry, joined):
+    """The one-pass scan with B and C staged by the pipeliner (`staged._scan_staged_kernel`, fwd.STAGED_SCAN; an
+    experiment, off by default): the reference's output in both forms and over u, one direction run backwards; u,
+    delta and z in the trip that uses them or one trip ahead; B and C as one joined row (the model's x_dbl) or two.
+    13 channels: a full block and a masked one; odd lengths end with the lone last step."""
+    fwd = pytest.importorskip("kernels.selective_scan.fwd")
+    staged = pytest.importorskip("kernels.selective_scan.staged")
+    monkeypatch.setattr(fwd, "STAGED_SCAN", 3)
+    monkeypatch.setattr(fwd, "STAGED_CARRY", carry)
+    assert fwd.scan_launch_config(1, 13, 2, interpreted=True).kernel == "_scan_staged_kernel"
+    x = model_layout(1, 13, length) if joined else stack_directions(1, 13, length)
+    assert staged.bc_joined(x["B"], x["C"]) is (joined or length == 1)  # one token: B then C in both layouts
+    rtol, atol = TOL[torch.float32]
+    with call_replay(False):
+        torch.testing.assert_close(triton_scan.bimamba_scan(**x), bimamba_scan_ref(**x), rtol=rtol, atol=atol)
+        halves = triton_scan.bimamba_scan(**x, combine=False)
+        torch.testing.assert_close(halves, bimamba_scan_ref(**x, combine=False), rtol=rtol, atol=atol)
+        y = dict(x, u=x["u"].clone())
+        torch.testing.assert_close(triton_scan.bimamba_scan(**y, combine=False, out=y["u"]), halves, rtol=0, atol=0)
+        single = {k: v[1] if k in ("u", "delta", "A", "B", "C", "D", "delta_bias") else v for k, v in x.items()}
+        torch.testing.assert_close(triton_scan.selective_scan(**single, reverse=True),
+                                   selective_scan_ref(**single, reverse=True), rtol=rtol, atol=atol)
+
+
+def test_staged_scan_only_where_asked(monkeypatch):
+    """STAGED_SCAN = 0 (the default) keeps the token walk; set, it takes one-channel-per-lane inference without a
+    fused dt_proj or checkpoints (and every interpreted one-pass scan), with STAGES pipeline stages; the kernel
+    refuses what it cannot do."""
+    fwd = pytest.importorskip("kernels.selective_scan.fwd")
+    assert fwd.STAGED_SCAN == 0 and fwd.scan_launch_config(64, 384, 2, interpreted=False).kernel == "_scan_kernel"
+    monkeypatch.setattr(fwd, "STAGED_SCAN", 4)
+    cfg = fwd.scan_launch_config(64, 384, 2, interpreted=False)
+    assert cfg.kernel == "_scan_staged_kernel" and cfg.constexprs["STAGES"] == 4 and cfg.num_stages == 4
+    assert fwd.scan_launch_config(64, 384, 2, interpreted=False, save_every=128).kernel == "_scan_kernel"
+    assert fwd.scan_launch_config(64, 384, 2, interpreted=False, dt_rank=12).kernel == "_scan_kernel"
+    assert fwd.scan_launch_config(1, 384, 2, interpreted=False).kernel == "_scan_blocks_kernel"
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("token_block", [8, 16, 32])
