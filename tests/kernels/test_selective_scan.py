@@ -424,6 +424,25 @@ def test_bimamba_scan_staged_matches_reference(triton_scan, monkeypatch, length,
                                    selective_scan_ref(**single, reverse=True), rtol=rtol, atol=atol)
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("carry", [0, 2])
+@pytest.mark.parametrize("batch,channels,length", [(16, 384, 197), (16, 384, 6085), (16, 768, 577), (16, 40, 37)])
+def test_bimamba_scan_staged_gpu(triton_scan, monkeypatch, dtype, carry, batch, channels, length):
+    """The staged scan on the GPU (one channel per lane: batch 16 and up), at the model's layout (B and C joined),
+    both forms, against float64; 40 channels: a masked channel block."""
+    fwd = pytest.importorskip("kernels.selective_scan.fwd")
+    monkeypatch.setattr(fwd, "STAGED_SCAN", 3)
+    monkeypatch.setattr(fwd, "STAGED_CARRY", carry)
+    assert fwd.scan_launch_config(batch, channels, 2, interpreted=False).kernel == "_scan_staged_kernel"
+    x = model_layout(batch, channels, length, dtype=dtype, device="cuda")
+    ref64 = _ref64_bimamba(x)
+    plain = bimamba_scan_ref(**x)
+    with call_replay(False):
+        assert_close_to_f64(triton_scan.bimamba_scan(**x, combine=False).double().sum(0), ref64, dtype, plain)
+        assert_close_to_f64(triton_scan.bimamba_scan(**x), ref64, dtype, plain)
+
+
 def test_staged_scan_only_where_asked(monkeypatch):
     """STAGED_SCAN = 0 (the default) keeps the token walk; set, it takes one-channel-per-lane inference without a
     fused dt_proj or checkpoints (and every interpreted one-pass scan), with STAGES pipeline stages; the kernel
