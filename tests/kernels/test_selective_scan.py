@@ -427,7 +427,7 @@ def test_bimamba_scan_staged_matches_reference(triton_scan, monkeypatch, length,
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("carry", [0, 2])
-@pytest.mark.parametrize("batch,channels,length", [(16, 384, 197), (16, 384, 6085), (16, 768, 577), (16, 40, 37)])
+@pytest.mark.parametrize("batch,channels,length", [(16, 384, 197), (16, 384, 6085), (16, 768, 577), (96, 40, 37)])
 def test_bimamba_scan_staged_gpu(triton_scan, monkeypatch, dtype, carry, batch, channels, length):
     """The staged scan on the GPU (one channel per lane: batch 16 and up), at the model's layout (B and C joined),
     both forms, against float64; 40 channels: a masked channel block."""
