@@ -789,9 +789,11 @@ INTERPRETED_TOKEN_BLOCK = 0
 # The one-pass scan with its B and C rows staged through shared memory by Triton's pipeliner
 # (`staged._scan_staged_kernel`, session ab): 0 off, else the pipeline's stages, for one-channel-per-lane inference
 # without a fused dt_proj. STAGED_CARRY: how u, delta and z arrive (0: loaded in the trip that uses them; 2: one
-# trip ahead in registers). An experiment (kernels/NOTES.md, "Session ab").
+# trip ahead in registers); STAGED_L1_AHEAD: the L1 prefetch of u, delta and z that many scan steps ahead (0: none).
+# An experiment (kernels/NOTES.md, "Session ab").
 STAGED_SCAN = 0
 STAGED_CARRY = 2
+STAGED_L1_AHEAD = 0
 
 
 def scan_launch_config(batch: int, channels: int, n_dir: int, interpreted: bool, dt_rank: int = 0,
@@ -817,7 +819,7 @@ def scan_launch_config(batch: int, channels: int, n_dir: int, interpreted: bool,
         return LaunchConfig(kernel="_scan_staged_kernel", grid=(cdiv(channels, block_c), n_dir, batch),
                             constexprs=dict(BLOCK_C=block_c, MASK_C=channels % block_c != 0,
                                             USE_ASM=asm_level(interpreted), PREFETCH=True, STAGES=STAGED_SCAN,
-                                            CARRY=STAGED_CARRY),
+                                            CARRY=STAGED_CARRY, L1_AHEAD=0 if interpreted else STAGED_L1_AHEAD),
                             num_warps=1, num_stages=STAGED_SCAN)
     if token_block:
         return LaunchConfig(kernel="_scan_blocks_kernel", grid=(cdiv(channels, block_c), n_dir, batch),

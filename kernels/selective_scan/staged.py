@@ -16,6 +16,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from kernels import fastmath
 from kernels.selective_scan.fwd import _token_step_at, channel_rows, decay_rates
 
 
@@ -40,7 +41,8 @@ def _scan_staged_kernel(
 ):
     """One program: BLOCK_C channels of one (direction, batch), as `fwd._scan_kernel`. Trips of two tokens; the
     B and C rows of a trip come through shared memory (STAGES pipeline stages), u, delta and z two trips ahead in
-    registers. PREFETCH, L1_AHEAD, UNROLL_TRIPS are accepted for the common signature and ignored.
+    registers. L1_AHEAD: 0, or D > 0: each trip also asks L1 for the u, delta and z lines of the two tokens D scan
+    steps past its own (no registers). PREFETCH and UNROLL_TRIPS are accepted for the common signature and ignored.
     BC_JOINED: each token's C row directly follows its B row (C_ptr == B_ptr + N, same strides, stride_B_n == 1:
     the model's x_dbl rows [B | C | dt | pad]); then one (2N,) load per token brings both, which the pipeliner
     copies spread over the lanes (one 4-byte cp.async per lane) instead of from one lane in 16-byte pieces."""
@@ -71,10 +73,10 @@ def _scan_staged_kernel(
     args = (u_base, dt_base, z_base, B_base, C_base, out_base, A2, D_row, bias_row, mask_c, L, out_scale, h)
     if backward:
         _staged_walk(*args, stride_u_l, stride_dt_l, stride_z_l, stride_B_l, stride_C_l, stride_out_l, -1, HAS_D,
-                     HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM, MASK_C, STAGES, CARRY, BC_JOINED)
+                     HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM, MASK_C, STAGES, CARRY, BC_JOINED, L1_AHEAD)
     else:
         _staged_walk(*args, stride_u_l, stride_dt_l, stride_z_l, stride_B_l, stride_C_l, stride_out_l, 1, HAS_D,
-                     HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM, MASK_C, STAGES, CARRY, BC_JOINED)
+                     HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM, MASK_C, STAGES, CARRY, BC_JOINED, L1_AHEAD)
 
 
 @triton.jit
@@ -109,7 +111,8 @@ def _staged_walk(u_base, dt_base, z_base, B_base, C_base, out_base, A2, D_row, b
                  stride_B_l: tl.constexpr, stride_C_l: tl.constexpr, stride_out_l: tl.constexpr,
                  SIGN: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
                  SOFTPLUS: tl.constexpr, ATOMIC: tl.constexpr, USE_ASM: tl.constexpr, MASK_C: tl.constexpr,
-                 STAGES: tl.constexpr, CARRY: tl.constexpr = 0, BC_JOINED: tl.constexpr = False):
+                 STAGES: tl.constexpr, CARRY: tl.constexpr = 0, BC_JOINED: tl.constexpr = False,
+                 L1_AHEAD: tl.constexpr = 0):
     """L scan steps in trips of two (scan steps 2k, 2k + 1 at tokens t_first + SIGN * step), then the odd last
     step. Each trip loads its own B and C rows (the pipeliner stages them through shared memory); u, delta and z
     arrive in the same trip (CARRY 0) or one trip ahead in registers (CARRY 2). (Two trips ahead in registers kept
@@ -134,6 +137,14 @@ def _staged_walk(u_base, dt_base, z_base, B_base, C_base, out_base, A2, D_row, b
                            stride_z_l, HAS_Z)
             n1 = _lanes_at(u_base, dt_base, z_base, t0 + 3 * SIGN, 2 * k + 3 < L, mask_c, stride_u_l, stride_dt_l,
                            stride_z_l, HAS_Z)
+        if L1_AHEAD > 0:
+            for j in tl.static_range(2):
+                ahead = mask_c & (2 * k + L1_AHEAD + j < L)
+                t_pf = t0 + SIGN * (L1_AHEAD + j)
+                fastmath.prefetch_l1(u_base + t_pf * stride_u_l, USE_ASM, ahead)
+                fastmath.prefetch_l1(dt_base + t_pf * stride_dt_l, USE_ASM, ahead)
+                if HAS_Z:
+                    fastmath.prefetch_l1(z_base + t_pf * stride_z_l, USE_ASM, ahead)
         out_p = out_base + t0 * stride_out_l
         h = _token_step_at(h, out_p, mask_c, a0[0], a0[1], a0[2], B0, C0, A2, D_row, bias_row, out_scale, HAS_D,
                            HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM, False, MASK_C)

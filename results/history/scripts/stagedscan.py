@@ -4,8 +4,9 @@
 (1) kernel A/B: CUDA-graph replays (10 calls per graph, median of 7), variants in order then reversed; outputs
 against the shipped kernel's (max error relative to its largest output);
 (2) whole eager Vim-Ti 1248 px batch-64 bf16 forwards through the sweep's runner, shipped / best / best / shipped.
-Env STAGED_VARIANTS: comma list of STAGES:CARRY[:nj] (nj: B and C rows loaded apart even where they are joined;
-default 3:2,4:2,3:0,4:2:nj). Writes $OUT/stagedscan.json."""
+Env STAGED_VARIANTS: comma list of STAGES:CARRY[:nj][:lD] (nj: B and C rows loaded apart even where they are
+joined; lD: the L1 prefetch of u, delta and z D steps ahead; default 3:2,3:0:l6,4:0:l8,3:2:l6).
+Writes $OUT/stagedscan.json."""
 import json, os, torch
 from timing import graph_us
 import kernels.selective_scan.fwd as fwd
@@ -14,7 +15,7 @@ from vimbench.kerneltools.kernel_ops import _scan_inputs
 from vimbench.kerneltools.registry import OpShape
 
 OUT = os.environ.get("OUT", "/tmp")
-VARIANTS = ["base"] + os.environ.get("STAGED_VARIANTS", "3:2,4:2,3:0,4:2:nj").split(",")
+VARIANTS = ["base"] + os.environ.get("STAGED_VARIANTS", "3:2,3:0:l6,4:0:l8,3:2:l6").split(",")
 
 
 JOINED = staged.bc_joined
@@ -23,20 +24,23 @@ JOINED = staged.bc_joined
 def use(tag):
     fwd._SCAN_MEMO.clear()
     staged.bc_joined = JOINED
+    fwd.STAGED_L1_AHEAD = 0
     if tag == "base":
         fwd.STAGED_SCAN = 0
     else:
         stages, carry, *rest = tag.split(":")
         fwd.STAGED_SCAN, fwd.STAGED_CARRY = int(stages), int(carry)
-        if rest == ["nj"]:
-            staged.bc_joined = lambda B, C: False
+        for opt in rest:
+            if opt == "nj":
+                staged.bc_joined = lambda B, C: False
+            elif opt.startswith("l"):
+                fwd.STAGED_L1_AHEAD = int(opt[1:])
 
 
 CASES = [  # name, E, batch, L, dtype, halves
     ("ti-1248-bf16", 384, 64, 6085, torch.bfloat16, True),
     ("s-1248-bf16", 768, 64, 6085, torch.bfloat16, True),
     ("ti-224-bf16", 384, 64, 197, torch.bfloat16, True),
-    ("ti-1248-fp32", 384, 64, 6085, torch.float32, False),
 ]
 rows, errors = [], {}
 for name, E, B, L, dtype, halves in CASES:
