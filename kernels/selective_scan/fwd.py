@@ -794,6 +794,7 @@ INTERPRETED_TOKEN_BLOCK = 0
 STAGED_SCAN = 0
 STAGED_CARRY = 2
 STAGED_L1_AHEAD = 0
+STAGED_TRIP = 2  # tokens per loop trip (4: lanes in the trip, CARRY 0)
 
 
 def scan_launch_config(batch: int, channels: int, n_dir: int, interpreted: bool, dt_rank: int = 0,
@@ -819,7 +820,8 @@ def scan_launch_config(batch: int, channels: int, n_dir: int, interpreted: bool,
         return LaunchConfig(kernel="_scan_staged_kernel", grid=(cdiv(channels, block_c), n_dir, batch),
                             constexprs=dict(BLOCK_C=block_c, MASK_C=channels % block_c != 0,
                                             USE_ASM=asm_level(interpreted), PREFETCH=True, STAGES=STAGED_SCAN,
-                                            CARRY=STAGED_CARRY, L1_AHEAD=0 if interpreted else STAGED_L1_AHEAD),
+                                            CARRY=STAGED_CARRY, L1_AHEAD=0 if interpreted else STAGED_L1_AHEAD,
+                                            TRIP=STAGED_TRIP),
                             num_warps=1, num_stages=STAGED_SCAN)
     if token_block:
         return LaunchConfig(kernel="_scan_blocks_kernel", grid=(cdiv(channels, block_c), n_dir, batch),

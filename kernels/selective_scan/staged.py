@@ -37,7 +37,7 @@ def _scan_staged_kernel(
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     ATOMIC: tl.constexpr, USE_ASM: tl.constexpr, PREFETCH: tl.constexpr, SAVE_EVERY: tl.constexpr,
     DT_RANK: tl.constexpr = 0, L1_AHEAD: tl.constexpr = 0, UNROLL_TRIPS: tl.constexpr = False,
-    STAGES: tl.constexpr = 4, CARRY: tl.constexpr = 0, BC_JOINED: tl.constexpr = False,
+    STAGES: tl.constexpr = 4, CARRY: tl.constexpr = 0, BC_JOINED: tl.constexpr = False, TRIP: tl.constexpr = 2,
 ):
     """One program: BLOCK_C channels of one (direction, batch), as `fwd._scan_kernel`. Trips of two tokens; the
     B and C rows of a trip come through shared memory (STAGES pipeline stages), u, delta and z two trips ahead in
@@ -73,10 +73,10 @@ def _scan_staged_kernel(
     args = (u_base, dt_base, z_base, B_base, C_base, out_base, A2, D_row, bias_row, mask_c, L, out_scale, h)
     if backward:
         _staged_walk(*args, stride_u_l, stride_dt_l, stride_z_l, stride_B_l, stride_C_l, stride_out_l, -1, HAS_D,
-                     HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM, MASK_C, STAGES, CARRY, BC_JOINED, L1_AHEAD)
+                     HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM, MASK_C, STAGES, CARRY, BC_JOINED, L1_AHEAD, TRIP)
     else:
         _staged_walk(*args, stride_u_l, stride_dt_l, stride_z_l, stride_B_l, stride_C_l, stride_out_l, 1, HAS_D,
-                     HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM, MASK_C, STAGES, CARRY, BC_JOINED, L1_AHEAD)
+                     HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM, MASK_C, STAGES, CARRY, BC_JOINED, L1_AHEAD, TRIP)
 
 
 @triton.jit
@@ -112,53 +112,58 @@ def _staged_walk(u_base, dt_base, z_base, B_base, C_base, out_base, A2, D_row, b
                  SIGN: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
                  SOFTPLUS: tl.constexpr, ATOMIC: tl.constexpr, USE_ASM: tl.constexpr, MASK_C: tl.constexpr,
                  STAGES: tl.constexpr, CARRY: tl.constexpr = 0, BC_JOINED: tl.constexpr = False,
-                 L1_AHEAD: tl.constexpr = 0):
-    """L scan steps in trips of two (scan steps 2k, 2k + 1 at tokens t_first + SIGN * step), then the odd last
-    step. Each trip loads its own B and C rows (the pipeliner stages them through shared memory); u, delta and z
-    arrive in the same trip (CARRY 0) or one trip ahead in registers (CARRY 2). (Two trips ahead in registers kept
-    the pipeliner of triton 3.6 from staging anything: loads used two iterations later.)"""
+                 L1_AHEAD: tl.constexpr = 0, TRIP: tl.constexpr = 2):
+    """L scan steps in trips of TRIP (2 or 4) tokens (scan step s at token t_first + SIGN * s), then the last
+    L % TRIP steps one at a time. Each trip loads its own B and C rows (the pipeliner stages them through shared
+    memory); u, delta and z arrive in the same trip (CARRY 0) or, with TRIP 2, one trip ahead in registers
+    (CARRY 2). (Two trips ahead in registers kept the pipeliner of triton 3.6 from staging anything: loads used
+    two iterations later.)"""
+    tl.static_assert(TRIP == 2 or (TRIP == 4 and CARRY == 0), "trips of 4 tokens load their lanes in the trip")
     t_first = L * 0
     if SIGN < 0:
         t_first = L - 1
-    # Scan steps 0 and 1's lanes; a step past L reads zeros (never used).
-    a0 = _lanes_at(u_base, dt_base, z_base, t_first, 0 < L, mask_c, stride_u_l, stride_dt_l, stride_z_l, HAS_Z)
-    a1 = _lanes_at(u_base, dt_base, z_base, t_first + SIGN, 1 < L, mask_c, stride_u_l, stride_dt_l, stride_z_l,
-                   HAS_Z)
-    for k in tl.range(0, L // 2, num_stages=STAGES):
-        t0 = t_first + SIGN * 2 * k
-        B0, C0 = _rows_at(B_base, C_base, t0, stride_B_l, stride_C_l, BC_JOINED)
-        B1, C1 = _rows_at(B_base, C_base, t0 + SIGN, stride_B_l, stride_C_l, BC_JOINED)
-        if CARRY == 0:
-            a0 = _lanes_at(u_base, dt_base, z_base, t0, True, mask_c, stride_u_l, stride_dt_l, stride_z_l, HAS_Z)
-            a1 = _lanes_at(u_base, dt_base, z_base, t0 + SIGN, True, mask_c, stride_u_l, stride_dt_l, stride_z_l,
-                           HAS_Z)
-        else:
-            n0 = _lanes_at(u_base, dt_base, z_base, t0 + 2 * SIGN, 2 * k + 2 < L, mask_c, stride_u_l, stride_dt_l,
-                           stride_z_l, HAS_Z)
-            n1 = _lanes_at(u_base, dt_base, z_base, t0 + 3 * SIGN, 2 * k + 3 < L, mask_c, stride_u_l, stride_dt_l,
-                           stride_z_l, HAS_Z)
+    if CARRY != 0:  # scan steps 0 and 1's lanes; a step past L reads zeros (never used)
+        a0 = _lanes_at(u_base, dt_base, z_base, t_first, 0 < L, mask_c, stride_u_l, stride_dt_l, stride_z_l, HAS_Z)
+        a1 = _lanes_at(u_base, dt_base, z_base, t_first + SIGN, 1 < L, mask_c, stride_u_l, stride_dt_l, stride_z_l,
+                       HAS_Z)
+    for k in tl.range(0, L // TRIP, num_stages=STAGES):
+        t0 = t_first + SIGN * TRIP * k
         if L1_AHEAD > 0:
-            for j in tl.static_range(2):
-                ahead = mask_c & (2 * k + L1_AHEAD + j < L)
+            for j in tl.static_range(TRIP):
+                ahead = mask_c & (TRIP * k + L1_AHEAD + j < L)
                 t_pf = t0 + SIGN * (L1_AHEAD + j)
                 fastmath.prefetch_l1(u_base + t_pf * stride_u_l, USE_ASM, ahead)
                 fastmath.prefetch_l1(dt_base + t_pf * stride_dt_l, USE_ASM, ahead)
                 if HAS_Z:
                     fastmath.prefetch_l1(z_base + t_pf * stride_z_l, USE_ASM, ahead)
-        out_p = out_base + t0 * stride_out_l
-        h = _token_step_at(h, out_p, mask_c, a0[0], a0[1], a0[2], B0, C0, A2, D_row, bias_row, out_scale, HAS_D,
-                           HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM, False, MASK_C)
-        h = _token_step_at(h, out_p + SIGN * stride_out_l, mask_c, a1[0], a1[1], a1[2], B1, C1, A2, D_row,
-                           bias_row, out_scale, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM, False, MASK_C)
-        if CARRY != 0:
-            a0, a1 = n0, n1
-    if L % 2 == 1:  # the last step
-        t_last = t_first + SIGN * (L - 1)
         if CARRY == 0:
-            a0 = _lanes_at(u_base, dt_base, z_base, t_last, True, mask_c, stride_u_l, stride_dt_l, stride_z_l, HAS_Z)
-        Bl, Cl = _rows_at(B_base, C_base, t_last, stride_B_l, stride_C_l, BC_JOINED)
-        _token_step_at(h, out_base + t_last * stride_out_l, mask_c, a0[0], a0[1], a0[2], Bl, Cl, A2, D_row,
-                       bias_row, out_scale, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM, False, MASK_C)
+            for j in tl.static_range(TRIP):
+                t = t0 + SIGN * j
+                Bt, Ct = _rows_at(B_base, C_base, t, stride_B_l, stride_C_l, BC_JOINED)
+                lanes = _lanes_at(u_base, dt_base, z_base, t, True, mask_c, stride_u_l, stride_dt_l, stride_z_l,
+                                  HAS_Z)
+                h = _token_step_at(h, out_base + t * stride_out_l, mask_c, lanes[0], lanes[1], lanes[2], Bt, Ct, A2,
+                                   D_row, bias_row, out_scale, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM,
+                                   False, MASK_C)
+        else:
+            B0, C0 = _rows_at(B_base, C_base, t0, stride_B_l, stride_C_l, BC_JOINED)
+            B1, C1 = _rows_at(B_base, C_base, t0 + SIGN, stride_B_l, stride_C_l, BC_JOINED)
+            n0 = _lanes_at(u_base, dt_base, z_base, t0 + 2 * SIGN, 2 * k + 2 < L, mask_c, stride_u_l, stride_dt_l,
+                           stride_z_l, HAS_Z)
+            n1 = _lanes_at(u_base, dt_base, z_base, t0 + 3 * SIGN, 2 * k + 3 < L, mask_c, stride_u_l, stride_dt_l,
+                           stride_z_l, HAS_Z)
+            out_p = out_base + t0 * stride_out_l
+            h = _token_step_at(h, out_p, mask_c, a0[0], a0[1], a0[2], B0, C0, A2, D_row, bias_row, out_scale,
+                               HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM, False, MASK_C)
+            h = _token_step_at(h, out_p + SIGN * stride_out_l, mask_c, a1[0], a1[1], a1[2], B1, C1, A2, D_row,
+                               bias_row, out_scale, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM, False, MASK_C)
+            a0, a1 = n0, n1
+    for step in range(L // TRIP * TRIP, L):  # the last L % TRIP steps
+        t = t_first + SIGN * step
+        Bt, Ct = _rows_at(B_base, C_base, t, stride_B_l, stride_C_l, BC_JOINED)
+        lanes = _lanes_at(u_base, dt_base, z_base, t, True, mask_c, stride_u_l, stride_dt_l, stride_z_l, HAS_Z)
+        h = _token_step_at(h, out_base + t * stride_out_l, mask_c, lanes[0], lanes[1], lanes[2], Bt, Ct, A2, D_row,
+                           bias_row, out_scale, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM, False, MASK_C)
 
 
 def bc_joined(B, C) -> bool:

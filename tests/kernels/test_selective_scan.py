@@ -397,18 +397,20 @@ def test_token_blocks_only_for_small_grid_inference(monkeypatch):
     assert fwd.scan_launch_config(1, 384, 2, interpreted=False).kernel == "_scan_kernel"
 
 
-@pytest.mark.parametrize("length", [1, 2, 5, 9])
-@pytest.mark.parametrize("carry", [0, 2])
+@pytest.mark.parametrize("length", [1, 5, 10])
+@pytest.mark.parametrize("carry,trip", [(0, 2), (2, 2), (0, 4)])
 @pytest.mark.parametrize("joined", [True, False])
-def test_bimamba_scan_staged_matches_reference(triton_scan, monkeypatch, length, carry, joined):
+def test_bimamba_scan_staged_matches_reference(triton_scan, monkeypatch, length, carry, trip, joined):
     """The one-pass scan with B and C staged by the pipeliner (`staged._scan_staged_kernel`, fwd.STAGED_SCAN; an
     experiment, off by default): the reference's output in both forms and over u, one direction run backwards; u,
-    delta and z in the trip that uses them or one trip ahead; B and C as one joined row (the model's x_dbl) or two.
-    13 channels: a full block and a masked one; odd lengths end with the lone last step."""
+    delta and z in the trip that uses them or one trip ahead; trips of 2 or 4 tokens; B and C as one joined row (the
+    model's x_dbl) or two. 13 channels: a full block and a masked one; lengths that leave 1 or 2 last steps after
+    the trips."""
     fwd = pytest.importorskip("kernels.selective_scan.fwd")
     staged = pytest.importorskip("kernels.selective_scan.staged")
     monkeypatch.setattr(fwd, "STAGED_SCAN", 3)
     monkeypatch.setattr(fwd, "STAGED_CARRY", carry)
+    monkeypatch.setattr(fwd, "STAGED_TRIP", trip)
     assert fwd.scan_launch_config(1, 13, 2, interpreted=True).kernel == "_scan_staged_kernel"
     x = model_layout(1, 13, length) if joined else stack_directions(1, 13, length)
     assert staged.bc_joined(x["B"], x["C"]) is (joined or length == 1)  # one token: B then C in both layouts
@@ -426,14 +428,16 @@ def test_bimamba_scan_staged_matches_reference(triton_scan, monkeypatch, length,
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("carry", [0, 2])
+@pytest.mark.parametrize("carry,trip,l1_ahead", [(0, 2, 0), (2, 2, 6), (0, 4, 8)])
 @pytest.mark.parametrize("batch,channels,length", [(16, 384, 197), (16, 384, 6085), (16, 768, 577), (96, 40, 37)])
-def test_bimamba_scan_staged_gpu(triton_scan, monkeypatch, dtype, carry, batch, channels, length):
+def test_bimamba_scan_staged_gpu(triton_scan, monkeypatch, dtype, carry, trip, l1_ahead, batch, channels, length):
     """The staged scan on the GPU (one channel per lane: batch 16 and up), at the model's layout (B and C joined),
     both forms, against float64; 40 channels: a masked channel block."""
     fwd = pytest.importorskip("kernels.selective_scan.fwd")
     monkeypatch.setattr(fwd, "STAGED_SCAN", 3)
     monkeypatch.setattr(fwd, "STAGED_CARRY", carry)
+    monkeypatch.setattr(fwd, "STAGED_TRIP", trip)
+    monkeypatch.setattr(fwd, "STAGED_L1_AHEAD", l1_ahead)
     assert fwd.scan_launch_config(batch, channels, 2, interpreted=False).kernel == "_scan_staged_kernel"
     x = model_layout(batch, channels, length, dtype=dtype, device="cuda")
     ref64 = _ref64_bimamba(x)

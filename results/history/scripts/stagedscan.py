@@ -4,8 +4,9 @@
 (1) kernel A/B: CUDA-graph replays (10 calls per graph, median of 7), variants in order then reversed; outputs
 against the shipped kernel's (max error relative to its largest output);
 (2) whole eager Vim-Ti 1248 px batch-64 bf16 forwards through the sweep's runner, shipped / best / best / shipped.
-Env STAGED_VARIANTS: comma list of STAGES:CARRY[:nj][:lD] (nj: B and C rows loaded apart even where they are
-joined; lD: the L1 prefetch of u, delta and z D steps ahead; default 3:2,3:0:l6,4:0:l8,3:2:l6).
+Env STAGED_VARIANTS: comma list of STAGES:CARRY[:nj][:lD][:tT] (nj: B and C rows loaded apart even where they are
+joined; lD: the L1 prefetch of u, delta and z D steps ahead; tT: T tokens per trip; default
+3:2,3:2:l6,3:0:l8:t4,4:0:l8:t4).
 Writes $OUT/stagedscan.json."""
 import json, os, torch
 from timing import graph_us
@@ -15,7 +16,7 @@ from vimbench.kerneltools.kernel_ops import _scan_inputs
 from vimbench.kerneltools.registry import OpShape
 
 OUT = os.environ.get("OUT", "/tmp")
-VARIANTS = ["base"] + os.environ.get("STAGED_VARIANTS", "3:2,3:0:l6,4:0:l8,3:2:l6").split(",")
+VARIANTS = ["base"] + os.environ.get("STAGED_VARIANTS", "3:2,3:2:l6,3:0:l8:t4,4:0:l8:t4").split(",")
 
 
 JOINED = staged.bc_joined
@@ -24,7 +25,7 @@ JOINED = staged.bc_joined
 def use(tag):
     fwd._SCAN_MEMO.clear()
     staged.bc_joined = JOINED
-    fwd.STAGED_L1_AHEAD = 0
+    fwd.STAGED_L1_AHEAD, fwd.STAGED_TRIP = 0, 2
     if tag == "base":
         fwd.STAGED_SCAN = 0
     else:
@@ -35,6 +36,8 @@ def use(tag):
                 staged.bc_joined = lambda B, C: False
             elif opt.startswith("l"):
                 fwd.STAGED_L1_AHEAD = int(opt[1:])
+            elif opt.startswith("t"):
+                fwd.STAGED_TRIP = int(opt[1:])
 
 
 CASES = [  # name, E, batch, L, dtype, halves
