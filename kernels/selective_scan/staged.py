@@ -96,12 +96,18 @@ def _lanes_at(u_base, dt_base, z_base, t, valid, mask_c, stride_u_l: tl.constexp
 @triton.jit
 def _rows_at(B_base, C_base, t, stride_B_l: tl.constexpr, stride_C_l: tl.constexpr, BC_JOINED: tl.constexpr):
     """Token t's (N,) B and C rows, fp32; BC_JOINED: B_base addresses the (2N,) row [B | C]."""
+    return _rows_from(B_base + t * stride_B_l, C_base + t * stride_C_l, BC_JOINED)
+
+
+@triton.jit
+def _rows_from(B_p, C_p, BC_JOINED: tl.constexpr):
+    """`_rows_at` from the token's row pointers."""
     if BC_JOINED:
-        rows = tl.load(B_base + t * stride_B_l).to(tl.float32)
+        rows = tl.load(B_p).to(tl.float32)
         Bt, Ct = tl.split(tl.permute(tl.reshape(rows, (2, rows.shape[0] // 2)), (1, 0)))
     else:
-        Bt = tl.load(B_base + t * stride_B_l).to(tl.float32)
-        Ct = tl.load(C_base + t * stride_C_l).to(tl.float32)
+        Bt = tl.load(B_p).to(tl.float32)
+        Ct = tl.load(C_p).to(tl.float32)
     return Bt, Ct
 
 
@@ -128,22 +134,22 @@ def _staged_walk(u_base, dt_base, z_base, B_base, C_base, out_base, A2, D_row, b
                        HAS_Z)
     for k in tl.range(0, L // TRIP, num_stages=STAGES):
         t0 = t_first + SIGN * TRIP * k
+        # the trip's pointers once; its tokens (and the prefetched ones) at constant offsets from them
+        u_p, dt_p, z_p = u_base + t0 * stride_u_l, dt_base + t0 * stride_dt_l, z_base + t0 * stride_z_l
         if L1_AHEAD > 0:
             for j in tl.static_range(TRIP):
                 ahead = mask_c & (TRIP * k + L1_AHEAD + j < L)
-                t_pf = t0 + SIGN * (L1_AHEAD + j)
-                fastmath.prefetch_l1(u_base + t_pf * stride_u_l, USE_ASM, ahead)
-                fastmath.prefetch_l1(dt_base + t_pf * stride_dt_l, USE_ASM, ahead)
+                fastmath.prefetch_l1(u_p + SIGN * (L1_AHEAD + j) * stride_u_l, USE_ASM, ahead)
+                fastmath.prefetch_l1(dt_p + SIGN * (L1_AHEAD + j) * stride_dt_l, USE_ASM, ahead)
                 if HAS_Z:
-                    fastmath.prefetch_l1(z_base + t_pf * stride_z_l, USE_ASM, ahead)
+                    fastmath.prefetch_l1(z_p + SIGN * (L1_AHEAD + j) * stride_z_l, USE_ASM, ahead)
         if CARRY == 0:
+            B_p, C_p, out_p = B_base + t0 * stride_B_l, C_base + t0 * stride_C_l, out_base + t0 * stride_out_l
             for j in tl.static_range(TRIP):
-                t = t0 + SIGN * j
-                Bt, Ct = _rows_at(B_base, C_base, t, stride_B_l, stride_C_l, BC_JOINED)
-                lanes = _lanes_at(u_base, dt_base, z_base, t, True, mask_c, stride_u_l, stride_dt_l, stride_z_l,
-                                  HAS_Z)
-                h = _token_step_at(h, out_base + t * stride_out_l, mask_c, lanes[0], lanes[1], lanes[2], Bt, Ct, A2,
-                                   D_row, bias_row, out_scale, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM,
+                Bt, Ct = _rows_from(B_p + SIGN * j * stride_B_l, C_p + SIGN * j * stride_C_l, BC_JOINED)
+                lanes = _lanes_at(u_p, dt_p, z_p, SIGN * j, True, mask_c, stride_u_l, stride_dt_l, stride_z_l, HAS_Z)
+                h = _token_step_at(h, out_p + SIGN * j * stride_out_l, mask_c, lanes[0], lanes[1], lanes[2], Bt, Ct,
+                                   A2, D_row, bias_row, out_scale, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM,
                                    False, MASK_C)
         else:
             B0, C0 = _rows_at(B_base, C_base, t0, stride_B_l, stride_C_l, BC_JOINED)
