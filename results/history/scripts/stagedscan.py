@@ -6,7 +6,7 @@ against the shipped kernel's (max error relative to its largest output);
 (2) whole eager Vim-Ti 1248 px batch-64 bf16 forwards through the sweep's runner, shipped / best / best / shipped.
 Env STAGED_VARIANTS: comma list of STAGES:CARRY[:nj][:lD][:tT] (nj: B and C rows loaded apart even where they are
 joined; lD: the L1 prefetch of u, delta and z D steps ahead; tT: T tokens per trip; default
-3:2:l6,3:0:l8:t4,4:0:l8:t4,4:0:l16:t4).
+3:2:l6,3:0:l8:t4,4:0:l16:t4).
 Writes $OUT/stagedscan.json."""
 import json, os, torch
 from timing import graph_us
@@ -16,7 +16,7 @@ from vimbench.kerneltools.kernel_ops import _scan_inputs
 from vimbench.kerneltools.registry import OpShape
 
 OUT = os.environ.get("OUT", "/tmp")
-VARIANTS = ["base"] + os.environ.get("STAGED_VARIANTS", "3:2:l6,3:0:l8:t4,4:0:l8:t4,4:0:l16:t4").split(",")
+VARIANTS = ["base"] + os.environ.get("STAGED_VARIANTS", "3:2:l6,3:0:l8:t4,4:0:l16:t4").split(",")
 
 
 JOINED = staged.bc_joined
