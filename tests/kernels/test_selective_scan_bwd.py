@@ -364,7 +364,7 @@ def test_bwd_carried_state_choice(scan):
     assert interp["CARRY_H"] and interp["PAIR_TRIPS"] is bool(bwd.DEFAULT_PAIR_TRIPS)
 
 
-@pytest.mark.parametrize("walk,combine,length", [(dict(pairs=True, prefetch=False, sub_chunk=0), True, 19),
+@pytest.mark.parametrize("walk,combine,length", [(dict(pairs=True, prefetch=False, sub_chunk=0), True, 15),
                                                  (dict(pairs=True, prefetch=False, sub_chunk=0), False, 13),
                                                  (dict(chunks_per_program=1, sub_chunk=3), True, 11)])
 def test_bwd_reduce_scatter_orders(scan, walk, combine, length):
