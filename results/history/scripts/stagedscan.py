@@ -7,7 +7,7 @@ against the shipped kernel's (max error relative to its largest output);
 Env STAGED_VARIANTS: comma list of STAGES:CARRY[:nj][:lD][:tT] (nj: B and C rows loaded apart even where they are
 joined; lD: the L1 prefetch of u, delta and z D steps ahead; tT: T tokens per trip; default
 3:2:l6,3:0:l8:t4,4:0:l16:t4).
-Writes $OUT/stagedscan.json."""
+STAGED_CASES: comma list of the kernel cases' names (default all). Writes $OUT/stagedscan.json."""
 import json, os, torch
 from timing import graph_us
 import kernels.selective_scan.fwd as fwd
@@ -45,6 +45,7 @@ CASES = [  # name, E, batch, L, dtype, halves
     ("s-1248-bf16", 768, 64, 6085, torch.bfloat16, True),
     ("ti-224-bf16", 384, 64, 197, torch.bfloat16, True),
 ]
+CASES = [c for c in CASES if c[0] in os.environ.get("STAGED_CASES", ",".join(c[0] for c in CASES)).split(",")]
 rows, errors = [], {}
 for name, E, B, L, dtype, halves in CASES:
     args = _scan_inputs(dirs=2, halves=halves, dt_proj=False)(OpShape(batch=B, channels=E, length=L), dtype, "cuda")
