@@ -821,7 +821,7 @@ def scan_launch_config(batch: int, channels: int, n_dir: int, interpreted: bool,
                             constexprs=dict(BLOCK_C=block_c, MASK_C=channels % block_c != 0,
                                             USE_ASM=asm_level(interpreted), PREFETCH=True, STAGES=STAGED_SCAN,
                                             CARRY=STAGED_CARRY, L1_AHEAD=0 if interpreted else STAGED_L1_AHEAD,
-                                            TRIP=STAGED_TRIP),
+                                            TRIP=STAGED_TRIP, UNROLL_TRIPS=False),
                             num_warps=1, num_stages=STAGED_SCAN)
     if token_block:
         return LaunchConfig(kernel="_scan_blocks_kernel", grid=(cdiv(channels, block_c), n_dir, batch),

@@ -140,8 +140,11 @@ def _scan_spec(dtype: str, mode: str, shape: OpShape = STATIC_SHAPE, bc_dtype: s
     # UNROLL_TRIPS, plus the odd last main trip), and in the masked last trips: 2 x 4 (or 2 x 2) copies of
     # 2 tokens x N states x (BLOCK_C / threads) channels per thread.
     # The token-block kernel (small grids): one copy of its block of TOKEN_BLOCK tokens, both directions.
+    # The staged kernel: per direction one trip of TRIP tokens in its loop and the one-token loop of the last steps.
     if "TOKEN_BLOCK" in cfg.constexprs:
         trips, tokens_per_trip = 1, cfg.constexprs["TOKEN_BLOCK"]
+    elif "TRIP" in cfg.constexprs:
+        trips, tokens_per_trip = 2, cfg.constexprs["TRIP"] + 1
     else:
         trips, tokens_per_trip = 2 * (4 if cfg.constexprs["UNROLL_TRIPS"] else 2), 2
     state_elements = trips * tokens_per_trip * shape.d_state * cfg.constexprs["BLOCK_C"] // (32 * cfg.num_warps)
@@ -149,6 +152,27 @@ def _scan_spec(dtype: str, mode: str, shape: OpShape = STATIC_SHAPE, bc_dtype: s
     return spec_from_args(name, "kernels.selective_scan.fwd", cfg.kernel, args, constexprs,
                           do_not_specialize=("L",), num_warps=cfg.num_warps, state_elements=state_elements,
                           maxnreg=cfg.maxnreg)
+
+
+def _staged_scan_spec() -> KernelSpec:
+    """kernels/selective_scan/staged.py `_scan_staged_kernel` (the experiment behind fwd.STAGED_SCAN, off by
+    default) as `_scan_spec("bf16", "halves")` would launch it with the knobs of its leading variant: 3 stages,
+    trips of 4 tokens, lanes in the trip, u/delta/z prefetched to L1 8 steps ahead, B and C joined (x_dbl)."""
+    import dataclasses
+
+    from kernels.selective_scan import fwd
+
+    knobs = dict(STAGED_SCAN=3, STAGED_CARRY=0, STAGED_TRIP=4, STAGED_L1_AHEAD=8)
+    saved = {name: getattr(fwd, name) for name in knobs}
+    try:
+        for name, value in knobs.items():
+            setattr(fwd, name, value)
+        spec = _scan_spec("bf16", "halves", label="/staged")
+    finally:
+        for name, value in saved.items():
+            setattr(fwd, name, value)
+    return dataclasses.replace(spec, module="kernels.selective_scan.staged",
+                               constexprs=dict(spec.constexprs, BC_JOINED=True))
 
 
 # Vim-Ti at 1248 px, batch 8 (the training shape): the one-pass grid has 192 programs, so the forward runs
@@ -282,7 +306,8 @@ register(_scan_op(
                           _scan_spec("bf16", "halves", OpShape(batch=1, channels=384, length=VIM_TI_224), label="/b1"),
                           _scan_spec("bf16", "halves", OpShape(batch=8, channels=384, length=VIM_TI_224), label="/b8"),
                           *_chunked_scan_specs("bf16", "halves", passes=("states", "outputs")),
-                          *_chunked_scan_specs("bf16", "halves", save_every=64)],
+                          *_chunked_scan_specs("bf16", "halves", save_every=64),
+                          _staged_scan_spec()],
     regression=(RegressionShape(64, 384, VIM_TI_1248, "bf16"), RegressionShape(64, 384, VIM_TI_224, "bf16")),
     official="the official code has no halves variant; compare bimamba_scan",
     backward="kernels.selective_scan.bwd:bimamba_scan_bwd",
