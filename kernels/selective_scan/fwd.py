@@ -817,12 +817,8 @@ def scan_launch_config(batch: int, channels: int, n_dir: int, interpreted: bool,
     else:
         token_block = min(TOKEN_BLOCK, TOKEN_BLOCK_X_CHANNELS // block_c) if block_c < 32 else 0
     if STAGED_SCAN and (lane_per_channel or interpreted) and not save_every and not dt_rank:
-        return LaunchConfig(kernel="_scan_staged_kernel", grid=(cdiv(channels, block_c), n_dir, batch),
-                            constexprs=dict(BLOCK_C=block_c, MASK_C=channels % block_c != 0,
-                                            USE_ASM=asm_level(interpreted), PREFETCH=True, STAGES=STAGED_SCAN,
-                                            CARRY=STAGED_CARRY, L1_AHEAD=0 if interpreted else STAGED_L1_AHEAD,
-                                            TRIP=STAGED_TRIP, UNROLL_TRIPS=False),
-                            num_warps=1, num_stages=STAGED_SCAN)
+        return staged_launch_config(batch, channels, n_dir, interpreted, STAGED_SCAN, STAGED_CARRY, STAGED_TRIP,
+                                    STAGED_L1_AHEAD)
     if token_block:
         return LaunchConfig(kernel="_scan_blocks_kernel", grid=(cdiv(channels, block_c), n_dir, batch),
                             constexprs=dict(BLOCK_C=block_c, MASK_C=channels % block_c != 0, USE_ASM=not interpreted,
@@ -839,6 +835,19 @@ def scan_launch_config(batch: int, channels: int, n_dir: int, interpreted: bool,
         maxnreg=(SAVE_MAXNREG if save_every else ONE_PASS_MAXNREG) if lane_per_channel and dt_rank <= MAXNREG_DT_RANK
         else None,
     )
+
+
+def staged_launch_config(batch: int, channels: int, n_dir: int, interpreted: bool, stages: int, carry: int,
+                         trip: int, l1_ahead: int) -> LaunchConfig:
+    """`staged._scan_staged_kernel`'s launch (the experiment behind STAGED_SCAN; `scan_launch_config` picks it with
+    the module's knobs, the static check with its leading variant's): grid and channel block as the one-pass
+    kernel's, `stages` pipeline stages. BC_JOINED is decided per call from the tensors (`_launch`)."""
+    block_c = interpreted_block_c(channels) if interpreted else one_pass_block_c(cdiv(channels, 32) * n_dir * batch)
+    return LaunchConfig(kernel="_scan_staged_kernel", grid=(cdiv(channels, block_c), n_dir, batch),
+                        constexprs=dict(BLOCK_C=block_c, MASK_C=channels % block_c != 0,
+                                        USE_ASM=asm_level(interpreted), PREFETCH=True, STAGES=stages, CARRY=carry,
+                                        L1_AHEAD=0 if interpreted else l1_ahead, TRIP=trip, UNROLL_TRIPS=False),
+                        num_warps=1, num_stages=stages)
 
 
 def token_blocks_take_dt_proj(batch: int, channels: int, length: int, dt_rank: int, interpreted: bool) -> bool:
@@ -936,11 +945,12 @@ def _launch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out, dir_first,
     if plan is not None:
         chunked.launch_chunked(plan, scan_args, n_dir, batch)
     else:
-        from kernels.selective_scan import staged
-        kernel = {"_scan_blocks_kernel": _scan_blocks_kernel, "_scan_kernel": _scan_kernel,
-                  "_scan_staged_kernel": staged._scan_staged_kernel}[cfg.kernel]
         if cfg.kernel == "_scan_staged_kernel":
+            from kernels.selective_scan import staged
+            kernel = staged._scan_staged_kernel
             scan_args["BC_JOINED"] = staged.bc_joined(B, C)
+        else:
+            kernel = _scan_blocks_kernel if cfg.kernel == "_scan_blocks_kernel" else _scan_kernel
         launch(kernel, cfg.grid,
             **scan_args, dtw_ptr=dt_proj if dt_proj is not None else dummy,
             **strides("stride_dtw", ("dir", "e", "r"), dt_proj.stride() if dt_proj is not None else (0, 0, 0)),

@@ -112,7 +112,8 @@ def _scan_args(dtype: str, mode: str, shape: OpShape, bc_dtype: str = "fp32") ->
 
 
 def _scan_spec(dtype: str, mode: str, shape: OpShape = STATIC_SHAPE, bc_dtype: str = "fp32", dt_proj: bool = False,
-               label: str = "") -> KernelSpec:
+               label: str = "", cfg: Any = None, module: str = "kernels.selective_scan.fwd",
+               extra_constexprs: dict[str, Any] | None = None) -> KernelSpec:
     """kernels/selective_scan/fwd.py `_scan_kernel` with the Vim mixer's layouts: u, delta (2, B, E, L) views of
     (2, B, L, E) buffers; B, C views of x_dbl (2, B, L, width) in XDblLayout order (rows 16-element aligned;
     bc_dtype: fp32, as x_proj writes it on CUDA); z a view of xz (B, L, 2E); A (2, E, N).
@@ -121,12 +122,15 @@ def _scan_spec(dtype: str, mode: str, shape: OpShape = STATIC_SHAPE, bc_dtype: s
     view of (B, L, 2, E). "combined": bimamba_scan(combine=True): fp32 atomics into (B, E, L). "single":
     selective_scan, one direction. dt_proj: the fused form, delta the dt columns of x_dbl (bc_dtype) and the
     (2, E, R) weight a view of a contiguous (2, R, E) stack in dtype; named scan/<mode>_dtproj/<dtype><label>
-    (scan/<mode>/<dtype><label> without). A small-batch shape gets the small-grid block (`one_pass_block_c`)."""
+    (scan/<mode>/<dtype><label> without). A small-batch shape gets the small-grid block (`one_pass_block_c`).
+    cfg: another launch config of the same arguments (e.g. `fwd.staged_launch_config`), its kernel in `module`,
+    with extra_constexprs added."""
     from kernels.selective_scan.fwd import scan_launch_config
 
     dirs = 1 if mode == "single" else 2
     E, rank = shape.channels, shape.dt_rank if dt_proj else 0
-    cfg = scan_launch_config(shape.batch, shape.channels, dirs, interpreted=False, dt_rank=rank)
+    if cfg is None:
+        cfg = scan_launch_config(shape.batch, shape.channels, dirs, interpreted=False, dt_rank=rank)
     args = _scan_args(dtype, mode, shape, bc_dtype)
     # (2, E, R) view of (2, R, E): what the mixer passes (MixerWeights.dt_proj_t transposed); unused without
     args.update(dtw_ptr=Ptr(dtype if dt_proj else "fp32"), stride_dtw_dir=rank * E,
@@ -135,7 +139,8 @@ def _scan_spec(dtype: str, mode: str, shape: OpShape = STATIC_SHAPE, bc_dtype: s
         args.update(delta_ptr=Ptr(bc_dtype), **{f"stride_dt_{k}": args[f"stride_B_{k}"] for k in ("dir", "b", "l")},
                     stride_dt_e=args["stride_B_n"])
     constexprs = dict(N_STATE=shape.d_state, HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True,
-                      ATOMIC=mode == "combined", SAVE_EVERY=0, DT_RANK=rank, **cfg.constexprs)
+                      ATOMIC=mode == "combined", SAVE_EVERY=0, DT_RANK=rank, **cfg.constexprs,
+                      **(extra_constexprs or {}))
     # The binary holds the walk once per direction, each with the loop trip in the main loop (twice with
     # UNROLL_TRIPS, plus the odd last main trip), and in the masked last trips: 2 x 4 (or 2 x 2) copies of
     # 2 tokens x N states x (BLOCK_C / threads) channels per thread.
@@ -149,30 +154,21 @@ def _scan_spec(dtype: str, mode: str, shape: OpShape = STATIC_SHAPE, bc_dtype: s
         trips, tokens_per_trip = 2 * (4 if cfg.constexprs["UNROLL_TRIPS"] else 2), 2
     state_elements = trips * tokens_per_trip * shape.d_state * cfg.constexprs["BLOCK_C"] // (32 * cfg.num_warps)
     name = f"scan/{mode}{'_dtproj' if dt_proj else ''}/{dtype}{label}"
-    return spec_from_args(name, "kernels.selective_scan.fwd", cfg.kernel, args, constexprs,
+    return spec_from_args(name, module, cfg.kernel, args, constexprs,
                           do_not_specialize=("L",), num_warps=cfg.num_warps, state_elements=state_elements,
                           maxnreg=cfg.maxnreg)
 
 
 def _staged_scan_spec() -> KernelSpec:
     """kernels/selective_scan/staged.py `_scan_staged_kernel` (the experiment behind fwd.STAGED_SCAN, off by
-    default) as `_scan_spec("bf16", "halves")` would launch it with the knobs of its leading variant: 3 stages,
-    trips of 4 tokens, lanes in the trip, u/delta/z prefetched to L1 8 steps ahead, B and C joined (x_dbl)."""
-    import dataclasses
+    default) at `_scan_spec("bf16", "halves")`'s shape with its leading variant: 3 stages, trips of 4 tokens, lanes
+    in the trip, u/delta/z prefetched to L1 8 steps ahead, B and C joined (x_dbl's rows)."""
+    from kernels.selective_scan.fwd import staged_launch_config
 
-    from kernels.selective_scan import fwd
-
-    knobs = dict(STAGED_SCAN=3, STAGED_CARRY=0, STAGED_TRIP=4, STAGED_L1_AHEAD=8)
-    saved = {name: getattr(fwd, name) for name in knobs}
-    try:
-        for name, value in knobs.items():
-            setattr(fwd, name, value)
-        spec = _scan_spec("bf16", "halves", label="/staged")
-    finally:
-        for name, value in saved.items():
-            setattr(fwd, name, value)
-    return dataclasses.replace(spec, module="kernels.selective_scan.staged",
-                               constexprs=dict(spec.constexprs, BC_JOINED=True))
+    shape = STATIC_SHAPE
+    cfg = staged_launch_config(shape.batch, shape.channels, 2, False, stages=3, carry=0, trip=4, l1_ahead=8)
+    return _scan_spec("bf16", "halves", label="/staged", cfg=cfg, module="kernels.selective_scan.staged",
+                      extra_constexprs=dict(BC_JOINED=True))
 
 
 # Vim-Ti at 1248 px, batch 8 (the training shape): the one-pass grid has 192 programs, so the forward runs
