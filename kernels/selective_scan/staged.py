@@ -6,7 +6,7 @@ prefetch four steps ahead covers part of it; Nsight: MUFU pipe 58%, long scorebo
 instruction at Vim-Ti 1248 px, batch 64). Here the loop loads the rows it uses in the same iteration and Triton's
 pipeliner (`tl.range(num_stages=STAGES)`) turns those loads into cp.async copies into shared memory issued
 STAGES - 1 iterations ahead: no registers hold the rows in flight. The 16-bit u, delta and z (2 bytes per lane,
-below cp.async's 4) are carried in registers two trips (four tokens) ahead instead.
+below cp.async's 4) are loaded in the trip that uses them or one trip ahead, optionally prefetched to L1.
 
 Same arguments as `fwd._scan_kernel` (so `fwd._launch` launches either); inference only: no checkpoints
 (SAVE_EVERY 0), no fused dt_proj (DT_RANK 0), outputs stored or added with atomics (ATOMIC 0 or 1).
@@ -17,7 +17,7 @@ import triton
 import triton.language as tl
 
 from kernels import fastmath
-from kernels.selective_scan.fwd import _token_step_at, channel_rows, decay_rates
+from kernels.selective_scan.fwd import _load_lanes, _token_step_at, channel_rows, decay_rates
 
 
 @triton.jit(do_not_specialize=["L"])
@@ -39,10 +39,11 @@ def _scan_staged_kernel(
     DT_RANK: tl.constexpr = 0, L1_AHEAD: tl.constexpr = 0, UNROLL_TRIPS: tl.constexpr = False,
     STAGES: tl.constexpr = 4, CARRY: tl.constexpr = 0, BC_JOINED: tl.constexpr = False, TRIP: tl.constexpr = 2,
 ):
-    """One program: BLOCK_C channels of one (direction, batch), as `fwd._scan_kernel`. Trips of two tokens; the
-    B and C rows of a trip come through shared memory (STAGES pipeline stages), u, delta and z two trips ahead in
-    registers. L1_AHEAD: 0, or D > 0: each trip also asks L1 for the u, delta and z lines of the two tokens D scan
-    steps past its own (no registers). PREFETCH and UNROLL_TRIPS are accepted for the common signature and ignored.
+    """One program: BLOCK_C channels of one (direction, batch), as `fwd._scan_kernel`. Trips of TRIP (2 or 4)
+    tokens; the B and C rows of a trip come through shared memory (STAGES pipeline stages), u, delta and z in the
+    trip (CARRY 0) or one trip ahead in registers (CARRY 2, trips of 2). L1_AHEAD: 0, or D > 0: each trip also asks
+    L1 for the u, delta and z lines of the tokens D scan steps past its own (no registers). PREFETCH and
+    UNROLL_TRIPS are accepted for the common signature and ignored.
     BC_JOINED: each token's C row directly follows its B row (C_ptr == B_ptr + N, same strides, stride_B_n == 1:
     the model's x_dbl rows [B | C | dt | pad]); then one (2N,) load per token brings both, which the pipeliner
     copies spread over the lanes (one 4-byte cp.async per lane) instead of from one lane in 16-byte pieces."""
@@ -81,13 +82,14 @@ def _scan_staged_kernel(
 
 @triton.jit
 def _lanes_at(u_base, dt_base, z_base, t, valid, mask_c, stride_u_l: tl.constexpr, stride_dt_l: tl.constexpr,
-              stride_z_l: tl.constexpr, HAS_Z: tl.constexpr):
-    """Token t's (C,) u, delta and z in fp32; zeros where `valid` (a scalar) or the lane mask is false."""
+              stride_z_l: tl.constexpr, HAS_Z: tl.constexpr, MASKED: tl.constexpr = True):
+    """Token t's (C,) u, delta and z in fp32; zeros where `valid` (a scalar) or the lane mask is false. MASKED
+    False: t is inside L and every lane is a channel (no predicates, no zero fill)."""
     mask = mask_c & valid
-    u = tl.load(u_base + t * stride_u_l, mask=mask, other=0.0).to(tl.float32)
-    dt = tl.load(dt_base + t * stride_dt_l, mask=mask, other=0.0).to(tl.float32)
+    u = _load_lanes(u_base + t * stride_u_l, mask, MASKED)
+    dt = _load_lanes(dt_base + t * stride_dt_l, mask, MASKED)
     if HAS_Z:
-        z = tl.load(z_base + t * stride_z_l, mask=mask, other=0.0).to(tl.float32)
+        z = _load_lanes(z_base + t * stride_z_l, mask, MASKED)
     else:
         z = u
     return u, dt, z
@@ -147,7 +149,8 @@ def _staged_walk(u_base, dt_base, z_base, B_base, C_base, out_base, A2, D_row, b
             B_p, C_p, out_p = B_base + t0 * stride_B_l, C_base + t0 * stride_C_l, out_base + t0 * stride_out_l
             for j in tl.static_range(TRIP):
                 Bt, Ct = _rows_from(B_p + SIGN * j * stride_B_l, C_p + SIGN * j * stride_C_l, BC_JOINED)
-                lanes = _lanes_at(u_p, dt_p, z_p, SIGN * j, True, mask_c, stride_u_l, stride_dt_l, stride_z_l, HAS_Z)
+                lanes = _lanes_at(u_p, dt_p, z_p, SIGN * j, True, mask_c, stride_u_l, stride_dt_l, stride_z_l, HAS_Z,
+                                  MASK_C)
                 h = _token_step_at(h, out_p + SIGN * j * stride_out_l, mask_c, lanes[0], lanes[1], lanes[2], Bt, Ct,
                                    A2, D_row, bias_row, out_scale, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM,
                                    False, MASK_C)
@@ -167,7 +170,8 @@ def _staged_walk(u_base, dt_base, z_base, B_base, C_base, out_base, A2, D_row, b
     for step in range(L // TRIP * TRIP, L):  # the last L % TRIP steps
         t = t_first + SIGN * step
         Bt, Ct = _rows_at(B_base, C_base, t, stride_B_l, stride_C_l, BC_JOINED)
-        lanes = _lanes_at(u_base, dt_base, z_base, t, True, mask_c, stride_u_l, stride_dt_l, stride_z_l, HAS_Z)
+        lanes = _lanes_at(u_base, dt_base, z_base, t, True, mask_c, stride_u_l, stride_dt_l, stride_z_l, HAS_Z,
+                          MASK_C)
         h = _token_step_at(h, out_base + t * stride_out_l, mask_c, lanes[0], lanes[1], lanes[2], Bt, Ct, A2, D_row,
                            bias_row, out_scale, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, ATOMIC, USE_ASM, False, MASK_C)
 
