@@ -790,10 +790,11 @@ INTERPRETED_TOKEN_BLOCK = 0
 # (`staged._scan_staged_kernel`, session ab): 0 off, else the pipeline's stages, for one-channel-per-lane inference
 # without a fused dt_proj. STAGED_CARRY: how u, delta and z arrive (0: loaded in the trip that uses them; 2: one
 # trip ahead in registers); STAGED_L1_AHEAD: the L1 prefetch of u, delta and z that many scan steps ahead (0: none).
-# An experiment (kernels/NOTES.md, "Session ab").
+# An experiment, off: measured in session ac (kernels/NOTES.md, "Session ab" and "Session ac"); the defaults below
+# are its fastest variant (Vim-Ti 1248/64 kernel -2.4%, Vim-S +7.6%, whole forwards unchanged).
 STAGED_SCAN = 0
 STAGED_CARRY = 2
-STAGED_L1_AHEAD = 0
+STAGED_L1_AHEAD = 6
 STAGED_TRIP = 2  # tokens per loop trip (4: lanes in the trip, CARRY 0)
 
 
