@@ -161,13 +161,14 @@ def _scan_spec(dtype: str, mode: str, shape: OpShape = STATIC_SHAPE, bc_dtype: s
 
 def _staged_scan_spec() -> KernelSpec:
     """kernels/selective_scan/staged.py `_scan_staged_kernel` (the experiment behind fwd.STAGED_SCAN, off by
-    default) at `_scan_spec("bf16", "halves")`'s shape with the variant that measured fastest (H100, session ac:
-    kernels/NOTES.md): 3 stages, trips of 2 tokens, u/delta/z one trip ahead in registers and prefetched to L1 6
-    steps ahead, B and C joined (x_dbl's rows)."""
-    from kernels.selective_scan.fwd import staged_launch_config
+    default) at `_scan_spec("bf16", "halves")`'s shape with 3 stages and the module's knobs, the variant that
+    measured fastest (H100, session ac: kernels/NOTES.md): trips of 2 tokens, u/delta/z one trip ahead in registers
+    and prefetched to L1 6 steps ahead; B and C joined (x_dbl's rows)."""
+    from kernels.selective_scan import fwd
 
     shape = STATIC_SHAPE
-    cfg = staged_launch_config(shape.batch, shape.channels, 2, False, stages=3, carry=2, trip=2, l1_ahead=6)
+    cfg = fwd.staged_launch_config(shape.batch, shape.channels, 2, False, stages=3, carry=fwd.STAGED_CARRY,
+                                   trip=fwd.STAGED_TRIP, l1_ahead=fwd.STAGED_L1_AHEAD)
     return _scan_spec("bf16", "halves", label="/staged", cfg=cfg, module="kernels.selective_scan.staged",
                       extra_constexprs=dict(BC_JOINED=True))
 
