@@ -567,3 +567,22 @@ def test_ratio_axis_labels_ticks_inside_narrow_ranges(lo, hi, expected):
     finally:
         plt.close(fig)
     assert labels == expected
+
+
+def test_results_table_shows_host_submission_time_where_recorded(tmp_path):
+    """Rows with the host's submission time (host_ms_p50, CUDA rows of newer files) get a "host submit p50 (ms)"
+    column with their values; files without the field do not."""
+    cases = [c for c in synthetic_cases(oom=False) if c.key.batch == 8 and c.key.attn != "eager"]
+    for case in cases:
+        case.host_ms_p50 = round(0.5 * case.latency_ms_p50, 3)
+    plain = write_results(tmp_path / "plain.jsonl", synthetic_cases(oom=False))
+    timed = write_results(tmp_path / "timed.jsonl", cases)
+    for src, expect in ((plain, False), (timed, True)):
+        out = tmp_path / f"rep-{src.stem}"
+        result = CliRunner().invoke(app, ["report", str(src), "-o", str(out), "--no-table"])
+        assert result.exit_code == 0, result.output
+        rows = read_csv(out / "tables" / "results.csv")
+        assert ("host submit p50 (ms)" in rows[0]) is expect
+        if expect:
+            assert sorted(round(float(r["host submit p50 (ms)"]), 2) for r in rows) == \
+                sorted(round(c.host_ms_p50, 2) for c in cases)

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from _fake_cuda import fake_cuda_timing
 from vimbench.bench import sweep as sweeps
 from vimbench.bench.grid import SweepConfig
 from vimbench.bench.runner import precision_flags
@@ -270,3 +271,49 @@ def test_public_api():
     import vimbench
 
     assert vimbench.run_sweep is sweeps.run_sweep and vimbench.load_results is load_results
+
+
+def test_cuda_timing_records_the_hosts_submission_time(monkeypatch):
+    """Eager CUDA timing keeps, per call, the host's time from the call's start to its return (host_ms_samples):
+    a call that keeps the host busy for 3 ms has samples of at least 3 ms, and p50 in host_ms_p50. CPU timing has
+    none (its latency is host time already)."""
+    import time
+
+    fake_cuda_timing(monkeypatch)
+    timing = time_forward(lambda: time.sleep(0.003), "cuda", warmup=1, iters=5)
+    assert timing.method == "cuda_events" and len(timing.host_ms_samples) == 5
+    assert min(timing.host_ms_samples) >= 3.0
+    assert timing.host_ms_p50 == percentile(timing.host_ms_samples, 50)
+    cpu = time_forward(lambda: None, "cpu", warmup=1, iters=5)
+    assert cpu.host_ms_samples is None and cpu.host_ms_p50 is None
+
+
+def test_host_bound_needs_the_host_busy_for_most_of_the_call():
+    from vimbench.bench.timing import HOST_BOUND_FRACTION, host_bound
+
+    assert host_bound(64.7, 64.8) and host_bound(HOST_BOUND_FRACTION * 10.0, 10.0)
+    assert not host_bound(16.6, 19.3 * 1.2) and not host_bound(0.02, 39.6)  # a graph replay: host far below
+    assert not host_bound(None, 10.0) and not host_bound(5.0, None) and not host_bound(float("nan"), 10.0)
+
+
+def test_sweep_table_marks_host_bound_cases(tmp_path):
+    """The sweep's table marks a case whose host submission took most of its p50 call "(host-bound)" and says in
+    its caption what that means; a case whose GPU work set the time is not marked."""
+    from vimbench.cli.sweep import _results_table
+    from vimbench.results import CaseKey, CaseResult
+
+    rows = []
+    for model, host in (("vim_t", 64.5), ("deit_t", 16.6)):
+        key = CaseKey(model=model, res=224, batch=128, dtype="bf16", implementation="triton", attn=None,
+                      device="cuda", mode="train")
+        rows.append(CaseResult(key=key, status="ok", latency_ms_p20=64.0, latency_ms_p50=65.0, latency_ms_p80=66.0,
+                               fps=1969.2, host_ms_p50=host))
+    config = SweepConfig(models=["vim_t", "deit_t"], res=[224], batch=[128], device="cuda", iters=10, warmup=3)
+    from vimbench import render
+    with render.console.capture() as captured:
+        _results_table(rows, config, tmp_path / "r.jsonl")
+    out = captured.get()
+    lines = [line for line in out.splitlines() if "vim_t" in line or "deit_t" in line]
+    assert "(host-bound)" in next(line for line in lines if "vim_t" in line)
+    assert "(host-bound)" not in next(line for line in lines if "deit_t" in line)
+    assert "1 case(s) host-bound" in " ".join(out.split())

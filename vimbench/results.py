@@ -86,6 +86,9 @@ class CaseResult:
     latency_ms_p50: float | None = None
     latency_ms_p80: float | None = None
     fps: float | None = None           # batch / p50 latency, img/s
+    host_ms_samples: list[float] | None = None  # CUDA: per call (train: step), the host's submission time: from the
+    #                                             call's start to its return, before the synchronize (bench.timing)
+    host_ms_p50: float | None = None   # about latency_ms_p50: host-bound (bench.timing.host_bound); None on CPU
     # compilation (never timed): the first call's wall time, and what dynamo made of the forward
     compile_s: float | None = None     # first untimed call, s: tracing + compilation + autotuning (none: JIT, init)
     compile_backend: str | None = None  # torch.compile backend for compiled modes (inductor, aot_eager, eager)
@@ -271,7 +274,7 @@ _OPTIONAL: dict[str, dict[str, str]] = {
     "case": {"attn": _STR, "mode": _STR, "cuda_graphs": _BOOL, "compile": _STR, "vim_slice": _INT, "vim_memory": _STR, "h2d": _BOOL,
              "compile_s": _NUM, "latency_ms_p20": _NUM,
              "latency_ms_p50": _NUM, "latency_ms_p80": _NUM, "fps": _NUM, "peak_alloc_mib": _NUM, "tokens": _INT,
-             "host_us_per_op": _NUM},
+             "host_us_per_op": _NUM, "host_ms_p50": _NUM},
     "kernel": {"ms_p50": _NUM, "tokens": _INT},
     "profile": {"mode": _STR, "latency_ms_p50": _NUM, "profiled_ms": _NUM, "gpu_busy_ms": _NUM,
                 "gpu_idle_ms": _NUM},

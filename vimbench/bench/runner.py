@@ -251,6 +251,7 @@ def run_case(key: CaseKey, warmup: int, iters: int, compile_backend: str = "indu
         result.timing_method = timing.method
         result.latency_ms_samples = timing.samples_ms
         result.latency_ms_p20, result.latency_ms_p50, result.latency_ms_p80 = timing.p20_ms, timing.p50_ms, timing.p80_ms
+        result.host_ms_samples, result.host_ms_p50 = timing.host_ms_samples, timing.host_ms_p50
         result.fps = timing.fps(key.batch)
         result.memory_method = memory.method
         for name in ("peak_alloc_mib", "peak_reserved_mib", "baseline_alloc_mib", "activation_mib", "nvml_used_mib",

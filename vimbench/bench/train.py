@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -161,15 +160,17 @@ def _split_cpu(step: TrainStep, iters: int) -> tuple[list[float], list[float], l
     return whole, fwd, bwd
 
 
-def _split_cuda(step: TrainStep, iters: int) -> tuple[list[float], list[float], list[float]]:
+def _split_cuda(step: TrainStep, iters: int, host_ms: list[float]) -> tuple[list[float], list[float], list[float]]:
     events = [[torch.cuda.Event(enable_timing=True) for _ in range(3)] for _ in range(iters)]
     for start, mid, end in events:
         torch.cuda.synchronize()
+        issued = time.perf_counter()
         start.record()
         loss = step.forward_loss()
         mid.record()
         step.backward_update(loss)
         end.record()
+        host_ms.append((time.perf_counter() - issued) * 1e3)  # the host's submission of the step (bench.timing)
     torch.cuda.synchronize()
     whole = [s.elapsed_time(e) for s, _, e in events]
     fwd = [s.elapsed_time(m) for s, m, _ in events]
@@ -190,11 +191,14 @@ def time_train_steps(step: TrainStep, device: str, warmup: int, iters: int, cuda
         return StepTiming(time_graph_replays(step, warmup, iters))
     for _ in range(warmup):
         step()
-    split: Callable = _split_cuda if device == "cuda" else _split_cpu
-    whole, fwd, bwd = split(step, iters)
+    host_ms: list[float] = []
+    if device == "cuda":
+        whole, fwd, bwd = _split_cuda(step, iters, host_ms)
+    else:
+        whole, fwd, bwd = _split_cpu(step, iters)
     method = CUDA_EVENTS if device == "cuda" else PERF_COUNTER
     timing = Timing(method, warmup, len(whole), whole, percentile(whole, 20), percentile(whole, 50),
-                    percentile(whole, 80))
+                    percentile(whole, 80), host_ms or None)
     return StepTiming(timing, fwd, bwd)
 
 

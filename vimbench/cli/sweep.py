@@ -399,7 +399,7 @@ def _terminate_as_interrupt():
 
 def _results_table(results, config, path: Path) -> None:
     from vimbench import render
-    from vimbench.bench.timing import NOISY_SPREAD, relative_spread
+    from vimbench.bench.timing import HOST_BOUND_FRACTION, NOISY_SPREAD, host_bound, relative_spread
     from vimbench.bench.memory import CARRY_OVER_MIB
 
     cuda = config.device == "cuda"
@@ -407,7 +407,7 @@ def _results_table(results, config, path: Path) -> None:
     train = any(r.key.mode == "train" for r in results)
     train_columns = ["fwd ms", "bwd ms"] if train else []
     rows = []
-    noisy = 0
+    noisy = bound = 0
     carried: list[float] = []
     for r in results:
         k = r.key
@@ -420,6 +420,9 @@ def _results_table(results, config, path: Path) -> None:
         if spread is not None and spread > NOISY_SPREAD:
             status += " (noisy)"
             noisy += 1
+        if host_bound(r.host_ms_p50, r.latency_ms_p50):
+            status += " (host-bound)"
+            bound += 1
         if (r.allocated_at_start_mib or 0) > CARRY_OVER_MIB:
             status += " (carry-over)"
             carried.append(r.allocated_at_start_mib)
@@ -438,6 +441,11 @@ def _results_table(results, config, path: Path) -> None:
                f"img/s = batch / p50; spread = (p80 - p20) / p50 of the calls"
                + (f"; {noisy} case(s) spread more than {100 * NOISY_SPREAD:.0f}% (noisy: other load or clock "
                   "changes; measure again on an idle machine)" if noisy else "")
+               + (f"; {bound} case(s) host-bound: the host's submission (from each call's start to its return, "
+                  f"before the synchronize) took at least {100 * HOST_BOUND_FRACTION:.0f}% of the p50 call: the GPU "
+                  "waited on Python, dispatch and launches (or on a full launch queue; a cuda-graphs row of the "
+                  "case tells), so the number moves with the host's speed (host_ms_p50 in the results)"
+                  if bound else "")
                + f". Memory: {memory_text}"
                + (f"; {len(carried)} case(s) began with up to {max(carried):,.0f} MiB still allocated by earlier "
                   "cases of the process (carry-over: included in their peak alloc; a leak to report)"

@@ -25,7 +25,8 @@ PAIR_FIELDS = tuple(f for f in LINE_FIELDS
 GROUP_CHOICES = ("dtype", "batch", "device", "gpu_name", "model", "implementation", "attn")
 NUMERIC = ("fps", "latency_ms_p20", "latency_ms_p50", "latency_ms_p80", "peak_alloc_mib", "peak_reserved_mib",
            "activation_mib", "nvml_used_mib", "cpu_peak_rss_mib", "params", "tokens", "baseline_alloc_mib",
-           "forward_ms_p50", "backward_ms_p50", "allocated_at_start_mib", "host_us_per_op")
+           "forward_ms_p50", "backward_ms_p50", "allocated_at_start_mib", "host_us_per_op",
+           "host_ms_p50")
 # Key fields that later schema versions add (e.g. `compile`): absent columns read as "not set".
 OPTIONAL_KEY_FIELDS = ("compile",)
 MEMORY_METRICS = {"alloc": "peak allocated (torch allocator)", "rss": "peak resident set of the process (CPU)"}
