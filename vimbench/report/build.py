@@ -135,9 +135,9 @@ def build_report(paths: Sequence[str | Path], out_dir: str | Path, models: Seque
         if st is not None:
             out.tables.append(st)
         out.tables.append(results_table(rows_of_mode, prov_text + "." + memory + " Spread: (p80 - p20) / p50 of "
-                                        "the timed calls. Host submit (CUDA rows of newer files): p50 of the host's time "
-                                        "from a call's start to its return, before the synchronize; near p50 (ms), "
-                                        "the call was host-bound.", mode))
+                                        "the timed calls. Host submit (CUDA rows of newer files): p50 of the host's "
+                                        "time from a call's start to its return, before the synchronize; near p50 "
+                                        "(ms), the call was host-bound.", mode))
         rt = ratios_table(rows_of_mode, prov_text + "." + memory + ratio_words, mode)
         if rt is not None:
             out.tables.append(rt)

@@ -49,8 +49,8 @@ def _none(v: Any) -> Any:
 
 RESULT_COLUMNS = ["model", "implementation", "attn", "compile", "vim slice", "vim memory", "dtype", "batch",
                   "res (px)", "device", "gpu", "status", "tokens", "params", "p50 (ms)", "p20-p80 spread (%)",
-                  "host submit p50 (ms)", "throughput (img/s)", "peak alloc (MiB)", "carried over (MiB)", "peak RSS (MiB)",
-                  "host (us/op)", "run_id"]
+                  "host submit p50 (ms)", "throughput (img/s)", "peak alloc (MiB)", "carried over (MiB)",
+                  "peak RSS (MiB)", "host (us/op)", "run_id"]
 # Training rows: the step split and the memory held before a step (weights, gradients, AdamW state).
 TRAIN_COLUMNS = {"p50 (ms)": ["forward p50 (ms)", "backward p50 (ms)"], "peak alloc (MiB)": ["baseline alloc (MiB)"]}
 _TRAIN_FIELDS = {"forward p50 (ms)": "forward_ms_p50", "backward p50 (ms)": "backward_ms_p50",
@@ -84,8 +84,9 @@ def results_table(df, caption: str, mode: str = "infer") -> Table:
                 _none(r.get("vim_slice")), _none(r.get("vim_memory")),
                 _none(r["dtype"]), _none(r["batch"]), _none(r["res"]), _none(r["device"]), _none(r["gpu"]),
                 _none(r["status"]), _none(r["tokens"]), _none(r["params"]), _none(r["latency_ms_p50"]), spread(r),
-                _none(r.get("host_ms_p50")), _none(r["fps"]), _none(r["peak_alloc_mib"]), _none(r.get("allocated_at_start_mib")),
-                _none(r.get("cpu_peak_rss_mib")), _none(r.get("host_us_per_op")), _none(r["run_id"])]
+                _none(r.get("host_ms_p50")), _none(r["fps"]), _none(r["peak_alloc_mib"]),
+                _none(r.get("allocated_at_start_mib")), _none(r.get("cpu_peak_rss_mib")), _none(r.get("host_us_per_op")),
+                _none(r["run_id"])]
         values = dict(zip(RESULT_COLUMNS, base))
         values.update({c: _none(r.get(f)) for c, f in _TRAIN_FIELDS.items()})
         rows.append([values[c] for c in columns])
@@ -113,8 +114,8 @@ def results_table(df, caption: str, mode: str = "infer") -> Table:
     keep = [i for i, c in enumerate(columns) if shown(i, c)]
     title = "Measured cases" + (" (training steps)" if mode == "train" else "" if mode == "infer" else f" ({mode})")
     return Table("results" + _suffix(mode), title, [columns[i] for i in keep], [[row[i] for i in keep] for row in rows],
-                 caption, digits={"p50 (ms)": 2, "host submit p50 (ms)": 2, "throughput (img/s)": 1, "peak alloc (MiB)": 1, "peak RSS (MiB)": 1,
-                                  "carried over (MiB)": 1, "host (us/op)": 2,
+                 caption, digits={"p50 (ms)": 2, "host submit p50 (ms)": 2, "throughput (img/s)": 1,
+                                  "peak alloc (MiB)": 1, "peak RSS (MiB)": 1, "carried over (MiB)": 1, "host (us/op)": 2,
                                   "p20-p80 spread (%)": 1, "forward p50 (ms)": 2, "backward p50 (ms)": 2,
                                   "baseline alloc (MiB)": 1})
 
