@@ -85,8 +85,8 @@ def results_table(df, caption: str, mode: str = "infer") -> Table:
                 _none(r["dtype"]), _none(r["batch"]), _none(r["res"]), _none(r["device"]), _none(r["gpu"]),
                 _none(r["status"]), _none(r["tokens"]), _none(r["params"]), _none(r["latency_ms_p50"]), spread(r),
                 _none(r.get("host_ms_p50")), _none(r["fps"]), _none(r["peak_alloc_mib"]),
-                _none(r.get("allocated_at_start_mib")), _none(r.get("cpu_peak_rss_mib")), _none(r.get("host_us_per_op")),
-                _none(r["run_id"])]
+                _none(r.get("allocated_at_start_mib")), _none(r.get("cpu_peak_rss_mib")),
+                _none(r.get("host_us_per_op")), _none(r["run_id"])]
         values = dict(zip(RESULT_COLUMNS, base))
         values.update({c: _none(r.get(f)) for c, f in _TRAIN_FIELDS.items()})
         rows.append([values[c] for c in columns])
@@ -115,7 +115,8 @@ def results_table(df, caption: str, mode: str = "infer") -> Table:
     title = "Measured cases" + (" (training steps)" if mode == "train" else "" if mode == "infer" else f" ({mode})")
     return Table("results" + _suffix(mode), title, [columns[i] for i in keep], [[row[i] for i in keep] for row in rows],
                  caption, digits={"p50 (ms)": 2, "host submit p50 (ms)": 2, "throughput (img/s)": 1,
-                                  "peak alloc (MiB)": 1, "peak RSS (MiB)": 1, "carried over (MiB)": 1, "host (us/op)": 2,
+                                  "peak alloc (MiB)": 1, "peak RSS (MiB)": 1, "carried over (MiB)": 1,
+                                  "host (us/op)": 2,
                                   "p20-p80 spread (%)": 1, "forward p50 (ms)": 2, "backward p50 (ms)": 2,
                                   "baseline alloc (MiB)": 1})
 
