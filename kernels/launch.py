@@ -38,6 +38,7 @@ import contextlib
 import operator
 import os
 import threading
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 import torch
@@ -201,6 +202,24 @@ def _not_replayable() -> None:
             launches.append(None)
 
 
+@dataclass(frozen=True)
+class BufferSpec:
+    """The layout of a buffer that a replayed launcher allocates before its launches (a `CallMemo` recording's
+    extra): `make` gives torch.empty_strided(shape, stride, dtype) on a device, zero-filled if `zero`."""
+    shape: tuple
+    stride: tuple
+    dtype: torch.dtype
+    zero: bool = False
+
+    @classmethod
+    def of(cls, t: torch.Tensor, zero: bool = False) -> BufferSpec:
+        return cls(tuple(t.shape), t.stride(), t.dtype, zero)
+
+    def make(self, device) -> torch.Tensor:
+        t = torch.empty_strided(self.shape, self.stride, dtype=self.dtype, device=device)
+        return t.zero_() if self.zero else t
+
+
 class CallMemo:
     """A launcher's calls, replayed: for a call signature (every input's shape, strides, dtype, address alignment
     and aliasing, the device, and the launcher's own scalar arguments: `signature`) seen before, the launches that
@@ -229,12 +248,18 @@ class CallMemo:
     def __init__(self, name: str):
         self.name = name
         self._plans: dict[tuple, tuple] = {}
+        self._extras: dict[tuple, Any] = {}
 
     def __len__(self) -> int:
         return len(self._plans)
 
+    def extra(self, sig: tuple | None) -> Any:
+        """What the recording of this signature's call kept beside its launches (`record`'s extra), or None."""
+        return self._extras.get(sig) if sig is not None else None
+
     def clear(self) -> None:
         self._plans.clear()
+        self._extras.clear()
 
     @staticmethod
     def signature(tensors: tuple, *scalars: Any) -> tuple | None:
@@ -268,8 +293,10 @@ class CallMemo:
         return True
 
     @contextlib.contextmanager
-    def record(self, sig: tuple | None, tensors: tuple) -> Iterator[None]:
-        """Run the block (the launcher's usual path) and keep its launches under `sig` if they can be replayed."""
+    def record(self, sig: tuple | None, tensors: tuple, extra: Any = None) -> Iterator[None]:
+        """Run the block (the launcher's usual path) and keep its launches under `sig` if they can be replayed,
+        with `extra` (anything the launcher decided from the signature alone and needs before a replay: the
+        layout of buffers that it allocates and passes in `tensors`, say; `extra(sig)` returns it)."""
         outer = getattr(_local, "recording", None)
         if sig is None or outer is not None:  # nested launchers: the outer call records nothing
             if outer is not None:
@@ -284,8 +311,10 @@ class CallMemo:
         plan = _plan(launches, tensors)
         if plan is not None:
             if len(self._plans) >= MAX_CACHED:
-                self._plans.clear()
+                self.clear()
             self._plans[sig] = plan
+            if extra is not None:
+                self._extras[sig] = extra
 
 
 def _plan(launches: list, tensors: tuple) -> tuple | None:

@@ -31,7 +31,7 @@ import triton.language as tl
 
 from kernels import fastmath
 from kernels.conv1d.fwd import _x_at, load_taps
-from kernels.launch import launch
+from kernels.launch import CallMemo, launch
 from kernels.runtime import LaunchConfig, cdiv, check_device, next_power_of_2, strides, sum_partials
 
 
@@ -356,31 +356,55 @@ def conv1d_silu_bidir_bwd(dout: torch.Tensor, x: torch.Tensor, weight: torch.Ten
     if dx.numel() == 0:
         dweight = torch.zeros_like(weight)
         return dx, dweight, None if bias is None else torch.zeros_like(bias)
+    # Eager calls are replayed by signature (kernels/launch.py CallMemo); the recording keeps the launch
+    # configuration, which sizes the partials.
+    tensors = (dout, x, weight, bias, dx)
+    sig = _MEMO.signature(tensors)
+    cfg = _MEMO.extra(sig)
+    if cfg is not None:
+        parts = _partials(cfg, channels, width, x.device)
+        if _MEMO.replay(sig, tensors + parts):
+            return _finish(dx, *parts, weight, bias)
     cfg = conv1d_bwd_launch_config(batch, channels, length, width, is_channel_last(x, dout),
                                    check_device(x, _conv1d_silu_bidir_bwd_kernel))
-    slots = partial_slots(cfg)
-    dw_part = torch.empty((slots, 2, channels, width), dtype=torch.float32, device=x.device)
-    db_part = torch.empty((slots, 2, channels), dtype=torch.float32, device=x.device)
+    parts = _partials(cfg, channels, width, x.device)
+    dw_part, db_part = parts
     b = bias if bias is not None else weight  # never read without HAS_BIAS
     weight_strides = strides("stride_w", ("dir", "e", "k"), weight.stride())
     bias_strides = strides("stride_bias", ("dir", "e"), b.stride()[:2])
-    if cfg.kernel == "_conv1d_silu_bidir_bwd_rows_kernel":  # x, dout and dx have channel stride 1
-        launch(_conv1d_silu_bidir_bwd_rows_kernel, cfg.grid,
-            x_ptr=x, w_ptr=weight, bias_ptr=b, dout_ptr=dout, dx_ptr=dx, dw_part_ptr=dw_part, db_part_ptr=db_part,
-            E=channels, L=length, stride_x_b=x.stride(0), stride_x_l=x.stride(2), **weight_strides, **bias_strides,
-            stride_dout_dir=dout.stride(0), stride_dout_b=dout.stride(1), stride_dout_l=dout.stride(3),
-            stride_dx_b=dx.stride(0), stride_dx_l=dx.stride(2),
-            HAS_BIAS=bias is not None, **cfg.constexprs, num_warps=cfg.num_warps,
-        )
-    else:
-        launch(_conv1d_silu_bidir_bwd_kernel, cfg.grid,
-            x_ptr=x, w_ptr=weight, bias_ptr=b, dout_ptr=dout, dx_ptr=dx, dw_part_ptr=dw_part, db_part_ptr=db_part,
-            E=channels, L=length,
-            **strides("stride_x", ("b", "e", "l"), x.stride()), **weight_strides, **bias_strides,
-            **strides("stride_dout", ("dir", "b", "e", "l"), dout.stride()),
-            **strides("stride_dx", ("b", "e", "l"), dx.stride()),
-            HAS_BIAS=bias is not None, **cfg.constexprs, num_warps=cfg.num_warps,
-        )
+    with _MEMO.record(sig, tensors + parts, extra=cfg):
+        if cfg.kernel == "_conv1d_silu_bidir_bwd_rows_kernel":  # x, dout and dx have channel stride 1
+            launch(_conv1d_silu_bidir_bwd_rows_kernel, cfg.grid,
+                x_ptr=x, w_ptr=weight, bias_ptr=b, dout_ptr=dout, dx_ptr=dx, dw_part_ptr=dw_part,
+                db_part_ptr=db_part, E=channels, L=length, stride_x_b=x.stride(0), stride_x_l=x.stride(2),
+                **weight_strides, **bias_strides,
+                stride_dout_dir=dout.stride(0), stride_dout_b=dout.stride(1), stride_dout_l=dout.stride(3),
+                stride_dx_b=dx.stride(0), stride_dx_l=dx.stride(2),
+                HAS_BIAS=bias is not None, **cfg.constexprs, num_warps=cfg.num_warps,
+            )
+        else:
+            launch(_conv1d_silu_bidir_bwd_kernel, cfg.grid,
+                x_ptr=x, w_ptr=weight, bias_ptr=b, dout_ptr=dout, dx_ptr=dx, dw_part_ptr=dw_part,
+                db_part_ptr=db_part, E=channels, L=length,
+                **strides("stride_x", ("b", "e", "l"), x.stride()), **weight_strides, **bias_strides,
+                **strides("stride_dout", ("dir", "b", "e", "l"), dout.stride()),
+                **strides("stride_dx", ("b", "e", "l"), dx.stride()),
+                HAS_BIAS=bias is not None, **cfg.constexprs, num_warps=cfg.num_warps,
+            )
+    return _finish(dx, dw_part, db_part, weight, bias)
+
+
+_MEMO = CallMemo("conv1d_silu_bidir_bwd")  # eager calls replayed by signature (kernels/launch.py)
+
+
+def _partials(cfg: LaunchConfig, channels: int, width: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """The dweight and dbias partial buffers a launch with `cfg` writes (one slot per program row)."""
+    slots = partial_slots(cfg)
+    return (torch.empty((slots, 2, channels, width), dtype=torch.float32, device=device),
+            torch.empty((slots, 2, channels), dtype=torch.float32, device=device))
+
+
+def _finish(dx, dw_part, db_part, weight, bias):
     dweight = sum_partials(dw_part).to(weight.dtype)
     dbias = None if bias is None else sum_partials(db_part).to(bias.dtype)
     return dx, dweight, dbias

@@ -73,7 +73,7 @@ import triton
 import triton.language as tl
 
 from kernels import fastmath
-from kernels.launch import launch
+from kernels.launch import BufferSpec, CallMemo, launch
 from kernels.runtime import (INT32_LIMIT, LaunchConfig, cdiv, check_device, check_token_offsets, interpreted_block_c,
                              sm_count, sum_partials)
 from kernels.selective_scan.fwd import (LN2, LOG2E, SOFTPLUS_LOG1P_POLY, _blocks_for, _check, _load_lanes,
@@ -1328,104 +1328,226 @@ def bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints,
     walks the whole sequence, the pre-chunk-parallel kernel); None: `scan_bwd_launch_config` picks. sub_chunk,
     scatter_sums, block_c, prefetch, maxnreg, l1_ahead, pairs, channel_splits, scratch_ahead, evict_hints, carry_h,
     pair_trips, scatter_xor, vec_scratch, scratch_bf16: launch experiments, None = the defaults
-    (`scan_bwd_launch_config`)."""
-    _check(u, delta, A, B, C, 2)
-    n_state = A.shape[-1]
-    chunk = _check_bwd(grad_out, u, checkpoints, combine, chunk, n_state)
-    check_token_offsets(u.shape[-1], grad_out=grad_out, z=z)
-    if (u.shape[-1] - 1) * n_state >= INT32_LIMIT:  # the dB/dC partials' token rows (L, N) are indexed in 32 bits
-        raise ValueError(f"L = {u.shape[-1]:,} tokens is too long for the scan backward's 32-bit token indexing "
-                         f"(at most {INT32_LIMIT // n_state:,} with N = {n_state})")
-    _, batch, channels, length = u.shape
-    device = u.device
-    has_d, has_z, has_bias = D is not None, z is not None, delta_bias is not None
-    du, ddelta = torch.empty_like(u), torch.empty_like(delta)
-    dz_halves = bool(dz_halves) and has_z
-    if dz_halves:  # each element is stored by one lane of one direction: no zero fill
-        dz_out = torch.empty_like(u, dtype=z.dtype)
+    (`scan_bwd_launch_config`).
+
+    Eager calls are replayed (kernels/launch.py `CallMemo`): a call whose signature (the inputs' shapes, strides,
+    dtypes, alignment and aliasing, and every argument above) was seen before reuses that call's plan (checks,
+    launch configuration, buffer layouts: `_ScanBwdPlan`), allocates its buffers and hands the recorded launches
+    to the compiled kernels; only the partial sums after the launches run as torch ops."""
+    inputs = (grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints)
+    options = (bool(delta_softplus), bool(combine), chunk, chunks_per_program, sub_chunk, scatter_sums, block_c,
+               prefetch, maxnreg, l1_ahead, pairs, channel_splits, scratch_ahead, evict_hints, carry_h, pair_trips,
+               scatter_xor, vec_scratch, bool(dz_halves), bc_rows_dtype, scratch_bf16)
+    sig = _BWD_MEMO.signature(inputs, *options)
+    plan = _BWD_MEMO.extra(sig)
+    if plan is not None:
+        buffers = plan.buffers(u.device)
+        if _BWD_MEMO.replay(sig, inputs + buffers):
+            return plan.finish(buffers, z)
     else:
-        dz_out = torch.zeros_like(u[0], dtype=torch.float32) if has_z else None
-    f32 = dict(dtype=torch.float32, device=device)
-    if length == 0 or batch == 0 or channels == 0:
-        du.zero_(), ddelta.zero_()
-        zeros_bc = torch.zeros(2, batch, n_state, length, **f32)
+        plan, buffers = _ScanBwdPlan.build(*inputs, *options)
+        if plan.empty:
+            return plan.empty_grads(buffers, z)
+    if plan.cfg.channel_splits > 1:  # torch sums between the launches: never replayed
+        return plan.run_split(inputs, buffers, z)
+    with _BWD_MEMO.record(sig, inputs + buffers, extra=plan):
+        plan.launch(inputs, buffers)
+    return plan.finish(buffers, z)
+
+
+_BWD_MEMO = CallMemo("bimamba_scan_bwd")  # eager calls replayed by signature, with their plans (kernels/launch.py)
+
+
+# The buffers of one backward call, in `_ScanBwdPlan.buffers` order (None where a call has none).
+_BUFFERS = ("du", "ddelta", "dz_out", "dBp", "dCp", "dAp", "dDp", "dbp", "scratch", "mu", "dsum", "bc_rows")
+
+
+@dataclass(frozen=True)
+class _ScanBwdPlan:
+    """What one `bimamba_scan_bwd` call decides from its signature alone: the checks' outcome, the launch
+    configuration and the buffers' layouts. `buffers` allocates them, `launch` makes the call's launches (nothing
+    else, so that a CallMemo replay stands for it), `finish` turns the buffers into the returned gradients."""
+    cfg: ScanBwdLaunch | None
+    specs: tuple  # BufferSpec or None, in _BUFFERS order
+    flags: dict
+    has_d: bool
+    has_z: bool
+    has_bias: bool
+    dz_halves: bool
+    fused_bc: bool
+    empty: bool = False
+    shape: tuple = ()  # (batch, channels, length, n_state)
+    bc_rows_dtype: torch.dtype | None = None
+
+    @classmethod
+    def build(cls, grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints, delta_softplus, combine, chunk,
+              chunks_per_program, sub_chunk, scatter_sums, block_c, prefetch, maxnreg, l1_ahead, pairs,
+              channel_splits, scratch_ahead, evict_hints, carry_h, pair_trips, scatter_xor, vec_scratch, dz_halves,
+              bc_rows_dtype, scratch_bf16) -> tuple["_ScanBwdPlan", tuple]:
+        """The plan of a call with these arguments, and this call's buffers (allocated as the plan records)."""
+        _check(u, delta, A, B, C, 2)
+        n_state = A.shape[-1]
+        chunk = _check_bwd(grad_out, u, checkpoints, combine, chunk, n_state)
+        check_token_offsets(u.shape[-1], grad_out=grad_out, z=z)
+        if (u.shape[-1] - 1) * n_state >= INT32_LIMIT:  # the dB/dC partials' token rows (L, N): 32-bit indices
+            raise ValueError(f"L = {u.shape[-1]:,} tokens is too long for the scan backward's 32-bit token "
+                             f"indexing (at most {INT32_LIMIT // n_state:,} with N = {n_state})")
+        _, batch, channels, length = u.shape
+        device = u.device
+        has_d, has_z, has_bias = D is not None, z is not None, delta_bias is not None
+        dz_halves = bool(dz_halves) and has_z
+        f32 = dict(dtype=torch.float32, device=device)
+        du, ddelta = torch.empty_like(u), torch.empty_like(delta)
+        if dz_halves:  # each element is stored by one lane of one direction: no zero fill
+            dz_out = torch.empty_like(u, dtype=z.dtype)
+        else:
+            dz_out = torch.zeros_like(u[0], dtype=torch.float32) if has_z else None
+        common = dict(has_d=has_d, has_z=has_z, has_bias=has_bias, dz_halves=dz_halves,
+                      shape=(batch, channels, length, n_state), bc_rows_dtype=bc_rows_dtype)
+        if length == 0 or batch == 0 or channels == 0:
+            buffers = (du, ddelta, dz_out) + (None,) * 9
+            return cls(cfg=None, specs=cls._specs(buffers, dz_halves), flags={}, fused_bc=False, empty=True,
+                       **common), buffers
+        interpreted = check_device(u, _scan_bwd_kernel)
+        cfg = scan_bwd_launch_config(batch, channels, length, chunk, interpreted, chunks_per_program, sub_chunk,
+                                     scatter_sums, n_state, block_c, prefetch, maxnreg,
+                                     sm_count=1 if interpreted else sm_count(device),
+                                     fp32=u.dtype == torch.float32, l1_ahead=l1_ahead, pairs=pairs,
+                                     channel_splits=channel_splits, scratch_ahead=scratch_ahead,
+                                     evict_hints=evict_hints, carry_h=carry_h, pair_trips=pair_trips,
+                                     scatter_xor=scatter_xor,
+                                     unit_state_stride=B.stride(2) == 1 and C.stride(2) == 1,
+                                     vec_scratch=vec_scratch, combine=combine, scratch_bf16=scratch_bf16)
+        groups, per_launch = cfg.groups, cfg.blocks_per_launch  # the partials and scratch are for one launch
+        dBp = torch.empty(per_launch, 2, batch, length, n_state, **f32)
+        dCp = torch.empty_like(dBp)
+        dAp = torch.empty(batch * groups, 2, channels, n_state, **f32)
+        dDp = torch.empty(batch * groups, 2, channels, **f32) if has_d else None
+        dbp = torch.empty(batch * groups, 2, channels, **f32) if has_bias else None
+        scratch = torch.empty(per_launch * 2 * batch * groups, cfg.scratch_tiles, n_state,
+                              cfg.walk.constexprs["BLOCK_C"], dtype=cfg.scratch_dtype, device=device)
+        mu = dsum = None  # read only with several groups
+        if cfg.carry is not None:
+            mu = torch.empty(2, batch, groups, n_state, channels, **f32)
+            dsum = torch.empty(2, batch, groups, channels, **f32)
+        bc_rows = None
         if bc_rows_dtype is not None:
-            zeros_bc, dC = torch.zeros(2, batch * length, 2 * n_state, dtype=bc_rows_dtype, device=device), None
+            bc_rows = torch.empty(2, batch * length, 2 * n_state, dtype=bc_rows_dtype, device=device)
+        buffers = (du, ddelta, dz_out, dBp, dCp, dAp, dDp, dbp, scratch, mu, dsum, bc_rows)
+        flags = dict(N_STATE=n_state, HAS_Z=has_z, HAS_BIAS=has_bias, SOFTPLUS=bool(delta_softplus))
+        return cls(cfg=cfg, specs=cls._specs(buffers, dz_halves), flags=flags,
+                   fused_bc=bc_rows is not None and per_launch == cfg.walk.grid[0], **common), buffers
+
+    @staticmethod
+    def _specs(buffers: tuple, dz_halves: bool) -> tuple:
+        return tuple(None if t is None else BufferSpec.of(t, zero=name == "dz_out" and not dz_halves)
+                     for name, t in zip(_BUFFERS, buffers))
+
+    def buffers(self, device) -> tuple:
+        return tuple(None if spec is None else spec.make(device) for spec in self.specs)
+
+    def empty_grads(self, buffers, z) -> tuple:
+        """The gradients of a call with no tokens, channels or batch (zeros, as the launches would leave them)."""
+        batch, channels, length, n_state = self.shape
+        du, ddelta, dz_out = (None if t is None else t.zero_() for t in buffers[:3])
+        device = du.device
+        f32 = dict(dtype=torch.float32, device=device)
+        zeros_bc = torch.zeros(2, batch, n_state, length, **f32)
+        if self.bc_rows_dtype is not None:
+            zeros_bc, dC = torch.zeros(2, batch * length, 2 * n_state, dtype=self.bc_rows_dtype, device=device), None
         else:
             dC = zeros_bc.clone()
         return (du, ddelta, torch.zeros(2, channels, n_state, **f32), zeros_bc, dC,
-                torch.zeros(2, channels, **f32) if has_d else None,
-                dz_out.zero_().to(z.dtype) if has_z else None, torch.zeros(2, channels, **f32) if has_bias else None)
+                torch.zeros(2, channels, **f32) if self.has_d else None,
+                dz_out.to(z.dtype) if self.has_z else None,
+                torch.zeros(2, channels, **f32) if self.has_bias else None)
 
-    interpreted = check_device(u, _scan_bwd_kernel)
-    cfg = scan_bwd_launch_config(batch, channels, length, chunk, interpreted, chunks_per_program, sub_chunk,
-                                 scatter_sums, n_state, block_c, prefetch, maxnreg,
-                                 sm_count=1 if interpreted else sm_count(device),
-                                 fp32=u.dtype == torch.float32, l1_ahead=l1_ahead, pairs=pairs,
-                                 channel_splits=channel_splits, scratch_ahead=scratch_ahead,
-                                 evict_hints=evict_hints, carry_h=carry_h, pair_trips=pair_trips,
-                                 scatter_xor=scatter_xor, unit_state_stride=B.stride(2) == 1 and C.stride(2) == 1,
-                                 vec_scratch=vec_scratch, combine=combine, scratch_bf16=scratch_bf16)
-    walk = cfg.walk
-    block_c = walk.constexprs["BLOCK_C"]
-    n_cblocks, groups = walk.grid[0], cfg.groups
-    A = A.float()
-    Dt = D.float().contiguous() if has_d else A
-    bt = delta_bias.float().contiguous() if has_bias else A
-    zt = z if has_z else u[0]
-    dzt = dz_out if has_z else u[0]
-    dz_strides = dzt.stride() if dz_halves else (0, *dzt.stride())
-    g_strides = (0, *grad_out.stride()) if combine else grad_out.stride()
-    per_launch = cfg.blocks_per_launch  # channel blocks per walk launch: the partials and scratch are for one
-    dBp = torch.empty(per_launch, 2, batch, length, n_state, **f32)
-    dCp = torch.empty_like(dBp)
-    dAp = torch.empty(batch * groups, 2, channels, n_state, **f32)
-    dDp = torch.empty(batch * groups, 2, channels, **f32) if has_d else dAp
-    dbp = torch.empty(batch * groups, 2, channels, **f32) if has_bias else dAp
-    scratch = torch.empty(per_launch * 2 * batch * groups, cfg.scratch_tiles, n_state, block_c,
-                          dtype=cfg.scratch_dtype, device=device)
-    flags = dict(N_STATE=n_state, HAS_Z=has_z, HAS_BIAS=has_bias, SOFTPLUS=bool(delta_softplus))
-    mu, dsum = A, A  # read only with several groups
-    if cfg.carry is not None:
-        mu = torch.empty(2, batch, groups, n_state, channels, **f32)
-        dsum = torch.empty(2, batch, groups, channels, **f32)
-        launch(_scan_bwd_group_carry_kernel, cfg.carry.grid,
-            grad_out, delta, A, C, zt, bt, mu, dsum,
-            channels, length, 0.5, cfg.chunks_per_program,
-            *g_strides, *delta.stride(), *A.stride(), *C.stride(), bt.stride(0) if has_bias else 0, *zt.stride(),
-            **flags, **cfg.carry.constexprs, num_warps=cfg.carry.num_warps,
-        )
-    bc_rows = None
-    if bc_rows_dtype is not None:
-        bc_rows = torch.empty(2, batch * length, 2 * n_state, dtype=bc_rows_dtype, device=device)
-    fused_bc = bc_rows is not None and per_launch == n_cblocks  # one launch: its partials are all of them
-    dB = dC = None
-    for c_block0 in range(0, n_cblocks, per_launch):
-        blocks = min(per_launch, n_cblocks - c_block0)
+    def _walk(self, inputs, buffers, c_block0: int, blocks: int) -> None:
+        grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints = inputs
+        du, ddelta, dz_out, dBp, dCp, dAp, dDp, dbp, scratch, mu, dsum, _ = buffers
+        cfg, walk, has_d, has_bias = self.cfg, self.cfg.walk, self.has_d, self.has_bias
+        channels, length = self.shape[1], self.shape[2]
+        A = A.float()
+        Dt = D.float().contiguous() if has_d else A
+        bt = delta_bias.float().contiguous() if has_bias else A
+        zt = z if self.has_z else u[0]
+        dzt = dz_out if self.has_z else u[0]
+        dz_strides = dzt.stride() if self.dz_halves else (0, *dzt.stride())
+        g_strides = (0, *grad_out.stride()) if grad_out.dim() == 3 else grad_out.stride()
         launch(_scan_bwd_kernel, (blocks, *walk.grid[1:]),
-            grad_out, u, delta, A, B, C, Dt, zt, bt, checkpoints, scratch, mu, dsum,
-            du, ddelta, dzt, dBp, dCp, dAp, dDp, dbp,
-            channels, length, 0.5, cfg.chunks_per_program, c_block0,
+            grad_out, u, delta, A, B, C, Dt, zt, bt, checkpoints, scratch, A if mu is None else mu,
+            A if dsum is None else dsum, du, ddelta, dzt, dBp, dCp, dAp, dDp if has_d else dAp,
+            dbp if has_bias else dAp, channels, length, 0.5, cfg.chunks_per_program, c_block0,
             *g_strides, *u.stride(), *delta.stride(), *A.stride(), *B.stride(), *C.stride(),
             Dt.stride(0) if has_d else 0, bt.stride(0) if has_bias else 0,
             *zt.stride(), *du.stride(), *ddelta.stride(), *dz_strides,
-            HAS_D=has_d, **flags, **walk.constexprs, DZ_HALVES=dz_halves, **walk.launch_options(),
+            HAS_D=has_d, **self.flags, **walk.constexprs, DZ_HALVES=self.dz_halves, **walk.launch_options(),
         )
-        if fused_bc:
-            _bc_rows(dBp, dCp, bc_rows)
-        elif dB is None:
-            dB, dC = dBp[:blocks].sum(0), dCp[:blocks].sum(0)
-        else:  # the partials are overwritten by the next launch
-            dB += dBp[:blocks].sum(0)
-            dC += dCp[:blocks].sum(0)
-    if bc_rows is not None:
-        if not fused_bc:  # several launches summed their partials in fp32 above
-            bc_rows.view(2, batch, length, 2 * n_state).copy_(torch.cat([dB, dC], -1))
-        dB, dC = bc_rows, None
-    else:
-        dB, dC = dB.transpose(-1, -2), dC.transpose(-1, -2)
-    dz = None
-    if has_z:
-        dz = dz_out if dz_halves or z.dtype == torch.float32 else dz_out.to(z.dtype)
-    return (du, ddelta, sum_partials(dAp), dB, dC, sum_partials(dDp) if has_d else None, dz,
-            sum_partials(dbp) if has_bias else None)
+
+    def _carry(self, inputs, buffers) -> None:
+        """Pass A (several chunk groups only): each later group's local carry and Delta sum."""
+        if self.cfg.carry is None:
+            return
+        grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints = inputs
+        mu, dsum = buffers[9], buffers[10]
+        A = A.float()
+        bt = delta_bias.float().contiguous() if self.has_bias else A
+        zt = z if self.has_z else u[0]
+        g_strides = (0, *grad_out.stride()) if grad_out.dim() == 3 else grad_out.stride()
+        carry = self.cfg.carry
+        launch(_scan_bwd_group_carry_kernel, carry.grid,
+            grad_out, delta, A, C, zt, bt, mu, dsum,
+            self.shape[1], self.shape[2], 0.5, self.cfg.chunks_per_program,
+            *g_strides, *delta.stride(), *A.stride(), *C.stride(), bt.stride(0) if self.has_bias else 0,
+            *zt.stride(), **self.flags, **carry.constexprs, num_warps=carry.num_warps,
+        )
+
+    def launch(self, inputs, buffers) -> None:
+        """The call's launches, one walk launch (channel_splits 1): pass A, the walk, the dB/dC rows' sum."""
+        self._carry(inputs, buffers)
+        self._walk(inputs, buffers, 0, self.cfg.walk.grid[0])
+        if self.fused_bc:
+            _bc_rows(buffers[3], buffers[4], buffers[11])
+
+    def finish(self, buffers, z) -> tuple:
+        du, ddelta, dz_out, dBp, dCp, dAp, dDp, dbp, _, _, _, bc_rows = buffers
+        if self.fused_bc:
+            dB, dC = bc_rows, None
+        else:
+            dB, dC = dBp.sum(0), dCp.sum(0)
+            if bc_rows is not None:
+                bc_rows.view(2, self.shape[0], self.shape[2], -1).copy_(torch.cat([dB, dC], -1))
+                dB, dC = bc_rows, None
+            else:
+                dB, dC = dB.transpose(-1, -2), dC.transpose(-1, -2)
+        return self._grads(du, ddelta, dAp, dB, dC, dDp, dz_out, dbp, z)
+
+    def _grads(self, du, ddelta, dAp, dB, dC, dDp, dz_out, dbp, z) -> tuple:
+        dz = None
+        if self.has_z:
+            dz = dz_out if self.dz_halves or z.dtype == torch.float32 else dz_out.to(z.dtype)
+        return (du, ddelta, sum_partials(dAp), dB, dC, sum_partials(dDp) if self.has_d else None, dz,
+                sum_partials(dbp) if self.has_bias else None)
+
+    def run_split(self, inputs, buffers, z) -> tuple:
+        """The walk as several launches over ranges of channel blocks (`channel_splits`), sharing the scratch and
+        the dB/dC partials: each launch's partials are summed (fp32) before the next overwrites them."""
+        du, ddelta, dz_out, dBp, dCp, dAp, dDp, dbp, _, _, _, bc_rows = buffers
+        self._carry(inputs, buffers)
+        n_cblocks, per_launch = self.cfg.walk.grid[0], self.cfg.blocks_per_launch
+        dB = dC = None
+        for c_block0 in range(0, n_cblocks, per_launch):
+            blocks = min(per_launch, n_cblocks - c_block0)
+            self._walk(inputs, buffers, c_block0, blocks)
+            if dB is None:
+                dB, dC = dBp[:blocks].sum(0), dCp[:blocks].sum(0)
+            else:
+                dB += dBp[:blocks].sum(0)
+                dC += dCp[:blocks].sum(0)
+        if bc_rows is not None:
+            bc_rows.view(2, self.shape[0], self.shape[2], -1).copy_(torch.cat([dB, dC], -1))
+            dB, dC = bc_rows, None
+        else:
+            dB, dC = dB.transpose(-1, -2), dC.transpose(-1, -2)
+        return self._grads(du, ddelta, dAp, dB, dC, dDp, dz_out, dbp, z)
+

@@ -35,7 +35,7 @@ import triton
 import triton.language as tl
 
 from kernels import fastmath
-from kernels.launch import CallMemo, launch
+from kernels.launch import BufferSpec, CallMemo, launch
 from kernels.runtime import (LaunchConfig, cdiv, check_device, check_token_offsets, interpreted_block_c, sm_count,
                              strides)
 
@@ -1051,37 +1051,52 @@ def bimamba_scan_fwd_save(u, delta, A, B, C, D=None, z=None, delta_bias=None, de
     (batch, L, E) (out_proj's rows), without the halves: the directions run as two launches in order, the forward
     one storing its gated half, the backward one adding it to its own in fp32 and storing the sum (one rounding
     of each: no fp32 buffer, atomics or separate add)."""
-    _check(u, delta, A, B, C, 2)
+    if not ordered_sum:
+        # The outputs exist before the launch (checkpoints, and out: given, new, or the combined form's zero-filled
+        # fp32 sum): the call is replayed when its signature was seen before (kernels/launch.py CallMemo), as
+        # `bimamba_scan`'s; the recording keeps the layouts of the buffers it allocated.
+        inputs = (u, delta, A, B, C, D, z, delta_bias, out)
+        sig = _SCAN_MEMO.signature(inputs, "save", bool(delta_softplus), combine, chunk, split)
+        specs = _SCAN_MEMO.extra(sig)
+        if specs is not None:
+            made = tuple(None if spec is None else spec.make(u.device) for spec in specs)
+            if _SCAN_MEMO.replay(sig, inputs + made):
+                return _saved_output(out if made[0] is None else made[0], combine, u), made[1]
     chunk = int(chunk)
     if chunk < 2 or chunk % 2 or chunk > 1024:
         raise ValueError(f"chunk must be an even number of tokens in 2..1024; got {chunk}")
+    _check(u, delta, A, B, C, 2)
     _, batch, channels, length = u.shape
     checkpoints = torch.empty(2, batch, cdiv(length, chunk), A.shape[-1], channels, dtype=torch.float32,
                               device=u.device)
+    if not ordered_sum:
+        if combine and out is not None:
+            raise ValueError("out= is only taken with combine=False")
+        target = torch.zeros_like(u[0], dtype=torch.float32) if combine else _halves_out(u, delta, out)
+        made = (None if target is out else target, checkpoints)
+        specs = (None if made[0] is None else BufferSpec.of(target, zero=combine), BufferSpec.of(checkpoints))
+        with _SCAN_MEMO.record(sig, inputs + made, extra=specs):
+            _launch(u, delta, A.float(), B, C, None if D is None else D.float(), z,
+                    None if delta_bias is None else delta_bias.float(), delta_softplus, target, dir_first=0,
+                    n_dir=2, out_scale=0.5, atomic=combine, checkpoints=checkpoints, save_every=chunk, split=split)
+        return _saved_output(target, combine, u), checkpoints
+    if combine or out is not None:
+        raise ValueError("ordered_sum=True takes combine=False and no out=")
     A = A.float()
     D = None if D is None else D.float()
     delta_bias = None if delta_bias is None else delta_bias.float()
-    if ordered_sum:
-        if combine or out is not None:
-            raise ValueError("ordered_sum=True takes combine=False and no out=")
-        y = torch.empty(batch, length, channels, dtype=u.dtype, device=u.device).transpose(1, 2)
-        pick = lambda t, d: None if t is None else t[d:d + 1]  # noqa: E731
-        for d in range(2):  # the forward direction stores, then the backward one adds (ATOMIC=2)
-            _launch(u[d:d + 1], delta[d:d + 1], A[d:d + 1], B[d:d + 1], C[d:d + 1], pick(D, d), z,
-                    pick(delta_bias, d), delta_softplus, y, dir_first=d, n_dir=1, out_scale=0.5,
-                    atomic=2 if d else False, checkpoints=checkpoints[d:d + 1], save_every=chunk, split=split)
-        return y, checkpoints
-    if not combine:
-        halves = _halves_out(u, delta, out)
-        _launch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, halves, dir_first=0, n_dir=2, out_scale=0.5,
-                atomic=False, checkpoints=checkpoints, save_every=chunk, split=split)
-        return halves, checkpoints
-    if out is not None:
-        raise ValueError("out= is only taken with combine=False")
-    out32 = torch.zeros_like(u[0], dtype=torch.float32)
-    _launch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, out32, dir_first=0, n_dir=2, out_scale=0.5,
-            atomic=True, checkpoints=checkpoints, save_every=chunk, split=split)
-    return (out32 if u.dtype == torch.float32 else out32.to(u.dtype)), checkpoints
+    y = torch.empty(batch, length, channels, dtype=u.dtype, device=u.device).transpose(1, 2)
+    pick = lambda t, d: None if t is None else t[d:d + 1]  # noqa: E731
+    for d in range(2):  # the forward direction stores, then the backward one adds (ATOMIC=2)
+        _launch(u[d:d + 1], delta[d:d + 1], A[d:d + 1], B[d:d + 1], C[d:d + 1], pick(D, d), z,
+                pick(delta_bias, d), delta_softplus, y, dir_first=d, n_dir=1, out_scale=0.5,
+                atomic=2 if d else False, checkpoints=checkpoints[d:d + 1], save_every=chunk, split=split)
+    return y, checkpoints
+
+
+def _saved_output(target, combine: bool, u):
+    """`bimamba_scan_fwd_save`'s output from its target: the combined form's fp32 sum rounded to u's dtype."""
+    return target.to(u.dtype) if combine and u.dtype != torch.float32 else target
 
 
 def _halves_out(u, delta, out, delta_is_low_rank=False):

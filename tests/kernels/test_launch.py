@@ -347,6 +347,51 @@ def test_replayed_vim_forwards_equal_launched_ones(interpreted_direct_path):
     assert torch.equal(want, got)
 
 
+def _training_grads(model, images, labels, autocast_dtype=None):
+    """The parameters' gradients of one training step (fresh, not accumulated), cloned."""
+    model.zero_grad(set_to_none=True)
+    with torch.autocast(images.device.type, dtype=autocast_dtype or torch.bfloat16,
+                        enabled=autocast_dtype is not None):
+        loss = torch.nn.functional.cross_entropy(model(images).float(), labels)
+    loss.backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+# Replayed calls per layer of a training step (the fused training op): forward, the norm, the conv and the scan
+# with checkpoints; backward, the norm and the conv recomputed, the scan's, the conv's and the norm's backward. Plus
+# the final norm's forward and backward.
+REPLAYS_PER_TRAIN_LAYER = 8
+
+
+@needs_interpreter
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])  # the scan's combined output / its halves
+def test_replayed_training_steps_equal_launched_ones(interpreted_direct_path, dtype):
+    """A tiny Vim (depth 2, 2 tokens) on backend triton, interpreted: a training step whose launchers (the
+    forward's norm, conv and scan with checkpoints; the backward's recomputations and its scan, conv and norm
+    backward) are all replayed, their buffers allocated from the recorded plans, gives the very gradients of the
+    step that launched them through Triton; the first step with the direct path records, the next replays, also
+    for new input values."""
+    from vimbench.models.vim import VisionMamba
+
+    torch.manual_seed(0)
+    model = VisionMamba(img_size=16, embed_dim=8, depth=2, num_classes=3, backend="triton").to(dtype).train()
+    images, labels = torch.randn(2, 3, 16, 16, dtype=dtype), torch.tensor([1, 2])
+    with fast_launch(False):
+        want = _training_grads(model, images, labels)
+    _training_grads(model, images, labels)  # the direct path's first launches, recorded
+    before = launch_mod.stats["replayed"]
+    got = _training_grads(model, images, labels)
+    assert launch_mod.stats["replayed"] - before == REPLAYS_PER_TRAIN_LAYER * len(model.layers) + 2
+    for name, grad in want.items():
+        assert torch.equal(got[name], grad), name
+    images = torch.randn_like(images)  # new values, the same signatures: replayed with the new tensors
+    with fast_launch(False):
+        want = _training_grads(model, images, labels)
+    got = _training_grads(model, images, labels)
+    for name, grad in want.items():
+        assert torch.equal(got[name], grad), name
+
+
 @needs_interpreter
 @pytest.mark.parametrize("conv_xproj", [True, False])  # the conv with x_proj as one launch, or as two
 def test_the_front_path_replays_its_recorded_launches(interpreted_direct_path, monkeypatch, conv_xproj):
@@ -439,6 +484,32 @@ def test_direct_launches_match_tritons_on_the_gpu():
     for w, g in zip(want, got):
         scale = w.float().abs().max().item() + 1e-12
         assert (w.float() - g.float()).abs().max().item() <= 1e-2 * scale
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not launch_mod.triton.__version__.startswith(launch_mod.FAST_TRITON_VERSIONS),
+                    reason="the direct launch path is off for this Triton version")
+@pytest.mark.parametrize("train_boundary", ["fused", "fused-combined"])  # the scan's halves / combined output
+def test_replayed_training_steps_match_tritons_launches_on_the_gpu(train_boundary):
+    """Vim-Ti at 224 px, batch 8, bf16 autocast: a training step whose launchers all replay (8 calls per layer and
+    the final norm's 2) gives the very gradients of Triton's own launches, for new input values too."""
+    import vimbench
+
+    torch.manual_seed(0)
+    model = vimbench.create_model("vim_t", img_size=224, backend="triton",
+                                  train_boundary=train_boundary).cuda().train()
+    labels = torch.arange(8, device="cuda")
+    for step in range(2):
+        images = torch.randn(8, 3, 224, 224, device="cuda")
+        with fast_launch(False):
+            want = _training_grads(model, images, labels, torch.bfloat16)
+        with fast_launch(True):
+            _training_grads(model, images, labels, torch.bfloat16)  # recorded (first step), else replayed
+            before = launch_mod.stats["replayed"]
+            got = _training_grads(model, images, labels, torch.bfloat16)
+        assert launch_mod.stats["replayed"] - before == REPLAYS_PER_TRAIN_LAYER * len(model.layers) + 2
+        for name, grad in want.items():
+            assert torch.equal(got[name], grad), f"step {step}: {name}"
 
 
 @pytest.mark.gpu
