@@ -21,9 +21,12 @@ Where it applies: CUDA launches with the Triton versions whose launcher calling 
 variable VIMBENCH_FAST_LAUNCH=0) takes Triton's path unchanged.
 
 Replayed calls (`CallMemo`): on top of the direct path, the eager launchers of the Vim forward (add_rmsnorm,
-conv1d_silu_bidir, bimamba_scan) remember, per call signature (inputs' shapes, strides, dtypes, alignment and
-aliasing, the scalars), the launches a call made, and a later call with that signature hands them to the compiled
-kernels at once: no checks, launch configuration, argument dicts or specialization key. `call_replay(False)` or
+conv1d_silu_bidir, bimamba_scan) and of its training step (bimamba_scan_fwd_save, bimamba_scan_bwd,
+conv1d_silu_bidir_bwd, add_rmsnorm_bwd) remember, per call signature (inputs' shapes, strides, dtypes, alignment
+and aliasing, the scalars), the launches a call made, and a later call with that signature hands them to the
+compiled kernels at once: no checks, launch configuration, argument dicts or specialization key. A launcher that
+allocates buffers laid out by its launch configuration (partials, scratch) records their layouts with the call
+(`record(..., extra=)`, `BufferSpec`) and allocates them from those before a replay. `call_replay(False)` or
 VIMBENCH_CALL_REPLAY=0 turns this off. Measured: kernels/NOTES.md, "Replayed calls".
 
 Launch sequences (`record_launches`, `LaunchSequence`): a whole block of launches (the model's eager front path,
