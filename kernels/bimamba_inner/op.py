@@ -90,44 +90,26 @@ def _k_slices(rows: int) -> int:
 
 def _weight_grad(a: Tensor, b: Tensor) -> Tensor:
     """a^T b per direction: a (2, M, P), b (2, M, Q) -> (2, P, Q) in a's dtype, summed over M in K slices
-    (`_k_slices`) with fp32 partials for 16-bit operands. Where both operands lay each direction's M rows out
-    whole (direction stride M x row stride: dt_proj's), the two directions' slices are one GEMM batch; where a
-    direction's (M, P) operand is strided (u's layout interleaves the directions: x_proj's tokens), the slices
-    are views per direction, one GEMM batch each. With P < Q (d_dt_proj: P = R = 12 rows of E = 384 columns) the
-    GEMMs compute (b^T a) and the sum is transposed back: cuBLAS tiles the output's rows by 64, and 12 rows left
-    most of each tile idle (H200, 224 px batch 128: 94 -> 41 us per call, 1248 px batch 8: 125 -> 53 us;
-    results/history/smallops-h200-2026-12-03.json)."""
+    (`_k_slices`) with fp32 partials for 16-bit operands. Each direction's (M, P) operand may be strided (u's
+    layout interleaves the directions), so the slices are views per direction. With P < Q (d_dt_proj: P = R = 12
+    rows of E = 384 columns) the GEMMs compute (b^T a) and the sum is transposed back: cuBLAS tiles the output's
+    rows by 64, and 12 rows left most of each tile idle (H200, 224 px batch 128: 94 -> 41 us per call, 1248 px
+    batch 8: 125 -> 53 us; results/history/smallops-h200-2026-12-03.json)."""
     slices = _k_slices(a.shape[1])
     swap = a.shape[-1] < b.shape[-1]
-    if _rows_whole(a) and _rows_whole(b):  # one batch of 2 x slices GEMMs
-        a_s = a.view(2 * slices, -1, a.shape[-1])
-        b_s = b.view(2 * slices, -1, b.shape[-1])
-        lhs, rhs = (b_s.transpose(1, 2), a_s) if swap else (a_s.transpose(1, 2), b_s)
-        partial = _bmm_fp32_partials(lhs, rhs)
-        total = partial.view(2, slices, *partial.shape[1:]).sum(1)
-        return (total.transpose(1, 2) if swap else total).to(a.dtype)
     out = []
     for a_d, b_d in zip(a, b):
         a_s = a_d.reshape(slices, -1, a_d.shape[-1])  # (S, M/S, P)
         b_s = b_d.reshape(slices, -1, b_d.shape[-1])  # (S, M/S, Q)
         lhs, rhs = (b_s.transpose(1, 2), a_s) if swap else (a_s.transpose(1, 2), b_s)
-        total = _bmm_fp32_partials(lhs, rhs).sum(0)
+        low = lhs.dtype in (torch.bfloat16, torch.float16)
+        if low and lhs.is_cuda:
+            partial = torch.bmm(lhs, rhs, out_dtype=torch.float32)  # no 16-bit rounding of the partial sums
+        else:  # fp32/fp64 operands, or CPU (no out_dtype there)
+            partial = torch.bmm(lhs, rhs).float() if low else torch.bmm(lhs, rhs)
+        total = partial.sum(0)
         out.append(total.t() if swap else total)
     return torch.stack(out).to(a.dtype)
-
-
-def _rows_whole(t: Tensor) -> bool:
-    """Whether t (2, M, P) views as (2 x S, M / S, P) for any S dividing M: each direction's rows whole and in
-    order (direction stride = M x row stride), unit stride along P."""
-    return t.stride(-1) == 1 and t.stride(0) == t.shape[1] * t.stride(1)
-
-
-def _bmm_fp32_partials(lhs: Tensor, rhs: Tensor) -> Tensor:
-    """The batched GEMM's partials, fp32 without a 16-bit rounding where the operands are 16-bit on CUDA."""
-    low = lhs.dtype in (torch.bfloat16, torch.float16)
-    if low and lhs.is_cuda:
-        return torch.bmm(lhs, rhs, out_dtype=torch.float32)
-    return torch.bmm(lhs, rhs).float() if low else torch.bmm(lhs, rhs)  # fp32/fp64 operands, or CPU
 
 
 # The scan kernels read B and C from an fp32 copy of x_dbl's B and C columns when x_dbl is 16-bit (the same

@@ -50,12 +50,12 @@ Design (one program = BLOCK_C channels, one per lane, of one (direction, batch, 
 - du, ddelta (through softplus: * sigmoid(delta + bias)) are stored per token; dz gets both directions'
   contributions by relaxed fp32 atomics onto zero (two additions: order-independent, so deterministic), or with
   dz_halves=True each direction stores its own term in z's dtype (the caller sums the two).
-- dA, dD, ddelta_bias accumulate in registers and are written once per program (per-(batch, group) partials,
-  the three in one row, summed by torch in one reduction). dB_s, dC_s (sums over channels) are reduced over the
-  program's lanes (on the GPU by a reduce-scatter of warp shuffles, SCATTER_SUMS; in the combined 16-bit walk from
-  the XOR state order, lane l holding state r ^ `_state_xor(l)` in row r, so that its first levels need no
-  selects) and written as per-channel-block partials (a launch's channel blocks, 2, batch, L, N), summed by torch
-  after each launch: no per-element atomics, deterministic.
+- dA, dD, ddelta_bias accumulate in registers and are written once per program (per-(batch, group) partials
+  summed by torch). dB_s, dC_s (sums over channels) are reduced over the program's lanes (on the GPU by a
+  reduce-scatter of warp shuffles, SCATTER_SUMS; in the combined 16-bit walk from the XOR state order, lane l
+  holding state r ^ `_state_xor(l)` in row r, so that its first levels need no selects) and written as
+  per-channel-block partials (a launch's channel blocks, 2, batch, L, N), summed by torch after each launch: no
+  per-element atomics, deterministic.
 - Masked channels have Delta = u = 0 and a zero upstream gradient, so their adjoint stays 0 and adds nothing.
 - Program ids are widened to int64 before multiplying strides (the per-program row bases); token indices stay 32-bit
   (t * stride along L: `runtime.check_token_offsets` raises where that would not fit), which took the walk's loop
@@ -67,7 +67,6 @@ Design (one program = BLOCK_C channels, one per lane, of one (direction, batch, 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import torch
 import triton
@@ -97,7 +96,7 @@ def _channel_mask(offs_c, E, BLOCK_C: tl.constexpr, MASK_C: tl.constexpr):
 def _scan_bwd_kernel(
     g_ptr, u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, ckpt_ptr, scratch_ptr,
     mu_ptr, dsum_ptr,
-    du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr, parts_ptr,
+    du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, dbias_ptr,
     E, L, g_scale, chunks_per_program, c_block0,
     stride_g_dir, stride_g_b, stride_g_e, stride_g_l: tl.constexpr,
     stride_u_dir, stride_u_b, stride_u_e, stride_u_l: tl.constexpr,
@@ -125,9 +124,9 @@ def _scan_bwd_kernel(
     carried in from the groups after it: folded here from the later groups' local carries (mu_ptr,
     (2, batch, groups, N, E)) and Delta sums (dsum_ptr, (2, batch, groups, E)) that
     `_scan_bwd_group_carry_kernel` wrote; with one group nothing is read and the carry starts at zero.
-    Partial outputs (contiguous, laid out by the launcher): dB/dC (this launch's channel blocks, 2, batch, L, N);
-    parts (batch * groups, `partial_columns`): per row dA (2, E, N), then dD (2, E), then dbias (2, E), summed by
-    one GEMV; scratch (this launch's programs, tiles, N, BLOCK_C).
+    Partial outputs (contiguous, laid out by the launcher): dB/dC (this launch's channel blocks, 2, batch, L, N),
+    dA (batch * groups, 2, E, N), dD/dbias (batch * groups, 2, E); scratch (this launch's programs, tiles, N,
+    BLOCK_C).
     L1_AHEAD: 0, or D > 0: the recomputation and the walk also ask L1 (`prefetch.global.L1`, no registers) for the
     lines of the step D steps ahead in their order (u, delta, the gradient, z, B/C rows): the forward
     scan's remedy for its long-scoreboard stalls (kernels/NOTES.md; here -9% on long one-wave walks, see
@@ -251,13 +250,13 @@ def _scan_bwd_kernel(
             HAS_Z, HAS_BIAS, SOFTPLUS, USE_ASM, PREFETCH, L1_AHEAD, PAIRS, SCRATCH_AHEAD, SCRATCH_EVICT, OUT_EVICT,
             DZ_HALVES, CARRY_H, PAIR_TRIPS)
 
-    # This program's row of the partials: [dA (2, E, N) | dD (2, E) | dbias (2, E)] (`partial_columns`)
-    parts_row = parts_ptr + part.to(tl.int64) * (n_dirs * E * (N_STATE + 2))
-    tl.store(parts_row + (direction * E + c64[None, :]) * N_STATE + order, dA_acc, mask=tile_mask)
+    dA_tile = dA_ptr + ((part * n_dirs + direction) * E + c64[None, :]) * N_STATE + order
+    tl.store(dA_tile, dA_acc, mask=tile_mask)
+    row_off = (part * n_dirs + direction) * E + c64
     if HAS_D:
-        tl.store(parts_row + n_dirs * E * N_STATE + direction * E + c64, dD_acc, mask=mask_c)
+        tl.store(dD_ptr + row_off, dD_acc, mask=mask_c)
     if HAS_BIAS:
-        tl.store(parts_row + n_dirs * E * (N_STATE + 1) + direction * E + c64, dbias_acc, mask=mask_c)
+        tl.store(dbias_ptr + row_off, dbias_acc, mask=mask_c)
 
 
 @triton.jit
@@ -1359,31 +1358,8 @@ def bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints,
 _BWD_MEMO = CallMemo("bimamba_scan_bwd")  # eager calls replayed by signature, with their plans (kernels/launch.py)
 
 
-class _ScanBwdBuffers(NamedTuple):
-    """The buffers of one backward call (None where a call has none): the per-token gradients, the dB/dC partials
-    (a launch's channel blocks, 2, batch, L, N), the dA/dD/dbias partials (one row per (batch, group):
-    `partial_columns`), the walk's scratch, pass A's carries and Delta sums, the [dB | dC] rows."""
-    du: torch.Tensor
-    ddelta: torch.Tensor
-    dz_out: torch.Tensor | None
-    dBp: torch.Tensor | None
-    dCp: torch.Tensor | None
-    parts: torch.Tensor | None
-    scratch: torch.Tensor | None
-    mu: torch.Tensor | None
-    dsum: torch.Tensor | None
-    bc_rows: torch.Tensor | None
-
-
-def partial_columns(channels: int, n_state: int) -> int:
-    """Columns of the walk's per-(batch, group) partials: dA (2, E, N), dD (2, E) and dbias (2, E), in one row."""
-    return 2 * channels * (n_state + 2)
-
-
-def _split_partials(total: torch.Tensor, channels: int, n_state: int) -> tuple[torch.Tensor, ...]:
-    """dA (2, E, N), dD (2, E), dbias (2, E): views of the partials' column sums."""
-    a, d = 2 * channels * n_state, 2 * channels
-    return total[:a].view(2, channels, n_state), total[a:a + d].view(2, channels), total[a + d:].view(2, channels)
+# The buffers of one backward call, in `_ScanBwdPlan.buffers` order (None where a call has none).
+_BUFFERS = ("du", "ddelta", "dz_out", "dBp", "dCp", "dAp", "dDp", "dbp", "scratch", "mu", "dsum", "bc_rows")
 
 
 @dataclass(frozen=True)
@@ -1392,7 +1368,7 @@ class _ScanBwdPlan:
     configuration and the buffers' layouts. `buffers` allocates them, `launch` makes the call's launches (nothing
     else, so that a CallMemo replay stands for it), `finish` turns the buffers into the returned gradients."""
     cfg: ScanBwdLaunch | None
-    specs: tuple  # BufferSpec or None, in _ScanBwdBuffers order
+    specs: tuple  # BufferSpec or None, in _BUFFERS order
     flags: dict
     has_d: bool
     has_z: bool
@@ -1429,7 +1405,7 @@ class _ScanBwdPlan:
         common = dict(has_d=has_d, has_z=has_z, has_bias=has_bias, dz_halves=dz_halves,
                       shape=(batch, channels, length, n_state), bc_rows_dtype=bc_rows_dtype)
         if length == 0 or batch == 0 or channels == 0:
-            buffers = _ScanBwdBuffers(du, ddelta, dz_out, *(None,) * 7)
+            buffers = (du, ddelta, dz_out) + (None,) * 9
             return cls(cfg=None, specs=cls._specs(buffers, dz_halves), flags={}, fused_bc=False, empty=True,
                        **common), buffers
         interpreted = check_device(u, _scan_bwd_kernel)
@@ -1445,7 +1421,9 @@ class _ScanBwdPlan:
         groups, per_launch = cfg.groups, cfg.blocks_per_launch  # the partials and scratch are for one launch
         dBp = torch.empty(per_launch, 2, batch, length, n_state, **f32)
         dCp = torch.empty_like(dBp)
-        parts = torch.empty(batch * groups, partial_columns(channels, n_state), **f32)
+        dAp = torch.empty(batch * groups, 2, channels, n_state, **f32)
+        dDp = torch.empty(batch * groups, 2, channels, **f32) if has_d else None
+        dbp = torch.empty(batch * groups, 2, channels, **f32) if has_bias else None
         scratch = torch.empty(per_launch * 2 * batch * groups, cfg.scratch_tiles, n_state,
                               cfg.walk.constexprs["BLOCK_C"], dtype=cfg.scratch_dtype, device=device)
         mu = dsum = None  # read only with several groups
@@ -1455,23 +1433,23 @@ class _ScanBwdPlan:
         bc_rows = None
         if bc_rows_dtype is not None:
             bc_rows = torch.empty(2, batch * length, 2 * n_state, dtype=bc_rows_dtype, device=device)
-        buffers = _ScanBwdBuffers(du, ddelta, dz_out, dBp, dCp, parts, scratch, mu, dsum, bc_rows)
+        buffers = (du, ddelta, dz_out, dBp, dCp, dAp, dDp, dbp, scratch, mu, dsum, bc_rows)
         flags = dict(N_STATE=n_state, HAS_Z=has_z, HAS_BIAS=has_bias, SOFTPLUS=bool(delta_softplus))
         return cls(cfg=cfg, specs=cls._specs(buffers, dz_halves), flags=flags,
                    fused_bc=bc_rows is not None and per_launch == cfg.walk.grid[0], **common), buffers
 
     @staticmethod
-    def _specs(buffers: _ScanBwdBuffers, dz_halves: bool) -> tuple:
+    def _specs(buffers: tuple, dz_halves: bool) -> tuple:
         return tuple(None if t is None else BufferSpec.of(t, zero=name == "dz_out" and not dz_halves)
-                     for name, t in zip(_ScanBwdBuffers._fields, buffers))
+                     for name, t in zip(_BUFFERS, buffers))
 
-    def buffers(self, device) -> _ScanBwdBuffers:
-        return _ScanBwdBuffers(*(None if spec is None else spec.make(device) for spec in self.specs))
+    def buffers(self, device) -> tuple:
+        return tuple(None if spec is None else spec.make(device) for spec in self.specs)
 
     def empty_grads(self, buffers, z) -> tuple:
         """The gradients of a call with no tokens, channels or batch (zeros, as the launches would leave them)."""
         batch, channels, length, n_state = self.shape
-        du, ddelta, dz_out = (t if t is None else t.zero_() for t in (buffers.du, buffers.ddelta, buffers.dz_out))
+        du, ddelta, dz_out = (None if t is None else t.zero_() for t in buffers[:3])
         device = du.device
         f32 = dict(dtype=torch.float32, device=device)
         zeros_bc = torch.zeros(2, batch, n_state, length, **f32)
@@ -1486,7 +1464,7 @@ class _ScanBwdPlan:
 
     def _walk(self, inputs, buffers, c_block0: int, blocks: int) -> None:
         grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints = inputs
-        du, ddelta, dz_out, dBp, dCp, parts, scratch, mu, dsum, _ = buffers
+        du, ddelta, dz_out, dBp, dCp, dAp, dDp, dbp, scratch, mu, dsum, _ = buffers
         cfg, walk, has_d, has_bias = self.cfg, self.cfg.walk, self.has_d, self.has_bias
         channels, length = self.shape[1], self.shape[2]
         A = A.float()
@@ -1498,8 +1476,8 @@ class _ScanBwdPlan:
         g_strides = (0, *grad_out.stride()) if grad_out.dim() == 3 else grad_out.stride()
         launch(_scan_bwd_kernel, (blocks, *walk.grid[1:]),
             grad_out, u, delta, A, B, C, Dt, zt, bt, checkpoints, scratch, A if mu is None else mu,
-            A if dsum is None else dsum, du, ddelta, dzt, dBp, dCp, parts,
-            channels, length, 0.5, cfg.chunks_per_program, c_block0,
+            A if dsum is None else dsum, du, ddelta, dzt, dBp, dCp, dAp, dDp if has_d else dAp,
+            dbp if has_bias else dAp, channels, length, 0.5, cfg.chunks_per_program, c_block0,
             *g_strides, *u.stride(), *delta.stride(), *A.stride(), *B.stride(), *C.stride(),
             Dt.stride(0) if has_d else 0, bt.stride(0) if has_bias else 0,
             *zt.stride(), *du.stride(), *ddelta.stride(), *dz_strides,
@@ -1511,7 +1489,7 @@ class _ScanBwdPlan:
         if self.cfg.carry is None:
             return
         grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints = inputs
-        mu, dsum = buffers.mu, buffers.dsum
+        mu, dsum = buffers[9], buffers[10]
         A = A.float()
         bt = delta_bias.float().contiguous() if self.has_bias else A
         zt = z if self.has_z else u[0]
@@ -1529,32 +1507,32 @@ class _ScanBwdPlan:
         self._carry(inputs, buffers)
         self._walk(inputs, buffers, 0, self.cfg.walk.grid[0])
         if self.fused_bc:
-            _bc_rows(buffers.dBp, buffers.dCp, buffers.bc_rows)
+            _bc_rows(buffers[3], buffers[4], buffers[11])
 
-    def finish(self, buffers: _ScanBwdBuffers, z) -> tuple:
+    def finish(self, buffers, z) -> tuple:
+        du, ddelta, dz_out, dBp, dCp, dAp, dDp, dbp, _, _, _, bc_rows = buffers
         if self.fused_bc:
-            return self._grads(buffers, buffers.bc_rows, None, z)
-        return self._grads(buffers, buffers.dBp.sum(0), buffers.dCp.sum(0), z)
-
-    def _grads(self, buffers: _ScanBwdBuffers, dB, dC, z) -> tuple:
-        """The returned gradients; dB, dC: the [dB | dC] rows and None, or the dB/dC partials' fp32 sums."""
-        if dC is not None:
-            if buffers.bc_rows is not None:
-                buffers.bc_rows.view(2, self.shape[0], self.shape[2], -1).copy_(torch.cat([dB, dC], -1))
-                dB, dC = buffers.bc_rows, None
+            dB, dC = bc_rows, None
+        else:
+            dB, dC = dBp.sum(0), dCp.sum(0)
+            if bc_rows is not None:
+                bc_rows.view(2, self.shape[0], self.shape[2], -1).copy_(torch.cat([dB, dC], -1))
+                dB, dC = bc_rows, None
             else:
                 dB, dC = dB.transpose(-1, -2), dC.transpose(-1, -2)
+        return self._grads(du, ddelta, dAp, dB, dC, dDp, dz_out, dbp, z)
+
+    def _grads(self, du, ddelta, dAp, dB, dC, dDp, dz_out, dbp, z) -> tuple:
         dz = None
         if self.has_z:
-            dz = buffers.dz_out if self.dz_halves or z.dtype == torch.float32 else buffers.dz_out.to(z.dtype)
-        dA, dD, dbias = _split_partials(sum_partials(buffers.parts), self.shape[1], self.shape[3])
-        return (buffers.du, buffers.ddelta, dA, dB, dC, dD if self.has_d else None, dz,
-                dbias if self.has_bias else None)
+            dz = dz_out if self.dz_halves or z.dtype == torch.float32 else dz_out.to(z.dtype)
+        return (du, ddelta, sum_partials(dAp), dB, dC, sum_partials(dDp) if self.has_d else None, dz,
+                sum_partials(dbp) if self.has_bias else None)
 
     def run_split(self, inputs, buffers, z) -> tuple:
         """The walk as several launches over ranges of channel blocks (`channel_splits`), sharing the scratch and
         the dB/dC partials: each launch's partials are summed (fp32) before the next overwrites them."""
-        dBp, dCp = buffers.dBp, buffers.dCp
+        du, ddelta, dz_out, dBp, dCp, dAp, dDp, dbp, _, _, _, bc_rows = buffers
         self._carry(inputs, buffers)
         n_cblocks, per_launch = self.cfg.walk.grid[0], self.cfg.blocks_per_launch
         dB = dC = None
@@ -1566,5 +1544,10 @@ class _ScanBwdPlan:
             else:
                 dB += dBp[:blocks].sum(0)
                 dC += dCp[:blocks].sum(0)
-        return self._grads(buffers, dB, dC, z)
+        if bc_rows is not None:
+            bc_rows.view(2, self.shape[0], self.shape[2], -1).copy_(torch.cat([dB, dC], -1))
+            dB, dC = bc_rows, None
+        else:
+            dB, dC = dB.transpose(-1, -2), dC.transpose(-1, -2)
+        return self._grads(du, ddelta, dAp, dB, dC, dDp, dz_out, dbp, z)
 

@@ -117,11 +117,8 @@ def _bimamba_scan_bwd_op(grad_out: Tensor, u: Tensor, delta: Tensor, A: Tensor, 
     with op_call():  # inside a compiled graph: no ones vector kept (runtime.sum_partials)
         grads = bwd.bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints, delta_softplus,
                                      combine, chunk, dz_halves=dz_halves, bc_rows_dtype=bc_rows_dtype)
-    # A custom op returns tensors only: an empty (0,) placeholder for each absent optional input's gradient. Its
-    # outputs may not alias each other: dA, dD and ddelta_bias come as views of one sum of the walk's partials
-    # (bwd.py `_split_partials`), so dD and ddelta_bias are copied out here (eager callers take the views).
-    own = [g.clone() if g is not None and i in (5, 7) else g for i, g in enumerate(grads)]
-    return [g if g is not None else u.new_empty(0, dtype=torch.float32) for g in own]
+    # A custom op returns tensors only: an empty (0,) placeholder for each absent optional input's gradient.
+    return [g if g is not None else u.new_empty(0, dtype=torch.float32) for g in grads]
 
 
 @_bimamba_scan_bwd_op.register_fake

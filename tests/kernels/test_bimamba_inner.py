@@ -58,25 +58,20 @@ def test_gradients_match_f64_reference(op, device, combine, recompute_h):
 
 
 def test_weight_grads_split_over_tokens_match_one_gemm(op, device, monkeypatch):
-    """The weight gradients' K-sliced GEMMs (_weight_grad) equal a^T b, on an operand laid out like u
-    ((batch, L, 2, E): the directions interleaved, one GEMM batch per direction) and on one with each direction's
-    rows whole (dt_proj's operands: both directions in one GEMM batch; a column slice of a wider tensor, as dt_pad
-    is of x_dbl), for a row count with slices and a prime one (no split), with the wider operand on either side
-    (P > Q as d_x_proj; P < Q as d_dt_proj, computed as (b^T a)^T)."""
+    """The weight gradients' K-sliced GEMMs (_weight_grad) equal a^T b, on a strided operand laid out like u
+    ((batch, L, 2, E): the directions interleaved), for a row count with slices and a prime one (no split), with
+    the wider operand on either side (P > Q as d_x_proj; P < Q as d_dt_proj, computed as (b^T a)^T)."""
     monkeypatch.setattr(op, "WEIGHT_GRAD_SLICE_ROWS", 16)
     monkeypatch.setattr(op, "WEIGHT_GRAD_MIN_SLICE_ROWS", 4)
     g = torch.Generator().manual_seed(0)
     for rows, want_slices in ((96, 6), (37, 1)):
         for p_cols, q_cols in ((12, 5), (3, 12)):
-            interleaved = torch.randn(rows, 2, p_cols, generator=g, dtype=torch.float64).transpose(0, 1)
-            whole = torch.randn(2, rows, p_cols + 4, generator=g, dtype=torch.float64)[..., 4:]
-            assert not op._rows_whole(interleaved) and op._rows_whole(whole)
+            a = torch.randn(rows, 2, p_cols, generator=g, dtype=torch.float64).transpose(0, 1)  # (2, M, P), strided
             b = torch.randn(2, rows, q_cols, generator=g, dtype=torch.float64)
             assert op._k_slices(rows) == want_slices
-            for a in (interleaved, whole):
-                got = op._weight_grad(a, b)
-                assert got.shape == (2, p_cols, q_cols)
-                torch.testing.assert_close(got, a.transpose(1, 2) @ b)
+            got = op._weight_grad(a, b)
+            assert got.shape == (2, p_cols, q_cols)
+            torch.testing.assert_close(got, a.transpose(1, 2) @ b)
     # the whole op with slices in its weight gradients (14 token rows in 2 slices): the f64 reference's gradients
     monkeypatch.setattr(op, "WEIGHT_GRAD_SLICE_ROWS", 4)
     assert op._k_slices(2 * 7) == 2
