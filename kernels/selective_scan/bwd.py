@@ -67,6 +67,7 @@ Design (one program = BLOCK_C channels, one per lane, of one (direction, batch, 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import triton
@@ -1358,8 +1359,22 @@ def bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints,
 _BWD_MEMO = CallMemo("bimamba_scan_bwd")  # eager calls replayed by signature, with their plans (kernels/launch.py)
 
 
-# The buffers of one backward call, in `_ScanBwdPlan.buffers` order (None where a call has none).
-_BUFFERS = ("du", "ddelta", "dz_out", "dBp", "dCp", "dAp", "dDp", "dbp", "scratch", "mu", "dsum", "bc_rows")
+class _ScanBwdBuffers(NamedTuple):
+    """The buffers of one backward call (None where a call has none): the per-token gradients, the dB/dC partials
+    (a launch's channel blocks, 2, batch, L, N), the dA/dD/dbias partials (batch * groups, 2, E[, N]), the walk's
+    scratch, pass A's carries and Delta sums, the [dB | dC] rows."""
+    du: torch.Tensor
+    ddelta: torch.Tensor
+    dz_out: torch.Tensor | None
+    dBp: torch.Tensor | None
+    dCp: torch.Tensor | None
+    dAp: torch.Tensor | None
+    dDp: torch.Tensor | None
+    dbp: torch.Tensor | None
+    scratch: torch.Tensor | None
+    mu: torch.Tensor | None
+    dsum: torch.Tensor | None
+    bc_rows: torch.Tensor | None
 
 
 @dataclass(frozen=True)
@@ -1368,7 +1383,7 @@ class _ScanBwdPlan:
     configuration and the buffers' layouts. `buffers` allocates them, `launch` makes the call's launches (nothing
     else, so that a CallMemo replay stands for it), `finish` turns the buffers into the returned gradients."""
     cfg: ScanBwdLaunch | None
-    specs: tuple  # BufferSpec or None, in _BUFFERS order
+    specs: tuple  # BufferSpec or None, in _ScanBwdBuffers order
     flags: dict
     has_d: bool
     has_z: bool
@@ -1405,7 +1420,7 @@ class _ScanBwdPlan:
         common = dict(has_d=has_d, has_z=has_z, has_bias=has_bias, dz_halves=dz_halves,
                       shape=(batch, channels, length, n_state), bc_rows_dtype=bc_rows_dtype)
         if length == 0 or batch == 0 or channels == 0:
-            buffers = (du, ddelta, dz_out) + (None,) * 9
+            buffers = _ScanBwdBuffers(du, ddelta, dz_out, *(None,) * 9)
             return cls(cfg=None, specs=cls._specs(buffers, dz_halves), flags={}, fused_bc=False, empty=True,
                        **common), buffers
         interpreted = check_device(u, _scan_bwd_kernel)
@@ -1433,23 +1448,23 @@ class _ScanBwdPlan:
         bc_rows = None
         if bc_rows_dtype is not None:
             bc_rows = torch.empty(2, batch * length, 2 * n_state, dtype=bc_rows_dtype, device=device)
-        buffers = (du, ddelta, dz_out, dBp, dCp, dAp, dDp, dbp, scratch, mu, dsum, bc_rows)
+        buffers = _ScanBwdBuffers(du, ddelta, dz_out, dBp, dCp, dAp, dDp, dbp, scratch, mu, dsum, bc_rows)
         flags = dict(N_STATE=n_state, HAS_Z=has_z, HAS_BIAS=has_bias, SOFTPLUS=bool(delta_softplus))
         return cls(cfg=cfg, specs=cls._specs(buffers, dz_halves), flags=flags,
                    fused_bc=bc_rows is not None and per_launch == cfg.walk.grid[0], **common), buffers
 
     @staticmethod
-    def _specs(buffers: tuple, dz_halves: bool) -> tuple:
+    def _specs(buffers: _ScanBwdBuffers, dz_halves: bool) -> tuple:
         return tuple(None if t is None else BufferSpec.of(t, zero=name == "dz_out" and not dz_halves)
-                     for name, t in zip(_BUFFERS, buffers))
+                     for name, t in zip(_ScanBwdBuffers._fields, buffers))
 
-    def buffers(self, device) -> tuple:
-        return tuple(None if spec is None else spec.make(device) for spec in self.specs)
+    def buffers(self, device) -> _ScanBwdBuffers:
+        return _ScanBwdBuffers(*(None if spec is None else spec.make(device) for spec in self.specs))
 
     def empty_grads(self, buffers, z) -> tuple:
         """The gradients of a call with no tokens, channels or batch (zeros, as the launches would leave them)."""
         batch, channels, length, n_state = self.shape
-        du, ddelta, dz_out = (None if t is None else t.zero_() for t in buffers[:3])
+        du, ddelta, dz_out = (t if t is None else t.zero_() for t in (buffers.du, buffers.ddelta, buffers.dz_out))
         device = du.device
         f32 = dict(dtype=torch.float32, device=device)
         zeros_bc = torch.zeros(2, batch, n_state, length, **f32)
@@ -1489,7 +1504,7 @@ class _ScanBwdPlan:
         if self.cfg.carry is None:
             return
         grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints = inputs
-        mu, dsum = buffers[9], buffers[10]
+        mu, dsum = buffers.mu, buffers.dsum
         A = A.float()
         bt = delta_bias.float().contiguous() if self.has_bias else A
         zt = z if self.has_z else u[0]
@@ -1507,32 +1522,32 @@ class _ScanBwdPlan:
         self._carry(inputs, buffers)
         self._walk(inputs, buffers, 0, self.cfg.walk.grid[0])
         if self.fused_bc:
-            _bc_rows(buffers[3], buffers[4], buffers[11])
+            _bc_rows(buffers.dBp, buffers.dCp, buffers.bc_rows)
 
-    def finish(self, buffers, z) -> tuple:
-        du, ddelta, dz_out, dBp, dCp, dAp, dDp, dbp, _, _, _, bc_rows = buffers
+    def finish(self, buffers: _ScanBwdBuffers, z) -> tuple:
         if self.fused_bc:
-            dB, dC = bc_rows, None
-        else:
-            dB, dC = dBp.sum(0), dCp.sum(0)
-            if bc_rows is not None:
-                bc_rows.view(2, self.shape[0], self.shape[2], -1).copy_(torch.cat([dB, dC], -1))
-                dB, dC = bc_rows, None
+            return self._grads(buffers, buffers.bc_rows, None, z)
+        return self._grads(buffers, buffers.dBp.sum(0), buffers.dCp.sum(0), z)
+
+    def _grads(self, buffers: _ScanBwdBuffers, dB, dC, z) -> tuple:
+        """The returned gradients; dB, dC: the [dB | dC] rows and None, or the dB/dC partials' fp32 sums."""
+        if dC is not None:
+            if buffers.bc_rows is not None:
+                buffers.bc_rows.view(2, self.shape[0], self.shape[2], -1).copy_(torch.cat([dB, dC], -1))
+                dB, dC = buffers.bc_rows, None
             else:
                 dB, dC = dB.transpose(-1, -2), dC.transpose(-1, -2)
-        return self._grads(du, ddelta, dAp, dB, dC, dDp, dz_out, dbp, z)
-
-    def _grads(self, du, ddelta, dAp, dB, dC, dDp, dz_out, dbp, z) -> tuple:
         dz = None
         if self.has_z:
-            dz = dz_out if self.dz_halves or z.dtype == torch.float32 else dz_out.to(z.dtype)
-        return (du, ddelta, sum_partials(dAp), dB, dC, sum_partials(dDp) if self.has_d else None, dz,
-                sum_partials(dbp) if self.has_bias else None)
+            dz = buffers.dz_out if self.dz_halves or z.dtype == torch.float32 else buffers.dz_out.to(z.dtype)
+        return (buffers.du, buffers.ddelta, sum_partials(buffers.dAp), dB, dC,
+                sum_partials(buffers.dDp) if self.has_d else None, dz,
+                sum_partials(buffers.dbp) if self.has_bias else None)
 
     def run_split(self, inputs, buffers, z) -> tuple:
         """The walk as several launches over ranges of channel blocks (`channel_splits`), sharing the scratch and
         the dB/dC partials: each launch's partials are summed (fp32) before the next overwrites them."""
-        du, ddelta, dz_out, dBp, dCp, dAp, dDp, dbp, _, _, _, bc_rows = buffers
+        dBp, dCp = buffers.dBp, buffers.dCp
         self._carry(inputs, buffers)
         n_cblocks, per_launch = self.cfg.walk.grid[0], self.cfg.blocks_per_launch
         dB = dC = None
@@ -1544,10 +1559,5 @@ class _ScanBwdPlan:
             else:
                 dB += dBp[:blocks].sum(0)
                 dC += dCp[:blocks].sum(0)
-        if bc_rows is not None:
-            bc_rows.view(2, self.shape[0], self.shape[2], -1).copy_(torch.cat([dB, dC], -1))
-            dB, dC = bc_rows, None
-        else:
-            dB, dC = dB.transpose(-1, -2), dC.transpose(-1, -2)
-        return self._grads(du, ddelta, dAp, dB, dC, dDp, dz_out, dbp, z)
+        return self._grads(buffers, dB, dC, z)
 
