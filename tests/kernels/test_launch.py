@@ -192,6 +192,30 @@ def test_calls_that_cannot_be_replayed_are_not_recorded(memo, kernel):
     assert len(memo) == 0
 
 
+def test_a_recording_keeps_its_extra_only_with_a_replayable_plan(memo, kernel):
+    """`record(..., extra=)`: what a launcher decided from the signature (a buffer's layout, here) comes back from
+    `extra(sig)` once the call was recorded, a buffer made from it replays like the recorded one, and a call that
+    cannot be replayed, or `clear`, keeps none."""
+    x = torch.zeros(8)
+    sig = memo.signature((x,), "extra")
+    assert memo.extra(sig) is None and memo.extra(None) is None
+    out = torch.zeros(8)
+    with memo.record(sig, (x, out), extra=launch_mod.BufferSpec.of(out)):
+        launch(kernel, (8,), x, y_ptr=out, n=8, scale=0.5, BLOCK=4, num_warps=1)
+    spec = memo.extra(sig)
+    assert spec == launch_mod.BufferSpec((8,), (1,), torch.float32)
+    made = spec.make(x.device)
+    assert made.shape == (8,) and made.stride() == (1,) and made is not out
+    assert memo.replay(sig, (x, made)) and kernel.compiled.direct[-1][10] is made
+    zeroed = launch_mod.BufferSpec((2, 3), (1, 2), torch.float32, zero=True).make("cpu")
+    assert zeroed.stride() == (1, 2) and torch.equal(zeroed, torch.zeros(2, 3))
+    memo.clear()
+    assert memo.extra(sig) is None
+    with memo.record(sig, (x,), extra="not kept"):  # out is not among the tensors: not replayable
+        launch(kernel, (8,), x, y_ptr=torch.zeros(8), n=8, scale=0.5, BLOCK=4, num_warps=1)
+    assert memo.extra(sig) is None and len(memo) == 0
+
+
 def test_replays_stop_with_the_direct_path_hooks_and_outer_recordings(memo, kernel):
     x, out = torch.zeros(8), torch.zeros(8)
     for _ in range(2):
