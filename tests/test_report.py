@@ -500,6 +500,14 @@ def test_terminal_tables_keep_key_columns_whole(monkeypatch):
         assert "Left out to fit" in text
 
 
+def _results_csv_rows(tmp_path, src):
+    """`vimbench report SRC --no-table` into a folder of its own; the rows of its tables/results.csv."""
+    out = tmp_path / f"rep-{src.stem}"
+    result = CliRunner().invoke(app, ["report", str(src), "-o", str(out), "--no-table"])
+    assert result.exit_code == 0, result.output
+    return read_csv(out / "tables" / "results.csv")
+
+
 def test_results_table_shows_memory_carried_over_from_earlier_cases(tmp_path):
     """Rows that began with memory of earlier cases (allocated_at_start_mib) get a "carried over" column in the
     results table; files where nothing was carried (or that predate the field) do not."""
@@ -509,10 +517,7 @@ def test_results_table_shows_memory_carried_over_from_earlier_cases(tmp_path):
     clean = write_results(tmp_path / "clean.jsonl", synthetic_cases(oom=False))
     leaky = write_results(tmp_path / "leaky.jsonl", cases)
     for src, expect in ((clean, False), (leaky, True)):
-        out = tmp_path / f"rep-{src.stem}"
-        result = CliRunner().invoke(app, ["report", str(src), "-o", str(out), "--no-table"])
-        assert result.exit_code == 0, result.output
-        rows = read_csv(out / "tables" / "results.csv")
+        rows = _results_csv_rows(tmp_path, src)
         assert ("carried over (MiB)" in rows[0]) is expect
         if expect:
             assert sorted(float(r["carried over (MiB)"]) for r in rows) == sorted(c.allocated_at_start_mib
@@ -535,10 +540,7 @@ def test_results_table_shows_vim_options_and_host_speed_only_when_they_vary(tmp_
     plain = write_results(tmp_path / "plain.jsonl", base)
     varied = write_results(tmp_path / "varied.jsonl", [*base, lean])
     for src, expect in ((plain, False), (varied, True)):
-        out = tmp_path / f"rep-{src.stem}"
-        result = CliRunner().invoke(app, ["report", str(src), "-o", str(out), "--no-table"])
-        assert result.exit_code == 0, result.output
-        rows = read_csv(out / "tables" / "results.csv")
+        rows = _results_csv_rows(tmp_path, src)
         assert ("vim memory" in rows[0]) is expect and ("host (us/op)" in rows[0]) is expect
         assert "vim slice" not in rows[0]
         if expect:
@@ -578,10 +580,7 @@ def test_results_table_shows_host_submission_time_where_recorded(tmp_path):
     plain = write_results(tmp_path / "plain.jsonl", synthetic_cases(oom=False))
     timed = write_results(tmp_path / "timed.jsonl", cases)
     for src, expect in ((plain, False), (timed, True)):
-        out = tmp_path / f"rep-{src.stem}"
-        result = CliRunner().invoke(app, ["report", str(src), "-o", str(out), "--no-table"])
-        assert result.exit_code == 0, result.output
-        rows = read_csv(out / "tables" / "results.csv")
+        rows = _results_csv_rows(tmp_path, src)
         assert ("host submit p50 (ms)" in rows[0]) is expect
         if expect:
             assert sorted(round(float(r["host submit p50 (ms)"]), 2) for r in rows) == \
