@@ -151,9 +151,10 @@ def launch(kernel, grid: tuple[int, ...], *args: Any, **kwargs: Any) -> None:
     has been launched before (module docstring). grid: 1 to 3 ints; args, kwargs: the kernel's arguments (the
     first ones by position, the rest by name), constexprs and launch options (num_warps, maxnreg) included, as
     Triton takes them."""
-    if getattr(_local, "sequence", None) is not None and not getattr(_local, "launching", False):
-        _local.launching = True  # a recorded block's launch: its own tensor work (the interpreter's) is no device
-        try:                     # work besides the launch (`_DeviceWorkSeen`)
+    if (getattr(_local, "sequence", None) is not None or getattr(_local, "recording", None) is not None) \
+            and not getattr(_local, "launching", False):
+        _local.launching = True  # a recorded block's or call's launch: its own tensor work (the interpreter's) is
+        try:                     # no device work besides the launch (`_DeviceWorkSeen`)
             return launch(kernel, grid, *args, **kwargs)
         finally:
             _local.launching = False
@@ -284,22 +285,35 @@ class CallMemo:
         if plan is None or not (_enabled and _replay) or getattr(_local, "recording", None) is not None \
                 or getattr(_local, "sequence", None) is not None or _hooks_registered(None):
             return False  # (an outer call or sequence being recorded must see every launch go through `launch`)
-        if any(kernel.pre_run_hooks for kernel, *_ in plan):
+        steps, scratch = plan
+        if any(kernel.pre_run_hooks for kernel, *_ in steps):
             return False
         stream = torch._C._cuda_getCurrentRawStream(sig[1])
-        for _, compiled, grid, args, slots in plan:
+        made = [spec.make(next(t for t in tensors if t is not None).device) for spec in scratch] if scratch else ()
+        for _, compiled, grid, args, slots, views in steps:
             args = args.copy()
             for position, index in slots:
                 args[position] = tensors[index]
+            for position, source, index, offset, shape, stride in views:
+                base = made[index] if source else tensors[index]
+                # the view's address (the compiled launchers take an int); the interpreter takes the tensor
+                args[position] = base.data_ptr() + offset * base.element_size() if base.is_cuda else \
+                    base.as_strided(shape, stride, base.storage_offset() + offset)
             compiled.run(*grid, stream, compiled.function, compiled.packed_metadata, None, None, None, *args)
         stats["replayed"] += 1
         return True
 
     @contextlib.contextmanager
-    def record(self, sig: tuple | None, tensors: tuple, extra: Any = None) -> Iterator[None]:
+    def record(self, sig: tuple | None, tensors: tuple, extra: Any = None, scratch: bool = False) -> Iterator[None]:
         """Run the block (the launcher's usual path) and keep its launches under `sig` if they can be replayed,
         with `extra` (anything the launcher decided from the signature alone and needs before a replay: the
-        layout of buffers that it allocates and passes in `tensors`, say; `extra(sig)` returns it)."""
+        layout of buffers that it allocates and passes in `tensors`, say; `extra(sig)` returns it).
+
+        A call that does device work besides its launches (an aten op that is neither an allocation nor a view: a
+        copy, a fill, a GEMM) is not kept: a replay would leave that work out. A launch may take a view of one of
+        `tensors` at an offset (a slice of an output). scratch=True: buffers the block allocates itself
+        (torch.empty and kin) and passes to its launches are its scratch, dead once the call returns; a replay
+        allocates them again from their recorded layouts. Without it such a buffer makes the call not replayable."""
         outer = getattr(_local, "recording", None)
         if sig is None or outer is not None:  # nested launchers: the outer call records nothing
             if outer is not None:
@@ -307,11 +321,13 @@ class CallMemo:
             yield
             return
         _local.recording = launches = []
+        seen, made = [], []
         try:
-            yield
+            with _DeviceWorkSeen(seen, made if scratch else None):
+                yield
         finally:
             _local.recording = None
-        plan = _plan(launches, tensors)
+        plan = None if seen else _plan(launches, tensors, made)
         if plan is not None:
             if len(self._plans) >= MAX_CACHED:
                 self.clear()
@@ -320,15 +336,17 @@ class CallMemo:
                 self._extras[sig] = extra
 
 
-def _plan(launches: list, tensors: tuple) -> tuple | None:
-    """The replay plan of a recorded call: per launch (kernel, compiled, grid, arguments with its tensors taken
-    out, (position, index into tensors) of each); None if the call cannot be replayed."""
+def _plan(launches: list, tensors: tuple, made: list = ()) -> tuple | None:
+    """The replay plan of a recorded call: (per launch (kernel, compiled, grid, arguments with its tensors taken
+    out, (position, index into tensors) of each, the view slots `_view_slot` made), the BufferSpecs of the scratch
+    buffers the view slots of source 1 index); None if the call cannot be replayed."""
     if not launches or any(entry is None for entry in launches):
         return None
     ptrs = [None if t is None else t.data_ptr() for t in tensors]
-    plan = []
+    scratch: list = []
+    steps = []
     for kernel, compiled, grid, args in launches:
-        args, slots = list(args), []
+        args, slots, views = list(args), [], []
         for position, value in enumerate(args):
             if value.__class__ not in _TENSOR_CLASSES:
                 continue
@@ -336,29 +354,62 @@ def _plan(launches: list, tensors: tuple) -> tuple | None:
             if index is None:
                 p = value.data_ptr()
                 index = next((i for i, q in enumerate(ptrs) if q == p), None)
-            if index is None:
-                return None  # made inside the launcher: its address changes from call to call
-            slots.append((position, index))
+            if index is not None:
+                slots.append((position, index))
+            else:
+                view = _view_slot(position, value, tensors, made, scratch)
+                if view is None:
+                    return None  # made inside the launcher, not as scratch: its address changes from call to call
+                views.append(view)
             args[position] = None
-        plan.append((kernel, compiled, grid, args, tuple(slots)))
-    return tuple(plan)
+        steps.append((kernel, compiled, grid, args, tuple(slots), tuple(views)))
+    return tuple(steps), tuple(spec for _, spec in scratch)
+
+
+def _view_slot(position: int, value: torch.Tensor, tensors: tuple, made: list, scratch: list) -> tuple | None:
+    """A launch argument that is a view of one of the call's tensors (source 0: the only one in its storage, so
+    that the view's offset from it is a function of the signature) or of a scratch buffer the call made (source
+    1; `scratch` collects (buffer, BufferSpec) once per buffer): (position, source, index, element offset from
+    the base's start, shape, strides); None if it is neither, or has another dtype than its base."""
+    storage = value.untyped_storage().data_ptr()
+    bases = [i for i, t in enumerate(tensors) if t is not None and t.untyped_storage().data_ptr() == storage]
+    if bases:
+        if len(bases) > 1 or tensors[bases[0]].dtype != value.dtype:
+            return None
+        source, index, base = 0, bases[0], tensors[bases[0]]
+    else:
+        base = next((t for t in made if t.untyped_storage().data_ptr() == storage), None)
+        if base is None or base.dtype != value.dtype:
+            return None
+        source = 1
+        index = next((i for i, (t, _) in enumerate(scratch) if t is base), None)
+        if index is None:
+            index = len(scratch)
+            scratch.append((base, BufferSpec.of(base)))
+    return position, source, index, value.storage_offset() - base.storage_offset(), tuple(value.shape), \
+        value.stride()
 
 
 class _DeviceWorkSeen(TorchDispatchMode):
-    """Inside `record_launches`: notes every aten op that may compute (anything but allocations and views that
-    really alias their input), since a replayed sequence holds the Triton launches only and would leave it out."""
+    """Inside `record_launches` and `CallMemo.record`: notes every aten op that may compute (anything but
+    allocations and views that really alias their input), since a replay holds the Triton launches only and would
+    leave it out; with `made`, keeps the tensors allocated (a CallMemo call's scratch)."""
 
     ALLOCATIONS = frozenset({torch.ops.aten.empty.memory_format, torch.ops.aten.empty_strided.default,
                              torch.ops.aten.empty_like.default, torch.ops.aten.new_empty.default,
                              torch.ops.aten.new_empty_strided.default})
 
-    def __init__(self, seen: list):
+    def __init__(self, seen: list, made: list | None = None):
         super().__init__()
-        self.seen = seen
+        self.seen, self.made = seen, made
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        if func in self.ALLOCATIONS or getattr(_local, "launching", False):
+        if getattr(_local, "launching", False):
+            return out
+        if func in self.ALLOCATIONS:
+            if self.made is not None:
+                self.made.append(out)
             return out
         base = args[0] if args and isinstance(args[0], torch.Tensor) else None
         outs = out if isinstance(out, (tuple, list)) else (out,)

@@ -1016,7 +1016,7 @@ def bimamba_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softp
     sig = _SCAN_MEMO.signature(tensors, bool(delta_softplus), combine, split,
                                storage == u.untyped_storage().data_ptr(), storage == delta.untyped_storage().data_ptr())
     if not _SCAN_MEMO.replay(sig, tensors):
-        with _SCAN_MEMO.record(sig, tensors):
+        with _SCAN_MEMO.record(sig, tensors, scratch=True):  # (the chunk-parallel passes' link states)
             _bimamba_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, combine, target, dt_proj, split)
     return target if not combine or u.dtype == torch.float32 else target.to(u.dtype)
 
@@ -1075,7 +1075,7 @@ def bimamba_scan_fwd_save(u, delta, A, B, C, D=None, z=None, delta_bias=None, de
         target = torch.zeros_like(u[0], dtype=torch.float32) if combine else _halves_out(u, delta, out)
         made = (None if target is out else target, checkpoints)
         specs = (None if made[0] is None else BufferSpec.of(target, zero=combine), BufferSpec.of(checkpoints))
-        with _SCAN_MEMO.record(sig, inputs + made, extra=specs):
+        with _SCAN_MEMO.record(sig, inputs + made, extra=specs, scratch=True):
             _launch(u, delta, A.float(), B, C, None if D is None else D.float(), z,
                     None if delta_bias is None else delta_bias.float(), delta_softplus, target, dir_first=0,
                     n_dir=2, out_scale=0.5, atomic=combine, checkpoints=checkpoints, save_every=chunk, split=split)

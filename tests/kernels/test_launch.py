@@ -216,6 +216,55 @@ def test_a_recording_keeps_its_extra_only_with_a_replayable_plan(memo, kernel):
     assert memo.extra(sig) is None and len(memo) == 0
 
 
+def _scratch_launcher(memo, kernel, x, out, scratch=True):
+    """A launcher that launches with a scratch buffer it allocates itself and a slice of out at an offset."""
+    tensors = (x, out)
+    sig = memo.signature(tensors)
+    if memo.replay(sig, tensors):
+        return "replayed"
+    with memo.record(sig, tensors, scratch=scratch):
+        work = torch.empty(8)
+        launch(kernel, (8,), work, y_ptr=out[4:], n=8, scale=0.5, BLOCK=4, num_warps=1)
+    return "launched"
+
+
+def test_scratch_buffers_and_offset_views_are_replayed(memo, kernel):
+    """`record(..., scratch=True)`: a buffer the launcher allocates is allocated again, with the recorded layout,
+    at every replay; a view at an offset into one of the call's tensors is taken at that offset from the new
+    call's tensor. Without scratch=True the buffer makes the call not replayable."""
+    x, out = torch.zeros(8), torch.zeros(12)
+    assert _scratch_launcher(memo, kernel, x, out, scratch=False) == "launched"
+    assert len(memo) == 0
+    assert _scratch_launcher(memo, kernel, x, out) == "launched"
+    recorded_work = kernel.compiled.direct[-1][9]  # (the first call took Triton's path, the second the direct one)
+    new_out = torch.ones(12)
+    assert _scratch_launcher(memo, kernel, x, new_out) == "replayed"
+    call = kernel.compiled.direct[-1]
+    work, y = call[9], call[10]
+    assert work is not recorded_work and work.shape == (8,) and work.stride() == (1,) and work.dtype == x.dtype
+    assert work.data_ptr() not in (x.data_ptr(), out.data_ptr(), new_out.data_ptr())
+    assert y.data_ptr() == new_out.data_ptr() + 4 * new_out.element_size() and y.shape == (8,)
+
+
+@pytest.mark.parametrize("case", ["device work", "two bases", "other dtype"])
+def test_calls_with_device_work_or_unclear_views_are_not_recorded(memo, kernel, case):
+    """A call that computes with torch besides its launches (a replay would skip it), or that launches with a
+    view whose base is not one clear tensor of the call, runs the usual way every time."""
+    x, out = torch.zeros(8), torch.zeros(16)
+    tensors = (x, out) if case != "two bases" else (x, out[:8], out[8:])
+    for _ in range(2):
+        with memo.record(memo.signature(tensors), tensors, scratch=True):
+            if case == "device work":
+                out.zero_()
+                y = out
+            elif case == "two bases":
+                y = out[2:10]  # in the storage of both out[:8] and out[8:]
+            else:
+                y = out.view(torch.int32)[4:]
+            launch(kernel, (8,), x, y_ptr=y, n=8, scale=0.5, BLOCK=4, num_warps=1)
+    assert len(memo) == 0
+
+
 def test_replays_stop_with_the_direct_path_hooks_and_outer_recordings(memo, kernel):
     x, out = torch.zeros(8), torch.zeros(8)
     for _ in range(2):
@@ -369,6 +418,36 @@ def test_replayed_vim_forwards_equal_launched_ones(interpreted_direct_path):
         got = model(images)
     assert launch_mod.stats["replayed"] - before == 2 * 3 + 1  # per layer norm, conv, scan; the final norm
     assert torch.equal(want, got)
+
+
+@needs_interpreter
+@pytest.mark.parametrize("combine", [True, False])
+def test_chunk_parallel_scans_replay_with_their_scratch(interpreted_direct_path, combine):
+    """The chunk-parallel scan (forced: split=4, 11 tokens) allocates its link states as scratch, and with
+    checkpoints saved every 4 tokens writes the entry states into a slice of the checkpoints: both calls are
+    replayed (the scratch allocated again, the slice taken at its offset) and give the very outputs of Triton's
+    launches, for new input values too."""
+    from test_selective_scan import stack_directions
+    from kernels.selective_scan import fwd
+
+    def calls(x):
+        out = None if combine else torch.empty_like(x["u"])  # (the halves need their buffer given to replay)
+        scanned = fwd.bimamba_scan(**x, combine=combine, out=out, split=4)
+        saved, checkpoints = fwd.bimamba_scan_fwd_save(**x, combine=combine, chunk=4, split=4)
+        return scanned.clone(), saved.clone(), checkpoints.clone()
+
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        x = stack_directions(1, 5, 11)
+        with fast_launch(False):
+            want = calls(x)
+        if seed == 0:
+            calls(x)  # recorded
+        before = launch_mod.stats["replayed"]
+        got = calls(x)
+        assert launch_mod.stats["replayed"] - before == 2
+        for g, w in zip(got, want):
+            assert torch.equal(g, w)
 
 
 def _training_grads(model, images, labels, autocast_dtype=None):
