@@ -618,6 +618,40 @@ def test_replayed_training_steps_match_tritons_launches_on_the_gpu(train_boundar
 @pytest.mark.gpu
 @pytest.mark.skipif(not launch_mod.triton.__version__.startswith(launch_mod.FAST_TRITON_VERSIONS),
                     reason="the direct launch path is off for this Triton version")
+@pytest.mark.parametrize("combine", [True, False])
+def test_chunk_parallel_scans_replay_on_the_gpu(combine):
+    """Vim-Ti's scan at 1248 px, batch 8, bf16 (E = 384, L = 6085: the automatic chunk-parallel path): the
+    inference scan and the training forward's scan with checkpoints (entry states written into them) replay
+    with their scratch allocated again, and give the very outputs of Triton's own launches, for new values too."""
+    from kernels.selective_scan import fwd
+    from vimbench.kerneltools.kernel_ops import _scan_inputs
+    from vimbench.kerneltools.registry import OpShape
+
+    def calls(x):
+        out = None if combine else torch.empty_like(x["u"])
+        scanned = fwd.bimamba_scan(**x, combine=combine, out=out)
+        saved, checkpoints = fwd.bimamba_scan_fwd_save(**x, combine=combine, chunk=64)
+        return scanned.clone(), saved.clone(), checkpoints.clone()
+
+    x = _scan_inputs(dirs=2)(OpShape(batch=8, channels=384, length=6085), torch.bfloat16, "cuda")
+    x.pop("combine", None)
+    for seed in (0, 1):
+        if seed:
+            x["u"].mul_(-0.5)  # new values in the same tensors
+        with fast_launch(False):
+            want = calls(x)
+        with fast_launch(True):
+            calls(x)  # recorded (first seed), else replayed
+            before = launch_mod.stats["replayed"]
+            got = calls(x)
+        assert launch_mod.stats["replayed"] - before == 2
+        for g, w in zip(got, want):
+            assert torch.equal(g, w), f"seed {seed}"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not launch_mod.triton.__version__.startswith(launch_mod.FAST_TRITON_VERSIONS),
+                    reason="the direct launch path is off for this Triton version")
 @pytest.mark.parametrize("conv_xproj", [True, False])
 def test_front_path_replays_match_tritons_launches_on_the_gpu(monkeypatch, conv_xproj):
     """Vim-Ti at 224 px, batch 1 and 8, bf16 autocast: the front path's replayed sequence (through the CUDA
