@@ -26,7 +26,10 @@ conv1d_silu_bidir_bwd, add_rmsnorm_bwd) remember, per call signature (inputs' sh
 and aliasing, the scalars), the launches a call made, and a later call with that signature hands them to the
 compiled kernels at once: no checks, launch configuration, argument dicts or specialization key. A launcher that
 allocates buffers laid out by its launch configuration (partials, scratch) records their layouts with the call
-(`record(..., extra=)`, `BufferSpec`) and allocates them from those before a replay. `call_replay(False)` or
+(`record(..., extra=)`, `BufferSpec`) and allocates them from those before a replay; a launcher whose own
+allocations are scratch (the chunk-parallel scan's link states) says so (`record(..., scratch=True)`) and a replay
+allocates them again from their recorded layouts; a launch may take a view of a call's tensor at an offset. A
+call that does any other device work (a copy, a fill, a GEMM) is never recorded. `call_replay(False)` or
 VIMBENCH_CALL_REPLAY=0 turns this off. Measured: kernels/NOTES.md, "Replayed calls".
 
 Launch sequences (`record_launches`, `LaunchSequence`): a whole block of launches (the model's eager front path,
@@ -241,9 +244,10 @@ class CallMemo:
         with MEMO.record(sig, tensors):
             ...the launcher's usual checks and launches...
 
-    A call is recorded only if each of its launches took (or set up) the direct path and each tensor it passed
-    is one of `tensors` by identity or address (a tensor made inside the launcher, a cast or a scratch buffer,
-    makes the call not replayable: it runs the usual way every time). The memo keeps no tensors. Replays happen
+    A call is recorded only if each of its launches took (or set up) the direct path, it did no device work
+    besides them, and each tensor it passed is one of `tensors` by identity or address, a view at an offset into
+    the only one of them in its storage, or (with `record(..., scratch=True)`) a buffer the launcher allocated
+    itself; anything else (a cast, a copy) makes the call not replayable: it runs the usual way every time. The memo keeps no tensors. Replays happen
     only while the direct path is on (`fast_launch`) and no launch hook is registered; a stream capture is part
     of the signature. Module-level launch knobs (e.g. `fwd.DEFAULT_L1_AHEAD`) are not: an A/B script that changes
     one at run time must do so under `call_replay(False)` (or `clear()` the memos), or the calls it times replay
