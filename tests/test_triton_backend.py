@@ -95,6 +95,37 @@ def test_default_fuses_dt_proj_only_in_host_bound_calls(device, monkeypatch):
         assert not mixer.fuses_dt_proj(h), "training keeps the dt_proj GEMM"
 
 
+@pytest.mark.parametrize("res,batch,takes", [(224, 1, True), (224, 64, True), (512, 8, False), (1248, 1, False),
+                                              (1248, 2, False), (1248, 64, True)])
+def test_eager_scans_take_dt_proj_only_in_one_pass(monkeypatch, res, batch, takes):
+    """On a GPU (132 SMs, as an H100's; no GPU needed to decide), an eager Vim-Ti scan applies dt_proj itself only
+    where it runs in one pass: where the automatic choice runs the chunk-parallel passes (long sequences on a
+    small grid), which compute delta first, the mixer keeps its delta GEMM."""
+    from kernels.selective_scan import fwd
+    from vimbench.geometry import D_STATE, d_inner, dt_rank, num_tokens
+
+    monkeypatch.setattr(fwd, "sm_count", lambda device: 132)
+    length = num_tokens(res)
+    assert fwd.eager_scan_takes_dt_proj(batch, d_inner(192), length, dt_rank(192), D_STATE,
+                                        torch.device("cuda")) is takes
+    assert fwd.eager_scan_takes_dt_proj(batch, d_inner(192), length, dt_rank(192), D_STATE, torch.device("cpu"))
+
+
+def test_the_mixer_asks_the_backend_whether_the_scan_takes_dt_proj(device):
+    """fuses_dt_proj in an eager call within FUSE_DT_MAX_ROWS follows ops.scan_takes_dt_proj, asked with the
+    call's batch, channels, length, dt rank, state size and device."""
+    _, tri = _pair("vim_test", 32, device)
+    mixer = tri.layers[0].mixer
+    asked = []
+    h = torch.zeros(2, 5, tri.embed_dim, device=device)
+    for answer in (True, False):
+        mixer.ops = dataclasses.replace(mixer.ops, scan_takes_dt_proj=lambda *a, answer=answer: asked.append(a)
+                                        or answer)
+        with torch.no_grad():
+            assert mixer.fuses_dt_proj(h) is answer
+    assert asked[-1] == (2, mixer.d_inner, 5, mixer.dt_rank, 16, h.device)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("batch,fused", [(1, True), (16, False)])
 def test_captured_forward_fuses_dt_proj_in_token_blocks(batch, fused):

@@ -13,6 +13,9 @@ accepts the same call but only computes delta first, so the torch backend keeps 
 scan_blocks_take_dt_proj(batch, channels, length, dt_rank, interpreted) -> bool: whether the fused scan of that
 size runs in one pass in blocks of tokens, captured or not (kernels.selective_scan.fwd.token_blocks_take_dt_proj);
 None where the backend has no such kernel.
+scan_takes_dt_proj(batch, channels, length, dt_rank, n_state, device) -> bool: whether an eager fused scan of that
+size applies dt_proj itself (kernels.selective_scan.fwd.eager_scan_takes_dt_proj: not where it runs chunk-parallel,
+which computes delta first); None where the backend has no fused scan.
     bimamba_inner(h, in_proj, conv_w, conv_b, x_proj_t, dt_proj_t, A, D, dt_bias, out_proj, combine, norm)
                       -> (B, L, D) training: in_proj -> conv -> x_proj -> dt_proj -> scan -> out_proj as one
                       differentiable op
@@ -47,6 +50,7 @@ class VimOps:
     bimamba_inner: Callable | None = None
     scan_fuses_dt_proj: bool = False
     scan_blocks_take_dt_proj: Callable | None = None
+    scan_takes_dt_proj: Callable | None = None
     zgate: Callable | None = None
     conv_xproj: Callable | None = None
     norm_in_proj: Callable | None = None
@@ -79,13 +83,14 @@ def _triton_ops() -> VimOps:
         from kernels.conv1d.op import conv1d_silu_bidir, conv_xproj, x_proj_rows
         from kernels.norm_in_proj.op import norm_in_proj
         from kernels.rmsnorm.op import add_rmsnorm
-        from kernels.selective_scan.fwd import token_blocks_take_dt_proj
+        from kernels.selective_scan.fwd import eager_scan_takes_dt_proj, token_blocks_take_dt_proj
         from kernels.selective_scan.op import bimamba_scan
         from kernels.zgate.op import zgate
     except ImportError as exc:  # triton missing, or kernels not built yet
         raise VimbenchError(f"the triton backend is unavailable here ({exc}); use --backend torch") from exc
     return VimOps("triton", add_rmsnorm, conv1d_silu_bidir, bimamba_scan, bimamba_inner,
-                  scan_fuses_dt_proj=True, scan_blocks_take_dt_proj=token_blocks_take_dt_proj, zgate=zgate,
+                  scan_fuses_dt_proj=True, scan_blocks_take_dt_proj=token_blocks_take_dt_proj,
+                  scan_takes_dt_proj=eager_scan_takes_dt_proj, zgate=zgate,
                   conv_xproj=conv_xproj, norm_in_proj=norm_in_proj, x_proj_rows=x_proj_rows)
 
 

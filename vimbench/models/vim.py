@@ -475,8 +475,10 @@ class BiMambaMixer(nn.Module):
         """Whether this call (mixer input h, (B, L, D)) hands dt_proj to the scan: inference only (the fused scan
         has no backward; training keeps the GEMM), on a backend whose scan fuses it, when switched on
         (`fuse_dt_proj` True), or automatically (None) where the launches are host-bound: eager calls (not traced,
-        not captured into a CUDA graph) of at most FUSE_DT_MAX_ROWS token rows (B x L); captured and traced calls
-        where the fused scan runs in blocks of tokens (FUSE_DT_IN_TOKEN_BLOCKS)."""
+        not captured into a CUDA graph) of at most FUSE_DT_MAX_ROWS token rows (B x L) where the scan runs in one
+        pass (not chunk-parallel: those passes compute delta first, in fp32, and their call is not replayed;
+        ops.scan_takes_dt_proj); captured and traced calls where the fused scan runs in blocks of tokens
+        (FUSE_DT_IN_TOKEN_BLOCKS)."""
         if not self.ops.scan_fuses_dt_proj or torch.is_grad_enabled():
             return False
         if self.fuse_dt_proj is not None:
@@ -485,7 +487,9 @@ class BiMambaMixer(nn.Module):
             blocks = self.ops.scan_blocks_take_dt_proj
             return FUSE_DT_IN_TOKEN_BLOCKS and blocks is not None and \
                 blocks(h.shape[0], self.d_inner, h.shape[1], self.dt_rank, not h.is_cuda)
-        return h.shape[0] * h.shape[1] <= FUSE_DT_MAX_ROWS
+        takes = self.ops.scan_takes_dt_proj
+        return h.shape[0] * h.shape[1] <= FUSE_DT_MAX_ROWS and (
+            takes is None or takes(h.shape[0], self.d_inner, h.shape[1], self.dt_rank, D_STATE, h.device))
 
     def fuses_conv_xproj(self, x: torch.Tensor) -> bool:
         """Whether a call with the conv input x (B, E, L) may make u and x_dbl in one launch (ops.conv_xproj):
