@@ -247,11 +247,11 @@ class CallMemo:
     A call is recorded only if each of its launches took (or set up) the direct path, it did no device work
     besides them, and each tensor it passed is one of `tensors` by identity or address, a view at an offset into
     the only one of them in its storage, or (with `record(..., scratch=True)`) a buffer the launcher allocated
-    itself; anything else (a cast, a copy) makes the call not replayable: it runs the usual way every time. The memo keeps no tensors. Replays happen
-    only while the direct path is on (`fast_launch`) and no launch hook is registered; a stream capture is part
-    of the signature. Module-level launch knobs (e.g. `fwd.DEFAULT_L1_AHEAD`) are not: an A/B script that changes
-    one at run time must do so under `call_replay(False)` (or `clear()` the memos), or the calls it times replay
-    the launches recorded before the change."""
+    itself; anything else (a cast, a copy) makes the call not replayable: it runs the usual way every time. The
+    memo keeps no tensors. Replays happen only while the direct path is on (`fast_launch`) and no launch hook is
+    registered; a stream capture is part of the signature. Module-level launch knobs (e.g. `fwd.DEFAULT_L1_AHEAD`)
+    are not: an A/B script that changes one at run time must do so under `call_replay(False)` (or `clear()` the
+    memos), or the calls it times replay the launches recorded before the change."""
 
     def __init__(self, name: str):
         self.name = name

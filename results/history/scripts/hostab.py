@@ -40,5 +40,5 @@ print("mode res batch tree img/s p50_ms host_ms_p50 peak_MiB replayed/direct/tri
 for r in rows:
     f = lambda k, d=2: r.get(k) is not None and round(r[k], d)  # noqa: E731
     n = r.get("launches") or {}
-    print(r["mode"], r["res"], r["batch"], r["tree"], f("img_s", 1), f("p50_ms"), f("host_ms_p50"), f("peak_alloc_mib", 0),
-          f"{n.get('replayed')}/{n.get('direct')}/{n.get('triton')}")
+    print(r["mode"], r["res"], r["batch"], r["tree"], f("img_s", 1), f("p50_ms"), f("host_ms_p50"),
+          f("peak_alloc_mib", 0), f"{n.get('replayed')}/{n.get('direct')}/{n.get('triton')}")
