@@ -624,13 +624,15 @@ def test_chunk_parallel_scans_replay_on_the_gpu(combine):
     inference scan and the training forward's scan with checkpoints (entry states written into them) replay
     with their scratch allocated again, and give the very outputs of Triton's own launches, for new values too."""
     from kernels.selective_scan import fwd
+    from kernels.selective_scan.op import CHECKPOINT_CHUNK
     from vimbench.kerneltools.kernel_ops import _scan_inputs
     from vimbench.kerneltools.registry import OpShape
 
     def calls(x):
         out = None if combine else torch.empty_like(x["u"])
         scanned = fwd.bimamba_scan(**x, combine=combine, out=out)
-        saved, checkpoints = fwd.bimamba_scan_fwd_save(**x, combine=combine, chunk=64)
+        # (the model's checkpoint interval: the chunks are as long, so the entry states are the checkpoints)
+        saved, checkpoints = fwd.bimamba_scan_fwd_save(**x, combine=combine, chunk=CHECKPOINT_CHUNK)
         return scanned.clone(), saved.clone(), checkpoints.clone()
 
     x = _scan_inputs(dirs=2)(OpShape(batch=8, channels=384, length=6085), torch.bfloat16, "cuda")
