@@ -56,6 +56,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 FAST_TRITON_VERSIONS = ("3.6.",)
 # Entries kept before the cache starts over (a sweep over many shapes adds one per shape and launch site).
 MAX_CACHED = 4096
+# Failed recordings of one call signature, for a reason of the call itself, after which CallMemo stops recording it
+# (two: a launcher's first call may do one-off work, a lazily built constant, that later calls do not).
+REFUSE_AFTER = 2
 
 _enabled = os.environ.get("VIMBENCH_FAST_LAUNCH", "1") != "0" and triton.__version__.startswith(
     FAST_TRITON_VERSIONS)
@@ -257,6 +260,9 @@ class CallMemo:
         self.name = name
         self._plans: dict[tuple, tuple] = {}
         self._extras: dict[tuple, Any] = {}
+        # signature -> recordings that failed for a reason of the call itself (device work, a tensor made inside);
+        # at REFUSE_AFTER such failures the signature is no longer recorded (`record`)
+        self._failures: dict[tuple, int] = {}
 
     def __len__(self) -> int:
         return len(self._plans)
@@ -268,6 +274,7 @@ class CallMemo:
     def clear(self) -> None:
         self._plans.clear()
         self._extras.clear()
+        self._failures.clear()
 
     @staticmethod
     def signature(tensors: tuple, *scalars: Any) -> tuple | None:
@@ -317,10 +324,14 @@ class CallMemo:
         copy, a fill, a GEMM) is not kept: a replay would leave that work out. A launch may take a view of one of
         `tensors` at an offset (a slice of an output). scratch=True: buffers the block allocates itself
         (torch.empty and kin) and passes to its launches are its scratch, dead once the call returns; a replay
-        allocates them again from their recorded layouts. Without it such a buffer makes the call not replayable."""
+        allocates them again from their recorded layouts. Without it such a buffer makes the call not replayable.
+
+        A signature whose recordings failed REFUSE_AFTER times for a reason of the call itself (device work, a
+        tensor made inside) is not recorded again until `clear`: it runs the usual way, without the recording's
+        cost (the device-work check costs ~100 us per call on this CPU)."""
         outer = getattr(_local, "recording", None)
-        if sig is None or outer is not None:  # nested launchers: the outer call records nothing
-            if outer is not None:
+        if sig is None or outer is not None or self._failures.get(sig, 0) >= REFUSE_AFTER:
+            if outer is not None:  # nested launchers: the outer call records nothing
                 outer.append(None)
             yield
             return
@@ -332,12 +343,17 @@ class CallMemo:
         finally:
             _local.recording = None
         plan = None if seen else _plan(launches, tensors, made)
-        if plan is not None:
-            if len(self._plans) >= MAX_CACHED:
-                self.clear()
-            self._plans[sig] = plan
-            if extra is not None:
-                self._extras[sig] = extra
+        if plan is None:
+            if seen or (launches and None not in launches):  # (not a launch that missed the direct path)
+                if len(self._failures) >= MAX_CACHED:
+                    self._failures.clear()
+                self._failures[sig] = self._failures.get(sig, 0) + 1
+            return
+        if len(self._plans) >= MAX_CACHED:
+            self.clear()
+        self._plans[sig] = plan
+        if extra is not None:
+            self._extras[sig] = extra
 
 
 def _plan(launches: list, tensors: tuple, made: list = ()) -> tuple | None:

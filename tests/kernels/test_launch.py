@@ -265,6 +265,32 @@ def test_calls_with_device_work_or_unclear_views_are_not_recorded(memo, kernel, 
     assert len(memo) == 0
 
 
+def test_a_signature_that_keeps_failing_is_no_longer_recorded(memo, kernel, monkeypatch):
+    """After REFUSE_AFTER recordings that failed for the call's own reason (device work here), a signature runs
+    without recording (no device-work check on every call), even once its calls could be replayed; `clear`
+    forgets that."""
+    x, out = torch.zeros(8), torch.zeros(8)
+    sig = memo.signature((x, out))
+    entered = []
+    monkeypatch.setattr(launch_mod, "_DeviceWorkSeen", lambda *a, real=launch_mod._DeviceWorkSeen: entered.append(1)
+                        or real(*a))
+
+    def call(device_work):
+        with memo.record(sig, (x, out)):
+            if device_work:
+                out.zero_()
+            launch(kernel, (8,), x, y_ptr=out, n=8, scale=0.5, BLOCK=4, num_warps=1)
+
+    for _ in range(launch_mod.REFUSE_AFTER):
+        call(device_work=True)
+    assert len(memo) == 0 and len(entered) == launch_mod.REFUSE_AFTER
+    call(device_work=False)
+    assert len(memo) == 0 and len(entered) == launch_mod.REFUSE_AFTER
+    memo.clear()
+    call(device_work=False)
+    assert len(memo) == 1 and memo.replay(sig, (x, out))
+
+
 def test_replays_stop_with_the_direct_path_hooks_and_outer_recordings(memo, kernel):
     x, out = torch.zeros(8), torch.zeros(8)
     for _ in range(2):
