@@ -53,6 +53,15 @@ def test_dry_run_lists_cases_and_drops_without_running(tmp_path):
     assert not out.exists()
 
 
+def test_model_is_an_alias_of_models(tmp_path):
+    args = ["--res", "32", "--batch", "2", "--device", "cpu", "--dry-run"]
+    plural = invoke(["sweep", "--models", "vim_test", *args])
+    singular = invoke(["sweep", "--model", "vim_test", *args])
+    assert singular.exit_code == 0, singular.output
+    assert "vim_test torch 32px b2" in singular.output and "deit_test" not in singular.output
+    assert singular.output == plural.output
+
+
 def test_dry_run_previews_a_gpu_suite_anywhere():
     result = invoke(["sweep", "--suite", "foundation_h200", "--dry-run"])
     assert result.exit_code == 0, result.output

@@ -24,7 +24,7 @@ _COMPILE_HELP = ("How the forward (train: the step) runs, a list sweeps them: no
 
 @user_errors
 def sweep(
-    models: Annotated[Optional[str], typer.Option(help="Models, comma-separated aliases or full names "
+    models: Annotated[Optional[str], typer.Option("--models", "--model", help="Models, comma-separated aliases or full names "
                                                        "(vimbench models lists them), e.g. vim_t,deit_t; any timm "
                                                        "model as timm:NAME (vimbench models --timm PATTERN lists "
                                                        "them) [default: the suite's].")] = None,
