@@ -307,9 +307,7 @@ class CallMemo:
                 args[position] = tensors[index]
             for position, source, index, offset, shape, stride in views:
                 base = made[index] if source else tensors[index]
-                # the view's address (the compiled launchers take an int); the interpreter takes the tensor
-                args[position] = base.data_ptr() + offset * base.element_size() if base.is_cuda else \
-                    base.as_strided(shape, stride, base.storage_offset() + offset)
+                args[position] = _view_arg(base, offset, shape, stride, address=base.is_cuda)
             compiled.run(*grid, stream, compiled.function, compiled.packed_metadata, None, None, None, *args)
         stats["replayed"] += 1
         return True
@@ -408,6 +406,15 @@ def _view_slot(position: int, value: torch.Tensor, tensors: tuple, made: list, s
             scratch.append((base, BufferSpec.of(base)))
     return position, source, index, value.storage_offset() - base.storage_offset(), tuple(value.shape), \
         value.stride()
+
+
+def _view_arg(base: torch.Tensor, offset: int, shape: tuple, stride: tuple, address: bool) -> torch.Tensor | int:
+    """A replayed launch's view argument: the view of `base` that starts `offset` elements after base's own start
+    (not its storage's), with these shape and strides. address=True (CUDA: the compiled launchers take a device
+    pointer as an int): that view's address, without making the view; else the view itself (the interpreter)."""
+    if address:
+        return base.data_ptr() + offset * base.element_size()
+    return base.as_strided(shape, stride, base.storage_offset() + offset)
 
 
 class _DeviceWorkSeen(TorchDispatchMode):

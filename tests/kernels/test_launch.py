@@ -246,6 +246,22 @@ def test_scratch_buffers_and_offset_views_are_replayed(memo, kernel):
     assert y.data_ptr() == new_out.data_ptr() + 4 * new_out.element_size() and y.shape == (8,)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_replayed_view_has_the_same_address_on_both_paths(dtype):
+    """A view argument of a replay is an address on CUDA (`_view_arg(..., address=True)`) and a view on the
+    interpreter; the GPU's form is checked here against the view's own address, with the offset in elements
+    counted from a base that itself starts inside its storage (as `checkpoints[:, :, 1:]`'s base may)."""
+    storage = torch.zeros(5, 3, 8, dtype=dtype)
+    base = storage[1:]  # starts 24 elements into its storage
+    view = base[:, 1:]  # (4, 2, 8) at 8 elements from base's start
+    offset = view.storage_offset() - base.storage_offset()
+    assert offset == 8
+    as_view = launch_mod._view_arg(base, offset, tuple(view.shape), view.stride(), address=False)
+    assert as_view.data_ptr() == view.data_ptr() and as_view.shape == view.shape
+    assert as_view.stride() == view.stride()
+    assert launch_mod._view_arg(base, offset, tuple(view.shape), view.stride(), address=True) == view.data_ptr()
+
+
 @pytest.mark.parametrize("case", ["device work", "two bases", "other dtype"])
 def test_calls_with_device_work_or_unclear_views_are_not_recorded(memo, kernel, case):
     """A call that computes with torch besides its launches (a replay would skip it), or that launches with a
