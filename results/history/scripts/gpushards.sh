@@ -8,9 +8,15 @@ n=${1:-4}; k=${2:-}
 mkdir -p "$OUT"
 ids="$OUT/gpu-ids.txt"
 python -m pytest --collect-only -q -m gpu -p no:cacheprovider ${k:+-k "$k"} 2>/dev/null | grep "::" > "$ids"
-echo "$(wc -l < "$ids") GPU tests in $n shards"
+count=$(wc -l < "$ids")
+if [ "$count" -eq 0 ]; then  # (an empty id list would run the whole suite in every shard)
+  echo "no GPU tests collected; the collection's own output:"; python -m pytest --collect-only -q -m gpu -p no:cacheprovider 2>&1 | tail -15
+  exit 1
+fi
+echo "$count GPU tests in $n shards"
 for i in $(seq 0 $((n - 1))); do
   awk -v n="$n" -v i="$i" 'NR % n == i' "$ids" > "$OUT/gpu-ids-$i.txt"
+  [ -s "$OUT/gpu-ids-$i.txt" ] || { echo "no tests (an empty shard)" > "$OUT/gputests-shard$i.txt"; continue; }
   python -m pytest -q -rfE -m gpu -p no:cacheprovider $(cat "$OUT/gpu-ids-$i.txt") > "$OUT/gputests-shard$i.txt" 2>&1 &
 done
 wait
