@@ -31,7 +31,8 @@ kernels_app = typer.Typer(
 @user_errors
 def bench(
     ctx: typer.Context,
-    models: str = typer.Option("vim_t", "--models", "--model", help="Vim models whose shapes to use, e.g. vim_t,vim_s,vim_b."),
+    models: str = typer.Option("vim_t", "--models", "--model",
+                               help="Vim models whose shapes to use, e.g. vim_t,vim_s,vim_b."),
     res: str = typer.Option("224,1248", "--res", help="Resolutions in px: 224..1248, 256..1024:128 or 224,512."),
     batch: str = typer.Option("1,64", "--batch", help="Batch sizes, e.g. 1,64."),
     dtype: str = typer.Option("bf16,fp32", "--dtype", help="bf16, fp16, fp32 (comma list)."),

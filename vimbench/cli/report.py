@@ -18,8 +18,8 @@ def report(
     results: List[Path] = typer.Argument(..., help=_RESULTS_HELP, show_default=False),
     out: Optional[Path] = typer.Option(None, "-o", "--out",
                                        help="Output folder [default: reports/<first results file's name>]."),
-    models: Optional[str] = typer.Option(None, "--models", "--model", help="Only these models, comma separated (vim_t,deit_t) "
-                                                                "[default: all]."),
+    models: Optional[str] = typer.Option(None, "--models", "--model",
+                                         help="Only these models, comma separated (vim_t,deit_t) [default: all]."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="Only these precisions, comma separated (fp32,bf16) "
                                                               "[default: all]."),
     batch: Optional[str] = typer.Option(None, "--batch", help="Only these batch sizes, comma separated "

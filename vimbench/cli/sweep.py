@@ -24,10 +24,11 @@ _COMPILE_HELP = ("How the forward (train: the step) runs, a list sweeps them: no
 
 @user_errors
 def sweep(
-    models: Annotated[Optional[str], typer.Option("--models", "--model", help="Models, comma-separated aliases or full names "
-                                                       "(vimbench models lists them), e.g. vim_t,deit_t; any timm "
-                                                       "model as timm:NAME (vimbench models --timm PATTERN lists "
-                                                       "them) [default: the suite's].")] = None,
+    models: Annotated[Optional[str], typer.Option("--models", "--model",
+                                                  help="Models, comma-separated aliases or full names (vimbench "
+                                                       "models lists them), e.g. vim_t,deit_t; any timm model as "
+                                                       "timm:NAME (vimbench models --timm PATTERN lists them) "
+                                                       "[default: the suite's].")] = None,
     res: Annotated[Optional[str], typer.Option(help=_RES_HELP + " [default: the suite's].")] = None,
     batch: Annotated[Optional[str], typer.Option(help="Batch sizes, e.g. 1,8,64. Never changed on OOM "
                                                       "[default: the suite's].")] = None,
