@@ -7,10 +7,11 @@ set -u
 n=${1:-4}; k=${2:-}
 mkdir -p "$OUT"
 ids="$OUT/gpu-ids.txt"
-python -m pytest --collect-only -q -m gpu -p no:cacheprovider ${k:+-k "$k"} 2>/dev/null | grep "::" > "$ids"
+python -m pytest --collect-only -q -m gpu -p no:cacheprovider ${k:+-k "$k"} > "$OUT/gpu-collect.txt" 2>&1
+grep "::" "$OUT/gpu-collect.txt" > "$ids"
 count=$(wc -l < "$ids")
 if [ "$count" -eq 0 ]; then  # (an empty id list would run the whole suite in every shard)
-  echo "no GPU tests collected; the collection's own output:"; python -m pytest --collect-only -q -m gpu -p no:cacheprovider 2>&1 | tail -15
+  echo "no GPU tests collected; the collection's own output:"; tail -15 "$OUT/gpu-collect.txt"
   exit 1
 fi
 echo "$count GPU tests in $n shards"
