@@ -1,10 +1,11 @@
 """Eager host time per Vim-Ti memory mode (issue 11: eager batch 1 vs DeiT-Ti eager, same run): the dt_proj fused
 into the scan removes two torch ops per layer (the dt columns' cast and the delta GEMM). HOSTMODES_ROUNDS rounds
-(12), each timing the eager Vim-Ti bf16 forward at 224 px, batch HOSTMODES_BATCH (1) (wall clock of 20 back-to-back
-forwards, then a synchronize) in modes default (here: the delta GEMM, fusion off) / fused-dt (dt_proj in the scan,
-in_proj one GEMM) / lean, order rotated per round, plus eager DeiT-Ti (attn eager and sdpa) in the same round;
-then each mode's GPU time as a CUDA-graph replay; outputs compared with default. Writes
-$OUT/hostmodes-b{BATCH}.json (the first run, batch 1 before the file name had the batch: hostmodes.json)."""
+(12), each timing the eager Vim-Ti bf16 forward at HOSTMODES_RES px (224), batch HOSTMODES_BATCH (1) (wall clock of
+20 back-to-back forwards, then a synchronize) in modes default (here: the delta GEMM, fusion off) / fused-dt (dt_proj
+in the scan, in_proj one GEMM) / lean, order rotated per round, plus eager DeiT-Ti (attn eager and sdpa) in the same
+round; then each mode's GPU time as a CUDA-graph replay; outputs compared with default. Writes
+$OUT/hostmodes-b{BATCH}.json, at other resolutions hostmodes-r{RES}-b{BATCH}.json (the first run, batch 1 before the
+file name had the batch: hostmodes.json)."""
 import json, os, statistics
 import torch
 import timing
@@ -16,11 +17,12 @@ OUT = os.environ.get("OUT", "/tmp")
 
 host_ms = timing.host_ms
 
-vim = create_model("vim_t", img_size=224, backend="triton").cuda().eval()
-deit = create_model("deit_t", img_size=224, attn="sdpa").cuda().eval()
-deit_e = create_model("deit_t", img_size=224, attn="eager").cuda().eval()
+RES = int(os.environ.get("HOSTMODES_RES", 224))
+vim = create_model("vim_t", img_size=RES, backend="triton").cuda().eval()
+deit = create_model("deit_t", img_size=RES, attn="sdpa").cuda().eval()
+deit_e = create_model("deit_t", img_size=RES, attn="eager").cuda().eval()
 BATCH = int(os.environ.get("HOSTMODES_BATCH", 1))
-img = torch.randn(BATCH, 3, 224, 224, device="cuda")
+img = torch.randn(BATCH, 3, RES, RES, device="cuda")
 MODES = ("default", "fused-dt", "lean")  # default here: the delta GEMM (fusion off, as before 948d304)
 
 
@@ -64,8 +66,10 @@ summary.update({f"graph_us/{k}": v for k, v in graph_us.items()})
 for mode in MODES[1:]:
     summary[f"{mode}/default paired median"] = statistics.median(r[mode] / r["default"] for r in rounds)
 summary["default/deit_t_eager paired median"] = statistics.median(r["default"] / r["deit_t_eager"] for r in rounds)
-json.dump(dict(device=torch.cuda.get_device_name(), torch=torch.__version__, commit=os.environ.get("VIMBENCH_GIT_COMMIT"),
-               batch=BATCH, rounds=rounds, summary=summary, max_abs_diff_vs_default=diffs), open(f"{OUT}/hostmodes-b{BATCH}.json", "w"), indent=1)
+name = f"hostmodes-b{BATCH}.json" if RES == 224 else f"hostmodes-r{RES}-b{BATCH}.json"
+json.dump(dict(device=torch.cuda.get_device_name(), torch=torch.__version__,
+               commit=os.environ.get("VIMBENCH_GIT_COMMIT"), res=RES, batch=BATCH, rounds=rounds, summary=summary,
+               max_abs_diff_vs_default=diffs), open(f"{OUT}/{name}", "w"), indent=1)
 print("max |diff| vs default:", diffs)
 for k, v in summary.items():
     print(f"{k:40s} {v:.3f}")
