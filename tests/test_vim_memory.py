@@ -145,3 +145,17 @@ def test_traced_mixers_keep_one_in_proj_gemm(monkeypatch):
         assert mixer.splits_in_proj()
         monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
         assert not mixer.splits_in_proj()
+
+
+def test_the_estimate_follows_the_gpus_dt_proj_choice():
+    """The allocation twin answers whether an eager scan takes dt_proj as the scan does on a GPU of 132 SMs, not
+    as the interpreter would (which never runs chunk-parallel): Vim-Ti at 512 px (1,025 tokens) runs chunked up
+    to batch 21 there, so the mixer keeps the delta GEMM and its delta tensor."""
+    from vimbench.bench.live_memory import allocation_twin_ops
+
+    meta = torch.device("meta")
+    twin = allocation_twin_ops()
+    assert not twin.scan_takes_dt_proj(16, 384, 1025, 12, 16, meta), "chunk-parallel on 132 SMs"
+    assert twin.scan_takes_dt_proj(24, 384, 1025, 12, 16, meta), "one pass from batch 22"
+    assert twin.scan_takes_dt_proj(1, 384, 197, 12, 16, meta), "short sequences never chunk in eager calls"
+    assert allocation_twin_ops(gpu_sms=8).scan_takes_dt_proj(16, 384, 1025, 12, 16, meta), "a small GPU: one pass"

@@ -864,19 +864,21 @@ def token_blocks_take_dt_proj(batch: int, channels: int, length: int, dt_rank: i
 
 
 def eager_scan_takes_dt_proj(batch: int, channels: int, length: int, dt_rank: int, n_state: int,
-                             device: torch.device) -> bool:
+                             device: torch.device, gpu_sms: int | None = None) -> bool:
     """Whether an eager bimamba scan of this size (not captured, split automatic) applies a fused dt_proj itself in
     one pass: False where it runs the chunk-parallel passes, which compute the (2, batch, E, L) delta first, in
     fp32, with a torch matmul inside the call (twice the bytes of the mixer's own 16-bit delta GEMM, and device
     work that keeps the call from being replayed: kernels/launch.py CallMemo). The Vim mixer hands the scan
-    dt_proj only where this holds (vimbench.models.vim, `fuses_dt_proj`)."""
+    dt_proj only where this holds (vimbench.models.vim, `fuses_dt_proj`). gpu_sms: answer for a GPU with that
+    many SMs whatever `device` is (memory estimates on the meta device: vimbench.bench.live_memory)."""
     from kernels.selective_scan import chunked
 
     if length < chunked.MIN_CHUNKED_LENGTH:  # (the automatic eager choice never chunks these: the hot path)
         return True
-    interpreted = device.type != "cuda"
+    interpreted = device.type != "cuda" and gpu_sms is None
+    sms = gpu_sms if gpu_sms is not None else sm_count(device)
     token_blocks = scan_launch_config(batch, channels, 2, interpreted, dt_rank).kernel == "_scan_blocks_kernel"
-    return chunked.chunked_scan_launch_config(batch, channels, length, 2, n_state, interpreted, sm_count(device),
+    return chunked.chunked_scan_launch_config(batch, channels, length, 2, n_state, interpreted, sms,
                                               token_blocks=token_blocks) is None
 
 

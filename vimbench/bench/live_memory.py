@@ -22,6 +22,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 
 GIB = 2 ** 30
+# The GPU whose choices the estimates follow where they depend on its size (the H100's and the H200's SMs).
+ESTIMATE_GPU_SMS = 132
 _AUTOCAST_OPS = {torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default,
                  torch.ops.aten.convolution.default}
 
@@ -85,8 +87,10 @@ class LiveBytes(TorchDispatchMode):
         return self.peak / GIB
 
 
-def allocation_twin_ops():
-    """The Triton backend's allocations without its arithmetic (see the module docstring)."""
+def allocation_twin_ops(gpu_sms: int = ESTIMATE_GPU_SMS):
+    """The Triton backend's allocations without its arithmetic (see the module docstring), with its choices as on
+    a GPU of `gpu_sms` SMs (whether an eager scan takes dt_proj: not where it runs chunk-parallel)."""
+    from kernels.selective_scan.fwd import eager_scan_takes_dt_proj
     from vimbench.models.ops import VimOps
 
     def add_rmsnorm(x, residual, weight, eps=1e-5, out_dtype=None):
@@ -129,8 +133,12 @@ def allocation_twin_ops():
             return out
         return torch.empty((2, u.shape[1] * u.shape[3], x_proj_t.shape[-1]), dtype=out_dtype, device=u.device)
 
+    def scan_takes_dt_proj(batch, channels, length, dt_rank, n_state, device):  # as on the GPU, not the interpreter
+        return eager_scan_takes_dt_proj(batch, channels, length, dt_rank, n_state, device, gpu_sms=gpu_sms)
+
     return VimOps("triton-allocations", add_rmsnorm, conv1d_silu_bidir, bimamba_scan, scan_fuses_dt_proj=True,
-                  zgate=zgate, conv_xproj=conv_xproj, norm_in_proj=norm_in_proj, x_proj_rows=x_proj_rows)
+                  scan_takes_dt_proj=scan_takes_dt_proj, zgate=zgate, conv_xproj=conv_xproj,
+                  norm_in_proj=norm_in_proj, x_proj_rows=x_proj_rows)
 
 
 def vim_peak_bytes(name: str, res: int, batch: int, dtype: str = "bf16", batch_slice: int = 0,
