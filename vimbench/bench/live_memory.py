@@ -10,7 +10,9 @@ reserved), workspace memory inside cuBLAS/cuDNN, and autocast on the meta device
 new tensor like autocast's, except that parameters' casts count once as autocast's cache holds them).
 
 `allocation_twin_ops()` is a Vim op table that allocates exactly what the Triton ops allocate (same shapes, dtypes
-and layouts; the scan writes its halves over u) and computes nothing: memory accounting only.
+and layouts; the scan writes its halves over u) and computes nothing: memory accounting only. Where the Triton
+backend's choices depend on the GPU's size (whether an eager scan takes dt_proj), it answers as on
+ESTIMATE_GPU_SMS SMs.
 """
 from __future__ import annotations
 
