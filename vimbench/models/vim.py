@@ -681,7 +681,8 @@ class VisionMamba(nn.Module):
 
     img_size fixes the number of patches (and the position embedding's length); inputs must be that size.
     batch_slice: at inference, each mixer processes the batch in slices of this many images (0: all at once);
-    its temporaries then scale with the slice, not the batch. Measured trade-off and estimate: README ("Memory").
+    its temporaries then scale with the slice, not the batch. Estimate: README ("Memory"); measured trade-off:
+    results/README.md ("Memory modes and batch slicing, measured").
     train_boundary: what the mixers' autograd graph keeps in training (TRAIN_BOUNDARIES; "fused" by default).
     fuse_dt_proj: at inference on the triton backend the scan applies dt_proj itself (no delta tensor). True: always
     (a memory mode); None (the default): where the launches are host-bound, eager calls of at most
