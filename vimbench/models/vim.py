@@ -37,8 +37,9 @@ PAD_DT_GEMM = True
 # traced forwards keep the delta GEMM (its GPU time won at batch 1 against the token walk), except where the scan
 # runs in token blocks (FUSE_DT_IN_TOKEN_BLOCKS). The limit is the largest size measured a win: 224 px batch 128
 # (25,216 rows; H100, results/history/hostmodes-b128-h100-2026-12-07ah.json: 20 back-to-back eager forwards 0.978x,
-# faster in all 6 paired rounds; graph replay 6,777 vs 6,789 us). At 1248 px batch 64 (389k rows) the fused scan
-# is slower (3.49 vs 2.92 ms); 16,384 before session ah.
+# faster in all 6 paired rounds; graph replay 6,777 vs 6,789 us). Checked between the measured wins at 384 px batch
+# 32 (18,464 rows; results/history/hostmodes-r384-b32-h100-2026-12-07aj.json: 0.914x, graph +1.4%). At 1248 px batch
+# 64 (389k rows) the fused scan is slower (3.49 vs 2.92 ms); 16,384 before session ah.
 FUSE_DT_MAX_ROWS = 25216
 # Captured and traced inference (fuse_dt_proj None) hands the scan dt_proj too where the fused scan runs the
 # token-block kernel in one pass (ops.scan_blocks_take_dt_proj: batch 1-8 at 224 px), whose blocks form delta
