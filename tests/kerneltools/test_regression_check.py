@@ -167,11 +167,17 @@ def test_suite_cases_have_roofline_floors():
 
 
 def test_suite_keeps_the_baseline_case_names():
-    """The committed baseline's keys are the suite's case names: renaming a case would orphan its timings."""
+    """Every committed baseline's keys are the suite's case names (renaming a case would orphan its timings), and
+    the folder holds one baseline per GPU (what `--baseline results/baselines/` needs)."""
     from pathlib import Path
 
-    _, cases = rg.load_baseline(Path(__file__).resolve().parents[2] / "results" / "baselines" / "h200.json")
-    assert {c.name for c in rg.default_suite()} == set(cases)
+    folder = Path(__file__).resolve().parents[2] / "results" / "baselines"
+    found = rg.load_baseline_folder(folder)
+    assert "h200.json" in [p.name for p, _, _ in found]
+    for path, _, cases in found:
+        assert {c.name for c in rg.default_suite()} == set(cases), path.name
+    gpus = [header["gpu"] for _, header, _ in found]
+    assert len(gpus) == len(set(gpus))
 
 
 def test_only_selects_cases_by_substring():
@@ -246,15 +252,12 @@ def test_confirmation_is_interleaved_and_uses_a_robust_statistic():
         rg.confirm_regressions(first, timer, rounds=0)
 
 
-@pytest.mark.parametrize("kind, message", [("dir", "is a folder"), ("binary", "is binary"),
-                                           ("gzip", "is binary")])
+@pytest.mark.parametrize("kind, message", [("binary", "is binary"), ("gzip", "is binary")])
 def test_unreadable_baselines_are_one_line(tmp_path, kind, message):
     import gzip
 
     path = tmp_path / "h200.json"
-    if kind == "dir":
-        path.mkdir()
-    elif kind == "binary":
+    if kind == "binary":
         path.write_bytes(bytes(range(128, 256)))
     else:
         path.write_bytes(gzip.compress(b'{"schema": "x"}'))
@@ -262,3 +265,42 @@ def test_unreadable_baselines_are_one_line(tmp_path, kind, message):
         rg.load_baseline(path)
     result = CliRunner().invoke(_app(), ["check", "--baseline", str(path)])
     assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+
+
+def _write(folder, name, gpu, ms=1.0):
+    rg.write_baseline(folder / name, {"a": _t("a", ms, ms)}, gpu, {}, {"repeats": 2})
+
+
+def test_a_baseline_folder_gives_this_gpus_file(tmp_path):
+    _write(tmp_path, "h200.json", "NVIDIA H200", 1.0)
+    _write(tmp_path, "h100.json", "NVIDIA H100 80GB HBM3", 2.0)
+    (tmp_path / "notes.txt").write_text("not a baseline")  # other files are ignored
+    found = rg.load_baseline_folder(tmp_path)
+    assert [p.name for p, _, _ in found] == ["h100.json", "h200.json"]
+    path, header, cases = rg.pick_baseline(found, "NVIDIA H100 80GB HBM3", tmp_path)
+    assert path.name == "h100.json" and header["gpu"] == "NVIDIA H100 80GB HBM3" and cases["a"].median_ms == 2.0
+    assert rg.pick_baseline(found, "NVIDIA H200", tmp_path)[2]["a"].median_ms == 1.0
+    with pytest.raises(VimbenchError, match=r"no baseline in .* measured on Tesla T4 \(it holds h100.json "
+                                            r"\(NVIDIA H100 80GB HBM3\), h200.json \(NVIDIA H200\)\)"):
+        rg.pick_baseline(found, "Tesla T4", tmp_path)
+    _write(tmp_path, "h200-old.json", "NVIDIA H200")
+    with pytest.raises(VimbenchError, match="several baselines .* h200-old.json, h200.json"):
+        rg.pick_baseline(rg.load_baseline_folder(tmp_path), "NVIDIA H200", tmp_path)
+
+
+@pytest.mark.parametrize("content, message", [(None, "holds no .json baseline"),
+                                              ("not json", "bad.json is not valid JSON")])
+def test_bad_baseline_folders_are_one_line_on_any_machine(tmp_path, content, message):
+    if content is not None:
+        _write(tmp_path, "good.json", "NVIDIA H200")
+        (tmp_path / "bad.json").write_text(content)
+    with pytest.raises(VimbenchError, match=message):
+        rg.load_baseline_folder(tmp_path)
+    result = CliRunner().invoke(_app(), ["check", "--baseline", str(tmp_path)])
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+
+
+def test_update_needs_a_file_not_a_folder(tmp_path):
+    result = CliRunner().invoke(_app(), ["check", "--baseline", str(tmp_path), "--update"])
+    assert result.exit_code == 2 and "give its path" in result.output and "Traceback" not in result.output
+    assert list(tmp_path.iterdir()) == []

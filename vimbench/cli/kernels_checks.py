@@ -14,7 +14,8 @@ REGRESSION_EXIT = 1
 
 @user_errors
 def check(
-    baseline: Path = typer.Option(..., "--baseline", help="Baseline JSON, e.g. results/baselines/h200.json."),
+    baseline: Path = typer.Option(..., "--baseline", help="Baseline JSON, e.g. results/baselines/h200.json, or a "
+                                  "folder of them: the one measured on this GPU is used (with --update: a file)."),
     update: bool = typer.Option(False, "--update", help="Time the suite and write it as the new baseline."),
     repeats: int = typer.Option(5, "--repeats", min=2, help="Independent do_bench medians per case (noise estimate)."),
     only: str = typer.Option("", "--only", help="Comma-separated substrings: time only cases whose name contains one."),
@@ -25,24 +26,30 @@ def check(
     """Re-time the Triton kernel suite and compare with a baseline. A case beyond the noise threshold
     max(5%, 3 x relative spread of the repeats, 0.03 ms / baseline ms) is re-measured (interleaved with the other
     flagged cases): exit 1 only when that confirms the regression ("unstable" cases are reported, exit 0), 2 on bad
-    input or no GPU.
+    input or no GPU. Baselines are per GPU model: given a folder, the check uses the file whose recorded GPU is
+    this one.
 
     Examples:
 
     ```
-    vimbench kernels check --baseline results/baselines/h200.json
+    vimbench kernels check --baseline results/baselines/
     vimbench kernels check --baseline results/baselines/h200.json --only scan --repeats 3
+    vimbench kernels check --baseline results/baselines/h100.json --update   # a new GPU's baseline
     ```
     """
     from vimbench import render
     from vimbench.errors import VimbenchError
     from vimbench.kerneltools import regression as rg
 
-    base_cases = None
+    base_cases, in_folder = None, None
     if update:
         from vimbench.results import check_output_file
 
+        if baseline.is_dir():
+            raise VimbenchError(f"--update writes one baseline file; give its path, e.g. {baseline / 'h100.json'}")
         check_output_file(baseline, "baseline")  # before the suite is timed
+    elif baseline.is_dir():
+        in_folder = rg.load_baseline_folder(baseline)  # read before the GPU check: bad files fail on any machine
     else:
         header, base_cases = rg.load_baseline(baseline)
     import torch
@@ -51,6 +58,8 @@ def check(
         raise VimbenchError("`vimbench kernels check` times kernels on a CUDA GPU and none is present here; "
                             "use `vimbench kernels static` on a CPU machine")
     gpu = torch.cuda.get_device_name(0)
+    if in_folder is not None:
+        baseline, header, base_cases = rg.pick_baseline(in_folder, gpu, baseline)
     if base_cases is not None:
         rg.check_baseline_gpu(header, gpu, baseline)
     cases = rg.select_cases(rg.default_suite(), only)

@@ -218,6 +218,34 @@ def select_cases(cases: list[TimedCase], only: str) -> list[TimedCase]:
     return chosen
 
 
+def load_baseline_folder(folder: Path) -> list[tuple[Path, dict[str, Any], dict[str, CaseTiming]]]:
+    """(path, header, cases) of every baseline file (*.json) in `folder`, by file name; VimbenchError if it holds
+    none or one of them is not a readable baseline (naming it)."""
+    folder = Path(folder)
+    try:
+        paths = sorted(p for p in folder.iterdir() if p.suffix == ".json")
+    except OSError as exc:
+        raise VimbenchError(f"cannot list the baseline folder {folder}: {exc.strerror or exc}") from exc
+    if not paths:
+        raise VimbenchError(f"the baseline folder {folder} holds no .json baseline; create one on the GPU with "
+                            f"`vimbench kernels check --baseline {folder / 'GPU.json'} --update`")
+    return [(path, *load_baseline(path)) for path in paths]
+
+
+def pick_baseline(baselines: list[tuple[Path, dict[str, Any], dict[str, CaseTiming]]], gpu: str, folder: Path
+                  ) -> tuple[Path, dict[str, Any], dict[str, CaseTiming]]:
+    """The one baseline of `load_baseline_folder(folder)` measured on `gpu` (its recorded name, exactly)."""
+    matching = [b for b in baselines if b[1].get("gpu") == gpu]
+    if len(matching) == 1:
+        return matching[0]
+    if matching:
+        raise VimbenchError(f"several baselines in {folder} were measured on {gpu}: "
+                            f"{', '.join(p.name for p, _, _ in matching)}; keep one")
+    have = ", ".join(f"{p.name} ({h.get('gpu') or 'no GPU recorded'})" for p, h, _ in baselines)
+    raise VimbenchError(f"no baseline in {folder} was measured on {gpu} (it holds {have}); create one with "
+                        f"`vimbench kernels check --baseline {folder / 'GPU.json'} --update`")
+
+
 def check_baseline_gpu(header: dict[str, Any], gpu: str, path: Path) -> None:
     """A baseline compares only on the GPU it was measured on."""
     if header.get("gpu") and header["gpu"] != gpu:
