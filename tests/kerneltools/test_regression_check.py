@@ -304,3 +304,37 @@ def test_update_needs_a_file_not_a_folder(tmp_path):
     result = CliRunner().invoke(_app(), ["check", "--baseline", str(tmp_path), "--update"])
     assert result.exit_code == 2 and "give its path" in result.output and "Traceback" not in result.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_partial_update_keeps_the_other_cases_and_records_itself(tmp_path):
+    path = tmp_path / "h100.json"
+    rg.write_baseline(path, {"a": _t("a", 1.0, 1.0), "b": _t("b", 2.0, 2.0)}, "NVIDIA H100", {"git_commit": "old"},
+                      {"repeats": 2})
+    env = {"git_commit": "abc1234", "timestamp": "2026-12-07T10:00:00+00:00"}
+    rg.update_baseline_cases(path, {"a": _t("a", 0.5, 0.5)}, "NVIDIA H100", env, "vimbench kernels check --only a")
+    header, cases = rg.load_baseline(path)
+    assert cases["a"].median_ms == 0.5 and cases["b"].median_ms == 2.0
+    assert header["env"] == {"git_commit": "old"}  # the full run's environment stays
+    assert header["partial_updates"] == [{"commit": "abc1234", "timestamp": "2026-12-07T10:00:00+00:00",
+                                          "command": "vimbench kernels check --only a", "cases": ["a"]}]
+    before = path.read_text()
+    with pytest.raises(VimbenchError, match="measured on NVIDIA H100, this GPU is NVIDIA H200"):
+        rg.update_baseline_cases(path, {"b": _t("b", 9.0, 9.0)}, "NVIDIA H200", env, "x")
+    assert path.read_text() == before
+
+
+@pytest.mark.parametrize("existing, message", [(None, "does not exist"), ("not json", "is not valid JSON"),
+                                               ("good", "none is present|measured on Imaginary GPU")])
+def test_partial_update_is_checked_before_anything_is_timed(tmp_path, existing, message):
+    """Nothing is timed and the file is untouched: no file, a bad one, no GPU here (CI), or (on a GPU machine) a
+    baseline of another GPU."""
+    path = tmp_path / "h100.json"
+    if existing == "good":
+        _write(tmp_path, "h100.json", "Imaginary GPU")
+    elif existing is not None:
+        path.write_text(existing)
+    before = path.read_text() if path.exists() else None
+    result = CliRunner().invoke(_app(), ["check", "--baseline", str(path), "--update", "--only", "scan"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert any(m in result.output for m in message.split("|")), result.output
+    assert (path.read_text() if path.exists() else None) == before

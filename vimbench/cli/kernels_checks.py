@@ -16,7 +16,8 @@ REGRESSION_EXIT = 1
 def check(
     baseline: Path = typer.Option(..., "--baseline", help="Baseline JSON, e.g. results/baselines/h200.json, or a "
                                   "folder of them: the one measured on this GPU is used (with --update: a file)."),
-    update: bool = typer.Option(False, "--update", help="Time the suite and write it as the new baseline."),
+    update: bool = typer.Option(False, "--update", help="Time the suite and write it as the new baseline (with "
+                                "--only: re-time those cases of an existing baseline, keeping the others)."),
     repeats: int = typer.Option(5, "--repeats", min=2, help="Independent do_bench medians per case (noise estimate)."),
     only: str = typer.Option("", "--only", help="Comma-separated substrings: time only cases whose name contains one."),
     confirm_rounds: int = typer.Option(5, "--confirm-rounds", min=1,
@@ -35,6 +36,7 @@ def check(
     vimbench kernels check --baseline results/baselines/
     vimbench kernels check --baseline results/baselines/h200.json --only scan --repeats 3
     vimbench kernels check --baseline results/baselines/h100.json --update   # a new GPU's baseline
+    vimbench kernels check --baseline results/baselines/h100.json --update --only bimamba_scan_bwd   # re-time some
     ```
     """
     from vimbench import render
@@ -47,6 +49,11 @@ def check(
 
         if baseline.is_dir():
             raise VimbenchError(f"--update writes one baseline file; give its path, e.g. {baseline / 'h100.json'}")
+        if only.strip():  # re-time some cases of an existing baseline: it must be readable (and writable) first
+            if not baseline.exists():
+                raise VimbenchError(f"--update --only re-times cases of an existing baseline, and {baseline} does not "
+                                    f"exist; a new baseline times the whole suite (--update without --only)")
+            header, _ = rg.load_baseline(baseline)
         check_output_file(baseline, "baseline")  # before the suite is timed
     elif baseline.is_dir():
         in_folder = rg.load_baseline_folder(baseline)  # read before the GPU check: bad files fail on any machine
@@ -60,17 +67,25 @@ def check(
     gpu = torch.cuda.get_device_name(0)
     if in_folder is not None:
         baseline, header, base_cases = rg.pick_baseline(in_folder, gpu, baseline)
-    if base_cases is not None:
+    if base_cases is not None or (update and only.strip()):
         rg.check_baseline_gpu(header, gpu, baseline)
     cases = rg.select_cases(rg.default_suite(), only)
     with render.progress_bar(len(cases), "kernels") as update_bar:
         timings = rg.run_suite(cases, repeats, progress=update_bar)
     if update:
+        import shlex
+        import sys
+
         from vimbench.bench.env import collect_env
 
-        rg.write_baseline(baseline, timings, gpu, collect_env("cuda"),
-                          {"repeats": repeats, "timer": "triton.testing.do_bench(return_mode='median')"})
-        render.table(f"new baseline: {baseline}", ["case", "median ms", "spread %"],
+        if only.strip():
+            command = "vimbench " + shlex.join(sys.argv[1:])
+            rg.update_baseline_cases(baseline, timings, gpu, collect_env("cuda"), command)
+        else:
+            rg.write_baseline(baseline, timings, gpu, collect_env("cuda"),
+                              {"repeats": repeats, "timer": "triton.testing.do_bench(return_mode='median')"})
+        render.table(f"{'updated cases of' if only.strip() else 'new'} baseline: {baseline}",
+                     ["case", "median ms", "spread %"],
                      [[name, t.median_ms, 100 * t.spread] for name, t in timings.items()], digits=3)
         return
     comparisons = rg.compare_timings(base_cases, timings)

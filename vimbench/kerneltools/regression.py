@@ -181,6 +181,22 @@ def write_baseline(path: Path, timings: dict[str, CaseTiming], gpu: str | None, 
     path.write_text(json.dumps(data, indent=1) + "\n")
 
 
+def update_baseline_cases(path: Path, timings: dict[str, CaseTiming], gpu: str, env: dict[str, Any],
+                          command: str) -> None:
+    """Replace some cases of an existing baseline (`--update --only`): the other cases and the header stay as they
+    were, and the file's `partial_updates` list records which cases were re-timed, when, by which command, at which
+    commit. The baseline must have been measured on `gpu`."""
+    path = Path(path)
+    header, _ = load_baseline(path)
+    check_baseline_gpu(header, gpu, path)
+    data = json.loads(path.read_text())
+    data["cases"].update({name: t.to_json() for name, t in timings.items()})
+    data.setdefault("partial_updates", []).append({
+        "commit": env.get("git_commit"), "timestamp": env.get("timestamp"), "command": command,
+        "cases": sorted(timings)})
+    path.write_text(json.dumps(data, indent=1) + "\n")
+
+
 # ---------------------------------------------------------------------------------------------- the suite (GPU)
 
 @dataclass(frozen=True)
