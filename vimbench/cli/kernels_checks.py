@@ -44,12 +44,13 @@ def check(
     from vimbench.kerneltools import regression as rg
 
     base_cases, in_folder = None, None
+    partial = update and bool(only.strip())  # re-time some cases of an existing baseline
     if update:
         from vimbench.results import check_output_file
 
         if baseline.is_dir():
             raise VimbenchError(f"--update writes one baseline file; give its path, e.g. {baseline / 'h100.json'}")
-        if only.strip():  # re-time some cases of an existing baseline: it must be readable (and writable) first
+        if partial:  # the existing baseline must be readable (and writable) first
             if not baseline.exists():
                 raise VimbenchError(f"--update --only re-times cases of an existing baseline, and {baseline} does not "
                                     f"exist; a new baseline times the whole suite (--update without --only)")
@@ -67,7 +68,7 @@ def check(
     gpu = torch.cuda.get_device_name(0)
     if in_folder is not None:
         baseline, header, base_cases = rg.pick_baseline(in_folder, gpu, baseline)
-    if base_cases is not None or (update and only.strip()):
+    if base_cases is not None or partial:
         rg.check_baseline_gpu(header, gpu, baseline)
     cases = rg.select_cases(rg.default_suite(), only)
     with render.progress_bar(len(cases), "kernels") as update_bar:
@@ -78,13 +79,13 @@ def check(
 
         from vimbench.bench.env import collect_env
 
-        if only.strip():
+        if partial:
             command = "vimbench " + shlex.join(sys.argv[1:])
             rg.update_baseline_cases(baseline, timings, gpu, collect_env("cuda"), command)
         else:
             rg.write_baseline(baseline, timings, gpu, collect_env("cuda"),
                               {"repeats": repeats, "timer": "triton.testing.do_bench(return_mode='median')"})
-        render.table(f"{'updated cases of' if only.strip() else 'new'} baseline: {baseline}",
+        render.table(f"{'updated cases of' if partial else 'new'} baseline: {baseline}",
                      ["case", "median ms", "spread %"],
                      [[name, t.median_ms, 100 * t.spread] for name, t in timings.items()], digits=3)
         return
