@@ -2,6 +2,7 @@
 an axis of the sweep that reaches the model, and clear errors."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -159,3 +160,73 @@ def test_the_estimate_follows_the_gpus_dt_proj_choice():
     assert twin.scan_takes_dt_proj(24, 384, 1025, 12, 16, meta), "one pass from batch 22"
     assert twin.scan_takes_dt_proj(1, 384, 197, 12, 16, meta), "short sequences never chunk in eager calls"
     assert allocation_twin_ops(gpu_sms=8).scan_takes_dt_proj(16, 384, 1025, 12, 16, meta), "a small GPU: one pass"
+
+
+@pytest.mark.parametrize("backend, batch, res", [("torch", 5, 32), ("triton", 3, 16)])
+def test_split_modes_make_x_and_the_conv_in_slices_with_the_same_output(monkeypatch, backend, batch, res):
+    """Eager split/lean/lean-gated mixers make x = h W_x^T and the conv in slices of at most X_CONV_SLICE_ROWS
+    token rows, each slice's conv writing its images' part of one u: with a limit that cuts the batch into uneven
+    slices (5 images of 5 tokens in slices of 2, 2, 1; triton: 3 images of 2 tokens in 2 + 1), every mode still
+    gives the default's output, and the conv ran once per slice."""
+    import vimbench.models.vim as vim
+
+    model_tokens = (res // 16) ** 2 + 1
+    monkeypatch.setattr(vim, "X_CONV_SLICE_ROWS", 2 * model_tokens)
+    torch.manual_seed(0)
+    model = create_model("vim_test", img_size=res, backend=backend).eval()
+    calls = []
+    for layer in model.layers:
+        conv = layer.mixer.ops.conv1d_silu_bidir
+        layer.mixer.ops = dataclasses.replace(
+            layer.mixer.ops, conv1d_silu_bidir=lambda *a, _conv=conv, **k: calls.append(a[0].shape[0]) or _conv(*a, **k))
+    images = torch.randn(batch, 3, res, res)
+    out = {}
+    with torch.inference_mode():
+        for mode in ("default", "split", "lean-gated") if backend == "torch" else ("default", "lean", "lean-gated"):
+            calls.clear()
+            set_memory_mode(model, mode)
+            out[mode] = model(images)
+            per_layer = calls[:len(calls) // len(model.layers)]
+            assert per_layer == ([batch] if mode == "default" else ([2, 2, 1] if batch == 5 else [2, 1])), mode
+    for mode, value in out.items():
+        torch.testing.assert_close(value, out["default"], rtol=1e-5, atol=1e-5, msg=mode)
+
+
+def test_lean_gated_gates_over_the_scan_output_in_eager_calls(monkeypatch):
+    """In eager lean-gated inference the gated sum is written over the scan's first half (zgate's out= lies over
+    y[0] element for element), so the gate's output takes no memory of its own; traced calls keep the functional
+    op."""
+    import vimbench.models.vim as vim
+
+    model = create_model("vim_test", img_size=32, backend="torch", vim_memory="lean-gated").eval()
+    mixer = model.layers[0].mixer
+    seen = []
+    zgate = mixer.ops.zgate
+    mixer.ops = dataclasses.replace(mixer.ops, zgate=lambda y, h, w, out=None: seen.append((y, out)) or zgate(y, h, w, out))
+    with torch.inference_mode():
+        model(torch.randn(2, 3, 32, 32))
+    (y, out), = seen
+    assert out is not None and out.data_ptr() == y.data_ptr() and out.shape == (2, y.shape[-1], y.shape[-2])
+    seen.clear()
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    with torch.inference_mode():
+        mixer(torch.randn(2, 5, model.embed_dim))
+    assert seen[0][1] is None
+
+
+def test_the_conv_slices_and_the_gate_over_u_lower_the_estimated_peak(monkeypatch):
+    """On the meta device (Vim-Ti, 512 px, batch 16, bf16, lean-gated): slicing x and the conv into 4 lowers the
+    estimated peak by at least half of x's bytes against one slice (x alive beside u was one of the two largest
+    points; the gate's, written over u, is below it now)."""
+    import vimbench.models.registry as registry
+    import vimbench.models.vim as vim
+    from vimbench.bench.live_memory import vim_peak_bytes
+
+    real = registry.create_model
+    monkeypatch.setattr(registry, "create_model", lambda *a, **k: real(*a, vim_memory="lean-gated", **k))
+    tokens = 16 * ((512 // 16) ** 2 + 1)
+    monkeypatch.setattr(vim, "X_CONV_SLICE_ROWS", 1 << 30)
+    whole = vim_peak_bytes("vim_t", 512, 16, "bf16")
+    monkeypatch.setattr(vim, "X_CONV_SLICE_ROWS", tokens // 4)
+    sliced = vim_peak_bytes("vim_t", 512, 16, "bf16")
+    assert whole - sliced >= 0.5 * tokens * 384 * 2

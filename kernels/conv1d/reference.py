@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 
 
-def conv1d_silu_bidir_ref(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def conv1d_silu_bidir_ref(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                          out: torch.Tensor | None = None) -> torch.Tensor:
     """Both directions' conv + SiLU in natural token order.
 
     x: (batch, E, L), any float dtype. weight: (2, E, K); weight[0] holds the forward (causal) taps,
@@ -14,6 +15,7 @@ def conv1d_silu_bidir_ref(x: torch.Tensor, weight: torch.Tensor, bias: torch.Ten
     reference is the float64 spec the backward kernels are tested against):
         out[0, :, :, t] = silu(bias[0] + sum_k weight[0, :, k] * x[..., t - K + 1 + k])   (zero left padding)
         out[1, :, :, t] = silu(bias[1] + sum_k weight[1, :, k] * x[..., t + K - 1 - k])   (zero right padding)
+    out: a (2, batch, E, L) buffer in x's dtype to write instead (any strides), as the Triton op takes one.
     """
     channels, width = x.shape[1], weight.shape[-1]
     compute = torch.promote_types(x.dtype, torch.float32)
@@ -23,7 +25,8 @@ def conv1d_silu_bidir_ref(x: torch.Tensor, weight: torch.Tensor, bias: torch.Ten
     fwd = F.conv1d(F.pad(xf, (width - 1, 0)), wf[0].unsqueeze(1), bf[0], groups=channels)
     # Anti-causal taps are the causal ones mirrored: F.conv1d correlates, so flip the kernel.
     bwd = F.conv1d(F.pad(xf, (0, width - 1)), wf[1].flip(-1).unsqueeze(1), bf[1], groups=channels)
-    return F.silu(torch.stack([fwd, bwd])).to(x.dtype)
+    result = F.silu(torch.stack([fwd, bwd])).to(x.dtype)
+    return result if out is None else out.copy_(result)
 
 
 def conv1d_silu_bidir_bwd_ref(dout: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,

@@ -117,10 +117,33 @@ def _check(y: torch.Tensor, h: torch.Tensor, z_weight: torch.Tensor) -> None:
         raise ValueError(f"h must be fp32, bf16 or fp16; got {h.dtype}")
 
 
-def zgate(y: torch.Tensor, h: torch.Tensor, z_weight: torch.Tensor) -> torch.Tensor:
-    """(y_f + y_b) * SiLU(h @ z_weight^T) as (batch, L, E); contract: `zgate_ref`."""
+def check_out(y: torch.Tensor, h: torch.Tensor, z_weight: torch.Tensor, out: torch.Tensor) -> None:
+    """`zgate`'s out buffer: (batch, L, E) in y's dtype on y's device, apart from h and z_weight; it may lie over y
+    only element for element, as y's first direction (halves) or y itself (the sum) seen as (batch, L, E): each
+    program then reads its tile of y before it writes the same tile of out, and no program reads what another
+    writes. ValueError naming what is wrong."""
+    batch, channels, length = y.shape[-3:]
+    if out.shape != (batch, length, channels) or out.dtype != y.dtype or out.device != y.device:
+        raise ValueError(f"out must be {y.dtype} ({batch}, {length}, {channels}) on {y.device}; got {out.dtype} "
+                         f"{tuple(out.shape)} on {out.device}")
+    storage = out.untyped_storage().data_ptr()
+    if any(t.untyped_storage().data_ptr() == storage for t in (h, z_weight)):
+        raise ValueError("out shares memory with h or z_weight")
+    over_y = (out.data_ptr() == y.data_ptr() and out.stride() == (y.stride(-3), y.stride(-1), y.stride(-2)))
+    if y.untyped_storage().data_ptr() == storage and not over_y:
+        raise ValueError("out shares memory with y other than element for element over its first direction (or "
+                         "the sum): pass y[0].transpose(1, 2) (halves) or y.transpose(1, 2) (sum), or a buffer apart")
+
+
+def zgate(y: torch.Tensor, h: torch.Tensor, z_weight: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """(y_f + y_b) * SiLU(h @ z_weight^T) as (batch, L, E); contract: `zgate_ref`. out: the buffer to write
+    (`check_out`: it may lie over y's first direction, so that the gated sum takes no memory of its own); None: a
+    new contiguous tensor."""
     _check(y, h, z_weight)
-    out = zgate_out_like(y)
+    if out is None:
+        out = zgate_out_like(y)
+    else:
+        check_out(y, h, z_weight, out)
     batch, channels, length = y.shape[-3:]
     rows, dim = batch * length, h.shape[2]
     if rows == 0 or channels == 0:

@@ -58,6 +58,39 @@ def test_zgate_strided_inputs(op, device):
     torch.testing.assert_close(op.zgate(y_tok, h, w_t).double(), _f64(y, h, w), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("halves", [True, False])
+def test_zgate_writes_over_the_scan_output(op, device, halves):
+    """out= lying over y's first direction (halves) or over the sum, element for element, as lean-gated eager
+    inference passes it: the same values as a new buffer (each program reads its y tile before writing it; several
+    programs, partial tiles); and the reference does the same."""
+    y, h, w = make_inputs(2, 40, 37, 24, device=device, halves=halves)
+    expected = op.zgate(y, h, w)
+    over = (y[0] if halves else y).transpose(1, 2)
+    assert op.zgate(y, h, w, out=over) is over
+    torch.testing.assert_close(over, expected, rtol=0, atol=0)
+    y, h, w = make_inputs(2, 40, 37, 24, halves=halves)
+    over = (y[0] if halves else y).transpose(1, 2)
+    expected = zgate_ref(y, h, w)
+    assert zgate_ref(y, h, w, out=over) is over
+    torch.testing.assert_close(over, expected, rtol=0, atol=0)
+
+
+def test_zgate_refuses_out_buffers_that_would_race(op, device):
+    """An out over y other than element for element (another program would read what it writes), over h, of
+    the wrong shape or dtype: one clear ValueError each."""
+    y, h, w = make_inputs(2, 40, 37, 24, device=device)
+    with pytest.raises(ValueError, match="element for element"):  # the second direction: the check keeps
+        op.zgate(y, h, w, out=y[1].transpose(1, 2))  # to the two maps named in fwd.check_out
+    with pytest.raises(ValueError, match="element for element"):  # y's first element, rows of another stride
+        op.zgate(y, h, w, out=torch.as_strided(y, (2, 37, 40), (y.stride(1), 40, 1)))
+    with pytest.raises(ValueError, match="h or z_weight"):
+        op.zgate(y, h, w, out=h[..., :1].expand(2, 37, 40))
+    with pytest.raises(ValueError, match="out must be"):
+        op.zgate(y, h, w, out=torch.empty(2, 37, 39, device=device))
+    with pytest.raises(ValueError, match="out must be"):
+        op.zgate(y, h, w, out=torch.empty(2, 37, 40, dtype=torch.float64, device=device))
+
+
 def test_zgate_refuses_autograd_and_bad_shapes(op, device):
     y, h, w = make_inputs(1, 8, 3, 4, device=device)
     with pytest.raises(NotImplementedError, match="no backward"):

@@ -113,7 +113,9 @@ def allocation_twin_ops(gpu_sms: int = ESTIMATE_GPU_SMS):
             return out if out is not None else torch.empty_like(u)
         return torch.empty_like(u[0])
 
-    def zgate(y, h, z_weight):  # kernels.zgate.fwd.zgate_out_like
+    def zgate(y, h, z_weight, out=None):  # kernels.zgate.fwd.zgate_out_like
+        if out is not None:
+            return out
         batch, channels, length = y.shape[-3:]
         return torch.empty((batch, length, channels), dtype=y.dtype, device=y.device)
 

@@ -20,8 +20,9 @@ which computes delta first); None where the backend has no fused scan.
                       -> (B, L, D) training: in_proj -> conv -> x_proj -> dt_proj -> scan -> out_proj as one
                       differentiable op
                       (kernels.bimamba_inner); None in a table without one (the mixer then trains op by op)
-    zgate(y, h, z_weight) -> (B, L, E)    inference: (y_f + y_b) * SiLU(h @ z_weight^T) from the scan's ungated
-                      halves (or their sum), z made inside the op (kernels.zgate; memory mode lean-gated)
+    zgate(y, h, z_weight, out=None) -> (B, L, E)    inference: (y_f + y_b) * SiLU(h @ z_weight^T) from the scan's
+                      ungated halves (or their sum), z made inside the op (kernels.zgate; memory mode lean-gated);
+                      out may lie over y's first direction (y[0].transpose(1, 2)) or the sum (y.transpose(1, 2))
     conv_xproj(x, weight, bias, x_proj_t, out_dtype, out=None) -> (u, x_dbl)    inference: conv1d_silu_bidir and
                       the x_proj GEMM in one launch (kernels.conv1d.xproj; x channel-last); None where the backend
                       has none
@@ -30,7 +31,8 @@ which computes delta first); None where the backend has no fused scan.
                       where the backend has none
     x_proj_rows(u, x_proj_t, out_dtype, out=None) -> x_dbl    inference: x_proj on the conv's output u (2, B, E, L)
                       channel-last, (2, B * L, W) (kernels.conv1d.xproj); None where the backend has none
-    (out: the outputs' buffers, written instead of new tensors; eager calls only; conv1d_silu_bidir takes one too)
+    (out: the outputs' buffers, written instead of new tensors; eager calls only; conv1d_silu_bidir and zgate take one
+    too)
 """
 from __future__ import annotations
 

@@ -60,6 +60,14 @@ TRACED_STACKED_WEIGHTS = False
 # bf16, us per call: 1248/64 2,299 vs 610, 224/64 169 vs 24, 224/8 37 vs 7.3, 224/1 37 vs 5.5; kernels/NOTES.md).
 # (The front path below used it until session aa: FRONT_CONV_XPROJ.)
 FUSE_CONV_XPROJ = False
+# Eager inference with in_proj split (memory modes split, lean, lean-gated): x = h W_x^T and the conv run in as many
+# slices of the batch as it takes to keep each under X_CONV_SLICE_ROWS token rows, every slice's conv writing its
+# images' part of one u, so that only a slice's x (B, L, E) is alive beside u. In lean-gated the conv is one of the
+# two points that hold the forward's peak (the other, the gate, writes its sum over u: `_mix_tokens`). Estimated on
+# the meta device (results/history/scripts/peaktimeline.py, Vim-Ti 1248 px, batch 64, bf16; kernels/NOTES.md,
+# session ak): lean-gated 2.415 -> 2.276 GiB with both; not yet measured on a GPU. The scan keeps the whole batch's
+# programs, unlike `batch_slice`.
+X_CONV_SLICE_ROWS = 1 << 16
 # Small eager inference on a backend with ops.norm_in_proj (triton): a block's entry, from the previous mixer's
 # out_proj through the residual add and RMSNorm to in_proj, is one launch (kernels/norm_in_proj), then the conv op,
 # x_proj (ops.x_proj_rows; or both as ops.conv_xproj, FRONT_CONV_XPROJ) and the scan: four launches per layer
@@ -527,7 +535,7 @@ class BiMambaMixer(nn.Module):
                     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The mixer up to out_proj (not under the fused training op): (y (B, L, K), out_w (D, K)) whose product
         y @ out_w^T is the mixer's output, y the scan's halves as (B, L, 2E) with out_w doubled along K, the
-        combined or gated output (B, L, E) with out_w once. xz: in_proj's output (B, L, 2E), made by the caller
+        combined or gated output (B, L, E) with out_w once (eager lean-gated: written over the scan's output). xz: in_proj's output (B, L, 2E), made by the caller
         (VisionMamba's front path, `norm_in_proj`), in the default inference layout only (in_proj not split, z not
         gated); h is not read then (None). fuse_conv: the conv and x_proj as one launch (ops.conv_xproj); None:
         as `fuses_conv_xproj` decides. buffers (the front path's): the conv and x_proj (ops.conv_xproj, or
@@ -545,15 +553,15 @@ class BiMambaMixer(nn.Module):
         if split:
             # x alone first; z only once x is dead (after the conv) and x_dbl exists, so x and z are never
             # alive together with u: -0.3 GB at the peak (Vim-Ti 1248 px, b64, bf16) for reading h twice.
-            xz, z = None, None
-            x = F.linear(h, w.in_proj[:inner]).transpose(1, 2)  # (B, E, L) view of (B, L, E)
+            # x itself is made with the conv, in slices of the batch where it is large (`_split_x_conv`).
+            xz, x, z = None, None, None
         else:
             if xz is None:
                 xz = F.linear(h, w.in_proj)  # (B, L, 2E)
             x = xz[..., :inner].transpose(1, 2)  # (B, E, L) view, channel stride 1
             z = xz[..., inner:].transpose(1, 2)
         if fuse_conv is None:
-            fuse_conv = self.fuses_conv_xproj(x)
+            fuse_conv = not split and self.fuses_conv_xproj(x)
         if not split and fuse_conv:  # u and x_dbl from one launch
             reuse = None if buffers is None or buffers.u is None else (buffers.u, buffers.x_dbl)
             u, x_dbl = self.ops.conv_xproj(x, w.conv_w, w.conv_b, w.x_proj_t,
@@ -566,7 +574,10 @@ class BiMambaMixer(nn.Module):
                                          out=buffers.x_dbl)
             buffers.u, buffers.x_dbl = u, x_dbl
         else:
-            u = self.ops.conv1d_silu_bidir(x, w.conv_w, w.conv_b)  # (2, B, E, L); triton: laid out (B, L, 2, E)
+            if split:
+                u = self._split_x_conv(h, w)
+            else:
+                u = self.ops.conv1d_silu_bidir(x, w.conv_w, w.conv_b)  # (2, B, E, L); triton: laid out (B, L, 2, E)
             x = None  # with split, its memory can hold x_dbl and z
             tokens = u.transpose(2, 3).reshape(2, batch * length, inner)  # a view
             if x_dbl_in_fp32(u):
@@ -605,9 +616,14 @@ class BiMambaMixer(nn.Module):
             y = self.ops.bimamba_scan(u, delta, w.A, B, C, w.D, None, w.dt_bias, combine=not halves,
                                       out=u if halves else None, **scan_kw)
             del x, u, x_dbl, delta, B, C
-            gated = self.ops.zgate(y, h, w.in_proj[inner:])
-            del y
-            return gated, (w.out_proj[:, :inner] if halves else w.out_proj)
+            out_w = w.out_proj[:, :inner] if halves else w.out_proj
+            if torch.compiler.is_compiling():  # traced: the functional op, and inductor plans the buffers
+                return self.ops.zgate(y, h, w.in_proj[inner:]), out_w
+            # Eager: the gated sum over y's first direction (or over the sum), element for element, so that the
+            # gate's output takes no memory of its own (-0.28 GB at Vim-Ti 1248 px, b64, bf16, at the gate; u's
+            # storage then lives through out_proj, whose output makes that point -0.14 GB: kernels/NOTES.md,
+            # session ak).
+            return self.ops.zgate(y, h, w.in_proj[inner:], out=(y[0] if halves else y).transpose(1, 2)), out_w
         if not sums_halves_in_gemm(u.dtype):
             y = self.ops.bimamba_scan(u, delta, w.A, B, C, w.D, z, w.dt_bias, **scan_kw)
             y = y.transpose(1, 2)  # (B, L, E)
@@ -621,6 +637,27 @@ class BiMambaMixer(nn.Module):
                                        out=None if u.requires_grad else u, **scan_kw)
         del xz, x, z, u, x_dbl, delta, B, C  # dead: out_proj's output may reuse their memory
         return halves.permute(1, 3, 0, 2).reshape(batch, length, 2 * inner), w.out_proj
+
+    def _split_x_conv(self, h: torch.Tensor, w: MixerWeights) -> torch.Tensor:
+        """in_proj's x half and the conv where in_proj is split: u (2, B, E, L) from x = h @ W_x^T (B, E, L). In
+        eager calls over more than X_CONV_SLICE_ROWS token rows, x is made and convolved in slices of the batch,
+        each slice's conv writing its images' part of one u laid out (B, L, 2, E), as the conv lays out a
+        channel-last input's output; the result is the same (the conv and the GEMM's rows are per image)."""
+        inner = self.d_inner
+        w_x = w.in_proj[:inner]
+        batch, length = h.shape[:2]
+        slices = 1 if torch.compiler.is_compiling() else -(-(batch * length) // X_CONV_SLICE_ROWS)
+        if slices <= 1 or batch == 1:
+            return self.ops.conv1d_silu_bidir(F.linear(h, w_x).transpose(1, 2), w.conv_w, w.conv_b)
+        per = -(-batch // slices)
+        u = None
+        for start in range(0, batch, per):
+            x = F.linear(h[start:start + per], w_x).transpose(1, 2)  # (b, E, L) view of (b, L, E)
+            if u is None:
+                u = x.new_empty((batch, length, 2, inner)).permute(2, 0, 3, 1)
+            self.ops.conv1d_silu_bidir(x, w.conv_w, w.conv_b, out=u[:, start:start + per])
+            del x
+        return u
 
 
 class VimBlock(nn.Module):
