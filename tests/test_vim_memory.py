@@ -176,9 +176,10 @@ def test_split_modes_make_x_and_the_conv_in_slices_with_the_same_output(monkeypa
     model = create_model("vim_test", img_size=res, backend=backend).eval()
     calls = []
     for layer in model.layers:
-        conv = layer.mixer.ops.conv1d_silu_bidir
-        layer.mixer.ops = dataclasses.replace(
-            layer.mixer.ops, conv1d_silu_bidir=lambda *a, _conv=conv, **k: calls.append(a[0].shape[0]) or _conv(*a, **k))
+        def counted(*a, _conv=layer.mixer.ops.conv1d_silu_bidir, **k):
+            calls.append(a[0].shape[0])  # the images of this call
+            return _conv(*a, **k)
+        layer.mixer.ops = dataclasses.replace(layer.mixer.ops, conv1d_silu_bidir=counted)
     images = torch.randn(batch, 3, res, res)
     out = {}
     with torch.inference_mode():
@@ -201,8 +202,10 @@ def test_lean_gated_gates_over_the_scan_output_in_eager_calls(monkeypatch):
     model = create_model("vim_test", img_size=32, backend="torch", vim_memory="lean-gated").eval()
     mixer = model.layers[0].mixer
     seen = []
-    zgate = mixer.ops.zgate
-    mixer.ops = dataclasses.replace(mixer.ops, zgate=lambda y, h, w, out=None: seen.append((y, out)) or zgate(y, h, w, out))
+    def watched(y, h, w, out=None, _zgate=mixer.ops.zgate):
+        seen.append((y, out))
+        return _zgate(y, h, w, out)
+    mixer.ops = dataclasses.replace(mixer.ops, zgate=watched)
     with torch.inference_mode():
         model(torch.randn(2, 3, 32, 32))
     (y, out), = seen

@@ -535,12 +535,13 @@ class BiMambaMixer(nn.Module):
                     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The mixer up to out_proj (not under the fused training op): (y (B, L, K), out_w (D, K)) whose product
         y @ out_w^T is the mixer's output, y the scan's halves as (B, L, 2E) with out_w doubled along K, the
-        combined or gated output (B, L, E) with out_w once (eager lean-gated: written over the scan's output). xz: in_proj's output (B, L, 2E), made by the caller
-        (VisionMamba's front path, `norm_in_proj`), in the default inference layout only (in_proj not split, z not
-        gated); h is not read then (None). fuse_conv: the conv and x_proj as one launch (ops.conv_xproj); None:
-        as `fuses_conv_xproj` decides. buffers (the front path's): the conv and x_proj (ops.conv_xproj, or
-        without fuse_conv ops.conv1d_silu_bidir and ops.x_proj_rows) write u and x_dbl into buffers.u and
-        buffers.x_dbl where they are set (the previous layer's), and leave their outputs there."""
+        combined or gated output (B, L, E) with out_w once (eager lean-gated: written over the scan's output).
+        xz: in_proj's output (B, L, 2E), made by the caller (VisionMamba's front path, `norm_in_proj`), in the
+        default inference layout only (in_proj not split, z not gated); h is not read then (None). fuse_conv: the
+        conv and x_proj as one launch (ops.conv_xproj); None: as `fuses_conv_xproj` decides. buffers (the front
+        path's): the conv and x_proj (ops.conv_xproj, or without fuse_conv ops.conv1d_silu_bidir and
+        ops.x_proj_rows) write u and x_dbl into buffers.u and buffers.x_dbl where they are set (the previous
+        layer's), and leave their outputs there."""
         inner, lay = self.d_inner, self.x_dbl_layout
         rows = h if xz is None else xz
         batch, length = rows.shape[0], rows.shape[1]
@@ -642,7 +643,7 @@ class BiMambaMixer(nn.Module):
         """in_proj's x half and the conv where in_proj is split: u (2, B, E, L) from x = h @ W_x^T (B, E, L). In
         eager calls over more than X_CONV_SLICE_ROWS token rows, x is made and convolved in slices of the batch,
         each slice's conv writing its images' part of one u laid out (B, L, 2, E), as the conv lays out a
-        channel-last input's output; the result is the same (the conv and the GEMM's rows are per image)."""
+        channel-last input's output; the result is the same up to the GEMM's blocking (the conv is per image)."""
         inner = self.d_inner
         w_x = w.in_proj[:inner]
         batch, length = h.shape[:2]
