@@ -163,11 +163,11 @@ def test_the_estimate_follows_the_gpus_dt_proj_choice():
 
 
 @pytest.mark.parametrize("backend, batch, res", [("torch", 5, 32), ("triton", 3, 16)])
-def test_split_modes_make_x_and_the_conv_in_slices_with_the_same_output(monkeypatch, backend, batch, res):
-    """Eager split/lean/lean-gated mixers make x = h W_x^T and the conv in slices of at most X_CONV_SLICE_ROWS
-    token rows, each slice's conv writing its images' part of one u: with a limit that cuts the batch into uneven
-    slices (5 images of 5 tokens in slices of 2, 2, 1; triton: 3 images of 2 tokens in 2 + 1), every mode still
-    gives the default's output, and the conv ran once per slice."""
+def test_lean_gated_makes_x_and_the_conv_in_slices_with_the_same_output(monkeypatch, backend, batch, res):
+    """Eager lean-gated mixers make x = h W_x^T and the conv in slices of at most X_CONV_SLICE_ROWS token rows, each
+    slice's conv writing its images' part of one u: with a limit that cuts the batch into uneven slices (5 images
+    of 5 tokens in slices of 2, 2, 1; triton: 3 images of 2 tokens in 2 + 1), every mode still gives the default's
+    output, the conv ran once per slice in lean-gated and once per layer in the others."""
     import vimbench.models.vim as vim
 
     model_tokens = (res // 16) ** 2 + 1
@@ -188,7 +188,7 @@ def test_split_modes_make_x_and_the_conv_in_slices_with_the_same_output(monkeypa
             set_memory_mode(model, mode)
             out[mode] = model(images)
             per_layer = calls[:len(calls) // len(model.layers)]
-            assert per_layer == ([batch] if mode == "default" else ([2, 2, 1] if batch == 5 else [2, 1])), mode
+            assert per_layer == ([batch] if mode != "lean-gated" else ([2, 2, 1] if batch == 5 else [2, 1])), mode
     for mode, value in out.items():
         torch.testing.assert_close(value, out["default"], rtol=1e-5, atol=1e-5, msg=mode)
 

@@ -60,13 +60,13 @@ TRACED_STACKED_WEIGHTS = False
 # bf16, us per call: 1248/64 2,299 vs 610, 224/64 169 vs 24, 224/8 37 vs 7.3, 224/1 37 vs 5.5; kernels/NOTES.md).
 # (The front path below used it until session aa: FRONT_CONV_XPROJ.)
 FUSE_CONV_XPROJ = False
-# Eager inference with in_proj split (memory modes split, lean, lean-gated): x = h W_x^T and the conv run in as many
-# slices of the batch as it takes to keep each under X_CONV_SLICE_ROWS token rows, every slice's conv writing its
-# images' part of one u, so that only a slice's x (B, L, E) is alive beside u. In lean-gated the conv is one of the
-# two points that hold the forward's peak (the other, the gate, writes its sum over u: `_mix_tokens`). Estimated on
-# the meta device (results/history/scripts/peaktimeline.py, Vim-Ti 1248 px, batch 64, bf16; kernels/NOTES.md,
-# session ak): lean-gated 2.415 -> 2.276 GiB with both; not yet measured on a GPU. The scan keeps the whole batch's
-# programs, unlike `batch_slice`.
+# Eager lean-gated inference: x = h W_x^T and the conv run in as many slices of the batch as it takes to keep each
+# under X_CONV_SLICE_ROWS token rows, every slice's conv writing its images' part of one u, so that only a slice's x
+# (B, L, E) is alive beside u. There the conv is one of the two points that held the forward's peak (the other, the
+# gate, now writes its sum over u: `_mix_tokens`); in split and lean the peak lies elsewhere, so they keep one call.
+# Estimated on the meta device (results/history/scripts/peaktimeline.py, Vim-Ti 1248 px, batch 64, bf16;
+# kernels/NOTES.md, session ak): lean-gated 2.415 -> 2.276 GiB with both; not yet measured on a GPU. The scan keeps
+# the whole batch's programs, unlike `batch_slice`.
 X_CONV_SLICE_ROWS = 1 << 16
 # Small eager inference on a backend with ops.norm_in_proj (triton): a block's entry, from the previous mixer's
 # out_proj through the residual add and RMSNorm to in_proj, is one launch (kernels/norm_in_proj), then the conv op,
@@ -641,13 +641,14 @@ class BiMambaMixer(nn.Module):
 
     def _split_x_conv(self, h: torch.Tensor, w: MixerWeights) -> torch.Tensor:
         """in_proj's x half and the conv where in_proj is split: u (2, B, E, L) from x = h @ W_x^T (B, E, L). In
-        eager calls over more than X_CONV_SLICE_ROWS token rows, x is made and convolved in slices of the batch,
-        each slice's conv writing its images' part of one u laid out (B, L, 2, E), as the conv lays out a
-        channel-last input's output; the result is the same up to the GEMM's blocking (the conv is per image)."""
+        eager lean-gated calls over more than X_CONV_SLICE_ROWS token rows, x is made and convolved in slices of
+        the batch, each slice's conv writing its images' part of one u laid out (B, L, 2, E), as the conv lays out
+        a channel-last input's output; the result is the same up to the GEMM's blocking (the conv is per image)."""
         inner = self.d_inner
         w_x = w.in_proj[:inner]
         batch, length = h.shape[:2]
-        slices = 1 if torch.compiler.is_compiling() else -(-(batch * length) // X_CONV_SLICE_ROWS)
+        eager_gated = self.gates_z() and not torch.compiler.is_compiling()
+        slices = -(-(batch * length) // X_CONV_SLICE_ROWS) if eager_gated else 1
         if slices <= 1 or batch == 1:
             return self.ops.conv1d_silu_bidir(F.linear(h, w_x).transpose(1, 2), w.conv_w, w.conv_b)
         per = -(-batch // slices)
