@@ -64,10 +64,12 @@ FUSE_CONV_XPROJ = False
 # under X_CONV_SLICE_ROWS token rows, every slice's conv writing its images' part of one u, so that only a slice's x
 # (B, L, E) is alive beside u. There the conv is one of the two points that held the forward's peak (the other, the
 # gate, now writes its sum over u: `_mix_tokens`); in split and lean the peak lies elsewhere, so they keep one call.
-# Estimated on the meta device (results/history/scripts/peaktimeline.py, Vim-Ti 1248 px, batch 64, bf16;
-# kernels/NOTES.md, session ak): lean-gated 2.415 -> 2.276 GiB with both; not yet measured on a GPU. The scan keeps
-# the whole batch's programs, unlike `batch_slice`.
-X_CONV_SLICE_ROWS = 1 << 16
+# The scan keeps the whole batch's programs, unlike `batch_slice`. Measured on an H100 (session ak,
+# results/history/leanpeak-h100-2026-12-07ak/, Vim-Ti 1248 px, batch 64, bf16 autocast, eager lean-gated, A B B A in
+# one process, logits bitwise equal): peak allocated 2.448 -> 2.309 GiB with slices of 2^16, 2^17 or 2^18 rows alike
+# (out_proj's point, beside the gated sum over u, then holds the peak), p50 +0.9%, +0.9%, +0.4%; the gate over u
+# without slices 2.448 at the same speed. So two slices there (the meta-device estimate: 2.415 -> 2.276 GiB).
+X_CONV_SLICE_ROWS = 1 << 18
 # Small eager inference on a backend with ops.norm_in_proj (triton): a block's entry, from the previous mixer's
 # out_proj through the residual add and RMSNorm to in_proj, is one launch (kernels/norm_in_proj), then the conv op,
 # x_proj (ops.x_proj_rows; or both as ops.conv_xproj, FRONT_CONV_XPROJ) and the scan: four launches per layer
