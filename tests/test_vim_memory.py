@@ -197,11 +197,10 @@ def test_lean_gated_gates_over_the_scan_output_in_eager_calls(monkeypatch):
     """In eager lean-gated inference the gated sum is written over the scan's first half (zgate's out= lies over
     y[0] element for element), so the gate's output takes no memory of its own; traced calls keep the functional
     op."""
-    import vimbench.models.vim as vim
-
     model = create_model("vim_test", img_size=32, backend="torch", vim_memory="lean-gated").eval()
     mixer = model.layers[0].mixer
     seen = []
+
     def watched(y, h, w, out=None, _zgate=mixer.ops.zgate):
         seen.append((y, out))
         return _zgate(y, h, w, out)
@@ -217,7 +216,7 @@ def test_lean_gated_gates_over_the_scan_output_in_eager_calls(monkeypatch):
     assert seen[0][1] is None
 
 
-def test_the_conv_slices_and_the_gate_over_u_lower_the_estimated_peak(monkeypatch):
+def test_the_conv_slices_lower_the_estimated_lean_gated_peak(monkeypatch):
     """On the meta device (Vim-Ti, 512 px, batch 16, bf16, lean-gated): slicing x and the conv into 4 lowers the
     estimated peak by at least half of x's bytes against one slice (x alive beside u was one of the two largest
     points; the gate's, written over u, is below it now)."""
