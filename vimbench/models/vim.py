@@ -578,7 +578,7 @@ class BiMambaMixer(nn.Module):
             buffers.u, buffers.x_dbl = u, x_dbl
         else:
             if split:
-                u = self._split_x_conv(h, w)
+                u = self._split_x_conv(h, w, in_slices=gate and not torch.compiler.is_compiling())
             else:
                 u = self.ops.conv1d_silu_bidir(x, w.conv_w, w.conv_b)  # (2, B, E, L); triton: laid out (B, L, 2, E)
             x = None  # with split, its memory can hold x_dbl and z
@@ -641,16 +641,16 @@ class BiMambaMixer(nn.Module):
         del xz, x, z, u, x_dbl, delta, B, C  # dead: out_proj's output may reuse their memory
         return halves.permute(1, 3, 0, 2).reshape(batch, length, 2 * inner), w.out_proj
 
-    def _split_x_conv(self, h: torch.Tensor, w: MixerWeights) -> torch.Tensor:
-        """in_proj's x half and the conv where in_proj is split: u (2, B, E, L) from x = h @ W_x^T (B, E, L). In
-        eager lean-gated calls over more than X_CONV_SLICE_ROWS token rows, x is made and convolved in slices of
-        the batch, each slice's conv writing its images' part of one u laid out (B, L, 2, E), as the conv lays out
-        a channel-last input's output; the result is the same up to the GEMM's blocking (the conv is per image)."""
+    def _split_x_conv(self, h: torch.Tensor, w: MixerWeights, in_slices: bool) -> torch.Tensor:
+        """in_proj's x half and the conv where in_proj is split: u (2, B, E, L) from x = h @ W_x^T (B, E, L). With
+        in_slices (the caller's: eager lean-gated calls) over more than X_CONV_SLICE_ROWS token rows, x is made and
+        convolved in slices of the batch, each slice's conv writing its images' part of one u laid out
+        (B, L, 2, E), as the conv lays out a channel-last input's output; the result is the same up to the GEMM's
+        blocking (the conv is per image)."""
         inner = self.d_inner
         w_x = w.in_proj[:inner]
         batch, length = h.shape[:2]
-        eager_gated = self.gates_z() and not torch.compiler.is_compiling()
-        slices = -(-(batch * length) // X_CONV_SLICE_ROWS) if eager_gated else 1
+        slices = -(-(batch * length) // X_CONV_SLICE_ROWS) if in_slices else 1
         if slices <= 1 or batch == 1:
             return self.ops.conv1d_silu_bidir(F.linear(h, w_x).transpose(1, 2), w.conv_w, w.conv_b)
         per = -(-batch // slices)
