@@ -232,3 +232,19 @@ def test_the_conv_slices_lower_the_estimated_lean_gated_peak(monkeypatch):
     monkeypatch.setattr(vim, "X_CONV_SLICE_ROWS", tokens // 4)
     sliced = vim_peak_bytes("vim_t", 512, 16, "bf16")
     assert whole - sliced >= 0.5 * tokens * 384 * 2
+
+
+def test_the_reference_ops_refuse_an_out_they_would_broadcast_or_cast_into():
+    """The torch backend's conv and gate take out= as the Triton ops do; an out of another shape or dtype raises
+    instead of being filled by a broadcast or a silent cast."""
+    from kernels.conv1d.reference import conv1d_silu_bidir_ref
+    from kernels.zgate.reference import zgate_ref
+
+    x, weight, bias = torch.randn(1, 4, 6), torch.randn(2, 4, 4), torch.randn(2, 4)
+    with pytest.raises(ValueError, match="out must be"):
+        conv1d_silu_bidir_ref(x, weight, bias, out=torch.empty(2, 3, 4, 6))
+    with pytest.raises(ValueError, match="out must be"):
+        conv1d_silu_bidir_ref(x, weight, bias, out=torch.empty(2, 1, 4, 6, dtype=torch.float64))
+    y, h, z_weight = torch.randn(2, 1, 4, 6), torch.randn(1, 6, 3), torch.randn(4, 3)
+    with pytest.raises(ValueError, match="out must be"):
+        zgate_ref(y, h, z_weight, out=torch.empty(2, 6, 4))

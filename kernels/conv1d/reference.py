@@ -26,7 +26,11 @@ def conv1d_silu_bidir_ref(x: torch.Tensor, weight: torch.Tensor, bias: torch.Ten
     # Anti-causal taps are the causal ones mirrored: F.conv1d correlates, so flip the kernel.
     bwd = F.conv1d(F.pad(xf, (0, width - 1)), wf[1].flip(-1).unsqueeze(1), bf[1], groups=channels)
     result = F.silu(torch.stack([fwd, bwd])).to(x.dtype)
-    return result if out is None else out.copy_(result)
+    if out is None:
+        return result
+    if out.shape != result.shape or out.dtype != result.dtype:  # copy_ would broadcast or cast without a word
+        raise ValueError(f"out must be {result.dtype} {tuple(result.shape)}; got {out.dtype} {tuple(out.shape)}")
+    return out.copy_(result)
 
 
 def conv1d_silu_bidir_bwd_ref(dout: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,

@@ -18,4 +18,8 @@ def zgate_ref(y: torch.Tensor, h: torch.Tensor, z_weight: torch.Tensor, out: tor
     z = F.linear(h.float(), z_weight.float())  # (batch, L, E)
     total = (y[0] + y[1]) if y.dim() == 4 else y
     gated = (total.float().transpose(1, 2) * F.silu(z)).to(y.dtype)
-    return gated if out is None else out.copy_(gated)
+    if out is None:
+        return gated
+    if out.shape != gated.shape or out.dtype != gated.dtype:  # copy_ would broadcast or cast without a word
+        raise ValueError(f"out must be {gated.dtype} {tuple(gated.shape)}; got {out.dtype} {tuple(out.shape)}")
+    return out.copy_(gated)
