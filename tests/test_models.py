@@ -233,9 +233,8 @@ def test_gradients_reach_every_mixer_parameter():
 
 @pytest.mark.parametrize("backend", ["torch", "triton"])
 def test_mixer_sums_halves_in_the_gemm_like_the_combined_scan(backend, monkeypatch):
-    """The bf16/fp16 path (gated halves summed by out_proj with its weight repeated along K), the same halves added
-    first and multiplied with K = E (ADD_HALVES_FROM_WIDTH, wide models), and the fp32 path (the scan combines)
-    compute the same function; checked in fp32 by switching the choice."""
+    """The bf16/fp16 path (gated halves summed by out_proj with its weight repeated along K) and the fp32 path
+    (the scan combines) compute the same function; checked in fp32 by switching the choice."""
     if backend == "triton":
         pytest.importorskip("triton")
     import vimbench.models.vim as vim
@@ -243,35 +242,14 @@ def test_mixer_sums_halves_in_the_gemm_like_the_combined_scan(backend, monkeypat
     torch.manual_seed(0)
     images = torch.randn(2, 3, 32, 32)
     outputs = {}
-    for halves, add_first in ((False, None), (True, None), (True, 64)):
+    for halves in (False, True):
         monkeypatch.setattr(vim, "sums_halves_in_gemm", lambda dtype, h=halves: h)
-        monkeypatch.setattr(vim, "ADD_HALVES_FROM_WIDTH", add_first)
         torch.manual_seed(1)
         model = create_model("vim_test", img_size=32, num_classes=0, backend=backend).eval()
         assert model.layers[0].mixer.weights(torch.float32).out_proj.shape == (32, (2 if halves else 1) * 64)
         with torch.no_grad():
-            outputs[halves, add_first] = model(images)
-    torch.testing.assert_close(outputs[True, None], outputs[False, None], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(outputs[True, 64], outputs[False, None], rtol=1e-5, atol=1e-5)
-
-
-def test_halves_added_first_only_from_the_width_and_without_autograd(monkeypatch):
-    """ADD_HALVES_FROM_WIDTH: the halves are added over the first one (a view of row stride 2E, no new buffer) in
-    eager inference of mixers at least that wide; narrower mixers and calls under autograd keep the K = 2E GEMM."""
-    import vimbench.models.vim as vim
-
-    mixer = create_model("vim_test", img_size=32, num_classes=0).layers[0].mixer  # E = 64
-    y = torch.randn(2, 5, 128)
-    monkeypatch.setattr(vim, "ADD_HALVES_FROM_WIDTH", 65)
-    assert not mixer.adds_halves_first(y)
-    monkeypatch.setattr(vim, "ADD_HALVES_FROM_WIDTH", 64)
-    assert mixer.adds_halves_first(y)
-    assert not mixer.adds_halves_first(y[..., :64])  # already one (B, L, E) output
-    assert not mixer.adds_halves_first(y.clone().requires_grad_())
-    expected = y[..., :64] + y[..., 64:]
-    added = vim._add_halves(y, 64)
-    assert added.data_ptr() == y.data_ptr() and added.stride() == (5 * 128, 128, 1)
-    torch.testing.assert_close(added, expected, rtol=0, atol=0)
+            outputs[halves] = model(images)
+    torch.testing.assert_close(outputs[True], outputs[False], rtol=1e-5, atol=1e-5)
 
 
 def test_vim_runs_under_cpu_autocast():

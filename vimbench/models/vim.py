@@ -70,12 +70,6 @@ FUSE_CONV_XPROJ = False
 # (out_proj's point, beside the gated sum over u, then holds the peak), p50 +0.9%, +0.9%, +0.4%; the gate over u
 # without slices 2.448 at the same speed. So two slices there (the meta-device estimate: 2.415 -> 2.276 GiB).
 X_CONV_SLICE_ROWS = 1 << 18
-# Inference in bf16/fp16 (sums_halves_in_gemm) for models whose inner width E is at least ADD_HALVES_FROM_WIDTH: the
-# scan's two gated halves are added in place (the first half += the second, one elementwise pass over u's storage)
-# and out_proj runs with K = E instead of K = 2E. Where out_proj is bound by its multiply-adds rather than by reading
-# its input (wide models: Vim-B's K = 2E GEMM is ~1.8 TFLOP per layer at 1248 px, batch 64), halving K saves more
-# than the pass costs; Vim-Ti's GEMM reads its input at the HBM rate either way. None: never (the GEMM adds them).
-ADD_HALVES_FROM_WIDTH: int | None = None
 # Small eager inference on a backend with ops.norm_in_proj (triton): a block's entry, from the previous mixer's
 # out_proj through the residual add and RMSNorm to in_proj, is one launch (kernels/norm_in_proj), then the conv op,
 # x_proj (ops.x_proj_rows; or both as ops.conv_xproj, FRONT_CONV_XPROJ) and the scan: four launches per layer
@@ -536,16 +530,7 @@ class BiMambaMixer(nn.Module):
                                    norm)
         # given weights were built for this path unless the boundary is fused and nothing here requires grad
         w = weights if weights is not None and not self._fused_boundary() else self.weights(h.dtype)
-        y, out_w = self._mix_tokens(h, w)
-        if self.adds_halves_first(y):
-            y, out_w = _add_halves(y, self.d_inner), out_w[:, :self.d_inner]
-        return F.linear(y, out_w)
-
-    def adds_halves_first(self, y: torch.Tensor) -> bool:
-        """Whether this call adds the scan's two halves y (B, L, 2E) before out_proj (ADD_HALVES_FROM_WIDTH) rather
-        than inside its GEMM: inference only (under autograd the halves feed the GEMM's backward)."""
-        return (ADD_HALVES_FROM_WIDTH is not None and self.d_inner >= ADD_HALVES_FROM_WIDTH
-                and y.shape[-1] == 2 * self.d_inner and not y.requires_grad)
+        return F.linear(*self._mix_tokens(h, w))
 
     def _mix_tokens(self, h: torch.Tensor | None, w: MixerWeights, xz: torch.Tensor | None = None,
                     fuse_conv: bool | None = None, buffers: FrontBuffers | None = None
@@ -677,13 +662,6 @@ class BiMambaMixer(nn.Module):
             self.ops.conv1d_silu_bidir(x, w.conv_w, w.conv_b, out=u[:, start:start + per])
             del x
         return u
-
-
-def _add_halves(y: torch.Tensor, inner: int) -> torch.Tensor:
-    """The two halves of y (B, L, 2E) added: (B, L, E), written over the first half in eager calls (a view of
-    row stride 2E, which out_proj's GEMM reads as it is), a new tensor while traced (inductor plans the buffers)."""
-    first, second = y[..., :inner], y[..., inner:]
-    return first + second if torch.compiler.is_compiling() else first.add_(second)
 
 
 class VimBlock(nn.Module):

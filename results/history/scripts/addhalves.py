@@ -6,7 +6,10 @@ Part 2, whole eager forwards (bf16 autocast, default memory mode, 1248 px, batch
 ADDHALVES_MODELS (default vim_t,vim_s,vim_b), A B B A in one process: A = ADD_HALVES_FROM_WIDTH None (the GEMM adds
 them), B = 0 (every width adds first). Per arm: p50 of 10 forwards, peak allocated over one forward after a reset,
 largest |logits - first A|. Writes $OUT/addhalves.json. usage (repo root, on the box):
-python results/history/scripts/addhalves.py"""
+python results/history/scripts/addhalves.py
+Ran once, at commit d294d49 (session al; results/history/addhalves-h100-2026-12-07al/). The knob it switches,
+`vimbench.models.vim.ADD_HALVES_FROM_WIDTH`, was removed after that measurement (slower in every case), so at later
+commits the script needs that commit checked out."""
 import json, os, statistics
 import torch
 import torch.nn.functional as F
