@@ -95,6 +95,48 @@ def test_default_fuses_dt_proj_only_in_host_bound_calls(device, monkeypatch):
         assert not mixer.fuses_dt_proj(h), "training keeps the dt_proj GEMM"
 
 
+def test_delta_softplus_before_the_scan_gives_the_same_logits(device, monkeypatch):
+    """Where the scan does not take dt_proj (here: FUSE_DT_MAX_ROWS 0), inference makes delta already softplus'd
+    (ops.dt_softplus, DT_SOFTPLUS_BEFORE_SCAN) and calls the scan without bias or softplus; the logits match the
+    delta GEMM path and the torch backend. Training keeps the GEMM; the torch backend has no such op."""
+    import vimbench.models.vim as vim
+
+    ref, tri = _pair("vim_test", 32, device)
+    seen = []
+    scan, dt_softplus = tri.ops.bimamba_scan, tri.ops.dt_softplus
+
+    def scan_spy(u, delta, A, B, C, D, z, delta_bias, **kwargs):
+        seen.append(("scan", delta.dtype, delta_bias is None, kwargs.get("delta_softplus", True)))
+        return scan(u, delta, A, B, C, D, z, delta_bias, **kwargs)
+
+    def dt_spy(dt, weight, bias, out_dtype):
+        seen.append(("dt_softplus", out_dtype))
+        return dt_softplus(dt, weight, bias, out_dtype)
+
+    for layer in tri.layers:
+        layer.mixer.ops = dataclasses.replace(tri.ops, bimamba_scan=scan_spy, dt_softplus=dt_spy)
+    monkeypatch.setattr(vim, "FUSE_DT_MAX_ROWS", 0)
+    images = torch.randn(2, 3, 32, 32, device=device)
+    with torch.no_grad():
+        gold = ref(images)
+        before = tri(images)
+        assert seen[:2] == [("dt_softplus", torch.float32), ("scan", torch.float32, True, False)]
+        seen.clear()
+        monkeypatch.setattr(vim, "DT_SOFTPLUS_BEFORE_SCAN", False)
+        in_scan = tri(images)
+        assert seen and all(call[0] == "scan" and call[2:] == (False, True) for call in seen), "bias and softplus in it"
+    torch.testing.assert_close(before, in_scan, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(before, gold, rtol=1e-4, atol=1e-4)
+    monkeypatch.setattr(vim, "DT_SOFTPLUS_BEFORE_SCAN", True)
+    mixer = tri.layers[0].mixer
+    with torch.no_grad():
+        assert mixer.softplus_before_scan() and not ref.layers[0].mixer.softplus_before_scan()
+    with torch.enable_grad():
+        assert not mixer.softplus_before_scan(), "training keeps the delta GEMM and the scan's softplus"
+    assert vim.delta_dtype(torch.bfloat16) == vim.delta_dtype(torch.float16) == torch.float16
+    assert vim.delta_dtype(torch.float32) == torch.float32
+
+
 @pytest.mark.parametrize("res,batch,takes", [(224, 1, True), (224, 64, True), (512, 8, False), (1248, 1, False),
                                               (1248, 2, False), (1248, 64, True)])
 def test_eager_scans_take_dt_proj_only_in_one_pass(monkeypatch, res, batch, takes):

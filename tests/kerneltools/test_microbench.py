@@ -19,7 +19,8 @@ def test_each_op_runs_on_its_benchmark_inputs(op):
     expected_shape = {"bimamba_scan": (2, 16, 9), "bimamba_scan_halves": (2, 2, 16, 9), "selective_scan": (2, 16, 9),
                       "bimamba_scan_dtproj": (2, 2, 16, 9),
                       "conv1d_silu_bidir": (2, 2, 16, 9), "zgate": (2, 9, 16),  # zgate: (B, L, E)
-                      "x_proj_rows": (2, 18, 48)}  # x_dbl (2, B * L, W)
+                      "x_proj_rows": (2, 18, 48),  # x_dbl (2, B * L, W)
+                      "dt_softplus": (2, 18, 16)}  # delta (2, B * L, E)
     gradients = {"conv1d_silu_bidir_bwd": [(2, 16, 9), (2, 16, 4), (2, 16)],  # dx, dweight, dbias
                  "add_rmsnorm_bwd": [(2, 9, 8), (2, 9, 8), (8,)],  # dx, dresidual, dweight
                  # du, ddelta, dA, dB, dC, dD, dz, ddelta_bias

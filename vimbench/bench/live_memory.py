@@ -137,12 +137,15 @@ def allocation_twin_ops(gpu_sms: int = ESTIMATE_GPU_SMS):
             return out
         return torch.empty((2, u.shape[1] * u.shape[3], x_proj_t.shape[-1]), dtype=out_dtype, device=u.device)
 
+    def dt_softplus(dt, weight, bias, out_dtype):  # kernels.dt_softplus.fwd.dt_softplus_out_like
+        return torch.empty((2, dt.shape[1], weight.shape[2]), dtype=out_dtype, device=dt.device)
+
     def scan_takes_dt_proj(batch, channels, length, dt_rank, n_state, device):  # as on the GPU, not the interpreter
         return eager_scan_takes_dt_proj(batch, channels, length, dt_rank, n_state, device, gpu_sms=gpu_sms)
 
     return VimOps("triton-allocations", add_rmsnorm, conv1d_silu_bidir, bimamba_scan, scan_fuses_dt_proj=True,
                   scan_takes_dt_proj=scan_takes_dt_proj, zgate=zgate, conv_xproj=conv_xproj,
-                  norm_in_proj=norm_in_proj, x_proj_rows=x_proj_rows)
+                  norm_in_proj=norm_in_proj, x_proj_rows=x_proj_rows, dt_softplus=dt_softplus)
 
 
 def vim_peak_bytes(name: str, res: int, batch: int, dtype: str = "bf16", batch_slice: int = 0,

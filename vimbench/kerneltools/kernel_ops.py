@@ -884,3 +884,60 @@ register(KernelOp(
     regression=_both_dtypes((64, 384, VIM_TI_1248)),
     official="the official code has no fused z gate (z is in_proj's output, gated inside the scan)",
 ))
+
+
+# ---------------------------------------------------------------------------------------------- dt_proj + softplus
+
+def _dt_softplus_inputs(shape: OpShape, dtype, device: str) -> dict[str, Any]:
+    """The low-rank dt rows as the mixer passes them at inference (a (2, B * L, R) view of x_dbl's dt columns, fp32
+    for 16-bit models as the model's x_proj writes it), dt_proj's weights (2, R, E) in the activation dtype, the
+    fp32 bias, and the output dtype the model asks for (fp16 for 16-bit activations)."""
+    import torch
+
+    from vimbench.layout import XDblLayout
+    from vimbench.models.vim import delta_dtype
+
+    lay = XDblLayout(shape.dt_rank, shape.d_state)
+    rnd = _random(shape, device)
+    x_dbl = rnd(2, shape.batch * shape.length, lay.width, dt=torch.float32)
+    return dict(dt=x_dbl[..., lay.dt], weight=rnd(2, shape.dt_rank, shape.channels, scale=shape.dt_rank ** -0.5,
+                                                    dt=dtype),
+                bias=rnd(2, shape.channels, shift=-3.0, dt=torch.float32), out_dtype=delta_dtype(dtype))
+
+
+def _dt_softplus_spec(dtype: str, shape: OpShape = STATIC_SHAPE) -> KernelSpec:
+    """kernels/dt_softplus/fwd.py `_dt_softplus_kernel` as the mixer launches it at Vim-Ti 1248 px, batch 64: dt a
+    column slice of the fp32 x_dbl (2, B * L, W), dt_proj_t (2, R, E) and the output (2, B * L, E) contiguous."""
+    from kernels.dt_softplus.fwd import dt_softplus_launch_config
+    from vimbench.layout import XDblLayout
+
+    lay = XDblLayout(shape.dt_rank, shape.d_state)
+    rows, E, R = shape.batch * shape.length, shape.channels, shape.dt_rank
+    cfg = dt_softplus_launch_config(rows, E, R, interpreted=False)
+    out = "fp16" if dtype != "fp32" else "fp32"
+    args = {"dt_ptr": Ptr("fp32"), "w_ptr": Ptr(dtype), "bias_ptr": Ptr("fp32"), "out_ptr": Ptr(out),
+            "M": rows, "E": E, "R": R,
+            "stride_dt_dir": rows * lay.width, "stride_dt_m": lay.width, "stride_dt_r": 1,
+            **dict(zip(("stride_w_dir", "stride_w_r", "stride_w_e"), contiguous_strides(2, R, E))),
+            "stride_b_dir": E, "stride_b_e": 1,
+            **dict(zip(("stride_o_dir", "stride_o_m", "stride_o_e"), contiguous_strides(2, rows, E)))}
+    return spec_from_args(f"dt_softplus/{dtype}", "kernels.dt_softplus.fwd", cfg.kernel, args,
+                          dict(IEEE=dtype == "fp32", UPCAST=False, USE_ASM=True, APPROX=dtype != "fp32",
+                               **cfg.constexprs),
+                          do_not_specialize=("M",), num_warps=cfg.num_warps)
+
+
+register(KernelOp(
+    name="dt_softplus",
+    summary="delta = softplus(dt @ dt_proj + bias) for both directions: the delta GEMM with the scan's bias and "
+            "softplus in its epilogue (inference)",
+    category="gemm",
+    forward="kernels.dt_softplus.op:dt_softplus",
+    reference="kernels.dt_softplus.reference:dt_softplus_ref",
+    inputs=_dt_softplus_inputs,
+    work=lambda s, dtype: rl.dt_softplus_work(s.batch, s.channels, s.length, s.dt_rank, dtype=dtype),
+    kernels=("kernels.dt_softplus.fwd:_dt_softplus_kernel",),
+    static_specs=lambda: [_dt_softplus_spec("bf16"), _dt_softplus_spec("fp32")],
+    regression=_both_dtypes((64, 384, VIM_TI_1248)),
+    official="the official code runs dt_proj as a cuBLAS GEMM and the bias and softplus inside its scan",
+))

@@ -3,10 +3,11 @@
 Op signatures (all backends identical; shapes documented on the reference ops in `kernels`):
     add_rmsnorm(x, residual, weight, eps, out_dtype) -> (y, residual_fp32)
     conv1d_silu_bidir(x, weight, bias, out=None) -> u   x (B, E, L), weight (2, E, K), bias (2, E) -> (2, B, E, L)
-    bimamba_scan(u, delta, A, B, C, D, z, delta_bias, combine=True, out=None, dt_proj=None) -> y
-                      direction-stacked inputs -> (B, E, L); combine=False: the two gated halves
+    bimamba_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus=True, combine=True, out=None, dt_proj=None)
+                      -> y    direction-stacked inputs -> (B, E, L); combine=False: the two gated halves
                       (2, B, E, L), written to `out` if given (may be u itself); dt_proj (2, E, R): delta is
-                      the low-rank dt (2, B, R, L) and the scan applies dt_proj itself
+                      the low-rank dt (2, B, R, L) and the scan applies dt_proj itself; delta_softplus=False:
+                      delta is already the step size (dt_softplus's output, delta_bias None)
 scan_fuses_dt_proj: whether the mixer should hand the scan the low-rank dt and dt_proj at inference (the Triton
 scan computes delta per token, so no (2, B, E, L) delta tensor and no dt_proj GEMM exist); the reference
 accepts the same call but only computes delta first, so the torch backend keeps its GEMM.
@@ -31,6 +32,10 @@ which computes delta first); None where the backend has no fused scan.
                       where the backend has none
     x_proj_rows(u, x_proj_t, out_dtype, out=None) -> x_dbl    inference: x_proj on the conv's output u (2, B, E, L)
                       channel-last, (2, B * L, W) (kernels.conv1d.xproj); None where the backend has none
+    dt_softplus(dt, weight, bias, out_dtype) -> delta    inference: softplus(dt @ dt_proj + dt_bias) for both
+                      directions, dt (2, M, R) -> (2, M, E), the scan then called with delta_bias=None and
+                      delta_softplus=False (kernels.dt_softplus); None where the backend has none (the delta GEMM
+                      and the scan's own bias and softplus, as the official code)
     (out: the outputs' buffers, written instead of new tensors; eager calls only; conv1d_silu_bidir and zgate take one
     too)
 """
@@ -57,6 +62,7 @@ class VimOps:
     conv_xproj: Callable | None = None
     norm_in_proj: Callable | None = None
     x_proj_rows: Callable | None = None
+    dt_softplus: Callable | None = None
 
 
 def _torch_ops() -> VimOps:
@@ -83,6 +89,7 @@ def _triton_ops() -> VimOps:
     try:
         from kernels.bimamba_inner.op import bimamba_inner
         from kernels.conv1d.op import conv1d_silu_bidir, conv_xproj, x_proj_rows
+        from kernels.dt_softplus.op import dt_softplus
         from kernels.norm_in_proj.op import norm_in_proj
         from kernels.rmsnorm.op import add_rmsnorm
         from kernels.selective_scan.fwd import eager_scan_takes_dt_proj, token_blocks_take_dt_proj
@@ -93,7 +100,8 @@ def _triton_ops() -> VimOps:
     return VimOps("triton", add_rmsnorm, conv1d_silu_bidir, bimamba_scan, bimamba_inner,
                   scan_fuses_dt_proj=True, scan_blocks_take_dt_proj=token_blocks_take_dt_proj,
                   scan_takes_dt_proj=eager_scan_takes_dt_proj, zgate=zgate,
-                  conv_xproj=conv_xproj, norm_in_proj=norm_in_proj, x_proj_rows=x_proj_rows)
+                  conv_xproj=conv_xproj, norm_in_proj=norm_in_proj, x_proj_rows=x_proj_rows,
+                  dt_softplus=dt_softplus)
 
 
 _FACTORIES = {"torch": _torch_ops, "triton": _triton_ops}

@@ -70,6 +70,14 @@ FUSE_CONV_XPROJ = False
 # (out_proj's point, beside the gated sum over u, then holds the peak), p50 +0.9%, +0.9%, +0.4%; the gate over u
 # without slices 2.448 at the same speed. So two slices there (the meta-device estimate: 2.415 -> 2.276 GiB).
 X_CONV_SLICE_ROWS = 1 << 18
+# Inference on a backend with ops.dt_softplus (triton), where the scan does not apply dt_proj itself: delta =
+# softplus(dt @ dt_proj + dt_bias) in one launch (kernels/dt_softplus) instead of the cast of the dt columns and the
+# delta GEMM, stored in fp16 for 16-bit models (fp32 in fp32), so that the scan takes delta as it is (no bias, no
+# softplus per token and channel: one MUFU ex2 and a polynomial fewer on each step's critical path). Measured on an
+# H100 first with torch's softplus (session al, results/history/softplusoff-h100-2026-12-07al/): the scan at 1248 px
+# batch 64 -5.3% (bf16 delta) / -6.3% (fp16) for Vim-Ti, -6.3% / -5.4% for Vim-B. False: the official order (the
+# GEMM's pre-activations rounded to the activation dtype, bias and softplus in the scan).
+DT_SOFTPLUS_BEFORE_SCAN = True
 # Small eager inference on a backend with ops.norm_in_proj (triton): a block's entry, from the previous mixer's
 # out_proj through the residual add and RMSNorm to in_proj, is one launch (kernels/norm_in_proj), then the conv op,
 # x_proj (ops.x_proj_rows; or both as ops.conv_xproj, FRONT_CONV_XPROJ) and the scan: four launches per layer
@@ -191,6 +199,12 @@ def sums_halves_in_gemm(dtype: torch.dtype) -> bool:
     Vim-Ti 1248 px, batch 64), and no new buffer. fp32: GEMMs run without tensor cores (TF32 off), so doubling K
     costs more than the atomics: the scan combines. Numbers: kernels/NOTES.md."""
     return dtype in (torch.bfloat16, torch.float16)
+
+
+def delta_dtype(activation: torch.dtype) -> torch.dtype:
+    """The dtype of a delta made already softplus'd (ops.dt_softplus): fp16 for 16-bit activations (delta >= 0
+    and far below fp16's range, where fp16 keeps 3 more mantissa bits than bf16), fp32 otherwise."""
+    return torch.float16 if activation in (torch.bfloat16, torch.float16) else torch.float32
 
 
 def x_dbl_in_fp32(u: torch.Tensor) -> bool:
@@ -505,6 +519,12 @@ class BiMambaMixer(nn.Module):
         return h.shape[0] * h.shape[1] <= FUSE_DT_MAX_ROWS and (
             takes is None or takes(h.shape[0], self.d_inner, h.shape[1], self.dt_rank, D_STATE, h.device))
 
+    def softplus_before_scan(self) -> bool:
+        """Whether this call, where the scan does not take dt_proj, makes delta already softplus'd
+        (ops.dt_softplus, DT_SOFTPLUS_BEFORE_SCAN): inference only (the op has no backward; the scan backward takes
+        the pre-activation for the softplus's slope), on a backend that has the op."""
+        return DT_SOFTPLUS_BEFORE_SCAN and self.ops.dt_softplus is not None and not torch.is_grad_enabled()
+
     def fuses_conv_xproj(self, x: torch.Tensor) -> bool:
         """Whether a call with the conv input x (B, E, L) may make u and x_dbl in one launch (ops.conv_xproj):
         inference only (the fused op has no backward), on a backend that has the op, with x channel-last, while
@@ -589,10 +609,19 @@ class BiMambaMixer(nn.Module):
                 x_dbl = torch.bmm(tokens, w.x_proj_t)
             del tokens
         x_dbl = x_dbl.view(2, batch, length, lay.width)  # [B | C | dt | pad] per token
+        scan_kw, dt_bias = {}, w.dt_bias
         if self.fuses_dt_proj(rows):
             # The scan computes delta = dt_proj @ dt per token from x_dbl's dt columns (a (2, B, R, L) view)
             # itself: no (2, B, L, E) delta tensor (0.6 GB at Vim-Ti 1248 px, batch 64, bf16), no GEMM.
-            delta, dt_proj = x_dbl[..., lay.dt].transpose(2, 3), w.dt_proj_t.transpose(1, 2)  # (2, E, R) view
+            delta = x_dbl[..., lay.dt].transpose(2, 3)
+            scan_kw["dt_proj"] = w.dt_proj_t.transpose(1, 2)  # (2, E, R) view
+        elif self.softplus_before_scan():
+            # delta = softplus(dt @ dt_proj + bias) from x_dbl's dt columns in one launch, (2, B * L, E) like the
+            # GEMM's output; the scan then adds no bias and runs no softplus (DT_SOFTPLUS_BEFORE_SCAN).
+            dt_rows = x_dbl[..., lay.dt].reshape(2, batch * length, -1)  # a view: (B, L) collapse
+            delta = self.ops.dt_softplus(dt_rows, w.dt_proj_t, w.dt_bias, delta_dtype(u.dtype))
+            delta, dt_bias = delta.view(2, batch, length, inner).transpose(2, 3), None
+            scan_kw["delta_softplus"] = False
         else:
             # (2, B, L, E) -> (2, B, E, L) view; the dt bias is added inside the scan
             # cast before reshape: the cast of the strided dt columns writes a contiguous tensor, so the reshape
@@ -605,18 +634,17 @@ class BiMambaMixer(nn.Module):
             cols = slice(lay.dt.start, None) if PAD_DT_GEMM else lay.dt  # dt, then x_dbl's zero pad
             dt_cols = x_dbl[..., cols].to(u.dtype).reshape(2, batch * length, -1)
             delta = torch.bmm(dt_cols, self._padded_dt_proj(w.dt_proj_t, dt_cols.shape[-1]))
-            delta, dt_proj = delta.view(2, batch, length, inner).transpose(2, 3), None
+            delta = delta.view(2, batch, length, inner).transpose(2, 3)
         B = x_dbl[..., lay.B].transpose(2, 3)  # (2, B, N, L) views
         C = x_dbl[..., lay.C].transpose(2, 3)
         if split and not gate:
             z = F.linear(h, w.in_proj[inner:]).transpose(1, 2)  # (B, E, L) view of (B, L, E)
-        scan_kw = {} if dt_proj is None else {"dt_proj": dt_proj}
         if gate:
             # The scan ungated (z=None: 0.5 * y_dir, halves written over u, or their sum), then
             # (y_f + y_b) * SiLU(h @ W_z^T) with z in registers tile by tile: no (B, L, E) z tensor; out_proj
             # on the (B, L, E) gated sum is a K = E GEMM (w.out_proj is doubled along K for the halves GEMM).
             halves = sums_halves_in_gemm(u.dtype)
-            y = self.ops.bimamba_scan(u, delta, w.A, B, C, w.D, None, w.dt_bias, combine=not halves,
+            y = self.ops.bimamba_scan(u, delta, w.A, B, C, w.D, None, dt_bias, combine=not halves,
                                       out=u if halves else None, **scan_kw)
             del x, u, x_dbl, delta, B, C
             out_w = w.out_proj[:, :inner] if halves else w.out_proj
@@ -628,7 +656,7 @@ class BiMambaMixer(nn.Module):
             # session ak).
             return self.ops.zgate(y, h, w.in_proj[inner:], out=(y[0] if halves else y).transpose(1, 2)), out_w
         if not sums_halves_in_gemm(u.dtype):
-            y = self.ops.bimamba_scan(u, delta, w.A, B, C, w.D, z, w.dt_bias, **scan_kw)
+            y = self.ops.bimamba_scan(u, delta, w.A, B, C, w.D, z, dt_bias, **scan_kw)
             y = y.transpose(1, 2)  # (B, L, E)
             del xz, x, z, u, x_dbl, delta, B, C  # dead: out_proj's output may reuse their memory
             return y, w.out_proj
@@ -636,7 +664,7 @@ class BiMambaMixer(nn.Module):
         # under autograd the x_proj GEMM and the scan keep u for the backward pass, so the halves get their own
         # buffer. u is laid out (B, L, 2, E), so [y_f | y_b] per token is one (B, L, 2E) view, and out_proj with
         # its weight repeated along K adds the halves inside the GEMM.
-        halves = self.ops.bimamba_scan(u, delta, w.A, B, C, w.D, z, w.dt_bias, combine=False,
+        halves = self.ops.bimamba_scan(u, delta, w.A, B, C, w.D, z, dt_bias, combine=False,
                                        out=None if u.requires_grad else u, **scan_kw)
         del xz, x, z, u, x_dbl, delta, B, C  # dead: out_proj's output may reuse their memory
         return halves.permute(1, 3, 0, 2).reshape(batch, length, 2 * inner), w.out_proj

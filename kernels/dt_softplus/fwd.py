@@ -1,0 +1,119 @@
+"""dt_proj fused with the dt bias and the softplus, in Triton: both directions' delta for the inference scan.
+
+    delta = dt_softplus(dt, weight, bias, out_dtype)    (2, M, E) = softplus(dt @ weight + bias)
+                                                                          contract: `dt_softplus_ref`
+
+Why: the mixer's delta GEMM writes (2, B * L, E) pre-activations, and every scan step then adds the bias and runs
+the softplus (one MUFU ex2 and a degree-7 polynomial per token and channel, on the recurrence's critical path).
+The GEMM's output is written either way; computing the bias and softplus in its epilogue lets the scan take delta
+as it is (`bimamba_scan(..., delta_bias=None, delta_softplus=False)`). Measured first with torch (session al,
+H100, `results/history/softplusoff-h100-2026-12-07al/`): the scan at Vim-Ti 1248 px batch 64 2.317 -> 2.172 ms
+with a softplus'd fp16 delta, Vim-B 8.63 -> 8.16 ms. fp16 output for 16-bit models: delta >= 0 and below ~30
+in practice, where fp16 keeps 3 more mantissa bits than bf16 (tiny deltas flush towards 0, the identity step).
+
+One program: BLOCK_M token rows x BLOCK_N channels of one direction (grid axis 0 the channel tiles, so that the
+programs sharing a row tile run together and read its dt rows from L2). acc = dt[rows] @ weight[:, channels] with
+the rank padded to BLOCK_R >= 16 (masked rows and columns are zeros), tl.dot in fp32 accumulation: 16-bit weights
+take dt cast to their dtype (as the model's GEMM), fp32 ones multiply as fp32 ("ieee", never TF32). Then bias and
+softplus in fp32 (`selective_scan.fwd._softplus`, the scan's own: one MUFU ex2 and the log1p polynomial for 16-bit
+outputs, Triton's exp and log for fp32), one rounding to the output dtype. Under TRITON_INTERPRET=1 the 16-bit tiles
+are multiplied in fp32 (`kernels.tiledot`). Inference only: the op refuses autograd (training keeps the GEMM; the
+scan backward takes the pre-activation for its softplus slope).
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels.launch import launch
+from kernels.runtime import LaunchConfig, cdiv, check_device, next_power_of_2
+from kernels.selective_scan.fwd import _softplus, asm_level
+from kernels.tiledot import dot_acc
+
+OUT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+@triton.jit(do_not_specialize=["M"])
+def _dt_softplus_kernel(
+    dt_ptr, w_ptr, bias_ptr, out_ptr,
+    M, E, R,
+    stride_dt_dir, stride_dt_m, stride_dt_r,
+    stride_w_dir, stride_w_r, stride_w_e,
+    stride_b_dir, stride_b_e,
+    stride_o_dir, stride_o_m, stride_o_e,
+    IEEE: tl.constexpr, UPCAST: tl.constexpr, USE_ASM: tl.constexpr, APPROX: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr,
+):
+    # axis 0 = channel tiles: the programs of one row tile run next to each other, so its dt rows come from L2
+    offs_n = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_m = tl.program_id(1).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    direction = tl.program_id(2).to(tl.int64)
+    offs_r = tl.arange(0, BLOCK_R)
+    mask_m = offs_m < M
+    mask_n = offs_n < E
+    mask_r = offs_r < R
+    a = tl.load(dt_ptr + direction * stride_dt_dir + offs_m[:, None] * stride_dt_m + offs_r[None, :] * stride_dt_r,
+                mask=mask_m[:, None] & mask_r[None, :], other=0.0)
+    w = tl.load(w_ptr + direction * stride_w_dir + offs_r[:, None] * stride_w_r + offs_n[None, :] * stride_w_e,
+                mask=mask_r[:, None] & mask_n[None, :], other=0.0)
+    acc = dot_acc(a.to(w.dtype), w, tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32), IEEE, UPCAST)
+    bias = tl.load(bias_ptr + direction * stride_b_dir + offs_n * stride_b_e, mask=mask_n, other=0.0)
+    delta = _softplus(acc + bias.to(tl.float32)[None, :], USE_ASM, APPROX)
+    o_off = direction * stride_o_dir + offs_m[:, None] * stride_o_m + offs_n[None, :] * stride_o_e
+    tl.store(out_ptr + o_off, delta.to(out_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+
+
+def dt_softplus_launch_config(rows: int, channels: int, rank: int, interpreted: bool) -> LaunchConfig:
+    """`_dt_softplus_kernel`'s grid, tiles and warps: the one place that chooses them (the launcher and `vimbench
+    kernels static` both call it). 64 token rows x 128 channels on 4 warps (the output tile is what moves: the
+    kernel writes 2 x M x E values and reads M x R); under the interpreter 16 x 32, so that tests cover several
+    programs and partial tiles. The rank tile is a power of two of at least 16 (tl.dot's smallest K)."""
+    block_m, block_n, warps = (16, 32, 1) if interpreted else (64, 128, 4)
+    block_r = max(16, next_power_of_2(rank))
+    return LaunchConfig(kernel="_dt_softplus_kernel", grid=(cdiv(channels, block_n), cdiv(rows, block_m), 2),
+                        constexprs=dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_R=block_r), num_warps=warps)
+
+
+def dt_softplus_out_like(dt: torch.Tensor, weight: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
+    """What `dt_softplus` allocates: (2, M, E) in out_dtype, contiguous (the fake's answer too)."""
+    return dt.new_empty((2, dt.shape[1], weight.shape[2]), dtype=out_dtype)
+
+
+def check(dt: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, out_dtype: torch.dtype) -> None:
+    """ValueError naming what is wrong with `dt_softplus`'s arguments."""
+    if dt.dim() != 3 or dt.shape[0] != 2:
+        raise ValueError(f"dt must be the low-rank rows of both directions (2, M, R); got {tuple(dt.shape)}")
+    rank = dt.shape[2]
+    if rank < 1:
+        raise ValueError("dt must have at least one rank column (R >= 1)")
+    if weight.dim() != 3 or weight.shape[:2] != (2, rank):
+        raise ValueError(f"weight must be (2, R, E) with R = {rank}; got {tuple(weight.shape)}")
+    if tuple(bias.shape) != (2, weight.shape[2]):
+        raise ValueError(f"bias must be (2, E) = (2, {weight.shape[2]}); got {tuple(bias.shape)}")
+    if weight.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        raise ValueError(f"weight must be fp32, bf16 or fp16; got {weight.dtype}")
+    if out_dtype not in OUT_DTYPES:
+        raise ValueError(f"out_dtype must be one of {', '.join(str(d) for d in OUT_DTYPES)}; got {out_dtype}")
+    if not (dt.device == weight.device == bias.device):
+        raise ValueError(f"dt, weight and bias must share one device; got {dt.device}, {weight.device}, {bias.device}")
+
+
+def dt_softplus(dt: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
+    """softplus(dt @ weight + bias) for both directions as (2, M, E) in out_dtype; contract: `dt_softplus_ref`."""
+    check(dt, weight, bias, out_dtype)
+    out = dt_softplus_out_like(dt, weight, out_dtype)
+    rows, channels, rank = dt.shape[1], weight.shape[2], dt.shape[2]
+    if rows == 0 or channels == 0:
+        return out
+    interpreted = check_device(dt, _dt_softplus_kernel)
+    cfg = dt_softplus_launch_config(rows, channels, rank, interpreted)
+    use_asm = asm_level(interpreted)
+    launch(_dt_softplus_kernel, cfg.grid,
+        dt, weight, bias, out, rows, channels, rank,
+        *dt.stride(), *weight.stride(), *bias.stride(), *out.stride(),
+        IEEE=weight.dtype == torch.float32, UPCAST=interpreted and weight.dtype != torch.float32,
+        USE_ASM=bool(use_asm), APPROX=bool(use_asm) and out_dtype != torch.float32,
+        **cfg.constexprs, num_warps=cfg.num_warps,
+    )
+    return out
