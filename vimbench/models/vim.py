@@ -70,13 +70,16 @@ FUSE_CONV_XPROJ = False
 # (out_proj's point, beside the gated sum over u, then holds the peak), p50 +0.9%, +0.9%, +0.4%; the gate over u
 # without slices 2.448 at the same speed. So two slices there (the meta-device estimate: 2.415 -> 2.276 GiB).
 X_CONV_SLICE_ROWS = 1 << 18
-# Inference on a backend with ops.dt_softplus (triton), where the scan does not apply dt_proj itself: delta =
-# softplus(dt @ dt_proj + dt_bias) in one launch (kernels/dt_softplus) instead of the cast of the dt columns and the
-# delta GEMM, stored in fp16 for 16-bit models (fp32 in fp32), so that the scan takes delta as it is (no bias, no
-# softplus per token and channel: one MUFU ex2 and a polynomial fewer on each step's critical path). Measured on an
-# H100 first with torch's softplus (session al, results/history/softplusoff-h100-2026-12-07al/): the scan at 1248 px
-# batch 64 -5.3% (bf16 delta) / -6.3% (fp16) for Vim-Ti, -6.3% / -5.4% for Vim-B. False: the official order (the
-# GEMM's pre-activations rounded to the activation dtype, bias and softplus in the scan).
+# Inference in bf16/fp16 on a backend with ops.dt_softplus (triton), where the scan does not apply dt_proj itself:
+# delta = softplus(dt @ dt_proj + dt_bias) in one launch (kernels/dt_softplus) instead of the cast of the dt columns
+# and the delta GEMM, stored in fp16, so that the scan takes delta as it is (no bias, no softplus per token and
+# channel: one MUFU ex2 and a polynomial fewer on each step's critical path). Measured on an H100 (session al):
+# the scan alone at 1248 px batch 64 on a softplus'd fp16 delta -6.3% (Vim-Ti) / -5.4% (Vim-B)
+# (results/history/softplusoff-h100-2026-12-07al/); the op itself 0.404 ms against the cast + GEMM's 0.312 at
+# Vim-Ti (1.48 TB/s written: its tiles are not tuned yet); whole eager forwards, A B B A, -0.9% (Vim-Ti), -0.4%
+# (Vim-S), -0.7% (Vim-B), 23-70 MiB lower peaks, the bf16 logits as far from the fp32 model's as before
+# (results/history/dtsoftplusab-h100-2026-12-07al/). fp32 stays on the GEMM (+0.7% with the op). False: the
+# official order (the GEMM's pre-activations rounded to the activation dtype, bias and softplus in the scan).
 DT_SOFTPLUS_BEFORE_SCAN = True
 # Small eager inference on a backend with ops.norm_in_proj (triton): a block's entry, from the previous mixer's
 # out_proj through the residual add and RMSNorm to in_proj, is one launch (kernels/norm_in_proj), then the conv op,
@@ -519,11 +522,13 @@ class BiMambaMixer(nn.Module):
         return h.shape[0] * h.shape[1] <= FUSE_DT_MAX_ROWS and (
             takes is None or takes(h.shape[0], self.d_inner, h.shape[1], self.dt_rank, D_STATE, h.device))
 
-    def softplus_before_scan(self) -> bool:
+    def softplus_before_scan(self, activation: torch.dtype) -> bool:
         """Whether this call, where the scan does not take dt_proj, makes delta already softplus'd
         (ops.dt_softplus, DT_SOFTPLUS_BEFORE_SCAN): inference only (the op has no backward; the scan backward takes
-        the pre-activation for the softplus's slope), on a backend that has the op."""
-        return DT_SOFTPLUS_BEFORE_SCAN and self.ops.dt_softplus is not None and not torch.is_grad_enabled()
+        the pre-activation for the softplus's slope), 16-bit activations only (in fp32 the op's fp32 tile runs on
+        the FMA pipe and measured slower than the delta GEMM it replaces), on a backend that has the op."""
+        return (DT_SOFTPLUS_BEFORE_SCAN and self.ops.dt_softplus is not None and not torch.is_grad_enabled()
+                and activation in (torch.bfloat16, torch.float16))
 
     def fuses_conv_xproj(self, x: torch.Tensor) -> bool:
         """Whether a call with the conv input x (B, E, L) may make u and x_dbl in one launch (ops.conv_xproj):
@@ -615,7 +620,7 @@ class BiMambaMixer(nn.Module):
             # itself: no (2, B, L, E) delta tensor (0.6 GB at Vim-Ti 1248 px, batch 64, bf16), no GEMM.
             delta = x_dbl[..., lay.dt].transpose(2, 3)
             scan_kw["dt_proj"] = w.dt_proj_t.transpose(1, 2)  # (2, E, R) view
-        elif self.softplus_before_scan():
+        elif self.softplus_before_scan(u.dtype):
             # delta = softplus(dt @ dt_proj + bias) from x_dbl's dt columns in one launch, (2, B * L, E) like the
             # GEMM's output; the scan then adds no bias and runs no softplus (DT_SOFTPLUS_BEFORE_SCAN).
             dt_rows = x_dbl[..., lay.dt].reshape(2, batch * length, -1)  # a view: (B, L) collapse
