@@ -908,7 +908,9 @@ def _dt_softplus_inputs(shape: OpShape, dtype, device: str) -> dict[str, Any]:
 def _dt_softplus_spec(dtype: str, shape: OpShape = STATIC_SHAPE) -> KernelSpec:
     """kernels/dt_softplus/fwd.py `_dt_softplus_kernel` as the mixer launches it at Vim-Ti 1248 px, batch 64: dt a
     column slice of the fp32 x_dbl (2, B * L, W), dt_proj_t (2, R, E) and the output (2, B * L, E) contiguous."""
-    from kernels.dt_softplus.fwd import dt_softplus_launch_config
+    import torch
+
+    from kernels.dt_softplus.fwd import dt_softplus_launch_config, short_log1p
     from vimbench.layout import XDblLayout
 
     lay = XDblLayout(shape.dt_rank, shape.d_state)
@@ -923,6 +925,7 @@ def _dt_softplus_spec(dtype: str, shape: OpShape = STATIC_SHAPE) -> KernelSpec:
             **dict(zip(("stride_o_dir", "stride_o_m", "stride_o_e"), contiguous_strides(2, rows, E)))}
     return spec_from_args(f"dt_softplus/{dtype}", "kernels.dt_softplus.fwd", cfg.kernel, args,
                           dict(IEEE=dtype == "fp32", UPCAST=False, USE_ASM=True, APPROX=dtype != "fp32",
+                               SHORT=short_log1p(torch.float16 if out == "fp16" else torch.float32),
                                **cfg.constexprs),
                           do_not_specialize=("M",), num_warps=cfg.num_warps)
 
