@@ -98,8 +98,8 @@ def test_default_fuses_dt_proj_only_in_host_bound_calls(device, monkeypatch):
 def test_delta_softplus_before_the_scan_gives_the_same_logits(device, monkeypatch):
     """Where the scan does not take dt_proj (here: FUSE_DT_MAX_ROWS 0), 16-bit inference makes delta already
     softplus'd (ops.dt_softplus, DT_SOFTPLUS_BEFORE_SCAN) and calls the scan without bias or softplus; checked in
-    fp32 by letting fp32 take that path too: the logits match the delta GEMM path and the torch backend. Training
-    and fp32 keep the GEMM; the torch backend has no such op."""
+    fp32 through DT_SOFTPLUS_FP32 (the fp32 path's switch, off by default): the logits match the delta GEMM path and
+    the torch backend. Training and (by default) fp32 keep the GEMM; the torch backend has no such op."""
     import vimbench.models.vim as vim
 
     ref, tri = _pair("vim_test", 32, device)
@@ -120,8 +120,8 @@ def test_delta_softplus_before_the_scan_gives_the_same_logits(device, monkeypatc
     images = torch.randn(2, 3, 32, 32, device=device)
     with torch.no_grad():
         gold = ref(images)
-        with monkeypatch.context() as patch:  # fp32 through the 16-bit path (the op computes fp32 exactly)
-            patch.setattr(vim.BiMambaMixer, "softplus_before_scan", lambda self, dtype: True)
+        with monkeypatch.context() as patch:  # fp32 through the op (its fp32 tile computes fp32 exactly)
+            patch.setattr(vim, "DT_SOFTPLUS_FP32", True)
             before = tri(images)
         assert seen[:2] == [("dt_softplus", torch.float32), ("scan", torch.float32, True, False)]
         seen.clear()
@@ -136,6 +136,9 @@ def test_delta_softplus_before_the_scan_gives_the_same_logits(device, monkeypatc
         assert mixer.softplus_before_scan(torch.bfloat16)
         assert not ref.layers[0].mixer.softplus_before_scan(torch.bfloat16), "the torch backend has no dt_softplus"
         assert not mixer.softplus_before_scan(torch.float32), "fp32 keeps the delta GEMM (measured faster there)"
+        monkeypatch.setattr(vim, "DT_SOFTPLUS_FP32", True)
+        assert mixer.softplus_before_scan(torch.float32)
+        monkeypatch.setattr(vim, "DT_SOFTPLUS_FP32", False)
     with torch.enable_grad():
         assert not mixer.softplus_before_scan(torch.bfloat16), "training keeps the delta GEMM and the scan's softplus"
     assert vim.delta_dtype(torch.bfloat16) == vim.delta_dtype(torch.float16) == torch.float16

@@ -89,12 +89,21 @@ def _dt_softplus_kernel(
     tl.store(out_ptr + o_off, delta.to(out_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
 
 
-def dt_softplus_launch_config(rows: int, channels: int, rank: int, interpreted: bool) -> LaunchConfig:
+# Token rows x channels x warps per program on the GPU. 16-bit weights: 64 x 128 x 4, the fastest of nine tilings at
+# Vim-Ti and Vim-B 1248/64 (session am, H100, results/history/dtsptiles-h100-2026-12-07am/). fp32 weights (the ieee
+# tile on the FMA pipe): 64 x 64 x 4, chosen statically (92 registers under triton 3.6, no spill; 64 x 128 takes 168
+# there and 254 under triton 3.8), not yet timed.
+TILE = (64, 128, 4)
+FP32_TILE = (64, 64, 4)
+
+
+def dt_softplus_launch_config(rows: int, channels: int, rank: int, interpreted: bool,
+                              fp32: bool = False) -> LaunchConfig:
     """`_dt_softplus_kernel`'s grid, tiles and warps: the one place that chooses them (the launcher and `vimbench
-    kernels static` both call it). 64 token rows x 128 channels on 4 warps (the output tile is what moves: the
-    kernel writes 2 x M x E values and reads M x R); under the interpreter 16 x 32, so that tests cover several
-    programs and partial tiles. The rank tile is a power of two of at least 16 (tl.dot's smallest K)."""
-    block_m, block_n, warps = (16, 32, 1) if interpreted else (64, 128, 4)
+    kernels static` both call it). TILE, or FP32_TILE for fp32 weights (the output tile is what moves: the kernel
+    writes 2 x M x E values and reads M x R); under the interpreter 16 x 32 on one warp, so that tests cover
+    several programs and partial tiles. The rank tile is a power of two of at least 16 (tl.dot's smallest K)."""
+    block_m, block_n, warps = (16, 32, 1) if interpreted else (FP32_TILE if fp32 else TILE)
     block_r = max(16, next_power_of_2(rank))
     return LaunchConfig(kernel="_dt_softplus_kernel", grid=(cdiv(channels, block_n), cdiv(rows, block_m), 2),
                         constexprs=dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_R=block_r), num_warps=warps)
@@ -137,7 +146,7 @@ def dt_softplus(dt: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, out_
     if rows == 0 or channels == 0:
         return out
     interpreted = check_device(dt, _dt_softplus_kernel)
-    cfg = dt_softplus_launch_config(rows, channels, rank, interpreted)
+    cfg = dt_softplus_launch_config(rows, channels, rank, interpreted, fp32=weight.dtype == torch.float32)
     use_asm = asm_level(interpreted)
     launch(_dt_softplus_kernel, cfg.grid,
         dt, weight, bias, out, rows, channels, rank,

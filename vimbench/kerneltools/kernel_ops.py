@@ -915,7 +915,7 @@ def _dt_softplus_spec(dtype: str, shape: OpShape = STATIC_SHAPE) -> KernelSpec:
 
     lay = XDblLayout(shape.dt_rank, shape.d_state)
     rows, E, R = shape.batch * shape.length, shape.channels, shape.dt_rank
-    cfg = dt_softplus_launch_config(rows, E, R, interpreted=False)
+    cfg = dt_softplus_launch_config(rows, E, R, interpreted=False, fp32=dtype == "fp32")
     out = "fp16" if dtype != "fp32" else "fp32"
     args = {"dt_ptr": Ptr("fp32"), "w_ptr": Ptr(dtype), "bias_ptr": Ptr("fp32"), "out_ptr": Ptr(out),
             "M": rows, "E": E, "R": R,

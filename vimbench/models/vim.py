@@ -81,6 +81,11 @@ X_CONV_SLICE_ROWS = 1 << 18
 # (results/history/dtsoftplusab-h100-2026-12-07al/). fp32 stays on the GEMM (+0.7% with the op). False: the
 # official order (the GEMM's pre-activations rounded to the activation dtype, bias and softplus in the scan).
 DT_SOFTPLUS_BEFORE_SCAN = True
+# The same in fp32 (the op's fp32 tile: ieee tl.dot on the FMA pipe, fp32 delta). Off: session al measured the fp32
+# forward +0.7% with the op at the bf16 tile (64 x 128, 168 registers under triton 3.6, 254 under 3.8); since session
+# am fp32 runs its own tile (`kernels.dt_softplus.fwd.FP32_TILE`, 92 registers under 3.6), not yet measured
+# (`results/history/scripts/dtsp32.py`). The fp32 forward spends 28% in the scan, whose softplus this removes.
+DT_SOFTPLUS_FP32 = False
 # Small eager inference on a backend with ops.norm_in_proj (triton): a block's entry, from the previous mixer's
 # out_proj through the residual add and RMSNorm to in_proj, is one launch (kernels/norm_in_proj), then the conv op,
 # x_proj (ops.x_proj_rows; or both as ops.conv_xproj, FRONT_CONV_XPROJ) and the scan: four launches per layer
@@ -525,10 +530,12 @@ class BiMambaMixer(nn.Module):
     def softplus_before_scan(self, activation: torch.dtype) -> bool:
         """Whether this call, where the scan does not take dt_proj, makes delta already softplus'd
         (ops.dt_softplus, DT_SOFTPLUS_BEFORE_SCAN): inference only (the op has no backward; the scan backward takes
-        the pre-activation for the softplus's slope), 16-bit activations only (in fp32 the op's fp32 tile runs on
-        the FMA pipe and measured slower than the delta GEMM it replaces), on a backend that has the op."""
+        the pre-activation for the softplus's slope), 16-bit activations, or fp32 with DT_SOFTPLUS_FP32 (off: the
+        fp32 tile runs on the FMA pipe and measured slower than the delta GEMM it replaces), on a backend that has
+        the op."""
         return (DT_SOFTPLUS_BEFORE_SCAN and self.ops.dt_softplus is not None and not torch.is_grad_enabled()
-                and activation in (torch.bfloat16, torch.float16))
+                and (activation in (torch.bfloat16, torch.float16)
+                     or (DT_SOFTPLUS_FP32 and activation == torch.float32)))
 
     def fuses_conv_xproj(self, x: torch.Tensor) -> bool:
         """Whether a call with the conv input x (B, E, L) may make u and x_dbl in one launch (ops.conv_xproj):

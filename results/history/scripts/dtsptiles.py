@@ -42,8 +42,8 @@ for name, d, r in (("vim_t", 192, 12), ("vim_b", 768, 48)):
     exact = torch.nn.functional.softplus(torch.bmm(dt.to(torch.bfloat16).double(), w.double())
                                          + bias.double()[:, None, :])
     for bm, bn, warps, short in [c + (True,) for c in CONFIGS] + [(64, 128, 4, False)]:
-        def cfg(rows_, channels, rank, interpreted, bm=bm, bn=bn, warps=warps):
-            c = real(rows_, channels, rank, interpreted)
+        def cfg(rows_, channels, rank, interpreted, fp32=False, bm=bm, bn=bn, warps=warps):
+            c = real(rows_, channels, rank, interpreted, fp32)
             return LaunchConfig(kernel=c.kernel, grid=(cdiv(channels, bn), cdiv(rows_, bm), 2),
                                 constexprs=dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_R=c.constexprs["BLOCK_R"]),
                                 num_warps=warps)

@@ -3,7 +3,8 @@ on for 16-bit inference since session al, and the knobs were tuned with the soft
 arguments are captured from layer 0 of a real eager forward (bf16 autocast, default memory mode, 1248 px, batch
 64) of each model in SCANTUNE_MODELS (vim_t,vim_b); each variant patches module knobs of
 `kernels.selective_scan.fwd` (calls are not replayed: `call_replay(False)`), rounds of all variants in turn, 4
-rounds, median of 10 CUDA-event timings each (the halves written to a fresh buffer every call). Outputs against
+rounds, median of 10 CUDA-event timings each (the halves written to a fresh buffer every call); SCANTUNE_VARIANTS
+names a subset (l1_1 and l1_3 were added after the first run). Outputs against
 the default's: bitwise equal or the largest |difference| over the largest |default|. Writes $OUT/scantune.json.
 usage (repo root, on the box): python results/history/scripts/scantune.py"""
 import dataclasses, json, os, statistics
@@ -18,13 +19,17 @@ RES, BATCH = 1248, 64
 VARIANTS = {
     "default": {},
     "l1_0": dict(DEFAULT_L1_AHEAD=0),
+    "l1_1": dict(DEFAULT_L1_AHEAD=1),
     "l1_2": dict(DEFAULT_L1_AHEAD=2),
+    "l1_3": dict(DEFAULT_L1_AHEAD=3),
     "l1_6": dict(DEFAULT_L1_AHEAD=6),
     "l1_8": dict(DEFAULT_L1_AHEAD=8),
     "one_trip": dict(UNROLL_TRIPS=False),
     "gate_tanh": dict(GATE_TANH=True),
     "staged": dict(STAGED_SCAN=2),
 }
+if os.environ.get("SCANTUNE_VARIANTS"):  # a subset, e.g. default,l1_1,l1_2,l1_3 (session am's second run)
+    VARIANTS = {v: VARIANTS[v] for v in os.environ["SCANTUNE_VARIANTS"].split(",")}
 DEFAULTS = {k: getattr(fwd, k) for v in VARIANTS.values() for k in v}
 result = {"rows": [], "variants": VARIANTS}
 

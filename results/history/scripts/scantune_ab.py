@@ -1,7 +1,8 @@
 """Follow-up of scantune.py in the same call (session am): for each model in $OUT/scantune.json whose fastest
 variant beat the default by more than 2% (kernel medians), whole eager forwards (bf16 autocast, default memory mode,
 1248 px, batch 64) with the default (A) and that variant (B), A B B A in one process, p50 of 10 forwards each and
-the largest |logits - first A|. Writes $OUT/scantune_ab.json. usage: python results/history/scripts/scantune_ab.py"""
+the largest |logits - first A|; SCANTUNE_FORCE=<variant> runs that variant for every model instead. Writes
+$OUT/scantune_ab.json. usage: python results/history/scripts/scantune_ab.py"""
 import json, os, statistics
 import torch
 from kernels.launch import call_replay
@@ -17,7 +18,9 @@ for row in tune["rows"]:
     med = row["scan_ms_median"]
     ok = [v for v in med if v != "default" and row["equal_or_rel_err"].get(v) is not None]
     best = min(ok, key=med.get) if ok else None
-    if best is None or med[best] > 0.98 * med["default"]:
+    if os.environ.get("SCANTUNE_FORCE"):  # this variant in forwards, whatever the kernel medians say
+        best = os.environ["SCANTUNE_FORCE"]
+    elif best is None or med[best] > 0.98 * med["default"]:
         print(f"{row['model']}: no variant beats the default by 2% (best {best}: {med.get(best)} vs "
               f"{med['default']:.3f} ms)", flush=True)
         continue
