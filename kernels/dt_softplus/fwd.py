@@ -27,9 +27,9 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels import fastmath
 from kernels.launch import launch
 from kernels.runtime import LaunchConfig, cdiv, check_device, next_power_of_2
-from kernels import fastmath
 from kernels.selective_scan.fwd import _softplus, asm_level
 from kernels.tiledot import dot_acc
 

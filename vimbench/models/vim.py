@@ -75,11 +75,13 @@ X_CONV_SLICE_ROWS = 1 << 18
 # and the delta GEMM, stored in fp16, so that the scan takes delta as it is (no bias, no softplus per token and
 # channel: one MUFU ex2 and a polynomial fewer on each step's critical path). Measured on an H100 (session al):
 # the scan alone at 1248 px batch 64 on a softplus'd fp16 delta -6.3% (Vim-Ti) / -5.4% (Vim-B)
-# (results/history/softplusoff-h100-2026-12-07al/); the op itself 0.404 ms against the cast + GEMM's 0.312 at
-# Vim-Ti (1.48 TB/s written: its tiles are not tuned yet); whole eager forwards, A B B A, -0.9% (Vim-Ti), -0.4%
-# (Vim-S), -0.7% (Vim-B), 23-70 MiB lower peaks, the bf16 logits as far from the fp32 model's as before
-# (results/history/dtsoftplusab-h100-2026-12-07al/). fp32 stays on the GEMM (+0.7% with the op). False: the
-# official order (the GEMM's pre-activations rounded to the activation dtype, bias and softplus in the scan).
+# (results/history/softplusoff-h100-2026-12-07al/). With the op's degree-4 log1p for its fp16 output (session am;
+# the op 0.321 ms against the cast + GEMM's 0.296 at Vim-Ti), whole eager forwards at 1248 px batch 64, A B C C B A
+# (GEMM / the degree-7 op / degree 4): -3.0% (Vim-Ti, 666.7 -> 687.0 img/s), -0.9% (Vim-S), -0.8% (Vim-B), 23-70
+# MiB lower peaks; the Vim-Ti logits' largest distance from the fp32 model 0.0105 -> 0.0117
+# (results/history/dtsp4ab-h100-2026-12-07am/; session al's degree-7 A/B: results/history/dtsoftplusab-h100-2026-12-07al/).
+# fp32 stays on the GEMM (DT_SOFTPLUS_FP32). False: the official order (the GEMM's pre-activations rounded to the
+# activation dtype, bias and softplus in the scan).
 DT_SOFTPLUS_BEFORE_SCAN = True
 # The same in fp32 (the op's fp32 tile: ieee tl.dot on the FMA pipe, fp32 delta). Off: session al measured the fp32
 # forward +0.7% with the op at the bf16 tile (64 x 128, 168 registers under triton 3.6, 254 under 3.8); since session
