@@ -38,7 +38,8 @@ OUT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 # relative error of y s(y) against log1p(y) on [0, 1], coefficients rounded to fp32) to 5.7e-5: about a tenth of
 # an fp16 ulp (2^-11 to 2^-10 relative), where the scan's degree-7 fit (3.7e-7) is tuned for fp32. Three FMAs per
 # output element fewer (~17.5 SASS instructions per element with the degree-7 fit, kernels/NOTES.md "Session al").
-# False restores the scan's softplus for every output dtype (a module constant: Triton keys its binaries on it).
+# False restores the scan's softplus for every output dtype (read at each launch and passed as a constexpr, so each
+# value has its own binary; launches already recorded for replay keep the value they were recorded with).
 SHORT_LOG1P = True
 LOG1P_S = (0.9999432563781738, -0.4969778060913086, 0.30630093812942505, -0.15742720663547516, 0.04134730249643326)
 LOG1P_ERROR_16BIT = 5.7e-5  # the fit's largest relative error (tests add it to the rounding's half ulp)
