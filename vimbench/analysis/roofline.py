@@ -173,13 +173,15 @@ def dt_softplus_work(batch: int, channels: int, length: int, dt_rank: int, dtype
     """dt_proj with the bias and softplus (kernels/dt_softplus), both directions: reads the low-rank dt rows
     (2, B * L, R; fp32 x_dbl columns in 16-bit models, as the model's inference keeps x_dbl), dt_proj (2, R, E) and
     the bias; writes delta (2, B * L, E) in fp16 for 16-bit models, fp32 otherwise. Per output: softplus's ex2 on
-    the MUFU and ~12 FMA-pipe ops (bias add, |x|, max, the degree-7 log1p polynomial); the R multiply-adds run on
-    the tensor cores and count in no floor here."""
+    the MUFU and FMA-pipe ops for the bias add, |x|, max and the log1p polynomial: ~9 with the degree-4 fit of
+    16-bit outputs (kernels.dt_softplus.fwd.SHORT_LOG1P), ~12 with fp32's longer form; the R multiply-adds run on
+    the tensor cores (16-bit) and count in no floor here."""
     elt = element_bytes(dtype)
     rows = 2 * batch * length
     outputs = rows * channels
+    fma_per_output = 12.0 if dtype == "fp32" else 9.0
     return KernelWork("dt_softplus", F32 * rows * dt_rank + elt * 2 * dt_rank * channels + F32 * 2 * channels
-                      + (2 if dtype != "fp32" else F32) * outputs, float(outputs), 12.0 * outputs)
+                      + (2 if dtype != "fp32" else F32) * outputs, float(outputs), fma_per_output * outputs)
 
 
 def conv1d_bidir_bwd_work(batch: int, channels: int, length: int, width: int = D_CONV,
