@@ -2,7 +2,7 @@
 behind ONE autograd boundary, so that the autograd graph keeps what this op chooses, not what each step would keep.
 
     vimbench::bimamba_inner(h, in_proj, conv_w, conv_b, x_proj_t, dt_proj_t, A, D, dt_bias, out_proj, norm_r,
-                            norm_w, norm_eps, combine, chunk) -> (out, y, x_dbl, checkpoints)
+                            norm_w, norm_eps, combine, chunk, softplus_first=False) -> (out, y, x_dbl, checkpoints)
 
 Forward: the launchers of the steps (kernels.conv1d.fwd, kernels.selective_scan.fwd.bimamba_scan_fwd_save) and
 cuBLAS GEMMs. combine=False (bf16/fp16): the scan writes its two gated halves over the conv output u (which
@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from kernels.bimamba_inner.reference import x_dbl_slices
 from kernels.conv1d import fwd as conv_fwd
 from kernels.conv1d.op import conv1d_silu_bidir, conv1d_silu_bidir_bwd
+from kernels.dt_softplus import fwd as dt_softplus_fwd
 from kernels.rmsnorm.op import add_rmsnorm
 from kernels.runtime import cdiv, eager_autograd, traced
 from kernels.selective_scan import fwd as scan_fwd
@@ -133,21 +134,37 @@ BC_ROWS = True
 # (3,268 -> 3,274). Off: halves over u, then torch.add.
 ORDERED_SUM = False
 
+# The activation dtypes whose op makes the scan's delta already softplus'd (session an): delta =
+# softplus(dt @ dt_proj + dt_bias) by kernels.dt_softplus (fp16 for 16-bit models), in the forward and in the
+# backward's recompute, instead of the dt_proj GEMM; the scan's forward passes then run without their softplus and
+# bias (`bimamba_scan_fwd_save(delta_softplus=False)`) and its backward takes the slope from Delta
+# (`bimamba_scan_bwd(softplus_done=True)`: ddelta is still dL/dpre, for the dt_proj GEMM backward). Estimated
+# statically at ~2.5% of a Vim-Ti 1248/8 step (kernels/NOTES.md, "Session am"); () until measured on a GPU;
+# (torch.bfloat16, torch.float16) turns it on for 16-bit training (fp32's op tile runs on the FMA pipe).
+SOFTPLUS_BEFORE_SCAN_DTYPES: tuple = ()
 
-def _scan_operands(x_dbl: Tensor, dt_proj_t: Tensor, batch: int, length: int, n_state: int
-                   ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+
+def _scan_operands(x_dbl: Tensor, dt_proj_t: Tensor, batch: int, length: int, n_state: int,
+                   dt_bias: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """From x_dbl (2, batch * L, W): dt_pad (2, batch * L, W - 2N), the dt columns with the row's pad after them,
     and dt_proj_pad (2, W - 2N, E), dt_proj_t with zero rows for the pad; the scan's delta (2, batch, E, L) =
     dt_pad @ dt_proj_pad, and B and C (2, batch, N, L), all but delta and dt_proj_pad views. The pad columns
     enter the GEMM with zero weights (delta is dt @ dt_proj_t exactly) so that K is W - 2N (16 for Vim-Ti)
     instead of R = 12: rows 32-byte aligned, a faster cuBLAS kernel (H200, 224 px batch 128: 27 -> 19 us; the
     backward's d_dt GEMM with N = 16: 23 -> 8 us; results/history/dtpad-h200-2026-12-03.json). B and C are views
-    of an fp32 copy of their columns where x_dbl is 16-bit (SCAN_BC_FP32), else of x_dbl."""
+    of an fp32 copy of their columns where x_dbl is 16-bit (SCAN_BC_FP32), else of x_dbl.
+    dt_bias given (SOFTPLUS_BEFORE_SCAN_DTYPES): delta is softplus(dt @ dt_proj_t + dt_bias) instead, from
+    kernels.dt_softplus (laid out (2, batch, L, E) like the GEMM's, in `dt_softplus_fwd.delta_dtype`)."""
     cols_b, cols_c, cols_dt = x_dbl_slices(n_state, dt_proj_t.shape[1])
     dt_pad = x_dbl[..., cols_dt.start:]
     pad = dt_pad.shape[-1] - dt_proj_t.shape[1]
     dt_proj_pad = F.pad(dt_proj_t, (0, 0, 0, pad)) if pad else dt_proj_t
-    delta = torch.bmm(dt_pad, dt_proj_pad).view(2, batch, length, -1).transpose(2, 3)  # dt_bias: in the scan
+    if dt_bias is None:
+        delta = torch.bmm(dt_pad, dt_proj_pad)  # dt_bias: in the scan
+    else:
+        delta = dt_softplus_fwd.dt_softplus(x_dbl[..., cols_dt], dt_proj_t, dt_bias,
+                                            dt_softplus_fwd.delta_dtype(x_dbl.dtype))
+    delta = delta.view(2, batch, length, -1).transpose(2, 3)
     rows = x_dbl.view(2, batch, length, -1)
     if SCAN_BC_FP32 and x_dbl.dtype != torch.float32:
         assert cols_b.stop == cols_c.start  # [B | C] adjacent: one copy of both, rows of 2N fp32
@@ -158,8 +175,8 @@ def _scan_operands(x_dbl: Tensor, dt_proj_t: Tensor, batch: int, length: int, n_
 
 def _bimamba_inner_impl(h: Tensor, in_proj: Tensor, conv_w: Tensor, conv_b: Tensor, x_proj_t: Tensor,
                       dt_proj_t: Tensor, A: Tensor, D: Tensor, dt_bias: Tensor, out_proj: Tensor,
-                      norm_r: Optional[Tensor], norm_w: Optional[Tensor], norm_eps: float, combine: bool, chunk: int
-                      ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                      norm_r: Optional[Tensor], norm_w: Optional[Tensor], norm_eps: float, combine: bool, chunk: int,
+                      softplus_first: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     batch, length = h.shape[:2]
     inner = in_proj.shape[0] // 2
     # The caller casts the GEMM operands (the op's contract); an autocast around the call must not recast them.
@@ -167,10 +184,13 @@ def _bimamba_inner_impl(h: Tensor, in_proj: Tensor, conv_w: Tensor, conv_b: Tens
         x, z = _split_xz(F.linear(h, in_proj), inner)
         u = conv_fwd.conv1d_silu_bidir(x, conv_w, conv_b)  # (2, batch, E, L), laid out (batch, L, 2, E)
         x_dbl = torch.bmm(_tokens(u), x_proj_t)  # (2, batch * L, W)
-        _, _, delta, B, C = _scan_operands(x_dbl, dt_proj_t, batch, length, A.shape[-1])
+        _, _, delta, B, C = _scan_operands(x_dbl, dt_proj_t, batch, length, A.shape[-1],
+                                           dt_bias if softplus_first else None)
         ordered = ORDERED_SUM and not combine
-        y, checkpoints = scan_fwd.bimamba_scan_fwd_save(u, delta, A, B, C, D, z, dt_bias, True, combine, chunk,
-                                                        out=None if combine or ordered else u, ordered_sum=ordered)
+        scan_bias = None if softplus_first else dt_bias  # softplus_first: inside delta already
+        y, checkpoints = scan_fwd.bimamba_scan_fwd_save(u, delta, A, B, C, D, z, scan_bias, not softplus_first,
+                                                        combine, chunk, out=None if combine or ordered else u,
+                                                        ordered_sum=ordered)
         del delta
         if combine or ordered:  # (batch, E, L) laid out (batch, L, E)
             y = y.transpose(1, 2)
@@ -189,7 +209,7 @@ _bimamba_inner_op = torch.library.custom_op("vimbench::bimamba_inner", mutates_a
 
 @_bimamba_inner_op.register_fake
 def _(h, in_proj, conv_w, conv_b, x_proj_t, dt_proj_t, A, D, dt_bias, out_proj, norm_r, norm_w, norm_eps, combine,
-      chunk):
+      chunk, softplus_first=False):
     batch, length = h.shape[:2]
     inner = in_proj.shape[0] // 2
     x_dbl = h.new_empty(2, batch * length, x_proj_t.shape[-1])
@@ -199,18 +219,19 @@ def _(h, in_proj, conv_w, conv_b, x_proj_t, dt_proj_t, A, D, dt_bias, out_proj, 
 
 def _setup_context(ctx, inputs, output):
     (h, in_proj, conv_w, conv_b, x_proj_t, dt_proj_t, A, D, dt_bias, out_proj, norm_r, norm_w, norm_eps, combine,
-     chunk) = inputs
+     chunk, *softplus_first) = inputs  # softplus_first: absent where the op's default was taken
     _, y, x_dbl, checkpoints = output
     keep_h = norm_r is None  # else h is recomputed from the norm's r
     ctx.save_for_backward(h if keep_h else None, in_proj, conv_w, conv_b, x_proj_t, dt_proj_t, A, D, dt_bias,
                           out_proj, y, x_dbl, checkpoints, None if keep_h else norm_r, None if keep_h else norm_w)
     ctx.chunk, ctx.norm_eps, ctx.h_dtype = chunk, norm_eps, h.dtype
+    ctx.softplus_first = bool(softplus_first and softplus_first[0])
     ctx.set_materialize_grads(False)  # y, x_dbl and checkpoints get no gradient
 
 
 def _backward(ctx, grad_out, _grad_y, _grad_x_dbl, _grad_checkpoints):
     if grad_out is None:
-        return (None,) * 15
+        return (None,) * 16
     (h, in_proj, conv_w, conv_b, x_proj_t, dt_proj_t, A, D, dt_bias, out_proj, y, x_dbl, checkpoints, norm_r,
      norm_w) = ctx.saved_tensors
     # out_proj: out = y @ out_proj^T; the scan gets dL/dy, its combined form
@@ -225,12 +246,13 @@ def _backward(ctx, grad_out, _grad_y, _grad_x_dbl, _grad_checkpoints):
     inner, n_state = in_proj.shape[0] // 2, A.shape[-1]
     x, z = _split_xz(F.linear(h, in_proj), inner)
     u = conv1d_silu_bidir(x, conv_w, conv_b)
-    dt_pad, dt_proj_pad, delta, B, C = _scan_operands(x_dbl, dt_proj_t, batch, length, n_state)
+    dt_pad, dt_proj_pad, delta, B, C = _scan_operands(x_dbl, dt_proj_t, batch, length, n_state,
+                                                      dt_bias if ctx.softplus_first else None)
     # dB and dC come as x_dbl-gradient rows [dB | dC] in x_dbl's dtype (BC_ROWS), dz as the two directions' terms
     # (DZ_HALVES)
     du, ddelta, dA, dB, dC, dD, dz, ddt_bias = bimamba_scan_bwd(
         grad_y, u, delta, A, B, C, D, z, dt_bias, checkpoints, True, True, ctx.chunk, dz_halves=DZ_HALVES,
-        bc_rows_dtype=x_dbl.dtype if BC_ROWS else None)
+        bc_rows_dtype=x_dbl.dtype if BC_ROWS else None, softplus_done=ctx.softplus_first)
     del delta, grad_y
     # dt_proj: delta_pre = dt_pad @ dt_proj_pad per direction (the pad rows' weight gradient is dropped)
     ddelta_rows = _tokens(ddelta)  # (2, batch * L, E)
@@ -267,7 +289,7 @@ def _backward(ctx, grad_out, _grad_y, _grad_x_dbl, _grad_checkpoints):
         d_w_z = dz_rows.t() @ h_rows
     d_in_proj = torch.cat([dx_rows.t() @ h_rows, d_w_z])
     return (dh, d_in_proj, d_conv_w, d_conv_b, d_x_proj_t, d_dt_proj_t, dA.to(A.dtype), dD.to(D.dtype),
-            ddt_bias.to(dt_bias.dtype), d_out_proj, None, None, None, None, None)
+            ddt_bias.to(dt_bias.dtype), d_out_proj, None, None, None, None, None, None)
 
 
 _bimamba_inner_op.register_autograd(_backward, setup_context=_setup_context)
@@ -291,7 +313,7 @@ def bimamba_inner(h, in_proj, conv_w, conv_b, x_proj_t, dt_proj_t, A, D, dt_bias
                          f"got {h.dtype}, {in_proj.dtype}, {x_proj_t.dtype}, {dt_proj_t.dtype}, {out_proj.dtype}")
     norm_r, norm_w, norm_eps = norm if norm is not None else (None, None, 0.0)
     tensors = (h, in_proj, conv_w, conv_b, x_proj_t, dt_proj_t, A, D, dt_bias, out_proj, norm_r, norm_w)
-    args = (*tensors, float(norm_eps), bool(combine), CHECKPOINT_CHUNK)
+    args = (*tensors, float(norm_eps), bool(combine), CHECKPOINT_CHUNK, h.dtype in SOFTPLUS_BEFORE_SCAN_DTYPES)
     op = torch.ops.vimbench.bimamba_inner if traced(*tensors) else _bimamba_inner_eager
     return op(*args)[0]
 

@@ -110,6 +110,12 @@ def dt_softplus_launch_config(rows: int, channels: int, rank: int, interpreted: 
                         constexprs=dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_R=block_r), num_warps=warps)
 
 
+def delta_dtype(activation: torch.dtype) -> torch.dtype:
+    """The dtype of the op's output for a model running in `activation`: fp16 for 16-bit activations (delta >= 0
+    and far below fp16's range, where fp16 keeps 3 more mantissa bits than bf16), fp32 otherwise."""
+    return torch.float16 if activation in (torch.bfloat16, torch.float16) else torch.float32
+
+
 def short_log1p(out_dtype: torch.dtype) -> bool:
     """Whether the kernel takes the degree-4 log1p (`SHORT_LOG1P`): 16-bit outputs only."""
     return SHORT_LOG1P and out_dtype != torch.float32

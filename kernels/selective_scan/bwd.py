@@ -938,10 +938,14 @@ def _bc_rows(dBp: torch.Tensor, dCp: torch.Tensor, out: torch.Tensor) -> None:
 
 @triton.jit
 def _delta(dt, bias_row, mask_c, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, USE_ASM: tl.constexpr):
-    """Delta = softplus(dt + bias) (or dt + bias), 0 on masked lanes, and dDelta/d(dt)."""
-    if HAS_BIAS:
+    """Delta = softplus(dt + bias) (or dt + bias), 0 on masked lanes, and dDelta/d(dt). SOFTPLUS == 2
+    (`bimamba_scan_bwd(softplus_done=True)`): dt is Delta already, softplus(pre + bias) made before the scan; the
+    bias is not added again and the slope is that of the pre-activation, sigmoid(pre) = 1 - e^-Delta."""
+    if HAS_BIAS and SOFTPLUS != 2:
         dt = dt + bias_row
-    if SOFTPLUS and SOFTPLUS_LOG1P_POLY:
+    if SOFTPLUS == 2:
+        d, slope = dt, _slope_of_softplus_value(dt, USE_ASM)
+    elif SOFTPLUS and SOFTPLUS_LOG1P_POLY:
         d, slope = _softplus_sigmoid(dt, USE_ASM, True)  # sigmoid(dt) from softplus's exp
     elif SOFTPLUS:
         d, w = _softplus_exp(dt, USE_ASM)
@@ -950,6 +954,14 @@ def _delta(dt, bias_row, mask_c, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
         d = dt
         slope = tl.full(dt.shape, 1.0, tl.float32)
     return tl.where(mask_c, d, 0.0), slope
+
+
+@triton.jit
+def _slope_of_softplus_value(d, USE_ASM: tl.constexpr):
+    """sigmoid(x) from d = softplus(x) >= 0: 1 - e^-d, one exponential; below 1/16, where 1 - e^-d would lose
+    digits to cancellation, its series to d^4 (truncation < 1.3e-7 relative there)."""
+    series = d * (1.0 - d * (0.5 - d * (0.16666667 - d * 0.041666668)))
+    return tl.where(d < 0.0625, series, 1.0 - fastmath.exp(-d, USE_ASM))
 
 
 # Programs the chunk-parallel split aims for on the GPU, and the one-group grid below which it splits at all.
@@ -1316,9 +1328,13 @@ def bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints,
                      combine=True, chunk=64, *, chunks_per_program=None, sub_chunk=None, scatter_sums=None,
                      block_c=None, prefetch=None, maxnreg=None, l1_ahead=None, pairs=None, channel_splits=None,
                      scratch_ahead=None, evict_hints=None, carry_h=None, pair_trips=None, scatter_xor=None,
-                     vec_scratch=None, dz_halves=False, bc_rows_dtype=None, scratch_bf16=None):
+                     vec_scratch=None, dz_halves=False, bc_rows_dtype=None, scratch_bf16=None, softplus_done=False):
     """Gradients of `bimamba_scan` (see the module docstring for the contract). Returns
     (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias); None for each absent optional input.
+    softplus_done=True: delta holds Delta = softplus(pre + delta_bias) already (kernels.dt_softplus made it; the
+    forward ran `bimamba_scan_fwd_save` on it with delta_softplus=False and no bias), delta_softplus must be True
+    and delta_bias is the bias inside it: the gradients are still those of pre, ddelta = dL/dpre (the slope
+    sigmoid(pre) = 1 - e^-Delta, from Delta) in u's dtype, ddelta_bias its sums, and the bias is not added again.
     dz_halves=True: dz is returned unsummed, (2, batch, E, L) in z's dtype laid out like u, [d] = direction d's
     term (their sum is dz): each direction stores its own, with no fp32 buffer, zero fill, atomics or cast. The
     caller sums them where it consumes dz (the fused training op: in its in_proj GEMMs, K = 2E).
@@ -1336,9 +1352,12 @@ def bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints,
     launch configuration, buffer layouts: `_ScanBwdPlan`), allocates its buffers and hands the recorded launches
     to the compiled kernels; only the partial sums after the launches run as torch ops."""
     inputs = (grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints)
+    if softplus_done and not delta_softplus:
+        raise ValueError("softplus_done=True says delta went through the softplus already: delta_softplus must be "
+                         "True")
     options = (bool(delta_softplus), bool(combine), chunk, chunks_per_program, sub_chunk, scatter_sums, block_c,
                prefetch, maxnreg, l1_ahead, pairs, channel_splits, scratch_ahead, evict_hints, carry_h, pair_trips,
-               scatter_xor, vec_scratch, bool(dz_halves), bc_rows_dtype, scratch_bf16)
+               scatter_xor, vec_scratch, bool(dz_halves), bc_rows_dtype, scratch_bf16, bool(softplus_done))
     sig = _BWD_MEMO.signature(inputs, *options)
     plan = _BWD_MEMO.extra(sig)
     if plan is not None:
@@ -1398,7 +1417,7 @@ class _ScanBwdPlan:
     def build(cls, grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints, delta_softplus, combine, chunk,
               chunks_per_program, sub_chunk, scatter_sums, block_c, prefetch, maxnreg, l1_ahead, pairs,
               channel_splits, scratch_ahead, evict_hints, carry_h, pair_trips, scatter_xor, vec_scratch, dz_halves,
-              bc_rows_dtype, scratch_bf16) -> tuple["_ScanBwdPlan", tuple]:
+              bc_rows_dtype, scratch_bf16, softplus_done) -> tuple["_ScanBwdPlan", tuple]:
         """The plan of a call with these arguments, and this call's buffers (allocated as the plan records)."""
         _check(u, delta, A, B, C, 2)
         n_state = A.shape[-1]
@@ -1412,7 +1431,9 @@ class _ScanBwdPlan:
         has_d, has_z, has_bias = D is not None, z is not None, delta_bias is not None
         dz_halves = bool(dz_halves) and has_z
         f32 = dict(dtype=torch.float32, device=device)
-        du, ddelta = torch.empty_like(u), torch.empty_like(delta)
+        # ddelta is dL/dpre in u's dtype where delta is softplus'd already (fp16 for a bf16 model: a gradient
+        # needs bf16's range)
+        du, ddelta = torch.empty_like(u), torch.empty_like(delta, dtype=u.dtype if softplus_done else delta.dtype)
         if dz_halves:  # each element is stored by one lane of one direction: no zero fill
             dz_out = torch.empty_like(u, dtype=z.dtype)
         else:
@@ -1449,7 +1470,8 @@ class _ScanBwdPlan:
         if bc_rows_dtype is not None:
             bc_rows = torch.empty(2, batch * length, 2 * n_state, dtype=bc_rows_dtype, device=device)
         buffers = _ScanBwdBuffers(du, ddelta, dz_out, dBp, dCp, dAp, dDp, dbp, scratch, mu, dsum, bc_rows)
-        flags = dict(N_STATE=n_state, HAS_Z=has_z, HAS_BIAS=has_bias, SOFTPLUS=bool(delta_softplus))
+        flags = dict(N_STATE=n_state, HAS_Z=has_z, HAS_BIAS=has_bias, SOFTPLUS=2 if softplus_done else
+                     bool(delta_softplus))
         return cls(cfg=cfg, specs=cls._specs(buffers, dz_halves), flags=flags,
                    fused_bc=bc_rows is not None and per_launch == cfg.walk.grid[0], **common), buffers
 

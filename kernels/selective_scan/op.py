@@ -12,9 +12,11 @@
     vimbench::bimamba_scan_fwd_save(u, delta, A, B, C, D, z, delta_bias, delta_softplus, combine, chunk)
         -> (out, checkpoints)     the training forward: also the fp32 states every `chunk` tokens; differentiable
     vimbench::bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints, delta_softplus,
-        combine, chunk, dz_halves=False, bc_rows_dtype=None) -> (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias)
+        combine, chunk, dz_halves=False, bc_rows_dtype=None, softplus_done=False)
+        -> (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias)
         its backward (bwd.py; dz_halves: dz as the two directions' unsummed terms, laid out like u; bc_rows_dtype:
-        dB's slot holds the (2, batch * L, 2N) rows [dB | dC] in that dtype, dC's is empty)
+        dB's slot holds the (2, batch * L, 2N) rows [dB | dC] in that dtype, dC's is empty; softplus_done: delta
+        is softplus(pre + delta_bias) already and ddelta is dL/dpre)
 
 What the training forward saves for backward: its inputs (u is also saved by the x_proj GEMM, z is a view of
 in_proj's output that the conv keeps; delta is the one tensor kept for the scan alone) and the checkpoints,
@@ -113,17 +115,18 @@ def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, combine, chunk):
 def _bimamba_scan_bwd_op(grad_out: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
                          D: Optional[Tensor], z: Optional[Tensor], delta_bias: Optional[Tensor], checkpoints: Tensor,
                          delta_softplus: bool, combine: bool, chunk: int, dz_halves: bool = False,
-                         bc_rows_dtype: Optional[torch.dtype] = None) -> list[Tensor]:
+                         bc_rows_dtype: Optional[torch.dtype] = None, softplus_done: bool = False) -> list[Tensor]:
     with op_call():  # inside a compiled graph: no ones vector kept (runtime.sum_partials)
         grads = bwd.bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints, delta_softplus,
-                                     combine, chunk, dz_halves=dz_halves, bc_rows_dtype=bc_rows_dtype)
+                                     combine, chunk, dz_halves=dz_halves, bc_rows_dtype=bc_rows_dtype,
+                                     softplus_done=softplus_done)
     # A custom op returns tensors only: an empty (0,) placeholder for each absent optional input's gradient.
     return [g if g is not None else u.new_empty(0, dtype=torch.float32) for g in grads]
 
 
 @_bimamba_scan_bwd_op.register_fake
 def _(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints, delta_softplus, combine, chunk, dz_halves=False,
-      bc_rows_dtype=None):
+      bc_rows_dtype=None, softplus_done=False):
     batch, length = u.shape[1], u.shape[3]
     f32 = dict(dtype=torch.float32, device=u.device)
     absent = u.new_empty(0, dtype=torch.float32)
@@ -133,7 +136,8 @@ def _(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints, delta_softplus
         d_bc = [u.new_empty((2, batch * length, 2 * A.shape[-1]), dtype=bc_rows_dtype), absent]
     # like u[0] in z's dtype, or with dz_halves like u
     dz = absent if z is None else torch.empty_like(u, dtype=z.dtype) if dz_halves else _out_like(u.to(z.dtype), True)
-    return [torch.empty_like(u), torch.empty_like(delta), torch.empty(A.shape, **f32), *d_bc,
+    ddelta = torch.empty_like(delta, dtype=u.dtype if softplus_done else delta.dtype)
+    return [torch.empty_like(u), ddelta, torch.empty(A.shape, **f32), *d_bc,
             absent if D is None else torch.empty(D.shape, **f32), dz,
             absent if delta_bias is None else torch.empty(delta_bias.shape, **f32)]
 
@@ -162,20 +166,20 @@ _bimamba_scan_fwd_save_eager = eager_autograd("BimambaScanFunction", fwd.bimamba
 
 
 def bimamba_scan_bwd(grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints, delta_softplus, combine, chunk,
-                     dz_halves=False, bc_rows_dtype=None):
+                     dz_halves=False, bc_rows_dtype=None, softplus_done=False):
     """The backward (bwd.bimamba_scan_bwd), through its custom op when traced: (du, ddelta, dA, dB, dC, dD, dz,
-    ddelta_bias), None for the gradient of an absent optional input; dz_halves and bc_rows_dtype as in
-    bwd.bimamba_scan_bwd (with bc_rows_dtype, dC is None)."""
+    ddelta_bias), None for the gradient of an absent optional input; dz_halves, bc_rows_dtype and softplus_done
+    as in bwd.bimamba_scan_bwd (with bc_rows_dtype, dC is None; with softplus_done, ddelta is dL/dpre)."""
     args = (grad_out, u, delta, A, B, C, D, z, delta_bias, checkpoints)
     if traced(*args):
         grads = torch.ops.vimbench.bimamba_scan_bwd(*args, bool(delta_softplus), bool(combine), int(chunk),
-                                                    bool(dz_halves), bc_rows_dtype)
+                                                    bool(dz_halves), bc_rows_dtype, bool(softplus_done))
         present = (u, delta, A, B, C, D, z, delta_bias)
         if bc_rows_dtype is not None:
             present = (u, delta, A, B, None, D, z, delta_bias)
         return tuple(None if t is None else g for g, t in zip(grads, present))
     return tuple(bwd.bimamba_scan_bwd(*args, delta_softplus, combine, chunk, dz_halves=dz_halves,
-                                      bc_rows_dtype=bc_rows_dtype))
+                                      bc_rows_dtype=bc_rows_dtype, softplus_done=softplus_done))
 
 
 def bimamba_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True, combine=True, out=None,

@@ -57,6 +57,50 @@ def test_gradients_match_f64_reference(op, device, combine, recompute_h):
     assert leaves[4].grad[..., 2 * 4 + 2:].abs().max() == 0  # the pad columns of x_proj_t
 
 
+@pytest.mark.parametrize("combine", [False, True])
+def test_softplus_before_scan_gradients_match_f64_reference(op, device, monkeypatch, combine):
+    """SOFTPLUS_BEFORE_SCAN_DTYPES (here fp32, so that float64 can judge it): delta is made already softplus'd by
+    dt_softplus, the scan runs without softplus and bias, and its backward returns the gradients of the
+    pre-activation (softplus_done): the same output and gradients as the reference composition, dt_bias's and
+    dt_proj's included."""
+    monkeypatch.setattr(op, "SOFTPLUS_BEFORE_SCAN_DTYPES", (torch.float32,))
+    calls = []
+    real = op.dt_softplus_fwd.dt_softplus
+    monkeypatch.setattr(op.dt_softplus_fwd, "dt_softplus", lambda *a: calls.append(a[-1]) or real(*a))
+    inputs = inner_inputs(device)
+    leaves = [t.clone().requires_grad_() for t in inputs]
+    out = op.bimamba_inner(*leaves, combine=combine)
+    leaves64 = [t.detach().double().requires_grad_() for t in inputs]
+    want = bimamba_inner_ref(*leaves64, combine=combine)
+    torch.testing.assert_close(out.double(), want, rtol=1e-4, atol=1e-5)
+    grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(5)).to(device)
+    out.backward(grad_out)
+    want.backward(grad_out.double())
+    assert calls == [torch.float32, torch.float32]  # the forward's delta and the backward's recompute
+    for name, got, ref in zip(NAMES, leaves, leaves64):
+        scale = ref.grad.abs().max().item()
+        torch.testing.assert_close(got.grad.double(), ref.grad, rtol=1e-4, atol=1e-5 * scale, msg=name)
+
+
+def test_softplus_before_scan_bf16_agrees_with_the_gemm(op, device, monkeypatch):
+    """In bf16 (the dtypes it is meant for) the op's delta is fp16 and already softplus'd: output and gradients
+    agree with the delta GEMM's to bf16 rounding."""
+    results = []
+    for dtypes in ((), (torch.bfloat16,)):
+        monkeypatch.setattr(op, "SOFTPLUS_BEFORE_SCAN_DTYPES", dtypes)
+        inputs = [t.to(torch.bfloat16) if i in (0, 1, 4, 5, 9) else t for i, t in enumerate(inner_inputs(device))]
+        leaves = [t.clone().requires_grad_() for t in inputs]
+        out = op.bimamba_inner(*leaves, combine=False)
+        out.backward(torch.randn(out.shape, generator=torch.Generator().manual_seed(5)).to(out))
+        results.append([out.detach(), *(t.grad for t in leaves)])
+    x_dbl = torch.zeros(2, 2 * 7, 16, dtype=torch.bfloat16, device=device)
+    delta = op._scan_operands(x_dbl, inputs[5], 2, 7, 4, inputs[8])[2]
+    assert delta.dtype == torch.float16 and delta.shape == (2, 2, 12, 7)
+    for name, a, b in zip(["out", *NAMES], *results):
+        scale = b.float().abs().max().item()
+        torch.testing.assert_close(a.float(), b.float(), rtol=2e-2, atol=2e-2 * scale, msg=name)
+
+
 def test_weight_grads_split_over_tokens_match_one_gemm(op, device, monkeypatch):
     """The weight gradients' K-sliced GEMMs (_weight_grad) equal a^T b, on a strided operand laid out like u
     ((batch, L, 2, E): the directions interleaved), for a row count with slices and a prime one (no split), with

@@ -219,6 +219,30 @@ def test_bwd_chunk_groups_without_softplus(scan):
     assert_grads_close(got, reference_grads(x, g, combine=True, softplus=False), x)
 
 
+@pytest.mark.parametrize("combine,chunks_per_program", [(True, None), (False, 1)])
+def test_bwd_softplus_done(scan, combine, chunks_per_program):
+    """delta given as Delta = softplus(pre + bias) (made before the scan: kernels.dt_softplus); the forward runs
+    without softplus or bias and the backward (softplus_done) still returns the gradients of pre and of the bias:
+    those of the scan on pre, from the slope 1 - e^-Delta (its series below Delta = 1/16, e^-Delta above: pre is
+    spread so that both occur); without groups and with pass A's group carries (chunks_per_program=1)."""
+    fwd, bwd = scan
+    x = model_layout(1, 13, 11, seed=12)
+    spread = torch.linspace(-3.0, 4.0, 13).view(1, 1, 13, 1)  # per channel: Delta from ~0.01 to ~3
+    x["delta"] = (x["delta"] + spread).transpose(2, 3).contiguous().transpose(2, 3)  # channel-last again
+    post = F.softplus(x["delta"].double() + x["delta_bias"].double()[:, None, :, None]).float()
+    assert (post < 1 / 16).any() and (post > 1 / 16).any()
+    out, checkpoints = fwd.bimamba_scan_fwd_save(**{**x, "delta": post, "delta_bias": None}, delta_softplus=False,
+                                                 combine=combine, chunk=4)
+    torch.testing.assert_close(out.double(), reference_out(x, combine).double(), rtol=1e-4, atol=1e-5)
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(0)).to(out)
+    grads = bwd.bimamba_scan_bwd(g, **{**x, "delta": post}, checkpoints=checkpoints, delta_softplus=True,
+                                 combine=combine, chunk=4, chunks_per_program=chunks_per_program, softplus_done=True)
+    assert_grads_close(dict(zip(GRAD_NAMES, grads)), reference_grads(x, g, combine), x)
+    with pytest.raises(ValueError, match="delta_softplus must be True"):
+        bwd.bimamba_scan_bwd(g, **{**x, "delta": post}, checkpoints=checkpoints, delta_softplus=False,
+                             combine=combine, chunk=4, softplus_done=True)
+
+
 def test_bwd_channel_block_override(scan):
     """block_c (channels per program) forced to 16 under the interpreter: 13 channels in a masked block, the
     float64 reference's gradients; a width other than 8, 16 or 32 is refused."""
@@ -719,6 +743,29 @@ def test_bwd_gpu_bf16_scratch(scan, batch, length):
     for name in GRAD_NAMES:
         ref = want[name].float()
         rel = ((narrow[name].float() - ref).norm() / ref.norm()).item()
+        assert rel < 1e-2, f"d{name}: relative L2 distance {rel:.2e} from the fp32 reference"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("batch,length", [(8, 6085), (128, 197)])
+def test_bwd_gpu_softplus_done(scan, batch, length):
+    """The training op's softplus-first form at Vim-Ti's training shapes (bf16, combined): delta given as fp16
+    Delta = softplus(pre + bias), the forward without softplus or bias, the backward with softplus_done: every
+    gradient (of pre and the bias included) within 1e-2 (relative L2) of the fp32 autograd reference on pre."""
+    fwd, bwd = scan
+    x = model_layout(batch, 384, length, dtype=torch.bfloat16, device="cuda")
+    post = F.softplus(x["delta"].float() + x["delta_bias"][:, None, :, None]).half()
+    out, ckpt = fwd.bimamba_scan_fwd_save(**{**x, "delta": post, "delta_bias": None}, delta_softplus=False,
+                                          combine=True, chunk=128)
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(0)).to(out)
+    got = dict(zip(GRAD_NAMES, bwd.bimamba_scan_bwd(g, **{**x, "delta": post}, checkpoints=ckpt,
+                                                    delta_softplus=True, combine=True, chunk=128,
+                                                    softplus_done=True)))
+    assert got["delta"].dtype == torch.bfloat16
+    want = _torch_grads(x, g, True)
+    for name in GRAD_NAMES:
+        ref = want[name].float()
+        rel = ((got[name].float() - ref).norm() / ref.norm()).item()
         assert rel < 1e-2, f"d{name}: relative L2 distance {rel:.2e} from the fp32 reference"
 
 

@@ -895,7 +895,7 @@ def _dt_softplus_inputs(shape: OpShape, dtype, device: str) -> dict[str, Any]:
     import torch
 
     from vimbench.layout import XDblLayout
-    from vimbench.models.vim import delta_dtype
+    from kernels.dt_softplus.fwd import delta_dtype
 
     lay = XDblLayout(shape.dt_rank, shape.d_state)
     rnd = _random(shape, device)

@@ -212,9 +212,12 @@ def sums_halves_in_gemm(dtype: torch.dtype) -> bool:
 
 
 def delta_dtype(activation: torch.dtype) -> torch.dtype:
-    """The dtype of a delta made already softplus'd (ops.dt_softplus): fp16 for 16-bit activations (delta >= 0
-    and far below fp16's range, where fp16 keeps 3 more mantissa bits than bf16), fp32 otherwise."""
-    return torch.float16 if activation in (torch.bfloat16, torch.float16) else torch.float32
+    """The dtype of a delta made already softplus'd (ops.dt_softplus), the op's own rule
+    (`kernels.dt_softplus.fwd.delta_dtype`: fp16 for 16-bit activations, fp32 otherwise). Called only where the
+    triton backend's op runs, so the kernels package is loaded by then."""
+    from kernels.dt_softplus.fwd import delta_dtype as rule
+
+    return rule(activation)
 
 
 def x_dbl_in_fp32(u: torch.Tensor) -> bool:
