@@ -66,28 +66,31 @@ def _dt_softplus_kernel(
     stride_b_dir, stride_b_e,
     stride_o_dir, stride_o_m, stride_o_e,
     IEEE: tl.constexpr, UPCAST: tl.constexpr, USE_ASM: tl.constexpr, APPROX: tl.constexpr, SHORT: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr, ROW_TILES: tl.constexpr = 1,
 ):
     # axis 0 = channel tiles: the programs of one row tile run next to each other, so its dt rows come from L2
     offs_n = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_m = tl.program_id(1).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     direction = tl.program_id(2).to(tl.int64)
     offs_r = tl.arange(0, BLOCK_R)
-    mask_m = offs_m < M
     mask_n = offs_n < E
     mask_r = offs_r < R
-    a = tl.load(dt_ptr + direction * stride_dt_dir + offs_m[:, None] * stride_dt_m + offs_r[None, :] * stride_dt_r,
-                mask=mask_m[:, None] & mask_r[None, :], other=0.0)
     w = tl.load(w_ptr + direction * stride_w_dir + offs_r[:, None] * stride_w_r + offs_n[None, :] * stride_w_e,
                 mask=mask_r[:, None] & mask_n[None, :], other=0.0)
-    acc = dot_acc(a.to(w.dtype), w, tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32), IEEE, UPCAST)
     bias = tl.load(bias_ptr + direction * stride_b_dir + offs_n * stride_b_e, mask=mask_n, other=0.0)
-    if SHORT:
-        delta = _softplus_short(acc + bias.to(tl.float32)[None, :], USE_ASM)
-    else:
-        delta = _softplus(acc + bias.to(tl.float32)[None, :], USE_ASM, APPROX)
-    o_off = direction * stride_o_dir + offs_m[:, None] * stride_o_m + offs_n[None, :] * stride_o_e
-    tl.store(out_ptr + o_off, delta.to(out_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+    # ROW_TILES consecutive row tiles per program: the weight tile and bias load once, and a tile's stores drain
+    # while the next one is computed
+    for i in range(ROW_TILES):
+        offs_m = (tl.program_id(1).to(tl.int64) * ROW_TILES + i) * BLOCK_M + tl.arange(0, BLOCK_M)
+        mask_m = offs_m < M
+        a = tl.load(dt_ptr + direction * stride_dt_dir + offs_m[:, None] * stride_dt_m
+                    + offs_r[None, :] * stride_dt_r, mask=mask_m[:, None] & mask_r[None, :], other=0.0)
+        acc = dot_acc(a.to(w.dtype), w, tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32), IEEE, UPCAST)
+        if SHORT:
+            delta = _softplus_short(acc + bias.to(tl.float32)[None, :], USE_ASM)
+        else:
+            delta = _softplus(acc + bias.to(tl.float32)[None, :], USE_ASM, APPROX)
+        o_off = direction * stride_o_dir + offs_m[:, None] * stride_o_m + offs_n[None, :] * stride_o_e
+        tl.store(out_ptr + o_off, delta.to(out_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
 
 
 # Token rows x channels x warps per program on the GPU. 16-bit weights: 64 x 128 x 4, the fastest of nine tilings at
@@ -96,6 +99,10 @@ def _dt_softplus_kernel(
 # there and 254 under triton 3.8), not yet timed.
 TILE = (64, 128, 4)
 FP32_TILE = (64, 64, 4)
+# Row tiles per program (the kernel's ROW_TILES; 1: one tile, as measured above). An experiment for the op's store
+# rate (~1.8 TB/s where cuBLAS's GEMM writes ~2.3; session am): several tiles per program, so that one tile's
+# stores drain while the next is computed. Not yet measured; the interpreter takes 2 (tests cross tiles and the tail).
+ROW_TILES = 1
 
 
 def dt_softplus_launch_config(rows: int, channels: int, rank: int, interpreted: bool,
@@ -103,11 +110,15 @@ def dt_softplus_launch_config(rows: int, channels: int, rank: int, interpreted: 
     """`_dt_softplus_kernel`'s grid, tiles and warps: the one place that chooses them (the launcher and `vimbench
     kernels static` both call it). TILE, or FP32_TILE for fp32 weights (the output tile is what moves: the kernel
     writes 2 x M x E values and reads M x R); under the interpreter 16 x 32 on one warp, so that tests cover
-    several programs and partial tiles. The rank tile is a power of two of at least 16 (tl.dot's smallest K)."""
+    several programs and partial tiles, two row tiles per program (ROW_TILES on the GPU). The rank tile is a power
+    of two of at least 16 (tl.dot's smallest K)."""
     block_m, block_n, warps = (16, 32, 1) if interpreted else (FP32_TILE if fp32 else TILE)
     block_r = max(16, next_power_of_2(rank))
-    return LaunchConfig(kernel="_dt_softplus_kernel", grid=(cdiv(channels, block_n), cdiv(rows, block_m), 2),
-                        constexprs=dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_R=block_r), num_warps=warps)
+    row_tiles = 2 if interpreted else ROW_TILES
+    return LaunchConfig(kernel="_dt_softplus_kernel",
+                        grid=(cdiv(channels, block_n), cdiv(cdiv(rows, block_m), row_tiles), 2),
+                        constexprs=dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_R=block_r, ROW_TILES=row_tiles),
+                        num_warps=warps)
 
 
 def delta_dtype(activation: torch.dtype) -> torch.dtype:
