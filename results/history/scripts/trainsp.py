@@ -1,7 +1,9 @@
 """Training on a delta made already softplus'd (session an; `kernels.bimamba_inner.op.SOFTPLUS_BEFORE_SCAN_DTYPES`):
 eager bf16 training steps (autocast, AdamW, cross entropy on random labels, as the sweep's train mode) of each model
 in TRAINSP_MODELS (vim_t,vim_s) at 1248 px, batch 8; A = the delta GEMM (off), B = dt_softplus before the scan (on);
-A B B A in one process, p50 of 12 steps after 3 warm-up steps, peak allocated over one step. First, on one fixed
+A B B A in one process, p50 of 12 steps after 3 warm-up steps, peak allocated over one step; then the same A B B A
+with the whole step captured into a CUDA graph (the sweep's compile cuda-graphs: `vimbench.bench.train`, a fresh
+capturable step per arm, p50 of 10 replays), where the host's launch time is out of the picture. First, on one fixed
 batch without an optimizer step, the loss and every parameter's gradient under A and B: the largest
 |g_B - g_A| / max |g_A| over parameters (bf16 rounding differs: delta is fp16 and post-softplus in B).
 Writes $OUT/trainsp.json. usage (repo root, on the box): python results/history/scripts/trainsp.py"""
@@ -9,6 +11,7 @@ import json, os, statistics
 import torch
 import torch.nn.functional as F
 from kernels.bimamba_inner import op
+from vimbench.bench import train
 from vimbench.models.registry import create_model
 
 OUT = os.environ.get("OUT", "/tmp")
@@ -41,8 +44,8 @@ for name in MODELS:
         loss.backward()
         losses[arm] = loss.item()
         grads[arm] = {n: p.grad.detach().float().clone() for n, p in model.named_parameters() if p.grad is not None}
-    worst = max(((grads["B"][n] - g).abs().max() / g.abs().max().clamp_min(1e-30)).item(), n)
-                for n, g in grads["A"].items()) if grads["A"] else (None, None)
+    worst = max((((grads["B"][n] - g).abs().max() / g.abs().max().clamp_min(1e-30)).item(), n)
+                 for n, g in grads["A"].items())
     result["grads"].append(dict(model=name, loss_A=losses["A"], loss_B=losses["B"], worst_rel_grad_diff=worst[0],
                                 worst_param=worst[1], params_with_grad=len(grads["A"])))
     print(name, "loss A", losses["A"], "B", losses["B"], "worst grad diff", worst, flush=True)
@@ -66,6 +69,17 @@ for name in MODELS:
                                    img_per_s=BATCH / p50 * 1e3, peak_allocated_gib=peak / 2**30, times_ms=times))
         print(f"{name} {arm}: p50 {p50:.2f} ms ({BATCH / p50 * 1e3:.1f} img/s), peak {peak / 2**30:.3f} GiB",
               flush=True)
+    for arm in "ABBA":
+        op.SOFTPLUS_BEFORE_SCAN_DTYPES = ARMS[arm]
+        captured = train.make_train_step(model, BATCH, RES, "bf16", "cuda", capturable=True)
+        timing = train.time_train_steps(captured, "cuda", warmup=3, iters=10, cuda_graphs=True).step
+        result["rows"].append(dict(model=name, arm=arm, softplus_before_scan=arm == "B", captured=True,
+                                   p50_ms=timing.p50_ms, img_per_s=BATCH / timing.p50_ms * 1e3,
+                                   times_ms=timing.samples_ms))
+        print(f"{name} {arm} captured: p50 {timing.p50_ms:.2f} ms ({BATCH / timing.p50_ms * 1e3:.1f} img/s)",
+              flush=True)
+        del captured
+        torch.cuda.empty_cache()
     op.SOFTPLUS_BEFORE_SCAN_DTYPES = ()
     del model, opt, images
     torch.cuda.empty_cache()
@@ -73,9 +87,13 @@ result.update(gpu=torch.cuda.get_device_name(), commit=os.environ.get("VIMBENCH_
 json.dump(result, open(os.path.join(OUT, "trainsp.json"), "w"), indent=1)
 print("=== summary (eager bf16 training steps, 1248 px, batch 8, p50 ms, mean of the two passes)")
 for name in MODELS:
-    rows = [r for r in result["rows"] if r["model"] == name]
-    a = statistics.mean(r["p50_ms"] for r in rows if r["arm"] == "A")
-    b = statistics.mean(r["p50_ms"] for r in rows if r["arm"] == "B")
     g = next(x for x in result["grads"] if x["model"] == name)
-    print(f"{name}: GEMM {a:.2f} ms, softplus before the scan {b:.2f} ms ({(b / a - 1) * 100:+.1f}%); "
-          f"worst grad diff {g['worst_rel_grad_diff']:.2e} ({g['worst_param']})")
+    for captured in (False, True):
+        rows = [r for r in result["rows"] if r["model"] == name and r.get("captured", False) == captured]
+        if not rows:
+            continue
+        a = statistics.mean(r["p50_ms"] for r in rows if r["arm"] == "A")
+        b = statistics.mean(r["p50_ms"] for r in rows if r["arm"] == "B")
+        print(f"{name} {'captured' if captured else 'eager'}: GEMM {a:.2f} ms, softplus before the scan {b:.2f} ms "
+              f"({(b / a - 1) * 100:+.1f}%)")
+    print(f"{name}: worst grad diff {g['worst_rel_grad_diff']:.2e} ({g['worst_param']})")
