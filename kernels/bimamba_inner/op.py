@@ -40,6 +40,7 @@ from kernels.bimamba_inner.reference import x_dbl_slices
 from kernels.conv1d import fwd as conv_fwd
 from kernels.conv1d.op import conv1d_silu_bidir, conv1d_silu_bidir_bwd
 from kernels.dt_softplus import fwd as dt_softplus_fwd
+from kernels.dt_softplus.op import dt_softplus
 from kernels.rmsnorm.op import add_rmsnorm
 from kernels.runtime import cdiv, eager_autograd, traced
 from kernels.selective_scan import fwd as scan_fwd
@@ -162,8 +163,8 @@ def _scan_operands(x_dbl: Tensor, dt_proj_t: Tensor, batch: int, length: int, n_
     if dt_bias is None:
         delta = torch.bmm(dt_pad, dt_proj_pad)  # dt_bias: in the scan
     else:
-        delta = dt_softplus_fwd.dt_softplus(x_dbl[..., cols_dt], dt_proj_t, dt_bias,
-                                            dt_softplus_fwd.delta_dtype(x_dbl.dtype))
+        # the public op: its custom op where the backward is traced (AOT autograd), its launcher otherwise
+        delta = dt_softplus(x_dbl[..., cols_dt], dt_proj_t, dt_bias, dt_softplus_fwd.delta_dtype(x_dbl.dtype))
     delta = delta.view(2, batch, length, -1).transpose(2, 3)
     rows = x_dbl.view(2, batch, length, -1)
     if SCAN_BC_FP32 and x_dbl.dtype != torch.float32:

@@ -122,12 +122,15 @@ def test_weight_grads_split_over_tokens_match_one_gemm(op, device, monkeypatch):
     test_gradients_match_f64_reference(op, device, False, False)  # the op's kernels run where the tests do
 
 
-def test_opcheck(op, device):
-    """Schema, fake tensors (the outputs' layouts too), autograd registration and AOT tracing of the backward
-    (one case: ~30 s interpreted; combine=True goes through the compiled model test in tests/test_training.py)."""
+@pytest.mark.parametrize("softplus_first", [False, True])
+def test_opcheck(op, device, softplus_first):
+    """Schema, fake tensors (the outputs' layouts too), autograd registration and AOT tracing of the backward, with
+    delta from the GEMM and made already softplus'd (~30 s each interpreted; combine=True goes through the compiled
+    model test in tests/test_training.py)."""
     inputs, (r, weight, eps) = normed_input(inner_inputs(device, batch=1, length=5))
     leaves = [t.requires_grad_() for t in inputs]
-    torch.library.opcheck(torch.ops.vimbench.bimamba_inner.default, (*leaves, r, weight, eps, False, 4))
+    torch.library.opcheck(torch.ops.vimbench.bimamba_inner.default,
+                          (*leaves, r, weight, eps, False, 4, softplus_first))
 
 
 def test_halves_and_combined_forms_agree(op, device):
