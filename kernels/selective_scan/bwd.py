@@ -47,7 +47,8 @@ Design (one program = BLOCK_C channels, one per lane, of one (direction, batch, 
   states, 16-byte accesses; by default in the combined 16-bit walk). The walk can run in several launches over
   ranges of the channel blocks, one after the other, sharing the scratch and the dB/dC partials
   (`scan_bwd_launch_config`'s channel_splits: less memory, slower; one launch by default).
-- du, ddelta (through softplus: * sigmoid(delta + bias)) are stored per token; dz gets both directions'
+- du, ddelta (through softplus: * sigmoid(delta + bias); with softplus_done, delta being softplus(pre + bias)
+  already, * (1 - e^-delta), the same slope) are stored per token; dz gets both directions'
   contributions by relaxed fp32 atomics onto zero (two additions: order-independent, so deterministic), or with
   dz_halves=True each direction stores its own term in z's dtype (the caller sums the two).
 - dA, dD, ddelta_bias accumulate in registers and are written once per program (per-(batch, group) partials
