@@ -220,13 +220,13 @@ def _(h, in_proj, conv_w, conv_b, x_proj_t, dt_proj_t, A, D, dt_bias, out_proj, 
 
 def _setup_context(ctx, inputs, output):
     (h, in_proj, conv_w, conv_b, x_proj_t, dt_proj_t, A, D, dt_bias, out_proj, norm_r, norm_w, norm_eps, combine,
-     chunk, *softplus_first) = inputs  # softplus_first: absent where the op's default was taken
+     chunk, softplus_first) = inputs
     _, y, x_dbl, checkpoints = output
     keep_h = norm_r is None  # else h is recomputed from the norm's r
     ctx.save_for_backward(h if keep_h else None, in_proj, conv_w, conv_b, x_proj_t, dt_proj_t, A, D, dt_bias,
                           out_proj, y, x_dbl, checkpoints, None if keep_h else norm_r, None if keep_h else norm_w)
     ctx.chunk, ctx.norm_eps, ctx.h_dtype = chunk, norm_eps, h.dtype
-    ctx.softplus_first = bool(softplus_first and softplus_first[0])
+    ctx.softplus_first = softplus_first
     ctx.set_materialize_grads(False)  # y, x_dbl and checkpoints get no gradient
 
 

@@ -38,10 +38,9 @@ def normed_input(inputs, eps=1e-5):
     return [add_rmsnorm_ref(r, None, weight, eps)[0], *inputs[1:]], (r, weight, eps)
 
 
-@pytest.mark.parametrize("combine, recompute_h", [(False, False), (True, False), (False, True)])
-def test_gradients_match_f64_reference(op, device, combine, recompute_h):
-    """With norm given, the backward recomputes h from the norm's r: the same gradients."""
-    inputs, norm = normed_input(inner_inputs(device)) if recompute_h else (inner_inputs(device), None)
+def assert_matches_f64_reference(op, device, inputs, combine, norm=None):
+    """The op's output and every input's gradient against autograd through the float64 reference composition;
+    returns the op's leaves (their .grad set)."""
     leaves = [t.clone().requires_grad_() for t in inputs]
     out = op.bimamba_inner(*leaves, combine=combine, norm=norm)
     leaves64 = [t.detach().double().requires_grad_() for t in inputs]
@@ -54,6 +53,14 @@ def test_gradients_match_f64_reference(op, device, combine, recompute_h):
         assert got.grad is not None, name
         scale = ref.grad.abs().max().item()
         torch.testing.assert_close(got.grad.double(), ref.grad, rtol=1e-4, atol=1e-5 * scale, msg=name)
+    return leaves
+
+
+@pytest.mark.parametrize("combine, recompute_h", [(False, False), (True, False), (False, True)])
+def test_gradients_match_f64_reference(op, device, combine, recompute_h):
+    """With norm given, the backward recomputes h from the norm's r: the same gradients."""
+    inputs, norm = normed_input(inner_inputs(device)) if recompute_h else (inner_inputs(device), None)
+    leaves = assert_matches_f64_reference(op, device, inputs, combine, norm)
     assert leaves[4].grad[..., 2 * 4 + 2:].abs().max() == 0  # the pad columns of x_proj_t
 
 
@@ -67,19 +74,8 @@ def test_softplus_before_scan_gradients_match_f64_reference(op, device, monkeypa
     calls = []
     real = op.dt_softplus_fwd.dt_softplus
     monkeypatch.setattr(op.dt_softplus_fwd, "dt_softplus", lambda *a: calls.append(a[-1]) or real(*a))
-    inputs = inner_inputs(device)
-    leaves = [t.clone().requires_grad_() for t in inputs]
-    out = op.bimamba_inner(*leaves, combine=combine)
-    leaves64 = [t.detach().double().requires_grad_() for t in inputs]
-    want = bimamba_inner_ref(*leaves64, combine=combine)
-    torch.testing.assert_close(out.double(), want, rtol=1e-4, atol=1e-5)
-    grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(5)).to(device)
-    out.backward(grad_out)
-    want.backward(grad_out.double())
+    assert_matches_f64_reference(op, device, inner_inputs(device), combine)
     assert calls == [torch.float32, torch.float32]  # the forward's delta and the backward's recompute
-    for name, got, ref in zip(NAMES, leaves, leaves64):
-        scale = ref.grad.abs().max().item()
-        torch.testing.assert_close(got.grad.double(), ref.grad, rtol=1e-4, atol=1e-5 * scale, msg=name)
 
 
 def test_softplus_before_scan_bf16_agrees_with_the_gemm(op, device, monkeypatch):
