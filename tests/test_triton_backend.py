@@ -48,11 +48,15 @@ def test_triton_backend_vim_t_bf16_autocast():
 
 def test_default_fuses_dt_proj_only_in_host_bound_calls(device, monkeypatch):
     """Memory mode default (fuse_dt_proj None): the scan gets dt_proj in eager calls of at most FUSE_DT_MAX_ROWS
-    token rows, the delta GEMM runs above that and while traced, unless the fused scan runs in blocks of tokens
-    there (FUSE_DT_IN_TOKEN_BLOCKS); the logits agree either way (and with the torch backend)."""
+    token rows (for 16-bit activations; the fp32 model here runs under FUSE_DT_FP32 False for that part), the delta
+    GEMM runs above that and while traced, unless the fused scan runs in blocks of tokens there
+    (FUSE_DT_IN_TOKEN_BLOCKS); eager fp32 calls above the limit are fused with FUSE_DT_FP32 (the default), 16-bit
+    ones are not; the logits agree either way (and with the torch backend)."""
     import vimbench.models.vim as vim
     from kernels.selective_scan import chunked, fwd
 
+    assert vim.FUSE_DT_FP32, "the shipped default (measured faster in fp32 at 1248 px, batch 64)"
+    monkeypatch.setattr(vim, "FUSE_DT_FP32", False)
     ref, tri = _pair("vim_test", 32, device)
     calls = []
     scan = tri.ops.bimamba_scan
@@ -74,7 +78,16 @@ def test_default_fuses_dt_proj_only_in_host_bound_calls(device, monkeypatch):
         monkeypatch.setattr(vim, "FUSE_DT_MAX_ROWS", rows - 1)
         large = tri(images)
         assert calls and not any(calls), "above it: the delta GEMM"
+        calls.clear()
+        monkeypatch.setattr(vim, "FUSE_DT_FP32", True)
+        large_fp32 = tri(images)
+        assert calls and all(calls), "above it in fp32 with FUSE_DT_FP32: fused"
+        above = torch.zeros(1, rows, tri.embed_dim, device=device)
+        assert tri.layers[0].mixer.fuses_dt_proj(above), "fp32 activations"
+        assert not tri.layers[0].mixer.fuses_dt_proj(above.bfloat16()), "16-bit activations keep the row limit"
+        monkeypatch.setattr(vim, "FUSE_DT_FP32", False)
     torch.testing.assert_close(small, large, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(large_fp32, large, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(small, gold, rtol=1e-4, atol=1e-4)
     h = torch.zeros(1, 1, tri.embed_dim, device=device)
     mixer = tri.layers[0].mixer
@@ -117,6 +130,7 @@ def test_delta_softplus_before_the_scan_gives_the_same_logits(device, monkeypatc
     for layer in tri.layers:
         layer.mixer.ops = dataclasses.replace(tri.ops, bimamba_scan=scan_spy, dt_softplus=dt_spy)
     monkeypatch.setattr(vim, "FUSE_DT_MAX_ROWS", 0)
+    monkeypatch.setattr(vim, "FUSE_DT_FP32", False)  # (else the fp32 model's scan takes dt_proj at any size)
     images = torch.randn(2, 3, 32, 32, device=device)
     with torch.no_grad():
         gold = ref(images)

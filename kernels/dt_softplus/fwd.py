@@ -99,24 +99,39 @@ def _dt_softplus_kernel(
 # there and 254 under triton 3.8), not yet timed.
 TILE = (64, 128, 4)
 FP32_TILE = (64, 64, 4)
-# Row tiles per program (the kernel's ROW_TILES; 1: one tile, as measured above). An experiment for the op's store
-# rate (~1.8 TB/s where cuBLAS's GEMM writes ~2.3; session am): several tiles per program, so that one tile's
-# stores drain while the next is computed. Not yet measured; the interpreter takes 2 (tests cross tiles and the tail).
-ROW_TILES = 1
+# Row tiles per program on the GPU (the kernel's ROW_TILES): the most, up to MAX_ROW_TILES, that leave at least
+# MIN_PROGRAMS programs, so that the weight tile and the bias load once per program and one tile's stores drain
+# while the next is computed, where the grid stays large. Measured (session ao, H100, the kernel alone, 64 x 128 x 4,
+# results/history/dtsprows-h100-2026-12-07ao/): Vim-B 1248/64 1.515 ms at 1 tile, 1.151 at 4, 1.056 at 16 (the
+# cast + delta GEMM: 1.057); Vim-Ti 0.339 / 0.301 / 0.295 (GEMM 0.295); outputs bitwise equal. Vim-Ti's 16 tiles
+# there leave 2,286 programs.
+MAX_ROW_TILES = 16
+MIN_PROGRAMS = 2048
+
+
+def row_tiles_per_program(row_blocks: int, other_programs: int) -> int:
+    """ROW_TILES for a grid of `row_blocks` row tiles times `other_programs` (channel blocks x directions): a power
+    of two, at most MAX_ROW_TILES, halved until the grid keeps MIN_PROGRAMS programs (1 where even one tile per
+    program leaves fewer)."""
+    tiles = MAX_ROW_TILES
+    while tiles > 1 and cdiv(row_blocks, tiles) * other_programs < MIN_PROGRAMS:
+        tiles //= 2
+    return tiles
 
 
 def dt_softplus_launch_config(rows: int, channels: int, rank: int, interpreted: bool,
                               fp32: bool = False) -> LaunchConfig:
     """`_dt_softplus_kernel`'s grid, tiles and warps: the one place that chooses them (the launcher and `vimbench
     kernels static` both call it). TILE, or FP32_TILE for fp32 weights (the output tile is what moves: the kernel
-    writes 2 x M x E values and reads M x R); under the interpreter 16 x 32 on one warp, so that tests cover
-    several programs and partial tiles, two row tiles per program (ROW_TILES on the GPU). The rank tile is a power
-    of two of at least 16 (tl.dot's smallest K)."""
+    writes 2 x M x E values and reads M x R), row_tiles_per_program tiles per program; under the interpreter 16 x 32
+    on one warp, two row tiles per program, so that tests cover several programs, partial tiles and an empty last
+    one. The rank tile is a power of two of at least 16 (tl.dot's smallest K)."""
     block_m, block_n, warps = (16, 32, 1) if interpreted else (FP32_TILE if fp32 else TILE)
     block_r = max(16, next_power_of_2(rank))
-    row_tiles = 2 if interpreted else ROW_TILES
+    col_blocks, row_blocks = cdiv(channels, block_n), cdiv(rows, block_m)
+    row_tiles = 2 if interpreted else row_tiles_per_program(row_blocks, 2 * col_blocks)
     return LaunchConfig(kernel="_dt_softplus_kernel",
-                        grid=(cdiv(channels, block_n), cdiv(cdiv(rows, block_m), row_tiles), 2),
+                        grid=(col_blocks, cdiv(row_blocks, row_tiles), 2),
                         constexprs=dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_R=block_r, ROW_TILES=row_tiles),
                         num_warps=warps)
 

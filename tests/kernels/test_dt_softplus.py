@@ -111,12 +111,33 @@ def test_dt_softplus_opcheck(op, device):
                           test_utils=("test_schema", "test_faketensor"))
 
 
+def test_row_tiles_per_program_keeps_the_grid_large():
+    """The GPU's row tiles per program: MAX_ROW_TILES where the grid stays at MIN_PROGRAMS or more (Vim-Ti and
+    Vim-B at 1248 px, batch 64: 16, as measured fastest), halved for smaller grids, 1 where one tile per program
+    already leaves fewer; the launch config's grid covers every row tile exactly once."""
+    from kernels.dt_softplus import fwd
+    from kernels.runtime import cdiv
+
+    assert (fwd.MAX_ROW_TILES, fwd.MIN_PROGRAMS) == (16, 2048)
+    for rows, channels, expected in [(64 * 6085, 384, 16), (64 * 6085, 1536, 16), (64 * 197, 384, 1),
+                                     (64 * 1297, 384, 2), (8 * 6085, 384, 2), (1, 384, 1)]:
+        cfg = fwd.dt_softplus_launch_config(rows, channels, 12, interpreted=False)
+        tiles, block_m = cfg.constexprs["ROW_TILES"], cfg.constexprs["BLOCK_M"]
+        assert tiles == expected, (rows, channels, tiles)
+        programs = cfg.grid[0] * cfg.grid[1] * cfg.grid[2]
+        assert tiles == 1 or programs >= fwd.MIN_PROGRAMS
+        assert tiles == fwd.MAX_ROW_TILES or cdiv(cdiv(rows, block_m), 2 * tiles) * cfg.grid[0] * 2 < fwd.MIN_PROGRAMS
+        assert cfg.grid[1] * tiles >= cdiv(rows, block_m) > (cfg.grid[1] - 1) * tiles
+    assert fwd.dt_softplus_launch_config(64 * 6085, 384, 12, interpreted=True).constexprs["ROW_TILES"] == 2
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("rows, channels, rank", [(8 * 197, 384, 12), (2 * 577, 768, 24), (2 * 197, 1536, 48),
-                                                  (6085, 384, 12)])
+                                                  (6085, 384, 12), (16 * 6085, 1536, 48)])
 def test_dt_softplus_gpu(op, rows, channels, rank):
     """Vim-Ti/S/B shapes on the GPU: bf16 weights through tl.dot's tensor cores with fp32 dt cast to bf16 (rounded
-    to nearest, as the model's GEMM), the fp16 output the model stores; fp32 weights with ieee precision."""
+    to nearest, as the model's GEMM), the fp16 output the model stores; fp32 weights with ieee precision. The last
+    shape runs 16 row tiles per program with a partial last program (1,522 row tiles)."""
     dt, weight, bias = make_inputs(rows, channels, rank, w_dtype=torch.bfloat16, device="cuda", representable=False)
     out = op.dt_softplus(dt, weight, bias, torch.float16)
     exact = _f64(dt, weight, bias)  # dt rounded to bf16 by torch, as the kernel must

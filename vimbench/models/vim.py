@@ -41,6 +41,13 @@ PAD_DT_GEMM = True
 # 32 (18,464 rows; results/history/hostmodes-r384-b32-h100-2026-12-07aj.json: 0.914x, graph +1.4%). At 1248 px batch
 # 64 (389k rows) the fused scan is slower (3.49 vs 2.92 ms); 16,384 before session ah.
 FUSE_DT_MAX_ROWS = 25216
+# Eager fp32 inference (fuse_dt_proj None) hands the scan dt_proj at every size where the scan runs in one pass,
+# not only up to FUSE_DT_MAX_ROWS: the fp32 delta GEMM and its (2, B, L, E) fp32 delta cost more than the scan's own
+# low-rank product there. Measured (session ao, H100, Vim-Ti 1248 px batch 64, whole eager forwards A B B A in one
+# process, results/history/fp32parts-h100-2026-12-07ao/): 229.8 / 231.1 ms with the delta GEMM, 220.5 / 220.7 fused
+# (+4.3% img/s), peak allocated 5.78-5.92 -> 4.67 GiB, logits within 1.2e-6 of the fp32 torch backend (1.3e-6
+# before). False: fp32 follows FUSE_DT_MAX_ROWS as 16-bit activations do.
+FUSE_DT_FP32 = True
 # Captured and traced inference (fuse_dt_proj None) hands the scan dt_proj too where the fused scan runs the
 # token-block kernel in one pass (ops.scan_blocks_take_dt_proj: batch 1-8 at 224 px), whose blocks form delta
 # from the low-rank rows at little cost: no dt cast and no delta GEMM, two kernels fewer per layer. False: the delta
@@ -516,9 +523,9 @@ class BiMambaMixer(nn.Module):
         """Whether this call (mixer input h, (B, L, D)) hands dt_proj to the scan: inference only (the fused scan
         has no backward; training keeps the GEMM), on a backend whose scan fuses it, when switched on
         (`fuse_dt_proj` True), or automatically (None) where the launches are host-bound: eager calls (not traced,
-        not captured into a CUDA graph) of at most FUSE_DT_MAX_ROWS token rows (B x L) where the scan runs in one
-        pass (not chunk-parallel: those passes compute delta first, in fp32, and their call is not replayed;
-        ops.scan_takes_dt_proj); captured and traced calls where the fused scan runs in blocks of tokens
+        not captured into a CUDA graph) of at most FUSE_DT_MAX_ROWS token rows (B x L), or of any size in fp32
+        (FUSE_DT_FP32), where the scan runs in one pass (not chunk-parallel: those passes compute delta first, in
+        fp32, and their call is not replayed; ops.scan_takes_dt_proj); captured and traced calls where the fused scan runs in blocks of tokens
         (FUSE_DT_IN_TOKEN_BLOCKS)."""
         if not self.ops.scan_fuses_dt_proj or torch.is_grad_enabled():
             return False
@@ -529,7 +536,8 @@ class BiMambaMixer(nn.Module):
             return FUSE_DT_IN_TOKEN_BLOCKS and blocks is not None and \
                 blocks(h.shape[0], self.d_inner, h.shape[1], self.dt_rank, not h.is_cuda)
         takes = self.ops.scan_takes_dt_proj
-        return h.shape[0] * h.shape[1] <= FUSE_DT_MAX_ROWS and (
+        sized = h.shape[0] * h.shape[1] <= FUSE_DT_MAX_ROWS or (FUSE_DT_FP32 and h.dtype == torch.float32)
+        return sized and (
             takes is None or takes(h.shape[0], self.d_inner, h.shape[1], self.dt_rank, D_STATE, h.device))
 
     def softplus_before_scan(self, activation: torch.dtype) -> bool:
@@ -773,8 +781,8 @@ class VisionMamba(nn.Module):
     train_boundary: what the mixers' autograd graph keeps in training (TRAIN_BOUNDARIES; "fused" by default).
     fuse_dt_proj: at inference on the triton backend the scan applies dt_proj itself (no delta tensor). True: always
     (a memory mode); None (the default): where the launches are host-bound, eager calls of at most
-    FUSE_DT_MAX_ROWS token rows (two torch ops fewer per layer); False: never. At large sizes it is not a
-    speed-up. Measured on the H200 (results/history/dtfuse-h200-2026-12-02.json, Vim-Ti 1248 px, batch 64,
+    FUSE_DT_MAX_ROWS token rows (two torch ops fewer per layer), and eager fp32 calls of any size (FUSE_DT_FP32:
+    +4.3% at 1248 px, batch 64); False: never. At large sizes in 16-bit it is not a speed-up. Measured on the H200 (results/history/dtfuse-h200-2026-12-02.json, Vim-Ti 1248 px, batch 64,
     bf16): 612 img/s at 3.44 GiB peak off, 542 img/s at 2.87 GiB fused, 540 img/s at
     2.59 GiB fused with in_proj split (`set_dt_proj_fusion(model, True, split_in_proj=True)` switches a built
     model); the fused scan itself is 3.49 ms vs 2.92 ms for the dt_proj GEMM plus the plain scan."""
@@ -927,7 +935,8 @@ class VisionMamba(nn.Module):
 # Inference memory modes of the Vim mixers (`vimbench sweep --vim-memory`; inference only, training ignores them):
 # name -> (fuse dt_proj into the scan: True, or None = only in host-bound eager calls (FUSE_DT_MAX_ROWS); in_proj as
 # two GEMMs; z made inside the gate). "default": one in_proj GEMM, the dt_proj GEMM and a (B, L, 2, E) delta tensor
-# (on backend triton, in eager calls of at most FUSE_DT_MAX_ROWS token rows the scan applies dt_proj instead);
+# (on backend triton, in eager calls of at most FUSE_DT_MAX_ROWS token rows, or of any size in fp32 (FUSE_DT_FP32),
+# the scan applies dt_proj instead);
 # "split": in_proj as x then z (eager only), so x, z and the conv output are never alive together; "lean": split,
 # and the scan applies dt_proj itself (no delta tensor; backend triton only); "lean-gated": lean, and z is never
 # stored: the scan runs ungated and the `zgate` op makes z tile by tile inside the gate, which also sums the
