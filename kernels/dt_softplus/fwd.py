@@ -96,7 +96,10 @@ def _dt_softplus_kernel(
 # Token rows x channels x warps per program on the GPU. 16-bit weights: 64 x 128 x 4, the fastest of nine tilings at
 # Vim-Ti and Vim-B 1248/64 (session am, H100, results/history/dtsptiles-h100-2026-12-07am/). fp32 weights (the ieee
 # tile on the FMA pipe): 64 x 64 x 4, chosen statically (92 registers under triton 3.6, no spill; 64 x 128 takes 168
-# there and 254 under triton 3.8), not yet timed.
+# there and 254 under triton 3.8), then timed the fastest of seven (session ao, H100, one row tile, Vim-Ti 1248/64:
+# 0.565 ms against the cast + fp32 delta GEMM's 0.689; results/history/dtsp32-h100-2026-12-07ao/). The fp32 model
+# still keeps the GEMM where it does not fuse dt_proj (vim.DT_SOFTPLUS_FP32 off: its whole forward measured 1.4%
+# slower with the op), and fuses it at 1248/64 anyway (vim.FUSE_DT_FP32).
 TILE = (64, 128, 4)
 FP32_TILE = (64, 64, 4)
 # Row tiles per program on the GPU (the kernel's ROW_TILES): the most, up to MAX_ROW_TILES, that leave at least

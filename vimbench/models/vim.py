@@ -92,8 +92,10 @@ X_CONV_SLICE_ROWS = 1 << 18
 DT_SOFTPLUS_BEFORE_SCAN = True
 # The same in fp32 (the op's fp32 tile: ieee tl.dot on the FMA pipe, fp32 delta). Off: session al measured the fp32
 # forward +0.7% with the op at the bf16 tile (64 x 128, 168 registers under triton 3.6, 254 under 3.8); since session
-# am fp32 runs its own tile (`kernels.dt_softplus.fwd.FP32_TILE`, 92 registers under 3.6), not yet measured
-# (`results/history/scripts/dtsp32.py`). The fp32 forward spends 28% in the scan, whose softplus this removes.
+# am fp32 runs its own tile (`kernels.dt_softplus.fwd.FP32_TILE`, 92 registers under 3.6), measured in session ao
+# (H100, Vim-Ti 1248/64, A B B A, results/history/dtsp32-h100-2026-12-07ao/): the op 0.565 ms against the GEMM's
+# 0.689, but the whole forward 230.7 -> 234.1 ms (+1.4%), so it stays off. Where fp32 fuses dt_proj into the scan
+# (FUSE_DT_FP32, eager) neither runs.
 DT_SOFTPLUS_FP32 = False
 # Small eager inference on a backend with ops.norm_in_proj (triton): a block's entry, from the previous mixer's
 # out_proj through the residual add and RMSNorm to in_proj, is one launch (kernels/norm_in_proj), then the conv op,
