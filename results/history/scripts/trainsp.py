@@ -49,7 +49,10 @@ for name in MODELS:
     result["grads"].append(dict(model=name, loss_A=losses["A"], loss_B=losses["B"], worst_rel_grad_diff=worst[0],
                                 worst_param=worst[1], params_with_grad=len(grads["A"])))
     print(name, "loss A", losses["A"], "B", losses["B"], "worst grad diff", worst, flush=True)
-    del grads
+    # (the last backward's graph must not outlive this part: its AccumulateGrad nodes, made on the default stream,
+    # would make the captured steps below fail to capture; session ao's first run did)
+    del grads, loss
+    model.zero_grad(set_to_none=True)
     for arm in "ABBA":
         op.SOFTPLUS_BEFORE_SCAN_DTYPES = ARMS[arm]
         for _ in range(3):
