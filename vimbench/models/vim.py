@@ -527,8 +527,8 @@ class BiMambaMixer(nn.Module):
         (`fuse_dt_proj` True), or automatically (None) where the launches are host-bound: eager calls (not traced,
         not captured into a CUDA graph) of at most FUSE_DT_MAX_ROWS token rows (B x L), or of any size in fp32
         (FUSE_DT_FP32), where the scan runs in one pass (not chunk-parallel: those passes compute delta first, in
-        fp32, and their call is not replayed; ops.scan_takes_dt_proj); captured and traced calls where the fused scan runs in blocks of tokens
-        (FUSE_DT_IN_TOKEN_BLOCKS)."""
+        fp32, and their call is not replayed; ops.scan_takes_dt_proj); captured and traced calls where the fused
+        scan runs in blocks of tokens (FUSE_DT_IN_TOKEN_BLOCKS)."""
         if not self.ops.scan_fuses_dt_proj or torch.is_grad_enabled():
             return False
         if self.fuse_dt_proj is not None:
@@ -784,9 +784,9 @@ class VisionMamba(nn.Module):
     fuse_dt_proj: at inference on the triton backend the scan applies dt_proj itself (no delta tensor). True: always
     (a memory mode); None (the default): where the launches are host-bound, eager calls of at most
     FUSE_DT_MAX_ROWS token rows (two torch ops fewer per layer), and eager fp32 calls of any size (FUSE_DT_FP32:
-    +4.3% at 1248 px, batch 64); False: never. At large sizes in 16-bit it is not a speed-up. Measured on the H200 (results/history/dtfuse-h200-2026-12-02.json, Vim-Ti 1248 px, batch 64,
-    bf16): 612 img/s at 3.44 GiB peak off, 542 img/s at 2.87 GiB fused, 540 img/s at
-    2.59 GiB fused with in_proj split (`set_dt_proj_fusion(model, True, split_in_proj=True)` switches a built
+    +4.3% at 1248 px, batch 64); False: never. At large sizes in 16-bit it is not a speed-up. Measured on the
+    H200 (results/history/dtfuse-h200-2026-12-02.json, Vim-Ti 1248 px, batch 64, bf16): 612 img/s at 3.44 GiB
+    peak off, 542 img/s at 2.87 GiB fused, 540 img/s at 2.59 GiB fused with in_proj split (`set_dt_proj_fusion(model, True, split_in_proj=True)` switches a built
     model); the fused scan itself is 3.49 ms vs 2.92 ms for the dt_proj GEMM plus the plain scan."""
 
     def __init__(self, img_size: int = 224, embed_dim: int = 192, depth: int = 24, num_classes: int = 1000,
