@@ -786,8 +786,9 @@ class VisionMamba(nn.Module):
     FUSE_DT_MAX_ROWS token rows (two torch ops fewer per layer), and eager fp32 calls of any size (FUSE_DT_FP32:
     +4.3% at 1248 px, batch 64); False: never. At large sizes in 16-bit it is not a speed-up. Measured on the
     H200 (results/history/dtfuse-h200-2026-12-02.json, Vim-Ti 1248 px, batch 64, bf16): 612 img/s at 3.44 GiB
-    peak off, 542 img/s at 2.87 GiB fused, 540 img/s at 2.59 GiB fused with in_proj split (`set_dt_proj_fusion(model, True, split_in_proj=True)` switches a built
-    model); the fused scan itself is 3.49 ms vs 2.92 ms for the dt_proj GEMM plus the plain scan."""
+    peak off, 542 img/s at 2.87 GiB fused, 540 img/s at 2.59 GiB fused with in_proj split
+    (`set_dt_proj_fusion(model, True, split_in_proj=True)` switches a built model); the fused scan itself is
+    3.49 ms vs 2.92 ms for the dt_proj GEMM plus the plain scan."""
 
     def __init__(self, img_size: int = 224, embed_dim: int = 192, depth: int = 24, num_classes: int = 1000,
                  backend: str = "torch", batch_slice: int = 0, train_boundary: str = "fused",

@@ -15,7 +15,8 @@ RES, BATCH = 1248, 64
 SHIPPED = fwd.MAX_ROW_TILES
 ARMS = {"A": 1, "B": SHIPPED}
 torch.backends.cuda.matmul.allow_tf32 = False
-result = {"rows": [], "logits": [], "gpu": torch.cuda.get_device_name(), "commit": os.environ.get("VIMBENCH_GIT_COMMIT")}
+result = {"rows": [], "logits": [], "gpu": torch.cuda.get_device_name(),
+          "commit": os.environ.get("VIMBENCH_GIT_COMMIT")}
 
 
 def forward(model, images):
@@ -63,4 +64,5 @@ for name in MODELS:
     rows = [r for r in result["rows"] if r["model"] == name]
     a = [r["p50_ms"] for r in rows if r["arm"] == "A"]
     b = [r["p50_ms"] for r in rows if r["arm"] == "B"]
-    print(f"{name}: A {statistics.mean(a):.2f} B {statistics.mean(b):.2f} ({100 * (statistics.mean(b) / statistics.mean(a) - 1):+.1f}%)")
+    change = 100 * (statistics.mean(b) / statistics.mean(a) - 1)
+    print(f"{name}: A {statistics.mean(a):.2f} B {statistics.mean(b):.2f} ({change:+.1f}%)")
