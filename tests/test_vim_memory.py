@@ -75,6 +75,22 @@ def test_split_lowers_the_estimated_peak():
     assert peaks["lean"] - peaks["lean-gated"] >= 0.9 * tokens * 2 * 48 * 2
 
 
+def test_fp32_fusion_lowers_the_estimated_fp32_peak(monkeypatch):
+    """The estimate runs fp32 forwards too (no autocast), and there the default hands dt_proj to the scan at any
+    size where the scan runs in one pass (FUSE_DT_FP32): no (2, tokens, E) fp32 delta tensor. Vim-Ti, 512 px,
+    batch 64 (65,600 token rows, above FUSE_DT_MAX_ROWS), fp32, and bf16 (unchanged)."""
+    import vimbench.models.vim as vim
+    from vimbench.bench.live_memory import vim_peak_bytes
+
+    tokens = 64 * ((512 // 16) ** 2 + 1)
+    assert tokens > vim.FUSE_DT_MAX_ROWS
+    fused, bf16 = vim_peak_bytes("vim_t", 512, 64, "fp32"), vim_peak_bytes("vim_t", 512, 64, "bf16")
+    monkeypatch.setattr(vim, "FUSE_DT_FP32", False)
+    gemm = vim_peak_bytes("vim_t", 512, 64, "fp32")
+    assert gemm - fused >= 0.9 * tokens * 2 * 384 * 4
+    assert vim_peak_bytes("vim_t", 512, 64, "bf16") == bf16 < fused
+
+
 def test_vim_memory_axis():
     assert parse_vim_memory("default, lean,default") == ("default", "lean")
     with pytest.raises(VimbenchError, match="vim memory mode"):

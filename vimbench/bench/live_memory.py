@@ -162,8 +162,8 @@ def vim_peak_bytes(name: str, res: int, batch: int, dtype: str = "bf16", batch_s
     model.ops = ops
     for layer in model.layers:
         layer.mixer.ops = ops
-    if autocast is not None:  # what the model asks autocast for; the meta device has no autocast to ask
-        model._activation_dtype = lambda: autocast
+    # what the model asks autocast for (fp32: no autocast); the meta device has no autocast to ask
+    model._activation_dtype = lambda: autocast if autocast is not None else torch.float32
     mode = LiveBytes(autocast_dtype=autocast)
     mode.track(*model.parameters(), *model.buffers(), images)
     with torch.inference_mode(), mode:
