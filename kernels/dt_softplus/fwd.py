@@ -131,10 +131,10 @@ def dt_softplus_launch_config(rows: int, channels: int, rank: int, interpreted: 
     one. The rank tile is a power of two of at least 16 (tl.dot's smallest K)."""
     block_m, block_n, warps = (16, 32, 1) if interpreted else (FP32_TILE if fp32 else TILE)
     block_r = max(16, next_power_of_2(rank))
-    col_blocks, row_blocks = cdiv(channels, block_n), cdiv(rows, block_m)
-    row_tiles = 2 if interpreted else row_tiles_per_program(row_blocks, 2 * col_blocks)
+    col_blocks, row_blocks, directions = cdiv(channels, block_n), cdiv(rows, block_m), 2
+    row_tiles = 2 if interpreted else row_tiles_per_program(row_blocks, directions * col_blocks)
     return LaunchConfig(kernel="_dt_softplus_kernel",
-                        grid=(col_blocks, cdiv(row_blocks, row_tiles), 2),
+                        grid=(col_blocks, cdiv(row_blocks, row_tiles), directions),
                         constexprs=dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_R=block_r, ROW_TILES=row_tiles),
                         num_warps=warps)
 
